@@ -1,0 +1,33 @@
+//! The engine's error type. Each variant says whose fault it is: the user's data (`NotNull`,
+//! `DuplicateKey`, `Unsupported`), the disk (`Storage`), or us (`Corrupt`, `Internal`).
+
+use datafusion::arrow::error::ArrowError;
+
+/// Result alias for the engine.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// An error of the storage or runtime layer.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// RocksDB reported an I/O or corruption problem.
+    #[error("storage error: {0}")]
+    Storage(#[from] rocksdb::Error),
+    /// Arrow failed on a batch we built or read.
+    #[error("arrow error: {0}")]
+    Arrow(#[from] ArrowError),
+    /// Stored bytes do not decode: a bug or a damaged data directory.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// A column type the storage layer cannot hold.
+    #[error("column type {0} is not supported in tables")]
+    Unsupported(String),
+    /// A NULL for a column declared NOT NULL (or part of the primary key).
+    #[error("null value in column \"{column}\" of relation \"{table}\" violates not-null constraint")]
+    NotNull { table: String, column: String },
+    /// A second row with the same primary key.
+    #[error("duplicate key value violates unique constraint \"{table}_pkey\"")]
+    DuplicateKey { table: String, key: String },
+    /// A broken invariant inside the engine.
+    #[error("internal error: {0}")]
+    Internal(String),
+}

@@ -1,0 +1,20 @@
+//! Rivulet's streaming runtime.
+//!
+//! This crate never sees SQL text or the Postgres wire: it stores and moves Arrow data. Today it holds
+//! the storage layer every later feature stands on; operators, watermarks and checkpoints join it as
+//! the streaming issues land (see ARCHITECTURE.md).
+
+/// Errors of the storage and runtime layer.
+pub mod error;
+/// The one handle on RocksDB: keyed get/put/delete, prefix scans, atomic batches, snapshots.
+pub mod state;
+/// The stable byte encoding of one row, used for stored rows and keys.
+pub mod codec;
+/// Changelog batches: an Arrow `RecordBatch` plus an op per row.
+pub mod changelog;
+/// Tables: current rows plus a durable, sequenced change log, on the state store.
+pub mod table;
+/// Named, abort-on-drop tasks (the only sanctioned way to spawn).
+pub mod task;
+
+pub use error::{EngineError, Result};

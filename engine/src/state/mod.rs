@@ -1,0 +1,230 @@
+//! The state store: the only code in Rivulet that touches RocksDB.
+//!
+//! One RocksDB instance holds everything, split into key spaces by a leading tag byte (see
+//! ARCHITECTURE.md, "Key spaces"). Callers get keyed reads, prefix scans, atomic write batches and
+//! point-in-time snapshots. A batch written with `durable = true` is in the synced WAL when `write`
+//! returns: that is what makes an acknowledged statement survive `kill -9`.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{DB, Options, ReadOptions, WriteOptions};
+
+use crate::Result;
+
+/// A shared handle on the database.
+#[derive(Clone)]
+pub struct StateStore {
+    db: Arc<DB>,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore").field("path", &self.db.path()).finish()
+    }
+}
+
+/// Writes to apply atomically with [`StateStore::write`].
+#[derive(Default)]
+pub struct StateBatch {
+    inner: rocksdb::WriteBatch,
+}
+
+impl StateBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.inner.put(key, value);
+    }
+
+    /// Removes `key`.
+    pub fn delete(&mut self, key: impl AsRef<[u8]>) {
+        self.inner.delete(key);
+    }
+
+    /// Removes every key that starts with `prefix`.
+    pub fn delete_prefix(&mut self, prefix: &[u8]) {
+        match prefix_end(prefix) {
+            Some(end) => self.inner.delete_range(prefix, end.as_slice()),
+            None => self.inner.delete_range(prefix, &[0xffu8; 64][..]),
+        }
+    }
+
+    /// Number of writes in the batch.
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// True when the batch holds no writes.
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+}
+
+/// A consistent, point-in-time view of the whole store.
+pub struct Snapshot {
+    // Declared before `_db` so it is dropped first: the RocksDB snapshot must be released while the
+    // database it belongs to is still open.
+    inner: rocksdb::Snapshot<'static>,
+    _db: Arc<DB>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot").finish_non_exhaustive()
+    }
+}
+
+impl StateStore {
+    /// Opens (or creates) the store in `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_max_background_jobs(2);
+        opts.set_bytes_per_sync(1 << 20);
+        let db = DB::open(&opts, path)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// Reads one key at the latest committed state.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get(key)?)
+    }
+
+    /// Reads many keys at once (one call into RocksDB for the whole set).
+    pub fn multi_get<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.db.multi_get(keys.iter().map(|k| k.as_ref())).into_iter().map(|r| r.map_err(Into::into)).collect()
+    }
+
+    /// Applies `batch` atomically. With `durable`, returns only once the WAL is synced to disk.
+    pub fn write(&self, batch: StateBatch, durable: bool) -> Result<()> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(durable);
+        self.db.write_opt(batch.inner, &opts)?;
+        Ok(())
+    }
+
+    /// Takes a snapshot of the current state.
+    pub fn snapshot(&self) -> Snapshot {
+        let db = Arc::clone(&self.db);
+        let snap = db.snapshot();
+        // SAFETY: the snapshot borrows the `DB` behind `db`. `Snapshot` keeps that `Arc` alive for as
+        // long as the snapshot exists and drops the snapshot first (field order), so the borrow never
+        // outlives the database; the heap address of an `Arc`'s contents never moves.
+        let inner = unsafe { std::mem::transmute::<rocksdb::Snapshot<'_>, rocksdb::Snapshot<'static>>(snap) };
+        Snapshot { inner, _db: db }
+    }
+
+    /// Calls `f` on every key starting with `prefix`, in key order, from `start` (or the prefix
+    /// itself) on, reading `at` a snapshot or the latest state. `f` may stop the scan early.
+    pub fn scan_prefix(
+        &self,
+        at: Option<&Snapshot>,
+        prefix: &[u8],
+        start: Option<&[u8]>,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
+        let mut opts = ReadOptions::default();
+        if let Some(end) = prefix_end(prefix) {
+            opts.set_iterate_upper_bound(end);
+        }
+        let mut iter = match at {
+            Some(snap) => snap.inner.raw_iterator_opt(opts),
+            None => self.db.raw_iterator_opt(opts),
+        };
+        iter.seek(start.unwrap_or(prefix));
+        while iter.valid() {
+            let (Some(key), Some(value)) = (iter.key(), iter.value()) else { break };
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if f(key, value)?.is_break() {
+                return Ok(());
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(())
+    }
+
+    /// The last key (and its value) starting with `prefix`, at the latest state.
+    pub fn last_in_prefix(&self, prefix: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let mut opts = ReadOptions::default();
+        if let Some(end) = prefix_end(prefix) {
+            opts.set_iterate_upper_bound(end);
+        }
+        let mut iter = self.db.raw_iterator_opt(opts);
+        iter.seek_to_last();
+        iter.status()?;
+        match (iter.key(), iter.value()) {
+            (Some(k), Some(v)) if k.starts_with(prefix) => Ok(Some((k.to_vec(), v.to_vec()))),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// The smallest key greater than every key that starts with `prefix` (`None` if all bytes are 0xff).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_sees_state_at_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut b = StateBatch::new();
+        b.put(b"p/1", b"a");
+        store.write(b, true).unwrap();
+        let snap = store.snapshot();
+        let mut b = StateBatch::new();
+        b.put(b"p/2", b"b");
+        b.put(b"q/1", b"c");
+        store.write(b, false).unwrap();
+
+        let collect = |at: Option<&Snapshot>| {
+            let mut seen = Vec::new();
+            store
+                .scan_prefix(at, b"p/", None, |k, v| {
+                    seen.push((k.to_vec(), v.to_vec()));
+                    Ok(ControlFlow::Continue(()))
+                })
+                .unwrap();
+            seen
+        };
+        assert_eq!(collect(Some(&snap)), vec![(b"p/1".to_vec(), b"a".to_vec())]);
+        assert_eq!(collect(None).len(), 2);
+        assert_eq!(store.last_in_prefix(b"p/").unwrap().unwrap().0, b"p/2".to_vec());
+    }
+
+    #[test]
+    fn delete_prefix_leaves_neighbours() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut b = StateBatch::new();
+        for k in [&b"a\xff"[..], b"a\x00", b"b"] {
+            b.put(k, b"x");
+        }
+        store.write(b, false).unwrap();
+        let mut b = StateBatch::new();
+        b.delete_prefix(b"a");
+        store.write(b, false).unwrap();
+        assert_eq!(store.get(b"a\xff").unwrap(), None);
+        assert_eq!(store.get(b"b").unwrap(), Some(b"x".to_vec()));
+    }
+}

@@ -1,0 +1,491 @@
+//! Tables: the current rows and a durable, sequenced change log, kept on the state store.
+//!
+//! Key space of table `id` (tag `T`, then `id` as 8 big-endian bytes):
+//! - `T id 'm'`: counters (next change-log sequence, next hidden row id), 16 bytes.
+//! - `T id 'r' rowkey`: one current row, in the [`RowCodec`](crate::codec::RowCodec) format. The row
+//!   key is the encoded primary key, or a hidden 8-byte row id for tables without one.
+//! - `T id 'l' seq`: one change-log entry per committed statement (or COPY chunk): a
+//!   [`ChangeBatch`] as Arrow IPC, `seq` 8 bytes big-endian, starting at 1.
+//!
+//! Every statement is one atomic, synced RocksDB write covering rows, log entry and counters, so the
+//! rows and the log never disagree, and an acknowledged statement survives a crash. Writers of one
+//! table are serialised by a mutex (sequence numbers are assigned in commit order); readers never
+//! block: they read a [`Snapshot`]. Streaming jobs read the log with [`TableStore::changes_after`] and
+//! wait for new entries with [`TableStore::subscribe`].
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array};
+use datafusion::arrow::compute::{concat_batches, filter_record_batch, interleave, take};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::changelog::{ChangeBatch, Op};
+use crate::codec::RowCodec;
+use crate::state::{Snapshot, StateBatch, StateStore};
+use crate::{EngineError, Result};
+
+/// Rows per batch when reading a table.
+pub const SCAN_BATCH_ROWS: usize = 8192;
+
+const TAG: u8 = b'T';
+
+/// The key prefix of everything table `id` stores.
+pub fn table_prefix(id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(10);
+    k.push(TAG);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn sub_prefix(id: u64, sub: u8) -> Vec<u8> {
+    let mut k = table_prefix(id);
+    k.push(sub);
+    k
+}
+
+/// What the caller of [`TableStore::modify`] decides for one chunk of current rows.
+pub struct Modification {
+    /// The rows the statement touches (a WHERE clause's result).
+    pub selected: BooleanArray,
+    /// For UPDATE, the new values of the selected rows, in order; `None` deletes them.
+    pub replacement: Option<RecordBatch>,
+}
+
+struct Counters {
+    next_seq: u64,
+    next_row_id: u64,
+}
+
+impl Counters {
+    fn encode(&self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.next_seq.to_le_bytes());
+        out[8..].copy_from_slice(&self.next_row_id.to_le_bytes());
+        out
+    }
+}
+
+/// The durable counters of table `id` (a table never written has sequence 1 and row id 0 next).
+fn read_counters(store: &StateStore, id: u64) -> Result<Counters> {
+    match store.get(&sub_prefix(id, b'm'))? {
+        None => Ok(Counters { next_seq: 1, next_row_id: 0 }),
+        Some(bytes) => {
+            let (seq, row) = bytes
+                .split_at_checked(8)
+                .filter(|(_, row)| row.len() == 8)
+                .ok_or_else(|| EngineError::Corrupt(format!("table {id}: counters of {} bytes", bytes.len())))?;
+            let to_u64 = |b: &[u8]| b.try_into().map(u64::from_le_bytes);
+            match (to_u64(seq), to_u64(row)) {
+                (Ok(next_seq), Ok(next_row_id)) => Ok(Counters { next_seq, next_row_id }),
+                _ => Err(EngineError::Corrupt(format!("table {id}: unreadable counters"))),
+            }
+        }
+    }
+}
+
+/// One table's storage.
+pub struct TableStore {
+    store: StateStore,
+    id: u64,
+    name: String,
+    schema: SchemaRef,
+    primary_key: Vec<usize>,
+    codec: RowCodec,
+    key_codec: Option<RowCodec>,
+    writer: Mutex<Counters>,
+    committed: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for TableStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableStore").field("id", &self.id).field("name", &self.name).finish()
+    }
+}
+
+impl TableStore {
+    /// Opens table `id` (creating nothing: an absent table simply has no rows yet).
+    pub fn open(store: StateStore, id: u64, name: &str, schema: SchemaRef, primary_key: Vec<usize>) -> Result<Self> {
+        let codec = RowCodec::try_new(Arc::clone(&schema))?;
+        let key_codec = if primary_key.is_empty() {
+            None
+        } else {
+            Some(RowCodec::try_new(Arc::new(schema.project(&primary_key)?))?)
+        };
+        let counters = read_counters(&store, id)?;
+        let (committed, _) = watch::channel(counters.next_seq - 1);
+        Ok(Self {
+            store,
+            id,
+            name: name.to_string(),
+            schema,
+            primary_key,
+            codec,
+            key_codec,
+            writer: Mutex::new(counters),
+            committed,
+        })
+    }
+
+    fn durable_counters(&self) -> Result<Counters> {
+        read_counters(&self.store, self.id)
+    }
+
+    /// Adds the removal of every row and log entry of table `id` to `batch`.
+    pub fn drop_data(batch: &mut StateBatch, id: u64) {
+        batch.delete_prefix(&table_prefix(id));
+    }
+
+    /// The table's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The table's schema.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Sequence number of the last committed change-log entry (0 before the first).
+    pub fn last_seq(&self) -> u64 {
+        *self.committed.borrow()
+    }
+
+    /// A receiver that sees the last committed sequence number change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+
+    /// Inserts `batches` (with the table's column types) as one atomic, durable change: every row
+    /// is stored or none is. Returns the row count.
+    pub fn insert(&self, batches: &[RecordBatch]) -> Result<u64> {
+        let batches: Vec<RecordBatch> = batches
+            .iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| {
+                self.check_not_null(b)?;
+                self.conform(b)
+            })
+            .collect::<Result<_>>()?;
+        if batches.is_empty() {
+            return Ok(0);
+        }
+        let mut counters = self.writer.lock();
+        let mut batch = StateBatch::new();
+        let mut keys_per_batch = Vec::with_capacity(batches.len());
+        if self.key_codec.is_some() {
+            let mut all = Vec::new();
+            for rows in &batches {
+                let keys = self.primary_keys(rows)?;
+                all.extend(keys.iter().cloned());
+                keys_per_batch.push(keys);
+            }
+            self.check_unique(&all, &HashSet::new())?;
+        } else {
+            for rows in &batches {
+                let first = counters.next_row_id;
+                counters.next_row_id += rows.num_rows() as u64;
+                keys_per_batch.push((first..counters.next_row_id).map(|id| self.row_key(&id.to_be_bytes())).collect());
+            }
+        }
+        let mut total = 0u64;
+        let mut changes = Vec::with_capacity(batches.len());
+        for (rows, keys) in batches.into_iter().zip(&keys_per_batch) {
+            self.put_rows(&mut batch, keys, &rows)?;
+            total += rows.num_rows() as u64;
+            changes.push(ChangeBatch::inserts(rows));
+        }
+        if let Err(e) = self.commit(&mut counters, batch, &changes) {
+            // Row ids handed out above were never written; reload the durable counters.
+            counters.next_row_id = self.durable_counters()?.next_row_id;
+            return Err(e);
+        }
+        Ok(total)
+    }
+
+    /// Runs one UPDATE or DELETE: `decide` sees the current rows chunk by chunk and says which rows
+    /// the statement touches and, for UPDATE, their new values. All changes commit as one entry.
+    pub fn modify<E: From<EngineError>>(
+        &self,
+        mut decide: impl FnMut(&RecordBatch) -> std::result::Result<Modification, E>,
+    ) -> std::result::Result<u64, E> {
+        let mut counters = self.writer.lock();
+        let mut old_keys: Vec<Vec<u8>> = Vec::new();
+        let mut old_rows: Vec<RecordBatch> = Vec::new();
+        let mut new_rows: Vec<RecordBatch> = Vec::new();
+        let mut updating = false;
+        let mut failure: Option<E> = None;
+        let prefix = sub_prefix(self.id, b'r');
+        let mut chunk_keys: Vec<Vec<u8>> = Vec::with_capacity(SCAN_BATCH_ROWS);
+        let mut decoder = self.codec.decoder(None, SCAN_BATCH_ROWS);
+        let mut handle_chunk = |keys: &mut Vec<Vec<u8>>, rows: RecordBatch| -> std::result::Result<(), E> {
+            let m = decide(&rows)?;
+            if m.selected.len() != rows.num_rows() {
+                return Err(EngineError::Internal("row selection of the wrong length".into()).into());
+            }
+            for (i, key) in keys.drain(..).enumerate() {
+                if m.selected.is_valid(i) && m.selected.value(i) {
+                    old_keys.push(key);
+                }
+            }
+            old_rows.push(filter_record_batch(&rows, &m.selected).map_err(EngineError::from)?);
+            if let Some(r) = m.replacement {
+                updating = true;
+                new_rows.push(r);
+            }
+            Ok(())
+        };
+        self.store.scan_prefix(None, &prefix, None, |key, value| {
+            if let Err(e) = decoder.push(value) {
+                return Err(e);
+            }
+            chunk_keys.push(key.to_vec());
+            if decoder.len() == SCAN_BATCH_ROWS {
+                let rows = decoder.flush()?;
+                if let Err(e) = handle_chunk(&mut chunk_keys, rows) {
+                    failure = Some(e);
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if !decoder.is_empty() {
+            let rows = decoder.flush()?;
+            handle_chunk(&mut chunk_keys, rows)?;
+        }
+        let old = concat_batches(&self.schema, &old_rows).map_err(EngineError::from)?;
+        if old.num_rows() == 0 {
+            return Ok(0);
+        }
+        let mut batch = StateBatch::new();
+        let change = if updating {
+            let new = concat_batches(&self.schema, &new_rows).map_err(EngineError::from)?;
+            if new.num_rows() != old.num_rows() {
+                return Err(EngineError::Internal("update produced a different row count".into()).into());
+            }
+            self.check_not_null(&new)?;
+            let new = self.conform(&new)?;
+            let new_keys = match &self.key_codec {
+                Some(_) => {
+                    let keys = self.primary_keys(&new)?;
+                    let changed: Vec<Vec<u8>> =
+                        keys.iter().zip(&old_keys).filter(|(n, o)| n != o).map(|(n, _)| n.clone()).collect();
+                    let freed: HashSet<&[u8]> = old_keys.iter().map(|k| k.as_slice()).collect();
+                    self.check_unique(&changed, &freed)?;
+                    keys
+                }
+                None => old_keys.clone(),
+            };
+            for (old_key, new_key) in old_keys.iter().zip(&new_keys) {
+                if old_key != new_key {
+                    batch.delete(old_key);
+                }
+            }
+            self.put_rows(&mut batch, &new_keys, &new)?;
+            pair_updates(&old, &new)?
+        } else {
+            for key in &old_keys {
+                batch.delete(key);
+            }
+            ChangeBatch { ops: vec![Op::Delete; old.num_rows()], data: old }
+        };
+        let n = change.num_rows() as u64 / if updating { 2 } else { 1 };
+        self.commit(&mut counters, batch, &[change])?;
+        Ok(n)
+    }
+
+    /// Reads the current rows at `at`, `projection` applied, in batches of up to `batch_rows`.
+    /// `emit` may stop the scan early by returning `Break`.
+    pub fn scan(
+        &self,
+        at: &Snapshot,
+        projection: Option<&[usize]>,
+        batch_rows: usize,
+        mut emit: impl FnMut(RecordBatch) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
+        let prefix = sub_prefix(self.id, b'r');
+        let mut decoder = self.codec.decoder(projection, batch_rows);
+        let mut stopped = false;
+        self.store.scan_prefix(Some(at), &prefix, None, |_, value| {
+            decoder.push(value)?;
+            if decoder.len() >= batch_rows {
+                let flow = emit(decoder.flush()?)?;
+                stopped = flow.is_break();
+                return Ok(flow);
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        if !stopped && !decoder.is_empty() {
+            let _ = emit(decoder.flush()?)?;
+        }
+        Ok(())
+    }
+
+    /// Change-log entries with a sequence number above `after`, oldest first, at most `max`.
+    pub fn changes_after(&self, at: Option<&Snapshot>, after: u64, max: usize) -> Result<Vec<(u64, ChangeBatch)>> {
+        let prefix = sub_prefix(self.id, b'l');
+        let mut start = prefix.clone();
+        start.extend_from_slice(&after.saturating_add(1).to_be_bytes());
+        let mut out = Vec::new();
+        self.store.scan_prefix(at, &prefix, Some(&start), |key, value| {
+            let seq_bytes: [u8; 8] = key
+                .get(prefix.len()..)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| EngineError::Corrupt("change log key of the wrong length".into()))?;
+            out.push((u64::from_be_bytes(seq_bytes), ChangeBatch::from_ipc(value)?));
+            Ok(if out.len() >= max { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+        })?;
+        Ok(out)
+    }
+
+    fn row_key(&self, suffix: &[u8]) -> Vec<u8> {
+        let mut k = sub_prefix(self.id, b'r');
+        k.extend_from_slice(suffix);
+        k
+    }
+
+    fn primary_keys(&self, rows: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+        let Some(key_codec) = &self.key_codec else {
+            return Err(EngineError::Internal("primary keys of a table without one".into()));
+        };
+        let columns: Vec<ArrayRef> = self.primary_key.iter().map(|&i| Arc::clone(rows.column(i))).collect();
+        let enc = key_codec.encoder_for_columns(&columns)?;
+        let mut keys = Vec::with_capacity(rows.num_rows());
+        let mut buf = Vec::new();
+        for row in 0..rows.num_rows() {
+            buf.clear();
+            enc.encode(row, &mut buf);
+            keys.push(self.row_key(&buf));
+        }
+        Ok(keys)
+    }
+
+    /// Fails if two of `keys` are equal, or one exists in the table and is not in `freed`.
+    fn check_unique(&self, keys: &[Vec<u8>], freed: &HashSet<&[u8]>) -> Result<()> {
+        let mut seen = HashSet::with_capacity(keys.len());
+        for key in keys {
+            if !seen.insert(key.as_slice()) {
+                return Err(self.duplicate(key));
+            }
+        }
+        for (key, existing) in keys.iter().zip(self.store.multi_get(keys)?) {
+            if existing.is_some() && !freed.contains(key.as_slice()) {
+                return Err(self.duplicate(key));
+            }
+        }
+        Ok(())
+    }
+
+    fn duplicate(&self, key: &[u8]) -> EngineError {
+        let prefix_len = sub_prefix(self.id, b'r').len();
+        let key = match (&self.key_codec, key.get(prefix_len..)) {
+            (Some(codec), Some(bytes)) => {
+                let mut dec = codec.decoder(None, 1);
+                match dec.push(bytes).and_then(|_| dec.flush()) {
+                    Ok(batch) => describe_key(&batch),
+                    Err(_) => String::new(),
+                }
+            }
+            _ => String::new(),
+        };
+        EngineError::DuplicateKey { table: self.name.clone(), key }
+    }
+
+    fn check_not_null(&self, rows: &RecordBatch) -> Result<()> {
+        for (field, column) in self.schema.fields().iter().zip(rows.columns()) {
+            if !field.is_nullable() && column.null_count() > 0 {
+                return Err(EngineError::NotNull { table: self.name.clone(), column: field.name().clone() });
+            }
+        }
+        Ok(())
+    }
+
+    /// `rows` relabelled with the table's schema (same types; nullability may differ).
+    fn conform(&self, rows: &RecordBatch) -> Result<RecordBatch> {
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), rows.columns().to_vec())?)
+    }
+
+    fn put_rows(&self, batch: &mut StateBatch, keys: &[Vec<u8>], rows: &RecordBatch) -> Result<()> {
+        let enc = self.codec.encoder(rows)?;
+        let mut buf = Vec::with_capacity(64);
+        for (row, key) in keys.iter().enumerate() {
+            buf.clear();
+            enc.encode(row, &mut buf);
+            batch.put(key, &buf);
+        }
+        Ok(())
+    }
+
+    /// Writes `batch` plus one log entry per change (split into bounded entries) and the counters,
+    /// atomically and synced, then tells subscribers.
+    fn commit(&self, counters: &mut Counters, mut batch: StateBatch, changes: &[ChangeBatch]) -> Result<()> {
+        let mut seq = counters.next_seq;
+        for change in changes.iter().cloned().flat_map(split_change) {
+            let mut log_key = sub_prefix(self.id, b'l');
+            log_key.extend_from_slice(&seq.to_be_bytes());
+            batch.put(&log_key, change.to_ipc()?);
+            seq += 1;
+        }
+        let next = Counters { next_seq: seq, next_row_id: counters.next_row_id };
+        batch.put(sub_prefix(self.id, b'm'), next.encode());
+        self.store.write(batch, true)?;
+        counters.next_seq = next.next_seq;
+        self.committed.send_replace(seq - 1);
+        Ok(())
+    }
+}
+
+/// Splits a change into log entries of at most [`SCAN_BATCH_ROWS`] rows, never between the two
+/// halves of an update.
+fn split_change(change: ChangeBatch) -> Vec<ChangeBatch> {
+    let n = change.num_rows();
+    if n <= SCAN_BATCH_ROWS {
+        return vec![change];
+    }
+    (0..n)
+        .step_by(SCAN_BATCH_ROWS)
+        .map(|start| {
+            let len = SCAN_BATCH_ROWS.min(n - start);
+            ChangeBatch { data: change.data.slice(start, len), ops: change.ops[start..start + len].to_vec() }
+        })
+        .collect()
+}
+
+/// Interleaves old and new rows into `UpdateBefore`/`UpdateAfter` pairs.
+fn pair_updates(old: &RecordBatch, new: &RecordBatch) -> Result<ChangeBatch> {
+    let n = old.num_rows();
+    let indices: Vec<(usize, usize)> = (0..n).flat_map(|i| [(0, i), (1, i)]).collect();
+    let columns = old
+        .columns()
+        .iter()
+        .zip(new.columns())
+        .map(|(o, n)| interleave(&[o.as_ref(), n.as_ref()], &indices))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let data = RecordBatch::try_new(old.schema(), columns)?;
+    let ops = (0..n).flat_map(|_| [Op::UpdateBefore, Op::UpdateAfter]).collect();
+    Ok(ChangeBatch { data, ops })
+}
+
+/// `(a, b)=(1, x)` in Postgres' style for a one-row key batch.
+fn describe_key(batch: &RecordBatch) -> String {
+    let names: Vec<&str> = batch.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
+    let values: Vec<String> = batch
+        .columns()
+        .iter()
+        .map(|c| {
+            let one = take(c.as_ref(), &UInt32Array::from(vec![0u32]), None).ok();
+            one.and_then(|a| datafusion::arrow::util::display::array_value_to_string(&a, 0).ok()).unwrap_or_default()
+        })
+        .collect();
+    format!("({})=({})", names.join(", "), values.join(", "))
+}
+
+#[cfg(test)]
+mod tests;

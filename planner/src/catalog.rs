@@ -1,0 +1,42 @@
+//! Catalog records, as persisted by the server and read by the planners.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+use crate::types::SqlType;
+
+/// One column of a table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnDef {
+    pub name: String,
+    pub sql_type: SqlType,
+    pub nullable: bool,
+}
+
+/// A table: a named relation with stored rows and a change log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableDef {
+    /// Unique for the server's lifetime; keys the table's storage.
+    pub id: u64,
+    pub database: String,
+    pub name: String,
+    pub columns: Vec<ColumnDef>,
+    /// Column positions of the primary key, in key order; empty when there is none.
+    pub primary_key: Vec<usize>,
+    /// `APPEND ONLY`: UPDATE and DELETE are refused.
+    pub append_only: bool,
+    /// `WITH (...)` options, keys lowercased; connectors read them.
+    pub options: BTreeMap<String, String>,
+}
+
+impl TableDef {
+    /// The Arrow schema of the table's rows.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.columns.iter().map(|c| Field::new(&c.name, c.sql_type.arrow_type(), c.nullable)).collect::<Vec<_>>(),
+        ))
+    }
+}

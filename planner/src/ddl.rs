@@ -1,0 +1,188 @@
+//! DDL: `CREATE TABLE` to a [`TableDef`].
+//!
+//! Accepts column types from [`SqlType`], `NOT NULL`/`NULL`, `PRIMARY KEY` on a column or as a table
+//! constraint (key columns become NOT NULL, as in Postgres) and `WITH (...)` options in both the
+//! RisingWave (`connector = 'kafka'`) and Flink (`'connector' = 'kafka'`) spellings. Anything else a
+//! user could expect to have an effect (defaults, checks, foreign keys, `AS SELECT`) is refused by
+//! name rather than ignored.
+
+use std::collections::BTreeMap;
+
+use datafusion::sql::sqlparser::ast::{
+    self, ColumnOption, CreateTable, CreateTableOptions, Expr, SqlOption, TableConstraint, Value,
+};
+
+use crate::catalog::{ColumnDef, TableDef};
+use crate::types::SqlType;
+use crate::{PlanError, Result};
+
+/// The parts of a `CREATE TABLE` the catalog needs; `id` and `database` are filled in by the caller.
+pub fn table_def(create: &CreateTable, name: &str, append_only: bool) -> Result<TableDef> {
+    refuse_unsupported(create)?;
+    let mut columns: Vec<ColumnDef> = Vec::with_capacity(create.columns.len());
+    let mut primary_key: Vec<usize> = Vec::new();
+    for col in &create.columns {
+        let col_name = normalize_ident(&col.name);
+        if columns.iter().any(|c| c.name == col_name) {
+            return Err(PlanError::DuplicateColumn(col_name));
+        }
+        let sql_type = SqlType::from_ast(&col.data_type)?;
+        let mut nullable = true;
+        for opt in &col.options {
+            match &opt.option {
+                ColumnOption::NotNull => nullable = false,
+                ColumnOption::Null => nullable = true,
+                ColumnOption::PrimaryKey(_) => {
+                    if !primary_key.is_empty() {
+                        return Err(PlanError::MultiplePrimaryKeys(name.to_string()));
+                    }
+                    primary_key.push(columns.len());
+                }
+                other => return Err(PlanError::Unsupported(format!("column option {other}"))),
+            }
+        }
+        columns.push(ColumnDef { name: col_name, sql_type, nullable });
+    }
+    for constraint in &create.constraints {
+        match constraint {
+            TableConstraint::PrimaryKey(pk) => {
+                if !primary_key.is_empty() {
+                    return Err(PlanError::MultiplePrimaryKeys(name.to_string()));
+                }
+                for ic in &pk.columns {
+                    let key = match &ic.column.expr {
+                        Expr::Identifier(id) => normalize_ident(id),
+                        other => return Err(PlanError::Unsupported(format!("primary key expression {other}"))),
+                    };
+                    let pos =
+                        columns.iter().position(|c| c.name == key).ok_or_else(|| PlanError::UnknownKeyColumn(key.clone()))?;
+                    primary_key.push(pos);
+                }
+            }
+            other => return Err(PlanError::Unsupported(format!("table constraint {other}"))),
+        }
+    }
+    for &i in &primary_key {
+        columns[i].nullable = false;
+    }
+    Ok(TableDef {
+        id: 0,
+        database: String::new(),
+        name: name.to_string(),
+        columns,
+        primary_key,
+        append_only,
+        options: with_options(&create.table_options)?,
+    })
+}
+
+fn refuse_unsupported(create: &CreateTable) -> Result<()> {
+    if create.query.is_some() {
+        return Err(PlanError::Unsupported("CREATE TABLE ... AS SELECT".into()));
+    }
+    if create.like.is_some() || create.clone.is_some() {
+        return Err(PlanError::Unsupported("CREATE TABLE ... LIKE/CLONE".into()));
+    }
+    if create.or_replace {
+        return Err(PlanError::Unsupported("CREATE OR REPLACE TABLE".into()));
+    }
+    if create.temporary {
+        return Err(PlanError::Unsupported("CREATE TEMPORARY TABLE".into()));
+    }
+    if create.external {
+        return Err(PlanError::Unsupported("CREATE EXTERNAL TABLE".into()));
+    }
+    if create.columns.is_empty() {
+        return Err(PlanError::Unsupported("a table without columns".into()));
+    }
+    Ok(())
+}
+
+/// `WITH (k = v, ...)` as a map with lowercased keys, quoted or not, string or number values.
+fn with_options(opts: &CreateTableOptions) -> Result<BTreeMap<String, String>> {
+    let list: &[SqlOption] = match opts {
+        CreateTableOptions::None => return Ok(BTreeMap::new()),
+        CreateTableOptions::With(list) | CreateTableOptions::Options(list) | CreateTableOptions::Plain(list) => list,
+        other => return Err(PlanError::Unsupported(format!("table options {other}"))),
+    };
+    let mut out = BTreeMap::new();
+    for opt in list {
+        let SqlOption::KeyValue { key, value } = opt else {
+            return Err(PlanError::Unsupported(format!("table option {opt}")));
+        };
+        let key = key.value.to_ascii_lowercase();
+        let value = match value {
+            Expr::Value(v) => match &v.value {
+                Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+                Value::Number(n, _) => n.clone(),
+                Value::Boolean(b) => b.to_string(),
+                other => other.to_string(),
+            },
+            Expr::Identifier(id) => id.value.clone(),
+            other => other.to_string(),
+        };
+        out.insert(key, value);
+    }
+    Ok(out)
+}
+
+/// An identifier as Postgres folds it: unquoted names are lowercased.
+pub fn normalize_ident(id: &ast::Ident) -> String {
+    match id.quote_style {
+        Some(_) => id.value.clone(),
+        None => id.value.to_lowercase(),
+    }
+}
+
+/// The last part of a possibly qualified name, folded.
+pub fn object_name(name: &ast::ObjectName) -> Result<(Option<String>, String)> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| p.as_ident().map(normalize_ident).ok_or_else(|| PlanError::Unsupported(format!("name {name}"))))
+        .collect::<Result<_>>()?;
+    match parts.as_slice() {
+        [table] => Ok((None, table.clone())),
+        [schema, table] => Ok((Some(schema.clone()), table.clone())),
+        [_, schema, table] => Ok((Some(schema.clone()), table.clone())),
+        _ => Err(PlanError::Unsupported(format!("name {name}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{Statement, parse_sql};
+
+    fn def(sql: &str) -> Result<TableDef> {
+        let parsed = parse_sql(sql)?;
+        let Statement::Sql { stmt, append_only } = &parsed[0].statement else { panic!("not sql") };
+        let ast::Statement::CreateTable(create) = stmt.as_ref() else { panic!("not create table") };
+        table_def(create, "t", *append_only)
+    }
+
+    #[test]
+    fn columns_keys_and_options() {
+        let t = def("CREATE TABLE t (id INT, Name TEXT NOT NULL, \"Mixed\" BIGINT, PRIMARY KEY (id)) APPEND ONLY \
+                     WITH (connector = 'datagen', 'rows-per-second' = '10')")
+            .unwrap();
+        let names: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["id", "name", "Mixed"]);
+        assert_eq!(t.primary_key, vec![0]);
+        assert!(!t.columns[0].nullable && !t.columns[1].nullable && t.columns[2].nullable);
+        assert!(t.append_only);
+        assert_eq!(t.options.get("connector").map(String::as_str), Some("datagen"));
+        assert_eq!(t.options.get("rows-per-second").map(String::as_str), Some("10"));
+    }
+
+    #[test]
+    fn refusals_name_the_construct() {
+        assert_eq!(def("CREATE TABLE t (a INT, a INT)").unwrap_err().to_string(), "column \"a\" specified more than once");
+        assert_eq!(
+            def("CREATE TABLE t (a INT PRIMARY KEY, b INT PRIMARY KEY)").unwrap_err().to_string(),
+            "multiple primary keys for table \"t\" are not allowed"
+        );
+        assert!(def("CREATE TABLE t (a INT DEFAULT 1)").unwrap_err().to_string().contains("DEFAULT 1"));
+        assert_eq!(def("CREATE TABLE t (a INT, PRIMARY KEY (b))").unwrap_err().to_string(), "column \"b\" named in key does not exist");
+    }
+}

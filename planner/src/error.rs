@@ -1,0 +1,36 @@
+//! The planner's error type. Variants map one-to-one onto SQLSTATE classes in the server's
+//! `error.rs`; messages follow the Postgres style (lowercase, no final period, identifiers quoted).
+
+use datafusion::error::DataFusionError;
+
+/// Result alias for the planner.
+pub type Result<T, E = PlanError> = std::result::Result<T, E>;
+
+/// An error found while parsing or planning a statement.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The text does not parse. `position` is the 1-based character offset in the whole query string.
+    #[error("{message}")]
+    Syntax { message: String, detail: Option<String>, position: Option<usize> },
+    /// Valid SQL that Rivulet does not support (yet); the message names the construct.
+    #[error("{0} is not supported")]
+    Unsupported(String),
+    /// A type name that is not a known type.
+    #[error("type \"{0}\" does not exist")]
+    UnknownType(String),
+    /// A column named twice in one table.
+    #[error("column \"{0}\" specified more than once")]
+    DuplicateColumn(String),
+    /// A constraint naming a column the table does not have.
+    #[error("column \"{0}\" named in key does not exist")]
+    UnknownKeyColumn(String),
+    /// More than one primary key.
+    #[error("multiple primary keys for table \"{0}\" are not allowed")]
+    MultiplePrimaryKeys(String),
+    /// An invalid value in a statement (a bad option, a numeric precision out of range).
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// DataFusion's planner refused the statement.
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+}

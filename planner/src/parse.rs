@@ -1,0 +1,222 @@
+//! Splitting SQL text into statements and parsing them, with Rivulet's extensions.
+//!
+//! The whole string is tokenized once (so `;` inside strings, comments and dollar quotes is not a
+//! separator), cut at top-level semicolons, and each statement's tokens are handed to sqlparser's
+//! Postgres dialect. Extensions are handled on the tokens first:
+//! - `FLUSH` is a statement of its own (RisingWave).
+//! - `APPEND ONLY` after a `CREATE TABLE` column list (RisingWave) is removed and recorded.
+//!
+//! Like Postgres, a syntax error anywhere fails the whole string before anything runs, and reports
+//! `syntax error at or near "…"` with the 1-based character position in the string.
+
+use datafusion::sql::sqlparser::ast;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Word};
+
+use crate::{PlanError, Result};
+
+/// One parsed statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Statement {
+    /// A statement sqlparser understands, with what the extensions took out of it.
+    Sql { stmt: Box<ast::Statement>, append_only: bool },
+    /// `FLUSH`: wait until every streaming job has seen all earlier writes.
+    Flush,
+}
+
+/// A statement and the text it was parsed from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub statement: Statement,
+    pub text: String,
+}
+
+/// Parses every statement in `sql`. Empty statements (`;;`) are skipped.
+pub fn parse_sql(sql: &str) -> Result<Vec<Parsed>> {
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location().map_err(|e| PlanError::Syntax {
+        message: e.message.clone(),
+        detail: None,
+        position: char_position(sql, e.location),
+    })?;
+    let mut out = Vec::new();
+    for group in split_statements(tokens) {
+        if group.iter().all(|t| is_trivia(&t.token)) {
+            continue;
+        }
+        let text = statement_text(sql, &group);
+        let statement = parse_one(sql, group, &dialect)?;
+        out.push(Parsed { statement, text });
+    }
+    Ok(out)
+}
+
+fn is_trivia(token: &Token) -> bool {
+    matches!(token, Token::Whitespace(_) | Token::EOF)
+}
+
+fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<Vec<TokenWithSpan>> {
+    let mut groups = vec![Vec::new()];
+    for t in tokens {
+        match t.token {
+            Token::SemiColon => groups.push(Vec::new()),
+            Token::EOF => {}
+            _ => groups.last_mut().map(|g| g.push(t)).unwrap_or(()),
+        }
+    }
+    groups
+}
+
+fn significant(tokens: &[TokenWithSpan]) -> impl Iterator<Item = (usize, &TokenWithSpan)> {
+    tokens.iter().enumerate().filter(|(_, t)| !is_trivia(&t.token))
+}
+
+fn is_word(t: &TokenWithSpan, kw: Keyword) -> bool {
+    matches!(&t.token, Token::Word(Word { keyword, quote_style: None, .. }) if *keyword == kw)
+}
+
+/// An unquoted word, compared case-insensitively (for words sqlparser has no keyword for).
+fn is_bare(t: &TokenWithSpan, word: &str) -> bool {
+    matches!(&t.token, Token::Word(Word { value, quote_style: None, .. }) if value.eq_ignore_ascii_case(word))
+}
+
+fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>, dialect: &PostgreSqlDialect) -> Result<Statement> {
+    let words: Vec<(usize, &TokenWithSpan)> = significant(&tokens).collect();
+    if words.len() == 1 && is_bare(words[0].1, "flush") {
+        return Ok(Statement::Flush);
+    }
+    let mut append_only = false;
+    let is_create_table = words.len() > 2 && is_word(words[0].1, Keyword::CREATE) && is_word(words[1].1, Keyword::TABLE);
+    if is_create_table {
+        let found = words
+            .windows(2)
+            .find(|w| is_bare(w[0].1, "append") && is_word(w[1].1, Keyword::ONLY))
+            .map(|w| (w[0].0, w[1].0));
+        if let Some((a, b)) = found {
+            tokens.drain(a..=b);
+            append_only = true;
+        }
+    }
+    let end = tokens.iter().rev().find(|t| !is_trivia(&t.token)).map(|t| t.span.end);
+    let mut parser = Parser::new(dialect).with_tokens_with_locations(tokens);
+    let stmt = parser.parse_statement().map_err(|e| syntax_error(sql, e, end))?;
+    let next = parser.peek_token();
+    if next.token != Token::EOF {
+        return Err(syntax_error(
+            sql,
+            ParserError::ParserError(format!("Expected: end of statement, found: {next}")),
+            Some(next.span.start),
+        ));
+    }
+    Ok(Statement::Sql { stmt: Box::new(stmt), append_only })
+}
+
+/// The source text covered by a statement's tokens.
+fn statement_text(sql: &str, tokens: &[TokenWithSpan]) -> String {
+    let first = tokens.iter().find(|t| !is_trivia(&t.token));
+    let last = tokens.iter().rev().find(|t| !is_trivia(&t.token));
+    match (first, last) {
+        (Some(f), Some(l)) => {
+            let start = byte_offset(sql, f.span.start).unwrap_or(0);
+            let end = byte_offset(sql, l.span.end).unwrap_or(sql.len());
+            sql.get(start..end).unwrap_or(sql).trim().to_string()
+        }
+        _ => String::new(),
+    }
+}
+
+/// Byte offset of a 1-based line/column location (columns count characters).
+fn byte_offset(sql: &str, loc: Location) -> Option<usize> {
+    if loc.line == 0 {
+        return None;
+    }
+    let mut line = 1;
+    let mut col = 1;
+    for (i, ch) in sql.char_indices() {
+        if line == loc.line && col == loc.column {
+            return Some(i);
+        }
+        if ch == '\n' {
+            line += 1;
+            col = 1;
+        } else {
+            col += 1;
+        }
+    }
+    (line == loc.line && col == loc.column).then_some(sql.len())
+}
+
+/// 1-based character position of a location, as the Postgres ErrorResponse wants it.
+fn char_position(sql: &str, loc: Location) -> Option<usize> {
+    byte_offset(sql, loc).map(|b| sql[..b].chars().count() + 1)
+}
+
+/// Turns a sqlparser error into Postgres' `syntax error at or near "…"`, keeping sqlparser's
+/// expectation as the detail. `end` is where the statement's last token ends (for "end of input").
+fn syntax_error(sql: &str, err: ParserError, end: Option<Location>) -> PlanError {
+    let raw = match err {
+        ParserError::ParserError(m) | ParserError::TokenizerError(m) => m,
+        ParserError::RecursionLimitExceeded => {
+            return PlanError::Syntax { message: "statement is nested too deeply".into(), detail: None, position: None };
+        }
+    };
+    let (text, loc) = split_location(&raw);
+    let found = text.rsplit_once("found: ").map(|(_, f)| f.trim().to_string());
+    let (message, position) = match found.as_deref() {
+        Some("EOF") => ("syntax error at end of input".to_string(), end.and_then(|e| char_position(sql, e)).map(|p| p + 1)),
+        Some(tok) => (format!("syntax error at or near \"{tok}\""), loc.and_then(|l| char_position(sql, l))),
+        None => (format!("syntax error: {text}"), loc.and_then(|l| char_position(sql, l))),
+    };
+    let position = position.or_else(|| end.and_then(|e| char_position(sql, e)));
+    PlanError::Syntax { message, detail: Some(text.to_string()), position }
+}
+
+/// Splits sqlparser's `"… at Line: 3, Column: 7"` suffix off a message.
+fn split_location(msg: &str) -> (&str, Option<Location>) {
+    let Some((text, tail)) = msg.rsplit_once(" at Line: ") else { return (msg, None) };
+    let Some((line, column)) = tail.split_once(", Column: ") else { return (msg, None) };
+    match (line.trim().parse(), column.trim().parse()) {
+        (Ok(line), Ok(column)) => (text, Some(Location { line, column })),
+        _ => (msg, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn position(sql: &str) -> (String, Option<usize>) {
+        match parse_sql(sql) {
+            Err(PlanError::Syntax { message, position, .. }) => (message, position),
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn splits_statements_but_not_strings() {
+        let parsed = parse_sql("SELECT 'a;b'; ;\n SELECT 2;").unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[0].text, "SELECT 'a;b'");
+        assert_eq!(parsed[1].text, "SELECT 2");
+    }
+
+    #[test]
+    fn extensions() {
+        let parsed = parse_sql("flush; CREATE TABLE t (a INT) APPEND ONLY").unwrap();
+        assert_eq!(parsed[0].statement, Statement::Flush);
+        assert!(matches!(parsed[1].statement, Statement::Sql { append_only: true, .. }));
+        // `append` and `only` as column names are left alone outside CREATE TABLE ... APPEND ONLY.
+        assert!(matches!(parse_sql("SELECT 1 AS append").unwrap()[0].statement, Statement::Sql { append_only: false, .. }));
+    }
+
+    #[test]
+    fn syntax_errors_point_at_the_token() {
+        assert_eq!(position("SELEC 1"), ("syntax error at or near \"SELEC\"".into(), Some(1)));
+        assert_eq!(position("SELECT 1;\nSELECT * FROM WHERE"), ("syntax error at or near \"WHERE\"".into(), Some(25)));
+        assert_eq!(position("SELECT (1"), ("syntax error at end of input".into(), Some(10)));
+        let (msg, _) = position("SELECT 'unterminated");
+        assert!(msg.contains("Unterminated"), "{msg}");
+    }
+}

@@ -1,0 +1,183 @@
+//! SQL column types: what `CREATE TABLE` accepts, the Arrow type a column is stored and computed in,
+//! and the Postgres name shown to clients.
+//!
+//! `TIMESTAMP` and `TIME` are kept in microseconds like Postgres (DataFusion's default nanoseconds
+//! cannot hold dates past 2262). `TIMESTAMPTZ` is UTC instants. `NUMERIC` without a precision is
+//! `NUMERIC(38, 10)`, the widest decimal Arrow's 128-bit decimals hold. `JSONB` is stored as text.
+
+use datafusion::arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
+use datafusion::sql::sqlparser::ast::{self, CharacterLength, ExactNumberInfo, TimezoneInfo};
+use serde::{Deserialize, Serialize};
+
+use crate::{PlanError, Result};
+
+/// Largest decimal precision (Arrow's `Decimal128`).
+pub const MAX_NUMERIC_PRECISION: u8 = 38;
+/// Scale of a `NUMERIC` declared without one.
+pub const DEFAULT_NUMERIC_SCALE: i8 = 10;
+
+/// A column type as declared in SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SqlType {
+    Boolean,
+    SmallInt,
+    Int,
+    BigInt,
+    Real,
+    Double,
+    Numeric { precision: u8, scale: i8 },
+    Varchar { max_len: Option<u32> },
+    Text,
+    Date,
+    Time,
+    Timestamp,
+    TimestampTz,
+    Interval,
+    Bytea,
+    Jsonb,
+}
+
+impl SqlType {
+    /// Resolves a parsed SQL type.
+    pub fn from_ast(dt: &ast::DataType) -> Result<Self> {
+        use ast::DataType as D;
+        Ok(match dt {
+            D::Bool | D::Boolean => SqlType::Boolean,
+            D::SmallInt(_) | D::Int2(_) => SqlType::SmallInt,
+            D::Int(_) | D::Integer(_) | D::Int4(_) => SqlType::Int,
+            D::BigInt(_) | D::Int8(_) => SqlType::BigInt,
+            D::Real | D::Float4 => SqlType::Real,
+            D::DoublePrecision | D::Float8 | D::Double(ExactNumberInfo::None) => SqlType::Double,
+            D::Float(info) => match info {
+                ExactNumberInfo::Precision(p) if *p <= 24 => SqlType::Real,
+                _ => SqlType::Double,
+            },
+            D::Numeric(info) | D::Decimal(info) => numeric(info)?,
+            D::Varchar(len) | D::CharacterVarying(len) | D::CharVarying(len) => {
+                SqlType::Varchar { max_len: char_len(len.as_ref())? }
+            }
+            D::Text | D::String(None) => SqlType::Text,
+            D::Date => SqlType::Date,
+            D::Time(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => SqlType::Time,
+            D::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => SqlType::Timestamp,
+            D::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => SqlType::TimestampTz,
+            D::Interval { .. } => SqlType::Interval,
+            D::Bytea => SqlType::Bytea,
+            D::JSON | D::JSONB => SqlType::Jsonb,
+            D::Custom(name, args) if args.is_empty() => {
+                match name.to_string().to_ascii_lowercase().trim_start_matches("pg_catalog.") {
+                    "timestamptz" => SqlType::TimestampTz,
+                    "int2" => SqlType::SmallInt,
+                    "int4" => SqlType::Int,
+                    "float4" => SqlType::Real,
+                    "float8" => SqlType::Double,
+                    "bool" => SqlType::Boolean,
+                    "jsonb" | "json" => SqlType::Jsonb,
+                    "varchar" => SqlType::Varchar { max_len: None },
+                    "string" => SqlType::Text,
+                    _ => return Err(PlanError::UnknownType(name.to_string())),
+                }
+            }
+            other => return Err(PlanError::UnknownType(other.to_string())),
+        })
+    }
+
+    /// The Arrow type values of this column are stored and computed in.
+    pub fn arrow_type(&self) -> DataType {
+        match self {
+            SqlType::Boolean => DataType::Boolean,
+            SqlType::SmallInt => DataType::Int16,
+            SqlType::Int => DataType::Int32,
+            SqlType::BigInt => DataType::Int64,
+            SqlType::Real => DataType::Float32,
+            SqlType::Double => DataType::Float64,
+            SqlType::Numeric { precision, scale } => DataType::Decimal128(*precision, *scale),
+            SqlType::Varchar { .. } | SqlType::Text | SqlType::Jsonb => DataType::Utf8,
+            SqlType::Date => DataType::Date32,
+            SqlType::Time => DataType::Time64(TimeUnit::Microsecond),
+            SqlType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            SqlType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            SqlType::Interval => DataType::Interval(IntervalUnit::MonthDayNano),
+            SqlType::Bytea => DataType::Binary,
+        }
+    }
+
+    /// The type's name as Postgres' `format_type` shows it.
+    pub fn pg_name(&self) -> String {
+        match self {
+            SqlType::Boolean => "boolean".into(),
+            SqlType::SmallInt => "smallint".into(),
+            SqlType::Int => "integer".into(),
+            SqlType::BigInt => "bigint".into(),
+            SqlType::Real => "real".into(),
+            SqlType::Double => "double precision".into(),
+            SqlType::Numeric { precision, scale } => format!("numeric({precision},{scale})"),
+            SqlType::Varchar { max_len: Some(n) } => format!("character varying({n})"),
+            SqlType::Varchar { max_len: None } => "character varying".into(),
+            SqlType::Text => "text".into(),
+            SqlType::Date => "date".into(),
+            SqlType::Time => "time without time zone".into(),
+            SqlType::Timestamp => "timestamp without time zone".into(),
+            SqlType::TimestampTz => "timestamp with time zone".into(),
+            SqlType::Interval => "interval".into(),
+            SqlType::Bytea => "bytea".into(),
+            SqlType::Jsonb => "jsonb".into(),
+        }
+    }
+}
+
+fn numeric(info: &ExactNumberInfo) -> Result<SqlType> {
+    let (precision, scale) = match *info {
+        ExactNumberInfo::None => (MAX_NUMERIC_PRECISION as u64, DEFAULT_NUMERIC_SCALE as i64),
+        ExactNumberInfo::Precision(p) => (p, 0),
+        ExactNumberInfo::PrecisionAndScale(p, s) => (p, s),
+    };
+    if precision == 0 || precision > MAX_NUMERIC_PRECISION as u64 {
+        return Err(PlanError::InvalidParameter(format!(
+            "NUMERIC precision {precision} must be between 1 and {MAX_NUMERIC_PRECISION}"
+        )));
+    }
+    if scale < 0 || scale as u64 > precision {
+        return Err(PlanError::InvalidParameter(format!(
+            "NUMERIC scale {scale} must be between 0 and precision {precision}"
+        )));
+    }
+    Ok(SqlType::Numeric { precision: precision as u8, scale: scale as i8 })
+}
+
+fn char_len(len: Option<&CharacterLength>) -> Result<Option<u32>> {
+    match len {
+        None | Some(CharacterLength::Max) => Ok(None),
+        Some(CharacterLength::IntegerLength { length, .. }) => match u32::try_from(*length) {
+            Ok(n) if n >= 1 => Ok(Some(n)),
+            _ => Err(PlanError::InvalidParameter(format!("length for type varchar must be at least 1, got {length}"))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn ty(sql: &str) -> Result<SqlType> {
+        let dialect = PostgreSqlDialect {};
+        let dt = Parser::new(&dialect).try_with_sql(sql).unwrap().parse_data_type().unwrap();
+        SqlType::from_ast(&dt)
+    }
+
+    #[test]
+    fn postgres_spellings_resolve() {
+        assert_eq!(ty("INT").unwrap(), SqlType::Int);
+        assert_eq!(ty("int8").unwrap(), SqlType::BigInt);
+        assert_eq!(ty("DOUBLE PRECISION").unwrap(), SqlType::Double);
+        assert_eq!(ty("NUMERIC(10,2)").unwrap(), SqlType::Numeric { precision: 10, scale: 2 });
+        assert_eq!(ty("VARCHAR(20)").unwrap(), SqlType::Varchar { max_len: Some(20) });
+        assert_eq!(ty("TIMESTAMP WITH TIME ZONE").unwrap(), SqlType::TimestampTz);
+        assert_eq!(ty("timestamptz").unwrap(), SqlType::TimestampTz);
+        assert_eq!(ty("TIMESTAMP(3)").unwrap(), SqlType::Timestamp);
+        assert!(matches!(ty("NUMERIC(50,2)"), Err(PlanError::InvalidParameter(_))));
+        assert!(matches!(ty("geometry"), Err(PlanError::UnknownType(_))));
+    }
+}

@@ -1,0 +1,227 @@
+//! The catalog: databases and their tables, persisted in the state store.
+//!
+//! Key space (tag `C`): `C n` the next object id; `C d <db>` one database; `C t <db> 0x00 <table>` one
+//! [`TableDef`] as JSON. Every DDL statement is one synced write batch, so the catalog and the table
+//! data it points at change together. The in-memory copy is authoritative for readers and is only
+//! changed after the write succeeded.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use rivulet_engine::state::{StateBatch, StateStore};
+use rivulet_engine::table::TableStore;
+use rivulet_planner::catalog::TableDef;
+
+use crate::error::{SqlError, sqlstate};
+
+/// The database every server has and clients connect to by default.
+pub const DEFAULT_DATABASE: &str = "dev";
+/// The one schema of each database.
+pub const DEFAULT_SCHEMA: &str = "public";
+
+const NEXT_ID_KEY: &[u8] = b"Cn";
+
+/// A table with its storage.
+#[derive(Debug)]
+pub struct TableEntry {
+    pub def: TableDef,
+    pub store: Arc<TableStore>,
+}
+
+#[derive(Debug, Default)]
+struct Database {
+    tables: BTreeMap<String, Arc<TableEntry>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    databases: BTreeMap<String, Database>,
+    next_id: u64,
+}
+
+/// All databases and tables of the server.
+#[derive(Debug)]
+pub struct Catalog {
+    store: StateStore,
+    inner: RwLock<Inner>,
+}
+
+fn db_key(db: &str) -> Vec<u8> {
+    let mut k = b"Cd".to_vec();
+    k.extend_from_slice(db.as_bytes());
+    k
+}
+
+fn table_key(db: &str, table: &str) -> Vec<u8> {
+    let mut k = b"Ct".to_vec();
+    k.extend_from_slice(db.as_bytes());
+    k.push(0);
+    k.extend_from_slice(table.as_bytes());
+    k
+}
+
+fn storage_error(e: impl std::fmt::Display) -> SqlError {
+    SqlError::new(sqlstate::IO_ERROR, format!("could not write the catalog: {e}"))
+}
+
+impl Catalog {
+    /// Loads the catalog (creating the default database on first start).
+    pub fn load(store: StateStore) -> Result<Self, SqlError> {
+        let mut databases: BTreeMap<String, Database> = BTreeMap::new();
+        let mut defs: Vec<TableDef> = Vec::new();
+        let corrupt = |what: String| SqlError::new(sqlstate::DATA_CORRUPTED, what);
+        store
+            .scan_prefix(None, b"Cd", None, |k, _| {
+                let name = String::from_utf8_lossy(&k[2..]).into_owned();
+                databases.insert(name, Database::default());
+                Ok(std::ops::ControlFlow::Continue(()))
+            })
+            .map_err(storage_error)?;
+        let mut bad = None;
+        store
+            .scan_prefix(None, b"Ct", None, |k, v| {
+                match serde_json::from_slice::<TableDef>(v) {
+                    Ok(def) => defs.push(def),
+                    Err(e) => bad = Some(format!("catalog entry {:?}: {e}", String::from_utf8_lossy(k))),
+                }
+                Ok(std::ops::ControlFlow::Continue(()))
+            })
+            .map_err(storage_error)?;
+        if let Some(b) = bad {
+            return Err(corrupt(b));
+        }
+        let next_id = match store.get(NEXT_ID_KEY).map_err(storage_error)? {
+            Some(v) => u64::from_le_bytes(v.as_slice().try_into().map_err(|_| corrupt("next id".into()))?),
+            None => 1,
+        };
+        for def in defs {
+            let table = TableStore::open(store.clone(), def.id, &def.name, def.schema(), def.primary_key.clone())
+                .map_err(|e| corrupt(format!("table \"{}\": {e}", def.name)))?;
+            databases
+                .entry(def.database.clone())
+                .or_default()
+                .tables
+                .insert(def.name.clone(), Arc::new(TableEntry { def, store: Arc::new(table) }));
+        }
+        let catalog = Self { store, inner: RwLock::new(Inner { databases, next_id }) };
+        if !catalog.database_exists(DEFAULT_DATABASE) {
+            catalog.create_database(DEFAULT_DATABASE, false)?;
+        }
+        Ok(catalog)
+    }
+
+    /// Names of all databases, sorted.
+    pub fn databases(&self) -> Vec<String> {
+        self.inner.read().databases.keys().cloned().collect()
+    }
+
+    /// True if `db` exists.
+    pub fn database_exists(&self, db: &str) -> bool {
+        self.inner.read().databases.contains_key(db)
+    }
+
+    /// Creates a database.
+    pub fn create_database(&self, db: &str, if_not_exists: bool) -> Result<(), SqlError> {
+        let mut inner = self.inner.write();
+        if inner.databases.contains_key(db) {
+            if if_not_exists {
+                return Ok(());
+            }
+            return Err(SqlError::new(sqlstate::DUPLICATE_DATABASE, format!("database \"{db}\" already exists")));
+        }
+        let mut batch = StateBatch::new();
+        batch.put(db_key(db), b"");
+        self.store.write(batch, true).map_err(storage_error)?;
+        inner.databases.insert(db.to_string(), Database::default());
+        Ok(())
+    }
+
+    /// Drops a database and every table in it.
+    pub fn drop_database(&self, db: &str, if_exists: bool) -> Result<(), SqlError> {
+        let mut inner = self.inner.write();
+        let Some(database) = inner.databases.get(db) else {
+            if if_exists {
+                return Ok(());
+            }
+            return Err(SqlError::new(sqlstate::UNDEFINED_DATABASE, format!("database \"{db}\" does not exist")));
+        };
+        let mut batch = StateBatch::new();
+        for (name, entry) in &database.tables {
+            batch.delete(table_key(db, name));
+            TableStore::drop_data(&mut batch, entry.def.id);
+        }
+        batch.delete(db_key(db));
+        self.store.write(batch, true).map_err(storage_error)?;
+        inner.databases.remove(db);
+        Ok(())
+    }
+
+    /// Tables of `db`, sorted by name.
+    pub fn tables(&self, db: &str) -> Vec<Arc<TableEntry>> {
+        self.inner.read().databases.get(db).map(|d| d.tables.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// One table, if it exists.
+    pub fn table(&self, db: &str, name: &str) -> Option<Arc<TableEntry>> {
+        self.inner.read().databases.get(db).and_then(|d| d.tables.get(name).cloned())
+    }
+
+    /// Creates a table from `def` (its id and database are assigned here). Returns false if it
+    /// already existed and `if_not_exists` was given.
+    pub fn create_table(&self, db: &str, mut def: TableDef, if_not_exists: bool) -> Result<bool, SqlError> {
+        let mut inner = self.inner.write();
+        let next_id = inner.next_id;
+        let Some(database) = inner.databases.get(db) else {
+            return Err(SqlError::new(sqlstate::UNDEFINED_DATABASE, format!("database \"{db}\" does not exist")));
+        };
+        if database.tables.contains_key(&def.name) {
+            if if_not_exists {
+                return Ok(false);
+            }
+            return Err(SqlError::new(sqlstate::DUPLICATE_TABLE, format!("relation \"{}\" already exists", def.name)));
+        }
+        def.id = next_id;
+        def.database = db.to_string();
+        let table = TableStore::open(self.store.clone(), def.id, &def.name, def.schema(), def.primary_key.clone())
+            .map_err(SqlError::from)?;
+        let json = serde_json::to_vec(&def)
+            .map_err(|e| SqlError::new(sqlstate::INTERNAL_ERROR, format!("table definition does not serialize: {e}")))?;
+        let mut batch = StateBatch::new();
+        // A crashed earlier attempt may have left rows under this id; start clean.
+        TableStore::drop_data(&mut batch, def.id);
+        batch.put(table_key(db, &def.name), json);
+        batch.put(NEXT_ID_KEY, (next_id + 1).to_le_bytes());
+        self.store.write(batch, true).map_err(storage_error)?;
+        inner.next_id = next_id + 1;
+        let name = def.name.clone();
+        if let Some(database) = inner.databases.get_mut(db) {
+            database.tables.insert(name, Arc::new(TableEntry { def, store: Arc::new(table) }));
+        }
+        Ok(true)
+    }
+
+    /// Drops a table and its data. Returns false if it did not exist and `if_exists` was given.
+    pub fn drop_table(&self, db: &str, name: &str, if_exists: bool) -> Result<bool, SqlError> {
+        let mut inner = self.inner.write();
+        let Some(entry) = inner.databases.get(db).and_then(|d| d.tables.get(name)).cloned() else {
+            if if_exists {
+                return Ok(false);
+            }
+            return Err(SqlError::new(sqlstate::UNDEFINED_TABLE, format!("table \"{name}\" does not exist")));
+        };
+        let mut batch = StateBatch::new();
+        batch.delete(table_key(db, name));
+        TableStore::drop_data(&mut batch, entry.def.id);
+        self.store.write(batch, true).map_err(storage_error)?;
+        if let Some(database) = inner.databases.get_mut(db) {
+            database.tables.remove(name);
+        }
+        Ok(true)
+    }
+
+    /// The state store (for snapshots).
+    pub fn store(&self) -> &StateStore {
+        &self.store
+    }
+}

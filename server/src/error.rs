@@ -1,0 +1,317 @@
+//! The one place where errors become Postgres errors.
+//!
+//! Every error a client can see is a [`SqlError`]: a SQLSTATE from [`sqlstate`], a message in the
+//! Postgres style, and optional detail, hint and character position. Planner, engine and DataFusion
+//! errors are mapped here and nowhere else. `XX000` (internal_error) is reserved for Rivulet's bugs.
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::common::SchemaError;
+use datafusion::error::DataFusionError;
+use pgwire::error::{ErrorInfo, PgWireError};
+use rivulet_engine::EngineError;
+use rivulet_planner::PlanError;
+
+/// SQLSTATE codes Rivulet sends (names as in the Postgres manual, appendix A).
+pub mod sqlstate {
+    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    pub const DATA_EXCEPTION: &str = "22000";
+    pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+    pub const DIVISION_BY_ZERO: &str = "22012";
+    pub const INVALID_PARAMETER_VALUE: &str = "22023";
+    pub const BAD_COPY_FILE_FORMAT: &str = "22P04";
+    pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+    pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
+    pub const OBJECT_IN_USE: &str = "55006";
+    pub const INVALID_SCHEMA_NAME: &str = "3F000";
+    pub const NOT_NULL_VIOLATION: &str = "23502";
+    pub const UNIQUE_VIOLATION: &str = "23505";
+    pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
+    pub const INVALID_PASSWORD: &str = "28P01";
+    pub const SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION: &str = "42000";
+    pub const SYNTAX_ERROR: &str = "42601";
+    pub const UNDEFINED_COLUMN: &str = "42703";
+    pub const UNDEFINED_FUNCTION: &str = "42883";
+    pub const UNDEFINED_TABLE: &str = "42P01";
+    pub const UNDEFINED_OBJECT: &str = "42704";
+    pub const DUPLICATE_COLUMN: &str = "42701";
+    pub const AMBIGUOUS_COLUMN: &str = "42702";
+    pub const DUPLICATE_TABLE: &str = "42P07";
+    pub const DUPLICATE_DATABASE: &str = "42P04";
+    pub const INVALID_TABLE_DEFINITION: &str = "42P16";
+    pub const DATATYPE_MISMATCH: &str = "42804";
+    pub const UNDEFINED_DATABASE: &str = "3D000";
+    pub const OUT_OF_MEMORY: &str = "53200";
+    pub const QUERY_CANCELED: &str = "57014";
+    pub const IO_ERROR: &str = "58030";
+    pub const PROTOCOL_VIOLATION: &str = "08P01";
+    pub const INTERNAL_ERROR: &str = "XX000";
+    pub const DATA_CORRUPTED: &str = "XX001";
+}
+
+/// An error as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlError {
+    pub code: &'static str,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+    /// 1-based character position in the query string.
+    pub position: Option<usize>,
+}
+
+impl std::fmt::Display for SqlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for SqlError {}
+
+impl SqlError {
+    /// An error with a code and a message.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), detail: None, hint: None, position: None }
+    }
+
+    /// Adds a detail sentence.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Adds a hint sentence.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// A feature that is not supported, named.
+    pub fn unsupported(what: impl std::fmt::Display) -> Self {
+        Self::new(sqlstate::FEATURE_NOT_SUPPORTED, format!("{what} is not supported"))
+    }
+
+    /// A bug in Rivulet.
+    pub fn internal(what: impl std::fmt::Display) -> Self {
+        Self::new(sqlstate::INTERNAL_ERROR, format!("internal error: {what}"))
+    }
+
+    /// An Arrow error raised while computing on user data.
+    pub fn from_arrow(e: ArrowError) -> Self {
+        from_arrow(&e)
+    }
+
+    /// The pgwire form of the error.
+    pub fn into_error_info(self) -> ErrorInfo {
+        let mut info = ErrorInfo::new("ERROR".into(), self.code.into(), self.message);
+        info.detail = self.detail;
+        info.hint = self.hint;
+        info.position = self.position.map(|p| p.to_string());
+        info
+    }
+}
+
+impl From<SqlError> for PgWireError {
+    fn from(e: SqlError) -> Self {
+        PgWireError::UserError(Box::new(e.into_error_info()))
+    }
+}
+
+impl From<PlanError> for SqlError {
+    fn from(e: PlanError) -> Self {
+        use sqlstate::*;
+        match e {
+            PlanError::Syntax { message, detail, position } => {
+                SqlError { code: SYNTAX_ERROR, message, detail, hint: None, position }
+            }
+            PlanError::Unsupported(_) => SqlError::new(FEATURE_NOT_SUPPORTED, e.to_string()),
+            PlanError::UnknownType(_) => SqlError::new(UNDEFINED_OBJECT, e.to_string()),
+            PlanError::DuplicateColumn(_) => SqlError::new(DUPLICATE_COLUMN, e.to_string()),
+            PlanError::UnknownKeyColumn(_) => SqlError::new(UNDEFINED_COLUMN, e.to_string()),
+            PlanError::MultiplePrimaryKeys(_) => SqlError::new(INVALID_TABLE_DEFINITION, e.to_string()),
+            PlanError::InvalidParameter(_) => SqlError::new(INVALID_PARAMETER_VALUE, e.to_string()),
+            PlanError::DataFusion(df) => SqlError::from(df),
+        }
+    }
+}
+
+impl From<EngineError> for SqlError {
+    fn from(e: EngineError) -> Self {
+        from_engine(&e)
+    }
+}
+
+impl From<DataFusionError> for SqlError {
+    fn from(e: DataFusionError) -> Self {
+        from_datafusion(&e)
+    }
+}
+
+fn from_engine(e: &EngineError) -> SqlError {
+    use sqlstate::*;
+    match e {
+        EngineError::NotNull { .. } => SqlError::new(NOT_NULL_VIOLATION, e.to_string()),
+        EngineError::DuplicateKey { key, .. } => {
+            let err = SqlError::new(UNIQUE_VIOLATION, e.to_string());
+            if key.is_empty() { err } else { err.with_detail(format!("Key {key} already exists.")) }
+        }
+        EngineError::Unsupported(_) => SqlError::new(FEATURE_NOT_SUPPORTED, e.to_string()),
+        EngineError::Arrow(a) => from_arrow(a),
+        EngineError::Storage(_) => SqlError::new(IO_ERROR, e.to_string()),
+        EngineError::Corrupt(_) => SqlError::new(DATA_CORRUPTED, e.to_string()),
+        EngineError::Internal(_) => SqlError::internal(e),
+    }
+}
+
+fn from_arrow(e: &ArrowError) -> SqlError {
+    use sqlstate::*;
+    match e {
+        ArrowError::CastError(m) | ArrowError::ParseError(m) => SqlError::new(INVALID_TEXT_REPRESENTATION, clean(m)),
+        ArrowError::DivideByZero => SqlError::new(DIVISION_BY_ZERO, "division by zero"),
+        ArrowError::ArithmeticOverflow(m) => SqlError::new(NUMERIC_VALUE_OUT_OF_RANGE, clean(m)),
+        ArrowError::ComputeError(m) if m.to_lowercase().contains("overflow") => {
+            SqlError::new(NUMERIC_VALUE_OUT_OF_RANGE, clean(m))
+        }
+        ArrowError::ExternalError(inner) => from_external(inner.as_ref()),
+        other => SqlError::new(DATA_EXCEPTION, clean(&other.to_string())),
+    }
+}
+
+fn from_external(inner: &(dyn std::error::Error + Send + Sync + 'static)) -> SqlError {
+    if let Some(engine) = inner.downcast_ref::<EngineError>() {
+        from_engine(engine)
+    } else if let Some(sql) = inner.downcast_ref::<SqlError>() {
+        sql.clone()
+    } else if let Some(df) = inner.downcast_ref::<DataFusionError>() {
+        from_datafusion(df)
+    } else if let Some(arrow) = inner.downcast_ref::<ArrowError>() {
+        from_arrow(arrow)
+    } else {
+        SqlError::new(sqlstate::DATA_EXCEPTION, clean(&inner.to_string()))
+    }
+}
+
+/// DataFusion wraps messages in prefixes such as "Error during planning: "; the Postgres style
+/// wants the bare message, starting lowercase unless it starts with an acronym, without a period.
+fn clean(msg: &str) -> String {
+    let mut m = msg.trim();
+    let prefixes = ["Error during planning: ", "Execution error: ", "Arrow error: ", "Cast error: ", "Parser error: "];
+    while let Some(rest) = prefixes.iter().find_map(|p| m.strip_prefix(p)) {
+        m = rest.trim();
+    }
+    let m = m.trim_end_matches('.');
+    let mut chars = m.chars();
+    match (chars.next(), chars.next()) {
+        (Some(a), Some(b)) if a.is_uppercase() && !b.is_uppercase() => {
+            let mut out: String = a.to_lowercase().collect();
+            out.push_str(&m[a.len_utf8()..]);
+            out
+        }
+        _ => m.to_string(),
+    }
+}
+
+fn from_datafusion(e: &DataFusionError) -> SqlError {
+    use sqlstate::*;
+    match e {
+        DataFusionError::Context(_, inner) => from_datafusion(inner),
+        DataFusionError::Diagnostic(_, inner) => from_datafusion(inner),
+        DataFusionError::Shared(inner) => from_datafusion(inner),
+        DataFusionError::SQL(p, _) => SqlError::new(SYNTAX_ERROR, clean(&p.to_string())),
+        DataFusionError::NotImplemented(m) => SqlError::new(FEATURE_NOT_SUPPORTED, format!("{} is not supported", clean(m))),
+        DataFusionError::SchemaError(s, _) => from_schema_error(s),
+        DataFusionError::ArrowError(a, _) => from_arrow(a),
+        DataFusionError::External(inner) => from_external(inner.as_ref()),
+        DataFusionError::Plan(m) => from_plan_message(m),
+        DataFusionError::Execution(m) => from_execution_message(m),
+        DataFusionError::ResourcesExhausted(m) => SqlError::new(OUT_OF_MEMORY, clean(m)),
+        DataFusionError::Configuration(m) => SqlError::new(INVALID_PARAMETER_VALUE, clean(m)),
+        DataFusionError::Collection(errs) if !errs.is_empty() => from_datafusion(&errs[0]),
+        other => SqlError::internal(other),
+    }
+}
+
+fn from_schema_error(s: &SchemaError) -> SqlError {
+    use sqlstate::*;
+    match s {
+        SchemaError::FieldNotFound { field, valid_fields } => {
+            let err = SqlError::new(UNDEFINED_COLUMN, format!("column \"{}\" does not exist", field.name));
+            if valid_fields.is_empty() {
+                err
+            } else {
+                let names: Vec<String> = valid_fields.iter().map(|c| c.name.clone()).collect();
+                err.with_hint(format!("Available columns: {}.", names.join(", ")))
+            }
+        }
+        SchemaError::AmbiguousReference { field } => {
+            SqlError::new(AMBIGUOUS_COLUMN, format!("column reference \"{}\" is ambiguous", field.name))
+        }
+        other => SqlError::new(DUPLICATE_COLUMN, clean(&other.to_string())),
+    }
+}
+
+fn from_plan_message(m: &str) -> SqlError {
+    use sqlstate::*;
+    let m = clean(m);
+    if let Some(rest) = m.strip_prefix("table '") {
+        if let Some((name, _)) = rest.split_once("' not found") {
+            let short = name.rsplit('.').next().unwrap_or(name);
+            return SqlError::new(UNDEFINED_TABLE, format!("relation \"{short}\" does not exist"));
+        }
+    }
+    if m.starts_with("Invalid function") || m.contains("function") && m.contains("not found") {
+        return SqlError::new(UNDEFINED_FUNCTION, m);
+    }
+    if m.contains("Cannot infer common")
+        || m.contains("No function matches")
+        || m.contains("does not support")
+        || m.contains("Cannot coerce")
+        || m.contains("Failed to coerce")
+        || m.contains("type_coercion")
+    {
+        return SqlError::new(DATATYPE_MISMATCH, m);
+    }
+    if m.contains("Inserting query must have the same schema") || m.contains("Column count mismatch") {
+        return SqlError::new(SYNTAX_ERROR, m);
+    }
+    SqlError::new(SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION, m)
+}
+
+fn from_execution_message(m: &str) -> SqlError {
+    use sqlstate::*;
+    let m = clean(m);
+    if m.contains("Divide by zero") || m.contains("division by zero") {
+        return SqlError::new(DIVISION_BY_ZERO, "division by zero");
+    }
+    if m.contains("Cannot cast") || m.contains("Cast error") || m.contains("parse") {
+        return SqlError::new(INVALID_TEXT_REPRESENTATION, m);
+    }
+    if m.contains("overflow") || m.contains("Overflow") {
+        return SqlError::new(NUMERIC_VALUE_OUT_OF_RANGE, m);
+    }
+    if m.contains("non-nullable") || m.contains("non-null") {
+        return SqlError::new(NOT_NULL_VIOLATION, m);
+    }
+    SqlError::new(DATA_EXCEPTION, m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_datafusion_errors_get_postgres_codes() {
+        let e = SqlError::from(DataFusionError::Plan("table 'dev.public.nope' not found".into()));
+        assert_eq!((e.code, e.message.as_str()), (sqlstate::UNDEFINED_TABLE, "relation \"nope\" does not exist"));
+        let e = SqlError::from(DataFusionError::ArrowError(Box::new(ArrowError::DivideByZero), None));
+        assert_eq!(e.code, sqlstate::DIVISION_BY_ZERO);
+        let e = SqlError::from(DataFusionError::Internal("x".into()));
+        assert_eq!(e.code, sqlstate::INTERNAL_ERROR);
+        let e = SqlError::from(DataFusionError::External(Box::new(EngineError::DuplicateKey {
+            table: "users".into(),
+            key: "(id)=(1)".into(),
+        })));
+        assert_eq!(e.code, sqlstate::UNIQUE_VIOLATION);
+        assert_eq!(e.detail.as_deref(), Some("Key (id)=(1) already exists."));
+    }
+}

@@ -1,0 +1,57 @@
+//! CREATE/DROP of tables and databases. Definitions come from the planner's DDL module; the catalog
+//! persists them in the same synced write as the storage they own.
+
+use datafusion::sql::sqlparser::ast::{CreateTable, ObjectName, ObjectType};
+use rivulet_planner::ddl::{object_name, table_def};
+
+use super::Outcome;
+use crate::catalog::DEFAULT_SCHEMA;
+use crate::error::{SqlError, sqlstate};
+use crate::session::Session;
+
+impl Session {
+    pub(super) fn create_table(&mut self, create: &CreateTable, append_only: bool) -> Result<Outcome, SqlError> {
+        let (schema, name) = object_name(&create.name)?;
+        check_schema(schema.as_deref())?;
+        let def = table_def(create, &name, append_only)?;
+        self.catalog().create_table(&self.database, def, create.if_not_exists)?;
+        Ok(Outcome::Command("CREATE TABLE".into()))
+    }
+
+    pub(super) fn create_database(&mut self, name: &ObjectName, if_not_exists: bool) -> Result<Outcome, SqlError> {
+        let (_, db) = object_name(name)?;
+        self.catalog().create_database(&db, if_not_exists)?;
+        Ok(Outcome::Command("CREATE DATABASE".into()))
+    }
+
+    pub(super) fn drop(&mut self, kind: &ObjectType, if_exists: bool, names: &[ObjectName]) -> Result<Outcome, SqlError> {
+        match kind {
+            ObjectType::Table => {
+                for name in names {
+                    let (schema, table) = object_name(name)?;
+                    check_schema(schema.as_deref())?;
+                    self.catalog().drop_table(&self.database, &table, if_exists)?;
+                }
+                Ok(Outcome::Command("DROP TABLE".into()))
+            }
+            ObjectType::Database => {
+                for name in names {
+                    let (_, db) = object_name(name)?;
+                    if db == self.database {
+                        return Err(SqlError::new(sqlstate::OBJECT_IN_USE, "cannot drop the currently open database"));
+                    }
+                    self.catalog().drop_database(&db, if_exists)?;
+                }
+                Ok(Outcome::Command("DROP DATABASE".into()))
+            }
+            other => Err(SqlError::unsupported(format!("DROP {other}"))),
+        }
+    }
+}
+
+fn check_schema(schema: Option<&str>) -> Result<(), SqlError> {
+    match schema {
+        None | Some(DEFAULT_SCHEMA) => Ok(()),
+        Some(other) => Err(SqlError::new(sqlstate::INVALID_SCHEMA_NAME, format!("schema \"{other}\" does not exist"))),
+    }
+}

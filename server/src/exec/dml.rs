@@ -1,0 +1,177 @@
+//! INSERT, UPDATE, DELETE and TRUNCATE on stored tables.
+//!
+//! DataFusion plans each statement (binding names, coercing types, filling omitted columns with
+//! NULL); Rivulet then runs the parts itself against the table store:
+//! - INSERT runs the plan's input query and stores its rows as one atomic, durable change.
+//! - UPDATE and DELETE take the plan's predicate and new-value expressions, turn them into physical
+//!   expressions over the table's schema, and evaluate them on the current rows chunk by chunk
+//!   inside [`TableStore::modify`](rivulet_engine::table::TableStore::modify), which commits
+//!   all changes as one log entry. Subqueries and `UPDATE ... FROM` are refused (`0A000`).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, BooleanArray};
+use datafusion::arrow::compute::{cast, filter_record_batch, prep_null_mask_filter};
+use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::TreeNode;
+use datafusion::common::{DFSchemaRef, ParamValues, TableReference};
+use datafusion::logical_expr::{Expr, LogicalPlan, WriteOp};
+use datafusion::physical_plan::PhysicalExpr;
+use datafusion::sql::sqlparser::ast;
+use rivulet_engine::table::Modification;
+
+use super::query::{bind, plan_query};
+use super::{Outcome, blocking};
+use crate::catalog::TableEntry;
+use crate::error::{SqlError, sqlstate};
+use crate::session::Session;
+
+impl Session {
+    pub(super) async fn insert(&mut self, stmt: &ast::Statement, params: Option<&ParamValues>) -> Result<Outcome, SqlError> {
+        let ctx = self.context()?.clone();
+        let plan = bind(plan_query(&ctx, stmt).await?, params)?;
+        let LogicalPlan::Dml(dml) = plan else {
+            return Err(SqlError::internal("INSERT did not plan as DML"));
+        };
+        let table = self.table_of(&dml.table_name)?;
+        refuse_connector_table(&table, "INSERT into")?;
+        let input = Arc::unwrap_or_clone(dml.input);
+        let batches = ctx.execute_logical_plan(input).await?.collect().await?;
+        let store = Arc::clone(&table.store);
+        let n = blocking(move || store.insert(&batches).map_err(SqlError::from)).await?;
+        Ok(Outcome::Command(format!("INSERT 0 {n}")))
+    }
+
+    pub(super) async fn modify(&mut self, stmt: &ast::Statement, params: Option<&ParamValues>) -> Result<Outcome, SqlError> {
+        let ctx = self.context()?.clone();
+        let plan = bind(plan_query(&ctx, stmt).await?, params)?;
+        let LogicalPlan::Dml(dml) = plan else {
+            return Err(SqlError::internal("UPDATE/DELETE did not plan as DML"));
+        };
+        let table = self.table_of(&dml.table_name)?;
+        let verb = if dml.op == WriteOp::Update { "UPDATE" } else { "DELETE" };
+        if table.def.append_only {
+            return Err(SqlError::new(
+                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("cannot {} append-only table \"{}\"", if verb == "UPDATE" { "update" } else { "delete from" }, table.def.name),
+            )
+            .with_hint("Tables created with APPEND ONLY accept only INSERT."));
+        }
+        refuse_connector_table(&table, verb)?;
+        let (assignments, below) = match (&dml.op, dml.input.as_ref()) {
+            (WriteOp::Update, LogicalPlan::Projection(p)) => (Some(p.expr.clone()), p.input.as_ref()),
+            (WriteOp::Delete, input) => (None, input),
+            _ => return Err(SqlError::unsupported(format!("this form of {verb}"))),
+        };
+        let (predicate, scan) = match below {
+            LogicalPlan::Filter(f) => (Some(f.predicate.clone()), f.input.as_ref()),
+            other => (None, other),
+        };
+        let LogicalPlan::TableScan(scan) = scan else {
+            return Err(SqlError::unsupported(format!("{verb} with FROM or USING")));
+        };
+        let schema: DFSchemaRef = Arc::clone(&scan.projected_schema);
+        let state = ctx.state();
+        let physical = |e: Expr| -> Result<Arc<dyn PhysicalExpr>, SqlError> {
+            if has_subquery(&e) {
+                return Err(SqlError::unsupported(format!("subqueries in {verb}")));
+            }
+            Ok(state.create_physical_expr(e, &schema)?)
+        };
+        let predicate = predicate.map(physical).transpose()?;
+        let assignments = assignments.map(|a| a.into_iter().map(physical).collect::<Result<Vec<_>, _>>()).transpose()?;
+        let store = Arc::clone(&table.store);
+        let table_schema = Arc::clone(store.schema());
+        // New values are checked against NOT NULL by the store (23502), so the batch itself must
+        // accept NULLs.
+        let nullable_schema = Arc::new(Schema::new(
+            table_schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+        ));
+        let n = blocking(move || {
+            store.modify(|rows: &RecordBatch| {
+                let selected = match &predicate {
+                    Some(p) => {
+                        let value = p.evaluate(rows)?.into_array(rows.num_rows())?;
+                        let mask = value
+                            .as_any()
+                            .downcast_ref::<BooleanArray>()
+                            .ok_or_else(|| SqlError::new(sqlstate::DATATYPE_MISMATCH, "argument of WHERE must be type boolean"))?;
+                        if mask.null_count() > 0 { prep_null_mask_filter(mask) } else { mask.clone() }
+                    }
+                    None => BooleanArray::from(vec![true; rows.num_rows()]),
+                };
+                let replacement = match &assignments {
+                    None => None,
+                    Some(exprs) => {
+                        let chosen = filter_record_batch(rows, &selected).map_err(SqlError::from_arrow)?;
+                        let mut columns = Vec::with_capacity(exprs.len());
+                        for (expr, field) in exprs.iter().zip(table_schema.fields()) {
+                            let value = expr.evaluate(&chosen)?.into_array(chosen.num_rows())?;
+                            let value = if value.data_type() == field.data_type() {
+                                value
+                            } else {
+                                cast(&value, field.data_type()).map_err(SqlError::from_arrow)?
+                            };
+                            columns.push(value);
+                        }
+                        Some(
+                            RecordBatch::try_new_with_options(
+                                Arc::clone(&nullable_schema),
+                                columns,
+                                &datafusion::arrow::record_batch::RecordBatchOptions::new()
+                                    .with_row_count(Some(chosen.num_rows())),
+                            )
+                            .map_err(SqlError::from_arrow)?,
+                        )
+                    }
+                };
+                Ok::<_, SqlError>(Modification { selected, replacement })
+            })
+        })
+        .await?;
+        Ok(Outcome::Command(format!("{verb} {n}")))
+    }
+
+    pub(super) async fn truncate(&mut self, t: &ast::Truncate) -> Result<Outcome, SqlError> {
+        for target in &t.table_names {
+            let table = self.resolve_table(&target.name)?;
+            if table.def.append_only {
+                return Err(SqlError::new(
+                    sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    format!("cannot truncate append-only table \"{}\"", table.def.name),
+                ));
+            }
+            let store = Arc::clone(&table.store);
+            blocking(move || {
+                store.modify(|rows: &RecordBatch| {
+                    Ok::<_, SqlError>(Modification {
+                        selected: BooleanArray::from(vec![true; rows.num_rows()]),
+                        replacement: None,
+                    })
+                })
+            })
+            .await?;
+        }
+        Ok(Outcome::Command("TRUNCATE TABLE".into()))
+    }
+
+    /// The catalog entry behind a name DataFusion resolved.
+    fn table_of(&self, name: &TableReference) -> Result<Arc<TableEntry>, SqlError> {
+        let db = name.catalog().unwrap_or(&self.database);
+        self.catalog().table(db, name.table()).ok_or_else(|| {
+            SqlError::new(sqlstate::UNDEFINED_TABLE, format!("relation \"{}\" does not exist", name.table()))
+        })
+    }
+}
+
+fn refuse_connector_table(table: &TableEntry, what: &str) -> Result<(), SqlError> {
+    match table.def.options.get("connector") {
+        Some(c) => Err(SqlError::unsupported(format!("{what} a table with connector \"{c}\""))),
+        None => Ok(()),
+    }
+}
+
+fn has_subquery(e: &Expr) -> bool {
+    e.exists(|e| Ok(matches!(e, Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)))).unwrap_or(true)
+}

@@ -1,0 +1,192 @@
+//! Running one parsed statement in a session: the dispatch from statement kind to handler.
+//!
+//! Handlers live one file per statement family (`query`, `dml`, `ddl`, `settings`); each returns an
+//! [`Outcome`] that the wire layer turns into Postgres messages. Anything not listed here is refused
+//! with `0A000` naming the statement, never silently accepted.
+
+mod ddl;
+mod dml;
+mod query;
+mod settings;
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ParamValues;
+use datafusion::sql::sqlparser::ast::{self, CopySource, CopyTarget, ObjectName};
+use rivulet_planner::ddl::{normalize_ident, object_name};
+use rivulet_planner::parse::{Parsed, Statement};
+
+use crate::catalog::{DEFAULT_SCHEMA, TableEntry};
+use crate::copy::{CopyFormat, CopyIn};
+use crate::error::{SqlError, sqlstate};
+use crate::session::{Session, TxState};
+
+pub use query::plan_query;
+
+/// What a statement produced.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Rows with their schema, and the command tag (`SELECT`, `SHOW`, `EXPLAIN`).
+    Rows { schema: SchemaRef, batches: Vec<RecordBatch>, tag: &'static str },
+    /// A command tag such as `CREATE TABLE` or `INSERT 0 5` (rows included).
+    Command(String),
+    /// `BEGIN`: a transaction block started.
+    TxStart(&'static str),
+    /// `COMMIT`/`ROLLBACK`: the block ended (the tag says which).
+    TxEnd(&'static str),
+    /// `COPY ... FROM STDIN`: the client sends data next; `columns` fields per row.
+    CopyIn { columns: usize },
+}
+
+impl Session {
+    /// Runs one statement with transaction-block bookkeeping: inside a failed block only `COMMIT`
+    /// and `ROLLBACK` run, and an error inside a block marks it failed.
+    pub async fn run(&mut self, parsed: &Parsed, params: Option<&ParamValues>) -> Result<Outcome, SqlError> {
+        if self.tx == TxState::Aborted && !ends_transaction(&parsed.statement) {
+            return Err(SqlError::new(
+                sqlstate::IN_FAILED_SQL_TRANSACTION,
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ));
+        }
+        let result = self.execute(parsed, params).await;
+        self.end_statement();
+        if result.is_err() && self.tx == TxState::Open {
+            self.tx = TxState::Aborted;
+        }
+        result
+    }
+
+    async fn execute(&mut self, parsed: &Parsed, params: Option<&ParamValues>) -> Result<Outcome, SqlError> {
+        let (stmt, append_only) = match &parsed.statement {
+            Statement::Flush => return Ok(Outcome::Command("FLUSH".into())),
+            Statement::Sql { stmt, append_only } => (stmt.as_ref(), *append_only),
+        };
+        use ast::Statement as S;
+        match stmt {
+            S::Query(_) | S::Explain { .. } => self.query(stmt, params).await,
+            S::Insert(_) => self.insert(stmt, params).await,
+            S::Update(_) | S::Delete(_) => self.modify(stmt, params).await,
+            S::Truncate(t) => self.truncate(t).await,
+            S::Copy { source, to, target, options, legacy_options, .. } => {
+                self.copy(source, *to, target, options, legacy_options)
+            }
+            S::CreateTable(create) => self.create_table(create, append_only),
+            S::CreateDatabase { db_name, if_not_exists, .. } => self.create_database(db_name, *if_not_exists),
+            S::Drop { object_type, if_exists, names, .. } => self.drop(object_type, *if_exists, names),
+            S::Set(set) => self.set(set),
+            S::Reset(reset) => self.reset(&reset.reset),
+            S::ShowVariable { variable } => self.show(variable),
+            S::ShowTables { .. } => self.show_tables(),
+            S::ShowDatabases { .. } => self.show_databases(),
+            S::StartTransaction { .. } => {
+                if self.tx == TxState::Idle {
+                    self.tx = TxState::Open;
+                }
+                Ok(Outcome::TxStart("BEGIN"))
+            }
+            S::Commit { .. } => {
+                let tag = if self.tx == TxState::Aborted { "ROLLBACK" } else { "COMMIT" };
+                self.tx = TxState::Idle;
+                Ok(Outcome::TxEnd(tag))
+            }
+            S::Rollback { .. } => {
+                self.tx = TxState::Idle;
+                Ok(Outcome::TxEnd("ROLLBACK"))
+            }
+            S::Discard { .. } => Ok(Outcome::Command("DISCARD ALL".into())),
+            S::Deallocate { .. } => Ok(Outcome::Command("DEALLOCATE".into())),
+            _ => Err(SqlError::unsupported(statement_kind(&parsed.text))),
+        }
+    }
+
+    /// The table a statement names, in this session's database.
+    pub fn resolve_table(&self, name: &ObjectName) -> Result<Arc<TableEntry>, SqlError> {
+        let (schema, table) = object_name(name)?;
+        if let Some(schema) = &schema {
+            if schema != DEFAULT_SCHEMA {
+                return Err(SqlError::new(sqlstate::UNDEFINED_TABLE, format!("relation \"{schema}.{table}\" does not exist")));
+            }
+        }
+        self.catalog()
+            .table(&self.database, &table)
+            .ok_or_else(|| SqlError::new(sqlstate::UNDEFINED_TABLE, format!("relation \"{table}\" does not exist")))
+    }
+
+    fn copy(
+        &mut self,
+        source: &CopySource,
+        to: bool,
+        target: &CopyTarget,
+        options: &[ast::CopyOption],
+        legacy: &[ast::CopyLegacyOption],
+    ) -> Result<Outcome, SqlError> {
+        if to || !matches!(target, CopyTarget::Stdin) {
+            return Err(SqlError::unsupported("COPY other than COPY ... FROM STDIN"));
+        }
+        let CopySource::Table { table_name, columns } = source else {
+            return Err(SqlError::unsupported("COPY (query) FROM"));
+        };
+        let table = self.resolve_table(table_name)?;
+        if !table.def.options.is_empty() && table.def.options.contains_key("connector") {
+            return Err(SqlError::unsupported("COPY into a table with a connector"));
+        }
+        let positions = if columns.is_empty() {
+            (0..table.def.columns.len()).collect()
+        } else {
+            columns
+                .iter()
+                .map(|c| {
+                    let name = normalize_ident(c);
+                    table.def.columns.iter().position(|col| col.name == name).ok_or_else(|| {
+                        SqlError::new(
+                            sqlstate::UNDEFINED_COLUMN,
+                            format!("column \"{name}\" of relation \"{}\" does not exist", table.def.name),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let format = CopyFormat::from_options(options, legacy)?;
+        let copy = CopyIn::new(table, positions, format);
+        let outcome = Outcome::CopyIn { columns: copy.width() };
+        self.copy = Some(copy);
+        Ok(outcome)
+    }
+
+    /// Stores the rows of the finished COPY; returns the row count.
+    pub async fn finish_copy(&mut self) -> Result<u64, SqlError> {
+        let copy = self.copy.take().ok_or_else(|| SqlError::new(sqlstate::PROTOCOL_VIOLATION, "no COPY in progress"))?;
+        let result = async {
+            let (table, batches) = copy.finish()?;
+            let store = Arc::clone(&table.store);
+            blocking(move || store.insert(&batches).map_err(SqlError::from)).await
+        }
+        .await;
+        if result.is_err() && self.tx == TxState::Open {
+            self.tx = TxState::Aborted;
+        }
+        result
+    }
+}
+
+/// Runs blocking storage work (RocksDB reads and synced writes) off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SqlError> + Send + 'static,
+) -> Result<T, SqlError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| SqlError::internal(format!("storage task failed: {e}")))?
+}
+
+fn ends_transaction(stmt: &Statement) -> bool {
+    matches!(
+        stmt,
+        Statement::Sql { stmt, .. } if matches!(stmt.as_ref(), ast::Statement::Commit { .. } | ast::Statement::Rollback { .. })
+    )
+}
+
+/// The leading keywords of a statement, for "... is not supported" messages.
+fn statement_kind(text: &str) -> String {
+    let words: Vec<String> = text.split_whitespace().take(2).map(|w| w.to_ascii_uppercase()).collect();
+    words.join(" ")
+}

@@ -1,0 +1,128 @@
+//! SET, RESET and SHOW of session settings, and SHOW TABLES / SHOW DATABASES.
+//!
+//! Settings are kept per session as text. Unknown names are accepted and remembered, because
+//! clients and test suites set things Rivulet has no use for (`extra_float_digits`,
+//! `RW_IMPLICIT_FLUSH`, `streaming_parallelism`); `SHOW` of a name never set is `42704`, as in Postgres.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::sql::sqlparser::ast::{Expr, Ident, ObjectName, Reset, Set, Value};
+
+use super::Outcome;
+use crate::error::{SqlError, sqlstate};
+use crate::session::Session;
+
+impl Session {
+    pub(super) fn set(&mut self, set: &Set) -> Result<Outcome, SqlError> {
+        match set {
+            Set::SingleAssignment { variable, values, .. } => {
+                let name = setting_name(variable);
+                if values.len() == 1 && is_default(&values[0]) {
+                    return self.reset(&Reset::ConfigurationParameter(variable.clone()));
+                }
+                let value = values.iter().map(value_text).collect::<Vec<_>>().join(", ");
+                self.settings.insert(name, value);
+            }
+            Set::MultipleAssignments { assignments } => {
+                for a in assignments {
+                    let value = value_text(&a.value);
+                    self.settings.insert(setting_name(&a.name), value);
+                }
+            }
+            Set::SetTimeZone { value, .. } => {
+                self.settings.insert("timezone".into(), value_text(value));
+            }
+            Set::SetNames { charset_name, .. } => {
+                self.settings.insert("client_encoding".into(), charset_name.value.clone());
+            }
+            // SET ROLE, SET SESSION AUTHORIZATION, SET TRANSACTION ...: accepted, no effect: there is
+            // one role and one isolation level.
+            _ => {}
+        }
+        Ok(Outcome::Command("SET".into()))
+    }
+
+    pub(super) fn reset(&mut self, reset: &Reset) -> Result<Outcome, SqlError> {
+        let defaults = Session::new(Arc::clone(&self.shared), &self.user, &self.database)?.settings;
+        match reset {
+            Reset::ALL => self.settings = defaults,
+            Reset::ConfigurationParameter(name) => {
+                let name = setting_name(name);
+                match defaults.get(&name) {
+                    Some(v) => {
+                        self.settings.insert(name, v.clone());
+                    }
+                    None => {
+                        self.settings.remove(&name);
+                    }
+                }
+            }
+        }
+        Ok(Outcome::Command("RESET".into()))
+    }
+
+    pub(super) fn show(&mut self, variable: &[Ident]) -> Result<Outcome, SqlError> {
+        let name = variable.iter().map(|i| i.value.to_lowercase()).collect::<Vec<_>>().join(" ");
+        let name = match name.as_str() {
+            "transaction isolation level" => "transaction_isolation".to_string(),
+            "time zone" => "timezone".to_string(),
+            _ => name,
+        };
+        if name == "all" {
+            let (names, values): (Vec<&str>, Vec<&str>) =
+                self.settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).unzip();
+            return Ok(text_rows(&["name", "setting"], vec![names, values]));
+        }
+        if name == "tables" {
+            return self.show_tables();
+        }
+        if name == "databases" {
+            return self.show_databases();
+        }
+        match self.settings.get(&name) {
+            Some(v) => Ok(text_rows(&[name.as_str()], vec![vec![v.as_str()]])),
+            None => Err(SqlError::new(sqlstate::UNDEFINED_OBJECT, format!("unrecognized configuration parameter \"{name}\""))),
+        }
+    }
+
+    pub(super) fn show_tables(&mut self) -> Result<Outcome, SqlError> {
+        let names: Vec<String> = self.catalog().tables(&self.database).iter().map(|t| t.def.name.clone()).collect();
+        Ok(text_rows(&["Name"], vec![names.iter().map(String::as_str).collect()]))
+    }
+
+    pub(super) fn show_databases(&mut self) -> Result<Outcome, SqlError> {
+        let names = self.catalog().databases();
+        Ok(text_rows(&["Name"], vec![names.iter().map(String::as_str).collect()]))
+    }
+}
+
+/// A result of text columns.
+fn text_rows(names: &[&str], columns: Vec<Vec<&str>>) -> Outcome {
+    let schema = Arc::new(Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, false)).collect::<Vec<_>>()));
+    let arrays: Vec<ArrayRef> = columns.into_iter().map(|c| Arc::new(StringArray::from(c)) as ArrayRef).collect();
+    let batches = RecordBatch::try_new(Arc::clone(&schema), arrays).map(|b| vec![b]).unwrap_or_default();
+    Outcome::Rows { schema, batches, tag: "SHOW" }
+}
+
+fn setting_name(name: &ObjectName) -> String {
+    name.0.iter().map(|p| p.to_string().trim_matches('"').to_lowercase()).collect::<Vec<_>>().join(".")
+}
+
+fn is_default(e: &Expr) -> bool {
+    matches!(e, Expr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
+}
+
+/// A SET value as text: strings unquoted, identifiers and numbers as written.
+fn value_text(e: &Expr) -> String {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(i) => i.value.clone(),
+        other => other.to_string(),
+    }
+}

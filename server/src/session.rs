@@ -1,0 +1,147 @@
+//! One client connection's state: its database, settings, transaction status, DataFusion context,
+//! and an unfinished `COPY FROM STDIN`.
+//!
+//! Transactions: Rivulet runs every statement in autocommit mode, durably, as it arrives; `BEGIN`
+//! only opens a block so that clients' bookkeeping works as on Postgres: after an error inside a
+//! block every statement fails with `25P02` until `COMMIT` or `ROLLBACK` ends it. `ROLLBACK` does not
+//! undo statements that already ran (the `issues` tracker records this).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use parking_lot::Mutex;
+
+use crate::catalog::{Catalog, DEFAULT_SCHEMA};
+use crate::copy::CopyIn;
+use crate::error::{SqlError, sqlstate};
+use crate::provider::{SessionCatalogs, SnapshotSlot};
+
+/// The Postgres version Rivulet reports (`server_version`, `version()`).
+pub const SERVER_VERSION: &str = "16.6";
+
+/// What every session shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub catalog: Arc<Catalog>,
+}
+
+/// Where a session stands with respect to an explicit transaction block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxState {
+    /// Autocommit, no block open.
+    Idle,
+    /// Inside `BEGIN ... COMMIT`.
+    Open,
+    /// A statement failed inside a block; only `COMMIT`/`ROLLBACK` are accepted.
+    Aborted,
+}
+
+/// One connection's session.
+pub struct Session {
+    pub shared: Arc<Shared>,
+    pub database: String,
+    pub user: String,
+    /// `SET` values, keys lowercased. Unknown settings are kept as given.
+    pub settings: BTreeMap<String, String>,
+    pub tx: TxState,
+    /// The snapshot the running statement reads (cleared after each statement).
+    pub snapshot: SnapshotSlot,
+    ctx: Option<SessionContext>,
+    /// A `COPY FROM STDIN` waiting for its data.
+    pub copy: Option<CopyIn>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("database", &self.database).field("user", &self.user).finish()
+    }
+}
+
+/// Settings every session starts with; `SHOW` answers these as Postgres would.
+fn default_settings(user: &str, database: &str) -> BTreeMap<String, String> {
+    let pairs = [
+        ("application_name", ""),
+        ("client_encoding", "UTF8"),
+        ("datestyle", "ISO, MDY"),
+        ("extra_float_digits", "1"),
+        ("integer_datetimes", "on"),
+        ("intervalstyle", "postgres"),
+        ("is_superuser", "on"),
+        ("search_path", "\"$user\", public"),
+        ("server_encoding", "UTF8"),
+        ("server_version", SERVER_VERSION),
+        ("server_version_num", "160006"),
+        ("standard_conforming_strings", "on"),
+        ("statement_timeout", "0"),
+        ("timezone", "UTC"),
+        ("transaction_isolation", "read committed"),
+        ("max_identifier_length", "63"),
+    ];
+    let mut out: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    out.insert("session_authorization".into(), user.to_string());
+    out.insert("current_database".into(), database.to_string());
+    out
+}
+
+impl Session {
+    /// A session for `user` on `database` (which must exist).
+    pub fn new(shared: Arc<Shared>, user: &str, database: &str) -> Result<Self, SqlError> {
+        if !shared.catalog.database_exists(database) {
+            return Err(SqlError::new(sqlstate::UNDEFINED_DATABASE, format!("database \"{database}\" does not exist")));
+        }
+        Ok(Self {
+            shared,
+            database: database.to_string(),
+            user: user.to_string(),
+            settings: default_settings(user, database),
+            tx: TxState::Idle,
+            snapshot: Arc::new(Mutex::new(None)),
+            ctx: None,
+            copy: None,
+        })
+    }
+
+    /// The server catalog.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.shared.catalog
+    }
+
+    /// The DataFusion context for this session's database, built on first use.
+    pub fn context(&mut self) -> Result<&SessionContext, SqlError> {
+        if self.ctx.is_none() {
+            self.ctx = Some(self.build_context()?);
+        }
+        self.ctx.as_ref().ok_or_else(|| SqlError::internal("session context missing"))
+    }
+
+    fn build_context(&self) -> Result<SessionContext, SqlError> {
+        let mut config = SessionConfig::new()
+            .with_default_catalog_and_schema(&self.database, DEFAULT_SCHEMA)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true);
+        let options = config.options_mut();
+        options.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+        options.execution.time_zone = Some("UTC".into());
+        // Postgres' `1/0` is an error, not NULL, and integer overflow likewise.
+        options.sql_parser.enable_ident_normalization = true;
+        let list = Arc::new(SessionCatalogs::new(Arc::clone(&self.shared.catalog), Arc::clone(&self.snapshot)));
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_catalog_list(list)
+            .with_default_features()
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        datafusion_pg_catalog::setup_pg_catalog(&ctx, &self.database, EmptyContextProvider)
+            .map_err(|e| SqlError::from(*e))?;
+        crate::functions::register(&ctx, &self.user);
+        Ok(ctx)
+    }
+
+    /// Forgets the statement snapshot; the next statement reads the latest committed state.
+    pub fn end_statement(&mut self) {
+        self.snapshot.lock().take();
+    }
+}

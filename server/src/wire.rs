@@ -1,0 +1,426 @@
+//! The Postgres wire front end: pgwire handlers for one client connection.
+//!
+//! pgwire owns the protocol state machine (startup, Parse/Bind/Execute/Sync, portals with
+//! row-limited Execute and PortalSuspended, COPY sub-protocol, cancel keys); this module answers
+//! its callbacks with a [`Session`]. One [`Connection`] is built per socket, so session state needs no
+//! sharing beyond the connection's own tasks. Results are encoded by `arrow-pg` in the text or
+//! binary format each column was asked for.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ParamValues;
+use futures::{Sink, SinkExt, stream};
+use pgwire::api::auth::{
+    DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
+};
+use pgwire::api::cancel::DefaultCancelHandler;
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionManager, METADATA_DATABASE, METADATA_USER, PgWireServerHandlers,
+    PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
+};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use rivulet_planner::parse::{Parsed, Statement, parse_sql};
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::catalog::DEFAULT_DATABASE;
+use crate::error::{SqlError, sqlstate};
+use crate::exec::{Outcome, plan_query};
+use crate::session::{SERVER_VERSION, Session, Shared};
+
+/// Server-wide pieces every connection uses.
+pub struct Frontend {
+    pub shared: Arc<Shared>,
+    pub connections: Arc<ConnectionManager>,
+    pub pids: RandomPidSecretKeyGenerator,
+    pub parameters: Arc<DefaultServerParameterProvider>,
+    /// SCRAM-SHA-256 credentials; `None` means trust (loopback only).
+    pub scram: Option<Arc<crate::auth::Credentials>>,
+}
+
+impl Frontend {
+    /// The ParameterStatus values drivers read at startup.
+    pub fn parameters() -> DefaultServerParameterProvider {
+        let mut p = DefaultServerParameterProvider::default();
+        p.server_version = SERVER_VERSION.to_string();
+        p.time_zone = "UTC".into();
+        p.date_style = "ISO, MDY".into();
+        p.client_encoding = Some("UTF8".into());
+        p
+    }
+}
+
+/// The session of a connection, created at its first statement from the startup user and database.
+type SessionSlot = Arc<Mutex<Option<Session>>>;
+
+/// The handlers of one client connection.
+pub struct Connection {
+    frontend: Arc<Frontend>,
+    session: SessionSlot,
+    parser: Arc<StatementParser>,
+}
+
+impl Connection {
+    /// Handlers for a new socket.
+    pub fn new(frontend: Arc<Frontend>) -> Self {
+        let session: SessionSlot = Arc::new(Mutex::new(None));
+        let parser = Arc::new(StatementParser { shared: Arc::clone(&frontend.shared), session: Arc::clone(&session) });
+        Self { frontend, session, parser }
+    }
+}
+
+async fn session_of<'a, C: ClientInfo>(
+    shared: &Arc<Shared>,
+    slot: &'a SessionSlot,
+    client: &C,
+) -> Result<MutexGuard<'a, Option<Session>>, SqlError> {
+    let mut guard = slot.lock().await;
+    if guard.is_none() {
+        let user = client.metadata().get(METADATA_USER).cloned().unwrap_or_else(|| "root".into());
+        let database = client.metadata().get(METADATA_DATABASE).cloned().unwrap_or_else(|| user.clone());
+        let database = if database.is_empty() { DEFAULT_DATABASE.to_string() } else { database };
+        *guard = Some(Session::new(Arc::clone(shared), &user, &database)?);
+    }
+    Ok(guard)
+}
+
+fn session_mut<'a>(guard: &'a mut MutexGuard<'_, Option<Session>>) -> Result<&'a mut Session, SqlError> {
+    guard.as_mut().ok_or_else(|| SqlError::internal("session missing"))
+}
+
+/// Turns an outcome into pgwire's response, encoding rows in `format`.
+fn respond(outcome: Outcome, format: &Format) -> Result<Response, SqlError> {
+    Ok(match outcome {
+        Outcome::Rows { schema, batches, tag } => {
+            let fields = Arc::new(fields_of(&schema, format)?);
+            let rows: Vec<PgWireResult<pgwire::messages::data::DataRow>> = batches
+                .into_iter()
+                .flat_map(|b: RecordBatch| arrow_pg::encode_recordbatch(Arc::clone(&fields), b))
+                .collect();
+            let mut response = QueryResponse::new(fields, stream::iter(rows));
+            response.set_command_tag(tag);
+            Response::Query(response)
+        }
+        Outcome::Command(tag) => Response::Execution(command_tag(&tag)),
+        Outcome::TxStart(tag) => Response::TransactionStart(Tag::new(tag)),
+        Outcome::TxEnd(tag) => Response::TransactionEnd(Tag::new(tag)),
+        Outcome::CopyIn { columns } => Response::CopyIn(CopyResponse::new(0, columns, stream::empty())),
+    })
+}
+
+/// `INSERT 0 5` is sent as is; pgwire's `Tag` wants the row count separately.
+fn command_tag(tag: &str) -> Tag {
+    match tag.rsplit_once(' ') {
+        Some((head, n)) if head != "CREATE" && head != "DROP" => match n.parse::<usize>() {
+            Ok(rows) => Tag::new(head).with_rows(rows),
+            Err(_) => Tag::new(tag),
+        },
+        _ => Tag::new(tag),
+    }
+}
+
+fn fields_of(schema: &Schema, format: &Format) -> Result<Vec<FieldInfo>, SqlError> {
+    arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None)
+        .map_err(|e| SqlError::new(sqlstate::FEATURE_NOT_SUPPORTED, format!("result type is not supported: {e}")))
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Connection {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut guard = session_of(&self.frontend.shared, &self.session, client).await?;
+        let session = session_mut(&mut guard)?;
+        let statements = match parse_sql(query) {
+            Ok(s) => s,
+            Err(e) => {
+                if session.tx == crate::session::TxState::Open {
+                    session.tx = crate::session::TxState::Aborted;
+                }
+                return Err(SqlError::from(e).into());
+            }
+        };
+        let mut responses = Vec::with_capacity(statements.len());
+        for parsed in &statements {
+            match session.run(parsed, None).await {
+                Ok(outcome) => {
+                    let copy = matches!(outcome, Outcome::CopyIn { .. });
+                    responses.push(respond(outcome, &Format::UnifiedText)?);
+                    if copy {
+                        // The rest of the string runs only after the COPY data, which this
+                        // front end does not queue; Postgres clients send COPY on its own.
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(code = e.code, message = %e.message, "statement failed");
+                    responses.push(Response::Error(Box::new(e.into_error_info())));
+                    break;
+                }
+            }
+        }
+        Ok(responses)
+    }
+}
+
+/// A statement prepared with Parse: what Describe reports and Execute runs.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    parsed: Parsed,
+    /// Parameter types inferred by DataFusion, by position (`$1` first).
+    param_types: Vec<Option<DataType>>,
+    /// Result columns, if the statement returns rows.
+    result: Option<Arc<Schema>>,
+}
+
+/// Parses and plans statements for the extended protocol.
+pub struct StatementParser {
+    shared: Arc<Shared>,
+    session: SessionSlot,
+}
+
+#[async_trait]
+impl QueryParser for StatementParser {
+    type Statement = Prepared;
+
+    async fn parse_sql<C>(&self, client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut statements = parse_sql(sql).map_err(SqlError::from)?;
+        if statements.len() > 1 {
+            return Err(SqlError::new(sqlstate::SYNTAX_ERROR, "cannot insert multiple commands into a prepared statement")
+                .into());
+        }
+        let Some(parsed) = statements.pop() else { return Ok(None) };
+        let mut guard = session_of(&self.shared, &self.session, client).await?;
+        let session = session_mut(&mut guard)?;
+        let prepared = describe(session, parsed).await;
+        session.end_statement();
+        Ok(Some(prepared?))
+    }
+
+    fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        stmt.param_types
+            .iter()
+            .map(|t| match t {
+                Some(t) => arrow_pg::datatypes::into_pg_type(t),
+                None => Ok(Type::UNKNOWN),
+            })
+            .collect()
+    }
+
+    fn get_result_schema(&self, stmt: &Prepared, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        match &stmt.result {
+            Some(schema) => Ok(fields_of(schema, format.unwrap_or(&Format::UnifiedText))?),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Works out a statement's parameter and result types without running it (SHOW, a pure read, is run).
+async fn describe(session: &mut Session, parsed: Parsed) -> Result<Prepared, SqlError> {
+    use datafusion::sql::sqlparser::ast::Statement as S;
+    let mut prepared = Prepared { parsed, param_types: Vec::new(), result: None };
+    let Statement::Sql { stmt, .. } = &prepared.parsed.statement else { return Ok(prepared) };
+    match stmt.as_ref() {
+        S::Query(_) | S::Explain { .. } | S::Insert(_) | S::Update(_) | S::Delete(_) => {
+            if session.tx == crate::session::TxState::Aborted {
+                return Ok(prepared);
+            }
+            let ctx = session.context()?.clone();
+            let plan = plan_query(&ctx, stmt).await?;
+            let types = plan.get_parameter_types()?;
+            let count = types.keys().filter_map(|k| k.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())).max();
+            prepared.param_types = (1..=count.unwrap_or(0)).map(|i| types.get(&format!("${i}")).cloned().flatten()).collect();
+            if matches!(stmt.as_ref(), S::Query(_) | S::Explain { .. }) {
+                prepared.result = Some(Arc::new(plan.schema().as_arrow().clone()));
+            }
+        }
+        S::ShowVariable { .. } | S::ShowTables { .. } | S::ShowDatabases { .. } => {
+            if let Ok(Outcome::Rows { schema, .. }) = session.run(&prepared.parsed, None).await {
+                prepared.result = Some(schema);
+            }
+        }
+        _ => {}
+    }
+    Ok(prepared)
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Connection {
+    type Statement = Prepared;
+    type QueryParser = StatementParser;
+
+    fn query_parser(&self) -> Arc<StatementParser> {
+        Arc::clone(&self.parser)
+    }
+
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let prepared = &portal.statement.statement;
+        let params: Option<ParamValues> = if portal.parameter_len() == 0 {
+            None
+        } else {
+            let types: Vec<Option<&DataType>> = prepared.param_types.iter().map(|t| t.as_ref()).collect();
+            Some(arrow_pg::datatypes::df::deserialize_parameters(portal, &types).map_err(bad_parameter)?)
+        };
+        let mut guard = session_of(&self.frontend.shared, &self.session, client).await?;
+        let session = session_mut(&mut guard)?;
+        let outcome = session.run(&prepared.parsed, params.as_ref()).await?;
+        Ok(respond(outcome, &portal.result_column_format)?)
+    }
+}
+
+/// Parameter decoding errors are the client's (22P02/22023), never ours.
+fn bad_parameter(e: PgWireError) -> PgWireError {
+    match e {
+        PgWireError::UserError(_) => e,
+        other => SqlError::new(sqlstate::INVALID_TEXT_REPRESENTATION, format!("invalid parameter value: {other}")).into(),
+    }
+}
+
+#[async_trait]
+impl CopyHandler for Connection {
+    async fn on_copy_data<C>(&self, _client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut guard = self.session.lock().await;
+        if let Some(copy) = guard.as_mut().and_then(|s| s.copy.as_mut()) {
+            copy.push(&copy_data.data)?;
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let rows = {
+            let mut guard = self.session.lock().await;
+            let session = session_mut(&mut guard)?;
+            session.finish_copy().await?
+        };
+        let tag = Tag::new("COPY").with_rows(rows as usize);
+        client.send(PgWireBackendMessage::CommandComplete(tag.into())).await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut guard = self.session.lock().await;
+        if let Some(session) = guard.as_mut() {
+            session.copy = None;
+        }
+        SqlError::new(sqlstate::QUERY_CANCELED, format!("COPY from stdin failed: {}", fail.message)).into()
+    }
+}
+
+/// Startup without a password (loopback only): checks the database, assigns the cancel key and
+/// sends the parameters drivers read.
+pub struct TrustStartup {
+    frontend: Arc<Frontend>,
+}
+
+#[async_trait]
+impl StartupHandler for TrustStartup {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let PgWireFrontendMessage::Startup(ref startup) = message else { return Ok(()) };
+        protocol_negotiation(client, startup).await?;
+        save_startup_parameters_to_metadata(client, startup);
+        let database = client
+            .metadata()
+            .get(METADATA_DATABASE)
+            .or_else(|| client.metadata().get(METADATA_USER))
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_DATABASE.into());
+        if !self.frontend.shared.catalog.database_exists(&database) {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                sqlstate::UNDEFINED_DATABASE.into(),
+                format!("database \"{database}\" does not exist"),
+            ))));
+        }
+        let (pid, key) = self.frontend.pids.generate(client);
+        client.set_pid_and_secret_key(pid, key.clone());
+        let (handle, guard) = self.frontend.connections.register(pid, key);
+        client.session_extensions().insert(handle);
+        client.session_extensions().insert(guard);
+        finish_authentication(client, self.frontend.parameters.as_ref()).await?;
+        Ok(())
+    }
+}
+
+impl PgWireServerHandlers for Connection {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::new(self.clone_handle())
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::new(self.clone_handle())
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        Arc::new(self.clone_handle())
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        crate::auth::startup_handler(&self.frontend)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        Arc::new(DefaultCancelHandler::new(Arc::clone(&self.frontend.connections)))
+    }
+}
+
+impl Connection {
+    fn clone_handle(&self) -> Connection {
+        Connection {
+            frontend: Arc::clone(&self.frontend),
+            session: Arc::clone(&self.session),
+            parser: Arc::clone(&self.parser),
+        }
+    }
+}
+
+impl TrustStartup {
+    /// A trust handler for `frontend`.
+    pub fn new(frontend: Arc<Frontend>) -> Self {
+        Self { frontend }
+    }
+}

@@ -1,0 +1,156 @@
+//! Postgres binary wire formats to the text Postgres itself would print, so that one `.slt`
+//! expectation serves both protocols (tokio-postgres always asks for binary results).
+
+use std::error::Error;
+
+use chrono::{Duration, NaiveDate, NaiveDateTime, NaiveTime};
+use tokio_postgres::types::Type;
+
+type BoxError = Box<dyn Error + Sync + Send>;
+
+fn be<const N: usize>(raw: &[u8], at: usize) -> Result<[u8; N], BoxError> {
+    raw.get(at..at + N).and_then(|s| s.try_into().ok()).ok_or_else(|| "short binary value".into())
+}
+
+fn epoch() -> NaiveDateTime {
+    NaiveDate::from_ymd_opt(2000, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 0)).unwrap_or_default()
+}
+
+/// `HH:MM:SS` plus the fraction without trailing zeros, as Postgres prints times.
+fn time_text(t: NaiveTime) -> String {
+    let s = t.format("%H:%M:%S%.6f").to_string();
+    let s = s.trim_end_matches('0');
+    s.trim_end_matches('.').to_string()
+}
+
+/// The text form of one binary value of type `ty`.
+pub fn to_text(ty: &Type, raw: &[u8]) -> Result<String, BoxError> {
+    Ok(match *ty {
+        Type::DATE => {
+            let days = i32::from_be_bytes(be(raw, 0)?);
+            (epoch().date() + Duration::days(days.into())).format("%Y-%m-%d").to_string()
+        }
+        Type::TIME => {
+            let micros = i64::from_be_bytes(be(raw, 0)?);
+            time_text(NaiveTime::MIN + Duration::microseconds(micros))
+        }
+        Type::TIMESTAMP | Type::TIMESTAMPTZ => {
+            let micros = i64::from_be_bytes(be(raw, 0)?);
+            let ts = epoch() + Duration::microseconds(micros);
+            let text = format!("{} {}", ts.date().format("%Y-%m-%d"), time_text(ts.time()));
+            if *ty == Type::TIMESTAMPTZ { format!("{text}+00") } else { text }
+        }
+        Type::INTERVAL => {
+            let micros = i64::from_be_bytes(be(raw, 0)?);
+            let days = i32::from_be_bytes(be(raw, 8)?);
+            let months = i32::from_be_bytes(be(raw, 12)?);
+            interval_text(months, days, micros)
+        }
+        Type::NUMERIC => numeric_text(raw)?,
+        Type::BYTEA => {
+            let mut s = String::from("\\x");
+            for b in raw {
+                s.push_str(&format!("{b:02x}"));
+            }
+            s
+        }
+        Type::OID => u32::from_be_bytes(be(raw, 0)?).to_string(),
+        _ => String::from_utf8(raw.to_vec())?,
+    })
+}
+
+fn plural(n: i64, unit: &str) -> String {
+    if n == 1 || n == -1 { format!("{n} {unit}") } else { format!("{n} {unit}s") }
+}
+
+/// Postgres' `postgres` interval style: `1 year 2 mons 3 days 04:05:06`.
+fn interval_text(months: i32, days: i32, micros: i64) -> String {
+    let mut parts = Vec::new();
+    let (years, mons) = (months / 12, months % 12);
+    if years != 0 {
+        parts.push(plural(years.into(), "year"));
+    }
+    if mons != 0 {
+        parts.push(plural(mons.into(), "mon"));
+    }
+    if days != 0 {
+        parts.push(plural(days.into(), "day"));
+    }
+    if micros != 0 || parts.is_empty() {
+        let sign = if micros < 0 { "-" } else { "" };
+        let m = micros.unsigned_abs();
+        let (h, rest) = (m / 3_600_000_000, m % 3_600_000_000);
+        let (min, rest) = (rest / 60_000_000, rest % 60_000_000);
+        let (s, frac) = (rest / 1_000_000, rest % 1_000_000);
+        let mut t = format!("{sign}{h:02}:{min:02}:{s:02}");
+        if frac != 0 {
+            let f = format!("{frac:06}");
+            t.push('.');
+            t.push_str(f.trim_end_matches('0'));
+        }
+        parts.push(t);
+    }
+    parts.join(" ")
+}
+
+/// NUMERIC: `ndigits, weight, sign, dscale` then base-10000 digits.
+fn numeric_text(raw: &[u8]) -> Result<String, BoxError> {
+    let ndigits = i16::from_be_bytes(be(raw, 0)?) as usize;
+    let weight = i16::from_be_bytes(be(raw, 2)?) as i32;
+    let sign = u16::from_be_bytes(be(raw, 4)?);
+    let dscale = u16::from_be_bytes(be(raw, 6)?) as usize;
+    match sign {
+        0xC000 => return Ok("NaN".into()),
+        0xD000 => return Ok("Infinity".into()),
+        0xF000 => return Ok("-Infinity".into()),
+        _ => {}
+    }
+    let mut digits = Vec::with_capacity(ndigits);
+    for i in 0..ndigits {
+        digits.push(i16::from_be_bytes(be(raw, 8 + 2 * i)?) as i32);
+    }
+    let digit = |pos: i32| -> i32 {
+        let idx = weight - pos;
+        if idx < 0 { 0 } else { digits.get(idx as usize).copied().unwrap_or(0) }
+    };
+    let mut int_part = String::new();
+    if weight < 0 {
+        int_part.push('0');
+    } else {
+        for pos in (0..=weight).rev() {
+            let d = digit(pos);
+            if int_part.is_empty() { int_part.push_str(&d.to_string()) } else { int_part.push_str(&format!("{d:04}")) }
+        }
+    }
+    let mut frac = String::new();
+    let mut pos = -1;
+    while frac.len() < dscale {
+        frac.push_str(&format!("{:04}", digit(pos)));
+        pos -= 1;
+    }
+    frac.truncate(dscale);
+    let mut out = String::new();
+    if sign == 0x4000 {
+        out.push('-');
+    }
+    out.push_str(&int_part);
+    if dscale > 0 {
+        out.push('.');
+        out.push_str(&frac);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_and_numerics() {
+        assert_eq!(interval_text(14, 3, 4 * 3_600_000_000 + 5_500_000), "1 year 2 mons 3 days 04:00:05.5");
+        assert_eq!(interval_text(0, 0, 0), "00:00:00");
+        // 12345.678 with dscale 3: weight 1, digits [1, 2345, 6780]
+        let raw = [0, 3, 0, 1, 0, 0, 0, 3, 0, 1, 0x09, 0x29, 0x1A, 0x7C];
+        assert_eq!(numeric_text(&raw).unwrap(), "12345.678");
+    }
+}

@@ -1,0 +1,259 @@
+//! Test harness: the real `rivulet` binary, started on a free loopback port with its own data dir,
+//! and a `sqllogictest` driver that talks to it over tokio-postgres, in the simple or the extended
+//! query protocol.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use sqllogictest::{DBOutput, DefaultColumnType};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+/// The `rivulet` binary under test: `RIVULET_BIN`, or the one cargo built beside this test.
+pub fn rivulet_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("RIVULET_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/debug/deps/<test> -> target/debug/rivulet (built by `cargo test --workspace`, because
+    // the server package has integration tests of its own).
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    dir.join("rivulet")
+}
+
+/// A running server; killed when dropped.
+pub struct TestServer {
+    child: Child,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Starts a server with a fresh temporary data dir.
+    pub async fn start() -> anyhow::Result<Self> {
+        let temp = tempfile::tempdir()?;
+        let dir = temp.path().to_path_buf();
+        let mut s = Self::start_in(&dir).await?;
+        s._temp = Some(temp);
+        Ok(s)
+    }
+
+    /// Starts a server on `data_dir` (kept after the server stops).
+    pub async fn start_in(data_dir: &Path) -> anyhow::Result<Self> {
+        let bin = rivulet_bin();
+        if !bin.exists() {
+            bail!("{} not found: build it with `cargo build -p rivulet` or set RIVULET_BIN", bin.display());
+        }
+        let mut child = Command::new(&bin)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--log")
+            .arg(std::env::var("RIVULET_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .context("server did not start within 30 s")??
+            .context("server exited before listening")?;
+        let port = line
+            .split_whitespace()
+            .find_map(|w| w.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()))
+            .with_context(|| format!("no port in {line:?}"))?;
+        Ok(Self { child, port, data_dir: data_dir.to_path_buf(), _temp: None })
+    }
+
+    /// Connects to `database` as `root`.
+    pub async fn connect(&self, database: &str) -> anyhow::Result<Client> {
+        let conn_str = format!("host=127.0.0.1 port={} user=root dbname={database}", self.port);
+        let (client, connection) = tokio_postgres::connect(&conn_str, NoTls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    /// Kills the process with SIGKILL (no clean shutdown) and waits for it.
+    pub async fn kill9(mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}
+
+/// Which query protocol the driver uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Simple,
+    Extended,
+}
+
+/// An error as the runner prints it: `SQLSTATE: message`.
+#[derive(Debug)]
+pub struct PgError {
+    code: Option<String>,
+    message: String,
+}
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.code {
+            Some(c) => write!(f, "{c}: {}", self.message),
+            None => write!(f, "{}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for PgError {}
+
+impl From<tokio_postgres::Error> for PgError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => PgError { code: Some(db.code().code().to_string()), message: db.message().to_string() },
+            None => PgError { code: None, message: e.to_string() },
+        }
+    }
+}
+
+/// A sqllogictest connection.
+pub struct Postgres {
+    client: Client,
+    protocol: Protocol,
+}
+
+impl Postgres {
+    /// Wraps a connected client.
+    pub fn new(client: Client, protocol: Protocol) -> Self {
+        Self { client, protocol }
+    }
+}
+
+#[async_trait]
+impl sqllogictest::AsyncDB for Postgres {
+    type Error = PgError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, PgError> {
+        match self.protocol {
+            Protocol::Simple => run_simple(&self.client, sql).await,
+            Protocol::Extended => run_extended(&self.client, sql).await,
+        }
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "rivulet"
+    }
+
+    async fn sleep(dur: Duration) {
+        tokio::time::sleep(dur).await
+    }
+
+    fn error_sql_state(err: &PgError) -> Option<String> {
+        err.code.clone()
+    }
+}
+
+async fn run_simple(client: &Client, sql: &str) -> Result<DBOutput<DefaultColumnType>, PgError> {
+    let messages = client.simple_query(sql).await?;
+    let mut rows = Vec::new();
+    let mut width = None;
+    let mut count = 0;
+    for m in messages {
+        match m {
+            SimpleQueryMessage::RowDescription(cols) => width = Some(cols.len()),
+            SimpleQueryMessage::Row(row) => {
+                width = Some(row.len());
+                rows.push((0..row.len()).map(|i| text_cell(row.get(i))).collect());
+            }
+            SimpleQueryMessage::CommandComplete(n) => count = n,
+            _ => {}
+        }
+    }
+    match width {
+        Some(w) => Ok(DBOutput::Rows { types: vec![DefaultColumnType::Any; w], rows }),
+        None => Ok(DBOutput::StatementComplete(count)),
+    }
+}
+
+async fn run_extended(client: &Client, sql: &str) -> Result<DBOutput<DefaultColumnType>, PgError> {
+    let stmt = client.prepare(sql).await?;
+    if stmt.columns().is_empty() {
+        let n = client.execute(&stmt, &[]).await?;
+        return Ok(DBOutput::StatementComplete(n));
+    }
+    let rows = client.query(&stmt, &[]).await?;
+    let types: Vec<Type> = stmt.columns().iter().map(|c| c.type_().clone()).collect();
+    let out = rows
+        .iter()
+        .map(|row| (0..types.len()).map(|i| binary_cell(row, i, &types[i])).collect())
+        .collect();
+    Ok(DBOutput::Rows { types: vec![DefaultColumnType::Any; types.len()], rows: out })
+}
+
+fn text_cell(v: Option<&str>) -> String {
+    match v {
+        None => "NULL".into(),
+        Some("") => "(empty)".into(),
+        Some(s) => s.to_string(),
+    }
+}
+
+/// A value received in binary form, printed as Postgres' text output would print it.
+fn binary_cell(row: &tokio_postgres::Row, i: usize, ty: &Type) -> String {
+    fn get<'a, T: FromSql<'a> + ToString>(row: &'a tokio_postgres::Row, i: usize) -> String {
+        match row.try_get::<_, Option<T>>(i) {
+            Ok(Some(v)) => text_cell(Some(&v.to_string())),
+            Ok(None) => "NULL".into(),
+            Err(e) => format!("<decode error: {e}>"),
+        }
+    }
+    match *ty {
+        Type::BOOL => match row.try_get::<_, Option<bool>>(i) {
+            Ok(Some(b)) => if b { "t" } else { "f" }.into(),
+            Ok(None) => "NULL".into(),
+            Err(e) => format!("<decode error: {e}>"),
+        },
+        Type::INT2 => get::<i16>(row, i),
+        Type::INT4 => get::<i32>(row, i),
+        Type::INT8 => get::<i64>(row, i),
+        Type::FLOAT4 => get::<f32>(row, i),
+        Type::FLOAT8 => get::<f64>(row, i),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => get::<String>(row, i),
+        _ => match row.try_get::<_, Option<RawText>>(i) {
+            Ok(Some(v)) => text_cell(Some(&v.0)),
+            Ok(None) => "NULL".into(),
+            Err(e) => format!("<decode error: {e}>"),
+        },
+    }
+}
+
+/// Any other type is requested in text form by tokio-postgres? No: it always asks binary, so the
+/// remaining types are decoded here by their Postgres binary layouts.
+struct RawText(String);
+
+impl<'a> FromSql<'a> for RawText {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        crate::binary::to_text(ty, raw).map(RawText)
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+}
+
+/// Postgres binary formats to Postgres text output, for the types Rivulet sends.
+pub mod binary;

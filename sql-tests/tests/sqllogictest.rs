@@ -1,0 +1,103 @@
+//! Runs every `sql-tests/**/*.slt` file against one real `rivulet` server, once over the simple and
+//! once over the extended query protocol, each run in a database of its own so files run in
+//! parallel. `RIVULET_SLT_COMPLETE=1` rewrites the files with the actual output (review the diff).
+//! Arguments filter files by substring.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rivulet_sql_tests::{Postgres, Protocol, TestServer};
+use sqllogictest::{Runner, default_column_validator, default_normalizer, default_validator};
+
+fn slt_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            slt_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "slt") {
+            out.push(p);
+        }
+    }
+}
+
+fn database_name(root: &Path, file: &Path, protocol: Protocol) -> String {
+    let rel = file.strip_prefix(root).unwrap_or(file).with_extension("");
+    let base: String =
+        rel.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+    format!("slt_{base}_{}", if protocol == Protocol::Simple { "s" } else { "x" })
+}
+
+async fn run_file(server: &TestServer, root: &Path, file: &Path, protocol: Protocol) -> Result<(), String> {
+    let db = database_name(root, file, protocol);
+    let admin = server.connect("dev").await.map_err(|e| e.to_string())?;
+    admin.simple_query(&format!("DROP DATABASE IF EXISTS {db}")).await.map_err(|e| e.to_string())?;
+    admin.simple_query(&format!("CREATE DATABASE {db}")).await.map_err(|e| e.to_string())?;
+    let port = server.port;
+    let make = move || {
+        let db = db.clone();
+        async move {
+            let conn_str = format!("host=127.0.0.1 port={port} user=root dbname={db}");
+            let (client, connection) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls).await?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok::<_, rivulet_sql_tests::PgError>(Postgres::new(client, protocol))
+        }
+    };
+    let mut runner = Runner::new(make);
+    runner.add_label("rivulet");
+    runner.with_hash_threshold(0);
+    if std::env::var("RIVULET_SLT_COMPLETE").is_ok() && protocol == Protocol::Simple {
+        return runner
+            .update_test_file(file, " ", default_validator, default_normalizer, default_column_validator)
+            .await
+            .map_err(|e| e.to_string());
+    }
+    let run = runner.run_file_async(file);
+    match tokio::time::timeout(Duration::from_secs(300), run).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.display(true).to_string()),
+        Err(_) => Err("timed out after 300 s".into()),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf();
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let mut files = Vec::new();
+    slt_files(&root, &mut files);
+    files.retain(|f| filters.is_empty() || filters.iter().any(|flt| f.to_string_lossy().contains(flt.as_str())));
+    files.sort();
+    let server = TestServer::start().await.expect("server starts");
+    let complete = std::env::var("RIVULET_SLT_COMPLETE").is_ok();
+    let protocols: &[Protocol] = if complete { &[Protocol::Simple] } else { &[Protocol::Simple, Protocol::Extended] };
+    let mut jobs = Vec::new();
+    for file in &files {
+        for &protocol in protocols {
+            jobs.push((file.clone(), protocol));
+        }
+    }
+    let results = futures::future::join_all(jobs.iter().map(|(file, protocol)| {
+        let (server, root) = (&server, &root);
+        async move { (file, *protocol, run_file(server, root, file, *protocol).await) }
+    }))
+    .await;
+    let mut failed = 0;
+    for (file, protocol, result) in &results {
+        let name = file.strip_prefix(&root).unwrap_or(file).display();
+        match result {
+            Ok(()) => println!("ok     {name} ({protocol:?})"),
+            Err(e) => {
+                failed += 1;
+                println!("FAILED {name} ({protocol:?})\n{e}\n");
+            }
+        }
+    }
+    println!("{} runs, {failed} failed", results.len());
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
