@@ -39,7 +39,11 @@ impl Op {
             1 => Op::Delete,
             2 => Op::UpdateBefore,
             3 => Op::UpdateAfter,
-            other => return Err(EngineError::Corrupt(format!("unknown changelog op {other}"))),
+            other => {
+                return Err(EngineError::Corrupt(format!(
+                    "unknown changelog op {other}"
+                )));
+            }
         })
     }
 
@@ -76,7 +80,9 @@ impl ChangeBatch {
         fields.push(Arc::new(Field::new(OP_COLUMN, DataType::Int8, false)));
         let schema = Arc::new(Schema::new(fields));
         let mut columns: Vec<ArrayRef> = self.data.columns().to_vec();
-        columns.push(Arc::new(Int8Array::from_iter_values(self.ops.iter().map(|op| *op as i8))));
+        columns.push(Arc::new(Int8Array::from_iter_values(
+            self.ops.iter().map(|op| *op as i8),
+        )));
         let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
         let mut out = Vec::new();
         let mut writer = StreamWriter::try_new(&mut out, &schema)?;
@@ -89,7 +95,9 @@ impl ChangeBatch {
     /// Decodes the stored form written by [`ChangeBatch::to_ipc`].
     pub fn from_ipc(bytes: &[u8]) -> Result<Self> {
         let mut reader = StreamReader::try_new(Cursor::new(bytes), None)?;
-        let batch = reader.next().ok_or_else(|| EngineError::Corrupt("empty change log entry".into()))??;
+        let batch = reader
+            .next()
+            .ok_or_else(|| EngineError::Corrupt("empty change log entry".into()))??;
         let n = batch.num_columns();
         let op_col = batch
             .columns()
@@ -97,7 +105,11 @@ impl ChangeBatch {
             .and_then(|c| c.as_any().downcast_ref::<Int8Array>())
             .filter(|c| c.null_count() == 0)
             .ok_or_else(|| EngineError::Corrupt("change log entry without an op column".into()))?;
-        let ops = op_col.values().iter().map(|v| Op::from_i8(*v)).collect::<Result<Vec<_>>>()?;
+        let ops = op_col
+            .values()
+            .iter()
+            .map(|v| Op::from_i8(*v))
+            .collect::<Result<Vec<_>>>()?;
         let data = batch.project(&(0..n - 1).collect::<Vec<_>>())?;
         Ok(Self { data, ops })
     }
@@ -116,11 +128,20 @@ mod tests {
         ]));
         let data = RecordBatch::try_new(
             schema,
-            vec![Arc::new(Int64Array::from(vec![1, 1, 2])), Arc::new(StringArray::from(vec![Some("a"), None, Some("c")]))],
+            vec![
+                Arc::new(Int64Array::from(vec![1, 1, 2])),
+                Arc::new(StringArray::from(vec![Some("a"), None, Some("c")])),
+            ],
         )
         .unwrap();
-        let batch = ChangeBatch { data, ops: vec![Op::UpdateBefore, Op::UpdateAfter, Op::Delete] };
-        assert_eq!(ChangeBatch::from_ipc(&batch.to_ipc().unwrap()).unwrap(), batch);
+        let batch = ChangeBatch {
+            data,
+            ops: vec![Op::UpdateBefore, Op::UpdateAfter, Op::Delete],
+        };
+        assert_eq!(
+            ChangeBatch::from_ipc(&batch.to_ipc().unwrap()).unwrap(),
+            batch
+        );
         assert!(ChangeBatch::from_ipc(b"garbage").is_err());
     }
 }

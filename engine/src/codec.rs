@@ -11,13 +11,16 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Date32Array, Date32Builder,
-    Decimal128Array, Decimal128Builder, Float32Array, Float32Builder, Float64Array, Float64Builder, Int16Array,
-    Int16Builder, Int32Array, Int32Builder, Int64Array, Int64Builder, IntervalMonthDayNanoArray,
-    IntervalMonthDayNanoBuilder, StringArray, StringBuilder, Time64MicrosecondArray, Time64MicrosecondBuilder,
-    TimestampMicrosecondArray, TimestampMicrosecondBuilder,
+    Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Date32Array,
+    Date32Builder, Decimal128Array, Decimal128Builder, Float32Array, Float32Builder, Float64Array,
+    Float64Builder, Int16Array, Int16Builder, Int32Array, Int32Builder, Int64Array, Int64Builder,
+    IntervalMonthDayNanoArray, IntervalMonthDayNanoBuilder, StringArray, StringBuilder,
+    Time64MicrosecondArray, Time64MicrosecondBuilder, TimestampMicrosecondArray,
+    TimestampMicrosecondBuilder,
 };
-use datafusion::arrow::datatypes::{DataType, IntervalMonthDayNano, IntervalUnit, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{
+    DataType, IntervalMonthDayNano, IntervalUnit, SchemaRef, TimeUnit,
+};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 use crate::{EngineError, Result};
@@ -90,11 +93,13 @@ pub struct BatchEncoder<'a> {
     cols: Vec<(&'a dyn Array, Col<'a>)>,
 }
 
-fn downcast<'a, T: 'static>(array: &'a ArrayRef) -> Result<&'a T> {
-    array
-        .as_any()
-        .downcast_ref::<T>()
-        .ok_or_else(|| EngineError::Internal(format!("column of type {} does not match the table", array.data_type())))
+fn downcast<T: 'static>(array: &ArrayRef) -> Result<&T> {
+    array.as_any().downcast_ref::<T>().ok_or_else(|| {
+        EngineError::Internal(format!(
+            "column of type {} does not match the table",
+            array.data_type()
+        ))
+    })
 }
 
 impl<'a> BatchEncoder<'a> {
@@ -161,9 +166,17 @@ struct Reader<'b> {
 
 impl<'b> Reader<'b> {
     fn take(&mut self, n: usize) -> Result<&'b [u8]> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| {
-            EngineError::Corrupt(format!("row of {} bytes ends early at byte {}", self.bytes.len(), self.at))
-        })?;
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| {
+                EngineError::Corrupt(format!(
+                    "row of {} bytes ends early at byte {}",
+                    self.bytes.len(),
+                    self.at
+                ))
+            })?;
         let out = &self.bytes[self.at..end];
         self.at = end;
         Ok(out)
@@ -184,7 +197,11 @@ impl<'b> Reader<'b> {
 impl RowCodec {
     /// A codec for rows of `schema`; fails on a column type tables cannot hold.
     pub fn try_new(schema: SchemaRef) -> Result<Self> {
-        let kinds = schema.fields().iter().map(|f| Kind::of(f.data_type())).collect::<Result<_>>()?;
+        let kinds = schema
+            .fields()
+            .iter()
+            .map(|f| Kind::of(f.data_type()))
+            .collect::<Result<_>>()?;
         Ok(Self { schema, kinds })
     }
 
@@ -236,17 +253,30 @@ impl RowCodec {
             None => vec![true; self.kinds.len()],
         };
         let out_schema = match projection {
-            Some(p) => Arc::new(self.schema.project(p).unwrap_or_else(|_| self.schema.as_ref().clone())),
+            Some(p) => Arc::new(
+                self.schema
+                    .project(p)
+                    .unwrap_or_else(|_| self.schema.as_ref().clone()),
+            ),
             None => Arc::clone(&self.schema),
         };
-        let order: Vec<usize> = projection.map(|p| p.to_vec()).unwrap_or_else(|| (0..self.kinds.len()).collect());
+        let order: Vec<usize> = projection
+            .map(|p| p.to_vec())
+            .unwrap_or_else(|| (0..self.kinds.len()).collect());
         let builders = self
             .kinds
             .iter()
             .zip(self.schema.fields())
             .map(|(kind, field)| new_builder(*kind, field.data_type(), capacity))
             .collect();
-        RowDecoder { kinds: self.kinds.clone(), keep, order, builders, out_schema, rows: 0 }
+        RowDecoder {
+            kinds: self.kinds.clone(),
+            keep,
+            order,
+            builders,
+            out_schema,
+            rows: 0,
+        }
     }
 }
 
@@ -274,7 +304,9 @@ fn new_builder(kind: Kind, dt: &DataType, cap: usize) -> Builder {
                 DataType::Timestamp(_, tz) => tz.clone(),
                 _ => None,
             };
-            Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(cap).with_timezone_opt(tz))
+            Builder::Timestamp(
+                TimestampMicrosecondBuilder::with_capacity(cap).with_timezone_opt(tz),
+            )
         }
         Kind::Interval => Builder::Interval(IntervalMonthDayNanoBuilder::with_capacity(cap)),
     }
@@ -344,7 +376,8 @@ impl RowDecoder {
                 Builder::Utf8(b) => {
                     let v = r.var()?;
                     if keep {
-                        let s = std::str::from_utf8(v).map_err(|e| EngineError::Corrupt(format!("text value: {e}")))?;
+                        let s = std::str::from_utf8(v)
+                            .map_err(|e| EngineError::Corrupt(format!("text value: {e}")))?;
                         b.append_value(s);
                     }
                 }
@@ -359,13 +392,20 @@ impl RowDecoder {
                     let days = i32::from_le_bytes(r.fixed::<4>()?);
                     let nanoseconds = i64::from_le_bytes(r.fixed::<8>()?);
                     if keep {
-                        b.append_value(IntervalMonthDayNano { months, days, nanoseconds });
+                        b.append_value(IntervalMonthDayNano {
+                            months,
+                            days,
+                            nanoseconds,
+                        });
                     }
                 }
             }
         }
         if r.at != bytes.len() {
-            return Err(EngineError::Corrupt(format!("row has {} trailing bytes", bytes.len() - r.at)));
+            return Err(EngineError::Corrupt(format!(
+                "row has {} trailing bytes",
+                bytes.len() - r.at
+            )));
         }
         self.rows += 1;
         Ok(())
@@ -373,11 +413,20 @@ impl RowDecoder {
 
     /// Finishes the batch decoded so far and starts a new one.
     pub fn flush(&mut self) -> Result<RecordBatch> {
-        let mut arrays: Vec<Option<ArrayRef>> = self.builders.iter_mut().map(|b| Some(finish(b))).collect();
-        let columns: Vec<ArrayRef> = self.order.iter().filter_map(|&i| arrays.get_mut(i).and_then(Option::take)).collect();
+        let mut arrays: Vec<Option<ArrayRef>> =
+            self.builders.iter_mut().map(|b| Some(finish(b))).collect();
+        let columns: Vec<ArrayRef> = self
+            .order
+            .iter()
+            .filter_map(|&i| arrays.get_mut(i).and_then(Option::take))
+            .collect();
         let options = RecordBatchOptions::new().with_row_count(Some(self.rows));
         self.rows = 0;
-        Ok(RecordBatch::try_new_with_options(Arc::clone(&self.out_schema), columns, &options)?)
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(&self.out_schema),
+            columns,
+            &options,
+        )?)
     }
 }
 
@@ -427,15 +476,26 @@ mod tests {
             Field::new("a", DataType::Int64, true),
             Field::new("s", DataType::Utf8, true),
             Field::new("d", DataType::Decimal128(10, 2), true),
-            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())), true),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+                true,
+            ),
             Field::new("i", DataType::Interval(IntervalUnit::MonthDayNano), true),
             Field::new("b", DataType::Boolean, true),
         ]));
         let cols: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from(vec![Some(1), None, Some(-7)])),
             Arc::new(StringArray::from(vec![Some("x"), Some(""), None])),
-            Arc::new(Decimal128Array::from(vec![Some(12345), None, Some(-1)]).with_precision_and_scale(10, 2).unwrap()),
-            Arc::new(TimestampMicrosecondArray::from(vec![Some(1), Some(2), None]).with_timezone("+00:00")),
+            Arc::new(
+                Decimal128Array::from(vec![Some(12345), None, Some(-1)])
+                    .with_precision_and_scale(10, 2)
+                    .unwrap(),
+            ),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![Some(1), Some(2), None])
+                    .with_timezone("+00:00"),
+            ),
             Arc::new(IntervalMonthDayNanoArray::from(vec![
                 Some(IntervalMonthDayNano::new(1, 2, 3)),
                 None,

@@ -22,7 +22,9 @@ pub enum EngineError {
     #[error("column type {0} is not supported in tables")]
     Unsupported(String),
     /// A NULL for a column declared NOT NULL (or part of the primary key).
-    #[error("null value in column \"{column}\" of relation \"{table}\" violates not-null constraint")]
+    #[error(
+        "null value in column \"{column}\" of relation \"{table}\" violates not-null constraint"
+    )]
     NotNull { table: String, column: String },
     /// A second row with the same primary key.
     #[error("duplicate key value violates unique constraint \"{table}_pkey\"")]

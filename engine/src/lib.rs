@@ -4,14 +4,14 @@
 //! the storage layer every later feature stands on; operators, watermarks and checkpoints join it as
 //! the streaming issues land (see ARCHITECTURE.md).
 
+/// Changelog batches: an Arrow `RecordBatch` plus an op per row.
+pub mod changelog;
+/// The stable byte encoding of one row, used for stored rows and keys.
+pub mod codec;
 /// Errors of the storage and runtime layer.
 pub mod error;
 /// The one handle on RocksDB: keyed get/put/delete, prefix scans, atomic batches, snapshots.
 pub mod state;
-/// The stable byte encoding of one row, used for stored rows and keys.
-pub mod codec;
-/// Changelog batches: an Arrow `RecordBatch` plus an op per row.
-pub mod changelog;
 /// Tables: current rows plus a durable, sequenced change log, on the state store.
 pub mod table;
 /// Named, abort-on-drop tasks (the only sanctioned way to spawn).

@@ -47,5 +47,8 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    TaskHandle { name: name.into(), handle: Some(tokio::spawn(fut)) }
+    TaskHandle {
+        name: name.into(),
+        handle: Some(tokio::spawn(fut)),
+    }
 }

@@ -36,7 +36,10 @@ impl TableDef {
     /// The Arrow schema of the table's rows.
     pub fn schema(&self) -> SchemaRef {
         Arc::new(Schema::new(
-            self.columns.iter().map(|c| Field::new(&c.name, c.sql_type.arrow_type(), c.nullable)).collect::<Vec<_>>(),
+            self.columns
+                .iter()
+                .map(|c| Field::new(&c.name, c.sql_type.arrow_type(), c.nullable))
+                .collect::<Vec<_>>(),
         ))
     }
 }

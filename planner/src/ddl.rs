@@ -41,7 +41,11 @@ pub fn table_def(create: &CreateTable, name: &str, append_only: bool) -> Result<
                 other => return Err(PlanError::Unsupported(format!("column option {other}"))),
             }
         }
-        columns.push(ColumnDef { name: col_name, sql_type, nullable });
+        columns.push(ColumnDef {
+            name: col_name,
+            sql_type,
+            nullable,
+        });
     }
     for constraint in &create.constraints {
         match constraint {
@@ -52,10 +56,16 @@ pub fn table_def(create: &CreateTable, name: &str, append_only: bool) -> Result<
                 for ic in &pk.columns {
                     let key = match &ic.column.expr {
                         Expr::Identifier(id) => normalize_ident(id),
-                        other => return Err(PlanError::Unsupported(format!("primary key expression {other}"))),
+                        other => {
+                            return Err(PlanError::Unsupported(format!(
+                                "primary key expression {other}"
+                            )));
+                        }
                     };
-                    let pos =
-                        columns.iter().position(|c| c.name == key).ok_or_else(|| PlanError::UnknownKeyColumn(key.clone()))?;
+                    let pos = columns
+                        .iter()
+                        .position(|c| c.name == key)
+                        .ok_or_else(|| PlanError::UnknownKeyColumn(key.clone()))?;
                     primary_key.push(pos);
                 }
             }
@@ -102,7 +112,9 @@ fn refuse_unsupported(create: &CreateTable) -> Result<()> {
 fn with_options(opts: &CreateTableOptions) -> Result<BTreeMap<String, String>> {
     let list: &[SqlOption] = match opts {
         CreateTableOptions::None => return Ok(BTreeMap::new()),
-        CreateTableOptions::With(list) | CreateTableOptions::Options(list) | CreateTableOptions::Plain(list) => list,
+        CreateTableOptions::With(list)
+        | CreateTableOptions::Options(list)
+        | CreateTableOptions::Plain(list) => list,
         other => return Err(PlanError::Unsupported(format!("table options {other}"))),
     };
     let mut out = BTreeMap::new();
@@ -139,7 +151,11 @@ pub fn object_name(name: &ast::ObjectName) -> Result<(Option<String>, String)> {
     let parts: Vec<String> = name
         .0
         .iter()
-        .map(|p| p.as_ident().map(normalize_ident).ok_or_else(|| PlanError::Unsupported(format!("name {name}"))))
+        .map(|p| {
+            p.as_ident()
+                .map(normalize_ident)
+                .ok_or_else(|| PlanError::Unsupported(format!("name {name}")))
+        })
         .collect::<Result<_>>()?;
     match parts.as_slice() {
         [table] => Ok((None, table.clone())),
@@ -156,8 +172,12 @@ mod tests {
 
     fn def(sql: &str) -> Result<TableDef> {
         let parsed = parse_sql(sql)?;
-        let Statement::Sql { stmt, append_only } = &parsed[0].statement else { panic!("not sql") };
-        let ast::Statement::CreateTable(create) = stmt.as_ref() else { panic!("not create table") };
+        let Statement::Sql { stmt, append_only } = &parsed[0].statement else {
+            panic!("not sql")
+        };
+        let ast::Statement::CreateTable(create) = stmt.as_ref() else {
+            panic!("not create table")
+        };
         table_def(create, "t", *append_only)
     }
 
@@ -171,18 +191,41 @@ mod tests {
         assert_eq!(t.primary_key, vec![0]);
         assert!(!t.columns[0].nullable && !t.columns[1].nullable && t.columns[2].nullable);
         assert!(t.append_only);
-        assert_eq!(t.options.get("connector").map(String::as_str), Some("datagen"));
-        assert_eq!(t.options.get("rows-per-second").map(String::as_str), Some("10"));
+        assert_eq!(
+            t.options.get("connector").map(String::as_str),
+            Some("datagen")
+        );
+        assert_eq!(
+            t.options.get("rows-per-second").map(String::as_str),
+            Some("10")
+        );
     }
 
     #[test]
     fn refusals_name_the_construct() {
-        assert_eq!(def("CREATE TABLE t (a INT, a INT)").unwrap_err().to_string(), "column \"a\" specified more than once");
         assert_eq!(
-            def("CREATE TABLE t (a INT PRIMARY KEY, b INT PRIMARY KEY)").unwrap_err().to_string(),
+            def("CREATE TABLE t (a INT, a INT)")
+                .unwrap_err()
+                .to_string(),
+            "column \"a\" specified more than once"
+        );
+        assert_eq!(
+            def("CREATE TABLE t (a INT PRIMARY KEY, b INT PRIMARY KEY)")
+                .unwrap_err()
+                .to_string(),
             "multiple primary keys for table \"t\" are not allowed"
         );
-        assert!(def("CREATE TABLE t (a INT DEFAULT 1)").unwrap_err().to_string().contains("DEFAULT 1"));
-        assert_eq!(def("CREATE TABLE t (a INT, PRIMARY KEY (b))").unwrap_err().to_string(), "column \"b\" named in key does not exist");
+        assert!(
+            def("CREATE TABLE t (a INT DEFAULT 1)")
+                .unwrap_err()
+                .to_string()
+                .contains("DEFAULT 1")
+        );
+        assert_eq!(
+            def("CREATE TABLE t (a INT, PRIMARY KEY (b))")
+                .unwrap_err()
+                .to_string(),
+            "column \"b\" named in key does not exist"
+        );
     }
 }

@@ -11,7 +11,11 @@ pub type Result<T, E = PlanError> = std::result::Result<T, E>;
 pub enum PlanError {
     /// The text does not parse. `position` is the 1-based character offset in the whole query string.
     #[error("{message}")]
-    Syntax { message: String, detail: Option<String>, position: Option<usize> },
+    Syntax {
+        message: String,
+        detail: Option<String>,
+        position: Option<usize>,
+    },
     /// Valid SQL that Rivulet does not support (yet); the message names the construct.
     #[error("{0} is not supported")]
     Unsupported(String),

@@ -5,15 +5,15 @@
 //! `FLUSH` are handled on the token stream before sqlparser sees a statement. Queries and DML are
 //! then planned by DataFusion; the streaming planner joins this crate with materialized views.
 
+/// Catalog records: tables and columns as stored and planned.
+pub mod catalog;
+/// DDL: `CREATE TABLE` to a [`catalog::TableDef`].
+pub mod ddl;
 /// Errors of parsing and planning, each with the position in the SQL text where known.
 pub mod error;
 /// Splitting SQL text into statements and parsing them with Rivulet's extensions.
 pub mod parse;
 /// SQL column types and their Arrow and Postgres counterparts.
 pub mod types;
-/// Catalog records: tables and columns as stored and planned.
-pub mod catalog;
-/// DDL: `CREATE TABLE` to a [`catalog::TableDef`].
-pub mod ddl;
 
 pub use error::{PlanError, Result};

@@ -21,7 +21,10 @@ use crate::{PlanError, Result};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Statement {
     /// A statement sqlparser understands, with what the extensions took out of it.
-    Sql { stmt: Box<ast::Statement>, append_only: bool },
+    Sql {
+        stmt: Box<ast::Statement>,
+        append_only: bool,
+    },
     /// `FLUSH`: wait until every streaming job has seen all earlier writes.
     Flush,
 }
@@ -36,11 +39,13 @@ pub struct Parsed {
 /// Parses every statement in `sql`. Empty statements (`;;`) are skipped.
 pub fn parse_sql(sql: &str) -> Result<Vec<Parsed>> {
     let dialect = PostgreSqlDialect {};
-    let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location().map_err(|e| PlanError::Syntax {
-        message: e.message.clone(),
-        detail: None,
-        position: char_position(sql, e.location),
-    })?;
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| PlanError::Syntax {
+            message: e.message.clone(),
+            detail: None,
+            position: char_position(sql, e.location),
+        })?;
     let mut out = Vec::new();
     for group in split_statements(tokens) {
         if group.iter().all(|t| is_trivia(&t.token)) {
@@ -70,7 +75,10 @@ fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<Vec<TokenWithSpan>> {
 }
 
 fn significant(tokens: &[TokenWithSpan]) -> impl Iterator<Item = (usize, &TokenWithSpan)> {
-    tokens.iter().enumerate().filter(|(_, t)| !is_trivia(&t.token))
+    tokens
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| !is_trivia(&t.token))
 }
 
 fn is_word(t: &TokenWithSpan, kw: Keyword) -> bool {
@@ -82,13 +90,19 @@ fn is_bare(t: &TokenWithSpan, word: &str) -> bool {
     matches!(&t.token, Token::Word(Word { value, quote_style: None, .. }) if value.eq_ignore_ascii_case(word))
 }
 
-fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>, dialect: &PostgreSqlDialect) -> Result<Statement> {
+fn parse_one(
+    sql: &str,
+    mut tokens: Vec<TokenWithSpan>,
+    dialect: &PostgreSqlDialect,
+) -> Result<Statement> {
     let words: Vec<(usize, &TokenWithSpan)> = significant(&tokens).collect();
     if words.len() == 1 && is_bare(words[0].1, "flush") {
         return Ok(Statement::Flush);
     }
     let mut append_only = false;
-    let is_create_table = words.len() > 2 && is_word(words[0].1, Keyword::CREATE) && is_word(words[1].1, Keyword::TABLE);
+    let is_create_table = words.len() > 2
+        && is_word(words[0].1, Keyword::CREATE)
+        && is_word(words[1].1, Keyword::TABLE);
     if is_create_table {
         let found = words
             .windows(2)
@@ -99,9 +113,15 @@ fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>, dialect: &PostgreSqlDial
             append_only = true;
         }
     }
-    let end = tokens.iter().rev().find(|t| !is_trivia(&t.token)).map(|t| t.span.end);
+    let end = tokens
+        .iter()
+        .rev()
+        .find(|t| !is_trivia(&t.token))
+        .map(|t| t.span.end);
     let mut parser = Parser::new(dialect).with_tokens_with_locations(tokens);
-    let stmt = parser.parse_statement().map_err(|e| syntax_error(sql, e, end))?;
+    let stmt = parser
+        .parse_statement()
+        .map_err(|e| syntax_error(sql, e, end))?;
     let next = parser.peek_token();
     if next.token != Token::EOF {
         return Err(syntax_error(
@@ -110,7 +130,10 @@ fn parse_one(sql: &str, mut tokens: Vec<TokenWithSpan>, dialect: &PostgreSqlDial
             Some(next.span.start),
         ));
     }
-    Ok(Statement::Sql { stmt: Box::new(stmt), append_only })
+    Ok(Statement::Sql {
+        stmt: Box::new(stmt),
+        append_only,
+    })
 }
 
 /// The source text covered by a statement's tokens.
@@ -159,24 +182,47 @@ fn syntax_error(sql: &str, err: ParserError, end: Option<Location>) -> PlanError
     let raw = match err {
         ParserError::ParserError(m) | ParserError::TokenizerError(m) => m,
         ParserError::RecursionLimitExceeded => {
-            return PlanError::Syntax { message: "statement is nested too deeply".into(), detail: None, position: None };
+            return PlanError::Syntax {
+                message: "statement is nested too deeply".into(),
+                detail: None,
+                position: None,
+            };
         }
     };
     let (text, loc) = split_location(&raw);
-    let found = text.rsplit_once("found: ").map(|(_, f)| f.trim().to_string());
+    let found = text
+        .rsplit_once("found: ")
+        .map(|(_, f)| f.trim().to_string());
     let (message, position) = match found.as_deref() {
-        Some("EOF") => ("syntax error at end of input".to_string(), end.and_then(|e| char_position(sql, e)).map(|p| p + 1)),
-        Some(tok) => (format!("syntax error at or near \"{tok}\""), loc.and_then(|l| char_position(sql, l))),
-        None => (format!("syntax error: {text}"), loc.and_then(|l| char_position(sql, l))),
+        Some("EOF") => (
+            "syntax error at end of input".to_string(),
+            end.and_then(|e| char_position(sql, e)),
+        ),
+        Some(tok) => (
+            format!("syntax error at or near \"{tok}\""),
+            loc.and_then(|l| char_position(sql, l)),
+        ),
+        None => (
+            format!("syntax error: {text}"),
+            loc.and_then(|l| char_position(sql, l)),
+        ),
     };
     let position = position.or_else(|| end.and_then(|e| char_position(sql, e)));
-    PlanError::Syntax { message, detail: Some(text.to_string()), position }
+    PlanError::Syntax {
+        message,
+        detail: Some(text.to_string()),
+        position,
+    }
 }
 
 /// Splits sqlparser's `"… at Line: 3, Column: 7"` suffix off a message.
 fn split_location(msg: &str) -> (&str, Option<Location>) {
-    let Some((text, tail)) = msg.rsplit_once(" at Line: ") else { return (msg, None) };
-    let Some((line, column)) = tail.split_once(", Column: ") else { return (msg, None) };
+    let Some((text, tail)) = msg.rsplit_once(" at Line: ") else {
+        return (msg, None);
+    };
+    let Some((line, column)) = tail.split_once(", Column: ") else {
+        return (msg, None);
+    };
     match (line.trim().parse(), column.trim().parse()) {
         (Ok(line), Ok(column)) => (text, Some(Location { line, column })),
         _ => (msg, None),
@@ -189,7 +235,9 @@ mod tests {
 
     fn position(sql: &str) -> (String, Option<usize>) {
         match parse_sql(sql) {
-            Err(PlanError::Syntax { message, position, .. }) => (message, position),
+            Err(PlanError::Syntax {
+                message, position, ..
+            }) => (message, position),
             other => panic!("expected a syntax error, got {other:?}"),
         }
     }
@@ -206,16 +254,37 @@ mod tests {
     fn extensions() {
         let parsed = parse_sql("flush; CREATE TABLE t (a INT) APPEND ONLY").unwrap();
         assert_eq!(parsed[0].statement, Statement::Flush);
-        assert!(matches!(parsed[1].statement, Statement::Sql { append_only: true, .. }));
+        assert!(matches!(
+            parsed[1].statement,
+            Statement::Sql {
+                append_only: true,
+                ..
+            }
+        ));
         // `append` and `only` as column names are left alone outside CREATE TABLE ... APPEND ONLY.
-        assert!(matches!(parse_sql("SELECT 1 AS append").unwrap()[0].statement, Statement::Sql { append_only: false, .. }));
+        assert!(matches!(
+            parse_sql("SELECT 1 AS append").unwrap()[0].statement,
+            Statement::Sql {
+                append_only: false,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn syntax_errors_point_at_the_token() {
-        assert_eq!(position("SELEC 1"), ("syntax error at or near \"SELEC\"".into(), Some(1)));
-        assert_eq!(position("SELECT 1;\nSELECT * FROM WHERE"), ("syntax error at or near \"WHERE\"".into(), Some(25)));
-        assert_eq!(position("SELECT (1"), ("syntax error at end of input".into(), Some(10)));
+        assert_eq!(
+            position("SELEC 1"),
+            ("syntax error at or near \"SELEC\"".into(), Some(1))
+        );
+        assert_eq!(
+            position("SELECT 1;\nSELECT * FROM t t2 t3"),
+            ("syntax error at or near \"t3\"".into(), Some(30))
+        );
+        assert_eq!(
+            position("SELECT (1"),
+            ("syntax error at end of input".into(), Some(10))
+        );
         let (msg, _) = position("SELECT 'unterminated");
         assert!(msg.contains("Unterminated"), "{msg}");
     }

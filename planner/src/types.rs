@@ -53,19 +53,25 @@ impl SqlType {
                 _ => SqlType::Double,
             },
             D::Numeric(info) | D::Decimal(info) => numeric(info)?,
-            D::Varchar(len) | D::CharacterVarying(len) | D::CharVarying(len) => {
-                SqlType::Varchar { max_len: char_len(len.as_ref())? }
-            }
+            D::Varchar(len) | D::CharacterVarying(len) | D::CharVarying(len) => SqlType::Varchar {
+                max_len: char_len(len.as_ref())?,
+            },
             D::Text | D::String(None) => SqlType::Text,
             D::Date => SqlType::Date,
             D::Time(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => SqlType::Time,
-            D::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => SqlType::Timestamp,
+            D::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => {
+                SqlType::Timestamp
+            }
             D::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => SqlType::TimestampTz,
             D::Interval { .. } => SqlType::Interval,
             D::Bytea => SqlType::Bytea,
             D::JSON | D::JSONB => SqlType::Jsonb,
             D::Custom(name, args) if args.is_empty() => {
-                match name.to_string().to_ascii_lowercase().trim_start_matches("pg_catalog.") {
+                match name
+                    .to_string()
+                    .to_ascii_lowercase()
+                    .trim_start_matches("pg_catalog.")
+                {
                     "timestamptz" => SqlType::TimestampTz,
                     "int2" => SqlType::SmallInt,
                     "int4" => SqlType::Int,
@@ -96,7 +102,9 @@ impl SqlType {
             SqlType::Date => DataType::Date32,
             SqlType::Time => DataType::Time64(TimeUnit::Microsecond),
             SqlType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
-            SqlType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            SqlType::TimestampTz => {
+                DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
+            }
             SqlType::Interval => DataType::Interval(IntervalUnit::MonthDayNano),
             SqlType::Bytea => DataType::Binary,
         }
@@ -142,7 +150,10 @@ fn numeric(info: &ExactNumberInfo) -> Result<SqlType> {
             "NUMERIC scale {scale} must be between 0 and precision {precision}"
         )));
     }
-    Ok(SqlType::Numeric { precision: precision as u8, scale: scale as i8 })
+    Ok(SqlType::Numeric {
+        precision: precision as u8,
+        scale: scale as i8,
+    })
 }
 
 fn char_len(len: Option<&CharacterLength>) -> Result<Option<u32>> {
@@ -150,7 +161,9 @@ fn char_len(len: Option<&CharacterLength>) -> Result<Option<u32>> {
         None | Some(CharacterLength::Max) => Ok(None),
         Some(CharacterLength::IntegerLength { length, .. }) => match u32::try_from(*length) {
             Ok(n) if n >= 1 => Ok(Some(n)),
-            _ => Err(PlanError::InvalidParameter(format!("length for type varchar must be at least 1, got {length}"))),
+            _ => Err(PlanError::InvalidParameter(format!(
+                "length for type varchar must be at least 1, got {length}"
+            ))),
         },
     }
 }
@@ -163,7 +176,11 @@ mod tests {
 
     fn ty(sql: &str) -> Result<SqlType> {
         let dialect = PostgreSqlDialect {};
-        let dt = Parser::new(&dialect).try_with_sql(sql).unwrap().parse_data_type().unwrap();
+        let dt = Parser::new(&dialect)
+            .try_with_sql(sql)
+            .unwrap()
+            .parse_data_type()
+            .unwrap();
         SqlType::from_ast(&dt)
     }
 
@@ -172,12 +189,27 @@ mod tests {
         assert_eq!(ty("INT").unwrap(), SqlType::Int);
         assert_eq!(ty("int8").unwrap(), SqlType::BigInt);
         assert_eq!(ty("DOUBLE PRECISION").unwrap(), SqlType::Double);
-        assert_eq!(ty("NUMERIC(10,2)").unwrap(), SqlType::Numeric { precision: 10, scale: 2 });
-        assert_eq!(ty("VARCHAR(20)").unwrap(), SqlType::Varchar { max_len: Some(20) });
-        assert_eq!(ty("TIMESTAMP WITH TIME ZONE").unwrap(), SqlType::TimestampTz);
+        assert_eq!(
+            ty("NUMERIC(10,2)").unwrap(),
+            SqlType::Numeric {
+                precision: 10,
+                scale: 2
+            }
+        );
+        assert_eq!(
+            ty("VARCHAR(20)").unwrap(),
+            SqlType::Varchar { max_len: Some(20) }
+        );
+        assert_eq!(
+            ty("TIMESTAMP WITH TIME ZONE").unwrap(),
+            SqlType::TimestampTz
+        );
         assert_eq!(ty("timestamptz").unwrap(), SqlType::TimestampTz);
         assert_eq!(ty("TIMESTAMP(3)").unwrap(), SqlType::Timestamp);
-        assert!(matches!(ty("NUMERIC(50,2)"), Err(PlanError::InvalidParameter(_))));
+        assert!(matches!(
+            ty("NUMERIC(50,2)"),
+            Err(PlanError::InvalidParameter(_))
+        ));
         assert!(matches!(ty("geometry"), Err(PlanError::UnknownType(_))));
     }
 }

@@ -8,10 +8,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::Sink;
+use pgwire::api::ClientInfo;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
-use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
-use pgwire::api::ClientInfo;
+use pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
@@ -29,7 +31,9 @@ pub struct Credentials {
 
 impl Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("user", &self.user).finish_non_exhaustive()
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
     }
 }
 
@@ -38,7 +42,11 @@ impl Credentials {
     pub fn new(user: &str, password: &str) -> Self {
         let salt: [u8; 16] = rand::random();
         let salted_password = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
-        Self { user: user.to_string(), salt: salt.to_vec(), salted_password }
+        Self {
+            user: user.to_string(),
+            salt: salt.to_vec(),
+            salted_password,
+        }
     }
 }
 
@@ -49,10 +57,16 @@ impl AuthSource for Credentials {
             return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
                 "FATAL".into(),
                 crate::error::sqlstate::INVALID_PASSWORD.into(),
-                format!("password authentication failed for user \"{}\"", login.user().unwrap_or_default()),
+                format!(
+                    "password authentication failed for user \"{}\"",
+                    login.user().unwrap_or_default()
+                ),
             ))));
         }
-        Ok(Password::new(Some(self.salt.clone()), self.salted_password.clone()))
+        Ok(Password::new(
+            Some(self.salt.clone()),
+            self.salted_password.clone(),
+        ))
     }
 }
 
@@ -79,7 +93,11 @@ pub fn startup_handler(frontend: &Arc<Frontend>) -> Arc<Startup> {
 
 #[async_trait]
 impl StartupHandler for Startup {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,

@@ -62,7 +62,10 @@ fn table_key(db: &str, table: &str) -> Vec<u8> {
 }
 
 fn storage_error(e: impl std::fmt::Display) -> SqlError {
-    SqlError::new(sqlstate::IO_ERROR, format!("could not write the catalog: {e}"))
+    SqlError::new(
+        sqlstate::IO_ERROR,
+        format!("could not write the catalog: {e}"),
+    )
 }
 
 impl Catalog {
@@ -83,7 +86,12 @@ impl Catalog {
             .scan_prefix(None, b"Ct", None, |k, v| {
                 match serde_json::from_slice::<TableDef>(v) {
                     Ok(def) => defs.push(def),
-                    Err(e) => bad = Some(format!("catalog entry {:?}: {e}", String::from_utf8_lossy(k))),
+                    Err(e) => {
+                        bad = Some(format!(
+                            "catalog entry {:?}: {e}",
+                            String::from_utf8_lossy(k)
+                        ))
+                    }
                 }
                 Ok(std::ops::ControlFlow::Continue(()))
             })
@@ -92,19 +100,38 @@ impl Catalog {
             return Err(corrupt(b));
         }
         let next_id = match store.get(NEXT_ID_KEY).map_err(storage_error)? {
-            Some(v) => u64::from_le_bytes(v.as_slice().try_into().map_err(|_| corrupt("next id".into()))?),
+            Some(v) => u64::from_le_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt("next id".into()))?,
+            ),
             None => 1,
         };
         for def in defs {
-            let table = TableStore::open(store.clone(), def.id, &def.name, def.schema(), def.primary_key.clone())
-                .map_err(|e| corrupt(format!("table \"{}\": {e}", def.name)))?;
+            let table = TableStore::open(
+                store.clone(),
+                def.id,
+                &def.name,
+                def.schema(),
+                def.primary_key.clone(),
+            )
+            .map_err(|e| corrupt(format!("table \"{}\": {e}", def.name)))?;
             databases
                 .entry(def.database.clone())
                 .or_default()
                 .tables
-                .insert(def.name.clone(), Arc::new(TableEntry { def, store: Arc::new(table) }));
+                .insert(
+                    def.name.clone(),
+                    Arc::new(TableEntry {
+                        def,
+                        store: Arc::new(table),
+                    }),
+                );
         }
-        let catalog = Self { store, inner: RwLock::new(Inner { databases, next_id }) };
+        let catalog = Self {
+            store,
+            inner: RwLock::new(Inner { databases, next_id }),
+        };
         if !catalog.database_exists(DEFAULT_DATABASE) {
             catalog.create_database(DEFAULT_DATABASE, false)?;
         }
@@ -128,7 +155,10 @@ impl Catalog {
             if if_not_exists {
                 return Ok(());
             }
-            return Err(SqlError::new(sqlstate::DUPLICATE_DATABASE, format!("database \"{db}\" already exists")));
+            return Err(SqlError::new(
+                sqlstate::DUPLICATE_DATABASE,
+                format!("database \"{db}\" already exists"),
+            ));
         }
         let mut batch = StateBatch::new();
         batch.put(db_key(db), b"");
@@ -144,7 +174,10 @@ impl Catalog {
             if if_exists {
                 return Ok(());
             }
-            return Err(SqlError::new(sqlstate::UNDEFINED_DATABASE, format!("database \"{db}\" does not exist")));
+            return Err(SqlError::new(
+                sqlstate::UNDEFINED_DATABASE,
+                format!("database \"{db}\" does not exist"),
+            ));
         };
         let mut batch = StateBatch::new();
         for (name, entry) in &database.tables {
@@ -159,34 +192,64 @@ impl Catalog {
 
     /// Tables of `db`, sorted by name.
     pub fn tables(&self, db: &str) -> Vec<Arc<TableEntry>> {
-        self.inner.read().databases.get(db).map(|d| d.tables.values().cloned().collect()).unwrap_or_default()
+        self.inner
+            .read()
+            .databases
+            .get(db)
+            .map(|d| d.tables.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// One table, if it exists.
     pub fn table(&self, db: &str, name: &str) -> Option<Arc<TableEntry>> {
-        self.inner.read().databases.get(db).and_then(|d| d.tables.get(name).cloned())
+        self.inner
+            .read()
+            .databases
+            .get(db)
+            .and_then(|d| d.tables.get(name).cloned())
     }
 
     /// Creates a table from `def` (its id and database are assigned here). Returns false if it
     /// already existed and `if_not_exists` was given.
-    pub fn create_table(&self, db: &str, mut def: TableDef, if_not_exists: bool) -> Result<bool, SqlError> {
+    pub fn create_table(
+        &self,
+        db: &str,
+        mut def: TableDef,
+        if_not_exists: bool,
+    ) -> Result<bool, SqlError> {
         let mut inner = self.inner.write();
         let next_id = inner.next_id;
         let Some(database) = inner.databases.get(db) else {
-            return Err(SqlError::new(sqlstate::UNDEFINED_DATABASE, format!("database \"{db}\" does not exist")));
+            return Err(SqlError::new(
+                sqlstate::UNDEFINED_DATABASE,
+                format!("database \"{db}\" does not exist"),
+            ));
         };
         if database.tables.contains_key(&def.name) {
             if if_not_exists {
                 return Ok(false);
             }
-            return Err(SqlError::new(sqlstate::DUPLICATE_TABLE, format!("relation \"{}\" already exists", def.name)));
+            return Err(SqlError::new(
+                sqlstate::DUPLICATE_TABLE,
+                format!("relation \"{}\" already exists", def.name),
+            ));
         }
         def.id = next_id;
         def.database = db.to_string();
-        let table = TableStore::open(self.store.clone(), def.id, &def.name, def.schema(), def.primary_key.clone())
-            .map_err(SqlError::from)?;
-        let json = serde_json::to_vec(&def)
-            .map_err(|e| SqlError::new(sqlstate::INTERNAL_ERROR, format!("table definition does not serialize: {e}")))?;
+        let table = TableStore::open(
+            self.store.clone(),
+            def.id,
+            &def.name,
+            def.schema(),
+            def.primary_key.clone(),
+        )
+        .map_err(SqlError::from)?;
+        let json = serde_json::to_vec(&def).map_err(|e| {
+            SqlError::new(
+                sqlstate::INTERNAL_ERROR,
+                format!("table definition does not serialize: {e}"),
+            )
+        })?;
         let mut batch = StateBatch::new();
         // A crashed earlier attempt may have left rows under this id; start clean.
         TableStore::drop_data(&mut batch, def.id);
@@ -196,7 +259,13 @@ impl Catalog {
         inner.next_id = next_id + 1;
         let name = def.name.clone();
         if let Some(database) = inner.databases.get_mut(db) {
-            database.tables.insert(name, Arc::new(TableEntry { def, store: Arc::new(table) }));
+            database.tables.insert(
+                name,
+                Arc::new(TableEntry {
+                    def,
+                    store: Arc::new(table),
+                }),
+            );
         }
         Ok(true)
     }
@@ -204,11 +273,19 @@ impl Catalog {
     /// Drops a table and its data. Returns false if it did not exist and `if_exists` was given.
     pub fn drop_table(&self, db: &str, name: &str, if_exists: bool) -> Result<bool, SqlError> {
         let mut inner = self.inner.write();
-        let Some(entry) = inner.databases.get(db).and_then(|d| d.tables.get(name)).cloned() else {
+        let Some(entry) = inner
+            .databases
+            .get(db)
+            .and_then(|d| d.tables.get(name))
+            .cloned()
+        else {
             if if_exists {
                 return Ok(false);
             }
-            return Err(SqlError::new(sqlstate::UNDEFINED_TABLE, format!("table \"{name}\" does not exist")));
+            return Err(SqlError::new(
+                sqlstate::UNDEFINED_TABLE,
+                format!("table \"{name}\" does not exist"),
+            ));
         };
         let mut batch = StateBatch::new();
         batch.delete(table_key(db, name));

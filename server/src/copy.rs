@@ -27,12 +27,21 @@ pub enum CopyFormat {
     /// Postgres' text format: tab-separated, backslash escapes, `\N` for NULL.
     Text { delimiter: u8, null: String },
     /// CSV: quoted fields, unquoted empty (or the NULL string) for NULL.
-    Csv { delimiter: u8, quote: u8, escape: u8, null: String, header: bool },
+    Csv {
+        delimiter: u8,
+        quote: u8,
+        escape: u8,
+        null: String,
+        header: bool,
+    },
 }
 
 impl CopyFormat {
     /// The format described by a COPY statement's options.
-    pub fn from_options(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<Self, SqlError> {
+    pub fn from_options(
+        options: &[CopyOption],
+        legacy: &[CopyLegacyOption],
+    ) -> Result<Self, SqlError> {
         let mut csv = false;
         let mut delimiter = None;
         let mut null = None;
@@ -40,9 +49,15 @@ impl CopyFormat {
         let mut quote = b'"';
         let mut escape = None;
         let one_byte = |c: char, what: &str| -> Result<u8, SqlError> {
-            u8::try_from(c as u32).ok().filter(|b| b.is_ascii()).ok_or_else(|| {
-                SqlError::new(sqlstate::FEATURE_NOT_SUPPORTED, format!("COPY {what} must be a single one-byte character"))
-            })
+            u8::try_from(c as u32)
+                .ok()
+                .filter(|b| b.is_ascii())
+                .ok_or_else(|| {
+                    SqlError::new(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        format!("COPY {what} must be a single one-byte character"),
+                    )
+                })
         };
         for opt in options {
             match opt {
@@ -56,7 +71,8 @@ impl CopyFormat {
                 CopyOption::Header(h) => header = *h,
                 CopyOption::Quote(c) => quote = one_byte(*c, "quote")?,
                 CopyOption::Escape(c) => escape = Some(one_byte(*c, "escape")?),
-                CopyOption::Encoding(e) if e.eq_ignore_ascii_case("utf8") || e.eq_ignore_ascii_case("utf-8") => {}
+                CopyOption::Encoding(e)
+                    if e.eq_ignore_ascii_case("utf8") || e.eq_ignore_ascii_case("utf-8") => {}
                 CopyOption::Freeze(_) => {}
                 other => return Err(SqlError::unsupported(format!("COPY option {other}"))),
             }
@@ -71,8 +87,12 @@ impl CopyFormat {
                         match o {
                             CopyLegacyCsvOption::Header => header = true,
                             CopyLegacyCsvOption::Quote(c) => quote = one_byte(*c, "quote")?,
-                            CopyLegacyCsvOption::Escape(c) => escape = Some(one_byte(*c, "escape")?),
-                            other => return Err(SqlError::unsupported(format!("COPY option {other}"))),
+                            CopyLegacyCsvOption::Escape(c) => {
+                                escape = Some(one_byte(*c, "escape")?)
+                            }
+                            other => {
+                                return Err(SqlError::unsupported(format!("COPY option {other}")));
+                            }
                         }
                     }
                 }
@@ -89,9 +109,15 @@ impl CopyFormat {
             }
         } else {
             if header {
-                return Err(SqlError::new(sqlstate::FEATURE_NOT_SUPPORTED, "COPY HEADER available only in CSV mode"));
+                return Err(SqlError::new(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "COPY HEADER available only in CSV mode",
+                ));
             }
-            CopyFormat::Text { delimiter: delimiter.unwrap_or(b'\t'), null: null.unwrap_or_else(|| "\\N".into()) }
+            CopyFormat::Text {
+                delimiter: delimiter.unwrap_or(b'\t'),
+                null: null.unwrap_or_else(|| "\\N".into()),
+            }
         })
     }
 }
@@ -121,7 +147,10 @@ impl CopyIn {
     /// Starts a COPY into `table`'s `columns`.
     pub fn new(table: Arc<TableEntry>, columns: Vec<usize>, format: CopyFormat) -> Self {
         let header_pending = matches!(format, CopyFormat::Csv { header: true, .. });
-        let builders = columns.iter().map(|_| StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16)).collect();
+        let builders = columns
+            .iter()
+            .map(|_| StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16))
+            .collect();
         Self {
             table,
             columns,
@@ -204,10 +233,23 @@ impl CopyIn {
         let mut fields = std::mem::take(&mut self.fields);
         fields.clear();
         let split = match &self.format {
-            CopyFormat::Text { delimiter, null } => split_text(record, *delimiter, null.as_bytes(), &mut fields),
-            CopyFormat::Csv { delimiter, quote, escape, null, .. } => {
-                split_csv(record, *delimiter, *quote, *escape, null.as_bytes(), &mut fields)
+            CopyFormat::Text { delimiter, null } => {
+                split_text(record, *delimiter, null.as_bytes(), &mut fields)
             }
+            CopyFormat::Csv {
+                delimiter,
+                quote,
+                escape,
+                null,
+                ..
+            } => split_csv(
+                record,
+                *delimiter,
+                *quote,
+                *escape,
+                null.as_bytes(),
+                &mut fields,
+            ),
         };
         split.map_err(|m| self.bad_data(m))?;
         if fields.len() != self.columns.len() {
@@ -226,7 +268,10 @@ impl CopyIn {
                     Err(_) => {
                         return Err(SqlError::new(
                             sqlstate::CHARACTER_NOT_IN_REPERTOIRE,
-                            format!("invalid byte sequence for encoding \"UTF8\" on line {}", self.line),
+                            format!(
+                                "invalid byte sequence for encoding \"UTF8\" on line {}",
+                                self.line
+                            ),
                         ));
                     }
                 },
@@ -252,10 +297,20 @@ impl CopyIn {
             return Ok(());
         }
         let schema = Arc::clone(self.table.store.schema());
-        let mut columns: Vec<ArrayRef> =
-            schema.fields().iter().map(|f| new_null_array(f.data_type(), rows)).collect();
-        let strict = CastOptions { safe: false, format_options: FormatOptions::default() };
-        let finished: Vec<ArrayRef> = self.builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+        let mut columns: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| new_null_array(f.data_type(), rows))
+            .collect();
+        let strict = CastOptions {
+            safe: false,
+            format_options: FormatOptions::default(),
+        };
+        let finished: Vec<ArrayRef> = self
+            .builders
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef)
+            .collect();
         for (strings, &col) in finished.iter().zip(&self.columns) {
             let field = schema.field(col);
             let target = field.data_type();
@@ -263,7 +318,7 @@ impl CopyIn {
                 .map_err(|_| self.cast_error(strings, target, col))?;
             columns[col] = cast;
         }
-        let batch = RecordBatch::try_new(schema, columns).map_err(|e| SqlError::internal(e))?;
+        let batch = RecordBatch::try_new(schema, columns).map_err(SqlError::internal)?;
         self.batches.push(batch);
         self.batch_first_line = self.line + 1;
         Ok(())
@@ -271,15 +326,24 @@ impl CopyIn {
 
     /// The Postgres message for the first value of `strings` that does not parse as `target`.
     fn cast_error(&self, strings: &ArrayRef, target: &DataType, col: usize) -> SqlError {
-        let lenient = CastOptions { safe: true, format_options: FormatOptions::default() };
+        let lenient = CastOptions {
+            safe: true,
+            format_options: FormatOptions::default(),
+        };
         let column = &self.table.def.columns[col];
         let type_name = column.sql_type.pg_name();
-        let found = crate::text::parse_column(strings, target, &lenient).ok().and_then(|parsed| {
-            (0..strings.len()).find(|&i| strings.is_valid(i) && parsed.is_null(i)).map(|i| {
-                let value = datafusion::arrow::array::as_string_array(strings).value(i).to_string();
-                (i, value)
-            })
-        });
+        let found = crate::text::parse_column(strings, target, &lenient)
+            .ok()
+            .and_then(|parsed| {
+                (0..strings.len())
+                    .find(|&i| strings.is_valid(i) && parsed.is_null(i))
+                    .map(|i| {
+                        let value = datafusion::arrow::array::as_string_array(strings)
+                            .value(i)
+                            .to_string();
+                        (i, value)
+                    })
+            });
         match found {
             Some((i, value)) => SqlError::new(
                 sqlstate::INVALID_TEXT_REPRESENTATION,
@@ -293,7 +357,10 @@ impl CopyIn {
             )),
             None => SqlError::new(
                 sqlstate::INVALID_TEXT_REPRESENTATION,
-                format!("invalid input syntax for type {type_name} in column \"{}\"", column.name),
+                format!(
+                    "invalid input syntax for type {type_name} in column \"{}\"",
+                    column.name
+                ),
             ),
         }
     }
@@ -318,7 +385,12 @@ fn csv_record_end(buf: &[u8], quote: u8) -> Option<usize> {
 }
 
 /// Splits a text-format line into fields, undoing backslash escapes.
-fn split_text(line: &[u8], delimiter: u8, null: &[u8], out: &mut Vec<Option<Vec<u8>>>) -> Result<(), String> {
+fn split_text(
+    line: &[u8],
+    delimiter: u8,
+    null: &[u8],
+    out: &mut Vec<Option<Vec<u8>>>,
+) -> Result<(), String> {
     for raw in line.split(|&b| b == delimiter) {
         if raw == null {
             out.push(None);
@@ -393,12 +465,14 @@ fn split_csv(
             if in_quotes {
                 // Inside quotes, the escape character makes the next quote (or escape) literal; with
                 // the default escape (the quote itself) that is the doubled quote `""`.
-                if b == escape && i + 1 < record.len() && (record[i + 1] == quote || record[i + 1] == escape) {
-                    if escape != quote || record[i + 1] == quote {
-                        value.push(record[i + 1]);
-                        i += 2;
-                        continue;
-                    }
+                if b == escape
+                    && i + 1 < record.len()
+                    && (record[i + 1] == quote || record[i + 1] == escape)
+                    && (escape != quote || record[i + 1] == quote)
+                {
+                    value.push(record[i + 1]);
+                    i += 2;
+                    continue;
                 }
                 if b == quote {
                     in_quotes = false;
@@ -440,18 +514,25 @@ mod tests {
     fn text(line: &str) -> Vec<Option<String>> {
         let mut out = Vec::new();
         split_text(line.as_bytes(), b'\t', b"\\N", &mut out).unwrap();
-        out.into_iter().map(|f| f.map(|v| String::from_utf8(v).unwrap())).collect()
+        out.into_iter()
+            .map(|f| f.map(|v| String::from_utf8(v).unwrap()))
+            .collect()
     }
 
     fn csv(line: &str) -> Vec<Option<String>> {
         let mut out = Vec::new();
         split_csv(line.as_bytes(), b',', b'"', b'"', b"", &mut out).unwrap();
-        out.into_iter().map(|f| f.map(|v| String::from_utf8(v).unwrap())).collect()
+        out.into_iter()
+            .map(|f| f.map(|v| String::from_utf8(v).unwrap()))
+            .collect()
     }
 
     #[test]
     fn text_fields_and_escapes() {
-        assert_eq!(text("1\t\\N\ta\\tb\\\\c\\101"), vec![Some("1".into()), None, Some("a\tb\\cA".into())]);
+        assert_eq!(
+            text("1\t\\N\ta\\tb\\\\c\\101"),
+            vec![Some("1".into()), None, Some("a\tb\\cA".into())]
+        );
         assert_eq!(text(""), vec![Some(String::new())]);
     }
 
@@ -459,7 +540,13 @@ mod tests {
     fn csv_fields_quotes_and_nulls() {
         assert_eq!(
             csv("1,,\"\",\"a,\"\"b\"\"\",x"),
-            vec![Some("1".into()), None, Some(String::new()), Some("a,\"b\"".into()), Some("x".into())]
+            vec![
+                Some("1".into()),
+                None,
+                Some(String::new()),
+                Some("a,\"b\"".into()),
+                Some("x".into())
+            ]
         );
         assert_eq!(csv_record_end(b"1,\"a\nb\"\n2", b'"'), Some(7));
     }

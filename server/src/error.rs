@@ -71,7 +71,13 @@ impl std::error::Error for SqlError {}
 impl SqlError {
     /// An error with a code and a message.
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), detail: None, hint: None, position: None }
+        Self {
+            code,
+            message: message.into(),
+            detail: None,
+            hint: None,
+            position: None,
+        }
     }
 
     /// Adds a detail sentence.
@@ -88,7 +94,10 @@ impl SqlError {
 
     /// A feature that is not supported, named.
     pub fn unsupported(what: impl std::fmt::Display) -> Self {
-        Self::new(sqlstate::FEATURE_NOT_SUPPORTED, format!("{what} is not supported"))
+        Self::new(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!("{what} is not supported"),
+        )
     }
 
     /// A bug in Rivulet.
@@ -121,14 +130,24 @@ impl From<PlanError> for SqlError {
     fn from(e: PlanError) -> Self {
         use sqlstate::*;
         match e {
-            PlanError::Syntax { message, detail, position } => {
-                SqlError { code: SYNTAX_ERROR, message, detail, hint: None, position }
-            }
+            PlanError::Syntax {
+                message,
+                detail,
+                position,
+            } => SqlError {
+                code: SYNTAX_ERROR,
+                message,
+                detail,
+                hint: None,
+                position,
+            },
             PlanError::Unsupported(_) => SqlError::new(FEATURE_NOT_SUPPORTED, e.to_string()),
             PlanError::UnknownType(_) => SqlError::new(UNDEFINED_OBJECT, e.to_string()),
             PlanError::DuplicateColumn(_) => SqlError::new(DUPLICATE_COLUMN, e.to_string()),
             PlanError::UnknownKeyColumn(_) => SqlError::new(UNDEFINED_COLUMN, e.to_string()),
-            PlanError::MultiplePrimaryKeys(_) => SqlError::new(INVALID_TABLE_DEFINITION, e.to_string()),
+            PlanError::MultiplePrimaryKeys(_) => {
+                SqlError::new(INVALID_TABLE_DEFINITION, e.to_string())
+            }
             PlanError::InvalidParameter(_) => SqlError::new(INVALID_PARAMETER_VALUE, e.to_string()),
             PlanError::DataFusion(df) => SqlError::from(df),
         }
@@ -153,7 +172,11 @@ fn from_engine(e: &EngineError) -> SqlError {
         EngineError::NotNull { .. } => SqlError::new(NOT_NULL_VIOLATION, e.to_string()),
         EngineError::DuplicateKey { key, .. } => {
             let err = SqlError::new(UNIQUE_VIOLATION, e.to_string());
-            if key.is_empty() { err } else { err.with_detail(format!("Key {key} already exists.")) }
+            if key.is_empty() {
+                err
+            } else {
+                err.with_detail(format!("Key {key} already exists."))
+            }
         }
         EngineError::Unsupported(_) => SqlError::new(FEATURE_NOT_SUPPORTED, e.to_string()),
         EngineError::Arrow(a) => from_arrow(a),
@@ -166,7 +189,13 @@ fn from_engine(e: &EngineError) -> SqlError {
 fn from_arrow(e: &ArrowError) -> SqlError {
     use sqlstate::*;
     match e {
-        ArrowError::CastError(m) | ArrowError::ParseError(m) => SqlError::new(INVALID_TEXT_REPRESENTATION, clean(m)),
+        // A number that does not fit the target type: Postgres' "smallint out of range".
+        ArrowError::CastError(m) if m.contains("Can't cast value") => {
+            SqlError::new(NUMERIC_VALUE_OUT_OF_RANGE, clean(m))
+        }
+        ArrowError::CastError(m) | ArrowError::ParseError(m) => {
+            SqlError::new(INVALID_TEXT_REPRESENTATION, clean(m))
+        }
         ArrowError::DivideByZero => SqlError::new(DIVISION_BY_ZERO, "division by zero"),
         ArrowError::ArithmeticOverflow(m) => SqlError::new(NUMERIC_VALUE_OUT_OF_RANGE, clean(m)),
         ArrowError::ComputeError(m) if m.to_lowercase().contains("overflow") => {
@@ -195,7 +224,13 @@ fn from_external(inner: &(dyn std::error::Error + Send + Sync + 'static)) -> Sql
 /// wants the bare message, starting lowercase unless it starts with an acronym, without a period.
 fn clean(msg: &str) -> String {
     let mut m = msg.trim();
-    let prefixes = ["Error during planning: ", "Execution error: ", "Arrow error: ", "Cast error: ", "Parser error: "];
+    let prefixes = [
+        "Error during planning: ",
+        "Execution error: ",
+        "Arrow error: ",
+        "Cast error: ",
+        "Parser error: ",
+    ];
     while let Some(rest) = prefixes.iter().find_map(|p| m.strip_prefix(p)) {
         m = rest.trim();
     }
@@ -218,7 +253,10 @@ fn from_datafusion(e: &DataFusionError) -> SqlError {
         DataFusionError::Diagnostic(_, inner) => from_datafusion(inner),
         DataFusionError::Shared(inner) => from_datafusion(inner),
         DataFusionError::SQL(p, _) => SqlError::new(SYNTAX_ERROR, clean(&p.to_string())),
-        DataFusionError::NotImplemented(m) => SqlError::new(FEATURE_NOT_SUPPORTED, format!("{} is not supported", clean(m))),
+        DataFusionError::NotImplemented(m) => SqlError::new(
+            FEATURE_NOT_SUPPORTED,
+            format!("{} is not supported", clean(m)),
+        ),
         DataFusionError::SchemaError(s, _) => from_schema_error(s),
         DataFusionError::ArrowError(a, _) => from_arrow(a),
         DataFusionError::External(inner) => from_external(inner.as_ref()),
@@ -234,8 +272,14 @@ fn from_datafusion(e: &DataFusionError) -> SqlError {
 fn from_schema_error(s: &SchemaError) -> SqlError {
     use sqlstate::*;
     match s {
-        SchemaError::FieldNotFound { field, valid_fields } => {
-            let err = SqlError::new(UNDEFINED_COLUMN, format!("column \"{}\" does not exist", field.name));
+        SchemaError::FieldNotFound {
+            field,
+            valid_fields,
+        } => {
+            let err = SqlError::new(
+                UNDEFINED_COLUMN,
+                format!("column \"{}\" does not exist", field.name),
+            );
             if valid_fields.is_empty() {
                 err
             } else {
@@ -243,9 +287,10 @@ fn from_schema_error(s: &SchemaError) -> SqlError {
                 err.with_hint(format!("Available columns: {}.", names.join(", ")))
             }
         }
-        SchemaError::AmbiguousReference { field } => {
-            SqlError::new(AMBIGUOUS_COLUMN, format!("column reference \"{}\" is ambiguous", field.name))
-        }
+        SchemaError::AmbiguousReference { field } => SqlError::new(
+            AMBIGUOUS_COLUMN,
+            format!("column reference \"{}\" is ambiguous", field.name),
+        ),
         other => SqlError::new(DUPLICATE_COLUMN, clean(&other.to_string())),
     }
 }
@@ -253,11 +298,14 @@ fn from_schema_error(s: &SchemaError) -> SqlError {
 fn from_plan_message(m: &str) -> SqlError {
     use sqlstate::*;
     let m = clean(m);
-    if let Some(rest) = m.strip_prefix("table '") {
-        if let Some((name, _)) = rest.split_once("' not found") {
-            let short = name.rsplit('.').next().unwrap_or(name);
-            return SqlError::new(UNDEFINED_TABLE, format!("relation \"{short}\" does not exist"));
-        }
+    if let Some(rest) = m.strip_prefix("table '")
+        && let Some((name, _)) = rest.split_once("' not found")
+    {
+        let short = name.rsplit('.').next().unwrap_or(name);
+        return SqlError::new(
+            UNDEFINED_TABLE,
+            format!("relation \"{short}\" does not exist"),
+        );
     }
     if m.starts_with("Invalid function") || m.contains("function") && m.contains("not found") {
         return SqlError::new(UNDEFINED_FUNCTION, m);
@@ -271,7 +319,9 @@ fn from_plan_message(m: &str) -> SqlError {
     {
         return SqlError::new(DATATYPE_MISMATCH, m);
     }
-    if m.contains("Inserting query must have the same schema") || m.contains("Column count mismatch") {
+    if m.contains("Inserting query must have the same schema")
+        || m.contains("Column count mismatch")
+    {
         return SqlError::new(SYNTAX_ERROR, m);
     }
     SqlError::new(SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION, m)
@@ -282,6 +332,9 @@ fn from_execution_message(m: &str) -> SqlError {
     let m = clean(m);
     if m.contains("Divide by zero") || m.contains("division by zero") {
         return SqlError::new(DIVISION_BY_ZERO, "division by zero");
+    }
+    if m.contains("an't cast value") {
+        return SqlError::new(NUMERIC_VALUE_OUT_OF_RANGE, m);
     }
     if m.contains("Cannot cast") || m.contains("Cast error") || m.contains("parse") {
         return SqlError::new(INVALID_TEXT_REPRESENTATION, m);
@@ -301,16 +354,29 @@ mod tests {
 
     #[test]
     fn common_datafusion_errors_get_postgres_codes() {
-        let e = SqlError::from(DataFusionError::Plan("table 'dev.public.nope' not found".into()));
-        assert_eq!((e.code, e.message.as_str()), (sqlstate::UNDEFINED_TABLE, "relation \"nope\" does not exist"));
-        let e = SqlError::from(DataFusionError::ArrowError(Box::new(ArrowError::DivideByZero), None));
+        let e = SqlError::from(DataFusionError::Plan(
+            "table 'dev.public.nope' not found".into(),
+        ));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                sqlstate::UNDEFINED_TABLE,
+                "relation \"nope\" does not exist"
+            )
+        );
+        let e = SqlError::from(DataFusionError::ArrowError(
+            Box::new(ArrowError::DivideByZero),
+            None,
+        ));
         assert_eq!(e.code, sqlstate::DIVISION_BY_ZERO);
         let e = SqlError::from(DataFusionError::Internal("x".into()));
         assert_eq!(e.code, sqlstate::INTERNAL_ERROR);
-        let e = SqlError::from(DataFusionError::External(Box::new(EngineError::DuplicateKey {
-            table: "users".into(),
-            key: "(id)=(1)".into(),
-        })));
+        let e = SqlError::from(DataFusionError::External(Box::new(
+            EngineError::DuplicateKey {
+                table: "users".into(),
+                key: "(id)=(1)".into(),
+            },
+        )));
         assert_eq!(e.code, sqlstate::UNIQUE_VIOLATION);
         assert_eq!(e.detail.as_deref(), Some("Key (id)=(1) already exists."));
     }

@@ -2,8 +2,11 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::compute::{CastOptions, cast};
 use datafusion::arrow::datatypes::DataType;
-use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::{ColumnarValue, Expr, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 
@@ -17,6 +20,39 @@ pub fn register(ctx: &SessionContext, user: &str) {
     );
     ctx.register_udf(constant("version", version));
     ctx.register_udf(constant("current_user", user.to_string()));
+}
+
+/// `expr` (text) decoded as Postgres bytea text (`\\x4869`, or the escape form).
+pub fn bytea_in(expr: Expr) -> Expr {
+    let udf = create_udf(
+        "bytea_in",
+        vec![DataType::Utf8],
+        DataType::Binary,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let scalar = args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let Some(text) = arrays.first() else {
+                return Err(DataFusionError::Internal(
+                    "bytea_in without argument".into(),
+                ));
+            };
+            let text = cast(text, &DataType::Utf8)?;
+            let opts = CastOptions {
+                safe: false,
+                ..CastOptions::default()
+            };
+            let bytes = crate::text::parse_column(&text, &DataType::Binary, &opts)?;
+            if scalar {
+                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                    &bytes, 0,
+                )?))
+            } else {
+                Ok(ColumnarValue::Array(bytes))
+            }
+        }),
+    );
+    Expr::ScalarFunction(ScalarFunction::new_udf(Arc::new(udf), vec![expr]))
 }
 
 /// A zero-argument function returning a fixed string.

@@ -21,6 +21,8 @@ mod provider;
 mod session;
 /// Postgres text input for columns.
 mod text;
+/// Postgres text output where arrow-pg prints differently.
+mod text_out;
 /// The pgwire front end.
 mod wire;
 
@@ -41,7 +43,11 @@ use crate::wire::{Connection, Frontend};
 
 /// Command-line flags (each also settable by environment variable).
 #[derive(Debug, Parser)]
-#[command(name = "rivulet", version, about = "Rivulet: streaming SQL over the Postgres wire protocol")]
+#[command(
+    name = "rivulet",
+    version,
+    about = "Rivulet: streaming SQL over the Postgres wire protocol"
+)]
 struct Args {
     /// Address to listen on for Postgres clients. A non-loopback address requires --password.
     #[arg(long, env = "RIVULET_LISTEN", default_value = "127.0.0.1:4566")]
@@ -63,7 +69,9 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?,
+        )
         .with_writer(std::io::stderr)
         .init();
     if !args.listen.ip().is_loopback() && args.password.is_none() {
@@ -73,7 +81,10 @@ fn main() -> anyhow::Result<()> {
             args.listen
         );
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("rivulet").build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rivulet")
+        .build()?;
     runtime.block_on(serve(args))
 }
 
@@ -82,18 +93,29 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
     let store = StateStore::open(&args.data_dir)
         .with_context(|| format!("cannot open the state store in {}", args.data_dir.display()))?;
-    let catalog = Catalog::load(store).map_err(|e| anyhow::anyhow!("cannot load the catalog: {e}"))?;
+    let catalog =
+        Catalog::load(store).map_err(|e| anyhow::anyhow!("cannot load the catalog: {e}"))?;
     let frontend = Arc::new(Frontend {
-        shared: Arc::new(Shared { catalog: Arc::new(catalog) }),
+        shared: Arc::new(Shared {
+            catalog: Arc::new(catalog),
+        }),
         connections: Arc::new(ConnectionManager::new()),
         pids: RandomPidSecretKeyGenerator::default(),
         parameters: Arc::new(Frontend::parameters()),
-        scram: args.password.as_deref().map(|p| Arc::new(auth::Credentials::new(&args.user, p))),
+        scram: args
+            .password
+            .as_deref()
+            .map(|p| Arc::new(auth::Credentials::new(&args.user, p))),
     });
-    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
     // Tests and scripts wait for this line (and read the port from it when --listen used port 0).
-    println!("rivulet listening on {local} (data dir {})", args.data_dir.display());
+    println!(
+        "rivulet listening on {local} (data dir {})",
+        args.data_dir.display()
+    );
     tracing::info!(%local, data_dir = %args.data_dir.display(), "server started");
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -128,13 +150,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

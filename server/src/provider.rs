@@ -15,7 +15,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider, Session, TableProvider};
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, SchemaProvider, Session, TableProvider,
+};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
@@ -30,34 +32,47 @@ use crate::catalog::{Catalog, DEFAULT_SCHEMA, TableEntry};
 /// The snapshot the current statement reads, shared by all its table scans.
 pub type SnapshotSlot = Arc<Mutex<Option<Arc<Snapshot>>>>;
 
-/// All databases, as DataFusion catalogs, for one session.
+/// The session's database, as a DataFusion catalog.
+///
+/// As in Postgres, a session sees only the database it connected to: `information_schema` and
+/// `pg_catalog` list that database's tables, and a three-part name naming another database finds
+/// nothing.
 #[derive(Debug)]
 pub struct SessionCatalogs {
     catalog: Arc<Catalog>,
+    database: String,
     snapshot: SnapshotSlot,
     databases: RwLock<HashMap<String, Arc<DatabaseCatalog>>>,
 }
 
 impl SessionCatalogs {
-    /// A list over `catalog` whose scans read `snapshot`.
-    pub fn new(catalog: Arc<Catalog>, snapshot: SnapshotSlot) -> Self {
-        Self { catalog, snapshot, databases: RwLock::new(HashMap::new()) }
+    /// A list over `database` of `catalog` whose scans read `snapshot`.
+    pub fn new(catalog: Arc<Catalog>, database: &str, snapshot: SnapshotSlot) -> Self {
+        Self {
+            catalog,
+            database: database.to_string(),
+            snapshot,
+            databases: RwLock::new(HashMap::new()),
+        }
     }
 }
 
 impl CatalogProviderList for SessionCatalogs {
-
-    fn register_catalog(&self, _name: String, _catalog: Arc<dyn CatalogProvider>) -> Option<Arc<dyn CatalogProvider>> {
+    fn register_catalog(
+        &self,
+        _name: String,
+        _catalog: Arc<dyn CatalogProvider>,
+    ) -> Option<Arc<dyn CatalogProvider>> {
         // Databases are created with CREATE DATABASE, never registered from DataFusion.
         None
     }
 
     fn catalog_names(&self) -> Vec<String> {
-        self.catalog.databases()
+        vec![self.database.clone()]
     }
 
     fn catalog(&self, name: &str) -> Option<Arc<dyn CatalogProvider>> {
-        if !self.catalog.database_exists(name) {
+        if name != self.database || !self.catalog.database_exists(name) {
             return None;
         }
         if let Some(db) = self.databases.read().get(name) {
@@ -71,7 +86,10 @@ impl CatalogProviderList for SessionCatalogs {
             }),
             extra: RwLock::new(HashMap::new()),
         });
-        self.databases.write().entry(name.to_string()).or_insert_with(|| Arc::clone(&db));
+        self.databases
+            .write()
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::clone(&db));
         Some(db)
     }
 }
@@ -84,7 +102,6 @@ struct DatabaseCatalog {
 }
 
 impl CatalogProvider for DatabaseCatalog {
-
     fn schema_names(&self) -> Vec<String> {
         let mut names = vec![DEFAULT_SCHEMA.to_string()];
         names.extend(self.extra.read().keys().cloned());
@@ -98,9 +115,15 @@ impl CatalogProvider for DatabaseCatalog {
         self.extra.read().get(name).cloned()
     }
 
-    fn register_schema(&self, name: &str, schema: Arc<dyn SchemaProvider>) -> Result<Option<Arc<dyn SchemaProvider>>> {
+    fn register_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn SchemaProvider>,
+    ) -> Result<Option<Arc<dyn SchemaProvider>>> {
         if name == DEFAULT_SCHEMA {
-            return Err(DataFusionError::Plan(format!("schema \"{name}\" already exists")));
+            return Err(DataFusionError::Plan(format!(
+                "schema \"{name}\" already exists"
+            )));
         }
         Ok(self.extra.write().insert(name.to_string(), schema))
     }
@@ -116,14 +139,21 @@ struct PublicSchema {
 
 #[async_trait]
 impl SchemaProvider for PublicSchema {
-
     fn table_names(&self) -> Vec<String> {
-        self.catalog.tables(&self.database).iter().map(|t| t.def.name.clone()).collect()
+        self.catalog
+            .tables(&self.database)
+            .iter()
+            .map(|t| t.def.name.clone())
+            .collect()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         Ok(self.catalog.table(&self.database, name).map(|entry| {
-            Arc::new(StoredTable { entry, state: self.catalog.store().clone(), snapshot: Arc::clone(&self.snapshot) }) as Arc<dyn TableProvider>
+            Arc::new(StoredTable {
+                entry,
+                state: self.catalog.store().clone(),
+                snapshot: Arc::clone(&self.snapshot),
+            }) as Arc<dyn TableProvider>
         }))
     }
 
@@ -142,7 +172,6 @@ pub struct StoredTable {
 
 #[async_trait]
 impl TableProvider for StoredTable {
-
     fn schema(&self) -> SchemaRef {
         Arc::clone(self.entry.store.schema())
     }

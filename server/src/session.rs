@@ -56,7 +56,10 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("database", &self.database).field("user", &self.user).finish()
+        f.debug_struct("Session")
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .finish()
     }
 }
 
@@ -80,7 +83,10 @@ fn default_settings(user: &str, database: &str) -> BTreeMap<String, String> {
         ("transaction_isolation", "read committed"),
         ("max_identifier_length", "63"),
     ];
-    let mut out: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut out: BTreeMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     out.insert("session_authorization".into(), user.to_string());
     out.insert("current_database".into(), database.to_string());
     out
@@ -90,7 +96,10 @@ impl Session {
     /// A session for `user` on `database` (which must exist).
     pub fn new(shared: Arc<Shared>, user: &str, database: &str) -> Result<Self, SqlError> {
         if !shared.catalog.database_exists(database) {
-            return Err(SqlError::new(sqlstate::UNDEFINED_DATABASE, format!("database \"{database}\" does not exist")));
+            return Err(SqlError::new(
+                sqlstate::UNDEFINED_DATABASE,
+                format!("database \"{database}\" does not exist"),
+            ));
         }
         Ok(Self {
             shared,
@@ -114,7 +123,9 @@ impl Session {
         if self.ctx.is_none() {
             self.ctx = Some(self.build_context()?);
         }
-        self.ctx.as_ref().ok_or_else(|| SqlError::internal("session context missing"))
+        self.ctx
+            .as_ref()
+            .ok_or_else(|| SqlError::internal("session context missing"))
     }
 
     fn build_context(&self) -> Result<SessionContext, SqlError> {
@@ -127,7 +138,11 @@ impl Session {
         options.execution.time_zone = Some("UTC".into());
         // Postgres' `1/0` is an error, not NULL, and integer overflow likewise.
         options.sql_parser.enable_ident_normalization = true;
-        let list = Arc::new(SessionCatalogs::new(Arc::clone(&self.shared.catalog), Arc::clone(&self.snapshot)));
+        let list = Arc::new(SessionCatalogs::new(
+            Arc::clone(&self.shared.catalog),
+            &self.database,
+            Arc::clone(&self.snapshot),
+        ));
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_catalog_list(list)

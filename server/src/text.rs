@@ -13,14 +13,19 @@ use datafusion::arrow::error::ArrowError;
 
 /// Parses a column of strings as `target`. With `opts.safe`, values that do not parse become NULL;
 /// otherwise the first one is an error.
-pub fn parse_column(strings: &ArrayRef, target: &DataType, opts: &CastOptions) -> Result<ArrayRef, ArrowError> {
+pub fn parse_column(
+    strings: &ArrayRef,
+    target: &DataType,
+    opts: &CastOptions,
+) -> Result<ArrayRef, ArrowError> {
     match target {
         DataType::Binary => {
             let strings = strings
                 .as_any()
                 .downcast_ref::<StringArray>()
                 .ok_or_else(|| ArrowError::CastError("bytea input is not text".into()))?;
-            let mut out = BinaryBuilder::with_capacity(strings.len(), strings.value_data().len() / 2);
+            let mut out =
+                BinaryBuilder::with_capacity(strings.len(), strings.value_data().len() / 2);
             for v in strings.iter() {
                 match v.map(parse_bytea) {
                     None => out.append_null(),
@@ -45,7 +50,7 @@ pub fn parse_column(strings: &ArrayRef, target: &DataType, opts: &CastOptions) -
 pub fn parse_bytea(s: &str) -> Option<Vec<u8>> {
     if let Some(hex) = s.strip_prefix("\\x") {
         let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             return None;
         }
         return digits

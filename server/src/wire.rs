@@ -22,12 +22,14 @@ use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{CopyResponse, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{
+    CopyResponse, DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag,
+};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionManager, METADATA_DATABASE, METADATA_USER, PgWireServerHandlers,
-    PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
+    ClientInfo, ClientPortalStore, ConnectionManager, METADATA_DATABASE, METADATA_USER,
+    PgWireServerHandlers, PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
@@ -76,8 +78,15 @@ impl Connection {
     /// Handlers for a new socket.
     pub fn new(frontend: Arc<Frontend>) -> Self {
         let session: SessionSlot = Arc::new(Mutex::new(None));
-        let parser = Arc::new(StatementParser { shared: Arc::clone(&frontend.shared), session: Arc::clone(&session) });
-        Self { frontend, session, parser }
+        let parser = Arc::new(StatementParser {
+            shared: Arc::clone(&frontend.shared),
+            session: Arc::clone(&session),
+        });
+        Self {
+            frontend,
+            session,
+            parser,
+        }
     }
 }
 
@@ -88,26 +97,80 @@ async fn session_of<'a, C: ClientInfo>(
 ) -> Result<MutexGuard<'a, Option<Session>>, SqlError> {
     let mut guard = slot.lock().await;
     if guard.is_none() {
-        let user = client.metadata().get(METADATA_USER).cloned().unwrap_or_else(|| "root".into());
-        let database = client.metadata().get(METADATA_DATABASE).cloned().unwrap_or_else(|| user.clone());
-        let database = if database.is_empty() { DEFAULT_DATABASE.to_string() } else { database };
+        let user = client
+            .metadata()
+            .get(METADATA_USER)
+            .cloned()
+            .unwrap_or_else(|| "root".into());
+        let database = client
+            .metadata()
+            .get(METADATA_DATABASE)
+            .cloned()
+            .unwrap_or_else(|| user.clone());
+        let database = if database.is_empty() {
+            DEFAULT_DATABASE.to_string()
+        } else {
+            database
+        };
         *guard = Some(Session::new(Arc::clone(shared), &user, &database)?);
     }
     Ok(guard)
 }
 
-fn session_mut<'a>(guard: &'a mut MutexGuard<'_, Option<Session>>) -> Result<&'a mut Session, SqlError> {
-    guard.as_mut().ok_or_else(|| SqlError::internal("session missing"))
+fn session_mut<'a>(
+    guard: &'a mut MutexGuard<'_, Option<Session>>,
+) -> Result<&'a mut Session, SqlError> {
+    guard
+        .as_mut()
+        .ok_or_else(|| SqlError::internal("session missing"))
+}
+
+/// Encodes a batch's rows with `arrow-pg`, value by value, except NULL intervals, which its
+/// encoder does not check for (it would send `00:00:00`).
+fn encode_rows(
+    fields: &Arc<Vec<FieldInfo>>,
+    batch: &RecordBatch,
+) -> Vec<PgWireResult<pgwire::messages::data::DataRow>> {
+    let mut encoder = DataRowEncoder::new(Arc::clone(fields));
+    let schema = batch.schema();
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let mut encoded = Ok(());
+        for (col, array) in batch.columns().iter().enumerate() {
+            let field = schema.field(col);
+            encoded = if array.is_null(row) && matches!(field.data_type(), DataType::Interval(_)) {
+                encoder.encode_field(&None::<i64>)
+            } else {
+                arrow_pg::encoder::encode_value(&mut encoder, array, row, field, &fields[col])
+            };
+            if encoded.is_err() {
+                break;
+            }
+        }
+        let row = encoder.take_row();
+        rows.push(encoded.map(|()| row));
+    }
+    rows
 }
 
 /// Turns an outcome into pgwire's response, encoding rows in `format`.
 fn respond(outcome: Outcome, format: &Format) -> Result<Response, SqlError> {
     Ok(match outcome {
-        Outcome::Rows { schema, batches, tag } => {
+        Outcome::Rows {
+            schema,
+            batches,
+            tag,
+        } => {
             let fields = Arc::new(fields_of(&schema, format)?);
             let rows: Vec<PgWireResult<pgwire::messages::data::DataRow>> = batches
                 .into_iter()
-                .flat_map(|b: RecordBatch| arrow_pg::encode_recordbatch(Arc::clone(&fields), b))
+                .flat_map(|b: RecordBatch| {
+                    let text = |i: usize| fields[i].format() == FieldFormat::Text;
+                    match crate::text_out::postgres_text(b, text) {
+                        Ok(b) => encode_rows(&fields, &b),
+                        Err(e) => vec![Err(PgWireError::from(SqlError::from_arrow(e)))],
+                    }
+                })
                 .collect();
             let mut response = QueryResponse::new(fields, stream::iter(rows));
             response.set_command_tag(tag);
@@ -116,7 +179,9 @@ fn respond(outcome: Outcome, format: &Format) -> Result<Response, SqlError> {
         Outcome::Command(tag) => Response::Execution(command_tag(&tag)),
         Outcome::TxStart(tag) => Response::TransactionStart(Tag::new(tag)),
         Outcome::TxEnd(tag) => Response::TransactionEnd(Tag::new(tag)),
-        Outcome::CopyIn { columns } => Response::CopyIn(CopyResponse::new(0, columns, stream::empty())),
+        Outcome::CopyIn { columns } => {
+            Response::CopyIn(CopyResponse::new(0, columns, stream::empty()))
+        }
     })
 }
 
@@ -132,8 +197,12 @@ fn command_tag(tag: &str) -> Tag {
 }
 
 fn fields_of(schema: &Schema, format: &Format) -> Result<Vec<FieldInfo>, SqlError> {
-    arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None)
-        .map_err(|e| SqlError::new(sqlstate::FEATURE_NOT_SUPPORTED, format!("result type is not supported: {e}")))
+    arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None).map_err(|e| {
+        SqlError::new(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!("result type is not supported: {e}"),
+        )
+    })
 }
 
 #[async_trait]
@@ -199,16 +268,26 @@ pub struct StatementParser {
 impl QueryParser for StatementParser {
     type Statement = Prepared;
 
-    async fn parse_sql<C>(&self, client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Prepared>>
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Prepared>>
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
         let mut statements = parse_sql(sql).map_err(SqlError::from)?;
         if statements.len() > 1 {
-            return Err(SqlError::new(sqlstate::SYNTAX_ERROR, "cannot insert multiple commands into a prepared statement")
-                .into());
+            return Err(SqlError::new(
+                sqlstate::SYNTAX_ERROR,
+                "cannot insert multiple commands into a prepared statement",
+            )
+            .into());
         }
-        let Some(parsed) = statements.pop() else { return Ok(None) };
+        let Some(parsed) = statements.pop() else {
+            return Ok(None);
+        };
         let mut guard = session_of(&self.shared, &self.session, client).await?;
         let session = session_mut(&mut guard)?;
         let prepared = describe(session, parsed).await;
@@ -226,7 +305,11 @@ impl QueryParser for StatementParser {
             .collect()
     }
 
-    fn get_result_schema(&self, stmt: &Prepared, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+    fn get_result_schema(
+        &self,
+        stmt: &Prepared,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
         match &stmt.result {
             Some(schema) => Ok(fields_of(schema, format.unwrap_or(&Format::UnifiedText))?),
             None => Ok(Vec::new()),
@@ -237,8 +320,14 @@ impl QueryParser for StatementParser {
 /// Works out a statement's parameter and result types without running it (SHOW, a pure read, is run).
 async fn describe(session: &mut Session, parsed: Parsed) -> Result<Prepared, SqlError> {
     use datafusion::sql::sqlparser::ast::Statement as S;
-    let mut prepared = Prepared { parsed, param_types: Vec::new(), result: None };
-    let Statement::Sql { stmt, .. } = &prepared.parsed.statement else { return Ok(prepared) };
+    let mut prepared = Prepared {
+        parsed,
+        param_types: Vec::new(),
+        result: None,
+    };
+    let Statement::Sql { stmt, .. } = &prepared.parsed.statement else {
+        return Ok(prepared);
+    };
     match stmt.as_ref() {
         S::Query(_) | S::Explain { .. } | S::Insert(_) | S::Update(_) | S::Delete(_) => {
             if session.tx == crate::session::TxState::Aborted {
@@ -247,8 +336,13 @@ async fn describe(session: &mut Session, parsed: Parsed) -> Result<Prepared, Sql
             let ctx = session.context()?.clone();
             let plan = plan_query(&ctx, stmt).await?;
             let types = plan.get_parameter_types()?;
-            let count = types.keys().filter_map(|k| k.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())).max();
-            prepared.param_types = (1..=count.unwrap_or(0)).map(|i| types.get(&format!("${i}")).cloned().flatten()).collect();
+            let count = types
+                .keys()
+                .filter_map(|k| k.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()))
+                .max();
+            prepared.param_types = (1..=count.unwrap_or(0))
+                .map(|i| types.get(&format!("${i}")).cloned().flatten())
+                .collect();
             if matches!(stmt.as_ref(), S::Query(_) | S::Explain { .. }) {
                 prepared.result = Some(Arc::new(plan.schema().as_arrow().clone()));
             }
@@ -272,7 +366,12 @@ impl ExtendedQueryHandler for Connection {
         Arc::clone(&self.parser)
     }
 
-    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Prepared>, _max_rows: usize) -> PgWireResult<Response>
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Prepared>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore<Statement = Self::Statement>,
@@ -283,8 +382,12 @@ impl ExtendedQueryHandler for Connection {
         let params: Option<ParamValues> = if portal.parameter_len() == 0 {
             None
         } else {
-            let types: Vec<Option<&DataType>> = prepared.param_types.iter().map(|t| t.as_ref()).collect();
-            Some(arrow_pg::datatypes::df::deserialize_parameters(portal, &types).map_err(bad_parameter)?)
+            let types: Vec<Option<&DataType>> =
+                prepared.param_types.iter().map(|t| t.as_ref()).collect();
+            Some(
+                arrow_pg::datatypes::df::deserialize_parameters(portal, &types)
+                    .map_err(bad_parameter)?,
+            )
         };
         let mut guard = session_of(&self.frontend.shared, &self.session, client).await?;
         let session = session_mut(&mut guard)?;
@@ -297,7 +400,11 @@ impl ExtendedQueryHandler for Connection {
 fn bad_parameter(e: PgWireError) -> PgWireError {
     match e {
         PgWireError::UserError(_) => e,
-        other => SqlError::new(sqlstate::INVALID_TEXT_REPRESENTATION, format!("invalid parameter value: {other}")).into(),
+        other => SqlError::new(
+            sqlstate::INVALID_TEXT_REPRESENTATION,
+            format!("invalid parameter value: {other}"),
+        )
+        .into(),
     }
 }
 
@@ -328,7 +435,9 @@ impl CopyHandler for Connection {
             session.finish_copy().await?
         };
         let tag = Tag::new("COPY").with_rows(rows as usize);
-        client.send(PgWireBackendMessage::CommandComplete(tag.into())).await?;
+        client
+            .send(PgWireBackendMessage::CommandComplete(tag.into()))
+            .await?;
         Ok(())
     }
 
@@ -342,7 +451,11 @@ impl CopyHandler for Connection {
         if let Some(session) = guard.as_mut() {
             session.copy = None;
         }
-        SqlError::new(sqlstate::QUERY_CANCELED, format!("COPY from stdin failed: {}", fail.message)).into()
+        SqlError::new(
+            sqlstate::QUERY_CANCELED,
+            format!("COPY from stdin failed: {}", fail.message),
+        )
+        .into()
     }
 }
 
@@ -354,13 +467,19 @@ pub struct TrustStartup {
 
 #[async_trait]
 impl StartupHandler for TrustStartup {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let PgWireFrontendMessage::Startup(ref startup) = message else { return Ok(()) };
+        let PgWireFrontendMessage::Startup(ref startup) = message else {
+            return Ok(());
+        };
         protocol_negotiation(client, startup).await?;
         save_startup_parameters_to_metadata(client, startup);
         let database = client
@@ -404,7 +523,9 @@ impl PgWireServerHandlers for Connection {
     }
 
     fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
-        Arc::new(DefaultCancelHandler::new(Arc::clone(&self.frontend.connections)))
+        Arc::new(DefaultCancelHandler::new(Arc::clone(
+            &self.frontend.connections,
+        )))
     }
 }
 

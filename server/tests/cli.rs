@@ -19,7 +19,10 @@ fn refuses_a_public_address_without_credentials() {
 
 #[test]
 fn help_names_the_flags() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rivulet")).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .arg("--help")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     for flag in ["--listen", "--data-dir", "--log", "--password"] {
         assert!(text.contains(flag), "{flag} missing from --help");

@@ -9,11 +9,15 @@ use tokio_postgres::types::Type;
 type BoxError = Box<dyn Error + Sync + Send>;
 
 fn be<const N: usize>(raw: &[u8], at: usize) -> Result<[u8; N], BoxError> {
-    raw.get(at..at + N).and_then(|s| s.try_into().ok()).ok_or_else(|| "short binary value".into())
+    raw.get(at..at + N)
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| "short binary value".into())
 }
 
 fn epoch() -> NaiveDateTime {
-    NaiveDate::from_ymd_opt(2000, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 0)).unwrap_or_default()
+    NaiveDate::from_ymd_opt(2000, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .unwrap_or_default()
 }
 
 /// `HH:MM:SS` plus the fraction without trailing zeros, as Postgres prints times.
@@ -28,7 +32,9 @@ pub fn to_text(ty: &Type, raw: &[u8]) -> Result<String, BoxError> {
     Ok(match *ty {
         Type::DATE => {
             let days = i32::from_be_bytes(be(raw, 0)?);
-            (epoch().date() + Duration::days(days.into())).format("%Y-%m-%d").to_string()
+            (epoch().date() + Duration::days(days.into()))
+                .format("%Y-%m-%d")
+                .to_string()
         }
         Type::TIME => {
             let micros = i64::from_be_bytes(be(raw, 0)?);
@@ -38,7 +44,11 @@ pub fn to_text(ty: &Type, raw: &[u8]) -> Result<String, BoxError> {
             let micros = i64::from_be_bytes(be(raw, 0)?);
             let ts = epoch() + Duration::microseconds(micros);
             let text = format!("{} {}", ts.date().format("%Y-%m-%d"), time_text(ts.time()));
-            if *ty == Type::TIMESTAMPTZ { format!("{text}+00") } else { text }
+            if *ty == Type::TIMESTAMPTZ {
+                format!("{text}+00")
+            } else {
+                text
+            }
         }
         Type::INTERVAL => {
             let micros = i64::from_be_bytes(be(raw, 0)?);
@@ -60,7 +70,11 @@ pub fn to_text(ty: &Type, raw: &[u8]) -> Result<String, BoxError> {
 }
 
 fn plural(n: i64, unit: &str) -> String {
-    if n == 1 || n == -1 { format!("{n} {unit}") } else { format!("{n} {unit}s") }
+    if n == 1 || n == -1 {
+        format!("{n} {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
 }
 
 /// Postgres' `postgres` interval style: `1 year 2 mons 3 days 04:05:06`.
@@ -111,7 +125,11 @@ fn numeric_text(raw: &[u8]) -> Result<String, BoxError> {
     }
     let digit = |pos: i32| -> i32 {
         let idx = weight - pos;
-        if idx < 0 { 0 } else { digits.get(idx as usize).copied().unwrap_or(0) }
+        if idx < 0 {
+            0
+        } else {
+            digits.get(idx as usize).copied().unwrap_or(0)
+        }
     };
     let mut int_part = String::new();
     if weight < 0 {
@@ -119,7 +137,11 @@ fn numeric_text(raw: &[u8]) -> Result<String, BoxError> {
     } else {
         for pos in (0..=weight).rev() {
             let d = digit(pos);
-            if int_part.is_empty() { int_part.push_str(&d.to_string()) } else { int_part.push_str(&format!("{d:04}")) }
+            if int_part.is_empty() {
+                int_part.push_str(&d.to_string())
+            } else {
+                int_part.push_str(&format!("{d:04}"))
+            }
         }
     }
     let mut frac = String::new();
@@ -147,7 +169,10 @@ mod tests {
 
     #[test]
     fn intervals_and_numerics() {
-        assert_eq!(interval_text(14, 3, 4 * 3_600_000_000 + 5_500_000), "1 year 2 mons 3 days 04:00:05.5");
+        assert_eq!(
+            interval_text(14, 3, 4 * 3_600_000_000 + 5_500_000),
+            "1 year 2 mons 3 days 04:00:05.5"
+        );
         assert_eq!(interval_text(0, 0, 0), "00:00:00");
         // 12345.678 with dscale 3: weight 1, digits [1, 2345, 6780]
         let raw = [0, 3, 0, 1, 0, 0, 0, 3, 0, 1, 0x09, 0x29, 0x1A, 0x7C];

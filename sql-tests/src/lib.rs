@@ -27,6 +27,18 @@ pub fn rivulet_bin() -> PathBuf {
     dir.join("rivulet")
 }
 
+/// Runs a tokio-postgres connection in the background; it ends when its client is dropped.
+#[allow(clippy::disallowed_methods)] // detached on purpose: the client owns the connection's life
+pub fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+}
+
 /// A running server; killed when dropped.
 pub struct TestServer {
     child: Child,
@@ -49,7 +61,10 @@ impl TestServer {
     pub async fn start_in(data_dir: &Path) -> anyhow::Result<Self> {
         let bin = rivulet_bin();
         if !bin.exists() {
-            bail!("{} not found: build it with `cargo build -p rivulet` or set RIVULET_BIN", bin.display());
+            bail!(
+                "{} not found: build it with `cargo build -p rivulet` or set RIVULET_BIN",
+                bin.display()
+            );
         }
         let mut child = Command::new(&bin)
             .arg("--listen")
@@ -73,16 +88,22 @@ impl TestServer {
             .split_whitespace()
             .find_map(|w| w.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()))
             .with_context(|| format!("no port in {line:?}"))?;
-        Ok(Self { child, port, data_dir: data_dir.to_path_buf(), _temp: None })
+        Ok(Self {
+            child,
+            port,
+            data_dir: data_dir.to_path_buf(),
+            _temp: None,
+        })
     }
 
     /// Connects to `database` as `root`.
     pub async fn connect(&self, database: &str) -> anyhow::Result<Client> {
-        let conn_str = format!("host=127.0.0.1 port={} user=root dbname={database}", self.port);
+        let conn_str = format!(
+            "host=127.0.0.1 port={} user=root dbname={database}",
+            self.port
+        );
         let (client, connection) = tokio_postgres::connect(&conn_str, NoTls).await?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        drive(connection);
         Ok(client)
     }
 
@@ -121,8 +142,14 @@ impl std::error::Error for PgError {}
 impl From<tokio_postgres::Error> for PgError {
     fn from(e: tokio_postgres::Error) -> Self {
         match e.as_db_error() {
-            Some(db) => PgError { code: Some(db.code().code().to_string()), message: db.message().to_string() },
-            None => PgError { code: None, message: e.to_string() },
+            Some(db) => PgError {
+                code: Some(db.code().code().to_string()),
+                message: db.message().to_string(),
+            },
+            None => PgError {
+                code: None,
+                message: e.to_string(),
+            },
         }
     }
 }
@@ -184,7 +211,10 @@ async fn run_simple(client: &Client, sql: &str) -> Result<DBOutput<DefaultColumn
         }
     }
     match width {
-        Some(w) => Ok(DBOutput::Rows { types: vec![DefaultColumnType::Any; w], rows }),
+        Some(w) => Ok(DBOutput::Rows {
+            types: vec![DefaultColumnType::Any; w],
+            rows,
+        }),
         None => Ok(DBOutput::StatementComplete(count)),
     }
 }
@@ -199,9 +229,16 @@ async fn run_extended(client: &Client, sql: &str) -> Result<DBOutput<DefaultColu
     let types: Vec<Type> = stmt.columns().iter().map(|c| c.type_().clone()).collect();
     let out = rows
         .iter()
-        .map(|row| (0..types.len()).map(|i| binary_cell(row, i, &types[i])).collect())
+        .map(|row| {
+            (0..types.len())
+                .map(|i| binary_cell(row, i, &types[i]))
+                .collect()
+        })
         .collect();
-    Ok(DBOutput::Rows { types: vec![DefaultColumnType::Any; types.len()], rows: out })
+    Ok(DBOutput::Rows {
+        types: vec![DefaultColumnType::Any; types.len()],
+        rows: out,
+    })
 }
 
 fn text_cell(v: Option<&str>) -> String {
@@ -246,7 +283,10 @@ fn binary_cell(row: &tokio_postgres::Row, i: usize, ty: &Type) -> String {
 struct RawText(String);
 
 impl<'a> FromSql<'a> for RawText {
-    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
         crate::binary::to_text(ty, raw).map(RawText)
     }
 

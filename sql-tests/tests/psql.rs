@@ -9,7 +9,21 @@ use rivulet_sql_tests::TestServer;
 
 fn psql(port: u16, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     let mut child = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "root", "-d", "dev", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "root",
+            "-d",
+            "dev",
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ])
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -23,7 +37,11 @@ fn psql(port: u16, args: &[&str], stdin: Option<&str>) -> (bool, String, String)
         }
     }
     let out = child.wait_with_output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test]
@@ -48,36 +66,62 @@ async fn psql_commands_copy_and_backslash_copy() {
     .unwrap();
     assert!(ok, "{err}");
 
-    let (ok, out, err) =
-        run(vec!["-c".into(), "COPY bids FROM STDIN WITH (FORMAT csv)".into()], Some("2,20,app\n3,30,\"a,b\"\n".into()))
-            .await
-            .unwrap();
+    let (ok, out, err) = run(
+        vec!["-c".into(), "COPY bids FROM STDIN WITH (FORMAT csv)".into()],
+        Some("2,20,app\n3,30,\"a,b\"\n".into()),
+    )
+    .await
+    .unwrap();
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "COPY 2");
 
-    let (ok, _, err) = run(vec!["-c".into(), "COPY bids FROM STDIN".into()], Some("4\t40\t\\N\n".into())).await.unwrap();
+    let (ok, _, err) = run(
+        vec!["-c".into(), "COPY bids FROM STDIN".into()],
+        Some("4\t40\t\\N\n".into()),
+    )
+    .await
+    .unwrap();
     assert!(ok, "{err}");
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bids.csv");
     std::fs::write(&file, "auction,price,channel\n5,50,web\n6,60,app\n").unwrap();
-    let copy = format!("\\copy bids FROM '{}' WITH (FORMAT csv, HEADER true)", file.display());
+    let copy = format!(
+        "\\copy bids FROM '{}' WITH (FORMAT csv, HEADER true)",
+        file.display()
+    );
     let (ok, _, err) = run(vec!["-c".into(), copy], None).await.unwrap();
     assert!(ok, "{err}");
 
-    let (ok, out, err) =
-        run(vec!["-c".into(), "SELECT auction, price, coalesce(channel, 'null') FROM bids ORDER BY auction".into()], None)
-            .await
-            .unwrap();
+    let (ok, out, err) = run(
+        vec![
+            "-c".into(),
+            "SELECT auction, price, coalesce(channel, 'null') FROM bids ORDER BY auction".into(),
+        ],
+        None,
+    )
+    .await
+    .unwrap();
     assert!(ok, "{err}");
-    assert_eq!(out.trim(), "1|10|web\n2|20|app\n3|30|a,b\n4|40|null\n5|50|web\n6|60|app");
+    assert_eq!(
+        out.trim(),
+        "1|10|web\n2|20|app\n3|30|a,b\n4|40|null\n5|50|web\n6|60|app"
+    );
 
     // A bad value fails the whole COPY with 22P02 and stores nothing of it.
-    let (ok, _, err) = run(vec!["-c".into(), "COPY bids FROM STDIN WITH (FORMAT csv)".into()], Some("7,70,x\n8,oops,y\n".into()))
+    let (ok, _, err) = run(
+        vec!["-c".into(), "COPY bids FROM STDIN WITH (FORMAT csv)".into()],
+        Some("7,70,x\n8,oops,y\n".into()),
+    )
+    .await
+    .unwrap();
+    assert!(!ok);
+    assert!(
+        err.contains("invalid input syntax for type bigint: \"oops\""),
+        "{err}"
+    );
+    let (_, out, _) = run(vec!["-c".into(), "SELECT count(*) FROM bids".into()], None)
         .await
         .unwrap();
-    assert!(!ok);
-    assert!(err.contains("invalid input syntax for type bigint: \"oops\""), "{err}");
-    let (_, out, _) = run(vec!["-c".into(), "SELECT count(*) FROM bids".into()], None).await.unwrap();
     assert_eq!(out.trim(), "6");
 }

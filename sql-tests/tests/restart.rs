@@ -13,9 +13,12 @@ async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
         .unwrap()
         .into_iter()
         .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).unwrap_or("NULL").to_string()).collect::<Vec<_>>().join("|"))
-            }
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            ),
             _ => None,
         })
         .collect()
@@ -33,17 +36,25 @@ async fn acknowledged_writes_survive_kill_9() {
     let mut users: BTreeMap<i32, String> = BTreeMap::new();
     let mut log: Vec<i64> = Vec::new();
     for i in 0..200i32 {
-        c.execute("INSERT INTO users VALUES ($1, $2)", &[&i, &format!("u{i}")]).await.unwrap();
+        c.execute("INSERT INTO users VALUES ($1, $2)", &[&i, &format!("u{i}")])
+            .await
+            .unwrap();
         users.insert(i, format!("u{i}"));
         let n = i64::from(i);
-        c.simple_query(&format!("INSERT INTO log VALUES ({n}, 'n{n}')")).await.unwrap();
+        c.simple_query(&format!("INSERT INTO log VALUES ({n}, 'n{n}')"))
+            .await
+            .unwrap();
         log.push(n);
         if i % 3 == 0 {
-            c.simple_query(&format!("UPDATE users SET name = 'v{i}' WHERE id = {i}")).await.unwrap();
+            c.simple_query(&format!("UPDATE users SET name = 'v{i}' WHERE id = {i}"))
+                .await
+                .unwrap();
             users.insert(i, format!("v{i}"));
         }
         if i % 7 == 0 {
-            c.simple_query(&format!("DELETE FROM users WHERE id = {}", i / 2)).await.unwrap();
+            c.simple_query(&format!("DELETE FROM users WHERE id = {}", i / 2))
+                .await
+                .unwrap();
             users.remove(&(i / 2));
         }
     }
@@ -58,6 +69,9 @@ async fn acknowledged_writes_survive_kill_9() {
     let want: Vec<String> = log.iter().map(|n| n.to_string()).collect();
     assert_eq!(got, want);
     // The restarted server takes new writes, keys and all.
-    let err = c.simple_query("INSERT INTO users VALUES (1, 'dup')").await.unwrap_err();
+    let err = c
+        .simple_query("INSERT INTO users VALUES (1, 'dup')")
+        .await
+        .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("23505"));
 }

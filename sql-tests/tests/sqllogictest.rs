@@ -11,7 +11,9 @@ use rivulet_sql_tests::{Postgres, Protocol, TestServer};
 use sqllogictest::{Runner, default_column_validator, default_normalizer, default_validator};
 
 fn slt_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -24,25 +26,51 @@ fn slt_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 fn database_name(root: &Path, file: &Path, protocol: Protocol) -> String {
     let rel = file.strip_prefix(root).unwrap_or(file).with_extension("");
-    let base: String =
-        rel.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
-    format!("slt_{base}_{}", if protocol == Protocol::Simple { "s" } else { "x" })
+    let base: String = rel
+        .to_string_lossy()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "slt_{base}_{}",
+        if protocol == Protocol::Simple {
+            "s"
+        } else {
+            "x"
+        }
+    )
 }
 
-async fn run_file(server: &TestServer, root: &Path, file: &Path, protocol: Protocol) -> Result<(), String> {
+async fn run_file(
+    server: &TestServer,
+    root: &Path,
+    file: &Path,
+    protocol: Protocol,
+) -> Result<(), String> {
     let db = database_name(root, file, protocol);
     let admin = server.connect("dev").await.map_err(|e| e.to_string())?;
-    admin.simple_query(&format!("DROP DATABASE IF EXISTS {db}")).await.map_err(|e| e.to_string())?;
-    admin.simple_query(&format!("CREATE DATABASE {db}")).await.map_err(|e| e.to_string())?;
+    admin
+        .simple_query(&format!("DROP DATABASE IF EXISTS {db}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    admin
+        .simple_query(&format!("CREATE DATABASE {db}"))
+        .await
+        .map_err(|e| e.to_string())?;
     let port = server.port;
     let make = move || {
         let db = db.clone();
         async move {
             let conn_str = format!("host=127.0.0.1 port={port} user=root dbname={db}");
-            let (client, connection) = tokio_postgres::connect(&conn_str, tokio_postgres::NoTls).await?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
+            let (client, connection) =
+                tokio_postgres::connect(&conn_str, tokio_postgres::NoTls).await?;
+            rivulet_sql_tests::drive(connection);
             Ok::<_, rivulet_sql_tests::PgError>(Postgres::new(client, protocol))
         }
     };
@@ -51,7 +79,13 @@ async fn run_file(server: &TestServer, root: &Path, file: &Path, protocol: Proto
     runner.with_hash_threshold(0);
     if std::env::var("RIVULET_SLT_COMPLETE").is_ok() && protocol == Protocol::Simple {
         return runner
-            .update_test_file(file, " ", default_validator, default_normalizer, default_column_validator)
+            .update_test_file(
+                file,
+                " ",
+                default_validator,
+                default_normalizer,
+                default_column_validator,
+            )
             .await
             .map_err(|e| e.to_string());
     }
@@ -66,14 +100,26 @@ async fn run_file(server: &TestServer, root: &Path, file: &Path, protocol: Proto
 #[tokio::main]
 async fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf();
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let mut files = Vec::new();
     slt_files(&root, &mut files);
-    files.retain(|f| filters.is_empty() || filters.iter().any(|flt| f.to_string_lossy().contains(flt.as_str())));
+    files.retain(|f| {
+        filters.is_empty()
+            || filters
+                .iter()
+                .any(|flt| f.to_string_lossy().contains(flt.as_str()))
+    });
     files.sort();
     let server = TestServer::start().await.expect("server starts");
     let complete = std::env::var("RIVULET_SLT_COMPLETE").is_ok();
-    let protocols: &[Protocol] = if complete { &[Protocol::Simple] } else { &[Protocol::Simple, Protocol::Extended] };
+    let protocols: &[Protocol] = if complete {
+        &[Protocol::Simple]
+    } else {
+        &[Protocol::Simple, Protocol::Extended]
+    };
     let mut jobs = Vec::new();
     for file in &files {
         for &protocol in protocols {
@@ -82,7 +128,13 @@ async fn main() {
     }
     let results = futures::future::join_all(jobs.iter().map(|(file, protocol)| {
         let (server, root) = (&server, &root);
-        async move { (file, *protocol, run_file(server, root, file, *protocol).await) }
+        async move {
+            (
+                file,
+                *protocol,
+                run_file(server, root, file, *protocol).await,
+            )
+        }
     }))
     .await;
     let mut failed = 0;
@@ -97,6 +149,8 @@ async fn main() {
         }
     }
     println!("{} runs, {failed} failed", results.len());
+    // `exit` skips destructors: stop the server first.
+    drop(server);
     if failed > 0 {
         std::process::exit(1);
     }

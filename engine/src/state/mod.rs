@@ -21,7 +21,9 @@ pub struct StateStore {
 
 impl std::fmt::Debug for StateStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateStore").field("path", &self.db.path()).finish()
+        f.debug_struct("StateStore")
+            .field("path", &self.db.path())
+            .finish()
     }
 }
 
@@ -98,7 +100,11 @@ impl StateStore {
 
     /// Reads many keys at once (one call into RocksDB for the whole set).
     pub fn multi_get<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
-        self.db.multi_get(keys.iter().map(|k| k.as_ref())).into_iter().map(|r| r.map_err(Into::into)).collect()
+        self.db
+            .multi_get(keys.iter().map(|k| k.as_ref()))
+            .into_iter()
+            .map(|r| r.map_err(Into::into))
+            .collect()
     }
 
     /// Applies `batch` atomically. With `durable`, returns only once the WAL is synced to disk.
@@ -116,7 +122,9 @@ impl StateStore {
         // SAFETY: the snapshot borrows the `DB` behind `db`. `Snapshot` keeps that `Arc` alive for as
         // long as the snapshot exists and drops the snapshot first (field order), so the borrow never
         // outlives the database; the heap address of an `Arc`'s contents never moves.
-        let inner = unsafe { std::mem::transmute::<rocksdb::Snapshot<'_>, rocksdb::Snapshot<'static>>(snap) };
+        let inner = unsafe {
+            std::mem::transmute::<rocksdb::Snapshot<'_>, rocksdb::Snapshot<'static>>(snap)
+        };
         Snapshot { inner, _db: db }
     }
 
@@ -139,7 +147,9 @@ impl StateStore {
         };
         iter.seek(start.unwrap_or(prefix));
         while iter.valid() {
-            let (Some(key), Some(value)) = (iter.key(), iter.value()) else { break };
+            let (Some(key), Some(value)) = (iter.key(), iter.value()) else {
+                break;
+            };
             if !key.starts_with(prefix) {
                 break;
             }
@@ -209,7 +219,10 @@ mod tests {
         };
         assert_eq!(collect(Some(&snap)), vec![(b"p/1".to_vec(), b"a".to_vec())]);
         assert_eq!(collect(None).len(), 2);
-        assert_eq!(store.last_in_prefix(b"p/").unwrap().unwrap().0, b"p/2".to_vec());
+        assert_eq!(
+            store.last_in_prefix(b"p/").unwrap().unwrap().0,
+            b"p/2".to_vec()
+        );
     }
 
     #[test]

@@ -73,16 +73,26 @@ impl Counters {
 /// The durable counters of table `id` (a table never written has sequence 1 and row id 0 next).
 fn read_counters(store: &StateStore, id: u64) -> Result<Counters> {
     match store.get(&sub_prefix(id, b'm'))? {
-        None => Ok(Counters { next_seq: 1, next_row_id: 0 }),
+        None => Ok(Counters {
+            next_seq: 1,
+            next_row_id: 0,
+        }),
         Some(bytes) => {
             let (seq, row) = bytes
                 .split_at_checked(8)
                 .filter(|(_, row)| row.len() == 8)
-                .ok_or_else(|| EngineError::Corrupt(format!("table {id}: counters of {} bytes", bytes.len())))?;
+                .ok_or_else(|| {
+                    EngineError::Corrupt(format!("table {id}: counters of {} bytes", bytes.len()))
+                })?;
             let to_u64 = |b: &[u8]| b.try_into().map(u64::from_le_bytes);
             match (to_u64(seq), to_u64(row)) {
-                (Ok(next_seq), Ok(next_row_id)) => Ok(Counters { next_seq, next_row_id }),
-                _ => Err(EngineError::Corrupt(format!("table {id}: unreadable counters"))),
+                (Ok(next_seq), Ok(next_row_id)) => Ok(Counters {
+                    next_seq,
+                    next_row_id,
+                }),
+                _ => Err(EngineError::Corrupt(format!(
+                    "table {id}: unreadable counters"
+                ))),
             }
         }
     }
@@ -103,13 +113,22 @@ pub struct TableStore {
 
 impl std::fmt::Debug for TableStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TableStore").field("id", &self.id).field("name", &self.name).finish()
+        f.debug_struct("TableStore")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish()
     }
 }
 
 impl TableStore {
     /// Opens table `id` (creating nothing: an absent table simply has no rows yet).
-    pub fn open(store: StateStore, id: u64, name: &str, schema: SchemaRef, primary_key: Vec<usize>) -> Result<Self> {
+    pub fn open(
+        store: StateStore,
+        id: u64,
+        name: &str,
+        schema: SchemaRef,
+        primary_key: Vec<usize>,
+    ) -> Result<Self> {
         let codec = RowCodec::try_new(Arc::clone(&schema))?;
         let key_codec = if primary_key.is_empty() {
             None
@@ -189,7 +208,11 @@ impl TableStore {
             for rows in &batches {
                 let first = counters.next_row_id;
                 counters.next_row_id += rows.num_rows() as u64;
-                keys_per_batch.push((first..counters.next_row_id).map(|id| self.row_key(&id.to_be_bytes())).collect());
+                keys_per_batch.push(
+                    (first..counters.next_row_id)
+                        .map(|id| self.row_key(&id.to_be_bytes()))
+                        .collect(),
+                );
             }
         }
         let mut total = 0u64;
@@ -222,27 +245,28 @@ impl TableStore {
         let prefix = sub_prefix(self.id, b'r');
         let mut chunk_keys: Vec<Vec<u8>> = Vec::with_capacity(SCAN_BATCH_ROWS);
         let mut decoder = self.codec.decoder(None, SCAN_BATCH_ROWS);
-        let mut handle_chunk = |keys: &mut Vec<Vec<u8>>, rows: RecordBatch| -> std::result::Result<(), E> {
-            let m = decide(&rows)?;
-            if m.selected.len() != rows.num_rows() {
-                return Err(EngineError::Internal("row selection of the wrong length".into()).into());
-            }
-            for (i, key) in keys.drain(..).enumerate() {
-                if m.selected.is_valid(i) && m.selected.value(i) {
-                    old_keys.push(key);
+        let mut handle_chunk =
+            |keys: &mut Vec<Vec<u8>>, rows: RecordBatch| -> std::result::Result<(), E> {
+                let m = decide(&rows)?;
+                if m.selected.len() != rows.num_rows() {
+                    return Err(
+                        EngineError::Internal("row selection of the wrong length".into()).into(),
+                    );
                 }
-            }
-            old_rows.push(filter_record_batch(&rows, &m.selected).map_err(EngineError::from)?);
-            if let Some(r) = m.replacement {
-                updating = true;
-                new_rows.push(r);
-            }
-            Ok(())
-        };
+                for (i, key) in keys.drain(..).enumerate() {
+                    if m.selected.is_valid(i) && m.selected.value(i) {
+                        old_keys.push(key);
+                    }
+                }
+                old_rows.push(filter_record_batch(&rows, &m.selected).map_err(EngineError::from)?);
+                if let Some(r) = m.replacement {
+                    updating = true;
+                    new_rows.push(r);
+                }
+                Ok(())
+            };
         self.store.scan_prefix(None, &prefix, None, |key, value| {
-            if let Err(e) = decoder.push(value) {
-                return Err(e);
-            }
+            decoder.push(value)?;
             chunk_keys.push(key.to_vec());
             if decoder.len() == SCAN_BATCH_ROWS {
                 let rows = decoder.flush()?;
@@ -268,15 +292,21 @@ impl TableStore {
         let change = if updating {
             let new = concat_batches(&self.schema, &new_rows).map_err(EngineError::from)?;
             if new.num_rows() != old.num_rows() {
-                return Err(EngineError::Internal("update produced a different row count".into()).into());
+                return Err(
+                    EngineError::Internal("update produced a different row count".into()).into(),
+                );
             }
             self.check_not_null(&new)?;
             let new = self.conform(&new)?;
             let new_keys = match &self.key_codec {
                 Some(_) => {
                     let keys = self.primary_keys(&new)?;
-                    let changed: Vec<Vec<u8>> =
-                        keys.iter().zip(&old_keys).filter(|(n, o)| n != o).map(|(n, _)| n.clone()).collect();
+                    let changed: Vec<Vec<u8>> = keys
+                        .iter()
+                        .zip(&old_keys)
+                        .filter(|(n, o)| n != o)
+                        .map(|(n, _)| n.clone())
+                        .collect();
                     let freed: HashSet<&[u8]> = old_keys.iter().map(|k| k.as_slice()).collect();
                     self.check_unique(&changed, &freed)?;
                     keys
@@ -294,7 +324,10 @@ impl TableStore {
             for key in &old_keys {
                 batch.delete(key);
             }
-            ChangeBatch { ops: vec![Op::Delete; old.num_rows()], data: old }
+            ChangeBatch {
+                ops: vec![Op::Delete; old.num_rows()],
+                data: old,
+            }
         };
         let n = change.num_rows() as u64 / if updating { 2 } else { 1 };
         self.commit(&mut counters, batch, &[change])?;
@@ -313,15 +346,16 @@ impl TableStore {
         let prefix = sub_prefix(self.id, b'r');
         let mut decoder = self.codec.decoder(projection, batch_rows);
         let mut stopped = false;
-        self.store.scan_prefix(Some(at), &prefix, None, |_, value| {
-            decoder.push(value)?;
-            if decoder.len() >= batch_rows {
-                let flow = emit(decoder.flush()?)?;
-                stopped = flow.is_break();
-                return Ok(flow);
-            }
-            Ok(ControlFlow::Continue(()))
-        })?;
+        self.store
+            .scan_prefix(Some(at), &prefix, None, |_, value| {
+                decoder.push(value)?;
+                if decoder.len() >= batch_rows {
+                    let flow = emit(decoder.flush()?)?;
+                    stopped = flow.is_break();
+                    return Ok(flow);
+                }
+                Ok(ControlFlow::Continue(()))
+            })?;
         if !stopped && !decoder.is_empty() {
             let _ = emit(decoder.flush()?)?;
         }
@@ -329,19 +363,31 @@ impl TableStore {
     }
 
     /// Change-log entries with a sequence number above `after`, oldest first, at most `max`.
-    pub fn changes_after(&self, at: Option<&Snapshot>, after: u64, max: usize) -> Result<Vec<(u64, ChangeBatch)>> {
+    pub fn changes_after(
+        &self,
+        at: Option<&Snapshot>,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, ChangeBatch)>> {
         let prefix = sub_prefix(self.id, b'l');
         let mut start = prefix.clone();
         start.extend_from_slice(&after.saturating_add(1).to_be_bytes());
         let mut out = Vec::new();
-        self.store.scan_prefix(at, &prefix, Some(&start), |key, value| {
-            let seq_bytes: [u8; 8] = key
-                .get(prefix.len()..)
-                .and_then(|s| s.try_into().ok())
-                .ok_or_else(|| EngineError::Corrupt("change log key of the wrong length".into()))?;
-            out.push((u64::from_be_bytes(seq_bytes), ChangeBatch::from_ipc(value)?));
-            Ok(if out.len() >= max { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
-        })?;
+        self.store
+            .scan_prefix(at, &prefix, Some(&start), |key, value| {
+                let seq_bytes: [u8; 8] = key
+                    .get(prefix.len()..)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or_else(|| {
+                        EngineError::Corrupt("change log key of the wrong length".into())
+                    })?;
+                out.push((u64::from_be_bytes(seq_bytes), ChangeBatch::from_ipc(value)?));
+                Ok(if out.len() >= max {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                })
+            })?;
         Ok(out)
     }
 
@@ -353,9 +399,15 @@ impl TableStore {
 
     fn primary_keys(&self, rows: &RecordBatch) -> Result<Vec<Vec<u8>>> {
         let Some(key_codec) = &self.key_codec else {
-            return Err(EngineError::Internal("primary keys of a table without one".into()));
+            return Err(EngineError::Internal(
+                "primary keys of a table without one".into(),
+            ));
         };
-        let columns: Vec<ArrayRef> = self.primary_key.iter().map(|&i| Arc::clone(rows.column(i))).collect();
+        let columns: Vec<ArrayRef> = self
+            .primary_key
+            .iter()
+            .map(|&i| Arc::clone(rows.column(i)))
+            .collect();
         let enc = key_codec.encoder_for_columns(&columns)?;
         let mut keys = Vec::with_capacity(rows.num_rows());
         let mut buf = Vec::new();
@@ -395,13 +447,19 @@ impl TableStore {
             }
             _ => String::new(),
         };
-        EngineError::DuplicateKey { table: self.name.clone(), key }
+        EngineError::DuplicateKey {
+            table: self.name.clone(),
+            key,
+        }
     }
 
     fn check_not_null(&self, rows: &RecordBatch) -> Result<()> {
         for (field, column) in self.schema.fields().iter().zip(rows.columns()) {
             if !field.is_nullable() && column.null_count() > 0 {
-                return Err(EngineError::NotNull { table: self.name.clone(), column: field.name().clone() });
+                return Err(EngineError::NotNull {
+                    table: self.name.clone(),
+                    column: field.name().clone(),
+                });
             }
         }
         Ok(())
@@ -409,7 +467,10 @@ impl TableStore {
 
     /// `rows` relabelled with the table's schema (same types; nullability may differ).
     fn conform(&self, rows: &RecordBatch) -> Result<RecordBatch> {
-        Ok(RecordBatch::try_new(Arc::clone(&self.schema), rows.columns().to_vec())?)
+        Ok(RecordBatch::try_new(
+            Arc::clone(&self.schema),
+            rows.columns().to_vec(),
+        )?)
     }
 
     fn put_rows(&self, batch: &mut StateBatch, keys: &[Vec<u8>], rows: &RecordBatch) -> Result<()> {
@@ -425,7 +486,12 @@ impl TableStore {
 
     /// Writes `batch` plus one log entry per change (split into bounded entries) and the counters,
     /// atomically and synced, then tells subscribers.
-    fn commit(&self, counters: &mut Counters, mut batch: StateBatch, changes: &[ChangeBatch]) -> Result<()> {
+    fn commit(
+        &self,
+        counters: &mut Counters,
+        mut batch: StateBatch,
+        changes: &[ChangeBatch],
+    ) -> Result<()> {
         let mut seq = counters.next_seq;
         for change in changes.iter().cloned().flat_map(split_change) {
             let mut log_key = sub_prefix(self.id, b'l');
@@ -433,7 +499,10 @@ impl TableStore {
             batch.put(&log_key, change.to_ipc()?);
             seq += 1;
         }
-        let next = Counters { next_seq: seq, next_row_id: counters.next_row_id };
+        let next = Counters {
+            next_seq: seq,
+            next_row_id: counters.next_row_id,
+        };
         batch.put(sub_prefix(self.id, b'm'), next.encode());
         self.store.write(batch, true)?;
         counters.next_seq = next.next_seq;
@@ -453,7 +522,10 @@ fn split_change(change: ChangeBatch) -> Vec<ChangeBatch> {
         .step_by(SCAN_BATCH_ROWS)
         .map(|start| {
             let len = SCAN_BATCH_ROWS.min(n - start);
-            ChangeBatch { data: change.data.slice(start, len), ops: change.ops[start..start + len].to_vec() }
+            ChangeBatch {
+                data: change.data.slice(start, len),
+                ops: change.ops[start..start + len].to_vec(),
+            }
         })
         .collect()
 }
@@ -469,19 +541,27 @@ fn pair_updates(old: &RecordBatch, new: &RecordBatch) -> Result<ChangeBatch> {
         .map(|(o, n)| interleave(&[o.as_ref(), n.as_ref()], &indices))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let data = RecordBatch::try_new(old.schema(), columns)?;
-    let ops = (0..n).flat_map(|_| [Op::UpdateBefore, Op::UpdateAfter]).collect();
+    let ops = (0..n)
+        .flat_map(|_| [Op::UpdateBefore, Op::UpdateAfter])
+        .collect();
     Ok(ChangeBatch { data, ops })
 }
 
 /// `(a, b)=(1, x)` in Postgres' style for a one-row key batch.
 fn describe_key(batch: &RecordBatch) -> String {
-    let names: Vec<&str> = batch.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
+    let names: Vec<&str> = batch
+        .schema_ref()
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
     let values: Vec<String> = batch
         .columns()
         .iter()
         .map(|c| {
             let one = take(c.as_ref(), &UInt32Array::from(vec![0u32]), None).ok();
-            one.and_then(|a| datafusion::arrow::util::display::array_value_to_string(&a, 0).ok()).unwrap_or_default()
+            one.and_then(|a| datafusion::arrow::util::display::array_value_to_string(&a, 0).ok())
+                .unwrap_or_default()
         })
         .collect();
     format!("({})=({})", names.join(", "), values.join(", "))

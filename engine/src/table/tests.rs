@@ -3,13 +3,19 @@ use datafusion::arrow::array::{Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("name", DataType::Utf8, true)]))
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+    ]))
 }
 
 fn rows(ids: &[i64], names: &[Option<&str>]) -> RecordBatch {
     RecordBatch::try_new(
         schema(),
-        vec![Arc::new(Int64Array::from(ids.to_vec())), Arc::new(StringArray::from(names.to_vec()))],
+        vec![
+            Arc::new(Int64Array::from(ids.to_vec())),
+            Arc::new(StringArray::from(names.to_vec())),
+        ],
     )
     .unwrap()
 }
@@ -30,11 +36,21 @@ fn insert_update_delete_with_primary_key() {
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::open(dir.path()).unwrap();
     let t = TableStore::open(store.clone(), 7, "users", schema(), vec![0]).unwrap();
-    assert_eq!(t.insert(&[rows(&[1, 2, 3], &[Some("a"), Some("b"), None])]).unwrap(), 3);
+    assert_eq!(
+        t.insert(&[rows(&[1, 2, 3], &[Some("a"), Some("b"), None])])
+            .unwrap(),
+        3
+    );
 
     let err = t.insert(&[rows(&[4, 2], &[None, None])]).unwrap_err();
-    assert_eq!(err.to_string(), "duplicate key value violates unique constraint \"users_pkey\"");
-    assert!(matches!(err, EngineError::DuplicateKey { ref key, .. } if key == "(id)=(2)"), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "duplicate key value violates unique constraint \"users_pkey\""
+    );
+    assert!(
+        matches!(err, EngineError::DuplicateKey { ref key, .. } if key == "(id)=(2)"),
+        "{err:?}"
+    );
 
     // UPDATE users SET name = 'x' WHERE id = 1
     let n = t
@@ -43,8 +59,14 @@ fn insert_update_delete_with_primary_key() {
             let selected: BooleanArray = ids.iter().map(|v| Some(v == Some(1))).collect();
             let picked = filter_record_batch(b, &selected)?;
             let names = StringArray::from(vec![Some("x"); picked.num_rows()]);
-            let replacement = RecordBatch::try_new(schema(), vec![Arc::clone(picked.column(0)), Arc::new(names)])?;
-            Ok(Modification { selected, replacement: Some(replacement) })
+            let replacement = RecordBatch::try_new(
+                schema(),
+                vec![Arc::clone(picked.column(0)), Arc::new(names)],
+            )?;
+            Ok(Modification {
+                selected,
+                replacement: Some(replacement),
+            })
         })
         .unwrap();
     assert_eq!(n, 1);
@@ -52,7 +74,10 @@ fn insert_update_delete_with_primary_key() {
     let n = t
         .modify::<EngineError>(|b| {
             let ids = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
-            Ok(Modification { selected: ids.iter().map(|v| Some(v == Some(2))).collect(), replacement: None })
+            Ok(Modification {
+                selected: ids.iter().map(|v| Some(v == Some(2))).collect(),
+                replacement: None,
+            })
         })
         .unwrap();
     assert_eq!(n, 1);
@@ -62,7 +87,13 @@ fn insert_update_delete_with_primary_key() {
     let seqs: Vec<u64> = log.iter().map(|(s, _)| *s).collect();
     assert_eq!(seqs, vec![1, 2, 3], "the failed insert wrote nothing");
     assert_eq!(log[1].1.ops, vec![Op::UpdateBefore, Op::UpdateAfter]);
-    assert_eq!(log[2].1, ChangeBatch { data: rows(&[2], &[Some("b")]), ops: vec![Op::Delete] });
+    assert_eq!(
+        log[2].1,
+        ChangeBatch {
+            data: rows(&[2], &[Some("b")]),
+            ops: vec![Op::Delete]
+        }
+    );
     assert_eq!(t.changes_after(None, 2, 100).unwrap().len(), 1);
     assert_eq!(t.last_seq(), 3);
 }
@@ -80,7 +111,10 @@ fn hidden_row_ids_and_counters_survive_reopen() {
     let t = TableStore::open(store.clone(), 1, "bids", schema(), vec![]).unwrap();
     assert_eq!(t.last_seq(), 2);
     t.insert(&[rows(&[2], &[None])]).unwrap();
-    assert_eq!(all_rows(&t, &store), rows(&[1, 1, 1, 2], &[None, None, Some("z"), None]));
+    assert_eq!(
+        all_rows(&t, &store),
+        rows(&[1, 1, 1, 2], &[None, None, Some("z"), None])
+    );
     assert_eq!(t.changes_after(None, 0, 100).unwrap().len(), 3);
 }
 
@@ -90,11 +124,20 @@ fn not_null_is_enforced_and_drop_removes_everything() {
     let store = StateStore::open(dir.path()).unwrap();
     let t = TableStore::open(store.clone(), 3, "users", schema(), vec![0]).unwrap();
     let with_null = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true), Field::new("name", DataType::Utf8, true)])),
-        vec![Arc::new(Int64Array::from(vec![None])), Arc::new(StringArray::from(vec![Some("a")]))],
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(vec![None])),
+            Arc::new(StringArray::from(vec![Some("a")])),
+        ],
     )
     .unwrap();
-    assert!(matches!(t.insert(std::slice::from_ref(&with_null)), Err(EngineError::NotNull { .. })));
+    assert!(matches!(
+        t.insert(std::slice::from_ref(&with_null)),
+        Err(EngineError::NotNull { .. })
+    ));
     t.insert(&[rows(&[1], &[None])]).unwrap();
     let mut b = StateBatch::new();
     TableStore::drop_data(&mut b, 3);

@@ -10,27 +10,42 @@ use crate::error::{SqlError, sqlstate};
 use crate::session::Session;
 
 impl Session {
-    pub(super) fn create_table(&mut self, create: &CreateTable, append_only: bool) -> Result<Outcome, SqlError> {
+    pub(super) fn create_table(
+        &mut self,
+        create: &CreateTable,
+        append_only: bool,
+    ) -> Result<Outcome, SqlError> {
         let (schema, name) = object_name(&create.name)?;
         check_schema(schema.as_deref())?;
         let def = table_def(create, &name, append_only)?;
-        self.catalog().create_table(&self.database, def, create.if_not_exists)?;
+        self.catalog()
+            .create_table(&self.database, def, create.if_not_exists)?;
         Ok(Outcome::Command("CREATE TABLE".into()))
     }
 
-    pub(super) fn create_database(&mut self, name: &ObjectName, if_not_exists: bool) -> Result<Outcome, SqlError> {
+    pub(super) fn create_database(
+        &mut self,
+        name: &ObjectName,
+        if_not_exists: bool,
+    ) -> Result<Outcome, SqlError> {
         let (_, db) = object_name(name)?;
         self.catalog().create_database(&db, if_not_exists)?;
         Ok(Outcome::Command("CREATE DATABASE".into()))
     }
 
-    pub(super) fn drop(&mut self, kind: &ObjectType, if_exists: bool, names: &[ObjectName]) -> Result<Outcome, SqlError> {
+    pub(super) fn drop(
+        &mut self,
+        kind: &ObjectType,
+        if_exists: bool,
+        names: &[ObjectName],
+    ) -> Result<Outcome, SqlError> {
         match kind {
             ObjectType::Table => {
                 for name in names {
                     let (schema, table) = object_name(name)?;
                     check_schema(schema.as_deref())?;
-                    self.catalog().drop_table(&self.database, &table, if_exists)?;
+                    self.catalog()
+                        .drop_table(&self.database, &table, if_exists)?;
                 }
                 Ok(Outcome::Command("DROP TABLE".into()))
             }
@@ -38,7 +53,10 @@ impl Session {
                 for name in names {
                     let (_, db) = object_name(name)?;
                     if db == self.database {
-                        return Err(SqlError::new(sqlstate::OBJECT_IN_USE, "cannot drop the currently open database"));
+                        return Err(SqlError::new(
+                            sqlstate::OBJECT_IN_USE,
+                            "cannot drop the currently open database",
+                        ));
                     }
                     self.catalog().drop_database(&db, if_exists)?;
                 }
@@ -52,6 +70,9 @@ impl Session {
 fn check_schema(schema: Option<&str>) -> Result<(), SqlError> {
     match schema {
         None | Some(DEFAULT_SCHEMA) => Ok(()),
-        Some(other) => Err(SqlError::new(sqlstate::INVALID_SCHEMA_NAME, format!("schema \"{other}\" does not exist"))),
+        Some(other) => Err(SqlError::new(
+            sqlstate::INVALID_SCHEMA_NAME,
+            format!("schema \"{other}\" does not exist"),
+        )),
     }
 }

@@ -14,9 +14,9 @@ use datafusion::arrow::array::{Array, BooleanArray};
 use datafusion::arrow::compute::{cast, filter_record_batch, prep_null_mask_filter};
 use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::tree_node::TreeNode;
-use datafusion::common::{DFSchemaRef, ParamValues, TableReference};
-use datafusion::logical_expr::{Expr, LogicalPlan, WriteOp};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DFSchema, DFSchemaRef, ParamValues, TableReference};
+use datafusion::logical_expr::{Expr, LogicalPlan, Values, WriteOp};
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::sql::sqlparser::ast;
 use rivulet_engine::table::Modification;
@@ -27,8 +27,41 @@ use crate::catalog::TableEntry;
 use crate::error::{SqlError, sqlstate};
 use crate::session::Session;
 
+/// Makes every column of an INSERT's input nullable.
+///
+/// DataFusion types a `VALUES` list after the target table, NOT NULL included, so a NULL there would
+/// fail inside Arrow with a message naming `column1`. The table store checks NOT NULL itself and
+/// reports it as Postgres does (23502, naming the column and the table).
+fn accept_nulls(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
+    let relaxed = plan.transform_up(|node| {
+        let node = match node {
+            LogicalPlan::Values(v) => {
+                let fields = v.schema.iter().map(|(qualifier, field)| {
+                    (
+                        qualifier.cloned(),
+                        Arc::new(field.as_ref().clone().with_nullable(true)),
+                    )
+                });
+                let schema =
+                    DFSchema::new_with_metadata(fields.collect(), v.schema.metadata().clone())?;
+                LogicalPlan::Values(Values {
+                    schema: Arc::new(schema),
+                    values: v.values,
+                })
+            }
+            other => other.recompute_schema()?,
+        };
+        Ok(Transformed::yes(node))
+    })?;
+    Ok(relaxed.data)
+}
+
 impl Session {
-    pub(super) async fn insert(&mut self, stmt: &ast::Statement, params: Option<&ParamValues>) -> Result<Outcome, SqlError> {
+    pub(super) async fn insert(
+        &mut self,
+        stmt: &ast::Statement,
+        params: Option<&ParamValues>,
+    ) -> Result<Outcome, SqlError> {
         let ctx = self.context()?.clone();
         let plan = bind(plan_query(&ctx, stmt).await?, params)?;
         let LogicalPlan::Dml(dml) = plan else {
@@ -36,31 +69,49 @@ impl Session {
         };
         let table = self.table_of(&dml.table_name)?;
         refuse_connector_table(&table, "INSERT into")?;
-        let input = Arc::unwrap_or_clone(dml.input);
+        let input = accept_nulls(Arc::unwrap_or_clone(dml.input))?;
         let batches = ctx.execute_logical_plan(input).await?.collect().await?;
         let store = Arc::clone(&table.store);
         let n = blocking(move || store.insert(&batches).map_err(SqlError::from)).await?;
         Ok(Outcome::Command(format!("INSERT 0 {n}")))
     }
 
-    pub(super) async fn modify(&mut self, stmt: &ast::Statement, params: Option<&ParamValues>) -> Result<Outcome, SqlError> {
+    pub(super) async fn modify(
+        &mut self,
+        stmt: &ast::Statement,
+        params: Option<&ParamValues>,
+    ) -> Result<Outcome, SqlError> {
         let ctx = self.context()?.clone();
         let plan = bind(plan_query(&ctx, stmt).await?, params)?;
         let LogicalPlan::Dml(dml) = plan else {
             return Err(SqlError::internal("UPDATE/DELETE did not plan as DML"));
         };
         let table = self.table_of(&dml.table_name)?;
-        let verb = if dml.op == WriteOp::Update { "UPDATE" } else { "DELETE" };
+        let verb = if dml.op == WriteOp::Update {
+            "UPDATE"
+        } else {
+            "DELETE"
+        };
         if table.def.append_only {
             return Err(SqlError::new(
                 sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
-                format!("cannot {} append-only table \"{}\"", if verb == "UPDATE" { "update" } else { "delete from" }, table.def.name),
+                format!(
+                    "cannot {} append-only table \"{}\"",
+                    if verb == "UPDATE" {
+                        "update"
+                    } else {
+                        "delete from"
+                    },
+                    table.def.name
+                ),
             )
             .with_hint("Tables created with APPEND ONLY accept only INSERT."));
         }
         refuse_connector_table(&table, verb)?;
         let (assignments, below) = match (&dml.op, dml.input.as_ref()) {
-            (WriteOp::Update, LogicalPlan::Projection(p)) => (Some(p.expr.clone()), p.input.as_ref()),
+            (WriteOp::Update, LogicalPlan::Projection(p)) => {
+                (Some(p.expr.clone()), p.input.as_ref())
+            }
             (WriteOp::Delete, input) => (None, input),
             _ => return Err(SqlError::unsupported(format!("this form of {verb}"))),
         };
@@ -80,31 +131,48 @@ impl Session {
             Ok(state.create_physical_expr(e, &schema)?)
         };
         let predicate = predicate.map(physical).transpose()?;
-        let assignments = assignments.map(|a| a.into_iter().map(physical).collect::<Result<Vec<_>, _>>()).transpose()?;
+        let assignments = assignments
+            .map(|a| a.into_iter().map(physical).collect::<Result<Vec<_>, _>>())
+            .transpose()?;
         let store = Arc::clone(&table.store);
         let table_schema = Arc::clone(store.schema());
         // New values are checked against NOT NULL by the store (23502), so the batch itself must
         // accept NULLs.
         let nullable_schema = Arc::new(Schema::new(
-            table_schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+            table_schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
         ));
         let n = blocking(move || {
             store.modify(|rows: &RecordBatch| {
                 let selected = match &predicate {
                     Some(p) => {
                         let value = p.evaluate(rows)?.into_array(rows.num_rows())?;
-                        let mask = value
-                            .as_any()
-                            .downcast_ref::<BooleanArray>()
-                            .ok_or_else(|| SqlError::new(sqlstate::DATATYPE_MISMATCH, "argument of WHERE must be type boolean"))?;
-                        if mask.null_count() > 0 { prep_null_mask_filter(mask) } else { mask.clone() }
+                        let mask =
+                            value
+                                .as_any()
+                                .downcast_ref::<BooleanArray>()
+                                .ok_or_else(|| {
+                                    SqlError::new(
+                                        sqlstate::DATATYPE_MISMATCH,
+                                        "argument of WHERE must be type boolean",
+                                    )
+                                })?;
+                        if mask.null_count() > 0 {
+                            prep_null_mask_filter(mask)
+                        } else {
+                            mask.clone()
+                        }
                     }
                     None => BooleanArray::from(vec![true; rows.num_rows()]),
                 };
                 let replacement = match &assignments {
                     None => None,
                     Some(exprs) => {
-                        let chosen = filter_record_batch(rows, &selected).map_err(SqlError::from_arrow)?;
+                        let chosen =
+                            filter_record_batch(rows, &selected).map_err(SqlError::from_arrow)?;
                         let mut columns = Vec::with_capacity(exprs.len());
                         for (expr, field) in exprs.iter().zip(table_schema.fields()) {
                             let value = expr.evaluate(&chosen)?.into_array(chosen.num_rows())?;
@@ -126,7 +194,10 @@ impl Session {
                         )
                     }
                 };
-                Ok::<_, SqlError>(Modification { selected, replacement })
+                Ok::<_, SqlError>(Modification {
+                    selected,
+                    replacement,
+                })
             })
         })
         .await?;
@@ -160,18 +231,29 @@ impl Session {
     fn table_of(&self, name: &TableReference) -> Result<Arc<TableEntry>, SqlError> {
         let db = name.catalog().unwrap_or(&self.database);
         self.catalog().table(db, name.table()).ok_or_else(|| {
-            SqlError::new(sqlstate::UNDEFINED_TABLE, format!("relation \"{}\" does not exist", name.table()))
+            SqlError::new(
+                sqlstate::UNDEFINED_TABLE,
+                format!("relation \"{}\" does not exist", name.table()),
+            )
         })
     }
 }
 
 fn refuse_connector_table(table: &TableEntry, what: &str) -> Result<(), SqlError> {
     match table.def.options.get("connector") {
-        Some(c) => Err(SqlError::unsupported(format!("{what} a table with connector \"{c}\""))),
+        Some(c) => Err(SqlError::unsupported(format!(
+            "{what} a table with connector \"{c}\""
+        ))),
         None => Ok(()),
     }
 }
 
 fn has_subquery(e: &Expr) -> bool {
-    e.exists(|e| Ok(matches!(e, Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)))).unwrap_or(true)
+    e.exists(|e| {
+        Ok(matches!(
+            e,
+            Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+        ))
+    })
+    .unwrap_or(true)
 }

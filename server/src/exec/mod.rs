@@ -29,7 +29,11 @@ pub use query::plan_query;
 #[derive(Debug)]
 pub enum Outcome {
     /// Rows with their schema, and the command tag (`SELECT`, `SHOW`, `EXPLAIN`).
-    Rows { schema: SchemaRef, batches: Vec<RecordBatch>, tag: &'static str },
+    Rows {
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        tag: &'static str,
+    },
     /// A command tag such as `CREATE TABLE` or `INSERT 0 5` (rows included).
     Command(String),
     /// `BEGIN`: a transaction block started.
@@ -43,7 +47,11 @@ pub enum Outcome {
 impl Session {
     /// Runs one statement with transaction-block bookkeeping: inside a failed block only `COMMIT`
     /// and `ROLLBACK` run, and an error inside a block marks it failed.
-    pub async fn run(&mut self, parsed: &Parsed, params: Option<&ParamValues>) -> Result<Outcome, SqlError> {
+    pub async fn run(
+        &mut self,
+        parsed: &Parsed,
+        params: Option<&ParamValues>,
+    ) -> Result<Outcome, SqlError> {
         if self.tx == TxState::Aborted && !ends_transaction(&parsed.statement) {
             return Err(SqlError::new(
                 sqlstate::IN_FAILED_SQL_TRANSACTION,
@@ -58,7 +66,11 @@ impl Session {
         result
     }
 
-    async fn execute(&mut self, parsed: &Parsed, params: Option<&ParamValues>) -> Result<Outcome, SqlError> {
+    async fn execute(
+        &mut self,
+        parsed: &Parsed,
+        params: Option<&ParamValues>,
+    ) -> Result<Outcome, SqlError> {
         let (stmt, append_only) = match &parsed.statement {
             Statement::Flush => return Ok(Outcome::Command("FLUSH".into())),
             Statement::Sql { stmt, append_only } => (stmt.as_ref(), *append_only),
@@ -69,12 +81,26 @@ impl Session {
             S::Insert(_) => self.insert(stmt, params).await,
             S::Update(_) | S::Delete(_) => self.modify(stmt, params).await,
             S::Truncate(t) => self.truncate(t).await,
-            S::Copy { source, to, target, options, legacy_options, .. } => {
-                self.copy(source, *to, target, options, legacy_options)
-            }
+            S::Copy {
+                source,
+                to,
+                target,
+                options,
+                legacy_options,
+                ..
+            } => self.copy(source, *to, target, options, legacy_options),
             S::CreateTable(create) => self.create_table(create, append_only),
-            S::CreateDatabase { db_name, if_not_exists, .. } => self.create_database(db_name, *if_not_exists),
-            S::Drop { object_type, if_exists, names, .. } => self.drop(object_type, *if_exists, names),
+            S::CreateDatabase {
+                db_name,
+                if_not_exists,
+                ..
+            } => self.create_database(db_name, *if_not_exists),
+            S::Drop {
+                object_type,
+                if_exists,
+                names,
+                ..
+            } => self.drop(object_type, *if_exists, names),
             S::Set(set) => self.set(set),
             S::Reset(reset) => self.reset(&reset.reset),
             S::ShowVariable { variable } => self.show(variable),
@@ -87,7 +113,11 @@ impl Session {
                 Ok(Outcome::TxStart("BEGIN"))
             }
             S::Commit { .. } => {
-                let tag = if self.tx == TxState::Aborted { "ROLLBACK" } else { "COMMIT" };
+                let tag = if self.tx == TxState::Aborted {
+                    "ROLLBACK"
+                } else {
+                    "COMMIT"
+                };
                 self.tx = TxState::Idle;
                 Ok(Outcome::TxEnd(tag))
             }
@@ -104,14 +134,20 @@ impl Session {
     /// The table a statement names, in this session's database.
     pub fn resolve_table(&self, name: &ObjectName) -> Result<Arc<TableEntry>, SqlError> {
         let (schema, table) = object_name(name)?;
-        if let Some(schema) = &schema {
-            if schema != DEFAULT_SCHEMA {
-                return Err(SqlError::new(sqlstate::UNDEFINED_TABLE, format!("relation \"{schema}.{table}\" does not exist")));
-            }
+        if let Some(schema) = &schema
+            && schema != DEFAULT_SCHEMA
+        {
+            return Err(SqlError::new(
+                sqlstate::UNDEFINED_TABLE,
+                format!("relation \"{schema}.{table}\" does not exist"),
+            ));
         }
-        self.catalog()
-            .table(&self.database, &table)
-            .ok_or_else(|| SqlError::new(sqlstate::UNDEFINED_TABLE, format!("relation \"{table}\" does not exist")))
+        self.catalog().table(&self.database, &table).ok_or_else(|| {
+            SqlError::new(
+                sqlstate::UNDEFINED_TABLE,
+                format!("relation \"{table}\" does not exist"),
+            )
+        })
     }
 
     fn copy(
@@ -125,7 +161,11 @@ impl Session {
         if to || !matches!(target, CopyTarget::Stdin) {
             return Err(SqlError::unsupported("COPY other than COPY ... FROM STDIN"));
         }
-        let CopySource::Table { table_name, columns } = source else {
+        let CopySource::Table {
+            table_name,
+            columns,
+        } = source
+        else {
             return Err(SqlError::unsupported("COPY (query) FROM"));
         };
         let table = self.resolve_table(table_name)?;
@@ -139,25 +179,38 @@ impl Session {
                 .iter()
                 .map(|c| {
                     let name = normalize_ident(c);
-                    table.def.columns.iter().position(|col| col.name == name).ok_or_else(|| {
-                        SqlError::new(
-                            sqlstate::UNDEFINED_COLUMN,
-                            format!("column \"{name}\" of relation \"{}\" does not exist", table.def.name),
-                        )
-                    })
+                    table
+                        .def
+                        .columns
+                        .iter()
+                        .position(|col| col.name == name)
+                        .ok_or_else(|| {
+                            SqlError::new(
+                                sqlstate::UNDEFINED_COLUMN,
+                                format!(
+                                    "column \"{name}\" of relation \"{}\" does not exist",
+                                    table.def.name
+                                ),
+                            )
+                        })
                 })
                 .collect::<Result<Vec<_>, _>>()?
         };
         let format = CopyFormat::from_options(options, legacy)?;
         let copy = CopyIn::new(table, positions, format);
-        let outcome = Outcome::CopyIn { columns: copy.width() };
+        let outcome = Outcome::CopyIn {
+            columns: copy.width(),
+        };
         self.copy = Some(copy);
         Ok(outcome)
     }
 
     /// Stores the rows of the finished COPY; returns the row count.
     pub async fn finish_copy(&mut self) -> Result<u64, SqlError> {
-        let copy = self.copy.take().ok_or_else(|| SqlError::new(sqlstate::PROTOCOL_VIOLATION, "no COPY in progress"))?;
+        let copy = self
+            .copy
+            .take()
+            .ok_or_else(|| SqlError::new(sqlstate::PROTOCOL_VIOLATION, "no COPY in progress"))?;
         let result = async {
             let (table, batches) = copy.finish()?;
             let store = Arc::clone(&table.store);
@@ -175,7 +228,9 @@ impl Session {
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SqlError> + Send + 'static,
 ) -> Result<T, SqlError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| SqlError::internal(format!("storage task failed: {e}")))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SqlError::internal(format!("storage task failed: {e}")))?
 }
 
 fn ends_transaction(stmt: &Statement) -> bool {
@@ -187,6 +242,10 @@ fn ends_transaction(stmt: &Statement) -> bool {
 
 /// The leading keywords of a statement, for "... is not supported" messages.
 fn statement_kind(text: &str) -> String {
-    let words: Vec<String> = text.split_whitespace().take(2).map(|w| w.to_ascii_uppercase()).collect();
+    let words: Vec<String> = text
+        .split_whitespace()
+        .take(2)
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
     words.join(" ")
 }

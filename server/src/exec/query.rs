@@ -1,8 +1,13 @@
 //! Ad-hoc queries (`SELECT`, `VALUES`, `EXPLAIN`): planned and run by DataFusion over the tables'
 //! current rows. Every table in one statement reads the same RocksDB snapshot.
 
-use datafusion::common::ParamValues;
-use datafusion::logical_expr::LogicalPlan;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DFSchema, ParamValues};
+use datafusion::logical_expr::expr::Cast;
+use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast;
@@ -12,9 +17,40 @@ use crate::error::SqlError;
 use crate::session::Session;
 
 /// Plans `stmt` with DataFusion, without binding parameters.
-pub async fn plan_query(ctx: &SessionContext, stmt: &ast::Statement) -> Result<LogicalPlan, SqlError> {
+pub async fn plan_query(
+    ctx: &SessionContext,
+    stmt: &ast::Statement,
+) -> Result<LogicalPlan, SqlError> {
     let state = ctx.state();
-    Ok(state.statement_to_plan(DFStatement::Statement(Box::new(stmt.clone()))).await?)
+    let plan = state
+        .statement_to_plan(DFStatement::Statement(Box::new(stmt.clone())))
+        .await?;
+    postgres_text_casts(plan)
+}
+
+/// Makes text-to-bytea casts read Postgres' bytea text forms (`'\x4869'::bytea` is `Hi`), where
+/// Arrow's cast would take the text's own bytes. Covers literals, VALUES in INSERT, and columns.
+fn postgres_text_casts(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
+    let rewritten = plan.transform_up(|node| {
+        let input = node.inputs().first().map(|i| Arc::clone(i.schema()));
+        let empty = DFSchema::empty();
+        node.map_expressions(|e| {
+            e.transform_up(|e| match e {
+                Expr::Cast(Cast { expr, field })
+                    if *field.data_type() == DataType::Binary
+                        && is_text(&expr.get_type(input.as_deref().unwrap_or(&empty))?) =>
+                {
+                    Ok(Transformed::yes(crate::functions::bytea_in(*expr)))
+                }
+                other => Ok(Transformed::no(other)),
+            })
+        })
+    })?;
+    Ok(rewritten.data)
+}
+
+fn is_text(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
 
 /// Replaces `$n` placeholders with the bound values.
@@ -26,7 +62,11 @@ pub fn bind(plan: LogicalPlan, params: Option<&ParamValues>) -> Result<LogicalPl
 }
 
 impl Session {
-    pub(super) async fn query(&mut self, stmt: &ast::Statement, params: Option<&ParamValues>) -> Result<Outcome, SqlError> {
+    pub(super) async fn query(
+        &mut self,
+        stmt: &ast::Statement,
+        params: Option<&ParamValues>,
+    ) -> Result<Outcome, SqlError> {
         let ctx = self.context()?.clone();
         let plan = bind(plan_query(&ctx, stmt).await?, params)?;
         let tag = match stmt {
@@ -36,6 +76,10 @@ impl Session {
         let df = ctx.execute_logical_plan(plan).await?;
         let schema = df.schema().inner().clone();
         let batches = df.collect().await?;
-        Ok(Outcome::Rows { schema, batches, tag })
+        Ok(Outcome::Rows {
+            schema,
+            batches,
+            tag,
+        })
     }
 }

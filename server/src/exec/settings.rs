@@ -18,7 +18,9 @@ use crate::session::Session;
 impl Session {
     pub(super) fn set(&mut self, set: &Set) -> Result<Outcome, SqlError> {
         match set {
-            Set::SingleAssignment { variable, values, .. } => {
+            Set::SingleAssignment {
+                variable, values, ..
+            } => {
                 let name = setting_name(variable);
                 if values.len() == 1 && is_default(&values[0]) {
                     return self.reset(&Reset::ConfigurationParameter(variable.clone()));
@@ -36,7 +38,8 @@ impl Session {
                 self.settings.insert("timezone".into(), value_text(value));
             }
             Set::SetNames { charset_name, .. } => {
-                self.settings.insert("client_encoding".into(), charset_name.value.clone());
+                self.settings
+                    .insert("client_encoding".into(), charset_name.value.clone());
             }
             // SET ROLE, SET SESSION AUTHORIZATION, SET TRANSACTION ...: accepted, no effect: there is
             // one role and one isolation level.
@@ -65,15 +68,22 @@ impl Session {
     }
 
     pub(super) fn show(&mut self, variable: &[Ident]) -> Result<Outcome, SqlError> {
-        let name = variable.iter().map(|i| i.value.to_lowercase()).collect::<Vec<_>>().join(" ");
+        let name = variable
+            .iter()
+            .map(|i| i.value.to_lowercase())
+            .collect::<Vec<_>>()
+            .join(" ");
         let name = match name.as_str() {
             "transaction isolation level" => "transaction_isolation".to_string(),
             "time zone" => "timezone".to_string(),
             _ => name,
         };
         if name == "all" {
-            let (names, values): (Vec<&str>, Vec<&str>) =
-                self.settings.iter().map(|(k, v)| (k.as_str(), v.as_str())).unzip();
+            let (names, values): (Vec<&str>, Vec<&str>) = self
+                .settings
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .unzip();
             return Ok(text_rows(&["name", "setting"], vec![names, values]));
         }
         if name == "tables" {
@@ -84,31 +94,63 @@ impl Session {
         }
         match self.settings.get(&name) {
             Some(v) => Ok(text_rows(&[name.as_str()], vec![vec![v.as_str()]])),
-            None => Err(SqlError::new(sqlstate::UNDEFINED_OBJECT, format!("unrecognized configuration parameter \"{name}\""))),
+            None => Err(SqlError::new(
+                sqlstate::UNDEFINED_OBJECT,
+                format!("unrecognized configuration parameter \"{name}\""),
+            )),
         }
     }
 
     pub(super) fn show_tables(&mut self) -> Result<Outcome, SqlError> {
-        let names: Vec<String> = self.catalog().tables(&self.database).iter().map(|t| t.def.name.clone()).collect();
-        Ok(text_rows(&["Name"], vec![names.iter().map(String::as_str).collect()]))
+        let names: Vec<String> = self
+            .catalog()
+            .tables(&self.database)
+            .iter()
+            .map(|t| t.def.name.clone())
+            .collect();
+        Ok(text_rows(
+            &["Name"],
+            vec![names.iter().map(String::as_str).collect()],
+        ))
     }
 
     pub(super) fn show_databases(&mut self) -> Result<Outcome, SqlError> {
         let names = self.catalog().databases();
-        Ok(text_rows(&["Name"], vec![names.iter().map(String::as_str).collect()]))
+        Ok(text_rows(
+            &["Name"],
+            vec![names.iter().map(String::as_str).collect()],
+        ))
     }
 }
 
 /// A result of text columns.
 fn text_rows(names: &[&str], columns: Vec<Vec<&str>>) -> Outcome {
-    let schema = Arc::new(Schema::new(names.iter().map(|n| Field::new(*n, DataType::Utf8, false)).collect::<Vec<_>>()));
-    let arrays: Vec<ArrayRef> = columns.into_iter().map(|c| Arc::new(StringArray::from(c)) as ArrayRef).collect();
-    let batches = RecordBatch::try_new(Arc::clone(&schema), arrays).map(|b| vec![b]).unwrap_or_default();
-    Outcome::Rows { schema, batches, tag: "SHOW" }
+    let schema = Arc::new(Schema::new(
+        names
+            .iter()
+            .map(|n| Field::new(*n, DataType::Utf8, false))
+            .collect::<Vec<_>>(),
+    ));
+    let arrays: Vec<ArrayRef> = columns
+        .into_iter()
+        .map(|c| Arc::new(StringArray::from(c)) as ArrayRef)
+        .collect();
+    let batches = RecordBatch::try_new(Arc::clone(&schema), arrays)
+        .map(|b| vec![b])
+        .unwrap_or_default();
+    Outcome::Rows {
+        schema,
+        batches,
+        tag: "SHOW",
+    }
 }
 
 fn setting_name(name: &ObjectName) -> String {
-    name.0.iter().map(|p| p.to_string().trim_matches('"').to_lowercase()).collect::<Vec<_>>().join(".")
+    name.0
+        .iter()
+        .map(|p| p.to_string().trim_matches('"').to_lowercase())
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 fn is_default(e: &Expr) -> bool {

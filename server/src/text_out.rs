@@ -1,0 +1,266 @@
+//! Postgres text output for the column types where `arrow-pg`'s text form differs from Postgres'.
+//!
+//! `arrow-pg` prints timestamps with a fixed six-digit fraction (`10:00:01.000000`) and a NULL
+//! interval as `00:00:00`; Postgres prints `10:00:01` and NULL, and clients compare such text.
+//! Times likewise. Before a batch is encoded in the text format, its timestamp and interval columns are turned
+//! into strings here, column by column; the field's Postgres type is unchanged.
+
+use std::fmt::Write;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Datelike, Offset, TimeZone, Timelike};
+use datafusion::arrow::array::timezone::Tz;
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, IntervalMonthDayNanoArray, StringBuilder, TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Field, IntervalMonthDayNanoType, IntervalUnit, Schema, Time64MicrosecondType,
+    TimeUnit, TimestampMicrosecondType,
+};
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::record_batch::RecordBatch;
+
+/// Whether a column of this type is rewritten by [`postgres_text`].
+fn rewritten(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Timestamp(..) | DataType::Interval(_) | DataType::Time32(_) | DataType::Time64(_)
+    )
+}
+
+/// `batch` with its timestamp and interval columns as Postgres' text forms, where `text(i)` says
+/// column `i` is sent in the text format.
+pub fn postgres_text(
+    batch: RecordBatch,
+    text: impl Fn(usize) -> bool,
+) -> Result<RecordBatch, ArrowError> {
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| rewritten(f.data_type())) {
+        return Ok(batch);
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (i, (field, column)) in schema.fields().iter().zip(batch.columns()).enumerate() {
+        let text = match field.data_type() {
+            DataType::Timestamp(_, tz) if text(i) => Some(timestamps(column, tz.as_deref())?),
+            DataType::Interval(_) if text(i) => Some(intervals(column)?),
+            DataType::Time32(_) | DataType::Time64(_) if text(i) => Some(times(column)?),
+            _ => None,
+        };
+        match text {
+            Some(text) => {
+                fields.push(Field::new(field.name(), DataType::Utf8, true));
+                columns.push(text);
+            }
+            None => {
+                fields.push(field.as_ref().clone());
+                columns.push(Arc::clone(column));
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+fn timestamps(column: &ArrayRef, tz: Option<&str>) -> Result<ArrayRef, ArrowError> {
+    let micros = cast(
+        column,
+        &DataType::Timestamp(TimeUnit::Microsecond, tz.map(Into::into)),
+    )?;
+    let micros: &TimestampMicrosecondArray = micros.as_primitive::<TimestampMicrosecondType>();
+    let tz = tz.map(Tz::from_str).transpose()?;
+    let mut out = StringBuilder::with_capacity(micros.len(), micros.len() * 26);
+    let mut line = String::with_capacity(32);
+    for v in micros.iter() {
+        let Some(v) = v else {
+            out.append_null();
+            continue;
+        };
+        let utc = DateTime::from_timestamp_micros(v)
+            .ok_or_else(|| ArrowError::ComputeError(format!("timestamp {v} out of range")))?
+            .naive_utc();
+        line.clear();
+        match &tz {
+            None => write_timestamp(&mut line, &utc, v),
+            Some(tz) => {
+                let offset = tz.offset_from_utc_datetime(&utc).fix();
+                let local = utc + offset;
+                write_timestamp(&mut line, &local, v);
+                write_offset(&mut line, offset.local_minus_utc());
+            }
+        }
+        out.append_value(&line);
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// `2026-01-02 10:11:12`, with the fraction of a second only when there is one (`.5`, `.000123`).
+fn write_timestamp(out: &mut String, t: &chrono::NaiveDateTime, micros: i64) {
+    let (year, bc) = if t.year() <= 0 {
+        (1 - t.year(), true)
+    } else {
+        (t.year(), false)
+    };
+    let _ = write!(
+        out,
+        "{year:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    write_fraction(out, micros.rem_euclid(1_000_000));
+    if bc {
+        out.push_str(" BC");
+    }
+}
+
+fn write_fraction(out: &mut String, micros: i64) {
+    if micros == 0 {
+        return;
+    }
+    let digits = format!("{micros:06}");
+    out.push('.');
+    out.push_str(digits.trim_end_matches('0'));
+}
+
+/// `+00`, `+05:30`, `-08`.
+fn write_offset(out: &mut String, seconds: i32) {
+    let sign = if seconds < 0 { '-' } else { '+' };
+    let s = seconds.unsigned_abs();
+    let _ = write!(out, "{sign}{:02}", s / 3600);
+    if !s.is_multiple_of(3600) {
+        let _ = write!(out, ":{:02}", s % 3600 / 60);
+    }
+}
+
+fn times(column: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    let micros = cast(column, &DataType::Time64(TimeUnit::Microsecond))?;
+    let micros = micros.as_primitive::<Time64MicrosecondType>();
+    let mut out = StringBuilder::with_capacity(micros.len(), micros.len() * 15);
+    let mut line = String::with_capacity(16);
+    for v in micros.iter() {
+        match v {
+            None => out.append_null(),
+            Some(v) => {
+                line.clear();
+                let secs = v / 1_000_000;
+                let _ = write!(
+                    line,
+                    "{:02}:{:02}:{:02}",
+                    secs / 3600,
+                    secs % 3600 / 60,
+                    secs % 60
+                );
+                write_fraction(&mut line, v % 1_000_000);
+                out.append_value(&line);
+            }
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+fn intervals(column: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    let parts = cast(column, &DataType::Interval(IntervalUnit::MonthDayNano))?;
+    let parts: &IntervalMonthDayNanoArray = parts.as_primitive::<IntervalMonthDayNanoType>();
+    let mut out = StringBuilder::with_capacity(parts.len(), parts.len() * 16);
+    let mut line = String::with_capacity(32);
+    for v in parts.iter() {
+        match v {
+            None => out.append_null(),
+            Some(v) => {
+                line.clear();
+                write_interval(&mut line, v.months, v.days, v.nanoseconds / 1000);
+                out.append_value(&line);
+            }
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// Postgres' default `IntervalStyle` (`postgres`): `1 year 2 mons 3 days 04:05:06.5`, `-00:00:01`,
+/// `00:00:00` for zero.
+fn write_interval(out: &mut String, months: i32, days: i32, micros: i64) {
+    let mut unit = |n: i64, one: &str, many: &str| {
+        if n != 0 {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            let _ = write!(out, "{n} {}", if n == 1 { one } else { many });
+        }
+    };
+    unit(i64::from(months / 12), "year", "years");
+    unit(i64::from(months % 12), "mon", "mons");
+    unit(i64::from(days), "day", "days");
+    if micros != 0 || out.is_empty() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        if micros < 0 {
+            out.push('-');
+        }
+        let m = micros.unsigned_abs();
+        let secs = m / 1_000_000;
+        let _ = write!(
+            out,
+            "{:02}:{:02}:{:02}",
+            secs / 3600,
+            secs % 3600 / 60,
+            secs % 60
+        );
+        write_fraction(out, (m % 1_000_000) as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::Array;
+
+    use super::*;
+
+    fn interval(months: i32, days: i32, micros: i64) -> String {
+        let mut s = String::new();
+        write_interval(&mut s, months, days, micros);
+        s
+    }
+
+    #[test]
+    fn intervals_print_as_postgres_does() {
+        assert_eq!(interval(0, 1, 0), "1 day");
+        assert_eq!(interval(0, 0, 0), "00:00:00");
+        assert_eq!(
+            interval(14, 3, 14_706_500_000),
+            "1 year 2 mons 3 days 04:05:06.5"
+        );
+        assert_eq!(interval(0, -2, -1_000_000), "-2 days -00:00:01");
+        assert_eq!(interval(0, -1, 0), "-1 days");
+        assert_eq!(interval(-1, 0, 0), "-1 mons");
+    }
+
+    #[test]
+    fn timestamps_print_without_empty_fractions() {
+        let ts: ArrayRef = Arc::new(
+            TimestampMicrosecondArray::from(vec![
+                Some(1_767_348_672_000_000),
+                Some(1_767_348_672_500_000),
+                None,
+            ])
+            .with_timezone_opt(None::<String>),
+        );
+        let out = timestamps(&ts, None).unwrap();
+        let out = out.as_string::<i32>();
+        assert_eq!(out.value(0), "2026-01-02 10:11:12");
+        assert_eq!(out.value(1), "2026-01-02 10:11:12.5");
+        assert!(out.is_null(2));
+        let zoned = |tz: &str| -> ArrayRef {
+            let ts = ts.as_primitive::<TimestampMicrosecondType>().clone();
+            Arc::new(ts.with_timezone(tz))
+        };
+        let out = timestamps(&zoned("+05:30"), Some("+05:30")).unwrap();
+        assert_eq!(out.as_string::<i32>().value(0), "2026-01-02 15:41:12+05:30");
+        let out = timestamps(&zoned("UTC"), Some("UTC")).unwrap();
+        assert_eq!(out.as_string::<i32>().value(0), "2026-01-02 10:11:12+00");
+    }
+}
