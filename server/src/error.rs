@@ -307,21 +307,32 @@ fn from_plan_message(m: &str) -> SqlError {
             format!("relation \"{short}\" does not exist"),
         );
     }
-    if m.starts_with("Invalid function") || m.contains("function") && m.contains("not found") {
+    // `clean` lowercased the first letter: match case-insensitively.
+    let lower = m.to_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
+    if lower.starts_with("invalid function") || has(&["function"]) && has(&["not found"]) {
         return SqlError::new(UNDEFINED_FUNCTION, m);
     }
-    if m.contains("Cannot infer common")
-        || m.contains("No function matches")
-        || m.contains("does not support")
-        || m.contains("Cannot coerce")
-        || m.contains("Failed to coerce")
-        || m.contains("type_coercion")
-    {
+    // Postgres: "operator does not exist: integer + text".
+    if has(&["cannot coerce arithmetic expression"]) {
+        return SqlError::new(UNDEFINED_FUNCTION, m)
+            .with_hint("No operator matches the given argument types; add an explicit cast.");
+    }
+    if has(&[
+        "cannot infer common",
+        "no function matches",
+        "does not support",
+        "cannot coerce",
+        "failed to coerce",
+        "type_coercion",
+        "non-boolean predicate",
+    ]) {
         return SqlError::new(DATATYPE_MISMATCH, m);
     }
-    if m.contains("Inserting query must have the same schema")
-        || m.contains("Column count mismatch")
-    {
+    if has(&[
+        "inserting query must have the same schema",
+        "column count mismatch",
+    ]) {
         return SqlError::new(SYNTAX_ERROR, m);
     }
     SqlError::new(SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION, m)
@@ -330,16 +341,18 @@ fn from_plan_message(m: &str) -> SqlError {
 fn from_execution_message(m: &str) -> SqlError {
     use sqlstate::*;
     let m = clean(m);
-    if m.contains("Divide by zero") || m.contains("division by zero") {
+    let lower = m.to_lowercase();
+    let has = |needle: &str| lower.contains(needle);
+    if has("divide by zero") || has("division by zero") {
         return SqlError::new(DIVISION_BY_ZERO, "division by zero");
     }
-    if m.contains("an't cast value") {
+    if has("can't cast value") {
         return SqlError::new(NUMERIC_VALUE_OUT_OF_RANGE, m);
     }
-    if m.contains("Cannot cast") || m.contains("Cast error") || m.contains("parse") {
+    if has("cannot cast") || has("cast error") || has("parse") {
         return SqlError::new(INVALID_TEXT_REPRESENTATION, m);
     }
-    if m.contains("overflow") || m.contains("Overflow") {
+    if has("overflow") {
         return SqlError::new(NUMERIC_VALUE_OUT_OF_RANGE, m);
     }
     if m.contains("non-nullable") || m.contains("non-null") {

@@ -107,6 +107,19 @@ impl TestServer {
         Ok(client)
     }
 
+    /// CPU time (user + system) the server process has used so far, from `/proc`.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let pid = self.child.id().context("server has exited")?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name (which may hold spaces) start after the last ')'.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).context("bad stat")?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields.get(11).context("no utime")?.parse::<u64>()?
+            + fields.get(12).context("no stime")?.parse::<u64>()?;
+        // Linux reports in clock ticks of 1/100 s (USER_HZ) on every architecture we run on.
+        Ok(Duration::from_millis(ticks * 10))
+    }
+
     /// Kills the process with SIGKILL (no clean shutdown) and waits for it.
     pub async fn kill9(mut self) -> anyhow::Result<()> {
         self.child.kill().await?;
