@@ -10,6 +10,10 @@ pub mod changelog;
 pub mod codec;
 /// Errors of the storage and runtime layer.
 pub mod error;
+/// Streaming jobs: a source's change log through operators into a view, committed per epoch.
+pub mod job;
+/// Streaming operators over changelog batches.
+pub mod operator;
 /// The one handle on RocksDB: keyed get/put/delete, prefix scans, atomic batches, snapshots.
 pub mod state;
 /// Tables: current rows plus a durable, sequenced change log, on the state store.

@@ -30,6 +30,16 @@ pub struct TableDef {
     pub append_only: bool,
     /// `WITH (...)` options, keys lowercased; connectors read them.
     pub options: BTreeMap<String, String>,
+    /// Set for a materialized view: its rows are kept by a streaming job, not by DML.
+    #[serde(default)]
+    pub view: Option<ViewDef>,
+}
+
+/// What makes a relation a materialized view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewDef {
+    /// The defining query, as SQL text (re-planned when the server starts).
+    pub query: String,
 }
 
 impl TableDef {

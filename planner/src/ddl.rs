@@ -83,6 +83,7 @@ pub fn table_def(create: &CreateTable, name: &str, append_only: bool) -> Result<
         primary_key,
         append_only,
         options: with_options(&create.table_options)?,
+        view: None,
     })
 }
 

@@ -34,6 +34,9 @@ pub enum PlanError {
     /// An invalid value in a statement (a bad option, a numeric precision out of range).
     #[error("{0}")]
     InvalidParameter(String),
+    /// The engine could not set up an operator (its state did not load).
+    #[error(transparent)]
+    Engine(#[from] rivulet_engine::EngineError),
     /// DataFusion's planner refused the statement.
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),

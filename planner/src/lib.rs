@@ -13,6 +13,8 @@ pub mod ddl;
 pub mod error;
 /// Splitting SQL text into statements and parsing them with Rivulet's extensions.
 pub mod parse;
+/// The streaming planner: a view's query to a chain of operators.
+pub mod stream;
 /// SQL column types and their Arrow and Postgres counterparts.
 pub mod types;
 

@@ -88,6 +88,35 @@ impl SqlType {
         })
     }
 
+    /// The column type that stores values of Arrow type `t` (a view's output column), widening
+    /// where SQL has no exact match; `None` for types a column cannot hold.
+    pub fn from_arrow(t: &DataType) -> Option<Self> {
+        Some(match t {
+            DataType::Boolean => SqlType::Boolean,
+            DataType::Int8 | DataType::Int16 | DataType::UInt8 => SqlType::SmallInt,
+            DataType::Int32 | DataType::UInt16 => SqlType::Int,
+            DataType::Int64 | DataType::UInt32 => SqlType::BigInt,
+            DataType::UInt64 => SqlType::Numeric {
+                precision: 20,
+                scale: 0,
+            },
+            DataType::Float16 | DataType::Float32 => SqlType::Real,
+            DataType::Float64 => SqlType::Double,
+            DataType::Decimal128(p, s) => SqlType::Numeric {
+                precision: *p,
+                scale: *s,
+            },
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => SqlType::Text,
+            DataType::Date32 | DataType::Date64 => SqlType::Date,
+            DataType::Time32(_) | DataType::Time64(_) => SqlType::Time,
+            DataType::Timestamp(_, None) => SqlType::Timestamp,
+            DataType::Timestamp(_, Some(_)) => SqlType::TimestampTz,
+            DataType::Interval(_) | DataType::Duration(_) => SqlType::Interval,
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => SqlType::Bytea,
+            _ => return None,
+        })
+    }
+
     /// The Arrow type values of this column are stored and computed in.
     pub fn arrow_type(&self) -> DataType {
         match self {

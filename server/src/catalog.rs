@@ -183,6 +183,7 @@ impl Catalog {
         for (name, entry) in &database.tables {
             batch.delete(table_key(db, name));
             TableStore::drop_data(&mut batch, entry.def.id);
+            rivulet_engine::job::drop_state(&mut batch, entry.def.id);
         }
         batch.delete(db_key(db));
         self.store.write(batch, true).map_err(storage_error)?;
@@ -251,8 +252,9 @@ impl Catalog {
             )
         })?;
         let mut batch = StateBatch::new();
-        // A crashed earlier attempt may have left rows under this id; start clean.
+        // A crashed earlier attempt may have left rows or job state under this id; start clean.
         TableStore::drop_data(&mut batch, def.id);
+        rivulet_engine::job::drop_state(&mut batch, def.id);
         batch.put(table_key(db, &def.name), json);
         batch.put(NEXT_ID_KEY, (next_id + 1).to_le_bytes());
         self.store.write(batch, true).map_err(storage_error)?;
@@ -290,6 +292,7 @@ impl Catalog {
         let mut batch = StateBatch::new();
         batch.delete(table_key(db, name));
         TableStore::drop_data(&mut batch, entry.def.id);
+        rivulet_engine::job::drop_state(&mut batch, entry.def.id);
         self.store.write(batch, true).map_err(storage_error)?;
         if let Some(database) = inner.databases.get_mut(db) {
             database.tables.remove(name);

@@ -23,6 +23,8 @@ pub mod sqlstate {
     pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
     pub const OBJECT_IN_USE: &str = "55006";
+    pub const WRONG_OBJECT_TYPE: &str = "42809";
+    pub const DEPENDENT_OBJECTS_STILL_EXIST: &str = "2BP01";
     pub const INVALID_SCHEMA_NAME: &str = "3F000";
     pub const NOT_NULL_VIOLATION: &str = "23502";
     pub const UNIQUE_VIOLATION: &str = "23505";
@@ -150,6 +152,7 @@ impl From<PlanError> for SqlError {
             }
             PlanError::InvalidParameter(_) => SqlError::new(INVALID_PARAMETER_VALUE, e.to_string()),
             PlanError::DataFusion(df) => SqlError::from(df),
+            PlanError::Engine(engine) => from_engine(&engine),
         }
     }
 }

@@ -15,6 +15,8 @@ mod error;
 mod exec;
 /// Extra SQL functions clients expect.
 mod functions;
+/// The streaming jobs of materialized views.
+mod jobs;
 /// Rivulet's catalog as DataFusion catalogs and tables.
 mod provider;
 /// Per-connection session state.
@@ -32,6 +34,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use jobs::Jobs;
 use pgwire::api::{ConnectionManager, RandomPidSecretKeyGenerator};
 use rivulet_engine::state::StateStore;
 use rivulet_engine::task::spawn_named;
@@ -95,10 +98,17 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the state store in {}", args.data_dir.display()))?;
     let catalog =
         Catalog::load(store).map_err(|e| anyhow::anyhow!("cannot load the catalog: {e}"))?;
+    let shared = Arc::new(Shared {
+        catalog: Arc::new(catalog),
+        jobs: Jobs::default(),
+    });
+    shared
+        .jobs
+        .start_all(&shared)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start the materialized views: {e}"))?;
     let frontend = Arc::new(Frontend {
-        shared: Arc::new(Shared {
-            catalog: Arc::new(catalog),
-        }),
+        shared: Arc::clone(&shared),
         connections: Arc::new(ConnectionManager::new()),
         pids: RandomPidSecretKeyGenerator::default(),
         parameters: Arc::new(Frontend::parameters()),

@@ -26,6 +26,8 @@ pub const SERVER_VERSION: &str = "16.6";
 #[derive(Debug)]
 pub struct Shared {
     pub catalog: Arc<Catalog>,
+    /// The streaming jobs of materialized views.
+    pub jobs: crate::jobs::Jobs,
 }
 
 /// Where a session stands with respect to an explicit transaction block.

@@ -16,8 +16,8 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Field, IntervalMonthDayNanoType, IntervalUnit, Schema, Time64MicrosecondType,
-    TimeUnit, TimestampMicrosecondType,
+    DataType, Field, Float32Type, Float64Type, IntervalMonthDayNanoType, IntervalUnit, Schema,
+    Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
 };
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -26,7 +26,12 @@ use datafusion::arrow::record_batch::RecordBatch;
 fn rewritten(t: &DataType) -> bool {
     matches!(
         t,
-        DataType::Timestamp(..) | DataType::Interval(_) | DataType::Time32(_) | DataType::Time64(_)
+        DataType::Timestamp(..)
+            | DataType::Interval(_)
+            | DataType::Time32(_)
+            | DataType::Time64(_)
+            | DataType::Float32
+            | DataType::Float64
     )
 }
 
@@ -47,6 +52,14 @@ pub fn postgres_text(
             DataType::Timestamp(_, tz) if text(i) => Some(timestamps(column, tz.as_deref())?),
             DataType::Interval(_) if text(i) => Some(intervals(column)?),
             DataType::Time32(_) | DataType::Time64(_) if text(i) => Some(times(column)?),
+            DataType::Float64 if text(i) => {
+                Some(floats(column.as_primitive::<Float64Type>().iter()))
+            }
+            DataType::Float32 if text(i) => {
+                Some(floats(column.as_primitive::<Float32Type>().iter().map(
+                    |v| v.map(|v| v.to_string().parse::<f64>().unwrap_or(f64::from(v))),
+                )))
+            }
             _ => None,
         };
         match text {
@@ -133,6 +146,42 @@ fn write_offset(out: &mut String, seconds: i32) {
     let _ = write!(out, "{sign}{:02}", s / 3600);
     if !s.is_multiple_of(3600) {
         let _ = write!(out, ":{:02}", s % 3600 / 60);
+    }
+}
+
+/// Floats as Postgres prints them (shortest exact digits): `50`, `107.5`, `1e+20`, `1e-05`,
+/// `Infinity`, `NaN`.
+fn floats(values: impl Iterator<Item = Option<f64>>) -> ArrayRef {
+    let mut out = StringBuilder::new();
+    let mut line = String::with_capacity(24);
+    for v in values {
+        let Some(v) = v else {
+            out.append_null();
+            continue;
+        };
+        line.clear();
+        write_float(&mut line, v);
+        out.append_value(&line);
+    }
+    Arc::new(out.finish())
+}
+
+fn write_float(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "Infinity" } else { "-Infinity" });
+    } else if v == 0.0 || (1e-4..1e15).contains(&v.abs()) {
+        let _ = write!(out, "{v}");
+    } else {
+        // Rust writes `1e20` and `1.5e-5`; Postgres writes `1e+20` and `1.5e-05`.
+        let s = format!("{v:e}");
+        let (mantissa, exp) = s.split_once('e').unwrap_or((&s, "0"));
+        let (sign, digits) = match exp.strip_prefix('-') {
+            Some(d) => ('-', d),
+            None => ('+', exp),
+        };
+        let _ = write!(out, "{mantissa}e{sign}{digits:0>2}");
     }
 }
 
@@ -224,6 +273,23 @@ mod tests {
         let mut s = String::new();
         write_interval(&mut s, months, days, micros);
         s
+    }
+
+    #[test]
+    fn floats_print_as_postgres_does() {
+        let f = |v: f64| {
+            let mut s = String::new();
+            write_float(&mut s, v);
+            s
+        };
+        assert_eq!(f(50.0), "50");
+        assert_eq!(f(107.5), "107.5");
+        assert_eq!(f(-0.25), "-0.25");
+        assert_eq!(f(1e20), "1e+20");
+        assert_eq!(f(1.5e-5), "1.5e-05");
+        assert_eq!(f(123456789012345680000.0), "1.2345678901234568e+20");
+        assert_eq!(f(f64::NEG_INFINITY), "-Infinity");
+        assert_eq!(f(0.1 + 0.2), "0.30000000000000004");
     }
 
     #[test]

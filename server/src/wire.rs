@@ -329,6 +329,11 @@ async fn describe(session: &mut Session, parsed: Parsed) -> Result<Prepared, Sql
         return Ok(prepared);
     };
     match stmt.as_ref() {
+        S::Explain { statement, .. } if matches!(statement.as_ref(), S::CreateView(_)) => {
+            prepared.result = Some(Arc::new(Schema::new(vec![
+                datafusion::arrow::datatypes::Field::new("QUERY PLAN", DataType::Utf8, false),
+            ])));
+        }
         S::Query(_) | S::Explain { .. } | S::Insert(_) | S::Update(_) | S::Delete(_) => {
             if session.tx == crate::session::TxState::Aborted {
                 return Ok(prepared);

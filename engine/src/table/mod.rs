@@ -164,6 +164,11 @@ impl TableStore {
         self.id
     }
 
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The table's schema.
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
@@ -389,6 +394,37 @@ impl TableStore {
                 })
             })?;
         Ok(out)
+    }
+
+    /// Adds a materialized view's result changes to `batch`: rows are keyed by the view's key
+    /// (its GROUP BY columns; no key means the view has exactly one row). `Insert`/`UpdateAfter`
+    /// store a row, `Delete`/`UpdateBefore` remove it. Nothing is written until
+    /// [`TableStore::commit_epoch`].
+    pub fn apply_changes(&self, batch: &mut StateBatch, changes: &ChangeBatch) -> Result<()> {
+        let rows = self.conform(&changes.data)?;
+        let keys = match self.key_codec {
+            Some(_) => self.primary_keys(&rows)?,
+            None => vec![self.row_key(&[]); rows.num_rows()],
+        };
+        let enc = self.codec.encoder(&rows)?;
+        let mut buf = Vec::with_capacity(64);
+        for (row, (key, op)) in keys.iter().zip(&changes.ops).enumerate() {
+            if op.is_add() {
+                buf.clear();
+                enc.encode(row, &mut buf);
+                batch.put(key, &buf);
+            } else {
+                batch.delete(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits `batch` (a streaming job's epoch: view rows, operator state, source positions) with
+    /// `changes` appended to this view's change log, atomically and synced.
+    pub fn commit_epoch(&self, batch: StateBatch, changes: &[ChangeBatch]) -> Result<()> {
+        let mut counters = self.writer.lock();
+        self.commit(&mut counters, batch, changes)
     }
 
     fn row_key(&self, suffix: &[u8]) -> Vec<u8> {

@@ -44,6 +44,18 @@ impl Session {
                 for name in names {
                     let (schema, table) = object_name(name)?;
                     check_schema(schema.as_deref())?;
+                    if let Some(entry) = self.catalog().table(&self.database, &table) {
+                        if entry.def.view.is_some() {
+                            return Err(SqlError::new(
+                                sqlstate::WRONG_OBJECT_TYPE,
+                                format!("\"{table}\" is not a table"),
+                            )
+                            .with_hint(
+                                "Use DROP MATERIALIZED VIEW to remove a materialized view.",
+                            ));
+                        }
+                        self.refuse_if_read(entry.def.id, &table)?;
+                    }
                     self.catalog()
                         .drop_table(&self.database, &table, if_exists)?;
                 }
@@ -58,6 +70,9 @@ impl Session {
                             "cannot drop the currently open database",
                         ));
                     }
+                    for view in self.catalog().tables(&db) {
+                        self.shared.jobs.stop(view.def.id);
+                    }
                     self.catalog().drop_database(&db, if_exists)?;
                 }
                 Ok(Outcome::Command("DROP DATABASE".into()))
@@ -67,7 +82,7 @@ impl Session {
     }
 }
 
-fn check_schema(schema: Option<&str>) -> Result<(), SqlError> {
+pub(super) fn check_schema(schema: Option<&str>) -> Result<(), SqlError> {
     match schema {
         None | Some(DEFAULT_SCHEMA) => Ok(()),
         Some(other) => Err(SqlError::new(

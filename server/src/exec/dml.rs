@@ -87,6 +87,7 @@ impl Session {
             return Err(SqlError::internal("UPDATE/DELETE did not plan as DML"));
         };
         let table = self.table_of(&dml.table_name)?;
+        refuse_view(&table)?;
         let verb = if dml.op == WriteOp::Update {
             "UPDATE"
         } else {
@@ -207,6 +208,7 @@ impl Session {
     pub(super) async fn truncate(&mut self, t: &ast::Truncate) -> Result<Outcome, SqlError> {
         for target in &t.table_names {
             let table = self.resolve_table(&target.name)?;
+            refuse_view(&table)?;
             if table.def.append_only {
                 return Err(SqlError::new(
                     sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -240,12 +242,24 @@ impl Session {
 }
 
 fn refuse_connector_table(table: &TableEntry, what: &str) -> Result<(), SqlError> {
+    refuse_view(table)?;
     match table.def.options.get("connector") {
         Some(c) => Err(SqlError::unsupported(format!(
             "{what} a table with connector \"{c}\""
         ))),
         None => Ok(()),
     }
+}
+
+/// Views change only through their job (Postgres: "cannot change materialized view").
+pub(super) fn refuse_view(table: &TableEntry) -> Result<(), SqlError> {
+    if table.def.view.is_some() {
+        return Err(SqlError::new(
+            sqlstate::WRONG_OBJECT_TYPE,
+            format!("cannot change materialized view \"{}\"", table.def.name),
+        ));
+    }
+    Ok(())
 }
 
 fn has_subquery(e: &Expr) -> bool {

@@ -1,6 +1,6 @@
 //! Running one parsed statement in a session: the dispatch from statement kind to handler.
 //!
-//! Handlers live one file per statement family (`query`, `dml`, `ddl`, `settings`); each returns an
+//! Handlers live one file per statement family (`query`, `dml`, `ddl`, `view`, `settings`); each returns an
 //! [`Outcome`] that the wire layer turns into Postgres messages. Anything not listed here is refused
 //! with `0A000` naming the statement, never silently accepted.
 
@@ -8,6 +8,7 @@ mod ddl;
 mod dml;
 mod query;
 mod settings;
+mod view;
 
 use std::sync::Arc;
 
@@ -72,11 +73,17 @@ impl Session {
         params: Option<&ParamValues>,
     ) -> Result<Outcome, SqlError> {
         let (stmt, append_only) = match &parsed.statement {
-            Statement::Flush => return Ok(Outcome::Command("FLUSH".into())),
+            Statement::Flush => return self.flush().await,
             Statement::Sql { stmt, append_only } => (stmt.as_ref(), *append_only),
         };
         use ast::Statement as S;
         match stmt {
+            S::Explain { statement, .. } if matches!(statement.as_ref(), S::CreateView(_)) => {
+                match statement.as_ref() {
+                    S::CreateView(create) => self.explain_view(create).await,
+                    _ => Err(SqlError::internal("EXPLAIN of a view changed shape")),
+                }
+            }
             S::Query(_) | S::Explain { .. } => self.query(stmt, params).await,
             S::Insert(_) => self.insert(stmt, params).await,
             S::Update(_) | S::Delete(_) => self.modify(stmt, params).await,
@@ -90,6 +97,7 @@ impl Session {
                 ..
             } => self.copy(source, *to, target, options, legacy_options),
             S::CreateTable(create) => self.create_table(create, append_only),
+            S::CreateView(create) => self.create_view(create).await,
             S::CreateDatabase {
                 db_name,
                 if_not_exists,
@@ -100,7 +108,10 @@ impl Session {
                 if_exists,
                 names,
                 ..
-            } => self.drop(object_type, *if_exists, names),
+            } => match object_type {
+                ast::ObjectType::MaterializedView => self.drop_views(*if_exists, names),
+                _ => self.drop(object_type, *if_exists, names),
+            },
             S::Set(set) => self.set(set),
             S::Reset(reset) => self.reset(&reset.reset),
             S::ShowVariable { variable } => self.show(variable),
@@ -169,6 +180,7 @@ impl Session {
             return Err(SqlError::unsupported("COPY (query) FROM"));
         };
         let table = self.resolve_table(table_name)?;
+        dml::refuse_view(&table)?;
         if !table.def.options.is_empty() && table.def.options.contains_key("connector") {
             return Err(SqlError::unsupported("COPY into a table with a connector"));
         }

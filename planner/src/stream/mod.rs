@@ -1,0 +1,469 @@
+//! The streaming planner: a materialized view's query, as DataFusion planned it, to a chain of
+//! streaming operators.
+//!
+//! DataFusion binds the query, resolves names, coerces types (its analyzer runs first) and types the
+//! output; this module only decides how each plan node is maintained incrementally:
+//! - a table scan reads the table's change log (projection and pushed filters become a `Project`);
+//! - `Filter` and `Projection` become a `Project` with DataFusion physical expressions;
+//! - `Aggregate` (and `DISTINCT`) becomes a `Project` computing group keys and arguments, then a
+//!   `HashAggregate` with retractions; its group columns are the view's key;
+//! - a top-level `ORDER BY` without `LIMIT` is dropped (a view is a set, as in RisingWave).
+//!
+//! Anything else is refused with `Unsupported` naming the construct, never planned approximately.
+//! Views need a key today (GROUP BY, DISTINCT, or a global aggregate's single row).
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::common::{DFSchema, TableReference};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::{Distinct, Expr, ExprSchemable, LogicalPlan};
+use datafusion::physical_plan::PhysicalExpr;
+use datafusion::physical_plan::expressions::{CastExpr, Column};
+use rivulet_engine::job::operator_prefix;
+use rivulet_engine::operator::Operator;
+use rivulet_engine::operator::aggregate::{AggFunc, AggSpec, HashAggregate};
+use rivulet_engine::operator::project::Project;
+use rivulet_engine::state::StateStore;
+use rivulet_engine::table::TableStore;
+
+use crate::catalog::ColumnDef;
+use crate::error::{PlanError, Result};
+use crate::types::SqlType;
+
+/// A view's query as operators over one source.
+pub struct StreamPlan {
+    /// The table or view whose change log feeds the job.
+    pub source: Arc<TableStore>,
+    /// Applied in order.
+    pub operators: Vec<Box<dyn Operator>>,
+    /// The view's columns, as stored (the last operator emits exactly these types).
+    pub columns: Vec<ColumnDef>,
+    /// Positions of the view's key columns (empty: the view has one row).
+    pub key: Vec<usize>,
+}
+
+impl StreamPlan {
+    /// One line per operator, source first, for EXPLAIN.
+    pub fn explain(&self, source_name: &str) -> Vec<String> {
+        let mut lines = vec![format!("Source: change log of {source_name}")];
+        lines.extend(self.operators.iter().map(|o| o.describe()));
+        lines.push(format!("Materialize: key {:?}", self.key));
+        lines
+    }
+}
+
+/// A relation's storage and its key, if its rows are unique by one.
+pub type Resolved = (Arc<TableStore>, Option<Vec<usize>>);
+
+/// Where the planner finds tables and puts operator state.
+pub struct StreamContext<'a> {
+    pub state: &'a SessionState,
+    pub store: StateStore,
+    /// The job's id: operator state lives under its prefix.
+    pub job_id: u64,
+    /// A relation's storage and its key (primary key, or a view's key; `None` for a table
+    /// without a primary key).
+    pub resolve: &'a dyn Fn(&TableReference) -> Option<Resolved>,
+}
+
+struct Lowered {
+    source: Option<Arc<TableStore>>,
+    operators: Vec<Box<dyn Operator>>,
+    /// Positions of the key columns in the current output, when there is a key.
+    key: Option<Vec<usize>>,
+}
+
+/// Plans `plan` (a query as DataFusion's SQL planner produced it) for incremental maintenance.
+pub fn plan_view(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<StreamPlan> {
+    let plan = ctx
+        .state
+        .analyzer()
+        .execute_and_check(plan, ctx.state.config_options(), |_, _| {})
+        .map_err(PlanError::DataFusion)?;
+    let plan = strip_top_sort(plan)?;
+    let output = plan.schema();
+    let columns = view_columns(&plan, output)?;
+    let mut lowered = lower(ctx, &plan)?;
+    // Store columns in their SQL types; cast where DataFusion computed another Arrow type.
+    let stored: Vec<Field> = columns
+        .iter()
+        .map(|c| Field::new(&c.name, c.sql_type.arrow_type(), true))
+        .collect();
+    if stored
+        .iter()
+        .zip(output.fields())
+        .any(|(s, o)| s.data_type() != o.data_type())
+    {
+        let exprs = output
+            .fields()
+            .iter()
+            .zip(&stored)
+            .enumerate()
+            .map(|(i, (o, s))| {
+                let col: Arc<dyn PhysicalExpr> = Arc::new(Column::new(o.name(), i));
+                if o.data_type() == s.data_type() {
+                    col
+                } else {
+                    Arc::new(CastExpr::new(col, s.data_type().clone(), None))
+                }
+            })
+            .collect();
+        lowered.operators.push(Box::new(Project::new(
+            None,
+            exprs,
+            Arc::new(Schema::new(stored)),
+        )));
+    }
+    let source = lowered
+        .source
+        .ok_or_else(|| PlanError::Unsupported("a materialized view without a table".into()))?;
+    let key = lowered.key.ok_or_else(|| {
+        PlanError::Unsupported(
+            "a materialized view without GROUP BY, DISTINCT or an aggregate over a table without \
+             a primary key (or that does not select the primary key)"
+                .into(),
+        )
+    })?;
+    Ok(StreamPlan {
+        source,
+        operators: lowered.operators,
+        columns,
+        key,
+    })
+}
+
+/// Column names and types of a view, named as Postgres names them: `count(*)` is `count`,
+/// `t.price` is `price`.
+fn view_columns(plan: &LogicalPlan, output: &DFSchema) -> Result<Vec<ColumnDef>> {
+    let mut columns: Vec<ColumnDef> = Vec::with_capacity(output.fields().len());
+    for (i, field) in output.fields().iter().enumerate() {
+        let raw = field.name().as_str();
+        // Names the user gave (`AS total`) and plain column names are kept as they are.
+        let given = match plan {
+            LogicalPlan::Projection(p) => match p.expr.get(i) {
+                Some(Expr::Alias(a)) => Some(a.name.clone()),
+                Some(Expr::Column(c)) => Some(c.name.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        let is_ident =
+            |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_');
+        let name = match (given, raw.split_once('(')) {
+            (Some(g), _) if !g.contains('(') => g,
+            (_, Some((func, _))) if is_ident(func) => func.to_string(),
+            (None, None) if is_ident(raw) => raw.to_string(),
+            _ => "?column?".to_string(),
+        };
+        if columns.iter().any(|c| c.name == name) {
+            return Err(PlanError::DuplicateColumn(name));
+        }
+        let sql_type = SqlType::from_arrow(field.data_type()).ok_or_else(|| {
+            PlanError::Unsupported(format!(
+                "column \"{name}\" of type {} in a materialized view",
+                field.data_type()
+            ))
+        })?;
+        columns.push(ColumnDef {
+            name,
+            sql_type,
+            nullable: true,
+        });
+    }
+    Ok(columns)
+}
+
+fn strip_top_sort(plan: LogicalPlan) -> Result<LogicalPlan> {
+    match plan {
+        LogicalPlan::Sort(s) if s.fetch.is_none() => Ok(Arc::unwrap_or_clone(s.input)),
+        LogicalPlan::Projection(p) if matches!(p.input.as_ref(), LogicalPlan::Sort(s) if s.fetch.is_none()) =>
+        {
+            let input = strip_top_sort(Arc::unwrap_or_clone(p.input))?;
+            let projection = datafusion::logical_expr::Projection::try_new(p.expr, Arc::new(input))
+                .map_err(PlanError::DataFusion)?;
+            Ok(LogicalPlan::Projection(projection))
+        }
+        other => Ok(other),
+    }
+}
+
+fn physical(ctx: &StreamContext<'_>, e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+    ctx.state
+        .create_physical_expr(e.clone(), schema)
+        .map_err(PlanError::DataFusion)
+}
+
+fn arrow_schema(schema: &DFSchema) -> SchemaRef {
+    Arc::new(schema.as_arrow().clone())
+}
+
+fn identity(schema: &DFSchema) -> Vec<Arc<dyn PhysicalExpr>> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Arc::new(Column::new(f.name(), i)) as Arc<dyn PhysicalExpr>)
+        .collect()
+}
+
+fn lower(ctx: &StreamContext<'_>, plan: &LogicalPlan) -> Result<Lowered> {
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            let (source, source_key) = (ctx.resolve)(&scan.table_name).ok_or_else(|| {
+                PlanError::DataFusion(datafusion::error::DataFusionError::Plan(format!(
+                    "table '{}' not found",
+                    scan.table_name
+                )))
+            })?;
+            let mut operators: Vec<Box<dyn Operator>> = Vec::new();
+            let full = DFSchema::try_from_qualified_schema(
+                scan.table_name.clone(),
+                source.schema().as_ref(),
+            )
+            .map_err(PlanError::DataFusion)?;
+            let predicate = scan
+                .filters
+                .iter()
+                .cloned()
+                .reduce(|a, b| a.and(b))
+                .map(|p| physical(ctx, &p, &full))
+                .transpose()?;
+            let columns = scan
+                .projection
+                .clone()
+                .unwrap_or_else(|| (0..full.fields().len()).collect());
+            // Rows of a keyed relation stay unique by its key while the key columns are read.
+            let key = source_key.and_then(|key| {
+                key.iter()
+                    .map(|k| columns.iter().position(|c| c == k))
+                    .collect::<Option<Vec<_>>>()
+            });
+            if scan.projection.is_some() || predicate.is_some() {
+                let exprs = columns
+                    .iter()
+                    .map(|&i| {
+                        Arc::new(Column::new(full.field(i).name(), i)) as Arc<dyn PhysicalExpr>
+                    })
+                    .collect();
+                operators.push(Box::new(Project::new(
+                    predicate,
+                    exprs,
+                    arrow_schema(&scan.projected_schema),
+                )));
+            }
+            Ok(Lowered {
+                source: Some(source),
+                operators,
+                key,
+            })
+        }
+        LogicalPlan::Filter(f) => {
+            let mut l = lower(ctx, &f.input)?;
+            let input = f.input.schema();
+            let predicate = physical(ctx, &f.predicate, input)?;
+            l.operators.push(Box::new(Project::new(
+                Some(predicate),
+                identity(input),
+                arrow_schema(f.input.schema()),
+            )));
+            Ok(l)
+        }
+        LogicalPlan::Projection(p) => {
+            let mut l = lower(ctx, &p.input)?;
+            let input = p.input.schema();
+            let exprs = p
+                .expr
+                .iter()
+                .map(|e| physical(ctx, e, input))
+                .collect::<Result<Vec<_>>>()?;
+            // The key survives if every key column is selected as a plain column.
+            l.key = l.key.and_then(|key| {
+                key.iter()
+                    .map(|&k| {
+                        p.expr.iter().position(|e| match e.clone().unalias() {
+                            Expr::Column(c) => input.index_of_column(&c).ok() == Some(k),
+                            _ => false,
+                        })
+                    })
+                    .collect()
+            });
+            if l.key.is_none() && has_aggregate_below(&p.input) {
+                return Err(PlanError::Unsupported(
+                    "a materialized view that does not select all of its GROUP BY columns".into(),
+                ));
+            }
+            l.operators
+                .push(Box::new(Project::new(None, exprs, arrow_schema(&p.schema))));
+            Ok(l)
+        }
+        LogicalPlan::SubqueryAlias(a) => lower(ctx, &a.input),
+        LogicalPlan::Aggregate(a) => {
+            let mut l = lower(ctx, &a.input)?;
+            let input = a.input.schema();
+            let groups = a.group_expr.len();
+            if a.group_expr
+                .iter()
+                .any(|e| matches!(e, Expr::GroupingSet(_)))
+            {
+                return Err(PlanError::Unsupported(
+                    "GROUPING SETS, CUBE and ROLLUP".into(),
+                ));
+            }
+            let mut pre_exprs: Vec<Expr> = a.group_expr.clone();
+            let mut specs = Vec::with_capacity(a.aggr_expr.len());
+            for e in &a.aggr_expr {
+                let (func, arg) = aggregate_of(e)?;
+                let input_col = match arg {
+                    Some(arg) => {
+                        pre_exprs.push(arg);
+                        Some(pre_exprs.len() - 1)
+                    }
+                    None => None,
+                };
+                specs.push(AggSpec {
+                    func,
+                    input: input_col,
+                });
+            }
+            let pre_physical = pre_exprs
+                .iter()
+                .map(|e| physical(ctx, e, input))
+                .collect::<Result<Vec<_>>>()?;
+            let pre_schema = pre_schema(&pre_exprs, input)?;
+            l.operators.push(Box::new(Project::new(
+                None,
+                pre_physical,
+                Arc::clone(&pre_schema),
+            )));
+            let index = l.operators.len();
+            let aggregate = HashAggregate::new(
+                ctx.store.clone(),
+                operator_prefix(ctx.job_id, index),
+                pre_schema,
+                (0..groups).collect(),
+                specs,
+                arrow_schema(&a.schema),
+            )?;
+            l.operators.push(Box::new(aggregate));
+            l.key = Some((0..groups).collect());
+            Ok(l)
+        }
+        LogicalPlan::Distinct(Distinct::All(input)) => {
+            let mut l = lower(ctx, input)?;
+            let schema = arrow_schema(input.schema());
+            let index = l.operators.len();
+            let columns = schema.fields().len();
+            let aggregate = HashAggregate::new(
+                ctx.store.clone(),
+                operator_prefix(ctx.job_id, index),
+                Arc::clone(&schema),
+                (0..columns).collect(),
+                Vec::new(),
+                schema,
+            )?;
+            l.operators.push(Box::new(aggregate));
+            l.key = Some((0..columns).collect());
+            Ok(l)
+        }
+        other => Err(PlanError::Unsupported(format!(
+            "{} in a materialized view",
+            construct_name(other)
+        ))),
+    }
+}
+
+fn has_aggregate_below(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_) => true,
+        other => other.inputs().iter().any(|i| has_aggregate_below(i)),
+    }
+}
+
+/// The schema of the columns computed before an aggregate: group keys, then arguments.
+fn pre_schema(exprs: &[Expr], input: &DFSchema) -> Result<SchemaRef> {
+    let fields = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let (_, field) = e.to_field(input).map_err(PlanError::DataFusion)?;
+            Ok(Field::new(
+                format!("c{i}"),
+                field.data_type().clone(),
+                field.is_nullable(),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// The streaming aggregate for one of DataFusion's aggregate expressions, and its argument.
+fn aggregate_of(e: &Expr) -> Result<(AggFunc, Option<Expr>)> {
+    let Expr::AggregateFunction(agg) = e.clone().unalias() else {
+        return Err(PlanError::Unsupported(format!("aggregate expression {e}")));
+    };
+    let name = agg.func.name().to_lowercase();
+    let p = agg.params;
+    if p.filter.is_some() {
+        return Err(PlanError::Unsupported("FILTER on aggregates".into()));
+    }
+    if !p.order_by.is_empty() {
+        return Err(PlanError::Unsupported(format!("ORDER BY inside {name}()")));
+    }
+    let arg = match p.args.as_slice() {
+        [] => None,
+        [a] => Some(a.clone()),
+        _ => {
+            return Err(PlanError::Unsupported(format!(
+                "{name}() with several arguments"
+            )));
+        }
+    };
+    let func = match (name.as_str(), p.distinct) {
+        ("count", false) => match &arg {
+            None => AggFunc::CountStar,
+            Some(Expr::Literal(v, _)) if !v.is_null() => AggFunc::CountStar,
+            Some(_) => AggFunc::Count,
+        },
+        ("count", true) => AggFunc::CountDistinct,
+        ("sum", false) => AggFunc::Sum,
+        ("avg" | "mean", false) => AggFunc::Avg,
+        ("min", _) => AggFunc::Min,
+        ("max", _) => AggFunc::Max,
+        ("bool_and", _) => AggFunc::BoolAnd,
+        ("bool_or", _) => AggFunc::BoolOr,
+        (other, true) => {
+            return Err(PlanError::Unsupported(format!(
+                "{other}(DISTINCT ...) in a materialized view"
+            )));
+        }
+        (other, false) => {
+            return Err(PlanError::Unsupported(format!(
+                "the aggregate {other}() in a materialized view"
+            )));
+        }
+    };
+    let arg = if func == AggFunc::CountStar {
+        None
+    } else {
+        arg
+    };
+    Ok((func, arg))
+}
+
+fn construct_name(plan: &LogicalPlan) -> &'static str {
+    match plan {
+        LogicalPlan::Join(_) => "JOIN",
+        LogicalPlan::Sort(_) => "ORDER BY with LIMIT",
+        LogicalPlan::Limit(_) => "LIMIT",
+        LogicalPlan::Union(_) => "UNION",
+        LogicalPlan::Window(_) => "window functions (OVER)",
+        LogicalPlan::Distinct(Distinct::On(_)) => "DISTINCT ON",
+        LogicalPlan::Values(_) => "VALUES",
+        LogicalPlan::EmptyRelation(_) => "a query without FROM",
+        LogicalPlan::Subquery(_) => "subqueries",
+        LogicalPlan::Unnest(_) => "UNNEST",
+        LogicalPlan::RecursiveQuery(_) => "WITH RECURSIVE",
+        _ => "this query shape",
+    }
+}

@@ -1,0 +1,158 @@
+//! CREATE and DROP MATERIALIZED VIEW, and FLUSH.
+//!
+//! Creating a view plans its query with DataFusion and the streaming planner first (so a query that
+//! cannot be maintained incrementally is refused before anything is stored), then stores the view
+//! like a table (columns, key = its GROUP BY columns, the query text) and starts its job, which
+//! backfills from the source's change log and then follows it.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::StringArray;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::sql::sqlparser::ast::{CreateView, ObjectName};
+use rivulet_planner::catalog::{TableDef, ViewDef};
+use rivulet_planner::ddl::object_name;
+
+use super::Outcome;
+use crate::error::{SqlError, sqlstate};
+use crate::jobs::plan_stream;
+use crate::session::Session;
+
+impl Session {
+    pub(super) async fn create_view(&mut self, create: &CreateView) -> Result<Outcome, SqlError> {
+        if !create.materialized {
+            return Err(SqlError::unsupported(
+                "CREATE VIEW (only CREATE MATERIALIZED VIEW)",
+            ));
+        }
+        if create.or_replace || create.or_alter {
+            return Err(SqlError::unsupported("CREATE OR REPLACE MATERIALIZED VIEW"));
+        }
+        if !create.columns.is_empty() {
+            return Err(SqlError::unsupported(
+                "a column list in CREATE MATERIALIZED VIEW (name the columns with AS in the query)",
+            ));
+        }
+        let (schema, name) = object_name(&create.name)?;
+        super::ddl::check_schema(schema.as_deref())?;
+        if self.catalog().table(&self.database, &name).is_some() {
+            if create.if_not_exists {
+                return Ok(Outcome::Command("CREATE MATERIALIZED VIEW".into()));
+            }
+            return Err(SqlError::new(
+                sqlstate::DUPLICATE_TABLE,
+                format!("relation \"{name}\" already exists"),
+            ));
+        }
+        let query = create.query.to_string();
+        // Plan once to validate and to learn the columns and key; the job re-plans under its id.
+        let plan = plan_stream(self, &query, 0).await?;
+        let def = TableDef {
+            id: 0,
+            database: String::new(),
+            name: name.clone(),
+            columns: plan.columns,
+            primary_key: plan.key,
+            append_only: false,
+            options: Default::default(),
+            view: Some(ViewDef { query }),
+        };
+        drop(plan.operators);
+        self.catalog()
+            .create_table(&self.database, def, create.if_not_exists)?;
+        let Some(entry) = self.catalog().table(&self.database, &name) else {
+            return Err(SqlError::internal("view vanished after creation"));
+        };
+        let shared = Arc::clone(&self.shared);
+        if let Err(e) = shared.jobs.start(&shared, &entry).await {
+            let _ = self.catalog().drop_table(&self.database, &name, true);
+            return Err(e);
+        }
+        Ok(Outcome::Command("CREATE MATERIALIZED VIEW".into()))
+    }
+
+    /// EXPLAIN CREATE MATERIALIZED VIEW: the streaming operators the view would run, one per row.
+    pub(super) async fn explain_view(&mut self, create: &CreateView) -> Result<Outcome, SqlError> {
+        let plan = plan_stream(self, &create.query.to_string(), 0).await?;
+        let source = plan.source.name().to_string();
+        let lines = plan.explain(&source);
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "QUERY PLAN",
+            DataType::Utf8,
+            false,
+        )]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(StringArray::from(lines))],
+        )
+        .map_err(SqlError::from_arrow)?;
+        Ok(Outcome::Rows {
+            schema,
+            batches: vec![batch],
+            tag: "EXPLAIN",
+        })
+    }
+
+    /// DROP MATERIALIZED VIEW.
+    pub(super) fn drop_views(
+        &mut self,
+        if_exists: bool,
+        names: &[ObjectName],
+    ) -> Result<Outcome, SqlError> {
+        for name in names {
+            let (schema, view) = object_name(name)?;
+            super::ddl::check_schema(schema.as_deref())?;
+            let Some(entry) = self.catalog().table(&self.database, &view) else {
+                if if_exists {
+                    continue;
+                }
+                return Err(SqlError::new(
+                    sqlstate::UNDEFINED_TABLE,
+                    format!("materialized view \"{view}\" does not exist"),
+                ));
+            };
+            if entry.def.view.is_none() {
+                return Err(SqlError::new(
+                    sqlstate::WRONG_OBJECT_TYPE,
+                    format!("\"{view}\" is not a materialized view"),
+                )
+                .with_hint("Use DROP TABLE to remove a table."));
+            }
+            self.refuse_if_read(entry.def.id, &view)?;
+            self.shared.jobs.stop(entry.def.id);
+            self.catalog()
+                .drop_table(&self.database, &view, if_exists)?;
+        }
+        Ok(Outcome::Command("DROP MATERIALIZED VIEW".into()))
+    }
+
+    /// Fails if a materialized view reads relation `id` (Postgres' `2BP01`).
+    pub(super) fn refuse_if_read(&self, id: u64, name: &str) -> Result<(), SqlError> {
+        let readers = self.shared.jobs.readers_of(id);
+        let Some(reader) = readers.first() else {
+            return Ok(());
+        };
+        let reader_name = self
+            .catalog()
+            .tables(&self.database)
+            .into_iter()
+            .find(|t| t.def.id == *reader)
+            .map(|t| t.def.name.clone())
+            .unwrap_or_else(|| reader.to_string());
+        Err(SqlError::new(
+            sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+            format!("cannot drop \"{name}\" because other objects depend on it"),
+        )
+        .with_detail(format!(
+            "materialized view \"{reader_name}\" depends on \"{name}\""
+        ))
+        .with_hint("Drop the dependent materialized views first."))
+    }
+
+    /// FLUSH: returns once every view reflects every change committed before it.
+    pub(super) async fn flush(&mut self) -> Result<Outcome, SqlError> {
+        self.shared.jobs.flush().await?;
+        Ok(Outcome::Command("FLUSH".into()))
+    }
+}

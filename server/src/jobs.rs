@@ -1,0 +1,130 @@
+//! The job manager: one streaming job per materialized view.
+//!
+//! A view's job is planned from its stored query text whenever it starts (at `CREATE MATERIALIZED
+//! VIEW`, and for every view when the server starts), so the operator graph always matches the code
+//! that runs it; the job's state and position in RocksDB carry over. Jobs start in view id order,
+//! which is also dependency order (a view can only read relations that existed before it).
+//!
+//! `FLUSH` waits, in id order, for each job to have committed everything its source had committed
+//! when the wait for it began; going in id order makes a view on a view see its upstream's flushed
+//! changes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::common::TableReference;
+use parking_lot::Mutex;
+use rivulet_engine::job::{Job, JobSpec};
+use rivulet_planner::parse::{Statement, parse_sql};
+use rivulet_planner::stream::{Resolved, StreamContext, StreamPlan, plan_view};
+
+use crate::catalog::{Catalog, TableEntry};
+use crate::error::SqlError;
+use crate::exec::plan_query;
+use crate::session::{Session, Shared};
+
+/// The running jobs, by view id.
+#[derive(Debug, Default)]
+pub struct Jobs {
+    running: Mutex<BTreeMap<u64, Arc<Job>>>,
+}
+
+impl Jobs {
+    /// Starts the job of view `entry`.
+    pub async fn start(&self, shared: &Arc<Shared>, entry: &TableEntry) -> Result<(), SqlError> {
+        let Some(view) = &entry.def.view else {
+            return Err(SqlError::internal(format!(
+                "\"{}\" is not a materialized view",
+                entry.def.name
+            )));
+        };
+        let mut session = Session::new(Arc::clone(shared), "rivulet", &entry.def.database)?;
+        let plan = plan_stream(&mut session, &view.query, entry.def.id).await?;
+        let job = Job::start(JobSpec {
+            id: entry.def.id,
+            name: entry.def.name.clone(),
+            store: shared.catalog.store().clone(),
+            source: plan.source,
+            operators: plan.operators,
+            sink: Arc::clone(&entry.store),
+        })?;
+        self.running.lock().insert(entry.def.id, Arc::new(job));
+        Ok(())
+    }
+
+    /// Starts the jobs of every view in the catalog, in id order.
+    pub async fn start_all(&self, shared: &Arc<Shared>) -> Result<(), SqlError> {
+        let mut views: Vec<Arc<TableEntry>> = shared
+            .catalog
+            .databases()
+            .iter()
+            .flat_map(|db| shared.catalog.tables(db))
+            .filter(|t| t.def.view.is_some())
+            .collect();
+        views.sort_by_key(|v| v.def.id);
+        for view in views {
+            self.start(shared, &view).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops the job of view `id` (its state stays until the view is dropped).
+    pub fn stop(&self, id: u64) {
+        self.running.lock().remove(&id);
+    }
+
+    /// The views whose jobs read relation `id`.
+    pub fn readers_of(&self, id: u64) -> Vec<u64> {
+        self.running
+            .lock()
+            .iter()
+            .filter(|(_, job)| job.source().id() == id)
+            .map(|(view, _)| *view)
+            .collect()
+    }
+
+    /// Waits until every view reflects every change committed before the call.
+    pub async fn flush(&self) -> Result<(), SqlError> {
+        let jobs: Vec<Arc<Job>> = self.running.lock().values().cloned().collect();
+        for job in jobs {
+            let target = job.source().last_seq();
+            job.wait_for(target)
+                .await
+                .map_err(|e| SqlError::new(crate::error::sqlstate::INTERNAL_ERROR, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Plans a view's query text into operators whose state lives under job `id`.
+pub async fn plan_stream(
+    session: &mut Session,
+    query: &str,
+    id: u64,
+) -> Result<StreamPlan, SqlError> {
+    let parsed = parse_sql(query)?;
+    let [parsed] = parsed.as_slice() else {
+        return Err(SqlError::internal("a view's query is not one statement"));
+    };
+    let Statement::Sql { stmt, .. } = &parsed.statement else {
+        return Err(SqlError::internal("a view's query is not a query"));
+    };
+    let catalog: Arc<Catalog> = Arc::clone(session.catalog());
+    let database = session.database.clone();
+    let ctx = session.context()?.clone();
+    let plan = plan_query(&ctx, stmt).await?;
+    let state = ctx.state();
+    let resolve = |name: &TableReference| -> Option<Resolved> {
+        let t = catalog.table(&database, name.table())?;
+        let key = (t.def.view.is_some() || !t.def.primary_key.is_empty())
+            .then(|| t.def.primary_key.clone());
+        Some((Arc::clone(&t.store), key))
+    };
+    let stream = StreamContext {
+        state: &state,
+        store: catalog.store().clone(),
+        job_id: id,
+        resolve: &resolve,
+    };
+    Ok(plan_view(&stream, plan)?)
+}
