@@ -145,6 +145,11 @@ impl Job {
         *self.progress.borrow()
     }
 
+    /// The error the job stopped with, if it failed.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().clone()
+    }
+
     /// Waits until the job has committed everything up to source position `seq`.
     pub async fn wait_for(&self, seq: u64) -> std::result::Result<(), String> {
         let mut progress = self.progress.clone();

@@ -68,6 +68,11 @@ impl Jobs {
         Ok(())
     }
 
+    /// The running jobs by view id.
+    pub fn list(&self) -> BTreeMap<u64, Arc<Job>> {
+        self.running.lock().clone()
+    }
+
     /// Stops the job of view `id` (its state stays until the view is dropped).
     pub fn stop(&self, id: u64) {
         self.running.lock().remove(&id);

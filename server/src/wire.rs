@@ -352,7 +352,10 @@ async fn describe(session: &mut Session, parsed: Parsed) -> Result<Prepared, Sql
                 prepared.result = Some(Arc::new(plan.schema().as_arrow().clone()));
             }
         }
-        S::ShowVariable { .. } | S::ShowTables { .. } | S::ShowDatabases { .. } => {
+        S::ShowVariable { .. }
+        | S::ShowTables { .. }
+        | S::ShowDatabases { .. }
+        | S::ShowViews { .. } => {
             if let Ok(Outcome::Rows { schema, .. }) = session.run(&prepared.parsed, None).await {
                 prepared.result = Some(schema);
             }
@@ -437,7 +440,11 @@ impl CopyHandler for Connection {
         let rows = {
             let mut guard = self.session.lock().await;
             let session = session_mut(&mut guard)?;
-            session.finish_copy().await?
+            let rows = session.finish_copy().await?;
+            if session.implicit_flush() {
+                session.shared.jobs.flush().await?;
+            }
+            rows
         };
         let tag = Tag::new("COPY").with_rows(rows as usize);
         client

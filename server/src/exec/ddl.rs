@@ -37,6 +37,7 @@ impl Session {
         &mut self,
         kind: &ObjectType,
         if_exists: bool,
+        cascade: bool,
         names: &[ObjectName],
     ) -> Result<Outcome, SqlError> {
         match kind {
@@ -53,6 +54,9 @@ impl Session {
                             .with_hint(
                                 "Use DROP MATERIALIZED VIEW to remove a materialized view.",
                             ));
+                        }
+                        if cascade {
+                            self.drop_readers(entry.def.id)?;
                         }
                         self.refuse_if_read(entry.def.id, &table)?;
                     }

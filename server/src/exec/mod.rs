@@ -45,7 +45,28 @@ pub enum Outcome {
     CopyIn { columns: usize },
 }
 
+/// INSERT, UPDATE, DELETE and TRUNCATE (COPY flushes when its data is complete).
+fn writes_rows(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::Sql { stmt, .. } if matches!(
+            stmt.as_ref(),
+            ast::Statement::Insert(_)
+                | ast::Statement::Update(_)
+                | ast::Statement::Delete(_)
+                | ast::Statement::Truncate(_)
+        )
+    )
+}
+
 impl Session {
+    /// Whether `RW_IMPLICIT_FLUSH` is on.
+    pub fn implicit_flush(&self) -> bool {
+        self.settings
+            .get("rw_implicit_flush")
+            .is_some_and(|v| matches!(v.to_lowercase().as_str(), "true" | "on" | "1" | "yes"))
+    }
+
     /// Runs one statement with transaction-block bookkeeping: inside a failed block only `COMMIT`
     /// and `ROLLBACK` run, and an error inside a block marks it failed.
     pub async fn run(
@@ -59,8 +80,14 @@ impl Session {
                 "current transaction is aborted, commands ignored until end of transaction block",
             ));
         }
-        let result = self.execute(parsed, params).await;
+        let mut result = self.execute(parsed, params).await;
         self.end_statement();
+        if result.is_ok() && writes_rows(&parsed.statement) && self.implicit_flush() {
+            // RisingWave's `SET RW_IMPLICIT_FLUSH = true`: DML returns once views reflect it.
+            if let Err(e) = self.shared.jobs.flush().await {
+                result = Err(e);
+            }
+        }
         if result.is_err() && self.tx == TxState::Open {
             self.tx = TxState::Aborted;
         }
@@ -107,16 +134,20 @@ impl Session {
                 object_type,
                 if_exists,
                 names,
+                cascade,
                 ..
             } => match object_type {
-                ast::ObjectType::MaterializedView => self.drop_views(*if_exists, names),
-                _ => self.drop(object_type, *if_exists, names),
+                ast::ObjectType::MaterializedView => self.drop_views(*if_exists, *cascade, names),
+                _ => self.drop(object_type, *if_exists, *cascade, names),
             },
             S::Set(set) => self.set(set),
             S::Reset(reset) => self.reset(&reset.reset),
             S::ShowVariable { variable } => self.show(variable),
             S::ShowTables { .. } => self.show_tables(),
             S::ShowDatabases { .. } => self.show_databases(),
+            S::ShowViews {
+                materialized: true, ..
+            } => self.show_views(),
             S::StartTransaction { .. } => {
                 if self.tx == TxState::Idle {
                     self.tx = TxState::Open;

@@ -92,6 +92,12 @@ impl Session {
         if name == "databases" {
             return self.show_databases();
         }
+        if name == "materialized views" {
+            return self.show_views();
+        }
+        if name == "jobs" {
+            return self.show_jobs();
+        }
         match self.settings.get(&name) {
             Some(v) => Ok(text_rows(&[name.as_str()], vec![vec![v.as_str()]])),
             None => Err(SqlError::new(
@@ -106,11 +112,67 @@ impl Session {
             .catalog()
             .tables(&self.database)
             .iter()
+            .filter(|t| t.def.view.is_none())
             .map(|t| t.def.name.clone())
             .collect();
         Ok(text_rows(
             &["Name"],
             vec![names.iter().map(String::as_str).collect()],
+        ))
+    }
+
+    /// SHOW MATERIALIZED VIEWS.
+    pub(super) fn show_views(&mut self) -> Result<Outcome, SqlError> {
+        let names: Vec<String> = self
+            .catalog()
+            .tables(&self.database)
+            .iter()
+            .filter(|t| t.def.view.is_some())
+            .map(|t| t.def.name.clone())
+            .collect();
+        Ok(text_rows(
+            &["Name"],
+            vec![names.iter().map(String::as_str).collect()],
+        ))
+    }
+
+    /// SHOW JOBS: each view's job in this database, with its progress and last error.
+    pub(super) fn show_jobs(&mut self) -> Result<Outcome, SqlError> {
+        let running = self.shared.jobs.list();
+        let mut rows: Vec<[String; 6]> = Vec::new();
+        for view in self.catalog().tables(&self.database) {
+            if view.def.view.is_none() {
+                continue;
+            }
+            let Some(job) = running.get(&view.def.id) else {
+                continue;
+            };
+            let failure = job.failure();
+            rows.push([
+                view.def.name.clone(),
+                if failure.is_some() {
+                    "failed"
+                } else {
+                    "running"
+                }
+                .to_string(),
+                job.source().name().to_string(),
+                job.position().to_string(),
+                job.source().last_seq().to_string(),
+                failure.unwrap_or_default(),
+            ]);
+        }
+        let column = |i: usize| rows.iter().map(|r| r[i].as_str()).collect::<Vec<_>>();
+        Ok(text_rows(
+            &[
+                "Name",
+                "Status",
+                "Source",
+                "Position",
+                "Source position",
+                "Error",
+            ],
+            (0..6).map(column).collect(),
         ))
     }
 

@@ -98,6 +98,7 @@ impl Session {
     pub(super) fn drop_views(
         &mut self,
         if_exists: bool,
+        cascade: bool,
         names: &[ObjectName],
     ) -> Result<Outcome, SqlError> {
         for name in names {
@@ -119,12 +120,33 @@ impl Session {
                 )
                 .with_hint("Use DROP TABLE to remove a table."));
             }
+            if cascade {
+                self.drop_readers(entry.def.id)?;
+            }
             self.refuse_if_read(entry.def.id, &view)?;
             self.shared.jobs.stop(entry.def.id);
             self.catalog()
                 .drop_table(&self.database, &view, if_exists)?;
         }
         Ok(Outcome::Command("DROP MATERIALIZED VIEW".into()))
+    }
+
+    /// DROP ... CASCADE: drops every view that reads relation `id`, their readers first.
+    pub(super) fn drop_readers(&mut self, id: u64) -> Result<(), SqlError> {
+        for reader in self.shared.jobs.readers_of(id) {
+            self.drop_readers(reader)?;
+            let name = self
+                .catalog()
+                .tables(&self.database)
+                .into_iter()
+                .find(|t| t.def.id == reader)
+                .map(|t| t.def.name.clone());
+            self.shared.jobs.stop(reader);
+            if let Some(name) = name {
+                self.catalog().drop_table(&self.database, &name, true)?;
+            }
+        }
+        Ok(())
     }
 
     /// Fails if a materialized view reads relation `id` (Postgres' `2BP01`).
@@ -147,7 +169,7 @@ impl Session {
         .with_detail(format!(
             "materialized view \"{reader_name}\" depends on \"{name}\""
         ))
-        .with_hint("Drop the dependent materialized views first."))
+        .with_hint("Use DROP ... CASCADE to drop the dependent objects too."))
     }
 
     /// FLUSH: returns once every view reflects every change committed before it.
