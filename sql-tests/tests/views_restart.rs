@@ -52,6 +52,8 @@ fn change(next: i32) -> String {
 }
 
 #[tokio::test]
+// `next` also advances inside the streaming future, which the lint does not see.
+#[allow(clippy::explicit_counter_loop)]
 async fn views_are_exactly_once_across_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = TestServer::start_in(dir.path()).await.unwrap();
