@@ -140,7 +140,7 @@ fn main() {
         return;
     }
     let rows = BATCH * BATCHES;
-    let append: Vec<ChangeBatch> = (0..BATCHES).map(|b| batch(b)).collect();
+    let append: Vec<ChangeBatch> = (0..BATCHES).map(batch).collect();
     // Retractions delete rows inserted by the previous batch, so they always match a live row.
     let with_retractions: Vec<ChangeBatch> = (0..BATCHES)
         .map(|b| {
