@@ -20,7 +20,10 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::changelog::ChangeBatch;
+use datafusion::arrow::array::{Int64Array, UInt32Array};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+
+use crate::changelog::{ChangeBatch, Op};
 use crate::operator::Operator;
 use crate::state::{StateBatch, StateStore};
 use crate::table::TableStore;
@@ -71,6 +74,9 @@ pub struct JobSpec {
     pub operators: Vec<Box<dyn Operator>>,
     /// Where the result rows go.
     pub sink: Arc<TableStore>,
+    /// The view has no key: the last column of its rows counts identical rows, and its change log
+    /// carries one insert or delete per row instance (count column 1) for views reading it.
+    pub counted: bool,
 }
 
 /// A running job. Dropping it stops the job.
@@ -93,6 +99,7 @@ struct Runner {
     source: Arc<TableStore>,
     operators: Vec<Box<dyn Operator>>,
     sink: Arc<TableStore>,
+    counted: bool,
     position: u64,
     /// Output the operators had before any input, committed with the first epoch.
     pending: Vec<ChangeBatch>,
@@ -116,6 +123,7 @@ impl Job {
             source: Arc::clone(&spec.source),
             operators: spec.operators,
             sink: spec.sink,
+            counted: spec.counted,
             position,
             pending: Vec::new(),
         };
@@ -210,6 +218,59 @@ async fn run(
     }
 }
 
+/// A counted view's changes (row, count) as changes of row instances: a new row with count `c` is
+/// `c` inserts, an update from `c1` to `c2` is `|c2 - c1|` inserts or deletes. The count column of
+/// the result is 1.
+fn row_instances(changes: &ChangeBatch) -> Result<ChangeBatch> {
+    let data = &changes.data;
+    let last = data
+        .num_columns()
+        .checked_sub(1)
+        .ok_or_else(|| EngineError::Internal("counted view rows without a count column".into()))?;
+    let counts = data
+        .column(last)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| EngineError::Internal("count column is not BIGINT".into()))?;
+    let mut take: Vec<u32> = Vec::new();
+    let mut ops: Vec<Op> = Vec::new();
+    let mut emit = |row: usize, n: i64, op: Op| {
+        for _ in 0..n.max(0) {
+            take.push(row as u32);
+            ops.push(op);
+        }
+    };
+    let mut i = 0;
+    while i < changes.ops.len() {
+        let c = counts.value(i);
+        match changes.ops[i] {
+            Op::UpdateBefore if changes.ops.get(i + 1) == Some(&Op::UpdateAfter) => {
+                let after = counts.value(i + 1);
+                if after >= c {
+                    emit(i + 1, after - c, Op::Insert);
+                } else {
+                    emit(i, c - after, Op::Delete);
+                }
+                i += 2;
+                continue;
+            }
+            op if op.is_add() => emit(i, c, Op::Insert),
+            _ => emit(i, c, Op::Delete),
+        }
+        i += 1;
+    }
+    let indices = UInt32Array::from(take);
+    let mut columns = data
+        .columns()
+        .iter()
+        .map(|c| datafusion::arrow::compute::take(c.as_ref(), &indices, None))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    columns[last] = Arc::new(Int64Array::from(vec![1i64; indices.len()]));
+    let options = RecordBatchOptions::new().with_row_count(Some(indices.len()));
+    let data = RecordBatch::try_new_with_options(data.schema(), columns, &options)?;
+    Ok(ChangeBatch { data, ops })
+}
+
 impl Runner {
     fn start_operators(&mut self) -> Result<Vec<ChangeBatch>> {
         let mut out = Vec::new();
@@ -257,7 +318,15 @@ impl Runner {
             op.checkpoint(&mut write)?;
         }
         write.put(position_key(self.id), position.to_le_bytes());
-        self.sink.commit_epoch(write, &outputs)?;
+        if self.counted {
+            let instances = outputs
+                .iter()
+                .map(row_instances)
+                .collect::<Result<Vec<_>>>()?;
+            self.sink.commit_epoch(write, &instances)?;
+        } else {
+            self.sink.commit_epoch(write, &outputs)?;
+        }
         self.position = position;
         Ok(())
     }

@@ -40,6 +40,9 @@ pub struct TableDef {
 pub struct ViewDef {
     /// The defining query, as SQL text (re-planned when the server starts).
     pub query: String,
+    /// The view has no key: its last column counts identical rows (see `stream::COUNT_COLUMN`).
+    #[serde(default)]
+    pub counted: bool,
 }
 
 impl TableDef {

@@ -47,6 +47,7 @@ impl Jobs {
             source: plan.source,
             operators: plan.operators,
             sink: Arc::clone(&entry.store),
+            counted: view.counted,
         })?;
         self.running.lock().insert(entry.def.id, Arc::new(job));
         Ok(())
@@ -121,8 +122,10 @@ pub async fn plan_stream(
     let state = ctx.state();
     let resolve = |name: &TableReference| -> Option<Resolved> {
         let t = catalog.table(&database, name.table())?;
-        let key = (t.def.view.is_some() || !t.def.primary_key.is_empty())
-            .then(|| t.def.primary_key.clone());
+        // A counted view's rows are not unique: it is read like a table without a key.
+        let counted = t.def.view.as_ref().is_some_and(|v| v.counted);
+        let keyed = !counted && (t.def.view.is_some() || !t.def.primary_key.is_empty());
+        let key = keyed.then(|| t.def.primary_key.clone());
         Some((Arc::clone(&t.store), key))
     };
     let stream = StreamContext {

@@ -13,6 +13,8 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::{Int64Array, UInt32Array};
+use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{
@@ -170,10 +172,43 @@ pub struct StoredTable {
     snapshot: SnapshotSlot,
 }
 
+impl StoredTable {
+    /// Whether the rows carry a hidden multiplicity as their last column (a view without a key).
+    fn counted(&self) -> bool {
+        self.entry.def.view.as_ref().is_some_and(|v| v.counted)
+    }
+}
+
+/// Repeats each row of `batch` as often as its last column says, and drops that column.
+fn expand_counted(batch: &RecordBatch) -> Result<RecordBatch> {
+    let last = batch.num_columns().saturating_sub(1);
+    let counts = batch
+        .column(last)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| DataFusionError::Internal("view count column is not BIGINT".into()))?;
+    let indices: UInt32Array = counts
+        .values()
+        .iter()
+        .enumerate()
+        .flat_map(|(row, &n)| std::iter::repeat_n(row as u32, n.max(0) as usize))
+        .collect();
+    let kept = batch.project(&(0..last).collect::<Vec<_>>())?;
+    Ok(take_record_batch(&kept, &indices)?)
+}
+
 #[async_trait]
 impl TableProvider for StoredTable {
     fn schema(&self) -> SchemaRef {
-        Arc::clone(self.entry.store.schema())
+        let schema = self.entry.store.schema();
+        if self.counted() {
+            let visible = (0..schema.fields().len().saturating_sub(1)).collect::<Vec<_>>();
+            match schema.project(&visible) {
+                Ok(s) => return Arc::new(s),
+                Err(_) => return Arc::clone(schema),
+            }
+        }
+        Arc::clone(schema)
     }
 
     fn table_type(&self) -> TableType {
@@ -199,13 +234,29 @@ impl TableProvider for StoredTable {
             }
         };
         let table = Arc::clone(&self.entry.store);
-        let projection = projection.cloned();
+        let counted = self.counted();
+        let visible = self.schema();
+        // A counted view also reads its count column (last), to repeat rows and then drop it.
+        let projection = match (counted, projection) {
+            (true, p) => {
+                let count = table.schema().fields().len() - 1;
+                let mut p = p.cloned().unwrap_or_else(|| (0..count).collect());
+                p.push(count);
+                Some(p)
+            }
+            (false, p) => p.cloned(),
+        };
+        let projected_visible: SchemaRef = match (counted, &projection) {
+            (true, Some(p)) => Arc::new(visible.project(&p[..p.len() - 1])?),
+            _ => Arc::clone(&visible),
+        };
         // Filters are never pushed down (the default `Unsupported`): DataFusion applies them above
         // the scan and only passes a limit when no filter sits between.
         let _ = filters;
-        let projected: SchemaRef = match &projection {
-            Some(p) => Arc::new(table.schema().project(p)?),
-            None => Arc::clone(table.schema()),
+        let projected: SchemaRef = match (counted, &projection) {
+            (true, _) => projected_visible,
+            (false, Some(p)) => Arc::new(table.schema().project(p)?),
+            (false, None) => Arc::clone(table.schema()),
         };
         let batches = tokio::task::spawn_blocking(move || {
             let mut out: Vec<RecordBatch> = Vec::new();
@@ -223,6 +274,14 @@ impl TableProvider for StoredTable {
         .await
         .map_err(|e| DataFusionError::Internal(format!("table scan task failed: {e}")))?
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let batches = if counted {
+            batches
+                .iter()
+                .map(expand_counted)
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            batches
+        };
         let exec = MemorySourceConfig::try_new_exec(&[batches], projected, None)?;
         Ok(exec)
     }

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rivulet_sql_tests::TestServer;
 
 /// (name, query): aggregates with retractions, min/max under deletes, DISTINCT, HAVING, a global
-/// aggregate, a view on a view, and a keyed projection.
+/// aggregate, views on views, a keyed projection, and a view without a key (duplicates counted).
 const VIEWS: &[(&str, &str)] = &[
     (
         "by_k",

@@ -10,11 +10,12 @@
 //! - a top-level `ORDER BY` without `LIMIT` is dropped (a view is a set, as in RisingWave).
 //!
 //! Anything else is refused with `Unsupported` naming the construct, never planned approximately.
-//! Views need a key today (GROUP BY, DISTINCT, or a global aggregate's single row).
+//! A view is keyed by its GROUP BY columns, or by its source's primary key when it selects it;
+//! a view with neither keeps each distinct row once with a hidden count ([`COUNT_COLUMN`]).
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DFSchema, TableReference};
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::{Distinct, Expr, ExprSchemable, LogicalPlan};
@@ -41,7 +42,12 @@ pub struct StreamPlan {
     pub columns: Vec<ColumnDef>,
     /// Positions of the view's key columns (empty: the view has one row).
     pub key: Vec<usize>,
+    /// The view has no key of its own: its last column, [`COUNT_COLUMN`], counts identical rows.
+    pub counted: bool,
 }
+
+/// The hidden multiplicity column of a view without a key.
+pub const COUNT_COLUMN: &str = "_rivulet_count";
 
 impl StreamPlan {
     /// One line per operator, source first, for EXPLAIN.
@@ -112,24 +118,48 @@ pub fn plan_view(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<StreamPla
         lowered.operators.push(Box::new(Project::new(
             None,
             exprs,
-            Arc::new(Schema::new(stored)),
+            Arc::new(Schema::new(stored.clone())),
         )));
     }
     let source = lowered
         .source
         .ok_or_else(|| PlanError::Unsupported("a materialized view without a table".into()))?;
-    let key = lowered.key.ok_or_else(|| {
-        PlanError::Unsupported(
-            "a materialized view without GROUP BY, DISTINCT or an aggregate over a table without \
-             a primary key (or that does not select the primary key)"
-                .into(),
-        )
-    })?;
+    let mut columns = columns;
+    let (key, counted) = match lowered.key {
+        Some(key) => (key, false),
+        None => {
+            // No key: count identical rows. The view keeps each distinct row once with its
+            // multiplicity in a hidden last column; reads repeat the row that many times.
+            let n = stored.len();
+            let mut counted_fields = stored.clone();
+            counted_fields.push(Field::new(COUNT_COLUMN, DataType::Int64, false));
+            let index = lowered.operators.len();
+            let counter = HashAggregate::new(
+                ctx.store.clone(),
+                operator_prefix(ctx.job_id, index),
+                Arc::new(Schema::new(stored)),
+                (0..n).collect(),
+                vec![AggSpec {
+                    func: AggFunc::CountStar,
+                    input: None,
+                }],
+                Arc::new(Schema::new(counted_fields)),
+            )?;
+            lowered.operators.push(Box::new(counter));
+            columns.push(ColumnDef {
+                name: COUNT_COLUMN.into(),
+                sql_type: SqlType::BigInt,
+                nullable: false,
+            });
+            ((0..n).collect(), true)
+        }
+    };
     Ok(StreamPlan {
         source,
         operators: lowered.operators,
         columns,
         key,
+        counted,
     })
 }
 
@@ -229,17 +259,19 @@ fn lower(ctx: &StreamContext<'_>, plan: &LogicalPlan) -> Result<Lowered> {
                 .reduce(|a, b| a.and(b))
                 .map(|p| physical(ctx, &p, &full))
                 .transpose()?;
+            // Without a projection DataFusion reads every visible column; a counted view's hidden
+            // count column (last in storage) is never one of them.
             let columns = scan
                 .projection
                 .clone()
-                .unwrap_or_else(|| (0..full.fields().len()).collect());
+                .unwrap_or_else(|| (0..scan.source.schema().fields().len()).collect());
             // Rows of a keyed relation stay unique by its key while the key columns are read.
             let key = source_key.and_then(|key| {
                 key.iter()
                     .map(|k| columns.iter().position(|c| c == k))
                     .collect::<Option<Vec<_>>>()
             });
-            if scan.projection.is_some() || predicate.is_some() {
+            if columns.len() != full.fields().len() || predicate.is_some() {
                 let exprs = columns
                     .iter()
                     .map(|&i| {

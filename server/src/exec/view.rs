@@ -56,7 +56,10 @@ impl Session {
             primary_key: plan.key,
             append_only: false,
             options: Default::default(),
-            view: Some(ViewDef { query }),
+            view: Some(ViewDef {
+                query,
+                counted: plan.counted,
+            }),
         };
         drop(plan.operators);
         self.catalog()
