@@ -62,6 +62,17 @@ impl Session {
         stmt: &ast::Statement,
         params: Option<&ParamValues>,
     ) -> Result<Outcome, SqlError> {
+        if let (None, ast::Statement::Insert(insert)) = (params, stmt)
+            && let Some(name) = super::values::values_target(insert)
+            && let Ok(table) = self.resolve_table(name)
+        {
+            refuse_connector_table(&table, "INSERT into")?;
+            if let Some(rows) = super::values::literal_rows(insert, &table)? {
+                let store = Arc::clone(&table.store);
+                let n = blocking(move || store.insert(&[rows]).map_err(SqlError::from)).await?;
+                return Ok(Outcome::Command(format!("INSERT 0 {n}")));
+            }
+        }
         let ctx = self.context()?.clone();
         let plan = bind(plan_query(&ctx, stmt).await?, params)?;
         let LogicalPlan::Dml(dml) = plan else {

@@ -8,6 +8,7 @@ mod ddl;
 mod dml;
 mod query;
 mod settings;
+mod values;
 mod view;
 
 use std::sync::Arc;
