@@ -1,6 +1,7 @@
 //! Write and query throughput of plain tables over the Postgres wire, against the release binary:
 //! multi-row INSERT, COPY FROM STDIN (CSV), single-row INSERT latency (each one a synced commit),
-//! and a GROUP BY over everything loaded. Rows look like Nexmark bids.
+//! a GROUP BY over everything loaded, and how fresh a materialized view is under a steady write load.
+//! Rows look like Nexmark bids.
 //!
 //! Run with `scripts/bench` (builds the release server and sets `RIVULET_BIN`). Figures are rows per
 //! second of wall time and per CPU-second of the server process (user + system, from /proc).
@@ -189,6 +190,8 @@ async fn main() {
     for f in &figures {
         f.print();
     }
+    let freshness = view_freshness(&server).await;
+
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!(
@@ -196,5 +199,76 @@ async fn main() {
         pct(0.5).as_secs_f64() * 1e3,
         pct(0.99).as_secs_f64() * 1e3
     );
+    println!(
+        "materialized view freshness at {} rows/s (INSERT committed -> visible in the view): \
+         p50 {:.1} ms, p99 {:.1} ms over {} probes",
+        FRESHNESS_ROWS_PER_S, freshness.0, freshness.1, freshness.2
+    );
     server.kill9().await.unwrap();
+}
+
+const FRESHNESS_ROWS_PER_S: usize = 20_000;
+
+/// While one client writes bids at a steady rate, another inserts a marker row every 50 ms and polls
+/// a view until the marker's group appears. Returns (p50 ms, p99 ms, probes).
+async fn view_freshness(server: &TestServer) -> (f64, f64, usize) {
+    let setup = server.connect("dev").await.unwrap();
+    setup
+        .batch_execute(
+            "CREATE TABLE fresh (auction BIGINT, price BIGINT); \
+             CREATE MATERIALIZED VIEW fresh_v AS \
+               SELECT auction, count(*) AS n, sum(price) AS total FROM fresh GROUP BY auction",
+        )
+        .await
+        .unwrap();
+    let writer = server.connect("dev").await.unwrap();
+    let prober = server.connect("dev").await.unwrap();
+    let rows_per_tick = FRESHNESS_ROWS_PER_S / 100;
+    let write = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        for t in 0..500usize {
+            tick.tick().await;
+            let values: Vec<String> = (0..rows_per_tick)
+                .map(|i| format!("({}, {})", (t * rows_per_tick + i) % AUCTIONS, i))
+                .collect();
+            writer
+                .batch_execute(&format!("INSERT INTO fresh VALUES {}", values.join(",")))
+                .await
+                .unwrap();
+        }
+    };
+    let probe = async {
+        let mut out = Vec::new();
+        for p in 0..80i64 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let marker = -1 - p;
+            prober
+                .batch_execute(&format!("INSERT INTO fresh VALUES ({marker}, 1)"))
+                .await
+                .unwrap();
+            let t0 = Instant::now();
+            loop {
+                let rows = prober
+                    .query("SELECT n FROM fresh_v WHERE auction = $1", &[&marker])
+                    .await
+                    .unwrap();
+                if !rows.is_empty() {
+                    break;
+                }
+                if t0.elapsed() > Duration::from_secs(10) {
+                    panic!("marker {marker} not visible after 10 s");
+                }
+            }
+            out.push(t0.elapsed());
+        }
+        out
+    };
+    let ((), mut probes) = tokio::join!(write, probe);
+    probes.sort();
+    let at = |p: f64| probes[((probes.len() as f64 * p) as usize).min(probes.len() - 1)];
+    (
+        at(0.5).as_secs_f64() * 1e3,
+        at(0.99).as_secs_f64() * 1e3,
+        probes.len(),
+    )
 }
