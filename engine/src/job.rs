@@ -153,6 +153,12 @@ impl Job {
         *self.progress.borrow()
     }
 
+    /// Returns when the job's task has ended (it failed, or its source is gone).
+    pub async fn stopped(&self) {
+        let mut progress = self.progress.clone();
+        while progress.changed().await.is_ok() {}
+    }
+
     /// The error the job stopped with, if it failed.
     pub fn failure(&self) -> Option<String> {
         self.failure.lock().clone()

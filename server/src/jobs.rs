@@ -5,16 +5,24 @@
 //! that runs it; the job's state and position in RocksDB carry over. Jobs start in view id order,
 //! which is also dependency order (a view can only read relations that existed before it).
 //!
+//! A job that fails is restarted from its last checkpoint by a supervisor task, after a fixed delay
+//! and at most a fixed number of times (Flink's fixed-delay restart strategy; `--restart-attempts`,
+//! `--restart-delay-ms`). Its restored operators replay the source from the checkpointed position,
+//! so a transient failure costs nothing; a deterministic one (an expression error on some row)
+//! fails again, and the job then stays failed with its error in `SHOW JOBS`.
+//!
 //! `FLUSH` waits, in id order, for each job to have committed everything its source had committed
 //! when the wait for it began; going in id order makes a view on a view see its upstream's flushed
 //! changes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::common::TableReference;
 use parking_lot::Mutex;
 use rivulet_engine::job::{Job, JobSpec};
+use rivulet_engine::task::{TaskHandle, spawn_named};
 use rivulet_planner::parse::{Statement, parse_sql};
 use rivulet_planner::stream::{Resolved, StreamContext, StreamPlan, plan_view};
 
@@ -23,33 +31,119 @@ use crate::error::SqlError;
 use crate::exec::plan_query;
 use crate::session::{Session, Shared};
 
+/// When and how often failed jobs are restarted.
+#[derive(Debug, Clone, Copy)]
+pub struct RestartPolicy {
+    pub attempts: u32,
+    pub delay: Duration,
+}
+
+/// A view's job and the task that restarts it.
+struct Running {
+    job: Arc<Job>,
+    restarts: u32,
+    _supervisor: TaskHandle<()>,
+}
+
 /// The running jobs, by view id.
-#[derive(Debug, Default)]
 pub struct Jobs {
-    running: Mutex<BTreeMap<u64, Arc<Job>>>,
+    running: Mutex<BTreeMap<u64, Running>>,
+    policy: RestartPolicy,
+}
+
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jobs")
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+/// Plans view `entry`'s query and starts its job from the last checkpoint.
+async fn build(shared: &Arc<Shared>, entry: &TableEntry) -> Result<Job, SqlError> {
+    let Some(view) = &entry.def.view else {
+        return Err(SqlError::internal(format!(
+            "\"{}\" is not a materialized view",
+            entry.def.name
+        )));
+    };
+    let mut session = Session::new(Arc::clone(shared), "rivulet", &entry.def.database)?;
+    let plan = plan_stream(&mut session, &view.query, entry.def.id).await?;
+    Ok(Job::start(JobSpec {
+        id: entry.def.id,
+        name: entry.def.name.clone(),
+        store: shared.catalog.store().clone(),
+        source: plan.source,
+        operators: plan.operators,
+        sink: Arc::clone(&entry.store),
+        counted: view.counted,
+    })?)
+}
+
+/// Restarts view `entry`'s job each time it fails, as the policy allows.
+async fn supervise(shared: Arc<Shared>, entry: Arc<TableEntry>, mut job: Arc<Job>) {
+    let id = entry.def.id;
+    let policy = shared.jobs.policy;
+    let mut restarts = 0;
+    loop {
+        job.stopped().await;
+        let Some(error) = job.failure() else {
+            return;
+        };
+        if restarts >= policy.attempts {
+            tracing::error!(view = %entry.def.name, %error, restarts, "job failed; no restarts left");
+            return;
+        }
+        restarts += 1;
+        tracing::warn!(view = %entry.def.name, %error, restarts, "job failed; restarting");
+        tokio::time::sleep(policy.delay).await;
+        match build(&shared, &entry).await {
+            Ok(next) => {
+                let next = Arc::new(next);
+                let mut running = shared.jobs.running.lock();
+                // Dropped or restarted meanwhile: this supervisor is no longer wanted.
+                let Some(current) = running.get_mut(&id) else {
+                    return;
+                };
+                current.job = Arc::clone(&next);
+                current.restarts = restarts;
+                job = next;
+            }
+            Err(e) => {
+                tracing::error!(view = %entry.def.name, error = %e, "job could not restart");
+                return;
+            }
+        }
+    }
 }
 
 impl Jobs {
+    /// No jobs yet; failed jobs are restarted as `policy` says.
+    pub fn new(policy: RestartPolicy) -> Self {
+        Self {
+            running: Mutex::new(BTreeMap::new()),
+            policy,
+        }
+    }
+
     /// Starts the job of view `entry`.
     pub async fn start(&self, shared: &Arc<Shared>, entry: &TableEntry) -> Result<(), SqlError> {
-        let Some(view) = &entry.def.view else {
-            return Err(SqlError::internal(format!(
-                "\"{}\" is not a materialized view",
-                entry.def.name
-            )));
+        let job = Arc::new(build(shared, entry).await?);
+        let Some(entry) = shared.catalog.table(&entry.def.database, &entry.def.name) else {
+            return Err(SqlError::internal("view vanished while starting"));
         };
-        let mut session = Session::new(Arc::clone(shared), "rivulet", &entry.def.database)?;
-        let plan = plan_stream(&mut session, &view.query, entry.def.id).await?;
-        let job = Job::start(JobSpec {
-            id: entry.def.id,
-            name: entry.def.name.clone(),
-            store: shared.catalog.store().clone(),
-            source: plan.source,
-            operators: plan.operators,
-            sink: Arc::clone(&entry.store),
-            counted: view.counted,
-        })?;
-        self.running.lock().insert(entry.def.id, Arc::new(job));
+        let supervisor = spawn_named(
+            format!("supervise-{}", entry.def.name),
+            supervise(Arc::clone(shared), Arc::clone(&entry), Arc::clone(&job)),
+        );
+        self.running.lock().insert(
+            entry.def.id,
+            Running {
+                job,
+                restarts: 0,
+                _supervisor: supervisor,
+            },
+        );
         Ok(())
     }
 
@@ -69,9 +163,13 @@ impl Jobs {
         Ok(())
     }
 
-    /// The running jobs by view id.
-    pub fn list(&self) -> BTreeMap<u64, Arc<Job>> {
-        self.running.lock().clone()
+    /// The jobs by view id, with how often each was restarted.
+    pub fn list(&self) -> BTreeMap<u64, (Arc<Job>, u32)> {
+        self.running
+            .lock()
+            .iter()
+            .map(|(id, r)| (*id, (Arc::clone(&r.job), r.restarts)))
+            .collect()
     }
 
     /// Stops the job of view `id` (its state stays until the view is dropped).
@@ -84,14 +182,19 @@ impl Jobs {
         self.running
             .lock()
             .iter()
-            .filter(|(_, job)| job.source().id() == id)
+            .filter(|(_, r)| r.job.source().id() == id)
             .map(|(view, _)| *view)
             .collect()
     }
 
     /// Waits until every view reflects every change committed before the call.
     pub async fn flush(&self) -> Result<(), SqlError> {
-        let jobs: Vec<Arc<Job>> = self.running.lock().values().cloned().collect();
+        let jobs: Vec<Arc<Job>> = self
+            .running
+            .lock()
+            .values()
+            .map(|r| Arc::clone(&r.job))
+            .collect();
         for job in jobs {
             let target = job.source().last_seq();
             job.wait_for(target)

@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use jobs::Jobs;
+use jobs::{Jobs, RestartPolicy};
 use pgwire::api::{ConnectionManager, RandomPidSecretKeyGenerator};
 use rivulet_engine::state::StateStore;
 use rivulet_engine::task::spawn_named;
@@ -67,6 +67,13 @@ struct Args {
     /// Password (SCRAM-SHA-256) for --user; without it, any user may connect, from loopback only.
     #[arg(long, env = "RIVULET_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+    /// How often a failed materialized view job is restarted from its last checkpoint before it
+    /// stays failed (Flink's `restart-strategy.fixed-delay.attempts`).
+    #[arg(long, env = "RIVULET_RESTART_ATTEMPTS", default_value_t = 3)]
+    restart_attempts: u32,
+    /// Milliseconds between those restarts (Flink's `restart-strategy.fixed-delay.delay`).
+    #[arg(long, env = "RIVULET_RESTART_DELAY_MS", default_value_t = 1000)]
+    restart_delay_ms: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -100,7 +107,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         Catalog::load(store).map_err(|e| anyhow::anyhow!("cannot load the catalog: {e}"))?;
     let shared = Arc::new(Shared {
         catalog: Arc::new(catalog),
-        jobs: Jobs::default(),
+        jobs: Jobs::new(RestartPolicy {
+            attempts: args.restart_attempts,
+            delay: std::time::Duration::from_millis(args.restart_delay_ms),
+        }),
     });
     shared
         .jobs

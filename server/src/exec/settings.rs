@@ -139,12 +139,12 @@ impl Session {
     /// SHOW JOBS: each view's job in this database, with its progress and last error.
     pub(super) fn show_jobs(&mut self) -> Result<Outcome, SqlError> {
         let running = self.shared.jobs.list();
-        let mut rows: Vec<[String; 6]> = Vec::new();
+        let mut rows: Vec<[String; 7]> = Vec::new();
         for view in self.catalog().tables(&self.database) {
             if view.def.view.is_none() {
                 continue;
             }
-            let Some(job) = running.get(&view.def.id) else {
+            let Some((job, restarts)) = running.get(&view.def.id) else {
                 continue;
             };
             let failure = job.failure();
@@ -159,6 +159,7 @@ impl Session {
                 job.source().name().to_string(),
                 job.position().to_string(),
                 job.source().last_seq().to_string(),
+                restarts.to_string(),
                 failure.unwrap_or_default(),
             ]);
         }
@@ -170,9 +171,10 @@ impl Session {
                 "Source",
                 "Position",
                 "Source position",
+                "Restarts",
                 "Error",
             ],
-            (0..6).map(column).collect(),
+            (0..7).map(column).collect(),
         ))
     }
 
