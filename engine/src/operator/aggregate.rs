@@ -37,6 +37,10 @@
 //! order bytewise (the C collation).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Group maps hash byte keys several times per row: foldhash, randomly seeded per map, the hasher
+/// DataFusion's own hash aggregation uses, instead of std's much slower SipHash.
+type FastHash = foldhash::fast::RandomState;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -90,9 +94,9 @@ pub struct HashAggregate {
     output: SchemaRef,
     /// Encodes the group key; `None` for a global aggregate, whose one key is empty.
     keys: Option<Codec>,
-    groups: HashMap<Box<[u8]>, Group>,
+    groups: HashMap<Box<[u8]>, Group, FastHash>,
     /// Keys changed since the last checkpoint.
-    dirty: HashSet<Box<[u8]>>,
+    dirty: HashSet<Box<[u8]>, FastHash>,
 }
 
 /// How an aggregate reads its input and what it keeps per group.
@@ -615,8 +619,8 @@ impl HashAggregate {
             aggs,
             output,
             keys,
-            groups: HashMap::new(),
-            dirty: HashSet::new(),
+            groups: HashMap::default(),
+            dirty: HashSet::default(),
         };
         op.load(&store)?;
         Ok(op)
@@ -628,7 +632,7 @@ impl HashAggregate {
     }
 
     fn load(&mut self, store: &StateStore) -> Result<()> {
-        let mut groups = HashMap::new();
+        let mut groups = HashMap::default();
         store.scan_prefix(None, &self.prefix, None, |k, v| {
             let key = k.get(self.prefix.len()..).unwrap_or_default();
             if key.is_empty() != self.keys.is_none() {
@@ -690,7 +694,7 @@ impl HashAggregate {
         keys: Option<&'k Rows>,
         n: usize,
     ) -> Result<(Vec<Slot<'k>>, Vec<usize>)> {
-        let mut index: HashMap<&[u8], usize> = HashMap::new();
+        let mut index: HashMap<&[u8], usize, FastHash> = HashMap::default();
         let mut slots: Vec<Slot> = Vec::new();
         let mut gids = Vec::with_capacity(n);
         for i in 0..n {
