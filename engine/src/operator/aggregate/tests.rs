@@ -1,0 +1,492 @@
+//! Tests of the hash aggregate: a randomized oracle, checkpoint and restore, types, NULL keys.
+
+use super::*;
+use datafusion::arrow::array::StringArray;
+use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::scalar::ScalarValue as S;
+
+type Row = Vec<S>;
+
+fn schema(fields: &[(&str, DataType)]) -> SchemaRef {
+    let fields: Vec<Field> = fields
+        .iter()
+        .map(|(n, t)| Field::new(*n, t.clone(), true))
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+fn spec(func: AggFunc, input: Option<usize>) -> AggSpec {
+    AggSpec { func, input }
+}
+
+/// A downstream view: the operator's changelog applied to rows keyed by their group columns.
+struct View {
+    keys: usize,
+    rows: HashMap<Row, Row>,
+}
+
+impl View {
+    fn new(keys: usize) -> Self {
+        Self {
+            keys,
+            rows: HashMap::new(),
+        }
+    }
+
+    fn apply(&mut self, out: Vec<ChangeBatch>) {
+        assert!(out.len() <= 1, "one output batch per input batch");
+        for b in out {
+            assert!(b.num_rows() > 0);
+            let mut before: Option<Row> = None;
+            for (i, op) in b.ops.iter().enumerate() {
+                let row: Row = b
+                    .data
+                    .columns()
+                    .iter()
+                    .map(|c| S::try_from_array(c, i).unwrap())
+                    .collect();
+                let key = row[..self.keys].to_vec();
+                match op {
+                    Op::Insert => {
+                        assert!(self.rows.insert(key, row).is_none(), "insert over a row")
+                    }
+                    Op::Delete => assert_eq!(self.rows.remove(&key), Some(row)),
+                    Op::UpdateBefore => {
+                        assert_eq!(self.rows.get(&key), Some(&row));
+                        before = Some(row);
+                    }
+                    Op::UpdateAfter => {
+                        let old = before.take().expect("update after without before");
+                        assert_eq!(old[..self.keys], row[..self.keys]);
+                        assert_ne!(old, row, "unchanged result emitted");
+                        self.rows.insert(key, row);
+                    }
+                }
+            }
+            assert!(before.is_none(), "update before without after");
+        }
+    }
+}
+
+fn int_batch(rows: &[(Op, Option<i64>, Option<i64>)]) -> ChangeBatch {
+    let data = RecordBatch::try_new(
+        schema(&[("k", DataType::Int64), ("v", DataType::Int64)]),
+        vec![
+            Arc::new(rows.iter().map(|r| r.1).collect::<Int64Array>()),
+            Arc::new(rows.iter().map(|r| r.2).collect::<Int64Array>()),
+        ],
+    )
+    .unwrap();
+    ChangeBatch {
+        data,
+        ops: rows.iter().map(|r| r.0).collect(),
+    }
+}
+
+/// `k, count(*), count(v), sum(v), avg(v), min(v), max(v), count(distinct v) group by k`.
+fn int_agg(store: &StateStore) -> HashAggregate {
+    use AggFunc::*;
+    let i = DataType::Int64;
+    let output = schema(&[
+        ("k", i.clone()),
+        ("n", i.clone()),
+        ("nv", i.clone()),
+        ("sum", i.clone()),
+        ("avg", DataType::Float64),
+        ("min", i.clone()),
+        ("max", i.clone()),
+        ("distinct", i.clone()),
+    ]);
+    let aggs = [
+        (CountStar, None),
+        (Count, Some(1)),
+        (Sum, Some(1)),
+        (Avg, Some(1)),
+    ]
+    .into_iter()
+    .chain([(Min, Some(1)), (Max, Some(1)), (CountDistinct, Some(1))])
+    .map(|(f, c)| spec(f, c))
+    .collect();
+    let input = schema(&[("k", i.clone()), ("v", i)]);
+    HashAggregate::new(
+        store.clone(),
+        b"agg/".to_vec(),
+        input,
+        vec![0],
+        aggs,
+        output,
+    )
+    .unwrap()
+}
+
+/// The same aggregates computed from scratch over the live input rows.
+fn recompute(live: &[(Option<i64>, Option<i64>)]) -> HashMap<Row, Row> {
+    let mut groups: HashMap<Option<i64>, Vec<Option<i64>>> = HashMap::new();
+    for (k, v) in live {
+        groups.entry(*k).or_default().push(*v);
+    }
+    let mut out = HashMap::new();
+    for (k, vs) in groups {
+        let mut vals: Vec<i64> = vs.iter().flatten().copied().collect();
+        vals.sort();
+        let sum: i64 = vals.iter().sum();
+        let some = !vals.is_empty();
+        let avg = some.then(|| sum as f64 / vals.len() as f64);
+        let n = vals.len();
+        vals.dedup();
+        let row = vec![
+            S::Int64(k),
+            S::Int64(Some(vs.len() as i64)),
+            S::Int64(Some(n as i64)),
+            S::Int64(some.then_some(sum)),
+            S::Float64(avg),
+            S::Int64(vals.first().copied()),
+            S::Int64(vals.last().copied()),
+            S::Int64(Some(vals.len() as i64)),
+        ];
+        out.insert(vec![S::Int64(k)], row);
+    }
+    out
+}
+
+/// xorshift64: deterministic and dependency-free.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+
+    fn row(&mut self) -> (Option<i64>, Option<i64>) {
+        let k = self.below(21);
+        let v = self.below(60);
+        (
+            (k < 20).then_some(k as i64),
+            (v >= 10).then(|| v as i64 - 35),
+        )
+    }
+}
+
+#[test]
+fn random_changes_match_recomputation_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut op = int_agg(&store);
+    assert!(op.start().unwrap().is_empty());
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut live: Vec<(Option<i64>, Option<i64>)> = Vec::new();
+    let mut view = View::new(1);
+    for round in 0..50 {
+        let mut rows = Vec::new();
+        for _ in 0..1 + rng.below(40) {
+            let choice = if live.is_empty() { 0 } else { rng.below(10) };
+            if choice < 5 {
+                let (k, v) = rng.row();
+                live.push((k, v));
+                rows.push((Op::Insert, k, v));
+            } else {
+                let (k, v) = live.swap_remove(rng.below(live.len() as u64) as usize);
+                if choice < 8 {
+                    rows.push((Op::Delete, k, v));
+                } else {
+                    let (k2, v2) = rng.row();
+                    live.push((k2, v2));
+                    rows.push((Op::UpdateBefore, k, v));
+                    rows.push((Op::UpdateAfter, k2, v2));
+                }
+            }
+        }
+        view.apply(op.process(int_batch(&rows)).unwrap());
+        assert_eq!(view.rows, recompute(&live), "after round {round}");
+        assert_eq!(op.group_count(), view.rows.len());
+
+        let mut batch = StateBatch::new();
+        op.checkpoint(&mut batch).unwrap();
+        store.write(batch, true).unwrap();
+        if round % 12 == 11 {
+            op = int_agg(&store);
+            assert_eq!(op.group_count(), view.rows.len());
+            assert!(op.start().unwrap().is_empty());
+        }
+    }
+}
+
+#[test]
+fn restore_from_checkpoint_gives_identical_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut op = int_agg(&store);
+    let first = int_batch(&[
+        (Op::Insert, Some(1), Some(5)),
+        (Op::Insert, Some(1), Some(2)),
+        (Op::Insert, None, None),
+        (Op::Insert, Some(2), Some(7)),
+    ]);
+    let second = int_batch(&[
+        (Op::Delete, Some(1), Some(2)),
+        (Op::UpdateBefore, Some(2), Some(7)),
+        (Op::UpdateAfter, Some(2), Some(8)),
+        (Op::Delete, None, None),
+    ]);
+    op.process(first).unwrap();
+    let mut batch = StateBatch::new();
+    op.checkpoint(&mut batch).unwrap();
+    store.write(batch, true).unwrap();
+    let expected = op.process(second.clone()).unwrap();
+    assert_eq!(
+        expected[0].ops,
+        [
+            Op::UpdateBefore,
+            Op::UpdateAfter,
+            Op::UpdateBefore,
+            Op::UpdateAfter,
+            Op::Delete
+        ]
+    );
+
+    // The second batch was never checkpointed: a restart sees the state after the first.
+    drop(op);
+    let mut op = int_agg(&store);
+    assert_eq!(op.group_count(), 3);
+    assert_eq!(op.process(second).unwrap(), expected);
+    let mut batch = StateBatch::new();
+    op.checkpoint(&mut batch).unwrap();
+    store.write(batch, true).unwrap();
+    assert_eq!(int_agg(&store).group_count(), 2);
+}
+
+#[test]
+fn global_aggregate_starts_at_zero_and_is_never_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let input = schema(&[("v", DataType::Int64)]);
+    let output = schema(&[("n", DataType::Int64), ("sum", DataType::Int64)]);
+    let aggs = || vec![spec(AggFunc::CountStar, None), spec(AggFunc::Sum, Some(0))];
+    let open = || {
+        HashAggregate::new(
+            store.clone(),
+            b"g/".to_vec(),
+            input.clone(),
+            vec![],
+            aggs(),
+            output.clone(),
+        )
+    };
+    let batch = |rows: &[(Op, Option<i64>)]| ChangeBatch {
+        data: RecordBatch::try_new(
+            input.clone(),
+            vec![Arc::new(rows.iter().map(|r| r.1).collect::<Int64Array>())],
+        )
+        .unwrap(),
+        ops: rows.iter().map(|r| r.0).collect(),
+    };
+    let row = |n: i64, sum: Option<i64>| vec![S::Int64(Some(n)), S::Int64(sum)];
+
+    let mut op = open().unwrap();
+    let mut view = View::new(0);
+    let start = op.start().unwrap();
+    assert_eq!(start[0].ops, [Op::Insert]);
+    view.apply(start);
+    assert_eq!(view.rows[&vec![]], row(0, None));
+
+    view.apply(
+        op.process(batch(&[(Op::Insert, Some(5)), (Op::Insert, None)]))
+            .unwrap(),
+    );
+    assert_eq!(view.rows[&vec![]], row(2, Some(5)));
+    // A row added and retracted within one batch changes nothing.
+    assert!(
+        op.process(batch(&[(Op::Insert, Some(9)), (Op::Delete, Some(9))]))
+            .unwrap()
+            .is_empty()
+    );
+
+    let out = op
+        .process(batch(&[(Op::Delete, Some(5)), (Op::Delete, None)]))
+        .unwrap();
+    assert_eq!(out[0].ops, [Op::UpdateBefore, Op::UpdateAfter]);
+    view.apply(out);
+    assert_eq!(view.rows[&vec![]], row(0, None));
+    assert_eq!(op.group_count(), 1);
+
+    let mut state = StateBatch::new();
+    op.checkpoint(&mut state).unwrap();
+    store.write(state, true).unwrap();
+    let mut op = open().unwrap();
+    assert!(
+        op.start().unwrap().is_empty(),
+        "the recovered row is already downstream"
+    );
+    view.apply(op.process(batch(&[(Op::Insert, Some(3))])).unwrap());
+    assert_eq!(view.rows[&vec![]], row(1, Some(3)));
+}
+
+#[test]
+fn floats_strings_decimals_and_null_keys() {
+    use AggFunc::*;
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let (f64t, utf8, dec) = (
+        DataType::Float64,
+        DataType::Utf8,
+        DataType::Decimal128(10, 2),
+    );
+    let input = schema(&[
+        ("k", utf8.clone()),
+        ("f", f64t.clone()),
+        ("s", utf8.clone()),
+        ("d", dec.clone()),
+    ]);
+    let output = schema(&[
+        ("k", utf8.clone()),
+        ("sum_f", f64t.clone()),
+        ("avg_f", f64t.clone()),
+        ("distinct_f", DataType::Int64),
+        ("min_s", utf8.clone()),
+        ("max_s", utf8),
+        ("sum_d", DataType::Decimal128(20, 2)),
+        ("avg_d", DataType::Decimal128(14, 6)),
+        ("max_d", dec),
+    ]);
+    let aggs = [
+        (Sum, 1),
+        (Avg, 1),
+        (CountDistinct, 1),
+        (Min, 2),
+        (Max, 2),
+        (Sum, 3),
+        (Avg, 3),
+        (Max, 3),
+    ];
+    let aggs = aggs.into_iter().map(|(f, c)| spec(f, Some(c))).collect();
+    let mut op =
+        HashAggregate::new(store, b"t/".to_vec(), input.clone(), vec![0], aggs, output).unwrap();
+    type In<'a> = (Op, Option<&'a str>, f64, Option<&'a str>, Option<i128>);
+    let batch = |rows: &[In]| ChangeBatch {
+        data: RecordBatch::try_new(
+            input.clone(),
+            vec![
+                Arc::new(rows.iter().map(|r| r.1).collect::<StringArray>()),
+                Arc::new(rows.iter().map(|r| Some(r.2)).collect::<Float64Array>()),
+                Arc::new(rows.iter().map(|r| r.3).collect::<StringArray>()),
+                Arc::new(
+                    rows.iter()
+                        .map(|r| r.4)
+                        .collect::<Decimal128Array>()
+                        .with_precision_and_scale(10, 2)
+                        .unwrap(),
+                ),
+            ],
+        )
+        .unwrap(),
+        ops: rows.iter().map(|r| r.0).collect(),
+    };
+    let row = |k: Option<&str>, f: [f64; 2], n: i64, s: [Option<&str>; 2], d: [Option<i128>; 3]| {
+        let dec = |v, p, s| S::Decimal128(v, p, s);
+        let text = |v: Option<&str>| S::Utf8(v.map(String::from));
+        vec![
+            text(k),
+            S::Float64(Some(f[0])),
+            S::Float64(Some(f[1])),
+            S::Int64(Some(n)),
+            text(s[0]),
+            text(s[1]),
+        ]
+        .into_iter()
+        .chain([dec(d[0], 20, 2), dec(d[1], 14, 6), dec(d[2], 10, 2)])
+        .collect::<Row>()
+    };
+    let mut view = View::new(1);
+    view.apply(
+        op.process(batch(&[
+            (Op::Insert, None, 1.5, Some("pear"), Some(125)),
+            (Op::Insert, None, -0.0, Some("apple"), Some(250)),
+            (Op::Insert, Some("a"), 0.0, Some("zoo"), None),
+            (Op::Insert, Some("a"), -0.0, None, Some(100)),
+            (Op::Insert, Some("a"), f64::NAN, Some("b"), Some(100)),
+            (Op::Insert, Some("a"), 3.0, None, Some(0)),
+        ]))
+        .unwrap(),
+    );
+    let null = vec![S::Utf8(None)];
+    let a = vec![S::Utf8(Some("a".into()))];
+    assert_eq!(
+        view.rows[&null],
+        row(
+            None,
+            [1.5, 0.75],
+            2,
+            [Some("apple"), Some("pear")],
+            [Some(375), Some(1_875_000), Some(250)]
+        )
+    );
+    // 0.0 and -0.0 are one distinct value; NaN is another. 2.00 / 3 rounds to 0.666667.
+    let nan = [f64::NAN, f64::NAN];
+    assert_eq!(
+        view.rows[&a],
+        row(
+            Some("a"),
+            nan,
+            3,
+            [Some("b"), Some("zoo")],
+            [Some(200), Some(666_667), Some(100)]
+        )
+    );
+
+    view.apply(
+        op.process(batch(&[
+            (Op::Delete, None, -0.0, Some("apple"), Some(250)),
+            (Op::Delete, Some("a"), f64::NAN, Some("b"), Some(100)),
+            (Op::Delete, Some("a"), 0.0, Some("zoo"), None),
+        ]))
+        .unwrap(),
+    );
+    assert_eq!(
+        view.rows[&null],
+        row(
+            None,
+            [1.5, 1.5],
+            1,
+            [Some("pear"), Some("pear")],
+            [Some(125), Some(1_250_000), Some(125)]
+        )
+    );
+    // Retracting the NaN brings back a finite sum; no strings are left, so MIN/MAX are NULL.
+    assert_eq!(
+        view.rows[&a],
+        row(
+            Some("a"),
+            [3.0, 1.5],
+            2,
+            [None, None],
+            [Some(100), Some(500_000), Some(100)]
+        )
+    );
+    assert_eq!(op.group_count(), 2);
+}
+
+#[test]
+fn plans_the_operator_cannot_run_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let input = schema(&[("s", DataType::Utf8)]);
+    let output = schema(&[("sum", DataType::Int64)]);
+    let new = |func, col| {
+        HashAggregate::new(
+            store.clone(),
+            b"x/".to_vec(),
+            input.clone(),
+            vec![],
+            vec![spec(func, col)],
+            output.clone(),
+        )
+    };
+    assert!(new(AggFunc::Sum, Some(0)).is_err());
+    assert!(new(AggFunc::BoolAnd, Some(0)).is_err());
+    assert!(new(AggFunc::Count, Some(3)).is_err());
+    assert!(new(AggFunc::CountStar, Some(0)).is_err());
+    assert!(new(AggFunc::Count, Some(0)).is_ok());
+}
