@@ -84,6 +84,11 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // A panic ends only its task (one connection, say); log it as the broken invariant it is, in
+    // one line, instead of a backtrace on stderr.
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(panic = %info, "panic");
+    }));
     if !args.listen.ip().is_loopback() && args.password.is_none() {
         bail!(
             "refusing to listen on {} without credentials: set --password (or RIVULET_PASSWORD) to require \

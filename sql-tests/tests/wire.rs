@@ -156,3 +156,32 @@ async fn a_client_vanishing_mid_copy_loses_nothing_committed() {
     still_serves(&server).await;
     server.kill9().await.unwrap();
 }
+
+#[tokio::test]
+async fn row_limited_execute_resumes_a_suspended_portal() {
+    let server = TestServer::start().await.unwrap();
+    let mut client = server.connect("dev").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE p (n INT); INSERT INTO p VALUES (1), (2), (3), (4), (5)")
+        .await
+        .unwrap();
+    let tx = client.transaction().await.unwrap();
+    let stmt = tx.prepare("SELECT n FROM p ORDER BY n").await.unwrap();
+    let portal = tx.bind(&stmt, &[]).await.unwrap();
+    let mut seen = Vec::new();
+    let mut fetches = 0;
+    loop {
+        // Each Execute asks for 2 rows; the server answers PortalSuspended until the last one.
+        let rows = tx.query_portal(&portal, 2).await.unwrap();
+        fetches += 1;
+        if rows.is_empty() {
+            break;
+        }
+        seen.extend(rows.iter().map(|r| r.get::<_, i32>(0)));
+        assert!(fetches <= 4, "portal never finished");
+    }
+    assert_eq!(seen, vec![1, 2, 3, 4, 5]);
+    assert!(fetches >= 3);
+    tx.commit().await.unwrap();
+    server.kill9().await.unwrap();
+}
