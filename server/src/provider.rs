@@ -212,7 +212,13 @@ impl TableProvider for StoredTable {
     }
 
     fn table_type(&self) -> TableType {
-        TableType::Base
+        // information_schema shows materialized views as views (Postgres leaves them out of
+        // `information_schema.tables` entirely; clients that list relations want to see them).
+        if self.entry.def.view.is_some() {
+            TableType::View
+        } else {
+            TableType::Base
+        }
     }
 
     async fn scan(
