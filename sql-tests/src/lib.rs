@@ -59,6 +59,19 @@ impl TestServer {
 
     /// Starts a server on `data_dir` (kept after the server stops).
     pub async fn start_in(data_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(data_dir, &[]).await
+    }
+
+    /// Starts a server with a fresh temporary data dir and extra command-line flags.
+    pub async fn start_with_flags(flags: &[&str]) -> anyhow::Result<Self> {
+        let temp = tempfile::tempdir()?;
+        let dir = temp.path().to_path_buf();
+        let mut s = Self::start_with(&dir, flags).await?;
+        s._temp = Some(temp);
+        Ok(s)
+    }
+
+    async fn start_with(data_dir: &Path, flags: &[&str]) -> anyhow::Result<Self> {
         let bin = rivulet_bin();
         if !bin.exists() {
             bail!(
@@ -73,6 +86,7 @@ impl TestServer {
             .arg(data_dir)
             .arg("--log")
             .arg(std::env::var("RIVULET_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .args(flags)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

@@ -92,3 +92,53 @@ async fn views_are_exactly_once_across_kill_9() {
     }
     server.kill9().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_failing_job_is_restarted_then_stays_failed_with_its_error() {
+    let server =
+        TestServer::start_with_flags(&["--restart-attempts", "2", "--restart-delay-ms", "50"])
+            .await
+            .unwrap();
+    let c = server.connect("dev").await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE t (k INT, v INT); \
+         CREATE MATERIALIZED VIEW m AS SELECT k, sum(10 / v) AS s FROM t GROUP BY k; \
+         INSERT INTO t VALUES (1, 2); FLUSH",
+    )
+    .await
+    .unwrap();
+    assert_eq!(sorted(&c, "SELECT * FROM m").await, vec!["1|5"]);
+    c.batch_execute("INSERT INTO t VALUES (1, 0)")
+        .await
+        .unwrap();
+    let err = c.batch_execute("FLUSH").await.unwrap_err();
+    let message = err.as_db_error().map(|e| e.message().to_string());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("materialized view \"m\" failed")),
+        "{message:?}"
+    );
+    // Two restarts replay the same row and fail the same way; then the job stays failed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let jobs = sorted(&c, "SHOW JOBS").await;
+        let [job] = jobs.as_slice() else {
+            panic!("one job expected: {jobs:?}")
+        };
+        let fields: Vec<&str> = job.split('|').collect();
+        if fields[5] == "2" {
+            assert_eq!(fields[1], "failed");
+            assert!(fields[6].contains("Divide by zero"), "{job}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second restart: {job}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The view keeps its last committed result.
+    assert_eq!(sorted(&c, "SELECT * FROM m").await, vec!["1|5"]);
+    server.kill9().await.unwrap();
+}
