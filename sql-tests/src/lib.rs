@@ -27,6 +27,34 @@ pub fn rivulet_bin() -> PathBuf {
     dir.join("rivulet")
 }
 
+/// The rows of `sql` (simple protocol) as text, columns joined by `|`, NULL as `NULL`, in the order
+/// the server sent them.
+pub async fn text_rows(client: &Client, sql: &str) -> anyhow::Result<Vec<String>> {
+    let messages = client
+        .simple_query(sql)
+        .await
+        .with_context(|| sql.to_string())?;
+    Ok(messages
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            ),
+            _ => None,
+        })
+        .collect())
+}
+
+/// [`text_rows`], sorted: for comparing results whose order SQL leaves open.
+pub async fn sorted_rows(client: &Client, sql: &str) -> anyhow::Result<Vec<String>> {
+    let mut rows = text_rows(client, sql).await?;
+    rows.sort();
+    Ok(rows)
+}
+
 /// Runs a tokio-postgres connection in the background; it ends when its client is dropped.
 #[allow(clippy::disallowed_methods)] // detached on purpose: the client owns the connection's life
 pub fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)

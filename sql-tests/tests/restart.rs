@@ -4,25 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use rivulet_sql_tests::TestServer;
-
-async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
-    client
-        .simple_query(sql)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            ),
-            _ => None,
-        })
-        .collect()
-}
+use rivulet_sql_tests::{TestServer, text_rows};
 
 #[tokio::test]
 async fn acknowledged_writes_survive_kill_9() {
@@ -62,10 +44,12 @@ async fn acknowledged_writes_survive_kill_9() {
 
     let server = TestServer::start_in(dir.path()).await.unwrap();
     let c = server.connect("dev").await.unwrap();
-    let got = rows(&c, "SELECT id, name FROM users ORDER BY id").await;
+    let got = text_rows(&c, "SELECT id, name FROM users ORDER BY id")
+        .await
+        .unwrap();
     let want: Vec<String> = users.iter().map(|(k, v)| format!("{k}|{v}")).collect();
     assert_eq!(got, want);
-    let got = rows(&c, "SELECT n FROM log ORDER BY n").await;
+    let got = text_rows(&c, "SELECT n FROM log ORDER BY n").await.unwrap();
     let want: Vec<String> = log.iter().map(|n| n.to_string()).collect();
     assert_eq!(got, want);
     // The restarted server takes new writes, keys and all.

@@ -7,7 +7,7 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rivulet_sql_tests::TestServer;
+use rivulet_sql_tests::{TestServer, sorted_rows};
 
 /// (name, query): aggregates with retractions, min/max under deletes, DISTINCT, HAVING, a global
 /// aggregate, views on views, a keyed projection, and a view without a key (duplicates counted).
@@ -39,26 +39,6 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT id, v * 2 AS v2, s FROM t1 WHERE k <> 3",
     ),
 ];
-
-async fn sorted(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
-    let mut out: Vec<String> = client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            ),
-            _ => None,
-        })
-        .collect();
-    out.sort();
-    out
-}
 
 fn random_statement(rng: &mut StdRng, next_id: &mut i32) -> String {
     let k = rng.random_range(0..6);
@@ -126,8 +106,10 @@ async fn run_seed(seed: u64) {
         c.batch_execute("FLUSH").await.unwrap();
         let mut compared = 0;
         for (name, query) in VIEWS {
-            let view = sorted(&c, &format!("SELECT * FROM {name}")).await;
-            let oracle = sorted(&c, query).await;
+            let view = sorted_rows(&c, &format!("SELECT * FROM {name}"))
+                .await
+                .unwrap();
+            let oracle = sorted_rows(&c, query).await.unwrap();
             assert_eq!(
                 view, oracle,
                 "seed {seed}, round {round}: view {name} differs from its query"

@@ -3,35 +3,15 @@
 //! The oracle is the view's own query run ad hoc over the table.
 #![allow(clippy::unwrap_used)]
 
-use rivulet_sql_tests::TestServer;
+use rivulet_sql_tests::{TestServer, sorted_rows};
 
 const VIEW: &str =
     "SELECT k, count(*) AS n, sum(v) AS s, min(v) AS lo, max(v) AS hi FROM t GROUP BY k";
 
-async fn sorted(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
-    let mut out: Vec<String> = client
-        .simple_query(sql)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                    .collect::<Vec<_>>()
-                    .join("|"),
-            ),
-            _ => None,
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 async fn assert_view_matches_query(client: &tokio_postgres::Client) {
     client.batch_execute("FLUSH").await.unwrap();
-    let view = sorted(client, "SELECT * FROM v").await;
-    let oracle = sorted(client, VIEW).await;
+    let view = sorted_rows(client, "SELECT * FROM v").await.unwrap();
+    let oracle = sorted_rows(client, VIEW).await.unwrap();
     assert!(!oracle.is_empty());
     assert_eq!(view, oracle);
 }
@@ -107,7 +87,10 @@ async fn a_failing_job_is_restarted_then_stays_failed_with_its_error() {
     )
     .await
     .unwrap();
-    assert_eq!(sorted(&c, "SELECT * FROM m").await, vec!["1|5"]);
+    assert_eq!(
+        sorted_rows(&c, "SELECT * FROM m").await.unwrap(),
+        vec!["1|5"]
+    );
     c.batch_execute("INSERT INTO t VALUES (1, 0)")
         .await
         .unwrap();
@@ -122,7 +105,7 @@ async fn a_failing_job_is_restarted_then_stays_failed_with_its_error() {
     // Two restarts replay the same row and fail the same way; then the job stays failed.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let jobs = sorted(&c, "SHOW JOBS").await;
+        let jobs = sorted_rows(&c, "SHOW JOBS").await.unwrap();
         let [job] = jobs.as_slice() else {
             panic!("one job expected: {jobs:?}")
         };
@@ -139,6 +122,9 @@ async fn a_failing_job_is_restarted_then_stays_failed_with_its_error() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     // The view keeps its last committed result.
-    assert_eq!(sorted(&c, "SELECT * FROM m").await, vec!["1|5"]);
+    assert_eq!(
+        sorted_rows(&c, "SELECT * FROM m").await.unwrap(),
+        vec!["1|5"]
+    );
     server.kill9().await.unwrap();
 }
