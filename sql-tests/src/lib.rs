@@ -22,8 +22,10 @@ pub fn rivulet_bin() -> PathBuf {
     }
     // target/debug/deps/<test> -> target/debug/rivulet (built by `cargo test --workspace`, because
     // the server package has integration tests of its own).
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().and_then(Path::parent).map(Path::to_path_buf))
+        .unwrap_or_default();
     dir.join("rivulet")
 }
 

@@ -5,8 +5,8 @@
 //! output; this module only decides how each plan node is maintained incrementally:
 //! - a table scan reads the table's change log (projection and pushed filters become a `Project`);
 //! - `Filter` and `Projection` become a `Project` with DataFusion physical expressions;
-//! - `Aggregate` (and `DISTINCT`) becomes a `Project` computing group keys and arguments, then a
-//!   `HashAggregate` with retractions; its group columns are the view's key;
+//! - `Aggregate` (and `DISTINCT`) becomes a `HashAggregate` with retractions, preceded by a
+//!   `Project` when a group key or argument is an expression; its group columns are the view's key;
 //! - a top-level `ORDER BY` without `LIMIT` is dropped (a view is a set, as in RisingWave).
 //!
 //! Anything else is refused with `Unsupported` naming the construct, never planned approximately.
@@ -358,22 +358,46 @@ fn lower(ctx: &StreamContext<'_>, plan: &LogicalPlan) -> Result<Lowered> {
                     input: input_col,
                 });
             }
-            let pre_physical = pre_exprs
+            // Keys and arguments that are plain input columns are read in place; otherwise a
+            // `Project` computes them first.
+            let direct: Option<Vec<usize>> = pre_exprs
                 .iter()
-                .map(|e| physical(ctx, e, input))
-                .collect::<Result<Vec<_>>>()?;
-            let pre_schema = pre_schema(&pre_exprs, input)?;
-            l.operators.push(Box::new(Project::new(
-                None,
-                pre_physical,
-                Arc::clone(&pre_schema),
-            )));
+                .map(|e| match e {
+                    Expr::Column(c) => input.index_of_column(c).ok(),
+                    _ => None,
+                })
+                .collect();
+            let (agg_input, group_by, specs) = match direct {
+                Some(columns) => {
+                    let specs = specs
+                        .into_iter()
+                        .map(|s| AggSpec {
+                            func: s.func,
+                            input: s.input.map(|i| columns[i]),
+                        })
+                        .collect();
+                    (arrow_schema(input), columns[..groups].to_vec(), specs)
+                }
+                None => {
+                    let pre_physical = pre_exprs
+                        .iter()
+                        .map(|e| physical(ctx, e, input))
+                        .collect::<Result<Vec<_>>>()?;
+                    let pre_schema = pre_schema(&pre_exprs, input)?;
+                    l.operators.push(Box::new(Project::new(
+                        None,
+                        pre_physical,
+                        Arc::clone(&pre_schema),
+                    )));
+                    (pre_schema, (0..groups).collect(), specs)
+                }
+            };
             let index = l.operators.len();
             let aggregate = HashAggregate::new(
                 ctx.store.clone(),
                 operator_prefix(ctx.job_id, index),
-                pre_schema,
-                (0..groups).collect(),
+                agg_input,
+                group_by,
                 specs,
                 arrow_schema(&a.schema),
             )?;
