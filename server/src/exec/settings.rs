@@ -108,32 +108,24 @@ impl Session {
     }
 
     pub(super) fn show_tables(&mut self) -> Result<Outcome, SqlError> {
-        let names: Vec<String> = self
-            .catalog()
-            .tables(&self.database)
-            .iter()
-            .filter(|t| t.def.view.is_none())
-            .map(|t| t.def.name.clone())
-            .collect();
-        Ok(text_rows(
-            &["Name"],
-            vec![names.iter().map(String::as_str).collect()],
-        ))
+        Ok(self.relation_names(false))
     }
 
     /// SHOW MATERIALIZED VIEWS.
     pub(super) fn show_views(&mut self) -> Result<Outcome, SqlError> {
+        Ok(self.relation_names(true))
+    }
+
+    /// The names of this database's tables, or of its materialized views.
+    fn relation_names(&self, views: bool) -> Outcome {
         let names: Vec<String> = self
             .catalog()
             .tables(&self.database)
             .iter()
-            .filter(|t| t.def.view.is_some())
+            .filter(|t| t.def.view.is_some() == views)
             .map(|t| t.def.name.clone())
             .collect();
-        Ok(text_rows(
-            &["Name"],
-            vec![names.iter().map(String::as_str).collect()],
-        ))
+        text_rows(&["Name"], vec![names.iter().map(String::as_str).collect()])
     }
 
     /// SHOW JOBS: each view's job in this database, with its progress and last error.
