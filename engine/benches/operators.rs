@@ -17,7 +17,9 @@ use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::scalar::ScalarValue;
 use rivulet_engine::changelog::{ChangeBatch, Op};
+use rivulet_engine::keygroup::KEY_GROUPS;
 use rivulet_engine::operator::Operator;
+use rivulet_engine::operator::StateScope;
 use rivulet_engine::operator::aggregate::{AggFunc, AggSpec, HashAggregate};
 use rivulet_engine::operator::project::Project;
 use rivulet_engine::state::{StateBatch, StateStore};
@@ -100,9 +102,12 @@ fn aggregate(batches: &[ChangeBatch]) -> f64 {
         Field::new("total", DataType::Int64, true),
         Field::new("top", DataType::Int64, true),
     ]));
-    let mut op = HashAggregate::new(
-        store.clone(),
-        b"bench".to_vec(),
+    let scope = StateScope {
+        store: store.clone(),
+        prefix: b"bench".to_vec(),
+        key_groups: 0..KEY_GROUPS,
+    };
+    let mut op = HashAggregate::try_new(
         schema(),
         vec![0],
         vec![
@@ -127,7 +132,7 @@ fn aggregate(batches: &[ChangeBatch]) -> f64 {
         op.process(b.clone()).unwrap();
         if i % EPOCH == EPOCH - 1 {
             let mut write = StateBatch::new();
-            op.checkpoint(&mut write).unwrap();
+            op.checkpoint(&scope, &mut write).unwrap();
             store.write(write, false).unwrap();
         }
     }

@@ -10,8 +10,10 @@ pub mod changelog;
 pub mod codec;
 /// Errors of the storage and runtime layer.
 pub mod error;
-/// Streaming jobs: a source's change log through operators into a view, committed per epoch.
+/// Streaming jobs: sources and parallel stages as tasks, barriers, epochs committed atomically.
 pub mod job;
+/// Key groups: stable hashing of keys, and which parallel instance owns which keys.
+pub mod keygroup;
 /// Streaming operators over changelog batches.
 pub mod operator;
 /// The one handle on RocksDB: keyed get/put/delete, prefix scans, atomic batches, snapshots.

@@ -43,6 +43,9 @@ pub struct ViewDef {
     /// The view has no key: its last column counts identical rows (see `stream::COUNT_COLUMN`).
     #[serde(default)]
     pub counted: bool,
+    /// Settings of the creating session that shape the job (parallelism, restart strategy).
+    #[serde(default)]
+    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 impl TableDef {

@@ -5,23 +5,28 @@
 //! that runs it; the job's state and position in RocksDB carry over. Jobs start in view id order,
 //! which is also dependency order (a view can only read relations that existed before it).
 //!
-//! A job that fails is restarted from its last checkpoint by a supervisor task, after a fixed delay
-//! and at most a fixed number of times (Flink's fixed-delay restart strategy; `--restart-attempts`,
-//! `--restart-delay-ms`). Its restored operators replay the source from the checkpointed position,
-//! so a transient failure costs nothing; a deterministic one (an expression error on some row)
-//! fails again, and the job then stays failed with its error in `SHOW JOBS`.
+//! A job that fails is restarted from its last checkpoint by a supervisor task, as its restart
+//! strategy says (Flink's names and meanings, see [`RestartPolicy`]): the server's flags set the
+//! default, and the `restart-strategy*` settings of the session that created a view override it
+//! for that view. Its restored operators replay the sources from the checkpointed positions, so a
+//! transient failure costs nothing; a deterministic one (an expression error on some row) fails
+//! again, and once the strategy gives up the job stays failed with its error in `SHOW JOBS`.
 //!
-//! `FLUSH` waits, in id order, for each job to have committed everything its source had committed
+//! The settings of the creating session that shape a job (`streaming_parallelism` and the restart
+//! strategy) are stored with the view, so the job is the same after a server restart.
+//!
+//! `FLUSH` waits, in id order, for each job to have committed everything its sources had committed
 //! when the wait for it began; going in id order makes a view on a view see its upstream's flushed
 //! changes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+
+pub use restart::RestartPolicy;
 
 use datafusion::common::TableReference;
 use parking_lot::Mutex;
-use rivulet_engine::job::{Job, JobSpec};
+use rivulet_engine::job::{Job, JobConfig, JobSpec};
 use rivulet_engine::task::{TaskHandle, spawn_named};
 use rivulet_planner::parse::{Statement, parse_sql};
 use rivulet_planner::stream::{Resolved, StreamContext, StreamPlan, plan_view};
@@ -31,11 +36,49 @@ use crate::error::SqlError;
 use crate::exec::plan_query;
 use crate::session::{Session, Shared};
 
-/// When and how often failed jobs are restarted.
+/// Restart strategies and their settings.
+mod restart;
+
+/// Settings of a session that are stored with a view it creates.
+pub fn job_settings(settings: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    settings
+        .iter()
+        .filter(|(k, _)| k.as_str() == PARALLELISM || k.starts_with("restart-strategy"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The setting for the instances of each keyed stage (RisingWave's name).
+pub const PARALLELISM: &str = "streaming_parallelism";
+
+/// How jobs run unless a view's settings say otherwise.
 #[derive(Debug, Clone, Copy)]
-pub struct RestartPolicy {
-    pub attempts: u32,
-    pub delay: Duration,
+pub struct JobDefaults {
+    pub config: JobConfig,
+    /// Instances of each keyed stage.
+    pub parallelism: usize,
+    pub restart: RestartPolicy,
+}
+
+/// The parallelism `settings` ask for (`0`, `default` or `auto`: the server's default).
+pub fn parallelism(settings: &BTreeMap<String, String>, default: usize) -> Result<usize, SqlError> {
+    let Some(v) = settings.get(PARALLELISM) else {
+        return Ok(default);
+    };
+    let v = v.trim().trim_matches('\'');
+    if v.eq_ignore_ascii_case("default") || v.eq_ignore_ascii_case("auto") || v == "0" {
+        return Ok(default);
+    }
+    match v.parse::<usize>() {
+        Ok(n) if n <= usize::from(rivulet_engine::keygroup::KEY_GROUPS) => Ok(n),
+        _ => Err(SqlError::new(
+            crate::error::sqlstate::INVALID_PARAMETER_VALUE,
+            format!(
+                "invalid value for parameter \"{PARALLELISM}\": \"{v}\" (expected 1 to {})",
+                rivulet_engine::keygroup::KEY_GROUPS
+            ),
+        )),
+    }
 }
 
 /// A view's job and the task that restarts it.
@@ -48,13 +91,13 @@ struct Running {
 /// The running jobs, by view id.
 pub struct Jobs {
     running: Mutex<BTreeMap<u64, Running>>,
-    policy: RestartPolicy,
+    defaults: JobDefaults,
 }
 
 impl std::fmt::Debug for Jobs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Jobs")
-            .field("policy", &self.policy)
+            .field("defaults", &self.defaults)
             .finish()
     }
 }
@@ -68,35 +111,41 @@ async fn build(shared: &Arc<Shared>, entry: &TableEntry) -> Result<Job, SqlError
         )));
     };
     let mut session = Session::new(Arc::clone(shared), "rivulet", &entry.def.database)?;
-    let plan = plan_stream(&mut session, &view.query, entry.def.id).await?;
+    let defaults = shared.jobs.defaults;
+    let parallelism = parallelism(&view.settings, defaults.parallelism)?;
+    let plan = plan_stream(&mut session, &view.query, parallelism).await?;
     Ok(Job::start(JobSpec {
         id: entry.def.id,
         name: entry.def.name.clone(),
         store: shared.catalog.store().clone(),
-        source: plan.source,
-        operators: plan.operators,
+        graph: plan.graph,
         sink: Arc::clone(&entry.store),
         counted: view.counted,
+        config: defaults.config,
     })?)
 }
 
 /// Restarts view `entry`'s job each time it fails, as the policy allows.
 async fn supervise(shared: Arc<Shared>, entry: Arc<TableEntry>, mut job: Arc<Job>) {
     let id = entry.def.id;
-    let policy = shared.jobs.policy;
+    let policy = match &entry.def.view {
+        Some(view) => RestartPolicy::from_settings(&view.settings, shared.jobs.defaults.restart)
+            .unwrap_or(shared.jobs.defaults.restart),
+        None => shared.jobs.defaults.restart,
+    };
     let mut restarts = 0;
     loop {
         job.stopped().await;
         let Some(error) = job.failure() else {
             return;
         };
-        if restarts >= policy.attempts {
+        let Some(delay) = policy.delay(restarts) else {
             tracing::error!(view = %entry.def.name, %error, restarts, "job failed; no restarts left");
             return;
-        }
+        };
         restarts += 1;
-        tracing::warn!(view = %entry.def.name, %error, restarts, "job failed; restarting");
-        tokio::time::sleep(policy.delay).await;
+        tracing::warn!(view = %entry.def.name, %error, restarts, ?delay, "job failed; restarting");
+        tokio::time::sleep(delay).await;
         match build(&shared, &entry).await {
             Ok(next) => {
                 let next = Arc::new(next);
@@ -118,12 +167,17 @@ async fn supervise(shared: Arc<Shared>, entry: Arc<TableEntry>, mut job: Arc<Job
 }
 
 impl Jobs {
-    /// No jobs yet; failed jobs are restarted as `policy` says.
-    pub fn new(policy: RestartPolicy) -> Self {
+    /// No jobs yet; jobs run as `defaults` say unless their view's settings override them.
+    pub fn new(defaults: JobDefaults) -> Self {
         Self {
             running: Mutex::new(BTreeMap::new()),
-            policy,
+            defaults,
         }
+    }
+
+    /// The server's defaults.
+    pub fn defaults(&self) -> JobDefaults {
+        self.defaults
     }
 
     /// Starts the job of view `entry`.
@@ -182,7 +236,7 @@ impl Jobs {
         self.running
             .lock()
             .iter()
-            .filter(|(_, r)| r.job.source().id() == id)
+            .filter(|(_, r)| r.job.sources().iter().any(|s| s.id() == id))
             .map(|(view, _)| *view)
             .collect()
     }
@@ -196,20 +250,19 @@ impl Jobs {
             .map(|r| Arc::clone(&r.job))
             .collect();
         for job in jobs {
-            let target = job.source().last_seq();
-            job.wait_for(target)
-                .await
-                .map_err(|e| SqlError::new(crate::error::sqlstate::INTERNAL_ERROR, e))?;
+            job.flush().await.map_err(|e| {
+                SqlError::new(crate::error::sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE, e)
+            })?;
         }
         Ok(())
     }
 }
 
-/// Plans a view's query text into operators whose state lives under job `id`.
+/// Plans a view's query text into a job graph whose keyed stages have `parallelism` instances.
 pub async fn plan_stream(
     session: &mut Session,
     query: &str,
-    id: u64,
+    parallelism: usize,
 ) -> Result<StreamPlan, SqlError> {
     let parsed = parse_sql(query)?;
     let [parsed] = parsed.as_slice() else {
@@ -233,8 +286,7 @@ pub async fn plan_stream(
     };
     let stream = StreamContext {
         state: &state,
-        store: catalog.store().clone(),
-        job_id: id,
+        parallelism,
         resolve: &resolve,
     };
     Ok(plan_view(&stream, plan)?)

@@ -34,8 +34,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use jobs::{Jobs, RestartPolicy};
+use jobs::{JobDefaults, Jobs, RestartPolicy};
 use pgwire::api::{ConnectionManager, RandomPidSecretKeyGenerator};
+use rivulet_engine::job::JobConfig;
 use rivulet_engine::state::StateStore;
 use rivulet_engine::task::spawn_named;
 use tokio::net::TcpListener;
@@ -67,13 +68,67 @@ struct Args {
     /// Password (SCRAM-SHA-256) for --user; without it, any user may connect, from loopback only.
     #[arg(long, env = "RIVULET_PASSWORD", hide_env_values = true)]
     password: Option<String>,
-    /// How often a failed materialized view job is restarted from its last checkpoint before it
-    /// stays failed (Flink's `restart-strategy.fixed-delay.attempts`).
+    /// How a failed materialized view job is restarted from its last checkpoint: `fixed-delay`,
+    /// `exponential-delay` or `none` (Flink's `restart-strategy.type`). A view created with the
+    /// session setting `restart-strategy.type` (and the settings below, Flink's names) overrides it.
+    #[arg(long, env = "RIVULET_RESTART_STRATEGY", default_value = "fixed-delay")]
+    restart_strategy: String,
+    /// Restarts before a failed job stays failed (`restart-strategy.fixed-delay.attempts`).
     #[arg(long, env = "RIVULET_RESTART_ATTEMPTS", default_value_t = 3)]
     restart_attempts: u32,
-    /// Milliseconds between those restarts (Flink's `restart-strategy.fixed-delay.delay`).
+    /// Milliseconds between those restarts (`restart-strategy.fixed-delay.delay`); for
+    /// `exponential-delay`, the first delay (`...exponential-delay.initial-backoff`), doubled at
+    /// each restart up to one minute.
     #[arg(long, env = "RIVULET_RESTART_DELAY_MS", default_value_t = 1000)]
     restart_delay_ms: u64,
+    /// Milliseconds between barriers: how stale a materialized view may get while its sources
+    /// change (RisingWave's `barrier_interval_ms`).
+    #[arg(long, env = "RIVULET_BARRIER_INTERVAL_MS", default_value_t = 100)]
+    barrier_interval_ms: u64,
+    /// Every this many barriers, a job's commit is synced to disk (RisingWave's
+    /// `checkpoint_frequency`); the others survive a crash of the process, not of the machine.
+    #[arg(long, env = "RIVULET_CHECKPOINT_FREQUENCY", default_value_t = 10)]
+    checkpoint_frequency: u64,
+    /// Parallel instances of each keyed stage of a new job (aggregations); 0 means the number of
+    /// cores. A session overrides it with `SET streaming_parallelism = n` before CREATE.
+    #[arg(long, env = "RIVULET_STREAMING_PARALLELISM", default_value_t = 0)]
+    streaming_parallelism: usize,
+}
+
+/// The job defaults the flags ask for.
+fn job_defaults(args: &Args) -> anyhow::Result<JobDefaults> {
+    let delay = std::time::Duration::from_millis(args.restart_delay_ms);
+    let restart = match args.restart_strategy.as_str() {
+        "fixed-delay" => RestartPolicy::FixedDelay {
+            attempts: args.restart_attempts,
+            delay,
+        },
+        "exponential-delay" => RestartPolicy::ExponentialDelay {
+            initial: delay,
+            max: std::time::Duration::from_secs(60).max(delay),
+            multiplier: 2.0,
+            attempts: Some(args.restart_attempts),
+        },
+        "none" => RestartPolicy::None,
+        other => bail!(
+            "unknown --restart-strategy {other:?}: expected fixed-delay, exponential-delay or none"
+        ),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parallelism = match args.streaming_parallelism {
+        0 => cores,
+        n => n,
+    }
+    .min(usize::from(rivulet_engine::keygroup::KEY_GROUPS));
+    Ok(JobDefaults {
+        config: JobConfig {
+            barrier_interval: std::time::Duration::from_millis(args.barrier_interval_ms.max(1)),
+            checkpoint_frequency: args.checkpoint_frequency.max(1),
+            ..JobConfig::default()
+        },
+        parallelism,
+        restart,
+    })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -112,10 +167,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         Catalog::load(store).map_err(|e| anyhow::anyhow!("cannot load the catalog: {e}"))?;
     let shared = Arc::new(Shared {
         catalog: Arc::new(catalog),
-        jobs: Jobs::new(RestartPolicy {
-            attempts: args.restart_attempts,
-            delay: std::time::Duration::from_millis(args.restart_delay_ms),
-        }),
+        jobs: Jobs::new(job_defaults(&args)?),
     });
     shared
         .jobs

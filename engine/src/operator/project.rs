@@ -15,10 +15,10 @@ use datafusion::physical_plan::PhysicalExpr;
 
 use super::Operator;
 use crate::changelog::{ChangeBatch, Op};
-use crate::state::StateBatch;
 use crate::{EngineError, Result};
 
 /// Keeps the rows where `predicate` is true, then computes `exprs` on them.
+#[derive(Clone)]
 pub struct Project {
     predicate: Option<Arc<dyn PhysicalExpr>>,
     exprs: Vec<Arc<dyn PhysicalExpr>>,
@@ -125,8 +125,8 @@ impl Operator for Project {
         }])
     }
 
-    fn checkpoint(&mut self, _batch: &mut StateBatch) -> Result<()> {
-        Ok(())
+    fn fork(&self) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(self.clone()))
     }
 
     fn describe(&self) -> String {

@@ -28,10 +28,19 @@ impl std::fmt::Debug for StateStore {
 }
 
 /// Writes to apply atomically with [`StateStore::write`].
+///
+/// The writes are kept in one flat buffer (op tag, then length-prefixed key and value) so that the
+/// batches of several tasks can be appended into one write: a streaming job's epoch is the state
+/// of all its operators, its source positions and its view's rows, committed together.
 #[derive(Default)]
 pub struct StateBatch {
-    inner: rocksdb::WriteBatch,
+    buf: Vec<u8>,
+    len: usize,
 }
+
+const PUT: u8 = 0;
+const DELETE: u8 = 1;
+const DELETE_RANGE: u8 = 2;
 
 impl StateBatch {
     /// An empty batch.
@@ -39,32 +48,88 @@ impl StateBatch {
         Self::default()
     }
 
+    fn push(&mut self, tag: u8, parts: &[&[u8]]) {
+        self.buf.push(tag);
+        for part in parts {
+            self.buf
+                .extend_from_slice(&(part.len() as u32).to_le_bytes());
+            self.buf.extend_from_slice(part);
+        }
+        self.len += 1;
+    }
+
     /// Sets `key` to `value`.
     pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
-        self.inner.put(key, value);
+        self.push(PUT, &[key.as_ref(), value.as_ref()]);
     }
 
     /// Removes `key`.
     pub fn delete(&mut self, key: impl AsRef<[u8]>) {
-        self.inner.delete(key);
+        self.push(DELETE, &[key.as_ref()]);
     }
 
     /// Removes every key that starts with `prefix`.
     pub fn delete_prefix(&mut self, prefix: &[u8]) {
         match prefix_end(prefix) {
-            Some(end) => self.inner.delete_range(prefix, end.as_slice()),
-            None => self.inner.delete_range(prefix, &[0xffu8; 64][..]),
+            Some(end) => self.push(DELETE_RANGE, &[prefix, end.as_slice()]),
+            None => self.push(DELETE_RANGE, &[prefix, &[0xffu8; 64][..]]),
+        }
+    }
+
+    /// Appends `other`'s writes after this batch's own.
+    pub fn append(&mut self, other: StateBatch) {
+        if self.buf.is_empty() {
+            *self = other;
+        } else {
+            self.buf.extend_from_slice(&other.buf);
+            self.len += other.len;
         }
     }
 
     /// Number of writes in the batch.
     pub fn len(&self) -> usize {
-        self.inner.len()
+        self.len
     }
 
     /// True when the batch holds no writes.
     pub fn is_empty(&self) -> bool {
-        self.inner.is_empty()
+        self.len == 0
+    }
+
+    /// Bytes of keys and values in the batch (with a few bytes of framing per write).
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn to_rocksdb(&self) -> rocksdb::WriteBatch {
+        let mut batch = rocksdb::WriteBatch::default();
+        let buf = self.buf.as_slice();
+        let mut at = 0;
+        // Reads back exactly what `push` wrote, so the indices are always in bounds.
+        let next = |at: &mut usize| -> &[u8] {
+            let len = u32::from_le_bytes([buf[*at], buf[*at + 1], buf[*at + 2], buf[*at + 3]]);
+            let start = *at + 4;
+            *at = start + len as usize;
+            &buf[start..*at]
+        };
+        while at < buf.len() {
+            let tag = buf[at];
+            at += 1;
+            match tag {
+                PUT => {
+                    let key = next(&mut at);
+                    let value = next(&mut at);
+                    batch.put(key, value);
+                }
+                DELETE => batch.delete(next(&mut at)),
+                _ => {
+                    let from = next(&mut at);
+                    let to = next(&mut at);
+                    batch.delete_range(from, to);
+                }
+            }
+        }
+        batch
     }
 }
 
@@ -111,7 +176,7 @@ impl StateStore {
     pub fn write(&self, batch: StateBatch, durable: bool) -> Result<()> {
         let mut opts = WriteOptions::default();
         opts.set_sync(durable);
-        self.db.write_opt(batch.inner, &opts)?;
+        self.db.write_opt(batch.to_rocksdb(), &opts)?;
         Ok(())
     }
 
@@ -223,6 +288,28 @@ mod tests {
             store.last_in_prefix(b"p/").unwrap().unwrap().0,
             b"p/2".to_vec()
         );
+    }
+
+    #[test]
+    fn appended_batches_apply_in_order_as_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut first = StateBatch::new();
+        first.put(b"k1", b"old");
+        first.put(b"k2", b"x");
+        first.put(b"p/1", b"y");
+        let mut second = StateBatch::new();
+        second.put(b"k1", b"new");
+        second.delete(b"k2");
+        second.delete_prefix(b"p/");
+        second.put(b"", b"empty key");
+        first.append(second);
+        assert_eq!(first.len(), 7);
+        store.write(first, true).unwrap();
+        assert_eq!(store.get(b"k1").unwrap(), Some(b"new".to_vec()));
+        assert_eq!(store.get(b"k2").unwrap(), None);
+        assert_eq!(store.get(b"p/1").unwrap(), None);
+        assert_eq!(store.get(b"").unwrap(), Some(b"empty key".to_vec()));
     }
 
     #[test]

@@ -227,7 +227,7 @@ impl TableStore {
             total += rows.num_rows() as u64;
             changes.push(ChangeBatch::inserts(rows));
         }
-        if let Err(e) = self.commit(&mut counters, batch, &changes) {
+        if let Err(e) = self.commit(&mut counters, batch, &changes, true) {
             // Row ids handed out above were never written; reload the durable counters.
             counters.next_row_id = self.durable_counters()?.next_row_id;
             return Err(e);
@@ -335,7 +335,7 @@ impl TableStore {
             }
         };
         let n = change.num_rows() as u64 / if updating { 2 } else { 1 };
-        self.commit(&mut counters, batch, &[change])?;
+        self.commit(&mut counters, batch, &[change], true)?;
         Ok(n)
     }
 
@@ -421,10 +421,16 @@ impl TableStore {
     }
 
     /// Commits `batch` (a streaming job's epoch: view rows, operator state, source positions) with
-    /// `changes` appended to this view's change log, atomically and synced.
-    pub fn commit_epoch(&self, batch: StateBatch, changes: &[ChangeBatch]) -> Result<()> {
+    /// `changes` appended to this view's change log, atomically; synced to disk when `durable`
+    /// (otherwise it survives a crash of the process but not of the machine).
+    pub fn commit_epoch(
+        &self,
+        batch: StateBatch,
+        changes: &[ChangeBatch],
+        durable: bool,
+    ) -> Result<()> {
         let mut counters = self.writer.lock();
-        self.commit(&mut counters, batch, changes)
+        self.commit(&mut counters, batch, changes, durable)
     }
 
     fn row_key(&self, suffix: &[u8]) -> Vec<u8> {
@@ -527,6 +533,7 @@ impl TableStore {
         counters: &mut Counters,
         mut batch: StateBatch,
         changes: &[ChangeBatch],
+        durable: bool,
     ) -> Result<()> {
         let mut seq = counters.next_seq;
         for change in changes.iter().cloned().flat_map(split_change) {
@@ -540,7 +547,7 @@ impl TableStore {
             next_row_id: counters.next_row_id,
         };
         batch.put(sub_prefix(self.id, b'm'), next.encode());
-        self.store.write(batch, true)?;
+        self.store.write(batch, durable)?;
         counters.next_seq = next.next_seq;
         self.committed.send_replace(seq - 1);
         Ok(())

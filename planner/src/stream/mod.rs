@@ -1,12 +1,17 @@
-//! The streaming planner: a materialized view's query, as DataFusion planned it, to a chain of
-//! streaming operators.
+//! The streaming planner: a materialized view's query, as DataFusion planned it, to a job graph of
+//! streaming operators (see `rivulet_engine::job::graph`).
 //!
 //! DataFusion binds the query, resolves names, coerces types (its analyzer runs first) and types the
 //! output; this module only decides how each plan node is maintained incrementally:
-//! - a table scan reads the table's change log (projection and pushed filters become a `Project`);
-//! - `Filter` and `Projection` become a `Project` with DataFusion physical expressions;
-//! - `Aggregate` (and `DISTINCT`) becomes a `HashAggregate` with retractions, preceded by a
-//!   `Project` when a group key or argument is an expression; its group columns are the view's key;
+//! - a table scan becomes a source stage reading the table's change log (projection and pushed
+//!   filters become a `Project`);
+//! - `Filter` and `Projection` become a `Project` with DataFusion physical expressions, chained
+//!   into the stage below;
+//! - `Aggregate` (and `DISTINCT`) becomes a `HashAggregate` with retractions in a new stage of
+//!   `parallelism` instances behind a hash exchange on the group columns (one instance without
+//!   GROUP BY), preceded by a `Project` when a group key or argument is an expression; its group
+//!   columns are the view's key;
+//! - `UNION ALL` merges its inputs' stages into one stream (a `UNION` is its `DISTINCT`);
 //! - a top-level `ORDER BY` without `LIMIT` is dropped (a view is a set, as in RisingWave).
 //!
 //! Anything else is refused with `Unsupported` naming the construct, never planned approximately.
@@ -21,23 +26,20 @@ use datafusion::execution::SessionState;
 use datafusion::logical_expr::{Distinct, Expr, ExprSchemable, LogicalPlan};
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::physical_plan::expressions::{CastExpr, Column};
-use rivulet_engine::job::operator_prefix;
+use rivulet_engine::job::graph::{JobGraph, Stage, StageInput};
 use rivulet_engine::operator::Operator;
 use rivulet_engine::operator::aggregate::{AggFunc, AggSpec, HashAggregate};
 use rivulet_engine::operator::project::Project;
-use rivulet_engine::state::StateStore;
 use rivulet_engine::table::TableStore;
 
 use crate::catalog::ColumnDef;
 use crate::error::{PlanError, Result};
 use crate::types::SqlType;
 
-/// A view's query as operators over one source.
+/// A view's query as a job graph.
 pub struct StreamPlan {
-    /// The table or view whose change log feeds the job.
-    pub source: Arc<TableStore>,
-    /// Applied in order.
-    pub operators: Vec<Box<dyn Operator>>,
+    /// Sources, stages and their operators; the last stage emits the view's changes.
+    pub graph: JobGraph,
     /// The view's columns, as stored (the last operator emits exactly these types).
     pub columns: Vec<ColumnDef>,
     /// Positions of the view's key columns (empty: the view has one row).
@@ -50,10 +52,9 @@ pub struct StreamPlan {
 pub const COUNT_COLUMN: &str = "_rivulet_count";
 
 impl StreamPlan {
-    /// One line per operator, source first, for EXPLAIN.
-    pub fn explain(&self, source_name: &str) -> Vec<String> {
-        let mut lines = vec![format!("Source: change log of {source_name}")];
-        lines.extend(self.operators.iter().map(|o| o.describe()));
+    /// One line per stage and operator, for EXPLAIN.
+    pub fn explain(&self) -> Vec<String> {
+        let mut lines = self.graph.explain(&|t: &TableStore| t.name().to_string());
         lines.push(format!("Materialize: key {:?}", self.key));
         lines
     }
@@ -62,22 +63,73 @@ impl StreamPlan {
 /// A relation's storage and its key, if its rows are unique by one.
 pub type Resolved = (Arc<TableStore>, Option<Vec<usize>>);
 
-/// Where the planner finds tables and puts operator state.
+/// Where the planner finds tables, and how parallel keyed stages are.
 pub struct StreamContext<'a> {
     pub state: &'a SessionState,
-    pub store: StateStore,
-    /// The job's id: operator state lives under its prefix.
-    pub job_id: u64,
+    /// Instances of each keyed stage (aggregations).
+    pub parallelism: usize,
     /// A relation's storage and its key (primary key, or a view's key; `None` for a table
     /// without a primary key).
     pub resolve: &'a dyn Fn(&TableReference) -> Option<Resolved>,
 }
 
+/// A subtree of the plan, lowered: its output is what stage `stage` emits.
 struct Lowered {
-    source: Option<Arc<TableStore>>,
-    operators: Vec<Box<dyn Operator>>,
+    stage: usize,
     /// Positions of the key columns in the current output, when there is a key.
     key: Option<Vec<usize>>,
+}
+
+/// The stages planned so far.
+#[derive(Default)]
+struct Builder {
+    stages: Vec<Stage>,
+}
+
+impl Builder {
+    fn push_op(&mut self, stage: usize, op: Box<dyn Operator>) -> Result<()> {
+        self.stages
+            .get_mut(stage)
+            .ok_or_else(|| rivulet_engine::EngineError::Internal(format!("no stage {stage}")))?
+            .operators
+            .push(op);
+        Ok(())
+    }
+
+    /// A new stage reading `from`'s output: hash-partitioned on `keys` among `parallelism`
+    /// instances, or gathered into one instance when `keys` is `None`.
+    fn exchange(&mut self, from: usize, keys: Option<Vec<usize>>, parallelism: usize) -> usize {
+        let parallelism = if keys.is_some() {
+            parallelism.max(1)
+        } else {
+            1
+        };
+        // A union that nothing was applied to yet is read directly from its inputs.
+        if from + 1 == self.stages.len()
+            && let Some(stage) = self.stages.last_mut()
+            && stage.operators.is_empty()
+            && let StageInput::Merge {
+                keys: None,
+                from: inputs,
+            } = &stage.input
+        {
+            stage.input = StageInput::Merge {
+                from: inputs.clone(),
+                keys,
+            };
+            stage.parallelism = parallelism;
+            return from;
+        }
+        self.stages.push(Stage {
+            input: StageInput::Merge {
+                from: vec![from],
+                keys,
+            },
+            operators: Vec::new(),
+            parallelism,
+        });
+        self.stages.len() - 1
+    }
 }
 
 /// Plans `plan` (a query as DataFusion's SQL planner produced it) for incremental maintenance.
@@ -90,7 +142,8 @@ pub fn plan_view(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<StreamPla
     let plan = strip_top_sort(plan)?;
     let output = plan.schema();
     let columns = view_columns(&plan, output)?;
-    let mut lowered = lower(ctx, &plan)?;
+    let mut b = Builder::default();
+    let lowered = lower(ctx, &mut b, &plan)?;
     // Store columns in their SQL types; cast where DataFusion computed another Arrow type.
     let stored: Vec<Field> = columns
         .iter()
@@ -115,15 +168,15 @@ pub fn plan_view(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<StreamPla
                 }
             })
             .collect();
-        lowered.operators.push(Box::new(Project::new(
-            None,
-            exprs,
-            Arc::new(Schema::new(stored.clone())),
-        )));
+        b.push_op(
+            lowered.stage,
+            Box::new(Project::new(
+                None,
+                exprs,
+                Arc::new(Schema::new(stored.clone())),
+            )),
+        )?;
     }
-    let source = lowered
-        .source
-        .ok_or_else(|| PlanError::Unsupported("a materialized view without a table".into()))?;
     let mut columns = columns;
     let (key, counted) = match lowered.key {
         Some(key) => (key, false),
@@ -133,10 +186,7 @@ pub fn plan_view(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<StreamPla
             let n = stored.len();
             let mut counted_fields = stored.clone();
             counted_fields.push(Field::new(COUNT_COLUMN, DataType::Int64, false));
-            let index = lowered.operators.len();
-            let counter = HashAggregate::new(
-                ctx.store.clone(),
-                operator_prefix(ctx.job_id, index),
+            let counter = HashAggregate::try_new(
                 Arc::new(Schema::new(stored)),
                 (0..n).collect(),
                 vec![AggSpec {
@@ -145,7 +195,8 @@ pub fn plan_view(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<StreamPla
                 }],
                 Arc::new(Schema::new(counted_fields)),
             )?;
-            lowered.operators.push(Box::new(counter));
+            let stage = b.exchange(lowered.stage, Some((0..n).collect()), ctx.parallelism);
+            b.push_op(stage, Box::new(counter))?;
             columns.push(ColumnDef {
                 name: COUNT_COLUMN.into(),
                 sql_type: SqlType::BigInt,
@@ -154,9 +205,10 @@ pub fn plan_view(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<StreamPla
             ((0..n).collect(), true)
         }
     };
+    let graph = JobGraph { stages: b.stages };
+    graph.validate()?;
     Ok(StreamPlan {
-        source,
-        operators: lowered.operators,
+        graph,
         columns,
         key,
         counted,
@@ -237,7 +289,7 @@ fn identity(schema: &DFSchema) -> Vec<Arc<dyn PhysicalExpr>> {
         .collect()
 }
 
-fn lower(ctx: &StreamContext<'_>, plan: &LogicalPlan) -> Result<Lowered> {
+fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result<Lowered> {
     match plan {
         LogicalPlan::TableScan(scan) => {
             let (source, source_key) = (ctx.resolve)(&scan.table_name).ok_or_else(|| {
@@ -284,25 +336,32 @@ fn lower(ctx: &StreamContext<'_>, plan: &LogicalPlan) -> Result<Lowered> {
                     arrow_schema(&scan.projected_schema),
                 )));
             }
-            Ok(Lowered {
-                source: Some(source),
+            b.stages.push(Stage {
+                input: StageInput::Source(source),
                 operators,
+                parallelism: 1,
+            });
+            Ok(Lowered {
+                stage: b.stages.len() - 1,
                 key,
             })
         }
         LogicalPlan::Filter(f) => {
-            let mut l = lower(ctx, &f.input)?;
+            let l = lower(ctx, b, &f.input)?;
             let input = f.input.schema();
             let predicate = physical(ctx, &f.predicate, input)?;
-            l.operators.push(Box::new(Project::new(
-                Some(predicate),
-                identity(input),
-                arrow_schema(f.input.schema()),
-            )));
+            b.push_op(
+                l.stage,
+                Box::new(Project::new(
+                    Some(predicate),
+                    identity(input),
+                    arrow_schema(f.input.schema()),
+                )),
+            )?;
             Ok(l)
         }
         LogicalPlan::Projection(p) => {
-            let mut l = lower(ctx, &p.input)?;
+            let mut l = lower(ctx, b, &p.input)?;
             let input = p.input.schema();
             let exprs = p
                 .expr
@@ -325,13 +384,31 @@ fn lower(ctx: &StreamContext<'_>, plan: &LogicalPlan) -> Result<Lowered> {
                     "a materialized view that does not select all of its GROUP BY columns".into(),
                 ));
             }
-            l.operators
-                .push(Box::new(Project::new(None, exprs, arrow_schema(&p.schema))));
+            b.push_op(
+                l.stage,
+                Box::new(Project::new(None, exprs, arrow_schema(&p.schema))),
+            )?;
             Ok(l)
         }
-        LogicalPlan::SubqueryAlias(a) => lower(ctx, &a.input),
+        LogicalPlan::SubqueryAlias(a) => lower(ctx, b, &a.input),
+        LogicalPlan::Union(u) => {
+            let mut from = Vec::with_capacity(u.inputs.len());
+            for input in &u.inputs {
+                from.push(lower(ctx, b, input)?.stage);
+            }
+            b.stages.push(Stage {
+                input: StageInput::Merge { from, keys: None },
+                operators: Vec::new(),
+                parallelism: 1,
+            });
+            // A bag of rows from several relations: no key survives.
+            Ok(Lowered {
+                stage: b.stages.len() - 1,
+                key: None,
+            })
+        }
         LogicalPlan::Aggregate(a) => {
-            let mut l = lower(ctx, &a.input)?;
+            let l = lower(ctx, b, &a.input)?;
             let input = a.input.schema();
             let groups = a.group_expr.len();
             if a.group_expr
@@ -384,43 +461,39 @@ fn lower(ctx: &StreamContext<'_>, plan: &LogicalPlan) -> Result<Lowered> {
                         .map(|e| physical(ctx, e, input))
                         .collect::<Result<Vec<_>>>()?;
                     let pre_schema = pre_schema(&pre_exprs, input)?;
-                    l.operators.push(Box::new(Project::new(
-                        None,
-                        pre_physical,
-                        Arc::clone(&pre_schema),
-                    )));
-                    (pre_schema, (0..groups).collect(), specs)
+                    b.push_op(
+                        l.stage,
+                        Box::new(Project::new(None, pre_physical, Arc::clone(&pre_schema))),
+                    )?;
+                    (pre_schema, (0..groups).collect::<Vec<_>>(), specs)
                 }
             };
-            let index = l.operators.len();
-            let aggregate = HashAggregate::new(
-                ctx.store.clone(),
-                operator_prefix(ctx.job_id, index),
-                agg_input,
-                group_by,
-                specs,
-                arrow_schema(&a.schema),
-            )?;
-            l.operators.push(Box::new(aggregate));
-            l.key = Some((0..groups).collect());
-            Ok(l)
+            let keys = (!group_by.is_empty()).then(|| group_by.clone());
+            let aggregate =
+                HashAggregate::try_new(agg_input, group_by, specs, arrow_schema(&a.schema))?;
+            let stage = b.exchange(l.stage, keys, ctx.parallelism);
+            b.push_op(stage, Box::new(aggregate))?;
+            Ok(Lowered {
+                stage,
+                key: Some((0..groups).collect()),
+            })
         }
         LogicalPlan::Distinct(Distinct::All(input)) => {
-            let mut l = lower(ctx, input)?;
+            let l = lower(ctx, b, input)?;
             let schema = arrow_schema(input.schema());
-            let index = l.operators.len();
             let columns = schema.fields().len();
-            let aggregate = HashAggregate::new(
-                ctx.store.clone(),
-                operator_prefix(ctx.job_id, index),
+            let aggregate = HashAggregate::try_new(
                 Arc::clone(&schema),
                 (0..columns).collect(),
                 Vec::new(),
                 schema,
             )?;
-            l.operators.push(Box::new(aggregate));
-            l.key = Some((0..columns).collect());
-            Ok(l)
+            let stage = b.exchange(l.stage, Some((0..columns).collect()), ctx.parallelism);
+            b.push_op(stage, Box::new(aggregate))?;
+            Ok(Lowered {
+                stage,
+                key: Some((0..columns).collect()),
+            })
         }
         other => Err(PlanError::Unsupported(format!(
             "{} in a materialized view",

@@ -131,7 +131,7 @@ impl Session {
     /// SHOW JOBS: each view's job in this database, with its progress and last error.
     pub(super) fn show_jobs(&mut self) -> Result<Outcome, SqlError> {
         let running = self.shared.jobs.list();
-        let mut rows: Vec<[String; 7]> = Vec::new();
+        let mut rows: Vec<[String; 12]> = Vec::new();
         for view in self.catalog().tables(&self.database) {
             if view.def.view.is_none() {
                 continue;
@@ -140,6 +140,16 @@ impl Session {
                 continue;
             };
             let failure = job.failure();
+            let stats = job.stats();
+            let sources: Vec<&str> = job.sources().iter().map(|s| s.name()).collect();
+            let checkpoint_at = stats
+                .checkpoint_at
+                .map(|t| {
+                    chrono::DateTime::<chrono::Utc>::from(t)
+                        .format("%Y-%m-%d %H:%M:%S%.3f+00")
+                        .to_string()
+                })
+                .unwrap_or_default();
             rows.push([
                 view.def.name.clone(),
                 if failure.is_some() {
@@ -148,9 +158,14 @@ impl Session {
                     "running"
                 }
                 .to_string(),
-                job.source().name().to_string(),
-                job.position().to_string(),
-                job.source().last_seq().to_string(),
+                sources.join(", "),
+                stats.parallelism.to_string(),
+                stats.epoch.to_string(),
+                stats.checkpoint_epoch.to_string(),
+                checkpoint_at,
+                stats.rows_in.to_string(),
+                stats.rows_out.to_string(),
+                stats.state_bytes.to_string(),
                 restarts.to_string(),
                 failure.unwrap_or_default(),
             ]);
@@ -160,13 +175,18 @@ impl Session {
             &[
                 "Name",
                 "Status",
-                "Source",
-                "Position",
-                "Source position",
+                "Sources",
+                "Parallelism",
+                "Epoch",
+                "Checkpoint epoch",
+                "Checkpoint time",
+                "Rows in",
+                "Rows out",
+                "State bytes",
                 "Restarts",
                 "Error",
             ],
-            (0..7).map(column).collect(),
+            (0..12).map(column).collect(),
         ))
     }
 
@@ -201,10 +221,11 @@ fn text_rows(names: &[&str], columns: Vec<Vec<&str>>) -> Outcome {
     }
 }
 
+/// A setting's name, lowercased, without quotes: `"a"."b"`, `a.b` and Flink's `'a.b'` are one name.
 fn setting_name(name: &ObjectName) -> String {
     name.0
         .iter()
-        .map(|p| p.to_string().trim_matches('"').to_lowercase())
+        .map(|p| p.to_string().trim_matches(['"', '\'']).to_lowercase())
         .collect::<Vec<_>>()
         .join(".")
 }

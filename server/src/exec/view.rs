@@ -46,8 +46,13 @@ impl Session {
             ));
         }
         let query = create.query.to_string();
-        // Plan once to validate and to learn the columns and key; the job re-plans under its id.
-        let plan = plan_stream(self, &query, 0).await?;
+        // Plan once to validate and to learn the columns and key; the job plans again when it
+        // starts, with the settings stored here.
+        let settings = crate::jobs::job_settings(&self.settings);
+        let defaults = self.shared.jobs.defaults();
+        let parallelism = crate::jobs::parallelism(&settings, defaults.parallelism)?;
+        crate::jobs::RestartPolicy::from_settings(&settings, defaults.restart)?;
+        let plan = plan_stream(self, &query, parallelism).await?;
         let def = TableDef {
             id: 0,
             database: String::new(),
@@ -59,9 +64,10 @@ impl Session {
             view: Some(ViewDef {
                 query,
                 counted: plan.counted,
+                settings,
             }),
         };
-        drop(plan.operators);
+        drop(plan.graph);
         self.catalog()
             .create_table(&self.database, def, create.if_not_exists)?;
         let Some(entry) = self.catalog().table(&self.database, &name) else {
@@ -77,9 +83,11 @@ impl Session {
 
     /// EXPLAIN CREATE MATERIALIZED VIEW: the streaming operators the view would run, one per row.
     pub(super) async fn explain_view(&mut self, create: &CreateView) -> Result<Outcome, SqlError> {
-        let plan = plan_stream(self, &create.query.to_string(), 0).await?;
-        let source = plan.source.name().to_string();
-        let lines = plan.explain(&source);
+        let settings = crate::jobs::job_settings(&self.settings);
+        let parallelism =
+            crate::jobs::parallelism(&settings, self.shared.jobs.defaults().parallelism)?;
+        let plan = plan_stream(self, &create.query.to_string(), parallelism).await?;
+        let lines = plan.explain();
         let schema = Arc::new(Schema::new(vec![Field::new(
             "QUERY PLAN",
             DataType::Utf8,

@@ -41,7 +41,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 /// Group maps hash byte keys several times per row: foldhash, randomly seeded per map, the hasher
 /// DataFusion's own hash aggregation uses, instead of std's much slower SipHash.
 type FastHash = foldhash::fast::RandomState;
-use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -56,8 +55,10 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::row::{OwnedRow, RowConverter, RowParser, Rows, SortField};
 
 use super::Operator;
+use super::StateScope;
 use crate::changelog::{ChangeBatch, Op};
-use crate::state::{StateBatch, StateStore};
+use crate::keygroup;
+use crate::state::StateBatch;
 use crate::{EngineError, Result};
 
 /// Version byte of the stored group state.
@@ -87,8 +88,9 @@ pub struct AggSpec {
 
 /// Incremental hash aggregation; see the module documentation.
 pub struct HashAggregate {
-    prefix: Vec<u8>,
     input: SchemaRef,
+    /// As given to [`HashAggregate::try_new`], for [`Operator::fork`].
+    specs: Vec<AggSpec>,
     group_by: Vec<usize>,
     aggs: Vec<Agg>,
     output: SchemaRef,
@@ -97,6 +99,12 @@ pub struct HashAggregate {
     groups: HashMap<Box<[u8]>, Group, FastHash>,
     /// Keys changed since the last checkpoint.
     dirty: HashSet<Box<[u8]>, FastHash>,
+    /// Bytes of the stored state (keys and values) as of the last checkpoint.
+    stored_bytes: usize,
+    /// Key groups of groups that vanished since the last checkpoint, to delete their state.
+    gone: HashMap<Box<[u8]>, u16, FastHash>,
+    /// Key group of each input row of the batch being processed (reused buffer).
+    row_groups: Vec<u16>,
 }
 
 /// How an aggregate reads its input and what it keeps per group.
@@ -229,6 +237,10 @@ struct Group {
     /// All rows of the group, NULLs included.
     rows: i64,
     accs: Vec<Acc>,
+    /// The key group of the group's key (see [`crate::keygroup`]).
+    kg: u16,
+    /// Length of the group's stored key and value at the last checkpoint (0: not stored).
+    stored: u32,
 }
 
 /// One aggregate's result for one group; floats as bits so that an unchanged NaN compares equal.
@@ -567,13 +579,10 @@ fn canonical(array: &ArrayRef) -> ArrayRef {
 impl HashAggregate {
     /// `group_by`: input column indices of the group key; `aggs`: one per output aggregate column;
     /// `output`: the group columns (in `group_by` order) then one column per aggregate, with the
-    /// types the planner chose (results are cast to them). All state lives under `prefix` in
-    /// `store`; whatever is there is loaded, so a job resumes where its last checkpoint left it. No
-    /// other key may start with `prefix`. A plan the operator cannot run is an `Internal` error: the
-    /// planner should have rejected it.
-    pub fn new(
-        store: StateStore,
-        prefix: Vec<u8>,
+    /// types the planner chose (results are cast to them). The operator starts empty;
+    /// [`Operator::restore`] loads the groups of its key groups. A plan the operator cannot run is
+    /// an `Internal` error: the planner should have rejected it.
+    pub fn try_new(
         input: SchemaRef,
         group_by: Vec<usize>,
         aggs: Vec<AggSpec>,
@@ -607,23 +616,25 @@ impl HashAggregate {
         } else {
             Some(Codec::new(key_types, false)?)
         };
-        let aggs = aggs
+        let specs = aggs;
+        let aggs = specs
             .iter()
             .zip(fields.iter().skip(group_by.len()))
             .map(|(spec, f)| Agg::new(spec, &input, f.data_type()))
             .collect::<Result<Vec<_>>>()?;
-        let mut op = Self {
-            prefix,
+        Ok(Self {
             input,
+            specs,
             group_by,
             aggs,
             output,
             keys,
             groups: HashMap::default(),
             dirty: HashSet::default(),
-        };
-        op.load(&store)?;
-        Ok(op)
+            stored_bytes: 0,
+            gone: HashMap::default(),
+            row_groups: Vec::new(),
+        })
     }
 
     /// Number of groups held (1 for a started global aggregate).
@@ -631,26 +642,12 @@ impl HashAggregate {
         self.groups.len()
     }
 
-    fn load(&mut self, store: &StateStore) -> Result<()> {
-        let mut groups = HashMap::default();
-        store.scan_prefix(None, &self.prefix, None, |k, v| {
-            let key = k.get(self.prefix.len()..).unwrap_or_default();
-            if key.is_empty() != self.keys.is_none() {
-                return Err(EngineError::Corrupt(
-                    "aggregate group key of the wrong shape".into(),
-                ));
-            }
-            groups.insert(key.into(), self.decode(v)?);
-            Ok(ControlFlow::Continue(()))
-        })?;
-        self.groups = groups;
-        Ok(())
-    }
-
-    fn empty_group(&self) -> Group {
+    fn empty_group(&self, kg: u16) -> Group {
         Group {
             rows: 0,
             accs: self.aggs.iter().map(Agg::empty).collect(),
+            kg,
+            stored: 0,
         }
     }
 
@@ -694,6 +691,7 @@ impl HashAggregate {
         keys: Option<&'k Rows>,
         n: usize,
     ) -> Result<(Vec<Slot<'k>>, Vec<usize>)> {
+        let row_groups = std::mem::take(&mut self.row_groups);
         let mut index: HashMap<&[u8], usize, FastHash> = HashMap::default();
         let mut slots: Vec<Slot> = Vec::new();
         let mut gids = Vec::with_capacity(n);
@@ -704,7 +702,8 @@ impl HashAggregate {
                 None => {
                     let group = self.groups.remove(key);
                     let before = group.as_ref().map(|g| self.values(g)).transpose()?;
-                    let group = group.unwrap_or_else(|| self.empty_group());
+                    let kg = row_groups.get(i).copied().unwrap_or(0);
+                    let group = group.unwrap_or_else(|| self.empty_group(kg));
                     slots.push(Slot { key, group, before });
                     index.insert(key, slots.len() - 1);
                     slots.len() - 1
@@ -712,6 +711,7 @@ impl HashAggregate {
             };
             gids.push(id);
         }
+        self.row_groups = row_groups;
         Ok((slots, gids))
     }
 
@@ -846,7 +846,12 @@ impl HashAggregate {
         if !r.0.is_empty() {
             return Err(corrupt());
         }
-        Ok(Group { rows, accs })
+        Ok(Group {
+            rows,
+            accs,
+            kg: 0,
+            stored: 0,
+        })
     }
 }
 
@@ -917,7 +922,7 @@ impl Operator for HashAggregate {
         if self.keys.is_some() || self.groups.contains_key(&[][..]) {
             return Ok(Vec::new());
         }
-        let group = self.empty_group();
+        let group = self.empty_group(0);
         let values = self.values(&group)?;
         self.groups.insert(Box::default(), group);
         self.dirty.insert(Box::default());
@@ -947,6 +952,7 @@ impl Operator for HashAggregate {
                     .iter()
                     .map(|&i| canonical(input.data.column(i)))
                     .collect();
+                keygroup::key_groups(&cols, n, &mut self.row_groups)?;
                 Some(keys.converter.convert_columns(&cols)?)
             }
             None => None,
@@ -973,21 +979,68 @@ impl Operator for HashAggregate {
             self.dirty.insert(key.clone());
             if after.is_some() {
                 self.groups.insert(key, slot.group);
+            } else if slot.group.stored > 0 {
+                self.stored_bytes = self.stored_bytes.saturating_sub(slot.group.stored as usize);
+                self.gone.insert(key, slot.group.kg);
             }
         }
         Ok(out)
     }
 
-    fn checkpoint(&mut self, batch: &mut StateBatch) -> Result<()> {
-        for key in std::mem::take(&mut self.dirty) {
-            let mut stored = self.prefix.clone();
-            stored.extend_from_slice(&key);
-            match self.groups.get(&key) {
-                Some(group) => batch.put(stored, self.encode(group)),
-                None => batch.delete(stored),
+    fn fork(&self) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(Self::try_new(
+            Arc::clone(&self.input),
+            self.group_by.clone(),
+            self.specs.clone(),
+            Arc::clone(&self.output),
+        )?))
+    }
+
+    fn restore(&mut self, scope: &StateScope) -> Result<()> {
+        let mut groups = HashMap::default();
+        let mut bytes = 0;
+        scope.scan(|kg, key, value| {
+            if key.is_empty() != self.keys.is_none() {
+                return Err(EngineError::Corrupt(
+                    "aggregate group key of the wrong shape".into(),
+                ));
             }
+            let mut group = self.decode(value)?;
+            group.kg = kg;
+            group.stored = (scope.key_len(key) + value.len()) as u32;
+            bytes += group.stored as usize;
+            groups.insert(key.into(), group);
+            Ok(())
+        })?;
+        self.groups = groups;
+        self.stored_bytes = bytes;
+        self.dirty.clear();
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, scope: &StateScope, batch: &mut StateBatch) -> Result<()> {
+        for key in std::mem::take(&mut self.dirty) {
+            let Some(group) = self.groups.get(&key) else {
+                if let Some(kg) = self.gone.remove(&key) {
+                    batch.delete(scope.key(kg, &key));
+                }
+                continue;
+            };
+            let stored = scope.key(group.kg, &key);
+            let value = self.encode(group);
+            let len = stored.len() + value.len();
+            self.stored_bytes = (self.stored_bytes + len).saturating_sub(group.stored as usize);
+            batch.put(stored, value);
+            if let Some(group) = self.groups.get_mut(&key) {
+                group.stored = len as u32;
+            }
+            self.gone.remove(&key);
         }
         Ok(())
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.stored_bytes
     }
 
     fn describe(&self) -> String {

@@ -1,6 +1,7 @@
 //! Tests of the hash aggregate: a randomized oracle, checkpoint and restore, types, NULL keys.
 
 use super::*;
+use crate::state::StateStore;
 use datafusion::arrow::array::StringArray;
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::scalar::ScalarValue as S;
@@ -83,6 +84,21 @@ fn int_batch(rows: &[(Op, Option<i64>, Option<i64>)]) -> ChangeBatch {
     }
 }
 
+fn scope(store: &StateStore) -> StateScope {
+    StateScope {
+        store: store.clone(),
+        prefix: b"agg/".to_vec(),
+        key_groups: 0..crate::keygroup::KEY_GROUPS,
+    }
+}
+
+/// The operator with the state its scope holds in `store`.
+fn restored(store: &StateStore, op: Result<HashAggregate>) -> Result<HashAggregate> {
+    let mut op = op?;
+    op.restore(&scope(store))?;
+    Ok(op)
+}
+
 /// `k, count(*), count(v), sum(v), avg(v), min(v), max(v), count(distinct v) group by k`.
 fn int_agg(store: &StateStore) -> HashAggregate {
     use AggFunc::*;
@@ -108,15 +124,7 @@ fn int_agg(store: &StateStore) -> HashAggregate {
     .map(|(f, c)| spec(f, c))
     .collect();
     let input = schema(&[("k", i.clone()), ("v", i)]);
-    HashAggregate::new(
-        store.clone(),
-        b"agg/".to_vec(),
-        input,
-        vec![0],
-        aggs,
-        output,
-    )
-    .unwrap()
+    restored(store, HashAggregate::try_new(input, vec![0], aggs, output)).unwrap()
 }
 
 /// The same aggregates computed from scratch over the live input rows.
@@ -204,7 +212,7 @@ fn random_changes_match_recomputation_across_restarts() {
         assert_eq!(op.group_count(), view.rows.len());
 
         let mut batch = StateBatch::new();
-        op.checkpoint(&mut batch).unwrap();
+        op.checkpoint(&scope(&store), &mut batch).unwrap();
         store.write(batch, true).unwrap();
         if round % 12 == 11 {
             op = int_agg(&store);
@@ -233,7 +241,7 @@ fn restore_from_checkpoint_gives_identical_output() {
     ]);
     op.process(first).unwrap();
     let mut batch = StateBatch::new();
-    op.checkpoint(&mut batch).unwrap();
+    op.checkpoint(&scope(&store), &mut batch).unwrap();
     store.write(batch, true).unwrap();
     let expected = op.process(second.clone()).unwrap();
     assert_eq!(
@@ -253,7 +261,7 @@ fn restore_from_checkpoint_gives_identical_output() {
     assert_eq!(op.group_count(), 3);
     assert_eq!(op.process(second).unwrap(), expected);
     let mut batch = StateBatch::new();
-    op.checkpoint(&mut batch).unwrap();
+    op.checkpoint(&scope(&store), &mut batch).unwrap();
     store.write(batch, true).unwrap();
     assert_eq!(int_agg(&store).group_count(), 2);
 }
@@ -266,13 +274,9 @@ fn global_aggregate_starts_at_zero_and_is_never_deleted() {
     let output = schema(&[("n", DataType::Int64), ("sum", DataType::Int64)]);
     let aggs = || vec![spec(AggFunc::CountStar, None), spec(AggFunc::Sum, Some(0))];
     let open = || {
-        HashAggregate::new(
-            store.clone(),
-            b"g/".to_vec(),
-            input.clone(),
-            vec![],
-            aggs(),
-            output.clone(),
+        restored(
+            &store,
+            HashAggregate::try_new(input.clone(), vec![], aggs(), output.clone()),
         )
     };
     let batch = |rows: &[(Op, Option<i64>)]| ChangeBatch {
@@ -313,7 +317,7 @@ fn global_aggregate_starts_at_zero_and_is_never_deleted() {
     assert_eq!(op.group_count(), 1);
 
     let mut state = StateBatch::new();
-    op.checkpoint(&mut state).unwrap();
+    op.checkpoint(&scope(&store), &mut state).unwrap();
     store.write(state, true).unwrap();
     let mut op = open().unwrap();
     assert!(
@@ -362,8 +366,11 @@ fn floats_strings_decimals_and_null_keys() {
         (Max, 3),
     ];
     let aggs = aggs.into_iter().map(|(f, c)| spec(f, Some(c))).collect();
-    let mut op =
-        HashAggregate::new(store, b"t/".to_vec(), input.clone(), vec![0], aggs, output).unwrap();
+    let mut op = restored(
+        &store,
+        HashAggregate::try_new(input.clone(), vec![0], aggs, output),
+    )
+    .unwrap();
     type In<'a> = (Op, Option<&'a str>, f64, Option<&'a str>, Option<i128>);
     let batch = |rows: &[In]| ChangeBatch {
         data: RecordBatch::try_new(
@@ -475,13 +482,9 @@ fn plans_the_operator_cannot_run_are_rejected() {
     let input = schema(&[("s", DataType::Utf8)]);
     let output = schema(&[("sum", DataType::Int64)]);
     let new = |func, col| {
-        HashAggregate::new(
-            store.clone(),
-            b"x/".to_vec(),
-            input.clone(),
-            vec![],
-            vec![spec(func, col)],
-            output.clone(),
+        restored(
+            &store,
+            HashAggregate::try_new(input.clone(), vec![], vec![spec(func, col)], output.clone()),
         )
     };
     assert!(new(AggFunc::Sum, Some(0)).is_err());

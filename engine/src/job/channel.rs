@@ -1,0 +1,232 @@
+//! What flows between a job's tasks, and the two ends of its channels.
+//!
+//! Channels are bounded, so a slow stage slows its upstream down to its own pace (backpressure)
+//! instead of buffering without limit. Watermarks and barriers travel in-band with the batches:
+//! - [`Inputs`] merges a task's input channels. A barrier on one input blocks that input until
+//!   the same barrier has arrived on every input (alignment), so the state a task checkpoints at
+//!   epoch `e` reflects exactly the rows sent before barrier `e` everywhere. The watermark of a
+//!   merged stream is the minimum over its inputs.
+//! - [`Output`] sends to one downstream task, or hash-partitions each batch among several by key
+//!   group; watermarks and barriers go to every downstream task.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::Poll;
+
+use datafusion::arrow::array::{ArrayRef, UInt32Array};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use tokio::sync::mpsc;
+
+use crate::changelog::ChangeBatch;
+use crate::keygroup::{instance_of, key_groups};
+use crate::{EngineError, Result};
+
+/// A barrier: the end of epoch `epoch`. With `checkpoint`, the epoch's commit is synced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Barrier {
+    pub epoch: u64,
+    pub checkpoint: bool,
+}
+
+/// One message between tasks.
+#[derive(Debug)]
+pub enum Message {
+    Batch(ChangeBatch),
+    /// No later row has an earlier event time (microseconds since the epoch).
+    Watermark(i64),
+    Barrier(Barrier),
+}
+
+/// A task's merged input channels; see the module documentation.
+pub struct Inputs {
+    rx: Vec<mpsc::Receiver<Message>>,
+    open: Vec<bool>,
+    /// Inputs that delivered the barrier being aligned.
+    blocked: Vec<bool>,
+    barrier: Option<Barrier>,
+    watermarks: Vec<Option<i64>>,
+    watermark: Option<i64>,
+    /// Where polling starts, rotated so that no input starves the others.
+    next: usize,
+}
+
+impl Inputs {
+    pub fn new(rx: Vec<mpsc::Receiver<Message>>) -> Self {
+        let n = rx.len();
+        Self {
+            rx,
+            open: vec![true; n],
+            blocked: vec![false; n],
+            barrier: None,
+            watermarks: vec![None; n],
+            watermark: None,
+            next: 0,
+        }
+    }
+
+    /// The next message, aligned; `None` once every input is closed.
+    pub async fn next(&mut self) -> Result<Option<Message>> {
+        loop {
+            let Some((i, msg)) = self.poll_any().await else {
+                return Ok(None);
+            };
+            match msg {
+                Message::Batch(b) => return Ok(Some(Message::Batch(b))),
+                Message::Watermark(w) => {
+                    let slot = &mut self.watermarks[i];
+                    *slot = Some(slot.map_or(w, |old| old.max(w)));
+                    let min = self
+                        .watermarks
+                        .iter()
+                        .try_fold(i64::MAX, |m, w| w.map(|w| m.min(w)));
+                    if let Some(min) = min
+                        && self.watermark.is_none_or(|old| min > old)
+                    {
+                        self.watermark = Some(min);
+                        return Ok(Some(Message::Watermark(min)));
+                    }
+                }
+                Message::Barrier(b) => {
+                    if let Some(current) = self.barrier
+                        && current != b
+                    {
+                        return Err(EngineError::Internal(format!(
+                            "barrier {} arrived while aligning barrier {}",
+                            b.epoch, current.epoch
+                        )));
+                    }
+                    self.barrier = Some(b);
+                    self.blocked[i] = true;
+                    if let Some(b) = self.aligned() {
+                        return Ok(Some(Message::Barrier(b)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The barrier being aligned, once every open input has delivered it (inputs unblock).
+    fn aligned(&mut self) -> Option<Barrier> {
+        let b = self.barrier?;
+        let done = (0..self.rx.len()).all(|i| self.blocked[i] || !self.open[i]);
+        if !done {
+            return None;
+        }
+        self.blocked.iter_mut().for_each(|x| *x = false);
+        self.barrier = None;
+        Some(b)
+    }
+
+    async fn poll_any(&mut self) -> Option<(usize, Message)> {
+        poll_fn(|cx| {
+            let n = self.rx.len();
+            let mut any_open = false;
+            for k in 0..n {
+                let i = (self.next + k) % n;
+                if !self.open[i] || self.blocked[i] {
+                    any_open |= self.open[i];
+                    continue;
+                }
+                match self.rx[i].poll_recv(cx) {
+                    Poll::Ready(Some(m)) => {
+                        self.next = (i + 1) % n;
+                        return Poll::Ready(Some((i, m)));
+                    }
+                    Poll::Ready(None) => self.open[i] = false,
+                    Poll::Pending => any_open = true,
+                }
+            }
+            if any_open {
+                Poll::Pending
+            } else {
+                Poll::Ready(None)
+            }
+        })
+        .await
+    }
+}
+
+/// Where a task's output goes.
+pub enum Output {
+    One(mpsc::Sender<Message>),
+    /// Rows go to `targets[instance_of(key group of keys)]`.
+    Hash {
+        keys: Vec<usize>,
+        targets: Vec<mpsc::Sender<Message>>,
+        groups: Vec<u16>,
+    },
+}
+
+fn gone() -> EngineError {
+    EngineError::Internal("a downstream task of the job stopped".into())
+}
+
+impl Output {
+    /// Sends `batch` on, partitioned if this output is a hash exchange.
+    pub async fn send(&mut self, batch: ChangeBatch) -> Result<()> {
+        match self {
+            Output::One(tx) => tx.send(Message::Batch(batch)).await.map_err(|_| gone()),
+            Output::Hash {
+                keys,
+                targets,
+                groups,
+            } => {
+                let n = batch.num_rows();
+                let columns: Vec<ArrayRef> = keys
+                    .iter()
+                    .map(|&k| Arc::clone(batch.data.column(k)))
+                    .collect();
+                key_groups(&columns, n, groups)?;
+                let p = targets.len();
+                let mut parts: Vec<Vec<u32>> = vec![Vec::new(); p];
+                for (row, &kg) in groups.iter().enumerate() {
+                    parts[instance_of(kg, p)].push(row as u32);
+                }
+                for (target, rows) in targets.iter().zip(parts) {
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    let part = if rows.len() == n {
+                        batch.clone()
+                    } else {
+                        select(&batch, rows)?
+                    };
+                    target
+                        .send(Message::Batch(part))
+                        .await
+                        .map_err(|_| gone())?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends a watermark or barrier to every downstream task.
+    pub async fn broadcast(&mut self, msg: impl Fn() -> Message) -> Result<()> {
+        match self {
+            Output::One(tx) => tx.send(msg()).await.map_err(|_| gone()),
+            Output::Hash { targets, .. } => {
+                for t in targets.iter() {
+                    t.send(msg()).await.map_err(|_| gone())?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The rows `rows` of `batch`, in that order.
+fn select(batch: &ChangeBatch, rows: Vec<u32>) -> Result<ChangeBatch> {
+    let ops = rows.iter().map(|&r| batch.ops[r as usize]).collect();
+    let indices = UInt32Array::from(rows);
+    let columns = batch
+        .data
+        .columns()
+        .iter()
+        .map(|c| take(c.as_ref(), &indices, None))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(indices.len()));
+    let data = RecordBatch::try_new_with_options(batch.data.schema(), columns, &options)?;
+    Ok(ChangeBatch { data, ops })
+}

@@ -1,0 +1,139 @@
+//! A job's shape: stages of chained operators, connected by forward or hash edges.
+//!
+//! A stage is a chain of operators that runs as one task per parallel instance (Flink's operator
+//! chaining: no channel between a filter and the aggregate it feeds). A stage reads either one
+//! source (a table's or view's change log; one instance) or the output of earlier stages, merged:
+//! - `keys: Some(cols)`: every upstream instance hashes each row's `cols` to a key group and sends
+//!   it to the instance owning that group (a hash exchange, see [`crate::keygroup`]);
+//! - `keys: None`: every upstream instance sends everything to the stage's single instance.
+//!
+//! The last stage feeds the view. Stages are listed so that inputs come before the stage that
+//! reads them, and every stage but the last is read by exactly one other.
+
+use std::sync::Arc;
+
+use crate::keygroup::KEY_GROUPS;
+use crate::operator::Operator;
+use crate::table::TableStore;
+use crate::{EngineError, Result};
+
+/// What a stage reads.
+pub enum StageInput {
+    /// A table's (or view's) change log.
+    Source(Arc<TableStore>),
+    /// The output of earlier stages (by index), merged.
+    Merge {
+        from: Vec<usize>,
+        /// Hash-partition on these columns; `None`: gather into one instance.
+        keys: Option<Vec<usize>>,
+    },
+}
+
+/// A chain of operators run by `parallelism` tasks.
+pub struct Stage {
+    pub input: StageInput,
+    /// Prototypes: each instance runs its own [`Operator::fork`] of them, in order.
+    pub operators: Vec<Box<dyn Operator>>,
+    pub parallelism: usize,
+}
+
+/// The stages of a job; the last one's output is the view's changes.
+#[derive(Default)]
+pub struct JobGraph {
+    pub stages: Vec<Stage>,
+}
+
+impl JobGraph {
+    /// The tables the job reads, in source order (the order of their stages).
+    pub fn sources(&self) -> Vec<Arc<TableStore>> {
+        self.stages
+            .iter()
+            .filter_map(|s| match &s.input {
+                StageInput::Source(t) => Some(Arc::clone(t)),
+                StageInput::Merge { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Total tasks: one per stage instance.
+    pub fn tasks(&self) -> usize {
+        self.stages.iter().map(|s| s.parallelism).sum()
+    }
+
+    /// The largest parallelism of any stage.
+    pub fn parallelism(&self) -> usize {
+        self.stages.iter().map(|s| s.parallelism).max().unwrap_or(1)
+    }
+
+    /// Fails unless the graph has the shape described in the module documentation.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(EngineError::Internal(format!("job graph: {m}")));
+        if self.stages.is_empty() {
+            return bad("no stages".into());
+        }
+        let mut readers = vec![0usize; self.stages.len()];
+        for (i, stage) in self.stages.iter().enumerate() {
+            if stage.parallelism == 0 || stage.parallelism > usize::from(KEY_GROUPS) {
+                return bad(format!("stage {i} has parallelism {}", stage.parallelism));
+            }
+            match &stage.input {
+                StageInput::Source(_) if stage.parallelism != 1 => {
+                    return bad(format!("source stage {i} is parallel"));
+                }
+                StageInput::Source(_) => {}
+                StageInput::Merge { from, keys } => {
+                    if from.is_empty() {
+                        return bad(format!("stage {i} reads nothing"));
+                    }
+                    if keys.is_none() && stage.parallelism != 1 {
+                        return bad(format!("stage {i} gathers into several instances"));
+                    }
+                    for &f in from {
+                        if f >= i {
+                            return bad(format!("stage {i} reads later stage {f}"));
+                        }
+                        readers[f] += 1;
+                    }
+                }
+            }
+        }
+        let last = self.stages.len() - 1;
+        for (i, &n) in readers.iter().enumerate() {
+            if n != usize::from(i != last) {
+                return bad(format!("stage {i} is read {n} times"));
+            }
+        }
+        Ok(())
+    }
+
+    /// One line per stage and operator, for EXPLAIN; `source_name` names a source table.
+    pub fn explain(&self, source_name: &dyn Fn(&TableStore) -> String) -> Vec<String> {
+        let mut lines = Vec::new();
+        for (i, stage) in self.stages.iter().enumerate() {
+            let input = match &stage.input {
+                StageInput::Source(t) => format!("change log of {}", source_name(t)),
+                StageInput::Merge { from, keys } => {
+                    let from: Vec<String> = from.iter().map(|f| format!("stage {f}")).collect();
+                    match keys {
+                        Some(keys) => {
+                            let keys: Vec<String> = keys.iter().map(|k| format!("#{k}")).collect();
+                            format!("{} by hash of [{}]", from.join(", "), keys.join(", "))
+                        }
+                        None => format!("{}, gathered", from.join(", ")),
+                    }
+                }
+            };
+            lines.push(format!(
+                "Stage {i} (parallelism {}): from {input}",
+                stage.parallelism
+            ));
+            lines.extend(
+                stage
+                    .operators
+                    .iter()
+                    .map(|o| format!("  {}", o.describe())),
+            );
+        }
+        lines
+    }
+}

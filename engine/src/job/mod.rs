@@ -1,0 +1,657 @@
+//! Streaming jobs: one per materialized view, keeping the view's rows up to date.
+//!
+//! A job is a graph of tasks ([`graph`]): one per source (a table's or view's change log) and one
+//! per parallel instance of each stage, connected by bounded channels, plus the committing task
+//! that owns the view. Batches, watermarks and barriers flow in-band ([`channel`]).
+//!
+//! **Epochs.** Every `barrier_interval` (or at once when `FLUSH` asks) the committing task injects
+//! barrier `e` at every source. A source emits it after the rows it has read, recording its
+//! position; every task, once the barrier has arrived on all its inputs, adds its operators'
+//! changed state to epoch `e`'s contribution and forwards the barrier. When the committing task
+//! has the barrier from every last-stage task, it writes **one RocksDB write batch**: the view's
+//! changed rows and change-log entry, every operator's state and every source's position. Readers
+//! of the view therefore see whole epochs only, and a crash loses whole epochs or nothing: on
+//! restart every operator restores the state of the last committed epoch and every source replays
+//! its change log from the position committed with it, so each change counts exactly once.
+//! Epochs that changed nothing are not written.
+//!
+//! **Checkpoints.** Every `checkpoint_frequency`-th epoch is written with a synced WAL. The others
+//! reach RocksDB's WAL unsynced: they survive a crash of the process (kill -9) but may be lost with
+//! the machine, in which case recovery starts from an earlier epoch, consistently, since RocksDB
+//! recovers a prefix of its writes.
+//!
+//! **Failure.** A task that fails (an expression error on some row, say, or a panic) stops the
+//! whole job: its other tasks are aborted, the error is kept, and nothing of the failed epoch is
+//! committed. Restarting is the caller's business (the server's restart strategy).
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use futures::FutureExt;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc, watch};
+
+use datafusion::arrow::array::{Int64Array, UInt32Array};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+
+use crate::changelog::{ChangeBatch, Op};
+use crate::keygroup::range_of;
+use crate::operator::StateScope;
+use crate::state::{StateBatch, StateStore};
+use crate::table::TableStore;
+use crate::task::{TaskHandle, spawn_named};
+use crate::{EngineError, Result};
+
+/// Messages between tasks: batches, watermarks, barriers; merged inputs and partitioned outputs.
+pub mod channel;
+/// The shape of a job: stages of chained operators and the edges between them.
+pub mod graph;
+/// The tasks that run sources and stages.
+mod stage;
+
+use channel::{Barrier, Inputs, Message, Output};
+use graph::{JobGraph, StageInput};
+
+const TAG: u8 = b'J';
+
+/// The key prefix of everything job `id` stores.
+pub fn job_prefix(id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(10);
+    k.push(TAG);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn stage_prefix(id: u64, stage: usize, op: usize) -> Vec<u8> {
+    let mut k = job_prefix(id);
+    k.push(b's');
+    k.extend_from_slice(&(stage as u32).to_be_bytes());
+    k.extend_from_slice(&(op as u32).to_be_bytes());
+    k
+}
+
+fn position_key(id: u64, source: usize) -> Vec<u8> {
+    let mut k = job_prefix(id);
+    k.push(b'p');
+    k.extend_from_slice(&(source as u32).to_be_bytes());
+    k
+}
+
+fn epoch_key(id: u64) -> Vec<u8> {
+    let mut k = job_prefix(id);
+    k.push(b'e');
+    k
+}
+
+/// Adds the removal of all of job `id`'s state to `batch`.
+pub fn drop_state(batch: &mut StateBatch, id: u64) {
+    batch.delete_prefix(&job_prefix(id));
+}
+
+/// How a job paces its epochs.
+#[derive(Debug, Clone, Copy)]
+pub struct JobConfig {
+    /// Time between barriers: how stale a view may be while its sources change.
+    pub barrier_interval: Duration,
+    /// Every this many epochs, the commit is synced to disk.
+    pub checkpoint_frequency: u64,
+    /// Barriers injected but not yet committed, at most.
+    pub max_in_flight: usize,
+    /// Messages each channel buffers before its sender waits.
+    pub channel_capacity: usize,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        Self {
+            barrier_interval: Duration::from_millis(100),
+            checkpoint_frequency: 10,
+            max_in_flight: 4,
+            channel_capacity: 16,
+        }
+    }
+}
+
+/// What a job is made of.
+pub struct JobSpec {
+    /// Unique id (the view's id); keys the job's state.
+    pub id: u64,
+    /// The view's name, for logs and errors.
+    pub name: String,
+    pub store: StateStore,
+    pub graph: JobGraph,
+    /// Where the result rows go.
+    pub sink: Arc<TableStore>,
+    /// The view has no key: the last column of its rows counts identical rows, and its change log
+    /// carries one insert or delete per row instance (count column 1) for views reading it.
+    pub counted: bool,
+    pub config: JobConfig,
+}
+
+/// Figures about a running job, for `SHOW JOBS`.
+#[derive(Debug, Clone, Default)]
+pub struct JobStats {
+    /// The last committed epoch.
+    pub epoch: u64,
+    /// The last epoch committed with a synced write, and when.
+    pub checkpoint_epoch: u64,
+    pub checkpoint_at: Option<SystemTime>,
+    /// Source rows read and view changes written since the job started.
+    pub rows_in: u64,
+    pub rows_out: u64,
+    /// Bytes of operator state in the store, as of the last epoch.
+    pub state_bytes: u64,
+    pub parallelism: usize,
+}
+
+/// What the job has committed: the epoch and each source's position.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    positions: Vec<u64>,
+}
+
+/// One epoch's state from the tasks that have passed its barrier.
+#[derive(Default)]
+struct Contribution {
+    batch: StateBatch,
+    positions: Vec<(usize, u64)>,
+    state_bytes: usize,
+    parts: usize,
+}
+
+/// What the tasks of a job share.
+pub(crate) struct Shared {
+    name: String,
+    epochs: Mutex<BTreeMap<u64, Contribution>>,
+    failure: Mutex<Option<String>>,
+    stopped: watch::Sender<bool>,
+    flush: Notify,
+    rows_in: AtomicU64,
+    rows_out: AtomicU64,
+    stats: Mutex<JobStats>,
+}
+
+impl Shared {
+    /// Adds a task's part of epoch `epoch`.
+    fn contribute(
+        &self,
+        epoch: u64,
+        batch: StateBatch,
+        position: Option<(usize, u64)>,
+        bytes: usize,
+    ) {
+        let mut epochs = self.epochs.lock();
+        let c = epochs.entry(epoch).or_default();
+        c.batch.append(batch);
+        c.positions.extend(position);
+        c.state_bytes += bytes;
+        c.parts += 1;
+    }
+
+    fn count_in(&self, rows: usize) {
+        self.rows_in.fetch_add(rows as u64, Ordering::Relaxed);
+    }
+
+    fn fail(&self, task: &str, error: String) {
+        let mut failure = self.failure.lock();
+        if failure.is_none() {
+            tracing::error!(view = %self.name, task, %error, "streaming job failed");
+            *failure = Some(error);
+        }
+        drop(failure);
+        self.stopped.send_replace(true);
+    }
+}
+
+/// A running job. Dropping it stops the job.
+pub struct Job {
+    name: String,
+    sources: Vec<Arc<TableStore>>,
+    shared: Arc<Shared>,
+    progress: watch::Receiver<Progress>,
+    _watchdog: TaskHandle<()>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("name", &self.name).finish()
+    }
+}
+
+/// Spawns `fut` as one of the job's tasks: its error or panic fails the job.
+fn spawn_task(
+    shared: &Arc<Shared>,
+    name: String,
+    fut: impl Future<Output = Result<()>> + Send + 'static,
+) -> TaskHandle<()> {
+    let shared = Arc::clone(shared);
+    spawn_named(name.clone(), async move {
+        match AssertUnwindSafe(fut).catch_unwind().await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => shared.fail(&name, e.to_string()),
+            Err(_) => shared.fail(&name, "internal error (panic)".into()),
+        }
+    })
+}
+
+fn read_u64(store: &StateStore, key: &[u8], id: u64) -> Result<u64> {
+    match store.get(key)? {
+        Some(bytes) => Ok(u64::from_le_bytes(bytes.as_slice().try_into().map_err(
+            |_| EngineError::Corrupt(format!("job {id}: counter of {} bytes", bytes.len())),
+        )?)),
+        None => Ok(0),
+    }
+}
+
+/// The committing task's fixed parts.
+struct Committer {
+    id: u64,
+    shared: Arc<Shared>,
+    sink: Arc<TableStore>,
+    counted: bool,
+    tasks: usize,
+    config: JobConfig,
+    sources: Vec<mpsc::UnboundedSender<Barrier>>,
+    progress: watch::Sender<Progress>,
+}
+
+impl Job {
+    /// Starts `spec` from its last committed epoch (a new view starts every source at position 0,
+    /// so replaying the sources' change logs is its backfill).
+    pub fn start(spec: JobSpec) -> Result<Job> {
+        let JobSpec {
+            id,
+            name,
+            store,
+            graph,
+            sink,
+            counted,
+            config,
+        } = spec;
+        graph.validate()?;
+        let sources = graph.sources();
+        let positions = (0..sources.len())
+            .map(|i| read_u64(&store, &position_key(id, i), id))
+            .collect::<Result<Vec<_>>>()?;
+        let epoch = read_u64(&store, &epoch_key(id), id)?;
+        let (stopped, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            name: name.clone(),
+            epochs: Mutex::new(BTreeMap::new()),
+            failure: Mutex::new(None),
+            stopped,
+            flush: Notify::new(),
+            rows_in: AtomicU64::new(0),
+            rows_out: AtomicU64::new(0),
+            stats: Mutex::new(JobStats {
+                epoch,
+                checkpoint_epoch: epoch,
+                parallelism: graph.parallelism(),
+                ..JobStats::default()
+            }),
+        });
+        let (progress_tx, progress) = watch::channel(Progress {
+            positions: positions.clone(),
+        });
+        let cap = config.channel_capacity.max(1);
+        let tasks = graph.tasks();
+        let stages = graph.stages;
+        let n = stages.len();
+
+        // Channels: inputs[s][j] receives what stage s instance j reads; targets[f][k] are the
+        // senders of stage f instance k towards its reader's instances.
+        let mut inputs: Vec<Vec<Vec<mpsc::Receiver<Message>>>> = stages
+            .iter()
+            .map(|s| (0..s.parallelism).map(|_| Vec::new()).collect())
+            .collect();
+        let mut targets: Vec<Vec<Vec<mpsc::Sender<Message>>>> = stages
+            .iter()
+            .map(|s| (0..s.parallelism).map(|_| Vec::new()).collect())
+            .collect();
+        let mut out_keys: Vec<Option<Vec<usize>>> = vec![None; n];
+        for (r, stage) in stages.iter().enumerate() {
+            if let StageInput::Merge { from, keys } = &stage.input {
+                for instance_inputs in inputs[r].iter_mut() {
+                    for &f in from {
+                        out_keys[f] = keys.clone();
+                        for upstream in targets[f].iter_mut() {
+                            let (tx, rx) = mpsc::channel(cap);
+                            instance_inputs.push(rx);
+                            upstream.push(tx);
+                        }
+                    }
+                }
+            }
+        }
+        let mut last_inputs = Vec::new();
+        for upstream in targets[n - 1].iter_mut() {
+            let (tx, rx) = mpsc::channel(cap);
+            last_inputs.push(rx);
+            upstream.push(tx);
+        }
+
+        let mut handles = Vec::with_capacity(tasks + 1);
+        let mut barrier_txs = Vec::new();
+        let mut source_index = 0;
+        for (s, (stage, (stage_inputs, stage_targets))) in stages
+            .into_iter()
+            .zip(inputs.into_iter().zip(targets))
+            .enumerate()
+        {
+            let p = stage.parallelism;
+            for (j, (rx, tx)) in stage_inputs.into_iter().zip(stage_targets).enumerate() {
+                let output = match &out_keys[s] {
+                    Some(keys) => Output::Hash {
+                        keys: keys.clone(),
+                        targets: tx,
+                        groups: Vec::new(),
+                    },
+                    None => Output::One(tx.into_iter().next().ok_or_else(|| {
+                        EngineError::Internal(format!("stage {s} has no downstream"))
+                    })?),
+                };
+                let ops = stage
+                    .operators
+                    .iter()
+                    .map(|o| o.fork())
+                    .collect::<Result<Vec<_>>>()?;
+                let scopes = (0..ops.len())
+                    .map(|o| StateScope {
+                        store: store.clone(),
+                        prefix: stage_prefix(id, s, o),
+                        key_groups: range_of(j, p),
+                    })
+                    .collect();
+                let chain = stage::Chain {
+                    ops,
+                    scopes,
+                    output,
+                    shared: Arc::clone(&shared),
+                };
+                let task = format!("{name}/stage{s}.{j}");
+                match &stage.input {
+                    StageInput::Source(table) => {
+                        let (btx, brx) = mpsc::unbounded_channel();
+                        barrier_txs.push(btx);
+                        let table = Arc::clone(table);
+                        let i = source_index;
+                        let position = positions[i];
+                        handles.push(spawn_task(&shared, task.clone(), async move {
+                            let mut chain = chain.restore().await?;
+                            let r = stage::source(table, i, position, brx, &mut chain).await;
+                            chain.report(&task, r)
+                        }));
+                        source_index += 1;
+                    }
+                    StageInput::Merge { .. } => {
+                        let inputs = Inputs::new(rx);
+                        handles.push(spawn_task(&shared, task.clone(), async move {
+                            let mut chain = chain.restore().await?;
+                            let r = stage::merge(inputs, &mut chain).await;
+                            chain.report(&task, r)
+                        }));
+                    }
+                }
+            }
+        }
+        let committer = Committer {
+            id,
+            shared: Arc::clone(&shared),
+            sink,
+            counted,
+            tasks,
+            config,
+            sources: barrier_txs,
+            progress: progress_tx,
+        };
+        let done = Arc::clone(&shared);
+        handles.push(spawn_task(&shared, format!("{name}/commit"), async move {
+            committer
+                .run(Inputs::new(last_inputs), epoch, positions)
+                .await?;
+            done.stopped.send_replace(true);
+            Ok(())
+        }));
+        // Once the job stops, its remaining tasks are aborted (dropping their handles).
+        let mut stopped = shared.stopped.subscribe();
+        let watchdog = spawn_named(format!("{name}/watchdog"), async move {
+            let _tasks = handles;
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+        Ok(Job {
+            name,
+            sources,
+            shared,
+            progress,
+            _watchdog: watchdog,
+        })
+    }
+
+    /// The tables (or views) this job reads.
+    pub fn sources(&self) -> &[Arc<TableStore>] {
+        &self.sources
+    }
+
+    /// Figures for `SHOW JOBS`.
+    pub fn stats(&self) -> JobStats {
+        let mut s = self.shared.stats.lock().clone();
+        s.rows_in = self.shared.rows_in.load(Ordering::Relaxed);
+        s.rows_out = self.shared.rows_out.load(Ordering::Relaxed);
+        s
+    }
+
+    /// Returns when the job has stopped (it failed, or its sources are gone).
+    pub async fn stopped(&self) {
+        let mut stopped = self.shared.stopped.subscribe();
+        let _ = stopped.wait_for(|s| *s).await;
+    }
+
+    /// The error the job stopped with, if it failed.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure.lock().clone()
+    }
+
+    /// Waits until the job has committed everything each source had committed when the call
+    /// began, asking for a barrier at once rather than at the next interval.
+    pub async fn flush(&self) -> std::result::Result<(), String> {
+        let targets: Vec<u64> = self.sources.iter().map(|s| s.last_seq()).collect();
+        let mut progress = self.progress.clone();
+        let mut stopped = self.shared.stopped.subscribe();
+        loop {
+            if let Some(e) = self.failure() {
+                return Err(format!("materialized view \"{}\" failed: {e}", self.name));
+            }
+            let done = progress
+                .borrow_and_update()
+                .positions
+                .iter()
+                .zip(&targets)
+                .all(|(p, t)| p >= t);
+            if done {
+                return Ok(());
+            }
+            // The failure, if any, is recorded before the job is marked stopped and before its
+            // committing task (the progress sender) is gone: checked first, above.
+            if *stopped.borrow_and_update() || progress.has_changed().is_err() {
+                return Err(format!("materialized view \"{}\" stopped", self.name));
+            }
+            self.shared.flush.notify_one();
+            tokio::select! {
+                _ = progress.changed() => {}
+                _ = stopped.changed() => {}
+            }
+        }
+    }
+}
+
+impl Committer {
+    async fn run(self, mut inputs: Inputs, mut epoch: u64, positions: Vec<u64>) -> Result<()> {
+        let mut ticker = tokio::time::interval(self.config.barrier_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut committed = positions;
+        let mut outputs: Vec<ChangeBatch> = Vec::new();
+        let mut in_flight = 0usize;
+        // The first barrier goes out at once: it commits what the operators emit on start.
+        let mut wanted = true;
+        loop {
+            if wanted && in_flight < self.config.max_in_flight.max(1) {
+                epoch += 1;
+                let frequency = self.config.checkpoint_frequency.max(1);
+                let barrier = Barrier {
+                    epoch,
+                    checkpoint: epoch.is_multiple_of(frequency),
+                };
+                for tx in &self.sources {
+                    // A closed source has ended (its table is gone); the inputs will close too.
+                    let _ = tx.send(barrier);
+                }
+                in_flight += 1;
+                wanted = false;
+            }
+            tokio::select! {
+                biased;
+                _ = ticker.tick() => wanted = true,
+                _ = self.shared.flush.notified() => wanted = true,
+                msg = inputs.next() => match msg? {
+                    None => return Ok(()),
+                    Some(Message::Batch(b)) => outputs.push(b),
+                    Some(Message::Watermark(_)) => {}
+                    Some(Message::Barrier(b)) => {
+                        let out = std::mem::take(&mut outputs);
+                        committed = self.commit(b, out, committed).await?;
+                        in_flight = in_flight.saturating_sub(1);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Writes epoch `b` (when it changed anything) and publishes the new positions.
+    async fn commit(
+        &self,
+        b: Barrier,
+        outputs: Vec<ChangeBatch>,
+        committed: Vec<u64>,
+    ) -> Result<Vec<u64>> {
+        let c = self
+            .shared
+            .epochs
+            .lock()
+            .remove(&b.epoch)
+            .unwrap_or_default();
+        if c.parts != self.tasks {
+            return Err(EngineError::Internal(format!(
+                "epoch {} has {} of {} task checkpoints",
+                b.epoch, c.parts, self.tasks
+            )));
+        }
+        let mut positions = committed.clone();
+        for &(i, p) in &c.positions {
+            if let Some(slot) = positions.get_mut(i) {
+                *slot = p;
+            }
+        }
+        let rows: usize = outputs.iter().map(|o| o.num_rows()).sum();
+        let changed = rows > 0 || !c.batch.is_empty() || positions != committed;
+        if changed {
+            let (id, sink, counted) = (self.id, Arc::clone(&self.sink), self.counted);
+            let keys = positions.clone();
+            let mut batch = c.batch;
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                for out in &outputs {
+                    sink.apply_changes(&mut batch, out)?;
+                }
+                for (i, p) in keys.iter().enumerate() {
+                    batch.put(position_key(id, i), p.to_le_bytes());
+                }
+                batch.put(epoch_key(id), b.epoch.to_le_bytes());
+                if counted {
+                    let instances = outputs
+                        .iter()
+                        .map(row_instances)
+                        .collect::<Result<Vec<_>>>()?;
+                    sink.commit_epoch(batch, &instances, b.checkpoint)
+                } else {
+                    sink.commit_epoch(batch, &outputs, b.checkpoint)
+                }
+            })
+            .await
+            .map_err(|e| EngineError::Internal(format!("commit task: {e}")))??;
+        }
+        self.shared
+            .rows_out
+            .fetch_add(rows as u64, Ordering::Relaxed);
+        {
+            let mut stats = self.shared.stats.lock();
+            stats.epoch = b.epoch;
+            stats.state_bytes = c.state_bytes as u64;
+            if b.checkpoint {
+                stats.checkpoint_epoch = b.epoch;
+                stats.checkpoint_at = Some(SystemTime::now());
+            }
+        }
+        self.progress.send_replace(Progress {
+            positions: positions.clone(),
+        });
+        Ok(positions)
+    }
+}
+
+/// A counted view's changes (row, count) as changes of row instances: a new row with count `c` is
+/// `c` inserts, an update from `c1` to `c2` is `|c2 - c1|` inserts or deletes. The count column of
+/// the result is 1.
+fn row_instances(changes: &ChangeBatch) -> Result<ChangeBatch> {
+    let data = &changes.data;
+    let last = data
+        .num_columns()
+        .checked_sub(1)
+        .ok_or_else(|| EngineError::Internal("counted view rows without a count column".into()))?;
+    let counts = data
+        .column(last)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| EngineError::Internal("count column is not BIGINT".into()))?;
+    let mut take: Vec<u32> = Vec::new();
+    let mut ops: Vec<Op> = Vec::new();
+    let mut emit = |row: usize, n: i64, op: Op| {
+        for _ in 0..n.max(0) {
+            take.push(row as u32);
+            ops.push(op);
+        }
+    };
+    let mut i = 0;
+    while i < changes.ops.len() {
+        let c = counts.value(i);
+        match changes.ops[i] {
+            Op::UpdateBefore if changes.ops.get(i + 1) == Some(&Op::UpdateAfter) => {
+                let after = counts.value(i + 1);
+                if after >= c {
+                    emit(i + 1, after - c, Op::Insert);
+                } else {
+                    emit(i, c - after, Op::Delete);
+                }
+                i += 2;
+                continue;
+            }
+            op if op.is_add() => emit(i, c, Op::Insert),
+            _ => emit(i, c, Op::Delete),
+        }
+        i += 1;
+    }
+    let indices = UInt32Array::from(take);
+    let mut columns = data
+        .columns()
+        .iter()
+        .map(|c| datafusion::arrow::compute::take(c.as_ref(), &indices, None))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    columns[last] = Arc::new(Int64Array::from(vec![1i64; indices.len()]));
+    let options = RecordBatchOptions::new().with_row_count(Some(indices.len()));
+    let data = RecordBatch::try_new_with_options(data.schema(), columns, &options)?;
+    Ok(ChangeBatch { data, ops })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,172 @@
+//! Jobs end to end on a real RocksDB: two tables, a union, a parallel aggregate behind a hash
+//! exchange, restarted with other parallelisms (key groups let the state move between instances).
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+
+use super::graph::Stage;
+use super::*;
+use crate::operator::aggregate::{AggFunc, AggSpec, HashAggregate};
+
+fn input_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, true),
+        Field::new("v", DataType::Int64, true),
+    ]))
+}
+
+fn output_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, true),
+        Field::new("n", DataType::Int64, true),
+        Field::new("s", DataType::Int64, true),
+    ]))
+}
+
+fn rows(pairs: &[(i64, i64)]) -> RecordBatch {
+    RecordBatch::try_new(
+        input_schema(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(pairs.iter().map(|p| p.0))),
+            Arc::new(Int64Array::from_iter_values(pairs.iter().map(|p| p.1))),
+        ],
+    )
+    .unwrap()
+}
+
+/// `SELECT k, count(*), sum(v) FROM (a UNION ALL b) GROUP BY k` with `p` aggregate instances.
+fn graph(a: &Arc<TableStore>, b: &Arc<TableStore>, p: usize) -> JobGraph {
+    let agg = HashAggregate::try_new(
+        input_schema(),
+        vec![0],
+        vec![
+            AggSpec {
+                func: AggFunc::CountStar,
+                input: None,
+            },
+            AggSpec {
+                func: AggFunc::Sum,
+                input: Some(1),
+            },
+        ],
+        output_schema(),
+    )
+    .unwrap();
+    let source = |t: &Arc<TableStore>| Stage {
+        input: StageInput::Source(Arc::clone(t)),
+        operators: Vec::new(),
+        parallelism: 1,
+    };
+    JobGraph {
+        stages: vec![
+            source(a),
+            source(b),
+            Stage {
+                input: StageInput::Merge {
+                    from: vec![0, 1],
+                    keys: Some(vec![0]),
+                },
+                operators: vec![Box::new(agg)],
+                parallelism: p,
+            },
+        ],
+    }
+}
+
+fn view_rows(view: &TableStore, store: &StateStore) -> BTreeMap<i64, (i64, i64)> {
+    let mut out = BTreeMap::new();
+    view.scan(&store.snapshot(), None, 1024, |b| {
+        let col = |i: usize| b.column(i).as_primitive::<Int64Type>().clone();
+        let (k, n, s) = (col(0), col(1), col(2));
+        for r in 0..b.num_rows() {
+            out.insert(k.value(r), (n.value(r), s.value(r)));
+        }
+        Ok(ControlFlow::Continue(()))
+    })
+    .unwrap();
+    out
+}
+
+fn start(
+    store: &StateStore,
+    a: &Arc<TableStore>,
+    b: &Arc<TableStore>,
+    view: &Arc<TableStore>,
+    p: usize,
+) -> Job {
+    Job::start(JobSpec {
+        id: 9,
+        name: "v".into(),
+        store: store.clone(),
+        graph: graph(a, b, p),
+        sink: Arc::clone(view),
+        counted: false,
+        config: JobConfig {
+            barrier_interval: Duration::from_millis(5),
+            checkpoint_frequency: 3,
+            ..JobConfig::default()
+        },
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn union_into_parallel_aggregate_survives_rescaling() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let open = |id, name| {
+        Arc::new(TableStore::open(store.clone(), id, name, input_schema(), vec![]).unwrap())
+    };
+    let (a, b) = (open(1, "a"), open(2, "b"));
+    let view = Arc::new(TableStore::open(store.clone(), 3, "v", output_schema(), vec![0]).unwrap());
+    let mut expected: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    let add = |expected: &mut BTreeMap<i64, (i64, i64)>, t: &TableStore, pairs: &[(i64, i64)]| {
+        t.insert(&[rows(pairs)]).unwrap();
+        for &(k, v) in pairs {
+            let e = expected.entry(k).or_default();
+            e.0 += 1;
+            e.1 += v;
+        }
+    };
+    // Rows before the job exists are its backfill.
+    add(
+        &mut expected,
+        &a,
+        &(0..500).map(|i| (i % 37, i)).collect::<Vec<_>>(),
+    );
+    for (round, p) in [3usize, 1, 4, 2].into_iter().enumerate() {
+        let job = start(&store, &a, &b, &view, p);
+        for i in 0..20 {
+            let r = round as i64 * 1000 + i;
+            add(&mut expected, &a, &[(r % 11, r), (r % 5, 1)]);
+            add(&mut expected, &b, &[(r % 13, -r)]);
+        }
+        job.flush().await.unwrap();
+        assert_eq!(view_rows(&view, &store), expected, "parallelism {p}");
+        let stats = job.stats();
+        assert_eq!(stats.parallelism, p);
+        assert!(stats.state_bytes > 0);
+        drop(job);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_task_fails_the_job_and_commits_nothing_of_its_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let a = Arc::new(TableStore::open(store.clone(), 1, "a", input_schema(), vec![]).unwrap());
+    let b = Arc::new(TableStore::open(store.clone(), 2, "b", input_schema(), vec![]).unwrap());
+    let view = Arc::new(TableStore::open(store.clone(), 3, "v", output_schema(), vec![0]).unwrap());
+    let job = start(&store, &a, &b, &view, 2);
+    a.insert(&[rows(&[(1, 10)])]).unwrap();
+    job.flush().await.unwrap();
+    // A sum that overflows BIGINT fails the aggregate when it casts its result.
+    a.insert(&[rows(&[(1, i64::MAX)])]).unwrap();
+    let err = job.flush().await.unwrap_err();
+    assert!(err.contains("materialized view \"v\" failed"), "{err}");
+    job.stopped().await;
+    assert_eq!(view_rows(&view, &store), BTreeMap::from([(1, (1, 10))]));
+}
