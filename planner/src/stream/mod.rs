@@ -384,10 +384,18 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
                     "a materialized view that does not select all of its GROUP BY columns".into(),
                 ));
             }
-            b.push_op(
-                l.stage,
-                Box::new(Project::new(None, exprs, arrow_schema(&p.schema))),
-            )?;
+            // Selecting every input column in order (renamed or not) changes nothing downstream
+            // operators see: they address columns by position.
+            let identity = p.expr.len() == input.fields().len()
+                && p.expr.iter().enumerate().all(|(i, e)| {
+                    matches!(e.clone().unalias(), Expr::Column(c) if input.index_of_column(&c).ok() == Some(i))
+                });
+            if !identity {
+                b.push_op(
+                    l.stage,
+                    Box::new(Project::new(None, exprs, arrow_schema(&p.schema))),
+                )?;
+            }
             Ok(l)
         }
         LogicalPlan::SubqueryAlias(a) => lower(ctx, b, &a.input),
