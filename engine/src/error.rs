@@ -29,6 +29,10 @@ pub enum EngineError {
     /// A second row with the same primary key.
     #[error("duplicate key value violates unique constraint \"{table}_pkey\"")]
     DuplicateKey { table: String, key: String },
+    /// A row the view's query cannot compute (a division by zero, an overflowing cast): the
+    /// user's data, not a bug; the job fails until the data or the view changes.
+    #[error("{operator}: {message} (caused by the data, not by Rivulet)")]
+    Data { operator: String, message: String },
     /// A broken invariant inside the engine.
     #[error("internal error: {0}")]
     Internal(String),

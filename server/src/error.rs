@@ -185,6 +185,7 @@ fn from_engine(e: &EngineError) -> SqlError {
         EngineError::Arrow(a) => from_arrow(a),
         EngineError::Storage(_) => SqlError::new(IO_ERROR, e.to_string()),
         EngineError::Corrupt(_) => SqlError::new(DATA_CORRUPTED, e.to_string()),
+        EngineError::Data { .. } => SqlError::new(DATA_EXCEPTION, e.to_string()),
         EngineError::Internal(_) => SqlError::internal(e),
     }
 }

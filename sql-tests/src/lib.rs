@@ -101,7 +101,8 @@ impl TestServer {
         Ok(s)
     }
 
-    async fn start_with(data_dir: &Path, flags: &[&str]) -> anyhow::Result<Self> {
+    /// Starts a server on `data_dir` (kept after the server stops) with extra command-line flags.
+    pub async fn start_with(data_dir: &Path, flags: &[&str]) -> anyhow::Result<Self> {
         let bin = rivulet_bin();
         if !bin.exists() {
             bail!(

@@ -8,13 +8,41 @@ use rivulet_sql_tests::{TestServer, sorted_rows};
 const VIEW: &str =
     "SELECT k, count(*) AS n, sum(v) AS s, min(v) AS lo, max(v) AS hi FROM t GROUP BY k";
 
+/// Views on top of `v` and on `t` itself: a view on a view, a parallel DISTINCT, a union.
+const MORE_VIEWS: &[(&str, &str)] = &[
+    (
+        "on_v",
+        "SELECT count(*) AS groups, sum(n) AS total, max(hi) AS top FROM v",
+    ),
+    ("ks", "SELECT DISTINCT k % 5 AS m FROM t"),
+    (
+        "u",
+        "SELECT k, count(*) AS n FROM (SELECT k FROM t UNION ALL SELECT k FROM t WHERE v > 50) x GROUP BY k",
+    ),
+];
+
 async fn assert_view_matches_query(client: &tokio_postgres::Client) {
     client.batch_execute("FLUSH").await.unwrap();
     let view = sorted_rows(client, "SELECT * FROM v").await.unwrap();
     let oracle = sorted_rows(client, VIEW).await.unwrap();
     assert!(!oracle.is_empty());
     assert_eq!(view, oracle);
+    for (name, query) in MORE_VIEWS {
+        let view = sorted_rows(client, &format!("SELECT * FROM {name}"))
+            .await
+            .unwrap();
+        let oracle = sorted_rows(client, query).await.unwrap();
+        assert_eq!(view, oracle, "view {name}");
+    }
 }
+
+/// Every third epoch is synced: the others must survive kill -9 too (they are in the WAL).
+const FLAGS: &[&str] = &[
+    "--checkpoint-frequency",
+    "3",
+    "--streaming-parallelism",
+    "3",
+];
 
 fn change(next: i32) -> String {
     match next % 7 {
@@ -36,7 +64,7 @@ fn change(next: i32) -> String {
 #[allow(clippy::explicit_counter_loop)]
 async fn views_are_exactly_once_across_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = TestServer::start_in(dir.path()).await.unwrap();
+    let mut server = TestServer::start_with(dir.path(), FLAGS).await.unwrap();
     let mut c = server.connect("dev").await.unwrap();
     c.batch_execute("CREATE TABLE t (id INT PRIMARY KEY, k INT, v BIGINT)")
         .await
@@ -44,9 +72,14 @@ async fn views_are_exactly_once_across_kill_9() {
     c.batch_execute(&format!("CREATE MATERIALIZED VIEW v AS {VIEW}"))
         .await
         .unwrap();
+    for (name, query) in MORE_VIEWS {
+        c.batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {query}"))
+            .await
+            .unwrap();
+    }
     let mut next = 0;
     // Pseudo-random kill moments, fixed so that a failure replays.
-    let delays_ms = [40u64, 170, 90, 260];
+    let delays_ms = [40u64, 170, 90, 260, 15, 130];
     for delay in delays_ms {
         // A client streams changes while the server is killed at an arbitrary moment of it.
         let dml = async {
@@ -63,7 +96,7 @@ async fn views_are_exactly_once_across_kill_9() {
         };
         tokio::join!(dml, kill);
         assert!(next > 0);
-        server = TestServer::start_in(dir.path()).await.unwrap();
+        server = TestServer::start_with(dir.path(), FLAGS).await.unwrap();
         c = server.connect("dev").await.unwrap();
         assert_view_matches_query(&c).await;
         // The statement in flight at the kill may or may not have committed: the table's rows,

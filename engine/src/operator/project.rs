@@ -46,7 +46,10 @@ impl Project {
         let mask = predicate
             .evaluate(&input.data)
             .and_then(|v| v.into_array(input.num_rows()))
-            .map_err(|e| EngineError::Internal(format!("filter: {e}")))?;
+            .map_err(|e| EngineError::Data {
+                operator: "filter".into(),
+                message: e.to_string(),
+            })?;
         let mask = mask
             .as_any()
             .downcast_ref::<BooleanArray>()
@@ -116,7 +119,10 @@ impl Operator for Project {
             .iter()
             .map(|e| e.evaluate(&kept.data).and_then(|v| v.into_array(n)))
             .collect::<datafusion::error::Result<Vec<_>>>()
-            .map_err(|e| EngineError::Internal(format!("projection: {e}")))?;
+            .map_err(|e| EngineError::Data {
+                operator: "projection".into(),
+                message: e.to_string(),
+            })?;
         let options = RecordBatchOptions::new().with_row_count(Some(n));
         let data = RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)?;
         Ok(vec![ChangeBatch {
