@@ -33,6 +33,18 @@ pub struct TableDef {
     /// Set for a materialized view: its rows are kept by a streaming job, not by DML.
     #[serde(default)]
     pub view: Option<ViewDef>,
+    /// `WATERMARK FOR column AS expr`: the table's event time and how late its rows may come.
+    #[serde(default)]
+    pub watermark: Option<WatermarkDef>,
+}
+
+/// A table's event-time column and watermark expression.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatermarkDef {
+    /// Position of the event-time column (a TIMESTAMP).
+    pub column: usize,
+    /// The watermark as SQL over the table's columns, e.g. `ts - INTERVAL '5' SECOND`.
+    pub expr: String,
 }
 
 /// What makes a relation a materialized view.

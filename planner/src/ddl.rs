@@ -12,12 +12,18 @@ use datafusion::sql::sqlparser::ast::{
     self, ColumnOption, CreateTable, CreateTableOptions, Expr, SqlOption, TableConstraint, Value,
 };
 
-use crate::catalog::{ColumnDef, TableDef};
+use crate::catalog::{ColumnDef, TableDef, WatermarkDef};
+use crate::parse::WatermarkClause;
 use crate::types::SqlType;
 use crate::{PlanError, Result};
 
 /// The parts of a `CREATE TABLE` the catalog needs; `id` and `database` are filled in by the caller.
-pub fn table_def(create: &CreateTable, name: &str, append_only: bool) -> Result<TableDef> {
+pub fn table_def(
+    create: &CreateTable,
+    name: &str,
+    append_only: bool,
+    watermark: Option<&WatermarkClause>,
+) -> Result<TableDef> {
     refuse_unsupported(create)?;
     let mut columns: Vec<ColumnDef> = Vec::with_capacity(create.columns.len());
     let mut primary_key: Vec<usize> = Vec::new();
@@ -75,6 +81,7 @@ pub fn table_def(create: &CreateTable, name: &str, append_only: bool) -> Result<
     for &i in &primary_key {
         columns[i].nullable = false;
     }
+    let watermark = watermark.map(|w| watermark_def(w, &columns)).transpose()?;
     Ok(TableDef {
         id: 0,
         database: String::new(),
@@ -84,6 +91,42 @@ pub fn table_def(create: &CreateTable, name: &str, append_only: bool) -> Result<
         append_only,
         options: with_options(&create.table_options)?,
         view: None,
+        watermark,
+    })
+}
+
+/// Checks a WATERMARK clause's column (a TIMESTAMP) and the syntax of its expression; the
+/// expression's type is checked by the streaming planner, which has the functions.
+fn watermark_def(w: &WatermarkClause, columns: &[ColumnDef]) -> Result<WatermarkDef> {
+    let column = columns
+        .iter()
+        .position(|c| c.name == w.column)
+        .ok_or_else(|| PlanError::UnknownColumn {
+            column: w.column.clone(),
+            clause: "WATERMARK",
+        })?;
+    if !matches!(
+        columns[column].sql_type,
+        SqlType::Timestamp | SqlType::TimestampTz
+    ) {
+        return Err(PlanError::WrongType(format!(
+            "watermark column \"{}\" is of type {}, but a TIMESTAMP is required",
+            w.column,
+            columns[column].sql_type.pg_name()
+        )));
+    }
+    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+        .try_with_sql(&w.expr)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| PlanError::Syntax {
+            message: format!("syntax error in WATERMARK expression \"{}\"", w.expr),
+            detail: Some(e.to_string()),
+            position: w.position,
+        })?;
+    Ok(WatermarkDef {
+        column,
+        expr: w.expr.clone(),
     })
 }
 
@@ -173,13 +216,18 @@ mod tests {
 
     fn def(sql: &str) -> Result<TableDef> {
         let parsed = parse_sql(sql)?;
-        let Statement::Sql { stmt, append_only } = &parsed[0].statement else {
+        let Statement::Sql {
+            stmt,
+            append_only,
+            watermark,
+        } = &parsed[0].statement
+        else {
             panic!("not sql")
         };
         let ast::Statement::CreateTable(create) = stmt.as_ref() else {
             panic!("not create table")
         };
-        table_def(create, "t", *append_only)
+        table_def(create, "t", *append_only, watermark.as_ref())
     }
 
     #[test]

@@ -28,6 +28,15 @@ pub enum PlanError {
     /// A constraint naming a column the table does not have.
     #[error("column \"{0}\" named in key does not exist")]
     UnknownKeyColumn(String),
+    /// A clause (WATERMARK, ...) naming a column the table does not have.
+    #[error("column \"{column}\" named in {clause} does not exist")]
+    UnknownColumn {
+        column: String,
+        clause: &'static str,
+    },
+    /// A value or column of the wrong type for where it is used.
+    #[error("{0}")]
+    WrongType(String),
     /// More than one primary key.
     #[error("multiple primary keys for table \"{0}\" are not allowed")]
     MultiplePrimaryKeys(String),

@@ -5,6 +5,8 @@
 //! Postgres dialect. Extensions are handled on the tokens first:
 //! - `FLUSH` is a statement of its own (RisingWave).
 //! - `APPEND ONLY` after a `CREATE TABLE` column list (RisingWave) is removed and recorded.
+//! - `WATERMARK FOR col AS expr` in a `CREATE TABLE` column list (Flink and RisingWave) is removed
+//!   and recorded as the column and the expression's text.
 //!
 //! Like Postgres, a syntax error anywhere fails the whole string before anything runs, and reports
 //! `syntax error at or near "…"` with the 1-based character position in the string.
@@ -24,9 +26,20 @@ pub enum Statement {
     Sql {
         stmt: Box<ast::Statement>,
         append_only: bool,
+        watermark: Option<WatermarkClause>,
     },
     /// `FLUSH`: wait until every streaming job has seen all earlier writes.
     Flush,
+}
+
+/// `WATERMARK FOR column AS expr` of a CREATE TABLE.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatermarkClause {
+    pub column: String,
+    /// The expression as written (parsed again when the table is defined).
+    pub expr: String,
+    /// 1-based character position of `WATERMARK` in the query string, for errors.
+    pub position: Option<usize>,
 }
 
 /// A statement and the text it was parsed from.
@@ -100,6 +113,7 @@ fn parse_one(
         return Ok(Statement::Flush);
     }
     let mut append_only = false;
+    let mut watermark = None;
     let is_create_table = words.len() > 2
         && is_word(words[0].1, Keyword::CREATE)
         && is_word(words[1].1, Keyword::TABLE);
@@ -112,6 +126,7 @@ fn parse_one(
             tokens.drain(a..=b);
             append_only = true;
         }
+        watermark = take_watermark(sql, &mut tokens)?;
     }
     let end = tokens
         .iter()
@@ -133,7 +148,102 @@ fn parse_one(
     Ok(Statement::Sql {
         stmt: Box::new(stmt),
         append_only,
+        watermark,
     })
+}
+
+/// Removes `WATERMARK FOR col AS expr` (and the comma that joins it to the column list) from a
+/// CREATE TABLE's tokens.
+fn take_watermark(sql: &str, tokens: &mut Vec<TokenWithSpan>) -> Result<Option<WatermarkClause>> {
+    let mut depth = 0usize;
+    let mut start = None;
+    for (i, t) in tokens.iter().enumerate() {
+        match t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth == 1 && is_bare(t, "watermark") {
+            let next = tokens[i + 1..].iter().find(|t| !is_trivia(&t.token));
+            if next.is_some_and(|n| is_word(n, Keyword::FOR)) {
+                start = Some(i);
+                break;
+            }
+        }
+    }
+    let Some(start) = start else {
+        return Ok(None);
+    };
+    let position = char_position(sql, tokens[start].span.start);
+    let bad = |message: &str| PlanError::Syntax {
+        message: message.to_string(),
+        detail: Some("Expected: WATERMARK FOR column AS expression".into()),
+        position,
+    };
+    let rest: Vec<(usize, &TokenWithSpan)> =
+        significant(tokens).filter(|(i, _)| *i > start).collect();
+    // rest[0] is FOR; then the column, AS, and the expression up to `,` or `)` at this depth.
+    let column = match rest.get(1).map(|(_, t)| &t.token) {
+        Some(Token::Word(w)) => match w.quote_style {
+            Some(_) => w.value.clone(),
+            None => w.value.to_lowercase(),
+        },
+        _ => {
+            return Err(bad(
+                "syntax error in WATERMARK clause: a column name must follow FOR",
+            ));
+        }
+    };
+    if !rest.get(2).is_some_and(|(_, t)| is_word(t, Keyword::AS)) {
+        return Err(bad(
+            "syntax error in WATERMARK clause: AS must follow the column",
+        ));
+    }
+    let mut depth = 0usize;
+    let mut end = None;
+    let mut last_expr = None;
+    for &(i, t) in rest.iter().skip(3) {
+        match t.token {
+            Token::LParen => depth += 1,
+            Token::RParen if depth == 0 => {
+                end = Some((i, false));
+                break;
+            }
+            Token::RParen => depth -= 1,
+            Token::Comma if depth == 0 => {
+                end = Some((i, true));
+                break;
+            }
+            _ => {}
+        }
+        last_expr = Some(i);
+    }
+    let (Some((end, comma_after)), Some(last_expr)) = (end, last_expr) else {
+        return Err(bad(
+            "syntax error in WATERMARK clause: an expression must follow AS",
+        ));
+    };
+    let first_expr = rest.get(3).map(|(i, _)| *i).unwrap_or(last_expr);
+    let from = byte_offset(sql, tokens[first_expr].span.start).unwrap_or(0);
+    let to = byte_offset(sql, tokens[last_expr].span.end).unwrap_or(sql.len());
+    let expr = sql.get(from..to).unwrap_or_default().trim().to_string();
+    // Remove the clause with the comma after it, or (when it is last) the comma before it.
+    let range = if comma_after {
+        start..end + 1
+    } else {
+        let comma = tokens[..start]
+            .iter()
+            .rposition(|t| !is_trivia(&t.token))
+            .filter(|&c| tokens[c].token == Token::Comma)
+            .ok_or_else(|| bad("a table needs columns besides its WATERMARK clause"))?;
+        comma..end
+    };
+    tokens.drain(range);
+    Ok(Some(WatermarkClause {
+        column,
+        expr,
+        position,
+    }))
 }
 
 /// The source text covered by a statement's tokens.
@@ -261,6 +371,33 @@ mod tests {
                 ..
             }
         ));
+        for (sql, expr) in [
+            (
+                "CREATE TABLE b (ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) WITH ('a' = 'b')",
+                "ts - INTERVAL '5' SECOND",
+            ),
+            (
+                "CREATE TABLE b (WATERMARK FOR Ts AS (Ts - INTERVAL '5 seconds'), Ts TIMESTAMP) APPEND ONLY",
+                "(Ts - INTERVAL '5 seconds')",
+            ),
+        ] {
+            let parsed = parse_sql(sql).unwrap();
+            let Statement::Sql {
+                watermark: Some(w),
+                stmt,
+                ..
+            } = &parsed[0].statement
+            else {
+                panic!("no watermark in {sql}");
+            };
+            assert_eq!((w.column.as_str(), w.expr.as_str()), ("ts", expr));
+            assert!(
+                stmt.to_string().starts_with("CREATE TABLE b (ts TIMESTAMP")
+                    || stmt.to_string().starts_with("CREATE TABLE b (Ts TIMESTAMP"),
+                "{stmt}"
+            );
+        }
+        assert!(parse_sql("CREATE TABLE b (ts TIMESTAMP, WATERMARK FOR ts)").is_err());
         // `append` and `only` as column names are left alone outside CREATE TABLE ... APPEND ONLY.
         assert!(matches!(
             parse_sql("SELECT 1 AS append").unwrap()[0].statement,

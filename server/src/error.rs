@@ -146,7 +146,10 @@ impl From<PlanError> for SqlError {
             PlanError::Unsupported(_) => SqlError::new(FEATURE_NOT_SUPPORTED, e.to_string()),
             PlanError::UnknownType(_) => SqlError::new(UNDEFINED_OBJECT, e.to_string()),
             PlanError::DuplicateColumn(_) => SqlError::new(DUPLICATE_COLUMN, e.to_string()),
-            PlanError::UnknownKeyColumn(_) => SqlError::new(UNDEFINED_COLUMN, e.to_string()),
+            PlanError::UnknownKeyColumn(_) | PlanError::UnknownColumn { .. } => {
+                SqlError::new(UNDEFINED_COLUMN, e.to_string())
+            }
+            PlanError::WrongType(_) => SqlError::new(DATATYPE_MISMATCH, e.to_string()),
             PlanError::MultiplePrimaryKeys(_) => {
                 SqlError::new(INVALID_TABLE_DEFINITION, e.to_string())
             }

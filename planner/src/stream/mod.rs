@@ -32,7 +32,7 @@ use rivulet_engine::operator::aggregate::{AggFunc, AggSpec, HashAggregate};
 use rivulet_engine::operator::project::Project;
 use rivulet_engine::table::TableStore;
 
-use crate::catalog::ColumnDef;
+use crate::catalog::{ColumnDef, WatermarkDef};
 use crate::error::{PlanError, Result};
 use crate::types::SqlType;
 
@@ -58,6 +58,32 @@ impl StreamPlan {
         lines.push(format!("Materialize: key {:?}", self.key));
         lines
     }
+}
+
+/// A table's watermark expression, planned over its rows: `ts - INTERVAL '5' SECOND` must be a
+/// TIMESTAMP, like the event-time column it is computed from.
+pub fn watermark_expr(
+    state: &SessionState,
+    schema: &SchemaRef,
+    def: &WatermarkDef,
+) -> Result<Arc<dyn PhysicalExpr>> {
+    let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(PlanError::DataFusion)?;
+    let expr = state
+        .create_logical_expr(&def.expr, &df_schema)
+        .map_err(PlanError::DataFusion)?;
+    let data_type = expr.get_type(&df_schema).map_err(PlanError::DataFusion)?;
+    if !matches!(data_type, DataType::Timestamp(_, _)) {
+        let type_name = SqlType::from_arrow(&data_type)
+            .map(|t| t.pg_name())
+            .unwrap_or_else(|| data_type.to_string());
+        return Err(PlanError::WrongType(format!(
+            "watermark expression \"{}\" is of type {type_name}, but a TIMESTAMP is required",
+            def.expr
+        )));
+    }
+    state
+        .create_physical_expr(expr, &df_schema)
+        .map_err(PlanError::DataFusion)
 }
 
 /// A relation's storage and its key, if its rows are unique by one.

@@ -3,6 +3,8 @@
 
 use datafusion::sql::sqlparser::ast::{CreateTable, ObjectName, ObjectType};
 use rivulet_planner::ddl::{object_name, table_def};
+use rivulet_planner::parse::WatermarkClause;
+use rivulet_planner::stream::watermark_expr;
 
 use super::Outcome;
 use crate::catalog::DEFAULT_SCHEMA;
@@ -14,10 +16,15 @@ impl Session {
         &mut self,
         create: &CreateTable,
         append_only: bool,
+        watermark: Option<&WatermarkClause>,
     ) -> Result<Outcome, SqlError> {
         let (schema, name) = object_name(&create.name)?;
         check_schema(schema.as_deref())?;
-        let def = table_def(create, &name, append_only)?;
+        let def = table_def(create, &name, append_only, watermark)?;
+        if let Some(w) = &def.watermark {
+            let state = self.context()?.state();
+            watermark_expr(&state, &def.schema(), w)?;
+        }
         self.catalog()
             .create_table(&self.database, def, create.if_not_exists)?;
         Ok(Outcome::Command("CREATE TABLE".into()))

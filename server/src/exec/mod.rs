@@ -100,9 +100,13 @@ impl Session {
         parsed: &Parsed,
         params: Option<&ParamValues>,
     ) -> Result<Outcome, SqlError> {
-        let (stmt, append_only) = match &parsed.statement {
+        let (stmt, append_only, watermark) = match &parsed.statement {
             Statement::Flush => return self.flush().await,
-            Statement::Sql { stmt, append_only } => (stmt.as_ref(), *append_only),
+            Statement::Sql {
+                stmt,
+                append_only,
+                watermark,
+            } => (stmt.as_ref(), *append_only, watermark.as_ref()),
         };
         use ast::Statement as S;
         match stmt {
@@ -124,7 +128,7 @@ impl Session {
                 legacy_options,
                 ..
             } => self.copy(source, *to, target, options, legacy_options),
-            S::CreateTable(create) => self.create_table(create, append_only),
+            S::CreateTable(create) => self.create_table(create, append_only, watermark),
             S::CreateView(create) => self.create_view(create).await,
             S::CreateDatabase {
                 db_name,

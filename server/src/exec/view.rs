@@ -61,6 +61,7 @@ impl Session {
             primary_key: plan.key,
             append_only: false,
             options: Default::default(),
+            watermark: None,
             view: Some(ViewDef {
                 query,
                 counted: plan.counted,
