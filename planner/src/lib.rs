@@ -13,9 +13,11 @@ pub mod ddl;
 pub mod error;
 /// Splitting SQL text into statements and parsing them with Rivulet's extensions.
 pub mod parse;
-/// The streaming planner: a view's query to a chain of operators.
+/// The streaming planner: a view's query to a job graph of operators.
 pub mod stream;
 /// SQL column types and their Arrow and Postgres counterparts.
 pub mod types;
+/// Window table functions (TUMBLE, HOP, CUMULATE) rewritten into plain SQL.
+pub mod window;
 
 pub use error::{PlanError, Result};

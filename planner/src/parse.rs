@@ -7,6 +7,9 @@
 //! - `APPEND ONLY` after a `CREATE TABLE` column list (RisingWave) is removed and recorded.
 //! - `WATERMARK FOR col AS expr` in a `CREATE TABLE` column list (Flink and RisingWave) is removed
 //!   and recorded as the column and the expression's text.
+//! - Flink's window table functions, `TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), ...))`, become
+//!   `__flink_tumble(t, ts, ...)`, and every window function in a FROM clause is then rewritten
+//!   into plain SQL by [`crate::window`].
 //!
 //! Like Postgres, a syntax error anywhere fails the whole string before anything runs, and reports
 //! `syntax error at or near "…"` with the 1-based character position in the string.
@@ -128,6 +131,7 @@ fn parse_one(
         }
         watermark = take_watermark(sql, &mut tokens)?;
     }
+    flink_windows(&mut tokens);
     let end = tokens
         .iter()
         .rev()
@@ -145,11 +149,96 @@ fn parse_one(
             Some(next.span.start),
         ));
     }
+    let mut stmt = stmt;
+    crate::window::rewrite(&mut stmt)?;
     Ok(Statement::Sql {
         stmt: Box::new(stmt),
         append_only,
         watermark,
     })
+}
+
+/// Index of the next significant token after `i`.
+fn next_significant(tokens: &[TokenWithSpan], i: usize) -> Option<usize> {
+    (i + 1..tokens.len()).find(|&j| !is_trivia(&tokens[j].token))
+}
+
+/// Index of the `)` closing the `(` at `open`.
+fn closing(tokens: &[TokenWithSpan], open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (j, t) in tokens.iter().enumerate().skip(open) {
+        match t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return Some(j);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Rewrites Flink's `TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), args))` (and HOP, CUMULATE) into
+/// `__flink_tumble(t, ts, args)`; anything that does not match exactly is left for the parser.
+fn flink_windows(tokens: &mut Vec<TokenWithSpan>) {
+    let mut i = 0;
+    while i < tokens.len() {
+        if let Some(done) = flink_window_at(tokens, i) {
+            i = done;
+        } else {
+            i += 1;
+        }
+    }
+}
+
+fn flink_window_at(tokens: &mut Vec<TokenWithSpan>, i: usize) -> Option<usize> {
+    if !is_word(&tokens[i], Keyword::TABLE) {
+        return None;
+    }
+    let outer_open = next_significant(tokens, i)?;
+    let func = next_significant(tokens, outer_open)?;
+    let inner_open = next_significant(tokens, func)?;
+    let inner_table = next_significant(tokens, inner_open)?;
+    let Token::Word(w) = &tokens[func].token else {
+        return None;
+    };
+    let kind = w.value.to_lowercase();
+    if tokens[outer_open].token != Token::LParen
+        || tokens[inner_open].token != Token::LParen
+        || !is_word(&tokens[inner_table], Keyword::TABLE)
+        || !matches!(kind.as_str(), "tumble" | "hop" | "cumulate")
+    {
+        return None;
+    }
+    let outer_close = closing(tokens, outer_open)?;
+    // DESCRIPTOR ( col ) -> col
+    let mut j = inner_table;
+    let inner_close = closing(tokens, inner_open)?;
+    let mut remove: Vec<usize> = vec![i, outer_open, inner_table, outer_close];
+    while j < inner_close {
+        if is_bare(&tokens[j], "descriptor") {
+            let open = next_significant(tokens, j)?;
+            if tokens[open].token == Token::LParen {
+                let close = closing(tokens, open)?;
+                remove.extend([j, open, close]);
+                j = close;
+            }
+        }
+        j += 1;
+    }
+    if let Token::Word(w) = &mut tokens[func].token {
+        w.value = format!("{}{kind}", crate::window::FLINK_PREFIX);
+        w.quote_style = None;
+        w.keyword = Keyword::NoKeyword;
+    }
+    remove.sort_unstable();
+    for &r in remove.iter().rev() {
+        tokens.remove(r);
+    }
+    Some(func.saturating_sub(2))
 }
 
 /// Removes `WATERMARK FOR col AS expr` (and the comma that joins it to the column list) from a

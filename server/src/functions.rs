@@ -20,6 +20,9 @@ pub fn register(ctx: &SessionContext, user: &str) {
     );
     ctx.register_udf(constant("version", version));
     ctx.register_udf(constant("current_user", user.to_string()));
+    for udf in rivulet_planner::window::udfs() {
+        ctx.register_udf(udf);
+    }
 }
 
 /// `expr` (text) decoded as Postgres bytea text (`\\x4869`, or the escape form).

@@ -282,7 +282,11 @@ pub async fn plan_stream(
         let counted = t.def.view.as_ref().is_some_and(|v| v.counted);
         let keyed = !counted && (t.def.view.is_some() || !t.def.primary_key.is_empty());
         let key = keyed.then(|| t.def.primary_key.clone());
-        Some((Arc::clone(&t.store), key))
+        Some(Resolved {
+            store: Arc::clone(&t.store),
+            key,
+            watermark: t.def.watermark.clone(),
+        })
     };
     let stream = StreamContext {
         state: &state,

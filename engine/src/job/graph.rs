@@ -12,15 +12,35 @@
 
 use std::sync::Arc;
 
+use datafusion::physical_plan::PhysicalExpr;
+
 use crate::keygroup::KEY_GROUPS;
 use crate::operator::Operator;
 use crate::table::TableStore;
 use crate::{EngineError, Result};
 
+/// A table (or view) a job reads, and how its event time advances.
+pub struct Source {
+    pub table: Arc<TableStore>,
+    /// The table's watermark expression over its rows (`ts - INTERVAL '5' SECOND`): the source's
+    /// watermark is its largest value over the rows read so far.
+    pub watermark: Option<Arc<dyn PhysicalExpr>>,
+}
+
+impl Source {
+    /// A source without event time.
+    pub fn new(table: Arc<TableStore>) -> Self {
+        Self {
+            table,
+            watermark: None,
+        }
+    }
+}
+
 /// What a stage reads.
 pub enum StageInput {
     /// A table's (or view's) change log.
-    Source(Arc<TableStore>),
+    Source(Source),
     /// The output of earlier stages (by index), merged.
     Merge {
         from: Vec<usize>,
@@ -49,7 +69,7 @@ impl JobGraph {
         self.stages
             .iter()
             .filter_map(|s| match &s.input {
-                StageInput::Source(t) => Some(Arc::clone(t)),
+                StageInput::Source(s) => Some(Arc::clone(&s.table)),
                 StageInput::Merge { .. } => None,
             })
             .collect()
@@ -111,7 +131,10 @@ impl JobGraph {
         let mut lines = Vec::new();
         for (i, stage) in self.stages.iter().enumerate() {
             let input = match &stage.input {
-                StageInput::Source(t) => format!("change log of {}", source_name(t)),
+                StageInput::Source(s) => match &s.watermark {
+                    Some(w) => format!("change log of {}, watermark {w}", source_name(&s.table)),
+                    None => format!("change log of {}", source_name(&s.table)),
+                },
                 StageInput::Merge { from, keys } => {
                     let from: Vec<String> = from.iter().map(|f| format!("stage {f}")).collect();
                     match keys {

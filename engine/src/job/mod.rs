@@ -80,6 +80,13 @@ fn position_key(id: u64, source: usize) -> Vec<u8> {
     k
 }
 
+fn watermark_key(id: u64, source: usize) -> Vec<u8> {
+    let mut k = job_prefix(id);
+    k.push(b'w');
+    k.extend_from_slice(&(source as u32).to_be_bytes());
+    k
+}
+
 fn epoch_key(id: u64) -> Vec<u8> {
     let mut k = job_prefix(id);
     k.push(b'e');
@@ -158,6 +165,7 @@ struct Progress {
 struct Contribution {
     batch: StateBatch,
     positions: Vec<(usize, u64)>,
+    watermarks: Vec<(usize, i64)>,
     state_bytes: usize,
     parts: usize,
 }
@@ -172,6 +180,8 @@ pub(crate) struct Shared {
     rows_in: AtomicU64,
     rows_out: AtomicU64,
     stats: Mutex<JobStats>,
+    /// Set when the job is being dropped: errors of tasks torn down with it are not failures.
+    dropping: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -180,13 +190,16 @@ impl Shared {
         &self,
         epoch: u64,
         batch: StateBatch,
-        position: Option<(usize, u64)>,
+        position: Option<stage::SourcePosition>,
         bytes: usize,
     ) {
         let mut epochs = self.epochs.lock();
         let c = epochs.entry(epoch).or_default();
         c.batch.append(batch);
-        c.positions.extend(position);
+        if let Some(p) = position {
+            c.positions.push((p.index, p.seq));
+            c.watermarks.extend(p.watermark.map(|w| (p.index, w)));
+        }
         c.state_bytes += bytes;
         c.parts += 1;
     }
@@ -196,6 +209,9 @@ impl Shared {
     }
 
     fn fail(&self, task: &str, error: String) {
+        if self.dropping.load(Ordering::Acquire) {
+            return;
+        }
         let mut failure = self.failure.lock();
         if failure.is_none() {
             tracing::error!(view = %self.name, task, %error, "streaming job failed");
@@ -213,6 +229,12 @@ pub struct Job {
     shared: Arc<Shared>,
     progress: watch::Receiver<Progress>,
     _watchdog: TaskHandle<()>,
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        self.shared.dropping.store(true, Ordering::Release);
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -243,6 +265,17 @@ fn read_u64(store: &StateStore, key: &[u8], id: u64) -> Result<u64> {
             |_| EngineError::Corrupt(format!("job {id}: counter of {} bytes", bytes.len())),
         )?)),
         None => Ok(0),
+    }
+}
+
+fn read_i64(store: &StateStore, key: &[u8], id: u64) -> Result<Option<i64>> {
+    match store.get(key)? {
+        Some(bytes) => Ok(Some(i64::from_le_bytes(
+            bytes.as_slice().try_into().map_err(|_| {
+                EngineError::Corrupt(format!("job {id}: watermark of {} bytes", bytes.len()))
+            })?,
+        ))),
+        None => Ok(None),
     }
 }
 
@@ -286,6 +319,7 @@ impl Job {
             flush: Notify::new(),
             rows_in: AtomicU64::new(0),
             rows_out: AtomicU64::new(0),
+            dropping: std::sync::atomic::AtomicBool::new(false),
             stats: Mutex::new(JobStats {
                 epoch,
                 checkpoint_epoch: epoch,
@@ -373,15 +407,22 @@ impl Job {
                 };
                 let task = format!("{name}/stage{s}.{j}");
                 match &stage.input {
-                    StageInput::Source(table) => {
+                    StageInput::Source(source) => {
                         let (btx, brx) = mpsc::unbounded_channel();
                         barrier_txs.push(btx);
-                        let table = Arc::clone(table);
                         let i = source_index;
-                        let position = positions[i];
+                        let reader = stage::SourceReader {
+                            table: Arc::clone(&source.table),
+                            watermark_expr: source.watermark.clone(),
+                            at: stage::SourcePosition {
+                                index: i,
+                                seq: positions[i],
+                                watermark: read_i64(&store, &watermark_key(id, i), id)?,
+                            },
+                        };
                         handles.push(spawn_task(&shared, task.clone(), async move {
                             let mut chain = chain.restore().await?;
-                            let r = stage::source(table, i, position, brx, &mut chain).await;
+                            let r = stage::source(reader, brx, &mut chain).await;
                             chain.report(&task, r)
                         }));
                         source_index += 1;
@@ -559,6 +600,7 @@ impl Committer {
         if changed {
             let (id, sink, counted) = (self.id, Arc::clone(&self.sink), self.counted);
             let keys = positions.clone();
+            let watermarks = c.watermarks;
             let mut batch = c.batch;
             tokio::task::spawn_blocking(move || -> Result<()> {
                 for out in &outputs {
@@ -566,6 +608,9 @@ impl Committer {
                 }
                 for (i, p) in keys.iter().enumerate() {
                     batch.put(position_key(id, i), p.to_le_bytes());
+                }
+                for (i, w) in watermarks {
+                    batch.put(watermark_key(id, i), w.to_le_bytes());
                 }
                 batch.put(epoch_key(id), b.epoch.to_le_bytes());
                 if counted {

@@ -12,11 +12,16 @@ use tokio::sync::mpsc;
 
 use super::Shared;
 use super::channel::{Barrier, Inputs, Message, Output};
-use crate::Result;
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
+use datafusion::physical_plan::PhysicalExpr;
+
 use crate::changelog::ChangeBatch;
 use crate::operator::{Operator, StateScope};
 use crate::state::StateBatch;
 use crate::table::TableStore;
+use crate::{EngineError, Result};
 
 /// Change-log entries a source reads at a time.
 const READ_ENTRIES: usize = 16;
@@ -42,7 +47,7 @@ impl Chain {
             Ok(ops)
         })
         .await
-        .map_err(|e| crate::EngineError::Internal(format!("restoring state: {e}")))??;
+        .map_err(|e| EngineError::Internal(format!("restoring state: {e}")))??;
         self.ops = restored;
         Ok(self)
     }
@@ -112,7 +117,7 @@ impl Chain {
 
     /// Checkpoints the chain into epoch `b`'s contribution (with a source's position, if this
     /// task reads one), then forwards the barrier.
-    pub async fn barrier(&mut self, b: Barrier, position: Option<(usize, u64)>) -> Result<()> {
+    pub async fn barrier(&mut self, b: Barrier, position: Option<SourcePosition>) -> Result<()> {
         let mut batch = StateBatch::new();
         let mut bytes = 0;
         for (op, scope) in self.ops.iter_mut().zip(&self.scopes) {
@@ -124,33 +129,91 @@ impl Chain {
     }
 }
 
-/// Reads source `index` (`table`'s change log after `position`) into `chain`, and emits a barrier
-/// with the position reached whenever the committing task asks for one.
+/// How far a source has read: the last change-log sequence and its watermark.
+#[derive(Debug, Clone, Copy)]
+pub struct SourcePosition {
+    /// The source's index among the job's sources.
+    pub index: usize,
+    pub seq: u64,
+    /// Event time in microseconds since the epoch; `None` before any row (or without event time).
+    pub watermark: Option<i64>,
+}
+
+/// A source: a table's change log after a position, and its watermark expression.
+pub struct SourceReader {
+    pub table: Arc<TableStore>,
+    pub watermark_expr: Option<Arc<dyn PhysicalExpr>>,
+    pub at: SourcePosition,
+}
+
+impl SourceReader {
+    /// The largest watermark `batch`'s added rows give, if above the current one.
+    fn advance(&mut self, batch: &ChangeBatch) -> Result<Option<i64>> {
+        let Some(expr) = &self.watermark_expr else {
+            return Ok(None);
+        };
+        let data_error = |e: &dyn std::fmt::Display| EngineError::Data {
+            operator: "watermark".into(),
+            message: e.to_string(),
+        };
+        let values = expr
+            .evaluate(&batch.data)
+            .and_then(|v| v.into_array(batch.num_rows()))
+            .map_err(|e| data_error(&e))?;
+        let micros = cast(&values, &DataType::Timestamp(TimeUnit::Microsecond, None))
+            .map_err(|e| data_error(&e))?;
+        let micros = micros.as_primitive::<TimestampMicrosecondType>();
+        let max = batch
+            .ops
+            .iter()
+            .enumerate()
+            .filter(|(i, op)| op.is_add() && micros.is_valid(*i))
+            .map(|(i, _)| micros.value(i))
+            .max();
+        match max {
+            Some(m) if self.at.watermark.is_none_or(|w| m > w) => {
+                self.at.watermark = Some(m);
+                Ok(Some(m))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Reads a source into `chain`: every batch, then the watermark when it advances; a barrier with
+/// the position reached whenever the committing task asks for one.
 pub async fn source(
-    table: Arc<TableStore>,
-    index: usize,
-    mut position: u64,
+    mut reader: SourceReader,
     mut barriers: mpsc::UnboundedReceiver<Barrier>,
     chain: &mut Chain,
 ) -> Result<()> {
+    let table = Arc::clone(&reader.table);
     let mut committed = table.subscribe();
     chain.start().await?;
+    if let Some(w) = reader.at.watermark {
+        // Where event time stood at the checkpoint: operators that close windows need it again.
+        chain.watermark(w).await?;
+    }
     loop {
         while let Ok(b) = barriers.try_recv() {
-            chain.barrier(b, Some((index, position))).await?;
+            chain.barrier(b, Some(reader.at)).await?;
         }
-        if table.last_seq() > position {
-            let entries = table.changes_after(None, position, READ_ENTRIES)?;
+        if table.last_seq() > reader.at.seq {
+            let entries = table.changes_after(None, reader.at.seq, READ_ENTRIES)?;
             for (seq, batch) in entries {
                 chain.shared.count_in(batch.num_rows());
+                let advanced = reader.advance(&batch)?;
                 chain.push(batch).await?;
-                position = seq;
+                reader.at.seq = seq;
+                if let Some(w) = advanced {
+                    chain.watermark(w).await?;
+                }
             }
             continue;
         }
         tokio::select! {
             b = barriers.recv() => match b {
-                Some(b) => chain.barrier(b, Some((index, position))).await?,
+                Some(b) => chain.barrier(b, Some(reader.at)).await?,
                 None => return Ok(()),
             },
             changed = committed.changed() => {

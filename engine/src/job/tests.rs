@@ -56,7 +56,7 @@ fn graph(a: &Arc<TableStore>, b: &Arc<TableStore>, p: usize) -> JobGraph {
     )
     .unwrap();
     let source = |t: &Arc<TableStore>| Stage {
-        input: StageInput::Source(Arc::clone(t)),
+        input: StageInput::Source(super::graph::Source::new(Arc::clone(t))),
         operators: Vec::new(),
         parallelism: 1,
     };

@@ -23,6 +23,8 @@ use crate::state::{StateBatch, StateStore};
 pub mod aggregate;
 /// Projection and filter with DataFusion physical expressions.
 pub mod project;
+/// UNNEST of one list column (HOP and CUMULATE windows).
+pub mod unnest;
 
 /// Where one instance of an operator keeps its state.
 #[derive(Debug, Clone)]

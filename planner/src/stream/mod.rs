@@ -26,10 +26,11 @@ use datafusion::execution::SessionState;
 use datafusion::logical_expr::{Distinct, Expr, ExprSchemable, LogicalPlan};
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::physical_plan::expressions::{CastExpr, Column};
-use rivulet_engine::job::graph::{JobGraph, Stage, StageInput};
+use rivulet_engine::job::graph::{JobGraph, Source, Stage, StageInput};
 use rivulet_engine::operator::Operator;
 use rivulet_engine::operator::aggregate::{AggFunc, AggSpec, HashAggregate};
 use rivulet_engine::operator::project::Project;
+use rivulet_engine::operator::unnest::Unnest;
 use rivulet_engine::table::TableStore;
 
 use crate::catalog::{ColumnDef, WatermarkDef};
@@ -86,8 +87,14 @@ pub fn watermark_expr(
         .map_err(PlanError::DataFusion)
 }
 
-/// A relation's storage and its key, if its rows are unique by one.
-pub type Resolved = (Arc<TableStore>, Option<Vec<usize>>);
+/// A relation as a job reads it.
+pub struct Resolved {
+    pub store: Arc<TableStore>,
+    /// Its key, if its rows are unique by one.
+    pub key: Option<Vec<usize>>,
+    /// Its event time, if it declares a watermark.
+    pub watermark: Option<WatermarkDef>,
+}
 
 /// Where the planner finds tables, and how parallel keyed stages are.
 pub struct StreamContext<'a> {
@@ -318,12 +325,18 @@ fn identity(schema: &DFSchema) -> Vec<Arc<dyn PhysicalExpr>> {
 fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result<Lowered> {
     match plan {
         LogicalPlan::TableScan(scan) => {
-            let (source, source_key) = (ctx.resolve)(&scan.table_name).ok_or_else(|| {
+            let resolved = (ctx.resolve)(&scan.table_name).ok_or_else(|| {
                 PlanError::DataFusion(datafusion::error::DataFusionError::Plan(format!(
                     "table '{}' not found",
                     scan.table_name
                 )))
             })?;
+            let (source, source_key) = (resolved.store, resolved.key);
+            let watermark = resolved
+                .watermark
+                .as_ref()
+                .map(|w| watermark_expr(ctx.state, source.schema(), w))
+                .transpose()?;
             let mut operators: Vec<Box<dyn Operator>> = Vec::new();
             let full = DFSchema::try_from_qualified_schema(
                 scan.table_name.clone(),
@@ -363,7 +376,10 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
                 )));
             }
             b.stages.push(Stage {
-                input: StageInput::Source(source),
+                input: StageInput::Source(Source {
+                    table: source,
+                    watermark,
+                }),
                 operators,
                 parallelism: 1,
             });
@@ -425,6 +441,40 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
             Ok(l)
         }
         LogicalPlan::SubqueryAlias(a) => lower(ctx, b, &a.input),
+        LogicalPlan::Unnest(u) => {
+            let l = lower(ctx, b, &u.input)?;
+            let ([(list, column)], []) = (
+                u.list_type_columns.as_slice(),
+                u.struct_type_columns.as_slice(),
+            ) else {
+                return Err(PlanError::Unsupported(
+                    "UNNEST of more than one list, or of a struct, in a materialized view".into(),
+                ));
+            };
+            if column.depth != 1 {
+                return Err(PlanError::Unsupported(
+                    "UNNEST of nested lists in a materialized view".into(),
+                ));
+            }
+            let input = arrow_schema(u.input.schema());
+            let preserve = matches!(
+                u.options.null_handling,
+                datafusion::common::NullHandling::Preserve
+            );
+            let unnest = Unnest::try_new(
+                &input,
+                *list,
+                u.dependency_indices.clone(),
+                preserve,
+                arrow_schema(&u.schema),
+            )?;
+            b.push_op(l.stage, Box::new(unnest))?;
+            // One input row becomes several: no key survives.
+            Ok(Lowered {
+                stage: l.stage,
+                key: None,
+            })
+        }
         LogicalPlan::Union(u) => {
             let mut from = Vec::with_capacity(u.inputs.len());
             for input in &u.inputs {

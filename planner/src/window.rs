@@ -1,0 +1,358 @@
+//! Window table functions, rewritten into plain SQL before DataFusion plans a query.
+//!
+//! `TUMBLE(t, ts, size [, offset])`, `HOP(t, ts, slide, size [, offset])` and
+//! `CUMULATE(t, ts, step, size [, offset])` in a FROM clause (RisingWave's spelling; Flink's
+//! `TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), ...))` is turned into it by the parser, see
+//! [`crate::parse`]) become a derived table: every column of `t` plus `window_start` and
+//! `window_end` (and, in Flink's spelling, `window_time`, the window's last instant):
+//! - TUMBLE: `date_bin(size, ts, origin)` and that plus `size`: one window per row;
+//! - HOP: one row per window the row falls in, from `unnest(rivulet_hop_starts(ts, slide, size,
+//!   origin))`;
+//! - CUMULATE: `date_bin(size, ts, origin)` as the start, and one row per end from
+//!   `unnest(rivulet_cumulate_ends(ts, step, size, origin))`.
+//!
+//! The origin is the Unix epoch plus the optional offset, as in Flink. Because the result is
+//! ordinary SQL, ad-hoc queries answer windowed queries exactly as a materialized view would (the
+//! oracle), and the streaming planner recognizes these very expressions to know which columns are
+//! window bounds (see `stream::EventTime`).
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, ListArray, TimestampMicrosecondArray};
+use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, TimeUnit, TimestampMicrosecondType};
+use datafusion::common::{DataFusionError, ScalarValue, exec_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::sql::sqlparser::ast::{
+    self, FunctionArg, FunctionArgExpr, ObjectNamePart, TableFactor, VisitMut, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use crate::{PlanError, Result};
+
+/// Name Flink's spelling of a window function is parsed into (it adds `window_time`).
+pub const FLINK_PREFIX: &str = "__flink_";
+
+/// The window functions' UDFs, for every session to register.
+pub fn udfs() -> Vec<ScalarUDF> {
+    vec![
+        ScalarUDF::new_from_impl(WindowBounds::new(HOP_STARTS)),
+        ScalarUDF::new_from_impl(WindowBounds::new(CUMULATE_ENDS)),
+    ]
+}
+
+/// Name of the UDF listing the starts of the hopping windows a timestamp falls in.
+pub const HOP_STARTS: &str = "rivulet_hop_starts";
+/// Name of the UDF listing the ends of the cumulating windows a timestamp falls in.
+pub const CUMULATE_ENDS: &str = "rivulet_cumulate_ends";
+
+/// Rewrites every window table function in `stmt` into a derived table.
+pub fn rewrite(stmt: &mut ast::Statement) -> Result<()> {
+    let mut rewriter = Rewriter;
+    match stmt.visit(&mut rewriter) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(e) => Err(e),
+    }
+}
+
+struct Rewriter;
+
+impl VisitorMut for Rewriter {
+    type Break = PlanError;
+
+    fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<PlanError> {
+        match derived(factor) {
+            Ok(Some(new)) => {
+                *factor = new;
+                ControlFlow::Continue(())
+            }
+            Ok(None) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(e),
+        }
+    }
+}
+
+fn usage(kind: &str) -> PlanError {
+    let args = match kind {
+        "tumble" => "(table, time_column, size [, offset])",
+        "hop" => "(table, time_column, slide, size [, offset])",
+        _ => "(table, time_column, step, size [, offset])",
+    };
+    PlanError::InvalidParameter(format!("{} expects {args}", kind.to_uppercase()))
+}
+
+/// The derived table a window function stands for, or `None` if `factor` is not one.
+fn derived(factor: &TableFactor) -> Result<Option<TableFactor>> {
+    let TableFactor::Table {
+        name,
+        alias,
+        args: Some(args),
+        ..
+    } = factor
+    else {
+        return Ok(None);
+    };
+    let [ObjectNamePart::Identifier(ident)] = name.0.as_slice() else {
+        return Ok(None);
+    };
+    let lower = ident.value.to_lowercase();
+    let (flink, kind) = match lower.strip_prefix(FLINK_PREFIX) {
+        Some(k) => (true, k.to_string()),
+        None => (false, lower),
+    };
+    if !matches!(kind.as_str(), "tumble" | "hop" | "cumulate") {
+        return Ok(None);
+    }
+    let exprs: Vec<String> = args
+        .args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e.to_string()),
+            _ => Err(usage(&kind)),
+        })
+        .collect::<Result<_>>()?;
+    let (table, ts) = match exprs.as_slice() {
+        [t, ts, ..] => (t.clone(), ts.clone()),
+        _ => return Err(usage(&kind)),
+    };
+    let origin = |offset: Option<&String>| match offset {
+        Some(o) => format!("(TIMESTAMP '1970-01-01 00:00:00' + {o})"),
+        None => "TIMESTAMP '1970-01-01 00:00:00'".to_string(),
+    };
+    let window_time = |end: &str| {
+        if flink {
+            format!(", {end} - INTERVAL '0.001' SECOND AS window_time")
+        } else {
+            String::new()
+        }
+    };
+    let sql = match (kind.as_str(), &exprs[2..]) {
+        ("tumble", [size, rest @ ..]) if rest.len() <= 1 => {
+            let start = format!("date_bin({size}, {ts}, {})", origin(rest.first()));
+            format!(
+                "SELECT *, {start} AS window_start, {start} + {size} AS window_end{} FROM {table}",
+                window_time(&format!("({start} + {size})"))
+            )
+        }
+        ("hop", [slide, size, rest @ ..]) if rest.len() <= 1 => {
+            let starts = format!(
+                "{HOP_STARTS}({ts}, {slide}, {size}, {})",
+                origin(rest.first())
+            );
+            format!(
+                "SELECT *, window_start + {size} AS window_end{} \
+                 FROM (SELECT *, unnest({starts}) AS window_start FROM {table}) AS __hop",
+                window_time(&format!("(window_start + {size})"))
+            )
+        }
+        ("cumulate", [step, size, rest @ ..]) if rest.len() <= 1 => {
+            let o = origin(rest.first());
+            format!(
+                "SELECT *{} FROM (SELECT *, date_bin({size}, {ts}, {o}) AS window_start, \
+                 unnest({CUMULATE_ENDS}({ts}, {step}, {size}, {o})) AS window_end FROM {table}) AS __cumulate",
+                window_time("window_end")
+            )
+        }
+        _ => return Err(usage(&kind)),
+    };
+    let alias = match alias {
+        Some(a) => a.to_string(),
+        None => table.clone(),
+    };
+    let wrapped = format!("SELECT * FROM ({sql}) AS {alias}");
+    let dialect = PostgreSqlDialect {};
+    let parsed = Parser::new(&dialect)
+        .try_with_sql(&wrapped)
+        .and_then(|mut p| p.parse_query())
+        .map_err(|e| {
+            PlanError::InvalidParameter(format!(
+                "{} arguments do not form a valid window: {e}",
+                kind.to_uppercase()
+            ))
+        })?;
+    let ast::SetExpr::Select(select) = *parsed.body else {
+        return Err(usage(&kind));
+    };
+    let relation = select
+        .from
+        .into_iter()
+        .next()
+        .map(|t| t.relation)
+        .ok_or_else(|| usage(&kind))?;
+    Ok(Some(relation))
+}
+
+/// `rivulet_hop_starts` and `rivulet_cumulate_ends`: `(ts, a, b, origin)` to a list of timestamps.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct WindowBounds {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl WindowBounds {
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            signature: Signature::any(4, Volatility::Immutable),
+        }
+    }
+}
+
+fn interval_micros(v: &ColumnarValue, what: &str) -> datafusion::error::Result<i64> {
+    let ColumnarValue::Scalar(s) = v else {
+        return exec_err!("the window {what} must be a constant interval");
+    };
+    let s = s.cast_to(&DataType::Interval(
+        datafusion::arrow::datatypes::IntervalUnit::MonthDayNano,
+    ))?;
+    let ScalarValue::IntervalMonthDayNano(Some(i)) = s else {
+        return exec_err!("the window {what} must be a constant interval");
+    };
+    if i.months != 0 {
+        return exec_err!("the window {what} cannot be counted in months");
+    }
+    let micros = i64::from(i.days) * 86_400_000_000 + i.nanoseconds / 1000;
+    if micros <= 0 {
+        return exec_err!("the window {what} must be positive");
+    }
+    Ok(micros)
+}
+
+fn origin_micros(v: &ColumnarValue) -> datafusion::error::Result<i64> {
+    let ColumnarValue::Scalar(s) = v else {
+        return exec_err!("the window origin must be a constant timestamp");
+    };
+    match s.cast_to(&DataType::Timestamp(TimeUnit::Microsecond, None))? {
+        ScalarValue::TimestampMicrosecond(Some(v), _) => Ok(v),
+        _ => exec_err!("the window origin must be a constant timestamp"),
+    }
+}
+
+impl ScalarUDFImpl for WindowBounds {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::List(Arc::new(Field::new(
+            "item",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            true,
+        ))))
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let [ts, a, b, origin] = args.args.as_slice() else {
+            return exec_err!("{} takes 4 arguments", self.name);
+        };
+        let (a, b, origin) = (
+            interval_micros(a, "slide or step")?,
+            interval_micros(b, "size")?,
+            origin_micros(origin)?,
+        );
+        let rows = args.number_rows;
+        let ts = cast(
+            &ts.to_array(rows)?,
+            &DataType::Timestamp(TimeUnit::Microsecond, None),
+        )?;
+        let ts = ts.as_primitive::<TimestampMicrosecondType>();
+        let hop = self.name == HOP_STARTS;
+        if !hop && b % a != 0 {
+            return exec_err!("the CUMULATE size must be a whole number of steps");
+        }
+        let mut values: Vec<i64> = Vec::new();
+        let mut offsets: Vec<i32> = vec![0];
+        let floor = |t: i64, d: i64| origin + (t - origin).div_euclid(d) * d;
+        for i in 0..ts.len() {
+            if ts.is_valid(i) {
+                let t = ts.value(i);
+                if hop {
+                    // Starts s with s <= t < s + size, newest first, on the slide grid.
+                    let mut s = floor(t, a);
+                    while s > t - b {
+                        values.push(s);
+                        s -= a;
+                    }
+                } else {
+                    // Ends e of the windows [floor(t, size), e) with t < e, one step apart.
+                    let start = floor(t, b);
+                    let mut e = floor(t, a) + a;
+                    while e <= start + b {
+                        values.push(e);
+                        e += a;
+                    }
+                }
+            }
+            let len = i32::try_from(values.len())
+                .map_err(|_| DataFusionError::Execution("too many windows".into()))?;
+            offsets.push(len);
+        }
+        let field = Arc::new(Field::new(
+            "item",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            true,
+        ));
+        let list = ListArray::try_new(
+            field,
+            OffsetBuffer::new(offsets.into()),
+            Arc::new(TimestampMicrosecondArray::from(values)) as ArrayRef,
+            ts.nulls().cloned(),
+        )?;
+        Ok(ColumnarValue::Array(Arc::new(list)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(sql: &str) -> String {
+        let mut parsed = crate::parse::parse_sql(sql).unwrap();
+        let crate::parse::Statement::Sql { stmt, .. } = &mut parsed[0].statement else {
+            panic!()
+        };
+        rewrite(stmt).unwrap();
+        stmt.to_string()
+    }
+
+    #[test]
+    fn window_functions_become_derived_tables() {
+        let sql = rewritten(
+            "SELECT window_start, count(*) FROM TUMBLE(bids, ts, INTERVAL '1' MINUTE) GROUP BY window_start",
+        );
+        assert!(
+            sql.contains(
+                "date_bin(INTERVAL '1' MINUTE, ts, TIMESTAMP '1970-01-01 00:00:00') AS window_start"
+            ),
+            "{sql}"
+        );
+        assert!(sql.contains(") AS bids GROUP BY"), "{sql}");
+        let sql = rewritten(
+            "SELECT * FROM HOP(bids, ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND) AS h",
+        );
+        assert!(
+            sql.contains("unnest(rivulet_hop_starts(ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND"),
+            "{sql}"
+        );
+        assert!(matches!(
+            crate::parse::parse_sql("SELECT * FROM TUMBLE(bids, ts)"),
+            Err(PlanError::InvalidParameter(_))
+        ));
+        let flink = rewritten(
+            "SELECT * FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' MINUTES)) t",
+        );
+        assert!(flink.contains("AS window_time FROM bids) AS t"), "{flink}");
+    }
+}
