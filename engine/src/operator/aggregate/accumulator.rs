@@ -1,0 +1,448 @@
+//! One aggregate: how it reads its input and the state it keeps for every group (its results
+//! and output column are in [`super::result`]).
+//!
+//! State is kept column-wise, one vector per aggregate indexed by the group's slot (see
+//! [`super::groups`]), so that a batch updates it with one tight loop per aggregate and no
+//! per-row dispatch. A freed slot is reset to the empty state, so a reused slot starts empty.
+
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, ArrowPrimitiveType, AsArray, PrimitiveArray};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::compute::{can_cast_types, cast};
+use datafusion::arrow::datatypes::{
+    DataType, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
+    SchemaRef, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
+
+use super::result::Out;
+use super::{AggFunc, AggSpec, Codec, internal};
+use crate::Result;
+
+/// An integer or decimal sum (wrapping, hence exact whenever the final sum fits) and the number
+/// of values in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct ExactSum {
+    pub sum: i128,
+    pub n: i64,
+}
+
+/// A retractable float sum: non-finite values are counted, not added.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct FloatSum {
+    pub finite: f64,
+    pub n: i64,
+    pub nan: i64,
+    pub pos_inf: i64,
+    pub neg_inf: i64,
+}
+
+impl FloatSum {
+    fn add(&mut self, v: f64, sign: i64) {
+        self.n += sign;
+        if v.is_nan() {
+            self.nan += sign;
+        } else if v == f64::INFINITY {
+            self.pos_inf += sign;
+        } else if v == f64::NEG_INFINITY {
+            self.neg_inf += sign;
+        } else {
+            self.finite += sign as f64 * v;
+        }
+        // Forget the rounding error left by retractions once no finite value is left.
+        if self.n - self.nan - self.pos_inf - self.neg_inf == 0 {
+            self.finite = 0.0;
+        }
+    }
+
+    pub(super) fn total(&self) -> Option<f64> {
+        Some(match () {
+            _ if self.n == 0 => return None,
+            _ if self.nan > 0 || (self.pos_inf > 0 && self.neg_inf > 0) => f64::NAN,
+            _ if self.pos_inf > 0 => f64::INFINITY,
+            _ if self.neg_inf > 0 => f64::NEG_INFINITY,
+            _ => self.finite,
+        })
+    }
+}
+
+/// Every group's state of one aggregate, indexed by slot.
+#[derive(Debug)]
+pub(super) enum State {
+    /// `count(*)`: the group's row count is all it needs.
+    Rows,
+    Count(Vec<i64>),
+    /// Integer or decimal sum; `scale` is the input's (0 for integers).
+    Exact {
+        scale: i8,
+        sums: Vec<ExactSum>,
+    },
+    /// Float sum; the input is read as `Float64`.
+    Float(Vec<FloatSum>),
+    /// MIN, MAX, COUNT(DISTINCT) over a type whose row encoding is `1` then `width` (at most 16)
+    /// bytes: the multiset holds those bytes as one big-endian number, which orders like them.
+    Fixed {
+        width: usize,
+        sets: Vec<BTreeMap<u128, i64>>,
+    },
+    /// MIN, MAX, COUNT(DISTINCT) over any other type: a multiset of row encodings.
+    Bytes(Vec<BTreeMap<Box<[u8]>, i64>>),
+    Bool(Vec<BoolCount>),
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct BoolCount {
+    pub trues: i64,
+    pub falses: i64,
+}
+
+/// One output aggregate column and its state.
+pub(super) struct Agg {
+    pub(super) func: AggFunc,
+    pub(super) input: Option<usize>,
+    pub(super) out: Out,
+    /// For MIN, MAX and COUNT(DISTINCT): encodes values into (and decodes from) the row format.
+    pub(super) values: Option<Codec>,
+    pub(super) state: State,
+}
+
+/// Calls `f` with the index of every valid row of `0..n`.
+fn each_valid(nulls: Option<&NullBuffer>, n: usize, mut f: impl FnMut(usize)) {
+    match nulls {
+        Some(nulls) if nulls.null_count() > 0 => nulls.valid_indices().for_each(f),
+        _ => (0..n).for_each(&mut f),
+    }
+}
+
+/// Adds the rows' values to their groups' sums.
+fn add_exact<T>(
+    sums: &mut [ExactSum],
+    values: &PrimitiveArray<T>,
+    nulls: Option<&NullBuffer>,
+    gids: &[u32],
+    signs: &[i64],
+) where
+    T: ArrowPrimitiveType,
+    T::Native: Into<i128>,
+{
+    let values = values.values();
+    each_valid(nulls, gids.len(), |i| {
+        let acc = &mut sums[gids[i] as usize];
+        let v: i128 = values[i].into();
+        if signs[i] > 0 {
+            acc.sum = acc.sum.wrapping_add(v);
+        } else {
+            acc.sum = acc.sum.wrapping_sub(v);
+        }
+        acc.n += signs[i];
+    });
+}
+
+/// The multiset key of a fixed-width row encoding: the bytes after the null marker, big-endian.
+pub(super) fn fixed_key(row: &[u8]) -> u128 {
+    let value = row.get(1..).unwrap_or_default();
+    if let Ok(b) = <[u8; 8]>::try_from(value) {
+        u64::from_be_bytes(b).into()
+    } else if let Ok(b) = <[u8; 16]>::try_from(value) {
+        u128::from_be_bytes(b)
+    } else {
+        value.iter().fold(0, |k, &b| (k << 8) | u128::from(b))
+    }
+}
+
+/// Appends the row encoding of the non-null value with multiset key `key`.
+pub(super) fn put_fixed_row(out: &mut Vec<u8>, key: u128, width: usize) {
+    out.push(1);
+    out.extend_from_slice(&key.to_be_bytes()[16 - width..]);
+}
+
+/// Adds `sign` to `value`'s count; true if the count is now negative.
+fn count_in<K: Ord>(set: &mut BTreeMap<K, i64>, value: K, sign: i64) -> bool {
+    match set.entry(value) {
+        Entry::Vacant(e) => {
+            e.insert(sign);
+            sign < 0
+        }
+        Entry::Occupied(mut e) => {
+            *e.get_mut() += sign;
+            let count = *e.get();
+            if count == 0 {
+                e.remove();
+            }
+            count < 0
+        }
+    }
+}
+
+impl Agg {
+    pub(super) fn new(spec: &AggSpec, input: &SchemaRef, out_type: &DataType) -> Result<Self> {
+        let in_type = match (spec.func, spec.input) {
+            (AggFunc::CountStar, None) => None,
+            (AggFunc::CountStar, Some(_)) => {
+                return Err(internal("count(*) takes no input column"));
+            }
+            (func, None) => return Err(internal(format!("{func:?} needs an input column"))),
+            (_, Some(i)) => Some(
+                input
+                    .fields()
+                    .get(i)
+                    .ok_or_else(|| internal(format!("aggregate input column {i} does not exist")))?
+                    .data_type()
+                    .clone(),
+            ),
+        };
+        let mut values = None;
+        let (state, out) = match (spec.func, &in_type) {
+            (AggFunc::CountStar, _) => (State::Rows, Out::Int64),
+            (AggFunc::Count, _) => (State::Count(Vec::new()), Out::Int64),
+            (AggFunc::CountDistinct | AggFunc::Min | AggFunc::Max, Some(t)) => {
+                let codec = Codec::new(vec![t.clone()], true)?;
+                let null_len = codec.null.as_ref().map_or(0, |r| r.row().data().len());
+                let fixed = t.is_primitive() || *t == DataType::Boolean;
+                let state = if fixed && (2..=17).contains(&null_len) {
+                    State::Fixed {
+                        width: null_len - 1,
+                        sets: Vec::new(),
+                    }
+                } else {
+                    State::Bytes(Vec::new())
+                };
+                values = Some(codec);
+                let out = match spec.func {
+                    AggFunc::CountDistinct => Out::Int64,
+                    _ => Out::Decoded(t.clone()),
+                };
+                (state, out)
+            }
+            (AggFunc::BoolAnd | AggFunc::BoolOr, Some(DataType::Boolean)) => {
+                (State::Bool(Vec::new()), Out::Bool)
+            }
+            (AggFunc::Sum | AggFunc::Avg, Some(t)) => {
+                let state = match t {
+                    t if t.is_integer() => State::Exact {
+                        scale: 0,
+                        sums: Vec::new(),
+                    },
+                    DataType::Decimal128(_, s) => State::Exact {
+                        scale: *s,
+                        sums: Vec::new(),
+                    },
+                    t if t.is_floating() => State::Float(Vec::new()),
+                    _ => return Err(internal(format!("{:?} of {t} is not supported", spec.func))),
+                };
+                let out = match (spec.func, &state, out_type) {
+                    (AggFunc::Sum, State::Exact { scale, .. }, _) => Out::Decimal(*scale),
+                    (AggFunc::Avg, State::Exact { .. }, DataType::Decimal128(_, s)) => {
+                        Out::Decimal(*s)
+                    }
+                    _ => Out::Float64,
+                };
+                (state, out)
+            }
+            (func, t) => return Err(internal(format!("{func:?} of {t:?} is not supported"))),
+        };
+        if !can_cast_types(&out.data_type(), out_type) {
+            return Err(internal(format!(
+                "{:?} cannot produce {out_type} (computed as {})",
+                spec.func,
+                out.data_type()
+            )));
+        }
+        Ok(Self {
+            func: spec.func,
+            input: spec.input,
+            out,
+            values,
+            state,
+        })
+    }
+
+    /// Makes room for slots `0..len`, each new one empty.
+    pub(super) fn grow(&mut self, len: usize) {
+        match &mut self.state {
+            State::Rows => {}
+            State::Count(v) => v.resize(len.max(v.len()), 0),
+            State::Exact { sums, .. } => sums.resize(len.max(sums.len()), ExactSum::default()),
+            State::Float(v) => v.resize(len.max(v.len()), FloatSum::default()),
+            State::Fixed { sets, .. } => sets.resize_with(len.max(sets.len()), BTreeMap::new),
+            State::Bytes(v) => v.resize_with(len.max(v.len()), BTreeMap::new),
+            State::Bool(v) => v.resize(len.max(v.len()), BoolCount::default()),
+        }
+    }
+
+    /// Drops every slot's state.
+    pub(super) fn clear(&mut self) {
+        match &mut self.state {
+            State::Rows => {}
+            State::Count(v) => v.clear(),
+            State::Exact { sums, .. } => sums.clear(),
+            State::Float(v) => v.clear(),
+            State::Fixed { sets, .. } => sets.clear(),
+            State::Bytes(v) => v.clear(),
+            State::Bool(v) => v.clear(),
+        }
+    }
+
+    /// Resets slot `id` to the empty state.
+    pub(super) fn reset(&mut self, id: u32) {
+        let id = id as usize;
+        match &mut self.state {
+            State::Rows => {}
+            State::Count(v) => v.get_mut(id).into_iter().for_each(|c| *c = 0),
+            State::Exact { sums, .. } => sums
+                .get_mut(id)
+                .into_iter()
+                .for_each(|c| *c = <_>::default()),
+            State::Float(v) => v.get_mut(id).into_iter().for_each(|c| *c = <_>::default()),
+            State::Fixed { sets, .. } => sets.get_mut(id).into_iter().for_each(BTreeMap::clear),
+            State::Bytes(v) => v.get_mut(id).into_iter().for_each(BTreeMap::clear),
+            State::Bool(v) => v.get_mut(id).into_iter().for_each(|c| *c = <_>::default()),
+        }
+    }
+
+    /// Adds (`sign` 1) or retracts (-1) row `i`'s value to group `gids[i]`, for every row; true
+    /// if a multiset count went negative.
+    pub(super) fn update(
+        &mut self,
+        column: &ArrayRef,
+        gids: &[u32],
+        signs: &[i64],
+    ) -> Result<bool> {
+        let nulls = column.logical_nulls();
+        let nulls = nulls.as_ref();
+        let n = gids.len();
+        let mut negative = false;
+        match &mut self.state {
+            State::Rows => {}
+            State::Count(counts) => {
+                each_valid(nulls, n, |i| counts[gids[i] as usize] += signs[i]);
+            }
+            State::Exact { scale, sums } => {
+                macro_rules! exact {
+                    ($t:ty) => {
+                        add_exact(sums, column.as_primitive::<$t>(), nulls, gids, signs)
+                    };
+                }
+                match column.data_type() {
+                    DataType::Int8 => exact!(Int8Type),
+                    DataType::Int16 => exact!(Int16Type),
+                    DataType::Int32 => exact!(Int32Type),
+                    DataType::Int64 => exact!(Int64Type),
+                    DataType::UInt8 => exact!(UInt8Type),
+                    DataType::UInt16 => exact!(UInt16Type),
+                    DataType::UInt32 => exact!(UInt32Type),
+                    DataType::UInt64 => exact!(UInt64Type),
+                    DataType::Decimal128(..) => exact!(Decimal128Type),
+                    _ => {
+                        let column = cast(column, &DataType::Decimal128(38, *scale))?;
+                        let values = column.as_primitive::<Decimal128Type>();
+                        add_exact(sums, values, nulls, gids, signs);
+                    }
+                }
+            }
+            State::Float(sums) => {
+                let column = cast(column, &DataType::Float64)?;
+                let values = column.as_primitive::<Float64Type>().values();
+                each_valid(nulls, n, |i| {
+                    sums[gids[i] as usize].add(values[i], signs[i]);
+                });
+            }
+            State::Fixed { width, sets } => {
+                let codec = self
+                    .values
+                    .as_ref()
+                    .ok_or_else(|| internal("set aggregate without a codec"))?;
+                let rows = codec.converter.convert_columns(&[canonical(column)])?;
+                let mut misfit = false;
+                each_valid(nulls, n, |i| {
+                    let row = rows.row(i).data();
+                    misfit |= row.len() != *width + 1;
+                    let set = &mut sets[gids[i] as usize];
+                    negative |= count_in(set, fixed_key(row), signs[i]);
+                });
+                if misfit {
+                    return Err(internal("fixed-width value of another width"));
+                }
+            }
+            State::Bytes(sets) => {
+                let codec = self
+                    .values
+                    .as_ref()
+                    .ok_or_else(|| internal("set aggregate without a codec"))?;
+                let rows = codec.converter.convert_columns(&[canonical(column)])?;
+                each_valid(nulls, n, |i| {
+                    let value = rows.row(i).data();
+                    let set = &mut sets[gids[i] as usize];
+                    // Look up by slice first: a value already held costs no allocation.
+                    let count = match set.get_mut(value) {
+                        Some(count) => {
+                            *count += signs[i];
+                            *count
+                        }
+                        None => {
+                            set.insert(value.into(), signs[i]);
+                            signs[i]
+                        }
+                    };
+                    if count == 0 {
+                        set.remove(value);
+                    }
+                    negative |= count < 0;
+                });
+            }
+            State::Bool(counts) => {
+                let values = column.as_boolean();
+                each_valid(nulls, n, |i| {
+                    let c = &mut counts[gids[i] as usize];
+                    *(if values.value(i) {
+                        &mut c.trues
+                    } else {
+                        &mut c.falses
+                    }) += signs[i];
+                });
+            }
+        }
+        Ok(negative)
+    }
+
+    /// True if slot `id` holds a negative multiset count.
+    pub(super) fn negative(&self, id: u32) -> bool {
+        let id = id as usize;
+        match &self.state {
+            State::Fixed { sets, .. } => sets.get(id).is_some_and(|s| s.values().any(|&c| c < 0)),
+            State::Bytes(sets) => sets.get(id).is_some_and(|s| s.values().any(|&c| c < 0)),
+            _ => false,
+        }
+    }
+}
+
+/// Maps -0.0 to 0.0 and every NaN to one NaN, so that equal floats (in SQL) encode equally.
+pub(super) fn canonical(array: &ArrayRef) -> ArrayRef {
+    match array.data_type() {
+        DataType::Float64 => Arc::new(array.as_primitive::<Float64Type>().unary::<_, Float64Type>(
+            |v| {
+                if v == 0.0 {
+                    0.0
+                } else if v.is_nan() {
+                    f64::NAN
+                } else {
+                    v
+                }
+            },
+        )),
+        DataType::Float32 => Arc::new(array.as_primitive::<Float32Type>().unary::<_, Float32Type>(
+            |v| {
+                if v == 0.0 {
+                    0.0
+                } else if v.is_nan() {
+                    f32::NAN
+                } else {
+                    v
+                }
+            },
+        )),
+        _ => Arc::clone(array),
+    }
+}

@@ -1,0 +1,254 @@
+//! Results of one aggregate: the value of each touched group before and after a batch, and the
+//! output column built from them.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Decimal128Array, Float64Array, Int64Array};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::error::ArrowError;
+
+use super::accumulator::{Agg, BoolCount, ExactSum, State, put_fixed_row};
+use super::{AggFunc, internal};
+use crate::Result;
+
+/// The array a result column is first built as, before the cast to the output type.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Out {
+    Int64,
+    Decimal(i8),
+    Float64,
+    Bool,
+    /// Decoded from the value codec: the input's own type.
+    Decoded(DataType),
+}
+
+impl Out {
+    pub(super) fn data_type(&self) -> DataType {
+        match self {
+            Out::Int64 => DataType::Int64,
+            Out::Decimal(s) => DataType::Decimal128(38, *s),
+            Out::Float64 => DataType::Float64,
+            Out::Bool => DataType::Boolean,
+            Out::Decoded(t) => t.clone(),
+        }
+    }
+}
+
+/// One aggregate's result for one group; floats as bits so that an unchanged NaN compares equal.
+/// `Fixed` is a MIN or MAX as its multiset key, `Bytes(start, end)` one as a range of the batch's
+/// arena (see [`Agg::results`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Value {
+    Null,
+    Int(i128),
+    Float(u64),
+    Bool(bool),
+    Fixed(u128),
+    Bytes(usize, usize),
+}
+
+impl Value {
+    /// Equality of results, comparing `Bytes` by content.
+    pub(super) fn same(&self, other: &Value, arena: &[u8]) -> bool {
+        match (self, other) {
+            (Value::Bytes(a, b), Value::Bytes(c, d)) => arena.get(*a..*b) == arena.get(*c..*d),
+            _ => self == other,
+        }
+    }
+}
+
+/// Appends `f(t, ids[t])` for every `t`, or NULL where `keep[t]` is false.
+fn fill(
+    ids: &[u32],
+    keep: &[bool],
+    out: &mut Vec<Value>,
+    mut f: impl FnMut(usize, usize) -> Value,
+) {
+    out.extend(ids.iter().zip(keep).enumerate().map(|(t, (&id, &keep))| {
+        if keep { f(t, id as usize) } else { Value::Null }
+    }));
+}
+
+impl Agg {
+    /// Appends the result of every group `ids[t]` (with `rows[t]` rows) to `out`, or NULL where
+    /// `keep[t]` is false. MIN and MAX over `Bytes` copy their value into `arena`.
+    pub(super) fn results(
+        &self,
+        ids: &[u32],
+        rows: &[i64],
+        keep: &[bool],
+        out: &mut Vec<Value>,
+        arena: &mut Vec<u8>,
+    ) -> Result<()> {
+        // One loop per kind of state, each without a fallible or dispatching step per group.
+        let float = |v: Option<f64>| v.map_or(Value::Null, |v| Value::Float(v.to_bits()));
+        match (self.func, &self.state) {
+            (AggFunc::CountStar, _) => fill(ids, keep, out, |t, _| Value::Int(rows[t].into())),
+            (AggFunc::Count, State::Count(c)) => {
+                fill(ids, keep, out, |_, id| Value::Int(c[id].into()))
+            }
+            (AggFunc::Sum, State::Exact { sums, .. }) => {
+                fill(ids, keep, out, |_, id| match sums[id] {
+                    ExactSum { n: 0, .. } => Value::Null,
+                    ExactSum { sum, .. } => Value::Int(sum),
+                })
+            }
+            (AggFunc::Avg, State::Exact { scale, sums }) => {
+                for (&id, &keep) in ids.iter().zip(keep) {
+                    let ExactSum { sum, n } = sums[id as usize];
+                    out.push(match &self.out {
+                        _ if !keep || n == 0 => Value::Null,
+                        Out::Decimal(out_scale) => {
+                            Value::Int(decimal_avg(sum, *scale, *out_scale, n)?)
+                        }
+                        _ => float(Some(sum as f64 / 10f64.powi((*scale).into()) / n as f64)),
+                    });
+                }
+            }
+            (AggFunc::Sum, State::Float(f)) => fill(ids, keep, out, |_, id| float(f[id].total())),
+            (AggFunc::Avg, State::Float(f)) => fill(ids, keep, out, |_, id| {
+                float(f[id].total().map(|t| t / f[id].n as f64))
+            }),
+            (func, State::Fixed { sets, .. }) => fill(ids, keep, out, |_, id| {
+                let pick = match func {
+                    AggFunc::Min => sets[id].keys().next(),
+                    AggFunc::Max => sets[id].keys().next_back(),
+                    _ => return Value::Int(sets[id].len() as i128),
+                };
+                pick.map_or(Value::Null, |&k| Value::Fixed(k))
+            }),
+            (func, State::Bytes(sets)) => fill(ids, keep, out, |_, id| {
+                let pick = match func {
+                    AggFunc::Min => sets[id].keys().next(),
+                    AggFunc::Max => sets[id].keys().next_back(),
+                    _ => return Value::Int(sets[id].len() as i128),
+                };
+                pick.map_or(Value::Null, |k| {
+                    let start = arena.len();
+                    arena.extend_from_slice(k);
+                    Value::Bytes(start, arena.len())
+                })
+            }),
+            (func, State::Bool(counts)) => fill(ids, keep, out, |_, id| match counts[id] {
+                BoolCount {
+                    trues: 0,
+                    falses: 0,
+                } => Value::Null,
+                BoolCount { falses, .. } if func == AggFunc::BoolAnd => Value::Bool(falses == 0),
+                BoolCount { trues, .. } => Value::Bool(trues > 0),
+            }),
+            (func, state) => return Err(internal(format!("{func:?} cannot read {state:?}"))),
+        }
+        Ok(())
+    }
+
+    /// Builds the result column (before the cast to the output type) from one value per row.
+    pub(super) fn build(
+        &self,
+        values: impl Iterator<Item = Value>,
+        arena: &[u8],
+    ) -> Result<ArrayRef> {
+        let int = |v: Value| match v {
+            Value::Int(i) => Some(i),
+            _ => None,
+        };
+        Ok(match &self.out {
+            Out::Int64 => Arc::new(
+                values
+                    .map(|v| {
+                        int(v)
+                            .map(|i| i64::try_from(i).map_err(|_| internal("count overflows")))
+                            .transpose()
+                    })
+                    .collect::<Result<Int64Array>>()?,
+            ),
+            Out::Decimal(s) => {
+                let array = values
+                    .map(int)
+                    .collect::<Decimal128Array>()
+                    .with_precision_and_scale(38, *s)?;
+                array.validate_decimal_precision(38)?;
+                Arc::new(array)
+            }
+            Out::Float64 => Arc::new(
+                values
+                    .map(|v| match v {
+                        Value::Float(bits) => Some(f64::from_bits(bits)),
+                        _ => None,
+                    })
+                    .collect::<Float64Array>(),
+            ),
+            Out::Bool => Arc::new(
+                values
+                    .map(|v| match v {
+                        Value::Bool(b) => Some(b),
+                        _ => None,
+                    })
+                    .collect::<BooleanArray>(),
+            ),
+            Out::Decoded(_) => self.decode(values, arena)?,
+        })
+    }
+
+    /// MIN or MAX results decoded from the row format into the input's type.
+    fn decode(&self, values: impl Iterator<Item = Value>, arena: &[u8]) -> Result<ArrayRef> {
+        let codec = self
+            .values
+            .as_ref()
+            .ok_or_else(|| internal("min/max without a codec"))?;
+        let null = codec
+            .null
+            .as_ref()
+            .ok_or_else(|| internal("min/max without a null row"))?
+            .row()
+            .data();
+        let width = match self.state {
+            State::Fixed { width, .. } => width,
+            _ => 0,
+        };
+        let mut buf = Vec::new();
+        let mut ends = Vec::new();
+        for v in values {
+            match v {
+                Value::Fixed(k) => put_fixed_row(&mut buf, k, width),
+                Value::Bytes(from, to) => buf.extend_from_slice(
+                    arena
+                        .get(from..to)
+                        .ok_or_else(|| internal("result outside the arena"))?,
+                ),
+                _ => buf.extend_from_slice(null),
+            }
+            ends.push(buf.len());
+        }
+        let rows = ends.iter().scan(0, |start, &end| {
+            let row = buf.get(*start..end).unwrap_or_default();
+            *start = end;
+            Some(codec.parser.parse(row))
+        });
+        codec
+            .converter
+            .convert_rows(rows)?
+            .pop()
+            .ok_or_else(|| internal("min/max decoded no column"))
+    }
+}
+
+/// `sum / n` rescaled from `scale` to `out_scale`, rounded half away from zero as Postgres does.
+fn decimal_avg(sum: i128, scale: i8, out_scale: i8, n: i64) -> Result<i128> {
+    let shift = i32::from(out_scale) - i32::from(scale);
+    let pow = 10i128.checked_pow(shift.unsigned_abs());
+    let (num, den) = match pow {
+        Some(p) if shift >= 0 => (sum.checked_mul(p), Some(i128::from(n))),
+        Some(p) => (Some(sum), p.checked_mul(n.into())),
+        None => (None, None),
+    };
+    let (Some(num), Some(den)) = (num, den) else {
+        return Err(ArrowError::ComputeError("numeric overflow in avg".into()).into());
+    };
+    let (q, r) = (num / den, num % den);
+    Ok(if 2 * r.unsigned_abs() >= den.unsigned_abs() {
+        q + num.signum()
+    } else {
+        q
+    })
+}
