@@ -1,5 +1,98 @@
 //! Rivulet's sources and sinks: Kafka (rdkafka), the built-in generators (datagen, Nexmark), files,
 //! and their record formats, each decoding straight into Arrow batches for the engine.
 //!
-//! Empty so far: tables fed by INSERT and COPY are the only source until the event-time (#5) and
-//! Kafka (#6) issues land. This crate depends on `engine` only and never sees the planner.
+//! A source feeds a table: it inserts rows into the table's store in atomic commits that also
+//! hold its own position, and streaming jobs read the table's change log like any other. So far
+//! there is the `datagen` generator; Nexmark, Kafka (#6) and files (#8) follow. This crate depends
+//! on `engine` only and never sees the planner.
+
+/// The `datagen` generator source.
+pub mod datagen;
+/// The `nexmark` generator source (persons, auctions, bids).
+pub mod nexmark;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::record_batch::RecordBatch;
+use rivulet_engine::state::{StateBatch, StateStore};
+use rivulet_engine::table::TableStore;
+
+/// Where a source keeps its position: key space `S`, by table id.
+fn position_key(table: u64) -> Vec<u8> {
+    let mut k = vec![b'S'];
+    k.extend_from_slice(&table.to_be_bytes());
+    k
+}
+
+/// Adds the removal of table `id`'s source position to `batch`.
+pub fn drop_state(batch: &mut StateBatch, id: u64) {
+    batch.delete(position_key(id));
+}
+
+/// Errors of sources and sinks.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// A `WITH (...)` option that is missing, unknown or has a bad value.
+    #[error("{0}")]
+    Option(String),
+    /// The engine failed writing what the source produced.
+    #[error(transparent)]
+    Engine(#[from] rivulet_engine::EngineError),
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+}
+
+/// Result alias for connectors.
+pub type Result<T, E = ConnectorError> = std::result::Result<T, E>;
+
+/// A generator: the rows of positions `from..to` (events or row numbers), a pure function of them.
+type Rows = Arc<dyn Fn(u64, u64) -> Result<RecordBatch> + Send + Sync>;
+
+/// Runs a generator source: every 20 ms, generates the positions due at `per_second` since the
+/// start (at most `batch` per commit, and no more than `total`) and inserts their rows into
+/// `table` together with the new position, in one atomic commit. Resumes after the committed
+/// position, so a restart neither repeats nor skips a row.
+async fn generate(
+    store: StateStore,
+    table: Arc<TableStore>,
+    per_second: f64,
+    total: Option<u64>,
+    batch: u64,
+    rows: Rows,
+) -> Result<()> {
+    let key = position_key(table.id());
+    let mut done = match store.get(&key)? {
+        Some(b) => u64::from_le_bytes(
+            b.as_slice()
+                .try_into()
+                .map_err(|_| ConnectorError::Option("corrupt source position".into()))?,
+        ),
+        None => 0,
+    };
+    let (started, base) = (Instant::now(), done);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if total.is_some_and(|t| done >= t) {
+            return Ok(());
+        }
+        let due = base + (started.elapsed().as_secs_f64() * per_second) as u64;
+        let due = total.map_or(due, |t| due.min(t));
+        while done < due {
+            let (from, to) = (done, due.min(done + batch));
+            let (rows, table, key) = (Arc::clone(&rows), Arc::clone(&table), key.clone());
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                let batch = rows(from, to)?;
+                let mut extra = StateBatch::new();
+                extra.put(key, to.to_le_bytes());
+                table.insert_with(&[batch], extra)?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| ConnectorError::Option(format!("source task: {e}")))??;
+            done = to;
+        }
+    }
+}

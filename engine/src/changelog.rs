@@ -7,11 +7,12 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Int8Array};
+use datafusion::arrow::array::{Array, ArrayRef, Int8Array, UInt32Array};
+use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 use crate::{EngineError, Result};
 
@@ -63,6 +64,21 @@ pub struct ChangeBatch {
 }
 
 impl ChangeBatch {
+    /// The rows `rows` of this batch, in that order, with their ops.
+    pub fn select(&self, rows: Vec<u32>) -> Result<ChangeBatch> {
+        let ops = rows.iter().map(|&r| self.ops[r as usize]).collect();
+        let indices = UInt32Array::from(rows);
+        let columns = self
+            .data
+            .columns()
+            .iter()
+            .map(|c| take(c.as_ref(), &indices, None))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(indices.len()));
+        let data = RecordBatch::try_new_with_options(self.data.schema(), columns, &options)?;
+        Ok(ChangeBatch { data, ops })
+    }
+
     /// A batch of inserts.
     pub fn inserts(data: RecordBatch) -> Self {
         let ops = vec![Op::Insert; data.num_rows()];

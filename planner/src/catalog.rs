@@ -55,6 +55,10 @@ pub struct ViewDef {
     /// The view has no key: its last column counts identical rows (see `stream::COUNT_COLUMN`).
     #[serde(default)]
     pub counted: bool,
+    /// `EMIT ON WINDOW CLOSE`: one final row per window once the watermark passes its end,
+    /// instead of a row updated as rows arrive.
+    #[serde(default)]
+    pub emit_on_window_close: bool,
     /// Settings of the creating session that shape the job (parallelism, restart strategy).
     #[serde(default)]
     pub settings: std::collections::BTreeMap<String, String>,

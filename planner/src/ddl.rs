@@ -220,6 +220,7 @@ mod tests {
             stmt,
             append_only,
             watermark,
+            ..
         } = &parsed[0].statement
         else {
             panic!("not sql")

@@ -30,6 +30,8 @@ pub enum Statement {
         stmt: Box<ast::Statement>,
         append_only: bool,
         watermark: Option<WatermarkClause>,
+        /// `EMIT ON WINDOW CLOSE` after a materialized view's query (RisingWave).
+        emit_on_window_close: bool,
     },
     /// `FLUSH`: wait until every streaming job has seen all earlier writes.
     Flush,
@@ -130,7 +132,9 @@ fn parse_one(
             append_only = true;
         }
         watermark = take_watermark(sql, &mut tokens)?;
+        quote_dotted_options(&mut tokens);
     }
+    let emit_on_window_close = take_emit_on_window_close(&mut tokens);
     flink_windows(&mut tokens);
     let end = tokens
         .iter()
@@ -155,7 +159,95 @@ fn parse_one(
         stmt: Box::new(stmt),
         append_only,
         watermark,
+        emit_on_window_close,
     })
+}
+
+/// Turns RisingWave's dotted option names in `WITH (...)`, such as `datagen.rows.per.second =
+/// '10'`, into the quoted form sqlparser reads (`'datagen.rows.per.second' = '10'`).
+fn quote_dotted_options(tokens: &mut Vec<TokenWithSpan>) {
+    let Some(with) = tokens.iter().position(|t| is_word(t, Keyword::WITH)) else {
+        return;
+    };
+    let Some(open) = next_significant(tokens, with) else {
+        return;
+    };
+    if tokens[open].token != Token::LParen {
+        return;
+    }
+    let Some(close) = closing(tokens, open) else {
+        return;
+    };
+    // Option starts: right after `(` and after each `,` at depth 1.
+    let mut starts = Vec::new();
+    let mut depth = 0usize;
+    for i in open..close {
+        match tokens[i].token {
+            Token::LParen => {
+                depth += 1;
+                if depth == 1 {
+                    starts.extend(next_significant(tokens, i));
+                }
+            }
+            Token::RParen => depth = depth.saturating_sub(1),
+            Token::Comma if depth == 1 => starts.extend(next_significant(tokens, i)),
+            _ => {}
+        }
+    }
+    for &start in starts.iter().rev() {
+        let mut parts = Vec::new();
+        let mut i = start;
+        let mut end = None;
+        while let Token::Word(w) = &tokens[i].token {
+            parts.push(w.value.clone());
+            match next_significant(tokens, i) {
+                Some(j) if tokens[j].token == Token::Period => match next_significant(tokens, j) {
+                    Some(k) => i = k,
+                    None => break,
+                },
+                Some(j) if tokens[j].token == Token::Eq => {
+                    end = Some(i);
+                    break;
+                }
+                _ => break,
+            }
+        }
+        if let Some(end) = end
+            && parts.len() > 1
+        {
+            let span = tokens[start].span.union(&tokens[end].span);
+            tokens.splice(
+                start..=end,
+                [TokenWithSpan::new(
+                    Token::SingleQuotedString(parts.join(".")),
+                    span,
+                )],
+            );
+        }
+    }
+}
+
+/// Removes a trailing `EMIT ON WINDOW CLOSE` from a (possibly EXPLAINed) CREATE MATERIALIZED VIEW.
+fn take_emit_on_window_close(tokens: &mut Vec<TokenWithSpan>) -> bool {
+    let words: Vec<(usize, &TokenWithSpan)> = significant(tokens).collect();
+    let is_view = words
+        .iter()
+        .take(4)
+        .any(|(_, t)| is_word(t, Keyword::MATERIALIZED));
+    let n = words.len();
+    if !is_view || n < 4 {
+        return false;
+    }
+    let tail = &words[n - 4..];
+    let matches = is_bare(tail[0].1, "emit")
+        && is_word(tail[1].1, Keyword::ON)
+        && is_word(tail[2].1, Keyword::WINDOW)
+        && is_word(tail[3].1, Keyword::CLOSE);
+    if matches {
+        let from = tail[0].0;
+        tokens.truncate(from);
+    }
+    matches
 }
 
 /// Index of the next significant token after `i`.

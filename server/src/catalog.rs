@@ -184,6 +184,7 @@ impl Catalog {
             batch.delete(table_key(db, name));
             TableStore::drop_data(&mut batch, entry.def.id);
             rivulet_engine::job::drop_state(&mut batch, entry.def.id);
+            rivulet_connectors::drop_state(&mut batch, entry.def.id);
         }
         batch.delete(db_key(db));
         self.store.write(batch, true).map_err(storage_error)?;
@@ -293,6 +294,7 @@ impl Catalog {
         batch.delete(table_key(db, name));
         TableStore::drop_data(&mut batch, entry.def.id);
         rivulet_engine::job::drop_state(&mut batch, entry.def.id);
+        rivulet_connectors::drop_state(&mut batch, entry.def.id);
         self.store.write(batch, true).map_err(storage_error)?;
         if let Some(database) = inner.databases.get_mut(db) {
             database.tables.remove(name);

@@ -113,7 +113,13 @@ async fn build(shared: &Arc<Shared>, entry: &TableEntry) -> Result<Job, SqlError
     let mut session = Session::new(Arc::clone(shared), "rivulet", &entry.def.database)?;
     let defaults = shared.jobs.defaults;
     let parallelism = parallelism(&view.settings, defaults.parallelism)?;
-    let plan = plan_stream(&mut session, &view.query, parallelism).await?;
+    let plan = plan_stream(
+        &mut session,
+        &view.query,
+        parallelism,
+        view.emit_on_window_close,
+    )
+    .await?;
     Ok(Job::start(JobSpec {
         id: entry.def.id,
         name: entry.def.name.clone(),
@@ -263,6 +269,7 @@ pub async fn plan_stream(
     session: &mut Session,
     query: &str,
     parallelism: usize,
+    emit_on_window_close: bool,
 ) -> Result<StreamPlan, SqlError> {
     let parsed = parse_sql(query)?;
     let [parsed] = parsed.as_slice() else {
@@ -291,6 +298,7 @@ pub async fn plan_stream(
     let stream = StreamContext {
         state: &state,
         parallelism,
+        emit_on_window_close,
         resolve: &resolve,
     };
     Ok(plan_view(&stream, plan)?)

@@ -21,6 +21,8 @@ mod jobs;
 mod provider;
 /// Per-connection session state.
 mod session;
+/// The source connectors of tables (datagen).
+mod sources;
 /// Postgres text input for columns.
 mod text;
 /// Postgres text output where arrow-pg prints differently.
@@ -168,7 +170,20 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         catalog: Arc::new(catalog),
         jobs: Jobs::new(job_defaults(&args)?),
+        sources: Default::default(),
     });
+    for db in shared.catalog.databases() {
+        for table in shared.catalog.tables(&db) {
+            if table.def.view.is_none() {
+                shared
+                    .sources
+                    .start(shared.catalog.store(), &table)
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot start the source of {}: {e}", table.def.name)
+                    })?;
+            }
+        }
+    }
     shared
         .jobs
         .start_all(&shared)

@@ -150,6 +150,9 @@ impl SchemaProvider for PublicSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if name == LATE_ROWS && self.catalog.table(&self.database, name).is_none() {
+            return late_rows_table(&self.catalog, &self.database).map(Some);
+        }
         Ok(self.catalog.table(&self.database, name).map(|entry| {
             Arc::new(StoredTable {
                 entry,
@@ -160,8 +163,61 @@ impl SchemaProvider for PublicSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.catalog.table(&self.database, name).is_some()
+        name == LATE_ROWS || self.catalog.table(&self.database, name).is_some()
     }
+}
+
+/// The system table of late rows: rows that came after the watermark had closed their window,
+/// kept by each view's job (in the same atomic commits as its results) instead of being dropped.
+pub const LATE_ROWS: &str = "rivulet_late_rows";
+
+fn late_rows_table(catalog: &Catalog, database: &str) -> Result<Arc<dyn TableProvider>> {
+    use datafusion::arrow::array::{StringBuilder, TimestampMicrosecondBuilder};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("view_name", DataType::Utf8, false),
+        Field::new(
+            "event_time",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            false,
+        ),
+        Field::new(
+            "watermark",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            false,
+        ),
+        Field::new("row", DataType::Utf8, false),
+    ]));
+    let mut names = StringBuilder::new();
+    let mut times = TimestampMicrosecondBuilder::new();
+    let mut marks = TimestampMicrosecondBuilder::new();
+    let mut rows = StringBuilder::new();
+    for view in catalog.tables(database) {
+        if view.def.view.is_none() {
+            continue;
+        }
+        let late = rivulet_engine::job::late_rows(catalog.store(), view.def.id)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        for row in late {
+            names.append_value(&view.def.name);
+            times.append_value(row.event_time);
+            marks.append_value(row.watermark);
+            rows.append_value(&row.row);
+        }
+    }
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(names.finish()),
+            Arc::new(times.finish()),
+            Arc::new(marks.finish()),
+            Arc::new(rows.finish()),
+        ],
+    )?;
+    Ok(Arc::new(datafusion::datasource::MemTable::try_new(
+        schema,
+        vec![vec![batch]],
+    )?))
 }
 
 /// A table's current rows as a DataFusion table.

@@ -28,6 +28,8 @@ pub struct Shared {
     pub catalog: Arc<Catalog>,
     /// The streaming jobs of materialized views.
     pub jobs: crate::jobs::Jobs,
+    /// The source connectors of tables.
+    pub sources: crate::sources::Sources,
 }
 
 /// Where a session stands with respect to an explicit transaction block.

@@ -143,8 +143,8 @@ async fn a_failing_job_is_restarted_then_stays_failed_with_its_error() {
             panic!("one job expected: {jobs:?}")
         };
         let fields: Vec<&str> = job.split('|').collect();
-        if fields[10] == "2" && fields[1] == "failed" {
-            assert!(fields[11].contains("Divide by zero"), "{job}");
+        if fields[11] == "2" && fields[1] == "failed" {
+            assert!(fields[12].contains("Divide by zero"), "{job}");
             break;
         }
         assert!(

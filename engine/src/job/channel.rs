@@ -13,9 +13,7 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::Poll;
 
-use datafusion::arrow::array::{ArrayRef, UInt32Array};
-use datafusion::arrow::compute::take;
-use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::array::ArrayRef;
 use tokio::sync::mpsc;
 
 use crate::changelog::ChangeBatch;
@@ -190,7 +188,7 @@ impl Output {
                     let part = if rows.len() == n {
                         batch.clone()
                     } else {
-                        select(&batch, rows)?
+                        batch.select(rows)?
                     };
                     target
                         .send(Message::Batch(part))
@@ -214,19 +212,4 @@ impl Output {
             }
         }
     }
-}
-
-/// The rows `rows` of `batch`, in that order.
-fn select(batch: &ChangeBatch, rows: Vec<u32>) -> Result<ChangeBatch> {
-    let ops = rows.iter().map(|&r| batch.ops[r as usize]).collect();
-    let indices = UInt32Array::from(rows);
-    let columns = batch
-        .data
-        .columns()
-        .iter()
-        .map(|c| take(c.as_ref(), &indices, None))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let options = RecordBatchOptions::new().with_row_count(Some(indices.len()));
-    let data = RecordBatch::try_new_with_options(batch.data.schema(), columns, &options)?;
-    Ok(ChangeBatch { data, ops })
 }

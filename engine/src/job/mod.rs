@@ -39,7 +39,7 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 use crate::changelog::{ChangeBatch, Op};
 use crate::keygroup::range_of;
-use crate::operator::StateScope;
+use crate::operator::{LateRow, StateScope};
 use crate::state::{StateBatch, StateStore};
 use crate::table::TableStore;
 use crate::task::{TaskHandle, spawn_named};
@@ -85,6 +85,26 @@ fn watermark_key(id: u64, source: usize) -> Vec<u8> {
     k.push(b'w');
     k.extend_from_slice(&(source as u32).to_be_bytes());
     k
+}
+
+/// The prefix of job `id`'s late rows, keyed by epoch and position in the epoch.
+pub fn late_prefix(id: u64) -> Vec<u8> {
+    let mut k = job_prefix(id);
+    k.push(b'l');
+    k
+}
+
+/// The late rows job `id` has kept, oldest first.
+pub fn late_rows(store: &StateStore, id: u64) -> Result<Vec<LateRow>> {
+    let mut out = Vec::new();
+    store.scan_prefix(None, &late_prefix(id), None, |_, v| {
+        out.push(
+            LateRow::decode(v)
+                .ok_or_else(|| EngineError::Corrupt(format!("job {id}: late row")))?,
+        );
+        Ok(std::ops::ControlFlow::Continue(()))
+    })?;
+    Ok(out)
 }
 
 fn epoch_key(id: u64) -> Vec<u8> {
@@ -151,6 +171,8 @@ pub struct JobStats {
     pub rows_out: u64,
     /// Bytes of operator state in the store, as of the last epoch.
     pub state_bytes: u64,
+    /// Rows set aside as late since the job started.
+    pub late_rows: u64,
     pub parallelism: usize,
 }
 
@@ -166,6 +188,7 @@ struct Contribution {
     batch: StateBatch,
     positions: Vec<(usize, u64)>,
     watermarks: Vec<(usize, i64)>,
+    late: Vec<LateRow>,
     state_bytes: usize,
     parts: usize,
 }
@@ -192,10 +215,12 @@ impl Shared {
         batch: StateBatch,
         position: Option<stage::SourcePosition>,
         bytes: usize,
+        late: Vec<LateRow>,
     ) {
         let mut epochs = self.epochs.lock();
         let c = epochs.entry(epoch).or_default();
         c.batch.append(batch);
+        c.late.extend(late);
         if let Some(p) = position {
             c.positions.push((p.index, p.seq));
             c.watermarks.extend(p.watermark.map(|w| (p.index, w)));
@@ -404,6 +429,7 @@ impl Job {
                     scopes,
                     output,
                     shared: Arc::clone(&shared),
+                    late: Vec::new(),
                 };
                 let task = format!("{name}/stage{s}.{j}");
                 match &stage.input {
@@ -596,11 +622,14 @@ impl Committer {
             }
         }
         let rows: usize = outputs.iter().map(|o| o.num_rows()).sum();
-        let changed = rows > 0 || !c.batch.is_empty() || positions != committed;
+        let late_count = c.late.len() as u64;
+        let changed =
+            rows > 0 || !c.batch.is_empty() || positions != committed || !c.late.is_empty();
         if changed {
             let (id, sink, counted) = (self.id, Arc::clone(&self.sink), self.counted);
             let keys = positions.clone();
             let watermarks = c.watermarks;
+            let late = c.late;
             let mut batch = c.batch;
             tokio::task::spawn_blocking(move || -> Result<()> {
                 for out in &outputs {
@@ -611,6 +640,12 @@ impl Committer {
                 }
                 for (i, w) in watermarks {
                     batch.put(watermark_key(id, i), w.to_le_bytes());
+                }
+                for (i, row) in late.iter().enumerate() {
+                    let mut key = late_prefix(id);
+                    key.extend_from_slice(&b.epoch.to_be_bytes());
+                    key.extend_from_slice(&(i as u32).to_be_bytes());
+                    batch.put(key, row.encode());
                 }
                 batch.put(epoch_key(id), b.epoch.to_le_bytes());
                 if counted {
@@ -633,6 +668,7 @@ impl Committer {
             let mut stats = self.shared.stats.lock();
             stats.epoch = b.epoch;
             stats.state_bytes = c.state_bytes as u64;
+            stats.late_rows += late_count;
             if b.checkpoint {
                 stats.checkpoint_epoch = b.epoch;
                 stats.checkpoint_at = Some(SystemTime::now());

@@ -18,7 +18,7 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType}
 use datafusion::physical_plan::PhysicalExpr;
 
 use crate::changelog::ChangeBatch;
-use crate::operator::{Operator, StateScope};
+use crate::operator::{LateRow, Operator, StateScope};
 use crate::state::StateBatch;
 use crate::table::TableStore;
 use crate::{EngineError, Result};
@@ -32,6 +32,8 @@ pub struct Chain {
     pub scopes: Vec<StateScope>,
     pub output: Output,
     pub shared: Arc<Shared>,
+    /// Late rows set aside by the operators since the last barrier.
+    pub late: Vec<LateRow>,
 }
 
 impl Chain {
@@ -70,6 +72,7 @@ impl Chain {
             for b in batches {
                 next.extend(op.process(b)?);
             }
+            self.late.extend(op.take_late());
             batches = next;
             if batches.is_empty() {
                 break;
@@ -124,7 +127,9 @@ impl Chain {
             op.checkpoint(scope, &mut batch)?;
             bytes += op.state_bytes();
         }
-        self.shared.contribute(b.epoch, batch, position, bytes);
+        let late = std::mem::take(&mut self.late);
+        self.shared
+            .contribute(b.epoch, batch, position, bytes, late);
         self.output.broadcast(|| Message::Barrier(b)).await
     }
 }

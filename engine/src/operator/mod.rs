@@ -14,6 +14,8 @@
 use std::ops::Range;
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use crate::Result;
 use crate::changelog::ChangeBatch;
@@ -25,6 +27,78 @@ pub mod aggregate;
 pub mod project;
 /// UNNEST of one list column (HOP and CUMULATE windows).
 pub mod unnest;
+
+/// A row that came after the watermark had closed its window: it changes nothing, and is kept
+/// (in the job's late-row log) instead of being lost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LateRow {
+    /// The row's window bound that was already closed, in microseconds since the epoch.
+    pub event_time: i64,
+    /// The watermark when the row arrived.
+    pub watermark: i64,
+    /// The row's values, as Postgres prints a row: `(1,10,"2026-01-01 10:00:01")`.
+    pub row: String,
+}
+
+impl LateRow {
+    /// The stored form: event time and watermark (little endian), then the row text.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.row.len());
+        out.extend_from_slice(&self.event_time.to_le_bytes());
+        out.extend_from_slice(&self.watermark.to_le_bytes());
+        out.extend_from_slice(self.row.as_bytes());
+        out
+    }
+
+    /// Reads back [`LateRow::encode`]'s bytes.
+    pub fn decode(bytes: &[u8]) -> Option<LateRow> {
+        let event_time = i64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+        let watermark = i64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
+        let row = String::from_utf8_lossy(bytes.get(16..)?).into_owned();
+        Some(LateRow {
+            event_time,
+            watermark,
+            row,
+        })
+    }
+}
+
+/// The rows `rows` of `batch` as Postgres prints a row value: `(1,web,"2026-01-01 10:00:01")`
+/// (NULL is empty; values with commas, quotes, parentheses or spaces are double-quoted).
+pub fn rows_text(batch: &RecordBatch, rows: &[usize]) -> Result<Vec<String>> {
+    let options = FormatOptions::default()
+        .with_null("\u{0}")
+        .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.f"))
+        .with_timestamp_tz_format(Some("%Y-%m-%d %H:%M:%S%.f%:z"));
+    let formatters = batch
+        .columns()
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut out = Vec::with_capacity(rows.len());
+    for &row in rows {
+        let mut text = String::from("(");
+        for (i, f) in formatters.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            let value = f.value(row).to_string();
+            if value == "\u{0}" {
+                continue;
+            }
+            if value.is_empty() || value.contains([',', '"', '(', ')', ' ', '\\']) {
+                text.push('"');
+                text.push_str(&value.replace('\\', "\\\\").replace('"', "\\\""));
+                text.push('"');
+            } else {
+                text.push_str(&value);
+            }
+        }
+        text.push(')');
+        out.push(text);
+    }
+    Ok(out)
+}
 
 /// Where one instance of an operator keeps its state.
 #[derive(Debug, Clone)]
@@ -94,6 +168,11 @@ pub trait Operator: Send {
     /// event time follows. Returns what that closes. The runtime forwards the watermark itself.
     fn on_watermark(&mut self, _watermark: i64) -> Result<Vec<ChangeBatch>> {
         Ok(Vec::new())
+    }
+
+    /// Rows set aside as late since the last call (see [`LateRow`]).
+    fn take_late(&mut self) -> Vec<LateRow> {
+        Vec::new()
     }
 
     /// Adds the state changed since the last checkpoint to `batch`.

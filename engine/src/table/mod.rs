@@ -187,6 +187,12 @@ impl TableStore {
     /// Inserts `batches` (with the table's column types) as one atomic, durable change: every row
     /// is stored or none is. Returns the row count.
     pub fn insert(&self, batches: &[RecordBatch]) -> Result<u64> {
+        self.insert_with(batches, StateBatch::new())
+    }
+
+    /// [`TableStore::insert`], with `extra` written in the same atomic commit (a source
+    /// connector's position, say).
+    pub fn insert_with(&self, batches: &[RecordBatch], extra: StateBatch) -> Result<u64> {
         let batches: Vec<RecordBatch> = batches
             .iter()
             .filter(|b| b.num_rows() > 0)
@@ -199,7 +205,7 @@ impl TableStore {
             return Ok(0);
         }
         let mut counters = self.writer.lock();
-        let mut batch = StateBatch::new();
+        let mut batch = extra;
         let mut keys_per_batch = Vec::with_capacity(batches.len());
         if self.key_codec.is_some() {
             let mut all = Vec::new();

@@ -37,6 +37,11 @@ use crate::catalog::{ColumnDef, WatermarkDef};
 use crate::error::{PlanError, Result};
 use crate::types::SqlType;
 
+/// Event-time lineage: which columns are window bounds, and when their windows close.
+pub mod time;
+
+use time::EventTime;
+
 /// A view's query as a job graph.
 pub struct StreamPlan {
     /// Sources, stages and their operators; the last stage emits the view's changes.
@@ -101,6 +106,8 @@ pub struct StreamContext<'a> {
     pub state: &'a SessionState,
     /// Instances of each keyed stage (aggregations).
     pub parallelism: usize,
+    /// Windowed aggregations emit one final row per window when it closes.
+    pub emit_on_window_close: bool,
     /// A relation's storage and its key (primary key, or a view's key; `None` for a table
     /// without a primary key).
     pub resolve: &'a dyn Fn(&TableReference) -> Option<Resolved>,
@@ -111,12 +118,16 @@ struct Lowered {
     stage: usize,
     /// Positions of the key columns in the current output, when there is a key.
     key: Option<Vec<usize>>,
+    /// Which output columns carry event time (see [`time`]).
+    time: EventTime,
 }
 
 /// The stages planned so far.
 #[derive(Default)]
 struct Builder {
     stages: Vec<Stage>,
+    /// Aggregations that close windows on the watermark.
+    windowed_aggregates: usize,
 }
 
 impl Builder {
@@ -238,6 +249,13 @@ pub fn plan_view(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<StreamPla
             ((0..n).collect(), true)
         }
     };
+    if ctx.emit_on_window_close && b.windowed_aggregates == 0 {
+        return Err(PlanError::Unsupported(
+            "EMIT ON WINDOW CLOSE without a GROUP BY on a window bound (window_start or \
+             window_end) of a table with a WATERMARK"
+                .into(),
+        ));
+    }
     let graph = JobGraph { stages: b.stages };
     graph.validate()?;
     Ok(StreamPlan {
@@ -375,6 +393,10 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
                     arrow_schema(&scan.projected_schema),
                 )));
             }
+            let rowtime = resolved
+                .watermark
+                .as_ref()
+                .and_then(|w| columns.iter().position(|&c| c == w.column));
             b.stages.push(Stage {
                 input: StageInput::Source(Source {
                     table: source,
@@ -386,6 +408,10 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
             Ok(Lowered {
                 stage: b.stages.len() - 1,
                 key,
+                time: EventTime {
+                    rowtime,
+                    ..EventTime::default()
+                },
             })
         }
         LogicalPlan::Filter(f) => {
@@ -421,6 +447,7 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
                     })
                     .collect()
             });
+            l.time = l.time.project(&p.expr, input);
             if l.key.is_none() && has_aggregate_below(&p.input) {
                 return Err(PlanError::Unsupported(
                     "a materialized view that does not select all of its GROUP BY columns".into(),
@@ -473,6 +500,7 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
             Ok(Lowered {
                 stage: l.stage,
                 key: None,
+                time: l.time.unnest(*list, &u.dependency_indices),
             })
         }
         LogicalPlan::Union(u) => {
@@ -485,10 +513,12 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
                 operators: Vec::new(),
                 parallelism: 1,
             });
-            // A bag of rows from several relations: no key survives.
+            // A bag of rows from several relations: no key survives, and event time is only
+            // tracked within one source.
             Ok(Lowered {
                 stage: b.stages.len() - 1,
                 key: None,
+                time: EventTime::default(),
             })
         }
         LogicalPlan::Aggregate(a) => {
@@ -528,7 +558,7 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
                     _ => None,
                 })
                 .collect();
-            let (agg_input, group_by, specs) = match direct {
+            let (agg_input, group_by, specs, time) = match direct {
                 Some(columns) => {
                     let specs = specs
                         .into_iter()
@@ -537,7 +567,12 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
                             input: s.input.map(|i| columns[i]),
                         })
                         .collect();
-                    (arrow_schema(input), columns[..groups].to_vec(), specs)
+                    (
+                        arrow_schema(input),
+                        columns[..groups].to_vec(),
+                        specs,
+                        l.time.clone(),
+                    )
                 }
                 None => {
                     let pre_physical = pre_exprs
@@ -549,17 +584,24 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
                         l.stage,
                         Box::new(Project::new(None, pre_physical, Arc::clone(&pre_schema))),
                     )?;
-                    (pre_schema, (0..groups).collect::<Vec<_>>(), specs)
+                    let time = l.time.project(&pre_exprs, input);
+                    (pre_schema, (0..groups).collect::<Vec<_>>(), specs, time)
                 }
             };
+            let window = time.window_key(&group_by);
             let keys = (!group_by.is_empty()).then(|| group_by.clone());
             let aggregate =
                 HashAggregate::try_new(agg_input, group_by, specs, arrow_schema(&a.schema))?;
+            let aggregate = windowed(ctx, b, aggregate, window, time.rowtime)?;
             let stage = b.exchange(l.stage, keys, ctx.parallelism);
             b.push_op(stage, Box::new(aggregate))?;
             Ok(Lowered {
                 stage,
                 key: Some((0..groups).collect()),
+                time: EventTime {
+                    bounds: window.into_iter().collect(),
+                    ..EventTime::default()
+                },
             })
         }
         LogicalPlan::Distinct(Distinct::All(input)) => {
@@ -572,11 +614,17 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
                 Vec::new(),
                 schema,
             )?;
+            let window = l.time.window_key(&(0..columns).collect::<Vec<_>>());
+            let aggregate = windowed(ctx, b, aggregate, window, l.time.rowtime)?;
             let stage = b.exchange(l.stage, Some((0..columns).collect()), ctx.parallelism);
             b.push_op(stage, Box::new(aggregate))?;
             Ok(Lowered {
                 stage,
                 key: Some((0..columns).collect()),
+                time: EventTime {
+                    bounds: window.into_iter().collect(),
+                    ..EventTime::default()
+                },
             })
         }
         other => Err(PlanError::Unsupported(format!(
@@ -584,6 +632,22 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
             construct_name(other)
         ))),
     }
+}
+
+/// Makes `aggregate` close its windows on the watermark when it groups by a window bound
+/// (`window`: key position and offset), emitting on close when the view asks for it.
+fn windowed(
+    ctx: &StreamContext<'_>,
+    b: &mut Builder,
+    aggregate: HashAggregate,
+    window: Option<(usize, i64)>,
+    rowtime: Option<usize>,
+) -> Result<HashAggregate> {
+    let Some((key, offset)) = window else {
+        return Ok(aggregate);
+    };
+    b.windowed_aggregates += 1;
+    Ok(aggregate.with_window(key, offset, ctx.emit_on_window_close, rowtime))
 }
 
 fn has_aggregate_below(plan: &LogicalPlan) -> bool {

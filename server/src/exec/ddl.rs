@@ -20,13 +20,19 @@ impl Session {
     ) -> Result<Outcome, SqlError> {
         let (schema, name) = object_name(&create.name)?;
         check_schema(schema.as_deref())?;
-        let def = table_def(create, &name, append_only, watermark)?;
+        let mut def = table_def(create, &name, append_only, watermark)?;
+        crate::sources::prepare(&mut def);
         if let Some(w) = &def.watermark {
             let state = self.context()?.state();
             watermark_expr(&state, &def.schema(), w)?;
         }
+        crate::sources::connector(&def)?;
+        let name = def.name.clone();
         self.catalog()
             .create_table(&self.database, def, create.if_not_exists)?;
+        if let Some(entry) = self.catalog().table(&self.database, &name) {
+            self.shared.sources.start(self.catalog().store(), &entry)?;
+        }
         Ok(Outcome::Command("CREATE TABLE".into()))
     }
 
@@ -67,6 +73,9 @@ impl Session {
                         }
                         self.refuse_if_read(entry.def.id, &table)?;
                     }
+                    if let Some(entry) = self.catalog().table(&self.database, &table) {
+                        self.shared.sources.stop(entry.def.id);
+                    }
                     self.catalog()
                         .drop_table(&self.database, &table, if_exists)?;
                 }
@@ -83,6 +92,7 @@ impl Session {
                     }
                     for view in self.catalog().tables(&db) {
                         self.shared.jobs.stop(view.def.id);
+                        self.shared.sources.stop(view.def.id);
                     }
                     self.catalog().drop_database(&db, if_exists)?;
                 }

@@ -100,19 +100,25 @@ impl Session {
         parsed: &Parsed,
         params: Option<&ParamValues>,
     ) -> Result<Outcome, SqlError> {
-        let (stmt, append_only, watermark) = match &parsed.statement {
+        let (stmt, append_only, watermark, eowc) = match &parsed.statement {
             Statement::Flush => return self.flush().await,
             Statement::Sql {
                 stmt,
                 append_only,
                 watermark,
-            } => (stmt.as_ref(), *append_only, watermark.as_ref()),
+                emit_on_window_close,
+            } => (
+                stmt.as_ref(),
+                *append_only,
+                watermark.as_ref(),
+                *emit_on_window_close,
+            ),
         };
         use ast::Statement as S;
         match stmt {
             S::Explain { statement, .. } if matches!(statement.as_ref(), S::CreateView(_)) => {
                 match statement.as_ref() {
-                    S::CreateView(create) => self.explain_view(create).await,
+                    S::CreateView(create) => self.explain_view(create, eowc).await,
                     _ => Err(SqlError::internal("EXPLAIN of a view changed shape")),
                 }
             }
@@ -129,7 +135,7 @@ impl Session {
                 ..
             } => self.copy(source, *to, target, options, legacy_options),
             S::CreateTable(create) => self.create_table(create, append_only, watermark),
-            S::CreateView(create) => self.create_view(create).await,
+            S::CreateView(create) => self.create_view(create, eowc).await,
             S::CreateDatabase {
                 db_name,
                 if_not_exists,

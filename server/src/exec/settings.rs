@@ -131,7 +131,7 @@ impl Session {
     /// SHOW JOBS: each view's job in this database, with its progress and last error.
     pub(super) fn show_jobs(&mut self) -> Result<Outcome, SqlError> {
         let running = self.shared.jobs.list();
-        let mut rows: Vec<[String; 12]> = Vec::new();
+        let mut rows: Vec<[String; 13]> = Vec::new();
         for view in self.catalog().tables(&self.database) {
             if view.def.view.is_none() {
                 continue;
@@ -166,6 +166,7 @@ impl Session {
                 stats.rows_in.to_string(),
                 stats.rows_out.to_string(),
                 stats.state_bytes.to_string(),
+                stats.late_rows.to_string(),
                 restarts.to_string(),
                 failure.unwrap_or_default(),
             ]);
@@ -183,10 +184,11 @@ impl Session {
                 "Rows in",
                 "Rows out",
                 "State bytes",
+                "Late rows",
                 "Restarts",
                 "Error",
             ],
-            (0..12).map(column).collect(),
+            (0..13).map(column).collect(),
         ))
     }
 

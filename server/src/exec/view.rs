@@ -20,7 +20,11 @@ use crate::jobs::plan_stream;
 use crate::session::Session;
 
 impl Session {
-    pub(super) async fn create_view(&mut self, create: &CreateView) -> Result<Outcome, SqlError> {
+    pub(super) async fn create_view(
+        &mut self,
+        create: &CreateView,
+        emit_on_window_close: bool,
+    ) -> Result<Outcome, SqlError> {
         if !create.materialized {
             return Err(SqlError::unsupported(
                 "CREATE VIEW (only CREATE MATERIALIZED VIEW)",
@@ -52,7 +56,7 @@ impl Session {
         let defaults = self.shared.jobs.defaults();
         let parallelism = crate::jobs::parallelism(&settings, defaults.parallelism)?;
         crate::jobs::RestartPolicy::from_settings(&settings, defaults.restart)?;
-        let plan = plan_stream(self, &query, parallelism).await?;
+        let plan = plan_stream(self, &query, parallelism, emit_on_window_close).await?;
         let def = TableDef {
             id: 0,
             database: String::new(),
@@ -65,6 +69,7 @@ impl Session {
             view: Some(ViewDef {
                 query,
                 counted: plan.counted,
+                emit_on_window_close,
                 settings,
             }),
         };
@@ -83,11 +88,21 @@ impl Session {
     }
 
     /// EXPLAIN CREATE MATERIALIZED VIEW: the streaming operators the view would run, one per row.
-    pub(super) async fn explain_view(&mut self, create: &CreateView) -> Result<Outcome, SqlError> {
+    pub(super) async fn explain_view(
+        &mut self,
+        create: &CreateView,
+        emit_on_window_close: bool,
+    ) -> Result<Outcome, SqlError> {
         let settings = crate::jobs::job_settings(&self.settings);
         let parallelism =
             crate::jobs::parallelism(&settings, self.shared.jobs.defaults().parallelism)?;
-        let plan = plan_stream(self, &create.query.to_string(), parallelism).await?;
+        let plan = plan_stream(
+            self,
+            &create.query.to_string(),
+            parallelism,
+            emit_on_window_close,
+        )
+        .await?;
         let lines = plan.explain();
         let schema = Arc::new(Schema::new(vec![Field::new(
             "QUERY PLAN",

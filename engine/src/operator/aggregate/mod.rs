@@ -48,6 +48,7 @@ mod accumulator;
 mod codec;
 mod groups;
 mod result;
+mod window;
 
 use std::sync::Arc;
 
@@ -60,8 +61,9 @@ use datafusion::arrow::row::{OwnedRow, RowConverter, RowParser, Rows, SortField}
 use self::accumulator::{Agg, canonical};
 use self::groups::Groups;
 use self::result::Value;
-use super::Operator;
+use self::window::Window;
 use super::StateScope;
+use super::{LateRow, Operator};
 use crate::changelog::{ChangeBatch, Op};
 use crate::keygroup;
 use crate::state::StateBatch;
@@ -105,6 +107,8 @@ pub struct HashAggregate {
     /// Number of batches processed, to recognize a group's first touch in a batch.
     batches: u64,
     scratch: Scratch,
+    /// Set when the group key holds a window bound: groups close on the watermark.
+    window: Option<Window>,
 }
 
 /// A row converter with its parser; `null` is the encoding of a NULL value (value codecs only).
@@ -239,7 +243,92 @@ impl HashAggregate {
             stored_bytes: 0,
             batches: 0,
             scratch: Scratch::default(),
+            window: None,
         })
+    }
+
+    /// Makes the aggregation close its windows on the watermark (see [`window`]): group key
+    /// position `key` is a window bound whose window closes `offset` microseconds after its
+    /// value; `rowtime` is the input column of each row's event time. With `emit_on_close`, each
+    /// group is emitted once, when its window closes, instead of on every change.
+    pub fn with_window(
+        mut self,
+        key: usize,
+        offset: i64,
+        emit_on_close: bool,
+        rowtime: Option<usize>,
+    ) -> Self {
+        self.window = Some(Window::new(key, offset, emit_on_close, rowtime));
+        self
+    }
+
+    /// Groups whose window closes now: their final rows (emit on close) and their state freed.
+    fn close(&mut self, ids: Vec<u32>) -> Result<Vec<ChangeBatch>> {
+        let emit = self.window.as_ref().is_some_and(|w| w.emit_on_close);
+        let mut out = Vec::new();
+        if emit && !ids.is_empty() {
+            let rows: Vec<i64> = ids
+                .iter()
+                .map(|&id| self.groups.slots[id as usize].rows)
+                .collect();
+            let keep = vec![true; ids.len()];
+            let (mut values, mut arena) = (Vec::new(), Vec::new());
+            for agg in &self.aggs {
+                agg.results(&ids, &rows, &keep, &mut values, &mut arena)?;
+            }
+            let n = ids.len();
+            out.push(self.build(vec![Op::Insert; n], &ids, |a, r| values[a * n + r], &arena)?);
+        }
+        for id in ids {
+            let stored = self.groups.remove(id);
+            self.stored_bytes = self.stored_bytes.saturating_sub(stored as usize);
+            self.aggs.iter_mut().for_each(|agg| agg.reset(id));
+        }
+        Ok(out)
+    }
+
+    /// Applies `input` to a windowed aggregation: late rows are set aside, new groups are
+    /// registered by close time, and with emit on close nothing is emitted yet.
+    fn apply_windowed(&mut self, input: ChangeBatch) -> Result<Vec<ChangeBatch>> {
+        let Some(window) = self.window.as_mut() else {
+            return Err(internal("windowed apply without a window"));
+        };
+        let bound = self
+            .group_by
+            .get(window.key)
+            .ok_or_else(|| internal("window key out of range"))?;
+        let mut closes = window.close_times(input.data.column(*bound))?;
+        let input = match window.split_late(&input.data, &closes)? {
+            None => input,
+            Some(keep) => {
+                closes = keep.iter().map(|&i| closes[i as usize]).collect();
+                input.select(keep)?
+            }
+        };
+        if input.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let out = self.apply(&input, &mut scratch);
+        if out.is_ok()
+            && let Some(window) = self.window.as_mut()
+        {
+            for (&id, &close) in scratch.gids.iter().zip(&closes) {
+                window.open(id, close);
+            }
+            for (&id, &exists) in scratch.touched.iter().zip(&scratch.exists) {
+                if !exists {
+                    window.forget(id);
+                }
+            }
+        }
+        self.scratch = scratch;
+        let emit_on_close = self.window.as_ref().is_some_and(|w| w.emit_on_close);
+        if emit_on_close {
+            out.map(|_| Vec::new())
+        } else {
+            out
+        }
     }
 
     /// Number of groups held (1 for a started global aggregate).
@@ -468,19 +557,39 @@ impl Operator for HashAggregate {
         if n == 0 {
             return Ok(Vec::new());
         }
+        if self.window.is_some() {
+            return self.apply_windowed(input);
+        }
         let mut scratch = std::mem::take(&mut self.scratch);
         let out = self.apply(&input, &mut scratch);
         self.scratch = scratch;
         out
     }
 
+    fn on_watermark(&mut self, watermark: i64) -> Result<Vec<ChangeBatch>> {
+        let closing = match self.window.as_mut() {
+            Some(w) => w.advance(watermark),
+            None => return Ok(Vec::new()),
+        };
+        self.close(closing)
+    }
+
+    fn take_late(&mut self) -> Vec<LateRow> {
+        self.window
+            .as_mut()
+            .map(|w| std::mem::take(&mut w.late))
+            .unwrap_or_default()
+    }
+
     fn fork(&self) -> Result<Box<dyn Operator>> {
-        Ok(Box::new(Self::try_new(
+        let mut fresh = Self::try_new(
             Arc::clone(&self.input),
             self.group_by.clone(),
             self.specs.clone(),
             Arc::clone(&self.output),
-        )?))
+        )?;
+        fresh.window = self.window.as_ref().map(Window::fresh);
+        Ok(Box::new(fresh))
     }
 
     fn restore(&mut self, scope: &StateScope) -> Result<()> {
@@ -505,7 +614,7 @@ impl Operator for HashAggregate {
         })?;
         self.groups = groups;
         self.stored_bytes = bytes;
-        Ok(())
+        self.reopen_windows()
     }
 
     fn checkpoint(&mut self, scope: &StateScope, batch: &mut StateBatch) -> Result<()> {
@@ -553,11 +662,50 @@ impl Operator for HashAggregate {
             })
             .collect();
         let keys: Vec<String> = self.group_by.iter().map(|i| format!("#{i}")).collect();
+        let window = match &self.window {
+            Some(w) => format!(
+                " closes on watermark past #{} + {} us{}",
+                self.group_by.get(w.key).copied().unwrap_or(0),
+                w.offset,
+                if w.emit_on_close {
+                    ", emits on window close"
+                } else {
+                    ""
+                }
+            ),
+            None => String::new(),
+        };
         format!(
-            "HashAggregate group_by=[{}] aggs=[{}]",
+            "HashAggregate group_by=[{}] aggs=[{}]{window}",
             keys.join(", "),
             aggs.join(", ")
         )
+    }
+}
+
+impl HashAggregate {
+    /// Registers the close time of every restored group, from its key.
+    fn reopen_windows(&mut self) -> Result<()> {
+        let (Some(window), Some(keys)) = (self.window.as_mut(), &self.keys) else {
+            return Ok(());
+        };
+        *window = window.fresh();
+        let ids: Vec<u32> = (0..self.groups.slots.len() as u32).collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let slots = &self.groups.slots;
+        let columns = keys.converter.convert_rows(
+            ids.iter()
+                .map(|&id| keys.parser.parse(&slots[id as usize].key)),
+        )?;
+        let bound = columns
+            .get(window.key)
+            .ok_or_else(|| internal("window key out of range"))?;
+        for (id, close) in ids.into_iter().zip(window.close_times(bound)?) {
+            window.open(id, close);
+        }
+        Ok(())
     }
 }
 

@@ -697,3 +697,90 @@ fn retracting_a_row_never_added_is_an_error() {
     );
     assert_eq!(view.rows, recompute(&[(Some(1), Some(1))]));
 }
+
+/// `window_end, sum(v) GROUP BY window_end`, closing at `window_end`, emitting on close.
+fn window_agg() -> HashAggregate {
+    let ts = DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None);
+    let input = schema(&[("window_end", ts.clone()), ("v", DataType::Int64)]);
+    let output = schema(&[("window_end", ts), ("s", DataType::Int64)]);
+    HashAggregate::try_new(input, vec![0], vec![spec(AggFunc::Sum, Some(1))], output)
+        .unwrap()
+        .with_window(0, 0, true, None)
+}
+
+fn window_batch(rows: &[(i64, i64)]) -> ChangeBatch {
+    use datafusion::arrow::array::TimestampMicrosecondArray;
+    let op = window_agg();
+    ChangeBatch {
+        data: RecordBatch::try_new(
+            Arc::clone(&op.input),
+            vec![
+                Arc::new(TimestampMicrosecondArray::from_iter_values(
+                    rows.iter().map(|r| r.0),
+                )),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+            ],
+        )
+        .unwrap(),
+        ops: vec![Op::Insert; rows.len()],
+    }
+}
+
+fn sums(out: &[ChangeBatch]) -> Vec<(Op, i64)> {
+    out.iter()
+        .flat_map(|b| {
+            let s = b
+                .data
+                .column(1)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
+            b.ops
+                .iter()
+                .copied()
+                .zip(s.values().iter().copied())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn windows_close_on_the_watermark_free_their_state_and_survive_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut op = restored(&store, Ok(window_agg())).unwrap();
+    assert!(
+        op.process(window_batch(&[(10, 1), (10, 2), (20, 5)]))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(op.group_count(), 2);
+    // Window 10 closes: its one final row, and its state is gone.
+    assert_eq!(sums(&op.on_watermark(10).unwrap()), vec![(Op::Insert, 3)]);
+    assert_eq!(op.group_count(), 1);
+    // A row for the closed window is late: kept aside, not aggregated.
+    assert!(
+        op.process(window_batch(&[(10, 7), (30, 1)]))
+            .unwrap()
+            .is_empty()
+    );
+    let late = op.take_late();
+    assert_eq!(late.len(), 1);
+    assert_eq!((late[0].event_time, late[0].watermark), (10, 10));
+    let mut batch = StateBatch::new();
+    op.checkpoint(&scope(&store), &mut batch).unwrap();
+    store.write(batch, true).unwrap();
+
+    // Restored: the open windows (20 and 30) close as the watermark passes them.
+    let mut op = restored(&store, Ok(window_agg())).unwrap();
+    assert_eq!(op.group_count(), 2);
+    assert!(op.on_watermark(10).unwrap().is_empty());
+    assert_eq!(sums(&op.on_watermark(25).unwrap()), vec![(Op::Insert, 5)]);
+    assert_eq!(sums(&op.on_watermark(40).unwrap()), vec![(Op::Insert, 1)]);
+    assert_eq!(op.group_count(), 0);
+    let mut batch = StateBatch::new();
+    op.checkpoint(&scope(&store), &mut batch).unwrap();
+    store.write(batch, true).unwrap();
+    assert_eq!(op.state_bytes(), 0);
+    assert_eq!(restored(&store, Ok(window_agg())).unwrap().group_count(), 0);
+}
