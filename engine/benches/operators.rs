@@ -118,14 +118,17 @@ fn aggregate(batches: &[ChangeBatch]) -> (f64, f64) {
             AggSpec {
                 func: AggFunc::CountStar,
                 input: None,
+                delimiter: None,
             },
             AggSpec {
                 func: AggFunc::Sum,
                 input: Some(1),
+                delimiter: None,
             },
             AggSpec {
                 func: AggFunc::Max,
                 input: Some(1),
+                delimiter: None,
             },
         ],
         out,

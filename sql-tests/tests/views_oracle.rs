@@ -24,7 +24,8 @@ const VIEWS: &[(&str, &str)] = &[
     ),
     (
         "strings",
-        "SELECT k, min(s) AS lo, max(s) AS hi FROM t1 GROUP BY k",
+        "SELECT k, min(s) AS lo, max(s) AS hi, string_agg(s, ',' ORDER BY s) AS joined \
+         FROM t1 GROUP BY k",
     ),
     ("keys2", "SELECT DISTINCT k FROM t2"),
     (

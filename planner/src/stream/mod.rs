@@ -236,6 +236,7 @@ pub fn plan_view(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<StreamPla
                 vec![AggSpec {
                     func: AggFunc::CountStar,
                     input: None,
+                    delimiter: None,
                 }],
                 Arc::new(Schema::new(counted_fields)),
             )?;
@@ -536,7 +537,7 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
             let mut pre_exprs: Vec<Expr> = a.group_expr.clone();
             let mut specs = Vec::with_capacity(a.aggr_expr.len());
             for e in &a.aggr_expr {
-                let (func, arg) = aggregate_of(e)?;
+                let (func, arg, delimiter) = aggregate_of(e)?;
                 let input_col = match arg {
                     Some(arg) => {
                         pre_exprs.push(arg);
@@ -547,6 +548,7 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
                 specs.push(AggSpec {
                     func,
                     input: input_col,
+                    delimiter,
                 });
             }
             // Keys and arguments that are plain input columns are read in place; otherwise a
@@ -563,8 +565,8 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
                     let specs = specs
                         .into_iter()
                         .map(|s| AggSpec {
-                            func: s.func,
                             input: s.input.map(|i| columns[i]),
+                            ..s
                         })
                         .collect();
                     (
@@ -675,7 +677,8 @@ fn pre_schema(exprs: &[Expr], input: &DFSchema) -> Result<SchemaRef> {
 }
 
 /// The streaming aggregate for one of DataFusion's aggregate expressions, and its argument.
-fn aggregate_of(e: &Expr) -> Result<(AggFunc, Option<Expr>)> {
+/// An aggregate call as the operator's function, its argument and (for STRING_AGG) separator.
+fn aggregate_of(e: &Expr) -> Result<(AggFunc, Option<Expr>, Option<String>)> {
     let Expr::AggregateFunction(agg) = e.clone().unalias() else {
         return Err(PlanError::Unsupported(format!("aggregate expression {e}")));
     };
@@ -683,6 +686,9 @@ fn aggregate_of(e: &Expr) -> Result<(AggFunc, Option<Expr>)> {
     let p = agg.params;
     if p.filter.is_some() {
         return Err(PlanError::Unsupported("FILTER on aggregates".into()));
+    }
+    if name == "string_agg" {
+        return string_agg(&p.args, &p.order_by, p.distinct);
     }
     if !p.order_by.is_empty() {
         return Err(PlanError::Unsupported(format!("ORDER BY inside {name}()")));
@@ -725,7 +731,58 @@ fn aggregate_of(e: &Expr) -> Result<(AggFunc, Option<Expr>)> {
     } else {
         arg
     };
-    Ok((func, arg))
+    Ok((func, arg, None))
+}
+
+/// `string_agg(value, separator [ORDER BY value])`: the values in ascending order, which is also
+/// what a view without ORDER BY gives (a view must not depend on arrival order).
+fn string_agg(
+    args: &[Expr],
+    order_by: &[datafusion::logical_expr::SortExpr],
+    distinct: bool,
+) -> Result<(AggFunc, Option<Expr>, Option<String>)> {
+    let [value, separator] = args else {
+        return Err(PlanError::Unsupported(
+            "string_agg() without a separator".into(),
+        ));
+    };
+    if distinct {
+        return Err(PlanError::Unsupported(
+            "string_agg(DISTINCT ...) in a materialized view".into(),
+        ));
+    }
+    let separator = match separator.clone().unalias() {
+        Expr::Literal(v, _) if v.is_null() => String::new(),
+        Expr::Literal(v, _) => v.to_string(),
+        Expr::Cast(c) => match c.expr.as_ref() {
+            Expr::Literal(v, _) => v.to_string(),
+            _ => {
+                return Err(PlanError::Unsupported(
+                    "string_agg() with a separator that is not a constant".into(),
+                ));
+            }
+        },
+        _ => {
+            return Err(PlanError::Unsupported(
+                "string_agg() with a separator that is not a constant".into(),
+            ));
+        }
+    };
+    let plain = |e: &Expr| match e.clone().unalias() {
+        Expr::Cast(c) => *c.expr,
+        other => other,
+    };
+    match order_by {
+        [] => {}
+        [s] if s.asc && plain(&s.expr) == plain(value) => {}
+        _ => {
+            return Err(PlanError::Unsupported(
+                "string_agg() ordered by anything but its value, ascending, in a materialized view"
+                    .into(),
+            ));
+        }
+    }
+    Ok((AggFunc::StringAgg, Some(value.clone()), Some(separator)))
 }
 
 fn construct_name(plan: &LogicalPlan) -> &'static str {

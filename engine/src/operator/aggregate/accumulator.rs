@@ -106,6 +106,8 @@ pub(super) struct Agg {
     /// For MIN, MAX and COUNT(DISTINCT): encodes values into (and decodes from) the row format.
     pub(super) values: Option<Codec>,
     pub(super) state: State,
+    /// STRING_AGG's separator.
+    pub(super) delimiter: String,
 }
 
 /// Calls `f` with the index of every valid row of `0..n`.
@@ -216,6 +218,13 @@ impl Agg {
                 };
                 (state, out)
             }
+            (
+                AggFunc::StringAgg,
+                Some(t @ (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)),
+            ) => {
+                values = Some(Codec::new(vec![t.clone()], true)?);
+                (State::Bytes(Vec::new()), Out::Text)
+            }
             (AggFunc::BoolAnd | AggFunc::BoolOr, Some(DataType::Boolean)) => {
                 (State::Bool(Vec::new()), Out::Bool)
             }
@@ -256,6 +265,7 @@ impl Agg {
             out,
             values,
             state,
+            delimiter: spec.delimiter.clone().unwrap_or_default(),
         })
     }
 

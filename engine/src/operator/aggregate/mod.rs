@@ -70,8 +70,9 @@ use crate::state::StateBatch;
 use crate::{EngineError, Result};
 
 /// An aggregate function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AggFunc {
+    #[default]
     CountStar,
     Count,
     Sum,
@@ -81,14 +82,18 @@ pub enum AggFunc {
     CountDistinct,
     BoolAnd,
     BoolOr,
+    /// The group's (text) values joined by [`AggSpec::delimiter`], in byte order.
+    StringAgg,
 }
 
 /// One output aggregate column.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AggSpec {
     pub func: AggFunc,
     /// Column index in the input batch; `None` for `CountStar`.
     pub input: Option<usize>,
+    /// STRING_AGG's separator.
+    pub delimiter: Option<String>,
 }
 
 /// Incremental hash aggregation; see the module documentation.

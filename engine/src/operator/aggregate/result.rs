@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Decimal128Array, Float64Array, Int64Array};
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, BooleanArray, Decimal128Array, Float64Array, Int64Array, StringArray,
+};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::error::ArrowError;
 
@@ -20,6 +23,8 @@ pub(super) enum Out {
     Bool,
     /// Decoded from the value codec: the input's own type.
     Decoded(DataType),
+    /// Text built in the arena (STRING_AGG).
+    Text,
 }
 
 impl Out {
@@ -30,6 +35,7 @@ impl Out {
             Out::Float64 => DataType::Float64,
             Out::Bool => DataType::Boolean,
             Out::Decoded(t) => t.clone(),
+            Out::Text => DataType::Utf8,
         }
     }
 }
@@ -117,6 +123,34 @@ impl Agg {
                 };
                 pick.map_or(Value::Null, |&k| Value::Fixed(k))
             }),
+            (AggFunc::StringAgg, State::Bytes(sets)) => {
+                let codec = self
+                    .values
+                    .as_ref()
+                    .ok_or_else(|| internal("string_agg without a codec"))?;
+                for (&id, &keep) in ids.iter().zip(keep) {
+                    let set = &sets[id as usize];
+                    if !keep || set.is_empty() {
+                        out.push(Value::Null);
+                        continue;
+                    }
+                    let decoded = codec
+                        .converter
+                        .convert_rows(set.keys().map(|k| codec.parser.parse(k)))?;
+                    let texts = cast(&decoded[0], &DataType::Utf8)?;
+                    let texts = texts.as_string::<i32>();
+                    let start = arena.len();
+                    for (i, (_, &count)) in set.iter().enumerate() {
+                        for _ in 0..count.max(0) {
+                            if arena.len() > start {
+                                arena.extend_from_slice(self.delimiter.as_bytes());
+                            }
+                            arena.extend_from_slice(texts.value(i).as_bytes());
+                        }
+                    }
+                    out.push(Value::Bytes(start, arena.len()));
+                }
+            }
             (func, State::Bytes(sets)) => fill(ids, keep, out, |_, id| {
                 let pick = match func {
                     AggFunc::Min => sets[id].keys().next(),
@@ -187,6 +221,16 @@ impl Agg {
                     .collect::<BooleanArray>(),
             ),
             Out::Decoded(_) => self.decode(values, arena)?,
+            Out::Text => Arc::new(
+                values
+                    .map(|v| match v {
+                        Value::Bytes(from, to) => arena
+                            .get(from..to)
+                            .map(|b| String::from_utf8_lossy(b).into_owned()),
+                        _ => None,
+                    })
+                    .collect::<StringArray>(),
+            ),
         })
     }
 

@@ -19,7 +19,11 @@ fn schema(fields: &[(&str, DataType)]) -> SchemaRef {
 }
 
 fn spec(func: AggFunc, input: Option<usize>) -> AggSpec {
-    AggSpec { func, input }
+    AggSpec {
+        func,
+        input,
+        delimiter: None,
+    }
 }
 
 /// A downstream view: the operator's changelog applied to rows keyed by their group columns.
