@@ -7,6 +7,7 @@
 //! name rather than ignored.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use datafusion::sql::sqlparser::ast::{
     self, ColumnOption, CreateTable, CreateTableOptions, Expr, SqlOption, TableConstraint, Value,
@@ -82,6 +83,19 @@ pub fn table_def(
         columns[i].nullable = false;
     }
     let watermark = watermark.map(|w| watermark_def(w, &columns)).transpose()?;
+    let options = with_options(&create.table_options)?;
+    if let Some(v) = options.get(IDLE_TIMEOUT) {
+        if parse_duration(v).is_none() {
+            return Err(PlanError::InvalidParameter(format!(
+                "invalid value for option \"{IDLE_TIMEOUT}\": \"{v}\" (expected a duration such as '10 s')"
+            )));
+        }
+        if watermark.is_none() {
+            return Err(PlanError::InvalidParameter(format!(
+                "option \"{IDLE_TIMEOUT}\" needs a WATERMARK on the table"
+            )));
+        }
+    }
     Ok(TableDef {
         id: 0,
         database: String::new(),
@@ -89,11 +103,34 @@ pub fn table_def(
         columns,
         primary_key,
         append_only,
-        options: with_options(&create.table_options)?,
+        options,
         view: None,
         watermark,
     })
 }
+
+/// Parses a Flink duration: a number with an optional unit (ms, s, min, h, d and their long forms).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim().trim_matches('\'').trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let millis = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1.0,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1e3,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60e3,
+        "h" | "hour" | "hours" => 3600e3,
+        "d" | "day" | "days" => 86_400e3,
+        _ => return None,
+    };
+    let ms = number * millis;
+    (ms.is_finite() && ms >= 0.0).then(|| Duration::from_secs_f64(ms / 1e3))
+}
+
+/// The table option that lets an idle source's watermark follow the wall clock (Flink's name).
+pub const IDLE_TIMEOUT: &str = "scan.watermark.idle-timeout";
 
 /// Checks a WATERMARK clause's column (a TIMESTAMP) and the syntax of its expression; the
 /// expression's type is checked by the streaming planner, which has the functions.

@@ -293,6 +293,11 @@ pub async fn plan_stream(
             store: Arc::clone(&t.store),
             key,
             watermark: t.def.watermark.clone(),
+            idle_timeout: t
+                .def
+                .options
+                .get(rivulet_planner::ddl::IDLE_TIMEOUT)
+                .and_then(|v| rivulet_planner::ddl::parse_duration(v)),
         })
     };
     let stream = StreamContext {

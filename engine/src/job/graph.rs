@@ -25,6 +25,9 @@ pub struct Source {
     /// The table's watermark expression over its rows (`ts - INTERVAL '5' SECOND`): the source's
     /// watermark is its largest value over the rows read so far.
     pub watermark: Option<Arc<dyn PhysicalExpr>>,
+    /// After this long without rows, the watermark advances with the wall clock (from where it
+    /// stood), so that windows still close when input stops.
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 impl Source {
@@ -33,6 +36,7 @@ impl Source {
         Self {
             table,
             watermark: None,
+            idle_timeout: None,
         }
     }
 }

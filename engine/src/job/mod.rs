@@ -440,6 +440,7 @@ impl Job {
                         let reader = stage::SourceReader {
                             table: Arc::clone(&source.table),
                             watermark_expr: source.watermark.clone(),
+                            idle_timeout: source.idle_timeout,
                             at: stage::SourcePosition {
                                 index: i,
                                 seq: positions[i],

@@ -7,6 +7,7 @@
 //! epoch is in.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -22,6 +23,9 @@ use crate::operator::{LateRow, Operator, StateScope};
 use crate::state::StateBatch;
 use crate::table::TableStore;
 use crate::{EngineError, Result};
+
+/// How often an idle source checks whether its watermark should move with the wall clock.
+const IDLE_TICK: Duration = Duration::from_millis(100);
 
 /// Change-log entries a source reads at a time.
 const READ_ENTRIES: usize = 16;
@@ -148,6 +152,8 @@ pub struct SourcePosition {
 pub struct SourceReader {
     pub table: Arc<TableStore>,
     pub watermark_expr: Option<Arc<dyn PhysicalExpr>>,
+    /// See [`super::graph::Source::idle_timeout`].
+    pub idle_timeout: Option<Duration>,
     pub at: SourcePosition,
 }
 
@@ -199,6 +205,10 @@ pub async fn source(
         // Where event time stood at the checkpoint: operators that close windows need it again.
         chain.watermark(w).await?;
     }
+    // When rows last came, and the watermark then: an idle source's watermark moves on from it.
+    let mut last_rows = (Instant::now(), reader.at.watermark);
+    let mut idle = tokio::time::interval(IDLE_TICK);
+    idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         while let Ok(b) = barriers.try_recv() {
             chain.barrier(b, Some(reader.at)).await?;
@@ -214,6 +224,7 @@ pub async fn source(
                     chain.watermark(w).await?;
                 }
             }
+            last_rows = (Instant::now(), reader.at.watermark);
             continue;
         }
         tokio::select! {
@@ -225,6 +236,18 @@ pub async fn source(
                 if changed.is_err() {
                     // The table is gone (dropped): nothing more will come.
                     return Ok(());
+                }
+            }
+            _ = idle.tick(), if reader.idle_timeout.is_some() => {
+                let (since, base) = last_rows;
+                let timeout = reader.idle_timeout.unwrap_or_default();
+                let (Some(base), Some(idle_for)) = (base, since.elapsed().checked_sub(timeout)) else {
+                    continue;
+                };
+                let w = base.saturating_add(idle_for.as_micros() as i64);
+                if reader.at.watermark.is_none_or(|old| w > old) {
+                    reader.at.watermark = Some(w);
+                    chain.watermark(w).await?;
                 }
             }
         }

@@ -99,6 +99,8 @@ pub struct Resolved {
     pub key: Option<Vec<usize>>,
     /// Its event time, if it declares a watermark.
     pub watermark: Option<WatermarkDef>,
+    /// How long without rows before its watermark follows the wall clock.
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 /// Where the planner finds tables, and how parallel keyed stages are.
@@ -402,6 +404,7 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
                 input: StageInput::Source(Source {
                     table: source,
                     watermark,
+                    idle_timeout: resolved.idle_timeout,
                 }),
                 operators,
                 parallelism: 1,

@@ -13,6 +13,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use rivulet_planner::ddl::parse_duration;
+
 use crate::error::{SqlError, sqlstate};
 
 /// When a failed job is restarted.
@@ -37,26 +39,6 @@ fn invalid(key: &str, value: &str, expected: &str) -> SqlError {
         format!("invalid value for parameter \"{key}\": \"{value}\""),
     )
     .with_hint(format!("Expected {expected}."))
-}
-
-/// Parses a Flink duration: a number with an optional unit (ms, s, min, h, d and their long forms).
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let t = text.trim().trim_matches('\'').trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let millis = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1.0,
-        "s" | "sec" | "secs" | "second" | "seconds" => 1e3,
-        "m" | "min" | "mins" | "minute" | "minutes" => 60e3,
-        "h" | "hour" | "hours" => 3600e3,
-        "d" | "day" | "days" => 86_400e3,
-        _ => return None,
-    };
-    let ms = number * millis;
-    (ms.is_finite() && ms >= 0.0).then(|| Duration::from_secs_f64(ms / 1e3))
 }
 
 impl RestartPolicy {
