@@ -11,6 +11,10 @@
 //! - CUMULATE: `date_bin(size, ts, origin)` as the start, and one row per end from
 //!   `unnest(rivulet_cumulate_ends(ts, step, size, origin))`.
 //!
+//! Flink's legacy group windows, `GROUP BY TUMBLE(ts, size)` with `TUMBLE_START`, `TUMBLE_END` and
+//! `TUMBLE_ROWTIME` in the select list, become the same `date_bin` expressions; the legacy HOP and
+//! SESSION group windows are refused with a pointer to the table-function form.
+//!
 //! The origin is the Unix epoch plus the optional offset, as in Flink. Because the result is
 //! ordinary SQL, ad-hoc queries answer windowed queries exactly as a materialized view would (the
 //! oracle), and the streaming planner recognizes these very expressions to know which columns are
@@ -65,6 +69,17 @@ struct Rewriter;
 impl VisitorMut for Rewriter {
     type Break = PlanError;
 
+    fn post_visit_expr(&mut self, expr: &mut ast::Expr) -> ControlFlow<PlanError> {
+        match group_window(expr) {
+            Ok(Some(new)) => {
+                *expr = new;
+                ControlFlow::Continue(())
+            }
+            Ok(None) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(e),
+        }
+    }
+
     fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<PlanError> {
         match derived(factor) {
             Ok(Some(new)) => {
@@ -75,6 +90,68 @@ impl VisitorMut for Rewriter {
             Err(e) => ControlFlow::Break(e),
         }
     }
+}
+
+/// The expression a legacy group window function stands for, or `None` if `expr` is not one.
+fn group_window(expr: &ast::Expr) -> Result<Option<ast::Expr>> {
+    let ast::Expr::Function(f) = expr else {
+        return Ok(None);
+    };
+    let [ObjectNamePart::Identifier(ident)] = f.name.0.as_slice() else {
+        return Ok(None);
+    };
+    let name = ident.value.to_lowercase();
+    let known = [
+        "tumble",
+        "tumble_start",
+        "tumble_end",
+        "tumble_rowtime",
+        "hop",
+        "hop_start",
+        "hop_end",
+        "session",
+        "session_start",
+        "session_end",
+    ];
+    if !known.contains(&name.as_str()) {
+        return Ok(None);
+    }
+    if name.starts_with("hop") || name.starts_with("session") {
+        return Err(PlanError::Unsupported(format!(
+            "the group window function {}() (use the window table function, e.g. \
+             FROM HOP(t, ts, slide, size), instead)",
+            name.to_uppercase()
+        )));
+    }
+    let ast::FunctionArguments::List(list) = &f.args else {
+        return Err(usage("tumble"));
+    };
+    let args: Vec<String> = list
+        .args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e.to_string()),
+            _ => Err(usage("tumble")),
+        })
+        .collect::<Result<_>>()?;
+    let [ts, size] = args.as_slice() else {
+        return Err(PlanError::InvalidParameter(format!(
+            "{}() expects (time_column, size)",
+            name.to_uppercase()
+        )));
+    };
+    let start = format!("date_bin({size}, {ts}, TIMESTAMP '1970-01-01 00:00:00')");
+    let sql = match name.as_str() {
+        "tumble" | "tumble_start" => start,
+        "tumble_end" => format!("({start} + {size})"),
+        _ => format!("({start} + {size} - INTERVAL '0.001' SECOND)"),
+    };
+    let dialect = PostgreSqlDialect {};
+    Parser::new(&dialect)
+        .try_with_sql(&sql)
+        .and_then(|mut p| p.parse_expr())
+        .map(Some)
+        .map_err(|e| PlanError::InvalidParameter(format!("{}(): {e}", name.to_uppercase())))
 }
 
 fn usage(kind: &str) -> PlanError {
