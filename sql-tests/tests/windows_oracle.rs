@@ -1,0 +1,156 @@
+//! The windows oracle: a seeded, out-of-order stream into a table with a watermark, windowed views
+//! in both syntaxes and both emit modes, and a kill -9 in the middle of open windows.
+//!
+//! The test keeps its own watermark (the largest event time so far minus the delay, advanced after
+//! each statement as the source does), so it knows which rows are late: those whose window had
+//! closed when they came. It inserts the others into a plain table, and at the end every view must
+//! equal DataFusion's batch answer to the same query over those rows (an EMIT ON WINDOW CLOSE view:
+//! over the windows the final watermark closed), and `rivulet_late_rows` must hold exactly the
+//! late rows of each view.
+#![allow(clippy::unwrap_used)]
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rivulet_sql_tests::{TestServer, sorted_rows, text_rows};
+
+const WINDOW_MS: i64 = 5_000;
+const DELAY_MS: i64 = 3_000;
+/// Milliseconds since the epoch of 2026-01-01 10:00:00.
+const BASE_MS: i64 = 1_767_261_600_000;
+
+fn ts(ms: i64) -> String {
+    let t = chrono::DateTime::from_timestamp_millis(ms).unwrap();
+    t.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
+}
+
+/// (name, query over `{t}`, emits on window close)
+const VIEWS: &[(&str, &str, bool)] = &[
+    (
+        "rw_updates",
+        "SELECT window_start, window_end, k, count(*) AS n, sum(v) AS s, max(v) AS hi \
+         FROM TUMBLE({t}, ts, INTERVAL '5' SECOND) GROUP BY window_start, window_end, k",
+        false,
+    ),
+    (
+        "flink_closed",
+        "SELECT window_start, window_end, count(*) AS n, min(v) AS lo \
+         FROM TABLE(TUMBLE(TABLE {t}, DESCRIPTOR(ts), INTERVAL '5' SECONDS)) \
+         GROUP BY window_start, window_end",
+        true,
+    ),
+];
+
+async fn run_seed(seed: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start_in(dir.path()).await.unwrap();
+    let mut c = server.connect("dev").await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE ev (k INT, v BIGINT, ts TIMESTAMP(3), \
+           WATERMARK FOR ts AS ts - INTERVAL '3' SECOND) APPEND ONLY; \
+         CREATE TABLE ontime (k INT, v BIGINT, ts TIMESTAMP(3))",
+    )
+    .await
+    .unwrap();
+    for (name, query, eowc) in VIEWS {
+        let emit = if *eowc { " EMIT ON WINDOW CLOSE" } else { "" };
+        c.batch_execute(&format!(
+            "CREATE MATERIALIZED VIEW {name} AS {}{emit}",
+            query.replace("{t}", "ev")
+        ))
+        .await
+        .unwrap();
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut watermark: Option<i64> = None;
+    let mut late = 0usize;
+    let mut clock = BASE_MS;
+    for statement in 0..150 {
+        if statement == 75 {
+            // Kill -9 with windows open, then go on where the table left off.
+            server.kill9().await.unwrap();
+            server = TestServer::start_in(dir.path()).await.unwrap();
+            c = server.connect("dev").await.unwrap();
+        }
+        let rows: Vec<(i32, i64, i64)> = (0..rng.random_range(1..4))
+            .map(|_| {
+                clock += rng.random_range(0..400);
+                let jitter = rng.random_range(-6_000..500);
+                (
+                    rng.random_range(0..4),
+                    rng.random_range(0..100),
+                    clock + jitter,
+                )
+            })
+            .collect();
+        let values: Vec<String> = rows
+            .iter()
+            .map(|(k, v, t)| format!("({k}, {v}, '{}')", ts(*t)))
+            .collect();
+        c.batch_execute(&format!("INSERT INTO ev VALUES {}", values.join(", ")))
+            .await
+            .unwrap();
+        let mut kept = Vec::new();
+        for (k, v, t) in &rows {
+            let end = t.div_euclid(WINDOW_MS) * WINDOW_MS + WINDOW_MS;
+            if watermark.is_some_and(|w| end <= w) {
+                late += 1;
+            } else {
+                kept.push(format!("({k}, {v}, '{}')", ts(*t)));
+            }
+        }
+        if !kept.is_empty() {
+            c.batch_execute(&format!("INSERT INTO ontime VALUES {}", kept.join(", ")))
+                .await
+                .unwrap();
+        }
+        let max = rows.iter().map(|r| r.2).max().unwrap();
+        watermark = Some(watermark.map_or(max - DELAY_MS, |w| w.max(max - DELAY_MS)));
+    }
+    c.batch_execute("FLUSH").await.unwrap();
+    let closed = watermark.unwrap();
+    for (name, query, eowc) in VIEWS {
+        let view = sorted_rows(&c, &format!("SELECT * FROM {name}"))
+            .await
+            .unwrap();
+        let mut oracle = query.replace("{t}", "ontime");
+        if *eowc {
+            oracle = format!(
+                "SELECT * FROM ({oracle}) o WHERE window_end <= TIMESTAMP '{}'",
+                ts(closed)
+            );
+        }
+        let oracle = sorted_rows(&c, &oracle).await.unwrap();
+        assert!(!oracle.is_empty(), "seed {seed}: {name} is empty");
+        assert_eq!(
+            view, oracle,
+            "seed {seed}: view {name} differs from its query"
+        );
+        let kept = text_rows(
+            &c,
+            &format!("SELECT count(*) FROM rivulet_late_rows WHERE view_name = '{name}'"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            kept,
+            vec![late.to_string()],
+            "seed {seed}: late rows of {name}"
+        );
+    }
+    assert!(
+        late > 5,
+        "seed {seed}: too few late rows ({late}) to test anything"
+    );
+    server.kill9().await.unwrap();
+}
+
+#[tokio::test]
+async fn windowed_views_equal_their_queries_over_the_rows_that_were_not_late() {
+    let seeds: Vec<u64> = match std::env::var("RIVULET_ORACLE_SEED") {
+        Ok(s) => vec![s.parse().unwrap()],
+        Err(_) => vec![1, 2],
+    };
+    for seed in seeds {
+        run_seed(seed).await;
+    }
+}
