@@ -8,6 +8,8 @@
 //! - `'nexmark.table.type' = 'bid' | 'auction' | 'person'` (RisingWave also spells it `Bid`);
 //! - `'nexmark.events-per-second'` (also `nexmark.event.rate`; default 10000) and
 //!   `'nexmark.events.num'` / `nexmark.event.num` (total events; default unbounded);
+//! - `'nexmark.max-out-of-orderness'` (milliseconds, default 0): each event's time is moved back
+//!   by a seeded random amount up to this, so event time is out of order as in real streams;
 //! - columns are matched by name: bid `auction, bidder, price, channel, url, date_time, extra`;
 //!   auction `id, item_name, description, initial_bid, reserve, date_time, expires, seller,
 //!   category, extra`; person `id, name, email_address, credit_card, city, state, date_time,
@@ -101,6 +103,8 @@ pub struct Nexmark {
     schema: SchemaRef,
     /// Event time of event 0, in microseconds since the epoch (fixed when the table is created).
     base: i64,
+    /// Largest amount an event's time is moved back, in microseconds.
+    out_of_orderness: i64,
 }
 
 fn mix(mut z: u64) -> u64 {
@@ -180,6 +184,22 @@ impl Nexmark {
             .iter()
             .map(|f| column(kind, &f.name().to_lowercase()))
             .collect::<Result<Vec<_>>>()?;
+        let out_of_orderness = match get(&[
+            "nexmark.max-out-of-orderness",
+            "nexmark.max.out.of.orderness",
+        ]) {
+            Some(v) => {
+                v.trim()
+                    .trim_end_matches("ms")
+                    .trim()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|m| *m >= 0)
+                    .ok_or_else(|| bad("nexmark.max-out-of-orderness", &v, "milliseconds"))?
+                    * 1000
+            }
+            None => 0,
+        };
         let base = match get(&["nexmark.base-time-ms"]) {
             Some(v) => {
                 v.parse::<i64>()
@@ -198,12 +218,17 @@ impl Nexmark {
             columns,
             schema: Arc::clone(schema),
             base,
+            out_of_orderness,
         })
     }
 
     /// The event time of event `n`.
     fn time(&self, n: u64) -> i64 {
-        self.base + (n as f64 * 1e6 / self.events_per_second) as i64
+        let late = match self.out_of_orderness {
+            0 => 0,
+            m => (rand(n, 27) % (m as u64 + 1)) as i64,
+        };
+        self.base + (n as f64 * 1e6 / self.events_per_second) as i64 - late
     }
 
     /// The rows of this table's kind among events `from..to`.
