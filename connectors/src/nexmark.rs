@@ -8,6 +8,8 @@
 //! - `'nexmark.table.type' = 'bid' | 'auction' | 'person'` (RisingWave also spells it `Bid`);
 //! - `'nexmark.events-per-second'` (also `nexmark.event.rate`; default 10000) and
 //!   `'nexmark.events.num'` / `nexmark.event.num` (total events; default unbounded);
+//! - `'nexmark.event-time.events-per-second'`: how fast event time runs, when it should differ
+//!   from the generation rate (a benchmark generates 10 minutes of event time as fast as it can);
 //! - `'nexmark.max-out-of-orderness'` (milliseconds, default 0): each event's time is moved back
 //!   by a seeded random amount up to this, so event time is out of order as in real streams;
 //! - columns are matched by name: bid `auction, bidder, price, channel, url, date_time, extra`;
@@ -105,6 +107,8 @@ pub struct Nexmark {
     base: i64,
     /// Largest amount an event's time is moved back, in microseconds.
     out_of_orderness: i64,
+    /// Events per second of event time.
+    time_rate: f64,
 }
 
 fn mix(mut z: u64) -> u64 {
@@ -184,6 +188,20 @@ impl Nexmark {
             .iter()
             .map(|f| column(kind, &f.name().to_lowercase()))
             .collect::<Result<Vec<_>>>()?;
+        let time_rate = match get(&["nexmark.event-time.events-per-second"]) {
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|r| r.is_finite() && *r > 0.0)
+                .ok_or_else(|| {
+                    bad(
+                        "nexmark.event-time.events-per-second",
+                        &v,
+                        "a positive number",
+                    )
+                })?,
+            None => events_per_second,
+        };
         let out_of_orderness = match get(&[
             "nexmark.max-out-of-orderness",
             "nexmark.max.out.of.orderness",
@@ -219,6 +237,7 @@ impl Nexmark {
             schema: Arc::clone(schema),
             base,
             out_of_orderness,
+            time_rate,
         })
     }
 
@@ -228,7 +247,7 @@ impl Nexmark {
             0 => 0,
             m => (rand(n, 27) % (m as u64 + 1)) as i64,
         };
-        self.base + (n as f64 * 1e6 / self.events_per_second) as i64 - late
+        self.base + (n as f64 * 1e6 / self.time_rate) as i64 - late
     }
 
     /// The rows of this table's kind among events `from..to`.
