@@ -43,7 +43,11 @@ mod restart;
 pub fn job_settings(settings: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     settings
         .iter()
-        .filter(|(k, _)| k.as_str() == PARALLELISM || k.starts_with("restart-strategy"))
+        .filter(|(k, _)| {
+            k.as_str() == PARALLELISM
+                || k.as_str() == ALLOWED_LATENESS
+                || k.starts_with("restart-strategy")
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -112,11 +116,10 @@ async fn build(shared: &Arc<Shared>, entry: &TableEntry) -> Result<Job, SqlError
     };
     let mut session = Session::new(Arc::clone(shared), "rivulet", &entry.def.database)?;
     let defaults = shared.jobs.defaults;
-    let parallelism = parallelism(&view.settings, defaults.parallelism)?;
     let plan = plan_stream(
         &mut session,
         &view.query,
-        parallelism,
+        &view.settings,
         view.emit_on_window_close,
     )
     .await?;
@@ -264,13 +267,36 @@ impl Jobs {
     }
 }
 
-/// Plans a view's query text into a job graph whose keyed stages have `parallelism` instances.
+/// The setting that lets late rows still update a window for a while after it closed (Flink's
+/// name), in emit-on-update views.
+pub const ALLOWED_LATENESS: &str = "table.exec.emit.allow-lateness";
+
+/// The allowed lateness `settings` ask for, in microseconds (0 when not set).
+pub fn allowed_lateness(settings: &BTreeMap<String, String>) -> Result<i64, SqlError> {
+    match settings.get(ALLOWED_LATENESS) {
+        None => Ok(0),
+        Some(v) => rivulet_planner::ddl::parse_duration(v)
+            .map(|d| d.as_micros() as i64)
+            .ok_or_else(|| {
+                SqlError::new(
+                    crate::error::sqlstate::INVALID_PARAMETER_VALUE,
+                    format!("invalid value for parameter \"{ALLOWED_LATENESS}\": \"{v}\""),
+                )
+                .with_hint("Expected a duration such as '1 min'.")
+            }),
+    }
+}
+
+/// Plans a view's query text into a job graph as the view's stored settings say (parallelism
+/// of keyed stages, allowed lateness) and with its emit mode.
 pub async fn plan_stream(
     session: &mut Session,
     query: &str,
-    parallelism: usize,
+    settings: &BTreeMap<String, String>,
     emit_on_window_close: bool,
 ) -> Result<StreamPlan, SqlError> {
+    let parallelism = parallelism(settings, session.shared.jobs.defaults().parallelism)?;
+    let allowed_lateness = allowed_lateness(settings)?;
     let parsed = parse_sql(query)?;
     let [parsed] = parsed.as_slice() else {
         return Err(SqlError::internal("a view's query is not one statement"));
@@ -304,6 +330,7 @@ pub async fn plan_stream(
         state: &state,
         parallelism,
         emit_on_window_close,
+        allowed_lateness,
         resolve: &resolve,
     };
     Ok(plan_view(&stream, plan)?)

@@ -110,6 +110,9 @@ pub struct StreamContext<'a> {
     pub parallelism: usize,
     /// Windowed aggregations emit one final row per window when it closes.
     pub emit_on_window_close: bool,
+    /// Microseconds a window stays open for late rows after the watermark passed its end
+    /// (emit-on-update views only: an emitted-on-close window is final).
+    pub allowed_lateness: i64,
     /// A relation's storage and its key (primary key, or a view's key; `None` for a table
     /// without a primary key).
     pub resolve: &'a dyn Fn(&TableReference) -> Option<Resolved>,
@@ -652,7 +655,17 @@ fn windowed(
         return Ok(aggregate);
     };
     b.windowed_aggregates += 1;
-    Ok(aggregate.with_window(key, offset, ctx.emit_on_window_close, rowtime))
+    let lateness = if ctx.emit_on_window_close {
+        0
+    } else {
+        ctx.allowed_lateness
+    };
+    Ok(aggregate.with_window(
+        key,
+        offset.saturating_add(lateness),
+        ctx.emit_on_window_close,
+        rowtime,
+    ))
 }
 
 fn has_aggregate_below(plan: &LogicalPlan) -> bool {

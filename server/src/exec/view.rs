@@ -54,9 +54,8 @@ impl Session {
         // starts, with the settings stored here.
         let settings = crate::jobs::job_settings(&self.settings);
         let defaults = self.shared.jobs.defaults();
-        let parallelism = crate::jobs::parallelism(&settings, defaults.parallelism)?;
         crate::jobs::RestartPolicy::from_settings(&settings, defaults.restart)?;
-        let plan = plan_stream(self, &query, parallelism, emit_on_window_close).await?;
+        let plan = plan_stream(self, &query, &settings, emit_on_window_close).await?;
         let def = TableDef {
             id: 0,
             database: String::new(),
@@ -94,12 +93,10 @@ impl Session {
         emit_on_window_close: bool,
     ) -> Result<Outcome, SqlError> {
         let settings = crate::jobs::job_settings(&self.settings);
-        let parallelism =
-            crate::jobs::parallelism(&settings, self.shared.jobs.defaults().parallelism)?;
         let plan = plan_stream(
             self,
             &create.query.to_string(),
-            parallelism,
+            &settings,
             emit_on_window_close,
         )
         .await?;
