@@ -1,5 +1,6 @@
-//! The windows oracle: a seeded, out-of-order stream into a table with a watermark, windowed views
-//! in both syntaxes and both emit modes, and a kill -9 in the middle of open windows.
+//! The windows oracle: a seeded, out-of-order stream into a table with a watermark, TUMBLE views
+//! in both syntaxes and both emit modes and a HOP view, and a kill -9 in the middle of open
+//! windows.
 //!
 //! The test keeps its own watermark (the largest event time so far minus the delay, advanced after
 //! each statement as the source does), so it knows which rows are late: those whose window had
@@ -14,6 +15,8 @@ use rand::{Rng, SeedableRng};
 use rivulet_sql_tests::{TestServer, sorted_rows, text_rows};
 
 const WINDOW_MS: i64 = 5_000;
+const HOP_SLIDE_MS: i64 = 2_000;
+const HOP_SIZE_MS: i64 = 6_000;
 const DELAY_MS: i64 = 3_000;
 /// Milliseconds since the epoch of 2026-01-01 10:00:00.
 const BASE_MS: i64 = 1_767_261_600_000;
@@ -47,7 +50,15 @@ async fn run_seed(seed: u64) {
     c.batch_execute(
         "CREATE TABLE ev (k INT, v BIGINT, ts TIMESTAMP(3), \
            WATERMARK FOR ts AS ts - INTERVAL '3' SECOND) APPEND ONLY; \
-         CREATE TABLE ontime (k INT, v BIGINT, ts TIMESTAMP(3))",
+         CREATE TABLE ontime (k INT, v BIGINT, ts TIMESTAMP(3)); \
+         CREATE TABLE hop_ontime (k INT, v BIGINT, ws TIMESTAMP(3))",
+    )
+    .await
+    .unwrap();
+    c.batch_execute(
+        "CREATE MATERIALIZED VIEW hopping AS \
+           SELECT window_start, window_end, count(*) AS n, sum(v) AS s \
+           FROM HOP(ev, ts, INTERVAL '2' SECOND, INTERVAL '6' SECOND) GROUP BY window_start, window_end",
     )
     .await
     .unwrap();
@@ -63,6 +74,7 @@ async fn run_seed(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut watermark: Option<i64> = None;
     let mut late = 0usize;
+    let mut hop_late = 0usize;
     let mut clock = BASE_MS;
     for statement in 0..150 {
         if statement == 75 {
@@ -103,6 +115,28 @@ async fn run_seed(seed: u64) {
                 .await
                 .unwrap();
         }
+        // A row is in every hopping window [s, s + size) with s on the slide grid; each of
+        // those windows decides on its own whether the row is late.
+        let mut hop_kept = Vec::new();
+        for (k, v, t) in &rows {
+            let mut s = t.div_euclid(HOP_SLIDE_MS) * HOP_SLIDE_MS;
+            while s > t - HOP_SIZE_MS {
+                if watermark.is_some_and(|w| s + HOP_SIZE_MS <= w) {
+                    hop_late += 1;
+                } else {
+                    hop_kept.push(format!("({k}, {v}, '{}')", ts(s)));
+                }
+                s -= HOP_SLIDE_MS;
+            }
+        }
+        if !hop_kept.is_empty() {
+            c.batch_execute(&format!(
+                "INSERT INTO hop_ontime VALUES {}",
+                hop_kept.join(", ")
+            ))
+            .await
+            .unwrap();
+        }
         let max = rows.iter().map(|r| r.2).max().unwrap();
         watermark = Some(watermark.map_or(max - DELAY_MS, |w| w.max(max - DELAY_MS)));
     }
@@ -137,6 +171,28 @@ async fn run_seed(seed: u64) {
             "seed {seed}: late rows of {name}"
         );
     }
+    let view = sorted_rows(&c, "SELECT * FROM hopping").await.unwrap();
+    let oracle = sorted_rows(
+        &c,
+        "SELECT ws, ws + INTERVAL '6' SECOND, count(*), sum(v) FROM hop_ontime GROUP BY ws",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        view, oracle,
+        "seed {seed}: view hopping differs from its query"
+    );
+    let kept = text_rows(
+        &c,
+        "SELECT count(*) FROM rivulet_late_rows WHERE view_name = 'hopping'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        kept,
+        vec![hop_late.to_string()],
+        "seed {seed}: late rows of hopping"
+    );
     assert!(
         late > 5,
         "seed {seed}: too few late rows ({late}) to test anything"
