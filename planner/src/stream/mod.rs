@@ -60,10 +60,61 @@ pub const COUNT_COLUMN: &str = "_rivulet_count";
 impl StreamPlan {
     /// One line per stage and operator, for EXPLAIN.
     pub fn explain(&self) -> Vec<String> {
-        let mut lines = self.graph.explain(&|t: &TableStore| t.name().to_string());
+        let mut lines: Vec<String> = self
+            .graph
+            .explain(&|t: &TableStore| t.name().to_string())
+            .iter()
+            .map(|l| readable_intervals(l))
+            .collect();
         lines.push(format!("Materialize: key {:?}", self.key));
         lines
     }
+}
+
+/// Rewrites Arrow's debug form of interval literals in plan text
+/// (`IntervalMonthDayNano { months: 0, days: 0, nanoseconds: 5000000000 }`) as SQL (`INTERVAL '5 s'`).
+fn readable_intervals(line: &str) -> String {
+    const OPEN: &str = "IntervalMonthDayNano { months: ";
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find(OPEN) {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + OPEN.len()..];
+        let parsed = (|| {
+            let (months, tail) = tail.split_once(", days: ")?;
+            let (days, tail) = tail.split_once(", nanoseconds: ")?;
+            let (nanos, tail) = tail.split_once(" }")?;
+            Some((
+                months.parse::<i64>().ok()?,
+                days.parse::<i64>().ok()?,
+                nanos.parse::<i64>().ok()?,
+                tail,
+            ))
+        })();
+        match parsed {
+            Some((months, days, nanos, tail)) => {
+                let mut parts = Vec::new();
+                if months != 0 {
+                    parts.push(format!("{months} mons"));
+                }
+                if days != 0 {
+                    parts.push(format!("{days} days"));
+                }
+                if nanos != 0 || parts.is_empty() {
+                    let secs = nanos as f64 / 1e9;
+                    parts.push(format!("{secs} s"));
+                }
+                out.push_str(&format!("INTERVAL '{}'", parts.join(" ")));
+                rest = tail;
+            }
+            None => {
+                out.push_str(OPEN);
+                rest = tail;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A table's watermark expression, planned over its rows: `ts - INTERVAL '5' SECOND` must be a
