@@ -417,6 +417,51 @@ impl Agg {
         Ok(negative)
     }
 
+    /// Adds the state of slot `from` to slot `into` and empties `from` (two session windows that
+    /// became one). Both slots must exist.
+    pub(super) fn merge(&mut self, into: u32, from: u32) {
+        let (a, b) = (into as usize, from as usize);
+        if a == b {
+            return;
+        }
+        match &mut self.state {
+            State::Rows => {}
+            State::Count(v) => {
+                let x = std::mem::take(&mut v[b]);
+                v[a] += x;
+            }
+            State::Exact { sums, .. } => {
+                let x = std::mem::take(&mut sums[b]);
+                sums[a].sum = sums[a].sum.wrapping_add(x.sum);
+                sums[a].n += x.n;
+            }
+            State::Float(v) => {
+                let x = std::mem::take(&mut v[b]);
+                let acc = &mut v[a];
+                acc.finite += x.finite;
+                acc.n += x.n;
+                acc.nan += x.nan;
+                acc.pos_inf += x.pos_inf;
+                acc.neg_inf += x.neg_inf;
+            }
+            State::Fixed { sets, .. } => {
+                for (key, count) in std::mem::take(&mut sets[b]) {
+                    count_in(&mut sets[a], key, count);
+                }
+            }
+            State::Bytes(sets) => {
+                for (value, count) in std::mem::take(&mut sets[b]) {
+                    count_in(&mut sets[a], value, count);
+                }
+            }
+            State::Bool(v) => {
+                let x = std::mem::take(&mut v[b]);
+                v[a].trues += x.trues;
+                v[a].falses += x.falses;
+            }
+        }
+    }
+
     /// True if slot `id` holds a negative multiset count.
     pub(super) fn negative(&self, id: u32) -> bool {
         let id = id as usize;

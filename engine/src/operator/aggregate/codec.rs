@@ -135,7 +135,7 @@ fn corrupt() -> EngineError {
     EngineError::Corrupt("truncated or overlong aggregate state".into())
 }
 
-fn put_u(out: &mut Vec<u8>, mut v: u128) {
+pub(super) fn put_u(out: &mut Vec<u8>, mut v: u128) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -143,15 +143,15 @@ fn put_u(out: &mut Vec<u8>, mut v: u128) {
     out.push(v as u8);
 }
 
-fn put_i(out: &mut Vec<u8>, v: i128) {
+pub(super) fn put_i(out: &mut Vec<u8>, v: i128) {
     put_u(out, ((v << 1) ^ (v >> 127)) as u128);
 }
 
 /// Reads the stored group format.
-struct Reader<'a>(&'a [u8]);
+pub(super) struct Reader<'a>(pub &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if n > self.0.len() {
             return Err(corrupt());
         }
@@ -160,7 +160,7 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn u(&mut self) -> Result<u128> {
+    pub(super) fn u(&mut self) -> Result<u128> {
         let mut v = 0u128;
         for shift in (0..128).step_by(7) {
             let &[b] = self.take(1)? else {
@@ -174,12 +174,12 @@ impl<'a> Reader<'a> {
         Err(corrupt())
     }
 
-    fn i(&mut self) -> Result<i128> {
+    pub(super) fn i(&mut self) -> Result<i128> {
         let u = self.u()?;
         Ok((u >> 1) as i128 ^ -((u & 1) as i128))
     }
 
-    fn i64(&mut self) -> Result<i64> {
+    pub(super) fn i64(&mut self) -> Result<i64> {
         i64::try_from(self.i()?).map_err(|_| corrupt())
     }
 }

@@ -48,7 +48,10 @@ mod accumulator;
 mod codec;
 mod groups;
 mod result;
+mod session;
 mod window;
+
+pub use self::session::{SessionAggregate, SessionColumn, SessionSpec};
 
 use std::sync::Arc;
 

@@ -1,0 +1,1234 @@
+//! Session windows: an aggregation per session of each partition key, where a session is a run
+//! of rows whose event times lie within `gap` of one another.
+//!
+//! A session holds the rows of one partition key from its first event time `start` to its last
+//! `last`; its window is `[start, last + gap)`. A row at `t` *touches* a session when
+//! `start - gap <= t <= last + gap` (rows exactly `gap` apart share a session, as in Flink). A row
+//! that touches no session starts one; a row that touches one extends it; a row that touches
+//! several (it came out of order and bridges them) merges them into one, adding their aggregate
+//! states together ([`Agg::merge`]). Because a session's bounds move as rows come, the operator
+//! keys its groups by partition key and keeps each key's open sessions in a short list, with one
+//! aggregate slot per session.
+//!
+//! **Closing.** A session closes when the watermark reaches `last + gap + lateness`: with EMIT ON
+//! WINDOW CLOSE its one row is emitted then; either way its state is freed. A row is *late*, set
+//! aside as a [`LateRow`] and not aggregated, when it could only change a closed session: when
+//! `t + gap + lateness <= watermark` (a session of its own would be closed already), or when `t`
+//! is at or before the end of a closed session of its key (it would touch it). The end of a key's
+//! last closed session is kept for that second test until the watermark passes it by
+//! `gap + lateness`, after which the first test covers it; so state stays bounded. The result is
+//! exactly the sessions a batch computation finds over the rows that were not late. A row with a
+//! NULL event time belongs to no session: it is kept with the late rows.
+//!
+//! **Emission.** Emit on update: per input batch, a new session is an `Insert`, a session whose
+//! bounds moved is a `Delete` of its old row and an `Insert` of its new one, a session that only
+//! changed its aggregates an `UpdateBefore`/`UpdateAfter` pair, and a session merged into another
+//! a `Delete`.
+//!
+//! **Input** is append-only (the planner refuses sessions over a changelog: deleting a row could
+//! split a session).
+//!
+//! **Stored value**, one per partition key (integers as in [`super::codec`]):
+//!
+//! ```text
+//! part    := FORMAT:u8 closed:u8 [closed_end:ivar] n:uvar session*
+//! session := start:ivar last:ivar len:uvar group      (group: the aggregate's stored group)
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, TimestampMicrosecondArray};
+use datafusion::arrow::compute::cast_with_options;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+
+use super::accumulator::{Agg, canonical};
+use super::codec::{self, Reader, put_i, put_u};
+use super::result::Value;
+use super::window::micros;
+use super::{AggSpec, Codec, internal, strict};
+use crate::changelog::{ChangeBatch, Op};
+use crate::keygroup;
+use crate::operator::{LateRow, Operator, StateScope, rows_text};
+use crate::state::StateBatch;
+use crate::{EngineError, Result};
+
+/// Version byte of a stored partition key.
+const FORMAT: u8 = 1;
+/// Flink's `window_time`: the window's last instant, one millisecond before its end.
+const WINDOW_TIME_OFFSET: i64 = 1_000;
+
+type FastHash = foldhash::fast::RandomState;
+
+/// What a group column of the output holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionColumn {
+    /// Partition key column `i` (position in [`SessionSpec::partition`]).
+    Partition(usize),
+    /// `window_start`: the session's first event time.
+    Start,
+    /// `window_end`: its last event time plus the gap.
+    End,
+    /// Flink's `window_time`: `window_end` minus one millisecond.
+    Time,
+}
+
+/// The shape of a session aggregation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSpec {
+    /// Input column of the event time.
+    pub time: usize,
+    /// Input columns of the partition key.
+    pub partition: Vec<usize>,
+    /// The gap, in microseconds (positive).
+    pub gap: i64,
+    /// How long after its end a session stays open for late rows, in microseconds.
+    pub lateness: i64,
+    pub emit_on_close: bool,
+    /// The output's group columns, in order; the aggregates follow them.
+    pub columns: Vec<SessionColumn>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    start: i64,
+    last: i64,
+    /// The session's aggregate slot.
+    slot: u32,
+}
+
+struct Part {
+    key: Arc<[u8]>,
+    kg: u16,
+    /// Open sessions, disjoint (no two touch).
+    sessions: Vec<Session>,
+    /// End of the last closed session, while rows at or before it can still be late for it.
+    closed_end: Option<i64>,
+    /// Length of the stored key and value at the last checkpoint (0: not stored).
+    stored: u32,
+    dirty: bool,
+    live: bool,
+}
+
+/// A session touched by the batch being processed.
+struct Touch {
+    part: u32,
+    slot: u32,
+    /// Bounds before the batch, if the session existed then.
+    before: Option<(i64, i64)>,
+}
+
+/// A session as it was before a batch: partition and (start, last).
+type Before = (u32, (i64, i64));
+/// A session open after a batch: partition, session and its last event time before the batch.
+type After = (u32, Session, Option<i64>);
+
+/// Session-window aggregation; see the module documentation.
+pub struct SessionAggregate {
+    input: SchemaRef,
+    specs: Vec<AggSpec>,
+    spec: SessionSpec,
+    aggs: Vec<Agg>,
+    output: SchemaRef,
+    /// Encodes the partition key; `None` without partition columns (one global partition).
+    keys: Option<Codec>,
+    index: HashMap<Arc<[u8]>, u32, FastHash>,
+    parts: Vec<Part>,
+    free_parts: Vec<u32>,
+    dirty: Vec<u32>,
+    /// Key group and key of each stored partition that vanished since the last checkpoint.
+    gone: Vec<(u16, Arc<[u8]>)>,
+    /// Row count of each aggregate slot.
+    rows: Vec<i64>,
+    free_slots: Vec<u32>,
+    /// Per slot: the slot it was merged into during the current batch (`u32::MAX`: none).
+    merged_into: Vec<u32>,
+    /// Per slot: the last batch that touched it.
+    touched_in: Vec<u64>,
+    batches: u64,
+    /// (close time) -> (partition, slot); entries may be stale (checked on close).
+    closing: BTreeMap<i64, Vec<(u32, u32)>>,
+    /// (time its closed end stops mattering) -> partition.
+    forgetting: BTreeMap<i64, Vec<u32>>,
+    watermark: Option<i64>,
+    late: Vec<LateRow>,
+    stored_bytes: usize,
+}
+
+fn corrupt() -> EngineError {
+    EngineError::Corrupt("malformed session window state".into())
+}
+
+impl SessionAggregate {
+    /// `aggs`: one per output aggregate column; `output`: the group columns `spec.columns` then
+    /// one column per aggregate. A plan the operator cannot run is an `Internal` error.
+    pub fn try_new(
+        input: SchemaRef,
+        spec: SessionSpec,
+        aggs: Vec<AggSpec>,
+        output: SchemaRef,
+    ) -> Result<Self> {
+        let fields = output.fields();
+        if fields.len() != spec.columns.len() + aggs.len() {
+            return Err(internal("session aggregate output has the wrong width"));
+        }
+        if spec.gap <= 0 || spec.lateness < 0 {
+            return Err(internal("session gap must be positive"));
+        }
+        let column = |i: usize| {
+            input
+                .fields()
+                .get(i)
+                .map(|f| f.data_type().clone())
+                .ok_or_else(|| internal(format!("session input column {i} does not exist")))
+        };
+        if !matches!(column(spec.time)?, DataType::Timestamp(..)) {
+            return Err(internal("session time column is not a timestamp"));
+        }
+        let key_types = spec
+            .partition
+            .iter()
+            .map(|&i| column(i))
+            .collect::<Result<Vec<_>>>()?;
+        for c in &spec.columns {
+            if let SessionColumn::Partition(i) = c
+                && *i >= key_types.len()
+            {
+                return Err(internal("session output names a missing partition column"));
+            }
+        }
+        let keys = if key_types.is_empty() {
+            None
+        } else {
+            Some(Codec::new(key_types, false)?)
+        };
+        let agg_state = aggs
+            .iter()
+            .zip(fields.iter().skip(spec.columns.len()))
+            .map(|(a, f)| Agg::new(a, &input, f.data_type()))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            input,
+            specs: aggs,
+            spec,
+            aggs: agg_state,
+            output,
+            keys,
+            index: HashMap::default(),
+            parts: Vec::new(),
+            free_parts: Vec::new(),
+            dirty: Vec::new(),
+            gone: Vec::new(),
+            rows: Vec::new(),
+            free_slots: Vec::new(),
+            merged_into: Vec::new(),
+            touched_in: Vec::new(),
+            batches: 0,
+            closing: BTreeMap::new(),
+            forgetting: BTreeMap::new(),
+            watermark: None,
+            late: Vec::new(),
+            stored_bytes: 0,
+        })
+    }
+
+    /// Number of open sessions.
+    pub fn session_count(&self) -> usize {
+        self.parts
+            .iter()
+            .filter(|p| p.live)
+            .map(|p| p.sessions.len())
+            .sum()
+    }
+
+    fn end(&self, s: &Session) -> i64 {
+        s.last.saturating_add(self.spec.gap)
+    }
+
+    fn close_time(&self, s: &Session) -> i64 {
+        self.end(s).saturating_add(self.spec.lateness)
+    }
+
+    fn new_slot(&mut self) -> u32 {
+        if let Some(slot) = self.free_slots.pop() {
+            return slot;
+        }
+        let slot = self.rows.len() as u32;
+        self.rows.push(0);
+        self.merged_into.push(u32::MAX);
+        self.touched_in.push(0);
+        let len = self.rows.len();
+        self.aggs.iter_mut().for_each(|a| a.grow(len));
+        slot
+    }
+
+    fn free_slot(&mut self, slot: u32) {
+        self.rows[slot as usize] = 0;
+        self.aggs.iter_mut().for_each(|a| a.reset(slot));
+        self.free_slots.push(slot);
+    }
+
+    fn part(&mut self, key: &[u8], kg: u16) -> u32 {
+        if let Some(&p) = self.index.get(key) {
+            return p;
+        }
+        let key: Arc<[u8]> = key.into();
+        let part = Part {
+            key: Arc::clone(&key),
+            kg,
+            sessions: Vec::new(),
+            closed_end: None,
+            stored: 0,
+            dirty: false,
+            live: true,
+        };
+        let p = match self.free_parts.pop() {
+            Some(p) => {
+                self.parts[p as usize] = part;
+                p
+            }
+            None => {
+                self.parts.push(part);
+                (self.parts.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, p);
+        p
+    }
+
+    fn mark_dirty(&mut self, p: u32) {
+        let part = &mut self.parts[p as usize];
+        if !part.dirty {
+            part.dirty = true;
+            self.dirty.push(p);
+        }
+    }
+
+    fn remove_part(&mut self, p: u32) {
+        let part = &mut self.parts[p as usize];
+        part.live = false;
+        part.dirty = false;
+        self.index.remove(&part.key);
+        if part.stored > 0 {
+            self.gone.push((part.kg, Arc::clone(&part.key)));
+            self.stored_bytes = self.stored_bytes.saturating_sub(part.stored as usize);
+            part.stored = 0;
+        }
+        self.free_parts.push(p);
+    }
+
+    /// Whether a row at `t` of partition `p` is late (see the module documentation).
+    fn is_late(&self, p: Option<u32>, t: i64) -> bool {
+        let Some(w) = self.watermark else {
+            return false;
+        };
+        if t.saturating_add(self.spec.gap)
+            .saturating_add(self.spec.lateness)
+            <= w
+        {
+            return true;
+        }
+        p.and_then(|p| self.parts[p as usize].closed_end)
+            .is_some_and(|end| t <= end)
+    }
+
+    /// Adds the row at `t` to partition `p`'s sessions; returns the slot it counts in.
+    fn assign(
+        &mut self,
+        p: u32,
+        t: i64,
+        touches: &mut Vec<Touch>,
+        merges: &mut Vec<(u32, u32)>,
+    ) -> u32 {
+        let gap = self.spec.gap;
+        let batch = self.batches;
+        let sessions = &self.parts[p as usize].sessions;
+        let touches_t =
+            |s: &Session| s.start.saturating_sub(gap) <= t && t <= s.last.saturating_add(gap);
+        let Some(first) = sessions.iter().position(touches_t) else {
+            let slot = self.new_slot();
+            self.touched_in[slot as usize] = batch;
+            touches.push(Touch {
+                part: p,
+                slot,
+                before: None,
+            });
+            self.parts[p as usize].sessions.push(Session {
+                start: t,
+                last: t,
+                slot,
+            });
+            return slot;
+        };
+        // Sessions the row bridges to the first one (rare: it came out of order); no allocation
+        // when there are none.
+        let others: Vec<usize> = (first + 1..sessions.len())
+            .filter(|&i| touches_t(&sessions[i]))
+            .collect();
+        // Note every session touched for the first time in this batch, with its bounds before.
+        for i in std::iter::once(first).chain(others.iter().copied()) {
+            let s = self.parts[p as usize].sessions[i];
+            if self.touched_in[s.slot as usize] != batch {
+                self.touched_in[s.slot as usize] = batch;
+                touches.push(Touch {
+                    part: p,
+                    slot: s.slot,
+                    before: Some((s.start, s.last)),
+                });
+            }
+        }
+        let sessions = &mut self.parts[p as usize].sessions;
+        let mut target = sessions[first];
+        target.start = target.start.min(t);
+        target.last = target.last.max(t);
+        for &i in &others {
+            let other = sessions[i];
+            target.start = target.start.min(other.start);
+            target.last = target.last.max(other.last);
+            merges.push((other.slot, target.slot));
+            self.merged_into[other.slot as usize] = target.slot;
+        }
+        sessions[first] = target;
+        // Remove the merged sessions, highest index first so the others keep their places.
+        for &i in others.iter().rev() {
+            sessions.swap_remove(i);
+        }
+        target.slot
+    }
+
+    /// The slot `slot` ended up in after this batch's merges.
+    fn resolve(&self, mut slot: u32) -> u32 {
+        while let Some(&next) = self.merged_into.get(slot as usize) {
+            if next == u32::MAX {
+                break;
+            }
+            slot = next;
+        }
+        slot
+    }
+
+    /// The session of `part` in `slot`, if it is open.
+    fn session(&self, part: u32, slot: u32) -> Option<Session> {
+        let part = self.parts.get(part as usize)?;
+        if !part.live {
+            return None;
+        }
+        part.sessions.iter().find(|s| s.slot == slot).copied()
+    }
+
+    fn apply(&mut self, input: ChangeBatch) -> Result<Vec<ChangeBatch>> {
+        let n = input.num_rows();
+        if input.ops.iter().any(|op| !op.is_add()) {
+            return Err(internal("session window input retracts a row"));
+        }
+        self.batches += 1;
+        let times = micros(input.data.column(self.spec.time))?;
+        let mut kgs = Vec::new();
+        let key_rows = match &self.keys {
+            Some(keys) => {
+                let cols: Vec<ArrayRef> = self
+                    .spec
+                    .partition
+                    .iter()
+                    .map(|&i| canonical(input.data.column(i)))
+                    .collect();
+                keygroup::key_groups(&cols, n, &mut kgs)?;
+                Some(keys.converter.convert_columns(&cols)?)
+            }
+            None => None,
+        };
+        let mut keep: Vec<u32> = Vec::with_capacity(n);
+        let mut late: Vec<usize> = Vec::new();
+        let mut gids: Vec<u32> = Vec::with_capacity(n);
+        let mut touches: Vec<Touch> = Vec::new();
+        let mut merges: Vec<(u32, u32)> = Vec::new();
+        for (i, time) in times.iter().enumerate() {
+            let key = key_rows.as_ref().map_or(&[][..], |rows| rows.row(i).data());
+            let existing = self.index.get(key).copied();
+            let Some(t) = *time else {
+                late.push(i);
+                continue;
+            };
+            if self.is_late(existing, t) {
+                late.push(i);
+                continue;
+            }
+            let p = match existing {
+                Some(p) => p,
+                None => self.part(key, kgs.get(i).copied().unwrap_or(0)),
+            };
+            let slot = self.assign(p, t, &mut touches, &mut merges);
+            keep.push(i as u32);
+            gids.push(slot);
+        }
+        if !late.is_empty() {
+            let w = self.watermark.unwrap_or(i64::MIN);
+            for (&i, row) in late.iter().zip(rows_text(&input.data, &late)?) {
+                self.late.push(LateRow {
+                    event_time: times[i].unwrap_or(i64::MIN),
+                    watermark: w,
+                    row,
+                });
+            }
+        }
+        if keep.is_empty() {
+            return Ok(Vec::new());
+        }
+        let input = if keep.len() == n {
+            input
+        } else {
+            input.select(keep)?
+        };
+        for g in gids.iter_mut() {
+            *g = self.resolve(*g);
+        }
+
+        // Results before the batch, of the sessions that existed then (state still untouched).
+        let existed: Vec<&Touch> = touches.iter().filter(|t| t.before.is_some()).collect();
+        let before_ids: Vec<u32> = existed.iter().map(|t| t.slot).collect();
+        let before_rows: Vec<i64> = before_ids.iter().map(|&s| self.rows[s as usize]).collect();
+        let keep_all = vec![true; before_ids.len()];
+        let (mut before, mut arena) = (Vec::new(), Vec::new());
+        let emit = !self.spec.emit_on_close;
+        for agg in self.aggs.iter().filter(|_| emit) {
+            agg.results(
+                &before_ids,
+                &before_rows,
+                &keep_all,
+                &mut before,
+                &mut arena,
+            )?;
+        }
+        let before_bounds: Vec<(u32, (i64, i64))> = existed
+            .iter()
+            .filter_map(|t| t.before.map(|b| (t.part, b)))
+            .collect();
+
+        for &(from, into) in &merges {
+            self.aggs.iter_mut().for_each(|a| a.merge(into, from));
+            let moved = std::mem::take(&mut self.rows[from as usize]);
+            self.rows[into as usize] += moved;
+        }
+        let signs = vec![1i64; gids.len()];
+        for &g in &gids {
+            self.rows[g as usize] += 1;
+        }
+        for agg in &mut self.aggs {
+            if let Some(c) = agg.input {
+                agg.update(input.data.column(c), &gids, &signs)?;
+            }
+        }
+
+        // Sessions still open after the batch, with their results; `open[i]`: whether touch `i`
+        // is one of them.
+        let mut after_ids = Vec::new();
+        let mut after_sessions = Vec::new();
+        let mut open = Vec::with_capacity(touches.len());
+        for t in &touches {
+            let survivor = (self.merged_into[t.slot as usize] == u32::MAX)
+                .then(|| self.session(t.part, t.slot))
+                .flatten();
+            open.push(survivor.is_some());
+            if let Some(s) = survivor {
+                after_ids.push(t.slot);
+                after_sessions.push((t.part, s, t.before.map(|(_, last)| last)));
+            }
+        }
+        let after_rows: Vec<i64> = after_ids.iter().map(|&s| self.rows[s as usize]).collect();
+        let keep_all = vec![true; after_ids.len()];
+        let mut after = Vec::new();
+        for agg in self.aggs.iter().filter(|_| emit) {
+            agg.results(&after_ids, &after_rows, &keep_all, &mut after, &mut arena)?;
+        }
+
+        let mut out = Vec::new();
+        if emit {
+            out.extend(self.changes(
+                &touches,
+                &open,
+                (&before_bounds, &before),
+                (&after_sessions, &after),
+                &arena,
+            )?);
+        }
+
+        for &(p, s, last_before) in &after_sessions {
+            // A session whose last row stayed has its close time registered already.
+            if last_before != Some(s.last) {
+                let close = self.close_time(&s);
+                self.closing.entry(close).or_default().push((p, s.slot));
+            }
+            self.mark_dirty(p);
+        }
+        for &(from, _) in &merges {
+            self.merged_into[from as usize] = u32::MAX;
+            self.free_slot(from);
+        }
+        Ok(out)
+    }
+
+    /// The emitted changes of the touched sessions (emit on update): `touches` in order, whether
+    /// each is still open, the bounds and results before the batch of those that existed then,
+    /// and the sessions and results after it of those still open, both in `touches` order.
+    fn changes(
+        &self,
+        touches: &[Touch],
+        open: &[bool],
+        before: (&[Before], &[Value]),
+        after: (&[After], &[Value]),
+        arena: &[u8],
+    ) -> Result<Option<ChangeBatch>> {
+        let (before_bounds, before_values) = before;
+        let (after_sessions, after_values) = after;
+        let (nb, na) = (before_bounds.len(), after_sessions.len());
+        // Output rows: (op, partition, start, last, from after?, index into before or after).
+        let mut rows: Vec<(Op, u32, i64, i64, bool, usize)> = Vec::new();
+        let (mut b, mut a) = (0, 0);
+        for (t, &is_open) in touches.iter().zip(open) {
+            let existed = t.before.is_some();
+            match (existed, is_open) {
+                (true, true) => {
+                    let (p, (start, last)) = before_bounds[b];
+                    let s = after_sessions[a].1;
+                    if (start, last) == (s.start, s.last) {
+                        let same = (0..self.aggs.len()).all(|g| {
+                            before_values[g * nb + b].same(&after_values[g * na + a], arena)
+                        });
+                        if !same {
+                            rows.push((Op::UpdateBefore, p, start, last, false, b));
+                            rows.push((Op::UpdateAfter, p, s.start, s.last, true, a));
+                        }
+                    } else {
+                        rows.push((Op::Delete, p, start, last, false, b));
+                        rows.push((Op::Insert, p, s.start, s.last, true, a));
+                    }
+                }
+                (true, false) => {
+                    let (p, (start, last)) = before_bounds[b];
+                    rows.push((Op::Delete, p, start, last, false, b));
+                }
+                (false, true) => {
+                    let (p, s, _) = after_sessions[a];
+                    rows.push((Op::Insert, p, s.start, s.last, true, a));
+                }
+                (false, false) => {}
+            }
+            b += usize::from(existed);
+            a += usize::from(is_open);
+        }
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let ops = rows.iter().map(|r| r.0).collect();
+        let bounds: Vec<(u32, i64, i64)> = rows.iter().map(|r| (r.1, r.2, r.3)).collect();
+        let value = |g: usize, r: usize| {
+            let (_, _, _, _, is_after, i) = rows[r];
+            if is_after {
+                after_values[g * na + i]
+            } else {
+                before_values[g * nb + i]
+            }
+        };
+        self.build(ops, &bounds, value, arena).map(Some)
+    }
+
+    /// One output batch: row `r` is `ops[r]` of the session `bounds[r]` (partition, start,
+    /// last) with results `value(g, r)` for aggregate `g`.
+    fn build(
+        &self,
+        ops: Vec<Op>,
+        bounds: &[(u32, i64, i64)],
+        value: impl Fn(usize, usize) -> Value,
+        arena: &[u8],
+    ) -> Result<ChangeBatch> {
+        let n = bounds.len();
+        let key_columns = match &self.keys {
+            Some(keys) => keys.converter.convert_rows(
+                bounds
+                    .iter()
+                    .map(|&(p, _, _)| keys.parser.parse(&self.parts[p as usize].key)),
+            )?,
+            None => Vec::new(),
+        };
+        let gap = self.spec.gap;
+        let times = |f: &dyn Fn(i64, i64) -> i64| -> ArrayRef {
+            Arc::new(TimestampMicrosecondArray::from_iter_values(
+                bounds.iter().map(|&(_, s, l)| f(s, l)),
+            ))
+        };
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.output.fields().len());
+        for c in &self.spec.columns {
+            columns.push(match c {
+                SessionColumn::Partition(i) => key_columns
+                    .get(*i)
+                    .cloned()
+                    .ok_or_else(|| internal("session partition column out of range"))?,
+                SessionColumn::Start => times(&|s, _| s),
+                SessionColumn::End => times(&|_, l| l.saturating_add(gap)),
+                SessionColumn::Time => {
+                    times(&|_, l| l.saturating_add(gap).saturating_sub(WINDOW_TIME_OFFSET))
+                }
+            });
+        }
+        for (g, agg) in self.aggs.iter().enumerate() {
+            columns.push(agg.build((0..n).map(|r| value(g, r)), arena)?);
+        }
+        let columns = columns
+            .iter()
+            .zip(self.output.fields().iter())
+            .map(|(c, f)| cast_with_options(c, f.data_type(), &strict()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(n));
+        let data = RecordBatch::try_new_with_options(Arc::clone(&self.output), columns, &options)?;
+        Ok(ChangeBatch { data, ops })
+    }
+
+    /// Closes the sessions whose close time the watermark `w` reached.
+    fn close(&mut self, w: i64) -> Result<Vec<ChangeBatch>> {
+        let mut closing: Vec<(u32, Session)> = Vec::new();
+        while let Some(entry) = self.closing.first_entry() {
+            if *entry.key() > w {
+                break;
+            }
+            let (close, ids) = entry.remove_entry();
+            for (p, slot) in ids {
+                if let Some(s) = self.session(p, slot)
+                    && self.close_time(&s) == close
+                {
+                    closing.push((p, s));
+                }
+            }
+        }
+        // A session registered twice under one close time closes once.
+        closing.sort_unstable_by_key(|(_, s)| s.slot);
+        closing.dedup_by_key(|(_, s)| s.slot);
+        let mut out = Vec::new();
+        if self.spec.emit_on_close && !closing.is_empty() {
+            let ids: Vec<u32> = closing.iter().map(|(_, s)| s.slot).collect();
+            let rows: Vec<i64> = ids.iter().map(|&s| self.rows[s as usize]).collect();
+            let keep = vec![true; ids.len()];
+            let (mut values, mut arena) = (Vec::new(), Vec::new());
+            for agg in &self.aggs {
+                agg.results(&ids, &rows, &keep, &mut values, &mut arena)?;
+            }
+            let n = ids.len();
+            let bounds: Vec<(u32, i64, i64)> =
+                closing.iter().map(|(p, s)| (*p, s.start, s.last)).collect();
+            out.push(self.build(
+                vec![Op::Insert; n],
+                &bounds,
+                |g, r| values[g * n + r],
+                &arena,
+            )?);
+        }
+        let forget_after = self.spec.gap.saturating_add(self.spec.lateness);
+        for (p, s) in closing {
+            let end = self.end(&s);
+            let part = &mut self.parts[p as usize];
+            part.sessions.retain(|x| x.slot != s.slot);
+            part.closed_end = Some(part.closed_end.map_or(end, |e| e.max(end)));
+            self.forgetting
+                .entry(end.saturating_add(forget_after))
+                .or_default()
+                .push(p);
+            self.free_slot(s.slot);
+            self.mark_dirty(p);
+        }
+        while let Some(entry) = self.forgetting.first_entry() {
+            if *entry.key() > w {
+                break;
+            }
+            for p in entry.remove() {
+                let Some(part) = self.parts.get_mut(p as usize) else {
+                    continue;
+                };
+                let expired = part
+                    .closed_end
+                    .is_some_and(|e| e.saturating_add(forget_after) <= w);
+                if !part.live || !expired {
+                    continue;
+                }
+                part.closed_end = None;
+                if part.sessions.is_empty() {
+                    self.remove_part(p);
+                } else {
+                    self.mark_dirty(p);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn encode_part(&self, part: &Part, out: &mut Vec<u8>) {
+        out.push(FORMAT);
+        match part.closed_end {
+            Some(e) => {
+                out.push(1);
+                put_i(out, e.into());
+            }
+            None => out.push(0),
+        }
+        put_u(out, part.sessions.len() as u128);
+        let mut group = Vec::new();
+        for s in &part.sessions {
+            put_i(out, s.start.into());
+            put_i(out, s.last.into());
+            group.clear();
+            codec::encode(self.rows[s.slot as usize], &self.aggs, s.slot, &mut group);
+            put_u(out, group.len() as u128);
+            out.extend_from_slice(&group);
+        }
+    }
+
+    fn decode_part(&mut self, p: u32, bytes: &[u8]) -> Result<()> {
+        let mut r = Reader(bytes);
+        if r.take(1)? != [FORMAT] {
+            return Err(EngineError::Corrupt(
+                "unknown session window state format".into(),
+            ));
+        }
+        let closed_end = match r.take(1)? {
+            [0] => None,
+            [1] => Some(r.i64()?),
+            _ => return Err(corrupt()),
+        };
+        let n = usize::try_from(r.u()?).map_err(|_| corrupt())?;
+        let mut sessions = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            let (start, last) = (r.i64()?, r.i64()?);
+            let len = usize::try_from(r.u()?).map_err(|_| corrupt())?;
+            let group = r.take(len)?;
+            let slot = self.new_slot();
+            self.rows[slot as usize] = codec::decode(group, &mut self.aggs, slot)?;
+            sessions.push(Session { start, last, slot });
+        }
+        if !r.0.is_empty() {
+            return Err(corrupt());
+        }
+        for s in &sessions {
+            let close = self.close_time(s);
+            self.closing.entry(close).or_default().push((p, s.slot));
+        }
+        if let Some(e) = closed_end {
+            let at = e
+                .saturating_add(self.spec.gap)
+                .saturating_add(self.spec.lateness);
+            self.forgetting.entry(at).or_default().push(p);
+        }
+        let part = &mut self.parts[p as usize];
+        part.sessions = sessions;
+        part.closed_end = closed_end;
+        Ok(())
+    }
+}
+
+impl Operator for SessionAggregate {
+    fn name(&self) -> &'static str {
+        "SessionAggregate"
+    }
+
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.output)
+    }
+
+    fn process(&mut self, input: ChangeBatch) -> Result<Vec<ChangeBatch>> {
+        let n = input.num_rows();
+        let columns = input.data.columns();
+        let types_match = columns.len() == self.input.fields().len()
+            && columns
+                .iter()
+                .zip(self.input.fields().iter())
+                .all(|(c, f)| c.data_type() == f.data_type());
+        if !types_match || input.ops.len() != n {
+            return Err(internal(
+                "session aggregate input does not match its declared schema",
+            ));
+        }
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        self.apply(input)
+    }
+
+    fn on_watermark(&mut self, watermark: i64) -> Result<Vec<ChangeBatch>> {
+        if self.watermark.is_some_and(|w| w >= watermark) {
+            return Ok(Vec::new());
+        }
+        self.watermark = Some(watermark);
+        self.close(watermark)
+    }
+
+    fn take_late(&mut self) -> Vec<LateRow> {
+        std::mem::take(&mut self.late)
+    }
+
+    fn fork(&self) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(Self::try_new(
+            Arc::clone(&self.input),
+            self.spec.clone(),
+            self.specs.clone(),
+            Arc::clone(&self.output),
+        )?))
+    }
+
+    fn restore(&mut self, scope: &StateScope) -> Result<()> {
+        let mut fresh = Self::try_new(
+            Arc::clone(&self.input),
+            self.spec.clone(),
+            self.specs.clone(),
+            Arc::clone(&self.output),
+        )?;
+        let global = self.keys.is_none();
+        scope.scan(|kg, key, value| {
+            if key.is_empty() != global {
+                return Err(EngineError::Corrupt(
+                    "session partition key of the wrong shape".into(),
+                ));
+            }
+            let p = fresh.part(key, kg);
+            fresh.decode_part(p, value)?;
+            let stored = (scope.key_len(key) + value.len()) as u32;
+            fresh.parts[p as usize].stored = stored;
+            fresh.stored_bytes += stored as usize;
+            Ok(())
+        })?;
+        *self = fresh;
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, scope: &StateScope, batch: &mut StateBatch) -> Result<()> {
+        // Key group, key and partition (`None`: delete) of each write.
+        let mut writes: Vec<(u16, Arc<[u8]>, Option<u32>)> = std::mem::take(&mut self.gone)
+            .into_iter()
+            .filter(|(_, key)| !self.index.contains_key(key))
+            .map(|(kg, key)| (kg, key, None))
+            .collect();
+        for p in std::mem::take(&mut self.dirty) {
+            let part = &mut self.parts[p as usize];
+            if std::mem::replace(&mut part.dirty, false) && part.live {
+                writes.push((part.kg, Arc::clone(&part.key), Some(p)));
+            }
+        }
+        writes.sort_unstable_by(|a, b| (a.0, &*a.1).cmp(&(b.0, &*b.1)));
+        let mut value = Vec::new();
+        for (kg, key, p) in writes {
+            let stored = scope.key(kg, &key);
+            let Some(p) = p else {
+                batch.delete(stored);
+                continue;
+            };
+            value.clear();
+            self.encode_part(&self.parts[p as usize], &mut value);
+            let len = stored.len() + value.len();
+            let part = &mut self.parts[p as usize];
+            self.stored_bytes = (self.stored_bytes + len).saturating_sub(part.stored as usize);
+            part.stored = len as u32;
+            batch.put(stored, &value);
+        }
+        Ok(())
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.stored_bytes
+    }
+
+    fn describe(&self) -> String {
+        let aggs: Vec<String> = self
+            .aggs
+            .iter()
+            .map(|a| match a.input {
+                Some(i) => format!("{:?}(#{i})", a.func),
+                None => format!("{:?}", a.func),
+            })
+            .collect();
+        let keys: Vec<String> = self
+            .spec
+            .partition
+            .iter()
+            .map(|i| format!("#{i}"))
+            .collect();
+        format!(
+            "SessionAggregate partition_by=[{}] time=#{} gap={} us aggs=[{}]{}{}",
+            keys.join(", "),
+            self.spec.time,
+            self.spec.gap,
+            aggs.join(", "),
+            if self.spec.lateness > 0 {
+                format!(" lateness={} us", self.spec.lateness)
+            } else {
+                String::new()
+            },
+            if self.spec.emit_on_close {
+                ", emits on window close"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use datafusion::arrow::array::{Int64Array, TimestampMicrosecondArray};
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+    use datafusion::scalar::ScalarValue as S;
+
+    use super::*;
+    use crate::operator::aggregate::AggFunc;
+    use crate::state::StateStore;
+
+    const GAP: i64 = 10;
+    type Key = (i64, i64, i64);
+    type Aggs = (i64, i64, i64);
+
+    fn ts() -> DataType {
+        DataType::Timestamp(TimeUnit::Microsecond, None)
+    }
+
+    fn input() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("ts", ts(), true),
+            Field::new("v", DataType::Int64, true),
+        ]))
+    }
+
+    /// `k, window_start, window_end, count(*), sum(v), max(v)` per session of `k`.
+    fn operator(emit_on_close: bool, lateness: i64) -> SessionAggregate {
+        let output = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("window_start", ts(), true),
+            Field::new("window_end", ts(), true),
+            Field::new("n", DataType::Int64, true),
+            Field::new("s", DataType::Int64, true),
+            Field::new("hi", DataType::Int64, true),
+        ]));
+        let spec = SessionSpec {
+            time: 1,
+            partition: vec![0],
+            gap: GAP,
+            lateness,
+            emit_on_close,
+            columns: vec![
+                SessionColumn::Partition(0),
+                SessionColumn::Start,
+                SessionColumn::End,
+            ],
+        };
+        let agg = |func, input| AggSpec {
+            func,
+            input,
+            delimiter: None,
+        };
+        let aggs = vec![
+            agg(AggFunc::CountStar, None),
+            agg(AggFunc::Sum, Some(2)),
+            agg(AggFunc::Max, Some(2)),
+        ];
+        SessionAggregate::try_new(input(), spec, aggs, output).unwrap()
+    }
+
+    fn batch(rows: &[(i64, i64, i64)]) -> ChangeBatch {
+        let data = RecordBatch::try_new(
+            input(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(TimestampMicrosecondArray::from_iter_values(
+                    rows.iter().map(|r| r.1),
+                )),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            ],
+        )
+        .unwrap();
+        ChangeBatch {
+            data,
+            ops: vec![Op::Insert; rows.len()],
+        }
+    }
+
+    fn int(v: S) -> i64 {
+        match v {
+            S::Int64(Some(i)) | S::TimestampMicrosecond(Some(i), _) => i,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Applies a changelog to a view keyed by (k, start, end).
+    fn apply(view: &mut BTreeMap<Key, Aggs>, out: Vec<ChangeBatch>) {
+        for b in out {
+            for (i, op) in b.ops.iter().enumerate() {
+                let v: Vec<i64> = (0..6)
+                    .map(|c| int(S::try_from_array(b.data.column(c), i).unwrap()))
+                    .collect();
+                let (key, aggs) = ((v[0], v[1], v[2]), (v[3], v[4], v[5]));
+                match op {
+                    Op::Insert | Op::UpdateAfter => {
+                        assert!(view.insert(key, aggs).is_none(), "{key:?} twice")
+                    }
+                    Op::Delete | Op::UpdateBefore => assert_eq!(view.remove(&key), Some(aggs)),
+                }
+            }
+        }
+    }
+
+    /// Sessions of each key over `rows` (k, t, v), computed in one pass over sorted rows.
+    fn sessions(rows: &[(i64, i64, i64)]) -> BTreeMap<Key, Aggs> {
+        let mut sorted = rows.to_vec();
+        sorted.sort();
+        let mut out = BTreeMap::new();
+        let mut current: Option<(i64, i64, i64, Aggs)> = None;
+        let mut flush = |c: Option<(i64, i64, i64, Aggs)>| {
+            if let Some((k, start, last, aggs)) = c {
+                out.insert((k, start, last + GAP), aggs);
+            }
+        };
+        for &(k, t, v) in &sorted {
+            current = match current {
+                Some((ck, start, last, (n, s, hi))) if ck == k && t - last <= GAP => {
+                    Some((k, start, t, (n + 1, s + v, hi.max(v))))
+                }
+                other => {
+                    flush(other);
+                    Some((k, t, t, (1, v, v)))
+                }
+            };
+        }
+        flush(current);
+        out
+    }
+
+    fn scope(store: &StateStore) -> StateScope {
+        StateScope {
+            store: store.clone(),
+            prefix: b"session/".to_vec(),
+            key_groups: 0..crate::keygroup::KEY_GROUPS,
+        }
+    }
+
+    /// A seeded out-of-order stream, in random batches with watermarks and restarts: the view
+    /// equals the sessions over the rows that were not late, and a row is late exactly when it
+    /// could only have changed a closed session.
+    fn run(seed: u64, emit_on_close: bool, lateness: i64) {
+        let mut rng = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut next = move |n: i64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as i64
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut op = operator(emit_on_close, lateness);
+        let mut view = BTreeMap::new();
+        let mut accepted: Vec<(i64, i64, i64)> = Vec::new();
+        let (mut clock, mut watermark, mut late_rows) = (0i64, None::<i64>, 0usize);
+        for round in 0..60 {
+            let rows: Vec<(i64, i64, i64)> = (0..1 + next(8))
+                .map(|_| {
+                    clock += next(6);
+                    (next(3), clock - next(30), next(100))
+                })
+                .collect();
+            // Which of them are late, by the definition: the row's own session would be closed,
+            // or it touches a session (over the accepted rows so far) that is closed.
+            let mut expected_late = 0;
+            let mut batch_accepted = Vec::new();
+            for &(k, t, v) in &rows {
+                let late = watermark.is_some_and(|w| {
+                    t + GAP + lateness <= w
+                        || sessions(&accepted).keys().any(|&(sk, start, end)| {
+                            sk == k && end + lateness <= w && start - GAP <= t && t <= end
+                        })
+                });
+                if late {
+                    expected_late += 1;
+                } else {
+                    accepted.push((k, t, v));
+                    batch_accepted.push((k, t, v));
+                }
+            }
+            apply(&mut view, op.process(batch(&rows)).unwrap());
+            let late = op.take_late();
+            assert_eq!(late.len(), expected_late, "seed {seed} round {round}");
+            late_rows += late.len();
+            let w = clock - 5;
+            if watermark.is_none_or(|old| w > old) {
+                watermark = Some(w);
+                apply(&mut view, op.on_watermark(w).unwrap());
+            }
+            if round % 7 == 3 {
+                let mut state = StateBatch::new();
+                op.checkpoint(&scope(&store), &mut state).unwrap();
+                store.write(state, true).unwrap();
+                op = operator(emit_on_close, lateness);
+                op.restore(&scope(&store)).unwrap();
+                if let Some(w) = watermark {
+                    assert!(op.on_watermark(w).unwrap().is_empty());
+                }
+            }
+        }
+        let expected = sessions(&accepted);
+        if emit_on_close {
+            let w = watermark.unwrap();
+            let closed: BTreeMap<Key, Aggs> = expected
+                .iter()
+                .filter(|(k, _)| k.2 <= w)
+                .map(|(k, v)| (*k, *v))
+                .collect();
+            assert_eq!(view, closed, "seed {seed}");
+        } else {
+            assert_eq!(view, expected, "seed {seed}");
+        }
+        // The final watermark closes everything and frees all state.
+        apply(&mut view, op.on_watermark(i64::MAX / 2).unwrap());
+        assert_eq!(view, expected, "seed {seed}");
+        assert_eq!(op.session_count(), 0);
+        let mut state = StateBatch::new();
+        op.checkpoint(&scope(&store), &mut state).unwrap();
+        store.write(state, true).unwrap();
+        let mut left = 0;
+        scope(&store)
+            .scan(|_, _, _| {
+                left += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(left, 0, "state left after every session closed");
+        assert!(
+            late_rows > 0,
+            "seed {seed}: the stream should have late rows"
+        );
+    }
+
+    #[test]
+    fn random_out_of_order_sessions_match_batch_sessions_across_restarts() {
+        for seed in 1..=40 {
+            run(seed, false, 0);
+            run(seed, true, 0);
+            run(seed, false, 15);
+        }
+    }
+
+    #[test]
+    fn a_row_bridging_two_sessions_merges_them() {
+        let mut op = operator(false, 0);
+        let mut view = BTreeMap::new();
+        apply(
+            &mut view,
+            op.process(batch(&[(1, 100, 1), (1, 118, 2)])).unwrap(),
+        );
+        assert_eq!(
+            view,
+            BTreeMap::from([((1, 100, 110), (1, 1, 1)), ((1, 118, 128), (1, 2, 2))])
+        );
+        // 109 is within 10 of both: one session from 100 to 118.
+        apply(&mut view, op.process(batch(&[(1, 109, 4)])).unwrap());
+        assert_eq!(view, BTreeMap::from([((1, 100, 128), (3, 7, 4))]));
+        assert_eq!(op.session_count(), 1);
+    }
+}
