@@ -13,6 +13,8 @@ pub mod ddl;
 pub mod error;
 /// Splitting SQL text into statements and parsing them with Rivulet's extensions.
 pub mod parse;
+/// Session windows: `SESSION(t, ts, gap)` as SQL window functions.
+pub mod session;
 /// The streaming planner: a view's query to a job graph of operators.
 pub mod stream;
 /// SQL column types and their Arrow and Postgres counterparts.

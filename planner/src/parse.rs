@@ -301,9 +301,12 @@ fn flink_window_at(tokens: &mut Vec<TokenWithSpan>, i: usize) -> Option<usize> {
     if tokens[outer_open].token != Token::LParen
         || tokens[inner_open].token != Token::LParen
         || !is_word(&tokens[inner_table], Keyword::TABLE)
-        || !matches!(kind.as_str(), "tumble" | "hop" | "cumulate")
+        || !matches!(kind.as_str(), "tumble" | "hop" | "cumulate" | "session")
     {
         return None;
+    }
+    if kind == "session" {
+        move_partition_keys(tokens, inner_table, closing(tokens, inner_open)?)?;
     }
     let outer_close = closing(tokens, outer_open)?;
     // DESCRIPTOR ( col ) -> col
@@ -331,6 +334,34 @@ fn flink_window_at(tokens: &mut Vec<TokenWithSpan>, i: usize) -> Option<usize> {
         tokens.remove(r);
     }
     Some(func.saturating_sub(2))
+}
+
+/// In `SESSION(TABLE t PARTITION BY k1, k2, DESCRIPTOR(ts), gap)` (tokens `table..close`), moves
+/// the partition keys to the end: `SESSION(TABLE t, DESCRIPTOR(ts), gap, k1, k2)`. `None` if the
+/// shape is not that.
+fn move_partition_keys(tokens: &mut Vec<TokenWithSpan>, table: usize, close: usize) -> Option<()> {
+    let name = next_significant(tokens, table)?;
+    let partition = next_significant(tokens, name)?;
+    if !is_word(&tokens[partition], Keyword::PARTITION) {
+        return Some(());
+    }
+    let by = next_significant(tokens, partition)?;
+    if !is_word(&tokens[by], Keyword::BY) {
+        return None;
+    }
+    let descriptor = (by..close).find(|&j| is_bare(&tokens[j], "descriptor"))?;
+    // The comma before DESCRIPTOR ends the key list.
+    let comma = (by..descriptor)
+        .rev()
+        .find(|&j| tokens[j].token == Token::Comma)?;
+    let keys: Vec<TokenWithSpan> = tokens[by + 1..comma].to_vec();
+    let comma_token = tokens[comma].clone();
+    // `t PARTITION BY keys , DESCRIPTOR ... )` -> `t , DESCRIPTOR ... , keys )`
+    let mut moved: Vec<TokenWithSpan> = tokens[comma..close].to_vec();
+    moved.push(comma_token);
+    moved.extend(keys);
+    tokens.splice(partition..close, moved);
+    Some(())
 }
 
 /// Removes `WATERMARK FOR col AS expr` (and the comma that joins it to the column list) from a

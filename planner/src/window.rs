@@ -80,6 +80,13 @@ impl VisitorMut for Rewriter {
         }
     }
 
+    fn pre_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<PlanError> {
+        if let ast::SetExpr::Select(select) = query.body.as_mut() {
+            crate::session::infer_partition(select);
+        }
+        ControlFlow::Continue(())
+    }
+
     fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<PlanError> {
         match derived(factor) {
             Ok(Some(new)) => {
@@ -158,6 +165,7 @@ fn usage(kind: &str) -> PlanError {
     let args = match kind {
         "tumble" => "(table, time_column, size [, offset])",
         "hop" => "(table, time_column, slide, size [, offset])",
+        "session" => "(table, time_column, gap)",
         _ => "(table, time_column, step, size [, offset])",
     };
     PlanError::InvalidParameter(format!("{} expects {args}", kind.to_uppercase()))
@@ -182,7 +190,7 @@ fn derived(factor: &TableFactor) -> Result<Option<TableFactor>> {
         Some(k) => (true, k.to_string()),
         None => (false, lower),
     };
-    if !matches!(kind.as_str(), "tumble" | "hop" | "cumulate") {
+    if !matches!(kind.as_str(), "tumble" | "hop" | "cumulate" | "session") {
         return Ok(None);
     }
     let exprs: Vec<String> = args
@@ -235,6 +243,7 @@ fn derived(factor: &TableFactor) -> Result<Option<TableFactor>> {
                 window_time("window_end")
             )
         }
+        ("session", [gap, keys @ ..]) => crate::session::derived_sql(flink, &table, &ts, gap, keys),
         _ => return Err(usage(&kind)),
     };
     let alias = match alias {
@@ -431,5 +440,34 @@ mod tests {
             "SELECT * FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' MINUTES)) t",
         );
         assert!(flink.contains("AS window_time FROM bids) AS t"), "{flink}");
+    }
+
+    #[test]
+    fn session_partition_keys_come_from_partition_by_or_the_group_by() {
+        let rw = rewritten(
+            "SELECT user_id, window_start, count(*) FROM SESSION(clicks, ts, INTERVAL '30' SECOND) \
+             GROUP BY user_id, window_start, window_end",
+        );
+        assert!(
+            rw.contains(
+                "rivulet_session_start(ts, INTERVAL '30' SECOND) OVER (PARTITION BY user_id) AS window_start"
+            ),
+            "{rw}"
+        );
+        let flink = rewritten(
+            "SELECT * FROM TABLE(SESSION(TABLE clicks PARTITION BY user_id, region, \
+             DESCRIPTOR(ts), INTERVAL '30' SECONDS))",
+        );
+        assert!(
+            flink.contains("OVER (PARTITION BY user_id, region) AS window_end"),
+            "{flink}"
+        );
+        assert!(flink.contains("AS window_time"), "{flink}");
+        // Flink's form without PARTITION BY is one global session, whatever the GROUP BY.
+        let global = rewritten(
+            "SELECT user_id, count(*) FROM TABLE(SESSION(TABLE clicks, DESCRIPTOR(ts), \
+             INTERVAL '30' SECONDS)) GROUP BY user_id",
+        );
+        assert!(global.contains("OVER () AS window_start"), "{global}");
     }
 }

@@ -23,6 +23,9 @@ pub fn register(ctx: &SessionContext, user: &str) {
     for udf in rivulet_planner::window::udfs() {
         ctx.register_udf(udf);
     }
+    for udwf in rivulet_planner::session::udwfs() {
+        ctx.register_udwf(udwf);
+    }
 }
 
 /// `expr` (text) decoded as Postgres bytea text (`\\x4869`, or the escape form).

@@ -324,6 +324,9 @@ pub async fn plan_stream(
                 .options
                 .get(rivulet_planner::ddl::IDLE_TIMEOUT)
                 .and_then(|v| rivulet_planner::ddl::parse_duration(v)),
+            append_only: t.def.append_only
+                || t.def.options.contains_key("connector")
+                || t.def.view.as_ref().is_some_and(|v| v.emit_on_window_close),
         })
     };
     let stream = StreamContext {

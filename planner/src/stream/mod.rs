@@ -37,6 +37,8 @@ use crate::catalog::{ColumnDef, WatermarkDef};
 use crate::error::{PlanError, Result};
 use crate::types::SqlType;
 
+/// Session windows under an aggregate.
+mod session;
 /// Event-time lineage: which columns are window bounds, and when their windows close.
 pub mod time;
 
@@ -152,6 +154,9 @@ pub struct Resolved {
     pub watermark: Option<WatermarkDef>,
     /// How long without rows before its watermark follows the wall clock.
     pub idle_timeout: Option<std::time::Duration>,
+    /// Its rows are only ever inserted (APPEND ONLY, a connector's table, an EMIT ON WINDOW
+    /// CLOSE view).
+    pub append_only: bool,
 }
 
 /// Where the planner finds tables, and how parallel keyed stages are.
@@ -176,6 +181,8 @@ struct Lowered {
     key: Option<Vec<usize>>,
     /// Which output columns carry event time (see [`time`]).
     time: EventTime,
+    /// The output only ever inserts rows.
+    append_only: bool,
 }
 
 /// The stages planned so far.
@@ -470,6 +477,7 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
                     rowtime,
                     ..EventTime::default()
                 },
+                append_only: resolved.append_only,
             })
         }
         LogicalPlan::Filter(f) => {
@@ -559,12 +567,16 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
                 stage: l.stage,
                 key: None,
                 time: l.time.unnest(*list, &u.dependency_indices),
+                append_only: l.append_only,
             })
         }
         LogicalPlan::Union(u) => {
             let mut from = Vec::with_capacity(u.inputs.len());
+            let mut append_only = true;
             for input in &u.inputs {
-                from.push(lower(ctx, b, input)?.stage);
+                let l = lower(ctx, b, input)?;
+                append_only &= l.append_only;
+                from.push(l.stage);
             }
             b.stages.push(Stage {
                 input: StageInput::Merge { from, keys: None },
@@ -577,9 +589,13 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
                 stage: b.stages.len() - 1,
                 key: None,
                 time: EventTime::default(),
+                append_only,
             })
         }
         LogicalPlan::Aggregate(a) => {
+            if let Some(l) = session::lower_session(ctx, b, a)? {
+                return Ok(l);
+            }
             let l = lower(ctx, b, &a.input)?;
             let input = a.input.schema();
             let groups = a.group_expr.len();
@@ -661,6 +677,7 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
                     bounds: window.into_iter().collect(),
                     ..EventTime::default()
                 },
+                append_only: window.is_some() && ctx.emit_on_window_close,
             })
         }
         LogicalPlan::Distinct(Distinct::All(input)) => {
@@ -684,8 +701,14 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
                     bounds: window.into_iter().collect(),
                     ..EventTime::default()
                 },
+                append_only: window.is_some() && ctx.emit_on_window_close,
             })
         }
+        other if session::is_session_window(other) => Err(PlanError::Unsupported(
+            "a SESSION window in a materialized view without an aggregate grouped by its \
+             window_start or window_end"
+                .into(),
+        )),
         other => Err(PlanError::Unsupported(format!(
             "{} in a materialized view",
             construct_name(other)
