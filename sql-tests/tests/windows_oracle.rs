@@ -1,6 +1,6 @@
-//! The windows oracle: a seeded, out-of-order stream into a table with a watermark, TUMBLE views
-//! in both syntaxes and both emit modes and a HOP view, and a kill -9 in the middle of open
-//! windows.
+//! The windows oracle: a seeded, out-of-order stream into a table with a watermark, TUMBLE and
+//! SESSION views in both syntaxes and both emit modes and a HOP view, and a kill -9 in the middle
+//! of open windows.
 //!
 //! The test keeps its own watermark (the largest event time so far minus the delay, advanced after
 //! each statement as the source does), so it knows which rows are late: those whose window had
@@ -18,6 +18,7 @@ const WINDOW_MS: i64 = 5_000;
 const HOP_SLIDE_MS: i64 = 2_000;
 const HOP_SIZE_MS: i64 = 6_000;
 const DELAY_MS: i64 = 3_000;
+const SESSION_GAP_MS: i64 = 1_000;
 /// Milliseconds since the epoch of 2026-01-01 10:00:00.
 const BASE_MS: i64 = 1_767_261_600_000;
 
@@ -43,6 +44,37 @@ const VIEWS: &[(&str, &str, bool)] = &[
     ),
 ];
 
+/// (name, query over `{t}`, emits on window close): session views.
+const SESSION_VIEWS: &[(&str, &str, bool)] = &[
+    (
+        "sessions_rw",
+        "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s, max(v) AS hi \
+         FROM SESSION({t}, ts, INTERVAL '1' SECOND) GROUP BY k, window_start, window_end",
+        false,
+    ),
+    (
+        "sessions_flink",
+        "SELECT window_start, window_end, k, count(*) AS n, min(v) AS lo \
+         FROM TABLE(SESSION(TABLE {t} PARTITION BY k, DESCRIPTOR(ts), INTERVAL '1' SECONDS)) \
+         GROUP BY window_start, window_end, k",
+        true,
+    ),
+];
+
+/// The sessions (start, end) over event times `times`: runs at most the gap apart.
+fn sessions_of(times: &[i64]) -> Vec<(i64, i64)> {
+    let mut sorted = times.to_vec();
+    sorted.sort_unstable();
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for t in sorted {
+        match out.last_mut() {
+            Some((_, end)) if t <= *end => *end = t + SESSION_GAP_MS,
+            _ => out.push((t, t + SESSION_GAP_MS)),
+        }
+    }
+    out
+}
+
 async fn run_seed(seed: u64) {
     let dir = tempfile::tempdir().unwrap();
     let mut server = TestServer::start_in(dir.path()).await.unwrap();
@@ -51,7 +83,8 @@ async fn run_seed(seed: u64) {
         "CREATE TABLE ev (k INT, v BIGINT, ts TIMESTAMP(3), \
            WATERMARK FOR ts AS ts - INTERVAL '3' SECOND) APPEND ONLY; \
          CREATE TABLE ontime (k INT, v BIGINT, ts TIMESTAMP(3)); \
-         CREATE TABLE hop_ontime (k INT, v BIGINT, ws TIMESTAMP(3))",
+         CREATE TABLE hop_ontime (k INT, v BIGINT, ws TIMESTAMP(3)); \
+         CREATE TABLE session_ontime (k INT, v BIGINT, ts TIMESTAMP(3))",
     )
     .await
     .unwrap();
@@ -62,7 +95,7 @@ async fn run_seed(seed: u64) {
     )
     .await
     .unwrap();
-    for (name, query, eowc) in VIEWS {
+    for (name, query, eowc) in VIEWS.iter().chain(SESSION_VIEWS) {
         let emit = if *eowc { " EMIT ON WINDOW CLOSE" } else { "" };
         c.batch_execute(&format!(
             "CREATE MATERIALIZED VIEW {name} AS {}{emit}",
@@ -75,6 +108,9 @@ async fn run_seed(seed: u64) {
     let mut watermark: Option<i64> = None;
     let mut late = 0usize;
     let mut hop_late = 0usize;
+    let mut session_late = 0usize;
+    // Event times of the rows each key's sessions hold (those that were not late for them).
+    let mut session_times: std::collections::HashMap<i32, Vec<i64>> = Default::default();
     let mut clock = BASE_MS;
     for statement in 0..150 {
         if statement == 75 {
@@ -137,16 +173,47 @@ async fn run_seed(seed: u64) {
             .await
             .unwrap();
         }
+        // A row is late for the session views when its own session would be closed already,
+        // or when it touches a session that closed (one that ended at or before the watermark).
+        let mut session_kept = Vec::new();
+        for (k, v, t) in &rows {
+            let times = session_times.entry(*k).or_default();
+            let late = watermark.is_some_and(|w| {
+                t + SESSION_GAP_MS <= w
+                    || sessions_of(times)
+                        .iter()
+                        .any(|&(s, e)| e <= w && s - SESSION_GAP_MS <= *t && *t <= e)
+            });
+            if late {
+                session_late += 1;
+            } else {
+                times.push(*t);
+                session_kept.push(format!("({k}, {v}, '{}')", ts(*t)));
+            }
+        }
+        if !session_kept.is_empty() {
+            c.batch_execute(&format!(
+                "INSERT INTO session_ontime VALUES {}",
+                session_kept.join(", ")
+            ))
+            .await
+            .unwrap();
+        }
         let max = rows.iter().map(|r| r.2).max().unwrap();
         watermark = Some(watermark.map_or(max - DELAY_MS, |w| w.max(max - DELAY_MS)));
     }
     c.batch_execute("FLUSH").await.unwrap();
     let closed = watermark.unwrap();
-    for (name, query, eowc) in VIEWS {
+    let views = VIEWS.iter().map(|v| (v, "ontime", late)).chain(
+        SESSION_VIEWS
+            .iter()
+            .map(|v| (v, "session_ontime", session_late)),
+    );
+    for ((name, query, eowc), ontime, late) in views {
         let view = sorted_rows(&c, &format!("SELECT * FROM {name}"))
             .await
             .unwrap();
-        let mut oracle = query.replace("{t}", "ontime");
+        let mut oracle = query.replace("{t}", ontime);
         if *eowc {
             oracle = format!(
                 "SELECT * FROM ({oracle}) o WHERE window_end <= TIMESTAMP '{}'",
@@ -194,8 +261,8 @@ async fn run_seed(seed: u64) {
         "seed {seed}: late rows of hopping"
     );
     assert!(
-        late > 5,
-        "seed {seed}: too few late rows ({late}) to test anything"
+        late > 5 && session_late > 5,
+        "seed {seed}: too few late rows ({late}, {session_late}) to test anything"
     );
     server.kill9().await.unwrap();
 }
