@@ -36,6 +36,16 @@ pub struct TableDef {
     /// `WATERMARK FOR column AS expr`: the table's event time and how late its rows may come.
     #[serde(default)]
     pub watermark: Option<WatermarkDef>,
+    /// Computed columns (`name AS expr`): stored like the others, computed on insert.
+    #[serde(default)]
+    pub computed: Vec<ComputedDef>,
+}
+
+/// A computed column: its position and its expression over the table's other columns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComputedDef {
+    pub column: usize,
+    pub expr: String,
 }
 
 /// A table's event-time column and watermark expression.

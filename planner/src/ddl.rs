@@ -13,17 +13,20 @@ use datafusion::sql::sqlparser::ast::{
     self, ColumnOption, CreateTable, CreateTableOptions, Expr, SqlOption, TableConstraint, Value,
 };
 
-use crate::catalog::{ColumnDef, TableDef, WatermarkDef};
+use crate::catalog::{ColumnDef, ComputedDef, TableDef, WatermarkDef};
 use crate::parse::WatermarkClause;
 use crate::types::SqlType;
 use crate::{PlanError, Result};
 
 /// The parts of a `CREATE TABLE` the catalog needs; `id` and `database` are filled in by the caller.
+/// `computed` types the table's computed columns over its other columns (see
+/// [`crate::computed::typed`]); they follow the other columns, in declared order.
 pub fn table_def(
     create: &CreateTable,
     name: &str,
     append_only: bool,
     watermark: Option<&WatermarkClause>,
+    computed: impl FnOnce(&[ColumnDef]) -> Result<Vec<(ColumnDef, String)>>,
 ) -> Result<TableDef> {
     refuse_unsupported(create)?;
     let mut columns: Vec<ColumnDef> = Vec::with_capacity(create.columns.len());
@@ -82,6 +85,17 @@ pub fn table_def(
     for &i in &primary_key {
         columns[i].nullable = false;
     }
+    let mut computed_defs = Vec::new();
+    for (column, expr) in computed(&columns)? {
+        if columns.iter().any(|c| c.name == column.name) {
+            return Err(PlanError::DuplicateColumn(column.name));
+        }
+        computed_defs.push(ComputedDef {
+            column: columns.len(),
+            expr,
+        });
+        columns.push(column);
+    }
     let watermark = watermark.map(|w| watermark_def(w, &columns)).transpose()?;
     let options = with_options(&create.table_options)?;
     if let Some(v) = options.get(IDLE_TIMEOUT) {
@@ -106,6 +120,7 @@ pub fn table_def(
         options,
         view: None,
         watermark,
+        computed: computed_defs,
     })
 }
 
@@ -265,7 +280,9 @@ mod tests {
         let ast::Statement::CreateTable(create) = stmt.as_ref() else {
             panic!("not create table")
         };
-        table_def(create, "t", *append_only, watermark.as_ref())
+        table_def(create, "t", *append_only, watermark.as_ref(), |_| {
+            Ok(Vec::new())
+        })
     }
 
     #[test]

@@ -7,6 +7,8 @@
 
 /// Catalog records: tables and columns as stored and planned.
 pub mod catalog;
+/// Computed columns (`name AS expr`), filled on insert.
+pub mod computed;
 /// DDL: `CREATE TABLE` to a [`catalog::TableDef`].
 pub mod ddl;
 /// Errors of parsing and planning, each with the position in the SQL text where known.

@@ -32,6 +32,9 @@ pub enum Statement {
         watermark: Option<WatermarkClause>,
         /// `EMIT ON WINDOW CLOSE` after a materialized view's query (RisingWave).
         emit_on_window_close: bool,
+        /// Computed columns of a CREATE TABLE, `name AS expr` (Flink) or `name type AS expr`
+        /// (RisingWave), in declared order.
+        computed: Vec<ComputedClause>,
     },
     /// `FLUSH`: wait until every streaming job has seen all earlier writes.
     Flush,
@@ -44,6 +47,16 @@ pub struct WatermarkClause {
     /// The expression as written (parsed again when the table is defined).
     pub expr: String,
     /// 1-based character position of `WATERMARK` in the query string, for errors.
+    pub position: Option<usize>,
+}
+
+/// A computed column of a CREATE TABLE: `name AS expr`, or `name type AS expr`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComputedClause {
+    pub name: String,
+    /// The expression as written, cast to the declared type when one is given.
+    pub expr: String,
+    /// 1-based character position of the column's name in the query string, for errors.
     pub position: Option<usize>,
 }
 
@@ -119,6 +132,7 @@ fn parse_one(
     }
     let mut append_only = false;
     let mut watermark = None;
+    let mut computed = Vec::new();
     let is_create_table = words.len() > 2
         && is_word(words[0].1, Keyword::CREATE)
         && is_word(words[1].1, Keyword::TABLE);
@@ -132,6 +146,7 @@ fn parse_one(
             append_only = true;
         }
         watermark = take_watermark(sql, &mut tokens)?;
+        computed = take_computed(sql, &mut tokens)?;
         quote_dotted_options(&mut tokens);
     }
     let emit_on_window_close = take_emit_on_window_close(&mut tokens);
@@ -160,6 +175,7 @@ fn parse_one(
         append_only,
         watermark,
         emit_on_window_close,
+        computed,
     })
 }
 
@@ -362,6 +378,123 @@ fn move_partition_keys(tokens: &mut Vec<TokenWithSpan>, table: usize, close: usi
     moved.extend(keys);
     tokens.splice(partition..close, moved);
     Some(())
+}
+
+/// Removes the computed columns (`name AS expr`, `name type AS expr`) from a CREATE TABLE's
+/// column list, with the comma that joins each to the list.
+fn take_computed(sql: &str, tokens: &mut Vec<TokenWithSpan>) -> Result<Vec<ComputedClause>> {
+    let mut out = Vec::new();
+    loop {
+        let Some(open) = tokens.iter().position(|t| t.token == Token::LParen) else {
+            return Ok(out);
+        };
+        let Some(close) = closing(tokens, open) else {
+            return Ok(out);
+        };
+        // Elements of the column list: token ranges between top-level commas.
+        let mut elements = Vec::new();
+        let (mut depth, mut start) = (0usize, open + 1);
+        for (j, t) in tokens.iter().enumerate().take(close).skip(open + 1) {
+            match t.token {
+                Token::LParen => depth += 1,
+                Token::RParen => depth = depth.saturating_sub(1),
+                Token::Comma if depth == 0 => {
+                    elements.push(start..j);
+                    start = j + 1;
+                }
+                _ => {}
+            }
+        }
+        elements.push(start..close);
+        let found = elements.iter().enumerate().find_map(|(e, range)| {
+            let words: Vec<usize> = range
+                .clone()
+                .filter(|&j| !is_trivia(&tokens[j].token))
+                .collect();
+            let first = *words.first()?;
+            let Token::Word(name) = &tokens[first].token else {
+                return None;
+            };
+            if name.quote_style.is_none()
+                && matches!(
+                    name.keyword,
+                    Keyword::PRIMARY
+                        | Keyword::CONSTRAINT
+                        | Keyword::UNIQUE
+                        | Keyword::FOREIGN
+                        | Keyword::CHECK
+                )
+            {
+                return None;
+            }
+            // `AS` outside parentheses, not Postgres' `GENERATED ALWAYS AS (...)`.
+            let mut depth = 0usize;
+            let mut as_at = None;
+            for (n, &j) in words.iter().enumerate() {
+                match tokens[j].token {
+                    Token::LParen => depth += 1,
+                    Token::RParen => depth = depth.saturating_sub(1),
+                    _ if depth == 0 && n > 0 && is_word(&tokens[j], Keyword::AS) => {
+                        let after_always = is_word(&tokens[words[n - 1]], Keyword::ALWAYS);
+                        if !after_always {
+                            as_at = Some(n);
+                        }
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let n = as_at?;
+            Some((
+                e,
+                words[0],
+                words[1..n].to_vec(),
+                words.get(n + 1..)?.to_vec(),
+            ))
+        });
+        let Some((e, name_at, type_words, expr_words)) = found else {
+            return Ok(out);
+        };
+        let position = char_position(sql, tokens[name_at].span.start);
+        let text = |from: usize, to: usize| {
+            let a = byte_offset(sql, tokens[from].span.start).unwrap_or(0);
+            let b = byte_offset(sql, tokens[to].span.end).unwrap_or(sql.len());
+            sql.get(a..b).unwrap_or_default().trim().to_string()
+        };
+        let (Some(&first), Some(&last)) = (expr_words.first(), expr_words.last()) else {
+            return Err(PlanError::Syntax {
+                message: "syntax error in computed column: an expression must follow AS".into(),
+                detail: None,
+                position,
+            });
+        };
+        let mut expr = text(first, last);
+        if let (Some(&t0), Some(&t1)) = (type_words.first(), type_words.last()) {
+            expr = format!("CAST(({expr}) AS {})", text(t0, t1));
+        }
+        let name = match &tokens[name_at].token {
+            Token::Word(w) if w.quote_style.is_some() => w.value.clone(),
+            Token::Word(w) => w.value.to_lowercase(),
+            _ => String::new(),
+        };
+        out.push(ComputedClause {
+            name,
+            expr,
+            position,
+        });
+        // Remove the element and the comma after it, or (when it is last) the one before it.
+        let range = elements[e].clone();
+        let cut = if e + 1 < elements.len() {
+            range.start..range.end + 1
+        } else if e > 0 {
+            elements[e - 1].end..range.end
+        } else {
+            return Err(PlanError::Unsupported(
+                "a table with only computed columns".into(),
+            ));
+        };
+        tokens.drain(cut);
+    }
 }
 
 /// Removes `WATERMARK FOR col AS expr` (and the comma that joins it to the column list) from a
@@ -618,6 +751,32 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn computed_columns_leave_the_column_list() {
+        let parsed = parse_sql(
+            "CREATE TABLE t (a INT, pt AS PROCTIME(), b BIGINT AS a * (2 + 1), \
+             g INT GENERATED ALWAYS AS (a) STORED, c TEXT)",
+        )
+        .unwrap();
+        let Statement::Sql { stmt, computed, .. } = &parsed[0].statement else {
+            panic!("not sql");
+        };
+        let found: Vec<(&str, &str)> = computed
+            .iter()
+            .map(|c| (c.name.as_str(), c.expr.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![("pt", "PROCTIME()"), ("b", "CAST((a * (2 + 1)) AS BIGINT)")]
+        );
+        // Postgres' generated column is left for sqlparser (and refused by the DDL).
+        assert!(
+            stmt.to_string()
+                .contains("(a INT, g INT GENERATED ALWAYS AS (a) STORED, c TEXT)"),
+            "{stmt}"
+        );
     }
 
     #[test]

@@ -116,6 +116,8 @@ impl Catalog {
                 def.primary_key.clone(),
             )
             .map_err(|e| corrupt(format!("table \"{}\": {e}", def.name)))?;
+            crate::functions::install_computed(&table, &def)
+                .map_err(|e| corrupt(format!("table \"{}\": {}", def.name, e.message)))?;
             databases
                 .entry(def.database.clone())
                 .or_default()
@@ -246,6 +248,7 @@ impl Catalog {
             def.primary_key.clone(),
         )
         .map_err(SqlError::from)?;
+        crate::functions::install_computed(&table, &def)?;
         let json = serde_json::to_vec(&def).map_err(|e| {
             SqlError::new(
                 sqlstate::INTERNAL_ERROR,

@@ -27,6 +27,7 @@ pub mod sqlstate {
     pub const DEPENDENT_OBJECTS_STILL_EXIST: &str = "2BP01";
     pub const INVALID_SCHEMA_NAME: &str = "3F000";
     pub const NOT_NULL_VIOLATION: &str = "23502";
+    pub const GENERATED_ALWAYS: &str = "428C9";
     pub const UNIQUE_VIOLATION: &str = "23505";
     pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
     pub const INVALID_PASSWORD: &str = "28P01";

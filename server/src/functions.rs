@@ -26,6 +26,25 @@ pub fn register(ctx: &SessionContext, user: &str) {
     for udwf in rivulet_planner::session::udwfs() {
         ctx.register_udwf(udwf);
     }
+    for udf in rivulet_planner::computed::udfs() {
+        ctx.register_udf(udf);
+    }
+}
+
+/// Makes `table` compute its computed columns on insert, if it has any.
+pub fn install_computed(
+    table: &rivulet_engine::table::TableStore,
+    def: &rivulet_planner::catalog::TableDef,
+) -> Result<(), crate::error::SqlError> {
+    if def.computed.is_empty() {
+        return Ok(());
+    }
+    let ctx = SessionContext::new();
+    register(&ctx, "root");
+    if let Some(filler) = rivulet_planner::computed::filler(&ctx.state(), def)? {
+        table.set_computed(filler);
+    }
+    Ok(())
 }
 
 /// `expr` (text) decoded as Postgres bytea text (`\\x4869`, or the escape form).

@@ -28,6 +28,8 @@ use datafusion::common::TableReference;
 use parking_lot::Mutex;
 use rivulet_engine::job::{Job, JobConfig, JobSpec};
 use rivulet_engine::task::{TaskHandle, spawn_named};
+use rivulet_planner::catalog::WatermarkDef;
+use rivulet_planner::computed::PROCTIME;
 use rivulet_planner::parse::{Statement, parse_sql};
 use rivulet_planner::stream::{Resolved, StreamContext, StreamPlan, plan_view};
 
@@ -35,6 +37,9 @@ use crate::catalog::{Catalog, TableEntry};
 use crate::error::SqlError;
 use crate::exec::plan_query;
 use crate::session::{Session, Shared};
+
+/// How long a processing-time source waits without rows before its watermark follows the clock.
+const PROCTIME_IDLE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Restart strategies and their settings.
 mod restart;
@@ -315,15 +320,37 @@ pub async fn plan_stream(
         let counted = t.def.view.as_ref().is_some_and(|v| v.counted);
         let keyed = !counted && (t.def.view.is_some() || !t.def.primary_key.is_empty());
         let key = keyed.then(|| t.def.primary_key.clone());
+        // A table without a WATERMARK but with a PROCTIME() column has processing time: its
+        // watermark is that column, and follows the wall clock when no rows come.
+        let proctime = t
+            .def
+            .computed
+            .iter()
+            .find(|c| c.expr.replace(' ', "").to_lowercase() == format!("{PROCTIME}()"));
+        let (watermark, idle_timeout, processing_time) = match (&t.def.watermark, proctime) {
+            (None, Some(p)) => (
+                t.def.columns.get(p.column).map(|c| WatermarkDef {
+                    column: p.column,
+                    expr: format!("\"{}\"", c.name.replace('"', "\"\"")),
+                }),
+                Some(PROCTIME_IDLE),
+                true,
+            ),
+            (w, _) => (
+                w.clone(),
+                t.def
+                    .options
+                    .get(rivulet_planner::ddl::IDLE_TIMEOUT)
+                    .and_then(|v| rivulet_planner::ddl::parse_duration(v)),
+                false,
+            ),
+        };
         Some(Resolved {
             store: Arc::clone(&t.store),
             key,
-            watermark: t.def.watermark.clone(),
-            idle_timeout: t
-                .def
-                .options
-                .get(rivulet_planner::ddl::IDLE_TIMEOUT)
-                .and_then(|v| rivulet_planner::ddl::parse_duration(v)),
+            watermark,
+            idle_timeout,
+            processing_time,
             append_only: t.def.append_only
                 || t.def.options.contains_key("connector")
                 || t.def.view.as_ref().is_some_and(|v| v.emit_on_window_close),

@@ -46,11 +46,19 @@ pub fn connector(def: &TableDef) -> Result<Option<Connector>, SqlError> {
     let Some(name) = def.options.get("connector") else {
         return Ok(None);
     };
+    // Connectors produce the stored columns; the table computes its computed ones (the last).
+    let schema = def.schema();
+    let physical = def.columns.len().saturating_sub(def.computed.len());
+    let schema = std::sync::Arc::new(
+        schema
+            .project(&(0..physical).collect::<Vec<_>>())
+            .map_err(|e| SqlError::internal(e.to_string()))?,
+    );
     match name.to_lowercase().as_str() {
-        "datagen" => Datagen::parse(&def.schema(), &def.options)
+        "datagen" => Datagen::parse(&schema, &def.options)
             .map(|g| Some(Connector::Datagen(g)))
             .map_err(|e| SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, e.to_string())),
-        "nexmark" => Nexmark::parse(&def.schema(), &def.options)
+        "nexmark" => Nexmark::parse(&schema, &def.options)
             .map(|g| Some(Connector::Nexmark(g)))
             .map_err(|e| SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, e.to_string())),
         other => Err(

@@ -339,7 +339,8 @@ async fn describe(session: &mut Session, parsed: Parsed) -> Result<Prepared, Sql
                 return Ok(prepared);
             }
             let ctx = session.context()?.clone();
-            let plan = plan_query(&ctx, stmt).await?;
+            let stmt = session.spell_out_columns(stmt)?;
+            let plan = plan_query(&ctx, &stmt).await?;
             let types = plan.get_parameter_types()?;
             let count = types
                 .keys()

@@ -6,7 +6,9 @@
 //! 3. State after the final watermark: a 10 s TUMBLE with EMIT ON WINDOW CLOSE keeps state only
 //!    for open windows, so its state bytes stay flat however long the stream runs.
 //!
-//! Run with `scripts/bench windows`. `RIVULET_BENCH_EVENTS` sets N (default 2,000,000).
+//! Run with `scripts/bench windows`. `RIVULET_BENCH_EVENTS` sets N (default 2,000,000);
+//! `RIVULET_BENCH_BARRIER_MS` the server's `--barrier-interval-ms` (default 100; RisingWave's
+//! default is 1000).
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -33,6 +35,17 @@ const QUERIES: &[(&str, &str)] = &[
         "10 s / 2 s HOP count per auction",
         "SELECT auction, window_start, count(*) AS n \
          FROM HOP(bid, ts, INTERVAL '2' SECOND, INTERVAL '10' SECOND) GROUP BY auction, window_start",
+    ),
+    (
+        "10 s SESSION count/max per bidder",
+        "SELECT bidder, window_start, window_end, count(*) AS n, max(price) AS top \
+         FROM SESSION(bid, ts, INTERVAL '10' SECOND) GROUP BY bidder, window_start, window_end",
+    ),
+    (
+        "10 s SESSION per bidder, EMIT ON WINDOW CLOSE",
+        "SELECT bidder, window_start, window_end, count(*) AS n, max(price) AS top \
+         FROM SESSION(bid, ts, INTERVAL '10' SECOND) GROUP BY bidder, window_start, window_end \
+         EMIT ON WINDOW CLOSE",
     ),
 ];
 
@@ -61,9 +74,16 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_000_000);
     let bids = events * 46 / 50;
-    let server = TestServer::start_with_flags(&["--streaming-parallelism", "1"])
-        .await
-        .unwrap();
+    let barrier = std::env::var("RIVULET_BENCH_BARRIER_MS").unwrap_or_else(|_| "100".into());
+    println!("barrier interval: {barrier} ms");
+    let server = TestServer::start_with_flags(&[
+        "--streaming-parallelism",
+        "1",
+        "--barrier-interval-ms",
+        &barrier,
+    ])
+    .await
+    .unwrap();
     let c = server.connect("dev").await.unwrap();
     // Ten minutes of event time, generated as fast as the machine allows.
     let cpu0 = server.cpu_time().unwrap();

@@ -28,6 +28,9 @@ pub struct Source {
     /// After this long without rows, the watermark advances with the wall clock (from where it
     /// stood), so that windows still close when input stops.
     pub idle_timeout: Option<std::time::Duration>,
+    /// The event time is processing time (a `PROCTIME()` column): once idle, the watermark is the
+    /// wall clock minus the idle timeout, not where it stood plus the time since.
+    pub processing_time: bool,
 }
 
 impl Source {
@@ -37,6 +40,7 @@ impl Source {
             table,
             watermark: None,
             idle_timeout: None,
+            processing_time: false,
         }
     }
 }

@@ -441,6 +441,7 @@ impl Job {
                             table: Arc::clone(&source.table),
                             watermark_expr: source.watermark.clone(),
                             idle_timeout: source.idle_timeout,
+                            processing_time: source.processing_time,
                             at: stage::SourcePosition {
                                 index: i,
                                 seq: positions[i],

@@ -154,6 +154,8 @@ pub struct SourceReader {
     pub watermark_expr: Option<Arc<dyn PhysicalExpr>>,
     /// See [`super::graph::Source::idle_timeout`].
     pub idle_timeout: Option<Duration>,
+    /// See [`super::graph::Source::processing_time`].
+    pub processing_time: bool,
     pub at: SourcePosition,
 }
 
@@ -241,10 +243,20 @@ pub async fn source(
             _ = idle.tick(), if reader.idle_timeout.is_some() => {
                 let (since, base) = last_rows;
                 let timeout = reader.idle_timeout.unwrap_or_default();
-                let (Some(base), Some(idle_for)) = (base, since.elapsed().checked_sub(timeout)) else {
+                let Some(idle_for) = since.elapsed().checked_sub(timeout) else {
                     continue;
                 };
-                let w = base.saturating_add(idle_for.as_micros() as i64);
+                let w = if reader.processing_time {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default();
+                    now.saturating_sub(timeout).as_micros() as i64
+                } else {
+                    let Some(base) = base else {
+                        continue;
+                    };
+                    base.saturating_add(idle_for.as_micros() as i64)
+                };
                 if reader.at.watermark.is_none_or(|old| w > old) {
                     reader.at.watermark = Some(w);
                     chain.watermark(w).await?;

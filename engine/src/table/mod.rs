@@ -98,6 +98,14 @@ fn read_counters(store: &StateStore, id: u64) -> Result<Counters> {
     }
 }
 
+/// Fills a table's computed columns (`name AS expr`) from its other columns, on every insert.
+pub trait Computed: Send + Sync {
+    /// `rows` with the computed columns replaced by their values, in the table's schema. `rows`
+    /// has the table's columns (computed ones hold anything, usually NULL), or only those before
+    /// the computed ones, which come last (a connector's rows).
+    fn fill(&self, rows: &RecordBatch) -> Result<RecordBatch>;
+}
+
 /// One table's storage.
 pub struct TableStore {
     store: StateStore,
@@ -109,6 +117,7 @@ pub struct TableStore {
     key_codec: Option<RowCodec>,
     writer: Mutex<Counters>,
     committed: watch::Sender<u64>,
+    computed: std::sync::OnceLock<Arc<dyn Computed>>,
 }
 
 impl std::fmt::Debug for TableStore {
@@ -147,6 +156,7 @@ impl TableStore {
             key_codec,
             writer: Mutex::new(counters),
             committed,
+            computed: std::sync::OnceLock::new(),
         })
     }
 
@@ -174,6 +184,12 @@ impl TableStore {
         &self.schema
     }
 
+    /// Computes the table's computed columns on every insert from now on (set once, when the
+    /// table is opened).
+    pub fn set_computed(&self, computed: Arc<dyn Computed>) {
+        let _ = self.computed.set(computed);
+    }
+
     /// Sequence number of the last committed change-log entry (0 before the first).
     pub fn last_seq(&self) -> u64 {
         *self.committed.borrow()
@@ -198,7 +214,10 @@ impl TableStore {
             .filter(|b| b.num_rows() > 0)
             .map(|b| {
                 self.check_not_null(b)?;
-                self.conform(b)
+                match self.computed.get() {
+                    Some(c) => c.fill(b),
+                    None => self.conform(b),
+                }
             })
             .collect::<Result<_>>()?;
         if batches.is_empty() {

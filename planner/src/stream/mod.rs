@@ -157,6 +157,8 @@ pub struct Resolved {
     /// Its rows are only ever inserted (APPEND ONLY, a connector's table, an EMIT ON WINDOW
     /// CLOSE view).
     pub append_only: bool,
+    /// Its event time is a `PROCTIME()` column (see `rivulet_engine::job::graph::Source`).
+    pub processing_time: bool,
 }
 
 /// Where the planner finds tables, and how parallel keyed stages are.
@@ -466,6 +468,7 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
                     table: source,
                     watermark,
                     idle_timeout: resolved.idle_timeout,
+                    processing_time: resolved.processing_time,
                 }),
                 operators,
                 parallelism: 1,

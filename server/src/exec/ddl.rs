@@ -3,7 +3,7 @@
 
 use datafusion::sql::sqlparser::ast::{CreateTable, ObjectName, ObjectType};
 use rivulet_planner::ddl::{object_name, table_def};
-use rivulet_planner::parse::WatermarkClause;
+use rivulet_planner::parse::{ComputedClause, WatermarkClause};
 use rivulet_planner::stream::watermark_expr;
 
 use super::Outcome;
@@ -17,10 +17,14 @@ impl Session {
         create: &CreateTable,
         append_only: bool,
         watermark: Option<&WatermarkClause>,
+        computed: &[ComputedClause],
     ) -> Result<Outcome, SqlError> {
         let (schema, name) = object_name(&create.name)?;
         check_schema(schema.as_deref())?;
-        let mut def = table_def(create, &name, append_only, watermark)?;
+        let state = self.context()?.state();
+        let mut def = table_def(create, &name, append_only, watermark, |columns| {
+            rivulet_planner::computed::typed(&state, columns, computed)
+        })?;
         crate::sources::prepare(&mut def);
         if let Some(w) = &def.watermark {
             let state = self.context()?.state();

@@ -56,12 +56,73 @@ fn accept_nulls(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
     Ok(relaxed.data)
 }
 
+/// An INSERT into a table with computed columns, with its column list spelled out: without a
+/// list it names the other columns (computed ones are filled by the table store); a list that
+/// names a computed column is refused, as Postgres refuses generated columns. `None` when the
+/// statement needs no change.
+fn without_computed(
+    stmt: &ast::Statement,
+    table: &TableEntry,
+) -> Result<Option<ast::Statement>, SqlError> {
+    let (ast::Statement::Insert(insert), false) = (stmt, table.def.computed.is_empty()) else {
+        return Ok(None);
+    };
+    let computed: Vec<&str> = table
+        .def
+        .computed
+        .iter()
+        .filter_map(|c| table.def.columns.get(c.column).map(|col| col.name.as_str()))
+        .collect();
+    for c in &insert.columns {
+        let name = c.to_string().trim_matches('"').to_lowercase();
+        if let Some(found) = computed.iter().find(|n| n.to_lowercase() == name) {
+            return Err(SqlError::new(
+                sqlstate::GENERATED_ALWAYS,
+                format!("cannot insert a non-DEFAULT value into column \"{found}\""),
+            )
+            .with_detail(format!("Column \"{found}\" is a computed column.")));
+        }
+    }
+    if !insert.columns.is_empty() {
+        return Ok(None);
+    }
+    let mut insert = insert.clone();
+    insert.columns = table
+        .def
+        .columns
+        .iter()
+        .filter(|c| !computed.contains(&c.name.as_str()))
+        .map(|c| ast::ObjectName::from(vec![ast::Ident::with_quote('"', &c.name)]))
+        .collect();
+    Ok(Some(ast::Statement::Insert(insert)))
+}
+
 impl Session {
+    /// `stmt` as DataFusion must plan it: an INSERT into a table with computed columns names the
+    /// columns it fills (see [`without_computed`]).
+    pub fn spell_out_columns<'a>(
+        &self,
+        stmt: &'a ast::Statement,
+    ) -> Result<std::borrow::Cow<'a, ast::Statement>, SqlError> {
+        if let ast::Statement::Insert(ast::Insert {
+            table: ast::TableObject::TableName(name),
+            ..
+        }) = stmt
+            && let Ok(table) = self.resolve_table(name)
+            && let Some(rewritten) = without_computed(stmt, &table)?
+        {
+            return Ok(std::borrow::Cow::Owned(rewritten));
+        }
+        Ok(std::borrow::Cow::Borrowed(stmt))
+    }
+
     pub(super) async fn insert(
         &mut self,
         stmt: &ast::Statement,
         params: Option<&ParamValues>,
     ) -> Result<Outcome, SqlError> {
+        let stmt = self.spell_out_columns(stmt)?;
+        let stmt = stmt.as_ref();
         if let (None, ast::Statement::Insert(insert)) = (params, stmt)
             && let Some(name) = super::values::values_target(insert)
             && let Ok(table) = self.resolve_table(name)

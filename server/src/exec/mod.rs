@@ -100,18 +100,20 @@ impl Session {
         parsed: &Parsed,
         params: Option<&ParamValues>,
     ) -> Result<Outcome, SqlError> {
-        let (stmt, append_only, watermark, eowc) = match &parsed.statement {
+        let (stmt, append_only, watermark, eowc, computed) = match &parsed.statement {
             Statement::Flush => return self.flush().await,
             Statement::Sql {
                 stmt,
                 append_only,
                 watermark,
                 emit_on_window_close,
+                computed,
             } => (
                 stmt.as_ref(),
                 *append_only,
                 watermark.as_ref(),
                 *emit_on_window_close,
+                computed.as_slice(),
             ),
         };
         use ast::Statement as S;
@@ -134,7 +136,7 @@ impl Session {
                 legacy_options,
                 ..
             } => self.copy(source, *to, target, options, legacy_options),
-            S::CreateTable(create) => self.create_table(create, append_only, watermark),
+            S::CreateTable(create) => self.create_table(create, append_only, watermark, computed),
             S::CreateView(create) => self.create_view(create, eowc).await,
             S::CreateDatabase {
                 db_name,
@@ -226,8 +228,11 @@ impl Session {
         if !table.def.options.is_empty() && table.def.options.contains_key("connector") {
             return Err(SqlError::unsupported("COPY into a table with a connector"));
         }
+        // Without a column list, every column but the computed ones (the store computes them).
         let positions = if columns.is_empty() {
-            (0..table.def.columns.len()).collect()
+            (0..table.def.columns.len())
+                .filter(|i| !table.def.computed.iter().any(|c| c.column == *i))
+                .collect()
         } else {
             columns
                 .iter()

@@ -65,6 +65,7 @@ impl Session {
             append_only: false,
             options: Default::default(),
             watermark: None,
+            computed: Vec::new(),
             view: Some(ViewDef {
                 query,
                 counted: plan.counted,
