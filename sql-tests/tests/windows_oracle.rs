@@ -1,6 +1,6 @@
 //! The windows oracle: a seeded, out-of-order stream into a table with a watermark, TUMBLE and
-//! SESSION views in both syntaxes and both emit modes and a HOP view, and a kill -9 in the middle
-//! of open windows.
+//! SESSION views in both syntaxes and both emit modes, HOP and CUMULATE views, and a kill -9 in
+//! the middle of open windows.
 //!
 //! The test keeps its own watermark (the largest event time so far minus the delay, advanced after
 //! each statement as the source does), so it knows which rows are late: those whose window had
@@ -19,6 +19,8 @@ const HOP_SLIDE_MS: i64 = 2_000;
 const HOP_SIZE_MS: i64 = 6_000;
 const DELAY_MS: i64 = 3_000;
 const SESSION_GAP_MS: i64 = 1_000;
+const CUMULATE_STEP_MS: i64 = 2_000;
+const CUMULATE_SIZE_MS: i64 = 6_000;
 /// Milliseconds since the epoch of 2026-01-01 10:00:00.
 const BASE_MS: i64 = 1_767_261_600_000;
 
@@ -84,7 +86,16 @@ async fn run_seed(seed: u64) {
            WATERMARK FOR ts AS ts - INTERVAL '3' SECOND) APPEND ONLY; \
          CREATE TABLE ontime (k INT, v BIGINT, ts TIMESTAMP(3)); \
          CREATE TABLE hop_ontime (k INT, v BIGINT, ws TIMESTAMP(3)); \
-         CREATE TABLE session_ontime (k INT, v BIGINT, ts TIMESTAMP(3))",
+         CREATE TABLE session_ontime (k INT, v BIGINT, ts TIMESTAMP(3)); \
+         CREATE TABLE cumulate_ontime (k INT, v BIGINT, ws TIMESTAMP(3), we TIMESTAMP(3))",
+    )
+    .await
+    .unwrap();
+    c.batch_execute(
+        "CREATE MATERIALIZED VIEW cumulating AS \
+           SELECT window_start, window_end, k, count(*) AS n, max(v) AS hi \
+           FROM CUMULATE(ev, ts, INTERVAL '2' SECOND, INTERVAL '6' SECOND) \
+           GROUP BY window_start, window_end, k",
     )
     .await
     .unwrap();
@@ -109,6 +120,7 @@ async fn run_seed(seed: u64) {
     let mut late = 0usize;
     let mut hop_late = 0usize;
     let mut session_late = 0usize;
+    let mut cumulate_late = 0usize;
     // Event times of the rows each key's sessions hold (those that were not late for them).
     let mut session_times: std::collections::HashMap<i32, Vec<i64>> = Default::default();
     let mut clock = BASE_MS;
@@ -169,6 +181,29 @@ async fn run_seed(seed: u64) {
             c.batch_execute(&format!(
                 "INSERT INTO hop_ontime VALUES {}",
                 hop_kept.join(", ")
+            ))
+            .await
+            .unwrap();
+        }
+        // A cumulating window [s, e) has e on the step grid up to s + size; a row is in every
+        // one whose end is after it, and each decides on its own whether the row is late.
+        let mut cumulate_kept = Vec::new();
+        for (k, v, t) in &rows {
+            let start = t.div_euclid(CUMULATE_SIZE_MS) * CUMULATE_SIZE_MS;
+            let mut end = t.div_euclid(CUMULATE_STEP_MS) * CUMULATE_STEP_MS + CUMULATE_STEP_MS;
+            while end <= start + CUMULATE_SIZE_MS {
+                if watermark.is_some_and(|w| end <= w) {
+                    cumulate_late += 1;
+                } else {
+                    cumulate_kept.push(format!("({k}, {v}, '{}', '{}')", ts(start), ts(end)));
+                }
+                end += CUMULATE_STEP_MS;
+            }
+        }
+        if !cumulate_kept.is_empty() {
+            c.batch_execute(&format!(
+                "INSERT INTO cumulate_ontime VALUES {}",
+                cumulate_kept.join(", ")
             ))
             .await
             .unwrap();
@@ -238,6 +273,28 @@ async fn run_seed(seed: u64) {
             "seed {seed}: late rows of {name}"
         );
     }
+    let view = sorted_rows(&c, "SELECT * FROM cumulating").await.unwrap();
+    let oracle = sorted_rows(
+        &c,
+        "SELECT ws, we, k, count(*), max(v) FROM cumulate_ontime GROUP BY ws, we, k",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        view, oracle,
+        "seed {seed}: view cumulating differs from its query"
+    );
+    let kept = text_rows(
+        &c,
+        "SELECT count(*) FROM rivulet_late_rows WHERE view_name = 'cumulating'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        kept,
+        vec![cumulate_late.to_string()],
+        "seed {seed}: late rows of cumulating"
+    );
     let view = sorted_rows(&c, "SELECT * FROM hopping").await.unwrap();
     let oracle = sorted_rows(
         &c,

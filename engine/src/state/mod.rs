@@ -117,7 +117,11 @@ impl StateBatch {
             let tag = buf[at];
             at += 1;
             let key = next(&mut at);
-            let second = if tag == DELETE { &[][..] } else { next(&mut at) };
+            let second = if tag == DELETE {
+                &[][..]
+            } else {
+                next(&mut at)
+            };
             out.push((tag, key, second));
         }
         out
