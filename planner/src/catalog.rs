@@ -72,6 +72,10 @@ pub struct ViewDef {
     /// Settings of the creating session that shape the job (parallelism, restart strategy).
     #[serde(default)]
     pub settings: std::collections::BTreeMap<String, String>,
+    /// Set for a sink (`CREATE SINK`, or Flink's `INSERT INTO` a sink table): the connector its
+    /// rows go to instead of being kept (`blackhole`: nowhere).
+    #[serde(default)]
+    pub sink: Option<String>,
 }
 
 impl TableDef {

@@ -205,7 +205,7 @@ fn refuse_unsupported(create: &CreateTable) -> Result<()> {
 }
 
 /// `WITH (k = v, ...)` as a map with lowercased keys, quoted or not, string or number values.
-fn with_options(opts: &CreateTableOptions) -> Result<BTreeMap<String, String>> {
+pub(crate) fn with_options(opts: &CreateTableOptions) -> Result<BTreeMap<String, String>> {
     let list: &[SqlOption] = match opts {
         CreateTableOptions::None => return Ok(BTreeMap::new()),
         CreateTableOptions::With(list)

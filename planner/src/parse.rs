@@ -38,6 +38,18 @@ pub enum Statement {
     },
     /// `FLUSH`: wait until every streaming job has seen all earlier writes.
     Flush,
+    /// `CREATE SINK [IF NOT EXISTS] name {FROM relation | AS query} WITH (options)` (RisingWave).
+    CreateSink {
+        name: String,
+        if_not_exists: bool,
+        /// The query whose changes go to the sink (`SELECT * FROM relation` for FROM).
+        query: String,
+        /// `WITH (...)` options, keys lowercased.
+        options: std::collections::BTreeMap<String, String>,
+        emit_on_window_close: bool,
+    },
+    /// `DROP SINK [IF EXISTS] name`.
+    DropSink { name: String, if_exists: bool },
 }
 
 /// `WATERMARK FOR column AS expr` of a CREATE TABLE.
@@ -130,6 +142,12 @@ fn parse_one(
     if words.len() == 1 && is_bare(words[0].1, "flush") {
         return Ok(Statement::Flush);
     }
+    if words.len() > 1 && is_word(words[0].1, Keyword::CREATE) && is_bare(words[1].1, "sink") {
+        return create_sink(sql, tokens, dialect);
+    }
+    if words.len() > 1 && is_word(words[0].1, Keyword::DROP) && is_bare(words[1].1, "sink") {
+        return drop_sink(sql, &tokens);
+    }
     let mut append_only = false;
     let mut watermark = None;
     let mut computed = Vec::new();
@@ -177,6 +195,148 @@ fn parse_one(
         emit_on_window_close,
         computed,
     })
+}
+
+/// An identifier token's name as Postgres folds it.
+fn ident_name(t: &TokenWithSpan) -> Option<String> {
+    match &t.token {
+        Token::Word(w) if w.quote_style.is_some() => Some(w.value.clone()),
+        Token::Word(w) => Some(w.value.to_lowercase()),
+        _ => None,
+    }
+}
+
+fn sink_syntax(sql: &str, at: Option<&TokenWithSpan>, expected: &str) -> PlanError {
+    PlanError::Syntax {
+        message: match at {
+            Some(t) => format!("syntax error at or near \"{}\"", t.token),
+            None => "syntax error at end of input".into(),
+        },
+        detail: Some(format!("Expected: {expected}")),
+        position: at.and_then(|t| char_position(sql, t.span.start)),
+    }
+}
+
+/// `CREATE SINK [IF NOT EXISTS] name {FROM relation | AS query} WITH (options)`.
+fn create_sink(
+    sql: &str,
+    mut tokens: Vec<TokenWithSpan>,
+    dialect: &PostgreSqlDialect,
+) -> Result<Statement> {
+    let emit_on_window_close = take_emit_on_window_close(&mut tokens);
+    flink_windows(&mut tokens);
+    quote_dotted_options(&mut tokens);
+    let words: Vec<usize> = significant(&tokens).map(|(i, _)| i).collect();
+    let at = |n: usize| words.get(n).map(|&i| &tokens[i]);
+    let mut n = 2;
+    let if_not_exists = at(n).is_some_and(|t| is_word(t, Keyword::IF));
+    if if_not_exists {
+        if !(at(n + 1).is_some_and(|t| is_word(t, Keyword::NOT))
+            && at(n + 2).is_some_and(|t| is_word(t, Keyword::EXISTS)))
+        {
+            return Err(sink_syntax(sql, at(n + 1), "IF NOT EXISTS"));
+        }
+        n += 3;
+    }
+    let name = at(n)
+        .and_then(ident_name)
+        .ok_or_else(|| sink_syntax(sql, at(n), "a sink name"))?;
+    n += 1;
+    // The options: the last `WITH ( ... )`, which ends the statement.
+    let last = *words
+        .last()
+        .ok_or_else(|| sink_syntax(sql, None, "WITH (connector = ...)"))?;
+    let open = (0..words.len())
+        .rev()
+        .map(|k| words[k])
+        .find(|&i| tokens[i].token == Token::LParen && closing(&tokens, i) == Some(last))
+        .ok_or_else(|| sink_syntax(sql, at(words.len() - 1), "WITH (connector = ...)"))?;
+    let with = words
+        .iter()
+        .rposition(|&i| i < open)
+        .map(|k| words[k])
+        .filter(|&i| is_word(&tokens[i], Keyword::WITH))
+        .ok_or_else(|| sink_syntax(sql, Some(&tokens[open]), "WITH (connector = ...)"))?;
+    let options_sql = format!(
+        "CREATE TABLE __sink (__c INT) {}",
+        tokens[with..=last]
+            .iter()
+            .map(|t| t.token.to_string())
+            .collect::<String>()
+    );
+    let options = match Parser::new(dialect)
+        .try_with_sql(&options_sql)
+        .and_then(|mut p| p.parse_statement())
+    {
+        Ok(ast::Statement::CreateTable(create)) => crate::ddl::with_options(&create.table_options)?,
+        _ => {
+            return Err(sink_syntax(
+                sql,
+                Some(&tokens[with]),
+                "WITH (name = 'value', ...)",
+            ));
+        }
+    };
+    let body: Vec<usize> = words
+        .iter()
+        .copied()
+        .filter(|&i| i < with)
+        .skip(n)
+        .collect();
+    let query = match body.first().map(|&i| &tokens[i]) {
+        Some(t) if is_word(t, Keyword::FROM) => {
+            let relation = body
+                .get(1)
+                .map(|&i| &tokens[i])
+                .and_then(ident_name)
+                .filter(|_| body.len() == 2)
+                .ok_or_else(|| {
+                    sink_syntax(sql, body.get(1).map(|&i| &tokens[i]), "a relation name")
+                })?;
+            format!("SELECT * FROM \"{}\"", relation.replace('"', "\"\""))
+        }
+        Some(t) if is_word(t, Keyword::AS) && body.len() > 1 => {
+            // Tokens were rewritten (Flink windows): parse the query from them, not the text.
+            let query_tokens: Vec<TokenWithSpan> = tokens[body[1]..with].to_vec();
+            let mut parser = Parser::new(dialect).with_tokens_with_locations(query_tokens);
+            let mut stmt = parser
+                .parse_statement()
+                .map_err(|e| syntax_error(sql, e, Some(tokens[with].span.start)))?;
+            crate::window::rewrite(&mut stmt)?;
+            stmt.to_string()
+        }
+        other => return Err(sink_syntax(sql, other, "FROM relation or AS query")),
+    };
+    Ok(Statement::CreateSink {
+        name,
+        if_not_exists,
+        query,
+        options,
+        emit_on_window_close,
+    })
+}
+
+/// `DROP SINK [IF EXISTS] name`.
+fn drop_sink(sql: &str, tokens: &[TokenWithSpan]) -> Result<Statement> {
+    let words: Vec<&TokenWithSpan> = significant(tokens).map(|(_, t)| t).collect();
+    let if_exists = words.get(2).is_some_and(|t| is_word(t, Keyword::IF));
+    let n = if if_exists {
+        if !words.get(3).is_some_and(|t| is_word(t, Keyword::EXISTS)) {
+            return Err(sink_syntax(sql, words.get(3).copied(), "IF EXISTS"));
+        }
+        4
+    } else {
+        2
+    };
+    let name = words
+        .get(n)
+        .copied()
+        .and_then(ident_name)
+        .ok_or_else(|| sink_syntax(sql, words.get(n).copied(), "a sink name"))?;
+    if let Some(extra) = words.get(n + 1) {
+        return Err(sink_syntax(sql, Some(extra), "end of statement"));
+    }
+    Ok(Statement::DropSink { name, if_exists })
 }
 
 /// Turns RisingWave's dotted option names in `WITH (...)`, such as `datagen.rows.per.second =

@@ -126,6 +126,7 @@ async fn build(shared: &Arc<Shared>, entry: &TableEntry) -> Result<Job, SqlError
         &view.query,
         &view.settings,
         view.emit_on_window_close,
+        view.sink.is_some(),
     )
     .await?;
     Ok(Job::start(JobSpec {
@@ -135,6 +136,7 @@ async fn build(shared: &Arc<Shared>, entry: &TableEntry) -> Result<Job, SqlError
         graph: plan.graph,
         sink: Arc::clone(&entry.store),
         counted: view.counted,
+        discard: view.sink.is_some(),
         config: defaults.config,
     })?)
 }
@@ -299,6 +301,7 @@ pub async fn plan_stream(
     query: &str,
     settings: &BTreeMap<String, String>,
     emit_on_window_close: bool,
+    sink: bool,
 ) -> Result<StreamPlan, SqlError> {
     let parallelism = parallelism(settings, session.shared.jobs.defaults().parallelism)?;
     let allowed_lateness = allowed_lateness(settings)?;
@@ -361,6 +364,7 @@ pub async fn plan_stream(
         parallelism,
         emit_on_window_close,
         allowed_lateness,
+        sink,
         resolve: &resolve,
     };
     Ok(plan_view(&stream, plan)?)

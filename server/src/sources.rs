@@ -55,6 +55,8 @@ pub fn connector(def: &TableDef) -> Result<Option<Connector>, SqlError> {
             .map_err(|e| SqlError::internal(e.to_string()))?,
     );
     match name.to_lowercase().as_str() {
+        // A sink table (Flink): rows go out through INSERT INTO ... SELECT jobs, none come in.
+        "blackhole" => Ok(None),
         "datagen" => Datagen::parse(&schema, &def.options)
             .map(|g| Some(Connector::Datagen(g)))
             .map_err(|e| SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, e.to_string())),

@@ -155,6 +155,9 @@ pub struct JobSpec {
     /// The view has no key: the last column of its rows counts identical rows, and its change log
     /// carries one insert or delete per row instance (count column 1) for views reading it.
     pub counted: bool,
+    /// A sink with nothing to keep (`blackhole`): each epoch commits state and positions, and
+    /// the result rows are counted and dropped.
+    pub discard: bool,
     pub config: JobConfig,
 }
 
@@ -310,6 +313,7 @@ struct Committer {
     shared: Arc<Shared>,
     sink: Arc<TableStore>,
     counted: bool,
+    discard: bool,
     tasks: usize,
     config: JobConfig,
     sources: Vec<mpsc::UnboundedSender<Barrier>>,
@@ -327,6 +331,7 @@ impl Job {
             graph,
             sink,
             counted,
+            discard,
             config,
         } = spec;
         graph.validate()?;
@@ -471,6 +476,7 @@ impl Job {
             shared: Arc::clone(&shared),
             sink,
             counted,
+            discard,
             tasks,
             config,
             sources: barrier_txs,
@@ -629,6 +635,7 @@ impl Committer {
             rows > 0 || !c.batch.is_empty() || positions != committed || !c.late.is_empty();
         if changed {
             let (id, sink, counted) = (self.id, Arc::clone(&self.sink), self.counted);
+            let outputs = if self.discard { Vec::new() } else { outputs };
             let keys = positions.clone();
             let watermarks = c.watermarks;
             let late = c.late;

@@ -106,6 +106,7 @@ fn start(
         graph: graph(a, b, p),
         sink: Arc::clone(view),
         counted: false,
+        discard: false,
         config: JobConfig {
             barrier_interval: Duration::from_millis(5),
             checkpoint_frequency: 3,

@@ -171,6 +171,9 @@ pub struct StreamContext<'a> {
     /// Microseconds a window stays open for late rows after the watermark passed its end
     /// (emit-on-update views only: an emitted-on-close window is final).
     pub allowed_lateness: i64,
+    /// The job is a sink: its changes leave Rivulet as they are, so a query without a key needs
+    /// no counting of identical rows.
+    pub sink: bool,
     /// A relation's storage and its key (primary key, or a view's key; `None` for a table
     /// without a primary key).
     pub resolve: &'a dyn Fn(&TableReference) -> Option<Resolved>,
@@ -289,6 +292,7 @@ pub fn plan_view(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<StreamPla
     let mut columns = columns;
     let (key, counted) = match lowered.key {
         Some(key) => (key, false),
+        None if ctx.sink => (Vec::new(), false),
         None => {
             // No key: count identical rows. The view keeps each distinct row once with its
             // multiplicity in a hidden last column; reads repeat the row that many times.

@@ -121,6 +121,17 @@ impl Session {
         stmt: &ast::Statement,
         params: Option<&ParamValues>,
     ) -> Result<Outcome, SqlError> {
+        if let ast::Statement::Insert(
+            insert @ ast::Insert {
+                table: ast::TableObject::TableName(name),
+                ..
+            },
+        ) = stmt
+            && let Ok(table) = self.resolve_table(name)
+            && super::sink::is_sink_table(&table)
+        {
+            return self.insert_into_sink(&table, insert).await;
+        }
         let stmt = self.spell_out_columns(stmt)?;
         let stmt = stmt.as_ref();
         if let (None, ast::Statement::Insert(insert)) = (params, stmt)

@@ -8,6 +8,7 @@ mod ddl;
 mod dml;
 mod query;
 mod settings;
+mod sink;
 mod values;
 mod view;
 
@@ -102,6 +103,18 @@ impl Session {
     ) -> Result<Outcome, SqlError> {
         let (stmt, append_only, watermark, eowc, computed) = match &parsed.statement {
             Statement::Flush => return self.flush().await,
+            Statement::CreateSink {
+                name,
+                if_not_exists,
+                query,
+                options,
+                emit_on_window_close,
+            } => {
+                return self
+                    .create_sink(name, *if_not_exists, query, options, *emit_on_window_close)
+                    .await;
+            }
+            Statement::DropSink { name, if_exists } => return self.drop_sink(name, *if_exists),
             Statement::Sql {
                 stmt,
                 append_only,

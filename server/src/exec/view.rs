@@ -55,7 +55,7 @@ impl Session {
         let settings = crate::jobs::job_settings(&self.settings);
         let defaults = self.shared.jobs.defaults();
         crate::jobs::RestartPolicy::from_settings(&settings, defaults.restart)?;
-        let plan = plan_stream(self, &query, &settings, emit_on_window_close).await?;
+        let plan = plan_stream(self, &query, &settings, emit_on_window_close, false).await?;
         let def = TableDef {
             id: 0,
             database: String::new(),
@@ -71,6 +71,7 @@ impl Session {
                 counted: plan.counted,
                 emit_on_window_close,
                 settings,
+                sink: None,
             }),
         };
         drop(plan.graph);
@@ -99,6 +100,7 @@ impl Session {
             &create.query.to_string(),
             &settings,
             emit_on_window_close,
+            false,
         )
         .await?;
         let lines = plan.explain();
@@ -144,6 +146,13 @@ impl Session {
                     format!("\"{view}\" is not a materialized view"),
                 )
                 .with_hint("Use DROP TABLE to remove a table."));
+            }
+            if entry.def.view.as_ref().is_some_and(|v| v.sink.is_some()) {
+                return Err(SqlError::new(
+                    sqlstate::WRONG_OBJECT_TYPE,
+                    format!("\"{view}\" is not a materialized view"),
+                )
+                .with_hint("Use DROP SINK to remove a sink."));
             }
             if cascade {
                 self.drop_readers(entry.def.id)?;
