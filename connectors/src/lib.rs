@@ -1,13 +1,16 @@
 //! Rivulet's sources and sinks: Kafka (rdkafka), the built-in generators (datagen, Nexmark), files,
 //! and their record formats, each decoding straight into Arrow batches for the engine.
 //!
-//! A source feeds a table: it inserts rows into the table's store in atomic commits that also
-//! hold its own position, and streaming jobs read the table's change log like any other. So far
-//! there is the `datagen` generator; Nexmark, Kafka (#6) and files (#8) follow. This crate depends
-//! on `engine` only and never sees the planner.
+//! A generator feeds a table: it inserts rows into the table's store in atomic commits that also
+//! hold its own position, and streaming jobs read the table's change log like any other (the
+//! `datagen` and `nexmark` generators). An external source (`filesystem`) is read by the jobs
+//! themselves, which keep its position in their checkpoints; the table stores no rows. Kafka (#6)
+//! follows. This crate depends on `engine` only and never sees the planner.
 
 /// The `datagen` generator source.
 pub mod datagen;
+/// The `filesystem` source: JSON and CSV files, read by jobs directly.
+pub mod filesystem;
 /// The `nexmark` generator source (persons, auctions, bids).
 pub mod nexmark;
 

@@ -18,7 +18,7 @@ use datafusion::common::ScalarValue;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::{
     ColumnarValue, ExprSchemable, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    Volatility,
+    TypeSignature, Volatility,
 };
 use datafusion::physical_plan::PhysicalExpr;
 use rivulet_engine::EngineError;
@@ -103,11 +103,76 @@ impl ScalarUDFImpl for Proctime {
     }
 }
 
+/// Flink's `TO_TIMESTAMP_LTZ(epoch, precision)`: an epoch number (precision 0: seconds, 3:
+/// milliseconds, up to 6) as a timestamp with time zone.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ToTimestampLtz {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for ToTimestampLtz {
+    fn name(&self) -> &str {
+        "to_timestamp_ltz"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(SqlType::TimestampTz.arrow_type())
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        use datafusion::arrow::array::{AsArray, TimestampMicrosecondArray};
+        use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+        let (value, precision) = match args.args.as_slice() {
+            [v] => (v, 3),
+            [v, ColumnarValue::Scalar(p)] => {
+                let p = match p.cast_to(&DataType::Int64)? {
+                    ScalarValue::Int64(Some(p)) if (0..=6).contains(&p) => p,
+                    _ => {
+                        return datafusion::common::exec_err!(
+                            "TO_TIMESTAMP_LTZ precision must be a constant from 0 to 6"
+                        );
+                    }
+                };
+                (v, p)
+            }
+            _ => {
+                return datafusion::common::exec_err!(
+                    "TO_TIMESTAMP_LTZ takes (epoch [, precision])"
+                );
+            }
+        };
+        let factor = 10i64.pow(6 - precision as u32);
+        let values = value.to_array(args.number_rows)?;
+        let values = datafusion::arrow::compute::cast(&values, &DataType::Int64)?;
+        let micros: TimestampMicrosecondArray =
+            values
+                .as_primitive::<Int64Type>()
+                .unary::<_, TimestampMicrosecondType>(|v| v.saturating_mul(factor));
+        let out = micros.with_timezone("+00:00");
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
 /// The functions computed columns use, for every session to register.
 pub fn udfs() -> Vec<ScalarUDF> {
-    vec![ScalarUDF::new_from_impl(Proctime {
-        signature: Signature::exact(Vec::new(), Volatility::Volatile),
-    })]
+    vec![
+        ScalarUDF::new_from_impl(Proctime {
+            signature: Signature::exact(Vec::new(), Volatility::Volatile),
+        }),
+        ScalarUDF::new_from_impl(ToTimestampLtz {
+            signature: Signature::one_of(
+                vec![TypeSignature::Any(1), TypeSignature::Any(2)],
+                Volatility::Immutable,
+            ),
+        }),
+    ]
 }
 
 /// Computes a table's computed columns from its other columns.

@@ -165,6 +165,7 @@ fn parse_one(
         }
         watermark = take_watermark(sql, &mut tokens)?;
         computed = take_computed(sql, &mut tokens)?;
+        format_encode_to_options(dialect, &mut tokens);
         quote_dotted_options(&mut tokens);
     }
     let emit_on_window_close = take_emit_on_window_close(&mut tokens);
@@ -337,6 +338,64 @@ fn drop_sink(sql: &str, tokens: &[TokenWithSpan]) -> Result<Statement> {
         return Err(sink_syntax(sql, Some(extra), "end of statement"));
     }
     Ok(Statement::DropSink { name, if_exists })
+}
+
+/// Turns RisingWave's `FORMAT PLAIN ENCODE JSON [(k = 'v', ...)]` after a CREATE TABLE's WITH
+/// clause into options of that clause: `format = 'plain', encode = 'json', k = 'v'`.
+fn format_encode_to_options(dialect: &PostgreSqlDialect, tokens: &mut Vec<TokenWithSpan>) {
+    let words: Vec<usize> = significant(tokens).map(|(i, _)| i).collect();
+    let Some(k) = words.iter().position(|&i| is_bare(&tokens[i], "format")) else {
+        return;
+    };
+    let (Some(&f), Some(&e), Some(&enc)) = (words.get(k + 1), words.get(k + 2), words.get(k + 3))
+    else {
+        return;
+    };
+    if !is_bare(&tokens[e], "encode") {
+        return;
+    }
+    let name = |i: usize| match &tokens[i].token {
+        Token::Word(w) => Some(w.value.to_lowercase()),
+        _ => None,
+    };
+    let (Some(format), Some(encode)) = (name(f), name(enc)) else {
+        return;
+    };
+    let mut extra = format!(", format = '{format}', encode = '{encode}'");
+    let mut end = enc + 1;
+    if let Some(&open) = words.get(k + 4)
+        && tokens[open].token == Token::LParen
+        && let Some(close) = closing(tokens, open)
+    {
+        let inner: String = tokens[open + 1..close]
+            .iter()
+            .map(|t| t.token.to_string())
+            .collect();
+        if !inner.trim().is_empty() {
+            extra.push_str(", ");
+            extra.push_str(&inner);
+        }
+        end = close + 1;
+    }
+    tokens.drain(words[k]..end);
+    let with_open = tokens
+        .iter()
+        .position(|t| is_word(t, Keyword::WITH))
+        .and_then(|w| next_significant(tokens, w))
+        .filter(|&o| tokens[o].token == Token::LParen);
+    let (at, text) = match with_open.and_then(|o| closing(tokens, o)) {
+        Some(close) => (close, extra),
+        None => {
+            let last = tokens
+                .iter()
+                .rposition(|t| !is_trivia(&t.token))
+                .map_or(tokens.len(), |i| i + 1);
+            (last, format!(" WITH ({})", extra.trim_start_matches(", ")))
+        }
+    };
+    if let Ok(new) = Tokenizer::new(dialect, &text).tokenize_with_location() {
+        tokens.splice(at..at, new);
+    }
 }
 
 /// Turns RisingWave's dotted option names in `WITH (...)`, such as `datagen.rows.per.second =

@@ -354,6 +354,7 @@ pub async fn plan_stream(
             watermark,
             idle_timeout,
             processing_time,
+            external: crate::sources::external(&t.def),
             append_only: t.def.append_only
                 || t.def.options.contains_key("connector")
                 || t.def.view.as_ref().is_some_and(|v| v.emit_on_window_close),

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use rivulet_connectors::datagen::{self, Datagen};
+use rivulet_connectors::filesystem::FileSource;
 use rivulet_connectors::nexmark::{self, Nexmark};
+use rivulet_engine::job::graph::ExternalSource;
 use rivulet_engine::task::{TaskHandle, spawn_named};
 use rivulet_planner::catalog::TableDef;
 
@@ -57,6 +59,10 @@ pub fn connector(def: &TableDef) -> Result<Option<Connector>, SqlError> {
     match name.to_lowercase().as_str() {
         // A sink table (Flink): rows go out through INSERT INTO ... SELECT jobs, none come in.
         "blackhole" => Ok(None),
+        // Read by the jobs themselves (see `external`); checked here.
+        "filesystem" | "posix_fs" => FileSource::parse(&schema, &def.options)
+            .map(|_| None)
+            .map_err(|e| SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, e.to_string())),
         "datagen" => Datagen::parse(&schema, &def.options)
             .map(|g| Some(Connector::Datagen(g)))
             .map_err(|e| SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, e.to_string())),
@@ -68,6 +74,28 @@ pub fn connector(def: &TableDef) -> Result<Option<Connector>, SqlError> {
                 "Supported connectors: datagen, nexmark. Kafka and file sources are planned.",
             ),
         ),
+    }
+}
+
+/// The external source a job reads for table `def` (files), if it has one.
+pub fn external(def: &TableDef) -> Option<Arc<dyn ExternalSource>> {
+    let connector = def.options.get("connector")?.to_lowercase();
+    if !matches!(connector.as_str(), "filesystem" | "posix_fs") {
+        return None;
+    }
+    let physical = def.columns.len().saturating_sub(def.computed.len());
+    let schema = Arc::new(
+        def.schema()
+            .project(&(0..physical).collect::<Vec<_>>())
+            .ok()?,
+    );
+    // Checked at CREATE TABLE; a path removed since then fails the job when it opens the files.
+    match FileSource::parse(&schema, &def.options) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            tracing::warn!(table = %def.name, error = %e, "file source unavailable");
+            None
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_plan::PhysicalExpr;
 
 use crate::keygroup::KEY_GROUPS;
@@ -31,6 +32,31 @@ pub struct Source {
     /// The event time is processing time (a `PROCTIME()` column): once idle, the watermark is the
     /// wall clock minus the idle timeout, not where it stood plus the time since.
     pub processing_time: bool,
+    /// Rows come from outside (files), read by the job itself, instead of from the table's
+    /// change log; the table only names the relation and its columns.
+    pub external: Option<Arc<dyn ExternalSource>>,
+}
+
+/// A source outside Rivulet's tables (files today), read by the job's source task directly: no
+/// copy of its rows is stored, and its position goes into the job's checkpoint.
+pub trait ExternalSource: Send + Sync {
+    /// A reader from `position` (0: the beginning; otherwise a position a reader returned).
+    fn open(&self, position: u64) -> Result<Box<dyn ExternalReader>>;
+    /// The position a reader reaches once it has read everything there is now (FLUSH waits
+    /// until the job has committed it).
+    fn end(&self) -> Result<u64>;
+    /// For EXPLAIN.
+    fn describe(&self) -> String;
+}
+
+/// Reads an [`ExternalSource`]; called on a blocking thread.
+pub trait ExternalReader: Send {
+    /// The next rows (the table's columns, computed ones last and optional) and the position
+    /// after them; `None` when nothing more is there for now.
+    fn next(&mut self) -> Result<Option<(RecordBatch, u64)>>;
+    /// True once a bounded source has been read to its end: its watermark then jumps to the
+    /// end of time, which closes every window (as Flink does at the end of bounded input).
+    fn finished(&self) -> bool;
 }
 
 impl Source {
@@ -41,6 +67,7 @@ impl Source {
             watermark: None,
             idle_timeout: None,
             processing_time: false,
+            external: None,
         }
     }
 }
@@ -139,10 +166,16 @@ impl JobGraph {
         let mut lines = Vec::new();
         for (i, stage) in self.stages.iter().enumerate() {
             let input = match &stage.input {
-                StageInput::Source(s) => match &s.watermark {
-                    Some(w) => format!("change log of {}, watermark {w}", source_name(&s.table)),
-                    None => format!("change log of {}", source_name(&s.table)),
-                },
+                StageInput::Source(s) => {
+                    let from = match &s.external {
+                        Some(e) => format!("{} ({})", source_name(&s.table), e.describe()),
+                        None => format!("change log of {}", source_name(&s.table)),
+                    };
+                    match &s.watermark {
+                        Some(w) => format!("{from}, watermark {w}"),
+                        None => from,
+                    }
+                }
                 StageInput::Merge { from, keys } => {
                     let from: Vec<String> = from.iter().map(|f| format!("stage {f}")).collect();
                     match keys {

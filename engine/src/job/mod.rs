@@ -254,6 +254,8 @@ impl Shared {
 pub struct Job {
     name: String,
     sources: Vec<Arc<TableStore>>,
+    /// Per source: its external input, if it reads one (FLUSH waits for its end).
+    externals: Vec<Option<Arc<dyn graph::ExternalSource>>>,
     shared: Arc<Shared>,
     progress: watch::Receiver<Progress>,
     _watchdog: TaskHandle<()>,
@@ -336,6 +338,14 @@ impl Job {
         } = spec;
         graph.validate()?;
         let sources = graph.sources();
+        let externals: Vec<Option<Arc<dyn graph::ExternalSource>>> = graph
+            .stages
+            .iter()
+            .filter_map(|s| match &s.input {
+                StageInput::Source(s) => Some(s.external.clone()),
+                StageInput::Merge { .. } => None,
+            })
+            .collect();
         let positions = (0..sources.len())
             .map(|i| read_u64(&store, &position_key(id, i), id))
             .collect::<Result<Vec<_>>>()?;
@@ -453,9 +463,13 @@ impl Job {
                                 watermark: read_i64(&store, &watermark_key(id, i), id)?,
                             },
                         };
+                        let external = source.external.clone();
                         handles.push(spawn_task(&shared, task.clone(), async move {
                             let mut chain = chain.restore().await?;
-                            let r = stage::source(reader, brx, &mut chain).await;
+                            let r = match external {
+                                Some(e) => stage::external_source(reader, e, brx, &mut chain).await,
+                                None => stage::source(reader, brx, &mut chain).await,
+                            };
                             chain.report(&task, r)
                         }));
                         source_index += 1;
@@ -499,6 +513,7 @@ impl Job {
         Ok(Job {
             name,
             sources,
+            externals,
             shared,
             progress,
             _watchdog: watchdog,
@@ -532,7 +547,15 @@ impl Job {
     /// Waits until the job has committed everything each source had committed when the call
     /// began, asking for a barrier at once rather than at the next interval.
     pub async fn flush(&self) -> std::result::Result<(), String> {
-        let targets: Vec<u64> = self.sources.iter().map(|s| s.last_seq()).collect();
+        let targets: Vec<u64> = self
+            .sources
+            .iter()
+            .zip(&self.externals)
+            .map(|(s, e)| match e {
+                Some(e) => e.end().map_err(|e| e.to_string()),
+                None => Ok(s.last_seq()),
+            })
+            .collect::<std::result::Result<_, _>>()?;
         let mut progress = self.progress.clone();
         let mut stopped = self.shared.stopped.subscribe();
         loop {

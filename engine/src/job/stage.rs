@@ -193,6 +193,74 @@ impl SourceReader {
     }
 }
 
+/// Reads an external source (files) into `chain`, as [`source`] reads a change log: every batch,
+/// then the watermark when it advances; a barrier with the position reached whenever the
+/// committing task asks for one. Reading and decoding run on a blocking thread. A bounded source
+/// read to its end sends the watermark `i64::MAX`, closing every window, then only answers
+/// barriers; otherwise it looks for more input every [`IDLE_TICK`].
+pub async fn external_source(
+    mut reader: SourceReader,
+    external: Arc<dyn super::graph::ExternalSource>,
+    mut barriers: mpsc::UnboundedReceiver<Barrier>,
+    chain: &mut Chain,
+) -> Result<()> {
+    chain.start().await?;
+    if let Some(w) = reader.at.watermark {
+        chain.watermark(w).await?;
+    }
+    let position = reader.at.seq;
+    let opened = tokio::task::spawn_blocking(move || external.open(position))
+        .await
+        .map_err(|e| EngineError::Internal(format!("source reader: {e}")))??;
+    let mut input: Option<Box<dyn super::graph::ExternalReader>> = Some(opened);
+    let mut finished = false;
+    let mut idle = tokio::time::interval(IDLE_TICK);
+    idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        while let Ok(b) = barriers.try_recv() {
+            chain.barrier(b, Some(reader.at)).await?;
+        }
+        if !finished && let Some(mut r) = input.take() {
+            let (r, next) = tokio::task::spawn_blocking(move || {
+                let next = r.next();
+                let done = r.finished();
+                (r, next.map(|n| (n, done)))
+            })
+            .await
+            .map_err(|e| EngineError::Internal(format!("source reader: {e}")))?;
+            input = Some(r);
+            match next? {
+                (Some((rows, position)), _) => {
+                    let batch = ChangeBatch::inserts(reader.table.complete(&rows)?);
+                    chain.shared.count_in(batch.num_rows());
+                    let advanced = reader.advance(&batch)?;
+                    chain.push(batch).await?;
+                    reader.at.seq = position;
+                    if let Some(w) = advanced {
+                        chain.watermark(w).await?;
+                    }
+                    continue;
+                }
+                (None, true) => {
+                    finished = true;
+                    if reader.watermark_expr.is_some() && reader.at.watermark != Some(i64::MAX) {
+                        reader.at.watermark = Some(i64::MAX);
+                        chain.watermark(i64::MAX).await?;
+                    }
+                }
+                (None, false) => {}
+            }
+        }
+        tokio::select! {
+            b = barriers.recv() => match b {
+                Some(b) => chain.barrier(b, Some(reader.at)).await?,
+                None => return Ok(()),
+            },
+            _ = idle.tick(), if !finished => {}
+        }
+    }
+}
+
 /// Reads a source into `chain`: every batch, then the watermark when it advances; a barrier with
 /// the position reached whenever the committing task asks for one.
 pub async fn source(

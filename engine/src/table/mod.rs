@@ -190,6 +190,17 @@ impl TableStore {
         let _ = self.computed.set(computed);
     }
 
+    /// `rows` (the stored columns, computed ones optional) as the table's rows: computed
+    /// columns filled in, NOT NULL checked. For rows that come from outside the table (a job
+    /// reading files) but must look as if read from it.
+    pub fn complete(&self, rows: &RecordBatch) -> Result<RecordBatch> {
+        self.check_not_null(rows)?;
+        match self.computed.get() {
+            Some(c) => c.fill(rows),
+            None => self.conform(rows),
+        }
+    }
+
     /// Sequence number of the last committed change-log entry (0 before the first).
     pub fn last_seq(&self) -> u64 {
         *self.committed.borrow()

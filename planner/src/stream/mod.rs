@@ -159,6 +159,8 @@ pub struct Resolved {
     pub append_only: bool,
     /// Its event time is a `PROCTIME()` column (see `rivulet_engine::job::graph::Source`).
     pub processing_time: bool,
+    /// Its rows come from outside (files), read by the job itself.
+    pub external: Option<Arc<dyn rivulet_engine::job::graph::ExternalSource>>,
 }
 
 /// Where the planner finds tables, and how parallel keyed stages are.
@@ -473,6 +475,7 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
                     watermark,
                     idle_timeout: resolved.idle_timeout,
                     processing_time: resolved.processing_time,
+                    external: resolved.external.clone(),
                 }),
                 operators,
                 parallelism: 1,
