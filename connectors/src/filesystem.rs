@@ -372,7 +372,7 @@ impl FileReader {
 }
 
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
+    memchr::memchr(needle, haystack)
 }
 
 impl ExternalReader for FileReader {

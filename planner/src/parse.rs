@@ -224,7 +224,20 @@ fn create_sink(
     mut tokens: Vec<TokenWithSpan>,
     dialect: &PostgreSqlDialect,
 ) -> Result<Statement> {
-    let emit_on_window_close = take_emit_on_window_close(&mut tokens);
+    // `EMIT ON WINDOW CLOSE` ends the query, before WITH.
+    let mut emit_on_window_close = false;
+    {
+        let words: Vec<usize> = significant(&tokens).map(|(i, _)| i).collect();
+        if let Some(k) = (0..words.len().saturating_sub(3)).find(|&k| {
+            is_bare(&tokens[words[k]], "emit")
+                && is_word(&tokens[words[k + 1]], Keyword::ON)
+                && is_word(&tokens[words[k + 2]], Keyword::WINDOW)
+                && is_word(&tokens[words[k + 3]], Keyword::CLOSE)
+        }) {
+            tokens.drain(words[k]..=words[k + 3]);
+            emit_on_window_close = true;
+        }
+    }
     flink_windows(&mut tokens);
     quote_dotted_options(&mut tokens);
     let words: Vec<usize> = significant(&tokens).map(|(i, _)| i).collect();
@@ -303,6 +316,14 @@ fn create_sink(
             let mut stmt = parser
                 .parse_statement()
                 .map_err(|e| syntax_error(sql, e, Some(tokens[with].span.start)))?;
+            let next = parser.peek_token();
+            if next.token != Token::EOF {
+                return Err(syntax_error(
+                    sql,
+                    ParserError::ParserError(format!("Expected: WITH, found: {next}")),
+                    Some(next.span.start),
+                ));
+            }
             crate::window::rewrite(&mut stmt)?;
             stmt.to_string()
         }

@@ -66,6 +66,10 @@ impl SqlType {
             D::Interval { .. } => SqlType::Interval,
             D::Bytea => SqlType::Bytea,
             D::JSON | D::JSONB => SqlType::Jsonb,
+            // Flink's TIMESTAMP_LTZ(p): a point in time.
+            D::Custom(name, _) if name.to_string().eq_ignore_ascii_case("timestamp_ltz") => {
+                SqlType::TimestampTz
+            }
             D::Custom(name, args) if args.is_empty() => {
                 match name
                     .to_string()

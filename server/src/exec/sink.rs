@@ -115,7 +115,8 @@ impl Session {
     }
 
     /// Flink's `INSERT INTO sink_table SELECT ...`: a continuous job into the sink table's
-    /// connector, named `<table>_insert_<n>` (see `SHOW JOBS`, and `DROP SINK` to stop it).
+    /// connector, named `<table>_insert_<n>` (see `SHOW JOBS`, and `DROP SINK` to stop it). Its
+    /// window aggregations emit on window close, as Flink's do.
     pub(super) async fn insert_into_sink(
         &mut self,
         table: &TableEntry,
@@ -144,8 +145,16 @@ impl Session {
             .map(|n| format!("{base}_{n}"))
             .find(|n| self.catalog().table(&self.database, n).is_none())
             .unwrap_or(base);
+        // A Flink window aggregation emits each window once, when it closes: so does this job
+        // when its query has one.
         let settings = crate::jobs::job_settings(&self.settings);
-        let plan = plan_stream(self, &query, &settings, false, true).await?;
+        let (plan, eowc) = match plan_stream(self, &query, &settings, true, true).await {
+            Ok(plan) => (plan, true),
+            Err(_) => (
+                plan_stream(self, &query, &settings, false, true).await?,
+                false,
+            ),
+        };
         let width = plan.columns.len();
         if width != table.def.columns.len() {
             return Err(SqlError::new(
@@ -158,7 +167,7 @@ impl Session {
             ));
         }
         drop(plan.graph);
-        self.start_sink(&name, &query, connector, false).await?;
+        self.start_sink(&name, &query, connector, eowc).await?;
         Ok(Outcome::Command("INSERT 0 0".into()))
     }
 

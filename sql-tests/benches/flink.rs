@@ -1,0 +1,273 @@
+//! Rivulet and Flink side by side: the same 10M bids as newline-delimited JSON, the same queries,
+//! each into a blackhole sink, measured in one run on this machine.
+//!
+//! 1. Writes the bids file if it is not there (`genbids.py`'s format and generator, in Rust:
+//!    `RIVULET_BENCH_BIDS`, default `/tmp/rivulet-bench/bids.jsonl`, `RIVULET_BENCH_EVENTS` rows,
+//!    default 10,000,000).
+//! 2. Rivulet (release binary, one instance per stage): each query as
+//!    `INSERT INTO sink SELECT ...` over a `filesystem` table, timed until FLUSH returns (every
+//!    line read and committed), with the server's CPU seconds (user + system, from /proc).
+//! 3. Flink 1.20.3, when a Python with PyFlink is found (`FLINK_PYTHON`, default
+//!    `/tmp/flinkvenv/bin/python`; `scripts/bench flink` installs it): `bench/flink_side.py`
+//!    runs the same query at parallelism 1 without checkpoints; its JVM CPU seconds are counted.
+//! 4. The same queries on Rivulet's built-in Nexmark generator, read into a table first (no
+//!    JSON), to show the engine's own speed.
+//!
+//! Prints a table: events/s and events per CPU-second of each side, and their ratio.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rivulet_sql_tests::{TestServer, text_rows};
+
+/// (name, sink columns, query over `bid`)
+const QUERIES: &[(&str, &str, &str)] = &[
+    (
+        "projection",
+        "auction BIGINT, bidder BIGINT, price_eur DOUBLE, ts TIMESTAMPTZ",
+        "SELECT auction, bidder, 0.908 * price, ts FROM bid WHERE auction % 123 <> 0",
+    ),
+    (
+        "tumble",
+        "window_start TIMESTAMPTZ, window_end TIMESTAMPTZ, auction BIGINT, cnt BIGINT, total BIGINT",
+        "SELECT window_start, window_end, auction, COUNT(*), SUM(price) \
+         FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), INTERVAL '10' SECOND)) \
+         GROUP BY window_start, window_end, auction",
+    ),
+    (
+        "hop",
+        "window_start TIMESTAMPTZ, window_end TIMESTAMPTZ, auction BIGINT, cnt BIGINT",
+        "SELECT window_start, window_end, auction, COUNT(*) \
+         FROM TABLE(HOP(TABLE bid, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '10' SECOND)) \
+         GROUP BY window_start, window_end, auction",
+    ),
+    (
+        "session",
+        "window_start TIMESTAMPTZ, window_end TIMESTAMPTZ, bidder BIGINT, cnt BIGINT, top BIGINT",
+        "SELECT window_start, window_end, bidder, COUNT(*), MAX(price) \
+         FROM TABLE(SESSION(TABLE bid PARTITION BY bidder, DESCRIPTOR(ts), INTERVAL '10' SECOND)) \
+         GROUP BY window_start, window_end, bidder",
+    ),
+];
+
+/// Writes `n` bids as `genbids.py` does: the same LCG, fields and text.
+fn write_bids(path: &Path, n: u64) {
+    let chans = [
+        "Google",
+        "Facebook",
+        "Baidu",
+        "Apple",
+        "channel-1234",
+        "channel-42",
+        "channel-777",
+        "channel-9",
+    ];
+    let base: u64 = 1_700_000_000_000;
+    let mut x: u64 = 12345;
+    let tmp = path.with_extension("partial");
+    let mut out = std::io::BufWriter::with_capacity(1 << 22, std::fs::File::create(&tmp).unwrap());
+    for i in 0..n {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let (a, b, p) = (
+            (x >> 20) % 10000,
+            (x >> 34) % 1_000_000,
+            1 + (x >> 7) % 100_000,
+        );
+        let c = chans[((x >> 50) & 7) as usize];
+        writeln!(
+            out,
+            "{{\"auction\":{a},\"bidder\":{b},\"price\":{p},\"channel\":\"{c}\",\"url\":\"https://www.nexmark.com/item.htm?query=1&id={a}\",\"date_time\":{},\"extra\":\"\"}}",
+            base + i / 100
+        )
+        .unwrap();
+    }
+    out.flush().unwrap();
+    drop(out);
+    std::fs::rename(tmp, path).unwrap();
+}
+
+/// (events/s, events per CPU-second)
+type Figures = (f64, f64);
+
+async fn rivulet_side(path: &Path, rows: u64) -> Vec<Figures> {
+    let server = TestServer::start_with_flags(&["--streaming-parallelism", "1"])
+        .await
+        .unwrap();
+    let c = server.connect("dev").await.unwrap();
+    c.batch_execute(&format!(
+        "CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, \
+           url VARCHAR, date_time BIGINT, extra VARCHAR, \
+           ts AS TO_TIMESTAMP_LTZ(date_time, 3), \
+           WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
+         WITH ('connector' = 'filesystem', 'path' = 'file://{}', 'format' = 'json')",
+        path.display()
+    ))
+    .await
+    .unwrap();
+    let mut figures = Vec::new();
+    for (name, columns, query) in QUERIES {
+        c.batch_execute(&format!(
+            "CREATE TABLE sink_{name} ({columns}) WITH ('connector' = 'blackhole')"
+        ))
+        .await
+        .unwrap();
+        let cpu0 = server.cpu_time().unwrap();
+        let t0 = Instant::now();
+        c.batch_execute(&format!("INSERT INTO sink_{name} {query}; FLUSH"))
+            .await
+            .unwrap();
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = (server.cpu_time().unwrap() - cpu0).as_secs_f64();
+        let jobs = text_rows(&c, "SHOW JOBS").await.unwrap();
+        assert!(
+            jobs.iter().all(|j| !j.contains("failed")),
+            "a job failed: {jobs:?}"
+        );
+        c.batch_execute(&format!("DROP SINK sink_{name}_insert_1"))
+            .await
+            .unwrap();
+        figures.push((rows as f64 / wall, rows as f64 / cpu.max(1e-3)));
+    }
+    server.kill9().await.unwrap();
+    figures
+}
+
+fn flink_side(python: &Path, path: &Path) -> Vec<Option<Figures>> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/flink_side.py");
+    QUERIES
+        .iter()
+        .map(|(name, _, _)| {
+            let out = std::process::Command::new(python)
+                .arg(&script)
+                .arg(name)
+                .arg(path)
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let line = text.lines().find_map(|l| l.strip_prefix("RESULT "))?;
+            let number = |key: &str| -> Option<f64> {
+                let at = line.find(&format!("\"{key}\": "))? + key.len() + 4;
+                line[at..].split([',', '}']).next()?.trim().parse().ok()
+            };
+            let (rows, secs, cpu) = (number("rows")?, number("seconds")?, number("cpu_seconds")?);
+            Some((rows / secs, rows / cpu.max(1e-3)))
+        })
+        .collect()
+}
+
+async fn nexmark_side(events: u64) -> Vec<Figures> {
+    let server = TestServer::start_with_flags(&["--streaming-parallelism", "1"])
+        .await
+        .unwrap();
+    let c = server.connect("dev").await.unwrap();
+    c.batch_execute(&format!(
+        "CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP(3), \
+           ts AS CAST(date_time AS TIMESTAMPTZ), \
+           WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) APPEND ONLY \
+         WITH ('connector' = 'nexmark', 'nexmark.table.type' = 'bid', \
+               'nexmark.events-per-second' = '100000000', 'nexmark.events.num' = '{events}', \
+               'nexmark.event-time.events-per-second' = '100000')"
+    ))
+    .await
+    .unwrap();
+    let bids = events * 46 / 50;
+    loop {
+        let n = text_rows(&c, "SELECT count(*) FROM bid").await.unwrap();
+        if n == vec![bids.to_string()] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let mut figures = Vec::new();
+    for (name, columns, query) in QUERIES {
+        c.batch_execute(&format!(
+            "CREATE TABLE sink_{name} ({columns}) WITH ('connector' = 'blackhole')"
+        ))
+        .await
+        .unwrap();
+        let cpu0 = server.cpu_time().unwrap();
+        let t0 = Instant::now();
+        c.batch_execute(&format!("INSERT INTO sink_{name} {query}; FLUSH"))
+            .await
+            .unwrap();
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = (server.cpu_time().unwrap() - cpu0).as_secs_f64();
+        figures.push((bids as f64 / wall, bids as f64 / cpu.max(1e-3)));
+    }
+    server.kill9().await.unwrap();
+    figures
+}
+
+#[tokio::main]
+async fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("Flink comparison: run it with `scripts/bench flink`");
+        return;
+    }
+    let rows: u64 = std::env::var("RIVULET_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let path = PathBuf::from(
+        std::env::var("RIVULET_BENCH_BIDS")
+            .unwrap_or_else(|_| "/tmp/rivulet-bench/bids.jsonl".into()),
+    );
+    if !path.exists() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        let t0 = Instant::now();
+        write_bids(&path, rows);
+        println!(
+            "wrote {rows} bids to {} in {:.1} s",
+            path.display(),
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    let lines =
+        std::io::BufRead::lines(std::io::BufReader::new(std::fs::File::open(&path).unwrap()))
+            .count() as u64;
+    let rivulet = rivulet_side(&path, lines).await;
+    let python = PathBuf::from(
+        std::env::var("FLINK_PYTHON").unwrap_or_else(|_| "/tmp/flinkvenv/bin/python".into()),
+    );
+    let flink = if python.exists() {
+        flink_side(&python, &path)
+    } else {
+        println!(
+            "no PyFlink at {} (FLINK_PYTHON): Rivulet only",
+            python.display()
+        );
+        vec![None; QUERIES.len()]
+    };
+    let nexmark = nexmark_side(rows).await;
+    println!(
+        "\n{lines} JSON bids ({}), parallelism 1, blackhole sink:\n",
+        path.display()
+    );
+    println!(
+        "| query      | Rivulet ev/s | Rivulet ev/CPU-s | Flink ev/s | Flink ev/CPU-s | ratio (CPU-s) | Rivulet on Nexmark ev/CPU-s |"
+    );
+    println!(
+        "|------------|--------------|------------------|------------|----------------|---------------|-----------------------------|"
+    );
+    for (i, (name, _, _)) in QUERIES.iter().enumerate() {
+        let (r_wall, r_cpu) = rivulet[i];
+        let (f_wall, f_cpu, ratio) = match flink[i] {
+            Some((w, c)) => (
+                format!("{w:.0}"),
+                format!("{c:.0}"),
+                format!("{:.2}x", r_cpu / c),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "| {name:<10} | {r_wall:>12.0} | {r_cpu:>16.0} | {f_wall:>10} | {f_cpu:>14} | {ratio:>13} | {:>27.0} |",
+            nexmark[i].1
+        );
+    }
+}
