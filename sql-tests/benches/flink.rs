@@ -14,6 +14,10 @@
 //!    JSON), to show the engine's own speed.
 //!
 //! Prints a table: events/s and events per CPU-second of each side, and their ratio.
+//!
+//! Rivulet commits an epoch (operator state and source positions, synced every tenth) at every
+//! barrier: `RIVULET_BENCH_BARRIER_MS` apart, default 1000 (RisingWave's default interval; the
+//! server's own default is 100 ms, for fresher views). Flink runs without checkpoints.
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;
@@ -93,10 +97,24 @@ fn write_bids(path: &Path, n: u64) {
 /// (events/s, events per CPU-second)
 type Figures = (f64, f64);
 
+fn barrier_ms() -> String {
+    std::env::var("RIVULET_BENCH_BARRIER_MS").unwrap_or_else(|_| "1000".into())
+}
+
+async fn server() -> TestServer {
+    let barrier = barrier_ms();
+    TestServer::start_with_flags(&[
+        "--streaming-parallelism",
+        "1",
+        "--barrier-interval-ms",
+        &barrier,
+    ])
+    .await
+    .unwrap()
+}
+
 async fn rivulet_side(path: &Path, rows: u64) -> Vec<Figures> {
-    let server = TestServer::start_with_flags(&["--streaming-parallelism", "1"])
-        .await
-        .unwrap();
+    let server = server().await;
     let c = server.connect("dev").await.unwrap();
     c.batch_execute(&format!(
         "CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, \
@@ -160,9 +178,7 @@ fn flink_side(python: &Path, path: &Path) -> Vec<Option<Figures>> {
 }
 
 async fn nexmark_side(events: u64) -> Vec<Figures> {
-    let server = TestServer::start_with_flags(&["--streaming-parallelism", "1"])
-        .await
-        .unwrap();
+    let server = server().await;
     let c = server.connect("dev").await.unwrap();
     c.batch_execute(&format!(
         "CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP(3), \

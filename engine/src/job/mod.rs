@@ -203,6 +203,8 @@ pub(crate) struct Shared {
     failure: Mutex<Option<String>>,
     stopped: watch::Sender<bool>,
     flush: Notify,
+    /// Per source: the position its task has read up to (committed or not), for FLUSH.
+    read: Vec<AtomicU64>,
     rows_in: AtomicU64,
     rows_out: AtomicU64,
     stats: Mutex<JobStats>,
@@ -210,7 +212,17 @@ pub(crate) struct Shared {
     dropping: std::sync::atomic::AtomicBool,
 }
 
+/// How often FLUSH looks whether the sources have read up to its targets.
+const FLUSH_POLL: Duration = Duration::from_millis(5);
+
 impl Shared {
+    /// Notes that source `index` has read up to `position`.
+    pub(crate) fn read_to(&self, index: usize, position: u64) {
+        if let Some(r) = self.read.get(index) {
+            r.store(position, Ordering::Relaxed);
+        }
+    }
+
     /// Adds a task's part of epoch `epoch`.
     fn contribute(
         &self,
@@ -357,6 +369,7 @@ impl Job {
             failure: Mutex::new(None),
             stopped,
             flush: Notify::new(),
+            read: positions.iter().map(|&p| AtomicU64::new(p)).collect(),
             rows_in: AtomicU64::new(0),
             rows_out: AtomicU64::new(0),
             dropping: std::sync::atomic::AtomicBool::new(false),
@@ -576,10 +589,22 @@ impl Job {
             if *stopped.borrow_and_update() || progress.has_changed().is_err() {
                 return Err(format!("materialized view \"{}\" stopped", self.name));
             }
-            self.shared.flush.notify_one();
+            // Once every source has read up to its target, one barrier commits it; until then
+            // barriers come at their interval (a barrier per commit would checkpoint all state
+            // after every few rows of a long backfill).
+            let read = self
+                .shared
+                .read
+                .iter()
+                .zip(&targets)
+                .all(|(r, t)| r.load(Ordering::Relaxed) >= *t);
+            if read {
+                self.shared.flush.notify_one();
+            }
             tokio::select! {
                 _ = progress.changed() => {}
                 _ = stopped.changed() => {}
+                _ = tokio::time::sleep(FLUSH_POLL), if !read => {}
             }
         }
     }

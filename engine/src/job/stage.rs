@@ -236,6 +236,7 @@ pub async fn external_source(
                     let advanced = reader.advance(&batch)?;
                     chain.push(batch).await?;
                     reader.at.seq = position;
+                    chain.shared.read_to(reader.at.index, position);
                     if let Some(w) = advanced {
                         chain.watermark(w).await?;
                     }
@@ -290,6 +291,7 @@ pub async fn source(
                 let advanced = reader.advance(&batch)?;
                 chain.push(batch).await?;
                 reader.at.seq = seq;
+                chain.shared.read_to(reader.at.index, seq);
                 if let Some(w) = advanced {
                     chain.watermark(w).await?;
                 }
