@@ -17,6 +17,8 @@ mod exec;
 mod functions;
 /// The streaming jobs of materialized views.
 mod jobs;
+/// Postgres compatibility for catalog queries: pg_catalog, functions, query rewrites.
+mod pg;
 /// Rivulet's catalog as DataFusion catalogs and tables.
 mod provider;
 /// Per-connection session state.
@@ -161,6 +163,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
+    pg::functions::mark_start();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
     let store = StateStore::open(&args.data_dir)

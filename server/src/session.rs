@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use parking_lot::Mutex;
 
 use crate::catalog::{Catalog, DEFAULT_SCHEMA};
@@ -127,9 +126,12 @@ impl Session {
         if self.ctx.is_none() {
             self.ctx = Some(self.build_context()?);
         }
-        self.ctx
+        let ctx = self
+            .ctx
             .as_ref()
-            .ok_or_else(|| SqlError::internal("session context missing"))
+            .ok_or_else(|| SqlError::internal("session context missing"))?;
+        crate::pg::functions::settings(ctx, &self.settings);
+        Ok(ctx)
     }
 
     fn build_context(&self) -> Result<SessionContext, SqlError> {
@@ -153,8 +155,12 @@ impl Session {
             .with_default_features()
             .build();
         let ctx = SessionContext::new_with_state(state);
-        datafusion_pg_catalog::setup_pg_catalog(&ctx, &self.database, EmptyContextProvider)
+        let roles = crate::pg::catalog::Roles {
+            user: self.user.clone(),
+        };
+        datafusion_pg_catalog::setup_pg_catalog(&ctx, &self.database, roles)
             .map_err(|e| SqlError::from(*e))?;
+        crate::pg::install(&ctx, &self.shared.catalog, &self.database, &self.user)?;
         crate::functions::register(&ctx, &self.user);
         Ok(ctx)
     }

@@ -197,7 +197,8 @@ fn command_tag(tag: &str) -> Tag {
 }
 
 fn fields_of(schema: &Schema, format: &Format) -> Result<Vec<FieldInfo>, SqlError> {
-    arrow_pg::datatypes::arrow_schema_to_pg_fields(schema, format, None).map_err(|e| {
+    let schema = crate::pg::names::visible(schema);
+    arrow_pg::datatypes::arrow_schema_to_pg_fields(&schema, format, None).map_err(|e| {
         SqlError::new(
             sqlstate::FEATURE_NOT_SUPPORTED,
             format!("result type is not supported: {e}"),
@@ -217,7 +218,10 @@ impl SimpleQueryHandler for Connection {
         let mut guard = session_of(&self.frontend.shared, &self.session, client).await?;
         let session = session_mut(&mut guard)?;
         let statements = match parse_sql(query) {
-            Ok(s) => s,
+            Ok(s) => s
+                .into_iter()
+                .map(crate::pg::rewrite::statement)
+                .collect::<Vec<_>>(),
             Err(e) => {
                 if session.tx == crate::session::TxState::Open {
                     session.tx = crate::session::TxState::Aborted;
@@ -285,7 +289,7 @@ impl QueryParser for StatementParser {
             )
             .into());
         }
-        let Some(parsed) = statements.pop() else {
+        let Some(parsed) = statements.pop().map(crate::pg::rewrite::statement) else {
             return Ok(None);
         };
         let mut guard = session_of(&self.shared, &self.session, client).await?;

@@ -1,0 +1,562 @@
+//! `pg_catalog` as Rivulet serves it: `datafusion-pg-catalog`'s schema with the relations that
+//! must reflect Rivulet's own catalog replaced or corrected.
+//!
+//! The library builds `pg_class`, `pg_attribute`, `pg_namespace` and friends from DataFusion's catalog
+//! list, with OIDs it hands out and caches itself; we keep those relations (so OIDs agree across
+//! them) and correct what DataFusion cannot express:
+//! - `pg_class.relkind` is `m` for a materialized view (DataFusion knows only tables and views) and
+//!   every relation is owned by the server's one role (OID 10, the bootstrap superuser's in Postgres);
+//! - `pg_matviews` lists the materialized views with their queries, `pg_stat_user_tables` every table
+//!   and view with its `pg_class` OID;
+//! - `pg_database` lists Rivulet's databases, `pg_roles`/`pg_user` the server's role;
+//! - `pg_tables`' owner is that role.
+//!
+//! Each relation is computed when a statement plans it, so it shows the catalog at that moment.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::{MemTable, TableType};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_pg_catalog::pg_catalog::context::{PgCatalogContextProvider, Role};
+
+use crate::catalog::{Catalog, DEFAULT_SCHEMA};
+use crate::pg::functions::RelationNames;
+
+/// The OID of the server's one role, as the bootstrap superuser's in Postgres.
+pub const ROLE_OID: i32 = 10;
+/// The OID of the `pg_catalog` namespace (fixed in Postgres and in `datafusion-pg-catalog`).
+const PG_CATALOG_OID: i32 = 11;
+
+/// The roles `pg_roles` lists: the server's one user, a superuser.
+#[derive(Debug, Clone)]
+pub struct Roles {
+    pub user: String,
+}
+
+#[async_trait]
+impl PgCatalogContextProvider for Roles {
+    async fn roles(&self) -> Vec<String> {
+        vec![self.user.clone()]
+    }
+
+    async fn role(&self, name: &str) -> Option<Role> {
+        (name == self.user).then(|| Role {
+            name: self.user.clone(),
+            is_superuser: true,
+            can_login: true,
+            can_create_db: true,
+            can_create_role: true,
+            can_create_user: true,
+            can_replication: true,
+            grants: Vec::new(),
+            inherited_roles: Vec::new(),
+        })
+    }
+}
+
+/// `pg_catalog` over `datafusion-pg-catalog`'s schema (`inner`).
+#[derive(Debug)]
+pub struct PgCatalog {
+    inner: Arc<dyn SchemaProvider>,
+    catalog: Arc<Catalog>,
+    database: String,
+    user: String,
+    relations: RelationNames,
+}
+
+/// Relations this schema adds to the library's.
+pub const EXTRA: &[&str] = &["pg_user", "pg_stat_activity"];
+
+impl PgCatalog {
+    pub fn new(
+        inner: Arc<dyn SchemaProvider>,
+        catalog: Arc<Catalog>,
+        database: &str,
+        user: &str,
+        relations: RelationNames,
+    ) -> Self {
+        Self {
+            inner,
+            catalog,
+            database: database.to_string(),
+            user: user.to_string(),
+            relations,
+        }
+    }
+
+    fn view_names(&self) -> HashSet<String> {
+        self.catalog
+            .tables(&self.database)
+            .iter()
+            .filter(|t| t.def.view.is_some())
+            .map(|t| t.def.name.clone())
+            .collect()
+    }
+
+    async fn inner_table(&self, name: &str) -> Result<Arc<dyn TableProvider>> {
+        self.inner
+            .table(name)
+            .await?
+            .ok_or_else(|| DataFusionError::Internal(format!("pg_catalog.{name} missing")))
+    }
+
+    fn patched(&self, inner: Arc<dyn TableProvider>, patch: Patch) -> Arc<dyn TableProvider> {
+        Arc::new(Patched {
+            inner,
+            patch: Arc::new(patch),
+        })
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for PgCatalog {
+    fn table_names(&self) -> Vec<String> {
+        let mut names = self.inner.table_names();
+        names.extend(EXTRA.iter().map(|n| n.to_string()));
+        names
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let user = self.user.clone();
+        let table = match name.to_ascii_lowercase().as_str() {
+            "pg_class" => {
+                let views = self.view_names();
+                let inner = self.inner_table(name).await?;
+                let relations = Arc::clone(&self.relations);
+                self.patched(
+                    inner,
+                    Box::new(move |batch| {
+                        remember(&batch, &relations)?;
+                        pg_class(batch, &views, &[], None)
+                    }),
+                )
+            }
+            "pg_stat_user_tables" => {
+                let class = self.inner_table("pg_class").await?;
+                let schema = self.inner_table(name).await?.schema();
+                let views = self.view_names();
+                Arc::new(Derived {
+                    source: class,
+                    schema: Arc::clone(&schema),
+                    derive: Arc::new(move |class| {
+                        let class = pg_class(class, &views, &["r", "m"], Some(PG_CATALOG_OID))?;
+                        stat_user_tables(&class, &schema)
+                    }),
+                })
+            }
+            "pg_tables" => {
+                let inner = self.inner_table(name).await?;
+                self.patched(
+                    inner,
+                    Box::new(move |batch| fill_str(batch, "tableowner", &user)),
+                )
+            }
+            "pg_roles" => {
+                let inner = self.inner_table(name).await?;
+                self.patched(inner, Box::new(|batch| fill_i32(batch, "oid", ROLE_OID)))
+            }
+            "pg_user" => mem_table(pg_user(&self.user)?)?,
+            "pg_matviews" => {
+                let schema = self.inner_table(name).await?.schema();
+                mem_table(self.pg_matviews(&schema)?)?
+            }
+            "pg_database" => {
+                let inner = self.inner_table(name).await?;
+                let databases = self.catalog.databases();
+                let current = self.database.clone();
+                self.patched(
+                    inner,
+                    Box::new(move |batch| pg_database(batch, &databases, &current)),
+                )
+            }
+            "pg_stat_activity" => mem_table(pg_stat_activity(&self.database, &self.user)?)?,
+            _ => return self.inner.table(name).await,
+        };
+        Ok(Some(table))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name) || EXTRA.contains(&name.to_ascii_lowercase().as_str())
+    }
+}
+
+impl PgCatalog {
+    fn pg_matviews(&self, schema: &SchemaRef) -> Result<RecordBatch> {
+        let views: Vec<_> = self
+            .catalog
+            .tables(&self.database)
+            .into_iter()
+            .filter_map(|t| t.def.view.clone().map(|v| (t.def.name.clone(), v.query)))
+            .collect();
+        let n = views.len();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec![DEFAULT_SCHEMA; n])),
+            Arc::new(StringArray::from_iter_values(
+                views.iter().map(|(name, _)| name.as_str()),
+            )),
+            Arc::new(StringArray::from(vec![self.user.as_str(); n])),
+            Arc::new(StringArray::from(vec![None::<&str>; n])),
+            Arc::new(BooleanArray::from(vec![false; n])),
+            Arc::new(BooleanArray::from(vec![true; n])),
+            // Postgres prints the definition as a query ending in `;`.
+            Arc::new(StringArray::from_iter_values(
+                views
+                    .iter()
+                    .map(|(_, q)| format!(" {};", q.trim().trim_end_matches(';'))),
+            )),
+        ];
+        Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+    }
+}
+
+type Patch = Box<dyn Fn(RecordBatch) -> Result<RecordBatch> + Send + Sync>;
+
+/// A library relation with each of its batches corrected by `patch` (same schema).
+struct Patched {
+    inner: Arc<dyn TableProvider>,
+    patch: Arc<Patch>,
+}
+
+impl std::fmt::Debug for Patched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Patched").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl TableProvider for Patched {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = self.inner.scan(state, None, &[], None).await?;
+        let batches = datafusion::physical_plan::collect(plan, state.task_ctx()).await?;
+        let batches = batches
+            .into_iter()
+            .map(|b| (self.patch)(b))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            self.schema(),
+            projection.cloned(),
+        )?)
+    }
+}
+
+type Derive = dyn Fn(RecordBatch) -> Result<RecordBatch> + Send + Sync;
+
+/// A relation computed from each batch of another (`source`).
+struct Derived {
+    source: Arc<dyn TableProvider>,
+    schema: SchemaRef,
+    derive: Arc<Derive>,
+}
+
+impl std::fmt::Debug for Derived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Derived").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl TableProvider for Derived {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = self.source.scan(state, None, &[], None).await?;
+        let batches = datafusion::physical_plan::collect(plan, state.task_ctx()).await?;
+        let batches = batches
+            .into_iter()
+            .map(|b| (self.derive)(b))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            self.schema(),
+            projection.cloned(),
+        )?)
+    }
+}
+
+fn mem_table(batch: RecordBatch) -> Result<Arc<dyn TableProvider>> {
+    Ok(Arc::new(MemTable::try_new(
+        batch.schema(),
+        vec![vec![batch]],
+    )?))
+}
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| DataFusionError::Internal(format!("pg_catalog column {name} changed type")))
+}
+
+fn replace(batch: &RecordBatch, name: &str, array: ArrayRef) -> Result<RecordBatch> {
+    let index = batch.schema().index_of(name)?;
+    let mut columns = batch.columns().to_vec();
+    columns[index] = array;
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
+fn fill_str(batch: RecordBatch, name: &str, value: &str) -> Result<RecordBatch> {
+    let array = Arc::new(StringArray::from(vec![value; batch.num_rows()]));
+    replace(&batch, name, array)
+}
+
+fn fill_i32(batch: RecordBatch, name: &str, value: i32) -> Result<RecordBatch> {
+    let array = Arc::new(Int32Array::from(vec![value; batch.num_rows()]));
+    replace(&batch, name, array)
+}
+
+/// Notes the OID of each user relation in `batch` (of `pg_class`), for `pg_get_viewdef`.
+fn remember(batch: &RecordBatch, relations: &RelationNames) -> Result<()> {
+    let oids = column::<Int32Array>(batch, "oid")?;
+    let names = column::<StringArray>(batch, "relname")?;
+    let namespace = column::<Int32Array>(batch, "relnamespace")?;
+    let mut map = relations.write();
+    for i in 0..batch.num_rows() {
+        if namespace.value(i) != PG_CATALOG_OID {
+            map.insert(oids.value(i), names.value(i).to_string());
+        }
+    }
+    Ok(())
+}
+
+/// `pg_class` with materialized views as relkind `m` and the server's role as every owner; with
+/// `kinds`, only rows of those kinds outside the `skip_namespace`.
+fn pg_class(
+    batch: RecordBatch,
+    views: &HashSet<String>,
+    kinds: &[&str],
+    skip_namespace: Option<i32>,
+) -> Result<RecordBatch> {
+    let names = column::<StringArray>(&batch, "relname")?;
+    let kind = column::<StringArray>(&batch, "relkind")?;
+    let namespace = column::<Int32Array>(&batch, "relnamespace")?;
+    let relkind: StringArray = (0..batch.num_rows())
+        .map(|i| {
+            let k = kind.value(i);
+            if k == "v" && namespace.value(i) != PG_CATALOG_OID && views.contains(names.value(i)) {
+                Some("m")
+            } else {
+                Some(k)
+            }
+        })
+        .collect();
+    let keep: Vec<u32> = (0..batch.num_rows())
+        .filter(|&i| {
+            (kinds.is_empty() || kinds.contains(&relkind.value(i)))
+                && skip_namespace != Some(namespace.value(i))
+        })
+        .map(|i| i as u32)
+        .collect();
+    let batch = replace(&batch, "relkind", Arc::new(relkind))?;
+    let batch = fill_i32(batch, "relowner", ROLE_OID)?;
+    if keep.len() == batch.num_rows() {
+        return Ok(batch);
+    }
+    Ok(take_record_batch(
+        &batch,
+        &datafusion::arrow::array::UInt32Array::from(keep),
+    )?)
+}
+
+/// One `pg_stat_user_tables` row per relation of `class` (already filtered), counters at zero.
+fn stat_user_tables(class: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let n = class.num_rows();
+    let columns =
+        schema
+            .fields()
+            .iter()
+            .map(|f| -> Result<ArrayRef> {
+                Ok(match f.name().as_str() {
+                    "relid" => {
+                        Arc::clone(class.column_by_name("oid").ok_or_else(|| {
+                            DataFusionError::Internal("pg_class.oid missing".into())
+                        })?)
+                    }
+                    "relname" => Arc::clone(class.column_by_name("relname").ok_or_else(|| {
+                        DataFusionError::Internal("pg_class.relname missing".into())
+                    })?),
+                    "schemaname" => Arc::new(StringArray::from(vec![DEFAULT_SCHEMA; n])),
+                    _ => datafusion::arrow::array::new_null_array(f.data_type(), n),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+    // Counters are NOT NULL in Postgres: zero, as on a server that has not collected statistics.
+    let columns = columns
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(c, f)| -> ArrayRef {
+            match f.data_type() {
+                DataType::Int64 if !f.is_nullable() => Arc::new(Int64Array::from(vec![0i64; n])),
+                DataType::Float64 if !f.is_nullable() => {
+                    Arc::new(datafusion::arrow::array::Float64Array::from(vec![0f64; n]))
+                }
+                _ => c,
+            }
+        })
+        .collect();
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+/// `pg_database` with one row per Rivulet database (the library lists the session's and a
+/// `postgres` that may not exist), in psql's expected `datlocprovider` form (`c` for libc).
+fn pg_database(batch: RecordBatch, databases: &[String], current: &str) -> Result<RecordBatch> {
+    let names = column::<StringArray>(&batch, "datname")?;
+    let Some(template) = (0..batch.num_rows()).find(|&i| names.value(i) == current) else {
+        return Ok(batch);
+    };
+    let oids = column::<Int32Array>(&batch, "oid")?;
+    let current_oid = oids.value(template);
+    let rows = take_record_batch(
+        &batch,
+        &datafusion::arrow::array::UInt32Array::from(vec![template as u32; databases.len()]),
+    )?;
+    // Other databases get OIDs below the user range's start, stable while the list is.
+    let oid: Int32Array = databases
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            Some(if d == current {
+                current_oid
+            } else {
+                16000 + i as i32
+            })
+        })
+        .collect();
+    let rows = replace(&rows, "oid", Arc::new(oid))?;
+    let rows = replace(
+        &rows,
+        "datname",
+        Arc::new(StringArray::from_iter_values(databases.iter())),
+    )?;
+    let rows = fill_str(rows, "datlocprovider", "c")?;
+    fill_i32(rows, "datdba", ROLE_OID)
+}
+
+fn pg_user(user: &str) -> Result<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("usename", DataType::Utf8, false),
+        Field::new("usesysid", DataType::Int32, false),
+        Field::new("usecreatedb", DataType::Boolean, false),
+        Field::new("usesuper", DataType::Boolean, false),
+        Field::new("userepl", DataType::Boolean, false),
+        Field::new("usebypassrls", DataType::Boolean, false),
+        Field::new("passwd", DataType::Utf8, true),
+        Field::new("valuntil", DataType::Utf8, true),
+        Field::new("useconfig", DataType::Utf8, true),
+    ]));
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(vec![user])),
+            Arc::new(Int32Array::from(vec![ROLE_OID])),
+            Arc::new(BooleanArray::from(vec![true])),
+            Arc::new(BooleanArray::from(vec![true])),
+            Arc::new(BooleanArray::from(vec![true])),
+            Arc::new(BooleanArray::from(vec![true])),
+            Arc::new(StringArray::from(vec![Some("********")])),
+            Arc::new(StringArray::from(vec![None::<&str>])),
+            Arc::new(StringArray::from(vec![None::<&str>])),
+        ],
+    )?)
+}
+
+/// `pg_stat_activity` with the asking session's own row (what monitoring tools look for first).
+fn pg_stat_activity(database: &str, user: &str) -> Result<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("datid", DataType::Int32, true),
+        Field::new("datname", DataType::Utf8, true),
+        Field::new("pid", DataType::Int32, true),
+        Field::new("usesysid", DataType::Int32, true),
+        Field::new("usename", DataType::Utf8, true),
+        Field::new("application_name", DataType::Utf8, true),
+        Field::new("client_addr", DataType::Utf8, true),
+        Field::new("state", DataType::Utf8, true),
+        Field::new("query", DataType::Utf8, true),
+        Field::new("backend_type", DataType::Utf8, true),
+    ]));
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int32Array::from(vec![None])),
+            Arc::new(StringArray::from(vec![database])),
+            Arc::new(Int32Array::from(vec![Some(std::process::id() as i32)])),
+            Arc::new(Int32Array::from(vec![ROLE_OID])),
+            Arc::new(StringArray::from(vec![user])),
+            Arc::new(StringArray::from(vec![""])),
+            Arc::new(StringArray::from(vec![None::<&str>])),
+            Arc::new(StringArray::from(vec!["active"])),
+            Arc::new(StringArray::from(vec![None::<&str>])),
+            Arc::new(StringArray::from(vec!["client backend"])),
+        ],
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_become_relkind_m() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("oid", DataType::Int32, false),
+            Field::new("relname", DataType::Utf8, false),
+            Field::new("relnamespace", DataType::Int32, false),
+            Field::new("relowner", DataType::Int32, false),
+            Field::new("relkind", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int32Array::from(vec![1, 2, 3])),
+                Arc::new(StringArray::from(vec!["t", "mv", "pg_class"])),
+                Arc::new(Int32Array::from(vec![2200, 2200, 11])),
+                Arc::new(Int32Array::from(vec![0, 0, 0])),
+                Arc::new(StringArray::from(vec!["r", "v", "r"])),
+            ],
+        )
+        .unwrap();
+        let views = HashSet::from(["mv".to_string()]);
+        let out = pg_class(batch.clone(), &views, &[], None).unwrap();
+        let kinds = column::<StringArray>(&out, "relkind").unwrap();
+        assert_eq!(kinds.iter().flatten().collect::<Vec<_>>(), ["r", "m", "r"]);
+        let user = pg_class(batch, &views, &["r", "m"], Some(11)).unwrap();
+        assert_eq!(user.num_rows(), 2);
+    }
+}

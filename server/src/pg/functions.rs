@@ -1,0 +1,424 @@
+//! Postgres functions that clients' catalog queries call and that neither DataFusion nor
+//! `datafusion-pg-catalog` provide (or provide with another answer than Postgres').
+//!
+//! Each answers as Postgres would for Rivulet's catalog: one role (OID 10), UTF8 everywhere, no
+//! user-defined functions, comments, indexes or constraints, so the lookups of those return NULL.
+//! `current_setting` reads the session's settings as of the statement (see [`settings`]);
+//! `set_config` returns the value without applying it (use `SET`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, BooleanArray, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
+};
+use datafusion::prelude::SessionContext;
+use datafusion::scalar::ScalarValue;
+use parking_lot::RwLock;
+
+use crate::pg::catalog::ROLE_OID;
+
+/// When the server started (`pg_postmaster_start_time()`); set by [`mark_start`].
+static STARTED: LazyLock<chrono::DateTime<chrono::Utc>> = LazyLock::new(chrono::Utc::now);
+
+/// Records the server's start time; call once at startup.
+pub fn mark_start() {
+    LazyLock::force(&STARTED);
+}
+
+/// The names of the relations a session's `pg_class` listed last, by OID: how `pg_get_viewdef(oid)`
+/// finds a view, since the OIDs are `datafusion-pg-catalog`'s. Clients always read the OID from
+/// `pg_class` before asking for a definition.
+pub type RelationNames = Arc<RwLock<HashMap<i32, String>>>;
+
+type Body = dyn Fn(&[ArrayRef], usize) -> Result<ArrayRef> + Send + Sync;
+
+/// A function given by its name, accepted arguments, result type and a body over whole arrays.
+struct PgFunction {
+    name: &'static str,
+    signature: Signature,
+    returns: DataType,
+    body: Box<Body>,
+}
+
+impl std::fmt::Debug for PgFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgFunction")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl PartialEq for PgFunction {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for PgFunction {}
+
+impl Hash for PgFunction {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for PgFunction {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(self.returns.clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let rows = if scalar { 1 } else { args.number_rows };
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<Result<Vec<_>>>()?;
+        let out = (self.body)(&arrays, rows)?;
+        if scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
+        } else {
+            Ok(ColumnarValue::Array(out))
+        }
+    }
+}
+
+fn function(
+    name: &'static str,
+    arities: &[usize],
+    returns: DataType,
+    body: impl Fn(&[ArrayRef], usize) -> Result<ArrayRef> + Send + Sync + 'static,
+) -> ScalarUDF {
+    let signatures = arities
+        .iter()
+        .map(|&n| {
+            if n == 0 {
+                TypeSignature::Nullary
+            } else {
+                TypeSignature::Any(n)
+            }
+        })
+        .collect();
+    ScalarUDF::new_from_impl(PgFunction {
+        name,
+        signature: Signature::one_of(signatures, Volatility::Stable),
+        returns,
+        body: Box::new(body),
+    })
+}
+
+/// The `i`th argument as int64 values (OIDs and sizes arrive as int32 or int64).
+fn ints(args: &[ArrayRef], i: usize) -> Result<Vec<Option<i64>>> {
+    let arg = args
+        .get(i)
+        .ok_or_else(|| DataFusionError::Plan("function called with too few arguments".into()))?;
+    let cast = datafusion::arrow::compute::cast(arg, &DataType::Int64)?;
+    Ok(cast.as_primitive::<Int64Type>().iter().collect())
+}
+
+fn texts(args: &[ArrayRef], i: usize) -> Result<Vec<Option<String>>> {
+    let arg = args
+        .get(i)
+        .ok_or_else(|| DataFusionError::Plan("function called with too few arguments".into()))?;
+    let cast = datafusion::arrow::compute::cast(arg, &DataType::Utf8)?;
+    Ok(cast
+        .as_string::<i32>()
+        .iter()
+        .map(|s| s.map(str::to_string))
+        .collect())
+}
+
+fn null_text(name: &'static str, arities: &[usize]) -> ScalarUDF {
+    function(name, arities, DataType::Utf8, |_, rows| {
+        Ok(datafusion::arrow::array::new_null_array(
+            &DataType::Utf8,
+            rows,
+        ))
+    })
+}
+
+fn always_true(name: &'static str, arities: &[usize]) -> ScalarUDF {
+    function(name, arities, DataType::Boolean, |_, rows| {
+        Ok(Arc::new(BooleanArray::from(vec![true; rows])))
+    })
+}
+
+/// Registers the functions on a session's context.
+pub fn register(ctx: &SessionContext, user: &str, relations: &RelationNames, views: ViewQueries) {
+    let owner = user.to_string();
+    ctx.register_udf(function(
+        "pg_get_userbyid",
+        &[1],
+        DataType::Utf8,
+        move |args, _| {
+            let names: StringArray = ints(args, 0)?
+                .into_iter()
+                .map(|oid| {
+                    oid.map(|oid| {
+                        if oid == i64::from(ROLE_OID) {
+                            owner.clone()
+                        } else {
+                            format!("unknown (OID={oid})")
+                        }
+                    })
+                })
+                .collect();
+            Ok(Arc::new(names))
+        },
+    ));
+    ctx.register_udf(function(
+        "pg_encoding_to_char",
+        &[1],
+        DataType::Utf8,
+        |args, _| {
+            let names: StringArray = ints(args, 0)?
+                .into_iter()
+                .map(|e| e.map(|e| if e == 6 { "UTF8" } else { "" }))
+                .collect();
+            Ok(Arc::new(names))
+        },
+    ));
+    ctx.register_udf(function(
+        "pg_size_pretty",
+        &[1],
+        DataType::Utf8,
+        |args, _| {
+            let out: StringArray = ints(args, 0)?
+                .into_iter()
+                .map(|s| s.map(size_pretty))
+                .collect();
+            Ok(Arc::new(out))
+        },
+    ));
+    let names = Arc::clone(relations);
+    ctx.register_udf(function(
+        "pg_get_viewdef",
+        &[1, 2],
+        DataType::Utf8,
+        move |args, _| {
+            let names = names.read();
+            let out: StringArray = ints(args, 0)?
+                .into_iter()
+                .map(|oid| {
+                    let name = names.get(&(oid? as i32))?;
+                    views(name)
+                })
+                .collect();
+            Ok(Arc::new(out))
+        },
+    ));
+    ctx.register_udf(function(
+        "pg_postmaster_start_time",
+        &[0],
+        DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+        |_, rows| {
+            let t = STARTED.timestamp_micros();
+            Ok(Arc::new(
+                TimestampMicrosecondArray::from(vec![t; rows]).with_timezone("+00:00"),
+            ))
+        },
+    ));
+    // Rivulet keeps rows in one RocksDB; per-relation sizes are not tracked.
+    for name in ["pg_table_size", "pg_indexes_size"] {
+        ctx.register_udf(function(name, &[1], DataType::Int64, |_, rows| {
+            Ok(Arc::new(datafusion::arrow::array::Int64Array::from(
+                vec![0i64; rows],
+            )))
+        }));
+    }
+    ctx.register_udf(function(
+        "pg_is_in_recovery",
+        &[0],
+        DataType::Boolean,
+        |_, rows| Ok(Arc::new(BooleanArray::from(vec![false; rows]))),
+    ));
+    ctx.register_udf(function(
+        "json_build_object",
+        &[0, 2, 4, 6, 8, 10, 12, 14, 16],
+        DataType::Utf8,
+        json_build_object,
+    ));
+    for name in [
+        "pg_function_is_visible",
+        "pg_type_is_visible",
+        "has_column_privilege",
+        "has_function_privilege",
+        "has_sequence_privilege",
+    ] {
+        ctx.register_udf(always_true(name, &[1, 2, 3, 4]));
+    }
+    for (name, arities) in [
+        ("pg_get_function_result", &[1][..]),
+        ("pg_get_function_arguments", &[1]),
+        ("pg_get_function_identity_arguments", &[1]),
+        ("obj_description", &[1, 2]),
+        ("col_description", &[2]),
+        ("shobj_description", &[2]),
+        ("pg_get_indexdef", &[1, 3]),
+        ("pg_get_serial_sequence", &[2]),
+        ("pg_get_triggerdef", &[1, 2]),
+    ] {
+        ctx.register_udf(null_text(name, arities));
+    }
+}
+
+/// A view's query by name (the server catalog's), for `pg_get_viewdef`.
+pub type ViewQueries = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Registers `current_setting(name [, missing_ok])` over a copy of the session's settings, so a
+/// statement reads them as they were when it started.
+pub fn settings(ctx: &SessionContext, settings: &BTreeMap<String, String>) {
+    let values = settings.clone();
+    ctx.register_udf(function(
+        "current_setting",
+        &[1, 2],
+        DataType::Utf8,
+        move |args, rows| {
+            let missing_ok = match args.get(1) {
+                Some(a) => a
+                    .as_boolean_opt()
+                    .map(|b| b.iter().map(|v| v.unwrap_or(false)).collect())
+                    .unwrap_or_else(|| vec![false; rows]),
+                None => vec![false; rows],
+            };
+            let mut out = Vec::with_capacity(rows);
+            for (i, name) in texts(args, 0)?.into_iter().enumerate() {
+                let Some(name) = name else {
+                    out.push(None);
+                    continue;
+                };
+                match values.get(&name.to_ascii_lowercase()) {
+                    Some(v) => out.push(Some(v.clone())),
+                    None if missing_ok.get(i).copied().unwrap_or(false) => out.push(None),
+                    None => {
+                        return Err(DataFusionError::Plan(format!(
+                            "unrecognized configuration parameter \"{name}\""
+                        )));
+                    }
+                }
+            }
+            Ok(Arc::new(StringArray::from(out)))
+        },
+    ));
+    ctx.register_udf(function("set_config", &[3], DataType::Utf8, |args, _| {
+        Ok(Arc::new(StringArray::from(texts(args, 1)?)))
+    }));
+}
+
+/// Postgres' `pg_size_pretty`: bytes below 10 kB, then the largest unit keeping the number below
+/// 10240, rounded half away from zero.
+fn size_pretty(size: i64) -> String {
+    const LIMIT: i64 = 10 * 1024;
+    if size.abs() < LIMIT {
+        return format!("{size} bytes");
+    }
+    // One extra bit is kept for rounding, as Postgres does.
+    let mut size = size >> 9;
+    for unit in ["kB", "MB", "GB", "TB"] {
+        if size.abs() < 2 * LIMIT - 1 {
+            return format!("{} {unit}", half_rounded(size));
+        }
+        size >>= 10;
+    }
+    format!("{} PB", half_rounded(size))
+}
+
+fn half_rounded(x: i64) -> i64 {
+    (x + if x < 0 { -1 } else { 1 }) / 2
+}
+
+/// `json_build_object(k1, v1, ...)` as JSON text.
+fn json_build_object(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+    let mut out = Vec::with_capacity(rows);
+    for row in 0..rows {
+        let mut object = serde_json::Map::new();
+        for pair in args.chunks(2) {
+            let [key, value] = pair else {
+                return Err(DataFusionError::Plan(
+                    "argument list must have even number of elements".into(),
+                ));
+            };
+            let key = ScalarValue::try_from_array(key, row)?;
+            if key.is_null() {
+                return Err(DataFusionError::Plan(
+                    "null value not allowed for object key".into(),
+                ));
+            }
+            let key = match key {
+                ScalarValue::Utf8(Some(s))
+                | ScalarValue::LargeUtf8(Some(s))
+                | ScalarValue::Utf8View(Some(s)) => s,
+                other => other.to_string(),
+            };
+            object.insert(key, json_value(&ScalarValue::try_from_array(value, row)?));
+        }
+        out.push(serde_json::Value::Object(object).to_string());
+    }
+    Ok(Arc::new(StringArray::from(out)))
+}
+
+fn json_value(v: &ScalarValue) -> serde_json::Value {
+    use serde_json::Value;
+    if v.is_null() {
+        return Value::Null;
+    }
+    match v {
+        ScalarValue::Boolean(Some(b)) => Value::Bool(*b),
+        ScalarValue::Int8(Some(n)) => Value::from(*n),
+        ScalarValue::Int16(Some(n)) => Value::from(*n),
+        ScalarValue::Int32(Some(n)) => Value::from(*n),
+        ScalarValue::Int64(Some(n)) => Value::from(*n),
+        ScalarValue::UInt8(Some(n)) => Value::from(*n),
+        ScalarValue::UInt16(Some(n)) => Value::from(*n),
+        ScalarValue::UInt32(Some(n)) => Value::from(*n),
+        ScalarValue::UInt64(Some(n)) => Value::from(*n),
+        ScalarValue::Float32(Some(n)) => Value::from(f64::from(*n)),
+        ScalarValue::Float64(Some(n)) => Value::from(*n),
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Value::String(s.clone()),
+        other => Value::String(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_print_as_postgres() {
+        assert_eq!(size_pretty(0), "0 bytes");
+        assert_eq!(size_pretty(10239), "10239 bytes");
+        assert_eq!(size_pretty(10240), "10 kB");
+        assert_eq!(size_pretty(8192 * 1024), "8192 kB");
+        assert_eq!(size_pretty(1_000_000_000), "954 MB");
+    }
+
+    #[test]
+    fn json_objects_keep_types() {
+        let keys: ArrayRef = Arc::new(StringArray::from(vec!["a"]));
+        let values: ArrayRef = Arc::new(datafusion::arrow::array::Int32Array::from(vec![1]));
+        let out = json_build_object(&[keys, values], 1).unwrap();
+        assert_eq!(out.as_string::<i32>().value(0), r#"{"a":1}"#);
+    }
+}
