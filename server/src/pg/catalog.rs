@@ -4,8 +4,9 @@
 //! The library builds `pg_class`, `pg_attribute`, `pg_namespace` and friends from DataFusion's catalog
 //! list, with OIDs it hands out and caches itself; we keep those relations (so OIDs agree across
 //! them) and correct what DataFusion cannot express:
-//! - `pg_class.relkind` is `m` for a materialized view (DataFusion knows only tables and views) and
-//!   every relation is owned by the server's one role (OID 10, the bootstrap superuser's in Postgres);
+//! - `pg_class.relkind` is `m` for a materialized view (DataFusion knows only tables and views),
+//!   tables and views use the `heap` access method, and every relation is owned by the server's one
+//!   role (OID 10, the bootstrap superuser's in Postgres);
 //! - `pg_matviews` lists the materialized views with their queries, `pg_stat_user_tables` every table
 //!   and view with its `pg_class` OID;
 //! - `pg_database` lists Rivulet's databases, `pg_roles`/`pg_user` the server's role;
@@ -164,7 +165,14 @@ impl SchemaProvider for PgCatalog {
             }
             "pg_roles" => {
                 let inner = self.inner_table(name).await?;
-                self.patched(inner, Box::new(|batch| fill_i32(batch, "oid", ROLE_OID)))
+                self.patched(
+                    inner,
+                    Box::new(|batch| {
+                        let batch = fill_i32(batch, "oid", ROLE_OID)?;
+                        let all = Arc::new(BooleanArray::from(vec![true; batch.num_rows()]));
+                        replace(&batch, "rolbypassrls", all)
+                    }),
+                )
             }
             "pg_user" => mem_table(pg_user(&self.user)?)?,
             "pg_matviews" => {
@@ -384,7 +392,13 @@ fn pg_class(
         })
         .map(|i| i as u32)
         .collect();
+    // Tables and materialized views use the `heap` access method (OID 2), as in Postgres.
+    let relam: Int32Array = relkind
+        .iter()
+        .map(|k| Some(if matches!(k, Some("r" | "m")) { 2 } else { 0 }))
+        .collect();
     let batch = replace(&batch, "relkind", Arc::new(relkind))?;
+    let batch = replace(&batch, "relam", Arc::new(relam))?;
     let batch = fill_i32(batch, "relowner", ROLE_OID)?;
     if keep.len() == batch.num_rows() {
         return Ok(batch);
@@ -539,6 +553,7 @@ mod tests {
             Field::new("relname", DataType::Utf8, false),
             Field::new("relnamespace", DataType::Int32, false),
             Field::new("relowner", DataType::Int32, false),
+            Field::new("relam", DataType::Int32, false),
             Field::new("relkind", DataType::Utf8, false),
         ]));
         let batch = RecordBatch::try_new(
@@ -547,6 +562,7 @@ mod tests {
                 Arc::new(Int32Array::from(vec![1, 2, 3])),
                 Arc::new(StringArray::from(vec!["t", "mv", "pg_class"])),
                 Arc::new(Int32Array::from(vec![2200, 2200, 11])),
+                Arc::new(Int32Array::from(vec![0, 0, 0])),
                 Arc::new(Int32Array::from(vec![0, 0, 0])),
                 Arc::new(StringArray::from(vec!["r", "v", "r"])),
             ],
