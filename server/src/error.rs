@@ -30,6 +30,8 @@ pub mod sqlstate {
     pub const GENERATED_ALWAYS: &str = "428C9";
     pub const UNIQUE_VIOLATION: &str = "23505";
     pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
+    pub const NO_ACTIVE_SQL_TRANSACTION: &str = "25P01";
+    pub const INVALID_SAVEPOINT_SPECIFICATION: &str = "3B001";
     pub const INVALID_PASSWORD: &str = "28P01";
     pub const SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION: &str = "42000";
     pub const SYNTAX_ERROR: &str = "42601";

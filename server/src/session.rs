@@ -50,6 +50,8 @@ pub struct Session {
     /// `SET` values, keys lowercased. Unknown settings are kept as given.
     pub settings: BTreeMap<String, String>,
     pub tx: TxState,
+    /// Savepoints of the open block, oldest first (see `exec/savepoint.rs`).
+    pub savepoints: Vec<String>,
     /// The snapshot the running statement reads (cleared after each statement).
     pub snapshot: SnapshotSlot,
     ctx: Option<SessionContext>,
@@ -110,6 +112,7 @@ impl Session {
             user: user.to_string(),
             settings: default_settings(user, database),
             tx: TxState::Idle,
+            savepoints: Vec::new(),
             snapshot: Arc::new(Mutex::new(None)),
             ctx: None,
             copy: None,

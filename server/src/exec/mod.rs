@@ -7,6 +7,7 @@
 mod ddl;
 mod dml;
 mod query;
+mod savepoint;
 mod settings;
 mod sink;
 mod values;
@@ -174,9 +175,16 @@ impl Session {
             S::ShowViews {
                 materialized: true, ..
             } => self.show_views(),
+            S::Savepoint { name } => self.savepoint(name),
+            S::ReleaseSavepoint { name } => self.release_savepoint(name),
+            S::Rollback {
+                savepoint: Some(name),
+                ..
+            } => self.rollback_to_savepoint(name),
             S::StartTransaction { .. } => {
                 if self.tx == TxState::Idle {
                     self.tx = TxState::Open;
+                    self.savepoints.clear();
                 }
                 Ok(Outcome::TxStart("BEGIN"))
             }

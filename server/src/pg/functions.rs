@@ -261,6 +261,10 @@ pub fn register(ctx: &SessionContext, user: &str, relations: &RelationNames, vie
     for name in [
         "pg_function_is_visible",
         "pg_type_is_visible",
+        "pg_collation_is_visible",
+        "pg_opclass_is_visible",
+        "pg_operator_is_visible",
+        "pg_conversion_is_visible",
         "has_column_privilege",
         "has_function_privilege",
         "has_sequence_privilege",

@@ -13,6 +13,7 @@ use std::sync::LazyLock;
 use datafusion::sql::sqlparser::ast::{self, Visit, Visitor};
 use datafusion_pg_catalog::pg_catalog::PG_CATALOG_TABLES;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use datafusion_pg_catalog::sql::rules::{RewriteRegCastToSubquery, SqlStatementRewriteRule};
 use rivulet_planner::parse::{Parsed, Statement};
 
 static PARSER: LazyLock<PostgresCompatibilityParser> =
@@ -27,8 +28,60 @@ pub fn statement(parsed: Parsed) -> Parsed {
     {
         super::names::postgres_names(stmt);
         prepend_pg_catalog(stmt);
+        like_escapes(stmt);
     }
     parsed
+}
+
+/// Rewrites `LIKE p ESCAPE 'c'` with another escape character than DataFusion's only one, the
+/// backslash, into the same pattern with backslash escapes (SQLAlchemy's reflection uses `/`).
+fn like_escapes(stmt: &mut ast::Statement) {
+    fn text(s: &str) -> ast::Expr {
+        ast::Expr::Value(ast::Value::SingleQuotedString(s.to_string()).with_empty_span())
+    }
+    fn replace(e: ast::Expr, from: &str, to: &str) -> ast::Expr {
+        let arg = |e| ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e));
+        ast::Expr::Function(ast::Function {
+            name: ast::ObjectName::from(vec![ast::Ident::new("replace")]),
+            uses_odbc_syntax: false,
+            parameters: ast::FunctionArguments::None,
+            args: ast::FunctionArguments::List(ast::FunctionArgumentList {
+                duplicate_treatment: None,
+                args: vec![arg(e), arg(text(from)), arg(text(to))],
+                clauses: vec![],
+            }),
+            filter: None,
+            null_treatment: None,
+            over: None,
+            within_group: vec![],
+        })
+    }
+    let _ = ast::visit_expressions_mut(stmt, |expr| {
+        if let ast::Expr::Like {
+            pattern,
+            escape_char,
+            ..
+        }
+        | ast::Expr::ILike {
+            pattern,
+            escape_char,
+            ..
+        } = expr
+            && let Some(ast::ValueWithSpan {
+                value: ast::Value::SingleQuotedString(c),
+                ..
+            }) = escape_char.as_ref()
+            && c.chars().count() == 1
+            && c != "\\"
+        {
+            // Literal backslashes first, then the escape character becomes the backslash.
+            let c = c.clone();
+            let p = std::mem::replace(pattern.as_mut(), text(""));
+            **pattern = replace(replace(p, "\\", "\\\\"), &c, "\\");
+            *escape_char = None;
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 /// Qualifies the relations Rivulet adds to `pg_catalog` (see [`super::catalog::EXTRA`]) when named
@@ -64,11 +117,50 @@ fn catalog_query(mut parsed: Parsed) -> Parsed {
     };
     if let Some(mut statements) = statements
         && statements.len() == 1
-        && let Some(rewritten) = statements.pop()
+        && let Some(mut rewritten) = statements.pop()
     {
+        if to_reg_casts(&mut rewritten) {
+            rewritten = REG_CASTS.rewrite(rewritten);
+        }
         **stmt = rewritten;
     }
     parsed
+}
+
+static REG_CASTS: LazyLock<RewriteRegCastToSubquery> = LazyLock::new(RewriteRegCastToSubquery::new);
+
+/// Turns `to_regclass(x)`, `to_regtype(x)`, ... into `x::regclass`, ..., which the library resolves
+/// to a lookup in the catalog (NULL when nothing has that name, as `to_reg*` answers). Returns
+/// whether anything changed.
+fn to_reg_casts(stmt: &mut ast::Statement) -> bool {
+    let mut changed = false;
+    let _ = ast::visit_expressions_mut(stmt, |expr| {
+        if let ast::Expr::Function(f) = expr
+            && let Some(name) = f.name.0.last().and_then(|p| p.as_ident())
+            && let Some(kind) = name
+                .value
+                .to_ascii_lowercase()
+                .strip_prefix("to_")
+                .filter(|k| matches!(*k, "regclass" | "regtype" | "regnamespace" | "regproc"))
+            && let ast::FunctionArguments::List(list) = &f.args
+            && let [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(arg))] =
+                list.args.as_slice()
+        {
+            *expr = ast::Expr::Cast {
+                kind: ast::CastKind::DoubleColon,
+                expr: Box::new(arg.clone()),
+                data_type: ast::DataType::Custom(
+                    ast::ObjectName::from(vec![ast::Ident::new(kind)]),
+                    vec![],
+                ),
+                array: false,
+                format: None,
+            };
+            changed = true;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    changed
 }
 
 /// Whether `stmt` names a `pg_catalog` or `information_schema` relation or function.
@@ -143,6 +235,14 @@ mod tests {
     fn user_queries_stay_as_written() {
         let sql = "SELECT a, (SELECT max(b) AS x FROM t2 WHERE t2.a = t.a) AS m FROM t";
         assert_eq!(rewritten(sql), sql);
+    }
+
+    #[test]
+    fn like_escapes_become_backslashes() {
+        assert_eq!(
+            rewritten("SELECT a FROM t WHERE a NOT LIKE 'pg/_' || '%' ESCAPE '/'"),
+            "SELECT a FROM t WHERE a NOT LIKE replace(replace('pg/_' || '%', '\\', '\\\\'), '/', '\\')"
+        );
     }
 
     #[test]

@@ -1,0 +1,282 @@
+"""Python drivers against a running Rivulet: psycopg 3, psycopg2, asyncpg and SQLAlchemy's inspect().
+
+Run by sql-tests/tests/compat_clients.rs with the venv scripts/deps-compat installs, against a server
+holding the table `bids` and the materialized view `per_auction` (see that test for the rows).
+Each check compares results with what PostgreSQL returns for the same rows; the last line is
+"N passed, M failed" and the exit code is non-zero if any check failed.
+
+Usage: clients.py PORT
+"""
+
+import asyncio
+import datetime
+import sys
+import traceback
+
+PORT = int(sys.argv[1])
+DSN = f"host=127.0.0.1 port={PORT} user=root dbname=dev"
+URL = f"postgresql://root@127.0.0.1:{PORT}/dev"
+
+BIDS = [
+    (1, 10, "web", datetime.datetime(2026, 1, 1, 10, 0, 0)),
+    (1, 30, "app", datetime.datetime(2026, 1, 1, 10, 0, 1)),
+    (2, 20, "web", datetime.datetime(2026, 1, 1, 10, 0, 2)),
+]
+PER_AUCTION = [(1, 2, 40), (2, 1, 20)]
+BIDS_SQL = "SELECT auction, price, channel, ts FROM bids ORDER BY auction, price"
+VIEW_SQL = "SELECT auction, n, total FROM per_auction ORDER BY auction"
+
+results = []
+
+
+def check(name):
+    """Runs the decorated function as one check, recording whether it passed."""
+
+    def run(fn):
+        try:
+            outcome = fn()
+            if asyncio.iscoroutine(outcome):
+                asyncio.run(outcome)
+            results.append((name, None))
+            print(f"ok   {name}", flush=True)
+        except Exception as e:  # noqa: BLE001 - every failure is reported, none stops the suite
+            results.append((name, e))
+            print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
+            traceback.print_exc(limit=3, file=sys.stdout)
+        return fn
+
+    return run
+
+
+def expect(actual, expected):
+    if actual != expected:
+        raise AssertionError(f"expected {expected!r}, got {actual!r}")
+
+
+# --- psycopg 3 -------------------------------------------------------------------------------------
+import psycopg  # noqa: E402
+from psycopg.rows import dict_row  # noqa: E402
+
+
+@check("psycopg: table rows with native types (text results)")
+def _():
+    with psycopg.connect(DSN) as conn:
+        expect(conn.execute(BIDS_SQL).fetchall(), BIDS)
+
+
+@check("psycopg: materialized view rows")
+def _():
+    with psycopg.connect(DSN) as conn:
+        expect(conn.execute(VIEW_SQL).fetchall(), PER_AUCTION)
+
+
+@check("psycopg: server-side binding of parameters")
+def _():
+    with psycopg.connect(DSN) as conn:
+        rows = conn.execute(
+            "SELECT price FROM bids WHERE auction = %s AND channel = %s ORDER BY price", (1, "web")
+        ).fetchall()
+        expect(rows, [(10,)])
+
+
+@check("psycopg: binary results")
+def _():
+    with psycopg.connect(DSN) as conn:
+        with conn.cursor(binary=True) as cur:
+            cur.execute(BIDS_SQL)
+            expect(cur.fetchall(), BIDS)
+            cur.execute(VIEW_SQL)
+            expect(cur.fetchall(), PER_AUCTION)
+
+
+@check("psycopg: pipeline mode")
+def _():
+    with psycopg.connect(DSN) as conn:
+        with conn.pipeline():
+            a = conn.execute("SELECT count(*) FROM bids")
+            b = conn.execute("SELECT sum(n) FROM per_auction WHERE auction >= %s", (1,))
+        expect(a.fetchone(), (3,))
+        expect(b.fetchone(), (3,))
+
+
+@check("psycopg: column names as Postgres gives them (dict rows)")
+def _():
+    with psycopg.connect(DSN, row_factory=dict_row) as conn:
+        row = conn.execute("SELECT count(*), max(price), 1, auction FROM bids GROUP BY auction ORDER BY auction").fetchone()
+        expect(row, {"count": 2, "max": 30, "?column?": 1, "auction": 1})
+
+
+@check("psycopg: error SQLSTATE, then ROLLBACK recovers the transaction")
+def _():
+    with psycopg.connect(DSN) as conn:
+        try:
+            conn.execute("SELECT * FROM no_such_table")
+            raise AssertionError("no error")
+        except psycopg.errors.UndefinedTable as e:
+            expect(e.sqlstate, "42P01")
+        conn.rollback()
+        expect(conn.execute("SELECT count(*) FROM per_auction").fetchone(), (2,))
+
+
+@check("psycopg: TypeInfo.fetch introspects a type")
+def _():
+    from psycopg.types import TypeInfo
+
+    with psycopg.connect(DSN) as conn:
+        info = TypeInfo.fetch(conn, "int8")
+        expect((info.name, info.oid, info.array_oid), ("int8", 20, 1016))
+
+
+# --- psycopg2 --------------------------------------------------------------------------------------
+import psycopg2  # noqa: E402
+import psycopg2.errors  # noqa: E402
+
+
+@check("psycopg2: table rows with parameters")
+def _():
+    conn = psycopg2.connect(DSN)
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT auction, price, channel, ts FROM bids WHERE auction >= %s ORDER BY auction, price", (1,))
+        expect(cur.fetchall(), BIDS)
+        expect([d.name for d in cur.description], ["auction", "price", "channel", "ts"])
+    finally:
+        conn.close()
+
+
+@check("psycopg2: materialized view rows")
+def _():
+    conn = psycopg2.connect(DSN)
+    try:
+        cur = conn.cursor()
+        cur.execute(VIEW_SQL)
+        expect(cur.fetchall(), PER_AUCTION)
+    finally:
+        conn.close()
+
+
+@check("psycopg2: error SQLSTATE, then ROLLBACK recovers the transaction")
+def _():
+    conn = psycopg2.connect(DSN)
+    try:
+        cur = conn.cursor()
+        try:
+            cur.execute("SELECT * FROM no_such_table")
+            raise AssertionError("no error")
+        except psycopg2.errors.UndefinedTable as e:
+            expect(e.pgcode, "42P01")
+        conn.rollback()
+        cur.execute("SELECT count(*) FROM bids")
+        expect(cur.fetchone(), (3,))
+        expect(conn.server_version >= 160000, True)
+    finally:
+        conn.close()
+
+
+# --- asyncpg ---------------------------------------------------------------------------------------
+import asyncpg  # noqa: E402
+
+
+@check("asyncpg: table rows with a parameter (extended protocol, binary)")
+async def _():
+    conn = await asyncpg.connect(URL)
+    try:
+        rows = await conn.fetch(
+            "SELECT auction, price, channel, ts FROM bids WHERE auction >= $1 ORDER BY auction, price", 1
+        )
+        expect([tuple(r) for r in rows], BIDS)
+    finally:
+        await conn.close()
+
+
+@check("asyncpg: materialized view rows by column name")
+async def _():
+    conn = await asyncpg.connect(URL)
+    try:
+        rows = await conn.fetch(VIEW_SQL)
+        expect([(r["auction"], r["n"], r["total"]) for r in rows], PER_AUCTION)
+    finally:
+        await conn.close()
+
+
+@check("asyncpg: named prepared statement reused, with its attributes")
+async def _():
+    conn = await asyncpg.connect(URL)
+    try:
+        stmt = await conn.prepare("SELECT n, total FROM per_auction WHERE auction = $1")
+        expect(tuple(await stmt.fetchrow(1)), (2, 40))
+        expect(tuple(await stmt.fetchrow(2)), (1, 20))
+        expect([(a.name, a.type.name) for a in stmt.get_attributes()], [("n", "int8"), ("total", "int8")])
+    finally:
+        await conn.close()
+
+
+@check("asyncpg: error SQLSTATE inside a transaction, then the connection works")
+async def _():
+    conn = await asyncpg.connect(URL)
+    try:
+        try:
+            async with conn.transaction():
+                await conn.fetch("SELECT * FROM no_such_table")
+            raise AssertionError("no error")
+        except asyncpg.exceptions.UndefinedTableError as e:
+            expect(e.sqlstate, "42P01")
+        expect(await conn.fetchval("SELECT count(*) FROM bids"), 3)
+    finally:
+        await conn.close()
+
+
+# --- SQLAlchemy ------------------------------------------------------------------------------------
+import sqlalchemy  # noqa: E402
+from sqlalchemy import MetaData, Table, inspect, select  # noqa: E402
+
+ENGINE = sqlalchemy.create_engine(f"postgresql+psycopg://root@127.0.0.1:{PORT}/dev")
+
+
+@check("sqlalchemy: inspect() lists schemas, tables, views and materialized views")
+def _():
+    insp = inspect(ENGINE)
+    expect("public" in insp.get_schema_names(), True)
+    expect(insp.get_table_names(), ["bids"])
+    expect(insp.get_view_names(), [])
+    expect(insp.get_materialized_view_names(), ["per_auction"])
+
+
+@check("sqlalchemy: inspect() columns of a table")
+def _():
+    cols = inspect(ENGINE).get_columns("bids")
+    expect(
+        [(c["name"], str(c["type"]), c["nullable"]) for c in cols],
+        [("auction", "BIGINT", False), ("price", "BIGINT", True), ("channel", "TEXT", True), ("ts", "TIMESTAMP", True)],
+    )
+
+
+@check("sqlalchemy: inspect() columns of a materialized view")
+def _():
+    cols = inspect(ENGINE).get_columns("per_auction")
+    expect([(c["name"], str(c["type"])) for c in cols], [("auction", "BIGINT"), ("n", "BIGINT"), ("total", "BIGINT")])
+
+
+@check("sqlalchemy: inspect() keys, indexes and constraints are empty, not errors")
+def _():
+    insp = inspect(ENGINE)
+    for name in ["bids", "per_auction"]:
+        expect(insp.get_pk_constraint(name)["constrained_columns"], [])
+        expect(insp.get_foreign_keys(name), [])
+        expect(insp.get_indexes(name), [])
+        expect(insp.get_unique_constraints(name), [])
+        expect(insp.get_check_constraints(name), [])
+
+
+@check("sqlalchemy: reflected materialized view queried through the ORM core")
+def _():
+    view = Table("per_auction", MetaData(), autoload_with=ENGINE)
+    with ENGINE.connect() as conn:
+        rows = conn.execute(select(view).order_by(view.c.auction)).fetchall()
+    expect([tuple(r) for r in rows], PER_AUCTION)
+
+
+passed = sum(1 for _, e in results if e is None)
+failed = len(results) - passed
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
