@@ -74,6 +74,9 @@ fn default_settings(user: &str, database: &str) -> BTreeMap<String, String> {
         ("application_name", ""),
         ("client_encoding", "UTF8"),
         ("datestyle", "ISO, MDY"),
+        ("default_table_access_method", "heap"),
+        ("default_transaction_isolation", "read committed"),
+        ("default_transaction_read_only", "off"),
         ("extra_float_digits", "1"),
         ("integer_datetimes", "on"),
         ("intervalstyle", "postgres"),
@@ -86,6 +89,7 @@ fn default_settings(user: &str, database: &str) -> BTreeMap<String, String> {
         ("statement_timeout", "0"),
         ("timezone", "UTC"),
         ("transaction_isolation", "read committed"),
+        ("transaction_read_only", "off"),
         ("max_identifier_length", "63"),
     ];
     let mut out: BTreeMap<String, String> = pairs

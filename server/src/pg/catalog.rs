@@ -114,6 +114,7 @@ impl PgCatalog {
 
     fn patched(&self, inner: Arc<dyn TableProvider>, patch: Patch) -> Arc<dyn TableProvider> {
         Arc::new(Patched {
+            schema: inner.schema(),
             inner,
             patch: Arc::new(patch),
         })
@@ -135,13 +136,26 @@ impl SchemaProvider for PgCatalog {
                 let views = self.view_names();
                 let inner = self.inner_table(name).await?;
                 let relations = Arc::clone(&self.relations);
-                self.patched(
+                let schema = with_acl_columns(&inner.schema());
+                let out = Arc::clone(&schema);
+                let patched: Arc<dyn TableProvider> = Arc::new(Patched {
                     inner,
-                    Box::new(move |batch| {
+                    schema,
+                    patch: Arc::new(Box::new(move |batch| {
                         remember(&batch, &relations)?;
-                        pg_class(batch, &views, &[], None)
-                    }),
-                )
+                        let batch = pg_class(batch, &views, &[], None)?;
+                        let n = batch.num_rows();
+                        let mut columns = batch.columns().to_vec();
+                        for field in out.fields().iter().skip(columns.len()) {
+                            columns.push(datafusion::arrow::array::new_null_array(
+                                field.data_type(),
+                                n,
+                            ));
+                        }
+                        Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)
+                    })),
+                });
+                patched
             }
             "pg_stat_user_tables" => {
                 let class = self.inner_table("pg_class").await?;
@@ -230,9 +244,21 @@ impl PgCatalog {
 
 type Patch = Box<dyn Fn(RecordBatch) -> Result<RecordBatch> + Send + Sync>;
 
-/// A library relation with each of its batches corrected by `patch` (same schema).
+/// `pg_class`'s schema with the array columns clients read that the library leaves out:
+/// `relacl` (psql's `\dp`) and `reloptions` (SQLAlchemy's index reflection), NULL here as on a
+/// relation without grants or storage options.
+fn with_acl_columns(schema: &SchemaRef) -> SchemaRef {
+    let text_array = DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)));
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("relacl", text_array.clone(), true));
+    fields.push(Field::new("reloptions", text_array, true));
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// A library relation with each of its batches corrected by `patch` into `schema`.
 struct Patched {
     inner: Arc<dyn TableProvider>,
+    schema: SchemaRef,
     patch: Arc<Patch>,
 }
 
@@ -245,7 +271,7 @@ impl std::fmt::Debug for Patched {
 #[async_trait]
 impl TableProvider for Patched {
     fn schema(&self) -> SchemaRef {
-        self.inner.schema()
+        Arc::clone(&self.schema)
     }
 
     fn table_type(&self) -> TableType {

@@ -2,7 +2,9 @@
 //! give Postgres' answer for Rivulet's catalog.
 //!
 //! Each entry names the client and the reason. Matching is on tokens, whitespace-insensitive, and
-//! finds a fragment anywhere in a statement; `$n` in a pattern matches any single token. These are
+//! finds a fragment anywhere in a statement; `$n` in a pattern matches any single token (a bound
+//! parameter or the literal a simple-protocol client put there), and `$n` in the replacement stands
+//! for the token it matched, so parameters keep their numbers. These are
 //! the last resort, for constructs that have no general rewrite (`ARRAY(subquery)`, columns Rivulet
 //! has no notion of): what they stand for is always empty or absent here.
 
@@ -26,6 +28,31 @@ const FRAGMENTS: &[(&str, &str)] = &[
     (
         "pg_catalog.array_to_string(c.reloptions || array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x), ', ')",
         "''",
+    ),
+    // SQLAlchemy 2.x reflection of primary keys, unique constraints and indexes: the key columns of
+    // each index. `int2vector` columns and `generate_subscripts` have no DataFusion equivalent;
+    // Rivulet has no indexes, so the join these feed is empty either way.
+    (
+        "unnest(pg_catalog.pg_index.indkey) AS attnum, generate_subscripts(pg_catalog.pg_index.indkey, $1) AS ord",
+        "CAST(NULL AS SMALLINT) AS attnum, CAST($1 AS INTEGER) AS ord",
+    ),
+    // SQLAlchemy 2.x index reflection: key columns and operator classes (as above).
+    (
+        "unnest(pg_catalog.pg_index.indkey) AS attnum, unnest(pg_catalog.pg_index.indclass) AS att_opclass, \
+         generate_subscripts(pg_catalog.pg_index.indkey, $1) AS ord",
+        "CAST(NULL AS SMALLINT) AS attnum, CAST(NULL AS INTEGER) AS att_opclass, CAST($1 AS INTEGER) AS ord",
+    ),
+    // SQLAlchemy 2.x column reflection: identity column options. Rivulet has no identity columns
+    // (`attidentity` is always ''), so the `CASE` around this is NULL either way; DataFusion cannot
+    // decorrelate the outer column inside the subquery's `json_build_object`.
+    (
+        "(SELECT json_build_object($1, pg_catalog.pg_attribute.attidentity = $2, $3, pg_catalog.pg_sequence.seqstart, \
+         $4, pg_catalog.pg_sequence.seqincrement, $5, pg_catalog.pg_sequence.seqmin, $6, pg_catalog.pg_sequence.seqmax, \
+         $7, pg_catalog.pg_sequence.seqcache, $8, pg_catalog.pg_sequence.seqcycle) AS json_build_object_1 \
+         FROM pg_catalog.pg_sequence WHERE pg_catalog.pg_attribute.attidentity != $9 \
+         AND pg_catalog.pg_sequence.seqrelid = CAST(CAST(pg_catalog.pg_get_serial_sequence(\
+         CAST(CAST(pg_catalog.pg_attribute.attrelid AS REGCLASS) AS TEXT), pg_catalog.pg_attribute.attname) AS REGCLASS) AS OID))",
+        "NULL",
     ),
     // psql \dn+: schema privileges; Rivulet grants none, and `nspacl` is not an array here.
     ("pg_catalog.array_to_string(n.nspacl, E'\\n')", "NULL::text"),
@@ -59,6 +86,35 @@ fn same(token: &Token, expected: &Token) -> bool {
     }
 }
 
+/// The tokens each placeholder of a pattern matched, by the placeholder's name.
+type Captures = Vec<(String, Vec<Token>)>;
+
+/// Where `pattern` matching `input` from `start` ends, and what each of its placeholders matched: one
+/// token, with the bind cast a driver may add after a parameter (`$1::VARCHAR`).
+fn matches_at(input: &[Token], start: usize, pattern: &[Token]) -> Option<(usize, Captures)> {
+    let mut i = start;
+    let mut captures = Vec::new();
+    for (k, p) in pattern.iter().enumerate() {
+        let token = input.get(i)?;
+        if !same(token, p) {
+            return None;
+        }
+        i += 1;
+        if let Token::Placeholder(name) = p {
+            let mut taken = vec![token.clone()];
+            let cast_follows = matches!(input.get(i), Some(Token::DoubleColon))
+                && !matches!(pattern.get(k + 1), Some(Token::DoubleColon))
+                && matches!(input.get(i + 1), Some(Token::Word(_)));
+            if cast_follows {
+                taken.extend(input[i..i + 2].iter().cloned());
+                i += 2;
+            }
+            captures.push((name.clone(), taken));
+        }
+    }
+    Some((i, captures))
+}
+
 /// The tokens of `sql` with every known fragment replaced, or `None` if none occurs.
 pub fn replace(sql: &str) -> Option<Vec<Token>> {
     let input = tokens(sql)?;
@@ -67,9 +123,17 @@ pub fn replace(sql: &str) -> Option<Vec<Token>> {
     let mut changed = false;
     'outer: while i < input.len() {
         for (pattern, replacement) in PATTERNS.iter() {
-            let end = i + pattern.len();
-            if end <= input.len() && input[i..end].iter().zip(pattern).all(|(t, p)| same(t, p)) {
-                out.extend(replacement.iter().cloned());
+            if let Some((end, captures)) = matches_at(&input, i, pattern) {
+                out.extend(replacement.iter().flat_map(|t| {
+                    match t {
+                        Token::Placeholder(name) => captures
+                            .iter()
+                            .find(|(n, _)| n == name)
+                            .map(|(_, tokens)| tokens.clone())
+                            .unwrap_or_else(|| vec![t.clone()]),
+                        other => vec![other.clone()],
+                    }
+                }));
                 i = end;
                 changed = true;
                 continue 'outer;
@@ -117,5 +181,22 @@ mod tests {
             "SELECT r.rolname, '{}' AS memberof FROM pg_catalog.pg_roles r"
         );
         assert!(replace("SELECT 1").is_none());
+    }
+
+    #[test]
+    fn placeholders_carry_what_they_matched() {
+        let sql = "SELECT unnest(pg_catalog.pg_index.indkey) AS attnum, \
+                   generate_subscripts(pg_catalog.pg_index.indkey, $3::INTEGER) AS ord FROM x";
+        let stmt = parse(replace(sql).unwrap()).unwrap();
+        assert_eq!(
+            stmt.to_string(),
+            "SELECT CAST(NULL AS SMALLINT) AS attnum, CAST($3::INTEGER AS INTEGER) AS ord FROM x"
+        );
+        let literal = sql.replace("$3::INTEGER", "1");
+        let stmt = parse(replace(&literal).unwrap()).unwrap();
+        assert_eq!(
+            stmt.to_string(),
+            "SELECT CAST(NULL AS SMALLINT) AS attnum, CAST(1 AS INTEGER) AS ord FROM x"
+        );
     }
 }

@@ -122,9 +122,133 @@ fn catalog_query(mut parsed: Parsed) -> Parsed {
         if to_reg_casts(&mut rewritten) {
             rewritten = REG_CASTS.rewrite(rewritten);
         }
+        drop_guarded_conjuncts(&mut rewritten);
+        aggregate_scalar_subqueries(&mut rewritten);
         **stmt = rewritten;
     }
     parsed
+}
+
+/// In `CASE WHEN c THEN (SELECT .. WHERE c AND ..)`, drops the `c` the `CASE` already guarantees
+/// from the subquery's `WHERE` (SQLAlchemy's column defaults). DataFusion cannot decorrelate a
+/// subquery predicate that reads only outer columns; without it the lookup is the same.
+fn drop_guarded_conjuncts(stmt: &mut ast::Statement) {
+    fn conjuncts(e: ast::Expr, out: &mut Vec<ast::Expr>) {
+        match e {
+            ast::Expr::BinaryOp {
+                left,
+                op: ast::BinaryOperator::And,
+                right,
+            } => {
+                conjuncts(*left, out);
+                conjuncts(*right, out);
+            }
+            ast::Expr::Nested(inner) if matches!(*inner, ast::Expr::BinaryOp { .. }) => {
+                conjuncts(*inner, out)
+            }
+            other => out.push(other),
+        }
+    }
+    let _ = ast::visit_expressions_mut(stmt, |expr| {
+        if let ast::Expr::Case { conditions, .. } = expr {
+            for when in conditions.iter_mut() {
+                if let ast::Expr::Subquery(query) = &mut when.result
+                    && let ast::SetExpr::Select(select) = query.body.as_mut()
+                    && let Some(selection) = select.selection.take()
+                {
+                    let mut parts = Vec::new();
+                    conjuncts(selection, &mut parts);
+                    let guard = unnested(&when.condition);
+                    parts.retain(|p| unnested(p) != guard);
+                    select.selection = parts.into_iter().reduce(|a, b| ast::Expr::BinaryOp {
+                        left: Box::new(a),
+                        op: ast::BinaryOperator::And,
+                        right: Box::new(b),
+                    });
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+fn unnested(e: &ast::Expr) -> &ast::Expr {
+    match e {
+        ast::Expr::Nested(inner) => unnested(inner),
+        other => other,
+    }
+}
+
+/// Wraps the single item of each scalar subquery nested in an expression in `max(..)`.
+///
+/// Catalog queries look up one row by key in correlated scalar subqueries (SQLAlchemy's column
+/// defaults, identity options and collations inside `CASE`); DataFusion plans a correlated scalar
+/// subquery only if it is aggregated. For a lookup that finds at most one row, `max` of it is the
+/// row's value. Subqueries that are already aggregated, grouped or limited are left alone.
+fn aggregate_scalar_subqueries(stmt: &mut ast::Statement) {
+    let _ = ast::visit_expressions_mut(stmt, |expr| {
+        if let ast::Expr::Subquery(query) = expr
+            && query.limit_clause.is_none()
+            && let ast::SetExpr::Select(select) = query.body.as_mut()
+            && matches!(select.group_by, ast::GroupByExpr::Expressions(ref e, _) if e.is_empty())
+            && select.having.is_none()
+            && select.distinct.is_none()
+            && let [item] = select.projection.as_mut_slice()
+        {
+            let inner = match item {
+                ast::SelectItem::UnnamedExpr(e)
+                | ast::SelectItem::ExprWithAlias { expr: e, .. } => e,
+                _ => return ControlFlow::<()>::Continue(()),
+            };
+            if !has_aggregate(inner) {
+                let arg = ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(inner.clone()));
+                *inner = ast::Expr::Function(ast::Function {
+                    name: ast::ObjectName::from(vec![ast::Ident::new("max")]),
+                    uses_odbc_syntax: false,
+                    parameters: ast::FunctionArguments::None,
+                    args: ast::FunctionArguments::List(ast::FunctionArgumentList {
+                        duplicate_treatment: None,
+                        args: vec![arg],
+                        clauses: vec![],
+                    }),
+                    filter: None,
+                    null_treatment: None,
+                    over: None,
+                    within_group: vec![],
+                });
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// Whether `expr` calls an aggregate function clients use in catalog lookups.
+fn has_aggregate(expr: &ast::Expr) -> bool {
+    const AGGREGATES: &[&str] = &[
+        "max",
+        "min",
+        "count",
+        "sum",
+        "avg",
+        "array_agg",
+        "string_agg",
+        "bool_and",
+        "bool_or",
+        "json_agg",
+        "jsonb_agg",
+    ];
+    let mut found = false;
+    let _ = ast::visit_expressions(expr, |e| {
+        if let ast::Expr::Function(f) = e
+            && let Some(name) = f.name.0.last().and_then(|p| p.as_ident())
+            && AGGREGATES.contains(&name.value.to_ascii_lowercase().as_str())
+        {
+            found = true;
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    found
 }
 
 static REG_CASTS: LazyLock<RewriteRegCastToSubquery> = LazyLock::new(RewriteRegCastToSubquery::new);
@@ -243,6 +367,16 @@ mod tests {
             rewritten("SELECT a FROM t WHERE a NOT LIKE 'pg/_' || '%' ESCAPE '/'"),
             "SELECT a FROM t WHERE a NOT LIKE replace(replace('pg/_' || '%', '\\', '\\\\'), '/', '\\')"
         );
+    }
+
+    #[test]
+    fn case_guards_leave_subqueries() {
+        let out = rewritten(
+            "SELECT CASE WHEN a.atthasdef THEN (SELECT d.adbin FROM pg_catalog.pg_attrdef d \
+             WHERE a.atthasdef AND d.adrelid = a.attrelid) ELSE NULL END FROM pg_catalog.pg_attribute a",
+        );
+        assert!(out.contains("WHERE d.adrelid = a.attrelid"), "{out}");
+        assert!(out.contains("max(d.adbin)"), "{out}");
     }
 
     #[test]

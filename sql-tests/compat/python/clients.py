@@ -230,50 +230,50 @@ async def _():
 import sqlalchemy  # noqa: E402
 from sqlalchemy import MetaData, Table, inspect, select  # noqa: E402
 
-ENGINE = sqlalchemy.create_engine(f"postgresql+psycopg://root@127.0.0.1:{PORT}/dev")
+# psycopg 3 is SQLAlchemy's default PostgreSQL driver in 2.x; psycopg2 is what Superset installs.
+for DIALECT in ["psycopg", "psycopg2"]:
+    ENGINE = sqlalchemy.create_engine(f"postgresql+{DIALECT}://root@127.0.0.1:{PORT}/dev")
 
+    @check(f"sqlalchemy+{DIALECT}: inspect() lists schemas, tables, views and materialized views")
+    def _():
+        insp = inspect(ENGINE)
+        expect("public" in insp.get_schema_names(), True)
+        expect(insp.get_table_names(), ["bids"])
+        expect(insp.get_view_names(), [])
+        expect(insp.get_materialized_view_names(), ["per_auction"])
 
-@check("sqlalchemy: inspect() lists schemas, tables, views and materialized views")
-def _():
-    insp = inspect(ENGINE)
-    expect("public" in insp.get_schema_names(), True)
-    expect(insp.get_table_names(), ["bids"])
-    expect(insp.get_view_names(), [])
-    expect(insp.get_materialized_view_names(), ["per_auction"])
+    @check(f"sqlalchemy+{DIALECT}: inspect() columns of a table")
+    def _():
+        cols = inspect(ENGINE).get_columns("bids")
+        expect(
+            [(c["name"], str(c["type"]), c["nullable"]) for c in cols],
+            [("auction", "BIGINT", False), ("price", "BIGINT", True), ("channel", "TEXT", True), ("ts", "TIMESTAMP", True)],
+        )
 
+    @check(f"sqlalchemy+{DIALECT}: inspect() columns of a materialized view")
+    def _():
+        cols = inspect(ENGINE).get_columns("per_auction")
+        expect([(c["name"], str(c["type"])) for c in cols], [("auction", "BIGINT"), ("n", "BIGINT"), ("total", "BIGINT")])
 
-@check("sqlalchemy: inspect() columns of a table")
-def _():
-    cols = inspect(ENGINE).get_columns("bids")
-    expect(
-        [(c["name"], str(c["type"]), c["nullable"]) for c in cols],
-        [("auction", "BIGINT", False), ("price", "BIGINT", True), ("channel", "TEXT", True), ("ts", "TIMESTAMP", True)],
-    )
+    @check(f"sqlalchemy+{DIALECT}: inspect() keys, indexes and constraints are empty, not errors")
+    def _():
+        insp = inspect(ENGINE)
+        for name in ["bids", "per_auction"]:
+            expect(insp.get_pk_constraint(name)["constrained_columns"], [])
+            expect(insp.get_foreign_keys(name), [])
+            expect(insp.get_indexes(name), [])
+            expect(insp.get_unique_constraints(name), [])
+            expect(insp.get_check_constraints(name), [])
+            expect(insp.get_table_comment(name), {"text": None})
 
+    @check(f"sqlalchemy+{DIALECT}: reflected materialized view queried through SQLAlchemy Core")
+    def _():
+        view = Table("per_auction", MetaData(), autoload_with=ENGINE)
+        with ENGINE.connect() as conn:
+            rows = conn.execute(select(view).order_by(view.c.auction)).fetchall()
+        expect([tuple(r) for r in rows], PER_AUCTION)
 
-@check("sqlalchemy: inspect() columns of a materialized view")
-def _():
-    cols = inspect(ENGINE).get_columns("per_auction")
-    expect([(c["name"], str(c["type"])) for c in cols], [("auction", "BIGINT"), ("n", "BIGINT"), ("total", "BIGINT")])
-
-
-@check("sqlalchemy: inspect() keys, indexes and constraints are empty, not errors")
-def _():
-    insp = inspect(ENGINE)
-    for name in ["bids", "per_auction"]:
-        expect(insp.get_pk_constraint(name)["constrained_columns"], [])
-        expect(insp.get_foreign_keys(name), [])
-        expect(insp.get_indexes(name), [])
-        expect(insp.get_unique_constraints(name), [])
-        expect(insp.get_check_constraints(name), [])
-
-
-@check("sqlalchemy: reflected materialized view queried through the ORM core")
-def _():
-    view = Table("per_auction", MetaData(), autoload_with=ENGINE)
-    with ENGINE.connect() as conn:
-        rows = conn.execute(select(view).order_by(view.c.auction)).fetchall()
-    expect([tuple(r) for r in rows], PER_AUCTION)
+    ENGINE.dispose()
 
 
 passed = sum(1 for _, e in results if e is None)
