@@ -82,3 +82,57 @@ async fn python_drivers() {
         .arg(server.port.to_string());
     run_client("python drivers", command).await;
 }
+
+#[tokio::test]
+async fn node_postgres() {
+    let modules = install_dir().join("node/node_modules");
+    if !modules.join("pg").exists() || Command::new("node").arg("--version").output().is_err() {
+        eprintln!(
+            "node or {} missing; scripts/deps-compat installs pg",
+            modules.display()
+        );
+        return;
+    }
+    let server = server().await;
+    let mut command = Command::new("node");
+    command
+        .arg(compat_dir().join("node/clients.js"))
+        .arg(server.port.to_string())
+        .env("NODE_PATH", modules);
+    run_client("node-postgres", command).await;
+}
+
+#[tokio::test]
+async fn pgjdbc_database_metadata() {
+    // Debian's libpostgresql-jdbc-java.
+    let jar = PathBuf::from("/usr/share/java/postgresql.jar");
+    if !jar.exists() || Command::new("javac").arg("-version").output().is_err() {
+        eprintln!(
+            "a JDK or {} missing; scripts/deps-compat installs them",
+            jar.display()
+        );
+        return;
+    }
+    let classes = tempfile::tempdir().unwrap();
+    let javac = Command::new("javac")
+        .arg("-d")
+        .arg(classes.path())
+        .arg("-cp")
+        .arg(&jar)
+        .arg(compat_dir().join("jdbc/Clients.java"))
+        .output()
+        .unwrap();
+    assert!(
+        javac.status.success(),
+        "javac: {}",
+        String::from_utf8_lossy(&javac.stderr)
+    );
+    let server = server().await;
+    let mut command = Command::new("java");
+    command
+        .arg("-cp")
+        .arg(format!("{}:{}", jar.display(), classes.path().display()))
+        .arg("Clients")
+        .arg(server.port.to_string());
+    run_client("pgjdbc", command).await;
+}

@@ -203,6 +203,10 @@ impl SchemaProvider for PgCatalog {
                 )
             }
             "pg_stat_activity" => mem_table(pg_stat_activity(&self.database, &self.user)?)?,
+            "pg_index" => {
+                let schema = pg_index_schema(&self.inner_table(name).await?.schema());
+                Arc::new(MemTable::try_new(schema, vec![vec![]])?)
+            }
             _ => return self.inner.table(name).await,
         };
         Ok(Some(table))
@@ -507,6 +511,22 @@ fn pg_database(batch: RecordBatch, databases: &[String], current: &str) -> Resul
     )?;
     let rows = fill_str(rows, "datlocprovider", "c")?;
     fill_i32(rows, "datdba", ROLE_OID)
+}
+
+/// `pg_index` (empty: Rivulet has no indexes) with its vector columns as arrays, so clients'
+/// subscripts and `unnest` over them plan (the library types them as text).
+fn pg_index_schema(schema: &SchemaRef) -> SchemaRef {
+    let list = |t: DataType| DataType::List(Arc::new(Field::new("item", t, true)));
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            "indkey" | "indoption" => Field::new(f.name(), list(DataType::Int16), true),
+            "indcollation" | "indclass" => Field::new(f.name(), list(DataType::Int32), true),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 fn pg_user(user: &str) -> Result<RecordBatch> {

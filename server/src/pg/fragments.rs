@@ -54,6 +54,17 @@ const FRAGMENTS: &[(&str, &str)] = &[
          CAST(CAST(pg_catalog.pg_attribute.attrelid AS REGCLASS) AS TEXT), pg_catalog.pg_attribute.attname) AS REGCLASS) AS OID))",
         "NULL",
     ),
+    // pgjdbc getPrimaryKeys/getIndexInfo: the key columns of each index, as the composite rows of
+    // `information_schema._pg_expandarray`. Rivulet has no indexes (the join is empty either way).
+    (
+        "(information_schema._pg_expandarray(i.indkey)).n",
+        "CAST(NULL AS INTEGER)",
+    ),
+    (
+        "information_schema._pg_expandarray(i.indkey) AS KEYS",
+        "NULL AS KEYS",
+    ),
+    ("result.A_ATTNUM = (result.KEYS).x", "false"),
     // psql \dn+: schema privileges; Rivulet grants none, and `nspacl` is not an array here.
     ("pg_catalog.array_to_string(n.nspacl, E'\\n')", "NULL::text"),
 ];

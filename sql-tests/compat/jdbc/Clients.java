@@ -1,0 +1,94 @@
+// pgjdbc against a running Rivulet holding the table `bids` and the materialized view `per_auction`
+// (see sql-tests/tests/compat_clients.rs): DatabaseMetaData as BI tools and IDEs call it, and
+// queries. Run as: java -cp postgresql.jar:. Clients PORT. Prints one line per check and
+// "N passed, M failed".
+import java.sql.*;
+import java.util.*;
+
+public class Clients {
+    static int passed = 0, failed = 0;
+    static String url;
+
+    interface Check { void run(Connection c) throws Exception; }
+
+    static void check(String name, Check body) {
+        try (Connection c = DriverManager.getConnection(url, "root", "")) {
+            body.run(c);
+            passed++;
+            System.out.println("ok   " + name);
+        } catch (Throwable e) {
+            failed++;
+            System.out.println("FAIL " + name + ": " + e);
+        }
+    }
+
+    static void expect(Object actual, Object expected) {
+        if (!Objects.equals(actual, expected)) {
+            throw new AssertionError("expected " + expected + ", got " + actual);
+        }
+    }
+
+    static List<String> rows(ResultSet rs, String... columns) throws SQLException {
+        List<String> out = new ArrayList<>();
+        while (rs.next()) {
+            StringJoiner row = new StringJoiner("|");
+            for (String col : columns) row.add(String.valueOf(rs.getString(col)));
+            out.add(row.toString());
+        }
+        return out;
+    }
+
+    public static void main(String[] args) {
+        url = "jdbc:postgresql://127.0.0.1:" + args[0] + "/dev";
+
+        check("pgjdbc: getSchemas lists public", c -> {
+            List<String> schemas = rows(c.getMetaData().getSchemas(), "TABLE_SCHEM");
+            if (!schemas.contains("public")) throw new AssertionError(schemas.toString());
+        });
+        check("pgjdbc: getTables lists the table and the materialized view (ordered by type)", c -> {
+            ResultSet rs = c.getMetaData().getTables(null, "public", "%", null);
+            expect(rows(rs, "TABLE_NAME", "TABLE_TYPE"),
+                List.of("per_auction|MATERIALIZED VIEW", "bids|TABLE"));
+        });
+        check("pgjdbc: getTables by type", c -> {
+            ResultSet rs = c.getMetaData().getTables(null, null, "%", new String[] {"MATERIALIZED VIEW"});
+            expect(rows(rs, "TABLE_NAME"), List.of("per_auction"));
+        });
+        check("pgjdbc: getColumns of the table", c -> {
+            ResultSet rs = c.getMetaData().getColumns(null, "public", "bids", "%");
+            expect(rows(rs, "COLUMN_NAME", "DATA_TYPE", "TYPE_NAME", "NULLABLE"), List.of(
+                "auction|-5|int8|0", "price|-5|int8|1", "channel|12|text|1", "ts|93|timestamp|1"));
+        });
+        check("pgjdbc: getColumns of the materialized view", c -> {
+            ResultSet rs = c.getMetaData().getColumns(null, "public", "per_auction", "%");
+            expect(rows(rs, "COLUMN_NAME", "TYPE_NAME"), List.of("auction|int8", "n|int8", "total|int8"));
+        });
+        check("pgjdbc: getPrimaryKeys and getIndexInfo are empty", c -> {
+            expect(rows(c.getMetaData().getPrimaryKeys(null, "public", "bids"), "COLUMN_NAME"), List.of());
+            expect(rows(c.getMetaData().getIndexInfo(null, "public", "bids", false, true), "INDEX_NAME"), List.of());
+        });
+        check("pgjdbc: PreparedStatement on the view, with ResultSetMetaData", c -> {
+            PreparedStatement ps = c.prepareStatement("SELECT auction, n, total FROM per_auction WHERE auction >= ? ORDER BY auction");
+            ps.setLong(1, 1);
+            ResultSet rs = ps.executeQuery();
+            ResultSetMetaData md = rs.getMetaData();
+            expect(md.getColumnName(2) + ":" + md.getColumnTypeName(2), "n:int8");
+            expect(rows(rs, "auction", "n", "total"), List.of("1|2|40", "2|1|20"));
+        });
+        check("pgjdbc: error SQLSTATE in a transaction, then rollback recovers", c -> {
+            c.setAutoCommit(false);
+            try {
+                c.createStatement().executeQuery("SELECT * FROM no_such_table");
+                throw new AssertionError("no error");
+            } catch (SQLException e) {
+                expect(e.getSQLState(), "42P01");
+            }
+            c.rollback();
+            ResultSet rs = c.createStatement().executeQuery("SELECT count(*) FROM bids");
+            expect(rows(rs, "count"), List.of("3"));
+        });
+
+        System.out.println(passed + " passed, " + failed + " failed");
+        System.exit(failed == 0 ? 0 : 1);
+    }
+}
