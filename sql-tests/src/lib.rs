@@ -325,6 +325,7 @@ fn binary_cell(row: &tokio_postgres::Row, i: usize, ty: &Type) -> String {
         Type::INT2 => get::<i16>(row, i),
         Type::INT4 => get::<i32>(row, i),
         Type::INT8 => get::<i64>(row, i),
+        Type::OID => get::<u32>(row, i),
         Type::FLOAT4 => get::<f32>(row, i),
         Type::FLOAT8 => get::<f64>(row, i),
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => get::<String>(row, i),

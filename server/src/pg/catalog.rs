@@ -10,7 +10,7 @@
 //! - `pg_matviews` lists the materialized views with their queries, `pg_stat_user_tables` every table
 //!   and view with its `pg_class` OID;
 //! - `pg_database` lists Rivulet's databases, `pg_roles`/`pg_user` the server's role;
-//! - `pg_tables`' owner is that role.
+//! - `pg_tables` leaves materialized views out, and its owner is that role.
 //!
 //! Each relation is computed when a statement plans it, so it shows the catalog at that moment.
 
@@ -172,9 +172,22 @@ impl SchemaProvider for PgCatalog {
             }
             "pg_tables" => {
                 let inner = self.inner_table(name).await?;
+                let views = self.view_names();
                 self.patched(
                     inner,
-                    Box::new(move |batch| fill_str(batch, "tableowner", &user)),
+                    Box::new(move |batch| {
+                        // Materialized views are in `pg_matviews`, not here.
+                        let names = column::<StringArray>(&batch, "tablename")?;
+                        let keep: Vec<u32> = (0..batch.num_rows())
+                            .filter(|&i| !views.contains(names.value(i)))
+                            .map(|i| i as u32)
+                            .collect();
+                        let batch = take_record_batch(
+                            &batch,
+                            &datafusion::arrow::array::UInt32Array::from(keep),
+                        )?;
+                        fill_str(batch, "tableowner", &user)
+                    }),
                 )
             }
             "pg_roles" => {

@@ -162,9 +162,24 @@ fn type_name(t: &ast::DataType) -> String {
     }
 }
 
-/// `schema` with the hidden suffixes of duplicate names removed: the names the client sees.
+/// The field metadata `datafusion-pg-catalog` and `arrow-pg` use for an OID column's Postgres type.
+const OID_ALIAS: &str = "pg.oid_alias";
+
+/// `schema` as the client sees it: the hidden suffixes of duplicate names removed, and OID columns
+/// typed `oid`. `datafusion-pg-catalog` tags catalog columns as `regtype`, `regclass`, ...; in
+/// Postgres those columns are `oid` (a `reg*` type prints a name, and these hold numbers), and
+/// drivers decode `oid` as an integer but a `reg*` type as text or raw bytes.
 pub fn visible(schema: &Schema) -> SchemaRef {
-    if !schema.fields().iter().any(|f| f.name().contains(MARK)) {
+    let is_reg = |f: &Field| {
+        f.metadata()
+            .get(OID_ALIAS)
+            .is_some_and(|k| k.starts_with("reg"))
+    };
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| f.name().contains(MARK) || is_reg(f))
+    {
         return Arc::new(schema.clone());
     }
     let fields: Vec<Field> = schema
@@ -172,7 +187,13 @@ pub fn visible(schema: &Schema) -> SchemaRef {
         .iter()
         .map(|f| {
             let name = f.name().split(MARK).next().unwrap_or_default().to_string();
-            f.as_ref().clone().with_name(name)
+            let mut field = f.as_ref().clone().with_name(name);
+            if is_reg(&field) {
+                let mut metadata = field.metadata().clone();
+                metadata.insert(OID_ALIAS.to_string(), "oid".to_string());
+                field = field.with_metadata(metadata);
+            }
+            field
         })
         .collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))

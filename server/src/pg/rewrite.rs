@@ -335,6 +335,27 @@ impl Visitor for CatalogFinder {
                 ControlFlow::Break(())
             }
             ast::Expr::Collate { .. } => ControlFlow::Break(()),
+            ast::Expr::Function(f)
+                if f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                    matches!(
+                        i.value.to_ascii_lowercase().as_str(),
+                        "to_regclass" | "to_regtype" | "to_regnamespace" | "to_regproc"
+                    )
+                }) =>
+            {
+                ControlFlow::Break(())
+            }
+            ast::Expr::Cast {
+                data_type: ast::DataType::Custom(name, _),
+                ..
+            } if name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.to_ascii_lowercase().starts_with("reg")) =>
+            {
+                ControlFlow::Break(())
+            }
             _ => ControlFlow::Continue(()),
         }
     }
