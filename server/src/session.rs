@@ -145,7 +145,8 @@ impl Session {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(&self.database, DEFAULT_SCHEMA)
             .with_create_default_catalog_and_schema(false)
-            .with_information_schema(true);
+            // `information_schema` is registered by `pg::install`, in Postgres' words.
+            .with_information_schema(false);
         let options = config.options_mut();
         options.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
         options.execution.time_zone = Some("UTC".into());

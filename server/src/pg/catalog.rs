@@ -259,7 +259,7 @@ impl PgCatalog {
     }
 }
 
-type Patch = Box<dyn Fn(RecordBatch) -> Result<RecordBatch> + Send + Sync>;
+pub type Patch = Box<dyn Fn(RecordBatch) -> Result<RecordBatch> + Send + Sync>;
 
 /// `pg_class`'s schema with the array columns clients read that the library leaves out:
 /// `relacl` (psql's `\dp`) and `reloptions` (SQLAlchemy's index reflection), NULL here as on a
@@ -273,10 +273,21 @@ fn with_acl_columns(schema: &SchemaRef) -> SchemaRef {
 }
 
 /// A library relation with each of its batches corrected by `patch` into `schema`.
-struct Patched {
+pub struct Patched {
     inner: Arc<dyn TableProvider>,
     schema: SchemaRef,
     patch: Arc<Patch>,
+}
+
+impl Patched {
+    /// `inner` with each batch corrected by `patch`, which keeps the schema.
+    pub fn new(inner: Arc<dyn TableProvider>, patch: Patch) -> Self {
+        Self {
+            schema: inner.schema(),
+            inner,
+            patch: Arc::new(patch),
+        }
+    }
 }
 
 impl std::fmt::Debug for Patched {

@@ -65,6 +65,19 @@ const FRAGMENTS: &[(&str, &str)] = &[
         "NULL AS KEYS",
     ),
     ("result.A_ATTNUM = (result.KEYS).x", "false"),
+    // Grafana's PostgreSQL data source: "is the table's schema on the search path", with `"$user"`
+    // read as the user (postgresMetaQuery.ts), in the select list and in ORDER BY. DataFusion
+    // cannot index an array by a `generate_series` column nor plan a subquery in ORDER BY; the
+    // same test as an expression over the setting plans anywhere.
+    (
+        "quote_ident(table_schema) IN ( \
+         SELECT CASE WHEN trim(s[i]) = '\"$user\"' THEN user ELSE trim(s[i]) END \
+         FROM generate_series(array_lower(string_to_array(current_setting('search_path'),','),1), \
+         array_upper(string_to_array(current_setting('search_path'),','),1)) as i, \
+         string_to_array(current_setting('search_path'),',') s)",
+        "array_has(string_to_array(replace(replace(current_setting('search_path'), ' ', ''), \
+         '\"$user\"', current_user), ','), quote_ident(table_schema))",
+    ),
     // psql \dn+: schema privileges; Rivulet grants none, and `nspacl` is not an array here.
     ("pg_catalog.array_to_string(n.nspacl, E'\\n')", "NULL::text"),
 ];

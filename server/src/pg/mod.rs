@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod fragments;
 pub mod functions;
+pub mod information_schema;
 pub mod names;
 pub mod rewrite;
 
@@ -39,6 +40,11 @@ pub fn install(
         Arc::clone(&relations),
     );
     db.register_schema("pg_catalog", Arc::new(schema))?;
+    let catalogs = ctx.state().catalog_list().clone();
+    db.register_schema(
+        "information_schema",
+        Arc::new(information_schema::InformationSchema::new(catalogs)),
+    )?;
     let (server, db_name) = (Arc::clone(server), database.to_string());
     let views: functions::ViewQueries = Arc::new(move |name| {
         let view = server.table(&db_name, name)?.def.view.clone()?;
