@@ -439,10 +439,13 @@ fn pg_class(
             }
         })
         .collect();
+    // Rivulet has no plain views, so a view outside `pg_catalog` is one of `information_schema`'s,
+    // which Postgres does not show through `pg_class` lookups by name (they are off the search path).
     let keep: Vec<u32> = (0..batch.num_rows())
         .filter(|&i| {
             (kinds.is_empty() || kinds.contains(&relkind.value(i)))
                 && skip_namespace != Some(namespace.value(i))
+                && !(relkind.value(i) == "v" && namespace.value(i) != PG_CATALOG_OID)
         })
         .map(|i| i as u32)
         .collect();
