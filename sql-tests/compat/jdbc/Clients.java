@@ -88,6 +88,55 @@ public class Clients {
             expect(rows(rs, "count"), List.of("3"));
         });
 
+        // DBeaver's navigator (its PostgreSQL plugin reads through pgjdbc): databases, schemas, the
+        // relations of a schema, the columns of one, and a view's definition for its DDL tab.
+        check("dbeaver: databases", c -> {
+            ResultSet rs = c.createStatement().executeQuery(
+                "SELECT db.oid,db.* FROM pg_catalog.pg_database db WHERE datallowconn AND NOT datistemplate ORDER BY db.datname");
+            expect(rows(rs, "datname"), List.of("dev"));
+        });
+        check("dbeaver: schemas, then the relations of public with their kinds", c -> {
+            ResultSet ns = c.createStatement().executeQuery(
+                "SELECT n.oid,n.*,d.description FROM pg_catalog.pg_namespace n\n"
+                    + "LEFT OUTER JOIN pg_catalog.pg_description d ON d.objoid=n.oid AND d.objsubid=0 AND d.classoid='pg_namespace'::regclass\n"
+                    + "ORDER BY nspname");
+            long publicOid = -1;
+            while (ns.next()) if (ns.getString("nspname").equals("public")) publicOid = ns.getLong("oid");
+            if (publicOid < 0) throw new AssertionError("no public schema");
+            PreparedStatement ps = c.prepareStatement(
+                "SELECT c.oid,c.*,d.description,pg_catalog.pg_get_expr(c.relpartbound, c.oid) as partition_expr,  pg_catalog.pg_get_partkeydef(c.oid) as partition_key \n"
+                    + "FROM pg_catalog.pg_class c\n"
+                    + "LEFT OUTER JOIN pg_catalog.pg_description d ON d.objoid=c.oid AND d.objsubid=0 AND d.classoid='pg_class'::regclass\n"
+                    + "WHERE c.relnamespace=? AND c.relkind not in ('i','I','c')");
+            ps.setLong(1, publicOid);
+            List<String> relations = rows(ps.executeQuery(), "relname", "relkind");
+            Collections.sort(relations);
+            expect(relations, List.of("bids|r", "per_auction|m"));
+        });
+        check("dbeaver: columns of the materialized view, then its definition", c -> {
+            ResultSet rel = c.createStatement().executeQuery(
+                "SELECT oid FROM pg_catalog.pg_class WHERE relname = 'per_auction'");
+            rel.next();
+            long oid = rel.getLong(1);
+            PreparedStatement ps = c.prepareStatement(
+                "SELECT c.relname,a.*,pg_catalog.pg_get_expr(ad.adbin, ad.adrelid, true) as def_value,dsc.description,dep.objid\n"
+                    + "FROM pg_catalog.pg_attribute a\n"
+                    + "INNER JOIN pg_catalog.pg_class c ON (a.attrelid=c.oid)\n"
+                    + "LEFT OUTER JOIN pg_catalog.pg_attrdef ad ON (a.attrelid=ad.adrelid AND a.attnum = ad.adnum)\n"
+                    + "LEFT OUTER JOIN pg_catalog.pg_description dsc ON (c.oid=dsc.objoid AND a.attnum = dsc.objsubid)\n"
+                    + "LEFT OUTER JOIN pg_depend dep on dep.refobjid = a.attrelid AND dep.deptype = 'i' and dep.refobjsubid = a.attnum and dep.classid = dep.refclassid\n"
+                    + "WHERE NOT a.attisdropped AND c.relkind not in ('i','I','c') AND c.oid=?\n"
+                    + "ORDER BY a.attnum");
+            ps.setLong(1, oid);
+            expect(rows(ps.executeQuery(), "attname"), List.of("auction", "n", "total"));
+            PreparedStatement def = c.prepareStatement("SELECT pg_catalog.pg_get_viewdef(?, true)");
+            def.setLong(1, oid);
+            ResultSet d = def.executeQuery();
+            d.next();
+            String text = d.getString(1);
+            if (text == null || !text.contains("GROUP BY auction")) throw new AssertionError(text);
+        });
+
         System.out.println(passed + " passed, " + failed + " failed");
         System.exit(failed == 0 ? 0 : 1);
     }
