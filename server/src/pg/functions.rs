@@ -351,11 +351,12 @@ fn half_rounded(x: i64) -> i64 {
     (x + if x < 0 { -1 } else { 1 }) / 2
 }
 
-/// `json_build_object(k1, v1, ...)` as JSON text.
+/// `json_build_object(k1, v1, ...)` as JSON text, keys in argument order and spaced as
+/// Postgres prints them (`{"a" : 1, "b" : "x"}`).
 fn json_build_object(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
     let mut out = Vec::with_capacity(rows);
     for row in 0..rows {
-        let mut object = serde_json::Map::new();
+        let mut members = Vec::with_capacity(args.len() / 2);
         for pair in args.chunks(2) {
             let [key, value] = pair else {
                 return Err(DataFusionError::Plan(
@@ -374,9 +375,10 @@ fn json_build_object(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
                 | ScalarValue::Utf8View(Some(s)) => s,
                 other => other.to_string(),
             };
-            object.insert(key, json_value(&ScalarValue::try_from_array(value, row)?));
+            let value = json_value(&ScalarValue::try_from_array(value, row)?);
+            members.push(format!("{} : {value}", serde_json::Value::String(key)));
         }
-        out.push(serde_json::Value::Object(object).to_string());
+        out.push(format!("{{{}}}", members.join(", ")));
     }
     Ok(Arc::new(StringArray::from(out)))
 }
@@ -423,6 +425,6 @@ mod tests {
         let keys: ArrayRef = Arc::new(StringArray::from(vec!["a"]));
         let values: ArrayRef = Arc::new(datafusion::arrow::array::Int32Array::from(vec![1]));
         let out = json_build_object(&[keys, values], 1).unwrap();
-        assert_eq!(out.as_string::<i32>().value(0), r#"{"a":1}"#);
+        assert_eq!(out.as_string::<i32>().value(0), r#"{"a" : 1}"#);
     }
 }

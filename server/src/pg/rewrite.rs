@@ -29,6 +29,7 @@ pub fn statement(parsed: Parsed) -> Parsed {
         super::names::postgres_names(stmt);
         prepend_pg_catalog(stmt);
         like_escapes(stmt);
+        to_timestamp_formats(stmt);
     }
     parsed
 }
@@ -82,6 +83,65 @@ fn like_escapes(stmt: &mut ast::Statement) {
         }
         ControlFlow::<()>::Continue(())
     });
+}
+
+/// Translates the Postgres template of `to_timestamp(text, 'YYYY-MM-DD HH24:MI:SS')` (Superset's
+/// time filters) into the chrono format DataFusion's `to_timestamp` reads.
+fn to_timestamp_formats(stmt: &mut ast::Statement) {
+    let _ = ast::visit_expressions_mut(stmt, |expr| {
+        if let ast::Expr::Function(f) = expr
+            && f.name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("to_timestamp"))
+            && let ast::FunctionArguments::List(list) = &mut f.args
+            && let [
+                _,
+                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(format)),
+            ] = list.args.as_mut_slice()
+            && let ast::Expr::Value(ast::ValueWithSpan {
+                value: ast::Value::SingleQuotedString(template),
+                ..
+            }) = format
+            && !template.contains('%')
+        {
+            *template = chrono_format(template);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// The chrono format for a Postgres datetime template (the fields clients use).
+fn chrono_format(template: &str) -> String {
+    const FIELDS: &[(&str, &str)] = &[
+        ("YYYY", "%Y"),
+        ("HH24", "%H"),
+        ("HH12", "%I"),
+        ("MM", "%m"),
+        ("DD", "%d"),
+        ("HH", "%I"),
+        ("MI", "%M"),
+        ("SS", "%S"),
+        ("MS", "%3f"),
+        ("US", "%6f"),
+        ("AM", "%p"),
+        ("PM", "%p"),
+    ];
+    let mut out = String::new();
+    let mut rest = template;
+    'next: while let Some(c) = rest.chars().next() {
+        for (field, chrono) in FIELDS {
+            if let Some(tail) = rest.strip_prefix(field) {
+                out.push_str(chrono);
+                rest = tail;
+                continue 'next;
+            }
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 /// Qualifies the relations Rivulet adds to `pg_catalog` (see [`super::catalog::EXTRA`]) when named
@@ -398,6 +458,14 @@ mod tests {
         );
         assert!(out.contains("WHERE d.adrelid = a.attrelid"), "{out}");
         assert!(out.contains("max(d.adbin)"), "{out}");
+    }
+
+    #[test]
+    fn postgres_datetime_templates_become_chrono_formats() {
+        assert_eq!(
+            chrono_format("YYYY-MM-DD HH24:MI:SS.US"),
+            "%Y-%m-%d %H:%M:%S.%6f"
+        );
     }
 
     #[test]
