@@ -78,6 +78,47 @@ const FRAGMENTS: &[(&str, &str)] = &[
         "array_has(string_to_array(replace(replace(current_setting('search_path'), ' ', ''), \
          '\"$user\"', current_user), ','), quote_ident(table_schema))",
     ),
+    // psql \dp: column privileges and row security policies; Rivulet has neither, and DataFusion
+    // has no `ARRAY(subquery)`.
+    (
+        r#"pg_catalog.array_to_string(ARRAY(
+    SELECT attname || E':\n  ' || pg_catalog.array_to_string(attacl, E'\n  ')
+    FROM pg_catalog.pg_attribute a
+    WHERE attrelid = c.oid AND NOT attisdropped AND attacl IS NOT NULL
+  ), E'\n')"#,
+        "''",
+    ),
+    (
+        r#"pg_catalog.array_to_string(ARRAY(
+    SELECT polname
+    || CASE WHEN NOT polpermissive THEN
+       E' (RESTRICTIVE)'
+       ELSE '' END
+    || CASE WHEN polcmd != '*' THEN
+           E' (' || polcmd::pg_catalog.text || E'):'
+       ELSE E':'
+       END
+    || CASE WHEN polqual IS NOT NULL THEN
+           E'\n  (u): ' || pg_catalog.pg_get_expr(polqual, polrelid)
+       ELSE E''
+       END
+    || CASE WHEN polwithcheck IS NOT NULL THEN
+           E'\n  (c): ' || pg_catalog.pg_get_expr(polwithcheck, polrelid)
+       ELSE E''
+       END    || CASE WHEN polroles <> '{0}' THEN
+           E'\n  to: ' || pg_catalog.array_to_string(
+               ARRAY(
+                   SELECT rolname
+                   FROM pg_catalog.pg_roles
+                   WHERE oid = ANY (polroles)
+                   ORDER BY 1
+               ), E', ')
+       ELSE E''
+       END
+    FROM pg_catalog.pg_policy pol
+    WHERE polrelid = c.oid), E'\n')"#,
+        "''",
+    ),
     // psql \dn+: schema privileges; Rivulet grants none, and `nspacl` is not an array here.
     ("pg_catalog.array_to_string(n.nspacl, E'\\n')", "NULL::text"),
 ];

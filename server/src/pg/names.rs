@@ -158,6 +158,13 @@ fn type_name(t: &ast::DataType) -> String {
             "timestamptz".into()
         }
         T::Timestamp(..) => "timestamp".into(),
+        // `pg_catalog.text` and friends: the type's own name.
+        T::Custom(name, _) => name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(|i| i.value.to_lowercase())
+            .unwrap_or_else(|| "?column?".into()),
         other => other.to_string().to_lowercase(),
     }
 }

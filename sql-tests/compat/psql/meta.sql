@@ -15,6 +15,9 @@
 \df
 \du
 \di
+\dp
+\dT
+\dx
 \x
 SELECT auction, n, total FROM per_auction ORDER BY auction;
 \x
