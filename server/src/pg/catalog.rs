@@ -113,11 +113,7 @@ impl PgCatalog {
     }
 
     fn patched(&self, inner: Arc<dyn TableProvider>, patch: Patch) -> Arc<dyn TableProvider> {
-        Arc::new(Patched {
-            schema: inner.schema(),
-            inner,
-            patch: Arc::new(patch),
-        })
+        Arc::new(Patched::new(inner, patch))
     }
 }
 
@@ -285,6 +281,15 @@ impl Patched {
         Self {
             schema: inner.schema(),
             inner,
+            patch: Arc::new(patch),
+        }
+    }
+
+    /// `inner` with each batch turned by `patch` into one of `schema`.
+    pub fn with_schema(inner: Arc<dyn TableProvider>, schema: SchemaRef, patch: Patch) -> Self {
+        Self {
+            inner,
+            schema,
             patch: Arc::new(patch),
         }
     }

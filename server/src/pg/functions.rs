@@ -253,6 +253,12 @@ pub fn register(ctx: &SessionContext, user: &str, relations: &RelationNames, vie
         |_, rows| Ok(Arc::new(BooleanArray::from(vec![false; rows]))),
     ));
     ctx.register_udf(function(
+        "format",
+        &[1, 2, 3, 4, 5, 6, 7, 8],
+        DataType::Utf8,
+        format,
+    ));
+    ctx.register_udf(function(
         "json_build_object",
         &[0, 2, 4, 6, 8, 10, 12, 14, 16],
         DataType::Utf8,
@@ -383,6 +389,78 @@ fn json_build_object(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
     Ok(Arc::new(StringArray::from(out)))
 }
 
+/// Postgres' `format(template, args...)`: `%s` as text (NULL as empty), `%I` as a quoted
+/// identifier, `%L` as a quoted literal (NULL unquoted), `%%` a percent sign.
+fn format(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+    let templates = texts(args, 0)?;
+    let values = (1..args.len())
+        .map(|i| texts(args, i))
+        .collect::<Result<Vec<_>>>()?;
+    let mut out = Vec::with_capacity(rows);
+    for (row, template) in templates.into_iter().enumerate() {
+        let Some(template) = template else {
+            out.push(None);
+            continue;
+        };
+        let mut text = String::new();
+        let mut next = 0;
+        let mut chars = template.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                text.push(c);
+                continue;
+            }
+            let kind = chars.next();
+            if kind == Some('%') {
+                text.push('%');
+                continue;
+            }
+            let value = values
+                .get(next)
+                .ok_or_else(|| DataFusionError::Plan("too few arguments for format()".into()))?
+                .get(row)
+                .cloned()
+                .flatten();
+            next += 1;
+            match (kind, value) {
+                (Some('s'), v) => text.push_str(v.as_deref().unwrap_or("")),
+                (Some('I'), Some(v)) => text.push_str(&quote_ident(&v)),
+                (Some('I'), None) => {
+                    return Err(DataFusionError::Plan(
+                        "null values cannot be formatted as an SQL identifier".into(),
+                    ));
+                }
+                (Some('L'), Some(v)) => text.push_str(&format!("'{}'", v.replace('\'', "''"))),
+                (Some('L'), None) => text.push_str("NULL"),
+                (other, _) => {
+                    return Err(DataFusionError::Plan(format!(
+                        "unrecognized format() type specifier \"{}\"",
+                        other.map(String::from).unwrap_or_default()
+                    )));
+                }
+            }
+        }
+        out.push(Some(text));
+    }
+    Ok(Arc::new(StringArray::from(out)))
+}
+
+/// `name` as Postgres' `quote_ident` gives it: bare if it is a lowercase identifier.
+fn quote_ident(name: &str) -> String {
+    let bare = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if bare {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
 fn json_value(v: &ScalarValue) -> serde_json::Value {
     use serde_json::Value;
     if v.is_null() {
@@ -418,6 +496,22 @@ mod tests {
         assert_eq!(size_pretty(10240), "10 kB");
         assert_eq!(size_pretty(8192 * 1024), "8192 kB");
         assert_eq!(size_pretty(1_000_000_000), "954 MB");
+    }
+
+    #[test]
+    fn format_quotes_identifiers_and_literals() {
+        let args: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec!["%I.%I = %L, %s%%"])),
+            Arc::new(StringArray::from(vec!["public"])),
+            Arc::new(StringArray::from(vec!["Big Table"])),
+            Arc::new(StringArray::from(vec!["it's"])),
+            Arc::new(StringArray::from(vec![None::<&str>])),
+        ];
+        let out = format(&args, 1).unwrap();
+        assert_eq!(
+            out.as_string::<i32>().value(0),
+            r#"public."Big Table" = 'it''s', %"#
+        );
     }
 
     #[test]

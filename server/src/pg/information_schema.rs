@@ -1,17 +1,22 @@
 //! `information_schema` as Rivulet serves it: DataFusion's, with `columns.data_type` in Postgres'
-//! words (`bigint`, `timestamp without time zone`) instead of Arrow's (`Int64`, `Timestamp(µs)`).
+//! words (`bigint`, `timestamp without time zone`) instead of Arrow's (`Int64`, `Timestamp(µs)`),
+//! the `columns` Postgres has and DataFusion lacks (`udt_schema`, `udt_name`, `is_identity`, ...),
+//! the constraint views, empty as Rivulet has no constraints beyond NOT NULL, and
+//! `ordinal_position` counted from 1.
 //!
-//! BI tools' column pickers (Grafana's among them) show and branch on `data_type`. DataFusion's
+//! BI tools' column pickers (Grafana's among them) show and branch on `data_type`; Metabase's field
+//! sync reads `udt_name` and joins the constraint views. DataFusion's
 //! built-in schema cannot be changed, so the session turns it off and registers this one, over
 //! the same provider, as an ordinary schema of its database.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::array::{RecordBatch, Scalar, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::information_schema::InformationSchemaProvider;
 use datafusion::catalog::{CatalogProviderList, SchemaProvider, TableProvider};
+use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
 
 use super::catalog::Patched;
@@ -30,49 +35,199 @@ impl InformationSchema {
     }
 }
 
+/// The constraint views, with Postgres' columns (all text), always empty here.
+const CONSTRAINT_VIEWS: &[(&str, &[&str])] = &[
+    (
+        "table_constraints",
+        &[
+            "constraint_catalog",
+            "constraint_schema",
+            "constraint_name",
+            "table_catalog",
+            "table_schema",
+            "table_name",
+            "constraint_type",
+            "is_deferrable",
+            "initially_deferred",
+            "enforced",
+            "nulls_distinct",
+        ],
+    ),
+    (
+        "key_column_usage",
+        &[
+            "constraint_catalog",
+            "constraint_schema",
+            "constraint_name",
+            "table_catalog",
+            "table_schema",
+            "table_name",
+            "column_name",
+            "ordinal_position",
+            "position_in_unique_constraint",
+        ],
+    ),
+    (
+        "referential_constraints",
+        &[
+            "constraint_catalog",
+            "constraint_schema",
+            "constraint_name",
+            "unique_constraint_catalog",
+            "unique_constraint_schema",
+            "unique_constraint_name",
+            "match_option",
+            "update_rule",
+            "delete_rule",
+        ],
+    ),
+    (
+        "constraint_column_usage",
+        &[
+            "table_catalog",
+            "table_schema",
+            "table_name",
+            "column_name",
+            "constraint_catalog",
+            "constraint_schema",
+            "constraint_name",
+        ],
+    ),
+];
+
+fn constraint_view(columns: &[&str]) -> Result<Arc<dyn TableProvider>> {
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|c| {
+            let t = if c.contains("position") {
+                DataType::Int32
+            } else {
+                DataType::Utf8
+            };
+            Field::new(*c, t, true)
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    // A view, as in Postgres (and so, like the rest of this schema, out of `pg_class` lookups).
+    let table = Arc::new(MemTable::try_new(schema, vec![vec![]])?);
+    Ok(Arc::new(Patched::new(table, Box::new(Ok))))
+}
+
 #[async_trait]
 impl SchemaProvider for InformationSchema {
     fn table_names(&self) -> Vec<String> {
-        self.inner.table_names()
+        let mut names = self.inner.table_names();
+        names.extend(CONSTRAINT_VIEWS.iter().map(|(n, _)| n.to_string()));
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let lower = name.to_ascii_lowercase();
+        if let Some((_, columns)) = CONSTRAINT_VIEWS.iter().find(|(n, _)| *n == lower) {
+            return constraint_view(columns).map(Some);
+        }
         let Some(table) = self.inner.table(name).await? else {
             return Ok(None);
         };
-        if !name.eq_ignore_ascii_case("columns") {
+        if lower != "columns" {
             return Ok(Some(table));
         }
-        Ok(Some(Arc::new(Patched::new(
+        let schema = with_udt_columns(&table.schema());
+        let out = Arc::clone(&schema);
+        Ok(Some(Arc::new(Patched::with_schema(
             table,
-            Box::new(postgres_types),
+            schema,
+            Box::new(move |batch| postgres_types(batch, &out)),
         ))))
     }
 
     fn table_exist(&self, name: &str) -> bool {
         self.inner.table_exist(name)
+            || CONSTRAINT_VIEWS
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 }
 
-fn postgres_types(batch: RecordBatch) -> Result<RecordBatch> {
+/// The columns Postgres' `information_schema.columns` has beyond DataFusion's.
+const UDT_COLUMNS: &[&str] = &[
+    "udt_catalog",
+    "udt_schema",
+    "udt_name",
+    "is_identity",
+    "is_generated",
+];
+
+fn with_udt_columns(schema: &SchemaRef) -> SchemaRef {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.extend(
+        UDT_COLUMNS
+            .iter()
+            .map(|c| Field::new(*c, DataType::Utf8, true)),
+    );
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+fn postgres_types(batch: RecordBatch, out: &SchemaRef) -> Result<RecordBatch> {
     let index = batch.schema().index_of("data_type")?;
+    let catalog = batch.schema().index_of("table_catalog")?;
     let types = batch
         .column(index)
         .as_any()
         .downcast_ref::<StringArray>()
         .ok_or_else(|| DataFusionError::Internal("columns.data_type is not text".into()))?;
+    let arrow: Vec<Option<DataType>> = types
+        .iter()
+        .map(|t| t.and_then(|t| t.parse::<DataType>().ok()))
+        .collect();
     let names: StringArray = types
         .iter()
-        .map(|t| {
-            t.map(|t| match t.parse::<DataType>() {
-                Ok(dt) => postgres_name(&dt).to_string(),
-                Err(_) => t.to_string(),
-            })
+        .zip(&arrow)
+        .map(|(t, dt)| match dt {
+            Some(dt) => Some(postgres_name(dt).to_string()),
+            None => t.map(str::to_string),
         })
         .collect();
+    let udt_names: StringArray = arrow.iter().map(|dt| dt.as_ref().map(udt_name)).collect();
+    let n = batch.num_rows();
     let mut columns = batch.columns().to_vec();
     columns[index] = Arc::new(names);
-    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+    // DataFusion counts columns from 0, Postgres (and the SQL standard) from 1.
+    let ordinal = batch.schema().index_of("ordinal_position")?;
+    let one = Scalar::new(UInt64Array::from(vec![1u64]));
+    let position = datafusion::arrow::compute::cast(&columns[ordinal], &DataType::UInt64)?;
+    let position = datafusion::arrow::compute::kernels::numeric::add(&position, &one)?;
+    columns[ordinal] = datafusion::arrow::compute::cast(&position, columns[ordinal].data_type())?;
+    columns.push(Arc::clone(&columns[catalog]));
+    columns.push(Arc::new(StringArray::from(vec!["pg_catalog"; n])));
+    columns.push(Arc::new(udt_names));
+    columns.push(Arc::new(StringArray::from(vec!["NO"; n])));
+    columns.push(Arc::new(StringArray::from(vec!["NEVER"; n])));
+    Ok(RecordBatch::try_new(Arc::clone(out), columns)?)
+}
+
+/// The `udt_name` (the `pg_type.typname`) of a column of Arrow type `dt`.
+fn udt_name(dt: &DataType) -> &'static str {
+    match dt {
+        DataType::Boolean => "bool",
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => "int2",
+        DataType::Int32 | DataType::UInt16 => "int4",
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => "int8",
+        DataType::Float16 | DataType::Float32 => "float4",
+        DataType::Float64 => "float8",
+        DataType::Decimal32(..)
+        | DataType::Decimal64(..)
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..) => "numeric",
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text",
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "bytea",
+        DataType::Date32 | DataType::Date64 => "date",
+        DataType::Time32(_) | DataType::Time64(_) => "time",
+        DataType::Timestamp(_, None) => "timestamp",
+        DataType::Timestamp(_, Some(_)) => "timestamptz",
+        DataType::Interval(_) | DataType::Duration(_) => "interval",
+        _ => "unknown",
+    }
 }
 
 /// The `information_schema.columns.data_type` Postgres shows for a column of Arrow type `dt`.

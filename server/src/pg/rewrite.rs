@@ -182,11 +182,37 @@ fn catalog_query(mut parsed: Parsed) -> Parsed {
         if to_reg_casts(&mut rewritten) {
             rewritten = REG_CASTS.rewrite(rewritten);
         }
+        no_comments(&mut rewritten);
         drop_guarded_conjuncts(&mut rewritten);
         aggregate_scalar_subqueries(&mut rewritten);
         **stmt = rewritten;
     }
     parsed
+}
+
+/// Replaces `obj_description(..)`, `col_description(..)` and `shobj_description(..)` with a NULL
+/// text: Rivulet has no comments, and their arguments are often casts DataFusion cannot evaluate
+/// (Metabase's `format('%I.%I', schema, table)::regclass` of every column).
+fn no_comments(stmt: &mut ast::Statement) {
+    let _ = ast::visit_expressions_mut(stmt, |expr| {
+        if let ast::Expr::Function(f) = expr
+            && f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                matches!(
+                    i.value.to_ascii_lowercase().as_str(),
+                    "obj_description" | "col_description" | "shobj_description"
+                )
+            })
+        {
+            *expr = ast::Expr::Cast {
+                kind: ast::CastKind::Cast,
+                expr: Box::new(ast::Expr::Value(ast::Value::Null.with_empty_span())),
+                data_type: ast::DataType::Text,
+                array: false,
+                format: None,
+            };
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 /// In `CASE WHEN c THEN (SELECT .. WHERE c AND ..)`, drops the `c` the `CASE` already guarantees
