@@ -57,6 +57,8 @@ pub struct Session {
     ctx: Option<SessionContext>,
     /// A `COPY FROM STDIN` waiting for its data.
     pub copy: Option<CopyIn>,
+    /// `settings` as the running statement's SQL functions and `pg_settings` see them.
+    pg_settings: crate::pg::functions::SessionSettings,
 }
 
 impl std::fmt::Debug for Session {
@@ -120,6 +122,7 @@ impl Session {
             snapshot: Arc::new(Mutex::new(None)),
             ctx: None,
             copy: None,
+            pg_settings: Default::default(),
         })
     }
 
@@ -137,7 +140,7 @@ impl Session {
             .ctx
             .as_ref()
             .ok_or_else(|| SqlError::internal("session context missing"))?;
-        crate::pg::functions::settings(ctx, &self.settings);
+        *self.pg_settings.write() = self.settings.clone();
         Ok(ctx)
     }
 
@@ -168,7 +171,13 @@ impl Session {
         };
         datafusion_pg_catalog::setup_pg_catalog(&ctx, &self.database, roles)
             .map_err(|e| SqlError::from(*e))?;
-        crate::pg::install(&ctx, &self.shared.catalog, &self.database, &self.user)?;
+        crate::pg::install(
+            &ctx,
+            &self.shared.catalog,
+            &self.database,
+            &self.user,
+            &self.pg_settings,
+        )?;
         crate::functions::register(&ctx, &self.user);
         Ok(ctx)
     }

@@ -10,7 +10,8 @@
 //! - `pg_matviews` lists the materialized views with their queries, `pg_stat_user_tables` every table
 //!   and view with its `pg_class` OID;
 //! - `pg_database` lists Rivulet's databases, `pg_roles`/`pg_user` the server's role;
-//! - `pg_tables` leaves materialized views out, and its owner is that role.
+//! - `pg_tables` leaves materialized views out, and its owner is that role;
+//! - `pg_settings` lists the session's settings.
 //!
 //! Each relation is computed when a statement plans it, so it shows the catalog at that moment.
 
@@ -32,7 +33,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion_pg_catalog::pg_catalog::context::{PgCatalogContextProvider, Role};
 
 use crate::catalog::{Catalog, DEFAULT_SCHEMA};
-use crate::pg::functions::RelationNames;
+use crate::pg::functions::{RelationNames, SessionSettings};
 
 /// The OID of the server's one role, as the bootstrap superuser's in Postgres.
 pub const ROLE_OID: i32 = 10;
@@ -74,6 +75,7 @@ pub struct PgCatalog {
     database: String,
     user: String,
     relations: RelationNames,
+    settings: SessionSettings,
 }
 
 /// Relations this schema adds to the library's.
@@ -86,6 +88,7 @@ impl PgCatalog {
         database: &str,
         user: &str,
         relations: RelationNames,
+        settings: SessionSettings,
     ) -> Self {
         Self {
             inner,
@@ -93,6 +96,7 @@ impl PgCatalog {
             database: database.to_string(),
             user: user.to_string(),
             relations,
+            settings,
         }
     }
 
@@ -212,6 +216,10 @@ impl SchemaProvider for PgCatalog {
                 )
             }
             "pg_stat_activity" => mem_table(pg_stat_activity(&self.database, &self.user)?)?,
+            "pg_settings" => {
+                let schema = self.inner_table(name).await?.schema();
+                mem_table(pg_settings(&schema, &self.settings.read())?)?
+            }
             "pg_index" => {
                 let schema = pg_index_schema(&self.inner_table(name).await?.schema());
                 Arc::new(MemTable::try_new(schema, vec![vec![]])?)
@@ -559,6 +567,40 @@ fn pg_index_schema(schema: &SchemaRef) -> SchemaRef {
         })
         .collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `pg_settings`: the session's settings, under Postgres' spelling of their names.
+fn pg_settings(
+    schema: &SchemaRef,
+    settings: &std::collections::BTreeMap<String, String>,
+) -> Result<RecordBatch> {
+    let spelled = |name: &str| match name {
+        "timezone" => "TimeZone".to_string(),
+        "datestyle" => "DateStyle".to_string(),
+        "intervalstyle" => "IntervalStyle".to_string(),
+        other => other.to_string(),
+    };
+    let n = settings.len();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| -> ArrayRef {
+            match f.name().as_str() {
+                "name" => Arc::new(StringArray::from_iter_values(
+                    settings.keys().map(|k| spelled(k)),
+                )),
+                "setting" | "reset_val" | "boot_val" => {
+                    Arc::new(StringArray::from_iter_values(settings.values()))
+                }
+                "vartype" => Arc::new(StringArray::from(vec!["string"; n])),
+                "context" => Arc::new(StringArray::from(vec!["user"; n])),
+                "source" => Arc::new(StringArray::from(vec!["session"; n])),
+                "pending_restart" => Arc::new(BooleanArray::from(vec![false; n])),
+                _ => datafusion::arrow::array::new_null_array(f.data_type(), n),
+            }
+        })
+        .collect();
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
 fn pg_user(user: &str) -> Result<RecordBatch> {

@@ -295,10 +295,13 @@ pub fn register(ctx: &SessionContext, user: &str, relations: &RelationNames, vie
 /// A view's query by name (the server catalog's), for `pg_get_viewdef`.
 pub type ViewQueries = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
-/// Registers `current_setting(name [, missing_ok])` over a copy of the session's settings, so a
-/// statement reads them as they were when it started.
-pub fn settings(ctx: &SessionContext, settings: &BTreeMap<String, String>) {
-    let values = settings.clone();
+/// The session's settings (keys lowercased) as of the running statement: the session copies them
+/// in before each statement (`Session::context`), `current_setting` and `pg_settings` read them.
+pub type SessionSettings = Arc<RwLock<BTreeMap<String, String>>>;
+
+/// Registers `current_setting(name [, missing_ok])`, `set_config` and `current_schemas`.
+pub fn settings(ctx: &SessionContext, settings: &SessionSettings) {
+    let handle = Arc::clone(settings);
     ctx.register_udf(function(
         "current_setting",
         &[1, 2],
@@ -311,6 +314,7 @@ pub fn settings(ctx: &SessionContext, settings: &BTreeMap<String, String>) {
                     .unwrap_or_else(|| vec![false; rows]),
                 None => vec![false; rows],
             };
+            let values = handle.read();
             let mut out = Vec::with_capacity(rows);
             for (i, name) in texts(args, 0)?.into_iter().enumerate() {
                 let Some(name) = name else {
@@ -333,6 +337,34 @@ pub fn settings(ctx: &SessionContext, settings: &BTreeMap<String, String>) {
     ctx.register_udf(function("set_config", &[3], DataType::Utf8, |args, _| {
         Ok(Arc::new(StringArray::from(texts(args, 1)?)))
     }));
+    // Postgres' search path here: `pg_catalog` (implicitly first) and `public`.
+    ctx.register_udf(function(
+        "current_schemas",
+        &[1],
+        DataType::List(Arc::new(datafusion::arrow::datatypes::Field::new(
+            "item",
+            DataType::Utf8,
+            true,
+        ))),
+        |args, rows| {
+            let implicit = args
+                .first()
+                .and_then(|a| a.as_boolean_opt())
+                .map(|b| b.iter().map(|v| v.unwrap_or(false)).collect::<Vec<_>>())
+                .unwrap_or_else(|| vec![false; rows]);
+            let mut list = datafusion::arrow::array::ListBuilder::new(
+                datafusion::arrow::array::StringBuilder::new(),
+            );
+            for with_implicit in implicit {
+                if with_implicit {
+                    list.values().append_value("pg_catalog");
+                }
+                list.values().append_value("public");
+                list.append(true);
+            }
+            Ok(Arc::new(list.finish()))
+        },
+    ));
 }
 
 /// Postgres' `pg_size_pretty`: bytes below 10 kB, then the largest unit keeping the number below

@@ -24,6 +24,7 @@ pub fn install(
     server: &Arc<crate::catalog::Catalog>,
     database: &str,
     user: &str,
+    settings: &functions::SessionSettings,
 ) -> Result<(), SqlError> {
     let db = ctx
         .catalog(database)
@@ -38,6 +39,7 @@ pub fn install(
         database,
         user,
         Arc::clone(&relations),
+        Arc::clone(settings),
     );
     db.register_schema("pg_catalog", Arc::new(schema))?;
     let catalogs = ctx.state().catalog_list().clone();
@@ -51,5 +53,6 @@ pub fn install(
         Some(format!(" {};", view.query.trim().trim_end_matches(';')))
     });
     functions::register(ctx, user, &relations, views);
+    functions::settings(ctx, settings);
     Ok(())
 }
