@@ -71,7 +71,7 @@ impl std::fmt::Debug for Session {
 }
 
 /// Settings every session starts with; `SHOW` answers these as Postgres would.
-fn default_settings(user: &str, database: &str) -> BTreeMap<String, String> {
+pub(crate) fn default_settings(user: &str, database: &str) -> BTreeMap<String, String> {
     let pairs = [
         ("application_name", ""),
         ("client_encoding", "UTF8"),

@@ -112,7 +112,15 @@ async fn session_of<'a, C: ClientInfo>(
         } else {
             database
         };
-        *guard = Some(Session::new(Arc::clone(shared), &user, &database)?);
+        let mut session = Session::new(Arc::clone(shared), &user, &database)?;
+        // The startup packet's `application_name` is the session's, as in Postgres (psql sends
+        // `psql`; monitoring shows it).
+        if let Some(name) = client.metadata().get("application_name") {
+            session
+                .settings
+                .insert("application_name".into(), name.clone());
+        }
+        *guard = Some(session);
     }
     Ok(guard)
 }

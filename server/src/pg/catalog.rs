@@ -215,10 +215,19 @@ impl SchemaProvider for PgCatalog {
                     Box::new(move |batch| pg_database(batch, &databases, &current)),
                 )
             }
-            "pg_stat_activity" => mem_table(pg_stat_activity(&self.database, &self.user)?)?,
+            "pg_stat_activity" => {
+                let app = self
+                    .settings
+                    .read()
+                    .get("application_name")
+                    .cloned()
+                    .unwrap_or_default();
+                mem_table(pg_stat_activity(&self.database, &self.user, &app)?)?
+            }
             "pg_settings" => {
-                let schema = self.inner_table(name).await?.schema();
-                mem_table(pg_settings(&schema, &self.settings.read())?)?
+                let schema = settings_schema(&self.inner_table(name).await?.schema());
+                let defaults = crate::session::default_settings(&self.user, &self.database);
+                mem_table(pg_settings(&schema, &self.settings.read(), &defaults)?)?
             }
             "pg_index" => {
                 let schema = pg_index_schema(&self.inner_table(name).await?.schema());
@@ -569,10 +578,25 @@ fn pg_index_schema(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-/// `pg_settings`: the session's settings, under Postgres' spelling of their names.
+/// The library's `pg_settings` schema with `boot_val` spelled as in Postgres.
+fn settings_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            "bool_val" => f.as_ref().clone().with_name("boot_val"),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// `pg_settings`: the session's settings, under Postgres' spelling of their names, with the
+/// values a session starts with as `boot_val` and `reset_val`.
 fn pg_settings(
     schema: &SchemaRef,
     settings: &std::collections::BTreeMap<String, String>,
+    defaults: &std::collections::BTreeMap<String, String>,
 ) -> Result<RecordBatch> {
     let spelled = |name: &str| match name {
         "timezone" => "TimeZone".to_string(),
@@ -589,12 +613,21 @@ fn pg_settings(
                 "name" => Arc::new(StringArray::from_iter_values(
                     settings.keys().map(|k| spelled(k)),
                 )),
-                "setting" | "reset_val" | "boot_val" => {
-                    Arc::new(StringArray::from_iter_values(settings.values()))
-                }
+                "setting" => Arc::new(StringArray::from_iter_values(settings.values())),
+                "reset_val" | "boot_val" => Arc::new(StringArray::from_iter(
+                    settings.keys().map(|k| defaults.get(k)),
+                )),
                 "vartype" => Arc::new(StringArray::from(vec!["string"; n])),
                 "context" => Arc::new(StringArray::from(vec!["user"; n])),
-                "source" => Arc::new(StringArray::from(vec!["session"; n])),
+                "source" => Arc::new(StringArray::from_iter_values(settings.iter().map(
+                    |(k, v)| {
+                        if defaults.get(k) == Some(v) {
+                            "default"
+                        } else {
+                            "session"
+                        }
+                    },
+                ))),
                 "pending_restart" => Arc::new(BooleanArray::from(vec![false; n])),
                 _ => datafusion::arrow::array::new_null_array(f.data_type(), n),
             }
@@ -632,7 +665,7 @@ fn pg_user(user: &str) -> Result<RecordBatch> {
 }
 
 /// `pg_stat_activity` with the asking session's own row (what monitoring tools look for first).
-fn pg_stat_activity(database: &str, user: &str) -> Result<RecordBatch> {
+fn pg_stat_activity(database: &str, user: &str, application: &str) -> Result<RecordBatch> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("datid", DataType::Int32, true),
         Field::new("datname", DataType::Utf8, true),
@@ -653,7 +686,7 @@ fn pg_stat_activity(database: &str, user: &str) -> Result<RecordBatch> {
             Arc::new(Int32Array::from(vec![Some(std::process::id() as i32)])),
             Arc::new(Int32Array::from(vec![ROLE_OID])),
             Arc::new(StringArray::from(vec![user])),
-            Arc::new(StringArray::from(vec![""])),
+            Arc::new(StringArray::from(vec![application])),
             Arc::new(StringArray::from(vec![None::<&str>])),
             Arc::new(StringArray::from(vec!["active"])),
             Arc::new(StringArray::from(vec![None::<&str>])),

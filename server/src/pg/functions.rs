@@ -199,6 +199,30 @@ pub fn register(ctx: &SessionContext, user: &str, relations: &RelationNames, vie
         },
     ));
     ctx.register_udf(function(
+        "getdatabaseencoding",
+        &[0],
+        DataType::Utf8,
+        |_, rows| Ok(Arc::new(StringArray::from(vec!["UTF8"; rows]))),
+    ));
+    ctx.register_udf(function(
+        "pg_char_to_encoding",
+        &[1],
+        DataType::Int32,
+        |args, _| {
+            let codes: datafusion::arrow::array::Int32Array = texts(args, 0)?
+                .into_iter()
+                .map(|name| {
+                    name.map(|n| match n.to_ascii_uppercase().replace('-', "").as_str() {
+                        "UTF8" | "UNICODE" => 6,
+                        "SQL_ASCII" => 0,
+                        _ => -1,
+                    })
+                })
+                .collect();
+            Ok(Arc::new(codes))
+        },
+    ));
+    ctx.register_udf(function(
         "pg_size_pretty",
         &[1],
         DataType::Utf8,
@@ -281,6 +305,7 @@ pub fn register(ctx: &SessionContext, user: &str, relations: &RelationNames, vie
         ("pg_get_function_result", &[1][..]),
         ("pg_get_function_arguments", &[1]),
         ("pg_get_function_identity_arguments", &[1]),
+        ("pg_get_function_sqlbody", &[1]),
         ("obj_description", &[1, 2]),
         ("col_description", &[2]),
         ("shobj_description", &[2]),

@@ -18,6 +18,7 @@
 \dp
 \dT
 \dx
+\dconfig
 \x
 SELECT auction, n, total FROM per_auction ORDER BY auction;
 \x
