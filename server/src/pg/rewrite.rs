@@ -458,7 +458,7 @@ mod tests {
             .unwrap();
         match statement(parsed).statement {
             Statement::Sql { stmt, .. } => stmt.to_string(),
-            Statement::Flush => String::new(),
+            _ => String::new(),
         }
     }
 
