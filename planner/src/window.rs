@@ -47,7 +47,51 @@ pub fn udfs() -> Vec<ScalarUDF> {
     vec![
         ScalarUDF::new_from_impl(WindowBounds::new(HOP_STARTS)),
         ScalarUDF::new_from_impl(WindowBounds::new(CUMULATE_ENDS)),
+        ScalarUDF::new_from_impl(SliceStart {
+            signature: Signature::any(3, Volatility::Immutable),
+        }),
     ]
+}
+
+/// Name of the UDF giving a timestamp's slice of a hopping window: `(ts, slide, origin)` to the
+/// start of the `slide`-long slice it falls in (what `date_bin` gives, on microseconds).
+pub const SLICE_START: &str = "rivulet_slice_start";
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct SliceStart {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for SliceStart {
+    fn name(&self) -> &str {
+        SLICE_START
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Timestamp(TimeUnit::Microsecond, None))
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let [ts, slide, origin] = args.args.as_slice() else {
+            return exec_err!("{SLICE_START} takes 3 arguments");
+        };
+        let (slide, origin) = (interval_micros(slide, "slide")?, origin_micros(origin)?);
+        let ts = cast(
+            &ts.to_array(args.number_rows)?,
+            &DataType::Timestamp(TimeUnit::Microsecond, None),
+        )?;
+        let starts: TimestampMicrosecondArray = ts
+            .as_primitive::<TimestampMicrosecondType>()
+            .unary(|t| origin + (t - origin).div_euclid(slide) * slide);
+        Ok(ColumnarValue::Array(Arc::new(starts)))
+    }
 }
 
 /// Name of the UDF listing the starts of the hopping windows a timestamp falls in.

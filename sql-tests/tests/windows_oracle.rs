@@ -100,6 +100,14 @@ async fn run_seed(seed: u64) {
     .await
     .unwrap();
     c.batch_execute(
+        "CREATE MATERIALIZED VIEW hop_closed AS \
+           SELECT window_start, window_end, k, count(*) AS n, max(v) AS hi \
+           FROM TABLE(HOP(TABLE ev, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '6' SECOND)) \
+           GROUP BY window_start, window_end, k EMIT ON WINDOW CLOSE",
+    )
+    .await
+    .unwrap();
+    c.batch_execute(
         "CREATE MATERIALIZED VIEW hopping AS \
            SELECT window_start, window_end, count(*) AS n, sum(v) AS s \
            FROM HOP(ev, ts, INTERVAL '2' SECOND, INTERVAL '6' SECOND) GROUP BY window_start, window_end",
@@ -294,6 +302,34 @@ async fn run_seed(seed: u64) {
         kept,
         vec![cumulate_late.to_string()],
         "seed {seed}: late rows of cumulating"
+    );
+    // The same windows emitted on close (aggregated by slices): those the final watermark closed.
+    let view = sorted_rows(&c, "SELECT * FROM hop_closed").await.unwrap();
+    let oracle = sorted_rows(
+        &c,
+        &format!(
+            "SELECT ws, ws + INTERVAL '6' SECOND, k, count(*), max(v) FROM hop_ontime \
+             WHERE ws + INTERVAL '6' SECOND <= TIMESTAMP '{}' GROUP BY ws, k",
+            ts(closed)
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(!oracle.is_empty(), "seed {seed}: hop_closed is empty");
+    assert_eq!(
+        view, oracle,
+        "seed {seed}: view hop_closed differs from its query"
+    );
+    let kept = text_rows(
+        &c,
+        "SELECT count(*) FROM rivulet_late_rows WHERE view_name = 'hop_closed'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        kept,
+        vec![hop_late.to_string()],
+        "seed {seed}: late rows of hop_closed"
     );
     let view = sorted_rows(&c, "SELECT * FROM hopping").await.unwrap();
     let oracle = sorted_rows(

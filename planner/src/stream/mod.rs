@@ -37,6 +37,8 @@ use crate::catalog::{ColumnDef, WatermarkDef};
 use crate::error::{PlanError, Result};
 use crate::types::SqlType;
 
+/// HOP windows aggregated by slices.
+mod hop;
 /// Session windows under an aggregate.
 mod session;
 /// Event-time lineage: which columns are window bounds, and when their windows close.
@@ -604,6 +606,9 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
         }
         LogicalPlan::Aggregate(a) => {
             if let Some(l) = session::lower_session(ctx, b, a)? {
+                return Ok(l);
+            }
+            if let Some(l) = hop::lower_hop(ctx, b, a)? {
                 return Ok(l);
             }
             let l = lower(ctx, b, &a.input)?;

@@ -462,6 +462,51 @@ impl Agg {
         }
     }
 
+    /// Adds the state of slot `from` to slot `into`, leaving `from` as it is (a hopping window
+    /// assembled from its slices). Both slots must exist.
+    pub(super) fn merge_copy(&mut self, into: u32, from: u32) {
+        let (a, b) = (into as usize, from as usize);
+        if a == b {
+            return;
+        }
+        match &mut self.state {
+            State::Rows => {}
+            State::Count(v) => v[a] += v[b],
+            State::Exact { sums, .. } => {
+                let x = sums[b];
+                sums[a].sum = sums[a].sum.wrapping_add(x.sum);
+                sums[a].n += x.n;
+            }
+            State::Float(v) => {
+                let x = v[b];
+                let acc = &mut v[a];
+                acc.finite += x.finite;
+                acc.n += x.n;
+                acc.nan += x.nan;
+                acc.pos_inf += x.pos_inf;
+                acc.neg_inf += x.neg_inf;
+            }
+            State::Fixed { sets, .. } => {
+                let from: Vec<(u128, i64)> = sets[b].iter().map(|(k, c)| (*k, *c)).collect();
+                for (key, count) in from {
+                    count_in(&mut sets[a], key, count);
+                }
+            }
+            State::Bytes(sets) => {
+                let from: Vec<(Box<[u8]>, i64)> =
+                    sets[b].iter().map(|(k, c)| (k.clone(), *c)).collect();
+                for (value, count) in from {
+                    count_in(&mut sets[a], value, count);
+                }
+            }
+            State::Bool(v) => {
+                let x = v[b];
+                v[a].trues += x.trues;
+                v[a].falses += x.falses;
+            }
+        }
+    }
+
     /// True if slot `id` holds a negative multiset count.
     pub(super) fn negative(&self, id: u32) -> bool {
         let id = id as usize;

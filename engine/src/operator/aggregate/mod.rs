@@ -47,10 +47,12 @@
 mod accumulator;
 mod codec;
 mod groups;
+mod hop;
 mod result;
 mod session;
 mod window;
 
+pub use self::hop::HopColumn;
 pub use self::session::{SessionAggregate, SessionColumn, SessionSpec};
 
 use std::sync::Arc;
@@ -117,6 +119,8 @@ pub struct HashAggregate {
     scratch: Scratch,
     /// Set when the group key holds a window bound: groups close on the watermark.
     window: Option<Window>,
+    /// Set for hopping windows assembled from slices (see [`hop`]).
+    hop: Option<hop::Hop>,
 }
 
 /// A row converter with its parser; `null` is the encoding of a NULL value (value codecs only).
@@ -252,6 +256,7 @@ impl HashAggregate {
             batches: 0,
             scratch: Scratch::default(),
             window: None,
+            hop: None,
         })
     }
 
@@ -417,7 +422,13 @@ impl HashAggregate {
                     .iter()
                     .map(|&i| canonical(input.data.column(i)))
                     .collect();
-                keygroup::key_groups(&cols, n, &mut s.kgs)?;
+                // A sliced hopping aggregation is partitioned by its keys without the slice:
+                // state must live in the key group the exchange routes the keys to.
+                let routed = match &self.hop {
+                    Some(hop) => &cols[..hop.slice_key.min(cols.len())],
+                    None => &cols[..],
+                };
+                keygroup::key_groups(routed, n, &mut s.kgs)?;
                 Some(keys.converter.convert_columns(&cols)?)
             }
             None => None,
@@ -524,7 +535,10 @@ impl Operator for HashAggregate {
     }
 
     fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.output)
+        match &self.hop {
+            Some(hop) => Arc::clone(&hop.output),
+            None => Arc::clone(&self.output),
+        }
     }
 
     fn start(&mut self) -> Result<Vec<ChangeBatch>> {
@@ -565,6 +579,9 @@ impl Operator for HashAggregate {
         if n == 0 {
             return Ok(Vec::new());
         }
+        if self.hop.is_some() {
+            return self.apply_hop(input);
+        }
         if self.window.is_some() {
             return self.apply_windowed(input);
         }
@@ -575,6 +592,9 @@ impl Operator for HashAggregate {
     }
 
     fn on_watermark(&mut self, watermark: i64) -> Result<Vec<ChangeBatch>> {
+        if self.hop.is_some() {
+            return self.close_hop(watermark);
+        }
         let closing = match self.window.as_mut() {
             Some(w) => w.advance(watermark),
             None => return Ok(Vec::new()),
@@ -583,6 +603,9 @@ impl Operator for HashAggregate {
     }
 
     fn take_late(&mut self) -> Vec<LateRow> {
+        if let Some(hop) = self.hop.as_mut() {
+            return std::mem::take(&mut hop.late);
+        }
         self.window
             .as_mut()
             .map(|w| std::mem::take(&mut w.late))
@@ -597,6 +620,7 @@ impl Operator for HashAggregate {
             Arc::clone(&self.output),
         )?;
         fresh.window = self.window.as_ref().map(Window::fresh);
+        fresh.hop = self.hop.as_ref().map(hop::Hop::fresh);
         Ok(Box::new(fresh))
     }
 
@@ -622,6 +646,7 @@ impl Operator for HashAggregate {
         })?;
         self.groups = groups;
         self.stored_bytes = bytes;
+        self.reopen_hop()?;
         self.reopen_windows()
     }
 
@@ -681,7 +706,15 @@ impl Operator for HashAggregate {
                     ""
                 }
             ),
-            None => String::new(),
+            None => match &self.hop {
+                Some(h) => format!(
+                    " hopping windows of {} us every {} us from slices #{}, emits on window close",
+                    h.size,
+                    h.slide,
+                    self.group_by.get(h.slice_key).copied().unwrap_or(0)
+                ),
+                None => String::new(),
+            },
         };
         format!(
             "HashAggregate group_by=[{}] aggs=[{}]{window}",

@@ -1,0 +1,593 @@
+//! Hopping windows by slices (panes), for aggregations that emit on window close.
+//!
+//! A hopping window of `size` every `slide` holds `n = size / slide` slices of `slide`. Instead of
+//! adding each row to the `n` windows it falls in, the aggregation adds it once, to its slice: the
+//! group key is the query's keys plus the slice's start. When the watermark passes a window's end,
+//! the window's result is assembled by merging the states of its `n` slices ([`Agg::merge_copy`])
+//! and emitted once; a slice's state is freed when the last window holding it closes. This is how
+//! Flink's window aggregation slices hopping windows, and it makes each row cost one update instead
+//! of `n`.
+//!
+//! A row is late for each of its windows that had closed when it came: it is kept once per such
+//! window as a [`LateRow`] (as the unsliced plan would), and aggregated if any of its windows is
+//! still open. A NULL slice belongs to no window: it is late. After a restart the source sends its
+//! checkpointed watermark first; windows that closed by then were emitted before the checkpoint, so
+//! that first watermark closes nothing but frees what it must.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, TimestampMicrosecondArray};
+use datafusion::arrow::compute::{cast, cast_with_options};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+
+use super::window::{NEVER, micros};
+use super::{HashAggregate, internal, strict};
+use crate::Result;
+use crate::changelog::{ChangeBatch, Op};
+use crate::operator::{LateRow, rows_text};
+
+/// Flink's `window_time`: one millisecond before the window's end.
+const WINDOW_TIME_OFFSET: i64 = 1_000;
+
+/// What an output group column of a sliced hopping aggregation holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HopColumn {
+    /// Group key column `i` of the aggregation (the slice column excluded).
+    Key(usize),
+    Start,
+    End,
+    Time,
+}
+
+/// The hopping-window configuration and open slices of a sliced aggregation.
+#[derive(Debug, Clone)]
+pub(super) struct Hop {
+    /// Position of the slice start in the group key: the keys before it route rows (hash
+    /// exchange, key groups), the slice does not.
+    pub slice_key: usize,
+    pub slide: i64,
+    pub size: i64,
+    pub columns: Vec<HopColumn>,
+    /// The rows this aggregation emits: `columns`, then the aggregates.
+    pub output: SchemaRef,
+    /// Input column of each row's event time, for late rows.
+    pub rowtime: Option<usize>,
+    pub watermark: Option<i64>,
+    /// Window close time -> slots of slices in that window (may be stale: checked on close).
+    pub closes: BTreeMap<i64, Vec<u32>>,
+    /// Per slot: its slice's start ([`NEVER`]: free).
+    pub slice_of: Vec<i64>,
+    pub late: Vec<LateRow>,
+    /// Restored from a checkpoint: the first watermark emits nothing (see the module docs).
+    pub restored: bool,
+}
+
+impl Hop {
+    pub fn new(
+        slice_key: usize,
+        slide: i64,
+        size: i64,
+        columns: Vec<HopColumn>,
+        output: SchemaRef,
+        rowtime: Option<usize>,
+    ) -> Self {
+        Self {
+            slice_key,
+            slide,
+            size,
+            columns,
+            output,
+            rowtime,
+            watermark: None,
+            closes: BTreeMap::new(),
+            slice_of: Vec::new(),
+            late: Vec::new(),
+            restored: false,
+        }
+    }
+
+    pub fn fresh(&self) -> Self {
+        Self::new(
+            self.slice_key,
+            self.slide,
+            self.size,
+            self.columns.clone(),
+            Arc::clone(&self.output),
+            self.rowtime,
+        )
+    }
+
+    /// Slices per window.
+    fn slices(&self) -> i64 {
+        (self.size / self.slide).max(1)
+    }
+
+    /// Close times of the windows of slice `t`, from its own (the last) backwards.
+    fn window_closes(&self, t: i64) -> impl Iterator<Item = i64> + '_ {
+        (0..self.slices()).map(move |k| t.saturating_add(self.size) - k * self.slide)
+    }
+
+    /// Registers slot `id` as slice `t`, with the closes of its windows still open.
+    fn open(&mut self, id: u32, t: i64) {
+        let i = id as usize;
+        if self.slice_of.len() <= i {
+            self.slice_of.resize(i + 1, NEVER);
+        }
+        if self.slice_of[i] == t {
+            return;
+        }
+        self.slice_of[i] = t;
+        let w = self.watermark.unwrap_or(i64::MIN);
+        let closes: Vec<i64> = self.window_closes(t).filter(|&c| c > w).collect();
+        for c in closes {
+            self.closes.entry(c).or_default().push(id);
+        }
+    }
+}
+
+impl HashAggregate {
+    /// Makes this aggregation (grouped by the query's keys plus a slice start at `slice_key`)
+    /// emit hopping windows of `size` every `slide` microseconds on window close, assembled from
+    /// slices; its rows are `columns` and the aggregates, in `output`'s types.
+    pub fn with_hop_slices(
+        mut self,
+        slice_key: usize,
+        slide: i64,
+        size: i64,
+        columns: Vec<HopColumn>,
+        output: SchemaRef,
+        rowtime: Option<usize>,
+    ) -> Self {
+        self.hop = Some(Hop::new(slice_key, slide, size, columns, output, rowtime));
+        self
+    }
+
+    /// Applies `input` to a sliced hopping aggregation: late rows set aside, the others added to
+    /// their slices; nothing is emitted until windows close.
+    pub(super) fn apply_hop(&mut self, input: ChangeBatch) -> Result<Vec<ChangeBatch>> {
+        let Some(hop) = self.hop.as_mut() else {
+            return Err(internal("hop apply without a hop window"));
+        };
+        let column = *self
+            .group_by
+            .get(hop.slice_key)
+            .ok_or_else(|| internal("hop slice key out of range"))?;
+        let slices = micros(input.data.column(column))?;
+        let n = hop.slices();
+        let mut keep: Vec<u32> = Vec::with_capacity(slices.len());
+        let mut late: Vec<(usize, usize)> = Vec::new();
+        for (i, t) in slices.iter().enumerate() {
+            let closed = match (t, hop.watermark) {
+                (None, _) => n as usize,
+                (Some(_), None) => 0,
+                (Some(t), Some(w)) => hop.window_closes(*t).filter(|&c| c <= w).count(),
+            };
+            if closed > 0 {
+                late.push((i, closed));
+            }
+            if (closed as i64) < n {
+                keep.push(i as u32);
+            }
+        }
+        if !late.is_empty() {
+            let rows: Vec<usize> = late.iter().map(|(i, _)| *i).collect();
+            let times = match hop.rowtime {
+                Some(c) => micros(input.data.column(c))?,
+                None => slices.clone(),
+            };
+            let w = hop.watermark.unwrap_or(i64::MIN);
+            for ((i, closed), text) in late.iter().zip(rows_text(&input.data, &rows)?) {
+                for _ in 0..*closed {
+                    hop.late.push(LateRow {
+                        event_time: times[*i].unwrap_or(i64::MIN),
+                        watermark: w,
+                        row: text.clone(),
+                    });
+                }
+            }
+        }
+        let input = if keep.len() == slices.len() {
+            input
+        } else {
+            input.select(keep.clone())?
+        };
+        if input.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        let kept: Vec<i64> = keep
+            .iter()
+            .map(|&i| slices[i as usize].unwrap_or(NEVER))
+            .collect();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let out = self.apply(&input, &mut scratch);
+        if out.is_ok()
+            && let Some(hop) = self.hop.as_mut()
+        {
+            for (&id, &t) in scratch.gids.iter().zip(&kept) {
+                hop.open(id, t);
+            }
+            for (&id, &exists) in scratch.touched.iter().zip(&scratch.exists) {
+                if !exists && let Some(s) = hop.slice_of.get_mut(id as usize) {
+                    *s = NEVER;
+                }
+            }
+        }
+        self.scratch = scratch;
+        out.map(|_| Vec::new())
+    }
+
+    /// Advances the watermark to `w`: emits every window that closes, assembled from its slices,
+    /// and frees the slices whose last window closed.
+    pub(super) fn close_hop(&mut self, w: i64) -> Result<Vec<ChangeBatch>> {
+        let Some(hop) = self.hop.as_mut() else {
+            return Ok(Vec::new());
+        };
+        if hop.watermark.is_some_and(|old| old >= w) {
+            return Ok(Vec::new());
+        }
+        hop.watermark = Some(w);
+        let restored = std::mem::take(&mut hop.restored);
+        // (slot, window start) of every window that closes, and the slots to free.
+        let mut windows: Vec<(u32, i64)> = Vec::new();
+        let mut free: Vec<u32> = Vec::new();
+        while let Some(entry) = hop.closes.first_entry() {
+            if *entry.key() > w {
+                break;
+            }
+            let (close, ids) = entry.remove_entry();
+            for id in ids {
+                let Some(&t) = hop.slice_of.get(id as usize) else {
+                    continue;
+                };
+                let start = close - hop.size;
+                if t == NEVER || start > t || start <= t - hop.size {
+                    continue;
+                }
+                if !restored {
+                    windows.push((id, start));
+                }
+                if start == t {
+                    free.push(id);
+                }
+            }
+        }
+        let out = if windows.is_empty() {
+            Vec::new()
+        } else {
+            vec![self.assemble(&windows)?]
+        };
+        for id in free {
+            if let Some(hop) = self.hop.as_mut()
+                && let Some(s) = hop.slice_of.get_mut(id as usize)
+            {
+                *s = NEVER;
+            }
+            let stored = self.groups.remove(id);
+            self.stored_bytes = self.stored_bytes.saturating_sub(stored as usize);
+            self.aggs.iter_mut().for_each(|agg| agg.reset(id));
+        }
+        Ok(out)
+    }
+
+    /// The rows of the windows `(slot of one of its slices, window start)`, each once.
+    fn assemble(&mut self, windows: &[(u32, i64)]) -> Result<ChangeBatch> {
+        let (Some(hop), Some(keys)) = (self.hop.as_ref(), self.keys.as_ref()) else {
+            return Err(internal("hop windows without a group key"));
+        };
+        let micros_type = DataType::Timestamp(TimeUnit::Microsecond, None);
+        let slots = &self.groups.slots;
+        let decoded = keys.converter.convert_rows(
+            windows
+                .iter()
+                .map(|&(id, _)| keys.parser.parse(&slots[id as usize].key)),
+        )?;
+        let slice_type = decoded
+            .get(hop.slice_key)
+            .map(|c| c.data_type().clone())
+            .ok_or_else(|| internal("hop slice key out of range"))?;
+        // The key of slice `i` of each window: its keys with the slice start replaced.
+        let key_rows = |offset: i64| -> Result<datafusion::arrow::row::Rows> {
+            let starts: ArrayRef = Arc::new(TimestampMicrosecondArray::from_iter_values(
+                windows.iter().map(|&(_, s)| s + offset),
+            ));
+            let mut columns = decoded.clone();
+            columns[hop.slice_key] = cast(&cast(&starts, &micros_type)?, &slice_type)?;
+            Ok(keys.converter.convert_columns(&columns)?)
+        };
+        // Each window once: the first of its rows.
+        let first = key_rows(0)?;
+        let mut seen = HashSet::with_capacity(windows.len());
+        let unique: Vec<usize> = (0..windows.len())
+            .filter(|&r| seen.insert(first.row(r).data().to_vec()))
+            .collect();
+        let n = hop.slices();
+        let mut members: Vec<Vec<u32>> = vec![Vec::new(); windows.len()];
+        for i in 0..n {
+            let rows = key_rows(i * hop.slide)?;
+            for &r in &unique {
+                if let Some(id) = self.groups.get(rows.row(r).data()) {
+                    members[r].push(id);
+                }
+            }
+        }
+        // Merge each window's slices into a scratch slot past every live one.
+        let scratch = self.groups.slots.len() as u32;
+        self.aggs
+            .iter_mut()
+            .for_each(|agg| agg.grow(scratch as usize + 1));
+        let mut values: Vec<Vec<super::result::Value>> = vec![Vec::new(); self.aggs.len()];
+        let mut arena = Vec::new();
+        for &r in &unique {
+            let mut rows = 0;
+            for &id in &members[r] {
+                rows += self.groups.slots[id as usize].rows;
+                self.aggs
+                    .iter_mut()
+                    .for_each(|agg| agg.merge_copy(scratch, id));
+            }
+            for (a, agg) in self.aggs.iter().enumerate() {
+                agg.results(&[scratch], &[rows], &[true], &mut values[a], &mut arena)?;
+            }
+            self.aggs.iter_mut().for_each(|agg| agg.reset(scratch));
+        }
+        let Some(hop) = self.hop.as_ref() else {
+            return Err(internal("hop vanished"));
+        };
+        let m = unique.len();
+        let starts: Vec<i64> = unique.iter().map(|&r| windows[r].1).collect();
+        let times = |offset: i64| -> ArrayRef {
+            Arc::new(TimestampMicrosecondArray::from_iter_values(
+                starts.iter().map(|s| s + offset),
+            ))
+        };
+        let take = datafusion::arrow::array::UInt32Array::from_iter_values(
+            unique.iter().map(|&r| r as u32),
+        );
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(hop.output.fields().len());
+        for c in &hop.columns {
+            columns.push(match c {
+                HopColumn::Key(i) => {
+                    let column = decoded
+                        .get(*i)
+                        .ok_or_else(|| internal("hop key column out of range"))?;
+                    datafusion::arrow::compute::take(column.as_ref(), &take, None)?
+                }
+                HopColumn::Start => times(0),
+                HopColumn::End => times(hop.size),
+                HopColumn::Time => times(hop.size - WINDOW_TIME_OFFSET),
+            });
+        }
+        for (a, agg) in self.aggs.iter().enumerate() {
+            columns.push(agg.build(values[a].iter().copied(), &arena)?);
+        }
+        let columns = columns
+            .iter()
+            .zip(hop.output.fields().iter())
+            .map(|(c, f)| cast_with_options(c, f.data_type(), &strict()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(m));
+        let data = RecordBatch::try_new_with_options(Arc::clone(&hop.output), columns, &options)?;
+        Ok(ChangeBatch {
+            data,
+            ops: vec![Op::Insert; m],
+        })
+    }
+
+    /// Registers every restored slice (see the module documentation for the first watermark).
+    pub(super) fn reopen_hop(&mut self) -> Result<()> {
+        let (Some(hop), Some(keys)) = (self.hop.as_mut(), &self.keys) else {
+            return Ok(());
+        };
+        *hop = hop.fresh();
+        let ids: Vec<u32> = (0..self.groups.slots.len() as u32).collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        hop.restored = true;
+        let slots = &self.groups.slots;
+        let columns = keys.converter.convert_rows(
+            ids.iter()
+                .map(|&id| keys.parser.parse(&slots[id as usize].key)),
+        )?;
+        let slice = columns
+            .get(hop.slice_key)
+            .ok_or_else(|| internal("hop slice key out of range"))?;
+        for (id, t) in ids.into_iter().zip(micros(slice)?) {
+            if let Some(t) = t {
+                hop.open(id, t);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use datafusion::arrow::array::{AsArray, Int64Array};
+    use datafusion::arrow::datatypes::{Field, Int64Type, Schema, TimestampMicrosecondType};
+
+    use super::*;
+    use crate::operator::aggregate::{AggFunc, AggSpec};
+    use crate::operator::{Operator, StateScope};
+    use crate::state::{StateBatch, StateStore};
+
+    const SLIDE: i64 = 10;
+    const SIZE: i64 = 30;
+
+    fn ts() -> DataType {
+        DataType::Timestamp(TimeUnit::Microsecond, None)
+    }
+
+    fn input() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("slice", ts(), true),
+            Field::new("v", DataType::Int64, true),
+            Field::new("ts", ts(), true),
+        ]))
+    }
+
+    fn operator() -> HashAggregate {
+        let agg = |func, input| AggSpec {
+            func,
+            input,
+            delimiter: None,
+        };
+        let internal = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("slice", ts(), true),
+            Field::new("n", DataType::Int64, true),
+            Field::new("s", DataType::Int64, true),
+            Field::new("hi", DataType::Int64, true),
+        ]));
+        let output = Arc::new(Schema::new(vec![
+            Field::new("window_start", ts(), true),
+            Field::new("window_end", ts(), true),
+            Field::new("k", DataType::Int64, true),
+            Field::new("n", DataType::Int64, true),
+            Field::new("s", DataType::Int64, true),
+            Field::new("hi", DataType::Int64, true),
+        ]));
+        HashAggregate::try_new(
+            input(),
+            vec![0, 1],
+            vec![
+                agg(AggFunc::CountStar, None),
+                agg(AggFunc::Sum, Some(2)),
+                agg(AggFunc::Max, Some(2)),
+            ],
+            internal,
+        )
+        .unwrap()
+        .with_hop_slices(
+            1,
+            SLIDE,
+            SIZE,
+            vec![HopColumn::Start, HopColumn::End, HopColumn::Key(0)],
+            output,
+            Some(3),
+        )
+    }
+
+    fn batch(rows: &[(i64, i64, i64)]) -> ChangeBatch {
+        let data = RecordBatch::try_new(
+            input(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(TimestampMicrosecondArray::from_iter_values(
+                    rows.iter().map(|r| r.1.div_euclid(SLIDE) * SLIDE),
+                )),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+                Arc::new(TimestampMicrosecondArray::from_iter_values(
+                    rows.iter().map(|r| r.1),
+                )),
+            ],
+        )
+        .unwrap();
+        ChangeBatch {
+            data,
+            ops: vec![Op::Insert; rows.len()],
+        }
+    }
+
+    type Window = (i64, i64, i64);
+
+    fn collect(out: Vec<ChangeBatch>, into: &mut BTreeMap<Window, (i64, i64, i64)>) {
+        for b in out {
+            let c = |i: usize| b.data.column(i);
+            for r in 0..b.num_rows() {
+                assert_eq!(b.ops[r], Op::Insert);
+                let key = (
+                    c(0).as_primitive::<TimestampMicrosecondType>().value(r),
+                    c(1).as_primitive::<TimestampMicrosecondType>().value(r),
+                    c(2).as_primitive::<Int64Type>().value(r),
+                );
+                let value = (
+                    c(3).as_primitive::<Int64Type>().value(r),
+                    c(4).as_primitive::<Int64Type>().value(r),
+                    c(5).as_primitive::<Int64Type>().value(r),
+                );
+                assert!(into.insert(key, value).is_none(), "window {key:?} twice");
+            }
+        }
+    }
+
+    #[test]
+    fn sliced_hopping_windows_equal_the_windows_row_by_row_across_restarts() {
+        for seed in 1..=30u64 {
+            let mut rng = seed.wrapping_mul(6364136223846793005) | 1;
+            let mut next = move |n: i64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                (rng % n as u64) as i64
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let store = StateStore::open(dir.path()).unwrap();
+            let scope = StateScope {
+                store: store.clone(),
+                prefix: b"hop/".to_vec(),
+                key_groups: 0..crate::keygroup::KEY_GROUPS,
+            };
+            let mut op = operator();
+            let mut emitted = BTreeMap::new();
+            let mut expected: BTreeMap<Window, (i64, i64, i64)> = BTreeMap::new();
+            let (mut clock, mut watermark, mut late) = (0i64, None::<i64>, 0usize);
+            let mut expected_late = 0usize;
+            for round in 0..50 {
+                let rows: Vec<(i64, i64, i64)> = (0..1 + next(6))
+                    .map(|_| {
+                        clock += next(5);
+                        (next(3), clock - next(40), next(100))
+                    })
+                    .collect();
+                for &(k, t, v) in &rows {
+                    let slice = t.div_euclid(SLIDE) * SLIDE;
+                    for j in 0..SIZE / SLIDE {
+                        let s = slice - j * SLIDE;
+                        if watermark.is_some_and(|w| s + SIZE <= w) {
+                            expected_late += 1;
+                        } else {
+                            let e = expected.entry((s, s + SIZE, k)).or_insert((0, 0, i64::MIN));
+                            *e = (e.0 + 1, e.1 + v, e.2.max(v));
+                        }
+                    }
+                }
+                collect(op.process(batch(&rows)).unwrap(), &mut emitted);
+                late += op.take_late().len();
+                let w = clock - 15;
+                if watermark.is_none_or(|old| w > old) {
+                    watermark = Some(w);
+                    collect(op.on_watermark(w).unwrap(), &mut emitted);
+                }
+                if round % 9 == 4 {
+                    let mut state = StateBatch::new();
+                    op.checkpoint(&scope, &mut state).unwrap();
+                    store.write(state, true).unwrap();
+                    op = operator();
+                    op.restore(&scope).unwrap();
+                    if let Some(w) = watermark {
+                        assert!(op.on_watermark(w).unwrap().is_empty());
+                    }
+                }
+            }
+            let w = watermark.unwrap();
+            let closed: BTreeMap<Window, (i64, i64, i64)> = expected
+                .iter()
+                .filter(|(k, _)| k.1 <= w)
+                .map(|(k, v)| (*k, *v))
+                .collect();
+            assert_eq!(emitted, closed, "seed {seed}");
+            assert_eq!(late, expected_late, "seed {seed}");
+            assert!(late > 0, "seed {seed}: no late rows");
+            // The end of time closes every window and frees every slice.
+            collect(op.on_watermark(i64::MAX / 2).unwrap(), &mut emitted);
+            assert_eq!(emitted, expected, "seed {seed}");
+            assert_eq!(op.group_count(), 0, "seed {seed}");
+        }
+    }
+}
