@@ -126,6 +126,9 @@ impl VisitorMut for Rewriter {
 
     fn pre_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<PlanError> {
         if let ast::SetExpr::Select(select) = query.body.as_mut() {
+            if let Err(e) = legacy_group_window(select) {
+                return ControlFlow::Break(e);
+            }
             crate::session::infer_partition(select);
         }
         ControlFlow::Continue(())
@@ -168,11 +171,19 @@ fn group_window(expr: &ast::Expr) -> Result<Option<ast::Expr>> {
         return Ok(None);
     }
     if name.starts_with("hop") || name.starts_with("session") {
-        return Err(PlanError::Unsupported(format!(
-            "the group window function {}() (use the window table function, e.g. \
-             FROM HOP(t, ts, slide, size), instead)",
-            name.to_uppercase()
-        )));
+        // `GROUP BY HOP(...)`/`SESSION(...)` made the FROM clause a window table function (see
+        // `legacy_group_window`); their start and end are its columns.
+        let column = match name.as_str() {
+            "hop_start" | "session_start" => "window_start",
+            "hop_end" | "session_end" => "window_end",
+            _ => {
+                return Err(PlanError::Unsupported(format!(
+                    "{}() outside a GROUP BY HOP(...) or SESSION(...) query",
+                    name.to_uppercase()
+                )));
+            }
+        };
+        return Ok(Some(ast::Expr::Identifier(ast::Ident::new(column))));
     }
     let ast::FunctionArguments::List(list) = &f.args else {
         return Err(usage("tumble"));
@@ -203,6 +214,93 @@ fn group_window(expr: &ast::Expr) -> Result<Option<ast::Expr>> {
         .and_then(|mut p| p.parse_expr())
         .map(Some)
         .map_err(|e| PlanError::InvalidParameter(format!("{}(): {e}", name.to_uppercase())))
+}
+
+/// Flink's legacy `GROUP BY HOP(ts, slide, size)` and `GROUP BY SESSION(ts, gap)`: the single
+/// table in FROM becomes the window table function (a session's partition keys are the other
+/// GROUP BY columns, as Flink's legacy session windows are per group), and the group window
+/// becomes `window_start, window_end`; HOP_START/SESSION_START and the END functions become
+/// those columns (in `group_window`).
+fn legacy_group_window(select: &mut ast::Select) -> Result<()> {
+    let ast::GroupByExpr::Expressions(exprs, _) = &mut select.group_by else {
+        return Ok(());
+    };
+    let found = exprs.iter().position(|e| {
+        matches!(e, ast::Expr::Function(f) if matches!(f.name.0.as_slice(),
+            [ObjectNamePart::Identifier(i)] if matches!(i.value.to_lowercase().as_str(), "hop" | "session")))
+    });
+    let Some(at) = found else {
+        return Ok(());
+    };
+    let ast::Expr::Function(f) = exprs.remove(at) else {
+        return Ok(());
+    };
+    let kind = f.name.to_string().to_lowercase();
+    let ast::FunctionArguments::List(list) = &f.args else {
+        return Err(usage(&kind));
+    };
+    let args: Vec<String> = list.args.iter().map(|a| a.to_string()).collect();
+    let expected = if kind == "hop" { 3 } else { 2 };
+    if args.len() != expected {
+        return Err(PlanError::InvalidParameter(format!(
+            "{}() expects {}",
+            kind.to_uppercase(),
+            if kind == "hop" {
+                "(time_column, slide, size)"
+            } else {
+                "(time_column, gap)"
+            }
+        )));
+    }
+    let keys: Vec<String> = exprs.iter().map(|e| e.to_string()).collect();
+    exprs.push(ast::Expr::Identifier(ast::Ident::new("window_start")));
+    exprs.push(ast::Expr::Identifier(ast::Ident::new("window_end")));
+    let [from] = select.from.as_mut_slice() else {
+        return Err(PlanError::Unsupported(format!(
+            "GROUP BY {}() over anything but one table",
+            kind.to_uppercase()
+        )));
+    };
+    let TableFactor::Table {
+        name,
+        alias,
+        args: None,
+        ..
+    } = &from.relation
+    else {
+        return Err(PlanError::Unsupported(format!(
+            "GROUP BY {}() over anything but one table",
+            kind.to_uppercase()
+        )));
+    };
+    if !from.joins.is_empty() {
+        return Err(PlanError::Unsupported(format!(
+            "GROUP BY {}() over a join",
+            kind.to_uppercase()
+        )));
+    }
+    let mut call = vec![name.to_string()];
+    call.extend(args);
+    if kind == "session" {
+        call.extend(keys);
+    }
+    let alias = match alias {
+        Some(a) => a.to_string(),
+        None => name.to_string(),
+    };
+    let sql = format!("SELECT * FROM {kind}({}) AS {alias}", call.join(", "));
+    let dialect = PostgreSqlDialect {};
+    let parsed = Parser::new(&dialect)
+        .try_with_sql(&sql)
+        .and_then(|mut p| p.parse_query())
+        .map_err(|e| PlanError::InvalidParameter(format!("{}(): {e}", kind.to_uppercase())))?;
+    let ast::SetExpr::Select(parsed) = *parsed.body else {
+        return Err(usage(&kind));
+    };
+    if let Some(t) = parsed.from.into_iter().next() {
+        from.relation = t.relation;
+    }
+    Ok(())
 }
 
 fn usage(kind: &str) -> PlanError {

@@ -37,6 +37,8 @@ use crate::catalog::{ColumnDef, WatermarkDef};
 use crate::error::{PlanError, Result};
 use crate::types::SqlType;
 
+/// Fixed-interval timestamp arithmetic, vectorized.
+mod fast;
 /// HOP windows aggregated by slices.
 mod hop;
 /// Session windows under an aggregate.
@@ -143,7 +145,7 @@ pub fn watermark_expr(
         )));
     }
     state
-        .create_physical_expr(expr, &df_schema)
+        .create_physical_expr(fast::rewrite(expr, &df_schema), &df_schema)
         .map_err(PlanError::DataFusion)
 }
 
@@ -397,7 +399,7 @@ fn strip_top_sort(plan: LogicalPlan) -> Result<LogicalPlan> {
 
 fn physical(ctx: &StreamContext<'_>, e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
     ctx.state
-        .create_physical_expr(e.clone(), schema)
+        .create_physical_expr(fast::rewrite(e.clone(), schema), schema)
         .map_err(PlanError::DataFusion)
 }
 
