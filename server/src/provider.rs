@@ -320,9 +320,27 @@ impl TableProvider for StoredTable {
             (false, Some(p)) => Arc::new(table.schema().project(p)?),
             (false, None) => Arc::clone(table.schema()),
         };
+        // A file table stores no rows: an ad-hoc query reads its files, as Flink's batch mode does.
+        let external = crate::sources::external(&self.entry.def);
         let batches = tokio::task::spawn_blocking(move || {
             let mut out: Vec<RecordBatch> = Vec::new();
             let mut rows = 0usize;
+            if let Some(source) = external {
+                let mut reader = source.open(0)?;
+                while let Some((batch, _)) = reader.next()? {
+                    let batch = table.complete(&batch)?;
+                    let batch = match &projection {
+                        Some(p) => batch.project(p)?,
+                        None => batch,
+                    };
+                    rows += batch.num_rows();
+                    out.push(batch);
+                    if limit.is_some_and(|l| rows >= l) {
+                        break;
+                    }
+                }
+                return Ok(out);
+            }
             table.scan(&snapshot, projection.as_deref(), SCAN_BATCH_ROWS, |batch| {
                 rows += batch.num_rows();
                 out.push(batch);

@@ -113,5 +113,20 @@ async fn file_tables_are_read_exactly_once_across_kill_9() {
         .await
         .unwrap();
     assert_eq!(late, vec!["0".to_string()]);
+    // Ad-hoc queries read the files (the oracle for the views over them).
+    assert_eq!(
+        sorted_rows(&c, "SELECT k, count(*), sum(id), sum(v) FROM j GROUP BY k")
+            .await
+            .unwrap(),
+        expected
+    );
+    let differ = sorted_rows(
+        &c,
+        "SELECT date_bin(INTERVAL '1' SECOND, ts, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS w, \
+           count(*) FROM j GROUP BY w EXCEPT SELECT * FROM per_second",
+    )
+    .await
+    .unwrap();
+    assert_eq!(differ, Vec::<String>::new());
     server.kill9().await.unwrap();
 }
