@@ -14,7 +14,9 @@
 //! end of time (as Flink's bounded file source does).
 //!
 //! Decoding is columnar, straight into Arrow arrays (arrow-json's and arrow-csv's decoders) in
-//! batches of [`BATCH_LINES`] lines; no row is ever a JSON value or a string map.
+//! batches of [`BATCH_LINES`] lines; no row is ever a JSON value or a string map. When a batch does
+//! not decode, its lines are decoded one by one: the ones that fail become dead letters (file,
+//! byte offset, the line, the error), kept and counted by the job, and the others are read.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -25,6 +27,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use rivulet_engine::job::graph::{ExternalReader, ExternalSource};
+use rivulet_engine::operator::DeadLetter;
 use rivulet_engine::{EngineError, Result as EngineResult};
 
 use crate::ConnectorError;
@@ -193,6 +196,7 @@ impl ExternalSource for FileSource {
             buf: Vec::new(),
             start: 0,
             eof: false,
+            dead: Vec::new(),
         };
         reader.open_current()?;
         Ok(Box::new(reader))
@@ -230,6 +234,8 @@ struct FileReader {
     start: usize,
     /// The open file has been read to its end (its last bytes may still be in `buf`).
     eof: bool,
+    /// Lines that could not be decoded since the last `take_dead_letters`.
+    dead: Vec<DeadLetter>,
 }
 
 impl FileReader {
@@ -327,6 +333,51 @@ impl FileReader {
         }
     }
 
+    /// Decodes `bytes` (whole lines at file offset `self.offset`); when they do not all decode,
+    /// decodes them line by line and keeps the lines that fail as dead letters.
+    fn decode_lines(&mut self, bytes: &[u8]) -> EngineResult<Option<RecordBatch>> {
+        if let Ok(batch) = self.decode(bytes) {
+            return Ok(batch);
+        }
+        let mut good = Vec::new();
+        let mut at = 0usize;
+        for line in bytes.split_inclusive(|&b| b == b'\n') {
+            let offset = self.offset + at as u64;
+            at += line.len();
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match self.decode(line) {
+                Ok(Some(b)) => good.push(b),
+                Ok(None) => {}
+                Err(e) => {
+                    let raw = &line[..line.len().min(DeadLetter::MAX_RAW)];
+                    self.dead.push(DeadLetter {
+                        table: String::new(),
+                        source: self
+                            .files
+                            .get(self.file)
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default(),
+                        position: offset,
+                        raw: String::from_utf8_lossy(raw).trim_end().to_string(),
+                        error: match e {
+                            EngineError::Data { message, .. } => message,
+                            other => other.to_string(),
+                        },
+                    });
+                }
+            }
+        }
+        if good.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(datafusion::arrow::compute::concat_batches(
+            &self.source.schema,
+            &good,
+        )?))
+    }
+
     fn decode(&self, bytes: &[u8]) -> EngineResult<Option<RecordBatch>> {
         let schema = Arc::clone(&self.source.schema);
         let data_error = |e: datafusion::arrow::error::ArrowError| EngineError::Data {
@@ -383,7 +434,8 @@ impl ExternalReader for FileReader {
             }
             if let Some(end) = self.next_lines()? {
                 let len = end - self.start;
-                let batch = self.decode(&self.buf[self.start..end])?;
+                let lines = self.buf[self.start..end].to_vec();
+                let batch = self.decode_lines(&lines)?;
                 self.start = end;
                 self.offset += len as u64;
                 let at = position(self.file, self.offset);
@@ -400,6 +452,10 @@ impl ExternalReader for FileReader {
             self.offset = 0;
             self.open_current()?;
         }
+    }
+
+    fn take_dead_letters(&mut self) -> Vec<DeadLetter> {
+        std::mem::take(&mut self.dead)
     }
 
     fn finished(&self) -> bool {
@@ -488,16 +544,27 @@ mod tests {
     }
 
     #[test]
-    fn a_malformed_line_is_a_data_error_naming_the_file() {
+    fn malformed_lines_become_dead_letters_and_the_rest_is_read() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("bad.jsonl"), "{\"a\": 1}\n{\"a\": \n").unwrap();
+        std::fs::write(
+            dir.path().join("bad.jsonl"),
+            "{\"a\": 1}\n{\"a\": \n{\"a\": \"x\"}\n{\"a\": 4}\n",
+        )
+        .unwrap();
         let options = BTreeMap::from([
             ("path".to_string(), dir.path().display().to_string()),
             ("format".to_string(), "json".to_string()),
         ]);
         let source = FileSource::parse(&schema(), &options).unwrap();
-        let err = source.open(0).unwrap().next().unwrap_err().to_string();
-        assert!(err.contains("bad.jsonl"), "{err}");
+        let mut reader = source.open(0).unwrap();
+        let (batch, _) = reader.next().unwrap().unwrap();
+        let a = batch.column(0).as_primitive::<Int64Type>();
+        assert_eq!(a.values().to_vec(), vec![1, 4]);
+        let dead = reader.take_dead_letters();
+        let found: Vec<(u64, &str)> = dead.iter().map(|d| (d.position, d.raw.as_str())).collect();
+        assert_eq!(found, vec![(9, "{\"a\":"), (16, "{\"a\": \"x\"}")]);
+        assert!(dead[0].source.ends_with("bad.jsonl"));
+        assert!(reader.next().unwrap().is_none());
         assert!(
             FileSource::parse(
                 &schema(),

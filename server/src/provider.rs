@@ -153,6 +153,9 @@ impl SchemaProvider for PublicSchema {
         if name == LATE_ROWS && self.catalog.table(&self.database, name).is_none() {
             return late_rows_table(&self.catalog, &self.database).map(Some);
         }
+        if name == DEAD_LETTERS && self.catalog.table(&self.database, name).is_none() {
+            return dead_letters_table(&self.catalog, &self.database).map(Some);
+        }
         Ok(self.catalog.table(&self.database, name).map(|entry| {
             Arc::new(StoredTable {
                 entry,
@@ -163,7 +166,9 @@ impl SchemaProvider for PublicSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == LATE_ROWS || self.catalog.table(&self.database, name).is_some()
+        name == LATE_ROWS
+            || name == DEAD_LETTERS
+            || self.catalog.table(&self.database, name).is_some()
     }
 }
 
@@ -212,6 +217,63 @@ fn late_rows_table(catalog: &Catalog, database: &str) -> Result<Arc<dyn TablePro
             Arc::new(times.finish()),
             Arc::new(marks.finish()),
             Arc::new(rows.finish()),
+        ],
+    )?;
+    Ok(Arc::new(datafusion::datasource::MemTable::try_new(
+        schema,
+        vec![vec![batch]],
+    )?))
+}
+
+/// The system table of dead letters: source records that could not be decoded, kept by each
+/// job that read them (in the same atomic commits as its results) and counted in SHOW JOBS.
+pub const DEAD_LETTERS: &str = "rivulet_dead_letters";
+
+fn dead_letters_table(catalog: &Catalog, database: &str) -> Result<Arc<dyn TableProvider>> {
+    use datafusion::arrow::array::{Int64Builder, StringBuilder};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("job_name", DataType::Utf8, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("position", DataType::Int64, false),
+        Field::new("raw", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, false),
+    ]));
+    let (mut jobs, mut tables, mut sources) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
+    let (mut positions, mut raws, mut errors) = (
+        Int64Builder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
+    for job in catalog.tables(database) {
+        if job.def.view.is_none() {
+            continue;
+        }
+        let dead = rivulet_engine::job::dead_letters(catalog.store(), job.def.id)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        for d in dead {
+            jobs.append_value(&job.def.name);
+            tables.append_value(&d.table);
+            sources.append_value(&d.source);
+            positions.append_value(i64::try_from(d.position).unwrap_or(i64::MAX));
+            raws.append_value(&d.raw);
+            errors.append_value(&d.error);
+        }
+    }
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(jobs.finish()),
+            Arc::new(tables.finish()),
+            Arc::new(sources.finish()),
+            Arc::new(positions.finish()),
+            Arc::new(raws.finish()),
+            Arc::new(errors.finish()),
         ],
     )?;
     Ok(Arc::new(datafusion::datasource::MemTable::try_new(

@@ -43,6 +43,13 @@ async fn file_tables_are_read_exactly_once_across_kill_9() {
         .unwrap();
         writeln!(csv, "{id},{},{}", id % 5, id % 10).unwrap();
     }
+    // Two malformed lines: kept as dead letters, the rest is read.
+    writeln!(json, "{{\"id\": 1, \"k\": ").unwrap();
+    writeln!(
+        json,
+        "{{\"id\": \"not a number\", \"k\": 1, \"v\": 1, \"ms\": 0}}"
+    )
+    .unwrap();
     json.flush().unwrap();
     csv.flush().unwrap();
     drop((json, csv));
@@ -113,6 +120,16 @@ async fn file_tables_are_read_exactly_once_across_kill_9() {
         .await
         .unwrap();
     assert_eq!(late, vec!["0".to_string()]);
+    // Each job that read the JSON file kept its two bad lines (none lost, none twice after the
+    // kill), with their byte offsets.
+    let dead = sorted_rows(
+        &c,
+        "SELECT job_name, table_name, count(*), count(DISTINCT position) FROM rivulet_dead_letters \
+         GROUP BY job_name, table_name",
+    )
+    .await
+    .unwrap();
+    assert_eq!(dead, vec!["per_k|j|2|2", "per_second|j|2|2"]);
     // Ad-hoc queries read the files (the oracle for the views over them).
     assert_eq!(
         sorted_rows(&c, "SELECT k, count(*), sum(id), sum(v) FROM j GROUP BY k")

@@ -57,6 +57,11 @@ pub trait ExternalReader: Send {
     /// True once a bounded source has been read to its end: its watermark then jumps to the
     /// end of time, which closes every window (as Flink does at the end of bounded input).
     fn finished(&self) -> bool;
+    /// The records `next` could not decode since the last call (their rows are not in its
+    /// batches); the job keeps them as dead letters.
+    fn take_dead_letters(&mut self) -> Vec<crate::operator::DeadLetter> {
+        Vec::new()
+    }
 }
 
 impl Source {

@@ -94,6 +94,26 @@ pub fn late_prefix(id: u64) -> Vec<u8> {
     k
 }
 
+/// The prefix of job `id`'s dead letters, keyed by epoch, source and position in the epoch.
+pub fn dead_prefix(id: u64) -> Vec<u8> {
+    let mut k = job_prefix(id);
+    k.push(b'x');
+    k
+}
+
+/// The dead letters job `id` has kept, oldest first.
+pub fn dead_letters(store: &StateStore, id: u64) -> Result<Vec<crate::operator::DeadLetter>> {
+    let mut out = Vec::new();
+    store.scan_prefix(None, &dead_prefix(id), None, |_, v| {
+        out.push(
+            crate::operator::DeadLetter::decode(v)
+                .ok_or_else(|| EngineError::Corrupt(format!("job {id}: dead letter")))?,
+        );
+        Ok(std::ops::ControlFlow::Continue(()))
+    })?;
+    Ok(out)
+}
+
 /// The late rows job `id` has kept, oldest first.
 pub fn late_rows(store: &StateStore, id: u64) -> Result<Vec<LateRow>> {
     let mut out = Vec::new();
@@ -176,6 +196,8 @@ pub struct JobStats {
     pub state_bytes: u64,
     /// Rows set aside as late since the job started.
     pub late_rows: u64,
+    /// Source records that could not be decoded since the job started (kept as dead letters).
+    pub dead_letters: u64,
     pub parallelism: usize,
 }
 
@@ -198,6 +220,7 @@ struct Contribution {
 
 /// What the tasks of a job share.
 pub(crate) struct Shared {
+    id: u64,
     name: String,
     epochs: Mutex<BTreeMap<u64, Contribution>>,
     failure: Mutex<Option<String>>,
@@ -207,6 +230,7 @@ pub(crate) struct Shared {
     read: Vec<AtomicU64>,
     rows_in: AtomicU64,
     rows_out: AtomicU64,
+    dead_letters: AtomicU64,
     stats: Mutex<JobStats>,
     /// Set when the job is being dropped: errors of tasks torn down with it are not failures.
     dropping: std::sync::atomic::AtomicBool,
@@ -216,6 +240,11 @@ pub(crate) struct Shared {
 const FLUSH_POLL: Duration = Duration::from_millis(5);
 
 impl Shared {
+    /// Counts records a source could not decode.
+    pub(crate) fn count_dead(&self, n: usize) {
+        self.dead_letters.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     /// Notes that source `index` has read up to `position`.
     pub(crate) fn read_to(&self, index: usize, position: u64) {
         if let Some(r) = self.read.get(index) {
@@ -364,6 +393,7 @@ impl Job {
         let epoch = read_u64(&store, &epoch_key(id), id)?;
         let (stopped, _) = watch::channel(false);
         let shared = Arc::new(Shared {
+            id,
             name: name.clone(),
             epochs: Mutex::new(BTreeMap::new()),
             failure: Mutex::new(None),
@@ -372,6 +402,7 @@ impl Job {
             read: positions.iter().map(|&p| AtomicU64::new(p)).collect(),
             rows_in: AtomicU64::new(0),
             rows_out: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
             dropping: std::sync::atomic::AtomicBool::new(false),
             stats: Mutex::new(JobStats {
                 epoch,
@@ -458,6 +489,7 @@ impl Job {
                     output,
                     shared: Arc::clone(&shared),
                     late: Vec::new(),
+                    dead: Vec::new(),
                 };
                 let task = format!("{name}/stage{s}.{j}");
                 match &stage.input {
@@ -543,6 +575,7 @@ impl Job {
         let mut s = self.shared.stats.lock().clone();
         s.rows_in = self.shared.rows_in.load(Ordering::Relaxed);
         s.rows_out = self.shared.rows_out.load(Ordering::Relaxed);
+        s.dead_letters = self.shared.dead_letters.load(Ordering::Relaxed);
         s
     }
 

@@ -19,7 +19,7 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType}
 use datafusion::physical_plan::PhysicalExpr;
 
 use crate::changelog::ChangeBatch;
-use crate::operator::{LateRow, Operator, StateScope};
+use crate::operator::{DeadLetter, LateRow, Operator, StateScope};
 use crate::state::StateBatch;
 use crate::table::TableStore;
 use crate::{EngineError, Result};
@@ -38,6 +38,8 @@ pub struct Chain {
     pub shared: Arc<Shared>,
     /// Late rows set aside by the operators since the last barrier.
     pub late: Vec<LateRow>,
+    /// Records the source could not decode since the last barrier, with its index.
+    pub dead: Vec<DeadLetter>,
 }
 
 impl Chain {
@@ -132,6 +134,15 @@ impl Chain {
             bytes += op.state_bytes();
         }
         let late = std::mem::take(&mut self.late);
+        if let Some(p) = position {
+            for (n, d) in std::mem::take(&mut self.dead).iter().enumerate() {
+                let mut key = super::dead_prefix(self.shared.id);
+                key.extend_from_slice(&b.epoch.to_be_bytes());
+                key.extend_from_slice(&(p.index as u32).to_be_bytes());
+                key.extend_from_slice(&(n as u32).to_be_bytes());
+                batch.put(key, d.encode());
+            }
+        }
         self.shared
             .contribute(b.epoch, batch, position, bytes, late);
         self.output.broadcast(|| Message::Barrier(b)).await
@@ -221,14 +232,23 @@ pub async fn external_source(
             chain.barrier(b, Some(reader.at)).await?;
         }
         if !finished && let Some(mut r) = input.take() {
-            let (r, next) = tokio::task::spawn_blocking(move || {
+            let (r, next, dead) = tokio::task::spawn_blocking(move || {
                 let next = r.next();
                 let done = r.finished();
-                (r, next.map(|n| (n, done)))
+                let dead = r.take_dead_letters();
+                (r, next.map(|n| (n, done)), dead)
             })
             .await
             .map_err(|e| EngineError::Internal(format!("source reader: {e}")))?;
             input = Some(r);
+            if !dead.is_empty() {
+                chain.shared.count_dead(dead.len());
+                let table = reader.table.name().to_string();
+                chain.dead.extend(dead.into_iter().map(|d| DeadLetter {
+                    table: table.clone(),
+                    ..d
+                }));
+            }
             match next? {
                 (Some((rows, position)), _) => {
                     let batch = ChangeBatch::inserts(reader.table.complete(&rows)?);

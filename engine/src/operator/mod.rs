@@ -63,6 +63,56 @@ impl LateRow {
     }
 }
 
+/// A record a source could not decode: kept (in the job's dead-letter log) and counted, never
+/// silently dropped, while the job goes on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// The table the source feeds.
+    pub table: String,
+    /// Where the record was: a file's path, a topic and partition.
+    pub source: String,
+    /// Its position there (a byte offset, an offset).
+    pub position: u64,
+    /// The record's bytes, as text (invalid UTF-8 replaced), at most [`DeadLetter::MAX_RAW`].
+    pub raw: String,
+    pub error: String,
+}
+
+impl DeadLetter {
+    /// Bytes of a record kept in full; longer ones are cut.
+    pub const MAX_RAW: usize = 64 * 1024;
+
+    /// The stored form: position, then four length-prefixed strings.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(24 + self.raw.len() + self.error.len());
+        out.extend_from_slice(&self.position.to_le_bytes());
+        for s in [&self.table, &self.source, &self.raw, &self.error] {
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        out
+    }
+
+    /// Reads back [`DeadLetter::encode`]'s bytes.
+    pub fn decode(bytes: &[u8]) -> Option<DeadLetter> {
+        let position = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+        let mut at = 8;
+        let mut next = || -> Option<String> {
+            let len = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
+            let s = String::from_utf8_lossy(bytes.get(at + 4..at + 4 + len)?).into_owned();
+            at += 4 + len;
+            Some(s)
+        };
+        Some(DeadLetter {
+            table: next()?,
+            source: next()?,
+            raw: next()?,
+            error: next()?,
+            position,
+        })
+    }
+}
+
 /// The rows `rows` of `batch` as Postgres prints a row value: `(1,web,"2026-01-01 10:00:01")`
 /// (NULL is empty; values with commas, quotes, parentheses or spaces are double-quoted).
 pub fn rows_text(batch: &RecordBatch, rows: &[usize]) -> Result<Vec<String>> {

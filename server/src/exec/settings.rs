@@ -131,7 +131,7 @@ impl Session {
     /// SHOW JOBS: each view's job in this database, with its progress and last error.
     pub(super) fn show_jobs(&mut self) -> Result<Outcome, SqlError> {
         let running = self.shared.jobs.list();
-        let mut rows: Vec<[String; 13]> = Vec::new();
+        let mut rows: Vec<[String; 14]> = Vec::new();
         for view in self.catalog().tables(&self.database) {
             if view.def.view.is_none() {
                 continue;
@@ -169,6 +169,7 @@ impl Session {
                 stats.late_rows.to_string(),
                 restarts.to_string(),
                 failure.unwrap_or_default(),
+                stats.dead_letters.to_string(),
             ]);
         }
         let column = |i: usize| rows.iter().map(|r| r[i].as_str()).collect::<Vec<_>>();
@@ -187,8 +188,9 @@ impl Session {
                 "Late rows",
                 "Restarts",
                 "Error",
+                "Dead letters",
             ],
-            (0..13).map(column).collect(),
+            (0..14).map(column).collect(),
         ))
     }
 
