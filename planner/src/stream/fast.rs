@@ -39,16 +39,18 @@ fn interval_nanos(e: &Expr) -> Option<i128> {
     }
 }
 
+/// The value of a constant, possibly cast (several times).
+fn constant(e: &Expr) -> Option<ScalarValue> {
+    match e {
+        Expr::Literal(v, _) => Some(v.clone()),
+        Expr::Cast(c) => constant(&c.expr)?.cast_to(c.field.data_type()).ok(),
+        _ => None,
+    }
+}
+
 /// Nanoseconds since the epoch of a constant timestamp (possibly cast).
 fn timestamp_nanos(e: &Expr) -> Option<i128> {
-    let value = match e {
-        Expr::Literal(v, _) => v.clone(),
-        Expr::Cast(c) => match c.expr.as_ref() {
-            Expr::Literal(v, _) => v.cast_to(c.field.data_type()).ok()?,
-            _ => return None,
-        },
-        _ => return None,
-    };
+    let value = constant(e)?;
     match value
         .cast_to(&DataType::Timestamp(TimeUnit::Nanosecond, None))
         .ok()?
@@ -276,6 +278,8 @@ mod tests {
             "SELECT date_bin(INTERVAL '10' SECOND, ts, TIMESTAMP '1970-01-01 00:00:03') + INTERVAL '10' SECOND FROM t",
             "SELECT ts - INTERVAL '5' SECOND FROM t",
             "SELECT CAST(ts AS TIMESTAMP WITH TIME ZONE) + INTERVAL '0.001' SECOND FROM t",
+            "SELECT date_bin(INTERVAL '10' SECOND, CAST(ts AS TIMESTAMP WITH TIME ZONE), \
+             TIMESTAMP '1970-01-01 00:00:00') FROM t",
         ] {
             let df = ctx.sql(sql).await.unwrap();
             let plan = df.logical_plan().clone();
