@@ -1,8 +1,8 @@
 //! psql's backslash commands against the real server, on a table and a materialized view: the
-//! catalog queries psql sends for `\l`, `\dn`, `\dt`, `\dv`, `\dm`, `\d name`, `\d+`, `\df`, `\du`
-//! plus `\conninfo`, `\x` and `\timing`, with psql's whole output compared to
-//! `compat/psql/meta.psql<major>.out` (reviewed against real PostgreSQL's). `RIVULET_COMPAT_COMPLETE=1`
-//! rewrites the expected file. A psql whose major version has no expected file still has to run
+//! catalog queries psql sends for `\l`, `\dn`, `\dt`, `\dv`, `\dm`, `\d name`, `\d+`, `\df`, `\df+`,
+//! `\dD`, `\dy`, `\dL`, `\dO`, `\drds`, `\du` plus `\conninfo`, `\x` and `\timing`, with psql's
+//! whole output compared to `compat/psql/meta.psql<major>.out` (reviewed against real PostgreSQL's).
+//! `RIVULET_COMPAT_COMPLETE=1` rewrites the expected file. A psql whose major version has no expected file still has to run
 //! every command without an error. Skipped (with a message) only where psql is not installed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

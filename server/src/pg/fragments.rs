@@ -121,6 +121,34 @@ const FRAGMENTS: &[(&str, &str)] = &[
     ),
     // psql \dn+: schema privileges; Rivulet grants none, and `nspacl` is not an array here.
     ("pg_catalog.array_to_string(n.nspacl, E'\\n')", "NULL::text"),
+    // psql \df+, \dD+, \dL+: privileges of functions, types and languages; Rivulet grants none
+    // (Postgres prints NULL for default privileges), and the `*acl` columns are not arrays here.
+    (r"pg_catalog.array_to_string(p.proacl, E'\n')", "NULL::text"),
+    (r"pg_catalog.array_to_string(t.typacl, E'\n')", "NULL::text"),
+    (r"pg_catalog.array_to_string(l.lanacl, E'\n')", "NULL::text"),
+    // psql \drds: per-role and per-database settings; Rivulet has none (`pg_db_role_setting` is empty).
+    (r"pg_catalog.array_to_string(setconfig, E'\n')", "NULL::text"),
+    // psql \dD: a domain's check constraints; Rivulet has no domains, and DataFusion has no
+    // `ARRAY(subquery)`.
+    (
+        "pg_catalog.array_to_string(ARRAY(
+         SELECT pg_catalog.pg_get_constraintdef(r.oid, true) FROM pg_catalog.pg_constraint r WHERE t.oid = r.contypid
+       ), ' ')",
+        "''",
+    ),
+    // psql \dy: an event trigger's tags; Rivulet has no event triggers (`pg_event_trigger` is empty).
+    (
+        "pg_catalog.array_to_string(array(select x from pg_catalog.unnest(evttags) as t(x)), ', ')",
+        "NULL::text",
+    ),
+    // psql \dD+, \dL, \dL+: descriptions joined on the system column `tableoid`, which the catalog
+    // tables here do not have; it is the OID of the catalog table itself (pg_type 1247,
+    // pg_language 2612).
+    ("d.classoid = t.tableoid", "d.classoid = 1247"),
+    ("d.classoid = l.tableoid", "d.classoid = 2612"),
+    // psql 15 \dO: `colliculocale` was renamed `colllocale` in PostgreSQL 17, whose catalog
+    // `datafusion-pg-catalog` follows.
+    (r#"c.colliculocale AS "ICU Locale""#, r#"c.colllocale AS "ICU Locale""#),
 ];
 
 fn tokens(sql: &str) -> Option<Vec<Token>> {

@@ -13,6 +13,12 @@
 \dm+
 \dn+
 \df
+\df+
+\dD
+\dy
+\dL
+\dO
+\drds
 \du
 \di
 \dp
