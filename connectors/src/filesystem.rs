@@ -210,7 +210,8 @@ impl ExternalSource for FileSource {
         let len = std::fs::metadata(last)
             .map_err(|e| EngineError::Internal(format!("{}: {e}", last.display())))?
             .len();
-        Ok(position(files.len() - 1, len))
+        // One past the last byte: reached only once the source has finished (see the trait).
+        Ok(position(files.len() - 1, len) + 1)
     }
 
     fn describe(&self) -> String {
@@ -529,7 +530,7 @@ mod tests {
         let mut expected: Vec<i64> = (0..n as i64).collect();
         expected.extend([-5, -6]);
         assert_eq!(values, expected);
-        assert_eq!(*positions.last().unwrap(), source.end().unwrap());
+        assert_eq!(*positions.last().unwrap() + 1, source.end().unwrap());
         // Resuming from every position reached reads exactly the rest.
         let mut before = 0;
         for &p in &positions {

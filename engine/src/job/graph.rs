@@ -42,8 +42,9 @@ pub struct Source {
 pub trait ExternalSource: Send + Sync {
     /// A reader from `position` (0: the beginning; otherwise a position a reader returned).
     fn open(&self, position: u64) -> Result<Box<dyn ExternalReader>>;
-    /// The position a reader reaches once it has read everything there is now (FLUSH waits
-    /// until the job has committed it).
+    /// The position the source task reports once it has read everything there is now and, for
+    /// a bounded source, finished it (sent the final watermark): FLUSH waits until the job has
+    /// committed it. For a bounded source it is past every position a reader returns.
     fn end(&self) -> Result<u64>;
     /// For EXPLAIN.
     fn describe(&self) -> String;

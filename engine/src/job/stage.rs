@@ -220,7 +220,8 @@ pub async fn external_source(
         chain.watermark(w).await?;
     }
     let position = reader.at.seq;
-    let opened = tokio::task::spawn_blocking(move || external.open(position))
+    let source = Arc::clone(&external);
+    let opened = tokio::task::spawn_blocking(move || source.open(position))
         .await
         .map_err(|e| EngineError::Internal(format!("source reader: {e}")))??;
     let mut input: Option<Box<dyn super::graph::ExternalReader>> = Some(opened);
@@ -249,27 +250,32 @@ pub async fn external_source(
                     ..d
                 }));
             }
-            match next? {
-                (Some((rows, position)), _) => {
-                    let batch = ChangeBatch::inserts(reader.table.complete(&rows)?);
-                    chain.shared.count_in(batch.num_rows());
-                    let advanced = reader.advance(&batch)?;
-                    chain.push(batch).await?;
-                    reader.at.seq = position;
-                    chain.shared.read_to(reader.at.index, position);
-                    if let Some(w) = advanced {
-                        chain.watermark(w).await?;
-                    }
+            let (rows, done) = next?;
+            if let Some((rows, position)) = rows {
+                let batch = ChangeBatch::inserts(reader.table.complete(&rows)?);
+                chain.shared.count_in(batch.num_rows());
+                let advanced = reader.advance(&batch)?;
+                chain.push(batch).await?;
+                reader.at.seq = position;
+                chain.shared.read_to(reader.at.index, position);
+                if let Some(w) = advanced {
+                    chain.watermark(w).await?;
+                }
+                if !done {
                     continue;
                 }
-                (None, true) => {
-                    finished = true;
-                    if reader.watermark_expr.is_some() && reader.at.watermark != Some(i64::MAX) {
-                        reader.at.watermark = Some(i64::MAX);
-                        chain.watermark(i64::MAX).await?;
-                    }
+            }
+            if done {
+                // The end: the final watermark closes every window, and only then does the
+                // position reach the source's end (past its last byte), which FLUSH waits for.
+                finished = true;
+                if reader.watermark_expr.is_some() && reader.at.watermark != Some(i64::MAX) {
+                    reader.at.watermark = Some(i64::MAX);
+                    chain.watermark(i64::MAX).await?;
                 }
-                (None, false) => {}
+                let end = external.end()?;
+                reader.at.seq = reader.at.seq.max(end);
+                chain.shared.read_to(reader.at.index, reader.at.seq);
             }
         }
         tokio::select! {
