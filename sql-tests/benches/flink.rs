@@ -126,6 +126,14 @@ async fn rivulet_side(path: &Path, rows: u64) -> Vec<Figures> {
     ))
     .await
     .unwrap();
+    let figures = run_queries(&server, &c, rows).await;
+    server.kill9().await.unwrap();
+    figures
+}
+
+/// Runs every query over `bid` into a blackhole sink, timed until FLUSH returns; `rows` is the
+/// number of events `bid` holds.
+async fn run_queries(server: &TestServer, c: &tokio_postgres::Client, rows: u64) -> Vec<Figures> {
     let mut figures = Vec::new();
     for (name, columns, query) in QUERIES {
         c.batch_execute(&format!(
@@ -140,7 +148,7 @@ async fn rivulet_side(path: &Path, rows: u64) -> Vec<Figures> {
             .unwrap();
         let wall = t0.elapsed().as_secs_f64();
         let cpu = (server.cpu_time().unwrap() - cpu0).as_secs_f64();
-        let jobs = text_rows(&c, "SHOW JOBS").await.unwrap();
+        let jobs = text_rows(c, "SHOW JOBS").await.unwrap();
         assert!(
             jobs.iter().all(|j| !j.contains("failed")),
             "a job failed: {jobs:?}"
@@ -150,7 +158,6 @@ async fn rivulet_side(path: &Path, rows: u64) -> Vec<Figures> {
             .unwrap();
         figures.push((rows as f64 / wall, rows as f64 / cpu.max(1e-3)));
     }
-    server.kill9().await.unwrap();
     figures
 }
 
@@ -198,22 +205,7 @@ async fn nexmark_side(events: u64) -> Vec<Figures> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    let mut figures = Vec::new();
-    for (name, columns, query) in QUERIES {
-        c.batch_execute(&format!(
-            "CREATE TABLE sink_{name} ({columns}) WITH ('connector' = 'blackhole')"
-        ))
-        .await
-        .unwrap();
-        let cpu0 = server.cpu_time().unwrap();
-        let t0 = Instant::now();
-        c.batch_execute(&format!("INSERT INTO sink_{name} {query}; FLUSH"))
-            .await
-            .unwrap();
-        let wall = t0.elapsed().as_secs_f64();
-        let cpu = (server.cpu_time().unwrap() - cpu0).as_secs_f64();
-        figures.push((bids as f64 / wall, bids as f64 / cpu.max(1e-3)));
-    }
+    let figures = run_queries(&server, &c, bids).await;
     server.kill9().await.unwrap();
     figures
 }

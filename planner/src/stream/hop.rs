@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column as ColumnRef, DFSchema};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{Aggregate, BinaryExpr, Expr, LogicalPlan, Operator as BinOp};
 use rivulet_engine::operator::aggregate::{AggSpec, HashAggregate, HopColumn};
@@ -22,7 +21,8 @@ use rivulet_engine::operator::project::Project;
 
 use super::time::{EventTime, interval_micros};
 use super::{
-    Builder, Lowered, StreamContext, aggregate_of, arrow_schema, lower, physical, pre_schema,
+    Builder, Lowered, StreamContext, aggregate_of, arrow_schema, column, column_index, lower,
+    physical, pre_schema,
 };
 use crate::error::{PlanError, Result};
 use crate::window::{HOP_STARTS, SLICE_START};
@@ -163,11 +163,6 @@ fn unaliased(mut e: &Expr) -> &Expr {
     e
 }
 
-fn column(schema: &DFSchema, i: usize) -> Expr {
-    let (qualifier, field) = schema.qualified_field(i);
-    Expr::Column(ColumnRef::from((qualifier, field)))
-}
-
 /// Plans aggregate `a` by slices if it groups HOP windows and the view emits on window close;
 /// `None` to plan it plainly.
 pub(super) fn lower_hop(
@@ -244,14 +239,7 @@ pub(super) fn lower_hop(
     }
     let k = keys.len();
     let l = lower(ctx, b, found.below)?;
-    let ts_column = match &found.ts {
-        Expr::Column(c) => below.index_of_column(c).ok(),
-        Expr::Cast(c) => match c.expr.as_ref() {
-            Expr::Column(c) => below.index_of_column(c).ok(),
-            _ => None,
-        },
-        _ => None,
-    };
+    let ts_column = column_index(&found.ts, below);
     if ts_column.is_none() || ts_column != l.time.rowtime {
         return Err(PlanError::Unsupported(
             "EMIT ON WINDOW CLOSE over HOP windows of a column that is not the table's \

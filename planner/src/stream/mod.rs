@@ -403,6 +403,21 @@ fn physical(ctx: &StreamContext<'_>, e: &Expr, schema: &DFSchema) -> Result<Arc<
         .map_err(PlanError::DataFusion)
 }
 
+/// A column expression for column `i` of `schema`.
+fn column(schema: &DFSchema, i: usize) -> Expr {
+    let (qualifier, field) = schema.qualified_field(i);
+    Expr::Column(datafusion::common::Column::from((qualifier, field)))
+}
+
+/// The column of `schema` that `e` is, possibly cast.
+fn column_index(e: &Expr, schema: &DFSchema) -> Option<usize> {
+    match e {
+        Expr::Column(c) => schema.index_of_column(c).ok(),
+        Expr::Cast(c) => column_index(&c.expr, schema),
+        _ => None,
+    }
+}
+
 fn arrow_schema(schema: &DFSchema) -> SchemaRef {
     Arc::new(schema.as_arrow().clone())
 }

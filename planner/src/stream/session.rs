@@ -12,8 +12,8 @@
 
 use std::sync::Arc;
 
+use datafusion::common::Column as ColumnRef;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column as ColumnRef, DFSchema};
 use datafusion::logical_expr::expr::WindowFunctionDefinition;
 use datafusion::logical_expr::{Aggregate, BinaryExpr, Expr, LogicalPlan, Operator as BinOp};
 use rivulet_engine::operator::aggregate::{AggSpec, SessionAggregate, SessionColumn, SessionSpec};
@@ -21,7 +21,8 @@ use rivulet_engine::operator::project::Project;
 
 use super::time::{EventTime, interval_micros};
 use super::{
-    Builder, Lowered, StreamContext, aggregate_of, arrow_schema, lower, physical, pre_schema,
+    Builder, Lowered, StreamContext, aggregate_of, arrow_schema, column, column_index, lower,
+    physical, pre_schema,
 };
 use crate::error::{PlanError, Result};
 use crate::session::{SESSION_END, SESSION_START, gap_micros};
@@ -171,12 +172,6 @@ fn find(plan: &LogicalPlan) -> Result<Option<Found<'_>>> {
     }
 }
 
-/// A column expression for column `i` of `schema`.
-fn column(schema: &DFSchema, i: usize) -> Expr {
-    let (qualifier, field) = schema.qualified_field(i);
-    Expr::Column(ColumnRef::from((qualifier, field)))
-}
-
 /// Plans aggregate `a` as a session aggregation if it groups a SESSION window; `None` if its
 /// input is no session window.
 pub(super) fn lower_session(
@@ -280,14 +275,7 @@ pub(super) fn lower_session(
     }
 
     let l = lower(ctx, b, &found.window.input)?;
-    let ts_column = match &found.ts {
-        Expr::Column(c) => below.index_of_column(c).ok(),
-        Expr::Cast(c) => match c.expr.as_ref() {
-            Expr::Column(c) => below.index_of_column(c).ok(),
-            _ => None,
-        },
-        _ => None,
-    };
+    let ts_column = column_index(&found.ts, below);
     if ts_column.is_none() || ts_column != l.time.rowtime {
         return Err(unsupported(format!(
             "a SESSION window over {}, which is not the time column of a table's WATERMARK",
