@@ -26,11 +26,12 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use rivulet_engine::job::graph::{ExternalReader, ExternalSource};
+use rivulet_engine::job::graph::{ExternalBatch, ExternalReader, ExternalSource};
 use rivulet_engine::operator::DeadLetter;
 use rivulet_engine::{EngineError, Result as EngineResult};
 
 use crate::ConnectorError;
+use crate::format::{Encoding, RecordDecoder};
 
 /// Lines decoded into one batch.
 pub const BATCH_LINES: usize = 8192;
@@ -54,6 +55,7 @@ pub struct FileSource {
     single: bool,
     pattern: Option<String>,
     format: Format,
+    decoder: RecordDecoder,
 }
 
 fn option<'a>(options: &'a BTreeMap<String, String>, names: &[&str]) -> Option<&'a String> {
@@ -149,6 +151,14 @@ impl FileSource {
             single,
             pattern: option(options, &["match_pattern", "source.path.glob"]).cloned(),
             format,
+            decoder: RecordDecoder::new(
+                Arc::clone(schema),
+                match format {
+                    Format::Json => Encoding::Json,
+                    Format::Csv { delimiter, .. } => Encoding::Csv { delimiter },
+                },
+            )
+            .map_err(bad)?,
         })
     }
 
@@ -183,7 +193,7 @@ fn position(file: usize, offset: u64) -> u64 {
 }
 
 impl ExternalSource for FileSource {
-    fn open(&self, position: u64) -> EngineResult<Box<dyn ExternalReader>> {
+    fn open(&self, position: u64, _state: &[u8]) -> EngineResult<Box<dyn ExternalReader>> {
         let files = self.files()?;
         let file = (position >> OFFSET_BITS) as usize;
         let offset = position & ((1 << OFFSET_BITS) - 1);
@@ -380,46 +390,20 @@ impl FileReader {
     }
 
     fn decode(&self, bytes: &[u8]) -> EngineResult<Option<RecordBatch>> {
-        let schema = Arc::clone(&self.source.schema);
-        let data_error = |e: datafusion::arrow::error::ArrowError| EngineError::Data {
-            operator: "filesystem source".into(),
-            message: format!(
-                "{} at byte {}: {e}",
-                self.files
-                    .get(self.file)
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-                self.offset
-            ),
-        };
-        match self.source.format {
-            Format::Json => {
-                let mut decoder = datafusion::arrow::json::ReaderBuilder::new(schema)
-                    .with_batch_size(BATCH_LINES + 1)
-                    .with_coerce_primitive(true)
-                    .build_decoder()
-                    .map_err(data_error)?;
-                decoder.decode(bytes).map_err(data_error)?;
-                decoder.flush().map_err(data_error)
-            }
-            Format::Csv { delimiter, .. } => {
-                let mut decoder = datafusion::arrow::csv::ReaderBuilder::new(schema)
-                    .with_header(false)
-                    .with_delimiter(delimiter)
-                    .with_batch_size(BATCH_LINES + 1)
-                    .build_decoder();
-                // Blank lines carry no row.
-                let mut at = 0;
-                while at < bytes.len() {
-                    let n = decoder.decode(&bytes[at..]).map_err(data_error)?;
-                    if n == 0 {
-                        break;
-                    }
-                    at += n;
-                }
-                decoder.flush().map_err(data_error)
-            }
-        }
+        self.source
+            .decoder
+            .decode(bytes, BATCH_LINES)
+            .map_err(|e| EngineError::Data {
+                operator: "filesystem source".into(),
+                message: format!(
+                    "{} at byte {}: {e}",
+                    self.files
+                        .get(self.file)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    self.offset
+                ),
+            })
     }
 }
 
@@ -428,7 +412,7 @@ fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
 }
 
 impl ExternalReader for FileReader {
-    fn next(&mut self) -> EngineResult<Option<(RecordBatch, u64)>> {
+    fn next(&mut self) -> EngineResult<Option<ExternalBatch>> {
         loop {
             if self.file >= self.files.len() {
                 return Ok(None);
@@ -441,7 +425,13 @@ impl ExternalReader for FileReader {
                 self.offset += len as u64;
                 let at = position(self.file, self.offset);
                 match batch {
-                    Some(b) if b.num_rows() > 0 => return Ok(Some((b, at))),
+                    Some(rows) if rows.num_rows() > 0 => {
+                        return Ok(Some(ExternalBatch {
+                            rows,
+                            split: 0,
+                            progress: at,
+                        }));
+                    }
                     _ => continue,
                 }
             }
@@ -486,12 +476,12 @@ mod tests {
     }
 
     fn read_all(source: &FileSource, from: u64) -> (Vec<i64>, Vec<u64>) {
-        let mut reader = source.open(from).unwrap();
+        let mut reader = source.open(from, &[]).unwrap();
         let (mut values, mut positions) = (Vec::new(), Vec::new());
-        while let Some((batch, at)) = reader.next().unwrap() {
-            let a = batch.column(0).as_primitive::<Int64Type>();
+        while let Some(batch) = reader.next().unwrap() {
+            let a = batch.rows.column(0).as_primitive::<Int64Type>();
             values.extend(a.iter().map(|v| v.unwrap_or(-1)));
-            positions.push(at);
+            positions.push(batch.progress);
         }
         assert!(reader.finished());
         (values, positions)
@@ -557,8 +547,8 @@ mod tests {
             ("format".to_string(), "json".to_string()),
         ]);
         let source = FileSource::parse(&schema(), &options).unwrap();
-        let mut reader = source.open(0).unwrap();
-        let (batch, _) = reader.next().unwrap().unwrap();
+        let mut reader = source.open(0, &[]).unwrap();
+        let batch = reader.next().unwrap().unwrap().rows;
         let a = batch.column(0).as_primitive::<Int64Type>();
         assert_eq!(a.values().to_vec(), vec![1, 4]);
         let dead = reader.take_dead_letters();

@@ -11,6 +11,10 @@
 pub mod datagen;
 /// The `filesystem` source: JSON and CSV files, read by jobs directly.
 pub mod filesystem;
+/// Record formats (JSON, CSV, raw) decoded into Arrow batches, shared by the sources.
+pub mod format;
+/// The `kafka` source.
+pub mod kafka;
 /// The `nexmark` generator source (persons, auctions, bids).
 pub mod nexmark;
 

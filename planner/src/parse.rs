@@ -165,6 +165,7 @@ fn parse_one(
         }
         watermark = take_watermark(sql, &mut tokens)?;
         computed = take_computed(sql, &mut tokens)?;
+        take_metadata(dialect, &mut tokens);
         format_encode_to_options(dialect, &mut tokens);
         quote_dotted_options(&mut tokens);
     }
@@ -399,6 +400,11 @@ fn format_encode_to_options(dialect: &PostgreSqlDialect, tokens: &mut Vec<TokenW
         end = close + 1;
     }
     tokens.drain(words[k]..end);
+    add_options(dialect, tokens, extra);
+}
+
+/// Adds `extra` (`, k = 'v', ...`) to a CREATE TABLE's WITH clause, or adds the clause.
+fn add_options(dialect: &PostgreSqlDialect, tokens: &mut Vec<TokenWithSpan>, extra: String) {
     let with_open = tokens
         .iter()
         .position(|t| is_word(t, Keyword::WITH))
@@ -417,6 +423,131 @@ fn format_encode_to_options(dialect: &PostgreSqlDialect, tokens: &mut Vec<TokenW
     if let Ok(new) = Tokenizer::new(dialect, &text).tokenize_with_location() {
         tokens.splice(at..at, new);
     }
+}
+
+/// The option that says column `name` holds a record's metadata (its value names which: a
+/// Kafka `partition`, `offset`, `timestamp`, `key`, `headers`).
+pub const METADATA_OPTION: &str = "metadata.";
+
+/// Takes the metadata columns out of a CREATE TABLE into options `'metadata.<column>' =
+/// '<key>'`: Flink's `name type METADATA [FROM 'key'] [VIRTUAL]` (the column stays, its
+/// METADATA clause goes) and RisingWave's `INCLUDE key [AS name]` after the column list (which
+/// becomes a column, named and typed as RisingWave does).
+fn take_metadata(dialect: &PostgreSqlDialect, tokens: &mut Vec<TokenWithSpan>) {
+    let Some(open) = tokens.iter().position(|t| t.token == Token::LParen) else {
+        return;
+    };
+    let Some(mut close) = closing(tokens, open) else {
+        return;
+    };
+    let mut found: Vec<(String, String)> = Vec::new();
+    // Flink: inside the column list, from METADATA to the end of the column.
+    let mut i = open + 1;
+    let mut depth = 0usize;
+    let mut element_start = open + 1;
+    while i < close {
+        match &tokens[i].token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth = depth.saturating_sub(1),
+            Token::Comma if depth == 0 => element_start = i + 1,
+            _ if depth == 0 && is_bare(&tokens[i], "metadata") => {
+                let name =
+                    significant(&tokens[element_start..i])
+                        .next()
+                        .and_then(|(_, t)| match &t.token {
+                            Token::Word(w) if w.quote_style.is_some() => Some(w.value.clone()),
+                            Token::Word(w) => Some(w.value.to_lowercase()),
+                            _ => None,
+                        });
+                // The end of this column: the next top-level comma or the list's end.
+                let mut end = i + 1;
+                let mut d = 0usize;
+                while end < close {
+                    match tokens[end].token {
+                        Token::LParen => d += 1,
+                        Token::RParen => d = d.saturating_sub(1),
+                        Token::Comma if d == 0 => break,
+                        _ => {}
+                    }
+                    end += 1;
+                }
+                let words: Vec<&TokenWithSpan> =
+                    significant(&tokens[i + 1..end]).map(|(_, t)| t).collect();
+                let key = match words.as_slice() {
+                    [from, key, ..] if is_word(from, Keyword::FROM) => match &key.token {
+                        Token::SingleQuotedString(k) => Some(k.clone()),
+                        _ => None,
+                    },
+                    _ => name.clone(),
+                };
+                if let (Some(name), Some(key)) = (name, key) {
+                    found.push((name, key));
+                    tokens.drain(i..end);
+                    close -= end - i;
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    // RisingWave: INCLUDE key [AS name] ... between the column list and WITH.
+    let mut added = String::new();
+    loop {
+        let words: Vec<usize> = significant(&tokens[close + 1..])
+            .map(|(j, _)| close + 1 + j)
+            .take(4)
+            .collect();
+        let Some(&inc) = words.first() else { break };
+        if !is_bare(&tokens[inc], "include") {
+            break;
+        }
+        let Some(key) = words.get(1).and_then(|&k| match &tokens[k].token {
+            Token::Word(w) => Some(w.value.to_lowercase()),
+            _ => None,
+        }) else {
+            break;
+        };
+        let (name, end) = match (words.get(2), words.get(3)) {
+            (Some(&a), Some(&n)) if is_word(&tokens[a], Keyword::AS) => {
+                let name = match &tokens[n].token {
+                    Token::Word(w) if w.quote_style.is_some() => w.value.clone(),
+                    Token::Word(w) => w.value.to_lowercase(),
+                    _ => break,
+                };
+                (name, n + 1)
+            }
+            _ => (format!("_rw_kafka_{key}"), words[1] + 1),
+        };
+        let sql_type = match key.as_str() {
+            "partition" | "offset" | "topic" => "VARCHAR",
+            "timestamp" => "TIMESTAMP WITH TIME ZONE",
+            "key" => "BYTEA",
+            _ => "JSONB",
+        };
+        added.push_str(&format!(", \"{}\" {sql_type}", name.replace('"', "\"\"")));
+        found.push((name, key));
+        tokens.drain(inc..end);
+    }
+    if !added.is_empty()
+        && let Ok(new) = Tokenizer::new(dialect, &added).tokenize_with_location()
+    {
+        tokens.splice(close..close, new);
+    }
+    if found.is_empty() {
+        return;
+    }
+    let extra: String = found
+        .iter()
+        .map(|(name, key)| {
+            format!(
+                ", '{METADATA_OPTION}{}' = '{}'",
+                name.replace('\'', "''"),
+                key.replace('\'', "''")
+            )
+        })
+        .collect();
+    add_options(dialect, tokens, extra);
 }
 
 /// Turns RisingWave's dotted option names in `WITH (...)`, such as `datagen.rows.per.second =
@@ -991,6 +1122,47 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn metadata_columns_become_options() {
+        let text = |sql: &str| {
+            let parsed = parse_sql(sql).unwrap();
+            let Statement::Sql { stmt, .. } = &parsed[0].statement else {
+                panic!("not sql");
+            };
+            stmt.to_string()
+        };
+        let flink = text(
+            "CREATE TABLE b (a BIGINT, part INT METADATA FROM 'partition' VIRTUAL, \
+             off BIGINT METADATA FROM 'offset', \"timestamp\" TIMESTAMP(3) METADATA, \
+             WATERMARK FOR a AS a) WITH ('connector' = 'kafka')",
+        );
+        assert!(
+            flink.contains("(a BIGINT, part INT, off BIGINT, \"timestamp\" TIMESTAMP(3))"),
+            "{flink}"
+        );
+        for opt in [
+            "'metadata.part' = 'partition'",
+            "'metadata.off' = 'offset'",
+            "'metadata.timestamp' = 'timestamp'",
+        ] {
+            assert!(flink.contains(opt), "{flink}");
+        }
+        let rw = text(
+            "CREATE TABLE u (id INT) INCLUDE partition AS p INCLUDE offset \
+             WITH (connector = 'kafka', topic = 'u') FORMAT PLAIN ENCODE JSON",
+        );
+        assert!(
+            rw.contains("(id INT, \"p\" VARCHAR, \"_rw_kafka_offset\" VARCHAR)"),
+            "{rw}"
+        );
+        assert!(rw.contains("'metadata.p' = 'partition'"), "{rw}");
+        assert!(
+            rw.contains("'metadata._rw_kafka_offset' = 'offset'"),
+            "{rw}"
+        );
+        assert!(rw.contains("encode = 'json'"), "{rw}");
     }
 
     #[test]

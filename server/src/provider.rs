@@ -382,15 +382,19 @@ impl TableProvider for StoredTable {
             (false, Some(p)) => Arc::new(table.schema().project(p)?),
             (false, None) => Arc::clone(table.schema()),
         };
-        // A file table stores no rows: an ad-hoc query reads its files, as Flink's batch mode does.
+        // A file or topic table stores no rows: an ad-hoc query reads its files or the topic's
+        // records up to now, as Flink's batch mode does.
         let external = crate::sources::external(&self.entry.def);
         let batches = tokio::task::spawn_blocking(move || {
             let mut out: Vec<RecordBatch> = Vec::new();
             let mut rows = 0usize;
             if let Some(source) = external {
-                let mut reader = source.open(0)?;
-                while let Some((batch, _)) = reader.next()? {
-                    let batch = table.complete(&batch)?;
+                let mut reader = source.snapshot()?;
+                while !reader.finished() {
+                    let Some(batch) = reader.next()? else {
+                        continue;
+                    };
+                    let batch = table.complete(&batch.rows)?;
                     let batch = match &projection {
                         Some(p) => batch.project(p)?,
                         None => batch,

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use rivulet_connectors::datagen::{self, Datagen};
 use rivulet_connectors::filesystem::FileSource;
+use rivulet_connectors::kafka::{self, KafkaSource};
 use rivulet_connectors::nexmark::{self, Nexmark};
 use rivulet_engine::job::graph::ExternalSource;
 use rivulet_engine::task::{TaskHandle, spawn_named};
@@ -63,6 +64,7 @@ pub fn connector(def: &TableDef) -> Result<Option<Connector>, SqlError> {
         "filesystem" | "posix_fs" => FileSource::parse(&schema, &def.options)
             .map(|_| None)
             .map_err(|e| SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, e.to_string())),
+        "kafka" => kafka_source(def).map(|_| None),
         "datagen" => Datagen::parse(&schema, &def.options)
             .map(|g| Some(Connector::Datagen(g)))
             .map_err(|e| SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, e.to_string())),
@@ -71,24 +73,91 @@ pub fn connector(def: &TableDef) -> Result<Option<Connector>, SqlError> {
             .map_err(|e| SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, e.to_string())),
         other => Err(
             SqlError::unsupported(format!("connector \"{other}\"")).with_hint(
-                "Supported connectors: datagen, nexmark. Kafka and file sources are planned.",
+                "Supported connectors: kafka, filesystem (posix_fs), datagen, nexmark, and \
+                 blackhole for sinks.",
             ),
         ),
     }
 }
 
-/// The external source a job reads for table `def` (files), if it has one.
+/// The stored columns of `def` (without the computed ones, which come last): what a connector
+/// produces.
+fn stored_schema(def: &TableDef) -> Result<datafusion::arrow::datatypes::SchemaRef, SqlError> {
+    let physical = def.columns.len().saturating_sub(def.computed.len());
+    def.schema()
+        .project(&(0..physical).collect::<Vec<_>>())
+        .map(Arc::new)
+        .map_err(|e| SqlError::internal(e.to_string()))
+}
+
+/// The Kafka source table `def` declares; a bad option or metadata column is an error.
+fn kafka_source(def: &TableDef) -> Result<KafkaSource, SqlError> {
+    let invalid = |m: String| SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, m);
+    let schema = stored_schema(def)?;
+    let mut metadata = Vec::new();
+    for (k, v) in &def.options {
+        let Some(column) = k.strip_prefix(rivulet_planner::parse::METADATA_OPTION) else {
+            continue;
+        };
+        let m = kafka::Metadata::parse(v).ok_or_else(|| {
+            invalid(format!(
+                "unknown metadata \"{v}\" for column \"{column}\" (partition, offset, \
+                 timestamp, key, headers, topic)"
+            ))
+        })?;
+        let i = schema.index_of(column).map_err(|_| {
+            invalid(format!(
+                "metadata column \"{column}\" is not a stored column of the table"
+            ))
+        })?;
+        metadata.push((i, m));
+    }
+    for f in ["format", "encode", "value.format"] {
+        let v = def.options.get(f).map(|v| v.to_lowercase());
+        if let Some(v) = v.filter(|v| {
+            matches!(
+                v.as_str(),
+                "upsert" | "debezium" | "debezium-json" | "upsert-json"
+            )
+        }) {
+            return Err(SqlError::unsupported(format!("Kafka format \"{v}\"")).with_hint(
+                "Plain JSON, CSV and raw records are supported; changelog formats are planned (issue #6).",
+            ));
+        }
+    }
+    KafkaSource::parse(&schema, &metadata, &def.options).map_err(|e| invalid(e.to_string()))
+}
+
+/// Checks what only a new table's connector can be checked for: that a Kafka table's topics
+/// exist (the broker is asked; an existing table whose broker is down still starts).
+pub fn check_new(def: &TableDef) -> Result<(), SqlError> {
+    let connector = def.options.get("connector").map(|c| c.to_lowercase());
+    if connector.as_deref() == Some("kafka") {
+        let source = kafka_source(def)?;
+        tokio::task::block_in_place(|| source.check_topics()).map_err(|e| {
+            SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, e.to_string())
+                .with_hint("Create the topic first; Rivulet does not create topics it reads.")
+        })?;
+    }
+    Ok(())
+}
+
+/// The external source a job reads for table `def` (files, Kafka topics), if it has one.
 pub fn external(def: &TableDef) -> Option<Arc<dyn ExternalSource>> {
     let connector = def.options.get("connector")?.to_lowercase();
+    if connector == "kafka" {
+        return match kafka_source(def) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                tracing::warn!(table = %def.name, error = %e.message, "kafka source unavailable");
+                None
+            }
+        };
+    }
     if !matches!(connector.as_str(), "filesystem" | "posix_fs") {
         return None;
     }
-    let physical = def.columns.len().saturating_sub(def.computed.len());
-    let schema = Arc::new(
-        def.schema()
-            .project(&(0..physical).collect::<Vec<_>>())
-            .ok()?,
-    );
+    let schema = stored_schema(def).ok()?;
     // Checked at CREATE TABLE; a path removed since then fails the job when it opens the files.
     match FileSource::parse(&schema, &def.options) {
         Ok(s) => Some(Arc::new(s)),

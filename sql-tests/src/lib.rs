@@ -3,6 +3,9 @@
 //! query protocol.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// A Kafka-protocol broker (Tansu) for the Kafka tests.
+pub mod kafka;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

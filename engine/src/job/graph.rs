@@ -37,24 +37,47 @@ pub struct Source {
     pub external: Option<Arc<dyn ExternalSource>>,
 }
 
-/// A source outside Rivulet's tables (files today), read by the job's source task directly: no
-/// copy of its rows is stored, and its position goes into the job's checkpoint.
+/// A source outside Rivulet's tables (files, Kafka topics), read by the job's source task
+/// directly: no copy of its rows is stored, and its position goes into the job's checkpoint.
+///
+/// A position has two parts: `progress`, a number that only grows as the reader reads (a file
+/// index and byte offset; the sum of a topic's partition offsets), which FLUSH compares with
+/// [`ExternalSource::end`]; and `state`, whatever else the reader needs to resume exactly (each
+/// partition's next offset), opaque to the job.
 pub trait ExternalSource: Send + Sync {
-    /// A reader from `position` (0: the beginning; otherwise a position a reader returned).
-    fn open(&self, position: u64) -> Result<Box<dyn ExternalReader>>;
-    /// The position the source task reports once it has read everything there is now and, for
+    /// A reader from a position a reader returned (`progress` 0 and empty `state`: the start,
+    /// as the source's options define it).
+    fn open(&self, progress: u64, state: &[u8]) -> Result<Box<dyn ExternalReader>>;
+    /// The progress the source task reports once it has read everything there is now and, for
     /// a bounded source, finished it (sent the final watermark): FLUSH waits until the job has
-    /// committed it. For a bounded source it is past every position a reader returns.
+    /// committed it. For a bounded source it is past every progress a reader returns. May block
+    /// (asks a broker); called off the async workers.
     fn end(&self) -> Result<u64>;
     /// For EXPLAIN.
     fn describe(&self) -> String;
+    /// A bounded reader of everything there is now (for an ad-hoc query): it finishes at what
+    /// was the end when it was opened.
+    fn snapshot(&self) -> Result<Box<dyn ExternalReader>> {
+        self.open(0, &[])
+    }
+}
+
+/// Rows an [`ExternalReader`] read, from one split (a partition; files have one split).
+pub struct ExternalBatch {
+    /// The table's columns, computed ones last and optional.
+    pub rows: RecordBatch,
+    /// The split the rows come from: each split has its own watermark, and the source's is the
+    /// smallest of the splits that are not idle.
+    pub split: u32,
+    /// The progress after these rows (see [`ExternalSource`]).
+    pub progress: u64,
 }
 
 /// Reads an [`ExternalSource`]; called on a blocking thread.
 pub trait ExternalReader: Send {
-    /// The next rows (the table's columns, computed ones last and optional) and the position
-    /// after them; `None` when nothing more is there for now.
-    fn next(&mut self) -> Result<Option<(RecordBatch, u64)>>;
+    /// The next rows; `None` when nothing more is there for now. May wait briefly (tens of
+    /// milliseconds) for input, never longer.
+    fn next(&mut self) -> Result<Option<ExternalBatch>>;
     /// True once a bounded source has been read to its end: its watermark then jumps to the
     /// end of time, which closes every window (as Flink does at the end of bounded input).
     fn finished(&self) -> bool;
@@ -62,6 +85,24 @@ pub trait ExternalReader: Send {
     /// batches); the job keeps them as dead letters.
     fn take_dead_letters(&mut self) -> Vec<crate::operator::DeadLetter> {
         Vec::new()
+    }
+    /// The splits being read now (a topic's partitions, which may grow); a split that has sent
+    /// no rows yet holds the source's watermark back until it is idle.
+    fn splits(&self) -> Vec<u32> {
+        vec![0]
+    }
+    /// The resume state after the rows returned so far (see [`ExternalSource`]).
+    fn state(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    /// The progress after everything returned so far, when it can move without rows (a
+    /// partition that starts at its end); `None`: only batches move it.
+    fn progress(&self) -> Option<u64> {
+        None
+    }
+    /// The reader's trouble, if it is retrying something (a broker that is down), for SHOW JOBS.
+    fn trouble(&self) -> Option<String> {
+        None
     }
 }
 

@@ -80,6 +80,14 @@ fn position_key(id: u64, source: usize) -> Vec<u8> {
     k
 }
 
+/// An external source's resume state (see [`graph::ExternalSource`]).
+fn source_state_key(id: u64, source: usize) -> Vec<u8> {
+    let mut k = job_prefix(id);
+    k.push(b'q');
+    k.extend_from_slice(&(source as u32).to_be_bytes());
+    k
+}
+
 fn watermark_key(id: u64, source: usize) -> Vec<u8> {
     let mut k = job_prefix(id);
     k.push(b'w');
@@ -198,6 +206,8 @@ pub struct JobStats {
     pub late_rows: u64,
     /// Source records that could not be decoded since the job started (kept as dead letters).
     pub dead_letters: u64,
+    /// What a source is retrying, if anything (a broker that is down), with its source index.
+    pub source_error: Option<String>,
     pub parallelism: usize,
 }
 
@@ -212,6 +222,7 @@ struct Progress {
 struct Contribution {
     batch: StateBatch,
     positions: Vec<(usize, u64)>,
+    states: Vec<(usize, Arc<[u8]>)>,
     watermarks: Vec<(usize, i64)>,
     late: Vec<LateRow>,
     state_bytes: usize,
@@ -252,6 +263,24 @@ impl Shared {
         }
     }
 
+    /// Notes what source `index` is retrying (`None`: nothing, it reads).
+    pub(crate) fn source_trouble(&self, index: usize, trouble: Option<String>) {
+        let mut stats = self.stats.lock();
+        match trouble {
+            Some(t) => stats.source_error = Some(format!("source {index}: {t}")),
+            None => {
+                let prefix = format!("source {index}: ");
+                if stats
+                    .source_error
+                    .as_ref()
+                    .is_some_and(|e| e.starts_with(&prefix))
+                {
+                    stats.source_error = None;
+                }
+            }
+        }
+    }
+
     /// Adds a task's part of epoch `epoch`.
     fn contribute(
         &self,
@@ -267,6 +296,7 @@ impl Shared {
         c.late.extend(late);
         if let Some(p) = position {
             c.positions.push((p.index, p.seq));
+            c.states.extend(p.state.map(|s| (p.index, s)));
             c.watermarks.extend(p.watermark.map(|w| (p.index, w)));
         }
         c.state_bytes += bytes;
@@ -505,6 +535,9 @@ impl Job {
                             at: stage::SourcePosition {
                                 index: i,
                                 seq: positions[i],
+                                state: store
+                                    .get(&source_state_key(id, i))?
+                                    .map(|v| Arc::from(v.as_slice())),
                                 watermark: read_i64(&store, &watermark_key(id, i), id)?,
                             },
                         };
@@ -593,15 +626,20 @@ impl Job {
     /// Waits until the job has committed everything each source had committed when the call
     /// began, asking for a barrier at once rather than at the next interval.
     pub async fn flush(&self) -> std::result::Result<(), String> {
-        let targets: Vec<u64> = self
-            .sources
-            .iter()
-            .zip(&self.externals)
-            .map(|(s, e)| match e {
-                Some(e) => e.end().map_err(|e| e.to_string()),
-                None => Ok(s.last_seq()),
-            })
-            .collect::<std::result::Result<_, _>>()?;
+        let mut targets: Vec<u64> = Vec::with_capacity(self.sources.len());
+        for (s, e) in self.sources.iter().zip(&self.externals) {
+            targets.push(match e {
+                Some(e) => {
+                    // Asks a broker, perhaps: off the async workers.
+                    let e = Arc::clone(e);
+                    tokio::task::spawn_blocking(move || e.end())
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| e.to_string())?
+                }
+                None => s.last_seq(),
+            });
+        }
         let mut progress = self.progress.clone();
         let mut stopped = self.shared.stopped.subscribe();
         loop {
@@ -719,6 +757,7 @@ impl Committer {
             let outputs = if self.discard { Vec::new() } else { outputs };
             let keys = positions.clone();
             let watermarks = c.watermarks;
+            let states = c.states;
             let late = c.late;
             let mut batch = c.batch;
             tokio::task::spawn_blocking(move || -> Result<()> {
@@ -730,6 +769,9 @@ impl Committer {
                 }
                 for (i, w) in watermarks {
                     batch.put(watermark_key(id, i), w.to_le_bytes());
+                }
+                for (i, state) in states {
+                    batch.put(source_state_key(id, i), &state[..]);
                 }
                 for (i, row) in late.iter().enumerate() {
                     let mut key = late_prefix(id);

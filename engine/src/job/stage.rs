@@ -27,6 +27,10 @@ use crate::{EngineError, Result};
 /// How often an idle source checks whether its watermark should move with the wall clock.
 const IDLE_TICK: Duration = Duration::from_millis(100);
 
+/// How long an external source's task waits when its reader had nothing (the reader itself may
+/// already have waited for input).
+const EXTERNAL_POLL: Duration = Duration::from_millis(5);
+
 /// Change-log entries a source reads at a time.
 const READ_ENTRIES: usize = 16;
 
@@ -134,7 +138,7 @@ impl Chain {
             bytes += op.state_bytes();
         }
         let late = std::mem::take(&mut self.late);
-        if let Some(p) = position {
+        if let Some(p) = &position {
             for (n, d) in std::mem::take(&mut self.dead).iter().enumerate() {
                 let mut key = super::dead_prefix(self.shared.id);
                 key.extend_from_slice(&b.epoch.to_be_bytes());
@@ -149,12 +153,15 @@ impl Chain {
     }
 }
 
-/// How far a source has read: the last change-log sequence and its watermark.
-#[derive(Debug, Clone, Copy)]
+/// How far a source has read: the last change-log sequence (an external source's progress and
+/// resume state) and its watermark.
+#[derive(Debug, Clone)]
 pub struct SourcePosition {
     /// The source's index among the job's sources.
     pub index: usize,
     pub seq: u64,
+    /// An external source's resume state (see [`super::graph::ExternalSource`]).
+    pub state: Option<Arc<[u8]>>,
     /// Event time in microseconds since the epoch; `None` before any row (or without event time).
     pub watermark: Option<i64>,
 }
@@ -171,8 +178,8 @@ pub struct SourceReader {
 }
 
 impl SourceReader {
-    /// The largest watermark `batch`'s added rows give, if above the current one.
-    fn advance(&mut self, batch: &ChangeBatch) -> Result<Option<i64>> {
+    /// The largest watermark `batch`'s added rows give.
+    fn batch_watermark(&self, batch: &ChangeBatch) -> Result<Option<i64>> {
         let Some(expr) = &self.watermark_expr else {
             return Ok(None);
         };
@@ -187,28 +194,110 @@ impl SourceReader {
         let micros = cast(&values, &DataType::Timestamp(TimeUnit::Microsecond, None))
             .map_err(|e| data_error(&e))?;
         let micros = micros.as_primitive::<TimestampMicrosecondType>();
-        let max = batch
+        Ok(batch
             .ops
             .iter()
             .enumerate()
             .filter(|(i, op)| op.is_add() && micros.is_valid(*i))
             .map(|(i, _)| micros.value(i))
-            .max();
-        match max {
+            .max())
+    }
+
+    /// The largest watermark `batch`'s added rows give, if above the current one.
+    fn advance(&mut self, batch: &ChangeBatch) -> Result<Option<i64>> {
+        let max = self.batch_watermark(batch)?;
+        Ok(self.raise(max))
+    }
+
+    /// Moves the watermark to `w` if that is forward; returns it then.
+    fn raise(&mut self, w: Option<i64>) -> Option<i64> {
+        match w {
             Some(m) if self.at.watermark.is_none_or(|w| m > w) => {
                 self.at.watermark = Some(m);
-                Ok(Some(m))
+                Some(m)
             }
-            _ => Ok(None),
+            _ => None,
+        }
+    }
+
+    /// Where an idle source's watermark stands: the wall clock minus the idle timeout for
+    /// processing time; otherwise `base` (the watermark when rows last came) plus the time since
+    /// the timeout passed. `None` until the source has been idle that long.
+    fn idle_watermark(&self, since: Instant, base: Option<i64>) -> Option<i64> {
+        let timeout = self.idle_timeout?;
+        let idle_for = since.elapsed().checked_sub(timeout)?;
+        if self.processing_time {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            return Some(now.saturating_sub(timeout).as_micros() as i64);
+        }
+        Some(base?.saturating_add(idle_for.as_micros() as i64))
+    }
+}
+
+/// The event time of an external source's splits (a topic's partitions): each split's watermark
+/// is the largest its rows give; the source's is the smallest over the splits that are not idle
+/// (no rows for the idle timeout), so that one empty partition does not hold every window open.
+/// A split without rows yet holds the watermark back until it is idle. When every split is idle
+/// the source is, and its watermark follows the wall clock ([`SourceReader::idle_watermark`]).
+#[derive(Default)]
+struct Splits {
+    /// Per split: its watermark and when it last had rows (or was first seen).
+    splits: std::collections::BTreeMap<u32, (Option<i64>, Instant)>,
+    /// When any split last had rows, and the source's watermark then.
+    last_rows: Option<(Instant, Option<i64>)>,
+}
+
+impl Splits {
+    /// Makes sure every split in `splits` is known (a new one counts from now).
+    fn track(&mut self, splits: &[u32], start: Option<i64>) {
+        for &s in splits {
+            self.splits.entry(s).or_insert((start, Instant::now()));
+        }
+    }
+
+    fn rows(&mut self, split: u32, max: Option<i64>, start: Option<i64>) {
+        let now = Instant::now();
+        let entry = self.splits.entry(split).or_insert((start, now));
+        entry.1 = now;
+        if let Some(m) = max
+            && entry.0.is_none_or(|w| m > w)
+        {
+            entry.0 = Some(m);
+        }
+    }
+
+    /// The source's watermark by the rule above (`None`: it does not move now).
+    fn watermark(&mut self, reader: &SourceReader) -> Option<i64> {
+        let timeout = reader.idle_timeout;
+        let active = |at: &Instant| timeout.is_none_or(|t| at.elapsed() < t);
+        let mut any = false;
+        let mut min: Option<i64> = None;
+        for (w, at) in self.splits.values() {
+            if !active(at) {
+                continue;
+            }
+            any = true;
+            let w = (*w)?;
+            min = Some(min.map_or(w, |m| m.min(w)));
+        }
+        if any {
+            return min;
+        }
+        match self.last_rows {
+            Some((since, base)) => reader.idle_watermark(since, base),
+            None if reader.processing_time => reader.idle_watermark(Instant::now(), None),
+            None => None,
         }
     }
 }
 
-/// Reads an external source (files) into `chain`, as [`source`] reads a change log: every batch,
-/// then the watermark when it advances; a barrier with the position reached whenever the
-/// committing task asks for one. Reading and decoding run on a blocking thread. A bounded source
-/// read to its end sends the watermark `i64::MAX`, closing every window, then only answers
-/// barriers; otherwise it looks for more input every [`IDLE_TICK`].
+/// Reads an external source (files, a topic) into `chain`, as [`source`] reads a change log:
+/// every batch, then the watermark when it advances (per split, see [`Splits`]); a barrier with
+/// the position reached whenever the committing task asks for one. Reading and decoding run on a
+/// blocking thread. A bounded source read to its end sends the watermark `i64::MAX`, closing
+/// every window, then only answers barriers.
 pub async fn external_source(
     mut reader: SourceReader,
     external: Arc<dyn super::graph::ExternalSource>,
@@ -219,25 +308,28 @@ pub async fn external_source(
     if let Some(w) = reader.at.watermark {
         chain.watermark(w).await?;
     }
-    let position = reader.at.seq;
+    let (progress, state) = (reader.at.seq, reader.at.state.clone());
     let source = Arc::clone(&external);
-    let opened = tokio::task::spawn_blocking(move || source.open(position))
-        .await
-        .map_err(|e| EngineError::Internal(format!("source reader: {e}")))??;
+    let opened = tokio::task::spawn_blocking(move || {
+        source.open(progress, state.as_deref().unwrap_or_default())
+    })
+    .await
+    .map_err(|e| EngineError::Internal(format!("source reader: {e}")))??;
     let mut input: Option<Box<dyn super::graph::ExternalReader>> = Some(opened);
+    let mut splits = Splits::default();
     let mut finished = false;
-    let mut idle = tokio::time::interval(IDLE_TICK);
-    idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         while let Ok(b) = barriers.try_recv() {
-            chain.barrier(b, Some(reader.at)).await?;
+            chain.barrier(b, Some(reader.at.clone())).await?;
         }
         if !finished && let Some(mut r) = input.take() {
             let (r, next, dead) = tokio::task::spawn_blocking(move || {
-                let next = r.next();
-                let done = r.finished();
+                let next = r.next().map(|n| {
+                    let at = (r.progress(), r.state());
+                    (n, at, r.finished(), r.splits(), r.trouble())
+                });
                 let dead = r.take_dead_letters();
-                (r, next.map(|n| (n, done)), dead)
+                (r, next, dead)
             })
             .await
             .map_err(|e| EngineError::Internal(format!("source reader: {e}")))?;
@@ -250,20 +342,37 @@ pub async fn external_source(
                     ..d
                 }));
             }
-            let (rows, done) = next?;
-            if let Some((rows, position)) = rows {
-                let batch = ChangeBatch::inserts(reader.table.complete(&rows)?);
+            let (rows, (progress, state), done, split_ids, trouble) = next?;
+            chain.shared.source_trouble(reader.at.index, trouble);
+            let start = reader.at.watermark;
+            splits.track(&split_ids, start);
+            let had_rows = rows.is_some();
+            if let Some(rows) = rows {
+                let batch = ChangeBatch::inserts(reader.table.complete(&rows.rows)?);
                 chain.shared.count_in(batch.num_rows());
-                let advanced = reader.advance(&batch)?;
+                let max = reader.batch_watermark(&batch)?;
+                splits.rows(rows.split, max, start);
                 chain.push(batch).await?;
-                reader.at.seq = position;
-                chain.shared.read_to(reader.at.index, position);
-                if let Some(w) = advanced {
+                reader.at.seq = progress.unwrap_or(rows.progress);
+                splits.last_rows = Some((Instant::now(), reader.at.watermark));
+                if let Some(w) = reader.raise(splits.watermark(&reader)) {
                     chain.watermark(w).await?;
                 }
-                if !done {
-                    continue;
+            } else {
+                if let Some(p) = progress {
+                    reader.at.seq = p;
                 }
+                if let Some(w) = reader.raise(splits.watermark(&reader)) {
+                    chain.watermark(w).await?;
+                }
+            }
+            // Every row the position covers has been pushed: it may go into the next barrier.
+            if !state.is_empty() {
+                reader.at.state = Some(Arc::from(state));
+            }
+            chain.shared.read_to(reader.at.index, reader.at.seq);
+            if had_rows && !done {
+                continue;
             }
             if done {
                 // The end: the final watermark closes every window, and only then does the
@@ -273,17 +382,28 @@ pub async fn external_source(
                     reader.at.watermark = Some(i64::MAX);
                     chain.watermark(i64::MAX).await?;
                 }
-                let end = external.end()?;
+                let source = Arc::clone(&external);
+                let end = tokio::task::spawn_blocking(move || source.end())
+                    .await
+                    .map_err(|e| EngineError::Internal(format!("source reader: {e}")))??;
                 reader.at.seq = reader.at.seq.max(end);
                 chain.shared.read_to(reader.at.index, reader.at.seq);
             }
         }
-        tokio::select! {
-            b = barriers.recv() => match b {
-                Some(b) => chain.barrier(b, Some(reader.at)).await?,
+        if finished {
+            match barriers.recv().await {
+                Some(b) => chain.barrier(b, Some(reader.at.clone())).await?,
                 None => return Ok(()),
-            },
-            _ = idle.tick(), if !finished => {}
+            }
+        } else {
+            // Nothing to read just now (the reader has already waited a little for input).
+            tokio::select! {
+                b = barriers.recv() => match b {
+                    Some(b) => chain.barrier(b, Some(reader.at.clone())).await?,
+                    None => return Ok(()),
+                },
+                _ = tokio::time::sleep(EXTERNAL_POLL) => {}
+            }
         }
     }
 }
@@ -308,7 +428,7 @@ pub async fn source(
     idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         while let Ok(b) = barriers.try_recv() {
-            chain.barrier(b, Some(reader.at)).await?;
+            chain.barrier(b, Some(reader.at.clone())).await?;
         }
         if table.last_seq() > reader.at.seq {
             let entries = table.changes_after(None, reader.at.seq, READ_ENTRIES)?;
@@ -327,7 +447,7 @@ pub async fn source(
         }
         tokio::select! {
             b = barriers.recv() => match b {
-                Some(b) => chain.barrier(b, Some(reader.at)).await?,
+                Some(b) => chain.barrier(b, Some(reader.at.clone())).await?,
                 None => return Ok(()),
             },
             changed = committed.changed() => {
@@ -338,23 +458,9 @@ pub async fn source(
             }
             _ = idle.tick(), if reader.idle_timeout.is_some() => {
                 let (since, base) = last_rows;
-                let timeout = reader.idle_timeout.unwrap_or_default();
-                let Some(idle_for) = since.elapsed().checked_sub(timeout) else {
-                    continue;
-                };
-                let w = if reader.processing_time {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap_or_default();
-                    now.saturating_sub(timeout).as_micros() as i64
-                } else {
-                    let Some(base) = base else {
-                        continue;
-                    };
-                    base.saturating_add(idle_for.as_micros() as i64)
-                };
-                if reader.at.watermark.is_none_or(|old| w > old) {
-                    reader.at.watermark = Some(w);
+                if let Some(w) = reader.idle_watermark(since, base)
+                    && let Some(w) = reader.raise(Some(w))
+                {
                     chain.watermark(w).await?;
                 }
             }

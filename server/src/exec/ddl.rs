@@ -31,6 +31,7 @@ impl Session {
             watermark_expr(&state, &def.schema(), w)?;
         }
         crate::sources::connector(&def)?;
+        crate::sources::check_new(&def)?;
         let name = def.name.clone();
         self.catalog()
             .create_table(&self.database, def, create.if_not_exists)?;

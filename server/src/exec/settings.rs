@@ -150,14 +150,16 @@ impl Session {
                         .to_string()
                 })
                 .unwrap_or_default();
+            // A source retrying (a broker that is down) shows as such, with its last error.
+            let status = match (&failure, &stats.source_error) {
+                (Some(_), _) => "failed",
+                (None, Some(_)) => "retrying",
+                (None, None) => "running",
+            };
+            let error = failure.or(stats.source_error.clone());
             rows.push([
                 view.def.name.clone(),
-                if failure.is_some() {
-                    "failed"
-                } else {
-                    "running"
-                }
-                .to_string(),
+                status.to_string(),
                 sources.join(", "),
                 stats.parallelism.to_string(),
                 stats.epoch.to_string(),
@@ -168,7 +170,7 @@ impl Session {
                 stats.state_bytes.to_string(),
                 stats.late_rows.to_string(),
                 restarts.to_string(),
-                failure.unwrap_or_default(),
+                error.unwrap_or_default(),
                 stats.dead_letters.to_string(),
             ]);
         }

@@ -1,0 +1,314 @@
+//! Record formats shared by the external sources: JSON and CSV decoded columnar into Arrow
+//! batches (arrow-json's and arrow-csv's decoders), and raw bytes.
+//!
+//! Timestamps are accepted in the usual text forms (`2024-05-01 12:00:00.123`, ISO 8601 with
+//! `T` and an offset or `Z`) and as integer epoch milliseconds (JSON numbers or digit strings),
+//! as Kafka producers commonly write them. A timestamp column is therefore decoded as text first
+//! and converted in one pass over the column: no row is ever a JSON value or a string map.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+};
+use datafusion::arrow::record_batch::RecordBatch;
+
+/// How a record's bytes encode a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// One JSON object per record.
+    Json,
+    /// One CSV line per record.
+    Csv { delimiter: u8 },
+    /// The record's bytes are the row's one column (`BYTEA`, or text checked as UTF-8): Flink's
+    /// `raw` format, RisingWave's `ENCODE BYTES`.
+    Raw,
+}
+
+impl Encoding {
+    /// The encoding a table's options name (`format` in Flink's spelling; `encode`, from
+    /// RisingWave's `FORMAT ... ENCODE ...`, when present), with `prefix` before option names
+    /// (`value.` for Flink's upsert-kafka).
+    pub fn from_options(
+        options: &std::collections::BTreeMap<String, String>,
+        prefix: &str,
+    ) -> Result<Option<Encoding>, String> {
+        let get = |name: &str| options.get(&format!("{prefix}{name}"));
+        let name = match (get("encode"), get("format")) {
+            (Some(e), _) => e.to_lowercase(),
+            (None, Some(f)) => f.to_lowercase(),
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(match name.as_str() {
+            "json" | "debezium-json" | "debezium_json" | "upsert-json" => Encoding::Json,
+            "csv" => {
+                let delimiter = match get("csv.field-delimiter").or(get("delimiter")) {
+                    None => b',',
+                    Some(d) if d.len() == 1 => d.as_bytes()[0],
+                    Some(d) if d == "\\t" => b'\t',
+                    Some(d) => {
+                        return Err(format!(
+                            "invalid csv.field-delimiter \"{d}\": one character expected"
+                        ));
+                    }
+                };
+                Encoding::Csv { delimiter }
+            }
+            "raw" | "bytes" => Encoding::Raw,
+            other => return Err(format!("format \"{other}\" is not supported")),
+        }))
+    }
+}
+
+/// Decodes records of one encoding into rows of `schema`.
+#[derive(Debug, Clone)]
+pub struct RecordDecoder {
+    schema: SchemaRef,
+    /// `schema` with timestamp columns as text (see the module documentation).
+    text_schema: SchemaRef,
+    /// Whether any column is a timestamp (then `text_schema` differs).
+    timestamps: bool,
+    encoding: Encoding,
+}
+
+impl RecordDecoder {
+    pub fn new(schema: SchemaRef, encoding: Encoding) -> Result<Self, String> {
+        if encoding == Encoding::Raw {
+            let ok = schema.fields().len() == 1
+                && matches!(
+                    schema.field(0).data_type(),
+                    DataType::Binary | DataType::Utf8
+                );
+            if !ok {
+                return Err(
+                    "the raw format needs exactly one BYTEA or VARCHAR column (besides metadata \
+                     columns)"
+                        .into(),
+                );
+            }
+        }
+        let mut timestamps = false;
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Timestamp(..) => {
+                    timestamps = true;
+                    Field::new(f.name(), DataType::Utf8, true)
+                }
+                _ => f.as_ref().clone().with_nullable(true),
+            })
+            .collect();
+        Ok(Self {
+            text_schema: Arc::new(Schema::new(fields)),
+            schema,
+            timestamps,
+            encoding,
+        })
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    /// Decodes `bytes`: whole records, each ended by a newline (JSON may also separate them by
+    /// other whitespace). `rows` is an upper bound on the rows (the decoders' batch size).
+    /// Any bad record fails the whole call; callers then decode record by record to find it.
+    pub fn decode(&self, bytes: &[u8], rows: usize) -> Result<Option<RecordBatch>, String> {
+        let err = |e: datafusion::arrow::error::ArrowError| e.to_string();
+        let batch = match self.encoding {
+            Encoding::Json => {
+                let mut decoder =
+                    datafusion::arrow::json::ReaderBuilder::new(Arc::clone(&self.text_schema))
+                        .with_batch_size(rows + 1)
+                        .with_coerce_primitive(true)
+                        .build_decoder()
+                        .map_err(err)?;
+                decoder.decode(bytes).map_err(err)?;
+                decoder.flush().map_err(err)?
+            }
+            Encoding::Csv { delimiter } => {
+                let mut decoder =
+                    datafusion::arrow::csv::ReaderBuilder::new(Arc::clone(&self.text_schema))
+                        .with_header(false)
+                        .with_delimiter(delimiter)
+                        .with_batch_size(rows + 1)
+                        .build_decoder();
+                let mut at = 0;
+                while at < bytes.len() {
+                    let n = decoder.decode(&bytes[at..]).map_err(err)?;
+                    if n == 0 {
+                        break;
+                    }
+                    at += n;
+                }
+                decoder.flush().map_err(err)?
+            }
+            Encoding::Raw => {
+                return Err("raw records are decoded with decode_raw".into());
+            }
+        };
+        let Some(batch) = batch else {
+            return Ok(None);
+        };
+        self.check_required(&batch)?;
+        if !self.timestamps {
+            return Ok(Some(batch));
+        }
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| match f.data_type() {
+                DataType::Timestamp(..) => timestamps_from_text(c, f.data_type()),
+                _ => Ok(Arc::clone(c)),
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        RecordBatch::try_new(Arc::clone(&self.schema), columns)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    /// A NOT NULL column must be present in every record.
+    fn check_required(&self, batch: &RecordBatch) -> Result<(), String> {
+        for (c, f) in batch.columns().iter().zip(self.schema.fields()) {
+            if !f.is_nullable() && c.null_count() > 0 {
+                return Err(format!(
+                    "missing value for NOT NULL column \"{}\"",
+                    f.name()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The one column of the raw format from each record's bytes; a record that is not UTF-8
+    /// for a text column is an error, by index.
+    pub fn decode_raw(&self, records: &[&[u8]]) -> (Option<RecordBatch>, Vec<(usize, String)>) {
+        let mut bad = Vec::new();
+        let column: ArrayRef = match self.schema.field(0).data_type() {
+            DataType::Utf8 => {
+                let mut good = Vec::with_capacity(records.len());
+                for (i, r) in records.iter().enumerate() {
+                    match std::str::from_utf8(r) {
+                        Ok(s) => good.push(s),
+                        Err(e) => bad.push((i, format!("not UTF-8 text: {e}"))),
+                    }
+                }
+                Arc::new(StringArray::from(good))
+            }
+            _ => Arc::new(BinaryArray::from(records.to_vec())),
+        };
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), vec![column]).ok();
+        (batch, bad)
+    }
+}
+
+/// Casts that fail on a bad value instead of making it null.
+const STRICT: CastOptions<'static> = CastOptions {
+    safe: false,
+    format_options: datafusion::arrow::util::display::FormatOptions::new(),
+};
+
+/// Converts a text column of timestamps (text forms, or epoch milliseconds as digits) to
+/// `to`, a timestamp type.
+fn timestamps_from_text(column: &ArrayRef, to: &DataType) -> Result<ArrayRef, String> {
+    let text = column.as_string::<i32>();
+    let is_epoch = |s: &str| {
+        let digits = s.strip_prefix('-').unwrap_or(s);
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    };
+    let any_epoch = text.iter().flatten().any(is_epoch);
+    if !any_epoch {
+        return cast_with_options(column, to, &STRICT).map_err(|e| e.to_string());
+    }
+    // Mixed or epoch: epoch values as milliseconds, the rest parsed as text, row by row.
+    let micros_type = DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()));
+    let one = |s: &str| -> Result<i64, String> {
+        let single: ArrayRef = Arc::new(StringArray::from(vec![s]));
+        let t = cast_with_options(&single, &micros_type, &STRICT).map_err(|e| e.to_string())?;
+        let t = t.as_primitive::<TimestampMicrosecondType>();
+        if t.is_null(0) {
+            return Err(format!("invalid timestamp \"{s}\""));
+        }
+        Ok(t.value(0))
+    };
+    let mut out: Vec<Option<i64>> = Vec::with_capacity(text.len());
+    for v in text.iter() {
+        out.push(match v {
+            None => None,
+            Some(s) if is_epoch(s) => Some(
+                s.parse::<i64>()
+                    .ok()
+                    .and_then(|ms| ms.checked_mul(1000))
+                    .ok_or_else(|| format!("invalid epoch milliseconds \"{s}\""))?,
+            ),
+            Some(s) => Some(one(s)?),
+        });
+    }
+    let tz = match to {
+        DataType::Timestamp(_, tz) => tz.clone(),
+        _ => None,
+    };
+    let micros: ArrayRef = Arc::new(TimestampMicrosecondArray::from(out).with_timezone_opt(tz));
+    cast_with_options(&micros, to, &STRICT).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::Int64Type;
+
+    #[test]
+    fn json_timestamps_in_text_and_epoch_millis() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, false),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+        ]));
+        let d = RecordDecoder::new(schema, Encoding::Json).unwrap();
+        let batch = d
+            .decode(
+                b"{\"a\": 1, \"ts\": \"2024-05-01 12:00:00.123456\"}\n\
+                  {\"a\": 2, \"ts\": 1714564800123}\n\
+                  {\"a\": 3, \"ts\": \"2024-05-01T12:00:00Z\"}\n{\"a\": 4}\n",
+                4,
+            )
+            .unwrap()
+            .unwrap();
+        let ts = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(ts.value(0), 1_714_564_800_123_456);
+        assert_eq!(ts.value(1), 1_714_564_800_123_000);
+        assert_eq!(ts.value(2), 1_714_564_800_000_000);
+        assert!(ts.is_null(3));
+        assert_eq!(
+            batch
+                .column(0)
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec(),
+            vec![1, 2, 3, 4]
+        );
+        // A NOT NULL column missing, a value of the wrong type: errors.
+        assert!(d.decode(b"{\"ts\": 5}\n", 1).is_err());
+        assert!(d.decode(b"{\"a\": \"x\"}\n", 1).is_err());
+        assert!(d.decode(b"{\"a\": 1, \"ts\": \"yesterday\"}\n", 1).is_err());
+    }
+
+    #[test]
+    fn raw_records() {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Utf8, true)]));
+        let d = RecordDecoder::new(schema, Encoding::Raw).unwrap();
+        let (batch, bad) = d.decode_raw(&[b"ok", b"\xff\xfe", b"fine"]);
+        assert_eq!(batch.unwrap().num_rows(), 2);
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].0, 1);
+    }
+}

@@ -1,0 +1,1030 @@
+//! The Kafka source (librdkafka through rdkafka): a table over one or more topics, read by the
+//! jobs that use it, with every partition's offset in their checkpoints.
+//!
+//! Options, in Flink's spelling and RisingWave's:
+//! - `topic` (a `;`-separated list in Flink), `properties.bootstrap.servers` (RisingWave:
+//!   `properties.bootstrap.server`), `properties.group.id`; every other `properties.*` option is
+//!   passed to librdkafka as it is (`properties.isolation.level` = `read_committed`, say);
+//! - `scan.startup.mode`: `earliest-offset` | `earliest`, `latest-offset` | `latest`,
+//!   `group-offsets`, `timestamp` (with `scan.startup.timestamp-millis`, RisingWave's
+//!   `scan.startup.timestamp.millis` alone also selects it), `specific-offsets` (with
+//!   `scan.startup.specific-offsets` = `partition:0,offset:42;partition:1,offset:300`);
+//! - `format` (`json`, `csv`, `raw`) or RisingWave's `FORMAT PLAIN ENCODE JSON | CSV | BYTES`.
+//!
+//! The source assigns partitions itself (as Flink does: no consumer-group rebalancing) and looks
+//! for partitions added later every [`DISCOVERY`]; a new partition is read from its beginning.
+//! Start offsets are resolved to numbers when a reader first reaches the broker, so a job's
+//! position is always each partition's next offset. The progress FLUSH compares is their sum;
+//! the end it waits for is the sum of the high watermarks.
+//!
+//! Records are polled in rounds of up to [`BATCH_RECORDS`], grouped by partition (a split, with
+//! its own watermark) and decoded columnar per partition ([`crate::format`]). A record that does
+//! not decode is a dead letter (topic and partition, offset, its bytes, the error), released
+//! with its partition's rows, so that a checkpoint holds it exactly when it holds the offset
+//! past it. A broker that cannot be reached is retried with backoff: the reader reports the
+//! trouble (SHOW JOBS shows it) and returns no rows meanwhile.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{
+    ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray, UInt32Array,
+};
+use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use parking_lot::Mutex;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rivulet_engine::job::graph::{ExternalBatch, ExternalReader, ExternalSource};
+use rivulet_engine::operator::DeadLetter;
+use rivulet_engine::{EngineError, Result as EngineResult};
+
+use crate::ConnectorError;
+use crate::format::{Encoding, RecordDecoder};
+
+/// Records polled in one round at most.
+pub const BATCH_RECORDS: usize = 8192;
+/// How long a read waits for the first record of a round.
+const POLL_WAIT: Duration = Duration::from_millis(20);
+/// How often a reader looks for partitions added to its topics.
+const DISCOVERY: Duration = Duration::from_secs(5);
+/// Broker requests (metadata, offsets) give up after this long.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Retry delays after a failure to reach the broker: doubling from the first to the last.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(5));
+/// Splits of one topic: a split id is the topic's index in the list times this, plus the
+/// partition.
+const SPLITS_PER_TOPIC: u32 = 1 << 20;
+
+/// A Kafka record's metadata, as a column (Flink's `METADATA FROM`, RisingWave's `INCLUDE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metadata {
+    Topic,
+    Partition,
+    Offset,
+    Timestamp,
+    Key,
+    Headers,
+}
+
+impl Metadata {
+    /// The metadata a Flink key (`'partition'`, `'timestamp'`...) or RisingWave `INCLUDE` word
+    /// names.
+    pub fn parse(name: &str) -> Option<Metadata> {
+        Some(match name.to_lowercase().as_str() {
+            "topic" => Metadata::Topic,
+            "partition" => Metadata::Partition,
+            "offset" => Metadata::Offset,
+            "timestamp" => Metadata::Timestamp,
+            "key" => Metadata::Key,
+            "headers" | "header" => Metadata::Headers,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a table's column comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ColumnFrom {
+    /// The decoded value's column at this index.
+    Value(usize),
+    Meta(Metadata),
+}
+
+/// Where reading starts when a job has no position yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Startup {
+    Earliest,
+    Latest,
+    /// The group's committed offsets (earliest where it has none).
+    Group,
+    /// The first record at or after this time (milliseconds since the epoch).
+    Timestamp(i64),
+    /// Per partition of the first topic; others from the earliest.
+    Specific(BTreeMap<i32, i64>),
+}
+
+/// A table over Kafka topics, as jobs read it (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct KafkaSource(Arc<KafkaTable>);
+
+/// A table over Kafka topics and how to decode their records.
+pub struct KafkaTable {
+    topics: Vec<String>,
+    config: ClientConfig,
+    startup: Startup,
+    /// The table's stored columns (without computed ones).
+    schema: SchemaRef,
+    columns: Vec<ColumnFrom>,
+    decoder: RecordDecoder,
+    /// A client for metadata and high watermarks (FLUSH, ad-hoc reads), made on first use.
+    client: Mutex<Option<Arc<BaseConsumer>>>,
+}
+
+impl std::fmt::Debug for KafkaTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaTable")
+            .field("topics", &self.topics)
+            .field("startup", &self.startup)
+            .finish_non_exhaustive()
+    }
+}
+
+fn option<'a>(options: &'a BTreeMap<String, String>, names: &[&str]) -> Option<&'a String> {
+    names.iter().find_map(|n| options.get(*n))
+}
+
+fn kafka_error(what: &str, e: impl std::fmt::Display) -> EngineError {
+    EngineError::Internal(format!("kafka: {what}: {e}"))
+}
+
+impl KafkaSource {
+    /// See [`KafkaTable::parse`].
+    pub fn parse(
+        schema: &SchemaRef,
+        metadata: &[(usize, Metadata)],
+        options: &BTreeMap<String, String>,
+    ) -> Result<Self, ConnectorError> {
+        KafkaTable::parse(schema, metadata, options).map(|t| Self(Arc::new(t)))
+    }
+
+    /// Fails, naming it, when a topic does not exist (or the broker cannot be reached).
+    pub fn check_topics(&self) -> Result<(), ConnectorError> {
+        self.0.check_topics()
+    }
+}
+
+impl KafkaTable {
+    /// Reads the options of a table `WITH (connector = 'kafka', ...)` whose stored columns are
+    /// `schema`; `metadata` names the columns that hold record metadata.
+    pub fn parse(
+        schema: &SchemaRef,
+        metadata: &[(usize, Metadata)],
+        options: &BTreeMap<String, String>,
+    ) -> Result<Self, ConnectorError> {
+        let bad = |m: String| ConnectorError::Option(m);
+        let topics: Vec<String> = option(options, &["topic", "topics"])
+            .ok_or_else(|| bad("the kafka connector needs 'topic'".into()))?
+            .split([';', ','])
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if topics.is_empty() {
+            return Err(bad("'topic' names no topic".into()));
+        }
+        let servers = option(
+            options,
+            &[
+                "properties.bootstrap.servers",
+                "properties.bootstrap.server",
+            ],
+        )
+        .ok_or_else(|| {
+            bad("the kafka connector needs 'properties.bootstrap.servers' \
+                 (RisingWave: properties.bootstrap.server)"
+                .into())
+        })?;
+        let mut config = ClientConfig::new();
+        for (k, v) in options {
+            if let Some(p) = k.strip_prefix("properties.") {
+                let p = if p == "bootstrap.server" {
+                    "bootstrap.servers"
+                } else {
+                    p
+                };
+                config.set(p, v);
+            }
+        }
+        config.set("bootstrap.servers", servers);
+        if let Some(level) = option(options, &["isolation.level"]) {
+            config.set("isolation.level", level);
+        }
+        if config.get("group.id").is_none() {
+            config.set("group.id", format!("rivulet-{}", topics.join("-")));
+        }
+        // Offsets are the checkpoint's business; committing them to the group is optional.
+        config.set("enable.auto.commit", "false");
+        config.set("enable.auto.offset.store", "false");
+        config.set("enable.partition.eof", "false");
+        if config.get("auto.offset.reset").is_none() {
+            config.set("auto.offset.reset", "earliest");
+        }
+        config.set("log_level", "3");
+
+        let timestamp = option(
+            options,
+            &[
+                "scan.startup.timestamp-millis",
+                "scan.startup.timestamp.millis",
+            ],
+        )
+        .map(|t| {
+            t.parse::<i64>()
+                .map_err(|_| bad(format!("invalid startup timestamp \"{t}\": milliseconds")))
+        })
+        .transpose()?;
+        let mode = option(options, &["scan.startup.mode"]).map(|m| m.to_lowercase());
+        let startup = match (mode.as_deref(), timestamp) {
+            (None, Some(t)) | (Some("timestamp"), Some(t)) => Startup::Timestamp(t),
+            (Some("timestamp"), None) => {
+                return Err(bad(
+                    "scan.startup.mode 'timestamp' needs scan.startup.timestamp-millis".into(),
+                ));
+            }
+            (None | Some("earliest-offset" | "earliest"), _) => Startup::Earliest,
+            (Some("latest-offset" | "latest"), _) => Startup::Latest,
+            (Some("group-offsets" | "group_offsets"), _) => Startup::Group,
+            (Some("specific-offsets"), _) => {
+                let spec =
+                    option(options, &["scan.startup.specific-offsets"]).ok_or_else(|| {
+                        bad("scan.startup.mode 'specific-offsets' needs \
+                         scan.startup.specific-offsets"
+                            .into())
+                    })?;
+                Startup::Specific(parse_specific(spec).map_err(bad)?)
+            }
+            (Some(other), _) => {
+                return Err(bad(format!(
+                    "invalid scan.startup.mode \"{other}\": earliest-offset, latest-offset, \
+                     group-offsets, timestamp or specific-offsets expected"
+                )));
+            }
+        };
+
+        let mut columns = Vec::with_capacity(schema.fields().len());
+        let mut value_fields: Vec<Field> = Vec::new();
+        for (i, f) in schema.fields().iter().enumerate() {
+            match metadata.iter().find(|(c, _)| *c == i) {
+                Some((_, m)) => columns.push(ColumnFrom::Meta(*m)),
+                None => {
+                    columns.push(ColumnFrom::Value(value_fields.len()));
+                    value_fields.push(f.as_ref().clone());
+                }
+            }
+        }
+        let encoding = Encoding::from_options(options, "")
+            .map_err(|e| bad(format!("{e} by the kafka connector (json, csv, raw)")))?
+            .ok_or_else(|| {
+                bad(
+                    "the kafka connector needs 'format' = 'json', 'csv' or 'raw' \
+                     (RisingWave: FORMAT PLAIN ENCODE JSON)"
+                        .into(),
+                )
+            })?;
+        let decoder =
+            RecordDecoder::new(Arc::new(Schema::new(value_fields)), encoding).map_err(bad)?;
+        Ok(Self {
+            topics,
+            config,
+            startup,
+            schema: Arc::clone(schema),
+            columns,
+            decoder,
+            client: Mutex::new(None),
+        })
+    }
+
+    fn consumer(&self) -> EngineResult<BaseConsumer> {
+        self.config
+            .create()
+            .map_err(|e| kafka_error("creating a consumer", e))
+    }
+
+    fn client(&self) -> EngineResult<Arc<BaseConsumer>> {
+        let mut client = self.client.lock();
+        if let Some(c) = client.as_ref() {
+            return Ok(Arc::clone(c));
+        }
+        let c = Arc::new(self.consumer()?);
+        *client = Some(Arc::clone(&c));
+        Ok(c)
+    }
+
+    /// Fails, naming it, when a topic does not exist (or the broker cannot be reached).
+    pub fn check_topics(&self) -> Result<(), ConnectorError> {
+        let client = self.client()?;
+        for t in &self.topics {
+            partitions(&client, t).map_err(|e| ConnectorError::Option(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Every partition of every topic, as (topic index, partition).
+    fn splits(&self, client: &BaseConsumer) -> EngineResult<Vec<(usize, i32)>> {
+        let mut out = Vec::new();
+        for (i, t) in self.topics.iter().enumerate() {
+            out.extend(partitions(client, t)?.into_iter().map(|p| (i, p)));
+        }
+        Ok(out)
+    }
+
+    /// Where each of `splits` starts by the startup mode.
+    fn start_offsets(
+        &self,
+        client: &BaseConsumer,
+        splits: &[(usize, i32)],
+    ) -> EngineResult<BTreeMap<(usize, i32), i64>> {
+        let mut out = BTreeMap::new();
+        let low_high = |t: usize, p: i32| {
+            client
+                .fetch_watermarks(&self.topics[t], p, REQUEST_TIMEOUT)
+                .map_err(|e| kafka_error(&format!("offsets of {}/{p}", self.topics[t]), e))
+        };
+        match &self.startup {
+            Startup::Earliest | Startup::Latest => {
+                for &(t, p) in splits {
+                    let (low, high) = low_high(t, p)?;
+                    let at = if self.startup == Startup::Latest {
+                        high
+                    } else {
+                        low
+                    };
+                    out.insert((t, p), at);
+                }
+            }
+            Startup::Specific(offsets) => {
+                for &(t, p) in splits {
+                    let given = (t == 0).then(|| offsets.get(&p).copied()).flatten();
+                    let at = match given {
+                        Some(o) => o,
+                        None => low_high(t, p)?.0,
+                    };
+                    out.insert((t, p), at);
+                }
+            }
+            Startup::Timestamp(ms) => {
+                let mut tpl = TopicPartitionList::new();
+                for &(t, p) in splits {
+                    tpl.add_partition_offset(&self.topics[t], p, Offset::Offset(*ms))
+                        .map_err(|e| kafka_error("offsets by time", e))?;
+                }
+                let found = client
+                    .offsets_for_times(tpl, REQUEST_TIMEOUT)
+                    .map_err(|e| kafka_error("offsets by time", e))?;
+                for &(t, p) in splits {
+                    let o = found.find_partition(&self.topics[t], p).map(|e| e.offset());
+                    let at = match o {
+                        Some(Offset::Offset(o)) => o,
+                        // No record at or after the time: from the end.
+                        _ => low_high(t, p)?.1,
+                    };
+                    out.insert((t, p), at);
+                }
+            }
+            Startup::Group => {
+                let mut tpl = TopicPartitionList::new();
+                for &(t, p) in splits {
+                    tpl.add_partition(&self.topics[t], p);
+                }
+                let committed = client
+                    .committed_offsets(tpl, REQUEST_TIMEOUT)
+                    .map_err(|e| kafka_error("the group's committed offsets", e))?;
+                for &(t, p) in splits {
+                    let o = committed
+                        .find_partition(&self.topics[t], p)
+                        .map(|e| e.offset());
+                    let at = match o {
+                        Some(Offset::Offset(o)) => o,
+                        _ => low_high(t, p)?.0,
+                    };
+                    out.insert((t, p), at);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn reader(
+        self: &Arc<Self>,
+        state: &[u8],
+        bounded: bool,
+    ) -> EngineResult<Box<dyn ExternalReader>> {
+        let next = decode_state(state, &self.topics)
+            .ok_or_else(|| EngineError::Corrupt("kafka source position".into()))?;
+        Ok(Box::new(KafkaReader {
+            source: Arc::clone(self),
+            consumer: None,
+            restored: !state.is_empty(),
+            next,
+            stop: None,
+            bounded,
+            discovered: Instant::now(),
+            pending: VecDeque::new(),
+            dead: Vec::new(),
+            trouble: None,
+            retry: None,
+        }))
+    }
+}
+
+/// The partitions of `topic`; an error names a topic that does not exist.
+fn partitions(client: &BaseConsumer, topic: &str) -> EngineResult<Vec<i32>> {
+    let md = client
+        .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+        .map_err(|e| kafka_error("reaching the broker", e))?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(|| kafka_error("metadata", format!("topic \"{topic}\" not found")))?;
+    if t.error().is_some() || t.partitions().is_empty() {
+        return Err(EngineError::Internal(format!(
+            "kafka: topic \"{topic}\" does not exist"
+        )));
+    }
+    Ok(t.partitions().iter().map(|p| p.id()).collect())
+}
+
+/// `partition:0,offset:42;partition:1,offset:300` (Flink's spelling).
+fn parse_specific(spec: &str) -> Result<BTreeMap<i32, i64>, String> {
+    let mut out = BTreeMap::new();
+    for part in spec.split(';').filter(|p| !p.trim().is_empty()) {
+        let (mut partition, mut offset) = (None, None);
+        for kv in part.split(',') {
+            match kv.split_once(':').map(|(k, v)| (k.trim(), v.trim())) {
+                Some(("partition", v)) => partition = v.parse::<i32>().ok(),
+                Some(("offset", v)) => offset = v.parse::<i64>().ok(),
+                _ => {}
+            }
+        }
+        match (partition, offset) {
+            (Some(p), Some(o)) => {
+                out.insert(p, o);
+            }
+            _ => {
+                return Err(format!(
+                    "invalid scan.startup.specific-offsets entry \"{part}\": \
+                     partition:N,offset:M expected"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A position: per partition, (topic name, partition, next offset). Topic names, not indexes,
+/// so that a changed topic list cannot shift positions onto other topics.
+fn encode_state(next: &BTreeMap<(usize, i32), i64>, topics: &[String]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(next.len() * 24);
+    for (&(t, p), &o) in next {
+        let name = topics.get(t).map(String::as_bytes).unwrap_or_default();
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name);
+        out.extend_from_slice(&p.to_le_bytes());
+        out.extend_from_slice(&o.to_le_bytes());
+    }
+    out
+}
+
+fn decode_state(mut bytes: &[u8], topics: &[String]) -> Option<BTreeMap<(usize, i32), i64>> {
+    let mut out = BTreeMap::new();
+    while !bytes.is_empty() {
+        let len = u16::from_le_bytes(bytes.get(..2)?.try_into().ok()?) as usize;
+        let name = std::str::from_utf8(bytes.get(2..2 + len)?).ok()?;
+        let rest = bytes.get(2 + len..)?;
+        let p = i32::from_le_bytes(rest.get(..4)?.try_into().ok()?);
+        let o = i64::from_le_bytes(rest.get(4..12)?.try_into().ok()?);
+        if let Some(t) = topics.iter().position(|t| t == name) {
+            out.insert((t, p), o);
+        }
+        bytes = rest.get(12..)?;
+    }
+    Some(out)
+}
+
+impl ExternalSource for KafkaSource {
+    fn open(&self, _progress: u64, state: &[u8]) -> EngineResult<Box<dyn ExternalReader>> {
+        self.0.reader(state, false)
+    }
+
+    fn end(&self) -> EngineResult<u64> {
+        let this = &self.0;
+        let client = this.client()?;
+        let mut sum = 0u64;
+        for (t, p) in this.splits(&client)? {
+            let (_, high) = client
+                .fetch_watermarks(&this.topics[t], p, REQUEST_TIMEOUT)
+                .map_err(|e| kafka_error("high watermarks", e))?;
+            sum += high.max(0) as u64;
+        }
+        Ok(sum)
+    }
+
+    fn describe(&self) -> String {
+        format!("kafka topic {}", self.0.topics.join(", "))
+    }
+
+    fn snapshot(&self) -> EngineResult<Box<dyn ExternalReader>> {
+        self.0.reader(&[], true)
+    }
+}
+
+/// Rows of one partition, waiting to be returned, with what goes with them.
+struct Pending {
+    split: (usize, i32),
+    rows: Option<RecordBatch>,
+    /// The partition's next offset after these records.
+    next: i64,
+    dead: Vec<DeadLetter>,
+}
+
+/// Reads a [`KafkaSource`] from a position.
+struct KafkaReader {
+    source: Arc<KafkaTable>,
+    /// Made, and partitions assigned, when the broker is first reached.
+    consumer: Option<BaseConsumer>,
+    /// Whether `next` came from a checkpoint (new partitions then start at their beginning).
+    restored: bool,
+    /// Per partition: the offset after the last record returned.
+    next: BTreeMap<(usize, i32), i64>,
+    /// A bounded reader (an ad-hoc query) stops at these offsets (the high watermarks when it
+    /// started).
+    stop: Option<BTreeMap<(usize, i32), i64>>,
+    bounded: bool,
+    discovered: Instant,
+    pending: VecDeque<Pending>,
+    dead: Vec<DeadLetter>,
+    trouble: Option<String>,
+    /// After a failure: when to try again, and the delay after that.
+    retry: Option<(Instant, Duration)>,
+}
+
+impl KafkaReader {
+    /// Reaches the broker: resolves where each partition starts and assigns them all.
+    fn connect(&mut self) -> EngineResult<()> {
+        let consumer = self.source.consumer()?;
+        let splits = self.source.splits(&consumer)?;
+        self.add_splits(&consumer, &splits)?;
+        if self.bounded {
+            let mut stop = BTreeMap::new();
+            for &(t, p) in &splits {
+                let (_, high) = consumer
+                    .fetch_watermarks(&self.source.topics[t], p, REQUEST_TIMEOUT)
+                    .map_err(|e| kafka_error("high watermarks", e))?;
+                stop.insert((t, p), high);
+            }
+            self.stop = Some(stop);
+        }
+        self.assign(&consumer)?;
+        self.consumer = Some(consumer);
+        self.discovered = Instant::now();
+        Ok(())
+    }
+
+    /// Gives partitions not yet known a start: by the startup mode for a new job, from their
+    /// beginning when they appeared after the job started (as Flink reads new partitions).
+    fn add_splits(&mut self, client: &BaseConsumer, splits: &[(usize, i32)]) -> EngineResult<()> {
+        let new: Vec<(usize, i32)> = splits
+            .iter()
+            .filter(|s| !self.next.contains_key(s))
+            .copied()
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let starts = if self.restored || self.bounded {
+            let mut out = BTreeMap::new();
+            for &(t, p) in &new {
+                let (low, _) = client
+                    .fetch_watermarks(&self.source.topics[t], p, REQUEST_TIMEOUT)
+                    .map_err(|e| kafka_error("low watermarks", e))?;
+                out.insert((t, p), low);
+            }
+            if self.bounded && !self.restored {
+                // An ad-hoc query reads what the topic holds; a specific start still applies.
+                match &self.source.startup {
+                    Startup::Timestamp(_) | Startup::Specific(_) => {
+                        self.source.start_offsets(client, &new)?
+                    }
+                    _ => out,
+                }
+            } else {
+                out
+            }
+        } else {
+            self.source.start_offsets(client, &new)?
+        };
+        self.next.extend(starts);
+        Ok(())
+    }
+
+    fn assign(&self, consumer: &BaseConsumer) -> EngineResult<()> {
+        let mut tpl = TopicPartitionList::new();
+        for (&(t, p), &o) in &self.next {
+            tpl.add_partition_offset(&self.source.topics[t], p, Offset::Offset(o))
+                .map_err(|e| kafka_error("assigning partitions", e))?;
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(|e| kafka_error("assigning partitions", e))
+    }
+
+    /// Looks for partitions added to the topics; assigns again when there are.
+    fn discover(&mut self) -> EngineResult<()> {
+        self.discovered = Instant::now();
+        let Some(consumer) = self.consumer.take() else {
+            return Ok(());
+        };
+        let result = (|| {
+            let splits = self.source.splits(&consumer)?;
+            let before = self.next.len();
+            // Partitions found later are new to the job, whatever the startup mode.
+            let restored = std::mem::replace(&mut self.restored, true);
+            let added = self.add_splits(&consumer, &splits);
+            self.restored = restored || before > 0;
+            added?;
+            if self.next.len() != before {
+                self.assign(&consumer)?;
+            }
+            Ok(())
+        })();
+        self.consumer = Some(consumer);
+        result
+    }
+
+    fn failed(&mut self, e: &EngineError) {
+        let delay = self
+            .retry
+            .map_or(BACKOFF.0, |(_, d)| (d * 2).min(BACKOFF.1));
+        self.retry = Some((Instant::now() + delay, delay));
+        self.trouble = Some(e.to_string());
+        tracing::warn!(error = %e, retry_in = ?delay, "kafka source");
+    }
+
+    /// Polls one round of records and decodes them into `pending`, one entry per partition.
+    fn poll_round(&mut self) -> EngineResult<()> {
+        let Some(consumer) = self.consumer.as_ref() else {
+            return Ok(());
+        };
+        struct Group {
+            bytes: Vec<u8>,
+            /// Per record: its offset, where it is in `bytes`, timestamp, key, headers.
+            records: Vec<(i64, std::ops::Range<usize>)>,
+            timestamps: Vec<Option<i64>>,
+            keys: Vec<Option<Vec<u8>>>,
+            headers: Vec<Option<String>>,
+            next: i64,
+        }
+        let meta: Vec<Metadata> = self
+            .source
+            .columns
+            .iter()
+            .filter_map(|c| match c {
+                ColumnFrom::Meta(m) => Some(*m),
+                ColumnFrom::Value(_) => None,
+            })
+            .collect();
+        let (want_ts, want_key, want_headers) = (
+            meta.contains(&Metadata::Timestamp),
+            meta.contains(&Metadata::Key),
+            meta.contains(&Metadata::Headers),
+        );
+        let mut groups: BTreeMap<(usize, i32), Group> = BTreeMap::new();
+        let mut polled = 0;
+        let mut error = None;
+        let started = Instant::now();
+        while polled < BATCH_RECORDS {
+            let wait = if polled == 0 {
+                POLL_WAIT
+            } else {
+                Duration::ZERO
+            };
+            let Some(m) = consumer.poll(wait) else {
+                if polled == 0 || started.elapsed() >= POLL_WAIT {
+                    break;
+                }
+                continue;
+            };
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            };
+            polled += 1;
+            let Some(t) = self.source.topics.iter().position(|t| t == m.topic()) else {
+                continue;
+            };
+            let split = (t, m.partition());
+            let g = groups.entry(split).or_insert_with(|| Group {
+                bytes: Vec::new(),
+                records: Vec::new(),
+                timestamps: Vec::new(),
+                keys: Vec::new(),
+                headers: Vec::new(),
+                next: 0,
+            });
+            g.next = m.offset() + 1;
+            // A record without a value (a tombstone) has no row in an append-only table.
+            let Some(payload) = m.payload().filter(|p| !p.is_empty()) else {
+                continue;
+            };
+            let start = g.bytes.len();
+            g.bytes.extend_from_slice(payload);
+            g.records.push((m.offset(), start..g.bytes.len()));
+            g.bytes.push(b'\n');
+            if want_ts {
+                g.timestamps.push(m.timestamp().to_millis());
+            }
+            if want_key {
+                g.keys.push(m.key().map(<[u8]>::to_vec));
+            }
+            if want_headers {
+                g.headers.push(m.headers().map(|h| {
+                    let map: serde_json::Map<String, serde_json::Value> = (0..h.count())
+                        .filter_map(|i| h.try_get(i))
+                        .map(|h| {
+                            let v = h
+                                .value
+                                .map(|v| String::from_utf8_lossy(v).into_owned())
+                                .map_or(serde_json::Value::Null, serde_json::Value::String);
+                            (h.key.to_string(), v)
+                        })
+                        .collect();
+                    serde_json::Value::Object(map).to_string()
+                }));
+            }
+        }
+        if let Some(e) = error {
+            // librdkafka retries by itself; the reader reports it, and goes on polling.
+            self.trouble = Some(format!("kafka: {e}"));
+        } else if polled > 0 {
+            self.trouble = None;
+        }
+        for (split, g) in groups {
+            let topic = &self.source.topics[split.0];
+            let (rows, dead) = self.decode_group(topic, split.1, &g.bytes, &g.records)?;
+            let rows = match rows {
+                Some((values, kept)) => Some(self.assemble(
+                    &values,
+                    &kept,
+                    split,
+                    &g.records,
+                    &g.timestamps,
+                    &g.keys,
+                    &g.headers,
+                )?),
+                None => None,
+            };
+            self.pending.push_back(Pending {
+                split,
+                rows,
+                next: g.next,
+                dead,
+            });
+        }
+        Ok(())
+    }
+
+    /// Decodes one partition's records: all at once, or one by one when that fails. Returns
+    /// the rows with the indexes of the records they come from, and the dead letters.
+    #[allow(clippy::type_complexity)]
+    fn decode_group(
+        &self,
+        topic: &str,
+        partition: i32,
+        bytes: &[u8],
+        records: &[(i64, std::ops::Range<usize>)],
+    ) -> EngineResult<(Option<(RecordBatch, Vec<u32>)>, Vec<DeadLetter>)> {
+        if records.is_empty() {
+            return Ok((None, Vec::new()));
+        }
+        let decoder = &self.source.decoder;
+        let dead_letter = |i: usize, error: String| {
+            let (offset, range) = &records[i];
+            let raw = &bytes[range.clone()];
+            DeadLetter {
+                table: String::new(),
+                source: format!("{topic}/{partition}"),
+                position: *offset as u64,
+                raw: String::from_utf8_lossy(&raw[..raw.len().min(DeadLetter::MAX_RAW)])
+                    .into_owned(),
+                error,
+            }
+        };
+        if let Encoding::Raw = decoder.encoding() {
+            let slices: Vec<&[u8]> = records.iter().map(|(_, r)| &bytes[r.clone()]).collect();
+            let (batch, bad) = decoder.decode_raw(&slices);
+            let bad_set: std::collections::HashSet<usize> = bad.iter().map(|b| b.0).collect();
+            let kept: Vec<u32> = (0..records.len() as u32)
+                .filter(|i| !bad_set.contains(&(*i as usize)))
+                .collect();
+            let dead = bad.into_iter().map(|(i, e)| dead_letter(i, e)).collect();
+            return Ok((batch.map(|b| (b, kept)), dead));
+        }
+        if let Ok(Some(batch)) = decoder.decode(bytes, records.len())
+            && batch.num_rows() == records.len()
+        {
+            return Ok((
+                Some((batch, (0..records.len() as u32).collect())),
+                Vec::new(),
+            ));
+        }
+        let mut good = Vec::new();
+        let mut kept = Vec::new();
+        let mut dead = Vec::new();
+        for (i, (_, range)) in records.iter().enumerate() {
+            let mut one = bytes[range.clone()].to_vec();
+            one.push(b'\n');
+            match decoder.decode(&one, 1) {
+                Ok(Some(b)) if b.num_rows() == 1 => {
+                    good.push(b);
+                    kept.push(i as u32);
+                }
+                Ok(_) => dead.push(dead_letter(i, "not one record".into())),
+                Err(e) => dead.push(dead_letter(i, e)),
+            }
+        }
+        if good.is_empty() {
+            return Ok((None, dead));
+        }
+        let batch = datafusion::arrow::compute::concat_batches(decoder.schema(), &good)?;
+        Ok((Some((batch, kept)), dead))
+    }
+
+    /// The table's columns from the decoded values and the records' metadata (`kept`: the
+    /// records the rows come from).
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        &self,
+        values: &RecordBatch,
+        kept: &[u32],
+        split: (usize, i32),
+        records: &[(i64, std::ops::Range<usize>)],
+        timestamps: &[Option<i64>],
+        keys: &[Option<Vec<u8>>],
+        headers: &[Option<String>],
+    ) -> EngineResult<RecordBatch> {
+        let n = kept.len();
+        let indices = UInt32Array::from(kept.to_vec());
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.source.columns.len());
+        for (c, field) in self.source.columns.iter().zip(self.source.schema.fields()) {
+            let column: ArrayRef = match c {
+                ColumnFrom::Value(i) => Arc::clone(values.column(*i)),
+                ColumnFrom::Meta(m) => {
+                    let raw: ArrayRef = match m {
+                        Metadata::Topic => {
+                            Arc::new(StringArray::from(vec![
+                                self.source.topics[split.0].as_str();
+                                n
+                            ]))
+                        }
+                        Metadata::Partition => Arc::new(Int32Array::from(vec![split.1; n])),
+                        Metadata::Offset => Arc::new(Int64Array::from(
+                            kept.iter()
+                                .map(|&i| records[i as usize].0)
+                                .collect::<Vec<_>>(),
+                        )),
+                        Metadata::Timestamp => {
+                            let all = TimestampMillisecondArray::from(timestamps.to_vec())
+                                .with_timezone("+00:00");
+                            take(&all, &indices, None)?
+                        }
+                        Metadata::Key => {
+                            let all = BinaryArray::from(
+                                keys.iter().map(|k| k.as_deref()).collect::<Vec<_>>(),
+                            );
+                            take(&all, &indices, None)?
+                        }
+                        Metadata::Headers => {
+                            let all = StringArray::from(headers.to_vec());
+                            take(&all, &indices, None)?
+                        }
+                    };
+                    if raw.data_type() == field.data_type() {
+                        raw
+                    } else {
+                        cast(&raw, field.data_type())?
+                    }
+                }
+            };
+            columns.push(column);
+        }
+        Ok(RecordBatch::try_new(
+            Arc::clone(&self.source.schema),
+            columns,
+        )?)
+    }
+
+    fn split_id(split: (usize, i32)) -> u32 {
+        (split.0 as u32) * SPLITS_PER_TOPIC + split.1 as u32
+    }
+}
+
+impl ExternalReader for KafkaReader {
+    fn next(&mut self) -> EngineResult<Option<ExternalBatch>> {
+        loop {
+            if let Some(p) = self.pending.pop_front() {
+                self.next.insert(p.split, p.next);
+                self.dead.extend(p.dead);
+                match p.rows {
+                    Some(rows) if rows.num_rows() > 0 => {
+                        return Ok(Some(ExternalBatch {
+                            rows,
+                            split: Self::split_id(p.split),
+                            progress: self.progress(),
+                        }));
+                    }
+                    _ => continue,
+                }
+            }
+            if self.finished() {
+                return Ok(None);
+            }
+            if let Some((at, _)) = self.retry
+                && Instant::now() < at
+            {
+                std::thread::sleep(POLL_WAIT.min(at - Instant::now()));
+                return Ok(None);
+            }
+            if self.consumer.is_none() {
+                if let Err(e) = self.connect() {
+                    self.failed(&e);
+                    return Ok(None);
+                }
+                self.retry = None;
+                self.trouble = None;
+            } else if !self.bounded && self.discovered.elapsed() >= DISCOVERY {
+                if let Err(e) = self.discover() {
+                    self.failed(&e);
+                    return Ok(None);
+                }
+                self.retry = None;
+            }
+            self.poll_round()?;
+            if self.pending.is_empty() {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn finished(&self) -> bool {
+        match &self.stop {
+            Some(stop) if self.pending.is_empty() => stop
+                .iter()
+                .all(|(s, &high)| self.next.get(s).is_none_or(|&o| o >= high)),
+            _ => false,
+        }
+    }
+
+    fn take_dead_letters(&mut self) -> Vec<DeadLetter> {
+        std::mem::take(&mut self.dead)
+    }
+
+    fn splits(&self) -> Vec<u32> {
+        self.next.keys().map(|&s| Self::split_id(s)).collect()
+    }
+
+    fn state(&self) -> Vec<u8> {
+        encode_state(&self.next, &self.source.topics)
+    }
+
+    fn trouble(&self) -> Option<String> {
+        self.trouble.clone()
+    }
+
+    fn progress(&self) -> Option<u64> {
+        self.consumer.is_some().then(|| self.progress())
+    }
+}
+
+impl KafkaReader {
+    /// The sum of the partitions' next offsets.
+    fn progress(&self) -> u64 {
+        self.next.values().map(|&o| o.max(0) as u64).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_round_trip_by_topic_name() {
+        let topics = vec!["a".to_string(), "b".to_string()];
+        let next = BTreeMap::from([((0, 0), 5), ((0, 1), 7), ((1, 0), 11)]);
+        let bytes = encode_state(&next, &topics);
+        assert_eq!(decode_state(&bytes, &topics), Some(next));
+        // Another topic list keeps the positions of the topics it still has.
+        let other = vec!["b".to_string()];
+        assert_eq!(
+            decode_state(&bytes, &other),
+            Some(BTreeMap::from([((0, 0), 11)]))
+        );
+        assert_eq!(decode_state(&bytes[..3], &topics), None);
+    }
+
+    #[test]
+    fn specific_offsets() {
+        assert_eq!(
+            parse_specific("partition:0,offset:42;partition:1,offset:300"),
+            Ok(BTreeMap::from([(0, 42), (1, 300)]))
+        );
+        assert!(parse_specific("partition:x").is_err());
+    }
+}
