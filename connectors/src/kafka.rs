@@ -35,8 +35,10 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use parking_lot::Mutex;
+use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rivulet_engine::job::graph::{ExternalBatch, ExternalReader, ExternalSource};
@@ -87,6 +89,21 @@ impl Metadata {
     }
 }
 
+/// A consumer's context: keeps the last client-level error librdkafka reports (a broker that
+/// cannot be reached, say), which no poll returns.
+#[derive(Default)]
+pub struct Trouble(Mutex<Option<String>>);
+
+impl ClientContext for Trouble {
+    fn error(&self, error: KafkaError, reason: &str) {
+        *self.0.lock() = Some(format!("{error}: {reason}"));
+    }
+}
+
+impl ConsumerContext for Trouble {}
+
+type Client = BaseConsumer<Trouble>;
+
 /// Where a table's column comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ColumnFrom {
@@ -122,7 +139,7 @@ pub struct KafkaTable {
     columns: Vec<ColumnFrom>,
     decoder: RecordDecoder,
     /// A client for metadata and high watermarks (FLUSH, ad-hoc reads), made on first use.
-    client: Mutex<Option<Arc<BaseConsumer>>>,
+    client: Mutex<Option<Arc<Client>>>,
 }
 
 impl std::fmt::Debug for KafkaTable {
@@ -288,13 +305,13 @@ impl KafkaTable {
         })
     }
 
-    fn consumer(&self) -> EngineResult<BaseConsumer> {
+    fn consumer(&self) -> EngineResult<Client> {
         self.config
-            .create()
+            .create_with_context(Trouble::default())
             .map_err(|e| kafka_error("creating a consumer", e))
     }
 
-    fn client(&self) -> EngineResult<Arc<BaseConsumer>> {
+    fn client(&self) -> EngineResult<Arc<Client>> {
         let mut client = self.client.lock();
         if let Some(c) = client.as_ref() {
             return Ok(Arc::clone(c));
@@ -314,7 +331,7 @@ impl KafkaTable {
     }
 
     /// Every partition of every topic, as (topic index, partition).
-    fn splits(&self, client: &BaseConsumer) -> EngineResult<Vec<(usize, i32)>> {
+    fn splits(&self, client: &Client) -> EngineResult<Vec<(usize, i32)>> {
         let mut out = Vec::new();
         for (i, t) in self.topics.iter().enumerate() {
             out.extend(partitions(client, t)?.into_iter().map(|p| (i, p)));
@@ -325,7 +342,7 @@ impl KafkaTable {
     /// Where each of `splits` starts by the startup mode.
     fn start_offsets(
         &self,
-        client: &BaseConsumer,
+        client: &Client,
         splits: &[(usize, i32)],
     ) -> EngineResult<BTreeMap<(usize, i32), i64>> {
         let mut out = BTreeMap::new();
@@ -422,7 +439,7 @@ impl KafkaTable {
 }
 
 /// The partitions of `topic`; an error names a topic that does not exist.
-fn partitions(client: &BaseConsumer, topic: &str) -> EngineResult<Vec<i32>> {
+fn partitions(client: &Client, topic: &str) -> EngineResult<Vec<i32>> {
     let md = client
         .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
         .map_err(|e| kafka_error("reaching the broker", e))?;
@@ -536,7 +553,7 @@ struct Pending {
 struct KafkaReader {
     source: Arc<KafkaTable>,
     /// Made, and partitions assigned, when the broker is first reached.
-    consumer: Option<BaseConsumer>,
+    consumer: Option<Client>,
     /// Whether `next` came from a checkpoint (new partitions then start at their beginning).
     restored: bool,
     /// Per partition: the offset after the last record returned.
@@ -577,7 +594,7 @@ impl KafkaReader {
 
     /// Gives partitions not yet known a start: by the startup mode for a new job, from their
     /// beginning when they appeared after the job started (as Flink reads new partitions).
-    fn add_splits(&mut self, client: &BaseConsumer, splits: &[(usize, i32)]) -> EngineResult<()> {
+    fn add_splits(&mut self, client: &Client, splits: &[(usize, i32)]) -> EngineResult<()> {
         let new: Vec<(usize, i32)> = splits
             .iter()
             .filter(|s| !self.next.contains_key(s))
@@ -612,7 +629,7 @@ impl KafkaReader {
         Ok(())
     }
 
-    fn assign(&self, consumer: &BaseConsumer) -> EngineResult<()> {
+    fn assign(&self, consumer: &Client) -> EngineResult<()> {
         let mut tpl = TopicPartitionList::new();
         for (&(t, p), &o) in &self.next {
             tpl.add_partition_offset(&self.source.topics[t], p, Offset::Offset(o))
@@ -750,11 +767,14 @@ impl KafkaReader {
                 }));
             }
         }
+        // librdkafka retries by itself; the reader reports the trouble and goes on polling.
+        let reported = consumer.context().0.lock().take();
         if let Some(e) = error {
-            // librdkafka retries by itself; the reader reports it, and goes on polling.
             self.trouble = Some(format!("kafka: {e}"));
         } else if polled > 0 {
             self.trouble = None;
+        } else if let Some(e) = reported {
+            self.trouble = Some(format!("kafka: {e}"));
         }
         for (split, g) in groups {
             let topic = &self.source.topics[split.0];

@@ -181,8 +181,16 @@ impl TestProducer {
             }
             self.0.poll(Duration::ZERO);
         }
-        self.0.flush(Duration::from_secs(30))?;
-        Ok(())
+        // Queued records wait in librdkafka while a broker is down: flush until they are written
+        // (never sent again, which could write them twice).
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            match self.0.flush(Duration::from_secs(5)) {
+                Ok(()) => return Ok(()),
+                Err(e) if std::time::Instant::now() > deadline => bail!("flush: {e}"),
+                Err(_) => {}
+            }
+        }
     }
 
     /// Sends JSON values (strings) to one partition.
