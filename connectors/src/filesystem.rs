@@ -430,6 +430,7 @@ impl ExternalReader for FileReader {
                             rows,
                             split: 0,
                             progress: at,
+                            deleted: None,
                         }));
                     }
                     _ => continue,

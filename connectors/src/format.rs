@@ -212,6 +212,109 @@ impl RecordDecoder {
     }
 }
 
+/// Decodes Debezium JSON change events (`{"before": {...}, "after": {...}, "op": "c"}`, alone
+/// or inside Kafka Connect's `{"schema": ..., "payload": {...}}` envelope) into rows of a table
+/// with a primary key: `c`, `r` (snapshot) and `u` upsert `after`; `d` deletes `before`.
+#[derive(Debug, Clone)]
+pub struct DebeziumDecoder {
+    schema: SchemaRef,
+    /// The event as arrow-json reads it: before/after as structs of the row's columns
+    /// (timestamps as text), op, and the same three inside `payload`.
+    event: SchemaRef,
+}
+
+impl DebeziumDecoder {
+    pub fn new(schema: SchemaRef) -> Self {
+        let row: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Timestamp(..) => Field::new(f.name(), DataType::Utf8, true),
+                _ => f.as_ref().clone().with_nullable(true),
+            })
+            .collect();
+        let row = DataType::Struct(row.into());
+        let parts = vec![
+            Field::new("before", row.clone(), true),
+            Field::new("after", row, true),
+            Field::new("op", DataType::Utf8, true),
+        ];
+        let mut event = parts.clone();
+        event.push(Field::new("payload", DataType::Struct(parts.into()), true));
+        Self {
+            schema,
+            event: Arc::new(Schema::new(event)),
+        }
+    }
+
+    /// Decodes whole events, one per line: the rows (the image each event applies) and, per
+    /// row, whether it deletes. Fails on any bad event (callers then go event by event).
+    pub fn decode(&self, bytes: &[u8], rows: usize) -> Result<(RecordBatch, Vec<bool>), String> {
+        let err = |e: datafusion::arrow::error::ArrowError| e.to_string();
+        let mut decoder = datafusion::arrow::json::ReaderBuilder::new(Arc::clone(&self.event))
+            .with_batch_size(rows + 1)
+            .with_coerce_primitive(true)
+            .build_decoder()
+            .map_err(err)?;
+        decoder.decode(bytes).map_err(err)?;
+        let Some(events) = decoder.flush().map_err(err)? else {
+            return Ok((RecordBatch::new_empty(Arc::clone(&self.schema)), Vec::new()));
+        };
+        let n = events.num_rows();
+        let payload = events.column(3).as_struct();
+        // Per event: the envelope's parts when it has one.
+        let part = |i: usize, row: usize| -> ArrayRef {
+            if payload.is_valid(row) {
+                Arc::clone(payload.column(i))
+            } else {
+                Arc::clone(events.column(i))
+            }
+        };
+        let mut take: Vec<(usize, usize)> = Vec::with_capacity(n);
+        let mut deletes = Vec::with_capacity(n);
+        let sources: Vec<ArrayRef> = vec![
+            Arc::clone(events.column(0)),
+            Arc::clone(events.column(1)),
+            Arc::clone(payload.column(0)),
+            Arc::clone(payload.column(1)),
+        ];
+        for row in 0..n {
+            let op = part(2, row);
+            let op = op.as_string::<i32>();
+            let base = if payload.is_valid(row) { 2 } else { 0 };
+            let delete = match op.is_valid(row).then(|| op.value(row)) {
+                Some("c" | "r" | "u") => false,
+                Some("d") => true,
+                Some(other) => return Err(format!("unknown Debezium op \"{other}\"")),
+                None => return Err("a Debezium event without \"op\"".into()),
+            };
+            let image = if delete { base } else { base + 1 };
+            if sources[image].is_null(row) {
+                return Err(format!(
+                    "a Debezium \"{}\" event without \"{}\"",
+                    op.value(row),
+                    if delete { "before" } else { "after" }
+                ));
+            }
+            take.push((image, row));
+            deletes.push(delete);
+        }
+        let structs: Vec<&datafusion::arrow::array::StructArray> =
+            sources.iter().map(|a| a.as_struct()).collect();
+        let mut columns = Vec::with_capacity(self.schema.fields().len());
+        for (c, f) in self.schema.fields().iter().enumerate() {
+            let parts: Vec<&dyn Array> = structs.iter().map(|s| s.column(c).as_ref()).collect();
+            let column = datafusion::arrow::compute::interleave(&parts, &take).map_err(err)?;
+            columns.push(match f.data_type() {
+                DataType::Timestamp(..) => timestamps_from_text(&column, f.data_type())?,
+                _ => column,
+            });
+        }
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(err)?;
+        Ok((batch, deletes))
+    }
+}
+
 /// Casts that fail on a bad value instead of making it null.
 const STRICT: CastOptions<'static> = CastOptions {
     safe: false,
@@ -300,6 +403,35 @@ mod tests {
         assert!(d.decode(b"{\"ts\": 5}\n", 1).is_err());
         assert!(d.decode(b"{\"a\": \"x\"}\n", 1).is_err());
         assert!(d.decode(b"{\"a\": 1, \"ts\": \"yesterday\"}\n", 1).is_err());
+    }
+
+    #[test]
+    fn debezium_events_with_and_without_envelope() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let d = DebeziumDecoder::new(schema);
+        let (batch, deletes) = d
+            .decode(
+                b"{\"before\": null, \"after\": {\"id\": 1, \"name\": \"a\"}, \"op\": \"c\"}\n\
+                  {\"schema\": {}, \"payload\": {\"before\": {\"id\": 1, \"name\": \"a\"}, \
+                   \"after\": {\"id\": 1, \"name\": \"b\"}, \"op\": \"u\"}}\n\
+                  {\"before\": {\"id\": 1, \"name\": \"b\"}, \"after\": null, \"op\": \"d\"}\n",
+                3,
+            )
+            .unwrap();
+        assert_eq!(deletes, vec![false, false, true]);
+        let names = batch.column(1).as_string::<i32>();
+        assert_eq!(
+            names.iter().collect::<Vec<_>>(),
+            vec![Some("a"), Some("b"), Some("b")]
+        );
+        assert!(d.decode(b"{\"op\": \"d\", \"before\": null}\n", 1).is_err());
+        assert!(
+            d.decode(b"{\"op\": \"x\", \"after\": {\"id\": 1}}\n", 1)
+                .is_err()
+        );
     }
 
     #[test]

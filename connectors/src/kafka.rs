@@ -32,7 +32,8 @@ use datafusion::arrow::array::{
     ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMillisecondArray, UInt32Array,
 };
-use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::array::{RecordBatchOptions, new_null_array};
+use datafusion::arrow::compute::{cast, interleave, take};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use parking_lot::Mutex;
 use rdkafka::ClientContext;
@@ -43,10 +44,12 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rivulet_engine::job::graph::{ExternalBatch, ExternalReader, ExternalSource};
 use rivulet_engine::operator::DeadLetter;
+use rivulet_engine::state::{StateBatch, StateStore};
+use rivulet_engine::table::TableStore;
 use rivulet_engine::{EngineError, Result as EngineResult};
 
 use crate::ConnectorError;
-use crate::format::{Encoding, RecordDecoder};
+use crate::format::{DebeziumDecoder, Encoding, RecordDecoder};
 
 /// Records polled in one round at most.
 pub const BATCH_RECORDS: usize = 8192;
@@ -112,6 +115,23 @@ enum ColumnFrom {
     Meta(Metadata),
 }
 
+/// How records change the table.
+#[derive(Debug, Clone)]
+enum Changelog {
+    /// Every record is a new row (an append-only table, read by the jobs themselves).
+    Plain,
+    /// Flink's `upsert-kafka`, RisingWave's `FORMAT UPSERT`: a record's value replaces the row
+    /// with its key; a record without a value deletes it. `key` decodes a record key into the
+    /// key columns (`key_columns`: their indexes among the value's columns); `None` when the
+    /// key is a metadata column itself (RisingWave's `INCLUDE key AS k ... PRIMARY KEY (k)`).
+    Upsert {
+        key: Option<RecordDecoder>,
+        key_columns: Vec<usize>,
+    },
+    /// Debezium JSON: inserts, updates and deletes of a table with a primary key.
+    Debezium(DebeziumDecoder),
+}
+
 /// Where reading starts when a job has no position yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Startup {
@@ -138,6 +158,7 @@ pub struct KafkaTable {
     schema: SchemaRef,
     columns: Vec<ColumnFrom>,
     decoder: RecordDecoder,
+    changelog: Changelog,
     /// A client for metadata and high watermarks (FLUSH, ad-hoc reads), made on first use.
     client: Mutex<Option<Arc<Client>>>,
 }
@@ -163,10 +184,17 @@ impl KafkaSource {
     /// See [`KafkaTable::parse`].
     pub fn parse(
         schema: &SchemaRef,
+        primary_key: &[usize],
         metadata: &[(usize, Metadata)],
         options: &BTreeMap<String, String>,
     ) -> Result<Self, ConnectorError> {
-        KafkaTable::parse(schema, metadata, options).map(|t| Self(Arc::new(t)))
+        KafkaTable::parse(schema, primary_key, metadata, options).map(|t| Self(Arc::new(t)))
+    }
+
+    /// Whether the table's records change rows by key (upsert, Debezium): such a table stores
+    /// its rows, fed by [`ingest`], instead of being read by the jobs.
+    pub fn is_changelog(&self) -> bool {
+        !matches!(self.0.changelog, Changelog::Plain)
     }
 
     /// Fails, naming it, when a topic does not exist (or the broker cannot be reached).
@@ -177,9 +205,11 @@ impl KafkaSource {
 
 impl KafkaTable {
     /// Reads the options of a table `WITH (connector = 'kafka', ...)` whose stored columns are
-    /// `schema`; `metadata` names the columns that hold record metadata.
+    /// `schema`, with primary key `primary_key`; `metadata` names the columns that hold record
+    /// metadata.
     pub fn parse(
         schema: &SchemaRef,
+        primary_key: &[usize],
         metadata: &[(usize, Metadata)],
         options: &BTreeMap<String, String>,
     ) -> Result<Self, ConnectorError> {
@@ -283,17 +313,63 @@ impl KafkaTable {
                 }
             }
         }
-        let encoding = Encoding::from_options(options, "")
+        let lower = |k: &str| options.get(k).map(|v| v.to_lowercase()).unwrap_or_default();
+        let upsert_kafka = lower("connector") == "upsert-kafka";
+        let format = lower("format");
+        let debezium = matches!(format.as_str(), "debezium" | "debezium-json")
+            || lower("value.format") == "debezium-json";
+        let upsert = upsert_kafka || format == "upsert";
+        let value_prefix = if upsert_kafka { "value." } else { "" };
+        let encoding = Encoding::from_options(options, value_prefix)
             .map_err(|e| bad(format!("{e} by the kafka connector (json, csv, raw)")))?
             .ok_or_else(|| {
                 bad(
                     "the kafka connector needs 'format' = 'json', 'csv' or 'raw' \
-                     (RisingWave: FORMAT PLAIN ENCODE JSON)"
+                     (RisingWave: FORMAT PLAIN ENCODE JSON; upsert-kafka: 'value.format')"
                         .into(),
                 )
             })?;
-        let decoder =
-            RecordDecoder::new(Arc::new(Schema::new(value_fields)), encoding).map_err(bad)?;
+        let value_schema = Arc::new(Schema::new(value_fields));
+        if (upsert || debezium) && primary_key.is_empty() {
+            return Err(bad(format!(
+                "a {} Kafka table needs a PRIMARY KEY: its records change rows by key",
+                if upsert { "upsert" } else { "Debezium" }
+            )));
+        }
+        let changelog = if debezium {
+            if encoding != Encoding::Json {
+                return Err(bad("Debezium records are read as JSON only".into()));
+            }
+            Changelog::Debezium(DebeziumDecoder::new(Arc::clone(&value_schema)))
+        } else if upsert {
+            // The key columns among the value's columns, where they are there.
+            let key_columns: Vec<usize> = primary_key
+                .iter()
+                .filter_map(|&c| match columns.get(c) {
+                    Some(ColumnFrom::Value(v)) => Some(*v),
+                    _ => None,
+                })
+                .collect();
+            let key = if key_columns.is_empty() {
+                None
+            } else {
+                let key_encoding = Encoding::from_options(options, "key.")
+                    .map_err(|e| bad(format!("key: {e}")))?
+                    .unwrap_or(Encoding::Json);
+                let fields: Vec<Field> = key_columns
+                    .iter()
+                    .map(|&v| value_schema.field(v).clone())
+                    .collect();
+                Some(
+                    RecordDecoder::new(Arc::new(Schema::new(fields)), key_encoding)
+                        .map_err(|e| bad(format!("key: {e}")))?,
+                )
+            };
+            Changelog::Upsert { key, key_columns }
+        } else {
+            Changelog::Plain
+        };
+        let decoder = RecordDecoder::new(value_schema, encoding).map_err(bad)?;
         Ok(Self {
             topics,
             config,
@@ -301,6 +377,7 @@ impl KafkaTable {
             schema: Arc::clone(schema),
             columns,
             decoder,
+            changelog,
             client: Mutex::new(None),
         })
     }
@@ -438,6 +515,83 @@ impl KafkaTable {
     }
 }
 
+/// Feeds a changelog Kafka table (upsert, Debezium) from its topics: each batch of records is
+/// applied to the table's rows by key together with the new position and the batch's dead
+/// letters, in one atomic commit, so the table holds every record's effect exactly once after
+/// any crash; views read the table's change log. Runs until the task is dropped.
+pub async fn ingest(
+    source: KafkaSource,
+    store: StateStore,
+    table: Arc<TableStore>,
+) -> crate::Result<()> {
+    let key = crate::position_key(table.id());
+    let state = store.get(&key)?.unwrap_or_default();
+    let reader = source.0.reader(&state, false)?;
+    let mut reader = Some(reader);
+    let mut dead_seq = match store.last_in_prefix(&crate::dead_prefix(table.id()))? {
+        Some((k, _)) => k
+            .get(k.len().saturating_sub(8)..)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+            .map_or(0, |n| n + 1),
+        None => 0,
+    };
+    let mut last_trouble = None;
+    loop {
+        let Some(mut r) = reader.take() else {
+            return Ok(());
+        };
+        let (table2, store2, key2) = (Arc::clone(&table), store.clone(), key.clone());
+        let name = table.name().to_string();
+        let (r, result) = tokio::task::spawn_blocking(move || {
+            let result = (|| -> crate::Result<(bool, Option<String>, u64)> {
+                let batch = r.next()?;
+                let dead = r.take_dead_letters();
+                let mut extra = StateBatch::new();
+                extra.put(&key2, r.state());
+                for d in &dead {
+                    let mut k = crate::dead_prefix(table2.id());
+                    k.extend_from_slice(&dead_seq.to_be_bytes());
+                    dead_seq += 1;
+                    extra.put(
+                        k,
+                        DeadLetter {
+                            table: name.clone(),
+                            ..d.clone()
+                        }
+                        .encode(),
+                    );
+                }
+                let had = batch.is_some();
+                match batch {
+                    Some(b) => {
+                        let deleted = b.deleted.unwrap_or_else(|| vec![false; b.rows.num_rows()]);
+                        table2.upsert(&b.rows, &deleted, extra)?;
+                    }
+                    None if !dead.is_empty() => store2.write(extra, true)?,
+                    None => {}
+                }
+                Ok((had, r.trouble(), dead_seq))
+            })();
+            (r, result)
+        })
+        .await
+        .map_err(|e| ConnectorError::Option(format!("kafka source task: {e}")))?;
+        reader = Some(r);
+        let (had, trouble, seq) = result?;
+        dead_seq = seq;
+        if trouble != last_trouble {
+            if let Some(t) = &trouble {
+                tracing::warn!(table = %table.name(), error = %t, "kafka source retrying");
+            }
+            last_trouble = trouble;
+        }
+        if !had {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
 /// The partitions of `topic`; an error names a topic that does not exist.
 fn partitions(client: &Client, topic: &str) -> EngineResult<Vec<i32>> {
     let md = client
@@ -454,6 +608,157 @@ fn partitions(client: &Client, topic: &str) -> EngineResult<Vec<i32>> {
         )));
     }
     Ok(t.partitions().iter().map(|p| p.id()).collect())
+}
+
+/// One partition's records of a poll round.
+#[derive(Default)]
+struct Group {
+    bytes: Vec<u8>,
+    /// Per record: its offset and where its value (a tombstone's key) is in `bytes`.
+    records: Vec<(i64, std::ops::Range<usize>)>,
+    /// Per record: it has no value (in an upsert table: it deletes its key).
+    tombstones: Vec<bool>,
+    timestamps: Vec<Option<i64>>,
+    keys: Vec<Option<Vec<u8>>>,
+    headers: Vec<Option<String>>,
+    next: i64,
+}
+
+/// What a partition's records decode to.
+#[derive(Default)]
+struct Decoded {
+    /// The rows, and the index of the record each comes from.
+    rows: Option<(RecordBatch, Vec<u32>)>,
+    /// For a changelog format: whether each row deletes its key.
+    deleted: Option<Vec<bool>>,
+    dead: Vec<DeadLetter>,
+}
+
+/// Rows, the records they come from, and the records that failed (index, error).
+type Subset = (Option<RecordBatch>, Vec<u32>, Vec<(usize, String)>);
+
+/// Decodes records `subset` of `g` with `decoder`: all at once, or one by one when that fails.
+fn decode_subset(decoder: &RecordDecoder, g: &Group, subset: &[usize]) -> EngineResult<Subset> {
+    if subset.is_empty() {
+        return Ok((None, Vec::new(), Vec::new()));
+    }
+    let slice = |i: usize| &g.bytes[g.records[i].1.clone()];
+    if let Encoding::Raw = decoder.encoding() {
+        let slices: Vec<&[u8]> = subset.iter().map(|&i| slice(i)).collect();
+        let (batch, bad) = decoder.decode_raw(&slices);
+        let bad_set: std::collections::HashSet<usize> = bad.iter().map(|b| b.0).collect();
+        let kept = (0..subset.len())
+            .filter(|j| !bad_set.contains(j))
+            .map(|j| subset[j] as u32)
+            .collect();
+        let bad = bad.into_iter().map(|(j, e)| (subset[j], e)).collect();
+        return Ok((batch, kept, bad));
+    }
+    let contiguous = subset.len() == g.records.len();
+    let joined;
+    let bytes: &[u8] = if contiguous {
+        &g.bytes
+    } else {
+        let mut b = Vec::new();
+        for &i in subset {
+            b.extend_from_slice(slice(i));
+            b.push(b'\n');
+        }
+        joined = b;
+        &joined
+    };
+    if let Ok(Some(batch)) = decoder.decode(bytes, subset.len())
+        && batch.num_rows() == subset.len()
+    {
+        return Ok((
+            Some(batch),
+            subset.iter().map(|&i| i as u32).collect(),
+            Vec::new(),
+        ));
+    }
+    let (mut good, mut kept, mut bad) = (Vec::new(), Vec::new(), Vec::new());
+    for &i in subset {
+        let mut one = slice(i).to_vec();
+        one.push(b'\n');
+        match decoder.decode(&one, 1) {
+            Ok(Some(b)) if b.num_rows() == 1 => {
+                good.push(b);
+                kept.push(i as u32);
+            }
+            Ok(_) => bad.push((i, "not one record".to_string())),
+            Err(e) => bad.push((i, e)),
+        }
+    }
+    if good.is_empty() {
+        return Ok((None, kept, bad));
+    }
+    let batch = datafusion::arrow::compute::concat_batches(decoder.schema(), &good)?;
+    Ok((Some(batch), kept, bad))
+}
+
+/// Decodes Debezium events (records without a value are skipped): rows, their records, whether
+/// each deletes, and the records that failed.
+#[allow(clippy::type_complexity)]
+fn decode_debezium(
+    decoder: &DebeziumDecoder,
+    g: &Group,
+) -> EngineResult<(
+    Option<RecordBatch>,
+    Vec<u32>,
+    Vec<bool>,
+    Vec<(usize, String)>,
+)> {
+    let n = g.records.len();
+    if let Ok((batch, deleted)) = decoder.decode(&g.bytes, n)
+        && batch.num_rows() == n
+    {
+        return Ok((Some(batch), (0..n as u32).collect(), deleted, Vec::new()));
+    }
+    let (mut good, mut kept, mut deleted, mut bad) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, (_, range)) in g.records.iter().enumerate() {
+        let mut one = g.bytes[range.clone()].to_vec();
+        one.push(b'\n');
+        match decoder.decode(&one, 1) {
+            Ok((b, d)) if b.num_rows() == 1 => {
+                good.push(b);
+                kept.push(i as u32);
+                deleted.extend(d);
+            }
+            Ok(_) => bad.push((i, "not one Debezium event".to_string())),
+            Err(e) => bad.push((i, e)),
+        }
+    }
+    if good.is_empty() {
+        return Ok((None, kept, deleted, bad));
+    }
+    let schema = good[0].schema();
+    let batch = datafusion::arrow::compute::concat_batches(&schema, &good)?;
+    Ok((Some(batch), kept, deleted, bad))
+}
+
+/// Key rows (the key columns) as rows of `schema`: `key_columns[j]` is where key column `j`
+/// goes; the other columns are null.
+fn widen(
+    keys: &RecordBatch,
+    schema: &SchemaRef,
+    key_columns: &[usize],
+) -> EngineResult<RecordBatch> {
+    let n = keys.num_rows();
+    let columns = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(c, f)| match key_columns.iter().position(|&k| k == c) {
+            Some(j) => Arc::clone(keys.column(j)),
+            None => new_null_array(f.data_type(), n),
+        })
+        .collect();
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(n)),
+    )?)
 }
 
 /// `partition:0,offset:42;partition:1,offset:300` (Flink's spelling).
@@ -544,6 +849,8 @@ impl ExternalSource for KafkaSource {
 struct Pending {
     split: (usize, i32),
     rows: Option<RecordBatch>,
+    /// For a changelog format: whether each row deletes its key.
+    deleted: Option<Vec<bool>>,
     /// The partition's next offset after these records.
     next: i64,
     dead: Vec<DeadLetter>,
@@ -677,15 +984,6 @@ impl KafkaReader {
         let Some(consumer) = self.consumer.as_ref() else {
             return Ok(());
         };
-        struct Group {
-            bytes: Vec<u8>,
-            /// Per record: its offset, where it is in `bytes`, timestamp, key, headers.
-            records: Vec<(i64, std::ops::Range<usize>)>,
-            timestamps: Vec<Option<i64>>,
-            keys: Vec<Option<Vec<u8>>>,
-            headers: Vec<Option<String>>,
-            next: i64,
-        }
         let meta: Vec<Metadata> = self
             .source
             .columns
@@ -700,6 +998,7 @@ impl KafkaReader {
             meta.contains(&Metadata::Key),
             meta.contains(&Metadata::Headers),
         );
+        let upsert = matches!(self.source.changelog, Changelog::Upsert { .. });
         let mut groups: BTreeMap<(usize, i32), Group> = BTreeMap::new();
         let mut polled = 0;
         let mut error = None;
@@ -728,22 +1027,20 @@ impl KafkaReader {
                 continue;
             };
             let split = (t, m.partition());
-            let g = groups.entry(split).or_insert_with(|| Group {
-                bytes: Vec::new(),
-                records: Vec::new(),
-                timestamps: Vec::new(),
-                keys: Vec::new(),
-                headers: Vec::new(),
-                next: 0,
-            });
+            let g = groups.entry(split).or_default();
             g.next = m.offset() + 1;
-            // A record without a value (a tombstone) has no row in an append-only table.
-            let Some(payload) = m.payload().filter(|p| !p.is_empty()) else {
+            // A record without a value (a tombstone) deletes its key in an upsert table, and
+            // has no row otherwise.
+            let payload = m.payload().filter(|p| !p.is_empty());
+            let tombstone = payload.is_none();
+            if tombstone && !upsert {
                 continue;
-            };
+            }
             let start = g.bytes.len();
-            g.bytes.extend_from_slice(payload);
+            g.bytes
+                .extend_from_slice(payload.or(m.key()).unwrap_or_default());
             g.records.push((m.offset(), start..g.bytes.len()));
+            g.tombstones.push(tombstone);
             g.bytes.push(b'\n');
             if want_ts {
                 g.timestamps.push(m.timestamp().to_millis());
@@ -778,46 +1075,33 @@ impl KafkaReader {
         }
         for (split, g) in groups {
             let topic = &self.source.topics[split.0];
-            let (rows, dead) = self.decode_group(topic, split.1, &g.bytes, &g.records)?;
-            let rows = match rows {
-                Some((values, kept)) => Some(self.assemble(
-                    &values,
-                    &kept,
-                    split,
-                    &g.records,
-                    &g.timestamps,
-                    &g.keys,
-                    &g.headers,
-                )?),
+            let decoded = self.decode_group(topic, split.1, &g)?;
+            let rows = match decoded.rows {
+                Some((values, kept)) => Some(self.assemble(&values, &kept, split, &g)?),
                 None => None,
             };
             self.pending.push_back(Pending {
                 split,
                 rows,
+                deleted: decoded.deleted,
                 next: g.next,
-                dead,
+                dead: decoded.dead,
             });
         }
         Ok(())
     }
 
-    /// Decodes one partition's records: all at once, or one by one when that fails. Returns
-    /// the rows with the indexes of the records they come from, and the dead letters.
-    #[allow(clippy::type_complexity)]
-    fn decode_group(
-        &self,
-        topic: &str,
-        partition: i32,
-        bytes: &[u8],
-        records: &[(i64, std::ops::Range<usize>)],
-    ) -> EngineResult<(Option<(RecordBatch, Vec<u32>)>, Vec<DeadLetter>)> {
-        if records.is_empty() {
-            return Ok((None, Vec::new()));
+    /// Decodes one partition's records by the table's format. Returns the rows with the
+    /// indexes of the records they come from, for a changelog format whether each row deletes,
+    /// and the dead letters.
+    fn decode_group(&self, topic: &str, partition: i32, g: &Group) -> EngineResult<Decoded> {
+        let mut out = Decoded::default();
+        if g.records.is_empty() {
+            return Ok(out);
         }
-        let decoder = &self.source.decoder;
         let dead_letter = |i: usize, error: String| {
-            let (offset, range) = &records[i];
-            let raw = &bytes[range.clone()];
+            let (offset, range) = &g.records[i];
+            let raw = &g.bytes[range.clone()];
             DeadLetter {
                 table: String::new(),
                 source: format!("{topic}/{partition}"),
@@ -827,59 +1111,93 @@ impl KafkaReader {
                 error,
             }
         };
-        if let Encoding::Raw = decoder.encoding() {
-            let slices: Vec<&[u8]> = records.iter().map(|(_, r)| &bytes[r.clone()]).collect();
-            let (batch, bad) = decoder.decode_raw(&slices);
-            let bad_set: std::collections::HashSet<usize> = bad.iter().map(|b| b.0).collect();
-            let kept: Vec<u32> = (0..records.len() as u32)
-                .filter(|i| !bad_set.contains(&(*i as usize)))
-                .collect();
-            let dead = bad.into_iter().map(|(i, e)| dead_letter(i, e)).collect();
-            return Ok((batch.map(|b| (b, kept)), dead));
-        }
-        if let Ok(Some(batch)) = decoder.decode(bytes, records.len())
-            && batch.num_rows() == records.len()
-        {
-            return Ok((
-                Some((batch, (0..records.len() as u32).collect())),
-                Vec::new(),
-            ));
-        }
-        let mut good = Vec::new();
-        let mut kept = Vec::new();
-        let mut dead = Vec::new();
-        for (i, (_, range)) in records.iter().enumerate() {
-            let mut one = bytes[range.clone()].to_vec();
-            one.push(b'\n');
-            match decoder.decode(&one, 1) {
-                Ok(Some(b)) if b.num_rows() == 1 => {
-                    good.push(b);
-                    kept.push(i as u32);
+        let all: Vec<usize> = (0..g.records.len()).collect();
+        match &self.source.changelog {
+            Changelog::Plain => {
+                let (rows, kept, bad) = decode_subset(&self.source.decoder, g, &all)?;
+                out.rows = rows.map(|r| (r, kept));
+                out.dead = bad.into_iter().map(|(i, e)| dead_letter(i, e)).collect();
+            }
+            Changelog::Debezium(decoder) => {
+                let (rows, kept, deleted, bad) = decode_debezium(decoder, g)?;
+                out.rows = rows.map(|r| (r, kept));
+                out.deleted = Some(deleted);
+                out.dead = bad.into_iter().map(|(i, e)| dead_letter(i, e)).collect();
+            }
+            Changelog::Upsert { key, key_columns } => {
+                let (values, tombstones): (Vec<usize>, Vec<usize>) =
+                    all.iter().partition(|&&i| !g.tombstones[i]);
+                let (v_rows, v_kept, v_bad) = decode_subset(&self.source.decoder, g, &values)?;
+                // A tombstone's key gives the key columns of the row it deletes.
+                let (k_rows, k_kept, k_bad) = match key {
+                    Some(key) => {
+                        let (rows, kept, bad) = decode_subset(key, g, &tombstones)?;
+                        let rows = rows
+                            .map(|r| widen(&r, self.source.decoder.schema(), key_columns))
+                            .transpose()?;
+                        (rows, kept, bad)
+                    }
+                    // The key is a metadata column: the rest of the row is empty.
+                    None => (
+                        Some(RecordBatch::try_new_with_options(
+                            Arc::clone(self.source.decoder.schema()),
+                            self.source
+                                .decoder
+                                .schema()
+                                .fields()
+                                .iter()
+                                .map(|f| new_null_array(f.data_type(), tombstones.len()))
+                                .collect(),
+                            &RecordBatchOptions::new().with_row_count(Some(tombstones.len())),
+                        )?),
+                        tombstones.iter().map(|&i| i as u32).collect(),
+                        Vec::new(),
+                    ),
+                };
+                // Back into record order.
+                let mut order: Vec<(u32, usize, usize)> = Vec::new();
+                order.extend(v_kept.iter().enumerate().map(|(j, &i)| (i, 0, j)));
+                order.extend(k_kept.iter().enumerate().map(|(j, &i)| (i, 1, j)));
+                order.sort_unstable();
+                if !order.is_empty() {
+                    let schema = self.source.decoder.schema();
+                    let empty = RecordBatch::new_empty(Arc::clone(schema));
+                    let (v, k) = (
+                        v_rows.unwrap_or_else(|| empty.clone()),
+                        k_rows.unwrap_or(empty),
+                    );
+                    let take: Vec<(usize, usize)> = order.iter().map(|o| (o.1, o.2)).collect();
+                    let columns = (0..schema.fields().len())
+                        .map(|c| interleave(&[v.column(c).as_ref(), k.column(c).as_ref()], &take))
+                        .collect::<std::result::Result<Vec<_>, _>>()?;
+                    let rows = RecordBatch::try_new_with_options(
+                        Arc::clone(schema),
+                        columns,
+                        &RecordBatchOptions::new().with_row_count(Some(take.len())),
+                    )?;
+                    out.deleted = Some(order.iter().map(|o| o.1 == 1).collect());
+                    out.rows = Some((rows, order.iter().map(|o| o.0).collect()));
                 }
-                Ok(_) => dead.push(dead_letter(i, "not one record".into())),
-                Err(e) => dead.push(dead_letter(i, e)),
+                out.dead = v_bad
+                    .into_iter()
+                    .chain(k_bad)
+                    .map(|(i, e)| dead_letter(i, e))
+                    .collect();
             }
         }
-        if good.is_empty() {
-            return Ok((None, dead));
-        }
-        let batch = datafusion::arrow::compute::concat_batches(decoder.schema(), &good)?;
-        Ok((Some((batch, kept)), dead))
+        Ok(out)
     }
 
     /// The table's columns from the decoded values and the records' metadata (`kept`: the
     /// records the rows come from).
-    #[allow(clippy::too_many_arguments)]
     fn assemble(
         &self,
         values: &RecordBatch,
         kept: &[u32],
         split: (usize, i32),
-        records: &[(i64, std::ops::Range<usize>)],
-        timestamps: &[Option<i64>],
-        keys: &[Option<Vec<u8>>],
-        headers: &[Option<String>],
+        g: &Group,
     ) -> EngineResult<RecordBatch> {
+        let (records, timestamps, keys, headers) = (&g.records, &g.timestamps, &g.keys, &g.headers);
         let n = kept.len();
         let indices = UInt32Array::from(kept.to_vec());
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.source.columns.len());
@@ -948,6 +1266,7 @@ impl ExternalReader for KafkaReader {
                             rows,
                             split: Self::split_id(p.split),
                             progress: self.progress(),
+                            deleted: p.deleted,
                         }));
                     }
                     _ => continue,

@@ -32,9 +32,35 @@ fn position_key(table: u64) -> Vec<u8> {
     k
 }
 
-/// Adds the removal of table `id`'s source position to `batch`.
+/// Where a table's source keeps the records it could not decode: key space `S`, by table id,
+/// then `x` and a sequence number.
+fn dead_prefix(table: u64) -> Vec<u8> {
+    let mut k = position_key(table);
+    k.push(b'x');
+    k
+}
+
+/// The dead letters of table `id`'s own source (a changelog Kafka table), oldest first.
+pub fn dead_letters(
+    store: &StateStore,
+    id: u64,
+) -> rivulet_engine::Result<Vec<rivulet_engine::operator::DeadLetter>> {
+    let mut out = Vec::new();
+    store.scan_prefix(None, &dead_prefix(id), None, |_, v| {
+        out.push(
+            rivulet_engine::operator::DeadLetter::decode(v).ok_or_else(|| {
+                rivulet_engine::EngineError::Corrupt(format!("table {id}: dead letter"))
+            })?,
+        );
+        Ok(std::ops::ControlFlow::Continue(()))
+    })?;
+    Ok(out)
+}
+
+/// Adds the removal of table `id`'s source position (and dead letters) to `batch`.
 pub fn drop_state(batch: &mut StateBatch, id: u64) {
     batch.delete(position_key(id));
+    batch.delete_prefix(&dead_prefix(id));
 }
 
 /// Errors of sources and sinks.

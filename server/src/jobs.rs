@@ -356,7 +356,8 @@ pub async fn plan_stream(
             processing_time,
             external: crate::sources::external(&t.def),
             append_only: t.def.append_only
-                || t.def.options.contains_key("connector")
+                || (t.def.options.contains_key("connector")
+                    && !crate::sources::is_changelog(&t.def))
                 || t.def.view.as_ref().is_some_and(|v| v.emit_on_window_close),
         })
     };

@@ -251,11 +251,14 @@ fn dead_letters_table(catalog: &Catalog, database: &str) -> Result<Arc<dyn Table
         StringBuilder::new(),
     );
     for job in catalog.tables(database) {
-        if job.def.view.is_none() {
-            continue;
+        // A view's job keeps what its external sources could not decode; a table fed by its
+        // own source (a changelog Kafka table) keeps its own, under the table's name.
+        let dead = if job.def.view.is_some() {
+            rivulet_engine::job::dead_letters(catalog.store(), job.def.id)
+        } else {
+            rivulet_connectors::dead_letters(catalog.store(), job.def.id)
         }
-        let dead = rivulet_engine::job::dead_letters(catalog.store(), job.def.id)
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
         for d in dead {
             jobs.append_value(&job.def.name);
             tables.append_value(&d.table);

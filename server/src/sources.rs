@@ -25,6 +25,8 @@ use crate::error::{SqlError, sqlstate};
 pub enum Connector {
     Datagen(Datagen),
     Nexmark(Nexmark),
+    /// A changelog Kafka table (upsert, Debezium): its rows are stored, fed by the topic.
+    Kafka(KafkaSource),
 }
 
 /// Completes a new table's connector options: a Nexmark table's event time starts now, and is
@@ -64,7 +66,11 @@ pub fn connector(def: &TableDef) -> Result<Option<Connector>, SqlError> {
         "filesystem" | "posix_fs" => FileSource::parse(&schema, &def.options)
             .map(|_| None)
             .map_err(|e| SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, e.to_string())),
-        "kafka" => kafka_source(def).map(|_| None),
+        // Plain records are read by the jobs themselves (see `external`); changelog records
+        // change the table's stored rows.
+        "kafka" | "upsert-kafka" => {
+            kafka_source(def).map(|s| s.is_changelog().then_some(Connector::Kafka(s)))
+        }
         "datagen" => Datagen::parse(&schema, &def.options)
             .map(|g| Some(Connector::Datagen(g)))
             .map_err(|e| SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, e.to_string())),
@@ -112,27 +118,15 @@ fn kafka_source(def: &TableDef) -> Result<KafkaSource, SqlError> {
         })?;
         metadata.push((i, m));
     }
-    for f in ["format", "encode", "value.format"] {
-        let v = def.options.get(f).map(|v| v.to_lowercase());
-        if let Some(v) = v.filter(|v| {
-            matches!(
-                v.as_str(),
-                "upsert" | "debezium" | "debezium-json" | "upsert-json"
-            )
-        }) {
-            return Err(SqlError::unsupported(format!("Kafka format \"{v}\"")).with_hint(
-                "Plain JSON, CSV and raw records are supported; changelog formats are planned (issue #6).",
-            ));
-        }
-    }
-    KafkaSource::parse(&schema, &metadata, &def.options).map_err(|e| invalid(e.to_string()))
+    KafkaSource::parse(&schema, &def.primary_key, &metadata, &def.options)
+        .map_err(|e| invalid(e.to_string()))
 }
 
 /// Checks what only a new table's connector can be checked for: that a Kafka table's topics
 /// exist (the broker is asked; an existing table whose broker is down still starts).
 pub fn check_new(def: &TableDef) -> Result<(), SqlError> {
     let connector = def.options.get("connector").map(|c| c.to_lowercase());
-    if connector.as_deref() == Some("kafka") {
+    if matches!(connector.as_deref(), Some("kafka" | "upsert-kafka")) {
         let source = kafka_source(def)?;
         tokio::task::block_in_place(|| source.check_topics()).map_err(|e| {
             SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, e.to_string())
@@ -142,11 +136,20 @@ pub fn check_new(def: &TableDef) -> Result<(), SqlError> {
     Ok(())
 }
 
+/// Whether table `def` is fed by a source that updates and deletes rows (an upsert or
+/// Debezium Kafka table): its change log is not append-only.
+pub fn is_changelog(def: &TableDef) -> bool {
+    let connector = def.options.get("connector").map(|c| c.to_lowercase());
+    matches!(connector.as_deref(), Some("kafka" | "upsert-kafka"))
+        && kafka_source(def).is_ok_and(|s| s.is_changelog())
+}
+
 /// The external source a job reads for table `def` (files, Kafka topics), if it has one.
 pub fn external(def: &TableDef) -> Option<Arc<dyn ExternalSource>> {
     let connector = def.options.get("connector")?.to_lowercase();
     if connector == "kafka" {
         return match kafka_source(def) {
+            Ok(s) if s.is_changelog() => None,
             Ok(s) => Some(Arc::new(s)),
             Err(e) => {
                 tracing::warn!(table = %def.name, error = %e.message, "kafka source unavailable");
@@ -199,6 +202,7 @@ impl Sources {
             let result = match connector {
                 Connector::Datagen(g) => datagen::run(g, store, table).await,
                 Connector::Nexmark(g) => nexmark::run(g, store, table).await,
+                Connector::Kafka(s) => kafka::ingest(s, store, table).await,
             };
             match result {
                 Ok(()) => tracing::info!(table = %name, "source finished"),

@@ -152,3 +152,130 @@ async fn flink_json_table_with_metadata_windows_and_dead_letters() {
             .any(|d| d.starts_with("bids|bids/2|200|{\"auction\": \"x\""))
     );
 }
+
+/// Polls `sql` until it returns `want` (a changelog table is fed asynchronously), for 20 s.
+async fn eventually(client: &tokio_postgres::Client, sql: &str, want: &[&str]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        client.batch_execute("FLUSH").await.unwrap();
+        let got = sorted_rows(client, sql).await.unwrap();
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sql}: got {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upsert_and_debezium_tables_in_both_spellings() {
+    let broker = Broker::start().await.unwrap();
+    broker.create_topic("users", 2).await.unwrap();
+    broker.create_topic("orders", 1).await.unwrap();
+    let producer = broker.producer().unwrap();
+    let upsert = |partition: i32, key: &'static str, value: Option<&'static str>| Record {
+        partition,
+        key: Some(key.as_bytes()),
+        value: value.map(str::as_bytes),
+        ..Record::default()
+    };
+    producer
+        .send(
+            "users",
+            &[
+                upsert(0, "{\"id\": 1}", Some("{\"id\": 1, \"name\": \"ann\"}")),
+                upsert(1, "{\"id\": 2}", Some("{\"id\": 2, \"name\": \"bob\"}")),
+                upsert(0, "{\"id\": 1}", Some("{\"id\": 1, \"name\": \"amy\"}")),
+                upsert(1, "{\"id\": 3}", Some("{\"id\": 3, \"name\": \"cat\"}")),
+                upsert(1, "{\"id\": 2}", None),
+                upsert(0, "{\"id\": 4}", Some("{\"id\": 4, \"name\": ")),
+            ],
+        )
+        .unwrap();
+    let event = |value: &'static str| Record {
+        partition: 0,
+        value: Some(value.as_bytes()),
+        ..Record::default()
+    };
+    producer
+        .send(
+            "orders",
+            &[
+                event("{\"before\": null, \"after\": {\"id\": 1, \"amount\": 10}, \"op\": \"c\"}"),
+                event("{\"before\": null, \"after\": {\"id\": 2, \"amount\": 20}, \"op\": \"r\"}"),
+                event(
+                    "{\"schema\": {}, \"payload\": {\"before\": {\"id\": 1, \"amount\": 10}, \
+                     \"after\": {\"id\": 1, \"amount\": 15}, \"op\": \"u\"}}",
+                ),
+                event("{\"before\": {\"id\": 2, \"amount\": 20}, \"after\": null, \"op\": \"d\"}"),
+                event("{\"before\": null, \"after\": null, \"op\": \"z\"}"),
+                event("{\"before\": null, \"after\": {\"id\": 3, \"amount\": 7}, \"op\": \"c\"}"),
+            ],
+        )
+        .unwrap();
+
+    let server = TestServer::start().await.unwrap();
+    let c = server.connect("dev").await.unwrap();
+    let bootstrap = broker.bootstrap();
+    c.batch_execute(&format!(
+        "CREATE TABLE users (id INT PRIMARY KEY, name VARCHAR) \
+         WITH (connector = 'kafka', topic = 'users', properties.bootstrap.server = '{bootstrap}') \
+         FORMAT UPSERT ENCODE JSON; \
+         CREATE TABLE users_flink (id INT, name STRING, PRIMARY KEY (id) NOT ENFORCED) \
+         WITH ('connector' = 'upsert-kafka', 'topic' = 'users', \
+               'properties.bootstrap.servers' = '{bootstrap}', \
+               'key.format' = 'json', 'value.format' = 'json'); \
+         CREATE TABLE orders (id INT PRIMARY KEY, amount BIGINT) \
+         WITH ('connector' = 'kafka', 'topic' = 'orders', \
+               'properties.bootstrap.servers' = '{bootstrap}', \
+               'scan.startup.mode' = 'earliest-offset', 'format' = 'debezium-json'); \
+         CREATE MATERIALIZED VIEW user_names AS SELECT count(*) AS n, max(name) AS last FROM users; \
+         CREATE MATERIALIZED VIEW order_total AS SELECT count(*) AS n, sum(amount) AS total FROM orders;"
+    ))
+    .await
+    .unwrap();
+    eventually(&c, "SELECT * FROM users", &["1|amy", "3|cat"]).await;
+    eventually(&c, "SELECT * FROM users_flink", &["1|amy", "3|cat"]).await;
+    eventually(&c, "SELECT * FROM user_names", &["2|cat"]).await;
+    eventually(&c, "SELECT * FROM orders", &["1|15", "3|7"]).await;
+    eventually(&c, "SELECT * FROM order_total", &["2|22"]).await;
+    // Malformed records are dead letters of the tables, once each.
+    eventually(
+        &c,
+        "SELECT job_name, source, position FROM rivulet_dead_letters",
+        &[
+            "orders|orders/0|4",
+            "users_flink|users/0|2",
+            "users|users/0|2",
+        ],
+    )
+    .await;
+    // Changelog tables need a key; a plain one is still append-only.
+    let err = c
+        .batch_execute(&format!(
+            "CREATE TABLE nokey (id INT) WITH (connector = 'kafka', topic = 'users', \
+             properties.bootstrap.server = '{bootstrap}') FORMAT UPSERT ENCODE JSON"
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        err.as_db_error()
+            .is_some_and(|e| e.message().contains("needs a PRIMARY KEY")),
+        "{err:?}"
+    );
+    let err = c
+        .batch_execute(&format!(
+            "CREATE TABLE missing (id INT) WITH (connector = 'kafka', topic = 'nope', \
+             properties.bootstrap.server = '{bootstrap}') FORMAT PLAIN ENCODE JSON"
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        err.as_db_error()
+            .is_some_and(|e| e.message().contains("topic \"nope\"")),
+        "{err:?}"
+    );
+}

@@ -71,6 +71,9 @@ pub struct ExternalBatch {
     pub split: u32,
     /// The progress after these rows (see [`ExternalSource`]).
     pub progress: u64,
+    /// A changelog source's rows (upsert, Debezium): whether each deletes its key. Jobs only
+    /// read sources whose rows are all new (`None`); changelog sources feed keyed tables.
+    pub deleted: Option<Vec<bool>>,
 }
 
 /// Reads an [`ExternalSource`]; called on a blocking thread.

@@ -271,6 +271,106 @@ impl TableStore {
         Ok(total)
     }
 
+    /// Applies a changelog source's records to a table with a primary key, in order, as one
+    /// atomic commit with `extra` (the source's position): a row whose `delete` flag is false
+    /// replaces the row with its key (an upsert), one whose flag is true removes it (only its
+    /// key columns matter). The change log gets what really changed: an insert, an update
+    /// (before and after) or a delete; deleting a missing key changes nothing. Computed columns
+    /// are computed here. Returns the rows changed.
+    pub fn upsert(&self, rows: &RecordBatch, delete: &[bool], extra: StateBatch) -> Result<u64> {
+        if self.key_codec.is_none() {
+            return Err(EngineError::Internal(format!(
+                "upsert into table \"{}\" without a primary key",
+                self.name
+            )));
+        }
+        if delete.len() != rows.num_rows() {
+            return Err(EngineError::Internal(
+                "upsert flags of the wrong length".into(),
+            ));
+        }
+        let rows = match self.computed.get() {
+            Some(c) => c.fill(rows)?,
+            None => self.conform(rows)?,
+        };
+        // Upserted rows must be whole; deleted ones only need their key.
+        let upserted = BooleanArray::from(delete.iter().map(|d| !d).collect::<Vec<_>>());
+        self.check_not_null(&filter_record_batch(&rows, &upserted)?)?;
+        let mut counters = self.writer.lock();
+        let keys = self.primary_keys(&rows)?;
+        // The stored rows of the keys touched, decoded into one batch.
+        let mut distinct: Vec<&Vec<u8>> = Vec::new();
+        let mut seen = HashSet::new();
+        for k in &keys {
+            if seen.insert(k.as_slice()) {
+                distinct.push(k);
+            }
+        }
+        let stored = self.store.multi_get(&distinct)?;
+        let mut decoder = self.codec.decoder(None, distinct.len().max(1));
+        // Per key: where its current row is, (0, i) in `old` or (1, i) in `rows`.
+        let mut current: std::collections::HashMap<&[u8], (usize, usize)> =
+            std::collections::HashMap::with_capacity(distinct.len());
+        let mut n_old = 0;
+        for (k, v) in distinct.iter().zip(&stored) {
+            if let Some(v) = v {
+                decoder.push(v)?;
+                current.insert(k.as_slice(), (0, n_old));
+                n_old += 1;
+            }
+        }
+        let old = decoder.flush()?;
+        let mut take: Vec<(usize, usize)> = Vec::new();
+        let mut ops: Vec<Op> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let before = current.get(key.as_slice()).copied();
+            if delete[i] {
+                if let Some(b) = before {
+                    take.push(b);
+                    ops.push(Op::Delete);
+                    current.remove(key.as_slice());
+                }
+                continue;
+            }
+            match before {
+                Some(b) => {
+                    take.push(b);
+                    ops.push(Op::UpdateBefore);
+                    take.push((1, i));
+                    ops.push(Op::UpdateAfter);
+                }
+                None => {
+                    take.push((1, i));
+                    ops.push(Op::Insert);
+                }
+            }
+            current.insert(key.as_slice(), (1, i));
+        }
+        if take.is_empty() {
+            // Nothing changed, but the position moves.
+            if !extra.is_empty() {
+                self.store.write(extra, true)?;
+            }
+            return Ok(0);
+        }
+        let old = self.conform(&old)?;
+        let columns = (0..rows.num_columns())
+            .map(|c| interleave(&[old.column(c).as_ref(), rows.column(c).as_ref()], &take))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let data = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+        let change = ChangeBatch { data, ops };
+        let mut batch = extra;
+        // In order: the last change of each key decides what is stored.
+        self.apply_changes(&mut batch, &change)?;
+        let changed = change
+            .ops
+            .iter()
+            .filter(|o| **o != Op::UpdateBefore)
+            .count() as u64;
+        self.commit(&mut counters, batch, &[change], true)?;
+        Ok(changed)
+    }
+
     /// Runs one UPDATE or DELETE: `decide` sees the current rows chunk by chunk and says which rows
     /// the statement touches and, for UPDATE, their new values. All changes commit as one entry.
     pub fn modify<E: From<EngineError>>(

@@ -146,3 +146,56 @@ fn not_null_is_enforced_and_drop_removes_everything() {
     assert_eq!(all_rows(&t, &store).num_rows(), 0);
     assert_eq!(t.last_seq(), 0);
 }
+
+#[test]
+fn upserts_and_deletes_in_order_with_their_change_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let t = TableStore::open(store.clone(), 9, "users", schema(), vec![0]).unwrap();
+    t.insert(&[rows(&[1, 2], &[Some("a"), Some("b")])]).unwrap();
+    let mut extra = StateBatch::new();
+    extra.put(b"position", b"7");
+    // 1 updated twice, 2 deleted, 3 inserted then deleted, 4 inserted, 5 deleted (missing).
+    let n = t
+        .upsert(
+            &rows(
+                &[1, 2, 3, 1, 3, 4, 5],
+                &[Some("x"), None, Some("c"), Some("y"), None, Some("d"), None],
+            ),
+            &[false, true, false, false, true, false, true],
+            extra,
+        )
+        .unwrap();
+    assert_eq!(n, 6);
+    let all = all_rows(&t, &store);
+    let ids = all.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+    let names = all
+        .column(1)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    let got: Vec<(i64, Option<&str>)> = ids.iter().flatten().zip(names.iter()).collect();
+    assert_eq!(got, vec![(1, Some("y")), (4, Some("d"))]);
+    assert_eq!(store.get(b"position").unwrap(), Some(b"7".to_vec()));
+    let changes = t.changes_after(None, 1, 10).unwrap();
+    let ops: Vec<Op> = changes.iter().flat_map(|(_, c)| c.ops.clone()).collect();
+    assert_eq!(
+        ops,
+        vec![
+            Op::UpdateBefore,
+            Op::UpdateAfter,
+            Op::Delete,
+            Op::Insert,
+            Op::UpdateBefore,
+            Op::UpdateAfter,
+            Op::Delete,
+            Op::Insert,
+        ]
+    );
+    // A missing key deleted alone changes nothing.
+    assert_eq!(
+        t.upsert(&rows(&[9], &[None]), &[true], StateBatch::new())
+            .unwrap(),
+        0
+    );
+}
