@@ -176,6 +176,15 @@ fn option<'a>(options: &'a BTreeMap<String, String>, names: &[&str]) -> Option<&
     names.iter().find_map(|n| options.get(*n))
 }
 
+/// An error's message without the "internal error" label: a broker or topic problem is the
+/// user's to fix.
+fn plain(e: &EngineError) -> String {
+    match e {
+        EngineError::Internal(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
 fn kafka_error(what: &str, e: impl std::fmt::Display) -> EngineError {
     EngineError::Internal(format!("kafka: {what}: {e}"))
 }
@@ -259,6 +268,11 @@ impl KafkaTable {
         config.set("enable.partition.eof", "false");
         if config.get("auto.offset.reset").is_none() {
             config.set("auto.offset.reset", "earliest");
+        }
+        // A broker holds a fetch until data comes or this long: it bounds how late an idle
+        // partition's first new record is seen (librdkafka's default is 500 ms).
+        if config.get("fetch.wait.max.ms").is_none() {
+            config.set("fetch.wait.max.ms", "50");
         }
         config.set("log_level", "3");
 
@@ -402,7 +416,7 @@ impl KafkaTable {
     pub fn check_topics(&self) -> Result<(), ConnectorError> {
         let client = self.client()?;
         for t in &self.topics {
-            partitions(&client, t).map_err(|e| ConnectorError::Option(e.to_string()))?;
+            partitions(&client, t).map_err(|e| ConnectorError::Option(plain(&e)))?;
         }
         Ok(())
     }
@@ -975,7 +989,7 @@ impl KafkaReader {
             .retry
             .map_or(BACKOFF.0, |(_, d)| (d * 2).min(BACKOFF.1));
         self.retry = Some((Instant::now() + delay, delay));
-        self.trouble = Some(e.to_string());
+        self.trouble = Some(plain(e));
         tracing::warn!(error = %e, retry_in = ?delay, "kafka source");
     }
 
@@ -1297,6 +1311,7 @@ impl ExternalReader for KafkaReader {
             }
             self.poll_round()?;
             if self.pending.is_empty() {
+                self.skip_to_position();
                 return Ok(None);
             }
         }
@@ -1333,6 +1348,29 @@ impl ExternalReader for KafkaReader {
 }
 
 impl KafkaReader {
+    /// With nothing delivered, moves each partition's next offset to the consumer's position
+    /// where that is further: offsets that hold no record for the application (transaction
+    /// markers) would otherwise keep FLUSH and a bounded read waiting for them.
+    fn skip_to_position(&mut self) {
+        let Some(consumer) = self.consumer.as_ref() else {
+            return;
+        };
+        let Ok(position) = consumer.position() else {
+            return;
+        };
+        for e in position.elements() {
+            let Some(t) = self.source.topics.iter().position(|t| t == e.topic()) else {
+                continue;
+            };
+            if let (Offset::Offset(o), Some(next)) =
+                (e.offset(), self.next.get_mut(&(t, e.partition())))
+                && o > *next
+            {
+                *next = o;
+            }
+        }
+    }
+
     /// The sum of the partitions' next offsets.
     fn progress(&self) -> u64 {
         self.next.values().map(|&o| o.max(0) as u64).sum()

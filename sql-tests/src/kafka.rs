@@ -120,7 +120,7 @@ impl Broker {
     pub fn producer(&self) -> anyhow::Result<TestProducer> {
         let p: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
-            .set("linger.ms", "5")
+            .set("linger.ms", "1")
             .set("log_level", "3")
             .create()?;
         Ok(TestProducer(p))
@@ -191,6 +191,43 @@ impl TestProducer {
                 Err(_) => {}
             }
         }
+    }
+
+    /// Queues values to one partition without waiting for them to be written (a paced
+    /// producer); [`TestProducer::send`] or dropping the producer later writes what is queued.
+    pub fn queue_values(
+        &self,
+        topic: &str,
+        partition: i32,
+        values: &[String],
+    ) -> anyhow::Result<()> {
+        for v in values {
+            let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+                .partition(partition)
+                .payload(v.as_bytes());
+            loop {
+                match self.0.send(rec) {
+                    Ok(()) => break,
+                    Err((e, back)) => {
+                        if e.rdkafka_error_code()
+                            != Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                        {
+                            bail!("produce: {e}");
+                        }
+                        self.0.poll(Duration::from_millis(1));
+                        rec = back;
+                    }
+                }
+            }
+        }
+        self.0.poll(Duration::ZERO);
+        Ok(())
+    }
+
+    /// Waits until every queued record is written.
+    pub fn flush(&self) -> anyhow::Result<()> {
+        self.0.flush(Duration::from_secs(60))?;
+        Ok(())
     }
 
     /// Sends JSON values (strings) to one partition.

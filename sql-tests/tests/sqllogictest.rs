@@ -2,6 +2,11 @@
 //! once over the extended query protocol, each run in a database of its own so files run in
 //! parallel. `RIVULET_SLT_COMPLETE=1` rewrites the files with the actual output (review the diff).
 //! Arguments filter files by substring.
+//!
+//! Files may use a Kafka broker: lines `# kafka-topic <name> <partitions>` and
+//! `# kafka-record <topic> <partition> <value>` make the runner start one (Tansu, see
+//! `rivulet_sql_tests::kafka`), create the topics and produce the records before any file runs;
+//! `${KAFKA}` in a file (with `control substitution on`) is its bootstrap address.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -47,11 +52,50 @@ fn database_name(root: &Path, file: &Path, protocol: Protocol) -> String {
     )
 }
 
+/// Starts a broker with the topics and records `files` ask for, if any do.
+async fn kafka_for(files: &[PathBuf]) -> Option<rivulet_sql_tests::kafka::Broker> {
+    let mut topics = Vec::new();
+    let mut records: Vec<(String, i32, String)> = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# kafka-topic ") {
+                let mut w = rest.split_whitespace();
+                if let (Some(name), Some(n)) = (w.next(), w.next()) {
+                    topics.push((name.to_string(), n.parse::<u32>().expect("partitions")));
+                }
+            } else if let Some(rest) = line.strip_prefix("# kafka-record ") {
+                let mut w = rest.splitn(3, ' ');
+                if let (Some(t), Some(p), Some(v)) = (w.next(), w.next(), w.next()) {
+                    records.push((t.to_string(), p.parse().expect("partition"), v.to_string()));
+                }
+            }
+        }
+    }
+    if topics.is_empty() {
+        return None;
+    }
+    let broker = rivulet_sql_tests::kafka::Broker::start()
+        .await
+        .expect("kafka broker starts");
+    for (name, partitions) in &topics {
+        broker.create_topic(name, *partitions).await.expect("topic");
+    }
+    let producer = broker.producer().expect("producer");
+    for (topic, partition, value) in &records {
+        producer
+            .send_values(topic, *partition, std::slice::from_ref(value))
+            .expect("produce");
+    }
+    Some(broker)
+}
+
 async fn run_file(
     server: &TestServer,
     root: &Path,
     file: &Path,
     protocol: Protocol,
+    kafka: Option<String>,
 ) -> Result<(), String> {
     let db = database_name(root, file, protocol);
     let admin = server.connect("dev").await.map_err(|e| e.to_string())?;
@@ -76,6 +120,9 @@ async fn run_file(
     };
     let mut runner = Runner::new(make);
     runner.add_label("rivulet");
+    if let Some(k) = kafka {
+        runner.set_var("KAFKA".into(), k);
+    }
     runner.with_hash_threshold(0);
     if std::env::var("RIVULET_SLT_COMPLETE").is_ok() && protocol == Protocol::Simple {
         return runner
@@ -114,6 +161,8 @@ async fn main() {
     });
     files.sort();
     let server = TestServer::start().await.expect("server starts");
+    let broker = kafka_for(&files).await;
+    let kafka = broker.as_ref().map(|b| b.bootstrap());
     let complete = std::env::var("RIVULET_SLT_COMPLETE").is_ok();
     let protocols: &[Protocol] = if complete {
         &[Protocol::Simple]
@@ -127,12 +176,12 @@ async fn main() {
         }
     }
     let results = futures::future::join_all(jobs.iter().map(|(file, protocol)| {
-        let (server, root) = (&server, &root);
+        let (server, root, kafka) = (&server, &root, kafka.clone());
         async move {
             (
                 file,
                 *protocol,
-                run_file(server, root, file, *protocol).await,
+                run_file(server, root, file, *protocol, kafka).await,
             )
         }
     }))
@@ -149,8 +198,11 @@ async fn main() {
         }
     }
     println!("{} runs, {failed} failed", results.len());
-    // `exit` skips destructors: stop the server first.
+    // `exit` skips destructors: stop the server and the broker first.
     drop(server);
+    if let Some(mut b) = broker {
+        let _ = b.stop().await;
+    }
     if failed > 0 {
         std::process::exit(1);
     }

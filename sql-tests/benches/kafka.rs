@@ -1,0 +1,298 @@
+//! Kafka end to end: Nexmark bids as JSON in a 3-partition topic of a real Kafka-protocol broker
+//! (Tansu, as the tests start it), read by the release server into a 10 s TUMBLE count per
+//! auction. `scripts/bench kafka`.
+//!
+//! 1. Throughput: `RIVULET_BENCH_EVENTS` bids (default 2,000,000, `genbids.py`'s fields) are
+//!    produced first; then the view is created and timed until FLUSH returns (every record read,
+//!    decoded, aggregated and committed), with the server's CPU seconds (user + system). Prints
+//!    events/s and events per CPU-second, once into a materialized view and once into a
+//!    blackhole sink (what the Flink comparison measures).
+//! 2. Decoding share: the same records decoded by the connector's JSON decoder alone, in this
+//!    process on one core; its CPU per event over the server's.
+//! 3. Latency: a producer writes bids at 50,000 per second for 10 s, each carrying its send time;
+//!    a client polls the view (emit on update, default 100 ms barriers) and, for each record
+//!    newly visible, takes now minus its send time. Prints p50 and p99.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rivulet_sql_tests::kafka::Broker;
+use rivulet_sql_tests::{TestServer, text_rows};
+
+const CHANNELS: [&str; 8] = [
+    "Google",
+    "Facebook",
+    "Baidu",
+    "Apple",
+    "channel-1234",
+    "channel-42",
+    "channel-777",
+    "channel-9",
+];
+
+/// Bid `i` of the LCG stream (`genbids.py`'s fields), with event time `base + i / 100` ms.
+fn bid(x: &mut u64, i: u64, base: u64, extra: &str) -> String {
+    *x = x
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let (a, b, p) = (
+        (*x >> 20) % 10000,
+        (*x >> 34) % 1_000_000,
+        1 + (*x >> 7) % 100_000,
+    );
+    let c = CHANNELS[((*x >> 50) & 7) as usize];
+    format!(
+        "{{\"auction\":{a},\"bidder\":{b},\"price\":{p},\"channel\":\"{c}\",\"url\":\"https://www.nexmark.com/item.htm?query=1&id={a}\",\"date_time\":{},\"extra\":\"{extra}\"}}",
+        base + i / 100
+    )
+}
+
+fn table_sql(name: &str, topic: &str, bootstrap: &str) -> String {
+    format!(
+        "CREATE TABLE {name} (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, \
+           url VARCHAR, date_time BIGINT, extra VARCHAR, \
+           ts AS TO_TIMESTAMP_LTZ(date_time, 3), \
+           WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
+         WITH ('connector' = 'kafka', 'topic' = '{topic}', \
+               'properties.bootstrap.servers' = '{bootstrap}', \
+               'scan.startup.mode' = 'earliest-offset', 'format' = 'json')"
+    )
+}
+
+const TUMBLE: &str = "SELECT auction, window_start, window_end, count(*) AS n \
+     FROM TABLE(TUMBLE(TABLE {t}, DESCRIPTOR(ts), INTERVAL '10' SECOND)) \
+     GROUP BY auction, window_start, window_end";
+
+async fn server(barrier_ms: &str) -> TestServer {
+    TestServer::start_with_flags(&[
+        "--streaming-parallelism",
+        "1",
+        "--barrier-interval-ms",
+        barrier_ms,
+    ])
+    .await
+    .unwrap()
+}
+
+/// Produces `n` bids round-robin over 3 partitions; returns the seconds it took.
+fn produce(broker: &Broker, topic: &str, n: u64) -> f64 {
+    let producer = broker.producer().unwrap();
+    let t0 = Instant::now();
+    let mut x = 12345u64;
+    let chunk = 30_000u64;
+    let mut i = 0;
+    while i < n {
+        let end = (i + chunk).min(n);
+        let mut per: [Vec<String>; 3] = Default::default();
+        for j in i..end {
+            per[(j % 3) as usize].push(bid(&mut x, j, 1_700_000_000_000, ""));
+        }
+        for (p, values) in per.iter().enumerate() {
+            producer.send_values(topic, p as i32, values).unwrap();
+        }
+        i = end;
+    }
+    t0.elapsed().as_secs_f64()
+}
+
+async fn throughput(broker: &Broker, events: u64, sink: bool) -> (f64, f64) {
+    let server = server("1000").await;
+    let c = server.connect("dev").await.unwrap();
+    c.batch_execute(&table_sql("bid", "bids", &broker.bootstrap()))
+        .await
+        .unwrap();
+    let query = TUMBLE.replace("{t}", "bid");
+    let statement = if sink {
+        c.batch_execute(
+            "CREATE TABLE counts (auction BIGINT, window_start TIMESTAMPTZ, \
+             window_end TIMESTAMPTZ, n BIGINT) WITH ('connector' = 'blackhole')",
+        )
+        .await
+        .unwrap();
+        format!("INSERT INTO counts {query}; FLUSH")
+    } else {
+        format!("CREATE MATERIALIZED VIEW counts AS {query}; FLUSH")
+    };
+    let cpu0 = server.cpu_time().unwrap();
+    let t0 = Instant::now();
+    c.batch_execute(&statement).await.unwrap();
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = (server.cpu_time().unwrap() - cpu0).as_secs_f64();
+    let jobs = text_rows(&c, "SHOW JOBS").await.unwrap();
+    assert!(jobs.iter().all(|j| !j.contains("failed")), "{jobs:?}");
+    if !sink {
+        let n = text_rows(&c, "SELECT sum(n) FROM counts").await.unwrap();
+        assert_eq!(n, vec![events.to_string()], "the view misses events");
+    }
+    server.kill9().await.unwrap();
+    (events as f64 / wall, events as f64 / cpu.max(1e-3))
+}
+
+/// CPU seconds of this thread.
+fn thread_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    (f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()) as f64 / 100.0
+}
+
+/// CPU seconds per event of the JSON decoder alone, over 8192-record batches.
+fn decode_cost(events: u64) -> f64 {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use rivulet_connectors::format::{Encoding, RecordDecoder};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("auction", DataType::Int64, true),
+        Field::new("bidder", DataType::Int64, true),
+        Field::new("price", DataType::Int64, true),
+        Field::new("channel", DataType::Utf8, true),
+        Field::new("url", DataType::Utf8, true),
+        Field::new("date_time", DataType::Int64, true),
+        Field::new("extra", DataType::Utf8, true),
+    ]));
+    let decoder = RecordDecoder::new(schema, Encoding::Json).unwrap();
+    let mut x = 12345u64;
+    let batch: Vec<u8> = (0..8192u64)
+        .flat_map(|i| {
+            let mut line = bid(&mut x, i, 1_700_000_000_000, "").into_bytes();
+            line.push(b'\n');
+            line
+        })
+        .collect();
+    let rounds = events.div_ceil(8192);
+    let cpu0 = thread_cpu();
+    for _ in 0..rounds {
+        let rows = decoder.decode(&batch, 8192).unwrap().unwrap();
+        assert_eq!(rows.num_rows(), 8192);
+    }
+    (thread_cpu() - cpu0) / (rounds * 8192) as f64
+}
+
+async fn latency(broker: &Broker) -> (f64, f64, usize) {
+    broker.create_topic("live", 3).await.unwrap();
+    let server = server("100").await;
+    let c = server.connect("dev").await.unwrap();
+    c.batch_execute(&table_sql("live", "live", &broker.bootstrap()))
+        .await
+        .unwrap();
+    c.batch_execute(
+        "CREATE MATERIALIZED VIEW live_counts AS SELECT auction, window_start, window_end, \
+           count(*) AS n, max(CAST(extra AS BIGINT)) AS seq \
+         FROM TABLE(TUMBLE(TABLE live, DESCRIPTOR(ts), INTERVAL '10' SECOND)) \
+         GROUP BY auction, window_start, window_end",
+    )
+    .await
+    .unwrap();
+    // The producer: 50 records per millisecond tick for 10 s; record `seq` carries its number,
+    // and its send time is kept here.
+    const RATE: u64 = 50_000;
+    const SECONDS: u64 = 10;
+    let total = RATE * SECONDS;
+    let sent: Arc<Vec<std::sync::atomic::AtomicU64>> =
+        Arc::new((0..total).map(|_| Default::default()).collect());
+    let producer = broker.producer().unwrap();
+    let sent2 = Arc::clone(&sent);
+    let writer = std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut x = 99u64;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let mut seq = 0u64;
+        while seq < total {
+            let due = ((start.elapsed().as_secs_f64() * RATE as f64) as u64).min(total);
+            if due <= seq {
+                std::thread::sleep(Duration::from_micros(200));
+                continue;
+            }
+            let mut per: [Vec<String>; 3] = Default::default();
+            let t = start.elapsed().as_micros() as u64;
+            for s in seq..due {
+                per[(s % 3) as usize].push(bid(&mut x, s, now_ms, &s.to_string()));
+                sent2[s as usize].store(t, std::sync::atomic::Ordering::Relaxed);
+            }
+            for (p, values) in per.iter().enumerate() {
+                producer.queue_values("live", p as i32, values).unwrap();
+            }
+            seq = due;
+        }
+        producer.flush().unwrap();
+        start
+    });
+    // Poll the view; each record newly visible (by its number, per partition's order) gets
+    // its latency. The producer's start is only known at its end: keep (poll time, seq) pairs.
+    let poll_start = Instant::now();
+    let mut seen: Vec<(Instant, i64)> = Vec::new();
+    let mut last = -1i64;
+    while last + 1 < total as i64 && poll_start.elapsed() < Duration::from_secs(SECONDS + 30) {
+        let v = text_rows(&c, "SELECT max(seq) FROM live_counts")
+            .await
+            .unwrap();
+        if let Some(m) = v.first().and_then(|s| s.parse::<i64>().ok())
+            && m > last
+        {
+            seen.push((Instant::now(), m));
+            last = m;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let start = tokio::task::spawn_blocking(move || writer.join().unwrap())
+        .await
+        .unwrap();
+    let mut latencies = Vec::new();
+    let mut from = 0i64;
+    for (at, m) in seen {
+        let now = at.duration_since(start).as_micros() as u64;
+        for s in from..=m {
+            let t = sent[s as usize].load(std::sync::atomic::Ordering::Relaxed);
+            latencies.push(now.saturating_sub(t) as f64 / 1000.0);
+        }
+        from = m + 1;
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+    server.kill9().await.unwrap();
+    (pct(0.5), pct(0.99), latencies.len())
+}
+
+#[tokio::main]
+async fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("Kafka end to end: run it with `scripts/bench kafka`");
+        return;
+    }
+    let events: u64 = std::env::var("RIVULET_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
+    let broker = Broker::start().await.unwrap();
+    broker.create_topic("bids", 3).await.unwrap();
+    let secs = produce(&broker, "bids", events);
+    println!(
+        "produced {events} JSON bids to 3 partitions in {secs:.1} s ({:.0}/s)",
+        events as f64 / secs
+    );
+    let (view_rate, view_cpu) = throughput(&broker, events, false).await;
+    let (sink_rate, sink_cpu) = throughput(&broker, events, true).await;
+    let decode = decode_cost(events.min(2_000_000));
+    println!();
+    println!("| 10 s TUMBLE count per auction | events/s | events per CPU-s | decoding share |");
+    println!("|---|---|---|---|");
+    println!(
+        "| into a materialized view | {view_rate:.0} | {view_cpu:.0} | {:.0}% |",
+        100.0 * decode * view_cpu
+    );
+    println!(
+        "| into a blackhole sink | {sink_rate:.0} | {sink_cpu:.0} | {:.0}% |",
+        100.0 * decode * sink_cpu
+    );
+    println!(
+        "JSON decoding alone: {:.0} events per CPU-s",
+        1.0 / decode.max(1e-12)
+    );
+    let (p50, p99, n) = latency(&broker).await;
+    println!(
+        "latency from produce to the view at 50,000 events/s ({n} records): p50 {p50:.0} ms, p99 {p99:.0} ms"
+    );
+}
