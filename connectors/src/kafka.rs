@@ -1016,18 +1016,15 @@ impl KafkaReader {
         let mut groups: BTreeMap<(usize, i32), Group> = BTreeMap::new();
         let mut polled = 0;
         let mut error = None;
-        let started = Instant::now();
         while polled < BATCH_RECORDS {
             let wait = if polled == 0 {
                 POLL_WAIT
             } else {
                 Duration::ZERO
             };
+            // Whatever has arrived is a round: no spinning for more once something has.
             let Some(m) = consumer.poll(wait) else {
-                if polled == 0 || started.elapsed() >= POLL_WAIT {
-                    break;
-                }
-                continue;
+                break;
             };
             let m = match m {
                 Ok(m) => m,

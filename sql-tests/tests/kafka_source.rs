@@ -279,3 +279,46 @@ async fn upsert_and_debezium_tables_in_both_spellings() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_partition_does_not_hold_windows_open() {
+    let broker = Broker::start().await.unwrap();
+    broker.create_topic("quiet", 2).await.unwrap();
+    let producer = broker.producer().unwrap();
+    // Partition 0 has a row per second for 30 s of event time; partition 1 stays empty.
+    let values: Vec<String> = (0..30).map(|s| bid(1, s, s, false)).collect();
+    producer.send_values("quiet", 0, &values).unwrap();
+    let server = TestServer::start().await.unwrap();
+    let c = server.connect("dev").await.unwrap();
+    for (table, idle) in [
+        ("held", ""),
+        ("idle", ", 'scan.watermark.idle-timeout' = '1 s'"),
+    ] {
+        c.batch_execute(&format!(
+            "CREATE TABLE {table} (auction BIGINT, price BIGINT, ts TIMESTAMP(3), \
+               WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
+             WITH ('connector' = 'kafka', 'topic' = 'quiet', \
+                   'properties.bootstrap.servers' = '{}', 'format' = 'json'{idle}); \
+             CREATE MATERIALIZED VIEW {table}_windows AS \
+               SELECT window_start, count(*) AS n FROM TUMBLE({table}, ts, INTERVAL '10' SECOND) \
+               GROUP BY window_start EMIT ON WINDOW CLOSE;",
+            broker.bootstrap()
+        ))
+        .await
+        .unwrap();
+    }
+    // With the idle timeout, the empty partition stops counting and the windows before the
+    // data's watermark close; without it, the empty partition holds every window open.
+    eventually(
+        &c,
+        "SELECT * FROM idle_windows WHERE window_start < '2024-05-01 12:00:20'",
+        &["2024-05-01 12:00:00|10", "2024-05-01 12:00:10|10"],
+    )
+    .await;
+    assert!(
+        text_rows(&c, "SELECT * FROM held_windows")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -245,7 +245,7 @@ impl SourceReader {
 struct Splits {
     /// Per split: its watermark and when it last had rows (or was first seen).
     splits: std::collections::BTreeMap<u32, (Option<i64>, Instant)>,
-    /// When any split last had rows, and the source's watermark then.
+    /// When any split last had rows (and the source's watermark then).
     last_rows: Option<(Instant, Option<i64>)>,
 }
 
@@ -285,8 +285,10 @@ impl Splits {
         if any {
             return min;
         }
+        // Every split idle: event time moves on from the furthest any split reached.
+        let base = self.splits.values().filter_map(|(w, _)| *w).max();
         match self.last_rows {
-            Some((since, base)) => reader.idle_watermark(since, base),
+            Some((since, _)) => reader.idle_watermark(since, base),
             None if reader.processing_time => reader.idle_watermark(Instant::now(), None),
             None => None,
         }
