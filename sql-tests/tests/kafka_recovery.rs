@@ -2,13 +2,14 @@
 //! while the test kills the server at random moments (several rounds) and once stops and
 //! restarts the broker; after catch-up every view equals DataFusion's batch answer over all the
 //! produced records (an ad-hoc query reads the topic) and the test's own count: nothing lost,
-//! nothing counted twice, each malformed record kept once per view.
+//! nothing counted twice, each malformed record kept once per view; an upsert table fed from a
+//! second topic holds each key's last value.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use rivulet_sql_tests::kafka::Broker;
+use rivulet_sql_tests::kafka::{Broker, Record};
 use rivulet_sql_tests::{TestServer, sorted_rows, text_rows};
 
 const RECORDS: usize = 60_000;
@@ -43,7 +44,24 @@ async fn connect(server: &TestServer) -> tokio_postgres::Client {
 async fn views_over_kafka_are_exactly_once_across_kill_9_and_a_broker_restart() {
     let mut broker = Broker::start().await.unwrap();
     broker.create_topic("events", 3).await.unwrap();
+    broker.create_topic("accounts", 2).await.unwrap();
     let bootstrap = broker.bootstrap();
+    // An upsert topic alongside: record `j` sets account `j % 500` to `j`, or (every 7th)
+    // deletes it; an account's records all go to one partition, so their order holds.
+    let upserts: Vec<(i32, String, Option<String>)> = (0..30_000usize)
+        .map(|j| {
+            let id = j % 500;
+            let value = (j % 7 != 3).then(|| format!("{{\"id\": {id}, \"balance\": {j}}}"));
+            ((id % 2) as i32, format!("{{\"id\": {id}}}"), value)
+        })
+        .collect();
+    let mut accounts = std::collections::BTreeMap::new();
+    for (j, (_, _, v)) in upserts.iter().enumerate() {
+        match v {
+            Some(_) => accounts.insert(j % 500, j),
+            None => accounts.remove(&(j % 500)),
+        };
+    }
 
     // The test's own answer: rows and the largest event time per partition.
     let mut rng = rand::rngs::StdRng::seed_from_u64(6);
@@ -70,6 +88,11 @@ async fn views_over_kafka_are_exactly_once_across_kill_9_and_a_broker_restart() 
              FORMAT PLAIN ENCODE JSON; \
              CREATE MATERIALIZED VIEW per_key AS \
                SELECT k, count(*) AS n, sum(v) AS total, sum(id) AS ids FROM events GROUP BY k; \
+             CREATE TABLE accounts (id INT PRIMARY KEY, balance BIGINT) \
+             WITH (connector = 'kafka', topic = 'accounts', \
+                   properties.bootstrap.server = '{bootstrap}') FORMAT UPSERT ENCODE JSON; \
+             CREATE MATERIALIZED VIEW balances AS \
+               SELECT count(*) AS n, sum(balance) AS total FROM accounts; \
              CREATE MATERIALIZED VIEW per_second AS \
                SELECT k, window_start, window_end, count(*) AS n, sum(v) AS total \
                FROM TUMBLE(events, ts, INTERVAL '1' SECOND) \
@@ -85,8 +108,24 @@ async fn views_over_kafka_are_exactly_once_across_kill_9_and_a_broker_restart() 
         .chunks(CHUNK)
         .map(|c| c.iter().map(|(p, v, _)| (*p, v.clone())).collect())
         .collect();
+    let upsert_chunks: Vec<Vec<(i32, String, Option<String>)>> = upserts
+        .chunks(upserts.len().div_ceil(chunks.len()))
+        .map(<[_]>::to_vec)
+        .collect();
     let writer = std::thread::spawn(move || {
-        for chunk in chunks {
+        for (n, chunk) in chunks.into_iter().enumerate() {
+            if let Some(up) = upsert_chunks.get(n) {
+                let records: Vec<Record<'_>> = up
+                    .iter()
+                    .map(|(p, k, v)| Record {
+                        partition: *p,
+                        key: Some(k.as_bytes()),
+                        value: v.as_deref().map(str::as_bytes),
+                        ..Record::default()
+                    })
+                    .collect();
+                producer.send("accounts", &records).unwrap();
+            }
             for p in 0..3 {
                 let values: Vec<String> = chunk
                     .iter()
@@ -184,6 +223,33 @@ async fn views_over_kafka_are_exactly_once_across_kill_9_and_a_broker_restart() 
     .unwrap();
     assert_eq!(got.len(), want.len());
     assert_eq!(got, want);
+    // The upsert table holds each account's last value, and its view agrees, once caught up.
+    let want_accounts: Vec<String> = {
+        let mut v: Vec<String> = accounts.iter().map(|(id, b)| format!("{id}|{b}")).collect();
+        v.sort();
+        v
+    };
+    let want_balances = vec![format!(
+        "{}|{}",
+        accounts.len(),
+        accounts.values().sum::<usize>()
+    )];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        c.batch_execute("FLUSH").await.unwrap();
+        let got = sorted_rows(&c, "SELECT * FROM accounts").await.unwrap();
+        let view = text_rows(&c, "SELECT * FROM balances").await.unwrap();
+        if got == want_accounts && view == want_balances {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "accounts: {} rows of {}, view {view:?} vs {want_balances:?}",
+            got.len(),
+            want_accounts.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // Each malformed record is one dead letter per view.
     assert_eq!(
         sorted_rows(
