@@ -72,6 +72,8 @@ pub struct RecordDecoder {
     text_schema: SchemaRef,
     /// Whether any column is a timestamp (then `text_schema` differs).
     timestamps: bool,
+    /// For JSON with nested fields: each column's path of field names (see [`RecordDecoder::new`]).
+    paths: Option<Vec<Vec<String>>>,
     encoding: Encoding,
 }
 
@@ -92,21 +94,51 @@ impl RecordDecoder {
             }
         }
         let mut timestamps = false;
-        let fields: Vec<Field> = schema
-            .fields()
-            .iter()
-            .map(|f| match f.data_type() {
-                DataType::Timestamp(..) => {
-                    timestamps = true;
-                    Field::new(f.name(), DataType::Utf8, true)
+        let text_field = |name: &str, f: &Field, timestamps: &mut bool| match f.data_type() {
+            DataType::Timestamp(..) => {
+                *timestamps = true;
+                Field::new(name, DataType::Utf8, true)
+            }
+            _ => Field::new(name, f.data_type().clone(), true),
+        };
+        // JSON: a column whose name has dots reads a nested field (`"user.id"` is `id` in the
+        // object `user`), so nested objects become columns.
+        let nested =
+            encoding == Encoding::Json && schema.fields().iter().any(|f| f.name().contains('.'));
+        let (text_schema, paths) = if nested {
+            let mut tree = Node::default();
+            let mut paths = Vec::new();
+            for f in schema.fields() {
+                let path: Vec<String> = f.name().split('.').map(str::to_string).collect();
+                if path.iter().any(String::is_empty) {
+                    return Err(format!(
+                        "column \"{}\": an empty step in its JSON path",
+                        f.name()
+                    ));
                 }
-                _ => f.as_ref().clone().with_nullable(true),
-            })
-            .collect();
+                let leaf = text_field(path.last().map_or("", String::as_str), f, &mut timestamps);
+                tree.insert(&path, leaf).map_err(|p| {
+                    format!(
+                        "column \"{}\": \"{p}\" is both a value and an object",
+                        f.name()
+                    )
+                })?;
+                paths.push(path);
+            }
+            (Arc::new(Schema::new(tree.fields())), Some(paths))
+        } else {
+            let fields: Vec<Field> = schema
+                .fields()
+                .iter()
+                .map(|f| text_field(f.name(), f, &mut timestamps))
+                .collect();
+            (Arc::new(Schema::new(fields)), None)
+        };
         Ok(Self {
-            text_schema: Arc::new(Schema::new(fields)),
+            text_schema,
             schema,
             timestamps,
+            paths,
             encoding,
         })
     }
@@ -159,6 +191,22 @@ impl RecordDecoder {
         let Some(batch) = batch else {
             return Ok(None);
         };
+        let batch = match &self.paths {
+            Some(paths) => {
+                let columns = paths
+                    .iter()
+                    .map(|p| nested_column(&batch, p))
+                    .collect::<Result<Vec<_>, String>>()?;
+                let fields: Vec<Field> = columns
+                    .iter()
+                    .zip(self.schema.fields())
+                    .map(|(c, f)| Field::new(f.name(), c.data_type().clone(), true))
+                    .collect();
+                RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+                    .map_err(|e| e.to_string())?
+            }
+            None => batch,
+        };
         self.check_required(&batch)?;
         if !self.timestamps {
             return Ok(Some(batch));
@@ -210,6 +258,79 @@ impl RecordDecoder {
         let batch = RecordBatch::try_new(Arc::clone(&self.schema), vec![column]).ok();
         (batch, bad)
     }
+}
+
+/// The fields of nested JSON columns, as a tree of objects.
+#[derive(Default)]
+struct Node {
+    /// In first-seen order: a leaf field, or an object's fields.
+    children: Vec<(String, Result<Field, Node>)>,
+}
+
+impl Node {
+    /// Adds the leaf at `path`; on a conflict, the step where it is.
+    fn insert(&mut self, path: &[String], leaf: Field) -> Result<(), String> {
+        let Some((first, rest)) = path.split_first() else {
+            return Ok(());
+        };
+        let at = self.children.iter().position(|(n, _)| n == first);
+        match (at, rest.is_empty()) {
+            (None, true) => self.children.push((first.clone(), Ok(leaf))),
+            (None, false) => {
+                let mut node = Node::default();
+                node.insert(rest, leaf)?;
+                self.children.push((first.clone(), Err(node)));
+            }
+            (Some(i), false) => match &mut self.children[i].1 {
+                Err(node) => node.insert(rest, leaf)?,
+                Ok(_) => return Err(first.clone()),
+            },
+            (Some(_), true) => return Err(first.clone()),
+        }
+        Ok(())
+    }
+
+    fn fields(&self) -> Vec<Field> {
+        self.children
+            .iter()
+            .map(|(name, c)| match c {
+                Ok(f) => f.clone(),
+                Err(node) => Field::new(name, DataType::Struct(node.fields().into()), true),
+            })
+            .collect()
+    }
+}
+
+/// The column at `path` in a batch decoded with nested fields: null where any object on the
+/// way is missing.
+fn nested_column(batch: &RecordBatch, path: &[String]) -> Result<ArrayRef, String> {
+    let missing = || format!("no field \"{}\" in the decoded record", path.join("."));
+    let (first, rest) = path.split_first().ok_or_else(missing)?;
+    let mut column = Arc::clone(batch.column_by_name(first).ok_or_else(missing)?);
+    let mut nulls = column.logical_nulls();
+    for step in rest {
+        let child = Arc::clone(
+            column
+                .as_struct_opt()
+                .and_then(|s| s.column_by_name(step))
+                .ok_or_else(missing)?,
+        );
+        nulls = datafusion::arrow::buffer::NullBuffer::union(
+            nulls.as_ref(),
+            child.logical_nulls().as_ref(),
+        );
+        column = child;
+    }
+    if nulls == column.logical_nulls() {
+        return Ok(column);
+    }
+    let data = column
+        .to_data()
+        .into_builder()
+        .nulls(nulls)
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(datafusion::arrow::array::make_array(data))
 }
 
 /// Decodes Debezium JSON change events (`{"before": {...}, "after": {...}, "op": "c"}`, alone
@@ -432,6 +553,50 @@ mod tests {
             d.decode(b"{\"op\": \"x\", \"after\": {\"id\": 1}}\n", 1)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn nested_json_fields_become_columns() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("user.name", DataType::Utf8, true),
+            Field::new("user.address.city", DataType::Utf8, true),
+            Field::new(
+                "user.seen",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                true,
+            ),
+        ]));
+        let d = RecordDecoder::new(schema, Encoding::Json).unwrap();
+        let batch = d
+            .decode(
+                b"{\"id\": 1, \"user\": {\"name\": \"ann\", \"address\": {\"city\": \"Oslo\"}, \
+                   \"seen\": 1714564800000}}\n\
+                  {\"id\": 2, \"user\": null}\n{\"id\": 3, \"user\": {\"name\": \"bo\"}}\n",
+                3,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(batch.schema().field(1).name(), "user.name");
+        let names = batch.column(1).as_string::<i32>();
+        assert_eq!(
+            names.iter().collect::<Vec<_>>(),
+            vec![Some("ann"), None, Some("bo")]
+        );
+        let cities = batch.column(2).as_string::<i32>();
+        assert_eq!(
+            cities.iter().collect::<Vec<_>>(),
+            vec![Some("Oslo"), None, None]
+        );
+        let seen = batch.column(3).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(seen.value(0), 1_714_564_800_000_000);
+        assert!(seen.is_null(1) && seen.is_null(2));
+        // A path that is both a value and an object is refused.
+        let bad = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("a.b", DataType::Int64, true),
+        ]));
+        assert!(RecordDecoder::new(bad, Encoding::Json).is_err());
     }
 
     #[test]

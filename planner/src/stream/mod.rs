@@ -398,8 +398,20 @@ fn strip_top_sort(plan: LogicalPlan) -> Result<LogicalPlan> {
 }
 
 fn physical(ctx: &StreamContext<'_>, e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+    // Simplified first, as DataFusion's optimizer would (some functions, such as coalesce, only
+    // run once rewritten); without a query start time, so now() stays a function of each row's
+    // processing.
+    let simplifier = datafusion::optimizer::simplify_expressions::ExprSimplifier::new(
+        datafusion::logical_expr::simplify::SimplifyContext::builder()
+            .with_schema(Arc::new(schema.clone()))
+            .with_config_options(Arc::new(ctx.state.config_options().as_ref().clone()))
+            .build(),
+    );
+    let e = simplifier
+        .simplify(e.clone())
+        .map_err(PlanError::DataFusion)?;
     ctx.state
-        .create_physical_expr(fast::rewrite(e.clone(), schema), schema)
+        .create_physical_expr(fast::rewrite(e, schema), schema)
         .map_err(PlanError::DataFusion)
 }
 
