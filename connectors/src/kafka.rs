@@ -159,8 +159,11 @@ pub struct KafkaTable {
     columns: Vec<ColumnFrom>,
     decoder: RecordDecoder,
     changelog: Changelog,
-    /// A client for metadata and high watermarks (FLUSH, ad-hoc reads), made on first use.
+    /// A client for metadata and high watermarks (FLUSH, ad-hoc reads) and offset commits,
+    /// made on first use.
     client: Mutex<Option<Arc<Client>>>,
+    /// The position last committed to the group.
+    committed: Mutex<Option<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for KafkaTable {
@@ -393,6 +396,7 @@ impl KafkaTable {
             decoder,
             changelog,
             client: Mutex::new(None),
+            committed: Mutex::new(None),
         })
     }
 
@@ -856,6 +860,37 @@ impl ExternalSource for KafkaSource {
 
     fn snapshot(&self) -> EngineResult<Box<dyn ExternalReader>> {
         self.0.reader(&[], true)
+    }
+
+    fn committed(&self, state: &[u8]) {
+        let this = &self.0;
+        {
+            let mut last = this.committed.lock();
+            if last.as_deref() == Some(state) {
+                return;
+            }
+            *last = Some(state.to_vec());
+        }
+        let Some(next) = decode_state(state, &this.topics) else {
+            return;
+        };
+        let result = (|| -> EngineResult<()> {
+            let mut tpl = TopicPartitionList::new();
+            for (&(t, p), &o) in &next {
+                tpl.add_partition_offset(&this.topics[t], p, Offset::Offset(o))
+                    .map_err(|e| kafka_error("committing offsets", e))?;
+            }
+            let client = this.client()?;
+            // Asynchronous: a broker that is down must not hold up the job's commits. Polling
+            // serves the earlier commits' results (this client reads no records).
+            let _ = client.poll(Duration::ZERO);
+            client
+                .commit(&tpl, rdkafka::consumer::CommitMode::Async)
+                .map_err(|e| kafka_error("committing offsets", e))
+        })();
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "kafka offsets not committed to the group");
+        }
     }
 }
 

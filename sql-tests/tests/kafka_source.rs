@@ -138,6 +138,36 @@ async fn flink_json_table_with_metadata_windows_and_dead_letters() {
             .unwrap(),
         vec!["k1|{\"source\":\"test\"}|0"]
     );
+    // After each epoch the offsets are committed to the group (lag tools see them).
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "rivulet")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition("bids", p);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        use rdkafka::consumer::Consumer;
+        let committed: Vec<rdkafka::Offset> = consumer
+            .committed_offsets(tpl.clone(), std::time::Duration::from_secs(5))
+            .map(|c| c.elements().iter().map(|e| e.offset()).collect())
+            .unwrap_or_default();
+        let want: Vec<rdkafka::Offset> = [201, 201, 201]
+            .into_iter()
+            .map(rdkafka::Offset::Offset)
+            .collect();
+        if committed == want {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "committed {committed:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     // The malformed records are dead letters, with partition and offset, and counted.
     let dead = sorted_rows(
         &client,

@@ -55,6 +55,11 @@ pub trait ExternalSource: Send + Sync {
     fn end(&self) -> Result<u64>;
     /// For EXPLAIN.
     fn describe(&self) -> String;
+    /// Called after a job has committed an epoch holding `state` (a reader's
+    /// [`ExternalReader::state`]): a source may tell its origin (Kafka: commit the offsets to the consumer
+    /// group, so that lag tools see them). The checkpoint stays the truth; failures are logged.
+    /// Called off the async workers.
+    fn committed(&self, _state: &[u8]) {}
     /// A bounded reader of everything there is now (for an ad-hoc query): it finishes at what
     /// was the end when it was opened.
     fn snapshot(&self) -> Result<Box<dyn ExternalReader>> {

@@ -211,6 +211,9 @@ pub struct JobStats {
     pub parallelism: usize,
 }
 
+/// An external source and a resume state an epoch has just committed for it.
+type Committed = (Arc<dyn graph::ExternalSource>, Arc<[u8]>);
+
 /// What the job has committed: the epoch and each source's position.
 #[derive(Debug, Clone, Default)]
 struct Progress {
@@ -390,6 +393,8 @@ struct Committer {
     tasks: usize,
     config: JobConfig,
     sources: Vec<mpsc::UnboundedSender<Barrier>>,
+    /// Per source: its external input, told of each synced checkpoint's position.
+    externals: Vec<Option<Arc<dyn graph::ExternalSource>>>,
     progress: watch::Sender<Progress>,
 }
 
@@ -572,6 +577,7 @@ impl Job {
             tasks,
             config,
             sources: barrier_txs,
+            externals: externals.clone(),
             progress: progress_tx,
         };
         let done = Arc::clone(&shared);
@@ -758,6 +764,14 @@ impl Committer {
             let keys = positions.clone();
             let watermarks = c.watermarks;
             let states = c.states;
+            // Once the epoch holds them, external sources hear of their positions.
+            let notify: Vec<Committed> = states
+                .iter()
+                .filter_map(|(i, s)| {
+                    let e = self.externals.get(*i)?.as_ref()?;
+                    Some((Arc::clone(e), Arc::clone(s)))
+                })
+                .collect();
             let late = c.late;
             let mut batch = c.batch;
             tokio::task::spawn_blocking(move || -> Result<()> {
@@ -785,10 +799,14 @@ impl Committer {
                         .iter()
                         .map(row_instances)
                         .collect::<Result<Vec<_>>>()?;
-                    sink.commit_epoch(batch, &instances, b.checkpoint)
+                    sink.commit_epoch(batch, &instances, b.checkpoint)?;
                 } else {
-                    sink.commit_epoch(batch, &outputs, b.checkpoint)
+                    sink.commit_epoch(batch, &outputs, b.checkpoint)?;
                 }
+                for (source, state) in notify {
+                    source.committed(&state);
+                }
+                Ok(())
             })
             .await
             .map_err(|e| EngineError::Internal(format!("commit task: {e}")))??;
