@@ -61,6 +61,8 @@ const DISCOVERY: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Retry delays after a failure to reach the broker: doubling from the first to the last.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(5));
+/// An ad-hoc read fails after this long without records before the end it is reading to.
+const BOUNDED_STALL: Duration = Duration::from_secs(30);
 /// Splits of one topic: a split id is the topic's index in the list times this, plus the
 /// partition.
 const SPLITS_PER_TOPIC: u32 = 1 << 20;
@@ -528,6 +530,7 @@ impl KafkaTable {
             pending: VecDeque::new(),
             dead: Vec::new(),
             trouble: None,
+            idle_since: Instant::now(),
             retry: None,
         }))
     }
@@ -922,6 +925,8 @@ struct KafkaReader {
     pending: VecDeque<Pending>,
     dead: Vec<DeadLetter>,
     trouble: Option<String>,
+    /// When records last came (a bounded reader gives up after [`BOUNDED_STALL`]).
+    idle_since: Instant,
     /// After a failure: when to try again, and the delay after that.
     retry: Option<(Instant, Duration)>,
 }
@@ -1329,6 +1334,10 @@ impl ExternalReader for KafkaReader {
             }
             if self.consumer.is_none() {
                 if let Err(e) = self.connect() {
+                    // An ad-hoc query fails rather than waiting for the broker.
+                    if self.bounded {
+                        return Err(e);
+                    }
                     self.failed(&e);
                     return Ok(None);
                 }
@@ -1344,8 +1353,20 @@ impl ExternalReader for KafkaReader {
             self.poll_round()?;
             if self.pending.is_empty() {
                 self.skip_to_position();
+                if self.bounded && self.idle_since.elapsed() > BOUNDED_STALL {
+                    return Err(EngineError::Internal(format!(
+                        "kafka: no records from {} for {} s before its end{}",
+                        self.source.topics.join(", "),
+                        BOUNDED_STALL.as_secs(),
+                        self.trouble
+                            .as_ref()
+                            .map(|t| format!(" ({t})"))
+                            .unwrap_or_default()
+                    )));
+                }
                 return Ok(None);
             }
+            self.idle_since = Instant::now();
         }
     }
 

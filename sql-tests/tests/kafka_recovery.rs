@@ -164,6 +164,19 @@ async fn views_over_kafka_are_exactly_once_across_kill_9_and_a_broker_restart() 
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             assert!(seen, "no job showed the broker being down");
+            // An ad-hoc query over the topic fails, naming the trouble, rather than waiting.
+            let adhoc = tokio::time::timeout(
+                Duration::from_secs(20),
+                c.simple_query("SELECT count(*) FROM events"),
+            )
+            .await
+            .expect("an ad-hoc query returns while the broker is down");
+            let err = adhoc.expect_err("no broker, no rows");
+            assert!(
+                err.as_db_error()
+                    .is_some_and(|e| e.message().contains("kafka")),
+                "{err:?}"
+            );
             tokio::time::sleep(Duration::from_millis(500)).await;
             broker.restart().await.unwrap();
         } else {
