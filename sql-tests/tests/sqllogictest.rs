@@ -6,7 +6,8 @@
 //! Files may use a Kafka broker: lines `# kafka-topic <name> <partitions>` and
 //! `# kafka-record <topic> <partition> <value>` make the runner start one (Tansu, see
 //! `rivulet_sql_tests::kafka`), create the topics and produce the records before any file runs;
-//! `${KAFKA}` in a file (with `control substitution on`) is its bootstrap address.
+//! `${KAFKA}` in a file (with `control substitution on`) is its bootstrap address, and
+//! `${DATABASE}` the run's database.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -98,6 +99,7 @@ async fn run_file(
     kafka: Option<String>,
 ) -> Result<(), String> {
     let db = database_name(root, file, protocol);
+    let db_name = db.clone();
     let admin = server.connect("dev").await.map_err(|e| e.to_string())?;
     admin
         .simple_query(&format!("DROP DATABASE IF EXISTS {db}"))
@@ -123,6 +125,8 @@ async fn run_file(
     if let Some(k) = kafka {
         runner.set_var("KAFKA".into(), k);
     }
+    // The run's database: what a file uses to keep outside names (consumer groups) apart.
+    runner.set_var("DATABASE".into(), db_name.clone());
     runner.with_hash_threshold(0);
     if std::env::var("RIVULET_SLT_COMPLETE").is_ok() && protocol == Protocol::Simple {
         return runner
