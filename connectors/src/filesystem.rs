@@ -40,12 +40,6 @@ const READ_BYTES: usize = 1 << 20;
 /// Bits of a position that hold the byte offset (the file index is above them).
 const OFFSET_BITS: u32 = 40;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Json,
-    Csv { delimiter: u8, skip_header: bool },
-}
-
 /// A table's files and how to decode them.
 #[derive(Debug, Clone)]
 pub struct FileSource {
@@ -54,7 +48,8 @@ pub struct FileSource {
     /// A single file (`path` named one) rather than a directory.
     single: bool,
     pattern: Option<String>,
-    format: Format,
+    /// CSV: the first line of each file is a header.
+    skip_header: bool,
     decoder: RecordDecoder,
 }
 
@@ -99,45 +94,21 @@ impl FileSource {
             )));
         }
         // RisingWave's FORMAT PLAIN ENCODE JSON arrives as format = 'plain', encode = 'json'.
-        let format = match option(options, &["encode", "format"])
-            .map(|f| f.to_lowercase())
-            .as_deref()
-        {
-            Some("json") => Format::Json,
-            Some("csv") => {
-                let delimiter = match option(options, &["csv.field-delimiter", "delimiter"]) {
-                    None => b',',
-                    Some(d) if d.len() == 1 => d.as_bytes()[0],
-                    Some(d) if d == "\\t" => b'\t',
-                    Some(d) => {
-                        return Err(bad(format!(
-                            "invalid csv.field-delimiter \"{d}\": one character expected"
-                        )));
-                    }
-                };
-                let skip_header = match option(options, &["csv.ignore-first-line"]) {
-                    None => false,
-                    Some(v) => match v.to_lowercase().as_str() {
-                        "true" => true,
-                        "false" => false,
-                        _ => {
-                            return Err(bad(format!(
-                                "invalid csv.ignore-first-line \"{v}\": true or false expected"
-                            )));
-                        }
-                    },
-                };
-                Format::Csv {
-                    delimiter,
-                    skip_header,
-                }
+        let name = option(options, &["encode", "format"]).map(|f| f.to_lowercase());
+        let encoding = match Encoding::from_options(options, "") {
+            Ok(Some(e @ (Encoding::Json | Encoding::Csv { .. })))
+                if matches!(name.as_deref(), Some("json" | "csv")) =>
+            {
+                e
             }
-            Some(other) => {
+            Err(e) => return Err(bad(e)),
+            Ok(Some(_)) => {
                 return Err(bad(format!(
-                    "format \"{other}\" is not supported by the filesystem connector (json, csv)"
+                    "format \"{}\" is not supported by the filesystem connector (json, csv)",
+                    name.unwrap_or_default()
                 )));
             }
-            None => {
+            Ok(None) => {
                 return Err(bad(
                     "the filesystem connector needs 'format' = 'json' or 'csv' \
                      (RisingWave: FORMAT PLAIN ENCODE JSON)"
@@ -145,20 +116,25 @@ impl FileSource {
                 ));
             }
         };
+        let skip_header = match option(options, &["csv.ignore-first-line"]) {
+            None => false,
+            Some(v) => match v.to_lowercase().as_str() {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(bad(format!(
+                        "invalid csv.ignore-first-line \"{v}\": true or false expected"
+                    )));
+                }
+            },
+        };
         Ok(Self {
             schema: Arc::clone(schema),
             root,
             single,
             pattern: option(options, &["match_pattern", "source.path.glob"]).cloned(),
-            format,
-            decoder: RecordDecoder::new(
-                Arc::clone(schema),
-                match format {
-                    Format::Json => Encoding::Json,
-                    Format::Csv { delimiter, .. } => Encoding::Csv { delimiter },
-                },
-            )
-            .map_err(bad)?,
+            skip_header: skip_header && matches!(encoding, Encoding::Csv { .. }),
+            decoder: RecordDecoder::new(Arc::clone(schema), encoding).map_err(bad)?,
         })
     }
 
@@ -225,9 +201,9 @@ impl ExternalSource for FileSource {
     }
 
     fn describe(&self) -> String {
-        let format = match self.format {
-            Format::Json => "json",
-            Format::Csv { .. } => "csv",
+        let format = match self.decoder.encoding() {
+            Encoding::Csv { .. } => "csv",
+            _ => "json",
         };
         format!("{format} files at {}", self.root.display())
     }
@@ -268,11 +244,7 @@ impl FileReader {
         f.seek(SeekFrom::Start(self.offset))
             .map_err(|e| self.io(e))?;
         self.open = Some(f);
-        if let Format::Csv {
-            skip_header: true, ..
-        } = self.source.format
-            && self.offset == 0
-        {
+        if self.source.skip_header && self.offset == 0 {
             // Drop the first line: the header.
             loop {
                 if let Some(nl) = memchr(b'\n', &self.buf[self.start..]) {
