@@ -164,22 +164,7 @@ impl TestProducer {
                 }
                 rec = rec.headers(h);
             }
-            let mut rec = rec;
-            loop {
-                match self.0.send(rec) {
-                    Ok(()) => break,
-                    Err((e, back)) => {
-                        if e.rdkafka_error_code()
-                            != Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
-                        {
-                            bail!("produce: {e}");
-                        }
-                        self.0.poll(Duration::from_millis(10));
-                        rec = back;
-                    }
-                }
-            }
-            self.0.poll(Duration::ZERO);
+            self.enqueue(rec)?;
         }
         // Queued records wait in librdkafka while a broker is down: flush until they are written
         // (never sent again, which could write them twice).
@@ -202,21 +187,26 @@ impl TestProducer {
         values: &[String],
     ) -> anyhow::Result<()> {
         for v in values {
-            let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
-                .partition(partition)
-                .payload(v.as_bytes());
-            loop {
-                match self.0.send(rec) {
-                    Ok(()) => break,
-                    Err((e, back)) => {
-                        if e.rdkafka_error_code()
-                            != Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
-                        {
-                            bail!("produce: {e}");
-                        }
-                        self.0.poll(Duration::from_millis(1));
-                        rec = back;
+            self.enqueue(
+                BaseRecord::to(topic)
+                    .partition(partition)
+                    .payload(v.as_bytes()),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Queues one record, waiting while librdkafka's queue is full.
+    fn enqueue(&self, mut rec: BaseRecord<'_, [u8], [u8]>) -> anyhow::Result<()> {
+        loop {
+            match self.0.send(rec) {
+                Ok(()) => break,
+                Err((e, back)) => {
+                    if e.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::QueueFull) {
+                        bail!("produce: {e}");
                     }
+                    self.0.poll(Duration::from_millis(1));
+                    rec = back;
                 }
             }
         }
