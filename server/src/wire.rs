@@ -266,6 +266,8 @@ pub struct Prepared {
     parsed: Parsed,
     /// Parameter types inferred by DataFusion, by position (`$1` first).
     param_types: Vec<Option<DataType>>,
+    /// How many parameters the statement takes, when it was planned (`$n` up to the highest).
+    param_count: Option<usize>,
     /// Result columns, if the statement returns rows.
     result: Option<Arc<Schema>>,
 }
@@ -335,6 +337,7 @@ async fn describe(session: &mut Session, parsed: Parsed) -> Result<Prepared, Sql
     let mut prepared = Prepared {
         parsed,
         param_types: Vec::new(),
+        param_count: None,
         result: None,
     };
     let Statement::Sql { stmt, .. } = &prepared.parsed.statement else {
@@ -361,6 +364,7 @@ async fn describe(session: &mut Session, parsed: Parsed) -> Result<Prepared, Sql
             prepared.param_types = (1..=count.unwrap_or(0))
                 .map(|i| types.get(&format!("${i}")).cloned().flatten())
                 .collect();
+            prepared.param_count = Some(prepared.param_types.len());
             if matches!(stmt.as_ref(), S::Query(_) | S::Explain { .. }) {
                 prepared.result = Some(Arc::new(plan.schema().as_arrow().clone()));
             }
@@ -400,6 +404,21 @@ impl ExtendedQueryHandler for Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let prepared = &portal.statement.statement;
+        if let Some(count) = prepared.param_count {
+            // As PostgreSQL: Parse may declare more parameters than the text uses.
+            let required = count.max(portal.statement.parameter_types.len());
+            if portal.parameter_len() != required {
+                return Err(SqlError::new(
+                    sqlstate::PROTOCOL_VIOLATION,
+                    format!(
+                        "bind message supplies {} parameters, but prepared statement \"{}\" requires {required}",
+                        portal.parameter_len(),
+                        wire_name(&portal.statement.id)
+                    ),
+                )
+                .into());
+            }
+        }
         let params: Option<ParamValues> = if portal.parameter_len() == 0 {
             None
         } else {
@@ -551,6 +570,42 @@ impl PgWireServerHandlers for Connection {
         Arc::new(DefaultCancelHandler::new(Arc::clone(
             &self.frontend.connections,
         )))
+    }
+
+    fn error_handler(&self) -> Arc<impl pgwire::api::ErrorHandler> {
+        Arc::new(PostgresMessages)
+    }
+}
+
+/// Words pgwire's own errors as PostgreSQL does (same SQLSTATE, Postgres' message).
+struct PostgresMessages;
+
+impl pgwire::api::ErrorHandler for PostgresMessages {
+    fn on_error<C>(&self, _client: &C, error: &mut PgWireError)
+    where
+        C: ClientInfo,
+    {
+        let (code, message) = match error {
+            PgWireError::StatementNotFound(name) => (
+                sqlstate::INVALID_SQL_STATEMENT_NAME,
+                format!("prepared statement \"{}\" does not exist", wire_name(name)),
+            ),
+            PgWireError::PortalNotFound(name) => (
+                sqlstate::INVALID_CURSOR_NAME,
+                format!("portal \"{}\" does not exist", wire_name(name)),
+            ),
+            _ => return,
+        };
+        *error = SqlError::new(code, message).into();
+    }
+}
+
+/// A statement or portal name as the client sent it (pgwire names the unnamed one itself).
+fn wire_name(name: &str) -> &str {
+    if name == pgwire::api::DEFAULT_NAME {
+        ""
+    } else {
+        name
     }
 }
 

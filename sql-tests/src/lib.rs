@@ -215,6 +215,9 @@ impl From<tokio_postgres::Error> for PgError {
     }
 }
 
+/// How long one statement of an `.slt` file may take.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A sqllogictest connection.
 pub struct Postgres {
     client: Client,
@@ -234,9 +237,23 @@ impl sqllogictest::AsyncDB for Postgres {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, PgError> {
-        match self.protocol {
-            Protocol::Simple => run_simple(&self.client, sql).await,
-            Protocol::Extended => run_extended(&self.client, sql).await,
+        let run = async {
+            match self.protocol {
+                Protocol::Simple => run_simple(&self.client, sql).await,
+                Protocol::Extended => run_extended(&self.client, sql).await,
+            }
+        };
+        // A statement that hangs fails by itself, naming itself, before the file's own timeout.
+        match tokio::time::timeout(STATEMENT_TIMEOUT, run).await {
+            Ok(result) => result,
+            Err(_) => Err(PgError {
+                code: None,
+                message: format!(
+                    "no answer in {} s ({:?} protocol) to: {sql}",
+                    STATEMENT_TIMEOUT.as_secs(),
+                    self.protocol
+                ),
+            }),
         }
     }
 

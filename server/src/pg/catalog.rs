@@ -229,11 +229,66 @@ impl SchemaProvider for PgCatalog {
                 let defaults = crate::session::default_settings(&self.user, &self.database);
                 mem_table(pg_settings(&schema, &self.settings.read(), &defaults)?)?
             }
+
+            "pg_collation" => {
+                // PostgreSQL 17 renamed `colliculocale` `colllocale`; the library follows 17, and
+                // clients of a 16 server (which Rivulet reports) ask for the old name.
+                let inner = self.inner_table(name).await?;
+                let mut fields: Vec<Field> = inner
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone())
+                    .collect();
+                fields.push(Field::new("colliculocale", DataType::Utf8, true));
+                let schema = Arc::new(Schema::new_with_metadata(
+                    fields,
+                    inner.schema().metadata().clone(),
+                ));
+                let out = Arc::clone(&schema);
+                Arc::new(Patched {
+                    inner,
+                    schema,
+                    patch: Arc::new(Box::new(move |batch| {
+                        let locale = batch.column(batch.schema().index_of("colllocale")?).clone();
+                        let mut columns = batch.columns().to_vec();
+                        columns.push(locale);
+                        Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)
+                    })),
+                })
+            }
             "pg_index" => {
                 let schema = pg_index_schema(&self.inner_table(name).await?.schema());
                 Arc::new(MemTable::try_new(schema, vec![vec![]])?)
             }
-            _ => return self.inner.table(name).await,
+            _ => {
+                let Some(inner) = self.inner.table(name).await? else {
+                    return Ok(None);
+                };
+                // The library types Postgres' array columns as text: privileges (`*acl`,
+                // `aclitem[]`) and constraint keys (`smallint[]`) become arrays, which clients
+                // subscript and pass to `array_length`.
+                let inner_schema = inner.schema();
+                let mut arrays: Vec<(&str, DataType)> = inner_schema
+                    .fields()
+                    .iter()
+                    .filter(|f| f.name().ends_with("acl") && f.data_type() == &DataType::Utf8)
+                    .map(|f| (f.name().as_str(), DataType::Utf8))
+                    .collect();
+                if name.eq_ignore_ascii_case("pg_constraint") {
+                    arrays.extend_from_slice(CONSTRAINT_KEYS);
+                }
+                if arrays.is_empty() {
+                    return Ok(Some(inner));
+                }
+                let schema = with_array_columns(&inner_schema, &arrays);
+                let out = Arc::clone(&schema);
+                Arc::new(Patched {
+                    inner,
+                    schema,
+                    patch: Arc::new(Box::new(move |batch| parse_arrays(batch, &out))),
+                })
+            }
         };
         Ok(Some(table))
     }
@@ -278,7 +333,7 @@ pub type Patch = Box<dyn Fn(RecordBatch) -> Result<RecordBatch> + Send + Sync>;
 /// `relacl` (psql's `\dp`) and `reloptions` (SQLAlchemy's index reflection), NULL here as on a
 /// relation without grants or storage options.
 fn with_acl_columns(schema: &SchemaRef) -> SchemaRef {
-    let text_array = DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)));
+    let text_array = array_of(DataType::Utf8);
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.push(Field::new("relacl", text_array.clone(), true));
     fields.push(Field::new("reloptions", text_array, true));
@@ -562,20 +617,111 @@ fn pg_database(batch: RecordBatch, databases: &[String], current: &str) -> Resul
     fill_i32(rows, "datdba", ROLE_OID)
 }
 
-/// `pg_index` (empty: Rivulet has no indexes) with its vector columns as arrays, so clients'
-/// subscripts and `unnest` over them plan (the library types them as text).
-fn pg_index_schema(schema: &SchemaRef) -> SchemaRef {
-    let list = |t: DataType| DataType::List(Arc::new(Field::new("item", t, true)));
+/// An array type of Arrow, as Postgres' `item[]`.
+fn array_of(item: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new("item", item, true)))
+}
+
+/// `schema` with the named columns typed as arrays (the library types its array columns as text),
+/// so that clients' subscripts (`conkey[1]`) and `unnest` over them plan.
+fn with_array_columns(schema: &SchemaRef, arrays: &[(&str, DataType)]) -> SchemaRef {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
-        .map(|f| match f.name().as_str() {
-            "indkey" | "indoption" => Field::new(f.name(), list(DataType::Int16), true),
-            "indcollation" | "indclass" => Field::new(f.name(), list(DataType::Int32), true),
-            _ => f.as_ref().clone(),
+        .map(|f| match arrays.iter().find(|(name, _)| name == f.name()) {
+            Some((_, item)) => Field::new(f.name(), array_of(item.clone()), true),
+            None => f.as_ref().clone(),
         })
         .collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `pg_index` (empty: Rivulet has no indexes) with its vector columns as arrays.
+fn pg_index_schema(schema: &SchemaRef) -> SchemaRef {
+    with_array_columns(
+        schema,
+        &[
+            ("indkey", DataType::Int16),
+            ("indoption", DataType::Int16),
+            ("indcollation", DataType::Int32),
+            ("indclass", DataType::Int32),
+        ],
+    )
+}
+
+/// The `smallint[]` columns of `pg_constraint`: the constrained columns' numbers.
+const CONSTRAINT_KEYS: &[(&str, DataType)] =
+    &[("conkey", DataType::Int16), ("confkey", DataType::Int16)];
+
+/// A batch of a library relation in `schema`, which types some of its text columns as arrays
+/// ([`with_array_columns`]): their values, text such as `[1,2]` or `{1,2}`, are parsed into arrays.
+fn parse_arrays(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{Int16Builder, Int32Builder, ListBuilder, StringBuilder};
+    fn items(v: &str) -> impl Iterator<Item = &str> {
+        v.trim_matches(|c| matches!(c, '{' | '}' | '[' | ']'))
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+    }
+    fn numbers<B, T>(
+        text: &StringArray,
+        mut list: ListBuilder<B>,
+        push: impl Fn(&mut B, T),
+    ) -> Result<ArrayRef>
+    where
+        B: datafusion::arrow::array::ArrayBuilder,
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+    {
+        for value in text.iter() {
+            match value {
+                None => list.append_null(),
+                Some(v) => {
+                    for n in items(v) {
+                        let n = n.parse::<T>().map_err(|e| {
+                            DataFusionError::Internal(format!("pg_catalog array {v:?}: {e}"))
+                        })?;
+                        push(list.values(), n);
+                    }
+                    list.append(true);
+                }
+            }
+        }
+        Ok(Arc::new(list.finish()))
+    }
+    let mut columns = batch.columns().to_vec();
+    for (column, field) in columns.iter_mut().zip(schema.fields()) {
+        let (Some(text), DataType::List(item)) = (
+            column.as_any().downcast_ref::<StringArray>(),
+            field.data_type(),
+        ) else {
+            continue;
+        };
+        *column = match item.data_type() {
+            DataType::Int16 => numbers(text, ListBuilder::new(Int16Builder::new()), |b, n| {
+                b.append_value(n)
+            })?,
+            DataType::Int32 => numbers(text, ListBuilder::new(Int32Builder::new()), |b, n| {
+                b.append_value(n)
+            })?,
+            _ => {
+                let mut list = ListBuilder::new(StringBuilder::new());
+                for value in text.iter() {
+                    match value {
+                        None => list.append_null(),
+                        Some(v) => {
+                            for item in items(v) {
+                                list.values().append_value(item.trim_matches('"'));
+                            }
+                            list.append(true);
+                        }
+                    }
+                }
+                Arc::new(list.finish())
+            }
+        };
+    }
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
 /// The library's `pg_settings` schema with `boot_val` spelled as in Postgres.

@@ -146,9 +146,6 @@ const FRAGMENTS: &[(&str, &str)] = &[
     // pg_language 2612).
     ("d.classoid = t.tableoid", "d.classoid = 1247"),
     ("d.classoid = l.tableoid", "d.classoid = 2612"),
-    // psql 15 \dO: `colliculocale` was renamed `colllocale` in PostgreSQL 17, whose catalog
-    // `datafusion-pg-catalog` follows.
-    (r#"c.colliculocale AS "ICU Locale""#, r#"c.colllocale AS "ICU Locale""#),
 ];
 
 fn tokens(sql: &str) -> Option<Vec<Token>> {

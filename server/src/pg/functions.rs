@@ -163,8 +163,40 @@ fn always_true(name: &'static str, arities: &[usize]) -> ScalarUDF {
     })
 }
 
+/// `pg_available_extensions()`: the extensions that could be installed, here the one Postgres
+/// always has installed (psql 16+'s `\dx` joins it for the default version).
+#[derive(Debug)]
+struct AvailableExtensions;
+
+impl datafusion::catalog::TableFunctionImpl for AvailableExtensions {
+    fn call_with_args(
+        &self,
+        _args: datafusion::catalog::TableFunctionArgs,
+    ) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+        use datafusion::arrow::datatypes::{Field, Schema};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("default_version", DataType::Utf8, true),
+            Field::new("comment", DataType::Utf8, true),
+        ]));
+        let batch = datafusion::arrow::record_batch::RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from(vec!["plpgsql"])),
+                Arc::new(StringArray::from(vec!["1.0"])),
+                Arc::new(StringArray::from(vec!["PL/pgSQL procedural language"])),
+            ],
+        )?;
+        Ok(Arc::new(datafusion::datasource::MemTable::try_new(
+            schema,
+            vec![vec![batch]],
+        )?))
+    }
+}
+
 /// Registers the functions on a session's context.
 pub fn register(ctx: &SessionContext, user: &str, relations: &RelationNames, views: ViewQueries) {
+    ctx.register_udtf("pg_available_extensions", Arc::new(AvailableExtensions));
     let owner = user.to_string();
     ctx.register_udf(function(
         "pg_get_userbyid",

@@ -184,6 +184,7 @@ fn catalog_query(mut parsed: Parsed) -> Parsed {
         }
         no_comments(&mut rewritten);
         drop_guarded_conjuncts(&mut rewritten);
+        array_subqueries(&mut rewritten);
         aggregate_scalar_subqueries(&mut rewritten);
         **stmt = rewritten;
     }
@@ -263,6 +264,63 @@ fn unnested(e: &ast::Expr) -> &ast::Expr {
         ast::Expr::Nested(inner) => unnested(inner),
         other => other,
     }
+}
+
+/// Rewrites `ARRAY(SELECT e FROM .. [ORDER BY o])` into `(SELECT array_agg(e ORDER BY o) FROM ..)`:
+/// DataFusion has no array constructor over a subquery, but plans a correlated aggregate. psql's
+/// `\dD` and `\dL+` (psql 16+) build lists of names this way. One difference from Postgres: over
+/// no rows `array_agg` is NULL where `ARRAY(..)` is an empty array, and both print as nothing in
+/// the `array_to_string(..)` around them.
+fn array_subqueries(stmt: &mut ast::Statement) {
+    let _ = ast::visit_expressions_mut(stmt, |expr| {
+        if let ast::Expr::Function(f) = expr
+            && f.name.0.len() == 1
+            && f.name.0[0]
+                .as_ident()
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("array"))
+            && let ast::FunctionArguments::Subquery(query) = &f.args
+            && query.limit_clause.is_none()
+            && query.with.is_none()
+            && let ast::SetExpr::Select(select) = query.body.as_ref()
+            && matches!(select.group_by, ast::GroupByExpr::Expressions(ref e, _) if e.is_empty())
+            && select.having.is_none()
+            && select.distinct.is_none()
+            && let [
+                ast::SelectItem::UnnamedExpr(item)
+                | ast::SelectItem::ExprWithAlias { expr: item, .. },
+            ] = select.projection.as_slice()
+        {
+            let mut query = query.clone();
+            let order = match query.order_by.take().map(|o| o.kind) {
+                Some(ast::OrderByKind::Expressions(order)) => order,
+                _ => Vec::new(),
+            };
+            let arg = ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(item.clone()));
+            let agg = ast::Expr::Function(ast::Function {
+                name: ast::ObjectName::from(vec![ast::Ident::new("array_agg")]),
+                uses_odbc_syntax: false,
+                parameters: ast::FunctionArguments::None,
+                args: ast::FunctionArguments::List(ast::FunctionArgumentList {
+                    duplicate_treatment: None,
+                    args: vec![arg],
+                    clauses: if order.is_empty() {
+                        vec![]
+                    } else {
+                        vec![ast::FunctionArgumentClause::OrderBy(order)]
+                    },
+                }),
+                filter: None,
+                null_treatment: None,
+                over: None,
+                within_group: vec![],
+            });
+            if let ast::SetExpr::Select(select) = query.body.as_mut() {
+                select.projection = vec![ast::SelectItem::UnnamedExpr(agg)];
+            }
+            *expr = ast::Expr::Subquery(query);
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 /// Wraps the single item of each scalar subquery nested in an expression in `max(..)`.
