@@ -144,9 +144,14 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     // A panic ends only its task (one connection, say); log it as the broken invariant it is, in
-    // one line, instead of a backtrace on stderr.
+    // one line, with a backtrace only when RUST_BACKTRACE asks for one.
     std::panic::set_hook(Box::new(|info| {
-        tracing::error!(panic = %info, "panic");
+        let trace = std::backtrace::Backtrace::capture();
+        if trace.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!(panic = %info, backtrace = %trace, "panic");
+        } else {
+            tracing::error!(panic = %info, "panic");
+        }
     }));
     if !args.listen.ip().is_loopback() && args.password.is_none() {
         bail!(
