@@ -133,6 +133,7 @@ impl Session {
 
     /// The DataFusion context for this session's database, built on first use.
     pub fn context(&mut self) -> Result<&SessionContext, SqlError> {
+        self.keep_set_config();
         if self.ctx.is_none() {
             self.ctx = Some(self.build_context()?);
         }
@@ -185,5 +186,14 @@ impl Session {
     /// Forgets the statement snapshot; the next statement reads the latest committed state.
     pub fn end_statement(&mut self) {
         self.snapshot.lock().take();
+        self.keep_set_config();
+    }
+
+    /// Keeps what `set_config(.., false)` set, as `SET` would have (a query's rows, and so its
+    /// `set_config` calls, may be computed after the statement's end: taken again before the next).
+    fn keep_set_config(&mut self) {
+        for (name, value) in self.pg_settings.take_written() {
+            self.settings.insert(name, value);
+        }
     }
 }

@@ -98,8 +98,18 @@ impl Session {
         if name == "jobs" {
             return self.show_jobs();
         }
-        match self.settings.get(&name) {
-            Some(v) => Ok(text_rows(&[name.as_str()], vec![vec![v.as_str()]])),
+        // `SHOW my.var` (a custom setting) arrives as the words `my` `var`.
+        let dotted = variable
+            .iter()
+            .map(|i| i.value.to_lowercase())
+            .collect::<Vec<_>>()
+            .join(".");
+        let found = self
+            .settings
+            .get_key_value(&name)
+            .or_else(|| self.settings.get_key_value(&dotted));
+        match found {
+            Some((name, v)) => Ok(text_rows(&[name.as_str()], vec![vec![v.as_str()]])),
             None => Err(SqlError::new(
                 sqlstate::UNDEFINED_OBJECT,
                 format!("unrecognized configuration parameter \"{name}\""),

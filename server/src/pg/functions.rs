@@ -4,7 +4,7 @@
 //! Each answers as Postgres would for Rivulet's catalog: one role (OID 10), UTF8 everywhere, no
 //! user-defined functions, comments, indexes or constraints, so the lookups of those return NULL.
 //! `current_setting` reads the session's settings as of the statement (see [`settings`]);
-//! `set_config` returns the value without applying it (use `SET`).
+//! `set_config` sets a session setting as `SET` does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -109,6 +109,17 @@ fn function(
     returns: DataType,
     body: impl Fn(&[ArrayRef], usize) -> Result<ArrayRef> + Send + Sync + 'static,
 ) -> ScalarUDF {
+    function_of(name, arities, returns, Volatility::Stable, body)
+}
+
+/// [`function`] of another volatility: a `Volatile` one is never evaluated while planning.
+fn function_of(
+    name: &'static str,
+    arities: &[usize],
+    returns: DataType,
+    volatility: Volatility,
+    body: impl Fn(&[ArrayRef], usize) -> Result<ArrayRef> + Send + Sync + 'static,
+) -> ScalarUDF {
     let signatures = arities
         .iter()
         .map(|&n| {
@@ -121,7 +132,7 @@ fn function(
         .collect();
     ScalarUDF::new_from_impl(PgFunction {
         name,
-        signature: Signature::one_of(signatures, Volatility::Stable),
+        signature: Signature::one_of(signatures, volatility),
         returns,
         body: Box::new(body),
     })
@@ -353,8 +364,30 @@ pub fn register(ctx: &SessionContext, user: &str, relations: &RelationNames, vie
 pub type ViewQueries = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// The session's settings (keys lowercased) as of the running statement: the session copies them
-/// in before each statement (`Session::context`), `current_setting` and `pg_settings` read them.
-pub type SessionSettings = Arc<RwLock<BTreeMap<String, String>>>;
+/// in before each statement (`Session::context`), `current_setting` and `pg_settings` read them,
+/// and `set_config` writes them, noting what it wrote for the session to keep ([`Self::take_written`]).
+#[derive(Debug, Default)]
+pub struct StatementSettings {
+    values: RwLock<BTreeMap<String, String>>,
+    written: parking_lot::Mutex<Vec<(String, String)>>,
+}
+
+impl StatementSettings {
+    pub fn read(&self) -> parking_lot::RwLockReadGuard<'_, BTreeMap<String, String>> {
+        self.values.read()
+    }
+
+    pub fn write(&self) -> parking_lot::RwLockWriteGuard<'_, BTreeMap<String, String>> {
+        self.values.write()
+    }
+
+    /// What `set_config(name, value, false)` set since the last call, in order.
+    pub fn take_written(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.written.lock())
+    }
+}
+
+pub type SessionSettings = Arc<StatementSettings>;
 
 /// Registers `current_setting(name [, missing_ok])`, `set_config` and `current_schemas`.
 pub fn settings(ctx: &SessionContext, settings: &SessionSettings) {
@@ -391,9 +424,36 @@ pub fn settings(ctx: &SessionContext, settings: &SessionSettings) {
             Ok(Arc::new(StringArray::from(out)))
         },
     ));
-    ctx.register_udf(function("set_config", &[3], DataType::Utf8, |args, _| {
-        Ok(Arc::new(StringArray::from(texts(args, 1)?)))
-    }));
+    // `set_config(name, value, is_local)`: as `SET` (or `SET LOCAL`, which lasts for the
+    // statement here: Rivulet's transactions hold no settings), returning the value.
+    let handle = Arc::clone(settings);
+    let set_config = function_of(
+        "set_config",
+        &[3],
+        DataType::Utf8,
+        Volatility::Volatile,
+        move |args, rows| {
+            let names = texts(args, 0)?;
+            let values = texts(args, 1)?;
+            let local = args
+                .get(2)
+                .and_then(|a| a.as_boolean_opt())
+                .map(|b| b.iter().map(|v| v.unwrap_or(false)).collect())
+                .unwrap_or_else(|| vec![false; rows]);
+            for ((name, value), local) in names.iter().zip(&values).zip(local) {
+                let (Some(name), Some(value)) = (name, value) else {
+                    continue;
+                };
+                let name = name.to_ascii_lowercase();
+                handle.write().insert(name.clone(), value.clone());
+                if !local {
+                    handle.written.lock().push((name, value.clone()));
+                }
+            }
+            Ok(Arc::new(StringArray::from(values)))
+        },
+    );
+    ctx.register_udf(set_config);
     // Postgres' search path here: `pg_catalog` (implicitly first) and `public`.
     ctx.register_udf(function(
         "current_schemas",
