@@ -146,6 +146,14 @@ const FRAGMENTS: &[(&str, &str)] = &[
     // pg_language 2612).
     ("d.classoid = t.tableoid", "d.classoid = 1247"),
     ("d.classoid = l.tableoid", "d.classoid = 2612"),
+    // Metabase's field sync (describe-fields-sql) adds the columns of materialized views from
+    // pg_catalog to information_schema's, because Postgres' information_schema leaves them out.
+    // Rivulet's lists them (so that Grafana's table and column pickers offer views too): that
+    // branch would list every view column twice.
+    (
+        r#"WHERE ("pc"."relkind" = $1) AND ("pa"."attnum" >= $2) AND ("pn"."nspname" IN"#,
+        r#"WHERE ("pc"."relkind" = $1 AND FALSE) AND ("pa"."attnum" >= $2) AND ("pn"."nspname" IN"#,
+    ),
 ];
 
 fn tokens(sql: &str) -> Option<Vec<Token>> {
