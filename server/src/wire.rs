@@ -26,13 +26,16 @@ use pgwire::api::results::{
     CopyResponse, DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag,
 };
 use pgwire::api::stmt::QueryParser;
-use pgwire::api::store::PortalStore;
+use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionManager, METADATA_DATABASE, METADATA_USER,
     PgWireServerHandlers, PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::extendedquery::Execute;
+use pgwire::messages::response::TransactionStatus;
+use pgwire::messages::simplequery::Query;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use rivulet_planner::parse::{Parsed, Statement, parse_sql};
 use tokio::sync::{Mutex, MutexGuard};
@@ -214,8 +217,41 @@ fn fields_of(schema: &Schema, format: &Format) -> Result<Vec<FieldInfo>, SqlErro
     })
 }
 
+/// Whether `statement` is `ROLLBACK TO SAVEPOINT`, which ends a failed block's failed state.
+/// pgwire keeps a failed block failed (status `E`) until the block ends, so before running one in
+/// a failed block the handlers below set the status back to `T`: if the rollback succeeds the
+/// client hears `T`, as from Postgres, and if it fails pgwire sets `E` again.
+fn rolls_back_to_savepoint(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::Sql { stmt, .. } if matches!(
+            stmt.as_ref(),
+            datafusion::sql::sqlparser::ast::Statement::Rollback { savepoint: Some(_), .. }
+        )
+    )
+}
+
 #[async_trait]
 impl SimpleQueryHandler for Connection {
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // Parsed here only in a failed block, where little else runs.
+        if client.transaction_status() == TransactionStatus::Error
+            && parse_sql(&query.query).is_ok_and(|s| {
+                s.first()
+                    .is_some_and(|p| rolls_back_to_savepoint(&p.statement))
+            })
+        {
+            client.set_transaction_status(TransactionStatus::Transaction);
+        }
+        self._on_query(client, query).await
+    }
+
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -389,6 +425,31 @@ impl ExtendedQueryHandler for Connection {
 
     fn query_parser(&self) -> Arc<StatementParser> {
         Arc::clone(&self.parser)
+    }
+
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if client.transaction_status() == TransactionStatus::Error {
+            let name = message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
+            let rollback_to = client
+                .portal_store()
+                .get_portal(name)
+                .is_some_and(|p| match p {
+                    Entry::Value(p) => {
+                        rolls_back_to_savepoint(&p.statement.statement.parsed.statement)
+                    }
+                    Entry::Empty => false,
+                });
+            if rollback_to {
+                client.set_transaction_status(TransactionStatus::Transaction);
+            }
+        }
+        self._on_execute(client, message).await
     }
 
     async fn do_query<C>(

@@ -118,6 +118,42 @@ def _():
         expect(conn.execute("SELECT count(*) FROM per_auction").fetchone(), (2,))
 
 
+@check("psycopg: a failed nested transaction() rolls back to its savepoint, the outer one goes on")
+def _():
+    from psycopg.pq import TransactionStatus
+
+    with psycopg.connect(DSN) as conn:
+        with conn.transaction():
+            try:
+                with conn.transaction():  # SAVEPOINT; the error rolls back to it
+                    conn.execute("SELECT * FROM no_such_table")
+            except psycopg.errors.UndefinedTable:
+                pass
+            # Postgres reports the block as open again (T), not failed (E).
+            expect(conn.info.transaction_status, TransactionStatus.INTRANS)
+            expect(conn.execute("SELECT count(*) FROM per_auction").fetchone(), (2,))
+        expect(conn.info.transaction_status, TransactionStatus.IDLE)
+        # The same by hand, in the simple protocol (a ClientCursor sends Query messages).
+        conn.autocommit = True
+        cur = psycopg.ClientCursor(conn)
+        cur.execute("BEGIN")
+        cur.execute("SAVEPOINT s")
+        try:
+            cur.execute("SELECT 1/0")
+        except psycopg.errors.DivisionByZero:
+            pass
+        expect(conn.info.transaction_status, TransactionStatus.INERROR)
+        cur.execute("ROLLBACK TO SAVEPOINT s")
+        expect(conn.info.transaction_status, TransactionStatus.INTRANS)
+        try:
+            cur.execute("ROLLBACK TO SAVEPOINT nope")
+        except psycopg.errors.InvalidSavepointSpecification:
+            pass
+        expect(conn.info.transaction_status, TransactionStatus.INERROR)
+        cur.execute("ROLLBACK")
+        expect(conn.info.transaction_status, TransactionStatus.IDLE)
+
+
 @check("psycopg: TypeInfo.fetch introspects a type")
 def _():
     from psycopg.types import TypeInfo
