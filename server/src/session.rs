@@ -93,6 +93,14 @@ pub(crate) fn default_settings(user: &str, database: &str) -> BTreeMap<String, S
         ("transaction_isolation", "read committed"),
         ("transaction_read_only", "off"),
         ("max_identifier_length", "63"),
+        // Postgres' preset (read-only) options with its values, which drivers read: pgjdbc's
+        // getImportedKeys/getExportedKeys need `max_index_keys`.
+        ("max_index_keys", "32"),
+        ("max_function_args", "100"),
+        ("block_size", "8192"),
+        ("data_checksums", "off"),
+        ("lc_collate", "en_US.UTF-8"),
+        ("lc_ctype", "en_US.UTF-8"),
     ];
     let mut out: BTreeMap<String, String> = pairs
         .iter()

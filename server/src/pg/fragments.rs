@@ -65,6 +65,12 @@ const FRAGMENTS: &[(&str, &str)] = &[
         "NULL AS KEYS",
     ),
     ("result.A_ATTNUM = (result.KEYS).x", "false"),
+    // pgjdbc getBestRowIdentifier: the primary key's columns (as above, no indexes).
+    ("a.attnum = (i.keys).x", "false"),
+    // pgjdbc's TypeInfoCache, which every type lookup by name or OID goes through (getTypeInfo,
+    // getVersionColumns, result columns of types it does not know): `typinput` is a `regproc` in
+    // Postgres, the function's name as text in `datafusion-pg-catalog`.
+    ("typinput='pg_catalog.array_in'::regproc", "typinput='array_in'"),
     // Grafana's PostgreSQL data source: "is the table's schema on the search path", with `"$user"`
     // read as the user (postgresMetaQuery.ts), in the select list and in ORDER BY. DataFusion
     // cannot index an array by a `generate_series` column nor plan a subquery in ORDER BY; the

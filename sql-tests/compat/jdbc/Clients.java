@@ -67,6 +67,24 @@ public class Clients {
             expect(rows(c.getMetaData().getPrimaryKeys(null, "public", "bids"), "COLUMN_NAME"), List.of());
             expect(rows(c.getMetaData().getIndexInfo(null, "public", "bids", false, true), "INDEX_NAME"), List.of());
         });
+        check("pgjdbc: keys between tables, best row identifier and version columns, as on Postgres", c -> {
+            DatabaseMetaData m = c.getMetaData();
+            expect(rows(m.getImportedKeys(null, "public", "bids"), "FKCOLUMN_NAME"), List.of());
+            expect(rows(m.getExportedKeys(null, "public", "bids"), "PKCOLUMN_NAME"), List.of());
+            expect(rows(m.getCrossReference(null, "public", "bids", null, "public", "per_auction"), "FK_NAME"), List.of());
+            expect(rows(m.getBestRowIdentifier(null, "public", "bids", DatabaseMetaData.bestRowSession, true), "COLUMN_NAME"), List.of());
+            // pgjdbc's one version column, typed through its type cache (a catalog lookup by name).
+            expect(rows(m.getVersionColumns(null, "public", "bids"), "COLUMN_NAME", "TYPE_NAME"), List.of("ctid|tid"));
+        });
+        check("pgjdbc: getTypeInfo lists the server's types with their JDBC types", c -> {
+            Map<String, String> types = new HashMap<>();
+            ResultSet rs = c.getMetaData().getTypeInfo();
+            while (rs.next()) types.put(rs.getString("TYPE_NAME"), rs.getString("DATA_TYPE"));
+            expect(types.get("int8"), String.valueOf(Types.BIGINT));
+            expect(types.get("text"), String.valueOf(Types.VARCHAR));
+            expect(types.get("timestamptz"), String.valueOf(Types.TIMESTAMP));
+            expect(types.get("_int4"), String.valueOf(Types.ARRAY));
+        });
         check("pgjdbc: PreparedStatement on the view, with ResultSetMetaData", c -> {
             PreparedStatement ps = c.prepareStatement("SELECT auction, n, total FROM per_auction WHERE auction >= ? ORDER BY auction");
             ps.setLong(1, 1);
