@@ -101,6 +101,8 @@ pub(crate) fn default_settings(user: &str, database: &str) -> BTreeMap<String, S
         ("data_checksums", "off"),
         ("lc_collate", "en_US.UTF-8"),
         ("lc_ctype", "en_US.UTF-8"),
+        // Rivulet compiles no queries: asyncpg reads it before its type introspection.
+        ("jit", "off"),
     ];
     let mut out: BTreeMap<String, String> = pairs
         .iter()
