@@ -105,7 +105,23 @@ impl StartupHandler for Startup {
     {
         match self {
             Startup::Trust(h) => h.on_startup(client, message).await,
-            Startup::Scram(h) => h.on_startup(client, message).await,
+            Startup::Scram(h) => match h.on_startup(client, message).await {
+                // pgwire names the user of the SCRAM exchange, which libpq leaves empty; Postgres
+                // names the user the client logged in as.
+                Err(PgWireError::InvalidPassword(_)) => {
+                    let user = client
+                        .metadata()
+                        .get(pgwire::api::METADATA_USER)
+                        .cloned()
+                        .unwrap_or_default();
+                    Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                        "FATAL".into(),
+                        crate::error::sqlstate::INVALID_PASSWORD.into(),
+                        format!("password authentication failed for user \"{user}\""),
+                    ))))
+                }
+                other => other,
+            },
         }
     }
 }

@@ -185,3 +185,32 @@ async fn row_limited_execute_resumes_a_suspended_portal() {
     tx.commit().await.unwrap();
     server.kill9().await.unwrap();
 }
+
+/// With --password, clients log in with SCRAM-SHA-256; a wrong password or user is 28P01 naming
+/// the user the client logged in as (libpq sends the user in the startup packet, not in SCRAM).
+#[tokio::test]
+async fn scram_login_and_wrong_password() {
+    let server = TestServer::start_with_flags(&["--user", "alice", "--password", "s3cret"])
+        .await
+        .unwrap();
+    let connect = |user: &str, password: &str| {
+        let conn = format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname=dev",
+            server.port
+        );
+        async move { tokio_postgres::connect(&conn, tokio_postgres::NoTls).await }
+    };
+    let (client, connection) = connect("alice", "s3cret").await.unwrap();
+    rivulet_sql_tests::drive(connection);
+    let row = client.query_one("SELECT current_user", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "alice");
+    for (user, password) in [("alice", "wrong"), ("mallory", "s3cret")] {
+        let e = connect(user, password).await.err().unwrap();
+        let db = e.as_db_error().unwrap();
+        assert_eq!(db.code().code(), "28P01");
+        assert_eq!(
+            db.message(),
+            format!("password authentication failed for user \"{user}\"")
+        );
+    }
+}
