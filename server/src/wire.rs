@@ -209,12 +209,31 @@ fn command_tag(tag: &str) -> Tag {
 
 fn fields_of(schema: &Schema, format: &Format) -> Result<Vec<FieldInfo>, SqlError> {
     let schema = crate::pg::names::visible(schema);
-    arrow_pg::datatypes::arrow_schema_to_pg_fields(&schema, format, None).map_err(|e| {
-        SqlError::new(
-            sqlstate::FEATURE_NOT_SUPPORTED,
-            format!("result type is not supported: {e}"),
-        )
-    })
+    let fields =
+        arrow_pg::datatypes::arrow_schema_to_pg_fields(&schema, format, None).map_err(|e| {
+            SqlError::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                format!("result type is not supported: {e}"),
+            )
+        })?;
+    Ok(fields
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(info, field)| {
+            if crate::pg::oid_arrays::is_marked(field) {
+                FieldInfo::new(
+                    info.name().to_string(),
+                    info.table_id(),
+                    info.column_id(),
+                    Type::OID_ARRAY,
+                    info.format(),
+                )
+                .with_format_options(Arc::clone(info.format_options()))
+            } else {
+                info
+            }
+        })
+        .collect())
 }
 
 /// Whether `statement` is `ROLLBACK TO SAVEPOINT`, which ends a failed block's failed state.
@@ -304,6 +323,8 @@ pub struct Prepared {
     param_types: Vec<Option<DataType>>,
     /// How many parameters the statement takes, when it was planned (`$n` up to the highest).
     param_count: Option<usize>,
+    /// Parameter types the Arrow types cannot tell (`oid[]`), by position.
+    param_pg_types: Vec<Option<Type>>,
     /// Result columns, if the statement returns rows.
     result: Option<Arc<Schema>>,
 }
@@ -348,10 +369,14 @@ impl QueryParser for StatementParser {
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
         stmt.param_types
             .iter()
-            .map(|t| match t {
-                Some(t) => arrow_pg::datatypes::into_pg_type(t),
-                None => Ok(Type::UNKNOWN),
-            })
+            .enumerate()
+            .map(
+                |(i, t)| match (stmt.param_pg_types.get(i).cloned().flatten(), t) {
+                    (Some(pg), _) => Ok(pg),
+                    (None, Some(t)) => arrow_pg::datatypes::into_pg_type(t),
+                    (None, None) => Ok(Type::UNKNOWN),
+                },
+            )
             .collect()
     }
 
@@ -374,6 +399,7 @@ async fn describe(session: &mut Session, parsed: Parsed) -> Result<Prepared, Sql
         parsed,
         param_types: Vec::new(),
         param_count: None,
+        param_pg_types: Vec::new(),
         result: None,
     };
     let Statement::Sql { stmt, .. } = &prepared.parsed.statement else {
@@ -397,12 +423,23 @@ async fn describe(session: &mut Session, parsed: Parsed) -> Result<Prepared, Sql
                 .keys()
                 .filter_map(|k| k.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()))
                 .max();
+            let casts = cast_placeholders(&plan);
             prepared.param_types = (1..=count.unwrap_or(0))
-                .map(|i| types.get(&format!("${i}")).cloned().flatten())
+                .map(|i| {
+                    let id = format!("${i}");
+                    types
+                        .get(&id)
+                        .cloned()
+                        .flatten()
+                        .or_else(|| casts.get(&id).cloned())
+                })
                 .collect();
             prepared.param_count = Some(prepared.param_types.len());
+            prepared.param_pg_types =
+                crate::pg::oid_arrays::parameter_types(&stmt, prepared.param_types.len());
             if matches!(stmt.as_ref(), S::Query(_) | S::Explain { .. }) {
-                prepared.result = Some(Arc::new(plan.schema().as_arrow().clone()));
+                let schema = Arc::new(plan.schema().as_arrow().clone());
+                prepared.result = Some(crate::pg::oid_arrays::mark_result(&stmt, schema));
             }
         }
         S::ShowVariable { .. }
@@ -416,6 +453,46 @@ async fn describe(session: &mut Session, parsed: Parsed) -> Result<Prepared, Sql
         _ => {}
     }
     Ok(prepared)
+}
+
+/// Types Postgres infers for placeholders and DataFusion leaves open: the type a placeholder is
+/// cast to (`$1::int[]`), and an array of the other side's type for `x = ANY($1)` (planned as
+/// `array_has($1, x)`).
+fn cast_placeholders(
+    plan: &datafusion::logical_expr::LogicalPlan,
+) -> std::collections::HashMap<String, DataType> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Cast, Expr, ExprSchemable, TryCast};
+    let mut found = std::collections::HashMap::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        let input = node.inputs().first().map(|i| Arc::clone(i.schema()));
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                match e {
+                    Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
+                        if let Expr::Placeholder(p) = expr.as_ref() {
+                            found
+                                .entry(p.id.clone())
+                                .or_insert_with(|| field.data_type().clone());
+                        }
+                    }
+                    Expr::ScalarFunction(f) if f.name() == "array_has" => {
+                        if let [Expr::Placeholder(p), other] = f.args.as_slice()
+                            && let Some(schema) = &input
+                            && let Ok(t) = other.get_type(schema)
+                        {
+                            found
+                                .entry(p.id.clone())
+                                .or_insert_with(|| DataType::new_list(t, true));
+                        }
+                    }
+                    _ => {}
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    found
 }
 
 #[async_trait]
@@ -485,10 +562,38 @@ impl ExtendedQueryHandler for Connection {
         } else {
             let types: Vec<Option<&DataType>> =
                 prepared.param_types.iter().map(|t| t.as_ref()).collect();
-            Some(
-                arrow_pg::datatypes::df::deserialize_parameters(portal, &types)
-                    .map_err(bad_parameter)?,
-            )
+            let values = match crate::pg::oid_arrays::decode(portal, &prepared.param_pg_types)
+                .map_err(bad_parameter)?
+            {
+                None => arrow_pg::datatypes::df::deserialize_parameters(portal, &types),
+                Some((rest, oid_arrays)) => {
+                    // Those positions are NULLs for arrow-pg, of a type it keeps them for.
+                    let int_list = DataType::new_list(DataType::Int32, true);
+                    let types: Vec<Option<&DataType>> = types
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| {
+                            if oid_arrays.contains_key(&i) {
+                                Some(&int_list)
+                            } else {
+                                *t
+                            }
+                        })
+                        .collect();
+                    arrow_pg::datatypes::df::deserialize_parameters(&rest, &types).map(|values| {
+                        let mut values = values;
+                        if let ParamValues::List(list) = &mut values {
+                            for (i, v) in oid_arrays {
+                                if let Some(slot) = list.get_mut(i) {
+                                    *slot = v.into();
+                                }
+                            }
+                        }
+                        values
+                    })
+                }
+            };
+            Some(values.map_err(bad_parameter)?)
         };
         let mut guard = session_of(&self.frontend.shared, &self.session, client).await?;
         let session = session_mut(&mut guard)?;

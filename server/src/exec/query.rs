@@ -74,7 +74,7 @@ impl Session {
             _ => "SELECT",
         };
         let df = ctx.execute_logical_plan(plan).await?;
-        let schema = df.schema().inner().clone();
+        let schema = crate::pg::oid_arrays::mark_result(stmt, df.schema().inner().clone());
         let batches = df.collect().await?;
         Ok(Outcome::Rows {
             schema,

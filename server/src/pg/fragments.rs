@@ -152,6 +152,17 @@ const FRAGMENTS: &[(&str, &str)] = &[
     // pg_language 2612).
     ("d.classoid = t.tableoid", "d.classoid = 1247"),
     ("d.classoid = l.tableoid", "d.classoid = 2612"),
+    // asyncpg's type introspection (introspection.py, `_TYPEINFO_13`), which builds its codecs for
+    // arrays, domains and composite types: a domain's base type through a recursive CTE, and a
+    // composite type's attributes, in correlated subqueries DataFusion cannot plan. Rivulet has
+    // no user-defined domains or composite types: a domain's base type is one level down, and
+    // the attributes are none.
+    (
+        r#"(CASE WHEN t.typtype = 'd' THEN (WITH RECURSIVE typebases(oid, depth) AS ( SELECT t2.typbasetype AS oid, 0 AS depth FROM pg_type t2 WHERE t2.oid = t.oid UNION ALL SELECT t2.typbasetype AS oid, tb.depth + 1 AS depth FROM pg_type t2, typebases tb WHERE tb.oid = t2.oid AND t2.typbasetype != 0 ) SELECT oid FROM typebases ORDER BY depth DESC LIMIT 1) ELSE NULL END) AS basetype"#,
+        r#"(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE NULL END) AS basetype"#,
+    ),
+    (r#"(CASE WHEN t.typtype = 'c' THEN (SELECT array_agg(ia.atttypid ORDER BY ia.attnum) FROM pg_attribute ia INNER JOIN pg_class c ON (ia.attrelid = c.oid) WHERE ia.attnum > 0 AND NOT ia.attisdropped AND c.reltype = t.oid) ELSE NULL END) AS attrtypoids"#, "CAST(NULL AS INT[]) AS attrtypoids"),
+    (r#"(CASE WHEN t.typtype = 'c' THEN (SELECT array_agg(ia.attname::text ORDER BY ia.attnum) FROM pg_attribute ia INNER JOIN pg_class c ON (ia.attrelid = c.oid) WHERE ia.attnum > 0 AND NOT ia.attisdropped AND c.reltype = t.oid) ELSE NULL END) AS attrnames"#, "CAST(NULL AS TEXT[]) AS attrnames"),
     // Metabase's field sync (describe-fields-sql) adds the columns of materialized views from
     // pg_catalog to information_schema's, because Postgres' information_schema leaves them out.
     // Rivulet's lists them (so that Grafana's table and column pickers offer views too): that

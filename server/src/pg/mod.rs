@@ -9,6 +9,7 @@ pub mod fragments;
 pub mod functions;
 pub mod information_schema;
 pub mod names;
+pub mod oid_arrays;
 pub mod rewrite;
 
 use std::sync::Arc;

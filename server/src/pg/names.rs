@@ -158,6 +158,12 @@ fn type_name(t: &ast::DataType) -> String {
             "timestamptz".into()
         }
         T::Timestamp(..) => "timestamp".into(),
+        // An array cast is named after the element type (`$1::int[]` is `int4`).
+        T::Array(
+            ast::ArrayElemTypeDef::SquareBracket(elem, _)
+            | ast::ArrayElemTypeDef::AngleBracket(elem)
+            | ast::ArrayElemTypeDef::Parenthesis(elem),
+        ) => type_name(elem),
         // `pg_catalog.text` and friends: the type's own name.
         T::Custom(name, _) => name
             .0
@@ -182,10 +188,13 @@ pub fn visible(schema: &Schema) -> SchemaRef {
             .get(OID_ALIAS)
             .is_some_and(|k| k.starts_with("reg"))
     };
+    // The tag outlives a cast (`elemtype::regtype::text`, asyncpg's type introspection): on a
+    // column that is no longer a number it would make the text travel as an `oid`.
+    let stale = |f: &Field| f.metadata().contains_key(OID_ALIAS) && !f.data_type().is_integer();
     if !schema
         .fields()
         .iter()
-        .any(|f| f.name().contains(MARK) || is_reg(f))
+        .any(|f| f.name().contains(MARK) || is_reg(f) || stale(f))
     {
         return Arc::new(schema.clone());
     }
@@ -195,7 +204,11 @@ pub fn visible(schema: &Schema) -> SchemaRef {
         .map(|f| {
             let name = f.name().split(MARK).next().unwrap_or_default().to_string();
             let mut field = f.as_ref().clone().with_name(name);
-            if is_reg(&field) {
+            if stale(&field) {
+                let mut metadata = field.metadata().clone();
+                metadata.remove(OID_ALIAS);
+                field = field.with_metadata(metadata);
+            } else if is_reg(&field) {
                 let mut metadata = field.metadata().clone();
                 metadata.insert(OID_ALIAS.to_string(), "oid".to_string());
                 field = field.with_metadata(metadata);

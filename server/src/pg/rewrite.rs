@@ -432,7 +432,7 @@ fn to_reg_casts(stmt: &mut ast::Statement) -> bool {
 }
 
 /// Whether `stmt` names a `pg_catalog` or `information_schema` relation or function.
-fn reads_catalog(stmt: &ast::Statement) -> bool {
+pub fn reads_catalog(stmt: &ast::Statement) -> bool {
     let mut finder = CatalogFinder;
     stmt.visit(&mut finder).is_break()
 }

@@ -247,6 +247,23 @@ async def _():
         await conn.close()
 
 
+@check("asyncpg: arrays as parameters and results (its type introspection query)")
+async def _():
+    conn = await asyncpg.connect(URL)
+    try:
+        # asyncpg has no built-in codec for int8[] or text[]: it introspects them first.
+        rows = await conn.fetch("SELECT auction, price FROM bids WHERE auction = ANY($1) ORDER BY price", [2])
+        expect([tuple(r) for r in rows], [(2, 20)])
+        row = await conn.fetchrow("SELECT $1::text[] AS t, $2::bigint[] AS b", ["web", None], [1, None, 3])
+        expect((row["t"], row["b"]), (["web", None], [1, None, 3]))
+        prices = await conn.fetch(
+            "SELECT auction, array_agg(price ORDER BY price) AS prices FROM bids GROUP BY auction ORDER BY auction"
+        )
+        expect([(r["auction"], r["prices"]) for r in prices], [(1, [10, 30]), (2, [20])])
+    finally:
+        await conn.close()
+
+
 @check("asyncpg: error SQLSTATE inside a transaction, then the connection works")
 async def _():
     conn = await asyncpg.connect(URL)
