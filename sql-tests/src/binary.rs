@@ -65,8 +65,52 @@ pub fn to_text(ty: &Type, raw: &[u8]) -> Result<String, BoxError> {
             s
         }
         Type::OID => u32::from_be_bytes(be(raw, 0)?).to_string(),
-        _ => String::from_utf8(raw.to_vec())?,
+        Type::BOOL => if raw.first() == Some(&1) { "t" } else { "f" }.to_string(),
+        Type::INT2 => i16::from_be_bytes(be(raw, 0)?).to_string(),
+        Type::INT4 => i32::from_be_bytes(be(raw, 0)?).to_string(),
+        Type::INT8 => i64::from_be_bytes(be(raw, 0)?).to_string(),
+        Type::FLOAT4 => f32::from_be_bytes(be(raw, 0)?).to_string(),
+        Type::FLOAT8 => f64::from_be_bytes(be(raw, 0)?).to_string(),
+        _ => match ty.kind() {
+            tokio_postgres::types::Kind::Array(elem) => array_text(elem, raw)?,
+            _ => String::from_utf8(raw.to_vec())?,
+        },
     })
+}
+
+/// A one-dimensional array (`ndim`, flags, element OID, length, lower bound, then each element's
+/// length and bytes) as Postgres prints it: `{1,NULL,"a b"}`.
+fn array_text(elem: &Type, raw: &[u8]) -> Result<String, BoxError> {
+    let ndim = i32::from_be_bytes(be(raw, 0)?);
+    if ndim == 0 {
+        return Ok("{}".into());
+    }
+    if ndim != 1 {
+        return Err(format!("{ndim}-dimensional array").into());
+    }
+    let len = i32::from_be_bytes(be(raw, 12)?);
+    let mut at = 20;
+    let mut items = Vec::new();
+    for _ in 0..len {
+        let n = i32::from_be_bytes(be(raw, at)?);
+        at += 4;
+        if n < 0 {
+            items.push("NULL".to_string());
+            continue;
+        }
+        let bytes = raw.get(at..at + n as usize).ok_or("short array element")?;
+        at += n as usize;
+        let text = to_text(elem, bytes)?;
+        let plain = !text.is_empty()
+            && !text.eq_ignore_ascii_case("null")
+            && !text.contains(|c: char| c.is_whitespace() || "{},\"\\".contains(c));
+        items.push(if plain {
+            text
+        } else {
+            format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+        });
+    }
+    Ok(format!("{{{}}}", items.join(",")))
 }
 
 fn plural(n: i64, unit: &str) -> String {

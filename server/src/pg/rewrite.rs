@@ -31,7 +31,107 @@ pub fn statement(parsed: Parsed) -> Parsed {
         like_escapes(stmt);
         to_timestamp_formats(stmt);
     }
+    if let Statement::Sql { stmt, .. } = &mut parsed.statement {
+        array_literals(stmt);
+    }
     parsed
+}
+
+/// Rewrites `'{1,2}'::int[]`, Postgres' text form of an array cast to an array type, into
+/// `ARRAY[CAST('1' AS int), CAST('2' AS int)]` (DataFusion casts no text to an array). One
+/// dimension, with Postgres' quoting (`"a,b"`, backslash escapes) and unquoted `NULL`; other
+/// texts are left for DataFusion to refuse.
+fn array_literals(stmt: &mut ast::Statement) {
+    let _ = ast::visit_expressions_mut(stmt, |expr| {
+        if let ast::Expr::Cast {
+            expr: inner,
+            data_type: ast::DataType::Array(ast::ArrayElemTypeDef::SquareBracket(elem, _)),
+            ..
+        } = expr
+            && let ast::Expr::Value(v) = inner.as_ref()
+            && let ast::Value::SingleQuotedString(text) = &v.value
+            && let Some(items) = array_items(text)
+        {
+            let elem = elem.as_ref().clone();
+            let elements = items
+                .into_iter()
+                .map(|item| ast::Expr::Cast {
+                    kind: ast::CastKind::Cast,
+                    expr: Box::new(ast::Expr::Value(
+                        match item {
+                            Some(s) => ast::Value::SingleQuotedString(s),
+                            None => ast::Value::Null,
+                        }
+                        .with_empty_span(),
+                    )),
+                    data_type: elem.clone(),
+                    array: false,
+                    format: None,
+                })
+                .collect();
+            let array = ast::Expr::Array(ast::Array {
+                elem: elements,
+                named: true,
+            });
+            // The cast stays, so that `'{}'` has its element type too.
+            **inner = array;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// The elements of a one-dimensional array in Postgres' text form (`None` for NULL), or `None`
+/// if `text` is not one.
+fn array_items(text: &str) -> Option<Vec<Option<String>>> {
+    let inner = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+    let mut items = Vec::new();
+    if inner.trim().is_empty() {
+        return Some(items);
+    }
+    let mut chars = inner.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut item = String::new();
+        let mut quoted = false;
+        if chars.peek() == Some(&'"') {
+            quoted = true;
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '\\' => item.push(chars.next()?),
+                    '"' => break,
+                    c => item.push(c),
+                }
+            }
+            while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                chars.next();
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                match c {
+                    ',' => break,
+                    '{' | '}' | '"' => return None,
+                    '\\' => {
+                        chars.next();
+                        item.push(chars.next()?);
+                    }
+                    c => {
+                        item.push(c);
+                        chars.next();
+                    }
+                }
+            }
+            item = item.trim_end().to_string();
+        }
+        items.push((quoted || !item.eq_ignore_ascii_case("null")).then_some(item));
+        match chars.next() {
+            None => return Some(items),
+            Some(',') => {}
+            Some(_) => return None,
+        }
+    }
 }
 
 /// Rewrites `LIKE p ESCAPE 'c'` with another escape character than DataFusion's only one, the
@@ -518,6 +618,27 @@ mod tests {
             Statement::Sql { stmt, .. } => stmt.to_string(),
             _ => String::new(),
         }
+    }
+
+    #[test]
+    fn array_texts_become_array_constructors() {
+        assert_eq!(
+            array_items(r#"{1, 2,NULL,"NULL","a,\"b"}"#),
+            Some(vec![
+                Some("1".into()),
+                Some("2".into()),
+                None,
+                Some("NULL".into()),
+                Some("a,\"b".into())
+            ])
+        );
+        assert_eq!(array_items("{}"), Some(vec![]));
+        assert_eq!(array_items("{{1},{2}}"), None);
+        assert_eq!(array_items("1,2"), None);
+        assert_eq!(
+            rewritten("SELECT '{1,NULL}'::int[]"),
+            "SELECT ARRAY[CAST('1' AS INT), CAST(NULL AS INT)]::INT[] AS \"int4\""
+        );
     }
 
     #[test]
