@@ -220,7 +220,7 @@ fn fields_of(schema: &Schema, format: &Format) -> Result<Vec<FieldInfo>, SqlErro
         .into_iter()
         .zip(schema.fields())
         .map(|(info, field)| {
-            if crate::pg::oid_arrays::is_marked(field) {
+            let info = if crate::pg::oid_arrays::is_marked(field) {
                 FieldInfo::new(
                     info.name().to_string(),
                     info.table_id(),
@@ -231,9 +231,31 @@ fn fields_of(schema: &Schema, format: &Format) -> Result<Vec<FieldInfo>, SqlErro
                 .with_format_options(Arc::clone(info.format_options()))
             } else {
                 info
+            };
+            // Postgres' `typlen` and, for numeric(p,s), `atttypmod`: drivers size and scale
+            // columns by them (JDBC's getPrecision/getScale, psycopg's description).
+            let size = type_size(info.datatype());
+            let info = info.with_type_size(size);
+            match field.data_type() {
+                DataType::Decimal128(p, s) => {
+                    info.with_type_modifier(((i32::from(*p) << 16) | i32::from(*s)) + 4)
+                }
+                _ => info,
             }
         })
         .collect())
+}
+
+/// A type's `pg_type.typlen`: its width in bytes, or -1 for a variable-width type.
+fn type_size(t: &Type) -> i16 {
+    match *t {
+        Type::BOOL | Type::CHAR => 1,
+        Type::INT2 => 2,
+        Type::INT4 | Type::FLOAT4 | Type::DATE | Type::OID => 4,
+        Type::INT8 | Type::FLOAT8 | Type::TIME | Type::TIMESTAMP | Type::TIMESTAMPTZ => 8,
+        Type::INTERVAL => 16,
+        _ => -1,
+    }
 }
 
 /// Whether `statement` is `ROLLBACK TO SAVEPOINT`, which ends a failed block's failed state.

@@ -34,6 +34,7 @@ use datafusion_pg_catalog::pg_catalog::context::{PgCatalogContextProvider, Role}
 
 use crate::catalog::{Catalog, DEFAULT_SCHEMA};
 use crate::pg::functions::{RelationNames, SessionSettings};
+use rivulet_planner::types::SqlType;
 
 /// The OID of the server's one role, as the bootstrap superuser's in Postgres.
 pub const ROLE_OID: i32 = 10;
@@ -230,6 +231,24 @@ impl SchemaProvider for PgCatalog {
                 mem_table(pg_settings(&schema, &self.settings.read(), &defaults)?)?
             }
 
+            "pg_attribute" => {
+                let types = self
+                    .catalog
+                    .tables(&self.database)
+                    .iter()
+                    .flat_map(|t| {
+                        t.def
+                            .columns
+                            .iter()
+                            .map(|c| ((t.def.name.clone(), c.name.clone()), c.sql_type))
+                    })
+                    .collect();
+                Arc::new(PgAttribute {
+                    attributes: self.inner_table(name).await?,
+                    class: self.inner_table("pg_class").await?,
+                    types: Arc::new(types),
+                })
+            }
             "pg_collation" => {
                 // PostgreSQL 17 renamed `colliculocale` `colllocale`; the library follows 17, and
                 // clients of a 16 server (which Rivulet reports) ask for the old name.
@@ -442,6 +461,119 @@ impl TableProvider for Derived {
             .into_iter()
             .map(|b| (self.derive)(b))
             .collect::<Result<Vec<_>>>()?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            self.schema(),
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// `pg_attribute` with the declared types of Rivulet's columns: the library derives a column's
+/// type from its Arrow type, which loses `varchar(n)`, `numeric(p,s)`, `jsonb` and `interval`
+/// (stored as Utf8, Decimal128, Utf8 and an interval it does not map). Rows are matched to
+/// relations through `pg_class`, whose OIDs are the library's.
+struct PgAttribute {
+    attributes: Arc<dyn TableProvider>,
+    class: Arc<dyn TableProvider>,
+    /// Each column's declared type, by (relation, column).
+    types: Arc<std::collections::HashMap<(String, String), SqlType>>,
+}
+
+impl std::fmt::Debug for PgAttribute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgAttribute").finish_non_exhaustive()
+    }
+}
+
+/// A column type's `pg_type` OID, `atttypmod` and `attlen`, as Postgres has them.
+fn pg_attribute_type(t: SqlType) -> (i32, i32, i16) {
+    match t {
+        SqlType::Boolean => (16, -1, 1),
+        SqlType::SmallInt => (21, -1, 2),
+        SqlType::Int => (23, -1, 4),
+        SqlType::BigInt => (20, -1, 8),
+        SqlType::Real => (700, -1, 4),
+        SqlType::Double => (701, -1, 8),
+        SqlType::Numeric { precision, scale } => (
+            1700,
+            ((i32::from(precision) << 16) | i32::from(scale)) + 4,
+            -1,
+        ),
+        SqlType::Varchar { max_len } => (
+            1043,
+            max_len.map_or(-1, |n| i32::try_from(n).unwrap_or(i32::MAX - 4) + 4),
+            -1,
+        ),
+        SqlType::Text => (25, -1, -1),
+        SqlType::Date => (1082, -1, 4),
+        SqlType::Time => (1083, -1, 8),
+        SqlType::Timestamp => (1114, -1, 8),
+        SqlType::TimestampTz => (1184, -1, 8),
+        SqlType::Interval => (1186, -1, 16),
+        SqlType::Bytea => (17, -1, -1),
+        SqlType::Jsonb => (3802, -1, -1),
+    }
+}
+
+#[async_trait]
+impl TableProvider for PgAttribute {
+    fn schema(&self) -> SchemaRef {
+        self.attributes.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        use datafusion::arrow::array::Int16Array;
+        let collect = |t: &Arc<dyn TableProvider>| {
+            let t = Arc::clone(t);
+            async move {
+                let plan = t.scan(state, None, &[], None).await?;
+                datafusion::physical_plan::collect(plan, state.task_ctx()).await
+            }
+        };
+        let mut relations = std::collections::HashMap::new();
+        for class in collect(&self.class).await? {
+            let oids = column::<Int32Array>(&class, "oid")?;
+            let names = column::<StringArray>(&class, "relname")?;
+            let namespaces = column::<Int32Array>(&class, "relnamespace")?;
+            for i in 0..class.num_rows() {
+                if namespaces.value(i) != PG_CATALOG_OID {
+                    relations.insert(oids.value(i), names.value(i).to_string());
+                }
+            }
+        }
+        let mut batches = Vec::new();
+        for batch in collect(&self.attributes).await? {
+            let relids = column::<Int32Array>(&batch, "attrelid")?;
+            let names = column::<StringArray>(&batch, "attname")?;
+            let (mut typids, mut typmods, mut lens) = (
+                column::<Int32Array>(&batch, "atttypid")?.values().to_vec(),
+                column::<Int32Array>(&batch, "atttypmod")?.values().to_vec(),
+                column::<Int16Array>(&batch, "attlen")?.values().to_vec(),
+            );
+            for i in 0..batch.num_rows() {
+                let declared = relations.get(&relids.value(i)).and_then(|relation| {
+                    self.types
+                        .get(&(relation.clone(), names.value(i).to_string()))
+                });
+                if let Some(t) = declared {
+                    (typids[i], typmods[i], lens[i]) = pg_attribute_type(*t);
+                }
+            }
+            let batch = replace(&batch, "atttypid", Arc::new(Int32Array::from(typids)))?;
+            let batch = replace(&batch, "atttypmod", Arc::new(Int32Array::from(typmods)))?;
+            batches.push(replace(&batch, "attlen", Arc::new(Int16Array::from(lens)))?);
+        }
         Ok(MemorySourceConfig::try_new_exec(
             &[batches],
             self.schema(),

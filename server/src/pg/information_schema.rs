@@ -9,6 +9,7 @@
 //! built-in schema cannot be changed, so the session turns it off and registers this one, over
 //! the same provider, as an ordinary schema of its database.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -19,21 +20,48 @@ use datafusion::catalog::{CatalogProviderList, SchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
 
+use rivulet_planner::types::SqlType;
+
 use super::catalog::Patched;
 
 /// DataFusion's `information_schema` with Postgres type names in `columns`.
 #[derive(Debug)]
 pub struct InformationSchema {
     inner: InformationSchemaProvider,
+    /// Rivulet's catalog, for the declared types of its columns.
+    server: Arc<crate::catalog::Catalog>,
+    database: String,
 }
 
 impl InformationSchema {
-    pub fn new(catalogs: Arc<dyn CatalogProviderList>) -> Self {
+    pub fn new(
+        catalogs: Arc<dyn CatalogProviderList>,
+        server: Arc<crate::catalog::Catalog>,
+        database: &str,
+    ) -> Self {
         Self {
             inner: InformationSchemaProvider::new(catalogs),
+            server,
+            database: database.to_string(),
         }
     }
+
+    /// Each column's declared type, by (relation, column), as of now.
+    fn declared(&self) -> Declared {
+        self.server
+            .tables(&self.database)
+            .iter()
+            .flat_map(|t| {
+                t.def
+                    .columns
+                    .iter()
+                    .map(|c| ((t.def.name.clone(), c.name.clone()), c.sql_type))
+            })
+            .collect()
+    }
 }
+
+type Declared = HashMap<(String, String), SqlType>;
 
 /// The constraint views, with Postgres' columns (all text), always empty here.
 const CONSTRAINT_VIEWS: &[(&str, &[&str])] = &[
@@ -134,10 +162,14 @@ impl SchemaProvider for InformationSchema {
         }
         let schema = with_udt_columns(&table.schema());
         let out = Arc::clone(&schema);
+        let declared = self.declared();
         Ok(Some(Arc::new(Patched::with_schema(
             table,
             schema,
-            Box::new(move |batch| postgres_types(batch, &out)),
+            Box::new(move |batch| {
+                let batch = postgres_types(batch, &out)?;
+                declared_types(batch, &declared)
+            }),
         ))))
     }
 
@@ -204,6 +236,105 @@ fn postgres_types(batch: RecordBatch, out: &SchemaRef) -> Result<RecordBatch> {
     columns.push(Arc::new(StringArray::from(vec!["NO"; n])));
     columns.push(Arc::new(StringArray::from(vec!["NEVER"; n])));
     Ok(RecordBatch::try_new(Arc::clone(out), columns)?)
+}
+
+/// `columns` with the declared type of each of Rivulet's columns (`varchar(20)` is stored as text,
+/// `jsonb` too): `data_type`, `udt_name`, and the length, precision and scale of `varchar(n)` and
+/// `numeric(p,s)`, as `pg_attribute` has them.
+fn declared_types(batch: RecordBatch, declared: &Declared) -> Result<RecordBatch> {
+    let text = |name: &str| -> Result<StringArray> {
+        Ok(batch
+            .column(batch.schema().index_of(name)?)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| DataFusionError::Internal(format!("columns.{name} is not text")))?
+            .clone())
+    };
+    let (schemas, tables, names) = (
+        text("table_schema")?,
+        text("table_name")?,
+        text("column_name")?,
+    );
+    let (mut data_types, mut udt_names): (Vec<Option<String>>, Vec<Option<String>>) = (
+        text("data_type")?
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect(),
+        text("udt_name")?
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect(),
+    );
+    let number = |name: &str| -> Result<Vec<Option<u64>>> {
+        let column = batch.column(batch.schema().index_of(name)?);
+        let cast = datafusion::arrow::compute::cast(column, &DataType::UInt64)?;
+        Ok(cast
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default())
+    };
+    let mut lengths = number("character_maximum_length")?;
+    let mut precisions = number("numeric_precision")?;
+    let mut scales = number("numeric_scale")?;
+    for i in 0..batch.num_rows() {
+        if schemas.value(i) != crate::catalog::DEFAULT_SCHEMA {
+            continue;
+        }
+        let Some(t) = declared.get(&(tables.value(i).to_string(), names.value(i).to_string()))
+        else {
+            continue;
+        };
+        let (data_type, udt) = information_schema_type(*t);
+        data_types[i] = Some(data_type.to_string());
+        udt_names[i] = Some(udt.to_string());
+        match *t {
+            SqlType::Varchar { max_len } => lengths[i] = max_len.map(u64::from),
+            SqlType::Numeric { precision, scale } => {
+                precisions[i] = Some(u64::from(precision));
+                scales[i] = u64::try_from(scale).ok();
+            }
+            _ => {}
+        }
+    }
+    let mut columns = batch.columns().to_vec();
+    let schema = batch.schema();
+    let mut set = |name: &str, array: datafusion::arrow::array::ArrayRef| -> Result<()> {
+        let index = schema.index_of(name)?;
+        columns[index] = datafusion::arrow::compute::cast(&array, schema.field(index).data_type())?;
+        Ok(())
+    };
+    set("data_type", Arc::new(StringArray::from(data_types)))?;
+    set("udt_name", Arc::new(StringArray::from(udt_names)))?;
+    set(
+        "character_maximum_length",
+        Arc::new(UInt64Array::from(lengths)),
+    )?;
+    set("numeric_precision", Arc::new(UInt64Array::from(precisions)))?;
+    set("numeric_scale", Arc::new(UInt64Array::from(scales)))?;
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
+/// A column type's `information_schema.columns.data_type` and `udt_name`, as Postgres has them.
+fn information_schema_type(t: SqlType) -> (&'static str, &'static str) {
+    match t {
+        SqlType::Boolean => ("boolean", "bool"),
+        SqlType::SmallInt => ("smallint", "int2"),
+        SqlType::Int => ("integer", "int4"),
+        SqlType::BigInt => ("bigint", "int8"),
+        SqlType::Real => ("real", "float4"),
+        SqlType::Double => ("double precision", "float8"),
+        SqlType::Numeric { .. } => ("numeric", "numeric"),
+        SqlType::Varchar { .. } => ("character varying", "varchar"),
+        SqlType::Text => ("text", "text"),
+        SqlType::Date => ("date", "date"),
+        SqlType::Time => ("time without time zone", "time"),
+        SqlType::Timestamp => ("timestamp without time zone", "timestamp"),
+        SqlType::TimestampTz => ("timestamp with time zone", "timestamptz"),
+        SqlType::Interval => ("interval", "interval"),
+        SqlType::Bytea => ("bytea", "bytea"),
+        SqlType::Jsonb => ("jsonb", "jsonb"),
+    }
 }
 
 /// The `udt_name` (the `pg_type.typname`) of a column of Arrow type `dt`.

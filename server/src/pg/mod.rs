@@ -46,7 +46,11 @@ pub fn install(
     let catalogs = ctx.state().catalog_list().clone();
     db.register_schema(
         "information_schema",
-        Arc::new(information_schema::InformationSchema::new(catalogs)),
+        Arc::new(information_schema::InformationSchema::new(
+            catalogs,
+            Arc::clone(server),
+            database,
+        )),
     )?;
     let (server, db_name) = (Arc::clone(server), database.to_string());
     let views: functions::ViewQueries = Arc::new(move |name| {

@@ -57,7 +57,7 @@ public class Clients {
         check("pgjdbc: getColumns of the table", c -> {
             ResultSet rs = c.getMetaData().getColumns(null, "public", "bids", "%");
             expect(rows(rs, "COLUMN_NAME", "DATA_TYPE", "TYPE_NAME", "NULLABLE"), List.of(
-                "auction|-5|int8|0", "price|-5|int8|1", "channel|12|text|1", "ts|93|timestamp|1"));
+                "auction|-5|int8|0", "price|-5|int8|1", "channel|12|varchar|1", "ts|93|timestamp|1"));
         });
         check("pgjdbc: getColumns of the materialized view", c -> {
             ResultSet rs = c.getMetaData().getColumns(null, "public", "per_auction", "%");

@@ -300,7 +300,7 @@ for DIALECT in ["psycopg", "psycopg2"]:
         cols = inspect(ENGINE).get_columns("bids")
         expect(
             [(c["name"], str(c["type"]), c["nullable"]) for c in cols],
-            [("auction", "BIGINT", False), ("price", "BIGINT", True), ("channel", "TEXT", True), ("ts", "TIMESTAMP", True)],
+            [("auction", "BIGINT", False), ("price", "BIGINT", True), ("channel", "VARCHAR", True), ("ts", "TIMESTAMP", True)],
         )
 
     @check(f"sqlalchemy+{DIALECT}: inspect() columns of a materialized view")
