@@ -232,17 +232,7 @@ impl SchemaProvider for PgCatalog {
             }
 
             "pg_attribute" => {
-                let types = self
-                    .catalog
-                    .tables(&self.database)
-                    .iter()
-                    .flat_map(|t| {
-                        t.def
-                            .columns
-                            .iter()
-                            .map(|c| ((t.def.name.clone(), c.name.clone()), c.sql_type))
-                    })
-                    .collect();
+                let types = super::information_schema::declared(&self.catalog, &self.database);
                 Arc::new(PgAttribute {
                     attributes: self.inner_table(name).await?,
                     class: self.inner_table("pg_class").await?,
@@ -477,7 +467,7 @@ struct PgAttribute {
     attributes: Arc<dyn TableProvider>,
     class: Arc<dyn TableProvider>,
     /// Each column's declared type, by (relation, column).
-    types: Arc<std::collections::HashMap<(String, String), SqlType>>,
+    types: Arc<super::information_schema::Declared>,
 }
 
 impl std::fmt::Debug for PgAttribute {

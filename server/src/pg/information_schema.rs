@@ -45,23 +45,24 @@ impl InformationSchema {
             database: database.to_string(),
         }
     }
-
-    /// Each column's declared type, by (relation, column), as of now.
-    fn declared(&self) -> Declared {
-        self.server
-            .tables(&self.database)
-            .iter()
-            .flat_map(|t| {
-                t.def
-                    .columns
-                    .iter()
-                    .map(|c| ((t.def.name.clone(), c.name.clone()), c.sql_type))
-            })
-            .collect()
-    }
 }
 
-type Declared = HashMap<(String, String), SqlType>;
+/// Each column's declared type, by (relation, column).
+pub type Declared = HashMap<(String, String), SqlType>;
+
+/// The declared types of the columns of `database`'s tables and views, as of now.
+pub fn declared(server: &crate::catalog::Catalog, database: &str) -> Declared {
+    server
+        .tables(database)
+        .iter()
+        .flat_map(|t| {
+            t.def
+                .columns
+                .iter()
+                .map(|c| ((t.def.name.clone(), c.name.clone()), c.sql_type))
+        })
+        .collect()
+}
 
 /// The constraint views, with Postgres' columns (all text), always empty here.
 const CONSTRAINT_VIEWS: &[(&str, &[&str])] = &[
@@ -162,7 +163,7 @@ impl SchemaProvider for InformationSchema {
         }
         let schema = with_udt_columns(&table.schema());
         let out = Arc::clone(&schema);
-        let declared = self.declared();
+        let declared = declared(&self.server, &self.database);
         Ok(Some(Arc::new(Patched::with_schema(
             table,
             schema,
