@@ -283,12 +283,49 @@ fn catalog_query(mut parsed: Parsed) -> Parsed {
             rewritten = REG_CASTS.rewrite(rewritten);
         }
         no_comments(&mut rewritten);
+        type_visibility(&mut rewritten);
         drop_guarded_conjuncts(&mut rewritten);
         array_subqueries(&mut rewritten);
         aggregate_scalar_subqueries(&mut rewritten);
         **stmt = rewritten;
     }
     parsed
+}
+
+/// Rewrites `pg_type_is_visible(t.oid)` into `t.typnamespace = 11`: Rivulet has no user-defined
+/// types, so the types on the search path are `pg_catalog`'s (the library's `pg_type` also holds
+/// PostgreSQL's `information_schema` domains, which are not on it). psql's `\dT` and type name
+/// completion ask this of `pg_type` rows.
+fn type_visibility(stmt: &mut ast::Statement) {
+    let _ = ast::visit_expressions_mut(stmt, |expr| {
+        if let ast::Expr::Function(f) = expr
+            && f.name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("pg_type_is_visible"))
+            && let ast::FunctionArguments::List(list) = &f.args
+            && let [
+                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(
+                    ast::Expr::CompoundIdentifier(parts),
+                )),
+            ] = list.args.as_slice()
+            && let [alias, column] = parts.as_slice()
+            && column.value.eq_ignore_ascii_case("oid")
+        {
+            *expr = ast::Expr::Nested(Box::new(ast::Expr::BinaryOp {
+                left: Box::new(ast::Expr::CompoundIdentifier(vec![
+                    alias.clone(),
+                    ast::Ident::new("typnamespace"),
+                ])),
+                op: ast::BinaryOperator::Eq,
+                right: Box::new(ast::Expr::Value(
+                    ast::Value::Number("11".into(), false).with_empty_span(),
+                )),
+            }));
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 /// Replaces `obj_description(..)`, `col_description(..)` and `shobj_description(..)` with a NULL
