@@ -2,7 +2,7 @@
 //! every psql installed: Debian's (`psql` on the PATH, 15 on bookworm) and psql 18, which
 //! `scripts/deps-compat` installs under `$RIVULET_COMPAT_DIR/postgresql`.
 //! - `meta.sql`: the catalog queries psql sends for `\l`, `\dn`, `\dt`, `\dv`, `\dm`, `\d name`,
-//!   `\d+`, `\df`, `\df+`, `\dD`, `\dy`, `\dL`, `\dO`, `\drds`, `\du` plus `\conninfo`, `\x` and
+//!   `\d+`, `\df`, `\df+`, `\dD`, `\dy`, `\dL`, `\dL+`, `\dO`, `\drds`, `\du` plus `\conninfo`, `\x` and
 //!   `\timing`;
 //! - `bind.sql` (psql 18+): `\bind`, `\parse`, `\bind_named` and `\close_prepared`, which speak the
 //!   extended protocol with named statements, including its errors.

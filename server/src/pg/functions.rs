@@ -205,6 +205,113 @@ impl datafusion::catalog::TableFunctionImpl for AvailableExtensions {
     }
 }
 
+/// PostgreSQL's functions and types as `datafusion-pg-catalog` ships them (its `pg_proc` and
+/// `pg_type`), by OID: what `::regproc` and `::regprocedure` print. Read once.
+struct Procedures {
+    /// Function OID to its name and argument type OIDs.
+    procs: HashMap<i64, (String, Vec<i64>)>,
+    /// Type OID to its name as `format_type` prints it.
+    types: HashMap<i64, String>,
+}
+
+static PROCEDURES: LazyLock<Procedures> = LazyLock::new(|| {
+    let mut out = Procedures {
+        procs: HashMap::new(),
+        types: HashMap::new(),
+    };
+    let tables = match datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables::try_new() {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "pg_catalog's static tables do not load: ::regproc prints OIDs");
+            return out;
+        }
+    };
+    let ints = |batch: &datafusion::arrow::record_batch::RecordBatch, name: &str| {
+        batch
+            .column_by_name(name)
+            .and_then(|c| datafusion::arrow::compute::cast(c, &DataType::Int64).ok())
+            .map(|c| c.as_primitive::<Int64Type>().iter().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let texts = |batch: &datafusion::arrow::record_batch::RecordBatch, name: &str| {
+        batch
+            .column_by_name(name)
+            .and_then(|c| datafusion::arrow::compute::cast(c, &DataType::Utf8).ok())
+            .map(|c| {
+                c.as_string::<i32>()
+                    .iter()
+                    .map(|v| v.map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    for batch in tables.pg_proc.data() {
+        let (oids, names, args) = (
+            ints(batch, "oid"),
+            texts(batch, "proname"),
+            texts(batch, "proargtypes"),
+        );
+        for ((oid, name), args) in oids.into_iter().zip(names).zip(args) {
+            if let (Some(oid), Some(name)) = (oid, name) {
+                let args = args
+                    .unwrap_or_default()
+                    .split([' ', ',', '[', ']'])
+                    .filter_map(|a| a.trim().parse::<i64>().ok())
+                    .collect();
+                out.procs.insert(oid, (name, args));
+            }
+        }
+    }
+    for batch in tables.pg_type.data() {
+        for (oid, name) in ints(batch, "oid").into_iter().zip(texts(batch, "typname")) {
+            if let (Some(oid), Some(name)) = (oid, name) {
+                let pretty = match name.as_str() {
+                    "int2" => "smallint",
+                    "int4" => "integer",
+                    "int8" => "bigint",
+                    "float4" => "real",
+                    "float8" => "double precision",
+                    "bool" => "boolean",
+                    "varchar" => "character varying",
+                    "bpchar" => "character",
+                    "timestamp" => "timestamp without time zone",
+                    "timestamptz" => "timestamp with time zone",
+                    "time" => "time without time zone",
+                    "timetz" => "time with time zone",
+                    other => other,
+                };
+                out.types.insert(oid, pretty.to_string());
+            }
+        }
+    }
+    out
+});
+
+/// `oid::regproc` (`with_args` false: the name) or `oid::regprocedure` (the name and argument
+/// types), as Postgres prints them: `-` for 0, the number for an OID that names no function.
+fn procedure_name(oid: i64, with_args: bool) -> String {
+    if oid == 0 {
+        return "-".into();
+    }
+    match PROCEDURES.procs.get(&oid) {
+        None => oid.to_string(),
+        Some((name, _)) if !with_args => name.clone(),
+        Some((name, args)) => {
+            let args: Vec<String> = args
+                .iter()
+                .map(|t| {
+                    PROCEDURES
+                        .types
+                        .get(t)
+                        .cloned()
+                        .unwrap_or_else(|| t.to_string())
+                })
+                .collect();
+            format!("{name}({})", args.join(", "))
+        }
+    }
+}
+
 /// A column type by Postgres' name for it (`format_type`'s, which `pg_typeof` prints).
 fn type_name(t: &DataType) -> String {
     match t {
@@ -331,6 +438,16 @@ pub fn register(ctx: &SessionContext, user: &str, relations: &RelationNames, vie
             ))
         },
     ));
+    // What `x::regproc` and `x::regprocedure` become in catalog queries (see `rewrite.rs`).
+    for (name, with_args) in [("rivulet_regproc", false), ("rivulet_regprocedure", true)] {
+        ctx.register_udf(function(name, &[1], DataType::Utf8, move |args, _| {
+            Ok(Arc::new(StringArray::from_iter(
+                ints(args, 0)?
+                    .into_iter()
+                    .map(|oid| oid.map(|oid| procedure_name(oid, with_args))),
+            )))
+        }));
+    }
     ctx.register_udf(function("pg_typeof", &[1], DataType::Utf8, |args, rows| {
         let name = args.first().map(|a| type_name(a.data_type()));
         Ok(Arc::new(StringArray::from(vec![name; rows])))

@@ -100,6 +100,13 @@ fn alias_name(alias: &Ident) -> String {
     }
 }
 
+fn is_procedure_cast(f: &ast::Function) -> bool {
+    f.name.0.len() == 1
+        && f.name.0[0]
+            .as_ident()
+            .is_some_and(|i| matches!(i.value.as_str(), "rivulet_regproc" | "rivulet_regprocedure"))
+}
+
 /// Postgres' name for an unaliased select item (its `FigureColname`).
 fn column_name(expr: &Expr) -> String {
     figure(expr).unwrap_or_else(|| "?column?".to_string())
@@ -109,6 +116,21 @@ fn figure(expr: &Expr) -> Option<String> {
     match expr {
         Expr::Identifier(i) => Some(alias_name(i)),
         Expr::CompoundIdentifier(parts) => parts.last().map(alias_name),
+        // `x::regproc` as the catalog rewrites turn it into a call: named as the cast.
+        Expr::Function(f) if is_procedure_cast(f) => match &f.args {
+            ast::FunctionArguments::List(list) => match list.args.as_slice() {
+                [ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e))] => figure(e),
+                _ => None,
+            },
+            _ => None,
+        }
+        .or_else(|| {
+            f.name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(|i| i.value.trim_start_matches("rivulet_").to_string())
+        }),
         Expr::Function(f) => f.name.0.last().and_then(|p| p.as_ident()).map(alias_name),
         Expr::Cast {
             expr, data_type, ..

@@ -284,12 +284,51 @@ fn catalog_query(mut parsed: Parsed) -> Parsed {
         }
         no_comments(&mut rewritten);
         type_visibility(&mut rewritten);
+        procedure_casts(&mut rewritten);
         drop_guarded_conjuncts(&mut rewritten);
         array_subqueries(&mut rewritten);
         aggregate_scalar_subqueries(&mut rewritten);
         **stmt = rewritten;
     }
     parsed
+}
+
+/// Rewrites `x::regproc` and `x::regprocedure` of an OID (not of a name in quotes) into a call
+/// that prints the function as Postgres does, `plpgsql_validator(oid)` (psql's `\dL+`).
+fn procedure_casts(stmt: &mut ast::Statement) {
+    let _ = ast::visit_expressions_mut(stmt, |expr| {
+        if let ast::Expr::Cast {
+            expr: inner,
+            data_type: ast::DataType::Custom(name, _),
+            ..
+        } = expr
+            && !matches!(inner.as_ref(), ast::Expr::Value(v) if matches!(v.value, ast::Value::SingleQuotedString(_)))
+            && let Some(function) = name.0.last().and_then(|p| p.as_ident()).and_then(|i| {
+                match i.value.to_ascii_lowercase().as_str() {
+                    "regproc" => Some("rivulet_regproc"),
+                    "regprocedure" => Some("rivulet_regprocedure"),
+                    _ => None,
+                }
+            })
+        {
+            let arg = ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(inner.as_ref().clone()));
+            *expr = ast::Expr::Function(ast::Function {
+                name: ast::ObjectName::from(vec![ast::Ident::new(function)]),
+                uses_odbc_syntax: false,
+                parameters: ast::FunctionArguments::None,
+                args: ast::FunctionArguments::List(ast::FunctionArgumentList {
+                    duplicate_treatment: None,
+                    args: vec![arg],
+                    clauses: vec![],
+                }),
+                filter: None,
+                null_treatment: None,
+                over: None,
+                within_group: vec![],
+            });
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 /// Rewrites `pg_type_is_visible(t.oid)` into `t.typnamespace = 11`: Rivulet has no user-defined

@@ -17,6 +17,7 @@
 \dD
 \dy
 \dL
+\dL+
 \dO
 \drds
 \du
