@@ -236,6 +236,7 @@ impl SchemaProvider for PgCatalog {
                 Arc::new(PgAttribute {
                     attributes: self.inner_table(name).await?,
                     class: self.inner_table("pg_class").await?,
+                    namespace: self.inner_table("pg_namespace").await?,
                     types: Arc::new(types),
                 })
             }
@@ -466,6 +467,9 @@ impl TableProvider for Derived {
 struct PgAttribute {
     attributes: Arc<dyn TableProvider>,
     class: Arc<dyn TableProvider>,
+    /// `pg_namespace`, for the OID of `public` (information_schema's relations share names with
+    /// users' tables: `tables`, `columns`).
+    namespace: Arc<dyn TableProvider>,
     /// Each column's declared type, by (relation, column).
     types: Arc<super::information_schema::Declared>,
 }
@@ -531,13 +535,23 @@ impl TableProvider for PgAttribute {
                 datafusion::physical_plan::collect(plan, state.task_ctx()).await
             }
         };
+        let mut public = None;
+        for namespace in collect(&self.namespace).await? {
+            let oids = column::<Int32Array>(&namespace, "oid")?;
+            let names = column::<StringArray>(&namespace, "nspname")?;
+            for i in 0..namespace.num_rows() {
+                if names.value(i) == DEFAULT_SCHEMA {
+                    public = Some(oids.value(i));
+                }
+            }
+        }
         let mut relations = std::collections::HashMap::new();
         for class in collect(&self.class).await? {
             let oids = column::<Int32Array>(&class, "oid")?;
             let names = column::<StringArray>(&class, "relname")?;
             let namespaces = column::<Int32Array>(&class, "relnamespace")?;
             for i in 0..class.num_rows() {
-                if namespaces.value(i) != PG_CATALOG_OID {
+                if Some(namespaces.value(i)) == public {
                     relations.insert(oids.value(i), names.value(i).to_string());
                 }
             }
