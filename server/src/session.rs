@@ -99,8 +99,6 @@ pub(crate) fn default_settings(user: &str, database: &str) -> BTreeMap<String, S
         ("max_function_args", "100"),
         ("block_size", "8192"),
         ("data_checksums", "off"),
-        ("lc_collate", "en_US.UTF-8"),
-        ("lc_ctype", "en_US.UTF-8"),
         // Rivulet compiles no queries: asyncpg reads it before its type introspection.
         ("jit", "off"),
     ];

@@ -237,7 +237,7 @@ fn fields_of(schema: &Schema, format: &Format) -> Result<Vec<FieldInfo>, SqlErro
             let size = type_size(info.datatype());
             let info = info.with_type_size(size);
             match field.data_type() {
-                DataType::Decimal128(p, s) => {
+                DataType::Decimal128(p, s) if *s >= 0 => {
                     info.with_type_modifier(((i32::from(*p) << 16) | i32::from(*s)) + 4)
                 }
                 _ => info,
@@ -449,13 +449,20 @@ async fn describe(session: &mut Session, parsed: Parsed) -> Result<Prepared, Sql
             prepared.param_types = (1..=count.unwrap_or(0))
                 .map(|i| {
                     let id = format!("${i}");
-                    types
-                        .get(&id)
-                        .cloned()
-                        .flatten()
-                        .or_else(|| casts.get(&id).cloned())
+                    types.get(&id).cloned().flatten().or_else(|| {
+                        // Only a type the wire can describe (not `int[][]`, `numeric(50,2)`).
+                        casts
+                            .get(&id)
+                            .filter(|t| arrow_pg::datatypes::into_pg_type(t).is_ok())
+                            .cloned()
+                    })
                 })
                 .collect();
+            // The text's own `$n` count too: a catalog rewrite may drop a placeholder's use.
+            let written = highest_placeholder(&prepared.parsed.text);
+            if prepared.param_types.len() < written {
+                prepared.param_types.resize(written, None);
+            }
             prepared.param_count = Some(prepared.param_types.len());
             prepared.param_pg_types =
                 crate::pg::oid_arrays::parameter_types(&stmt, prepared.param_types.len());
@@ -475,6 +482,25 @@ async fn describe(session: &mut Session, parsed: Parsed) -> Result<Prepared, Sql
         _ => {}
     }
     Ok(prepared)
+}
+
+/// The highest `$n` in `sql` (0 if it has none).
+fn highest_placeholder(sql: &str) -> usize {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize()
+        .map(|tokens| {
+            tokens
+                .iter()
+                .filter_map(|t| match t {
+                    Token::Placeholder(p) => p.strip_prefix('$')?.parse::<usize>().ok(),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
 }
 
 /// Types Postgres infers for placeholders and DataFusion leaves open: the type a placeholder is

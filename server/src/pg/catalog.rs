@@ -496,7 +496,12 @@ fn pg_attribute_type(t: SqlType) -> (i32, i32, i16) {
         ),
         SqlType::Varchar { max_len } => (
             1043,
-            max_len.map_or(-1, |n| i32::try_from(n).unwrap_or(i32::MAX - 4) + 4),
+            max_len.map_or(-1, |n| {
+                i32::try_from(n)
+                    .ok()
+                    .and_then(|n| n.checked_add(4))
+                    .unwrap_or(i32::MAX)
+            }),
             -1,
         ),
         SqlType::Text => (25, -1, -1),

@@ -441,6 +441,10 @@ pub fn register(ctx: &SessionContext, user: &str, relations: &RelationNames, vie
     // What `x::regproc` and `x::regprocedure` become in catalog queries (see `rewrite.rs`).
     for (name, with_args) in [("rivulet_regproc", false), ("rivulet_regprocedure", true)] {
         ctx.register_udf(function(name, &[1], DataType::Utf8, move |args, _| {
+            // A name already (the library keeps `pg_type.typinput` and friends as text).
+            if args.first().is_some_and(|a| a.data_type().is_string()) {
+                return Ok(Arc::new(StringArray::from(texts(args, 0)?)));
+            }
             Ok(Arc::new(StringArray::from_iter(
                 ints(args, 0)?
                     .into_iter()
@@ -582,11 +586,14 @@ pub fn settings(ctx: &SessionContext, settings: &SessionSettings) {
         move |args, rows| {
             let names = texts(args, 0)?;
             let values = texts(args, 1)?;
-            let local = args
-                .get(2)
-                .and_then(|a| a.as_boolean_opt())
-                .map(|b| b.iter().map(|v| v.unwrap_or(false)).collect())
-                .unwrap_or_else(|| vec![false; rows]);
+            // `is_local` may come as text from an untyped parameter: read as Postgres reads it.
+            let local: Vec<bool> = match args.get(2) {
+                Some(a) => {
+                    let b = datafusion::arrow::compute::cast(a, &DataType::Boolean)?;
+                    b.as_boolean().iter().map(|v| v.unwrap_or(false)).collect()
+                }
+                None => vec![false; rows],
+            };
             for ((name, value), local) in names.iter().zip(&values).zip(local) {
                 let (Some(name), Some(value)) = (name, value) else {
                     continue;

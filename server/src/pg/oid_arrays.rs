@@ -106,7 +106,9 @@ pub fn decode<S: Clone>(
 /// `schema` with its `int4[]` columns marked as `oid[]` when `stmt` reads the system catalogs.
 pub fn mark_result(stmt: &ast::Statement, schema: SchemaRef) -> SchemaRef {
     let is_int_list = |f: &Field| matches!(f.data_type(), DataType::List(item) if item.data_type() == &DataType::Int32);
-    if !schema.fields().iter().any(|f| is_int_list(f)) || !super::rewrite::reads_catalog(stmt) {
+    if !schema.fields().iter().any(|f| is_int_list(f))
+        || !super::rewrite::reads_catalog_relation(stmt)
+    {
         return schema;
     }
     let fields: Vec<Field> = schema

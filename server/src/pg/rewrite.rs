@@ -95,6 +95,8 @@ fn array_items(text: &str) -> Option<Vec<Option<String>>> {
         }
         let mut item = String::new();
         let mut quoted = false;
+        // Up to where the item holds escaped characters, which are data (`\ `, `\NULL`).
+        let mut escaped = 0;
         if chars.peek() == Some(&'"') {
             quoted = true;
             chars.next();
@@ -116,6 +118,7 @@ fn array_items(text: &str) -> Option<Vec<Option<String>>> {
                     '\\' => {
                         chars.next();
                         item.push(chars.next()?);
+                        escaped = item.len();
                     }
                     c => {
                         item.push(c);
@@ -123,9 +126,15 @@ fn array_items(text: &str) -> Option<Vec<Option<String>>> {
                     }
                 }
             }
-            item = item.trim_end().to_string();
+            let kept = item[escaped..].trim_end().len();
+            item.truncate(escaped + kept);
+            if item.is_empty() {
+                // `{1,}`, `{1,,2}`: malformed, as Postgres says.
+                return None;
+            }
         }
-        items.push((quoted || !item.eq_ignore_ascii_case("null")).then_some(item));
+        let null = !quoted && escaped == 0 && item.eq_ignore_ascii_case("null");
+        items.push((!null).then_some(item));
         match chars.next() {
             None => return Some(items),
             Some(',') => {}
@@ -607,6 +616,18 @@ fn to_reg_casts(stmt: &mut ast::Statement) -> bool {
     changed
 }
 
+/// Whether `stmt` reads a `pg_catalog` or `information_schema` relation (not only a function).
+pub fn reads_catalog_relation(stmt: &ast::Statement) -> bool {
+    ast::visit_relations(stmt, |relation| {
+        if is_system_name(relation) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .is_break()
+}
+
 /// Whether `stmt` names a `pg_catalog` or `information_schema` relation or function.
 pub fn reads_catalog(stmt: &ast::Statement) -> bool {
     let mut finder = CatalogFinder;
@@ -709,6 +730,12 @@ mod tests {
             ])
         );
         assert_eq!(array_items("{}"), Some(vec![]));
+        assert_eq!(array_items("{1,}"), None);
+        assert_eq!(array_items("{1,,2}"), None);
+        assert_eq!(
+            array_items(r"{\NULL,a\ }"),
+            Some(vec![Some("NULL".into()), Some("a ".into())])
+        );
         assert_eq!(array_items("{{1},{2}}"), None);
         assert_eq!(array_items("1,2"), None);
         assert_eq!(
