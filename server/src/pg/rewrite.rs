@@ -143,6 +143,31 @@ fn array_items(text: &str) -> Option<Vec<Option<String>>> {
     }
 }
 
+/// The call `name(args [ORDER BY order])`.
+fn call(name: &str, args: Vec<ast::Expr>, order: Vec<ast::OrderByExpr>) -> ast::Expr {
+    ast::Expr::Function(ast::Function {
+        name: ast::ObjectName::from(vec![ast::Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: ast::FunctionArguments::None,
+        args: ast::FunctionArguments::List(ast::FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args
+                .into_iter()
+                .map(|e| ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)))
+                .collect(),
+            clauses: if order.is_empty() {
+                vec![]
+            } else {
+                vec![ast::FunctionArgumentClause::OrderBy(order)]
+            },
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}
+
 /// Rewrites `LIKE p ESCAPE 'c'` with another escape character than DataFusion's only one, the
 /// backslash, into the same pattern with backslash escapes (SQLAlchemy's reflection uses `/`).
 fn like_escapes(stmt: &mut ast::Statement) {
@@ -150,21 +175,7 @@ fn like_escapes(stmt: &mut ast::Statement) {
         ast::Expr::Value(ast::Value::SingleQuotedString(s.to_string()).with_empty_span())
     }
     fn replace(e: ast::Expr, from: &str, to: &str) -> ast::Expr {
-        let arg = |e| ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e));
-        ast::Expr::Function(ast::Function {
-            name: ast::ObjectName::from(vec![ast::Ident::new("replace")]),
-            uses_odbc_syntax: false,
-            parameters: ast::FunctionArguments::None,
-            args: ast::FunctionArguments::List(ast::FunctionArgumentList {
-                duplicate_treatment: None,
-                args: vec![arg(e), arg(text(from)), arg(text(to))],
-                clauses: vec![],
-            }),
-            filter: None,
-            null_treatment: None,
-            over: None,
-            within_group: vec![],
-        })
+        call("replace", vec![e, text(from), text(to)], vec![])
     }
     let _ = ast::visit_expressions_mut(stmt, |expr| {
         if let ast::Expr::Like {
@@ -320,21 +331,7 @@ fn procedure_casts(stmt: &mut ast::Statement) {
                 }
             })
         {
-            let arg = ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(inner.as_ref().clone()));
-            *expr = ast::Expr::Function(ast::Function {
-                name: ast::ObjectName::from(vec![ast::Ident::new(function)]),
-                uses_odbc_syntax: false,
-                parameters: ast::FunctionArguments::None,
-                args: ast::FunctionArguments::List(ast::FunctionArgumentList {
-                    duplicate_treatment: None,
-                    args: vec![arg],
-                    clauses: vec![],
-                }),
-                filter: None,
-                null_treatment: None,
-                over: None,
-                within_group: vec![],
-            });
+            *expr = call(function, vec![inner.as_ref().clone()], vec![]);
         }
         ControlFlow::<()>::Continue(())
     });
@@ -480,25 +477,7 @@ fn array_subqueries(stmt: &mut ast::Statement) {
                 Some(ast::OrderByKind::Expressions(order)) => order,
                 _ => Vec::new(),
             };
-            let arg = ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(item.clone()));
-            let agg = ast::Expr::Function(ast::Function {
-                name: ast::ObjectName::from(vec![ast::Ident::new("array_agg")]),
-                uses_odbc_syntax: false,
-                parameters: ast::FunctionArguments::None,
-                args: ast::FunctionArguments::List(ast::FunctionArgumentList {
-                    duplicate_treatment: None,
-                    args: vec![arg],
-                    clauses: if order.is_empty() {
-                        vec![]
-                    } else {
-                        vec![ast::FunctionArgumentClause::OrderBy(order)]
-                    },
-                }),
-                filter: None,
-                null_treatment: None,
-                over: None,
-                within_group: vec![],
-            });
+            let agg = call("array_agg", vec![item.clone()], order);
             if let ast::SetExpr::Select(select) = query.body.as_mut() {
                 select.projection = vec![ast::SelectItem::UnnamedExpr(agg)];
             }
@@ -530,21 +509,7 @@ fn aggregate_scalar_subqueries(stmt: &mut ast::Statement) {
                 _ => return ControlFlow::<()>::Continue(()),
             };
             if !has_aggregate(inner) {
-                let arg = ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(inner.clone()));
-                *inner = ast::Expr::Function(ast::Function {
-                    name: ast::ObjectName::from(vec![ast::Ident::new("max")]),
-                    uses_odbc_syntax: false,
-                    parameters: ast::FunctionArguments::None,
-                    args: ast::FunctionArguments::List(ast::FunctionArgumentList {
-                        duplicate_treatment: None,
-                        args: vec![arg],
-                        clauses: vec![],
-                    }),
-                    filter: None,
-                    null_treatment: None,
-                    over: None,
-                    within_group: vec![],
-                });
+                *inner = call("max", vec![inner.clone()], vec![]);
             }
         }
         ControlFlow::<()>::Continue(())
