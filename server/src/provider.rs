@@ -7,6 +7,11 @@
 //!
 //! A table scan reads the rows of one RocksDB snapshot: the statement's snapshot when one is set
 //! (so every table of one query sees the same committed state), otherwise a fresh one.
+//!
+//! Ownership: `pg_catalog` and `information_schema` hold the session's catalog list (they list its
+//! relations), and the list holds them through its database's extra schemas: a reference cycle.
+//! The session breaks it with [`SessionCatalogs::close`] when it ends; without that, every
+//! connection that ran a query would keep its whole DataFusion context alive forever.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -56,6 +61,14 @@ impl SessionCatalogs {
             snapshot,
             databases: RwLock::new(HashMap::new()),
         }
+    }
+}
+
+impl SessionCatalogs {
+    /// Drops the database catalogs and with them the schemas registered on them, which hold this
+    /// list (see the module documentation). Called when the session ends.
+    pub fn close(&self) {
+        self.databases.write().clear();
     }
 }
 

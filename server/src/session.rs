@@ -55,6 +55,9 @@ pub struct Session {
     /// The snapshot the running statement reads (cleared after each statement).
     pub snapshot: SnapshotSlot,
     ctx: Option<SessionContext>,
+    /// `ctx`'s catalog list, closed when the session ends (see [`crate::provider`]'s ownership
+    /// note).
+    catalogs: Option<Arc<SessionCatalogs>>,
     /// A `COPY FROM STDIN` waiting for its data.
     pub copy: Option<CopyIn>,
     /// `settings` as the running statement's SQL functions and `pg_settings` see them.
@@ -67,6 +70,14 @@ impl std::fmt::Debug for Session {
             .field("database", &self.database)
             .field("user", &self.user)
             .finish()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(catalogs) = self.catalogs.take() {
+            catalogs.close();
+        }
     }
 }
 
@@ -129,6 +140,7 @@ impl Session {
             savepoints: Vec::new(),
             snapshot: Arc::new(Mutex::new(None)),
             ctx: None,
+            catalogs: None,
             copy: None,
             pg_settings: Default::default(),
         })
@@ -153,7 +165,7 @@ impl Session {
         Ok(ctx)
     }
 
-    fn build_context(&self) -> Result<SessionContext, SqlError> {
+    fn build_context(&mut self) -> Result<SessionContext, SqlError> {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(&self.database, DEFAULT_SCHEMA)
             .with_create_default_catalog_and_schema(false)
@@ -169,6 +181,7 @@ impl Session {
             &self.database,
             Arc::clone(&self.snapshot),
         ));
+        self.catalogs = Some(Arc::clone(&list));
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_catalog_list(list)
@@ -178,8 +191,7 @@ impl Session {
         let roles = crate::pg::catalog::Roles {
             user: self.user.clone(),
         };
-        datafusion_pg_catalog::setup_pg_catalog(&ctx, &self.database, roles)
-            .map_err(|e| SqlError::from(*e))?;
+        crate::pg::setup_pg_catalog(&ctx, &self.database, roles)?;
         crate::pg::install(
             &ctx,
             &self.shared.catalog,

@@ -168,6 +168,38 @@ impl TestServer {
         Ok(Duration::from_millis(ticks * 10))
     }
 
+    /// Resident memory of the server process in bytes, from `/proc`.
+    pub fn rss_bytes(&self) -> anyhow::Result<u64> {
+        let kb = self.proc_status("VmRSS")?;
+        Ok(kb * 1024)
+    }
+
+    /// Threads of the server process, from `/proc`.
+    pub fn threads(&self) -> anyhow::Result<u64> {
+        self.proc_status("Threads")
+    }
+
+    /// Open file descriptors of the server process, from `/proc`.
+    pub fn open_fds(&self) -> anyhow::Result<usize> {
+        let pid = self.child.id().context("server has exited")?;
+        Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+    }
+
+    /// The first number of the `/proc/<pid>/status` line `field`.
+    fn proc_status(&self, field: &str) -> anyhow::Result<u64> {
+        let pid = self.child.id().context("server has exited")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(&format!("{field}:")))
+            .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
+        line.split_whitespace()
+            .nth(1)
+            .context("empty status line")?
+            .parse()
+            .context("bad status number")
+    }
+
     /// Kills the process with SIGKILL (no clean shutdown) and waits for it.
     pub async fn kill9(mut self) -> anyhow::Result<()> {
         self.child.kill().await?;

@@ -49,7 +49,7 @@ impl Session {
     }
 
     pub(super) fn reset(&mut self, reset: &Reset) -> Result<Outcome, SqlError> {
-        let defaults = Session::new(Arc::clone(&self.shared), &self.user, &self.database)?.settings;
+        let defaults = crate::session::default_settings(&self.user, &self.database);
         match reset {
             Reset::ALL => self.settings = defaults,
             Reset::ConfigurationParameter(name) => {

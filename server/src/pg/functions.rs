@@ -219,7 +219,7 @@ static PROCEDURES: LazyLock<Procedures> = LazyLock::new(|| {
         procs: HashMap::new(),
         types: HashMap::new(),
     };
-    let tables = match datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables::try_new() {
+    let tables = match super::STATIC_TABLES.as_ref() {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(error = %e, "pg_catalog's static tables do not load: ::regproc prints OIDs");

@@ -12,11 +12,87 @@ pub mod names;
 pub mod oid_arrays;
 pub mod rewrite;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use datafusion::prelude::SessionContext;
+use datafusion_pg_catalog::pg_catalog::{
+    self as lib, PgCatalogSchemaProvider, PgCatalogStaticTables,
+};
 
 use crate::error::SqlError;
+
+/// `pg_catalog`'s fixed relations (`pg_proc`, `pg_type`, ...), loaded once for the server and
+/// shared by every session: a copy per session cost about 5 MB and a few milliseconds per
+/// connection.
+pub static STATIC_TABLES: LazyLock<Result<Arc<PgCatalogStaticTables>, String>> =
+    LazyLock::new(|| {
+        PgCatalogStaticTables::try_new()
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
+    });
+
+/// What `datafusion_pg_catalog::setup_pg_catalog` does, over the shared [`STATIC_TABLES`]
+/// instead of a fresh copy: registers the library's `pg_catalog` schema on `database` and its
+/// functions on `ctx`. The list follows the library's (0.19) function for function.
+pub fn setup_pg_catalog(
+    ctx: &SessionContext,
+    database: &str,
+    roles: catalog::Roles,
+) -> Result<(), SqlError> {
+    let tables = STATIC_TABLES
+        .as_ref()
+        .map_err(|e| SqlError::internal(format!("pg_catalog's tables do not load: {e}")))?;
+    let schema = PgCatalogSchemaProvider::try_new(
+        ctx.state().catalog_list().clone(),
+        Arc::clone(tables),
+        roles,
+    )?;
+    ctx.catalog(database)
+        .ok_or_else(|| SqlError::internal(format!("catalog of database {database} missing")))?
+        .register_schema("pg_catalog", Arc::new(schema))?;
+    let udfs = [
+        lib::create_current_database_udf(database),
+        lib::create_current_schema_udf(),
+        lib::create_current_schemas_udf(),
+        lib::create_pg_get_userbyid_udf(),
+        lib::has_privilege_udf::create_has_privilege_udf("has_table_privilege"),
+        lib::has_privilege_udf::create_has_privilege_udf("has_schema_privilege"),
+        lib::has_privilege_udf::create_has_privilege_udf("has_database_privilege"),
+        lib::has_privilege_udf::create_has_privilege_udf("has_any_column_privilege"),
+        lib::create_pg_table_is_visible(),
+        lib::format_type::create_format_type_udf(),
+        lib::create_session_user_udf(),
+        lib::pg_get_expr_udf::create_pg_get_expr_udf(),
+        lib::create_pg_get_partkeydef_udf(),
+        lib::create_pg_relation_is_publishable_udf(),
+        lib::create_pg_get_statisticsobjdef_columns_udf(),
+        lib::create_pg_encoding_to_char_udf(),
+        lib::create_pg_backend_pid_udf(),
+        lib::create_pg_relation_size_udf(),
+        lib::create_pg_total_relation_size_udf(),
+        lib::create_pg_stat_get_numscans(),
+        lib::create_pg_get_constraintdef(),
+        lib::create_pg_get_partition_ancestors_udf(),
+        lib::quote_ident_udf::create_quote_ident_udf(),
+        lib::quote_ident_udf::create_parse_ident_udf(),
+        lib::array_bounds_udf::create_array_upper_udf(),
+        lib::array_bounds_udf::create_array_lower_udf(),
+    ];
+    for udf in udfs {
+        ctx.register_udf(udf);
+    }
+    ctx.register_udtf("pg_get_keywords", tables.pg_get_keywords.clone());
+    {
+        let state = ctx.state_ref();
+        let existing = state.read().clone();
+        let planned = datafusion::execution::SessionStateBuilder::new_from_existing(existing)
+            .with_type_planner(Arc::new(lib::oid_type_planner::PgOidTypePlanner))
+            .build();
+        *state.write() = planned;
+    }
+    lib::generate_series_arg_coercion::CoerceIntArgsToBigInt::widen(ctx);
+    Ok(())
+}
 
 /// Puts Rivulet's `pg_catalog` (see [`catalog`]) over the one `datafusion-pg-catalog` registered on
 /// `ctx` for `database`.
