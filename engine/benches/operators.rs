@@ -88,7 +88,7 @@ fn filter_project(batches: &[ChangeBatch]) -> f64 {
     let t0 = Instant::now();
     let mut rows = 0;
     for b in batches {
-        for o in op.process(b.clone()).unwrap() {
+        for o in op.process(0, b.clone()).unwrap() {
             rows += o.num_rows();
         }
     }
@@ -106,11 +106,7 @@ fn aggregate(batches: &[ChangeBatch]) -> (f64, f64) {
         Field::new("total", DataType::Int64, true),
         Field::new("top", DataType::Int64, true),
     ]));
-    let scope = StateScope {
-        store: store.clone(),
-        prefix: b"bench".to_vec(),
-        key_groups: 0..KEY_GROUPS,
-    };
+    let scope = StateScope::new(store.clone(), b"bench", 0..KEY_GROUPS);
     let mut op = HashAggregate::try_new(
         schema(),
         vec![0],
@@ -137,11 +133,11 @@ fn aggregate(batches: &[ChangeBatch]) -> (f64, f64) {
     let t0 = Instant::now();
     let mut checkpoint = 0.0;
     for (i, b) in batches.iter().enumerate() {
-        op.process(b.clone()).unwrap();
+        op.process(0, b.clone()).unwrap();
         if i % EPOCH == EPOCH - 1 {
             let t = Instant::now();
             let mut write = StateBatch::new();
-            op.checkpoint(&scope, &mut write).unwrap();
+            op.checkpoint(0, &scope, &mut write).unwrap();
             store.write(write, false).unwrap();
             checkpoint += t.elapsed().as_secs_f64();
         }

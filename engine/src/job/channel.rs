@@ -2,10 +2,13 @@
 //!
 //! Channels are bounded, so a slow stage slows its upstream down to its own pace (backpressure)
 //! instead of buffering without limit. Watermarks and barriers travel in-band with the batches:
-//! - [`Inputs`] merges a task's input channels. A barrier on one input blocks that input until
-//!   the same barrier has arrived on every input (alignment), so the state a task checkpoints at
-//!   epoch `e` reflects exactly the rows sent before barrier `e` everywhere. The watermark of a
-//!   merged stream is the minimum over its inputs.
+//! - [`Inputs`] merges a task's input channels, each belonging to one of the task's logical
+//!   inputs (a join's left and right; several channels when the upstream is parallel or a union).
+//!   A barrier on one channel blocks that channel until the same barrier has arrived on every
+//!   channel (alignment, across all logical inputs), so the state a task checkpoints at epoch `e`
+//!   reflects exactly the rows sent before barrier `e` everywhere. Each logical input has its own
+//!   watermark, the minimum over its channels; the operator that reads the inputs decides what
+//!   they mean together.
 //! - [`Output`] sends to one downstream task, or hash-partitions each batch among several by key
 //!   group; watermarks and barriers go to every downstream task.
 
@@ -39,50 +42,68 @@ pub enum Message {
 /// A task's merged input channels; see the module documentation.
 pub struct Inputs {
     rx: Vec<mpsc::Receiver<Message>>,
+    /// Per channel: the logical input it belongs to.
+    input_of: Vec<usize>,
     open: Vec<bool>,
-    /// Inputs that delivered the barrier being aligned.
+    /// Channels that delivered the barrier being aligned.
     blocked: Vec<bool>,
     barrier: Option<Barrier>,
+    /// Per channel: the largest watermark it sent.
     watermarks: Vec<Option<i64>>,
-    watermark: Option<i64>,
-    /// Where polling starts, rotated so that no input starves the others.
+    /// Per logical input: the watermark last reported.
+    reported: Vec<Option<i64>>,
+    /// Where polling starts, rotated so that no channel starves the others.
     next: usize,
 }
 
 impl Inputs {
+    /// Channels that are all one logical input (input 0).
     pub fn new(rx: Vec<mpsc::Receiver<Message>>) -> Self {
+        Self::with_inputs(rx.into_iter().map(|r| (0, r)).collect())
+    }
+
+    /// Channels each with the logical input it belongs to (numbered from 0, none left out).
+    pub fn with_inputs(rx: Vec<(usize, mpsc::Receiver<Message>)>) -> Self {
         let n = rx.len();
+        let inputs = rx.iter().map(|(i, _)| i + 1).max().unwrap_or(1);
+        let (input_of, rx) = rx.into_iter().unzip();
         Self {
             rx,
+            input_of,
             open: vec![true; n],
             blocked: vec![false; n],
             barrier: None,
             watermarks: vec![None; n],
-            watermark: None,
+            reported: vec![None; inputs],
             next: 0,
         }
     }
 
-    /// The next message, aligned; `None` once every input is closed.
-    pub async fn next(&mut self) -> Result<Option<Message>> {
+    /// The next message with the logical input it came from, aligned; `None` once every channel
+    /// is closed. A watermark is reported for an input when the smallest over its channels grows;
+    /// a barrier, once aligned, is reported as from input 0.
+    pub async fn next(&mut self) -> Result<Option<(usize, Message)>> {
         loop {
             let Some((i, msg)) = self.poll_any().await else {
                 return Ok(None);
             };
+            let input = self.input_of[i];
             match msg {
-                Message::Batch(b) => return Ok(Some(Message::Batch(b))),
+                Message::Batch(b) => return Ok(Some((input, Message::Batch(b)))),
                 Message::Watermark(w) => {
                     let slot = &mut self.watermarks[i];
                     *slot = Some(slot.map_or(w, |old| old.max(w)));
                     let min = self
                         .watermarks
                         .iter()
-                        .try_fold(i64::MAX, |m, w| w.map(|w| m.min(w)));
+                        .zip(&self.input_of)
+                        .filter(|(_, of)| **of == input)
+                        .try_fold(i64::MAX, |m, (w, _)| w.map(|w| m.min(w)));
                     if let Some(min) = min
-                        && self.watermark.is_none_or(|old| min > old)
+                        && self.reported[input].is_none_or(|old| min > old)
                     {
-                        self.watermark = Some(min);
-                        return Ok(Some(Message::Watermark(min)));
+                        self.reported[input] = Some(min);
+                        return Ok(Some((input, Message::Watermark(min))));
                     }
                 }
                 Message::Barrier(b) => {
@@ -97,7 +118,7 @@ impl Inputs {
                     self.barrier = Some(b);
                     self.blocked[i] = true;
                     if let Some(b) = self.aligned() {
-                        return Ok(Some(Message::Barrier(b)));
+                        return Ok(Some((0, Message::Barrier(b))));
                     }
                 }
             }

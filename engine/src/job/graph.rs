@@ -2,13 +2,18 @@
 //!
 //! A stage is a chain of operators that runs as one task per parallel instance (Flink's operator
 //! chaining: no channel between a filter and the aggregate it feeds). A stage reads either one
-//! source (a table's or view's change log; one instance) or the output of earlier stages, merged:
+//! source (a table's or view's change log; one instance) or one or more [`Edge`]s, each the
+//! output of earlier stages, merged (a UNION ALL is one edge from several stages; a join reads two
+//! edges, input 0 and input 1 of its first operator). Each edge routes rows its own way:
 //! - `keys: Some(cols)`: every upstream instance hashes each row's `cols` to a key group and sends
-//!   it to the instance owning that group (a hash exchange, see [`crate::keygroup`]);
+//!   it to the instance owning that group (a hash exchange, see [`crate::keygroup`]); the edges of
+//!   one stage hash their own columns (a join's left and right keys), and since equal values hash
+//!   alike, matching rows of both sides meet in the same instance;
 //! - `keys: None`: every upstream instance sends everything to the stage's single instance.
 //!
+//! Only a stage's first operator may read several inputs; the rest of the chain reads its output.
 //! The last stage feeds the view. Stages are listed so that inputs come before the stage that
-//! reads them, and every stage but the last is read by exactly one other.
+//! reads them, and every stage but the last is read by exactly one edge.
 
 use std::sync::Arc;
 
@@ -127,16 +132,36 @@ impl Source {
     }
 }
 
+/// One input of a stage: the output of earlier stages (by index), merged, and how its rows are
+/// routed to the stage's instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    pub from: Vec<usize>,
+    /// Hash-partition on these columns of the upstream rows; `None`: gather into one instance.
+    pub keys: Option<Vec<usize>>,
+}
+
 /// What a stage reads.
 pub enum StageInput {
     /// A table's (or view's) change log.
     Source(Source),
-    /// The output of earlier stages (by index), merged.
-    Merge {
-        from: Vec<usize>,
-        /// Hash-partition on these columns; `None`: gather into one instance.
-        keys: Option<Vec<usize>>,
-    },
+    /// Earlier stages' output: edge `i` is input `i` of the stage's first operator.
+    Merge(Vec<Edge>),
+}
+
+impl StageInput {
+    /// One input: the output of stages `from`, merged, routed by `keys`.
+    pub fn merge(from: Vec<usize>, keys: Option<Vec<usize>>) -> Self {
+        StageInput::Merge(vec![Edge { from, keys }])
+    }
+
+    /// How many inputs the stage's first operator gets.
+    pub fn inputs(&self) -> usize {
+        match self {
+            StageInput::Source(_) => 1,
+            StageInput::Merge(edges) => edges.len(),
+        }
+    }
 }
 
 /// A chain of operators run by `parallelism` tasks.
@@ -160,7 +185,7 @@ impl JobGraph {
             .iter()
             .filter_map(|s| match &s.input {
                 StageInput::Source(s) => Some(Arc::clone(&s.table)),
-                StageInput::Merge { .. } => None,
+                StageInput::Merge(_) => None,
             })
             .collect()
     }
@@ -191,20 +216,35 @@ impl JobGraph {
                     return bad(format!("source stage {i} is parallel"));
                 }
                 StageInput::Source(_) => {}
-                StageInput::Merge { from, keys } => {
-                    if from.is_empty() {
+                StageInput::Merge(edges) => {
+                    if edges.is_empty() || edges.iter().any(|e| e.from.is_empty()) {
                         return bad(format!("stage {i} reads nothing"));
                     }
-                    if keys.is_none() && stage.parallelism != 1 {
-                        return bad(format!("stage {i} gathers into several instances"));
-                    }
-                    for &f in from {
-                        if f >= i {
-                            return bad(format!("stage {i} reads later stage {f}"));
+                    for Edge { from, keys } in edges {
+                        if keys.is_none() && stage.parallelism != 1 {
+                            return bad(format!("stage {i} gathers into several instances"));
                         }
-                        readers[f] += 1;
+                        for &f in from {
+                            if f >= i {
+                                return bad(format!("stage {i} reads later stage {f}"));
+                            }
+                            readers[f] += 1;
+                        }
                     }
                 }
+            }
+            let wanted = stage.input.inputs();
+            let first = stage.operators.first().map_or(1, |o| o.inputs());
+            if first != wanted {
+                return bad(format!(
+                    "stage {i} has {wanted} inputs and its first operator reads {first}"
+                ));
+            }
+            if let Some(o) = stage.operators.iter().skip(1).find(|o| o.inputs() != 1) {
+                return bad(format!(
+                    "stage {i} chains {} after its first operator",
+                    o.name()
+                ));
             }
         }
         let last = self.stages.len() - 1;
@@ -231,14 +271,30 @@ impl JobGraph {
                         None => from,
                     }
                 }
-                StageInput::Merge { from, keys } => {
-                    let from: Vec<String> = from.iter().map(|f| format!("stage {f}")).collect();
-                    match keys {
-                        Some(keys) => {
-                            let keys: Vec<String> = keys.iter().map(|k| format!("#{k}")).collect();
-                            format!("{} by hash of [{}]", from.join(", "), keys.join(", "))
-                        }
-                        None => format!("{}, gathered", from.join(", ")),
+                StageInput::Merge(edges) => {
+                    let edges: Vec<String> = edges
+                        .iter()
+                        .map(|Edge { from, keys }| {
+                            let from: Vec<String> =
+                                from.iter().map(|f| format!("stage {f}")).collect();
+                            match keys {
+                                Some(keys) => {
+                                    let keys: Vec<String> =
+                                        keys.iter().map(|k| format!("#{k}")).collect();
+                                    format!("{} by hash of [{}]", from.join(", "), keys.join(", "))
+                                }
+                                None => format!("{}, gathered", from.join(", ")),
+                            }
+                        })
+                        .collect();
+                    match edges.as_slice() {
+                        [one] => one.clone(),
+                        many => many
+                            .iter()
+                            .enumerate()
+                            .map(|(i, e)| format!("input {i}: {e}"))
+                            .collect::<Vec<_>>()
+                            .join("; "),
                     }
                 }
             };

@@ -170,6 +170,9 @@ impl Default for JobConfig {
     }
 }
 
+/// A task's input channel and the input (edge) of its stage it belongs to.
+type InputChannel = (usize, mpsc::Receiver<Message>);
+
 /// What a job is made of.
 pub struct JobSpec {
     /// Unique id (the view's id); keys the job's state.
@@ -248,6 +251,8 @@ pub(crate) struct Shared {
     stats: Mutex<JobStats>,
     /// Set when the job is being dropped: errors of tasks torn down with it are not failures.
     dropping: std::sync::atomic::AtomicBool,
+    /// The last epoch whose writes are in the store (operators' state tables read it).
+    committed: Arc<AtomicU64>,
 }
 
 /// How often FLUSH looks whether the sources have read up to its targets.
@@ -419,7 +424,7 @@ impl Job {
             .iter()
             .filter_map(|s| match &s.input {
                 StageInput::Source(s) => Some(s.external.clone()),
-                StageInput::Merge { .. } => None,
+                StageInput::Merge(_) => None,
             })
             .collect();
         let positions = (0..sources.len())
@@ -427,6 +432,7 @@ impl Job {
             .collect::<Result<Vec<_>>>()?;
         let epoch = read_u64(&store, &epoch_key(id), id)?;
         let (stopped, _) = watch::channel(false);
+        let committed = Arc::new(AtomicU64::new(epoch));
         let shared = Arc::new(Shared {
             id,
             name: name.clone(),
@@ -439,6 +445,7 @@ impl Job {
             rows_out: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
             dropping: std::sync::atomic::AtomicBool::new(false),
+            committed: Arc::clone(&committed),
             stats: Mutex::new(JobStats {
                 epoch,
                 checkpoint_epoch: epoch,
@@ -454,9 +461,10 @@ impl Job {
         let stages = graph.stages;
         let n = stages.len();
 
-        // Channels: inputs[s][j] receives what stage s instance j reads; targets[f][k] are the
-        // senders of stage f instance k towards its reader's instances.
-        let mut inputs: Vec<Vec<Vec<mpsc::Receiver<Message>>>> = stages
+        // Channels: inputs[s][j] receives what stage s instance j reads, each channel with the
+        // input (edge) it belongs to; targets[f][k] are the senders of stage f instance k towards
+        // its reader's instances.
+        let mut inputs: Vec<Vec<Vec<InputChannel>>> = stages
             .iter()
             .map(|s| (0..s.parallelism).map(|_| Vec::new()).collect())
             .collect();
@@ -466,14 +474,16 @@ impl Job {
             .collect();
         let mut out_keys: Vec<Option<Vec<usize>>> = vec![None; n];
         for (r, stage) in stages.iter().enumerate() {
-            if let StageInput::Merge { from, keys } = &stage.input {
+            if let StageInput::Merge(edges) = &stage.input {
                 for instance_inputs in inputs[r].iter_mut() {
-                    for &f in from {
-                        out_keys[f] = keys.clone();
-                        for upstream in targets[f].iter_mut() {
-                            let (tx, rx) = mpsc::channel(cap);
-                            instance_inputs.push(rx);
-                            upstream.push(tx);
+                    for (input, edge) in edges.iter().enumerate() {
+                        for &f in &edge.from {
+                            out_keys[f] = edge.keys.clone();
+                            for upstream in targets[f].iter_mut() {
+                                let (tx, rx) = mpsc::channel(cap);
+                                instance_inputs.push((input, rx));
+                                upstream.push(tx);
+                            }
                         }
                     }
                 }
@@ -516,16 +526,16 @@ impl Job {
                         store: store.clone(),
                         prefix: stage_prefix(id, s, o),
                         key_groups: range_of(j, p),
+                        committed: Arc::clone(&committed),
                     })
                     .collect();
-                let chain = stage::Chain {
+                let chain = stage::Chain::new(
                     ops,
                     scopes,
                     output,
-                    shared: Arc::clone(&shared),
-                    late: Vec::new(),
-                    dead: Vec::new(),
-                };
+                    Arc::clone(&shared),
+                    stage.input.inputs(),
+                );
                 let task = format!("{name}/stage{s}.{j}");
                 match &stage.input {
                     StageInput::Source(source) => {
@@ -557,8 +567,8 @@ impl Job {
                         }));
                         source_index += 1;
                     }
-                    StageInput::Merge { .. } => {
-                        let inputs = Inputs::new(rx);
+                    StageInput::Merge(_) => {
+                        let inputs = Inputs::with_inputs(rx);
                         handles.push(spawn_task(&shared, task.clone(), async move {
                             let mut chain = chain.restore().await?;
                             let r = stage::merge(inputs, &mut chain).await;
@@ -715,7 +725,7 @@ impl Committer {
                 biased;
                 _ = ticker.tick() => wanted = true,
                 _ = self.shared.flush.notified() => wanted = true,
-                msg = inputs.next() => match msg? {
+                msg = inputs.next() => match msg?.map(|(_, m)| m) {
                     None => return Ok(()),
                     Some(Message::Batch(b)) => outputs.push(b),
                     Some(Message::Watermark(_)) => {}
@@ -811,6 +821,7 @@ impl Committer {
             .await
             .map_err(|e| EngineError::Internal(format!("commit task: {e}")))??;
         }
+        self.shared.committed.store(b.epoch, Ordering::Release);
         self.shared
             .rows_out
             .fetch_add(rows as u64, Ordering::Relaxed);

@@ -44,6 +44,10 @@ pub struct Chain {
     pub late: Vec<LateRow>,
     /// Records the source could not decode since the last barrier, with its index.
     pub dead: Vec<DeadLetter>,
+    /// Per input of the first operator: its watermark so far.
+    pub watermarks: Vec<Option<i64>>,
+    /// The watermark last sent downstream.
+    pub forwarded: Option<i64>,
 }
 
 impl Chain {
@@ -74,13 +78,35 @@ impl Chain {
         result
     }
 
-    /// Runs `batch` through the operators from index `first` on.
-    fn run(&mut self, first: usize, batch: ChangeBatch) -> Result<Vec<ChangeBatch>> {
+    /// A chain of `ops` whose first operator reads `inputs` inputs.
+    pub fn new(
+        ops: Vec<Box<dyn Operator>>,
+        scopes: Vec<StateScope>,
+        output: Output,
+        shared: Arc<Shared>,
+        inputs: usize,
+    ) -> Self {
+        Self {
+            ops,
+            scopes,
+            output,
+            shared,
+            late: Vec::new(),
+            dead: Vec::new(),
+            watermarks: vec![None; inputs.max(1)],
+            forwarded: None,
+        }
+    }
+
+    /// Runs `batch`, from input `input` of operator `first`, through the operators from index
+    /// `first` on (the later ones read their predecessor's output, their input 0).
+    fn run(&mut self, first: usize, input: usize, batch: ChangeBatch) -> Result<Vec<ChangeBatch>> {
         let mut batches = vec![batch];
-        for op in self.ops.iter_mut().skip(first) {
+        for (i, op) in self.ops.iter_mut().enumerate().skip(first) {
+            let input = if i == first { input } else { 0 };
             let mut next = Vec::new();
             for b in batches {
-                next.extend(op.process(b)?);
+                next.extend(op.process(input, b)?);
             }
             self.late.extend(op.take_late());
             batches = next;
@@ -103,29 +129,65 @@ impl Chain {
         for i in 0..self.ops.len() {
             let mut out = Vec::new();
             for b in self.ops[i].start()? {
-                out.extend(self.run(i + 1, b)?);
+                out.extend(self.run(i + 1, 0, b)?);
             }
             self.emit(out).await?;
         }
         Ok(())
     }
 
-    pub async fn push(&mut self, batch: ChangeBatch) -> Result<()> {
-        let out = self.run(0, batch)?;
+    /// Runs a batch from input `input` through the chain and sends what comes out.
+    pub async fn push(&mut self, input: usize, batch: ChangeBatch) -> Result<()> {
+        let out = self.run(0, input, batch)?;
         self.emit(out).await
     }
 
-    pub async fn watermark(&mut self, watermark: i64) -> Result<()> {
-        for i in 0..self.ops.len() {
-            let mut out = Vec::new();
-            for b in self.ops[i].on_watermark(watermark)? {
-                out.extend(self.run(i + 1, b)?);
-            }
-            self.emit(out).await?;
+    /// Input `input`'s watermark has reached `watermark`: the first operator learns it for that
+    /// input; once every input has one, their minimum (as the first operator forwards it) goes
+    /// through the rest of the chain, and downstream when it grows.
+    pub async fn watermark(&mut self, input: usize, watermark: i64) -> Result<()> {
+        let slot = self
+            .watermarks
+            .get_mut(input)
+            .ok_or_else(|| EngineError::Internal(format!("watermark of unknown input {input}")))?;
+        if slot.is_some_and(|w| w >= watermark) {
+            return Ok(());
         }
-        self.output
-            .broadcast(|| Message::Watermark(watermark))
-            .await
+        *slot = Some(watermark);
+        self.close(0, input, watermark).await?;
+        let Some(min) = self
+            .watermarks
+            .iter()
+            .try_fold(i64::MAX, |m, w| w.map(|w| m.min(w)))
+        else {
+            return Ok(());
+        };
+        let mut w = match self.ops.first() {
+            Some(first) => first.output_watermark(min),
+            None => min,
+        };
+        if self.forwarded.is_some_and(|f| f >= w) {
+            return Ok(());
+        }
+        for i in 1..self.ops.len() {
+            self.close(i, 0, w).await?;
+            w = self.ops[i].output_watermark(w);
+        }
+        self.forwarded = Some(w);
+        self.output.broadcast(|| Message::Watermark(w)).await
+    }
+
+    /// Tells operator `i` that its input `input` reached `watermark`, and sends on what that
+    /// closes.
+    async fn close(&mut self, i: usize, input: usize, watermark: i64) -> Result<()> {
+        let Some(op) = self.ops.get_mut(i) else {
+            return Ok(());
+        };
+        let mut out = Vec::new();
+        for b in op.on_watermark(input, watermark)? {
+            out.extend(self.run(i + 1, 0, b)?);
+        }
+        self.emit(out).await
     }
 
     /// Checkpoints the chain into epoch `b`'s contribution (with a source's position, if this
@@ -134,7 +196,7 @@ impl Chain {
         let mut batch = StateBatch::new();
         let mut bytes = 0;
         for (op, scope) in self.ops.iter_mut().zip(&self.scopes) {
-            op.checkpoint(scope, &mut batch)?;
+            op.checkpoint(b.epoch, scope, &mut batch)?;
             bytes += op.state_bytes();
         }
         let late = std::mem::take(&mut self.late);
@@ -308,7 +370,7 @@ pub async fn external_source(
 ) -> Result<()> {
     chain.start().await?;
     if let Some(w) = reader.at.watermark {
-        chain.watermark(w).await?;
+        chain.watermark(0, w).await?;
     }
     let (progress, state) = (reader.at.seq, reader.at.state.clone());
     let source = Arc::clone(&external);
@@ -354,18 +416,18 @@ pub async fn external_source(
                 chain.shared.count_in(batch.num_rows());
                 let max = reader.batch_watermark(&batch)?;
                 splits.rows(rows.split, max, start);
-                chain.push(batch).await?;
+                chain.push(0, batch).await?;
                 reader.at.seq = progress.unwrap_or(rows.progress);
                 splits.last_rows = Some((Instant::now(), reader.at.watermark));
                 if let Some(w) = reader.raise(splits.watermark(&reader)) {
-                    chain.watermark(w).await?;
+                    chain.watermark(0, w).await?;
                 }
             } else {
                 if let Some(p) = progress {
                     reader.at.seq = p;
                 }
                 if let Some(w) = reader.raise(splits.watermark(&reader)) {
-                    chain.watermark(w).await?;
+                    chain.watermark(0, w).await?;
                 }
             }
             // Every row the position covers has been pushed: it may go into the next barrier.
@@ -382,7 +444,7 @@ pub async fn external_source(
                 finished = true;
                 if reader.watermark_expr.is_some() && reader.at.watermark != Some(i64::MAX) {
                     reader.at.watermark = Some(i64::MAX);
-                    chain.watermark(i64::MAX).await?;
+                    chain.watermark(0, i64::MAX).await?;
                 }
                 let source = Arc::clone(&external);
                 let end = tokio::task::spawn_blocking(move || source.end())
@@ -422,7 +484,7 @@ pub async fn source(
     chain.start().await?;
     if let Some(w) = reader.at.watermark {
         // Where event time stood at the checkpoint: operators that close windows need it again.
-        chain.watermark(w).await?;
+        chain.watermark(0, w).await?;
     }
     // When rows last came, and the watermark then: an idle source's watermark moves on from it.
     let mut last_rows = (Instant::now(), reader.at.watermark);
@@ -437,11 +499,11 @@ pub async fn source(
             for (seq, batch) in entries {
                 chain.shared.count_in(batch.num_rows());
                 let advanced = reader.advance(&batch)?;
-                chain.push(batch).await?;
+                chain.push(0, batch).await?;
                 reader.at.seq = seq;
                 chain.shared.read_to(reader.at.index, seq);
                 if let Some(w) = advanced {
-                    chain.watermark(w).await?;
+                    chain.watermark(0, w).await?;
                 }
             }
             last_rows = (Instant::now(), reader.at.watermark);
@@ -463,7 +525,7 @@ pub async fn source(
                 if let Some(w) = reader.idle_watermark(since, base)
                     && let Some(w) = reader.raise(Some(w))
                 {
-                    chain.watermark(w).await?;
+                    chain.watermark(0, w).await?;
                 }
             }
         }
@@ -473,10 +535,10 @@ pub async fn source(
 /// Runs `chain` over the merged `inputs` until they close.
 pub async fn merge(mut inputs: Inputs, chain: &mut Chain) -> Result<()> {
     chain.start().await?;
-    while let Some(msg) = inputs.next().await? {
+    while let Some((input, msg)) = inputs.next().await? {
         match msg {
-            Message::Batch(b) => chain.push(b).await?,
-            Message::Watermark(w) => chain.watermark(w).await?,
+            Message::Batch(b) => chain.push(input, b).await?,
+            Message::Watermark(w) => chain.watermark(input, w).await?,
             Message::Barrier(b) => chain.barrier(b, None).await?,
         }
     }

@@ -67,10 +67,7 @@ fn graph(a: &Arc<TableStore>, b: &Arc<TableStore>, p: usize) -> JobGraph {
             source(a),
             source(b),
             Stage {
-                input: StageInput::Merge {
-                    from: vec![0, 1],
-                    keys: Some(vec![0]),
-                },
+                input: StageInput::merge(vec![0, 1], Some(vec![0])),
                 operators: vec![Box::new(agg)],
                 parallelism: p,
             },

@@ -3,15 +3,17 @@
 //! An operator is synchronous, owns its state and never sees channels, tasks or RocksDB. The job
 //! runtime (see [`crate::job`]) gives every parallel instance its own copy ([`Operator::fork`]),
 //! restores its state from the last checkpoint ([`Operator::restore`]), calls
-//! [`Operator::process`] for every input batch, and at each barrier calls
-//! [`Operator::checkpoint`], which adds the state changed since the last barrier to the epoch's
-//! write batch; that batch also holds the source positions and the view's rows, so state and
-//! positions change atomically.
+//! [`Operator::process`] for every input batch (with the index of the input it came from), and
+//! at each barrier calls [`Operator::checkpoint`], which adds the state changed since the last
+//! barrier to the epoch's write batch; that batch also holds the source positions and the view's
+//! rows, so state and positions change atomically.
 //!
 //! Keyed state lives under the operator's own prefix, each entry under its key's key group
 //! ([`crate::keygroup`]), so that an instance reads back exactly the keys it owns.
 
 use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -158,9 +160,22 @@ pub struct StateScope {
     pub prefix: Vec<u8>,
     /// The key groups this instance owns.
     pub key_groups: Range<u16>,
+    /// The job's last committed epoch: writes an operator checkpointed into a later epoch's
+    /// batch are not in the store yet (see [`crate::state::table`]).
+    pub committed: Arc<AtomicU64>,
 }
 
 impl StateScope {
+    /// A scope whose writes count as committed as soon as they are written (operator tests).
+    pub fn new(store: StateStore, prefix: &[u8], key_groups: Range<u16>) -> Self {
+        Self {
+            store,
+            prefix: prefix.to_vec(),
+            key_groups,
+            committed: Arc::new(AtomicU64::new(u64::MAX)),
+        }
+    }
+
     /// The stored key of `key` in key group `kg`: `prefix ++ kg (big endian) ++ key`.
     pub fn key(&self, kg: u16, key: &[u8]) -> Vec<u8> {
         let mut k = Vec::with_capacity(self.prefix.len() + 2 + key.len());
@@ -211,13 +226,28 @@ pub trait Operator: Send {
         Ok(Vec::new())
     }
 
-    /// Processes one input batch and returns what changed downstream.
-    fn process(&mut self, input: ChangeBatch) -> Result<Vec<ChangeBatch>>;
+    /// How many inputs the operator reads (a join reads two). Only the first operator of a stage
+    /// may read more than one; the runtime numbers them from 0 in the stage's input order.
+    fn inputs(&self) -> usize {
+        1
+    }
 
-    /// Event time has reached `watermark` (microseconds since the epoch): no row with an earlier
-    /// event time follows. Returns what that closes. The runtime forwards the watermark itself.
-    fn on_watermark(&mut self, _watermark: i64) -> Result<Vec<ChangeBatch>> {
+    /// Processes one batch from input `input` and returns what changed downstream.
+    fn process(&mut self, input: usize, batch: ChangeBatch) -> Result<Vec<ChangeBatch>>;
+
+    /// Event time of input `input` has reached `watermark` (microseconds since the epoch): no
+    /// row with an earlier event time follows on that input. Returns what that closes. Each
+    /// input's watermark only grows; the runtime forwards [`Operator::output_watermark`] of the
+    /// smallest over all inputs.
+    fn on_watermark(&mut self, _input: usize, _watermark: i64) -> Result<Vec<ChangeBatch>> {
         Ok(Vec::new())
+    }
+
+    /// The watermark this operator's output has when every input has reached `watermark`: the
+    /// same by default; an operator that may still emit rows older than its inputs' watermark
+    /// (an interval join) holds it back.
+    fn output_watermark(&self, watermark: i64) -> i64 {
+        watermark
     }
 
     /// Rows set aside as late since the last call (see [`LateRow`]).
@@ -225,8 +255,14 @@ pub trait Operator: Send {
         Vec::new()
     }
 
-    /// Adds the state changed since the last checkpoint to `batch`.
-    fn checkpoint(&mut self, _scope: &StateScope, _batch: &mut StateBatch) -> Result<()> {
+    /// Adds the state changed since the last checkpoint to `batch`, the write batch of epoch
+    /// `epoch`.
+    fn checkpoint(
+        &mut self,
+        _epoch: u64,
+        _scope: &StateScope,
+        _batch: &mut StateBatch,
+    ) -> Result<()> {
         Ok(())
     }
 

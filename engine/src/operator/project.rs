@@ -109,7 +109,7 @@ impl Operator for Project {
         Arc::clone(&self.schema)
     }
 
-    fn process(&mut self, input: ChangeBatch) -> Result<Vec<ChangeBatch>> {
+    fn process(&mut self, _input: usize, input: ChangeBatch) -> Result<Vec<ChangeBatch>> {
         let Some(kept) = self.keep(&input)? else {
             return Ok(Vec::new());
         };
@@ -185,7 +185,7 @@ mod tests {
             vec![Arc::new(Column::new("x", 0))],
             Arc::clone(&schema),
         );
-        let out = op.process(ChangeBatch { data, ops }).unwrap();
+        let out = op.process(0, ChangeBatch { data, ops }).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].ops, vec![Op::Insert, Op::Delete]);
         let x = out[0]

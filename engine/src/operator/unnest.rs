@@ -67,7 +67,7 @@ impl Operator for Unnest {
         Ok(Box::new(self.clone()))
     }
 
-    fn process(&mut self, input: ChangeBatch) -> Result<Vec<ChangeBatch>> {
+    fn process(&mut self, _input: usize, input: ChangeBatch) -> Result<Vec<ChangeBatch>> {
         let lists = input
             .data
             .column(self.list)
@@ -159,7 +159,7 @@ mod tests {
             ops: vec![Op::Insert, Op::Insert, Op::UpdateBefore, Op::UpdateAfter],
         };
         let mut op = Unnest::try_new(&input, 1, vec![0, 1], true, output).unwrap();
-        let out = op.process(batch).unwrap().remove(0);
+        let out = op.process(0, batch).unwrap().remove(0);
         let k = out.data.column(0).as_primitive::<Int64Type>();
         let e = out.data.column(1).as_primitive::<Int64Type>();
         assert_eq!(k.values().to_vec(), vec![10, 10, 20, 40]);

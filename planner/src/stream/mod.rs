@@ -26,7 +26,7 @@ use datafusion::execution::SessionState;
 use datafusion::logical_expr::{Distinct, Expr, ExprSchemable, LogicalPlan};
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::physical_plan::expressions::{CastExpr, Column};
-use rivulet_engine::job::graph::{JobGraph, Source, Stage, StageInput};
+use rivulet_engine::job::graph::{Edge, JobGraph, Source, Stage, StageInput};
 use rivulet_engine::operator::Operator;
 use rivulet_engine::operator::aggregate::{AggFunc, AggSpec, HashAggregate};
 use rivulet_engine::operator::project::Project;
@@ -41,6 +41,7 @@ use crate::types::SqlType;
 mod fast;
 /// HOP windows aggregated by slices.
 mod hop;
+
 /// Session windows under an aggregate.
 mod session;
 /// Event-time lineage: which columns are window bounds, and when their windows close.
@@ -226,23 +227,20 @@ impl Builder {
         if from + 1 == self.stages.len()
             && let Some(stage) = self.stages.last_mut()
             && stage.operators.is_empty()
-            && let StageInput::Merge {
-                keys: None,
-                from: inputs,
-            } = &stage.input
+            && let StageInput::Merge(edges) = &stage.input
+            && let [
+                Edge {
+                    from: inputs,
+                    keys: None,
+                },
+            ] = edges.as_slice()
         {
-            stage.input = StageInput::Merge {
-                from: inputs.clone(),
-                keys,
-            };
+            stage.input = StageInput::merge(inputs.clone(), keys);
             stage.parallelism = parallelism;
             return from;
         }
         self.stages.push(Stage {
-            input: StageInput::Merge {
-                from: vec![from],
-                keys,
-            },
+            input: StageInput::merge(vec![from], keys),
             operators: Vec::new(),
             parallelism,
         });
@@ -620,7 +618,7 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
                 from.push(l.stage);
             }
             b.stages.push(Stage {
-                input: StageInput::Merge { from, keys: None },
+                input: StageInput::merge(from, None),
                 operators: Vec::new(),
                 parallelism: 1,
             });

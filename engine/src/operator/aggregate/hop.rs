@@ -528,11 +528,7 @@ mod tests {
             };
             let dir = tempfile::tempdir().unwrap();
             let store = StateStore::open(dir.path()).unwrap();
-            let scope = StateScope {
-                store: store.clone(),
-                prefix: b"hop/".to_vec(),
-                key_groups: 0..crate::keygroup::KEY_GROUPS,
-            };
+            let scope = StateScope::new(store.clone(), b"hop/", 0..crate::keygroup::KEY_GROUPS);
             let mut op = operator();
             let mut emitted = BTreeMap::new();
             let mut expected: BTreeMap<Window, (i64, i64, i64)> = BTreeMap::new();
@@ -557,21 +553,21 @@ mod tests {
                         }
                     }
                 }
-                collect(op.process(batch(&rows)).unwrap(), &mut emitted);
+                collect(op.process(0, batch(&rows)).unwrap(), &mut emitted);
                 late += op.take_late().len();
                 let w = clock - 15;
                 if watermark.is_none_or(|old| w > old) {
                     watermark = Some(w);
-                    collect(op.on_watermark(w).unwrap(), &mut emitted);
+                    collect(op.on_watermark(0, w).unwrap(), &mut emitted);
                 }
                 if round % 9 == 4 {
                     let mut state = StateBatch::new();
-                    op.checkpoint(&scope, &mut state).unwrap();
+                    op.checkpoint(0, &scope, &mut state).unwrap();
                     store.write(state, true).unwrap();
                     op = operator();
                     op.restore(&scope).unwrap();
                     if let Some(w) = watermark {
-                        assert!(op.on_watermark(w).unwrap().is_empty());
+                        assert!(op.on_watermark(0, w).unwrap().is_empty());
                     }
                 }
             }
@@ -585,7 +581,7 @@ mod tests {
             assert_eq!(late, expected_late, "seed {seed}");
             assert!(late > 0, "seed {seed}: no late rows");
             // The end of time closes every window and frees every slice.
-            collect(op.on_watermark(i64::MAX / 2).unwrap(), &mut emitted);
+            collect(op.on_watermark(0, i64::MAX / 2).unwrap(), &mut emitted);
             assert_eq!(emitted, expected, "seed {seed}");
             assert_eq!(op.group_count(), 0, "seed {seed}");
         }

@@ -563,7 +563,7 @@ impl Operator for HashAggregate {
         )?])
     }
 
-    fn process(&mut self, input: ChangeBatch) -> Result<Vec<ChangeBatch>> {
+    fn process(&mut self, _input: usize, input: ChangeBatch) -> Result<Vec<ChangeBatch>> {
         let n = input.num_rows();
         let columns = input.data.columns();
         let types_match = columns.len() == self.input.fields().len()
@@ -591,7 +591,7 @@ impl Operator for HashAggregate {
         out
     }
 
-    fn on_watermark(&mut self, watermark: i64) -> Result<Vec<ChangeBatch>> {
+    fn on_watermark(&mut self, _input: usize, watermark: i64) -> Result<Vec<ChangeBatch>> {
         if self.hop.is_some() {
             return self.close_hop(watermark);
         }
@@ -650,7 +650,12 @@ impl Operator for HashAggregate {
         self.reopen_windows()
     }
 
-    fn checkpoint(&mut self, scope: &StateScope, batch: &mut StateBatch) -> Result<()> {
+    fn checkpoint(
+        &mut self,
+        _epoch: u64,
+        scope: &StateScope,
+        batch: &mut StateBatch,
+    ) -> Result<()> {
         // Key group, key and slot (`None`: delete) of each write.
         let mut writes: Vec<(u16, Arc<[u8]>, Option<u32>)> = std::mem::take(&mut self.groups.gone)
             .into_iter()

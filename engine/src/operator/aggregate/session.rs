@@ -832,7 +832,7 @@ impl Operator for SessionAggregate {
         Arc::clone(&self.output)
     }
 
-    fn process(&mut self, input: ChangeBatch) -> Result<Vec<ChangeBatch>> {
+    fn process(&mut self, _input: usize, input: ChangeBatch) -> Result<Vec<ChangeBatch>> {
         let n = input.num_rows();
         let columns = input.data.columns();
         let types_match = columns.len() == self.input.fields().len()
@@ -851,7 +851,7 @@ impl Operator for SessionAggregate {
         self.apply(input)
     }
 
-    fn on_watermark(&mut self, watermark: i64) -> Result<Vec<ChangeBatch>> {
+    fn on_watermark(&mut self, _input: usize, watermark: i64) -> Result<Vec<ChangeBatch>> {
         if self.watermark.is_some_and(|w| w >= watermark) {
             return Ok(Vec::new());
         }
@@ -897,7 +897,12 @@ impl Operator for SessionAggregate {
         Ok(())
     }
 
-    fn checkpoint(&mut self, scope: &StateScope, batch: &mut StateBatch) -> Result<()> {
+    fn checkpoint(
+        &mut self,
+        _epoch: u64,
+        scope: &StateScope,
+        batch: &mut StateBatch,
+    ) -> Result<()> {
         // Key group, key and partition (`None`: delete) of each write.
         let mut writes: Vec<(u16, Arc<[u8]>, Option<u32>)> = std::mem::take(&mut self.gone)
             .into_iter()
@@ -1101,11 +1106,7 @@ mod tests {
     }
 
     fn scope(store: &StateStore) -> StateScope {
-        StateScope {
-            store: store.clone(),
-            prefix: b"session/".to_vec(),
-            key_groups: 0..crate::keygroup::KEY_GROUPS,
-        }
+        StateScope::new(store.clone(), b"session/", 0..crate::keygroup::KEY_GROUPS)
     }
 
     /// A seeded out-of-order stream, in random batches with watermarks and restarts: the view
@@ -1152,23 +1153,23 @@ mod tests {
                     batch_accepted.push((k, t, v));
                 }
             }
-            apply(&mut view, op.process(batch(&rows)).unwrap());
+            apply(&mut view, op.process(0, batch(&rows)).unwrap());
             let late = op.take_late();
             assert_eq!(late.len(), expected_late, "seed {seed} round {round}");
             late_rows += late.len();
             let w = clock - 5;
             if watermark.is_none_or(|old| w > old) {
                 watermark = Some(w);
-                apply(&mut view, op.on_watermark(w).unwrap());
+                apply(&mut view, op.on_watermark(0, w).unwrap());
             }
             if round % 7 == 3 {
                 let mut state = StateBatch::new();
-                op.checkpoint(&scope(&store), &mut state).unwrap();
+                op.checkpoint(0, &scope(&store), &mut state).unwrap();
                 store.write(state, true).unwrap();
                 op = operator(emit_on_close, lateness);
                 op.restore(&scope(&store)).unwrap();
                 if let Some(w) = watermark {
-                    assert!(op.on_watermark(w).unwrap().is_empty());
+                    assert!(op.on_watermark(0, w).unwrap().is_empty());
                 }
             }
         }
@@ -1185,11 +1186,11 @@ mod tests {
             assert_eq!(view, expected, "seed {seed}");
         }
         // The final watermark closes everything and frees all state.
-        apply(&mut view, op.on_watermark(i64::MAX / 2).unwrap());
+        apply(&mut view, op.on_watermark(0, i64::MAX / 2).unwrap());
         assert_eq!(view, expected, "seed {seed}");
         assert_eq!(op.session_count(), 0);
         let mut state = StateBatch::new();
-        op.checkpoint(&scope(&store), &mut state).unwrap();
+        op.checkpoint(0, &scope(&store), &mut state).unwrap();
         store.write(state, true).unwrap();
         let mut left = 0;
         scope(&store)
@@ -1220,14 +1221,14 @@ mod tests {
         let mut view = BTreeMap::new();
         apply(
             &mut view,
-            op.process(batch(&[(1, 100, 1), (1, 118, 2)])).unwrap(),
+            op.process(0, batch(&[(1, 100, 1), (1, 118, 2)])).unwrap(),
         );
         assert_eq!(
             view,
             BTreeMap::from([((1, 100, 110), (1, 1, 1)), ((1, 118, 128), (1, 2, 2))])
         );
         // 109 is within 10 of both: one session from 100 to 118.
-        apply(&mut view, op.process(batch(&[(1, 109, 4)])).unwrap());
+        apply(&mut view, op.process(0, batch(&[(1, 109, 4)])).unwrap());
         assert_eq!(view, BTreeMap::from([((1, 100, 128), (3, 7, 4))]));
         assert_eq!(op.session_count(), 1);
     }

@@ -91,11 +91,7 @@ fn int_batch(rows: &[(Op, Option<i64>, Option<i64>)]) -> ChangeBatch {
 }
 
 fn scope(store: &StateStore) -> StateScope {
-    StateScope {
-        store: store.clone(),
-        prefix: b"agg/".to_vec(),
-        key_groups: 0..crate::keygroup::KEY_GROUPS,
-    }
+    StateScope::new(store.clone(), b"agg/", 0..crate::keygroup::KEY_GROUPS)
 }
 
 /// The operator with the state its scope holds in `store`.
@@ -226,7 +222,7 @@ fn random_changes_match_recomputation_across_restarts() {
                 }
             }
         }
-        view.apply(op.process(int_batch(&rows)).unwrap());
+        view.apply(op.process(0, int_batch(&rows)).unwrap());
         assert_eq!(view.rows, recompute(&live), "after round {round}");
         assert_eq!(op.group_count(), view.rows.len());
 
@@ -235,7 +231,7 @@ fn random_changes_match_recomputation_across_restarts() {
             continue;
         }
         let mut batch = StateBatch::new();
-        op.checkpoint(&scope(&store), &mut batch).unwrap();
+        op.checkpoint(0, &scope(&store), &mut batch).unwrap();
         store.write(batch, true).unwrap();
         assert_eq!(
             op.state_bytes(),
@@ -267,11 +263,11 @@ fn restore_from_checkpoint_gives_identical_output() {
         (Op::UpdateAfter, Some(2), Some(8)),
         (Op::Delete, None, None),
     ]);
-    op.process(first).unwrap();
+    op.process(0, first).unwrap();
     let mut batch = StateBatch::new();
-    op.checkpoint(&scope(&store), &mut batch).unwrap();
+    op.checkpoint(0, &scope(&store), &mut batch).unwrap();
     store.write(batch, true).unwrap();
-    let expected = op.process(second.clone()).unwrap();
+    let expected = op.process(0, second.clone()).unwrap();
     assert_eq!(
         expected[0].ops,
         [
@@ -287,9 +283,9 @@ fn restore_from_checkpoint_gives_identical_output() {
     drop(op);
     let mut op = int_agg(&store);
     assert_eq!(op.group_count(), 3);
-    assert_eq!(op.process(second).unwrap(), expected);
+    assert_eq!(op.process(0, second).unwrap(), expected);
     let mut batch = StateBatch::new();
-    op.checkpoint(&scope(&store), &mut batch).unwrap();
+    op.checkpoint(0, &scope(&store), &mut batch).unwrap();
     store.write(batch, true).unwrap();
     assert_eq!(int_agg(&store).group_count(), 2);
 }
@@ -325,19 +321,19 @@ fn global_aggregate_starts_at_zero_and_is_never_deleted() {
     assert_eq!(view.rows[&vec![]], row(0, None));
 
     view.apply(
-        op.process(batch(&[(Op::Insert, Some(5)), (Op::Insert, None)]))
+        op.process(0, batch(&[(Op::Insert, Some(5)), (Op::Insert, None)]))
             .unwrap(),
     );
     assert_eq!(view.rows[&vec![]], row(2, Some(5)));
     // A row added and retracted within one batch changes nothing.
     assert!(
-        op.process(batch(&[(Op::Insert, Some(9)), (Op::Delete, Some(9))]))
+        op.process(0, batch(&[(Op::Insert, Some(9)), (Op::Delete, Some(9))]))
             .unwrap()
             .is_empty()
     );
 
     let out = op
-        .process(batch(&[(Op::Delete, Some(5)), (Op::Delete, None)]))
+        .process(0, batch(&[(Op::Delete, Some(5)), (Op::Delete, None)]))
         .unwrap();
     assert_eq!(out[0].ops, [Op::UpdateBefore, Op::UpdateAfter]);
     view.apply(out);
@@ -345,14 +341,14 @@ fn global_aggregate_starts_at_zero_and_is_never_deleted() {
     assert_eq!(op.group_count(), 1);
 
     let mut state = StateBatch::new();
-    op.checkpoint(&scope(&store), &mut state).unwrap();
+    op.checkpoint(0, &scope(&store), &mut state).unwrap();
     store.write(state, true).unwrap();
     let mut op = open().unwrap();
     assert!(
         op.start().unwrap().is_empty(),
         "the recovered row is already downstream"
     );
-    view.apply(op.process(batch(&[(Op::Insert, Some(3))])).unwrap());
+    view.apply(op.process(0, batch(&[(Op::Insert, Some(3))])).unwrap());
     assert_eq!(view.rows[&vec![]], row(1, Some(3)));
 }
 
@@ -436,14 +432,17 @@ fn floats_strings_decimals_and_null_keys() {
     };
     let mut view = View::new(1);
     view.apply(
-        op.process(batch(&[
-            (Op::Insert, None, 1.5, Some("pear"), Some(125)),
-            (Op::Insert, None, -0.0, Some("apple"), Some(250)),
-            (Op::Insert, Some("a"), 0.0, Some("zoo"), None),
-            (Op::Insert, Some("a"), -0.0, None, Some(100)),
-            (Op::Insert, Some("a"), f64::NAN, Some("b"), Some(100)),
-            (Op::Insert, Some("a"), 3.0, None, Some(0)),
-        ]))
+        op.process(
+            0,
+            batch(&[
+                (Op::Insert, None, 1.5, Some("pear"), Some(125)),
+                (Op::Insert, None, -0.0, Some("apple"), Some(250)),
+                (Op::Insert, Some("a"), 0.0, Some("zoo"), None),
+                (Op::Insert, Some("a"), -0.0, None, Some(100)),
+                (Op::Insert, Some("a"), f64::NAN, Some("b"), Some(100)),
+                (Op::Insert, Some("a"), 3.0, None, Some(0)),
+            ]),
+        )
         .unwrap(),
     );
     let null = vec![S::Utf8(None)];
@@ -472,11 +471,14 @@ fn floats_strings_decimals_and_null_keys() {
     );
 
     view.apply(
-        op.process(batch(&[
-            (Op::Delete, None, -0.0, Some("apple"), Some(250)),
-            (Op::Delete, Some("a"), f64::NAN, Some("b"), Some(100)),
-            (Op::Delete, Some("a"), 0.0, Some("zoo"), None),
-        ]))
+        op.process(
+            0,
+            batch(&[
+                (Op::Delete, None, -0.0, Some("apple"), Some(250)),
+                (Op::Delete, Some("a"), f64::NAN, Some("b"), Some(100)),
+                (Op::Delete, Some("a"), 0.0, Some("zoo"), None),
+            ]),
+        )
         .unwrap(),
     );
     assert_eq!(
@@ -645,14 +647,14 @@ fn min_max_and_distinct_of_many_types_match_recomputation_across_restarts() {
             .map(|c| S::iter_to_array(rows.iter().map(|r| r[c].clone())).unwrap())
             .collect();
         let data = RecordBatch::try_new(input.clone(), columns).unwrap();
-        view.apply(op.process(ChangeBatch { data, ops }).unwrap());
+        view.apply(op.process(0, ChangeBatch { data, ops }).unwrap());
         assert_eq!(view.rows, recompute(&live), "after round {round}");
 
         if round % 2 == 0 {
             continue;
         }
         let mut batch = StateBatch::new();
-        op.checkpoint(&scope(&store), &mut batch).unwrap();
+        op.checkpoint(0, &scope(&store), &mut batch).unwrap();
         store.write(batch, true).unwrap();
         assert_eq!(
             op.state_bytes(),
@@ -672,19 +674,22 @@ fn retracting_a_row_never_added_is_an_error() {
     let store = StateStore::open(dir.path()).unwrap();
     let mut op = int_agg(&store);
     assert!(
-        op.process(int_batch(&[(Op::Delete, Some(1), Some(5))]))
+        op.process(0, int_batch(&[(Op::Delete, Some(1), Some(5))]))
             .is_err()
     );
 
     let mut op = int_agg(&store);
-    op.process(int_batch(&[
-        (Op::Insert, Some(1), Some(5)),
-        (Op::Insert, Some(1), Some(7)),
-    ]))
+    op.process(
+        0,
+        int_batch(&[
+            (Op::Insert, Some(1), Some(5)),
+            (Op::Insert, Some(1), Some(7)),
+        ]),
+    )
     .unwrap();
     // The row count stays positive, but no 6 was ever added to the group's multisets.
     assert!(
-        op.process(int_batch(&[(Op::Delete, Some(1), Some(6))]))
+        op.process(0, int_batch(&[(Op::Delete, Some(1), Some(6))]))
             .is_err()
     );
 
@@ -692,11 +697,14 @@ fn retracting_a_row_never_added_is_an_error() {
     let mut op = int_agg(&store);
     let mut view = View::new(1);
     view.apply(
-        op.process(int_batch(&[
-            (Op::Insert, Some(1), Some(1)),
-            (Op::Delete, Some(1), Some(5)),
-            (Op::Insert, Some(1), Some(5)),
-        ]))
+        op.process(
+            0,
+            int_batch(&[
+                (Op::Insert, Some(1), Some(1)),
+                (Op::Delete, Some(1), Some(5)),
+                (Op::Insert, Some(1), Some(5)),
+            ]),
+        )
         .unwrap(),
     );
     assert_eq!(view.rows, recompute(&[(Some(1), Some(1))]));
@@ -754,17 +762,20 @@ fn windows_close_on_the_watermark_free_their_state_and_survive_restore() {
     let store = StateStore::open(dir.path()).unwrap();
     let mut op = restored(&store, Ok(window_agg())).unwrap();
     assert!(
-        op.process(window_batch(&[(10, 1), (10, 2), (20, 5)]))
+        op.process(0, window_batch(&[(10, 1), (10, 2), (20, 5)]))
             .unwrap()
             .is_empty()
     );
     assert_eq!(op.group_count(), 2);
     // Window 10 closes: its one final row, and its state is gone.
-    assert_eq!(sums(&op.on_watermark(10).unwrap()), vec![(Op::Insert, 3)]);
+    assert_eq!(
+        sums(&op.on_watermark(0, 10).unwrap()),
+        vec![(Op::Insert, 3)]
+    );
     assert_eq!(op.group_count(), 1);
     // A row for the closed window is late: kept aside, not aggregated.
     assert!(
-        op.process(window_batch(&[(10, 7), (30, 1)]))
+        op.process(0, window_batch(&[(10, 7), (30, 1)]))
             .unwrap()
             .is_empty()
     );
@@ -772,18 +783,24 @@ fn windows_close_on_the_watermark_free_their_state_and_survive_restore() {
     assert_eq!(late.len(), 1);
     assert_eq!((late[0].event_time, late[0].watermark), (10, 10));
     let mut batch = StateBatch::new();
-    op.checkpoint(&scope(&store), &mut batch).unwrap();
+    op.checkpoint(0, &scope(&store), &mut batch).unwrap();
     store.write(batch, true).unwrap();
 
     // Restored: the open windows (20 and 30) close as the watermark passes them.
     let mut op = restored(&store, Ok(window_agg())).unwrap();
     assert_eq!(op.group_count(), 2);
-    assert!(op.on_watermark(10).unwrap().is_empty());
-    assert_eq!(sums(&op.on_watermark(25).unwrap()), vec![(Op::Insert, 5)]);
-    assert_eq!(sums(&op.on_watermark(40).unwrap()), vec![(Op::Insert, 1)]);
+    assert!(op.on_watermark(0, 10).unwrap().is_empty());
+    assert_eq!(
+        sums(&op.on_watermark(0, 25).unwrap()),
+        vec![(Op::Insert, 5)]
+    );
+    assert_eq!(
+        sums(&op.on_watermark(0, 40).unwrap()),
+        vec![(Op::Insert, 1)]
+    );
     assert_eq!(op.group_count(), 0);
     let mut batch = StateBatch::new();
-    op.checkpoint(&scope(&store), &mut batch).unwrap();
+    op.checkpoint(0, &scope(&store), &mut batch).unwrap();
     store.write(batch, true).unwrap();
     assert_eq!(op.state_bytes(), 0);
     assert_eq!(restored(&store, Ok(window_agg())).unwrap().group_count(), 0);
