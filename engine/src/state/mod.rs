@@ -9,9 +9,14 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{DB, Options, ReadOptions, WriteOptions};
+use rocksdb::{DB, DBRawIterator, Options, ReadOptions, WriteOptions};
 
 use crate::Result;
+
+/// Order-preserving key encoding: integers, floats and strings that sort as their values do.
+pub mod keys;
+/// Keyed state tables: a bounded cache over RocksDB, written at checkpoints, loaded lazily.
+pub mod table;
 
 /// A shared handle on the database.
 #[derive(Clone)]
@@ -71,9 +76,15 @@ impl StateBatch {
     /// Removes every key that starts with `prefix`.
     pub fn delete_prefix(&mut self, prefix: &[u8]) {
         match prefix_end(prefix) {
-            Some(end) => self.push(DELETE_RANGE, &[prefix, end.as_slice()]),
-            None => self.push(DELETE_RANGE, &[prefix, &[0xffu8; 64][..]]),
+            Some(end) => self.delete_range(prefix, Some(&end)),
+            None => self.delete_range(prefix, None),
         }
+    }
+
+    /// Removes every key in `[start, end)`; `end` `None`: every key from `start` on.
+    pub fn delete_range(&mut self, start: &[u8], end: Option<&[u8]>) {
+        // No key that Rivulet writes is this long and all 0xff.
+        self.push(DELETE_RANGE, &[start, end.unwrap_or(&[0xffu8; 64][..])]);
     }
 
     /// Appends `other`'s writes after this batch's own.
@@ -258,8 +269,67 @@ impl StateStore {
     }
 }
 
+/// A cursor over the keys of a range at the latest state, in ascending or descending order
+/// ([`StateStore::cursor`]).
+pub struct Cursor<'a> {
+    iter: DBRawIterator<'a>,
+    reverse: bool,
+}
+
+impl std::fmt::Debug for Cursor<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cursor")
+            .field("reverse", &self.reverse)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cursor<'_> {
+    /// The entry the cursor is on, `None` past the last one (or on an error: see
+    /// [`Cursor::status`]).
+    pub fn entry(&self) -> Option<(&[u8], &[u8])> {
+        if !self.iter.valid() {
+            return None;
+        }
+        Some((self.iter.key()?, self.iter.value()?))
+    }
+
+    /// Moves to the next entry in the cursor's order.
+    pub fn advance(&mut self) {
+        if self.reverse {
+            self.iter.prev();
+        } else {
+            self.iter.next();
+        }
+    }
+
+    /// The error that ended the iteration early, if any.
+    pub fn status(&self) -> Result<()> {
+        Ok(self.iter.status()?)
+    }
+}
+
+impl StateStore {
+    /// A cursor over the keys in `[start, end)` (`end` `None`: to the last key), at the latest
+    /// state, from `start` up or (with `reverse`) from just below `end` down.
+    pub fn cursor(&self, start: &[u8], end: Option<&[u8]>, reverse: bool) -> Cursor<'_> {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(start);
+        if let Some(end) = end {
+            opts.set_iterate_upper_bound(end);
+        }
+        let mut iter = self.db.raw_iterator_opt(opts);
+        if reverse {
+            iter.seek_to_last();
+        } else {
+            iter.seek(start);
+        }
+        Cursor { iter, reverse }
+    }
+}
+
 /// The smallest key greater than every key that starts with `prefix` (`None` if all bytes are 0xff).
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
@@ -325,6 +395,40 @@ mod tests {
         assert_eq!(store.get(b"k2").unwrap(), None);
         assert_eq!(store.get(b"p/1").unwrap(), None);
         assert_eq!(store.get(b"").unwrap(), Some(b"empty key".to_vec()));
+    }
+
+    #[test]
+    fn cursor_reads_a_range_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut b = StateBatch::new();
+        for k in [&b"a"[..], b"b", b"b\x00", b"c", b"d"] {
+            b.put(k, k);
+        }
+        store.write(b, false).unwrap();
+        let read = |start: &[u8], end: Option<&[u8]>, reverse| {
+            let mut cursor = store.cursor(start, end, reverse);
+            let mut keys = Vec::new();
+            while let Some((k, v)) = cursor.entry() {
+                assert_eq!(k, v);
+                keys.push(k.to_vec());
+                cursor.advance();
+            }
+            cursor.status().unwrap();
+            keys
+        };
+        let keys = |ks: &[&[u8]]| ks.iter().map(|k| k.to_vec()).collect::<Vec<_>>();
+        assert_eq!(read(b"b", Some(b"d"), false), keys(&[b"b", b"b\x00", b"c"]));
+        assert_eq!(read(b"b", Some(b"d"), true), keys(&[b"c", b"b\x00", b"b"]));
+        assert_eq!(read(b"b\x01", None, true), keys(&[b"d", b"c"]));
+        assert_eq!(read(b"e", None, false), keys(&[]));
+        assert_eq!(read(b"e", None, true), keys(&[]));
+        assert_eq!(read(b"", Some(b"a"), true), keys(&[]));
+
+        let mut b = StateBatch::new();
+        b.delete_range(b"b", Some(b"c"));
+        store.write(b, false).unwrap();
+        assert_eq!(read(b"", None, false), keys(&[b"a", b"c", b"d"]));
     }
 
     #[test]

@@ -1,0 +1,705 @@
+//! Keyed state tables: one operator instance's keyed state, over RocksDB, bounded in memory.
+//!
+//! A [`StateTable`] keeps key/value entries per key group: get, put, delete, point reads of many
+//! keys at once, scans of a prefix or a range in key order (forward or reverse), and range
+//! deletes (expiry of keys ordered by event time, see [`super::keys`]). A multi-map (a join's
+//! rows per join key) is a table keyed by `join key ++ row id`, read with a prefix scan on the
+//! join key; top-N and CEP read ranges in key order.
+//!
+//! **Keys.** The stored key of `key` in key group `kg` is `prefix ++ kg (u16 big endian) ++ key`
+//! (the *table key* is `kg ++ key`). An instance reads and writes only its own key groups, so a
+//! job restarted with another parallelism finds each group's entries where it left them.
+//!
+//! **Layers.** A read sees every write made so far, newest first:
+//! 1. *dirty*: the writes since the last [`StateTable::checkpoint`];
+//! 2. *flushed*: one layer per checkpointed epoch whose write batch the job has not committed
+//!    yet (the committing task writes it to RocksDB up to a few epochs later);
+//! 3. *committed*: RocksDB, with a cache of clean entries (known values and known absences).
+//!
+//! A layer holds puts, deletes and deleted ranges; within a layer a put is newer than every
+//! deleted range that covers it (a range delete drops the layer's own puts in the range). A
+//! checkpoint hands the dirty layer to the epoch's write batch, range deletes first, and keeps it
+//! as that epoch's flushed layer. Once the job's committed epoch (the `committed` counter) reaches
+//! it, the layer is dropped and its entries become clean cache entries. The cache never holds a
+//! key that a dirty or flushed layer decides, so clean entries are always RocksDB's values.
+//!
+//! **Memory.** Dirty and flushed entries stay in memory until committed: they are never
+//! evicted. Clean entries are cached up to `cache_bytes` (keys, values and a fixed overhead per
+//! entry) and evicted by CLOCK (second chance) at the start of the next read or checkpoint once
+//! over budget; an evicted entry is read again from RocksDB on its next access. Scans read
+//! RocksDB under the pending layers and do not fill the cache.
+//!
+//! **Recovery.** Nothing is read at construction: every entry is loaded when first accessed, so
+//! restart time does not grow with state size.
+//!
+//! **What the runtime must do.** Create each table with the job's committed-epoch counter and
+//! store each epoch into it (`Release`) only after that epoch's write batch is in RocksDB; call
+//! [`StateTable::checkpoint`] once per epoch with a growing epoch number. When an epoch fails, the
+//! job restarts from the last commit with new tables: a table whose flushed layer was never
+//! committed must not be used again.
+//!
+//! **Expiry.** By watermark: keys that start with an encoded event time are removed with
+//! [`StateTable::delete_range`]. By processing time: a table [`StateTable::with_ttl`] whose values
+//! are written with [`StateTable::put_at`] (each value carries its write time) treats entries
+//! older than the TTL as absent in [`StateTable::get_at`] (which also deletes them) and in
+//! [`StateTable::unexpired`] for scans. The caller passes the time; there is no clock here.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound::{self, Excluded, Included, Unbounded};
+use std::ops::{ControlFlow, Range};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{StateBatch, StateStore, prefix_end};
+use crate::{EngineError, Result};
+
+/// Memory an entry costs besides its key and value bytes (its share of a map node, the vector
+/// headers), counted against the budgets.
+const ENTRY_OVERHEAD: usize = 64;
+
+/// Bytes of the write time in front of a value written with [`StateTable::put_at`].
+const TIME_BYTES: usize = 8;
+
+/// The order of a scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Ascending key order.
+    Forward,
+    /// Descending key order.
+    Reverse,
+}
+
+/// Counters of one table, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Point reads answered from memory (pending writes or the cache).
+    pub hits: u64,
+    /// Point reads that went to RocksDB.
+    pub misses: u64,
+    /// Clean entries dropped from the cache to stay within its budget.
+    pub evictions: u64,
+    /// Memory of the cached clean entries.
+    pub cached_bytes: usize,
+    /// Memory of the writes not committed yet (dirty and flushed), which are never evicted.
+    pub pending_bytes: usize,
+    /// Checkpointed epochs whose writes are not known to be committed yet.
+    pub pending_epochs: usize,
+}
+
+/// A deleted range of table keys, `[start, end)`; `end` `None`: to the end of the table.
+type KeyRange = (Vec<u8>, Option<Vec<u8>>);
+
+/// Writes over the state below them: the dirty writes, or one checkpointed epoch's.
+#[derive(Default)]
+struct Layer {
+    /// Puts, and deletes (`None`), by table key. Each is newer than every range in `ranges`.
+    points: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Deleted ranges, in the order they were deleted.
+    ranges: Vec<KeyRange>,
+    /// Memory of `points` and `ranges`.
+    bytes: usize,
+}
+
+impl Layer {
+    fn is_empty(&self) -> bool {
+        self.points.is_empty() && self.ranges.is_empty()
+    }
+
+    /// What this layer says about `key`: its value or `None` (deleted), or nothing if it does
+    /// not know the key.
+    fn lookup(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+        if let Some(value) = self.points.get(key) {
+            return Some(value.as_deref());
+        }
+        self.ranges.iter().any(|r| covers(r, key)).then_some(None)
+    }
+}
+
+fn covers((start, end): &KeyRange, key: &[u8]) -> bool {
+    key >= start.as_slice() && end.as_ref().is_none_or(|end| key < end.as_slice())
+}
+
+fn overlaps((start, end): &KeyRange, lo: &[u8], hi: Option<&[u8]>) -> bool {
+    hi.is_none_or(|hi| start.as_slice() < hi) && end.as_ref().is_none_or(|end| end.as_slice() > lo)
+}
+
+fn bounds<'a>(lo: &'a [u8], hi: Option<&'a [u8]>) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+    (Included(lo), hi.map_or(Unbounded, Excluded))
+}
+
+/// What the pending layers, newest first, say about `key` (see [`Layer::lookup`]).
+fn lookup_pending<'a>(
+    dirty: &'a Layer,
+    flushed: &'a VecDeque<(u64, Layer)>,
+    key: &[u8],
+) -> Option<Option<&'a [u8]>> {
+    std::iter::once(dirty)
+        .chain(flushed.iter().rev().map(|(_, layer)| layer))
+        .find_map(|layer| layer.lookup(key))
+}
+
+/// A layer's puts and deletes in a scan's range and order.
+type Points<'a> = Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)> + 'a>;
+
+fn next_point<'a>(points: &mut Points<'a>) -> Option<(&'a [u8], Option<&'a [u8]>)> {
+    points.next().map(|(k, v)| (k.as_slice(), v.as_deref()))
+}
+
+fn entry_bytes(key: &[u8], value: Option<&[u8]>) -> usize {
+    key.len() + value.map_or(0, <[u8]>::len) + ENTRY_OVERHEAD
+}
+
+/// Sets `out` to the table key of `key` in key group `kg`.
+fn set_key(out: &mut Vec<u8>, kg: u16, key: &[u8]) {
+    out.clear();
+    out.extend_from_slice(&kg.to_be_bytes());
+    out.extend_from_slice(key);
+}
+
+/// The table keys `[lo, hi)` of `[start, end)` in key group `kg` (`end` `None`: the group's end).
+fn group_range(kg: u16, start: &[u8], end: Option<&[u8]>) -> KeyRange {
+    let mut lo = Vec::with_capacity(2 + start.len());
+    set_key(&mut lo, kg, start);
+    let hi = match end {
+        Some(end) => {
+            let mut hi = Vec::with_capacity(2 + end.len());
+            set_key(&mut hi, kg, end);
+            Some(hi)
+        }
+        None => kg.checked_add(1).map(|next| next.to_be_bytes().to_vec()),
+    };
+    (lo, hi)
+}
+
+/// The write time and value of a value written with [`StateTable::put_at`].
+fn split_time(stored: &[u8]) -> Result<(u64, &[u8])> {
+    let (time, value) = stored
+        .split_first_chunk::<TIME_BYTES>()
+        .ok_or_else(|| EngineError::Corrupt("state value without a write time".into()))?;
+    Ok((u64::from_be_bytes(*time), value))
+}
+
+/// A clean entry: RocksDB's value of its key (`None`: absent).
+struct Cached {
+    value: Option<Vec<u8>>,
+    /// Read since the CLOCK hand last passed: spared once.
+    referenced: bool,
+}
+
+/// One state table of one operator instance; see the module documentation.
+pub struct StateTable {
+    store: StateStore,
+    /// Every stored key of the table starts with it, followed by the table key.
+    prefix: Vec<u8>,
+    key_groups: Range<u16>,
+    /// The job's last committed epoch, stored by the runtime.
+    committed: Arc<AtomicU64>,
+    /// Budget of `cached_bytes`.
+    budget: usize,
+    ttl: Option<u64>,
+    dirty: Layer,
+    /// Checkpointed epochs not committed yet, oldest first.
+    flushed: VecDeque<(u64, Layer)>,
+    /// Clean entries; never a key that a pending layer decides.
+    cache: BTreeMap<Vec<u8>, Cached>,
+    cached_bytes: usize,
+    /// Where the CLOCK sweep resumes (after this table key).
+    hand: Vec<u8>,
+    /// The table key of the current call, kept to spare an allocation per access.
+    scratch: Vec<u8>,
+    /// The value being written by [`StateTable::put_at`], kept for the same reason.
+    value_buf: Vec<u8>,
+    /// Estimate of the stored bytes: see [`StateTable::bytes`].
+    stored_bytes: i64,
+    stats: TableStats,
+}
+
+impl std::fmt::Debug for StateTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateTable")
+            .field("prefix", &self.prefix)
+            .field("key_groups", &self.key_groups)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StateTable {
+    /// A table whose stored keys all start with `prefix` (all instances' keys; no other key
+    /// does), for the key groups `key_groups` this instance owns. `committed` is the job's last
+    /// committed epoch, which the runtime stores after each commit; `cache_bytes` is the budget
+    /// of cached clean entries. Reads nothing.
+    pub fn new(
+        store: StateStore,
+        prefix: Vec<u8>,
+        key_groups: Range<u16>,
+        committed: Arc<AtomicU64>,
+        cache_bytes: usize,
+    ) -> Self {
+        Self {
+            store,
+            prefix,
+            key_groups,
+            committed,
+            budget: cache_bytes,
+            ttl: None,
+            dirty: Layer::default(),
+            flushed: VecDeque::new(),
+            cache: BTreeMap::new(),
+            cached_bytes: 0,
+            hand: Vec::new(),
+            scratch: Vec::new(),
+            value_buf: Vec::new(),
+            stored_bytes: 0,
+            stats: TableStats::default(),
+        }
+    }
+
+    /// Entries written with [`StateTable::put_at`] at time `t` expire at `t + ttl` (any unit,
+    /// as long as the caller passes times in it).
+    pub fn with_ttl(mut self, ttl: u64) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// The key groups this instance owns.
+    pub fn key_groups(&self) -> Range<u16> {
+        self.key_groups.clone()
+    }
+
+    /// The value of `key` in key group `kg`, as of all writes so far.
+    pub fn get(&mut self, kg: u16, key: &[u8]) -> Result<Option<&[u8]>> {
+        debug_assert!(self.key_groups.contains(&kg), "key group {kg} not owned");
+        self.settle();
+        set_key(&mut self.scratch, kg, key);
+        if let Some(found) = lookup_pending(&self.dirty, &self.flushed, &self.scratch) {
+            self.stats.hits += 1;
+            return Ok(found);
+        }
+        if let Some(cached) = self.cache.get_mut(self.scratch.as_slice()) {
+            cached.referenced = true;
+            self.stats.hits += 1;
+        } else {
+            self.stats.misses += 1;
+            let value = self.store.get(&self.stored_key(&self.scratch))?;
+            self.cached_bytes += entry_bytes(&self.scratch, value.as_deref());
+            let cached = Cached {
+                value,
+                referenced: false,
+            };
+            self.cache.insert(self.scratch.clone(), cached);
+        }
+        // A second search on a hit: returning the first one's borrow would keep `self.cache`
+        // borrowed on the miss path too.
+        Ok(self
+            .cache
+            .get(self.scratch.as_slice())
+            .and_then(|c| c.value.as_deref()))
+    }
+
+    /// The values of `keys` (key group, key), in order; the keys not in memory are read with one
+    /// RocksDB call.
+    pub fn multi_get(&mut self, keys: &[(u16, &[u8])]) -> Result<Vec<Option<&[u8]>>> {
+        self.settle();
+        let mut missing = Vec::new();
+        for &(kg, key) in keys {
+            debug_assert!(self.key_groups.contains(&kg), "key group {kg} not owned");
+            set_key(&mut self.scratch, kg, key);
+            if lookup_pending(&self.dirty, &self.flushed, &self.scratch).is_some() {
+                self.stats.hits += 1;
+            } else if let Some(cached) = self.cache.get_mut(self.scratch.as_slice()) {
+                cached.referenced = true;
+                self.stats.hits += 1;
+            } else {
+                missing.push(self.scratch.clone());
+            }
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() {
+            let stored: Vec<Vec<u8>> = missing.iter().map(|k| self.stored_key(k)).collect();
+            let values = self.store.multi_get(&stored)?;
+            self.stats.misses += missing.len() as u64;
+            for (key, value) in missing.into_iter().zip(values) {
+                self.cached_bytes += entry_bytes(&key, value.as_deref());
+                let cached = Cached {
+                    value,
+                    referenced: false,
+                };
+                self.cache.insert(key, cached);
+            }
+        }
+        let (dirty, flushed, cache) = (&self.dirty, &self.flushed, &self.cache);
+        let mut key = Vec::new();
+        Ok(keys
+            .iter()
+            .map(|&(kg, k)| {
+                set_key(&mut key, kg, k);
+                lookup_pending(dirty, flushed, &key)
+                    .unwrap_or_else(|| cache.get(key.as_slice()).and_then(|c| c.value.as_deref()))
+            })
+            .collect())
+    }
+
+    /// Sets `key` in key group `kg` to `value`.
+    pub fn put(&mut self, kg: u16, key: &[u8], value: &[u8]) {
+        self.write(kg, key, Some(value));
+    }
+
+    /// Removes `key` from key group `kg`.
+    pub fn delete(&mut self, kg: u16, key: &[u8]) {
+        self.write(kg, key, None);
+    }
+
+    fn write(&mut self, kg: u16, key: &[u8], value: Option<&[u8]>) {
+        debug_assert!(self.key_groups.contains(&kg), "key group {kg} not owned");
+        set_key(&mut self.scratch, kg, key);
+        let key = self.scratch.as_slice();
+        let new = value.map_or(0, |v| key.len() + v.len()) as i64;
+        let old = match lookup_pending(&self.dirty, &self.flushed, key) {
+            Some(old) => old.map(|v| key.len() + v.len()),
+            None => self
+                .cache
+                .get(key)
+                .and_then(|c| c.value.as_ref().map(|v| key.len() + v.len())),
+        };
+        self.stored_bytes += new - old.unwrap_or(0) as i64;
+        if let Some(cached) = self.cache.remove(key) {
+            self.cached_bytes -= entry_bytes(key, cached.value.as_deref());
+        }
+        let layer = &mut self.dirty;
+        layer.bytes += entry_bytes(key, value);
+        match layer.points.get_mut(key) {
+            Some(slot) => {
+                layer.bytes -= entry_bytes(key, slot.as_deref());
+                match (slot.as_mut(), value) {
+                    (Some(old), Some(value)) => {
+                        old.clear();
+                        old.extend_from_slice(value);
+                    }
+                    _ => *slot = value.map(<[u8]>::to_vec),
+                }
+            }
+            None => {
+                layer.points.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+            }
+        }
+    }
+
+    /// Removes every entry of key group `kg` whose key lies in `[start, end)` (`end` `None`: to
+    /// the end of the group; nothing if `end <= start`).
+    pub fn delete_range(&mut self, kg: u16, start: &[u8], end: Option<&[u8]>) {
+        debug_assert!(self.key_groups.contains(&kg), "key group {kg} not owned");
+        let range = group_range(kg, start, end);
+        let (lo, hi) = (range.0.as_slice(), range.1.as_deref());
+        if hi.is_some_and(|hi| hi <= lo) {
+            return;
+        }
+        let points: Vec<Vec<u8>> = (self.dirty.points.range::<[u8], _>(bounds(lo, hi)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in points {
+            if let Some(value) = self.dirty.points.remove(&key) {
+                self.dirty.bytes -= entry_bytes(&key, value.as_deref());
+                self.stored_bytes -= value.map_or(0, |v| key.len() + v.len()) as i64;
+            }
+        }
+        let cached: Vec<Vec<u8>> = (self.cache.range::<[u8], _>(bounds(lo, hi)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in cached {
+            if let Some(c) = self.cache.remove(&key) {
+                self.cached_bytes -= entry_bytes(&key, c.value.as_deref());
+                self.stored_bytes -= c.value.map_or(0, |v| key.len() + v.len()) as i64;
+            }
+        }
+        self.dirty.bytes += entry_bytes(lo, hi);
+        self.dirty.ranges.push(range);
+    }
+
+    /// Calls `f(key, value)` for the entries of key group `kg` whose key starts with `prefix`,
+    /// in key order (see [`StateTable::scan`]).
+    pub fn scan_prefix(
+        &self,
+        kg: u16,
+        prefix: &[u8],
+        direction: Direction,
+        f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
+        self.scan(kg, prefix, prefix_end(prefix).as_deref(), direction, f)
+    }
+
+    /// Calls `f(key, value)` for the entries of key group `kg` whose key lies in `[start, end)`
+    /// (`end` `None`: to the end of the group; none if `end <= start`), in key order or its
+    /// reverse, as of all writes so
+    /// far: dirty and flushed writes merged over RocksDB, deletes hiding what is below them. `f`
+    /// may stop the scan.
+    pub fn scan(
+        &self,
+        kg: u16,
+        start: &[u8],
+        end: Option<&[u8]>,
+        direction: Direction,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
+        debug_assert!(self.key_groups.contains(&kg), "key group {kg} not owned");
+        let reverse = direction == Direction::Reverse;
+        let (lo, hi) = group_range(kg, start, end);
+        let hi = hi.as_deref();
+        if hi.is_some_and(|hi| hi <= lo.as_slice()) {
+            return Ok(());
+        }
+        let layers: Vec<&Layer> = std::iter::once(&self.dirty)
+            .chain(self.flushed.iter().rev().map(|(_, layer)| layer))
+            .collect();
+        let mut iters: Vec<Points<'_>> = layers
+            .iter()
+            .map(|layer| {
+                let points = layer.points.range::<[u8], _>(bounds(&lo, hi));
+                if reverse {
+                    Box::new(points.rev()) as Points<'_>
+                } else {
+                    Box::new(points)
+                }
+            })
+            .collect();
+        let ranges: Vec<Vec<&KeyRange>> = layers
+            .iter()
+            .map(|layer| {
+                let overlapping = layer.ranges.iter().filter(|r| overlaps(r, &lo, hi));
+                overlapping.collect()
+            })
+            .collect();
+        let mut heads: Vec<_> = iters.iter_mut().map(next_point).collect();
+
+        let store_lo = self.stored_key(&lo);
+        let store_hi = match hi {
+            Some(hi) => Some(self.stored_key(hi)),
+            None => prefix_end(&self.prefix),
+        };
+        let mut rocks = self.store.cursor(&store_lo, store_hi.as_deref(), reverse);
+        let plen = self.prefix.len();
+        loop {
+            let below = rocks
+                .entry()
+                .map(|(k, v)| (k.get(plen..).unwrap_or_default(), v));
+            let mut best = below.map(|(k, _)| k);
+            for &(key, _) in heads.iter().flatten() {
+                let first = match best {
+                    None => true,
+                    Some(best) if reverse => key > best,
+                    Some(best) => key < best,
+                };
+                if first {
+                    best = Some(key);
+                }
+            }
+            let Some(best) = best else {
+                break;
+            };
+            // The newest layer that knows `best` decides; RocksDB if none does.
+            let decided = heads
+                .iter()
+                .zip(&ranges)
+                .find_map(|(head, ranges)| match head {
+                    Some((key, value)) if *key == best => Some(*value),
+                    _ => ranges.iter().any(|r| covers(r, best)).then_some(None),
+                });
+            let value = match decided {
+                Some(value) => value,
+                None => below.filter(|(k, _)| *k == best).map(|(_, v)| v),
+            };
+            if let Some(value) = value
+                && f(best.get(2..).unwrap_or_default(), value)?.is_break()
+            {
+                return Ok(());
+            }
+            for (head, it) in heads.iter_mut().zip(&mut iters) {
+                if head.is_some_and(|(key, _)| key == best) {
+                    *head = next_point(it);
+                }
+            }
+            if below.is_some_and(|(key, _)| key == best) {
+                rocks.advance();
+            }
+        }
+        rocks.status()
+    }
+
+    /// Adds the writes since the last checkpoint to `batch`, epoch `epoch`'s write batch, and
+    /// keeps them readable until the job has committed `epoch`.
+    pub fn checkpoint(&mut self, epoch: u64, batch: &mut StateBatch) {
+        self.settle();
+        debug_assert!(
+            epoch > self.committed.load(Ordering::Acquire),
+            "checkpoint of committed epoch {epoch}"
+        );
+        if self.dirty.is_empty() {
+            return;
+        }
+        let layer = std::mem::take(&mut self.dirty);
+        // Range deletes first: each of the layer's puts is newer than the ranges covering it.
+        for (start, end) in &layer.ranges {
+            let end = match end {
+                Some(end) => Some(self.stored_key(end)),
+                None => prefix_end(&self.prefix),
+            };
+            batch.delete_range(&self.stored_key(start), end.as_deref());
+        }
+        let mut stored = self.prefix.clone();
+        for (key, value) in &layer.points {
+            stored.truncate(self.prefix.len());
+            stored.extend_from_slice(key);
+            match value {
+                Some(value) => batch.put(&stored, value),
+                None => batch.delete(&stored),
+            }
+        }
+        self.flushed.push_back((epoch, layer));
+    }
+
+    /// Approximate bytes (keys and values) of this instance's entries in the store: the bytes
+    /// written since the table was created, less the bytes overwritten or deleted that it had in
+    /// memory. A restarted table starts from 0, since measuring what it has not read would read
+    /// all state.
+    pub fn bytes(&self) -> u64 {
+        self.stored_bytes.max(0) as u64
+    }
+
+    /// Cache and memory counters.
+    pub fn stats(&self) -> TableStats {
+        TableStats {
+            cached_bytes: self.cached_bytes,
+            pending_bytes: self.dirty.bytes
+                + self.flushed.iter().map(|(_, l)| l.bytes).sum::<usize>(),
+            pending_epochs: (self.flushed.iter())
+                .filter(|(epoch, _)| *epoch > self.committed.load(Ordering::Acquire))
+                .count(),
+            ..self.stats
+        }
+    }
+
+    /// Sets `key` in key group `kg` to `value` written at time `now` (see
+    /// [`StateTable::with_ttl`]).
+    pub fn put_at(&mut self, kg: u16, key: &[u8], value: &[u8], now: u64) {
+        let mut stored = std::mem::take(&mut self.value_buf);
+        stored.clear();
+        stored.extend_from_slice(&now.to_be_bytes());
+        stored.extend_from_slice(value);
+        self.put(kg, key, &stored);
+        self.value_buf = stored;
+    }
+
+    /// The value of `key` in key group `kg` written with [`StateTable::put_at`], unless it
+    /// expired by time `now`; an expired entry is deleted.
+    pub fn get_at(&mut self, kg: u16, key: &[u8], now: u64) -> Result<Option<&[u8]>> {
+        let ttl = self.ttl;
+        let live = match self.get(kg, key)? {
+            Some(stored) => unexpired(ttl, stored, now)?.is_some(),
+            None => return Ok(None),
+        };
+        if !live {
+            self.delete(kg, key);
+            return Ok(None);
+        }
+        match self.get(kg, key)? {
+            Some(stored) => unexpired(ttl, stored, now),
+            None => Ok(None),
+        }
+    }
+
+    /// The value in `stored` (a value written with [`StateTable::put_at`], as a scan passes it),
+    /// or `None` if it expired by time `now`.
+    pub fn unexpired<'a>(&self, stored: &'a [u8], now: u64) -> Result<Option<&'a [u8]>> {
+        unexpired(self.ttl, stored, now)
+    }
+
+    /// `prefix ++ key`, the stored key of a table key.
+    fn stored_key(&self, key: &[u8]) -> Vec<u8> {
+        let mut stored = Vec::with_capacity(self.prefix.len() + key.len());
+        stored.extend_from_slice(&self.prefix);
+        stored.extend_from_slice(key);
+        stored
+    }
+
+    /// Drops the flushed layers the job has committed (their entries become clean cache
+    /// entries) and brings the cache back within budget.
+    fn settle(&mut self) {
+        let committed = self.committed.load(Ordering::Acquire);
+        while self.flushed.front().is_some_and(|(e, _)| *e <= committed) {
+            let Some((_, layer)) = self.flushed.pop_front() else {
+                break;
+            };
+            for (key, value) in layer.points {
+                // A newer pending write of the key still decides it.
+                if lookup_pending(&self.dirty, &self.flushed, &key).is_none() {
+                    let (bytes, key_len) = (entry_bytes(&key, value.as_deref()), key.len());
+                    let cached = Cached {
+                        value,
+                        referenced: false,
+                    };
+                    if let Some(old) = self.cache.insert(key, cached) {
+                        // Not reached while the cache holds no key a pending layer decides.
+                        self.cached_bytes -= key_len + entry_bytes(&[], old.value.as_deref());
+                    }
+                    self.cached_bytes += bytes;
+                }
+            }
+        }
+        if self.cached_bytes > self.budget {
+            self.evict();
+        }
+    }
+
+    /// CLOCK: sweeps the cache from the hand, sparing (once) entries read since the last sweep,
+    /// until it is an eighth below budget (so that sweeps are not per access).
+    fn evict(&mut self) {
+        let target = self.budget - self.budget / 8;
+        let mut victims = Vec::new();
+        // Two turns of the clock at most, each in two segments (after the hand, then up to it):
+        // the first turn clears every reference bit, so the second finds victims.
+        for segment in 0..4 {
+            if self.cached_bytes <= target || self.cache.is_empty() {
+                break;
+            }
+            let need = self.cached_bytes - target;
+            let range = if segment % 2 == 0 {
+                (Excluded(self.hand.as_slice()), Unbounded)
+            } else {
+                (Unbounded, Included(self.hand.as_slice()))
+            };
+            let mut freed = 0;
+            let mut last = None;
+            for (key, cached) in self.cache.range_mut::<[u8], _>(range) {
+                if freed >= need {
+                    break;
+                }
+                last = Some(key);
+                if cached.referenced {
+                    cached.referenced = false;
+                } else {
+                    freed += entry_bytes(key, cached.value.as_deref());
+                    victims.push(key.clone());
+                }
+            }
+            if let Some(last) = last {
+                self.hand = last.clone();
+            }
+            for key in victims.drain(..) {
+                if let Some(cached) = self.cache.remove(&key) {
+                    self.cached_bytes -= entry_bytes(&key, cached.value.as_deref());
+                    self.stats.evictions += 1;
+                }
+            }
+        }
+    }
+}
+
+fn unexpired(ttl: Option<u64>, stored: &[u8], now: u64) -> Result<Option<&[u8]>> {
+    let (written, value) = split_time(stored)?;
+    let live = ttl.is_none_or(|ttl| now < written.saturating_add(ttl));
+    Ok(live.then_some(value))
+}
+
+#[cfg(test)]
+mod tests;
