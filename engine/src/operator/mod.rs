@@ -25,6 +25,8 @@ use crate::state::{StateBatch, StateStore};
 
 /// Hash aggregation with retractions (count, sum, avg, min, max, count distinct, bool_and/or).
 pub mod aggregate;
+/// Regular equi-joins (inner, outer, semi, anti) of two changelog inputs.
+pub mod join;
 /// Projection and filter with DataFusion physical expressions.
 pub mod project;
 /// UNNEST of one list column (HOP and CUMULATE windows).
@@ -166,13 +168,14 @@ pub struct StateScope {
 }
 
 impl StateScope {
-    /// A scope whose writes count as committed as soon as they are written (operator tests).
+    /// A scope with nothing committed yet; whoever writes its checkpoints to the store stores
+    /// their epoch into `committed` (operator tests).
     pub fn new(store: StateStore, prefix: &[u8], key_groups: Range<u16>) -> Self {
         Self {
             store,
             prefix: prefix.to_vec(),
             key_groups,
-            committed: Arc::new(AtomicU64::new(u64::MAX)),
+            committed: Arc::new(AtomicU64::new(0)),
         }
     }
 

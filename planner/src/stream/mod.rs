@@ -12,6 +12,9 @@
 //!   GROUP BY), preceded by a `Project` when a group key or argument is an expression; its group
 //!   columns are the view's key;
 //! - `UNION ALL` merges its inputs' stages into one stream (a `UNION` is its `DISTINCT`);
+//! - `JOIN` (and the semi and anti joins of `IN`/`EXISTS` subqueries) becomes a `HashJoin` in a
+//!   new stage of `parallelism` instances reading both sides, each hash-exchanged on its own key
+//!   columns ([`join`]);
 //! - a top-level `ORDER BY` without `LIMIT` is dropped (a view is a set, as in RisingWave).
 //!
 //! Anything else is refused with `Unsupported` naming the construct, never planned approximately.
@@ -41,6 +44,8 @@ use crate::types::SqlType;
 mod fast;
 /// HOP windows aggregated by slices.
 mod hop;
+/// Regular joins, semi and anti joins.
+mod join;
 
 /// Session windows under an aggregate.
 mod session;
@@ -256,6 +261,7 @@ pub fn plan_view(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<StreamPla
         .execute_and_check(plan, ctx.state.config_options(), |_, _| {})
         .map_err(PlanError::DataFusion)?;
     let plan = strip_top_sort(plan)?;
+    let plan = join::decorrelate(ctx, plan)?;
     let output = plan.schema();
     let columns = view_columns(&plan, output)?;
     let mut b = Builder::default();
@@ -573,6 +579,7 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
             Ok(l)
         }
         LogicalPlan::SubqueryAlias(a) => lower(ctx, b, &a.input),
+        LogicalPlan::Join(j) => join::lower_join(ctx, b, j),
         LogicalPlan::Unnest(u) => {
             let l = lower(ctx, b, &u.input)?;
             let ([(list, column)], []) = (
@@ -787,6 +794,9 @@ fn windowed(
 fn has_aggregate_below(plan: &LogicalPlan) -> bool {
     match plan {
         LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_) => true,
+        // A join's output is rows of its own (inserts and deletes), keyed by nothing: an
+        // aggregate below it (a scalar subquery's) is not what the projection reads.
+        LogicalPlan::Join(_) => false,
         other => other.inputs().iter().any(|i| has_aggregate_below(i)),
     }
 }

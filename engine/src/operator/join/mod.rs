@@ -1,0 +1,675 @@
+//! Regular equi-join of two changelog inputs, maintained under inserts, updates and deletes on
+//! both sides: `INNER`, `LEFT`, `RIGHT` and `FULL OUTER` joins, and the semi and anti joins that
+//! `IN`/`EXISTS`/`NOT EXISTS` subqueries become.
+//!
+//! **Inputs.** Input 0 is the left side, input 1 the right; both arrive hash-exchanged on their
+//! key columns, so rows with equal keys meet in one instance and one key group. A side's rows
+//! may carry extra trailing columns (keys the planner computed from expressions); only the
+//! first `width` columns are the side's own, stored and emitted. Rows whose key has a NULL never
+//! match (unless the join compares keys with `IS NOT DISTINCT FROM`): they are not stored, and
+//! an outer or anti join passes them through as unmatched.
+//!
+//! **Semantics.** A row change on one side is joined with the other side's current rows of the
+//! same key that pass the residual condition (`ON a.k = b.k AND a.x < b.y`), each match as many
+//! times as the stored row occurs; an update is its retraction followed by its insertion. For a
+//! side whose unmatched rows appear in the output (the preserved side of an outer join; the
+//! output side of a semi or anti join) every stored row keeps its **degree**, the number of
+//! matching rows on the other side: when a change on the other side moves a row's degree
+//! between 0 and more, the row's NULL-padded output is retracted or restored (outer), or the
+//! row itself enters or leaves the output (semi, anti). This is RisingWave's and Flink's
+//! regular join; NOT IN's NULL semantics are the planner's business (it becomes an anti join
+//! whose condition treats a NULL comparison as a match).
+//!
+//! **State.** One [`StateTable`] per side under the operator's prefix (`l` and `r`), keyed by
+//! key group, then the join key (length-prefixed, so a prefix scan finds a key's rows) and the
+//! row's encoding ([`RowCodec`], ours and stable); the value is the row's count and degree. The
+//! tables keep a bounded cache over RocksDB, so state may be far larger than memory, and nothing
+//! is read back at restart: a key's rows are read when a change with that key arrives. State is
+//! unbounded (as in Flink without a state TTL): every row stays until deleted.
+//!
+//! **Emission.** Every change is emitted as it is processed (emit on update); there is no
+//! watermark logic, nothing is late, and the output watermark is the smaller of the inputs'.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatchOptions;
+use datafusion::physical_plan::PhysicalExpr;
+
+use super::{Operator, StateScope};
+use crate::changelog::{ChangeBatch, Op};
+use crate::codec::RowCodec;
+use crate::keygroup;
+use crate::state::StateBatch;
+use crate::state::table::{Direction, StateTable};
+use crate::{EngineError, Result};
+
+/// Bytes of clean state each side's table caches per instance.
+pub const JOIN_CACHE_BYTES: usize = 64 << 20;
+
+/// Which rows a join emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    Inner,
+    Left,
+    Right,
+    Full,
+    /// Left rows with at least one match.
+    LeftSemi,
+    /// Left rows without a match.
+    LeftAnti,
+    RightSemi,
+    RightAnti,
+}
+
+impl JoinKind {
+    /// The output is pairs of rows (with NULL padding for outer joins), not one side's rows.
+    fn pairs(self) -> bool {
+        matches!(
+            self,
+            JoinKind::Inner | JoinKind::Left | JoinKind::Right | JoinKind::Full
+        )
+    }
+
+    /// Side `s`'s unmatched rows appear NULL-padded (outer joins).
+    fn padded(self, s: usize) -> bool {
+        match self {
+            JoinKind::Left => s == 0,
+            JoinKind::Right => s == 1,
+            JoinKind::Full => true,
+            _ => false,
+        }
+    }
+
+    /// The side a semi or anti join emits, and whether it emits rows with matches (semi).
+    fn filtered(self) -> Option<(usize, bool)> {
+        match self {
+            JoinKind::LeftSemi => Some((0, true)),
+            JoinKind::LeftAnti => Some((0, false)),
+            JoinKind::RightSemi => Some((1, true)),
+            JoinKind::RightAnti => Some((1, false)),
+            _ => None,
+        }
+    }
+
+    /// Side `s` keeps each row's degree.
+    fn tracks_degree(self, s: usize) -> bool {
+        self.padded(s) || self.filtered().is_some_and(|(side, _)| side == s)
+    }
+
+    fn sql(self) -> &'static str {
+        match self {
+            JoinKind::Inner => "Inner",
+            JoinKind::Left => "Left",
+            JoinKind::Right => "Right",
+            JoinKind::Full => "Full",
+            JoinKind::LeftSemi => "LeftSemi",
+            JoinKind::LeftAnti => "LeftAnti",
+            JoinKind::RightSemi => "RightSemi",
+            JoinKind::RightAnti => "RightAnti",
+        }
+    }
+}
+
+/// One input of a join.
+#[derive(Debug, Clone)]
+pub struct JoinSide {
+    /// The input's schema (own columns, then any computed key columns).
+    pub schema: SchemaRef,
+    /// Its join key columns, pairwise of equal types with the other side's.
+    pub keys: Vec<usize>,
+    /// How many leading columns are the side's own.
+    pub width: usize,
+}
+
+/// A side as the operator uses it.
+struct Side {
+    spec: JoinSide,
+    /// Codec of the side's own columns, all nullable (NULL padding decodes through it).
+    codec: RowCodec,
+    /// An encoded row of NULLs, for padding.
+    null_row: Vec<u8>,
+}
+
+impl Side {
+    fn try_new(spec: JoinSide) -> Result<Side> {
+        if spec.width > spec.schema.fields().len()
+            || spec.keys.iter().any(|&k| k >= spec.schema.fields().len())
+        {
+            return Err(EngineError::Internal(
+                "join side columns out of range".into(),
+            ));
+        }
+        let own: Vec<Field> = spec.schema.fields()[..spec.width]
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        let codec = RowCodec::try_new(Arc::new(Schema::new(own)))?;
+        let nulls: Vec<ArrayRef> = codec
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| new_null_array(f.data_type(), 1))
+            .collect();
+        let mut null_row = Vec::new();
+        codec.encoder_for_columns(&nulls)?.encode(0, &mut null_row);
+        Ok(Side {
+            spec,
+            codec,
+            null_row,
+        })
+    }
+}
+
+/// A stored row of the other side that matches a key.
+struct Match {
+    /// Its key in the state table (after the key group).
+    key: Vec<u8>,
+    count: i64,
+    degree: i64,
+    /// Its degree changed in this batch.
+    dirty: bool,
+}
+
+impl Match {
+    /// The row's encoding: the state key after the length-prefixed join key.
+    fn row(&self) -> &[u8] {
+        let len = self
+            .key
+            .get(..4)
+            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        self.key.get(4 + len..).unwrap_or_default()
+    }
+}
+
+/// A row's join key as stored: its length (u32, big endian), then its [`RowCodec`] encoding.
+type JoinKey = Vec<u8>;
+
+/// A side's own columns of one row, in [`RowCodec`]'s encoding.
+type EncodedRow = Vec<u8>;
+
+/// Each distinct (key group, join key) of a batch to its list of matches.
+type KeyIndex = HashMap<(u16, Vec<u8>), usize>;
+
+/// Where an output row's columns of one side come from.
+#[derive(Clone, Copy)]
+enum Part {
+    /// Row `i` of the input batch.
+    Input(usize),
+    /// Match `m` of key `k` of this batch.
+    Stored(usize, usize),
+    Null,
+}
+
+fn value(count: i64, degree: i64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&count.to_le_bytes());
+    v[8..].copy_from_slice(&degree.to_le_bytes());
+    v
+}
+
+fn parse_value(bytes: &[u8]) -> Result<(i64, i64)> {
+    let fixed = |r: std::ops::Range<usize>| -> Result<i64> {
+        let b: [u8; 8] = bytes
+            .get(r)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| EngineError::Corrupt("join state value".into()))?;
+        Ok(i64::from_le_bytes(b))
+    };
+    Ok((fixed(0..8)?, fixed(8..16)?))
+}
+
+/// The regular streaming join; see the module documentation.
+pub struct HashJoin {
+    kind: JoinKind,
+    sides: [Arc<Side>; 2],
+    /// Codec of the key columns (left's types, nullable).
+    key_codec: Arc<RowCodec>,
+    /// NULL keys match each other (`IS NOT DISTINCT FROM`).
+    null_equal: bool,
+    /// The residual condition over the left side's own columns followed by the right side's.
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    schema: SchemaRef,
+    /// Per side, once restored.
+    tables: Option<[StateTable; 2]>,
+    groups: Vec<u16>,
+}
+
+impl HashJoin {
+    /// A join of `left` and `right` emitting `schema` (left's own columns then right's for
+    /// pair-producing kinds; one side's for semi and anti joins).
+    pub fn try_new(
+        kind: JoinKind,
+        left: JoinSide,
+        right: JoinSide,
+        null_equal: bool,
+        filter: Option<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+    ) -> Result<HashJoin> {
+        if left.keys.len() != right.keys.len() {
+            return Err(EngineError::Internal(
+                "join sides have different key counts".into(),
+            ));
+        }
+        for (&l, &r) in left.keys.iter().zip(&right.keys) {
+            let (lt, rt) = (
+                left.schema.field(l).data_type(),
+                right.schema.field(r).data_type(),
+            );
+            if lt != rt {
+                return Err(EngineError::Internal(format!(
+                    "join key types differ: {lt} and {rt}"
+                )));
+            }
+        }
+        let key_fields: Vec<Field> = left
+            .keys
+            .iter()
+            .map(|&k| left.schema.field(k).clone().with_nullable(true))
+            .collect();
+        let key_codec = RowCodec::try_new(Arc::new(Schema::new(key_fields)))?;
+        let expected = match kind.filtered() {
+            Some((s, _)) => [&left, &right][s].width,
+            None => left.width + right.width,
+        };
+        if schema.fields().len() != expected {
+            return Err(EngineError::Internal(format!(
+                "join output has {} columns, its inputs give {expected}",
+                schema.fields().len()
+            )));
+        }
+        Ok(HashJoin {
+            kind,
+            sides: [
+                Arc::new(Side::try_new(left)?),
+                Arc::new(Side::try_new(right)?),
+            ],
+            key_codec: Arc::new(key_codec),
+            null_equal,
+            filter,
+            schema,
+            tables: None,
+            groups: Vec::new(),
+        })
+    }
+
+    /// Encodes each row's join key (`None`: it has a NULL and matches nothing), key group and
+    /// own columns.
+    fn encode(
+        &mut self,
+        s: usize,
+        batch: &RecordBatch,
+    ) -> Result<(Vec<Option<JoinKey>>, Vec<EncodedRow>)> {
+        let side = &self.sides[s];
+        let n = batch.num_rows();
+        let keys: Vec<ArrayRef> = side
+            .spec
+            .keys
+            .iter()
+            .map(|&k| Arc::clone(batch.column(k)))
+            .collect();
+        keygroup::key_groups(&keys, n, &mut self.groups)?;
+        let key_encoder = self.key_codec.encoder_for_columns(&keys)?;
+        let mut out_keys = Vec::with_capacity(n);
+        for i in 0..n {
+            if !self.null_equal && keys.iter().any(|k| k.is_null(i)) {
+                out_keys.push(None);
+                continue;
+            }
+            let mut k = vec![0u8; 4];
+            key_encoder.encode(i, &mut k);
+            let len = (k.len() - 4) as u32;
+            k[..4].copy_from_slice(&len.to_be_bytes());
+            out_keys.push(Some(k));
+        }
+        let own = &batch.columns()[..side.spec.width];
+        let encoder = side.codec.encoder_for_columns(own)?;
+        let rows = (0..n)
+            .map(|i| {
+                let mut r = Vec::new();
+                encoder.encode(i, &mut r);
+                r
+            })
+            .collect();
+        Ok((out_keys, rows))
+    }
+
+    /// The stored rows of side `o` for each distinct key of the batch.
+    fn load(&mut self, o: usize, keys: &[Option<Vec<u8>>]) -> Result<(KeyIndex, Vec<Vec<Match>>)> {
+        let tables = self
+            .tables
+            .as_mut()
+            .ok_or_else(|| EngineError::Internal("join used before restore".into()))?;
+        let mut index = HashMap::new();
+        let mut lists: Vec<Vec<Match>> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let Some(key) = key else { continue };
+            let kg = self.groups[i];
+            if index.contains_key(&(kg, key.clone())) {
+                continue;
+            }
+            let mut list = Vec::new();
+            tables[o].scan_prefix(kg, key, Direction::Forward, |k, v| {
+                let (count, degree) = parse_value(v)?;
+                list.push(Match {
+                    key: k.to_vec(),
+                    count,
+                    degree,
+                    dirty: false,
+                });
+                Ok(ControlFlow::Continue(()))
+            })?;
+            index.insert((kg, key.clone()), lists.len());
+            lists.push(list);
+        }
+        Ok((index, lists))
+    }
+
+    /// Whether each (row, match) candidate passes the residual condition, in row order and
+    /// each row's matches in order; `None` without a condition.
+    fn evaluate(
+        &self,
+        s: usize,
+        rows: &[Vec<u8>],
+        slots: &[Option<usize>],
+        lists: &[Vec<Match>],
+    ) -> Result<Option<Vec<bool>>> {
+        let Some(filter) = &self.filter else {
+            return Ok(None);
+        };
+        let o = 1 - s;
+        let total: usize = slots.iter().map(|k| k.map_or(0, |k| lists[k].len())).sum();
+        if total == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let mut own = self.sides[s].codec.decoder(None, total);
+        let mut other = self.sides[o].codec.decoder(None, total);
+        for (i, slot) in slots.iter().enumerate() {
+            let Some(k) = slot else { continue };
+            for m in &lists[*k] {
+                own.push(&rows[i])?;
+                other.push(m.row())?;
+            }
+        }
+        let (own, other) = (own.flush()?, other.flush()?);
+        let (left, right) = if s == 0 { (own, other) } else { (other, own) };
+        let mut fields: Vec<Arc<Field>> = left.schema().fields().iter().cloned().collect();
+        fields.extend(right.schema().fields().iter().cloned());
+        let mut columns = left.columns().to_vec();
+        columns.extend(right.columns().iter().cloned());
+        let candidates = RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(total)),
+        )?;
+        let data_error = |e: &dyn std::fmt::Display| EngineError::Data {
+            operator: "HashJoin".into(),
+            message: e.to_string(),
+        };
+        let values = filter
+            .evaluate(&candidates)
+            .and_then(|v| v.into_array(total))
+            .map_err(|e| data_error(&e))?;
+        let values = values
+            .as_boolean_opt()
+            .ok_or_else(|| EngineError::Internal("join condition is not boolean".into()))?;
+        Ok(Some(
+            (0..total)
+                .map(|i| values.is_valid(i) && values.value(i))
+                .collect(),
+        ))
+    }
+
+    /// Builds the output batch from its rows' parts.
+    fn output(
+        &self,
+        s: usize,
+        rows: &[Vec<u8>],
+        lists: &[Vec<Match>],
+        out: &[(Op, Part, Part)],
+    ) -> Result<Vec<ChangeBatch>> {
+        if out.is_empty() {
+            return Ok(Vec::new());
+        }
+        let o = 1 - s;
+        let decode =
+            |side: usize, pick: &dyn Fn(&(Op, Part, Part)) -> Part| -> Result<RecordBatch> {
+                let mut d = self.sides[side].codec.decoder(None, out.len());
+                for row in out {
+                    match pick(row) {
+                        Part::Input(i) => d.push(&rows[i])?,
+                        Part::Stored(k, m) => d.push(lists[k][m].row())?,
+                        Part::Null => d.push(&self.sides[side].null_row)?,
+                    }
+                }
+                d.flush()
+            };
+        // Part 1 is always this batch's side, part 2 the other side.
+        let columns: Vec<ArrayRef> = match self.kind.filtered() {
+            Some((side, _)) if side == s => decode(s, &|r| r.1)?.columns().to_vec(),
+            Some(_) => decode(o, &|r| r.2)?.columns().to_vec(),
+            None => {
+                let own = decode(s, &|r| r.1)?;
+                let other = decode(o, &|r| r.2)?;
+                let (left, right) = if s == 0 { (own, other) } else { (other, own) };
+                let mut c = left.columns().to_vec();
+                c.extend(right.columns().iter().cloned());
+                c
+            }
+        };
+        let data = RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(out.len())),
+        )?;
+        Ok(vec![ChangeBatch {
+            data,
+            ops: out.iter().map(|r| r.0).collect(),
+        }])
+    }
+}
+
+impl Operator for HashJoin {
+    fn name(&self) -> &'static str {
+        "HashJoin"
+    }
+
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn inputs(&self) -> usize {
+        2
+    }
+
+    fn fork(&self) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(HashJoin {
+            kind: self.kind,
+            sides: self.sides.clone(),
+            key_codec: Arc::clone(&self.key_codec),
+            null_equal: self.null_equal,
+            filter: self.filter.clone(),
+            schema: Arc::clone(&self.schema),
+            tables: None,
+            groups: Vec::new(),
+        }))
+    }
+
+    fn restore(&mut self, scope: &StateScope) -> Result<()> {
+        let table = |tag: u8| {
+            let mut prefix = scope.prefix.clone();
+            prefix.push(tag);
+            StateTable::new(
+                scope.store.clone(),
+                prefix,
+                scope.key_groups.clone(),
+                Arc::clone(&scope.committed),
+                JOIN_CACHE_BYTES,
+            )
+        };
+        self.tables = Some([table(b'l'), table(b'r')]);
+        Ok(())
+    }
+
+    fn process(&mut self, input: usize, batch: ChangeBatch) -> Result<Vec<ChangeBatch>> {
+        let s = input.min(1);
+        let o = 1 - s;
+        let kind = self.kind;
+        let (keys, rows) = self.encode(s, &batch.data)?;
+        let (index, mut lists) = self.load(o, &keys)?;
+        let slots: Vec<Option<usize>> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                k.as_ref()
+                    .and_then(|k| index.get(&(self.groups[i], k.clone())).copied())
+            })
+            .collect();
+        let passes = self.evaluate(s, &rows, &slots, &lists)?;
+        let tables = self
+            .tables
+            .as_mut()
+            .ok_or_else(|| EngineError::Internal("join used before restore".into()))?;
+        let mut out: Vec<(Op, Part, Part)> = Vec::new();
+        let mut candidate = 0usize;
+        for (i, &op) in batch.ops.iter().enumerate() {
+            let (sign, out_op) = if op.is_add() {
+                (1i64, Op::Insert)
+            } else {
+                (-1i64, Op::Delete)
+            };
+            let own = Part::Input(i);
+            let Some(k) = slots[i] else {
+                // A NULL key: matches nothing and is not stored.
+                if kind.padded(s) {
+                    out.push((out_op, own, Part::Null));
+                }
+                if kind.filtered() == Some((s, false)) {
+                    out.push((out_op, own, Part::Null));
+                }
+                continue;
+            };
+            let mut degree = 0i64;
+            for m in 0..lists[k].len() {
+                let pass = passes.as_ref().is_none_or(|p| p[candidate + m]);
+                if !pass {
+                    continue;
+                }
+                let matched = &mut lists[k][m];
+                degree += matched.count;
+                if kind.pairs() {
+                    for _ in 0..matched.count {
+                        out.push((out_op, own, Part::Stored(k, m)));
+                    }
+                }
+                if kind.tracks_degree(o) {
+                    let old = matched.degree;
+                    let new = old + sign;
+                    matched.degree = new;
+                    matched.dirty = true;
+                    let change = match (old > 0, new > 0) {
+                        (false, true) => Some(true),
+                        (true, false) => Some(false),
+                        _ => None,
+                    };
+                    if let Some(now_matched) = change {
+                        // Outer: the padded row leaves when the first match comes. Semi: the
+                        // row enters then. Anti: it leaves then.
+                        let enters = match kind.filtered() {
+                            Some((_, semi)) => now_matched == semi,
+                            None => !now_matched,
+                        };
+                        let op = if enters { Op::Insert } else { Op::Delete };
+                        let part = Part::Stored(k, m);
+                        for _ in 0..matched.count {
+                            out.push((op, Part::Null, part));
+                        }
+                    }
+                }
+            }
+            candidate += lists[k].len();
+            if kind.padded(s) && degree == 0 {
+                out.push((out_op, own, Part::Null));
+            }
+            if let Some((side, semi)) = kind.filtered()
+                && side == s
+                && (degree > 0) == semi
+            {
+                out.push((out_op, own, Part::Null));
+            }
+            // The row's own entry: its count, and its degree as of now.
+            let mut key = keys[i].clone().unwrap_or_default();
+            key.extend_from_slice(&rows[i]);
+            let kg = self.groups[i];
+            let count = match tables[s].get(kg, &key)? {
+                Some(v) => parse_value(v)?.0,
+                None => 0,
+            } + sign;
+            if count > 0 {
+                tables[s].put(kg, &key, &value(count, degree));
+            } else {
+                tables[s].delete(kg, &key);
+            }
+        }
+        // The other side's rows whose degree moved.
+        for ((kg, _), &k) in &index {
+            for m in &lists[k] {
+                if m.dirty {
+                    tables[o].put(*kg, &m.key, &value(m.count, m.degree));
+                }
+            }
+        }
+        self.output(s, &rows, &lists, &out)
+    }
+
+    fn checkpoint(
+        &mut self,
+        epoch: u64,
+        _scope: &StateScope,
+        batch: &mut StateBatch,
+    ) -> Result<()> {
+        if let Some(tables) = self.tables.as_mut() {
+            for t in tables.iter_mut() {
+                t.checkpoint(epoch, batch);
+            }
+        }
+        Ok(())
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.tables
+            .as_ref()
+            .map_or(0, |t| t.iter().map(|t| t.bytes() as usize).sum())
+    }
+
+    fn describe(&self) -> String {
+        let keys = |s: &Side| {
+            s.spec
+                .keys
+                .iter()
+                .map(|k| format!("#{k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut d = format!(
+            "HashJoin: {} on left [{}] = right [{}]",
+            self.kind.sql(),
+            keys(&self.sides[0]),
+            keys(&self.sides[1])
+        );
+        if self.null_equal {
+            d.push_str(", NULLs equal");
+        }
+        if let Some(f) = &self.filter {
+            d.push_str(&format!(", filter {f}"));
+        }
+        d.push_str("; state: each side's rows by key, unbounded");
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests;

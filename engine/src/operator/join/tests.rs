@@ -1,0 +1,328 @@
+//! Tests of the regular join: every join kind under random inserts and deletes on both sides,
+//! with and without a residual condition, NULL keys, checkpoints into a real RocksDB and
+//! restarts from them, against a nested-loop oracle over the rows each side holds.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use datafusion::arrow::array::Int64Array;
+use datafusion::logical_expr::Operator as BinaryOp;
+use datafusion::physical_plan::expressions::{BinaryExpr, Column};
+
+use super::*;
+use crate::state::StateStore;
+
+type Row = Vec<Option<i64>>;
+
+/// A small deterministic generator (xorshift64), so a failure replays from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn side_schema(names: [&str; 2]) -> SchemaRef {
+    Arc::new(Schema::new(
+        names
+            .iter()
+            .map(|n| Field::new(*n, DataType::Int64, true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+use datafusion::arrow::datatypes::DataType;
+
+fn batch(schema: &SchemaRef, rows: &[(Op, Row)]) -> ChangeBatch {
+    let columns: Vec<ArrayRef> = (0..2)
+        .map(|c| {
+            Arc::new(Int64Array::from(
+                rows.iter().map(|(_, r)| r[c]).collect::<Vec<_>>(),
+            )) as ArrayRef
+        })
+        .collect();
+    ChangeBatch {
+        data: RecordBatch::try_new(Arc::clone(schema), columns).unwrap(),
+        ops: rows.iter().map(|(op, _)| *op).collect(),
+    }
+}
+
+fn output_schema(kind: JoinKind) -> SchemaRef {
+    let names: &[&str] = match kind.filtered() {
+        Some((0, _)) => &["k", "v"],
+        Some(_) => &["k2", "w"],
+        None => &["k", "v", "k2", "w"],
+    };
+    Arc::new(Schema::new(
+        names
+            .iter()
+            .map(|n| Field::new(*n, DataType::Int64, true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// `v < w` over the left columns followed by the right ones.
+fn less_than() -> Arc<dyn PhysicalExpr> {
+    Arc::new(BinaryExpr::new(
+        Arc::new(Column::new("v", 1)),
+        BinaryOp::Lt,
+        Arc::new(Column::new("w", 3)),
+    ))
+}
+
+fn join(kind: JoinKind, filter: bool, null_equal: bool) -> HashJoin {
+    let side = |names| JoinSide {
+        schema: side_schema(names),
+        keys: vec![0],
+        width: 2,
+    };
+    HashJoin::try_new(
+        kind,
+        side(["k", "v"]),
+        side(["k2", "w"]),
+        null_equal,
+        filter.then(less_than),
+        output_schema(kind),
+    )
+    .unwrap()
+}
+
+/// The join of the two sides' rows (with multiplicity), computed naively.
+fn oracle(
+    kind: JoinKind,
+    filter: bool,
+    null_equal: bool,
+    left: &[Row],
+    right: &[Row],
+) -> BTreeMap<Row, i64> {
+    let matches = |l: &Row, r: &Row| {
+        let keys = match (l[0], r[0]) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => null_equal,
+            _ => false,
+        };
+        let cond = !filter || matches!((l[1], r[1]), (Some(v), Some(w)) if v < w);
+        keys && cond
+    };
+    let mut out = BTreeMap::new();
+    let mut add = |row: Row| *out.entry(row).or_insert(0) += 1;
+    for l in left {
+        let n = right.iter().filter(|r| matches(l, r)).count();
+        match kind {
+            JoinKind::LeftSemi if n > 0 => add(l.clone()),
+            JoinKind::LeftAnti if n == 0 => add(l.clone()),
+            JoinKind::Left | JoinKind::Full if n == 0 => {
+                add([l.clone(), vec![None, None]].concat())
+            }
+            _ => {}
+        }
+        if kind.pairs() {
+            for r in right.iter().filter(|r| matches(l, r)) {
+                add([l.clone(), r.clone()].concat());
+            }
+        }
+    }
+    for r in right {
+        let n = left.iter().filter(|l| matches(l, r)).count();
+        match kind {
+            JoinKind::RightSemi if n > 0 => add(r.clone()),
+            JoinKind::RightAnti if n == 0 => add(r.clone()),
+            JoinKind::Right | JoinKind::Full if n == 0 => {
+                add([vec![None, None], r.clone()].concat())
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Applies `out` to `view`, failing on a retraction of a row the view does not hold.
+fn apply(view: &mut BTreeMap<Row, i64>, out: Vec<ChangeBatch>) {
+    for b in out {
+        for (i, op) in b.ops.iter().enumerate() {
+            let row: Row = b
+                .data
+                .columns()
+                .iter()
+                .map(|c| {
+                    let c = c.as_any().downcast_ref::<Int64Array>().unwrap();
+                    c.is_valid(i).then(|| c.value(i))
+                })
+                .collect();
+            let n = view.entry(row.clone()).or_insert(0);
+            *n += if op.is_add() { 1 } else { -1 };
+            assert!(*n >= 0, "retracted {row:?}, which the view does not hold");
+            if *n == 0 {
+                view.remove(&row);
+            }
+        }
+    }
+}
+
+fn random_changes(
+    rng: &mut Rng,
+    rows: &mut Vec<Row>,
+    n: usize,
+    with_nulls: bool,
+) -> Vec<(Op, Row)> {
+    let mut changes = Vec::new();
+    for _ in 0..n {
+        if !rows.is_empty() && rng.below(3) == 0 {
+            let i = rng.below(rows.len() as u64) as usize;
+            let row = rows.swap_remove(i);
+            // An update is its before and after image.
+            if rng.below(2) == 0 {
+                let new = vec![row[0], Some(rng.below(4) as i64)];
+                changes.push((Op::UpdateBefore, row));
+                changes.push((Op::UpdateAfter, new.clone()));
+                rows.push(new);
+            } else {
+                changes.push((Op::Delete, row));
+            }
+        } else {
+            let key = if with_nulls && rng.below(6) == 0 {
+                None
+            } else {
+                Some(rng.below(4) as i64)
+            };
+            let value = (rng.below(8) != 0).then(|| rng.below(4) as i64);
+            let row = vec![key, value];
+            rows.push(row.clone());
+            changes.push((Op::Insert, row));
+        }
+    }
+    changes
+}
+
+fn restored(proto: &HashJoin, scope: &StateScope) -> Box<dyn Operator> {
+    let mut op = proto.fork().unwrap();
+    op.restore(scope).unwrap();
+    op
+}
+
+/// Random changes on both sides, in random batches, with checkpoints and restarts: after every
+/// batch the view equals the oracle over the rows the sides hold.
+fn check(kind: JoinKind, filter: bool, null_equal: bool, seed: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let scope = StateScope::new(store.clone(), b"join/", 0..crate::keygroup::KEY_GROUPS);
+    let proto = join(kind, filter, null_equal);
+    let mut op = restored(&proto, &scope);
+    let schemas = [side_schema(["k", "v"]), side_schema(["k2", "w"])];
+    let mut rng = Rng(seed);
+    let (mut left, mut right) = (Vec::new(), Vec::new());
+    let mut view = BTreeMap::new();
+    let mut epoch = 0;
+    let mut pending: Vec<StateBatch> = Vec::new();
+    let mut committed = (left.clone(), right.clone(), view.clone());
+    for step in 0..150 {
+        let side = rng.below(2) as usize;
+        let rows = if side == 0 { &mut left } else { &mut right };
+        let n = 1 + rng.below(6) as usize;
+        let changes = random_changes(&mut rng, rows, n, true);
+        apply(
+            &mut view,
+            op.process(side, batch(&schemas[side], &changes)).unwrap(),
+        );
+        assert_eq!(
+            view,
+            oracle(kind, filter, null_equal, &left, &right),
+            "{kind:?} filter {filter} seed {seed}, after step {step}"
+        );
+        if rng.below(5) == 0 {
+            epoch += 1;
+            let mut state = StateBatch::new();
+            op.checkpoint(epoch, &scope, &mut state).unwrap();
+            pending.push(state);
+            // Sometimes the epoch stays in flight while more batches come; sometimes it commits
+            // (with every earlier one), and sometimes the job then restarts from the commit or
+            // crashes, losing what came after the last commit.
+            match rng.below(4) {
+                0 => {}
+                choice => {
+                    for state in pending.drain(..) {
+                        store.write(state, false).unwrap();
+                    }
+                    scope.committed.store(epoch, Ordering::Release);
+                    committed = (left.clone(), right.clone(), view.clone());
+                    if choice == 2 {
+                        op = restored(&proto, &scope);
+                    }
+                }
+            }
+        } else if rng.below(12) == 0 {
+            // A crash: uncommitted epochs and batches are lost; the sources replay from the
+            // last commit, so the sides and the view are as they were then.
+            pending.clear();
+            epoch = scope.committed.load(Ordering::Acquire);
+            (left, right, view) = committed.clone();
+            op = restored(&proto, &scope);
+        }
+    }
+}
+
+#[test]
+fn every_join_kind_matches_the_oracle() {
+    let kinds = [
+        JoinKind::Inner,
+        JoinKind::Left,
+        JoinKind::Right,
+        JoinKind::Full,
+        JoinKind::LeftSemi,
+        JoinKind::LeftAnti,
+        JoinKind::RightSemi,
+        JoinKind::RightAnti,
+    ];
+    for kind in kinds {
+        for filter in [false, true] {
+            for seed in 1..4 {
+                check(kind, filter, false, seed * 7919 + filter as u64);
+            }
+        }
+    }
+}
+
+#[test]
+fn null_keys_match_when_compared_not_distinct() {
+    for kind in [JoinKind::Inner, JoinKind::Full, JoinKind::LeftAnti] {
+        check(kind, false, true, 42);
+    }
+}
+
+#[test]
+fn state_is_read_lazily_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let scope = StateScope::new(store.clone(), b"join/", 0..crate::keygroup::KEY_GROUPS);
+    let proto = join(JoinKind::Inner, false, false);
+    let mut op = restored(&proto, &scope);
+    let left = side_schema(["k", "v"]);
+    let right = side_schema(["k2", "w"]);
+    let rows: Vec<(Op, Row)> = (0..1000)
+        .map(|i| (Op::Insert, vec![Some(i), Some(i)]))
+        .collect();
+    op.process(0, batch(&left, &rows)).unwrap();
+    let mut state = StateBatch::new();
+    op.checkpoint(1, &scope, &mut state).unwrap();
+    store.write(state, false).unwrap();
+    scope.committed.store(1, Ordering::Release);
+    // A new instance has read nothing, and finds a stored row when its key comes.
+    let mut op = restored(&proto, &scope);
+    let out = op
+        .process(1, batch(&right, &[(Op::Insert, vec![Some(500), Some(9)])]))
+        .unwrap();
+    let mut view = BTreeMap::new();
+    apply(&mut view, out);
+    assert_eq!(
+        view,
+        BTreeMap::from([(vec![Some(500), Some(500), Some(500), Some(9)], 1)])
+    );
+}
