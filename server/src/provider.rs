@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{Int64Array, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, SchemaProvider, Session, TableProvider,
 };
@@ -328,6 +328,15 @@ fn expand_counted(batch: &RecordBatch) -> Result<RecordBatch> {
         .flat_map(|(row, &n)| std::iter::repeat_n(row as u32, n.max(0) as usize))
         .collect();
     let kept = batch.project(&(0..last).collect::<Vec<_>>())?;
+    if last == 0 {
+        // No column is read (`count(*)`): only the number of rows matters.
+        let options = RecordBatchOptions::new().with_row_count(Some(indices.len()));
+        return Ok(RecordBatch::try_new_with_options(
+            kept.schema(),
+            Vec::new(),
+            &options,
+        )?);
+    }
     Ok(take_record_batch(&kept, &indices)?)
 }
 
