@@ -97,6 +97,10 @@ struct Args {
     /// cores. A session overrides it with `SET streaming_parallelism = n` before CREATE.
     #[arg(long, env = "RIVULET_STREAMING_PARALLELISM", default_value_t = 0)]
     streaming_parallelism: usize,
+    /// MiB of clean state each stateful operator instance keeps cached in memory (a join's rows,
+    /// say); state beyond it stays in RocksDB and is read back when needed.
+    #[arg(long, env = "RIVULET_STATE_CACHE_MB", default_value_t = 64)]
+    state_cache_mb: usize,
 }
 
 /// The job defaults the flags ask for.
@@ -128,6 +132,7 @@ fn job_defaults(args: &Args) -> anyhow::Result<JobDefaults> {
         config: JobConfig {
             barrier_interval: std::time::Duration::from_millis(args.barrier_interval_ms.max(1)),
             checkpoint_frequency: args.checkpoint_frequency.max(1),
+            state_cache_bytes: args.state_cache_mb.saturating_mul(1 << 20),
             ..JobConfig::default()
         },
         parallelism,

@@ -157,6 +157,8 @@ pub struct JobConfig {
     pub max_in_flight: usize,
     /// Messages each channel buffers before its sender waits.
     pub channel_capacity: usize,
+    /// Bytes of clean state each operator instance's state tables may cache.
+    pub state_cache_bytes: usize,
 }
 
 impl Default for JobConfig {
@@ -166,6 +168,7 @@ impl Default for JobConfig {
             checkpoint_frequency: 10,
             max_in_flight: 4,
             channel_capacity: 16,
+            state_cache_bytes: crate::state::table::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -527,6 +530,7 @@ impl Job {
                         prefix: stage_prefix(id, s, o),
                         key_groups: range_of(j, p),
                         committed: Arc::clone(&committed),
+                        cache_bytes: config.state_cache_bytes,
                     })
                     .collect();
                 let chain = stage::Chain::new(

@@ -165,6 +165,8 @@ pub struct StateScope {
     /// The job's last committed epoch: writes an operator checkpointed into a later epoch's
     /// batch are not in the store yet (see [`crate::state::table`]).
     pub committed: Arc<AtomicU64>,
+    /// Bytes of clean state this instance's state tables may cache, together.
+    pub cache_bytes: usize,
 }
 
 impl StateScope {
@@ -176,6 +178,7 @@ impl StateScope {
             prefix: prefix.to_vec(),
             key_groups,
             committed: Arc::new(AtomicU64::new(0)),
+            cache_bytes: crate::state::table::DEFAULT_CACHE_BYTES,
         }
     }
 

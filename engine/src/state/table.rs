@@ -186,6 +186,9 @@ struct Cached {
     referenced: bool,
 }
 
+/// What an operator instance's state tables cache unless the job says otherwise (64 MiB).
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
 /// One state table of one operator instance; see the module documentation.
 pub struct StateTable {
     store: StateStore,

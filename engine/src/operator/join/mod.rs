@@ -47,9 +47,6 @@ use crate::state::StateBatch;
 use crate::state::table::{Direction, StateTable};
 use crate::{EngineError, Result};
 
-/// Bytes of clean state each side's table caches per instance.
-pub const JOIN_CACHE_BYTES: usize = 64 << 20;
-
 /// Which rows a join emits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinKind {
@@ -507,7 +504,7 @@ impl Operator for HashJoin {
                 prefix,
                 scope.key_groups.clone(),
                 Arc::clone(&scope.committed),
-                JOIN_CACHE_BYTES,
+                scope.cache_bytes / 2,
             )
         };
         self.tables = Some([table(b'l'), table(b'r')]);
