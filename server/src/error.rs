@@ -48,6 +48,9 @@ pub mod sqlstate {
     pub const UNDEFINED_DATABASE: &str = "3D000";
     pub const OUT_OF_MEMORY: &str = "53200";
     pub const QUERY_CANCELED: &str = "57014";
+    pub const IDLE_IN_TRANSACTION_SESSION_TIMEOUT: &str = "25P03";
+    pub const INVALID_RECURSION: &str = "42P19";
+    pub const CONNECTION_FAILURE: &str = "08006";
     pub const IO_ERROR: &str = "58030";
     pub const PROTOCOL_VIOLATION: &str = "08P01";
     pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
@@ -148,7 +151,10 @@ impl From<PlanError> for SqlError {
                 hint: None,
                 position,
             },
-            PlanError::Unsupported(_) => SqlError::new(FEATURE_NOT_SUPPORTED, e.to_string()),
+            PlanError::Unsupported(_) | PlanError::NotImplemented(_) => {
+                SqlError::new(FEATURE_NOT_SUPPORTED, e.to_string())
+            }
+            PlanError::InvalidRecursion(_) => SqlError::new(INVALID_RECURSION, e.to_string()),
             PlanError::UnknownType(_) => SqlError::new(UNDEFINED_OBJECT, e.to_string()),
             PlanError::DuplicateColumn(_) => SqlError::new(DUPLICATE_COLUMN, e.to_string()),
             PlanError::UnknownKeyColumn(_) | PlanError::UnknownColumn { .. } => {

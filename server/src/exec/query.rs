@@ -21,6 +21,7 @@ pub async fn plan_query(
     ctx: &SessionContext,
     stmt: &ast::Statement,
 ) -> Result<LogicalPlan, SqlError> {
+    rivulet_planner::recursive::check(stmt)?;
     let state = ctx.state();
     let plan = state
         .statement_to_plan(DFStatement::Statement(Box::new(stmt.clone())))
