@@ -280,9 +280,22 @@ fn from_datafusion(e: &DataFusionError) -> SqlError {
         DataFusionError::External(inner) => from_external(inner.as_ref()),
         DataFusionError::Plan(m) => from_plan_message(m),
         DataFusionError::Execution(m) => from_execution_message(m),
-        DataFusionError::ResourcesExhausted(m) => SqlError::new(OUT_OF_MEMORY, clean(m)),
+        DataFusionError::ResourcesExhausted(m) => SqlError::new(OUT_OF_MEMORY, "out of memory")
+            .with_detail(format!("{}.", clean(m)))
+            .with_hint("Make the query hold less at once, or raise the server's --query-memory."),
         DataFusionError::Configuration(m) => SqlError::new(INVALID_PARAMETER_VALUE, clean(m)),
         DataFusionError::Collection(errs) if !errs.is_empty() => from_datafusion(&errs[0]),
+        DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => {
+            SqlError::new(IO_ERROR, clean(&e.to_string()))
+        }
+        // DataFusion's own invariants, broken by a query shape its planner or executor does not
+        // handle: from the user's side, a query Rivulet cannot run, not a bug in Rivulet.
+        DataFusionError::Internal(m) => {
+            tracing::warn!(error = %m, "datafusion internal error");
+            SqlError::new(FEATURE_NOT_SUPPORTED, "this form of query is not supported")
+                .with_detail(format!("The query engine failed: {}.", clean(m)))
+        }
+        // A task that panicked or was lost: a bug, ours or in a function we registered.
         other => SqlError::internal(other),
     }
 }
@@ -400,8 +413,14 @@ mod tests {
             None,
         ));
         assert_eq!(e.code, sqlstate::DIVISION_BY_ZERO);
+        // DataFusion's internal errors are shapes it cannot run, not Rivulet's bugs.
         let e = SqlError::from(DataFusionError::Internal("x".into()));
-        assert_eq!(e.code, sqlstate::INTERNAL_ERROR);
+        assert_eq!(e.code, sqlstate::FEATURE_NOT_SUPPORTED);
+        let e = SqlError::from(DataFusionError::ResourcesExhausted("no room".into()));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (sqlstate::OUT_OF_MEMORY, "out of memory")
+        );
         let e = SqlError::from(DataFusionError::External(Box::new(
             EngineError::DuplicateKey {
                 table: "users".into(),
