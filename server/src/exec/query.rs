@@ -76,7 +76,10 @@ impl Session {
         };
         let df = ctx.execute_logical_plan(plan).await?;
         let schema = crate::pg::oid_arrays::mark_result(stmt, df.schema().inner().clone());
-        let batches = df.collect().await?;
+        let batches = self
+            .interrupt
+            .run(async { Ok(df.collect().await?) })
+            .await?;
         Ok(Outcome::Rows {
             schema,
             batches,
