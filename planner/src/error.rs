@@ -40,6 +40,12 @@ pub enum PlanError {
     /// More than one primary key.
     #[error("multiple primary keys for table \"{0}\" are not allowed")]
     MultiplePrimaryKeys(String),
+    /// A `WITH RECURSIVE` query Postgres refuses as ill-formed (`42P19`).
+    #[error("{0}")]
+    InvalidRecursion(String),
+    /// A construct Postgres itself has not implemented; the message is Postgres' own.
+    #[error("{0}")]
+    NotImplemented(String),
     /// An invalid value in a statement (a bad option, a numeric precision out of range).
     #[error("{0}")]
     InvalidParameter(String),

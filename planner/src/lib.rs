@@ -15,6 +15,8 @@ pub mod ddl;
 pub mod error;
 /// Splitting SQL text into statements and parsing them with Rivulet's extensions.
 pub mod parse;
+/// Postgres' rules for `WITH RECURSIVE`, which DataFusion does not enforce.
+pub mod recursive;
 /// Session windows: `SESSION(t, ts, gap)` as SQL window functions.
 pub mod session;
 /// The streaming planner: a view's query to a job graph of operators.

@@ -103,7 +103,7 @@ impl StartupHandler for Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        match self {
+        let result = match self {
             Startup::Trust(h) => h.on_startup(client, message).await,
             Startup::Scram(h) => match h.on_startup(client, message).await {
                 // pgwire names the user of the SCRAM exchange, which libpq leaves empty; Postgres
@@ -122,6 +122,8 @@ impl StartupHandler for Startup {
                 }
                 other => other,
             },
-        }
+        };
+        crate::wire::keep_cancel_handle(client);
+        result
     }
 }

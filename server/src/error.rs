@@ -48,6 +48,9 @@ pub mod sqlstate {
     pub const UNDEFINED_DATABASE: &str = "3D000";
     pub const OUT_OF_MEMORY: &str = "53200";
     pub const QUERY_CANCELED: &str = "57014";
+    pub const IDLE_IN_TRANSACTION_SESSION_TIMEOUT: &str = "25P03";
+    pub const INVALID_RECURSION: &str = "42P19";
+    pub const CONNECTION_FAILURE: &str = "08006";
     pub const IO_ERROR: &str = "58030";
     pub const PROTOCOL_VIOLATION: &str = "08P01";
     pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
@@ -148,7 +151,10 @@ impl From<PlanError> for SqlError {
                 hint: None,
                 position,
             },
-            PlanError::Unsupported(_) => SqlError::new(FEATURE_NOT_SUPPORTED, e.to_string()),
+            PlanError::Unsupported(_) | PlanError::NotImplemented(_) => {
+                SqlError::new(FEATURE_NOT_SUPPORTED, e.to_string())
+            }
+            PlanError::InvalidRecursion(_) => SqlError::new(INVALID_RECURSION, e.to_string()),
             PlanError::UnknownType(_) => SqlError::new(UNDEFINED_OBJECT, e.to_string()),
             PlanError::DuplicateColumn(_) => SqlError::new(DUPLICATE_COLUMN, e.to_string()),
             PlanError::UnknownKeyColumn(_) | PlanError::UnknownColumn { .. } => {
@@ -274,9 +280,22 @@ fn from_datafusion(e: &DataFusionError) -> SqlError {
         DataFusionError::External(inner) => from_external(inner.as_ref()),
         DataFusionError::Plan(m) => from_plan_message(m),
         DataFusionError::Execution(m) => from_execution_message(m),
-        DataFusionError::ResourcesExhausted(m) => SqlError::new(OUT_OF_MEMORY, clean(m)),
+        DataFusionError::ResourcesExhausted(m) => SqlError::new(OUT_OF_MEMORY, "out of memory")
+            .with_detail(format!("{}.", clean(m)))
+            .with_hint("Make the query hold less at once, or raise the server's --query-memory."),
         DataFusionError::Configuration(m) => SqlError::new(INVALID_PARAMETER_VALUE, clean(m)),
         DataFusionError::Collection(errs) if !errs.is_empty() => from_datafusion(&errs[0]),
+        DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => {
+            SqlError::new(IO_ERROR, clean(&e.to_string()))
+        }
+        // DataFusion's own invariants, broken by a query shape its planner or executor does not
+        // handle: from the user's side, a query Rivulet cannot run, not a bug in Rivulet.
+        DataFusionError::Internal(m) => {
+            tracing::warn!(error = %m, "datafusion internal error");
+            SqlError::new(FEATURE_NOT_SUPPORTED, "this form of query is not supported")
+                .with_detail(format!("The query engine failed: {}.", clean(m)))
+        }
+        // A task that panicked or was lost: a bug, ours or in a function we registered.
         other => SqlError::internal(other),
     }
 }
@@ -394,8 +413,14 @@ mod tests {
             None,
         ));
         assert_eq!(e.code, sqlstate::DIVISION_BY_ZERO);
+        // DataFusion's internal errors are shapes it cannot run, not Rivulet's bugs.
         let e = SqlError::from(DataFusionError::Internal("x".into()));
-        assert_eq!(e.code, sqlstate::INTERNAL_ERROR);
+        assert_eq!(e.code, sqlstate::FEATURE_NOT_SUPPORTED);
+        let e = SqlError::from(DataFusionError::ResourcesExhausted("no room".into()));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (sqlstate::OUT_OF_MEMORY, "out of memory")
+        );
         let e = SqlError::from(DataFusionError::External(Box::new(
             EngineError::DuplicateKey {
                 table: "users".into(),

@@ -15,14 +15,22 @@ mod error;
 mod exec;
 /// Extra SQL functions clients expect.
 mod functions;
+/// Ending connections left idle inside a transaction block.
+mod idle;
+/// Stopping running statements: cancel requests, timeouts, clients gone.
+mod interrupt;
 /// The streaming jobs of materialized views.
 mod jobs;
 /// Postgres compatibility for catalog queries: pg_catalog, functions, query rewrites.
 mod pg;
 /// Rivulet's catalog as DataFusion catalogs and tables.
 mod provider;
+/// DataFusion's shared runtime: the queries' memory pool and spill directory.
+mod runtime;
 /// Per-connection session state.
 mod session;
+/// One client socket's message loop (pgwire's, with UTF-8 checked).
+mod socket;
 /// The source connectors of tables (datagen).
 mod sources;
 /// Postgres text input for columns.
@@ -97,10 +105,45 @@ struct Args {
     /// cores. A session overrides it with `SET streaming_parallelism = n` before CREATE.
     #[arg(long, env = "RIVULET_STREAMING_PARALLELISM", default_value_t = 0)]
     streaming_parallelism: usize,
+    /// Memory all running ad-hoc queries may hold together: bytes, a size (`512MB`, `2GiB`) or a
+    /// share of the machine's memory (`25%`). Sorts, aggregations and joins spill to
+    /// `<data dir>/tmp` before a query fails with `53200` (out of memory).
+    #[arg(long, env = "RIVULET_QUERY_MEMORY", default_value = "25%")]
+    query_memory: String,
+    /// Default `statement_timeout` of every session, in Postgres' syntax (`30s`, `5min`, `1500`
+    /// milliseconds); 0 means none. A session overrides it with SET.
+    #[arg(long, env = "RIVULET_STATEMENT_TIMEOUT", default_value = "0")]
+    statement_timeout: String,
+    /// Default `idle_in_transaction_session_timeout`: a session idle this long inside a
+    /// transaction block is ended; 0 means never. A session overrides it with SET.
+    #[arg(
+        long,
+        env = "RIVULET_IDLE_IN_TRANSACTION_SESSION_TIMEOUT",
+        default_value = "0"
+    )]
+    idle_in_transaction_session_timeout: String,
     /// MiB of clean state each stateful operator instance keeps cached in memory (a join's rows,
     /// say); state beyond it stays in RocksDB and is read back when needed.
     #[arg(long, env = "RIVULET_STATE_CACHE_MB", default_value_t = 64)]
     state_cache_mb: usize,
+}
+
+/// The session settings the flags set, checked as SET checks them.
+fn server_settings(args: &Args) -> anyhow::Result<Vec<(String, String)>> {
+    [
+        ("statement_timeout", &args.statement_timeout),
+        (
+            "idle_in_transaction_session_timeout",
+            &args.idle_in_transaction_session_timeout,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, value)| {
+        crate::exec::checked_setting(name, value.clone())
+            .map(|v| (name.to_string(), v))
+            .map_err(|e| anyhow::anyhow!("--{}: {}", name.replace('_', "-"), e.message))
+    })
+    .collect()
 }
 
 /// The job defaults the flags ask for.
@@ -180,10 +223,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the state store in {}", args.data_dir.display()))?;
     let catalog =
         Catalog::load(store).map_err(|e| anyhow::anyhow!("cannot load the catalog: {e}"))?;
+    session::set_server_defaults(server_settings(&args)?);
+    let runtime = runtime::build(&args.data_dir, runtime::parse_memory(&args.query_memory)?)?;
     let shared = Arc::new(Shared {
         catalog: Arc::new(catalog),
         jobs: Jobs::new(job_defaults(&args)?),
         sources: Default::default(),
+        runtime,
     });
     for db in shared.catalog.databases() {
         for table in shared.catalog.tables(&db) {
@@ -235,9 +281,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                     }
                 };
                 let _ = socket.set_nodelay(true);
-                let handlers = Arc::new(Connection::new(Arc::clone(&frontend)));
+                let watch = interrupt::ClientWatch::new(&socket);
+                let handlers = Arc::new(Connection::new(Arc::clone(&frontend), watch));
                 spawn_named(format!("conn-{peer}"), async move {
-                    if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                    if let Err(e) = socket::serve(socket, handlers).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 })

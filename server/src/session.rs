@@ -7,15 +7,17 @@
 //! undo statements that already ran (the `issues` tracker records this).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use parking_lot::Mutex;
 
 use crate::catalog::{Catalog, DEFAULT_SCHEMA};
 use crate::copy::CopyIn;
 use crate::error::{SqlError, sqlstate};
+use crate::interrupt::Interrupt;
 use crate::provider::{SessionCatalogs, SnapshotSlot};
 
 /// The Postgres version Rivulet reports (`server_version`, `version()`).
@@ -29,6 +31,16 @@ pub struct Shared {
     pub jobs: crate::jobs::Jobs,
     /// The source connectors of tables.
     pub sources: crate::sources::Sources,
+    /// DataFusion's runtime for every session's queries: one memory pool, one spill directory.
+    pub runtime: Arc<RuntimeEnv>,
+}
+
+/// Settings the server's flags give every session (`--statement-timeout`, ...), set once at start.
+static SERVER_DEFAULTS: OnceLock<Vec<(String, String)>> = OnceLock::new();
+
+/// Sets the defaults of [`SERVER_DEFAULTS`]; only the first call counts.
+pub fn set_server_defaults(settings: Vec<(String, String)>) {
+    let _ = SERVER_DEFAULTS.set(settings);
 }
 
 /// Where a session stands with respect to an explicit transaction block.
@@ -62,6 +74,11 @@ pub struct Session {
     pub copy: Option<CopyIn>,
     /// `settings` as the running statement's SQL functions and `pg_settings` see them.
     pg_settings: crate::pg::functions::SessionSettings,
+    /// Stops the running statement (cancel, timeout, client gone); set by the wire layer for
+    /// each client message, given each statement's deadline by `run`.
+    pub interrupt: Interrupt,
+    /// Whether a statement is running: still set at the next one if the last was dropped mid-way.
+    pub(crate) running: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -100,6 +117,7 @@ pub(crate) fn default_settings(user: &str, database: &str) -> BTreeMap<String, S
         ("server_version_num", "160006"),
         ("standard_conforming_strings", "on"),
         ("statement_timeout", "0"),
+        ("idle_in_transaction_session_timeout", "0"),
         ("timezone", "UTC"),
         ("transaction_isolation", "read committed"),
         ("transaction_read_only", "off"),
@@ -117,6 +135,9 @@ pub(crate) fn default_settings(user: &str, database: &str) -> BTreeMap<String, S
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    for (name, value) in SERVER_DEFAULTS.get().into_iter().flatten() {
+        out.insert(name.clone(), value.clone());
+    }
     out.insert("session_authorization".into(), user.to_string());
     out.insert("current_database".into(), database.to_string());
     out
@@ -143,6 +164,8 @@ impl Session {
             catalogs: None,
             copy: None,
             pg_settings: Default::default(),
+            interrupt: Interrupt::new(),
+            running: false,
         })
     }
 
@@ -185,6 +208,7 @@ impl Session {
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_catalog_list(list)
+            .with_runtime_env(Arc::clone(&self.shared.runtime))
             .with_default_features()
             .build();
         let ctx = SessionContext::new_with_state(state);
@@ -201,6 +225,24 @@ impl Session {
         )?;
         crate::functions::register(&ctx, &self.user);
         Ok(ctx)
+    }
+
+    /// `idle_in_transaction_session_timeout` if the session is inside a block, else `None`.
+    pub fn idle_timeout(&self) -> Option<std::time::Duration> {
+        if self.tx == TxState::Idle {
+            return None;
+        }
+        crate::interrupt::timeout_setting(self.settings.get("idle_in_transaction_session_timeout"))
+    }
+
+    /// Cleans up after a statement that was dropped before its end (its connection task was
+    /// cancelled mid-way): as after a failed statement, an open block is aborted.
+    pub fn abandon_statement(&mut self) {
+        self.running = false;
+        self.end_statement();
+        if self.tx == TxState::Open {
+            self.tx = TxState::Aborted;
+        }
     }
 
     /// Forgets the statement snapshot; the next statement reads the latest committed state.

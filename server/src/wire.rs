@@ -7,6 +7,7 @@
 //! binary format each column was asked for.
 
 use std::fmt::Debug;
+use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -28,13 +29,14 @@ use pgwire::api::results::{
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionManager, METADATA_DATABASE, METADATA_USER,
-    PgWireServerHandlers, PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
+    ClientInfo, ClientPortalStore, ConnectionHandle, ConnectionManager, DEFAULT_NAME,
+    METADATA_DATABASE, METADATA_USER, PgWireServerHandlers, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator, Type,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
-use pgwire::messages::extendedquery::Execute;
-use pgwire::messages::response::TransactionStatus;
+use pgwire::messages::extendedquery::{Bind, BindComplete, Execute, Sync as PgSync};
+use pgwire::messages::response::{ReadyForQuery, TransactionStatus};
 use pgwire::messages::simplequery::Query;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use rivulet_planner::parse::{Parsed, Statement, parse_sql};
@@ -43,6 +45,8 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::catalog::DEFAULT_DATABASE;
 use crate::error::{SqlError, sqlstate};
 use crate::exec::{Outcome, plan_query};
+use crate::idle::IdleTimer;
+use crate::interrupt::{ClientWatch, Interrupt, Reason};
 use crate::session::{SERVER_VERSION, Session, Shared};
 
 /// Server-wide pieces every connection uses.
@@ -75,22 +79,84 @@ pub struct Connection {
     frontend: Arc<Frontend>,
     session: SessionSlot,
     parser: Arc<StatementParser>,
+    /// Tells when the client has gone, to stop its running statement.
+    watch: Arc<ClientWatch>,
+    /// Ends the connection when it idles too long inside a block.
+    idle: Arc<IdleTimer>,
 }
 
 impl Connection {
     /// Handlers for a new socket.
-    pub fn new(frontend: Arc<Frontend>) -> Self {
+    pub fn new(frontend: Arc<Frontend>, watch: ClientWatch) -> Self {
         let session: SessionSlot = Arc::new(Mutex::new(None));
+        let watch = Arc::new(watch);
+        let idle = Arc::new(IdleTimer::new(Arc::clone(&watch)));
         let parser = Arc::new(StatementParser {
             shared: Arc::clone(&frontend.shared),
             session: Arc::clone(&session),
+            idle: Arc::clone(&idle),
         });
         Self {
             frontend,
             session,
             parser,
+            watch,
+            idle,
         }
     }
+}
+
+/// The connection's cancel handle, registered under its cancel key. pgwire would drop a running
+/// statement when it fires (cutting a commit in half, skipping the session's bookkeeping), so after
+/// startup pgwire gets a handle nothing fires, and this one stops statements through their
+/// [`Interrupt`] instead.
+pub struct CancelHandle(Arc<ConnectionHandle>);
+
+/// Takes the cancel handle registered at startup away from pgwire (see [`CancelHandle`]).
+pub fn keep_cancel_handle<C: ClientInfo>(client: &C) {
+    let extensions = client.session_extensions();
+    if extensions.get::<CancelHandle>().is_some() {
+        return;
+    }
+    if let Some(handle) = extensions.get::<Arc<ConnectionHandle>>() {
+        extensions.insert(CancelHandle(Arc::clone(handle.as_ref())));
+        extensions.insert(Arc::new(ConnectionHandle::new()));
+    }
+}
+
+/// Runs `work` (statements of one client message, which stop on `interrupt`), firing `interrupt`
+/// on a cancel request or when the client goes away, and waits for the statements to stop.
+async fn supervised<T, C: ClientInfo>(
+    client: &C,
+    watch: &ClientWatch,
+    interrupt: &Interrupt,
+    work: impl Future<Output = T>,
+) -> T {
+    let cancel = match client.session_extensions().get::<CancelHandle>() {
+        Some(handle) => Some(handle.0.start_query().await),
+        None => None,
+    };
+    let signal = async {
+        let cancel = async {
+            // An error means the handle was replaced: no cancel for this statement.
+            if let Some(rx) = cancel
+                && rx.await.is_ok()
+            {
+                return Reason::Cancel;
+            }
+            std::future::pending().await
+        };
+        tokio::select! {
+            reason = cancel => reason,
+            () = watch.closed() => Reason::ClientGone,
+        }
+    };
+    tokio::pin!(work);
+    tokio::select! {
+        result = &mut work => return result,
+        reason = signal => interrupt.fire(reason),
+    }
+    work.await
 }
 
 async fn session_of<'a, C: ClientInfo>(
@@ -300,8 +366,23 @@ impl SimpleQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        message_arrived(&self.idle)?;
         let mut guard = session_of(&self.frontend.shared, &self.session, client).await?;
         let session = session_mut(&mut guard)?;
+        let responses = self.run_query(client, session, query).await;
+        self.idle.arm(session.idle_timeout());
+        responses
+    }
+}
+
+impl Connection {
+    /// The statements of a simple query, each answered in turn until one fails.
+    async fn run_query<C: ClientInfo>(
+        &self,
+        client: &C,
+        session: &mut Session,
+        query: &str,
+    ) -> PgWireResult<Vec<Response>> {
         let statements = match parse_sql(query) {
             Ok(s) => s
                 .into_iter()
@@ -314,26 +395,31 @@ impl SimpleQueryHandler for Connection {
                 return Err(SqlError::from(e).into());
             }
         };
-        let mut responses = Vec::with_capacity(statements.len());
-        for parsed in &statements {
-            match session.run(parsed, None).await {
-                Ok(outcome) => {
-                    let copy = matches!(outcome, Outcome::CopyIn { .. });
-                    responses.push(respond(outcome, &Format::UnifiedText)?);
-                    if copy {
-                        // The rest of the string runs only after the COPY data, which this
-                        // front end does not queue; Postgres clients send COPY on its own.
+        let interrupt = Interrupt::new();
+        session.interrupt = interrupt.clone();
+        let run = async {
+            let mut responses = Vec::with_capacity(statements.len());
+            for parsed in &statements {
+                match session.run(parsed, None).await {
+                    Ok(outcome) => {
+                        let copy = matches!(outcome, Outcome::CopyIn { .. });
+                        responses.push(respond(outcome, &Format::UnifiedText)?);
+                        if copy {
+                            // The rest of the string runs only after the COPY data, which this
+                            // front end does not queue; Postgres clients send COPY on its own.
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(code = e.code, message = %e.message, "statement failed");
+                        responses.push(Response::Error(Box::new(e.into_error_info())));
                         break;
                     }
                 }
-                Err(e) => {
-                    tracing::debug!(code = e.code, message = %e.message, "statement failed");
-                    responses.push(Response::Error(Box::new(e.into_error_info())));
-                    break;
-                }
             }
-        }
-        Ok(responses)
+            Ok::<_, SqlError>(responses)
+        };
+        Ok(supervised(client, &self.watch, &interrupt, run).await?)
     }
 }
 
@@ -355,6 +441,16 @@ pub struct Prepared {
 pub struct StatementParser {
     shared: Arc<Shared>,
     session: SessionSlot,
+    idle: Arc<IdleTimer>,
+}
+
+/// Disarms the idle timer as a message arrives; FATAL `25P03` if it already ended the connection.
+fn message_arrived(idle: &IdleTimer) -> PgWireResult<()> {
+    if idle.disarm() {
+        Ok(())
+    } else {
+        Err(PgWireError::UserError(Box::new(crate::idle::error())))
+    }
 }
 
 #[async_trait]
@@ -370,22 +466,30 @@ impl QueryParser for StatementParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let mut statements = parse_sql(sql).map_err(SqlError::from)?;
-        if statements.len() > 1 {
-            return Err(SqlError::new(
-                sqlstate::SYNTAX_ERROR,
-                "cannot insert multiple commands into a prepared statement",
-            )
-            .into());
-        }
-        let Some(parsed) = statements.pop().map(crate::pg::rewrite::statement) else {
-            return Ok(None);
-        };
+        message_arrived(&self.idle)?;
         let mut guard = session_of(&self.shared, &self.session, client).await?;
         let session = session_mut(&mut guard)?;
-        let prepared = describe(session, parsed).await;
+        let prepared = async {
+            let mut statements = parse_sql(sql).map_err(SqlError::from)?;
+            if statements.len() > 1 {
+                return Err(SqlError::new(
+                    sqlstate::SYNTAX_ERROR,
+                    "cannot insert multiple commands into a prepared statement",
+                ));
+            }
+            let Some(parsed) = statements.pop().map(crate::pg::rewrite::statement) else {
+                return Ok(None);
+            };
+            // As Postgres: in a failed block only COMMIT and ROLLBACK may even be parsed.
+            session.refuse_in_failed_block(&parsed.statement)?;
+            describe(session, parsed).await.map(Some)
+        }
+        .await;
         session.end_statement();
-        Ok(Some(prepared?))
+        if prepared.is_err() && session.tx == crate::session::TxState::Open {
+            session.tx = crate::session::TxState::Aborted;
+        }
+        Ok(prepared?)
     }
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
@@ -434,9 +538,6 @@ async fn describe(session: &mut Session, parsed: Parsed) -> Result<Prepared, Sql
             ])));
         }
         S::Query(_) | S::Explain { .. } | S::Insert(_) | S::Update(_) | S::Delete(_) => {
-            if session.tx == crate::session::TxState::Aborted {
-                return Ok(prepared);
-            }
             let ctx = session.context()?.clone();
             let stmt = session.spell_out_columns(stmt)?;
             let plan = plan_query(&ctx, &stmt).await?;
@@ -552,6 +653,73 @@ impl ExtendedQueryHandler for Connection {
         Arc::clone(&self.parser)
     }
 
+    async fn on_sync<C>(&self, client: &mut C, _message: PgSync) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        message_arrived(&self.idle)?;
+        // pgwire's own Sync; then the client has the connection back.
+        client.portal_store().rm_portal(DEFAULT_NAME);
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                client.transaction_status(),
+            )))
+            .await?;
+        client.flush().await?;
+        let timeout = self
+            .session
+            .lock()
+            .await
+            .as_ref()
+            .and_then(Session::idle_timeout);
+        self.idle.arm(timeout);
+        Ok(())
+    }
+
+    async fn on_bind<C>(&self, client: &mut C, message: Bind) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        message_arrived(&self.idle)?;
+        // pgwire's own Bind, after Postgres' check: in a failed block only COMMIT and ROLLBACK bind.
+        let statement_name = message.statement_name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal_name = message.portal_name.as_deref().unwrap_or(DEFAULT_NAME);
+        match client.portal_store().get_statement(statement_name) {
+            Some(Entry::Value(statement)) => {
+                if let Some(session) = self.session.lock().await.as_ref() {
+                    session.refuse_in_failed_block(&statement.statement.parsed.statement)?;
+                }
+                let portal = Portal::try_new(&message, statement)?;
+                client.portal_store().put_portal(Arc::new(portal));
+            }
+            Some(Entry::Empty) => {
+                if !message.parameters.is_empty() {
+                    return Err(SqlError::new(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        format!(
+                            "bind message supplies {} parameters, but prepared statement \"{}\" requires 0",
+                            message.parameters.len(),
+                            wire_name(statement_name)
+                        ),
+                    )
+                    .into());
+                }
+                client.portal_store().put_empty_portal(portal_name);
+            }
+            None => return Err(PgWireError::StatementNotFound(statement_name.to_owned())),
+        }
+        client
+            .send(PgWireBackendMessage::BindComplete(BindComplete::new()))
+            .await?;
+        Ok(())
+    }
+
     async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -559,8 +727,9 @@ impl ExtendedQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        message_arrived(&self.idle)?;
         if client.transaction_status() == TransactionStatus::Error {
-            let name = message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
+            let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
             let rollback_to = client
                 .portal_store()
                 .get_portal(name)
@@ -645,7 +814,21 @@ impl ExtendedQueryHandler for Connection {
         };
         let mut guard = session_of(&self.frontend.shared, &self.session, client).await?;
         let session = session_mut(&mut guard)?;
-        let outcome = session.run(&prepared.parsed, params.as_ref()).await?;
+        let interrupt = Interrupt::new();
+        session.interrupt = interrupt.clone();
+        let run = session.run(&prepared.parsed, params.as_ref());
+        let outcome = supervised(client, &self.watch, &interrupt, run).await?;
+        if let Outcome::Rows { schema, .. } = &outcome
+            && !same_result(prepared, schema)
+        {
+            // Postgres re-plans a statement whose tables changed, and refuses to send rows
+            // that do not match the RowDescription the client was given at Describe.
+            return Err(SqlError::new(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "cached plan must not change result type",
+            )
+            .into());
+        }
         Ok(respond(outcome, &portal.result_column_format)?)
     }
 }
@@ -816,19 +999,27 @@ impl pgwire::api::ErrorHandler for PostgresMessages {
 
 /// A statement or portal name as the client sent it (pgwire names the unnamed one itself).
 fn wire_name(name: &str) -> &str {
-    if name == pgwire::api::DEFAULT_NAME {
-        ""
-    } else {
-        name
-    }
+    if name == DEFAULT_NAME { "" } else { name }
 }
 
 impl Connection {
+    /// A message failed before reaching a handler (`socket.rs`): as after any error, an open
+    /// block is aborted.
+    pub async fn fail_block(&self) {
+        if let Some(session) = self.session.lock().await.as_mut()
+            && session.tx == crate::session::TxState::Open
+        {
+            session.tx = crate::session::TxState::Aborted;
+        }
+    }
+
     fn clone_handle(&self) -> Connection {
         Connection {
             frontend: Arc::clone(&self.frontend),
             session: Arc::clone(&self.session),
             parser: Arc::clone(&self.parser),
+            watch: Arc::clone(&self.watch),
+            idle: Arc::clone(&self.idle),
         }
     }
 }
@@ -838,4 +1029,23 @@ impl TrustStartup {
     pub fn new(frontend: Arc<Frontend>) -> Self {
         Self { frontend }
     }
+}
+
+/// Whether rows of `schema` match the result described at Parse: the same column names and wire
+/// types (Postgres' `equalRowTypes`). No description means no rows were announced. With
+/// parameters, only names count: a parameter's type may be settled only by its bound value.
+fn same_result(prepared: &Prepared, schema: &Schema) -> bool {
+    let Some(described) = prepared.result.as_deref() else {
+        return false;
+    };
+    let typed = prepared.param_count.unwrap_or(0) == 0;
+    let wire = |s: &Schema| -> Option<Vec<(String, Option<Type>)>> {
+        fields_of(s, &Format::UnifiedText).ok().map(|fields| {
+            fields
+                .into_iter()
+                .map(|f| (f.name().to_string(), typed.then(|| f.datatype().clone())))
+                .collect()
+        })
+    };
+    wire(described) == wire(schema)
 }

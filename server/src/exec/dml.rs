@@ -153,7 +153,11 @@ impl Session {
         let table = self.table_of(&dml.table_name)?;
         refuse_connector_table(&table, "INSERT into")?;
         let input = accept_nulls(Arc::unwrap_or_clone(dml.input))?;
-        let batches = ctx.execute_logical_plan(input).await?.collect().await?;
+        let df = ctx.execute_logical_plan(input).await?;
+        let batches = self
+            .interrupt
+            .run(async { Ok(df.collect().await?) })
+            .await?;
         let store = Arc::clone(&table.store);
         let n = blocking(move || store.insert(&batches).map_err(SqlError::from)).await?;
         Ok(Outcome::Command(format!("INSERT 0 {n}")))

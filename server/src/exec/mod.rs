@@ -28,6 +28,7 @@ use crate::error::{SqlError, sqlstate};
 use crate::session::{Session, TxState};
 
 pub use query::plan_query;
+pub use settings::checked as checked_setting;
 
 /// What a statement produced.
 #[derive(Debug)]
@@ -70,6 +71,17 @@ impl Session {
             .is_some_and(|v| matches!(v.to_lowercase().as_str(), "true" | "on" | "1" | "yes"))
     }
 
+    /// `25P02` for `statement` in a failed block, unless it ends the block (COMMIT, ROLLBACK).
+    pub fn refuse_in_failed_block(&self, statement: &Statement) -> Result<(), SqlError> {
+        if self.tx == TxState::Aborted && !ends_transaction(statement) {
+            return Err(SqlError::new(
+                sqlstate::IN_FAILED_SQL_TRANSACTION,
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ));
+        }
+        Ok(())
+    }
+
     /// Runs one statement with transaction-block bookkeeping: inside a failed block only `COMMIT`
     /// and `ROLLBACK` run, and an error inside a block marks it failed.
     pub async fn run(
@@ -77,17 +89,20 @@ impl Session {
         parsed: &Parsed,
         params: Option<&ParamValues>,
     ) -> Result<Outcome, SqlError> {
-        if self.tx == TxState::Aborted && !ends_transaction(&parsed.statement) {
-            return Err(SqlError::new(
-                sqlstate::IN_FAILED_SQL_TRANSACTION,
-                "current transaction is aborted, commands ignored until end of transaction block",
-            ));
+        if self.running {
+            self.abandon_statement();
         }
+        self.refuse_in_failed_block(&parsed.statement)?;
+        let timeout = crate::interrupt::timeout_setting(self.settings.get("statement_timeout"));
+        self.interrupt = self.interrupt.with_deadline(timeout);
+        self.running = true;
         let mut result = self.execute(parsed, params).await;
+        self.running = false;
         self.end_statement();
         if result.is_ok() && writes_rows(&parsed.statement) && self.implicit_flush() {
             // RisingWave's `SET RW_IMPLICIT_FLUSH = true`: DML returns once views reflect it.
-            if let Err(e) = self.shared.jobs.flush().await {
+            let jobs = &self.shared.jobs;
+            if let Err(e) = self.interrupt.run(jobs.flush()).await {
                 result = Err(e);
             }
         }

@@ -21,6 +21,7 @@ pub async fn plan_query(
     ctx: &SessionContext,
     stmt: &ast::Statement,
 ) -> Result<LogicalPlan, SqlError> {
+    rivulet_planner::recursive::check(stmt)?;
     let state = ctx.state();
     let plan = state
         .statement_to_plan(DFStatement::Statement(Box::new(stmt.clone())))
@@ -75,7 +76,10 @@ impl Session {
         };
         let df = ctx.execute_logical_plan(plan).await?;
         let schema = crate::pg::oid_arrays::mark_result(stmt, df.schema().inner().clone());
-        let batches = df.collect().await?;
+        let batches = self
+            .interrupt
+            .run(async { Ok(df.collect().await?) })
+            .await?;
         Ok(Outcome::Rows {
             schema,
             batches,

@@ -26,12 +26,14 @@ impl Session {
                     return self.reset(&Reset::ConfigurationParameter(variable.clone()));
                 }
                 let value = values.iter().map(value_text).collect::<Vec<_>>().join(", ");
+                let value = checked(&name, value)?;
                 self.settings.insert(name, value);
             }
             Set::MultipleAssignments { assignments } => {
                 for a in assignments {
-                    let value = value_text(&a.value);
-                    self.settings.insert(setting_name(&a.name), value);
+                    let name = setting_name(&a.name);
+                    let value = checked(&name, value_text(&a.value))?;
+                    self.settings.insert(name, value);
                 }
             }
             Set::SetTimeZone { value, .. } => {
@@ -259,5 +261,23 @@ fn value_text(e: &Expr) -> String {
         },
         Expr::Identifier(i) => i.value.clone(),
         other => other.to_string(),
+    }
+}
+
+/// Settings Rivulet acts on, whose values must parse as Postgres' do.
+const TIMEOUTS: [&str; 2] = ["statement_timeout", "idle_in_transaction_session_timeout"];
+
+/// `value` as the setting `name` keeps it (a timeout in its canonical form, `1s` for `1000`), or
+/// `22023` if `name` is a setting Rivulet acts on and `value` is not one of its values.
+pub fn checked(name: &str, value: String) -> Result<String, SqlError> {
+    if !TIMEOUTS.contains(&name) {
+        return Ok(value);
+    }
+    match crate::interrupt::parse_timeout(&value) {
+        Some(timeout) => Ok(crate::interrupt::format_timeout(timeout)),
+        None => Err(SqlError::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!("invalid value for parameter \"{name}\": \"{value}\""),
+        )),
     }
 }

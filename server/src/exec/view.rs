@@ -208,7 +208,8 @@ impl Session {
 
     /// FLUSH: returns once every view reflects every change committed before it.
     pub(super) async fn flush(&mut self) -> Result<Outcome, SqlError> {
-        self.shared.jobs.flush().await?;
+        let jobs = &self.shared.jobs;
+        self.interrupt.run(jobs.flush()).await?;
         Ok(Outcome::Command("FLUSH".into()))
     }
 }

@@ -30,6 +30,7 @@ pub fn statement(parsed: Parsed) -> Parsed {
         prepend_pg_catalog(stmt);
         like_escapes(stmt);
         to_timestamp_formats(stmt);
+        regex_substrings(stmt);
     }
     if let Statement::Sql { stmt, .. } = &mut parsed.statement {
         array_literals(stmt);
@@ -200,6 +201,40 @@ fn like_escapes(stmt: &mut ast::Statement) {
             let p = std::mem::replace(pattern.as_mut(), text(""));
             **pattern = replace(replace(p, "\\", "\\\\"), &c, "\\");
             *escape_char = None;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// Rewrites `SUBSTRING(s FROM 'pattern')`, Postgres' regular-expression substring (the part
+/// matching the pattern's first parenthesized group, or the whole match without groups; NULL
+/// when that group took no part), into `regexp_match(s, 'pattern')[1]`, which means the same.
+/// DataFusion would read the pattern as a start position.
+fn regex_substrings(stmt: &mut ast::Statement) {
+    let _ = ast::visit_expressions_mut(stmt, |expr| {
+        if let ast::Expr::Substring {
+            expr: text,
+            substring_from: Some(from),
+            substring_for: None,
+            special: false,
+            ..
+        } = expr
+            && matches!(
+                from.as_ref(),
+                ast::Expr::Value(ast::ValueWithSpan {
+                    value: ast::Value::SingleQuotedString(_),
+                    ..
+                })
+            )
+        {
+            let text = std::mem::replace(text.as_mut(), ast::Expr::value(ast::Value::Null));
+            let pattern = std::mem::replace(from.as_mut(), ast::Expr::value(ast::Value::Null));
+            let one = ast::Expr::value(ast::Value::Number("1".into(), false));
+            *expr = call(
+                "array_element",
+                vec![call("regexp_match", vec![text, pattern], vec![]), one],
+                vec![],
+            );
         }
         ControlFlow::<()>::Continue(())
     });
