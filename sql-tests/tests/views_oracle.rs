@@ -51,6 +51,16 @@ const VIEWS: &[(&str, &str)] = &[
          GROUP BY k",
     ),
     ("union_distinct", "SELECT k FROM t1 UNION SELECT k FROM t2"),
+    // Nexmark q4's shape: an aggregate whose GROUP BY columns are not all selected (a bag of
+    // rows, duplicates counted), aggregated again.
+    (
+        "dropped_key",
+        "SELECT max(v) AS hi, s FROM t1 GROUP BY k, s",
+    ),
+    (
+        "q4_shape",
+        "SELECT s, avg(hi) AS mean, count(*) AS n FROM (SELECT max(v) AS hi, s FROM t1 GROUP BY k, s) q GROUP BY s",
+    ),
 ];
 
 /// Instances per keyed stage for a seed: results must not depend on it.

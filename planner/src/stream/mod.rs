@@ -559,11 +559,6 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
                     .collect()
             });
             l.time = l.time.project(&p.expr, input);
-            if l.key.is_none() && has_aggregate_below(&p.input) {
-                return Err(PlanError::Unsupported(
-                    "a materialized view that does not select all of its GROUP BY columns".into(),
-                ));
-            }
             // Selecting every input column in order (renamed or not) changes nothing downstream
             // operators see: they address columns by position.
             let identity = p.expr.len() == input.fields().len()
@@ -789,16 +784,6 @@ fn windowed(
         ctx.emit_on_window_close,
         rowtime,
     ))
-}
-
-fn has_aggregate_below(plan: &LogicalPlan) -> bool {
-    match plan {
-        LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_) => true,
-        // A join's output is rows of its own (inserts and deletes), keyed by nothing: an
-        // aggregate below it (a scalar subquery's) is not what the projection reads.
-        LogicalPlan::Join(_) => false,
-        other => other.inputs().iter().any(|i| has_aggregate_below(i)),
-    }
 }
 
 /// The schema of the columns computed before an aggregate: group keys, then arguments.
