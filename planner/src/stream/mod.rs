@@ -33,24 +33,33 @@ use rivulet_engine::job::graph::{Edge, JobGraph, Source, Stage, StageInput};
 use rivulet_engine::operator::Operator;
 use rivulet_engine::operator::aggregate::{AggFunc, AggSpec, HashAggregate};
 use rivulet_engine::operator::project::Project;
-use rivulet_engine::operator::unnest::Unnest;
 use rivulet_engine::table::TableStore;
 
 use crate::catalog::{ColumnDef, WatermarkDef};
 use crate::error::{PlanError, Result};
 use crate::types::SqlType;
 
+/// `Aggregate` and `DISTINCT`.
+mod aggregate;
 /// Fixed-interval timestamp arithmetic, vectorized.
 mod fast;
 /// HOP windows aggregated by slices.
 mod hop;
 /// Regular joins, semi and anti joins.
 mod join;
+/// `Filter` and `Projection`.
+mod project;
+/// Table scans.
+mod scan;
 
 /// Session windows under an aggregate.
 mod session;
 /// Event-time lineage: which columns are window bounds, and when their windows close.
 pub mod time;
+/// `UNION ALL`.
+mod union;
+/// `UNNEST` of a list column.
+mod unnest;
 
 use time::EventTime;
 
@@ -449,305 +458,15 @@ fn identity(schema: &DFSchema) -> Vec<Arc<dyn PhysicalExpr>> {
 
 fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result<Lowered> {
     match plan {
-        LogicalPlan::TableScan(scan) => {
-            let resolved = (ctx.resolve)(&scan.table_name).ok_or_else(|| {
-                PlanError::DataFusion(datafusion::error::DataFusionError::Plan(format!(
-                    "table '{}' not found",
-                    scan.table_name
-                )))
-            })?;
-            let (source, source_key) = (resolved.store, resolved.key);
-            let watermark = resolved
-                .watermark
-                .as_ref()
-                .map(|w| watermark_expr(ctx.state, source.schema(), w))
-                .transpose()?;
-            let mut operators: Vec<Box<dyn Operator>> = Vec::new();
-            let full = DFSchema::try_from_qualified_schema(
-                scan.table_name.clone(),
-                source.schema().as_ref(),
-            )
-            .map_err(PlanError::DataFusion)?;
-            let predicate = scan
-                .filters
-                .iter()
-                .cloned()
-                .reduce(|a, b| a.and(b))
-                .map(|p| physical(ctx, &p, &full))
-                .transpose()?;
-            // Without a projection DataFusion reads every visible column; a counted view's hidden
-            // count column (last in storage) is never one of them.
-            let columns = scan
-                .projection
-                .clone()
-                .unwrap_or_else(|| (0..scan.source.schema().fields().len()).collect());
-            // Rows of a keyed relation stay unique by its key while the key columns are read.
-            let key = source_key.and_then(|key| {
-                key.iter()
-                    .map(|k| columns.iter().position(|c| c == k))
-                    .collect::<Option<Vec<_>>>()
-            });
-            if columns.len() != full.fields().len() || predicate.is_some() {
-                let exprs = columns
-                    .iter()
-                    .map(|&i| {
-                        Arc::new(Column::new(full.field(i).name(), i)) as Arc<dyn PhysicalExpr>
-                    })
-                    .collect();
-                operators.push(Box::new(Project::new(
-                    predicate,
-                    exprs,
-                    arrow_schema(&scan.projected_schema),
-                )));
-            }
-            let rowtime = resolved
-                .watermark
-                .as_ref()
-                .and_then(|w| columns.iter().position(|&c| c == w.column));
-            b.stages.push(Stage {
-                input: StageInput::Source(Source {
-                    table: source,
-                    watermark,
-                    idle_timeout: resolved.idle_timeout,
-                    processing_time: resolved.processing_time,
-                    external: resolved.external.clone(),
-                }),
-                operators,
-                parallelism: 1,
-            });
-            Ok(Lowered {
-                stage: b.stages.len() - 1,
-                key,
-                time: EventTime {
-                    rowtime,
-                    ..EventTime::default()
-                },
-                append_only: resolved.append_only,
-            })
-        }
-        LogicalPlan::Filter(f) => {
-            let l = lower(ctx, b, &f.input)?;
-            let input = f.input.schema();
-            let predicate = physical(ctx, &f.predicate, input)?;
-            b.push_op(
-                l.stage,
-                Box::new(Project::new(
-                    Some(predicate),
-                    identity(input),
-                    arrow_schema(f.input.schema()),
-                )),
-            )?;
-            Ok(l)
-        }
-        LogicalPlan::Projection(p) => {
-            let mut l = lower(ctx, b, &p.input)?;
-            let input = p.input.schema();
-            let exprs = p
-                .expr
-                .iter()
-                .map(|e| physical(ctx, e, input))
-                .collect::<Result<Vec<_>>>()?;
-            // The key survives if every key column is selected as a plain column.
-            l.key = l.key.and_then(|key| {
-                key.iter()
-                    .map(|&k| {
-                        p.expr.iter().position(|e| match e.clone().unalias() {
-                            Expr::Column(c) => input.index_of_column(&c).ok() == Some(k),
-                            _ => false,
-                        })
-                    })
-                    .collect()
-            });
-            l.time = l.time.project(&p.expr, input);
-            // Selecting every input column in order (renamed or not) changes nothing downstream
-            // operators see: they address columns by position.
-            let identity = p.expr.len() == input.fields().len()
-                && p.expr.iter().enumerate().all(|(i, e)| {
-                    matches!(e.clone().unalias(), Expr::Column(c) if input.index_of_column(&c).ok() == Some(i))
-                });
-            if !identity {
-                b.push_op(
-                    l.stage,
-                    Box::new(Project::new(None, exprs, arrow_schema(&p.schema))),
-                )?;
-            }
-            Ok(l)
-        }
+        LogicalPlan::TableScan(scan) => scan::lower_scan(ctx, b, scan),
+        LogicalPlan::Filter(f) => project::lower_filter(ctx, b, f),
+        LogicalPlan::Projection(p) => project::lower_projection(ctx, b, p),
         LogicalPlan::SubqueryAlias(a) => lower(ctx, b, &a.input),
         LogicalPlan::Join(j) => join::lower_join(ctx, b, j),
-        LogicalPlan::Unnest(u) => {
-            let l = lower(ctx, b, &u.input)?;
-            let ([(list, column)], []) = (
-                u.list_type_columns.as_slice(),
-                u.struct_type_columns.as_slice(),
-            ) else {
-                return Err(PlanError::Unsupported(
-                    "UNNEST of more than one list, or of a struct, in a materialized view".into(),
-                ));
-            };
-            if column.depth != 1 {
-                return Err(PlanError::Unsupported(
-                    "UNNEST of nested lists in a materialized view".into(),
-                ));
-            }
-            let input = arrow_schema(u.input.schema());
-            let preserve = matches!(
-                u.options.null_handling,
-                datafusion::common::NullHandling::Preserve
-            );
-            let unnest = Unnest::try_new(
-                &input,
-                *list,
-                u.dependency_indices.clone(),
-                preserve,
-                arrow_schema(&u.schema),
-            )?;
-            b.push_op(l.stage, Box::new(unnest))?;
-            // One input row becomes several: no key survives.
-            Ok(Lowered {
-                stage: l.stage,
-                key: None,
-                time: l.time.unnest(*list, &u.dependency_indices),
-                append_only: l.append_only,
-            })
-        }
-        LogicalPlan::Union(u) => {
-            let mut from = Vec::with_capacity(u.inputs.len());
-            let mut append_only = true;
-            for input in &u.inputs {
-                let l = lower(ctx, b, input)?;
-                append_only &= l.append_only;
-                from.push(l.stage);
-            }
-            b.stages.push(Stage {
-                input: StageInput::merge(from, None),
-                operators: Vec::new(),
-                parallelism: 1,
-            });
-            // A bag of rows from several relations: no key survives, and event time is only
-            // tracked within one source.
-            Ok(Lowered {
-                stage: b.stages.len() - 1,
-                key: None,
-                time: EventTime::default(),
-                append_only,
-            })
-        }
-        LogicalPlan::Aggregate(a) => {
-            if let Some(l) = session::lower_session(ctx, b, a)? {
-                return Ok(l);
-            }
-            if let Some(l) = hop::lower_hop(ctx, b, a)? {
-                return Ok(l);
-            }
-            let l = lower(ctx, b, &a.input)?;
-            let input = a.input.schema();
-            let groups = a.group_expr.len();
-            if a.group_expr
-                .iter()
-                .any(|e| matches!(e, Expr::GroupingSet(_)))
-            {
-                return Err(PlanError::Unsupported(
-                    "GROUPING SETS, CUBE and ROLLUP".into(),
-                ));
-            }
-            let mut pre_exprs: Vec<Expr> = a.group_expr.clone();
-            let mut specs = Vec::with_capacity(a.aggr_expr.len());
-            for e in &a.aggr_expr {
-                let (func, arg, delimiter) = aggregate_of(e)?;
-                let input_col = match arg {
-                    Some(arg) => {
-                        pre_exprs.push(arg);
-                        Some(pre_exprs.len() - 1)
-                    }
-                    None => None,
-                };
-                specs.push(AggSpec {
-                    func,
-                    input: input_col,
-                    delimiter,
-                });
-            }
-            // Keys and arguments that are plain input columns are read in place; otherwise a
-            // `Project` computes them first.
-            let direct: Option<Vec<usize>> = pre_exprs
-                .iter()
-                .map(|e| match e {
-                    Expr::Column(c) => input.index_of_column(c).ok(),
-                    _ => None,
-                })
-                .collect();
-            let (agg_input, group_by, specs, time) = match direct {
-                Some(columns) => {
-                    let specs = specs
-                        .into_iter()
-                        .map(|s| AggSpec {
-                            input: s.input.map(|i| columns[i]),
-                            ..s
-                        })
-                        .collect();
-                    (
-                        arrow_schema(input),
-                        columns[..groups].to_vec(),
-                        specs,
-                        l.time.clone(),
-                    )
-                }
-                None => {
-                    let pre_physical = pre_exprs
-                        .iter()
-                        .map(|e| physical(ctx, e, input))
-                        .collect::<Result<Vec<_>>>()?;
-                    let pre_schema = pre_schema(&pre_exprs, input)?;
-                    b.push_op(
-                        l.stage,
-                        Box::new(Project::new(None, pre_physical, Arc::clone(&pre_schema))),
-                    )?;
-                    let time = l.time.project(&pre_exprs, input);
-                    (pre_schema, (0..groups).collect::<Vec<_>>(), specs, time)
-                }
-            };
-            let window = time.window_key(&group_by);
-            let keys = (!group_by.is_empty()).then(|| group_by.clone());
-            let aggregate =
-                HashAggregate::try_new(agg_input, group_by, specs, arrow_schema(&a.schema))?;
-            let aggregate = windowed(ctx, b, aggregate, window, time.rowtime)?;
-            let stage = b.exchange(l.stage, keys, ctx.parallelism);
-            b.push_op(stage, Box::new(aggregate))?;
-            Ok(Lowered {
-                stage,
-                key: Some((0..groups).collect()),
-                time: EventTime {
-                    bounds: window.into_iter().collect(),
-                    ..EventTime::default()
-                },
-                append_only: window.is_some() && ctx.emit_on_window_close,
-            })
-        }
-        LogicalPlan::Distinct(Distinct::All(input)) => {
-            let l = lower(ctx, b, input)?;
-            let schema = arrow_schema(input.schema());
-            let columns = schema.fields().len();
-            let aggregate = HashAggregate::try_new(
-                Arc::clone(&schema),
-                (0..columns).collect(),
-                Vec::new(),
-                schema,
-            )?;
-            let window = l.time.window_key(&(0..columns).collect::<Vec<_>>());
-            let aggregate = windowed(ctx, b, aggregate, window, l.time.rowtime)?;
-            let stage = b.exchange(l.stage, Some((0..columns).collect()), ctx.parallelism);
-            b.push_op(stage, Box::new(aggregate))?;
-            Ok(Lowered {
-                stage,
-                key: Some((0..columns).collect()),
-                time: EventTime {
-                    bounds: window.into_iter().collect(),
-                    ..EventTime::default()
-                },
-                append_only: window.is_some() && ctx.emit_on_window_close,
-            })
-        }
+        LogicalPlan::Unnest(u) => unnest::lower_unnest(ctx, b, u),
+        LogicalPlan::Union(u) => union::lower_union(ctx, b, u),
+        LogicalPlan::Aggregate(a) => aggregate::lower_aggregate(ctx, b, a),
+        LogicalPlan::Distinct(Distinct::All(input)) => aggregate::lower_distinct(ctx, b, input),
         other if session::is_session_window(other) => Err(PlanError::Unsupported(
             "a SESSION window in a materialized view without an aggregate grouped by its \
              window_start or window_end"
@@ -758,158 +477,6 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
             construct_name(other)
         ))),
     }
-}
-
-/// Makes `aggregate` close its windows on the watermark when it groups by a window bound
-/// (`window`: key position and offset), emitting on close when the view asks for it.
-fn windowed(
-    ctx: &StreamContext<'_>,
-    b: &mut Builder,
-    aggregate: HashAggregate,
-    window: Option<(usize, i64)>,
-    rowtime: Option<usize>,
-) -> Result<HashAggregate> {
-    let Some((key, offset)) = window else {
-        return Ok(aggregate);
-    };
-    b.windowed_aggregates += 1;
-    let lateness = if ctx.emit_on_window_close {
-        0
-    } else {
-        ctx.allowed_lateness
-    };
-    Ok(aggregate.with_window(
-        key,
-        offset.saturating_add(lateness),
-        ctx.emit_on_window_close,
-        rowtime,
-    ))
-}
-
-/// The schema of the columns computed before an aggregate: group keys, then arguments.
-fn pre_schema(exprs: &[Expr], input: &DFSchema) -> Result<SchemaRef> {
-    let fields = exprs
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let (_, field) = e.to_field(input).map_err(PlanError::DataFusion)?;
-            Ok(Field::new(
-                format!("c{i}"),
-                field.data_type().clone(),
-                field.is_nullable(),
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Arc::new(Schema::new(fields)))
-}
-
-/// The streaming aggregate for one of DataFusion's aggregate expressions, and its argument.
-/// An aggregate call as the operator's function, its argument and (for STRING_AGG) separator.
-fn aggregate_of(e: &Expr) -> Result<(AggFunc, Option<Expr>, Option<String>)> {
-    let Expr::AggregateFunction(agg) = e.clone().unalias() else {
-        return Err(PlanError::Unsupported(format!("aggregate expression {e}")));
-    };
-    let name = agg.func.name().to_lowercase();
-    let p = agg.params;
-    if p.filter.is_some() {
-        return Err(PlanError::Unsupported("FILTER on aggregates".into()));
-    }
-    if name == "string_agg" {
-        return string_agg(&p.args, &p.order_by, p.distinct);
-    }
-    if !p.order_by.is_empty() {
-        return Err(PlanError::Unsupported(format!("ORDER BY inside {name}()")));
-    }
-    let arg = match p.args.as_slice() {
-        [] => None,
-        [a] => Some(a.clone()),
-        _ => {
-            return Err(PlanError::Unsupported(format!(
-                "{name}() with several arguments"
-            )));
-        }
-    };
-    let func = match (name.as_str(), p.distinct) {
-        ("count", false) => match &arg {
-            None => AggFunc::CountStar,
-            Some(Expr::Literal(v, _)) if !v.is_null() => AggFunc::CountStar,
-            Some(_) => AggFunc::Count,
-        },
-        ("count", true) => AggFunc::CountDistinct,
-        ("sum", false) => AggFunc::Sum,
-        ("avg" | "mean", false) => AggFunc::Avg,
-        ("min", _) => AggFunc::Min,
-        ("max", _) => AggFunc::Max,
-        ("bool_and", _) => AggFunc::BoolAnd,
-        ("bool_or", _) => AggFunc::BoolOr,
-        (other, true) => {
-            return Err(PlanError::Unsupported(format!(
-                "{other}(DISTINCT ...) in a materialized view"
-            )));
-        }
-        (other, false) => {
-            return Err(PlanError::Unsupported(format!(
-                "the aggregate {other}() in a materialized view"
-            )));
-        }
-    };
-    let arg = if func == AggFunc::CountStar {
-        None
-    } else {
-        arg
-    };
-    Ok((func, arg, None))
-}
-
-/// `string_agg(value, separator [ORDER BY value])`: the values in ascending order, which is also
-/// what a view without ORDER BY gives (a view must not depend on arrival order).
-fn string_agg(
-    args: &[Expr],
-    order_by: &[datafusion::logical_expr::SortExpr],
-    distinct: bool,
-) -> Result<(AggFunc, Option<Expr>, Option<String>)> {
-    let [value, separator] = args else {
-        return Err(PlanError::Unsupported(
-            "string_agg() without a separator".into(),
-        ));
-    };
-    if distinct {
-        return Err(PlanError::Unsupported(
-            "string_agg(DISTINCT ...) in a materialized view".into(),
-        ));
-    }
-    let separator = match separator.clone().unalias() {
-        Expr::Literal(v, _) if v.is_null() => String::new(),
-        Expr::Literal(v, _) => v.to_string(),
-        Expr::Cast(c) => match c.expr.as_ref() {
-            Expr::Literal(v, _) => v.to_string(),
-            _ => {
-                return Err(PlanError::Unsupported(
-                    "string_agg() with a separator that is not a constant".into(),
-                ));
-            }
-        },
-        _ => {
-            return Err(PlanError::Unsupported(
-                "string_agg() with a separator that is not a constant".into(),
-            ));
-        }
-    };
-    let plain = |e: &Expr| match e.clone().unalias() {
-        Expr::Cast(c) => *c.expr,
-        other => other,
-    };
-    match order_by {
-        [] => {}
-        [s] if s.asc && plain(&s.expr) == plain(value) => {}
-        _ => {
-            return Err(PlanError::Unsupported(
-                "string_agg() ordered by anything but its value, ascending, in a materialized view"
-                    .into(),
-            ));
-        }
-    }
-    Ok((AggFunc::StringAgg, Some(value.clone()), Some(separator)))
 }
 
 fn construct_name(plan: &LogicalPlan) -> &'static str {

@@ -19,11 +19,9 @@ use datafusion::logical_expr::{Aggregate, BinaryExpr, Expr, LogicalPlan, Operato
 use rivulet_engine::operator::aggregate::{AggSpec, SessionAggregate, SessionColumn, SessionSpec};
 use rivulet_engine::operator::project::Project;
 
+use super::aggregate::{aggregate_of, pre_schema};
 use super::time::{EventTime, interval_micros};
-use super::{
-    Builder, Lowered, StreamContext, aggregate_of, arrow_schema, column, column_index, lower,
-    physical, pre_schema,
-};
+use super::{Builder, Lowered, StreamContext, arrow_schema, column, column_index, lower, physical};
 use crate::error::{PlanError, Result};
 use crate::session::{SESSION_END, SESSION_START, gap_micros};
 

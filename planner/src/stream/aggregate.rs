@@ -1,0 +1,284 @@
+//! `Aggregate` and `DISTINCT`: a `HashAggregate` with retractions in a new stage behind a hash
+//! exchange on the group columns, preceded by a `Project` when a key or argument is an expression;
+//! windowed when it groups by a window bound.
+
+use super::*;
+use datafusion::logical_expr::Aggregate;
+
+/// An `Aggregate` (or a session or HOP window aggregate) as a keyed stage.
+pub(super) fn lower_aggregate(
+    ctx: &StreamContext<'_>,
+    b: &mut Builder,
+    a: &Aggregate,
+) -> Result<Lowered> {
+    if let Some(l) = session::lower_session(ctx, b, a)? {
+        return Ok(l);
+    }
+    if let Some(l) = hop::lower_hop(ctx, b, a)? {
+        return Ok(l);
+    }
+    let l = lower(ctx, b, &a.input)?;
+    let input = a.input.schema();
+    let groups = a.group_expr.len();
+    if a.group_expr
+        .iter()
+        .any(|e| matches!(e, Expr::GroupingSet(_)))
+    {
+        return Err(PlanError::Unsupported(
+            "GROUPING SETS, CUBE and ROLLUP".into(),
+        ));
+    }
+    let mut pre_exprs: Vec<Expr> = a.group_expr.clone();
+    let mut specs = Vec::with_capacity(a.aggr_expr.len());
+    for e in &a.aggr_expr {
+        let (func, arg, delimiter) = aggregate_of(e)?;
+        let input_col = match arg {
+            Some(arg) => {
+                pre_exprs.push(arg);
+                Some(pre_exprs.len() - 1)
+            }
+            None => None,
+        };
+        specs.push(AggSpec {
+            func,
+            input: input_col,
+            delimiter,
+        });
+    }
+    // Keys and arguments that are plain input columns are read in place; otherwise a
+    // `Project` computes them first.
+    let direct: Option<Vec<usize>> = pre_exprs
+        .iter()
+        .map(|e| match e {
+            Expr::Column(c) => input.index_of_column(c).ok(),
+            _ => None,
+        })
+        .collect();
+    let (agg_input, group_by, specs, time) = match direct {
+        Some(columns) => {
+            let specs = specs
+                .into_iter()
+                .map(|s| AggSpec {
+                    input: s.input.map(|i| columns[i]),
+                    ..s
+                })
+                .collect();
+            (
+                arrow_schema(input),
+                columns[..groups].to_vec(),
+                specs,
+                l.time.clone(),
+            )
+        }
+        None => {
+            let pre_physical = pre_exprs
+                .iter()
+                .map(|e| physical(ctx, e, input))
+                .collect::<Result<Vec<_>>>()?;
+            let pre_schema = pre_schema(&pre_exprs, input)?;
+            b.push_op(
+                l.stage,
+                Box::new(Project::new(None, pre_physical, Arc::clone(&pre_schema))),
+            )?;
+            let time = l.time.project(&pre_exprs, input);
+            (pre_schema, (0..groups).collect::<Vec<_>>(), specs, time)
+        }
+    };
+    let window = time.window_key(&group_by);
+    let keys = (!group_by.is_empty()).then(|| group_by.clone());
+    let aggregate = HashAggregate::try_new(agg_input, group_by, specs, arrow_schema(&a.schema))?;
+    let aggregate = windowed(ctx, b, aggregate, window, time.rowtime)?;
+    let stage = b.exchange(l.stage, keys, ctx.parallelism);
+    b.push_op(stage, Box::new(aggregate))?;
+    Ok(Lowered {
+        stage,
+        key: Some((0..groups).collect()),
+        time: EventTime {
+            bounds: window.into_iter().collect(),
+            ..EventTime::default()
+        },
+        append_only: window.is_some() && ctx.emit_on_window_close,
+    })
+}
+
+/// `DISTINCT` as a `HashAggregate` grouped by every column.
+pub(super) fn lower_distinct(
+    ctx: &StreamContext<'_>,
+    b: &mut Builder,
+    input: &Arc<LogicalPlan>,
+) -> Result<Lowered> {
+    let l = lower(ctx, b, input)?;
+    let schema = arrow_schema(input.schema());
+    let columns = schema.fields().len();
+    let aggregate = HashAggregate::try_new(
+        Arc::clone(&schema),
+        (0..columns).collect(),
+        Vec::new(),
+        schema,
+    )?;
+    let window = l.time.window_key(&(0..columns).collect::<Vec<_>>());
+    let aggregate = windowed(ctx, b, aggregate, window, l.time.rowtime)?;
+    let stage = b.exchange(l.stage, Some((0..columns).collect()), ctx.parallelism);
+    b.push_op(stage, Box::new(aggregate))?;
+    Ok(Lowered {
+        stage,
+        key: Some((0..columns).collect()),
+        time: EventTime {
+            bounds: window.into_iter().collect(),
+            ..EventTime::default()
+        },
+        append_only: window.is_some() && ctx.emit_on_window_close,
+    })
+}
+
+/// Makes `aggregate` close its windows on the watermark when it groups by a window bound
+/// (`window`: key position and offset), emitting on close when the view asks for it.
+fn windowed(
+    ctx: &StreamContext<'_>,
+    b: &mut Builder,
+    aggregate: HashAggregate,
+    window: Option<(usize, i64)>,
+    rowtime: Option<usize>,
+) -> Result<HashAggregate> {
+    let Some((key, offset)) = window else {
+        return Ok(aggregate);
+    };
+    b.windowed_aggregates += 1;
+    let lateness = if ctx.emit_on_window_close {
+        0
+    } else {
+        ctx.allowed_lateness
+    };
+    Ok(aggregate.with_window(
+        key,
+        offset.saturating_add(lateness),
+        ctx.emit_on_window_close,
+        rowtime,
+    ))
+}
+
+/// The schema of the columns computed before an aggregate: group keys, then arguments.
+pub(super) fn pre_schema(exprs: &[Expr], input: &DFSchema) -> Result<SchemaRef> {
+    let fields = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let (_, field) = e.to_field(input).map_err(PlanError::DataFusion)?;
+            Ok(Field::new(
+                format!("c{i}"),
+                field.data_type().clone(),
+                field.is_nullable(),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// The streaming aggregate for one of DataFusion's aggregate expressions, and its argument.
+/// An aggregate call as the operator's function, its argument and (for STRING_AGG) separator.
+pub(super) fn aggregate_of(e: &Expr) -> Result<(AggFunc, Option<Expr>, Option<String>)> {
+    let Expr::AggregateFunction(agg) = e.clone().unalias() else {
+        return Err(PlanError::Unsupported(format!("aggregate expression {e}")));
+    };
+    let name = agg.func.name().to_lowercase();
+    let p = agg.params;
+    if p.filter.is_some() {
+        return Err(PlanError::Unsupported("FILTER on aggregates".into()));
+    }
+    if name == "string_agg" {
+        return string_agg(&p.args, &p.order_by, p.distinct);
+    }
+    if !p.order_by.is_empty() {
+        return Err(PlanError::Unsupported(format!("ORDER BY inside {name}()")));
+    }
+    let arg = match p.args.as_slice() {
+        [] => None,
+        [a] => Some(a.clone()),
+        _ => {
+            return Err(PlanError::Unsupported(format!(
+                "{name}() with several arguments"
+            )));
+        }
+    };
+    let func = match (name.as_str(), p.distinct) {
+        ("count", false) => match &arg {
+            None => AggFunc::CountStar,
+            Some(Expr::Literal(v, _)) if !v.is_null() => AggFunc::CountStar,
+            Some(_) => AggFunc::Count,
+        },
+        ("count", true) => AggFunc::CountDistinct,
+        ("sum", false) => AggFunc::Sum,
+        ("avg" | "mean", false) => AggFunc::Avg,
+        ("min", _) => AggFunc::Min,
+        ("max", _) => AggFunc::Max,
+        ("bool_and", _) => AggFunc::BoolAnd,
+        ("bool_or", _) => AggFunc::BoolOr,
+        (other, true) => {
+            return Err(PlanError::Unsupported(format!(
+                "{other}(DISTINCT ...) in a materialized view"
+            )));
+        }
+        (other, false) => {
+            return Err(PlanError::Unsupported(format!(
+                "the aggregate {other}() in a materialized view"
+            )));
+        }
+    };
+    let arg = if func == AggFunc::CountStar {
+        None
+    } else {
+        arg
+    };
+    Ok((func, arg, None))
+}
+
+/// `string_agg(value, separator [ORDER BY value])`: the values in ascending order, which is also
+/// what a view without ORDER BY gives (a view must not depend on arrival order).
+fn string_agg(
+    args: &[Expr],
+    order_by: &[datafusion::logical_expr::SortExpr],
+    distinct: bool,
+) -> Result<(AggFunc, Option<Expr>, Option<String>)> {
+    let [value, separator] = args else {
+        return Err(PlanError::Unsupported(
+            "string_agg() without a separator".into(),
+        ));
+    };
+    if distinct {
+        return Err(PlanError::Unsupported(
+            "string_agg(DISTINCT ...) in a materialized view".into(),
+        ));
+    }
+    let separator = match separator.clone().unalias() {
+        Expr::Literal(v, _) if v.is_null() => String::new(),
+        Expr::Literal(v, _) => v.to_string(),
+        Expr::Cast(c) => match c.expr.as_ref() {
+            Expr::Literal(v, _) => v.to_string(),
+            _ => {
+                return Err(PlanError::Unsupported(
+                    "string_agg() with a separator that is not a constant".into(),
+                ));
+            }
+        },
+        _ => {
+            return Err(PlanError::Unsupported(
+                "string_agg() with a separator that is not a constant".into(),
+            ));
+        }
+    };
+    let plain = |e: &Expr| match e.clone().unalias() {
+        Expr::Cast(c) => *c.expr,
+        other => other,
+    };
+    match order_by {
+        [] => {}
+        [s] if s.asc && plain(&s.expr) == plain(value) => {}
+        _ => {
+            return Err(PlanError::Unsupported(
+                "string_agg() ordered by anything but its value, ascending, in a materialized view"
+                    .into(),
+            ));
+        }
+    }
+    Ok((AggFunc::StringAgg, Some(value.clone()), Some(separator)))
+}
