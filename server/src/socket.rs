@@ -280,6 +280,46 @@ fn invalid_strings(message: &[u8]) -> Option<SqlError> {
         }
         rest = &rest[nul + 1..];
     }
+    if message.first() == Some(&b'B') {
+        return invalid_text_parameters(rest);
+    }
+    None
+}
+
+/// `22021` if a Bind's text-format parameter value (after its portal and statement names) is
+/// not UTF-8, as Postgres checks them; binary values are the types' business. A message too
+/// short to hold what it announces is left to pgwire, which refuses it.
+fn invalid_text_parameters(rest: &[u8]) -> Option<SqlError> {
+    let int16 = |b: &[u8], at: usize| -> Option<i16> {
+        Some(i16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+    };
+    let formats = usize::try_from(int16(rest, 0)?).ok()?;
+    let codes: Vec<i16> = (0..formats)
+        .map(|i| int16(rest, 2 + 2 * i))
+        .collect::<Option<_>>()?;
+    let mut at = 2 + 2 * formats;
+    let params = usize::try_from(int16(rest, at)?).ok()?;
+    at += 2;
+    for i in 0..params {
+        let len = i32::from_be_bytes(rest.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        let Ok(len) = usize::try_from(len) else {
+            continue; // NULL
+        };
+        let value = rest.get(at..at + len)?;
+        at += len;
+        // No codes: all text; one code: it applies to every parameter; else one per parameter.
+        let code = match codes.as_slice() {
+            [] => 0,
+            [one] => *one,
+            many => *many.get(i)?,
+        };
+        if code == 0
+            && let Err(e) = std::str::from_utf8(value)
+        {
+            return Some(invalid_byte_sequence(&value[e.valid_up_to()..]));
+        }
+    }
     None
 }
 
@@ -397,5 +437,45 @@ mod tests {
             Some("invalid byte sequence for encoding \"UTF8\": 0xc3 0x28".into())
         );
         assert!(invalid_strings(&query("SELECT 'héllo \u{fffd}'".as_bytes())).is_none());
+    }
+
+    fn bind(formats: &[i16], params: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut body = b"\0\0".to_vec();
+        body.extend_from_slice(&(formats.len() as i16).to_be_bytes());
+        for f in formats {
+            body.extend_from_slice(&f.to_be_bytes());
+        }
+        body.extend_from_slice(&(params.len() as i16).to_be_bytes());
+        for p in params {
+            match p {
+                Some(v) => {
+                    body.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    body.extend_from_slice(v);
+                }
+                None => body.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        body.extend_from_slice(&0i16.to_be_bytes());
+        let mut m = vec![b'B'];
+        m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        m.extend(body);
+        m
+    }
+
+    #[test]
+    fn text_parameters_are_checked_binary_ones_are_not() {
+        let bad: &[u8] = b"a\xffb";
+        let e = invalid_strings(&bind(&[], &[None, Some(b"ok"), Some(bad)]));
+        assert_eq!(
+            e.map(|e| e.message),
+            Some("invalid byte sequence for encoding \"UTF8\": 0xff".into())
+        );
+        assert!(invalid_strings(&bind(&[1], &[Some(bad)])).is_none());
+        assert!(invalid_strings(&bind(&[1, 0], &[Some(bad), Some(b"fine")])).is_none());
+        assert!(invalid_strings(&bind(&[1, 0], &[Some(b"x"), Some(bad)])).is_some());
+        // Cut short: left to pgwire.
+        let mut short = bind(&[], &[Some(bad)]);
+        short.truncate(short.len() - 4);
+        assert!(invalid_strings(&short).is_none());
     }
 }

@@ -323,6 +323,20 @@ async fn invalid_utf8_is_refused_and_the_connection_goes_on() {
         .unwrap();
     assert_eq!(error_of(&read_until_ready(&mut stream).await), None);
 
+    // A text parameter value that is not UTF-8: refused at Bind, as Postgres does.
+    let mut batch = message(b'P', b"\0SELECT $1::text\0\0\0");
+    batch.extend(message(b'B', b"\0\0\0\0\0\x01\0\0\0\x02\xff\xfe\0\0"));
+    batch.extend(message(b'E', b"\0\0\0\0\0"));
+    batch.extend(message(b'S', b""));
+    stream.write_all(&batch).await.unwrap();
+    let answer = read_until_ready(&mut stream).await;
+    assert_eq!(error_of(&answer), expected());
+    stream
+        .write_all(&message(b'Q', b"SELECT 'ok again'\0"))
+        .await
+        .unwrap();
+    assert_eq!(error_of(&read_until_ready(&mut stream).await), None);
+
     // Inside a block, the error aborts the block, as any error does.
     stream.write_all(&message(b'Q', b"BEGIN\0")).await.unwrap();
     read_until_ready(&mut stream).await;
