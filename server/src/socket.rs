@@ -272,53 +272,96 @@ fn invalid_strings(message: &[u8]) -> Option<SqlError> {
         b'E' => (0, 1),
         _ => return None,
     };
-    let mut rest = body.get(skip..)?;
+    let Some(mut rest) = body.get(skip..) else {
+        return Some(insufficient_data());
+    };
     for _ in 0..strings {
-        let nul = rest.iter().position(|b| *b == 0)?;
+        let Some(nul) = rest.iter().position(|b| *b == 0) else {
+            return Some(insufficient_data());
+        };
         if let Err(e) = std::str::from_utf8(&rest[..nul]) {
             return Some(invalid_byte_sequence(&rest[e.valid_up_to()..nul]));
         }
         rest = &rest[nul + 1..];
     }
-    if message.first() == Some(&b'B') {
-        return invalid_text_parameters(rest);
-    }
-    None
+    // What follows the strings must be there: pgwire's decoder panics on a message shorter than
+    // its fields (Postgres answers 08P01).
+    let enough = match message.first() {
+        Some(b'B') => return invalid_text_parameters(rest),
+        // Parse: the parameter type count, then that many type OIDs.
+        Some(b'P') => {
+            let n = rest
+                .get(..2)
+                .map(|b| i16::from_be_bytes([b[0], b[1]]).max(0) as usize);
+            n.is_some_and(|n| rest.len() >= 2 + 4 * n)
+        }
+        // Execute: the row limit.
+        Some(b'E') => rest.len() >= 4,
+        _ => true,
+    };
+    (!enough).then(insufficient_data)
 }
 
-/// `22021` if a Bind's text-format parameter value (after its portal and statement names) is
-/// not UTF-8, as Postgres checks them; binary values are the types' business. A message too
-/// short to hold what it announces is left to pgwire, which refuses it.
+fn insufficient_data() -> SqlError {
+    SqlError::new(
+        sqlstate::PROTOCOL_VIOLATION,
+        "insufficient data left in message",
+    )
+}
+
+/// A Bind's parameters (after its portal and statement names): `22021` if a text-format value
+/// is not UTF-8, as Postgres checks them (binary values are the types' business), and `08P01` if
+/// the message is shorter than what it announces (pgwire's decoder would panic on it).
 fn invalid_text_parameters(rest: &[u8]) -> Option<SqlError> {
-    let int16 = |b: &[u8], at: usize| -> Option<i16> {
-        Some(i16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+    let short = || Some(insufficient_data());
+    let int16 = |at: usize| -> Option<i16> {
+        Some(i16::from_be_bytes([*rest.get(at)?, *rest.get(at + 1)?]))
     };
-    let formats = usize::try_from(int16(rest, 0)?).ok()?;
-    let codes: Vec<i16> = (0..formats)
-        .map(|i| int16(rest, 2 + 2 * i))
-        .collect::<Option<_>>()?;
+    let Some(formats) = int16(0) else {
+        return short();
+    };
+    let formats = usize::try_from(formats).unwrap_or(0);
+    let Some(codes) = (0..formats)
+        .map(|i| int16(2 + 2 * i))
+        .collect::<Option<Vec<i16>>>()
+    else {
+        return short();
+    };
     let mut at = 2 + 2 * formats;
-    let params = usize::try_from(int16(rest, at)?).ok()?;
+    let Some(params) = int16(at) else {
+        return short();
+    };
     at += 2;
-    for i in 0..params {
-        let len = i32::from_be_bytes(rest.get(at..at + 4)?.try_into().ok()?);
+    for i in 0..usize::try_from(params).unwrap_or(0) {
+        let Some(len) = rest.get(at..at + 4).and_then(|b| b.try_into().ok()) else {
+            return short();
+        };
         at += 4;
-        let Ok(len) = usize::try_from(len) else {
+        let Ok(len) = usize::try_from(i32::from_be_bytes(len)) else {
             continue; // NULL
         };
-        let value = rest.get(at..at + len)?;
+        let Some(value) = rest.get(at..at + len) else {
+            return short();
+        };
         at += len;
         // No codes: all text; one code: it applies to every parameter; else one per parameter.
         let code = match codes.as_slice() {
             [] => 0,
             [one] => *one,
-            many => *many.get(i)?,
+            many => many.get(i).copied().unwrap_or(0),
         };
         if code == 0
             && let Err(e) = std::str::from_utf8(value)
         {
             return Some(invalid_byte_sequence(&value[e.valid_up_to()..]));
         }
+    }
+    let Some(results) = int16(at) else {
+        return short();
+    };
+    let results = usize::try_from(results).unwrap_or(0);
+    if rest.len() < at + 2 + 2 * results {
+        return short();
     }
     None
 }
@@ -473,9 +516,23 @@ mod tests {
         assert!(invalid_strings(&bind(&[1], &[Some(bad)])).is_none());
         assert!(invalid_strings(&bind(&[1, 0], &[Some(bad), Some(b"fine")])).is_none());
         assert!(invalid_strings(&bind(&[1, 0], &[Some(b"x"), Some(bad)])).is_some());
-        // Cut short: left to pgwire.
-        let mut short = bind(&[], &[Some(bad)]);
-        short.truncate(short.len() - 4);
-        assert!(invalid_strings(&short).is_none());
+        // Cut short anywhere: a protocol violation, not a panic in the decoder.
+        let whole = bind(&[0], &[Some(b"x")]);
+        for cut in 7..whole.len() {
+            let e = invalid_strings(&whole[..cut]).map(|e| e.code);
+            assert_eq!(e, Some(sqlstate::PROTOCOL_VIOLATION), "cut at {cut}");
+        }
+        assert!(invalid_strings(&whole).is_none());
+        let parse = |body: &[u8]| {
+            let mut m = vec![b'P'];
+            m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+            m.extend_from_slice(body);
+            m
+        };
+        assert!(invalid_strings(&parse(b"\0SELECT $1\0\0\x01\0\0\0\x17")).is_none());
+        let e = invalid_strings(&parse(b"\0SELECT $1\0\0\x01\0\0")).map(|e| e.code);
+        assert_eq!(e, Some(sqlstate::PROTOCOL_VIOLATION));
+        let e = invalid_strings(&[b'E', 0, 0, 0, 5, 0]).map(|e| e.code);
+        assert_eq!(e, Some(sqlstate::PROTOCOL_VIOLATION));
     }
 }
