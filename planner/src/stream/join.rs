@@ -8,7 +8,9 @@
 //! is evaluated over the left side's own columns followed by the right side's, as DataFusion
 //! states it. The output has no key and no event time (as in Flink, a regular join's output
 //! loses its time attributes); it is append-only only for an inner or semi join of append-only
-//! inputs.
+//! inputs. A join of append-only inputs with watermarks whose condition bounds one side's time by
+//! the other's is an `IntervalJoin` instead ([`super::interval`]): state freed by the watermarks,
+//! append-only output that keeps the left side's event time.
 
 use std::sync::Arc;
 
@@ -24,9 +26,12 @@ use datafusion::optimizer::scalar_subquery_to_join::ScalarSubqueryToJoin;
 use datafusion::optimizer::{Optimizer, OptimizerContext, OptimizerRule};
 use datafusion::physical_plan::PhysicalExpr;
 use rivulet_engine::job::graph::{Edge, Stage, StageInput};
+use rivulet_engine::operator::Operator;
+use rivulet_engine::operator::join::interval::{Interval, IntervalJoin};
 use rivulet_engine::operator::join::{HashJoin, JoinKind, JoinSide};
 use rivulet_engine::operator::project::Project;
 
+use super::interval;
 use super::time::EventTime;
 use super::{Builder, Lowered, StreamContext, arrow_schema, identity, lower, physical};
 use crate::error::{PlanError, Result};
@@ -153,29 +158,55 @@ pub(super) fn lower_join(ctx: &StreamContext<'_>, b: &mut Builder, join: &Join) 
             keys: Some(right_side.keys.clone()),
         },
     ];
-    let op = HashJoin::try_new(
-        kind,
-        left_side,
-        right_side,
-        null_equal,
-        filter,
-        arrow_schema(&join.schema),
-    )?;
+    let interval = match (kind, left.time.rowtime, right.time.rowtime, &join.filter) {
+        (
+            JoinKind::Inner | JoinKind::Left | JoinKind::Right | JoinKind::Full,
+            Some(lt),
+            Some(rt),
+            Some(f),
+        ) if left.append_only && right.append_only => {
+            interval::bounds(f, join.left.schema(), join.right.schema(), [lt, rt]).map(
+                |(lower, upper)| Interval {
+                    times: [lt, rt],
+                    lower,
+                    upper,
+                },
+            )
+        }
+        _ => None,
+    };
+    let schema = arrow_schema(&join.schema);
+    let (op, time, append_only): (Box<dyn Operator>, EventTime, bool) = match interval {
+        Some(interval) => {
+            // The output keeps both sides' columns at their places (left first) and a
+            // watermark no output time is below: the left's event time stays the rowtime.
+            let width = join.left.schema().fields().len();
+            let mut time = left.time.clone();
+            time.bounds
+                .extend(right.time.bounds.iter().map(|(c, o)| (c + width, *o)));
+            let op = IntervalJoin::try_new(kind, left_side, right_side, interval, filter, schema)?;
+            (Box::new(op), time, true)
+        }
+        None => {
+            let op = HashJoin::try_new(kind, left_side, right_side, null_equal, filter, schema)?;
+            let append_only = match kind {
+                JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi => {
+                    left.append_only && right.append_only
+                }
+                _ => false,
+            };
+            (Box::new(op), EventTime::default(), append_only)
+        }
+    };
     b.stages.push(Stage {
         input: StageInput::Merge(edges),
-        operators: vec![Box::new(op)],
+        operators: vec![op],
         parallelism: ctx.parallelism.max(1),
     });
-    let append_only = match kind {
-        JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi => {
-            left.append_only && right.append_only
-        }
-        _ => false,
-    };
     Ok(Lowered {
         stage: b.stages.len() - 1,
         key: None,
-        time: EventTime::default(),
+        time,
         append_only,
     })
 }

@@ -45,6 +45,8 @@ mod aggregate;
 mod fast;
 /// HOP windows aggregated by slices.
 mod hop;
+/// Interval joins: time bounds between the sides of a join.
+mod interval;
 /// Regular joins, semi and anti joins.
 mod join;
 /// `Filter` and `Projection`.

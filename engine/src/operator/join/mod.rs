@@ -47,6 +47,9 @@ use crate::state::StateBatch;
 use crate::state::table::{Direction, StateTable};
 use crate::{EngineError, Result};
 
+/// Interval joins: time-bounded equi-joins of append-only inputs.
+pub mod interval;
+
 /// Which rows a join emits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinKind {
@@ -219,6 +222,120 @@ fn parse_value(bytes: &[u8]) -> Result<(i64, i64)> {
     Ok((fixed(0..8)?, fixed(8..16)?))
 }
 
+/// Encodes each row's join key (`None`: it has a NULL and matches nothing) and own columns,
+/// and sets `groups` to each row's key group.
+fn encode(
+    side: &Side,
+    key_codec: &RowCodec,
+    null_equal: bool,
+    batch: &RecordBatch,
+    groups: &mut Vec<u16>,
+) -> Result<(Vec<Option<JoinKey>>, Vec<EncodedRow>)> {
+    let n = batch.num_rows();
+    let keys: Vec<ArrayRef> = side
+        .spec
+        .keys
+        .iter()
+        .map(|&k| Arc::clone(batch.column(k)))
+        .collect();
+    keygroup::key_groups(&keys, n, groups)?;
+    let key_encoder = key_codec.encoder_for_columns(&keys)?;
+    let mut out_keys = Vec::with_capacity(n);
+    for i in 0..n {
+        if !null_equal && keys.iter().any(|k| k.is_null(i)) {
+            out_keys.push(None);
+            continue;
+        }
+        let mut k = vec![0u8; 4];
+        key_encoder.encode(i, &mut k);
+        let len = (k.len() - 4) as u32;
+        k[..4].copy_from_slice(&len.to_be_bytes());
+        out_keys.push(Some(k));
+    }
+    let own = &batch.columns()[..side.spec.width];
+    let encoder = side.codec.encoder_for_columns(own)?;
+    let rows = (0..n)
+        .map(|i| {
+            let mut r = Vec::new();
+            encoder.encode(i, &mut r);
+            r
+        })
+        .collect();
+    Ok((out_keys, rows))
+}
+
+/// The codec of a join's key columns (`sides`' key types, which must be pairwise equal).
+fn key_codec(left: &JoinSide, right: &JoinSide) -> Result<RowCodec> {
+    if left.keys.len() != right.keys.len() {
+        return Err(EngineError::Internal(
+            "join sides have different key counts".into(),
+        ));
+    }
+    for (&l, &r) in left.keys.iter().zip(&right.keys) {
+        let (lt, rt) = (
+            left.schema.field(l).data_type(),
+            right.schema.field(r).data_type(),
+        );
+        if lt != rt {
+            return Err(EngineError::Internal(format!(
+                "join key types differ: {lt} and {rt}"
+            )));
+        }
+    }
+    let key_fields: Vec<Field> = left
+        .keys
+        .iter()
+        .map(|&k| left.schema.field(k).clone().with_nullable(true))
+        .collect();
+    RowCodec::try_new(Arc::new(Schema::new(key_fields)))
+}
+
+/// Whether each pair (a row of side `s`, a row of the other side, both in their side's
+/// [`RowCodec`] encoding) passes `filter`, a condition over the left side's own columns followed
+/// by the right side's.
+fn residual(
+    filter: &Arc<dyn PhysicalExpr>,
+    sides: &[Arc<Side>; 2],
+    s: usize,
+    operator: &str,
+    pairs: &[(&[u8], &[u8])],
+) -> Result<Vec<bool>> {
+    let total = pairs.len();
+    if total == 0 {
+        return Ok(Vec::new());
+    }
+    let mut own = sides[s].codec.decoder(None, total);
+    let mut other = sides[1 - s].codec.decoder(None, total);
+    for (a, b) in pairs {
+        own.push(a)?;
+        other.push(b)?;
+    }
+    let (own, other) = (own.flush()?, other.flush()?);
+    let (left, right) = if s == 0 { (own, other) } else { (other, own) };
+    let mut fields: Vec<Arc<Field>> = left.schema().fields().iter().cloned().collect();
+    fields.extend(right.schema().fields().iter().cloned());
+    let mut columns = left.columns().to_vec();
+    columns.extend(right.columns().iter().cloned());
+    let candidates = RecordBatch::try_new_with_options(
+        Arc::new(Schema::new(fields)),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(total)),
+    )?;
+    let values = filter
+        .evaluate(&candidates)
+        .and_then(|v| v.into_array(total))
+        .map_err(|e| EngineError::Data {
+            operator: operator.into(),
+            message: e.to_string(),
+        })?;
+    let values = values
+        .as_boolean_opt()
+        .ok_or_else(|| EngineError::Internal("join condition is not boolean".into()))?;
+    Ok((0..total)
+        .map(|i| values.is_valid(i) && values.value(i))
+        .collect())
+}
+
 /// The regular streaming join; see the module documentation.
 pub struct HashJoin {
     kind: JoinKind,
@@ -246,28 +363,7 @@ impl HashJoin {
         filter: Option<Arc<dyn PhysicalExpr>>,
         schema: SchemaRef,
     ) -> Result<HashJoin> {
-        if left.keys.len() != right.keys.len() {
-            return Err(EngineError::Internal(
-                "join sides have different key counts".into(),
-            ));
-        }
-        for (&l, &r) in left.keys.iter().zip(&right.keys) {
-            let (lt, rt) = (
-                left.schema.field(l).data_type(),
-                right.schema.field(r).data_type(),
-            );
-            if lt != rt {
-                return Err(EngineError::Internal(format!(
-                    "join key types differ: {lt} and {rt}"
-                )));
-            }
-        }
-        let key_fields: Vec<Field> = left
-            .keys
-            .iter()
-            .map(|&k| left.schema.field(k).clone().with_nullable(true))
-            .collect();
-        let key_codec = RowCodec::try_new(Arc::new(Schema::new(key_fields)))?;
+        let key_codec = key_codec(&left, &right)?;
         let expected = match kind.filtered() {
             Some((s, _)) => [&left, &right][s].width,
             None => left.width + right.width,
@@ -293,45 +389,19 @@ impl HashJoin {
         })
     }
 
-    /// Encodes each row's join key (`None`: it has a NULL and matches nothing), key group and
-    /// own columns.
+    /// See [`encode`].
     fn encode(
         &mut self,
         s: usize,
         batch: &RecordBatch,
     ) -> Result<(Vec<Option<JoinKey>>, Vec<EncodedRow>)> {
-        let side = &self.sides[s];
-        let n = batch.num_rows();
-        let keys: Vec<ArrayRef> = side
-            .spec
-            .keys
-            .iter()
-            .map(|&k| Arc::clone(batch.column(k)))
-            .collect();
-        keygroup::key_groups(&keys, n, &mut self.groups)?;
-        let key_encoder = self.key_codec.encoder_for_columns(&keys)?;
-        let mut out_keys = Vec::with_capacity(n);
-        for i in 0..n {
-            if !self.null_equal && keys.iter().any(|k| k.is_null(i)) {
-                out_keys.push(None);
-                continue;
-            }
-            let mut k = vec![0u8; 4];
-            key_encoder.encode(i, &mut k);
-            let len = (k.len() - 4) as u32;
-            k[..4].copy_from_slice(&len.to_be_bytes());
-            out_keys.push(Some(k));
-        }
-        let own = &batch.columns()[..side.spec.width];
-        let encoder = side.codec.encoder_for_columns(own)?;
-        let rows = (0..n)
-            .map(|i| {
-                let mut r = Vec::new();
-                encoder.encode(i, &mut r);
-                r
-            })
-            .collect();
-        Ok((out_keys, rows))
+        encode(
+            &self.sides[s],
+            &self.key_codec,
+            self.null_equal,
+            batch,
+            &mut self.groups,
+        )
     }
 
     /// The stored rows of side `o` for each distinct key of the batch.
@@ -377,47 +447,12 @@ impl HashJoin {
         let Some(filter) = &self.filter else {
             return Ok(None);
         };
-        let o = 1 - s;
-        let total: usize = slots.iter().map(|k| k.map_or(0, |k| lists[k].len())).sum();
-        if total == 0 {
-            return Ok(Some(Vec::new()));
-        }
-        let mut own = self.sides[s].codec.decoder(None, total);
-        let mut other = self.sides[o].codec.decoder(None, total);
+        let mut pairs: Vec<(&[u8], &[u8])> = Vec::new();
         for (i, slot) in slots.iter().enumerate() {
             let Some(k) = slot else { continue };
-            for m in &lists[*k] {
-                own.push(&rows[i])?;
-                other.push(m.row())?;
-            }
+            pairs.extend(lists[*k].iter().map(|m| (rows[i].as_slice(), m.row())));
         }
-        let (own, other) = (own.flush()?, other.flush()?);
-        let (left, right) = if s == 0 { (own, other) } else { (other, own) };
-        let mut fields: Vec<Arc<Field>> = left.schema().fields().iter().cloned().collect();
-        fields.extend(right.schema().fields().iter().cloned());
-        let mut columns = left.columns().to_vec();
-        columns.extend(right.columns().iter().cloned());
-        let candidates = RecordBatch::try_new_with_options(
-            Arc::new(Schema::new(fields)),
-            columns,
-            &RecordBatchOptions::new().with_row_count(Some(total)),
-        )?;
-        let data_error = |e: &dyn std::fmt::Display| EngineError::Data {
-            operator: "HashJoin".into(),
-            message: e.to_string(),
-        };
-        let values = filter
-            .evaluate(&candidates)
-            .and_then(|v| v.into_array(total))
-            .map_err(|e| data_error(&e))?;
-        let values = values
-            .as_boolean_opt()
-            .ok_or_else(|| EngineError::Internal("join condition is not boolean".into()))?;
-        Ok(Some(
-            (0..total)
-                .map(|i| values.is_valid(i) && values.value(i))
-                .collect(),
-        ))
+        residual(filter, &self.sides, s, "HashJoin", &pairs).map(Some)
     }
 
     /// Builds the output batch from its rows' parts.
