@@ -9,6 +9,10 @@
 //! keeping only the NULL-padded rows that have expired and the windows the join's output
 //! watermark has closed, and `rivulet_late_rows` holds exactly the late rows of each view.
 //!
+//! Window joins (equal windows on both sides) are checked the same way: a row is late for them
+//! when its window had closed on its own side, and an unmatched row shows once the other side
+//! closed its window.
+//!
 //! Seeded and bounded: `RIVULET_ORACLE_SEED=<n>` replays one seed.
 #![allow(clippy::unwrap_used)]
 
@@ -56,6 +60,44 @@ fn views() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Window joins (Flink's TVF form and RisingWave's): rows meet when their windows are equal.
+const WINDOW_MS: i64 = 5_000;
+
+fn window_views() -> Vec<(&'static str, String)> {
+    let tvf = |t: &str| {
+        format!(
+            "(SELECT * FROM TABLE(TUMBLE(TABLE {{{t}}}, DESCRIPTOR(ts), INTERVAL '5' SECONDS)))"
+        )
+    };
+    vec![
+        (
+            "wjoin_inner",
+            format!(
+                "SELECT a.id, b.id AS bid, a.window_start, a.window_end FROM {} a JOIN {} b \
+                 ON a.k = b.k AND a.window_start = b.window_start AND a.window_end = b.window_end",
+                tvf("a"),
+                tvf("b")
+            ),
+        ),
+        (
+            "wjoin_full",
+            format!(
+                "SELECT a.id, b.id AS bid, a.window_end AS aend, b.window_end AS bend \
+                 FROM {} a FULL JOIN {} b ON a.k = b.k AND a.window_start = b.window_start \
+                 AND a.window_end = b.window_end AND a.v <= b.v",
+                tvf("a"),
+                tvf("b")
+            ),
+        ),
+        (
+            "wjoin_rw",
+            "SELECT a.id, b.id AS bid, a.window_start FROM TUMBLE({a}, ts, INTERVAL '5' SECOND) a \
+             JOIN TUMBLE({b}, ts, INTERVAL '5' SECOND) b ON a.k = b.k AND a.window_start = b.window_start"
+                .to_string(),
+        ),
+    ]
+}
+
 const WINDOWED: &str = "SELECT window_start, window_end, count(*) AS n, sum(b.v) AS s \
      FROM TABLE(TUMBLE(TABLE {a}, DESCRIPTOR(ts), INTERVAL '5' SECONDS)) a JOIN {b} b ON {ON} \
      GROUP BY window_start, window_end";
@@ -72,7 +114,8 @@ async fn run_seed(seed: u64) {
         c.batch_execute(&format!(
             "CREATE TABLE {t} (id INT, k INT, v INT, ts TIMESTAMP(3), \
                WATERMARK FOR ts AS ts - INTERVAL '3' SECOND) APPEND ONLY; \
-             CREATE TABLE {t}_on (id INT, k INT, v INT, ts TIMESTAMP(3))"
+             CREATE TABLE {t}_on (id INT, k INT, v INT, ts TIMESTAMP(3)); \
+             CREATE TABLE {t}_won (id INT, k INT, v INT, ts TIMESTAMP(3))"
         ))
         .await
         .unwrap();
@@ -93,6 +136,14 @@ async fn run_seed(seed: u64) {
         .await
         .unwrap_or_else(|e| panic!("view {name}: {e}"));
     }
+    for (name, query) in window_views() {
+        c.batch_execute(&format!(
+            "CREATE MATERIALIZED VIEW {name} AS {}",
+            on_tables(&query, "")
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("view {name}: {e}"));
+    }
     c.batch_execute(&format!(
         "CREATE MATERIALIZED VIEW windowed AS {} EMIT ON WINDOW CLOSE",
         on_tables(&WINDOWED.replace("{ON}", ON), "")
@@ -102,6 +153,8 @@ async fn run_seed(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut watermarks: [Option<i64>; 2] = [None, None];
     let mut late = 0usize;
+    // Late for a window join: the row's window had closed on its own side.
+    let mut window_late = 0usize;
     let mut clocks = [BASE_MS; 2];
     let mut next_id = 0;
     for statement in 0..160 {
@@ -145,6 +198,22 @@ async fn run_seed(seed: u64) {
                 .await
                 .unwrap();
         }
+        let window_kept: Vec<&(i32, i32, i32, i64)> = rows
+            .iter()
+            .filter(|r| {
+                let end = r.3.div_euclid(WINDOW_MS) * WINDOW_MS + WINDOW_MS;
+                watermarks[s].is_none_or(|w| end > w)
+            })
+            .collect();
+        window_late += rows.len() - window_kept.len();
+        if !window_kept.is_empty() {
+            c.batch_execute(&format!(
+                "INSERT INTO {table}_won VALUES {}",
+                values(&window_kept)
+            ))
+            .await
+            .unwrap();
+        }
         let max = rows.iter().map(|r| r.3).max().unwrap() - DELAY_MS;
         if watermarks[s].is_none_or(|w| max > w) {
             watermarks[s] = Some(max);
@@ -176,6 +245,42 @@ async fn run_seed(seed: u64) {
         assert_eq!(
             view, oracle,
             "seed {seed} (parallelism {p}): view {name} differs from its query"
+        );
+        compared += view.len();
+    }
+    // A window's unmatched rows show once the other side's watermark closed it.
+    for (name, query) in window_views() {
+        let view = sorted_rows(&c, &format!("SELECT * FROM {name}"))
+            .await
+            .unwrap();
+        let oracle = if name == "wjoin_full" {
+            format!(
+                "SELECT * FROM ({}) j WHERE (j.id IS NOT NULL AND j.bid IS NOT NULL) \
+                   OR (j.bid IS NULL AND j.aend <= TIMESTAMP '{}') \
+                   OR (j.id IS NULL AND j.bend <= TIMESTAMP '{}')",
+                on_tables(&query, "_won"),
+                ts(wb),
+                ts(wa)
+            )
+        } else {
+            on_tables(&query, "_won")
+        };
+        let oracle = sorted_rows(&c, &oracle).await.unwrap();
+        assert!(!oracle.is_empty(), "seed {seed}: {name} is empty");
+        assert_eq!(
+            view, oracle,
+            "seed {seed} (parallelism {p}): view {name} differs from its query"
+        );
+        let kept = text_rows(
+            &c,
+            &format!("SELECT count(*) FROM rivulet_late_rows WHERE view_name = '{name}'"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            kept,
+            vec![window_late.to_string()],
+            "seed {seed}: late rows of {name}"
         );
         compared += view.len();
     }

@@ -2,13 +2,15 @@
 //! BETWEEN a.ts - INTERVAL '1' HOUR AND a.ts`, or the same with `>=`/`<`/`>` conjuncts, in
 //! either direction) over two append-only inputs with watermarks. Such a join frees its state as
 //! the watermarks pass and emits append-only rows that keep their event time, so windows and
-//! EMIT ON WINDOW CLOSE work over it; any other join is a regular one.
+//! EMIT ON WINDOW CLOSE work over it. A window join (both sides' window bounds equal) is the same
+//! operator over the bound columns, freeing a window's rows when it closes. Any other join is a
+//! regular one.
 
 use datafusion::common::{Column, DFSchema};
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator as BinOp};
 
-use super::time::interval_micros;
+use super::time::{EventTime, interval_micros};
 
 /// `lower <= right.ts - left.ts <= upper` (microseconds), if `filter` (over the left schema's
 /// columns followed by the right's) bounds the right time column `times[1]` on both sides by the
@@ -100,4 +102,28 @@ fn linear(e: &Expr, side_of: &dyn Fn(&Column) -> Option<usize>) -> Option<(usize
         }
         _ => None,
     }
+}
+
+/// For a window join (Flink's `L.window_start = R.window_start AND L.window_end = R.window_end`
+/// over two window TVFs): the pair of equal window bound columns to free state by, and their
+/// offset (see [`EventTime`]); `window_end` (offset 0) is preferred.
+pub(super) fn window_bound(
+    on: &[(Expr, Expr)],
+    left: (&DFSchema, &EventTime),
+    right: (&DFSchema, &EventTime),
+) -> Option<([usize; 2], i64)> {
+    let bound = |e: &Expr, (schema, time): (&DFSchema, &EventTime)| {
+        let Expr::Column(c) = e else { return None };
+        let i = schema.index_of_column(c).ok()?;
+        time.bounds
+            .iter()
+            .find(|(b, _)| *b == i)
+            .map(|(_, o)| (i, *o))
+    };
+    on.iter()
+        .filter_map(|(l, r)| {
+            let ((li, lo), (ri, ro)) = (bound(l, left)?, bound(r, right)?);
+            (lo == ro).then_some(([li, ri], lo))
+        })
+        .min_by_key(|(_, offset)| offset.abs())
 }

@@ -158,34 +158,59 @@ pub(super) fn lower_join(ctx: &StreamContext<'_>, b: &mut Builder, join: &Join) 
             keys: Some(right_side.keys.clone()),
         },
     ];
-    let interval = match (kind, left.time.rowtime, right.time.rowtime, &join.filter) {
-        (
-            JoinKind::Inner | JoinKind::Left | JoinKind::Right | JoinKind::Full,
-            Some(lt),
-            Some(rt),
-            Some(f),
-        ) if left.append_only && right.append_only => {
+    let outer_or_inner = matches!(
+        kind,
+        JoinKind::Inner | JoinKind::Left | JoinKind::Right | JoinKind::Full
+    );
+    let width = join.left.schema().fields().len();
+    // The output's event time: the left's columns stay where they are, the right's move by the
+    // left's width.
+    let mut interval_time = left.time.clone();
+    interval_time
+        .bounds
+        .extend(right.time.bounds.iter().map(|(c, o)| (c + width, *o)));
+    let interval = match (left.time.rowtime, right.time.rowtime, &join.filter) {
+        (Some(lt), Some(rt), Some(f))
+            if outer_or_inner && left.append_only && right.append_only =>
+        {
             interval::bounds(f, join.left.schema(), join.right.schema(), [lt, rt]).map(
                 |(lower, upper)| Interval {
                     times: [lt, rt],
                     lower,
                     upper,
+                    shift: [0, 0],
                 },
             )
         }
         _ => None,
     };
+    let window = match interval {
+        None if outer_or_inner && left.append_only && right.append_only => {
+            interval::window_bound(
+                &join.on,
+                (join.left.schema(), &left.time),
+                (join.right.schema(), &right.time),
+            )
+            .map(|(times, offset)| {
+                // Rows of one window meet; a window's rows go once it has closed on the other
+                // side. The left's rowtime does not survive: a pair may come long after it.
+                interval_time.rowtime = None;
+                Interval {
+                    times,
+                    lower: 0,
+                    upper: 0,
+                    shift: [1 - offset; 2],
+                }
+            })
+        }
+        _ => None,
+    };
+    let interval = interval.or(window);
     let schema = arrow_schema(&join.schema);
     let (op, time, append_only): (Box<dyn Operator>, EventTime, bool) = match interval {
         Some(interval) => {
-            // The output keeps both sides' columns at their places (left first) and a
-            // watermark no output time is below: the left's event time stays the rowtime.
-            let width = join.left.schema().fields().len();
-            let mut time = left.time.clone();
-            time.bounds
-                .extend(right.time.bounds.iter().map(|(c, o)| (c + width, *o)));
             let op = IntervalJoin::try_new(kind, left_side, right_side, interval, filter, schema)?;
-            (Box::new(op), time, true)
+            (Box::new(op), interval_time, true)
         }
         None => {
             let op = HashJoin::try_new(kind, left_side, right_side, null_equal, filter, schema)?;

@@ -22,6 +22,12 @@
 //! the inputs' smaller one held back by the larger of `upper` and `-lower`, which no output row's
 //! time column (on either side) is below.
 //!
+//! **Window joins.** Flink's window join (both sides windowed alike, joined on their window
+//! bounds) is this operator over the bound columns with `lower = upper = 0`: each side's
+//! watermark is shifted into bound terms ([`Interval::shift`]), so a window's rows meet as they
+//! come, are freed once the other side's watermark closes the window, and a row whose window had
+//! closed on its own side is late.
+//!
 //! **Late rows.** A row older than its own side's watermark may have lost matches already (the
 //! other side's rows it would meet are gone): it is not joined, and is kept in the job's late-row
 //! log instead. A row with a NULL key or time matches nothing (outer: emitted padded at once).
@@ -55,6 +61,11 @@ pub struct Interval {
     pub times: [usize; 2],
     pub lower: i64,
     pub upper: i64,
+    /// Added to each side's watermark to compare it with that side's time column: 0 for an
+    /// event-time column (a row at `t < W` is late); for a window bound whose window is closed
+    /// once `W >= v + offset` (see the planner's event-time lineage), `1 - offset`. A window join
+    /// is an interval join on a bound column with `lower = upper = 0`.
+    pub shift: [i64; 2],
 }
 
 impl Interval {
@@ -127,7 +138,10 @@ pub struct IntervalJoin {
     interval: Interval,
     filter: Option<Arc<dyn PhysicalExpr>>,
     schema: SchemaRef,
+    /// Each side's watermark, shifted into its time column's terms (see [`Interval::shift`]).
     watermarks: [Option<i64>; 2],
+    /// Each side's watermark as it came, for the late-row log.
+    raw: [Option<i64>; 2],
     tables: Option<[Tables; 2]>,
     late: Vec<LateRow>,
     groups: Vec<u16>,
@@ -175,6 +189,7 @@ impl IntervalJoin {
             filter,
             schema,
             watermarks: [None, None],
+            raw: [None, None],
             tables: None,
             late: Vec::new(),
             groups: Vec::new(),
@@ -362,6 +377,7 @@ impl Operator for IntervalJoin {
             filter: self.filter.clone(),
             schema: Arc::clone(&self.schema),
             watermarks: [None, None],
+            raw: [None, None],
             tables: None,
             late: Vec::new(),
             groups: Vec::new(),
@@ -424,7 +440,7 @@ impl Operator for IntervalJoin {
             for (&i, row) in late.iter().zip(text) {
                 self.late.push(LateRow {
                     event_time: times[i].unwrap_or_default(),
-                    watermark: watermark.unwrap_or(i64::MIN),
+                    watermark: self.raw[s].unwrap_or(i64::MIN),
                     row,
                 });
             }
@@ -536,9 +552,11 @@ impl Operator for IntervalJoin {
 
     fn on_watermark(&mut self, input: usize, watermark: i64) -> Result<Vec<ChangeBatch>> {
         let s = input.min(1);
-        if self.watermarks[s].is_some_and(|w| w >= watermark) {
+        if self.raw[s].is_some_and(|w| w >= watermark) {
             return Ok(Vec::new());
         }
+        self.raw[s] = Some(watermark);
+        let watermark = watermark.saturating_add(self.interval.shift[s]);
         self.watermarks[s] = Some(watermark);
         let o = 1 - s;
         let unmatched = self.expire(o, watermark)?;
@@ -596,23 +614,36 @@ impl Operator for IntervalJoin {
                 .join(", ")
         };
         let secs = |us: i64| format!("{} s", us as f64 / 1e6);
-        let mut d = format!(
-            "IntervalJoin: {} on left [{}] = right [{}], right #{} - left #{} between {} and {}",
-            self.kind.sql(),
-            keys(&self.sides[0]),
-            keys(&self.sides[1]),
-            self.interval.times[1],
-            self.interval.times[0],
-            secs(self.interval.lower),
-            secs(self.interval.upper),
-        );
+        let mut d = if self.interval.shift != [0, 0] {
+            format!(
+                "WindowJoin: {} on left [{}] = right [{}], window bound left #{} = right #{}",
+                self.kind.sql(),
+                keys(&self.sides[0]),
+                keys(&self.sides[1]),
+                self.interval.times[0],
+                self.interval.times[1],
+            )
+        } else {
+            format!(
+                "IntervalJoin: {} on left [{}] = right [{}], right #{} - left #{} between {} and {}",
+                self.kind.sql(),
+                keys(&self.sides[0]),
+                keys(&self.sides[1]),
+                self.interval.times[1],
+                self.interval.times[0],
+                secs(self.interval.lower),
+                secs(self.interval.upper),
+            )
+        };
         if let Some(f) = &self.filter {
             d.push_str(&format!(", filter {f}"));
         }
-        d.push_str(
+        d.push_str(if self.interval.shift != [0, 0] {
+            "; state: each side's rows until the other side's window closes; output append-only"
+        } else {
             "; state: each side's rows until the other side's watermark passes them; \
-             output append-only",
-        );
+             output append-only"
+        });
         d
     }
 }
@@ -696,6 +727,7 @@ mod tests {
                 times: [1, 1],
                 lower: LOWER,
                 upper: UPPER,
+                shift: [0, 0],
             },
             None,
             out,
