@@ -95,29 +95,10 @@ pub fn parse_sql(sql: &str) -> Result<Vec<Parsed>> {
             continue;
         }
         let text = statement_text(sql, &group);
-        refuse_temporal_join(&group)?;
         let statement = parse_one(sql, group, &dialect)?;
         out.push(Parsed { statement, text });
     }
     Ok(out)
-}
-
-/// Flink's temporal join (`JOIN t FOR SYSTEM_TIME AS OF o.ts`) is not built yet (issue #15):
-/// refused as such rather than as the syntax error the Postgres grammar would give.
-fn refuse_temporal_join(tokens: &[TokenWithSpan]) -> Result<()> {
-    let words: Vec<&TokenWithSpan> = significant(tokens).map(|(_, t)| t).collect();
-    let temporal = words.windows(2).any(|w| {
-        is_word(w[0], Keyword::FOR)
-            && matches!(&w[1].token, Token::Word(word) if word.value.eq_ignore_ascii_case("SYSTEM_TIME"))
-    });
-    if temporal {
-        return Err(PlanError::Unsupported(
-            "a temporal join (FOR SYSTEM_TIME AS OF); a plain JOIN on the key follows each \
-             row's current version instead"
-                .into(),
-        ));
-    }
-    Ok(())
 }
 
 fn is_trivia(token: &Token) -> bool {
@@ -190,6 +171,7 @@ fn parse_one(
     }
     let emit_on_window_close = take_emit_on_window_close(&mut tokens);
     flink_windows(&mut tokens);
+    let system_time = crate::temporal::take(&mut tokens);
     let end = tokens
         .iter()
         .rev()
@@ -208,6 +190,7 @@ fn parse_one(
         ));
     }
     let mut stmt = stmt;
+    crate::temporal::restore(&mut stmt, system_time)?;
     crate::window::rewrite(&mut stmt)?;
     Ok(Statement::Sql {
         stmt: Box::new(stmt),

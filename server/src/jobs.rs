@@ -35,7 +35,7 @@ use rivulet_planner::stream::{Resolved, StreamContext, StreamPlan, plan_view};
 
 use crate::catalog::{Catalog, TableEntry};
 use crate::error::SqlError;
-use crate::exec::plan_query;
+use crate::exec::plan_continuous;
 use crate::session::{Session, Shared};
 
 /// How long a processing-time source waits without rows before its watermark follows the clock.
@@ -315,7 +315,8 @@ pub async fn plan_stream(
     let catalog: Arc<Catalog> = Arc::clone(session.catalog());
     let database = session.database.clone();
     let ctx = session.context()?.clone();
-    let plan = plan_query(&ctx, stmt).await?;
+    let temporal = rivulet_planner::temporal::tables(stmt)?;
+    let plan = plan_continuous(&ctx, stmt).await?;
     let state = ctx.state();
     let resolve = |name: &TableReference| -> Option<Resolved> {
         let t = catalog.table(&database, name.table())?;
@@ -368,6 +369,7 @@ pub async fn plan_stream(
         allowed_lateness,
         sink,
         resolve: &resolve,
+        temporal: &temporal,
     };
     Ok(plan_view(&stream, plan)?)
 }

@@ -86,6 +86,14 @@ impl Chain {
         shared: Arc<Shared>,
         inputs: usize,
     ) -> Self {
+        // An input without event time counts as done: it never holds the watermark back.
+        let watermarks = (0..inputs.max(1))
+            .map(|i| {
+                ops.first()
+                    .is_some_and(|op| !op.input_has_time(i))
+                    .then_some(i64::MAX)
+            })
+            .collect();
         Self {
             ops,
             scopes,
@@ -93,7 +101,7 @@ impl Chain {
             shared,
             late: Vec::new(),
             dead: Vec::new(),
-            watermarks: vec![None; inputs.max(1)],
+            watermarks,
             forwarded: None,
         }
     }

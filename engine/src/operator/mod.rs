@@ -238,6 +238,13 @@ pub trait Operator: Send {
         1
     }
 
+    /// Whether input `input`'s watermark holds back this operator's output watermark (the
+    /// default). An input that does not (a lookup join's table) gets no [`Operator::on_watermark`]
+    /// calls either.
+    fn input_has_time(&self, _input: usize) -> bool {
+        true
+    }
+
     /// Processes one batch from input `input` and returns what changed downstream.
     fn process(&mut self, input: usize, batch: ChangeBatch) -> Result<Vec<ChangeBatch>>;
 

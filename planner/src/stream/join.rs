@@ -31,9 +31,9 @@ use rivulet_engine::operator::join::interval::{Interval, IntervalJoin};
 use rivulet_engine::operator::join::{HashJoin, JoinKind, JoinSide};
 use rivulet_engine::operator::project::Project;
 
-use super::interval;
 use super::time::EventTime;
 use super::{Builder, Lowered, StreamContext, arrow_schema, identity, lower, physical};
+use super::{interval, temporal};
 use crate::error::{PlanError, Result};
 
 /// `plan` with its subqueries turned into joins and its comma joins' equality conditions into
@@ -62,7 +62,7 @@ pub(super) fn decorrelate(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<
     if !joins {
         return Ok(plan);
     }
-    let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
+    let mut rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
         Arc::new(DecorrelatePredicateSubquery::new()),
         Arc::new(ScalarSubqueryToJoin::new()),
         Arc::new(ExtractEquijoinPredicate::new()),
@@ -70,6 +70,11 @@ pub(super) fn decorrelate(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<
         Arc::new(PushDownFilter::new()),
         Arc::new(ExtractEquijoinPredicate::new()),
     ];
+    if !ctx.temporal.is_empty() {
+        // A condition on a versioned table applies to the version a row meets, after the
+        // join: pushed below it, it would choose among the versions instead.
+        rules.retain(|r| r.name() != PushDownFilter::new().name());
+    }
     // Uncorrelated scalar subqueries become joins too (DataFusion's batch plans may evaluate
     // them once instead; a view must follow the subquery's changes). A rule that fails is an
     // error here, not skipped.
@@ -110,6 +115,7 @@ pub(super) fn lower_join(ctx: &StreamContext<'_>, b: &mut Builder, join: &Join) 
                 .into(),
         ));
     }
+    let versioned = temporal::versioned(ctx.temporal, join)?;
     let left = lower(ctx, b, &join.left)?;
     let right = lower(ctx, b, &join.right)?;
     let mut left_keys = Vec::with_capacity(join.on.len());
@@ -207,21 +213,32 @@ pub(super) fn lower_join(ctx: &StreamContext<'_>, b: &mut Builder, join: &Join) 
     };
     let interval = interval.or(window);
     let schema = arrow_schema(&join.schema);
-    let (op, time, append_only): (Box<dyn Operator>, EventTime, bool) = match interval {
-        Some(interval) => {
-            let op = IntervalJoin::try_new(kind, left_side, right_side, interval, filter, schema)?;
-            (Box::new(op), interval_time, true)
+    let (op, time, append_only): (Box<dyn Operator>, EventTime, bool) = match (versioned, interval)
+    {
+        (Some(table), _) => {
+            let (op, time) = temporal::temporal_join(
+                table, join, kind, &left, &right, left_side, right_side, filter, schema,
+            )?;
+            (Box::new(op), time, true)
         }
-        None => {
-            let op = HashJoin::try_new(kind, left_side, right_side, null_equal, filter, schema)?;
-            let append_only = match kind {
-                JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi => {
-                    left.append_only && right.append_only
-                }
-                _ => false,
-            };
-            (Box::new(op), EventTime::default(), append_only)
-        }
+        (None, interval) => match interval {
+            Some(interval) => {
+                let op =
+                    IntervalJoin::try_new(kind, left_side, right_side, interval, filter, schema)?;
+                (Box::new(op), interval_time, true)
+            }
+            None => {
+                let op =
+                    HashJoin::try_new(kind, left_side, right_side, null_equal, filter, schema)?;
+                let append_only = match kind {
+                    JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi => {
+                        left.append_only && right.append_only
+                    }
+                    _ => false,
+                };
+                (Box::new(op), EventTime::default(), append_only)
+            }
+        },
     };
     b.stages.push(Stage {
         input: StageInput::Merge(edges),

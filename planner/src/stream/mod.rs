@@ -53,6 +53,8 @@ mod join;
 mod project;
 /// Table scans.
 mod scan;
+/// Temporal joins (`FOR SYSTEM_TIME AS OF`).
+mod temporal;
 
 /// Session windows under an aggregate.
 mod session;
@@ -200,6 +202,8 @@ pub struct StreamContext<'a> {
     /// A relation's storage and its key (primary key, or a view's key; `None` for a table
     /// without a primary key).
     pub resolve: &'a dyn Fn(&TableReference) -> Option<Resolved>,
+    /// The query's versioned tables (`FOR SYSTEM_TIME AS OF`), joined as temporal joins.
+    pub temporal: &'a [crate::temporal::TemporalTable],
 }
 
 /// A subtree of the plan, lowered: its output is what stage `stage` emits.

@@ -27,7 +27,7 @@ use crate::copy::{CopyFormat, CopyIn};
 use crate::error::{SqlError, sqlstate};
 use crate::session::{Session, TxState};
 
-pub use query::plan_query;
+pub use query::{plan_continuous, plan_query};
 pub use settings::checked as checked_setting;
 
 /// What a statement produced.

@@ -21,6 +21,16 @@ pub async fn plan_query(
     ctx: &SessionContext,
     stmt: &ast::Statement,
 ) -> Result<LogicalPlan, SqlError> {
+    rivulet_planner::temporal::refuse_ad_hoc(stmt)?;
+    plan_continuous(ctx, stmt).await
+}
+
+/// [`plan_query`] for a view's or a sink's query, which may have temporal joins (the streaming
+/// planner reads their table versions from `stmt`; DataFusion's plan has plain joins there).
+pub async fn plan_continuous(
+    ctx: &SessionContext,
+    stmt: &ast::Statement,
+) -> Result<LogicalPlan, SqlError> {
     rivulet_planner::recursive::check(stmt)?;
     let state = ctx.state();
     let plan = state

@@ -49,6 +49,8 @@ use crate::{EngineError, Result};
 
 /// Interval joins: time-bounded equi-joins of append-only inputs.
 pub mod interval;
+/// Temporal joins: each probe row with the version valid at its time (`FOR SYSTEM_TIME AS OF`).
+pub mod temporal;
 
 /// Which rows a join emits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
