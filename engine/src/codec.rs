@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::make_array;
 use datafusion::arrow::array::{
     Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Date32Array,
     Date32Builder, Decimal128Array, Decimal128Builder, Float32Array, Float32Builder, Float64Array,
@@ -18,6 +19,7 @@ use datafusion::arrow::array::{
     Time64MicrosecondArray, Time64MicrosecondBuilder, TimestampMicrosecondArray,
     TimestampMicrosecondBuilder,
 };
+use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::datatypes::{
     DataType, IntervalMonthDayNano, IntervalUnit, SchemaRef, TimeUnit,
 };
@@ -40,6 +42,9 @@ enum Kind {
     Date,
     Time,
     Timestamp,
+    /// A timestamp in seconds, milliseconds or nanoseconds (DataFusion's window bounds are in
+    /// nanoseconds): the same 8 bytes, the unit from the schema.
+    Stamp,
     Interval,
 }
 
@@ -58,6 +63,7 @@ impl Kind {
             DataType::Date32 => Kind::Date,
             DataType::Time64(TimeUnit::Microsecond) => Kind::Time,
             DataType::Timestamp(TimeUnit::Microsecond, _) => Kind::Timestamp,
+            DataType::Timestamp(_, _) => Kind::Stamp,
             DataType::Interval(IntervalUnit::MonthDayNano) => Kind::Interval,
             other => return Err(EngineError::Unsupported(other.to_string())),
         })
@@ -85,6 +91,7 @@ enum Col<'a> {
     Date(&'a Date32Array),
     Time(&'a Time64MicrosecondArray),
     Timestamp(&'a TimestampMicrosecondArray),
+    Stamp(ScalarBuffer<i64>),
     Interval(&'a IntervalMonthDayNanoArray),
 }
 
@@ -125,6 +132,7 @@ impl<'a> BatchEncoder<'a> {
                 Col::Date(a) => out.extend_from_slice(&a.value(row).to_le_bytes()),
                 Col::Time(a) => out.extend_from_slice(&a.value(row).to_le_bytes()),
                 Col::Timestamp(a) => out.extend_from_slice(&a.value(row).to_le_bytes()),
+                Col::Stamp(values) => out.extend_from_slice(&values[row].to_le_bytes()),
                 Col::Interval(a) => {
                     let v = a.value(row);
                     out.extend_from_slice(&v.months.to_le_bytes());
@@ -156,6 +164,7 @@ enum Builder {
     Date(Date32Builder),
     Time(Time64MicrosecondBuilder),
     Timestamp(TimestampMicrosecondBuilder),
+    Stamp(Int64Builder, DataType),
     Interval(IntervalMonthDayNanoBuilder),
 }
 
@@ -239,6 +248,13 @@ impl RowCodec {
                 Kind::Date => Col::Date(downcast(array)?),
                 Kind::Time => Col::Time(downcast(array)?),
                 Kind::Timestamp => Col::Timestamp(downcast(array)?),
+                Kind::Stamp => {
+                    let data = array.to_data();
+                    let buffer = data.buffers().first().cloned().ok_or_else(|| {
+                        EngineError::Internal("timestamp column without values".into())
+                    })?;
+                    Col::Stamp(ScalarBuffer::new(buffer, data.offset(), data.len()))
+                }
                 Kind::Interval => Col::Interval(downcast(array)?),
             };
             cols.push((array.as_ref(), col));
@@ -308,6 +324,7 @@ fn new_builder(kind: Kind, dt: &DataType, cap: usize) -> Builder {
                 TimestampMicrosecondBuilder::with_capacity(cap).with_timezone_opt(tz),
             )
         }
+        Kind::Stamp => Builder::Stamp(Int64Builder::with_capacity(cap), dt.clone()),
         Kind::Interval => Builder::Interval(IntervalMonthDayNanoBuilder::with_capacity(cap)),
     }
 }
@@ -373,6 +390,7 @@ impl RowDecoder {
                 Builder::Date(b) => append_fixed!(b, keep, r, 4, i32),
                 Builder::Time(b) => append_fixed!(b, keep, r, 8, i64),
                 Builder::Timestamp(b) => append_fixed!(b, keep, r, 8, i64),
+                Builder::Stamp(b, _) => append_fixed!(b, keep, r, 8, i64),
                 Builder::Utf8(b) => {
                     let v = r.var()?;
                     if keep {
@@ -413,8 +431,11 @@ impl RowDecoder {
 
     /// Finishes the batch decoded so far and starts a new one.
     pub fn flush(&mut self) -> Result<RecordBatch> {
-        let mut arrays: Vec<Option<ArrayRef>> =
-            self.builders.iter_mut().map(|b| Some(finish(b))).collect();
+        let mut arrays: Vec<Option<ArrayRef>> = self
+            .builders
+            .iter_mut()
+            .map(|b| finish(b).map(Some))
+            .collect::<Result<_>>()?;
         let columns: Vec<ArrayRef> = self
             .order
             .iter()
@@ -444,12 +465,13 @@ fn append_null(b: &mut Builder) {
         Builder::Date(b) => b.append_null(),
         Builder::Time(b) => b.append_null(),
         Builder::Timestamp(b) => b.append_null(),
+        Builder::Stamp(b, _) => b.append_null(),
         Builder::Interval(b) => b.append_null(),
     }
 }
 
-fn finish(b: &mut Builder) -> ArrayRef {
-    match b {
+fn finish(b: &mut Builder) -> Result<ArrayRef> {
+    Ok(match b {
         Builder::Bool(b) => Arc::new(b.finish()),
         Builder::I16(b) => Arc::new(b.finish()),
         Builder::I32(b) => Arc::new(b.finish()),
@@ -462,8 +484,13 @@ fn finish(b: &mut Builder) -> ArrayRef {
         Builder::Date(b) => Arc::new(b.finish()),
         Builder::Time(b) => Arc::new(b.finish()),
         Builder::Timestamp(b) => Arc::new(b.finish()),
+        Builder::Stamp(b, dt) => {
+            // The same i64 buffers, typed as the column's timestamp (no copy).
+            let data = b.finish().into_data().into_builder().data_type(dt.clone());
+            make_array(data.build()?)
+        }
         Builder::Interval(b) => Arc::new(b.finish()),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -483,6 +510,11 @@ mod tests {
             ),
             Field::new("i", DataType::Interval(IntervalUnit::MonthDayNano), true),
             Field::new("b", DataType::Boolean, true),
+            Field::new(
+                "ns",
+                DataType::Timestamp(TimeUnit::Nanosecond, Some("+00:00".into())),
+                true,
+            ),
         ]));
         let cols: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from(vec![Some(1), None, Some(-7)])),
@@ -502,6 +534,14 @@ mod tests {
                 Some(IntervalMonthDayNano::new(-1, 0, 0)),
             ])),
             Arc::new(BooleanArray::from(vec![Some(true), Some(false), None])),
+            Arc::new(
+                datafusion::arrow::array::TimestampNanosecondArray::from(vec![
+                    None,
+                    Some(1_767_261_600_000_000_001),
+                    Some(-5),
+                ])
+                .with_timezone("+00:00"),
+            ),
         ];
         RecordBatch::try_new(schema, cols).unwrap()
     }
