@@ -76,6 +76,21 @@ pub struct ViewDef {
     /// rows go to instead of being kept (`blackhole`: nowhere).
     #[serde(default)]
     pub sink: Option<String>,
+    /// The job's stateful operators as planned at CREATE, in plan order: each one's state lives
+    /// under its id. Empty for views created before ids were stored (their state is addressed by
+    /// plan position).
+    #[serde(default)]
+    pub state_tables: Vec<StateTableDef>,
+}
+
+/// One stateful operator of a view's job, as the view stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateTableDef {
+    /// Where its state lives (see `rivulet_engine::job`).
+    pub id: u32,
+    /// What the operator was when the view was created: its description and output types. A
+    /// server that plans the view otherwise refuses to run it with this state.
+    pub shape: String,
 }
 
 impl TableDef {

@@ -28,7 +28,7 @@ use datafusion::common::TableReference;
 use parking_lot::Mutex;
 use rivulet_engine::job::{Job, JobConfig, JobSpec};
 use rivulet_engine::task::{TaskHandle, spawn_named};
-use rivulet_planner::catalog::WatermarkDef;
+use rivulet_planner::catalog::{StateTableDef, WatermarkDef};
 use rivulet_planner::computed::PROCTIME;
 use rivulet_planner::parse::{Statement, parse_sql};
 use rivulet_planner::stream::{Resolved, StreamContext, StreamPlan, plan_view};
@@ -100,6 +100,8 @@ struct Running {
 /// The running jobs, by view id.
 pub struct Jobs {
     running: Mutex<BTreeMap<u64, Running>>,
+    /// Views whose jobs could not start when the server did, with the error.
+    refused: Mutex<BTreeMap<u64, String>>,
     defaults: JobDefaults,
 }
 
@@ -129,6 +131,10 @@ async fn build(shared: &Arc<Shared>, entry: &TableEntry) -> Result<Job, SqlError
         view.sink.is_some(),
     )
     .await?;
+    let mut plan = plan;
+    if !view.state_tables.is_empty() {
+        plan.graph.state_ids = Some(state_ids(&entry.def.name, &view.state_tables, &plan.graph)?);
+    }
     Ok(Job::start(JobSpec {
         id: entry.def.id,
         name: entry.def.name.clone(),
@@ -139,6 +145,75 @@ async fn build(shared: &Arc<Shared>, entry: &TableEntry) -> Result<Job, SqlError
         discard: view.sink.is_some(),
         config: defaults.config,
     })?)
+}
+
+/// The state tables of a new view's job: its stateful operators' shapes, numbered from 1.
+pub fn state_tables(graph: &rivulet_engine::job::graph::JobGraph) -> Vec<StateTableDef> {
+    shapes(graph)
+        .into_iter()
+        .zip(1..)
+        .map(|((_, _, shape), id)| StateTableDef { id, shape })
+        .collect()
+}
+
+/// Test hook: a server started with this variable set plans every view as if its planner had
+/// changed (each operator's shape gets the variable's value appended), to test the refusal.
+const PLANNER_CHANGE: &str = "RIVULET_TEST_PLANNER_CHANGE";
+
+/// The shapes of `graph`'s stateful operators (see `JobGraph::shapes`), as this server plans
+/// them.
+fn shapes(graph: &rivulet_engine::job::graph::JobGraph) -> Vec<(usize, usize, String)> {
+    let changed = std::env::var(PLANNER_CHANGE).unwrap_or_default();
+    graph
+        .shapes()
+        .into_iter()
+        .map(|(s, o, shape)| (s, o, format!("{shape}{changed}")))
+        .collect()
+}
+
+/// The state table id of each operator of `graph` (by stage and position; 0 for stateless
+/// ones), from the ids view `name` stored: its stateful operators must be, in order, the ones the
+/// view was created with. Otherwise the stored state belongs to other operators, and the view
+/// is refused, saying what differs.
+fn state_ids(
+    name: &str,
+    stored: &[StateTableDef],
+    graph: &rivulet_engine::job::graph::JobGraph,
+) -> Result<Vec<Vec<u32>>, SqlError> {
+    let shapes = shapes(graph);
+    let refuse = |detail: String| {
+        SqlError::new(
+            crate::error::sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!(
+                "materialized view \"{name}\" cannot run: this server plans its query differently \
+                 than the server that created it, and its state belongs to the old plan"
+            ),
+        )
+        .with_detail(detail)
+        .with_hint("Drop the view and create it again; it is rebuilt from its sources.")
+    };
+    if shapes.len() != stored.len() {
+        return Err(refuse(format!(
+            "It was created with {} stateful operators, and is planned now with {}.",
+            stored.len(),
+            shapes.len()
+        )));
+    }
+    let mut ids: Vec<Vec<u32>> = graph
+        .stages
+        .iter()
+        .map(|s| vec![0; s.operators.len()])
+        .collect();
+    for ((s, o, shape), def) in shapes.into_iter().zip(stored) {
+        if shape != def.shape {
+            return Err(refuse(format!(
+                "State table {} was \"{}\", and is planned now as \"{shape}\".",
+                def.id, def.shape
+            )));
+        }
+        ids[s][o] = def.id;
+    }
+    Ok(ids)
 }
 
 /// Restarts view `entry`'s job each time it fails, as the policy allows.
@@ -187,6 +262,7 @@ impl Jobs {
     pub fn new(defaults: JobDefaults) -> Self {
         Self {
             running: Mutex::new(BTreeMap::new()),
+            refused: Mutex::new(BTreeMap::new()),
             defaults,
         }
     }
@@ -228,9 +304,19 @@ impl Jobs {
             .collect();
         views.sort_by_key(|v| v.def.id);
         for view in views {
-            self.start(shared, &view).await?;
+            // One view that cannot start (say, planned differently after an upgrade) shows as
+            // failed; the server and the other views run.
+            if let Err(e) = self.start(shared, &view).await {
+                tracing::error!(view = %view.def.name, error = %e, "job could not start");
+                self.refused.lock().insert(view.def.id, e.to_string());
+            }
         }
         Ok(())
+    }
+
+    /// Views whose jobs could not start with the server, with the error.
+    pub fn refused(&self) -> BTreeMap<u64, String> {
+        self.refused.lock().clone()
     }
 
     /// The jobs by view id, with how often each was restarted.
@@ -245,6 +331,7 @@ impl Jobs {
     /// Stops the job of view `id` (its state stays until the view is dropped).
     pub fn stop(&self, id: u64) {
         self.running.lock().remove(&id);
+        self.refused.lock().remove(&id);
     }
 
     /// The views whose jobs read relation `id`.

@@ -106,6 +106,15 @@ impl TestServer {
 
     /// Starts a server on `data_dir` (kept after the server stops) with extra command-line flags.
     pub async fn start_with(data_dir: &Path, flags: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_env(data_dir, flags, &[]).await
+    }
+
+    /// [`TestServer::start_with`] with extra environment variables (test hooks).
+    pub async fn start_with_env(
+        data_dir: &Path,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let bin = rivulet_bin();
         if !bin.exists() {
             bail!(
@@ -121,6 +130,7 @@ impl TestServer {
             .arg("--log")
             .arg(std::env::var("RIVULET_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .args(flags)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

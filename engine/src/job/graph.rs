@@ -176,6 +176,10 @@ pub struct Stage {
 #[derive(Default)]
 pub struct JobGraph {
     pub stages: Vec<Stage>,
+    /// The state table id of each operator, by stage and position (see [`JobGraph::shapes`]):
+    /// its state lives under the id, which the view stores, instead of under its position in
+    /// the plan. `None`: under the position (views created before ids were stored).
+    pub state_ids: Option<Vec<Vec<u32>>>,
 }
 
 impl JobGraph {
@@ -188,6 +192,28 @@ impl JobGraph {
                 StageInput::Merge(_) => None,
             })
             .collect()
+    }
+
+    /// What each stateful operator is, by stage and position, in plan order: its description
+    /// and output types. A view stores these with its state table ids when it is created; a
+    /// server that plans the view into other shapes must not hand it the stored state.
+    pub fn shapes(&self) -> Vec<(usize, usize, String)> {
+        let mut out = Vec::new();
+        for (s, stage) in self.stages.iter().enumerate() {
+            for (o, op) in stage.operators.iter().enumerate() {
+                if !op.stateful() {
+                    continue;
+                }
+                let types: Vec<String> = op
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.data_type().to_string())
+                    .collect();
+                out.push((s, o, format!("{} -> ({})", op.describe(), types.join(", "))));
+            }
+        }
+        out
     }
 
     /// Total tasks: one per stage instance.

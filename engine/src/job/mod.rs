@@ -73,6 +73,14 @@ fn stage_prefix(id: u64, stage: usize, op: usize) -> Vec<u8> {
     k
 }
 
+/// The prefix of state table `table` of job `id`.
+fn state_table_prefix(id: u64, table: u32) -> Vec<u8> {
+    let mut k = job_prefix(id);
+    k.push(b't');
+    k.extend_from_slice(&table.to_be_bytes());
+    k
+}
+
 fn position_key(id: u64, source: usize) -> Vec<u8> {
     let mut k = job_prefix(id);
     k.push(b'p');
@@ -462,6 +470,7 @@ impl Job {
         let cap = config.channel_capacity.max(1);
         let tasks = graph.tasks();
         let stages = graph.stages;
+        let state_ids = graph.state_ids;
         let n = stages.len();
 
         // Channels: inputs[s][j] receives what stage s instance j reads, each channel with the
@@ -527,7 +536,13 @@ impl Job {
                 let scopes = (0..ops.len())
                     .map(|o| StateScope {
                         store: store.clone(),
-                        prefix: stage_prefix(id, s, o),
+                        prefix: match &state_ids {
+                            Some(ids) => state_table_prefix(
+                                id,
+                                ids.get(s).and_then(|ops| ops.get(o)).copied().unwrap_or(0),
+                            ),
+                            None => stage_prefix(id, s, o),
+                        },
                         key_groups: range_of(j, p),
                         committed: Arc::clone(&committed),
                         cache_bytes: config.state_cache_bytes,

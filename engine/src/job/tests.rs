@@ -72,6 +72,7 @@ fn graph(a: &Arc<TableStore>, b: &Arc<TableStore>, p: usize) -> JobGraph {
                 parallelism: p,
             },
         ],
+        state_ids: None,
     }
 }
 

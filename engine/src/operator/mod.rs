@@ -279,6 +279,13 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// Whether the operator keeps state across batches (conservatively yes: only operators
+    /// that never touch their [`StateScope`] say no). A stateful operator's state lives under a
+    /// state table id stored with the view.
+    fn stateful(&self) -> bool {
+        true
+    }
+
     /// Bytes of state this instance keeps in the store (keys and values), as of its last
     /// checkpoint.
     fn state_bytes(&self) -> usize {

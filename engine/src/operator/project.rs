@@ -101,6 +101,10 @@ fn repair_pairs(mut ops: Vec<Op>) -> Vec<Op> {
 }
 
 impl Operator for Project {
+    fn stateful(&self) -> bool {
+        false
+    }
+
     fn name(&self) -> &'static str {
         "Project"
     }

@@ -55,6 +55,10 @@ impl Unnest {
 }
 
 impl Operator for Unnest {
+    fn stateful(&self) -> bool {
+        false
+    }
+
     fn name(&self) -> &'static str {
         "Unnest"
     }

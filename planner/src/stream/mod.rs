@@ -351,7 +351,10 @@ pub fn plan_view(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<StreamPla
                 .into(),
         ));
     }
-    let graph = JobGraph { stages: b.stages };
+    let graph = JobGraph {
+        stages: b.stages,
+        state_ids: None,
+    };
     graph.validate()?;
     Ok(StreamPlan {
         graph,

@@ -143,12 +143,20 @@ impl Session {
     /// SHOW JOBS: each view's job in this database, with its progress and last error.
     pub(super) fn show_jobs(&mut self) -> Result<Outcome, SqlError> {
         let running = self.shared.jobs.list();
+        let refused = self.shared.jobs.refused();
         let mut rows: Vec<[String; 14]> = Vec::new();
         for view in self.catalog().tables(&self.database) {
             if view.def.view.is_none() {
                 continue;
             }
             let Some((job, restarts)) = running.get(&view.def.id) else {
+                if let Some(error) = refused.get(&view.def.id) {
+                    let mut row: [String; 14] = Default::default();
+                    row[0] = view.def.name.clone();
+                    row[1] = "failed".into();
+                    row[12] = error.clone();
+                    rows.push(row);
+                }
                 continue;
             };
             let failure = job.failure();

@@ -99,6 +99,7 @@ impl Session {
                 emit_on_window_close,
                 settings,
                 sink: Some(connector),
+                state_tables: crate::jobs::state_tables(&plan.graph),
             }),
         };
         drop(plan.graph);

@@ -72,6 +72,7 @@ impl Session {
                 emit_on_window_close,
                 settings,
                 sink: None,
+                state_tables: crate::jobs::state_tables(&plan.graph),
             }),
         };
         drop(plan.graph);
