@@ -54,6 +54,14 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT id, v, (SELECT max(w) FROM t2) AS top FROM t1",
     ),
     (
+        "not_in",
+        "SELECT id, v FROM t1 WHERE k NOT IN (SELECT k FROM t2 WHERE w < 60)",
+    ),
+    (
+        "not_in_nonnull",
+        "SELECT id, s FROM t1 WHERE v NOT IN (SELECT k FROM t3 WHERE k IS NOT NULL)",
+    ),
+    (
         "correlated",
         "SELECT id, (SELECT count(*) FROM t2 WHERE t2.k = t1.k) AS n FROM t1",
     ),

@@ -28,6 +28,7 @@ use datafusion::physical_plan::PhysicalExpr;
 use rivulet_engine::job::graph::{Edge, Stage, StageInput};
 use rivulet_engine::operator::Operator;
 use rivulet_engine::operator::join::interval::{Interval, IntervalJoin};
+use rivulet_engine::operator::join::not_in::NotInJoin;
 use rivulet_engine::operator::join::{HashJoin, JoinKind, JoinSide};
 use rivulet_engine::operator::project::Project;
 
@@ -108,10 +109,11 @@ pub(super) fn lower_join(ctx: &StreamContext<'_>, b: &mut Builder, join: &Join) 
             ));
         }
     };
-    if join.null_aware {
+    if join.null_aware && (join.on.len() != 1 || join.filter.is_some()) {
         return Err(PlanError::Unsupported(
-            "NOT IN over a subquery in a materialized view (its NULL semantics need the whole \
-             subquery result); write NOT EXISTS, or filter the subquery's column IS NOT NULL"
+            "NOT IN over a correlated subquery, or over several columns, in a materialized view \
+             (its NULL semantics need each correlated group's whole result); write NOT EXISTS, \
+             or filter the subquery's columns IS NOT NULL"
                 .into(),
         ));
     }
@@ -154,6 +156,31 @@ pub(super) fn lower_join(ctx: &StreamContext<'_>, b: &mut Builder, join: &Join) 
         })
         .transpose()?;
     let null_equal = join.null_equality == NullEquality::NullEqualsNull;
+    if join.null_aware {
+        // NOT IN: whether the subquery is empty or has a NULL decides for every row, so one
+        // instance sees all of both sides.
+        let op = NotInJoin::try_new(left_side, right_side, arrow_schema(&join.schema))?;
+        b.stages.push(Stage {
+            input: StageInput::Merge(vec![
+                Edge {
+                    from: vec![left.stage],
+                    keys: None,
+                },
+                Edge {
+                    from: vec![right.stage],
+                    keys: None,
+                },
+            ]),
+            operators: vec![Box::new(op)],
+            parallelism: 1,
+        });
+        return Ok(Lowered {
+            stage: b.stages.len() - 1,
+            key: None,
+            time: EventTime::default(),
+            append_only: false,
+        });
+    }
     let edges = vec![
         Edge {
             from: vec![left.stage],

@@ -49,6 +49,8 @@ use crate::{EngineError, Result};
 
 /// Interval joins: time-bounded equi-joins of append-only inputs.
 pub mod interval;
+/// `NOT IN` over a subquery: the null-aware anti join.
+pub mod not_in;
 /// Temporal joins: each probe row with the version valid at its time (`FOR SYSTEM_TIME AS OF`).
 pub mod temporal;
 
