@@ -26,6 +26,9 @@ use crate::state::StateBatch;
 use crate::state::table::{Direction, StateTable};
 use crate::{EngineError, Result};
 
+/// A batch's rows: whether each key is NULL, and the key and row encodings.
+type Encoded = (Vec<bool>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+
 /// The one key group the single instance keeps everything in.
 const KG: u16 = 0;
 /// The key of the subquery's counts in `g`.
@@ -124,11 +127,7 @@ impl NotInJoin {
     }
 
     /// Whether each row's key column is NULL, and its key (NULL encoded too) and row encodings.
-    fn rows(
-        &mut self,
-        s: usize,
-        batch: &RecordBatch,
-    ) -> Result<(Vec<bool>, Vec<Vec<u8>>, Vec<Vec<u8>>)> {
+    fn rows(&mut self, s: usize, batch: &RecordBatch) -> Result<Encoded> {
         let column = batch.column(self.sides[s].spec.keys[0]);
         let nulls = (0..batch.num_rows()).map(|i| column.is_null(i)).collect();
         let (keys, rows) = encode(
