@@ -1,0 +1,692 @@
+//! Top-N per group, maintained under inserts, updates and deletes: the rows whose rank within
+//! their group (`PARTITION BY`) by an order (`ORDER BY`) lies in `lo..=hi`, for `ROW_NUMBER()`,
+//! `RANK()` or `DENSE_RANK()`. It is what `WHERE rn <= N` over a ranking window function,
+//! `ORDER BY ... LIMIT n OFFSET m` and `DISTINCT ON` become (deduplication is top-1).
+//!
+//! **Inputs.** One input, hash-exchanged on the partition columns, so a group lives in one
+//! instance and one key group. Rows may carry extra trailing columns (partition or order keys the
+//! planner computed from expressions); only the first `width` columns are the row, stored and
+//! emitted.
+//!
+//! **Semantics.** Ranks are those of SQL: `ROW_NUMBER()` numbers the rows in order, breaking ties
+//! among rows with equal order keys by the rows' stored encoding (SQL leaves that order open);
+//! `RANK()` gives tied rows the rank of the first of them and skips; `DENSE_RANK()` does not skip.
+//! Identical rows are one entry with a count and rank like that many rows. The output is the rows
+//! of rank `lo..=hi` followed by their rank (the window function's column). When the rank is
+//! selected, a row whose rank changes is retracted and inserted again with its new rank;
+//! otherwise only rows entering or leaving the range are emitted, and the rank column (which
+//! nothing reads) holds the rank the row had when it entered.
+//!
+//! **State.** One [`StateTable`] (tag `t`) holding every row of every group, keyed by key group,
+//! then the group key (length-prefixed [`RowCodec`] bytes, so a prefix scan finds the group), the
+//! order key ([`SortKeyEncoder`], so key order is rank order), the row's encoding and its length;
+//! the value is the row's count. When a row of the range goes, the next one is read from the
+//! table (refill). On append-only input rows can only move down: the table keeps only each
+//! group's rows of rank `<= hi`, and drops what falls below. Each group's rows of rank `<= hi`
+//! (its *window*) are also cached in memory, bounded by a share of the state cache, so a change
+//! that sorts after a full window costs no read at all; nothing is read back at restart.
+//!
+//! **Emission.** On update: each batch's net change per group is applied, and the group's window
+//! before and after is compared. All retractions of a batch come before its insertions, so a
+//! view keyed by its rows' key sees a row move between groups as a delete and an insert.
+//! There is no watermark logic; nothing is late.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt64Array};
+use datafusion::arrow::compute::{SortOptions, cast};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatchOptions;
+
+use super::{Operator, StateScope};
+use crate::changelog::{ChangeBatch, Op};
+use crate::codec::{RowCodec, RowDecoder};
+use crate::keygroup;
+use crate::state::StateBatch;
+use crate::state::keys::SortKeyEncoder;
+use crate::state::table::{Direction, StateTable};
+use crate::{EngineError, Result};
+
+/// Which ranking function numbers the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RankKind {
+    /// 1, 2, 3, ... whatever the ties.
+    RowNumber,
+    /// Tied rows share a rank; the next rank skips (1, 1, 3).
+    Rank,
+    /// Tied rows share a rank; the next rank does not skip (1, 1, 2).
+    DenseRank,
+}
+
+impl RankKind {
+    fn sql(self) -> &'static str {
+        match self {
+            RankKind::RowNumber => "row_number()",
+            RankKind::Rank => "rank()",
+            RankKind::DenseRank => "dense_rank()",
+        }
+    }
+}
+
+/// What the planner decides about a top-N.
+#[derive(Debug, Clone)]
+pub struct TopNSpec {
+    /// The input's columns: the row's own, then any computed keys.
+    pub input: SchemaRef,
+    /// How many leading input columns are the row.
+    pub width: usize,
+    /// Partition (group) columns of the input.
+    pub partition: Vec<usize>,
+    /// Order columns of the input, with their direction and NULL placement.
+    pub order: Vec<(usize, SortOptions)>,
+    pub rank: RankKind,
+    /// The lowest rank emitted (1-based).
+    pub lo: u64,
+    /// The highest rank emitted.
+    pub hi: u64,
+    /// The rank column is read downstream: emit rank changes.
+    pub emit_rank: bool,
+    /// The input only ever inserts: keep only the rows within rank `hi`.
+    pub append_only: bool,
+}
+
+/// A group's rows of rank `<= hi`, as read from the table.
+#[derive(Debug, Clone, Default)]
+struct Window {
+    /// Table keys (without the key group) and counts, in key order.
+    entries: Vec<(Vec<u8>, i64)>,
+    /// Every rank up to `hi` is taken: a row sorting after the last entry is outside the range.
+    full: bool,
+}
+
+impl Window {
+    fn bytes(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|(k, _)| k.len() + 32)
+            .sum::<usize>()
+            + 64
+    }
+}
+
+/// The immutable part of an operator, shared by its instances.
+#[derive(Debug)]
+struct Shared {
+    spec: TopNSpec,
+    group_codec: RowCodec,
+    row_codec: RowCodec,
+    schema: SchemaRef,
+}
+
+/// The top-N operator; see the module documentation.
+pub struct TopN {
+    shared: Arc<Shared>,
+    table: Option<StateTable>,
+    /// Cached windows by `kg ++ group key`.
+    windows: HashMap<Vec<u8>, Window>,
+    window_bytes: usize,
+    window_budget: usize,
+    groups: Vec<u16>,
+}
+
+/// Where one input row's parts lie in the batch's key buffer.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: usize,
+    /// End of the group key.
+    group: usize,
+    end: usize,
+}
+
+/// The row bytes of a table key: its last four bytes are their length.
+fn row_of(key: &[u8]) -> Result<&[u8]> {
+    let corrupt = || EngineError::Corrupt("top-N state key without its row".into());
+    let (rest, len) = key.split_last_chunk::<4>().ok_or_else(corrupt)?;
+    let len = u32::from_be_bytes(*len) as usize;
+    rest.get(rest.len().checked_sub(len).ok_or_else(corrupt)?..)
+        .ok_or_else(corrupt)
+}
+
+/// The order key of a table key whose group key is `group` bytes long.
+fn order_of(key: &[u8], group: usize) -> Result<&[u8]> {
+    let row = row_of(key)?.len();
+    key.get(group..key.len() - 4 - row)
+        .ok_or_else(|| EngineError::Corrupt("top-N state key without its order key".into()))
+}
+
+fn count_of(value: &[u8]) -> Result<i64> {
+    value
+        .try_into()
+        .map(i64::from_le_bytes)
+        .map_err(|_| EngineError::Corrupt("top-N state value is not a count".into()))
+}
+
+/// The rows of a window in the rank range: `(entry, rank, copies)`.
+fn ranked(
+    spec: &TopNSpec,
+    window: &Window,
+    group: usize,
+    mut f: impl FnMut(usize, u64, i64),
+) -> Result<()> {
+    let (mut rows, mut distinct, mut rank) = (0u64, 0u64, 0u64);
+    let mut previous: Option<&[u8]> = None;
+    for (i, (key, count)) in window.entries.iter().enumerate() {
+        let order = order_of(key, group)?;
+        if previous != Some(order) {
+            distinct += 1;
+            rank = rows + 1;
+        }
+        previous = Some(order);
+        let count = (*count).max(0) as u64;
+        match spec.rank {
+            RankKind::RowNumber => {
+                let first = (rows + 1).max(spec.lo);
+                let last = (rows + count).min(spec.hi);
+                for r in first..=last {
+                    f(i, r, 1);
+                }
+            }
+            RankKind::Rank | RankKind::DenseRank => {
+                let r = if spec.rank == RankKind::Rank {
+                    rank
+                } else {
+                    distinct
+                };
+                if (spec.lo..=spec.hi).contains(&r) {
+                    f(i, r, count as i64);
+                }
+            }
+        }
+        rows += count;
+    }
+    Ok(())
+}
+
+impl TopN {
+    /// A top-N over `spec`'s input, emitting `schema` (the row's columns and the rank).
+    pub fn try_new(spec: TopNSpec, schema: SchemaRef) -> Result<Self> {
+        let input = &spec.input;
+        let width_ok = spec.width <= input.fields().len();
+        let columns_ok = spec
+            .partition
+            .iter()
+            .chain(spec.order.iter().map(|(c, _)| c))
+            .all(|&c| c < input.fields().len());
+        if !width_ok || !columns_ok || schema.fields().len() != spec.width + 1 || spec.lo == 0 {
+            return Err(EngineError::Internal(format!(
+                "top-N over {} columns with row width {}, keys {:?} and {:?}, output of {} columns, ranks from {}",
+                input.fields().len(),
+                spec.width,
+                spec.partition,
+                spec.order,
+                schema.fields().len(),
+                spec.lo
+            )));
+        }
+        let fields = |columns: &mut dyn Iterator<Item = usize>| {
+            Arc::new(Schema::new(
+                columns
+                    .map(|c| input.field(c).clone().with_nullable(true))
+                    .collect::<Vec<_>>(),
+            ))
+        };
+        let group_codec = RowCodec::try_new(fields(&mut spec.partition.iter().copied()))?;
+        let row_codec = RowCodec::try_new(fields(&mut (0..spec.width)))?;
+        Ok(TopN {
+            shared: Arc::new(Shared {
+                spec,
+                group_codec,
+                row_codec,
+                schema,
+            }),
+            table: None,
+            windows: HashMap::new(),
+            window_bytes: 0,
+            window_budget: 0,
+            groups: Vec::new(),
+        })
+    }
+
+    /// Each row's table key (group key, order key, row, row length), in one buffer.
+    fn encode(&mut self, batch: &RecordBatch) -> Result<(Vec<u8>, Vec<Span>)> {
+        let spec = &self.shared.spec;
+        let n = batch.num_rows();
+        let partition: Vec<ArrayRef> = spec
+            .partition
+            .iter()
+            .map(|&c| Arc::clone(batch.column(c)))
+            .collect();
+        keygroup::key_groups(&partition, n, &mut self.groups)?;
+        let order: Vec<(ArrayRef, SortOptions)> = spec
+            .order
+            .iter()
+            .map(|&(c, o)| (Arc::clone(batch.column(c)), o))
+            .collect();
+        let group_encoder = self.shared.group_codec.encoder_for_columns(&partition)?;
+        let order_encoder = SortKeyEncoder::try_new(&order)?;
+        let own = batch.columns().get(..spec.width).unwrap_or_default();
+        let row_encoder = self.shared.row_codec.encoder_for_columns(own)?;
+        let mut buf = Vec::with_capacity(n * 48);
+        let mut spans = Vec::with_capacity(n);
+        for i in 0..n {
+            let start = buf.len();
+            buf.extend_from_slice(&[0; 4]);
+            group_encoder.encode(i, &mut buf);
+            let len = (buf.len() - start - 4) as u32;
+            buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+            let group = buf.len();
+            order_encoder.encode(i, &mut buf);
+            let row = buf.len();
+            row_encoder.encode(i, &mut buf);
+            let len = (buf.len() - row) as u32;
+            buf.extend_from_slice(&len.to_be_bytes());
+            spans.push(Span {
+                start,
+                group,
+                end: buf.len(),
+            });
+        }
+        Ok((buf, spans))
+    }
+
+    /// The window of group `group` (its key bytes) in key group `kg`, read from the table.
+    fn read_window(&self, kg: u16, group: &[u8]) -> Result<Window> {
+        let spec = &self.shared.spec;
+        let table = self
+            .table
+            .as_ref()
+            .ok_or_else(|| EngineError::Internal("top-N used before restore".into()))?;
+        let mut window = Window::default();
+        let (mut rows, mut distinct) = (0u64, 0u64);
+        table.scan_prefix(kg, group, Direction::Forward, |key, value| {
+            let count = count_of(value)?.max(0);
+            let order = order_of(key, group.len())?;
+            let tied = match window.entries.last() {
+                Some((last, _)) => order_of(last, group.len())? == order,
+                None => false,
+            };
+            let past = match spec.rank {
+                RankKind::RowNumber => rows >= spec.hi,
+                RankKind::Rank => !tied && rows >= spec.hi,
+                RankKind::DenseRank => !tied && distinct >= spec.hi,
+            };
+            if past {
+                return Ok(ControlFlow::Break(()));
+            }
+            distinct += u64::from(!tied);
+            rows += count as u64;
+            window.entries.push((key.to_vec(), count));
+            Ok(ControlFlow::Continue(()))
+        })?;
+        window.full = match spec.rank {
+            RankKind::RowNumber | RankKind::Rank => rows >= spec.hi,
+            RankKind::DenseRank => distinct >= spec.hi,
+        };
+        Ok(window)
+    }
+
+    /// A change of `key` cannot touch a full window: it sorts after the window's last row.
+    fn outside(&self, window: &Window, key: &[u8], group: usize) -> Result<bool> {
+        if !window.full {
+            return Ok(false);
+        }
+        let Some((last, _)) = window.entries.last() else {
+            // A full window without rows: the range is empty (hi is 0).
+            return Ok(true);
+        };
+        Ok(match self.shared.spec.rank {
+            RankKind::RowNumber => key > last.as_slice(),
+            RankKind::Rank | RankKind::DenseRank => order_of(key, group)? > order_of(last, group)?,
+        })
+    }
+
+    /// Caches `window` for `id` within the budget, dropping arbitrary others when over it.
+    fn cache(&mut self, id: Vec<u8>, window: Window) {
+        let bytes = window.bytes() + id.len();
+        if bytes > self.window_budget / 4 {
+            return;
+        }
+        if self.window_bytes + bytes > self.window_budget {
+            let target = self.window_budget / 2;
+            let mut dropped = Vec::new();
+            let mut freed = 0;
+            for (k, w) in &self.windows {
+                if self.window_bytes - freed <= target {
+                    break;
+                }
+                freed += w.bytes() + k.len();
+                dropped.push(k.clone());
+            }
+            for k in dropped {
+                self.windows.remove(&k);
+            }
+            self.window_bytes -= freed;
+        }
+        self.window_bytes += bytes;
+        if let Some(old) = self.windows.insert(id.clone(), window) {
+            self.window_bytes -= old.bytes() + id.len();
+        }
+    }
+
+    /// Applies one group's changes (net count per key) and records what its range gained and
+    /// lost.
+    fn process_group(
+        &mut self,
+        kg: u16,
+        group: &[u8],
+        deltas: &[(&[u8], i64)],
+        out: &mut Output,
+    ) -> Result<()> {
+        let shared = Arc::clone(&self.shared);
+        let spec = &shared.spec;
+        let mut id = Vec::with_capacity(2 + group.len());
+        id.extend_from_slice(&kg.to_be_bytes());
+        id.extend_from_slice(group);
+        let old = match self.windows.remove(&id) {
+            Some(w) => {
+                self.window_bytes -= w.bytes() + id.len();
+                w
+            }
+            None => self.read_window(kg, group)?,
+        };
+        let mut untouched = true;
+        for (key, _) in deltas {
+            untouched &= self.outside(&old, key, group.len())?;
+        }
+        if untouched && spec.append_only {
+            // Rows below a full window of append-only input can never enter it: not kept.
+            self.cache(id, old);
+            return Ok(());
+        }
+        self.apply(kg, deltas)?;
+        if untouched {
+            self.cache(id, old);
+            return Ok(());
+        }
+        let new = self.read_window(kg, group)?;
+        let mut changes: Vec<(&[u8], u64, i64)> = Vec::new();
+        let rank_of = |r: u64| if spec.emit_rank { r } else { 0 };
+        ranked(spec, &old, group.len(), |i, r, n| {
+            changes.push((&old.entries[i].0, rank_of(r), -n))
+        })?;
+        ranked(spec, &new, group.len(), |i, r, n| {
+            changes.push((&new.entries[i].0, rank_of(r), n))
+        })?;
+        changes.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let mut at = 0;
+        while at < changes.len() {
+            let (key, rank, mut net) = changes[at];
+            at += 1;
+            while at < changes.len() && (changes[at].0, changes[at].1) == (key, rank) {
+                net += changes[at].2;
+                at += 1;
+            }
+            // A row whose rank is not emitted is emitted with the rank it has now.
+            let shown = if spec.emit_rank {
+                rank
+            } else {
+                rank_in(spec, &new, key, group.len())?.unwrap_or(rank)
+            };
+            out.push(row_of(key)?, shown, net)?;
+        }
+        if spec.append_only {
+            // Keep only the window: rows pushed out of it, and new rows that did not enter it.
+            let table = self
+                .table
+                .as_mut()
+                .ok_or_else(|| EngineError::Internal("top-N used before restore".into()))?;
+            let kept = |key: &[u8]| {
+                new.entries
+                    .binary_search_by(|(k, _)| k.as_slice().cmp(key))
+                    .is_ok()
+            };
+            for (key, _) in &old.entries {
+                if !kept(key) {
+                    table.delete(kg, key);
+                }
+            }
+            for (key, delta) in deltas {
+                if *delta > 0 && !kept(key) {
+                    table.delete(kg, key);
+                }
+            }
+        }
+        self.cache(id, new);
+        Ok(())
+    }
+
+    /// Adds each key's net change to its stored count.
+    fn apply(&mut self, kg: u16, deltas: &[(&[u8], i64)]) -> Result<()> {
+        let table = self
+            .table
+            .as_mut()
+            .ok_or_else(|| EngineError::Internal("top-N used before restore".into()))?;
+        let keys: Vec<(u16, &[u8])> = deltas.iter().map(|(k, _)| (kg, *k)).collect();
+        let counts = table
+            .multi_get(&keys)?
+            .into_iter()
+            .map(|v| v.map_or(Ok(0), count_of))
+            .collect::<Result<Vec<i64>>>()?;
+        for ((key, delta), count) in deltas.iter().zip(counts) {
+            let count = count + delta;
+            if count > 0 {
+                table.put(kg, key, &count.to_le_bytes());
+            } else {
+                table.delete(kg, key);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The first rank `key`'s row has in `window`'s range, if it is in it.
+fn rank_in(spec: &TopNSpec, window: &Window, key: &[u8], group: usize) -> Result<Option<u64>> {
+    let Ok(at) = window
+        .entries
+        .binary_search_by(|(k, _)| k.as_slice().cmp(key))
+    else {
+        return Ok(None);
+    };
+    let mut found = None;
+    ranked(spec, window, group, |i, r, _| {
+        if i == at && found.is_none() {
+            found = Some(r);
+        }
+    })?;
+    Ok(found)
+}
+
+/// A batch's output, retractions first.
+struct Output {
+    deletes: RowDecoder,
+    delete_ranks: Vec<u64>,
+    inserts: RowDecoder,
+    insert_ranks: Vec<u64>,
+}
+
+impl Output {
+    fn push(&mut self, row: &[u8], rank: u64, copies: i64) -> Result<()> {
+        let (decoder, ranks) = if copies < 0 {
+            (&mut self.deletes, &mut self.delete_ranks)
+        } else {
+            (&mut self.inserts, &mut self.insert_ranks)
+        };
+        for _ in 0..copies.unsigned_abs() {
+            decoder.push(row)?;
+            ranks.push(rank);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, schema: &SchemaRef) -> Result<Vec<ChangeBatch>> {
+        let mut out = Vec::with_capacity(2);
+        for (decoder, ranks, op) in [
+            (&mut self.deletes, self.delete_ranks, Op::Delete),
+            (&mut self.inserts, self.insert_ranks, Op::Insert),
+        ] {
+            if ranks.is_empty() {
+                continue;
+            }
+            let rows = decoder.flush()?;
+            let rank_type = schema.field(schema.fields().len() - 1).data_type();
+            let rank: ArrayRef = Arc::new(UInt64Array::from(ranks));
+            let mut columns = rows.columns().to_vec();
+            columns.push(cast(&rank, rank_type)?);
+            let data = RecordBatch::try_new_with_options(
+                Arc::clone(schema),
+                columns,
+                &RecordBatchOptions::new().with_row_count(Some(rows.num_rows())),
+            )?;
+            let n = data.num_rows();
+            out.push(ChangeBatch {
+                data,
+                ops: vec![op; n],
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl Operator for TopN {
+    fn name(&self) -> &'static str {
+        "TopN"
+    }
+
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.shared.schema)
+    }
+
+    fn fork(&self) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(TopN {
+            shared: Arc::clone(&self.shared),
+            table: None,
+            windows: HashMap::new(),
+            window_bytes: 0,
+            window_budget: 0,
+            groups: Vec::new(),
+        }))
+    }
+
+    fn restore(&mut self, scope: &StateScope) -> Result<()> {
+        let mut prefix = scope.prefix.clone();
+        prefix.push(b't');
+        // A quarter of the cache for the windows, the rest for the table's entries.
+        self.window_budget = scope.cache_bytes / 4;
+        self.table = Some(StateTable::new(
+            scope.store.clone(),
+            prefix,
+            scope.key_groups.clone(),
+            Arc::clone(&scope.committed),
+            scope.cache_bytes - self.window_budget,
+        ));
+        self.windows.clear();
+        self.window_bytes = 0;
+        Ok(())
+    }
+
+    fn process(&mut self, _input: usize, batch: ChangeBatch) -> Result<Vec<ChangeBatch>> {
+        let (buf, spans) = self.encode(&batch.data)?;
+        // Rows by group (key group, then group key), each group's rows by key: a group's net
+        // change per row is one run.
+        let mut rows: Vec<u32> = (0..spans.len() as u32).collect();
+        let groups = std::mem::take(&mut self.groups);
+        let group_of = |r: u32| {
+            let s = spans[r as usize];
+            (groups[r as usize], &buf[s.start..s.group])
+        };
+        rows.sort_unstable_by(|&a, &b| {
+            let (sa, sb) = (spans[a as usize], spans[b as usize]);
+            group_of(a)
+                .cmp(&group_of(b))
+                .then_with(|| buf[sa.group..sa.end].cmp(&buf[sb.group..sb.end]))
+        });
+        let shared = Arc::clone(&self.shared);
+        let capacity = batch.num_rows();
+        let mut out = Output {
+            deletes: shared.row_codec.decoder(None, capacity),
+            delete_ranks: Vec::new(),
+            inserts: shared.row_codec.decoder(None, capacity),
+            insert_ranks: Vec::new(),
+        };
+        let mut deltas: Vec<(&[u8], i64)> = Vec::new();
+        let mut at = 0;
+        while at < rows.len() {
+            let (kg, group) = group_of(rows[at]);
+            deltas.clear();
+            while at < rows.len() && group_of(rows[at]) == (kg, group) {
+                let r = rows[at] as usize;
+                let key = &buf[spans[r].start..spans[r].end];
+                let sign = if batch.ops[r].is_add() { 1 } else { -1 };
+                match deltas.last_mut() {
+                    Some((last, n)) if *last == key => *n += sign,
+                    _ => deltas.push((key, sign)),
+                }
+                at += 1;
+            }
+            deltas.retain(|(_, n)| *n != 0);
+            if !deltas.is_empty() {
+                // Keys are stored with their group key's length prefix, as the group is scanned.
+                self.process_group(kg, group, &deltas, &mut out)?;
+            }
+        }
+        self.groups = groups;
+        out.finish(&shared.schema)
+    }
+
+    fn checkpoint(
+        &mut self,
+        epoch: u64,
+        _scope: &StateScope,
+        batch: &mut StateBatch,
+    ) -> Result<()> {
+        if let Some(table) = self.table.as_mut() {
+            table.checkpoint(epoch, batch);
+        }
+        Ok(())
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.table.as_ref().map_or(0, |t| t.bytes() as usize)
+    }
+
+    fn describe(&self) -> String {
+        let spec = &self.shared.spec;
+        let columns = |c: &mut dyn Iterator<Item = String>| c.collect::<Vec<_>>().join(", ");
+        let order = columns(&mut spec.order.iter().map(|(c, o)| {
+            let mut s = format!("#{c}");
+            if o.descending {
+                s.push_str(" DESC");
+            }
+            // Postgres' default: NULLs sort as if larger than every value.
+            if o.nulls_first != o.descending {
+                s.push_str(if o.nulls_first {
+                    " NULLS FIRST"
+                } else {
+                    " NULLS LAST"
+                });
+            }
+            s
+        }));
+        let partition = columns(&mut spec.partition.iter().map(|c| format!("#{c}")));
+        let kept = if spec.append_only {
+            format!(
+                "the rows of rank <= {} of each group (append-only input)",
+                spec.hi
+            )
+        } else {
+            "every row of each group, ordered".to_string()
+        };
+        format!(
+            "TopN: {} partition by [{partition}] order by [{order}] ranks {}..={}{}; state: {kept}",
+            spec.rank.sql(),
+            spec.lo,
+            spec.hi,
+            if spec.emit_rank { ", rank emitted" } else { "" },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;
