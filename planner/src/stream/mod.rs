@@ -15,6 +15,9 @@
 //! - `JOIN` (and the semi and anti joins of `IN`/`EXISTS` subqueries) becomes a `HashJoin` in a
 //!   new stage of `parallelism` instances reading both sides, each hash-exchanged on its own key
 //!   columns ([`join`]);
+//! - a filter on a ranking window function's column (`WHERE rn <= N`), `ORDER BY ... LIMIT`
+//!   and `DISTINCT ON` become a `TopN` in a new stage behind a hash exchange on the partition
+//!   columns ([`topn`]);
 //! - a top-level `ORDER BY` without `LIMIT` is dropped (a view is a set, as in RisingWave).
 //!
 //! Anything else is refused with `Unsupported` naming the construct, never planned approximately.
@@ -51,6 +54,8 @@ mod join;
 mod project;
 /// Table scans.
 mod scan;
+/// Top-N: ranking window functions filtered by rank, ORDER BY ... LIMIT, DISTINCT ON.
+mod topn;
 
 /// Session windows under an aggregate.
 mod session;
@@ -467,6 +472,8 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
         LogicalPlan::Union(u) => union::lower_union(ctx, b, u),
         LogicalPlan::Aggregate(a) => aggregate::lower_aggregate(ctx, b, a),
         LogicalPlan::Distinct(Distinct::All(input)) => aggregate::lower_distinct(ctx, b, input),
+        LogicalPlan::Distinct(Distinct::On(d)) => topn::lower_distinct_on(ctx, b, d),
+        LogicalPlan::Limit(l) => topn::lower_limit(ctx, b, l),
         other if session::is_session_window(other) => Err(PlanError::Unsupported(
             "a SESSION window in a materialized view without an aggregate grouped by its \
              window_start or window_end"
@@ -485,7 +492,10 @@ fn construct_name(plan: &LogicalPlan) -> &'static str {
         LogicalPlan::Sort(_) => "ORDER BY with LIMIT",
         LogicalPlan::Limit(_) => "LIMIT",
         LogicalPlan::Union(_) => "UNION",
-        LogicalPlan::Window(_) => "window functions (OVER)",
+        LogicalPlan::Window(_) => {
+            "window functions (OVER) other than ROW_NUMBER(), RANK() or DENSE_RANK() filtered \
+             by rank (top-N: WHERE rn <= N)"
+        }
         LogicalPlan::Distinct(Distinct::On(_)) => "DISTINCT ON",
         LogicalPlan::Values(_) => "VALUES",
         LogicalPlan::EmptyRelation(_) => "a query without FROM",

@@ -678,8 +678,13 @@ impl Operator for TopN {
         } else {
             "every row of each group, ordered".to_string()
         };
+        let partition = if partition.is_empty() {
+            String::new()
+        } else {
+            format!(" partition by [{partition}]")
+        };
         format!(
-            "TopN: {} partition by [{partition}] order by [{order}] ranks {}..={}{}; state: {kept}",
+            "TopN: {}{partition} order by [{order}] ranks {}..={}{}; state: {kept}",
             spec.rank.sql(),
             spec.lo,
             spec.hi,
