@@ -23,8 +23,10 @@
 //! the value is the row's count. When a row of the range goes, the next one is read from the
 //! table (refill). On append-only input rows can only move down: the table keeps only each
 //! group's rows of rank `<= hi`, and drops what falls below. Each group's rows of rank `<= hi`
-//! (its *window*) are also cached in memory, bounded by a share of the state cache, so a change
-//! that sorts after a full window costs no read at all; nothing is read back at restart.
+//! (its *window*) are also cached in memory, bounded by a share of the state cache: a change
+//! that sorts after a full window costs no read at all, and one that only adds rows merges them
+//! into the window; only a row leaving the window makes the group be read again (from the
+//! table's cache, or RocksDB). Nothing is read back at restart.
 //!
 //! **Emission.** On update: each batch's net change per group is applied, and the group's window
 //! before and after is compared. All retractions of a batch come before its insertions, so a
@@ -108,6 +110,59 @@ impl Window {
             .map(|(k, _)| k.len() + 32)
             .sum::<usize>()
             + 64
+    }
+}
+
+/// Builds a window from a group's rows in key order.
+struct WindowBuilder<'a> {
+    spec: &'a TopNSpec,
+    /// Length of the group key at the start of every key.
+    group: usize,
+    window: Window,
+    rows: u64,
+    distinct: u64,
+}
+
+impl<'a> WindowBuilder<'a> {
+    fn new(spec: &'a TopNSpec, group: usize) -> Self {
+        Self {
+            spec,
+            group,
+            window: Window::default(),
+            rows: 0,
+            distinct: 0,
+        }
+    }
+
+    /// Takes the next row (`count` copies) if its rank is within `hi`; false once past it.
+    fn offer(&mut self, key: &[u8], count: i64) -> Result<bool> {
+        let count = count.max(0);
+        let order = order_of(key, self.group)?;
+        let tied = match self.window.entries.last() {
+            Some((last, _)) => order_of(last, self.group)? == order,
+            None => false,
+        };
+        let (spec, rows, distinct) = (self.spec, self.rows, self.distinct);
+        let past = match spec.rank {
+            RankKind::RowNumber => rows >= spec.hi,
+            RankKind::Rank => !tied && rows >= spec.hi,
+            RankKind::DenseRank => !tied && distinct >= spec.hi,
+        };
+        if past {
+            return Ok(false);
+        }
+        self.distinct += u64::from(!tied);
+        self.rows += count as u64;
+        self.window.entries.push((key.to_vec(), count));
+        Ok(true)
+    }
+
+    fn finish(mut self) -> Window {
+        self.window.full = match self.spec.rank {
+            RankKind::RowNumber | RankKind::Rank => self.rows >= self.spec.hi,
+            RankKind::DenseRank => self.distinct >= self.spec.hi,
+        };
+        self.window
     }
 }
 
@@ -293,38 +348,63 @@ impl TopN {
 
     /// The window of group `group` (its key bytes) in key group `kg`, read from the table.
     fn read_window(&self, kg: u16, group: &[u8]) -> Result<Window> {
-        let spec = &self.shared.spec;
         let table = self
             .table
             .as_ref()
             .ok_or_else(|| EngineError::Internal("top-N used before restore".into()))?;
-        let mut window = Window::default();
-        let (mut rows, mut distinct) = (0u64, 0u64);
+        let mut window = WindowBuilder::new(&self.shared.spec, group.len());
         table.scan_prefix(kg, group, Direction::Forward, |key, value| {
-            let count = count_of(value)?.max(0);
-            let order = order_of(key, group.len())?;
-            let tied = match window.entries.last() {
-                Some((last, _)) => order_of(last, group.len())? == order,
-                None => false,
-            };
-            let past = match spec.rank {
-                RankKind::RowNumber => rows >= spec.hi,
-                RankKind::Rank => !tied && rows >= spec.hi,
-                RankKind::DenseRank => !tied && distinct >= spec.hi,
-            };
-            if past {
-                return Ok(ControlFlow::Break(()));
-            }
-            distinct += u64::from(!tied);
-            rows += count as u64;
-            window.entries.push((key.to_vec(), count));
-            Ok(ControlFlow::Continue(()))
+            Ok(if window.offer(key, count_of(value)?)? {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            })
         })?;
-        window.full = match spec.rank {
-            RankKind::RowNumber | RankKind::Rank => rows >= spec.hi,
-            RankKind::DenseRank => distinct >= spec.hi,
-        };
-        Ok(window)
+        Ok(window.finish())
+    }
+
+    /// The window after `deltas` when none of them takes a row out of `old` (no refill is
+    /// needed): `old`'s rows and the added ones, merged in key order. `None` otherwise.
+    fn grown_window(
+        &self,
+        old: &Window,
+        deltas: &[(&[u8], i64)],
+        group: usize,
+    ) -> Result<Option<Window>> {
+        let last = old.entries.last().map(|(k, _)| k.as_slice());
+        let takes = |key: &[u8], delta: i64| delta < 0 && last.is_some_and(|last| key <= last);
+        if deltas.iter().any(|(key, delta)| takes(key, *delta)) {
+            return Ok(None);
+        }
+        let mut window = WindowBuilder::new(&self.shared.spec, group);
+        let (mut i, mut j) = (0, 0);
+        let added: Vec<&(&[u8], i64)> = deltas.iter().filter(|(_, d)| *d > 0).collect();
+        loop {
+            let (key, count) = match (old.entries.get(i), added.get(j)) {
+                (Some((a, n)), Some((b, d))) if a.as_slice() == *b => {
+                    i += 1;
+                    j += 1;
+                    (a.as_slice(), n + d)
+                }
+                (Some((a, n)), Some((b, _))) if a.as_slice() < *b => {
+                    i += 1;
+                    (a.as_slice(), *n)
+                }
+                (Some((a, n)), None) => {
+                    i += 1;
+                    (a.as_slice(), *n)
+                }
+                (_, Some((b, d))) => {
+                    j += 1;
+                    (*b, *d)
+                }
+                (None, None) => break,
+            };
+            if !window.offer(key, count)? {
+                break;
+            }
+        }
+        Ok(Some(window.finish()))
     }
 
     /// A change of `key` cannot touch a full window: it sorts after the window's last row.
@@ -405,7 +485,10 @@ impl TopN {
             self.cache(id, old);
             return Ok(());
         }
-        let new = self.read_window(kg, group)?;
+        let new = match self.grown_window(&old, deltas, group.len())? {
+            Some(window) => window,
+            None => self.read_window(kg, group)?,
+        };
         let mut changes: Vec<(&[u8], u64, i64)> = Vec::new();
         let rank_of = |r: u64| if spec.emit_rank { r } else { 0 };
         ranked(spec, &old, group.len(), |i, r, n| {
