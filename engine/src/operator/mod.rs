@@ -29,6 +29,9 @@ pub mod aggregate;
 pub mod join;
 /// Projection and filter with DataFusion physical expressions.
 pub mod project;
+/// Shared helpers of the operators' randomized tests.
+#[cfg(test)]
+mod testing;
 /// Top-N per group (ranking window functions, ORDER BY ... LIMIT, DISTINCT ON).
 pub mod topn;
 /// UNNEST of one list column (HOP and CUMULATE windows).

@@ -522,13 +522,14 @@ mod tests {
         let n = 120;
         let ints: ArrayRef =
             Arc::new(Int32Array::from_iter((0..n).map(|_| {
-                (rng.next() % 5 != 0).then(|| (rng.next() % 7) as i32 - 3)
+                (!rng.next().is_multiple_of(5)).then(|| (rng.next() % 7) as i32 - 3)
             })));
         let strings: ArrayRef = Arc::new(StringArray::from_iter((0..n).map(|_| {
-            (rng.next() % 6 != 0).then(|| String::from_utf8_lossy(&rng.bytes()).into_owned())
+            (!rng.next().is_multiple_of(6))
+                .then(|| String::from_utf8_lossy(&rng.bytes()).into_owned())
         })));
         let floats: ArrayRef = Arc::new(Float64Array::from_iter(
-            (0..n).map(|_| (rng.next() % 6 != 0).then(|| rng.float())),
+            (0..n).map(|_| (!rng.next().is_multiple_of(6)).then(|| rng.float())),
         ));
         for variant in 0..8u8 {
             let options = |bit: u8| SortOptions {

@@ -10,22 +10,11 @@ use datafusion::arrow::array::{Array, AsArray, Int64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, UInt64Type};
 
 use super::*;
+use crate::operator::testing::{Epochs, Rng, restored};
 use crate::state::StateStore;
 
 /// (k, x, v): partitioned by k, ordered by x DESC NULLS FIRST, then v.
 type Row = [Option<i64>; 3];
-
-/// A small deterministic generator (xorshift64), so a failure replays from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 fn input_schema() -> SchemaRef {
     Arc::new(Schema::new(
@@ -198,12 +187,6 @@ fn random_changes(
     changes
 }
 
-fn restored(proto: &TopN, scope: &StateScope) -> Box<dyn Operator> {
-    let mut op = proto.fork().unwrap();
-    op.restore(scope).unwrap();
-    op
-}
-
 fn check(case: Case, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::open(dir.path()).unwrap();
@@ -214,45 +197,20 @@ fn check(case: Case, seed: u64) {
     let proto = operator(case);
     let mut op = restored(&proto, &scope);
     let mut rng = Rng(seed);
-    let mut rows = Vec::new();
     let mut next = 0;
-    let mut view = BTreeMap::new();
-    let mut epoch = 0;
-    let mut pending: Vec<StateBatch> = Vec::new();
-    let mut committed = (rows.clone(), view.clone());
+    // The input's rows and the view.
+    let mut model = (Vec::new(), BTreeMap::new());
+    let mut epochs = Epochs::new(store.clone(), &model);
     for step in 0..200 {
-        let changes = random_changes(&mut rng, &mut rows, &mut next, case.append_only);
-        apply(case, &mut view, op.process(0, batch(&changes)).unwrap());
+        let (rows, view) = &mut model;
+        let changes = random_changes(&mut rng, rows, &mut next, case.append_only);
+        apply(case, view, op.process(0, batch(&changes)).unwrap());
         assert_eq!(
-            view,
-            oracle(case, &rows),
+            *view,
+            oracle(case, rows),
             "{case:?} seed {seed}, after step {step}"
         );
-        if rng.below(5) == 0 {
-            epoch += 1;
-            let mut state = StateBatch::new();
-            op.checkpoint(epoch, &scope, &mut state).unwrap();
-            pending.push(state);
-            match rng.below(4) {
-                0 => {}
-                choice => {
-                    for state in pending.drain(..) {
-                        store.write(state, false).unwrap();
-                    }
-                    scope.committed.store(epoch, Ordering::Release);
-                    committed = (rows.clone(), view.clone());
-                    if choice == 2 {
-                        op = restored(&proto, &scope);
-                    }
-                }
-            }
-        } else if rng.below(12) == 0 {
-            // A crash: what came after the last commit is lost and replayed by the sources.
-            pending.clear();
-            epoch = scope.committed.load(Ordering::Acquire);
-            (rows, view) = committed.clone();
-            op = restored(&proto, &scope);
-        }
+        epochs.step(&mut rng, &proto, &scope, &mut op, &mut model);
     }
 }
 
