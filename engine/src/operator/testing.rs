@@ -2,9 +2,14 @@
 //! commits, restarts and crashes an operator at random between batches, as the job runtime would,
 //! keeping the test's model of the input in step with what survives.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
+
 use super::{Operator, StateScope};
+use crate::changelog::{ChangeBatch, Op};
 use crate::state::{StateBatch, StateStore};
 
 /// A small deterministic generator (xorshift64), so a failure replays from its seed.
@@ -23,11 +28,36 @@ impl Rng {
     }
 }
 
+/// A batch of rows of BIGINT columns (`schema`'s), with their ops.
+pub(crate) fn int64_batch<R: AsRef<[Option<i64>]>>(
+    schema: &SchemaRef,
+    rows: &[(Op, R)],
+) -> ChangeBatch {
+    let columns: Vec<ArrayRef> = (0..schema.fields().len())
+        .map(|c| {
+            let values = rows.iter().map(|(_, r)| r.as_ref()[c]);
+            Arc::new(values.collect::<Int64Array>()) as ArrayRef
+        })
+        .collect();
+    ChangeBatch {
+        data: RecordBatch::try_new(Arc::clone(schema), columns).expect("batch"),
+        ops: rows.iter().map(|(op, _)| *op).collect(),
+    }
+}
+
 /// A fresh instance of `proto` over `scope`'s state, as after a restart.
 pub(crate) fn restored(proto: &dyn Operator, scope: &StateScope) -> Box<dyn Operator> {
     let mut op = proto.fork().expect("fork");
     op.restore(scope).expect("restore");
     op
+}
+
+/// Checkpoints `op` into epoch `epoch` and commits it, as the job's committing task would.
+pub(crate) fn commit(op: &mut dyn Operator, scope: &StateScope, epoch: u64) {
+    let mut state = StateBatch::new();
+    op.checkpoint(epoch, scope, &mut state).expect("checkpoint");
+    scope.store.write(state, false).expect("write");
+    scope.committed.store(epoch, Ordering::Release);
 }
 
 /// Epochs of one operator instance and the test's model `M` (the input rows and the expected

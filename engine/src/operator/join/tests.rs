@@ -3,14 +3,13 @@
 //! restarts from them, against a nested-loop oracle over the rows each side holds.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 
 use datafusion::arrow::array::Int64Array;
 use datafusion::logical_expr::Operator as BinaryOp;
 use datafusion::physical_plan::expressions::{BinaryExpr, Column};
 
 use super::*;
-use crate::operator::testing::{Epochs, Rng, restored};
+use crate::operator::testing::{Epochs, Rng, commit, int64_batch, restored};
 use crate::state::StateStore;
 
 type Row = Vec<Option<i64>>;
@@ -27,17 +26,7 @@ fn side_schema(names: [&str; 2]) -> SchemaRef {
 use datafusion::arrow::datatypes::DataType;
 
 fn batch(schema: &SchemaRef, rows: &[(Op, Row)]) -> ChangeBatch {
-    let columns: Vec<ArrayRef> = (0..2)
-        .map(|c| {
-            Arc::new(Int64Array::from(
-                rows.iter().map(|(_, r)| r[c]).collect::<Vec<_>>(),
-            )) as ArrayRef
-        })
-        .collect();
-    ChangeBatch {
-        data: RecordBatch::try_new(Arc::clone(schema), columns).unwrap(),
-        ops: rows.iter().map(|(op, _)| *op).collect(),
-    }
+    int64_batch(schema, rows)
 }
 
 fn output_schema(kind: JoinKind) -> SchemaRef {
@@ -260,10 +249,7 @@ fn state_is_read_lazily_after_a_restart() {
         .map(|i| (Op::Insert, vec![Some(i), Some(i)]))
         .collect();
     op.process(0, batch(&left, &rows)).unwrap();
-    let mut state = StateBatch::new();
-    op.checkpoint(1, &scope, &mut state).unwrap();
-    store.write(state, false).unwrap();
-    scope.committed.store(1, Ordering::Release);
+    commit(op.as_mut(), &scope, 1);
     // A new instance has read nothing, and finds a stored row when its key comes.
     let mut op = restored(&proto, &scope);
     let out = op

@@ -4,13 +4,12 @@
 //! holds.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 
-use datafusion::arrow::array::{Array, AsArray, Int64Array};
+use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, UInt64Type};
 
 use super::*;
-use crate::operator::testing::{Epochs, Rng, restored};
+use crate::operator::testing::{Epochs, Rng, commit, int64_batch, restored};
 use crate::state::StateStore;
 
 /// (k, x, v): partitioned by k, ordered by x DESC NULLS FIRST, then v.
@@ -26,17 +25,7 @@ fn input_schema() -> SchemaRef {
 }
 
 fn batch(rows: &[(Op, Row)]) -> ChangeBatch {
-    let columns: Vec<ArrayRef> = (0..3)
-        .map(|c| {
-            Arc::new(Int64Array::from(
-                rows.iter().map(|(_, r)| r[c]).collect::<Vec<_>>(),
-            )) as ArrayRef
-        })
-        .collect();
-    ChangeBatch {
-        data: RecordBatch::try_new(input_schema(), columns).unwrap(),
-        ops: rows.iter().map(|(op, _)| *op).collect(),
-    }
+    int64_batch(&input_schema(), rows)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -299,10 +288,7 @@ fn a_global_top_n_refills_from_state_after_a_restart() {
         .collect();
     let mut view = BTreeMap::new();
     apply(case, &mut view, op.process(0, batch(&rows)).unwrap());
-    let mut state = StateBatch::new();
-    op.checkpoint(1, &scope, &mut state).unwrap();
-    store.write(state, false).unwrap();
-    scope.committed.store(1, Ordering::Release);
+    commit(op.as_mut(), &scope, 1);
     // A new instance has read nothing; deleting the top row brings the third one in.
     let mut op = restored(&proto, &scope);
     let out = op
