@@ -18,7 +18,7 @@
 //! - a filter on a ranking window function's column (`WHERE rn <= N`), `ORDER BY ... LIMIT`
 //!   and `DISTINCT ON` become a `TopN` in a new stage behind a hash exchange on the partition
 //!   columns ([`topn`]);
-//! - a top-level `ORDER BY` without `LIMIT` is dropped (a view is a set, as in RisingWave).
+//! - an `ORDER BY` without `LIMIT` is dropped (a view is a set, as in RisingWave).
 //!
 //! Anything else is refused with `Unsupported` naming the construct, never planned approximately.
 //! A view is keyed by its GROUP BY columns, or by its source's primary key when it selects it;
@@ -474,6 +474,9 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
         LogicalPlan::Distinct(Distinct::All(input)) => aggregate::lower_distinct(ctx, b, input),
         LogicalPlan::Distinct(Distinct::On(d)) => topn::lower_distinct_on(ctx, b, d),
         LogicalPlan::Limit(l) => topn::lower_limit(ctx, b, l),
+        // Rows of a view have no order: an ORDER BY without LIMIT changes nothing.
+        LogicalPlan::Sort(s) if s.fetch.is_none() => lower(ctx, b, &s.input),
+        LogicalPlan::Sort(s) => topn::lower_sort(ctx, b, s),
         other if session::is_session_window(other) => Err(PlanError::Unsupported(
             "a SESSION window in a materialized view without an aggregate grouped by its \
              window_start or window_end"
@@ -489,7 +492,6 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
 fn construct_name(plan: &LogicalPlan) -> &'static str {
     match plan {
         LogicalPlan::Join(_) => "JOIN",
-        LogicalPlan::Sort(_) => "ORDER BY with LIMIT",
         LogicalPlan::Limit(_) => "LIMIT",
         LogicalPlan::Union(_) => "UNION",
         LogicalPlan::Window(_) => {

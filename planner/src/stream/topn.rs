@@ -329,6 +329,23 @@ pub(super) fn lower_limit(
         .try_fold(l, |l, p| project::project_over(ctx, b, p, l))
 }
 
+/// A sort that keeps its first `fetch` rows (as DataFusion's optimizer folds a LIMIT into it).
+pub(super) fn lower_sort(
+    ctx: &StreamContext<'_>,
+    b: &mut Builder,
+    sort: &datafusion::logical_expr::Sort,
+) -> Result<Lowered> {
+    let ranking = Ranking {
+        rank: RankKind::RowNumber,
+        partition: &[],
+        order: &sort.expr,
+        lo: 1,
+        hi: sort.fetch.unwrap_or(usize::MAX) as u64,
+        emit_rank: false,
+    };
+    ranked_rows(ctx, b, &sort.input, &ranking)
+}
+
 /// `DISTINCT ON (k) ... ORDER BY k, ...`: the first row of each `k`, projected.
 pub(super) fn lower_distinct_on(
     ctx: &StreamContext<'_>,
