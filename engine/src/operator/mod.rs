@@ -29,6 +29,8 @@ pub mod aggregate;
 pub mod join;
 /// Projection and filter with DataFusion physical expressions.
 pub mod project;
+/// Rows grouped by partition, ordered within it: top-N's and OVER's state layout.
+pub mod sorted;
 /// Shared helpers of the operators' randomized tests.
 #[cfg(test)]
 mod testing;

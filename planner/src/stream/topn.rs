@@ -21,6 +21,7 @@ use datafusion::logical_expr::{
     SkipType, SortExpr,
 };
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
+use rivulet_engine::operator::sorted::PartitionOrder;
 use rivulet_engine::operator::topn::{RankKind, TopN, TopNSpec};
 use rivulet_engine::state::keys::sortable;
 
@@ -456,10 +457,12 @@ fn lower_top_n(
     }
     let append_only = l.append_only;
     let spec = TopNSpec {
-        input: input_schema,
-        width,
-        partition: partition.clone(),
-        order,
+        rows: PartitionOrder {
+            input: input_schema,
+            width,
+            partition: partition.clone(),
+            order,
+        },
         rank: ranking.rank,
         lo: ranking.lo,
         hi: ranking.hi,

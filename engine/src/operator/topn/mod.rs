@@ -38,16 +38,15 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt64Array};
-use datafusion::arrow::compute::{SortOptions, cast};
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatchOptions;
 
+use super::sorted::{self, PartitionOrder, SortedRows, count_of, order_of, row_of};
 use super::{Operator, StateScope};
 use crate::changelog::{ChangeBatch, Op};
-use crate::codec::{RowCodec, RowDecoder};
-use crate::keygroup;
+use crate::codec::RowDecoder;
 use crate::state::StateBatch;
-use crate::state::keys::SortKeyEncoder;
 use crate::state::table::{Direction, StateTable};
 use crate::{EngineError, Result};
 
@@ -75,14 +74,8 @@ impl RankKind {
 /// What the planner decides about a top-N.
 #[derive(Debug, Clone)]
 pub struct TopNSpec {
-    /// The input's columns: the row's own, then any computed keys.
-    pub input: SchemaRef,
-    /// How many leading input columns are the row.
-    pub width: usize,
-    /// Partition (group) columns of the input.
-    pub partition: Vec<usize>,
-    /// Order columns of the input, with their direction and NULL placement.
-    pub order: Vec<(usize, SortOptions)>,
+    /// The groups (partitions) and their order.
+    pub rows: PartitionOrder,
     pub rank: RankKind,
     /// The lowest rank emitted (1-based).
     pub lo: u64,
@@ -170,8 +163,7 @@ impl<'a> WindowBuilder<'a> {
 #[derive(Debug)]
 struct Shared {
     spec: TopNSpec,
-    group_codec: RowCodec,
-    row_codec: RowCodec,
+    rows: SortedRows,
     schema: SchemaRef,
 }
 
@@ -184,38 +176,6 @@ pub struct TopN {
     window_bytes: usize,
     window_budget: usize,
     groups: Vec<u16>,
-}
-
-/// Where one input row's parts lie in the batch's key buffer.
-#[derive(Debug, Clone, Copy)]
-struct Span {
-    start: usize,
-    /// End of the group key.
-    group: usize,
-    end: usize,
-}
-
-/// The row bytes of a table key: its last four bytes are their length.
-fn row_of(key: &[u8]) -> Result<&[u8]> {
-    let corrupt = || EngineError::Corrupt("top-N state key without its row".into());
-    let (rest, len) = key.split_last_chunk::<4>().ok_or_else(corrupt)?;
-    let len = u32::from_be_bytes(*len) as usize;
-    rest.get(rest.len().checked_sub(len).ok_or_else(corrupt)?..)
-        .ok_or_else(corrupt)
-}
-
-/// The order key of a table key whose group key is `group` bytes long.
-fn order_of(key: &[u8], group: usize) -> Result<&[u8]> {
-    let row = row_of(key)?.len();
-    key.get(group..key.len() - 4 - row)
-        .ok_or_else(|| EngineError::Corrupt("top-N state key without its order key".into()))
-}
-
-fn count_of(value: &[u8]) -> Result<i64> {
-    value
-        .try_into()
-        .map(i64::from_le_bytes)
-        .map_err(|_| EngineError::Corrupt("top-N state value is not a count".into()))
 }
 
 /// The rows of a window in the rank range: `(entry, rank, copies)`.
@@ -262,88 +222,23 @@ fn ranked(
 impl TopN {
     /// A top-N over `spec`'s input, emitting `schema` (the row's columns and the rank).
     pub fn try_new(spec: TopNSpec, schema: SchemaRef) -> Result<Self> {
-        let input = &spec.input;
-        let width_ok = spec.width <= input.fields().len();
-        let columns_ok = spec
-            .partition
-            .iter()
-            .chain(spec.order.iter().map(|(c, _)| c))
-            .all(|&c| c < input.fields().len());
-        if !width_ok || !columns_ok || schema.fields().len() != spec.width + 1 || spec.lo == 0 {
+        if schema.fields().len() != spec.rows.width + 1 || spec.lo == 0 {
             return Err(EngineError::Internal(format!(
-                "top-N over {} columns with row width {}, keys {:?} and {:?}, output of {} columns, ranks from {}",
-                input.fields().len(),
-                spec.width,
-                spec.partition,
-                spec.order,
+                "top-N of rows of {} columns with an output of {} columns, ranks from {}",
+                spec.rows.width,
                 schema.fields().len(),
                 spec.lo
             )));
         }
-        let fields = |columns: &mut dyn Iterator<Item = usize>| {
-            Arc::new(Schema::new(
-                columns
-                    .map(|c| input.field(c).clone().with_nullable(true))
-                    .collect::<Vec<_>>(),
-            ))
-        };
-        let group_codec = RowCodec::try_new(fields(&mut spec.partition.iter().copied()))?;
-        let row_codec = RowCodec::try_new(fields(&mut (0..spec.width)))?;
+        let rows = SortedRows::try_new(spec.rows.clone())?;
         Ok(TopN {
-            shared: Arc::new(Shared {
-                spec,
-                group_codec,
-                row_codec,
-                schema,
-            }),
+            shared: Arc::new(Shared { spec, rows, schema }),
             table: None,
             windows: HashMap::new(),
             window_bytes: 0,
             window_budget: 0,
             groups: Vec::new(),
         })
-    }
-
-    /// Each row's table key (group key, order key, row, row length), in one buffer.
-    fn encode(&mut self, batch: &RecordBatch) -> Result<(Vec<u8>, Vec<Span>)> {
-        let spec = &self.shared.spec;
-        let n = batch.num_rows();
-        let partition: Vec<ArrayRef> = spec
-            .partition
-            .iter()
-            .map(|&c| Arc::clone(batch.column(c)))
-            .collect();
-        keygroup::key_groups(&partition, n, &mut self.groups)?;
-        let order: Vec<(ArrayRef, SortOptions)> = spec
-            .order
-            .iter()
-            .map(|&(c, o)| (Arc::clone(batch.column(c)), o))
-            .collect();
-        let group_encoder = self.shared.group_codec.encoder_for_columns(&partition)?;
-        let order_encoder = SortKeyEncoder::try_new(&order)?;
-        let own = batch.columns().get(..spec.width).unwrap_or_default();
-        let row_encoder = self.shared.row_codec.encoder_for_columns(own)?;
-        let mut buf = Vec::with_capacity(n * 48);
-        let mut spans = Vec::with_capacity(n);
-        for i in 0..n {
-            let start = buf.len();
-            buf.extend_from_slice(&[0; 4]);
-            group_encoder.encode(i, &mut buf);
-            let len = (buf.len() - start - 4) as u32;
-            buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
-            let group = buf.len();
-            order_encoder.encode(i, &mut buf);
-            let row = buf.len();
-            row_encoder.encode(i, &mut buf);
-            let len = (buf.len() - row) as u32;
-            buf.extend_from_slice(&len.to_be_bytes());
-            spans.push(Span {
-                start,
-                group,
-                end: buf.len(),
-            });
-        }
-        Ok((buf, spans))
     }
 
     /// The window of group `group` (its key bytes) in key group `kg`, read from the table.
@@ -480,7 +375,11 @@ impl TopN {
             self.cache(id, old);
             return Ok(());
         }
-        self.apply(kg, deltas)?;
+        let table = self
+            .table
+            .as_mut()
+            .ok_or_else(|| EngineError::Internal("top-N used before restore".into()))?;
+        sorted::apply(table, kg, deltas)?;
         if untouched {
             self.cache(id, old);
             return Ok(());
@@ -537,29 +436,6 @@ impl TopN {
             }
         }
         self.cache(id, new);
-        Ok(())
-    }
-
-    /// Adds each key's net change to its stored count.
-    fn apply(&mut self, kg: u16, deltas: &[(&[u8], i64)]) -> Result<()> {
-        let table = self
-            .table
-            .as_mut()
-            .ok_or_else(|| EngineError::Internal("top-N used before restore".into()))?;
-        let keys: Vec<(u16, &[u8])> = deltas.iter().map(|(k, _)| (kg, *k)).collect();
-        let counts = table
-            .multi_get(&keys)?
-            .into_iter()
-            .map(|v| v.map_or(Ok(0), count_of))
-            .collect::<Result<Vec<i64>>>()?;
-        for ((key, delta), count) in deltas.iter().zip(counts) {
-            let count = count + delta;
-            if count > 0 {
-                table.put(kg, key, &count.to_le_bytes());
-            } else {
-                table.delete(kg, key);
-            }
-        }
         Ok(())
     }
 }
@@ -670,50 +546,19 @@ impl Operator for TopN {
     }
 
     fn process(&mut self, _input: usize, batch: ChangeBatch) -> Result<Vec<ChangeBatch>> {
-        let (buf, spans) = self.encode(&batch.data)?;
-        // Rows by group (key group, then group key), each group's rows by key: a group's net
-        // change per row is one run.
-        let mut rows: Vec<u32> = (0..spans.len() as u32).collect();
-        let groups = std::mem::take(&mut self.groups);
-        let group_of = |r: u32| {
-            let s = spans[r as usize];
-            (groups[r as usize], &buf[s.start..s.group])
-        };
-        rows.sort_unstable_by(|&a, &b| {
-            let (sa, sb) = (spans[a as usize], spans[b as usize]);
-            group_of(a)
-                .cmp(&group_of(b))
-                .then_with(|| buf[sa.group..sa.end].cmp(&buf[sb.group..sb.end]))
-        });
         let shared = Arc::clone(&self.shared);
+        let mut groups = std::mem::take(&mut self.groups);
+        let encoded = shared.rows.encode(&batch.data, &mut groups)?;
         let capacity = batch.num_rows();
         let mut out = Output {
-            deletes: shared.row_codec.decoder(None, capacity),
+            deletes: shared.rows.row_codec.decoder(None, capacity),
             delete_ranks: Vec::new(),
-            inserts: shared.row_codec.decoder(None, capacity),
+            inserts: shared.rows.row_codec.decoder(None, capacity),
             insert_ranks: Vec::new(),
         };
-        let mut deltas: Vec<(&[u8], i64)> = Vec::new();
-        let mut at = 0;
-        while at < rows.len() {
-            let (kg, group) = group_of(rows[at]);
-            deltas.clear();
-            while at < rows.len() && group_of(rows[at]) == (kg, group) {
-                let r = rows[at] as usize;
-                let key = &buf[spans[r].start..spans[r].end];
-                let sign = if batch.ops[r].is_add() { 1 } else { -1 };
-                match deltas.last_mut() {
-                    Some((last, n)) if *last == key => *n += sign,
-                    _ => deltas.push((key, sign)),
-                }
-                at += 1;
-            }
-            deltas.retain(|(_, n)| *n != 0);
-            if !deltas.is_empty() {
-                // Keys are stored with their group key's length prefix, as the group is scanned.
-                self.process_group(kg, group, &deltas, &mut out)?;
-            }
-        }
+        encoded.for_each_partition(&groups, &batch.ops, |kg, group, deltas| {
+            self.process_group(kg, group, deltas, &mut out)
+        })?;
         self.groups = groups;
         out.finish(&shared.schema)
     }
@@ -736,23 +581,7 @@ impl Operator for TopN {
 
     fn describe(&self) -> String {
         let spec = &self.shared.spec;
-        let columns = |c: &mut dyn Iterator<Item = String>| c.collect::<Vec<_>>().join(", ");
-        let order = columns(&mut spec.order.iter().map(|(c, o)| {
-            let mut s = format!("#{c}");
-            if o.descending {
-                s.push_str(" DESC");
-            }
-            // Postgres' default: NULLs sort as if larger than every value.
-            if o.nulls_first != o.descending {
-                s.push_str(if o.nulls_first {
-                    " NULLS FIRST"
-                } else {
-                    " NULLS LAST"
-                });
-            }
-            s
-        }));
-        let partition = columns(&mut spec.partition.iter().map(|c| format!("#{c}")));
+        let (partition, order) = spec.rows.describe();
         let kept = if spec.append_only {
             format!(
                 "the rows of rank <= {} of each group (append-only input)",

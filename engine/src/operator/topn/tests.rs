@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{DataType, Field, Int64Type, UInt64Type};
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt64Type};
 
 use super::*;
 use crate::operator::testing::{Epochs, Rng, commit, int64_batch, restored};
@@ -50,10 +51,12 @@ fn spec(case: Case) -> TopNSpec {
         order.push((2, SortOptions::default()));
     }
     TopNSpec {
-        input: input_schema(),
-        width: 3,
-        partition: vec![0],
-        order,
+        rows: PartitionOrder {
+            input: input_schema(),
+            width: 3,
+            partition: vec![0],
+            order,
+        },
         rank: case.rank,
         lo: case.lo,
         hi: case.hi,
