@@ -8,8 +8,8 @@
 //! `--state-cache-mb 0`, so every state read goes to RocksDB or the epochs not committed yet).
 //! `RIVULET_ORACLE_SEED=<n>` replays one seed; a failure names its seed, round and view.
 
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio_postgres::Client;
 
 use crate::{TestServer, sorted_rows};
@@ -34,6 +34,15 @@ pub fn seeds(default: &[u64]) -> Vec<u64> {
     match std::env::var("RIVULET_ORACLE_SEED") {
         Ok(s) => vec![s.parse().expect("RIVULET_ORACLE_SEED is a number")],
         Err(_) => default.to_vec(),
+    }
+}
+
+/// A random value in `0..below` as SQL text, or `NULL` one time in ten.
+pub fn nullable(rng: &mut StdRng, below: i64) -> String {
+    if rng.random_bool(0.1) {
+        "NULL".to_string()
+    } else {
+        rng.random_range(0..below).to_string()
     }
 }
 
@@ -70,7 +79,7 @@ impl Oracle<'_> {
         for (name, query) in self.views {
             c.batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {query}"))
                 .await
-                .unwrap_or_else(|e| panic!("view {name}: {e}"));
+                .unwrap_or_else(|e| panic!("view {name}: {}", crate::PgError::from(e)));
         }
         for round in 0..self.rounds {
             self.statements(&c, &mut rng, &mut next_id, seed).await;
@@ -91,7 +100,7 @@ impl Oracle<'_> {
             let sql = (self.statement)(rng, next_id);
             c.batch_execute(&sql)
                 .await
-                .unwrap_or_else(|e| panic!("seed {seed}: {sql}: {e}"));
+                .unwrap_or_else(|e| panic!("seed {seed}: {sql}: {}", crate::PgError::from(e)));
         }
     }
 

@@ -82,16 +82,8 @@ const VIEWS: &[(&str, &str)] = &[
 ];
 
 fn random_statement(rng: &mut StdRng, next_id: &mut i32) -> String {
-    let k = if rng.random_bool(0.1) {
-        "NULL".to_string()
-    } else {
-        rng.random_range(0..4).to_string()
-    };
-    let v = if rng.random_bool(0.1) {
-        "NULL".to_string()
-    } else {
-        rng.random_range(0..12).to_string()
-    };
+    let k = oracle::nullable(rng, 4);
+    let v = oracle::nullable(rng, 12);
     let s = ["a", "b", "c", "d"][rng.random_range(0..4)];
     match rng.random_range(0..14) {
         0..=3 => {

@@ -27,6 +27,8 @@ use crate::state::{StateBatch, StateStore};
 pub mod aggregate;
 /// Regular equi-joins (inner, outer, semi, anti) of two changelog inputs.
 pub mod join;
+/// OVER windows (LAG, LEAD, running aggregates, ...) over updatable input.
+pub mod over;
 /// Projection and filter with DataFusion physical expressions.
 pub mod project;
 /// Rows grouped by partition, ordered within it: top-N's and OVER's state layout.

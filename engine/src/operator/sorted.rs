@@ -16,6 +16,8 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use crate::changelog::Op;
 use crate::codec::RowCodec;
 use crate::keygroup;
+use crate::operator::StateScope;
+use crate::state::StateBatch;
 use crate::state::keys::SortKeyEncoder;
 use crate::state::table::StateTable;
 use crate::{EngineError, Result};
@@ -237,5 +239,49 @@ impl Encoded {
             }
         }
         Ok(())
+    }
+}
+
+/// An operator's one state table, opened at restore.
+#[derive(Debug, Default)]
+pub(crate) struct Table(Option<StateTable>);
+
+impl Table {
+    /// Opens the table under `scope`'s prefix and `tag`, caching up to `cache_bytes`.
+    pub(crate) fn open(&mut self, scope: &StateScope, tag: u8, cache_bytes: usize) {
+        let mut prefix = scope.prefix.clone();
+        prefix.push(tag);
+        self.0 = Some(StateTable::new(
+            scope.store.clone(),
+            prefix,
+            scope.key_groups.clone(),
+            Arc::clone(&scope.committed),
+            cache_bytes,
+        ));
+    }
+
+    fn unopened() -> EngineError {
+        EngineError::Internal("operator state used before restore".into())
+    }
+
+    pub(crate) fn get(&self) -> Result<&StateTable> {
+        self.0.as_ref().ok_or_else(Self::unopened)
+    }
+
+    pub(crate) fn get_mut(&mut self) -> Result<&mut StateTable> {
+        self.0.as_mut().ok_or_else(Self::unopened)
+    }
+
+    /// Hands the writes since the last checkpoint to epoch `epoch`'s write batch.
+    pub(crate) fn checkpoint(&mut self, epoch: u64, batch: &mut StateBatch) -> Result<()> {
+        if let Some(table) = self.0.as_mut() {
+            table.checkpoint(epoch, batch);
+        }
+        Ok(())
+    }
+
+    /// Approximate bytes stored (see [`StateTable::bytes`]).
+    pub(crate) fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |t| t.bytes() as usize)
     }
 }

@@ -18,6 +18,8 @@
 //! - a filter on a ranking window function's column (`WHERE rn <= N`), `ORDER BY ... LIMIT`
 //!   and `DISTINCT ON` become a `TopN` in a new stage behind a hash exchange on the partition
 //!   columns ([`topn`]);
+//! - other window functions (`OVER`) become an `OverWindow` in a new stage behind a hash
+//!   exchange on the partition columns ([`over`]);
 //! - an `ORDER BY` without `LIMIT` is dropped (a view is a set, as in RisingWave).
 //!
 //! Anything else is refused with `Unsupported` naming the construct, never planned approximately.
@@ -50,6 +52,8 @@ mod fast;
 mod hop;
 /// Regular joins, semi and anti joins.
 mod join;
+/// Window functions (OVER) other than top-N.
+mod over;
 /// `Filter` and `Projection`.
 mod project;
 /// Table scans.
@@ -482,6 +486,7 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
              window_start or window_end"
                 .into(),
         )),
+        LogicalPlan::Window(w) => over::lower_window(ctx, b, w),
         other => Err(PlanError::Unsupported(format!(
             "{} in a materialized view",
             construct_name(other)
@@ -494,10 +499,6 @@ fn construct_name(plan: &LogicalPlan) -> &'static str {
         LogicalPlan::Join(_) => "JOIN",
         LogicalPlan::Limit(_) => "LIMIT",
         LogicalPlan::Union(_) => "UNION",
-        LogicalPlan::Window(_) => {
-            "window functions (OVER) other than ROW_NUMBER(), RANK() or DENSE_RANK() filtered \
-             by rank (top-N: WHERE rn <= N)"
-        }
         LogicalPlan::Distinct(Distinct::On(_)) => "DISTINCT ON",
         LogicalPlan::Values(_) => "VALUES",
         LogicalPlan::EmptyRelation(_) => "a query without FROM",

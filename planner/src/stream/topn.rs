@@ -402,67 +402,11 @@ fn lower_top_n(
     output: SchemaRef,
 ) -> Result<Lowered> {
     let l = lower(ctx, b, input)?;
-    let schema = input.schema();
-    let width = schema.fields().len();
-    // Keys that are not plain columns are computed after the input's own columns.
-    let mut computed: Vec<Expr> = Vec::new();
-    let mut key_column = |e: &Expr| match e {
-        Expr::Column(c) => schema.index_of_column(c).map_err(PlanError::DataFusion),
-        _ => {
-            computed.push(e.clone());
-            Ok(width + computed.len() - 1)
-        }
-    };
-    let partition = (ranking.partition.iter())
-        .map(&mut key_column)
-        .collect::<Result<Vec<_>>>()?;
-    let order = (ranking.order.iter())
-        .map(|s| {
-            let options = SortOptions {
-                descending: !s.asc,
-                nulls_first: s.nulls_first,
-            };
-            Ok((key_column(&s.expr)?, options))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    for (i, e) in computed.iter().enumerate() {
-        let (_, field) = e.to_field(schema).map_err(PlanError::DataFusion)?;
-        fields.push(Field::new(
-            format!("_rank_key{i}"),
-            field.data_type().clone(),
-            true,
-        ));
-    }
-    for (s, (c, _)) in ranking.order.iter().zip(&order) {
-        let t = fields[*c].data_type();
-        if !sortable(t) {
-            let t = SqlType::from_arrow(t).map_or_else(|| t.to_string(), |t| t.pg_name());
-            return Err(PlanError::Unsupported(format!(
-                "ORDER BY {} of type {t} in a top-N materialized view",
-                s.expr
-            )));
-        }
-    }
-    let input_schema = Arc::new(Schema::new(fields));
-    if !computed.is_empty() {
-        let mut exprs = identity(schema);
-        for e in &computed {
-            exprs.push(physical(ctx, e, schema)?);
-        }
-        b.push_op(
-            l.stage,
-            Box::new(Project::new(None, exprs, Arc::clone(&input_schema))),
-        )?;
-    }
+    let rows = sort_keys(ctx, b, &l, input.schema(), ranking.partition, ranking.order)?;
+    let (width, partition) = (rows.width, rows.partition.clone());
     let append_only = l.append_only;
     let spec = TopNSpec {
-        rows: PartitionOrder {
-            input: input_schema,
-            width,
-            partition: partition.clone(),
-            order,
-        },
+        rows,
         rank: ranking.rank,
         lo: ranking.lo,
         hi: ranking.hi,
@@ -494,5 +438,75 @@ fn lower_top_n(
         key,
         time: EventTime::default(),
         append_only: false,
+    })
+}
+
+/// The partition and order keys of rows of `input` (lowered to `l`) as columns: keys that are
+/// not plain columns are computed by a `Project` at the end of `l`'s stage, after the input's
+/// own columns.
+pub(super) fn sort_keys(
+    ctx: &StreamContext<'_>,
+    b: &mut Builder,
+    l: &Lowered,
+    input: &DFSchema,
+    partition: &[Expr],
+    order: &[SortExpr],
+) -> Result<PartitionOrder> {
+    let width = input.fields().len();
+    let mut computed: Vec<Expr> = Vec::new();
+    let mut key_column = |e: &Expr| match e {
+        Expr::Column(c) => input.index_of_column(c).map_err(PlanError::DataFusion),
+        _ => {
+            computed.push(e.clone());
+            Ok(width + computed.len() - 1)
+        }
+    };
+    let partition = (partition.iter())
+        .map(&mut key_column)
+        .collect::<Result<Vec<_>>>()?;
+    let order_columns = (order.iter())
+        .map(|s| {
+            let options = SortOptions {
+                descending: !s.asc,
+                nulls_first: s.nulls_first,
+            };
+            Ok((key_column(&s.expr)?, options))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for (i, e) in computed.iter().enumerate() {
+        let (_, field) = e.to_field(input).map_err(PlanError::DataFusion)?;
+        fields.push(Field::new(
+            format!("_sort_key{i}"),
+            field.data_type().clone(),
+            true,
+        ));
+    }
+    for (s, (c, _)) in order.iter().zip(&order_columns) {
+        let t = fields[*c].data_type();
+        if !sortable(t) {
+            let t = SqlType::from_arrow(t).map_or_else(|| t.to_string(), |t| t.pg_name());
+            return Err(PlanError::Unsupported(format!(
+                "ORDER BY {} of type {t} in a materialized view",
+                s.expr
+            )));
+        }
+    }
+    let input_schema = Arc::new(Schema::new(fields));
+    if !computed.is_empty() {
+        let mut exprs = identity(input);
+        for e in &computed {
+            exprs.push(physical(ctx, e, input)?);
+        }
+        b.push_op(
+            l.stage,
+            Box::new(Project::new(None, exprs, Arc::clone(&input_schema))),
+        )?;
+    }
+    Ok(PartitionOrder {
+        input: input_schema,
+        width,
+        partition,
+        order: order_columns,
     })
 }

@@ -42,12 +42,12 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatchOptions;
 
-use super::sorted::{self, PartitionOrder, SortedRows, count_of, order_of, row_of};
+use super::sorted::{self, PartitionOrder, SortedRows, Table, count_of, order_of, row_of};
 use super::{Operator, StateScope};
 use crate::changelog::{ChangeBatch, Op};
 use crate::codec::RowDecoder;
 use crate::state::StateBatch;
-use crate::state::table::{Direction, StateTable};
+use crate::state::table::Direction;
 use crate::{EngineError, Result};
 
 /// Which ranking function numbers the rows.
@@ -170,7 +170,7 @@ struct Shared {
 /// The top-N operator; see the module documentation.
 pub struct TopN {
     shared: Arc<Shared>,
-    table: Option<StateTable>,
+    table: Table,
     /// Cached windows by `kg ++ group key`.
     windows: HashMap<Vec<u8>, Window>,
     window_bytes: usize,
@@ -233,7 +233,7 @@ impl TopN {
         let rows = SortedRows::try_new(spec.rows.clone())?;
         Ok(TopN {
             shared: Arc::new(Shared { spec, rows, schema }),
-            table: None,
+            table: Table::default(),
             windows: HashMap::new(),
             window_bytes: 0,
             window_budget: 0,
@@ -243,10 +243,7 @@ impl TopN {
 
     /// The window of group `group` (its key bytes) in key group `kg`, read from the table.
     fn read_window(&self, kg: u16, group: &[u8]) -> Result<Window> {
-        let table = self
-            .table
-            .as_ref()
-            .ok_or_else(|| EngineError::Internal("top-N used before restore".into()))?;
+        let table = self.table.get()?;
         let mut window = WindowBuilder::new(&self.shared.spec, group.len());
         table.scan_prefix(kg, group, Direction::Forward, |key, value| {
             Ok(if window.offer(key, count_of(value)?)? {
@@ -375,10 +372,7 @@ impl TopN {
             self.cache(id, old);
             return Ok(());
         }
-        let table = self
-            .table
-            .as_mut()
-            .ok_or_else(|| EngineError::Internal("top-N used before restore".into()))?;
+        let table = self.table.get_mut()?;
         sorted::apply(table, kg, deltas)?;
         if untouched {
             self.cache(id, old);
@@ -415,10 +409,7 @@ impl TopN {
         }
         if spec.append_only {
             // Keep only the window: rows pushed out of it, and new rows that did not enter it.
-            let table = self
-                .table
-                .as_mut()
-                .ok_or_else(|| EngineError::Internal("top-N used before restore".into()))?;
+            let table = self.table.get_mut()?;
             let kept = |key: &[u8]| {
                 new.entries
                     .binary_search_by(|(k, _)| k.as_slice().cmp(key))
@@ -520,7 +511,7 @@ impl Operator for TopN {
     fn fork(&self) -> Result<Box<dyn Operator>> {
         Ok(Box::new(TopN {
             shared: Arc::clone(&self.shared),
-            table: None,
+            table: Table::default(),
             windows: HashMap::new(),
             window_bytes: 0,
             window_budget: 0,
@@ -529,17 +520,10 @@ impl Operator for TopN {
     }
 
     fn restore(&mut self, scope: &StateScope) -> Result<()> {
-        let mut prefix = scope.prefix.clone();
-        prefix.push(b't');
         // A quarter of the cache for the windows, the rest for the table's entries.
         self.window_budget = scope.cache_bytes / 4;
-        self.table = Some(StateTable::new(
-            scope.store.clone(),
-            prefix,
-            scope.key_groups.clone(),
-            Arc::clone(&scope.committed),
-            scope.cache_bytes - self.window_budget,
-        ));
+        self.table
+            .open(scope, b't', scope.cache_bytes - self.window_budget);
         self.windows.clear();
         self.window_bytes = 0;
         Ok(())
@@ -569,14 +553,11 @@ impl Operator for TopN {
         _scope: &StateScope,
         batch: &mut StateBatch,
     ) -> Result<()> {
-        if let Some(table) = self.table.as_mut() {
-            table.checkpoint(epoch, batch);
-        }
-        Ok(())
+        self.table.checkpoint(epoch, batch)
     }
 
     fn state_bytes(&self) -> usize {
-        self.table.as_ref().map_or(0, |t| t.bytes() as usize)
+        self.table.bytes()
     }
 
     fn describe(&self) -> String {
