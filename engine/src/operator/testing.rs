@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use super::{Operator, StateScope};
 use crate::changelog::{ChangeBatch, Op};
@@ -26,6 +26,14 @@ impl Rng {
     pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+}
+
+/// A schema of nullable BIGINT columns named `names`.
+pub(crate) fn int64_schema(names: &[&str]) -> SchemaRef {
+    let fields: Vec<Field> = (names.iter())
+        .map(|n| Field::new(*n, DataType::Int64, true))
+        .collect();
+    Arc::new(Schema::new(fields))
 }
 
 /// A batch of rows of BIGINT columns (`schema`'s), with their ops.

@@ -9,18 +9,13 @@ use datafusion::logical_expr::Operator as BinaryOp;
 use datafusion::physical_plan::expressions::{BinaryExpr, Column};
 
 use super::*;
-use crate::operator::testing::{Epochs, Rng, commit, int64_batch, restored};
+use crate::operator::testing::{Epochs, Rng, commit, int64_batch, int64_schema, restored};
 use crate::state::StateStore;
 
 type Row = Vec<Option<i64>>;
 
 fn side_schema(names: [&str; 2]) -> SchemaRef {
-    Arc::new(Schema::new(
-        names
-            .iter()
-            .map(|n| Field::new(*n, DataType::Int64, true))
-            .collect::<Vec<_>>(),
-    ))
+    int64_schema(&names)
 }
 
 use datafusion::arrow::datatypes::DataType;

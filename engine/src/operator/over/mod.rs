@@ -302,3 +302,6 @@ impl Operator for OverWindow {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;

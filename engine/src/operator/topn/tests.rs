@@ -10,19 +10,14 @@ use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, UInt64Type};
 
 use super::*;
-use crate::operator::testing::{Epochs, Rng, commit, int64_batch, restored};
+use crate::operator::testing::{Epochs, Rng, commit, int64_batch, int64_schema, restored};
 use crate::state::StateStore;
 
 /// (k, x, v): partitioned by k, ordered by x DESC NULLS FIRST, then v.
 type Row = [Option<i64>; 3];
 
 fn input_schema() -> SchemaRef {
-    Arc::new(Schema::new(
-        ["k", "x", "v"]
-            .iter()
-            .map(|n| Field::new(*n, DataType::Int64, true))
-            .collect::<Vec<_>>(),
-    ))
+    int64_schema(&["k", "x", "v"])
 }
 
 fn batch(rows: &[(Op, Row)]) -> ChangeBatch {
