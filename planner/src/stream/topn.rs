@@ -113,15 +113,13 @@ pub(super) fn lower_rank_filter(
     if bounds.is_empty() {
         return Ok(None);
     }
-    let name = rank.sql_name();
-    let (lo, hi) = rank_range(&bounds, schema, &positions, name)?;
+    // Conditions that are not a range with an upper bound, and ranks without an order (which
+    // the OVER window refuses), are the general OVER window's, filtered.
+    let Ok((lo, hi)) = rank_range(&bounds, schema, &positions) else {
+        return Ok(None);
+    };
     if function.params.order_by.is_empty() {
-        return Err(PlanError::UnsupportedHint {
-            what: format!("{name} without ORDER BY in a materialized view"),
-            hint: "Without ORDER BY the rows it keeps are arbitrary; add an ORDER BY that \
-                   decides which rows to keep."
-                .into(),
-        });
+        return Ok(None);
     }
     let emit_rank = above.is_none_or(|exprs| exprs.iter().any(reads_rank));
     let ranking = Ranking {
@@ -158,33 +156,10 @@ pub(super) fn lower_rank_filter(
     Ok(Some(l))
 }
 
-trait SqlName {
-    fn sql_name(self) -> &'static str;
-}
-
-impl SqlName for RankKind {
-    fn sql_name(self) -> &'static str {
-        match self {
-            RankKind::RowNumber => "ROW_NUMBER()",
-            RankKind::Rank => "RANK()",
-            RankKind::DenseRank => "DENSE_RANK()",
-        }
-    }
-}
-
-/// The ranks `lo..=hi` that the conditions `bounds` on the rank column allow.
-fn rank_range(
-    bounds: &[&Expr],
-    schema: &DFSchema,
-    positions: &[usize],
-    name: &str,
-) -> Result<(u64, u64)> {
-    let refused = || {
-        PlanError::Unsupported(format!(
-            "a condition on {name} in a materialized view other than comparisons with constants \
-             (such as rn <= 10, rn = 1, rn BETWEEN 2 AND 5)"
-        ))
-    };
+/// The ranks `lo..=hi` that the conditions `bounds` on the rank column allow; an error when
+/// they are not comparisons with constants (`rn % 2 = 0`) or set no upper bound (`rn > 3`).
+fn rank_range(bounds: &[&Expr], schema: &DFSchema, positions: &[usize]) -> Result<(u64, u64)> {
+    let refused = || PlanError::Unsupported("this condition on a rank as a top-N".into());
     let (mut lo, mut hi) = (1f64, f64::INFINITY);
     let constant = |e: &Expr| -> Result<Option<f64>> {
         if !e.column_refs().is_empty() {
@@ -257,10 +232,7 @@ fn rank_range(
         }
     }
     if hi.is_infinite() {
-        return Err(PlanError::UnsupportedHint {
-            what: format!("a condition on {name} without an upper bound in a materialized view"),
-            hint: "Top-N keeps the rows up to a rank; bound it, as in rn <= 10.".into(),
-        });
+        return Err(refused());
     }
     // Ranks are at least 1; an empty range keeps no row.
     Ok((lo.max(1.0) as u64, hi.max(0.0) as u64))
