@@ -4,14 +4,15 @@
 //!   `rn BETWEEN a AND b`, `N >= rn`) over `ROW_NUMBER()`, `RANK()` or `DENSE_RANK()` `OVER
 //!   (PARTITION BY ... ORDER BY ...)`, with projections and aliases in between; the other
 //!   conditions of the filter apply to its output. Deduplication (`rn = 1` ordered by a time
-//!   column) is top-1;
+//!   column) is top-1. Other conditions on the rank (`rn > 3`, `rn <= x`) are left to the
+//!   general OVER window ([`super::over`]) and a filter;
 //! - `ORDER BY ... LIMIT n [OFFSET m]`: row numbers `m + 1 ..= m + n` of the whole input;
 //! - `DISTINCT ON (k) ... ORDER BY k, ...`: row number 1 per `k`.
 //!
 //! Partition and order keys that are not plain columns are computed by a `Project` at the end of
 //! the input's stage, after the input's own columns. The operator emits the input's columns and
-//! the rank; the rank changes it emits only when the query reads the rank. `LIMIT` or a ranking
-//! function without `ORDER BY` picks arbitrary rows, which a view cannot maintain: refused.
+//! the rank; the rank changes it emits only when the query reads the rank. `LIMIT` or `DISTINCT
+//! ON` without `ORDER BY` picks arbitrary rows, which a view cannot maintain: refused.
 
 use datafusion::arrow::compute::SortOptions;
 use datafusion::common::ScalarValue;
