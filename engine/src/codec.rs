@@ -17,7 +17,7 @@ use datafusion::arrow::array::{
     Float64Builder, Int16Array, Int16Builder, Int32Array, Int32Builder, Int64Array, Int64Builder,
     IntervalMonthDayNanoArray, IntervalMonthDayNanoBuilder, StringArray, StringBuilder,
     Time64MicrosecondArray, Time64MicrosecondBuilder, TimestampMicrosecondArray,
-    TimestampMicrosecondBuilder,
+    TimestampMicrosecondBuilder, UInt64Array, UInt64Builder,
 };
 use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::datatypes::{
@@ -34,6 +34,8 @@ enum Kind {
     I16,
     I32,
     I64,
+    /// Unsigned 64-bit integers (ranks and row numbers of window functions).
+    U64,
     F32,
     F64,
     Decimal,
@@ -55,6 +57,7 @@ impl Kind {
             DataType::Int16 => Kind::I16,
             DataType::Int32 => Kind::I32,
             DataType::Int64 => Kind::I64,
+            DataType::UInt64 => Kind::U64,
             DataType::Float32 => Kind::F32,
             DataType::Float64 => Kind::F64,
             DataType::Decimal128(_, _) => Kind::Decimal,
@@ -83,6 +86,7 @@ enum Col<'a> {
     I16(&'a Int16Array),
     I32(&'a Int32Array),
     I64(&'a Int64Array),
+    U64(&'a UInt64Array),
     F32(&'a Float32Array),
     F64(&'a Float64Array),
     Decimal(&'a Decimal128Array),
@@ -124,6 +128,7 @@ impl<'a> BatchEncoder<'a> {
                 Col::I16(a) => out.extend_from_slice(&a.value(row).to_le_bytes()),
                 Col::I32(a) => out.extend_from_slice(&a.value(row).to_le_bytes()),
                 Col::I64(a) => out.extend_from_slice(&a.value(row).to_le_bytes()),
+                Col::U64(a) => out.extend_from_slice(&a.value(row).to_le_bytes()),
                 Col::F32(a) => out.extend_from_slice(&a.value(row).to_le_bytes()),
                 Col::F64(a) => out.extend_from_slice(&a.value(row).to_le_bytes()),
                 Col::Decimal(a) => out.extend_from_slice(&a.value(row).to_le_bytes()),
@@ -156,6 +161,7 @@ enum Builder {
     I16(Int16Builder),
     I32(Int32Builder),
     I64(Int64Builder),
+    U64(UInt64Builder),
     F32(Float32Builder),
     F64(Float64Builder),
     Decimal(Decimal128Builder),
@@ -240,6 +246,7 @@ impl RowCodec {
                 Kind::I16 => Col::I16(downcast(array)?),
                 Kind::I32 => Col::I32(downcast(array)?),
                 Kind::I64 => Col::I64(downcast(array)?),
+                Kind::U64 => Col::U64(downcast(array)?),
                 Kind::F32 => Col::F32(downcast(array)?),
                 Kind::F64 => Col::F64(downcast(array)?),
                 Kind::Decimal => Col::Decimal(downcast(array)?),
@@ -302,6 +309,7 @@ fn new_builder(kind: Kind, dt: &DataType, cap: usize) -> Builder {
         Kind::I16 => Builder::I16(Int16Builder::with_capacity(cap)),
         Kind::I32 => Builder::I32(Int32Builder::with_capacity(cap)),
         Kind::I64 => Builder::I64(Int64Builder::with_capacity(cap)),
+        Kind::U64 => Builder::U64(UInt64Builder::with_capacity(cap)),
         Kind::F32 => Builder::F32(Float32Builder::with_capacity(cap)),
         Kind::F64 => Builder::F64(Float64Builder::with_capacity(cap)),
         Kind::Decimal => {
@@ -384,6 +392,7 @@ impl RowDecoder {
                 Builder::I16(b) => append_fixed!(b, keep, r, 2, i16),
                 Builder::I32(b) => append_fixed!(b, keep, r, 4, i32),
                 Builder::I64(b) => append_fixed!(b, keep, r, 8, i64),
+                Builder::U64(b) => append_fixed!(b, keep, r, 8, u64),
                 Builder::F32(b) => append_fixed!(b, keep, r, 4, f32),
                 Builder::F64(b) => append_fixed!(b, keep, r, 8, f64),
                 Builder::Decimal(b) => append_fixed!(b, keep, r, 16, i128),
@@ -457,6 +466,7 @@ fn append_null(b: &mut Builder) {
         Builder::I16(b) => b.append_null(),
         Builder::I32(b) => b.append_null(),
         Builder::I64(b) => b.append_null(),
+        Builder::U64(b) => b.append_null(),
         Builder::F32(b) => b.append_null(),
         Builder::F64(b) => b.append_null(),
         Builder::Decimal(b) => b.append_null(),
@@ -476,6 +486,7 @@ fn finish(b: &mut Builder) -> Result<ArrayRef> {
         Builder::I16(b) => Arc::new(b.finish()),
         Builder::I32(b) => Arc::new(b.finish()),
         Builder::I64(b) => Arc::new(b.finish()),
+        Builder::U64(b) => Arc::new(b.finish()),
         Builder::F32(b) => Arc::new(b.finish()),
         Builder::F64(b) => Arc::new(b.finish()),
         Builder::Decimal(b) => Arc::new(b.finish()),
@@ -515,6 +526,7 @@ mod tests {
                 DataType::Timestamp(TimeUnit::Nanosecond, Some("+00:00".into())),
                 true,
             ),
+            Field::new("u", DataType::UInt64, true),
         ]));
         let cols: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from(vec![Some(1), None, Some(-7)])),
@@ -542,6 +554,7 @@ mod tests {
                 ])
                 .with_timezone("+00:00"),
             ),
+            Arc::new(UInt64Array::from(vec![None, Some(u64::MAX), Some(3)])),
         ];
         RecordBatch::try_new(schema, cols).unwrap()
     }

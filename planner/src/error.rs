@@ -19,6 +19,9 @@ pub enum PlanError {
     /// Valid SQL that Rivulet does not support (yet); the message names the construct.
     #[error("{0} is not supported")]
     Unsupported(String),
+    /// [`PlanError::Unsupported`], with a hint sentence saying what to write instead.
+    #[error("{what} is not supported")]
+    UnsupportedHint { what: String, hint: String },
     /// A type name that is not a known type.
     #[error("type \"{0}\" does not exist")]
     UnknownType(String),

@@ -154,6 +154,10 @@ impl From<PlanError> for SqlError {
             PlanError::Unsupported(_) | PlanError::NotImplemented(_) => {
                 SqlError::new(FEATURE_NOT_SUPPORTED, e.to_string())
             }
+            PlanError::UnsupportedHint { ref hint, .. } => {
+                let hint = hint.clone();
+                SqlError::new(FEATURE_NOT_SUPPORTED, e.to_string()).with_hint(hint)
+            }
             PlanError::InvalidRecursion(_) => SqlError::new(INVALID_RECURSION, e.to_string()),
             PlanError::UnknownType(_) => SqlError::new(UNDEFINED_OBJECT, e.to_string()),
             PlanError::DuplicateColumn(_) => SqlError::new(DUPLICATE_COLUMN, e.to_string()),

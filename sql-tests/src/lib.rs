@@ -5,6 +5,8 @@
 
 /// A Kafka-protocol broker (Tansu) for the Kafka tests.
 pub mod kafka;
+/// The randomized oracle tests' driver: random DML, FLUSH, each view against its query, kill -9.
+pub mod oracle;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

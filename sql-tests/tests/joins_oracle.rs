@@ -10,9 +10,9 @@
 //! round and the view that differed.
 #![allow(clippy::unwrap_used)]
 
+use rand::Rng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use rivulet_sql_tests::{TestServer, sorted_rows};
+use rivulet_sql_tests::oracle::{self, Oracle};
 
 /// (name, query): every join kind, residual conditions, NULL-safe keys, subqueries of each form,
 /// chains, self-joins, aggregates over joins and joins over aggregates.
@@ -83,21 +83,6 @@ const VIEWS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Instances per keyed stage for a seed: results must not depend on it.
-fn parallelism(seed: u64) -> u64 {
-    [1, 3][(seed % 2) as usize]
-}
-
-/// Server flags for a seed: every other pair of seeds caches no state at all, so every read of
-/// join state goes to RocksDB (or the epochs not yet committed); results must not depend on it.
-fn flags(seed: u64) -> &'static [&'static str] {
-    if seed % 4 >= 2 {
-        &["--state-cache-mb", "0"]
-    } else {
-        &[]
-    }
-}
-
 fn random_statement(rng: &mut StdRng, next_id: &mut i32) -> String {
     let k = if rng.random_bool(0.1) {
         "NULL".to_string()
@@ -134,82 +119,18 @@ fn random_statement(rng: &mut StdRng, next_id: &mut i32) -> String {
     }
 }
 
-async fn compare(c: &tokio_postgres::Client, seed: u64, p: u64, round: usize) {
-    let mut compared = 0;
-    for (name, query) in VIEWS {
-        let view = sorted_rows(c, &format!("SELECT * FROM {name}"))
-            .await
-            .unwrap();
-        let oracle = sorted_rows(c, query).await.unwrap();
-        assert_eq!(
-            view, oracle,
-            "seed {seed} (parallelism {p}), round {round}: view {name} differs from its query"
-        );
-        compared += view.len();
-    }
-    eprintln!("seed {seed} (parallelism {p}), round {round}: {compared} view rows equal");
-    assert!(compared > 40, "seed {seed}: the views are nearly empty");
-}
-
-async fn run_seed(seed: u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = TestServer::start_with(dir.path(), flags(seed))
-        .await
-        .unwrap();
-    let mut c = server.connect("dev").await.unwrap();
-    c.batch_execute(
-        "CREATE TABLE t1 (id INT PRIMARY KEY, k INT, v BIGINT, s VARCHAR); \
-         CREATE TABLE t2 (k INT, w BIGINT); \
-         CREATE TABLE t3 (id INT, k INT, name VARCHAR)",
-    )
-    .await
-    .unwrap();
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut next_id = 0;
-    // Some rows before the views exist, so that backfill is part of the property.
-    for _ in 0..40 {
-        let sql = random_statement(&mut rng, &mut next_id);
-        c.batch_execute(&sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-    let p = parallelism(seed);
-    c.batch_execute(&format!("SET streaming_parallelism = {p}"))
-        .await
-        .unwrap();
-    for (name, query) in VIEWS {
-        c.batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {query}"))
-            .await
-            .unwrap_or_else(|e| panic!("view {name}: {e}"));
-    }
-    for round in 0..6 {
-        for _ in 0..40 {
-            let sql = random_statement(&mut rng, &mut next_id);
-            c.batch_execute(&sql)
-                .await
-                .unwrap_or_else(|e| panic!("seed {seed}: {sql}: {e}"));
-        }
-        if round % 2 == 1 {
-            // Killed while the jobs are busy with the last changes: recovery replays them.
-            server.kill9().await.unwrap();
-            server = TestServer::start_with(dir.path(), flags(seed))
-                .await
-                .unwrap();
-            c = server.connect("dev").await.unwrap();
-        }
-        c.batch_execute("FLUSH").await.unwrap();
-        compare(&c, seed, p, round).await;
-    }
-    server.kill9().await.unwrap();
-}
-
 #[tokio::test]
 async fn join_views_equal_their_queries_after_random_changes_and_kill_9() {
-    let seeds: Vec<u64> = match std::env::var("RIVULET_ORACLE_SEED") {
-        Ok(s) => vec![s.parse().unwrap()],
-        Err(_) => vec![1, 2, 3, 4],
+    let oracle = Oracle {
+        setup: "CREATE TABLE t1 (id INT PRIMARY KEY, k INT, v BIGINT, s VARCHAR); \
+         CREATE TABLE t2 (k INT, w BIGINT); \
+         CREATE TABLE t3 (id INT, k INT, name VARCHAR)",
+        views: VIEWS,
+        statement: random_statement,
+        rounds: 6,
+        min_rows: 40,
     };
-    for seed in seeds {
-        run_seed(seed).await;
+    for seed in oracle::seeds(&[1, 2, 3, 4]) {
+        oracle.run(seed).await;
     }
 }

@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rivulet_sql_tests::{TestServer, sorted_rows};
 
-/// (name, query): aggregates with retractions, min/max under deletes, DISTINCT, HAVING, a global
+/// (name, query): aggregates with retractions, min/max under deletes, FILTER, DISTINCT, HAVING, a global
 /// aggregate, views on views, a keyed projection, and a view without a key (duplicates counted).
 const VIEWS: &[(&str, &str)] = &[
     (
@@ -25,6 +25,12 @@ const VIEWS: &[(&str, &str)] = &[
     (
         "strings",
         "SELECT k, min(s) AS lo, max(s) AS hi, string_agg(s, ',' ORDER BY s) AS joined \
+         FROM t1 GROUP BY k",
+    ),
+    (
+        "filtered",
+        "SELECT k, count(*) FILTER (WHERE v > 50) AS big, sum(v) FILTER (WHERE s <> 'a') AS s_not_a, \
+         min(v) FILTER (WHERE s = 'b') AS lo_b, count(DISTINCT s) FILTER (WHERE v < 30) AS few \
          FROM t1 GROUP BY k",
     ),
     ("keys2", "SELECT DISTINCT k FROM t2"),

@@ -27,8 +27,17 @@ use crate::state::{StateBatch, StateStore};
 pub mod aggregate;
 /// Regular equi-joins (inner, outer, semi, anti) of two changelog inputs.
 pub mod join;
+/// OVER windows (LAG, LEAD, running aggregates, ...) over updatable input.
+pub mod over;
 /// Projection and filter with DataFusion physical expressions.
 pub mod project;
+/// Rows grouped by partition, ordered within it: top-N's and OVER's state layout.
+pub mod sorted;
+/// Shared helpers of the operators' randomized tests.
+#[cfg(test)]
+mod testing;
+/// Top-N per group (ranking window functions, ORDER BY ... LIMIT, DISTINCT ON).
+pub mod topn;
 /// UNNEST of one list column (HOP and CUMULATE windows).
 pub mod unnest;
 

@@ -3,7 +3,7 @@
 //! windowed when it groups by a window bound.
 
 use super::*;
-use datafusion::logical_expr::Aggregate;
+use datafusion::logical_expr::{Aggregate, lit};
 
 /// An `Aggregate` (or a session or HOP window aggregate) as a keyed stage.
 pub(super) fn lower_aggregate(
@@ -182,8 +182,29 @@ pub(super) fn aggregate_of(e: &Expr) -> Result<(AggFunc, Option<Expr>, Option<St
     };
     let name = agg.func.name().to_lowercase();
     let p = agg.params;
-    if p.filter.is_some() {
-        return Err(PlanError::Unsupported("FILTER on aggregates".into()));
+    if let Some(filter) = p.filter {
+        // `agg(x) FILTER (WHERE p)` is `agg(CASE WHEN p THEN x END)` for every aggregate here,
+        // since they all skip NULLs (and `count(*)` counts the non-NULL 1s).
+        let when = |value: Expr| {
+            Expr::Case(datafusion::logical_expr::Case::new(
+                None,
+                vec![(filter.clone(), Box::new(value))],
+                None,
+            ))
+        };
+        let (func, arg, delimiter) = aggregate_of(&Expr::AggregateFunction(
+            datafusion::logical_expr::expr::AggregateFunction {
+                func: agg.func,
+                params: datafusion::logical_expr::expr::AggregateFunctionParams {
+                    filter: None,
+                    ..p
+                },
+            },
+        ))?;
+        return Ok(match (func, arg) {
+            (AggFunc::CountStar, _) => (AggFunc::Count, Some(when(lit(1i64))), delimiter),
+            (func, arg) => (func, arg.map(when), delimiter),
+        });
     }
     if name == "string_agg" {
         return string_agg(&p.args, &p.order_by, p.distinct);

@@ -15,7 +15,12 @@
 //! - `JOIN` (and the semi and anti joins of `IN`/`EXISTS` subqueries) becomes a `HashJoin` in a
 //!   new stage of `parallelism` instances reading both sides, each hash-exchanged on its own key
 //!   columns ([`join`]);
-//! - a top-level `ORDER BY` without `LIMIT` is dropped (a view is a set, as in RisingWave).
+//! - a filter on a ranking window function's column (`WHERE rn <= N`), `ORDER BY ... LIMIT`
+//!   and `DISTINCT ON` become a `TopN` in a new stage behind a hash exchange on the partition
+//!   columns ([`topn`]);
+//! - other window functions (`OVER`) become an `OverWindow` in a new stage behind a hash
+//!   exchange on the partition columns ([`over`]);
+//! - an `ORDER BY` without `LIMIT` is dropped (a view is a set, as in RisingWave).
 //!
 //! Anything else is refused with `Unsupported` naming the construct, never planned approximately.
 //! A view is keyed by its GROUP BY columns, or by its source's primary key when it selects it;
@@ -49,12 +54,16 @@ mod hop;
 mod interval;
 /// Regular joins, semi and anti joins.
 mod join;
+/// Window functions (OVER) other than top-N.
+mod over;
 /// `Filter` and `Projection`.
 mod project;
 /// Table scans.
 mod scan;
 /// Temporal joins (`FOR SYSTEM_TIME AS OF`).
 mod temporal;
+/// Top-N: ranking window functions filtered by rank, ORDER BY ... LIMIT, DISTINCT ON.
+mod topn;
 
 /// Session windows under an aggregate.
 mod session;
@@ -476,11 +485,17 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
         LogicalPlan::Union(u) => union::lower_union(ctx, b, u),
         LogicalPlan::Aggregate(a) => aggregate::lower_aggregate(ctx, b, a),
         LogicalPlan::Distinct(Distinct::All(input)) => aggregate::lower_distinct(ctx, b, input),
+        LogicalPlan::Distinct(Distinct::On(d)) => topn::lower_distinct_on(ctx, b, d),
+        LogicalPlan::Limit(l) => topn::lower_limit(ctx, b, l),
+        // Rows of a view have no order: an ORDER BY without LIMIT changes nothing.
+        LogicalPlan::Sort(s) if s.fetch.is_none() => lower(ctx, b, &s.input),
+        LogicalPlan::Sort(s) => topn::lower_sort(ctx, b, s),
         other if session::is_session_window(other) => Err(PlanError::Unsupported(
             "a SESSION window in a materialized view without an aggregate grouped by its \
              window_start or window_end"
                 .into(),
         )),
+        LogicalPlan::Window(w) => over::lower_window(ctx, b, w),
         other => Err(PlanError::Unsupported(format!(
             "{} in a materialized view",
             construct_name(other)
@@ -491,10 +506,8 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
 fn construct_name(plan: &LogicalPlan) -> &'static str {
     match plan {
         LogicalPlan::Join(_) => "JOIN",
-        LogicalPlan::Sort(_) => "ORDER BY with LIMIT",
         LogicalPlan::Limit(_) => "LIMIT",
         LogicalPlan::Union(_) => "UNION",
-        LogicalPlan::Window(_) => "window functions (OVER)",
         LogicalPlan::Distinct(Distinct::On(_)) => "DISTINCT ON",
         LogicalPlan::Values(_) => "VALUES",
         LogicalPlan::EmptyRelation(_) => "a query without FROM",

@@ -10,6 +10,9 @@ pub(super) fn lower_filter(
     b: &mut Builder,
     f: &Filter,
 ) -> Result<Lowered> {
+    if let Some(l) = topn::lower_rank_filter(ctx, b, f, None)? {
+        return Ok(l);
+    }
     let l = lower(ctx, b, &f.input)?;
     let input = f.input.schema();
     let predicate = physical(ctx, &f.predicate, input)?;
@@ -30,7 +33,26 @@ pub(super) fn lower_projection(
     b: &mut Builder,
     p: &Projection,
 ) -> Result<Lowered> {
-    let mut l = lower(ctx, b, &p.input)?;
+    // A filter on a ranking function's column below: top-N, which emits rank changes only if
+    // this projection reads the rank.
+    let top = match p.input.as_ref() {
+        LogicalPlan::Filter(f) => topn::lower_rank_filter(ctx, b, f, Some(&p.expr))?,
+        _ => None,
+    };
+    let l = match top {
+        Some(l) => l,
+        None => lower(ctx, b, &p.input)?,
+    };
+    project_over(ctx, b, p, l)
+}
+
+/// A `Projection` over its input, already lowered to `l`.
+pub(super) fn project_over(
+    ctx: &StreamContext<'_>,
+    b: &mut Builder,
+    p: &Projection,
+    mut l: Lowered,
+) -> Result<Lowered> {
     let input = p.input.schema();
     let exprs = p
         .expr

@@ -3,56 +3,25 @@
 //! restarts from them, against a nested-loop oracle over the rows each side holds.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 
 use datafusion::arrow::array::Int64Array;
 use datafusion::logical_expr::Operator as BinaryOp;
 use datafusion::physical_plan::expressions::{BinaryExpr, Column};
 
 use super::*;
+use crate::operator::testing::{Epochs, Rng, commit, int64_batch, int64_schema, restored};
 use crate::state::StateStore;
 
 type Row = Vec<Option<i64>>;
 
-/// A small deterministic generator (xorshift64), so a failure replays from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn side_schema(names: [&str; 2]) -> SchemaRef {
-    Arc::new(Schema::new(
-        names
-            .iter()
-            .map(|n| Field::new(*n, DataType::Int64, true))
-            .collect::<Vec<_>>(),
-    ))
+    int64_schema(&names)
 }
 
 use datafusion::arrow::datatypes::DataType;
 
 fn batch(schema: &SchemaRef, rows: &[(Op, Row)]) -> ChangeBatch {
-    let columns: Vec<ArrayRef> = (0..2)
-        .map(|c| {
-            Arc::new(Int64Array::from(
-                rows.iter().map(|(_, r)| r[c]).collect::<Vec<_>>(),
-            )) as ArrayRef
-        })
-        .collect();
-    ChangeBatch {
-        data: RecordBatch::try_new(Arc::clone(schema), columns).unwrap(),
-        ops: rows.iter().map(|(op, _)| *op).collect(),
-    }
+    int64_batch(schema, rows)
 }
 
 fn output_schema(kind: JoinKind) -> SchemaRef {
@@ -202,12 +171,6 @@ fn random_changes(
     changes
 }
 
-fn restored(proto: &HashJoin, scope: &StateScope) -> Box<dyn Operator> {
-    let mut op = proto.fork().unwrap();
-    op.restore(scope).unwrap();
-    op
-}
-
 /// Random changes on both sides, in random batches, with checkpoints and restarts: after every
 /// batch the view equals the oracle over the rows the sides hold.
 fn check(kind: JoinKind, filter: bool, null_equal: bool, seed: u64) {
@@ -218,54 +181,25 @@ fn check(kind: JoinKind, filter: bool, null_equal: bool, seed: u64) {
     let mut op = restored(&proto, &scope);
     let schemas = [side_schema(["k", "v"]), side_schema(["k2", "w"])];
     let mut rng = Rng(seed);
-    let (mut left, mut right) = (Vec::new(), Vec::new());
-    let mut view = BTreeMap::new();
-    let mut epoch = 0;
-    let mut pending: Vec<StateBatch> = Vec::new();
-    let mut committed = (left.clone(), right.clone(), view.clone());
+    // The sides' rows and the view.
+    let mut model = (Vec::new(), Vec::new(), BTreeMap::new());
+    let mut epochs = Epochs::new(store.clone(), &model);
     for step in 0..150 {
+        let (left, right, view) = &mut model;
         let side = rng.below(2) as usize;
-        let rows = if side == 0 { &mut left } else { &mut right };
+        let rows = if side == 0 { &mut *left } else { &mut *right };
         let n = 1 + rng.below(6) as usize;
         let changes = random_changes(&mut rng, rows, n, true);
         apply(
-            &mut view,
+            view,
             op.process(side, batch(&schemas[side], &changes)).unwrap(),
         );
         assert_eq!(
-            view,
-            oracle(kind, filter, null_equal, &left, &right),
+            *view,
+            oracle(kind, filter, null_equal, left, right),
             "{kind:?} filter {filter} seed {seed}, after step {step}"
         );
-        if rng.below(5) == 0 {
-            epoch += 1;
-            let mut state = StateBatch::new();
-            op.checkpoint(epoch, &scope, &mut state).unwrap();
-            pending.push(state);
-            // Sometimes the epoch stays in flight while more batches come; sometimes it commits
-            // (with every earlier one), and sometimes the job then restarts from the commit or
-            // crashes, losing what came after the last commit.
-            match rng.below(4) {
-                0 => {}
-                choice => {
-                    for state in pending.drain(..) {
-                        store.write(state, false).unwrap();
-                    }
-                    scope.committed.store(epoch, Ordering::Release);
-                    committed = (left.clone(), right.clone(), view.clone());
-                    if choice == 2 {
-                        op = restored(&proto, &scope);
-                    }
-                }
-            }
-        } else if rng.below(12) == 0 {
-            // A crash: uncommitted epochs and batches are lost; the sources replay from the
-            // last commit, so the sides and the view are as they were then.
-            pending.clear();
-            epoch = scope.committed.load(Ordering::Acquire);
-            (left, right, view) = committed.clone();
-            op = restored(&proto, &scope);
-        }
+        epochs.step(&mut rng, &proto, &scope, &mut op, &mut model);
     }
 }
 
@@ -310,10 +244,7 @@ fn state_is_read_lazily_after_a_restart() {
         .map(|i| (Op::Insert, vec![Some(i), Some(i)]))
         .collect();
     op.process(0, batch(&left, &rows)).unwrap();
-    let mut state = StateBatch::new();
-    op.checkpoint(1, &scope, &mut state).unwrap();
-    store.write(state, false).unwrap();
-    scope.committed.store(1, Ordering::Release);
+    commit(op.as_mut(), &scope, 1);
     // A new instance has read nothing, and finds a stored row when its key comes.
     let mut op = restored(&proto, &scope);
     let out = op

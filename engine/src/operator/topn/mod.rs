@@ -1,0 +1,590 @@
+//! Top-N per group, maintained under inserts, updates and deletes: the rows whose rank within
+//! their group (`PARTITION BY`) by an order (`ORDER BY`) lies in `lo..=hi`, for `ROW_NUMBER()`,
+//! `RANK()` or `DENSE_RANK()`. It is what `WHERE rn <= N` over a ranking window function,
+//! `ORDER BY ... LIMIT n OFFSET m` and `DISTINCT ON` become (deduplication is top-1).
+//!
+//! **Inputs.** One input, hash-exchanged on the partition columns, so a group lives in one
+//! instance and one key group. Rows may carry extra trailing columns (partition or order keys the
+//! planner computed from expressions); only the first `width` columns are the row, stored and
+//! emitted.
+//!
+//! **Semantics.** Ranks are those of SQL: `ROW_NUMBER()` numbers the rows in order, breaking ties
+//! among rows with equal order keys by the rows' stored encoding (SQL leaves that order open);
+//! `RANK()` gives tied rows the rank of the first of them and skips; `DENSE_RANK()` does not skip.
+//! Identical rows are one entry with a count and rank like that many rows. The output is the rows
+//! of rank `lo..=hi` followed by their rank (the window function's column). When the rank is
+//! selected, a row whose rank changes is retracted and inserted again with its new rank;
+//! otherwise only rows entering or leaving the range are emitted, and the rank column (which
+//! nothing reads) holds the rank the row had when it entered.
+//!
+//! **State.** One [`StateTable`] (tag `t`) holding every row of every group, keyed by key group,
+//! then the group key (length-prefixed [`RowCodec`] bytes, so a prefix scan finds the group), the
+//! order key ([`SortKeyEncoder`], so key order is rank order), the row's encoding and its length;
+//! the value is the row's count. When a row of the range goes, the next one is read from the
+//! table (refill). On append-only input rows can only move down: the table keeps only each
+//! group's rows of rank `<= hi`, and drops what falls below. Each group's rows of rank `<= hi`
+//! (its *window*) are also cached in memory, bounded by a share of the state cache: a change
+//! that sorts after a full window costs no read at all, and one that only adds rows merges them
+//! into the window; only a row leaving the window makes the group be read again (from the
+//! table's cache, or RocksDB). Nothing is read back at restart.
+//!
+//! **Emission.** On update: each batch's net change per group is applied, and the group's window
+//! before and after is compared. All retractions of a batch come before its insertions, so a
+//! view keyed by its rows' key sees a row move between groups as a delete and an insert.
+//! There is no watermark logic; nothing is late.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt64Array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatchOptions;
+
+use super::sorted::{self, PartitionOrder, SortedRows, Table, count_of, order_of, row_of};
+use super::{Operator, StateScope};
+use crate::changelog::{ChangeBatch, Op};
+use crate::codec::RowDecoder;
+use crate::state::StateBatch;
+use crate::state::table::Direction;
+use crate::{EngineError, Result};
+
+/// Which ranking function numbers the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RankKind {
+    /// 1, 2, 3, ... whatever the ties.
+    RowNumber,
+    /// Tied rows share a rank; the next rank skips (1, 1, 3).
+    Rank,
+    /// Tied rows share a rank; the next rank does not skip (1, 1, 2).
+    DenseRank,
+}
+
+impl RankKind {
+    fn sql(self) -> &'static str {
+        match self {
+            RankKind::RowNumber => "row_number()",
+            RankKind::Rank => "rank()",
+            RankKind::DenseRank => "dense_rank()",
+        }
+    }
+}
+
+/// What the planner decides about a top-N.
+#[derive(Debug, Clone)]
+pub struct TopNSpec {
+    /// The groups (partitions) and their order.
+    pub rows: PartitionOrder,
+    pub rank: RankKind,
+    /// The lowest rank emitted (1-based).
+    pub lo: u64,
+    /// The highest rank emitted.
+    pub hi: u64,
+    /// The rank column is read downstream: emit rank changes.
+    pub emit_rank: bool,
+    /// The input only ever inserts: keep only the rows within rank `hi`.
+    pub append_only: bool,
+}
+
+/// A group's rows of rank `<= hi`, as read from the table.
+#[derive(Debug, Clone, Default)]
+struct Window {
+    /// Table keys (without the key group) and counts, in key order.
+    entries: Vec<(Vec<u8>, i64)>,
+    /// Every rank up to `hi` is taken: a row sorting after the last entry is outside the range.
+    full: bool,
+}
+
+impl Window {
+    fn bytes(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|(k, _)| k.len() + 32)
+            .sum::<usize>()
+            + 64
+    }
+}
+
+/// Builds a window from a group's rows in key order.
+struct WindowBuilder<'a> {
+    spec: &'a TopNSpec,
+    /// Length of the group key at the start of every key.
+    group: usize,
+    window: Window,
+    rows: u64,
+    distinct: u64,
+}
+
+impl<'a> WindowBuilder<'a> {
+    fn new(spec: &'a TopNSpec, group: usize) -> Self {
+        Self {
+            spec,
+            group,
+            window: Window::default(),
+            rows: 0,
+            distinct: 0,
+        }
+    }
+
+    /// Takes the next row (`count` copies) if its rank is within `hi`; false once past it.
+    fn offer(&mut self, key: &[u8], count: i64) -> Result<bool> {
+        let count = count.max(0);
+        let order = order_of(key, self.group)?;
+        let tied = match self.window.entries.last() {
+            Some((last, _)) => order_of(last, self.group)? == order,
+            None => false,
+        };
+        let (spec, rows, distinct) = (self.spec, self.rows, self.distinct);
+        let past = match spec.rank {
+            RankKind::RowNumber => rows >= spec.hi,
+            RankKind::Rank => !tied && rows >= spec.hi,
+            RankKind::DenseRank => !tied && distinct >= spec.hi,
+        };
+        if past {
+            return Ok(false);
+        }
+        self.distinct += u64::from(!tied);
+        self.rows += count as u64;
+        self.window.entries.push((key.to_vec(), count));
+        Ok(true)
+    }
+
+    fn finish(mut self) -> Window {
+        self.window.full = match self.spec.rank {
+            RankKind::RowNumber | RankKind::Rank => self.rows >= self.spec.hi,
+            RankKind::DenseRank => self.distinct >= self.spec.hi,
+        };
+        self.window
+    }
+}
+
+/// The immutable part of an operator, shared by its instances.
+#[derive(Debug)]
+struct Shared {
+    spec: TopNSpec,
+    rows: SortedRows,
+    schema: SchemaRef,
+}
+
+/// The top-N operator; see the module documentation.
+pub struct TopN {
+    shared: Arc<Shared>,
+    table: Table,
+    /// Cached windows by `kg ++ group key`.
+    windows: HashMap<Vec<u8>, Window>,
+    window_bytes: usize,
+    window_budget: usize,
+    groups: Vec<u16>,
+}
+
+/// The rows of a window in the rank range: `(entry, rank, copies)`.
+fn ranked(
+    spec: &TopNSpec,
+    window: &Window,
+    group: usize,
+    mut f: impl FnMut(usize, u64, i64),
+) -> Result<()> {
+    let (mut rows, mut distinct, mut rank) = (0u64, 0u64, 0u64);
+    let mut previous: Option<&[u8]> = None;
+    for (i, (key, count)) in window.entries.iter().enumerate() {
+        let order = order_of(key, group)?;
+        if previous != Some(order) {
+            distinct += 1;
+            rank = rows + 1;
+        }
+        previous = Some(order);
+        let count = (*count).max(0) as u64;
+        match spec.rank {
+            RankKind::RowNumber => {
+                let first = (rows + 1).max(spec.lo);
+                let last = (rows + count).min(spec.hi);
+                for r in first..=last {
+                    f(i, r, 1);
+                }
+            }
+            RankKind::Rank | RankKind::DenseRank => {
+                let r = if spec.rank == RankKind::Rank {
+                    rank
+                } else {
+                    distinct
+                };
+                if (spec.lo..=spec.hi).contains(&r) {
+                    f(i, r, count as i64);
+                }
+            }
+        }
+        rows += count;
+    }
+    Ok(())
+}
+
+impl TopN {
+    /// A top-N over `spec`'s input, emitting `schema` (the row's columns and the rank).
+    pub fn try_new(spec: TopNSpec, schema: SchemaRef) -> Result<Self> {
+        if schema.fields().len() != spec.rows.width + 1 || spec.lo == 0 {
+            return Err(EngineError::Internal(format!(
+                "top-N of rows of {} columns with an output of {} columns, ranks from {}",
+                spec.rows.width,
+                schema.fields().len(),
+                spec.lo
+            )));
+        }
+        let rows = SortedRows::try_new(spec.rows.clone())?;
+        Ok(TopN {
+            shared: Arc::new(Shared { spec, rows, schema }),
+            table: Table::default(),
+            windows: HashMap::new(),
+            window_bytes: 0,
+            window_budget: 0,
+            groups: Vec::new(),
+        })
+    }
+
+    /// The window of group `group` (its key bytes) in key group `kg`, read from the table.
+    fn read_window(&self, kg: u16, group: &[u8]) -> Result<Window> {
+        let table = self.table.get()?;
+        let mut window = WindowBuilder::new(&self.shared.spec, group.len());
+        table.scan_prefix(kg, group, Direction::Forward, |key, value| {
+            Ok(if window.offer(key, count_of(value)?)? {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            })
+        })?;
+        Ok(window.finish())
+    }
+
+    /// The window after `deltas` when none of them takes a row out of `old` (no refill is
+    /// needed): `old`'s rows and the added ones, merged in key order. `None` otherwise.
+    fn grown_window(
+        &self,
+        old: &Window,
+        deltas: &[(&[u8], i64)],
+        group: usize,
+    ) -> Result<Option<Window>> {
+        let last = old.entries.last().map(|(k, _)| k.as_slice());
+        let takes = |key: &[u8], delta: i64| delta < 0 && last.is_some_and(|last| key <= last);
+        if deltas.iter().any(|(key, delta)| takes(key, *delta)) {
+            return Ok(None);
+        }
+        let mut window = WindowBuilder::new(&self.shared.spec, group);
+        let (mut i, mut j) = (0, 0);
+        let added: Vec<&(&[u8], i64)> = deltas.iter().filter(|(_, d)| *d > 0).collect();
+        loop {
+            let (key, count) = match (old.entries.get(i), added.get(j)) {
+                (Some((a, n)), Some((b, d))) if a.as_slice() == *b => {
+                    i += 1;
+                    j += 1;
+                    (a.as_slice(), n + d)
+                }
+                (Some((a, n)), Some((b, _))) if a.as_slice() < *b => {
+                    i += 1;
+                    (a.as_slice(), *n)
+                }
+                (Some((a, n)), None) => {
+                    i += 1;
+                    (a.as_slice(), *n)
+                }
+                (_, Some((b, d))) => {
+                    j += 1;
+                    (*b, *d)
+                }
+                (None, None) => break,
+            };
+            if !window.offer(key, count)? {
+                break;
+            }
+        }
+        Ok(Some(window.finish()))
+    }
+
+    /// A change of `key` cannot touch a full window: it sorts after the window's last row.
+    fn outside(&self, window: &Window, key: &[u8], group: usize) -> Result<bool> {
+        if !window.full {
+            return Ok(false);
+        }
+        let Some((last, _)) = window.entries.last() else {
+            // A full window without rows: the range is empty (hi is 0).
+            return Ok(true);
+        };
+        Ok(match self.shared.spec.rank {
+            RankKind::RowNumber => key > last.as_slice(),
+            RankKind::Rank | RankKind::DenseRank => order_of(key, group)? > order_of(last, group)?,
+        })
+    }
+
+    /// Caches `window` for `id` within the budget, dropping arbitrary others when over it.
+    fn cache(&mut self, id: Vec<u8>, window: Window) {
+        let bytes = window.bytes() + id.len();
+        if bytes > self.window_budget / 4 {
+            return;
+        }
+        if self.window_bytes + bytes > self.window_budget {
+            let target = self.window_budget / 2;
+            let mut dropped = Vec::new();
+            let mut freed = 0;
+            for (k, w) in &self.windows {
+                if self.window_bytes - freed <= target {
+                    break;
+                }
+                freed += w.bytes() + k.len();
+                dropped.push(k.clone());
+            }
+            for k in dropped {
+                self.windows.remove(&k);
+            }
+            self.window_bytes -= freed;
+        }
+        self.window_bytes += bytes;
+        if let Some(old) = self.windows.insert(id.clone(), window) {
+            self.window_bytes -= old.bytes() + id.len();
+        }
+    }
+
+    /// Applies one group's changes (net count per key) and records what its range gained and
+    /// lost.
+    fn process_group(
+        &mut self,
+        kg: u16,
+        group: &[u8],
+        deltas: &[(&[u8], i64)],
+        out: &mut Output,
+    ) -> Result<()> {
+        let shared = Arc::clone(&self.shared);
+        let spec = &shared.spec;
+        let mut id = Vec::with_capacity(2 + group.len());
+        id.extend_from_slice(&kg.to_be_bytes());
+        id.extend_from_slice(group);
+        let old = match self.windows.remove(&id) {
+            Some(w) => {
+                self.window_bytes -= w.bytes() + id.len();
+                w
+            }
+            None => self.read_window(kg, group)?,
+        };
+        let mut untouched = true;
+        for (key, _) in deltas {
+            untouched &= self.outside(&old, key, group.len())?;
+        }
+        if untouched && spec.append_only {
+            // Rows below a full window of append-only input can never enter it: not kept.
+            self.cache(id, old);
+            return Ok(());
+        }
+        let table = self.table.get_mut()?;
+        sorted::apply(table, kg, deltas)?;
+        if untouched {
+            self.cache(id, old);
+            return Ok(());
+        }
+        let new = match self.grown_window(&old, deltas, group.len())? {
+            Some(window) => window,
+            None => self.read_window(kg, group)?,
+        };
+        let mut changes: Vec<(&[u8], u64, i64)> = Vec::new();
+        let rank_of = |r: u64| if spec.emit_rank { r } else { 0 };
+        ranked(spec, &old, group.len(), |i, r, n| {
+            changes.push((&old.entries[i].0, rank_of(r), -n))
+        })?;
+        ranked(spec, &new, group.len(), |i, r, n| {
+            changes.push((&new.entries[i].0, rank_of(r), n))
+        })?;
+        changes.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let mut at = 0;
+        while at < changes.len() {
+            let (key, rank, mut net) = changes[at];
+            at += 1;
+            while at < changes.len() && (changes[at].0, changes[at].1) == (key, rank) {
+                net += changes[at].2;
+                at += 1;
+            }
+            // A row whose rank is not emitted is emitted with the rank it has now.
+            let shown = if spec.emit_rank {
+                rank
+            } else {
+                rank_in(spec, &new, key, group.len())?.unwrap_or(rank)
+            };
+            out.push(row_of(key)?, shown, net)?;
+        }
+        if spec.append_only {
+            // Keep only the window: rows pushed out of it, and new rows that did not enter it.
+            let table = self.table.get_mut()?;
+            let kept = |key: &[u8]| {
+                new.entries
+                    .binary_search_by(|(k, _)| k.as_slice().cmp(key))
+                    .is_ok()
+            };
+            for (key, _) in &old.entries {
+                if !kept(key) {
+                    table.delete(kg, key);
+                }
+            }
+            for (key, delta) in deltas {
+                if *delta > 0 && !kept(key) {
+                    table.delete(kg, key);
+                }
+            }
+        }
+        self.cache(id, new);
+        Ok(())
+    }
+}
+
+/// The first rank `key`'s row has in `window`'s range, if it is in it.
+fn rank_in(spec: &TopNSpec, window: &Window, key: &[u8], group: usize) -> Result<Option<u64>> {
+    let Ok(at) = window
+        .entries
+        .binary_search_by(|(k, _)| k.as_slice().cmp(key))
+    else {
+        return Ok(None);
+    };
+    let mut found = None;
+    ranked(spec, window, group, |i, r, _| {
+        if i == at && found.is_none() {
+            found = Some(r);
+        }
+    })?;
+    Ok(found)
+}
+
+/// A batch's output, retractions first.
+struct Output {
+    deletes: RowDecoder,
+    delete_ranks: Vec<u64>,
+    inserts: RowDecoder,
+    insert_ranks: Vec<u64>,
+}
+
+impl Output {
+    fn push(&mut self, row: &[u8], rank: u64, copies: i64) -> Result<()> {
+        let (decoder, ranks) = if copies < 0 {
+            (&mut self.deletes, &mut self.delete_ranks)
+        } else {
+            (&mut self.inserts, &mut self.insert_ranks)
+        };
+        for _ in 0..copies.unsigned_abs() {
+            decoder.push(row)?;
+            ranks.push(rank);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, schema: &SchemaRef) -> Result<Vec<ChangeBatch>> {
+        let mut out = Vec::with_capacity(2);
+        for (decoder, ranks, op) in [
+            (&mut self.deletes, self.delete_ranks, Op::Delete),
+            (&mut self.inserts, self.insert_ranks, Op::Insert),
+        ] {
+            if ranks.is_empty() {
+                continue;
+            }
+            let rows = decoder.flush()?;
+            let rank_type = schema.field(schema.fields().len() - 1).data_type();
+            let rank: ArrayRef = Arc::new(UInt64Array::from(ranks));
+            let mut columns = rows.columns().to_vec();
+            columns.push(cast(&rank, rank_type)?);
+            let data = RecordBatch::try_new_with_options(
+                Arc::clone(schema),
+                columns,
+                &RecordBatchOptions::new().with_row_count(Some(rows.num_rows())),
+            )?;
+            let n = data.num_rows();
+            out.push(ChangeBatch {
+                data,
+                ops: vec![op; n],
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl Operator for TopN {
+    fn name(&self) -> &'static str {
+        "TopN"
+    }
+
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.shared.schema)
+    }
+
+    fn fork(&self) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(TopN {
+            shared: Arc::clone(&self.shared),
+            table: Table::default(),
+            windows: HashMap::new(),
+            window_bytes: 0,
+            window_budget: 0,
+            groups: Vec::new(),
+        }))
+    }
+
+    fn restore(&mut self, scope: &StateScope) -> Result<()> {
+        // A quarter of the cache for the windows, the rest for the table's entries.
+        self.window_budget = scope.cache_bytes / 4;
+        self.table
+            .open(scope, b't', scope.cache_bytes - self.window_budget);
+        self.windows.clear();
+        self.window_bytes = 0;
+        Ok(())
+    }
+
+    fn process(&mut self, _input: usize, batch: ChangeBatch) -> Result<Vec<ChangeBatch>> {
+        let shared = Arc::clone(&self.shared);
+        let mut groups = std::mem::take(&mut self.groups);
+        let encoded = shared.rows.encode(&batch.data, &mut groups)?;
+        let capacity = batch.num_rows();
+        let mut out = Output {
+            deletes: shared.rows.row_codec.decoder(None, capacity),
+            delete_ranks: Vec::new(),
+            inserts: shared.rows.row_codec.decoder(None, capacity),
+            insert_ranks: Vec::new(),
+        };
+        encoded.for_each_partition(&groups, &batch.ops, |kg, group, deltas| {
+            self.process_group(kg, group, deltas, &mut out)
+        })?;
+        self.groups = groups;
+        out.finish(&shared.schema)
+    }
+
+    fn checkpoint(
+        &mut self,
+        epoch: u64,
+        _scope: &StateScope,
+        batch: &mut StateBatch,
+    ) -> Result<()> {
+        self.table.checkpoint(epoch, batch)
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.table.bytes()
+    }
+
+    fn describe(&self) -> String {
+        let spec = &self.shared.spec;
+        let (partition, order) = spec.rows.describe();
+        let kept = if spec.append_only {
+            format!(
+                "the rows of rank <= {} of each group (append-only input)",
+                spec.hi
+            )
+        } else {
+            "every row of each group, ordered".to_string()
+        };
+        let partition = if partition.is_empty() {
+            String::new()
+        } else {
+            format!(" partition by [{partition}]")
+        };
+        format!(
+            "TopN: {}{partition} order by [{order}] ranks {}..={}{}; state: {kept}",
+            spec.rank.sql(),
+            spec.lo,
+            spec.hi,
+            if spec.emit_rank { ", rank emitted" } else { "" },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;
