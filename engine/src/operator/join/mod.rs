@@ -195,8 +195,8 @@ type JoinKey = Vec<u8>;
 /// A side's own columns of one row, in [`RowCodec`]'s encoding.
 type EncodedRow = Vec<u8>;
 
-/// Each distinct (key group, join key) of a batch to its list of matches.
-type KeyIndex = HashMap<(u16, Vec<u8>), usize>;
+/// The stored rows of the other side with one (key group, join key) of a batch.
+type KeyMatches = (u16, Vec<Match>);
 
 /// Where an output row's columns of one side come from.
 #[derive(Clone, Copy)]
@@ -408,18 +408,28 @@ impl HashJoin {
         )
     }
 
-    /// The stored rows of side `o` for each distinct key of the batch.
-    fn load(&mut self, o: usize, keys: &[Option<Vec<u8>>]) -> Result<(KeyIndex, Vec<Vec<Match>>)> {
+    /// The stored rows of side `o` for each distinct (key group, key) of the batch, read once
+    /// each, and each row's list among them (`None`: a NULL key).
+    fn load(
+        &mut self,
+        o: usize,
+        keys: &[Option<Vec<u8>>],
+    ) -> Result<(Vec<Option<usize>>, Vec<KeyMatches>)> {
         let tables = self
             .tables
             .as_mut()
             .ok_or_else(|| EngineError::Internal("join used before restore".into()))?;
-        let mut index = HashMap::new();
-        let mut lists: Vec<Vec<Match>> = Vec::new();
+        let mut index: HashMap<(u16, &[u8]), usize> = HashMap::new();
+        let mut lists: Vec<KeyMatches> = Vec::new();
+        let mut slots = Vec::with_capacity(keys.len());
         for (i, key) in keys.iter().enumerate() {
-            let Some(key) = key else { continue };
+            let Some(key) = key else {
+                slots.push(None);
+                continue;
+            };
             let kg = self.groups[i];
-            if index.contains_key(&(kg, key.clone())) {
+            if let Some(&at) = index.get(&(kg, key.as_slice())) {
+                slots.push(Some(at));
                 continue;
             }
             let mut list = Vec::new();
@@ -433,10 +443,11 @@ impl HashJoin {
                 });
                 Ok(ControlFlow::Continue(()))
             })?;
-            index.insert((kg, key.clone()), lists.len());
-            lists.push(list);
+            index.insert((kg, key.as_slice()), lists.len());
+            slots.push(Some(lists.len()));
+            lists.push((kg, list));
         }
-        Ok((index, lists))
+        Ok((slots, lists))
     }
 
     /// Whether each (row, match) candidate passes the residual condition, in row order and
@@ -555,15 +566,8 @@ impl Operator for HashJoin {
         let o = 1 - s;
         let kind = self.kind;
         let (keys, rows) = self.encode(s, &batch.data)?;
-        let (index, mut lists) = self.load(o, &keys)?;
-        let slots: Vec<Option<usize>> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| {
-                k.as_ref()
-                    .and_then(|k| index.get(&(self.groups[i], k.clone())).copied())
-            })
-            .collect();
+        let (slots, lists) = self.load(o, &keys)?;
+        let (groups_of, mut lists): (Vec<u16>, Vec<Vec<Match>>) = lists.into_iter().unzip();
         let passes = self.evaluate(s, &rows, &slots, &lists)?;
         let tables = self
             .tables
@@ -571,6 +575,7 @@ impl Operator for HashJoin {
             .ok_or_else(|| EngineError::Internal("join used before restore".into()))?;
         let mut out: Vec<(Op, Part, Part)> = Vec::new();
         let mut candidate = 0usize;
+        let mut key: Vec<u8> = Vec::new();
         for (i, &op) in batch.ops.iter().enumerate() {
             let (sign, out_op) = if op.is_add() {
                 (1i64, Op::Insert)
@@ -637,7 +642,8 @@ impl Operator for HashJoin {
                 out.push((out_op, own, Part::Null));
             }
             // The row's own entry: its count, and its degree as of now.
-            let mut key = keys[i].clone().unwrap_or_default();
+            key.clear();
+            key.extend_from_slice(keys[i].as_deref().unwrap_or_default());
             key.extend_from_slice(&rows[i]);
             let kg = self.groups[i];
             let count = match tables[s].get(kg, &key)? {
@@ -651,11 +657,9 @@ impl Operator for HashJoin {
             }
         }
         // The other side's rows whose degree moved.
-        for ((kg, _), &k) in &index {
-            for m in &lists[k] {
-                if m.dirty {
-                    tables[o].put(*kg, &m.key, &value(m.count, m.degree));
-                }
+        for (kg, list) in groups_of.iter().zip(&lists) {
+            for m in list.iter().filter(|m| m.dirty) {
+                tables[o].put(*kg, &m.key, &value(m.count, m.degree));
             }
         }
         self.output(s, &rows, &lists, &out)
