@@ -100,6 +100,9 @@ impl Session {
         if name == "jobs" {
             return self.show_jobs();
         }
+        if name == "sinks" {
+            return self.show_sinks();
+        }
         // `SHOW my.var` (a custom setting) arrives as the words `my` `var`.
         let dotted = variable
             .iter()
@@ -205,6 +208,56 @@ impl Session {
                 "Dead letters",
             ],
             (0..14).map(column).collect(),
+        ))
+    }
+
+    /// SHOW SINKS: each sink in this database, where it writes and what it has committed.
+    pub(super) fn show_sinks(&mut self) -> Result<Outcome, SqlError> {
+        let running = self.shared.jobs.list();
+        let mut rows: Vec<[String; 10]> = Vec::new();
+        for sink in self.catalog().tables(&self.database) {
+            if sink.def.view.as_ref().is_none_or(|v| v.sink.is_none()) {
+                continue;
+            }
+            let Some((job, _)) = running.get(&sink.def.id) else {
+                continue;
+            };
+            let failure = job.failure();
+            let stats = job.stats();
+            let status = match (&failure, &stats.source_error) {
+                (Some(_), _) => "failed",
+                (None, Some(_)) => "retrying",
+                (None, None) => "running",
+            };
+            let s = stats.sink;
+            rows.push([
+                sink.def.name.clone(),
+                s.connector,
+                s.target,
+                s.guarantee,
+                status.to_string(),
+                s.committed_epoch.to_string(),
+                s.open.map(|e| e.to_string()).unwrap_or_default(),
+                s.records.to_string(),
+                s.bytes.to_string(),
+                failure.or(stats.source_error).unwrap_or_default(),
+            ]);
+        }
+        let column = |i: usize| rows.iter().map(|r| r[i].as_str()).collect::<Vec<_>>();
+        Ok(text_rows(
+            &[
+                "Name",
+                "Connector",
+                "Target",
+                "Guarantee",
+                "Status",
+                "Committed epoch",
+                "Open epoch",
+                "Records",
+                "Bytes",
+                "Error",
+            ],
+            (0..10).map(column).collect(),
         ))
     }
 

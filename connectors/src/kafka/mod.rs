@@ -24,6 +24,9 @@
 //! past it. A broker that cannot be reached is retried with backoff: the reader reports the
 //! trouble (SHOW JOBS shows it) and returns no rows meanwhile.
 
+/// The Kafka sink: a job's changes as records of one topic.
+pub mod sink;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
