@@ -68,26 +68,38 @@ fn json_id(line: &str) -> u64 {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn file_sink_commits_every_row_exactly_once_across_kill_9() {
-    let started = Instant::now();
-    let data = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(data.path()).await.unwrap();
+/// Starts a server on `dir` with table `events` and the sink `CREATE SINK <sink>` creates.
+async fn start_with_sink(dir: &std::path::Path, sink: &str) -> TestServer {
+    let server = TestServer::start_in(dir).await.unwrap();
     let client = server.connect("dev").await.unwrap();
     client
         .simple_query("CREATE TABLE events (id BIGINT, k BIGINT) APPEND ONLY")
         .await
         .unwrap();
     client
-        .simple_query(&format!(
-            "CREATE SINK files AS SELECT id, k FROM events WHERE k >= 0 WITH (connector = \
-             'filesystem', path = '{}', format = 'json')",
-            out.path().display()
-        ))
+        .simple_query(&format!("CREATE SINK {sink}"))
         .await
         .unwrap();
-    drop(client);
+    server
+}
+
+/// Rows of `total` ids missing from `seen`, and occurrences beyond the first.
+fn lost_and_duplicated(seen: &BTreeMap<u64, u32>, total: u64) -> (usize, u32) {
+    let lost = (0..total).filter(|i| !seen.contains_key(i)).count();
+    (lost, seen.values().map(|c| c - 1).sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sink_commits_every_row_exactly_once_across_kill_9() {
+    let started = Instant::now();
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let sink = format!(
+        "files AS SELECT id, k FROM events WHERE k >= 0 WITH (connector = 'filesystem', \
+         path = '{}', format = 'json')",
+        out.path().display()
+    );
+    let server = start_with_sink(data.path(), &sink).await;
     let server = rounds(data.path(), server, 22).await;
     let mut lines = Vec::new();
     let mut in_progress = 0;
@@ -103,8 +115,7 @@ async fn file_sink_commits_every_row_exactly_once_across_kill_9() {
     }
     let seen = counts(lines.iter().map(|l| json_id(l)));
     let total = (ROUNDS * STATEMENTS * ROWS) as u64;
-    let lost = (0..total).filter(|i| !seen.contains_key(i)).count();
-    let duplicated: u32 = seen.values().map(|c| c - 1).sum();
+    let (lost, duplicated) = lost_and_duplicated(&seen, total);
     eprintln!(
         "file sink: {} rows in committed files, {lost} lost, {duplicated} duplicated, {} s",
         lines.len(),
@@ -170,21 +181,12 @@ async fn kafka_sink_loses_nothing_across_kill_9() {
     let broker = Broker::start().await.unwrap();
     broker.create_topic("sink_out", 1).await.unwrap();
     let data = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(data.path()).await.unwrap();
-    let client = server.connect("dev").await.unwrap();
-    client
-        .simple_query("CREATE TABLE events (id BIGINT, k BIGINT) APPEND ONLY")
-        .await
-        .unwrap();
-    client
-        .simple_query(&format!(
-            "CREATE SINK out FROM events WITH (connector = 'kafka', topic = 'sink_out', \
-             properties.bootstrap.server = '{}') FORMAT PLAIN ENCODE JSON",
-            broker.bootstrap()
-        ))
-        .await
-        .unwrap();
-    drop(client);
+    let sink = format!(
+        "out FROM events WITH (connector = 'kafka', topic = 'sink_out', \
+         properties.bootstrap.server = '{}') FORMAT PLAIN ENCODE JSON",
+        broker.bootstrap()
+    );
+    let server = start_with_sink(data.path(), &sink).await;
     let server = rounds(data.path(), server, 6).await;
     let client = server.connect("dev").await.unwrap();
     let sinks = text_rows(&client, "SHOW SINKS").await.unwrap();
@@ -195,8 +197,7 @@ async fn kafka_sink_loses_nothing_across_kill_9() {
     let records = read_topic(&broker.bootstrap(), "sink_out");
     let seen = counts(records.iter().map(|r| json_id(r)));
     let total = (ROUNDS * STATEMENTS * ROWS) as u64;
-    let lost = (0..total).filter(|i| !seen.contains_key(i)).count();
-    let duplicated: u32 = seen.values().map(|c| c - 1).sum();
+    let (lost, duplicated) = lost_and_duplicated(&seen, total);
     eprintln!(
         "kafka sink (at-least-once): {} records, {lost} lost, {duplicated} duplicated, {} s",
         records.len(),

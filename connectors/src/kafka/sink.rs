@@ -147,19 +147,7 @@ impl KafkaSinkOptions {
                 "the kafka sink writes one topic, and 'topic' is \"{topic}\""
             )));
         }
-        let bootstrap = get(
-            options,
-            &[
-                "properties.bootstrap.servers",
-                "properties.bootstrap.server",
-            ],
-        )
-        .ok_or_else(|| {
-            bad("the kafka sink needs 'properties.bootstrap.servers' \
-                 (RisingWave: properties.bootstrap.server)"
-                .into())
-        })?
-        .clone();
+        let bootstrap = super::bootstrap_servers(options, "sink")?.clone();
         let upsert_kafka = lower("connector").as_deref() == Some("upsert-kafka");
         let format_name = lower("format").or_else(|| lower("value.format"));
         let (format, value_name) = match (format_name.as_deref(), lower("encode")) {
@@ -244,10 +232,10 @@ impl KafkaSinkOptions {
         };
         let mut config = ClientConfig::new();
         for (k, v) in options {
-            if let Some(p) = k.strip_prefix("properties.") {
-                if p != "bootstrap.server" {
-                    config.set(p, v);
-                }
+            if let Some(p) = k.strip_prefix("properties.")
+                && p != "bootstrap.server"
+            {
+                config.set(p, v);
             }
         }
         config.set("bootstrap.servers", &bootstrap);
