@@ -27,6 +27,10 @@ use crate::changelog::ChangeBatch;
 use crate::state::{StateBatch, StateStore};
 use crate::table::TableStore;
 
+/// What a sink is waiting for, if anything (a broker that is down), shared with the job so that
+/// `SHOW SINKS` sees it while the sink waits inside a commit.
+pub type Trouble = Arc<parking_lot::Mutex<Option<String>>>;
+
 /// What a sink has done, for `SHOW SINKS` and `SHOW JOBS`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SinkStats {
@@ -82,6 +86,11 @@ pub trait Sink: Send {
 
     /// What it has done so far.
     fn stats(&self) -> SinkStats;
+
+    /// Where it reports what it is retrying, if it can be slowed by something outside.
+    fn trouble(&self) -> Option<Trouble> {
+        None
+    }
 }
 
 /// A materialized view: its rows and change log, committed atomically with the epoch.

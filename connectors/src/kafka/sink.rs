@@ -36,7 +36,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rivulet_engine::changelog::{ChangeBatch, Op};
-use rivulet_engine::sink::{Sink, SinkStats};
+use rivulet_engine::sink::{Sink, SinkStats, Trouble};
 use rivulet_engine::state::StateBatch;
 use rivulet_engine::{EngineError, Result as EngineResult};
 
@@ -433,6 +433,8 @@ pub struct KafkaSink {
     encoded_keys: Encoded,
     envelope: Vec<u8>,
     stats: SinkStats,
+    /// What the barrier waits for, while the broker does not acknowledge.
+    trouble: Trouble,
 }
 
 fn external(e: impl std::fmt::Display) -> EngineError {
@@ -478,6 +480,7 @@ impl KafkaSink {
             encoded_keys: Encoded::default(),
             envelope: Vec::with_capacity(512),
             stats,
+            trouble: Trouble::default(),
         })
     }
 
@@ -489,6 +492,12 @@ impl KafkaSink {
                 Ok(()) => break,
                 Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {
                     let error = self.producer.context().error.lock().clone();
+                    *self.trouble.lock() = Some(format!(
+                        "waiting {} s for the broker to take the records of topic \"{}\": {}",
+                        started.elapsed().as_secs(),
+                        self.options.topic,
+                        error.as_deref().unwrap_or("no answer")
+                    ));
                     tracing::warn!(
                         topic = %self.options.topic,
                         waited = ?started.elapsed(),
@@ -499,6 +508,7 @@ impl KafkaSink {
                 Err(e) => return Err(external(e)),
             }
         }
+        *self.trouble.lock() = None;
         let failed = self.producer.context().failed.swap(0, Ordering::Relaxed);
         if failed > 0 {
             let error = self.producer.context().error.lock().take();
@@ -601,6 +611,10 @@ impl Sink for KafkaSink {
 
     fn stats(&self) -> SinkStats {
         self.stats.clone()
+    }
+
+    fn trouble(&self) -> Option<Trouble> {
+        Some(std::sync::Arc::clone(&self.trouble))
     }
 }
 

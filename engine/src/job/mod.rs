@@ -219,6 +219,8 @@ pub struct JobStats {
     pub parallelism: usize,
     /// What the job's sink has done.
     pub sink: SinkStats,
+    /// What the sink is retrying, if anything (a broker that is down).
+    pub sink_error: Option<String>,
 }
 
 /// An external source and a resume state an epoch has just committed for it.
@@ -339,6 +341,7 @@ impl Shared {
 /// A running job. Dropping it stops the job.
 pub struct Job {
     name: String,
+    sink_trouble: Option<crate::sink::Trouble>,
     sources: Vec<Arc<TableStore>>,
     /// Per source: its external input, if it reads one (FLUSH waits for its end).
     externals: Vec<Option<Arc<dyn graph::ExternalSource>>>,
@@ -455,6 +458,10 @@ impl Job {
                 epoch,
                 checkpoint_epoch: epoch,
                 parallelism: graph.parallelism(),
+                sink: SinkStats {
+                    committed_epoch: epoch,
+                    ..sink.stats()
+                },
                 ..JobStats::default()
             }),
         });
@@ -585,6 +592,7 @@ impl Job {
             }
         }
         let recorded = store.get(&sink_state_key(id))?;
+        let sink_trouble = sink.trouble();
         let committer = Committer {
             id,
             shared: Arc::clone(&shared),
@@ -613,6 +621,7 @@ impl Job {
         });
         Ok(Job {
             name,
+            sink_trouble,
             sources,
             externals,
             shared,
@@ -632,6 +641,7 @@ impl Job {
         s.rows_in = self.shared.rows_in.load(Ordering::Relaxed);
         s.rows_out = self.shared.rows_out.load(Ordering::Relaxed);
         s.dead_letters = self.shared.dead_letters.load(Ordering::Relaxed);
+        s.sink_error = self.sink_trouble.as_ref().and_then(|t| t.lock().clone());
         s
     }
 

@@ -165,13 +165,14 @@ impl Session {
                         .to_string()
                 })
                 .unwrap_or_default();
-            // A source retrying (a broker that is down) shows as such, with its last error.
-            let status = match (&failure, &stats.source_error) {
+            // A source or sink retrying (a broker that is down) shows as such, with its error.
+            let retrying = stats.source_error.clone().or(stats.sink_error.clone());
+            let status = match (&failure, &retrying) {
                 (Some(_), _) => "failed",
                 (None, Some(_)) => "retrying",
                 (None, None) => "running",
             };
-            let error = failure.or(stats.source_error.clone());
+            let error = failure.or(retrying);
             rows.push([
                 view.def.name.clone(),
                 status.to_string(),
@@ -224,7 +225,8 @@ impl Session {
             };
             let failure = job.failure();
             let stats = job.stats();
-            let status = match (&failure, &stats.source_error) {
+            let retrying = stats.sink_error.clone().or(stats.source_error.clone());
+            let status = match (&failure, &retrying) {
                 (Some(_), _) => "failed",
                 (None, Some(_)) => "retrying",
                 (None, None) => "running",
@@ -240,7 +242,7 @@ impl Session {
                 s.open.map(|e| e.to_string()).unwrap_or_default(),
                 s.records.to_string(),
                 s.bytes.to_string(),
-                failure.or(stats.source_error).unwrap_or_default(),
+                failure.or(retrying).unwrap_or_default(),
             ]);
         }
         let column = |i: usize| rows.iter().map(|r| r[i].as_str()).collect::<Vec<_>>();
