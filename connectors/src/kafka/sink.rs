@@ -606,7 +606,10 @@ impl Sink for KafkaSink {
     }
 
     fn external(&self) -> bool {
-        self.options.guarantee != Guarantee::None
+        // At-least-once tolerates an epoch written again after RocksDB lost it with the machine:
+        // the epoch's records are replayed, never lost. Only a transactional sink would need
+        // the synced checkpoint.
+        self.options.guarantee == Guarantee::ExactlyOnce
     }
 
     fn stats(&self) -> SinkStats {
