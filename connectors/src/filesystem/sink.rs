@@ -275,3 +275,60 @@ impl Sink for FileSink {
         self.stats.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+
+    use super::*;
+
+    fn sink(dir: &Path) -> FileSink {
+        let options = BTreeMap::from([
+            ("path".to_string(), dir.display().to_string()),
+            ("format".to_string(), "json".to_string()),
+        ]);
+        FileSink::new(7, FileSinkOptions::parse(&options).unwrap(), &["id".into()]).unwrap()
+    }
+
+    fn rows(ids: &[i64]) -> ChangeBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let data =
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(ids.to_vec()))]).unwrap();
+        ChangeBatch::inserts(data)
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn recovery_publishes_the_recorded_epoch_and_drops_later_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = sink(dir.path());
+        s.write(1, &rows(&[1, 2])).unwrap();
+        let recorded = s.pre_commit(1, &mut StateBatch::new()).unwrap().unwrap();
+        // A crash after the checkpoint of epoch 1 and before its rename, with epoch 2 written.
+        s.write(2, &rows(&[3])).unwrap();
+        s.pre_commit(2, &mut StateBatch::new()).unwrap();
+        drop(s);
+        assert!(files(dir.path()).iter().all(|f| f.ends_with(".inprogress")));
+        let mut s = sink(dir.path());
+        s.recover(1, Some(&recorded)).unwrap();
+        let committed = files(dir.path());
+        assert_eq!(committed, ["part-7-00000000000000000001.json"]);
+        let text = std::fs::read_to_string(dir.path().join(&committed[0])).unwrap();
+        assert_eq!(text, "{\"id\":1}\n{\"id\":2}\n");
+        // Recovering again (a second crash) changes nothing: commits are idempotent.
+        s.recover(1, Some(&recorded)).unwrap();
+        assert_eq!(files(dir.path()), committed);
+    }
+}
