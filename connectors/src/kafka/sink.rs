@@ -5,7 +5,7 @@
 //! DEBEZIUM ENCODE JSON [(force_append_only = 'true')]`) and Flink's (`'connector' = 'kafka' |
 //! 'upsert-kafka'`, `'format'` / `'value.format'` = `json` | `csv` | `debezium-json`,
 //! `'key.format'`, `'key.fields'`, `'sink.delivery-guarantee'`, `'sink.transactional-id-prefix'`,
-//! `'sink.partitioner'`); every other `properties.*` option goes to librdkafka as it is.
+//! `'sink.partitioner'`, `'sink.auto-create'` with `'sink.auto-create.partitions'`); every other `properties.*` option goes to librdkafka as it is.
 //!
 //! What goes out, per change (key: the key columns as JSON or CSV, when there are any):
 //! - PLAIN: an insert is a record with the row; the query must be append-only, or the sink
@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::record_batch::RecordBatch;
 use parking_lot::Mutex;
 use rdkafka::ClientContext;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -103,6 +105,9 @@ pub struct KafkaSinkOptions {
     pub guarantee: Guarantee,
     pub transactional_id_prefix: Option<String>,
     pub partitioner: Partitioner,
+    /// `sink.auto-create`: a missing topic is created at CREATE, with this many partitions
+    /// (`sink.auto-create.partitions`, default 1).
+    pub auto_create: Option<i32>,
     /// librdkafka's settings: `properties.*` and what the options imply.
     config: ClientConfig,
     /// The options, for the encoders' settings (timestamp format).
@@ -230,6 +235,28 @@ impl KafkaSinkOptions {
                 )));
             }
         };
+        let auto_create = match lower("sink.auto-create").as_deref() {
+            None | Some("false") => None,
+            Some("true") => {
+                let partitions = options
+                    .get("sink.auto-create.partitions")
+                    .map_or(Ok(1), |p| p.trim().parse::<i32>())
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| {
+                        bad(
+                            "invalid sink.auto-create.partitions: a positive number expected"
+                                .into(),
+                        )
+                    })?;
+                Some(partitions)
+            }
+            Some(other) => {
+                return Err(bad(format!(
+                    "invalid sink.auto-create \"{other}\": true or false expected"
+                )));
+            }
+        };
         let mut config = ClientConfig::new();
         for (k, v) in options {
             if let Some(p) = k.strip_prefix("properties.")
@@ -259,6 +286,7 @@ impl KafkaSinkOptions {
             guarantee,
             transactional_id_prefix: options.get("sink.transactional-id-prefix").cloned(),
             partitioner,
+            auto_create,
             config,
             options: options.clone(),
         })
@@ -301,11 +329,36 @@ impl KafkaSinkOptions {
             .topics()
             .iter()
             .any(|t| t.name() == self.topic && t.error().is_none() && !t.partitions().is_empty());
-        if !found {
-            return Err(ConnectorError::Option(format!(
+        match (found, self.auto_create) {
+            (true, _) => Ok(()),
+            (false, Some(partitions)) => self.create_topic(partitions),
+            (false, None) => Err(ConnectorError::Option(format!(
                 "topic \"{}\" does not exist on {}",
                 self.topic, self.bootstrap
-            )));
+            ))),
+        }
+    }
+
+    /// Creates the topic (`sink.auto-create`), replication factor 1 unless the broker's default
+    /// says otherwise.
+    fn create_topic(&self, partitions: i32) -> Result<(), ConnectorError> {
+        let admin: AdminClient<DefaultClientContext> = self
+            .config
+            .create()
+            .map_err(|e| ConnectorError::Option(format!("kafka sink: {e}")))?;
+        let topic = NewTopic::new(&self.topic, partitions, TopicReplication::Fixed(-1));
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = futures::executor::block_on(admin.create_topics([&topic], &options))
+            .map_err(|e| ConnectorError::Option(format!("cannot create topic: {e}")))?;
+        for r in results {
+            if let Err((name, code)) = r
+                && code != RDKafkaErrorCode::TopicAlreadyExists
+            {
+                return Err(ConnectorError::Option(format!(
+                    "cannot create topic \"{name}\" on {}: {code}",
+                    self.bootstrap
+                )));
+            }
         }
         Ok(())
     }
