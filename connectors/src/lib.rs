@@ -9,7 +9,9 @@
 
 /// The `datagen` generator source.
 pub mod datagen;
-/// The `filesystem` source: JSON and CSV files, read by jobs directly.
+/// Rows out: JSON and CSV encoding for the sinks.
+pub mod encode;
+/// The `filesystem` source (JSON and CSV files, read by jobs directly) and sink (part files).
 pub mod filesystem;
 /// Record formats (JSON, CSV, raw) decoded into Arrow batches, shared by the sources.
 pub mod format;
@@ -74,6 +76,9 @@ pub enum ConnectorError {
     Engine(#[from] rivulet_engine::EngineError),
     #[error(transparent)]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
+    /// A file could not be written.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 /// Result alias for connectors.

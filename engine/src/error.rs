@@ -1,5 +1,6 @@
 //! The engine's error type. Each variant says whose fault it is: the user's data (`NotNull`,
-//! `DuplicateKey`, `Unsupported`), the disk (`Storage`), or us (`Corrupt`, `Internal`).
+//! `DuplicateKey`, `Unsupported`), the disk (`Storage`), a system outside (`External`), or us
+//! (`Corrupt`, `Internal`).
 
 use datafusion::arrow::error::ArrowError;
 
@@ -33,6 +34,10 @@ pub enum EngineError {
     /// user's data, not a bug; the job fails until the data or the view changes.
     #[error("{operator}: {message} (caused by the data, not by Rivulet)")]
     Data { operator: String, message: String },
+    /// A system outside Rivulet failed (a file system, a Kafka broker): not the user's data and
+    /// not a bug; the job fails and its restart strategy retries from the last checkpoint.
+    #[error("{system}: {message}")]
+    External { system: String, message: String },
     /// A broken invariant inside the engine.
     #[error("internal error: {0}")]
     Internal(String),

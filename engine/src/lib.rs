@@ -16,6 +16,8 @@ pub mod job;
 pub mod keygroup;
 /// Streaming operators over changelog batches.
 pub mod operator;
+/// Sinks: where a job's changes go, written, pre-committed at the barrier, committed after it.
+pub mod sink;
 /// The one handle on RocksDB: keyed get/put/delete, prefix scans, atomic batches, snapshots.
 pub mod state;
 /// Tables: current rows plus a durable, sequenced change log, on the state store.

@@ -243,6 +243,7 @@ fn create_sink(
     }
     flink_windows(&mut tokens);
     quote_dotted_options(&mut tokens);
+    let format = take_sink_format(sql, dialect, &mut tokens)?;
     let words: Vec<usize> = significant(&tokens).map(|(i, _)| i).collect();
     let at = |n: usize| words.get(n).map(|&i| &tokens[i]);
     let mut n = 2;
@@ -281,19 +282,9 @@ fn create_sink(
             .map(|t| t.token.to_string())
             .collect::<String>()
     );
-    let options = match Parser::new(dialect)
-        .try_with_sql(&options_sql)
-        .and_then(|mut p| p.parse_statement())
-    {
-        Ok(ast::Statement::CreateTable(create)) => crate::ddl::with_options(&create.table_options)?,
-        _ => {
-            return Err(sink_syntax(
-                sql,
-                Some(&tokens[with]),
-                "WITH (name = 'value', ...)",
-            ));
-        }
-    };
+    let mut options = sink_options(dialect, &options_sql)
+        .ok_or_else(|| sink_syntax(sql, Some(&tokens[with]), "WITH (name = 'value', ...)"))??;
+    options.extend(format);
     let body: Vec<usize> = words
         .iter()
         .copied()
@@ -339,6 +330,72 @@ fn create_sink(
         options,
         emit_on_window_close,
     })
+}
+
+/// The options of `CREATE TABLE __sink (__c INT) WITH (...)`; `None` if it does not parse.
+fn sink_options(
+    dialect: &PostgreSqlDialect,
+    sql: &str,
+) -> Option<Result<std::collections::BTreeMap<String, String>>> {
+    match Parser::new(dialect)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_statement())
+    {
+        Ok(ast::Statement::CreateTable(create)) => {
+            Some(crate::ddl::with_options(&create.table_options))
+        }
+        _ => None,
+    }
+}
+
+/// Takes RisingWave's `FORMAT PLAIN | UPSERT | DEBEZIUM ENCODE JSON [(k = 'v', ...)]` off the end
+/// of a CREATE SINK, as options `format`, `encode` and `k`.
+fn take_sink_format(
+    sql: &str,
+    dialect: &PostgreSqlDialect,
+    tokens: &mut Vec<TokenWithSpan>,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut options = std::collections::BTreeMap::new();
+    let words: Vec<usize> = significant(tokens).map(|(i, _)| i).collect();
+    // The last FORMAT that follows the WITH clause's closing parenthesis.
+    let Some(k) = (1..words.len()).rev().find(|&k| {
+        is_bare(&tokens[words[k]], "format") && tokens[words[k - 1]].token == Token::RParen
+    }) else {
+        return Ok(options);
+    };
+    let word = |n: usize| words.get(n).map(|&i| &tokens[i]);
+    let (Some(format), Some(encode)) = (
+        word(k + 1).and_then(ident_name),
+        word(k + 3)
+            .filter(|_| word(k + 2).is_some_and(|t| is_bare(t, "encode")))
+            .and_then(ident_name),
+    ) else {
+        let at = if word(k + 1).is_some() { k + 2 } else { k + 1 };
+        return Err(sink_syntax(sql, word(at), "FORMAT format ENCODE encoding"));
+    };
+    if let Some(&open) = words.get(k + 4) {
+        let close = (tokens[open].token == Token::LParen)
+            .then(|| closing(tokens, open))
+            .flatten()
+            .filter(|&c| words.last() == Some(&c))
+            .ok_or_else(|| sink_syntax(sql, word(k + 4), "end of statement"))?;
+        let inner: String = tokens[open + 1..close]
+            .iter()
+            .map(|t| t.token.to_string())
+            .collect();
+        if !inner.trim().is_empty() {
+            let parsed = sink_options(
+                dialect,
+                &format!("CREATE TABLE __sink (__c INT) WITH ({inner})"),
+            )
+            .ok_or_else(|| sink_syntax(sql, word(k + 4), "(name = 'value', ...)"))??;
+            options.extend(parsed);
+        }
+    }
+    options.insert("format".into(), format.to_lowercase());
+    options.insert("encode".into(), encode.to_lowercase());
+    tokens.truncate(words[k]);
+    Ok(options)
 }
 
 /// `DROP SINK [IF EXISTS] name`.

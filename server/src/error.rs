@@ -204,6 +204,7 @@ fn from_engine(e: &EngineError) -> SqlError {
         EngineError::Storage(_) => SqlError::new(IO_ERROR, e.to_string()),
         EngineError::Corrupt(_) => SqlError::new(DATA_CORRUPTED, e.to_string()),
         EngineError::Data { .. } => SqlError::new(DATA_EXCEPTION, e.to_string()),
+        EngineError::External { .. } => SqlError::new(IO_ERROR, e.to_string()),
         EngineError::Internal(_) => SqlError::internal(e),
     }
 }

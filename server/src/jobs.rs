@@ -140,9 +140,7 @@ async fn build(shared: &Arc<Shared>, entry: &TableEntry) -> Result<Job, SqlError
         name: entry.def.name.clone(),
         store: shared.catalog.store().clone(),
         graph: plan.graph,
-        sink: Arc::clone(&entry.store),
-        counted: view.counted,
-        discard: view.sink.is_some(),
+        sink: crate::sinks::open(&entry.def, &entry.store)?,
         config: defaults.config,
     })?)
 }

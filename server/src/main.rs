@@ -29,6 +29,8 @@ mod provider;
 mod runtime;
 /// Per-connection session state.
 mod session;
+/// The sinks jobs end in: a view's rows, or a sink's connector.
+mod sinks;
 /// One client socket's message loop (pgwire's, with UTF-8 checked).
 mod socket;
 /// The source connectors of tables (datagen).

@@ -63,9 +63,24 @@ pub fn connector(def: &TableDef) -> Result<Option<Connector>, SqlError> {
         // A sink table (Flink): rows go out through INSERT INTO ... SELECT jobs, none come in.
         "blackhole" => Ok(None),
         // Read by the jobs themselves (see `external`); checked here.
-        "filesystem" | "posix_fs" => FileSource::parse(&schema, &def.options)
-            .map(|_| None)
-            .map_err(|e| SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, e.to_string())),
+        "filesystem" | "posix_fs" => {
+            // A Flink sink table names the directory its files will go to, which need not
+            // exist yet: it is created (as Flink's filesystem sink does), and reads as empty.
+            if let Some(path) = def.options.get("path") {
+                let dir = std::path::Path::new(path.strip_prefix("file://").unwrap_or(path));
+                if !dir.exists() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        SqlError::new(
+                            sqlstate::INVALID_PARAMETER_VALUE,
+                            format!("cannot create directory \"{}\": {e}", dir.display()),
+                        )
+                    })?;
+                }
+            }
+            FileSource::parse(&schema, &def.options)
+                .map(|_| None)
+                .map_err(|e| SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, e.to_string()))
+        }
         // Plain records are read by the jobs themselves (see `external`); changelog records
         // change the table's stored rows.
         "kafka" | "upsert-kafka" => {

@@ -40,6 +40,7 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use crate::changelog::{ChangeBatch, Op};
 use crate::keygroup::range_of;
 use crate::operator::{LateRow, StateScope};
+use crate::sink::{Sink, SinkStats};
 use crate::state::{StateBatch, StateStore};
 use crate::table::TableStore;
 use crate::task::{TaskHandle, spawn_named};
@@ -149,6 +150,13 @@ fn epoch_key(id: u64) -> Vec<u8> {
     k
 }
 
+/// What the sink's pre-commit of the last committed epoch recorded (see [`Sink::recover`]).
+fn sink_state_key(id: u64) -> Vec<u8> {
+    let mut k = job_prefix(id);
+    k.push(b'k');
+    k
+}
+
 /// Adds the removal of all of job `id`'s state to `batch`.
 pub fn drop_state(batch: &mut StateBatch, id: u64) {
     batch.delete_prefix(&job_prefix(id));
@@ -192,14 +200,8 @@ pub struct JobSpec {
     pub name: String,
     pub store: StateStore,
     pub graph: JobGraph,
-    /// Where the result rows go.
-    pub sink: Arc<TableStore>,
-    /// The view has no key: the last column of its rows counts identical rows, and its change log
-    /// carries one insert or delete per row instance (count column 1) for views reading it.
-    pub counted: bool,
-    /// A sink with nothing to keep (`blackhole`): each epoch commits state and positions, and
-    /// the result rows are counted and dropped.
-    pub discard: bool,
+    /// Where the result changes go: the view's rows ([`crate::sink::ViewSink`]) or a sink.
+    pub sink: Box<dyn Sink>,
     pub config: JobConfig,
 }
 
@@ -223,6 +225,10 @@ pub struct JobStats {
     /// What a source is retrying, if anything (a broker that is down), with its source index.
     pub source_error: Option<String>,
     pub parallelism: usize,
+    /// What the job's sink has done.
+    pub sink: SinkStats,
+    /// What the sink is retrying, if anything (a broker that is down).
+    pub sink_error: Option<String>,
 }
 
 /// An external source and a resume state an epoch has just committed for it.
@@ -343,6 +349,7 @@ impl Shared {
 /// A running job. Dropping it stops the job.
 pub struct Job {
     name: String,
+    sink_trouble: Option<crate::sink::Trouble>,
     sources: Vec<Arc<TableStore>>,
     /// Per source: its external input, if it reads one (FLUSH waits for its end).
     externals: Vec<Option<Arc<dyn graph::ExternalSource>>>,
@@ -403,9 +410,9 @@ fn read_i64(store: &StateStore, key: &[u8], id: u64) -> Result<Option<i64>> {
 struct Committer {
     id: u64,
     shared: Arc<Shared>,
-    sink: Arc<TableStore>,
-    counted: bool,
-    discard: bool,
+    store: StateStore,
+    /// Taken by the blocking thread that commits an epoch, and given back.
+    sink: Arc<Mutex<Box<dyn Sink>>>,
     tasks: usize,
     config: JobConfig,
     sources: Vec<mpsc::UnboundedSender<Barrier>>,
@@ -424,8 +431,6 @@ impl Job {
             store,
             graph,
             sink,
-            counted,
-            discard,
             config,
         } = spec;
         graph.validate()?;
@@ -461,6 +466,10 @@ impl Job {
                 epoch,
                 checkpoint_epoch: epoch,
                 parallelism: graph.parallelism(),
+                sink: SinkStats {
+                    committed_epoch: epoch,
+                    ..sink.stats()
+                },
                 ..JobStats::default()
             }),
         });
@@ -597,12 +606,13 @@ impl Job {
                 }
             }
         }
+        let recorded = store.get(&sink_state_key(id))?;
+        let sink_trouble = sink.trouble();
         let committer = Committer {
             id,
             shared: Arc::clone(&shared),
-            sink,
-            counted,
-            discard,
+            store: store.clone(),
+            sink: Arc::new(Mutex::new(sink)),
             tasks,
             config,
             sources: barrier_txs,
@@ -611,6 +621,7 @@ impl Job {
         };
         let done = Arc::clone(&shared);
         handles.push(spawn_task(&shared, format!("{name}/commit"), async move {
+            committer.recover(epoch, recorded).await?;
             committer
                 .run(Inputs::new(last_inputs), epoch, positions)
                 .await?;
@@ -625,6 +636,7 @@ impl Job {
         });
         Ok(Job {
             name,
+            sink_trouble,
             sources,
             externals,
             shared,
@@ -644,6 +656,7 @@ impl Job {
         s.rows_in = self.shared.rows_in.load(Ordering::Relaxed);
         s.rows_out = self.shared.rows_out.load(Ordering::Relaxed);
         s.dead_letters = self.shared.dead_letters.load(Ordering::Relaxed);
+        s.sink_error = self.sink_trouble.as_ref().and_then(|t| t.lock().clone());
         s
     }
 
@@ -717,6 +730,20 @@ impl Job {
 }
 
 impl Committer {
+    /// Lets the sink finish or undo what the last committed epoch left (see [`Sink::recover`]).
+    async fn recover(&self, epoch: u64, recorded: Option<Vec<u8>>) -> Result<()> {
+        let sink = Arc::clone(&self.sink);
+        let stats = tokio::task::spawn_blocking(move || -> Result<SinkStats> {
+            let mut sink = sink.lock();
+            sink.recover(epoch, recorded.as_deref())?;
+            Ok(sink.stats())
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("sink recovery task: {e}")))??;
+        self.shared.stats.lock().sink = stats;
+        Ok(())
+    }
+
     async fn run(self, mut inputs: Inputs, mut epoch: u64, positions: Vec<u64>) -> Result<()> {
         let mut ticker = tokio::time::interval(self.config.barrier_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -787,9 +814,9 @@ impl Committer {
         let late_count = c.late.len() as u64;
         let changed =
             rows > 0 || !c.batch.is_empty() || positions != committed || !c.late.is_empty();
+        let mut sink_stats = None;
         if changed {
-            let (id, sink, counted) = (self.id, Arc::clone(&self.sink), self.counted);
-            let outputs = if self.discard { Vec::new() } else { outputs };
+            let (id, store, sink) = (self.id, self.store.clone(), Arc::clone(&self.sink));
             let keys = positions.clone();
             let watermarks = c.watermarks;
             let states = c.states;
@@ -803,9 +830,14 @@ impl Committer {
                 .collect();
             let late = c.late;
             let mut batch = c.batch;
-            tokio::task::spawn_blocking(move || -> Result<()> {
+            let stats = tokio::task::spawn_blocking(move || -> Result<SinkStats> {
+                let mut sink = sink.lock();
                 for out in &outputs {
-                    sink.apply_changes(&mut batch, out)?;
+                    sink.write(b.epoch, out)?;
+                }
+                match sink.pre_commit(b.epoch, &mut batch)? {
+                    Some(recorded) => batch.put(sink_state_key(id), recorded),
+                    None => batch.delete(sink_state_key(id)),
                 }
                 for (i, p) in keys.iter().enumerate() {
                     batch.put(position_key(id, i), p.to_le_bytes());
@@ -823,22 +855,19 @@ impl Committer {
                     batch.put(key, row.encode());
                 }
                 batch.put(epoch_key(id), b.epoch.to_le_bytes());
-                if counted {
-                    let instances = outputs
-                        .iter()
-                        .map(row_instances)
-                        .collect::<Result<Vec<_>>>()?;
-                    sink.commit_epoch(batch, &instances, b.checkpoint)?;
-                } else {
-                    sink.commit_epoch(batch, &outputs, b.checkpoint)?;
-                }
+                // An external sink's commit cannot be taken back: the epoch it commits must
+                // survive a power loss, not only a crash of the process.
+                let durable = b.checkpoint || (rows > 0 && sink.external());
+                sink.checkpoint(&store, batch, durable)?;
+                sink.commit(b.epoch)?;
                 for (source, state) in notify {
                     source.committed(&state);
                 }
-                Ok(())
+                Ok(sink.stats())
             })
             .await
             .map_err(|e| EngineError::Internal(format!("commit task: {e}")))??;
+            sink_stats = Some(stats);
         }
         self.shared.committed.store(b.epoch, Ordering::Release);
         self.shared
@@ -853,6 +882,9 @@ impl Committer {
                 stats.checkpoint_epoch = b.epoch;
                 stats.checkpoint_at = Some(SystemTime::now());
             }
+            if let Some(s) = sink_stats {
+                stats.sink = s;
+            }
         }
         self.progress.send_replace(Progress {
             positions: positions.clone(),
@@ -864,7 +896,7 @@ impl Committer {
 /// A counted view's changes (row, count) as changes of row instances: a new row with count `c` is
 /// `c` inserts, an update from `c1` to `c2` is `|c2 - c1|` inserts or deletes. The count column of
 /// the result is 1.
-fn row_instances(changes: &ChangeBatch) -> Result<ChangeBatch> {
+pub(crate) fn row_instances(changes: &ChangeBatch) -> Result<ChangeBatch> {
     let data = &changes.data;
     let last = data
         .num_columns()

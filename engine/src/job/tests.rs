@@ -102,9 +102,7 @@ fn start(
         name: "v".into(),
         store: store.clone(),
         graph: graph(a, b, p),
-        sink: Arc::clone(view),
-        counted: false,
-        discard: false,
+        sink: Box::new(crate::sink::ViewSink::new(Arc::clone(view), false)),
         config: JobConfig {
             barrier_interval: Duration::from_millis(5),
             checkpoint_frequency: 3,

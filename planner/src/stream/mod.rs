@@ -86,6 +86,8 @@ pub struct StreamPlan {
     pub key: Vec<usize>,
     /// The view has no key of its own: its last column, [`COUNT_COLUMN`], counts identical rows.
     pub counted: bool,
+    /// The query only ever inserts rows (no update or delete reaches the view or sink).
+    pub append_only: bool,
 }
 
 /// The hidden multiplicity column of a view without a key.
@@ -370,6 +372,7 @@ pub fn plan_view(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<StreamPla
         columns,
         key,
         counted,
+        append_only: lowered.append_only,
     })
 }
 

@@ -100,6 +100,9 @@ impl Session {
         if name == "jobs" {
             return self.show_jobs();
         }
+        if name == "sinks" {
+            return self.show_sinks();
+        }
         // `SHOW my.var` (a custom setting) arrives as the words `my` `var`.
         let dotted = variable
             .iter()
@@ -170,13 +173,14 @@ impl Session {
                         .to_string()
                 })
                 .unwrap_or_default();
-            // A source retrying (a broker that is down) shows as such, with its last error.
-            let status = match (&failure, &stats.source_error) {
+            // A source or sink retrying (a broker that is down) shows as such, with its error.
+            let retrying = stats.source_error.clone().or(stats.sink_error.clone());
+            let status = match (&failure, &retrying) {
                 (Some(_), _) => "failed",
                 (None, Some(_)) => "retrying",
                 (None, None) => "running",
             };
-            let error = failure.or(stats.source_error.clone());
+            let error = failure.or(retrying);
             rows.push([
                 view.def.name.clone(),
                 status.to_string(),
@@ -213,6 +217,57 @@ impl Session {
                 "Dead letters",
             ],
             (0..14).map(column).collect(),
+        ))
+    }
+
+    /// SHOW SINKS: each sink in this database, where it writes and what it has committed.
+    pub(super) fn show_sinks(&mut self) -> Result<Outcome, SqlError> {
+        let running = self.shared.jobs.list();
+        let mut rows: Vec<[String; 10]> = Vec::new();
+        for sink in self.catalog().tables(&self.database) {
+            if sink.def.view.as_ref().is_none_or(|v| v.sink.is_none()) {
+                continue;
+            }
+            let Some((job, _)) = running.get(&sink.def.id) else {
+                continue;
+            };
+            let failure = job.failure();
+            let stats = job.stats();
+            let retrying = stats.sink_error.clone().or(stats.source_error.clone());
+            let status = match (&failure, &retrying) {
+                (Some(_), _) => "failed",
+                (None, Some(_)) => "retrying",
+                (None, None) => "running",
+            };
+            let s = stats.sink;
+            rows.push([
+                sink.def.name.clone(),
+                s.connector,
+                s.target,
+                s.guarantee,
+                status.to_string(),
+                s.committed_epoch.to_string(),
+                s.open.map(|e| e.to_string()).unwrap_or_default(),
+                s.records.to_string(),
+                s.bytes.to_string(),
+                failure.or(retrying).unwrap_or_default(),
+            ]);
+        }
+        let column = |i: usize| rows.iter().map(|r| r[i].as_str()).collect::<Vec<_>>();
+        Ok(text_rows(
+            &[
+                "Name",
+                "Connector",
+                "Target",
+                "Guarantee",
+                "Status",
+                "Committed epoch",
+                "Open epoch",
+                "Records",
+                "Bytes",
+                "Error",
+            ],
+            (0..10).map(column).collect(),
         ))
     }
 

@@ -19,17 +19,15 @@ use crate::error::{SqlError, sqlstate};
 use crate::jobs::plan_stream;
 use crate::session::Session;
 
-/// The sink connectors Rivulet has.
-const SINK_CONNECTORS: &[&str] = &["blackhole"];
-
-/// Whether `table` is a sink table (Flink's `CREATE TABLE ... WITH ('connector' = 'blackhole')`).
+/// Whether `table` is a sink table (Flink's `CREATE TABLE ... WITH ('connector' = 'blackhole')`,
+/// or `'filesystem'`, `'kafka'`: `INSERT INTO` it with a query starts a sink job).
 pub(super) fn is_sink_table(table: &TableEntry) -> bool {
     table.def.view.is_none()
         && table
             .def
             .options
             .get("connector")
-            .is_some_and(|c| SINK_CONNECTORS.contains(&c.to_lowercase().as_str()))
+            .is_some_and(|c| crate::sinks::CONNECTORS.contains(&c.to_lowercase().as_str()))
 }
 
 impl Session {
@@ -42,21 +40,7 @@ impl Session {
         options: &BTreeMap<String, String>,
         emit_on_window_close: bool,
     ) -> Result<Outcome, SqlError> {
-        let connector = options
-            .get("connector")
-            .ok_or_else(|| {
-                SqlError::new(
-                    sqlstate::INVALID_PARAMETER_VALUE,
-                    "a sink needs a connector: WITH (connector = 'blackhole')",
-                )
-            })?
-            .to_lowercase();
-        if !SINK_CONNECTORS.contains(&connector.as_str()) {
-            return Err(
-                SqlError::unsupported(format!("sink connector \"{connector}\""))
-                    .with_hint("Supported sink connectors: blackhole. Kafka sinks are planned."),
-            );
-        }
+        let parsed = crate::sinks::SinkOptions::parse(options)?;
         if self.catalog().table(&self.database, name).is_some() {
             if if_not_exists {
                 return Ok(Outcome::Command("CREATE SINK".into()));
@@ -66,31 +50,51 @@ impl Session {
                 format!("relation \"{name}\" already exists"),
             ));
         }
-        self.start_sink(name, query, connector, emit_on_window_close)
-            .await?;
+        self.start_sink(
+            name,
+            query,
+            options.clone(),
+            &parsed,
+            None,
+            emit_on_window_close,
+        )
+        .await?;
         Ok(Outcome::Command("CREATE SINK".into()))
     }
 
-    /// Plans `query`, stores sink `name` and starts its job.
+    /// Plans `query`, stores sink `name` with its `options` and starts its job. `names`: the
+    /// column names its records carry, when not the query's (a Flink sink table's).
     async fn start_sink(
         &mut self,
         name: &str,
         query: &str,
-        connector: String,
+        options: BTreeMap<String, String>,
+        parsed: &crate::sinks::SinkOptions,
+        names: Option<Vec<String>>,
         emit_on_window_close: bool,
     ) -> Result<(), SqlError> {
         let settings = crate::jobs::job_settings(&self.settings);
         let defaults = self.shared.jobs.defaults();
         crate::jobs::RestartPolicy::from_settings(&settings, defaults.restart)?;
         let plan = plan_stream(self, query, &settings, emit_on_window_close, true).await?;
+        let mut columns = plan.columns;
+        for (c, n) in columns.iter_mut().zip(names.into_iter().flatten()) {
+            c.name = n;
+        }
+        let column_names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+        parsed.check(name, &column_names, plan.append_only)?;
+        let connector = options
+            .get("connector")
+            .map(|c| c.to_lowercase())
+            .unwrap_or_default();
         let def = TableDef {
             id: 0,
             database: String::new(),
             name: name.to_string(),
-            columns: plan.columns,
+            columns,
             primary_key: plan.key,
             append_only: false,
-            options: BTreeMap::from([("connector".to_string(), connector.clone())]),
+            options,
             watermark: None,
             computed: Vec::new(),
             view: Some(ViewDef {
@@ -133,13 +137,21 @@ impl Session {
                 "a column list in INSERT INTO a sink table",
             ));
         }
-        let connector = table
-            .def
-            .options
-            .get("connector")
-            .cloned()
-            .unwrap_or_default()
-            .to_lowercase();
+        let mut options = table.def.options.clone();
+        // Flink: an upsert-kafka table's PRIMARY KEY is its records' key.
+        if !table.def.primary_key.is_empty()
+            && !options.contains_key("primary_key")
+            && !options.contains_key("key.fields")
+        {
+            let key: Vec<&str> = table
+                .def
+                .primary_key
+                .iter()
+                .filter_map(|&i| table.def.columns.get(i).map(|c| c.name.as_str()))
+                .collect();
+            options.insert("primary_key".into(), key.join(","));
+        }
+        let parsed = crate::sinks::SinkOptions::parse(&options)?;
         let query = source.to_string();
         let base = format!("{}_insert", table.def.name);
         let name = (1..)
@@ -168,7 +180,9 @@ impl Session {
             ));
         }
         drop(plan.graph);
-        self.start_sink(&name, &query, connector, eowc).await?;
+        let names = table.def.columns.iter().map(|c| c.name.clone()).collect();
+        self.start_sink(&name, &query, options, &parsed, Some(names), eowc)
+            .await?;
         Ok(Outcome::Command("INSERT 0 0".into()))
     }
 

@@ -24,6 +24,9 @@
 //! past it. A broker that cannot be reached is retried with backoff: the reader reports the
 //! trouble (SHOW JOBS shows it) and returns no rows meanwhile.
 
+/// The Kafka sink: a job's changes as records of one topic.
+pub mod sink;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -183,6 +186,27 @@ fn option<'a>(options: &'a BTreeMap<String, String>, names: &[&str]) -> Option<&
 
 /// An error's message without the "internal error" label: a broker or topic problem is the
 /// user's to fix.
+/// The brokers of `properties.bootstrap.servers` (RisingWave: `properties.bootstrap.server`);
+/// `what` names the connector in the error.
+pub(crate) fn bootstrap_servers<'a>(
+    options: &'a BTreeMap<String, String>,
+    what: &str,
+) -> Result<&'a String, ConnectorError> {
+    option(
+        options,
+        &[
+            "properties.bootstrap.servers",
+            "properties.bootstrap.server",
+        ],
+    )
+    .ok_or_else(|| {
+        ConnectorError::Option(format!(
+            "the kafka {what} needs 'properties.bootstrap.servers' \
+             (RisingWave: properties.bootstrap.server)"
+        ))
+    })
+}
+
 fn plain(e: &EngineError) -> String {
     match e {
         EngineError::Internal(m) => m.clone(),
@@ -237,18 +261,7 @@ impl KafkaTable {
         if topics.is_empty() {
             return Err(bad("'topic' names no topic".into()));
         }
-        let servers = option(
-            options,
-            &[
-                "properties.bootstrap.servers",
-                "properties.bootstrap.server",
-            ],
-        )
-        .ok_or_else(|| {
-            bad("the kafka connector needs 'properties.bootstrap.servers' \
-                 (RisingWave: properties.bootstrap.server)"
-                .into())
-        })?;
+        let servers = bootstrap_servers(options, "connector")?;
         let mut config = ClientConfig::new();
         for (k, v) in options {
             if let Some(p) = k.strip_prefix("properties.") {

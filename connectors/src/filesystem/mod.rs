@@ -18,6 +18,9 @@
 //! not decode, its lines are decoded one by one: the ones that fail become dead letters (file,
 //! byte offset, the line, the error), kept and counted by the job, and the others are read.
 
+/// The `filesystem` sink: one part file per epoch, renamed into place after the checkpoint.
+pub mod sink;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
