@@ -9,7 +9,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{DB, DBRawIterator, Options, ReadOptions, WriteOptions};
+use rocksdb::{BlockBasedOptions, DB, DBRawIterator, Options, ReadOptions, WriteOptions};
 
 use crate::Result;
 
@@ -180,6 +180,15 @@ impl StateStore {
         opts.create_if_missing(true);
         opts.set_max_background_jobs(2);
         opts.set_bytes_per_sync(1 << 20);
+        // Bloom filters, in the table files and in the memtable: most point reads of operator
+        // state are for keys that are not there (a join's or an aggregate's new rows), and
+        // without a filter each of them searches the memtable and every file's index.
+        let mut table = BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        table.set_whole_key_filtering(true);
+        opts.set_block_based_table_factory(&table);
+        opts.set_memtable_prefix_bloom_ratio(0.1);
+        opts.set_memtable_whole_key_filtering(true);
         let db = DB::open(&opts, path)?;
         Ok(Self { db: Arc::new(db) })
     }
