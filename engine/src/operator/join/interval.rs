@@ -36,13 +36,15 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatchOptions;
 use datafusion::physical_plan::PhysicalExpr;
 
-use super::{JoinKind, JoinSide, Side, encode, key_codec, parse_value, residual, value};
+use super::{
+    JoinKind, JoinSide, Side, encode, event_times, key_len, keys_text, pair_sides, parse_value,
+    residual, value,
+};
 use crate::changelog::{ChangeBatch, Op};
 use crate::codec::RowCodec;
 use crate::operator::{LateRow, Operator, StateScope, rows_text};
@@ -108,11 +110,9 @@ struct Candidate {
 impl Candidate {
     /// The row's encoding: the key after the join key and the time.
     fn row(&self) -> &[u8] {
-        let len = self
-            .key
-            .get(..4)
-            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
-        self.key.get(4 + len + TIME_BYTES..).unwrap_or_default()
+        self.key
+            .get(key_len(&self.key) + TIME_BYTES..)
+            .unwrap_or_default()
     }
 }
 
@@ -170,21 +170,11 @@ impl IntervalJoin {
                 "interval join time column out of range".into(),
             ));
         }
-        if schema.fields().len() != left.width + right.width {
-            return Err(EngineError::Internal(format!(
-                "join output has {} columns, its inputs give {}",
-                schema.fields().len(),
-                left.width + right.width
-            )));
-        }
-        let key_codec = key_codec(&left, &right)?;
+        let (sides, key_codec) = pair_sides(left, right, &schema)?;
         Ok(IntervalJoin {
             kind,
-            sides: [
-                Arc::new(Side::try_new(left)?),
-                Arc::new(Side::try_new(right)?),
-            ],
-            key_codec: Arc::new(key_codec),
+            sides,
+            key_codec,
             interval,
             filter,
             schema,
@@ -200,16 +190,6 @@ impl IntervalJoin {
         self.tables
             .as_mut()
             .ok_or_else(|| EngineError::Internal("interval join used before restore".into()))
-    }
-
-    /// Each row's time on side `s`, in microseconds (`None`: NULL).
-    fn times(&self, s: usize, batch: &RecordBatch) -> Result<Vec<Option<i64>>> {
-        let column = batch.column(self.interval.times[s]);
-        let micros = cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-        let micros = micros.as_primitive::<TimestampMicrosecondType>();
-        Ok((0..micros.len())
-            .map(|i| micros.is_valid(i).then(|| micros.value(i)))
-            .collect())
     }
 
     /// The other side's stored rows for each distinct key of the batch, over the union of the
@@ -330,9 +310,7 @@ impl IntervalJoin {
             for k in &expired {
                 // The rows table's key: the join key, then the time, then the row.
                 let rest = k.get(TIME_BYTES..).unwrap_or_default();
-                let len = rest
-                    .get(..4)
-                    .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
+                let len = key_len(rest) - 4;
                 let join_key = rest.get(..4 + len).unwrap_or_default();
                 let mut key = Vec::with_capacity(k.len());
                 key.extend_from_slice(join_key);
@@ -421,7 +399,7 @@ impl Operator for IntervalJoin {
             &batch.data,
             &mut self.groups,
         )?;
-        let times = self.times(s, &batch.data)?;
+        let times = event_times(&batch.data, self.interval.times[s])?;
         let watermark = self.watermarks[s];
         let late: Vec<usize> = (0..rows.len())
             .filter(|&i| {
@@ -605,14 +583,7 @@ impl Operator for IntervalJoin {
     }
 
     fn describe(&self) -> String {
-        let keys = |s: &Side| {
-            s.spec
-                .keys
-                .iter()
-                .map(|k| format!("#{k}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let keys = keys_text;
         let secs = |us: i64| format!("{} s", us as f64 / 1e6);
         let mut d = if self.interval.shift != [0, 0] {
             format!(
@@ -657,7 +628,8 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::atomic::Ordering;
 
-    use datafusion::arrow::array::{Int64Array, TimestampMicrosecondArray};
+    use datafusion::arrow::array::{Array, AsArray, Int64Array, TimestampMicrosecondArray};
+    use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
     use datafusion::arrow::datatypes::{Field, Schema};
 
     use super::*;

@@ -181,11 +181,7 @@ struct Match {
 impl Match {
     /// The row's encoding: the state key after the length-prefixed join key.
     fn row(&self) -> &[u8] {
-        let len = self
-            .key
-            .get(..4)
-            .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize);
-        self.key.get(4 + len..).unwrap_or_default()
+        self.key.get(key_len(&self.key)..).unwrap_or_default()
     }
 }
 
@@ -292,6 +288,62 @@ fn key_codec(left: &JoinSide, right: &JoinSide) -> Result<RowCodec> {
         .map(|&k| left.schema.field(k).clone().with_nullable(true))
         .collect();
     RowCodec::try_new(Arc::new(Schema::new(key_fields)))
+}
+
+/// The length of a stored, length-prefixed join key at the start of `key` (its u32 big-endian
+/// length, then the encoding).
+fn key_len(key: &[u8]) -> usize {
+    4 + key
+        .get(..4)
+        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+}
+
+/// Each row's value of timestamp column `column`, in microseconds (`None`: NULL).
+fn event_times(batch: &RecordBatch, column: usize) -> Result<Vec<Option<i64>>> {
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
+    let micros = cast(
+        batch.column(column),
+        &DataType::Timestamp(TimeUnit::Microsecond, None),
+    )?;
+    let micros = micros.as_primitive::<TimestampMicrosecondType>();
+    Ok((0..micros.len())
+        .map(|i| micros.is_valid(i).then(|| micros.value(i)))
+        .collect())
+}
+
+/// Both sides of a join that emits left's own columns then right's, checked against `schema`,
+/// and the codec of their keys.
+fn pair_sides(
+    left: JoinSide,
+    right: JoinSide,
+    schema: &SchemaRef,
+) -> Result<([Arc<Side>; 2], Arc<RowCodec>)> {
+    if schema.fields().len() != left.width + right.width {
+        return Err(EngineError::Internal(format!(
+            "join output has {} columns, its inputs give {}",
+            schema.fields().len(),
+            left.width + right.width
+        )));
+    }
+    let codec = key_codec(&left, &right)?;
+    Ok((
+        [
+            Arc::new(Side::try_new(left)?),
+            Arc::new(Side::try_new(right)?),
+        ],
+        Arc::new(codec),
+    ))
+}
+
+/// A side's key columns for EXPLAIN: `#1, #3`.
+fn keys_text(side: &Side) -> String {
+    side.spec
+        .keys
+        .iter()
+        .map(|k| format!("#{k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Whether each pair (a row of side `s`, a row of the other side, both in their side's
@@ -686,14 +738,7 @@ impl Operator for HashJoin {
     }
 
     fn describe(&self) -> String {
-        let keys = |s: &Side| {
-            s.spec
-                .keys
-                .iter()
-                .map(|k| format!("#{k}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let keys = keys_text;
         let mut d = format!(
             "HashJoin: {} on left [{}] = right [{}]",
             self.kind.sql(),

@@ -18,7 +18,7 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatchOptions;
 
-use super::{JoinSide, Side, encode, key_codec, parse_value, value};
+use super::{JoinSide, Side, encode, key_codec, key_len, parse_value, value};
 use crate::changelog::{ChangeBatch, Op};
 use crate::codec::RowCodec;
 use crate::operator::{Operator, StateScope};
@@ -57,13 +57,6 @@ pub struct NotInJoin {
     /// `l`, `r` and `g`, once restored.
     tables: Option<[StateTable; 3]>,
     groups: Vec<u16>,
-}
-
-/// The length of a stored, length-prefixed key at the start of `key`.
-fn key_len(key: &[u8]) -> usize {
-    4 + key
-        .get(..4)
-        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
 }
 
 /// Whether a stored key (length-prefixed encoding of the one key column) is NULL: the first

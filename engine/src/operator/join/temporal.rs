@@ -27,13 +27,14 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatchOptions;
 use datafusion::physical_plan::PhysicalExpr;
 
-use super::{JoinKind, JoinSide, Side, encode, key_codec, residual};
+use super::{
+    JoinKind, JoinSide, Side, encode, event_times, key_len, keys_text, pair_sides, residual,
+};
 use crate::changelog::{ChangeBatch, Op};
 use crate::codec::RowCodec;
 use crate::operator::{LateRow, Operator, StateScope, rows_text};
@@ -84,18 +85,6 @@ pub struct TemporalJoin {
     groups: Vec<u16>,
 }
 
-/// Each row's time in microseconds (`None`: NULL).
-fn times(batch: &RecordBatch, column: usize) -> Result<Vec<Option<i64>>> {
-    let micros = cast(
-        batch.column(column),
-        &DataType::Timestamp(TimeUnit::Microsecond, None),
-    )?;
-    let micros = micros.as_primitive::<TimestampMicrosecondType>();
-    Ok((0..micros.len())
-        .map(|i| micros.is_valid(i).then(|| micros.value(i)))
-        .collect())
-}
-
 fn count_value(count: i64) -> [u8; 8] {
     count.to_le_bytes()
 }
@@ -106,13 +95,6 @@ fn parse_count(bytes: &[u8]) -> Result<i64> {
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| EngineError::Corrupt("temporal join state value".into()))?;
     Ok(i64::from_le_bytes(b))
-}
-
-/// The length of a stored, length-prefixed join key at the start of `key`.
-fn key_len(key: &[u8]) -> usize {
-    4 + key
-        .get(..4)
-        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
 }
 
 impl TemporalJoin {
@@ -140,21 +122,11 @@ impl TemporalJoin {
                 "temporal join time column out of range".into(),
             ));
         }
-        if schema.fields().len() != left.width + right.width {
-            return Err(EngineError::Internal(format!(
-                "join output has {} columns, its inputs give {}",
-                schema.fields().len(),
-                left.width + right.width
-            )));
-        }
-        let key_codec = key_codec(&left, &right)?;
+        let (sides, key_codec) = pair_sides(left, right, &schema)?;
         Ok(TemporalJoin {
             kind,
-            sides: [
-                Arc::new(Side::try_new(left)?),
-                Arc::new(Side::try_new(right)?),
-            ],
-            key_codec: Arc::new(key_codec),
+            sides,
+            key_codec,
             as_of,
             filter,
             schema,
@@ -317,7 +289,7 @@ impl TemporalJoin {
         let result = match self.time_column(1) {
             None => self.right_current(&batch.ops, &keys, &rows, &groups),
             Some(column) => {
-                let times = times(&batch.data, column)?;
+                let times = event_times(&batch.data, column)?;
                 let late: Vec<usize> = (0..rows.len())
                     .filter(|&i| {
                         batch.ops[i].is_add()
@@ -490,7 +462,7 @@ impl Operator for TemporalJoin {
         )?;
         let groups = std::mem::take(&mut self.groups);
         let times = match self.time_column(0) {
-            Some(c) => times(&batch.data, c)?,
+            Some(c) => event_times(&batch.data, c)?,
             None => vec![None; rows.len()],
         };
         let event_time = self.time_column(0).is_some();
@@ -637,14 +609,7 @@ impl Operator for TemporalJoin {
     }
 
     fn describe(&self) -> String {
-        let keys = |s: &Side| {
-            s.spec
-                .keys
-                .iter()
-                .map(|k| format!("#{k}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let keys = keys_text;
         let mut d = format!(
             "TemporalJoin: {} on left [{}] = right [{}], ",
             self.kind.sql(),
