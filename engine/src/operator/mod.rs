@@ -36,6 +36,8 @@ pub mod sorted;
 /// Shared helpers of the operators' randomized tests.
 #[cfg(test)]
 mod testing;
+/// Row pattern recognition (`MATCH_RECOGNIZE`).
+pub mod recognize;
 /// Top-N per group (ranking window functions, ORDER BY ... LIMIT, DISTINCT ON).
 pub mod topn;
 /// UNNEST of one list column (HOP and CUMULATE windows).

@@ -299,7 +299,7 @@ fn key_len(key: &[u8]) -> usize {
 }
 
 /// Each row's value of timestamp column `column`, in microseconds (`None`: NULL).
-fn event_times(batch: &RecordBatch, column: usize) -> Result<Vec<Option<i64>>> {
+pub(crate) fn event_times(batch: &RecordBatch, column: usize) -> Result<Vec<Option<i64>>> {
     use datafusion::arrow::compute::cast;
     use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
     let micros = cast(

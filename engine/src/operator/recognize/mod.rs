@@ -1,0 +1,1045 @@
+//! Row pattern recognition (SQL's `MATCH_RECOGNIZE`): matches of a pattern of variables over
+//! each partition's rows in event-time order, emitted once final (append-only output).
+//!
+//! **Order.** With event time (`event_time`), a partition's rows wait in a buffer until the
+//! watermark passes them (`ts < watermark`), then are matched in `(ts, arrival)` order; a row
+//! older than the watermark on arrival is late (`rivulet_late_rows`) and not matched. Without,
+//! rows are matched in arrival order as they come.
+//!
+//! **Semantics** (SQL:2016 row pattern recognition, as Oracle and Flink define it). A match
+//! attempt starts at every row; an attempt finds the *preferred* match starting there (the one
+//! a backtracking matcher finds first: greedy quantifiers take as many rows as they can, reluctant
+//! ones as few, alternation prefers its left branch, see [`program`]). Attempts resolve in the
+//! order of their first rows: the first one that matches is emitted, the next attempt allowed
+//! is the one `AFTER MATCH SKIP` names (past the last row; the next row; the first or last row
+//! mapped to a variable — a skip that would not move past the match's first row moves to the
+//! next row instead), and attempts before it are dropped. So with `PATTERN (A B+) DEFINE B AS
+//! B.price > PREV(B.price)` over prices 1 2 3 2, the attempt at 1 matches `1 2 3` (greedy),
+//! not `1 2`; with `B+?` it matches `1 2`.
+//!
+//! A `DEFINE` condition sees the running match with the candidate row as its last row: `B.price`
+//! is the candidate's price, `A.price` the last row mapped to `A`, `PREV(B.price, n)` the row
+//! `n` rows before it in the partition, `FIRST`/`LAST(A.price, n)`, `COUNT/SUM/AVG/MIN/MAX` over
+//! the rows mapped to a variable so far, `CLASSIFIER()`, `MATCH_NUMBER()`. A variable without a
+//! condition accepts every row. `MEASURES` are evaluated the same way: over the whole match for
+//! `ONE ROW PER MATCH` (one row: partition columns, then the measures), and running, at each row,
+//! for `ALL ROWS PER MATCH` (each row of the match, then the measures). Patterns that can match
+//! no rows are refused by the planner.
+//!
+//! **WITHIN and timeouts.** With `within`, an attempt whose rows would span `within` or more
+//! (`ts - first ts >= within`, Flink's rule) stops: a row that late does not extend it, and a
+//! watermark at `first ts + within` ends it. If it had no match by then and `timeout_rows` is
+//! set, its preferred partial match is emitted as a row with `timed_out` true (measures of
+//! variables it never reached are NULL): "an order not paid within 15 minutes".
+//!
+//! **State** (three [`StateTable`](crate::state::table::StateTable)s, all keyed by key group and
+//! partition key): `r` holds the partition's rows from its oldest unresolved attempt (and as many
+//! rows before it as `PREV` reaches) and every row still waiting for the watermark, keyed by
+//! event time and arrival number; `m` holds per partition the next arrival number, the match
+//! count, and the first row an attempt may start at; `i` holds wake-up times (a waiting row's
+//! release, an attempt's WITHIN deadline) keyed by time, so a watermark finds what it wakes
+//! with a range scan. Attempts themselves are not stored: a partition loaded after a restart
+//! replays its stored rows, which rebuilds them exactly (matching is deterministic), and emits
+//! nothing twice, since rows of emitted matches are gone. Partitions are loaded when first
+//! touched; nothing is read at restart.
+
+pub mod eval;
+pub mod program;
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::{ControlFlow, Range};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
+
+use self::eval::{Arena, At, Compiled, Context, Locate, evaluate, truths};
+use self::program::{Pattern, Program, Step};
+use super::sorted::Table;
+use super::{LateRow, Operator, StateScope, rows_text};
+use crate::changelog::{ChangeBatch, Op};
+use crate::codec::RowCodec;
+use crate::keygroup;
+use crate::state::StateBatch;
+use crate::state::keys::{put_i64, put_u64};
+use crate::state::table::Direction;
+use crate::{EngineError, Result};
+
+/// `ONE ROW PER MATCH` or `ALL ROWS PER MATCH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowsPerMatch {
+    One,
+    All,
+}
+
+/// Where the next attempt starts after a match (`AFTER MATCH SKIP`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    PastLastRow,
+    ToNextRow,
+    ToFirst(u16),
+    ToLast(u16),
+}
+
+/// What the planner decides about a `MATCH_RECOGNIZE`.
+#[derive(Debug, Clone)]
+pub struct RecognizeSpec {
+    pub input: SchemaRef,
+    /// Partition columns of the input.
+    pub partition: Vec<usize>,
+    /// The order column: a timestamp.
+    pub time: usize,
+    /// Rows wait for the watermark and are matched in event-time order (else arrival order).
+    pub event_time: bool,
+    /// Pattern variables, by number.
+    pub vars: Vec<String>,
+    pub pattern: Pattern,
+    /// Each variable's condition (`None`: every row).
+    pub defines: Vec<Option<Compiled>>,
+    pub measures: Vec<Compiled>,
+    pub rows: RowsPerMatch,
+    pub skip: Skip,
+    /// Microseconds a match may span (`WITHIN`).
+    pub within: Option<i64>,
+    /// Emit attempts that time out as rows with `timed_out` true (last output column).
+    pub timeout_rows: bool,
+    /// One row: partition columns, measures, [`timed_out`]; all rows: input columns, measures.
+    pub output: SchemaRef,
+}
+
+#[derive(Debug)]
+struct Shared {
+    spec: RecognizeSpec,
+    program: Program,
+    rows: RowCodec,
+    keys: RowCodec,
+    /// Most rows any `PREV` reaches back.
+    max_prev: u64,
+    /// No condition reads what earlier rows were mapped to: threads at one position after one
+    /// row behave alike, and only the preferred one is kept.
+    dedup: bool,
+}
+
+/// A row of a partition.
+#[derive(Debug, Clone, Copy)]
+struct RowAt {
+    at: At,
+    /// Order key: event time, or 0 in arrival order.
+    ord: i64,
+    /// The row's event time.
+    ts: i64,
+    /// Arrival number within the partition.
+    seq: u64,
+}
+
+impl RowAt {
+    fn key(&self) -> (i64, u64) {
+        (self.ord, self.seq)
+    }
+}
+
+/// A partial match: its rows so far, and what it may read next, in preference order.
+#[derive(Debug, Clone)]
+struct Thread {
+    steps: Vec<Step>,
+    path: Vec<(u64, u16)>,
+}
+
+#[derive(Debug)]
+struct Attempt {
+    start: u64,
+    start_key: (i64, u64),
+    start_ts: i64,
+    threads: Vec<Thread>,
+    best: Option<Vec<(u64, u16)>>,
+    timed_out: Option<Vec<(u64, u16)>>,
+}
+
+/// One partition in memory.
+#[derive(Debug, Default)]
+struct Part {
+    kg: u16,
+    /// Length-prefixed partition key.
+    key: Vec<u8>,
+    /// Rows released to the matcher and still kept; `rows[0]` is row number `base`.
+    rows: VecDeque<RowAt>,
+    base: u64,
+    /// Rows waiting for the watermark.
+    pending: Vec<RowAt>,
+    attempts: VecDeque<Attempt>,
+    /// Rows whose key is below this start no attempt (they are covered by emitted matches or
+    /// failed attempts, or only kept for `PREV`).
+    start_from: (i64, u64),
+    match_number: u64,
+    next_seq: u64,
+    /// The wake-up time registered last.
+    timer: Option<i64>,
+    dirty: bool,
+}
+
+impl Locate for Part {
+    fn locate(&self, index: u64) -> Option<At> {
+        let i = index.checked_sub(self.base)?;
+        self.rows.get(usize::try_from(i).ok()?).map(|r| r.at)
+    }
+}
+
+impl Part {
+    fn row(&self, index: u64) -> Option<&RowAt> {
+        let i = index.checked_sub(self.base)?;
+        self.rows.get(usize::try_from(i).ok()?)
+    }
+
+    fn end(&self) -> u64 {
+        self.base + self.rows.len() as u64
+    }
+
+    /// The key just after row `index`.
+    fn after(&self, index: u64) -> (i64, u64) {
+        self.row(index)
+            .map_or(self.start_from, |r| (r.ord, r.seq.saturating_add(1)))
+    }
+
+    fn meta(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(32);
+        v.extend_from_slice(&self.next_seq.to_le_bytes());
+        v.extend_from_slice(&self.match_number.to_le_bytes());
+        v.extend_from_slice(&self.start_from.0.to_le_bytes());
+        v.extend_from_slice(&self.start_from.1.to_le_bytes());
+        v
+    }
+}
+
+fn read_meta(bytes: &[u8]) -> Result<(u64, u64, (i64, u64))> {
+    let word = |i: usize| -> Result<[u8; 8]> {
+        bytes
+            .get(i * 8..i * 8 + 8)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| EngineError::Corrupt("MATCH_RECOGNIZE partition state".into()))
+    };
+    Ok((
+        u64::from_le_bytes(word(0)?),
+        u64::from_le_bytes(word(1)?),
+        (i64::from_le_bytes(word(2)?), u64::from_le_bytes(word(3)?)),
+    ))
+}
+
+/// A row's key in table `r`: partition key, order key, arrival number.
+fn row_key(part_key: &[u8], ord: i64, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(part_key.len() + 16);
+    k.extend_from_slice(part_key);
+    put_i64(&mut k, ord);
+    put_u64(&mut k, seq);
+    k
+}
+
+fn timer_key(at: i64, part_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(part_key.len() + 8);
+    put_i64(&mut k, at);
+    k.extend_from_slice(part_key);
+    k
+}
+
+fn decode_i64(bytes: &[u8]) -> Result<i64> {
+    let b: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| EngineError::Corrupt("MATCH_RECOGNIZE key".into()))?;
+    Ok((u64::from_be_bytes(b) ^ (1 << 63)) as i64)
+}
+
+/// A step the matcher evaluates: thread `thread` of attempt `attempt` of partition `part` reads
+/// row `row` as `var` and continues at `next`.
+struct Candidate {
+    part: usize,
+    attempt: usize,
+    thread: usize,
+    var: u16,
+    next: u32,
+    row: u64,
+}
+
+/// A match (or a timed-out attempt) to emit.
+struct Emission {
+    part: usize,
+    path: Vec<(u64, u16)>,
+    match_number: u64,
+    timed_out: bool,
+}
+
+/// The `MATCH_RECOGNIZE` operator; see the module documentation.
+pub struct Recognize {
+    shared: Arc<Shared>,
+    rows: Table,
+    meta: Table,
+    timers: Table,
+    arena: Option<Arena>,
+    parts: HashMap<(u16, Vec<u8>), Part>,
+    /// The earliest wake-up time stored per key group (absent: not known since the restore).
+    earliest: HashMap<u16, i64>,
+    key_groups: Range<u16>,
+    watermark: i64,
+    late: Vec<LateRow>,
+    groups: Vec<u16>,
+}
+
+impl Recognize {
+    pub fn try_new(spec: RecognizeSpec) -> Result<Self> {
+        let program = Program::compile(&spec.pattern)?;
+        let rows = RowCodec::try_new(Arc::clone(&spec.input))?;
+        let key_fields: Vec<_> = spec
+            .partition
+            .iter()
+            .map(|&c| spec.input.field(c).clone().with_nullable(true))
+            .collect();
+        let keys = RowCodec::try_new(Arc::new(datafusion::arrow::datatypes::Schema::new(
+            key_fields,
+        )))?;
+        let all_terms = || {
+            spec.defines
+                .iter()
+                .flatten()
+                .chain(&spec.measures)
+                .flat_map(|c| &c.terms)
+        };
+        let max_prev = all_terms()
+            .map(|t| match t {
+                eval::Term::Row { prev, .. } => u64::from(*prev),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        let dedup = spec.defines.iter().enumerate().all(|(v, d)| {
+            d.as_ref()
+                .is_none_or(|c| c.terms.iter().all(|t| t.row_local(v as u16)))
+        });
+        let want = match spec.rows {
+            RowsPerMatch::One => spec.partition.len() + spec.measures.len(),
+            RowsPerMatch::All => spec.input.fields().len() + spec.measures.len(),
+        } + usize::from(spec.timeout_rows);
+        if spec.output.fields().len() != want || spec.defines.len() != spec.vars.len() {
+            return Err(EngineError::Internal(format!(
+                "MATCH_RECOGNIZE output of {} columns, expected {want}",
+                spec.output.fields().len()
+            )));
+        }
+        Ok(Self {
+            shared: Arc::new(Shared {
+                spec,
+                program,
+                rows,
+                keys,
+                max_prev,
+                dedup,
+            }),
+            rows: Table::default(),
+            meta: Table::default(),
+            timers: Table::default(),
+            arena: None,
+            parts: HashMap::new(),
+            earliest: HashMap::new(),
+            key_groups: 0..0,
+            watermark: i64::MIN,
+            late: Vec::new(),
+            groups: Vec::new(),
+        })
+    }
+
+    fn arena(&mut self) -> Result<&mut Arena> {
+        if self.arena.is_none() {
+            self.arena = Some(Arena::new(&self.shared.spec.input)?);
+        }
+        self.arena
+            .as_mut()
+            .ok_or_else(|| EngineError::Internal("no arena".into()))
+    }
+
+    /// The partition `(kg, key)`, from memory or the state tables.
+    fn load(&mut self, kg: u16, key: &[u8]) -> Result<Part> {
+        if let Some(p) = self.parts.remove(&(kg, key.to_vec())) {
+            return Ok(p);
+        }
+        let mut part = Part {
+            kg,
+            key: key.to_vec(),
+            start_from: (i64::MIN, 0),
+            ..Part::default()
+        };
+        let Some(meta) = self.meta.get_mut()?.get(kg, key)?.map(<[u8]>::to_vec) else {
+            return Ok(part);
+        };
+        (part.next_seq, part.match_number, part.start_from) = read_meta(&meta)?;
+        let shared = Arc::clone(&self.shared);
+        let mut decoder = shared.rows.decoder(None, 16);
+        let mut keys: Vec<(i64, u64)> = Vec::new();
+        let n = key.len();
+        self.rows
+            .get()?
+            .scan_prefix(kg, key, Direction::Forward, |k, v| {
+                let ord = decode_i64(&k[n..])?;
+                let seq = decode_i64(&k[n + 8..])? as u64 ^ (1 << 63);
+                keys.push((ord, seq));
+                decoder.push(v)?;
+                Ok(ControlFlow::Continue(()))
+            })?;
+        if keys.is_empty() {
+            return Ok(part);
+        }
+        let batch = decoder.flush()?;
+        let times = super::join::event_times(&batch, shared.spec.time)?;
+        let slot = self.arena()?.add(batch, keys.len());
+        part.pending = keys
+            .iter()
+            .zip(times)
+            .enumerate()
+            .map(|(i, (&(ord, seq), ts))| RowAt {
+                at: At {
+                    slot,
+                    row: i as u32,
+                },
+                ord,
+                ts: ts.unwrap_or(ord),
+                seq,
+            })
+            .collect();
+        Ok(part)
+    }
+
+    /// Adds the rows of `batch` to their partitions' waiting rows (or sets them aside as late);
+    /// returns the partitions touched.
+    fn admit(&mut self, batch: &RecordBatch) -> Result<Vec<Part>> {
+        let shared = Arc::clone(&self.shared);
+        let spec = &shared.spec;
+        let n = batch.num_rows();
+        let partition: Vec<ArrayRef> = spec
+            .partition
+            .iter()
+            .map(|&c| Arc::clone(batch.column(c)))
+            .collect();
+        let mut groups = std::mem::take(&mut self.groups);
+        keygroup::key_groups(&partition, n, &mut groups)?;
+        let times = super::join::event_times(batch, spec.time)?;
+        let key_encoder = shared.keys.encoder_for_columns(&partition)?;
+        let row_encoder = shared.rows.encoder(batch)?;
+        let mut late_rows = Vec::new();
+        let mut live = 0;
+        // Rows by partition, in arrival order.
+        let mut order: Vec<(u16, Vec<u8>, usize)> = Vec::with_capacity(n);
+        let mut buf = Vec::new();
+        for (i, &kg) in groups.iter().enumerate().take(n) {
+            let late = match times[i] {
+                None => true,
+                Some(t) => spec.event_time && t < self.watermark,
+            };
+            if late {
+                late_rows.push(i);
+                continue;
+            }
+            buf.clear();
+            buf.extend_from_slice(&[0; 4]);
+            key_encoder.encode(i, &mut buf);
+            let len = (buf.len() - 4) as u32;
+            buf[..4].copy_from_slice(&len.to_be_bytes());
+            order.push((kg, buf.clone(), i));
+            live += 1;
+        }
+        self.groups = groups;
+        if !late_rows.is_empty() {
+            let text = rows_text(batch, &late_rows)?;
+            for (&i, row) in late_rows.iter().zip(text) {
+                self.late.push(LateRow {
+                    event_time: times[i].unwrap_or_default(),
+                    watermark: self.watermark,
+                    row,
+                });
+            }
+        }
+        if live == 0 {
+            return Ok(Vec::new());
+        }
+        order.sort_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
+        let slot = self.arena()?.add(batch.clone(), live);
+        let mut parts: Vec<Part> = Vec::new();
+        let mut value = Vec::new();
+        for (kg, key, i) in order {
+            if parts.last().is_none_or(|p| p.kg != kg || p.key != key) {
+                let part = self.load(kg, &key)?;
+                parts.push(part);
+            }
+            let Some(part) = parts.last_mut() else {
+                continue;
+            };
+            let ts = times[i].unwrap_or_default();
+            let ord = if spec.event_time { ts } else { 0 };
+            let seq = part.next_seq;
+            part.next_seq += 1;
+            value.clear();
+            row_encoder.encode(i, &mut value);
+            self.rows
+                .get_mut()?
+                .put(kg, &row_key(&part.key, ord, seq), &value);
+            part.pending.push(RowAt {
+                at: At {
+                    slot,
+                    row: i as u32,
+                },
+                ord,
+                ts,
+                seq,
+            });
+            part.dirty = true;
+        }
+        Ok(parts)
+    }
+
+    /// Releases rows the watermark passed (all of them in arrival order), matches them, expires
+    /// attempts past their deadline, and emits what resolved.
+    fn run(&mut self, mut parts: Vec<Part>) -> Result<Vec<ChangeBatch>> {
+        let shared = Arc::clone(&self.shared);
+        let spec = &shared.spec;
+        let watermark = self.watermark;
+        // Release.
+        let mut todo: Vec<Range<u64>> = Vec::with_capacity(parts.len());
+        for part in &mut parts {
+            let from = part.end();
+            if !part.pending.is_empty() {
+                part.pending.sort_by_key(RowAt::key);
+                let ready = if spec.event_time {
+                    part.pending.partition_point(|r| r.ts < watermark)
+                } else {
+                    part.pending.len()
+                };
+                part.rows.extend(part.pending.drain(..ready));
+                if ready > 0 {
+                    part.dirty = true;
+                }
+            }
+            todo.push(from..part.end());
+        }
+        let mut emissions: Vec<Emission> = Vec::new();
+        let mut seen = Vec::new();
+        let longest = todo.iter().map(|r| r.end - r.start).max().unwrap_or(0);
+        for k in 0..longest {
+            let mut candidates: Vec<Candidate> = Vec::new();
+            for (p, part) in parts.iter_mut().enumerate() {
+                let g = todo[p].start + k;
+                if g >= todo[p].end {
+                    continue;
+                }
+                let Some(&row) = part.row(g) else { continue };
+                // Attempts whose WITHIN this row passes stop.
+                if let Some(within) = spec.within {
+                    for a in part.attempts.iter_mut() {
+                        if !a.threads.is_empty() && row.ts.saturating_sub(a.start_ts) >= within {
+                            time_out(a, spec.timeout_rows);
+                        }
+                    }
+                }
+                if row.key() >= part.start_from {
+                    let mut steps = Vec::new();
+                    shared.program.closure(0, &mut seen, &mut steps);
+                    part.attempts.push_back(Attempt {
+                        start: g,
+                        start_key: row.key(),
+                        start_ts: row.ts,
+                        threads: vec![Thread {
+                            steps,
+                            path: Vec::new(),
+                        }],
+                        best: None,
+                        timed_out: None,
+                    });
+                }
+                for (ai, attempt) in part.attempts.iter().enumerate() {
+                    for (ti, thread) in attempt.threads.iter().enumerate() {
+                        for step in &thread.steps {
+                            if let Step::Read { var, next } = *step {
+                                candidates.push(Candidate {
+                                    part: p,
+                                    attempt: ai,
+                                    thread: ti,
+                                    var,
+                                    next,
+                                    row: g,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            let passed = self.conditions(&parts, &candidates)?;
+            // New threads, in preference order.
+            let mut next: HashMap<(usize, usize), Vec<Thread>> = HashMap::new();
+            let mut pcs: HashMap<(usize, usize), Vec<u32>> = HashMap::new();
+            for (c, ok) in candidates.iter().zip(&passed) {
+                if !*ok {
+                    continue;
+                }
+                let seen_pcs = pcs.entry((c.part, c.attempt)).or_default();
+                if shared.dedup && seen_pcs.contains(&c.next) {
+                    continue;
+                }
+                seen_pcs.push(c.next);
+                let old = &parts[c.part].attempts[c.attempt].threads[c.thread];
+                let mut path = Vec::with_capacity(old.path.len() + 1);
+                path.extend_from_slice(&old.path);
+                path.push((c.row, c.var));
+                let mut steps = Vec::new();
+                shared.program.closure(c.next, &mut seen, &mut steps);
+                next.entry((c.part, c.attempt))
+                    .or_default()
+                    .push(Thread { steps, path });
+            }
+            for (p, part) in parts.iter_mut().enumerate() {
+                if todo[p].start + k >= todo[p].end {
+                    continue;
+                }
+                for (ai, a) in part.attempts.iter_mut().enumerate() {
+                    a.threads = next.remove(&(p, ai)).unwrap_or_default();
+                    settle(a);
+                }
+                resolve(&shared, p, part, &mut emissions);
+            }
+        }
+        // Deadlines the watermark passed.
+        if let (Some(within), true) = (spec.within, spec.event_time) {
+            for (p, part) in parts.iter_mut().enumerate() {
+                let mut expired = false;
+                for a in part.attempts.iter_mut() {
+                    if !a.threads.is_empty() && a.start_ts.saturating_add(within) <= watermark {
+                        time_out(a, spec.timeout_rows);
+                        expired = true;
+                    }
+                }
+                if expired {
+                    resolve(&shared, p, part, &mut emissions);
+                }
+            }
+        }
+        let out = self.emit(&parts, &emissions)?;
+        for part in parts {
+            self.store(part)?;
+        }
+        Ok(out)
+    }
+
+    /// Whether each candidate's variable accepts its row.
+    fn conditions(&mut self, parts: &[Part], candidates: &[Candidate]) -> Result<Vec<bool>> {
+        let shared = Arc::clone(&self.shared);
+        let mut passed = vec![true; candidates.len()];
+        let locators: Vec<&dyn Locate> = parts.iter().map(|p| p as &dyn Locate).collect();
+        for (v, define) in shared.spec.defines.iter().enumerate() {
+            let Some(define) = define else { continue };
+            let which: Vec<usize> = (0..candidates.len())
+                .filter(|&i| candidates[i].var as usize == v)
+                .collect();
+            if which.is_empty() {
+                continue;
+            }
+            let contexts: Vec<Context<'_>> = which
+                .iter()
+                .map(|&i| {
+                    let c = &candidates[i];
+                    let part = &parts[c.part];
+                    Context {
+                        path: &part.attempts[c.attempt].threads[c.thread].path,
+                        extra: Some((c.row, c.var)),
+                        match_number: part.match_number + 1,
+                        partition: c.part,
+                    }
+                })
+                .collect();
+            let arena = self
+                .arena
+                .as_mut()
+                .ok_or_else(|| EngineError::Internal("no arena".into()))?;
+            let result = evaluate(define, &contexts, &locators, arena, &shared.spec.vars)?;
+            for (&i, ok) in which.iter().zip(truths(&result)?) {
+                passed[i] = ok;
+            }
+        }
+        Ok(passed)
+    }
+
+    /// The output rows of `emissions`.
+    fn emit(&mut self, parts: &[Part], emissions: &[Emission]) -> Result<Vec<ChangeBatch>> {
+        if emissions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let shared = Arc::clone(&self.shared);
+        let spec = &shared.spec;
+        let locators: Vec<&dyn Locate> = parts.iter().map(|p| p as &dyn Locate).collect();
+        let mut contexts: Vec<Context<'_>> = Vec::new();
+        let mut rows: Vec<At> = Vec::new();
+        let mut flags: Vec<bool> = Vec::new();
+        for e in emissions {
+            let part = &parts[e.part];
+            let locate = |i: u64| part.locate(i).unwrap_or(At { slot: 0, row: 0 });
+            match spec.rows {
+                RowsPerMatch::One => {
+                    contexts.push(Context {
+                        path: &e.path,
+                        extra: None,
+                        match_number: e.match_number,
+                        partition: e.part,
+                    });
+                    rows.push(e.path.first().map_or(At { slot: 0, row: 0 }, |p| locate(p.0)));
+                    flags.push(e.timed_out);
+                }
+                RowsPerMatch::All => {
+                    for p in 0..e.path.len() {
+                        contexts.push(Context {
+                            path: &e.path[..=p],
+                            extra: None,
+                            match_number: e.match_number,
+                            partition: e.part,
+                        });
+                        rows.push(locate(e.path[p].0));
+                    }
+                }
+            }
+        }
+        let arena = self
+            .arena
+            .as_mut()
+            .ok_or_else(|| EngineError::Internal("no arena".into()))?;
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        let leading: Vec<usize> = match spec.rows {
+            RowsPerMatch::One => spec.partition.clone(),
+            RowsPerMatch::All => (0..spec.input.fields().len()).collect(),
+        };
+        for c in leading {
+            columns.push(arena.gather(c, &rows)?);
+        }
+        for m in &spec.measures {
+            columns.push(evaluate(m, &contexts, &locators, arena, &spec.vars)?);
+        }
+        if spec.timeout_rows {
+            columns.push(Arc::new(BooleanArray::from(flags)));
+        }
+        let columns = columns
+            .into_iter()
+            .zip(spec.output.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    Ok(datafusion::arrow::compute::cast(&c, f.data_type())?)
+                }
+            })
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let data = RecordBatch::try_new(Arc::clone(&spec.output), columns)?;
+        let n = data.num_rows();
+        Ok(vec![ChangeBatch {
+            data,
+            ops: vec![Op::Insert; n],
+        }])
+    }
+
+    /// Drops rows no attempt needs, writes the partition's state and wake-up time, and keeps it
+    /// in memory.
+    fn store(&mut self, mut part: Part) -> Result<()> {
+        let shared = Arc::clone(&self.shared);
+        let spec = &shared.spec;
+        let first_needed = part
+            .attempts
+            .front()
+            .map_or(part.end(), |a| a.start)
+            .saturating_sub(shared.max_prev);
+        while part.base < first_needed {
+            let Some(row) = part.rows.pop_front() else {
+                break;
+            };
+            part.base += 1;
+            self.rows
+                .get_mut()?
+                .delete(part.kg, &row_key(&part.key, row.ord, row.seq));
+            if let Some(arena) = self.arena.as_mut() {
+                arena.release(row.at.slot);
+            }
+            part.dirty = true;
+        }
+        if part.dirty {
+            self.meta.get_mut()?.put(part.kg, &part.key, &part.meta());
+            part.dirty = false;
+        }
+        if spec.event_time {
+            let release = part.pending.iter().map(|r| r.ts.saturating_add(1)).min();
+            let deadline = spec.within.and_then(|w| {
+                part.attempts
+                    .iter()
+                    .filter(|a| !a.threads.is_empty())
+                    .map(|a| a.start_ts.saturating_add(w))
+                    .min()
+            });
+            let wake = match (release, deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(t) = wake
+                && part.timer != Some(t)
+            {
+                self.timers
+                    .get_mut()?
+                    .put(part.kg, &timer_key(t, &part.key), &[]);
+                part.timer = Some(t);
+                if let Some(e) = self.earliest.get_mut(&part.kg) {
+                    *e = (*e).min(t);
+                }
+            }
+        }
+        let idle = part.pending.is_empty() && part.attempts.is_empty();
+        // Idle partitions beyond a bound leave memory; their state is in the tables.
+        if idle && self.parts.len() >= MAX_IDLE_PARTITIONS {
+            for row in part.rows.drain(..) {
+                if let Some(arena) = self.arena.as_mut() {
+                    arena.release(row.at.slot);
+                }
+            }
+            return Ok(());
+        }
+        self.parts.insert((part.kg, part.key.clone()), part);
+        Ok(())
+    }
+
+    /// The partitions with a wake-up time at or before `watermark`, taken from the timers.
+    fn due(&mut self, watermark: i64) -> Result<Vec<(u16, Vec<u8>)>> {
+        let mut due: Vec<(u16, Vec<u8>)> = Vec::new();
+        let mut end = Vec::with_capacity(8);
+        put_i64(&mut end, watermark.saturating_add(1));
+        for kg in self.key_groups.clone() {
+            if self.earliest.get(&kg).is_some_and(|&e| e > watermark) {
+                continue;
+            }
+            let timers = self.timers.get_mut()?;
+            let mut next = i64::MAX;
+            timers.scan(kg, &[], None, Direction::Forward, |k, _| {
+                let t = decode_i64(k)?;
+                if t > watermark {
+                    next = t;
+                    return Ok(ControlFlow::Break(()));
+                }
+                due.push((kg, k[8..].to_vec()));
+                Ok(ControlFlow::Continue(()))
+            })?;
+            timers.delete_range(kg, &[], Some(&end));
+            self.earliest.insert(kg, next);
+        }
+        due.sort();
+        due.dedup();
+        Ok(due)
+    }
+}
+
+/// Idle partitions kept in memory before further ones are dropped after use.
+const MAX_IDLE_PARTITIONS: usize = 100_000;
+
+/// Ends an attempt's threads at its WITHIN deadline, keeping its preferred partial match for a
+/// timeout row.
+fn time_out(a: &mut Attempt, timeout_rows: bool) {
+    if timeout_rows
+        && a.best.is_none()
+        && let Some(first) = a.threads.iter().find(|t| !t.path.is_empty())
+    {
+        a.timed_out = Some(first.path.clone());
+    }
+    a.threads.clear();
+}
+
+/// Records the preferred complete match among an attempt's new threads: the first thread whose
+/// next steps include matching. Threads after it are less preferred and end; so do its own
+/// steps after the match (it keeps the ones it prefers to matching now, a greedy quantifier's
+/// next repetition).
+fn settle(a: &mut Attempt) {
+    for t in 0..a.threads.len() {
+        let Some(m) = a.threads[t].steps.iter().position(|s| *s == Step::Match) else {
+            continue;
+        };
+        a.best = Some(a.threads[t].path.clone());
+        a.threads.truncate(t + 1);
+        a.threads[t].steps.truncate(m);
+        if a.threads[t].steps.is_empty() {
+            a.threads.pop();
+        }
+        return;
+    }
+}
+
+/// Emits the attempts at the front of `part` that are resolved, in order, applying `AFTER
+/// MATCH SKIP`.
+fn resolve(shared: &Shared, p: usize, part: &mut Part, out: &mut Vec<Emission>) {
+    while let Some(front) = part.attempts.front() {
+        if front.start_key < part.start_from {
+            part.attempts.pop_front();
+            continue;
+        }
+        if !front.threads.is_empty() {
+            break;
+        }
+        let Some(a) = part.attempts.pop_front() else {
+            break;
+        };
+        if let Some(path) = a.best {
+            part.match_number += 1;
+            let (first, last) = match (path.first(), path.last()) {
+                (Some(f), Some(l)) => (f.0, l.0),
+                _ => (a.start, a.start),
+            };
+            let to = |index: Option<u64>| match index {
+                Some(i) if i > a.start => part.row(i).map_or(part.after(a.start), |r| r.key()),
+                _ => part.after(a.start),
+            };
+            part.start_from = match shared.spec.skip {
+                Skip::PastLastRow => part.after(last),
+                Skip::ToNextRow => part.after(first),
+                Skip::ToFirst(v) => to(path.iter().find(|r| r.1 == v).map(|r| r.0)),
+                Skip::ToLast(v) => to(path.iter().rev().find(|r| r.1 == v).map(|r| r.0)),
+            };
+            part.dirty = true;
+            out.push(Emission {
+                part: p,
+                path,
+                match_number: part.match_number,
+                timed_out: false,
+            });
+        } else if let Some(path) = a.timed_out {
+            part.match_number += 1;
+            part.start_from = part.start_from.max(part.after(a.start));
+            part.dirty = true;
+            out.push(Emission {
+                part: p,
+                path,
+                match_number: part.match_number,
+                timed_out: true,
+            });
+        } else {
+            part.start_from = part.start_from.max(part.after(a.start));
+            part.dirty = true;
+        }
+    }
+}
+
+impl Operator for Recognize {
+    fn name(&self) -> &'static str {
+        "MatchRecognize"
+    }
+
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.shared.spec.output)
+    }
+
+    fn fork(&self) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(Recognize {
+            shared: Arc::clone(&self.shared),
+            rows: Table::default(),
+            meta: Table::default(),
+            timers: Table::default(),
+            arena: None,
+            parts: HashMap::new(),
+            earliest: HashMap::new(),
+            key_groups: 0..0,
+            watermark: i64::MIN,
+            late: Vec::new(),
+            groups: Vec::new(),
+        }))
+    }
+
+    fn restore(&mut self, scope: &StateScope) -> Result<()> {
+        let share = scope.cache_bytes / 3;
+        self.rows.open(scope, b'r', share);
+        self.meta.open(scope, b'm', share);
+        self.timers.open(scope, b'i', share);
+        self.key_groups = scope.key_groups.clone();
+        self.parts.clear();
+        self.earliest.clear();
+        self.arena = None;
+        Ok(())
+    }
+
+    fn process(&mut self, _input: usize, batch: ChangeBatch) -> Result<Vec<ChangeBatch>> {
+        if batch.ops.iter().any(|op| !op.is_add() || *op == Op::UpdateAfter) {
+            return Err(EngineError::Internal(
+                "MATCH_RECOGNIZE input that is not append-only".into(),
+            ));
+        }
+        let parts = self.admit(&batch.data)?;
+        if self.shared.spec.event_time {
+            // Rows wait for the watermark: only their wake-up times are written.
+            for part in parts {
+                self.store(part)?;
+            }
+            return Ok(Vec::new());
+        }
+        self.run(parts)
+    }
+
+    fn on_watermark(&mut self, _input: usize, watermark: i64) -> Result<Vec<ChangeBatch>> {
+        if watermark <= self.watermark || !self.shared.spec.event_time {
+            self.watermark = self.watermark.max(watermark);
+            return Ok(Vec::new());
+        }
+        self.watermark = watermark;
+        let due = self.due(watermark)?;
+        let mut parts = Vec::with_capacity(due.len());
+        for (kg, key) in due {
+            let mut part = self.load(kg, &key)?;
+            part.timer = None;
+            parts.push(part);
+        }
+        self.run(parts)
+    }
+
+    fn take_late(&mut self) -> Vec<LateRow> {
+        std::mem::take(&mut self.late)
+    }
+
+    fn checkpoint(
+        &mut self,
+        epoch: u64,
+        _scope: &StateScope,
+        batch: &mut StateBatch,
+    ) -> Result<()> {
+        self.rows.checkpoint(epoch, batch)?;
+        self.meta.checkpoint(epoch, batch)?;
+        self.timers.checkpoint(epoch, batch)
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.rows.bytes() + self.meta.bytes() + self.timers.bytes()
+    }
+
+    fn describe(&self) -> String {
+        let spec = &self.shared.spec;
+        let partition: Vec<String> = spec.partition.iter().map(|c| format!("#{c}")).collect();
+        let within = spec
+            .within
+            .map(|w| format!(" WITHIN {} s", w as f64 / 1e6))
+            .unwrap_or_default();
+        format!(
+            "MatchRecognize: partition by [{}] order by #{}{} pattern ({}){within}; {}, after \
+             match skip {:?}{}; state: each partition's rows from its oldest open match, and \
+             rows waiting for the watermark",
+            partition.join(", "),
+            spec.time,
+            if spec.event_time {
+                " (event time)"
+            } else {
+                " (arrival order)"
+            },
+            spec.pattern.sql(&spec.vars),
+            match spec.rows {
+                RowsPerMatch::One => "one row per match",
+                RowsPerMatch::All => "all rows per match",
+            },
+            spec.skip,
+            if spec.timeout_rows {
+                ", timeout rows"
+            } else {
+                ""
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,682 @@
+//! The matcher against an independent backtracking matcher over random patterns and streams,
+//! with out-of-order rows, late rows, checkpoints, restarts and crashes.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use datafusion::logical_expr::Operator as BinOp;
+use datafusion::physical_plan::PhysicalExpr;
+use datafusion::physical_plan::expressions::{BinaryExpr, Column, Literal};
+use datafusion::scalar::ScalarValue;
+
+use super::eval::{Anchor, Compiled, Term, TermAgg};
+use super::program::Pattern;
+use super::*;
+use crate::operator::testing::{Epochs, Rng, restored};
+use crate::state::StateStore;
+
+const K: usize = 0;
+const TS: usize = 1;
+const X: usize = 2;
+/// A value no condition accepts: the end of each partition's stream.
+const STOP: i64 = 9;
+
+fn input() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, true),
+        Field::new("ts", DataType::Int64, true),
+        Field::new("x", DataType::Int64, true),
+    ]))
+}
+
+fn col(i: usize) -> Arc<dyn PhysicalExpr> {
+    Arc::new(Column::new(&format!("t{i}"), i))
+}
+
+fn lit(v: i64) -> Arc<dyn PhysicalExpr> {
+    Arc::new(Literal::new(ScalarValue::Int64(Some(v))))
+}
+
+fn bin(l: Arc<dyn PhysicalExpr>, op: BinOp, r: Arc<dyn PhysicalExpr>) -> Arc<dyn PhysicalExpr> {
+    Arc::new(BinaryExpr::new(l, op, r))
+}
+
+fn compiled(terms: Vec<Term>, expr: Arc<dyn PhysicalExpr>) -> Compiled {
+    let schema = Compiled::term_schema(&terms, &input()).expect("terms");
+    Compiled {
+        terms,
+        schema,
+        expr,
+    }
+}
+
+fn current(var: u16, prev: u32) -> Term {
+    Term::Row {
+        anchor: Anchor::Last,
+        var: Some(var),
+        offset: 0,
+        prev,
+        column: X,
+    }
+}
+
+/// A: x < 2; B: x >= PREV(x); C: x > COUNT(B.*); all: x < STOP. D has no condition.
+fn defines() -> Vec<Option<Compiled>> {
+    let below_stop = |t: usize| bin(col(t), BinOp::Lt, lit(STOP));
+    vec![
+        Some(compiled(
+            vec![current(0, 0)],
+            bin(bin(col(0), BinOp::Lt, lit(2)), BinOp::And, below_stop(0)),
+        )),
+        Some(compiled(
+            vec![current(1, 0), current(1, 1)],
+            bin(bin(col(0), BinOp::GtEq, col(1)), BinOp::And, below_stop(0)),
+        )),
+        Some(compiled(
+            vec![
+                current(2, 0),
+                Term::Agg {
+                    func: TermAgg::Count,
+                    var: Some(1),
+                    column: None,
+                },
+            ],
+            bin(bin(col(0), BinOp::Gt, col(1)), BinOp::And, below_stop(0)),
+        )),
+        None,
+    ]
+}
+
+/// The oracle's conditions, written out.
+fn accepts(var: u16, rows: &[(i64, i64)], i: usize, path: &[(usize, u16)]) -> bool {
+    let x = rows[i].1;
+    if var == 3 {
+        return true;
+    }
+    if x >= STOP {
+        return false;
+    }
+    match var {
+        0 => x < 2,
+        1 => i > 0 && x >= rows[i - 1].1,
+        _ => x > path.iter().filter(|p| p.1 == 1).count() as i64,
+    }
+}
+
+fn one(term: Term) -> Compiled {
+    compiled(vec![term], col(0))
+}
+
+fn measures() -> Vec<Compiled> {
+    let row = |anchor| Term::Row {
+        anchor,
+        var: None,
+        offset: 0,
+        prev: 0,
+        column: TS,
+    };
+    vec![
+        one(row(Anchor::First)),
+        one(row(Anchor::Last)),
+        one(Term::Agg {
+            func: TermAgg::Count,
+            var: None,
+            column: None,
+        }),
+        one(Term::MatchNumber),
+        one(Term::Classifier),
+        one(Term::Agg {
+            func: TermAgg::Sum,
+            var: Some(1),
+            column: Some(X),
+        }),
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    pattern: Pattern,
+    skip: Skip,
+    rows: RowsPerMatch,
+    within: Option<i64>,
+    timeout_rows: bool,
+}
+
+fn operator(case: &Case) -> Recognize {
+    let input = input();
+    let mut fields = match case.rows {
+        RowsPerMatch::One => vec![Field::new("k", DataType::Int64, true)],
+        RowsPerMatch::All => input.fields().iter().map(|f| f.as_ref().clone()).collect(),
+    };
+    for (name, t) in [
+        ("first", DataType::Int64),
+        ("last", DataType::Int64),
+        ("n", DataType::Int64),
+        ("m", DataType::Int64),
+        ("cls", DataType::Utf8),
+        ("sum_b", DataType::Int64),
+    ] {
+        fields.push(Field::new(name, t, true));
+    }
+    if case.timeout_rows {
+        fields.push(Field::new("timed_out", DataType::Boolean, true));
+    }
+    Recognize::try_new(RecognizeSpec {
+        input,
+        partition: vec![K],
+        time: TS,
+        event_time: true,
+        vars: ["A", "B", "C", "D"].map(String::from).to_vec(),
+        pattern: case.pattern.clone(),
+        defines: defines(),
+        measures: measures(),
+        rows: case.rows,
+        skip: case.skip,
+        within: case.within,
+        timeout_rows: case.timeout_rows,
+        output: Arc::new(Schema::new(fields)),
+    })
+    .expect("operator")
+}
+
+/// An output row, as compared.
+type Out = (i64, i64, Vec<Option<String>>);
+
+fn outputs(case: &Case, batches: Vec<ChangeBatch>, out: &mut Vec<Out>) {
+    for b in batches {
+        let d = &b.data;
+        let lead = match case.rows {
+            RowsPerMatch::One => 1,
+            RowsPerMatch::All => 3,
+        };
+        for r in 0..d.num_rows() {
+            let text: Vec<Option<String>> = (0..d.num_columns())
+                .map(|c| {
+                    let a = d.column(c);
+                    (!a.is_null(r)).then(|| {
+                        datafusion::arrow::util::display::array_value_to_string(a, r)
+                            .unwrap_or_default()
+                    })
+                })
+                .collect();
+            let k = d.column(0).as_primitive::<Int64Type>().value(r);
+            let m = d.column(lead + 3).as_primitive::<Int64Type>().value(r);
+            out.push((k, m, text));
+        }
+    }
+}
+
+/// Preferred path from `i` matching `p` then the continuation `k` (backtracking, in preference
+/// order). `end` bounds the rows an attempt may read.
+fn walk(
+    p: &Pattern,
+    rows: &[(i64, i64)],
+    end: usize,
+    i: usize,
+    path: &mut Vec<(usize, u16)>,
+    k: &mut dyn FnMut(usize, &mut Vec<(usize, u16)>) -> bool,
+) -> bool {
+    match p {
+        Pattern::Var(v) => {
+            if i < end && accepts(*v, rows, i, path) {
+                path.push((i, *v));
+                if k(i + 1, path) {
+                    return true;
+                }
+                path.pop();
+            }
+            false
+        }
+        Pattern::Concat(parts) => concat(parts, rows, end, i, path, k),
+        Pattern::Alt(parts) => parts.iter().any(|q| walk(q, rows, end, i, path, k)),
+        Pattern::Permute(parts) => {
+            permutations(parts.len()).iter().any(|o| {
+                let seq: Vec<Pattern> = o.iter().map(|&j| parts[j].clone()).collect();
+                concat(&seq, rows, end, i, path, k)
+            })
+        }
+        Pattern::Repeat {
+            body,
+            min,
+            max,
+            greedy,
+        } => repeat(body, *min, *max, *greedy, 0, rows, end, i, path, k),
+    }
+}
+
+fn concat(
+    parts: &[Pattern],
+    rows: &[(i64, i64)],
+    end: usize,
+    i: usize,
+    path: &mut Vec<(usize, u16)>,
+    k: &mut dyn FnMut(usize, &mut Vec<(usize, u16)>) -> bool,
+) -> bool {
+    match parts.split_first() {
+        None => k(i, path),
+        Some((first, rest)) => walk(first, rows, end, i, path, &mut |j, path| {
+            concat(rest, rows, end, j, path, k)
+        }),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn repeat(
+    body: &Pattern,
+    min: u32,
+    max: Option<u32>,
+    greedy: bool,
+    count: u32,
+    rows: &[(i64, i64)],
+    end: usize,
+    i: usize,
+    path: &mut Vec<(usize, u16)>,
+    k: &mut dyn FnMut(usize, &mut Vec<(usize, u16)>) -> bool,
+) -> bool {
+    let more = |path: &mut Vec<(usize, u16)>, k: &mut dyn FnMut(usize, &mut Vec<(usize, u16)>) -> bool| {
+        walk(body, rows, end, i, path, &mut |j, path| {
+            j > i && repeat(body, min, max, greedy, count + 1, rows, end, j, path, k)
+        })
+    };
+    if count < min {
+        return more(path, k);
+    }
+    let can_more = max.is_none_or(|m| count < m);
+    if greedy {
+        (can_more && more(path, k)) || k(i, path)
+    } else {
+        k(i, path) || (can_more && more(path, k))
+    }
+}
+
+/// The rows a correct `MATCH_RECOGNIZE` emits for one partition's rows `(ts, x)` in order.
+fn oracle_partition(case: &Case, key: i64, rows: &[(i64, i64)], out: &mut Vec<Out>) {
+    let mut start_from = 0;
+    let mut number = 0;
+    for s in 0..rows.len() {
+        if s < start_from {
+            continue;
+        }
+        let end = match case.within {
+            Some(w) => (s..rows.len())
+                .take_while(|&j| rows[j].0 - rows[s].0 < w)
+                .count()
+                + s,
+            None => rows.len(),
+        };
+        let mut found = None;
+        walk(&case.pattern, rows, end, s, &mut Vec::new(), &mut |_, path| {
+            found = Some(path.clone());
+            true
+        });
+        let timed_out = if found.is_none() && case.timeout_rows {
+            // The preferred partial match that read every row of the window and could read more.
+            let mut partial = None;
+            walk_partial(&case.pattern, rows, end, s, &mut partial);
+            partial
+        } else {
+            None
+        };
+        let (path, flag) = match (found, timed_out) {
+            (Some(p), _) => (p, false),
+            (None, Some(p)) => (p, true),
+            _ => continue,
+        };
+        number += 1;
+        emit(case, key, rows, &path, number, flag, out);
+        if flag {
+            start_from = s + 1;
+            continue;
+        }
+        let first = path[0].0;
+        let last = path[path.len() - 1].0;
+        let to = |r: Option<usize>| match r {
+            Some(r) if r > s => r,
+            _ => s + 1,
+        };
+        start_from = match case.skip {
+            Skip::PastLastRow => last + 1,
+            Skip::ToNextRow => first + 1,
+            Skip::ToFirst(v) => to(path.iter().find(|p| p.1 == v).map(|p| p.0)),
+            Skip::ToLast(v) => to(path.iter().rev().find(|p| p.1 == v).map(|p| p.0)),
+        };
+    }
+}
+
+/// The first path, in preference order, that reads every row of `s..end` and then wants
+/// another row: the thread a timeout ends.
+fn walk_partial(
+    p: &Pattern,
+    rows: &[(i64, i64)],
+    end: usize,
+    s: usize,
+    found: &mut Option<Vec<(usize, u16)>>,
+) {
+    probe(p, rows, end, s, &mut Vec::new(), found, &mut |_, _| false);
+    if found.as_ref().is_some_and(Vec::is_empty) {
+        *found = None;
+    }
+}
+
+/// [`walk`], except that a variable reached at row `end` (past the window) records the path
+/// and stops the search.
+fn probe(
+    p: &Pattern,
+    rows: &[(i64, i64)],
+    end: usize,
+    i: usize,
+    path: &mut Vec<(usize, u16)>,
+    stop: &mut Option<Vec<(usize, u16)>>,
+    k: &mut dyn FnMut(usize, &mut Vec<(usize, u16)>) -> bool,
+) -> bool {
+    // Rewrite the pattern walk with a variable rule that records at `end`.
+    fn go(
+        p: &Pattern,
+        rows: &[(i64, i64)],
+        end: usize,
+        i: usize,
+        path: &mut Vec<(usize, u16)>,
+        stop: &mut Option<Vec<(usize, u16)>>,
+        k: &mut dyn FnMut(usize, &mut Vec<(usize, u16)>, &mut Option<Vec<(usize, u16)>>) -> bool,
+    ) -> bool {
+        match p {
+            Pattern::Var(v) => {
+                if i == end {
+                    *stop = Some(path.clone());
+                    return true;
+                }
+                if i < end && accepts(*v, rows, i, path) {
+                    path.push((i, *v));
+                    if k(i + 1, path, stop) {
+                        return true;
+                    }
+                    path.pop();
+                }
+                false
+            }
+            Pattern::Concat(parts) => seq(parts, rows, end, i, path, stop, k),
+            Pattern::Alt(parts) => parts.iter().any(|q| go(q, rows, end, i, path, stop, k)),
+            Pattern::Permute(parts) => permutations(parts.len()).iter().any(|o| {
+                let parts: Vec<Pattern> = o.iter().map(|&j| parts[j].clone()).collect();
+                seq(&parts, rows, end, i, path, stop, k)
+            }),
+            Pattern::Repeat {
+                body,
+                min,
+                max,
+                greedy,
+            } => rep(body, *min, *max, *greedy, 0, rows, end, i, path, stop, k),
+        }
+    }
+    fn seq(
+        parts: &[Pattern],
+        rows: &[(i64, i64)],
+        end: usize,
+        i: usize,
+        path: &mut Vec<(usize, u16)>,
+        stop: &mut Option<Vec<(usize, u16)>>,
+        k: &mut dyn FnMut(usize, &mut Vec<(usize, u16)>, &mut Option<Vec<(usize, u16)>>) -> bool,
+    ) -> bool {
+        match parts.split_first() {
+            None => k(i, path, stop),
+            Some((first, rest)) => go(first, rows, end, i, path, stop, &mut |j, path, stop| {
+                seq(rest, rows, end, j, path, stop, k)
+            }),
+        }
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn rep(
+        body: &Pattern,
+        min: u32,
+        max: Option<u32>,
+        greedy: bool,
+        count: u32,
+        rows: &[(i64, i64)],
+        end: usize,
+        i: usize,
+        path: &mut Vec<(usize, u16)>,
+        stop: &mut Option<Vec<(usize, u16)>>,
+        k: &mut dyn FnMut(usize, &mut Vec<(usize, u16)>, &mut Option<Vec<(usize, u16)>>) -> bool,
+    ) -> bool {
+        let more = |path: &mut Vec<(usize, u16)>,
+                        stop: &mut Option<Vec<(usize, u16)>>,
+                        k: &mut dyn FnMut(
+            usize,
+            &mut Vec<(usize, u16)>,
+            &mut Option<Vec<(usize, u16)>>,
+        ) -> bool| {
+            go(body, rows, end, i, path, stop, &mut |j, path, stop| {
+                j > i && rep(body, min, max, greedy, count + 1, rows, end, j, path, stop, k)
+            })
+        };
+        if count < min {
+            return more(path, stop, k);
+        }
+        let can_more = max.is_none_or(|m| count < m);
+        if greedy {
+            (can_more && more(path, stop, k)) || k(i, path, stop)
+        } else {
+            k(i, path, stop) || (can_more && more(path, stop, k))
+        }
+    }
+    go(p, rows, end, i, path, stop, &mut |j, path, _| k(j, path))
+}
+
+/// Every order of `0..n`, lexicographically.
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![Vec::new()];
+    }
+    let mut out = Vec::new();
+    for first in 0..n {
+        for rest in permutations(n - 1) {
+            let mut o = vec![first];
+            o.extend(rest.into_iter().map(|x| if x >= first { x + 1 } else { x }));
+            out.push(o);
+        }
+    }
+    out
+}
+
+fn emit(
+    case: &Case,
+    key: i64,
+    rows: &[(i64, i64)],
+    path: &[(usize, u16)],
+    number: i64,
+    timed_out: bool,
+    out: &mut Vec<Out>,
+) {
+    let names = ["A", "B", "C", "D"];
+    let measures = |upto: usize| -> Vec<Option<String>> {
+        let p = &path[..=upto];
+        let sum_b: Vec<i64> = p.iter().filter(|r| r.1 == 1).map(|r| rows[r.0].1).collect();
+        vec![
+            Some(rows[p[0].0].0.to_string()),
+            Some(rows[p[p.len() - 1].0].0.to_string()),
+            Some(p.len().to_string()),
+            Some(number.to_string()),
+            Some(names[p[p.len() - 1].1 as usize].to_string()),
+            (!sum_b.is_empty()).then(|| sum_b.iter().sum::<i64>().to_string()),
+        ]
+    };
+    match case.rows {
+        RowsPerMatch::One => {
+            let mut v = vec![Some(key.to_string())];
+            v.extend(measures(path.len() - 1));
+            if case.timeout_rows {
+                v.push(Some(timed_out.to_string()));
+            }
+            out.push((key, number, v));
+        }
+        RowsPerMatch::All => {
+            for (j, r) in path.iter().enumerate() {
+                let mut v = vec![
+                    Some(key.to_string()),
+                    Some(rows[r.0].0.to_string()),
+                    Some(rows[r.0].1.to_string()),
+                ];
+                v.extend(measures(j));
+                out.push((key, number, v));
+            }
+        }
+    }
+}
+
+fn random_pattern(rng: &mut Rng, depth: u32, undefined: bool) -> Pattern {
+    let vars = if undefined { 4 } else { 3 };
+    let var = |rng: &mut Rng| Pattern::Var(rng.below(vars) as u16);
+    if depth == 0 {
+        return var(rng);
+    }
+    match rng.below(6) {
+        0 | 1 => Pattern::Concat(
+            (0..2 + rng.below(2))
+                .map(|_| random_pattern(rng, depth - 1, undefined))
+                .collect(),
+        ),
+        2 => Pattern::Alt(
+            (0..2)
+                .map(|_| random_pattern(rng, depth - 1, undefined))
+                .collect(),
+        ),
+        3 => Pattern::Permute(vec![var(rng), var(rng)]),
+        _ => {
+            let (min, max) = match rng.below(5) {
+                0 => (0, None),
+                1 => (1, None),
+                2 => (0, Some(1)),
+                3 => (2, Some(3)),
+                _ => (1, Some(2)),
+            };
+            let body = random_pattern(rng, depth - 1, undefined);
+            let body = if body.nullable() { var(rng) } else { body };
+            Pattern::Repeat {
+                body: Box::new(body),
+                min,
+                max,
+                greedy: rng.below(3) != 0,
+            }
+        }
+    }
+}
+
+type Model = (Vec<(i64, i64, i64)>, Vec<Out>, i64);
+
+fn batch(rows: &[(i64, i64, i64)]) -> ChangeBatch {
+    let column = |f: fn(&(i64, i64, i64)) -> i64| {
+        Arc::new(rows.iter().map(|r| Some(f(r))).collect::<Int64Array>()) as ArrayRef
+    };
+    ChangeBatch::inserts(
+        RecordBatch::try_new(input(), vec![column(|r| r.0), column(|r| r.1), column(|r| r.2)])
+            .expect("batch"),
+    )
+}
+
+/// Runs `case` over a random stream; returns how many rows were emitted, and how many of them
+/// were timeout rows.
+fn check(case: &Case, seed: u64) -> (usize, usize) {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = StateStore::open(dir.path()).expect("store");
+    let scope = StateScope::new(store.clone(), b"mr/", 0..crate::keygroup::KEY_GROUPS);
+    let proto = operator(case);
+    let mut op = restored(&proto, &scope);
+    let mut rng = Rng(seed);
+    // Admitted rows (k, ts, x) in arrival order, the output so far, the watermark.
+    let mut model: Model = (Vec::new(), Vec::new(), i64::MIN);
+    let mut epochs = Epochs::new(store.clone(), &model);
+    let mut clock = 0;
+    for _ in 0..60 {
+        let n = 1 + rng.below(6);
+        let mut rows = Vec::new();
+        for _ in 0..n {
+            clock += rng.below(3) as i64;
+            let ts = clock - rng.below(4) as i64;
+            rows.push((rng.below(3) as i64, ts, rng.below(5) as i64));
+        }
+        let (admitted, out, watermark) = &mut model;
+        admitted.extend(rows.iter().filter(|r| r.1 >= *watermark));
+        outputs(case, op.process(0, batch(&rows)).expect("process"), out);
+        if rng.below(2) == 0 {
+            *watermark = (*watermark).max(clock - 3);
+            outputs(case, op.on_watermark(0, *watermark).expect("watermark"), out);
+        }
+        epochs.step(&mut rng, &proto, &scope, &mut op, &mut model);
+        // The runtime gives a restored operator its watermark again.
+        let (_, out, watermark) = &mut model;
+        outputs(case, op.on_watermark(0, *watermark).expect("watermark"), out);
+    }
+    // The end: a row no condition accepts in each partition, then the watermark past all.
+    let (admitted, out, _) = &mut model;
+    let stops: Vec<(i64, i64, i64)> = (0..3).map(|k| (k, clock + 1000, STOP)).collect();
+    admitted.extend(&stops);
+    outputs(case, op.process(0, batch(&stops)).expect("process"), out);
+    outputs(case, op.on_watermark(0, i64::MAX).expect("watermark"), out);
+    let mut expected = Vec::new();
+    for key in 0..3 {
+        let mut rows: Vec<(usize, i64, i64)> = admitted
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.0 == key)
+            .map(|(i, r)| (i, r.1, r.2))
+            .collect();
+        rows.sort_by_key(|r| (r.1, r.0));
+        let rows: Vec<(i64, i64)> = rows.iter().map(|r| (r.1, r.2)).collect();
+        oracle_partition(case, key, &rows, &mut expected);
+    }
+    let mut got = out.clone();
+    got.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    expected.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    assert_eq!(
+        got,
+        expected,
+        "seed {seed}, pattern {}",
+        case.pattern.sql(&["A", "B", "C", "D"].map(String::from))
+    );
+    let timeouts = got
+        .iter()
+        .filter(|r| r.2.last() == Some(&Some("true".to_string())))
+        .count();
+    (got.len(), timeouts)
+}
+
+#[test]
+fn random_patterns_match_the_backtracking_oracle() {
+    let mut rng = Rng(0x5eed);
+    let (mut rows_out, mut timeouts, mut matched) = (0, 0, 0);
+    for round in 0..120u64 {
+        let within = (round % 3 == 0).then_some(6);
+        let pattern = loop {
+            let p = random_pattern(&mut rng, 2, within.is_some());
+            if !p.nullable() {
+                break p;
+            }
+        };
+        let skip = match rng.below(4) {
+            0 => Skip::PastLastRow,
+            1 => Skip::ToNextRow,
+            2 => Skip::ToFirst(rng.below(3) as u16),
+            _ => Skip::ToLast(rng.below(3) as u16),
+        };
+        let rows = if rng.below(3) == 0 {
+            RowsPerMatch::All
+        } else {
+            RowsPerMatch::One
+        };
+        let case = Case {
+            pattern,
+            skip,
+            rows,
+            within,
+            timeout_rows: within.is_some() && rows == RowsPerMatch::One && rng.below(2) == 0,
+        };
+        let (n, t) = check(&case, round * 7919 + 1);
+        rows_out += n;
+        timeouts += t;
+        matched += usize::from(n > t);
+    }
+    // Not vacuous: most cases emit matches, and timeouts happen.
+    assert!(matched > 80, "{matched} of 120 cases emitted a match");
+    assert!(rows_out > 2000 && timeouts > 50, "{rows_out} rows, {timeouts} timeouts");
+}
