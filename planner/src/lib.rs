@@ -15,6 +15,8 @@ pub mod ddl;
 pub mod error;
 /// Splitting SQL text into statements and parsing them with Rivulet's extensions.
 pub mod parse;
+/// `MATCH_RECOGNIZE`: parsed, compiled, and planned as a table for the streaming planner.
+pub mod recognize;
 /// Postgres' rules for `WITH RECURSIVE`, which DataFusion does not enforce.
 pub mod recursive;
 /// Session windows: `SESSION(t, ts, gap)` as SQL window functions.

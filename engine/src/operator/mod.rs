@@ -31,13 +31,13 @@ pub mod join;
 pub mod over;
 /// Projection and filter with DataFusion physical expressions.
 pub mod project;
+/// Row pattern recognition (`MATCH_RECOGNIZE`).
+pub mod recognize;
 /// Rows grouped by partition, ordered within it: top-N's and OVER's state layout.
 pub mod sorted;
 /// Shared helpers of the operators' randomized tests.
 #[cfg(test)]
 mod testing;
-/// Row pattern recognition (`MATCH_RECOGNIZE`).
-pub mod recognize;
 /// Top-N per group (ranking window functions, ORDER BY ... LIMIT, DISTINCT ON).
 pub mod topn;
 /// UNNEST of one list column (HOP and CUMULATE windows).

@@ -20,6 +20,8 @@
 //!   columns ([`topn`]);
 //! - other window functions (`OVER`) become an `OverWindow` in a new stage behind a hash
 //!   exchange on the partition columns ([`over`]);
+//! - `MATCH_RECOGNIZE` becomes a `MatchRecognize` in a new stage behind a hash exchange on the
+//!   partition columns ([`recognize`]);
 //! - an `ORDER BY` without `LIMIT` is dropped (a view is a set, as in RisingWave).
 //!
 //! Anything else is refused with `Unsupported` naming the construct, never planned approximately.
@@ -58,6 +60,8 @@ mod join;
 mod over;
 /// `Filter` and `Projection`.
 mod project;
+/// `MATCH_RECOGNIZE`.
+mod recognize;
 /// Table scans.
 mod scan;
 /// Temporal joins (`FOR SYSTEM_TIME AS OF`).
@@ -479,7 +483,10 @@ fn identity(schema: &DFSchema) -> Vec<Arc<dyn PhysicalExpr>> {
 
 fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result<Lowered> {
     match plan {
-        LogicalPlan::TableScan(scan) => scan::lower_scan(ctx, b, scan),
+        LogicalPlan::TableScan(scan) => match recognize::clause(scan) {
+            Some(table) => recognize::lower_match_recognize(ctx, b, scan, table),
+            None => scan::lower_scan(ctx, b, scan),
+        },
         LogicalPlan::Filter(f) => project::lower_filter(ctx, b, f),
         LogicalPlan::Projection(p) => project::lower_projection(ctx, b, p),
         LogicalPlan::SubqueryAlias(a) => lower(ctx, b, &a.input),

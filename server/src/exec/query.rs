@@ -32,11 +32,16 @@ pub async fn plan_continuous(
     stmt: &ast::Statement,
 ) -> Result<LogicalPlan, SqlError> {
     rivulet_planner::recursive::check(stmt)?;
+    // Each MATCH_RECOGNIZE becomes a table function registered for this statement only.
+    let (stmt, functions) = rivulet_planner::recognize::prepare(ctx, stmt).await?;
     let state = ctx.state();
     let plan = state
-        .statement_to_plan(DFStatement::Statement(Box::new(stmt.clone())))
-        .await?;
-    postgres_text_casts(plan)
+        .statement_to_plan(DFStatement::Statement(Box::new(stmt)))
+        .await;
+    for name in functions {
+        ctx.deregister_udtf(&name);
+    }
+    postgres_text_casts(plan?)
 }
 
 /// Makes text-to-bytea casts read Postgres' bytea text forms (`'\x4869'::bytea` is `Hi`), where

@@ -108,7 +108,7 @@ fn integer(t: &DataType) -> bool {
 #[derive(Debug, Clone)]
 pub struct Compiled {
     pub terms: Vec<Term>,
-    /// One field per term, named `t0`, `t1`, ...
+    /// One field per term, named `__t0`, `__t1`, ...
     pub schema: SchemaRef,
     pub expr: Arc<dyn PhysicalExpr>,
 }
@@ -119,7 +119,7 @@ impl Compiled {
         let fields = terms
             .iter()
             .enumerate()
-            .map(|(i, t)| Ok(Field::new(format!("t{i}"), term_type(t, input)?, true)))
+            .map(|(i, t)| Ok(Field::new(format!("__t{i}"), term_type(t, input)?, true)))
             .collect::<Result<Vec<Field>>>()?;
         Ok(Arc::new(Schema::new(fields)))
     }

@@ -683,7 +683,11 @@ impl Recognize {
                         match_number: e.match_number,
                         partition: e.part,
                     });
-                    rows.push(e.path.first().map_or(At { slot: 0, row: 0 }, |p| locate(p.0)));
+                    rows.push(
+                        e.path
+                            .first()
+                            .map_or(At { slot: 0, row: 0 }, |p| locate(p.0)),
+                    );
                     flags.push(e.timed_out);
                 }
                 RowsPerMatch::All => {
@@ -957,7 +961,11 @@ impl Operator for Recognize {
     }
 
     fn process(&mut self, _input: usize, batch: ChangeBatch) -> Result<Vec<ChangeBatch>> {
-        if batch.ops.iter().any(|op| !op.is_add() || *op == Op::UpdateAfter) {
+        if batch
+            .ops
+            .iter()
+            .any(|op| !op.is_add() || *op == Op::UpdateAfter)
+        {
             return Err(EngineError::Internal(
                 "MATCH_RECOGNIZE input that is not append-only".into(),
             ));

@@ -165,7 +165,7 @@ impl Program {
             Pattern::Alt(parts) => self.alternation(parts)?,
             Pattern::Permute(parts) => {
                 let mut orders = Vec::new();
-                permutations(&mut (0..parts.len()).collect(), 0, &mut orders);
+                permutations(&mut (0..parts.len()).collect::<Vec<_>>(), 0, &mut orders);
                 let branches: Vec<Pattern> = orders
                     .into_iter()
                     .map(|order| Pattern::Concat(order.iter().map(|&i| parts[i].clone()).collect()))
@@ -266,9 +266,9 @@ impl Program {
     }
 }
 
-fn permutations(items: &mut Vec<usize>, k: usize, out: &mut Vec<Vec<usize>>) {
+fn permutations(items: &mut [usize], k: usize, out: &mut Vec<Vec<usize>>) {
     if k == items.len() {
-        out.push(items.clone());
+        out.push(items.to_vec());
         return;
     }
     // Lexicographic order: choose each remaining item, smallest first.
@@ -278,7 +278,6 @@ fn permutations(items: &mut Vec<usize>, k: usize, out: &mut Vec<Vec<usize>>) {
         let mut next = items[..k].to_vec();
         next.push(first);
         next.extend(items[k..].iter().copied().filter(|&x| x != first));
-        let mut next = next;
         permutations(&mut next, k + 1, out);
     }
 }
@@ -306,7 +305,8 @@ mod tests {
                             break 'threads;
                         }
                         Step::Read { var, next: to } => {
-                            if rows.get(i).is_some_and(|r| r.contains(&var)) && !next.contains(&to) {
+                            if rows.get(i).is_some_and(|r| r.contains(&var)) && !next.contains(&to)
+                            {
                                 next.push(to);
                             }
                         }

@@ -31,7 +31,7 @@ fn input() -> SchemaRef {
 }
 
 fn col(i: usize) -> Arc<dyn PhysicalExpr> {
-    Arc::new(Column::new(&format!("t{i}"), i))
+    Arc::new(Column::new(&format!("__t{i}"), i))
 }
 
 fn lit(v: i64) -> Arc<dyn PhysicalExpr> {
@@ -207,87 +207,127 @@ fn outputs(case: &Case, batches: Vec<ChangeBatch>, out: &mut Vec<Out>) {
     }
 }
 
-/// Preferred path from `i` matching `p` then the continuation `k` (backtracking, in preference
-/// order). `end` bounds the rows an attempt may read.
-fn walk(
-    p: &Pattern,
-    rows: &[(i64, i64)],
+/// A path: `(row, variable)` per row read.
+type Path = Vec<(usize, u16)>;
+/// What follows a pattern part: called with the next row; true stops the search.
+type Cont<'a> = dyn FnMut(usize, &mut Path, &mut Option<Path>) -> bool + 'a;
+
+/// The window of rows an attempt may read, and whether a variable reached just past it records
+/// the path (a thread still waiting when the window ends).
+#[derive(Clone, Copy)]
+struct Walk<'r> {
+    rows: &'r [(i64, i64)],
     end: usize,
-    i: usize,
-    path: &mut Vec<(usize, u16)>,
-    k: &mut dyn FnMut(usize, &mut Vec<(usize, u16)>) -> bool,
-) -> bool {
-    match p {
-        Pattern::Var(v) => {
-            if i < end && accepts(*v, rows, i, path) {
-                path.push((i, *v));
-                if k(i + 1, path) {
+    probe: bool,
+}
+
+impl Walk<'_> {
+    /// Paths from row `i` matching `p`, each passed to `k`, in preference order (backtracking).
+    fn go(
+        self,
+        p: &Pattern,
+        i: usize,
+        path: &mut Path,
+        stop: &mut Option<Path>,
+        k: &mut Cont<'_>,
+    ) -> bool {
+        match p {
+            Pattern::Var(v) => {
+                if self.probe && i == self.end {
+                    *stop = Some(path.clone());
                     return true;
                 }
-                path.pop();
+                if i < self.end && accepts(*v, self.rows, i, path) {
+                    path.push((i, *v));
+                    if k(i + 1, path, stop) {
+                        return true;
+                    }
+                    path.pop();
+                }
+                false
             }
-            false
+            Pattern::Concat(parts) => self.seq(parts, i, path, stop, k),
+            Pattern::Alt(parts) => parts.iter().any(|q| self.go(q, i, path, stop, k)),
+            Pattern::Permute(parts) => permutations(parts.len()).iter().any(|o| {
+                let parts: Vec<Pattern> = o.iter().map(|&j| parts[j].clone()).collect();
+                self.seq(&parts, i, path, stop, k)
+            }),
+            Pattern::Repeat {
+                body,
+                min,
+                max,
+                greedy,
+            } => self.rep(body, (*min, *max, *greedy), 0, i, path, stop, k),
         }
-        Pattern::Concat(parts) => concat(parts, rows, end, i, path, k),
-        Pattern::Alt(parts) => parts.iter().any(|q| walk(q, rows, end, i, path, k)),
-        Pattern::Permute(parts) => {
-            permutations(parts.len()).iter().any(|o| {
-                let seq: Vec<Pattern> = o.iter().map(|&j| parts[j].clone()).collect();
-                concat(&seq, rows, end, i, path, k)
+    }
+
+    fn seq(
+        self,
+        parts: &[Pattern],
+        i: usize,
+        path: &mut Path,
+        stop: &mut Option<Path>,
+        k: &mut Cont<'_>,
+    ) -> bool {
+        match parts.split_first() {
+            None => k(i, path, stop),
+            Some((first, rest)) => self.go(first, i, path, stop, &mut |j, path, stop| {
+                self.seq(rest, j, path, stop, k)
+            }),
+        }
+    }
+
+    /// `body` repeated (`min`, `max`, greedy), `count` times so far; an empty repetition ends
+    /// the loop.
+    #[allow(clippy::too_many_arguments)]
+    fn rep(
+        self,
+        body: &Pattern,
+        bounds: (u32, Option<u32>, bool),
+        count: u32,
+        i: usize,
+        path: &mut Path,
+        stop: &mut Option<Path>,
+        k: &mut Cont<'_>,
+    ) -> bool {
+        let (min, max, greedy) = bounds;
+        let more = |path: &mut Path, stop: &mut Option<Path>, k: &mut Cont<'_>| {
+            self.go(body, i, path, stop, &mut |j, path, stop| {
+                j > i && self.rep(body, bounds, count + 1, j, path, stop, k)
             })
+        };
+        if count < min {
+            return more(path, stop, k);
         }
-        Pattern::Repeat {
-            body,
-            min,
-            max,
-            greedy,
-        } => repeat(body, *min, *max, *greedy, 0, rows, end, i, path, k),
+        let can_more = max.is_none_or(|m| count < m);
+        if greedy {
+            if can_more && more(path, stop, k) {
+                return true;
+            }
+            k(i, path, stop)
+        } else {
+            if k(i, path, stop) {
+                return true;
+            }
+            can_more && more(path, stop, k)
+        }
     }
 }
 
-fn concat(
-    parts: &[Pattern],
-    rows: &[(i64, i64)],
-    end: usize,
-    i: usize,
-    path: &mut Vec<(usize, u16)>,
-    k: &mut dyn FnMut(usize, &mut Vec<(usize, u16)>) -> bool,
-) -> bool {
-    match parts.split_first() {
-        None => k(i, path),
-        Some((first, rest)) => walk(first, rows, end, i, path, &mut |j, path| {
-            concat(rest, rows, end, j, path, k)
-        }),
+/// Every order of `0..n`, lexicographically.
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![Vec::new()];
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn repeat(
-    body: &Pattern,
-    min: u32,
-    max: Option<u32>,
-    greedy: bool,
-    count: u32,
-    rows: &[(i64, i64)],
-    end: usize,
-    i: usize,
-    path: &mut Vec<(usize, u16)>,
-    k: &mut dyn FnMut(usize, &mut Vec<(usize, u16)>) -> bool,
-) -> bool {
-    let more = |path: &mut Vec<(usize, u16)>, k: &mut dyn FnMut(usize, &mut Vec<(usize, u16)>) -> bool| {
-        walk(body, rows, end, i, path, &mut |j, path| {
-            j > i && repeat(body, min, max, greedy, count + 1, rows, end, j, path, k)
-        })
-    };
-    if count < min {
-        return more(path, k);
+    let mut out = Vec::new();
+    for first in 0..n {
+        for rest in permutations(n - 1) {
+            let mut o = vec![first];
+            o.extend(rest.into_iter().map(|x| if x >= first { x + 1 } else { x }));
+            out.push(o);
+        }
     }
-    let can_more = max.is_none_or(|m| count < m);
-    if greedy {
-        (can_more && more(path, k)) || k(i, path)
-    } else {
-        k(i, path) || (can_more && more(path, k))
-    }
+    out
 }
 
 /// The rows a correct `MATCH_RECOGNIZE` emits for one partition's rows `(ts, x)` in order.
@@ -299,22 +339,45 @@ fn oracle_partition(case: &Case, key: i64, rows: &[(i64, i64)], out: &mut Vec<Ou
             continue;
         }
         let end = match case.within {
-            Some(w) => (s..rows.len())
-                .take_while(|&j| rows[j].0 - rows[s].0 < w)
-                .count()
-                + s,
+            Some(w) => {
+                (s..rows.len())
+                    .take_while(|&j| rows[j].0 - rows[s].0 < w)
+                    .count()
+                    + s
+            }
             None => rows.len(),
         };
-        let mut found = None;
-        walk(&case.pattern, rows, end, s, &mut Vec::new(), &mut |_, path| {
-            found = Some(path.clone());
-            true
-        });
+        let mut found: Option<Path> = None;
+        let walk = Walk {
+            rows,
+            end,
+            probe: false,
+        };
+        walk.go(
+            &case.pattern,
+            s,
+            &mut Vec::new(),
+            &mut None,
+            &mut |_, path, _| {
+                found = Some(path.clone());
+                true
+            },
+        );
         let timed_out = if found.is_none() && case.timeout_rows {
-            // The preferred partial match that read every row of the window and could read more.
-            let mut partial = None;
-            walk_partial(&case.pattern, rows, end, s, &mut partial);
-            partial
+            // The preferred partial match that read every row of the window and wanted another.
+            let mut partial: Option<Path> = None;
+            let probe = Walk {
+                probe: true,
+                ..walk
+            };
+            probe.go(
+                &case.pattern,
+                s,
+                &mut Vec::new(),
+                &mut partial,
+                &mut |_, _, _| false,
+            );
+            partial.filter(|p| !p.is_empty())
         } else {
             None
         };
@@ -342,141 +405,6 @@ fn oracle_partition(case: &Case, key: i64, rows: &[(i64, i64)], out: &mut Vec<Ou
             Skip::ToLast(v) => to(path.iter().rev().find(|p| p.1 == v).map(|p| p.0)),
         };
     }
-}
-
-/// The first path, in preference order, that reads every row of `s..end` and then wants
-/// another row: the thread a timeout ends.
-fn walk_partial(
-    p: &Pattern,
-    rows: &[(i64, i64)],
-    end: usize,
-    s: usize,
-    found: &mut Option<Vec<(usize, u16)>>,
-) {
-    probe(p, rows, end, s, &mut Vec::new(), found, &mut |_, _| false);
-    if found.as_ref().is_some_and(Vec::is_empty) {
-        *found = None;
-    }
-}
-
-/// [`walk`], except that a variable reached at row `end` (past the window) records the path
-/// and stops the search.
-fn probe(
-    p: &Pattern,
-    rows: &[(i64, i64)],
-    end: usize,
-    i: usize,
-    path: &mut Vec<(usize, u16)>,
-    stop: &mut Option<Vec<(usize, u16)>>,
-    k: &mut dyn FnMut(usize, &mut Vec<(usize, u16)>) -> bool,
-) -> bool {
-    // Rewrite the pattern walk with a variable rule that records at `end`.
-    fn go(
-        p: &Pattern,
-        rows: &[(i64, i64)],
-        end: usize,
-        i: usize,
-        path: &mut Vec<(usize, u16)>,
-        stop: &mut Option<Vec<(usize, u16)>>,
-        k: &mut dyn FnMut(usize, &mut Vec<(usize, u16)>, &mut Option<Vec<(usize, u16)>>) -> bool,
-    ) -> bool {
-        match p {
-            Pattern::Var(v) => {
-                if i == end {
-                    *stop = Some(path.clone());
-                    return true;
-                }
-                if i < end && accepts(*v, rows, i, path) {
-                    path.push((i, *v));
-                    if k(i + 1, path, stop) {
-                        return true;
-                    }
-                    path.pop();
-                }
-                false
-            }
-            Pattern::Concat(parts) => seq(parts, rows, end, i, path, stop, k),
-            Pattern::Alt(parts) => parts.iter().any(|q| go(q, rows, end, i, path, stop, k)),
-            Pattern::Permute(parts) => permutations(parts.len()).iter().any(|o| {
-                let parts: Vec<Pattern> = o.iter().map(|&j| parts[j].clone()).collect();
-                seq(&parts, rows, end, i, path, stop, k)
-            }),
-            Pattern::Repeat {
-                body,
-                min,
-                max,
-                greedy,
-            } => rep(body, *min, *max, *greedy, 0, rows, end, i, path, stop, k),
-        }
-    }
-    fn seq(
-        parts: &[Pattern],
-        rows: &[(i64, i64)],
-        end: usize,
-        i: usize,
-        path: &mut Vec<(usize, u16)>,
-        stop: &mut Option<Vec<(usize, u16)>>,
-        k: &mut dyn FnMut(usize, &mut Vec<(usize, u16)>, &mut Option<Vec<(usize, u16)>>) -> bool,
-    ) -> bool {
-        match parts.split_first() {
-            None => k(i, path, stop),
-            Some((first, rest)) => go(first, rows, end, i, path, stop, &mut |j, path, stop| {
-                seq(rest, rows, end, j, path, stop, k)
-            }),
-        }
-    }
-    #[allow(clippy::too_many_arguments)]
-    fn rep(
-        body: &Pattern,
-        min: u32,
-        max: Option<u32>,
-        greedy: bool,
-        count: u32,
-        rows: &[(i64, i64)],
-        end: usize,
-        i: usize,
-        path: &mut Vec<(usize, u16)>,
-        stop: &mut Option<Vec<(usize, u16)>>,
-        k: &mut dyn FnMut(usize, &mut Vec<(usize, u16)>, &mut Option<Vec<(usize, u16)>>) -> bool,
-    ) -> bool {
-        let more = |path: &mut Vec<(usize, u16)>,
-                        stop: &mut Option<Vec<(usize, u16)>>,
-                        k: &mut dyn FnMut(
-            usize,
-            &mut Vec<(usize, u16)>,
-            &mut Option<Vec<(usize, u16)>>,
-        ) -> bool| {
-            go(body, rows, end, i, path, stop, &mut |j, path, stop| {
-                j > i && rep(body, min, max, greedy, count + 1, rows, end, j, path, stop, k)
-            })
-        };
-        if count < min {
-            return more(path, stop, k);
-        }
-        let can_more = max.is_none_or(|m| count < m);
-        if greedy {
-            (can_more && more(path, stop, k)) || k(i, path, stop)
-        } else {
-            k(i, path, stop) || (can_more && more(path, stop, k))
-        }
-    }
-    go(p, rows, end, i, path, stop, &mut |j, path, _| k(j, path))
-}
-
-/// Every order of `0..n`, lexicographically.
-fn permutations(n: usize) -> Vec<Vec<usize>> {
-    if n == 0 {
-        return vec![Vec::new()];
-    }
-    let mut out = Vec::new();
-    for first in 0..n {
-        for rest in permutations(n - 1) {
-            let mut o = vec![first];
-            o.extend(rest.into_iter().map(|x| if x >= first { x + 1 } else { x }));
-            out.push(o);
-        }
-    }
-    out
 }
 
 fn emit(
@@ -569,8 +497,11 @@ fn batch(rows: &[(i64, i64, i64)]) -> ChangeBatch {
         Arc::new(rows.iter().map(|r| Some(f(r))).collect::<Int64Array>()) as ArrayRef
     };
     ChangeBatch::inserts(
-        RecordBatch::try_new(input(), vec![column(|r| r.0), column(|r| r.1), column(|r| r.2)])
-            .expect("batch"),
+        RecordBatch::try_new(
+            input(),
+            vec![column(|r| r.0), column(|r| r.1), column(|r| r.2)],
+        )
+        .expect("batch"),
     )
 }
 
@@ -600,12 +531,20 @@ fn check(case: &Case, seed: u64) -> (usize, usize) {
         outputs(case, op.process(0, batch(&rows)).expect("process"), out);
         if rng.below(2) == 0 {
             *watermark = (*watermark).max(clock - 3);
-            outputs(case, op.on_watermark(0, *watermark).expect("watermark"), out);
+            outputs(
+                case,
+                op.on_watermark(0, *watermark).expect("watermark"),
+                out,
+            );
         }
         epochs.step(&mut rng, &proto, &scope, &mut op, &mut model);
         // The runtime gives a restored operator its watermark again.
         let (_, out, watermark) = &mut model;
-        outputs(case, op.on_watermark(0, *watermark).expect("watermark"), out);
+        outputs(
+            case,
+            op.on_watermark(0, *watermark).expect("watermark"),
+            out,
+        );
     }
     // The end: a row no condition accepts in each partition, then the watermark past all.
     let (admitted, out, _) = &mut model;
@@ -626,8 +565,8 @@ fn check(case: &Case, seed: u64) -> (usize, usize) {
         oracle_partition(case, key, &rows, &mut expected);
     }
     let mut got = out.clone();
-    got.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    expected.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    got.sort_by_key(|a| (a.0, a.1));
+    expected.sort_by_key(|a| (a.0, a.1));
     assert_eq!(
         got,
         expected,
@@ -678,5 +617,8 @@ fn random_patterns_match_the_backtracking_oracle() {
     }
     // Not vacuous: most cases emit matches, and timeouts happen.
     assert!(matched > 80, "{matched} of 120 cases emitted a match");
-    assert!(rows_out > 2000 && timeouts > 50, "{rows_out} rows, {timeouts} timeouts");
+    assert!(
+        rows_out > 2000 && timeouts > 50,
+        "{rows_out} rows, {timeouts} timeouts"
+    );
 }
