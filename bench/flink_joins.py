@@ -1,4 +1,4 @@
-"""The Flink side of `scripts/bench joins`: one Nexmark join query on Flink 1.20.
+"""The Flink side of `scripts/bench joins`: one Nexmark join (or MATCH_RECOGNIZE) query on Flink 1.20.
 
 Usage: python flink_joins.py QUERY DIR
 DIR holds person.jsonl, auction.jsonl and bid.jsonl (written by the Rivulet side). Prints one line
@@ -40,6 +40,17 @@ QUERIES = {
         " SELECT MAX(B.price) AS final, A.category FROM auction A, bid B"
         " WHERE A.id = B.auction AND B.ts BETWEEN A.ts AND A.expires_ts"
         " GROUP BY A.id, A.category) Q GROUP BY Q.category",
+    ),
+    "cep": (
+        ["bid"],
+        "auction BIGINT, start_price BIGINT, top BIGINT, drop_price BIGINT",
+        "SELECT * FROM bid MATCH_RECOGNIZE ("
+        " PARTITION BY auction ORDER BY ts"
+        " MEASURES A.price AS start_price, LAST(B.price) AS top, C.price AS drop_price"
+        " ONE ROW PER MATCH AFTER MATCH SKIP PAST LAST ROW"
+        " PATTERN (A B+ C) WITHIN INTERVAL '10' SECOND"
+        " DEFINE B AS (LAST(B.price, 1) IS NULL AND B.price > A.price) OR B.price > LAST(B.price, 1),"
+        " C AS C.price < LAST(B.price))",
     ),
 }
 

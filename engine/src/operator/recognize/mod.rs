@@ -44,6 +44,7 @@
 //! touched; nothing is read at restart.
 
 pub mod eval;
+pub mod oracle;
 pub mod program;
 
 use std::collections::{HashMap, VecDeque};
