@@ -47,7 +47,7 @@ pub mod eval;
 pub mod oracle;
 pub mod program;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ops::{ControlFlow, Range};
 use std::sync::Arc;
 
@@ -139,10 +139,12 @@ impl RowAt {
     }
 }
 
-/// A partial match: its rows so far, and what it may read next, in preference order.
+/// A partial match: its rows so far, and its position in the program: what it may read next
+/// is the first `limit` of the position's steps (fewer once a match among them is taken).
 #[derive(Debug, Clone)]
 struct Thread {
-    steps: Vec<Step>,
+    pc: u32,
+    limit: u32,
     path: Vec<(u64, u16)>,
 }
 
@@ -225,13 +227,19 @@ fn read_meta(bytes: &[u8]) -> Result<(u64, u64, (i64, u64))> {
     ))
 }
 
-/// A row's key in table `r`: partition key, order key, arrival number.
-fn row_key(part_key: &[u8], ord: i64, seq: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(part_key.len() + 16);
-    k.extend_from_slice(part_key);
-    put_i64(&mut k, ord);
-    put_u64(&mut k, seq);
-    k
+/// Sets `out` to a row's key in table `r`: partition key, order key, arrival number.
+fn set_row_key(out: &mut Vec<u8>, part_key: &[u8], ord: i64, seq: u64) {
+    out.clear();
+    out.extend_from_slice(part_key);
+    put_i64(out, ord);
+    put_u64(out, seq);
+}
+
+/// Sets `out` to the key of partition `key` of key group `kg` in `Recognize::parts`.
+fn set_map_key(out: &mut Vec<u8>, kg: u16, key: &[u8]) {
+    out.clear();
+    out.extend_from_slice(&kg.to_be_bytes());
+    out.extend_from_slice(key);
 }
 
 fn timer_key(at: i64, part_key: &[u8]) -> Vec<u8> {
@@ -275,9 +283,14 @@ pub struct Recognize {
     meta: Table,
     timers: Table,
     arena: Option<Arena>,
-    parts: HashMap<(u16, Vec<u8>), Part>,
-    /// The earliest wake-up time stored per key group (absent: not known since the restore).
-    earliest: HashMap<u16, i64>,
+    /// Partitions in memory, by key group (big endian) and partition key.
+    parts: HashMap<Vec<u8>, Part>,
+    /// Every stored wake-up time and its partition (key group and key, as in `parts`), read
+    /// from the `i` table at the first watermark after a restore.
+    timers_mem: BTreeSet<(i64, Vec<u8>)>,
+    timers_loaded: bool,
+    /// Scratch space for keys.
+    scratch: Vec<u8>,
     key_groups: Range<u16>,
     watermark: i64,
     late: Vec<LateRow>,
@@ -338,7 +351,9 @@ impl Recognize {
             timers: Table::default(),
             arena: None,
             parts: HashMap::new(),
-            earliest: HashMap::new(),
+            timers_mem: BTreeSet::new(),
+            timers_loaded: false,
+            scratch: Vec::new(),
             key_groups: 0..0,
             watermark: i64::MIN,
             late: Vec::new(),
@@ -357,7 +372,8 @@ impl Recognize {
 
     /// The partition `(kg, key)`, from memory or the state tables.
     fn load(&mut self, kg: u16, key: &[u8]) -> Result<Part> {
-        if let Some(p) = self.parts.remove(&(kg, key.to_vec())) {
+        set_map_key(&mut self.scratch, kg, key);
+        if let Some(p) = self.parts.remove(self.scratch.as_slice()) {
             return Ok(p);
         }
         let mut part = Part {
@@ -424,9 +440,10 @@ impl Recognize {
         let row_encoder = shared.rows.encoder(batch)?;
         let mut late_rows = Vec::new();
         let mut live = 0;
-        // Rows by partition, in arrival order.
-        let mut order: Vec<(u16, Vec<u8>, usize)> = Vec::with_capacity(n);
-        let mut buf = Vec::new();
+        // Rows by partition, in arrival order: (key group, where the partition key is in `buf`,
+        // row).
+        let mut order: Vec<(u16, usize, usize, usize)> = Vec::with_capacity(n);
+        let mut buf = Vec::with_capacity(n * 16);
         for (i, &kg) in groups.iter().enumerate().take(n) {
             let late = match times[i] {
                 None => true,
@@ -436,12 +453,12 @@ impl Recognize {
                 late_rows.push(i);
                 continue;
             }
-            buf.clear();
+            let start = buf.len();
             buf.extend_from_slice(&[0; 4]);
             key_encoder.encode(i, &mut buf);
-            let len = (buf.len() - 4) as u32;
-            buf[..4].copy_from_slice(&len.to_be_bytes());
-            order.push((kg, buf.clone(), i));
+            let len = (buf.len() - start - 4) as u32;
+            buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+            order.push((kg, start, buf.len(), i));
             live += 1;
         }
         self.groups = groups;
@@ -458,13 +475,15 @@ impl Recognize {
         if live == 0 {
             return Ok(Vec::new());
         }
-        order.sort_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
+        order.sort_by(|a, b| (a.0, &buf[a.1..a.2], a.3).cmp(&(b.0, &buf[b.1..b.2], b.3)));
         let slot = self.arena()?.add(batch.clone(), live);
         let mut parts: Vec<Part> = Vec::new();
         let mut value = Vec::new();
-        for (kg, key, i) in order {
+        let mut key_buf = Vec::new();
+        for (kg, start, end, i) in order {
+            let key = &buf[start..end];
             if parts.last().is_none_or(|p| p.kg != kg || p.key != key) {
-                let part = self.load(kg, &key)?;
+                let part = self.load(kg, key)?;
                 parts.push(part);
             }
             let Some(part) = parts.last_mut() else {
@@ -476,9 +495,8 @@ impl Recognize {
             part.next_seq += 1;
             value.clear();
             row_encoder.encode(i, &mut value);
-            self.rows
-                .get_mut()?
-                .put(kg, &row_key(&part.key, ord, seq), &value);
+            set_row_key(&mut key_buf, &part.key, ord, seq);
+            self.rows.get_mut()?.put(kg, &key_buf, &value);
             part.pending.push(RowAt {
                 at: At {
                     slot,
@@ -518,7 +536,6 @@ impl Recognize {
             todo.push(from..part.end());
         }
         let mut emissions: Vec<Emission> = Vec::new();
-        let mut seen = Vec::new();
         let longest = todo.iter().map(|r| r.end - r.start).max().unwrap_or(0);
         for k in 0..longest {
             let mut candidates: Vec<Candidate> = Vec::new();
@@ -537,14 +554,13 @@ impl Recognize {
                     }
                 }
                 if row.key() >= part.start_from {
-                    let mut steps = Vec::new();
-                    shared.program.closure(0, &mut seen, &mut steps);
                     part.attempts.push_back(Attempt {
                         start: g,
                         start_key: row.key(),
                         start_ts: row.ts,
                         threads: vec![Thread {
-                            steps,
+                            pc: 0,
+                            limit: shared.program.steps(0).len() as u32,
                             path: Vec::new(),
                         }],
                         best: None,
@@ -553,7 +569,8 @@ impl Recognize {
                 }
                 for (ai, attempt) in part.attempts.iter().enumerate() {
                     for (ti, thread) in attempt.threads.iter().enumerate() {
-                        for step in &thread.steps {
+                        let steps = shared.program.steps(thread.pc);
+                        for step in &steps[..(thread.limit as usize).min(steps.len())] {
                             if let Step::Read { var, next } = *step {
                                 candidates.push(Candidate {
                                     part: p,
@@ -569,35 +586,49 @@ impl Recognize {
                 }
             }
             let passed = self.conditions(&parts, &candidates)?;
-            // New threads, in preference order.
-            let mut next: HashMap<(usize, usize), Vec<Thread>> = HashMap::new();
-            let mut pcs: HashMap<(usize, usize), Vec<u32>> = HashMap::new();
+            // New threads, in preference order: candidates come by partition, attempt and
+            // thread, in that order.
+            let mut built: Vec<(usize, usize, Thread)> = Vec::new();
+            let mut group = (usize::MAX, usize::MAX);
+            let mut pcs: Vec<u32> = Vec::new();
             for (c, ok) in candidates.iter().zip(&passed) {
                 if !*ok {
                     continue;
                 }
-                let seen_pcs = pcs.entry((c.part, c.attempt)).or_default();
-                if shared.dedup && seen_pcs.contains(&c.next) {
+                if (c.part, c.attempt) != group {
+                    group = (c.part, c.attempt);
+                    pcs.clear();
+                }
+                if shared.dedup && pcs.contains(&c.next) {
                     continue;
                 }
-                seen_pcs.push(c.next);
+                pcs.push(c.next);
                 let old = &parts[c.part].attempts[c.attempt].threads[c.thread];
                 let mut path = Vec::with_capacity(old.path.len() + 1);
                 path.extend_from_slice(&old.path);
                 path.push((c.row, c.var));
-                let mut steps = Vec::new();
-                shared.program.closure(c.next, &mut seen, &mut steps);
-                next.entry((c.part, c.attempt))
-                    .or_default()
-                    .push(Thread { steps, path });
+                let limit = shared.program.steps(c.next).len() as u32;
+                built.push((
+                    c.part,
+                    c.attempt,
+                    Thread {
+                        pc: c.next,
+                        limit,
+                        path,
+                    },
+                ));
             }
+            let mut built = built.into_iter().peekable();
             for (p, part) in parts.iter_mut().enumerate() {
                 if todo[p].start + k >= todo[p].end {
                     continue;
                 }
                 for (ai, a) in part.attempts.iter_mut().enumerate() {
-                    a.threads = next.remove(&(p, ai)).unwrap_or_default();
-                    settle(a);
+                    a.threads.clear();
+                    while let Some((_, _, t)) = built.next_if(|b| (b.0, b.1) == (p, ai)) {
+                        a.threads.push(t);
+                    }
+                    settle(&shared.program, a);
                 }
                 resolve(&shared, p, part, &mut emissions);
             }
@@ -756,9 +787,8 @@ impl Recognize {
                 break;
             };
             part.base += 1;
-            self.rows
-                .get_mut()?
-                .delete(part.kg, &row_key(&part.key, row.ord, row.seq));
+            set_row_key(&mut self.scratch, &part.key, row.ord, row.seq);
+            self.rows.get_mut()?.delete(part.kg, &self.scratch);
             if let Some(arena) = self.arena.as_mut() {
                 arena.release(row.at.slot);
             }
@@ -784,13 +814,15 @@ impl Recognize {
             if let Some(t) = wake
                 && part.timer != Some(t)
             {
-                self.timers
-                    .get_mut()?
-                    .put(part.kg, &timer_key(t, &part.key), &[]);
-                part.timer = Some(t);
-                if let Some(e) = self.earliest.get_mut(&part.kg) {
-                    *e = (*e).min(t);
+                let timers = self.timers.get_mut()?;
+                set_map_key(&mut self.scratch, part.kg, &part.key);
+                if let Some(old) = part.timer {
+                    timers.delete(part.kg, &timer_key(old, &part.key));
+                    self.timers_mem.remove(&(old, self.scratch.clone()));
                 }
+                timers.put(part.kg, &timer_key(t, &part.key), &[]);
+                self.timers_mem.insert((t, self.scratch.clone()));
+                part.timer = Some(t);
             }
         }
         let idle = part.pending.is_empty() && part.attempts.is_empty();
@@ -803,32 +835,45 @@ impl Recognize {
             }
             return Ok(());
         }
-        self.parts.insert((part.kg, part.key.clone()), part);
+        set_map_key(&mut self.scratch, part.kg, &part.key);
+        self.parts.insert(self.scratch.clone(), part);
         Ok(())
     }
 
     /// The partitions with a wake-up time at or before `watermark`, taken from the timers.
     fn due(&mut self, watermark: i64) -> Result<Vec<(u16, Vec<u8>)>> {
-        let mut due: Vec<(u16, Vec<u8>)> = Vec::new();
-        let mut end = Vec::with_capacity(8);
-        put_i64(&mut end, watermark.saturating_add(1));
-        for kg in self.key_groups.clone() {
-            if self.earliest.get(&kg).is_some_and(|&e| e > watermark) {
-                continue;
+        if !self.timers_loaded {
+            // After a restore: every stored timer, once.
+            let timers = self.timers.get()?;
+            for kg in self.key_groups.clone() {
+                timers.scan(kg, &[], None, Direction::Forward, |k, _| {
+                    let t = decode_i64(k)?;
+                    let mut key = kg.to_be_bytes().to_vec();
+                    key.extend_from_slice(&k[8..]);
+                    self.timers_mem.insert((t, key));
+                    Ok(ControlFlow::Continue(()))
+                })?;
             }
-            let timers = self.timers.get_mut()?;
-            let mut next = i64::MAX;
-            timers.scan(kg, &[], None, Direction::Forward, |k, _| {
-                let t = decode_i64(k)?;
-                if t > watermark {
-                    next = t;
-                    return Ok(ControlFlow::Break(()));
-                }
-                due.push((kg, k[8..].to_vec()));
-                Ok(ControlFlow::Continue(()))
-            })?;
-            timers.delete_range(kg, &[], Some(&end));
-            self.earliest.insert(kg, next);
+            self.timers_loaded = true;
+        }
+        let mut due: Vec<(u16, Vec<u8>)> = Vec::new();
+        while self
+            .timers_mem
+            .first()
+            .is_some_and(|(t, _)| *t <= watermark)
+        {
+            let Some((t, key)) = self.timers_mem.pop_first() else {
+                break;
+            };
+            let (kg, part_key) = key.split_at(2);
+            let kg = u16::from_be_bytes([kg[0], kg[1]]);
+            self.timers
+                .get_mut()?
+                .delete(kg, &timer_key(t, part_key));
+            if let Some(part) = self.parts.get_mut(key.as_slice()) {
+                part.timer = None;
+            }
+            due.push((kg, part_key.to_vec()));
         }
         due.sort();
         due.dedup();
@@ -855,16 +900,20 @@ fn time_out(a: &mut Attempt, timeout_rows: bool) {
 /// next steps include matching. Threads after it are less preferred and end; so do its own
 /// steps after the match (it keeps the ones it prefers to matching now, a greedy quantifier's
 /// next repetition).
-fn settle(a: &mut Attempt) {
+fn settle(program: &Program, a: &mut Attempt) {
     for t in 0..a.threads.len() {
-        let Some(m) = a.threads[t].steps.iter().position(|s| *s == Step::Match) else {
+        let thread = &a.threads[t];
+        let steps = program.steps(thread.pc);
+        let steps = &steps[..(thread.limit as usize).min(steps.len())];
+        let Some(m) = steps.iter().position(|s| *s == Step::Match) else {
             continue;
         };
-        a.best = Some(a.threads[t].path.clone());
+        a.best = Some(thread.path.clone());
         a.threads.truncate(t + 1);
-        a.threads[t].steps.truncate(m);
-        if a.threads[t].steps.is_empty() {
+        if m == 0 {
             a.threads.pop();
+        } else {
+            a.threads[t].limit = m as u32;
         }
         return;
     }
@@ -941,7 +990,9 @@ impl Operator for Recognize {
             timers: Table::default(),
             arena: None,
             parts: HashMap::new(),
-            earliest: HashMap::new(),
+            timers_mem: BTreeSet::new(),
+            timers_loaded: false,
+            scratch: Vec::new(),
             key_groups: 0..0,
             watermark: i64::MIN,
             late: Vec::new(),
@@ -956,7 +1007,8 @@ impl Operator for Recognize {
         self.timers.open(scope, b'i', share);
         self.key_groups = scope.key_groups.clone();
         self.parts.clear();
-        self.earliest.clear();
+        self.timers_mem.clear();
+        self.timers_loaded = false;
         self.arena = None;
         Ok(())
     }
@@ -1024,9 +1076,16 @@ impl Operator for Recognize {
             .within
             .map(|w| format!(" WITHIN {} s", w as f64 / 1e6))
             .unwrap_or_default();
+        let var = |v: &u16| spec.vars.get(*v as usize).cloned().unwrap_or_default();
+        let skip = match &spec.skip {
+            Skip::PastLastRow => "past last row".to_string(),
+            Skip::ToNextRow => "to next row".to_string(),
+            Skip::ToFirst(v) => format!("to first {}", var(v)),
+            Skip::ToLast(v) => format!("to last {}", var(v)),
+        };
         format!(
             "MatchRecognize: partition by [{}] order by #{}{} pattern ({}){within}; {}, after \
-             match skip {:?}{}; state: each partition's rows from its oldest open match, and \
+             match skip {skip}{}; state: each partition's rows from its oldest open match, and \
              rows waiting for the watermark",
             partition.join(", "),
             spec.time,
@@ -1040,7 +1099,6 @@ impl Operator for Recognize {
                 RowsPerMatch::One => "one row per match",
                 RowsPerMatch::All => "all rows per match",
             },
-            spec.skip,
             if spec.timeout_rows {
                 ", timeout rows"
             } else {

@@ -117,6 +117,8 @@ pub enum Step {
 #[derive(Debug, Clone)]
 pub struct Program {
     insts: Vec<Inst>,
+    /// [`Program::closure`] of each instruction, computed once.
+    steps: Vec<Vec<Step>>,
 }
 
 /// Most instructions a pattern may compile to (bounded quantifiers are unrolled).
@@ -127,10 +129,26 @@ pub const MAX_PERMUTE: usize = 6;
 
 impl Program {
     pub fn compile(pattern: &Pattern) -> Result<Self> {
-        let mut p = Program { insts: Vec::new() };
+        let mut p = Program {
+            insts: Vec::new(),
+            steps: Vec::new(),
+        };
         p.emit(pattern)?;
         p.insts.push(Inst::Match);
+        let mut seen = Vec::new();
+        p.steps = (0..p.insts.len() as u32)
+            .map(|pc| {
+                let mut out = Vec::new();
+                p.closure(pc, &mut seen, &mut out);
+                out
+            })
+            .collect();
         Ok(p)
+    }
+
+    /// What a thread at `pc` can do next without reading a row, in preference order.
+    pub fn steps(&self, pc: u32) -> &[Step] {
+        self.steps.get(pc as usize).map_or(&[], Vec::as_slice)
     }
 
     fn push(&mut self, inst: Inst) -> Result<u32> {
