@@ -89,13 +89,90 @@ pub struct TableStats {
 /// A deleted range of table keys, `[start, end)`; `end` `None`: to the end of the table.
 type KeyRange = (Vec<u8>, Option<Vec<u8>>);
 
+/// A layer's deleted ranges: disjoint, by start, overlapping and touching ranges merged, so that
+/// a lookup costs one search however many range deletes the layer took (an operator that
+/// expires state by watermark deletes a range per key group at every watermark).
+#[derive(Default)]
+struct Ranges(BTreeMap<Vec<u8>, Option<Vec<u8>>>);
+
+impl Ranges {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Adds `[lo, hi)` (`hi` `None`: to the end of the table).
+    fn insert(&mut self, (mut lo, mut hi): KeyRange) {
+        // The ranges that overlap or touch `[lo, hi)`: the last starting at or before `lo`, and
+        // every one starting in `(lo, hi]`.
+        let mut merged: Vec<Vec<u8>> = Vec::new();
+        if let Some((start, end)) = self
+            .0
+            .range::<[u8], _>((Unbounded, Included(lo.as_slice())))
+            .next_back()
+            && end
+                .as_ref()
+                .is_none_or(|end| end.as_slice() >= lo.as_slice())
+        {
+            merged.push(start.clone());
+        }
+        let after = (
+            Excluded(lo.as_slice()),
+            hi.as_deref().map_or(Unbounded, Included),
+        );
+        merged.extend(
+            self.0
+                .range::<[u8], _>(after)
+                .map(|(start, _)| start.clone()),
+        );
+        for start in merged {
+            if let Some(end) = self.0.remove(&start) {
+                if start < lo {
+                    lo = start;
+                }
+                hi = match (hi, end) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+            }
+        }
+        self.0.insert(lo, hi);
+    }
+
+    fn covers(&self, key: &[u8]) -> bool {
+        self.0
+            .range::<[u8], _>((Unbounded, Included(key)))
+            .next_back()
+            .is_some_and(|(_, end)| end.as_ref().is_none_or(|end| key < end.as_slice()))
+    }
+
+    /// The ranges overlapping `[lo, hi)`.
+    fn overlapping<'a>(
+        &'a self,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+    ) -> Vec<(&'a [u8], Option<&'a [u8]>)> {
+        self.0
+            .iter()
+            .filter(|(start, end)| {
+                hi.is_none_or(|hi| start.as_slice() < hi)
+                    && end.as_ref().is_none_or(|end| end.as_slice() > lo)
+            })
+            .map(|(start, end)| (start.as_slice(), end.as_deref()))
+            .collect()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Vec<u8>, &Option<Vec<u8>>)> {
+        self.0.iter()
+    }
+}
+
 /// Writes over the state below them: the dirty writes, or one checkpointed epoch's.
 #[derive(Default)]
 struct Layer {
     /// Puts, and deletes (`None`), by table key. Each is newer than every range in `ranges`.
     points: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    /// Deleted ranges, in the order they were deleted.
-    ranges: Vec<KeyRange>,
+    /// Deleted ranges.
+    ranges: Ranges,
     /// Memory of `points` and `ranges`.
     bytes: usize,
 }
@@ -111,16 +188,12 @@ impl Layer {
         if let Some(value) = self.points.get(key) {
             return Some(value.as_deref());
         }
-        self.ranges.iter().any(|r| covers(r, key)).then_some(None)
+        self.ranges.covers(key).then_some(None)
     }
 }
 
-fn covers((start, end): &KeyRange, key: &[u8]) -> bool {
-    key >= start.as_slice() && end.as_ref().is_none_or(|end| key < end.as_slice())
-}
-
-fn overlaps((start, end): &KeyRange, lo: &[u8], hi: Option<&[u8]>) -> bool {
-    hi.is_none_or(|hi| start.as_slice() < hi) && end.as_ref().is_none_or(|end| end.as_slice() > lo)
+fn covers((start, end): &(&[u8], Option<&[u8]>), key: &[u8]) -> bool {
+    key >= *start && end.is_none_or(|end| key < end)
 }
 
 fn bounds<'a>(lo: &'a [u8], hi: Option<&'a [u8]>) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
@@ -417,7 +490,7 @@ impl StateTable {
             }
         }
         self.dirty.bytes += entry_bytes(lo, hi);
-        self.dirty.ranges.push(range);
+        self.dirty.ranges.insert(range);
     }
 
     /// Calls `f(key, value)` for the entries of key group `kg` whose key starts with `prefix`,
@@ -466,12 +539,9 @@ impl StateTable {
                 }
             })
             .collect();
-        let ranges: Vec<Vec<&KeyRange>> = layers
+        let ranges: Vec<Vec<(&[u8], Option<&[u8]>)>> = layers
             .iter()
-            .map(|layer| {
-                let overlapping = layer.ranges.iter().filter(|r| overlaps(r, &lo, hi));
-                overlapping.collect()
-            })
+            .map(|layer| layer.ranges.overlapping(&lo, hi))
             .collect();
         let mut heads: Vec<_> = iters.iter_mut().map(next_point).collect();
 
@@ -542,7 +612,7 @@ impl StateTable {
         }
         let layer = std::mem::take(&mut self.dirty);
         // Range deletes first: each of the layer's puts is newer than the ranges covering it.
-        for (start, end) in &layer.ranges {
+        for (start, end) in layer.ranges.iter() {
             let end = match end {
                 Some(end) => Some(self.stored_key(end)),
                 None => prefix_end(&self.prefix),

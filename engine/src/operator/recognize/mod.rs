@@ -867,9 +867,7 @@ impl Recognize {
             };
             let (kg, part_key) = key.split_at(2);
             let kg = u16::from_be_bytes([kg[0], kg[1]]);
-            self.timers
-                .get_mut()?
-                .delete(kg, &timer_key(t, part_key));
+            self.timers.get_mut()?.delete(kg, &timer_key(t, part_key));
             if let Some(part) = self.parts.get_mut(key.as_slice()) {
                 part.timer = None;
             }

@@ -597,3 +597,27 @@ fn matches_a_btreemap_model() {
         run_model(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15), 3000);
     }
 }
+
+#[test]
+fn deleted_ranges_merge_and_answer_lookups() {
+    let mut r = Ranges::default();
+    let range =
+        |lo: &str, hi: Option<&str>| (lo.as_bytes().to_vec(), hi.map(|h| h.as_bytes().to_vec()));
+    r.insert(range("c", Some("e")));
+    r.insert(range("g", Some("i")));
+    // Touching [e, g) joins both; an overlapping one inside changes nothing.
+    r.insert(range("e", Some("g")));
+    r.insert(range("d", Some("h")));
+    assert_eq!(r.0.len(), 1);
+    assert!(r.covers(b"c") && r.covers(b"h") && !r.covers(b"i") && !r.covers(b"b"));
+    r.insert(range("x", None));
+    r.insert(range("k", Some("m")));
+    assert_eq!(r.0.len(), 3);
+    assert!(r.covers(b"zzz") && r.covers(b"l") && !r.covers(b"m") && !r.covers(b"w"));
+    // One range over all of them.
+    r.insert(range("a", Some("y")));
+    assert_eq!(r.0.len(), 1);
+    assert!(r.covers(b"a") && r.covers(b"zzz"));
+    let overlapping = r.overlapping(b"b", Some(b"c"));
+    assert_eq!(overlapping.len(), 1);
+}
