@@ -89,6 +89,9 @@ pub struct TableStats {
 /// A deleted range of table keys, `[start, end)`; `end` `None`: to the end of the table.
 type KeyRange = (Vec<u8>, Option<Vec<u8>>);
 
+/// A [`KeyRange`], borrowed.
+type RangeRef<'a> = (&'a [u8], Option<&'a [u8]>);
+
 /// A layer's deleted ranges: disjoint, by start, overlapping and touching ranges merged, so that
 /// a lookup costs one search however many range deletes the layer took (an operator that
 /// expires state by watermark deletes a range per key group at every watermark).
@@ -192,7 +195,7 @@ impl Layer {
     }
 }
 
-fn covers((start, end): &(&[u8], Option<&[u8]>), key: &[u8]) -> bool {
+fn covers((start, end): &RangeRef<'_>, key: &[u8]) -> bool {
     key >= *start && end.is_none_or(|end| key < end)
 }
 
@@ -539,7 +542,7 @@ impl StateTable {
                 }
             })
             .collect();
-        let ranges: Vec<Vec<(&[u8], Option<&[u8]>)>> = layers
+        let ranges: Vec<Vec<RangeRef<'_>>> = layers
             .iter()
             .map(|layer| layer.ranges.overlapping(&lo, hi))
             .collect();
