@@ -172,17 +172,13 @@ fn parse_one(
     let emit_on_window_close = take_emit_on_window_close(&mut tokens);
     flink_windows(&mut tokens);
     let system_time = crate::temporal::take(&mut tokens);
-    let match_recognize = crate::recognize::take(&mut tokens);
+    let match_recognize = crate::recognize::take(&mut tokens)?;
     let end = tokens
         .iter()
         .rev()
         .find(|t| !is_trivia(&t.token))
         .map(|t| t.span.end);
-    // The Postgres grammar has no MATCH_RECOGNIZE; the generic one does.
-    let generic = datafusion::sql::sqlparser::dialect::GenericDialect {};
-    let chosen: &dyn datafusion::sql::sqlparser::dialect::Dialect =
-        if match_recognize { &generic } else { dialect };
-    let mut parser = Parser::new(chosen).with_tokens_with_locations(tokens);
+    let mut parser = Parser::new(dialect).with_tokens_with_locations(tokens);
     let stmt = parser
         .parse_statement()
         .map_err(|e| syntax_error(sql, e, end))?;
@@ -196,6 +192,7 @@ fn parse_one(
     }
     let mut stmt = stmt;
     crate::temporal::restore(&mut stmt, system_time)?;
+    crate::recognize::restore(&mut stmt, match_recognize)?;
     crate::window::rewrite(&mut stmt)?;
     Ok(Statement::Sql {
         stmt: Box::new(stmt),

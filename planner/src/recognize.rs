@@ -1,10 +1,11 @@
 //! `MATCH_RECOGNIZE` (SQL:2016 row pattern recognition, Flink's and RisingWave's spelling) in
 //! views and sinks.
 //!
-//! **Parsing.** The Postgres grammar has no `MATCH_RECOGNIZE`: a statement that has one is parsed
-//! with sqlparser's generic dialect, which does. Two clauses sqlparser lacks are taken out of the
-//! tokens first ([`take`]) and kept as definitions of reserved variables, so that the statement
-//! prints back (a view's stored query) with them: Flink's `WITHIN <interval>` after `PATTERN
+//! **Parsing.** The Postgres grammar has no `MATCH_RECOGNIZE`: [`take`] cuts each clause out of
+//! the statement's tokens and parses it with sqlparser's generic dialect, which has it, and
+//! [`restore`] puts it back around the table it followed once the rest of the statement is
+//! parsed as Postgres. Two clauses sqlparser lacks are rewritten first and kept as definitions of
+//! reserved variables, so that the statement prints back (a view's stored query) with them: Flink's `WITHIN <interval>` after `PATTERN
 //! (...)` becomes `DEFINE ..., _within AS <interval>`, and Rivulet's `ONE ROW PER MATCH WITH
 //! TIMEOUT ROWS` becomes `_timeout_rows AS TRUE`.
 //!
@@ -40,8 +41,10 @@ use datafusion::sql::sqlparser::ast::{
     MatchRecognizePattern, MatchRecognizeSymbol, ObjectName, ObjectNamePart, RepetitionQuantifier,
     RowsPerMatch, TableFactor, VisitMut, VisitorMut,
 };
+use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::tokenizer::{Span, Token, TokenWithSpan, Word};
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan, Word};
 use rivulet_engine::operator::recognize::eval::{Anchor, Compiled, Term, TermAgg, term_type};
 use rivulet_engine::operator::recognize::program::{MAX_PERMUTE, Pattern};
 use rivulet_engine::operator::recognize::{RecognizeSpec, RowsPerMatch as Rows, Skip};
@@ -84,18 +87,23 @@ fn space() -> TokenWithSpan {
     )
 }
 
-/// Prepares the tokens of a statement with `MATCH_RECOGNIZE` for sqlparser's generic dialect
-/// (see the module documentation); false when there is none.
-pub fn take(tokens: &mut Vec<TokenWithSpan>) -> bool {
-    let mut found = false;
+/// A `MATCH_RECOGNIZE` taken out of the tokens: where the table it reads is named (its name's
+/// last word, or its alias), and the clause as parsed over a stand-in table.
+pub struct Taken {
+    table: Location,
+    clause: TableFactor,
+}
+
+/// Takes every `MATCH_RECOGNIZE (...)` out of `tokens`, parsing each with sqlparser's generic
+/// dialect (see the module documentation). The clause must follow a table's name (or alias).
+pub fn take(tokens: &mut Vec<TokenWithSpan>) -> Result<Vec<Taken>> {
+    let mut taken = Vec::new();
     let mut at = 0;
     while at < tokens.len() {
         if !is_word(&tokens[at], "match_recognize") {
             at += 1;
             continue;
         }
-        found = true;
-        // The clause's parenthesis group.
         let Some(open) = (at + 1..tokens.len()).find(|&i| !is_trivia(&tokens[i])) else {
             break;
         };
@@ -103,6 +111,15 @@ pub fn take(tokens: &mut Vec<TokenWithSpan>) -> bool {
             at += 1;
             continue;
         }
+        let before = (0..at).rev().find(|&i| !is_trivia(&tokens[i]));
+        let Some(table) = before
+            .filter(|&i| matches!(tokens[i].token, Token::Word(_)))
+            .map(|i| tokens[i].span.start)
+        else {
+            return Err(PlanError::Unsupported(
+                "MATCH_RECOGNIZE after a subquery (name a table, a view or a WITH query)".into(),
+            ));
+        };
         let mut depth = 0;
         let mut close = None;
         for (i, t) in tokens.iter().enumerate().skip(open) {
@@ -118,78 +135,195 @@ pub fn take(tokens: &mut Vec<TokenWithSpan>) -> bool {
                 _ => {}
             }
         }
-        let Some(mut close) = close else { break };
-        let mut extra: Vec<Vec<TokenWithSpan>> = Vec::new();
-        // `?` is an operator token in Postgres; the pattern grammar wants a placeholder.
-        for t in &mut tokens[open..close] {
-            if t.token == Token::Question {
-                t.token = Token::Placeholder("?".into());
-            }
+        let Some(close) = close else { break };
+        let mut clause: Vec<TokenWithSpan> = tokens.drain(at..=close).collect();
+        prepare_clause(&mut clause);
+        let mut query = vec![
+            word("SELECT", Keyword::SELECT),
+            space(),
+            TokenWithSpan::new(Token::Mul, Span::empty()),
+            space(),
+            word("FROM", Keyword::FROM),
+            space(),
+            word("t", Keyword::NoKeyword),
+            space(),
+        ];
+        query.extend(clause);
+        let stmt = Parser::new(&GenericDialect {})
+            .with_tokens_with_locations(query)
+            .parse_statement()
+            .map_err(|e| syntax(format!("in MATCH_RECOGNIZE: {e}")))?;
+        let ast::Statement::Query(q) = stmt else {
+            return Err(syntax("MATCH_RECOGNIZE does not parse".into()));
+        };
+        let ast::SetExpr::Select(select) = *q.body else {
+            return Err(syntax("MATCH_RECOGNIZE does not parse".into()));
+        };
+        let Some(from) = select.from.into_iter().next() else {
+            return Err(syntax("MATCH_RECOGNIZE does not parse".into()));
+        };
+        taken.push(Taken {
+            table,
+            clause: from.relation,
+        });
+    }
+    Ok(taken)
+}
+
+/// Rewrites the tokens of one `MATCH_RECOGNIZE ( ... )`: Flink's `WITHIN` and `WITH TIMEOUT
+/// ROWS` become reserved DEFINEs, and Postgres' `?` operator token the quantifier.
+fn prepare_clause(tokens: &mut Vec<TokenWithSpan>) {
+    let Some(open) = tokens.iter().position(|t| t.token == Token::LParen) else {
+        return;
+    };
+    let mut close = tokens.len() - 1;
+    let mut extra: Vec<Vec<TokenWithSpan>> = Vec::new();
+    // `?` is an operator token in Postgres; the pattern grammar wants a placeholder.
+    for t in &mut tokens[open..close] {
+        if t.token == Token::Question {
+            t.token = Token::Placeholder("?".into());
         }
-        // WITH TIMEOUT ROWS
-        let words: Vec<usize> = (open..close).filter(|&i| !is_trivia(&tokens[i])).collect();
-        if let Some(w) = words.windows(3).find(|w| {
-            is_word(&tokens[w[0]], "with")
-                && is_word(&tokens[w[1]], "timeout")
-                && is_word(&tokens[w[2]], "rows")
-        }) {
-            let (a, b) = (w[0], w[2]);
-            tokens.drain(a..=b);
-            close -= b + 1 - a;
-            extra.push(vec![
-                word(TIMEOUT_ROWS, Keyword::NoKeyword),
-                space(),
-                word("AS", Keyword::AS),
-                space(),
-                word("TRUE", Keyword::TRUE),
-            ]);
+    }
+    // WITH TIMEOUT ROWS
+    let words: Vec<usize> = (open..close).filter(|&i| !is_trivia(&tokens[i])).collect();
+    if let Some(w) = words.windows(3).find(|w| {
+        is_word(&tokens[w[0]], "with")
+            && is_word(&tokens[w[1]], "timeout")
+            && is_word(&tokens[w[2]], "rows")
+    }) {
+        let (a, b) = (w[0], w[2]);
+        tokens.drain(a..=b);
+        close -= b + 1 - a;
+        extra.push(vec![
+            word(TIMEOUT_ROWS, Keyword::NoKeyword),
+            space(),
+            word("AS", Keyword::AS),
+            space(),
+            word("TRUE", Keyword::TRUE),
+        ]);
+    }
+    // WITHIN <interval>, up to DEFINE or the end of the clause.
+    let words: Vec<usize> = (open..close).filter(|&i| !is_trivia(&tokens[i])).collect();
+    if let Some(p) = words.iter().position(|&i| is_word(&tokens[i], "within")) {
+        let start = words[p];
+        let end = words[p + 1..]
+            .iter()
+            .copied()
+            .find(|&i| is_word(&tokens[i], "define"))
+            .unwrap_or(close);
+        let mut interval: Vec<TokenWithSpan> = tokens.drain(start..end).skip(1).collect();
+        close -= end - start;
+        while interval.last().is_some_and(is_trivia) {
+            interval.pop();
         }
-        // WITHIN <interval>, up to DEFINE or the end of the clause.
-        let words: Vec<usize> = (open..close).filter(|&i| !is_trivia(&tokens[i])).collect();
-        if let Some(p) = words.iter().position(|&i| is_word(&tokens[i], "within")) {
-            let start = words[p];
-            let end = words[p + 1..]
-                .iter()
-                .copied()
-                .find(|&i| is_word(&tokens[i], "define"))
-                .unwrap_or(close);
-            let mut interval: Vec<TokenWithSpan> = tokens.drain(start..end).skip(1).collect();
-            close -= end - start;
-            while interval.last().is_some_and(is_trivia) {
-                interval.pop();
-            }
-            let mut def = vec![
-                word(WITHIN, Keyword::NoKeyword),
-                space(),
-                word("AS", Keyword::AS),
-                space(),
-            ];
-            def.extend(interval);
-            extra.push(def);
+        let mut def = vec![
+            word(WITHIN, Keyword::NoKeyword),
+            space(),
+            word("AS", Keyword::AS),
+            space(),
+        ];
+        def.extend(interval);
+        extra.push(def);
+    }
+    if !extra.is_empty() {
+        let has_define = (open..close).any(|i| is_word(&tokens[i], "define"));
+        let mut add = Vec::new();
+        if has_define {
+            add.push(TokenWithSpan::new(Token::Comma, Span::empty()));
+        } else {
+            add.push(word("DEFINE", Keyword::DEFINE));
         }
-        if !extra.is_empty() {
-            let has_define = (open..close).any(|i| is_word(&tokens[i], "define"));
-            let mut add = Vec::new();
-            if has_define {
+        for (i, def) in extra.into_iter().enumerate() {
+            if i > 0 {
                 add.push(TokenWithSpan::new(Token::Comma, Span::empty()));
-            } else {
-                add.push(word("DEFINE", Keyword::DEFINE));
-            }
-            for (i, def) in extra.into_iter().enumerate() {
-                if i > 0 {
-                    add.push(TokenWithSpan::new(Token::Comma, Span::empty()));
-                }
-                add.push(space());
-                add.extend(def);
             }
             add.push(space());
-            let n = add.len();
-            tokens.splice(close..close, add);
-            close += n;
+            add.extend(def);
         }
-        at = close + 1;
+        add.push(space());
+        tokens.splice(close..close, add);
     }
-    found
+}
+
+/// Puts what [`take`] took back onto the parsed statement: the table factor it followed becomes
+/// the clause's input, and the factor's alias the clause's.
+pub fn restore(stmt: &mut ast::Statement, taken: Vec<Taken>) -> Result<()> {
+    if taken.is_empty() {
+        return Ok(());
+    }
+    struct Restore {
+        taken: Vec<(Location, Option<TableFactor>)>,
+    }
+    impl VisitorMut for Restore {
+        type Break = ();
+        fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+            let TableFactor::Table { name, alias, .. } = factor else {
+                return ControlFlow::Continue(());
+            };
+            let Some(ObjectNamePart::Identifier(last)) = name.0.last() else {
+                return ControlFlow::Continue(());
+            };
+            let found = self.taken.iter_mut().find(|(at, clause)| {
+                clause.is_some()
+                    && (*at == last.span.start
+                        || alias.as_ref().is_some_and(|a| *at == a.name.span.start))
+            });
+            let Some(TableFactor::MatchRecognize {
+                partition_by,
+                order_by,
+                measures,
+                rows_per_match,
+                after_match_skip,
+                pattern,
+                symbols,
+                ..
+            }) = found.and_then(|(_, clause)| clause.take())
+            else {
+                return ControlFlow::Continue(());
+            };
+            let alias = alias.take();
+            let input = std::mem::replace(
+                factor,
+                TableFactor::Table {
+                    name: ObjectName(Vec::new()),
+                    alias: None,
+                    args: None,
+                    with_hints: Vec::new(),
+                    version: None,
+                    with_ordinality: false,
+                    partitions: Vec::new(),
+                    json_path: None,
+                    sample: None,
+                    index_hints: Vec::new(),
+                },
+            );
+            *factor = TableFactor::MatchRecognize {
+                table: Box::new(input),
+                partition_by,
+                order_by,
+                measures,
+                rows_per_match,
+                after_match_skip,
+                pattern,
+                symbols,
+                alias,
+            };
+            ControlFlow::Continue(())
+        }
+    }
+    let mut restore = Restore {
+        taken: taken
+            .into_iter()
+            .map(|t| (t.table, Some(t.clause)))
+            .collect(),
+    };
+    let _ = stmt.visit(&mut restore);
+    if restore.taken.iter().any(|(_, c)| c.is_some()) {
+        return Err(PlanError::Unsupported(
+            "MATCH_RECOGNIZE after something other than a table name".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A `MATCH_RECOGNIZE` clause as a table: its output columns, the planned input and the
