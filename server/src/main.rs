@@ -41,6 +41,8 @@ mod sinks;
 mod socket;
 /// The source connectors of tables (datagen).
 mod sources;
+/// The monitoring system tables (`rivulet_jobs`, `rivulet_operators`, ...).
+mod system_tables;
 /// Postgres text input for columns.
 mod text;
 /// Postgres text output where arrow-pg prints differently.
