@@ -41,6 +41,8 @@ mod sinks;
 mod socket;
 /// The source connectors of tables (datagen).
 mod sources;
+/// `SUBSCRIBE`: a relation's changes streamed to the client as they commit.
+mod subscribe;
 /// The monitoring system tables (`rivulet_jobs`, `rivulet_operators`, ...).
 mod system_tables;
 /// Postgres text input for columns.

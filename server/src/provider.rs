@@ -332,7 +332,7 @@ impl StoredTable {
 }
 
 /// Repeats each row of `batch` as often as its last column says, and drops that column.
-fn expand_counted(batch: &RecordBatch) -> Result<RecordBatch> {
+pub(crate) fn expand_counted(batch: &RecordBatch) -> Result<RecordBatch> {
     let last = batch.num_columns().saturating_sub(1);
     let counts = batch
         .column(last)

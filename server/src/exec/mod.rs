@@ -133,6 +133,13 @@ impl Session {
                     .await;
             }
             Statement::DropSink { name, if_exists } => return self.drop_sink(name, *if_exists),
+            // Streamed by the simple query protocol's handler (`wire.rs`) before it gets here.
+            Statement::Subscribe { .. } => {
+                return Err(SqlError::new(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "SUBSCRIBE is only supported in the simple query protocol, alone in its query",
+                ));
+            }
             Statement::Sql {
                 stmt,
                 append_only,
