@@ -341,3 +341,97 @@ async fn with_a_password_metrics_ask_for_basic_auth_and_probes_do_not() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("rivulet_pgwire_sessions"), "{response}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_in_headless_chromium_lists_jobs_draws_graphs_and_moves() {
+    let Some(python) = python() else {
+        eprintln!("the compat venv is missing; scripts/deps-compat installs it");
+        return;
+    };
+    if std::process::Command::new("chromium")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("chromium missing; scripts/deps-compat installs it");
+        return;
+    }
+    let server = TestServer::start().await.unwrap();
+    let http = server.http_port.unwrap();
+    let client = server.connect("dev").await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE gen (id BIGINT, user_id INT, ts TIMESTAMP, \
+               WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH ( \
+               'connector' = 'datagen', 'rows-per-second' = '300', \
+               'fields.user_id.min' = '1', 'fields.user_id.max' = '5', 'fields.ts.max-past' = '0 s'); \
+             CREATE MATERIALIZED VIEW per_user AS SELECT user_id, count(*) AS n FROM gen GROUP BY user_id;",
+        )
+        .await
+        .unwrap();
+    let (status, page) = http_get(http, "/").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("/assets/app.js"), "{page}");
+    for outside in ["src=\"http", "href=\"http", "src=\"//", "href=\"//"] {
+        assert!(!page.contains(outside), "no CDN: {page}");
+    }
+    let shot = std::env::temp_dir().join(format!("rivulet-dashboard-{}.png", std::process::id()));
+    let out = tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::process::Command::new(&python)
+            .arg(script("dashboard.py"))
+            .arg(format!("http://127.0.0.1:{http}/"))
+            .arg(&shot)
+            .output(),
+    )
+    .await
+    .expect("the browser run within 90 s")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        seen["errors"],
+        serde_json::json!([]),
+        "console errors: {seen}"
+    );
+    let first = &seen["first"];
+    assert_eq!(first["jobs"][0][0], "per_user", "{seen}");
+    assert_eq!(first["jobs"][0][2], "running", "{seen}");
+    // Every operator of the job is drawn, with its stages and the exchange between them.
+    let ops = text_rows(
+        &client,
+        "SELECT DISTINCT operator FROM rivulet_operators WHERE job_name = 'per_user' ORDER BY 1",
+    )
+    .await
+    .unwrap();
+    let mut drawn: Vec<String> = first["operators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap().to_string())
+        .collect();
+    drawn.sort();
+    drawn.dedup();
+    assert_eq!(drawn, ops, "{seen}");
+    assert!(first["stages"].as_u64().unwrap() >= 2, "{seen}");
+    assert!(first["edges"].as_u64().unwrap() >= 1, "{seen}");
+    // The generator keeps going: the epoch and the rate move between the two looks.
+    let second = &seen["second"];
+    let epoch = |v: &Value| v["jobs"][0][4].as_str().unwrap().parse::<u64>().unwrap();
+    assert!(epoch(second) > epoch(first), "{seen}");
+    let rate: f64 = second["jobs"][0][5]
+        .as_str()
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap();
+    assert!(rate > 50.0, "records in per second: {seen}");
+    assert!(second["epochs"].as_u64().unwrap() > 0, "{seen}");
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
+    eprintln!("dashboard screenshot: {}", shot.display());
+}
