@@ -81,6 +81,7 @@ pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
 type Labels = Vec<(&'static str, String)>;
 
 /// One metric family being written: its descriptor, then its samples.
+#[derive(Debug)]
 struct Family {
     name: &'static str,
     help: &'static str,
@@ -116,7 +117,7 @@ impl Family {
 }
 
 /// Families by name, in the order first asked for.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Families(Vec<Family>);
 
 impl Families {
