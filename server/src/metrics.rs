@@ -100,7 +100,8 @@ impl Family {
     }
 
     fn push(&mut self, labels: &Labels, value: f64) {
-        self.samples.push((labels.clone(), value));
+        let labels = labels.iter().map(|(k, v)| (*k, escape(v))).collect();
+        self.samples.push((labels, value));
     }
 
     fn encode(self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
@@ -114,6 +115,22 @@ impl Family {
         }
         Ok(())
     }
+}
+
+/// A label value in the exposition's escaped form. prometheus-client 0.24 writes label values
+/// as given, and a view's name may hold `"` or `\` (a quoted identifier): unescaped, one such
+/// name would make the whole scrape unparsable.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Families by name, in the order first asked for.

@@ -199,7 +199,8 @@ async fn metrics_and_system_tables_follow_running_jobs() {
              CREATE MATERIALIZED VIEW per_user AS SELECT user_id, count(*) AS n FROM gen GROUP BY user_id; \
              CREATE TABLE t (k INT, v INT); \
              CREATE MATERIALIZED VIEW sums AS SELECT k, sum(v) AS s FROM t GROUP BY k; \
-             CREATE SINK drain FROM t WITH (connector = 'blackhole');",
+             CREATE SINK drain FROM t WITH (connector = 'blackhole'); \
+             CREATE MATERIALIZED VIEW \"q\"\"uote\\\" AS SELECT count(*) AS n FROM t;",
         )
         .await
         .unwrap();
@@ -224,7 +225,12 @@ async fn metrics_and_system_tables_follow_running_jobs() {
         first.sum("rivulet_sink_records_total", &[("job", "drain")]),
         1003.0
     );
-    assert_eq!(first.sum("rivulet_job_up", &[]), 3.0);
+    assert_eq!(first.sum("rivulet_job_up", &[]), 4.0);
+    // A name with a quote and a backslash survives the exposition's escaping.
+    assert_eq!(
+        first.sum("rivulet_job_records_in_total", &[("job", "q\"uote\\")]),
+        1003.0
+    );
     assert!(first.sum("rivulet_pgwire_sessions", &[]) >= 1.0);
     assert!(first.sum("rivulet_pgwire_query_duration_seconds_count", &[]) >= 2.0);
     assert!(first.sum("process_resident_memory_bytes", &[]) > 1e6);
@@ -257,13 +263,14 @@ async fn metrics_and_system_tables_follow_running_jobs() {
     )
     .await
     .unwrap();
-    assert_eq!(jobs.len(), 3, "{jobs:?}");
+    assert_eq!(jobs.len(), 4, "{jobs:?}");
     assert_eq!(jobs[0], "drain|sink|running|1003|0");
     assert!(
         jobs[1].starts_with("per_user|materialized view|running|"),
         "{jobs:?}"
     );
-    assert_eq!(jobs[2], "sums|materialized view|running|1003|0");
+    assert_eq!(jobs[2], "q\"uote\\|materialized view|running|1003|0");
+    assert_eq!(jobs[3], "sums|materialized view|running|1003|0");
     let ops = text_rows(
         &client,
         "SELECT sum(records_in), count(*) FROM rivulet_operators \
