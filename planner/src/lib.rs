@@ -23,6 +23,8 @@ pub mod recursive;
 pub mod session;
 /// The streaming planner: a view's query to a job graph of operators.
 pub mod stream;
+/// `SUBSCRIBE`: a relation's changes pushed to a client as they commit.
+pub mod subscribe;
 /// `FOR SYSTEM_TIME AS OF`: temporal joins' table versions, through the Postgres grammar.
 pub mod temporal;
 /// SQL column types and their Arrow and Postgres counterparts.

@@ -50,6 +50,15 @@ pub enum Statement {
     },
     /// `DROP SINK [IF EXISTS] name`.
     DropSink { name: String, if_exists: bool },
+    /// `SUBSCRIBE [TO] relation [WITH (...)]`, also inside `COPY (...) TO STDOUT`
+    /// (see [`crate::subscribe`]).
+    Subscribe {
+        relation: String,
+        /// Send the relation's current rows first.
+        snapshot: bool,
+        /// Resume after this commit of the relation.
+        since: Option<u64>,
+    },
 }
 
 /// `WATERMARK FOR column AS expr` of a CREATE TABLE.
@@ -148,6 +157,9 @@ fn parse_one(
     if words.len() > 1 && is_word(words[0].1, Keyword::DROP) && is_bare(words[1].1, "sink") {
         return drop_sink(sql, &tokens);
     }
+    if let Some(subscribe) = crate::subscribe::parse(sql, &tokens) {
+        return subscribe;
+    }
     let mut append_only = false;
     let mut watermark = None;
     let mut computed = Vec::new();
@@ -210,6 +222,26 @@ fn ident_name(t: &TokenWithSpan) -> Option<String> {
         Token::Word(w) => Some(w.value.to_lowercase()),
         _ => None,
     }
+}
+
+/// The tokens that are not whitespace.
+pub(crate) fn significant_tokens(tokens: &[TokenWithSpan]) -> Vec<&TokenWithSpan> {
+    significant(tokens).map(|(_, t)| t).collect()
+}
+
+/// An unquoted word, compared case-insensitively.
+pub(crate) fn is_bare_word(t: &TokenWithSpan, word: &str) -> bool {
+    is_bare(t, word)
+}
+
+/// An identifier as Postgres folds it (unquoted lowercased).
+pub(crate) fn ident(t: &TokenWithSpan) -> Option<String> {
+    ident_name(t)
+}
+
+/// A syntax error at token `at` (or the end of input), expecting `expected`.
+pub(crate) fn expected_error(sql: &str, at: Option<&TokenWithSpan>, expected: &str) -> PlanError {
+    sink_syntax(sql, at, expected)
 }
 
 fn sink_syntax(sql: &str, at: Option<&TokenWithSpan>, expected: &str) -> PlanError {

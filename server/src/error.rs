@@ -47,6 +47,7 @@ pub mod sqlstate {
     pub const DATATYPE_MISMATCH: &str = "42804";
     pub const UNDEFINED_DATABASE: &str = "3D000";
     pub const OUT_OF_MEMORY: &str = "53200";
+    pub const CONFIGURATION_LIMIT_EXCEEDED: &str = "53400";
     pub const QUERY_CANCELED: &str = "57014";
     pub const IDLE_IN_TRANSACTION_SESSION_TIMEOUT: &str = "25P03";
     pub const INVALID_RECURSION: &str = "42P19";

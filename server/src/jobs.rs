@@ -90,6 +90,22 @@ pub fn parallelism(settings: &BTreeMap<String, String>, default: usize) -> Resul
     }
 }
 
+/// A job as monitoring sees it.
+pub struct JobOverview {
+    pub id: u64,
+    pub database: String,
+    /// The view's or sink's name.
+    pub name: String,
+    /// `materialized view` or `sink`.
+    pub kind: &'static str,
+    /// `running`, `retrying` (a source or sink waits for a broker) or `failed`.
+    pub status: &'static str,
+    pub error: Option<String>,
+    pub restarts: u32,
+    /// The running job and its figures; `None` for a job that could not start.
+    pub job: Option<(Arc<Job>, rivulet_engine::job::JobStats)>,
+}
+
 /// A view's job and the task that restarts it.
 struct Running {
     job: Arc<Job>,
@@ -324,6 +340,79 @@ impl Jobs {
             .iter()
             .map(|(id, r)| (*id, (Arc::clone(&r.job), r.restarts)))
             .collect()
+    }
+
+    /// Every view's and sink's job as monitoring sees it (`/metrics`, the `rivulet_*` system
+    /// tables, the dashboard), in database and id order.
+    pub fn overview(&self, catalog: &Catalog) -> Vec<JobOverview> {
+        let running = self.list();
+        let refused = self.refused();
+        let mut out = Vec::new();
+        for db in catalog.databases() {
+            let mut views: Vec<Arc<TableEntry>> = catalog
+                .tables(&db)
+                .into_iter()
+                .filter(|t| t.def.view.is_some())
+                .collect();
+            views.sort_by_key(|v| v.def.id);
+            for view in views {
+                let kind = match view.def.view.as_ref().and_then(|v| v.sink.as_ref()) {
+                    Some(_) => "sink",
+                    None => "materialized view",
+                };
+                let base = JobOverview {
+                    id: view.def.id,
+                    database: db.clone(),
+                    name: view.def.name.clone(),
+                    kind,
+                    status: "failed",
+                    error: None,
+                    restarts: 0,
+                    job: None,
+                };
+                match running.get(&view.def.id) {
+                    Some((job, restarts)) => {
+                        let stats = job.stats();
+                        let failure = job.failure();
+                        let retrying = stats.source_error.clone().or(stats.sink_error.clone());
+                        let status = match (&failure, &retrying) {
+                            (Some(_), _) => "failed",
+                            (None, Some(_)) => "retrying",
+                            (None, None) => "running",
+                        };
+                        out.push(JobOverview {
+                            status,
+                            error: failure.or(retrying),
+                            restarts: *restarts,
+                            job: Some((Arc::clone(job), stats)),
+                            ..base
+                        });
+                    }
+                    None => {
+                        if let Some(error) = refused.get(&view.def.id) {
+                            out.push(JobOverview {
+                                error: Some(error.clone()),
+                                ..base
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether every job has recovered: committed an epoch since it (re)started, or failed for
+    /// good. `/ready` answers with it.
+    pub fn recovered(&self) -> bool {
+        self.running.lock().values().all(|r| {
+            r.job.failure().is_some()
+                || r.job
+                    .metrics()
+                    .epochs
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    > 0
+        })
     }
 
     /// Stops the job of view `id` (its state stays until the view is dropped).

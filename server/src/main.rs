@@ -9,18 +9,24 @@ mod auth;
 mod catalog;
 /// `COPY ... FROM STDIN`.
 mod copy;
+/// The web dashboard's page and the JSON it polls.
+mod dashboard;
 /// Errors as clients see them (SQLSTATE mapping).
 mod error;
 /// Running statements.
 mod exec;
 /// Extra SQL functions clients expect.
 mod functions;
+/// The HTTP endpoint: `/metrics`, `/health`, `/ready`, the dashboard.
+mod http;
 /// Ending connections left idle inside a transaction block.
 mod idle;
 /// Stopping running statements: cancel requests, timeouts, clients gone.
 mod interrupt;
 /// The streaming jobs of materialized views.
 mod jobs;
+/// Prometheus metrics of the server and its jobs.
+mod metrics;
 /// Postgres compatibility for catalog queries: pg_catalog, functions, query rewrites.
 mod pg;
 /// Rivulet's catalog as DataFusion catalogs and tables.
@@ -35,6 +41,10 @@ mod sinks;
 mod socket;
 /// The source connectors of tables (datagen).
 mod sources;
+/// `SUBSCRIBE`: a relation's changes streamed to the client as they commit.
+mod subscribe;
+/// The monitoring system tables (`rivulet_jobs`, `rivulet_operators`, ...).
+mod system_tables;
 /// Postgres text input for columns.
 mod text;
 /// Postgres text output where arrow-pg prints differently.
@@ -128,6 +138,31 @@ struct Args {
     /// say); state beyond it stays in RocksDB and is read back when needed.
     #[arg(long, env = "RIVULET_STATE_CACHE_MB", default_value_t = 64)]
     state_cache_mb: usize,
+    /// Address of the HTTP endpoint: `/metrics` (Prometheus), `/health`, `/ready` and the
+    /// dashboard at `/`; `off` for none. A non-loopback address requires --password (then asked
+    /// for with HTTP basic authentication, except by `/health` and `/ready`).
+    #[arg(long, env = "RIVULET_HTTP_LISTEN", default_value = "127.0.0.1:9250")]
+    http_listen: String,
+}
+
+/// The HTTP endpoint's address, `None` when turned off.
+fn http_address(args: &Args) -> anyhow::Result<Option<SocketAddr>> {
+    if args.http_listen.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let addr: SocketAddr = args.http_listen.parse().with_context(|| {
+        format!(
+            "invalid --http-listen {:?}: expected host:port or off",
+            args.http_listen
+        )
+    })?;
+    if !addr.ip().is_loopback() && args.password.is_none() {
+        bail!(
+            "refusing to serve HTTP on {addr} without credentials: set --password (or \
+             RIVULET_PASSWORD) to require basic authentication, or listen on a loopback address"
+        );
+    }
+    Ok(Some(addr))
 }
 
 /// The session settings the flags set, checked as SET checks them.
@@ -203,6 +238,8 @@ fn main() -> anyhow::Result<()> {
             tracing::error!(panic = %info, "panic");
         }
     }));
+    metrics::mark_start();
+    http_address(&args)?;
     if !args.listen.ip().is_loopback() && args.password.is_none() {
         bail!(
             "refusing to listen on {} without credentials: set --password (or RIVULET_PASSWORD) to require \
@@ -233,6 +270,27 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         sources: Default::default(),
         runtime,
     });
+    // Up before the jobs recover, so that `/health` answers and `/ready` says not yet.
+    let http = match http_address(&args)? {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve HTTP on {addr}"))?;
+            let state = Arc::new(http::HttpState {
+                shared: Arc::downgrade(&shared),
+                registry: metrics::registry(Arc::downgrade(&shared)),
+                started: std::sync::atomic::AtomicBool::new(false),
+                basic: args
+                    .password
+                    .as_deref()
+                    .map(|p| http::basic_credentials(&args.user, p)),
+            });
+            let local = listener.local_addr()?;
+            let task = spawn_named("http", http::serve(listener, Arc::clone(&state)));
+            Some((state, task, local))
+        }
+        None => None,
+    };
     for db in shared.catalog.databases() {
         for table in shared.catalog.tables(&db) {
             if table.def.view.is_none() {
@@ -269,6 +327,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         "rivulet listening on {local} (data dir {})",
         args.data_dir.display()
     );
+    if let Some((state, _, addr)) = &http {
+        state
+            .started
+            .store(true, std::sync::atomic::Ordering::Release);
+        // The second line: tests read the HTTP port from it.
+        println!("rivulet http on {addr}");
+        tracing::info!(%addr, "http endpoint started");
+    }
     tracing::info!(%local, data_dir = %args.data_dir.display(), "server started");
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -285,7 +351,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 let _ = socket.set_nodelay(true);
                 let watch = interrupt::ClientWatch::new(&socket);
                 let handlers = Arc::new(Connection::new(Arc::clone(&frontend), watch));
+                let session = metrics::SessionGuard::new();
                 spawn_named(format!("conn-{peer}"), async move {
+                    let _session = session;
                     if let Err(e) = socket::serve(socket, handlers).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Int64Array, UInt32Array};
@@ -35,6 +35,7 @@ use rivulet_engine::state::{Snapshot, StateStore};
 use rivulet_engine::table::SCAN_BATCH_ROWS;
 
 use crate::catalog::{Catalog, DEFAULT_SCHEMA, TableEntry};
+use crate::session::Shared;
 
 /// The snapshot the current statement reads, shared by all its table scans.
 pub type SnapshotSlot = Arc<Mutex<Option<Arc<Snapshot>>>>;
@@ -47,6 +48,8 @@ pub type SnapshotSlot = Arc<Mutex<Option<Arc<Snapshot>>>>;
 #[derive(Debug)]
 pub struct SessionCatalogs {
     catalog: Arc<Catalog>,
+    /// The server, for the monitoring system tables (weak: the server outlives sessions).
+    shared: Weak<Shared>,
     database: String,
     snapshot: SnapshotSlot,
     databases: RwLock<HashMap<String, Arc<DatabaseCatalog>>>,
@@ -54,9 +57,15 @@ pub struct SessionCatalogs {
 
 impl SessionCatalogs {
     /// A list over `database` of `catalog` whose scans read `snapshot`.
-    pub fn new(catalog: Arc<Catalog>, database: &str, snapshot: SnapshotSlot) -> Self {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        shared: Weak<Shared>,
+        database: &str,
+        snapshot: SnapshotSlot,
+    ) -> Self {
         Self {
             catalog,
+            shared,
             database: database.to_string(),
             snapshot,
             databases: RwLock::new(HashMap::new()),
@@ -96,6 +105,7 @@ impl CatalogProviderList for SessionCatalogs {
         let db = Arc::new(DatabaseCatalog {
             public: Arc::new(PublicSchema {
                 catalog: Arc::clone(&self.catalog),
+                shared: Weak::clone(&self.shared),
                 database: name.to_string(),
                 snapshot: Arc::clone(&self.snapshot),
             }),
@@ -148,6 +158,7 @@ impl CatalogProvider for DatabaseCatalog {
 #[derive(Debug)]
 struct PublicSchema {
     catalog: Arc<Catalog>,
+    shared: Weak<Shared>,
     database: String,
     snapshot: SnapshotSlot,
 }
@@ -169,6 +180,12 @@ impl SchemaProvider for PublicSchema {
         if name == DEAD_LETTERS && self.catalog.table(&self.database, name).is_none() {
             return dead_letters_table(&self.catalog, &self.database).map(Some);
         }
+        if crate::system_tables::NAMES.contains(&name)
+            && self.catalog.table(&self.database, name).is_none()
+            && let Some(shared) = self.shared.upgrade()
+        {
+            return crate::system_tables::table(&shared, &self.database, name);
+        }
         Ok(self.catalog.table(&self.database, name).map(|entry| {
             Arc::new(StoredTable {
                 entry,
@@ -181,6 +198,7 @@ impl SchemaProvider for PublicSchema {
     fn table_exist(&self, name: &str) -> bool {
         name == LATE_ROWS
             || name == DEAD_LETTERS
+            || crate::system_tables::NAMES.contains(&name)
             || self.catalog.table(&self.database, name).is_some()
     }
 }
@@ -314,7 +332,7 @@ impl StoredTable {
 }
 
 /// Repeats each row of `batch` as often as its last column says, and drops that column.
-fn expand_counted(batch: &RecordBatch) -> Result<RecordBatch> {
+pub(crate) fn expand_counted(batch: &RecordBatch) -> Result<RecordBatch> {
     let last = batch.num_columns().saturating_sub(1);
     let counts = batch
         .column(last)

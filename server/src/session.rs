@@ -201,6 +201,7 @@ impl Session {
         options.sql_parser.enable_ident_normalization = true;
         let list = Arc::new(SessionCatalogs::new(
             Arc::clone(&self.shared.catalog),
+            Arc::downgrade(&self.shared),
             &self.database,
             Arc::clone(&self.snapshot),
         ));

@@ -369,6 +369,10 @@ impl SimpleQueryHandler for Connection {
         message_arrived(&self.idle)?;
         let mut guard = session_of(&self.frontend.shared, &self.session, client).await?;
         let session = session_mut(&mut guard)?;
+        if let Some(response) = self.try_subscribe(client, session, query).await {
+            self.idle.arm(session.idle_timeout());
+            return response;
+        }
         let responses = self.run_query(client, session, query).await;
         self.idle.arm(session.idle_timeout());
         responses
@@ -376,6 +380,88 @@ impl SimpleQueryHandler for Connection {
 }
 
 impl Connection {
+    /// Streams a simple query that is one `SUBSCRIBE` (see [`crate::subscribe`]); `None` for any
+    /// other query.
+    async fn try_subscribe<C>(
+        &self,
+        client: &mut C,
+        session: &mut Session,
+        query: &str,
+    ) -> Option<PgWireResult<Vec<Response>>>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let head = query.trim_start().get(..9)?.to_ascii_lowercase();
+        if !head.starts_with("subscribe") && !head.starts_with("copy") {
+            return None;
+        }
+        let parsed = parse_sql(query).ok()?;
+        let [parsed] = parsed.as_slice() else {
+            return None;
+        };
+        let Statement::Subscribe {
+            relation,
+            snapshot,
+            since,
+        } = &parsed.statement
+        else {
+            return None;
+        };
+        if let Err(e) = session.refuse_in_failed_block(&parsed.statement) {
+            return Some(Ok(vec![Response::Error(Box::new(e.into_error_info()))]));
+        }
+        let interrupt = Interrupt::new();
+        let timeout = crate::interrupt::timeout_setting(session.settings.get("statement_timeout"));
+        let interrupt = interrupt.with_deadline(timeout);
+        session.interrupt = interrupt.clone();
+        let request = crate::subscribe::Request {
+            relation,
+            snapshot: *snapshot,
+            since: *since,
+        };
+        let watch = &self.watch;
+        let cancel = match client.session_extensions().get::<CancelHandle>() {
+            Some(handle) => Some(handle.0.start_query().await),
+            None => None,
+        };
+        let streamed = {
+            let work = interrupt.run(crate::subscribe::stream(client, session, request));
+            tokio::pin!(work);
+            let signal = async {
+                let cancel = async {
+                    if let Some(rx) = cancel
+                        && rx.await.is_ok()
+                    {
+                        return Reason::Cancel;
+                    }
+                    std::future::pending().await
+                };
+                tokio::select! {
+                    reason = cancel => reason,
+                    () = watch.closed() => Reason::ClientGone,
+                }
+            };
+            tokio::select! {
+                result = &mut work => result,
+                reason = signal => {
+                    interrupt.fire(reason);
+                    work.await
+                }
+            }
+        };
+        Some(Ok(vec![match streamed {
+            Ok(lines) => Response::Execution(Tag::new("COPY").with_rows(lines as usize)),
+            Err(e) => {
+                if session.tx == crate::session::TxState::Open {
+                    session.tx = crate::session::TxState::Aborted;
+                }
+                Response::Error(Box::new(e.into_error_info()))
+            }
+        }]))
+    }
+
     /// The statements of a simple query, each answered in turn until one fails.
     async fn run_query<C: ClientInfo>(
         &self,

@@ -74,10 +74,19 @@ where
     });
 }
 
+/// Reads `lines` to their end in the background (the server's stdout).
+#[allow(clippy::disallowed_methods)] // ends with the server's stdout
+fn drain(mut lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) {
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+}
+
 /// A running server; killed when dropped.
 pub struct TestServer {
     child: Child,
     pub port: u16,
+    /// The HTTP endpoint's port (`/metrics`, `/ready`, the dashboard), unless the flags turned
+    /// it off.
+    pub http_port: Option<u16>,
     pub data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
 }
@@ -124,9 +133,16 @@ impl TestServer {
                 bin.display()
             );
         }
+        // Servers run side by side: each gets a free HTTP port too, unless the test picks one.
+        let http = if flags.iter().any(|f| f.starts_with("--http-listen")) {
+            &[][..]
+        } else {
+            &["--http-listen", "127.0.0.1:0"][..]
+        };
         let mut child = Command::new(&bin)
             .arg("--listen")
             .arg("127.0.0.1:0")
+            .args(http)
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--log")
@@ -148,9 +164,24 @@ impl TestServer {
             .split_whitespace()
             .find_map(|w| w.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()))
             .with_context(|| format!("no port in {line:?}"))?;
+        let http_off = flags.windows(2).any(|w| w == ["--http-listen", "off"]);
+        let http_port = if http_off {
+            None
+        } else {
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .context("server did not print its HTTP address within 30 s")??
+                .context("server exited before serving HTTP")?;
+            line.strip_prefix("rivulet http on ")
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+        };
+        // The server may print more; nobody reads it, so it must not fill the pipe.
+        drain(lines);
         Ok(Self {
             child,
             port,
+            http_port,
             data_dir: data_dir.to_path_buf(),
             _temp: None,
         })

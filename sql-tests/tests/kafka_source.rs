@@ -181,6 +181,14 @@ async fn flink_json_table_with_metadata_windows_and_dead_letters() {
         dead.iter()
             .any(|d| d.starts_with("bids|bids/2|200|{\"auction\": \"x\""))
     );
+    // Per partition: the next offset, the high watermark (asked at each partition discovery,
+    // every 5 s) and the consumer lag, nothing once everything is read.
+    eventually(
+        &client,
+        "SELECT split, position, end_position, lag FROM rivulet_sources WHERE job_name = 'parts'",
+        &["bids/0|201|201|0", "bids/1|201|201|0", "bids/2|201|201|0"],
+    )
+    .await;
 }
 
 /// Polls `sql` until it returns `want` (a changelog table is fed asynchronously), for 20 s.

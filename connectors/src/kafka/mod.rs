@@ -46,6 +46,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rivulet_engine::job::graph::{ExternalBatch, ExternalReader, ExternalSource};
+use rivulet_engine::job::metrics::SplitStatus;
 use rivulet_engine::operator::DeadLetter;
 use rivulet_engine::state::{StateBatch, StateStore};
 use rivulet_engine::table::TableStore;
@@ -545,6 +546,7 @@ impl KafkaTable {
             trouble: None,
             idle_since: Instant::now(),
             retry: None,
+            ends: BTreeMap::new(),
         }))
     }
 }
@@ -942,6 +944,9 @@ struct KafkaReader {
     idle_since: Instant,
     /// After a failure: when to try again, and the delay after that.
     retry: Option<(Instant, Duration)>,
+    /// Per partition: its high watermark when last asked (at each discovery), for the
+    /// consumer lag the server reports.
+    ends: BTreeMap<(usize, i32), i64>,
 }
 
 impl KafkaReader {
@@ -1030,6 +1035,15 @@ impl KafkaReader {
             added?;
             if self.next.len() != before {
                 self.assign(&consumer)?;
+            }
+            // Lag is for monitoring only: a partition whose high watermark does not come keeps
+            // the last one known.
+            for &(t, p) in self.next.keys() {
+                if let Ok((_, high)) =
+                    consumer.fetch_watermarks(&self.source.topics[t], p, REQUEST_TIMEOUT)
+                {
+                    self.ends.insert((t, p), high);
+                }
             }
             Ok(())
         })();
@@ -1406,6 +1420,17 @@ impl ExternalReader for KafkaReader {
 
     fn trouble(&self) -> Option<String> {
         self.trouble.clone()
+    }
+
+    fn split_status(&self) -> Vec<SplitStatus> {
+        self.next
+            .iter()
+            .map(|(&(t, p), &next)| SplitStatus {
+                name: format!("{}/{p}", self.source.topics[t]),
+                position: next,
+                end: self.ends.get(&(t, p)).map(|&end| end.max(next)),
+            })
+            .collect()
     }
 
     fn progress(&self) -> Option<u64> {

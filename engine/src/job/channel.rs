@@ -54,6 +54,9 @@ pub struct Inputs {
     reported: Vec<Option<i64>>,
     /// Where polling starts, rotated so that no channel starves the others.
     next: usize,
+    /// When the barrier being aligned first arrived, and how long the last alignment took.
+    aligning_since: Option<std::time::Instant>,
+    last_alignment: std::time::Duration,
 }
 
 impl Inputs {
@@ -76,6 +79,8 @@ impl Inputs {
             watermarks: vec![None; n],
             reported: vec![None; inputs],
             next: 0,
+            aligning_since: None,
+            last_alignment: std::time::Duration::ZERO,
         }
     }
 
@@ -117,6 +122,9 @@ impl Inputs {
                     }
                     self.barrier = Some(b);
                     self.blocked[i] = true;
+                    if self.aligning_since.is_none() {
+                        self.aligning_since = Some(std::time::Instant::now());
+                    }
                     if let Some(b) = self.aligned() {
                         return Ok(Some((0, Message::Barrier(b))));
                     }
@@ -134,7 +142,18 @@ impl Inputs {
         }
         self.blocked.iter_mut().for_each(|x| *x = false);
         self.barrier = None;
+        self.last_alignment = self
+            .aligning_since
+            .take()
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
         Some(b)
+    }
+
+    /// How long the last aligned barrier waited from its first arrival until every channel had
+    /// delivered it (Flink's alignment time).
+    pub fn last_alignment(&self) -> std::time::Duration {
+        self.last_alignment
     }
 
     async fn poll_any(&mut self) -> Option<(usize, Message)> {

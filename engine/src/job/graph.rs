@@ -117,6 +117,11 @@ pub trait ExternalReader: Send {
     fn trouble(&self) -> Option<String> {
         None
     }
+    /// Where each split stands (a partition's next offset and high watermark), for monitoring;
+    /// empty when the source has nothing to say per split.
+    fn split_status(&self) -> Vec<super::metrics::SplitStatus> {
+        Vec::new()
+    }
 }
 
 impl Source {

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::FutureExt;
 use parking_lot::Mutex;
@@ -50,11 +50,14 @@ use crate::{EngineError, Result};
 pub mod channel;
 /// The shape of a job: stages of chained operators and the edges between them.
 pub mod graph;
+/// What a running job's operators, tasks, sources and epochs have done.
+pub mod metrics;
 /// The tasks that run sources and stages.
 mod stage;
 
 use channel::{Barrier, Inputs, Message, Output};
 use graph::{JobGraph, StageInput};
+use metrics::{EpochRecord, JobMetrics, StageInputInfo};
 
 const TAG: u8 = b'J';
 
@@ -250,6 +253,8 @@ struct Contribution {
     late: Vec<LateRow>,
     state_bytes: usize,
     parts: usize,
+    /// The longest barrier alignment among the tasks.
+    alignment: Duration,
 }
 
 /// What the tasks of a job share.
@@ -270,6 +275,8 @@ pub(crate) struct Shared {
     dropping: std::sync::atomic::AtomicBool,
     /// The last epoch whose writes are in the store (operators' state tables read it).
     committed: Arc<AtomicU64>,
+    /// The figures of the job's operators, tasks, sources and epochs.
+    metrics: Arc<JobMetrics>,
 }
 
 /// How often FLUSH looks whether the sources have read up to its targets.
@@ -285,6 +292,9 @@ impl Shared {
     pub(crate) fn read_to(&self, index: usize, position: u64) {
         if let Some(r) = self.read.get(index) {
             r.store(position, Ordering::Relaxed);
+        }
+        if let Some(s) = self.metrics.sources.get(index) {
+            s.position.store(position, Ordering::Relaxed);
         }
     }
 
@@ -314,6 +324,7 @@ impl Shared {
         position: Option<stage::SourcePosition>,
         bytes: usize,
         late: Vec<LateRow>,
+        alignment: Duration,
     ) {
         let mut epochs = self.epochs.lock();
         let c = epochs.entry(epoch).or_default();
@@ -326,10 +337,15 @@ impl Shared {
         }
         c.state_bytes += bytes;
         c.parts += 1;
+        c.alignment = c.alignment.max(alignment);
     }
 
-    fn count_in(&self, rows: usize) {
+    /// Counts rows source `index` read.
+    fn count_in(&self, index: usize, rows: usize) {
         self.rows_in.fetch_add(rows as u64, Ordering::Relaxed);
+        if let Some(s) = self.metrics.sources.get(index) {
+            s.read(rows);
+        }
     }
 
     fn fail(&self, task: &str, error: String) {
@@ -340,6 +356,11 @@ impl Shared {
         if failure.is_none() {
             tracing::error!(view = %self.name, task, %error, "streaming job failed");
             *failure = Some(error);
+            // The epochs in flight are lost with the job: failed checkpoints.
+            let open = self.epochs.lock().len().max(1) as u64;
+            self.metrics
+                .failed_epochs
+                .fetch_add(open, Ordering::Relaxed);
         }
         drop(failure);
         self.stopped.send_replace(true);
@@ -449,6 +470,13 @@ impl Job {
         let epoch = read_u64(&store, &epoch_key(id), id)?;
         let (stopped, _) = watch::channel(false);
         let committed = Arc::new(AtomicU64::new(epoch));
+        let metrics = Arc::new(JobMetrics::new(
+            stage_infos(&graph),
+            sources.iter().map(|s| s.name().to_string()).collect(),
+        ));
+        for (s, p) in metrics.sources.iter().zip(&positions) {
+            s.position.store(*p, Ordering::Relaxed);
+        }
         let shared = Arc::new(Shared {
             id,
             name: name.clone(),
@@ -462,6 +490,7 @@ impl Job {
             dead_letters: AtomicU64::new(0),
             dropping: std::sync::atomic::AtomicBool::new(false),
             committed: Arc::clone(&committed),
+            metrics,
             stats: Mutex::new(JobStats {
                 epoch,
                 checkpoint_epoch: epoch,
@@ -563,6 +592,7 @@ impl Job {
                     output,
                     Arc::clone(&shared),
                     stage.input.inputs(),
+                    (s, j),
                 );
                 let task = format!("{name}/stage{s}.{j}");
                 match &stage.input {
@@ -648,6 +678,16 @@ impl Job {
     /// The tables (or views) this job reads.
     pub fn sources(&self) -> &[Arc<TableStore>] {
         &self.sources
+    }
+
+    /// The figures of the job's operators, tasks, sources and epochs.
+    pub fn metrics(&self) -> &Arc<JobMetrics> {
+        &self.shared.metrics
+    }
+
+    /// The job's name (its view's or sink's).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Figures for `SHOW JOBS`.
@@ -750,6 +790,9 @@ impl Committer {
         let mut committed = positions;
         let mut outputs: Vec<ChangeBatch> = Vec::new();
         let mut in_flight = 0usize;
+        // When each barrier in flight was injected, oldest first (they commit in order).
+        let mut injected: std::collections::VecDeque<(u64, Instant, SystemTime)> =
+            std::collections::VecDeque::new();
         // The first barrier goes out at once: it commits what the operators emit on start.
         let mut wanted = true;
         loop {
@@ -760,6 +803,7 @@ impl Committer {
                     epoch,
                     checkpoint: epoch.is_multiple_of(frequency),
                 };
+                injected.push_back((epoch, Instant::now(), SystemTime::now()));
                 for tx in &self.sources {
                     // A closed source has ended (its table is gone); the inputs will close too.
                     let _ = tx.send(barrier);
@@ -777,7 +821,14 @@ impl Committer {
                     Some(Message::Watermark(_)) => {}
                     Some(Message::Barrier(b)) => {
                         let out = std::mem::take(&mut outputs);
-                        committed = self.commit(b, out, committed).await?;
+                        let started = loop {
+                            match injected.pop_front() {
+                                Some((e, at, wall)) if e == b.epoch => break Some((at, wall)),
+                                Some(_) => continue,
+                                None => break None,
+                            }
+                        };
+                        committed = self.commit(b, out, committed, started).await?;
                         in_flight = in_flight.saturating_sub(1);
                     }
                 },
@@ -791,6 +842,7 @@ impl Committer {
         b: Barrier,
         outputs: Vec<ChangeBatch>,
         committed: Vec<u64>,
+        started: Option<(Instant, SystemTime)>,
     ) -> Result<Vec<u64>> {
         let c = self
             .shared
@@ -815,6 +867,9 @@ impl Committer {
         let changed =
             rows > 0 || !c.batch.is_empty() || positions != committed || !c.late.is_empty();
         let mut sink_stats = None;
+        let alignment = c.alignment;
+        let state_bytes = c.state_bytes as u64;
+        let mut bytes = 0u64;
         if changed {
             let (id, store, sink) = (self.id, self.store.clone(), Arc::clone(&self.sink));
             let keys = positions.clone();
@@ -830,6 +885,7 @@ impl Committer {
                 .collect();
             let late = c.late;
             let mut batch = c.batch;
+            bytes = batch.bytes() as u64;
             let stats = tokio::task::spawn_blocking(move || -> Result<SinkStats> {
                 let mut sink = sink.lock();
                 for out in &outputs {
@@ -870,6 +926,17 @@ impl Committer {
             sink_stats = Some(stats);
         }
         self.shared.committed.store(b.epoch, Ordering::Release);
+        let (at, wall) = started.unwrap_or_else(|| (Instant::now(), SystemTime::now()));
+        self.shared.metrics.committed(EpochRecord {
+            epoch: b.epoch,
+            checkpoint: b.checkpoint,
+            started: wall,
+            duration: at.elapsed(),
+            alignment,
+            bytes,
+            rows: rows as u64,
+            state_bytes,
+        });
         self.shared
             .rows_out
             .fetch_add(rows as u64, Ordering::Relaxed);
@@ -891,6 +958,38 @@ impl Committer {
         });
         Ok(positions)
     }
+}
+
+/// Each stage's input, operator names and parallelism, for [`JobMetrics`].
+fn stage_infos(graph: &JobGraph) -> Vec<(StageInputInfo, Vec<String>, usize)> {
+    let mut source = 0;
+    graph
+        .stages
+        .iter()
+        .map(|stage| {
+            let input = match &stage.input {
+                StageInput::Source(s) => {
+                    source += 1;
+                    StageInputInfo::Source {
+                        index: source - 1,
+                        table: s.table.name().to_string(),
+                    }
+                }
+                StageInput::Merge(edges) => StageInputInfo::Edges(
+                    edges
+                        .iter()
+                        .map(|e| (e.from.clone(), e.keys.is_some()))
+                        .collect(),
+                ),
+            };
+            let names = stage
+                .operators
+                .iter()
+                .map(|o| o.name().to_string())
+                .collect();
+            (input, names, stage.parallelism)
+        })
+        .collect()
 }
 
 /// A counted view's changes (row, count) as changes of row instances: a new row with count `c` is

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::Shared;
 use super::channel::{Barrier, Inputs, Message, Output};
+use super::metrics::{JobMetrics, OperatorMetrics, TaskMetrics};
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
@@ -48,6 +49,9 @@ pub struct Chain {
     pub watermarks: Vec<Option<i64>>,
     /// The watermark last sent downstream.
     pub forwarded: Option<i64>,
+    /// The job's figures, and this task's place in them (stage, instance).
+    pub metrics: Arc<JobMetrics>,
+    pub at: (usize, usize),
 }
 
 impl Chain {
@@ -78,13 +82,15 @@ impl Chain {
         result
     }
 
-    /// A chain of `ops` whose first operator reads `inputs` inputs.
+    /// A chain of `ops` whose first operator reads `inputs` inputs, the chain of instance `at.1`
+    /// of stage `at.0`.
     pub fn new(
         ops: Vec<Box<dyn Operator>>,
         scopes: Vec<StateScope>,
         output: Output,
         shared: Arc<Shared>,
         inputs: usize,
+        at: (usize, usize),
     ) -> Self {
         // An input without event time counts as done: it never holds the watermark back.
         let watermarks = (0..inputs.max(1))
@@ -98,25 +104,50 @@ impl Chain {
             ops,
             scopes,
             output,
-            shared,
             late: Vec::new(),
             dead: Vec::new(),
             watermarks,
             forwarded: None,
+            metrics: Arc::clone(&shared.metrics),
+            shared,
+            at,
         }
+    }
+
+    /// This task's figures.
+    fn task(&self) -> Option<&TaskMetrics> {
+        self.metrics.task(self.at.0, self.at.1)
+    }
+
+    /// Operator `i`'s figures.
+    fn op(&self, i: usize) -> Option<&OperatorMetrics> {
+        self.task()?.operators.get(i)
     }
 
     /// Runs `batch`, from input `input` of operator `first`, through the operators from index
     /// `first` on (the later ones read their predecessor's output, their input 0).
     fn run(&mut self, first: usize, input: usize, batch: ChangeBatch) -> Result<Vec<ChangeBatch>> {
         let mut batches = vec![batch];
+        let task = self.metrics.task(self.at.0, self.at.1);
         for (i, op) in self.ops.iter_mut().enumerate().skip(first) {
             let input = if i == first { input } else { 0 };
             let mut next = Vec::new();
+            let mut rows = 0;
             for b in batches {
+                rows += b.num_rows();
                 next.extend(op.process(input, b)?);
             }
-            self.late.extend(op.take_late());
+            let late = op.take_late();
+            if let Some(m) = task.and_then(|t| t.operators.get(i)) {
+                m.count_in(rows);
+                m.count_out(next.iter().map(|b| b.num_rows()).sum());
+                if !late.is_empty() {
+                    self.metrics
+                        .late_rows
+                        .fetch_add(late.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            self.late.extend(late);
             batches = next;
             if batches.is_empty() {
                 break;
@@ -125,11 +156,36 @@ impl Chain {
         Ok(batches.into_iter().filter(|b| b.num_rows() > 0).collect())
     }
 
+    /// Sends `batches` on; time spent waiting for room downstream counts as backpressure.
     async fn emit(&mut self, batches: Vec<ChangeBatch>) -> Result<()> {
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
         for b in batches {
             self.output.send(b).await?;
         }
+        if let Some(t) = self.task() {
+            t.backpressured(started.elapsed());
+        }
         Ok(())
+    }
+
+    /// Sends a watermark or barrier to every downstream task, timed as [`Chain::emit`].
+    async fn broadcast(&mut self, msg: impl Fn() -> Message) -> Result<()> {
+        let started = Instant::now();
+        self.output.broadcast(msg).await?;
+        if let Some(t) = self.task() {
+            t.backpressured(started.elapsed());
+        }
+        Ok(())
+    }
+
+    /// Counts `started`'s elapsed time as busy.
+    fn busy(&self, started: Instant) {
+        if let Some(t) = self.task() {
+            t.busy(started.elapsed());
+        }
     }
 
     /// Sends what the operators have before any input.
@@ -137,6 +193,9 @@ impl Chain {
         for i in 0..self.ops.len() {
             let mut out = Vec::new();
             for b in self.ops[i].start()? {
+                if let Some(m) = self.op(i) {
+                    m.count_out(b.num_rows());
+                }
                 out.extend(self.run(i + 1, 0, b)?);
             }
             self.emit(out).await?;
@@ -146,7 +205,9 @@ impl Chain {
 
     /// Runs a batch from input `input` through the chain and sends what comes out.
     pub async fn push(&mut self, input: usize, batch: ChangeBatch) -> Result<()> {
+        let started = Instant::now();
         let out = self.run(0, input, batch)?;
+        self.busy(started);
         self.emit(out).await
     }
 
@@ -162,6 +223,12 @@ impl Chain {
             return Ok(());
         }
         *slot = Some(watermark);
+        if let Some(super::metrics::StageInputInfo::Source { index, .. }) =
+            self.metrics.stages.get(self.at.0).map(|s| &s.input)
+            && let Some(source) = self.metrics.sources.get(*index)
+        {
+            source.set_watermark(watermark);
+        }
         self.close(0, input, watermark).await?;
         let Some(min) = self
             .watermarks
@@ -174,38 +241,72 @@ impl Chain {
             Some(first) => first.output_watermark(min),
             None => min,
         };
+        if let Some(m) = self.op(0) {
+            m.watermarks(min, w);
+        }
         if self.forwarded.is_some_and(|f| f >= w) {
             return Ok(());
         }
         for i in 1..self.ops.len() {
             self.close(i, 0, w).await?;
+            let input = w;
             w = self.ops[i].output_watermark(w);
+            if let Some(m) = self.op(i) {
+                m.watermarks(input, w);
+            }
         }
         self.forwarded = Some(w);
-        self.output.broadcast(|| Message::Watermark(w)).await
+        self.broadcast(|| Message::Watermark(w)).await
     }
 
     /// Tells operator `i` that its input `input` reached `watermark`, and sends on what that
     /// closes.
     async fn close(&mut self, i: usize, input: usize, watermark: i64) -> Result<()> {
+        let started = Instant::now();
         let Some(op) = self.ops.get_mut(i) else {
             return Ok(());
         };
         let mut out = Vec::new();
         for b in op.on_watermark(input, watermark)? {
+            if let Some(m) = self.metrics.task(self.at.0, self.at.1)
+                && let Some(m) = m.operators.get(i)
+            {
+                m.count_out(b.num_rows());
+            }
             out.extend(self.run(i + 1, 0, b)?);
         }
+        self.busy(started);
         self.emit(out).await
     }
 
     /// Checkpoints the chain into epoch `b`'s contribution (with a source's position, if this
     /// task reads one), then forwards the barrier.
     pub async fn barrier(&mut self, b: Barrier, position: Option<SourcePosition>) -> Result<()> {
+        self.barrier_aligned(b, position, Duration::ZERO).await
+    }
+
+    /// [`Chain::barrier`] for a barrier whose alignment took `alignment`.
+    pub async fn barrier_aligned(
+        &mut self,
+        b: Barrier,
+        position: Option<SourcePosition>,
+        alignment: Duration,
+    ) -> Result<()> {
+        let started = Instant::now();
         let mut batch = StateBatch::new();
         let mut bytes = 0;
-        for (op, scope) in self.ops.iter_mut().zip(&self.scopes) {
+        let task = self.metrics.task(self.at.0, self.at.1);
+        for (i, (op, scope)) in self.ops.iter_mut().zip(&self.scopes).enumerate() {
             op.checkpoint(b.epoch, scope, &mut batch)?;
-            bytes += op.state_bytes();
+            let op_bytes = op.state_bytes();
+            bytes += op_bytes;
+            if let Some(m) = task.and_then(|t| t.operators.get(i)) {
+                m.state_bytes
+                    .store(op_bytes as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        if let Some(t) = task {
+            t.aligned(alignment);
         }
         let late = std::mem::take(&mut self.late);
         if let Some(p) = &position {
@@ -218,8 +319,9 @@ impl Chain {
             }
         }
         self.shared
-            .contribute(b.epoch, batch, position, bytes, late);
-        self.output.broadcast(|| Message::Barrier(b)).await
+            .contribute(b.epoch, batch, position, bytes, late, alignment);
+        self.busy(started);
+        self.broadcast(|| Message::Barrier(b)).await
     }
 }
 
@@ -395,17 +497,21 @@ pub async fn external_source(
             chain.barrier(b, Some(reader.at.clone())).await?;
         }
         if !finished && let Some(mut r) = input.take() {
-            let (r, next, dead) = tokio::task::spawn_blocking(move || {
+            let (r, next, dead, status) = tokio::task::spawn_blocking(move || {
                 let next = r.next().map(|n| {
                     let at = (r.progress(), r.state());
                     (n, at, r.finished(), r.splits(), r.trouble())
                 });
                 let dead = r.take_dead_letters();
-                (r, next, dead)
+                let status = r.split_status();
+                (r, next, dead, status)
             })
             .await
             .map_err(|e| EngineError::Internal(format!("source reader: {e}")))?;
             input = Some(r);
+            if let Some(m) = chain.metrics.sources.get(reader.at.index) {
+                m.set_splits(status);
+            }
             if !dead.is_empty() {
                 chain.shared.count_dead(dead.len());
                 let table = reader.table.name().to_string();
@@ -421,7 +527,7 @@ pub async fn external_source(
             let had_rows = rows.is_some();
             if let Some(rows) = rows {
                 let batch = ChangeBatch::inserts(reader.table.complete(&rows.rows)?);
-                chain.shared.count_in(batch.num_rows());
+                chain.shared.count_in(reader.at.index, batch.num_rows());
                 let max = reader.batch_watermark(&batch)?;
                 splits.rows(rows.split, max, start);
                 chain.push(0, batch).await?;
@@ -505,7 +611,7 @@ pub async fn source(
         if table.last_seq() > reader.at.seq {
             let entries = table.changes_after(None, reader.at.seq, READ_ENTRIES)?;
             for (seq, batch) in entries {
-                chain.shared.count_in(batch.num_rows());
+                chain.shared.count_in(reader.at.index, batch.num_rows());
                 let advanced = reader.advance(&batch)?;
                 chain.push(0, batch).await?;
                 reader.at.seq = seq;
@@ -547,7 +653,10 @@ pub async fn merge(mut inputs: Inputs, chain: &mut Chain) -> Result<()> {
         match msg {
             Message::Batch(b) => chain.push(input, b).await?,
             Message::Watermark(w) => chain.watermark(input, w).await?,
-            Message::Barrier(b) => chain.barrier(b, None).await?,
+            Message::Barrier(b) => {
+                let alignment = inputs.last_alignment();
+                chain.barrier_aligned(b, None, alignment).await?
+            }
         }
     }
     Ok(())

@@ -169,3 +169,38 @@ async fn a_failing_task_fails_the_job_and_commits_nothing_of_its_epoch() {
     job.stopped().await;
     assert_eq!(view_rows(&view, &store), BTreeMap::from([(1, (1, 10))]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_rows_per_operator_instance_and_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let a = Arc::new(TableStore::open(store.clone(), 1, "a", input_schema(), vec![]).unwrap());
+    let b = Arc::new(TableStore::open(store.clone(), 2, "b", input_schema(), vec![]).unwrap());
+    let view = Arc::new(TableStore::open(store.clone(), 3, "v", output_schema(), vec![0]).unwrap());
+    let job = start(&store, &a, &b, &view, 2);
+    a.insert(&[rows(&[(1, 10), (2, 20), (3, 30)])]).unwrap();
+    b.insert(&[rows(&[(5, 1), (4, 4)])]).unwrap();
+    job.flush().await.unwrap();
+    let m = job.metrics();
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    assert_eq!(m.sources.len(), 2);
+    assert_eq!(m.sources[0].table, "a");
+    assert_eq!(load(&m.sources[0].rows), 3);
+    assert_eq!(load(&m.sources[1].rows), 2);
+    assert!(m.sources[0].idle_for().is_some());
+    // The aggregate's two instances together saw every row once and emitted one insert per
+    // new group (the keys are all distinct).
+    let agg = &m.stages[2];
+    assert_eq!(agg.operators, ["HashAggregate"]);
+    assert_eq!(agg.instances.len(), 2);
+    let total = |f: fn(&metrics::OperatorMetrics) -> &AtomicU64| -> u64 {
+        agg.instances.iter().map(|t| load(f(&t.operators[0]))).sum()
+    };
+    assert_eq!(total(|o| &o.rows_in), 5);
+    assert_eq!(total(|o| &o.rows_out), 5);
+    assert!(agg.instances.iter().any(|t| load(&t.busy_nanos) > 0));
+    assert!(load(&m.epochs) >= 1);
+    let recent = m.recent_epochs();
+    assert!(recent.iter().any(|r| r.bytes > 0), "{recent:?}");
+    assert!(recent.windows(2).all(|w| w[0].epoch < w[1].epoch));
+}

@@ -96,7 +96,9 @@ impl Session {
         let timeout = crate::interrupt::timeout_setting(self.settings.get("statement_timeout"));
         self.interrupt = self.interrupt.with_deadline(timeout);
         self.running = true;
+        let started = std::time::Instant::now();
         let mut result = self.execute(parsed, params).await;
+        crate::metrics::QUERY_DURATION.observe(started.elapsed().as_secs_f64());
         self.running = false;
         self.end_statement();
         if result.is_ok() && writes_rows(&parsed.statement) && self.implicit_flush() {
@@ -131,6 +133,13 @@ impl Session {
                     .await;
             }
             Statement::DropSink { name, if_exists } => return self.drop_sink(name, *if_exists),
+            // Streamed by the simple query protocol's handler (`wire.rs`) before it gets here.
+            Statement::Subscribe { .. } => {
+                return Err(SqlError::new(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "SUBSCRIBE is only supported in the simple query protocol, alone in its query",
+                ));
+            }
             Statement::Sql {
                 stmt,
                 append_only,

@@ -1,0 +1,444 @@
+//! Observability against the real binary: `/metrics` scraped while jobs run and parsed by
+//! prometheus-client's OpenMetrics parser (Python, installed by scripts/deps-compat), `/health`
+//! and `/ready`, and the `rivulet_*` system tables agreeing with `/metrics` and with what was
+//! inserted.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rivulet_sql_tests::{TestServer, text_rows};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The Python of scripts/deps-compat's venv, if installed.
+fn python() -> Option<PathBuf> {
+    let dir = std::env::var("RIVULET_COMPAT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/rivulet-compat")
+        });
+    let python = dir.join("venv/bin/python");
+    python.exists().then_some(python)
+}
+
+fn script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("observability")
+        .join(name)
+}
+
+/// `GET path` on 127.0.0.1:`port`: the status code and the body.
+pub async fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("http response within 10 s")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    // Chunked bodies (axum streams some): join the chunks.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = &after[n + 2..];
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+/// One scrape: samples by name, each with its labels and value.
+struct Scrape {
+    families: BTreeMap<String, String>,
+    samples: Vec<(String, BTreeMap<String, String>, f64)>,
+}
+
+impl Scrape {
+    async fn take(python: &PathBuf, port: u16) -> Scrape {
+        let out = tokio::process::Command::new(python)
+            .arg(script("scrape.py"))
+            .arg(format!("http://127.0.0.1:{port}/metrics"))
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the OpenMetrics parser refused /metrics: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let families = v["families"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, t)| (k.clone(), t.as_str().unwrap().to_string()))
+            .collect();
+        let samples = v["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let labels = s[1]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                    .collect();
+                (
+                    s[0].as_str().unwrap().to_string(),
+                    labels,
+                    s[2].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        Scrape { families, samples }
+    }
+
+    /// The sum of sample `name`'s values whose labels include every pair of `labels`.
+    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.matching(name, labels).map(|s| s.2).sum()
+    }
+
+    fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = &'a (String, BTreeMap<String, String>, f64)> {
+        self.samples.iter().filter(move |(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+    }
+
+    fn count(&self, name: &str, labels: &[(&str, &str)]) -> usize {
+        self.matching(name, labels).count()
+    }
+}
+
+/// Every family the issue asks for, as the parser names them (counters without `_total`).
+const FAMILIES: &[&str] = &[
+    "rivulet_job_up",
+    "rivulet_job_uptime_seconds",
+    "rivulet_job_restarts",
+    "rivulet_job_records_in",
+    "rivulet_job_records_out",
+    "rivulet_job_epochs",
+    "rivulet_job_last_epoch_duration_seconds",
+    "rivulet_job_checkpoints",
+    "rivulet_job_checkpoint_failures",
+    "rivulet_job_last_checkpoint_duration_seconds",
+    "rivulet_job_last_checkpoint_size_bytes",
+    "rivulet_job_last_checkpoint_alignment_seconds",
+    "rivulet_job_last_checkpoint_timestamp_seconds",
+    "rivulet_job_state_bytes",
+    "rivulet_job_late_rows",
+    "rivulet_job_dead_letters",
+    "rivulet_sink_records",
+    "rivulet_operator_records_in",
+    "rivulet_operator_records_out",
+    "rivulet_operator_current_input_watermark_seconds",
+    "rivulet_operator_current_output_watermark_seconds",
+    "rivulet_operator_watermark_lag_seconds",
+    "rivulet_operator_state_bytes",
+    "rivulet_task_busy_seconds",
+    "rivulet_task_idle_seconds",
+    "rivulet_task_backpressured_seconds",
+    "rivulet_source_records_in",
+    "rivulet_source_watermark_seconds",
+    "rivulet_source_watermark_lag_seconds",
+    "rivulet_kafka_partition_lag",
+    "rivulet_pgwire_sessions",
+    "rivulet_pgwire_query_duration_seconds",
+    "process_cpu_seconds",
+    "process_resident_memory_bytes",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_system_tables_follow_running_jobs() {
+    let Some(python) = python() else {
+        eprintln!("the compat venv is missing; scripts/deps-compat installs it");
+        return;
+    };
+    let server = TestServer::start_with_flags(&["--checkpoint-frequency", "2"])
+        .await
+        .unwrap();
+    let http = server.http_port.expect("the HTTP endpoint is on");
+    assert_eq!(http_get(http, "/health").await, (200, "ok\n".into()));
+    assert_eq!(http_get(http, "/ready").await.0, 200);
+    let client = server.connect("dev").await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE gen (id BIGINT, user_id INT, ts TIMESTAMP, \
+               WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH ( \
+               'connector' = 'datagen', 'rows-per-second' = '500', \
+               'fields.user_id.min' = '1', 'fields.user_id.max' = '5', 'fields.ts.max-past' = '0 s'); \
+             CREATE MATERIALIZED VIEW per_user AS SELECT user_id, count(*) AS n FROM gen GROUP BY user_id; \
+             CREATE TABLE t (k INT, v INT); \
+             CREATE MATERIALIZED VIEW sums AS SELECT k, sum(v) AS s FROM t GROUP BY k; \
+             CREATE SINK drain FROM t WITH (connector = 'blackhole'); \
+             CREATE MATERIALIZED VIEW \"q\"\"uote\\\" AS SELECT count(*) AS n FROM t;",
+        )
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO t SELECT x % 7, x FROM generate_series(1, 1000) AS g(x); \
+             INSERT INTO t VALUES (1, 1), (2, 2), (3, 3); FLUSH;",
+        )
+        .await
+        .unwrap();
+    let first = Scrape::take(&python, http).await;
+    for family in FAMILIES {
+        assert!(first.families.contains_key(*family), "{family} missing");
+    }
+    let sums = [("job", "sums")];
+    assert_eq!(first.sum("rivulet_job_records_in_total", &sums), 1003.0);
+    assert_eq!(first.sum("rivulet_source_records_in_total", &sums), 1003.0);
+    // The aggregate's instances together saw every row; the view got one row per key.
+    let agg = [("job", "sums"), ("operator", "0:HashAggregate")];
+    assert_eq!(first.sum("rivulet_operator_records_in_total", &agg), 1003.0);
+    assert_eq!(
+        first.sum("rivulet_sink_records_total", &[("job", "drain")]),
+        1003.0
+    );
+    assert_eq!(first.sum("rivulet_job_up", &[]), 4.0);
+    // A name with a quote and a backslash survives the exposition's escaping.
+    assert_eq!(
+        first.sum("rivulet_job_records_in_total", &[("job", "q\"uote\\")]),
+        1003.0
+    );
+    assert!(first.sum("rivulet_pgwire_sessions", &[]) >= 1.0);
+    assert!(first.sum("rivulet_pgwire_query_duration_seconds_count", &[]) >= 2.0);
+    assert!(first.sum("process_resident_memory_bytes", &[]) > 1e6);
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = Scrape::take(&python, http).await;
+    let per_user = [("job", "per_user")];
+    let grew = |name: &str| second.sum(name, &per_user) > first.sum(name, &per_user);
+    assert!(grew("rivulet_job_records_in_total"), "records in");
+    assert!(grew("rivulet_job_checkpoints_total"), "checkpoints");
+    assert!(
+        grew("process_cpu_seconds_total") || second.sum("process_cpu_seconds_total", &[]) > 0.0
+    );
+    // A live generator with a 1 s watermark delay: event time is about a second behind.
+    let lag = second.sum("rivulet_source_watermark_lag_seconds", &per_user);
+    assert!((0.5..10.0).contains(&lag), "watermark lag {lag}");
+    assert_eq!(
+        second.count("rivulet_operator_watermark_lag_seconds", &per_user),
+        second.count(
+            "rivulet_operator_records_in_total",
+            &[("job", "per_user"), ("stage", "1")]
+        )
+    );
+    assert!(second.sum("rivulet_job_last_checkpoint_timestamp_seconds", &per_user) > 1.7e9);
+
+    // The system tables say the same.
+    let jobs = text_rows(
+        &client,
+        "SELECT job_name, kind, status, records_in, restarts FROM rivulet_jobs ORDER BY job_name",
+    )
+    .await
+    .unwrap();
+    assert_eq!(jobs.len(), 4, "{jobs:?}");
+    assert_eq!(jobs[0], "drain|sink|running|1003|0");
+    assert!(
+        jobs[1].starts_with("per_user|materialized view|running|"),
+        "{jobs:?}"
+    );
+    assert_eq!(jobs[2], "q\"uote\\|materialized view|running|1003|0");
+    assert_eq!(jobs[3], "sums|materialized view|running|1003|0");
+    let ops = text_rows(
+        &client,
+        "SELECT sum(records_in), count(*) FROM rivulet_operators \
+         WHERE job_name = 'sums' AND operator = 'HashAggregate'",
+    )
+    .await
+    .unwrap();
+    let instances = first.count("rivulet_operator_records_in_total", &agg);
+    assert_eq!(ops, [format!("1003|{instances}")]);
+    let sources = text_rows(
+        &client,
+        "SELECT table_name, records_in, watermark IS NOT NULL FROM rivulet_sources \
+         WHERE job_name IN ('sums', 'per_user') ORDER BY job_name",
+    )
+    .await
+    .unwrap();
+    assert_eq!(sources[1], "t|1003|f", "{sources:?}");
+    assert!(
+        sources[0].starts_with("gen|") && sources[0].ends_with("|t"),
+        "{sources:?}"
+    );
+    let checkpoints = text_rows(
+        &client,
+        "SELECT count(*) > 0, bool_and(duration_ms >= 0), max(size_bytes) > 0 \
+         FROM rivulet_checkpoints WHERE job_name = 'per_user' AND checkpoint",
+    )
+    .await
+    .unwrap();
+    assert_eq!(checkpoints, ["t|t|t"]);
+    let sinks = text_rows(
+        &client,
+        "SELECT sink_name, connector, status, records FROM rivulet_sinks",
+    )
+    .await
+    .unwrap();
+    assert_eq!(sinks, ["drain|blackhole|running|1003"]);
+}
+
+#[tokio::test]
+async fn non_loopback_http_needs_a_password() {
+    let out = tokio::process::Command::new(rivulet_sql_tests::rivulet_bin())
+        .args([
+            "--http-listen",
+            "0.0.0.0:0",
+            "--data-dir",
+            "/nonexistent/never",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refusing to serve HTTP on 0.0.0.0:0 without credentials"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn with_a_password_metrics_ask_for_basic_auth_and_probes_do_not() {
+    let server = TestServer::start_with_flags(&["--password", "secret"])
+        .await
+        .unwrap();
+    let http = server.http_port.unwrap();
+    assert_eq!(http_get(http, "/metrics").await.0, 401);
+    assert_eq!(http_get(http, "/health").await.0, 200);
+    assert_eq!(http_get(http, "/ready").await.0, 200);
+    let mut stream = TcpStream::connect(("127.0.0.1", http)).await.unwrap();
+    // root:secret
+    let request = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                   Authorization: Basic cm9vdDpzZWNyZXQ=\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("rivulet_pgwire_sessions"), "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_in_headless_chromium_lists_jobs_draws_graphs_and_moves() {
+    let Some(python) = python() else {
+        eprintln!("the compat venv is missing; scripts/deps-compat installs it");
+        return;
+    };
+    if std::process::Command::new("chromium")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("chromium missing; scripts/deps-compat installs it");
+        return;
+    }
+    let server = TestServer::start().await.unwrap();
+    let http = server.http_port.unwrap();
+    let client = server.connect("dev").await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE gen (id BIGINT, user_id INT, ts TIMESTAMP, \
+               WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH ( \
+               'connector' = 'datagen', 'rows-per-second' = '300', \
+               'fields.user_id.min' = '1', 'fields.user_id.max' = '5', 'fields.ts.max-past' = '0 s'); \
+             CREATE MATERIALIZED VIEW per_user AS SELECT user_id, count(*) AS n FROM gen GROUP BY user_id;",
+        )
+        .await
+        .unwrap();
+    let (status, page) = http_get(http, "/").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("/assets/app.js"), "{page}");
+    for outside in ["src=\"http", "href=\"http", "src=\"//", "href=\"//"] {
+        assert!(!page.contains(outside), "no CDN: {page}");
+    }
+    let shot = std::env::temp_dir().join(format!("rivulet-dashboard-{}.png", std::process::id()));
+    let out = tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::process::Command::new(&python)
+            .arg(script("dashboard.py"))
+            .arg(format!("http://127.0.0.1:{http}/"))
+            .arg(&shot)
+            .output(),
+    )
+    .await
+    .expect("the browser run within 90 s")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        seen["errors"],
+        serde_json::json!([]),
+        "console errors: {seen}"
+    );
+    let first = &seen["first"];
+    assert_eq!(first["jobs"][0][0], "per_user", "{seen}");
+    assert_eq!(first["jobs"][0][2], "running", "{seen}");
+    // Every operator of the job is drawn, with its stages and the exchange between them.
+    let ops = text_rows(
+        &client,
+        "SELECT DISTINCT operator FROM rivulet_operators WHERE job_name = 'per_user' ORDER BY 1",
+    )
+    .await
+    .unwrap();
+    let mut drawn: Vec<String> = first["operators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap().to_string())
+        .collect();
+    drawn.sort();
+    drawn.dedup();
+    assert_eq!(drawn, ops, "{seen}");
+    assert!(first["stages"].as_u64().unwrap() >= 2, "{seen}");
+    assert!(first["edges"].as_u64().unwrap() >= 1, "{seen}");
+    // The generator keeps going: the epoch and the rate move between the two looks.
+    let second = &seen["second"];
+    let epoch = |v: &Value| v["jobs"][0][4].as_str().unwrap().parse::<u64>().unwrap();
+    assert!(epoch(second) > epoch(first), "{seen}");
+    let rate: f64 = second["jobs"][0][5]
+        .as_str()
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap();
+    assert!(rate > 50.0, "records in per second: {seen}");
+    assert!(second["epochs"].as_u64().unwrap() > 0, "{seen}");
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
+    eprintln!("dashboard screenshot: {}", shot.display());
+}
