@@ -435,34 +435,41 @@ impl StateTable {
         set_key(&mut self.scratch, kg, key);
         let key = self.scratch.as_slice();
         let new = value.map_or(0, |v| key.len() + v.len()) as i64;
-        let old = match lookup_pending(&self.dirty, &self.flushed, key) {
+        let layer = &mut self.dirty;
+        // Most writes are of a key written before in the same epoch: one search.
+        if let Some(slot) = layer.points.get_mut(key) {
+            let old = slot.as_ref().map_or(0, |v| key.len() + v.len()) as i64;
+            self.stored_bytes += new - old;
+            layer.bytes += entry_bytes(key, value);
+            layer.bytes -= entry_bytes(key, slot.as_deref());
+            match (slot.as_mut(), value) {
+                (Some(old), Some(value)) => {
+                    old.clear();
+                    old.extend_from_slice(value);
+                }
+                _ => *slot = value.map(<[u8]>::to_vec),
+            }
+            return;
+        }
+        // The dirty layer does not know the key: the newest flushed layer that does, else the
+        // cache (whose entry the write replaces).
+        let pending = if layer.ranges.covers(key) {
+            Some(None)
+        } else {
+            self.flushed.iter().rev().find_map(|(_, l)| l.lookup(key))
+        };
+        let cached = self.cache.remove(key);
+        if let Some(c) = &cached {
+            self.cached_bytes -= entry_bytes(key, c.value.as_deref());
+        }
+        let old = match pending {
             Some(old) => old.map(|v| key.len() + v.len()),
-            None => self
-                .cache
-                .get(key)
-                .and_then(|c| c.value.as_ref().map(|v| key.len() + v.len())),
+            None => cached.and_then(|c| c.value.map(|v| key.len() + v.len())),
         };
         self.stored_bytes += new - old.unwrap_or(0) as i64;
-        if let Some(cached) = self.cache.remove(key) {
-            self.cached_bytes -= entry_bytes(key, cached.value.as_deref());
-        }
         let layer = &mut self.dirty;
         layer.bytes += entry_bytes(key, value);
-        match layer.points.get_mut(key) {
-            Some(slot) => {
-                layer.bytes -= entry_bytes(key, slot.as_deref());
-                match (slot.as_mut(), value) {
-                    (Some(old), Some(value)) => {
-                        old.clear();
-                        old.extend_from_slice(value);
-                    }
-                    _ => *slot = value.map(<[u8]>::to_vec),
-                }
-            }
-            None => {
-                layer.points.insert(key.to_vec(), value.map(<[u8]>::to_vec));
-            }
-        }
+        layer.points.insert(key.to_vec(), value.map(<[u8]>::to_vec));
     }
 
     /// Removes every entry of key group `kg` whose key lies in `[start, end)` (`end` `None`: to

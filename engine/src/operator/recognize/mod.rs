@@ -175,9 +175,14 @@ struct Part {
     start_from: (i64, u64),
     match_number: u64,
     next_seq: u64,
-    /// The wake-up time registered last.
+    /// The wake-up time registered last (in `Recognize::timers_mem`).
     timer: Option<i64>,
+    /// The wake-up time in the `i` table (written at checkpoints).
+    stored_timer: Option<i64>,
+    /// The counters changed since they were last written (at a checkpoint).
     dirty: bool,
+    /// In `Recognize::queued`: written at the next checkpoint.
+    queued: bool,
 }
 
 impl Locate for Part {
@@ -289,6 +294,9 @@ pub struct Recognize {
     /// from the `i` table at the first watermark after a restore.
     timers_mem: BTreeSet<(i64, Vec<u8>)>,
     timers_loaded: bool,
+    /// Partitions (as keyed in `parts`) whose counters or wake-up time the next checkpoint
+    /// writes.
+    queued: Vec<Vec<u8>>,
     /// Scratch space for keys.
     scratch: Vec<u8>,
     key_groups: Range<u16>,
@@ -353,6 +361,7 @@ impl Recognize {
             parts: HashMap::new(),
             timers_mem: BTreeSet::new(),
             timers_loaded: false,
+            queued: Vec::new(),
             scratch: Vec::new(),
             key_groups: 0..0,
             watermark: i64::MIN,
@@ -794,10 +803,6 @@ impl Recognize {
             }
             part.dirty = true;
         }
-        if part.dirty {
-            self.meta.get_mut()?.put(part.kg, &part.key, &part.meta());
-            part.dirty = false;
-        }
         if spec.event_time {
             let release = part.pending.iter().map(|r| r.ts.saturating_add(1)).min();
             let deadline = spec.within.and_then(|w| {
@@ -811,29 +816,33 @@ impl Recognize {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            if let Some(t) = wake
-                && part.timer != Some(t)
-            {
-                let timers = self.timers.get_mut()?;
+            if wake.is_some() && part.timer != wake {
                 set_map_key(&mut self.scratch, part.kg, &part.key);
                 if let Some(old) = part.timer {
-                    timers.delete(part.kg, &timer_key(old, &part.key));
                     self.timers_mem.remove(&(old, self.scratch.clone()));
                 }
-                timers.put(part.kg, &timer_key(t, &part.key), &[]);
-                self.timers_mem.insert((t, self.scratch.clone()));
-                part.timer = Some(t);
+                if let Some(t) = wake {
+                    self.timers_mem.insert((t, self.scratch.clone()));
+                }
+                part.timer = wake;
             }
         }
         let idle = part.pending.is_empty() && part.attempts.is_empty();
         // Idle partitions beyond a bound leave memory; their state is in the tables.
         if idle && self.parts.len() >= MAX_IDLE_PARTITIONS {
+            persist(self.meta.get_mut()?, self.timers.get_mut()?, &mut part);
             for row in part.rows.drain(..) {
                 if let Some(arena) = self.arena.as_mut() {
                     arena.release(row.at.slot);
                 }
             }
             return Ok(());
+        }
+        let changed = part.dirty || part.timer != part.stored_timer;
+        if changed && !part.queued {
+            set_map_key(&mut self.scratch, part.kg, &part.key);
+            self.queued.push(self.scratch.clone());
+            part.queued = true;
         }
         set_map_key(&mut self.scratch, part.kg, &part.key);
         self.parts.insert(self.scratch.clone(), part);
@@ -877,6 +886,28 @@ impl Recognize {
         due.dedup();
         Ok(due)
     }
+}
+
+/// Writes a partition's counters and wake-up time, if they changed since last written.
+fn persist(
+    meta: &mut crate::state::table::StateTable,
+    timers: &mut crate::state::table::StateTable,
+    part: &mut Part,
+) {
+    if part.dirty {
+        meta.put(part.kg, &part.key, &part.meta());
+        part.dirty = false;
+    }
+    if part.stored_timer != part.timer {
+        if let Some(old) = part.stored_timer {
+            timers.delete(part.kg, &timer_key(old, &part.key));
+        }
+        if let Some(t) = part.timer {
+            timers.put(part.kg, &timer_key(t, &part.key), &[]);
+        }
+        part.stored_timer = part.timer;
+    }
+    part.queued = false;
 }
 
 /// Idle partitions kept in memory before further ones are dropped after use.
@@ -990,6 +1021,7 @@ impl Operator for Recognize {
             parts: HashMap::new(),
             timers_mem: BTreeSet::new(),
             timers_loaded: false,
+            queued: Vec::new(),
             scratch: Vec::new(),
             key_groups: 0..0,
             watermark: i64::MIN,
@@ -1007,6 +1039,7 @@ impl Operator for Recognize {
         self.parts.clear();
         self.timers_mem.clear();
         self.timers_loaded = false;
+        self.queued.clear();
         self.arena = None;
         Ok(())
     }
@@ -1041,9 +1074,7 @@ impl Operator for Recognize {
         let due = self.due(watermark)?;
         let mut parts = Vec::with_capacity(due.len());
         for (kg, key) in due {
-            let mut part = self.load(kg, &key)?;
-            part.timer = None;
-            parts.push(part);
+            parts.push(self.load(kg, &key)?);
         }
         self.run(parts)
     }
@@ -1058,6 +1089,12 @@ impl Operator for Recognize {
         _scope: &StateScope,
         batch: &mut StateBatch,
     ) -> Result<()> {
+        let (meta, timers) = (self.meta.get_mut()?, self.timers.get_mut()?);
+        for key in self.queued.drain(..) {
+            if let Some(part) = self.parts.get_mut(&key) {
+                persist(meta, timers, part);
+            }
+        }
         self.rows.checkpoint(epoch, batch)?;
         self.meta.checkpoint(epoch, batch)?;
         self.timers.checkpoint(epoch, batch)
