@@ -332,8 +332,10 @@ pub fn restore(stmt: &mut ast::Statement, taken: Vec<Taken>) -> Result<()> {
 pub struct MatchRecognizeTable {
     pub input: LogicalPlan,
     pub spec: RecognizeSpec,
-    /// The ORDER BY column's name, for errors.
-    pub order_name: String,
+    /// The output column that carries event time, if the clause has one: `MATCH_ROWTIME()` of
+    /// one row per match, or the input's time column of all rows per match (only with
+    /// `WITHIN`, which bounds how far behind the watermark a match can be emitted).
+    pub rowtime: Option<usize>,
 }
 
 #[async_trait]
@@ -655,7 +657,16 @@ async fn plan_clause(ctx: &SessionContext, factor: &TableFactor) -> Result<Match
             .collect(),
     };
     let mut compiled_measures = Vec::new();
+    let mut rowtime = match rows {
+        Rows::All => Some(time),
+        Rows::One => None,
+    };
     for m in measures {
+        let is_rowtime = matches!(&m.expr, ast::Expr::Function(f)
+            if f.name.to_string().eq_ignore_ascii_case("match_rowtime"));
+        if is_rowtime && rowtime.is_none() {
+            rowtime = Some(fields.len());
+        }
         let name = fold(&m.alias);
         if fields.iter().any(|f| f.name() == &name) {
             return Err(PlanError::DuplicateColumn(name));
@@ -669,7 +680,7 @@ async fn plan_clause(ctx: &SessionContext, factor: &TableFactor) -> Result<Match
     }
     Ok(MatchRecognizeTable {
         input,
-        order_name: schema.field(time).name().clone(),
+        rowtime: rowtime.filter(|_| within.is_some()),
         spec: RecognizeSpec {
             input: Arc::clone(&schema),
             partition,

@@ -41,6 +41,8 @@ pub(super) fn lower_match_recognize(
     }
     let mut spec = table.spec.clone();
     spec.event_time = lowered.time.rowtime == Some(spec.time);
+    // Event time goes on where matches have one (see `MatchRecognizeTable::rowtime`).
+    let mut rowtime = table.rowtime.filter(|_| spec.event_time);
     let keys = (!spec.partition.is_empty()).then(|| spec.partition.clone());
     let stage = b.exchange(lowered.stage, keys, ctx.parallelism);
     let output = Arc::clone(&spec.output);
@@ -48,6 +50,7 @@ pub(super) fn lower_match_recognize(
     if let Some(projection) = &scan.projection
         && projection.len() != output.fields().len()
     {
+        rowtime = rowtime.and_then(|r| projection.iter().position(|&c| c == r));
         let exprs = projection
             .iter()
             .map(|&i| Arc::new(Column::new(output.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
@@ -64,7 +67,10 @@ pub(super) fn lower_match_recognize(
     Ok(Lowered {
         stage,
         key: None,
-        time: EventTime::default(),
+        time: EventTime {
+            rowtime,
+            ..EventTime::default()
+        },
         append_only: true,
     })
 }

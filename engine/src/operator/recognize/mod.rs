@@ -32,6 +32,11 @@
 //! set, its preferred partial match is emitted as a row with `timed_out` true (measures of
 //! variables it never reached are NULL): "an order not paid within 15 minutes".
 //!
+//! **Event time of the output.** With `WITHIN` and event time, the output watermark is the
+//! input's minus `within`: every match still to come started after that (its attempt would have
+//! expired otherwise), so a match's last row (`MATCH_ROWTIME()`), or any row of an ALL ROWS
+//! match, is never behind it. Downstream windows can then close over the matches.
+//!
 //! **State** (three [`StateTable`](crate::state::table::StateTable)s, all keyed by key group and
 //! partition key): `r` holds the partition's rows from its oldest unresolved attempt (and as many
 //! rows before it as `PREV` reaches) and every row still waiting for the watermark, keyed by
@@ -1077,6 +1082,15 @@ impl Operator for Recognize {
             parts.push(self.load(kg, &key)?);
         }
         self.run(parts)
+    }
+
+    /// A match is emitted by the watermark that ends it, and every open attempt started less
+    /// than `within` before the watermark: nothing emitted later is older than that.
+    fn output_watermark(&self, watermark: i64) -> i64 {
+        match self.shared.spec.within {
+            Some(within) if self.shared.spec.event_time => watermark.saturating_sub(within),
+            _ => watermark,
+        }
     }
 
     fn take_late(&mut self) -> Vec<LateRow> {
