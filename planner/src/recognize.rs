@@ -282,21 +282,7 @@ pub fn restore(stmt: &mut ast::Statement, taken: Vec<Taken>) -> Result<()> {
                 return ControlFlow::Continue(());
             };
             let alias = alias.take();
-            let input = std::mem::replace(
-                factor,
-                TableFactor::Table {
-                    name: ObjectName(Vec::new()),
-                    alias: None,
-                    args: None,
-                    with_hints: Vec::new(),
-                    version: None,
-                    with_ordinality: false,
-                    partitions: Vec::new(),
-                    json_path: None,
-                    sample: None,
-                    index_hints: Vec::new(),
-                },
-            );
+            let input = std::mem::replace(factor, table_factor(ObjectName(Vec::new()), None, None));
             *factor = TableFactor::MatchRecognize {
                 table: Box::new(input),
                 partition_by,
@@ -387,25 +373,36 @@ impl VisitorMut for Collect {
     fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
         if let TableFactor::MatchRecognize { alias, .. } = factor {
             let name = format!("{FUNCTION}{}", self.clauses.len());
-            let replacement = TableFactor::Table {
-                name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(name))]),
-                alias: alias.clone(),
-                args: Some(ast::TableFunctionArgs {
-                    args: Vec::new(),
-                    settings: None,
-                }),
-                with_hints: Vec::new(),
-                version: None,
-                with_ordinality: false,
-                partitions: Vec::new(),
-                json_path: None,
-                sample: None,
-                index_hints: Vec::new(),
+            let name = ObjectName(vec![ObjectNamePart::Identifier(Ident::new(name))]);
+            let args = ast::TableFunctionArgs {
+                args: Vec::new(),
+                settings: None,
             };
+            let replacement = table_factor(name, alias.clone(), Some(args));
             let factor = std::mem::replace(factor, replacement);
             self.clauses.push(Clause { factor });
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// A plain table factor: `name`, or a call of table function `name` with `args`.
+fn table_factor(
+    name: ObjectName,
+    alias: Option<ast::TableAlias>,
+    args: Option<ast::TableFunctionArgs>,
+) -> TableFactor {
+    TableFactor::Table {
+        name,
+        alias,
+        args,
+        with_hints: Vec::new(),
+        version: None,
+        with_ordinality: false,
+        partitions: Vec::new(),
+        json_path: None,
+        sample: None,
+        index_hints: Vec::new(),
     }
 }
 

@@ -350,15 +350,20 @@ impl Recognize {
                 spec.output.fields().len()
             )));
         }
-        Ok(Self {
-            shared: Arc::new(Shared {
-                spec,
-                program,
-                rows,
-                keys,
-                max_prev,
-                dedup,
-            }),
+        Ok(Self::unstarted(Arc::new(Shared {
+            spec,
+            program,
+            rows,
+            keys,
+            max_prev,
+            dedup,
+        })))
+    }
+
+    /// An instance without state, before its restore.
+    fn unstarted(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
             rows: Table::default(),
             meta: Table::default(),
             timers: Table::default(),
@@ -372,7 +377,7 @@ impl Recognize {
             watermark: i64::MIN,
             late: Vec::new(),
             groups: Vec::new(),
-        })
+        }
     }
 
     fn arena(&mut self) -> Result<&mut Arena> {
@@ -1017,22 +1022,7 @@ impl Operator for Recognize {
     }
 
     fn fork(&self) -> Result<Box<dyn Operator>> {
-        Ok(Box::new(Recognize {
-            shared: Arc::clone(&self.shared),
-            rows: Table::default(),
-            meta: Table::default(),
-            timers: Table::default(),
-            arena: None,
-            parts: HashMap::new(),
-            timers_mem: BTreeSet::new(),
-            timers_loaded: false,
-            queued: Vec::new(),
-            scratch: Vec::new(),
-            key_groups: 0..0,
-            watermark: i64::MIN,
-            late: Vec::new(),
-            groups: Vec::new(),
-        }))
+        Ok(Box::new(Recognize::unstarted(Arc::clone(&self.shared))))
     }
 
     fn restore(&mut self, scope: &StateScope) -> Result<()> {
