@@ -412,8 +412,8 @@ impl Recognize {
         self.rows
             .get()?
             .scan_prefix(kg, key, Direction::Forward, |k, v| {
-                let ord = decode_i64(&k[n..])?;
-                let seq = decode_i64(&k[n + 8..])? as u64 ^ (1 << 63);
+                let ord = decode_i64(k.get(n..).unwrap_or_default())?;
+                let seq = decode_i64(k.get(n + 8..).unwrap_or_default())? as u64 ^ (1 << 63);
                 keys.push((ord, seq));
                 decoder.push(v)?;
                 Ok(ControlFlow::Continue(()))
