@@ -481,6 +481,11 @@ impl Connection {
                 return Err(SqlError::from(e).into());
             }
         };
+        // A string of comments and semicolons only is an empty query to Postgres: its clients
+        // (libpq, pgx health checks) wait for EmptyQueryResponse.
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
         let interrupt = Interrupt::new();
         session.interrupt = interrupt.clone();
         let run = async {

@@ -70,6 +70,15 @@ def _():
         expect(conn.execute(VIEW_SQL).fetchall(), PER_AUCTION)
 
 
+@check("psycopg: a comment-only query is an empty query (pgx's health check)")
+def _():
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        for query in (b"-- ping", b"/* ping */ ;", b""):
+            expect(conn.pgconn.exec_(query).status, psycopg.pq.ExecStatus.EMPTY_QUERY)
+        cur = conn.execute("-- ping")
+        expect(cur.pgresult.status, psycopg.pq.ExecStatus.EMPTY_QUERY)
+
+
 @check("psycopg: server-side binding of parameters")
 def _():
     with psycopg.connect(DSN) as conn:
