@@ -12,14 +12,17 @@ use datafusion::scalar::ScalarValue;
 
 use crate::session::SERVER_VERSION;
 
-/// Registers the functions on a session's context.
-pub fn register(ctx: &SessionContext, user: &str) {
+/// Registers the functions on the context of a session of `user` in `database`.
+pub fn register(ctx: &SessionContext, user: &str, database: &str) {
     let version = format!(
         "PostgreSQL {SERVER_VERSION} (Rivulet {}) on x86_64-pc-linux-gnu, a streaming SQL server",
         env!("CARGO_PKG_VERSION")
     );
     ctx.register_udf(constant("version", version));
     ctx.register_udf(constant("current_user", user.to_string()));
+    // No roles to switch to: the session's user is the current one.
+    ctx.register_udf(constant("session_user", user.to_string()));
+    ctx.register_udf(constant("current_catalog", database.to_string()));
     for udf in rivulet_planner::window::udfs() {
         ctx.register_udf(udf);
     }
@@ -40,7 +43,7 @@ pub fn install_computed(
         return Ok(());
     }
     let ctx = SessionContext::new();
-    register(&ctx, "root");
+    register(&ctx, "root", "dev");
     if let Some(filler) = rivulet_planner::computed::filler(&ctx.state(), def)? {
         table.set_computed(filler);
     }

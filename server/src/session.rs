@@ -224,7 +224,7 @@ impl Session {
             &self.user,
             &self.pg_settings,
         )?;
-        crate::functions::register(&ctx, &self.user);
+        crate::functions::register(&ctx, &self.user, &self.database);
         Ok(ctx)
     }
 
