@@ -268,32 +268,21 @@ pub fn restore(stmt: &mut ast::Statement, taken: Vec<Taken>) -> Result<()> {
                     && (*at == last.span.start
                         || alias.as_ref().is_some_and(|a| *at == a.name.span.start))
             });
-            let Some(TableFactor::MatchRecognize {
-                partition_by,
-                order_by,
-                measures,
-                rows_per_match,
-                after_match_skip,
-                pattern,
-                symbols,
-                ..
-            }) = found.and_then(|(_, clause)| clause.take())
-            else {
+            let Some(mut clause) = found.and_then(|(_, clause)| clause.take()) else {
                 return ControlFlow::Continue(());
             };
             let alias = alias.take();
-            let input = std::mem::replace(factor, table_factor(ObjectName(Vec::new()), None, None));
-            *factor = TableFactor::MatchRecognize {
-                table: Box::new(input),
-                partition_by,
-                order_by,
-                measures,
-                rows_per_match,
-                after_match_skip,
-                pattern,
-                symbols,
-                alias,
-            };
+            if let TableFactor::MatchRecognize {
+                table,
+                alias: clause_alias,
+                ..
+            } = &mut clause
+            {
+                *clause_alias = alias;
+                let placeholder = table_factor(ObjectName(Vec::new()), None, None);
+                **table = std::mem::replace(factor, placeholder);
+                *factor = clause;
+            }
             ControlFlow::Continue(())
         }
     }
