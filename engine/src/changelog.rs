@@ -79,6 +79,14 @@ impl ChangeBatch {
         Ok(ChangeBatch { data, ops })
     }
 
+    /// Rows `offset..offset + len`, without copying.
+    pub fn slice(&self, offset: usize, len: usize) -> ChangeBatch {
+        ChangeBatch {
+            data: self.data.slice(offset, len),
+            ops: self.ops[offset..offset + len].to_vec(),
+        }
+    }
+
     /// A batch of inserts.
     pub fn inserts(data: RecordBatch) -> Self {
         let ops = vec![Op::Insert; data.num_rows()];

@@ -1,8 +1,37 @@
 //! Named tasks that are aborted when their handle is dropped, so nothing outlives its owner.
 
 use std::future::Future;
+use std::sync::OnceLock;
 
+use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
+
+/// Where jobs' tasks run, when set (see [`set_job_runtime`]).
+static JOB_RUNTIME: OnceLock<Handle> = OnceLock::new();
+
+/// Runs every job's tasks on `runtime` from now on. The server gives jobs their own runtime, so
+/// that a job busy with a large batch never holds up a client's statement on the same worker
+/// threads. Without it, jobs run on the runtime that starts them. Returns false if one was set.
+pub fn set_job_runtime(runtime: Handle) -> bool {
+    JOB_RUNTIME.set(runtime).is_ok()
+}
+
+/// Spawns `fut`, one of a job's tasks, on the jobs' runtime (see [`set_job_runtime`]).
+#[allow(clippy::disallowed_methods)]
+pub fn spawn_job_task<F>(name: impl Into<String>, fut: F) -> TaskHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handle = match JOB_RUNTIME.get() {
+        Some(runtime) => runtime.spawn(fut),
+        None => tokio::spawn(fut),
+    };
+    TaskHandle {
+        name: name.into(),
+        handle: Some(handle),
+    }
+}
 
 /// A spawned task; dropping the handle aborts the task unless it was detached.
 #[derive(Debug)]

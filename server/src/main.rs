@@ -251,7 +251,16 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .thread_name("rivulet")
         .build()?;
-    runtime.block_on(serve(args))
+    // Jobs run on their own worker threads: a job busy with a large batch does not hold up
+    // clients' statements (the OS shares the cores between the two pools).
+    let jobs = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rivulet-job")
+        .build()?;
+    rivulet_engine::task::set_job_runtime(jobs.handle().clone());
+    let served = runtime.block_on(serve(args));
+    jobs.shutdown_background();
+    served
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {

@@ -43,7 +43,7 @@ use crate::operator::{LateRow, StateScope};
 use crate::sink::{Sink, SinkStats};
 use crate::state::{StateBatch, StateStore};
 use crate::table::TableStore;
-use crate::task::{TaskHandle, spawn_named};
+use crate::task::{TaskHandle, spawn_job_task};
 use crate::{EngineError, Result};
 
 /// Messages between tasks: batches, watermarks, barriers; merged inputs and partitioned outputs.
@@ -376,6 +376,8 @@ pub struct Job {
     externals: Vec<Option<Arc<dyn graph::ExternalSource>>>,
     shared: Arc<Shared>,
     progress: watch::Receiver<Progress>,
+    /// Per source, the committed position the job started from.
+    start_positions: Vec<u64>,
     _watchdog: TaskHandle<()>,
 }
 
@@ -398,7 +400,7 @@ fn spawn_task(
     fut: impl Future<Output = Result<()>> + Send + 'static,
 ) -> TaskHandle<()> {
     let shared = Arc::clone(shared);
-    spawn_named(name.clone(), async move {
+    spawn_job_task(name.clone(), async move {
         match AssertUnwindSafe(fut).catch_unwind().await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => shared.fail(&name, e.to_string()),
@@ -467,6 +469,7 @@ impl Job {
         let positions = (0..sources.len())
             .map(|i| read_u64(&store, &position_key(id, i), id))
             .collect::<Result<Vec<_>>>()?;
+        let start_positions = positions.clone();
         let epoch = read_u64(&store, &epoch_key(id), id)?;
         let (stopped, _) = watch::channel(false);
         let committed = Arc::new(AtomicU64::new(epoch));
@@ -660,7 +663,7 @@ impl Job {
         }));
         // Once the job stops, its remaining tasks are aborted (dropping their handles).
         let mut stopped = shared.stopped.subscribe();
-        let watchdog = spawn_named(format!("{name}/watchdog"), async move {
+        let watchdog = spawn_job_task(format!("{name}/watchdog"), async move {
             let _tasks = handles;
             let _ = stopped.wait_for(|s| *s).await;
         });
@@ -671,6 +674,7 @@ impl Job {
             externals,
             shared,
             progress,
+            start_positions,
             _watchdog: watchdog,
         })
     }
@@ -714,6 +718,13 @@ impl Job {
     /// Waits until the job has committed everything each source had committed when the call
     /// began, asking for a barrier at once rather than at the next interval.
     pub async fn flush(&self) -> std::result::Result<(), String> {
+        let targets = self.targets().await?;
+        self.reach(&targets).await
+    }
+
+    /// Per source, the position that covers everything it holds now (what [`Job::flush`] waits
+    /// for): a table's last committed change-log sequence, an external source's end.
+    pub async fn targets(&self) -> std::result::Result<Vec<u64>, String> {
         let mut targets: Vec<u64> = Vec::with_capacity(self.sources.len());
         for (s, e) in self.sources.iter().zip(&self.externals) {
             targets.push(match e {
@@ -728,6 +739,22 @@ impl Job {
                 None => s.last_seq(),
             });
         }
+        Ok(targets)
+    }
+
+    /// Per source, the position the job started from (0 for a new job: its backfill).
+    pub fn start_positions(&self) -> &[u64] {
+        &self.start_positions
+    }
+
+    /// Per source, the position of the last committed epoch.
+    pub fn positions(&self) -> Vec<u64> {
+        self.progress.borrow().positions.clone()
+    }
+
+    /// Waits until the job has committed `targets` (see [`Job::targets`]), asking for a barrier
+    /// as soon as its sources have read them.
+    pub async fn reach(&self, targets: &[u64]) -> std::result::Result<(), String> {
         let mut progress = self.progress.clone();
         let mut stopped = self.shared.stopped.subscribe();
         loop {
@@ -738,7 +765,7 @@ impl Job {
                 .borrow_and_update()
                 .positions
                 .iter()
-                .zip(&targets)
+                .zip(targets)
                 .all(|(p, t)| p >= t);
             if done {
                 return Ok(());
@@ -755,7 +782,7 @@ impl Job {
                 .shared
                 .read
                 .iter()
-                .zip(&targets)
+                .zip(targets)
                 .all(|(r, t)| r.load(Ordering::Relaxed) >= *t);
             if read {
                 self.shared.flush.notify_one();

@@ -52,6 +52,9 @@ pub struct Chain {
     /// The job's figures, and this task's place in them (stage, instance).
     pub metrics: Arc<JobMetrics>,
     pub at: (usize, usize),
+    /// Operators that kept part of their last input back ([`Operator::has_pending`]), in chain
+    /// order: the last is resumed first, as its output belongs before the earlier ones' rest.
+    pending: Vec<usize>,
 }
 
 impl Chain {
@@ -111,6 +114,7 @@ impl Chain {
             metrics: Arc::clone(&shared.metrics),
             shared,
             at,
+            pending: Vec::new(),
         }
     }
 
@@ -127,15 +131,32 @@ impl Chain {
     /// Runs `batch`, from input `input` of operator `first`, through the operators from index
     /// `first` on (the later ones read their predecessor's output, their input 0).
     fn run(&mut self, first: usize, input: usize, batch: ChangeBatch) -> Result<Vec<ChangeBatch>> {
-        let mut batches = vec![batch];
+        self.run_all(first, input, vec![batch])
+    }
+
+    /// [`Chain::run`] for several batches. An operator that keeps part of its input back is
+    /// noted in `pending`, for [`Chain::drain`].
+    fn run_all(
+        &mut self,
+        first: usize,
+        input: usize,
+        mut batches: Vec<ChangeBatch>,
+    ) -> Result<Vec<ChangeBatch>> {
         let task = self.metrics.task(self.at.0, self.at.1);
         for (i, op) in self.ops.iter_mut().enumerate().skip(first) {
             let input = if i == first { input } else { 0 };
             let mut next = Vec::new();
             let mut rows = 0;
             for b in batches {
+                // What it kept back comes before its next input.
+                while op.has_pending() {
+                    next.extend(op.resume()?);
+                }
                 rows += b.num_rows();
                 next.extend(op.process(input, b)?);
+            }
+            if op.has_pending() {
+                self.pending.push(i);
             }
             let late = op.take_late();
             if let Some(m) = task.and_then(|t| t.operators.get(i)) {
@@ -154,6 +175,27 @@ impl Chain {
             }
         }
         Ok(batches.into_iter().filter(|b| b.num_rows() > 0).collect())
+    }
+
+    /// Resumes the operators that kept input back, one part at a time, sending each part on
+    /// (with backpressure) before the next: a row that meets a million others never has all
+    /// its output in memory at once.
+    async fn drain(&mut self) -> Result<()> {
+        while let Some(&i) = self.pending.last() {
+            let Some(op) = self.ops.get_mut(i).filter(|op| op.has_pending()) else {
+                self.pending.pop();
+                continue;
+            };
+            let started = Instant::now();
+            let out = op.resume()?;
+            if let Some(m) = self.op(i) {
+                m.count_out(out.iter().map(|b| b.num_rows()).sum());
+            }
+            let out = self.run_all(i + 1, 0, out)?;
+            self.busy(started);
+            self.emit(out).await?;
+        }
+        Ok(())
     }
 
     /// Sends `batches` on; time spent waiting for room downstream counts as backpressure.
@@ -199,6 +241,7 @@ impl Chain {
                 out.extend(self.run(i + 1, 0, b)?);
             }
             self.emit(out).await?;
+            self.drain().await?;
         }
         Ok(())
     }
@@ -208,7 +251,8 @@ impl Chain {
         let started = Instant::now();
         let out = self.run(0, input, batch)?;
         self.busy(started);
-        self.emit(out).await
+        self.emit(out).await?;
+        self.drain().await
     }
 
     /// Input `input`'s watermark has reached `watermark`: the first operator learns it for that
@@ -276,7 +320,8 @@ impl Chain {
             out.extend(self.run(i + 1, 0, b)?);
         }
         self.busy(started);
-        self.emit(out).await
+        self.emit(out).await?;
+        self.drain().await
     }
 
     /// Checkpoints the chain into epoch `b`'s contribution (with a source's position, if this

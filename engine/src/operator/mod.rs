@@ -256,8 +256,23 @@ pub trait Operator: Send {
         true
     }
 
-    /// Processes one batch from input `input` and returns what changed downstream.
+    /// Processes one batch from input `input` and returns what changed downstream. An operator
+    /// whose output would be too large to hold at once (a join row meeting many others) may
+    /// return part of it and keep the rest of the batch for [`Operator::resume`].
     fn process(&mut self, input: usize, batch: ChangeBatch) -> Result<Vec<ChangeBatch>>;
+
+    /// Whether [`Operator::process`] kept part of its batch back.
+    fn has_pending(&self) -> bool {
+        false
+    }
+
+    /// Processes more of the batch [`Operator::process`] kept back (see
+    /// [`Operator::has_pending`]). The runtime sends each part downstream, with backpressure,
+    /// before it asks for the next, and before the operator's next input, watermark or barrier,
+    /// so memory stays bounded whatever the fan-out.
+    fn resume(&mut self) -> Result<Vec<ChangeBatch>> {
+        Ok(Vec::new())
+    }
 
     /// Event time of input `input` has reached `watermark` (microseconds since the epoch): no
     /// row with an earlier event time follows on that input. Returns what that closes. Each

@@ -406,6 +406,31 @@ pub struct HashJoin {
     /// Per side, once restored.
     tables: Option<[StateTable; 2]>,
     groups: Vec<u16>,
+    /// The rest of a batch whose output was over [`OUTPUT_BUDGET`], with its input.
+    pending: Option<(usize, ChangeBatch)>,
+}
+
+/// Candidate pairs a join evaluates and emits for one part of a batch: a batch whose rows meet
+/// more is processed in parts (see [`Operator::resume`]).
+const OUTPUT_BUDGET: usize = 64 * 1024;
+
+/// Where to cut a batch whose rows meet `weights` candidates each so that the first part stays
+/// within [`OUTPUT_BUDGET`] (at least one row, and never between an update's two rows); `None`
+/// when the whole batch does.
+fn cut(weights: impl Iterator<Item = usize>, ops: &[Op]) -> Option<usize> {
+    let mut total = 0usize;
+    for (i, w) in weights.enumerate() {
+        total += w;
+        if total > OUTPUT_BUDGET {
+            let mut end = i.max(1);
+            if ops.get(end - 1) == Some(&Op::UpdateBefore) {
+                // Within the budget without the update's first row; alone, with its second.
+                end = if end > 1 { end - 1 } else { 2 };
+            }
+            return (end < ops.len()).then_some(end);
+        }
+    }
+    None
 }
 
 impl HashJoin {
@@ -442,6 +467,7 @@ impl HashJoin {
             schema,
             tables: None,
             groups: Vec::new(),
+            pending: None,
         })
     }
 
@@ -594,6 +620,7 @@ impl Operator for HashJoin {
             schema: Arc::clone(&self.schema),
             tables: None,
             groups: Vec::new(),
+            pending: None,
         }))
     }
 
@@ -620,6 +647,22 @@ impl Operator for HashJoin {
         let (keys, rows) = self.encode(s, &batch.data)?;
         let (slots, lists) = self.load(o, &keys)?;
         let (groups_of, mut lists): (Vec<u16>, Vec<Vec<Match>>) = lists.into_iter().unzip();
+        let weights = slots.iter().map(|slot| {
+            slot.map_or(1, |k| {
+                lists[k]
+                    .iter()
+                    .map(|m| m.count.max(1) as usize)
+                    .sum::<usize>()
+                    .max(1)
+            })
+        });
+        if let Some(end) = cut(weights, &batch.ops) {
+            // Nothing was written yet: the first part is processed afresh (within the budget,
+            // so it is not cut again), the rest later.
+            let out = self.process(input, batch.slice(0, end))?;
+            self.pending = Some((input, batch.slice(end, batch.num_rows() - end)));
+            return Ok(out);
+        }
         let passes = self.evaluate(s, &rows, &slots, &lists)?;
         let tables = self
             .tables
@@ -715,6 +758,17 @@ impl Operator for HashJoin {
             }
         }
         self.output(s, &rows, &lists, &out)
+    }
+
+    fn has_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    fn resume(&mut self) -> Result<Vec<ChangeBatch>> {
+        match self.pending.take() {
+            Some((input, batch)) => self.process(input, batch),
+            None => Ok(Vec::new()),
+        }
     }
 
     fn checkpoint(

@@ -257,3 +257,50 @@ fn state_is_read_lazily_after_a_restart() {
         BTreeMap::from([(vec![Some(500), Some(500), Some(500), Some(9)], 1)])
     );
 }
+
+#[test]
+fn a_batch_that_meets_many_rows_is_joined_in_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let scope = StateScope::new(store.clone(), b"join/", 0..crate::keygroup::KEY_GROUPS);
+    for (kind, filter) in [(JoinKind::Full, false), (JoinKind::Inner, true)] {
+        let proto = join(kind, filter, false);
+        let mut op = restored(&proto, &scope);
+        let (left_schema, right_schema) = (side_schema(["k", "v"]), side_schema(["k2", "w"]));
+        let right: Vec<Row> = (0..30_000)
+            .map(|i| vec![Some(i % 2), Some(i % 7)])
+            .collect();
+        let mut view = BTreeMap::new();
+        let inserts = |rows: &[Row]| -> Vec<(Op, Row)> {
+            rows.iter().map(|r| (Op::Insert, r.clone())).collect()
+        };
+        apply(
+            &mut view,
+            op.process(1, batch(&right_schema, &inserts(&right)))
+                .unwrap(),
+        );
+        // Ten left rows meet 15,000 right rows each: 150,000 pairs, over the budget twice.
+        let mut changes: Vec<(Op, Row)> = (0..8)
+            .map(|i| (Op::Insert, vec![Some(0), Some(i)]))
+            .collect();
+        changes.push((Op::UpdateBefore, vec![Some(0), Some(3)]));
+        changes.push((Op::UpdateAfter, vec![Some(5), Some(3)]));
+        let mut left: Vec<Row> = (0..8).map(|i| vec![Some(0), Some(i)]).collect();
+        left.retain(|r| r != &vec![Some(0), Some(3)]);
+        left.push(vec![Some(5), Some(3)]);
+        let mut parts = 0;
+        let mut out = op.process(0, batch(&left_schema, &changes)).unwrap();
+        loop {
+            let rows: usize = out.iter().map(|b| b.num_rows()).sum();
+            assert!(rows <= OUTPUT_BUDGET + 30_000, "{rows} rows in one part");
+            apply(&mut view, out);
+            parts += 1;
+            if !op.has_pending() {
+                break;
+            }
+            out = op.resume().unwrap();
+        }
+        assert!(parts >= 3, "{kind:?}: {parts} parts");
+        assert_eq!(view, oracle(kind, filter, false, &left, &right), "{kind:?}");
+    }
+}
