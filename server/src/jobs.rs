@@ -44,6 +44,9 @@ const PROCTIME_IDLE: std::time::Duration = std::time::Duration::from_millis(200)
 /// Restart strategies and their settings.
 mod restart;
 
+/// A starting job's catch-up (a new view's backfill): what CREATE waits for.
+pub mod catch_up;
+
 /// Settings of a session that are stored with a view it creates.
 pub fn job_settings(settings: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     settings
@@ -104,13 +107,18 @@ pub struct JobOverview {
     pub restarts: u32,
     /// The running job and its figures; `None` for a job that could not start.
     pub job: Option<(Arc<Job>, rivulet_engine::job::JobStats)>,
+    /// While the job catches up with what its sources held when it started (a new view's
+    /// backfill), the share done, 0 to 1.
+    pub progress: Option<f64>,
 }
 
-/// A view's job and the task that restarts it.
+/// A view's job, the task that restarts it and the one that follows its catch-up.
 struct Running {
     job: Arc<Job>,
     restarts: u32,
+    catch_up: tokio::sync::watch::Receiver<catch_up::CatchUp>,
     _supervisor: TaskHandle<()>,
+    _catch_up: TaskHandle<()>,
 }
 
 /// The running jobs, by view id.
@@ -296,15 +304,27 @@ impl Jobs {
             format!("supervise-{}", entry.def.name),
             supervise(Arc::clone(shared), Arc::clone(&entry), Arc::clone(&job)),
         );
+        let (state, catch_up) = tokio::sync::watch::channel(catch_up::CatchUp::Starting);
+        let tracker = spawn_named(
+            format!("catch-up-{}", entry.def.name),
+            catch_up::track(Arc::clone(&job), state),
+        );
         self.running.lock().insert(
             entry.def.id,
             Running {
                 job,
                 restarts: 0,
+                catch_up,
                 _supervisor: supervisor,
+                _catch_up: tracker,
             },
         );
         Ok(())
+    }
+
+    /// Where the catch-up of view `id`'s job (as it started) is, and its changes.
+    pub fn catch_up(&self, id: u64) -> Option<tokio::sync::watch::Receiver<catch_up::CatchUp>> {
+        self.running.lock().get(&id).map(|r| r.catch_up.clone())
     }
 
     /// Starts the jobs of every view in the catalog, in id order.
@@ -369,9 +389,13 @@ impl Jobs {
                     error: None,
                     restarts: 0,
                     job: None,
+                    progress: None,
                 };
                 match running.get(&view.def.id) {
                     Some((job, restarts)) => {
+                        let progress = self
+                            .catch_up(view.def.id)
+                            .and_then(|c| c.borrow().progress());
                         let stats = job.stats();
                         let failure = job.failure();
                         let retrying = stats.source_error.clone().or(stats.sink_error.clone());
@@ -385,6 +409,7 @@ impl Jobs {
                             error: failure.or(retrying),
                             restarts: *restarts,
                             job: Some((Arc::clone(job), stats)),
+                            progress,
                             ..base
                         });
                     }

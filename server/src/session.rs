@@ -79,6 +79,25 @@ pub struct Session {
     pub interrupt: Interrupt,
     /// Whether a statement is running: still set at the next one if the last was dropped mid-way.
     pub(crate) running: bool,
+    /// NOTICEs of the running statement, sent to the client while it runs (see `wire.rs`).
+    notices: Notices,
+}
+
+/// A session's NOTICE messages: statements send, the wire layer forwards them to the client.
+#[derive(Clone)]
+pub struct Notices {
+    tx: tokio::sync::mpsc::UnboundedSender<pgwire::error::ErrorInfo>,
+    pub rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<pgwire::error::ErrorInfo>>>,
+}
+
+impl Notices {
+    fn new() -> Self {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        Self {
+            tx,
+            rx: Arc::new(tokio::sync::Mutex::new(rx)),
+        }
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -166,7 +185,20 @@ impl Session {
             pg_settings: Default::default(),
             interrupt: Interrupt::new(),
             running: false,
+            notices: Notices::new(),
         })
+    }
+
+    /// Sends a NOTICE to the client (`00000`), before the running statement's result.
+    pub fn notice(&self, message: String) {
+        let notice = pgwire::error::ErrorInfo::new("NOTICE".into(), "00000".into(), message);
+        // The receiver lives as long as the session.
+        let _ = self.notices.tx.send(notice);
+    }
+
+    /// Where the wire layer reads the session's NOTICEs.
+    pub fn notices(&self) -> Notices {
+        self.notices.clone()
     }
 
     /// The server catalog.

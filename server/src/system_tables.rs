@@ -146,6 +146,7 @@ fn jobs(overview: &[JobOverview]) -> Rows {
         ("restarts", I64),
         ("uptime_ms", I64),
         ("error", TEXT),
+        ("progress", F64),
     ]);
     for j in overview {
         let mut row = vec![text(&j.name), text(j.kind), text(j.status)];
@@ -175,6 +176,7 @@ fn jobs(overview: &[JobOverview]) -> Rows {
             }
         }
         row.push(opt_text(j.error.clone()));
+        row.push(ScalarValue::Float64(j.progress));
         t.rows.push(row);
     }
     t

@@ -47,7 +47,7 @@ use crate::error::{SqlError, sqlstate};
 use crate::exec::{Outcome, plan_query};
 use crate::idle::IdleTimer;
 use crate::interrupt::{ClientWatch, Interrupt, Reason};
-use crate::session::{SERVER_VERSION, Session, Shared};
+use crate::session::{Notices, SERVER_VERSION, Session, Shared};
 
 /// Server-wide pieces every connection uses.
 pub struct Frontend {
@@ -125,13 +125,19 @@ pub fn keep_cancel_handle<C: ClientInfo>(client: &C) {
 }
 
 /// Runs `work` (statements of one client message, which stop on `interrupt`), firing `interrupt`
-/// on a cancel request or when the client goes away, and waits for the statements to stop.
-async fn supervised<T, C: ClientInfo>(
-    client: &C,
+/// on a cancel request or when the client goes away, and waits for the statements to stop. The
+/// NOTICEs they send go to the client as they come, before their results.
+async fn supervised<T, C>(
+    client: &mut C,
     watch: &ClientWatch,
     interrupt: &Interrupt,
+    notices: Notices,
     work: impl Future<Output = T>,
-) -> T {
+) -> T
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+    C::Error: Debug,
+{
     let cancel = match client.session_extensions().get::<CancelHandle>() {
         Some(handle) => Some(handle.0.start_query().await),
         None => None,
@@ -151,12 +157,35 @@ async fn supervised<T, C: ClientInfo>(
             () = watch.closed() => Reason::ClientGone,
         }
     };
+    let mut notices = notices.rx.lock().await;
     tokio::pin!(work);
-    tokio::select! {
-        result = &mut work => return result,
-        reason = signal => interrupt.fire(reason),
+    tokio::pin!(signal);
+    let mut fired = false;
+    let result = loop {
+        tokio::select! {
+            result = &mut work => break result,
+            reason = &mut signal, if !fired => {
+                interrupt.fire(reason);
+                fired = true;
+            }
+            Some(notice) = notices.recv() => send_notice(client, notice).await,
+        }
+    };
+    while let Ok(notice) = notices.try_recv() {
+        send_notice(client, notice).await;
     }
-    work.await
+    result
+}
+
+/// Sends one NOTICE; a client that is gone is noticed by the statement's supervision.
+async fn send_notice<C>(client: &mut C, notice: ErrorInfo)
+where
+    C: Sink<PgWireBackendMessage> + Unpin,
+{
+    let message = PgWireBackendMessage::NoticeResponse(notice.into());
+    if client.send(message).await.is_ok() {
+        let _ = client.flush().await;
+    }
 }
 
 async fn session_of<'a, C: ClientInfo>(
@@ -463,12 +492,16 @@ impl Connection {
     }
 
     /// The statements of a simple query, each answered in turn until one fails.
-    async fn run_query<C: ClientInfo>(
+    async fn run_query<C>(
         &self,
-        client: &C,
+        client: &mut C,
         session: &mut Session,
         query: &str,
-    ) -> PgWireResult<Vec<Response>> {
+    ) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+    {
         let statements = match parse_sql(query) {
             Ok(s) => s
                 .into_iter()
@@ -488,6 +521,7 @@ impl Connection {
         }
         let interrupt = Interrupt::new();
         session.interrupt = interrupt.clone();
+        let notices = session.notices();
         let run = async {
             let mut responses = Vec::with_capacity(statements.len());
             for parsed in &statements {
@@ -510,7 +544,7 @@ impl Connection {
             }
             Ok::<_, SqlError>(responses)
         };
-        Ok(supervised(client, &self.watch, &interrupt, run).await?)
+        Ok(supervised(client, &self.watch, &interrupt, notices, run).await?)
     }
 }
 
@@ -907,8 +941,9 @@ impl ExtendedQueryHandler for Connection {
         let session = session_mut(&mut guard)?;
         let interrupt = Interrupt::new();
         session.interrupt = interrupt.clone();
+        let notices = session.notices();
         let run = session.run(&prepared.parsed, params.as_ref());
-        let outcome = supervised(client, &self.watch, &interrupt, run).await?;
+        let outcome = supervised(client, &self.watch, &interrupt, notices, run).await?;
         if let Outcome::Rows { schema, .. } = &outcome
             && !same_result(prepared, schema)
         {

@@ -57,8 +57,10 @@ async fn file_tables_are_read_exactly_once_across_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(dir.path()).await.unwrap();
     let c = server.connect("dev").await.unwrap();
+    // CREATE returns at once, so that the kill below comes part way through the file.
     c.batch_execute(&format!(
-        "CREATE TABLE j (id BIGINT, k INT, v INT, ms BIGINT, note STRING, \
+        "SET background_ddl = true; \
+         CREATE TABLE j (id BIGINT, k INT, v INT, ms BIGINT, note STRING, \
            ts AS TO_TIMESTAMP_LTZ(ms, 3), WATERMARK FOR ts AS ts - INTERVAL '3' SECOND) \
          WITH ('connector' = 'filesystem', 'path' = 'file://{0}/a.jsonl', 'format' = 'json'); \
          CREATE TABLE c (id BIGINT, k INT, v INT) \

@@ -4,6 +4,7 @@
 //! [`Outcome`] that the wire layer turns into Postgres messages. Anything not listed here is refused
 //! with `0A000` naming the statement, never silently accepted.
 
+mod backfill;
 mod ddl;
 mod dml;
 mod query;

@@ -145,58 +145,39 @@ impl Session {
 
     /// SHOW JOBS: each view's job in this database, with its progress and last error.
     pub(super) fn show_jobs(&mut self) -> Result<Outcome, SqlError> {
-        let running = self.shared.jobs.list();
-        let refused = self.shared.jobs.refused();
-        let mut rows: Vec<[String; 14]> = Vec::new();
-        for view in self.catalog().tables(&self.database) {
-            if view.def.view.is_none() {
-                continue;
-            }
-            let Some((job, restarts)) = running.get(&view.def.id) else {
-                if let Some(error) = refused.get(&view.def.id) {
-                    let mut row: [String; 14] = Default::default();
-                    row[0] = view.def.name.clone();
-                    row[1] = "failed".into();
-                    row[12] = error.clone();
-                    rows.push(row);
-                }
-                continue;
-            };
-            let failure = job.failure();
-            let stats = job.stats();
-            let sources: Vec<&str> = job.sources().iter().map(|s| s.name()).collect();
-            let checkpoint_at = stats
-                .checkpoint_at
-                .map(|t| {
-                    chrono::DateTime::<chrono::Utc>::from(t)
-                        .format("%Y-%m-%d %H:%M:%S%.3f+00")
-                        .to_string()
-                })
+        let mut rows: Vec<[String; 15]> = Vec::new();
+        let overview = self.shared.jobs.overview(self.catalog());
+        for j in overview.into_iter().filter(|j| j.database == self.database) {
+            let mut row: [String; 15] = Default::default();
+            row[0] = j.name;
+            row[1] = j.status.to_string();
+            row[12] = j.error.unwrap_or_default();
+            row[14] = j
+                .progress
+                .map(|p| format!("{:.1}%", p * 100.0))
                 .unwrap_or_default();
-            // A source or sink retrying (a broker that is down) shows as such, with its error.
-            let retrying = stats.source_error.clone().or(stats.sink_error.clone());
-            let status = match (&failure, &retrying) {
-                (Some(_), _) => "failed",
-                (None, Some(_)) => "retrying",
-                (None, None) => "running",
-            };
-            let error = failure.or(retrying);
-            rows.push([
-                view.def.name.clone(),
-                status.to_string(),
-                sources.join(", "),
-                stats.parallelism.to_string(),
-                stats.epoch.to_string(),
-                stats.checkpoint_epoch.to_string(),
-                checkpoint_at,
-                stats.rows_in.to_string(),
-                stats.rows_out.to_string(),
-                stats.state_bytes.to_string(),
-                stats.late_rows.to_string(),
-                restarts.to_string(),
-                error.unwrap_or_default(),
-                stats.dead_letters.to_string(),
-            ]);
+            if let Some((job, stats)) = j.job {
+                let sources: Vec<&str> = job.sources().iter().map(|s| s.name()).collect();
+                row[2] = sources.join(", ");
+                row[3] = stats.parallelism.to_string();
+                row[4] = stats.epoch.to_string();
+                row[5] = stats.checkpoint_epoch.to_string();
+                row[6] = stats
+                    .checkpoint_at
+                    .map(|t| {
+                        chrono::DateTime::<chrono::Utc>::from(t)
+                            .format("%Y-%m-%d %H:%M:%S%.3f+00")
+                            .to_string()
+                    })
+                    .unwrap_or_default();
+                row[7] = stats.rows_in.to_string();
+                row[8] = stats.rows_out.to_string();
+                row[9] = stats.state_bytes.to_string();
+                row[10] = stats.late_rows.to_string();
+                row[11] = j.restarts.to_string();
+                row[13] = stats.dead_letters.to_string();
+            }
+            rows.push(row);
         }
         let column = |i: usize| rows.iter().map(|r| r[i].as_str()).collect::<Vec<_>>();
         Ok(text_rows(
@@ -215,8 +196,9 @@ impl Session {
                 "Restarts",
                 "Error",
                 "Dead letters",
+                "Progress",
             ],
-            (0..14).map(column).collect(),
+            (0..15).map(column).collect(),
         ))
     }
 
@@ -333,6 +315,16 @@ const TIMEOUTS: [&str; 2] = ["statement_timeout", "idle_in_transaction_session_t
 /// `value` as the setting `name` keeps it (a timeout in its canonical form, `1s` for `1000`), or
 /// `22023` if `name` is a setting Rivulet acts on and `value` is not one of its values.
 pub fn checked(name: &str, value: String) -> Result<String, SqlError> {
+    if name == super::backfill::BACKGROUND_DDL {
+        return match value.to_lowercase().as_str() {
+            "true" | "on" | "yes" | "1" => Ok("true".into()),
+            "false" | "off" | "no" | "0" => Ok("false".into()),
+            _ => Err(SqlError::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("parameter \"{name}\" requires a Boolean value"),
+            )),
+        };
+    }
     if !TIMEOUTS.contains(&name) {
         return Ok(value);
     }

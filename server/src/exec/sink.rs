@@ -8,7 +8,6 @@
 //! the pipeline, not a store).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use datafusion::sql::sqlparser::ast;
 use rivulet_planner::catalog::{TableDef, ViewDef};
@@ -111,12 +110,7 @@ impl Session {
         let Some(entry) = self.catalog().table(&self.database, name) else {
             return Err(SqlError::internal("sink vanished after creation"));
         };
-        let shared = Arc::clone(&self.shared);
-        if let Err(e) = shared.jobs.start(&shared, &entry).await {
-            let _ = self.catalog().drop_table(&self.database, name, true);
-            return Err(e);
-        }
-        Ok(())
+        self.start_job(&entry, "sink").await
     }
 
     /// Flink's `INSERT INTO sink_table SELECT ...`: a continuous job into the sink table's

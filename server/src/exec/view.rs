@@ -3,7 +3,8 @@
 //! Creating a view plans its query with DataFusion and the streaming planner first (so a query that
 //! cannot be maintained incrementally is refused before anything is stored), then stores the view
 //! like a table (columns, key = its GROUP BY columns, the query text) and starts its job, which
-//! backfills from the source's change log and then follows it.
+//! backfills from the source's change log and then follows it; CREATE returns once the backfill
+//! is committed (see `backfill.rs`).
 
 use std::sync::Arc;
 
@@ -81,11 +82,7 @@ impl Session {
         let Some(entry) = self.catalog().table(&self.database, &name) else {
             return Err(SqlError::internal("view vanished after creation"));
         };
-        let shared = Arc::clone(&self.shared);
-        if let Err(e) = shared.jobs.start(&shared, &entry).await {
-            let _ = self.catalog().drop_table(&self.database, &name, true);
-            return Err(e);
-        }
+        self.start_job(&entry, "materialized view").await?;
         Ok(Outcome::Command("CREATE MATERIALIZED VIEW".into()))
     }
 
