@@ -13,11 +13,15 @@
 //! 4. The same queries on Rivulet's built-in Nexmark generator, read into a table first (no
 //!    JSON), to show the engine's own speed.
 //!
+//! 5. The tumble query as a materialized view, as a user creates it by default (emit on update)
+//!    and with `EMIT ON WINDOW CLOSE`, timed from CREATE until FLUSH returns; compared with
+//!    Flink's blackhole figure for the same query.
+//!
 //! Prints a table: events/s and events per CPU-second of each side, and their ratio.
 //!
 //! Rivulet commits an epoch (operator state and source positions, synced every tenth) at every
-//! barrier: `RIVULET_BENCH_BARRIER_MS` apart, default 1000 (RisingWave's default interval; the
-//! server's own default is 100 ms, for fresher views). Flink runs without checkpoints.
+//! barrier: `RIVULET_BENCH_BARRIER_MS` apart, default 100 (the server's default; 1000 is
+//! RisingWave's default interval). Flink runs without checkpoints.
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;
@@ -54,6 +58,12 @@ const QUERIES: &[(&str, &str, &str)] = &[
          FROM TABLE(SESSION(TABLE bid PARTITION BY bidder, DESCRIPTOR(ts), INTERVAL '10' SECOND)) \
          GROUP BY window_start, window_end, bidder",
     ),
+];
+
+/// The tumble query as views: (row name, what follows the query).
+const VIEWS: &[(&str, &str)] = &[
+    ("tumble MV", ""),
+    ("tumble MV EOWC", " EMIT ON WINDOW CLOSE"),
 ];
 
 /// Writes `n` bids as `genbids.py` does: the same LCG, fields and text.
@@ -98,7 +108,7 @@ fn write_bids(path: &Path, n: u64) {
 type Figures = (f64, f64);
 
 fn barrier_ms() -> String {
-    std::env::var("RIVULET_BENCH_BARRIER_MS").unwrap_or_else(|_| "1000".into())
+    std::env::var("RIVULET_BENCH_BARRIER_MS").unwrap_or_else(|_| "100".into())
 }
 
 async fn server() -> TestServer {
@@ -126,8 +136,29 @@ async fn rivulet_side(path: &Path, rows: u64) -> Vec<Figures> {
     ))
     .await
     .unwrap();
-    let figures = run_queries(&server, &c, rows).await;
+    let mut figures = run_queries(&server, &c, rows).await;
+    figures.extend(run_views(&server, &c, rows).await);
     server.kill9().await.unwrap();
+    figures
+}
+
+/// Runs the tumble query as each of [`VIEWS`], timed from CREATE until FLUSH returns.
+async fn run_views(server: &TestServer, c: &tokio_postgres::Client, rows: u64) -> Vec<Figures> {
+    let mut figures = Vec::new();
+    let tumble = QUERIES[1].2;
+    for (_, suffix) in VIEWS {
+        let cpu0 = server.cpu_time().unwrap();
+        let t0 = Instant::now();
+        c.batch_execute(&format!(
+            "CREATE MATERIALIZED VIEW mv AS {tumble}{suffix}; FLUSH"
+        ))
+        .await
+        .unwrap();
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu = (server.cpu_time().unwrap() - cpu0).as_secs_f64();
+        c.batch_execute("DROP MATERIALIZED VIEW mv").await.unwrap();
+        figures.push((rows as f64 / wall, rows as f64 / cpu.max(1e-3)));
+    }
     figures
 }
 
@@ -205,7 +236,8 @@ async fn nexmark_side(events: u64) -> Vec<Figures> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    let figures = run_queries(&server, &c, bids).await;
+    let mut figures = run_queries(&server, &c, bids).await;
+    figures.extend(run_views(&server, &c, bids).await);
     server.kill9().await.unwrap();
     figures
 }
@@ -254,18 +286,30 @@ async fn main() {
     };
     let nexmark = nexmark_side(rows).await;
     println!(
-        "\n{lines} JSON bids ({}), parallelism 1, blackhole sink:\n",
-        path.display()
+        "\n{lines} JSON bids ({}), parallelism 1, blackhole sink (views: their own storage), \
+         {} ms barriers:\n",
+        path.display(),
+        barrier_ms()
     );
     println!(
-        "| query      | Rivulet ev/s | Rivulet ev/CPU-s | Flink ev/s | Flink ev/CPU-s | ratio (CPU-s) | Rivulet on Nexmark ev/CPU-s |"
+        "| query          | Rivulet ev/s | Rivulet ev/CPU-s | Flink ev/s | Flink ev/CPU-s | ratio (CPU-s) | Rivulet on Nexmark ev/CPU-s |"
     );
     println!(
-        "|------------|--------------|------------------|------------|----------------|---------------|-----------------------------|"
+        "|----------------|--------------|------------------|------------|----------------|---------------|-----------------------------|"
     );
-    for (i, (name, _, _)) in QUERIES.iter().enumerate() {
+    let names = QUERIES
+        .iter()
+        .map(|(name, _, _)| *name)
+        .chain(VIEWS.iter().map(|(name, _)| *name));
+    for (i, name) in names.enumerate() {
         let (r_wall, r_cpu) = rivulet[i];
-        let (f_wall, f_cpu, ratio) = match flink[i] {
+        // A view is compared with Flink's blackhole run of the same query.
+        let f = if i < QUERIES.len() {
+            flink[i]
+        } else {
+            flink[1]
+        };
+        let (f_wall, f_cpu, ratio) = match f {
             Some((w, c)) => (
                 format!("{w:.0}"),
                 format!("{c:.0}"),
@@ -274,7 +318,7 @@ async fn main() {
             None => ("-".into(), "-".into(), "-".into()),
         };
         println!(
-            "| {name:<10} | {r_wall:>12.0} | {r_cpu:>16.0} | {f_wall:>10} | {f_cpu:>14} | {ratio:>13} | {:>27.0} |",
+            "| {name:<14} | {r_wall:>12.0} | {r_cpu:>16.0} | {f_wall:>10} | {f_cpu:>14} | {ratio:>13} | {:>27.0} |",
             nexmark[i].1
         );
     }

@@ -337,6 +337,21 @@ impl Chain {
         position: Option<SourcePosition>,
         alignment: Duration,
     ) -> Result<()> {
+        // What the operators held for the epoch's end goes out first, in chain order.
+        for i in 0..self.ops.len() {
+            let started = Instant::now();
+            let held = self.ops[i].on_barrier()?;
+            if held.is_empty() {
+                continue;
+            }
+            if let Some(m) = self.op(i) {
+                m.count_out(held.iter().map(|b| b.num_rows()).sum());
+            }
+            let out = self.run_all(i + 1, 0, held)?;
+            self.busy(started);
+            self.emit(out).await?;
+            self.drain().await?;
+        }
         let started = Instant::now();
         let mut batch = StateBatch::new();
         let mut bytes = 0;

@@ -289,6 +289,13 @@ pub trait Operator: Send {
         watermark
     }
 
+    /// The epoch ends: returns what the operator held back until then (an aggregate sends its
+    /// epoch's net changes here). Called in chain order before [`Operator::checkpoint`], with
+    /// each operator's output run through the rest of the chain first.
+    fn on_barrier(&mut self) -> Result<Vec<ChangeBatch>> {
+        Ok(Vec::new())
+    }
+
     /// Rows set aside as late since the last call (see [`LateRow`]).
     fn take_late(&mut self) -> Vec<LateRow> {
         Vec::new()

@@ -27,6 +27,9 @@ pub(super) struct Slot {
     live: bool,
     /// The last batch that touched the group (see [`Groups::touch`]).
     batch: u64,
+    /// 1 + its index among the groups the epoch touched, 0 if untouched (see
+    /// [`super::pending`]).
+    pub pending: u32,
 }
 
 #[derive(Default)]
@@ -65,6 +68,7 @@ impl Groups {
             dirty: false,
             live: true,
             batch: 0,
+            pending: 0,
         };
         let id = match self.free.pop() {
             Some(id) => {

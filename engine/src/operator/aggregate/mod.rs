@@ -48,6 +48,7 @@ mod accumulator;
 mod codec;
 mod groups;
 mod hop;
+mod pending;
 mod result;
 mod session;
 mod window;
@@ -121,6 +122,8 @@ pub struct HashAggregate {
     window: Option<Window>,
     /// Set for hopping windows assembled from slices (see [`hop`]).
     hop: Option<hop::Hop>,
+    /// The epoch's changes, held until its barrier (see [`pending`]).
+    pending: pending::Pending,
 }
 
 /// A row converter with its parser; `null` is the encoding of a NULL value (value codecs only).
@@ -165,10 +168,8 @@ struct Scratch {
     exists: Vec<bool>,
     /// Per touched group: its row count before the batch, then after it.
     rows: Vec<i64>,
-    /// Results before and after the batch; aggregate `a` of touched group `t` at
-    /// `a * touched.len() + t`.
+    /// Results before the batch of the groups first touched in the epoch (see [`pending`]).
     before: Vec<Value>,
-    after: Vec<Value>,
     /// Bytes of the `Value::Bytes` results.
     arena: Vec<u8>,
 }
@@ -182,7 +183,6 @@ impl Scratch {
         self.exists.clear();
         self.rows.clear();
         self.before.clear();
-        self.after.clear();
         self.arena.clear();
     }
 }
@@ -255,6 +255,7 @@ impl HashAggregate {
             stored_bytes: 0,
             batches: 0,
             scratch: Scratch::default(),
+            pending: pending::Pending::default(),
             window: None,
             hop: None,
         })
@@ -293,6 +294,7 @@ impl HashAggregate {
             out.push(self.build(vec![Op::Insert; n], &ids, |a, r| values[a * n + r], &arena)?);
         }
         for id in ids {
+            self.forget_held(id);
             let stored = self.groups.remove(id);
             self.stored_bytes = self.stored_bytes.saturating_sub(stored as usize);
             self.aggs.iter_mut().for_each(|agg| agg.reset(id));
@@ -336,12 +338,7 @@ impl HashAggregate {
             }
         }
         self.scratch = scratch;
-        let emit_on_close = self.window.as_ref().is_some_and(|w| w.emit_on_close);
-        if emit_on_close {
-            out.map(|_| Vec::new())
-        } else {
-            out
-        }
+        out
     }
 
     /// Number of groups held (1 for a started global aggregate).
@@ -410,7 +407,8 @@ impl HashAggregate {
         }
     }
 
-    /// Applies a batch that matches the input schema and has rows.
+    /// Applies a batch that matches the input schema and has rows. Its changes are held for the
+    /// barrier (see [`pending`]); nothing is returned.
     fn apply(&mut self, input: &ChangeBatch, s: &mut Scratch) -> Result<Vec<ChangeBatch>> {
         let n = input.num_rows();
         self.batches += 1;
@@ -437,12 +435,14 @@ impl HashAggregate {
         let slots = self.groups.slots.len();
         self.aggs.iter_mut().for_each(|agg| agg.grow(slots));
 
-        let slots = &mut self.groups.slots;
-        s.rows
-            .extend(s.touched.iter().map(|&id| slots[id as usize].rows));
-        for agg in &self.aggs {
-            agg.results(&s.touched, &s.rows, &s.existed, &mut s.before, &mut s.arena)?;
+        // Emitted at the barrier (see [`pending`]): the rows of the groups the epoch touches
+        // for the first time, as they are before this batch. Windows that emit on close and
+        // hopping windows emit when they close.
+        let emit_on_close = self.window.as_ref().is_some_and(|w| w.emit_on_close);
+        if self.hop.is_none() && !emit_on_close {
+            self.hold(s)?;
         }
+        let slots = &mut self.groups.slots;
         s.signs.extend(
             input
                 .ops
@@ -469,63 +469,18 @@ impl HashAggregate {
             s.rows.push(rows);
             s.exists.push(rows > 0 || global);
         }
-        for agg in &self.aggs {
-            agg.results(&s.touched, &s.rows, &s.exists, &mut s.after, &mut s.arena)?;
-        }
-        let out = self.changes(s)?;
 
         for (&id, &exists) in s.touched.iter().zip(&s.exists) {
             if exists {
                 self.groups.mark_dirty(id);
             } else {
+                self.forget_held(id);
                 let stored = self.groups.remove(id);
                 self.stored_bytes = self.stored_bytes.saturating_sub(stored as usize);
                 self.aggs.iter_mut().for_each(|agg| agg.reset(id));
             }
         }
-        Ok(out)
-    }
-
-    /// The output batch: every touched group's net change, in order of first touch.
-    fn changes(&self, s: &Scratch) -> Result<Vec<ChangeBatch>> {
-        let touched = s.touched.len();
-        let at = |a: usize, t: usize| a * touched + t;
-        let changed = |t: usize| {
-            (0..self.aggs.len()).any(|a| !s.before[at(a, t)].same(&s.after[at(a, t)], &s.arena))
-        };
-        // Per output row: the touched group and whether it shows the result after the batch.
-        let mut rows: Vec<(usize, bool)> = Vec::new();
-        let mut ops = Vec::new();
-        for t in 0..touched {
-            match (s.existed[t], s.exists[t]) {
-                (false, true) => {
-                    ops.push(Op::Insert);
-                    rows.push((t, true));
-                }
-                (true, false) => {
-                    ops.push(Op::Delete);
-                    rows.push((t, false));
-                }
-                (true, true) if changed(t) => {
-                    ops.extend([Op::UpdateBefore, Op::UpdateAfter]);
-                    rows.extend([(t, false), (t, true)]);
-                }
-                _ => {}
-            }
-        }
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<u32> = rows.iter().map(|&(t, _)| s.touched[t]).collect();
-        let value = |a: usize, r: usize| {
-            let (t, after) = rows[r];
-            if after {
-                s.after[at(a, t)]
-            } else {
-                s.before[at(a, t)]
-            }
-        };
-        Ok(vec![self.build(ops, &ids, value, &s.arena)?])
+        Ok(Vec::new())
     }
 }
 
@@ -597,9 +552,20 @@ impl Operator for HashAggregate {
         }
         let closing = match self.window.as_mut() {
             Some(w) => w.advance(watermark),
-            None => return Ok(Vec::new()),
+            // Held rows go out before the watermark passes their time (see [`pending`]).
+            None => return self.release(),
         };
-        self.close(closing)
+        if closing.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The closing groups' held changes go out before they are freed.
+        let mut out = self.release()?;
+        out.extend(self.close(closing)?);
+        Ok(out)
+    }
+
+    fn on_barrier(&mut self) -> Result<Vec<ChangeBatch>> {
+        self.release()
     }
 
     fn take_late(&mut self) -> Vec<LateRow> {

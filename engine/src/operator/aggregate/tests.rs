@@ -8,6 +8,19 @@ use datafusion::arrow::array::{Decimal128Array, Float64Array, Int64Array, String
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::scalar::ScalarValue as S;
 
+/// A batch in an epoch of its own: what the operator sends for it by the barrier.
+trait Step {
+    fn step(&mut self, batch: ChangeBatch) -> Result<Vec<ChangeBatch>>;
+}
+
+impl<T: Operator + ?Sized> Step for T {
+    fn step(&mut self, batch: ChangeBatch) -> Result<Vec<ChangeBatch>> {
+        let mut out = self.process(0, batch)?;
+        out.extend(self.on_barrier()?);
+        Ok(out)
+    }
+}
+
 type Row = Vec<S>;
 
 fn schema(fields: &[(&str, DataType)]) -> SchemaRef {
@@ -222,14 +235,15 @@ fn random_changes_match_recomputation_across_restarts() {
                 }
             }
         }
-        view.apply(op.process(0, int_batch(&rows)).unwrap());
-        assert_eq!(view.rows, recompute(&live), "after round {round}");
-        assert_eq!(op.group_count(), view.rows.len());
-
-        // Some epochs span several batches, so that a stored group can vanish and come back.
-        if round % 3 == 0 {
+        // Changes go out at the barrier: some epochs span several batches, so that a group
+        // can change, vanish and come back within one.
+        assert!(op.process(0, int_batch(&rows)).unwrap().is_empty());
+        if rng.below(3) == 0 {
             continue;
         }
+        view.apply(op.on_barrier().unwrap());
+        assert_eq!(view.rows, recompute(&live), "after round {round}");
+        assert_eq!(op.group_count(), view.rows.len());
         let mut batch = StateBatch::new();
         op.checkpoint(0, &scope(&store), &mut batch).unwrap();
         store.write(batch, true).unwrap();
@@ -263,11 +277,11 @@ fn restore_from_checkpoint_gives_identical_output() {
         (Op::UpdateAfter, Some(2), Some(8)),
         (Op::Delete, None, None),
     ]);
-    op.process(0, first).unwrap();
+    op.step(first).unwrap();
     let mut batch = StateBatch::new();
     op.checkpoint(0, &scope(&store), &mut batch).unwrap();
     store.write(batch, true).unwrap();
-    let expected = op.process(0, second.clone()).unwrap();
+    let expected = op.step(second.clone()).unwrap();
     assert_eq!(
         expected[0].ops,
         [
@@ -283,7 +297,7 @@ fn restore_from_checkpoint_gives_identical_output() {
     drop(op);
     let mut op = int_agg(&store);
     assert_eq!(op.group_count(), 3);
-    assert_eq!(op.process(0, second).unwrap(), expected);
+    assert_eq!(op.step(second).unwrap(), expected);
     let mut batch = StateBatch::new();
     op.checkpoint(0, &scope(&store), &mut batch).unwrap();
     store.write(batch, true).unwrap();
@@ -321,19 +335,19 @@ fn global_aggregate_starts_at_zero_and_is_never_deleted() {
     assert_eq!(view.rows[&vec![]], row(0, None));
 
     view.apply(
-        op.process(0, batch(&[(Op::Insert, Some(5)), (Op::Insert, None)]))
+        op.step(batch(&[(Op::Insert, Some(5)), (Op::Insert, None)]))
             .unwrap(),
     );
     assert_eq!(view.rows[&vec![]], row(2, Some(5)));
     // A row added and retracted within one batch changes nothing.
     assert!(
-        op.process(0, batch(&[(Op::Insert, Some(9)), (Op::Delete, Some(9))]))
+        op.step(batch(&[(Op::Insert, Some(9)), (Op::Delete, Some(9))]))
             .unwrap()
             .is_empty()
     );
 
     let out = op
-        .process(0, batch(&[(Op::Delete, Some(5)), (Op::Delete, None)]))
+        .step(batch(&[(Op::Delete, Some(5)), (Op::Delete, None)]))
         .unwrap();
     assert_eq!(out[0].ops, [Op::UpdateBefore, Op::UpdateAfter]);
     view.apply(out);
@@ -348,7 +362,7 @@ fn global_aggregate_starts_at_zero_and_is_never_deleted() {
         op.start().unwrap().is_empty(),
         "the recovered row is already downstream"
     );
-    view.apply(op.process(0, batch(&[(Op::Insert, Some(3))])).unwrap());
+    view.apply(op.step(batch(&[(Op::Insert, Some(3))])).unwrap());
     assert_eq!(view.rows[&vec![]], row(1, Some(3)));
 }
 
@@ -432,17 +446,14 @@ fn floats_strings_decimals_and_null_keys() {
     };
     let mut view = View::new(1);
     view.apply(
-        op.process(
-            0,
-            batch(&[
-                (Op::Insert, None, 1.5, Some("pear"), Some(125)),
-                (Op::Insert, None, -0.0, Some("apple"), Some(250)),
-                (Op::Insert, Some("a"), 0.0, Some("zoo"), None),
-                (Op::Insert, Some("a"), -0.0, None, Some(100)),
-                (Op::Insert, Some("a"), f64::NAN, Some("b"), Some(100)),
-                (Op::Insert, Some("a"), 3.0, None, Some(0)),
-            ]),
-        )
+        op.step(batch(&[
+            (Op::Insert, None, 1.5, Some("pear"), Some(125)),
+            (Op::Insert, None, -0.0, Some("apple"), Some(250)),
+            (Op::Insert, Some("a"), 0.0, Some("zoo"), None),
+            (Op::Insert, Some("a"), -0.0, None, Some(100)),
+            (Op::Insert, Some("a"), f64::NAN, Some("b"), Some(100)),
+            (Op::Insert, Some("a"), 3.0, None, Some(0)),
+        ]))
         .unwrap(),
     );
     let null = vec![S::Utf8(None)];
@@ -471,14 +482,11 @@ fn floats_strings_decimals_and_null_keys() {
     );
 
     view.apply(
-        op.process(
-            0,
-            batch(&[
-                (Op::Delete, None, -0.0, Some("apple"), Some(250)),
-                (Op::Delete, Some("a"), f64::NAN, Some("b"), Some(100)),
-                (Op::Delete, Some("a"), 0.0, Some("zoo"), None),
-            ]),
-        )
+        op.step(batch(&[
+            (Op::Delete, None, -0.0, Some("apple"), Some(250)),
+            (Op::Delete, Some("a"), f64::NAN, Some("b"), Some(100)),
+            (Op::Delete, Some("a"), 0.0, Some("zoo"), None),
+        ]))
         .unwrap(),
     );
     assert_eq!(
@@ -647,7 +655,7 @@ fn min_max_and_distinct_of_many_types_match_recomputation_across_restarts() {
             .map(|c| S::iter_to_array(rows.iter().map(|r| r[c].clone())).unwrap())
             .collect();
         let data = RecordBatch::try_new(input.clone(), columns).unwrap();
-        view.apply(op.process(0, ChangeBatch { data, ops }).unwrap());
+        view.apply(op.step(ChangeBatch { data, ops }).unwrap());
         assert_eq!(view.rows, recompute(&live), "after round {round}");
 
         if round % 2 == 0 {
@@ -674,22 +682,19 @@ fn retracting_a_row_never_added_is_an_error() {
     let store = StateStore::open(dir.path()).unwrap();
     let mut op = int_agg(&store);
     assert!(
-        op.process(0, int_batch(&[(Op::Delete, Some(1), Some(5))]))
+        op.step(int_batch(&[(Op::Delete, Some(1), Some(5))]))
             .is_err()
     );
 
     let mut op = int_agg(&store);
-    op.process(
-        0,
-        int_batch(&[
-            (Op::Insert, Some(1), Some(5)),
-            (Op::Insert, Some(1), Some(7)),
-        ]),
-    )
+    op.step(int_batch(&[
+        (Op::Insert, Some(1), Some(5)),
+        (Op::Insert, Some(1), Some(7)),
+    ]))
     .unwrap();
     // The row count stays positive, but no 6 was ever added to the group's multisets.
     assert!(
-        op.process(0, int_batch(&[(Op::Delete, Some(1), Some(6))]))
+        op.step(int_batch(&[(Op::Delete, Some(1), Some(6))]))
             .is_err()
     );
 
@@ -697,14 +702,11 @@ fn retracting_a_row_never_added_is_an_error() {
     let mut op = int_agg(&store);
     let mut view = View::new(1);
     view.apply(
-        op.process(
-            0,
-            int_batch(&[
-                (Op::Insert, Some(1), Some(1)),
-                (Op::Delete, Some(1), Some(5)),
-                (Op::Insert, Some(1), Some(5)),
-            ]),
-        )
+        op.step(int_batch(&[
+            (Op::Insert, Some(1), Some(1)),
+            (Op::Delete, Some(1), Some(5)),
+            (Op::Insert, Some(1), Some(5)),
+        ]))
         .unwrap(),
     );
     assert_eq!(view.rows, recompute(&[(Some(1), Some(1))]));
@@ -762,7 +764,7 @@ fn windows_close_on_the_watermark_free_their_state_and_survive_restore() {
     let store = StateStore::open(dir.path()).unwrap();
     let mut op = restored(&store, Ok(window_agg())).unwrap();
     assert!(
-        op.process(0, window_batch(&[(10, 1), (10, 2), (20, 5)]))
+        op.step(window_batch(&[(10, 1), (10, 2), (20, 5)]))
             .unwrap()
             .is_empty()
     );
@@ -775,7 +777,7 @@ fn windows_close_on_the_watermark_free_their_state_and_survive_restore() {
     assert_eq!(op.group_count(), 1);
     // A row for the closed window is late: kept aside, not aggregated.
     assert!(
-        op.process(0, window_batch(&[(10, 7), (30, 1)]))
+        op.step(window_batch(&[(10, 7), (30, 1)]))
             .unwrap()
             .is_empty()
     );
