@@ -259,7 +259,8 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rivulet_engine::task::set_job_runtime(jobs.handle().clone());
     let served = runtime.block_on(serve(args));
-    jobs.shutdown_background();
+    // Jobs stop (and let go of the store) before the process exits.
+    jobs.shutdown_timeout(std::time::Duration::from_secs(10));
     served
 }
 

@@ -267,6 +267,9 @@ pub(crate) struct Shared {
     flush: Notify,
     /// Per source: the position its task has read up to (committed or not), for FLUSH.
     read: Vec<AtomicU64>,
+    /// Per source: its last read was full, so more input is waiting (a backfill, or a job that
+    /// falls behind): barriers come further apart meanwhile (see [`CATCH_UP_INTERVAL`]).
+    backlog: Vec<std::sync::atomic::AtomicBool>,
     rows_in: AtomicU64,
     rows_out: AtomicU64,
     dead_letters: AtomicU64,
@@ -282,6 +285,12 @@ pub(crate) struct Shared {
 /// How often FLUSH looks whether the sources have read up to its targets.
 const FLUSH_POLL: Duration = Duration::from_millis(5);
 
+/// Time between barriers while a source has input waiting (at least the barrier interval). A
+/// backfill, or a job that fell behind, commits every second instead of every 100 ms: its view
+/// is behind anyway, and each epoch rewrites every row and group it touched, so fewer epochs
+/// let it catch up sooner. Once its sources wait for input, barriers come at their interval.
+const CATCH_UP_INTERVAL: Duration = Duration::from_secs(1);
+
 impl Shared {
     /// Counts records a source could not decode.
     pub(crate) fn count_dead(&self, n: usize) {
@@ -289,6 +298,18 @@ impl Shared {
     }
 
     /// Notes that source `index` has read up to `position`.
+    /// Source `index` has more input waiting (its last read was full), or not.
+    pub(crate) fn set_backlog(&self, index: usize, backlog: bool) {
+        if let Some(b) = self.backlog.get(index) {
+            b.store(backlog, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a source has input waiting.
+    fn catching_up(&self) -> bool {
+        self.backlog.iter().any(|b| b.load(Ordering::Relaxed))
+    }
+
     pub(crate) fn read_to(&self, index: usize, position: u64) {
         if let Some(r) = self.read.get(index) {
             r.store(position, Ordering::Relaxed);
@@ -488,6 +509,10 @@ impl Job {
             stopped,
             flush: Notify::new(),
             read: positions.iter().map(|&p| AtomicU64::new(p)).collect(),
+            backlog: positions
+                .iter()
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
             rows_in: AtomicU64::new(0),
             rows_out: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
@@ -822,8 +847,11 @@ impl Committer {
             std::collections::VecDeque::new();
         // The first barrier goes out at once: it commits what the operators emit on start.
         let mut wanted = true;
+        let catch_up = CATCH_UP_INTERVAL.max(self.config.barrier_interval);
+        let mut last_barrier = Instant::now();
         loop {
             if wanted && in_flight < self.config.max_in_flight.max(1) {
+                last_barrier = Instant::now();
                 epoch += 1;
                 let frequency = self.config.checkpoint_frequency.max(1);
                 let barrier = Barrier {
@@ -840,7 +868,9 @@ impl Committer {
             }
             tokio::select! {
                 biased;
-                _ = ticker.tick() => wanted = true,
+                _ = ticker.tick() => {
+                    wanted = !self.shared.catching_up() || last_barrier.elapsed() >= catch_up;
+                }
                 _ = self.shared.flush.notified() => wanted = true,
                 msg = inputs.next() => match msg?.map(|(_, m)| m) {
                     None => return Ok(()),

@@ -35,6 +35,10 @@ const EXTERNAL_POLL: Duration = Duration::from_millis(5);
 /// Change-log entries a source reads at a time.
 const READ_ENTRIES: usize = 16;
 
+/// An external source's read of this many rows (its readers' batch size) was full: more input
+/// is waiting.
+const FULL_READ_ROWS: usize = 8192;
+
 /// Operators run one after another on every batch, within one task.
 pub struct Chain {
     pub ops: Vec<Box<dyn Operator>>,
@@ -585,6 +589,10 @@ pub async fn external_source(
             let start = reader.at.watermark;
             splits.track(&split_ids, start);
             let had_rows = rows.is_some();
+            let full = rows
+                .as_ref()
+                .is_some_and(|r| r.rows.num_rows() >= FULL_READ_ROWS);
+            chain.shared.set_backlog(reader.at.index, full && !done);
             if let Some(rows) = rows {
                 let batch = ChangeBatch::inserts(reader.table.complete(&rows.rows)?);
                 chain.shared.count_in(reader.at.index, batch.num_rows());
@@ -670,6 +678,7 @@ pub async fn source(
         }
         if table.last_seq() > reader.at.seq {
             let entries = table.changes_after(None, reader.at.seq, READ_ENTRIES)?;
+            let full = entries.len() >= READ_ENTRIES;
             for (seq, batch) in entries {
                 chain.shared.count_in(reader.at.index, batch.num_rows());
                 let advanced = reader.advance(&batch)?;
@@ -681,8 +690,12 @@ pub async fn source(
                 }
             }
             last_rows = (Instant::now(), reader.at.watermark);
+            chain
+                .shared
+                .set_backlog(reader.at.index, full && table.last_seq() > reader.at.seq);
             continue;
         }
+        chain.shared.set_backlog(reader.at.index, false);
         tokio::select! {
             b = barriers.recv() => match b {
                 Some(b) => chain.barrier(b, Some(reader.at.clone())).await?,

@@ -549,6 +549,11 @@ impl TableStore {
                 buf.clear();
                 enc.encode(row, &mut buf);
                 batch.put(key, &buf);
+            } else if *op == Op::UpdateBefore
+                && changes.ops.get(row + 1) == Some(&Op::UpdateAfter)
+                && keys.get(row + 1) == Some(key)
+            {
+                // Overwritten by the update's new row, next.
             } else {
                 batch.delete(key);
             }
