@@ -456,6 +456,34 @@ impl Jobs {
             .collect()
     }
 
+    /// Waits until views `ids`, and the views they read, reflect every change committed before
+    /// the call (upstream views first, as FLUSH does).
+    pub async fn flush_views(&self, ids: &[u64]) -> Result<(), SqlError> {
+        let jobs: Vec<Arc<Job>> = {
+            let running = self.running.lock();
+            let mut wanted: std::collections::BTreeSet<u64> = std::collections::BTreeSet::new();
+            let mut next: Vec<u64> = ids.to_vec();
+            while let Some(id) = next.pop() {
+                if !wanted.insert(id) {
+                    continue;
+                }
+                if let Some(r) = running.get(&id) {
+                    next.extend(r.job.sources().iter().map(|s| s.id()));
+                }
+            }
+            wanted
+                .iter()
+                .filter_map(|id| running.get(id).map(|r| Arc::clone(&r.job)))
+                .collect()
+        };
+        for job in jobs {
+            job.flush().await.map_err(|e| {
+                SqlError::new(crate::error::sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE, e)
+            })?;
+        }
+        Ok(())
+    }
+
     /// Waits until every view reflects every change committed before the call.
     pub async fn flush(&self) -> Result<(), SqlError> {
         let jobs: Vec<Arc<Job>> = self

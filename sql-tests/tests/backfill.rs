@@ -192,3 +192,73 @@ async fn create_waits_for_the_backfill_and_a_cancel_leaves_no_view() {
     }
     assert_eq!(lines as i64, ROWS / 1000);
 }
+
+/// `SET visibility_mode = 'strict'`: a SELECT sees, in the views it reads (and the views those
+/// read), every write another session committed before it, without FLUSH.
+#[tokio::test]
+async fn strict_visibility_reads_every_write_committed_before_the_query() {
+    let server = TestServer::start().await.unwrap();
+    let writer = server.connect("dev").await.unwrap();
+    let reader = server.connect("dev").await.unwrap();
+    writer
+        .batch_execute(
+            "CREATE TABLE t (k BIGINT, v BIGINT); \
+             CREATE MATERIALIZED VIEW per_k AS SELECT k, count(*) AS n FROM t GROUP BY k; \
+             CREATE MATERIALIZED VIEW on_view AS SELECT count(*) AS keys FROM per_k",
+        )
+        .await
+        .unwrap();
+    let visible = |strict: bool| {
+        let (writer, reader) = (&writer, &reader);
+        async move {
+            let mode = if strict { "strict" } else { "checkpoint" };
+            reader
+                .batch_execute(&format!("SET visibility_mode = '{mode}'"))
+                .await
+                .unwrap();
+            let (mut seen, mut took) = (0, Vec::new());
+            for i in 0..100 {
+                let k = if strict { i } else { 1000 + i };
+                writer
+                    .batch_execute(&format!("INSERT INTO t VALUES ({k}, 1)"))
+                    .await
+                    .unwrap();
+                let started = Instant::now();
+                let n = text_rows(reader, &format!("SELECT n FROM per_k WHERE k = {k}"))
+                    .await
+                    .unwrap();
+                took.push(started.elapsed());
+                seen += usize::from(n == vec!["1".to_string()]);
+            }
+            took.sort();
+            eprintln!(
+                "{mode}: {seen}/100 inserts visible at once, SELECT p50 {:?}, p99 {:?}",
+                took[50], took[98]
+            );
+            seen
+        }
+    };
+    assert_eq!(visible(true).await, 100);
+    // Without it, a read right after a write usually misses it (the view commits every 100 ms).
+    assert!(visible(false).await < 100);
+    // A view on a view waits for its upstream too.
+    reader
+        .batch_execute("SET visibility_mode = 'strict'")
+        .await
+        .unwrap();
+    writer
+        .batch_execute("INSERT INTO t VALUES (5000, 1)")
+        .await
+        .unwrap();
+    assert_eq!(
+        text_rows(&reader, "SELECT keys FROM on_view")
+            .await
+            .unwrap(),
+        vec!["201"]
+    );
+    let error = reader
+        .batch_execute("SET visibility_mode = 'sometimes'")
+        .await
+        .unwrap_err();
+    assert_eq!(error.as_db_error().unwrap().code().code(), "22023");
+}

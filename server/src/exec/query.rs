@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, ParamValues};
 use datafusion::logical_expr::expr::Cast;
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan};
@@ -77,7 +77,39 @@ pub fn bind(plan: LogicalPlan, params: Option<&ParamValues>) -> Result<LogicalPl
     }
 }
 
+/// The session setting that makes a SELECT wait for the views it reads (see
+/// [`Session::read_your_writes`]).
+pub const VISIBILITY_MODE: &str = "visibility_mode";
+
 impl Session {
+    /// Whether `visibility_mode` is `strict`: a query that reads materialized views first waits
+    /// until each reflects every write committed before the query began, in any session (what
+    /// FLUSH does, for those views and the views they read). The default, `checkpoint`, reads
+    /// what the views have committed, at most a barrier interval behind.
+    fn read_your_writes(&self) -> bool {
+        self.settings
+            .get(VISIBILITY_MODE)
+            .is_some_and(|m| m == "strict")
+    }
+
+    /// The materialized views `plan` reads, by id.
+    fn views_read(&self, plan: &LogicalPlan) -> Vec<u64> {
+        let mut views = Vec::new();
+        let _ = plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node
+                && let Some(entry) = self.catalog().table(
+                    scan.table_name.catalog().unwrap_or(&self.database),
+                    scan.table_name.table(),
+                )
+                && entry.def.view.is_some()
+            {
+                views.push(entry.def.id);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        views
+    }
+
     pub(super) async fn query(
         &mut self,
         stmt: &ast::Statement,
@@ -85,6 +117,11 @@ impl Session {
     ) -> Result<Outcome, SqlError> {
         let ctx = self.context()?.clone();
         let plan = bind(plan_query(&ctx, stmt).await?, params)?;
+        if self.read_your_writes() {
+            let views = self.views_read(&plan);
+            let jobs = &self.shared.jobs;
+            self.interrupt.run(jobs.flush_views(&views)).await?;
+        }
         let tag = match stmt {
             ast::Statement::Explain { .. } => "EXPLAIN",
             _ => "SELECT",

@@ -325,6 +325,17 @@ pub fn checked(name: &str, value: String) -> Result<String, SqlError> {
             )),
         };
     }
+    if name == super::query::VISIBILITY_MODE {
+        let mode = value.to_lowercase();
+        if mode == "checkpoint" || mode == "strict" {
+            return Ok(mode);
+        }
+        return Err(SqlError::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!("invalid value for parameter \"{name}\": \"{value}\""),
+        )
+        .with_hint("Available values: checkpoint, strict."));
+    }
     if !TIMEOUTS.contains(&name) {
         return Ok(value);
     }
