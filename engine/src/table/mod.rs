@@ -695,23 +695,24 @@ impl TableStore {
     }
 }
 
-/// Splits a change into log entries of at most [`SCAN_BATCH_ROWS`] rows, never between the two
-/// halves of an update.
+/// Splits a change into log entries of [`SCAN_BATCH_ROWS`] rows (one more where that would fall
+/// between the two halves of an update).
 fn split_change(change: ChangeBatch) -> Vec<ChangeBatch> {
     let n = change.num_rows();
     if n <= SCAN_BATCH_ROWS {
         return vec![change];
     }
-    (0..n)
-        .step_by(SCAN_BATCH_ROWS)
-        .map(|start| {
-            let len = SCAN_BATCH_ROWS.min(n - start);
-            ChangeBatch {
-                data: change.data.slice(start, len),
-                ops: change.ops[start..start + len].to_vec(),
-            }
-        })
-        .collect()
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let mut end = (start + SCAN_BATCH_ROWS).min(n);
+        if end < n && change.ops[end - 1] == Op::UpdateBefore {
+            end += 1;
+        }
+        parts.push(change.slice(start, end - start));
+        start = end;
+    }
+    parts
 }
 
 /// Interleaves old and new rows into `UpdateBefore`/`UpdateAfter` pairs.
