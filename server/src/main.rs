@@ -3,6 +3,12 @@
 //! Start-up opens the state store (RocksDB), loads the catalog, and accepts Postgres connections;
 //! each connection gets its own pgwire handlers and session (see `wire`). See ARCHITECTURE.md.
 
+/// mimalloc: batches are allocated on one thread and freed on another (clients', jobs' and
+/// blocking threads), which glibc's malloc answered with constant `madvise` calls and page faults
+/// (a projection job spent up to 40% of its CPU in the kernel).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Trust and SCRAM authentication.
 mod auth;
 /// Databases and tables, persisted in the state store.
@@ -247,7 +253,6 @@ fn main() -> anyhow::Result<()> {
             args.listen
         );
     }
-    limit_malloc_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("rivulet")
@@ -264,26 +269,6 @@ fn main() -> anyhow::Result<()> {
     jobs.shutdown_timeout(std::time::Duration::from_secs(10));
     served
 }
-
-/// Gives glibc's malloc one arena per core instead of eight. With the clients' and the jobs'
-/// worker threads, batches are allocated on one thread and freed on another, and with many arenas
-/// glibc returned their pages to the kernel and faulted them back in all the time (`madvise` was
-/// 40% of a projection job's CPU; 1.6M instead of 1.97M events per CPU-second).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let arenas = libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX);
-    // SAFETY: mallopt only sets an allocator parameter; it is called before any other thread
-    // exists.
-    let set = unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) };
-    if set != 1 {
-        tracing::warn!("could not limit malloc arenas");
-    }
-}
-
-/// Other allocators need no limit.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     pg::functions::mark_start();
