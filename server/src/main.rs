@@ -253,6 +253,7 @@ fn main() -> anyhow::Result<()> {
             args.listen
         );
     }
+    limit_malloc_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("rivulet")
@@ -269,6 +270,26 @@ fn main() -> anyhow::Result<()> {
     jobs.shutdown_timeout(std::time::Duration::from_secs(10));
     served
 }
+
+/// Gives glibc's malloc, which RocksDB and librdkafka still use, one arena per core instead of
+/// eight: with the clients', the jobs' and the blocking threads, many arenas made it return pages
+/// to the kernel and fault them back in all the time (the tumble view over 10M bids: 1.17-1.26M
+/// events per CPU-second with glibc's default, 1.39-1.55M with this).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let arenas = libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX);
+    // SAFETY: mallopt only sets an allocator parameter; it is called before any other thread
+    // exists.
+    let set = unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) };
+    if set != 1 {
+        eprintln!("could not limit malloc arenas");
+    }
+}
+
+/// Other C allocators need no limit.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     pg::functions::mark_start();
