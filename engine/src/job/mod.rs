@@ -868,8 +868,9 @@ impl Committer {
             }
             tokio::select! {
                 biased;
+                // A barrier already wanted (FLUSH) stays wanted.
                 _ = ticker.tick() => {
-                    wanted = !self.shared.catching_up() || last_barrier.elapsed() >= catch_up;
+                    wanted |= !self.shared.catching_up() || last_barrier.elapsed() >= catch_up;
                 }
                 _ = self.shared.flush.notified() => wanted = true,
                 msg = inputs.next() => match msg?.map(|(_, m)| m) {
