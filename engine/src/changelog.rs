@@ -8,7 +8,7 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, Int8Array, UInt32Array};
-use datafusion::arrow::compute::take;
+use datafusion::arrow::compute::{interleave, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
@@ -76,6 +76,25 @@ impl ChangeBatch {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(indices.len()));
         let data = RecordBatch::try_new_with_options(self.data.schema(), columns, &options)?;
+        Ok(ChangeBatch { data, ops })
+    }
+
+    /// Rows taken from `old` (source 0) and `new` (source 1), same schema, as `(source, row)`
+    /// `indices` say, with `ops` (one per index).
+    pub fn interleave(
+        old: &RecordBatch,
+        new: &RecordBatch,
+        indices: &[(usize, usize)],
+        ops: Vec<Op>,
+    ) -> Result<ChangeBatch> {
+        let columns = old
+            .columns()
+            .iter()
+            .zip(new.columns())
+            .map(|(o, n)| interleave(&[o.as_ref(), n.as_ref()], indices))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(indices.len()));
+        let data = RecordBatch::try_new_with_options(old.schema(), columns, &options)?;
         Ok(ChangeBatch { data, ops })
     }
 

@@ -297,7 +297,6 @@ impl Shared {
         self.dead_letters.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// Notes that source `index` has read up to `position`.
     /// Source `index` has more input waiting (its last read was full), or not.
     pub(crate) fn set_backlog(&self, index: usize, backlog: bool) {
         if let Some(b) = self.backlog.get(index) {
@@ -310,6 +309,7 @@ impl Shared {
         self.backlog.iter().any(|b| b.load(Ordering::Relaxed))
     }
 
+    /// Notes that source `index` has read up to `position`.
     pub(crate) fn read_to(&self, index: usize, position: u64) {
         if let Some(r) = self.read.get(index) {
             r.store(position, Ordering::Relaxed);

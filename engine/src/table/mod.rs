@@ -719,17 +719,10 @@ fn split_change(change: ChangeBatch) -> Vec<ChangeBatch> {
 fn pair_updates(old: &RecordBatch, new: &RecordBatch) -> Result<ChangeBatch> {
     let n = old.num_rows();
     let indices: Vec<(usize, usize)> = (0..n).flat_map(|i| [(0, i), (1, i)]).collect();
-    let columns = old
-        .columns()
-        .iter()
-        .zip(new.columns())
-        .map(|(o, n)| interleave(&[o.as_ref(), n.as_ref()], &indices))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let data = RecordBatch::try_new(old.schema(), columns)?;
     let ops = (0..n)
         .flat_map(|_| [Op::UpdateBefore, Op::UpdateAfter])
         .collect();
-    Ok(ChangeBatch { data, ops })
+    ChangeBatch::interleave(old, new, &indices, ops)
 }
 
 /// `(a, b)=(1, x)` in Postgres' style for a one-row key batch.

@@ -10,10 +10,10 @@
 //! for an aggregate without windows, before a watermark goes on (an output row must not follow a
 //! watermark that passed its time).
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray};
+use datafusion::arrow::array::{Array, BooleanArray, UInt32Array};
 use datafusion::arrow::compute::kernels::cmp::not_distinct;
-use datafusion::arrow::compute::{and, concat_batches, interleave};
-use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::{and, concat_batches, take};
+use datafusion::arrow::record_batch::RecordBatch;
 
 use super::result::Value;
 use super::{HashAggregate, Scratch};
@@ -161,15 +161,9 @@ impl HashAggregate {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
-        let columns = before
-            .columns()
-            .iter()
-            .zip(after.columns())
-            .map(|(b, a)| interleave(&[b.as_ref(), a.as_ref()], &indices))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let options = RecordBatchOptions::new().with_row_count(Some(ops.len()));
-        let data = RecordBatch::try_new_with_options(self.output.clone(), columns, &options)?;
-        Ok(vec![ChangeBatch { data, ops }])
+        Ok(vec![ChangeBatch::interleave(
+            &before, &after, &indices, ops,
+        )?])
     }
 
     /// Per (before row, after row) pair: whether every result is the same (keys are).
@@ -183,14 +177,12 @@ impl HashAggregate {
             return Ok(Vec::new());
         }
         let keys = before.num_columns() - self.aggs.len();
-        let take = |column: &ArrayRef, rows: Vec<usize>| {
-            let indices: Vec<(usize, usize)> = rows.into_iter().map(|r| (0, r)).collect();
-            interleave(&[column.as_ref()], &indices)
-        };
+        let olds = UInt32Array::from_iter_values(pairs.iter().map(|p| p.0 as u32));
+        let news = UInt32Array::from_iter_values(pairs.iter().map(|p| p.1 as u32));
         let mut same = BooleanArray::from(vec![true; pairs.len()]);
         for c in keys..before.num_columns() {
-            let old = take(before.column(c), pairs.iter().map(|p| p.0).collect())?;
-            let new = take(after.column(c), pairs.iter().map(|p| p.1).collect())?;
+            let old = take(before.column(c).as_ref(), &olds, None)?;
+            let new = take(after.column(c).as_ref(), &news, None)?;
             // A type the kernel cannot compare counts as changed.
             match not_distinct(&old, &new) {
                 Ok(equal) => same = and(&same, &equal)?,
