@@ -38,6 +38,16 @@ pub enum EngineError {
     /// not a bug; the job fails and its restart strategy retries from the last checkpoint.
     #[error("{system}: {message}")]
     External { system: String, message: String },
+    /// A read of change-log entries that were trimmed (every reader had committed past them).
+    #[error(
+        "the change log of \"{relation}\" no longer holds the commits after {after}: it keeps \
+         only those after {kept_after}"
+    )]
+    Trimmed {
+        relation: String,
+        after: u64,
+        kept_after: u64,
+    },
     /// A broken invariant inside the engine.
     #[error("internal error: {0}")]
     Internal(String),

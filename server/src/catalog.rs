@@ -116,6 +116,9 @@ impl Catalog {
                 def.primary_key.clone(),
             )
             .map_err(|e| corrupt(format!("table \"{}\": {e}", def.name)))?;
+            if let Some(view) = &def.view {
+                table.mark_view(view.counted);
+            }
             crate::functions::install_computed(&table, &def)
                 .map_err(|e| corrupt(format!("table \"{}\": {}", def.name, e.message)))?;
             databases
@@ -248,6 +251,9 @@ impl Catalog {
             def.primary_key.clone(),
         )
         .map_err(SqlError::from)?;
+        if let Some(view) = &def.view {
+            table.mark_view(view.counted);
+        }
         crate::functions::install_computed(&table, &def)?;
         let json = serde_json::to_vec(&def).map_err(|e| {
             SqlError::new(

@@ -206,6 +206,9 @@ fn from_engine(e: &EngineError) -> SqlError {
         EngineError::Corrupt(_) => SqlError::new(DATA_CORRUPTED, e.to_string()),
         EngineError::Data { .. } => SqlError::new(DATA_EXCEPTION, e.to_string()),
         EngineError::External { .. } => SqlError::new(IO_ERROR, e.to_string()),
+        EngineError::Trimmed { .. } => {
+            SqlError::new(OBJECT_NOT_IN_PREREQUISITE_STATE, e.to_string())
+        }
         EngineError::Internal(_) => SqlError::internal(e),
     }
 }

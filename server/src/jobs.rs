@@ -46,6 +46,7 @@ mod restart;
 
 /// A starting job's catch-up (a new view's backfill): what CREATE waits for.
 pub mod catch_up;
+pub mod trim;
 
 /// Settings of a session that are stored with a view it creates.
 pub fn job_settings(settings: &BTreeMap<String, String>) -> BTreeMap<String, String> {
@@ -127,6 +128,9 @@ pub struct Jobs {
     /// Views whose jobs could not start when the server did, with the error.
     refused: Mutex<BTreeMap<u64, String>>,
     defaults: JobDefaults,
+    /// Held (shared) by every job start until the job is listed, taken exclusively by a change-log
+    /// trim: a job that is not listed yet may already read a log (see `trim`).
+    pub starting: tokio::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -286,6 +290,7 @@ impl Jobs {
             running: Mutex::new(BTreeMap::new()),
             refused: Mutex::new(BTreeMap::new()),
             defaults,
+            starting: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -296,6 +301,7 @@ impl Jobs {
 
     /// Starts the job of view `entry`.
     pub async fn start(&self, shared: &Arc<Shared>, entry: &TableEntry) -> Result<(), SqlError> {
+        let _listing = self.starting.read().await;
         let job = Arc::new(build(shared, entry).await?);
         let Some(entry) = shared.catalog.table(&entry.def.database, &entry.def.name) else {
             return Err(SqlError::internal("view vanished while starting"));

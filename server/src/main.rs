@@ -144,6 +144,10 @@ struct Args {
     /// say); state beyond it stays in RocksDB and is read back when needed.
     #[arg(long, env = "RIVULET_STATE_CACHE_MB", default_value_t = 64)]
     state_cache_mb: usize,
+    /// Rows a new view's backfill reads from a table per snapshot chunk; between chunks it
+    /// checkpoints and takes in the table's changes made meanwhile.
+    #[arg(long, env = "RIVULET_BACKFILL_CHUNK_ROWS", default_value_t = 8192)]
+    backfill_chunk_rows: usize,
     /// Address of the HTTP endpoint: `/metrics` (Prometheus), `/health`, `/ready` and the
     /// dashboard at `/`; `off` for none. A non-loopback address requires --password (then asked
     /// for with HTTP basic authentication, except by `/health` and `/ready`).
@@ -219,6 +223,7 @@ fn job_defaults(args: &Args) -> anyhow::Result<JobDefaults> {
             barrier_interval: std::time::Duration::from_millis(args.barrier_interval_ms.max(1)),
             checkpoint_frequency: args.checkpoint_frequency.max(1),
             state_cache_bytes: args.state_cache_mb.saturating_mul(1 << 20),
+            backfill_chunk_rows: args.backfill_chunk_rows.max(1),
             ..JobConfig::default()
         },
         parallelism,
@@ -345,6 +350,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         .start_all(&shared)
         .await
         .map_err(|e| anyhow::anyhow!("cannot start the materialized views: {e}"))?;
+    // Only once every job is listed: until then, a log's readers are not all known.
+    let _trimmer = spawn_named("trim", jobs::trim::run(Arc::clone(&shared)));
     let frontend = Arc::new(Frontend {
         shared: Arc::clone(&shared),
         connections: Arc::new(ConnectionManager::new()),

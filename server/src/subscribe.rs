@@ -28,8 +28,10 @@ use futures::{Sink, SinkExt};
 use pgwire::error::PgWireError;
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
+use rivulet_engine::EngineError;
 use rivulet_engine::changelog::Op;
 use rivulet_engine::state::StateStore;
+use rivulet_engine::table::LogHold;
 
 use crate::catalog::TableEntry;
 use crate::error::{SqlError, sqlstate};
@@ -82,7 +84,7 @@ where
     let counted = entry.def.view.as_ref().is_some_and(|v| v.counted);
     let columns = table.schema().fields().len() - usize::from(counted);
     let mut changed = table.subscribe();
-    let (mut seq, snapshot) = start(session.catalog().store(), &entry, &request)?;
+    let (mut seq, snapshot, hold) = start(session.catalog().store(), &entry, &request)?;
     if let Some(since) = request.since
         && since > table.last_seq()
     {
@@ -105,7 +107,7 @@ where
     loop {
         let entries = table
             .changes_after(None, seq, READ_ENTRIES)
-            .map_err(|e| SqlError::internal(e.to_string()))?;
+            .map_err(SqlError::from)?;
         if entries.is_empty() {
             // Every commit after `seq` is visible once the watch says so.
             if changed.changed().await.is_err() {
@@ -120,6 +122,7 @@ where
             lines += send_rows(client, at, &data, &changes.ops).await?;
             seq = at;
         }
+        hold.advance(seq);
         let behind = table.last_seq().saturating_sub(seq);
         if behind > max_lag {
             return Err(SqlError::new(
@@ -140,26 +143,34 @@ where
     }
 }
 
-/// Where the subscription starts: the commit its first change follows, and the snapshot's rows
-/// (as of that commit) if asked for.
+/// Where the subscription starts: the commit its first change follows, the snapshot's rows (as
+/// of that commit) if asked for, and the hold that keeps the change log after it from being
+/// trimmed while the subscription reads it.
 fn start(
     store: &StateStore,
     entry: &TableEntry,
     request: &Request<'_>,
-) -> Result<(u64, Vec<RecordBatch>), SqlError> {
+) -> Result<(u64, Vec<RecordBatch>, LogHold), SqlError> {
     let table = &entry.store;
     if let Some(since) = request.since {
-        return Ok((since, Vec::new()));
+        let kept_after = table.trimmed();
+        if since < kept_after {
+            return Err(SqlError::from(EngineError::Trimmed {
+                relation: entry.def.name.clone(),
+                after: since,
+                kept_after,
+            })
+            .with_hint("Subscribe without SINCE to start from the current rows."));
+        }
+        return Ok((since, Vec::new(), table.hold(since)));
     }
-    // The last commit a snapshot holds: one read before it, plus any it holds beyond that.
-    let before = table.last_seq();
+    // Held before the snapshot: the entries after it cannot be trimmed meanwhile.
+    let hold = table.hold(table.last_seq());
     let snap = store.snapshot();
-    let after = table
-        .changes_after(Some(&snap), before, usize::MAX)
-        .map_err(|e| SqlError::internal(e.to_string()))?;
-    let seq = after.last().map_or(before, |(s, _)| *s);
+    let seq = table.seq_at(&snap).map_err(SqlError::from)?;
+    hold.advance(seq);
     if !request.snapshot {
-        return Ok((seq, Vec::new()));
+        return Ok((seq, Vec::new(), hold));
     }
     let counted = entry.def.view.as_ref().is_some_and(|v| v.counted);
     let mut batches = Vec::new();
@@ -175,7 +186,7 @@ fn start(
             .map(crate::provider::expand_counted)
             .collect::<datafusion::error::Result<_>>()?;
     }
-    Ok((seq, batches))
+    Ok((seq, batches, hold))
 }
 
 /// `data` without a counted view's hidden count column.

@@ -1,5 +1,6 @@
 //! The monitoring system tables: `rivulet_jobs`, `rivulet_operators`, `rivulet_checkpoints`,
-//! `rivulet_sources` and `rivulet_sinks`, the figures `/metrics` exports, for psql and BI tools.
+//! `rivulet_sources` and `rivulet_sinks`, the figures `/metrics` exports, for psql and BI tools;
+//! and `rivulet_change_logs`, what each relation's change log holds.
 //!
 //! Each is built when a statement names it, from the jobs of the session's database as they are
 //! at that moment (the same reading as a scrape: `Jobs::overview`), as an in-memory table; a
@@ -22,12 +23,13 @@ use crate::metrics::watermark_lag;
 use crate::session::Shared;
 
 /// The names of the tables, for `table_exist`.
-pub const NAMES: [&str; 5] = [
+pub const NAMES: [&str; 6] = [
     "rivulet_jobs",
     "rivulet_operators",
     "rivulet_checkpoints",
     "rivulet_sources",
     "rivulet_sinks",
+    "rivulet_change_logs",
 ];
 
 /// System table `name` of `database`, if `name` is one.
@@ -42,6 +44,7 @@ pub fn table(
         "rivulet_checkpoints" => checkpoints,
         "rivulet_sources" => sources,
         "rivulet_sinks" => sinks,
+        "rivulet_change_logs" => return change_logs(shared, database).into_table().map(Some),
         _ => return Ok(None),
     };
     let overview: Vec<JobOverview> = shared
@@ -125,6 +128,43 @@ fn time(t: Option<std::time::SystemTime>) -> ScalarValue {
 const I64: DataType = DataType::Int64;
 const F64: DataType = DataType::Float64;
 const TEXT: DataType = DataType::Utf8;
+
+/// One row per relation of `database`: what its change log keeps (entries after `trimmed_to` up
+/// to `last_seq`; the server trims what every reader has committed) and the entries and bytes
+/// stored now.
+fn change_logs(shared: &Shared, database: &str) -> Rows {
+    let mut rows = Rows::new(&[
+        ("relation", TEXT),
+        ("kind", TEXT),
+        ("last_seq", I64),
+        ("trimmed_to", I64),
+        ("entries", I64),
+        ("bytes", I64),
+    ]);
+    let mut tables = shared.catalog.tables(database);
+    tables.sort_by(|a, b| a.def.name.cmp(&b.def.name));
+    for t in tables {
+        let kind = match &t.def.view {
+            Some(v) if v.sink.is_some() => "sink",
+            Some(_) => "materialized view",
+            None => "table",
+        };
+        // A log that cannot be read shows NULL sizes; the error is the storage's to report.
+        let (entries, bytes) = match t.store.log_size() {
+            Ok((e, b)) => (int(e), int(b)),
+            Err(_) => (opt_int(None), opt_int(None)),
+        };
+        rows.rows.push(vec![
+            text(t.def.name.clone()),
+            text(kind),
+            int(t.store.last_seq()),
+            int(t.store.trimmed()),
+            entries,
+            bytes,
+        ]);
+    }
+    rows
+}
 
 /// One row per job: `SHOW JOBS`' figures and the checkpoint counts.
 fn jobs(overview: &[JobOverview]) -> Rows {

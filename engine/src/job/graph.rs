@@ -40,6 +40,10 @@ pub struct Source {
     /// Rows come from outside (files), read by the job itself, instead of from the table's
     /// change log; the table only names the relation and its columns.
     pub external: Option<Arc<dyn ExternalSource>>,
+    /// The job needs the table's past versions, not only its current rows (the versioned side of
+    /// an event-time temporal join): a new job replays the change log from its first entry
+    /// rather than reading the current rows, as long as the log has not been trimmed.
+    pub history: bool,
 }
 
 /// A source outside Rivulet's tables (files, Kafka topics), read by the job's source task
@@ -133,6 +137,7 @@ impl Source {
             idle_timeout: None,
             processing_time: false,
             external: None,
+            history: false,
         }
     }
 }

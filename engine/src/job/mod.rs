@@ -47,6 +47,7 @@ use crate::task::{TaskHandle, spawn_job_task};
 use crate::{EngineError, Result};
 
 /// Messages between tasks: batches, watermarks, barriers; merged inputs and partitioned outputs.
+mod backfill;
 pub mod channel;
 /// The shape of a job: stages of chained operators and the edges between them.
 pub mod graph;
@@ -178,6 +179,9 @@ pub struct JobConfig {
     pub channel_capacity: usize,
     /// Bytes of clean state each operator instance's state tables may cache.
     pub state_cache_bytes: usize,
+    /// Rows a new job's table source reads per snapshot chunk during its backfill (see
+    /// `backfill`): between chunks it checkpoints and takes in the changes made meanwhile.
+    pub backfill_chunk_rows: usize,
 }
 
 impl Default for JobConfig {
@@ -188,6 +192,7 @@ impl Default for JobConfig {
             max_in_flight: 4,
             channel_capacity: 16,
             state_cache_bytes: crate::state::table::DEFAULT_CACHE_BYTES,
+            backfill_chunk_rows: 8192,
         }
     }
 }
@@ -241,6 +246,8 @@ type Committed = (Arc<dyn graph::ExternalSource>, Arc<[u8]>);
 #[derive(Debug, Clone, Default)]
 struct Progress {
     positions: Vec<u64>,
+    /// Per source: still reading its table's current rows (see `backfill`).
+    backfilling: Vec<bool>,
 }
 
 /// One epoch's state from the tasks that have passed its barrier.
@@ -466,8 +473,8 @@ struct Committer {
 }
 
 impl Job {
-    /// Starts `spec` from its last committed epoch (a new view starts every source at position 0,
-    /// so replaying the sources' change logs is its backfill).
+    /// Starts `spec` from its last committed epoch (a new view's table sources first read their
+    /// tables' current rows, then follow the change logs: see `backfill`).
     pub fn start(spec: JobSpec) -> Result<Job> {
         let JobSpec {
             id,
@@ -490,6 +497,15 @@ impl Job {
         let positions = (0..sources.len())
             .map(|i| read_u64(&store, &position_key(id, i), id))
             .collect::<Result<Vec<_>>>()?;
+        let states = (0..sources.len())
+            .map(|i| store.get(&source_state_key(id, i)))
+            .collect::<Result<Vec<_>>>()?;
+        let backfilling: Vec<bool> = (0..sources.len())
+            .map(|i| {
+                externals.get(i).is_some_and(|e| e.is_none())
+                    && backfill::in_snapshot(positions[i], states[i].as_deref())
+            })
+            .collect();
         let start_positions = positions.clone();
         let epoch = read_u64(&store, &epoch_key(id), id)?;
         let (stopped, _) = watch::channel(false);
@@ -508,7 +524,12 @@ impl Job {
             failure: Mutex::new(None),
             stopped,
             flush: Notify::new(),
-            read: positions.iter().map(|&p| AtomicU64::new(p)).collect(),
+            // A source reading its table's rows has read nothing of its log yet.
+            read: positions
+                .iter()
+                .zip(&backfilling)
+                .map(|(&p, &b)| AtomicU64::new(if b { 0 } else { p }))
+                .collect(),
             backlog: positions
                 .iter()
                 .map(|_| std::sync::atomic::AtomicBool::new(false))
@@ -532,6 +553,7 @@ impl Job {
         });
         let (progress_tx, progress) = watch::channel(Progress {
             positions: positions.clone(),
+            backfilling,
         });
         let cap = config.channel_capacity.max(1);
         let tasks = graph.tasks();
@@ -633,12 +655,12 @@ impl Job {
                             watermark_expr: source.watermark.clone(),
                             idle_timeout: source.idle_timeout,
                             processing_time: source.processing_time,
+                            history: source.history,
+                            chunk_rows: config.backfill_chunk_rows.max(1),
                             at: stage::SourcePosition {
                                 index: i,
                                 seq: positions[i],
-                                state: store
-                                    .get(&source_state_key(id, i))?
-                                    .map(|v| Arc::from(v.as_slice())),
+                                state: states[i].as_deref().map(Arc::from),
                                 watermark: read_i64(&store, &watermark_key(id, i), id)?,
                             },
                         };
@@ -777,6 +799,24 @@ impl Job {
         self.progress.borrow().positions.clone()
     }
 
+    /// Per table (or view) the job reads through its change log: the sequence of the last entry
+    /// it has committed (everything up to it can be trimmed as far as this job goes).
+    pub fn log_positions(&self) -> Vec<(u64, u64)> {
+        let positions = self.positions();
+        self.sources
+            .iter()
+            .zip(&self.externals)
+            .zip(positions)
+            .filter(|((_, e), _)| e.is_none())
+            .map(|((t, _), p)| (t.id(), p))
+            .collect()
+    }
+
+    /// Per source, whether it still reads its table's current rows (a new job's backfill).
+    pub fn backfilling(&self) -> Vec<bool> {
+        self.progress.borrow().backfilling.clone()
+    }
+
     /// Waits until the job has committed `targets` (see [`Job::targets`]), asking for a barrier
     /// as soon as its sources have read them.
     pub async fn reach(&self, targets: &[u64]) -> std::result::Result<(), String> {
@@ -786,12 +826,11 @@ impl Job {
             if let Some(e) = self.failure() {
                 return Err(format!("materialized view \"{}\" failed: {e}", self.name));
             }
-            let done = progress
-                .borrow_and_update()
-                .positions
-                .iter()
-                .zip(targets)
-                .all(|(p, t)| p >= t);
+            let done = {
+                let now = progress.borrow_and_update();
+                now.positions.iter().zip(targets).all(|(p, t)| p >= t)
+                    && !now.backfilling.iter().any(|b| *b)
+            };
             if done {
                 return Ok(());
             }
@@ -920,6 +959,14 @@ impl Committer {
                 *slot = p;
             }
         }
+        let mut backfilling = self.progress.borrow().backfilling.clone();
+        for (i, state) in &c.states {
+            if self.externals.get(*i).is_some_and(|e| e.is_none())
+                && let Some(b) = backfilling.get_mut(*i)
+            {
+                *b = backfill::in_snapshot(positions[*i], Some(state));
+            }
+        }
         let rows: usize = outputs.iter().map(|o| o.num_rows()).sum();
         let late_count = c.late.len() as u64;
         let changed =
@@ -1013,6 +1060,7 @@ impl Committer {
         }
         self.progress.send_replace(Progress {
             positions: positions.clone(),
+            backfilling,
         });
         Ok(positions)
     }

@@ -410,12 +410,16 @@ pub struct SourceReader {
     pub idle_timeout: Option<Duration>,
     /// See [`super::graph::Source::processing_time`].
     pub processing_time: bool,
+    /// See [`super::graph::Source::history`].
+    pub history: bool,
+    /// See [`super::JobConfig::backfill_chunk_rows`].
+    pub chunk_rows: usize,
     pub at: SourcePosition,
 }
 
 impl SourceReader {
     /// The largest watermark `batch`'s added rows give.
-    fn batch_watermark(&self, batch: &ChangeBatch) -> Result<Option<i64>> {
+    pub(super) fn batch_watermark(&self, batch: &ChangeBatch) -> Result<Option<i64>> {
         let Some(expr) = &self.watermark_expr else {
             return Ok(None);
         };
@@ -446,7 +450,7 @@ impl SourceReader {
     }
 
     /// Moves the watermark to `w` if that is forward; returns it then.
-    fn raise(&mut self, w: Option<i64>) -> Option<i64> {
+    pub(super) fn raise(&mut self, w: Option<i64>) -> Option<i64> {
         match w {
             Some(m) if self.at.watermark.is_none_or(|w| m > w) => {
                 self.at.watermark = Some(m);
@@ -663,6 +667,14 @@ pub async fn source(
 ) -> Result<()> {
     let table = Arc::clone(&reader.table);
     let mut committed = table.subscribe();
+    let mut phase = super::backfill::Phase::of(reader.at.seq, reader.at.state.as_deref())?;
+    if reader.history && phase == super::backfill::Phase::Snapshot(Default::default()) {
+        // A new job that needs the table's past versions replays its log while it is whole.
+        if table.trimmed() == 0 {
+            phase = super::backfill::Phase::Log;
+        }
+    }
+    reader.at.state = Some(phase.encode());
     chain.start().await?;
     if let Some(w) = reader.at.watermark {
         // Where event time stood at the checkpoint: operators that close windows need it again.
@@ -675,6 +687,15 @@ pub async fn source(
     loop {
         while let Ok(b) = barriers.try_recv() {
             chain.barrier(b, Some(reader.at.clone())).await?;
+        }
+        if let super::backfill::Phase::Snapshot(progress) = &mut phase {
+            chain.shared.set_backlog(reader.at.index, true);
+            if super::backfill::step(&mut reader, progress, chain).await? {
+                phase = super::backfill::Phase::Log;
+                chain.shared.read_to(reader.at.index, reader.at.seq);
+                last_rows = (Instant::now(), reader.at.watermark);
+            }
+            continue;
         }
         if table.last_seq() > reader.at.seq {
             let entries = table.changes_after(None, reader.at.seq, READ_ENTRIES)?;

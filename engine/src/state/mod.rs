@@ -198,6 +198,11 @@ impl StateStore {
         Ok(self.db.get(key)?)
     }
 
+    /// Reads one key as it was at snapshot `at`.
+    pub fn get_at(&self, at: &Snapshot, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(at.inner.get(key)?)
+    }
+
     /// Reads many keys at once (one call into RocksDB for the whole set).
     pub fn multi_get<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
         self.db

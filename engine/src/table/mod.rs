@@ -6,16 +6,24 @@
 //!   key is the encoded primary key, or a hidden 8-byte row id for tables without one.
 //! - `T id 'l' seq`: one change-log entry per committed statement (or COPY chunk): a
 //!   [`ChangeBatch`] as Arrow IPC, `seq` 8 bytes big-endian, starting at 1.
+//! - `T id 'k' seq`: for an UPDATE or DELETE entry of a table without a primary key, the hidden
+//!   row id of each of its rows (8 bytes each), so that a reader can tell which stored row each
+//!   change is about ([`TableStore::change_keys`]).
+//! - `T id 'f'`: the last sequence trimmed ([`TableStore::trim`]): entries up to it are gone.
 //!
 //! Every statement is one atomic, synced RocksDB write covering rows, log entry and counters, so the
 //! rows and the log never disagree, and an acknowledged statement survives a crash. Writers of one
 //! table are serialised by a mutex (sequence numbers are assigned in commit order); readers never
 //! block: they read a [`Snapshot`]. Streaming jobs read the log with [`TableStore::changes_after`] and
-//! wait for new entries with [`TableStore::subscribe`].
+//! wait for new entries with [`TableStore::subscribe`]. A new reader starts from the current rows
+//! ([`TableStore::scan_from`], in row-key order, chunk by chunk) rather than from the first entry,
+//! so the log only has to keep what some reader has not committed yet: the server trims the rest
+//! ([`TableStore::trim`]); a reader outside a job keeps its entries with a [`LogHold`].
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, interleave, take};
@@ -118,6 +126,52 @@ pub struct TableStore {
     writer: Mutex<Counters>,
     committed: watch::Sender<u64>,
     computed: std::sync::OnceLock<Arc<dyn Computed>>,
+    /// Set for a materialized view's rows: whether the view counts identical rows (its last
+    /// column; see [`TableStore::mark_view`]).
+    view: std::sync::OnceLock<bool>,
+    /// The last trimmed sequence (0: nothing trimmed).
+    trimmed: AtomicU64,
+    /// Readers outside jobs and the entries they still need: hold id -> last sequence read.
+    holds: Mutex<BTreeMap<u64, u64>>,
+    next_hold: AtomicU64,
+}
+
+/// Keeps the change-log entries after a sequence from being trimmed while a reader outside a job
+/// (a SUBSCRIBE) still needs them; dropping it lets them go.
+pub struct LogHold {
+    table: Arc<TableStore>,
+    id: u64,
+}
+
+impl LogHold {
+    /// The reader has read everything up to `seq`: only later entries are still needed.
+    pub fn advance(&self, seq: u64) {
+        if let Some(at) = self.table.holds.lock().get_mut(&self.id) {
+            *at = seq;
+        }
+    }
+}
+
+impl Drop for LogHold {
+    fn drop(&mut self) {
+        self.table.holds.lock().remove(&self.id);
+    }
+}
+
+impl std::fmt::Debug for LogHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogHold").field("id", &self.id).finish()
+    }
+}
+
+/// A chunk of a table's current rows read by [`TableStore::scan_from`].
+pub struct RowChunk {
+    /// The rows as inserts (a counted view's as row instances).
+    pub rows: ChangeBatch,
+    /// The row key of the last stored row read: the next chunk starts after it.
+    pub last_key: Vec<u8>,
+    /// Stored rows read (before a counted view's rows are repeated).
+    pub stored: usize,
 }
 
 impl std::fmt::Debug for TableStore {
@@ -145,6 +199,12 @@ impl TableStore {
             Some(RowCodec::try_new(Arc::new(schema.project(&primary_key)?))?)
         };
         let counters = read_counters(&store, id)?;
+        let trimmed = match store.get(&sub_prefix(id, b'f'))? {
+            None => 0,
+            Some(v) => u64::from_le_bytes(v.as_slice().try_into().map_err(|_| {
+                EngineError::Corrupt(format!("table {id}: trim mark of {} bytes", v.len()))
+            })?),
+        };
         let (committed, _) = watch::channel(counters.next_seq - 1);
         Ok(Self {
             store,
@@ -157,7 +217,174 @@ impl TableStore {
             writer: Mutex::new(counters),
             committed,
             computed: std::sync::OnceLock::new(),
+            view: std::sync::OnceLock::new(),
+            trimmed: AtomicU64::new(trimmed),
+            holds: Mutex::new(BTreeMap::new()),
+            next_hold: AtomicU64::new(0),
         })
+    }
+
+    /// Marks the rows as a materialized view's (rows keyed by the view's key, or the one row of a
+    /// view without one); `counted`: the last column counts identical rows, and readers of the
+    /// rows see each row that many times. Set once, when the view is opened.
+    pub fn mark_view(&self, counted: bool) {
+        let _ = self.view.set(counted);
+    }
+
+    /// A snapshot of the whole store (the table's rows and log with it).
+    pub fn snapshot(&self) -> Snapshot {
+        self.store.snapshot()
+    }
+
+    /// The sequence number the change log stood at in snapshot `at`: the snapshot's rows are
+    /// those after that entry, and not after any later one.
+    pub fn seq_at(&self, at: &Snapshot) -> Result<u64> {
+        let counters = match self.store.get_at(at, &sub_prefix(self.id, b'm'))? {
+            None => return Ok(0),
+            Some(bytes) => bytes,
+        };
+        let next: [u8; 8] = counters
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| EngineError::Corrupt(format!("table {}: short counters", self.id)))?;
+        Ok(u64::from_le_bytes(next).saturating_sub(1))
+    }
+
+    /// Up to `max_rows` of the current rows at `at` whose row keys come after `after` (from the
+    /// first row without it), in row-key order; `None` when no row is left.
+    pub fn scan_from(
+        &self,
+        at: &Snapshot,
+        after: Option<&[u8]>,
+        max_rows: usize,
+    ) -> Result<Option<RowChunk>> {
+        let prefix = sub_prefix(self.id, b'r');
+        let start = after.map(|k| {
+            let mut s = k.to_vec();
+            s.push(0);
+            s
+        });
+        let mut decoder = self.codec.decoder(None, max_rows.max(1));
+        let mut last_key = Vec::new();
+        self.store
+            .scan_prefix(Some(at), &prefix, start.as_deref(), |key, value| {
+                decoder.push(value)?;
+                if decoder.len() >= max_rows {
+                    last_key = key.to_vec();
+                    return Ok(ControlFlow::Break(()));
+                }
+                last_key.clear();
+                last_key.extend_from_slice(key);
+                Ok(ControlFlow::Continue(()))
+            })?;
+        if decoder.is_empty() {
+            return Ok(None);
+        }
+        let stored = decoder.len();
+        let rows = ChangeBatch::inserts(self.conform(&decoder.flush()?)?);
+        let rows = match self.view.get() {
+            Some(true) => crate::job::row_instances(&rows)?,
+            _ => rows,
+        };
+        Ok(Some(RowChunk {
+            rows,
+            last_key,
+            stored,
+        }))
+    }
+
+    /// The row key (as [`TableStore::scan_from`] orders them) of each row of change-log entry
+    /// `seq`, read at `at`; `None` when every row of the entry comes after every row stored
+    /// before it (inserts into a table without a primary key: hidden row ids only grow).
+    pub fn change_keys(
+        &self,
+        at: Option<&Snapshot>,
+        seq: u64,
+        change: &ChangeBatch,
+    ) -> Result<Option<Vec<Vec<u8>>>> {
+        if self.key_codec.is_some() {
+            return Ok(Some(self.primary_keys(&change.data)?));
+        }
+        if self.view.get().is_some() {
+            // A view without a key has one row.
+            return Ok(Some(vec![self.row_key(&[]); change.num_rows()]));
+        }
+        let key = seq_key(self.id, b'k', seq);
+        let stored = match at {
+            Some(snap) => self.store.get_at(snap, &key)?,
+            None => self.store.get(&key)?,
+        };
+        match stored {
+            Some(ids) if ids.len() == 8 * change.num_rows() => Ok(Some(
+                ids.chunks_exact(8).map(|id| self.row_key(id)).collect(),
+            )),
+            Some(ids) => Err(EngineError::Corrupt(format!(
+                "table \"{}\": {} bytes of row ids for the {} rows of change {seq}",
+                self.name,
+                ids.len(),
+                change.num_rows()
+            ))),
+            None if change.ops.iter().all(|o| *o == Op::Insert) => Ok(None),
+            None => Err(EngineError::Corrupt(format!(
+                "table \"{}\": change {seq} has no row ids",
+                self.name
+            ))),
+        }
+    }
+
+    /// Removes the change-log entries up to `upto` (at most the last committed one), which every
+    /// reader has committed; returns whether anything was removed. Reading from before `upto`
+    /// afterwards fails with [`EngineError::Trimmed`].
+    pub fn trim(&self, upto: u64) -> Result<bool> {
+        let upto = upto.min(self.last_seq());
+        let from = self.trimmed.load(Ordering::Acquire);
+        if upto <= from {
+            return Ok(false);
+        }
+        let mut batch = StateBatch::new();
+        for sub in [b'l', b'k'] {
+            batch.delete_range(
+                &seq_key(self.id, sub, from + 1),
+                Some(&seq_key(self.id, sub, upto + 1)),
+            );
+        }
+        batch.put(sub_prefix(self.id, b'f'), upto.to_le_bytes());
+        // Like the commits the readers' positions came in: a crash that loses it loses them.
+        self.store.write(batch, false)?;
+        self.trimmed.store(upto, Ordering::Release);
+        Ok(true)
+    }
+
+    /// The change-log entries stored now and their bytes (a scan of the log: for monitoring).
+    pub fn log_size(&self) -> Result<(u64, u64)> {
+        let (mut entries, mut bytes) = (0u64, 0u64);
+        self.store
+            .scan_prefix(None, &sub_prefix(self.id, b'l'), None, |_, v| {
+                entries += 1;
+                bytes += v.len() as u64;
+                Ok(ControlFlow::Continue(()))
+            })?;
+        Ok((entries, bytes))
+    }
+
+    /// The last trimmed sequence (0 when the log is whole).
+    pub fn trimmed(&self) -> u64 {
+        self.trimmed.load(Ordering::Acquire)
+    }
+
+    /// Keeps the entries after `after` from being trimmed until the hold is dropped or advanced.
+    pub fn hold(self: &Arc<Self>, after: u64) -> LogHold {
+        let id = self.next_hold.fetch_add(1, Ordering::Relaxed);
+        self.holds.lock().insert(id, after);
+        LogHold {
+            table: Arc::clone(self),
+            id,
+        }
+    }
+
+    /// The oldest position a [`LogHold`] keeps, if any.
+    pub fn oldest_hold(&self) -> Option<u64> {
+        self.holds.lock().values().min().copied()
     }
 
     fn durable_counters(&self) -> Result<Counters> {
@@ -471,7 +698,15 @@ impl TableStore {
             }
         };
         let n = change.num_rows() as u64 / if updating { 2 } else { 1 };
-        self.commit(&mut counters, batch, &[change], true)?;
+        // Without a primary key, readers cannot tell from the rows which stored rows changed.
+        let row_keys = if self.key_codec.is_some() {
+            None
+        } else if updating {
+            Some(old_keys.iter().flat_map(|k| [k, k]).cloned().collect())
+        } else {
+            Some(old_keys)
+        };
+        self.commit_keyed(&mut counters, batch, &change, row_keys.as_deref())?;
         Ok(n)
     }
 
@@ -510,9 +745,16 @@ impl TableStore {
         after: u64,
         max: usize,
     ) -> Result<Vec<(u64, ChangeBatch)>> {
+        let kept_after = self.trimmed();
+        if after < kept_after {
+            return Err(EngineError::Trimmed {
+                relation: self.name.clone(),
+                after,
+                kept_after,
+            });
+        }
         let prefix = sub_prefix(self.id, b'l');
-        let mut start = prefix.clone();
-        start.extend_from_slice(&after.saturating_add(1).to_be_bytes());
+        let start = seq_key(self.id, b'l', after.saturating_add(1));
         let mut out = Vec::new();
         self.store
             .scan_prefix(at, &prefix, Some(&start), |key, value| {
@@ -677,12 +919,55 @@ impl TableStore {
         durable: bool,
     ) -> Result<()> {
         let mut seq = counters.next_seq;
-        for change in changes.iter().cloned().flat_map(split_change) {
-            let mut log_key = sub_prefix(self.id, b'l');
-            log_key.extend_from_slice(&seq.to_be_bytes());
-            batch.put(&log_key, change.to_ipc()?);
+        for change in changes {
+            for (start, len) in split_ranges(&change.ops) {
+                batch.put(
+                    seq_key(self.id, b'l', seq),
+                    change.slice(start, len).to_ipc()?,
+                );
+                seq += 1;
+            }
+        }
+        self.finish_commit(counters, batch, seq, durable)
+    }
+
+    /// [`TableStore::commit`] of one synced change whose rows' keys readers cannot derive from
+    /// the rows (`row_keys`, one per row, for a table without a primary key).
+    fn commit_keyed(
+        &self,
+        counters: &mut Counters,
+        mut batch: StateBatch,
+        change: &ChangeBatch,
+        row_keys: Option<&[Vec<u8>]>,
+    ) -> Result<()> {
+        let Some(row_keys) = row_keys else {
+            return self.commit(counters, batch, std::slice::from_ref(change), true);
+        };
+        let prefix_len = sub_prefix(self.id, b'r').len();
+        let mut seq = counters.next_seq;
+        for (start, len) in split_ranges(&change.ops) {
+            batch.put(
+                seq_key(self.id, b'l', seq),
+                change.slice(start, len).to_ipc()?,
+            );
+            let ids: Vec<u8> = row_keys[start..start + len]
+                .iter()
+                .flat_map(|k| k.get(prefix_len..).unwrap_or_default().iter().copied())
+                .collect();
+            batch.put(seq_key(self.id, b'k', seq), ids);
             seq += 1;
         }
+        self.finish_commit(counters, batch, seq, true)
+    }
+
+    /// Writes `batch` with the counters moved to `seq` next, then tells subscribers.
+    fn finish_commit(
+        &self,
+        counters: &mut Counters,
+        mut batch: StateBatch,
+        seq: u64,
+        durable: bool,
+    ) -> Result<()> {
         let next = Counters {
             next_seq: seq,
             next_row_id: counters.next_row_id,
@@ -695,21 +980,28 @@ impl TableStore {
     }
 }
 
-/// Splits a change into log entries of [`SCAN_BATCH_ROWS`] rows (one more where that would fall
-/// between the two halves of an update).
-fn split_change(change: ChangeBatch) -> Vec<ChangeBatch> {
-    let n = change.num_rows();
-    if n <= SCAN_BATCH_ROWS {
-        return vec![change];
+/// The key of change-log entry (`sub` `l`) or row-id list (`k`) `seq` of table `id`.
+fn seq_key(id: u64, sub: u8, seq: u64) -> Vec<u8> {
+    let mut k = sub_prefix(id, sub);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Where a change splits into log entries of [`SCAN_BATCH_ROWS`] rows (one more where that would
+/// fall between the two halves of an update): (start, length) of each.
+fn split_ranges(ops: &[Op]) -> Vec<(usize, usize)> {
+    let n = ops.len();
+    if n == 0 {
+        return vec![(0, 0)];
     }
     let mut parts = Vec::new();
     let mut start = 0;
     while start < n {
         let mut end = (start + SCAN_BATCH_ROWS).min(n);
-        if end < n && change.ops[end - 1] == Op::UpdateBefore {
+        if end < n && ops[end - 1] == Op::UpdateBefore {
             end += 1;
         }
-        parts.push(change.slice(start, end - start));
+        parts.push((start, end - start));
         start = end;
     }
     parts

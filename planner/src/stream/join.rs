@@ -246,6 +246,9 @@ pub(super) fn lower_join(ctx: &StreamContext<'_>, b: &mut Builder, join: &Join) 
             let (op, time) = temporal::temporal_join(
                 table, join, kind, &left, &right, left_side, right_side, filter, schema,
             )?;
+            if op.event_time() {
+                temporal::keep_history(b, right.stage);
+            }
             (Box::new(op), time, true)
         }
         (None, interval) => match interval {

@@ -67,6 +67,7 @@ pub(super) fn lower_scan(
             idle_timeout: resolved.idle_timeout,
             processing_time: resolved.processing_time,
             external: resolved.external.clone(),
+            history: false,
         }),
         operators,
         parallelism: 1,

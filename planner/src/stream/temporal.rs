@@ -112,3 +112,25 @@ pub(super) fn temporal_join(
     let op = TemporalJoin::try_new(kind, left_side, right_side, as_of, filter, schema)?;
     Ok((op, left.time.clone()))
 }
+
+/// Marks the table source feeding `stage` (the versioned side of an event-time temporal join)
+/// as one whose past versions the job needs: a new job replays its change log rather than
+/// reading only its current rows.
+pub(super) fn keep_history(b: &mut super::Builder, stage: usize) {
+    let mut at = stage;
+    loop {
+        match b.stages.get_mut(at).map(|s| &mut s.input) {
+            Some(rivulet_engine::job::graph::StageInput::Source(source)) => {
+                source.history = true;
+                return;
+            }
+            Some(rivulet_engine::job::graph::StageInput::Merge(edges)) if edges.len() == 1 => {
+                match edges[0].from.as_slice() {
+                    [from] => at = *from,
+                    _ => return,
+                }
+            }
+            _ => return,
+        }
+    }
+}

@@ -37,20 +37,25 @@ pub struct Targets {
 
 impl Targets {
     /// The share of the catch-up committed, from 0 to 1, counted in source positions (change-log
-    /// entries of a table, records of a Kafka topic).
+    /// entries of a table, records of a Kafka topic); a table whose current rows a new job is
+    /// still reading counts as not started.
     pub fn fraction(&self) -> f64 {
         let now = self.job.positions();
+        let backfilling = self.job.backfilling();
         let (mut done, mut total) = (0u64, 0u64);
-        for ((start, now), target) in self
+        for (((start, now), target), snapshot) in self
             .job
             .start_positions()
             .iter()
             .zip(&now)
             .zip(&self.targets)
+            .zip(backfilling)
         {
             if target > start {
                 total += target - start;
-                done += (*now).min(*target).saturating_sub(*start);
+                if !snapshot {
+                    done += (*now).min(*target).saturating_sub(*start);
+                }
             }
         }
         if total == 0 {

@@ -138,6 +138,12 @@ impl TemporalJoin {
         })
     }
 
+    /// True for an event-time join (versions valid at the probe row's time), which needs the
+    /// versioned table's past versions.
+    pub fn event_time(&self) -> bool {
+        matches!(self.as_of, AsOf::EventTime { .. })
+    }
+
     fn tables(&mut self) -> Result<&mut [StateTable; 2]> {
         self.tables
             .as_mut()

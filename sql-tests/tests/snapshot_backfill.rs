@@ -1,0 +1,275 @@
+//! A new view backfills from its tables' current rows, not their change-log history, and change
+//! logs are trimmed once every reader has committed past an entry.
+//!
+//! - Views created while another session keeps inserting, updating (also primary keys, which
+//!   moves rows between chunks already read and chunks still to read) and deleting, over tables
+//!   of many snapshot chunks, with and without a primary key, equal their queries after FLUSH, at
+//!   parallelism 1 and 3.
+//! - A table that receives 1M inserts and as many deletes (net zero rows), read by two views,
+//!   keeps a bounded change log; a third view created afterwards is correct; a kill -9 in the
+//!   middle of it loses nothing.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rivulet_sql_tests::{TestServer, sorted_rows, text_rows};
+use tokio_postgres::Client;
+
+/// Rows in each table before the views exist: many snapshot chunks.
+const ROWS: i64 = 40_000;
+
+const VIEWS: &[(&str, &str)] = &[
+    (
+        "by_k",
+        "SELECT k, count(*) AS n, sum(v) AS s, min(v) AS lo, max(v) AS hi FROM t1 GROUP BY k",
+    ),
+    ("keyed", "SELECT id, v, k FROM t1 WHERE v % 3 <> 0"),
+    (
+        "by_k2",
+        "SELECT k, count(*) AS n, sum(v) AS s FROM t2 GROUP BY k",
+    ),
+    // No key: the view counts identical rows, and a view on it reads them as row instances.
+    ("bag", "SELECT k, v % 10 AS d FROM t2 WHERE v > 100"),
+    ("on_bag", "SELECT d, count(*) AS n FROM bag GROUP BY d"),
+    (
+        "on_keyed",
+        "SELECT k, count(*) AS n, max(v) AS hi FROM keyed GROUP BY k",
+    ),
+];
+
+fn random_statement(rng: &mut StdRng, next_id: &mut i64) -> String {
+    let k = rng.random_range(0..50);
+    let v = rng.random_range(0..1000);
+    let id = rng.random_range(0..*next_id);
+    match rng.random_range(0..9) {
+        0 | 1 => {
+            *next_id += 3;
+            format!(
+                "INSERT INTO t1 VALUES ({}, {k}, {v}), ({}, {k}, {v}), ({}, {}, {v})",
+                *next_id - 2,
+                *next_id - 1,
+                *next_id,
+                (k + 1) % 50
+            )
+        }
+        2 => format!("UPDATE t1 SET v = {v} WHERE id % 97 = {}", id % 97),
+        // Moves rows to keys far after every chunk (and their row from an early chunk).
+        3 => {
+            *next_id += 1;
+            format!(
+                "UPDATE t1 SET id = {} WHERE id = {id}",
+                1_000_000 + *next_id
+            )
+        }
+        4 => format!("DELETE FROM t1 WHERE id % 211 = {}", id % 211),
+        5 => format!(
+            "INSERT INTO t2 VALUES ({k}, {v}), ({}, {})",
+            (k + 7) % 50,
+            v / 2
+        ),
+        6 => format!("UPDATE t2 SET v = v + 1 WHERE v % 89 = {}", id % 89),
+        7 => format!("DELETE FROM t2 WHERE v % 151 = {}", id % 151),
+        _ => format!("UPDATE t2 SET k = {k} WHERE v % 113 = {}", id % 113),
+    }
+}
+
+async fn assert_views_equal_queries(c: &Client, views: &[(&str, &str)], context: &str) {
+    for (name, query) in views {
+        let view = sorted_rows(c, &format!("SELECT * FROM {name}"))
+            .await
+            .unwrap();
+        let oracle = sorted_rows(c, query).await.unwrap();
+        assert!(!view.is_empty(), "{context}: view {name} is empty");
+        assert_eq!(
+            view, oracle,
+            "{context}: view {name} differs from its query"
+        );
+    }
+}
+
+async fn backfill_while_writing(seed: u64, parallelism: u64) {
+    // Small chunks: many snapshots per backfill, and the writer's changes between them.
+    let server = TestServer::start_with_flags(&["--backfill-chunk-rows", "50"])
+        .await
+        .unwrap();
+    let c = server.connect("dev").await.unwrap();
+    c.batch_execute(&format!(
+        "CREATE TABLE t1 (id BIGINT PRIMARY KEY, k INT, v BIGINT); \
+         CREATE TABLE t2 (k INT, v BIGINT); \
+         INSERT INTO t1 SELECT g, g % 50, g % 997 FROM generate_series(1, {ROWS}) AS s(g); \
+         INSERT INTO t2 SELECT g % 50, g % 991 FROM generate_series(1, {ROWS}) AS s(g); \
+         SET streaming_parallelism = {parallelism}"
+    ))
+    .await
+    .unwrap();
+
+    // Another session writes all along, so changes land between the chunks of every backfill.
+    let stop = AtomicBool::new(false);
+    let w = server.connect("dev").await.unwrap();
+    let writer = async {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut next_id = ROWS;
+        let mut statements = 0u32;
+        // Bounded: at most 20,000 statements, whatever the views take.
+        while !stop.load(Ordering::Relaxed) && statements < 20_000 {
+            // Four statements a round trip, each its own commit.
+            let sql: Vec<String> = (0..4)
+                .map(|_| random_statement(&mut rng, &mut next_id))
+                .collect();
+            let sql = sql.join("; ");
+            w.batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("seed {seed}: {sql}: {e}"));
+            statements += 4;
+        }
+        statements
+    };
+    let create = async {
+        for (name, query) in VIEWS {
+            c.batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {query}"))
+                .await
+                .unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+    };
+    let (statements, ()) = tokio::join!(writer, create);
+    eprintln!("seed {seed}: {statements} statements while the views backfilled");
+    assert!(statements > 10, "seed {seed}: the writer hardly ran");
+    c.batch_execute("FLUSH").await.unwrap();
+    assert_views_equal_queries(
+        &c,
+        VIEWS,
+        &format!("seed {seed}, parallelism {parallelism}, {statements} concurrent statements"),
+    )
+    .await;
+    server.kill9().await.unwrap();
+}
+
+#[tokio::test]
+async fn views_backfilled_while_writes_go_on_equal_their_queries() {
+    backfill_while_writing(1, 1).await;
+    backfill_while_writing(2, 3).await;
+}
+
+/// The change-log entries `relation` stores now.
+async fn log_entries(c: &Client, relation: &str) -> i64 {
+    let rows = text_rows(
+        c,
+        &format!("SELECT entries FROM rivulet_change_logs WHERE relation = '{relation}'"),
+    )
+    .await
+    .unwrap();
+    rows.first()
+        .unwrap_or_else(|| panic!("no change log row for {relation}"))
+        .parse()
+        .unwrap()
+}
+
+/// Waits (bounded) until every relation in `relations` keeps at most `bound` log entries.
+async fn assert_logs_trimmed(c: &Client, relations: &[&str], bound: i64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut sizes = Vec::new();
+        for r in relations {
+            sizes.push((r.to_string(), log_entries(c, r).await));
+        }
+        if sizes.iter().all(|(_, n)| *n <= bound) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "change logs not trimmed to {bound} entries: {sizes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+const TRIM_VIEWS: &[(&str, &str)] = &[
+    (
+        "sums",
+        "SELECT g, count(*) AS n, sum(v) AS s FROM t GROUP BY g",
+    ),
+    ("big", "SELECT id, v FROM t WHERE v > 500"),
+];
+
+#[tokio::test]
+async fn change_logs_stay_bounded_under_inserts_and_deletes_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start_in(dir.path()).await.unwrap();
+    let mut c = server.connect("dev").await.unwrap();
+    c.batch_execute("CREATE TABLE t (id BIGINT PRIMARY KEY, g INT, v INT)")
+        .await
+        .unwrap();
+    for (name, query) in TRIM_VIEWS {
+        c.batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {query}"))
+            .await
+            .unwrap();
+    }
+    // 1M inserts and 1M deletes in 100K-row statements (13 log entries each), net zero rows; a
+    // kill -9 halfway, without a FLUSH before it.
+    const BATCH: i64 = 100_000;
+    for round in 0..10i64 {
+        let first = round * BATCH;
+        c.batch_execute(&format!(
+            "INSERT INTO t SELECT x, x % 7, x % 1000 FROM generate_series({}, {}) AS s(x); \
+             DELETE FROM t WHERE id >= {first}",
+            first,
+            first + BATCH - 1
+        ))
+        .await
+        .unwrap();
+        if round == 4 {
+            server.kill9().await.unwrap();
+            server = TestServer::start_in(dir.path()).await.unwrap();
+            c = server.connect("dev").await.unwrap();
+        }
+    }
+    c.batch_execute(
+        "INSERT INTO t SELECT x, x % 7, x % 1000 FROM generate_series(1, 5000) AS s(x); FLUSH",
+    )
+    .await
+    .unwrap();
+    let last: i64 = text_rows(
+        &c,
+        "SELECT last_seq FROM rivulet_change_logs WHERE relation = 't'",
+    )
+    .await
+    .unwrap()[0]
+        .parse()
+        .unwrap();
+    assert!(last > 250, "the table's log had {last} entries in all");
+    // Every reader has committed the log: what is left is at most the entries since the last
+    // trim, none here.
+    assert_logs_trimmed(&c, &["t", "sums", "big"], 0).await;
+
+    // A view created now backfills from the rows, not the (trimmed) history.
+    let third = (
+        "spread",
+        "SELECT g, min(v) AS lo, max(v) AS hi FROM t GROUP BY g",
+    );
+    c.batch_execute(&format!(
+        "CREATE MATERIALIZED VIEW {} AS {}",
+        third.0, third.1
+    ))
+    .await
+    .unwrap();
+    let mut all: Vec<(&str, &str)> = TRIM_VIEWS.to_vec();
+    all.push(third);
+    assert_views_equal_queries(&c, &all, "after trimming").await;
+
+    // And again after a kill -9: the views resume after their committed positions, which the
+    // trimmed logs still hold.
+    c.batch_execute("DELETE FROM t WHERE id % 2 = 0; INSERT INTO t VALUES (900000, 3, 999)")
+        .await
+        .unwrap();
+    server.kill9().await.unwrap();
+    let server = TestServer::start_in(dir.path()).await.unwrap();
+    let c = server.connect("dev").await.unwrap();
+    c.batch_execute("FLUSH").await.unwrap();
+    assert_views_equal_queries(&c, &all, "after trimming and a kill -9").await;
+    assert_logs_trimmed(&c, &["t", "sums", "big", "spread"], 0).await;
+    server.kill9().await.unwrap();
+}
