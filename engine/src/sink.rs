@@ -99,6 +99,8 @@ pub struct ViewSink {
     /// The view has no key: the last column counts identical rows (see [`ViewSink::new`]).
     counted: bool,
     pending: Vec<ChangeBatch>,
+    /// How the pending changes move the view's row count and bytes.
+    delta: crate::table::Delta,
     stats: SinkStats,
 }
 
@@ -110,6 +112,7 @@ impl ViewSink {
             table,
             counted,
             pending: Vec::new(),
+            delta: crate::table::Delta::default(),
             stats: SinkStats {
                 connector: "view".into(),
                 guarantee: "exactly-once".into(),
@@ -131,22 +134,24 @@ impl Sink for ViewSink {
     }
 
     fn pre_commit(&mut self, _epoch: u64, batch: &mut StateBatch) -> Result<Option<Vec<u8>>> {
+        self.delta = crate::table::Delta::default();
         for out in &self.pending {
-            self.table.apply_changes(batch, out)?;
+            self.delta += self.table.apply_changes(batch, out)?;
         }
         Ok(None)
     }
 
     fn checkpoint(&mut self, _store: &StateStore, batch: StateBatch, durable: bool) -> Result<()> {
         let outputs = std::mem::take(&mut self.pending);
+        let delta = std::mem::take(&mut self.delta);
         if self.counted {
             let instances = outputs
                 .iter()
                 .map(crate::job::row_instances)
                 .collect::<Result<Vec<_>>>()?;
-            self.table.commit_epoch(batch, &instances, durable)
+            self.table.commit_epoch(batch, &instances, delta, durable)
         } else {
-            self.table.commit_epoch(batch, &outputs, durable)
+            self.table.commit_epoch(batch, &outputs, delta, durable)
         }
     }
 

@@ -7,7 +7,8 @@
 //!   parallelism 1 and 3.
 //! - A table that receives 1M inserts and as many deletes (net zero rows), read by two views,
 //!   keeps a bounded change log; a third view created afterwards is correct; a kill -9 in the
-//!   middle of it loses nothing.
+//!   middle of it loses nothing; `n_live_tup` and `pg_total_relation_size` report what each
+//!   relation stores.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -271,5 +272,29 @@ async fn change_logs_stay_bounded_under_inserts_and_deletes_across_kill_9() {
     c.batch_execute("FLUSH").await.unwrap();
     assert_views_equal_queries(&c, &all, "after trimming and a kill -9").await;
     assert_logs_trimmed(&c, &["t", "sums", "big", "spread"], 0).await;
+    // What each relation stores, as Postgres' statistics and size functions report it.
+    for relation in ["t", "sums", "big", "spread"] {
+        let live = text_rows(
+            &c,
+            &format!("SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = '{relation}'"),
+        )
+        .await
+        .unwrap();
+        let count = text_rows(&c, &format!("SELECT count(*) FROM {relation}"))
+            .await
+            .unwrap();
+        assert_eq!(live, count, "n_live_tup of {relation}");
+        let size: i64 = text_rows(&c, &format!("SELECT pg_total_relation_size('{relation}')"))
+            .await
+            .unwrap()[0]
+            .parse()
+            .unwrap();
+        let rows: i64 = count[0].parse().unwrap();
+        // Every row costs its key and value, a few bytes each at least; the trimmed log nothing.
+        assert!(
+            size >= rows * 4 && size < rows * 200 + 1000,
+            "{relation}: {size} bytes for {rows} rows"
+        );
+    }
     server.kill9().await.unwrap();
 }

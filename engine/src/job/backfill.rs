@@ -126,7 +126,8 @@ pub(crate) async fn step(
     progress: &mut Progress,
     chain: &mut Chain,
 ) -> Result<bool> {
-    let (changes, upto, done) = next_chunk(&reader.table, reader.at.seq, progress, reader.chunk_rows)?;
+    let (changes, upto, done) =
+        next_chunk(&reader.table, reader.at.seq, progress, reader.chunk_rows)?;
     reader.at.seq = upto;
     for change in changes {
         if let Some(w) = reader.batch_watermark(&change)? {

@@ -67,43 +67,103 @@ pub struct Modification {
 struct Counters {
     next_seq: u64,
     next_row_id: u64,
+    /// Rows stored now (a counted view's distinct rows).
+    rows: u64,
+    /// Bytes of the stored rows' keys and values.
+    row_bytes: u64,
+    /// Bytes of the change-log entries' keys and values kept now.
+    log_bytes: u64,
 }
 
 impl Counters {
-    fn encode(&self) -> [u8; 16] {
-        let mut out = [0u8; 16];
-        out[..8].copy_from_slice(&self.next_seq.to_le_bytes());
-        out[8..].copy_from_slice(&self.next_row_id.to_le_bytes());
+    fn encode(&self) -> [u8; 40] {
+        let mut out = [0u8; 40];
+        for (i, v) in [
+            self.next_seq,
+            self.next_row_id,
+            self.rows,
+            self.row_bytes,
+            self.log_bytes,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        }
         out
+    }
+
+    /// The counters after a commit that moves the sequence to `next_seq` and adds `log_bytes`
+    /// and `delta`.
+    fn after(&self, next_seq: u64, log_bytes: u64, delta: Delta) -> Counters {
+        Counters {
+            next_seq,
+            next_row_id: self.next_row_id,
+            rows: self.rows.saturating_add_signed(delta.rows),
+            row_bytes: self.row_bytes.saturating_add_signed(delta.bytes),
+            log_bytes: self.log_bytes.saturating_add(log_bytes),
+        }
     }
 }
 
-/// The durable counters of table `id` (a table never written has sequence 1 and row id 0 next).
-fn read_counters(store: &StateStore, id: u64) -> Result<Counters> {
-    match store.get(&sub_prefix(id, b'm'))? {
-        None => Ok(Counters {
+/// How a write changes a table's stored rows: their number and their bytes (keys and values).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delta {
+    pub rows: i64,
+    pub bytes: i64,
+}
+
+impl std::ops::AddAssign for Delta {
+    fn add_assign(&mut self, other: Delta) {
+        self.rows += other.rows;
+        self.bytes += other.bytes;
+    }
+}
+
+/// What a table stores, for `pg_stat_user_tables` and `pg_total_relation_size`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableSize {
+    /// Rows stored (a view without a key: its distinct rows).
+    pub rows: u64,
+    /// Bytes of the rows' keys and values.
+    pub row_bytes: u64,
+    /// Bytes of the change-log entries kept.
+    pub log_bytes: u64,
+}
+
+/// The durable counters of table `id` (a table never written has sequence 1 and row id 0 next),
+/// and whether they include the sizes (counters written before sizes were kept do not).
+fn read_counters(store: &StateStore, id: u64) -> Result<(Counters, bool)> {
+    let Some(bytes) = store.get(&sub_prefix(id, b'm'))? else {
+        let empty = Counters {
             next_seq: 1,
             next_row_id: 0,
-        }),
-        Some(bytes) => {
-            let (seq, row) = bytes
-                .split_at_checked(8)
-                .filter(|(_, row)| row.len() == 8)
-                .ok_or_else(|| {
-                    EngineError::Corrupt(format!("table {id}: counters of {} bytes", bytes.len()))
-                })?;
-            let to_u64 = |b: &[u8]| b.try_into().map(u64::from_le_bytes);
-            match (to_u64(seq), to_u64(row)) {
-                (Ok(next_seq), Ok(next_row_id)) => Ok(Counters {
-                    next_seq,
-                    next_row_id,
-                }),
-                _ => Err(EngineError::Corrupt(format!(
-                    "table {id}: unreadable counters"
-                ))),
-            }
-        }
+            rows: 0,
+            row_bytes: 0,
+            log_bytes: 0,
+        };
+        return Ok((empty, true));
+    };
+    if bytes.len() != 16 && bytes.len() != 40 {
+        return Err(EngineError::Corrupt(format!(
+            "table {id}: counters of {} bytes",
+            bytes.len()
+        )));
     }
+    let word = |i: usize| {
+        bytes
+            .get(i * 8..i * 8 + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    let counters = Counters {
+        next_seq: word(0),
+        next_row_id: word(1),
+        rows: word(2),
+        row_bytes: word(3),
+        log_bytes: word(4),
+    };
+    Ok((counters, bytes.len() == 40))
 }
 
 /// Fills a table's computed columns (`name AS expr`) from its other columns, on every insert.
@@ -198,7 +258,21 @@ impl TableStore {
         } else {
             Some(RowCodec::try_new(Arc::new(schema.project(&primary_key)?))?)
         };
-        let counters = read_counters(&store, id)?;
+        let (mut counters, sized) = read_counters(&store, id)?;
+        if !sized {
+            // Written before sizes were kept: count once.
+            let count = |sub: u8| -> Result<(u64, u64)> {
+                let (mut n, mut bytes) = (0u64, 0u64);
+                store.scan_prefix(None, &sub_prefix(id, sub), None, |k, v| {
+                    n += 1;
+                    bytes += (k.len() + v.len()) as u64;
+                    Ok(ControlFlow::Continue(()))
+                })?;
+                Ok((n, bytes))
+            };
+            (counters.rows, counters.row_bytes) = count(b'r')?;
+            counters.log_bytes = count(b'l')?.1;
+        }
         let trimmed = match store.get(&sub_prefix(id, b'f'))? {
             None => 0,
             Some(v) => u64::from_le_bytes(v.as_slice().try_into().map_err(|_| {
@@ -336,21 +410,40 @@ impl TableStore {
     /// reader has committed; returns whether anything was removed. Reading from before `upto`
     /// afterwards fails with [`EngineError::Trimmed`].
     pub fn trim(&self, upto: u64) -> Result<bool> {
-        let upto = upto.min(self.last_seq());
+        let mut counters = self.writer.lock();
+        let upto = upto.min(counters.next_seq - 1);
         let from = self.trimmed.load(Ordering::Acquire);
         if upto <= from {
             return Ok(false);
         }
+        let (start, end) = (
+            seq_key(self.id, b'l', from + 1),
+            seq_key(self.id, b'l', upto + 1),
+        );
+        let mut removed = 0u64;
+        self.store
+            .scan_prefix(None, &sub_prefix(self.id, b'l'), Some(&start), |k, v| {
+                if k >= end.as_slice() {
+                    return Ok(ControlFlow::Break(()));
+                }
+                removed += (k.len() + v.len()) as u64;
+                Ok(ControlFlow::Continue(()))
+            })?;
         let mut batch = StateBatch::new();
-        for sub in [b'l', b'k'] {
-            batch.delete_range(
-                &seq_key(self.id, sub, from + 1),
-                Some(&seq_key(self.id, sub, upto + 1)),
-            );
-        }
+        batch.delete_range(&start, Some(&end));
+        batch.delete_range(
+            &seq_key(self.id, b'k', from + 1),
+            Some(&seq_key(self.id, b'k', upto + 1)),
+        );
         batch.put(sub_prefix(self.id, b'f'), upto.to_le_bytes());
+        let next = Counters {
+            log_bytes: counters.log_bytes.saturating_sub(removed),
+            ..*counters
+        };
+        batch.put(sub_prefix(self.id, b'm'), next.encode());
         // Like the commits the readers' positions came in: a crash that loses it loses them.
         self.store.write(batch, false)?;
+        *counters = next;
         self.trimmed.store(upto, Ordering::Release);
         Ok(true)
     }
@@ -388,7 +481,17 @@ impl TableStore {
     }
 
     fn durable_counters(&self) -> Result<Counters> {
-        read_counters(&self.store, self.id)
+        Ok(read_counters(&self.store, self.id)?.0)
+    }
+
+    /// What the table stores now.
+    pub fn size(&self) -> TableSize {
+        let c = self.writer.lock();
+        TableSize {
+            rows: c.rows,
+            row_bytes: c.row_bytes,
+            log_bytes: c.log_bytes,
+        }
     }
 
     /// Adds the removal of every row and log entry of table `id` to `batch`.
@@ -484,13 +587,15 @@ impl TableStore {
             }
         }
         let mut total = 0u64;
+        let mut delta = Delta::default();
         let mut changes = Vec::with_capacity(batches.len());
         for (rows, keys) in batches.into_iter().zip(&keys_per_batch) {
-            self.put_rows(&mut batch, keys, &rows)?;
+            delta.bytes += self.put_rows(&mut batch, keys, &rows)?;
             total += rows.num_rows() as u64;
             changes.push(ChangeBatch::inserts(rows));
         }
-        if let Err(e) = self.commit(&mut counters, batch, &changes, true) {
+        delta.rows = total as i64;
+        if let Err(e) = self.commit(&mut counters, batch, &changes, delta, true) {
             // Row ids handed out above were never written; reload the durable counters.
             counters.next_row_id = self.durable_counters()?.next_row_id;
             return Err(e);
@@ -588,13 +693,13 @@ impl TableStore {
         let change = ChangeBatch { data, ops };
         let mut batch = extra;
         // In order: the last change of each key decides what is stored.
-        self.apply_changes(&mut batch, &change)?;
+        let delta = self.apply_changes(&mut batch, &change)?;
         let changed = change
             .ops
             .iter()
             .filter(|o| **o != Op::UpdateBefore)
             .count() as u64;
-        self.commit(&mut counters, batch, &[change], true)?;
+        self.commit(&mut counters, batch, &[change], delta, true)?;
         Ok(changed)
     }
 
@@ -606,6 +711,9 @@ impl TableStore {
     ) -> std::result::Result<u64, E> {
         let mut counters = self.writer.lock();
         let mut old_keys: Vec<Vec<u8>> = Vec::new();
+        // Bytes (key and value) of the rows the statement touches.
+        let mut old_bytes = 0i64;
+        let mut chunk_sizes: Vec<usize> = Vec::with_capacity(SCAN_BATCH_ROWS);
         let mut old_rows: Vec<RecordBatch> = Vec::new();
         let mut new_rows: Vec<RecordBatch> = Vec::new();
         let mut updating = false;
@@ -613,32 +721,36 @@ impl TableStore {
         let prefix = sub_prefix(self.id, b'r');
         let mut chunk_keys: Vec<Vec<u8>> = Vec::with_capacity(SCAN_BATCH_ROWS);
         let mut decoder = self.codec.decoder(None, SCAN_BATCH_ROWS);
-        let mut handle_chunk =
-            |keys: &mut Vec<Vec<u8>>, rows: RecordBatch| -> std::result::Result<(), E> {
-                let m = decide(&rows)?;
-                if m.selected.len() != rows.num_rows() {
-                    return Err(
-                        EngineError::Internal("row selection of the wrong length".into()).into(),
-                    );
+        let mut handle_chunk = |keys: &mut Vec<Vec<u8>>,
+                                sizes: &mut Vec<usize>,
+                                rows: RecordBatch|
+         -> std::result::Result<(), E> {
+            let m = decide(&rows)?;
+            if m.selected.len() != rows.num_rows() {
+                return Err(
+                    EngineError::Internal("row selection of the wrong length".into()).into(),
+                );
+            }
+            for (i, (key, size)) in keys.drain(..).zip(sizes.drain(..)).enumerate() {
+                if m.selected.is_valid(i) && m.selected.value(i) {
+                    old_keys.push(key);
+                    old_bytes += size as i64;
                 }
-                for (i, key) in keys.drain(..).enumerate() {
-                    if m.selected.is_valid(i) && m.selected.value(i) {
-                        old_keys.push(key);
-                    }
-                }
-                old_rows.push(filter_record_batch(&rows, &m.selected).map_err(EngineError::from)?);
-                if let Some(r) = m.replacement {
-                    updating = true;
-                    new_rows.push(r);
-                }
-                Ok(())
-            };
+            }
+            old_rows.push(filter_record_batch(&rows, &m.selected).map_err(EngineError::from)?);
+            if let Some(r) = m.replacement {
+                updating = true;
+                new_rows.push(r);
+            }
+            Ok(())
+        };
         self.store.scan_prefix(None, &prefix, None, |key, value| {
             decoder.push(value)?;
             chunk_keys.push(key.to_vec());
+            chunk_sizes.push(key.len() + value.len());
             if decoder.len() == SCAN_BATCH_ROWS {
                 let rows = decoder.flush()?;
-                if let Err(e) = handle_chunk(&mut chunk_keys, rows) {
+                if let Err(e) = handle_chunk(&mut chunk_keys, &mut chunk_sizes, rows) {
                     failure = Some(e);
                     return Ok(ControlFlow::Break(()));
                 }
@@ -650,13 +762,14 @@ impl TableStore {
         }
         if !decoder.is_empty() {
             let rows = decoder.flush()?;
-            handle_chunk(&mut chunk_keys, rows)?;
+            handle_chunk(&mut chunk_keys, &mut chunk_sizes, rows)?;
         }
         let old = concat_batches(&self.schema, &old_rows).map_err(EngineError::from)?;
         if old.num_rows() == 0 {
             return Ok(0);
         }
         let mut batch = StateBatch::new();
+        let mut delta = Delta::default();
         let change = if updating {
             let new = concat_batches(&self.schema, &new_rows).map_err(EngineError::from)?;
             if new.num_rows() != old.num_rows() {
@@ -686,12 +799,16 @@ impl TableStore {
                     batch.delete(old_key);
                 }
             }
-            self.put_rows(&mut batch, &new_keys, &new)?;
+            delta.bytes = self.put_rows(&mut batch, &new_keys, &new)? - old_bytes;
             pair_updates(&old, &new)?
         } else {
             for key in &old_keys {
                 batch.delete(key);
             }
+            delta = Delta {
+                rows: -(old_keys.len() as i64),
+                bytes: -old_bytes,
+            };
             ChangeBatch {
                 ops: vec![Op::Delete; old.num_rows()],
                 data: old,
@@ -706,7 +823,7 @@ impl TableStore {
         } else {
             Some(old_keys)
         };
-        self.commit_keyed(&mut counters, batch, &change, row_keys.as_deref())?;
+        self.commit_keyed(&mut counters, batch, &change, row_keys.as_deref(), delta)?;
         Ok(n)
     }
 
@@ -778,7 +895,7 @@ impl TableStore {
     /// (its GROUP BY columns; no key means the view has exactly one row). `Insert`/`UpdateAfter`
     /// store a row, `Delete`/`UpdateBefore` remove it. Nothing is written until
     /// [`TableStore::commit_epoch`].
-    pub fn apply_changes(&self, batch: &mut StateBatch, changes: &ChangeBatch) -> Result<()> {
+    pub fn apply_changes(&self, batch: &mut StateBatch, changes: &ChangeBatch) -> Result<Delta> {
         let rows = self.conform(&changes.data)?;
         let keys = match self.key_codec {
             Some(_) => self.primary_keys(&rows)?,
@@ -786,21 +903,38 @@ impl TableStore {
         };
         let enc = self.codec.encoder(&rows)?;
         let mut buf = Vec::with_capacity(64);
+        let mut delta = Delta::default();
         for (row, (key, op)) in keys.iter().zip(&changes.ops).enumerate() {
+            buf.clear();
+            enc.encode(row, &mut buf);
+            let size = (key.len() + buf.len()) as i64;
+            // An update's halves leave the row count; an insert or delete changes it.
+            let count = match op {
+                Op::Insert => 1,
+                Op::Delete => -1,
+                Op::UpdateBefore | Op::UpdateAfter => 0,
+            };
             if op.is_add() {
-                buf.clear();
-                enc.encode(row, &mut buf);
                 batch.put(key, &buf);
+                delta += Delta {
+                    rows: count,
+                    bytes: size,
+                };
             } else if *op == Op::UpdateBefore
                 && changes.ops.get(row + 1) == Some(&Op::UpdateAfter)
                 && keys.get(row + 1) == Some(key)
             {
                 // Overwritten by the update's new row, next.
+                delta.bytes -= size;
             } else {
                 batch.delete(key);
+                delta += Delta {
+                    rows: count,
+                    bytes: -size,
+                };
             }
         }
-        Ok(())
+        Ok(delta)
     }
 
     /// Commits `batch` (a streaming job's epoch: view rows, operator state, source positions) with
@@ -810,10 +944,11 @@ impl TableStore {
         &self,
         batch: StateBatch,
         changes: &[ChangeBatch],
+        delta: Delta,
         durable: bool,
     ) -> Result<()> {
         let mut counters = self.writer.lock();
-        self.commit(&mut counters, batch, changes, durable)
+        self.commit(&mut counters, batch, changes, delta, durable)
     }
 
     fn row_key(&self, suffix: &[u8]) -> Vec<u8> {
@@ -898,37 +1033,52 @@ impl TableStore {
         )?)
     }
 
-    fn put_rows(&self, batch: &mut StateBatch, keys: &[Vec<u8>], rows: &RecordBatch) -> Result<()> {
+    /// Puts `rows` under `keys`; returns their bytes (keys and values).
+    fn put_rows(
+        &self,
+        batch: &mut StateBatch,
+        keys: &[Vec<u8>],
+        rows: &RecordBatch,
+    ) -> Result<i64> {
         let enc = self.codec.encoder(rows)?;
         let mut buf = Vec::with_capacity(64);
+        let mut bytes = 0;
         for (row, key) in keys.iter().enumerate() {
             buf.clear();
             enc.encode(row, &mut buf);
+            bytes += (key.len() + buf.len()) as i64;
             batch.put(key, &buf);
         }
-        Ok(())
+        Ok(bytes)
     }
 
-    /// Writes `batch` plus one log entry per change (split into bounded entries) and the counters,
-    /// atomically and synced, then tells subscribers.
+    /// Writes `batch` plus one log entry per change (split into bounded entries) and the counters
+    /// (moved by `delta`), atomically, synced when `durable`, then tells subscribers.
     fn commit(
         &self,
         counters: &mut Counters,
         mut batch: StateBatch,
         changes: &[ChangeBatch],
+        delta: Delta,
         durable: bool,
     ) -> Result<()> {
         let mut seq = counters.next_seq;
+        let mut log_bytes = 0u64;
         for change in changes {
             for (start, len) in split_ranges(&change.ops) {
-                batch.put(
-                    seq_key(self.id, b'l', seq),
-                    change.slice(start, len).to_ipc()?,
-                );
+                let key = seq_key(self.id, b'l', seq);
+                let entry = change.slice(start, len).to_ipc()?;
+                log_bytes += (key.len() + entry.len()) as u64;
+                batch.put(key, entry);
                 seq += 1;
             }
         }
-        self.finish_commit(counters, batch, seq, durable)
+        self.finish_commit(
+            counters,
+            batch,
+            counters.after(seq, log_bytes, delta),
+            durable,
+        )
     }
 
     /// [`TableStore::commit`] of one synced change whose rows' keys readers cannot derive from
@@ -939,17 +1089,19 @@ impl TableStore {
         mut batch: StateBatch,
         change: &ChangeBatch,
         row_keys: Option<&[Vec<u8>]>,
+        delta: Delta,
     ) -> Result<()> {
         let Some(row_keys) = row_keys else {
-            return self.commit(counters, batch, std::slice::from_ref(change), true);
+            return self.commit(counters, batch, std::slice::from_ref(change), delta, true);
         };
         let prefix_len = sub_prefix(self.id, b'r').len();
         let mut seq = counters.next_seq;
+        let mut log_bytes = 0u64;
         for (start, len) in split_ranges(&change.ops) {
-            batch.put(
-                seq_key(self.id, b'l', seq),
-                change.slice(start, len).to_ipc()?,
-            );
+            let key = seq_key(self.id, b'l', seq);
+            let entry = change.slice(start, len).to_ipc()?;
+            log_bytes += (key.len() + entry.len()) as u64;
+            batch.put(key, entry);
             let ids: Vec<u8> = row_keys[start..start + len]
                 .iter()
                 .flat_map(|k| k.get(prefix_len..).unwrap_or_default().iter().copied())
@@ -957,25 +1109,22 @@ impl TableStore {
             batch.put(seq_key(self.id, b'k', seq), ids);
             seq += 1;
         }
-        self.finish_commit(counters, batch, seq, true)
+        self.finish_commit(counters, batch, counters.after(seq, log_bytes, delta), true)
     }
 
-    /// Writes `batch` with the counters moved to `seq` next, then tells subscribers.
+    /// Writes `batch` with the counters `next`, then tells subscribers of the new sequence.
     fn finish_commit(
         &self,
         counters: &mut Counters,
         mut batch: StateBatch,
-        seq: u64,
+        next: Counters,
         durable: bool,
     ) -> Result<()> {
-        let next = Counters {
-            next_seq: seq,
-            next_row_id: counters.next_row_id,
-        };
         batch.put(sub_prefix(self.id, b'm'), next.encode());
         self.store.write(batch, durable)?;
-        counters.next_seq = next.next_seq;
-        self.committed.send_replace(seq - 1);
+        let last = next.next_seq - 1;
+        *counters = next;
+        self.committed.send_replace(last);
         Ok(())
     }
 }

@@ -15,7 +15,7 @@
 //!
 //! Each relation is computed when a statement plans it, so it shows the catalog at that moment.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -162,12 +162,21 @@ impl SchemaProvider for PgCatalog {
                 let class = self.inner_table("pg_class").await?;
                 let schema = self.inner_table(name).await?.schema();
                 let views = self.view_names();
+                let live: HashMap<String, i64> = self
+                    .catalog
+                    .tables(&self.database)
+                    .iter()
+                    .map(|t| {
+                        let rows = i64::try_from(t.store.size().rows).unwrap_or(i64::MAX);
+                        (t.def.name.clone(), rows)
+                    })
+                    .collect();
                 Arc::new(Derived {
                     source: class,
                     schema: Arc::clone(&schema),
                     derive: Arc::new(move |class| {
                         let class = pg_class(class, &views, &["r", "m"], Some(PG_CATALOG_OID))?;
-                        stat_user_tables(&class, &schema)
+                        stat_user_tables(&class, &schema, &live)
                     }),
                 })
             }
@@ -684,9 +693,18 @@ fn pg_class(
     )?)
 }
 
-/// One `pg_stat_user_tables` row per relation of `class` (already filtered), counters at zero.
-fn stat_user_tables(class: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+/// One `pg_stat_user_tables` row per relation of `class` (already filtered): `n_live_tup` the
+/// rows each stores (`live`, by name), other counters at zero.
+fn stat_user_tables(
+    class: &RecordBatch,
+    schema: &SchemaRef,
+    live: &HashMap<String, i64>,
+) -> Result<RecordBatch> {
     let n = class.num_rows();
+    let names = class
+        .column_by_name("relname")
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .ok_or_else(|| DataFusionError::Internal("pg_class.relname missing".into()))?;
     let columns =
         schema
             .fields()
@@ -702,6 +720,9 @@ fn stat_user_tables(class: &RecordBatch, schema: &SchemaRef) -> Result<RecordBat
                         DataFusionError::Internal("pg_class.relname missing".into())
                     })?),
                     "schemaname" => Arc::new(StringArray::from(vec![DEFAULT_SCHEMA; n])),
+                    "n_live_tup" => Arc::new(Int64Array::from_iter_values(
+                        (0..n).map(|i| live.get(names.value(i)).copied().unwrap_or(0)),
+                    )),
                     _ => datafusion::arrow::array::new_null_array(f.data_type(), n),
                 })
             })
@@ -712,7 +733,9 @@ fn stat_user_tables(class: &RecordBatch, schema: &SchemaRef) -> Result<RecordBat
         .zip(schema.fields())
         .map(|(c, f)| -> ArrayRef {
             match f.data_type() {
-                DataType::Int64 if !f.is_nullable() => Arc::new(Int64Array::from(vec![0i64; n])),
+                DataType::Int64 if !f.is_nullable() && f.name() != "n_live_tup" => {
+                    Arc::new(Int64Array::from(vec![0i64; n]))
+                }
                 DataType::Float64 if !f.is_nullable() => {
                     Arc::new(datafusion::arrow::array::Float64Array::from(vec![0f64; n]))
                 }

@@ -339,7 +339,13 @@ fn type_name(t: &DataType) -> String {
 }
 
 /// Registers the functions on a session's context.
-pub fn register(ctx: &SessionContext, user: &str, relations: &RelationNames, views: ViewQueries) {
+pub fn register(
+    ctx: &SessionContext,
+    user: &str,
+    relations: &RelationNames,
+    views: ViewQueries,
+    sizes: RelationSizes,
+) {
     ctx.register_udtf("pg_available_extensions", Arc::new(AvailableExtensions));
     let owner = user.to_string();
     ctx.register_udf(function(
@@ -410,6 +416,49 @@ pub fn register(ctx: &SessionContext, user: &str, relations: &RelationNames, vie
             Ok(Arc::new(out))
         },
     ));
+    // Sizes: a relation by OID (as pg_class listed it) or by name (`'t'` for `'t'::regclass`).
+    // A relation's size is its rows' keys and values; its change log counts towards the table's
+    // and the total size; Rivulet has no indexes.
+    type Part = fn(&rivulet_engine::table::TableSize) -> u64;
+    let parts: [(&'static str, Part); 4] = [
+        ("pg_relation_size", |s| s.row_bytes),
+        ("pg_table_size", |s| s.row_bytes + s.log_bytes),
+        ("pg_total_relation_size", |s| s.row_bytes + s.log_bytes),
+        ("pg_indexes_size", |_| 0),
+    ];
+    for (name, part) in parts {
+        let (names, sizes) = (Arc::clone(relations), Arc::clone(&sizes));
+        let arities: &[usize] = if name == "pg_relation_size" {
+            &[1, 2]
+        } else {
+            &[1]
+        };
+        ctx.register_udf(function(name, arities, DataType::Int64, move |args, _| {
+            let arg = args.first().ok_or_else(|| {
+                DataFusionError::Plan(format!("{name} called without a relation"))
+            })?;
+            let relations: Vec<Option<String>> = if matches!(
+                arg.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ) {
+                texts(args, 0)?
+            } else {
+                let names = names.read();
+                ints(args, 0)?
+                    .into_iter()
+                    .map(|oid| names.get(&(oid? as i32)).cloned())
+                    .collect()
+            };
+            let out: datafusion::arrow::array::Int64Array = relations
+                .into_iter()
+                .map(|r| {
+                    let size = sizes(r?.trim_matches('"'))?;
+                    Some(i64::try_from(part(&size)).unwrap_or(i64::MAX))
+                })
+                .collect();
+            Ok(Arc::new(out))
+        }));
+    }
     let names = Arc::clone(relations);
     ctx.register_udf(function(
         "pg_get_viewdef",
@@ -513,6 +562,11 @@ pub fn register(ctx: &SessionContext, user: &str, relations: &RelationNames, vie
 
 /// A view's query by name (the server catalog's), for `pg_get_viewdef`.
 pub type ViewQueries = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// What a relation stores, by name (the server catalog's), for `pg_total_relation_size` and
+/// its kin.
+pub type RelationSizes =
+    Arc<dyn Fn(&str) -> Option<rivulet_engine::table::TableSize> + Send + Sync>;
 
 /// The session's settings (keys lowercased) as of the running statement: the session copies them
 /// in before each statement (`Session::context`), `current_setting` and `pg_settings` read them,

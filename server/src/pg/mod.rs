@@ -68,8 +68,6 @@ pub fn setup_pg_catalog(
         lib::create_pg_get_statisticsobjdef_columns_udf(),
         lib::create_pg_encoding_to_char_udf(),
         lib::create_pg_backend_pid_udf(),
-        lib::create_pg_relation_size_udf(),
-        lib::create_pg_total_relation_size_udf(),
         lib::create_pg_stat_get_numscans(),
         lib::create_pg_get_constraintdef(),
         lib::create_pg_get_partition_ancestors_udf(),
@@ -128,12 +126,16 @@ pub fn install(
             database,
         )),
     )?;
+    let sizes_of = Arc::clone(server);
     let (server, db_name) = (Arc::clone(server), database.to_string());
     let views: functions::ViewQueries = Arc::new(move |name| {
         let view = server.table(&db_name, name)?.def.view.clone()?;
         Some(format!(" {};", view.query.trim().trim_end_matches(';')))
     });
-    functions::register(ctx, user, &relations, views);
+    let (catalog, db_name) = (sizes_of, database.to_string());
+    let sizes: functions::RelationSizes =
+        Arc::new(move |name| Some(catalog.table(&db_name, name)?.store.size()));
+    functions::register(ctx, user, &relations, views, sizes);
     functions::settings(ctx, settings);
     Ok(())
 }
