@@ -362,6 +362,13 @@ fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
+/// The generator as a source each job reads itself, storing nothing (`CREATE SOURCE`).
+pub fn source(generator: Datagen) -> crate::generator::GeneratorSource {
+    let (rate, total) = (generator.rows_per_second, generator.total());
+    let rows: crate::Rows = Arc::new(move |from, to| generator.rows(from, to - from, now_micros()));
+    crate::generator::GeneratorSource::new("datagen", rows, rate, total)
+}
+
 /// Generates rows into `table` at the configured rate until the generator ends or the task is
 /// dropped. Returns the error that stopped it, if any.
 pub async fn run(generator: Datagen, store: StateStore, table: Arc<TableStore>) -> Result<()> {

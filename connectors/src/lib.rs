@@ -15,6 +15,8 @@ pub mod encode;
 pub mod filesystem;
 /// Record formats (JSON, CSV, raw) decoded into Arrow batches, shared by the sources.
 pub mod format;
+/// Generators read by each job itself (`CREATE SOURCE`).
+pub mod generator;
 /// The `kafka` source.
 pub mod kafka;
 /// The `nexmark` generator source (persons, auctions, bids).
@@ -85,7 +87,7 @@ pub enum ConnectorError {
 pub type Result<T, E = ConnectorError> = std::result::Result<T, E>;
 
 /// A generator: the rows of positions `from..to` (events or row numbers), a pure function of them.
-type Rows = Arc<dyn Fn(u64, u64) -> Result<RecordBatch> + Send + Sync>;
+pub(crate) type Rows = Arc<dyn Fn(u64, u64) -> Result<RecordBatch> + Send + Sync>;
 
 /// Runs a generator source: every 20 ms, generates the positions due at `per_second` since the
 /// start (at most `batch` per commit, and no more than `total`) and inserts their rows into

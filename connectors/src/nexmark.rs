@@ -449,6 +449,13 @@ fn unknown(name: &str, fields: &str) -> ConnectorError {
     ))
 }
 
+/// The generator as a source each job reads itself, storing nothing (`CREATE SOURCE`).
+pub fn source(generator: Nexmark) -> crate::generator::GeneratorSource {
+    let (rate, total) = (generator.events_per_second, generator.events);
+    let rows: crate::Rows = Arc::new(move |from, to| generator.rows(from, to));
+    crate::generator::GeneratorSource::new("nexmark", rows, rate, total)
+}
+
 /// Generates events into `table` at the configured rate until the generator ends or the task
 /// is dropped.
 pub async fn run(generator: Nexmark, store: StateStore, table: Arc<TableStore>) -> Result<()> {

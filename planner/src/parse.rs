@@ -160,6 +160,19 @@ fn parse_one(
     if let Some(subscribe) = crate::subscribe::parse(sql, &tokens) {
         return subscribe;
     }
+    // RisingWave's `CREATE SOURCE` / `DROP SOURCE`: a table that stores nothing, read by each
+    // job itself (a generator's, a topic's or files' rows), and append-only.
+    let source = words.len() > 2
+        && (is_word(words[0].1, Keyword::CREATE) || is_word(words[0].1, Keyword::DROP))
+        && is_bare(words[1].1, "source");
+    if source {
+        let at = words[1].0;
+        tokens[at] = TokenWithSpan {
+            token: Token::make_keyword("TABLE"),
+            span: tokens[at].span,
+        };
+    }
+    let words: Vec<(usize, &TokenWithSpan)> = significant(&tokens).collect();
     let mut append_only = false;
     let mut watermark = None;
     let mut computed = Vec::new();
@@ -179,6 +192,14 @@ fn parse_one(
         computed = take_computed(sql, &mut tokens)?;
         take_metadata(dialect, &mut tokens);
         format_encode_to_options(dialect, &mut tokens);
+        if source {
+            append_only = true;
+            add_options(
+                dialect,
+                &mut tokens,
+                format!(", '{SOURCE_OPTION}' = 'true'"),
+            );
+        }
         quote_dotted_options(&mut tokens);
     }
     let emit_on_window_close = take_emit_on_window_close(&mut tokens);
@@ -517,6 +538,10 @@ fn add_options(dialect: &PostgreSqlDialect, tokens: &mut Vec<TokenWithSpan>, ext
         tokens.splice(at..at, new);
     }
 }
+
+/// The option `CREATE SOURCE` sets: the relation stores no rows; each job that reads it reads its
+/// connector itself.
+pub const SOURCE_OPTION: &str = "rivulet.source";
 
 /// The option that says column `name` holds a record's metadata (its value names which: a
 /// Kafka `partition`, `offset`, `timestamp`, `key`, `headers`).

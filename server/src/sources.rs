@@ -46,11 +46,44 @@ pub fn prepare(def: &mut TableDef) {
     }
 }
 
+/// Whether `def` was created by `CREATE SOURCE`: it stores no rows, each job reads its
+/// connector itself.
+pub fn is_source(def: &TableDef) -> bool {
+    def.options
+        .get(rivulet_planner::parse::SOURCE_OPTION)
+        .is_some_and(|v| v == "true")
+}
+
 /// The connector `def`'s options declare, if any; an unknown or misconfigured one is an error.
+/// A generator of a `CREATE SOURCE` has none: the jobs read it ([`external`]).
 pub fn connector(def: &TableDef) -> Result<Option<Connector>, SqlError> {
     let Some(name) = def.options.get("connector") else {
+        if is_source(def) {
+            return Err(SqlError::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("source \"{}\" has no connector", def.name),
+            )
+            .with_hint(
+                "Name one: WITH (connector = 'kafka' | 'datagen' | 'nexmark' | 'filesystem', ...).",
+            ));
+        }
         return Ok(None);
     };
+    let connector = connector_of(def, name)?;
+    if !is_source(def) {
+        return Ok(connector);
+    }
+    match connector {
+        Some(Connector::Kafka(_)) => Err(SqlError::unsupported(format!(
+            "a source with a changelog format (\"{}\")",
+            def.name
+        ))
+        .with_hint("A source's records are appended; use CREATE TABLE with a PRIMARY KEY for FORMAT UPSERT or DEBEZIUM.")),
+        _ => Ok(None),
+    }
+}
+
+fn connector_of(def: &TableDef, name: &str) -> Result<Option<Connector>, SqlError> {
     // Connectors produce the stored columns; the table computes its computed ones (the last).
     let schema = def.schema();
     let physical = def.columns.len().saturating_sub(def.computed.len());
@@ -162,6 +195,14 @@ pub fn is_changelog(def: &TableDef) -> bool {
 /// The external source a job reads for table `def` (files, Kafka topics), if it has one.
 pub fn external(def: &TableDef) -> Option<Arc<dyn ExternalSource>> {
     let connector = def.options.get("connector")?.to_lowercase();
+    if is_source(def) {
+        // Checked at CREATE SOURCE: a generator each job runs itself.
+        match connector_of(def, &connector) {
+            Ok(Some(Connector::Datagen(g))) => return Some(Arc::new(datagen::source(g))),
+            Ok(Some(Connector::Nexmark(g))) => return Some(Arc::new(nexmark::source(g))),
+            _ => {}
+        }
+    }
     if connector == "kafka" {
         return match kafka_source(def) {
             Ok(s) if s.is_changelog() => None,
