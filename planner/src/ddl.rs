@@ -110,6 +110,19 @@ pub fn table_def(
             )));
         }
     }
+    if let Some(v) = options.get(RETENTION) {
+        if parse_duration(v).is_none_or(|d| d.is_zero()) {
+            return Err(PlanError::InvalidParameter(format!(
+                "invalid value for option \"{RETENTION}\": \"{v}\" (expected a duration such as '1 day')"
+            )));
+        }
+        if !append_only || watermark.is_none() {
+            return Err(PlanError::InvalidParameter(format!(
+                "option \"{RETENTION}\" needs an APPEND ONLY table with a WATERMARK: rows are \
+                 dropped once the watermark has passed their time by the retention"
+            )));
+        }
+    }
     Ok(TableDef {
         id: 0,
         database: String::new(),
@@ -143,6 +156,10 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     let ms = number * millis;
     (ms.is_finite() && ms >= 0.0).then(|| Duration::from_secs_f64(ms / 1e3))
 }
+
+/// The table option that drops an APPEND ONLY table's rows once its watermark has passed their
+/// event time by this long (`retention = '1 day'`), without retracting them from views.
+pub const RETENTION: &str = "retention";
 
 /// The table option that lets an idle source's watermark follow the wall clock (Flink's name).
 pub const IDLE_TIMEOUT: &str = "scan.watermark.idle-timeout";

@@ -46,6 +46,7 @@ mod restart;
 
 /// A starting job's catch-up (a new view's backfill): what CREATE waits for.
 pub mod catch_up;
+pub mod retention;
 pub mod trim;
 
 /// Settings of a session that are stored with a view it creates.

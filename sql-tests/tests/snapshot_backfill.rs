@@ -357,3 +357,72 @@ async fn a_generator_source_stores_nothing_and_its_views_keep_no_log() {
     );
     server.kill9().await.unwrap();
 }
+
+/// `WITH (retention = ...)` on an APPEND ONLY table drops the rows its watermark has passed by
+/// the retention, without retracting them from views (a Kafka topic's retention); a view created
+/// afterwards sees what is left. The clock is the table's own event time.
+#[tokio::test]
+async fn retention_drops_old_rows_and_views_keep_them() {
+    let server = TestServer::start().await.unwrap();
+    let c = server.connect("dev").await.unwrap();
+    for (sql, hint) in [
+        (
+            "CREATE TABLE bad (ts TIMESTAMP, WATERMARK FOR ts AS ts) WITH (retention = '1 day')",
+            "needs an APPEND ONLY table",
+        ),
+        (
+            "CREATE TABLE bad (ts TIMESTAMP, WATERMARK FOR ts AS ts) APPEND ONLY \
+             WITH (retention = 'forever')",
+            "invalid value for option \"retention\"",
+        ),
+    ] {
+        let e = c.batch_execute(sql).await.unwrap_err();
+        let db = e.as_db_error().unwrap();
+        assert_eq!(db.code().code(), "22023", "{sql}");
+        assert!(db.message().contains(hint), "{}", db.message());
+    }
+    // One row a second from 10:00:00 to 10:09:59; a minute of retention, a 1 s watermark delay.
+    c.batch_execute(
+        "CREATE TABLE ev (id INT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
+           APPEND ONLY WITH (retention = '1 minute'); \
+         CREATE MATERIALIZED VIEW seen AS SELECT count(*) AS n, min(ts) AS first FROM ev; \
+         INSERT INTO ev SELECT g, to_timestamp(1767261600 + g) AT TIME ZONE 'UTC' \
+           FROM generate_series(0, 599) AS s(g); \
+         FLUSH",
+    )
+    .await
+    .unwrap();
+    // Kept: times at or after 10:09:58 (the watermark, 10:09:58) minus a minute = 10:08:58.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = one_number(&c, "SELECT count(*) FROM ev").await;
+        if left == 62 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{left} rows left, not 62");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        text_rows(&c, "SELECT min(ts) FROM ev").await.unwrap(),
+        vec!["2026-01-01 10:08:58".to_string()]
+    );
+    assert_eq!(
+        one_number(
+            &c,
+            "SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 'ev'"
+        )
+        .await,
+        62
+    );
+    // The view still counts every row.
+    assert_eq!(
+        text_rows(&c, "SELECT n, first FROM seen").await.unwrap(),
+        vec!["600|2026-01-01 10:00:00".to_string()]
+    );
+    // A view created now reads the rows there are.
+    c.batch_execute("CREATE MATERIALIZED VIEW later AS SELECT count(*) AS n FROM ev")
+        .await
+        .unwrap();
+    assert_eq!(one_number(&c, "SELECT n FROM later").await, 62);
+    server.kill9().await.unwrap();
+}

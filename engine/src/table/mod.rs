@@ -460,6 +460,93 @@ impl TableStore {
         Ok((entries, bytes))
     }
 
+    /// Up to `n` of the most recently stored rows (by row key: the newest inserts of a table
+    /// without a primary key), newest first.
+    pub fn newest_rows(&self, n: usize) -> Result<Option<RecordBatch>> {
+        let prefix = sub_prefix(self.id, b'r');
+        let end = crate::state::prefix_end(&prefix);
+        let mut cursor = self.store.cursor(&prefix, end.as_deref(), true);
+        let mut decoder = self.codec.decoder(None, n.max(1));
+        while decoder.len() < n {
+            let Some((_, value)) = cursor.entry() else {
+                break;
+            };
+            decoder.push(value)?;
+            cursor.advance();
+        }
+        cursor.status()?;
+        if decoder.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.conform(&decoder.flush()?)?))
+    }
+
+    /// Retention: removes the oldest rows (in row-key order) whose timestamp column `column` is
+    /// before `cutoff` (microseconds since the epoch), without a change-log entry, so views that
+    /// counted them keep them (a Kafka topic's retention). Stops at the first chunk of
+    /// [`SCAN_BATCH_ROWS`] rows without one to remove, or after `max_rows` removed; returns how
+    /// many were removed.
+    pub fn expire(&self, column: usize, cutoff: i64, max_rows: usize) -> Result<u64> {
+        let prefix = sub_prefix(self.id, b'r');
+        let mut decoder = self.codec.decoder(Some(&[column]), SCAN_BATCH_ROWS);
+        let mut chunk: Vec<(Vec<u8>, usize)> = Vec::with_capacity(SCAN_BATCH_ROWS);
+        let mut expired: Vec<Vec<u8>> = Vec::new();
+        let mut bytes = 0i64;
+        let mut sweep = |chunk: &mut Vec<(Vec<u8>, usize)>, times: RecordBatch| -> Result<bool> {
+            let micros = datafusion::arrow::compute::cast(
+                times.column(0),
+                &datafusion::arrow::datatypes::DataType::Timestamp(
+                    datafusion::arrow::datatypes::TimeUnit::Microsecond,
+                    None,
+                ),
+            )?;
+            let micros = micros
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::TimestampMicrosecondArray>()
+                .ok_or_else(|| EngineError::Internal("retention column is no timestamp".into()))?;
+            let before = expired.len();
+            for (i, (key, size)) in chunk.drain(..).enumerate() {
+                if micros.is_valid(i) && micros.value(i) < cutoff && expired.len() < max_rows {
+                    expired.push(key);
+                    bytes += size as i64;
+                }
+            }
+            Ok(expired.len() > before && expired.len() < max_rows)
+        };
+        let mut more = true;
+        self.store.scan_prefix(None, &prefix, None, |key, value| {
+            decoder.push(value)?;
+            chunk.push((key.to_vec(), key.len() + value.len()));
+            if decoder.len() == SCAN_BATCH_ROWS {
+                more = sweep(&mut chunk, decoder.flush()?)?;
+                if !more {
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        if more && !decoder.is_empty() {
+            sweep(&mut chunk, decoder.flush()?)?;
+        }
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let mut counters = self.writer.lock();
+        let mut batch = StateBatch::new();
+        for key in &expired {
+            batch.delete(key);
+        }
+        let delta = Delta {
+            rows: -(expired.len() as i64),
+            bytes: -bytes,
+        };
+        let next = counters.after(counters.next_seq, 0, delta);
+        batch.put(sub_prefix(self.id, b'm'), next.encode());
+        self.store.write(batch, false)?;
+        *counters = next;
+        Ok(expired.len() as u64)
+    }
+
     /// The last trimmed sequence (0 when the log is whole).
     pub fn trimmed(&self) -> u64 {
         self.trimmed.load(Ordering::Acquire)

@@ -61,7 +61,7 @@ pub async fn trim_once(shared: &Arc<Shared>) -> rivulet_engine::Result<usize> {
     Ok(trimmed)
 }
 
-/// Trims every [`TRIM_INTERVAL`] until the server stops.
+/// Trims every [`TRIM_INTERVAL`], and applies the tables' retention, until the server stops.
 pub async fn run(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(TRIM_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -69,6 +69,9 @@ pub async fn run(shared: Arc<Shared>) {
         tick.tick().await;
         if let Err(e) = trim_once(&shared).await {
             tracing::warn!(error = %e, "trimming change logs failed");
+        }
+        if let Err(e) = super::retention::expire_once(&shared).await {
+            tracing::warn!(error = %e.message, "dropping rows past their tables' retention failed");
         }
     }
 }
