@@ -33,35 +33,47 @@ pub enum CatchUp {
 pub struct Targets {
     job: Arc<Job>,
     targets: Vec<u64>,
+    /// Per source: the rows its table held when the catch-up began (what a backfill reading the
+    /// current rows reads).
+    rows: Vec<u64>,
 }
 
 impl Targets {
-    /// The share of the catch-up committed, from 0 to 1, counted in source positions (change-log
-    /// entries of a table, records of a Kafka topic); a table whose current rows a new job is
-    /// still reading counts as not started.
+    /// The share of the catch-up committed, from 0 to 1: the mean over the sources of each one's
+    /// share, in rows of its table while a new job reads the table's current rows, then in
+    /// source positions (change-log entries, records of a Kafka topic).
     pub fn fraction(&self) -> f64 {
         let now = self.job.positions();
         let backfilling = self.job.backfilling();
-        let (mut done, mut total) = (0u64, 0u64);
-        for (((start, now), target), snapshot) in self
+        let read = self
+            .job
+            .metrics()
+            .sources
+            .iter()
+            .map(|s| s.rows.load(std::sync::atomic::Ordering::Relaxed));
+        let mut shares = Vec::with_capacity(now.len());
+        for ((((start, now), target), snapshot), (rows, read)) in self
             .job
             .start_positions()
             .iter()
             .zip(&now)
             .zip(&self.targets)
             .zip(backfilling)
+            .zip(self.rows.iter().zip(read))
         {
-            if target > start {
-                total += target - start;
-                if !snapshot {
-                    done += (*now).min(*target).saturating_sub(*start);
-                }
-            }
+            shares.push(if snapshot {
+                // Not done until the snapshot is: at most 99%.
+                (read as f64 / (*rows).max(1) as f64).min(0.99)
+            } else if target > start {
+                (*now).min(*target).saturating_sub(*start) as f64 / (target - start) as f64
+            } else {
+                1.0
+            });
         }
-        if total == 0 {
+        if shares.is_empty() {
             1.0
         } else {
-            done as f64 / total as f64
+            shares.iter().sum::<f64>() / shares.len() as f64
         }
     }
 
@@ -80,7 +92,8 @@ pub async fn track(job: Arc<Job>, state: watch::Sender<CatchUp>) {
             return;
         }
     };
-    let targets = Arc::new(Targets { job, targets });
+    let rows = job.sources().iter().map(|t| t.size().rows).collect();
+    let targets = Arc::new(Targets { job, targets, rows });
     state.send_replace(CatchUp::Running(Arc::clone(&targets)));
     let reached = targets.job.reach(&targets.targets).await;
     state.send_replace(match reached {
