@@ -8,7 +8,8 @@
 //! the log's past: they start from the current rows (snapshot backfill, in the engine).
 //!
 //! Jobs that are being created are not in the job list yet: [`Jobs::starting`] (a read lock held
-//! from planning until the job is listed) keeps a trim from running meanwhile. While a view's job
+//! from planning until the job is listed) keeps a trim from running meanwhile (the trim skips its
+//! turn rather than queue: a queued writer would hold back every later start). While a view's job
 //! could not be started with the server (its readers unknown), nothing is trimmed.
 
 use std::collections::HashMap;
@@ -23,7 +24,10 @@ pub const TRIM_INTERVAL: Duration = Duration::from_secs(2);
 /// Trims every relation's change log up to what all its readers have committed; returns how many
 /// logs were trimmed.
 pub async fn trim_once(shared: &Arc<Shared>) -> rivulet_engine::Result<usize> {
-    let _no_job_starting = shared.jobs.starting.write().await;
+    // Never waits: a start waiting behind a queued trim would wait for every other start too.
+    let Ok(_no_job_starting) = shared.jobs.starting.try_write() else {
+        return Ok(0);
+    };
     if !shared.jobs.refused().is_empty() {
         return Ok(0);
     }
