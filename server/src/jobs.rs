@@ -56,6 +56,7 @@ pub fn job_settings(settings: &BTreeMap<String, String>) -> BTreeMap<String, Str
         .filter(|(k, _)| {
             k.as_str() == PARALLELISM
                 || k.as_str() == ALLOWED_LATENESS
+                || k.as_str() == STATE_TTL
                 || k.starts_with("restart-strategy")
         })
         .map(|(k, v)| (k.clone(), v.clone()))
@@ -512,6 +513,28 @@ impl Jobs {
 /// name), in emit-on-update views.
 pub const ALLOWED_LATENESS: &str = "table.exec.emit.allow-lateness";
 
+/// Flink's state TTL for aggregates without windows (see `HashAggregate::with_state_ttl`),
+/// stored with the view at CREATE.
+pub const STATE_TTL: &str = "table.exec.state.ttl";
+
+/// The state TTL `settings` ask for (`None`: state is kept; `0` too, as in Flink).
+pub fn state_ttl(
+    settings: &BTreeMap<String, String>,
+) -> Result<Option<std::time::Duration>, SqlError> {
+    match settings.get(STATE_TTL) {
+        None => Ok(None),
+        Some(v) => rivulet_planner::ddl::parse_duration(v)
+            .map(|d| (!d.is_zero()).then_some(d))
+            .ok_or_else(|| {
+                SqlError::new(
+                    crate::error::sqlstate::INVALID_PARAMETER_VALUE,
+                    format!("invalid value for parameter \"{STATE_TTL}\": \"{v}\""),
+                )
+                .with_hint("Expected a duration such as '1 h'.")
+            }),
+    }
+}
+
 /// The allowed lateness `settings` ask for, in microseconds (0 when not set).
 pub fn allowed_lateness(settings: &BTreeMap<String, String>) -> Result<i64, SqlError> {
     match settings.get(ALLOWED_LATENESS) {
@@ -539,6 +562,7 @@ pub async fn plan_stream(
 ) -> Result<StreamPlan, SqlError> {
     let parallelism = parallelism(settings, session.shared.jobs.defaults().parallelism)?;
     let allowed_lateness = allowed_lateness(settings)?;
+    let state_ttl = state_ttl(settings)?;
     let parsed = parse_sql(query)?;
     let [parsed] = parsed.as_slice() else {
         return Err(SqlError::internal("a view's query is not one statement"));
@@ -601,6 +625,7 @@ pub async fn plan_stream(
         parallelism,
         emit_on_window_close,
         allowed_lateness,
+        state_ttl,
         sink,
         resolve: &resolve,
         temporal: &temporal,

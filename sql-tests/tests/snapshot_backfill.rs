@@ -426,3 +426,80 @@ async fn retention_drops_old_rows_and_views_keep_them() {
     assert_eq!(one_number(&c, "SELECT n FROM later").await, 62);
     server.kill9().await.unwrap();
 }
+
+/// Flink's `table.exec.state.ttl`, stored with the view at CREATE: an aggregate forgets groups
+/// no row touched for that long (their state goes; the view keeps their last result), and a
+/// later row starts its group afresh. A view without it keeps everything.
+#[tokio::test]
+async fn state_ttl_forgets_idle_groups() {
+    let server = TestServer::start().await.unwrap();
+    let c = server.connect("dev").await.unwrap();
+    let e = c
+        .batch_execute(
+            "CREATE TABLE t0 (k INT); SET 'table.exec.state.ttl' = 'soon'; \
+             CREATE MATERIALIZED VIEW bad AS SELECT k, count(*) AS n FROM t0 GROUP BY k",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.as_db_error().unwrap().code().code(), "22023");
+    c.batch_execute(
+        "CREATE TABLE t (k INT, v INT); \
+         SET 'table.exec.state.ttl' = '2 s'; \
+         CREATE MATERIALIZED VIEW brief AS SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k; \
+         RESET 'table.exec.state.ttl'; \
+         CREATE MATERIALIZED VIEW kept AS SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k; \
+         INSERT INTO t VALUES (1, 10), (1, 20), (2, 5); FLUSH",
+    )
+    .await
+    .unwrap();
+    let state = |view: &'static str| {
+        let c = &c;
+        async move {
+            one_number(
+                c,
+                &format!("SELECT state_bytes FROM rivulet_jobs WHERE job_name = '{view}'"),
+            )
+            .await
+        }
+    };
+    assert!(state("brief").await > 0);
+    // Group 2 stays touched; group 1 goes idle past the TTL.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        c.batch_execute("INSERT INTO t VALUES (2, 1); FLUSH")
+            .await
+            .unwrap();
+        let (brief, kept) = (state("brief").await, state("kept").await);
+        if brief < kept {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no state expired: {brief} vs {kept} bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The view keeps group 1's last result; a new row starts it afresh.
+    assert_eq!(
+        text_rows(&c, "SELECT n, s FROM brief WHERE k = 1")
+            .await
+            .unwrap(),
+        vec!["2|30".to_string()]
+    );
+    c.batch_execute("INSERT INTO t VALUES (1, 7); FLUSH")
+        .await
+        .unwrap();
+    assert_eq!(
+        text_rows(&c, "SELECT n, s FROM brief WHERE k = 1")
+            .await
+            .unwrap(),
+        vec!["1|7".to_string()]
+    );
+    assert_eq!(
+        text_rows(&c, "SELECT n, s FROM kept WHERE k = 1")
+            .await
+            .unwrap(),
+        vec!["3|37".to_string()]
+    );
+    server.kill9().await.unwrap();
+}

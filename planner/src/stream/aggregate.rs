@@ -87,6 +87,10 @@ pub(super) fn lower_aggregate(
     let window = time.window_key(&group_by);
     let keys = (!group_by.is_empty()).then(|| group_by.clone());
     let aggregate = HashAggregate::try_new(agg_input, group_by, specs, arrow_schema(&a.schema))?;
+    let aggregate = match (window, ctx.state_ttl) {
+        (None, Some(ttl)) => aggregate.with_state_ttl(ttl),
+        _ => aggregate,
+    };
     let aggregate = windowed(ctx, b, aggregate, window, time.rowtime)?;
     let stage = b.exchange(l.stage, keys, ctx.parallelism);
     b.push_op(stage, Box::new(aggregate))?;

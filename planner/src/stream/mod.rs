@@ -211,6 +211,9 @@ pub struct StreamContext<'a> {
     /// Microseconds a window stays open for late rows after the watermark passed its end
     /// (emit-on-update views only: an emitted-on-close window is final).
     pub allowed_lateness: i64,
+    /// Flink's `table.exec.state.ttl`: aggregates without windows forget groups untouched this
+    /// long.
+    pub state_ttl: Option<std::time::Duration>,
     /// The job is a sink: its changes leave Rivulet as they are, so a query without a key needs
     /// no counting of identical rows.
     pub sink: bool,

@@ -30,6 +30,8 @@ pub(super) struct Slot {
     /// 1 + its index among the groups the epoch touched, 0 if untouched (see
     /// [`super::pending`]).
     pub pending: u32,
+    /// [`Groups::clock`] when the group was last touched (or created), for the state TTL.
+    seen: u32,
 }
 
 #[derive(Default)]
@@ -41,6 +43,8 @@ pub(super) struct Groups {
     dirty: Vec<u32>,
     /// Key group and key of each stored group that vanished since the last checkpoint.
     pub gone: Vec<(u16, Arc<[u8]>)>,
+    /// Seconds since the operator started, as its owner last set it: when groups are seen.
+    pub clock: u32,
 }
 
 impl Groups {
@@ -69,6 +73,7 @@ impl Groups {
             live: true,
             batch: 0,
             pending: 0,
+            seen: self.clock,
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -89,6 +94,7 @@ impl Groups {
         let slot = &mut self.slots[id as usize];
         let first = slot.batch != batch;
         slot.batch = batch;
+        slot.seen = self.clock;
         first
     }
 
@@ -112,6 +118,18 @@ impl Groups {
             self.gone.push((slot.kg, Arc::clone(&slot.key)));
         }
         std::mem::take(&mut slot.stored)
+    }
+
+    /// The live groups not touched for `ttl` seconds (and not held for the epoch's end).
+    pub fn expired(&self, ttl: u32) -> Vec<u32> {
+        self.index
+            .values()
+            .copied()
+            .filter(|&id| {
+                let slot = &self.slots[id as usize];
+                slot.pending == 0 && self.clock.saturating_sub(slot.seen) >= ttl
+            })
+            .collect()
     }
 
     /// The live slots changed since the last checkpoint, each once; clears their marks.

@@ -57,6 +57,7 @@ pub use self::hop::HopColumn;
 pub use self::session::{SessionAggregate, SessionColumn, SessionSpec};
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{ArrayRef, new_null_array};
 use datafusion::arrow::compute::{CastOptions, can_cast_types, cast_with_options};
@@ -124,6 +125,13 @@ pub struct HashAggregate {
     hop: Option<hop::Hop>,
     /// The epoch's changes, held until its barrier (see [`pending`]).
     pending: pending::Pending,
+    /// Flink's `table.exec.state.ttl`: a group untouched this long is forgotten (see
+    /// [`HashAggregate::with_state_ttl`]).
+    ttl: Option<Duration>,
+    /// When the operator started: the origin of [`Groups::clock`].
+    started: Instant,
+    /// The clock at the last TTL sweep: one a second at most.
+    swept: u32,
 }
 
 /// A row converter with its parser; `null` is the encoding of a NULL value (value codecs only).
@@ -258,7 +266,36 @@ impl HashAggregate {
             pending: pending::Pending::default(),
             window: None,
             hop: None,
+            ttl: None,
+            started: Instant::now(),
+            swept: 0,
         })
+    }
+
+    /// Flink's state TTL (`table.exec.state.ttl`) for an aggregate without windows: a group no
+    /// row has touched for `ttl` (wall-clock time, counted from the job's start for groups
+    /// restored from a checkpoint) is forgotten at a barrier: its state is deleted, and the view
+    /// keeps the group's last result. A later row for it starts the group afresh, as in Flink.
+    pub fn with_state_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Forgets the groups the state TTL has passed (see [`HashAggregate::with_state_ttl`]).
+    fn expire(&mut self) {
+        let Some(ttl) = self.ttl else {
+            return;
+        };
+        if self.window.is_some() || self.hop.is_some() || self.groups.clock <= self.swept {
+            return;
+        }
+        self.swept = self.groups.clock;
+        for id in self.groups.expired(ttl.as_secs().max(1) as u32) {
+            self.forget_held(id);
+            let stored = self.groups.remove(id);
+            self.stored_bytes = self.stored_bytes.saturating_sub(stored as usize);
+            self.aggs.iter_mut().for_each(|agg| agg.reset(id));
+        }
     }
 
     /// Makes the aggregation close its windows on the watermark (see [`window`]): group key
@@ -519,6 +556,7 @@ impl Operator for HashAggregate {
     }
 
     fn process(&mut self, _input: usize, input: ChangeBatch) -> Result<Vec<ChangeBatch>> {
+        self.groups.clock = self.started.elapsed().as_secs() as u32;
         let n = input.num_rows();
         let columns = input.data.columns();
         let types_match = columns.len() == self.input.fields().len()
@@ -565,7 +603,10 @@ impl Operator for HashAggregate {
     }
 
     fn on_barrier(&mut self) -> Result<Vec<ChangeBatch>> {
-        self.release()
+        let out = self.release()?;
+        self.groups.clock = self.started.elapsed().as_secs() as u32;
+        self.expire();
+        Ok(out)
     }
 
     fn take_late(&mut self) -> Vec<LateRow> {
@@ -585,6 +626,7 @@ impl Operator for HashAggregate {
             self.specs.clone(),
             Arc::clone(&self.output),
         )?;
+        fresh.ttl = self.ttl;
         fresh.window = self.window.as_ref().map(Window::fresh);
         fresh.hop = self.hop.as_ref().map(hop::Hop::fresh);
         Ok(Box::new(fresh))
