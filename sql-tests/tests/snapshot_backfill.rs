@@ -463,6 +463,28 @@ async fn state_ttl_forgets_idle_groups() {
         }
     };
     assert!(state("brief").await > 0);
+    // EXPLAIN says what bounds an aggregate's state.
+    let plan = |sql: &'static str| {
+        let c = &c;
+        async move { text_rows(c, sql).await.unwrap().join("\n") }
+    };
+    let explain = "EXPLAIN CREATE MATERIALIZED VIEW x AS SELECT k, count(*) AS n FROM t GROUP BY k";
+    assert!(
+        plan(explain).await.contains("state unbounded"),
+        "{}",
+        plan(explain).await
+    );
+    c.batch_execute("SET 'table.exec.state.ttl' = '2 s'")
+        .await
+        .unwrap();
+    assert!(
+        plan(explain).await.contains("state TTL 2 s"),
+        "{}",
+        plan(explain).await
+    );
+    c.batch_execute("RESET 'table.exec.state.ttl'")
+        .await
+        .unwrap();
     // Group 2 stays touched; group 1 goes idle past the TTL.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

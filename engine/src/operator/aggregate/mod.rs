@@ -729,8 +729,17 @@ impl Operator for HashAggregate {
                 None => String::new(),
             },
         };
+        // What bounds the state: windows close; otherwise the TTL, or nothing (it grows with
+        // the groups: EXPLAIN says so).
+        let state = match (&self.window, &self.hop, self.ttl, self.group_by.is_empty()) {
+            (Some(_), ..) | (_, Some(_), ..) | (_, _, _, true) => String::new(),
+            (None, None, Some(ttl), false) => format!(", state TTL {} s", ttl.as_secs().max(1)),
+            (None, None, None, false) => {
+                ", state unbounded (one entry per group; SET table.exec.state.ttl bounds it)".into()
+            }
+        };
         format!(
-            "HashAggregate group_by=[{}] aggs=[{}]{window}",
+            "HashAggregate group_by=[{}] aggs=[{}]{window}{state}",
             keys.join(", "),
             aggs.join(", ")
         )
