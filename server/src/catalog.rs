@@ -186,6 +186,7 @@ impl Catalog {
         };
         let mut batch = StateBatch::new();
         for (name, entry) in &database.tables {
+            entry.store.close();
             batch.delete(table_key(db, name));
             TableStore::drop_data(&mut batch, entry.def.id);
             rivulet_engine::job::drop_state(&mut batch, entry.def.id);
@@ -299,6 +300,7 @@ impl Catalog {
                 format!("table \"{name}\" does not exist"),
             ));
         };
+        entry.store.close();
         let mut batch = StateBatch::new();
         batch.delete(table_key(db, name));
         TableStore::drop_data(&mut batch, entry.def.id);

@@ -194,6 +194,8 @@ pub struct TableStore {
     /// Readers outside jobs and the entries they still need: hold id -> last sequence read.
     holds: Mutex<BTreeMap<u64, u64>>,
     next_hold: AtomicU64,
+    /// Set (under the writer lock) when the table is dropped: upkeep writes nothing after it.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// Keeps the change-log entries after a sequence from being trimmed while a reader outside a job
@@ -295,6 +297,7 @@ impl TableStore {
             trimmed: AtomicU64::new(trimmed),
             holds: Mutex::new(BTreeMap::new()),
             next_hold: AtomicU64::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -411,6 +414,9 @@ impl TableStore {
     /// afterwards fails with [`EngineError::Trimmed`].
     pub fn trim(&self, upto: u64) -> Result<bool> {
         let mut counters = self.writer.lock();
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(false);
+        }
         let upto = upto.min(counters.next_seq - 1);
         let from = self.trimmed.load(Ordering::Acquire);
         if upto <= from {
@@ -532,6 +538,9 @@ impl TableStore {
             return Ok(0);
         }
         let mut counters = self.writer.lock();
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(0);
+        }
         let mut batch = StateBatch::new();
         for key in &expired {
             batch.delete(key);
@@ -579,6 +588,13 @@ impl TableStore {
             row_bytes: c.row_bytes,
             log_bytes: c.log_bytes,
         }
+    }
+
+    /// Marks the table dropped, once no write is under way: trims and retention write nothing
+    /// after it (they would leave keys of a table that no longer exists).
+    pub fn close(&self) {
+        let _writer = self.writer.lock();
+        self.closed.store(true, Ordering::Release);
     }
 
     /// Adds the removal of every row and log entry of table `id` to `batch`.

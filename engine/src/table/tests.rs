@@ -216,3 +216,35 @@ fn log_entries_never_split_an_update() {
     }
     assert_eq!(parts[0], (0, SCAN_BATCH_ROWS + 1));
 }
+
+#[test]
+fn trim_keeps_what_follows_and_a_closed_table_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let t = TableStore::open(store.clone(), 5, "t", schema(), vec![0]).unwrap();
+    for i in 0..4 {
+        t.insert(&[rows(&[i], &[None])]).unwrap();
+    }
+    assert!(t.trim(2).unwrap());
+    assert_eq!(t.trimmed(), 2);
+    assert!(matches!(
+        t.changes_after(None, 1, 10),
+        Err(EngineError::Trimmed { .. })
+    ));
+    let kept: Vec<u64> = t
+        .changes_after(None, 2, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(kept, vec![3, 4]);
+    assert_eq!(t.log_size().unwrap().0, 2);
+    assert_eq!(t.size().rows, 4);
+    // Reopened, the trim mark and the sizes are still there.
+    let t = TableStore::open(store.clone(), 5, "t", schema(), vec![0]).unwrap();
+    assert_eq!(t.trimmed(), 2);
+    assert_eq!(t.size().rows, 4);
+    t.close();
+    assert!(!t.trim(4).unwrap());
+    assert_eq!(t.trimmed(), 2);
+}
