@@ -1160,19 +1160,55 @@ impl TableStore {
     fn commit(
         &self,
         counters: &mut Counters,
-        mut batch: StateBatch,
+        batch: StateBatch,
         changes: &[ChangeBatch],
         delta: Delta,
         durable: bool,
     ) -> Result<()> {
+        let changes: Vec<(&ChangeBatch, Option<&[Vec<u8>]>)> =
+            changes.iter().map(|c| (c, None)).collect();
+        self.commit_entries(counters, batch, &changes, delta, durable)
+    }
+
+    /// [`TableStore::commit`] of one synced change whose rows' keys readers cannot derive from
+    /// the rows (`row_keys`, one per row, for a table without a primary key).
+    fn commit_keyed(
+        &self,
+        counters: &mut Counters,
+        batch: StateBatch,
+        change: &ChangeBatch,
+        row_keys: Option<&[Vec<u8>]>,
+        delta: Delta,
+    ) -> Result<()> {
+        self.commit_entries(counters, batch, &[(change, row_keys)], delta, true)
+    }
+
+    /// The log entries of `changes` (each split into bounded entries, with its rows' ids beside
+    /// each entry when given) written with `batch` and the counters.
+    fn commit_entries(
+        &self,
+        counters: &mut Counters,
+        mut batch: StateBatch,
+        changes: &[(&ChangeBatch, Option<&[Vec<u8>]>)],
+        delta: Delta,
+        durable: bool,
+    ) -> Result<()> {
+        let prefix_len = sub_prefix(self.id, b'r').len();
         let mut seq = counters.next_seq;
         let mut log_bytes = 0u64;
-        for change in changes {
+        for (change, row_keys) in changes {
             for (start, len) in split_ranges(&change.ops) {
                 let key = seq_key(self.id, b'l', seq);
                 let entry = change.slice(start, len).to_ipc()?;
                 log_bytes += (key.len() + entry.len()) as u64;
                 batch.put(key, entry);
+                if let Some(keys) = row_keys.and_then(|k| k.get(start..start + len)) {
+                    let ids: Vec<u8> = keys
+                        .iter()
+                        .flat_map(|k| k.get(prefix_len..).unwrap_or_default().iter().copied())
+                        .collect();
+                    batch.put(seq_key(self.id, b'k', seq), ids);
+                }
                 seq += 1;
             }
         }
@@ -1182,37 +1218,6 @@ impl TableStore {
             counters.after(seq, log_bytes, delta),
             durable,
         )
-    }
-
-    /// [`TableStore::commit`] of one synced change whose rows' keys readers cannot derive from
-    /// the rows (`row_keys`, one per row, for a table without a primary key).
-    fn commit_keyed(
-        &self,
-        counters: &mut Counters,
-        mut batch: StateBatch,
-        change: &ChangeBatch,
-        row_keys: Option<&[Vec<u8>]>,
-        delta: Delta,
-    ) -> Result<()> {
-        let Some(row_keys) = row_keys else {
-            return self.commit(counters, batch, std::slice::from_ref(change), delta, true);
-        };
-        let prefix_len = sub_prefix(self.id, b'r').len();
-        let mut seq = counters.next_seq;
-        let mut log_bytes = 0u64;
-        for (start, len) in split_ranges(&change.ops) {
-            let key = seq_key(self.id, b'l', seq);
-            let entry = change.slice(start, len).to_ipc()?;
-            log_bytes += (key.len() + entry.len()) as u64;
-            batch.put(key, entry);
-            let ids: Vec<u8> = row_keys[start..start + len]
-                .iter()
-                .flat_map(|k| k.get(prefix_len..).unwrap_or_default().iter().copied())
-                .collect();
-            batch.put(seq_key(self.id, b'k', seq), ids);
-            seq += 1;
-        }
-        self.finish_commit(counters, batch, counters.after(seq, log_bytes, delta), true)
     }
 
     /// Writes `batch` with the counters `next`, then tells subscribers of the new sequence.
