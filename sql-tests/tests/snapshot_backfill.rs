@@ -525,3 +525,95 @@ async fn state_ttl_forgets_idle_groups() {
     );
     server.kill9().await.unwrap();
 }
+
+/// The state TTL bounds a regular join too, as in Flink: a row not written for that long no
+/// longer matches the other side's new rows (the view keeps what it produced), the sweep deletes
+/// it from the state, and a join without the setting keeps and matches everything.
+#[tokio::test]
+async fn state_ttl_bounds_join_state() {
+    let server = TestServer::start().await.unwrap();
+    let c = server.connect("dev").await.unwrap();
+    let join = "SELECT o.id, o.amount, c.name FROM orders o JOIN customers c ON o.cust = c.id";
+    c.batch_execute(&format!(
+        "CREATE TABLE orders (id INT PRIMARY KEY, cust INT, amount INT); \
+         CREATE TABLE customers (id INT PRIMARY KEY, name TEXT); \
+         SET 'table.exec.state.ttl' = '2 s'; \
+         CREATE MATERIALIZED VIEW brief AS {join}; \
+         RESET 'table.exec.state.ttl'; \
+         CREATE MATERIALIZED VIEW kept AS {join}; \
+         INSERT INTO customers VALUES (1, 'ann'), (2, 'bob'); \
+         INSERT INTO orders SELECT g, 1 + g % 2, g FROM generate_series(1, 1000) AS s(g); FLUSH"
+    ))
+    .await
+    .unwrap();
+    let count = |view: &'static str| {
+        let c = &c;
+        async move { one_number(c, &format!("SELECT count(*) FROM {view}")).await }
+    };
+    assert_eq!((count("brief").await, count("kept").await), (1000, 1000));
+    let explain = format!("EXPLAIN CREATE MATERIALIZED VIEW x AS {join}");
+    let plan = text_rows(&c, &explain).await.unwrap().join("\n");
+    assert!(
+        plan.contains("unbounded (SET table.exec.state.ttl bounds it)"),
+        "{plan}"
+    );
+    c.batch_execute("SET 'table.exec.state.ttl' = '2 s'")
+        .await
+        .unwrap();
+    let plan = text_rows(&c, &explain).await.unwrap().join("\n");
+    assert!(plan.contains("state TTL 2 s"), "{plan}");
+    c.batch_execute("RESET 'table.exec.state.ttl'")
+        .await
+        .unwrap();
+    let state = |view: &'static str| {
+        let c = &c;
+        async move {
+            one_number(
+                c,
+                &format!(
+                    "SELECT sum(state_bytes)::bigint FROM rivulet_operators \
+                     WHERE job_name = '{view}' AND operator = 'HashJoin'"
+                ),
+            )
+            .await
+        }
+    };
+    // Past the TTL, the sweep at the barriers deletes the expired rows of both sides.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (brief, kept) = (state("brief").await, state("kept").await);
+        if brief * 10 < kept {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "join state not swept: {brief} vs {kept} bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // A new customer row for id 1 meets no expired order; the view keeps the old results.
+    c.batch_execute(
+        "INSERT INTO customers VALUES (3, 'cy'); \
+         INSERT INTO orders VALUES (2001, 3, 5), (2002, 1, 7); FLUSH",
+    )
+    .await
+    .unwrap();
+    let rows = |view: &'static str| {
+        let c = &c;
+        async move {
+            sorted_rows(c, &format!("SELECT id, name FROM {view} WHERE id > 2000"))
+                .await
+                .unwrap()
+        }
+    };
+    // Order 2001 meets the new customer 3; order 2002 meets no customer 1 under the TTL (the
+    // customer row expired), and meets it in the view without one.
+    assert_eq!(rows("brief").await, vec!["2001|cy".to_string()]);
+    assert_eq!(
+        rows("kept").await,
+        vec!["2001|cy".to_string(), "2002|ann".to_string()]
+    );
+    assert_eq!((count("brief").await, count("kept").await), (1001, 1002));
+    server.kill9().await.unwrap();
+}

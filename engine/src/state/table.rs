@@ -276,6 +276,8 @@ pub struct StateTable {
     /// Budget of `cached_bytes`.
     budget: usize,
     ttl: Option<u64>,
+    /// The table key where the next [`StateTable::sweep_expired`] resumes (`None`: the start).
+    sweep_from: Option<Vec<u8>>,
     dirty: Layer,
     /// Checkpointed epochs not committed yet, oldest first.
     flushed: VecDeque<(u64, Layer)>,
@@ -322,6 +324,7 @@ impl StateTable {
             committed,
             budget: cache_bytes,
             ttl: None,
+            sweep_from: None,
             dirty: Layer::default(),
             flushed: VecDeque::new(),
             cache: BTreeMap::new(),
@@ -431,6 +434,12 @@ impl StateTable {
     }
 
     fn write(&mut self, kg: u16, key: &[u8], value: Option<&[u8]>) {
+        self.write_over(kg, key, value, None);
+    }
+
+    /// [`StateTable::write`] of a key whose stored value the caller read (`stored`: its
+    /// length), counted in [`StateTable::bytes`] when memory does not know it.
+    fn write_over(&mut self, kg: u16, key: &[u8], value: Option<&[u8]>, stored: Option<usize>) {
         debug_assert!(self.key_groups.contains(&kg), "key group {kg} not owned");
         set_key(&mut self.scratch, kg, key);
         let key = self.scratch.as_slice();
@@ -464,7 +473,10 @@ impl StateTable {
         }
         let old = match pending {
             Some(old) => old.map(|v| key.len() + v.len()),
-            None => cached.and_then(|c| c.value.map(|v| key.len() + v.len())),
+            None => match cached {
+                Some(c) => c.value.map(|v| key.len() + v.len()),
+                None => stored.map(|v| key.len() + v),
+            },
         };
         self.stored_bytes += new - old.unwrap_or(0) as i64;
         let layer = &mut self.dirty;
@@ -529,10 +541,23 @@ impl StateTable {
         mut f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
     ) -> Result<()> {
         debug_assert!(self.key_groups.contains(&kg), "key group {kg} not owned");
-        let reverse = direction == Direction::Reverse;
         let (lo, hi) = group_range(kg, start, end);
-        let hi = hi.as_deref();
-        if hi.is_some_and(|hi| hi <= lo.as_slice()) {
+        self.scan_table_keys(&lo, hi.as_deref(), direction, |key, value| {
+            f(key.get(2..).unwrap_or_default(), value)
+        })
+    }
+
+    /// [`StateTable::scan`] over the table keys (key group and key) in `[lo, hi)`, which may
+    /// span key groups; `f` gets each entry's table key.
+    fn scan_table_keys(
+        &self,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        direction: Direction,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
+        let reverse = direction == Direction::Reverse;
+        if hi.is_some_and(|hi| hi <= lo) {
             return Ok(());
         }
         let layers: Vec<&Layer> = std::iter::once(&self.dirty)
@@ -541,7 +566,7 @@ impl StateTable {
         let mut iters: Vec<Points<'_>> = layers
             .iter()
             .map(|layer| {
-                let points = layer.points.range::<[u8], _>(bounds(&lo, hi));
+                let points = layer.points.range::<[u8], _>(bounds(lo, hi));
                 if reverse {
                     Box::new(points.rev()) as Points<'_>
                 } else {
@@ -551,11 +576,11 @@ impl StateTable {
             .collect();
         let ranges: Vec<Vec<RangeRef<'_>>> = layers
             .iter()
-            .map(|layer| layer.ranges.overlapping(&lo, hi))
+            .map(|layer| layer.ranges.overlapping(lo, hi))
             .collect();
         let mut heads: Vec<_> = iters.iter_mut().map(next_point).collect();
 
-        let store_lo = self.stored_key(&lo);
+        let store_lo = self.stored_key(lo);
         let store_hi = match hi {
             Some(hi) => Some(self.stored_key(hi)),
             None => prefix_end(&self.prefix),
@@ -593,7 +618,7 @@ impl StateTable {
                 None => below.filter(|(k, _)| *k == best).map(|(_, v)| v),
             };
             if let Some(value) = value
-                && f(best.get(2..).unwrap_or_default(), value)?.is_break()
+                && f(best, value)?.is_break()
             {
                 return Ok(());
             }
@@ -689,6 +714,43 @@ impl StateTable {
             Some(stored) => unexpired(ttl, stored, now),
             None => Ok(None),
         }
+    }
+
+    /// Deletes the entries (written with [`StateTable::put_at`]) that expired by time `now`,
+    /// visiting at most `budget` entries in key order across the instance's key groups, from
+    /// where the previous sweep stopped, and starting over after the last: repeated calls go
+    /// over the whole table, so entries no read ever touches again are deleted too. Returns how
+    /// many entries it deleted. Does nothing for a table without a TTL.
+    pub fn sweep_expired(&mut self, now: u64, budget: usize) -> Result<usize> {
+        let Some(ttl) = self.ttl else {
+            return Ok(0);
+        };
+        let lo = match self.sweep_from.take() {
+            Some(from) => from,
+            None => self.key_groups.start.to_be_bytes().to_vec(),
+        };
+        // The end of the instance's last key group: the start of the next one.
+        let hi = self.key_groups.end.to_be_bytes();
+        let (mut visited, mut expired, mut resume) = (0usize, Vec::new(), None);
+        let each = |key: &[u8], value: &[u8]| {
+            if visited == budget {
+                resume = Some(key.to_vec());
+                return Ok(ControlFlow::Break(()));
+            }
+            visited += 1;
+            if unexpired(Some(ttl), value, now)?.is_none() {
+                expired.push((key.to_vec(), value.len()));
+            }
+            Ok(ControlFlow::Continue(()))
+        };
+        self.scan_table_keys(&lo, Some(&hi), Direction::Forward, each)?;
+        self.sweep_from = resume;
+        for (key, len) in &expired {
+            if let Some((kg, key)) = key.split_first_chunk::<2>() {
+                self.write_over(u16::from_be_bytes(*kg), key, None, Some(*len));
+            }
+        }
+        Ok(expired.len())
     }
 
     /// The value in `stored` (a value written with [`StateTable::put_at`], as a scan passes it),

@@ -260,6 +260,10 @@ pub(super) fn lower_join(ctx: &StreamContext<'_>, b: &mut Builder, join: &Join) 
             None => {
                 let op =
                     HashJoin::try_new(kind, left_side, right_side, null_equal, filter, schema)?;
+                let op = match ctx.state_ttl {
+                    Some(ttl) => op.with_state_ttl(ttl),
+                    None => op,
+                };
                 let append_only = match kind {
                     JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi => {
                         left.append_only && right.append_only

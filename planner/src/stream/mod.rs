@@ -351,7 +351,8 @@ pub fn plan_view(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<StreamPla
                     delimiter: None,
                 }],
                 Arc::new(Schema::new(counted_fields)),
-            )?;
+            )?
+            .counting_rows();
             let stage = b.exchange(lowered.stage, Some((0..n).collect()), ctx.parallelism);
             b.push_op(stage, Box::new(counter))?;
             columns.push(ColumnDef {

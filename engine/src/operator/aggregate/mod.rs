@@ -132,6 +132,8 @@ pub struct HashAggregate {
     started: Instant,
     /// The clock at the last TTL sweep: one a second at most.
     swept: u32,
+    /// Counts the rows of a view without a key (see [`HashAggregate::counting_rows`]).
+    counts_rows: bool,
 }
 
 /// A row converter with its parser; `null` is the encoding of a NULL value (value codecs only).
@@ -269,7 +271,15 @@ impl HashAggregate {
             ttl: None,
             started: Instant::now(),
             swept: 0,
+            counts_rows: false,
         })
+    }
+
+    /// Marks the aggregate as the multiplicity count of a view without a key (grouped by every
+    /// column): its state is as large as the view, so EXPLAIN says that instead of "unbounded".
+    pub fn counting_rows(mut self) -> Self {
+        self.counts_rows = true;
+        self
     }
 
     /// Flink's state TTL (`table.exec.state.ttl`) for an aggregate without windows: a group no
@@ -627,6 +637,7 @@ impl Operator for HashAggregate {
             Arc::clone(&self.output),
         )?;
         fresh.ttl = self.ttl;
+        fresh.counts_rows = self.counts_rows;
         fresh.window = self.window.as_ref().map(Window::fresh);
         fresh.hop = self.hop.as_ref().map(hop::Hop::fresh);
         Ok(Box::new(fresh))
@@ -732,6 +743,7 @@ impl Operator for HashAggregate {
         // What bounds the state: windows close; otherwise the TTL, or nothing (it grows with
         // the groups: EXPLAIN says so).
         let state = match (&self.window, &self.hop, self.ttl, self.group_by.is_empty()) {
+            _ if self.counts_rows => ", state: a count per distinct row of the view".into(),
             (Some(_), ..) | (_, Some(_), ..) | (_, _, _, true) => String::new(),
             (None, None, Some(ttl), false) => format!(", state TTL {} s", ttl.as_secs().max(1)),
             (None, None, None, false) => {

@@ -25,7 +25,8 @@
 //! row's encoding ([`RowCodec`], ours and stable); the value is the row's count and degree. The
 //! tables keep a bounded cache over RocksDB, so state may be far larger than memory, and nothing
 //! is read back at restart: a key's rows are read when a change with that key arrives. State is
-//! unbounded (as in Flink without a state TTL): every row stays until deleted.
+//! unbounded (as in Flink without a state TTL): every row stays until deleted, unless the join
+//! has a state TTL ([`HashJoin::with_state_ttl`]).
 //!
 //! **Emission.** Every change is emitted as it is processed (emit on update); there is no
 //! watermark logic, nothing is late, and the output watermark is the smaller of the inputs'.
@@ -33,6 +34,7 @@
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
@@ -408,6 +410,52 @@ pub struct HashJoin {
     groups: Vec<u16>,
     /// The rest of a batch whose output was over [`OUTPUT_BUDGET`], with its input.
     pending: Option<(usize, ChangeBatch)>,
+    /// Flink's `table.exec.state.ttl` (see [`HashJoin::with_state_ttl`]).
+    ttl: Option<Duration>,
+    /// The time in seconds, when a test sets it; the system clock otherwise.
+    clock: Option<u64>,
+}
+
+/// State entries a join with a state TTL visits per table at each checkpoint to delete the
+/// expired ones: at 100 ms barriers, a pass over 1M entries per instance takes 25 s.
+const SWEEP_BUDGET: usize = 4096;
+
+/// Seconds since the Unix epoch: the write times of a join's entries under a state TTL, which
+/// survive restarts.
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A side's entry `key`: its count and degree (see [`value`]), unless it is absent or expired
+/// (`now`: the time in seconds, `None` without a state TTL).
+fn read_entry(
+    table: &mut StateTable,
+    kg: u16,
+    key: &[u8],
+    now: Option<u64>,
+) -> Result<Option<(i64, i64)>> {
+    let stored = match now {
+        Some(now) => table.get_at(kg, key, now)?,
+        None => table.get(kg, key)?,
+    };
+    stored.map(parse_value).transpose()
+}
+
+/// Writes a side's entry `key` (with its write time `now` under a state TTL).
+fn write_entry(
+    table: &mut StateTable,
+    kg: u16,
+    key: &[u8],
+    count: i64,
+    degree: i64,
+    now: Option<u64>,
+) {
+    match now {
+        Some(now) => table.put_at(kg, key, &value(count, degree), now),
+        None => table.put(kg, key, &value(count, degree)),
+    }
 }
 
 /// Candidate pairs a join evaluates and emits for one part of a batch: a batch whose rows meet
@@ -468,7 +516,32 @@ impl HashJoin {
             tables: None,
             groups: Vec::new(),
             pending: None,
+            ttl: None,
+            clock: None,
         })
+    }
+
+    /// Flink's state TTL (`table.exec.state.ttl`) for a regular join: a stored row that no
+    /// change has written for `ttl` (its insertion, or a change of its degree) is forgotten, as
+    /// in Flink: it no longer matches the other side's rows, and its own later retraction finds
+    /// nothing to retract (the view keeps what the row produced). Expired rows are dropped when
+    /// a read meets them, and by a sweep at each checkpoint over the rest (a few thousand
+    /// entries per side each time), so rows whose key never comes back go too. Write times are
+    /// wall-clock seconds, kept across restarts.
+    pub fn with_state_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Makes the operator's clock read `seconds`, for tests of the state TTL.
+    #[cfg(test)]
+    pub(crate) fn set_clock(&mut self, seconds: u64) {
+        self.clock = Some(seconds);
+    }
+
+    /// The time entries are written at and expire by, with a state TTL.
+    fn now(&self) -> Option<u64> {
+        self.ttl.map(|_| self.clock.unwrap_or_else(unix_seconds))
     }
 
     /// See [`encode`].
@@ -493,6 +566,7 @@ impl HashJoin {
         o: usize,
         keys: &[Option<Vec<u8>>],
     ) -> Result<(Vec<Option<usize>>, Vec<KeyMatches>)> {
+        let now = self.now();
         let tables = self
             .tables
             .as_mut()
@@ -511,7 +585,19 @@ impl HashJoin {
                 continue;
             }
             let mut list = Vec::new();
-            tables[o].scan_prefix(kg, key, Direction::Forward, |k, v| {
+            let mut expired = Vec::new();
+            let table = &tables[o];
+            table.scan_prefix(kg, key, Direction::Forward, |k, v| {
+                let v = match now {
+                    Some(now) => match table.unexpired(v, now)? {
+                        Some(v) => v,
+                        None => {
+                            expired.push(k.to_vec());
+                            return Ok(ControlFlow::Continue(()));
+                        }
+                    },
+                    None => v,
+                };
                 let (count, degree) = parse_value(v)?;
                 list.push(Match {
                     key: k.to_vec(),
@@ -521,6 +607,9 @@ impl HashJoin {
                 });
                 Ok(ControlFlow::Continue(()))
             })?;
+            for k in expired {
+                tables[o].delete(kg, &k);
+            }
             index.insert((kg, key.as_slice()), lists.len());
             slots.push(Some(lists.len()));
             lists.push((kg, list));
@@ -621,20 +710,27 @@ impl Operator for HashJoin {
             tables: None,
             groups: Vec::new(),
             pending: None,
+            ttl: self.ttl,
+            clock: self.clock,
         }))
     }
 
     fn restore(&mut self, scope: &StateScope) -> Result<()> {
+        let ttl = self.ttl;
         let table = |tag: u8| {
             let mut prefix = scope.prefix.clone();
             prefix.push(tag);
-            StateTable::new(
+            let table = StateTable::new(
                 scope.store.clone(),
                 prefix,
                 scope.key_groups.clone(),
                 Arc::clone(&scope.committed),
                 scope.cache_bytes / 2,
-            )
+            );
+            match ttl {
+                Some(ttl) => table.with_ttl(ttl.as_secs().max(1)),
+                None => table,
+            }
         };
         self.tables = Some([table(b'l'), table(b'r')]);
         Ok(())
@@ -664,6 +760,7 @@ impl Operator for HashJoin {
             return Ok(out);
         }
         let passes = self.evaluate(s, &rows, &slots, &lists)?;
+        let now = self.now();
         let tables = self
             .tables
             .as_mut()
@@ -741,12 +838,9 @@ impl Operator for HashJoin {
             key.extend_from_slice(keys[i].as_deref().unwrap_or_default());
             key.extend_from_slice(&rows[i]);
             let kg = self.groups[i];
-            let count = match tables[s].get(kg, &key)? {
-                Some(v) => parse_value(v)?.0,
-                None => 0,
-            } + sign;
+            let count = read_entry(&mut tables[s], kg, &key, now)?.map_or(0, |(c, _)| c) + sign;
             if count > 0 {
-                tables[s].put(kg, &key, &value(count, degree));
+                write_entry(&mut tables[s], kg, &key, count, degree, now);
             } else {
                 tables[s].delete(kg, &key);
             }
@@ -754,7 +848,7 @@ impl Operator for HashJoin {
         // The other side's rows whose degree moved.
         for (kg, list) in groups_of.iter().zip(&lists) {
             for m in list.iter().filter(|m| m.dirty) {
-                tables[o].put(*kg, &m.key, &value(m.count, m.degree));
+                write_entry(&mut tables[o], *kg, &m.key, m.count, m.degree, now);
             }
         }
         self.output(s, &rows, &lists, &out)
@@ -777,8 +871,12 @@ impl Operator for HashJoin {
         _scope: &StateScope,
         batch: &mut StateBatch,
     ) -> Result<()> {
+        let now = self.now();
         if let Some(tables) = self.tables.as_mut() {
             for t in tables.iter_mut() {
+                if let Some(now) = now {
+                    t.sweep_expired(now, SWEEP_BUDGET)?;
+                }
                 t.checkpoint(epoch, batch);
             }
         }
@@ -805,7 +903,15 @@ impl Operator for HashJoin {
         if let Some(f) = &self.filter {
             d.push_str(&format!(", filter {f}"));
         }
-        d.push_str("; state: each side's rows by key, unbounded");
+        match self.ttl {
+            Some(ttl) => d.push_str(&format!(
+                "; state: each side's rows by key, state TTL {} s",
+                ttl.as_secs().max(1)
+            )),
+            None => d.push_str(
+                "; state: each side's rows by key, unbounded (SET table.exec.state.ttl bounds it)",
+            ),
+        }
         d
     }
 }

@@ -3,6 +3,7 @@
 //! restarts from them, against a nested-loop oracle over the rows each side holds.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use datafusion::arrow::array::Int64Array;
 use datafusion::logical_expr::Operator as BinaryOp;
@@ -303,4 +304,86 @@ fn a_batch_that_meets_many_rows_is_joined_in_parts() {
         assert!(parts >= 3, "{kind:?}: {parts} parts");
         assert_eq!(view, oracle(kind, filter, false, &left, &right), "{kind:?}");
     }
+}
+
+/// Flink's state TTL: a row nothing wrote for the TTL no longer matches, its retraction finds
+/// nothing, live rows still match, and the checkpoint sweep deletes expired rows whose key never
+/// comes back, from RocksDB too.
+#[test]
+fn state_ttl_forgets_rows_not_written_for_that_long() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let scope = StateScope::new(store.clone(), b"join/", 0..crate::keygroup::KEY_GROUPS);
+    let (left, right) = (side_schema(["k", "v"]), side_schema(["k2", "w"]));
+    let mut op = join(JoinKind::Inner, false, false).with_state_ttl(Duration::from_secs(10));
+    assert!(
+        op.describe().contains("state TTL 10 s"),
+        "{}",
+        op.describe()
+    );
+    op.restore(&scope).unwrap();
+    let mut view = BTreeMap::new();
+    let row = |k: i64, v: i64| vec![Some(k), Some(v)];
+    op.set_clock(100);
+    let ins =
+        |rows: &[Row]| -> Vec<(Op, Row)> { rows.iter().map(|r| (Op::Insert, r.clone())).collect() };
+    apply(
+        &mut view,
+        op.process(0, batch(&left, &ins(&[row(1, 1), row(2, 2)])))
+            .unwrap(),
+    );
+    let many: Vec<Row> = (10..1000).map(|k| row(k, k)).collect();
+    apply(&mut view, op.process(0, batch(&left, &ins(&many))).unwrap());
+    commit(&mut op, &scope, 1);
+    op.set_clock(105);
+    apply(
+        &mut view,
+        op.process(1, batch(&right, &ins(&[row(1, 9)]))).unwrap(),
+    );
+    assert_eq!(
+        view,
+        BTreeMap::from([(vec![Some(1), Some(1), Some(1), Some(9)], 1)])
+    );
+    commit(&mut op, &scope, 2);
+    // At 111 the left rows (written at 100) have expired; the right row (105) has not.
+    op.set_clock(111);
+    apply(
+        &mut view,
+        op.process(1, batch(&right, &ins(&[row(1, 8)]))).unwrap(),
+    );
+    assert_eq!(view.len(), 1, "an expired row matched: {view:?}");
+    apply(
+        &mut view,
+        op.process(0, batch(&left, &ins(&[row(1, 5)]))).unwrap(),
+    );
+    let matched = |v: i64, w: i64| (vec![Some(1), Some(v), Some(1), Some(w)], 1);
+    assert_eq!(
+        view,
+        BTreeMap::from([matched(1, 9), matched(5, 8), matched(5, 9)])
+    );
+    // The retraction of an expired row finds nothing to retract and no match.
+    let out = op
+        .process(0, batch(&left, &[(Op::Delete, row(2, 2))]))
+        .unwrap();
+    assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+    // Sweeps at later checkpoints delete the expired rows nothing reads again.
+    let stored = |store: &StateStore| {
+        let mut n = 0;
+        store
+            .scan_prefix(None, b"join/", None, |_, _| {
+                n += 1;
+                Ok(ControlFlow::Continue(()))
+            })
+            .unwrap();
+        n
+    };
+    assert!(stored(&store) >= 990);
+    for epoch in 3..10 {
+        commit(&mut op, &scope, epoch);
+    }
+    // Left (1, 5) and right (1, 8) were written at 111, right (1, 9) at 105: all live.
+    assert_eq!(stored(&store), 3);
+    op.set_clock(121);
+    commit(&mut op, &scope, 10);
+    assert_eq!(stored(&store), 0);
 }

@@ -417,6 +417,54 @@ fn ttl_entries_expire_on_read() {
     job.commit_all();
 }
 
+/// A sweep visits at most its budget of entries, resumes where it stopped, crosses key groups
+/// (only the instance's own), starts over after the last, and deletes what expired, whether the
+/// entry is in memory or only in RocksDB.
+#[test]
+fn sweeps_delete_expired_entries_a_budget_at_a_time() {
+    let mut job = Job::new();
+    // Another instance's entries, which the sweep must not visit.
+    let mut other = job.table(0..2, 1 << 20).with_ttl(10);
+    other.put_at(1, b"other", b"o", 0);
+    let mut t = job.table(2..6, 0).with_ttl(10);
+    for kg in 2..6u16 {
+        for i in 0..25u8 {
+            // Odd keys are written late and stay live.
+            let at = if i % 2 == 1 { 50 } else { 0 };
+            t.put_at(kg, &[b'k', i], b"v", at);
+        }
+    }
+    job.checkpoint(&mut [&mut t, &mut other]);
+    job.commit_all();
+    let live = |t: &StateTable| -> usize { (2..6u16).map(|kg| all(t, kg).len()).sum() };
+    assert_eq!(live(&t), 100);
+    // Nothing has expired at 9.
+    assert_eq!(t.sweep_expired(9, 1000).unwrap(), 0);
+    let mut deleted = Vec::new();
+    for _ in 0..5 {
+        deleted.push(t.sweep_expired(20, 30).unwrap());
+    }
+    // 100 entries at 30 a sweep: four sweeps go over them all (the fourth visits 10), the fifth
+    // starts over and finds nothing left to delete.
+    assert_eq!(deleted.iter().sum::<usize>(), 52, "{deleted:?}");
+    assert_eq!(*deleted.last().unwrap(), 0);
+    assert_eq!(live(&t), 48);
+    assert_eq!(all(&other, 1).len(), 1);
+    job.checkpoint(&mut [&mut t]);
+    job.commit_all();
+    // What was deleted is gone from RocksDB; a fresh table sees the same.
+    let fresh = job.table(2..6, 0).with_ttl(10);
+    assert_eq!(live(&fresh), 48);
+    // The last sweep stopped 30 entries into the table: the next ends the pass, one more
+    // starts over.
+    let later = t.sweep_expired(100, 1000).unwrap() + t.sweep_expired(100, 1000).unwrap();
+    assert_eq!(later, 48);
+    assert_eq!(live(&t), 0);
+    // Without a TTL there is nothing to sweep.
+    let mut plain = job.table(0..2, 0);
+    assert_eq!(plain.sweep_expired(u64::MAX, 1000).unwrap(), 0);
+}
+
 /// A small deterministic generator (xorshift64*), so failures reproduce from the seed alone.
 struct Rng(u64);
 
