@@ -91,6 +91,11 @@ pub(super) fn lower_aggregate(
         (None, Some(ttl)) => aggregate.with_state_ttl(ttl),
         _ => aggregate,
     };
+    let aggregate = if l.append_only {
+        aggregate.with_append_only_input()
+    } else {
+        aggregate
+    };
     let aggregate = windowed(ctx, b, aggregate, window, time.rowtime)?;
     let stage = b.exchange(l.stage, keys, ctx.parallelism);
     b.push_op(stage, Box::new(aggregate))?;

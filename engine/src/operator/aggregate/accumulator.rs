@@ -108,6 +108,24 @@ pub(super) struct Agg {
     pub(super) state: State,
     /// STRING_AGG's separator.
     pub(super) delimiter: String,
+    /// MIN or MAX over an append-only input: a value that cannot become the extreme is not
+    /// kept, so the multiset holds one value (a retraction is an error).
+    pub(super) extreme_only: bool,
+}
+
+/// Adds `value` to `set`, an append-only MIN's (`min`) or MAX's multiset, keeping only the
+/// extreme.
+fn keep_extreme<K: Ord>(set: &mut BTreeMap<K, i64>, value: K, min: bool) {
+    let extreme = if min {
+        set.first_key_value()
+    } else {
+        set.last_key_value()
+    };
+    let better = extreme.is_none_or(|(k, _)| if min { value < *k } else { value > *k });
+    if better {
+        set.clear();
+        set.insert(value, 1);
+    }
 }
 
 /// Calls `f` with the index of every valid row of `0..n`.
@@ -266,6 +284,7 @@ impl Agg {
             values,
             state,
             delimiter: spec.delimiter.clone().unwrap_or_default(),
+            extreme_only: false,
         })
     }
 
@@ -324,6 +343,11 @@ impl Agg {
         let nulls = nulls.as_ref();
         let n = gids.len();
         let mut negative = false;
+        if self.extreme_only && signs.iter().any(|&s| s < 0) {
+            return Err(internal(
+                "MIN/MAX over an append-only input got a retraction",
+            ));
+        }
         match &mut self.state {
             State::Rows => {}
             State::Count(counts) => {
@@ -366,11 +390,16 @@ impl Agg {
                     .ok_or_else(|| internal("set aggregate without a codec"))?;
                 let rows = codec.converter.convert_columns(&[canonical(column)])?;
                 let mut misfit = false;
+                let (extreme_only, min) = (self.extreme_only, self.func == AggFunc::Min);
                 each_valid(nulls, n, |i| {
                     let row = rows.row(i).data();
                     misfit |= row.len() != *width + 1;
                     let set = &mut sets[gids[i] as usize];
-                    negative |= count_in(set, fixed_key(row), signs[i]);
+                    if extreme_only {
+                        keep_extreme(set, fixed_key(row), min);
+                    } else {
+                        negative |= count_in(set, fixed_key(row), signs[i]);
+                    }
                 });
                 if misfit {
                     return Err(internal("fixed-width value of another width"));
@@ -382,9 +411,29 @@ impl Agg {
                     .as_ref()
                     .ok_or_else(|| internal("set aggregate without a codec"))?;
                 let rows = codec.converter.convert_columns(&[canonical(column)])?;
+                let (extreme_only, min) = (self.extreme_only, self.func == AggFunc::Min);
                 each_valid(nulls, n, |i| {
                     let value = rows.row(i).data();
                     let set = &mut sets[gids[i] as usize];
+                    if extreme_only {
+                        // Compared by slice first: only a new extreme allocates.
+                        let extreme = if min {
+                            set.first_key_value()
+                        } else {
+                            set.last_key_value()
+                        };
+                        let better = extreme.is_none_or(|(k, _)| {
+                            if min {
+                                value < k.as_ref()
+                            } else {
+                                value > k.as_ref()
+                            }
+                        });
+                        if better {
+                            keep_extreme(set, value.into(), min);
+                        }
+                        return;
+                    }
                     // Look up by slice first: a value already held costs no allocation.
                     let count = match set.get_mut(value) {
                         Some(count) => {

@@ -275,6 +275,16 @@ impl HashAggregate {
         })
     }
 
+    /// Tells the aggregate that its input only ever inserts (an APPEND ONLY table, a file,
+    /// Kafka, a generator, or an append-only view of one): MIN and MAX then keep one value per
+    /// group instead of the multiset a retraction would need.
+    pub fn with_append_only_input(mut self) -> Self {
+        for agg in &mut self.aggs {
+            agg.extreme_only = matches!(agg.func, AggFunc::Min | AggFunc::Max);
+        }
+        self
+    }
+
     /// Marks the aggregate as the multiplicity count of a view without a key (grouped by every
     /// column): its state is as large as the view, so EXPLAIN says that instead of "unbounded".
     pub fn counting_rows(mut self) -> Self {
@@ -638,6 +648,9 @@ impl Operator for HashAggregate {
         )?;
         fresh.ttl = self.ttl;
         fresh.counts_rows = self.counts_rows;
+        for (agg, old) in fresh.aggs.iter_mut().zip(&self.aggs) {
+            agg.extreme_only = old.extreme_only;
+        }
         fresh.window = self.window.as_ref().map(Window::fresh);
         fresh.hop = self.hop.as_ref().map(hop::Hop::fresh);
         Ok(Box::new(fresh))

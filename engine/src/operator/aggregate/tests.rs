@@ -712,6 +712,72 @@ fn retracting_a_row_never_added_is_an_error() {
     assert_eq!(view.rows, recompute(&[(Some(1), Some(1))]));
 }
 
+/// Over an append-only input MIN and MAX keep one value per group (COUNT(DISTINCT) still keeps
+/// its set): results equal recomputation across restarts, the state stays small, and a
+/// retraction is refused.
+#[test]
+fn append_only_min_max_keep_one_value_per_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    // MIN/MAX only: COUNT(DISTINCT) would keep every value whatever the input.
+    let agg = |store: &StateStore| {
+        use AggFunc::*;
+        let i = DataType::Int64;
+        let output = schema(&[("k", i.clone()), ("min", i.clone()), ("max", i.clone())]);
+        let aggs = vec![spec(Min, Some(1)), spec(Max, Some(1))];
+        let input = schema(&[("k", i.clone()), ("v", i)]);
+        restored(store, HashAggregate::try_new(input, vec![0], aggs, output))
+            .unwrap()
+            .with_append_only_input()
+    };
+    let mut op = agg(&store);
+    let mut rng = Rng(7);
+    let mut live: HashMap<Option<i64>, (i64, i64)> = HashMap::new();
+    let mut view = View::new(1);
+    for round in 0..30 {
+        let rows: Vec<(Op, Option<i64>, Option<i64>)> = (0..500)
+            .map(|_| {
+                let k = Some(rng.below(5) as i64);
+                let v = Some(rng.below(1_000_000) as i64 - 500_000);
+                (Op::Insert, k, v)
+            })
+            .collect();
+        for &(_, k, v) in &rows {
+            let v = v.unwrap();
+            let e = live.entry(k).or_insert((v, v));
+            *e = (e.0.min(v), e.1.max(v));
+        }
+        view.apply(op.step(int_batch(&rows)).unwrap());
+        let expected: HashMap<Row, Row> = live
+            .iter()
+            .map(|(k, (lo, hi))| {
+                let key = vec![S::Int64(*k)];
+                (
+                    key.clone(),
+                    [key, vec![S::Int64(Some(*lo)), S::Int64(Some(*hi))]].concat(),
+                )
+            })
+            .collect();
+        assert_eq!(view.rows, expected, "after round {round}");
+        let mut batch = StateBatch::new();
+        op.checkpoint(0, &scope(&store), &mut batch).unwrap();
+        store.write(batch, true).unwrap();
+        if round % 10 == 9 {
+            op = agg(&store);
+        }
+    }
+    // 15,000 values in 5 groups: each group's state holds its two extremes.
+    assert!(
+        stored_bytes(&store) < 5 * 100,
+        "{} bytes",
+        stored_bytes(&store)
+    );
+    assert!(
+        op.step(int_batch(&[(Op::Delete, Some(1), Some(5))]))
+            .is_err()
+    );
+}
+
 /// `window_end, sum(v) GROUP BY window_end`, closing at `window_end`, emitting on close.
 fn window_agg() -> HashAggregate {
     let ts = DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None);
