@@ -19,7 +19,9 @@
 //! the touched groups only; groups are updated in place, never moved. MIN, MAX and
 //! COUNT(DISTINCT) keep a multiset of values per group, so a retracted minimum falls back to the
 //! next one: for fixed-width types (numbers, decimals, dates, times, booleans) each value is its
-//! row encoding read as one big-endian `u128`, for other types the encoding's bytes. Integer and
+//! row encoding read as one big-endian `u128`, for other types the encoding's bytes. Over an
+//! append-only input ([`HashAggregate::with_append_only_input`]) MIN and MAX keep only the current
+//! extreme in that multiset, since nothing can retract it. Integer and
 //! decimal sums are `i128` (wrapping, hence exact whenever the final sum fits); float sums keep
 //! NaN and infinities as counts, so retracting them restores a finite sum. At a checkpoint each
 //! group changed since the last one is written under its key group and key (or deleted if gone),
