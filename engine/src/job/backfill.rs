@@ -119,16 +119,17 @@ pub(crate) fn in_snapshot(seq: u64, state: Option<&[u8]>) -> bool {
 }
 
 /// Reads the next chunk of the snapshot into `chain`, with the changes since the last chunk to
-/// rows already sent first. Returns true when the backfill is done (the source then follows the
-/// log from `reader.at.seq`).
+/// rows already sent first. Returns whether the backfill is done (the source then follows the
+/// log from `reader.at.seq`) and how many rows it sent.
 pub(crate) async fn step(
     reader: &mut SourceReader,
     progress: &mut Progress,
     chain: &mut Chain,
-) -> Result<bool> {
+) -> Result<(bool, usize)> {
     let (changes, upto, done) =
         next_chunk(&reader.table, reader.at.seq, progress, reader.chunk_rows)?;
     reader.at.seq = upto;
+    let rows = changes.iter().map(ChangeBatch::num_rows).sum();
     for change in changes {
         if let Some(w) = reader.batch_watermark(&change)? {
             progress.watermark = Some(progress.watermark.map_or(w, |h| h.max(w)));
@@ -145,7 +146,7 @@ pub(crate) async fn step(
     } else {
         reader.at.state = Some(Phase::Snapshot(progress.clone()).encode());
     }
-    Ok(done)
+    Ok((done, rows))
 }
 
 /// What a source at sequence `seq` with `progress` sends next: the changes since `seq` to rows
