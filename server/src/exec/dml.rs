@@ -27,51 +27,6 @@ use crate::catalog::TableEntry;
 use crate::error::{SqlError, sqlstate};
 use crate::session::Session;
 
-/// An INSERT whose SELECT repeats an output name (`SELECT g, g % 2, g`), with the repeats
-/// aliased apart: Postgres accepts it (INSERT matches columns by position), DataFusion refuses a
-/// projection with two equal names. `None` when no name repeats.
-fn distinct_select_names(stmt: &ast::Statement) -> Option<ast::Statement> {
-    let ast::Statement::Insert(insert) = stmt else {
-        return None;
-    };
-    let ast::SetExpr::Select(select) = insert.source.as_ref()?.body.as_ref() else {
-        return None;
-    };
-    let name = |item: &ast::SelectItem| match item {
-        ast::SelectItem::UnnamedExpr(ast::Expr::Identifier(i)) => Some(i.value.to_lowercase()),
-        ast::SelectItem::UnnamedExpr(ast::Expr::CompoundIdentifier(parts)) => {
-            parts.last().map(|i| i.value.to_lowercase())
-        }
-        ast::SelectItem::UnnamedExpr(e) => Some(e.to_string()),
-        ast::SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.to_lowercase()),
-        _ => None,
-    };
-    let mut seen = std::collections::HashSet::new();
-    let repeats: Vec<bool> = (select.projection.iter())
-        .map(|item| name(item).is_some_and(|n| !seen.insert(n)))
-        .collect();
-    if !repeats.contains(&true) {
-        return None;
-    }
-    let mut select = select.clone();
-    for (i, (item, repeat)) in select.projection.iter_mut().zip(repeats).enumerate() {
-        let alias = ast::Ident::with_quote('"', format!("?column{}?", i + 1));
-        *item = match std::mem::replace(item, ast::SelectItem::Wildcard(Default::default())) {
-            ast::SelectItem::UnnamedExpr(expr) | ast::SelectItem::ExprWithAlias { expr, .. }
-                if repeat =>
-            {
-                ast::SelectItem::ExprWithAlias { expr, alias }
-            }
-            other => other,
-        };
-    }
-    let mut insert = insert.clone();
-    let mut source = insert.source.take()?;
-    source.body = Box::new(ast::SetExpr::Select(select));
-    insert.source = Some(source);
-    Some(ast::Statement::Insert(insert))
-}
-
 /// Makes every column of an INSERT's input nullable.
 ///
 /// DataFusion types a `VALUES` list after the target table, NOT NULL included, so a NULL there would
@@ -156,14 +111,9 @@ impl Session {
             && let Ok(table) = self.resolve_table(name)
             && let Some(rewritten) = without_computed(stmt, &table)?
         {
-            return Ok(std::borrow::Cow::Owned(
-                distinct_select_names(&rewritten).unwrap_or(rewritten),
-            ));
+            return Ok(std::borrow::Cow::Owned(rewritten));
         }
-        Ok(match distinct_select_names(stmt) {
-            Some(rewritten) => std::borrow::Cow::Owned(rewritten),
-            None => std::borrow::Cow::Borrowed(stmt),
-        })
+        Ok(std::borrow::Cow::Borrowed(stmt))
     }
 
     pub(super) async fn insert(

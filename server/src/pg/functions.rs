@@ -174,6 +174,62 @@ fn always_true(name: &'static str, arities: &[usize]) -> ScalarUDF {
     })
 }
 
+/// `pg_sleep(seconds)`: waits that long (fractions too), without holding a thread, and returns
+/// NULL (Postgres' `void` prints as an empty value). Cancel (Ctrl-C) interrupts it like any query.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgSleep {
+    signature: Signature,
+}
+
+/// The longest `pg_sleep` waits in one call (Postgres has no limit; a day keeps a typo from
+/// holding a session for ever).
+const MAX_SLEEP_SECS: f64 = 86_400.0;
+
+impl ScalarUDFImpl for PgSleep {
+    fn name(&self) -> &str {
+        "pg_sleep"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Null)
+    }
+
+    fn invoke_with_args(&self, _: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Err(DataFusionError::Internal(
+            "pg_sleep is evaluated asynchronously".into(),
+        ))
+    }
+}
+
+#[async_trait::async_trait]
+impl datafusion::logical_expr::async_udf::AsyncScalarUDFImpl for PgSleep {
+    async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let seconds = match args.args.first() {
+            Some(ColumnarValue::Scalar(v)) => match v.cast_to(&DataType::Float64)? {
+                ScalarValue::Float64(s) => s.unwrap_or(0.0) * rows.max(1) as f64,
+                _ => 0.0,
+            },
+            Some(ColumnarValue::Array(a)) => {
+                let a = datafusion::arrow::compute::cast(a, &DataType::Float64)?;
+                let a = a.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+                a.iter().flatten().sum()
+            }
+            None => 0.0,
+        };
+        // Postgres sleeps once per row it is called for; a negative or NaN time does not wait.
+        if seconds > 0.0 {
+            let seconds = seconds.min(MAX_SLEEP_SECS);
+            tokio::time::sleep(std::time::Duration::from_secs_f64(seconds)).await;
+        }
+        Ok(ColumnarValue::Scalar(ScalarValue::Null))
+    }
+}
+
 /// `pg_available_extensions()`: the extensions that could be installed, here the one Postgres
 /// always has installed (psql 16+'s `\dx` joins it for the default version).
 #[derive(Debug)]
@@ -347,6 +403,12 @@ pub fn register(
     sizes: RelationSizes,
 ) {
     ctx.register_udtf("pg_available_extensions", Arc::new(AvailableExtensions));
+    ctx.register_udf(
+        datafusion::logical_expr::async_udf::AsyncScalarUDF::new(Arc::new(PgSleep {
+            signature: Signature::uniform(1, vec![DataType::Float64], Volatility::Volatile),
+        }))
+        .into_scalar_udf(),
+    );
     let owner = user.to_string();
     ctx.register_udf(function(
         "pg_get_userbyid",

@@ -33,9 +33,180 @@ pub fn statement(parsed: Parsed) -> Parsed {
         regex_substrings(stmt);
     }
     if let Statement::Sql { stmt, .. } = &mut parsed.statement {
+        if matches!(stmt.as_ref(), ast::Statement::Insert(_)) {
+            // An INSERT's SELECT may repeat a name (`SELECT g, g % 2, g`): columns match by
+            // position.
+            super::names::postgres_names(stmt);
+        }
         array_literals(stmt);
+        user_keyword(stmt);
+        generate_subscripts(stmt);
+        function_column_aliases(stmt);
     }
     parsed
+}
+
+/// `user`, unquoted, is a keyword in Postgres for `current_user` (a column named "user" must be
+/// quoted); DataFusion reads it as a column name.
+fn user_keyword(stmt: &mut ast::Statement) {
+    let _ = ast::visit_expressions_mut(stmt, |expr| {
+        let is_user =
+            |id: &ast::Ident| id.quote_style.is_none() && id.value.eq_ignore_ascii_case("user");
+        let keyword = match expr {
+            ast::Expr::Identifier(id) => is_user(id),
+            // The Postgres dialect parses it as a call without parentheses.
+            ast::Expr::Function(f) => {
+                matches!(f.args, ast::FunctionArguments::None)
+                    && matches!(f.name.0.as_slice(), [part] if part.as_ident().is_some_and(is_user))
+            }
+            _ => false,
+        };
+        if keyword {
+            *expr = call("current_user", vec![], vec![]);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// `generate_subscripts(a, dim [, reverse])`, Postgres' set-returning function of an array's
+/// subscripts: in a select list it becomes `unnest(generate_series(1, array_length(a, dim)))`
+/// (counting down when `reverse`, a literal), in FROM the same `unnest` as a table. Arrays here
+/// start at 1.
+fn generate_subscripts(stmt: &mut ast::Statement) {
+    fn subscripts(args: &ast::FunctionArguments) -> Option<ast::Expr> {
+        let ast::FunctionArguments::List(list) = args else {
+            return None;
+        };
+        let args: Vec<ast::Expr> = (list.args.iter())
+            .map(|a| match a {
+                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => Some(e.clone()),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        let (array, dim, reverse) = match args.as_slice() {
+            [a, d] => (a, d, None),
+            [a, d, r] => (a, d, Some(r)),
+            _ => return None,
+        };
+        let one = || ast::Expr::value(ast::Value::Number("1".into(), false));
+        let len = call("array_length", vec![array.clone(), dim.clone()], vec![]);
+        // `reverse` as written: a literal (what callers write), else the call is left alone.
+        let reverse = match reverse {
+            None => false,
+            Some(ast::Expr::Value(v)) => match &v.value {
+                ast::Value::Boolean(b) => *b,
+                _ => return None,
+            },
+            Some(_) => return None,
+        };
+        let series = if reverse {
+            let minus_one = ast::Expr::UnaryOp {
+                op: ast::UnaryOperator::Minus,
+                expr: Box::new(one()),
+            };
+            call("generate_series", vec![len, one(), minus_one], vec![])
+        } else {
+            call("generate_series", vec![one(), len], vec![])
+        };
+        Some(series)
+    }
+    let is_subscripts = |name: &ast::ObjectName| {
+        name.0
+            .last()
+            .and_then(|p| p.as_ident())
+            .is_some_and(|f| f.value.eq_ignore_ascii_case("generate_subscripts"))
+    };
+    let _ = ast::visit_expressions_mut(stmt, |expr| {
+        if let ast::Expr::Function(f) = expr
+            && is_subscripts(&f.name)
+            && let Some(series) = subscripts(&f.args)
+        {
+            *expr = call("unnest", vec![series], vec![]);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    struct Tables<'a>(&'a dyn Fn(&ast::ObjectName) -> bool);
+    impl ast::VisitorMut for Tables<'_> {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &mut ast::TableFactor) -> ControlFlow<()> {
+            if let ast::TableFactor::Table {
+                name,
+                args: Some(args),
+                alias,
+                ..
+            } = factor
+                && (self.0)(name)
+            {
+                let list = ast::FunctionArguments::List(ast::FunctionArgumentList {
+                    duplicate_treatment: None,
+                    args: args.args.clone(),
+                    clauses: vec![],
+                });
+                if let Some(series) = subscripts(&list) {
+                    *factor = ast::TableFactor::UNNEST {
+                        alias: alias.take(),
+                        array_exprs: vec![series],
+                        with_offset: false,
+                        with_offset_alias: None,
+                        with_ordinality: false,
+                    };
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = ast::VisitMut::visit(stmt, &mut Tables(&is_subscripts));
+}
+
+/// `FROM generate_series(1, 3) AS g`: Postgres names the one column of a function that returns
+/// a scalar after the table alias (`g`); DataFusion names it `value` (or after the function). The
+/// alias of such a call (`generate_series`, `generate_subscripts`, `range`, a one-array `unnest`)
+/// without column aliases gets its own name as the column alias.
+fn function_column_aliases(stmt: &mut ast::Statement) {
+    struct Aliases;
+    impl ast::VisitorMut for Aliases {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &mut ast::TableFactor) -> ControlFlow<()> {
+            let (name, alias) = match factor {
+                ast::TableFactor::Table {
+                    name,
+                    args: Some(_),
+                    alias: Some(alias),
+                    ..
+                }
+                | ast::TableFactor::Function {
+                    name,
+                    alias: Some(alias),
+                    ..
+                } => (Some(&*name), alias),
+                ast::TableFactor::UNNEST {
+                    alias: Some(alias),
+                    array_exprs,
+                    with_offset: false,
+                    with_ordinality: false,
+                    ..
+                } if array_exprs.len() == 1 => (None, alias),
+                _ => return ControlFlow::Continue(()),
+            };
+            let scalar = name.is_none_or(|name| {
+                name.0.last().and_then(|p| p.as_ident()).is_some_and(|f| {
+                    ["generate_series", "generate_subscripts", "range"]
+                        .contains(&f.value.to_ascii_lowercase().as_str())
+                })
+            });
+            if !scalar {
+                return ControlFlow::Continue(());
+            }
+            if alias.columns.is_empty() {
+                alias.columns = vec![ast::TableAliasColumnDef {
+                    name: alias.name.clone(),
+                    data_type: None,
+                }];
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = ast::VisitMut::visit(stmt, &mut Aliases);
 }
 
 /// Rewrites `'{1,2}'::int[]`, Postgres' text form of an array cast to an array type, into
