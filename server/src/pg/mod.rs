@@ -11,6 +11,7 @@ pub mod information_schema;
 pub mod names;
 pub mod oid_arrays;
 pub mod rewrite;
+pub mod to_char;
 
 use std::sync::{Arc, LazyLock};
 
