@@ -637,6 +637,23 @@ fn format_number(n: &Digits, template: &str) -> String {
         .iter()
         .filter(|t| is_digit(t))
         .position(|t| *t == NumToken::Zero);
+    // Under FM, the fraction's `9` positions after its last non-zero digit are dropped.
+    let frac_kept = if fill {
+        let kinds: Vec<NumToken> = point.map_or(Vec::new(), |p| {
+            tokens[p..].iter().copied().filter(is_digit).collect()
+        });
+        let digits = frac.as_bytes();
+        let mut keep = kinds.len();
+        while keep > 0
+            && kinds[keep - 1] == NumToken::Nine
+            && digits.get(keep - 1).is_none_or(|d| *d == b'0')
+        {
+            keep -= 1;
+        }
+        keep
+    } else {
+        frac_slots
+    };
     let mut out = String::new();
     let mut int_index = 0usize;
     let mut frac_index = 0usize;
@@ -664,13 +681,17 @@ fn format_number(n: &Digits, template: &str) -> String {
             }
             NumToken::Nine | NumToken::Zero => {
                 let d = frac.as_bytes().get(frac_index).copied().unwrap_or(b'0');
+                if frac_index < frac_kept {
+                    out.push(if overflow { '#' } else { char::from(d) });
+                }
                 frac_index += 1;
-                out.push(if overflow { '#' } else { char::from(d) });
             }
             NumToken::Point => {
                 after_point = true;
                 out.push('.');
             }
+            // Under FM a separator among the dropped fraction digits goes with them.
+            NumToken::Group if after_point && frac_index >= frac_kept => {}
             NumToken::Group => out.push(if printed { ',' } else { ' ' }),
             NumToken::Sign | NumToken::SignAny => out.push(if negative { '-' } else { '+' }),
             NumToken::Minus => out.push(if negative { '-' } else { ' ' }),
@@ -700,28 +721,6 @@ fn format_number(n: &Digits, template: &str) -> String {
         out = place_before_digits(&format!(" {out}"), sign);
     }
     if fill {
-        if let Some(p) = point {
-            // Trailing zeros of `9` fraction positions go.
-            let frac_tokens: Vec<&NumToken> = tokens[p..].iter().filter(|t| is_digit(t)).collect();
-            let mut keep = frac_tokens.len();
-            let digits: Vec<char> = frac.chars().collect();
-            while keep > 0
-                && frac_tokens[keep - 1] == &NumToken::Nine
-                && digits.get(keep - 1).is_none_or(|d| *d == '0')
-            {
-                keep -= 1;
-            }
-            let cut = frac_tokens.len() - keep;
-            if cut > 0
-                && let Some(dot) = out.find('.')
-            {
-                let tail_start = dot + 1 + keep;
-                let tail_end = (dot + 1 + frac_tokens.len()).min(out.len());
-                if tail_start <= tail_end {
-                    out.replace_range(tail_start..tail_end, "");
-                }
-            }
-        }
         out = out.trim_start().to_string();
     }
     out
@@ -782,6 +781,9 @@ mod tests {
             ("7", "FM9th", "7th"),
             ("0", "9.99", "  .00"),
             ("-0.5", "FM990.99", "-0.5"),
+            // Odd templates a user may write: literals and separators in the fraction.
+            ("1.5", "FM9.9é9,9", "1.5é"),
+            ("1.5", "9.9é9,9", " 1.5é0,0"),
         ];
         for (v, template, expected) in cases {
             let (int, frac) = v
@@ -809,5 +811,42 @@ mod tests {
             format_number(&Digits::float(-0.000123), "9.99EEEE"),
             "-1.23e-04"
         );
+    }
+
+    /// Templates are user input: odd ones give some text, never a panic.
+    #[test]
+    fn odd_templates_do_not_panic() {
+        let at = ts("0001-01-01 00:00:00");
+        let templates = [
+            "",
+            "FM",
+            "\"unterminated",
+            "\\",
+            "é9.9é",
+            "9.9.9",
+            "D,G,9",
+            "FMFMFM9",
+            "PRPR9",
+            "SG9S",
+            "EEEE",
+            "9EEEE9",
+            "TH",
+            "99999999999999999999999999999999999999999.9999",
+            "Y,YYYY,YYY",
+            "ééMONTHéé",
+            "\"a\\\"b\"",
+            "FMTHth",
+            "rmRMrm",
+            "ff9FF7",
+        ];
+        for t in templates {
+            format_datetime(&at, true, t);
+            for (v, scale) in [(0i128, 0i8), (-1, 3), (i128::MAX, 10), (i128::MIN + 1, 0)] {
+                format_number(&Digits::exact(v, scale), t);
+            }
+            for v in [f64::NAN, f64::INFINITY, -0.0, 1e300, -1e-300] {
+                format_number(&Digits::float(v), t);
+            }
+        }
     }
 }
