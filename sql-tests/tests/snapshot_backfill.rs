@@ -427,6 +427,20 @@ async fn retention_drops_old_rows_and_views_keep_them() {
     server.kill9().await.unwrap();
 }
 
+/// EXPLAIN of `create` without a state TTL and with `'table.exec.state.ttl' = '2 s'`.
+async fn plans_without_and_with_ttl(c: &Client, create: &str) -> (String, String) {
+    let explain = format!("EXPLAIN {create}");
+    let without = text_rows(c, &explain).await.unwrap().join("\n");
+    c.batch_execute("SET 'table.exec.state.ttl' = '2 s'")
+        .await
+        .unwrap();
+    let with = text_rows(c, &explain).await.unwrap().join("\n");
+    c.batch_execute("RESET 'table.exec.state.ttl'")
+        .await
+        .unwrap();
+    (without, with)
+}
+
 /// Flink's `table.exec.state.ttl`, stored with the view at CREATE: an aggregate forgets groups
 /// no row touched for that long (their state goes; the view keeps their last result), and a
 /// later row starts its group afresh. A view without it keeps everything.
@@ -464,27 +478,13 @@ async fn state_ttl_forgets_idle_groups() {
     };
     assert!(state("brief").await > 0);
     // EXPLAIN says what bounds an aggregate's state.
-    let plan = |sql: &'static str| {
-        let c = &c;
-        async move { text_rows(c, sql).await.unwrap().join("\n") }
-    };
-    let explain = "EXPLAIN CREATE MATERIALIZED VIEW x AS SELECT k, count(*) AS n FROM t GROUP BY k";
-    assert!(
-        plan(explain).await.contains("state unbounded"),
-        "{}",
-        plan(explain).await
-    );
-    c.batch_execute("SET 'table.exec.state.ttl' = '2 s'")
-        .await
-        .unwrap();
-    assert!(
-        plan(explain).await.contains("state TTL 2 s"),
-        "{}",
-        plan(explain).await
-    );
-    c.batch_execute("RESET 'table.exec.state.ttl'")
-        .await
-        .unwrap();
+    let (without, with) = plans_without_and_with_ttl(
+        &c,
+        "CREATE MATERIALIZED VIEW x AS SELECT k, count(*) AS n FROM t GROUP BY k",
+    )
+    .await;
+    assert!(without.contains("state unbounded"), "{without}");
+    assert!(with.contains("state TTL 2 s"), "{with}");
     // Group 2 stays touched; group 1 goes idle past the TTL.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -551,20 +551,13 @@ async fn state_ttl_bounds_join_state() {
         async move { one_number(c, &format!("SELECT count(*) FROM {view}")).await }
     };
     assert_eq!((count("brief").await, count("kept").await), (1000, 1000));
-    let explain = format!("EXPLAIN CREATE MATERIALIZED VIEW x AS {join}");
-    let plan = text_rows(&c, &explain).await.unwrap().join("\n");
+    let (without, with) =
+        plans_without_and_with_ttl(&c, &format!("CREATE MATERIALIZED VIEW x AS {join}")).await;
     assert!(
-        plan.contains("unbounded (SET table.exec.state.ttl bounds it)"),
-        "{plan}"
+        without.contains("unbounded (SET table.exec.state.ttl bounds it)"),
+        "{without}"
     );
-    c.batch_execute("SET 'table.exec.state.ttl' = '2 s'")
-        .await
-        .unwrap();
-    let plan = text_rows(&c, &explain).await.unwrap().join("\n");
-    assert!(plan.contains("state TTL 2 s"), "{plan}");
-    c.batch_execute("RESET 'table.exec.state.ttl'")
-        .await
-        .unwrap();
+    assert!(with.contains("state TTL 2 s"), "{with}");
     let state = |view: &'static str| {
         let c = &c;
         async move {
