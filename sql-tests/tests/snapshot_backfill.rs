@@ -427,6 +427,80 @@ async fn retention_drops_old_rows_and_views_keep_them() {
     server.kill9().await.unwrap();
 }
 
+/// A new window view over an APPEND ONLY table sees the watermark move as its rows came: a row
+/// that was late to the views reading it live is late to it too, and no row is later to it than
+/// it was live, also where one INSERT of rows in falling time order straddles two backfill
+/// chunks. Over a table with a primary key (rows read in key order) the watermark is held until
+/// the backfill ends, and no row is late.
+#[tokio::test]
+async fn backfill_watermark_moves_as_rows_came_in_an_append_only_table() {
+    let server = TestServer::start().await.unwrap();
+    let c = server.connect("dev").await.unwrap();
+    let query = |t: &str| {
+        format!(
+            "SELECT window_start, count(*) AS n FROM TUMBLE({t}, ts, INTERVAL '10' SECOND) \
+             GROUP BY window_start"
+        )
+    };
+    c.batch_execute(&format!(
+        "CREATE TABLE ev (id BIGINT, ts TIMESTAMP(3), \
+           WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) APPEND ONLY; \
+         CREATE TABLE keyed (id BIGINT PRIMARY KEY, ts TIMESTAMP(3), \
+           WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) APPEND ONLY; \
+         CREATE MATERIALIZED VIEW live AS {}",
+        query("ev")
+    ))
+    .await
+    .unwrap();
+    // Event time in milliseconds after 2026-01-01 00:00:00. Each INSERT is at most one batch of
+    // 8192 rows, so its rows are stored, and read live, in the order of `g` (a live reader moves
+    // its watermark after each change-log entry).
+    let insert = |from: i64, to: i64, ms: &str| {
+        format!(
+            "INSERT INTO ev SELECT g, to_timestamp_millis(1767225600000 + {ms}) \
+             FROM generate_series({from}, {to}) AS s(g); \
+             INSERT INTO keyed SELECT g, to_timestamp_millis(1767225600000 + {ms}) \
+             FROM generate_series({from}, {to}) AS s(g)"
+        )
+    };
+    // 40 000 rows, one a millisecond; then a row at 0.5 s, late (the watermark is at 39 s); then
+    // 8000 rows in one INSERT from 100 s falling to 60 s (row ids 40 001 to 48 000, across the
+    // backfill chunks that meet at id 40 960), none late live; then 20 000 rows up to 120 s.
+    let batches = |from: i64, to: i64| {
+        (from..=to)
+            .step_by(8192)
+            .map(move |a| (a, (a + 8191).min(to)))
+    };
+    let mut statements: Vec<String> = batches(0, 39_999).map(|(a, b)| insert(a, b, "g")).collect();
+    statements.push(insert(40_000, 40_000, "500"));
+    statements.push(insert(40_001, 48_000, "(100000 - (g - 40001) * 5)"));
+    statements.extend(batches(48_001, 68_000).map(|(a, b)| insert(a, b, "(100000 + g - 48000)")));
+    for sql in statements {
+        c.batch_execute(&sql).await.unwrap();
+    }
+    c.batch_execute(&format!(
+        "FLUSH; CREATE MATERIALIZED VIEW fresh AS {}; CREATE MATERIALIZED VIEW fresh_keyed AS {}",
+        query("ev"),
+        query("keyed")
+    ))
+    .await
+    .unwrap();
+    let live = sorted_rows(&c, "SELECT * FROM live").await.unwrap();
+    assert_eq!(live.first().map(String::as_str), Some("2026-01-01 00:00:00|10000"));
+    assert_eq!(live, sorted_rows(&c, "SELECT * FROM fresh").await.unwrap());
+    let all = sorted_rows(
+        &c,
+        &format!("SELECT * FROM ({}) AS q", query("ev")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(all.first().map(String::as_str), Some("2026-01-01 00:00:00|10001"));
+    assert_eq!(all, sorted_rows(&c, "SELECT * FROM fresh_keyed").await.unwrap());
+    // Only the late row differs.
+    assert_eq!(live[1..], all[1..]);
+    server.kill9().await.unwrap();
+}
+
 /// EXPLAIN of `create` without a state TTL and with `'table.exec.state.ttl' = '2 s'`.
 async fn plans_without_and_with_ttl(c: &Client, create: &str) -> (String, String) {
     let explain = format!("EXPLAIN {create}");

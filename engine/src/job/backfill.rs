@@ -11,15 +11,25 @@
 //! checkpoint: a restart goes on from it with new snapshots. When no row is left, the source
 //! follows the log from the last snapshot's sequence.
 //!
-//! Event time: the chunks come in key order, not the order rows arrived, so the watermark is held
-//! back until the backfill ends (then it is the largest event time read): no row of the table's
-//! current contents is late to a new view.
+//! Event time: the chunks come in key order, which in general is not the order rows arrived, so
+//! the watermark is held back until the backfill ends (then it is the largest event time read):
+//! no row of the table's current contents is late to a new view. An APPEND ONLY table without a
+//! primary key is the exception: its row keys are row ids handed out in commit order, so its
+//! rows come in the order they arrived, and the watermark moves on as the chunks are read, as it
+//! did for the jobs that read those rows live (windows close during the backfill instead of all
+//! at its end, and a window's state is never written if it opens and closes within an epoch). It
+//! lags a log entry behind: after a chunk it is the largest event time of the rows at least
+//! [`SCAN_BATCH_ROWS`] ids before the last row read. A live reader moves its watermark after each
+//! log entry, an entry holds at most that many rows of consecutive ids, so every row read after
+//! the chunk meets a watermark no later than it met live: no row is later to a new view than it
+//! was to the views that read it as it came.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::stage::{Chain, SourceReader};
 use crate::changelog::{ChangeBatch, Op};
-use crate::table::TableStore;
+use crate::table::{SCAN_BATCH_ROWS, TableStore};
 use crate::{EngineError, Result};
 
 /// Change-log entries read at a time between chunks.
@@ -41,6 +51,10 @@ pub(crate) struct Progress {
     after: Option<Vec<u8>>,
     /// The largest event time of the rows read, held back until the backfill ends.
     watermark: Option<i64>,
+    /// In arrival order (see the module's doc): the last row id and the largest event time of
+    /// each chunk read whose rows the watermark does not cover yet, oldest first. Not part of
+    /// the stored position: after a restart the watermark only moves on from later chunks.
+    pending: VecDeque<(u64, i64)>,
 }
 
 const SNAPSHOT: u8 = b'S';
@@ -76,7 +90,11 @@ impl Phase {
                     Some((1, key)) => Some(key.to_vec()),
                     _ => return Err(corrupt()),
                 };
-                Ok(Phase::Snapshot(Progress { after, watermark }))
+                Ok(Phase::Snapshot(Progress {
+                    after,
+                    watermark,
+                    pending: VecDeque::new(),
+                }))
             }
             _ => Err(corrupt()),
         }
@@ -130,12 +148,31 @@ pub(crate) async fn step(
         next_chunk(&reader.table, reader.at.seq, progress, reader.chunk_rows)?;
     reader.at.seq = upto;
     let rows = changes.iter().map(ChangeBatch::num_rows).sum();
+    let mut chunk_max: Option<i64> = None;
     for change in changes {
         if let Some(w) = reader.batch_watermark(&change)? {
             progress.watermark = Some(progress.watermark.map_or(w, |h| h.max(w)));
+            chunk_max = Some(chunk_max.map_or(w, |h| h.max(w)));
         }
         chain.shared.count_in(reader.at.index, change.num_rows());
         chain.push(0, change).await?;
+    }
+    if reader.arrival_order
+        && let Some(last) = progress.after.as_deref().and_then(|k| reader.table.row_id(k))
+    {
+        if let Some(w) = chunk_max {
+            progress.pending.push_back((last, w));
+        }
+        let mut covered = None;
+        while let Some(&(id, w)) = progress.pending.front()
+            && id.saturating_add(SCAN_BATCH_ROWS as u64) <= last
+        {
+            covered = Some(covered.map_or(w, |c: i64| c.max(w)));
+            progress.pending.pop_front();
+        }
+        if let Some(w) = reader.raise(covered) {
+            chain.watermark(0, w).await?;
+        }
     }
     if done {
         let held = progress.watermark.take();
@@ -416,10 +453,12 @@ mod tests {
             Phase::Snapshot(Progress {
                 after: Some(vec![b'T', 0, 1, 0xff]),
                 watermark: Some(-5),
+                pending: VecDeque::new(),
             }),
             Phase::Snapshot(Progress {
                 after: Some(Vec::new()),
                 watermark: None,
+                pending: VecDeque::new(),
             }),
         ] {
             assert_eq!(Phase::of(3, Some(&phase.encode())).unwrap(), phase);

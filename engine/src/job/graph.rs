@@ -44,6 +44,10 @@ pub struct Source {
     /// an event-time temporal join): a new job replays the change log from its first entry
     /// rather than reading the current rows, as long as the log has not been trimmed.
     pub history: bool,
+    /// The table is APPEND ONLY: its rows never change once inserted. Without a primary key its
+    /// rows are stored in the order they came, so a backfill can move the watermark on as it
+    /// reads (see [`super::backfill`]) instead of holding it until the end.
+    pub append_only: bool,
 }
 
 /// A source outside Rivulet's tables (files, Kafka topics), read by the job's source task
@@ -138,6 +142,7 @@ impl Source {
             processing_time: false,
             external: None,
             history: false,
+            append_only: false,
         }
     }
 }

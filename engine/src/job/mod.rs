@@ -657,6 +657,8 @@ impl Job {
                             processing_time: source.processing_time,
                             history: source.history,
                             chunk_rows: config.backfill_chunk_rows.max(1),
+                            arrival_order: source.append_only
+                                && source.table.keys_in_arrival_order(),
                             at: stage::SourcePosition {
                                 index: i,
                                 seq: positions[i],

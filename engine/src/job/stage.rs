@@ -414,6 +414,9 @@ pub struct SourceReader {
     pub history: bool,
     /// See [`super::JobConfig::backfill_chunk_rows`].
     pub chunk_rows: usize,
+    /// The table's rows are stored in the order they came and never change (see
+    /// [`super::backfill`]): its backfill moves the watermark on as it reads.
+    pub arrival_order: bool,
     pub at: SourcePosition,
 }
 

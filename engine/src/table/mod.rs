@@ -370,6 +370,19 @@ impl TableStore {
         }))
     }
 
+    /// True when rows are stored in the order they were committed: a table without a primary
+    /// key keys its rows by hidden row ids, which grow with every insert, each change-log entry
+    /// holding at most [`SCAN_BATCH_ROWS`] rows of consecutive ids.
+    pub fn keys_in_arrival_order(&self) -> bool {
+        self.key_codec.is_none() && self.view.get().is_none()
+    }
+
+    /// The hidden row id a row key of a table without a primary key ends with.
+    pub fn row_id(&self, key: &[u8]) -> Option<u64> {
+        let id = key.get(sub_prefix(self.id, b'r').len()..)?;
+        Some(u64::from_be_bytes(id.try_into().ok()?))
+    }
+
     /// The row key (as [`TableStore::scan_from`] orders them) of each row of change-log entry
     /// `seq`, read at `at`; `None` when every row of the entry comes after every row stored
     /// before it (inserts into a table without a primary key: hidden row ids only grow).

@@ -68,6 +68,7 @@ pub(super) fn lower_scan(
             processing_time: resolved.processing_time,
             external: resolved.external.clone(),
             history: false,
+            append_only: resolved.append_only,
         }),
         operators,
         parallelism: 1,
