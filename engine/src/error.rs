@@ -49,6 +49,12 @@ pub enum EngineError {
         kept_after: u64,
     },
     /// A broken invariant inside the engine.
+    #[error("transaction too large: its writes to \"{table}\" and other tables pass {limit} bytes")]
+    TransactionTooLarge { table: String, limit: usize },
+
+    #[error("could not commit the transaction: {0}")]
+    TransactionConflict(String),
+
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -57,6 +57,9 @@ pub mod sqlstate {
     pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
     pub const INVALID_CURSOR_NAME: &str = "34000";
     pub const INTERNAL_ERROR: &str = "XX000";
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+    pub const SERIALIZATION_FAILURE: &str = "40001";
+    pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
     pub const DATA_CORRUPTED: &str = "XX001";
 }
 
@@ -209,6 +212,12 @@ fn from_engine(e: &EngineError) -> SqlError {
         EngineError::Trimmed { .. } => {
             SqlError::new(OBJECT_NOT_IN_PREREQUISITE_STATE, e.to_string())
         }
+        EngineError::TransactionTooLarge { .. } => {
+            SqlError::new(PROGRAM_LIMIT_EXCEEDED, e.to_string()).with_hint(
+                "Commit in smaller transactions, or use COPY outside a transaction block.",
+            )
+        }
+        EngineError::TransactionConflict(_) => SqlError::new(SERIALIZATION_FAILURE, e.to_string()),
         EngineError::Internal(_) => SqlError::internal(e),
     }
 }

@@ -486,16 +486,22 @@ async fn backfill_watermark_moves_as_rows_came_in_an_append_only_table() {
     .await
     .unwrap();
     let live = sorted_rows(&c, "SELECT * FROM live").await.unwrap();
-    assert_eq!(live.first().map(String::as_str), Some("2026-01-01 00:00:00|10000"));
+    assert_eq!(
+        live.first().map(String::as_str),
+        Some("2026-01-01 00:00:00|10000")
+    );
     assert_eq!(live, sorted_rows(&c, "SELECT * FROM fresh").await.unwrap());
-    let all = sorted_rows(
-        &c,
-        &format!("SELECT * FROM ({}) AS q", query("ev")),
-    )
-    .await
-    .unwrap();
-    assert_eq!(all.first().map(String::as_str), Some("2026-01-01 00:00:00|10001"));
-    assert_eq!(all, sorted_rows(&c, "SELECT * FROM fresh_keyed").await.unwrap());
+    let all = sorted_rows(&c, &format!("SELECT * FROM ({}) AS q", query("ev")))
+        .await
+        .unwrap();
+    assert_eq!(
+        all.first().map(String::as_str),
+        Some("2026-01-01 00:00:00|10001")
+    );
+    assert_eq!(
+        all,
+        sorted_rows(&c, "SELECT * FROM fresh_keyed").await.unwrap()
+    );
     // Only the late row differs.
     assert_eq!(live[1..], all[1..]);
     server.kill9().await.unwrap();

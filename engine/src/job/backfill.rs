@@ -158,7 +158,10 @@ pub(crate) async fn step(
         chain.push(0, change).await?;
     }
     if reader.arrival_order
-        && let Some(last) = progress.after.as_deref().and_then(|k| reader.table.row_id(k))
+        && let Some(last) = progress
+            .after
+            .as_deref()
+            .and_then(|k| reader.table.row_id(k))
     {
         if let Some(w) = chunk_max {
             progress.pending.push_back((last, w));

@@ -37,6 +37,10 @@ use crate::codec::RowCodec;
 use crate::state::{Snapshot, StateBatch, StateStore};
 use crate::{EngineError, Result};
 
+mod txn;
+
+pub use txn::{Writes, commit_transaction};
+
 /// Rows per batch when reading a table.
 pub const SCAN_BATCH_ROWS: usize = 8192;
 
@@ -589,10 +593,6 @@ impl TableStore {
         self.holds.lock().values().min().copied()
     }
 
-    fn durable_counters(&self) -> Result<Counters> {
-        Ok(read_counters(&self.store, self.id)?.0)
-    }
-
     /// What the table stores now.
     pub fn size(&self) -> TableSize {
         let c = self.writer.lock();
@@ -711,11 +711,9 @@ impl TableStore {
             changes.push(ChangeBatch::inserts(rows));
         }
         delta.rows = total as i64;
-        if let Err(e) = self.commit(&mut counters, batch, &changes, delta, true) {
-            // Row ids handed out above were never written; reload the durable counters.
-            counters.next_row_id = self.durable_counters()?.next_row_id;
-            return Err(e);
-        }
+        // Row ids handed out above stay handed out if the commit fails: a transaction may hold
+        // ids handed out since the last durable counters, so they must not be handed out again.
+        self.commit(&mut counters, batch, &changes, delta, true)?;
         Ok(total)
     }
 
@@ -1206,6 +1204,20 @@ impl TableStore {
         delta: Delta,
         durable: bool,
     ) -> Result<()> {
+        let next = self.log_entries(counters, &mut batch, changes, delta)?;
+        self.finish_commit(counters, batch, next, durable)
+    }
+
+    /// Adds the log entries of `changes` (as [`TableStore::commit_entries`] writes them) to
+    /// `batch`; returns the counters after them, which the commit writes too and
+    /// [`TableStore::publish`]es once written.
+    fn log_entries(
+        &self,
+        counters: &Counters,
+        batch: &mut StateBatch,
+        changes: &[(&ChangeBatch, Option<&[Vec<u8>]>)],
+        delta: Delta,
+    ) -> Result<Counters> {
         let prefix_len = sub_prefix(self.id, b'r').len();
         let mut seq = counters.next_seq;
         let mut log_bytes = 0u64;
@@ -1225,12 +1237,7 @@ impl TableStore {
                 seq += 1;
             }
         }
-        self.finish_commit(
-            counters,
-            batch,
-            counters.after(seq, log_bytes, delta),
-            durable,
-        )
+        Ok(counters.after(seq, log_bytes, delta))
     }
 
     /// Writes `batch` with the counters `next`, then tells subscribers of the new sequence.
@@ -1243,10 +1250,16 @@ impl TableStore {
     ) -> Result<()> {
         batch.put(sub_prefix(self.id, b'm'), next.encode());
         self.store.write(batch, durable)?;
+        self.publish(counters, next);
+        Ok(())
+    }
+
+    /// Takes the counters `next` of a commit that is written, and tells subscribers of its
+    /// last sequence.
+    fn publish(&self, counters: &mut Counters, next: Counters) {
         let last = next.next_seq - 1;
         *counters = next;
         self.committed.send_replace(last);
-        Ok(())
     }
 }
 
