@@ -6,7 +6,8 @@
 //! `datafusion-pg-catalog`) are kept per session beside it.
 //!
 //! A table scan reads the rows of one RocksDB snapshot: the statement's snapshot when one is set
-//! (so every table of one query sees the same committed state), otherwise a fresh one.
+//! (so every table of one query sees the same committed state), otherwise a fresh one. Inside a
+//! transaction block, a table's rows are read with the block's staged writes laid over them.
 //!
 //! Ownership: `pg_catalog` and `information_schema` hold the session's catalog list (they list its
 //! relations), and the list holds them through its database's extra schemas: a reference cycle.
@@ -37,8 +38,16 @@ use rivulet_engine::table::SCAN_BATCH_ROWS;
 use crate::catalog::{Catalog, DEFAULT_SCHEMA, TableEntry};
 use crate::session::Shared;
 
-/// The snapshot the current statement reads, shared by all its table scans.
-pub type SnapshotSlot = Arc<Mutex<Option<Arc<Snapshot>>>>;
+/// What a session's statements read: the running statement's snapshot, shared by all its table
+/// scans, and the open transaction block's staged writes, which its scans of tables see.
+#[derive(Debug, Default)]
+pub struct SessionReads {
+    pub snapshot: Mutex<Option<Arc<Snapshot>>>,
+    pub staged: Mutex<crate::exec::Staged>,
+}
+
+/// A session's [`SessionReads`], shared with its catalogs' tables.
+pub type Reads = Arc<SessionReads>;
 
 /// The session's database, as a DataFusion catalog.
 ///
@@ -51,23 +60,18 @@ pub struct SessionCatalogs {
     /// The server, for the monitoring system tables (weak: the server outlives sessions).
     shared: Weak<Shared>,
     database: String,
-    snapshot: SnapshotSlot,
+    reads: Reads,
     databases: RwLock<HashMap<String, Arc<DatabaseCatalog>>>,
 }
 
 impl SessionCatalogs {
-    /// A list over `database` of `catalog` whose scans read `snapshot`.
-    pub fn new(
-        catalog: Arc<Catalog>,
-        shared: Weak<Shared>,
-        database: &str,
-        snapshot: SnapshotSlot,
-    ) -> Self {
+    /// A list over `database` of `catalog` whose scans read as `reads` says.
+    pub fn new(catalog: Arc<Catalog>, shared: Weak<Shared>, database: &str, reads: Reads) -> Self {
         Self {
             catalog,
             shared,
             database: database.to_string(),
-            snapshot,
+            reads,
             databases: RwLock::new(HashMap::new()),
         }
     }
@@ -107,7 +111,7 @@ impl CatalogProviderList for SessionCatalogs {
                 catalog: Arc::clone(&self.catalog),
                 shared: Weak::clone(&self.shared),
                 database: name.to_string(),
-                snapshot: Arc::clone(&self.snapshot),
+                reads: Arc::clone(&self.reads),
             }),
             extra: RwLock::new(HashMap::new()),
         });
@@ -160,7 +164,7 @@ struct PublicSchema {
     catalog: Arc<Catalog>,
     shared: Weak<Shared>,
     database: String,
-    snapshot: SnapshotSlot,
+    reads: Reads,
 }
 
 #[async_trait]
@@ -190,7 +194,7 @@ impl SchemaProvider for PublicSchema {
             Arc::new(StoredTable {
                 entry,
                 state: self.catalog.store().clone(),
-                snapshot: Arc::clone(&self.snapshot),
+                reads: Arc::clone(&self.reads),
             }) as Arc<dyn TableProvider>
         }))
     }
@@ -321,7 +325,7 @@ fn dead_letters_table(catalog: &Catalog, database: &str) -> Result<Arc<dyn Table
 pub struct StoredTable {
     entry: Arc<TableEntry>,
     state: StateStore,
-    snapshot: SnapshotSlot,
+    reads: Reads,
 }
 
 impl StoredTable {
@@ -390,7 +394,7 @@ impl TableProvider for StoredTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let snapshot = {
-            let mut slot = self.snapshot.lock();
+            let mut slot = self.reads.snapshot.lock();
             match slot.as_ref() {
                 Some(s) => Arc::clone(s),
                 None => {
@@ -428,6 +432,8 @@ impl TableProvider for StoredTable {
         // A file or topic table stores no rows: an ad-hoc query reads its files or the topic's
         // records up to now, as Flink's batch mode does.
         let external = crate::sources::external(&self.entry.def);
+        // Inside a transaction block, the block's own writes to the table.
+        let staged = self.reads.staged.lock().writes_to(self.entry.store.id());
         let batches = tokio::task::spawn_blocking(move || {
             let mut out: Vec<RecordBatch> = Vec::new();
             let mut rows = 0usize;
@@ -450,14 +456,24 @@ impl TableProvider for StoredTable {
                 }
                 return Ok(out);
             }
-            table.scan(&snapshot, projection.as_deref(), SCAN_BATCH_ROWS, |batch| {
+            let emit = |batch: RecordBatch| {
                 rows += batch.num_rows();
                 out.push(batch);
                 Ok(match limit {
                     Some(l) if rows >= l => ControlFlow::Break(()),
                     _ => ControlFlow::Continue(()),
                 })
-            })?;
+            };
+            match staged {
+                Some(writes) => table.scan_merged(
+                    Some(&snapshot),
+                    &writes,
+                    projection.as_deref(),
+                    SCAN_BATCH_ROWS,
+                    emit,
+                )?,
+                None => table.scan(&snapshot, projection.as_deref(), SCAN_BATCH_ROWS, emit)?,
+            }
             Ok::<_, rivulet_engine::EngineError>(out)
         })
         .await

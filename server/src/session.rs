@@ -12,13 +12,12 @@ use std::sync::{Arc, OnceLock};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use parking_lot::Mutex;
 
 use crate::catalog::{Catalog, DEFAULT_SCHEMA};
 use crate::copy::CopyIn;
 use crate::error::{SqlError, sqlstate};
 use crate::interrupt::Interrupt;
-use crate::provider::{SessionCatalogs, SnapshotSlot};
+use crate::provider::{Reads, SessionCatalogs};
 
 /// The Postgres version Rivulet reports (`server_version`, `version()`).
 pub const SERVER_VERSION: &str = "16.6";
@@ -63,9 +62,10 @@ pub struct Session {
     pub settings: BTreeMap<String, String>,
     pub tx: TxState,
     /// Savepoints of the open block, oldest first (see `exec/savepoint.rs`).
-    pub savepoints: Vec<String>,
-    /// The snapshot the running statement reads (cleared after each statement).
-    pub snapshot: SnapshotSlot,
+    pub savepoints: Vec<(String, crate::exec::Staged)>,
+    /// The snapshot the running statement reads (cleared after each statement) and the open
+    /// transaction block's staged writes.
+    pub reads: Reads,
     ctx: Option<SessionContext>,
     /// `ctx`'s catalog list, closed when the session ends (see [`crate::provider`]'s ownership
     /// note).
@@ -178,7 +178,7 @@ impl Session {
             settings: default_settings(user, database),
             tx: TxState::Idle,
             savepoints: Vec::new(),
-            snapshot: Arc::new(Mutex::new(None)),
+            reads: Arc::default(),
             ctx: None,
             catalogs: None,
             copy: None,
@@ -235,7 +235,7 @@ impl Session {
             Arc::clone(&self.shared.catalog),
             Arc::downgrade(&self.shared),
             &self.database,
-            Arc::clone(&self.snapshot),
+            Arc::clone(&self.reads),
         ));
         self.catalogs = Some(Arc::clone(&list));
         let state = SessionStateBuilder::new()
@@ -280,7 +280,7 @@ impl Session {
 
     /// Forgets the statement snapshot; the next statement reads the latest committed state.
     pub fn end_statement(&mut self) {
-        self.snapshot.lock().take();
+        self.reads.snapshot.lock().take();
         self.keep_set_config();
     }
 

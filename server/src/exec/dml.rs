@@ -19,7 +19,7 @@ use datafusion::common::{DFSchema, DFSchemaRef, ParamValues, TableReference};
 use datafusion::logical_expr::{Expr, LogicalPlan, Values, WriteOp};
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::sql::sqlparser::ast;
-use rivulet_engine::table::Modification;
+use rivulet_engine::table::{Modification, TableStore};
 
 use super::query::{bind, plan_query};
 use super::{Outcome, blocking};
@@ -140,8 +140,7 @@ impl Session {
         {
             refuse_connector_table(&table, "INSERT into")?;
             if let Some(rows) = super::values::literal_rows(insert, &table)? {
-                let store = Arc::clone(&table.store);
-                let n = blocking(move || store.insert(&[rows]).map_err(SqlError::from)).await?;
+                let n = self.insert_rows(&table.store, vec![rows]).await?;
                 return Ok(Outcome::Command(format!("INSERT 0 {n}")));
             }
         }
@@ -158,9 +157,39 @@ impl Session {
             .interrupt
             .run(async { Ok(df.collect().await?) })
             .await?;
-        let store = Arc::clone(&table.store);
-        let n = blocking(move || store.insert(&batches).map_err(SqlError::from)).await?;
+        let n = self.insert_rows(&table.store, batches).await?;
         Ok(Outcome::Command(format!("INSERT 0 {n}")))
+    }
+
+    /// Inserts `batches` into `store`: committed at once, or staged inside a transaction block.
+    pub(super) async fn insert_rows(
+        &mut self,
+        store: &Arc<TableStore>,
+        batches: Vec<RecordBatch>,
+    ) -> Result<u64, SqlError> {
+        if self.staging() {
+            return self
+                .stage(store, move |t, w| Ok(t.stage_insert(w, &batches)?))
+                .await;
+        }
+        let store = Arc::clone(store);
+        blocking(move || store.insert(&batches).map_err(SqlError::from)).await
+    }
+
+    /// Runs one UPDATE, DELETE or TRUNCATE's `decide` over `store`'s rows: committed at once, or
+    /// staged inside a transaction block.
+    async fn modify_rows(
+        &mut self,
+        store: &Arc<TableStore>,
+        decide: impl FnMut(&RecordBatch) -> Result<Modification, SqlError> + Send + 'static,
+    ) -> Result<u64, SqlError> {
+        if self.staging() {
+            return self
+                .stage(store, move |t, w| t.stage_modify(w, decide))
+                .await;
+        }
+        let store = Arc::clone(store);
+        blocking(move || store.modify(decide)).await
     }
 
     pub(super) async fn modify(
@@ -222,8 +251,7 @@ impl Session {
         let assignments = assignments
             .map(|a| a.into_iter().map(physical).collect::<Result<Vec<_>, _>>())
             .transpose()?;
-        let store = Arc::clone(&table.store);
-        let table_schema = Arc::clone(store.schema());
+        let table_schema = Arc::clone(table.store.schema());
         // New values are checked against NOT NULL by the store (23502), so the batch itself must
         // accept NULLs.
         let nullable_schema = Arc::new(Schema::new(
@@ -233,8 +261,8 @@ impl Session {
                 .map(|f| f.as_ref().clone().with_nullable(true))
                 .collect::<Vec<_>>(),
         ));
-        let n = blocking(move || {
-            store.modify(|rows: &RecordBatch| {
+        let n = self
+            .modify_rows(&table.store, move |rows: &RecordBatch| {
                 let selected = match &predicate {
                     Some(p) => {
                         let value = p.evaluate(rows)?.into_array(rows.num_rows())?;
@@ -287,8 +315,7 @@ impl Session {
                     replacement,
                 })
             })
-        })
-        .await?;
+            .await?;
         Ok(Outcome::Command(format!("{verb} {n}")))
     }
 
@@ -302,13 +329,10 @@ impl Session {
                     format!("cannot truncate append-only table \"{}\"", table.def.name),
                 ));
             }
-            let store = Arc::clone(&table.store);
-            blocking(move || {
-                store.modify(|rows: &RecordBatch| {
-                    Ok::<_, SqlError>(Modification {
-                        selected: BooleanArray::from(vec![true; rows.num_rows()]),
-                        replacement: None,
-                    })
+            self.modify_rows(&table.store, |rows: &RecordBatch| {
+                Ok(Modification {
+                    selected: BooleanArray::from(vec![true; rows.num_rows()]),
+                    replacement: None,
                 })
             })
             .await?;

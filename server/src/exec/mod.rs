@@ -11,6 +11,7 @@ mod query;
 mod savepoint;
 mod settings;
 mod sink;
+mod transaction;
 mod values;
 mod view;
 
@@ -30,6 +31,7 @@ use crate::session::{Session, TxState};
 
 pub use query::{plan_continuous, plan_query};
 pub use settings::checked as checked_setting;
+pub use transaction::Staged;
 
 /// What a statement produced.
 #[derive(Debug)]
@@ -102,7 +104,11 @@ impl Session {
         crate::metrics::QUERY_DURATION.observe(started.elapsed().as_secs_f64());
         self.running = false;
         self.end_statement();
-        if result.is_ok() && writes_rows(&parsed.statement) && self.implicit_flush() {
+        if result.is_ok()
+            && writes_rows(&parsed.statement)
+            && self.implicit_flush()
+            && !self.staging()
+        {
             // RisingWave's `SET RW_IMPLICIT_FLUSH = true`: DML returns once views reflect it.
             let jobs = &self.shared.jobs;
             if let Err(e) = self.interrupt.run(jobs.flush()).await {
@@ -177,6 +183,20 @@ impl Session {
             } => self.copy(source, *to, target, options, legacy_options),
             S::CreateTable(create) => self.create_table(create, append_only, watermark, computed),
             S::CreateView(create) => self.create_view(create, eowc).await,
+            S::CreateDatabase { .. }
+            | S::Drop {
+                object_type: ast::ObjectType::Database,
+                ..
+            } if self.tx != TxState::Idle => {
+                // As in Postgres, whose databases cannot be created or dropped transactionally.
+                Err(SqlError::new(
+                    sqlstate::ACTIVE_SQL_TRANSACTION,
+                    format!(
+                        "{} cannot run inside a transaction block",
+                        statement_kind(&parsed.text)
+                    ),
+                ))
+            }
             S::CreateDatabase {
                 db_name,
                 if_not_exists,
@@ -206,26 +226,9 @@ impl Session {
                 savepoint: Some(name),
                 ..
             } => self.rollback_to_savepoint(name),
-            S::StartTransaction { .. } => {
-                if self.tx == TxState::Idle {
-                    self.tx = TxState::Open;
-                    self.savepoints.clear();
-                }
-                Ok(Outcome::TxStart("BEGIN"))
-            }
-            S::Commit { .. } => {
-                let tag = if self.tx == TxState::Aborted {
-                    "ROLLBACK"
-                } else {
-                    "COMMIT"
-                };
-                self.tx = TxState::Idle;
-                Ok(Outcome::TxEnd(tag))
-            }
-            S::Rollback { .. } => {
-                self.tx = TxState::Idle;
-                Ok(Outcome::TxEnd("ROLLBACK"))
-            }
+            S::StartTransaction { .. } => Ok(self.begin()),
+            S::Commit { .. } => self.commit().await,
+            S::Rollback { .. } => Ok(self.rollback()),
             S::Discard { .. } => Ok(Outcome::Command("DISCARD ALL".into())),
             S::Deallocate { .. } => Ok(Outcome::Command("DEALLOCATE".into())),
             _ => Err(SqlError::unsupported(statement_kind(&parsed.text))),
@@ -316,12 +319,10 @@ impl Session {
             .copy
             .take()
             .ok_or_else(|| SqlError::new(sqlstate::PROTOCOL_VIOLATION, "no COPY in progress"))?;
-        let result = async {
-            let (table, batches) = copy.finish()?;
-            let store = Arc::clone(&table.store);
-            blocking(move || store.insert(&batches).map_err(SqlError::from)).await
-        }
-        .await;
+        let result = match copy.finish() {
+            Ok((table, batches)) => self.insert_rows(&table.store, batches).await,
+            Err(e) => Err(e),
+        };
         if result.is_err() && self.tx == TxState::Open {
             self.tx = TxState::Aborted;
         }

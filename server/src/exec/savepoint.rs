@@ -2,8 +2,8 @@
 //!
 //! Drivers and ORMs set savepoints around statements that may fail (psycopg's nested
 //! `transaction()`, SQLAlchemy's `begin_nested()`), so the bookkeeping works as on Postgres:
-//! `ROLLBACK TO` a savepoint ends the block's failed state, and unknown names fail with `3B001`.
-//! As with `ROLLBACK` (see `session.rs`), statements that already ran are not undone.
+//! `ROLLBACK TO` a savepoint ends the block's failed state and discards what the block staged
+//! since (see `transaction.rs`), and unknown names fail with `3B001`.
 
 use datafusion::sql::sqlparser::ast::Ident;
 use rivulet_planner::ddl::normalize_ident;
@@ -27,7 +27,7 @@ impl Session {
     fn find_savepoint(&self, name: &str) -> Result<usize, SqlError> {
         self.savepoints
             .iter()
-            .rposition(|s| s == name)
+            .rposition(|(s, _)| s == name)
             .ok_or_else(|| {
                 SqlError::new(
                     sqlstate::INVALID_SAVEPOINT_SPECIFICATION,
@@ -38,7 +38,8 @@ impl Session {
 
     pub(super) fn savepoint(&mut self, name: &Ident) -> Result<Outcome, SqlError> {
         self.in_block("SAVEPOINT")?;
-        self.savepoints.push(normalize_ident(name));
+        let staged = self.staged_now();
+        self.savepoints.push((normalize_ident(name), staged));
         Ok(Outcome::Command("SAVEPOINT".into()))
     }
 
@@ -54,6 +55,10 @@ impl Session {
         let at = self.find_savepoint(&normalize_ident(name))?;
         // The savepoint itself stays, as in Postgres; later ones go.
         self.savepoints.truncate(at + 1);
+        if let Some((_, staged)) = self.savepoints.get(at) {
+            let staged = staged.clone();
+            self.restore_staged(staged);
+        }
         self.tx = TxState::Open;
         Ok(Outcome::Command("ROLLBACK".into()))
     }

@@ -163,6 +163,41 @@ def _():
         expect(conn.info.transaction_status, TransactionStatus.IDLE)
 
 
+def tx_database(name):
+    """A fresh database `name` holding an empty table t (id INT PRIMARY KEY, v TEXT); its DSN."""
+    with psycopg.connect(DSN, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(f"CREATE DATABASE {name}")
+    dsn = DSN.replace("dbname=dev", f"dbname={name}")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id INT PRIMARY KEY, v TEXT)")
+    return dsn
+
+
+@check("psycopg: rollback() discards the block's writes, commit() keeps them, a nested block rolls back alone")
+def _():
+    dsn = tx_database("tx_psycopg")
+    with psycopg.connect(dsn) as conn:
+        conn.execute("INSERT INTO t VALUES (%s, %s)", (1, "a"))
+        expect(conn.execute("SELECT count(*) FROM t").fetchone(), (1,))
+        conn.rollback()
+        expect(conn.execute("SELECT count(*) FROM t").fetchone(), (0,))
+        conn.execute("INSERT INTO t VALUES (2, 'b')")
+        try:
+            with conn.transaction():  # SAVEPOINT
+                conn.execute("INSERT INTO t VALUES (3, 'c')")
+                conn.execute("INSERT INTO t VALUES (2, 'again')")
+        except psycopg.errors.UniqueViolation:
+            pass
+        conn.commit()
+    # A connection closed inside a block rolls it back.
+    conn = psycopg.connect(dsn)
+    conn.execute("INSERT INTO t VALUES (4, 'd')")
+    conn.close()
+    with psycopg.connect(dsn) as other:
+        expect(other.execute("SELECT id, v FROM t ORDER BY id").fetchall(), [(2, "b")])
+
+
 @check("psycopg: TypeInfo.fetch introspects a type")
 def _():
     from psycopg.types import TypeInfo
@@ -214,6 +249,23 @@ def _():
         cur.execute("SELECT count(*) FROM bids")
         expect(cur.fetchone(), (3,))
         expect(conn.server_version >= 160000, True)
+    finally:
+        conn.close()
+
+
+@check("psycopg2: rollback() discards the block's writes, commit() keeps them")
+def _():
+    dsn = tx_database("tx_psycopg2")
+    conn = psycopg2.connect(dsn)
+    try:
+        cur = conn.cursor()
+        cur.execute("INSERT INTO t VALUES (%s, %s)", (1, "a"))
+        conn.rollback()
+        cur.execute("INSERT INTO t VALUES (%s, %s)", (2, "b"))
+        cur.execute("UPDATE t SET v = %s WHERE id = %s", ("B", 2))
+        conn.commit()
+        cur.execute("SELECT id, v FROM t ORDER BY id")
+        expect(cur.fetchall(), [(2, "B")])
     finally:
         conn.close()
 
@@ -336,6 +388,26 @@ for DIALECT in ["psycopg", "psycopg2"]:
         expect([tuple(r) for r in rows], PER_AUCTION)
 
     ENGINE.dispose()
+
+
+@check("sqlalchemy: Session.rollback() discards the session's writes, commit() keeps them")
+def _():
+    from sqlalchemy import text
+    from sqlalchemy.orm import Session
+
+    tx_database("tx_sqlalchemy")
+    engine = sqlalchemy.create_engine(f"postgresql+psycopg://root@127.0.0.1:{PORT}/tx_sqlalchemy")
+    try:
+        with Session(engine) as session:
+            session.execute(text("INSERT INTO t VALUES (1, 'a')"))
+            session.rollback()
+            expect(session.execute(text("SELECT count(*) FROM t")).scalar(), 0)
+            session.execute(text("INSERT INTO t VALUES (2, 'b')"))
+            session.commit()
+        with engine.connect() as conn:
+            expect(conn.execute(text("SELECT id FROM t")).fetchall(), [(2,)])
+    finally:
+        engine.dispose()
 
 
 passed = sum(1 for _, e in results if e is None)
