@@ -326,7 +326,9 @@ impl Operator for NotInJoin {
     fn describe(&self) -> String {
         format!(
             "NotInJoin: left #{} NOT IN right #{}; one instance; state: both sides' rows by key, \
-             the subquery's row and NULL counts",
+             the subquery's row and NULL counts, unbounded (table.exec.state.ttl does not apply: \
+             whether a row passes depends on every subquery row; NOT EXISTS is an anti join the \
+             TTL bounds)",
             self.sides[0].spec.keys[0], self.sides[1].spec.keys[0]
         )
     }
