@@ -49,7 +49,7 @@ pub enum EngineError {
         kept_after: u64,
     },
     /// A broken invariant inside the engine.
-    #[error("transaction too large: its writes to \"{table}\" and other tables pass {limit} bytes")]
+    #[error("transaction too large: its writes to \"{table}\" pass {limit} bytes")]
     TransactionTooLarge { table: String, limit: usize },
 
     #[error("could not commit the transaction: {0}")]

@@ -15,8 +15,8 @@
 //! committed since fails the COMMIT with a unique violation (Postgres' read committed would have
 //! waited for the other session and failed the same way); an UPDATE or DELETE overwrites what
 //! is there now (last writer wins). Staged writes live in memory and are bounded
-//! ([`MAX_STAGED_BYTES`]): a larger transaction is refused with a clear error rather than taking
-//! the server's memory.
+//! ([`MAX_STAGED_BYTES`] per table): a larger transaction is refused with a clear error rather
+//! than taking the server's memory.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::ControlFlow;
@@ -30,15 +30,27 @@ use crate::changelog::{ChangeBatch, Op};
 use crate::state::{Snapshot, StateBatch};
 use crate::{EngineError, Result};
 
-/// Bytes of rows one transaction may stage over all its tables.
+/// Bytes of rows and keys one transaction may stage for one table.
 pub const MAX_STAGED_BYTES: usize = 256 << 20;
 
 /// A transaction's writes to one table, not committed yet; see the module documentation.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Writes {
     rows: BTreeMap<Vec<u8>, Staged>,
     /// Bytes of the staged keys and rows.
     bytes: usize,
+    /// Bytes that may be staged ([`MAX_STAGED_BYTES`] unless a test says less).
+    limit: usize,
+}
+
+impl Default for Writes {
+    fn default() -> Self {
+        Self {
+            rows: BTreeMap::new(),
+            bytes: 0,
+            limit: MAX_STAGED_BYTES,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -333,10 +345,10 @@ impl TableStore {
     }
 
     fn check_staged_size(&self, writes: &Writes) -> Result<()> {
-        if writes.bytes > MAX_STAGED_BYTES {
+        if writes.bytes > writes.limit {
             return Err(EngineError::TransactionTooLarge {
                 table: self.name.clone(),
-                limit: MAX_STAGED_BYTES,
+                limit: writes.limit,
             });
         }
         Ok(())
@@ -576,6 +588,26 @@ mod tests {
             ]
         );
         assert_eq!(t.size().rows, 5);
+    }
+
+    #[test]
+    fn a_transaction_past_its_bound_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let t = Arc::new(TableStore::open(store.clone(), 7, "t", schema(), vec![]).unwrap());
+        let mut w = Writes {
+            limit: 2000,
+            ..Writes::default()
+        };
+        let ids: Vec<i64> = (0..10).collect();
+        t.stage_insert(&mut w, &[rows(&ids, &ids)]).unwrap();
+        let ids: Vec<i64> = (0..200).collect();
+        let err = t.stage_insert(&mut w, &[rows(&ids, &ids)]).unwrap_err();
+        assert!(
+            matches!(err, EngineError::TransactionTooLarge { limit: 2000, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("transaction too large"), "{err}");
     }
 
     #[test]
