@@ -29,7 +29,7 @@ async fn blocks_commit_all_or_nothing_across_kill_9() {
     .unwrap();
     // Blocks one after the other until the server is gone; each acknowledged COMMIT is noted.
     let writer = server.connect("dev").await.unwrap();
-    let blocks = tokio::spawn(async move {
+    let blocks = async move {
         let mut acknowledged = Vec::new();
         for k in 1..10_000i64 {
             let block = format!(
@@ -45,10 +45,12 @@ async fn blocks_commit_all_or_nothing_across_kill_9() {
             acknowledged.push(k);
         }
         acknowledged
-    });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    server.kill9().await.unwrap();
-    let acknowledged = blocks.await.unwrap();
+    };
+    let kill = async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        server.kill9().await.unwrap();
+    };
+    let (acknowledged, ()) = tokio::join!(blocks, kill);
     assert!(
         acknowledged.len() >= 3,
         "only {} blocks",
