@@ -242,6 +242,7 @@ fn main() -> anyhow::Result<()> {
     // A panic ends only its task (one connection, say); log it as the broken invariant it is, in
     // one line, with a backtrace only when RUST_BACKTRACE asks for one.
     std::panic::set_hook(Box::new(|info| {
+        metrics::PANICS.inc();
         let trace = std::backtrace::Backtrace::capture();
         if trace.status() == std::backtrace::BacktraceStatus::Captured {
             tracing::error!(panic = %info, backtrace = %trace, "panic");

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -35,6 +35,9 @@ pub static QUERY_DURATION: LazyLock<Histogram> = LazyLock::new(|| {
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
     ])
 });
+
+/// Panics caught: each ended one task (a connection, say) and is a bug.
+pub static PANICS: LazyLock<Counter> = LazyLock::new(Counter::default);
 
 /// Counts an open connection until dropped.
 pub struct SessionGuard(());
@@ -64,6 +67,11 @@ pub fn registry(shared: Weak<Shared>) -> Registry {
         "rivulet_pgwire_query_duration_seconds",
         "Seconds from receiving a statement to its result being ready",
         QUERY_DURATION.clone(),
+    );
+    registry.register(
+        "rivulet_panics",
+        "Panics caught; each ended one task (a connection, a job) and is a bug",
+        PANICS.clone(),
     );
     registry.register_collector(Box::new(JobsCollector { shared }));
     registry.register_collector(Box::new(ProcessCollector));

@@ -8,6 +8,9 @@
 //! the stream (after the messages before it, before those after it), as pgwire answers any error:
 //! ReadyForQuery after a simple query, discard-until-Sync in the extended protocol. Framing that
 //! makes no sense (a length out of range) is handed to pgwire untouched, which refuses it as before.
+//! The same framing checks that a message holds the fields it announces, where pgwire's decoder
+//! would panic on a short one (Parse, Bind, Execute, Describe, Close, and SCRAM's
+//! SASLInitialResponse, which ends the connection as in Postgres): `08P01`.
 //! TLS is not offered (SSLRequest and GSSENCRequest are refused), as with pgwire's loop before.
 
 use std::io;
@@ -46,7 +49,7 @@ const MAX_MESSAGE: usize = 1 << 30;
 pub async fn serve(tcp: TcpStream, handlers: Arc<Connection>) -> io::Result<()> {
     let addr = tcp.peer_addr()?;
     let refused = Arc::new(Refused::default());
-    let stream = Checked::new(tcp, Arc::clone(&refused));
+    let stream = Checked::new(tcp, Arc::clone(&refused), handlers.uses_scram());
     let mut socket = Framed::new(
         stream,
         PgWireMessageServerCodec::new(DefaultClient::new(addr, false)),
@@ -72,6 +75,11 @@ pub async fn serve(tcp: TcpStream, handlers: Arc<Connection>) -> io::Result<()> 
             () = refused.notify.notified() => {
                 let Some(error) = refused.error.lock().take() else { continue };
                 // After an extended-protocol error, Postgres discards messages until Sync.
+                if error.fatal {
+                    // As Postgres, which ends a connection whose authentication is malformed.
+                    process_error(&mut socket, error.error.into(), false).await?;
+                    return Ok(());
+                }
                 if !matches!(socket.state(), PgWireConnectionState::AwaitingSync) {
                     let extended = error.extended;
                     handlers.fail_block().await;
@@ -135,6 +143,8 @@ struct RefusedMessage {
     error: SqlError,
     /// Whether it was an extended-protocol message.
     extended: bool,
+    /// The connection ends after the error (a malformed authentication message).
+    fatal: bool,
 }
 
 /// The slot through which [`Checked`] hands a refused message to the loop.
@@ -166,10 +176,13 @@ struct Checked {
     phase: Phase,
     refused: Arc<Refused>,
     eof: bool,
+    /// SCRAM's first password message (SASLInitialResponse) has not come yet.
+    sasl_initial: bool,
 }
 
 impl Checked {
-    fn new(inner: TcpStream, refused: Arc<Refused>) -> Self {
+    /// `scram`: clients authenticate with SCRAM, whose first password message is checked.
+    fn new(inner: TcpStream, refused: Arc<Refused>, scram: bool) -> Self {
         Self {
             inner,
             buffer: BytesMut::with_capacity(8192),
@@ -177,6 +190,7 @@ impl Checked {
             phase: Phase::Startup,
             refused,
             eof: false,
+            sasl_initial: scram,
         }
     }
 
@@ -211,14 +225,25 @@ impl Checked {
                 continue;
             }
             let tag = message.first().copied().unwrap_or_default();
-            if let Some(error) = invalid_strings(message) {
+            let sasl = tag == b'p' && std::mem::take(&mut self.sasl_initial);
+            let invalid = if sasl {
+                invalid_sasl_initial(message)
+            } else {
+                invalid_strings(message)
+            };
+            if let Some(error) = invalid {
                 if self.ready > 0 {
                     // The messages before it go first; this one is refused once they are read.
+                    self.sasl_initial |= sasl;
                     return;
                 }
                 self.buffer.advance(end);
                 let extended = message_is_extended(tag);
-                *self.refused.error.lock() = Some(RefusedMessage { error, extended });
+                *self.refused.error.lock() = Some(RefusedMessage {
+                    error,
+                    extended,
+                    fatal: sasl,
+                });
                 self.refused.notify.notify_one();
                 return;
             }
@@ -288,11 +313,11 @@ fn invalid_strings(message: &[u8]) -> Option<SqlError> {
     // its fields (Postgres answers 08P01).
     let enough = match message.first() {
         Some(b'B') => return invalid_text_parameters(rest),
-        // Parse: the parameter type count, then that many type OIDs.
+        // Parse: the parameter type count (pgwire reads it unsigned), then that many type OIDs.
         Some(b'P') => {
             let n = rest
                 .get(..2)
-                .map(|b| i16::from_be_bytes([b[0], b[1]]).max(0) as usize);
+                .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
             n.is_some_and(|n| rest.len() >= 2 + 4 * n)
         }
         // Execute: the row limit.
@@ -300,6 +325,33 @@ fn invalid_strings(message: &[u8]) -> Option<SqlError> {
         _ => true,
     };
     (!enough).then(insufficient_data)
+}
+
+/// `08P01` if `message`, the answer to SCRAM's first challenge, is not a SASLInitialResponse: a
+/// mechanism name, then a length and that many bytes (-1: none). pgwire's decoder panics on one
+/// shorter than it says.
+fn invalid_sasl_initial(message: &[u8]) -> Option<SqlError> {
+    let malformed = || {
+        Some(SqlError::new(
+            sqlstate::PROTOCOL_VIOLATION,
+            "malformed SASL message",
+        ))
+    };
+    let body = message.get(5..)?;
+    let Some(nul) = body.iter().position(|b| *b == 0) else {
+        return malformed();
+    };
+    let rest = &body[nul + 1..];
+    let Some(len) = rest.get(..4).and_then(|b| b.try_into().ok()) else {
+        return malformed();
+    };
+    match i32::from_be_bytes(len) {
+        -1 => None,
+        n => match usize::try_from(n) {
+            Ok(n) if rest.len() - 4 >= n => None,
+            _ => malformed(),
+        },
+    }
 }
 
 fn insufficient_data() -> SqlError {
@@ -317,10 +369,11 @@ fn invalid_text_parameters(rest: &[u8]) -> Option<SqlError> {
     let int16 = |at: usize| -> Option<i16> {
         Some(i16::from_be_bytes([*rest.get(at)?, *rest.get(at + 1)?]))
     };
-    let Some(formats) = int16(0) else {
+    // Counts are read unsigned, as pgwire's decoder reads them.
+    let count = |at: usize| int16(at).map(|n| usize::from(n as u16));
+    let Some(formats) = count(0) else {
         return short();
     };
-    let formats = usize::try_from(formats).unwrap_or(0);
     let Some(codes) = (0..formats)
         .map(|i| int16(2 + 2 * i))
         .collect::<Option<Vec<i16>>>()
@@ -328,11 +381,11 @@ fn invalid_text_parameters(rest: &[u8]) -> Option<SqlError> {
         return short();
     };
     let mut at = 2 + 2 * formats;
-    let Some(params) = int16(at) else {
+    let Some(params) = count(at) else {
         return short();
     };
     at += 2;
-    for i in 0..usize::try_from(params).unwrap_or(0) {
+    for i in 0..params {
         let Some(len) = rest.get(at..at + 4).and_then(|b| b.try_into().ok()) else {
             return short();
         };
@@ -356,10 +409,9 @@ fn invalid_text_parameters(rest: &[u8]) -> Option<SqlError> {
             return Some(invalid_byte_sequence(&value[e.valid_up_to()..]));
         }
     }
-    let Some(results) = int16(at) else {
+    let Some(results) = count(at) else {
         return short();
     };
-    let results = usize::try_from(results).unwrap_or(0);
     if rest.len() < at + 2 + 2 * results {
         return short();
     }
@@ -534,5 +586,35 @@ mod tests {
         assert_eq!(e, Some(sqlstate::PROTOCOL_VIOLATION));
         let e = invalid_strings(&[b'E', 0, 0, 0, 5, 0]).map(|e| e.code);
         assert_eq!(e, Some(sqlstate::PROTOCOL_VIOLATION));
+        // Counts pgwire reads unsigned: a "negative" count announces thousands of fields.
+        let e = invalid_strings(&parse(b"\0SELECT 1\0\x80\0")).map(|e| e.code);
+        assert_eq!(e, Some(sqlstate::PROTOCOL_VIOLATION));
+        let mut huge = bind(&[], &[]);
+        let formats = 7; // tag, length, two empty names
+        huge[formats..formats + 2].copy_from_slice(&[0xff, 0xff]);
+        let e = invalid_strings(&huge).map(|e| e.code);
+        assert_eq!(e, Some(sqlstate::PROTOCOL_VIOLATION));
+    }
+
+    #[test]
+    fn a_sasl_initial_response_must_hold_what_it_announces() {
+        let message = |body: &[u8]| {
+            let mut m = vec![b'p'];
+            m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+            m.extend_from_slice(body);
+            m
+        };
+        let good = message(b"SCRAM-SHA-256\0\0\0\0\x03abc");
+        assert!(invalid_sasl_initial(&good).is_none());
+        assert!(invalid_sasl_initial(&message(b"SCRAM-SHA-256\0\xff\xff\xff\xff")).is_none());
+        for bad in [
+            &b"SCRAM-SHA-256"[..],
+            b"SCRAM-SHA-256\0\0\0",
+            b"SCRAM-SHA-256\0\0\0\0\x04abc",
+            b"SCRAM-SHA-256\0\xff\xff\xff\xfe",
+        ] {
+            let e = invalid_sasl_initial(&message(bad)).map(|e| e.code);
+            assert_eq!(e, Some(sqlstate::PROTOCOL_VIOLATION), "{bad:?}");
+        }
     }
 }

@@ -86,6 +86,11 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Whether clients authenticate with SCRAM (a password is configured).
+    pub fn uses_scram(&self) -> bool {
+        self.frontend.scram.is_some()
+    }
+
     /// Handlers for a new socket.
     pub fn new(frontend: Arc<Frontend>, watch: ClientWatch) -> Self {
         let session: SessionSlot = Arc::new(Mutex::new(None));
