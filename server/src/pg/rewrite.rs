@@ -868,6 +868,11 @@ impl Visitor for CatalogFinder {
             {
                 ControlFlow::Break(())
             }
+            // sqlparser parses `regclass` (unqualified) as a type of its own.
+            ast::Expr::Cast {
+                data_type: ast::DataType::Regclass,
+                ..
+            } => ControlFlow::Break(()),
             _ => ControlFlow::Continue(()),
         }
     }
