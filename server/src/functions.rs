@@ -5,6 +5,7 @@ use std::sync::Arc;
 use datafusion::arrow::compute::{CastOptions, cast};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::DataFusionError;
+use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{ColumnarValue, Expr, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
@@ -31,6 +32,14 @@ pub fn register(ctx: &SessionContext, user: &str, database: &str) {
     }
     for udf in rivulet_planner::computed::udfs() {
         ctx.register_udf(udf);
+    }
+    // `interval * number` and `interval / number`, as Postgres has them. The context's state is
+    // shared by its clones.
+    let mut shared = ctx.clone();
+    if let Err(e) =
+        shared.register_expr_planner(Arc::new(crate::pg::interval::IntervalArithmetic::new()))
+    {
+        tracing::warn!(error = %e, "interval arithmetic not registered");
     }
 }
 

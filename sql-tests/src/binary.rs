@@ -114,7 +114,8 @@ fn array_text(elem: &Type, raw: &[u8]) -> Result<String, BoxError> {
 }
 
 fn plural(n: i64, unit: &str) -> String {
-    if n == 1 || n == -1 {
+    // Postgres: "1 year", "-1 years".
+    if n == 1 {
         format!("{n} {unit}")
     } else {
         format!("{n} {unit}s")

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod fragments;
 pub mod functions;
 pub mod information_schema;
+pub mod interval;
 pub mod names;
 pub mod oid_arrays;
 pub mod rewrite;
