@@ -33,13 +33,20 @@ pub fn register(ctx: &SessionContext, user: &str, database: &str) {
     for udf in rivulet_planner::computed::udfs() {
         ctx.register_udf(udf);
     }
-    // `interval * number` and `interval / number`, as Postgres has them. The context's state is
-    // shared by its clones.
+    for udf in crate::pg::json::functions() {
+        ctx.register_udf(udf);
+    }
+    // `interval * number`, `interval / number` and the JSON operators, as Postgres has them.
+    // The context's state is shared by its clones.
     let mut shared = ctx.clone();
-    if let Err(e) =
-        shared.register_expr_planner(Arc::new(crate::pg::interval::IntervalArithmetic::new()))
-    {
-        tracing::warn!(error = %e, "interval arithmetic not registered");
+    let planners: [Arc<dyn datafusion::logical_expr::planner::ExprPlanner>; 2] = [
+        Arc::new(crate::pg::interval::IntervalArithmetic::new()),
+        Arc::new(crate::pg::json::JsonOperators::new()),
+    ];
+    for planner in planners {
+        if let Err(e) = shared.register_expr_planner(planner) {
+            tracing::warn!(error = %e, "operator planner not registered");
+        }
     }
 }
 

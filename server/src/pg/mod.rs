@@ -9,6 +9,7 @@ pub mod fragments;
 pub mod functions;
 pub mod information_schema;
 pub mod interval;
+pub mod json;
 pub mod names;
 pub mod oid_arrays;
 pub mod rewrite;
@@ -86,7 +87,9 @@ pub fn setup_pg_catalog(
         let state = ctx.state_ref();
         let existing = state.read().clone();
         let planned = datafusion::execution::SessionStateBuilder::new_from_existing(existing)
-            .with_type_planner(Arc::new(lib::oid_type_planner::PgOidTypePlanner))
+            .with_type_planner(Arc::new(json::JsonTypes {
+                inner: lib::oid_type_planner::PgOidTypePlanner,
+            }))
             .build();
         *state.write() = planned;
     }

@@ -340,6 +340,21 @@ async def _():
         await conn.close()
 
 
+@check("asyncpg: a JSONB column, its codec registered, queried with ->> and a parameter")
+async def _():
+    import json
+
+    conn = await asyncpg.connect(URL)
+    try:
+        await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        expect(
+            await conn.fetchval("SELECT ('{\"a\": {\"b\": 7}}'::jsonb)->'a'->>'b' WHERE $1 > 0", 1),
+            "7",
+        )
+    finally:
+        await conn.close()
+
+
 # --- SQLAlchemy ------------------------------------------------------------------------------------
 import sqlalchemy  # noqa: E402
 from sqlalchemy import MetaData, Table, inspect, select  # noqa: E402

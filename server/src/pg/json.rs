@@ -1,0 +1,164 @@
+//! JSON as Postgres users query it. Rivulet keeps `json` and `jsonb` values as their text (a
+//! JSON or JSONB column is text in Arrow), and answers Postgres' JSON operators and functions
+//! with `datafusion-functions-json`'s path functions over that text:
+//!
+//! | Postgres | planned as |
+//! |---|---|
+//! | `doc -> 'k'`, `doc -> 0` | `json_get_json(doc, 'k')` (the JSON text of the member) |
+//! | `doc ->> 'k'` | `json_as_text(doc, 'k')` (a string unquoted, anything else as JSON) |
+//! | `doc #> '{a,0}'`, `doc #>> '{a,0}'` | the same with the path's elements |
+//! | `doc ? 'k'` | `json_contains(doc, 'k')` |
+//! | `json[b]_extract_path[_text]`, `json[b]_array_length` | the same functions |
+//! | `x::json`, `x::jsonb` | `x::text` |
+//!
+//! A path or member that is not there (or text that is not JSON) gives NULL, as Postgres gives
+//! for a missing member.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::common::{DFSchema, Result, ScalarValue};
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr, TypePlanner};
+use datafusion::logical_expr::{Expr, ExprSchemable, ScalarUDF, lit};
+use datafusion::sql::sqlparser::ast::{BinaryOperator, DataType as SqlType};
+use datafusion_functions_json::udfs;
+
+/// The JSON functions, under their own names and Postgres' where the meaning is the same.
+pub fn functions() -> Vec<ScalarUDF> {
+    fn named(udf: Arc<ScalarUDF>, aliases: &[&'static str]) -> ScalarUDF {
+        udf.as_ref().clone().with_aliases(aliases.iter().copied())
+    }
+    vec![
+        named(
+            udfs::json_get_json_udf(),
+            &["jsonb_extract_path", "json_extract_path"],
+        ),
+        named(
+            udfs::json_as_text_udf(),
+            &["jsonb_extract_path_text", "json_extract_path_text"],
+        ),
+        named(
+            udfs::json_length_udf(),
+            &["jsonb_array_length", "json_array_length"],
+        ),
+        named(udfs::json_contains_udf(), &[]),
+        named(udfs::json_get_str_udf(), &[]),
+        named(udfs::json_get_int_udf(), &[]),
+        named(udfs::json_get_float_udf(), &[]),
+        named(udfs::json_get_bool_udf(), &[]),
+    ]
+}
+
+/// Plans `->`, `->>`, `#>`, `#>>` and `?` over JSON text.
+#[derive(Debug)]
+pub struct JsonOperators {
+    get_json: Arc<ScalarUDF>,
+    as_text: Arc<ScalarUDF>,
+    contains: Arc<ScalarUDF>,
+}
+
+impl JsonOperators {
+    pub fn new() -> Self {
+        Self {
+            get_json: udfs::json_get_json_udf(),
+            as_text: udfs::json_as_text_udf(),
+            contains: udfs::json_contains_udf(),
+        }
+    }
+}
+
+fn call(udf: &Arc<ScalarUDF>, args: Vec<Expr>) -> Expr {
+    Expr::ScalarFunction(ScalarFunction::new_udf(Arc::clone(udf), args))
+}
+
+/// The elements of a text-array literal path (`'{a,0}'`): a number is an array index.
+fn path_elements(path: &Expr) -> Option<Vec<Expr>> {
+    let Expr::Literal(ScalarValue::Utf8(Some(text)), _) = path else {
+        return None;
+    };
+    let inner = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+    if inner.trim().is_empty() {
+        return Some(Vec::new());
+    }
+    Some(
+        inner
+            .split(',')
+            .map(|part| {
+                let part = part.trim().trim_matches('"');
+                match part.parse::<i64>() {
+                    Ok(i) => lit(i),
+                    Err(_) => lit(part.to_string()),
+                }
+            })
+            .collect(),
+    )
+}
+
+impl ExprPlanner for JsonOperators {
+    fn plan_binary_op(
+        &self,
+        expr: RawBinaryExpr,
+        schema: &DFSchema,
+    ) -> Result<PlannerResult<RawBinaryExpr>> {
+        let json_text = matches!(
+            expr.left.get_type(schema),
+            Ok(DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+        );
+        if !json_text {
+            return Ok(PlannerResult::Original(expr));
+        }
+        let planned = match expr.op {
+            BinaryOperator::Arrow => call(&self.get_json, vec![expr.left, expr.right]),
+            BinaryOperator::LongArrow => call(&self.as_text, vec![expr.left, expr.right]),
+            BinaryOperator::HashArrow | BinaryOperator::HashLongArrow => {
+                let Some(path) = path_elements(&expr.right) else {
+                    return Ok(PlannerResult::Original(expr));
+                };
+                let udf = if expr.op == BinaryOperator::HashArrow {
+                    &self.get_json
+                } else {
+                    &self.as_text
+                };
+                let mut args = vec![expr.left];
+                args.extend(path);
+                call(udf, args)
+            }
+            BinaryOperator::Question => call(&self.contains, vec![expr.left, expr.right]),
+            _ => return Ok(PlannerResult::Original(expr)),
+        };
+        Ok(PlannerResult::Planned(planned))
+    }
+}
+
+/// `json` and `jsonb` are text; every other type goes to `inner` (the catalog library's planner
+/// of `regclass` and friends).
+#[derive(Debug)]
+pub struct JsonTypes<T> {
+    pub inner: T,
+}
+
+impl<T: TypePlanner> TypePlanner for JsonTypes<T> {
+    fn plan_type_field(&self, sql_type: &SqlType) -> Result<Option<FieldRef>> {
+        match sql_type {
+            SqlType::JSON | SqlType::JSONB => {
+                Ok(Some(Arc::new(Field::new("", DataType::Utf8, true))))
+            }
+            other => self.inner.plan_type_field(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_array_paths_become_keys_and_indexes() {
+        let path = |s: &str| path_elements(&lit(s.to_string()));
+        assert_eq!(path("{a,0}"), Some(vec![lit("a".to_string()), lit(0i64)]));
+        assert_eq!(path("{\"b c\"}"), Some(vec![lit("b c".to_string())]));
+        assert_eq!(path("{}"), Some(vec![]));
+        assert_eq!(path("a"), None);
+    }
+}
