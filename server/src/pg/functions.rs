@@ -405,6 +405,9 @@ pub fn register(
     ctx.register_udtf("pg_available_extensions", Arc::new(AvailableExtensions));
     // Postgres' templates (`YYYY-MM-DD`, `FM999.99`), not DataFusion's chrono formats.
     ctx.register_udf(super::to_char::udf());
+    for udf in super::datetime::udfs() {
+        ctx.register_udf(udf);
+    }
     ctx.register_udf(
         datafusion::logical_expr::async_udf::AsyncScalarUDF::new(Arc::new(PgSleep {
             signature: Signature::uniform(1, vec![DataType::Float64], Volatility::Volatile),

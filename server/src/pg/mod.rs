@@ -5,6 +5,7 @@
 //! compatibility rewrites); user queries are planned as written.
 
 pub mod catalog;
+pub mod datetime;
 pub mod fragments;
 pub mod functions;
 pub mod information_schema;
