@@ -412,15 +412,15 @@ fn regex_substrings(stmt: &mut ast::Statement) {
 }
 
 /// Translates the Postgres template of `to_timestamp(text, 'YYYY-MM-DD HH24:MI:SS')` (Superset's
-/// time filters) into the chrono format DataFusion's `to_timestamp` reads.
+/// time filters) and `to_date(text, 'DD Mon YYYY')` into the chrono format DataFusion's
+/// `to_timestamp` and `to_date` read.
 fn to_timestamp_formats(stmt: &mut ast::Statement) {
     let _ = ast::visit_expressions_mut(stmt, |expr| {
         if let ast::Expr::Function(f) = expr
-            && f.name
-                .0
-                .last()
-                .and_then(|p| p.as_ident())
-                .is_some_and(|i| i.value.eq_ignore_ascii_case("to_timestamp"))
+            && f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+                i.value.eq_ignore_ascii_case("to_timestamp")
+                    || i.value.eq_ignore_ascii_case("to_date")
+            })
             && let ast::FunctionArguments::List(list) = &mut f.args
             && let [
                 _,
@@ -441,7 +441,23 @@ fn to_timestamp_formats(stmt: &mut ast::Statement) {
 /// The chrono format for a Postgres datetime template (the fields clients use).
 fn chrono_format(template: &str) -> String {
     const FIELDS: &[(&str, &str)] = &[
+        // Postgres' fill-mode prefix changes nothing when reading.
+        ("FM", ""),
         ("YYYY", "%Y"),
+        ("YY", "%y"),
+        ("MONTH", "%B"),
+        ("Month", "%B"),
+        ("month", "%B"),
+        ("MON", "%b"),
+        ("Mon", "%b"),
+        ("mon", "%b"),
+        ("DAY", "%A"),
+        ("Day", "%A"),
+        ("day", "%A"),
+        ("DY", "%a"),
+        ("Dy", "%a"),
+        ("dy", "%a"),
+        ("DDD", "%j"),
         ("HH24", "%H"),
         ("HH12", "%I"),
         ("MM", "%m"),
@@ -950,6 +966,9 @@ mod tests {
             chrono_format("YYYY-MM-DD HH24:MI:SS.US"),
             "%Y-%m-%d %H:%M:%S.%6f"
         );
+        assert_eq!(chrono_format("DD Mon YYYY"), "%d %b %Y");
+        assert_eq!(chrono_format("FMDay, DD Month YY"), "%A, %d %B %y");
+        assert_eq!(chrono_format("YYYY DDD"), "%Y %j");
     }
 
     #[test]
