@@ -398,6 +398,12 @@ fn from_execution_message(m: &str) -> SqlError {
     if has("can't cast value") {
         return SqlError::new(NUMERIC_VALUE_OUT_OF_RANGE, m);
     }
+    if has("invalid input syntax") {
+        return SqlError::new(INVALID_TEXT_REPRESENTATION, m);
+    }
+    if has("not supported for input") {
+        return SqlError::new(FEATURE_NOT_SUPPORTED, m);
+    }
     if has("cannot cast") || has("cast error") || has("parse") {
         return SqlError::new(INVALID_TEXT_REPRESENTATION, m);
     }

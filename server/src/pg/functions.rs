@@ -408,6 +408,7 @@ pub fn register(
     for udf in super::datetime::udfs() {
         ctx.register_udf(udf);
     }
+    ctx.register_udf(super::to_number::udf());
     ctx.register_udf(
         datafusion::logical_expr::async_udf::AsyncScalarUDF::new(Arc::new(PgSleep {
             signature: Signature::uniform(1, vec![DataType::Float64], Volatility::Volatile),

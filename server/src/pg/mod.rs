@@ -15,6 +15,7 @@ pub mod names;
 pub mod oid_arrays;
 pub mod rewrite;
 pub mod to_char;
+pub mod to_number;
 
 use std::sync::{Arc, LazyLock};
 
