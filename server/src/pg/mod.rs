@@ -11,6 +11,7 @@ pub mod functions;
 pub mod information_schema;
 pub mod interval;
 pub mod json;
+pub mod literals;
 pub mod names;
 pub mod oid_arrays;
 pub mod rewrite;
