@@ -68,6 +68,17 @@ pub struct Modification {
     pub replacement: Option<RecordBatch>,
 }
 
+/// What an UPDATE's or DELETE's `decide` chose ([`TableStore::choose`]).
+struct Chosen {
+    /// The chosen rows' keys, in order, and the bytes of their keys and values.
+    keys: Vec<Vec<u8>>,
+    bytes: i64,
+    /// The chosen rows as they were, and, for UPDATE, their new values.
+    old_rows: Vec<RecordBatch>,
+    new_rows: Vec<RecordBatch>,
+    updating: bool,
+}
+
 struct Counters {
     next_seq: u64,
     next_row_id: u64,
@@ -821,63 +832,17 @@ impl TableStore {
     /// the statement touches and, for UPDATE, their new values. All changes commit as one entry.
     pub fn modify<E: From<EngineError>>(
         &self,
-        mut decide: impl FnMut(&RecordBatch) -> std::result::Result<Modification, E>,
+        decide: impl FnMut(&RecordBatch) -> std::result::Result<Modification, E>,
     ) -> std::result::Result<u64, E> {
         let mut counters = self.writer.lock();
-        let mut old_keys: Vec<Vec<u8>> = Vec::new();
-        // Bytes (key and value) of the rows the statement touches.
-        let mut old_bytes = 0i64;
-        let mut chunk_sizes: Vec<usize> = Vec::with_capacity(SCAN_BATCH_ROWS);
-        let mut old_rows: Vec<RecordBatch> = Vec::new();
-        let mut new_rows: Vec<RecordBatch> = Vec::new();
-        let mut updating = false;
-        let mut failure: Option<E> = None;
         let prefix = sub_prefix(self.id, b'r');
-        let mut chunk_keys: Vec<Vec<u8>> = Vec::with_capacity(SCAN_BATCH_ROWS);
-        let mut decoder = self.codec.decoder(None, SCAN_BATCH_ROWS);
-        let mut handle_chunk = |keys: &mut Vec<Vec<u8>>,
-                                sizes: &mut Vec<usize>,
-                                rows: RecordBatch|
-         -> std::result::Result<(), E> {
-            let m = decide(&rows)?;
-            if m.selected.len() != rows.num_rows() {
-                return Err(
-                    EngineError::Internal("row selection of the wrong length".into()).into(),
-                );
-            }
-            for (i, (key, size)) in keys.drain(..).zip(sizes.drain(..)).enumerate() {
-                if m.selected.is_valid(i) && m.selected.value(i) {
-                    old_keys.push(key);
-                    old_bytes += size as i64;
-                }
-            }
-            old_rows.push(filter_record_batch(&rows, &m.selected).map_err(EngineError::from)?);
-            if let Some(r) = m.replacement {
-                updating = true;
-                new_rows.push(r);
-            }
-            Ok(())
-        };
-        self.store.scan_prefix(None, &prefix, None, |key, value| {
-            decoder.push(value)?;
-            chunk_keys.push(key.to_vec());
-            chunk_sizes.push(key.len() + value.len());
-            if decoder.len() == SCAN_BATCH_ROWS {
-                let rows = decoder.flush()?;
-                if let Err(e) = handle_chunk(&mut chunk_keys, &mut chunk_sizes, rows) {
-                    failure = Some(e);
-                    return Ok(ControlFlow::Break(()));
-                }
-            }
-            Ok(ControlFlow::Continue(()))
-        })?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        if !decoder.is_empty() {
-            let rows = decoder.flush()?;
-            handle_chunk(&mut chunk_keys, &mut chunk_sizes, rows)?;
-        }
+        let Chosen {
+            keys: old_keys,
+            bytes: old_bytes,
+            old_rows,
+            new_rows,
+            updating,
+        } = self.choose(|f| self.store.scan_prefix(None, &prefix, None, f), decide)?;
         let old = concat_batches(&self.schema, &old_rows).map_err(EngineError::from)?;
         if old.num_rows() == 0 {
             return Ok(0);
@@ -885,29 +850,9 @@ impl TableStore {
         let mut batch = StateBatch::new();
         let mut delta = Delta::default();
         let change = if updating {
-            let new = concat_batches(&self.schema, &new_rows).map_err(EngineError::from)?;
-            if new.num_rows() != old.num_rows() {
-                return Err(
-                    EngineError::Internal("update produced a different row count".into()).into(),
-                );
-            }
-            self.check_not_null(&new)?;
-            let new = self.conform(&new)?;
-            let new_keys = match &self.key_codec {
-                Some(_) => {
-                    let keys = self.primary_keys(&new)?;
-                    let changed: Vec<Vec<u8>> = keys
-                        .iter()
-                        .zip(&old_keys)
-                        .filter(|(n, o)| n != o)
-                        .map(|(n, _)| n.clone())
-                        .collect();
-                    let freed: HashSet<&[u8]> = old_keys.iter().map(|k| k.as_slice()).collect();
-                    self.check_unique(&changed, &freed)?;
-                    keys
-                }
-                None => old_keys.clone(),
-            };
+            let (new, new_keys) = self.updated(&new_rows, &old_keys, |moved, freed| {
+                self.check_unique(moved, freed)
+            })?;
             for (old_key, new_key) in old_keys.iter().zip(&new_keys) {
                 if old_key != new_key {
                     batch.delete(old_key);
@@ -939,6 +884,104 @@ impl TableStore {
         };
         self.commit_keyed(&mut counters, batch, &change, row_keys.as_deref(), delta)?;
         Ok(n)
+    }
+
+    /// Runs an UPDATE's or DELETE's `decide` over the rows `scan` yields (row key, stored row),
+    /// chunk by chunk, and collects what it chose ([`TableStore::modify`] scans the committed
+    /// rows, [`TableStore::stage_modify`] a transaction's view of them).
+    fn choose<E: From<EngineError>>(
+        &self,
+        scan: impl FnOnce(&mut dyn FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>) -> Result<()>,
+        mut decide: impl FnMut(&RecordBatch) -> std::result::Result<Modification, E>,
+    ) -> std::result::Result<Chosen, E> {
+        let mut chosen = Chosen {
+            keys: Vec::new(),
+            bytes: 0,
+            old_rows: Vec::new(),
+            new_rows: Vec::new(),
+            updating: false,
+        };
+        let mut failure: Option<E> = None;
+        let mut chunk_keys: Vec<(Vec<u8>, usize)> = Vec::with_capacity(SCAN_BATCH_ROWS);
+        let mut decoder = self.codec.decoder(None, SCAN_BATCH_ROWS);
+        let mut handle_chunk =
+            |keys: &mut Vec<(Vec<u8>, usize)>, rows: RecordBatch| -> std::result::Result<(), E> {
+                let m = decide(&rows)?;
+                if m.selected.len() != rows.num_rows() {
+                    return Err(
+                        EngineError::Internal("row selection of the wrong length".into()).into(),
+                    );
+                }
+                for (i, (key, size)) in keys.drain(..).enumerate() {
+                    if m.selected.is_valid(i) && m.selected.value(i) {
+                        chosen.keys.push(key);
+                        chosen.bytes += size as i64;
+                    }
+                }
+                chosen
+                    .old_rows
+                    .push(filter_record_batch(&rows, &m.selected).map_err(EngineError::from)?);
+                if let Some(r) = m.replacement {
+                    chosen.updating = true;
+                    chosen.new_rows.push(r);
+                }
+                Ok(())
+            };
+        scan(&mut |key, value| {
+            decoder.push(value)?;
+            chunk_keys.push((key.to_vec(), key.len() + value.len()));
+            if decoder.len() == SCAN_BATCH_ROWS {
+                let rows = decoder.flush()?;
+                if let Err(e) = handle_chunk(&mut chunk_keys, rows) {
+                    failure = Some(e);
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if !decoder.is_empty() {
+            let rows = decoder.flush()?;
+            handle_chunk(&mut chunk_keys, rows)?;
+        }
+        Ok(chosen)
+    }
+
+    /// An UPDATE's `new_rows` as the table stores them, with their row keys: a keyless table's
+    /// rows keep `old_keys`; where a primary key moved, `check_moved` gets the new keys that
+    /// differ and the keys the statement frees.
+    fn updated(
+        &self,
+        new_rows: &[RecordBatch],
+        old_keys: &[Vec<u8>],
+        check_moved: impl FnOnce(&[Vec<u8>], &HashSet<&[u8]>) -> Result<()>,
+    ) -> Result<(RecordBatch, Vec<Vec<u8>>)> {
+        let new = concat_batches(&self.schema, new_rows)?;
+        if new.num_rows() != old_keys.len() {
+            return Err(EngineError::Internal(
+                "update produced a different row count".into(),
+            ));
+        }
+        self.check_not_null(&new)?;
+        let new = self.conform(&new)?;
+        let keys = match &self.key_codec {
+            Some(_) => {
+                let keys = self.primary_keys(&new)?;
+                let moved: Vec<Vec<u8>> = keys
+                    .iter()
+                    .zip(old_keys)
+                    .filter(|(n, o)| n != o)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                let freed: HashSet<&[u8]> = old_keys.iter().map(|k| k.as_slice()).collect();
+                check_moved(&moved, &freed)?;
+                keys
+            }
+            None => old_keys.to_vec(),
+        };
+        Ok((new, keys))
     }
 
     /// Reads the current rows at `at`, `projection` applied, in batches of up to `batch_rows`.

@@ -22,10 +22,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use datafusion::arrow::array::Array;
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::{Delta, Modification, SCAN_BATCH_ROWS, TableStore, sub_prefix};
+use super::{Delta, Modification, TableStore, sub_prefix};
 use crate::changelog::{ChangeBatch, Op};
 use crate::state::{Snapshot, StateBatch};
 use crate::{EngineError, Result};
@@ -136,88 +135,22 @@ impl TableStore {
     pub fn stage_modify<E: From<EngineError>>(
         &self,
         writes: &mut Writes,
-        mut decide: impl FnMut(&RecordBatch) -> std::result::Result<Modification, E>,
+        decide: impl FnMut(&RecordBatch) -> std::result::Result<Modification, E>,
     ) -> std::result::Result<u64, E> {
-        let mut old_keys: Vec<Vec<u8>> = Vec::new();
-        let mut new_rows: Vec<RecordBatch> = Vec::new();
-        let mut updating = false;
-        let mut failure: Option<E> = None;
-        let mut chunk_keys: Vec<Vec<u8>> = Vec::with_capacity(SCAN_BATCH_ROWS);
-        let mut decoder = self.codec.decoder(None, SCAN_BATCH_ROWS);
-        let mut handle_chunk =
-            |keys: &mut Vec<Vec<u8>>, rows: RecordBatch| -> std::result::Result<(), E> {
-                let m = decide(&rows)?;
-                if m.selected.len() != rows.num_rows() {
-                    return Err(
-                        EngineError::Internal("row selection of the wrong length".into()).into(),
-                    );
-                }
-                for (i, key) in keys.drain(..).enumerate() {
-                    if m.selected.is_valid(i) && m.selected.value(i) {
-                        old_keys.push(key);
-                    }
-                }
-                if let Some(r) = m.replacement {
-                    updating = true;
-                    new_rows.push(r);
-                }
-                Ok(())
-            };
-        self.merged_rows(None, writes, |key, value| {
-            decoder.push(value)?;
-            chunk_keys.push(key.to_vec());
-            if decoder.len() == SCAN_BATCH_ROWS {
-                let rows = decoder.flush()?;
-                if let Err(e) = handle_chunk(&mut chunk_keys, rows) {
-                    failure = Some(e);
-                    return Ok(ControlFlow::Break(()));
-                }
-            }
-            Ok(ControlFlow::Continue(()))
-        })?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        if !decoder.is_empty() {
-            let rows = decoder.flush()?;
-            handle_chunk(&mut chunk_keys, rows)?;
-        }
+        let chosen = self.choose(|f| self.merged_rows(None, writes, f), decide)?;
+        let old_keys = chosen.keys;
         if old_keys.is_empty() {
             return Ok(0);
         }
-        if !updating {
+        if !chosen.updating {
             for key in &old_keys {
                 writes.stage(key.clone(), None, false);
             }
             return Ok(old_keys.len() as u64);
         }
-        let new = datafusion::arrow::compute::concat_batches(
-            &schema_of(&new_rows, &self.schema),
-            &new_rows,
-        )
-        .map_err(EngineError::from)?;
-        if new.num_rows() != old_keys.len() {
-            return Err(
-                EngineError::Internal("update produced a different row count".into()).into(),
-            );
-        }
-        self.check_not_null(&new)?;
-        let new = self.conform(&new)?;
-        let new_keys = match &self.key_codec {
-            Some(_) => {
-                let keys = self.primary_keys(&new)?;
-                let moved: Vec<Vec<u8>> = keys
-                    .iter()
-                    .zip(&old_keys)
-                    .filter(|(n, o)| n != o)
-                    .map(|(n, _)| n.clone())
-                    .collect();
-                let freed: HashSet<&[u8]> = old_keys.iter().map(|k| k.as_slice()).collect();
-                self.check_absent(writes, &moved, &freed)?;
-                keys
-            }
-            None => old_keys.clone(),
-        };
+        let (new, new_keys) = self.updated(&chosen.new_rows, &old_keys, |moved, freed| {
+            self.check_absent(writes, moved, freed)
+        })?;
         let moved_from: HashSet<Vec<u8>> = old_keys
             .iter()
             .zip(&new_keys)
@@ -423,16 +356,6 @@ impl TableStore {
         batch.put(sub_prefix(self.id, b'm'), next.encode());
         Ok(Some(next))
     }
-}
-
-/// The schema of the first of `batches` (a replacement batch accepts NULLs), or `fallback`.
-fn schema_of(
-    batches: &[RecordBatch],
-    fallback: &datafusion::arrow::datatypes::SchemaRef,
-) -> datafusion::arrow::datatypes::SchemaRef {
-    batches
-        .first()
-        .map_or_else(|| Arc::clone(fallback), |b| b.schema())
 }
 
 /// Commits a transaction's staged writes to every table it touched, atomically and synced:
