@@ -239,8 +239,7 @@ pub fn filler(state: &SessionState, def: &TableDef) -> Result<Option<Arc<dyn Com
         let expr = state
             .create_logical_expr(&c.expr, &df_schema)
             .map_err(PlanError::DataFusion)?;
-        let physical = state
-            .create_physical_expr(expr, &df_schema)
+        let physical = crate::overflow::physical_expr(state, expr, &df_schema)
             .map_err(PlanError::DataFusion)?;
         exprs.push((c.column, physical, column.sql_type.arrow_type()));
     }

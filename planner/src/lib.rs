@@ -13,6 +13,8 @@ pub mod computed;
 pub mod ddl;
 /// Errors of parsing and planning, each with the position in the SQL text where known.
 pub mod error;
+/// Integer arithmetic that fails on overflow, as Postgres' does.
+pub mod overflow;
 /// Splitting SQL text into statements and parsing them with Rivulet's extensions.
 pub mod parse;
 /// `MATCH_RECOGNIZE`: parsed, compiled, and planned as a table for the streaming planner.

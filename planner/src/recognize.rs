@@ -1041,7 +1041,7 @@ fn compile(
     let df = DFSchema::try_from(term_schema.as_ref().clone())?;
     let logical = state.create_logical_expr(&e.to_string(), &df)?;
     logical.get_type(&df)?;
-    let physical = state.create_physical_expr(logical, &df)?;
+    let physical = crate::overflow::physical_expr(state, logical, &df)?;
     Ok(Compiled {
         terms: terms.terms,
         schema: term_schema,

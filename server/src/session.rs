@@ -229,8 +229,8 @@ impl Session {
         let options = config.options_mut();
         options.sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
         options.execution.time_zone = Some("UTC".into());
-        // Postgres' `1/0` is an error, not NULL, and integer overflow likewise.
         options.sql_parser.enable_ident_normalization = true;
+        crate::pg::typing::configure(options);
         let list = Arc::new(SessionCatalogs::new(
             Arc::clone(&self.shared.catalog),
             Arc::downgrade(&self.shared),
@@ -243,6 +243,7 @@ impl Session {
             .with_catalog_list(list)
             .with_runtime_env(Arc::clone(&self.shared.runtime))
             .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(rivulet_planner::overflow::CheckedArithmetic))
             .build();
         let ctx = SessionContext::new_with_state(state);
         let roles = crate::pg::catalog::Roles {

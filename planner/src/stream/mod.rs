@@ -178,8 +178,7 @@ pub fn watermark_expr(
             def.expr
         )));
     }
-    state
-        .create_physical_expr(fast::rewrite(expr, &df_schema), &df_schema)
+    crate::overflow::physical_expr(state, fast::rewrite(expr, &df_schema), &df_schema)
         .map_err(PlanError::DataFusion)
 }
 
@@ -452,8 +451,7 @@ fn physical(ctx: &StreamContext<'_>, e: &Expr, schema: &DFSchema) -> Result<Arc<
     let e = simplifier
         .simplify(e.clone())
         .map_err(PlanError::DataFusion)?;
-    ctx.state
-        .create_physical_expr(fast::rewrite(e, schema), schema)
+    crate::overflow::physical_expr(ctx.state, fast::rewrite(e, schema), schema)
         .map_err(PlanError::DataFusion)
 }
 

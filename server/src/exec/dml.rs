@@ -245,7 +245,9 @@ impl Session {
             if has_subquery(&e) {
                 return Err(SqlError::unsupported(format!("subqueries in {verb}")));
             }
-            Ok(state.create_physical_expr(e, &schema)?)
+            Ok(rivulet_planner::overflow::physical_expr(
+                &state, e, &schema,
+            )?)
         };
         let predicate = predicate.map(physical).transpose()?;
         let assignments = assignments

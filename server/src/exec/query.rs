@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, IntervalUnit};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{DFSchema, ParamValues};
+use datafusion::common::{DFSchema, ParamValues, ScalarValue};
 use datafusion::logical_expr::expr::Cast;
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan};
 use datafusion::prelude::SessionContext;
@@ -41,11 +41,13 @@ pub async fn plan_continuous(
     for name in functions {
         ctx.deregister_udtf(&name);
     }
-    postgres_text_casts(plan?)
+    postgres_text_casts(crate::pg::typing::postgres_types(plan?)?)
 }
 
 /// Makes text-to-bytea casts read Postgres' bytea text forms (`'\x4869'::bytea` is `Hi`), where
 /// Arrow's cast would take the text's own bytes. Covers literals, VALUES in INSERT, and columns.
+/// Text constants cast to timestamps and intervals get Postgres' forms Arrow does not read
+/// rewritten ([`crate::pg::datetime_input`]).
 fn postgres_text_casts(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
     let rewritten = plan.transform_up(|node| {
         let input = node.inputs().first().map(|i| Arc::clone(i.schema()));
@@ -58,11 +60,47 @@ fn postgres_text_casts(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
                 {
                     Ok(Transformed::yes(crate::functions::bytea_in(*expr)))
                 }
+                Expr::Cast(Cast { expr, field })
+                    if matches!(
+                        field.data_type(),
+                        DataType::Timestamp(..) | DataType::Interval(_)
+                    ) && text_constant(&expr).is_some() =>
+                {
+                    let text = text_constant(&expr).unwrap_or_default();
+                    let rewritten =
+                        if *field.data_type() == DataType::Interval(IntervalUnit::MonthDayNano) {
+                            crate::pg::datetime_input::interval(text)
+                        } else if matches!(field.data_type(), DataType::Timestamp(..)) {
+                            crate::pg::datetime_input::timestamp(text)
+                        } else {
+                            None
+                        };
+                    match rewritten {
+                        Some(text) => Ok(Transformed::yes(Expr::Cast(Cast {
+                            expr: Box::new(Expr::Literal(ScalarValue::Utf8(Some(text)), None)),
+                            field,
+                        }))),
+                        None => Ok(Transformed::no(Expr::Cast(Cast { expr, field }))),
+                    }
+                }
                 other => Ok(Transformed::no(other)),
             })
         })
     })?;
     Ok(rewritten.data)
+}
+
+/// The text of a string constant.
+fn text_constant(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)),
+            _,
+        ) => Some(s),
+        _ => None,
+    }
 }
 
 fn is_text(t: &DataType) -> bool {
@@ -72,7 +110,11 @@ fn is_text(t: &DataType) -> bool {
 /// Replaces `$n` placeholders with the bound values.
 pub fn bind(plan: LogicalPlan, params: Option<&ParamValues>) -> Result<LogicalPlan, SqlError> {
     match params {
-        Some(p) => Ok(plan.with_param_values(p.clone())?),
+        Some(p) => {
+            let bound = plan.with_param_values(p.clone())?;
+            crate::pg::typing::check_constant_overflow(&bound)?;
+            Ok(bound)
+        }
         None => Ok(plan),
     }
 }

@@ -18,16 +18,19 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{DFSchema, Result, ScalarValue};
-use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::expr::{Cast, ScalarFunction};
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr, TypePlanner};
-use datafusion::logical_expr::{Expr, ExprSchemable, ScalarUDF, lit};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ExprSchemable, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, lit,
+};
 use datafusion::sql::sqlparser::ast::{BinaryOperator, DataType as SqlType};
 use datafusion_functions_json::udfs;
 
 /// The JSON functions, under their own names and Postgres' where the meaning is the same.
 pub fn functions() -> Vec<ScalarUDF> {
     fn named(udf: Arc<ScalarUDF>, aliases: &[&'static str]) -> ScalarUDF {
-        udf.as_ref().clone().with_aliases(aliases.iter().copied())
+        ScalarUDF::new_from_impl(BigintIndexes::new(udf)).with_aliases(aliases.iter().copied())
     }
     vec![
         named(
@@ -48,6 +51,59 @@ pub fn functions() -> Vec<ScalarUDF> {
         named(udfs::json_get_float_udf(), &[]),
         named(udfs::json_get_bool_udf(), &[]),
     ]
+}
+
+/// A JSON function whose integer arguments (array indexes) are cast to `bigint`, the only integer
+/// type the library takes: `jsonb_extract_path_text(doc, 'a', 0)` passes an `integer` literal.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct BigintIndexes {
+    inner: Arc<ScalarUDF>,
+    signature: Signature,
+}
+
+impl BigintIndexes {
+    fn new(inner: Arc<ScalarUDF>) -> Self {
+        let volatility = inner.signature().volatility;
+        Self {
+            inner,
+            signature: Signature::user_defined(volatility),
+        }
+    }
+}
+
+impl ScalarUDFImpl for BigintIndexes {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        Ok(args
+            .iter()
+            .map(|t| {
+                if t.is_integer() {
+                    DataType::Int64
+                } else {
+                    t.clone()
+                }
+            })
+            .collect())
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        self.inner.return_type(args)
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        self.inner.return_field_from_args(args)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        self.inner.invoke_with_args(args)
+    }
 }
 
 /// Plans `->`, `->>`, `#>`, `#>>` and `?` over JSON text.
@@ -87,12 +143,17 @@ fn path_elements(path: &Expr) -> Option<Vec<Expr>> {
             .map(|part| {
                 let part = part.trim().trim_matches('"');
                 match part.parse::<i64>() {
-                    Ok(i) => lit(i),
+                    Ok(i) => bigint(i),
                     Err(_) => lit(part.to_string()),
                 }
             })
             .collect(),
     )
+}
+
+/// An array index as the functions take it: a `bigint` that stays one (see `typing`).
+fn bigint(i: i64) -> Expr {
+    Expr::Cast(Cast::new(Box::new(lit(i)), DataType::Int64))
 }
 
 impl ExprPlanner for JsonOperators {
@@ -108,9 +169,17 @@ impl ExprPlanner for JsonOperators {
         if !json_text {
             return Ok(PlannerResult::Original(expr));
         }
+        // The functions take array indexes as `bigint`; an integer literal is `integer` by the
+        // time the plan runs (see `typing`).
+        let right = match expr.right.get_type(schema) {
+            Ok(t) if t.is_integer() => {
+                Expr::Cast(Cast::new(Box::new(expr.right.clone()), DataType::Int64))
+            }
+            _ => expr.right.clone(),
+        };
         let planned = match expr.op {
-            BinaryOperator::Arrow => call(&self.get_json, vec![expr.left, expr.right]),
-            BinaryOperator::LongArrow => call(&self.as_text, vec![expr.left, expr.right]),
+            BinaryOperator::Arrow => call(&self.get_json, vec![expr.left, right]),
+            BinaryOperator::LongArrow => call(&self.as_text, vec![expr.left, right]),
             BinaryOperator::HashArrow | BinaryOperator::HashLongArrow => {
                 let Some(path) = path_elements(&expr.right) else {
                     return Ok(PlannerResult::Original(expr));
@@ -124,7 +193,7 @@ impl ExprPlanner for JsonOperators {
                 args.extend(path);
                 call(udf, args)
             }
-            BinaryOperator::Question => call(&self.contains, vec![expr.left, expr.right]),
+            BinaryOperator::Question => call(&self.contains, vec![expr.left, right]),
             _ => return Ok(PlannerResult::Original(expr)),
         };
         Ok(PlannerResult::Planned(planned))
@@ -156,7 +225,7 @@ mod tests {
     #[test]
     fn text_array_paths_become_keys_and_indexes() {
         let path = |s: &str| path_elements(&lit(s.to_string()));
-        assert_eq!(path("{a,0}"), Some(vec![lit("a".to_string()), lit(0i64)]));
+        assert_eq!(path("{a,0}"), Some(vec![lit("a".to_string()), bigint(0)]));
         assert_eq!(path("{\"b c\"}"), Some(vec![lit("b c".to_string())]));
         assert_eq!(path("{}"), Some(vec![]));
         assert_eq!(path("a"), None);

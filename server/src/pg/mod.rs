@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod datetime;
+pub mod datetime_input;
 pub mod fragments;
 pub mod functions;
 pub mod information_schema;
@@ -17,6 +18,7 @@ pub mod oid_arrays;
 pub mod rewrite;
 pub mod to_char;
 pub mod to_number;
+pub mod typing;
 
 use std::sync::{Arc, LazyLock};
 

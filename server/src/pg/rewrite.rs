@@ -39,6 +39,8 @@ pub fn statement(parsed: Parsed) -> Parsed {
             super::names::postgres_names(stmt);
         }
         array_literals(stmt);
+        super::typing::exponent_literals(stmt);
+        super::datetime_input::interval_literals(stmt);
         user_keyword(stmt);
         generate_subscripts(stmt);
         function_column_aliases(stmt);

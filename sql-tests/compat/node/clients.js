@@ -73,6 +73,16 @@ async function main() {
     assert.deepStrictEqual(r.rows, [{ relname: 'bids', relkind: 'r' }, { relname: 'per_auction', relkind: 'm' }]);
   });
 
+  await check('pg: literals typed as PostgreSQL types them (int4 is a number, numeric a string)', async (c) => {
+    const r = await c.query('SELECT 1 AS one, $1::int + 1 AS two, 0.908 * 13909 AS n, 3000000000 AS big', [1]);
+    assert.deepStrictEqual(r.rows, [{ one: 1, two: 2, n: '12629.372', big: '3000000000' }]);
+    assert.deepStrictEqual(r.fields.map((f) => f.dataTypeID), [23, 23, 1700, 20]);
+  });
+
+  await check('pg: integer overflow is an error, not a wrapped value', async (c) => {
+    await assert.rejects(c.query('SELECT $1::int * 2', [2147483647]), (e) => e.code === '22003');
+  });
+
   const passed = results.filter((x) => x).length;
   console.log(`${passed} passed, ${results.length - passed} failed`);
   process.exit(results.length === passed ? 0 : 1);

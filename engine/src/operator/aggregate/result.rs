@@ -277,7 +277,9 @@ impl Agg {
     }
 }
 
-/// `sum / n` rescaled from `scale` to `out_scale`, rounded half away from zero as Postgres does.
+/// `sum / n` rescaled from `scale` to `out_scale`, truncated toward zero as DataFusion's decimal
+/// `avg` does, so a view's average equals the same query's batch answer (Postgres rounds the last
+/// decimal).
 fn decimal_avg(sum: i128, scale: i8, out_scale: i8, n: i64) -> Result<i128> {
     let shift = i32::from(out_scale) - i32::from(scale);
     let pow = 10i128.checked_pow(shift.unsigned_abs());
@@ -289,10 +291,5 @@ fn decimal_avg(sum: i128, scale: i8, out_scale: i8, n: i64) -> Result<i128> {
     let (Some(num), Some(den)) = (num, den) else {
         return Err(ArrowError::ComputeError("numeric overflow in avg".into()).into());
     };
-    let (q, r) = (num / den, num % den);
-    Ok(if 2 * r.unsigned_abs() >= den.unsigned_abs() {
-        q + num.signum()
-    } else {
-        q
-    })
+    Ok(num / den)
 }

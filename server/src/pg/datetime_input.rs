@@ -1,0 +1,206 @@
+//! Postgres' text forms of timestamps and intervals that Arrow's parsers do not read, rewritten
+//! into forms they do: a time of day without seconds (`2024-03-05 10:00`), and intervals as
+//! Postgres prints them (`1 day 02:03:04`, `-1 years -2 mons +3 days -04:05:06.5`), with `ago`,
+//! the `@` prefix, or in ISO 8601 (`P1DT2H`).
+//!
+//! Applied to text constants cast to those types (`'...'::interval`, `TIMESTAMP '...'`, values of
+//! an INSERT into such columns) and to `INTERVAL '...'` literals. Text that is already in a form
+//! Arrow reads is left as it is.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast;
+
+/// `text` with a missing `:00` of seconds added, if it is a date and a time of day in hours and
+/// minutes (followed by nothing, a fraction-less zone or `Z`).
+pub fn timestamp(text: &str) -> Option<String> {
+    let t = text.trim();
+    let sep = t.find([' ', 'T'])?;
+    let (date, rest) = t.split_at(sep);
+    let time = &rest[1..];
+    if !date.bytes().all(|b| b.is_ascii_digit() || b == b'-') || date.len() < 8 {
+        return None;
+    }
+    let hours = time.bytes().take_while(u8::is_ascii_digit).count();
+    if !(1..=2).contains(&hours) || time.as_bytes().get(hours) != Some(&b':') {
+        return None;
+    }
+    let after = &time[hours + 1..];
+    let minutes = after.bytes().take_while(u8::is_ascii_digit).count();
+    if minutes != 2 {
+        return None;
+    }
+    let zone = &after[2..];
+    if zone.starts_with(':') || zone.starts_with('.') {
+        return None;
+    }
+    Some(format!(
+        "{date}{}{}:{}:00{zone}",
+        &rest[..1],
+        &time[..hours],
+        &after[..2]
+    ))
+}
+
+/// `text` in the unit form Arrow reads, if it is one of Postgres' interval forms Arrow does not.
+pub fn interval(text: &str) -> Option<String> {
+    let t = text.trim();
+    let (t, at) = match t.strip_prefix('@') {
+        Some(rest) => (rest.trim(), true),
+        None => (t, false),
+    };
+    if let Some(iso) = t.strip_prefix(['P', 'p']) {
+        return iso8601(iso);
+    }
+    let mut parts = Vec::new();
+    let mut ago = false;
+    let mut changed = at;
+    for token in t.split_whitespace() {
+        if token.eq_ignore_ascii_case("ago") {
+            ago = true;
+            changed = true;
+        } else if token.contains(':') {
+            parts.extend(time_of_day(token)?);
+            changed = true;
+        } else if let Some(positive) = token.strip_prefix('+') {
+            // Arrow reads no `+` sign.
+            parts.push(positive.to_string());
+            changed = true;
+        } else {
+            parts.push(token.to_string());
+        }
+    }
+    if !changed {
+        return None;
+    }
+    if ago {
+        for p in &mut parts {
+            if p.parse::<f64>().is_ok() {
+                *p = match p.strip_prefix('-') {
+                    Some(positive) => positive.to_string(),
+                    None => format!("-{p}"),
+                };
+            }
+        }
+    }
+    Some(parts.join(" "))
+}
+
+/// `[-+]HH:MM[:SS[.f]]` as hours, minutes and seconds with the sign on each.
+fn time_of_day(token: &str) -> Option<Vec<String>> {
+    let (sign, rest) = match token.as_bytes().first()? {
+        b'-' => ("-", &token[1..]),
+        b'+' => ("", &token[1..]),
+        _ => ("", token),
+    };
+    let fields: Vec<&str> = rest.split(':').collect();
+    let numeric = |f: &&str| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if !(2..=3).contains(&fields.len()) || !fields.iter().all(numeric) {
+        return None;
+    }
+    let units = ["hours", "minutes", "seconds"];
+    Some(
+        fields
+            .iter()
+            .zip(units)
+            .flat_map(|(f, unit)| [format!("{sign}{f}"), unit.to_string()])
+            .collect(),
+    )
+}
+
+/// ISO 8601's `P[nY][nM][nW][nD][T[nH][nM][nS]]` (after the `P`).
+fn iso8601(text: &str) -> Option<String> {
+    let (date, time) = match text.split_once(['T', 't']) {
+        Some((d, t)) => (d, Some(t)),
+        None => (text, None),
+    };
+    let mut parts = Vec::new();
+    let mut read = |part: &str, units: &[(char, &str)]| -> Option<()> {
+        let mut number = String::new();
+        for c in part.chars() {
+            if c.is_ascii_digit() || c == '.' || c == '-' {
+                number.push(c);
+            } else {
+                let unit = units.iter().find(|(d, _)| d.eq_ignore_ascii_case(&c))?.1;
+                if number.is_empty() {
+                    return None;
+                }
+                parts.push(format!("{number} {unit}"));
+                number.clear();
+            }
+        }
+        number.is_empty().then_some(())
+    };
+    read(
+        date,
+        &[
+            ('Y', "years"),
+            ('M', "months"),
+            ('W', "weeks"),
+            ('D', "days"),
+        ],
+    )?;
+    if let Some(time) = time {
+        read(time, &[('H', "hours"), ('M', "minutes"), ('S', "seconds")])?;
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    Some(parts.join(" "))
+}
+
+/// Rewrites the text of `INTERVAL '...'` literals, which DataFusion parses while planning.
+pub fn interval_literals(stmt: &mut ast::Statement) {
+    let _ = ast::visit_expressions_mut(stmt, |expr| {
+        if let ast::Expr::Interval(i) = expr
+            && i.leading_field.is_none()
+            && let ast::Expr::Value(v) = i.value.as_mut()
+            && let ast::Value::SingleQuotedString(text) = &v.value
+            && let Some(rewritten) = interval(text)
+        {
+            v.value = ast::Value::SingleQuotedString(rewritten);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_without_seconds_get_them() {
+        assert_eq!(
+            timestamp("2024-03-05 10:00").as_deref(),
+            Some("2024-03-05 10:00:00")
+        );
+        assert_eq!(
+            timestamp("2024-03-05T9:30+02").as_deref(),
+            Some("2024-03-05T9:30:00+02")
+        );
+        assert_eq!(timestamp("2024-03-05 10:00:01"), None);
+        assert_eq!(timestamp("2024-03-05"), None);
+        assert_eq!(timestamp("2024-03-05 10:00.5"), None);
+    }
+
+    #[test]
+    fn postgres_intervals_become_units() {
+        let i = |s: &str| interval(s);
+        assert_eq!(
+            i("1 day 02:03:04").as_deref(),
+            Some("1 day 02 hours 03 minutes 04 seconds")
+        );
+        assert_eq!(
+            i("-1 years -2 mons +3 days -04:05:06.5").as_deref(),
+            Some("-1 years -2 mons 3 days -04 hours -05 minutes -06.5 seconds")
+        );
+        assert_eq!(i("10:00").as_deref(), Some("10 hours 00 minutes"));
+        assert_eq!(i("P1DT2H").as_deref(), Some("1 days 2 hours"));
+        assert_eq!(i("P1Y2M3W").as_deref(), Some("1 years 2 months 3 weeks"));
+        assert_eq!(i("PT1.5S").as_deref(), Some("1.5 seconds"));
+        assert_eq!(i("@ 1 day 2 hours ago").as_deref(), Some("-1 day -2 hours"));
+        assert_eq!(i("1 day"), None);
+        assert_eq!(i("P"), None);
+        assert_eq!(i("1:2:3:4"), None);
+    }
+}

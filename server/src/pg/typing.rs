@@ -1,0 +1,392 @@
+//! Postgres' types for what a query does not type itself, in one place:
+//!
+//! - an integer literal is `integer` (`int4`), or `bigint` when it does not fit (DataFusion types
+//!   every integer literal `Int64`, so `SELECT 1` reached node-postgres as a string);
+//! - a literal with a decimal point or an exponent is `numeric`, not `double precision`
+//!   (DataFusion's `parse_float_as_decimal`, set in the session's configuration by [`configure`]),
+//!   so `0.908 * 13909` is `12629.372`;
+//! - `avg` of integers is `numeric`, with the sixteen decimals Postgres shows for it.
+//!
+//! [`postgres_types`] rewrites the logical plan as DataFusion's SQL planner leaves it, before type
+//! coercion, and keeps every column's name. `INSERT`, `UPDATE` and `DELETE` are left alone: their
+//! values take the target columns' types. `LIMIT` and `OFFSET` stay `bigint`, as DataFusion needs.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, DFSchema, Result, ScalarValue};
+use datafusion::config::ConfigOptions;
+use datafusion::logical_expr::expr::{AggregateFunction, Cast};
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::{
+    Expr, ExprSchemable, LogicalPlan, Projection, RecursiveQuery, Union, Values,
+};
+use datafusion::sql::sqlparser::ast;
+
+/// Writes numeric literals with an exponent (`1e3`, `1.0E-2`) in plain decimals (`1000`,
+/// `0.010`, Postgres' values and scales): DataFusion's decimal parsing of them fails on a positive
+/// exponent. One without decimals is cast to `numeric`, which it is in Postgres.
+pub fn exponent_literals(stmt: &mut ast::Statement) {
+    let _ = ast::visit_expressions_mut(stmt, |expr| {
+        if let ast::Expr::Value(v) = expr
+            && let ast::Value::Number(text, long) = &v.value
+            && let Some(plain) = without_exponent(text)
+        {
+            let integral = !plain.contains('.');
+            let digits = plain.len() as u64;
+            v.value = ast::Value::Number(plain, *long);
+            if integral {
+                *expr = ast::Expr::Cast {
+                    kind: ast::CastKind::Cast,
+                    expr: Box::new(expr.clone()),
+                    data_type: ast::DataType::Numeric(ast::ExactNumberInfo::PrecisionAndScale(
+                        digits.clamp(1, 38),
+                        0,
+                    )),
+                    array: false,
+                    format: None,
+                };
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// `1.5e3` as `1500`, `1.0E-2` as `0.010`; `None` without an exponent or for what does not parse.
+fn without_exponent(text: &str) -> Option<String> {
+    let (mantissa, exponent) = text.split_once(['e', 'E'])?;
+    let exponent: i32 = exponent.parse().ok()?;
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if !(int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())) || exponent.abs() > 1000 {
+        return None;
+    }
+    let digits = format!("{int}{frac}");
+    // Position of the decimal point in `digits`.
+    let point = i32::try_from(int.len()).ok()? + exponent;
+    let plain = if point <= 0 {
+        format!("0.{}{digits}", "0".repeat(point.unsigned_abs() as usize))
+    } else if point as usize >= digits.len() {
+        format!("{digits}{}", "0".repeat(point as usize - digits.len()))
+    } else {
+        let (a, b) = digits.split_at(point as usize);
+        format!("{a}.{b}")
+    };
+    // Leading zeros of the integer part go, as Postgres prints the value.
+    let trimmed = plain.trim_start_matches('0');
+    Some(if trimmed.is_empty() || trimmed.starts_with('.') {
+        format!("0{trimmed}")
+    } else {
+        trimmed.to_string()
+    })
+}
+
+/// Sets the session options behind these rules.
+pub fn configure(options: &mut ConfigOptions) {
+    options.sql_parser.parse_float_as_decimal = true;
+}
+
+/// Decimal type `avg` of an integer reads its argument as: 10 integer digits hold every `int4`
+/// (`bigint` gets 20), and DataFusion's decimal average has 4 more decimals than its argument, so
+/// 12 show Postgres' 16. The last decimal is truncated where Postgres rounds it (`avg` of 2, 2
+/// and 1 is 1.6666666666666666, Postgres' 1.6666666666666667), as a view's average is too.
+fn avg_input(t: &DataType) -> Option<DataType> {
+    let digits = match t {
+        DataType::Int8 | DataType::Int16 | DataType::Int32 => 10,
+        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => 10,
+        DataType::Int64 | DataType::UInt64 => 20,
+        _ => return None,
+    };
+    Some(DataType::Decimal128(digits + 12, 12))
+}
+
+/// `plan` with Postgres' types for literals and `avg` of integers; see the module documentation.
+pub fn postgres_types(plan: LogicalPlan) -> Result<LogicalPlan> {
+    if matches!(plan, LogicalPlan::Dml(_)) {
+        return Ok(plan);
+    }
+    let rewritten = plan.transform_up_with_subqueries(|node| match node {
+        LogicalPlan::Limit(_) => Ok(Transformed::no(node)),
+        LogicalPlan::Values(values) => values_as_int4(values),
+        LogicalPlan::RecursiveQuery(query) => recursive_query(query),
+        LogicalPlan::Union(union) => {
+            // A union's schema is its first input's; rebuilt, it follows retyped inputs.
+            let inputs = union.inputs;
+            Ok(Transformed::yes(LogicalPlan::Union(
+                Union::try_new_with_loose_types(inputs)?,
+            )))
+        }
+        node => {
+            let input_schema = node
+                .inputs()
+                .first()
+                .map(|i| Arc::clone(i.schema()))
+                .unwrap_or_else(|| Arc::new(DFSchema::empty()));
+            let names = NamePreserver::new(&node);
+            let changed = node.map_expressions(|e| {
+                let saved = names.save(&e);
+                let retyped = e.transform_up(|e| retype(e, &input_schema))?;
+                Ok(if retyped.transformed {
+                    retyped.update_data(|e| saved.restore(e))
+                } else {
+                    retyped
+                })
+            })?;
+            // Recomputed even when this node's expressions did not change: an input's may have.
+            Ok(Transformed::yes(changed.data.recompute_schema()?))
+        }
+    })?;
+    Ok(rewritten.data)
+}
+
+/// An `Int64` literal that fits, as `Int32`; `avg` of an integer, as `avg` of a decimal.
+fn retype(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
+    match e {
+        Expr::Literal(ScalarValue::Int64(Some(v)), meta) => match i32::try_from(v) {
+            Ok(small) => Ok(Transformed::yes(Expr::Literal(
+                ScalarValue::Int32(Some(small)),
+                meta,
+            ))),
+            Err(_) => Ok(Transformed::no(Expr::Literal(
+                ScalarValue::Int64(Some(v)),
+                meta,
+            ))),
+        },
+        Expr::AggregateFunction(mut agg)
+            if agg.func.name().eq_ignore_ascii_case("avg") && agg.params.args.len() == 1 =>
+        {
+            let arg_type = agg.params.args[0].get_type(input)?;
+            match avg_input(&arg_type) {
+                Some(decimal) => {
+                    let arg = agg.params.args.remove(0);
+                    agg.params
+                        .args
+                        .push(Expr::Cast(Cast::new(Box::new(arg), decimal)));
+                    Ok(Transformed::yes(Expr::AggregateFunction(
+                        AggregateFunction {
+                            func: agg.func,
+                            params: agg.params,
+                        },
+                    )))
+                }
+                None => Ok(Transformed::no(Expr::AggregateFunction(agg))),
+            }
+        }
+        Expr::BinaryExpr(_) | Expr::Negative(_) => {
+            integer_constant(&e)?;
+            Ok(Transformed::no(e))
+        }
+        other => Ok(Transformed::no(other)),
+    }
+}
+
+/// The value and type of an integer constant expression: literals, casts of them to integer types,
+/// and `-`, `+`, `-`, `*` over them; an error where one overflows its type, as in Postgres.
+fn integer_constant(e: &Expr) -> Result<Option<(i128, DataType)>> {
+    use datafusion::logical_expr::Operator;
+    let checked = |v: i128, t: DataType| {
+        if in_range(v, &t) {
+            Ok(Some((v, t)))
+        } else {
+            Err(out_of_range(&t))
+        }
+    };
+    match e {
+        Expr::Literal(ScalarValue::Int16(Some(v)), _) => {
+            Ok(Some((i128::from(*v), DataType::Int16)))
+        }
+        Expr::Literal(ScalarValue::Int32(Some(v)), _) => {
+            Ok(Some((i128::from(*v), DataType::Int32)))
+        }
+        Expr::Literal(ScalarValue::Int64(Some(v)), _) => {
+            Ok(Some((i128::from(*v), DataType::Int64)))
+        }
+        Expr::Cast(Cast { expr, field }) if in_range(0, field.data_type()) => {
+            match integer_constant(expr)? {
+                Some((v, _)) => checked(v, field.data_type().clone()),
+                None => Ok(None),
+            }
+        }
+        Expr::Negative(inner) => match integer_constant(inner)? {
+            Some((v, t)) => checked(-v, t),
+            None => Ok(None),
+        },
+        Expr::BinaryExpr(b)
+            if matches!(b.op, Operator::Plus | Operator::Minus | Operator::Multiply) =>
+        {
+            let (Some((l, lt)), Some((r, rt))) =
+                (integer_constant(&b.left)?, integer_constant(&b.right)?)
+            else {
+                return Ok(None);
+            };
+            let wider = [DataType::Int64, DataType::Int32, DataType::Int16]
+                .into_iter()
+                .find(|t| *t == lt || *t == rt)
+                .unwrap_or(DataType::Int64);
+            let v = match b.op {
+                Operator::Plus => l + r,
+                Operator::Minus => l - r,
+                _ => l * r,
+            };
+            checked(v, wider)
+        }
+        _ => Ok(None),
+    }
+}
+
+fn in_range(v: i128, t: &DataType) -> bool {
+    match t {
+        DataType::Int16 => i16::try_from(v).is_ok(),
+        DataType::Int32 => i32::try_from(v).is_ok(),
+        DataType::Int64 => i64::try_from(v).is_ok(),
+        _ => false,
+    }
+}
+
+fn out_of_range(t: &DataType) -> datafusion::error::DataFusionError {
+    let name = match t {
+        DataType::Int16 => "smallint",
+        DataType::Int32 => "integer",
+        _ => "bigint",
+    };
+    datafusion::error::DataFusionError::ArrowError(
+        Box::new(datafusion::arrow::error::ArrowError::ArithmeticOverflow(
+            format!("{name} out of range"),
+        )),
+        None,
+    )
+}
+
+/// Refuses integer arithmetic on constants that overflows, before DataFusion's constant folding
+/// wraps it around (`2147483647 + 1`, or `$1::int * 2` once `$1` is bound). Run on a plan whose
+/// parameters are bound; [`postgres_types`] does it on the plan as written.
+pub fn check_constant_overflow(plan: &LogicalPlan) -> Result<()> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if matches!(e, Expr::BinaryExpr(_) | Expr::Negative(_)) {
+                    integer_constant(e)?;
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })
+    .map(|_| ())
+}
+
+/// A VALUES list whose columns hold only integer literals that fit `int4` (or NULLs), with those
+/// columns typed `int4`.
+fn values_as_int4(values: Values) -> Result<Transformed<LogicalPlan>> {
+    let Values { schema, values } = values;
+    let width = schema.fields().len();
+    let small = |e: &Expr| match e {
+        Expr::Literal(ScalarValue::Int64(Some(v)), _) => i32::try_from(*v).is_ok(),
+        Expr::Literal(ScalarValue::Int64(None) | ScalarValue::Null, _) => true,
+        _ => false,
+    };
+    let retyped: Vec<bool> = (0..width)
+        .map(|c| {
+            *schema.field(c).data_type() == DataType::Int64
+                && values.iter().all(|row| row.get(c).is_some_and(small))
+                && values.iter().any(|row| {
+                    matches!(
+                        row.get(c),
+                        Some(Expr::Literal(ScalarValue::Int64(Some(_)), _))
+                    )
+                })
+        })
+        .collect();
+    if !retyped.contains(&true) {
+        return Ok(Transformed::no(LogicalPlan::Values(Values {
+            schema,
+            values,
+        })));
+    }
+    let values = values
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .enumerate()
+                .map(|(c, e)| match e {
+                    Expr::Literal(ScalarValue::Int64(v), meta) if retyped[c] => Expr::Literal(
+                        ScalarValue::Int32(v.and_then(|v| i32::try_from(v).ok())),
+                        meta,
+                    ),
+                    other => other,
+                })
+                .collect()
+        })
+        .collect();
+    let fields = schema
+        .iter()
+        .enumerate()
+        .map(|(c, (qualifier, field))| {
+            let field = if retyped[c] {
+                Arc::new(field.as_ref().clone().with_data_type(DataType::Int32))
+            } else {
+                Arc::clone(field)
+            };
+            (qualifier.cloned(), field)
+        })
+        .collect();
+    let schema = DFSchema::new_with_metadata(fields, schema.metadata().clone())?;
+    Ok(Transformed::yes(LogicalPlan::Values(Values {
+        schema: Arc::new(schema),
+        values,
+    })))
+}
+
+/// A recursive query whose first term is cast to its recursive term's types: the recursive term
+/// reads the work table as DataFusion typed it before the first term's literals were retyped.
+fn recursive_query(query: RecursiveQuery) -> Result<Transformed<LogicalPlan>> {
+    let wanted = Arc::clone(query.recursive_term.schema());
+    let first = Arc::clone(query.static_term.schema());
+    if first.fields().len() != wanted.fields().len()
+        || first
+            .fields()
+            .iter()
+            .zip(wanted.fields())
+            .all(|(a, b)| a.data_type() == b.data_type())
+    {
+        return Ok(Transformed::no(LogicalPlan::RecursiveQuery(query)));
+    }
+    let exprs = first
+        .iter()
+        .zip(wanted.fields())
+        .map(|((qualifier, field), want)| {
+            let column = Expr::Column(Column::new(qualifier.cloned(), field.name()));
+            if field.data_type() == want.data_type() {
+                column
+            } else {
+                Expr::Cast(Cast::new(Box::new(column), want.data_type().clone()))
+                    .alias_qualified(qualifier.cloned(), field.name())
+            }
+        })
+        .collect();
+    let static_term = Projection::try_new(exprs, query.static_term)?;
+    Ok(Transformed::yes(LogicalPlan::RecursiveQuery(
+        RecursiveQuery {
+            static_term: Arc::new(LogicalPlan::Projection(static_term)),
+            ..query
+        },
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_exponent;
+
+    #[test]
+    fn exponents_become_plain_decimals() {
+        let plain = |s: &str| without_exponent(s).unwrap_or_default();
+        assert_eq!(plain("1e3"), "1000");
+        assert_eq!(plain("1.5E3"), "1500");
+        assert_eq!(plain("1.0E-2"), "0.010");
+        assert_eq!(plain("12.34e1"), "123.4");
+        assert_eq!(plain("5e-1"), "0.5");
+        assert_eq!(plain("0e0"), "0");
+        assert_eq!(without_exponent("1.5"), None);
+    }
+}

@@ -1,0 +1,116 @@
+-- Expressions, formats and catalog queries run on both Rivulet and a real PostgreSQL by
+-- tests/pg_compat.rs, which compares their result types, text values and binary values; what
+-- differs is listed in differences.txt. One statement per line; `--` lines are comments. The
+-- setup statements (up to the line `-- queries`) run first on both.
+CREATE TABLE t (id int, s smallint, i int, b bigint, n numeric(10,2), u numeric, f double precision, r real, tx text, v varchar(10), d date, ts timestamp, tz timestamptz, iv interval, bo boolean)
+INSERT INTO t VALUES (1, 1, 10, 100, 2.50, 1.25, 0.5, 1.5, 'abc', 'x', '2024-03-05', '2024-03-05 10:11:12.345678', '2024-03-05 10:11:12+00', '1 day 2 hours 3 minutes 4 seconds', true)
+INSERT INTO t VALUES (2, -2, -20, 3000000000, -3.75, 10, -1.25, 2.25, 'Hello World', 'yy', '2023-12-31', '2023-12-31 23:59:59', '2023-12-31 23:59:59+00', '-3 hours', false)
+INSERT INTO t VALUES (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
+-- queries
+-- Literals and their types.
+SELECT 1
+SELECT -2147483648, 2147483648, 9223372036854775807
+SELECT 1.5, 0.908 * 13909, 1e3, 1.0E-2
+SELECT 'text', NULL, true, false
+SELECT pg_typeof(1), pg_typeof(1.5), pg_typeof('a'), pg_typeof(1::int8), pg_typeof(now())
+-- Arithmetic and its result types.
+SELECT 1 + 1, 7 / 2, 7 % 3, -7 / 2, -7 % 3, 2 * 3
+SELECT 7 / 2.0, 1 / 3.0, 10::numeric / 4
+SELECT 2147483647 + 1
+SELECT 9223372036854775807 + 1
+SELECT 1 / 0
+SELECT 1.5 / 0
+SELECT s + 1, i + 1, b + 1, n + 1, u + 1, f + 1, r + 1 FROM t ORDER BY id
+SELECT s * i, i * b, n * 2, u * n, f * n FROM t ORDER BY id
+SELECT i / 3, b / 7, n / 3, f / 3 FROM t ORDER BY id
+SELECT -s, -i, -b, -n, abs(i), abs(n) FROM t ORDER BY id
+-- NUMERIC.
+SELECT 1.25::numeric, 1.250::numeric, 2.5::numeric(10,2), 12345.678::numeric(10,1)
+SELECT 'NaN'::numeric
+SELECT '1e5'::numeric, '-0.000'::numeric
+SELECT u, n FROM t ORDER BY id
+SELECT sum(n), sum(u), avg(n), min(n), max(u) FROM t
+SELECT round(2.5), round(-2.5), round(1.2345, 2), trunc(1.999, 1), ceil(1.2), floor(-1.2)
+SELECT round(n, 1), round(f), ceil(f), floor(f) FROM t ORDER BY id
+-- Aggregates and their types.
+SELECT count(*), count(i), sum(s), sum(i), sum(b), sum(f), avg(s), avg(i), avg(b), avg(f) FROM t
+SELECT min(tx), max(tx), min(d), max(ts), bool_and(bo), bool_or(bo) FROM t
+SELECT string_agg(tx, ',' ORDER BY tx) FROM t
+-- Text.
+SELECT upper(tx), lower(tx), length(tx), char_length(v), octet_length(tx) FROM t ORDER BY id
+SELECT substr(tx, 2, 3), substring(tx from 2 for 3), left(tx, 2), right(tx, 2) FROM t ORDER BY id
+SELECT position('l' in tx), strpos(tx, 'o'), replace(tx, 'l', 'L'), split_part(tx, ' ', 2) FROM t ORDER BY id
+SELECT concat(tx, '-', i), concat_ws('/', tx, v, i), tx || '!', lpad(v, 5, '*'), rpad(v, 5) FROM t ORDER BY id
+SELECT trim('  x  '), ltrim('xxa', 'x'), rtrim('axx', 'x'), btrim('xax', 'x'), repeat('ab', 3), reverse('abc')
+SELECT initcap('hello world'), md5('abc'), ascii('A'), chr(66), starts_with('abc', 'ab')
+SELECT 'abc' LIKE 'a%', 'abc' ILIKE 'A%', 'abc' ~ '^a', regexp_replace('a1b2', '[0-9]', '#', 'g')
+SELECT format('%s-%s', 'a', 1), quote_ident('My Col'), quote_literal('it''s')
+-- Booleans and NULLs.
+SELECT bo, NOT bo, bo AND true, bo OR NULL, bo IS TRUE, bo IS NOT FALSE FROM t ORDER BY id
+SELECT coalesce(i, 0), nullif(i, 10), greatest(1, 2, NULL), least(1, 2) FROM t ORDER BY id
+SELECT CASE WHEN i > 0 THEN 'pos' WHEN i < 0 THEN 'neg' ELSE 'none' END FROM t ORDER BY id
+-- Casts.
+SELECT '12'::int, '12'::bigint, '1.5'::float8, '1.5'::real, 'true'::boolean, '2024-01-02'::date
+SELECT 12::text, 1.5::text, true::text, now()::date IS NOT NULL
+SELECT 'abc'::int
+SELECT '2024-13-01'::date
+SELECT 3.7::int, (-3.5)::int, 2.5::bigint, 1e10::int
+SELECT CAST(i AS text), CAST(n AS int), CAST(f AS numeric(10,3)), CAST(b AS int) FROM t WHERE id = 1
+-- Dates, times, intervals.
+SELECT DATE '2024-03-05', TIME '10:11:12', TIMESTAMP '2024-03-05 10:11:12', TIMESTAMP '2024-03-05 10:00'
+SELECT TIMESTAMPTZ '2024-03-05 10:11:12+02', INTERVAL '1 day', INTERVAL '90 minutes', INTERVAL '1 year 2 months'
+SELECT d + 1, d - 1, d + INTERVAL '1 month', ts + iv, tz - INTERVAL '1 hour', ts - TIMESTAMP '2020-01-01' FROM t ORDER BY id
+SELECT '1 day 02:03:04'::interval, '-1 year -2 mons +3 days -04:05:06.5'::interval, '10:00'::interval, 'P1DT2H'::interval
+SELECT DATE '2024-03-05' - DATE '2024-01-01', TIMESTAMP '2024-03-05' - TIMESTAMP '2024-03-04 12:00'
+SELECT INTERVAL '1 day' * 2, INTERVAL '1 hour' / 4, INTERVAL '1 day' + INTERVAL '3 hours', -INTERVAL '2 days'
+SELECT extract(year from ts), extract(month from ts), extract(day from ts), extract(hour from ts), extract(minute from ts), extract(second from ts) FROM t ORDER BY id
+SELECT extract(dow from d), extract(isodow from d), extract(doy from d), extract(week from d), extract(quarter from d), extract(epoch from ts) FROM t ORDER BY id
+SELECT extract(millisecond from ts), extract(microsecond from ts), extract(century from d), extract(decade from d), extract(isoyear from d) FROM t ORDER BY id
+SELECT date_part('year', ts), date_part('epoch', tz), date_part('day', iv), extract(epoch from iv) FROM t ORDER BY id
+SELECT date_trunc('year', ts), date_trunc('quarter', ts), date_trunc('month', ts), date_trunc('week', ts) FROM t ORDER BY id
+SELECT date_trunc('day', ts), date_trunc('hour', ts), date_trunc('minute', ts), date_trunc('second', ts), date_trunc('millisecond', ts) FROM t ORDER BY id
+SELECT date_trunc('hour', tz), date_trunc('day', iv) FROM t ORDER BY id
+SELECT make_date(2024, 2, 29), make_time(10, 11, 12.5), make_timestamp(2024, 1, 2, 3, 4, 5.5), make_interval(days => 3)
+SELECT age(TIMESTAMP '2026-03-31 10:00', TIMESTAMP '2025-01-31 12:30'), justify_days(INTERVAL '45 days'), justify_hours(INTERVAL '50 hours'), justify_interval(INTERVAL '1 month -1 hour')
+SELECT to_timestamp(0), to_timestamp(1700000000.5)
+SELECT now() - now(), current_date - current_date, pg_typeof(now()), pg_typeof(current_timestamp), pg_typeof(localtimestamp)
+SELECT tz AT TIME ZONE 'UTC', ts AT TIME ZONE 'UTC' FROM t ORDER BY id
+-- Formatting functions.
+SELECT to_char(ts, 'YYYY-MM-DD HH24:MI:SS'), to_char(ts, 'DD Mon YYYY HH12:MI AM'), to_char(ts, 'Day, Month FMDD') FROM t ORDER BY id
+SELECT to_char(ts, 'YYYY-MM-DD"T"HH24:MI:SS.MS'), to_char(ts, 'US'), to_char(ts, 'Q WW IW DDD D J') FROM t ORDER BY id
+SELECT to_char(d, 'FMMonth FMDDth, YYYY'), to_char(d, 'dy mon yy'), to_char(tz, 'YYYY-MM-DD HH24:MI TZ') FROM t ORDER BY id
+SELECT to_char(iv, 'HH24:MI:SS'), to_char(iv, 'DD "days" HH24 "hours"') FROM t ORDER BY id
+SELECT to_char(1234.5, '9,999.99'), to_char(-1234.5, '9G999D99S'), to_char(0.5, '0.00'), to_char(42, '000099'), to_char(-7, '999PR')
+SELECT to_char(n, 'FM999.00'), to_char(i, '9999'), to_char(f, '9.999EEEE') FROM t ORDER BY id
+SELECT to_date('05 Mar 2024', 'DD Mon YYYY'), to_timestamp('2024-03-05 10:11', 'YYYY-MM-DD HH24:MI'), to_number('1,234.50', '9G999D99'), to_number('(12)', '99PR')
+-- Table functions.
+SELECT * FROM generate_series(1, 3)
+SELECT g FROM generate_series(1, 3) g
+SELECT x FROM generate_series(1, 3) AS g(x)
+SELECT * FROM generate_series(TIMESTAMP '2024-01-01', TIMESTAMP '2024-01-01 02:00', INTERVAL '1 hour')
+SELECT * FROM unnest(ARRAY[1, 2]) AS u(x)
+SELECT ARRAY[1, 2, 3], array_length(ARRAY[1, 2, 3], 1), (ARRAY['a', 'b'])[2], cardinality(ARRAY[1, 2])
+-- JSON.
+SELECT '{"a": {"b": [1, 2]}, "s": "x"}'::jsonb -> 'a', '{"s": "x"}'::jsonb ->> 's', '{"a": [1, 2]}'::jsonb #>> '{a,1}'
+SELECT jsonb_array_length('[1, 2, 3]'::jsonb), '{"a": 1}'::jsonb ? 'a', jsonb_extract_path_text('{"a": {"b": 3}}'::jsonb, 'a', 'b')
+-- Session and catalog.
+SELECT current_user = session_user, current_schema(), current_setting('DateStyle'), current_setting('TimeZone')
+SELECT 't'::regclass::oid > 0, pg_typeof('t'::regclass)
+SELECT 'nope'::regclass
+SELECT typname, typlen FROM pg_type WHERE typname IN ('int4', 'int8', 'numeric', 'text', 'bool', 'timestamp', 'timestamptz', 'date', 'interval') ORDER BY typname
+SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 't'::regclass AND attnum > 0 ORDER BY attnum
+SELECT column_name, data_type, numeric_precision, numeric_scale, is_nullable FROM information_schema.columns WHERE table_name = 't' ORDER BY ordinal_position
+SELECT relname, relkind FROM pg_class WHERE relname = 't'
+SELECT pg_catalog.format_type(23, NULL), pg_catalog.format_type(1700, 655366)
+SELECT has_table_privilege('t', 'SELECT'), pg_table_is_visible('t'::regclass)
+SELECT count(*) > 0 FROM pg_catalog.pg_namespace WHERE nspname IN ('pg_catalog', 'public', 'information_schema')
+SHOW TimeZone
+SHOW server_version_num
+SHOW standard_conforming_strings
+-- Errors and their SQLSTATEs.
+SELECT * FROM no_such_table
+SELECT no_such_column FROM t
+SELECT no_such_function(1)
+SELECT 1 +
+SELECT 'a' + 1
+SELECT i FROM t GROUP BY id

@@ -1,0 +1,373 @@
+//! Rivulet against a real PostgreSQL, expression by expression: every statement of
+//! `compat/postgres/queries.sql` runs on both, and what each returns is compared: the result
+//! columns' types (RowDescription of a prepared statement), the text values (simple protocol), the
+//! binary values (extended protocol), or the SQLSTATE of the error.
+//!
+//! The PostgreSQL is the one `scripts/deps-compat` installs (PostgreSQL 18's binaries, under
+//! `$RIVULET_COMPAT_DIR/postgresql`), started here on a free port with its data in a temporary
+//! directory and stopped at the end; as root it runs as `nobody`, since PostgreSQL refuses root.
+//!
+//! What differs is written to `compat/postgres/differences.txt`, a reviewed file: the test fails
+//! when the differences change, either way (a new one is a regression or a gap to review; a fixed
+//! one should leave the file). `RIVULET_COMPAT_COMPLETE=1` rewrites the file; review its diff.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::error::Error;
+use std::fmt::Write as _;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rivulet_sql_tests::{TestServer, drive};
+use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+fn compat_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("compat/postgres")
+}
+
+fn installed_postgres() -> Option<PathBuf> {
+    let base = match std::env::var_os("RIVULET_COMPAT_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".cache/rivulet-compat"),
+    };
+    let dir = base.join("postgresql");
+    dir.join("bin/postgres").exists().then_some(dir)
+}
+
+/// A PostgreSQL server of its own; stopped when dropped.
+struct RealPostgres {
+    child: Child,
+    port: u16,
+    bin: PathBuf,
+    data: PathBuf,
+    /// The user it runs as (`nobody` when the test runs as root).
+    user: Option<(u32, u32)>,
+    _dir: tempfile::TempDir,
+}
+
+impl RealPostgres {
+    fn command(&self, program: &str) -> Command {
+        as_user(Command::new(self.bin.join(program)), self.user)
+    }
+
+    async fn start(installed: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        // A copy of the installation that `nobody` can read (the original may sit under /root).
+        let root = dir.path().join("pg");
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(installed)
+            .arg(&root)
+            .status()
+            .unwrap();
+        assert!(copied.success(), "copying {} failed", installed.display());
+        let user = (std::fs::metadata("/proc/self").unwrap().uid() == 0).then_some((65534, 65534));
+        let data = dir.path().join("data");
+        let socket = dir.path().join("socket");
+        for d in [&data, &socket] {
+            std::fs::create_dir(d).unwrap();
+            if let Some((uid, gid)) = user {
+                std::os::unix::fs::chown(d, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        set_mode(dir.path(), 0o755);
+        let bin = root.join("bin");
+        let initdb = as_user(Command::new(bin.join("initdb")), user)
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "-D",
+            ])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            initdb.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&initdb.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = as_user(Command::new(bin.join("postgres")), user)
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", socket.display()))
+            .args(["-c", "fsync=off", "-c", "TimeZone=UTC"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Self {
+            child,
+            port,
+            bin,
+            data,
+            user,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while server.connect().await.is_err() {
+            assert!(Instant::now() < deadline, "PostgreSQL did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server
+    }
+
+    async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                self.port
+            ),
+            NoTls,
+        )
+        .await?;
+        drive(connection);
+        Ok(client)
+    }
+}
+
+impl Drop for RealPostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(&self.data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn as_user(mut command: Command, user: Option<(u32, u32)>) -> Command {
+    if let Some((uid, gid)) = user {
+        command.uid(uid).gid(gid);
+    }
+    command
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A value's bytes in the binary format, whatever its type.
+struct Raw(Option<Vec<u8>>);
+
+impl<'a> FromSql<'a> for Raw {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn Error + Sync + Send>> {
+        Ok(Raw(Some(raw.to_vec())))
+    }
+
+    fn from_sql_null(_: &Type) -> Result<Self, Box<dyn Error + Sync + Send>> {
+        Ok(Raw(None))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// What a statement returned on one server, in each form.
+#[derive(PartialEq)]
+struct Observed {
+    types: Result<Vec<String>, String>,
+    text: Result<Vec<Vec<Option<String>>>, String>,
+    binary: Result<Vec<Vec<Option<Vec<u8>>>>, String>,
+}
+
+fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code()
+        .map(|c| format!("ERROR {}", c.code()))
+        .unwrap_or_else(|| format!("ERROR {e}"))
+}
+
+fn type_name(t: &Type) -> String {
+    t.name().to_string()
+}
+
+async fn observe(client: &Client, sql: &str) -> Observed {
+    let types = client
+        .prepare(sql)
+        .await
+        .map(|s| s.columns().iter().map(|c| type_name(c.type_())).collect())
+        .map_err(|e| sqlstate(&e));
+    let text = client
+        .simple_query(sql)
+        .await
+        .map(|messages| {
+            messages
+                .iter()
+                .filter_map(|m| match m {
+                    SimpleQueryMessage::Row(row) => Some(
+                        (0..row.len())
+                            .map(|i| row.get(i).map(str::to_string))
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect()
+        })
+        .map_err(|e| sqlstate(&e));
+    let binary = client
+        .query(sql, &[])
+        .await
+        .map(|rows| {
+            rows.iter()
+                .map(|row| (0..row.len()).map(|i| row.get::<_, Raw>(i).0).collect())
+                .collect()
+        })
+        .map_err(|e| sqlstate(&e));
+    Observed {
+        types,
+        text,
+        binary,
+    }
+}
+
+fn show<T: std::fmt::Debug>(r: &Result<T, String>) -> String {
+    match r {
+        Ok(v) => format!("{v:?}"),
+        Err(e) => e.clone(),
+    }
+}
+
+fn text_rows(r: &Result<Vec<Vec<Option<String>>>, String>) -> String {
+    match r {
+        Ok(rows) => rows
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|v| v.as_deref().unwrap_or("NULL"))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            })
+            .collect::<Vec<_>>()
+            .join(" / "),
+        Err(e) => e.clone(),
+    }
+}
+
+/// The differences of one statement, as lines of the reviewed file (empty when equal).
+fn differences(sql: &str, postgres: &Observed, rivulet: &Observed) -> String {
+    if postgres == rivulet {
+        return String::new();
+    }
+    let mut out = format!("{sql}\n");
+    if postgres.types != rivulet.types {
+        let _ = writeln!(out, "  types    postgres: {}", show(&postgres.types));
+        let _ = writeln!(out, "           rivulet:  {}", show(&rivulet.types));
+    }
+    if postgres.text != rivulet.text {
+        let _ = writeln!(out, "  text     postgres: {}", text_rows(&postgres.text));
+        let _ = writeln!(out, "           rivulet:  {}", text_rows(&rivulet.text));
+    } else if postgres.binary != rivulet.binary {
+        // Same text, different bytes: say which columns.
+        let columns = match (&postgres.binary, &rivulet.binary) {
+            (Ok(p), Ok(r)) if p.len() == r.len() => {
+                let mut differing: Vec<usize> = p
+                    .iter()
+                    .zip(r)
+                    .flat_map(|(a, b)| {
+                        a.iter()
+                            .zip(b)
+                            .enumerate()
+                            .filter(|(_, (x, y))| x != y)
+                            .map(|(i, _)| i + 1)
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                differing.sort_unstable();
+                differing.dedup();
+                format!("columns {differing:?}")
+            }
+            _ => format!(
+                "{} / {}",
+                show(&postgres.binary).len(),
+                show(&rivulet.binary).len()
+            ),
+        };
+        let _ = writeln!(out, "  binary   differs in {columns}");
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expressions_match_postgresql_or_are_listed() {
+    let Some(installed) = installed_postgres() else {
+        eprintln!("PostgreSQL's binaries missing; scripts/deps-compat installs them");
+        return;
+    };
+    let script = std::fs::read_to_string(compat_dir().join("queries.sql")).unwrap();
+    let (setup, queries) = script
+        .split_once("-- queries\n")
+        .expect("queries.sql has a `-- queries` line");
+    let statements = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("--"))
+            .map(str::to_string)
+            .collect()
+    };
+
+    let postgres = RealPostgres::start(&installed).await;
+    let pg = postgres.connect().await.unwrap();
+    let server = TestServer::start().await.unwrap();
+    let rv = server.connect("dev").await.unwrap();
+    for client in [&pg, &rv] {
+        client.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
+        for statement in statements(setup) {
+            client
+                .batch_execute(&statement)
+                .await
+                .unwrap_or_else(|e| panic!("setup {statement}: {e}"));
+        }
+    }
+
+    let queries = statements(queries);
+    let mut listed = String::new();
+    let mut equal = 0;
+    for sql in &queries {
+        let expected = observe(&pg, sql).await;
+        let got = observe(&rv, sql).await;
+        let diff = differences(sql, &expected, &got);
+        if diff.is_empty() {
+            equal += 1;
+        } else {
+            listed.push_str(&diff);
+            listed.push('\n');
+        }
+    }
+    let out = format!(
+        "# Where Rivulet differs from PostgreSQL 18 on queries.sql: {equal} of {} statements \
+         agree in types, text and binary values.\n# Written by tests/pg_compat.rs \
+         (RIVULET_COMPAT_COMPLETE=1); each entry is reviewed.\n\n{listed}",
+        queries.len()
+    );
+    let file = compat_dir().join("differences.txt");
+    if std::env::var_os("RIVULET_COMPAT_COMPLETE").is_some() {
+        std::fs::write(&file, &out).unwrap();
+        return;
+    }
+    let reviewed = std::fs::read_to_string(&file).unwrap_or_default();
+    assert!(
+        out == reviewed,
+        "the differences from PostgreSQL changed; the new list (compare with {}):\n{out}",
+        file.display()
+    );
+}
