@@ -33,6 +33,7 @@ pub fn register(ctx: &SessionContext, user: &str, database: &str) {
     for udf in rivulet_planner::computed::udfs() {
         ctx.register_udf(udf);
     }
+    ctx.register_udf(crate::pg::extract::udf());
     for udf in crate::pg::json::functions() {
         ctx.register_udf(udf);
     }

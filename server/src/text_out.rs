@@ -16,8 +16,8 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Field, Float32Type, Float64Type, IntervalMonthDayNanoType, IntervalUnit, Schema,
-    Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
+    DataType, Decimal128Type, Field, Float32Type, Float64Type, IntervalMonthDayNanoType,
+    IntervalUnit, Schema, Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
 };
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -32,7 +32,16 @@ fn rewritten(t: &DataType) -> bool {
             | DataType::Time64(_)
             | DataType::Float32
             | DataType::Float64
-    )
+    ) || unconstrained_numeric(t)
+}
+
+/// A `numeric` declared without precision and scale, stored as `numeric(38, 10)`
+/// ([`rivulet_planner::types`]): Postgres keeps each value's own scale, so its text drops the
+/// padding zeros (`1.2500000000` is `1.25`). A value's trailing zeros of its own go too (`2.50`
+/// prints `2.5`), since the stored scale is the column's.
+fn unconstrained_numeric(t: &DataType) -> bool {
+    use rivulet_planner::types::{DEFAULT_NUMERIC_SCALE, MAX_NUMERIC_PRECISION};
+    *t == DataType::Decimal128(MAX_NUMERIC_PRECISION, DEFAULT_NUMERIC_SCALE)
 }
 
 /// `batch` with its timestamp and interval columns as Postgres' text forms, where `text(i)` says
@@ -60,6 +69,7 @@ pub fn postgres_text(
                     |v| v.map(|v| v.to_string().parse::<f64>().unwrap_or(f64::from(v))),
                 )))
             }
+            t if unconstrained_numeric(t) && text(i) => Some(numerics(column)),
             _ => None,
         };
         match text {
@@ -147,6 +157,38 @@ fn write_offset(out: &mut String, seconds: i32) {
     if !s.is_multiple_of(3600) {
         let _ = write!(out, ":{:02}", s % 3600 / 60);
     }
+}
+
+/// Decimals without their trailing zeros after the point: `1.2500000000` as `1.25`, `10.0000000000`
+/// as `10`.
+fn numerics(column: &ArrayRef) -> ArrayRef {
+    let DataType::Decimal128(_, scale) = column.data_type() else {
+        return Arc::clone(column);
+    };
+    let scale = usize::try_from(*scale).unwrap_or(0);
+    let mut out = StringBuilder::new();
+    let mut line = String::with_capacity(48);
+    for v in column.as_primitive::<Decimal128Type>().iter() {
+        let Some(v) = v else {
+            out.append_null();
+            continue;
+        };
+        line.clear();
+        let digits = v.unsigned_abs().to_string();
+        if v < 0 {
+            line.push('-');
+        }
+        let digits = format!("{digits:0>width$}", width = scale + 1);
+        let (int, frac) = digits.split_at(digits.len() - scale);
+        line.push_str(int);
+        let frac = frac.trim_end_matches('0');
+        if !frac.is_empty() {
+            line.push('.');
+            line.push_str(frac);
+        }
+        out.append_value(&line);
+    }
+    Arc::new(out.finish())
 }
 
 /// Floats as Postgres prints them (shortest exact digits): `50`, `107.5`, `1e+20`, `1e-05`,
@@ -273,6 +315,29 @@ mod tests {
         let mut s = String::new();
         write_interval(&mut s, months, days, micros);
         s
+    }
+
+    #[test]
+    fn unconstrained_numerics_drop_padding_zeros() {
+        use datafusion::arrow::array::Decimal128Array;
+        let column: ArrayRef = Arc::new(
+            Decimal128Array::from(vec![
+                Some(12_500_000_000),
+                Some(100_000_000_000),
+                Some(-5_000_000),
+                Some(0),
+                None,
+            ])
+            .with_precision_and_scale(38, 10)
+            .unwrap(),
+        );
+        let text = numerics(&column);
+        let text = text.as_string::<i32>();
+        let got: Vec<_> = text.iter().collect();
+        assert_eq!(
+            got,
+            [Some("1.25"), Some("10"), Some("-0.0005"), Some("0"), None]
+        );
     }
 
     #[test]

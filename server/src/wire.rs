@@ -320,17 +320,24 @@ fn fields_of(schema: &Schema, format: &Format) -> Result<Vec<FieldInfo>, SqlErro
         .into_iter()
         .zip(schema.fields())
         .map(|(info, field)| {
-            let info = if crate::pg::oid_arrays::is_marked(field) {
-                FieldInfo::new(
+            // An untyped NULL in a select list is `text` to Postgres' clients, not `unknown`.
+            let retyped = if crate::pg::oid_arrays::is_marked(field) {
+                Some(Type::OID_ARRAY)
+            } else if *field.data_type() == DataType::Null {
+                Some(Type::TEXT)
+            } else {
+                None
+            };
+            let info = match retyped {
+                Some(t) => FieldInfo::new(
                     info.name().to_string(),
                     info.table_id(),
                     info.column_id(),
-                    Type::OID_ARRAY,
+                    t,
                     info.format(),
                 )
-                .with_format_options(Arc::clone(info.format_options()))
-            } else {
-                info
+                .with_format_options(Arc::clone(info.format_options())),
+                None => info,
             };
             // Postgres' `typlen` and, for numeric(p,s), `atttypmod`: drivers size and scale
             // columns by them (JDBC's getPrecision/getScale, psycopg's description).

@@ -1,5 +1,5 @@
 //! Real Postgres client libraries against the real server, each on a table and a materialized view:
-//! the Python drivers (psycopg 3, psycopg2, asyncpg, SQLAlchemy's `inspect()`), node-postgres and
+//! the Python drivers (psycopg 3, psycopg2, asyncpg, SQLAlchemy 2.x's and 1.4's `inspect()`), node-postgres and
 //! pgjdbc's `DatabaseMetaData`. The clients live outside the repository, installed by
 //! `scripts/deps-compat` (run by `scripts/deps`) under `$RIVULET_COMPAT_DIR` (default
 //! `~/.cache/rivulet-compat`); a test whose client is missing says so and passes, as the psql tests
@@ -81,6 +81,24 @@ async fn python_drivers() {
         .arg(compat_dir().join("python/clients.py"))
         .arg(server.port.to_string());
     run_client("python drivers", command).await;
+}
+
+#[tokio::test]
+async fn sqlalchemy_1_4() {
+    let python = install_dir().join("venv-sa14/bin/python");
+    if !python.exists() {
+        eprintln!(
+            "{} missing; scripts/deps-compat installs it",
+            python.display()
+        );
+        return;
+    }
+    let server = server().await;
+    let mut command = Command::new(python);
+    command
+        .arg(compat_dir().join("python/sqlalchemy14.py"))
+        .arg(server.port.to_string());
+    run_client("sqlalchemy 1.4", command).await;
 }
 
 #[tokio::test]

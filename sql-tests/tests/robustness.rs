@@ -157,7 +157,7 @@ async fn cancel_requests_and_the_server_timeout_stop_statements() {
             )
         );
         let row = client.query_one("SELECT 1 + 1", &[]).await.unwrap();
-        assert_eq!(row.get::<_, i64>(0), 2);
+        assert_eq!(row.get::<_, i32>(0), 2);
     }
     server.kill9().await.unwrap();
 }
@@ -238,7 +238,7 @@ async fn one_big_query_gets_out_of_memory_and_sorts_spill() {
         .unwrap_err();
     assert_eq!(db_error(&e).0, "53200");
     let row = client.query_one("SELECT 1 + 1", &[]).await.unwrap();
-    assert_eq!(row.get::<_, i64>(0), 2);
+    assert_eq!(row.get::<_, i32>(0), 2);
     server.kill9().await.unwrap();
 }
 

@@ -122,6 +122,12 @@ async fn run_file(
     };
     let mut runner = Runner::new(make);
     runner.add_label("rivulet");
+    // `onlyif simple` / `onlyif extended`: where the text format (simple) and the binary results
+    // the extended runs ask for differ.
+    runner.add_label(match protocol {
+        Protocol::Simple => "simple",
+        Protocol::Extended => "extended",
+    });
     if let Some(k) = kafka {
         runner.set_var("KAFKA".into(), k);
     }

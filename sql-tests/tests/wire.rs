@@ -66,7 +66,7 @@ async fn still_serves(server: &TestServer) {
         .await
         .expect("a good client still connects");
     let row = client.query_one("SELECT 41 + 1", &[]).await.unwrap();
-    assert_eq!(row.get::<_, i64>(0), 42);
+    assert_eq!(row.get::<_, i32>(0), 42);
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod datetime;
 pub mod datetime_input;
+pub mod extract;
 pub mod fragments;
 pub mod functions;
 pub mod information_schema;

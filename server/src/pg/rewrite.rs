@@ -41,6 +41,7 @@ pub fn statement(parsed: Parsed) -> Parsed {
         array_literals(stmt);
         super::typing::exponent_literals(stmt);
         super::datetime_input::interval_literals(stmt);
+        super::extract::rewrite(stmt);
         user_keyword(stmt);
         generate_subscripts(stmt);
         function_column_aliases(stmt);
@@ -318,7 +319,7 @@ fn array_items(text: &str) -> Option<Vec<Option<String>>> {
 }
 
 /// The call `name(args [ORDER BY order])`.
-fn call(name: &str, args: Vec<ast::Expr>, order: Vec<ast::OrderByExpr>) -> ast::Expr {
+pub(super) fn call(name: &str, args: Vec<ast::Expr>, order: Vec<ast::OrderByExpr>) -> ast::Expr {
     ast::Expr::Function(ast::Function {
         name: ast::ObjectName::from(vec![ast::Ident::new(name)]),
         uses_odbc_syntax: false,

@@ -140,6 +140,10 @@ pub fn postgres_types(plan: LogicalPlan) -> Result<LogicalPlan> {
     Ok(rewritten.data)
 }
 
+fn rounding(name: &str) -> bool {
+    matches!(name, "floor" | "ceil" | "ceiling" | "round" | "trunc")
+}
+
 /// An `Int64` literal that fits, as `Int32`; `avg` of an integer, as `avg` of a decimal.
 fn retype(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
     match e {
@@ -156,8 +160,9 @@ fn retype(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
         Expr::AggregateFunction(mut agg)
             if agg.func.name().eq_ignore_ascii_case("avg") && agg.params.args.len() == 1 =>
         {
-            let arg_type = agg.params.args[0].get_type(input)?;
-            match avg_input(&arg_type) {
+            // A type that cannot be told here (a column of another input) leaves it alone.
+            let arg_type = agg.params.args[0].get_type(input).ok();
+            match arg_type.as_ref().and_then(avg_input) {
                 Some(decimal) => {
                     let arg = agg.params.args.remove(0);
                     agg.params
@@ -172,6 +177,49 @@ fn retype(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
                 }
                 None => Ok(Transformed::no(Expr::AggregateFunction(agg))),
             }
+        }
+        Expr::Cast(Cast { expr, field })
+            if field.data_type().is_integer()
+                && expr.get_type(input).is_ok_and(|t| {
+                    matches!(
+                        t,
+                        DataType::Decimal128(..)
+                            | DataType::Decimal256(..)
+                            | DataType::Float32
+                            | DataType::Float64
+                    )
+                }) =>
+        {
+            // Postgres rounds a numeric or a float cast to an integer (`2.5::int` is 3); Arrow's
+            // cast truncates. Floats round half away from zero here, where Postgres rounds
+            // half to even.
+            let rounded = datafusion::functions::math::expr_fn::round(vec![*expr]);
+            Ok(Transformed::yes(Expr::Cast(Cast::new(
+                Box::new(rounded),
+                field.data_type().clone(),
+            ))))
+        }
+        Expr::ScalarFunction(f) if rounding(f.name()) => {
+            // Postgres' floor, ceil, round and trunc of a numeric have the decimals asked for (none,
+            // or round(x, n)'s n); DataFusion's keep the argument's.
+            let target = match (
+                f.args.first().and_then(|a| a.get_type(input).ok()),
+                f.args.get(1),
+            ) {
+                (Some(DataType::Decimal128(p, _)), None) => Some(DataType::Decimal128(p, 0)),
+                (
+                    Some(DataType::Decimal128(p, s)),
+                    Some(Expr::Literal(ScalarValue::Int32(Some(n)), _)),
+                ) if (0..=i32::from(s)).contains(n) => {
+                    i8::try_from(*n).ok().map(|n| DataType::Decimal128(p, n))
+                }
+                _ => None,
+            };
+            let call = Expr::ScalarFunction(f);
+            Ok(match target {
+                Some(t) => Transformed::yes(Expr::Cast(Cast::new(Box::new(call), t))),
+                None => Transformed::no(call),
+            })
         }
         Expr::BinaryExpr(_) | Expr::Negative(_) => {
             integer_constant(&e)?;

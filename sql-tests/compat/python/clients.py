@@ -10,48 +10,8 @@ Usage: clients.py PORT
 
 import asyncio
 import datetime
-import sys
-import traceback
 
-PORT = int(sys.argv[1])
-DSN = f"host=127.0.0.1 port={PORT} user=root dbname=dev"
-URL = f"postgresql://root@127.0.0.1:{PORT}/dev"
-
-BIDS = [
-    (1, 10, "web", datetime.datetime(2026, 1, 1, 10, 0, 0)),
-    (1, 30, "app", datetime.datetime(2026, 1, 1, 10, 0, 1)),
-    (2, 20, "web", datetime.datetime(2026, 1, 1, 10, 0, 2)),
-]
-PER_AUCTION = [(1, 2, 40), (2, 1, 20)]
-BIDS_SQL = "SELECT auction, price, channel, ts FROM bids ORDER BY auction, price"
-VIEW_SQL = "SELECT auction, n, total FROM per_auction ORDER BY auction"
-
-results = []
-
-
-def check(name):
-    """Runs the decorated function as one check, recording whether it passed."""
-
-    def run(fn):
-        try:
-            outcome = fn()
-            if asyncio.iscoroutine(outcome):
-                asyncio.run(outcome)
-            results.append((name, None))
-            print(f"ok   {name}", flush=True)
-        except Exception as e:  # noqa: BLE001 - every failure is reported, none stops the suite
-            results.append((name, e))
-            print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
-            traceback.print_exc(limit=3, file=sys.stdout)
-        return fn
-
-    return run
-
-
-def expect(actual, expected):
-    if actual != expected:
-        raise AssertionError(f"expected {expected!r}, got {actual!r}")
-
+from harness import BIDS, BIDS_SQL, DSN, PER_AUCTION, PORT, URL, VIEW_SQL, check, expect, finish
 
 # --- psycopg 3 -------------------------------------------------------------------------------------
 import psycopg  # noqa: E402
@@ -355,77 +315,10 @@ async def _():
         await conn.close()
 
 
-# --- SQLAlchemy ------------------------------------------------------------------------------------
-import sqlalchemy  # noqa: E402
-from sqlalchemy import MetaData, Table, inspect, select  # noqa: E402
+# --- SQLAlchemy 2.x ---------------------------------------------------------------------------------
+import sqlalchemy_checks  # noqa: E402
 
 # psycopg 3 is SQLAlchemy's default PostgreSQL driver in 2.x; psycopg2 is what Superset installs.
-for DIALECT in ["psycopg", "psycopg2"]:
-    ENGINE = sqlalchemy.create_engine(f"postgresql+{DIALECT}://root@127.0.0.1:{PORT}/dev")
+sqlalchemy_checks.run(["psycopg", "psycopg2"], tx_database)
 
-    @check(f"sqlalchemy+{DIALECT}: inspect() lists schemas, tables, views and materialized views")
-    def _():
-        insp = inspect(ENGINE)
-        expect("public" in insp.get_schema_names(), True)
-        expect(insp.get_table_names(), ["bids"])
-        expect(insp.get_view_names(), [])
-        expect(insp.get_materialized_view_names(), ["per_auction"])
-
-    @check(f"sqlalchemy+{DIALECT}: inspect() columns of a table")
-    def _():
-        cols = inspect(ENGINE).get_columns("bids")
-        expect(
-            [(c["name"], str(c["type"]), c["nullable"]) for c in cols],
-            [("auction", "BIGINT", False), ("price", "BIGINT", True), ("channel", "VARCHAR", True), ("ts", "TIMESTAMP", True)],
-        )
-
-    @check(f"sqlalchemy+{DIALECT}: inspect() columns of a materialized view")
-    def _():
-        cols = inspect(ENGINE).get_columns("per_auction")
-        expect([(c["name"], str(c["type"])) for c in cols], [("auction", "BIGINT"), ("n", "BIGINT"), ("total", "BIGINT")])
-
-    @check(f"sqlalchemy+{DIALECT}: inspect() keys, indexes and constraints are empty, not errors")
-    def _():
-        insp = inspect(ENGINE)
-        for name in ["bids", "per_auction"]:
-            expect(insp.get_pk_constraint(name)["constrained_columns"], [])
-            expect(insp.get_foreign_keys(name), [])
-            expect(insp.get_indexes(name), [])
-            expect(insp.get_unique_constraints(name), [])
-            expect(insp.get_check_constraints(name), [])
-            expect(insp.get_table_comment(name), {"text": None})
-
-    @check(f"sqlalchemy+{DIALECT}: reflected materialized view queried through SQLAlchemy Core")
-    def _():
-        view = Table("per_auction", MetaData(), autoload_with=ENGINE)
-        with ENGINE.connect() as conn:
-            rows = conn.execute(select(view).order_by(view.c.auction)).fetchall()
-        expect([tuple(r) for r in rows], PER_AUCTION)
-
-    ENGINE.dispose()
-
-
-@check("sqlalchemy: Session.rollback() discards the session's writes, commit() keeps them")
-def _():
-    from sqlalchemy import text
-    from sqlalchemy.orm import Session
-
-    tx_database("tx_sqlalchemy")
-    engine = sqlalchemy.create_engine(f"postgresql+psycopg://root@127.0.0.1:{PORT}/tx_sqlalchemy")
-    try:
-        with Session(engine) as session:
-            session.execute(text("INSERT INTO t VALUES (1, 'a')"))
-            session.rollback()
-            expect(session.execute(text("SELECT count(*) FROM t")).scalar(), 0)
-            session.execute(text("INSERT INTO t VALUES (2, 'b')"))
-            session.commit()
-        with engine.connect() as conn:
-            expect(conn.execute(text("SELECT id FROM t")).fetchall(), [(2,)])
-    finally:
-        engine.dispose()
-
-
-passed = sum(1 for _, e in results if e is None)
-failed = len(results) - passed
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish()

@@ -1,0 +1,91 @@
+"""SQLAlchemy against a running Rivulet: inspect() (the catalog queries BI tools such as Superset
+send), Core queries of a reflected materialized view, and Session rollback. Shared by clients.py
+(SQLAlchemy 2.x) and sqlalchemy14.py (1.4, which Superset and many older applications pin); the
+two versions send different catalog queries."""
+
+import sqlalchemy
+from sqlalchemy import MetaData, Table, inspect, select, text
+from sqlalchemy.orm import Session
+
+from harness import PER_AUCTION, PORT, check, expect
+
+VERSION = sqlalchemy.__version__
+
+
+def materialized_view_names(insp):
+    # 1.4 lists materialized views through get_view_names(include=...).
+    if VERSION.startswith("1."):
+        return insp.get_view_names(include=("materialized",))
+    return insp.get_materialized_view_names()
+
+
+def plain_view_names(insp):
+    if VERSION.startswith("1."):
+        return insp.get_view_names(include=("plain",))
+    return insp.get_view_names()
+
+
+def run(dialects, tx_database):
+    """The checks over each of `dialects`; `tx_database(name)` makes an empty database for the
+    rollback check and returns its DSN."""
+    for dialect in dialects:
+        engine = sqlalchemy.create_engine(f"postgresql+{dialect}://root@127.0.0.1:{PORT}/dev")
+        name = f"sqlalchemy {VERSION}+{dialect}"
+
+        @check(f"{name}: inspect() lists schemas, tables, views and materialized views")
+        def _():
+            insp = inspect(engine)
+            expect("public" in insp.get_schema_names(), True)
+            expect(insp.get_table_names(), ["bids"])
+            expect(plain_view_names(insp), [])
+            expect(materialized_view_names(insp), ["per_auction"])
+
+        @check(f"{name}: inspect() columns of a table")
+        def _():
+            cols = inspect(engine).get_columns("bids")
+            expect(
+                [(c["name"], str(c["type"]), c["nullable"]) for c in cols],
+                [("auction", "BIGINT", False), ("price", "BIGINT", True), ("channel", "VARCHAR", True), ("ts", "TIMESTAMP", True)],
+            )
+
+        @check(f"{name}: inspect() columns of a materialized view")
+        def _():
+            cols = inspect(engine).get_columns("per_auction")
+            expect([(c["name"], str(c["type"])) for c in cols], [("auction", "BIGINT"), ("n", "BIGINT"), ("total", "BIGINT")])
+
+        @check(f"{name}: inspect() keys, indexes and constraints are empty, not errors")
+        def _():
+            insp = inspect(engine)
+            for relation in ["bids", "per_auction"]:
+                expect(insp.get_pk_constraint(relation)["constrained_columns"], [])
+                expect(insp.get_foreign_keys(relation), [])
+                expect(insp.get_indexes(relation), [])
+                expect(insp.get_unique_constraints(relation), [])
+                expect(insp.get_check_constraints(relation), [])
+                expect(insp.get_table_comment(relation), {"text": None})
+
+        @check(f"{name}: reflected materialized view queried through SQLAlchemy Core")
+        def _():
+            view = Table("per_auction", MetaData(), autoload_with=engine)
+            with engine.connect() as conn:
+                rows = conn.execute(select(view).order_by(view.c.auction)).fetchall()
+            expect([tuple(r) for r in rows], PER_AUCTION)
+
+        engine.dispose()
+
+    @check(f"sqlalchemy {VERSION}: Session.rollback() discards the session's writes, commit() keeps them")
+    def _():
+        db = f"tx_sqlalchemy{VERSION.split('.')[0]}"
+        tx_database(db)
+        engine = sqlalchemy.create_engine(f"postgresql+{dialects[0]}://root@127.0.0.1:{PORT}/{db}")
+        try:
+            with Session(engine) as session:
+                session.execute(text("INSERT INTO t VALUES (1, 'a')"))
+                session.rollback()
+                expect(session.execute(text("SELECT count(*) FROM t")).scalar(), 0)
+                session.execute(text("INSERT INTO t VALUES (2, 'b')"))
+                session.commit()
+            with engine.connect() as conn:
+                expect(conn.execute(text("SELECT id FROM t")).fetchall(), [(2,)])
+        finally:
+            engine.dispose()
