@@ -111,6 +111,11 @@ impl std::fmt::Debug for Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // A connection that ends inside a block rolls it back, its CREATEs too.
+        if self.tx != TxState::Idle {
+            let staged = std::mem::take(&mut *self.reads.staged.lock());
+            self.undo_created(staged.created());
+        }
         if let Some(catalogs) = self.catalogs.take() {
             catalogs.close();
         }

@@ -16,8 +16,9 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Decimal128Type, Field, Float32Type, Float64Type, IntervalMonthDayNanoType,
-    IntervalUnit, Schema, Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
+    DataType, Decimal128Type, DurationMicrosecondType, Field, Float32Type, Float64Type,
+    IntervalMonthDayNanoType, IntervalUnit, Schema, Time64MicrosecondType, TimeUnit,
+    TimestampMicrosecondType,
 };
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -28,6 +29,7 @@ fn rewritten(t: &DataType) -> bool {
         t,
         DataType::Timestamp(..)
             | DataType::Interval(_)
+            | DataType::Duration(_)
             | DataType::Time32(_)
             | DataType::Time64(_)
             | DataType::Float32
@@ -60,6 +62,7 @@ pub fn postgres_text(
         let text = match field.data_type() {
             DataType::Timestamp(_, tz) if text(i) => Some(timestamps(column, tz.as_deref())?),
             DataType::Interval(_) if text(i) => Some(intervals(column)?),
+            DataType::Duration(_) if text(i) => Some(durations(column)?),
             DataType::Time32(_) | DataType::Time64(_) if text(i) => Some(times(column)?),
             DataType::Float64 if text(i) => {
                 Some(floats(column.as_primitive::<Float64Type>().iter()))
@@ -246,6 +249,28 @@ fn times(column: &ArrayRef) -> Result<ArrayRef, ArrowError> {
                     secs % 60
                 );
                 write_fraction(&mut line, v % 1_000_000);
+                out.append_value(&line);
+            }
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// A difference of timestamps as Postgres prints it: whole days of 24 hours, then the time
+/// (`1525 days 10:11:12.345678`; Postgres justifies the hours of a timestamp difference).
+fn durations(column: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    const DAY: i64 = 86_400_000_000;
+    let micros = cast(column, &DataType::Duration(TimeUnit::Microsecond))?;
+    let micros = micros.as_primitive::<DurationMicrosecondType>();
+    let mut out = StringBuilder::with_capacity(micros.len(), micros.len() * 24);
+    let mut line = String::with_capacity(32);
+    for v in micros.iter() {
+        match v {
+            None => out.append_null(),
+            Some(us) => {
+                line.clear();
+                let days = i32::try_from(us / DAY).unwrap_or(i32::MAX);
+                write_interval(&mut line, 0, days, us % DAY);
                 out.append_value(&line);
             }
         }

@@ -135,11 +135,20 @@ async fn copy_in_a_block_and_a_dropped_connection_roll_back() {
     gone.batch_execute("BEGIN; INSERT INTO t VALUES (3, 'three')")
         .await
         .unwrap();
+    gone.batch_execute("CREATE TABLE made_then_gone (id INT)")
+        .await
+        .unwrap();
     drop(gone);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         text_rows(&c, "SELECT count(*) FROM t").await.unwrap(),
         vec!["2".to_string()]
     );
+    // ... including the tables it created.
+    let e = c
+        .simple_query("SELECT * FROM made_then_gone")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("42P01"), "{e}");
     server.kill9().await.unwrap();
 }

@@ -100,7 +100,13 @@ impl Session {
         self.interrupt = self.interrupt.with_deadline(timeout);
         self.running = true;
         let started = std::time::Instant::now();
+        // A CREATE in a block is undone by its rollback: remember what it adds.
+        let before = (self.tx == TxState::Open && creates_relation(&parsed.statement))
+            .then(|| self.relation_ids());
         let mut result = self.execute(parsed, params).await;
+        if let (Ok(_), Some(before)) = (&result, &before) {
+            self.note_created(before);
+        }
         crate::metrics::QUERY_DURATION.observe(started.elapsed().as_secs_f64());
         self.running = false;
         self.end_statement();
@@ -139,7 +145,10 @@ impl Session {
                     .create_sink(name, *if_not_exists, query, options, *emit_on_window_close)
                     .await;
             }
-            Statement::DropSink { name, if_exists } => return self.drop_sink(name, *if_exists),
+            Statement::DropSink { name, if_exists } => {
+                self.refuse_drop_in_block("DROP SINK", std::slice::from_ref(name))?;
+                return self.drop_sink(name, *if_exists);
+            }
             // Streamed by the simple query protocol's handler (`wire.rs`) before it gets here.
             Statement::Subscribe { .. } => {
                 return Err(SqlError::new(
@@ -209,6 +218,26 @@ impl Session {
                 cascade,
                 ..
             } => match object_type {
+                _ if self.tx != TxState::Idle
+                    && matches!(
+                        object_type,
+                        ast::ObjectType::Table
+                            | ast::ObjectType::View
+                            | ast::ObjectType::MaterializedView
+                    ) =>
+                {
+                    let relations = names
+                        .iter()
+                        .map(|n| object_name(n).map(|(_, name)| name))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    self.refuse_drop_in_block(&format!("DROP {object_type}"), &relations)?;
+                    match object_type {
+                        ast::ObjectType::MaterializedView => {
+                            self.drop_views(*if_exists, *cascade, names)
+                        }
+                        _ => self.drop(object_type, *if_exists, *cascade, names),
+                    }
+                }
                 ast::ObjectType::MaterializedView => self.drop_views(*if_exists, *cascade, names),
                 _ => self.drop(object_type, *if_exists, *cascade, names),
             },
@@ -354,4 +383,16 @@ fn statement_kind(text: &str) -> String {
         .map(|w| w.to_ascii_uppercase())
         .collect();
     words.join(" ")
+}
+
+/// Whether `statement` creates a relation (a table, source, view or sink).
+fn creates_relation(statement: &Statement) -> bool {
+    match statement {
+        Statement::CreateSink { .. } => true,
+        Statement::Sql { stmt, .. } => matches!(
+            stmt.as_ref(),
+            ast::Statement::CreateTable(_) | ast::Statement::CreateView(_)
+        ),
+        _ => false,
+    }
 }

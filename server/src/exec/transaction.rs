@@ -9,23 +9,31 @@
 //! was staged when the savepoint was set (see `savepoint.rs`).
 //!
 //! Isolation is read committed: each statement reads the latest committed rows (with the block's
-//! own writes over them). DDL and continuous jobs (`CREATE`, `DROP`, `INSERT INTO` a sink) run at
-//! once, as their own commit, and ROLLBACK does not undo them; materialized views reflect the
-//! block's writes only after COMMIT.
+//! own writes over them). Materialized views reflect the block's writes only after COMMIT.
+//!
+//! DDL in a block: a `CREATE` (table, view, materialized view, source, sink) takes effect at once,
+//! and the block remembers what it created; ROLLBACK (to a savepoint set before it, of the block,
+//! a failed COMMIT, or the connection ending in the block) drops it again, with whatever was built
+//! on it. Other sessions see a created relation before COMMIT (Postgres would hide it); that is
+//! the deviation. A `DROP` in a block drops only what the block created: dropping a relation that
+//! existed before the block cannot be undone, so it is refused with 25001, as Postgres refuses
+//! the statements it cannot run in a block (`CREATE DATABASE`, also refused here).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use rivulet_engine::table::{TableStore, Writes, commit_transaction};
 
 use super::{Outcome, blocking};
-use crate::error::SqlError;
+use crate::error::{SqlError, sqlstate};
 use crate::session::{Session, TxState};
 
 /// What an open block has staged: per table id, the table and its writes.
 #[derive(Clone, Default)]
 pub struct Staged {
     tables: BTreeMap<u64, (Arc<TableStore>, Arc<Writes>)>,
+    /// Relations (catalog ids) the block created, in order: a rollback drops them.
+    created: Vec<u64>,
 }
 
 impl std::fmt::Debug for Staged {
@@ -37,6 +45,11 @@ impl std::fmt::Debug for Staged {
 }
 
 impl Staged {
+    /// The relations the block created, in order.
+    pub fn created(&self) -> &[u64] {
+        &self.created
+    }
+
     /// The staged writes to table `id`, if any.
     pub fn writes_to(&self, id: u64) -> Option<Arc<Writes>> {
         self.tables
@@ -99,8 +112,10 @@ impl Session {
         let failed = self.tx == TxState::Aborted;
         let staged = self.end_block();
         if failed {
+            self.undo_created(&staged.created);
             return Ok(Outcome::TxEnd("ROLLBACK"));
         }
+        let created = staged.created;
         let tables: Vec<(Arc<TableStore>, Writes)> = staged
             .tables
             .into_values()
@@ -110,7 +125,11 @@ impl Session {
         if tables.is_empty() {
             return Ok(Outcome::TxEnd("COMMIT"));
         }
-        blocking(move || commit_transaction(tables).map_err(SqlError::from)).await?;
+        if let Err(e) = blocking(move || commit_transaction(tables).map_err(SqlError::from)).await {
+            // The block is rolled back, its creations with it.
+            self.undo_created(&created);
+            return Err(e);
+        }
         if self.implicit_flush() {
             let jobs = &self.shared.jobs;
             self.interrupt.run(jobs.flush()).await?;
@@ -118,10 +137,92 @@ impl Session {
         Ok(Outcome::TxEnd("COMMIT"))
     }
 
-    /// `ROLLBACK`: discards what the block staged.
+    /// `ROLLBACK`: discards what the block staged and drops what it created.
     pub(super) fn rollback(&mut self) -> Outcome {
-        self.end_block();
+        let staged = self.end_block();
+        self.undo_created(&staged.created);
         Outcome::TxEnd("ROLLBACK")
+    }
+
+    /// The ids of the relations of this session's database.
+    pub(super) fn relation_ids(&self) -> BTreeSet<u64> {
+        self.catalog()
+            .tables(&self.database)
+            .iter()
+            .map(|t| t.def.id)
+            .collect()
+    }
+
+    /// Remembers, in an open block, the relations a statement created: those not in `before`.
+    pub(super) fn note_created(&mut self, before: &BTreeSet<u64>) {
+        let mut created: Vec<u64> = self
+            .relation_ids()
+            .into_iter()
+            .filter(|id| !before.contains(id))
+            .collect();
+        self.reads.staged.lock().created.append(&mut created);
+    }
+
+    /// Refuses, in a block, to drop relations the block did not create (see the module docs).
+    pub(super) fn refuse_drop_in_block(
+        &self,
+        statement: &str,
+        names: &[String],
+    ) -> Result<(), SqlError> {
+        if self.tx == TxState::Idle {
+            return Ok(());
+        }
+        let created = self.reads.staged.lock().created.clone();
+        let mut dropped = Vec::new();
+        for name in names {
+            let Some(entry) = self.catalog().table(&self.database, name) else {
+                continue;
+            };
+            if !created.contains(&entry.def.id) {
+                return Err(SqlError::new(
+                    sqlstate::ACTIVE_SQL_TRANSACTION,
+                    format!(
+                        "{statement} of \"{name}\", which existed before the transaction block, \
+                         cannot run inside a transaction block"
+                    ),
+                )
+                .with_hint(
+                    "Rivulet cannot undo dropping it on ROLLBACK; drop it outside the block.",
+                ));
+            }
+            dropped.push(entry.def.id);
+        }
+        // Dropped with the block's writes to them, which COMMIT must not write.
+        let mut staged = self.reads.staged.lock();
+        for id in dropped {
+            staged.tables.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Drops the relations `ids` (newest first) and whatever reads them, where they still exist:
+    /// the undoing of a block's `CREATE`s. A failure is logged; the rollback goes on.
+    pub(crate) fn undo_created(&mut self, ids: &[u64]) {
+        for &id in ids.iter().rev() {
+            let Some(entry) = self
+                .catalog()
+                .tables(&self.database)
+                .into_iter()
+                .find(|t| t.def.id == id)
+            else {
+                continue;
+            };
+            let name = entry.def.name.clone();
+            let undone = self.drop_readers(id).and_then(|()| {
+                self.shared.jobs.stop(id);
+                self.shared.sources.stop(id);
+                self.catalog()
+                    .drop_table(&self.database, &name, true)
+            });
+            if let Err(e) = undone {
+                tracing::warn!(relation = %name, error = %e, "rollback could not drop a relation the block created");
+            }
+        }
     }
 
     /// Leaves the block; returns what it staged.
@@ -136,8 +237,17 @@ impl Session {
         self.reads.staged.lock().clone()
     }
 
-    /// Goes back to what was staged at a savepoint.
+    /// Goes back to what was staged at a savepoint, dropping what the block created since.
     pub(super) fn restore_staged(&mut self, staged: Staged) {
+        let since: Vec<u64> = {
+            let now = self.reads.staged.lock();
+            now.created
+                .iter()
+                .filter(|id| !staged.created.contains(id))
+                .copied()
+                .collect()
+        };
         *self.reads.staged.lock() = staged;
+        self.undo_created(&since);
     }
 }
