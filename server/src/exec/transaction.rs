@@ -216,8 +216,7 @@ impl Session {
             let undone = self.drop_readers(id).and_then(|()| {
                 self.shared.jobs.stop(id);
                 self.shared.sources.stop(id);
-                self.catalog()
-                    .drop_table(&self.database, &name, true)
+                self.catalog().drop_table(&self.database, &name, true)
             });
             if let Err(e) = undone {
                 tracing::warn!(relation = %name, error = %e, "rollback could not drop a relation the block created");
