@@ -1,4 +1,4 @@
-//! Postgres' `to_char(value, template)` for timestamps, dates and numbers, replacing
+//! Postgres' `to_char(value, template)` for timestamps, dates, intervals and numbers, replacing
 //! DataFusion's (which reads chrono's `%Y-%m-%d`, so `to_char(ts, 'YYYY-MM-DD')` printed the
 //! template itself).
 //!
@@ -20,7 +20,8 @@ use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Float64Type, TimeUnit, TimestampMicrosecondType,
+    DataType, Date32Type, Decimal128Type, Float64Type, IntervalMonthDayNanoType, IntervalUnit,
+    TimeUnit, TimestampMicrosecondType,
 };
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
@@ -81,6 +82,7 @@ enum Values {
     /// Microseconds since the epoch; `true` if the type has a time zone.
     Timestamp(ArrayRef, bool),
     Date(ArrayRef),
+    Interval(ArrayRef),
     /// Exact: unscaled value and scale.
     Decimal(ArrayRef, i8),
     Float(ArrayRef),
@@ -94,6 +96,10 @@ impl Values {
                 tz.is_some(),
             ),
             DataType::Date32 | DataType::Date64 => Values::Date(cast(value, &DataType::Date32)?),
+            DataType::Interval(_) | DataType::Duration(_) => Values::Interval(cast(
+                value,
+                &DataType::Interval(IntervalUnit::MonthDayNano),
+            )?),
             DataType::Decimal128(_, s) => Values::Decimal(Arc::clone(value), *s),
             t if t.is_integer() => Values::Decimal(cast(value, &DataType::Decimal128(38, 0))?, 0),
             t if t.is_floating() => Values::Float(cast(value, &DataType::Float64)?),
@@ -123,6 +129,10 @@ impl Values {
                     false,
                     template,
                 ))
+            }
+            Values::Interval(a) => {
+                let v = a.as_primitive::<IntervalMonthDayNanoType>().value(i);
+                format_interval(v.months, v.days, v.nanoseconds, template)
             }
             Values::Decimal(a, scale) => {
                 let v = a.as_primitive::<Decimal128Type>().value(i);
@@ -221,6 +231,95 @@ const FIELDS: &[&str] = &[
 
 /// `at` formatted by a Postgres date/time `template` (see the module documentation).
 pub fn format_datetime(at: &NaiveDateTime, zoned: bool, template: &str) -> String {
+    let formatted: Result<String> = format_template(template, |field, spelled, fill| {
+        Ok(field_value(at, zoned, field, spelled, fill))
+    });
+    formatted.unwrap_or_default()
+}
+
+/// An interval's parts as Postgres' `to_char` reads them: years and months from the months, the
+/// days, and hours (not wrapped at 24), minutes, seconds and microseconds from the time, all
+/// with the interval's signs.
+struct IntervalParts {
+    years: i64,
+    months: i64,
+    days: i64,
+    hours: i64,
+    minutes: i64,
+    seconds: i64,
+    micros: i64,
+}
+
+/// An interval formatted by a date/time `template`: the time fields, `DD` (days), `MM` and the
+/// year fields; names of months and days are refused, as in Postgres.
+fn format_interval(months: i32, days: i32, nanos: i64, template: &str) -> Result<String> {
+    let micros = nanos / 1000;
+    let parts = IntervalParts {
+        years: i64::from(months / 12),
+        months: i64::from(months % 12),
+        days: i64::from(days),
+        hours: micros / 3_600_000_000,
+        minutes: micros / 60_000_000 % 60,
+        seconds: micros / 1_000_000 % 60,
+        micros: micros % 1_000_000,
+    };
+    format_template(template, |field, _spelled, fill| {
+        let num = |n: i64, width: usize| -> (String, Option<i64>) {
+            let text = if fill {
+                n.to_string()
+            } else if n < 0 {
+                format!("-{:0width$}", -n, width = width)
+            } else {
+                format!("{n:0width$}")
+            };
+            (text, Some(n))
+        };
+        let p = &parts;
+        Ok(match field.to_ascii_uppercase().as_str() {
+            "HH24" => num(p.hours, 2),
+            "HH" | "HH12" => num(if p.hours % 12 == 0 { 12 } else { p.hours % 12 }, 2),
+            "MI" => num(p.minutes, 2),
+            "SS" => num(p.seconds, 2),
+            "MS" => num(p.micros / 1000, 3),
+            "US" | "FF6" => num(p.micros, 6),
+            "FF1" => num(p.micros / 100_000, 1),
+            "FF2" => num(p.micros / 10_000, 2),
+            "FF3" => num(p.micros / 1000, 3),
+            "FF4" => num(p.micros / 100, 4),
+            "FF5" => num(p.micros / 10, 5),
+            "SSSS" | "SSSSS" => num(p.hours * 3600 + p.minutes * 60 + p.seconds, 0),
+            "DD" | "DDD" => num(p.days, 2),
+            "MM" => num(p.months, 2),
+            "YYYY" => num(p.years, 4),
+            "YYY" => num(p.years % 1000, 3),
+            "YY" => num(p.years % 100, 2),
+            "Y" => num(p.years % 10, 1),
+            "AM" | "PM" | "A.M." | "P.M." => {
+                let pm = p.hours % 24 >= 12;
+                let marker = match (field.contains('.'), pm) {
+                    (false, false) => "AM",
+                    (false, true) => "PM",
+                    (true, false) => "A.M.",
+                    (true, true) => "P.M.",
+                };
+                (marker.to_string(), None)
+            }
+            _ => {
+                return Err(DataFusionError::Execution(format!(
+                    "invalid format specification for an interval value: \"{field}\" \
+                     (intervals are not tied to specific calendar dates)"
+                )));
+            }
+        })
+    })
+}
+
+/// Walks a Postgres date/time `template`: modifiers, quoted text and escapes here, each field's
+/// text from `value_of(field, as spelled, under FM)`.
+fn format_template(
+    template: &str,
+    value_of: impl Fn(&str, &str, bool) -> Result<(String, Option<i64>)>,
+) -> Result<String> {
     let mut out = String::with_capacity(template.len() + 8);
     let mut rest = template;
     let mut fill = false;
@@ -276,7 +375,7 @@ pub fn format_datetime(at: &NaiveDateTime, zoned: bool, template: &str) -> Strin
         };
         let spelled = &rest[..field.len()];
         rest = &rest[field.len()..];
-        let (text, number) = field_value(at, zoned, field, spelled, fill);
+        let (text, number) = value_of(field, spelled, fill)?;
         out.push_str(&text);
         // The ordinal suffix of a numeric field.
         if let Some(n) = number {
@@ -290,7 +389,7 @@ pub fn format_datetime(at: &NaiveDateTime, zoned: bool, template: &str) -> Strin
         }
         fill = false;
     }
-    out
+    Ok(out)
 }
 
 /// `rest` after `prefix`, compared without regard to ASCII case.

@@ -80,6 +80,7 @@ SELECT to_char(ts, 'YYYY-MM-DD HH24:MI:SS'), to_char(ts, 'DD Mon YYYY HH12:MI AM
 SELECT to_char(ts, 'YYYY-MM-DD"T"HH24:MI:SS.MS'), to_char(ts, 'US'), to_char(ts, 'Q WW IW DDD D J') FROM t ORDER BY id
 SELECT to_char(d, 'FMMonth FMDDth, YYYY'), to_char(d, 'dy mon yy'), to_char(tz, 'YYYY-MM-DD HH24:MI TZ') FROM t ORDER BY id
 SELECT to_char(iv, 'HH24:MI:SS'), to_char(iv, 'DD "days" HH24 "hours"') FROM t ORDER BY id
+SELECT to_char(INTERVAL '30 hours 5 minutes', 'HH24:MI'), to_char(INTERVAL '1 year 2 months 3 days', 'YYYY-MM-DD'), to_char(INTERVAL '1.5 seconds', 'SS.MS'), to_char(INTERVAL '-04:05:06', 'HH24:MI:SS'), to_char(INTERVAL '13 hours', 'HH12 AM')
 SELECT to_char(1234.5, '9,999.99'), to_char(-1234.5, '9G999D99S'), to_char(0.5, '0.00'), to_char(42, '000099'), to_char(-7, '999PR')
 SELECT to_char(n, 'FM999.00'), to_char(i, '9999'), to_char(f, '9.999EEEE') FROM t ORDER BY id
 SELECT to_date('05 Mar 2024', 'DD Mon YYYY'), to_timestamp('2024-03-05 10:11', 'YYYY-MM-DD HH24:MI'), to_number('1,234.50', '9G999D99'), to_number('(12)', '99PR')
