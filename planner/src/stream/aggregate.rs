@@ -32,6 +32,19 @@ pub(super) fn lower_aggregate(
     let mut specs = Vec::with_capacity(a.aggr_expr.len());
     for e in &a.aggr_expr {
         let (func, arg, delimiter) = aggregate_of(e)?;
+        // `avg` of an integer reaches us as `avg(CAST(x AS DECIMAL))` (Postgres' numeric result,
+        // `server/src/pg/typing.rs`); the operator averages the integers into the decimal output
+        // type itself, to the same digits, so `x` is read in place.
+        let arg = match arg {
+            Some(Expr::Cast(c))
+                if func == AggFunc::Avg
+                    && matches!(c.field.data_type(), DataType::Decimal128(..))
+                    && c.expr.get_type(input).is_ok_and(|t| t.is_integer()) =>
+            {
+                Some(*c.expr)
+            }
+            other => other,
+        };
         let input_col = match arg {
             Some(arg) => {
                 pre_exprs.push(arg);

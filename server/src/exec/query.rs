@@ -63,18 +63,21 @@ fn postgres_text_casts(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
                 Expr::Cast(Cast { expr, field })
                     if matches!(
                         field.data_type(),
-                        DataType::Timestamp(..) | DataType::Interval(_)
+                        DataType::Timestamp(..) | DataType::Interval(_) | DataType::Decimal128(..)
                     ) && text_constant(&expr).is_some() =>
                 {
                     let text = text_constant(&expr).unwrap_or_default();
-                    let rewritten =
-                        if *field.data_type() == DataType::Interval(IntervalUnit::MonthDayNano) {
+                    let rewritten = match field.data_type() {
+                        DataType::Interval(IntervalUnit::MonthDayNano) => {
                             crate::pg::datetime_input::interval(text)
-                        } else if matches!(field.data_type(), DataType::Timestamp(..)) {
-                            crate::pg::datetime_input::timestamp(text)
-                        } else {
-                            None
-                        };
+                        }
+                        DataType::Timestamp(..) => crate::pg::datetime_input::timestamp(text),
+                        // `'1e5'::numeric`: Arrow reads no exponent.
+                        DataType::Decimal128(..) => {
+                            crate::pg::typing::without_exponent(text.trim())
+                        }
+                        _ => None,
+                    };
                     match rewritten {
                         Some(text) => Ok(Transformed::yes(Expr::Cast(Cast {
                             expr: Box::new(Expr::Literal(ScalarValue::Utf8(Some(text)), None)),

@@ -14,14 +14,14 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema, Result, ScalarValue};
 use datafusion::config::ConfigOptions;
 use datafusion::logical_expr::expr::{AggregateFunction, Cast};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
-    Expr, ExprSchemable, LogicalPlan, Projection, RecursiveQuery, Union, Values,
+    Expr, ExprSchemable, LogicalPlan, Operator, Projection, RecursiveQuery, Union, Values,
 };
 use datafusion::sql::sqlparser::ast;
 
@@ -55,7 +55,7 @@ pub fn exponent_literals(stmt: &mut ast::Statement) {
 }
 
 /// `1.5e3` as `1500`, `1.0E-2` as `0.010`; `None` without an exponent or for what does not parse.
-fn without_exponent(text: &str) -> Option<String> {
+pub fn without_exponent(text: &str) -> Option<String> {
     let (mantissa, exponent) = text.split_once(['e', 'E'])?;
     let exponent: i32 = exponent.parse().ok()?;
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
@@ -199,6 +199,34 @@ fn retype(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
                 field.data_type().clone(),
             ))))
         }
+        Expr::ScalarFunction(f)
+            if matches!(
+                f.name(),
+                "array_length" | "cardinality" | "array_ndims" | "array_position" | "json_length"
+            ) =>
+        {
+            // Postgres' integer, where DataFusion's is an unsigned bigint (shown as numeric).
+            Ok(Transformed::yes(Expr::Cast(Cast::new(
+                Box::new(Expr::ScalarFunction(f)),
+                DataType::Int32,
+            ))))
+        }
+        Expr::BinaryExpr(b)
+            if matches!(b.op, Operator::Plus | Operator::Minus)
+                && b.left.get_type(input).is_ok_and(|t| t == DataType::Date32)
+                && b.right
+                    .get_type(input)
+                    .is_ok_and(|t| matches!(t, DataType::Interval(_))) =>
+        {
+            // date ± interval is a timestamp in Postgres; DataFusion keeps a date.
+            let left = Expr::Cast(Cast::new(
+                b.left,
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+            ));
+            Ok(Transformed::yes(Expr::BinaryExpr(
+                datafusion::logical_expr::BinaryExpr::new(Box::new(left), b.op, b.right),
+            )))
+        }
         Expr::ScalarFunction(f) if rounding(f.name()) => {
             // Postgres' floor, ceil, round and trunc of a numeric have the decimals asked for (none,
             // or round(x, n)'s n); DataFusion's keep the argument's.
@@ -232,7 +260,6 @@ fn retype(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
 /// The value and type of an integer constant expression: literals, casts of them to integer types,
 /// and `-`, `+`, `-`, `*` over them; an error where one overflows its type, as in Postgres.
 fn integer_constant(e: &Expr) -> Result<Option<(i128, DataType)>> {
-    use datafusion::logical_expr::Operator;
     let checked = |v: i128, t: DataType| {
         if in_range(v, &t) {
             Ok(Some((v, t)))
