@@ -485,27 +485,45 @@ impl Jobs {
                 .collect()
         };
         for job in jobs {
-            job.flush().await.map_err(|e| {
-                SqlError::new(crate::error::sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE, e)
-            })?;
+            flush_one(&job).await?;
         }
         Ok(())
     }
+}
 
-    /// Waits until every view reflects every change committed before the call.
-    pub async fn flush(&self) -> Result<(), SqlError> {
-        let jobs: Vec<Arc<Job>> = self
-            .running
-            .lock()
-            .values()
-            .map(|r| Arc::clone(&r.job))
-            .collect();
-        for job in jobs {
-            job.flush().await.map_err(|e| {
-                SqlError::new(crate::error::sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE, e)
-            })?;
+/// How long a FLUSH waits for one job before it says so in the log (and goes on waiting).
+const SLOW_FLUSH: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Waits until `job` reflects every change committed before the call; logs the job's name when
+/// that takes long, so that a FLUSH that seems to hang says what it waits for.
+async fn flush_one(job: &Job) -> Result<(), SqlError> {
+    let flushed = job.flush();
+    tokio::pin!(flushed);
+    let result = tokio::select! {
+        r = &mut flushed => r,
+        () = tokio::time::sleep(SLOW_FLUSH) => {
+            tracing::warn!(
+                job = job.name(),
+                waited = ?SLOW_FLUSH,
+                "FLUSH still waits for this job to commit the changes before it"
+            );
+            flushed.await
         }
-        Ok(())
+    };
+    result.map_err(|e| SqlError::new(crate::error::sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE, e))
+}
+
+impl Jobs {
+    /// The ids of the materialized views (and sinks) of `database`: what a session's FLUSH waits
+    /// for. A view reads only its own database's relations, so another database's jobs (a Kafka
+    /// sink waiting for its broker) never hold up this database's FLUSH.
+    pub fn views_of(shared_catalog: &crate::catalog::Catalog, database: &str) -> Vec<u64> {
+        shared_catalog
+            .tables(database)
+            .iter()
+            .filter(|t| t.def.view.is_some())
+            .map(|t| t.def.id)
+            .collect()
     }
 }
 

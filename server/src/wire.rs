@@ -1009,7 +1009,8 @@ impl CopyHandler for Connection {
             let session = session_mut(&mut guard)?;
             let rows = session.finish_copy().await?;
             if session.implicit_flush() {
-                session.shared.jobs.flush().await?;
+                let views = session.own_views();
+                session.shared.jobs.flush_views(&views).await?;
             }
             rows
         };

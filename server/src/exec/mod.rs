@@ -116,8 +116,9 @@ impl Session {
             && !self.staging()
         {
             // RisingWave's `SET RW_IMPLICIT_FLUSH = true`: DML returns once views reflect it.
+            let views = self.own_views();
             let jobs = &self.shared.jobs;
-            if let Err(e) = self.interrupt.run(jobs.flush()).await {
+            if let Err(e) = self.interrupt.run(jobs.flush_views(&views)).await {
                 result = Err(e);
             }
         }

@@ -131,8 +131,9 @@ impl Session {
             return Err(e);
         }
         if self.implicit_flush() {
+            let views = self.own_views();
             let jobs = &self.shared.jobs;
-            self.interrupt.run(jobs.flush()).await?;
+            self.interrupt.run(jobs.flush_views(&views)).await?;
         }
         Ok(Outcome::TxEnd("COMMIT"))
     }

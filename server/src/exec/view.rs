@@ -204,10 +204,17 @@ impl Session {
         .with_hint("Use DROP ... CASCADE to drop the dependent objects too."))
     }
 
-    /// FLUSH: returns once every view reflects every change committed before it.
+    /// FLUSH: returns once every view of this database reflects every change committed before
+    /// it.
     pub(super) async fn flush(&mut self) -> Result<Outcome, SqlError> {
+        let views = self.own_views();
         let jobs = &self.shared.jobs;
-        self.interrupt.run(jobs.flush()).await?;
+        self.interrupt.run(jobs.flush_views(&views)).await?;
         Ok(Outcome::Command("FLUSH".into()))
+    }
+
+    /// The views and sinks of this session's database (what its FLUSH waits for).
+    pub(crate) fn own_views(&self) -> Vec<u64> {
+        crate::jobs::Jobs::views_of(self.catalog(), &self.database)
     }
 }

@@ -138,6 +138,24 @@ fn function_of(
     })
 }
 
+/// Postgres' `quote_literal`: the text in single quotes, quotes doubled; with a backslash, an
+/// `E'...'` string whose backslashes are doubled too.
+fn quote_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 3);
+    if text.contains('\\') {
+        out.push('E');
+    }
+    out.push('\'');
+    for c in text.chars() {
+        if c == '\'' || c == '\\' {
+            out.push(c);
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
+
 /// The `i`th argument as int64 values (OIDs and sizes arrive as int32 or int64).
 fn ints(args: &[ArrayRef], i: usize) -> Result<Vec<Option<i64>>> {
     let arg = args
@@ -415,6 +433,24 @@ pub fn register(
         }))
         .into_scalar_udf(),
     );
+    for (name, null_text) in [("quote_literal", None), ("quote_nullable", Some("NULL"))] {
+        ctx.register_udf(function_of(
+            name,
+            &[1],
+            DataType::Utf8,
+            Volatility::Immutable,
+            move |args, _| {
+                let quoted: StringArray = texts(args, 0)?
+                    .into_iter()
+                    .map(|v| match v {
+                        Some(v) => Some(quote_literal(&v)),
+                        None => null_text.map(str::to_string),
+                    })
+                    .collect();
+                Ok(Arc::new(quoted))
+            },
+        ));
+    }
     let owner = user.to_string();
     ctx.register_udf(function(
         "pg_get_userbyid",
