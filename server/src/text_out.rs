@@ -299,12 +299,16 @@ fn intervals(column: &ArrayRef) -> Result<ArrayRef, ArrowError> {
 /// Postgres' default `IntervalStyle` (`postgres`): `1 year 2 mons 3 days 04:05:06.5`, `-00:00:01`,
 /// `00:00:00` for zero.
 fn write_interval(out: &mut String, months: i32, days: i32, micros: i64) {
+    // Postgres' interval output: a positive part after a negative one gets a `+`.
+    let mut after_negative = false;
     let mut unit = |n: i64, one: &str, many: &str| {
         if n != 0 {
             if !out.is_empty() {
                 out.push(' ');
             }
-            let _ = write!(out, "{n} {}", if n == 1 { one } else { many });
+            let plus = if after_negative && n > 0 { "+" } else { "" };
+            let _ = write!(out, "{plus}{n} {}", if n == 1 { one } else { many });
+            after_negative = n < 0;
         }
     };
     unit(i64::from(months / 12), "year", "years");
@@ -316,6 +320,8 @@ fn write_interval(out: &mut String, months: i32, days: i32, micros: i64) {
         }
         if micros < 0 {
             out.push('-');
+        } else if after_negative {
+            out.push('+');
         }
         let m = micros.unsigned_abs();
         let secs = m / 1_000_000;
@@ -380,6 +386,16 @@ mod tests {
         assert_eq!(f(123456789012345680000.0), "1.2345678901234568e+20");
         assert_eq!(f(f64::NEG_INFINITY), "-Infinity");
         assert_eq!(f(0.1 + 0.2), "0.30000000000000004");
+    }
+
+    #[test]
+    fn mixed_sign_intervals_mark_positive_parts() {
+        assert_eq!(
+            interval(-14, 3, -14_706_500_000),
+            "-1 years -2 mons +3 days -04:05:06.5"
+        );
+        assert_eq!(interval(0, -1, 3_600_000_000), "-1 days +01:00:00");
+        assert_eq!(interval(1, -1, 0), "1 mon -1 days");
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub fn statement(parsed: Parsed) -> Parsed {
         super::extract::rewrite(stmt);
         user_keyword(stmt);
         generate_subscripts(stmt);
+        int4_series(stmt);
         function_column_aliases(stmt);
     }
     parsed
@@ -165,6 +166,93 @@ fn generate_subscripts(stmt: &mut ast::Statement) {
 /// a scalar after the table alias (`g`); DataFusion names it `value` (or after the function). The
 /// alias of such a call (`generate_series`, `generate_subscripts`, `range`, a one-array `unnest`)
 /// without column aliases gets its own name as the column alias.
+/// `generate_series` of `integer` bounds is a series of `integer`s, as in Postgres (DataFusion's is
+/// `bigint`, which node-postgres hands out as strings): over integer literals that fit, the
+/// function becomes `(SELECT CAST(value AS INT) ... FROM generate_series(..)) AS name(column)`,
+/// named as Postgres names it.
+fn int4_series(stmt: &mut ast::Statement) {
+    struct Series;
+    impl ast::VisitorMut for Series {
+        type Break = ();
+        // After the factor's children: the new subquery calls `generate_series` itself and must
+        // not be visited again.
+        fn post_visit_table_factor(&mut self, factor: &mut ast::TableFactor) -> ControlFlow<()> {
+            let ast::TableFactor::Table {
+                name,
+                args: Some(args),
+                alias,
+                ..
+            } = factor
+            else {
+                return ControlFlow::Continue(());
+            };
+            let is_series = matches!(
+                name.0.as_slice(),
+                [part] if part.as_ident().is_some_and(|i| i.value.eq_ignore_ascii_case("generate_series"))
+            );
+            let int4 = |a: &ast::FunctionArg| match a {
+                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => int4_literal(e),
+                _ => false,
+            };
+            if !is_series || !(2..=3).contains(&args.args.len()) || !args.args.iter().all(int4) {
+                return ControlFlow::Continue(());
+            }
+            let list = args
+                .args
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!("SELECT CAST(value AS INT) AS value FROM generate_series({list})");
+            let Ok(mut parsed) = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+                &sql,
+            ) else {
+                return ControlFlow::Continue(());
+            };
+            let Some(ast::Statement::Query(subquery)) = parsed.pop() else {
+                return ControlFlow::Continue(());
+            };
+            let mut alias = alias.take().unwrap_or_else(|| ast::TableAlias {
+                name: ast::Ident::new("generate_series"),
+                columns: Vec::new(),
+                explicit: true,
+                at: None,
+            });
+            if alias.columns.is_empty() {
+                alias.columns = vec![ast::TableAliasColumnDef {
+                    name: alias.name.clone(),
+                    data_type: None,
+                }];
+            }
+            *factor = ast::TableFactor::Derived {
+                lateral: false,
+                subquery,
+                alias: Some(alias),
+                sample: None,
+            };
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = ast::VisitMut::visit(stmt, &mut Series);
+}
+
+/// An integer literal that fits `integer` (with a sign).
+fn int4_literal(e: &ast::Expr) -> bool {
+    match e {
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => n.parse::<i32>().is_ok(),
+            _ => false,
+        },
+        ast::Expr::UnaryOp {
+            op: ast::UnaryOperator::Minus | ast::UnaryOperator::Plus,
+            expr,
+        } => int4_literal(expr),
+        ast::Expr::Nested(inner) => int4_literal(inner),
+        _ => false,
+    }
+}
+
 fn function_column_aliases(stmt: &mut ast::Statement) {
     struct Aliases;
     impl ast::VisitorMut for Aliases {
