@@ -167,9 +167,10 @@ fn generate_subscripts(stmt: &mut ast::Statement) {
 /// alias of such a call (`generate_series`, `generate_subscripts`, `range`, a one-array `unnest`)
 /// without column aliases gets its own name as the column alias.
 /// `generate_series` of `integer` bounds is a series of `integer`s, as in Postgres (DataFusion's is
-/// `bigint`, which node-postgres hands out as strings): over integer literals that fit, the
-/// function becomes `(SELECT CAST(value AS INT) ... FROM generate_series(..)) AS name(column)`,
-/// named as Postgres names it.
+/// `bigint`, which node-postgres hands out as strings): over integer literals that fit, an aliased
+/// call (`generate_series(1, 3) g`, `AS g(x)`) becomes `(SELECT CAST(value AS INT) ... FROM
+/// generate_series(..)) AS g(column)`. Without an alias it stays DataFusion's `bigint` `value`,
+/// which queries written for DataFusion name.
 fn int4_series(stmt: &mut ast::Statement) {
     struct Series;
     impl ast::VisitorMut for Series {
@@ -194,7 +195,13 @@ fn int4_series(stmt: &mut ast::Statement) {
                 ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => int4_literal(e),
                 _ => false,
             };
-            if !is_series || !(2..=3).contains(&args.args.len()) || !args.args.iter().all(int4) {
+            // Without an alias, DataFusion's column name `value` stays usable (and the type
+            // DataFusion's `bigint`).
+            if !is_series
+                || alias.is_none()
+                || !(2..=3).contains(&args.args.len())
+                || !args.args.iter().all(int4)
+            {
                 return ControlFlow::Continue(());
             }
             let list = args
@@ -213,12 +220,9 @@ fn int4_series(stmt: &mut ast::Statement) {
             let Some(ast::Statement::Query(subquery)) = parsed.pop() else {
                 return ControlFlow::Continue(());
             };
-            let mut alias = alias.take().unwrap_or_else(|| ast::TableAlias {
-                name: ast::Ident::new("generate_series"),
-                columns: Vec::new(),
-                explicit: true,
-                at: None,
-            });
+            let Some(mut alias) = alias.take() else {
+                return ControlFlow::Continue(());
+            };
             if alias.columns.is_empty() {
                 alias.columns = vec![ast::TableAliasColumnDef {
                     name: alias.name.clone(),
