@@ -212,6 +212,17 @@ fn retype(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
             ))))
         }
         Expr::BinaryExpr(b)
+            if b.op == Operator::Minus
+                && b.left.get_type(input).is_ok_and(|t| t == DataType::Date32)
+                && b.right.get_type(input).is_ok_and(|t| t == DataType::Date32) =>
+        {
+            // date - date is a number of days, an integer in Postgres (DataFusion's bigint).
+            Ok(Transformed::yes(Expr::Cast(Cast::new(
+                Box::new(Expr::BinaryExpr(b)),
+                DataType::Int32,
+            ))))
+        }
+        Expr::BinaryExpr(b)
             if matches!(b.op, Operator::Plus | Operator::Minus)
                 && b.left.get_type(input).is_ok_and(|t| t == DataType::Date32)
                 && b.right
