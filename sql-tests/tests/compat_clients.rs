@@ -65,9 +65,9 @@ async fn run_client(name: &str, mut command: Command) {
     );
 }
 
-#[tokio::test]
-async fn python_drivers() {
-    let python = install_dir().join("venv/bin/python");
+/// Runs `compat/python/<script>` with the Python of venv `venv` (under the install dir).
+async fn python_client(name: &str, venv: &str, script: &str) {
+    let python = install_dir().join(venv).join("bin/python");
     if !python.exists() {
         eprintln!(
             "{} missing; scripts/deps-compat installs it",
@@ -78,27 +78,19 @@ async fn python_drivers() {
     let server = server().await;
     let mut command = Command::new(python);
     command
-        .arg(compat_dir().join("python/clients.py"))
+        .arg(compat_dir().join("python").join(script))
         .arg(server.port.to_string());
-    run_client("python drivers", command).await;
+    run_client(name, command).await;
+}
+
+#[tokio::test]
+async fn python_drivers() {
+    python_client("python drivers", "venv", "clients.py").await;
 }
 
 #[tokio::test]
 async fn sqlalchemy_1_4() {
-    let python = install_dir().join("venv-sa14/bin/python");
-    if !python.exists() {
-        eprintln!(
-            "{} missing; scripts/deps-compat installs it",
-            python.display()
-        );
-        return;
-    }
-    let server = server().await;
-    let mut command = Command::new(python);
-    command
-        .arg(compat_dir().join("python/sqlalchemy14.py"))
-        .arg(server.port.to_string());
-    run_client("sqlalchemy 1.4", command).await;
+    python_client("sqlalchemy 1.4", "venv-sa14", "sqlalchemy14.py").await;
 }
 
 #[tokio::test]

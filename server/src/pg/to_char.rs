@@ -264,16 +264,7 @@ fn format_interval(months: i32, days: i32, nanos: i64, template: &str) -> Result
         micros: micros % 1_000_000,
     };
     format_template(template, |field, _spelled, fill| {
-        let num = |n: i64, width: usize| -> (String, Option<i64>) {
-            let text = if fill {
-                n.to_string()
-            } else if n < 0 {
-                format!("-{:0width$}", -n, width = width)
-            } else {
-                format!("{n:0width$}")
-            };
-            (text, Some(n))
-        };
+        let num = |n: i64, width: usize| padded(n, width, fill);
         let p = &parts;
         Ok(match field.to_ascii_uppercase().as_str() {
             "HH24" => num(p.hours, 2),
@@ -392,6 +383,19 @@ fn format_template(
     Ok(out)
 }
 
+/// A numeric field: zero-padded to `width` digits after its sign, unpadded under `FM`; with its
+/// number, for an ordinal suffix.
+fn padded(n: i64, width: usize, fill: bool) -> (String, Option<i64>) {
+    let text = if fill {
+        n.to_string()
+    } else if n < 0 {
+        format!("-{:0width$}", -n, width = width)
+    } else {
+        format!("{n:0width$}")
+    };
+    (text, Some(n))
+}
+
 /// `rest` after `prefix`, compared without regard to ASCII case.
 fn strip_ci<'a>(rest: &'a str, prefix: &str) -> Option<&'a str> {
     (rest.len() >= prefix.len()
@@ -408,16 +412,7 @@ fn field_value(
     spelled: &str,
     fill: bool,
 ) -> (String, Option<i64>) {
-    let num = |n: i64, width: usize| -> (String, Option<i64>) {
-        let text = if fill {
-            n.to_string()
-        } else if n < 0 {
-            format!("-{:0width$}", -n, width = width)
-        } else {
-            format!("{n:0width$}")
-        };
-        (text, Some(n))
-    };
+    let num = |n: i64, width: usize| padded(n, width, fill);
     let word = |w: &str, pad: usize| -> (String, Option<i64>) {
         let w = cased(w, case_of(spelled));
         if fill {
