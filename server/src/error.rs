@@ -428,6 +428,10 @@ fn from_execution_message(m: &str) -> SqlError {
     if has("invalid input syntax") {
         return SqlError::new(INVALID_TEXT_REPRESENTATION, m);
     }
+    // `time zone "x" not recognized`, `unit "x" not recognized by EXTRACT`: Postgres' 22023.
+    if has("not recognized") {
+        return SqlError::new(INVALID_PARAMETER_VALUE, m);
+    }
     if has("not supported for input") {
         return SqlError::new(FEATURE_NOT_SUPPORTED, m);
     }

@@ -34,6 +34,7 @@ pub fn register(ctx: &SessionContext, user: &str, database: &str) {
         ctx.register_udf(udf);
     }
     ctx.register_udf(crate::pg::extract::udf());
+    ctx.register_udf(crate::pg::at_time_zone::udf());
     for udf in crate::pg::json::functions() {
         ctx.register_udf(udf);
     }

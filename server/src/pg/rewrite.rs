@@ -42,6 +42,7 @@ pub fn statement(parsed: Parsed) -> Parsed {
         super::typing::exponent_literals(stmt);
         super::datetime_input::interval_literals(stmt);
         super::extract::rewrite(stmt);
+        super::at_time_zone::rewrite(stmt);
         user_keyword(stmt);
         generate_subscripts(stmt);
         int4_series(stmt);

@@ -75,6 +75,9 @@ SELECT age(TIMESTAMP '2026-03-31 10:00', TIMESTAMP '2025-01-31 12:30'), justify_
 SELECT to_timestamp(0), to_timestamp(1700000000.5)
 SELECT now() - now(), current_date - current_date, pg_typeof(now()), pg_typeof(current_timestamp), pg_typeof(localtimestamp)
 SELECT tz AT TIME ZONE 'UTC', ts AT TIME ZONE 'UTC' FROM t ORDER BY id
+SELECT TIMESTAMPTZ '2024-03-05 10:00:00+00' AT TIME ZONE 'Europe/Paris', TIMESTAMP '2024-03-05 10:00' AT TIME ZONE 'Europe/Paris', TIMESTAMPTZ '2024-07-01 10:00:00+00' AT TIME ZONE 'Europe/Paris', TIMESTAMP '2024-03-05 10:00' AT TIME ZONE 'America/New_York'
+SELECT now() AT TIME ZONE 'Mars/Base'
+SELECT TIMESTAMP '2024-03-05 10:00' AT TIME ZONE '+02:00'
 -- Formatting functions.
 SELECT to_char(ts, 'YYYY-MM-DD HH24:MI:SS'), to_char(ts, 'DD Mon YYYY HH12:MI AM'), to_char(ts, 'Day, Month FMDD') FROM t ORDER BY id
 SELECT to_char(ts, 'YYYY-MM-DD"T"HH24:MI:SS.MS'), to_char(ts, 'US'), to_char(ts, 'Q WW IW DDD D J') FROM t ORDER BY id
