@@ -229,28 +229,10 @@ fn from_arrow(e: &ArrowError) -> SqlError {
         ArrowError::CastError(m) if m.contains("Can't cast value") => {
             SqlError::new(NUMERIC_VALUE_OUT_OF_RANGE, clean(m))
         }
-        ArrowError::CastError(m) if numeric_text(m).is_some() => {
-            let text = numeric_text(m).unwrap_or_default();
-            let special = ["nan", "infinity", "-infinity", "+infinity", "inf", "-inf"];
-            if special.contains(&text.trim().to_lowercase().as_str()) {
-                SqlError::new(
-                    FEATURE_NOT_SUPPORTED,
-                    format!("numeric value \"{text}\" is not supported"),
-                )
-                .with_hint(
-                    "NUMERIC is a 128-bit decimal here, without NaN or Infinity; double \
-                     precision has them.",
-                )
-            } else {
-                SqlError::new(
-                    INVALID_TEXT_REPRESENTATION,
-                    format!("invalid input syntax for type numeric: \"{text}\""),
-                )
-            }
+        ArrowError::CastError(m) => {
+            numeric_input(m).unwrap_or_else(|| SqlError::new(INVALID_TEXT_REPRESENTATION, clean(m)))
         }
-        ArrowError::CastError(m) | ArrowError::ParseError(m) => {
-            SqlError::new(INVALID_TEXT_REPRESENTATION, clean(m))
-        }
+        ArrowError::ParseError(m) => SqlError::new(INVALID_TEXT_REPRESENTATION, clean(m)),
         ArrowError::DivideByZero => SqlError::new(DIVISION_BY_ZERO, "division by zero"),
         ArrowError::ArithmeticOverflow(m) => SqlError::new(NUMERIC_VALUE_OUT_OF_RANGE, clean(m)),
         ArrowError::ComputeError(m) if m.to_lowercase().contains("overflow") => {
@@ -261,12 +243,32 @@ fn from_arrow(e: &ArrowError) -> SqlError {
     }
 }
 
-/// The text of Arrow's failed text-to-decimal cast ("Cannot cast string 'x' to value of
-/// Decimal128(38, 10) type").
-fn numeric_text(m: &str) -> Option<&str> {
+/// Arrow's failed text-to-decimal cast ("Cannot cast string 'x' to value of Decimal128(38, 10)
+/// type") in Postgres' words: NaN and Infinity are 0A000 (a 128-bit decimal has neither), other
+/// text 22P02.
+fn numeric_input(m: &str) -> Option<SqlError> {
+    use sqlstate::*;
     let rest = m.split_once("annot cast string '")?.1;
     let (text, tail) = rest.rsplit_once("' to value of Decimal")?;
-    tail.contains("type").then_some(text)
+    if !tail.contains("type") {
+        return None;
+    }
+    let special = ["nan", "infinity", "-infinity", "+infinity", "inf", "-inf"];
+    Some(if special.contains(&text.trim().to_lowercase().as_str()) {
+        SqlError::new(
+            FEATURE_NOT_SUPPORTED,
+            format!("numeric value \"{text}\" is not supported"),
+        )
+        .with_hint(
+            "NUMERIC is a 128-bit decimal here, without NaN or Infinity; double precision has \
+             them.",
+        )
+    } else {
+        SqlError::new(
+            INVALID_TEXT_REPRESENTATION,
+            format!("invalid input syntax for type numeric: \"{text}\""),
+        )
+    })
 }
 
 fn from_external(inner: &(dyn std::error::Error + Send + Sync + 'static)) -> SqlError {

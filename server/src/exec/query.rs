@@ -60,37 +60,31 @@ fn postgres_text_casts(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
                 {
                     Ok(Transformed::yes(crate::functions::bytea_in(*expr)))
                 }
-                Expr::Cast(Cast { expr, field })
-                    if matches!(
-                        field.data_type(),
-                        DataType::Timestamp(..) | DataType::Interval(_) | DataType::Decimal128(..)
-                    ) && text_constant(&expr).is_some() =>
-                {
-                    let text = text_constant(&expr).unwrap_or_default();
-                    let rewritten = match field.data_type() {
-                        DataType::Interval(IntervalUnit::MonthDayNano) => {
-                            crate::pg::datetime_input::interval(text)
-                        }
-                        DataType::Timestamp(..) => crate::pg::datetime_input::timestamp(text),
-                        // `'1e5'::numeric`: Arrow reads no exponent.
-                        DataType::Decimal128(..) => {
-                            crate::pg::typing::without_exponent(text.trim())
-                        }
-                        _ => None,
-                    };
-                    match rewritten {
-                        Some(text) => Ok(Transformed::yes(Expr::Cast(Cast {
-                            expr: Box::new(Expr::Literal(ScalarValue::Utf8(Some(text)), None)),
-                            field,
-                        }))),
-                        None => Ok(Transformed::no(Expr::Cast(Cast { expr, field }))),
-                    }
-                }
+                Expr::Cast(cast) => Ok(text_constant_cast(cast)),
                 other => Ok(Transformed::no(other)),
             })
         })
     })?;
     Ok(rewritten.data)
+}
+
+/// A text constant cast to a timestamp, an interval or a numeric, with Postgres' forms Arrow
+/// does not read rewritten; any other cast as it is.
+fn text_constant_cast(cast: Cast) -> Transformed<Expr> {
+    let rewritten = text_constant(&cast.expr).and_then(|text| match cast.field.data_type() {
+        DataType::Interval(IntervalUnit::MonthDayNano) => crate::pg::datetime_input::interval(text),
+        DataType::Timestamp(..) => crate::pg::datetime_input::timestamp(text),
+        // `'1e5'::numeric`: Arrow reads no exponent.
+        DataType::Decimal128(..) => crate::pg::typing::without_exponent(text.trim()),
+        _ => None,
+    });
+    match rewritten {
+        Some(text) => Transformed::yes(Expr::Cast(Cast {
+            expr: Box::new(Expr::Literal(ScalarValue::Utf8(Some(text)), None)),
+            field: cast.field,
+        })),
+        None => Transformed::no(Expr::Cast(cast)),
+    }
 }
 
 /// The text of a string constant.

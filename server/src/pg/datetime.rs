@@ -257,33 +257,38 @@ impl ScalarUDFImpl for JustifyFn {
     }
 }
 
-fn justify_days(s: IntervalMonthDayNano) -> IntervalMonthDayNano {
-    let (mut months, mut days) = (s.months, s.days);
-    let whole = days / MONTH_DAYS;
-    days -= whole * MONTH_DAYS;
-    months = months.saturating_add(whole);
-    if months > 0 && days < 0 {
-        days += MONTH_DAYS;
-        months -= 1;
-    } else if months < 0 && days > 0 {
-        days -= MONTH_DAYS;
-        months += 1;
+/// Moves whole `unit`s of `small` into `big`, then makes the two agree in sign (borrowing one
+/// `unit` back), as Postgres' justify functions do.
+fn carry(big: i64, small: i64, unit: i64) -> (i64, i64) {
+    let (mut big, mut small) = (big + small / unit, small % unit);
+    if big > 0 && small < 0 {
+        small += unit;
+        big -= 1;
+    } else if big < 0 && small > 0 {
+        small -= unit;
+        big += 1;
     }
-    IntervalMonthDayNano::new(months, days, s.nanoseconds)
+    (big, small)
+}
+
+fn saturate(v: i64) -> i32 {
+    i32::try_from(v).unwrap_or(if v < 0 { i32::MIN } else { i32::MAX })
+}
+
+fn justify_days(s: IntervalMonthDayNano) -> IntervalMonthDayNano {
+    let (months, days) = carry(
+        i64::from(s.months),
+        i64::from(s.days),
+        i64::from(MONTH_DAYS),
+    );
+    IntervalMonthDayNano::new(saturate(months), saturate(days), s.nanoseconds)
 }
 
 fn justify_hours(s: IntervalMonthDayNano) -> IntervalMonthDayNano {
     let whole = s.nanoseconds / DAY_NANOS;
-    let mut time = s.nanoseconds - whole * DAY_NANOS;
-    let mut days = s.days.saturating_add(whole as i32);
-    if days > 0 && time < 0 {
-        time += DAY_NANOS;
-        days -= 1;
-    } else if days < 0 && time > 0 {
-        time -= DAY_NANOS;
-        days += 1;
-    }
-    IntervalMonthDayNano::new(s.months, days, time)
+    let days = i64::from(s.days) + whole;
+    let (days, time) = carry(days, s.nanoseconds - whole * DAY_NANOS, DAY_NANOS);
+    IntervalMonthDayNano::new(s.months, saturate(days), time)
 }
 
 fn justify_interval(s: IntervalMonthDayNano) -> IntervalMonthDayNano {
