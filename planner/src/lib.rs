@@ -5,6 +5,8 @@
 //! `FLUSH` are handled on the token stream before sqlparser sees a statement. Queries and DML are
 //! then planned by DataFusion; the streaming planner joins this crate with materialized views.
 
+/// `ALTER MATERIALIZED VIEW | SINK ... SET PARALLELISM`.
+pub mod alter_job;
 /// Catalog records: tables and columns as stored and planned.
 pub mod catalog;
 /// Computed columns (`name AS expr`), filled on insert.

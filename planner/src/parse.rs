@@ -50,6 +50,13 @@ pub enum Statement {
     },
     /// `DROP SINK [IF EXISTS] name`.
     DropSink { name: String, if_exists: bool },
+    /// `ALTER {MATERIALIZED VIEW | SINK} name SET PARALLELISM = ...` (see
+    /// [`crate::alter_job`]).
+    AlterParallelism {
+        name: String,
+        sink: bool,
+        parallelism: crate::alter_job::Parallelism,
+    },
     /// `SUBSCRIBE [TO] relation [WITH (...)]`, also inside `COPY (...) TO STDOUT`
     /// (see [`crate::subscribe`]).
     Subscribe {
@@ -159,6 +166,9 @@ fn parse_one(
     }
     if let Some(subscribe) = crate::subscribe::parse(sql, &tokens) {
         return subscribe;
+    }
+    if let Some(alter) = crate::alter_job::parse(sql, &tokens) {
+        return alter;
     }
     // RisingWave's `CREATE SOURCE` / `DROP SOURCE`: a table that stores nothing, read by each
     // job itself (a generator's, a topic's or files' rows), and append-only.

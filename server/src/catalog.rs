@@ -313,6 +313,43 @@ impl Catalog {
         Ok(true)
     }
 
+    /// Stores `def` in place of the definition of the table (or view) with its database, name
+    /// and id (a view's changed job settings); its storage stays. Returns the new entry.
+    pub fn replace_definition(&self, def: TableDef) -> Result<Arc<TableEntry>, SqlError> {
+        let mut inner = self.inner.write();
+        let Some(old) = inner
+            .databases
+            .get(&def.database)
+            .and_then(|d| d.tables.get(&def.name))
+            .filter(|t| t.def.id == def.id)
+            .cloned()
+        else {
+            return Err(SqlError::new(
+                sqlstate::UNDEFINED_TABLE,
+                format!("relation \"{}\" does not exist", def.name),
+            ));
+        };
+        let json = serde_json::to_vec(&def).map_err(|e| {
+            SqlError::new(
+                sqlstate::INTERNAL_ERROR,
+                format!("table definition does not serialize: {e}"),
+            )
+        })?;
+        let mut batch = StateBatch::new();
+        batch.put(table_key(&def.database, &def.name), json);
+        self.store.write(batch, true).map_err(storage_error)?;
+        let entry = Arc::new(TableEntry {
+            def,
+            store: Arc::clone(&old.store),
+        });
+        if let Some(database) = inner.databases.get_mut(&entry.def.database) {
+            database
+                .tables
+                .insert(entry.def.name.clone(), Arc::clone(&entry));
+        }
+        Ok(entry)
+    }
+
     /// The state store (for snapshots).
     pub fn store(&self) -> &StateStore {
         &self.store

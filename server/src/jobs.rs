@@ -75,7 +75,12 @@ pub struct JobDefaults {
     pub restart: RestartPolicy,
 }
 
-/// The parallelism `settings` ask for (`0`, `default` or `auto`: the server's default).
+/// The stored parallelism of a view that follows the machine's cores (`SET PARALLELISM =
+/// ADAPTIVE`): each time its job starts, as many instances as there are cores.
+pub const ADAPTIVE: &str = "adaptive";
+
+/// The parallelism `settings` ask for (`0`, `default` or `auto`: the server's default;
+/// `adaptive`: the machine's cores).
 pub fn parallelism(settings: &BTreeMap<String, String>, default: usize) -> Result<usize, SqlError> {
     let Some(v) = settings.get(PARALLELISM) else {
         return Ok(default);
@@ -83,6 +88,10 @@ pub fn parallelism(settings: &BTreeMap<String, String>, default: usize) -> Resul
     let v = v.trim().trim_matches('\'');
     if v.eq_ignore_ascii_case("default") || v.eq_ignore_ascii_case("auto") || v == "0" {
         return Ok(default);
+    }
+    if v.eq_ignore_ascii_case(ADAPTIVE) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        return Ok(cores.min(usize::from(rivulet_engine::keygroup::KEY_GROUPS)));
     }
     match v.parse::<usize>() {
         Ok(n) if n <= usize::from(rivulet_engine::keygroup::KEY_GROUPS) => Ok(n),
@@ -305,6 +314,12 @@ impl Jobs {
     pub async fn start(&self, shared: &Arc<Shared>, entry: &TableEntry) -> Result<(), SqlError> {
         let _listing = self.starting.read().await;
         let job = Arc::new(build(shared, entry).await?);
+        tracing::info!(
+            job = job.name(),
+            epoch = job.start_epoch(),
+            positions = ?job.start_positions(),
+            "job started"
+        );
         let Some(entry) = shared.catalog.table(&entry.def.database, &entry.def.name) else {
             return Err(SqlError::internal("view vanished while starting"));
         };
@@ -446,6 +461,74 @@ impl Jobs {
                     .load(std::sync::atomic::Ordering::Relaxed)
                     > 0
         })
+    }
+
+    /// Stops every job at a synced checkpoint (see [`Job::stop`]), all at once, waiting at most
+    /// `bound`: a graceful shutdown, after which a restart replays nothing that was committed.
+    /// Jobs still running after `bound` (a sink waiting for its broker, say) are dropped; they
+    /// restart from their last committed epoch. Returns the names of those.
+    pub async fn shutdown(&self, bound: std::time::Duration) -> Vec<String> {
+        let jobs: Vec<Arc<Job>> = self
+            .running
+            .lock()
+            .values()
+            .map(|r| Arc::clone(&r.job))
+            .collect();
+        let stops = jobs.iter().map(|job| async move {
+            match tokio::time::timeout(bound, job.stop()).await {
+                Ok(Ok(epoch)) => {
+                    let positions = job.positions();
+                    tracing::info!(
+                        job = job.name(),
+                        epoch,
+                        ?positions,
+                        "job stopped at a checkpoint"
+                    );
+                    None
+                }
+                // A job that had failed has nothing more to commit.
+                Ok(Err(error)) => {
+                    tracing::info!(job = job.name(), %error, "failed job stopped");
+                    None
+                }
+                Err(_) => Some(job.name().to_string()),
+            }
+        });
+        let late: Vec<String> = futures::future::join_all(stops)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        self.running.lock().clear();
+        late
+    }
+
+    /// Gives view `def.id` the definition `def` (new settings of its job, such as its
+    /// parallelism) and restarts its job with it: the running job stops at a synced checkpoint,
+    /// and the new one starts from it, so nothing is lost or counted twice. Other jobs run on.
+    pub async fn rescale(
+        &self,
+        shared: &Arc<Shared>,
+        def: rivulet_planner::catalog::TableDef,
+    ) -> Result<(), SqlError> {
+        let id = def.id;
+        let running = self.running.lock().get(&id).map(|r| Arc::clone(&r.job));
+        if let Some(job) = running {
+            // A job that had failed has nothing more to commit; it restarts below like one
+            // that stopped.
+            if let Err(error) = job.stop().await {
+                tracing::info!(job = job.name(), %error, "failed job stopped for a restart");
+            }
+        }
+        let entry = shared.catalog.replace_definition(def)?;
+        self.refused.lock().remove(&id);
+        if let Err(e) = self.start(shared, &entry).await {
+            // Shown as failed, with why, as a view that could not start with the server.
+            self.running.lock().remove(&id);
+            self.refused.lock().insert(id, e.to_string());
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Stops the job of view `id` (its state stays until the view is dropped).

@@ -153,6 +153,11 @@ struct Args {
     /// for with HTTP basic authentication, except by `/health` and `/ready`).
     #[arg(long, env = "RIVULET_HTTP_LISTEN", default_value = "127.0.0.1:9250")]
     http_listen: String,
+    /// On SIGTERM or Ctrl-C, how long the jobs may take to reach a last checkpoint before the
+    /// server exits anyway, in milliseconds (a job still running then, waiting for a broker say,
+    /// replays its open epoch at the next start).
+    #[arg(long, env = "RIVULET_SHUTDOWN_TIMEOUT_MS", default_value_t = 30_000)]
+    shutdown_timeout_ms: u64,
 }
 
 /// The HTTP endpoint's address, `None` when turned off.
@@ -238,6 +243,8 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?,
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in log files or a pod's log.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // A panic ends only its task (one connection, say); log it as the broken invariant it is, in
     // one line, with a backtrace only when RUST_BACKTRACE asks for one.
@@ -406,7 +413,19 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 .detach();
             }
             _ = &mut shutdown => {
-                tracing::info!("shutting down");
+                // No new clients; every job ends at a synced checkpoint, so the next start
+                // replays nothing committed.
+                drop(listener);
+                let bound = std::time::Duration::from_millis(args.shutdown_timeout_ms);
+                tracing::info!(?bound, "shutting down: stopping jobs at a checkpoint");
+                let late = shared.jobs.shutdown(bound).await;
+                if !late.is_empty() {
+                    tracing::warn!(
+                        jobs = ?late,
+                        "jobs did not reach a checkpoint in time; they replay their open epoch at the next start"
+                    );
+                }
+                tracing::info!("shut down");
                 return Ok(());
             }
         }

@@ -126,6 +126,25 @@ impl TestServer {
         flags: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::launch(data_dir, flags, env, None).await
+    }
+
+    /// [`TestServer::start_with`], logging at `info` into file `log` (appended to), for tests
+    /// that read what the server logs.
+    pub async fn start_logging(
+        data_dir: &Path,
+        flags: &[&str],
+        log: &Path,
+    ) -> anyhow::Result<Self> {
+        Self::launch(data_dir, flags, &[], Some(log)).await
+    }
+
+    async fn launch(
+        data_dir: &Path,
+        flags: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let bin = rivulet_bin();
         if !bin.exists() {
             bail!(
@@ -146,11 +165,24 @@ impl TestServer {
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--log")
-            .arg(std::env::var("RIVULET_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .arg(match log {
+                Some(_) => "info".into(),
+                None => std::env::var("RIVULET_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            })
             .args(flags)
             .envs(env.iter().copied())
+            .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(match log {
+                Some(path) => Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .with_context(|| format!("cannot open {}", path.display()))?,
+                ),
+                None => Stdio::inherit(),
+            })
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
@@ -241,6 +273,23 @@ impl TestServer {
             .context("empty status line")?
             .parse()
             .context("bad status number")
+    }
+
+    /// Sends SIGTERM (a graceful shutdown, as Kubernetes asks for one) and waits for the process
+    /// to exit: its exit status and how long it took.
+    pub async fn terminate(mut self) -> anyhow::Result<(std::process::ExitStatus, Duration)> {
+        let pid = self.child.id().context("server has exited")?;
+        let sent = std::time::Instant::now();
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed: {status}");
+        }
+        let exit = self.child.wait().await?;
+        Ok((exit, sent.elapsed()))
     }
 
     /// Kills the process with SIGKILL (no clean shutdown) and waits for it.

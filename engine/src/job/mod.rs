@@ -272,6 +272,9 @@ pub(crate) struct Shared {
     failure: Mutex<Option<String>>,
     stopped: watch::Sender<bool>,
     flush: Notify,
+    /// Set by [`Job::stop`]: the next barrier is a synced checkpoint, and the job ends once it
+    /// has committed it.
+    stop: watch::Sender<bool>,
     /// Per source: the position its task has read up to (committed or not), for FLUSH.
     read: Vec<AtomicU64>,
     /// Per source: its last read was full, so more input is waiting (a backfill, or a job that
@@ -406,6 +409,8 @@ pub struct Job {
     progress: watch::Receiver<Progress>,
     /// Per source, the committed position the job started from.
     start_positions: Vec<u64>,
+    /// The committed epoch the job started from.
+    start_epoch: u64,
     _watchdog: TaskHandle<()>,
 }
 
@@ -524,6 +529,7 @@ impl Job {
             failure: Mutex::new(None),
             stopped,
             flush: Notify::new(),
+            stop: watch::channel(false).0,
             // A source reading its table's rows has read nothing of its log yet.
             read: positions
                 .iter()
@@ -724,6 +730,7 @@ impl Job {
             shared,
             progress,
             start_positions,
+            start_epoch: epoch,
             _watchdog: watchdog,
         })
     }
@@ -764,6 +771,19 @@ impl Job {
         self.shared.failure.lock().clone()
     }
 
+    /// Stops the job at a checkpoint: the next barrier goes out at once as a synced checkpoint,
+    /// and the job ends once it has committed it, so a job started again from its state replays
+    /// nothing the stopped one committed (a graceful shutdown, a rescale). Returns the last
+    /// epoch, or the error the job failed with before that.
+    pub async fn stop(&self) -> std::result::Result<u64, String> {
+        self.shared.stop.send_replace(true);
+        self.stopped().await;
+        match self.failure() {
+            Some(e) => Err(e),
+            None => Ok(self.shared.committed.load(Ordering::Acquire)),
+        }
+    }
+
     /// Waits until the job has committed everything each source had committed when the call
     /// began, asking for a barrier at once rather than at the next interval.
     pub async fn flush(&self) -> std::result::Result<(), String> {
@@ -794,6 +814,11 @@ impl Job {
     /// Per source, the position the job started from (0 for a new job: its backfill).
     pub fn start_positions(&self) -> &[u64] {
         &self.start_positions
+    }
+
+    /// The committed epoch the job started from (0 for a new job).
+    pub fn start_epoch(&self) -> u64 {
+        self.start_epoch
     }
 
     /// Per source, the position of the last committed epoch.
@@ -890,15 +915,25 @@ impl Committer {
         let mut wanted = true;
         let catch_up = CATCH_UP_INTERVAL.max(self.config.barrier_interval);
         let mut last_barrier = Instant::now();
+        let mut stop = self.shared.stop.subscribe();
+        // The last epoch, once [`Job::stop`] asked for one: the job ends when it is committed.
+        let mut last_epoch: Option<u64> = None;
         loop {
-            if wanted && in_flight < self.config.max_in_flight.max(1) {
+            let stopping = *stop.borrow_and_update();
+            if (wanted || stopping)
+                && last_epoch.is_none()
+                && in_flight < self.config.max_in_flight.max(1)
+            {
                 last_barrier = Instant::now();
                 epoch += 1;
                 let frequency = self.config.checkpoint_frequency.max(1);
                 let barrier = Barrier {
                     epoch,
-                    checkpoint: epoch.is_multiple_of(frequency),
+                    checkpoint: stopping || epoch.is_multiple_of(frequency),
                 };
+                if stopping {
+                    last_epoch = Some(epoch);
+                }
                 injected.push_back((epoch, Instant::now(), SystemTime::now()));
                 for tx in &self.sources {
                     // A closed source has ended (its table is gone); the inputs will close too.
@@ -914,6 +949,7 @@ impl Committer {
                     wanted |= !self.shared.catching_up() || last_barrier.elapsed() >= catch_up;
                 }
                 _ = self.shared.flush.notified() => wanted = true,
+                _ = stop.changed(), if last_epoch.is_none() => {}
                 msg = inputs.next() => match msg?.map(|(_, m)| m) {
                     None => return Ok(()),
                     Some(Message::Batch(b)) => outputs.push(b),
@@ -927,21 +963,30 @@ impl Committer {
                                 None => break None,
                             }
                         };
-                        committed = self.commit(b, out, committed, started).await?;
+                        let last = last_epoch == Some(b.epoch);
+                        committed = self.commit(b, out, committed, started, last).await?;
                         in_flight = in_flight.saturating_sub(1);
+                        if last {
+                            // What the tasks send after the last barrier is not wanted: their
+                            // errors once the committer is gone are not failures.
+                            self.shared.dropping.store(true, Ordering::Release);
+                            return Ok(());
+                        }
                     }
                 },
             }
         }
     }
 
-    /// Writes epoch `b` (when it changed anything) and publishes the new positions.
+    /// Writes epoch `b` (when it changed anything, or is the `last` before the job stops: that
+    /// one is written and synced in any case) and publishes the new positions.
     async fn commit(
         &self,
         b: Barrier,
         outputs: Vec<ChangeBatch>,
         committed: Vec<u64>,
         started: Option<(Instant, SystemTime)>,
+        last: bool,
     ) -> Result<Vec<u64>> {
         let c = self
             .shared
@@ -972,7 +1017,7 @@ impl Committer {
         let rows: usize = outputs.iter().map(|o| o.num_rows()).sum();
         let late_count = c.late.len() as u64;
         let changed =
-            rows > 0 || !c.batch.is_empty() || positions != committed || !c.late.is_empty();
+            last || rows > 0 || !c.batch.is_empty() || positions != committed || !c.late.is_empty();
         let mut sink_stats = None;
         let alignment = c.alignment;
         let state_bytes = c.state_bytes as u64;

@@ -4,6 +4,7 @@
 //! [`Outcome`] that the wire layer turns into Postgres messages. Anything not listed here is refused
 //! with `0A000` naming the statement, never silently accepted.
 
+mod alter_job;
 mod backfill;
 mod ddl;
 mod dml;
@@ -150,6 +151,11 @@ impl Session {
                 self.refuse_drop_in_block("DROP SINK", std::slice::from_ref(name))?;
                 return self.drop_sink(name, *if_exists);
             }
+            Statement::AlterParallelism {
+                name,
+                sink,
+                parallelism,
+            } => return self.alter_parallelism(name, *sink, *parallelism).await,
             // Streamed by the simple query protocol's handler (`wire.rs`) before it gets here.
             Statement::Subscribe { .. } => {
                 return Err(SqlError::new(

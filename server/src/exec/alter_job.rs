@@ -1,0 +1,86 @@
+//! `ALTER MATERIALIZED VIEW v SET PARALLELISM = n` (and `ALTER SINK`): live rescaling, RisingWave's
+//! spelling with Flink's reactive scaling as the model. The job stops at a synced checkpoint,
+//! the new parallelism is stored with the view, and the job starts again from that checkpoint
+//! with the new instances: keyed state is stored by key group, so each new instance reads the
+//! groups it now owns, and nothing is lost or counted twice. Other jobs keep running.
+
+use rivulet_planner::alter_job::Parallelism;
+
+use super::Outcome;
+use crate::error::{SqlError, sqlstate};
+use crate::jobs::{ADAPTIVE, PARALLELISM};
+use crate::session::{Session, TxState};
+
+impl Session {
+    pub(super) async fn alter_parallelism(
+        &mut self,
+        name: &str,
+        sink: bool,
+        parallelism: Parallelism,
+    ) -> Result<Outcome, SqlError> {
+        let tag = if sink {
+            "ALTER SINK"
+        } else {
+            "ALTER MATERIALIZED VIEW"
+        };
+        if self.tx != TxState::Idle {
+            return Err(SqlError::new(
+                sqlstate::ACTIVE_SQL_TRANSACTION,
+                format!("{tag} ... SET PARALLELISM cannot run inside a transaction block"),
+            ));
+        }
+        let kind = if sink { "sink" } else { "materialized view" };
+        let Some(entry) = self.catalog().table(&self.database, name) else {
+            let state = if sink {
+                sqlstate::UNDEFINED_OBJECT
+            } else {
+                sqlstate::UNDEFINED_TABLE
+            };
+            return Err(SqlError::new(
+                state,
+                format!("{kind} \"{name}\" does not exist"),
+            ));
+        };
+        let is_kind = entry
+            .def
+            .view
+            .as_ref()
+            .is_some_and(|v| v.sink.is_some() == sink);
+        if !is_kind {
+            return Err(SqlError::new(
+                sqlstate::WRONG_OBJECT_TYPE,
+                format!("\"{name}\" is not a {kind}"),
+            ));
+        }
+        let mut def = entry.def.clone();
+        let Some(view) = def.view.as_mut() else {
+            return Err(SqlError::internal("a view without its query"));
+        };
+        match parallelism {
+            Parallelism::Fixed(n) => {
+                let max = u64::from(rivulet_engine::keygroup::KEY_GROUPS);
+                if n > max {
+                    return Err(SqlError::new(
+                        sqlstate::INVALID_PARAMETER_VALUE,
+                        format!("parallelism {n} is out of range (1 to {max})"),
+                    )
+                    .with_detail(format!(
+                        "Keyed state is split into {max} key groups; each instance owns some."
+                    )));
+                }
+                view.settings.insert(PARALLELISM.into(), n.to_string());
+            }
+            Parallelism::Adaptive => {
+                view.settings.insert(PARALLELISM.into(), ADAPTIVE.into());
+            }
+            Parallelism::Default => {
+                view.settings.remove(PARALLELISM);
+            }
+        }
+        // Checked before the job stops: a value the view could not start with is refused here.
+        crate::jobs::parallelism(&view.settings, self.shared.jobs.defaults().parallelism)?;
+        let shared = std::sync::Arc::clone(&self.shared);
+        shared.jobs.rescale(&shared, def).await?;
+        Ok(Outcome::Command(tag.into()))
+    }
+}

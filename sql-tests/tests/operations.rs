@@ -1,0 +1,318 @@
+//! Operations against the real binary: live rescaling (`ALTER MATERIALIZED VIEW ... SET
+//! PARALLELISM`) while rows flow, with a kill -9 between rescales, each view equal to its query's
+//! batch answer; and a graceful shutdown on SIGTERM under load: the server exits within its bound,
+//! every job stopped at a checkpoint, and the restarted jobs resume exactly there.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rivulet_sql_tests::{TestServer, sorted_rows, text_rows};
+use tokio_postgres::Client;
+
+const SETUP: &str = "CREATE TABLE a (id INT PRIMARY KEY, k INT, v INT);
+    CREATE TABLE b (id INT PRIMARY KEY, k INT, w INT);";
+
+/// The views that are rescaled: an aggregate, a join feeding an aggregate, a top-N per key.
+const RESCALED: &[(&str, &str)] = &[
+    (
+        "per_k",
+        "SELECT k, count(*) AS n, sum(v) AS s FROM a GROUP BY k",
+    ),
+    (
+        "joined",
+        "SELECT a.k, count(*) AS n, sum(b.w) AS s FROM a JOIN b ON a.k = b.k GROUP BY a.k",
+    ),
+    (
+        "top2",
+        "SELECT k, id, v FROM (SELECT k, id, v, row_number() OVER (PARTITION BY k ORDER BY v DESC, id) AS rn FROM a) WHERE rn <= 2",
+    ),
+];
+
+/// A view that is not rescaled: its job must run on, its epochs advancing, while others rescale.
+const OTHER: (&str, &str) = (
+    "other",
+    "SELECT k, max(w) AS m, count(*) AS n FROM b GROUP BY k",
+);
+
+/// `n` random INSERT/UPDATE/DELETE statements on `a` and `b`.
+async fn writes(c: &Client, rng: &mut StdRng, next_id: &mut i32, n: usize) {
+    for _ in 0..n {
+        let table = if rng.random_bool(0.6) { "a" } else { "b" };
+        let sql = match rng.random_range(0..10) {
+            0..6 => {
+                *next_id += 1;
+                format!(
+                    "INSERT INTO {table} VALUES ({}, {}, {})",
+                    next_id,
+                    rng.random_range(0..15),
+                    rng.random_range(-50..100)
+                )
+            }
+            6..8 => format!(
+                "UPDATE {table} SET v_or_w = {} WHERE id % 7 = {}",
+                rng.random_range(-50..100),
+                rng.random_range(0..7)
+            )
+            .replace("v_or_w", if table == "a" { "v" } else { "w" }),
+            _ => format!(
+                "DELETE FROM {table} WHERE id = {}",
+                rng.random_range(0..=*next_id)
+            ),
+        };
+        c.batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+async fn compare(c: &Client, when: &str) {
+    c.batch_execute("FLUSH").await.unwrap();
+    let mut rows = 0;
+    for (name, query) in RESCALED.iter().chain([&OTHER]) {
+        let view = sorted_rows(c, &format!("SELECT * FROM {name}"))
+            .await
+            .unwrap();
+        let oracle = sorted_rows(c, query).await.unwrap();
+        assert_eq!(view, oracle, "{when}: view {name} differs from its query");
+        rows += view.len();
+    }
+    assert!(rows > 20, "{when}: the views are nearly empty");
+}
+
+/// Each job's (parallelism, epoch, restarts, uptime in ms), by name.
+async fn jobs(c: &Client) -> std::collections::BTreeMap<String, (i64, i64, i64, i64)> {
+    text_rows(
+        c,
+        "SELECT job_name, parallelism, epoch, restarts, uptime_ms FROM rivulet_jobs",
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|line| {
+        let f: Vec<&str> = line.split('|').collect();
+        let n = |i: usize| f[i].parse::<i64>().unwrap();
+        (f[0].to_string(), (n(1), n(2), n(3), n(4)))
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_rescale_while_rows_flow_keeps_every_view_equal_to_its_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start_in(dir.path()).await.unwrap();
+    let mut c = server.connect("dev").await.unwrap();
+    c.batch_execute(SETUP).await.unwrap();
+    let mut rng = StdRng::seed_from_u64(21);
+    let mut next_id = 0;
+    writes(&c, &mut rng, &mut next_id, 100).await;
+    c.batch_execute("SET streaming_parallelism = 1")
+        .await
+        .unwrap();
+    for (name, query) in RESCALED.iter().chain([&OTHER]) {
+        c.batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {query}"))
+            .await
+            .unwrap();
+    }
+    assert!(jobs(&c).await.values().all(|j| j.0 == 1));
+    for (step, p) in [4i64, 2].into_iter().enumerate() {
+        let w = server.connect("dev").await.unwrap();
+        let before = jobs(&c).await[OTHER.0];
+        let started = std::time::Instant::now();
+        let writer = writes(&w, &mut rng, &mut next_id, 150);
+        let rescale = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            for (name, _) in RESCALED {
+                c.batch_execute(&format!(
+                    "ALTER MATERIALIZED VIEW {name} SET PARALLELISM = {p}"
+                ))
+                .await
+                .unwrap();
+            }
+        };
+        tokio::join!(writer, rescale);
+        let after = jobs(&c).await[OTHER.0];
+        // The other job ran on through the rescales: not restarted (its uptime grew by the
+        // time that passed), its epochs advancing.
+        let elapsed = started.elapsed().as_millis() as i64;
+        assert!(
+            after.1 > before.1,
+            "other job's epochs: {before:?} then {after:?}"
+        );
+        assert_eq!((after.2, after.0), (before.2, before.0));
+        assert!(
+            after.3 - before.3 >= elapsed - 50,
+            "other job restarted: {before:?} then {after:?} in {elapsed} ms"
+        );
+        let now = jobs(&c).await;
+        for (name, _) in RESCALED {
+            assert_eq!(now[*name].0, p, "{name}: {now:?}");
+        }
+        compare(&c, &format!("after the rescale to {p}")).await;
+        if step == 0 {
+            // Rows arrive, the server dies; the new parallelism was stored with each view.
+            writes(&c, &mut rng, &mut next_id, 60).await;
+            server.kill9().await.unwrap();
+            server = TestServer::start_in(dir.path()).await.unwrap();
+            c = server.connect("dev").await.unwrap();
+            compare(&c, "after kill -9").await;
+            let now = jobs(&c).await;
+            for (name, _) in RESCALED {
+                assert_eq!(now[*name].0, p, "{name} after restart: {now:?}");
+            }
+        }
+    }
+    // Errors say what is wrong.
+    for (sql, state) in [
+        ("ALTER MATERIALIZED VIEW a SET PARALLELISM = 2", "42809"),
+        ("ALTER MATERIALIZED VIEW nope SET PARALLELISM = 2", "42P01"),
+        (
+            "ALTER MATERIALIZED VIEW per_k SET PARALLELISM = 300",
+            "22023",
+        ),
+        ("ALTER SINK per_k SET PARALLELISM = 2", "42809"),
+        (
+            "ALTER MATERIALIZED VIEW per_k SET PARALLELISM = lots",
+            "42601",
+        ),
+    ] {
+        let e = c.batch_execute(sql).await.unwrap_err();
+        assert_eq!(e.code().map(|c| c.code()), Some(state), "{sql}: {e:?}");
+    }
+    c.batch_execute("BEGIN").await.unwrap();
+    let e = c
+        .batch_execute("ALTER MATERIALIZED VIEW per_k SET PARALLELISM = 1")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("25001"));
+    c.batch_execute("ROLLBACK").await.unwrap();
+    // ADAPTIVE follows the cores; DEFAULT goes back to the server's setting.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    c.batch_execute("ALTER MATERIALIZED VIEW per_k SET PARALLELISM = ADAPTIVE")
+        .await
+        .unwrap();
+    assert_eq!(jobs(&c).await["per_k"].0, cores);
+    compare(&c, "adaptive").await;
+    server.kill9().await.unwrap();
+}
+
+/// The fields of the last log line with `message` about job `job`, after byte `from`.
+fn logged(log: &str, from: usize, message: &str, job: &str) -> Option<(String, String)> {
+    let line = log[from..]
+        .lines()
+        .rev()
+        .find(|l| l.contains(message) && l.contains(&format!("job=\"{job}\"")))?;
+    let field = |name: &str| {
+        let at = line.find(&format!(" {name}="))? + name.len() + 2;
+        let rest = &line[at..];
+        let end = if rest.starts_with('[') {
+            rest.find(']')? + 1
+        } else {
+            rest.find(' ').unwrap_or(rest.len())
+        };
+        Some(rest[..end].to_string())
+    };
+    Some((field("epoch")?, field("positions")?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_stops_every_job_at_a_checkpoint_within_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log_path = logs.path().join("server.log");
+    let flags = ["--shutdown-timeout-ms", "10000"];
+    let server = TestServer::start_logging(dir.path(), &flags, &log_path)
+        .await
+        .unwrap();
+    let c = server.connect("dev").await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE t (id INT PRIMARY KEY, k INT, v INT);
+         SET streaming_parallelism = 2;
+         CREATE MATERIALIZED VIEW agg AS SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k;
+         CREATE MATERIALIZED VIEW top AS SELECT * FROM (SELECT k, id, row_number() OVER (PARTITION BY k ORDER BY v DESC, id) AS rn FROM t) WHERE rn <= 3;",
+    )
+    .await
+    .unwrap();
+    // Load: 100-row inserts back to back until the server goes; what was acknowledged must all
+    // be there afterwards.
+    let mut acked = 0i32;
+    let load = async {
+        for batch in 0..2_000i32 {
+            let values: Vec<String> = (0..100)
+                .map(|i| {
+                    let id = batch * 100 + i;
+                    format!("({id}, {}, {})", id % 23, (id * 7919) % 1000)
+                })
+                .collect();
+            let sql = format!("INSERT INTO t VALUES {}", values.join(","));
+            if c.batch_execute(&sql).await.is_err() {
+                break;
+            }
+            acked += 100;
+        }
+    };
+    let stop = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        server.terminate().await.unwrap()
+    };
+    let ((), (status, took)) = tokio::join!(load, stop);
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(12), "shutdown took {took:?}");
+    assert!(acked >= 100, "the load did not run");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let stopped_at = log.len();
+    let stops: Vec<(String, String)> = ["agg", "top"]
+        .iter()
+        .map(|job| {
+            logged(&log, 0, "job stopped at a checkpoint", job)
+                .unwrap_or_else(|| panic!("no checkpoint at shutdown for {job}:\n{log}"))
+        })
+        .collect();
+
+    let server = TestServer::start_logging(dir.path(), &flags, &log_path)
+        .await
+        .unwrap();
+    let c = server.connect("dev").await.unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    for (job, stop) in ["agg", "top"].iter().zip(&stops) {
+        // The restarted job starts at the epoch and source positions the stopped one ended
+        // with: nothing it committed is read again.
+        let start = logged(&log, stopped_at, "job started", job)
+            .unwrap_or_else(|| panic!("no start of {job} after the restart:\n{log}"));
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(job)).collect();
+        assert_eq!(
+            &start,
+            stop,
+            "{job}: (epoch, positions) at stop and at start:\n{}",
+            lines.join("\n")
+        );
+    }
+    c.batch_execute("FLUSH").await.unwrap();
+    let rows: i64 = text_rows(&c, "SELECT count(*) FROM t").await.unwrap()[0]
+        .parse()
+        .unwrap();
+    // An insert may have committed with its acknowledgement lost in the shutdown.
+    assert!(
+        rows == i64::from(acked) || rows == i64::from(acked) + 100,
+        "{rows} rows, {acked} acknowledged"
+    );
+    for (view, query) in [
+        (
+            "agg",
+            "SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k",
+        ),
+        (
+            "top",
+            "SELECT * FROM (SELECT k, id, row_number() OVER (PARTITION BY k ORDER BY v DESC, id) AS rn FROM t) WHERE rn <= 3",
+        ),
+    ] {
+        let got = sorted_rows(&c, &format!("SELECT * FROM {view}"))
+            .await
+            .unwrap();
+        let want = sorted_rows(&c, query).await.unwrap();
+        assert_eq!(got, want, "{view} after the restart");
+    }
+    let (status, _) = server.terminate().await.unwrap();
+    assert!(status.success());
+}
