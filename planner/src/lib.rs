@@ -7,6 +7,8 @@
 
 /// `ALTER MATERIALIZED VIEW | SINK ... SET PARALLELISM`.
 pub mod alter_job;
+/// `BACKUP TO 'directory'`.
+pub mod backup;
 /// Catalog records: tables and columns as stored and planned.
 pub mod catalog;
 /// Computed columns (`name AS expr`), filled on insert.

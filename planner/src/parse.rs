@@ -57,6 +57,8 @@ pub enum Statement {
         sink: bool,
         parallelism: crate::alter_job::Parallelism,
     },
+    /// `BACKUP TO 'directory'` (see [`crate::backup`]).
+    Backup { to: String },
     /// `SUBSCRIBE [TO] relation [WITH (...)]`, also inside `COPY (...) TO STDOUT`
     /// (see [`crate::subscribe`]).
     Subscribe {
@@ -169,6 +171,9 @@ fn parse_one(
     }
     if let Some(alter) = crate::alter_job::parse(sql, &tokens) {
         return alter;
+    }
+    if let Some(backup) = crate::backup::parse(sql, &tokens) {
+        return backup;
     }
     // RisingWave's `CREATE SOURCE` / `DROP SOURCE`: a table that stores nothing, read by each
     // job itself (a generator's, a topic's or files' rows), and append-only.

@@ -83,8 +83,16 @@ use crate::wire::{Connection, Frontend};
     about = "Rivulet: streaming SQL over the Postgres wire protocol"
 )]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Address to listen on for Postgres clients. A non-loopback address requires --password.
-    #[arg(long, env = "RIVULET_LISTEN", default_value = "127.0.0.1:4566")]
+    /// (`rivulet backup` connects to it.)
+    #[arg(
+        long,
+        env = "RIVULET_LISTEN",
+        default_value = "127.0.0.1:4566",
+        global = true
+    )]
     listen: SocketAddr,
     /// Directory of the state store (catalog, tables, change logs).
     #[arg(long, env = "RIVULET_DATA_DIR", default_value = "./rivulet-data")]
@@ -93,10 +101,10 @@ struct Args {
     #[arg(long, env = "RIVULET_LOG", default_value = "info")]
     log: String,
     /// User name clients log in as when a password is set.
-    #[arg(long, env = "RIVULET_USER", default_value = "root")]
+    #[arg(long, env = "RIVULET_USER", default_value = "root", global = true)]
     user: String,
     /// Password (SCRAM-SHA-256) for --user; without it, any user may connect, from loopback only.
-    #[arg(long, env = "RIVULET_PASSWORD", hide_env_values = true)]
+    #[arg(long, env = "RIVULET_PASSWORD", hide_env_values = true, global = true)]
     password: Option<String>,
     /// How a failed materialized view job is restarted from its last checkpoint: `fixed-delay`,
     /// `exponential-delay` or `none` (Flink's `restart-strategy.type`). A view created with the
@@ -158,6 +166,65 @@ struct Args {
     /// replays its open epoch at the next start).
     #[arg(long, env = "RIVULET_SHUTDOWN_TIMEOUT_MS", default_value_t = 30_000)]
     shutdown_timeout_ms: u64,
+}
+
+/// What `rivulet` does besides serving (the default).
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Writes a consistent copy of a running server's whole store into a new directory on the
+    /// server's machine (RocksDB's checkpoint: hard links where it is on the same file system);
+    /// a server started with `--data-dir` on it has everything as of that instant. Connects to
+    /// the server at --listen as --user, like a client.
+    Backup {
+        /// The directory to create (on the server's machine).
+        #[arg(long)]
+        to: PathBuf,
+    },
+}
+
+/// `rivulet backup --to DIR`: asks the server at `args.listen` for `BACKUP TO 'DIR'`.
+async fn backup(args: &Args, to: &std::path::Path) -> anyhow::Result<()> {
+    let dir = std::path::absolute(to)
+        .with_context(|| format!("invalid backup directory {}", to.display()))?;
+    let text = dir
+        .to_str()
+        .with_context(|| format!("backup directory {} is not UTF-8", dir.display()))?;
+    // A server listening on every address is reached on loopback.
+    let ip = match args.listen.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(ip.to_string())
+        .port(args.listen.port())
+        .user(&args.user)
+        .dbname(catalog::DEFAULT_DATABASE)
+        .application_name("rivulet backup");
+    if let Some(password) = &args.password {
+        config.password(password);
+    }
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot connect to the server at {ip}:{}",
+                args.listen.port()
+            )
+        })?;
+    let _connection = spawn_named("backup-connection", connection);
+    let sql = format!("BACKUP TO '{}'", text.replace('\'', "''"));
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| match e.as_db_error() {
+            Some(db) => anyhow::anyhow!("{}: {}", db.code().code(), db.message()),
+            None => anyhow::anyhow!("{e}"),
+        })?;
+    println!("backup written to {}", dir.display());
+    Ok(())
 }
 
 /// The HTTP endpoint's address, `None` when turned off.
@@ -238,6 +305,16 @@ fn job_defaults(args: &Args) -> anyhow::Result<JobDefaults> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::Backup { to }) = &args.command {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        if let Err(e) = runtime.block_on(backup(&args, to)) {
+            eprintln!("rivulet backup: {e:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?,

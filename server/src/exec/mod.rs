@@ -6,6 +6,7 @@
 
 mod alter_job;
 mod backfill;
+mod backup;
 mod ddl;
 mod dml;
 mod query;
@@ -156,6 +157,7 @@ impl Session {
                 sink,
                 parallelism,
             } => return self.alter_parallelism(name, *sink, *parallelism).await,
+            Statement::Backup { to } => return self.backup(to).await,
             // Streamed by the simple query protocol's handler (`wire.rs`) before it gets here.
             Statement::Subscribe { .. } => {
                 return Err(SqlError::new(
