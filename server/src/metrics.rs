@@ -360,6 +360,16 @@ const FAMILIES: &[(&str, &str, MetricType)] = &[
         G,
     ),
     (
+        "rivulet_operator_state_cache_hits",
+        "Point reads of the operator's state tables answered from memory (as of the last barrier)",
+        C,
+    ),
+    (
+        "rivulet_operator_state_cache_misses",
+        "Point reads of the operator's state tables that went to RocksDB (as of the last barrier)",
+        C,
+    ),
+    (
         "rivulet_task_busy_seconds",
         "Seconds the task ran operators (busyTime)",
         C,
@@ -550,6 +560,10 @@ fn operator_figures(f: &mut Families, job: &Labels, m: &JobMetrics) {
                 f.counter("rivulet_operator_records_out", "", &labels, rows_out);
                 let state = op.state_bytes.load(Ordering::Relaxed) as f64;
                 f.gauge("rivulet_operator_state_bytes", "", &labels, state);
+                let hits = op.state_reads.hits.load(Ordering::Relaxed) as f64;
+                f.counter("rivulet_operator_state_cache_hits", "", &labels, hits);
+                let misses = op.state_reads.misses.load(Ordering::Relaxed) as f64;
+                f.counter("rivulet_operator_state_cache_misses", "", &labels, misses);
                 if let Some(w) = op.input_watermark().filter(|&w| w != i64::MAX) {
                     let s = seconds_of_micros(w);
                     f.gauge(

@@ -222,6 +222,13 @@ fn jobs(overview: &[JobOverview]) -> Rows {
     t
 }
 
+/// The share of an operator's state reads answered from memory; `None` before its first read.
+fn hit_rate(reads: &rivulet_engine::state::table::StateReads) -> Option<f64> {
+    let hits = reads.hits.load(Ordering::Relaxed) as f64;
+    let misses = reads.misses.load(Ordering::Relaxed) as f64;
+    (hits + misses > 0.0).then(|| hits / (hits + misses))
+}
+
 /// One row per operator instance.
 fn operators(overview: &[JobOverview]) -> Rows {
     let mut t = Rows::new(&[
@@ -236,6 +243,7 @@ fn operators(overview: &[JobOverview]) -> Rows {
         ("output_watermark", timestamp_type()),
         ("watermark_lag_s", F64),
         ("state_bytes", I64),
+        ("state_cache_hit_rate", F64),
         ("busy_pct", F64),
         ("backpressured_pct", F64),
         ("idle_pct", F64),
@@ -264,6 +272,7 @@ fn operators(overview: &[JobOverview]) -> Rows {
                         watermark(op.output_watermark()),
                         ScalarValue::Float64(input.map(watermark_lag)),
                         int(op.state_bytes.load(Ordering::Relaxed)),
+                        ScalarValue::Float64(hit_rate(&op.state_reads)),
                         float(busy),
                         float(back),
                         float(idle),

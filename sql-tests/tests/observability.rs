@@ -125,6 +125,8 @@ const FAMILIES: &[&str] = &[
     "rivulet_operator_current_output_watermark_seconds",
     "rivulet_operator_watermark_lag_seconds",
     "rivulet_operator_state_bytes",
+    "rivulet_operator_state_cache_hits",
+    "rivulet_operator_state_cache_misses",
     "rivulet_task_busy_seconds",
     "rivulet_task_idle_seconds",
     "rivulet_task_backpressured_seconds",

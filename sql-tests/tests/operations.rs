@@ -150,6 +150,22 @@ async fn live_rescale_while_rows_flow_keeps_every_view_equal_to_its_query() {
             assert_eq!(now[*name].0, p, "{name}: {now:?}");
         }
         compare(&c, &format!("after the rescale to {p}")).await;
+        // The join's instances read their state tables: the share from memory is reported.
+        let rates = text_rows(
+            &c,
+            "SELECT state_cache_hit_rate FROM rivulet_operators \
+             WHERE job_name = 'joined' AND operator = 'HashJoin'",
+        )
+        .await
+        .unwrap();
+        assert_eq!(rates.len() as i64, p, "{rates:?}");
+        assert!(
+            rates
+                .iter()
+                .filter_map(|r| r.parse::<f64>().ok())
+                .any(|r| (0.0..=1.0).contains(&r)),
+            "{rates:?}"
+        );
         if step == 0 {
             // Rows arrive, the server dies; the new parallelism was stored with each view.
             writes(&c, &mut rng, &mut next_id, 60).await;

@@ -85,6 +85,9 @@ pub struct OperatorMetrics {
     output_watermark: AtomicI64,
     /// Bytes of state the operator held at the last barrier.
     pub state_bytes: AtomicU64,
+    /// Point reads of its state tables, from memory or from RocksDB (its cache hit rate), as of
+    /// the last barrier.
+    pub state_reads: std::sync::Arc<crate::state::table::StateReads>,
 }
 
 /// One source of the job.
@@ -258,6 +261,7 @@ impl OperatorMetrics {
             input_watermark: AtomicI64::new(NO_WATERMARK),
             output_watermark: AtomicI64::new(NO_WATERMARK),
             state_bytes: AtomicU64::new(0),
+            state_reads: std::sync::Arc::default(),
         }
     }
 

@@ -640,6 +640,12 @@ impl Job {
                         key_groups: range_of(j, p),
                         committed: Arc::clone(&committed),
                         cache_bytes: config.state_cache_bytes,
+                        reads: shared
+                            .metrics
+                            .task(s, j)
+                            .and_then(|t| t.operators.get(o))
+                            .map(|m| Arc::clone(&m.state_reads))
+                            .unwrap_or_default(),
                     })
                     .collect();
                 let chain = stage::Chain::new(

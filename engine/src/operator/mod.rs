@@ -178,6 +178,8 @@ pub struct StateScope {
     pub committed: Arc<AtomicU64>,
     /// Bytes of clean state this instance's state tables may cache, together.
     pub cache_bytes: usize,
+    /// Where its state tables count their point reads (the operator instance's metrics).
+    pub reads: Arc<crate::state::table::StateReads>,
 }
 
 impl StateScope {
@@ -190,7 +192,23 @@ impl StateScope {
             key_groups,
             committed: Arc::new(AtomicU64::new(0)),
             cache_bytes: crate::state::table::DEFAULT_CACHE_BYTES,
+            reads: Arc::default(),
         }
+    }
+
+    /// The operator's state table `tag` (its keys under the scope's prefix and `tag`), caching up
+    /// to `cache_bytes` and counting its reads into the scope's.
+    pub fn table(&self, tag: u8, cache_bytes: usize) -> crate::state::table::StateTable {
+        let mut prefix = self.prefix.clone();
+        prefix.push(tag);
+        crate::state::table::StateTable::new(
+            self.store.clone(),
+            prefix,
+            self.key_groups.clone(),
+            Arc::clone(&self.committed),
+            cache_bytes,
+        )
+        .with_reads(Arc::clone(&self.reads))
     }
 
     /// The stored key of `key` in key group `kg`: `prefix ++ kg (big endian) ++ key`.

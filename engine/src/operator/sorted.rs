@@ -249,15 +249,7 @@ pub(crate) struct Table(Option<StateTable>);
 impl Table {
     /// Opens the table under `scope`'s prefix and `tag`, caching up to `cache_bytes`.
     pub(crate) fn open(&mut self, scope: &StateScope, tag: u8, cache_bytes: usize) {
-        let mut prefix = scope.prefix.clone();
-        prefix.push(tag);
-        self.0 = Some(StateTable::new(
-            scope.store.clone(),
-            prefix,
-            scope.key_groups.clone(),
-            Arc::clone(&scope.committed),
-            cache_bytes,
-        ));
+        self.0 = Some(scope.table(tag, cache_bytes));
     }
 
     fn unopened() -> EngineError {

@@ -86,6 +86,16 @@ pub struct TableStats {
     pub pending_epochs: usize,
 }
 
+/// Point reads of an operator instance's state tables, shared with its metrics: each table
+/// adds what it counted at every checkpoint (not per read).
+#[derive(Debug, Default)]
+pub struct StateReads {
+    /// Reads answered from memory (pending writes or the cache).
+    pub hits: std::sync::atomic::AtomicU64,
+    /// Reads that went to RocksDB.
+    pub misses: std::sync::atomic::AtomicU64,
+}
+
 /// A deleted range of table keys, `[start, end)`; `end` `None`: to the end of the table.
 type KeyRange = (Vec<u8>, Option<Vec<u8>>);
 
@@ -293,6 +303,9 @@ pub struct StateTable {
     /// Estimate of the stored bytes: see [`StateTable::bytes`].
     stored_bytes: i64,
     stats: TableStats,
+    /// Where [`StateTable::checkpoint`] publishes the read counters, and what it published.
+    reads: Option<Arc<StateReads>>,
+    published: (u64, u64),
 }
 
 impl std::fmt::Debug for StateTable {
@@ -334,7 +347,15 @@ impl StateTable {
             value_buf: Vec::new(),
             stored_bytes: 0,
             stats: TableStats::default(),
+            reads: None,
+            published: (0, 0),
         }
+    }
+
+    /// Adds the table's point reads to `reads` at every checkpoint (its operator's metrics).
+    pub fn with_reads(mut self, reads: Arc<StateReads>) -> Self {
+        self.reads = Some(reads);
+        self
     }
 
     /// Entries written with [`StateTable::put_at`] at time `t` expire at `t + ttl` (any unit,
@@ -638,6 +659,16 @@ impl StateTable {
     /// keeps them readable until the job has committed `epoch`.
     pub fn checkpoint(&mut self, epoch: u64, batch: &mut StateBatch) {
         self.settle();
+        if let Some(reads) = &self.reads {
+            let (hits, misses) = (self.stats.hits, self.stats.misses);
+            reads
+                .hits
+                .fetch_add(hits - self.published.0, Ordering::Relaxed);
+            reads
+                .misses
+                .fetch_add(misses - self.published.1, Ordering::Relaxed);
+            self.published = (hits, misses);
+        }
         debug_assert!(
             epoch > self.committed.load(Ordering::Acquire),
             "checkpoint of committed epoch {epoch}"

@@ -363,17 +363,7 @@ impl Operator for IntervalJoin {
     }
 
     fn restore(&mut self, scope: &StateScope) -> Result<()> {
-        let table = |tag: u8| {
-            let mut prefix = scope.prefix.clone();
-            prefix.push(tag);
-            StateTable::new(
-                scope.store.clone(),
-                prefix,
-                scope.key_groups.clone(),
-                Arc::clone(&scope.committed),
-                scope.cache_bytes / 4,
-            )
-        };
+        let table = |tag: u8| scope.table(tag, scope.cache_bytes / 4);
         let groups = scope.key_groups.len();
         let side = |rows: u8, index: u8| Tables {
             rows: table(rows),

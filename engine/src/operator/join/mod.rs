@@ -718,15 +718,7 @@ impl Operator for HashJoin {
     fn restore(&mut self, scope: &StateScope) -> Result<()> {
         let ttl = self.ttl;
         let table = |tag: u8| {
-            let mut prefix = scope.prefix.clone();
-            prefix.push(tag);
-            let table = StateTable::new(
-                scope.store.clone(),
-                prefix,
-                scope.key_groups.clone(),
-                Arc::clone(&scope.committed),
-                scope.cache_bytes / 2,
-            );
+            let table = scope.table(tag, scope.cache_bytes / 2);
             match ttl {
                 Some(ttl) => table.with_ttl(ttl.as_secs().max(1)),
                 None => table,

@@ -271,17 +271,7 @@ impl Operator for NotInJoin {
             // Another instance: the planner runs one.
             return Err(EngineError::Internal("NOT IN runs as one instance".into()));
         }
-        let table = |tag: u8| {
-            let mut prefix = scope.prefix.clone();
-            prefix.push(tag);
-            StateTable::new(
-                scope.store.clone(),
-                prefix,
-                scope.key_groups.clone(),
-                Arc::clone(&scope.committed),
-                scope.cache_bytes / 3,
-            )
-        };
+        let table = |tag: u8| scope.table(tag, scope.cache_bytes / 3);
         let mut tables = [table(b'l'), table(b'r'), table(b'g')];
         self.counts = match tables[2].get(KG, COUNTS)? {
             Some(v) => {

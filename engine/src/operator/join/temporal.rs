@@ -425,17 +425,7 @@ impl Operator for TemporalJoin {
     }
 
     fn restore(&mut self, scope: &StateScope) -> Result<()> {
-        let table = |tag: u8| {
-            let mut prefix = scope.prefix.clone();
-            prefix.push(tag);
-            StateTable::new(
-                scope.store.clone(),
-                prefix,
-                scope.key_groups.clone(),
-                Arc::clone(&scope.committed),
-                scope.cache_bytes / 2,
-            )
-        };
+        let table = |tag: u8| scope.table(tag, scope.cache_bytes / 2);
         let right = match self.as_of {
             AsOf::ProcessingTime => b'r',
             AsOf::EventTime { .. } => b'v',

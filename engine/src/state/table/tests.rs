@@ -669,3 +669,25 @@ fn deleted_ranges_merge_and_answer_lookups() {
     let overlapping = r.overlapping(b"b", Some(b"c"));
     assert_eq!(overlapping.len(), 1);
 }
+
+#[test]
+fn reads_are_published_to_the_shared_counters_at_each_checkpoint() {
+    let mut job = Job::new();
+    let reads = Arc::new(StateReads::default());
+    let mut t = job.table(0..2, 1 << 20).with_reads(Arc::clone(&reads));
+    t.put(0, b"a", b"1");
+    job.checkpoint(&mut [&mut t]);
+    job.commit_all();
+    let mut t = job.table(0..2, 1 << 20).with_reads(Arc::clone(&reads));
+    t.get(0, b"a").unwrap();
+    t.get(0, b"a").unwrap();
+    t.get(1, b"none").unwrap();
+    // Nothing is published between checkpoints.
+    assert_eq!(reads.misses.load(Ordering::Relaxed), 0);
+    job.checkpoint(&mut [&mut t]);
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    assert_eq!((load(&reads.hits), load(&reads.misses)), (1, 2));
+    t.get(0, b"a").unwrap();
+    job.checkpoint(&mut [&mut t]);
+    assert_eq!((load(&reads.hits), load(&reads.misses)), (2, 2));
+}
