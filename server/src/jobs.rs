@@ -550,7 +550,7 @@ impl Jobs {
     /// Waits until views `ids`, and the views they read, reflect every change committed before
     /// the call (upstream views first, as FLUSH does).
     pub async fn flush_views(&self, ids: &[u64]) -> Result<(), SqlError> {
-        let jobs: Vec<Arc<Job>> = {
+        let jobs: Vec<(u64, Arc<Job>)> = {
             let running = self.running.lock();
             let mut wanted: std::collections::BTreeSet<u64> = std::collections::BTreeSet::new();
             let mut next: Vec<u64> = ids.to_vec();
@@ -564,15 +564,43 @@ impl Jobs {
             }
             wanted
                 .iter()
-                .filter_map(|id| running.get(id).map(|r| Arc::clone(&r.job)))
+                .filter_map(|id| running.get(id).map(|r| (*id, Arc::clone(&r.job))))
                 .collect()
         };
-        for job in jobs {
-            flush_one(&job).await?;
+        for (id, mut job) in jobs {
+            while let Err(e) = flush_one(&job).await {
+                match self.replacement(id, &job).await {
+                    Some(next) => job = next,
+                    None => return Err(e),
+                }
+            }
         }
         Ok(())
     }
+
+    /// The job that replaces `job`, view `id`'s, when it stopped (not failed) for a rescale: the
+    /// new one reads on from where it stopped. `None` when it failed, or was stopped for good
+    /// (dropped, the server shutting down).
+    async fn replacement(&self, id: u64, job: &Arc<Job>) -> Option<Arc<Job>> {
+        if job.failure().is_some() {
+            return None;
+        }
+        // A rescale lists the new job once it has started: moments after the old one stopped.
+        for _ in 0..RESCALE_POLLS {
+            let next = self.running.lock().get(&id).map(|r| Arc::clone(&r.job))?;
+            if !Arc::ptr_eq(&next, job) {
+                return Some(next);
+            }
+            tokio::time::sleep(RESCALE_POLL).await;
+        }
+        None
+    }
 }
+
+/// How often, and how many times, a FLUSH whose job stopped for a rescale looks for the job that
+/// replaces it (a minute in all).
+const RESCALE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+const RESCALE_POLLS: usize = 3000;
 
 /// How long a FLUSH waits for one job before it says so in the log (and goes on waiting).
 const SLOW_FLUSH: std::time::Duration = std::time::Duration::from_secs(20);

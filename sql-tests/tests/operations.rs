@@ -118,9 +118,11 @@ async fn live_rescale_while_rows_flow_keeps_every_view_equal_to_its_query() {
     assert!(jobs(&c).await.values().all(|j| j.0 == 1));
     for (step, p) in [4i64, 2].into_iter().enumerate() {
         let w = server.connect("dev").await.unwrap();
+        let f = server.connect("dev").await.unwrap();
         let before = jobs(&c).await[OTHER.0];
         let started = std::time::Instant::now();
         let writer = writes(&w, &mut rng, &mut next_id, 150);
+        let rescaled = std::sync::atomic::AtomicBool::new(false);
         let rescale = async {
             tokio::time::sleep(Duration::from_millis(200)).await;
             for (name, _) in RESCALED {
@@ -130,8 +132,18 @@ async fn live_rescale_while_rows_flow_keeps_every_view_equal_to_its_query() {
                 .await
                 .unwrap();
             }
+            rescaled.store(true, std::sync::atomic::Ordering::Relaxed);
         };
-        tokio::join!(writer, rescale);
+        // FLUSH waits through a rescale: for the new job once the old one stopped.
+        let flushes = async {
+            for _ in 0..500 {
+                f.batch_execute("FLUSH").await.unwrap();
+                if rescaled.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+            }
+        };
+        tokio::join!(writer, rescale, flushes);
         let after = jobs(&c).await[OTHER.0];
         // The other job ran on through the rescales: not restarted (its uptime grew by the
         // time that passed), its epochs advancing.
