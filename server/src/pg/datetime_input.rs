@@ -149,16 +149,84 @@ fn iso8601(text: &str) -> Option<String> {
     Some(parts.join(" "))
 }
 
-/// Rewrites the text of `INTERVAL '...'` literals, which DataFusion parses while planning.
-pub fn interval_literals(stmt: &mut ast::Statement) {
-    let _ = ast::visit_expressions_mut(stmt, |expr| {
-        if let ast::Expr::Interval(i) = expr
-            && i.leading_field.is_none()
-            && let ast::Expr::Value(v) = i.value.as_mut()
-            && let ast::Value::SingleQuotedString(text) = &v.value
-            && let Some(rewritten) = interval(text)
+/// Rewrites the text of `INTERVAL '...'` literals and of timestamp constants (`TIMESTAMP '...'`,
+/// `'...'::timestamp`), which DataFusion parses while planning: before a table function such as
+/// `generate_series` is called with them, say, so the rewrite of the plan comes too late.
+pub fn literals(stmt: &mut ast::Statement) {
+    let is_timestamp = |t: &ast::DataType| {
+        matches!(
+            t,
+            ast::DataType::Timestamp(..)
+                | ast::DataType::TimestampNtz(..)
+                | ast::DataType::Datetime(_)
+        )
+    };
+    let rewrite = |v: &mut ast::ValueWithSpan, with: fn(&str) -> Option<String>| {
+        if let ast::Value::SingleQuotedString(text) = &v.value
+            && let Some(rewritten) = with(text)
         {
             v.value = ast::Value::SingleQuotedString(rewritten);
+        }
+    };
+    let _ = ast::visit_expressions_mut(stmt, |expr| {
+        match expr {
+            ast::Expr::Interval(i) if i.leading_field.is_none() => {
+                if let ast::Expr::Value(v) = i.value.as_mut() {
+                    rewrite(v, interval);
+                }
+            }
+            ast::Expr::TypedString(t) if is_timestamp(&t.data_type) => {
+                rewrite(&mut t.value, timestamp);
+            }
+            ast::Expr::Cast {
+                expr, data_type, ..
+            } if is_timestamp(data_type) => {
+                if let ast::Expr::Value(v) = expr.as_mut() {
+                    rewrite(v, timestamp);
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// `LOCALTIMESTAMP` and `LOCALTIME` (SQL's, without parentheses), which DataFusion does not
+/// know, as the current time in the session's zone without one: sessions are in UTC, so
+/// `CAST(now() AS TIMESTAMP)` and `CAST(now() AS TIME)`.
+pub fn local_time(stmt: &mut ast::Statement) {
+    let _ = ast::visit_expressions_mut(stmt, |expr| {
+        if let ast::Expr::Function(f) = expr
+            && matches!(f.args, ast::FunctionArguments::None)
+            && let [ast::ObjectNamePart::Identifier(name)] = f.name.0.as_slice()
+            && name.quote_style.is_none()
+        {
+            let data_type = match name.value.to_ascii_lowercase().as_str() {
+                "localtimestamp" => ast::DataType::Timestamp(None, ast::TimezoneInfo::None),
+                "localtime" => ast::DataType::Time(None, ast::TimezoneInfo::None),
+                _ => return ControlFlow::<()>::Continue(()),
+            };
+            let now = ast::Expr::Function(ast::Function {
+                name: ast::ObjectName::from(vec![ast::Ident::new("now")]),
+                uses_odbc_syntax: false,
+                parameters: ast::FunctionArguments::None,
+                args: ast::FunctionArguments::List(ast::FunctionArgumentList {
+                    duplicate_treatment: None,
+                    args: Vec::new(),
+                    clauses: Vec::new(),
+                }),
+                filter: None,
+                null_treatment: None,
+                over: None,
+                within_group: Vec::new(),
+            });
+            *expr = ast::Expr::Cast {
+                kind: ast::CastKind::Cast,
+                expr: Box::new(now),
+                data_type,
+                array: false,
+                format: None,
+            };
         }
         ControlFlow::<()>::Continue(())
     });

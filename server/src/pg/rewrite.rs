@@ -40,7 +40,8 @@ pub fn statement(parsed: Parsed) -> Parsed {
         }
         array_literals(stmt);
         super::typing::exponent_literals(stmt);
-        super::datetime_input::interval_literals(stmt);
+        super::datetime_input::literals(stmt);
+        super::datetime_input::local_time(stmt);
         super::extract::rewrite(stmt);
         super::at_time_zone::rewrite(stmt);
         user_keyword(stmt);
