@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # The rivulet server as an image; `docker compose up` (docker-compose.yml) builds and starts it with
-# Apache Kafka and a producer of sample bids. sql-tests/tests/docker_compose.rs checks that this file,
-# the compose file and the binary's flags agree.
+# Apache Kafka and a producer of sample bids, and deploy/kubernetes/ runs it on Kubernetes.
+# sql-tests/tests/docker_compose.rs and kubernetes.rs check that this file, the compose file, the
+# manifests and the binary's flags agree.
 
 # Builder: the same Debian release as the runtime, so that the librocksdb the binary links (7.8,
 # dynamically, see .cargo/config.toml) is the one the runtime installs. librdkafka is built from
@@ -28,12 +29,15 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends librocksdb7.8 libsnappy1v5 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /data rivulet \
+    && groupadd --system --gid 10001 rivulet \
+    && useradd --system --uid 10001 --gid rivulet --home-dir /data rivulet \
     && mkdir /data \
     && chown rivulet /data
 COPY --from=builder /usr/local/bin/rivulet /usr/local/bin/rivulet
 USER rivulet
 VOLUME /data
-EXPOSE 4566
+# Postgres clients, and the HTTP endpoint (/metrics, /health, /ready, the dashboard), which listens
+# on loopback unless RIVULET_HTTP_LISTEN says otherwise (docker-compose.yml and the manifests do).
+EXPOSE 4566 9250
 # A non-loopback address needs a password: the server refuses to start without RIVULET_PASSWORD.
 CMD ["rivulet", "--listen", "0.0.0.0:4566", "--data-dir", "/data"]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use rivulet_sql_tests::dockerfile::{exposed_ports, instructions, last, runtime_stage};
 use rivulet_sql_tests::kafka::{Broker, Record};
 use rivulet_sql_tests::{TestServer, rivulet_bin, sorted_rows, text_rows};
 use serde_yaml::{Mapping, Value};
@@ -105,28 +106,6 @@ fn depends_on(service: &Value) -> Vec<(String, String)> {
             .collect(),
         _ => Vec::new(),
     }
-}
-
-/// The instructions of a Dockerfile, continuation lines joined, comments dropped: (keyword, rest).
-fn instructions(dockerfile: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    for line in dockerfile.lines() {
-        let line = line.trim();
-        if line.starts_with('#') || (line.is_empty() && current.is_empty()) {
-            continue;
-        }
-        match line.strip_suffix('\\') {
-            Some(part) => current.push_str(part),
-            None => {
-                current.push_str(line);
-                let (keyword, rest) = current.split_once(' ').unwrap_or((&current, ""));
-                out.push((keyword.to_uppercase(), rest.trim().to_string()));
-                current.clear();
-            }
-        }
-    }
-    out
 }
 
 /// Kafka's address for the other services: the host and port of its advertised PLAINTEXT listener.
@@ -284,13 +263,11 @@ fn rivulet_image_runs_the_binary_with_flags_it_has() {
     );
 
     // The runtime stage's CMD, in exec form (a JSON array, which YAML reads too).
-    let runtime_stage = instructions.iter().rposition(|(k, _)| k == "FROM").unwrap();
+    let stage = runtime_stage(&instructions);
     let last = |keyword: &str| {
-        instructions[runtime_stage..]
-            .iter()
-            .rfind(|(k, _)| k == keyword)
-            .map(|(_, rest)| rest.clone())
+        last(stage, keyword)
             .unwrap_or_else(|| panic!("no {keyword} in the Dockerfile's runtime stage"))
+            .to_string()
     };
     let cmd: Vec<String> = serde_yaml::from_str(&last("CMD")).expect("CMD in exec form");
     assert_eq!(cmd[0], "rivulet");
@@ -305,7 +282,11 @@ fn rivulet_image_runs_the_binary_with_flags_it_has() {
     }
     let listen = after(&cmd, "--listen").expect("--listen in CMD");
     let (address, port) = listen.rsplit_once(':').unwrap();
-    assert_eq!(last("EXPOSE"), port);
+    let exposed = exposed_ports(stage);
+    assert!(
+        exposed.contains(&port.parse().unwrap()),
+        "the Dockerfile exposes {exposed:?}, not {port}"
+    );
 
     let compose = compose();
     let rivulet = &services(&compose)["rivulet"];
@@ -323,6 +304,17 @@ fn rivulet_image_runs_the_binary_with_flags_it_has() {
             "rivulet listens on {address} without RIVULET_PASSWORD"
         );
     }
+    // The HTTP endpoint (dashboard, /metrics): exposed by the image, published on loopback.
+    let http = &env["RIVULET_HTTP_LISTEN"];
+    let (_, http_port) = http.rsplit_once(':').unwrap();
+    assert!(
+        exposed.contains(&http_port.parse().unwrap()),
+        "the Dockerfile exposes {exposed:?}, not {http_port}"
+    );
+    assert!(
+        ports.contains(&format!("127.0.0.1:{http_port}:{http_port}")),
+        "{ports:?}"
+    );
     let data_dir = after(&cmd, "--data-dir").expect("--data-dir in CMD");
     assert!(
         words(&rivulet["volumes"]).contains(&format!("rivulet-data:{data_dir}")),
