@@ -304,7 +304,12 @@ fn job_defaults(args: &Args) -> anyhow::Result<JobDefaults> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    // An empty password (`RIVULET_PASSWORD=` from an unset template, say) is no password: it must
+    // not open a non-loopback address.
+    if args.password.as_deref().is_some_and(str::is_empty) {
+        args.password = None;
+    }
     if let Some(Command::Backup { to }) = &args.command {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
