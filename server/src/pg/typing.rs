@@ -191,9 +191,13 @@ fn retype(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
                 }) =>
         {
             // Postgres rounds a numeric or a float cast to an integer (`2.5::int` is 3); Arrow's
-            // cast truncates. Floats round half away from zero here, where Postgres rounds
-            // half to even.
-            let rounded = datafusion::functions::math::expr_fn::round(vec![*expr]);
+            // cast truncates. A numeric rounds half away from zero, a float half to even
+            // (`2.5::float8::int` is 2), as C's rint.
+            let rounded = if expr.get_type(input).is_ok_and(|t| t.is_floating()) {
+                half_even(*expr)
+            } else {
+                datafusion::functions::math::expr_fn::round(vec![*expr])
+            };
             Ok(Transformed::yes(Expr::Cast(Cast::new(
                 Box::new(rounded),
                 field.data_type().clone(),
@@ -238,6 +242,15 @@ fn retype(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
                 datafusion::logical_expr::BinaryExpr::new(Box::new(left), b.op, b.right),
             )))
         }
+        Expr::ScalarFunction(mut f)
+            if f.name() == "round"
+                && f.args.len() == 1
+                && f.args[0].get_type(input).is_ok_and(|t| t.is_floating()) =>
+        {
+            // round(double precision) rounds half to even in Postgres (rint); DataFusion's half
+            // away from zero.
+            Ok(Transformed::yes(half_even(f.args.remove(0))))
+        }
         Expr::ScalarFunction(f) if rounding(f.name()) => {
             // Postgres' floor, ceil, round and trunc of a numeric have the decimals asked for (none,
             // or round(x, n)'s n); DataFusion's keep the argument's.
@@ -266,6 +279,37 @@ fn retype(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
         }
         other => Ok(Transformed::no(other)),
     }
+}
+
+/// `x` (a float) rounded to the nearest integer, ties to even, as a double.
+fn half_even(x: Expr) -> Expr {
+    static UDF: std::sync::LazyLock<Arc<datafusion::logical_expr::ScalarUDF>> =
+        std::sync::LazyLock::new(|| {
+            use datafusion::arrow::array::{AsArray, Float64Array};
+            use datafusion::arrow::datatypes::Float64Type;
+            use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+            Arc::new(create_udf(
+                "round",
+                vec![DataType::Float64],
+                DataType::Float64,
+                Volatility::Immutable,
+                Arc::new(|args: &[ColumnarValue]| match args.first() {
+                    Some(ColumnarValue::Array(a)) => {
+                        let rounded: Float64Array =
+                            a.as_primitive::<Float64Type>().unary(f64::round_ties_even);
+                        Ok(ColumnarValue::Array(Arc::new(rounded)))
+                    }
+                    Some(ColumnarValue::Scalar(ScalarValue::Float64(v))) => Ok(
+                        ColumnarValue::Scalar(ScalarValue::Float64(v.map(f64::round_ties_even))),
+                    ),
+                    _ => datafusion::common::exec_err!("round expects one double precision"),
+                }),
+            ))
+        });
+    Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
+        Arc::clone(&UDF),
+        vec![Expr::Cast(Cast::new(Box::new(x), DataType::Float64))],
+    ))
 }
 
 /// The value and type of an integer constant expression: literals, casts of them to integer types,
