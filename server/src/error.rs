@@ -16,6 +16,8 @@ pub mod sqlstate {
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const DATA_EXCEPTION: &str = "22000";
     pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+    pub const DATETIME_FIELD_OVERFLOW: &str = "22008";
+    pub const INVALID_DATETIME_FORMAT: &str = "22007";
     pub const DIVISION_BY_ZERO: &str = "22012";
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
     pub const BAD_COPY_FILE_FORMAT: &str = "22P04";
@@ -230,9 +232,21 @@ fn from_arrow(e: &ArrowError) -> SqlError {
         ArrowError::CastError(m) if m.contains("Can't cast value") => {
             SqlError::new(NUMERIC_VALUE_OUT_OF_RANGE, clean(m))
         }
-        ArrowError::CastError(m) => {
-            numeric_input(m).unwrap_or_else(|| SqlError::new(INVALID_TEXT_REPRESENTATION, clean(m)))
+        // A numeric too large for the integer it is cast to ("value of 10000000000 is out of
+        // range Int32").
+        ArrowError::CastError(m) if m.contains("is out of range ") => {
+            let target = m.rsplit(' ').next().and_then(integer_name);
+            SqlError::new(
+                NUMERIC_VALUE_OUT_OF_RANGE,
+                match target {
+                    Some(name) => format!("{name} out of range"),
+                    None => clean(m),
+                },
+            )
         }
+        ArrowError::CastError(m) => numeric_input(m)
+            .or_else(|| text_input(m))
+            .unwrap_or_else(|| SqlError::new(INVALID_TEXT_REPRESENTATION, clean(m))),
         ArrowError::ParseError(m) => SqlError::new(INVALID_TEXT_REPRESENTATION, clean(m)),
         ArrowError::DivideByZero => SqlError::new(DIVISION_BY_ZERO, "division by zero"),
         ArrowError::ArithmeticOverflow(m) => SqlError::new(NUMERIC_VALUE_OUT_OF_RANGE, clean(m)),
@@ -242,6 +256,69 @@ fn from_arrow(e: &ArrowError) -> SqlError {
         ArrowError::ExternalError(inner) => from_external(inner.as_ref()),
         other => SqlError::new(DATA_EXCEPTION, clean(&other.to_string())),
     }
+}
+
+/// Postgres' name of an Arrow integer type.
+fn integer_name(arrow: &str) -> Option<&'static str> {
+    Some(match arrow {
+        "Int16" | "UInt8" | "Int8" => "smallint",
+        "Int32" | "UInt16" => "integer",
+        "Int64" | "UInt32" | "UInt64" => "bigint",
+        _ => return None,
+    })
+}
+
+/// Arrow's failed cast of text to an integer, a double, a boolean, a date or a timestamp
+/// ("Cannot cast string 'x' to value of Int32 type") in Postgres' words and SQLSTATEs: 22P02
+/// for text that is no number or boolean, 22003 for an integer too large for its type, 22008 for a
+/// date or time with a field out of range (`2024-13-01`), 22007 for text that is no date at all.
+fn text_input(m: &str) -> Option<SqlError> {
+    use sqlstate::*;
+    let rest = m.split_once("annot cast string '")?.1;
+    let (text, tail) = rest.rsplit_once("' to value of ")?;
+    let arrow = tail.strip_suffix(" type")?;
+    let syntax = |name: &str| {
+        SqlError::new(
+            INVALID_TEXT_REPRESENTATION,
+            format!("invalid input syntax for type {name}: \"{text}\""),
+        )
+    };
+    if let Some(name) = integer_name(arrow) {
+        return Some(if text.trim().parse::<i128>().is_ok() {
+            SqlError::new(
+                NUMERIC_VALUE_OUT_OF_RANGE,
+                format!("value \"{text}\" is out of range for type {name}"),
+            )
+        } else {
+            syntax(name)
+        });
+    }
+    let datetime = match arrow {
+        "Float64" | "Float32" => return Some(syntax("double precision")),
+        "Boolean" => return Some(syntax("boolean")),
+        "Date32" | "Date64" => "date",
+        a if a.starts_with("Timestamp(") && a.contains(", None") => "timestamp",
+        a if a.starts_with("Timestamp(") => "timestamp with time zone",
+        a if a.starts_with("Time64(") || a.starts_with("Time32(") => "time",
+        _ => return None,
+    };
+    // Digits in a date's shape with a field out of range, or no date at all.
+    let shaped = text
+        .trim()
+        .split(['-', ' ', ':', 'T', '.'])
+        .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+        && text.contains(['-', ':']);
+    Some(if shaped {
+        SqlError::new(
+            DATETIME_FIELD_OVERFLOW,
+            format!("date/time field value out of range: \"{text}\""),
+        )
+    } else {
+        SqlError::new(
+            INVALID_DATETIME_FORMAT,
+            format!("invalid input syntax for type {datetime}: \"{text}\""),
+        )
+    })
 }
 
 /// Arrow's failed text-to-decimal cast ("Cannot cast string 'x' to value of Decimal128(38, 10)
