@@ -469,6 +469,29 @@ fn from_plan_message(m: &str) -> SqlError {
     if lower.starts_with("invalid function") || has(&["function"]) && has(&["not found"]) {
         return SqlError::new(UNDEFINED_FUNCTION, m);
     }
+    // DataFusion's "No function matches the given name and argument types 'f(Utf8, Int64)'",
+    // after pages of candidates: Postgres' "function f(text, bigint) does not exist".
+    if let Some(call) = m
+        .split_once("argument types '")
+        .and_then(|(_, rest)| rest.split_once("'."))
+        .map(|(call, _)| call)
+        && let Some((name, args)) = call.split_once('(')
+    {
+        let args: Vec<&str> = args
+            .trim_end_matches(')')
+            .split(", ")
+            .filter(|a| !a.is_empty())
+            .map(postgres_type_name)
+            .collect();
+        return SqlError::new(
+            UNDEFINED_FUNCTION,
+            format!("function {name}({}) does not exist", args.join(", ")),
+        )
+        .with_hint(
+            "No function matches the given name and argument types. You might need to add \
+             explicit type casts.",
+        );
+    }
     // Postgres: "operator does not exist: integer + text".
     if has(&["cannot coerce arithmetic expression"]) {
         return SqlError::new(UNDEFINED_FUNCTION, m)
@@ -492,6 +515,28 @@ fn from_plan_message(m: &str) -> SqlError {
         return SqlError::new(SYNTAX_ERROR, m);
     }
     SqlError::new(SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION, m)
+}
+
+/// Postgres' name of an Arrow type as DataFusion prints it in messages (the type itself when
+/// Postgres has no name for it).
+fn postgres_type_name(arrow: &str) -> &str {
+    match arrow {
+        "Utf8" | "LargeUtf8" | "Utf8View" => "text",
+        "Int16" => "smallint",
+        "Int32" => "integer",
+        "Int64" => "bigint",
+        "Float32" => "real",
+        "Float64" => "double precision",
+        "Boolean" => "boolean",
+        "Date32" => "date",
+        "Binary" | "LargeBinary" | "BinaryView" => "bytea",
+        a if a.starts_with("Decimal128") => "numeric",
+        a if a.starts_with("Interval") => "interval",
+        a if a.starts_with("Timestamp(") && a.ends_with("None)") => "timestamp without time zone",
+        a if a.starts_with("Timestamp(") => "timestamp with time zone",
+        a if a.starts_with("Time64") => "time without time zone",
+        other => other,
+    }
 }
 
 fn from_execution_message(m: &str) -> SqlError {
