@@ -477,9 +477,8 @@ fn from_plan_message(m: &str) -> SqlError {
         .map(|(call, _)| call)
         && let Some((name, args)) = call.split_once('(')
     {
-        let args: Vec<&str> = args
-            .trim_end_matches(')')
-            .split(", ")
+        let args: Vec<&str> = top_level_parts(args.strip_suffix(')').unwrap_or(args))
+            .into_iter()
             .filter(|a| !a.is_empty())
             .map(postgres_type_name)
             .collect();
@@ -517,6 +516,25 @@ fn from_plan_message(m: &str) -> SqlError {
     SqlError::new(SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION, m)
 }
 
+/// `text` split at the commas outside parentheses (`Decimal128(3, 1), Int64`), trimmed.
+fn top_level_parts(text: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0usize, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                parts.push(text[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(text[start..].trim());
+    parts
+}
+
 /// Postgres' name of an Arrow type as DataFusion prints it in messages (the type itself when
 /// Postgres has no name for it).
 fn postgres_type_name(arrow: &str) -> &str {
@@ -552,6 +570,10 @@ fn from_execution_message(m: &str) -> SqlError {
     }
     if has("invalid input syntax") {
         return SqlError::new(INVALID_TEXT_REPRESENTATION, m);
+    }
+    // make_time(25, 0, 0), make_timestamp(2024, 2, 30, ...).
+    if has("field value out of range") {
+        return SqlError::new(DATETIME_FIELD_OVERFLOW, m);
     }
     // `time zone "x" not recognized`, `unit "x" not recognized by EXTRACT`: Postgres' 22023.
     if has("not recognized") {

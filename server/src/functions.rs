@@ -35,6 +35,9 @@ pub fn register(ctx: &SessionContext, user: &str, database: &str) {
     }
     ctx.register_udf(crate::pg::extract::udf());
     ctx.register_udf(crate::pg::at_time_zone::udf());
+    for udf in crate::pg::make::udfs() {
+        ctx.register_udf(udf);
+    }
     for udf in crate::pg::json::functions() {
         ctx.register_udf(udf);
     }

@@ -206,20 +206,7 @@ pub fn local_time(stmt: &mut ast::Statement) {
                 "localtime" => ast::DataType::Time(None, ast::TimezoneInfo::None),
                 _ => return ControlFlow::<()>::Continue(()),
             };
-            let now = ast::Expr::Function(ast::Function {
-                name: ast::ObjectName::from(vec![ast::Ident::new("now")]),
-                uses_odbc_syntax: false,
-                parameters: ast::FunctionArguments::None,
-                args: ast::FunctionArguments::List(ast::FunctionArgumentList {
-                    duplicate_treatment: None,
-                    args: Vec::new(),
-                    clauses: Vec::new(),
-                }),
-                filter: None,
-                null_treatment: None,
-                over: None,
-                within_group: Vec::new(),
-            });
+            let now = super::rewrite::call("now", Vec::new(), Vec::new());
             *expr = ast::Expr::Cast {
                 kind: ast::CastKind::Cast,
                 expr: Box::new(now),

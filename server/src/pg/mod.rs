@@ -15,6 +15,8 @@ pub mod information_schema;
 pub mod interval;
 pub mod json;
 pub mod literals;
+/// make_time, make_timestamp, make_timestamptz, make_interval.
+pub mod make;
 pub mod names;
 pub mod oid_arrays;
 pub mod rewrite;

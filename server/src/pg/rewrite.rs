@@ -42,6 +42,7 @@ pub fn statement(parsed: Parsed) -> Parsed {
         super::typing::exponent_literals(stmt);
         super::datetime_input::literals(stmt);
         super::datetime_input::local_time(stmt);
+        super::make::rewrite(stmt);
         super::extract::rewrite(stmt);
         super::at_time_zone::rewrite(stmt);
         user_keyword(stmt);
