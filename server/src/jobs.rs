@@ -142,6 +142,9 @@ pub struct Jobs {
     /// Held (shared) by every job start until the job is listed, taken exclusively by a change-log
     /// trim: a job that is not listed yet may already read a log (see `trim`).
     pub starting: tokio::sync::RwLock<()>,
+    /// Held by a rescale from stopping a job to listing its successor: two at once could run
+    /// two jobs of one view.
+    rescaling: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -302,6 +305,7 @@ impl Jobs {
             refused: Mutex::new(BTreeMap::new()),
             defaults,
             starting: tokio::sync::RwLock::new(()),
+            rescaling: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -512,6 +516,7 @@ impl Jobs {
         def: rivulet_planner::catalog::TableDef,
     ) -> Result<(), SqlError> {
         let id = def.id;
+        let _one_at_a_time = self.rescaling.lock().await;
         let running = self.running.lock().get(&id).map(|r| Arc::clone(&r.job));
         if let Some(job) = running {
             // A job that had failed has nothing more to commit; it restarts below like one

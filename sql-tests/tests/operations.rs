@@ -215,6 +215,16 @@ async fn live_rescale_while_rows_flow_keeps_every_view_equal_to_its_query() {
         .unwrap_err();
     assert_eq!(e.code().map(|c| c.code()), Some("25001"));
     c.batch_execute("ROLLBACK").await.unwrap();
+    // Two rescales of one view at once run one after the other: never two jobs of one view.
+    let other = server.connect("dev").await.unwrap();
+    let (a, b) = tokio::join!(
+        c.batch_execute("ALTER MATERIALIZED VIEW joined SET PARALLELISM = 3"),
+        other.batch_execute("ALTER MATERIALIZED VIEW joined SET PARALLELISM = 1"),
+    );
+    a.unwrap();
+    b.unwrap();
+    writes(&c, &mut rng, &mut next_id, 40).await;
+    compare(&c, "after two rescales at once").await;
     // ADAPTIVE follows the cores; DEFAULT goes back to the server's setting.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
     c.batch_execute("ALTER MATERIALIZED VIEW per_k SET PARALLELISM = ADAPTIVE")

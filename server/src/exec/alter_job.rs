@@ -4,6 +4,7 @@
 //! with the new instances: keyed state is stored by key group, so each new instance reads the
 //! groups it now owns, and nothing is lost or counted twice. Other jobs keep running.
 
+use rivulet_engine::task::spawn_named;
 use rivulet_planner::alter_job::Parallelism;
 
 use super::Outcome;
@@ -79,8 +80,22 @@ impl Session {
         }
         // Checked before the job stops: a value the view could not start with is refused here.
         crate::jobs::parallelism(&view.settings, self.shared.jobs.defaults().parallelism)?;
+        // The rescale runs on its own: a cancel or a statement_timeout while the job waits for
+        // its last checkpoint (a sink whose broker is down, say) ends the statement, and the
+        // job still starts again with the new parallelism once it has stopped.
         let shared = std::sync::Arc::clone(&self.shared);
-        shared.jobs.rescale(&shared, def).await?;
+        let (done, result) = tokio::sync::oneshot::channel();
+        spawn_named(format!("rescale-{name}"), async move {
+            let _ = done.send(shared.jobs.rescale(&shared, def).await);
+        })
+        .detach();
+        self.interrupt
+            .run(async {
+                result
+                    .await
+                    .map_err(|_| SqlError::internal("the rescale task ended without a result"))?
+            })
+            .await?;
         Ok(Outcome::Command(tag.into()))
     }
 }
