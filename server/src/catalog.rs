@@ -61,6 +61,16 @@ fn table_key(db: &str, table: &str) -> Vec<u8> {
     k
 }
 
+/// `def` as stored in the catalog.
+fn definition_json(def: &TableDef) -> Result<Vec<u8>, SqlError> {
+    serde_json::to_vec(def).map_err(|e| {
+        SqlError::new(
+            sqlstate::INTERNAL_ERROR,
+            format!("table definition does not serialize: {e}"),
+        )
+    })
+}
+
 fn storage_error(e: impl std::fmt::Display) -> SqlError {
     SqlError::new(
         sqlstate::IO_ERROR,
@@ -256,12 +266,7 @@ impl Catalog {
             table.mark_view(view.counted);
         }
         crate::functions::install_computed(&table, &def)?;
-        let json = serde_json::to_vec(&def).map_err(|e| {
-            SqlError::new(
-                sqlstate::INTERNAL_ERROR,
-                format!("table definition does not serialize: {e}"),
-            )
-        })?;
+        let json = definition_json(&def)?;
         let mut batch = StateBatch::new();
         // A crashed earlier attempt may have left rows or job state under this id; start clean.
         TableStore::drop_data(&mut batch, def.id);
@@ -329,12 +334,7 @@ impl Catalog {
                 format!("relation \"{}\" does not exist", def.name),
             ));
         };
-        let json = serde_json::to_vec(&def).map_err(|e| {
-            SqlError::new(
-                sqlstate::INTERNAL_ERROR,
-                format!("table definition does not serialize: {e}"),
-            )
-        })?;
+        let json = definition_json(&def)?;
         let mut batch = StateBatch::new();
         batch.put(table_key(&def.database, &def.name), json);
         self.store.write(batch, true).map_err(storage_error)?;

@@ -82,6 +82,18 @@ fn drain(mut lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) {
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 }
 
+/// Starts the binary with `args` and `env`, expecting it to refuse to start: its standard error.
+pub async fn refused_start(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(rivulet_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("the binary runs");
+    assert!(!out.status.success(), "the server started with {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// A running server; killed when dropped.
 pub struct TestServer {
     child: Child,

@@ -274,18 +274,16 @@ async fn metrics_and_system_tables_follow_running_jobs() {
 
 #[tokio::test]
 async fn non_loopback_http_needs_a_password() {
-    let out = tokio::process::Command::new(rivulet_sql_tests::rivulet_bin())
-        .args([
+    let stderr = rivulet_sql_tests::refused_start(
+        &[
             "--http-listen",
             "0.0.0.0:0",
             "--data-dir",
             "/nonexistent/never",
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        ],
+        &[],
+    )
+    .await;
     assert!(
         stderr.contains("refusing to serve HTTP on 0.0.0.0:0 without credentials"),
         "{stderr}"

@@ -252,21 +252,18 @@ async fn scram_login_and_wrong_password() {
 /// refused, as without one.
 #[tokio::test]
 async fn an_empty_password_does_not_open_a_non_loopback_address() {
-    let out = tokio::process::Command::new(rivulet_sql_tests::rivulet_bin())
-        .args([
+    let stderr = rivulet_sql_tests::refused_start(
+        &[
             "--listen",
             "0.0.0.0:0",
             "--http-listen",
             "off",
             "--data-dir",
             "/nonexistent/never",
-        ])
-        .env("RIVULET_PASSWORD", "")
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        ],
+        &[("RIVULET_PASSWORD", "")],
+    )
+    .await;
     assert!(
         stderr.contains("refusing to listen on 0.0.0.0:0 without credentials"),
         "{stderr}"
