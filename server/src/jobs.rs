@@ -145,6 +145,8 @@ pub struct Jobs {
     /// Held by a rescale from stopping a job to listing its successor: two at once could run
     /// two jobs of one view.
     rescaling: tokio::sync::Mutex<()>,
+    /// The view whose job a rescale is replacing, if any.
+    rescaled: Mutex<Option<u64>>,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -306,6 +308,7 @@ impl Jobs {
             defaults,
             starting: tokio::sync::RwLock::new(()),
             rescaling: tokio::sync::Mutex::new(()),
+            rescaled: Mutex::new(None),
         }
     }
 
@@ -347,6 +350,30 @@ impl Jobs {
             },
         );
         Ok(())
+    }
+
+    /// The catch-up of the job that replaces view `id`'s, when the one `old` follows was stopped
+    /// by a rescale (a CREATE waiting for its backfill goes on waiting for the new job); `None`
+    /// when it stopped or failed otherwise.
+    pub async fn successor_catch_up(
+        &self,
+        id: u64,
+        old: &tokio::sync::watch::Receiver<catch_up::CatchUp>,
+    ) -> Option<tokio::sync::watch::Receiver<catch_up::CatchUp>> {
+        for _ in 0..RESCALE_POLLS {
+            {
+                let running = self.running.lock();
+                let current = &running.get(&id)?.catch_up;
+                if !current.same_channel(old) {
+                    return Some(current.clone());
+                }
+            }
+            if *self.rescaled.lock() != Some(id) {
+                return None;
+            }
+            tokio::time::sleep(RESCALE_POLL).await;
+        }
+        None
     }
 
     /// Where the catch-up of view `id`'s job (as it started) is, and its changes.
@@ -517,6 +544,19 @@ impl Jobs {
     ) -> Result<(), SqlError> {
         let id = def.id;
         let _one_at_a_time = self.rescaling.lock().await;
+        *self.rescaled.lock() = Some(id);
+        let result = self.replace_job(shared, def).await;
+        *self.rescaled.lock() = None;
+        result
+    }
+
+    /// The part of [`Jobs::rescale`] done under its lock.
+    async fn replace_job(
+        &self,
+        shared: &Arc<Shared>,
+        def: rivulet_planner::catalog::TableDef,
+    ) -> Result<(), SqlError> {
+        let id = def.id;
         let running = self.running.lock().get(&id).map(|r| Arc::clone(&r.job));
         if let Some(job) = running {
             // A job that had failed has nothing more to commit; it restarts below like one

@@ -447,3 +447,49 @@ async fn a_backup_under_load_then_kill_9_restores_whole_commits_on_another_data_
     assert_eq!(e.code().map(|c| c.code()), Some("22023"));
     restored.kill9().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rescale_during_a_create_backfill_keeps_the_view() {
+    let server = TestServer::start_with_flags(&["--backfill-chunk-rows", "64"])
+        .await
+        .unwrap();
+    let c = server.connect("dev").await.unwrap();
+    let other = server.connect("dev").await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE t (id INT PRIMARY KEY, k INT, v INT);
+         INSERT INTO t SELECT x, x % 97, x % 13 FROM generate_series(1, 60000) AS g(x);
+         SET streaming_parallelism = 1;",
+    )
+    .await
+    .unwrap();
+    let create = c.batch_execute(
+        "CREATE MATERIALIZED VIEW per_k AS SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k",
+    );
+    let alter = async {
+        // Once the view's job runs its backfill, another session rescales it.
+        for _ in 0..500 {
+            let listed = text_rows(
+                &other,
+                "SELECT count(*) FROM rivulet_jobs WHERE job_name = 'per_k'",
+            )
+            .await
+            .unwrap();
+            if listed == ["1"] {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        other
+            .batch_execute("ALTER MATERIALIZED VIEW per_k SET PARALLELISM = 2")
+            .await
+    };
+    let (created, altered) = tokio::join!(create, alter);
+    created.unwrap();
+    altered.unwrap();
+    assert_eq!(jobs(&c).await["per_k"].0, 2);
+    let got = sorted_rows(&c, "SELECT * FROM per_k").await.unwrap();
+    let want = sorted_rows(&c, "SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k")
+        .await
+        .unwrap();
+    assert_eq!(got, want);
+}

@@ -76,6 +76,17 @@ impl Session {
                     return Ok(());
                 }
                 CatchUp::Failed(e) => {
+                    // Stopped by a rescale (ALTER ... SET PARALLELISM in another session): the
+                    // new job's backfill is what to wait for.
+                    if let Some(next) = self
+                        .shared
+                        .jobs
+                        .successor_catch_up(entry.def.id, &state)
+                        .await
+                    {
+                        state = next;
+                        continue;
+                    }
                     return Err(SqlError::new(
                         sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
                         format!("{what} \"{name}\" failed during its backfill: {e}"),
@@ -86,6 +97,12 @@ impl Session {
             tokio::select! {
                 changed = state.changed() => {
                     if changed.is_err() {
+                        if let Some(next) =
+                            self.shared.jobs.successor_catch_up(entry.def.id, &state).await
+                        {
+                            state = next;
+                            continue;
+                        }
                         return Err(SqlError::new(
                             sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
                             format!("{what} \"{name}\" stopped during its backfill"),
