@@ -360,13 +360,19 @@ impl Jobs {
         id: u64,
         old: &tokio::sync::watch::Receiver<catch_up::CatchUp>,
     ) -> Option<tokio::sync::watch::Receiver<catch_up::CatchUp>> {
+        self.successor(id, |r| {
+            (!r.catch_up.same_channel(old)).then(|| r.catch_up.clone())
+        })
+        .await
+    }
+
+    /// What `new` takes from view `id`'s listed job once a rescale has replaced the one the
+    /// caller knew (`new` answers `None` while it is still listed): waits while the rescale runs;
+    /// `None` when no rescale is replacing it, or the view is gone.
+    async fn successor<T>(&self, id: u64, new: impl Fn(&Running) -> Option<T>) -> Option<T> {
         for _ in 0..RESCALE_POLLS {
-            {
-                let running = self.running.lock();
-                let current = &running.get(&id)?.catch_up;
-                if !current.same_channel(old) {
-                    return Some(current.clone());
-                }
+            if let Some(next) = new(self.running.lock().get(&id)?) {
+                return Some(next);
             }
             if *self.rescaled.lock() != Some(id) {
                 return None;
@@ -630,20 +636,15 @@ impl Jobs {
         if job.failure().is_some() {
             return None;
         }
-        // A rescale lists the new job once it has started: moments after the old one stopped.
-        for _ in 0..RESCALE_POLLS {
-            let next = self.running.lock().get(&id).map(|r| Arc::clone(&r.job))?;
-            if !Arc::ptr_eq(&next, job) {
-                return Some(next);
-            }
-            tokio::time::sleep(RESCALE_POLL).await;
-        }
-        None
+        self.successor(id, |r| {
+            (!Arc::ptr_eq(&r.job, job)).then(|| Arc::clone(&r.job))
+        })
+        .await
     }
 }
 
-/// How often, and how many times, a FLUSH whose job stopped for a rescale looks for the job that
-/// replaces it (a minute in all).
+/// How often, and how many times at most, a FLUSH or a CREATE whose job stopped for a rescale
+/// looks for the job that replaces it (a minute in all).
 const RESCALE_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 const RESCALE_POLLS: usize = 3000;
 
