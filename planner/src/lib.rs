@@ -25,6 +25,8 @@ pub mod parse;
 pub mod recognize;
 /// Postgres' rules for `WITH RECURSIVE`, which DataFusion does not enforce.
 pub mod recursive;
+/// Savepoints of streaming jobs: `ALTER ... SAVEPOINT TO`, `CREATE ... FROM SAVEPOINT`, ...
+pub mod savepoint;
 /// Session windows: `SESSION(t, ts, gap)` as SQL window functions.
 pub mod session;
 /// The streaming planner: a view's query to a job graph of operators.

@@ -57,6 +57,30 @@ pub enum Statement {
         sink: bool,
         parallelism: crate::alter_job::Parallelism,
     },
+    /// `ALTER {MATERIALIZED VIEW | SINK} name [SUSPEND WITH] SAVEPOINT [TO] 'directory'` (see
+    /// [`crate::savepoint`]).
+    SaveJob {
+        name: String,
+        sink: bool,
+        to: String,
+        /// Stop the job after the savepoint (Flink's stop-with-savepoint).
+        suspend: bool,
+    },
+    /// `ALTER {MATERIALIZED VIEW | SINK} name RESUME`: start a suspended job again.
+    ResumeJob { name: String, sink: bool },
+    /// `CREATE {MATERIALIZED VIEW | SINK} name FROM SAVEPOINT 'directory'`.
+    RestoreJob {
+        name: String,
+        sink: bool,
+        if_not_exists: bool,
+        from: String,
+        /// Flink's `allowNonRestoredState`: state of the savepoint no operator takes is left out.
+        allow_non_restored_state: bool,
+    },
+    /// `SHOW SAVEPOINTS`.
+    ShowSavepoints,
+    /// `DROP SAVEPOINT [IF EXISTS] 'directory'`.
+    DropSavepoint { path: String, if_exists: bool },
     /// `BACKUP TO 'directory'` (see [`crate::backup`]).
     Backup { to: String },
     /// `SUBSCRIBE [TO] relation [WITH (...)]`, also inside `COPY (...) TO STDOUT`
@@ -159,6 +183,9 @@ fn parse_one(
     let words: Vec<(usize, &TokenWithSpan)> = significant(&tokens).collect();
     if words.len() == 1 && is_bare(words[0].1, "flush") {
         return Ok(Statement::Flush);
+    }
+    if let Some(savepoint) = crate::savepoint::parse(sql, &tokens) {
+        return savepoint;
     }
     if words.len() > 1 && is_word(words[0].1, Keyword::CREATE) && is_bare(words[1].1, "sink") {
         return create_sink(sql, tokens, dialect);

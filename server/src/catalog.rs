@@ -1,7 +1,9 @@
 //! The catalog: databases and their tables, persisted in the state store.
 //!
 //! Key space (tag `C`): `C n` the next object id; `C d <db>` one database; `C t <db> 0x00 <table>` one
-//! [`TableDef`] as JSON. Every DDL statement is one synced write batch, so the catalog and the table
+//! [`TableDef`] as JSON; `C i` the server's identity (random, made at the first start, copied
+//! by a backup: savepoints name the server whose change-log positions they hold); `C s <path>`
+//! one savepoint this server wrote (see `savepoints.rs`). Every DDL statement is one synced write batch, so the catalog and the table
 //! data it points at change together. The in-memory copy is authoritative for readers and is only
 //! changed after the write succeeded.
 
@@ -21,6 +23,18 @@ pub const DEFAULT_DATABASE: &str = "dev";
 pub const DEFAULT_SCHEMA: &str = "public";
 
 const NEXT_ID_KEY: &[u8] = b"Cn";
+const SERVER_ID_KEY: &[u8] = b"Ci";
+const SAVEPOINT_PREFIX: &[u8] = b"Cs";
+
+fn savepoint_key(path: &str) -> Vec<u8> {
+    let mut k = SAVEPOINT_PREFIX.to_vec();
+    k.extend_from_slice(path.as_bytes());
+    k
+}
+
+/// What a restore writes with a new table, given the table's id (see
+/// [`Catalog::create_table_restoring`]).
+pub type Restore<'a> = dyn Fn(u64, &mut StateBatch) -> Result<(), SqlError> + 'a;
 
 /// A table with its storage.
 #[derive(Debug)]
@@ -45,6 +59,7 @@ struct Inner {
 pub struct Catalog {
     store: StateStore,
     inner: RwLock<Inner>,
+    server_id: String,
 }
 
 fn db_key(db: &str) -> Vec<u8> {
@@ -143,9 +158,20 @@ impl Catalog {
                     }),
                 );
         }
+        let server_id = match store.get(SERVER_ID_KEY).map_err(storage_error)? {
+            Some(v) => String::from_utf8(v).map_err(|_| corrupt("server identity".into()))?,
+            None => {
+                let id = format!("{:032x}", rand::random::<u128>());
+                let mut batch = StateBatch::new();
+                batch.put(SERVER_ID_KEY, id.as_bytes());
+                store.write(batch, true).map_err(storage_error)?;
+                id
+            }
+        };
         let catalog = Self {
             store,
             inner: RwLock::new(Inner { databases, next_id }),
+            server_id,
         };
         if !catalog.database_exists(DEFAULT_DATABASE) {
             catalog.create_database(DEFAULT_DATABASE, false)?;
@@ -227,13 +253,42 @@ impl Catalog {
             .and_then(|d| d.tables.get(name).cloned())
     }
 
+    /// The storage of table `def`, as a new table gets it.
+    fn open_table(&self, def: &TableDef) -> Result<TableStore, SqlError> {
+        let table = TableStore::open(
+            self.store.clone(),
+            def.id,
+            &def.name,
+            def.schema(),
+            def.primary_key.clone(),
+        )
+        .map_err(SqlError::from)?;
+        if let Some(view) = &def.view {
+            table.mark_view(view.counted);
+        }
+        crate::functions::install_computed(&table, def)?;
+        Ok(table)
+    }
+
     /// Creates a table from `def` (its id and database are assigned here). Returns false if it
     /// already existed and `if_not_exists` was given.
     pub fn create_table(
         &self,
         db: &str,
+        def: TableDef,
+        if_not_exists: bool,
+    ) -> Result<bool, SqlError> {
+        self.create_table_restoring(db, def, if_not_exists, None)
+    }
+
+    /// [`Catalog::create_table`], writing in the same synced batch what `restore` adds given
+    /// the new table's id (a view's rows and its job's state, from a savepoint).
+    pub fn create_table_restoring(
+        &self,
+        db: &str,
         mut def: TableDef,
         if_not_exists: bool,
+        restore: Option<&Restore<'_>>,
     ) -> Result<bool, SqlError> {
         let mut inner = self.inner.write();
         let next_id = inner.next_id;
@@ -254,18 +309,7 @@ impl Catalog {
         }
         def.id = next_id;
         def.database = db.to_string();
-        let table = TableStore::open(
-            self.store.clone(),
-            def.id,
-            &def.name,
-            def.schema(),
-            def.primary_key.clone(),
-        )
-        .map_err(SqlError::from)?;
-        if let Some(view) = &def.view {
-            table.mark_view(view.counted);
-        }
-        crate::functions::install_computed(&table, &def)?;
+        let table = self.open_table(&def)?;
         let json = definition_json(&def)?;
         let mut batch = StateBatch::new();
         // A crashed earlier attempt may have left rows or job state under this id; start clean.
@@ -273,8 +317,16 @@ impl Catalog {
         rivulet_engine::job::drop_state(&mut batch, def.id);
         batch.put(table_key(db, &def.name), json);
         batch.put(NEXT_ID_KEY, (next_id + 1).to_le_bytes());
+        if let Some(restore) = restore {
+            restore(def.id, &mut batch)?;
+        }
         self.store.write(batch, true).map_err(storage_error)?;
         inner.next_id = next_id + 1;
+        // Opened again to read the restored rows' counters.
+        let table = match restore {
+            None => table,
+            Some(_) => self.open_table(&def)?,
+        };
         let name = def.name.clone();
         if let Some(database) = inner.databases.get_mut(db) {
             database.tables.insert(
@@ -348,6 +400,33 @@ impl Catalog {
                 .insert(entry.def.name.clone(), Arc::clone(&entry));
         }
         Ok(entry)
+    }
+
+    /// The server's identity (see the module documentation).
+    pub fn server_id(&self) -> &str {
+        &self.server_id
+    }
+
+    /// The stored records of the savepoints this server wrote, as stored.
+    pub fn savepoint_records(&self) -> Result<Vec<Vec<u8>>, SqlError> {
+        let mut out = Vec::new();
+        self.store
+            .scan_prefix(None, SAVEPOINT_PREFIX, None, |_, v| {
+                out.push(v.to_vec());
+                Ok(std::ops::ControlFlow::Continue(()))
+            })
+            .map_err(storage_error)?;
+        Ok(out)
+    }
+
+    /// Stores (`Some`) or removes the record of the savepoint at `path`, synced.
+    pub fn set_savepoint_record(&self, path: &str, record: Option<&[u8]>) -> Result<(), SqlError> {
+        let mut batch = StateBatch::new();
+        match record {
+            Some(r) => batch.put(savepoint_key(path), r),
+            None => batch.delete(savepoint_key(path)),
+        }
+        self.store.write(batch, true).map_err(storage_error)
     }
 
     /// The state store (for snapshots).

@@ -56,6 +56,7 @@ pub mod sqlstate {
     pub const CONNECTION_FAILURE: &str = "08006";
     pub const IO_ERROR: &str = "58030";
     pub const DUPLICATE_FILE: &str = "58P02";
+    pub const UNDEFINED_FILE: &str = "58P01";
     pub const PROTOCOL_VIOLATION: &str = "08P01";
     pub const INVALID_SQL_STATEMENT_NAME: &str = "26000";
     pub const INVALID_CURSOR_NAME: &str = "34000";

@@ -66,6 +66,18 @@ pub fn job_settings(settings: &BTreeMap<String, String>) -> BTreeMap<String, Str
 /// The setting for the instances of each keyed stage (RisingWave's name).
 pub const PARALLELISM: &str = "streaming_parallelism";
 
+/// A view's stored setting while its job is suspended: the savepoint it was suspended with.
+/// Never a session's setting (`job_settings` does not take it).
+pub const SUSPENDED: &str = "rivulet.suspended_with_savepoint";
+
+/// The savepoint view `def` is suspended with, if it is suspended.
+pub fn suspended(def: &rivulet_planner::catalog::TableDef) -> Option<&str> {
+    def.view
+        .as_ref()
+        .and_then(|v| v.settings.get(SUSPENDED))
+        .map(String::as_str)
+}
+
 /// How jobs run unless a view's settings say otherwise.
 #[derive(Debug, Clone, Copy)]
 pub struct JobDefaults {
@@ -147,6 +159,9 @@ pub struct Jobs {
     rescaling: tokio::sync::Mutex<()>,
     /// The view whose job a rescale is replacing, if any.
     rescaled: Mutex<Option<u64>>,
+    /// Views whose jobs are suspended (`ALTER ... SUSPEND WITH SAVEPOINT`): stopped at a
+    /// checkpoint until resumed.
+    suspended: Mutex<std::collections::BTreeSet<u64>>,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -309,6 +324,7 @@ impl Jobs {
             starting: tokio::sync::RwLock::new(()),
             rescaling: tokio::sync::Mutex::new(()),
             rescaled: Mutex::new(None),
+            suspended: Mutex::new(Default::default()),
         }
     }
 
@@ -398,6 +414,10 @@ impl Jobs {
             .collect();
         views.sort_by_key(|v| v.def.id);
         for view in views {
+            if suspended(&view.def).is_some() {
+                self.suspended.lock().insert(view.def.id);
+                continue;
+            }
             // One view that cannot start (say, planned differently after an upgrade) shows as
             // failed; the server and the other views run.
             if let Err(e) = self.start(shared, &view).await {
@@ -473,6 +493,10 @@ impl Jobs {
                             ..base
                         });
                     }
+                    None if suspended(&view.def).is_some() => out.push(JobOverview {
+                        status: "suspended",
+                        ..base
+                    }),
                     None => {
                         if let Some(error) = refused.get(&view.def.id) {
                             out.push(JobOverview {
@@ -563,6 +587,36 @@ impl Jobs {
         def: rivulet_planner::catalog::TableDef,
     ) -> Result<(), SqlError> {
         let id = def.id;
+        // The ALTER read the definition before the lock: take only its parallelism into the
+        // definition as it is now (a suspend or resume may have changed it meanwhile).
+        let def = {
+            let Some(current) = shared.catalog.table(&def.database, &def.name) else {
+                return Err(SqlError::new(
+                    crate::error::sqlstate::UNDEFINED_TABLE,
+                    format!("materialized view \"{}\" does not exist", def.name),
+                ));
+            };
+            let mut now = current.def.clone();
+            let wanted = def.view.as_ref().and_then(|v| v.settings.get(PARALLELISM));
+            if let Some(view) = now.view.as_mut() {
+                match wanted {
+                    Some(p) => view.settings.insert(PARALLELISM.into(), p.clone()),
+                    None => view.settings.remove(PARALLELISM),
+                };
+            }
+            now
+        };
+        if def.id != id {
+            return Err(SqlError::new(
+                crate::error::sqlstate::UNDEFINED_TABLE,
+                format!("materialized view \"{}\" was dropped meanwhile", def.name),
+            ));
+        }
+        if self.suspended.lock().contains(&id) {
+            // Takes effect when it is resumed.
+            shared.catalog.replace_definition(def)?;
+            return Ok(());
+        }
         let running = self.running.lock().get(&id).map(|r| Arc::clone(&r.job));
         if let Some(job) = running {
             // A job that had failed has nothing more to commit; it restarts below like one
@@ -586,6 +640,43 @@ impl Jobs {
     pub fn stop(&self, id: u64) {
         self.running.lock().remove(&id);
         self.refused.lock().remove(&id);
+        self.suspended.lock().remove(&id);
+    }
+
+    /// The running (or failed) job of view `id`.
+    pub fn job(&self, id: u64) -> Option<Arc<Job>> {
+        self.running.lock().get(&id).map(|r| Arc::clone(&r.job))
+    }
+
+    /// Held while a job is stopped and replaced or suspended: one such change at a time.
+    pub async fn exclusive(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.rescaling.lock().await
+    }
+
+    /// Stops view `id`'s job at a synced checkpoint and keeps it stopped (call under
+    /// [`Jobs::exclusive`]); its state is then what the checkpoint holds. Returns the
+    /// stopped job, `None` if it was not running.
+    pub async fn suspend(&self, id: u64) -> Option<Arc<Job>> {
+        let job = self.job(id)?;
+        // Before the stop: a FLUSH that sees the job stop then knows why.
+        self.suspended.lock().insert(id);
+        if let Err(error) = job.stop().await {
+            tracing::info!(job = job.name(), %error, "failed job stopped for a suspend");
+        }
+        self.running.lock().remove(&id);
+        Some(job)
+    }
+
+    /// Starts suspended view `entry`'s job again (call under [`Jobs::exclusive`]), from its
+    /// checkpoint.
+    pub async fn resume(&self, shared: &Arc<Shared>, entry: &TableEntry) -> Result<(), SqlError> {
+        self.suspended.lock().remove(&entry.def.id);
+        self.refused.lock().remove(&entry.def.id);
+        if let Err(e) = self.start(shared, entry).await {
+            self.refused.lock().insert(entry.def.id, e.to_string());
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// The views whose jobs read relation `id`.
@@ -622,6 +713,8 @@ impl Jobs {
             while let Err(e) = flush_one(&job).await {
                 match self.replacement(id, &job).await {
                     Some(next) => job = next,
+                    // Suspended meanwhile: it has committed all it will until resumed.
+                    None if self.suspended.lock().contains(&id) => break,
                     None => return Err(e),
                 }
             }

@@ -39,6 +39,8 @@ mod pg;
 mod provider;
 /// DataFusion's shared runtime: the queries' memory pool and spill directory.
 mod runtime;
+/// Savepoints of jobs: their manifests, the ones this server wrote, the checks of a restore.
+mod savepoints;
 /// Per-connection session state.
 mod session;
 /// The sinks jobs end in: a view's rows, or a sink's connector.
@@ -396,7 +398,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         Catalog::load(store).map_err(|e| anyhow::anyhow!("cannot load the catalog: {e}"))?;
     session::set_server_defaults(server_settings(&args)?);
     let runtime = runtime::build(&args.data_dir, runtime::parse_memory(&args.query_memory)?)?;
+    let savepoints = savepoints::Savepoints::load(&catalog)
+        .map_err(|e| anyhow::anyhow!("cannot load the savepoints: {e}"))?;
     let shared = Arc::new(Shared {
+        savepoints,
         catalog: Arc::new(catalog),
         jobs: Jobs::new(job_defaults(&args)?),
         sources: Default::default(),

@@ -32,6 +32,8 @@ pub struct Shared {
     pub sources: crate::sources::Sources,
     /// DataFusion's runtime for every session's queries: one memory pool, one spill directory.
     pub runtime: Arc<RuntimeEnv>,
+    /// The savepoints this server wrote, and the change-log entries they keep.
+    pub savepoints: crate::savepoints::Savepoints,
 }
 
 /// Settings the server's flags give every session (`--statement-timeout`, ...), set once at start.

@@ -209,6 +209,21 @@ impl JobGraph {
             .collect()
     }
 
+    /// Per source, in source order: its table and, for a source outside Rivulet's tables, what
+    /// it is (see [`ExternalSource::describe`]).
+    pub fn source_kinds(&self) -> Vec<(Arc<TableStore>, Option<String>)> {
+        self.stages
+            .iter()
+            .filter_map(|s| match &s.input {
+                StageInput::Source(s) => Some((
+                    Arc::clone(&s.table),
+                    s.external.as_ref().map(|e| e.describe()),
+                )),
+                StageInput::Merge(_) => None,
+            })
+            .collect()
+    }
+
     /// What each stateful operator is, by stage and position, in plan order: its description
     /// and output types. A view stores these with its state table ids when it is created; a
     /// server that plans the view into other shapes must not hand it the stored state.

@@ -53,6 +53,8 @@ pub mod channel;
 pub mod graph;
 /// What a running job's operators, tasks, sources and epochs have done.
 pub mod metrics;
+/// Savepoints: a job's committed state as a portable directory.
+pub mod savepoint;
 /// The tasks that run sources and stages.
 mod stage;
 
@@ -159,6 +161,19 @@ fn sink_state_key(id: u64) -> Vec<u8> {
     let mut k = job_prefix(id);
     k.push(b'k');
     k
+}
+
+/// Whether job `id` has operator state stored by plan position (a view created before state
+/// table ids were stored with views).
+pub fn has_positional_state(store: &StateStore, id: u64) -> Result<bool> {
+    let mut prefix = job_prefix(id);
+    prefix.push(b's');
+    let mut found = false;
+    store.scan_prefix(None, &prefix, None, |_, _| {
+        found = true;
+        Ok(std::ops::ControlFlow::Break(()))
+    })?;
+    Ok(found)
 }
 
 /// Adds the removal of all of job `id`'s state to `batch`.
@@ -744,6 +759,16 @@ impl Job {
     /// The tables (or views) this job reads.
     pub fn sources(&self) -> &[Arc<TableStore>] {
         &self.sources
+    }
+
+    /// Per source, in source order: the table it reads (or that names it) and, for a source
+    /// outside Rivulet's tables, what it is (see [`graph::ExternalSource::describe`]).
+    pub fn source_kinds(&self) -> Vec<(Arc<TableStore>, Option<String>)> {
+        self.sources
+            .iter()
+            .zip(&self.externals)
+            .map(|(t, e)| (Arc::clone(t), e.as_ref().map(|e| e.describe())))
+            .collect()
     }
 
     /// The figures of the job's operators, tasks, sources and epochs.

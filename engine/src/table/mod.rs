@@ -621,6 +621,39 @@ impl TableStore {
         self.closed.store(true, Ordering::Release);
     }
 
+    /// Adds to `batch` what makes table `id`, whose rows and `counters` were just put there
+    /// (restored from a savepoint), a table whose change log starts after its last commit: the
+    /// entries before are not there, and readers start from the rows.
+    pub fn restart_log(batch: &mut StateBatch, id: u64, counters: &[u8]) -> Result<()> {
+        let word = |i: usize| {
+            counters
+                .get(i * 8..i * 8 + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+        };
+        let Some(next_seq) = word(0) else {
+            return Err(EngineError::Corrupt(format!(
+                "table {id}: restored counters of {} bytes",
+                counters.len()
+            )));
+        };
+        if counters.len() == 40 {
+            let kept = Counters {
+                next_seq,
+                next_row_id: word(1).unwrap_or(0),
+                rows: word(2).unwrap_or(0),
+                row_bytes: word(3).unwrap_or(0),
+                log_bytes: 0,
+            };
+            batch.put(sub_prefix(id, b'm'), kept.encode());
+        }
+        batch.put(
+            sub_prefix(id, b'f'),
+            next_seq.saturating_sub(1).to_le_bytes(),
+        );
+        Ok(())
+    }
+
     /// Adds the removal of every row and log entry of table `id` to `batch`.
     pub fn drop_data(batch: &mut StateBatch, id: u64) {
         batch.delete_prefix(&table_prefix(id));

@@ -13,23 +13,12 @@ use crate::jobs::{ADAPTIVE, PARALLELISM};
 use crate::session::{Session, TxState};
 
 impl Session {
-    pub(super) async fn alter_parallelism(
-        &mut self,
+    /// The view (or, with `sink`, the sink) called `name`, or the error for its absence.
+    pub(super) fn job_entry(
+        &self,
         name: &str,
         sink: bool,
-        parallelism: Parallelism,
-    ) -> Result<Outcome, SqlError> {
-        let tag = if sink {
-            "ALTER SINK"
-        } else {
-            "ALTER MATERIALIZED VIEW"
-        };
-        if self.tx != TxState::Idle {
-            return Err(SqlError::new(
-                sqlstate::ACTIVE_SQL_TRANSACTION,
-                format!("{tag} ... SET PARALLELISM cannot run inside a transaction block"),
-            ));
-        }
+    ) -> Result<std::sync::Arc<crate::catalog::TableEntry>, SqlError> {
         let kind = if sink { "sink" } else { "materialized view" };
         let Some(entry) = self.catalog().table(&self.database, name) else {
             let state = if sink {
@@ -53,6 +42,27 @@ impl Session {
                 format!("\"{name}\" is not a {kind}"),
             ));
         }
+        Ok(entry)
+    }
+
+    pub(super) async fn alter_parallelism(
+        &mut self,
+        name: &str,
+        sink: bool,
+        parallelism: Parallelism,
+    ) -> Result<Outcome, SqlError> {
+        let tag = if sink {
+            "ALTER SINK"
+        } else {
+            "ALTER MATERIALIZED VIEW"
+        };
+        if self.tx != TxState::Idle {
+            return Err(SqlError::new(
+                sqlstate::ACTIVE_SQL_TRANSACTION,
+                format!("{tag} ... SET PARALLELISM cannot run inside a transaction block"),
+            ));
+        }
+        let entry = self.job_entry(name, sink)?;
         let mut def = entry.def.clone();
         let Some(view) = def.view.as_mut() else {
             return Err(SqlError::internal("a view without its query"));

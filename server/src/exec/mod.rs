@@ -9,6 +9,7 @@ mod backfill;
 mod backup;
 mod ddl;
 mod dml;
+mod job_savepoint;
 mod query;
 mod savepoint;
 mod settings;
@@ -158,6 +159,35 @@ impl Session {
                 parallelism,
             } => return self.alter_parallelism(name, *sink, *parallelism).await,
             Statement::Backup { to } => return self.backup(to).await,
+            Statement::SaveJob {
+                name,
+                sink,
+                to,
+                suspend,
+            } => return self.save_job(name, *sink, to, *suspend).await,
+            Statement::ResumeJob { name, sink } => return self.resume_job(name, *sink).await,
+            Statement::RestoreJob {
+                name,
+                sink,
+                if_not_exists,
+                from,
+                allow_non_restored_state,
+            } => {
+                return self
+                    .restore_job(
+                        name,
+                        *sink,
+                        *if_not_exists,
+                        from,
+                        *allow_non_restored_state,
+                        None,
+                    )
+                    .await;
+            }
+            Statement::ShowSavepoints => return self.show_savepoints(),
+            Statement::DropSavepoint { path, if_exists } => {
+                return self.drop_savepoint(path, *if_exists);
+            }
             // Streamed by the simple query protocol's handler (`wire.rs`) before it gets here.
             Statement::Subscribe { .. } => {
                 return Err(SqlError::new(

@@ -263,7 +263,7 @@ impl Session {
 }
 
 /// A result of text columns.
-fn text_rows(names: &[&str], columns: Vec<Vec<&str>>) -> Outcome {
+pub(super) fn text_rows(names: &[&str], columns: Vec<Vec<&str>>) -> Outcome {
     let schema = Arc::new(Schema::new(
         names
             .iter()

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::StringArray;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::sql::sqlparser::ast::{CreateView, ObjectName};
+use datafusion::sql::sqlparser::ast::{self, CreateView, ObjectName};
 use rivulet_planner::catalog::{TableDef, ViewDef};
 use rivulet_planner::ddl::object_name;
 
@@ -19,6 +19,60 @@ use super::Outcome;
 use crate::error::{SqlError, sqlstate};
 use crate::jobs::plan_stream;
 use crate::session::Session;
+
+/// Flink's settings of the savepoint the next job starts from.
+const FLINK_SAVEPOINT_PATH: &str = "execution.savepoint.path";
+const FLINK_IGNORE_UNCLAIMED: &str = "execution.savepoint.ignore-unclaimed-state";
+
+/// A view's `WITH (savepoint = 'dir' [, allow_non_restored_state = true])`: the savepoint it
+/// starts from, and whether state no operator takes may be left out.
+fn savepoint_options(
+    options: &ast::CreateTableOptions,
+) -> Result<Option<(String, bool)>, SqlError> {
+    let ast::CreateTableOptions::With(options) = options else {
+        return Ok(None);
+    };
+    let mut from = None;
+    let mut allow = false;
+    for option in options {
+        let ast::SqlOption::KeyValue { key, value } = option else {
+            continue;
+        };
+        let text = match value {
+            ast::Expr::Value(v) => match &v.value {
+                ast::Value::SingleQuotedString(s) => s.clone(),
+                ast::Value::Boolean(b) => b.to_string(),
+                other => other.to_string(),
+            },
+            other => other.to_string(),
+        };
+        match key.value.to_lowercase().as_str() {
+            "savepoint" => from = Some(text.strip_prefix("file://").unwrap_or(&text).to_string()),
+            "allow_non_restored_state" => {
+                allow = match text.to_lowercase().as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(SqlError::new(
+                            sqlstate::INVALID_PARAMETER_VALUE,
+                            format!("allow_non_restored_state must be true or false, not {text}"),
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    match (from, allow) {
+        (Some(from), allow) => Ok(Some((from, allow))),
+        (None, true) => Err(SqlError::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            "allow_non_restored_state without a savepoint",
+        )
+        .with_hint("Add savepoint = 'directory' to the view's WITH options.")),
+        (None, false) => Ok(None),
+    }
+}
 
 impl Session {
     pub(super) async fn create_view(
@@ -51,6 +105,30 @@ impl Session {
             ));
         }
         let query = create.query.to_string();
+        // Flink SQL's spelling: `SET 'execution.savepoint.path' = '...'` before the statement.
+        let flink_savepoint = self.settings.get(FLINK_SAVEPOINT_PATH).map(|from| {
+            let allow = self
+                .settings
+                .get(FLINK_IGNORE_UNCLAIMED)
+                .is_some_and(|v| v.trim_matches('\'').eq_ignore_ascii_case("true"));
+            let from = from.trim_matches('\'');
+            (
+                from.strip_prefix("file://").unwrap_or(from).to_string(),
+                allow,
+            )
+        });
+        if let Some((from, allow)) = savepoint_options(&create.options)?.or(flink_savepoint) {
+            return self
+                .restore_job(
+                    &name,
+                    false,
+                    create.if_not_exists,
+                    &from,
+                    allow,
+                    Some((query, emit_on_window_close)),
+                )
+                .await;
+        }
         // Plan once to validate and to learn the columns and key; the job plans again when it
         // starts, with the settings stored here.
         let settings = crate::jobs::job_settings(&self.settings);
