@@ -197,6 +197,12 @@ impl SortedRows {
 }
 
 impl Encoded {
+    /// The partition key of input row `row`.
+    pub(crate) fn partition(&self, row: usize) -> &[u8] {
+        let s = self.spans[row];
+        &self.buf[s.start..s.group]
+    }
+
     /// Calls `f(kg, partition key, deltas)` for each partition the batch changes, with the net
     /// change of each of its rows (non-zero, in key order); `groups` and `ops` are the rows' key
     /// groups and ops.

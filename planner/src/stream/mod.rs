@@ -58,6 +58,8 @@ mod interval;
 mod join;
 /// Window functions (OVER) other than top-N.
 mod over;
+/// Flink's event-time OVER aggregates: when a window node runs as `EventTimeOver`.
+mod over_time;
 /// `Filter` and `Projection`.
 mod project;
 /// `MATCH_RECOGNIZE`.

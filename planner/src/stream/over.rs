@@ -1,6 +1,8 @@
 //! Window functions (`OVER`) that are not a top-N filter: an [`OverWindow`] stage behind a hash
 //! exchange on the partition columns (one instance without PARTITION BY), which evaluates
-//! DataFusion's own physical window expressions over each changed partition.
+//! DataFusion's own physical window expressions over each changed partition; or, for Flink's
+//! event-time OVER aggregates over append-only input, an [`EventTimeOver`] stage (see
+//! `over_time.rs`).
 //!
 //! DataFusion puts the functions of one `PARTITION BY` and `ORDER BY` in one `Window` node (and
 //! nests one node per other clause), so one node is one operator. Partition and order keys that
@@ -11,6 +13,7 @@
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{Window, WindowFrameBound, WindowFunctionDefinition};
 use datafusion::physical_planner::create_window_expr;
+use rivulet_engine::operator::over::event_time::{EventTimeOver, EventTimeOverSpec};
 use rivulet_engine::operator::over::{OverSpec, OverWindow};
 
 use super::topn::sort_keys;
@@ -78,10 +81,22 @@ pub(super) fn lower_window(
         })
         .collect::<Result<Vec<_>>>()?;
     let (width, partition) = (rows.width, rows.partition.clone());
-    let op = OverWindow::try_new(OverSpec { rows, functions }, arrow_schema(&window.schema))?;
+    let schema = arrow_schema(&window.schema);
+    let event_time = super::over_time::event_time_frame(window, &l, &rows);
+    let op: Box<dyn Operator> = match event_time {
+        Some(preceding) => Box::new(EventTimeOver::try_new(
+            EventTimeOverSpec {
+                rows,
+                functions,
+                preceding,
+            },
+            schema,
+        )?),
+        None => Box::new(OverWindow::try_new(OverSpec { rows, functions }, schema)?),
+    };
     let exchange = (!partition.is_empty()).then(|| partition.clone());
     let stage = b.exchange(l.stage, exchange, ctx.parallelism);
-    b.push_op(stage, Box::new(op))?;
+    b.push_op(stage, op)?;
     // Each input row is one output row: the input's key stays one, with the partition (which
     // says which instance has the row) in front.
     let key = l
@@ -91,10 +106,21 @@ pub(super) fn lower_window(
             let extra: Vec<usize> = key.into_iter().filter(|c| !partition.contains(c)).collect();
             partition.into_iter().chain(extra).collect()
         });
+    // An event-time OVER emits each row once, final, and passes its event time on.
+    let (time, append_only) = match event_time {
+        Some(_) => (
+            EventTime {
+                rowtime: l.time.rowtime,
+                ..EventTime::default()
+            },
+            true,
+        ),
+        None => (EventTime::default(), false),
+    };
     Ok(Lowered {
         stage,
         key,
-        time: EventTime::default(),
-        append_only: false,
+        time,
+        append_only,
     })
 }

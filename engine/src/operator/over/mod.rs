@@ -21,6 +21,9 @@
 //!
 //! **Emission.** On update, retractions of a batch before its insertions. No watermark logic.
 
+/// Flink's event-time OVER aggregates over append-only input, emitted as the watermark passes.
+pub mod event_time;
+
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
