@@ -35,6 +35,11 @@ QUERIES = {
         "FROM TABLE(SESSION(TABLE bid PARTITION BY bidder, DESCRIPTOR(ts), INTERVAL '10' SECOND)) "
         "GROUP BY window_start, window_end, bidder",
     ),
+    "over": (
+        "auction BIGINT, price BIGINT, ts TIMESTAMP_LTZ(3), total BIGINT",
+        "SELECT auction, price, ts, SUM(price) OVER (PARTITION BY auction ORDER BY ts "
+        "RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW) FROM bid",
+    ),
 }
 
 

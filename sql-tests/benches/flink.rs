@@ -10,6 +10,8 @@
 //! 3. Flink 1.20.3, when a Python with PyFlink is found (`FLINK_PYTHON`, default
 //!    `/tmp/flinkvenv/bin/python`; `scripts/bench flink` installs it): `bench/flink_side.py`
 //!    runs the same query at parallelism 1 without checkpoints; its JVM CPU seconds are counted.
+//!    The queries: a projection, TUMBLE, HOP and SESSION windows, and Flink's event-time OVER
+//!    aggregate (a 10-second moving sum per auction).
 //! 4. The same queries on Rivulet's built-in Nexmark generator, read into a table first (no
 //!    JSON), to show the engine's own speed.
 //!
@@ -57,6 +59,12 @@ const QUERIES: &[(&str, &str, &str)] = &[
         "SELECT window_start, window_end, bidder, COUNT(*), MAX(price) \
          FROM TABLE(SESSION(TABLE bid PARTITION BY bidder, DESCRIPTOR(ts), INTERVAL '10' SECOND)) \
          GROUP BY window_start, window_end, bidder",
+    ),
+    (
+        "over",
+        "auction BIGINT, price BIGINT, ts TIMESTAMPTZ, total BIGINT",
+        "SELECT auction, price, ts, SUM(price) OVER (PARTITION BY auction ORDER BY ts \
+         RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW) FROM bid",
     ),
 ];
 

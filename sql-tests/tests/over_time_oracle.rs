@@ -1,5 +1,6 @@
 //! The oracle property for Flink's event-time OVER aggregates (RANGE and ROWS frames ordered by
-//! the event time of an append-only table): after each round of out-of-order inserts and a FLUSH,
+//! the event time of an append-only table) and for EMIT ON WINDOW CLOSE without an aggregate:
+//! after each round of out-of-order inserts and a FLUSH,
 //! a view holds exactly the rows the watermark has passed, each with the values DataFusion's
 //! batch query gives, at parallelism 1 and 3, across kill -9. (That state stays within the frame
 //! is checked by the operator's own tests, which count its stored rows.)
@@ -30,7 +31,18 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT id, sum(val) OVER (ORDER BY ts RANGE BETWEEN INTERVAL '1' MINUTE PRECEDING AND CURRENT ROW) AS s \
          FROM ev",
     ),
+    // RisingWave's EMIT ON WINDOW CLOSE without an aggregate (the clause is added at CREATE).
+    ("settled", "SELECT id, dev, val, ts FROM ev WHERE val > 10"),
 ];
+
+/// What follows view `name`'s query at CREATE.
+fn suffix(name: &str) -> &'static str {
+    if name == "settled" {
+        " EMIT ON WINDOW CLOSE"
+    } else {
+        ""
+    }
+}
 
 /// Rows `from..from + n`: each 200 ms after the last, out of order by up to 2 s (the watermark
 /// waits 3 s, so none is late); event times are unique, so ROWS frames are well defined.
@@ -68,9 +80,12 @@ async fn event_time_over_views_hold_the_rows_the_watermark_passed_with_the_batch
         c.batch_execute(&rows(&mut rng, next, 150)).await.unwrap();
         next += 150;
         for (name, query) in VIEWS {
-            c.batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {query}"))
-                .await
-                .unwrap();
+            c.batch_execute(&format!(
+                "CREATE MATERIALIZED VIEW {name} AS {query}{}",
+                suffix(name)
+            ))
+            .await
+            .unwrap();
         }
         let plan = text_rows(
             &c,

@@ -58,7 +58,8 @@ mod interval;
 mod join;
 /// Window functions (OVER) other than top-N.
 mod over;
-/// Flink's event-time OVER aggregates: when a window node runs as `EventTimeOver`.
+/// Flink's event-time OVER aggregates, and EMIT ON WINDOW CLOSE without an aggregate: when a
+/// node runs as `EventTimeOver`.
 mod over_time;
 /// `Filter` and `Projection`.
 mod project;
@@ -299,7 +300,10 @@ pub fn plan_view(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<StreamPla
     let output = plan.schema();
     let columns = view_columns(&plan, output)?;
     let mut b = Builder::default();
-    let lowered = lower(ctx, &mut b, &plan)?;
+    let mut lowered = lower(ctx, &mut b, &plan)?;
+    if ctx.emit_on_window_close && b.windowed_aggregates == 0 {
+        lowered = over_time::emit_on_window_close(&mut b, lowered, arrow_schema(output))?;
+    }
     // Store columns in their SQL types; cast where DataFusion computed another Arrow type.
     let stored: Vec<Field> = columns
         .iter()
@@ -364,13 +368,6 @@ pub fn plan_view(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<StreamPla
             ((0..n).collect(), true)
         }
     };
-    if ctx.emit_on_window_close && b.windowed_aggregates == 0 {
-        return Err(PlanError::Unsupported(
-            "EMIT ON WINDOW CLOSE without a GROUP BY on a window bound (window_start or \
-             window_end) of a table with a WATERMARK"
-                .into(),
-        ));
-    }
     let graph = JobGraph {
         stages: b.stages,
         state_ids: None,

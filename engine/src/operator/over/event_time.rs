@@ -495,6 +495,12 @@ impl Operator for EventTimeOver {
             })
             .collect::<Vec<_>>()
             .join(", ");
+        if spec.functions.is_empty() {
+            return format!(
+                "EventTimeOver (EMIT ON WINDOW CLOSE) order by event time [{order}]; emits each \
+                 row once the watermark passes it; state: the rows it has not passed"
+            );
+        }
         let frame = match spec.preceding {
             Preceding::Range(us) if us % 1_000_000 == 0 => {
                 format!("RANGE {} s PRECEDING", us / 1_000_000)
