@@ -1,9 +1,10 @@
 //! The oracle property for Flink's event-time OVER aggregates (RANGE and ROWS frames ordered by
-//! the event time of an append-only table) and for EMIT ON WINDOW CLOSE without an aggregate:
-//! after each round of out-of-order inserts and a FLUSH,
-//! a view holds exactly the rows the watermark has passed, each with the values DataFusion's
-//! batch query gives, at parallelism 1 and 3, across kill -9. (That state stays within the frame
-//! is checked by the operator's own tests, which count its stored rows.)
+//! the event time of an append-only table), for EMIT ON WINDOW CLOSE without an aggregate, and
+//! for top-N per time window (emitted on update, and on window close): after each round of
+//! out-of-order inserts and a FLUSH, a view holds exactly the rows it should given the
+//! watermark, each with the values DataFusion's batch query gives, at parallelism 1 and 3,
+//! across kill -9. (That state stays within the frame, and that closed windows are freed, is
+//! checked by the operators' own tests, which count their stored keys.)
 #![allow(clippy::unwrap_used)]
 
 use rand::rngs::StdRng;
@@ -33,14 +34,37 @@ const VIEWS: &[(&str, &str)] = &[
     ),
     // RisingWave's EMIT ON WINDOW CLOSE without an aggregate (the clause is added at CREATE).
     ("settled", "SELECT id, dev, val, ts FROM ev WHERE val > 10"),
+    // Flink's window Top-N, emitted as rows change; and per window on close (RisingWave's).
+    (
+        "window_top",
+        "SELECT window_start, id, val, rn FROM (SELECT *, ROW_NUMBER() OVER \
+         (PARTITION BY window_start, window_end ORDER BY val DESC, id) AS rn \
+         FROM TABLE(TUMBLE(TABLE ev, DESCRIPTOR(ts), INTERVAL '5' SECOND))) WHERE rn <= 3",
+    ),
+    (
+        "closed_top",
+        "SELECT window_end, dev, n FROM (SELECT window_end, dev, n, ROW_NUMBER() OVER \
+         (PARTITION BY window_end ORDER BY n DESC, dev) AS rn FROM (SELECT window_end, dev, \
+         count(*) AS n FROM TUMBLE(ev, ts, INTERVAL '5' SECOND) GROUP BY window_end, dev) c) \
+         WHERE rn <= 2",
+    ),
 ];
 
 /// What follows view `name`'s query at CREATE.
 fn suffix(name: &str) -> &'static str {
-    if name == "settled" {
-        " EMIT ON WINDOW CLOSE"
-    } else {
-        ""
+    match name {
+        "settled" | "closed_top" => " EMIT ON WINDOW CLOSE",
+        _ => "",
+    }
+}
+
+/// The rows of view `name`'s batch answer `q` that the view holds once the watermark is `wm`
+/// (SQL): rows of event times before it, all of an emit-on-update top-N, closed windows.
+fn holds(name: &str) -> &'static str {
+    match name {
+        "window_top" => "true",
+        "closed_top" => "q.window_end <= wm.at",
+        _ => "q.id IN (SELECT id FROM ev WHERE ts < wm.at)",
     }
 }
 
@@ -113,8 +137,10 @@ async fn event_time_over_views_hold_the_rows_the_watermark_passed_with_the_batch
                 let want = sorted_rows(
                     &c,
                     &format!(
-                        "SELECT q.* FROM ({query}) q JOIN ev ON q.id = ev.id \
-                         WHERE ev.ts < (SELECT max(ts) - INTERVAL '3' SECOND FROM ev)"
+                        "SELECT q.* FROM ({query}) q, \
+                           (SELECT max(ts) - INTERVAL '3' SECOND AS at FROM ev) wm \
+                         WHERE {}",
+                        holds(name)
                     ),
                 )
                 .await

@@ -38,6 +38,8 @@ pub mod sorted;
 /// Shared helpers of the operators' randomized tests.
 #[cfg(test)]
 mod testing;
+/// Event-time timers in a state table (event-time OVER, top-N per time window).
+pub(crate) mod timers;
 /// Top-N per group (ranking window functions, ORDER BY ... LIMIT, DISTINCT ON).
 pub mod topn;
 /// UNNEST of one list column (HOP and CUMULATE windows).

@@ -23,7 +23,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use rivulet_engine::operator::sorted::PartitionOrder;
-use rivulet_engine::operator::topn::{RankKind, TopN, TopNSpec};
+use rivulet_engine::operator::topn::{RankKind, TopN, TopNSpec, WindowClose};
 use rivulet_engine::state::keys::sortable;
 
 use super::*;
@@ -378,6 +378,18 @@ fn lower_top_n(
     let rows = sort_keys(ctx, b, &l, input.schema(), ranking.partition, ranking.order)?;
     let (width, partition) = (rows.width, rows.partition.clone());
     let append_only = l.append_only;
+    // Partitioned by a window bound: a top-N per time window, whose groups close.
+    let close = partition.iter().find_map(|&c| {
+        let (_, offset) = l.time.bounds.iter().find(|(b, _)| *b == c && c < width)?;
+        Some(WindowClose {
+            column: c,
+            offset: *offset,
+            emit_on_close: ctx.emit_on_window_close,
+        })
+    });
+    if close.is_some_and(|c| c.emit_on_close) {
+        b.windowed_aggregates += 1;
+    }
     let spec = TopNSpec {
         rows,
         rank: ranking.rank,
@@ -385,6 +397,7 @@ fn lower_top_n(
         hi: ranking.hi,
         emit_rank: ranking.emit_rank,
         append_only,
+        close,
     };
     let op = TopN::try_new(spec, output)?;
     let keys = (!partition.is_empty()).then(|| partition.clone());
@@ -406,11 +419,16 @@ fn lower_top_n(
         }
         (true, _, None) => None,
     };
+    // Closed windows' rows are final; emitted on close, they are all there is.
+    let time = EventTime {
+        bounds: close.map(|c| (c.column, c.offset)).into_iter().collect(),
+        ..EventTime::default()
+    };
     Ok(Lowered {
         stage,
         key,
-        time: EventTime::default(),
-        append_only: false,
+        time,
+        append_only: close.is_some_and(|c| c.emit_on_close),
     })
 }
 

@@ -26,16 +26,15 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch, take};
-use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::window::WindowExpr;
 
 use super::super::sorted::{self, PartitionOrder, SortedRows, Table, count_of, row_of};
-use super::super::{LateRow, Operator, StateScope, rows_text};
+use super::super::{LateRow, Operator, StateScope, rows_text, timers};
 use crate::changelog::{ChangeBatch, Op};
 use crate::state::StateBatch;
-use crate::state::keys::put_i64;
 use crate::state::table::Direction;
 use crate::{EngineError, Result};
 
@@ -84,46 +83,6 @@ pub struct EventTimeOver {
     /// No timer fires before this event time (`i64::MIN`: not known, look in the store).
     next_timer: i64,
     late: Vec<LateRow>,
-}
-
-/// A timer's key: event time, kind, partition key.
-fn timer_key(time: i64, kind: u8, partition: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(9 + partition.len());
-    put_i64(&mut k, time);
-    k.push(kind);
-    k.extend_from_slice(partition);
-    k
-}
-
-/// The event time and kind of a timer's key, and its partition key.
-fn parse_timer(key: &[u8]) -> Result<(i64, u8, &[u8])> {
-    let corrupt = || EngineError::Corrupt("event-time OVER timer".into());
-    let time = key.get(..8).ok_or_else(corrupt)?;
-    let time = u64::from_be_bytes(time.try_into().map_err(|_| corrupt())?) ^ (1 << 63);
-    let kind = *key.get(8).ok_or_else(corrupt)?;
-    Ok((time as i64, kind, key.get(9..).ok_or_else(corrupt)?))
-}
-
-/// The event times of `batch`'s column `c` in microseconds (`None` for NULL).
-fn micros(batch: &RecordBatch, c: usize) -> Result<Vec<Option<i64>>> {
-    let column = batch.column(c);
-    let column = match column.data_type() {
-        DataType::Int64 => Arc::clone(column),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => cast(column, &DataType::Int64)?,
-        DataType::Timestamp(_, tz) => cast(
-            &cast(
-                column,
-                &DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
-            )?,
-            &DataType::Int64,
-        )?,
-        other => {
-            return Err(EngineError::Internal(format!(
-                "event-time OVER ordered by a column of type {other}"
-            )));
-        }
-    };
-    Ok(column.as_primitive::<Int64Type>().iter().collect())
 }
 
 impl EventTimeOver {
@@ -211,7 +170,7 @@ impl EventTimeOver {
             }
         }
         let all = decoder.flush()?;
-        let times = micros(&all, shared.time)?;
+        let times = timers::micros(&all, shared.time)?;
         let watermark = self.watermark;
         let complete = times
             .iter()
@@ -285,7 +244,7 @@ impl EventTimeOver {
             let at = last.saturating_add(range);
             self.timers
                 .get_mut()?
-                .put(kg, &timer_key(at, CLEANUP, group), &[]);
+                .put(kg, &timers::key(at, CLEANUP, group), &[]);
             self.next_timer = self.next_timer.min(at);
         }
         Ok(())
@@ -305,7 +264,7 @@ impl EventTimeOver {
         for (key, _) in &entries {
             decoder.push(row_of(key)?)?;
         }
-        let times = micros(&decoder.flush()?, self.shared.time)?;
+        let times = timers::micros(&decoder.flush()?, self.shared.time)?;
         let table = self.rows.get_mut()?;
         for ((key, _), t) in entries.iter().zip(times) {
             if t.is_some_and(|t| t < from) {
@@ -317,16 +276,7 @@ impl EventTimeOver {
 
     /// The earliest timer in the store, if any.
     fn earliest_timer(&self) -> Result<Option<i64>> {
-        let timers = self.timers.get()?;
-        let mut earliest: Option<i64> = None;
-        for kg in timers.key_groups() {
-            timers.scan(kg, &[], None, Direction::Forward, |key, _| {
-                let (t, _, _) = parse_timer(key)?;
-                earliest = Some(earliest.map_or(t, |e| e.min(t)));
-                Ok(ControlFlow::Break(()))
-            })?;
-        }
-        Ok(earliest)
+        timers::earliest(self.timers.get()?)
     }
 }
 
@@ -357,7 +307,7 @@ impl Operator for EventTimeOver {
             ));
         }
         let shared = Arc::clone(&self.shared);
-        let times = micros(&batch.data, shared.time)?;
+        let times = timers::micros(&batch.data, shared.time)?;
         let watermark = self.watermark;
         let on_time: BooleanArray = times
             .iter()
@@ -383,7 +333,7 @@ impl Operator for EventTimeOver {
         if data.num_rows() == 0 {
             return Ok(Vec::new());
         }
-        let times = micros(&data, shared.time)?;
+        let times = timers::micros(&data, shared.time)?;
         let mut groups = std::mem::take(&mut self.groups);
         let encoded = shared.rows.encode(&data, &mut groups)?;
         let timers = self.timers.get_mut()?;
@@ -391,7 +341,7 @@ impl Operator for EventTimeOver {
             let t = t.unwrap_or(i64::MAX);
             timers.put(
                 groups[row],
-                &timer_key(t, EMIT, encoded.partition(row)),
+                &timers::key(t, EMIT, encoded.partition(row)),
                 &[],
             );
             if self.next_timer != i64::MIN {
@@ -420,27 +370,13 @@ impl Operator for EventTimeOver {
         }
         // The timers before the watermark, per partition: emit times, and cleanups.
         let mut due: BTreeMap<(u16, Vec<u8>), (Vec<i64>, bool)> = BTreeMap::new();
-        let mut fired: Vec<(u16, Vec<u8>)> = Vec::new();
-        let mut end = Vec::with_capacity(8);
-        put_i64(&mut end, watermark);
-        {
-            let timers = self.timers.get()?;
-            for kg in timers.key_groups() {
-                timers.scan(kg, &[], Some(&end), Direction::Forward, |key, _| {
-                    let (t, kind, group) = parse_timer(key)?;
-                    let entry = due.entry((kg, group.to_vec())).or_default();
-                    match kind {
-                        EMIT => entry.0.push(t),
-                        _ => entry.1 = true,
-                    }
-                    fired.push((kg, key.to_vec()));
-                    Ok(ControlFlow::Continue(()))
-                })?;
+        for timer in timers::take_due(self.timers.get_mut()?, watermark)? {
+            let (t, kind, group) = timer.parts()?;
+            let entry = due.entry((timer.kg, group.to_vec())).or_default();
+            match kind {
+                EMIT => entry.0.push(t),
+                _ => entry.1 = true,
             }
-        }
-        let timers = self.timers.get_mut()?;
-        for (kg, key) in &fired {
-            timers.delete(*kg, key);
         }
         let mut out = Vec::new();
         for ((kg, group), (mut ready, cleanup)) in due {
@@ -502,10 +438,7 @@ impl Operator for EventTimeOver {
             );
         }
         let frame = match spec.preceding {
-            Preceding::Range(us) if us % 1_000_000 == 0 => {
-                format!("RANGE {} s PRECEDING", us / 1_000_000)
-            }
-            Preceding::Range(us) => format!("RANGE {us} us PRECEDING"),
+            Preceding::Range(us) => format!("RANGE {} PRECEDING", timers::duration_text(us)),
             Preceding::Rows(n) => format!("ROWS {n} PRECEDING"),
         };
         format!(
@@ -522,7 +455,7 @@ mod tests {
 
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::compute::SortOptions;
-    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
     use datafusion::common::{DFSchema, ScalarValue};
     use datafusion::execution::context::ExecutionProps;
     use datafusion::functions_aggregate::sum::sum_udaf;

@@ -31,19 +31,26 @@
 //! **Emission.** On update: each batch's net change per group is applied, and the group's window
 //! before and after is compared. All retractions of a batch come before its insertions, so a
 //! view keyed by its rows' key sees a row move between groups as a delete and an insert.
-//! There is no watermark logic; nothing is late.
+//!
+//! **Top-N per time window** ([`WindowClose`]: a partition column is a window bound, Flink's
+//! window Top-N and RisingWave's `PARTITION BY window_start`). A group's window is complete once
+//! the watermark reaches its bound plus the bound's offset: its rows are then deleted from the
+//! state (a timer per group, in a second table `c`, finds them), and a row for a complete window
+//! is late (set aside as a late row). With EMIT ON WINDOW CLOSE nothing is emitted as rows
+//! change: each group's final top rows are emitted once, when its window closes. Without a
+//! window bound there is no watermark logic; nothing is late.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt64Array};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt64Array};
+use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatchOptions;
 
 use super::sorted::{self, PartitionOrder, SortedRows, Table, count_of, order_of, row_of};
-use super::{Operator, StateScope};
+use super::{LateRow, Operator, StateScope, rows_text, timers};
 use crate::changelog::{ChangeBatch, Op};
 use crate::codec::RowDecoder;
 use crate::state::StateBatch;
@@ -85,6 +92,18 @@ pub struct TopNSpec {
     pub emit_rank: bool,
     /// The input only ever inserts: keep only the rows within rank `hi`.
     pub append_only: bool,
+    /// A top-N per time window: when its groups close.
+    pub close: Option<WindowClose>,
+}
+
+/// A top-N per time window: partition column `column` is a window bound, and a group is
+/// complete once the watermark reaches the bound plus `offset` (microseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowClose {
+    pub column: usize,
+    pub offset: i64,
+    /// EMIT ON WINDOW CLOSE: each group's top rows are emitted once, final, when it closes.
+    pub emit_on_close: bool,
 }
 
 /// A group's rows of rank `<= hi`, as read from the table.
@@ -176,6 +195,11 @@ pub struct TopN {
     window_bytes: usize,
     window_budget: usize,
     groups: Vec<u16>,
+    /// Groups by the time their window closes (top-N per time window only).
+    timers: Table,
+    /// The input's watermark, `i64::MIN` before the first.
+    watermark: i64,
+    late: Vec<LateRow>,
 }
 
 /// The rows of a window in the rank range: `(entry, rank, copies)`.
@@ -231,14 +255,80 @@ impl TopN {
             )));
         }
         let rows = SortedRows::try_new(spec.rows.clone())?;
-        Ok(TopN {
-            shared: Arc::new(Shared { spec, rows, schema }),
+        Ok(Self::with(Arc::new(Shared { spec, rows, schema })))
+    }
+
+    fn with(shared: Arc<Shared>) -> Self {
+        TopN {
+            shared,
             table: Table::default(),
             windows: HashMap::new(),
             window_bytes: 0,
             window_budget: 0,
             groups: Vec::new(),
+            timers: Table::default(),
+            watermark: i64::MIN,
+            late: Vec::new(),
+        }
+    }
+
+    /// Sets aside the rows of `batch` whose window is complete (see [`WindowClose`]) as late,
+    /// and returns the others.
+    fn drop_late(&mut self, close: WindowClose, batch: ChangeBatch) -> Result<ChangeBatch> {
+        let bounds = timers::micros(&batch.data, close.column)?;
+        let watermark = self.watermark;
+        let late: Vec<usize> = (0..bounds.len())
+            .filter(|&i| bounds[i].is_some_and(|b| b.saturating_add(close.offset) <= watermark))
+            .collect();
+        if late.is_empty() {
+            return Ok(batch);
+        }
+        let width = self.shared.spec.rows.width;
+        let own = batch.data.project(&(0..width).collect::<Vec<_>>())?;
+        for (&i, row) in late.iter().zip(rows_text(&own, &late)?) {
+            self.late.push(LateRow {
+                event_time: bounds[i].unwrap_or(i64::MIN),
+                watermark,
+                row,
+            });
+        }
+        let keep: BooleanArray = (0..bounds.len())
+            .map(|i| Some(late.binary_search(&i).is_err()))
+            .collect();
+        let ops = (batch.ops.iter().enumerate())
+            .filter(|(i, _)| late.binary_search(i).is_err())
+            .map(|(_, op)| *op)
+            .collect();
+        Ok(ChangeBatch {
+            data: filter_record_batch(&batch.data, &keep)?,
+            ops,
         })
+    }
+
+    /// Puts a timer for each group of `batch` (encoded as `encoded`, rows in key groups
+    /// `groups`) at the time its window closes.
+    fn add_timers(
+        &mut self,
+        close: WindowClose,
+        batch: &RecordBatch,
+        encoded: &sorted::Encoded,
+        groups: &[u16],
+    ) -> Result<()> {
+        let bounds = timers::micros(batch, close.column)?;
+        let mut seen: HashSet<(u16, i64, &[u8])> = HashSet::new();
+        let table = self.timers.get_mut()?;
+        for (row, bound) in bounds.iter().enumerate() {
+            let Some(bound) = bound else { continue };
+            let at = bound.saturating_add(close.offset);
+            if seen.insert((groups[row], at, encoded.partition(row))) {
+                table.put(
+                    groups[row],
+                    &timers::key(at, 0, encoded.partition(row)),
+                    &[],
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The window of group `group` (its key bytes) in key group `kg`, read from the table.
@@ -509,14 +599,7 @@ impl Operator for TopN {
     }
 
     fn fork(&self) -> Result<Box<dyn Operator>> {
-        Ok(Box::new(TopN {
-            shared: Arc::clone(&self.shared),
-            table: Table::default(),
-            windows: HashMap::new(),
-            window_bytes: 0,
-            window_budget: 0,
-            groups: Vec::new(),
-        }))
+        Ok(Box::new(Self::with(Arc::clone(&self.shared))))
     }
 
     fn restore(&mut self, scope: &StateScope) -> Result<()> {
@@ -524,6 +607,9 @@ impl Operator for TopN {
         self.window_budget = scope.cache_bytes / 4;
         self.table
             .open(scope, b't', scope.cache_bytes - self.window_budget);
+        if self.shared.spec.close.is_some() {
+            self.timers.open(scope, b'c', scope.cache_bytes / 16);
+        }
         self.windows.clear();
         self.window_bytes = 0;
         Ok(())
@@ -531,8 +617,18 @@ impl Operator for TopN {
 
     fn process(&mut self, _input: usize, batch: ChangeBatch) -> Result<Vec<ChangeBatch>> {
         let shared = Arc::clone(&self.shared);
+        let batch = match shared.spec.close {
+            Some(close) => self.drop_late(close, batch)?,
+            None => batch,
+        };
+        if batch.data.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
         let mut groups = std::mem::take(&mut self.groups);
         let encoded = shared.rows.encode(&batch.data, &mut groups)?;
+        if let Some(close) = shared.spec.close {
+            self.add_timers(close, &batch.data, &encoded, &groups)?;
+        }
         let capacity = batch.num_rows();
         let mut out = Output {
             deletes: shared.rows.row_codec.decoder(None, capacity),
@@ -544,7 +640,62 @@ impl Operator for TopN {
             self.process_group(kg, group, deltas, &mut out)
         })?;
         self.groups = groups;
+        if shared.spec.close.is_some_and(|c| c.emit_on_close) {
+            // Emitted when the window closes.
+            return Ok(Vec::new());
+        }
         out.finish(&shared.schema)
+    }
+
+    fn on_watermark(&mut self, _input: usize, watermark: i64) -> Result<Vec<ChangeBatch>> {
+        let shared = Arc::clone(&self.shared);
+        let Some(close) = shared.spec.close else {
+            return Ok(Vec::new());
+        };
+        if watermark <= self.watermark {
+            return Ok(Vec::new());
+        }
+        self.watermark = watermark;
+        let due = timers::take_due(self.timers.get_mut()?, watermark.saturating_add(1))?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out = Output {
+            deletes: shared.rows.row_codec.decoder(None, 0),
+            delete_ranks: Vec::new(),
+            inserts: shared.rows.row_codec.decoder(None, 64),
+            insert_ranks: Vec::new(),
+        };
+        for timer in &due {
+            let (_, _, group) = timer.parts()?;
+            let kg = timer.kg;
+            if close.emit_on_close {
+                let window = self.read_window(kg, group)?;
+                let mut rows = Vec::new();
+                ranked(&shared.spec, &window, group.len(), |i, r, n| {
+                    rows.push((i, r, n))
+                })?;
+                for (i, rank, copies) in rows {
+                    out.push(row_of(&window.entries[i].0)?, rank, copies)?;
+                }
+            }
+            // The window is complete: its group is forgotten.
+            let end = crate::state::prefix_end(group);
+            self.table
+                .get_mut()?
+                .delete_range(kg, group, end.as_deref());
+            let mut id = Vec::with_capacity(2 + group.len());
+            id.extend_from_slice(&kg.to_be_bytes());
+            id.extend_from_slice(group);
+            if let Some(w) = self.windows.remove(&id) {
+                self.window_bytes -= w.bytes() + id.len();
+            }
+        }
+        out.finish(&shared.schema)
+    }
+
+    fn take_late(&mut self) -> Vec<LateRow> {
+        std::mem::take(&mut self.late)
     }
 
     fn checkpoint(
@@ -553,7 +704,8 @@ impl Operator for TopN {
         _scope: &StateScope,
         batch: &mut StateBatch,
     ) -> Result<()> {
-        self.table.checkpoint(epoch, batch)
+        self.table.checkpoint(epoch, batch)?;
+        self.timers.checkpoint(epoch, batch)
     }
 
     fn state_bytes(&self) -> usize {
@@ -576,8 +728,21 @@ impl Operator for TopN {
         } else {
             format!(" partition by [{partition}]")
         };
+        let window = match spec.close {
+            Some(c) => format!(
+                "; per time window: a group is freed once the watermark reaches #{} + {}{}",
+                c.column,
+                timers::duration_text(c.offset),
+                if c.emit_on_close {
+                    ", and its top rows are emitted then"
+                } else {
+                    ""
+                }
+            ),
+            None => String::new(),
+        };
         format!(
-            "TopN: {}{partition} order by [{order}] ranks {}..={}{}; state: {kept}",
+            "TopN: {}{partition} order by [{order}] ranks {}..={}{}; state: {kept}{window}",
             spec.rank.sql(),
             spec.lo,
             spec.hi,

@@ -57,6 +57,7 @@ fn spec(case: Case) -> TopNSpec {
         hi: case.hi,
         emit_rank: case.emit_rank,
         append_only: case.append_only,
+        close: None,
     }
 }
 
@@ -256,13 +257,16 @@ fn append_only_input_keeps_only_the_window() {
         op.checkpoint(1, &scope, &mut state).unwrap();
         store.write(state, false).unwrap();
         let mut entries = 0;
-        scope
-            .scan(|_, _, _| {
+        store
+            .scan_prefix(None, b"topn/", None, |_, _| {
                 entries += 1;
-                Ok(())
+                Ok(std::ops::ControlFlow::Continue(()))
             })
             .unwrap();
-        assert!(entries <= 4 * 2, "{rank:?}: {entries} rows kept");
+        assert!(
+            entries > 0 && entries <= 4 * 2,
+            "{rank:?}: {entries} rows kept"
+        );
     }
 }
 
@@ -301,4 +305,82 @@ fn a_global_top_n_refills_from_state_after_a_restart() {
             ([Some(1), Some(98), Some(98)], 1)
         ]
     );
+}
+
+#[test]
+fn time_windows_close_on_the_watermark_free_their_groups_and_refuse_late_rows() {
+    for emit_on_close in [false, true] {
+        let case = Case {
+            rank: RankKind::RowNumber,
+            lo: 1,
+            hi: 2,
+            emit_rank: true,
+            append_only: false,
+            cached: true,
+        };
+        let mut fields: Vec<Field> = (input_schema().fields().iter())
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new("rn", DataType::UInt64, false));
+        let spec = TopNSpec {
+            // `k` is a window's start: the window closes 10 after it.
+            close: Some(WindowClose {
+                column: 0,
+                offset: 10,
+                emit_on_close,
+            }),
+            ..spec(case)
+        };
+        let proto = TopN::try_new(spec, Arc::new(Schema::new(fields))).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let scope = StateScope::new(store.clone(), b"topn/", 0..crate::keygroup::KEY_GROUPS);
+        let mut op = restored(&proto, &scope);
+        let rows: Vec<(Op, Row)> = [0, 10, 20]
+            .iter()
+            .flat_map(|&k| (0..5).map(move |x| (Op::Insert, [Some(k), Some(x), Some(x)])))
+            .collect();
+        let updates = op.process(0, batch(&rows)).unwrap();
+        assert_eq!(updates.is_empty(), emit_on_close);
+        // Every stored key of the operator's tables (rows `t`, timers `c`).
+        let entries = || {
+            let mut n = 0;
+            store
+                .scan_prefix(None, b"topn/", None, |_, _| {
+                    n += 1;
+                    Ok(std::ops::ControlFlow::Continue(()))
+                })
+                .unwrap();
+            n
+        };
+        // The watermark reaches 15: the window at 0 closes.
+        let closed = op.on_watermark(0, 15).unwrap();
+        let emitted: Vec<(i64, i64, u64)> = closed
+            .iter()
+            .flat_map(|b| {
+                let k = b.data.column(0).as_primitive::<Int64Type>().clone();
+                let x = b.data.column(1).as_primitive::<Int64Type>().clone();
+                let rn = b.data.column(3).as_primitive::<UInt64Type>().clone();
+                (0..b.data.num_rows()).map(move |i| (k.value(i), x.value(i), rn.value(i)))
+            })
+            .collect();
+        if emit_on_close {
+            assert_eq!(emitted, vec![(0, 4, 1), (0, 3, 2)]);
+        } else {
+            assert!(emitted.is_empty(), "{emitted:?}");
+        }
+        // A row for the closed window is late: nothing changes.
+        let late = op
+            .process(0, batch(&[(Op::Insert, [Some(0), Some(99), Some(99)])]))
+            .unwrap();
+        assert!(late.is_empty());
+        assert_eq!(op.take_late().len(), 1);
+        commit(op.as_mut(), &scope, 1);
+        // Two open windows of 5 rows each, and their two timers.
+        assert_eq!(entries(), 12);
+        let mut op = restored(&proto, &scope);
+        op.on_watermark(0, 100).unwrap();
+        commit(op.as_mut(), &scope, 2);
+        assert_eq!(entries(), 0);
+    }
 }

@@ -1,0 +1,111 @@
+//! Event-time timers kept in an operator's state table: a key per timer, ordered by its time
+//! (then a kind byte, then the partition key it is for), so the timers a watermark reaches are a
+//! range scan per key group and survive restarts with the rest of the state. The event-time OVER
+//! window emits rows with them and top-N per time window frees closed windows.
+
+use std::ops::ControlFlow;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
+
+use crate::state::keys::put_i64;
+use crate::state::table::{Direction, StateTable};
+use crate::{EngineError, Result};
+
+/// A timer's key: its time, its kind, the partition key.
+pub(crate) fn key(time: i64, kind: u8, partition: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + partition.len());
+    put_i64(&mut k, time);
+    k.push(kind);
+    k.extend_from_slice(partition);
+    k
+}
+
+/// The time, kind and partition key of a timer's key.
+pub(crate) fn parse(key: &[u8]) -> Result<(i64, u8, &[u8])> {
+    let corrupt = || EngineError::Corrupt("event-time timer".into());
+    let time = key.get(..8).ok_or_else(corrupt)?;
+    let time = u64::from_be_bytes(time.try_into().map_err(|_| corrupt())?) ^ (1 << 63);
+    let kind = *key.get(8).ok_or_else(corrupt)?;
+    Ok((time as i64, kind, key.get(9..).ok_or_else(corrupt)?))
+}
+
+/// A timer the watermark reached: its key group and key.
+pub(crate) struct Due {
+    pub kg: u16,
+    pub key: Vec<u8>,
+}
+
+impl Due {
+    /// Its time, kind and partition key.
+    pub(crate) fn parts(&self) -> Result<(i64, u8, &[u8])> {
+        parse(&self.key)
+    }
+}
+
+/// The timers of `table` before `end` (exclusive), in key group then time order; they are
+/// deleted from the table.
+pub(crate) fn take_due(table: &mut StateTable, end: i64) -> Result<Vec<Due>> {
+    let mut bound = Vec::with_capacity(8);
+    put_i64(&mut bound, end);
+    let mut due = Vec::new();
+    for kg in table.key_groups() {
+        table.scan(kg, &[], Some(&bound), Direction::Forward, |key, _| {
+            due.push(Due {
+                kg,
+                key: key.to_vec(),
+            });
+            Ok(ControlFlow::Continue(()))
+        })?;
+    }
+    for d in &due {
+        table.delete(d.kg, &d.key);
+    }
+    Ok(due)
+}
+
+/// The earliest timer of `table`, if any.
+pub(crate) fn earliest(table: &StateTable) -> Result<Option<i64>> {
+    let mut earliest: Option<i64> = None;
+    for kg in table.key_groups() {
+        table.scan(kg, &[], None, Direction::Forward, |key, _| {
+            let (t, _, _) = parse(key)?;
+            earliest = Some(earliest.map_or(t, |e| e.min(t)));
+            Ok(ControlFlow::Break(()))
+        })?;
+    }
+    Ok(earliest)
+}
+
+/// The values of `batch`'s column `c` in microseconds since the epoch (`None` for NULL): a
+/// timestamp of any unit, or a BIGINT taken as microseconds.
+pub(crate) fn micros(batch: &RecordBatch, c: usize) -> Result<Vec<Option<i64>>> {
+    let column = batch.column(c);
+    let column = match column.data_type() {
+        DataType::Int64 => std::sync::Arc::clone(column),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => cast(column, &DataType::Int64)?,
+        DataType::Timestamp(_, tz) => cast(
+            &cast(
+                column,
+                &DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+            )?,
+            &DataType::Int64,
+        )?,
+        other => {
+            return Err(EngineError::Internal(format!(
+                "event time in a column of type {other}"
+            )));
+        }
+    };
+    Ok(column.as_primitive::<Int64Type>().iter().collect())
+}
+
+/// `us` microseconds as EXPLAIN says them: `10 s`, `250 ms` or `7 us`.
+pub(crate) fn duration_text(us: i64) -> String {
+    match us {
+        _ if us % 1_000_000 == 0 => format!("{} s", us / 1_000_000),
+        _ if us % 1000 == 0 => format!("{} ms", us / 1000),
+        _ => format!("{us} us"),
+    }
+}
