@@ -40,6 +40,18 @@ QUERIES = {
         "SELECT auction, price, ts, SUM(price) OVER (PARTITION BY auction ORDER BY ts "
         "RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW) FROM bid",
     ),
+    "topn": (
+        "auction BIGINT, bidder BIGINT, price BIGINT, ts TIMESTAMP_LTZ(3)",
+        "SELECT auction, bidder, price, ts FROM (SELECT auction, bidder, price, ts, "
+        "ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS rn FROM bid) "
+        "WHERE rn <= 10",
+    ),
+    "dedup": (
+        "auction BIGINT, bidder BIGINT, price BIGINT, ts TIMESTAMP_LTZ(3)",
+        "SELECT auction, bidder, price, ts FROM (SELECT auction, bidder, price, ts, "
+        "ROW_NUMBER() OVER (PARTITION BY bidder ORDER BY ts DESC) AS rn FROM bid) "
+        "WHERE rn = 1",
+    ),
 }
 
 

@@ -10,8 +10,9 @@
 //! 3. Flink 1.20.3, when a Python with PyFlink is found (`FLINK_PYTHON`, default
 //!    `/tmp/flinkvenv/bin/python`; `scripts/bench flink` installs it): `bench/flink_side.py`
 //!    runs the same query at parallelism 1 without checkpoints; its JVM CPU seconds are counted.
-//!    The queries: a projection, TUMBLE, HOP and SESSION windows, and Flink's event-time OVER
-//!    aggregate (a 10-second moving sum per auction).
+//!    The queries: a projection, TUMBLE, HOP and SESSION windows, Flink's event-time OVER
+//!    aggregate (a 10-second moving sum per auction), the top 10 bids per auction (Nexmark q19's
+//!    shape) and the last bid per bidder (Flink's deduplication on event time).
 //! 4. The same queries on Rivulet's built-in Nexmark generator, read into a table first (no
 //!    JSON), to show the engine's own speed.
 //!
@@ -65,6 +66,20 @@ const QUERIES: &[(&str, &str, &str)] = &[
         "auction BIGINT, price BIGINT, ts TIMESTAMPTZ, total BIGINT",
         "SELECT auction, price, ts, SUM(price) OVER (PARTITION BY auction ORDER BY ts \
          RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW) FROM bid",
+    ),
+    (
+        "topn",
+        "auction BIGINT, bidder BIGINT, price BIGINT, ts TIMESTAMPTZ",
+        "SELECT auction, bidder, price, ts FROM (SELECT auction, bidder, price, ts, \
+         ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS rn FROM bid) \
+         WHERE rn <= 10",
+    ),
+    (
+        "dedup",
+        "auction BIGINT, bidder BIGINT, price BIGINT, ts TIMESTAMPTZ",
+        "SELECT auction, bidder, price, ts FROM (SELECT auction, bidder, price, ts, \
+         ROW_NUMBER() OVER (PARTITION BY bidder ORDER BY ts DESC) AS rn FROM bid) \
+         WHERE rn = 1",
     ),
 ];
 
