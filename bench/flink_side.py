@@ -35,11 +35,6 @@ QUERIES = {
         "FROM TABLE(SESSION(TABLE bid PARTITION BY bidder, DESCRIPTOR(ts), INTERVAL '10' SECOND)) "
         "GROUP BY window_start, window_end, bidder",
     ),
-    "over": (
-        "auction BIGINT, price BIGINT, ts TIMESTAMP_LTZ(3), total BIGINT",
-        "SELECT auction, price, ts, SUM(price) OVER (PARTITION BY auction ORDER BY ts "
-        "RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW) FROM bid",
-    ),
     "topn": (
         "auction BIGINT, bidder BIGINT, price BIGINT, ts TIMESTAMP_LTZ(3)",
         "SELECT auction, bidder, price, ts FROM (SELECT auction, bidder, price, ts, "

@@ -10,9 +10,10 @@
 //! 3. Flink 1.20.3, when a Python with PyFlink is found (`FLINK_PYTHON`, default
 //!    `/tmp/flinkvenv/bin/python`; `scripts/bench flink` installs it): `bench/flink_side.py`
 //!    runs the same query at parallelism 1 without checkpoints; its JVM CPU seconds are counted.
-//!    The queries: a projection, TUMBLE, HOP and SESSION windows, Flink's event-time OVER
-//!    aggregate (a 10-second moving sum per auction), the top 10 bids per auction (Nexmark q19's
-//!    shape) and the last bid per bidder (Flink's deduplication on event time).
+//!    The queries: a projection, TUMBLE, HOP and SESSION windows, the top 10 bids per auction
+//!    (Nexmark q19's shape) and the last bid per bidder (Flink's deduplication on event time).
+//!    (Flink's event-time OVER is not here yet: Rivulet evaluates each partition's whole frame
+//!    when the watermark moves, far too slow on this data's million-row 10-second frames.)
 //! 4. The same queries on Rivulet's built-in Nexmark generator, read into a table first (no
 //!    JSON), to show the engine's own speed.
 //!
@@ -60,12 +61,6 @@ const QUERIES: &[(&str, &str, &str)] = &[
         "SELECT window_start, window_end, bidder, COUNT(*), MAX(price) \
          FROM TABLE(SESSION(TABLE bid PARTITION BY bidder, DESCRIPTOR(ts), INTERVAL '10' SECOND)) \
          GROUP BY window_start, window_end, bidder",
-    ),
-    (
-        "over",
-        "auction BIGINT, price BIGINT, ts TIMESTAMPTZ, total BIGINT",
-        "SELECT auction, price, ts, SUM(price) OVER (PARTITION BY auction ORDER BY ts \
-         RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW) FROM bid",
     ),
     (
         "topn",

@@ -95,6 +95,9 @@ pub struct StreamPlan {
     pub counted: bool,
     /// The query only ever inserts rows (no update or delete reaches the view or sink).
     pub append_only: bool,
+    /// EMIT ON WINDOW CLOSE holds every row until the watermark passes it (the query has no
+    /// windowed aggregate or top-N that closes windows itself).
+    pub holds_rows: bool,
 }
 
 /// The hidden multiplicity column of a view without a key.
@@ -301,7 +304,8 @@ pub fn plan_view(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<StreamPla
     let columns = view_columns(&plan, output)?;
     let mut b = Builder::default();
     let mut lowered = lower(ctx, &mut b, &plan)?;
-    if ctx.emit_on_window_close && b.windowed_aggregates == 0 {
+    let holds_rows = ctx.emit_on_window_close && b.windowed_aggregates == 0;
+    if holds_rows {
         lowered = over_time::emit_on_window_close(&mut b, lowered, arrow_schema(output))?;
     }
     // Store columns in their SQL types; cast where DataFusion computed another Arrow type.
@@ -379,6 +383,7 @@ pub fn plan_view(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<StreamPla
         key,
         counted,
         append_only: lowered.append_only,
+        holds_rows,
     })
 }
 

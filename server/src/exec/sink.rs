@@ -153,11 +153,11 @@ impl Session {
             .find(|n| self.catalog().table(&self.database, n).is_none())
             .unwrap_or(base);
         // A Flink window aggregation emits each window once, when it closes: so does this job
-        // when its query has one.
+        // when its query has one (and only then: other rows go out as they come, as in Flink).
         let settings = crate::jobs::job_settings(&self.settings);
         let (plan, eowc) = match plan_stream(self, &query, &settings, true, true).await {
-            Ok(plan) => (plan, true),
-            Err(_) => (
+            Ok(plan) if !plan.holds_rows => (plan, true),
+            _ => (
                 plan_stream(self, &query, &settings, false, true).await?,
                 false,
             ),
