@@ -221,6 +221,39 @@ async fn a_savepoint_restores_here_and_on_a_backup_with_another_parallelism() {
         .unwrap_err();
     assert_eq!(code(&e), Some("42809"), "{e:?}");
 
+    // A sink's job saves and restores the same way (its connector's options come along).
+    c.batch_execute(&format!(
+        "CREATE SINK per_k AS {AGG} WITH (connector = 'blackhole');
+         ALTER SINK per_k SAVEPOINT TO '{}';
+         CREATE SINK per_k2 FROM SAVEPOINT '{}';",
+        sp("sink-1"),
+        sp("sink-1")
+    ))
+    .await
+    .unwrap();
+    c.batch_execute("FLUSH").await.unwrap();
+    let sinks = text_rows(
+        &c,
+        "SELECT job_name, kind, status FROM rivulet_jobs WHERE job_name LIKE 'per_k%' ORDER BY 1",
+    )
+    .await
+    .unwrap();
+    assert_eq!(sinks, vec!["per_k|sink|running", "per_k2|sink|running"]);
+    let e = c
+        .batch_execute(&format!(
+            "CREATE MATERIALIZED VIEW bad FROM SAVEPOINT '{}'",
+            sp("sink-1")
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some("42809"), "{e:?}");
+    c.batch_execute(&format!(
+        "DROP SINK per_k; DROP SINK per_k2; DROP SAVEPOINT '{}'",
+        sp("sink-1")
+    ))
+    .await
+    .unwrap();
+
     // A backup of this server is another data directory with the savepoints' change-log
     // entries; the server dies right after.
     writes(&c, &mut rng, &mut next_id, 50).await;
