@@ -5,10 +5,12 @@
 
 use std::ops::ControlFlow;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
 
+use super::{LateRow, rows_text};
+use crate::changelog::ChangeBatch;
 use crate::state::keys::put_i64;
 use crate::state::table::{Direction, StateTable};
 use crate::{EngineError, Result};
@@ -108,4 +110,40 @@ pub(crate) fn duration_text(us: i64) -> String {
         _ if us % 1000 == 0 => format!("{} ms", us / 1000),
         _ => format!("{us} us"),
     }
+}
+
+/// Sets aside the rows of `batch` whose event times (`times`, one per row) `late` says are
+/// behind `watermark`, as late rows of the batch's first `width` columns, into `out`; returns
+/// the other rows and their event times.
+pub(crate) fn set_aside_late(
+    batch: ChangeBatch,
+    times: Vec<Option<i64>>,
+    late: impl Fn(Option<i64>) -> bool,
+    width: usize,
+    watermark: i64,
+    out: &mut Vec<LateRow>,
+) -> Result<(ChangeBatch, Vec<Option<i64>>)> {
+    let behind: Vec<usize> = (0..times.len()).filter(|&i| late(times[i])).collect();
+    if behind.is_empty() {
+        return Ok((batch, times));
+    }
+    let own = batch.data.project(&(0..width).collect::<Vec<_>>())?;
+    for (&i, row) in behind.iter().zip(rows_text(&own, &behind)?) {
+        out.push(LateRow {
+            event_time: times[i].unwrap_or(i64::MIN),
+            watermark,
+            row,
+        });
+    }
+    let keep: BooleanArray = times.iter().map(|&t| Some(!late(t))).collect();
+    let ops = (batch.ops.iter().zip(&times))
+        .filter(|(_, t)| !late(**t))
+        .map(|(op, _)| *op)
+        .collect();
+    let times = times.into_iter().filter(|&t| !late(t)).collect();
+    let batch = ChangeBatch {
+        data: filter_record_batch(&batch.data, &keep)?,
+        ops,
+    };
+    Ok((batch, times))
 }

@@ -26,13 +26,13 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch, take};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{cast, concat_batches, take};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::window::WindowExpr;
 
 use super::super::sorted::{self, PartitionOrder, SortedRows, Table, count_of, row_of};
-use super::super::{LateRow, Operator, StateScope, rows_text, timers};
+use super::super::{LateRow, Operator, StateScope, timers};
 use crate::changelog::{ChangeBatch, Op};
 use crate::state::StateBatch;
 use crate::state::table::Direction;
@@ -309,31 +309,19 @@ impl Operator for EventTimeOver {
         let shared = Arc::clone(&self.shared);
         let times = timers::micros(&batch.data, shared.time)?;
         let watermark = self.watermark;
-        let on_time: BooleanArray = times
-            .iter()
-            .map(|t| Some(t.is_some_and(|t| t >= watermark)))
-            .collect();
-        let late: Vec<usize> = (0..times.len()).filter(|&i| !on_time.value(i)).collect();
-        if !late.is_empty() {
-            let width = shared.rows.layout.width;
-            let own = batch.data.project(&(0..width).collect::<Vec<_>>())?;
-            for (i, row) in late.iter().zip(rows_text(&own, &late)?) {
-                self.late.push(LateRow {
-                    event_time: times[*i].unwrap_or(i64::MIN),
-                    watermark,
-                    row,
-                });
-            }
-        }
-        let data = if late.is_empty() {
-            batch.data
-        } else {
-            filter_record_batch(&batch.data, &on_time)?
-        };
+        // No row with an earlier event time than the watermark can still be emitted.
+        let (batch, times) = timers::set_aside_late(
+            batch,
+            times,
+            |t| t.is_none_or(|t| t < watermark),
+            shared.rows.layout.width,
+            watermark,
+            &mut self.late,
+        )?;
+        let data = batch.data;
         if data.num_rows() == 0 {
             return Ok(Vec::new());
         }
-        let times = timers::micros(&data, shared.time)?;
         let mut groups = std::mem::take(&mut self.groups);
         let encoded = shared.rows.encode(&data, &mut groups)?;
         let timers = self.timers.get_mut()?;

@@ -44,13 +44,13 @@ use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt64Array};
-use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt64Array};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatchOptions;
 
 use super::sorted::{self, PartitionOrder, SortedRows, Table, count_of, order_of, row_of};
-use super::{LateRow, Operator, StateScope, rows_text, timers};
+use super::{LateRow, Operator, StateScope, timers};
 use crate::changelog::{ChangeBatch, Op};
 use crate::codec::RowDecoder;
 use crate::state::StateBatch;
@@ -277,32 +277,15 @@ impl TopN {
     fn drop_late(&mut self, close: WindowClose, batch: ChangeBatch) -> Result<ChangeBatch> {
         let bounds = timers::micros(&batch.data, close.column)?;
         let watermark = self.watermark;
-        let late: Vec<usize> = (0..bounds.len())
-            .filter(|&i| bounds[i].is_some_and(|b| b.saturating_add(close.offset) <= watermark))
-            .collect();
-        if late.is_empty() {
-            return Ok(batch);
-        }
-        let width = self.shared.spec.rows.width;
-        let own = batch.data.project(&(0..width).collect::<Vec<_>>())?;
-        for (&i, row) in late.iter().zip(rows_text(&own, &late)?) {
-            self.late.push(LateRow {
-                event_time: bounds[i].unwrap_or(i64::MIN),
-                watermark,
-                row,
-            });
-        }
-        let keep: BooleanArray = (0..bounds.len())
-            .map(|i| Some(late.binary_search(&i).is_err()))
-            .collect();
-        let ops = (batch.ops.iter().enumerate())
-            .filter(|(i, _)| late.binary_search(i).is_err())
-            .map(|(_, op)| *op)
-            .collect();
-        Ok(ChangeBatch {
-            data: filter_record_batch(&batch.data, &keep)?,
-            ops,
-        })
+        let (batch, _) = timers::set_aside_late(
+            batch,
+            bounds,
+            |b| b.is_some_and(|b| b.saturating_add(close.offset) <= watermark),
+            self.shared.spec.rows.width,
+            watermark,
+            &mut self.late,
+        )?;
+        Ok(batch)
     }
 
     /// Puts a timer for each group of `batch` (encoded as `encoded`, rows in key groups
@@ -709,7 +692,7 @@ impl Operator for TopN {
     }
 
     fn state_bytes(&self) -> usize {
-        self.table.bytes()
+        self.table.bytes() + self.timers.bytes()
     }
 
     fn describe(&self) -> String {
