@@ -26,7 +26,9 @@
 //! **Memory.** Dirty and flushed entries stay in memory until committed: they are never
 //! evicted. Clean entries are cached up to `cache_bytes` (keys, values and a fixed overhead per
 //! entry) and evicted by CLOCK (second chance) at the start of the next read or checkpoint once
-//! over budget; an evicted entry is read again from RocksDB on its next access. Scans read
+//! over budget; an evicted entry is read again from RocksDB on its next access. A table with no
+//! budget caches nothing (its operator keeps what it needs, decoded): committed writes are
+//! dropped from memory at once. Scans read
 //! RocksDB under the pending layers and do not fill the cache.
 //!
 //! **Recovery.** Nothing is read at construction: every entry is loaded when first accessed, so
@@ -806,6 +808,10 @@ impl StateTable {
             let Some((_, layer)) = self.flushed.pop_front() else {
                 break;
             };
+            if self.budget == 0 {
+                // No cache: the committed entries are RocksDB's now, and read from there.
+                continue;
+            }
             for (key, value) in layer.points {
                 // A newer pending write of the key still decides it.
                 if lookup_pending(&self.dirty, &self.flushed, &key).is_none() {

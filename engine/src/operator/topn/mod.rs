@@ -21,12 +21,20 @@
 //! then the group key (length-prefixed [`RowCodec`] bytes, so a prefix scan finds the group), the
 //! order key ([`SortKeyEncoder`], so key order is rank order), the row's encoding and its length;
 //! the value is the row's count. When a row of the range goes, the next one is read from the
-//! table (refill). On append-only input rows can only move down: the table keeps only each
-//! group's rows of rank `<= hi`, and drops what falls below. Each group's rows of rank `<= hi`
-//! (its *window*) are also cached in memory, bounded by a share of the state cache: a change
-//! that sorts after a full window costs no read at all, and one that only adds rows merges them
-//! into the window; only a row leaving the window makes the group be read again (from the
-//! table's cache, or RocksDB). Nothing is read back at restart.
+//! table (refill). Each group's rows of rank `<= hi` (its *window*) are also cached in memory,
+//! bounded by a share of the state cache: a change that sorts after a full window costs no read
+//! at all, and one that only adds rows merges them into the window; only a row leaving the
+//! window makes the group be read again (from the table's cache, or RocksDB). Nothing is read
+//! back at restart.
+//!
+//! **Append-only input** (Flink's append-only rank, and deduplication): rows can only move
+//! down, so a group needs nothing but its window. Up to rank [`ONE_ENTRY_MAX_RANK`] the window
+//! is one entry of another table (tag `w`): the group key, and the window's rows (order key, row and count, without the group key)
+//! as the value. The groups of a batch whose window is not cached are read with one batched
+//! point read (RocksDB's bloom filters answer for groups never seen), each changed window is
+//! written once per batch, and a row that does not enter a full window costs nothing. Beyond
+//! that rank the rows stay one entry each (tag `t`), and rows falling below the window are
+//! deleted.
 //!
 //! **Emission.** On update: each batch's net change per group is applied, and the group's window
 //! before and after is compared. All retractions of a batch come before its insertions, so a
@@ -66,6 +74,17 @@ pub enum RankKind {
     Rank,
     /// Tied rows share a rank; the next rank does not skip (1, 1, 2).
     DenseRank,
+}
+
+/// Append-only top-N up to this rank keep each group's window as one state entry; beyond it,
+/// one entry per row (a window of thousands of rows is not rewritten for each change).
+const ONE_ENTRY_MAX_RANK: u64 = 256;
+
+impl TopNSpec {
+    /// Each group's state is one entry: its window (see the module documentation).
+    fn one_entry(&self) -> bool {
+        self.append_only && self.hi <= ONE_ENTRY_MAX_RANK
+    }
 }
 
 impl RankKind {
@@ -148,8 +167,23 @@ impl<'a> WindowBuilder<'a> {
 
     /// Takes the next row (`count` copies) if its rank is within `hi`; false once past it.
     fn offer(&mut self, key: &[u8], count: i64) -> Result<bool> {
+        self.offer_with(key, count, <[u8]>::to_vec)
+    }
+
+    /// [`WindowBuilder::offer`] of a key the caller owns.
+    fn offer_owned(&mut self, key: Vec<u8>, count: i64) -> Result<bool> {
+        self.offer_with(key, count, |k| k)
+    }
+
+    fn offer_with<K: AsRef<[u8]>>(
+        &mut self,
+        key: K,
+        count: i64,
+        owned: impl FnOnce(K) -> Vec<u8>,
+    ) -> Result<bool> {
         let count = count.max(0);
-        let order = order_of(key, self.group)?;
+        let key_ref = key.as_ref();
+        let order = order_of(key_ref, self.group)?;
         let tied = match self.window.entries.last() {
             Some((last, _)) => order_of(last, self.group)? == order,
             None => false,
@@ -165,7 +199,7 @@ impl<'a> WindowBuilder<'a> {
         }
         self.distinct += u64::from(!tied);
         self.rows += count as u64;
-        self.window.entries.push((key.to_vec(), count));
+        self.window.entries.push((owned(key), count));
         Ok(true)
     }
 
@@ -189,12 +223,15 @@ struct Shared {
 /// The top-N operator; see the module documentation.
 pub struct TopN {
     shared: Arc<Shared>,
+    /// Every row of each group (tag `t`), or on append-only input each group's window (`w`).
     table: Table,
     /// Cached windows by `kg ++ group key`.
     windows: HashMap<Vec<u8>, Window>,
     window_bytes: usize,
     window_budget: usize,
     groups: Vec<u16>,
+    /// `kg ++ group key` of the group being processed, kept to spare an allocation per group.
+    scratch: Vec<u8>,
     /// Groups by the time their window closes (top-N per time window only).
     timers: Table,
     /// The input's watermark, `i64::MIN` before the first.
@@ -266,6 +303,7 @@ impl TopN {
             window_bytes: 0,
             window_budget: 0,
             groups: Vec::new(),
+            scratch: Vec::new(),
             timers: Table::default(),
             watermark: i64::MIN,
             late: Vec::new(),
@@ -315,7 +353,11 @@ impl TopN {
     }
 
     /// The window of group `group` (its key bytes) in key group `kg`, read from the table.
-    fn read_window(&self, kg: u16, group: &[u8]) -> Result<Window> {
+    fn read_window(&mut self, kg: u16, group: &[u8]) -> Result<Window> {
+        if self.shared.spec.one_entry() {
+            let stored = self.table.get_mut()?.get(kg, group)?;
+            return decode_window(&self.shared.spec, group, stored);
+        }
         let table = self.table.get()?;
         let mut window = WindowBuilder::new(&self.shared.spec, group.len());
         table.scan_prefix(kg, group, Direction::Forward, |key, value| {
@@ -372,6 +414,35 @@ impl TopN {
         Ok(Some(window.finish()))
     }
 
+    /// Reads the windows of the groups of a batch (rows `encoded` in key groups `groups`) that
+    /// are not cached, with one batched read (append-only input).
+    fn load_windows(&mut self, encoded: &sorted::Encoded, groups: &[u16]) -> Result<()> {
+        let mut missing: HashSet<(u16, &[u8])> = HashSet::new();
+        for (row, &kg) in groups.iter().enumerate() {
+            let group = encoded.partition(row);
+            set_id(&mut self.scratch, kg, group);
+            if !self.windows.contains_key(self.scratch.as_slice()) {
+                missing.insert((kg, group));
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<(u16, &[u8])> = missing.into_iter().collect();
+        let spec = &self.shared.spec;
+        let stored = self.table.get_mut()?.multi_get(&keys)?;
+        let mut loaded = Vec::with_capacity(keys.len());
+        for (&(kg, group), value) in keys.iter().zip(stored) {
+            let mut id = Vec::with_capacity(2 + group.len());
+            set_id(&mut id, kg, group);
+            loaded.push((id, decode_window(spec, group, value)?));
+        }
+        for (id, window) in loaded {
+            self.cache(id, window);
+        }
+        Ok(())
+    }
+
     /// A change of `key` cannot touch a full window: it sorts after the window's last row.
     fn outside(&self, window: &Window, key: &[u8], group: usize) -> Result<bool> {
         if !window.full {
@@ -426,15 +497,13 @@ impl TopN {
     ) -> Result<()> {
         let shared = Arc::clone(&self.shared);
         let spec = &shared.spec;
-        let mut id = Vec::with_capacity(2 + group.len());
-        id.extend_from_slice(&kg.to_be_bytes());
-        id.extend_from_slice(group);
-        let old = match self.windows.remove(&id) {
-            Some(w) => {
+        set_id(&mut self.scratch, kg, group);
+        let (id, old) = match self.windows.remove_entry(self.scratch.as_slice()) {
+            Some((id, w)) => {
                 self.window_bytes -= w.bytes() + id.len();
-                w
+                (id, w)
             }
-            None => self.read_window(kg, group)?,
+            None => (self.scratch.clone(), self.read_window(kg, group)?),
         };
         let mut untouched = true;
         for (key, _) in deltas {
@@ -445,8 +514,9 @@ impl TopN {
             self.cache(id, old);
             return Ok(());
         }
-        let table = self.table.get_mut()?;
-        sorted::apply(table, kg, deltas)?;
+        if !spec.one_entry() {
+            sorted::apply(self.table.get_mut()?, kg, deltas)?;
+        }
         if untouched {
             self.cache(id, old);
             return Ok(());
@@ -480,7 +550,11 @@ impl TopN {
             };
             out.push(row_of(key)?, shown, net)?;
         }
-        if spec.append_only {
+        if spec.one_entry() {
+            // The group's state is its window: rows pushed out of it are gone.
+            let value = encode_window(&new, group.len());
+            self.table.get_mut()?.put(kg, group, &value);
+        } else if spec.append_only {
             // Keep only the window: rows pushed out of it, and new rows that did not enter it.
             let table = self.table.get_mut()?;
             let kept = |key: &[u8]| {
@@ -519,6 +593,50 @@ fn rank_in(spec: &TopNSpec, window: &Window, key: &[u8], group: usize) -> Result
         }
     })?;
     Ok(found)
+}
+
+/// `kg ++ group`, the key of a cached window, into `buf`.
+fn set_id(buf: &mut Vec<u8>, kg: u16, group: &[u8]) {
+    buf.clear();
+    buf.extend_from_slice(&kg.to_be_bytes());
+    buf.extend_from_slice(group);
+}
+
+/// The stored form of an append-only group's window: each row's key without the group key
+/// (`skip` bytes), as a `u32` length and the bytes, then its count (`i64`), little-endian.
+fn encode_window(window: &Window, skip: usize) -> Vec<u8> {
+    let size: usize = (window.entries.iter())
+        .map(|(k, _)| k.len().saturating_sub(skip) + 12)
+        .sum();
+    let mut out = Vec::with_capacity(size);
+    for (key, count) in &window.entries {
+        let rest = key.get(skip..).unwrap_or_default();
+        out.extend_from_slice(&(rest.len() as u32).to_le_bytes());
+        out.extend_from_slice(rest);
+        out.extend_from_slice(&count.to_le_bytes());
+    }
+    out
+}
+
+/// The window of group `group` from its stored form (none: an empty window).
+fn decode_window(spec: &TopNSpec, group: &[u8], stored: Option<&[u8]>) -> Result<Window> {
+    let corrupt = || EngineError::Corrupt("top-N window state".into());
+    let mut window = WindowBuilder::new(spec, group.len());
+    let mut rest = stored.unwrap_or_default();
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
+        let len = u32::from_le_bytes(*len) as usize;
+        let (row, tail) = tail.split_at_checked(len).ok_or_else(corrupt)?;
+        let (count, tail) = tail.split_first_chunk::<8>().ok_or_else(corrupt)?;
+        rest = tail;
+        let mut key = Vec::with_capacity(group.len() + row.len());
+        key.extend_from_slice(group);
+        key.extend_from_slice(row);
+        if !window.offer_owned(key, i64::from_le_bytes(*count))? {
+            break;
+        }
+    }
+    Ok(window.finish())
 }
 
 /// A batch's output, retractions first.
@@ -586,10 +704,17 @@ impl Operator for TopN {
     }
 
     fn restore(&mut self, scope: &StateScope) -> Result<()> {
-        // A quarter of the cache for the windows, the rest for the table's entries.
-        self.window_budget = scope.cache_bytes / 4;
-        self.table
-            .open(scope, b't', scope.cache_bytes - self.window_budget);
+        if self.shared.spec.one_entry() {
+            // The table's entries are the windows, encoded: the cache is for the decoded ones
+            // (a miss reads RocksDB).
+            self.window_budget = scope.cache_bytes;
+            self.table.open(scope, b'w', 0);
+        } else {
+            // A quarter of the cache for the windows, the rest for the table's entries.
+            self.window_budget = scope.cache_bytes / 4;
+            self.table
+                .open(scope, b't', scope.cache_bytes - self.window_budget);
+        }
         if self.shared.spec.close.is_some() {
             self.timers.open(scope, b'c', scope.cache_bytes / 16);
         }
@@ -611,6 +736,9 @@ impl Operator for TopN {
         let encoded = shared.rows.encode(&batch.data, &mut groups)?;
         if let Some(close) = shared.spec.close {
             self.add_timers(close, &batch.data, &encoded, &groups)?;
+        }
+        if shared.spec.one_entry() {
+            self.load_windows(&encoded, &groups)?;
         }
         let capacity = batch.num_rows();
         let mut out = Output {
@@ -663,10 +791,13 @@ impl Operator for TopN {
                 }
             }
             // The window is complete: its group is forgotten.
-            let end = crate::state::prefix_end(group);
-            self.table
-                .get_mut()?
-                .delete_range(kg, group, end.as_deref());
+            let table = self.table.get_mut()?;
+            if shared.spec.one_entry() {
+                table.delete(kg, group);
+            } else {
+                let end = crate::state::prefix_end(group);
+                table.delete_range(kg, group, end.as_deref());
+            }
             let mut id = Vec::with_capacity(2 + group.len());
             id.extend_from_slice(&kg.to_be_bytes());
             id.extend_from_slice(group);
@@ -698,7 +829,12 @@ impl Operator for TopN {
     fn describe(&self) -> String {
         let spec = &self.shared.spec;
         let (partition, order) = spec.rows.describe();
-        let kept = if spec.append_only {
+        let kept = if spec.one_entry() {
+            format!(
+                "the rows of rank <= {} of each group, as one entry (append-only input)",
+                spec.hi
+            )
+        } else if spec.append_only {
             format!(
                 "the rows of rank <= {} of each group (append-only input)",
                 spec.hi
