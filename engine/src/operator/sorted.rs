@@ -7,6 +7,7 @@
 //! (four bytes, last, so the row can be read back from the key alone). The value is the row's
 //! count: identical rows are one entry.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
@@ -203,9 +204,9 @@ impl Encoded {
         &self.buf[s.start..s.group]
     }
 
-    /// Calls `f(kg, partition key, deltas)` for each partition the batch changes, with the net
-    /// change of each of its rows (non-zero, in key order); `groups` and `ops` are the rows' key
-    /// groups and ops.
+    /// Calls `f(kg, partition key, deltas)` for each partition the batch changes (in no
+    /// particular order), with the net change of each of its rows (non-zero, in key order);
+    /// `groups` and `ops` are the rows' key groups and ops.
     pub(crate) fn for_each_partition(
         &self,
         groups: &[u16],
@@ -217,11 +218,17 @@ impl Encoded {
             let s = spans[r as usize];
             (groups[r as usize], &buf[s.start..s.group])
         };
+        // Partitions come out in the order of a hash of their key (any order will do), so that
+        // sorting compares bytes only among rows of one partition (or of a hash collision).
+        let hasher = foldhash::fast::FixedState::default();
+        let hashes: Vec<u64> = (0..spans.len() as u32)
+            .map(|r| hasher.hash_one(group_of(r)))
+            .collect();
         let mut rows: Vec<u32> = (0..spans.len() as u32).collect();
         rows.sort_unstable_by(|&a, &b| {
             let (sa, sb) = (spans[a as usize], spans[b as usize]);
-            group_of(a)
-                .cmp(&group_of(b))
+            (hashes[a as usize].cmp(&hashes[b as usize]))
+                .then_with(|| group_of(a).cmp(&group_of(b)))
                 .then_with(|| buf[sa.group..sa.end].cmp(&buf[sb.group..sb.end]))
         });
         let mut deltas: Vec<(&[u8], i64)> = Vec::new();

@@ -277,6 +277,17 @@ struct Cached {
 /// What an operator instance's state tables cache unless the job says otherwise (64 MiB).
 pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
+/// What a write's caller knows of the key's current value: its length, for the state size.
+#[derive(Debug, Clone, Copy)]
+enum Before {
+    /// Nothing: memory (pending layers, cache) is searched.
+    Unknown,
+    /// The length RocksDB holds, used when memory does not know the key.
+    Stored(Option<usize>),
+    /// The current length, whatever memory holds.
+    Known(Option<usize>),
+}
+
 /// One state table of one operator instance; see the module documentation.
 pub struct StateTable {
     store: StateStore,
@@ -456,13 +467,21 @@ impl StateTable {
         self.write(kg, key, None);
     }
 
-    fn write(&mut self, kg: u16, key: &[u8], value: Option<&[u8]>) {
-        self.write_over(kg, key, value, None);
+    /// [`StateTable::put`] of a key whose current value the caller knows (`before`: its
+    /// length, `None` if absent): the search of the flushed layers for the old value's size
+    /// (for [`StateTable::bytes`]) is spared. An operator that keeps its state decoded in
+    /// memory writes with it.
+    pub fn put_known(&mut self, kg: u16, key: &[u8], value: &[u8], before: Option<usize>) {
+        self.write_over(kg, key, Some(value), Before::Known(before));
     }
 
-    /// [`StateTable::write`] of a key whose stored value the caller read (`stored`: its
-    /// length), counted in [`StateTable::bytes`] when memory does not know it.
-    fn write_over(&mut self, kg: u16, key: &[u8], value: Option<&[u8]>, stored: Option<usize>) {
+    fn write(&mut self, kg: u16, key: &[u8], value: Option<&[u8]>) {
+        self.write_over(kg, key, value, Before::Unknown);
+    }
+
+    /// [`StateTable::write`], told what the caller knows of the key's current value (for
+    /// [`StateTable::bytes`]).
+    fn write_over(&mut self, kg: u16, key: &[u8], value: Option<&[u8]>, before: Before) {
         debug_assert!(self.key_groups.contains(&kg), "key group {kg} not owned");
         set_key(&mut self.scratch, kg, key);
         let key = self.scratch.as_slice();
@@ -483,23 +502,30 @@ impl StateTable {
             }
             return;
         }
-        // The dirty layer does not know the key: the newest flushed layer that does, else the
-        // cache (whose entry the write replaces).
-        let pending = if layer.ranges.covers(key) {
-            Some(None)
-        } else {
-            self.flushed.iter().rev().find_map(|(_, l)| l.lookup(key))
-        };
+        // The dirty layer does not know the key. The old value's size: what the caller knows,
+        // else the newest flushed layer that knows the key, else the cache (whose entry the
+        // write replaces), else what the caller read from RocksDB.
         let cached = self.cache.remove(key);
         if let Some(c) = &cached {
             self.cached_bytes -= entry_bytes(key, c.value.as_deref());
         }
-        let old = match pending {
-            Some(old) => old.map(|v| key.len() + v.len()),
-            None => match cached {
-                Some(c) => c.value.map(|v| key.len() + v.len()),
-                None => stored.map(|v| key.len() + v),
-            },
+        let size = |v: &[u8]| key.len() + v.len();
+        let old = if layer.ranges.covers(key) {
+            None
+        } else {
+            match before {
+                Before::Known(len) => len.map(|v| key.len() + v),
+                Before::Unknown | Before::Stored(_) => {
+                    match self.flushed.iter().rev().find_map(|(_, l)| l.lookup(key)) {
+                        Some(old) => old.map(size),
+                        None => match (&cached, before) {
+                            (Some(c), _) => c.value.as_deref().map(size),
+                            (None, Before::Stored(len)) => len.map(|v| key.len() + v),
+                            (None, _) => None,
+                        },
+                    }
+                }
+            }
         };
         self.stored_bytes += new - old.unwrap_or(0) as i64;
         let layer = &mut self.dirty;
@@ -780,7 +806,12 @@ impl StateTable {
         self.sweep_from = resume;
         for (key, len) in &expired {
             if let Some((kg, key)) = key.split_first_chunk::<2>() {
-                self.write_over(u16::from_be_bytes(*kg), key, None, Some(*len));
+                self.write_over(
+                    u16::from_be_bytes(*kg),
+                    key,
+                    None,
+                    Before::Stored(Some(*len)),
+                );
             }
         }
         Ok(expired.len())

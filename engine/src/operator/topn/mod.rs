@@ -226,7 +226,7 @@ pub struct TopN {
     /// Every row of each group (tag `t`), or on append-only input each group's window (`w`).
     table: Table,
     /// Cached windows by `kg ++ group key`.
-    windows: HashMap<Vec<u8>, Window>,
+    windows: HashMap<Vec<u8>, Window, foldhash::fast::RandomState>,
     window_bytes: usize,
     window_budget: usize,
     groups: Vec<u16>,
@@ -299,7 +299,7 @@ impl TopN {
         TopN {
             shared,
             table: Table::default(),
-            windows: HashMap::new(),
+            windows: HashMap::default(),
             window_bytes: 0,
             window_budget: 0,
             groups: Vec::new(),
@@ -417,7 +417,7 @@ impl TopN {
     /// Reads the windows of the groups of a batch (rows `encoded` in key groups `groups`) that
     /// are not cached, with one batched read (append-only input).
     fn load_windows(&mut self, encoded: &sorted::Encoded, groups: &[u16]) -> Result<()> {
-        let mut missing: HashSet<(u16, &[u8])> = HashSet::new();
+        let mut missing: HashSet<(u16, &[u8]), foldhash::fast::RandomState> = HashSet::default();
         for (row, &kg) in groups.iter().enumerate() {
             let group = encoded.partition(row);
             set_id(&mut self.scratch, kg, group);
@@ -553,7 +553,9 @@ impl TopN {
         if spec.one_entry() {
             // The group's state is its window: rows pushed out of it are gone.
             let value = encode_window(&new, group.len());
-            self.table.get_mut()?.put(kg, group, &value);
+            // An empty window is never stored.
+            let before = (!old.entries.is_empty()).then(|| encoded_len(&old, group.len()));
+            self.table.get_mut()?.put_known(kg, group, &value, before);
         } else if spec.append_only {
             // Keep only the window: rows pushed out of it, and new rows that did not enter it.
             let table = self.table.get_mut()?;
@@ -605,10 +607,7 @@ fn set_id(buf: &mut Vec<u8>, kg: u16, group: &[u8]) {
 /// The stored form of an append-only group's window: each row's key without the group key
 /// (`skip` bytes), as a `u32` length and the bytes, then its count (`i64`), little-endian.
 fn encode_window(window: &Window, skip: usize) -> Vec<u8> {
-    let size: usize = (window.entries.iter())
-        .map(|(k, _)| k.len().saturating_sub(skip) + 12)
-        .sum();
-    let mut out = Vec::with_capacity(size);
+    let mut out = Vec::with_capacity(encoded_len(window, skip));
     for (key, count) in &window.entries {
         let rest = key.get(skip..).unwrap_or_default();
         out.extend_from_slice(&(rest.len() as u32).to_le_bytes());
@@ -616,6 +615,13 @@ fn encode_window(window: &Window, skip: usize) -> Vec<u8> {
         out.extend_from_slice(&count.to_le_bytes());
     }
     out
+}
+
+/// The length of [`encode_window`]'s bytes.
+fn encoded_len(window: &Window, skip: usize) -> usize {
+    (window.entries.iter())
+        .map(|(k, _)| k.len().saturating_sub(skip) + 12)
+        .sum()
 }
 
 /// The window of group `group` from its stored form (none: an empty window).
