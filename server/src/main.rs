@@ -150,10 +150,16 @@ struct Args {
         default_value = "0"
     )]
     idle_in_transaction_session_timeout: String,
-    /// MiB of clean state each stateful operator instance keeps cached in memory (a join's rows,
-    /// say); state beyond it stays in RocksDB and is read back when needed.
-    #[arg(long, env = "RIVULET_STATE_CACHE_MB", default_value_t = 64)]
-    state_cache_mb: usize,
+    /// A cap, in MiB, on the clean state each stateful operator instance caches (a join's
+    /// rows, say), below the shared `--state-memory`; 0: none, every read goes to RocksDB.
+    /// Without it, only the shared limit bounds an instance.
+    #[arg(long, env = "RIVULET_STATE_CACHE_MB")]
+    state_cache_mb: Option<usize>,
+    /// Memory the state caches of all running jobs may hold together: bytes, a size (`4GB`) or
+    /// a share of the machine's memory (`25%`). Over it, every operator's cache shrinks in
+    /// proportion to its size; state beyond the caches stays in RocksDB.
+    #[arg(long, env = "RIVULET_STATE_MEMORY", default_value = "25%")]
+    state_memory: String,
     /// Rows a new view's backfill reads from a table per snapshot chunk; between chunks it
     /// checkpoints and takes in the table's changes made meanwhile.
     #[arg(long, env = "RIVULET_BACKFILL_CHUNK_ROWS", default_value_t = 8192)]
@@ -296,7 +302,9 @@ fn job_defaults(args: &Args) -> anyhow::Result<JobDefaults> {
         config: JobConfig {
             barrier_interval: std::time::Duration::from_millis(args.barrier_interval_ms.max(1)),
             checkpoint_frequency: args.checkpoint_frequency.max(1),
-            state_cache_bytes: args.state_cache_mb.saturating_mul(1 << 20),
+            // Without a cap of its own, an instance's cache is bounded by the shared limit.
+            state_cache_bytes: (args.state_cache_mb)
+                .map_or(usize::MAX, |mb| mb.saturating_mul(1 << 20)),
             backfill_chunk_rows: args.backfill_chunk_rows.max(1),
             ..JobConfig::default()
         },
@@ -397,7 +405,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let catalog =
         Catalog::load(store).map_err(|e| anyhow::anyhow!("cannot load the catalog: {e}"))?;
     session::set_server_defaults(server_settings(&args)?);
-    let runtime = runtime::build(&args.data_dir, runtime::parse_memory(&args.query_memory)?)?;
+    let query_memory = runtime::parse_memory("--query-memory", &args.query_memory)?;
+    let state_memory = runtime::parse_memory("--state-memory", &args.state_memory)?;
+    rivulet_engine::state::memory::shared()
+        .set_limit(usize::try_from(state_memory).unwrap_or(usize::MAX));
+    let runtime = runtime::build(&args.data_dir, query_memory)?;
     let savepoints = savepoints::Savepoints::load(&catalog)
         .map_err(|e| anyhow::anyhow!("cannot load the savepoints: {e}"))?;
     let shared = Arc::new(Shared {

@@ -46,17 +46,17 @@ pub fn build(data_dir: &Path, limit: u64) -> anyhow::Result<Arc<RuntimeEnv>> {
         .context("cannot build the query runtime")
 }
 
-/// Reads `--query-memory`: bytes (`1073741824`), a size with Postgres' or IEC units (`512MB`,
+/// Reads a memory flag (`flag`, `--query-memory` say): bytes (`1073741824`), a size with Postgres' or IEC units (`512MB`,
 /// `2GiB`; 1 kB is 1024 bytes, as in Postgres), or a percentage of the machine's memory (`25%`).
-pub fn parse_memory(text: &str) -> anyhow::Result<u64> {
+pub fn parse_memory(flag: &str, text: &str) -> anyhow::Result<u64> {
     let text = text.trim();
     if let Some(percent) = text.strip_suffix('%') {
         let percent: f64 = percent
             .trim()
             .parse()
-            .with_context(|| format!("invalid --query-memory {text:?}"))?;
+            .with_context(|| format!("invalid {flag} {text:?}"))?;
         if !(percent > 0.0 && percent <= 100.0) {
-            bail!("invalid --query-memory {text:?}: a percentage must be in (0, 100]");
+            bail!("invalid {flag} {text:?}: a percentage must be in (0, 100]");
         }
         let total = machine_memory().unwrap_or(FALLBACK_MEMORY);
         return Ok((total as f64 * percent / 100.0) as u64);
@@ -67,20 +67,20 @@ pub fn parse_memory(text: &str) -> anyhow::Result<u64> {
     let (number, unit) = text.split_at(split);
     let number: u64 = number
         .parse()
-        .with_context(|| format!("invalid --query-memory {text:?}"))?;
+        .with_context(|| format!("invalid {flag} {text:?}"))?;
     let shift = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "kb" | "kib" => 10,
         "mb" | "mib" => 20,
         "gb" | "gib" => 30,
         "tb" | "tib" => 40,
-        _ => bail!("invalid --query-memory {text:?}: units are kB, MB, GB, TB (or KiB, ...)"),
+        _ => bail!("invalid {flag} {text:?}: units are kB, MB, GB, TB (or KiB, ...)"),
     };
     let bytes = number
         .checked_mul(1 << shift)
-        .with_context(|| format!("--query-memory {text:?} is too large"))?;
+        .with_context(|| format!("{flag} {text:?} is too large"))?;
     if bytes == 0 {
-        bail!("--query-memory must be more than 0");
+        bail!("{flag} must be more than 0");
     }
     Ok(bytes)
 }
@@ -99,13 +99,16 @@ mod tests {
 
     #[test]
     fn memory_sizes_read_as_in_postgres() {
-        assert_eq!(parse_memory("1024").ok(), Some(1024));
-        assert_eq!(parse_memory("512MB").ok(), Some(512 << 20));
-        assert_eq!(parse_memory("2GiB").ok(), Some(2 << 30));
-        assert_eq!(parse_memory("64 kB").ok(), Some(64 << 10));
-        assert!(parse_memory("25%").is_ok_and(|b| b > 0));
-        assert!(parse_memory("0").is_err());
-        assert!(parse_memory("150%").is_err());
-        assert!(parse_memory("lots").is_err());
+        assert_eq!(parse_memory("--query-memory", "1024").ok(), Some(1024));
+        assert_eq!(
+            parse_memory("--query-memory", "512MB").ok(),
+            Some(512 << 20)
+        );
+        assert_eq!(parse_memory("--query-memory", "2GiB").ok(), Some(2 << 30));
+        assert_eq!(parse_memory("--query-memory", "64 kB").ok(), Some(64 << 10));
+        assert!(parse_memory("--query-memory", "25%").is_ok_and(|b| b > 0));
+        assert!(parse_memory("--query-memory", "0").is_err());
+        assert!(parse_memory("--query-memory", "150%").is_err());
+        assert!(parse_memory("--query-memory", "lots").is_err());
     }
 }

@@ -26,7 +26,9 @@
 //! **Memory.** Dirty and flushed entries stay in memory until committed: they are never
 //! evicted. Clean entries are cached up to `cache_bytes` (keys, values and a fixed overhead per
 //! entry) and evicted by CLOCK (second chance) at the start of the next read or checkpoint once
-//! over budget; an evicted entry is read again from RocksDB on its next access. A table with no
+//! over budget; an evicted entry is read again from RocksDB on its next access. The budget
+//! shrinks while the process's state caches together are over their shared limit (see
+//! [`super::memory`]). A table with no
 //! budget caches nothing (its operator keeps what it needs, decoded): committed writes are
 //! dropped from memory at once. Scans read
 //! RocksDB under the pending layers and do not fill the cache.
@@ -52,6 +54,7 @@ use std::ops::{ControlFlow, Range};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::memory::Charge;
 use super::{StateBatch, StateStore, prefix_end};
 use crate::{EngineError, Result};
 
@@ -298,6 +301,11 @@ pub struct StateTable {
     committed: Arc<AtomicU64>,
     /// Budget of `cached_bytes`.
     budget: usize,
+    /// What the cache may hold now: `budget`, or less while the process's caches together are
+    /// over the shared limit (see [`super::memory`]); updated at each checkpoint.
+    limit: usize,
+    /// `cached_bytes`, as the shared pool counts it.
+    charge: Charge,
     ttl: Option<u64>,
     /// The table key where the next [`StateTable::sweep_expired`] resumes (`None`: the start).
     sweep_from: Option<Vec<u8>>,
@@ -349,6 +357,8 @@ impl StateTable {
             key_groups,
             committed,
             budget: cache_bytes,
+            limit: cache_bytes,
+            charge: Charge::default(),
             ttl: None,
             sweep_from: None,
             dirty: Layer::default(),
@@ -368,6 +378,12 @@ impl StateTable {
     /// Adds the table's point reads to `reads` at every checkpoint (its operator's metrics).
     pub fn with_reads(mut self, reads: Arc<StateReads>) -> Self {
         self.reads = Some(reads);
+        self
+    }
+
+    /// Counts the cache in `memory` instead of the process's shared pool (tests).
+    pub fn with_memory(mut self, memory: &'static super::memory::StateMemory) -> Self {
+        self.charge = Charge::new(memory);
         self
     }
 
@@ -687,6 +703,12 @@ impl StateTable {
     /// keeps them readable until the job has committed `epoch`.
     pub fn checkpoint(&mut self, epoch: u64, batch: &mut StateBatch) {
         self.settle();
+        // The shared pool learns this cache's size once an epoch, and says what it may keep.
+        self.limit = self.charge.update(self.cached_bytes, self.budget);
+        if self.cached_bytes > self.limit {
+            self.evict();
+            self.charge.update(self.cached_bytes, self.budget);
+        }
         if let Some(reads) = &self.reads {
             let (hits, misses) = (self.stats.hits, self.stats.misses);
             reads
@@ -859,7 +881,7 @@ impl StateTable {
                 }
             }
         }
-        if self.cached_bytes > self.budget {
+        if self.cached_bytes > self.limit {
             self.evict();
         }
     }
@@ -867,7 +889,7 @@ impl StateTable {
     /// CLOCK: sweeps the cache from the hand, sparing (once) entries read since the last sweep,
     /// until it is an eighth below budget (so that sweeps are not per access).
     fn evict(&mut self) {
-        let target = self.budget - self.budget / 8;
+        let target = self.limit - self.limit / 8;
         let mut victims = Vec::new();
         // Two turns of the clock at most, each in two segments (after the hand, then up to it):
         // the first turn clears every reference bit, so the second finds victims.

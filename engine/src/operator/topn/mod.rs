@@ -62,6 +62,7 @@ use super::{LateRow, Operator, StateScope, timers};
 use crate::changelog::{ChangeBatch, Op};
 use crate::codec::RowDecoder;
 use crate::state::StateBatch;
+use crate::state::memory::Charge;
 use crate::state::table::Direction;
 use crate::{EngineError, Result};
 
@@ -229,6 +230,11 @@ pub struct TopN {
     windows: HashMap<Vec<u8>, Window, foldhash::fast::RandomState>,
     window_bytes: usize,
     window_budget: usize,
+    /// What the windows may take now: `window_budget`, or less while the process's state
+    /// caches are over their shared limit; updated at each checkpoint.
+    window_limit: usize,
+    /// `window_bytes`, as the shared pool counts it.
+    charge: Charge,
     groups: Vec<u16>,
     /// `kg ++ group key` of the group being processed, kept to spare an allocation per group.
     scratch: Vec<u8>,
@@ -302,6 +308,8 @@ impl TopN {
             windows: HashMap::default(),
             window_bytes: 0,
             window_budget: 0,
+            window_limit: 0,
+            charge: Charge::default(),
             groups: Vec::new(),
             scratch: Vec::new(),
             timers: Table::default(),
@@ -464,26 +472,30 @@ impl TopN {
         if bytes > self.window_budget / 4 {
             return;
         }
-        if self.window_bytes + bytes > self.window_budget {
-            let target = self.window_budget / 2;
-            let mut dropped = Vec::new();
-            let mut freed = 0;
-            for (k, w) in &self.windows {
-                if self.window_bytes - freed <= target {
-                    break;
-                }
-                freed += w.bytes() + k.len();
-                dropped.push(k.clone());
-            }
-            for k in dropped {
-                self.windows.remove(&k);
-            }
-            self.window_bytes -= freed;
+        if self.window_bytes + bytes > self.window_limit {
+            self.shrink(self.window_limit / 2);
         }
         self.window_bytes += bytes;
         if let Some(old) = self.windows.insert(id.clone(), window) {
             self.window_bytes -= old.bytes() + id.len();
         }
+    }
+
+    /// Drops arbitrary cached windows until they take at most `target` bytes.
+    fn shrink(&mut self, target: usize) {
+        let mut dropped = Vec::new();
+        let mut freed = 0;
+        for (k, w) in &self.windows {
+            if self.window_bytes - freed <= target {
+                break;
+            }
+            freed += w.bytes() + k.len();
+            dropped.push(k.clone());
+        }
+        for k in dropped {
+            self.windows.remove(&k);
+        }
+        self.window_bytes -= freed;
     }
 
     /// Applies one group's changes (net count per key) and records what its range gained and
@@ -724,6 +736,7 @@ impl Operator for TopN {
         if self.shared.spec.close.is_some() {
             self.timers.open(scope, b'c', scope.cache_bytes / 16);
         }
+        self.window_limit = self.window_budget;
         self.windows.clear();
         self.window_bytes = 0;
         Ok(())
@@ -825,7 +838,14 @@ impl Operator for TopN {
         batch: &mut StateBatch,
     ) -> Result<()> {
         self.table.checkpoint(epoch, batch)?;
-        self.timers.checkpoint(epoch, batch)
+        self.timers.checkpoint(epoch, batch)?;
+        // The shared pool learns the windows' size once an epoch, and says what they may take.
+        self.window_limit = self.charge.update(self.window_bytes, self.window_budget);
+        if self.window_bytes > self.window_limit {
+            self.shrink(self.window_limit / 2);
+            self.charge.update(self.window_bytes, self.window_budget);
+        }
+        Ok(())
     }
 
     fn state_bytes(&self) -> usize {

@@ -208,6 +208,43 @@ fn tiny_cache_evicts_and_reads_stay_right() {
 }
 
 #[test]
+fn caches_over_the_shared_memory_limit_shrink_to_their_share_and_reads_stay_right() {
+    let memory: &'static crate::state::memory::StateMemory =
+        Box::leak(Box::new(crate::state::memory::StateMemory::new(20_000)));
+    let mut job = Job::new();
+    // Two tables of two instances, each allowed a megabyte of its own.
+    let mut a = job.table(0..1, 1 << 20).with_memory(memory);
+    let mut b = job.table(1..2, 1 << 20).with_memory(memory);
+    for i in 0..300u32 {
+        a.put(0, &i.to_be_bytes(), &[1; 32]);
+        b.put(1, &i.to_be_bytes(), &[2; 32]);
+    }
+    job.checkpoint(&mut [&mut a, &mut b]);
+    job.commit_all();
+    // Committed writes become cached entries: ~30 kB each, 60 kB together.
+    for i in 0..300u32 {
+        assert_eq!(a.get(0, &i.to_be_bytes()).unwrap(), Some(&[1; 32][..]));
+        assert_eq!(b.get(1, &i.to_be_bytes()).unwrap(), Some(&[2; 32][..]));
+    }
+    let before = a.stats().cached_bytes + b.stats().cached_bytes;
+    assert!(before > 40_000, "{before} cached bytes");
+    // Each checkpoint tells the pool and shrinks both toward their share of the limit.
+    for _ in 0..4 {
+        job.checkpoint(&mut [&mut a, &mut b]);
+        job.commit_all();
+    }
+    let (ca, cb) = (a.stats().cached_bytes, b.stats().cached_bytes);
+    assert!(ca + cb <= 20_000, "{ca} + {cb} cached bytes");
+    assert_eq!(memory.used(), ca + cb);
+    assert!(ca > 5_000 && cb > 5_000, "shares of {ca} and {cb}");
+    for i in 0..300u32 {
+        assert_eq!(a.get(0, &i.to_be_bytes()).unwrap(), Some(&[1; 32][..]));
+    }
+    drop((a, b));
+    assert_eq!(memory.used(), 0);
+}
+
+#[test]
 fn uncommitted_writes_survive_eviction_pressure() {
     let mut job = Job::new();
     let mut t = job.table(0..2, 0);
