@@ -4,8 +4,9 @@
 //! the server is killed with SIGKILL in the middle of the changes and restarted.
 //!
 //! A seed decides everything: its statements, its parallelism (1 or 3 instances per keyed
-//! stage) and whether the server caches state (every other pair of seeds runs with
-//! `--state-cache-mb 0`, so every state read goes to RocksDB or the epochs not committed yet).
+//! stage) and how the server caches state (every other pair of seeds runs with
+//! `--state-cache-mb 0`, so every state read goes to RocksDB or the epochs not committed yet; one
+//! seed in four with all caches sharing 64 kB of `--state-memory`, so they shrink all the time).
 //! `RIVULET_ORACLE_SEED=<n>` replays one seed; a failure names its seed, round and view.
 
 use rand::rngs::StdRng;
@@ -53,10 +54,11 @@ fn parallelism(seed: u64) -> u64 {
 
 /// Server flags for a seed: results must not depend on the state cache either.
 fn flags(seed: u64) -> &'static [&'static str] {
-    if seed % 4 >= 2 {
-        &["--state-cache-mb", "0"]
-    } else {
-        &[]
+    match seed % 4 {
+        2 | 3 => &["--state-cache-mb", "0"],
+        // All caches share 64 kB: each shrinks to its share at every checkpoint.
+        1 => &["--state-memory", "64kB"],
+        _ => &[],
     }
 }
 
