@@ -9,8 +9,11 @@
 //! - `ORDER BY ... LIMIT n [OFFSET m]`: row numbers `m + 1 ..= m + n` of the whole input;
 //! - `DISTINCT ON (k) ... ORDER BY k, ...`: row number 1 per `k`.
 //!
-//! Partition and order keys that are not plain columns are computed by a `Project` at the end of
-//! the input's stage, after the input's own columns. The operator emits the input's columns and
+//! The window function's input is first narrowed to the columns the query reads (the projection
+//! over the window, and the window's keys), so that the state holds only those; the streaming
+//! planner lowers DataFusion's analyzed plan, in which a subquery's window reads every column of
+//! the scan. Partition and order keys that are not plain columns are computed by a `Project` at
+//! the end of the input's stage, after the input's own columns. The operator emits the input's columns and
 //! the rank; the rank changes it emits only when the query reads the rank. `LIMIT` or `DISTINCT
 //! ON` without `ORDER BY` picks arbitrary rows, which a view cannot maintain: refused.
 
@@ -19,7 +22,7 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
     Between, BinaryExpr, DistinctOn, FetchType, Filter, Limit, Operator as BinOp, Projection,
-    SkipType, SortExpr,
+    SkipType, SortExpr, SubqueryAlias, Window,
 };
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use rivulet_engine::operator::sorted::PartitionOrder;
@@ -40,7 +43,7 @@ struct Ranking<'a> {
 
 /// Nodes between a filter and the window function below it that pass rows through one by one.
 enum Step<'a> {
-    Alias,
+    Alias(&'a SubqueryAlias),
     Projection(&'a Projection),
 }
 
@@ -59,7 +62,7 @@ pub(super) fn lower_rank_filter(
     let window = loop {
         match node {
             LogicalPlan::SubqueryAlias(a) => {
-                chain.push(Step::Alias);
+                chain.push(Step::Alias(a));
                 node = &a.input;
             }
             LogicalPlan::Projection(p) => {
@@ -122,6 +125,9 @@ pub(super) fn lower_rank_filter(
     if function.params.order_by.is_empty() {
         return Ok(None);
     }
+    if let Some(narrowed) = narrowed(f, &chain, window)? {
+        return lower_rank_filter(ctx, b, &narrowed, above);
+    }
     let emit_rank = above.is_none_or(|exprs| exprs.iter().any(reads_rank));
     let ranking = Ranking {
         rank,
@@ -155,6 +161,70 @@ pub(super) fn lower_rank_filter(
         )?;
     }
     Ok(Some(l))
+}
+
+/// `f` with the window function's input narrowed to the columns the plan reads, so that the
+/// top-N stores only those: the projection nearest above the window (which the streaming planner
+/// has, as DataFusion's analyzer leaves it, over every column of the scan) reads some, the
+/// window's keys others. `None` when it reads them all, or nothing projects between the filter
+/// and the window (the filter's output is then the window's, which the caller lowered against).
+fn narrowed(f: &Filter, chain: &[Step<'_>], window: &Window) -> Result<Option<Filter>> {
+    let Some(nearest) = chain.iter().rev().find_map(|s| match s {
+        Step::Projection(p) => Some(*p),
+        Step::Alias(_) => None,
+    }) else {
+        return Ok(None);
+    };
+    let input = window.input.schema();
+    let width = input.fields().len();
+    // Aliases between the projection and the window rename, but keep positions.
+    let read = nearest.input.schema();
+    let mut keep = vec![false; width];
+    let mut mark = |schema: &DFSchema, e: &Expr| {
+        for c in e.column_refs() {
+            match schema.index_of_column(c) {
+                Ok(i) if i < width => keep[i] = true,
+                Ok(_) => {}
+                // Not a column of this schema (an outer reference): keep everything.
+                Err(_) => keep.iter_mut().for_each(|k| *k = true),
+            }
+        }
+    };
+    for e in &nearest.expr {
+        mark(read, e);
+    }
+    for e in &window.window_expr {
+        mark(input, e);
+    }
+    if keep.iter().all(|k| *k) {
+        return Ok(None);
+    }
+    let columns = (0..width)
+        .filter(|&i| keep[i])
+        .map(|i| Expr::Column(datafusion::common::Column::from(input.qualified_field(i))))
+        .collect();
+    let df = PlanError::DataFusion;
+    let narrow = Projection::try_new(columns, Arc::clone(&window.input)).map_err(df)?;
+    let mut plan = LogicalPlan::Window(
+        Window::try_new(
+            window.window_expr.clone(),
+            Arc::new(LogicalPlan::Projection(narrow)),
+        )
+        .map_err(df)?,
+    );
+    for step in chain.iter().rev() {
+        plan = match step {
+            Step::Alias(a) => LogicalPlan::SubqueryAlias(
+                SubqueryAlias::try_new(Arc::new(plan), a.alias.clone()).map_err(df)?,
+            ),
+            Step::Projection(p) => LogicalPlan::Projection(
+                Projection::try_new(p.expr.clone(), Arc::new(plan)).map_err(df)?,
+            ),
+        };
+    }
+    Ok(Some(
+        Filter::try_new(f.predicate.clone(), Arc::new(plan)).map_err(df)?,
+    ))
 }
 
 /// The ranks `lo..=hi` that the conditions `bounds` on the rank column allow; an error when
