@@ -11,6 +11,9 @@ pub(super) fn lower_aggregate(
     b: &mut Builder,
     a: &Aggregate,
 ) -> Result<Lowered> {
+    if let Some(union) = grouping_sets::as_union(a)? {
+        return lower(ctx, b, &union);
+    }
     if let Some(l) = session::lower_session(ctx, b, a)? {
         return Ok(l);
     }
@@ -20,14 +23,6 @@ pub(super) fn lower_aggregate(
     let l = lower(ctx, b, &a.input)?;
     let input = a.input.schema();
     let groups = a.group_expr.len();
-    if a.group_expr
-        .iter()
-        .any(|e| matches!(e, Expr::GroupingSet(_)))
-    {
-        return Err(PlanError::Unsupported(
-            "GROUPING SETS, CUBE and ROLLUP".into(),
-        ));
-    }
     let mut pre_exprs: Vec<Expr> = a.group_expr.clone();
     let mut specs = Vec::with_capacity(a.aggr_expr.len());
     for e in &a.aggr_expr {

@@ -50,6 +50,8 @@ use crate::types::SqlType;
 mod aggregate;
 /// Fixed-interval timestamp arithmetic, vectorized.
 mod fast;
+/// `GROUPING SETS`, `ROLLUP`, `CUBE`: a union of one aggregate per set.
+mod grouping_sets;
 /// HOP windows aggregated by slices.
 mod hop;
 /// Interval joins: time bounds between the sides of a join.
