@@ -67,6 +67,15 @@ const VIEWS: &[(&str, &str)] = &[
         "q4_shape",
         "SELECT s, avg(hi) AS mean, count(*) AS n FROM (SELECT max(v) AS hi, s FROM t1 GROUP BY k, s) q GROUP BY s",
     ),
+    // Grouping sets: a union of one aggregate per set, padded with NULLs and the grouping id.
+    (
+        "rollup",
+        "SELECT k, s, sum(v) AS total, count(*) AS n, GROUPING(k, s) AS g FROM t1 GROUP BY ROLLUP(k, s)",
+    ),
+    (
+        "cube",
+        "SELECT k, s, max(v) AS hi FROM t1 GROUP BY CUBE(k, s)",
+    ),
 ];
 
 /// Instances per keyed stage for a seed: results must not depend on it.
