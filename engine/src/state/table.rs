@@ -23,15 +23,14 @@
 //! it, the layer is dropped and its entries become clean cache entries. The cache never holds a
 //! key that a dirty or flushed layer decides, so clean entries are always RocksDB's values.
 //!
-//! **Memory.** Dirty and flushed entries stay in memory until committed: they are never
-//! evicted. Clean entries are cached up to `cache_bytes` (keys, values and a fixed overhead per
-//! entry) and evicted by CLOCK (second chance) at the start of the next read or checkpoint once
-//! over budget; an evicted entry is read again from RocksDB on its next access. The budget
-//! shrinks while the process's state caches together are over their shared limit (see
-//! [`super::memory`]). A table with no
-//! budget caches nothing (its operator keeps what it needs, decoded): committed writes are
-//! dropped from memory at once. Scans read
-//! RocksDB under the pending layers and do not fill the cache.
+//! **Memory.** Dirty and flushed entries stay in memory until committed: they are never evicted.
+//! Clean entries are cached up to `cache_bytes` (keys, values and a fixed overhead per entry) and
+//! evicted by CLOCK (second chance) at the start of the next read or checkpoint once over budget;
+//! an evicted entry is read again from RocksDB on its next access. The budget shrinks while the
+//! process's state caches together are over their shared limit (see [`super::memory`]). A table
+//! with no budget caches nothing (its operator keeps what it needs, decoded): committed writes are
+//! dropped from memory at once. Scans read RocksDB under the pending layers and do not fill the
+//! cache.
 //!
 //! **Recovery.** Nothing is read at construction: every entry is loaded when first accessed, so
 //! restart time does not grow with state size.
@@ -286,7 +285,7 @@ enum Before {
     /// Nothing: memory (pending layers, cache) is searched.
     Unknown,
     /// The length RocksDB holds, used when memory does not know the key.
-    Stored(Option<usize>),
+    Stored(usize),
     /// The current length, whatever memory holds.
     Known(Option<usize>),
 }
@@ -536,7 +535,7 @@ impl StateTable {
                         Some(old) => old.map(size),
                         None => match (&cached, before) {
                             (Some(c), _) => c.value.as_deref().map(size),
-                            (None, Before::Stored(len)) => len.map(|v| key.len() + v),
+                            (None, Before::Stored(len)) => Some(key.len() + len),
                             (None, _) => None,
                         },
                     }
@@ -828,12 +827,7 @@ impl StateTable {
         self.sweep_from = resume;
         for (key, len) in &expired {
             if let Some((kg, key)) = key.split_first_chunk::<2>() {
-                self.write_over(
-                    u16::from_be_bytes(*kg),
-                    key,
-                    None,
-                    Before::Stored(Some(*len)),
-                );
+                self.write_over(u16::from_be_bytes(*kg), key, None, Before::Stored(*len));
             }
         }
         Ok(expired.len())

@@ -12,9 +12,9 @@
 //! The window function's input is first narrowed to the columns the query reads (the projection
 //! over the window, and the window's keys), so that the state holds only those; the streaming
 //! planner lowers DataFusion's analyzed plan, in which a subquery's window reads every column of
-//! the scan. Partition and order keys that are not plain columns are computed by a `Project` at
-//! the end of the input's stage, after the input's own columns. The operator emits the input's columns and
-//! the rank; the rank changes it emits only when the query reads the rank. `LIMIT` or `DISTINCT
+//! the scan. Partition and order keys that are not plain columns are computed by a `Project` at the
+//! end of the input's stage, after the input's own columns. The operator emits the input's columns
+//! and the rank; the rank changes it emits only when the query reads the rank. `LIMIT` or `DISTINCT
 //! ON` without `ORDER BY` picks arbitrary rows, which a view cannot maintain: refused.
 
 use datafusion::arrow::compute::SortOptions;

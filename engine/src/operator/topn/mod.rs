@@ -27,13 +27,13 @@
 //! window makes the group be read again (from the table's cache, or RocksDB). Nothing is read
 //! back at restart.
 //!
-//! **Append-only input** (Flink's append-only rank, and deduplication): rows can only move
-//! down, so a group needs nothing but its window. Up to rank [`ONE_ENTRY_MAX_RANK`] the window
-//! is one entry of another table (tag `w`): the group key, and the window's rows (order key, row and count, without the group key)
-//! as the value. The groups of a batch whose window is not cached are read with one batched
-//! point read (RocksDB's bloom filters answer for groups never seen), each changed window is
-//! written once per batch, and a row that does not enter a full window costs nothing. Beyond
-//! that rank the rows stay one entry each (tag `t`), and rows falling below the window are
+//! **Append-only input** (Flink's append-only rank, and deduplication): rows can only move down, so
+//! a group needs nothing but its window. Up to rank [`ONE_ENTRY_MAX_RANK`] the window is one entry
+//! of another table (tag `w`): the group key, and as the value the window's rows (order key, row
+//! and count, without the group key). The groups of a batch whose window is not cached are read
+//! with one batched point read (RocksDB's bloom filters answer for groups never seen), each changed
+//! window is written once per batch, and a row that does not enter a full window costs nothing.
+//! Beyond that rank the rows stay one entry each (tag `t`), and rows falling below the window are
 //! deleted.
 //!
 //! **Emission.** On update: each batch's net change per group is applied, and the group's window
@@ -817,10 +817,8 @@ impl Operator for TopN {
                 let end = crate::state::prefix_end(group);
                 table.delete_range(kg, group, end.as_deref());
             }
-            let mut id = Vec::with_capacity(2 + group.len());
-            id.extend_from_slice(&kg.to_be_bytes());
-            id.extend_from_slice(group);
-            if let Some(w) = self.windows.remove(&id) {
+            set_id(&mut self.scratch, kg, group);
+            if let Some((id, w)) = self.windows.remove_entry(self.scratch.as_slice()) {
                 self.window_bytes -= w.bytes() + id.len();
             }
         }
