@@ -1,7 +1,8 @@
-//! The oracle property for top-N: after random INSERT/UPDATE/DELETE on two tables and a FLUSH,
-//! every top-N, deduplication and DISTINCT ON view equals DataFusion's batch answer to its own
-//! query, at parallelism 1 and 3, and still does after the server is killed with SIGKILL in the
-//! middle of the changes and restarted.
+//! The oracle property for top-N: after random INSERT/UPDATE/DELETE on three tables and a FLUSH,
+//! every top-N, deduplication and DISTINCT ON view (over an append-only table too, where the
+//! first row per key is a deduplication) equals DataFusion's batch answer to its own query, at
+//! parallelism 1 and 3, and still does after the server is killed with SIGKILL in the middle of
+//! the changes and restarted.
 //!
 //! Values are drawn from a small range, so groups have ties (RANK, DENSE_RANK) and identical rows
 //! (the keyless table); deletes often take a group's top rows, so the next ones must enter from
@@ -74,6 +75,20 @@ const VIEWS: &[(&str, &str)] = &[
          FROM (SELECT k, count(*) AS n FROM t1 GROUP BY k) c) q WHERE rn <= 2",
     ),
     (
+        "dedup_first",
+        "SELECT id, k, v FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v, id) AS rn FROM t3) q \
+         WHERE rn = 1",
+    ),
+    (
+        "dedup_last",
+        "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k, v ORDER BY id DESC) AS rn FROM t3) q \
+         WHERE rn = 1",
+    ),
+    (
+        "distinct_on_append_only",
+        "SELECT DISTINCT ON (k) k, id, v FROM t3 ORDER BY k, v DESC, id",
+    ),
+    (
         "sum_of_top",
         "SELECT k, sum(v) AS s, count(*) AS n FROM \
          (SELECT *, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v DESC, id) AS rn FROM t1) q \
@@ -85,7 +100,7 @@ fn random_statement(rng: &mut StdRng, next_id: &mut i32) -> String {
     let k = oracle::nullable(rng, 4);
     let v = oracle::nullable(rng, 12);
     let s = ["a", "b", "c", "d"][rng.random_range(0..4)];
-    match rng.random_range(0..14) {
+    match rng.random_range(0..17) {
         0..=3 => {
             *next_id += 1;
             format!("INSERT INTO t1 VALUES ({next_id}, {k}, {v}, '{s}')")
@@ -111,6 +126,13 @@ fn random_statement(rng: &mut StdRng, next_id: &mut i32) -> String {
         9 | 10 => format!("INSERT INTO t2 VALUES ({k}, {v}), ({k}, {v})"),
         11 => format!("DELETE FROM t2 WHERE v > {}", rng.random_range(6..12)),
         12 => format!("UPDATE t2 SET v = v + 1 WHERE k = {k}"),
+        // The append-only table: deduplicated, first or last row per key.
+        14..=16 => {
+            *next_id += 2;
+            let (a, b) = (*next_id - 1, *next_id);
+            let w = oracle::nullable(rng, 12);
+            format!("INSERT INTO t3 VALUES ({a}, {k}, {v}), ({b}, {k}, {w})")
+        }
         _ => format!("UPDATE t1 SET v = v - 2 WHERE k = {k}"),
     }
 }
@@ -119,7 +141,8 @@ fn random_statement(rng: &mut StdRng, next_id: &mut i32) -> String {
 async fn top_n_views_equal_their_queries_after_random_changes_and_kill_9() {
     let oracle = Oracle {
         setup: "CREATE TABLE t1 (id INT PRIMARY KEY, k INT, v BIGINT, s VARCHAR); \
-         CREATE TABLE t2 (k INT, v BIGINT)",
+         CREATE TABLE t2 (k INT, v BIGINT); \
+         CREATE TABLE t3 (id INT, k INT, v BIGINT) APPEND ONLY",
         views: VIEWS,
         statement: random_statement,
         rounds: 8,

@@ -204,6 +204,12 @@ impl Encoded {
         &self.buf[s.start..s.group]
     }
 
+    /// The table key of input row `row`.
+    pub(crate) fn key(&self, row: usize) -> &[u8] {
+        let s = self.spans[row];
+        &self.buf[s.start..s.end]
+    }
+
     /// Calls `f(kg, partition key, deltas)` for each partition the batch changes (in no
     /// particular order), with the net change of each of its rows (non-zero, in key order);
     /// `groups` and `ops` are the rows' key groups and ops.

@@ -9,7 +9,9 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{BlockBasedOptions, DB, DBRawIterator, Options, ReadOptions, WriteOptions};
+use rocksdb::{
+    BlockBasedOptions, DB, DBCompressionType, DBRawIterator, Options, ReadOptions, WriteOptions,
+};
 
 use crate::Result;
 
@@ -62,6 +64,11 @@ impl StateBatch {
             self.buf.extend_from_slice(part);
         }
         self.len += 1;
+    }
+
+    /// Makes room for `writes` more writes of about `bytes` key and value bytes each.
+    pub fn reserve(&mut self, writes: usize, bytes: usize) {
+        self.buf.reserve(writes * (bytes + 9));
     }
 
     /// Sets `key` to `value`.
@@ -190,6 +197,11 @@ impl StateStore {
         opts.set_block_based_table_factory(&table);
         opts.set_memtable_prefix_bloom_ratio(0.1);
         opts.set_memtable_whole_key_filtering(true);
+        // The files of the first two levels are rewritten soon (state is overwritten each
+        // epoch): compressing them costs CPU for little space. The levels below are compressed.
+        let snappy = DBCompressionType::Snappy;
+        let none = DBCompressionType::None;
+        opts.set_compression_per_level(&[none, none, snappy, snappy, snappy, snappy, snappy]);
         let db = DB::open(&opts, path)?;
         Ok(Self { db: Arc::new(db) })
     }

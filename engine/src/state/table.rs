@@ -746,6 +746,64 @@ impl StateTable {
         self.flushed.push_back((epoch, layer));
     }
 
+    /// Writes `key` in key group `kg` (`None`: deletes it) straight into `batch`, the write batch
+    /// of an epoch being checkpointed, without keeping it in memory. For an operator that keeps
+    /// its state decoded and writes each changed entry once per epoch, at its checkpoint: it must
+    /// not read the key from this table until the job has committed that epoch (see
+    /// [`StateTable::committed_epoch`]), nor write the key with the other calls. `before` is the
+    /// length of the value it replaces (`None`: absent), for [`StateTable::bytes`].
+    pub fn write_behind(
+        &mut self,
+        batch: &mut StateBatch,
+        kg: u16,
+        key: &[u8],
+        value: Option<&[u8]>,
+        before: Option<usize>,
+    ) {
+        debug_assert!(self.key_groups.contains(&kg), "key group {kg} not owned");
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&self.prefix);
+        self.scratch.extend_from_slice(&kg.to_be_bytes());
+        self.scratch.extend_from_slice(key);
+        debug_assert!(
+            lookup_pending(
+                &self.dirty,
+                &self.flushed,
+                &self.scratch[self.prefix.len()..]
+            )
+            .is_none(),
+            "a key written behind is also pending"
+        );
+        let size = |len: usize| (2 + key.len() + len) as i64;
+        self.stored_bytes += value.map_or(0, |v| size(v.len())) - before.map_or(0, size);
+        match value {
+            Some(value) => batch.put(&self.scratch, value),
+            None => batch.delete(&self.scratch),
+        }
+    }
+
+    /// The job's last committed epoch: an entry written behind in an epoch up to it is in
+    /// RocksDB.
+    pub fn committed_epoch(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// Nothing of this instance's key groups is stored or pending (a fresh table): every key
+    /// is absent until written.
+    pub fn is_empty(&self) -> Result<bool> {
+        if !self.dirty.is_empty() || !self.flushed.is_empty() {
+            return Ok(false);
+        }
+        let mut start = self.prefix.clone();
+        start.extend_from_slice(&self.key_groups.start.to_be_bytes());
+        let mut end = self.prefix.clone();
+        end.extend_from_slice(&self.key_groups.end.to_be_bytes());
+        let cursor = self.store.cursor(&start, Some(&end), false);
+        let empty = cursor.entry().is_none();
+        cursor.status()?;
+        Ok(empty)
+    }
+
     /// Approximate bytes (keys and values) of this instance's entries in the store: the bytes
     /// written since the table was created, less the bytes overwritten or deleted that it had in
     /// memory. A restarted table starts from 0, since measuring what it has not read would read

@@ -26,7 +26,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use rivulet_engine::operator::sorted::PartitionOrder;
-use rivulet_engine::operator::topn::{RankKind, TopN, TopNSpec, WindowClose};
+use rivulet_engine::operator::topn::{Dedup, RankKind, TopN, TopNSpec, WindowClose};
 use rivulet_engine::state::keys::sortable;
 
 use super::*;
@@ -469,10 +469,20 @@ fn lower_top_n(
         append_only,
         close,
     };
-    let op = TopN::try_new(spec, output)?;
+    // The first row per group of an append-only input is Flink's deduplication: its own
+    // operator, one row per group.
+    let dedup = spec.append_only
+        && spec.close.is_none()
+        && spec.rank == RankKind::RowNumber
+        && (spec.lo, spec.hi) == (1, 1);
+    let op: Box<dyn rivulet_engine::operator::Operator> = if dedup {
+        Box::new(Dedup::try_new(spec, output)?)
+    } else {
+        Box::new(TopN::try_new(spec, output)?)
+    };
     let keys = (!partition.is_empty()).then(|| partition.clone());
     let stage = b.exchange(l.stage, keys, ctx.parallelism);
-    b.push_op(stage, Box::new(op))?;
+    b.push_op(stage, op)?;
     // The output's key, if one is known: rows are unique by their group and row number when
     // each group keeps one row or the row number is emitted, and by the input's key (with the
     // group, which says which instance has the row) otherwise.

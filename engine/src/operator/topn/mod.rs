@@ -1,7 +1,8 @@
 //! Top-N per group, maintained under inserts, updates and deletes: the rows whose rank within
 //! their group (`PARTITION BY`) by an order (`ORDER BY`) lies in `lo..=hi`, for `ROW_NUMBER()`,
 //! `RANK()` or `DENSE_RANK()`. It is what `WHERE rn <= N` over a ranking window function,
-//! `ORDER BY ... LIMIT n OFFSET m` and `DISTINCT ON` become (deduplication is top-1).
+//! `ORDER BY ... LIMIT n OFFSET m` and `DISTINCT ON` become (deduplication is top-1; over an
+//! append-only input it is [`Dedup`], made for one row per group).
 //!
 //! **Inputs.** One input, hash-exchanged on the partition columns, so a group lives in one
 //! instance and one key group. Rows may carry extra trailing columns (partition or order keys the
@@ -48,6 +49,8 @@
 //! change: each group's final top rows are emitted once, when its window closes. Without a
 //! window bound there is no watermark logic; nothing is late.
 
+mod dedup;
+
 use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -65,6 +68,8 @@ use crate::state::StateBatch;
 use crate::state::memory::Charge;
 use crate::state::table::Direction;
 use crate::{EngineError, Result};
+
+pub use dedup::Dedup;
 
 /// Which ranking function numbers the rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -176,14 +176,18 @@ fn random_changes(
 }
 
 fn check(case: Case, seed: u64) {
+    check_with(case, seed, &operator(case));
+}
+
+/// [`check`] of `proto`, an operator doing what `case` says.
+fn check_with(case: Case, seed: u64, proto: &dyn Operator) {
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::open(dir.path()).unwrap();
     let mut scope = StateScope::new(store.clone(), b"topn/", 0..crate::keygroup::KEY_GROUPS);
     if !case.cached {
         scope.cache_bytes = 0;
     }
-    let proto = operator(case);
-    let mut op = restored(&proto, &scope);
+    let mut op = restored(proto, &scope);
     let mut rng = Rng(seed);
     let mut next = 0;
     // The input's rows and the view.
@@ -198,7 +202,7 @@ fn check(case: Case, seed: u64) {
             oracle(case, rows),
             "{case:?} seed {seed}, after step {step}"
         );
-        epochs.step(&mut rng, &proto, &scope, &mut op, &mut model);
+        epochs.step(&mut rng, proto, &scope, &mut op, &mut model);
     }
 }
 
@@ -245,6 +249,80 @@ fn append_only_input_matches_the_oracle_with_either_layout() {
             }
         }
     }
+}
+
+fn dedup(case: Case) -> Dedup {
+    let top = operator(case);
+    Dedup::try_new(top.shared.spec.clone(), Arc::clone(&top.shared.schema)).unwrap()
+}
+
+#[test]
+fn deduplication_matches_the_oracle_with_and_without_memory_for_its_groups() {
+    // Without a cache budget every committed group is dropped at each checkpoint and read
+    // back from the table when it comes again.
+    for (seed, emit_rank, cached) in [(5, true, true), (6, false, true), (7, true, false)] {
+        let case = Case {
+            rank: RankKind::RowNumber,
+            lo: 1,
+            hi: 1,
+            emit_rank,
+            append_only: true,
+            cached,
+        };
+        for round in 0..4 {
+            check_with(case, seed * 1_000 + round, &dedup(case));
+        }
+    }
+}
+
+#[test]
+fn deduplication_keeps_one_entry_per_group_and_reads_back_dropped_groups() {
+    let case = Case {
+        rank: RankKind::RowNumber,
+        lo: 1,
+        hi: 1,
+        emit_rank: false,
+        append_only: true,
+        cached: true,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut scope = StateScope::new(store.clone(), b"topn/", 0..crate::keygroup::KEY_GROUPS);
+    let mut op = restored(&dedup(case), &scope);
+    // 300 groups, each row beating the last one of its group (x grows; ordered DESC).
+    let rows = |from: i64| -> Vec<(Op, Row)> {
+        (from..from + 900)
+            .map(|i| (Op::Insert, [Some(i % 300), Some(i), Some(i)]))
+            .collect()
+    };
+    let mut view = BTreeMap::new();
+    apply(case, &mut view, op.process(0, batch(&rows(0))).unwrap());
+    commit(op.as_mut(), &scope, 1);
+    let mut entries = 0;
+    store
+        .scan_prefix(None, b"topn/", None, |_, _| {
+            entries += 1;
+            Ok(std::ops::ControlFlow::Continue(()))
+        })
+        .unwrap();
+    assert_eq!(entries, 300);
+    // With no memory for groups, the next checkpoint drops them all; the rows after it find
+    // each group's row in the table, retract it and replace it.
+    scope.cache_bytes = 0;
+    let mut op = dedup(case);
+    op.restore(&scope).unwrap();
+    assert!(!op.complete, "a table with groups is not known complete");
+    apply(case, &mut view, op.process(0, batch(&rows(900))).unwrap());
+    // Groups written in an epoch stay until it is committed, then go.
+    commit(&mut op, &scope, 2);
+    assert!(op.bytes > 0);
+    commit(&mut op, &scope, 3);
+    assert_eq!(op.bytes, 0);
+    apply(case, &mut view, op.process(0, batch(&rows(1800))).unwrap());
+    let want: BTreeMap<(Row, u64), i64> = (2400..2700)
+        .map(|i| (([Some(i % 300), Some(i), Some(i)], 0), 1))
+        .collect();
+    assert_eq!(view, want);
 }
 
 #[test]
