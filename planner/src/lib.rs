@@ -29,6 +29,8 @@ pub mod recursive;
 pub mod savepoint;
 /// Session windows: `SESSION(t, ts, gap)` as SQL window functions.
 pub mod session;
+/// RisingWave's `SESSION WITH GAP` window frame, as the session window functions.
+pub mod session_frame;
 /// The streaming planner: a view's query to a job graph of operators.
 pub mod stream;
 /// `SUBSCRIBE`: a relation's changes pushed to a client as they commit.

@@ -248,6 +248,7 @@ fn parse_one(
     flink_windows(&mut tokens);
     let system_time = crate::temporal::take(&mut tokens);
     let match_recognize = crate::recognize::take(&mut tokens)?;
+    crate::session_frame::take(&mut tokens);
     let end = tokens
         .iter()
         .rev()
@@ -268,6 +269,7 @@ fn parse_one(
     let mut stmt = stmt;
     crate::temporal::restore(&mut stmt, system_time)?;
     crate::recognize::restore(&mut stmt, match_recognize)?;
+    crate::session_frame::rewrite(&mut stmt)?;
     crate::window::rewrite(&mut stmt)?;
     Ok(Statement::Sql {
         stmt: Box::new(stmt),

@@ -1,6 +1,6 @@
 //! The windows oracle: a seeded, out-of-order stream into a table with a watermark, TUMBLE and
-//! SESSION views in both syntaxes and both emit modes, HOP and CUMULATE views, and a kill -9 in
-//! the middle of open windows.
+//! SESSION views in both syntaxes and both emit modes (and RisingWave's SESSION WITH GAP frame),
+//! HOP and CUMULATE views, and a kill -9 in the middle of open windows.
 //!
 //! The test keeps its own watermark (the largest event time so far minus the delay, advanced after
 //! each statement as the source does), so it knows which rows are late: those whose window had
@@ -60,6 +60,14 @@ const SESSION_VIEWS: &[(&str, &str, bool)] = &[
          FROM TABLE(SESSION(TABLE {t} PARTITION BY k, DESCRIPTOR(ts), INTERVAL '1' SECONDS)) \
          GROUP BY window_start, window_end, k",
         true,
+    ),
+    (
+        "sessions_frame",
+        "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s FROM ( \
+           SELECT k, v, first_value(ts) OVER w AS window_start, last_value(ts) OVER w AS window_end \
+           FROM {t} WINDOW w AS (PARTITION BY k ORDER BY ts SESSION WITH GAP INTERVAL '1' SECOND)) q \
+         GROUP BY k, window_start, window_end",
+        false,
     ),
 ];
 

@@ -34,6 +34,9 @@ enum Origin {
     End,
     /// Flink's `window_time`.
     Time,
+    /// The session's last event time: `window_end` minus the gap (RisingWave's `last_value`
+    /// over a SESSION frame).
+    Last,
 }
 
 /// A session window node found below an aggregate.
@@ -99,6 +102,9 @@ fn find(plan: &LogicalPlan) -> Result<Option<Found<'_>>> {
                     }) => match (left.as_ref(), interval_micros(&right)) {
                         (Expr::Column(c), Some(1_000)) if origin(c) == Some(Origin::End) => {
                             Some(Origin::Time)
+                        }
+                        (Expr::Column(c), Some(us)) if us == inner.gap => {
+                            (origin(c) == Some(Origin::End)).then_some(Origin::Last)
                         }
                         _ => None,
                     },
@@ -207,6 +213,7 @@ pub(super) fn lower_session(
             Some(Origin::Start) => SessionColumn::Start,
             Some(Origin::End) => SessionColumn::End,
             Some(Origin::Time) => SessionColumn::Time,
+            Some(Origin::Last) => SessionColumn::Last,
             Some(Origin::Column(i)) => match found.partition.iter().position(|&k| k == i) {
                 Some(j) => SessionColumn::Partition(j),
                 None => {
@@ -320,6 +327,7 @@ pub(super) fn lower_session(
         .filter_map(|(i, c)| match c {
             SessionColumn::End => Some((i, 0)),
             SessionColumn::Time => Some((i, 1_000)),
+            SessionColumn::Last => Some((i, found.gap)),
             _ => None,
         })
         .collect();

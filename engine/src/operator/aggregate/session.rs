@@ -72,6 +72,9 @@ pub enum SessionColumn {
     End,
     /// Flink's `window_time`: `window_end` minus one millisecond.
     Time,
+    /// The session's last event time (RisingWave's `last_value(ts)` over a SESSION frame):
+    /// `window_end` minus the gap.
+    Last,
 }
 
 /// The shape of a session aggregation.
@@ -669,6 +672,7 @@ impl SessionAggregate {
                 SessionColumn::Time => {
                     times(&|_, l| l.saturating_add(gap).saturating_sub(WINDOW_TIME_OFFSET))
                 }
+                SessionColumn::Last => times(&|_, l| l),
             });
         }
         for (g, agg) in self.aggs.iter().enumerate() {
