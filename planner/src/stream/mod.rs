@@ -508,14 +508,7 @@ fn lower(ctx: &StreamContext<'_>, b: &mut Builder, plan: &LogicalPlan) -> Result
         // Rows of a view have no order: an ORDER BY without LIMIT changes nothing.
         LogicalPlan::Sort(s) if s.fetch.is_none() => lower(ctx, b, &s.input),
         LogicalPlan::Sort(s) => topn::lower_sort(ctx, b, s),
-        other if session::is_session_window(other) => Err(PlanError::UnsupportedHint {
-            what: "a SESSION window in a materialized view without an aggregate grouped by its \
-                   window_start or window_end"
-                .into(),
-            hint: "Group by the session's bounds and its partition keys: SELECT k, window_start, \
-                   count(*) FROM (...) GROUP BY k, window_start."
-                .into(),
-        }),
+        other if session::is_session_window(other) => session::lower_session_rows(ctx, b, other),
         LogicalPlan::Window(w) => over::lower_window(ctx, b, w),
         other => Err(PlanError::Unsupported(format!(
             "{} in a materialized view",

@@ -12,12 +12,15 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::compute::SortOptions;
 use datafusion::common::Column as ColumnRef;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::logical_expr::expr::WindowFunctionDefinition;
 use datafusion::logical_expr::{Aggregate, BinaryExpr, Expr, LogicalPlan, Operator as BinOp};
 use rivulet_engine::operator::aggregate::{AggSpec, SessionAggregate, SessionColumn, SessionSpec};
+use rivulet_engine::operator::over::session::{SessionRows, SessionRowsSpec};
 use rivulet_engine::operator::project::Project;
+use rivulet_engine::operator::sorted::PartitionOrder;
 
 use super::aggregate::{aggregate_of, pre_schema};
 use super::time::{EventTime, interval_micros};
@@ -174,6 +177,86 @@ fn find(plan: &LogicalPlan) -> Result<Option<Found<'_>>> {
         }
         _ => Ok(None),
     }
+}
+
+/// Plans a window node of session window functions without an aggregate above it (RisingWave's
+/// `first_value(ts) OVER (... SESSION WITH GAP g)` per row) as a `SessionRows`: with EMIT ON
+/// WINDOW CLOSE each row is emitted once, with its session's bounds, when its session closes.
+/// Emitted on update, a row's bounds would change as sessions grow and merge: refused, as
+/// RisingWave does.
+pub(super) fn lower_session_rows(
+    ctx: &StreamContext<'_>,
+    b: &mut Builder,
+    plan: &LogicalPlan,
+) -> Result<Lowered> {
+    if !ctx.emit_on_window_close {
+        return Err(PlanError::UnsupportedHint {
+            what: "a SESSION window per row (not grouped by its window_start or window_end) in a \
+                   view that emits on update"
+                .into(),
+            hint: "Add EMIT ON WINDOW CLOSE (each row is emitted once its session closes), or \
+                   group by the session's bounds and its partition keys."
+                .into(),
+        });
+    }
+    let Some(found) = find(plan)? else {
+        return Err(PlanError::Engine(rivulet_engine::EngineError::Internal(
+            "a session window node without one".into(),
+        )));
+    };
+    let w = found.window;
+    let l = lower(ctx, b, &w.input)?;
+    let below = w.input.schema();
+    let ts_column = column_index(&found.ts, below);
+    if ts_column.is_none() || ts_column != l.time.rowtime {
+        return Err(unsupported(format!(
+            "a SESSION window over {}, which is not the time column of a table's WATERMARK",
+            found.ts
+        )));
+    }
+    let Some(time) = ts_column else {
+        return Err(PlanError::Engine(rivulet_engine::EngineError::Internal(
+            "a session window without its time".into(),
+        )));
+    };
+    if !l.append_only {
+        return Err(unsupported(
+            "a SESSION window over a table whose rows can be updated or deleted (a deleted row \
+             could split a session): create the table APPEND ONLY",
+        ));
+    }
+    let width = below.fields().len();
+    let bounds = (found.map.get(width..).unwrap_or_default().iter())
+        .map(|o| matches!(o, Some(Origin::End)))
+        .collect();
+    let rows = PartitionOrder {
+        input: arrow_schema(below),
+        width,
+        partition: found.partition.clone(),
+        order: vec![(
+            time,
+            SortOptions {
+                descending: false,
+                nulls_first: false,
+            },
+        )],
+    };
+    let spec = SessionRowsSpec {
+        rows,
+        gap: found.gap,
+        bounds,
+    };
+    let op = SessionRows::try_new(spec, arrow_schema(&w.schema))?;
+    let keys = (!found.partition.is_empty()).then(|| found.partition.clone());
+    let stage = b.exchange(l.stage, keys, ctx.parallelism);
+    b.push_op(stage, Box::new(op))?;
+    b.windowed_aggregates += 1;
+    Ok(Lowered {
+        stage,
+        key: None,
+        time: EventTime::default(),
+        append_only: true,
+    })
 }
 
 /// Plans aggregate `a` as a session aggregation if it groups a SESSION window; `None` if its

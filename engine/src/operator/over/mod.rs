@@ -23,6 +23,8 @@
 
 /// Flink's event-time OVER aggregates over append-only input, emitted as the watermark passes.
 pub mod event_time;
+/// RisingWave's per-row session windows (SESSION WITH GAP), emitted as sessions close.
+pub mod session;
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
