@@ -162,14 +162,17 @@ pub(super) struct Stored<'a> {
 }
 
 impl Stored<'_> {
-    /// Stores `count` copies of the row of key `key` (after the partition key).
+    /// Stores `count` copies of the stored row of key `key` (after the partition key).
     fn set(&mut self, key: &[u8], count: i64) {
         self.key.truncate(self.group);
         self.key.extend_from_slice(key);
-        if count > 0 {
-            self.table.put(self.kg, self.key, &count.to_le_bytes());
+        let count = count.to_le_bytes();
+        // The row is stored: its value is a count.
+        let before = Some(count.len());
+        if i64::from_le_bytes(count) > 0 {
+            self.table.put_known(self.kg, self.key, &count, before);
         } else {
-            self.table.delete(self.kg, self.key);
+            self.table.delete_known(self.kg, self.key, before);
         }
     }
 }

@@ -211,6 +211,14 @@ impl Pending {
         self.rows.is_empty()
     }
 
+    /// Copies it holds of the row of key `key` and event time `time`.
+    pub(super) fn count(&self, key: &[u8], time: i64) -> i64 {
+        (self.rows.range((time, 0)..=(time, u64::MAX)))
+            .filter(|(_, (start, len, _))| self.bytes.get(*start..*start + *len) == Some(key))
+            .map(|(_, (_, _, count))| *count)
+            .sum()
+    }
+
     /// Moves the rows whose event time `due` says (a prefix of the times) into `out`, to be
     /// emitted.
     pub(super) fn take(&mut self, due: impl Fn(i64) -> bool, out: &mut Entering) {
@@ -321,6 +329,8 @@ pub(super) struct Partition {
     pub bound: Option<[u8; ORDER]>,
     /// One per function, holding the frame's rows.
     pub accumulators: Vec<Box<dyn Accumulator>>,
+    /// The time of the partition's cleanup timer, if it has one (`None`: none, or not known).
+    pub cleanup: Option<i64>,
     /// Its memory, as last counted.
     pub bytes: usize,
 }
@@ -333,6 +343,7 @@ impl Partition {
             pending: Pending::default(),
             bound: None,
             accumulators,
+            cleanup: None,
             bytes: 0,
         }
     }

@@ -23,12 +23,14 @@
 //! **State.** Two [`StateTable`]s, the source of truth at every checkpoint. `v`: the
 //! partition's rows in event-time order ([`super::super::sorted`]'s layout): its frame and the
 //! rows not emitted yet. `e`: timers, keyed by event time then kind then partition: an *emit*
-//! timer per pending row's event time, and for RANGE frames a *cleanup* timer at the last
-//! emitted event time plus the range. A watermark fires the timers before it; emitting a
-//! partition's rows also deletes its rows that no later row's frame can reach (older than the
-//! watermark minus the range, or all but the last `n` emitted rows for ROWS), and a cleanup
-//! timer does the same for a partition that gets no more rows. State is therefore the frame's
-//! rows plus the rows not yet emitted, per partition.
+//! timer per pending row's event time, and for RANGE frames a *cleanup* timer at the frame's
+//! last event time plus the range (one at a time: one that fires while later rows are in the
+//! frame sets the next). A watermark fires the timers before it (scanning from where the last
+//! one stopped: none is set behind the watermark, and RocksDB keeps the deleted ones until it
+//! compacts); emitting a partition's rows also deletes its rows that no later row's frame can
+//! reach (older than the watermark minus the range, or all but the last `n` emitted rows for
+//! ROWS), and a cleanup timer does the same for a partition that gets no more rows. State is
+//! therefore the frame's rows plus the rows not yet emitted, per partition.
 //!
 //! **Memory.** The partitions in use are also kept in memory ([`frame`]: frame and pending rows
 //! as stored keys, and the accumulators), a cache of the table counted in the shared state
@@ -136,6 +138,9 @@ pub struct EventTimeOver {
     watermark: i64,
     /// No timer fires before this event time (`i64::MIN`: not known, look in the store).
     next_timer: i64,
+    /// The timers table has none before this (`i64::MIN` after a restart): every timer before
+    /// the last watermark that fired timers was taken, and none is set behind the watermark.
+    timers_from: i64,
     late: Vec<LateRow>,
     /// The partitions in memory.
     partitions: Partitions,
@@ -232,6 +237,7 @@ impl EventTimeOver {
             groups: Vec::new(),
             watermark: i64::MIN,
             next_timer: i64::MIN,
+            timers_from: i64::MIN,
             late: Vec::new(),
             partitions: Partitions::default(),
             cached: 0,
@@ -270,8 +276,10 @@ impl EventTimeOver {
         let table = self.rows.get_mut()?;
         match self.partitions.get_mut(&id) {
             None if ready.is_empty() => {
-                if cleanup {
-                    clean(table, kg, group, &shared, watermark)?;
+                if cleanup && let Some(at) = clean(table, kg, group, &shared, watermark)? {
+                    let timers = self.timers.get_mut()?;
+                    timers.put(kg, &timers::key(at, CLEANUP, group), &[]);
+                    self.next_timer = self.next_timer.min(at);
                 }
                 return Ok(());
             }
@@ -289,8 +297,11 @@ impl EventTimeOver {
                 )?;
                 self.partitions.insert(id.clone(), p);
             }
-            Some(_) if ready.is_empty() => {}
+            Some(p) if ready.is_empty() => p.cleanup = None,
             Some(p) => {
+                if cleanup {
+                    p.cleanup = None;
+                }
                 if let Some(bound) = p.bound
                     && clock.micros(time_of(&bound)?) < watermark
                 {
@@ -327,16 +338,19 @@ impl EventTimeOver {
         let next = clock.first_at(watermark);
         let group_len = group.len();
         plan.partition(id, p, &entering, shared.extent, next, &mut stored)?;
-        // A cleanup timer frees the frame if no more rows come.
-        if let (Preceding::Range(range), Some(&last)) = (shared.spec.preceding, ready.last())
-            && !p.frame.is_empty()
+        // A frame's rows are freed by a cleanup timer if no more rows come (one at a time: an
+        // early one trims the frame and sets the next).
+        if let (Preceding::Range(range), Some((_, last))) = (shared.spec.preceding, p.frame.last())
+            && p.cleanup.is_none()
         {
-            let at = last.saturating_add(range);
+            // Not behind the watermark, where the timers were all taken.
+            let at = (clock.micros(last.time).saturating_add(range)).max(watermark);
             let group = self.key.get(..group_len).unwrap_or_default();
             self.timers
                 .get_mut()?
                 .put(kg, &timers::key(at, CLEANUP, group), &[]);
             self.next_timer = self.next_timer.min(at);
+            p.cleanup = Some(at);
         }
         self.entering = entering;
         Ok(())
@@ -371,35 +385,43 @@ impl EventTimeOver {
 
     /// The earliest timer in the store, if any.
     fn earliest_timer(&self) -> Result<Option<i64>> {
-        timers::earliest(self.timers.get()?)
+        timers::earliest(self.timers.get()?, self.timers_from)
     }
 }
 
 /// Deletes partition `group`'s stored rows that no later frame reaches (a cleanup timer of a
-/// partition not in memory).
+/// partition not in memory); returns the time of the cleanup timer its rows emitted before
+/// still need, if any do.
 fn clean(
     table: &mut StateTable,
     kg: u16,
     group: &[u8],
     shared: &Shared,
     watermark: i64,
-) -> Result<()> {
-    let Extent::Range(range) = shared.extent else {
-        return Ok(());
+) -> Result<Option<i64>> {
+    let (Extent::Range(span), Preceding::Range(range)) = (shared.extent, shared.spec.preceding)
+    else {
+        return Ok(None);
     };
-    let from = shared.clock.first_at(watermark).saturating_sub(range);
+    let clock = shared.clock;
+    let from = clock.first_at(watermark).saturating_sub(span);
     let mut gone = Vec::new();
+    let mut last = None;
     table.scan_prefix(kg, group, Direction::Forward, |key, _| {
-        if time_of(key.get(group.len()..).unwrap_or_default())? >= from {
+        let time = time_of(key.get(group.len()..).unwrap_or_default())?;
+        if time < from {
+            gone.push(key.to_vec());
+        } else if clock.micros(time) < watermark {
+            last = Some(time);
+        } else {
             return Ok(ControlFlow::Break(()));
         }
-        gone.push(key.to_vec());
         Ok(ControlFlow::Continue(()))
     })?;
     for key in gone {
         table.delete(kg, &key);
     }
-    Ok(())
+    Ok(last.map(|t| clock.micros(t).saturating_add(range).max(watermark)))
 }
 
 fn gone() -> EngineError {
@@ -420,12 +442,14 @@ impl Operator for EventTimeOver {
     }
 
     fn restore(&mut self, scope: &StateScope) -> Result<()> {
-        // Half the cache for the partitions in memory, the rest for the tables' entries.
-        self.budget = scope.cache_bytes / 2;
+        // The cache is for the partitions in memory: the tables are read by scans (which do not
+        // fill a table's cache) and by point reads of the rows of partitions not in memory.
+        self.budget = scope.cache_bytes;
         self.limit = self.budget;
-        self.rows.open(scope, b'v', scope.cache_bytes / 2);
-        self.timers.open(scope, b'e', scope.cache_bytes / 8);
+        self.rows.open(scope, b'v', 0);
+        self.timers.open(scope, b'e', 0);
         self.next_timer = i64::MIN;
+        self.timers_from = i64::MIN;
         self.partitions.clear();
         self.cached = 0;
         Ok(())
@@ -472,17 +496,29 @@ impl Operator for EventTimeOver {
         let (partitions, id, cached) = (&mut self.partitions, &mut self.id, &mut self.cached);
         let cap = self.limit / 4;
         encoded.for_each_partition(&groups, &ops, |kg, group, deltas| {
-            sorted::apply(table, kg, deltas)?;
-            // A partition in memory holds its rows not emitted yet (up to its bound).
             set_id(id, kg, group);
             let Some(p) = partitions.get_mut(id.as_slice()) else {
-                return Ok(());
+                return sorted::apply(table, kg, deltas);
             };
+            // A partition in memory holds its rows not emitted yet (up to its bound), so it
+            // knows their stored counts: an emitted row has an earlier event time.
+            let held =
+                (deltas.iter()).all(|(key, _)| p.holds(key.get(group.len()..).unwrap_or_default()));
+            if !held {
+                sorted::apply(table, kg, deltas)?;
+            }
             for &(key, count) in deltas {
-                let key = key.get(group.len()..).unwrap_or_default();
-                if p.holds(key) {
-                    p.pending.add(key, time_of(key)?, count);
+                let row = key.get(group.len()..).unwrap_or_default();
+                if !p.holds(row) {
+                    continue;
                 }
+                let time = time_of(row)?;
+                if held {
+                    let before = p.pending.count(row, time);
+                    let after = (before + count).to_le_bytes();
+                    table.put_known(kg, key, &after, (before > 0).then_some(after.len()));
+                }
+                p.pending.add(row, time, count);
             }
             let bytes = p.memory() + id.len();
             *cached = *cached + bytes - p.bytes;
@@ -513,7 +549,10 @@ impl Operator for EventTimeOver {
         }
         // The timers before the watermark, per partition (by id): emit times, and cleanups.
         let mut due: BTreeMap<Vec<u8>, (Vec<i64>, bool)> = BTreeMap::new();
-        for timer in timers::take_due(self.timers.get_mut()?, watermark)? {
+        let table = self.timers.get_mut()?;
+        let (taken, next) = timers::take_due_from(table, self.timers_from, watermark)?;
+        (self.timers_from, self.next_timer) = (watermark, next.unwrap_or(i64::MAX));
+        for timer in taken {
             let (t, kind, _) = timer.parts()?;
             // The timer's key (time, kind, partition key) becomes the id (key group first).
             let mut id = timer.key;
@@ -540,7 +579,6 @@ impl Operator for EventTimeOver {
         if self.cached > self.limit {
             self.shrink(self.limit / 2);
         }
-        self.next_timer = self.earliest_timer()?.unwrap_or(i64::MAX);
         Ok(out
             .map(|data| ChangeBatch {
                 ops: vec![Op::Insert; data.num_rows()],

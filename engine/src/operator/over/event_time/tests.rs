@@ -102,8 +102,9 @@ fn stored_rows(op: &EventTimeOver) -> usize {
 
 /// Rows (k, ts, v = ts) for ts in 0..400 (two partitions, out of order by up to 3), the
 /// watermark following 5 behind, a checkpoint and restart every 50 rows: every row is
-/// emitted once, with the sum over its frame, and the state stays within the frame.
-fn run(preceding: Preceding, expected: impl Fn(&[[i64; 3]], i64, i64) -> i64) {
+/// emitted once, with the sum over its frame, and the state stays within the frame; RANGE
+/// frames are freed once no rows come (`restart`: after a restart).
+fn run(preceding: Preceding, restart: bool, expected: impl Fn(&[[i64; 3]], i64, i64) -> i64) {
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::open(&dir.path().join("db")).unwrap();
     let scope = StateScope::new(store, b"eto/", 0..crate::keygroup::KEY_GROUPS);
@@ -158,21 +159,37 @@ fn run(preceding: Preceding, expected: impl Fn(&[[i64; 3]], i64, i64) -> i64) {
     assert_eq!(emitted.len(), got.len(), "a row was emitted twice");
     assert_eq!(got, want);
     assert!(most < 40, "{most} rows kept");
+    // With no more rows, cleanup timers free the frames (ROWS frames keep their last rows),
+    // those in memory and, after a restart, those in the table.
+    if let Preceding::Range(range) = preceding {
+        if restart {
+            epoch += 1;
+            commit(&mut op, &scope, epoch);
+            op = fresh();
+        }
+        for later in 1..4 {
+            op.on_watermark(0, watermark + later * range).unwrap();
+        }
+        assert_eq!(stored_rows(&op), 0);
+        assert_eq!(op.timers.bytes(), 0);
+    }
 }
 
 #[test]
 fn range_frames_emit_each_row_once_when_final_and_free_older_rows() {
-    run(Preceding::Range(10), |input, k, ts| {
-        (input.iter())
-            .filter(|r| r[0] == k && r[1] <= ts && r[1] >= ts - 10)
-            .map(|r| r[2])
-            .sum()
-    });
+    for restart in [false, true] {
+        run(Preceding::Range(10), restart, |input, k, ts| {
+            (input.iter())
+                .filter(|r| r[0] == k && r[1] <= ts && r[1] >= ts - 10)
+                .map(|r| r[2])
+                .sum()
+        });
+    }
 }
 
 #[test]
 fn rows_frames_emit_each_row_once_when_final_and_keep_the_last_rows() {
-    run(Preceding::Rows(2), |input, k, ts| {
+    run(Preceding::Rows(2), false, |input, k, ts| {
         let mut before: Vec<i64> = (input.iter())
             .filter(|r| r[0] == k && r[1] <= ts)
             .map(|r| r[1])
@@ -301,7 +318,8 @@ fn texts(batches: &[ChangeBatch]) -> Vec<String> {
 }
 
 /// Random rows of three partitions (out of order by up to 5; for RANGE tied in event time,
-/// for ROWS each event time once per partition; some rows twice, identical), the watermark 6
+/// for ROWS each event time once per partition; some rows twice, identical, in one batch or the
+/// next), the watermark 6
 /// behind, checkpoints and restarts now and then, the operator's memory share `cache_bytes`:
 /// every row comes out once, with the values DataFusion gives the batch.
 fn against_the_batch(preceding: Preceding, seed: u64, cache_bytes: usize) {
@@ -322,8 +340,10 @@ fn against_the_batch(preceding: Preceding, seed: u64, cache_bytes: usize) {
     let mut emitted = Vec::new();
     let mut epoch = 0;
     let ties = matches!(preceding, Preceding::Range(_));
+    // Copies of rows to send again in the next batch (not late then).
+    let mut again: Vec<[i64; 3]> = Vec::new();
     for chunk in 0..60i64 {
-        let mut rows: Vec<[i64; 3]> = Vec::new();
+        let mut rows = std::mem::take(&mut again);
         for i in 0..8 {
             let k = rng.below(3) as i64;
             // ROWS: event times unique per partition (k is the event time's remainder).
@@ -338,17 +358,16 @@ fn against_the_batch(preceding: Preceding, seed: u64, cache_bytes: usize) {
                 rows.push(row);
             }
         }
-        if !ties {
-            for r in &mut rows {
-                r[1] = r[1] / 3 * 3 + r[0];
-            }
-        }
         input.extend(&rows);
         let batch: Vec<(Op, [Option<i64>; 3])> =
             rows.iter().map(|r| (Op::Insert, r.map(Some))).collect();
         op.process(0, int64_batch(&schema, &batch)).unwrap();
         let watermark = input.iter().map(|r| r[1]).max().unwrap() - 6;
         emitted.extend(op.on_watermark(0, watermark).unwrap());
+        again.extend(
+            rows.iter()
+                .filter(|r| r[1] >= watermark && rng.below(5) == 0),
+        );
         if rng.below(6) == 0 {
             epoch += 1;
             commit(&mut op, &scope, epoch);
