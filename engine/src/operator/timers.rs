@@ -49,11 +49,31 @@ impl Due {
 /// The timers of `table` before `end` (exclusive), in key group then time order; they are
 /// deleted from the table.
 pub(crate) fn take_due(table: &mut StateTable, end: i64) -> Result<Vec<Due>> {
+    Ok(take_due_from(table, i64::MIN, end)?.0)
+}
+
+/// [`take_due`] of a table without timers before `from` (a caller that takes every timer due
+/// and sets no timer before the watermark knows where the taken ones end): the scans start
+/// there, not at the deleted timers RocksDB keeps until it compacts them. Also the earliest
+/// timer left, if any.
+pub(crate) fn take_due_from(
+    table: &mut StateTable,
+    from: i64,
+    end: i64,
+) -> Result<(Vec<Due>, Option<i64>)> {
+    let mut start = Vec::with_capacity(8);
+    put_i64(&mut start, from);
     let mut bound = Vec::with_capacity(8);
     put_i64(&mut bound, end);
     let mut due = Vec::new();
+    let mut next: Option<i64> = None;
     for kg in table.key_groups() {
-        table.scan(kg, &[], Some(&bound), Direction::Forward, |key, _| {
+        table.scan(kg, &start, None, Direction::Forward, |key, _| {
+            if key >= bound.as_slice() {
+                let (t, _, _) = parse(key)?;
+                next = Some(next.map_or(t, |n| n.min(t)));
+                return Ok(ControlFlow::Break(()));
+            }
             due.push(Due {
                 kg,
                 key: key.to_vec(),
@@ -62,16 +82,19 @@ pub(crate) fn take_due(table: &mut StateTable, end: i64) -> Result<Vec<Due>> {
         })?;
     }
     for d in &due {
-        table.delete(d.kg, &d.key);
+        // A timer's value is empty.
+        table.delete_known(d.kg, &d.key, Some(0));
     }
-    Ok(due)
+    Ok((due, next))
 }
 
-/// The earliest timer of `table`, if any.
-pub(crate) fn earliest(table: &StateTable) -> Result<Option<i64>> {
+/// The earliest timer of `table` (which has none before `from`), if any.
+pub(crate) fn earliest(table: &StateTable, from: i64) -> Result<Option<i64>> {
+    let mut start = Vec::with_capacity(8);
+    put_i64(&mut start, from);
     let mut earliest: Option<i64> = None;
     for kg in table.key_groups() {
-        table.scan(kg, &[], None, Direction::Forward, |key, _| {
+        table.scan(kg, &start, None, Direction::Forward, |key, _| {
             let (t, _, _) = parse(key)?;
             earliest = Some(earliest.map_or(t, |e| e.min(t)));
             Ok(ControlFlow::Break(()))

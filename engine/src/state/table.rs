@@ -490,6 +490,12 @@ impl StateTable {
         self.write_over(kg, key, Some(value), Before::Known(before));
     }
 
+    /// [`StateTable::delete`] of a key whose current value the caller knows (see
+    /// [`StateTable::put_known`]).
+    pub fn delete_known(&mut self, kg: u16, key: &[u8], before: Option<usize>) {
+        self.write_over(kg, key, None, Before::Known(before));
+    }
+
     fn write(&mut self, kg: u16, key: &[u8], value: Option<&[u8]>) {
         self.write_over(kg, key, value, Before::Unknown);
     }

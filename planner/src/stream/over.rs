@@ -13,7 +13,7 @@
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{Window, WindowFrameBound, WindowFunctionDefinition};
 use datafusion::physical_planner::create_window_expr;
-use rivulet_engine::operator::over::event_time::{EventTimeOver, EventTimeOverSpec};
+use rivulet_engine::operator::over::event_time::{self, EventTimeOver, EventTimeOverSpec};
 use rivulet_engine::operator::over::{OverSpec, OverWindow};
 
 use super::topn::sort_keys;
@@ -84,14 +84,32 @@ pub(super) fn lower_window(
     let schema = arrow_schema(&window.schema);
     let event_time = super::over_time::event_time_frame(window, &l, &rows);
     let op: Box<dyn Operator> = match event_time {
-        Some(preceding) => Box::new(EventTimeOver::try_new(
-            EventTimeOverSpec {
-                rows,
-                functions,
-                preceding,
-            },
-            schema,
-        )?),
+        Some(preceding) => {
+            if let Some(f) = event_time::unretractable(&functions) {
+                return Err(PlanError::Unsupported(format!(
+                    "{f} OVER a frame that slides by event time: its aggregate cannot remove rows"
+                )));
+            }
+            // The operator feeds the aggregates itself: it evaluates their FILTERs too.
+            let filters = (window.window_expr.iter())
+                .map(|e| match e.clone().unalias() {
+                    Expr::WindowFunction(f) => (f.params.filter)
+                        .map(|c| crate::overflow::physical_expr(ctx.state, *c, input))
+                        .transpose()
+                        .map_err(PlanError::DataFusion),
+                    _ => Ok(None),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Box::new(EventTimeOver::try_new(
+                EventTimeOverSpec {
+                    rows,
+                    functions,
+                    filters,
+                    preceding,
+                },
+                schema,
+            )?)
+        }
         None => Box::new(OverWindow::try_new(OverSpec { rows, functions }, schema)?),
     };
     let exchange = (!partition.is_empty()).then(|| partition.clone());

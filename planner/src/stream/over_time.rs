@@ -102,6 +102,7 @@ pub(super) fn emit_on_window_close(
         EventTimeOverSpec {
             rows,
             functions: Vec::new(),
+            filters: Vec::new(),
             preceding: Preceding::Rows(0),
         },
         schema,
