@@ -252,15 +252,19 @@ impl Operator for SessionRows {
         if watermark <= self.watermark {
             return Ok(Vec::new());
         }
+        // Every timer up to the last watermark was taken, and none is set behind it (rows at or
+        // behind it are late): the timer scans start after it.
+        let from = self.watermark.saturating_add(1);
         self.watermark = watermark;
         if self.next_timer == i64::MIN {
-            self.next_timer = timers::earliest(self.timers.get()?)?.unwrap_or(i64::MAX);
+            self.next_timer = timers::earliest(self.timers.get()?, from)?.unwrap_or(i64::MAX);
         }
         if self.next_timer > watermark {
             return Ok(Vec::new());
         }
         // The partitions whose timers the watermark reached (a session closes at its end).
-        let due = timers::take_due(self.timers.get_mut()?, watermark.saturating_add(1))?;
+        let (due, next) =
+            timers::take_due_from(self.timers.get_mut()?, from, watermark.saturating_add(1))?;
         let mut partitions: BTreeSet<(u16, Vec<u8>)> = BTreeSet::new();
         for timer in &due {
             let (_, _, group) = timer.parts()?;
@@ -270,7 +274,7 @@ impl Operator for SessionRows {
         for (kg, group) in partitions {
             self.close(kg, &group, &mut out)?;
         }
-        self.next_timer = timers::earliest(self.timers.get()?)?.unwrap_or(i64::MAX);
+        self.next_timer = next.unwrap_or(i64::MAX);
         if out.is_empty() {
             return Ok(Vec::new());
         }
