@@ -47,6 +47,11 @@ QUERIES = {
         "ROW_NUMBER() OVER (PARTITION BY bidder ORDER BY ts DESC) AS rn FROM bid) "
         "WHERE rn = 1",
     ),
+    "over": (
+        "auction BIGINT, price BIGINT, ts TIMESTAMP_LTZ(3), total BIGINT",
+        "SELECT auction, price, ts, SUM(price) OVER (PARTITION BY auction ORDER BY ts "
+        "RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW) FROM bid",
+    ),
 }
 
 
