@@ -47,7 +47,7 @@ impl Due {
 }
 
 /// The timers of `table` before `end` (exclusive), in key group then time order; they are
-/// deleted from the table.
+/// deleted from the table (a range delete per key group that had any).
 pub(crate) fn take_due(table: &mut StateTable, end: i64) -> Result<Vec<Due>> {
     Ok(take_due_from(table, i64::MIN, end)?.0)
 }
@@ -68,6 +68,7 @@ pub(crate) fn take_due_from(
     let mut due = Vec::new();
     let mut next: Option<i64> = None;
     for kg in table.key_groups() {
+        let before = due.len();
         table.scan(kg, &start, None, Direction::Forward, |key, _| {
             if key >= bound.as_slice() {
                 let (t, _, _) = parse(key)?;
@@ -80,10 +81,9 @@ pub(crate) fn take_due_from(
             });
             Ok(ControlFlow::Continue(()))
         })?;
-    }
-    for d in &due {
-        // A timer's value is empty.
-        table.delete_known(d.kg, &d.key, Some(0));
+        if due.len() > before {
+            table.delete_range(kg, &start, Some(&bound));
+        }
     }
     Ok((due, next))
 }
