@@ -18,10 +18,16 @@ use crate::{EngineError, Result};
 /// A timer's key: its time, its kind, the partition key.
 pub(crate) fn key(time: i64, kind: u8, partition: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(9 + partition.len());
-    put_i64(&mut k, time);
+    set_key(&mut k, time, kind, partition);
+    k
+}
+
+/// Sets `k` to a timer's key (see [`key`]).
+pub(crate) fn set_key(k: &mut Vec<u8>, time: i64, kind: u8, partition: &[u8]) {
+    k.clear();
+    put_i64(k, time);
     k.push(kind);
     k.extend_from_slice(partition);
-    k
 }
 
 /// The time, kind and partition key of a timer's key.

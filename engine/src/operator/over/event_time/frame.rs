@@ -239,6 +239,12 @@ impl Pending {
             .sum()
     }
 
+    /// Whether a row waits whose event time `micros` takes to `us` (`micros` keeps the order).
+    pub(super) fn waits_at(&self, micros: impl Fn(i64) -> i64, us: i64) -> bool {
+        let at = self.rows.partition_point(|r| micros(r.time) < us);
+        self.rows.get(at).is_some_and(|r| micros(r.time) == us)
+    }
+
     /// Its rows (key, event time, count), in event-time order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (&[u8], i64, i64)> {
         self.rows.iter().map(|r| (self.key(r), r.time, r.count))
