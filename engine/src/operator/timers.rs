@@ -18,10 +18,16 @@ use crate::{EngineError, Result};
 /// A timer's key: its time, its kind, the partition key.
 pub(crate) fn key(time: i64, kind: u8, partition: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(9 + partition.len());
-    put_i64(&mut k, time);
+    set_key(&mut k, time, kind, partition);
+    k
+}
+
+/// Sets `k` to a timer's key (see [`key`]).
+pub(crate) fn set_key(k: &mut Vec<u8>, time: i64, kind: u8, partition: &[u8]) {
+    k.clear();
+    put_i64(k, time);
     k.push(kind);
     k.extend_from_slice(partition);
-    k
 }
 
 /// The time, kind and partition key of a timer's key.
@@ -47,7 +53,7 @@ impl Due {
 }
 
 /// The timers of `table` before `end` (exclusive), in key group then time order; they are
-/// deleted from the table.
+/// deleted from the table (a range delete per key group that had any).
 pub(crate) fn take_due(table: &mut StateTable, end: i64) -> Result<Vec<Due>> {
     Ok(take_due_from(table, i64::MIN, end)?.0)
 }
@@ -68,6 +74,7 @@ pub(crate) fn take_due_from(
     let mut due = Vec::new();
     let mut next: Option<i64> = None;
     for kg in table.key_groups() {
+        let before = due.len();
         table.scan(kg, &start, None, Direction::Forward, |key, _| {
             if key >= bound.as_slice() {
                 let (t, _, _) = parse(key)?;
@@ -80,10 +87,9 @@ pub(crate) fn take_due_from(
             });
             Ok(ControlFlow::Continue(()))
         })?;
-    }
-    for d in &due {
-        // A timer's value is empty.
-        table.delete_known(d.kg, &d.key, Some(0));
+        if due.len() > before {
+            table.delete_range(kg, &start, Some(&bound));
+        }
     }
     Ok((due, next))
 }

@@ -5,7 +5,7 @@
 //! after the partition key (order key, row, row length), back to back, not decoded: a row is
 //! decoded once when it enters the frame and once when it leaves it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::ops::ControlFlow;
 
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
@@ -193,58 +193,80 @@ pub(super) struct Pending {
     bytes: Vec<u8>,
     /// Bytes of rows taken; reclaimed once they are half of `bytes`.
     taken: usize,
-    /// (event time, arrival) -> (start of the key in `bytes`, its length, count).
-    rows: BTreeMap<(i64, u64), (usize, usize, i64)>,
-    arrivals: u64,
+    /// In event-time order (rows mostly come in it: an insert is near the end).
+    rows: VecDeque<Waiting>,
+}
+
+/// A row of [`Pending`].
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    time: i64,
+    /// Where its key is in `bytes`.
+    start: usize,
+    len: usize,
+    count: i64,
 }
 
 impl Pending {
     pub(super) fn add(&mut self, key: &[u8], time: i64, count: i64) {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(key);
-        self.rows
-            .insert((time, self.arrivals), (start, key.len(), count));
-        self.arrivals += 1;
+        let at = self.rows.partition_point(|r| r.time <= time);
+        let row = Waiting {
+            time,
+            start,
+            len: key.len(),
+            count,
+        };
+        self.rows.insert(at, row);
     }
 
     pub(super) fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
 
+    fn key(&self, r: &Waiting) -> &[u8] {
+        self.bytes.get(r.start..r.start + r.len).unwrap_or_default()
+    }
+
     /// Copies it holds of the row of key `key` and event time `time`.
     pub(super) fn count(&self, key: &[u8], time: i64) -> i64 {
-        (self.rows.range((time, 0)..=(time, u64::MAX)))
-            .filter(|(_, (start, len, _))| self.bytes.get(*start..*start + *len) == Some(key))
-            .map(|(_, (_, _, count))| *count)
+        let from = self.rows.partition_point(|r| r.time < time);
+        (self.rows.range(from..))
+            .take_while(|r| r.time == time)
+            .filter(|r| self.key(r) == key)
+            .map(|r| r.count)
             .sum()
+    }
+
+    /// Whether a row waits whose event time `micros` takes to `us` (`micros` keeps the order).
+    pub(super) fn waits_at(&self, micros: impl Fn(i64) -> i64, us: i64) -> bool {
+        let at = self.rows.partition_point(|r| micros(r.time) < us);
+        self.rows.get(at).is_some_and(|r| micros(r.time) == us)
+    }
+
+    /// Its rows (key, event time, count), in event-time order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&[u8], i64, i64)> {
+        self.rows.iter().map(|r| (self.key(r), r.time, r.count))
     }
 
     /// Moves the rows whose event time `due` says (a prefix of the times) into `out`, to be
     /// emitted.
     pub(super) fn take(&mut self, due: impl Fn(i64) -> bool, out: &mut Entering) {
-        while let Some(first) = self.rows.first_entry() {
-            let &(time, _) = first.key();
-            if !due(time) {
-                break;
-            }
-            let (start, len, count) = first.remove();
-            out.push(
-                self.bytes.get(start..start + len).unwrap_or_default(),
-                time,
-                count,
-                true,
-            );
-            self.taken += len;
+        while let Some(r) = self.rows.front().filter(|r| due(r.time)) {
+            out.push(self.key(r), r.time, r.count, true);
+            self.taken += r.len;
+            self.rows.pop_front();
         }
         if self.rows.is_empty() {
             self.bytes.clear();
             self.taken = 0;
         } else if self.taken > 4096 && self.taken * 2 > self.bytes.len() {
             let mut bytes = Vec::with_capacity(self.bytes.len() - self.taken);
-            for (start, len, _) in self.rows.values_mut() {
-                let from = *start;
-                *start = bytes.len();
-                bytes.extend_from_slice(self.bytes.get(from..from + *len).unwrap_or_default());
+            for r in self.rows.iter_mut() {
+                let from = r.start;
+                r.start = bytes.len();
+                bytes.extend_from_slice(self.bytes.get(from..from + r.len).unwrap_or_default());
             }
             self.bytes = bytes;
             self.taken = 0;
@@ -252,7 +274,7 @@ impl Pending {
     }
 
     fn memory(&self) -> usize {
-        self.bytes.capacity() + self.rows.len() * ROW_OVERHEAD
+        self.bytes.capacity() + self.rows.capacity() * std::mem::size_of::<Waiting>()
     }
 }
 
@@ -414,9 +436,7 @@ impl Partition {
                 before.add(key, time, count);
             },
         )?;
-        // They come before the rows past the watermark just read: the times order them.
-        for (&(time, _), &(start, len, count)) in &before.rows {
-            let key = before.bytes.get(start..start + len).unwrap_or_default();
+        for (key, time, count) in before.iter() {
             self.pending.add(key, time, count);
         }
         Ok(())

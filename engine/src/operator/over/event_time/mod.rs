@@ -169,6 +169,11 @@ fn set_id(id: &mut Vec<u8>, kg: u16, group: &[u8]) {
     id.extend_from_slice(group);
 }
 
+/// A stored row's key after the partition key (`group` bytes).
+fn row_key(key: &[u8], group: usize) -> &[u8] {
+    key.get(group..).unwrap_or_default()
+}
+
 /// The key group and partition key of a cache id.
 fn split_id(id: &[u8]) -> Result<(u16, &[u8])> {
     match id {
@@ -465,7 +470,7 @@ impl Operator for EventTimeOver {
         let times = timers::micros(&batch.data, shared.time)?;
         let watermark = self.watermark;
         // No row with an earlier event time than the watermark can still be emitted.
-        let (batch, times) = timers::set_aside_late(
+        let (batch, _) = timers::set_aside_late(
             batch,
             times,
             |t| t.is_none_or(|t| t < watermark),
@@ -479,47 +484,49 @@ impl Operator for EventTimeOver {
         }
         let mut groups = std::mem::take(&mut self.groups);
         let encoded = shared.rows.encode(&data, &mut groups)?;
-        let timers = self.timers.get_mut()?;
-        for (row, t) in times.iter().enumerate() {
-            let t = t.unwrap_or(i64::MAX);
-            timers.put(
-                groups[row],
-                &timers::key(t, EMIT, encoded.partition(row)),
-                &[],
-            );
-            if self.next_timer != i64::MIN {
-                self.next_timer = self.next_timer.min(t);
-            }
-        }
         let ops = vec![Op::Insert; data.num_rows()];
         let table = self.rows.get_mut()?;
-        let (partitions, id, cached) = (&mut self.partitions, &mut self.id, &mut self.cached);
-        let cap = self.limit / 4;
+        let timers = self.timers.get_mut()?;
+        let (partitions, id, timer, cached) = (
+            &mut self.partitions,
+            &mut self.id,
+            &mut self.key,
+            &mut self.cached,
+        );
+        let (clock, cap) = (shared.clock, self.limit / 4);
+        let mut next = i64::MAX;
         encoded.for_each_partition(&groups, &ops, |kg, group, deltas| {
             set_id(id, kg, group);
-            let Some(p) = partitions.get_mut(id.as_slice()) else {
-                return sorted::apply(table, kg, deltas);
-            };
+            let mut p = partitions.get_mut(id.as_slice());
+            let row = |key| row_key(key, group.len());
             // A partition in memory holds its rows not emitted yet (up to its bound), so it
-            // knows their stored counts: an emitted row has an earlier event time.
-            let held =
-                (deltas.iter()).all(|(key, _)| p.holds(key.get(group.len()..).unwrap_or_default()));
+            // knows their stored counts (an emitted row has an earlier event time), and which
+            // emit timers exist (one per event time of a row not emitted yet).
+            let held = (p.as_ref()).is_some_and(|p| deltas.iter().all(|(k, _)| p.holds(row(k))));
             if !held {
                 sorted::apply(table, kg, deltas)?;
             }
             for &(key, count) in deltas {
-                let row = key.get(group.len()..).unwrap_or_default();
-                if !p.holds(row) {
+                let time = time_of(row(key))?;
+                let at = clock.micros(time);
+                next = next.min(at);
+                timers::set_key(timer, at, EMIT, group);
+                let Some(p) = p.as_deref_mut().filter(|p| p.holds(row(key))) else {
+                    timers.put(kg, timer, &[]);
                     continue;
-                }
-                let time = time_of(row)?;
+                };
+                let waits = p.pending.waits_at(|t| clock.micros(t), at);
+                timers.put_known(kg, timer, &[], waits.then_some(0));
                 if held {
-                    let before = p.pending.count(row, time);
+                    let before = p.pending.count(row(key), time);
                     let after = (before + count).to_le_bytes();
                     table.put_known(kg, key, &after, (before > 0).then_some(after.len()));
                 }
-                p.pending.add(row, time, count);
+                p.pending.add(row(key), time, count);
             }
+            let Some(p) = p else {
+                return Ok(());
+            };
             let bytes = p.memory() + id.len();
             *cached = *cached + bytes - p.bytes;
             p.bytes = bytes;
@@ -529,6 +536,9 @@ impl Operator for EventTimeOver {
             }
             Ok(())
         })?;
+        if self.next_timer != i64::MIN {
+            self.next_timer = self.next_timer.min(next);
+        }
         self.groups = groups;
         if self.cached > self.limit {
             self.shrink(self.limit / 2);
