@@ -26,8 +26,8 @@
 //! timer per pending row's event time, and for RANGE frames a *cleanup* timer at the frame's
 //! last event time plus the range (one at a time: one that fires while later rows are in the
 //! frame sets the next). A watermark fires the timers before it (scanning from where the last
-//! one stopped: none is set behind the watermark, and RocksDB keeps the deleted ones until it
-//! compacts); emitting a partition's rows also deletes its rows that no later row's frame can
+//! one stopped, as none is set behind the watermark, and deleting them with a range delete per
+//! key group); emitting a partition's rows also deletes its rows that no later row's frame can
 //! reach (older than the watermark minus the range, or all but the last `n` emitted rows for
 //! ROWS), and a cleanup timer does the same for a partition that gets no more rows. State is
 //! therefore the frame's rows plus the rows not yet emitted, per partition.
