@@ -162,7 +162,18 @@ async fn live_rescale_while_rows_flow_keeps_every_view_equal_to_its_query() {
             assert_eq!(now[*name].0, p, "{name}: {now:?}");
         }
         compare(&c, &format!("after the rescale to {p}")).await;
-        // The join's instances read their state tables: the share from memory is reported.
+        // The join's instances read their state tables: the share from memory is reported. The
+        // random writes may all have been processed before the rescale, so rows on every key of
+        // both sides follow it: each new instance probes its tables.
+        let mut fresh = String::new();
+        for k in 0..15 {
+            for table in ["a", "b"] {
+                next_id += 1;
+                fresh.push_str(&format!("INSERT INTO {table} VALUES ({next_id}, {k}, 1);"));
+            }
+        }
+        c.batch_execute(&fresh).await.unwrap();
+        c.batch_execute("FLUSH").await.unwrap();
         let rates = text_rows(
             &c,
             "SELECT state_cache_hit_rate FROM rivulet_operators \
