@@ -114,17 +114,17 @@ fn aggregate(batches: &[ChangeBatch]) -> (f64, f64) {
             AggSpec {
                 func: AggFunc::CountStar,
                 input: None,
-                delimiter: None,
+                ..AggSpec::default()
             },
             AggSpec {
                 func: AggFunc::Sum,
                 input: Some(1),
-                delimiter: None,
+                ..AggSpec::default()
             },
             AggSpec {
                 func: AggFunc::Max,
                 input: Some(1),
-                delimiter: None,
+                ..AggSpec::default()
             },
         ],
         out,

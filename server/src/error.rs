@@ -397,10 +397,16 @@ fn from_datafusion(e: &DataFusionError) -> SqlError {
         DataFusionError::Diagnostic(_, inner) => from_datafusion(inner),
         DataFusionError::Shared(inner) => from_datafusion(inner),
         DataFusionError::SQL(p, _) => SqlError::new(SYNTAX_ERROR, clean(&p.to_string())),
-        DataFusionError::NotImplemented(m) => SqlError::new(
-            FEATURE_NOT_SUPPORTED,
-            format!("{} is not supported", clean(m)),
-        ),
+        DataFusionError::NotImplemented(m) => {
+            // DataFusion's own messages often say so already.
+            let m = clean(m);
+            let m = if m.ends_with("not supported") || m.ends_with("not implemented") {
+                m
+            } else {
+                format!("{m} is not supported")
+            };
+            SqlError::new(FEATURE_NOT_SUPPORTED, m)
+        }
         DataFusionError::SchemaError(s, _) => from_schema_error(s),
         DataFusionError::ArrowError(a, _) => from_arrow(a),
         DataFusionError::External(inner) => from_external(inner.as_ref()),

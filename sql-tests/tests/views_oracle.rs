@@ -33,6 +33,20 @@ const VIEWS: &[(&str, &str)] = &[
          min(v) FILTER (WHERE s = 'b') AS lo_b, count(DISTINCT s) FILTER (WHERE v < 30) AS few \
          FROM t1 GROUP BY k",
     ),
+    // Aggregates ordered by other columns (ties broken by the unique id), DISTINCT, FILTER.
+    // (One ordering per query: DataFusion's batch aggregate, the oracle, refuses several.)
+    (
+        "ordered",
+        "SELECT k, string_agg(s, ',' ORDER BY v DESC, id) AS by_v FROM t1 GROUP BY k",
+    ),
+    (
+        "ordered_distinct",
+        "SELECT k, string_agg(DISTINCT s, '|' ORDER BY s DESC) AS kinds FROM t1 GROUP BY k",
+    ),
+    (
+        "ordered_filtered",
+        "SELECT k, string_agg(s, ';' ORDER BY id) FILTER (WHERE v > 40) AS big FROM t1 GROUP BY k",
+    ),
     ("keys2", "SELECT DISTINCT k FROM t2"),
     (
         "global2",

@@ -46,12 +46,12 @@ fn graph(a: &Arc<TableStore>, b: &Arc<TableStore>, p: usize) -> JobGraph {
             AggSpec {
                 func: AggFunc::CountStar,
                 input: None,
-                delimiter: None,
+                ..AggSpec::default()
             },
             AggSpec {
                 func: AggFunc::Sum,
                 input: Some(1),
-                delimiter: None,
+                ..AggSpec::default()
             },
         ],
         output_schema(),

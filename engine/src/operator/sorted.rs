@@ -40,24 +40,27 @@ impl PartitionOrder {
     /// `#1` for partition columns, `#2 DESC NULLS LAST` for order columns, for EXPLAIN.
     pub(crate) fn describe(&self) -> (String, String) {
         let columns = |c: &mut dyn Iterator<Item = String>| c.collect::<Vec<_>>().join(", ");
-        let order = columns(&mut self.order.iter().map(|(c, o)| {
-            let mut s = format!("#{c}");
-            if o.descending {
-                s.push_str(" DESC");
-            }
-            // Postgres' default: NULLs sort as if larger than every value.
-            if o.nulls_first != o.descending {
-                s.push_str(if o.nulls_first {
-                    " NULLS FIRST"
-                } else {
-                    " NULLS LAST"
-                });
-            }
-            s
-        }));
+        let order = columns(&mut self.order.iter().map(|(c, o)| describe_key(*c, o)));
         let partition = columns(&mut self.partition.iter().map(|c| format!("#{c}")));
         (partition, order)
     }
+}
+
+/// `#2 DESC NULLS LAST`: order column `column` and its options, as EXPLAIN shows them.
+pub(crate) fn describe_key(column: usize, o: &SortOptions) -> String {
+    let mut s = format!("#{column}");
+    if o.descending {
+        s.push_str(" DESC");
+    }
+    // Postgres' default: NULLs sort as if larger than every value.
+    if o.nulls_first != o.descending {
+        s.push_str(if o.nulls_first {
+            " NULLS FIRST"
+        } else {
+            " NULLS LAST"
+        });
+    }
+    s
 }
 
 /// Encodes rows of a [`PartitionOrder`] input into table keys.

@@ -3,6 +3,7 @@
 //! windowed when it groups by a window bound.
 
 use super::*;
+use datafusion::arrow::compute::SortOptions;
 use datafusion::logical_expr::{Aggregate, lit};
 
 /// An `Aggregate` (or a session or HOP window aggregate) as a keyed stage.
@@ -26,32 +27,19 @@ pub(super) fn lower_aggregate(
     let mut pre_exprs: Vec<Expr> = a.group_expr.clone();
     let mut specs = Vec::with_capacity(a.aggr_expr.len());
     for e in &a.aggr_expr {
-        let (func, arg, delimiter) = aggregate_of(e)?;
+        let mut call = aggregate_of(e)?;
         // `avg` of an integer reaches us as `avg(CAST(x AS DECIMAL))` (Postgres' numeric result,
         // `server/src/pg/typing.rs`); the operator averages the integers into the decimal output
         // type itself, to the same digits, so `x` is read in place.
-        let arg = match arg {
-            Some(Expr::Cast(c))
-                if func == AggFunc::Avg
-                    && matches!(c.field.data_type(), DataType::Decimal128(..))
-                    && c.expr.get_type(input).is_ok_and(|t| t.is_integer()) =>
-            {
-                Some(*c.expr)
-            }
-            other => other,
-        };
-        let input_col = match arg {
-            Some(arg) => {
-                pre_exprs.push(arg);
-                Some(pre_exprs.len() - 1)
-            }
-            None => None,
-        };
-        specs.push(AggSpec {
-            func,
-            input: input_col,
-            delimiter,
-        });
+        if let (AggFunc::Avg, Some(Expr::Cast(c))) = (call.func(), call.exprs.first())
+            && matches!(c.field.data_type(), DataType::Decimal128(..))
+            && c.expr.get_type(input).is_ok_and(|t| t.is_integer())
+        {
+            call.exprs[0] = (*c.expr).clone();
+        }
+        let columns: Vec<usize> = (pre_exprs.len()..).take(call.exprs.len()).collect();
+        pre_exprs.extend(call.exprs.iter().cloned());
+        specs.push(call.spec(&columns));
     }
     // Keys and arguments that are plain input columns are read in place; otherwise a
     // `Project` computes them first.
@@ -66,10 +54,7 @@ pub(super) fn lower_aggregate(
         Some(columns) => {
             let specs = specs
                 .into_iter()
-                .map(|s| AggSpec {
-                    input: s.input.map(|i| columns[i]),
-                    ..s
-                })
+                .map(|s| s.map_columns(|i| columns[i]))
                 .collect();
             (
                 arrow_schema(input),
@@ -191,17 +176,53 @@ pub(super) fn pre_schema(exprs: &[Expr], input: &DFSchema) -> Result<SchemaRef> 
     Ok(Arc::new(Schema::new(fields)))
 }
 
-/// The streaming aggregate for one of DataFusion's aggregate expressions, and its argument.
-/// An aggregate call as the operator's function, its argument and (for STRING_AGG) separator.
-pub(super) fn aggregate_of(e: &Expr) -> Result<(AggFunc, Option<Expr>, Option<String>)> {
-    let Expr::AggregateFunction(agg) = e.clone().unalias() else {
-        return Err(PlanError::Unsupported(format!("aggregate expression {e}")));
-    };
-    let name = agg.func.name().to_lowercase();
-    let p = agg.params;
-    if let Some(filter) = p.filter {
-        // `agg(x) FILTER (WHERE p)` is `agg(CASE WHEN p THEN x END)` for every aggregate here,
-        // since they all skip NULLs (and `count(*)` counts the non-NULL 1s).
+/// One aggregate call as the operator reads it: the expressions it needs computed before it and
+/// how it uses them.
+#[derive(Debug, Clone)]
+pub(super) struct AggCall {
+    spec: AggSpec,
+    /// The value, then the `ORDER BY` keys, then the `FILTER` predicate (whichever the call
+    /// has): `spec` reads `exprs[i]` as input column `i`.
+    pub(super) exprs: Vec<Expr>,
+}
+
+impl AggCall {
+    fn new(func: AggFunc, arg: Option<Expr>) -> Self {
+        let mut exprs = Vec::new();
+        let input = arg.map(|a| {
+            exprs.push(a);
+            0
+        });
+        Self {
+            spec: AggSpec {
+                func,
+                input,
+                ..AggSpec::default()
+            },
+            exprs,
+        }
+    }
+
+    pub(super) fn func(&self) -> AggFunc {
+        self.spec.func
+    }
+
+    /// The operator's aggregate, reading `exprs[i]` at input column `columns[i]`.
+    pub(super) fn spec(&self, columns: &[usize]) -> AggSpec {
+        self.spec
+            .clone()
+            .map_columns(|i| columns.get(i).copied().unwrap_or(i))
+    }
+
+    /// `agg(x) FILTER (WHERE p)`. Every aggregate but ARRAY_AGG skips NULLs, so there it is
+    /// `agg(CASE WHEN p THEN x END)` (and `count(*)` counts the non-NULL 1s); ARRAY_AGG keeps
+    /// NULLs and reads the predicate as a column of its own.
+    fn filtered(mut self, filter: Box<Expr>) -> Self {
+        if self.spec.func == AggFunc::ArrayAgg {
+            self.exprs.push(*filter);
+            self.spec.filter = Some(self.exprs.len() - 1);
+            return self;
+        }
         let when = |value: Expr| {
             Expr::Case(datafusion::logical_expr::Case::new(
                 None,
@@ -209,7 +230,26 @@ pub(super) fn aggregate_of(e: &Expr) -> Result<(AggFunc, Option<Expr>, Option<St
                 None,
             ))
         };
-        let (func, arg, delimiter) = aggregate_of(&Expr::AggregateFunction(
+        if self.spec.func == AggFunc::CountStar {
+            self.spec.func = AggFunc::Count;
+            self.spec.input = Some(0);
+            self.exprs = vec![when(lit(1i64))];
+        } else if let Some(value) = self.exprs.first_mut() {
+            *value = when(value.clone());
+        }
+        self
+    }
+}
+
+/// An aggregate call of DataFusion's plan as the streaming aggregate's.
+pub(super) fn aggregate_of(e: &Expr) -> Result<AggCall> {
+    let Expr::AggregateFunction(agg) = e.clone().unalias() else {
+        return Err(PlanError::Unsupported(format!("aggregate expression {e}")));
+    };
+    let name = agg.func.name().to_lowercase();
+    let p = agg.params;
+    if let Some(filter) = p.filter {
+        let call = aggregate_of(&Expr::AggregateFunction(
             datafusion::logical_expr::expr::AggregateFunction {
                 func: agg.func,
                 params: datafusion::logical_expr::expr::AggregateFunctionParams {
@@ -218,13 +258,10 @@ pub(super) fn aggregate_of(e: &Expr) -> Result<(AggFunc, Option<Expr>, Option<St
                 },
             },
         ))?;
-        return Ok(match (func, arg) {
-            (AggFunc::CountStar, _) => (AggFunc::Count, Some(when(lit(1i64))), delimiter),
-            (func, arg) => (func, arg.map(when), delimiter),
-        });
+        return Ok(call.filtered(filter));
     }
-    if name == "string_agg" {
-        return string_agg(&p.args, &p.order_by, p.distinct);
+    if name == "string_agg" || name == "array_agg" {
+        return ordered(&name, &p.args, &p.order_by, p.distinct);
     }
     if !p.order_by.is_empty() {
         return Err(PlanError::Unsupported(format!("ORDER BY inside {name}()")));
@@ -267,56 +304,66 @@ pub(super) fn aggregate_of(e: &Expr) -> Result<(AggFunc, Option<Expr>, Option<St
     } else {
         arg
     };
-    Ok((func, arg, None))
+    Ok(AggCall::new(func, arg))
 }
 
-/// `string_agg(value, separator [ORDER BY value])`: the values in ascending order, which is also
-/// what a view without ORDER BY gives (a view must not depend on arrival order).
-fn string_agg(
+/// `string_agg(value, separator [ORDER BY ...])` and `array_agg(value [ORDER BY ...])`, with
+/// or without DISTINCT. Values that tie in the order (all of them, without ORDER BY) follow in
+/// their encoding's order: a view must not depend on arrival order.
+fn ordered(
+    name: &str,
     args: &[Expr],
     order_by: &[datafusion::logical_expr::SortExpr],
     distinct: bool,
-) -> Result<(AggFunc, Option<Expr>, Option<String>)> {
-    let [value, separator] = args else {
-        return Err(PlanError::Unsupported(
-            "string_agg() without a separator".into(),
-        ));
-    };
-    if distinct {
-        return Err(PlanError::Unsupported(
-            "string_agg(DISTINCT ...) in a materialized view".into(),
-        ));
-    }
-    let separator = match separator.clone().unalias() {
-        Expr::Literal(v, _) if v.is_null() => String::new(),
-        Expr::Literal(v, _) => v.to_string(),
-        Expr::Cast(c) => match c.expr.as_ref() {
-            Expr::Literal(v, _) => v.to_string(),
-            _ => {
-                return Err(PlanError::Unsupported(
-                    "string_agg() with a separator that is not a constant".into(),
-                ));
-            }
-        },
+) -> Result<AggCall> {
+    let (func, value, delimiter) = match (name, args) {
+        ("array_agg", [value]) => (AggFunc::ArrayAgg, value, None),
+        ("string_agg", [value, separator]) => {
+            (AggFunc::StringAgg, value, Some(separator_of(separator)?))
+        }
         _ => {
-            return Err(PlanError::Unsupported(
-                "string_agg() with a separator that is not a constant".into(),
-            ));
+            return Err(PlanError::Unsupported(format!(
+                "{name}() with {} arguments",
+                args.len()
+            )));
         }
     };
     let plain = |e: &Expr| match e.clone().unalias() {
         Expr::Cast(c) => *c.expr,
         other => other,
     };
-    match order_by {
-        [] => {}
-        [s] if s.asc && plain(&s.expr) == plain(value) => {}
-        _ => {
-            return Err(PlanError::Unsupported(
-                "string_agg() ordered by anything but its value, ascending, in a materialized view"
-                    .into(),
-            ));
-        }
+    if distinct && order_by.iter().any(|s| plain(&s.expr) != plain(value)) {
+        // Postgres refuses it too: which of a value's rows would give its place?
+        return Err(PlanError::UnsupportedHint {
+            what: format!("{name}(DISTINCT ...) ordered by anything but its value"),
+            hint: "order by the aggregated value, or drop DISTINCT".into(),
+        });
     }
-    Ok((AggFunc::StringAgg, Some(value.clone()), Some(separator)))
+    let mut call = AggCall::new(func, Some(value.clone()));
+    call.spec.delimiter = delimiter;
+    call.spec.distinct = distinct;
+    for s in order_by {
+        call.exprs.push(s.expr.clone());
+        let options = SortOptions {
+            descending: !s.asc,
+            nulls_first: s.nulls_first,
+        };
+        call.spec.order.push((call.exprs.len() - 1, options));
+    }
+    Ok(call)
+}
+
+/// STRING_AGG's separator, which must be a constant.
+fn separator_of(separator: &Expr) -> Result<String> {
+    let not_constant =
+        || PlanError::Unsupported("string_agg() with a separator that is not a constant".into());
+    Ok(match separator.clone().unalias() {
+        Expr::Literal(v, _) if v.is_null() => String::new(),
+        Expr::Literal(v, _) => v.to_string(),
+        Expr::Cast(c) => match c.expr.as_ref() {
+            Expr::Literal(v, _) => v.to_string(),
+            _ => return Err(not_constant()),
+        },
+        _ => return Err(not_constant()),
+    })
 }

@@ -204,36 +204,31 @@ pub(super) fn lower_hop(
     let mut args = Vec::new();
     let mut specs = Vec::with_capacity(a.aggr_expr.len());
     for e in &a.aggr_expr {
-        let (func, arg, delimiter) = aggregate_of(e)?;
-        let input_col = match arg {
-            Some(arg) => {
-                let mut ok = true;
-                let arg = arg
-                    .transform_up(|e| match &e {
-                        Expr::Column(_) => match origin_of(&e) {
-                            Some(Origin::Column(i)) => Ok(Transformed::yes(column(below, i))),
-                            _ => {
-                                ok = false;
-                                Ok(Transformed::no(e))
-                            }
-                        },
-                        _ => Ok(Transformed::no(e)),
-                    })
-                    .map_err(PlanError::DataFusion)?
-                    .data;
-                if !ok {
-                    return Ok(None);
-                }
-                args.push(arg);
-                Some(args.len() - 1)
+        let call = aggregate_of(e)?;
+        let mut columns = Vec::with_capacity(call.exprs.len());
+        for arg in &call.exprs {
+            let mut ok = true;
+            let arg = arg
+                .clone()
+                .transform_up(|e| match &e {
+                    Expr::Column(_) => match origin_of(&e) {
+                        Some(Origin::Column(i)) => Ok(Transformed::yes(column(below, i))),
+                        _ => {
+                            ok = false;
+                            Ok(Transformed::no(e))
+                        }
+                    },
+                    _ => Ok(Transformed::no(e)),
+                })
+                .map_err(PlanError::DataFusion)?
+                .data;
+            if !ok {
+                return Ok(None);
             }
-            None => None,
-        };
-        specs.push(AggSpec {
-            func,
-            input: input_col,
-            delimiter,
-        });
+            args.push(arg);
+            columns.push(args.len() - 1);
+        }
+        specs.push(call.spec(&columns));
     }
     let k = keys.len();
     let l = lower(ctx, b, found.below)?;
@@ -266,10 +261,7 @@ pub(super) fn lower_hop(
     let rowtime = pre.len() - 1;
     let specs: Vec<AggSpec> = specs
         .into_iter()
-        .map(|s| AggSpec {
-            input: s.input.map(|i| first_arg + i),
-            ..s
-        })
+        .map(|s| s.map_columns(|i| first_arg + i))
         .collect();
     let physical_pre = pre
         .iter()

@@ -358,8 +358,7 @@ pub fn plan_view(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<StreamPla
                 (0..n).collect(),
                 vec![AggSpec {
                     func: AggFunc::CountStar,
-                    input: None,
-                    delimiter: None,
+                    ..AggSpec::default()
                 }],
                 Arc::new(Schema::new(counted_fields)),
             )?

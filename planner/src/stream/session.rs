@@ -17,7 +17,7 @@ use datafusion::common::Column as ColumnRef;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::logical_expr::expr::WindowFunctionDefinition;
 use datafusion::logical_expr::{Aggregate, BinaryExpr, Expr, LogicalPlan, Operator as BinOp};
-use rivulet_engine::operator::aggregate::{AggSpec, SessionAggregate, SessionColumn, SessionSpec};
+use rivulet_engine::operator::aggregate::{SessionAggregate, SessionColumn, SessionSpec};
 use rivulet_engine::operator::over::session::{SessionRows, SessionRowsSpec};
 use rivulet_engine::operator::project::Project;
 use rivulet_engine::operator::sorted::PartitionOrder;
@@ -335,31 +335,26 @@ pub(super) fn lower_session(
     pre.extend(found.partition.iter().map(|&i| column(below, i)));
     let mut specs = Vec::with_capacity(a.aggr_expr.len());
     for e in &a.aggr_expr {
-        let (func, arg, delimiter) = aggregate_of(e)?;
-        let input_col = match arg {
-            Some(arg) => {
-                let arg = arg
-                    .transform_up(|e| match &e {
-                        Expr::Column(_) => match origin_of(&e) {
-                            Some(Origin::Column(i)) => Ok(Transformed::yes(column(below, i))),
-                            _ => Err(datafusion::error::DataFusionError::Plan(format!(
-                                "aggregating the window column {e} of a SESSION window"
-                            ))),
-                        },
-                        _ => Ok(Transformed::no(e)),
-                    })
-                    .map_err(|e| unsupported(e.message().to_string()))?
-                    .data;
-                pre.push(arg);
-                Some(pre.len() - 1)
-            }
-            None => None,
-        };
-        specs.push(AggSpec {
-            func,
-            input: input_col,
-            delimiter,
-        });
+        let call = aggregate_of(e)?;
+        let mut columns = Vec::with_capacity(call.exprs.len());
+        for arg in &call.exprs {
+            let arg = arg
+                .clone()
+                .transform_up(|e| match &e {
+                    Expr::Column(_) => match origin_of(&e) {
+                        Some(Origin::Column(i)) => Ok(Transformed::yes(column(below, i))),
+                        _ => Err(datafusion::error::DataFusionError::Plan(format!(
+                            "aggregating the window column {e} of a SESSION window"
+                        ))),
+                    },
+                    _ => Ok(Transformed::no(e)),
+                })
+                .map_err(|e| unsupported(e.message().to_string()))?
+                .data;
+            pre.push(arg);
+            columns.push(pre.len() - 1);
+        }
+        specs.push(call.spec(&columns));
     }
 
     let l = lower(ctx, b, &found.window.input)?;

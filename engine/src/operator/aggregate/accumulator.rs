@@ -13,11 +13,15 @@ use datafusion::arrow::array::{Array, ArrayRef, ArrowPrimitiveType, AsArray, Pri
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::{can_cast_types, cast};
 use datafusion::arrow::datatypes::{
-    DataType, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
+    DataType, Decimal128Type, Field, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
     SchemaRef, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::row::SortField;
+
 use super::result::Out;
+use crate::operator::sorted::describe_key;
 use super::{AggFunc, AggSpec, Codec, internal};
 use crate::Result;
 
@@ -87,7 +91,9 @@ pub(super) enum State {
         width: usize,
         sets: Vec<BTreeMap<u128, i64>>,
     },
-    /// MIN, MAX, COUNT(DISTINCT) over any other type: a multiset of row encodings.
+    /// MIN, MAX, COUNT(DISTINCT) over any other type, STRING_AGG and ARRAY_AGG: a multiset of
+    /// row encodings (for the last two, of the order columns then the value, so the multiset's
+    /// order is theirs).
     Bytes(Vec<BTreeMap<Box<[u8]>, i64>>),
     Bool(Vec<BoolCount>),
 }
@@ -102,6 +108,12 @@ pub(super) struct BoolCount {
 pub(super) struct Agg {
     pub(super) func: AggFunc,
     pub(super) input: Option<usize>,
+    /// Columns that order STRING_AGG's and ARRAY_AGG's values ([`AggSpec::order`]).
+    order: Vec<(usize, SortOptions)>,
+    /// Rows where this column is not true are skipped ([`AggSpec::filter`]).
+    filter: Option<usize>,
+    /// Each value counts once ([`AggSpec::distinct`]).
+    pub(super) distinct: bool,
     pub(super) out: Out,
     /// For MIN, MAX and COUNT(DISTINCT): encodes values into (and decodes from) the row format.
     pub(super) values: Option<Codec>,
@@ -240,8 +252,16 @@ impl Agg {
                 AggFunc::StringAgg,
                 Some(t @ (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)),
             ) => {
-                values = Some(Codec::new(vec![t.clone()], true)?);
+                values = Some(ordered_values(spec, input, t)?);
                 (State::Bytes(Vec::new()), Out::Text)
+            }
+            (AggFunc::ArrayAgg, Some(t)) => {
+                values = Some(ordered_values(spec, input, t)?);
+                let item = match out_type {
+                    DataType::List(item) => Arc::clone(item),
+                    _ => Arc::new(Field::new_list_field(t.clone(), true)),
+                };
+                (State::Bytes(Vec::new()), Out::List(item))
             }
             (AggFunc::BoolAnd | AggFunc::BoolOr, Some(DataType::Boolean)) => {
                 (State::Bool(Vec::new()), Out::Bool)
@@ -285,7 +305,34 @@ impl Agg {
             state,
             delimiter: spec.delimiter.clone().unwrap_or_default(),
             extreme_only: false,
+            order: spec.order.clone(),
+            filter: spec.filter,
+            distinct: spec.distinct,
         })
+    }
+
+    /// `Sum(#2)`, `ArrayAgg(#2 order by [#3 DESC] filter #4 distinct)`, for EXPLAIN.
+    pub(super) fn describe(&self) -> String {
+        let Some(i) = self.input else {
+            return format!("{:?}", self.func);
+        };
+        let mut s = format!("{:?}(#{i}", self.func);
+        if !self.order.is_empty() {
+            let keys: Vec<String> = self
+                .order
+                .iter()
+                .map(|(c, o)| describe_key(*c, o))
+                .collect();
+            s.push_str(&format!(" order by [{}]", keys.join(", ")));
+        }
+        if let Some(f) = self.filter {
+            s.push_str(&format!(" filter #{f}"));
+        }
+        if self.distinct {
+            s.push_str(" distinct");
+        }
+        s.push(')');
+        s
     }
 
     /// Makes room for slots `0..len`, each new one empty.
@@ -331,15 +378,36 @@ impl Agg {
         }
     }
 
-    /// Adds (`sign` 1) or retracts (-1) row `i`'s value to group `gids[i]`, for every row; true
-    /// if a multiset count went negative.
+    /// Adds (`sign` 1) or retracts (-1) row `i`'s value to group `gids[i]`, for every row of
+    /// the input `columns`; true if a multiset count went negative.
     pub(super) fn update(
         &mut self,
-        column: &ArrayRef,
+        columns: &[ArrayRef],
         gids: &[u32],
         signs: &[i64],
     ) -> Result<bool> {
-        let nulls = column.logical_nulls();
+        let Some(column) = self.input else {
+            return Ok(false);
+        };
+        let column = input_column(columns, column)?;
+        // ARRAY_AGG keeps NULLs; every other aggregate skips them. A FILTER skips more.
+        let nulls = match self.func {
+            AggFunc::ArrayAgg => None,
+            _ => column.logical_nulls(),
+        };
+        let nulls = match self.filter {
+            Some(f) => {
+                let f = input_column(columns, f)?
+                    .as_boolean_opt()
+                    .ok_or_else(|| internal("an aggregate's FILTER is not boolean"))?;
+                let mask = match f.nulls() {
+                    Some(valid) => f.values() & valid.inner(),
+                    None => f.values().clone(),
+                };
+                NullBuffer::union(nulls.as_ref(), Some(&NullBuffer::new(mask)))
+            }
+            None => nulls,
+        };
         let nulls = nulls.as_ref();
         let n = gids.len();
         let mut negative = false;
@@ -410,7 +478,13 @@ impl Agg {
                     .values
                     .as_ref()
                     .ok_or_else(|| internal("set aggregate without a codec"))?;
-                let rows = codec.converter.convert_columns(&[canonical(column)])?;
+                let keys = self
+                    .order
+                    .iter()
+                    .map(|&(c, _)| input_column(columns, c).map(canonical))
+                    .chain([Ok(canonical(column))])
+                    .collect::<Result<Vec<_>>>()?;
+                let rows = codec.converter.convert_columns(&keys)?;
                 let (extreme_only, min) = (self.extreme_only, self.func == AggFunc::Min);
                 each_valid(nulls, n, |i| {
                     let value = rows.row(i).data();
@@ -565,6 +639,31 @@ impl Agg {
             _ => false,
         }
     }
+}
+
+/// Input column `i`.
+fn input_column(columns: &[ArrayRef], i: usize) -> Result<&ArrayRef> {
+    columns
+        .get(i)
+        .ok_or_else(|| internal(format!("aggregate input column {i} does not exist")))
+}
+
+/// The multiset codec of STRING_AGG or ARRAY_AGG over values of type `t`: the order columns
+/// with their directions, then the value ascending.
+fn ordered_values(spec: &AggSpec, input: &SchemaRef, t: &DataType) -> Result<Codec> {
+    let mut fields = spec
+        .order
+        .iter()
+        .map(|&(c, options)| {
+            let field = input
+                .fields()
+                .get(c)
+                .ok_or_else(|| internal(format!("order column {c} does not exist")))?;
+            Ok(SortField::new_with_options(field.data_type().clone(), options))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    fields.push(SortField::new(t.clone()));
+    Codec::sorted(fields, None)
 }
 
 /// Maps -0.0 to 0.0 and every NaN to one NaN, so that equal floats (in SQL) encode equally.

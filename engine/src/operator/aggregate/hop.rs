@@ -435,7 +435,7 @@ mod tests {
         let agg = |func, input| AggSpec {
             func,
             input,
-            delimiter: None,
+            ..AggSpec::default()
         };
         let internal = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Int64, true),

@@ -63,6 +63,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{ArrayRef, new_null_array};
 use datafusion::arrow::compute::{CastOptions, can_cast_types, cast_with_options};
+use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::row::{OwnedRow, RowConverter, RowParser, Rows, SortField};
@@ -91,8 +92,11 @@ pub enum AggFunc {
     CountDistinct,
     BoolAnd,
     BoolOr,
-    /// The group's (text) values joined by [`AggSpec::delimiter`], in byte order.
+    /// The group's (text) values joined by [`AggSpec::delimiter`], in [`AggSpec::order`] (then
+    /// byte) order.
     StringAgg,
+    /// The group's values as an array, NULLs included, in [`AggSpec::order`] (then byte) order.
+    ArrayAgg,
 }
 
 /// One output aggregate column.
@@ -103,6 +107,28 @@ pub struct AggSpec {
     pub input: Option<usize>,
     /// STRING_AGG's separator.
     pub delimiter: Option<String>,
+    /// STRING_AGG and ARRAY_AGG (`agg(x ORDER BY y DESC)`): the input columns that order the
+    /// values, with direction and NULL placement. Values that tie (and all values, without an
+    /// order) follow in their encoding's order: a view never depends on arrival order.
+    pub order: Vec<(usize, SortOptions)>,
+    /// A boolean input column: rows where it is not true are not aggregated (`FILTER (WHERE
+    /// ...)` of an aggregate that keeps NULLs, ARRAY_AGG; the others read `CASE WHEN p THEN x
+    /// END`).
+    pub filter: Option<usize>,
+    /// STRING_AGG and ARRAY_AGG (DISTINCT ...): each value once.
+    pub distinct: bool,
+}
+
+impl AggSpec {
+    /// The same aggregate reading input column `f(i)` wherever it reads column `i`.
+    pub fn map_columns(self, f: impl Fn(usize) -> usize) -> Self {
+        Self {
+            input: self.input.map(&f),
+            order: self.order.into_iter().map(|(c, o)| (f(c), o)).collect(),
+            filter: self.filter.map(&f),
+            ..self
+        }
+    }
 }
 
 /// Incremental hash aggregation; see the module documentation.
@@ -147,13 +173,19 @@ struct Codec {
 
 impl Codec {
     fn new(types: Vec<DataType>, with_null: bool) -> Result<Self> {
-        let converter = RowConverter::new(types.iter().cloned().map(SortField::new).collect())?;
-        let null = match (with_null, types.first()) {
-            (true, Some(t)) => {
+        let fields = types.iter().cloned().map(SortField::new).collect();
+        Self::sorted(fields, types.first().filter(|_| with_null))
+    }
+
+    /// A codec for rows of `fields`, with the row of one NULL of type `null` if given.
+    fn sorted(fields: Vec<SortField>, null: Option<&DataType>) -> Result<Self> {
+        let converter = RowConverter::new(fields)?;
+        let null = match null {
+            Some(t) => {
                 let rows = converter.convert_columns(&[new_null_array(t, 1)])?;
                 Some(rows.row(0).owned())
             }
-            _ => None,
+            None => None,
         };
         let parser = converter.parser();
         Ok(Self {
@@ -513,9 +545,7 @@ impl HashAggregate {
         }
         let mut negative = false;
         for agg in &mut self.aggs {
-            if let Some(c) = agg.input {
-                negative |= agg.update(input.data.column(c), &s.gids, &s.signs)?;
-            }
+            negative |= agg.update(input.data.columns(), &s.gids, &s.signs)?;
         }
 
         let global = self.keys.is_none();
@@ -725,14 +755,7 @@ impl Operator for HashAggregate {
     }
 
     fn describe(&self) -> String {
-        let aggs: Vec<String> = self
-            .aggs
-            .iter()
-            .map(|a| match a.input {
-                Some(i) => format!("{:?}(#{i})", a.func),
-                None => format!("{:?}", a.func),
-            })
-            .collect();
+        let aggs: Vec<String> = self.aggs.iter().map(Agg::describe).collect();
         let keys: Vec<String> = self.group_by.iter().map(|i| format!("#{i}")).collect();
         let window = match &self.window {
             Some(w) => format!(

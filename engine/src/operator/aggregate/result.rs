@@ -4,10 +4,12 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, AsArray, BooleanArray, Decimal128Array, Float64Array, Int64Array, StringArray,
+    ArrayRef, AsArray, BooleanArray, Decimal128Array, Float64Array, Int64Array, ListArray,
+    StringArray,
 };
+use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::arrow::error::ArrowError;
 
 use super::accumulator::{Agg, BoolCount, ExactSum, State, put_fixed_row};
@@ -25,6 +27,9 @@ pub(super) enum Out {
     Decoded(DataType),
     /// Text built in the arena (STRING_AGG).
     Text,
+    /// ARRAY_AGG's arrays of items of this field: the arena holds each group's multiset entries
+    /// (see [`Agg::results`]), decoded when the column is built.
+    List(FieldRef),
 }
 
 impl Out {
@@ -36,6 +41,7 @@ impl Out {
             Out::Bool => DataType::Boolean,
             Out::Decoded(t) => t.clone(),
             Out::Text => DataType::Utf8,
+            Out::List(item) => DataType::List(Arc::clone(item)),
         }
     }
 }
@@ -137,11 +143,15 @@ impl Agg {
                     let decoded = codec
                         .converter
                         .convert_rows(set.keys().map(|k| codec.parser.parse(k)))?;
-                    let texts = cast(&decoded[0], &DataType::Utf8)?;
+                    // The keys are the order columns, then the value.
+                    let value = decoded
+                        .last()
+                        .ok_or_else(|| internal("string_agg decoded no column"))?;
+                    let texts = cast(value, &DataType::Utf8)?;
                     let texts = texts.as_string::<i32>();
                     let start = arena.len();
                     for (i, (_, &count)) in set.iter().enumerate() {
-                        for _ in 0..count.max(0) {
+                        for _ in 0..self.times(count) {
                             if arena.len() > start {
                                 arena.extend_from_slice(self.delimiter.as_bytes());
                             }
@@ -151,6 +161,20 @@ impl Agg {
                     out.push(Value::Bytes(start, arena.len()));
                 }
             }
+            (AggFunc::ArrayAgg, State::Bytes(sets)) => fill(ids, keep, out, |_, id| {
+                let set = &sets[id];
+                if set.is_empty() {
+                    return Value::Null;
+                }
+                // Each entry: its key's length, the key, how many times the value is there.
+                let start = arena.len();
+                for (key, &count) in set {
+                    arena.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                    arena.extend_from_slice(key);
+                    arena.extend_from_slice(&(self.times(count) as u32).to_le_bytes());
+                }
+                Value::Bytes(start, arena.len())
+            }),
             (func, State::Bytes(sets)) => fill(ids, keep, out, |_, id| {
                 let pick = match func {
                     AggFunc::Min => sets[id].keys().next(),
@@ -221,6 +245,7 @@ impl Agg {
                     .collect::<BooleanArray>(),
             ),
             Out::Decoded(_) => self.decode(values, arena)?,
+            Out::List(item) => self.arrays(values, arena, item)?,
             Out::Text => Arc::new(
                 values
                     .map(|v| match v {
@@ -232,6 +257,62 @@ impl Agg {
                     .collect::<StringArray>(),
             ),
         })
+    }
+
+    /// How many times a value held `count` times appears in the result.
+    fn times(&self, count: i64) -> usize {
+        match count {
+            ..=0 => 0,
+            _ if self.distinct => 1,
+            n => n as usize,
+        }
+    }
+
+    /// ARRAY_AGG results: the arrays whose entries [`Agg::results`] put in the arena.
+    fn arrays(
+        &self,
+        values: impl Iterator<Item = Value>,
+        arena: &[u8],
+        item: &FieldRef,
+    ) -> Result<ArrayRef> {
+        let codec = self
+            .values
+            .as_ref()
+            .ok_or_else(|| internal("array_agg without a codec"))?;
+        let corrupt = || internal("array_agg result outside the arena");
+        let mut keys = Vec::new();
+        let mut offsets = vec![0i32];
+        let mut valid = Vec::new();
+        for v in values {
+            if let Value::Bytes(from, to) = v {
+                let mut entries = arena.get(from..to).ok_or_else(corrupt)?;
+                while let Some((len, rest)) = entries.split_first_chunk::<4>() {
+                    let len = u32::from_le_bytes(*len) as usize;
+                    let key = rest.get(..len).ok_or_else(corrupt)?;
+                    let (count, rest) = rest[len..].split_first_chunk::<4>().ok_or_else(corrupt)?;
+                    let count = u32::from_le_bytes(*count) as usize;
+                    keys.extend(std::iter::repeat_n(key, count));
+                    entries = rest;
+                }
+            }
+            valid.push(matches!(v, Value::Bytes(..)));
+            let n = i32::try_from(keys.len()).map_err(|_| internal("array_agg too large"))?;
+            offsets.push(n);
+        }
+        let decoded = codec
+            .converter
+            .convert_rows(keys.iter().map(|k| codec.parser.parse(k)))?;
+        // The keys are the order columns, then the value.
+        let items = decoded
+            .last()
+            .ok_or_else(|| internal("array_agg decoded no column"))?;
+        let items = cast(items, item.data_type())?;
+        Ok(Arc::new(ListArray::try_new(
+            Arc::clone(item),
+            OffsetBuffer::new(offsets.into()),
+            items,
+            Some(NullBuffer::from(valid)),
+        )?))
     }
 
     /// MIN or MAX results decoded from the row format into the input's type.

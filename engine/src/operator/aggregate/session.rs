@@ -518,9 +518,7 @@ impl SessionAggregate {
             self.rows[g as usize] += 1;
         }
         for agg in &mut self.aggs {
-            if let Some(c) = agg.input {
-                agg.update(input.data.column(c), &gids, &signs)?;
-            }
+            agg.update(input.data.columns(), &gids, &signs)?;
         }
 
         // Sessions still open after the batch, with their results; `open[i]`: whether touch `i`
@@ -943,14 +941,7 @@ impl Operator for SessionAggregate {
     }
 
     fn describe(&self) -> String {
-        let aggs: Vec<String> = self
-            .aggs
-            .iter()
-            .map(|a| match a.input {
-                Some(i) => format!("{:?}(#{i})", a.func),
-                None => format!("{:?}", a.func),
-            })
-            .collect();
+        let aggs: Vec<String> = self.aggs.iter().map(Agg::describe).collect();
         let keys: Vec<String> = self
             .spec
             .partition
@@ -1030,7 +1021,7 @@ mod tests {
         let agg = |func, input| AggSpec {
             func,
             input,
-            delimiter: None,
+            ..AggSpec::default()
         };
         let aggs = vec![
             agg(AggFunc::CountStar, None),

@@ -35,7 +35,7 @@ fn spec(func: AggFunc, input: Option<usize>) -> AggSpec {
     AggSpec {
         func,
         input,
-        delimiter: None,
+        ..AggSpec::default()
     }
 }
 
