@@ -47,6 +47,12 @@ const VIEWS: &[(&str, &str)] = &[
         "ordered_filtered",
         "SELECT k, string_agg(s, ';' ORDER BY id) FILTER (WHERE v > 40) AS big FROM t1 GROUP BY k",
     ),
+    // Aggregates recomputed from each group's multiset of values.
+    (
+        "recomputed",
+        "SELECT k, approx_distinct(v) AS d, median(v) AS med, approx_median(v) AS am, \
+         approx_percentile_cont(0.75) WITHIN GROUP (ORDER BY v) AS p75 FROM t1 GROUP BY k",
+    ),
     ("keys2", "SELECT DISTINCT k FROM t2"),
     (
         "global2",

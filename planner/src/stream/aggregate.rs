@@ -4,7 +4,10 @@
 
 use super::*;
 use datafusion::arrow::compute::SortOptions;
+use datafusion::logical_expr::function::AccumulatorArgs;
 use datafusion::logical_expr::{Aggregate, lit};
+use datafusion::physical_expr::PhysicalSortExpr;
+use rivulet_engine::operator::aggregate::AccumulatorFactory;
 
 /// An `Aggregate` (or a session or HOP window aggregate) as a keyed stage.
 pub(super) fn lower_aggregate(
@@ -27,7 +30,7 @@ pub(super) fn lower_aggregate(
     let mut pre_exprs: Vec<Expr> = a.group_expr.clone();
     let mut specs = Vec::with_capacity(a.aggr_expr.len());
     for e in &a.aggr_expr {
-        let mut call = aggregate_of(e)?;
+        let mut call = aggregate_of(ctx, e, input)?;
         // `avg` of an integer reaches us as `avg(CAST(x AS DECIMAL))` (Postgres' numeric result,
         // `server/src/pg/typing.rs`); the operator averages the integers into the decimal output
         // type itself, to the same digits, so `x` is read in place.
@@ -241,27 +244,42 @@ impl AggCall {
     }
 }
 
-/// An aggregate call of DataFusion's plan as the streaming aggregate's.
-pub(super) fn aggregate_of(e: &Expr) -> Result<AggCall> {
+/// Aggregates without a retractable state of their own that a view computes from the multiset of
+/// a group's values ([`AggFunc::Recomputed`]): each result depends only on that multiset, never on
+/// the order rows came in, so a view equals the batch answer.
+const RECOMPUTED: &[&str] = &[
+    "approx_distinct",
+    "approx_median",
+    "approx_percentile_cont",
+    "median",
+];
+
+/// An aggregate call of DataFusion's plan (over `input`) as the streaming aggregate's.
+pub(super) fn aggregate_of(ctx: &StreamContext<'_>, e: &Expr, input: &DFSchema) -> Result<AggCall> {
     let Expr::AggregateFunction(agg) = e.clone().unalias() else {
         return Err(PlanError::Unsupported(format!("aggregate expression {e}")));
     };
     let name = agg.func.name().to_lowercase();
     let p = agg.params;
     if let Some(filter) = p.filter {
-        let call = aggregate_of(&Expr::AggregateFunction(
-            datafusion::logical_expr::expr::AggregateFunction {
+        let call = aggregate_of(
+            ctx,
+            &Expr::AggregateFunction(datafusion::logical_expr::expr::AggregateFunction {
                 func: agg.func,
                 params: datafusion::logical_expr::expr::AggregateFunctionParams {
                     filter: None,
                     ..p
                 },
-            },
-        ))?;
+            }),
+            input,
+        )?;
         return Ok(call.filtered(filter));
     }
     if name == "string_agg" || name == "array_agg" {
         return ordered(&name, &p.args, &p.order_by, p.distinct);
+    }
+    if RECOMPUTED.contains(&name.as_str()) {
+        return recomputed(ctx, e, &agg.func, &p, input);
     }
     if !p.order_by.is_empty() {
         return Err(PlanError::Unsupported(format!("ORDER BY inside {name}()")));
@@ -350,6 +368,84 @@ fn ordered(
         };
         call.spec.order.push((call.exprs.len() - 1, options));
     }
+    Ok(call)
+}
+
+/// An aggregate in [`RECOMPUTED`]: its value argument is the operator's input, its other
+/// arguments (a percentile) constants that DataFusion's accumulator reads as they are.
+fn recomputed(
+    ctx: &StreamContext<'_>,
+    call: &Expr,
+    func: &Arc<datafusion::logical_expr::AggregateUDF>,
+    p: &datafusion::logical_expr::expr::AggregateFunctionParams,
+    input: &DFSchema,
+) -> Result<AggCall> {
+    let name = func.name().to_string();
+    let Some((value, constants)) = p.args.split_first() else {
+        return Err(PlanError::Unsupported(format!(
+            "{name}() without an argument"
+        )));
+    };
+    if p.distinct {
+        return Err(PlanError::Unsupported(format!(
+            "{name}(DISTINCT ...) in a materialized view"
+        )));
+    }
+    let (_, value_field) = value.to_field(input).map_err(PlanError::DataFusion)?;
+    let value_field = Arc::new(Field::new("value", value_field.data_type().clone(), true));
+    let (_, return_field) = call.to_field(input).map_err(PlanError::DataFusion)?;
+    let schema = Schema::new(vec![Arc::clone(&value_field)]);
+    let mut args: Vec<Arc<dyn PhysicalExpr>> = vec![Arc::new(Column::new("value", 0))];
+    let mut fields = vec![value_field];
+    for c in constants {
+        args.push(physical(ctx, c, input)?);
+        let (_, f) = c.to_field(input).map_err(PlanError::DataFusion)?;
+        fields.push(f);
+    }
+    // WITHIN GROUP (ORDER BY x DESC) turns a percentile around.
+    let order: Vec<PhysicalSortExpr> = p
+        .order_by
+        .iter()
+        .map(|s| {
+            PhysicalSortExpr::new(
+                Arc::new(Column::new("value", 0)),
+                SortOptions {
+                    descending: !s.asc,
+                    nulls_first: s.nulls_first,
+                },
+            )
+        })
+        .collect();
+    // `approx_percentile_cont(0.9) DESC`: the constants and the direction, for EXPLAIN.
+    let mut shown = name.clone();
+    if args.len() > 1 {
+        let constants: Vec<String> = args[1..].iter().map(|c| c.to_string()).collect();
+        shown.push_str(&format!("({})", constants.join(", ")));
+    }
+    if order.iter().any(|o| o.options.descending) {
+        shown.push_str(" DESC");
+    }
+    let func = Arc::clone(func);
+    let make = move || {
+        func.accumulator(AccumulatorArgs {
+            return_field: Arc::clone(&return_field),
+            schema: &schema,
+            ignore_nulls: false,
+            order_bys: &order,
+            is_reversed: false,
+            name: &name,
+            is_distinct: false,
+            exprs: &args,
+            expr_fields: &fields,
+        })
+    };
+    // A constant the accumulator cannot use (a percentile of 2) is the user's error, now.
+    make().map_err(PlanError::DataFusion)?;
+    let mut call = AggCall::new(AggFunc::Recomputed, Some(value.clone()));
+    call.spec.recompute = Some(AccumulatorFactory {
+        name: shown,
+        make: Arc::new(make),
+    });
     Ok(call)
 }
 

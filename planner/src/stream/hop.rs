@@ -204,7 +204,7 @@ pub(super) fn lower_hop(
     let mut args = Vec::new();
     let mut specs = Vec::with_capacity(a.aggr_expr.len());
     for e in &a.aggr_expr {
-        let call = aggregate_of(e)?;
+        let call = aggregate_of(ctx, e, a.input.schema())?;
         let mut columns = Vec::with_capacity(call.exprs.len());
         for arg in &call.exprs {
             let mut ok = true;

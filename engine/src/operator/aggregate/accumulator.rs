@@ -13,17 +13,17 @@ use datafusion::arrow::array::{Array, ArrayRef, ArrowPrimitiveType, AsArray, Pri
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::{can_cast_types, cast};
 use datafusion::arrow::datatypes::{
-    DataType, Decimal128Type, Field, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
-    SchemaRef, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    DataType, Decimal128Type, Field, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
+    Int64Type, SchemaRef, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::row::SortField;
 
 use super::result::Out;
-use crate::operator::sorted::describe_key;
-use super::{AggFunc, AggSpec, Codec, internal};
+use super::{AccumulatorFactory, AggFunc, AggSpec, Codec, internal};
 use crate::Result;
+use crate::operator::sorted::describe_key;
 
 /// An integer or decimal sum (wrapping, hence exact whenever the final sum fits) and the number
 /// of values in it.
@@ -114,6 +114,8 @@ pub(super) struct Agg {
     filter: Option<usize>,
     /// Each value counts once ([`AggSpec::distinct`]).
     pub(super) distinct: bool,
+    /// [`AggFunc::Recomputed`]'s accumulator and the codec of its results.
+    pub(super) recompute: Option<(AccumulatorFactory, Codec)>,
     pub(super) out: Out,
     /// For MIN, MAX and COUNT(DISTINCT): encodes values into (and decodes from) the row format.
     pub(super) values: Option<Codec>,
@@ -226,6 +228,7 @@ impl Agg {
             ),
         };
         let mut values = None;
+        let mut recompute = None;
         let (state, out) = match (spec.func, &in_type) {
             (AggFunc::CountStar, _) => (State::Rows, Out::Int64),
             (AggFunc::Count, _) => (State::Count(Vec::new()), Out::Int64),
@@ -254,6 +257,15 @@ impl Agg {
             ) => {
                 values = Some(ordered_values(spec, input, t)?);
                 (State::Bytes(Vec::new()), Out::Text)
+            }
+            (AggFunc::Recomputed, Some(t)) => {
+                let factory = spec
+                    .recompute
+                    .clone()
+                    .ok_or_else(|| internal("a recomputed aggregate without its accumulator"))?;
+                values = Some(Codec::new(vec![t.clone()], false)?);
+                recompute = Some((factory, Codec::new(vec![out_type.clone()], true)?));
+                (State::Bytes(Vec::new()), Out::Recomputed(out_type.clone()))
             }
             (AggFunc::ArrayAgg, Some(t)) => {
                 values = Some(ordered_values(spec, input, t)?);
@@ -308,6 +320,7 @@ impl Agg {
             order: spec.order.clone(),
             filter: spec.filter,
             distinct: spec.distinct,
+            recompute,
         })
     }
 
@@ -316,7 +329,10 @@ impl Agg {
         let Some(i) = self.input else {
             return format!("{:?}", self.func);
         };
-        let mut s = format!("{:?}(#{i}", self.func);
+        let mut s = match &self.recompute {
+            Some((factory, _)) => format!("recomputed {}(#{i}", factory.name),
+            None => format!("{:?}(#{i}", self.func),
+        };
         if !self.order.is_empty() {
             let keys: Vec<String> = self
                 .order
@@ -659,7 +675,10 @@ fn ordered_values(spec: &AggSpec, input: &SchemaRef, t: &DataType) -> Result<Cod
                 .fields()
                 .get(c)
                 .ok_or_else(|| internal(format!("order column {c} does not exist")))?;
-            Ok(SortField::new_with_options(field.data_type().clone(), options))
+            Ok(SortField::new_with_options(
+                field.data_type().clone(),
+                options,
+            ))
         })
         .collect::<Result<Vec<_>>>()?;
     fields.push(SortField::new(t.clone()));

@@ -62,11 +62,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{ArrayRef, new_null_array};
-use datafusion::arrow::compute::{CastOptions, can_cast_types, cast_with_options};
 use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::compute::{CastOptions, can_cast_types, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::row::{OwnedRow, RowConverter, RowParser, Rows, SortField};
+use datafusion::logical_expr::Accumulator;
 
 use self::accumulator::{Agg, canonical};
 use self::groups::Groups;
@@ -97,7 +98,35 @@ pub enum AggFunc {
     StringAgg,
     /// The group's values as an array, NULLs included, in [`AggSpec::order`] (then byte) order.
     ArrayAgg,
+    /// An aggregate without a retractable state of its own (`approx_distinct`, `median`, ...):
+    /// the group keeps the multiset of its values and [`AggSpec::recompute`] computes the result
+    /// from all of them whenever the group changes.
+    Recomputed,
 }
+
+/// Makes a fresh DataFusion accumulator of one aggregate call, fed the group's values (one
+/// column, each value as many times as the group holds it) to compute [`AggFunc::Recomputed`].
+#[derive(Clone)]
+pub struct AccumulatorFactory {
+    /// The call as EXPLAIN shows it, e.g. `approx_percentile_cont(0.9)`.
+    pub name: String,
+    pub make: Arc<dyn Fn() -> datafusion::error::Result<Box<dyn Accumulator>> + Send + Sync>,
+}
+
+impl std::fmt::Debug for AccumulatorFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// Two factories are equal when they name the same call.
+impl PartialEq for AccumulatorFactory {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for AccumulatorFactory {}
 
 /// One output aggregate column.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -117,6 +146,8 @@ pub struct AggSpec {
     pub filter: Option<usize>,
     /// STRING_AGG and ARRAY_AGG (DISTINCT ...): each value once.
     pub distinct: bool,
+    /// [`AggFunc::Recomputed`]'s accumulator.
+    pub recompute: Option<AccumulatorFactory>,
 }
 
 impl AggSpec {

@@ -1,20 +1,21 @@
 //! Results of one aggregate: the value of each touched group before and after a batch, and the
 //! output column built from them.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
     ArrayRef, AsArray, BooleanArray, Decimal128Array, Float64Array, Int64Array, ListArray,
-    StringArray,
+    StringArray, UInt32Array,
 };
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::arrow::error::ArrowError;
 
 use super::accumulator::{Agg, BoolCount, ExactSum, State, put_fixed_row};
-use super::{AggFunc, internal};
-use crate::Result;
+use super::{AggFunc, Codec, internal};
+use crate::{EngineError, Result};
 
 /// The array a result column is first built as, before the cast to the output type.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +31,8 @@ pub(super) enum Out {
     /// ARRAY_AGG's arrays of items of this field: the arena holds each group's multiset entries
     /// (see [`Agg::results`]), decoded when the column is built.
     List(FieldRef),
+    /// A recomputed aggregate's result of this type, as its row encoding in the arena.
+    Recomputed(DataType),
 }
 
 impl Out {
@@ -42,6 +45,7 @@ impl Out {
             Out::Decoded(t) => t.clone(),
             Out::Text => DataType::Utf8,
             Out::List(item) => DataType::List(Arc::clone(item)),
+            Out::Recomputed(t) => t.clone(),
         }
     }
 }
@@ -175,6 +179,17 @@ impl Agg {
                 }
                 Value::Bytes(start, arena.len())
             }),
+            (AggFunc::Recomputed, State::Bytes(sets)) => {
+                for (&id, &keep) in ids.iter().zip(keep) {
+                    let set = &sets[id as usize];
+                    // A group without values gets the accumulator's answer for none (a
+                    // count's 0).
+                    out.push(match keep {
+                        true => self.recomputed(set, arena)?,
+                        false => Value::Null,
+                    });
+                }
+            }
             (func, State::Bytes(sets)) => fill(ids, keep, out, |_, id| {
                 let pick = match func {
                     AggFunc::Min => sets[id].keys().next(),
@@ -245,6 +260,13 @@ impl Agg {
                     .collect::<BooleanArray>(),
             ),
             Out::Decoded(_) => self.decode(values, arena)?,
+            Out::Recomputed(_) => {
+                let (_, codec) = self
+                    .recompute
+                    .as_ref()
+                    .ok_or_else(|| internal("a recomputed aggregate without its codec"))?;
+                decode_rows(codec, 0, values, arena)?
+            }
             Out::List(item) => self.arrays(values, arena, item)?,
             Out::Text => Arc::new(
                 values
@@ -315,47 +337,94 @@ impl Agg {
         )?))
     }
 
+    /// A recomputed aggregate's result over the multiset `set`: a fresh accumulator fed every
+    /// value as many times as the group holds it, its result's row encoding put in `arena`.
+    fn recomputed(&self, set: &BTreeMap<Box<[u8]>, i64>, arena: &mut Vec<u8>) -> Result<Value> {
+        let (Some((factory, out)), Some(codec)) = (&self.recompute, &self.values) else {
+            return Err(internal("a recomputed aggregate without its accumulator"));
+        };
+        let decoded = codec
+            .converter
+            .convert_rows(set.keys().map(|k| codec.parser.parse(k)))?;
+        let distinct = decoded
+            .first()
+            .ok_or_else(|| internal("a recomputed aggregate decoded no column"))?;
+        let repeats: UInt32Array = set
+            .values()
+            .enumerate()
+            .flat_map(|(i, &n)| std::iter::repeat_n(i as u32, n.max(0) as usize))
+            .collect();
+        let values = take(distinct, &repeats, None)?;
+        // A failure here comes from the values (an overflow, say), not from Rivulet.
+        let data = |e: datafusion::error::DataFusionError| EngineError::Data {
+            operator: format!("HashAggregate {}", factory.name),
+            message: e.to_string(),
+        };
+        let mut accumulator = (factory.make)().map_err(data)?;
+        accumulator.update_batch(&[values]).map_err(data)?;
+        let result = accumulator.evaluate().map_err(data)?;
+        let result = result.to_array().map_err(data)?;
+        if result.is_null(0) {
+            return Ok(Value::Null);
+        }
+        let rows = out.converter.convert_columns(&[result])?;
+        let start = arena.len();
+        arena.extend_from_slice(rows.row(0).data());
+        Ok(Value::Bytes(start, arena.len()))
+    }
+
     /// MIN or MAX results decoded from the row format into the input's type.
     fn decode(&self, values: impl Iterator<Item = Value>, arena: &[u8]) -> Result<ArrayRef> {
         let codec = self
             .values
             .as_ref()
             .ok_or_else(|| internal("min/max without a codec"))?;
-        let null = codec
-            .null
-            .as_ref()
-            .ok_or_else(|| internal("min/max without a null row"))?
-            .row()
-            .data();
         let width = match self.state {
             State::Fixed { width, .. } => width,
             _ => 0,
         };
-        let mut buf = Vec::new();
-        let mut ends = Vec::new();
-        for v in values {
-            match v {
-                Value::Fixed(k) => put_fixed_row(&mut buf, k, width),
-                Value::Bytes(from, to) => buf.extend_from_slice(
-                    arena
-                        .get(from..to)
-                        .ok_or_else(|| internal("result outside the arena"))?,
-                ),
-                _ => buf.extend_from_slice(null),
-            }
-            ends.push(buf.len());
-        }
-        let rows = ends.iter().scan(0, |start, &end| {
-            let row = buf.get(*start..end).unwrap_or_default();
-            *start = end;
-            Some(codec.parser.parse(row))
-        });
-        codec
-            .converter
-            .convert_rows(rows)?
-            .pop()
-            .ok_or_else(|| internal("min/max decoded no column"))
+        decode_rows(codec, width, values, arena)
     }
+}
+
+/// Results that are row encodings of `codec`'s one column (`Fixed` ones `width` bytes wide, or
+/// in the arena) decoded into a column.
+fn decode_rows(
+    codec: &Codec,
+    width: usize,
+    values: impl Iterator<Item = Value>,
+    arena: &[u8],
+) -> Result<ArrayRef> {
+    let null = codec
+        .null
+        .as_ref()
+        .ok_or_else(|| internal("a decoded result without a null row"))?
+        .row()
+        .data();
+    let mut buf = Vec::new();
+    let mut ends = Vec::new();
+    for v in values {
+        match v {
+            Value::Fixed(k) => put_fixed_row(&mut buf, k, width),
+            Value::Bytes(from, to) => buf.extend_from_slice(
+                arena
+                    .get(from..to)
+                    .ok_or_else(|| internal("result outside the arena"))?,
+            ),
+            _ => buf.extend_from_slice(null),
+        }
+        ends.push(buf.len());
+    }
+    let rows = ends.iter().scan(0, |start, &end| {
+        let row = buf.get(*start..end).unwrap_or_default();
+        *start = end;
+        Some(codec.parser.parse(row))
+    });
+    codec
+        .converter
+        .convert_rows(rows)?
+        .pop()
+        .ok_or_else(|| internal("decoded no column"))
 }
 
 /// `sum / n` rescaled from `scale` to `out_scale`, truncated toward zero as DataFusion's decimal
