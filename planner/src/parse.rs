@@ -92,6 +92,32 @@ pub enum Statement {
         /// Resume after this commit of the relation.
         since: Option<u64>,
     },
+    /// `CREATE SUBSCRIPTION [IF NOT EXISTS] name FROM relation [WITH (retention = '1 day')]`
+    /// (RisingWave; see [`crate::subscribe`]).
+    CreateSubscription {
+        name: String,
+        if_not_exists: bool,
+        relation: String,
+        /// How long committed changes stay readable, as written (an interval).
+        retention: Option<String>,
+    },
+    /// `DROP SUBSCRIPTION [IF EXISTS] name`.
+    DropSubscription { name: String, if_exists: bool },
+    /// `DECLARE cursor SUBSCRIPTION CURSOR FOR subscription [SINCE ... | FULL]`.
+    DeclareCursor {
+        cursor: String,
+        subscription: String,
+        start: crate::subscribe::CursorStart,
+    },
+    /// `FETCH [NEXT | n] [FROM | IN] cursor [WITH (timeout = '1s')]`.
+    Fetch {
+        cursor: String,
+        count: u64,
+        /// How long to wait for a first row when none is there, as written (an interval).
+        timeout: Option<String>,
+    },
+    /// `CLOSE cursor` or `CLOSE ALL` (`None`).
+    CloseCursor { cursor: Option<String> },
 }
 
 /// `WATERMARK FOR column AS expr` of a CREATE TABLE.
@@ -195,6 +221,9 @@ fn parse_one(
     }
     if let Some(subscribe) = crate::subscribe::parse(sql, &tokens) {
         return subscribe;
+    }
+    if let Some(subscription) = crate::subscribe::parse_subscription(sql, &tokens) {
+        return subscription;
     }
     if let Some(alter) = crate::alter_job::parse(sql, &tokens) {
         return alter;

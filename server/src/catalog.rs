@@ -3,7 +3,8 @@
 //! Key space (tag `C`): `C n` the next object id; `C d <db>` one database; `C t <db> 0x00 <table>` one
 //! [`TableDef`] as JSON; `C i` the server's identity (random, made at the first start, copied
 //! by a backup: savepoints name the server whose change-log positions they hold); `C s <path>`
-//! one savepoint this server wrote (see `savepoints.rs`). Every DDL statement is one synced write batch, so the catalog and the table
+//! one savepoint this server wrote (see `savepoints.rs`); `C u <db> 0x00 <name>` one
+//! [`SubscriptionDef`] as JSON (a subscription goes with its relation and its database). Every DDL statement is one synced write batch, so the catalog and the table
 //! data it points at change together. The in-memory copy is authoritative for readers and is only
 //! changed after the write succeeded.
 
@@ -14,6 +15,7 @@ use parking_lot::RwLock;
 use rivulet_engine::state::{StateBatch, StateStore};
 use rivulet_engine::table::TableStore;
 use rivulet_planner::catalog::TableDef;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{SqlError, sqlstate};
 
@@ -46,6 +48,21 @@ pub struct TableEntry {
 #[derive(Debug, Default)]
 struct Database {
     tables: BTreeMap<String, Arc<TableEntry>>,
+    subscriptions: BTreeMap<String, SubscriptionDef>,
+}
+
+/// RisingWave's `CREATE SUBSCRIPTION`: a relation whose committed changes stay readable by
+/// subscription cursors for `retention_ms` (see `subscriptions.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionDef {
+    pub name: String,
+    pub database: String,
+    /// The table or materialized view, by name and id.
+    pub relation: String,
+    pub relation_id: u64,
+    pub retention_ms: i64,
+    /// When it was created, Unix milliseconds.
+    pub created_ms: i64,
 }
 
 #[derive(Debug)]
@@ -69,10 +86,19 @@ fn db_key(db: &str) -> Vec<u8> {
 }
 
 fn table_key(db: &str, table: &str) -> Vec<u8> {
-    let mut k = b"Ct".to_vec();
+    named_key(b"Ct", db, table)
+}
+
+fn subscription_key(db: &str, name: &str) -> Vec<u8> {
+    named_key(b"Cu", db, name)
+}
+
+/// `tag db 0x00 name`.
+fn named_key(tag: &[u8], db: &str, name: &str) -> Vec<u8> {
+    let mut k = tag.to_vec();
     k.extend_from_slice(db.as_bytes());
     k.push(0);
-    k.extend_from_slice(table.as_bytes());
+    k.extend_from_slice(name.as_bytes());
     k
 }
 
@@ -121,6 +147,21 @@ impl Catalog {
                 Ok(std::ops::ControlFlow::Continue(()))
             })
             .map_err(storage_error)?;
+        let mut subscriptions: Vec<SubscriptionDef> = Vec::new();
+        store
+            .scan_prefix(None, b"Cu", None, |k, v| {
+                match serde_json::from_slice::<SubscriptionDef>(v) {
+                    Ok(def) => subscriptions.push(def),
+                    Err(e) => {
+                        bad = Some(format!(
+                            "catalog entry {:?}: {e}",
+                            String::from_utf8_lossy(k)
+                        ))
+                    }
+                }
+                Ok(std::ops::ControlFlow::Continue(()))
+            })
+            .map_err(storage_error)?;
         if let Some(b) = bad {
             return Err(corrupt(b));
         }
@@ -157,6 +198,13 @@ impl Catalog {
                         store: Arc::new(table),
                     }),
                 );
+        }
+        for def in subscriptions {
+            databases
+                .entry(def.database.clone())
+                .or_default()
+                .subscriptions
+                .insert(def.name.clone(), def);
         }
         let server_id = match store.get(SERVER_ID_KEY).map_err(storage_error)? {
             Some(v) => String::from_utf8(v).map_err(|_| corrupt("server identity".into()))?,
@@ -227,6 +275,9 @@ impl Catalog {
             TableStore::drop_data(&mut batch, entry.def.id);
             rivulet_engine::job::drop_state(&mut batch, entry.def.id);
             rivulet_connectors::drop_state(&mut batch, entry.def.id);
+        }
+        for name in database.subscriptions.keys() {
+            batch.delete(subscription_key(db, name));
         }
         batch.delete(db_key(db));
         self.store.write(batch, true).map_err(storage_error)?;
@@ -363,11 +414,105 @@ impl Catalog {
         TableStore::drop_data(&mut batch, entry.def.id);
         rivulet_engine::job::drop_state(&mut batch, entry.def.id);
         rivulet_connectors::drop_state(&mut batch, entry.def.id);
+        // Its subscriptions go with it, as an index goes with its table.
+        let subscriptions: Vec<String> = inner
+            .databases
+            .get(db)
+            .map(|d| {
+                (d.subscriptions.values())
+                    .filter(|s| s.relation_id == entry.def.id)
+                    .map(|s| s.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for s in &subscriptions {
+            batch.delete(subscription_key(db, s));
+        }
         self.store.write(batch, true).map_err(storage_error)?;
         if let Some(database) = inner.databases.get_mut(db) {
             database.tables.remove(name);
+            for s in &subscriptions {
+                database.subscriptions.remove(s);
+            }
         }
         Ok(true)
+    }
+
+    /// Stores subscription `def`. Returns false if one of its name existed and
+    /// `if_not_exists` was given.
+    pub fn create_subscription(
+        &self,
+        def: SubscriptionDef,
+        if_not_exists: bool,
+    ) -> Result<bool, SqlError> {
+        let mut inner = self.inner.write();
+        let Some(database) = inner.databases.get_mut(&def.database) else {
+            return Err(SqlError::new(
+                sqlstate::UNDEFINED_DATABASE,
+                format!("database \"{}\" does not exist", def.database),
+            ));
+        };
+        if database.subscriptions.contains_key(&def.name) {
+            if if_not_exists {
+                return Ok(false);
+            }
+            return Err(SqlError::new(
+                sqlstate::DUPLICATE_OBJECT,
+                format!("subscription \"{}\" already exists", def.name),
+            ));
+        }
+        let json = serde_json::to_vec(&def).map_err(|e| {
+            SqlError::internal(format!("subscription definition does not serialize: {e}"))
+        })?;
+        let mut batch = StateBatch::new();
+        batch.put(subscription_key(&def.database, &def.name), json);
+        self.store.write(batch, true).map_err(storage_error)?;
+        database.subscriptions.insert(def.name.clone(), def);
+        Ok(true)
+    }
+
+    /// Drops a subscription. Returns false if it did not exist and `if_exists` was given.
+    pub fn drop_subscription(
+        &self,
+        db: &str,
+        name: &str,
+        if_exists: bool,
+    ) -> Result<bool, SqlError> {
+        let mut inner = self.inner.write();
+        let exists = inner
+            .databases
+            .get(db)
+            .is_some_and(|d| d.subscriptions.contains_key(name));
+        if !exists {
+            if if_exists {
+                return Ok(false);
+            }
+            return Err(SqlError::new(
+                sqlstate::UNDEFINED_OBJECT,
+                format!("subscription \"{name}\" does not exist"),
+            ));
+        }
+        let mut batch = StateBatch::new();
+        batch.delete(subscription_key(db, name));
+        self.store.write(batch, true).map_err(storage_error)?;
+        if let Some(database) = inner.databases.get_mut(db) {
+            database.subscriptions.remove(name);
+        }
+        Ok(true)
+    }
+
+    /// One subscription of `db`, if it exists.
+    pub fn subscription(&self, db: &str, name: &str) -> Option<SubscriptionDef> {
+        let inner = self.inner.read();
+        inner.databases.get(db)?.subscriptions.get(name).cloned()
+    }
+
+    /// Every subscription of every database.
+    pub fn subscriptions(&self) -> Vec<SubscriptionDef> {
+        let inner = self.inner.read();
+        (inner.databases.values())
+            .flat_map(|d| d.subscriptions.values().cloned())
+            .collect()
     }
 
     /// Stores `def` in place of the definition of the table (or view) with its database, name

@@ -51,6 +51,8 @@ mod socket;
 mod sources;
 /// `SUBSCRIBE`: a relation's changes streamed to the client as they commit.
 mod subscribe;
+/// RisingWave's `CREATE SUBSCRIPTION` and subscription cursors: changes pulled with FETCH.
+mod subscriptions;
 /// The monitoring system tables (`rivulet_jobs`, `rivulet_operators`, ...).
 mod system_tables;
 /// Postgres text input for columns.

@@ -83,6 +83,8 @@ pub struct Session {
     pub(crate) running: bool,
     /// NOTICEs of the running statement, sent to the client while it runs (see `wire.rs`).
     notices: Notices,
+    /// Open subscription cursors, by name (see [`crate::subscriptions`]).
+    pub cursors: BTreeMap<String, crate::subscriptions::Cursor>,
 }
 
 /// A session's NOTICE messages: statements send, the wire layer forwards them to the client.
@@ -193,6 +195,7 @@ impl Session {
             interrupt: Interrupt::new(),
             running: false,
             notices: Notices::new(),
+            cursors: BTreeMap::new(),
         })
     }
 

@@ -665,6 +665,11 @@ async fn describe(session: &mut Session, parsed: Parsed) -> Result<Prepared, Sql
         param_pg_types: Vec::new(),
         result: None,
     };
+    if let Statement::Fetch { cursor, .. } = &prepared.parsed.statement {
+        // A FETCH's rows are its cursor's, known once the cursor is declared.
+        prepared.result = Some(std::sync::Arc::clone(session.cursor(cursor)?.schema()));
+        return Ok(prepared);
+    }
     let Statement::Sql { stmt, .. } = &prepared.parsed.statement else {
         return Ok(prepared);
     };

@@ -9,6 +9,8 @@
 //! - `T id 'k' seq`: for an UPDATE or DELETE entry of a table without a primary key, the hidden
 //!   row id of each of its rows (8 bytes each), so that a reader can tell which stored row each
 //!   change is about ([`TableStore::change_keys`]).
+//! - `T id 't' seq`: when entry `seq` was committed, Unix milliseconds as 8 little-endian bytes
+//!   ([`TableStore::commit_time`]; entries written before this key existed have none).
 //! - `T id 'f'`: the last sequence trimmed ([`TableStore::trim`]): entries up to it are gone.
 //!
 //! Every statement is one atomic, synced RocksDB write covering rows, log entry and counters, so the
@@ -465,10 +467,12 @@ impl TableStore {
             })?;
         let mut batch = StateBatch::new();
         batch.delete_range(&start, Some(&end));
-        batch.delete_range(
-            &seq_key(self.id, b'k', from + 1),
-            Some(&seq_key(self.id, b'k', upto + 1)),
-        );
+        for sub in [b'k', b't'] {
+            batch.delete_range(
+                &seq_key(self.id, sub, from + 1),
+                Some(&seq_key(self.id, sub, upto + 1)),
+            );
+        }
         batch.put(sub_prefix(self.id, b'f'), upto.to_le_bytes());
         let next = Counters {
             log_bytes: counters.log_bytes.saturating_sub(removed),
@@ -604,6 +608,33 @@ impl TableStore {
         self.holds.lock().values().min().copied()
     }
 
+    /// When change-log entry `seq` was committed, in Unix milliseconds (`None` for an entry
+    /// trimmed, not written yet, or written by a server that did not record it).
+    pub fn commit_time(&self, at: Option<&Snapshot>, seq: u64) -> Result<Option<i64>> {
+        let key = seq_key(self.id, b't', seq);
+        let bytes = match at {
+            Some(snap) => self.store.get_at(snap, &key)?,
+            None => self.store.get(&key)?,
+        };
+        Ok(bytes.and_then(|b| b.as_slice().try_into().ok().map(i64::from_le_bytes)))
+    }
+
+    /// The last change-log entry committed before Unix millisecond `ms` (the trim point when
+    /// entries from `ms` on must stay): a binary search over the entries' commit times, which
+    /// grow with the sequence. Entries without a recorded time count as older than any `ms`.
+    pub fn last_seq_before(&self, ms: i64) -> Result<u64> {
+        let (mut lo, mut hi) = (self.trimmed(), self.last_seq());
+        // Invariant: entries up to `lo` are before `ms` (or gone); those after `hi` are not.
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            match self.commit_time(None, mid)? {
+                Some(t) if t >= ms => hi = mid - 1,
+                _ => lo = mid,
+            }
+        }
+        Ok(lo)
+    }
+
     /// What the table stores now.
     pub fn size(&self) -> TableSize {
         let c = self.writer.lock();
@@ -619,6 +650,11 @@ impl TableStore {
     pub fn close(&self) {
         let _writer = self.writer.lock();
         self.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether the table was dropped ([`TableStore::close`]).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Adds to `batch` what makes table `id`, whose rows and `counters` were just put there
@@ -1297,12 +1333,14 @@ impl TableStore {
         let prefix_len = sub_prefix(self.id, b'r').len();
         let mut seq = counters.next_seq;
         let mut log_bytes = 0u64;
+        let now = unix_ms().to_le_bytes();
         for (change, row_keys) in changes {
             for (start, len) in split_ranges(&change.ops) {
                 let key = seq_key(self.id, b'l', seq);
                 let entry = change.slice(start, len).to_ipc()?;
                 log_bytes += (key.len() + entry.len()) as u64;
                 batch.put(key, entry);
+                batch.put(seq_key(self.id, b't', seq), now);
                 if let Some(keys) = row_keys.and_then(|k| k.get(start..start + len)) {
                     let ids: Vec<u8> = keys
                         .iter()
@@ -1339,7 +1377,15 @@ impl TableStore {
     }
 }
 
-/// The key of change-log entry (`sub` `l`) or row-id list (`k`) `seq` of table `id`.
+/// Milliseconds since the Unix epoch, now.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The key of change-log entry (`sub` `l`), row-id list (`k`) or commit time (`t`) `seq` of
+/// table `id`.
 fn seq_key(id: u64, sub: u8, seq: u64) -> Vec<u8> {
     let mut k = sub_prefix(id, sub);
     k.extend_from_slice(&seq.to_be_bytes());

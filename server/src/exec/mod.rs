@@ -188,6 +188,33 @@ impl Session {
             Statement::DropSavepoint { path, if_exists } => {
                 return self.drop_savepoint(path, *if_exists);
             }
+            Statement::CreateSubscription {
+                name,
+                if_not_exists,
+                relation,
+                retention,
+            } => {
+                return self.create_subscription(
+                    name,
+                    *if_not_exists,
+                    relation,
+                    retention.as_deref(),
+                );
+            }
+            Statement::DropSubscription { name, if_exists } => {
+                return self.drop_subscription(name, *if_exists);
+            }
+            Statement::DeclareCursor {
+                cursor,
+                subscription,
+                start,
+            } => return self.declare_cursor(cursor, subscription, *start),
+            Statement::Fetch {
+                cursor,
+                count,
+                timeout,
+            } => return self.fetch(cursor, *count, timeout.as_deref()).await,
+            Statement::CloseCursor { cursor } => return self.close_cursor(cursor.as_deref()),
             // Streamed by the simple query protocol's handler (`wire.rs`) before it gets here.
             Statement::Subscribe { .. } => {
                 return Err(SqlError::new(

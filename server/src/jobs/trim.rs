@@ -1,8 +1,9 @@
 //! Trimming change logs: every table's and view's change log keeps only the entries some reader
 //! still needs, so storage is bounded by the data, not its history.
 //!
-//! A reader is a job (a view's or sink's) that reads the relation through its log, or a
-//! SUBSCRIBE (a [`rivulet_engine::table::LogHold`]). A job has committed everything up to its
+//! A reader is a job (a view's or sink's) that reads the relation through its log, a SUBSCRIBE
+//! or an open subscription cursor (a [`rivulet_engine::table::LogHold`]), or a subscription,
+//! which keeps the entries of its retention (`subscriptions.rs`). A job has committed everything up to its
 //! committed position, and a restart resumes after it, so entries up to the smallest committed
 //! position of every reader can go; a relation nobody reads keeps nothing. New jobs do not need
 //! the log's past: they start from the current rows (snapshot backfill, in the engine).
@@ -45,6 +46,16 @@ pub async fn trim_once(shared: &Arc<Shared>) -> rivulet_engine::Result<usize> {
         .flat_map(|db| shared.catalog.tables(db))
         .map(|t| Arc::clone(&t.store))
         .collect();
+    // A subscription keeps the entries committed from `max(created, now - retention)` on.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut kept_from: HashMap<u64, i64> = HashMap::new();
+    for s in shared.catalog.subscriptions() {
+        let from = s.created_ms.max(now.saturating_sub(s.retention_ms));
+        let oldest = kept_from.entry(s.relation_id).or_insert(i64::MAX);
+        *oldest = (*oldest).min(from);
+    }
     let mut trimmed = 0;
     for table in tables {
         let mut upto = table.last_seq();
@@ -54,11 +65,18 @@ pub async fn trim_once(shared: &Arc<Shared>) -> rivulet_engine::Result<usize> {
         if let Some(h) = table.oldest_hold() {
             upto = upto.min(h);
         }
+        let kept_from = kept_from.get(&table.id()).copied();
         if upto > table.trimmed() {
             let t = Arc::clone(&table);
-            let done = tokio::task::spawn_blocking(move || t.trim(upto))
-                .await
-                .map_err(|e| rivulet_engine::EngineError::Internal(format!("trim task: {e}")))??;
+            let done = tokio::task::spawn_blocking(move || {
+                let upto = match kept_from {
+                    Some(ms) => upto.min(t.last_seq_before(ms)?),
+                    None => upto,
+                };
+                t.trim(upto)
+            })
+            .await
+            .map_err(|e| rivulet_engine::EngineError::Internal(format!("trim task: {e}")))??;
             trimmed += usize::from(done);
         }
     }
