@@ -4,8 +4,15 @@
 //! `TIMESTAMP` and `TIME` are kept in microseconds like Postgres (DataFusion's default nanoseconds
 //! cannot hold dates past 2262). `TIMESTAMPTZ` is UTC instants. `NUMERIC` without a precision is
 //! `NUMERIC(38, 10)`, the widest decimal Arrow's 128-bit decimals hold. `JSONB` is stored as text.
+//!
+//! An array (`INT[]`, `INT[3]`, `ARRAY<INT>`) is an Arrow `List` of its element type. Postgres
+//! has one array type per element type, of any number of dimensions, each rectangular; Arrow nests
+//! lists, so `INT[][]` is a list of lists (as DataFusion plans it), whose inner lists may differ in
+//! length.
 
-use datafusion::arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, TimeUnit};
 use datafusion::sql::sqlparser::ast::{self, CharacterLength, ExactNumberInfo, TimezoneInfo};
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +24,7 @@ pub const MAX_NUMERIC_PRECISION: u8 = 38;
 pub const DEFAULT_NUMERIC_SCALE: i8 = 10;
 
 /// A column type as declared in SQL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SqlType {
     Boolean,
     SmallInt,
@@ -25,8 +32,13 @@ pub enum SqlType {
     BigInt,
     Real,
     Double,
-    Numeric { precision: u8, scale: i8 },
-    Varchar { max_len: Option<u32> },
+    Numeric {
+        precision: u8,
+        scale: i8,
+    },
+    Varchar {
+        max_len: Option<u32>,
+    },
     Text,
     Date,
     Time,
@@ -35,6 +47,8 @@ pub enum SqlType {
     Interval,
     Bytea,
     Jsonb,
+    /// An array of the element type.
+    Array(Box<SqlType>),
 }
 
 impl SqlType {
@@ -66,6 +80,11 @@ impl SqlType {
             D::Interval { .. } => SqlType::Interval,
             D::Bytea => SqlType::Bytea,
             D::JSON | D::JSONB => SqlType::Jsonb,
+            D::Array(
+                ast::ArrayElemTypeDef::SquareBracket(elem, _)
+                | ast::ArrayElemTypeDef::AngleBracket(elem)
+                | ast::ArrayElemTypeDef::Parenthesis(elem),
+            ) => SqlType::Array(Box::new(SqlType::from_ast(elem)?)),
             // Flink's TIMESTAMP_LTZ(p): a point in time.
             D::Custom(name, _) if name.to_string().eq_ignore_ascii_case("timestamp_ltz") => {
                 SqlType::TimestampTz
@@ -117,6 +136,9 @@ impl SqlType {
             DataType::Timestamp(_, Some(_)) => SqlType::TimestampTz,
             DataType::Interval(_) | DataType::Duration(_) => SqlType::Interval,
             DataType::Binary | DataType::LargeBinary | DataType::BinaryView => SqlType::Bytea,
+            DataType::List(item) | DataType::LargeList(item) => {
+                SqlType::Array(Box::new(SqlType::from_arrow(item.data_type())?))
+            }
             _ => return None,
         })
     }
@@ -140,6 +162,17 @@ impl SqlType {
             }
             SqlType::Interval => DataType::Interval(IntervalUnit::MonthDayNano),
             SqlType::Bytea => DataType::Binary,
+            SqlType::Array(elem) => {
+                DataType::List(Arc::new(Field::new_list_field(elem.arrow_type(), true)))
+            }
+        }
+    }
+
+    /// The element type of an array, through every dimension; `self` for other types.
+    pub fn element(&self) -> &SqlType {
+        match self {
+            SqlType::Array(elem) => elem.element(),
+            other => other,
         }
     }
 
@@ -163,6 +196,8 @@ impl SqlType {
             SqlType::Interval => "interval".into(),
             SqlType::Bytea => "bytea".into(),
             SqlType::Jsonb => "jsonb".into(),
+            // Postgres names an array of any dimension by its element: `integer[]`.
+            SqlType::Array(_) => format!("{}[]", self.element().pg_name()),
         }
     }
 }
@@ -244,5 +279,29 @@ mod tests {
             Err(PlanError::InvalidParameter(_))
         ));
         assert!(matches!(ty("geometry"), Err(PlanError::UnknownType(_))));
+        let ints = SqlType::Array(Box::new(SqlType::Int));
+        assert_eq!(ty("INT[]").unwrap(), ints);
+        assert_eq!(ty("ARRAY<INT>").unwrap(), ints);
+        assert_eq!(ty("INT[3]").unwrap(), ints);
+        assert_eq!(
+            ty("TEXT[][]").unwrap(),
+            SqlType::Array(Box::new(SqlType::Array(Box::new(SqlType::Text))))
+        );
+        assert_eq!(ty("TEXT[][]").unwrap().pg_name(), "text[]");
+    }
+
+    #[test]
+    fn arrays_are_lists_of_their_element_type() {
+        let t = SqlType::Array(Box::new(SqlType::Numeric {
+            precision: 10,
+            scale: 2,
+        }));
+        assert_eq!(SqlType::from_arrow(&t.arrow_type()), Some(t.clone()));
+        assert_eq!(t.pg_name(), "numeric(10,2)[]");
+        let utf8_view = DataType::new_list(DataType::Utf8View, true);
+        assert_eq!(
+            SqlType::from_arrow(&utf8_view),
+            Some(SqlType::Array(Box::new(SqlType::Text)))
+        );
     }
 }

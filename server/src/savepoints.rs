@@ -280,7 +280,14 @@ pub fn check_rows(saved: &TableDef, planned: &TableDef) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    if shape(saved) != shape(planned) {
+    // Compared as types, not names: `integer[]` names an array of any dimensions.
+    let types = |d: &TableDef| {
+        d.columns
+            .iter()
+            .map(|c| (c.name.clone(), c.sql_type.clone()))
+            .collect::<Vec<_>>()
+    };
+    if types(saved) != types(planned) {
         return Err(format!(
             "The savepoint's rows have the columns ({}), and the query's are ({}).",
             shape(saved),

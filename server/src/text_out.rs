@@ -3,7 +3,8 @@
 //! `arrow-pg` prints timestamps with a fixed six-digit fraction (`10:00:01.000000`) and a NULL
 //! interval as `00:00:00`; Postgres prints `10:00:01` and NULL, and clients compare such text.
 //! Times likewise. Before a batch is encoded in the text format, its timestamp and interval columns are turned
-//! into strings here, column by column; the field's Postgres type is unchanged.
+//! into strings here, column by column; the field's Postgres type is unchanged. Arrays of them
+//! become lists of strings, which `arrow-pg` then prints with Postgres' array quoting.
 
 use std::fmt::Write;
 use std::str::FromStr;
@@ -12,7 +13,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Datelike, Offset, TimeZone, Timelike};
 use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{
-    ArrayRef, AsArray, IntervalMonthDayNanoArray, StringBuilder, TimestampMicrosecondArray,
+    ArrayRef, AsArray, IntervalMonthDayNanoArray, LargeListArray, ListArray, StringBuilder,
+    TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
@@ -25,16 +27,17 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 /// Whether a column of this type is rewritten by [`postgres_text`].
 fn rewritten(t: &DataType) -> bool {
-    matches!(
-        t,
+    match t {
         DataType::Timestamp(..)
-            | DataType::Interval(_)
-            | DataType::Duration(_)
-            | DataType::Time32(_)
-            | DataType::Time64(_)
-            | DataType::Float32
-            | DataType::Float64
-    ) || unconstrained_numeric(t)
+        | DataType::Interval(_)
+        | DataType::Duration(_)
+        | DataType::Time32(_)
+        | DataType::Time64(_)
+        | DataType::Float32
+        | DataType::Float64 => true,
+        DataType::List(item) | DataType::LargeList(item) => rewritten(item.data_type()),
+        t => unconstrained_numeric(t),
+    }
 }
 
 /// A `numeric` declared without precision and scale, stored as `numeric(38, 10)`
@@ -59,25 +62,10 @@ pub fn postgres_text(
     let mut fields = Vec::with_capacity(schema.fields().len());
     let mut columns = Vec::with_capacity(schema.fields().len());
     for (i, (field, column)) in schema.fields().iter().zip(batch.columns()).enumerate() {
-        let text = match field.data_type() {
-            DataType::Timestamp(_, tz) if text(i) => Some(timestamps(column, tz.as_deref())?),
-            DataType::Interval(_) if text(i) => Some(intervals(column)?),
-            DataType::Duration(_) if text(i) => Some(durations(column)?),
-            DataType::Time32(_) | DataType::Time64(_) if text(i) => Some(times(column)?),
-            DataType::Float64 if text(i) => {
-                Some(floats(column.as_primitive::<Float64Type>().iter()))
-            }
-            DataType::Float32 if text(i) => {
-                Some(floats(column.as_primitive::<Float32Type>().iter().map(
-                    |v| v.map(|v| v.to_string().parse::<f64>().unwrap_or(f64::from(v))),
-                )))
-            }
-            t if unconstrained_numeric(t) && text(i) => Some(numerics(column)),
-            _ => None,
-        };
+        let text = if text(i) { text_column(column)? } else { None };
         match text {
             Some(text) => {
-                fields.push(Field::new(field.name(), DataType::Utf8, true));
+                fields.push(Field::new(field.name(), text.data_type().clone(), true));
                 columns.push(text);
             }
             None => {
@@ -87,6 +75,44 @@ pub fn postgres_text(
         }
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+/// `column` as Postgres' text forms, if its type is [`rewritten`]. A list keeps its shape with its
+/// elements as text, so that `arrow-pg` quotes them as Postgres does (`{"2024-01-02 10:00:00"}`).
+fn text_column(column: &ArrayRef) -> Result<Option<ArrayRef>, ArrowError> {
+    Ok(Some(match column.data_type() {
+        DataType::Timestamp(_, tz) => timestamps(column, tz.as_deref())?,
+        DataType::Interval(_) => intervals(column)?,
+        DataType::Duration(_) => durations(column)?,
+        DataType::Time32(_) | DataType::Time64(_) => times(column)?,
+        DataType::Float64 => floats(column.as_primitive::<Float64Type>().iter()),
+        DataType::Float32 => floats(
+            column
+                .as_primitive::<Float32Type>()
+                .iter()
+                .map(|v| v.map(|v| v.to_string().parse::<f64>().unwrap_or(f64::from(v)))),
+        ),
+        DataType::List(_) => {
+            let list = column.as_list::<i32>();
+            let Some(values) = text_column(list.values())? else {
+                return Ok(None);
+            };
+            let (_, offsets, _, nulls) = list.clone().into_parts();
+            let item = Arc::new(Field::new_list_field(values.data_type().clone(), true));
+            Arc::new(ListArray::try_new(item, offsets, values, nulls)?)
+        }
+        DataType::LargeList(_) => {
+            let list = column.as_list::<i64>();
+            let Some(values) = text_column(list.values())? else {
+                return Ok(None);
+            };
+            let (_, offsets, _, nulls) = list.clone().into_parts();
+            let item = Arc::new(Field::new_list_field(values.data_type().clone(), true));
+            Arc::new(LargeListArray::try_new(item, offsets, values, nulls)?)
+        }
+        t if unconstrained_numeric(t) => numerics(column),
+        _ => return Ok(None),
+    }))
 }
 
 fn timestamps(column: &ArrayRef, tz: Option<&str>) -> Result<ArrayRef, ArrowError> {

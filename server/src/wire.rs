@@ -309,6 +309,22 @@ fn command_tag(tag: &str) -> Tag {
 
 fn fields_of(schema: &Schema, format: &Format) -> Result<Vec<FieldInfo>, SqlError> {
     let schema = crate::pg::names::visible(schema);
+    // `arrow-pg` sends no list of lists; Postgres' multidimensional arrays are rectangular and
+    // have their own wire form, which a list of lists of any lengths does not map onto.
+    if let Some(nested) = schema
+        .fields()
+        .iter()
+        .find(|f| is_nested_list(f.data_type()))
+    {
+        return Err(SqlError::new(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!(
+                "column \"{}\" is an array of arrays, which results cannot hold",
+                nested.name()
+            ),
+        )
+        .with_hint("Select its elements, with unnest or flatten, or an element such as m[1]."));
+    }
     let fields =
         arrow_pg::datatypes::arrow_schema_to_pg_fields(&schema, format, None).map_err(|e| {
             SqlError::new(
@@ -351,6 +367,16 @@ fn fields_of(schema: &Schema, format: &Format) -> Result<Vec<FieldInfo>, SqlErro
             }
         })
         .collect())
+}
+
+/// Whether `t` is a list of lists.
+fn is_nested_list(t: &DataType) -> bool {
+    match t {
+        DataType::List(item) | DataType::LargeList(item) => {
+            matches!(item.data_type(), DataType::List(_) | DataType::LargeList(_))
+        }
+        _ => false,
+    }
 }
 
 /// A type's `pg_type.typlen`: its width in bytes, or -1 for a variable-width type.

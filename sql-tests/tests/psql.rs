@@ -125,3 +125,58 @@ async fn psql_commands_copy_and_backslash_copy() {
         .unwrap();
     assert_eq!(out.trim(), "6");
 }
+
+#[tokio::test]
+async fn copy_reads_array_literals() {
+    if Command::new("psql").arg("--version").output().is_err() {
+        eprintln!("psql not installed; scripts/deps installs it");
+        return;
+    }
+    let server = TestServer::start().await.unwrap();
+    let port = server.port;
+    let run = move |args: Vec<String>, stdin: Option<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            psql(port, &args, stdin.as_deref())
+        })
+    };
+    let sql = |s: &str| vec!["-c".to_string(), s.to_string()];
+    let (ok, _, err) = run(
+        sql("CREATE TABLE c (id INT PRIMARY KEY, xs BIGINT[], tags TEXT[])"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    // Text format: the array's own quotes and backslashes pass through COPY's escapes.
+    let (ok, _, err) = run(
+        sql("COPY c FROM STDIN"),
+        Some("1\t{1,2,NULL}\t{a,\"b c\",\"x\\\\\"y\"}\n2\t\\N\t{}\n".into()),
+    )
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(
+        sql("COPY c FROM STDIN WITH (FORMAT csv)"),
+        Some("3,\"{4, 5}\",\"{NULL,\"\"NULL\"\"}\"\n".into()),
+    )
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(sql("SELECT * FROM c ORDER BY id"), None).await.unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        "1|{1,2,NULL}|{a,\"b c\",\"x\\\"y\"}\n2||{}\n3|{4,5}|{NULL,\"NULL\"}"
+    );
+    // An element that does not parse fails the COPY with 22P02, naming the line.
+    let (ok, _, err) = run(sql("COPY c FROM STDIN"), Some("4\t{1,x}\t{}\n".into()))
+        .await
+        .unwrap();
+    assert!(!ok);
+    assert!(
+        err.contains("invalid input syntax for type bigint[]: \"{1,x}\"")
+            && err.contains("COPY c, line 1, column xs"),
+        "{err}"
+    );
+}

@@ -59,3 +59,47 @@ async fn acknowledged_writes_survive_kill_9() {
         .unwrap_err();
     assert_eq!(err.code().map(|c| c.code()), Some("23505"));
 }
+
+#[tokio::test]
+async fn array_columns_survive_kill_9_in_tables_and_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path()).await.unwrap();
+    let c = server.connect("dev").await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE t (id INT PRIMARY KEY, xs INT[], tags TEXT[]);
+         INSERT INTO t VALUES (1, ARRAY[1,2,NULL], ARRAY['a','b c']), (2, NULL, '{}'), (3, '{}', NULL);
+         CREATE MATERIALIZED VIEW v AS SELECT id, xs, cardinality(tags) AS n FROM t;
+         FLUSH",
+    )
+    .await
+    .unwrap();
+    let want = ["1|{1,2,NULL}|2", "2|NULL|0", "3|{}|NULL"];
+    assert_eq!(
+        text_rows(&c, "SELECT * FROM v ORDER BY id").await.unwrap(),
+        want
+    );
+    server.kill9().await.unwrap();
+
+    let server = TestServer::start_in(dir.path()).await.unwrap();
+    let c = server.connect("dev").await.unwrap();
+    assert_eq!(
+        text_rows(&c, "SELECT * FROM v ORDER BY id").await.unwrap(),
+        want
+    );
+    // The restarted job keeps the view up to date from the table's arrays.
+    c.batch_execute("UPDATE t SET xs = array_append(xs, 7) WHERE id = 3; FLUSH")
+        .await
+        .unwrap();
+    assert_eq!(
+        text_rows(&c, "SELECT xs FROM v WHERE id = 3")
+            .await
+            .unwrap(),
+        ["{7}"]
+    );
+    assert_eq!(
+        text_rows(&c, "SELECT tags FROM t WHERE id = 1")
+            .await
+            .unwrap(),
+        ["{a,\"b c\"}"]
+    );
+}

@@ -47,7 +47,8 @@ pub async fn plan_continuous(
 /// Makes text-to-bytea casts read Postgres' bytea text forms (`'\x4869'::bytea` is `Hi`), where
 /// Arrow's cast would take the text's own bytes. Covers literals, VALUES in INSERT, and columns.
 /// Text constants cast to timestamps and intervals get Postgres' forms Arrow does not read
-/// rewritten ([`crate::pg::datetime_input`]).
+/// rewritten ([`crate::pg::datetime_input`]); those cast to arrays (`'{1,2}'` into an `INT[]`
+/// column) are parsed as Postgres array literals ([`crate::text`]).
 fn postgres_text_casts(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
     let rewritten = plan.transform_up(|node| {
         let input = node.inputs().first().map(|i| Arc::clone(i.schema()));
@@ -60,7 +61,12 @@ fn postgres_text_casts(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
                 {
                     Ok(Transformed::yes(crate::functions::bytea_in(*expr)))
                 }
-                Expr::Cast(cast) => Ok(text_constant_cast(cast)),
+                Expr::Cast(cast) => match (text_constant(&cast.expr), cast.field.data_type()) {
+                    (Some(text), t @ (DataType::List(_) | DataType::LargeList(_))) => Ok(
+                        Transformed::yes(Expr::Literal(array_constant(text, t)?, None)),
+                    ),
+                    _ => Ok(text_constant_cast(cast)),
+                },
                 other => Ok(Transformed::no(other)),
             })
         })
@@ -85,6 +91,18 @@ fn text_constant_cast(cast: Cast) -> Transformed<Expr> {
         })),
         None => Transformed::no(Expr::Cast(cast)),
     }
+}
+
+/// A Postgres array literal as a constant of the list type `t`.
+fn array_constant(text: &str, t: &DataType) -> datafusion::error::Result<ScalarValue> {
+    let strings: datafusion::arrow::array::ArrayRef =
+        Arc::new(datafusion::arrow::array::StringArray::from(vec![text]));
+    let strict = datafusion::arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    let array = crate::text::parse_column(&strings, t, &strict)?;
+    ScalarValue::try_from_array(&array, 0)
 }
 
 /// The text of a string constant.

@@ -489,9 +489,10 @@ impl std::fmt::Debug for PgAttribute {
     }
 }
 
-/// A column type's `pg_type` OID, `atttypmod` and `attlen`, as Postgres has them.
-fn pg_attribute_type(t: SqlType) -> (i32, i32, i16) {
-    match t {
+/// A column type's `pg_type` OID, `atttypmod` and `attlen`, as Postgres has them. An array has
+/// its element's `atttypmod` (`numeric(10,2)[]`), whatever its dimensions.
+fn pg_attribute_type(t: &SqlType) -> (i32, i32, i16) {
+    match *t {
         SqlType::Boolean => (16, -1, 1),
         SqlType::SmallInt => (21, -1, 2),
         SqlType::Int => (23, -1, 4),
@@ -521,6 +522,34 @@ fn pg_attribute_type(t: SqlType) -> (i32, i32, i16) {
         SqlType::Interval => (1186, -1, 16),
         SqlType::Bytea => (17, -1, -1),
         SqlType::Jsonb => (3802, -1, -1),
+        SqlType::Array(_) => {
+            let (element, typmod, _) = pg_attribute_type(t.element());
+            (array_oid(element), typmod, -1)
+        }
+    }
+}
+
+/// The `pg_type` OID of the array type of the element type `element` (its `typarray`).
+fn array_oid(element: i32) -> i32 {
+    match element {
+        16 => 1000,
+        21 => 1005,
+        23 => 1007,
+        20 => 1016,
+        700 => 1021,
+        701 => 1022,
+        1700 => 1231,
+        1043 => 1015,
+        25 => 1009,
+        1082 => 1182,
+        1083 => 1183,
+        1114 => 1115,
+        1184 => 1185,
+        1186 => 1187,
+        17 => 1001,
+        3802 => 3807,
+        // Not reached: every element type above has its array type.
+        _ => 0,
     }
 }
 
@@ -585,7 +614,7 @@ impl TableProvider for PgAttribute {
                         .get(&(relation.clone(), names.value(i).to_string()))
                 });
                 if let Some(t) = declared {
-                    (typids[i], typmods[i], lens[i]) = pg_attribute_type(*t);
+                    (typids[i], typmods[i], lens[i]) = pg_attribute_type(t);
                 }
             }
             let batch = replace(&batch, "atttypid", Arc::new(Int32Array::from(typids)))?;

@@ -59,7 +59,7 @@ pub fn declared(server: &crate::catalog::Catalog, database: &str) -> Declared {
             t.def
                 .columns
                 .iter()
-                .map(|c| ((t.def.name.clone(), c.name.clone()), c.sql_type))
+                .map(|c| ((t.def.name.clone(), c.name.clone()), c.sql_type.clone()))
         })
         .collect()
 }
@@ -286,7 +286,7 @@ fn declared_types(batch: RecordBatch, declared: &Declared) -> Result<RecordBatch
         else {
             continue;
         };
-        let (data_type, udt) = information_schema_type(*t);
+        let (data_type, udt) = information_schema_type(t);
         data_types[i] = Some(data_type.to_string());
         udt_names[i] = Some(udt.to_string());
         match *t {
@@ -316,8 +316,9 @@ fn declared_types(batch: RecordBatch, declared: &Declared) -> Result<RecordBatch
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
-/// A column type's `information_schema.columns.data_type` and `udt_name`, as Postgres has them.
-fn information_schema_type(t: SqlType) -> (&'static str, &'static str) {
+/// A column type's `information_schema.columns.data_type` and `udt_name`, as Postgres has them:
+/// an array is `ARRAY`, its `udt_name` its element's with a leading underscore (`_int4`).
+fn information_schema_type(t: &SqlType) -> (&'static str, &'static str) {
     match t {
         SqlType::Boolean => ("boolean", "bool"),
         SqlType::SmallInt => ("smallint", "int2"),
@@ -335,6 +336,29 @@ fn information_schema_type(t: SqlType) -> (&'static str, &'static str) {
         SqlType::Interval => ("interval", "interval"),
         SqlType::Bytea => ("bytea", "bytea"),
         SqlType::Jsonb => ("jsonb", "jsonb"),
+        SqlType::Array(_) => {
+            let udt = match t.element() {
+                SqlType::Boolean => "_bool",
+                SqlType::SmallInt => "_int2",
+                SqlType::Int => "_int4",
+                SqlType::BigInt => "_int8",
+                SqlType::Real => "_float4",
+                SqlType::Double => "_float8",
+                SqlType::Numeric { .. } => "_numeric",
+                SqlType::Varchar { .. } => "_varchar",
+                SqlType::Text => "_text",
+                SqlType::Date => "_date",
+                SqlType::Time => "_time",
+                SqlType::Timestamp => "_timestamp",
+                SqlType::TimestampTz => "_timestamptz",
+                SqlType::Interval => "_interval",
+                SqlType::Bytea => "_bytea",
+                SqlType::Jsonb => "_jsonb",
+                // `element` goes through every dimension.
+                SqlType::Array(_) => "_text",
+            };
+            ("ARRAY", udt)
+        }
     }
 }
 

@@ -309,8 +309,8 @@ fn function_column_aliases(stmt: &mut ast::Statement) {
 
 /// Rewrites `'{1,2}'::int[]`, Postgres' text form of an array cast to an array type, into
 /// `ARRAY[CAST('1' AS int), CAST('2' AS int)]` (DataFusion casts no text to an array). One
-/// dimension, with Postgres' quoting (`"a,b"`, backslash escapes) and unquoted `NULL`; other
-/// texts are left for DataFusion to refuse.
+/// dimension, split by [`crate::text::array_elements`]; other texts are left for the cast of text
+/// constants to arrays after planning (`exec::query`), which reports them.
 fn array_literals(stmt: &mut ast::Statement) {
     let _ = ast::visit_expressions_mut(stmt, |expr| {
         if let ast::Expr::Cast {
@@ -320,7 +320,7 @@ fn array_literals(stmt: &mut ast::Statement) {
         } = expr
             && let ast::Expr::Value(v) = inner.as_ref()
             && let ast::Value::SingleQuotedString(text) = &v.value
-            && let Some(items) = array_items(text)
+            && let Some(items) = crate::text::array_elements(text, false)
         {
             let elem = elem.as_ref().clone();
             let elements = items
@@ -348,69 +348,6 @@ fn array_literals(stmt: &mut ast::Statement) {
         }
         ControlFlow::<()>::Continue(())
     });
-}
-
-/// The elements of a one-dimensional array in Postgres' text form (`None` for NULL), or `None`
-/// if `text` is not one.
-fn array_items(text: &str) -> Option<Vec<Option<String>>> {
-    let inner = text.trim().strip_prefix('{')?.strip_suffix('}')?;
-    let mut items = Vec::new();
-    if inner.trim().is_empty() {
-        return Some(items);
-    }
-    let mut chars = inner.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let mut item = String::new();
-        let mut quoted = false;
-        // Up to where the item holds escaped characters, which are data (`\ `, `\NULL`).
-        let mut escaped = 0;
-        if chars.peek() == Some(&'"') {
-            quoted = true;
-            chars.next();
-            loop {
-                match chars.next()? {
-                    '\\' => item.push(chars.next()?),
-                    '"' => break,
-                    c => item.push(c),
-                }
-            }
-            while chars.peek().is_some_and(|c| c.is_whitespace()) {
-                chars.next();
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                match c {
-                    ',' => break,
-                    '{' | '}' | '"' => return None,
-                    '\\' => {
-                        chars.next();
-                        item.push(chars.next()?);
-                        escaped = item.len();
-                    }
-                    c => {
-                        item.push(c);
-                        chars.next();
-                    }
-                }
-            }
-            let kept = item[escaped..].trim_end().len();
-            item.truncate(escaped + kept);
-            if item.is_empty() {
-                // `{1,}`, `{1,,2}`: malformed, as Postgres says.
-                return None;
-            }
-        }
-        let null = !quoted && escaped == 0 && item.eq_ignore_ascii_case("null");
-        items.push((!null).then_some(item));
-        match chars.next() {
-            None => return Some(items),
-            Some(',') => {}
-            Some(_) => return None,
-        }
-    }
 }
 
 /// The call `name(args [ORDER BY order])`.
@@ -1010,7 +947,7 @@ mod tests {
     #[test]
     fn array_texts_become_array_constructors() {
         assert_eq!(
-            array_items(r#"{1, 2,NULL,"NULL","a,\"b"}"#),
+            crate::text::array_elements(r#"{1, 2,NULL,"NULL","a,\"b"}"#, false),
             Some(vec![
                 Some("1".into()),
                 Some("2".into()),
@@ -1019,15 +956,15 @@ mod tests {
                 Some("a,\"b".into())
             ])
         );
-        assert_eq!(array_items("{}"), Some(vec![]));
-        assert_eq!(array_items("{1,}"), None);
-        assert_eq!(array_items("{1,,2}"), None);
+        assert_eq!(crate::text::array_elements("{}", false), Some(vec![]));
+        assert_eq!(crate::text::array_elements("{1,}", false), None);
+        assert_eq!(crate::text::array_elements("{1,,2}", false), None);
         assert_eq!(
-            array_items(r"{\NULL,a\ }"),
+            crate::text::array_elements(r"{\NULL,a\ }", false),
             Some(vec![Some("NULL".into()), Some("a ".into())])
         );
-        assert_eq!(array_items("{{1},{2}}"), None);
-        assert_eq!(array_items("1,2"), None);
+        assert_eq!(crate::text::array_elements("{{1},{2}}", false), None);
+        assert_eq!(crate::text::array_elements("1,2", false), None);
         assert_eq!(
             rewritten("SELECT '{1,NULL}'::int[]"),
             "SELECT ARRAY[CAST('1' AS INT), CAST(NULL AS INT)]::INT[] AS \"int4\""
