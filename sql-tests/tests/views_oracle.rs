@@ -47,6 +47,18 @@ const VIEWS: &[(&str, &str)] = &[
         "ordered_filtered",
         "SELECT k, string_agg(s, ';' ORDER BY id) FILTER (WHERE v > 40) AS big FROM t1 GROUP BY k",
     ),
+    (
+        "arrays",
+        "SELECT k, array_agg(v ORDER BY id) AS vs FROM t1 GROUP BY k",
+    ),
+    (
+        "arrays_distinct",
+        "SELECT k, array_agg(DISTINCT s ORDER BY s DESC) AS ss FROM t1 GROUP BY k",
+    ),
+    (
+        "arrays_filtered",
+        "SELECT k, array_agg(id ORDER BY v, id) FILTER (WHERE v < 50) AS small FROM t1 GROUP BY k",
+    ),
     // Aggregates recomputed from each group's multiset of values.
     (
         "recomputed",

@@ -665,7 +665,7 @@ fn input_column(columns: &[ArrayRef], i: usize) -> Result<&ArrayRef> {
 }
 
 /// The multiset codec of STRING_AGG or ARRAY_AGG over values of type `t`: the order columns
-/// with their directions, then the value ascending.
+/// with their directions, then the value ascending, NULLs last.
 fn ordered_values(spec: &AggSpec, input: &SchemaRef, t: &DataType) -> Result<Codec> {
     let mut fields = spec
         .order
@@ -681,7 +681,12 @@ fn ordered_values(spec: &AggSpec, input: &SchemaRef, t: &DataType) -> Result<Cod
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    fields.push(SortField::new(t.clone()));
+    // Ascending with NULLs last, as Postgres orders by the value.
+    let ascending = SortOptions {
+        descending: false,
+        nulls_first: false,
+    };
+    fields.push(SortField::new_with_options(t.clone(), ascending));
     Codec::sorted(fields, None)
 }
 
