@@ -171,6 +171,11 @@ struct Args {
     /// for with HTTP basic authentication, except by `/health` and `/ready`).
     #[arg(long, env = "RIVULET_HTTP_LISTEN", default_value = "127.0.0.1:9250")]
     http_listen: String,
+    /// `off` stops jobs from recording their per-operator, per-task and per-source figures
+    /// (rows, watermarks, busy and backpressured time): `rivulet_operators`, `rivulet_sources`
+    /// and their `/metrics` stay at zero. For measuring what recording costs; `on` by default.
+    #[arg(long, env = "RIVULET_METRICS", default_value = "on", value_parser = ["on", "off"])]
+    metrics: String,
     /// On SIGTERM or Ctrl-C, how long the jobs may take to reach a last checkpoint before the
     /// server exits anyway, in milliseconds (a job still running then, waiting for a broker say,
     /// replays its open epoch at the next start).
@@ -322,6 +327,7 @@ fn main() -> anyhow::Result<()> {
     if args.password.as_deref().is_some_and(str::is_empty) {
         args.password = None;
     }
+    rivulet_engine::job::metrics::set_recording(args.metrics == "on");
     if let Some(Command::Backup { to }) = &args.command {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -15,7 +15,8 @@
 //! job back. A client that stops reading makes its socket fill, the subscription falls behind
 //! the log, and once it is more than `rivulet.subscribe_max_lag` commits behind (10,000 by
 //! default) it ends with `53400`. Cancel, `statement_timeout` and the client going away end it
-//! as any statement. Only the simple query protocol streams; the extended protocol refuses it.
+//! as any statement. Both protocols stream it (tokio-postgres' `copy_out` uses the extended one);
+//! it must be alone in its query.
 
 use std::fmt::Write as _;
 use std::sync::Arc;

@@ -468,6 +468,23 @@ impl Connection {
         let [parsed] = parsed.as_slice() else {
             return None;
         };
+        let response = self.subscribe(client, session, parsed).await?;
+        Some(Ok(vec![response]))
+    }
+
+    /// Streams `parsed` if it is a `SUBSCRIBE` (`None` otherwise), in either protocol: the COPY
+    /// OUT data goes to `client` while it runs; the response is its end (`COPY n`) or error.
+    async fn subscribe<C>(
+        &self,
+        client: &mut C,
+        session: &mut Session,
+        parsed: &Parsed,
+    ) -> Option<Response>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
         let Statement::Subscribe {
             relation,
             snapshot,
@@ -477,7 +494,7 @@ impl Connection {
             return None;
         };
         if let Err(e) = session.refuse_in_failed_block(&parsed.statement) {
-            return Some(Ok(vec![Response::Error(Box::new(e.into_error_info()))]));
+            return Some(Response::Error(Box::new(e.into_error_info())));
         }
         let interrupt = Interrupt::new();
         let timeout = crate::interrupt::timeout_setting(session.settings.get("statement_timeout"));
@@ -518,7 +535,7 @@ impl Connection {
                 }
             }
         };
-        Some(Ok(vec![match streamed {
+        Some(match streamed {
             Ok(lines) => Response::Execution(Tag::new("COPY").with_rows(lines as usize)),
             Err(e) => {
                 if session.tx == crate::session::TxState::Open {
@@ -526,7 +543,7 @@ impl Connection {
                 }
                 Response::Error(Box::new(e.into_error_info()))
             }
-        }]))
+        })
     }
 
     /// The statements of a simple query, each answered in turn until one fails.
@@ -982,6 +999,12 @@ impl ExtendedQueryHandler for Connection {
         };
         let mut guard = session_of(&self.frontend.shared, &self.session, client).await?;
         let session = session_mut(&mut guard)?;
+        if let Some(response) = self.subscribe(client, session, &prepared.parsed).await {
+            return match response {
+                Response::Error(e) => Err(PgWireError::UserError(e)),
+                response => Ok(response),
+            };
+        }
         let interrupt = Interrupt::new();
         session.interrupt = interrupt.clone();
         let notices = session.notices();

@@ -27,7 +27,6 @@
 //! RisingWave's default interval). Flink runs without checkpoints.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -90,43 +89,6 @@ const VIEWS: &[(&str, &str)] = &[
 ];
 
 /// Writes `n` bids as `genbids.py` does: the same LCG, fields and text.
-fn write_bids(path: &Path, n: u64) {
-    let chans = [
-        "Google",
-        "Facebook",
-        "Baidu",
-        "Apple",
-        "channel-1234",
-        "channel-42",
-        "channel-777",
-        "channel-9",
-    ];
-    let base: u64 = 1_700_000_000_000;
-    let mut x: u64 = 12345;
-    let tmp = path.with_extension("partial");
-    let mut out = std::io::BufWriter::with_capacity(1 << 22, std::fs::File::create(&tmp).unwrap());
-    for i in 0..n {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let (a, b, p) = (
-            (x >> 20) % 10000,
-            (x >> 34) % 1_000_000,
-            1 + (x >> 7) % 100_000,
-        );
-        let c = chans[((x >> 50) & 7) as usize];
-        writeln!(
-            out,
-            "{{\"auction\":{a},\"bidder\":{b},\"price\":{p},\"channel\":\"{c}\",\"url\":\"https://www.nexmark.com/item.htm?query=1&id={a}\",\"date_time\":{},\"extra\":\"\"}}",
-            base + i / 100
-        )
-        .unwrap();
-    }
-    out.flush().unwrap();
-    drop(out);
-    std::fs::rename(tmp, path).unwrap();
-}
-
 /// (events/s, events per CPU-second)
 type Figures = (f64, f64);
 
@@ -271,26 +233,8 @@ async fn main() {
         println!("Flink comparison: run it with `scripts/bench flink`");
         return;
     }
-    let rows: u64 = std::env::var("RIVULET_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000_000);
-    let path = PathBuf::from(
-        std::env::var("RIVULET_BENCH_BIDS")
-            .unwrap_or_else(|_| "/tmp/rivulet-bench/bids.jsonl".into()),
-    );
-    if !path.exists() {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).unwrap();
-        }
-        let t0 = Instant::now();
-        write_bids(&path, rows);
-        println!(
-            "wrote {rows} bids to {} in {:.1} s",
-            path.display(),
-            t0.elapsed().as_secs_f64()
-        );
-    }
+    let rows = rivulet_sql_tests::bids::events();
+    let path = rivulet_sql_tests::bids::file(rows);
     let lines =
         std::io::BufRead::lines(std::io::BufReader::new(std::fs::File::open(&path).unwrap()))
             .count() as u64;

@@ -3,6 +3,8 @@
 //! query protocol.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// The benchmarks' JSON bid stream.
+pub mod bids;
 /// The Dockerfile read as instructions, for the Docker Compose and Kubernetes tests.
 pub mod dockerfile;
 /// A Kafka-protocol broker (Tansu) for the Kafka tests.

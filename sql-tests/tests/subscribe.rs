@@ -290,3 +290,46 @@ sys.stdout.write(out.decode().replace("sent", ""))
     assert!(lines[1].ends_with("\tinsert\t2\t\\N"), "{text:?}");
     drop(client);
 }
+
+/// tokio-postgres' `copy_out` sends the COPY through the extended protocol (Parse, Bind,
+/// Execute): the snapshot then each change arrive as COPY data there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_out_in_the_extended_protocol_streams_changes() {
+    use futures::StreamExt;
+    let server = TestServer::start().await.unwrap();
+    let client = server.connect("dev").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE t (id INT PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a')")
+        .await
+        .unwrap();
+    let subscriber = server.connect("dev").await.unwrap();
+    let stream = subscriber
+        .copy_out("COPY (SUBSCRIBE t) TO STDOUT")
+        .await
+        .unwrap();
+    futures::pin_mut!(stream);
+    let mut next = async || {
+        let line = tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .expect("a line within 20 s")
+            .expect("the subscription ended early")
+            .unwrap();
+        let line = String::from_utf8_lossy(&line).into_owned();
+        // Without the epoch, which depends on the commits before.
+        line.split_once('\t').unwrap().1.to_string()
+    };
+    assert_eq!(next().await, "insert\t1\ta\n");
+    client
+        .batch_execute("UPDATE t SET v = 'b' WHERE id = 1; DELETE FROM t WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(next().await, "update_before\t1\ta\n");
+    assert_eq!(next().await, "update_after\t1\tb\n");
+    assert_eq!(next().await, "delete\t1\tb\n");
+    // Another statement with it in one query is refused.
+    let e = client
+        .batch_execute("SELECT 1; SUBSCRIBE t")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().unwrap().code(), "0A000", "{e}");
+}

@@ -14,6 +14,21 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 
+/// Whether tasks record their per-operator, per-task and per-source figures (the server's
+/// `--metrics off` clears it, for measuring what recording costs). Epochs, checkpoints and late
+/// rows are counted either way.
+static RECORDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns recording of per-operator, per-task and per-source figures on or off, for every job.
+pub fn set_recording(on: bool) {
+    RECORDING.store(on, Ordering::Relaxed);
+}
+
+/// Whether per-operator, per-task and per-source figures are recorded.
+pub fn recording() -> bool {
+    RECORDING.load(Ordering::Relaxed)
+}
+
 /// Epochs [`JobMetrics::recent_epochs`] keeps.
 pub const RECENT_EPOCHS: usize = 64;
 

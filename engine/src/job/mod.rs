@@ -389,7 +389,12 @@ impl Shared {
     /// Counts rows source `index` read.
     fn count_in(&self, index: usize, rows: usize) {
         self.rows_in.fetch_add(rows as u64, Ordering::Relaxed);
-        if let Some(s) = self.metrics.sources.get(index) {
+        if let Some(s) = self
+            .metrics
+            .sources
+            .get(index)
+            .filter(|_| metrics::recording())
+        {
             s.read(rows);
         }
     }

@@ -215,12 +215,13 @@ impl Session {
                 timeout,
             } => return self.fetch(cursor, *count, timeout.as_deref()).await,
             Statement::CloseCursor { cursor } => return self.close_cursor(cursor.as_deref()),
-            // Streamed by the simple query protocol's handler (`wire.rs`) before it gets here.
+            // Streamed by the protocol handlers (`wire.rs`) before it gets here, when alone.
             Statement::Subscribe { .. } => {
                 return Err(SqlError::new(
                     sqlstate::FEATURE_NOT_SUPPORTED,
-                    "SUBSCRIBE is only supported in the simple query protocol, alone in its query",
-                ));
+                    "SUBSCRIBE with other statements in one query is not supported",
+                )
+                .with_hint("Send the SUBSCRIBE as a query of its own."));
             }
             Statement::Sql {
                 stmt,
