@@ -1,4 +1,5 @@
--- Pricing Summary Report (DELTA = 90)
+-- Pricing Summary Report (DELTA = 90); the spec's `interval '90' day (3)` without its leading
+-- precision, which Postgres and Rivulet refuse (errors/unsupported.slt)
 SELECT
     l_returnflag,
     l_linestatus,
