@@ -400,9 +400,12 @@ fn from_datafusion(e: &DataFusionError) -> SqlError {
         DataFusionError::Shared(inner) => from_datafusion(inner),
         DataFusionError::SQL(p, _) => SqlError::new(SYNTAX_ERROR, clean(&p.to_string())),
         DataFusionError::NotImplemented(m) => {
-            // DataFusion's own messages often say so already.
+            // DataFusion's own messages often say so already, at the end or at the start.
             let m = clean(m);
-            let m = if m.ends_with("not supported") || m.ends_with("not implemented") {
+            let m = if m.ends_with("not supported")
+                || m.ends_with("not implemented")
+                || m.starts_with("unsupported ")
+            {
                 m
             } else {
                 format!("{m} is not supported")
@@ -640,5 +643,23 @@ mod tests {
         )));
         assert_eq!(e.code, sqlstate::UNIQUE_VIOLATION);
         assert_eq!(e.detail.as_deref(), Some("Key (id)=(1) already exists."));
+    }
+
+    #[test]
+    fn datafusion_not_implemented_says_not_supported_once() {
+        for (message, shown) in [
+            ("Unsupported SQL type Foo", "unsupported SQL type Foo"),
+            (
+                "Window frame is not supported",
+                "window frame is not supported",
+            ),
+            ("GROUPS mode", "GROUPS mode is not supported"),
+        ] {
+            let e = SqlError::from(DataFusionError::NotImplemented(message.into()));
+            assert_eq!(
+                (e.code, e.message.as_str()),
+                (sqlstate::FEATURE_NOT_SUPPORTED, shown)
+            );
+        }
     }
 }
