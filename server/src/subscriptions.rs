@@ -271,8 +271,9 @@ impl Session {
             .collect();
         fields.push(Field::new("op", DataType::Utf8, false));
         fields.push(Field::new("rw_timestamp", DataType::Int64, true));
-        // Held before anything is read: entries after it cannot be trimmed meanwhile.
-        let hold = table.hold(table.last_seq());
+        // Held from what the log still has before the start is worked out: nothing after it
+        // can be trimmed meanwhile. Advanced to the start below.
+        let hold = table.hold(table.trimmed());
         let now = unix_ms();
         let oldest_ms = def.created_ms.max(now.saturating_sub(def.retention_ms));
         let mut pending = VecDeque::new();

@@ -399,13 +399,24 @@ impl Shared {
         }
     }
 
-    fn fail(&self, task: &str, error: String) {
+    /// Fails the job: task `task` failed with `error`, in `operator` if one of its operators
+    /// returned it (named in the log line and, unless the error names it already, the message).
+    fn fail(&self, task: &str, operator: Option<&str>, error: String) {
         if self.dropping.load(Ordering::Acquire) {
             return;
         }
         let mut failure = self.failure.lock();
         if failure.is_none() {
-            tracing::error!(view = %self.name, task, %error, "streaming job failed");
+            let error = match operator {
+                Some(op) if !error.starts_with(op) => format!("{op}: {error}"),
+                _ => error,
+            };
+            match operator {
+                Some(operator) => {
+                    tracing::error!(view = %self.name, task, operator, %error, "streaming job failed")
+                }
+                None => tracing::error!(view = %self.name, task, %error, "streaming job failed"),
+            }
             *failure = Some(error);
             // The epochs in flight are lost with the job: failed checkpoints.
             let open = self.epochs.lock().len().max(1) as u64;
@@ -456,8 +467,8 @@ fn spawn_task(
     spawn_job_task(name.clone(), async move {
         match AssertUnwindSafe(fut).catch_unwind().await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => shared.fail(&name, e.to_string()),
-            Err(_) => shared.fail(&name, "internal error (panic)".into()),
+            Ok(Err(e)) => shared.fail(&name, None, e.to_string()),
+            Err(_) => shared.fail(&name, None, "internal error (panic)".into()),
         }
     })
 }

@@ -59,6 +59,16 @@ pub struct Chain {
     /// Operators that kept part of their last input back ([`Operator::has_pending`]), in chain
     /// order: the last is resumed first, as its output belongs before the earlier ones' rest.
     pending: Vec<usize>,
+    /// The operator whose call failed, for the failure's log line and message.
+    failed: Option<&'static str>,
+}
+
+/// `result`, noting operator `name` in `failed` if it is an error.
+fn blame<T>(failed: &mut Option<&'static str>, name: &'static str, result: Result<T>) -> Result<T> {
+    if result.is_err() {
+        *failed = Some(name);
+    }
+    result
 }
 
 impl Chain {
@@ -84,7 +94,7 @@ impl Chain {
     /// failed, or they would take it for a normal end.
     pub fn report(&self, task: &str, result: Result<()>) -> Result<()> {
         if let Err(e) = &result {
-            self.shared.fail(task, e.to_string());
+            self.shared.fail(task, self.failed, e.to_string());
         }
         result
     }
@@ -119,6 +129,7 @@ impl Chain {
             shared,
             at,
             pending: Vec::new(),
+            failed: None,
         }
     }
 
@@ -157,10 +168,10 @@ impl Chain {
             for b in batches {
                 // What it kept back comes before its next input.
                 while op.has_pending() {
-                    next.extend(op.resume()?);
+                    next.extend(blame(&mut self.failed, op.name(), op.resume())?);
                 }
                 rows += b.num_rows();
-                next.extend(op.process(input, b)?);
+                next.extend(blame(&mut self.failed, op.name(), op.process(input, b))?);
             }
             if op.has_pending() {
                 self.pending.push(i);
@@ -194,7 +205,7 @@ impl Chain {
                 continue;
             };
             let started = Instant::now();
-            let out = op.resume()?;
+            let out = blame(&mut self.failed, op.name(), op.resume())?;
             if let Some(m) = self.op(i) {
                 m.count_out(out.iter().map(|b| b.num_rows()).sum());
             }
@@ -241,7 +252,8 @@ impl Chain {
     pub async fn start(&mut self) -> Result<()> {
         for i in 0..self.ops.len() {
             let mut out = Vec::new();
-            for b in self.ops[i].start()? {
+            let started = blame(&mut self.failed, self.ops[i].name(), self.ops[i].start())?;
+            for b in started {
                 if let Some(m) = self.op(i) {
                     m.count_out(b.num_rows());
                 }
@@ -318,7 +330,12 @@ impl Chain {
             return Ok(());
         };
         let mut out = Vec::new();
-        for b in op.on_watermark(input, watermark)? {
+        let closed = blame(
+            &mut self.failed,
+            op.name(),
+            op.on_watermark(input, watermark),
+        )?;
+        for b in closed {
             if let Some(m) = self.metrics.task(self.at.0, self.at.1)
                 && let Some(m) = m.operators.get(i)
             {
@@ -347,7 +364,11 @@ impl Chain {
         // What the operators held for the epoch's end goes out first, in chain order.
         for i in 0..self.ops.len() {
             let started = Instant::now();
-            let held = self.ops[i].on_barrier()?;
+            let held = blame(
+                &mut self.failed,
+                self.ops[i].name(),
+                self.ops[i].on_barrier(),
+            )?;
             if held.is_empty() {
                 continue;
             }
@@ -364,7 +385,11 @@ impl Chain {
         let mut bytes = 0;
         let task = self.metrics.task(self.at.0, self.at.1);
         for (i, (op, scope)) in self.ops.iter_mut().zip(&self.scopes).enumerate() {
-            op.checkpoint(b.epoch, scope, &mut batch)?;
+            blame(
+                &mut self.failed,
+                op.name(),
+                op.checkpoint(b.epoch, scope, &mut batch),
+            )?;
             let op_bytes = op.state_bytes();
             bytes += op_bytes;
             if let Some(m) = task.and_then(|t| t.operators.get(i)) {
