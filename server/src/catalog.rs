@@ -112,6 +112,33 @@ fn definition_json(def: &TableDef) -> Result<Vec<u8>, SqlError> {
     })
 }
 
+/// Every catalog entry under `prefix`, each JSON of a `T`; one that does not parse is corrupt.
+fn load_json<T: serde::de::DeserializeOwned>(
+    store: &StateStore,
+    prefix: &[u8],
+) -> Result<Vec<T>, SqlError> {
+    let mut out = Vec::new();
+    let mut bad = None;
+    store
+        .scan_prefix(None, prefix, None, |k, v| {
+            match serde_json::from_slice::<T>(v) {
+                Ok(def) => out.push(def),
+                Err(e) => {
+                    bad = Some(format!(
+                        "catalog entry {:?}: {e}",
+                        String::from_utf8_lossy(k)
+                    ))
+                }
+            }
+            Ok(std::ops::ControlFlow::Continue(()))
+        })
+        .map_err(storage_error)?;
+    match bad {
+        Some(b) => Err(SqlError::new(sqlstate::DATA_CORRUPTED, b)),
+        None => Ok(out),
+    }
+}
+
 fn storage_error(e: impl std::fmt::Display) -> SqlError {
     SqlError::new(
         sqlstate::IO_ERROR,
@@ -123,7 +150,6 @@ impl Catalog {
     /// Loads the catalog (creating the default database on first start).
     pub fn load(store: StateStore) -> Result<Self, SqlError> {
         let mut databases: BTreeMap<String, Database> = BTreeMap::new();
-        let mut defs: Vec<TableDef> = Vec::new();
         let corrupt = |what: String| SqlError::new(sqlstate::DATA_CORRUPTED, what);
         store
             .scan_prefix(None, b"Cd", None, |k, _| {
@@ -132,39 +158,8 @@ impl Catalog {
                 Ok(std::ops::ControlFlow::Continue(()))
             })
             .map_err(storage_error)?;
-        let mut bad = None;
-        store
-            .scan_prefix(None, b"Ct", None, |k, v| {
-                match serde_json::from_slice::<TableDef>(v) {
-                    Ok(def) => defs.push(def),
-                    Err(e) => {
-                        bad = Some(format!(
-                            "catalog entry {:?}: {e}",
-                            String::from_utf8_lossy(k)
-                        ))
-                    }
-                }
-                Ok(std::ops::ControlFlow::Continue(()))
-            })
-            .map_err(storage_error)?;
-        let mut subscriptions: Vec<SubscriptionDef> = Vec::new();
-        store
-            .scan_prefix(None, b"Cu", None, |k, v| {
-                match serde_json::from_slice::<SubscriptionDef>(v) {
-                    Ok(def) => subscriptions.push(def),
-                    Err(e) => {
-                        bad = Some(format!(
-                            "catalog entry {:?}: {e}",
-                            String::from_utf8_lossy(k)
-                        ))
-                    }
-                }
-                Ok(std::ops::ControlFlow::Continue(()))
-            })
-            .map_err(storage_error)?;
-        if let Some(b) = bad {
-            return Err(corrupt(b));
-        }
+        let defs: Vec<TableDef> = load_json(&store, b"Ct")?;
+        let subscriptions: Vec<SubscriptionDef> = load_json(&store, b"Cu")?;
         let next_id = match store.get(NEXT_ID_KEY).map_err(storage_error)? {
             Some(v) => u64::from_le_bytes(
                 v.as_slice()

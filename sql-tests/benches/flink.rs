@@ -42,9 +42,7 @@ const QUERIES: &[(&str, &str, &str)] = &[
     (
         "tumble",
         "window_start TIMESTAMPTZ, window_end TIMESTAMPTZ, auction BIGINT, cnt BIGINT, total BIGINT",
-        "SELECT window_start, window_end, auction, COUNT(*), SUM(price) \
-         FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), INTERVAL '10' SECOND)) \
-         GROUP BY window_start, window_end, auction",
+        rivulet_sql_tests::bids::TUMBLE,
     ),
     (
         "hop",
@@ -111,16 +109,9 @@ async fn server() -> TestServer {
 async fn rivulet_side(path: &Path, rows: u64) -> Vec<Figures> {
     let server = server().await;
     let c = server.connect("dev").await.unwrap();
-    c.batch_execute(&format!(
-        "CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, \
-           url VARCHAR, date_time BIGINT, extra VARCHAR, \
-           ts AS TO_TIMESTAMP_LTZ(date_time, 3), \
-           WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
-         WITH ('connector' = 'filesystem', 'path' = 'file://{}', 'format' = 'json')",
-        path.display()
-    ))
-    .await
-    .unwrap();
+    c.batch_execute(&rivulet_sql_tests::bids::table_ddl(path))
+        .await
+        .unwrap();
     let mut figures = run_queries(&server, &c, rows).await;
     figures.extend(run_views(&server, &c, rows).await);
     server.kill9().await.unwrap();
@@ -235,9 +226,7 @@ async fn main() {
     }
     let rows = rivulet_sql_tests::bids::events();
     let path = rivulet_sql_tests::bids::file(rows);
-    let lines =
-        std::io::BufRead::lines(std::io::BufReader::new(std::fs::File::open(&path).unwrap()))
-            .count() as u64;
+    let lines = rivulet_sql_tests::bids::count(&path);
     let rivulet = rivulet_side(&path, lines).await;
     let python = PathBuf::from(
         std::env::var("FLINK_PYTHON").unwrap_or_else(|_| "/tmp/flinkvenv/bin/python".into()),

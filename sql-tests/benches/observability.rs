@@ -17,11 +17,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use rivulet_sql_tests::{TestServer, text_rows};
-
-const TUMBLE: &str = "SELECT window_start, window_end, auction, COUNT(*), SUM(price) \
-     FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), INTERVAL '10' SECOND)) \
-     GROUP BY window_start, window_end, auction";
+use rivulet_sql_tests::{TestServer, bids, text_rows};
 
 /// One run of the tumble query: events per CPU-second.
 async fn tumble_run(path: &Path, rows: u64, metrics: &str) -> f64 {
@@ -37,19 +33,14 @@ async fn tumble_run(path: &Path, rows: u64, metrics: &str) -> f64 {
     .unwrap();
     let c = server.connect("dev").await.unwrap();
     c.batch_execute(&format!(
-        "CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, \
-           url VARCHAR, date_time BIGINT, extra VARCHAR, \
-           ts AS TO_TIMESTAMP_LTZ(date_time, 3), \
-           WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
-         WITH ('connector' = 'filesystem', 'path' = 'file://{}', 'format' = 'json'); \
-         CREATE TABLE sink (window_start TIMESTAMPTZ, window_end TIMESTAMPTZ, auction BIGINT, \
-           cnt BIGINT, total BIGINT) WITH ('connector' = 'blackhole')",
-        path.display()
+        "{}; CREATE TABLE sink (window_start TIMESTAMPTZ, window_end TIMESTAMPTZ, \
+         auction BIGINT, cnt BIGINT, total BIGINT) WITH ('connector' = 'blackhole')",
+        bids::table_ddl(path)
     ))
     .await
     .unwrap();
     let cpu0 = server.cpu_time().unwrap();
-    c.batch_execute(&format!("INSERT INTO sink {TUMBLE}; FLUSH"))
+    c.batch_execute(&format!("INSERT INTO sink {}; FLUSH", bids::TUMBLE))
         .await
         .unwrap();
     let cpu = (server.cpu_time().unwrap() - cpu0).as_secs_f64();
@@ -180,11 +171,9 @@ async fn main() {
         println!("observability costs: run it with `scripts/bench observability`");
         return;
     }
-    let rows = rivulet_sql_tests::bids::events();
-    let path = rivulet_sql_tests::bids::file(rows);
-    let lines =
-        std::io::BufRead::lines(std::io::BufReader::new(std::fs::File::open(&path).unwrap()))
-            .count() as u64;
+    let rows = bids::events();
+    let path = bids::file(rows);
+    let lines = bids::count(&path);
     let (mut on, mut off) = (Vec::new(), Vec::new());
     for run in 0..3 {
         on.push(tumble_run(&path, lines, "on").await);

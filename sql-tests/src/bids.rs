@@ -5,6 +5,30 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// The benchmarks' tumble query over `bid`: a 10-second TUMBLE count and sum per auction.
+pub const TUMBLE: &str = "SELECT window_start, window_end, auction, COUNT(*), SUM(price) \
+     FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), INTERVAL '10' SECOND)) \
+     GROUP BY window_start, window_end, auction";
+
+/// `CREATE TABLE bid` reading the bids file at `path` (JSON lines, event time from
+/// `date_time` milliseconds, watermark one second behind).
+pub fn table_ddl(path: &Path) -> String {
+    format!(
+        "CREATE TABLE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, \
+           url VARCHAR, date_time BIGINT, extra VARCHAR, \
+           ts AS TO_TIMESTAMP_LTZ(date_time, 3), \
+           WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
+         WITH ('connector' = 'filesystem', 'path' = 'file://{}', 'format' = 'json')",
+        path.display()
+    )
+}
+
+/// The number of bids (lines) in the file at `path`.
+pub fn count(path: &Path) -> u64 {
+    std::io::BufRead::lines(std::io::BufReader::new(std::fs::File::open(path).unwrap())).count()
+        as u64
+}
+
 /// How many bids a benchmark uses: `RIVULET_BENCH_EVENTS`, default 10,000,000.
 pub fn events() -> u64 {
     std::env::var("RIVULET_BENCH_EVENTS")
