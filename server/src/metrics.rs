@@ -370,6 +370,26 @@ const FAMILIES: &[(&str, &str, MetricType)] = &[
         C,
     ),
     (
+        "rivulet_state_table_bytes",
+        "Approximate bytes a state table of the operator instance holds in RocksDB",
+        G,
+    ),
+    (
+        "rivulet_state_table_memory_bytes",
+        "Bytes a state table of the operator instance holds in memory (cache and pending writes)",
+        G,
+    ),
+    (
+        "rivulet_state_table_cache_hits",
+        "Point reads of a state table answered from memory (as of the last barrier)",
+        C,
+    ),
+    (
+        "rivulet_state_table_cache_misses",
+        "Point reads of a state table that went to RocksDB (as of the last barrier)",
+        C,
+    ),
+    (
         "rivulet_task_busy_seconds",
         "Seconds the task ran operators (busyTime)",
         C,
@@ -533,6 +553,41 @@ fn job_figures(f: &mut Families, job: &JobOverview) {
     source_figures(f, &labels, m);
 }
 
+/// The figures of each of an operator instance's state tables, labelled with its state table
+/// (`<state table id>.<tag>`; the id is 0 for a view that stores none).
+fn state_table_figures(
+    f: &mut Families,
+    operator: &Labels,
+    op: &rivulet_engine::job::metrics::OperatorMetrics,
+) {
+    for (tag, t) in op.state.tables() {
+        let mut labels = operator.clone();
+        let id = op.state_table.unwrap_or(0);
+        let tag = rivulet_engine::state::table::StateFigures::tag_name(tag);
+        labels.push(("state_table", format!("{id}.{tag}")));
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+        f.gauge(
+            "rivulet_state_table_bytes",
+            "",
+            &labels,
+            load(&t.stored_bytes),
+        );
+        f.gauge(
+            "rivulet_state_table_memory_bytes",
+            "",
+            &labels,
+            load(&t.memory_bytes),
+        );
+        f.counter("rivulet_state_table_cache_hits", "", &labels, load(&t.hits));
+        f.counter(
+            "rivulet_state_table_cache_misses",
+            "",
+            &labels,
+            load(&t.misses),
+        );
+    }
+}
+
 fn operator_figures(f: &mut Families, job: &Labels, m: &JobMetrics) {
     for (s, stage) in m.stages.iter().enumerate() {
         for (i, task) in stage.instances.iter().enumerate() {
@@ -560,10 +615,20 @@ fn operator_figures(f: &mut Families, job: &Labels, m: &JobMetrics) {
                 f.counter("rivulet_operator_records_out", "", &labels, rows_out);
                 let state = op.state_bytes.load(Ordering::Relaxed) as f64;
                 f.gauge("rivulet_operator_state_bytes", "", &labels, state);
-                let hits = op.state_reads.hits.load(Ordering::Relaxed) as f64;
-                f.counter("rivulet_operator_state_cache_hits", "", &labels, hits);
-                let misses = op.state_reads.misses.load(Ordering::Relaxed) as f64;
-                f.counter("rivulet_operator_state_cache_misses", "", &labels, misses);
+                let (hits, misses) = op.state.reads();
+                f.counter(
+                    "rivulet_operator_state_cache_hits",
+                    "",
+                    &labels,
+                    hits as f64,
+                );
+                f.counter(
+                    "rivulet_operator_state_cache_misses",
+                    "",
+                    &labels,
+                    misses as f64,
+                );
+                state_table_figures(f, &labels, op);
                 if let Some(w) = op.input_watermark().filter(|&w| w != i64::MAX) {
                     let s = seconds_of_micros(w);
                     f.gauge(

@@ -1,6 +1,7 @@
-//! The monitoring system tables: `rivulet_jobs`, `rivulet_operators`, `rivulet_checkpoints`,
-//! `rivulet_sources` and `rivulet_sinks`, the figures `/metrics` exports, for psql and BI tools;
-//! and `rivulet_change_logs`, what each relation's change log holds.
+//! The monitoring system tables: `rivulet_jobs`, `rivulet_operators`, `rivulet_state_tables`,
+//! `rivulet_checkpoints`, `rivulet_sources` and `rivulet_sinks`, the figures `/metrics`
+//! exports, for psql and BI tools; and `rivulet_change_logs`, what each relation's change log
+//! holds.
 //!
 //! Each is built when a statement names it, from the jobs of the session's database as they are
 //! at that moment (the same reading as a scrape: `Jobs::overview`), as an in-memory table; a
@@ -18,14 +19,17 @@ use datafusion::datasource::MemTable;
 use datafusion::error::Result;
 use datafusion::scalar::ScalarValue;
 
+use rivulet_engine::state::table::StateFigures;
+
 use crate::jobs::JobOverview;
 use crate::metrics::watermark_lag;
 use crate::session::Shared;
 
 /// The names of the tables, for `table_exist`.
-pub const NAMES: [&str; 6] = [
+pub const NAMES: [&str; 7] = [
     "rivulet_jobs",
     "rivulet_operators",
+    "rivulet_state_tables",
     "rivulet_checkpoints",
     "rivulet_sources",
     "rivulet_sinks",
@@ -41,6 +45,7 @@ pub fn table(
     let build: fn(&[JobOverview]) -> Rows = match name {
         "rivulet_jobs" => jobs,
         "rivulet_operators" => operators,
+        "rivulet_state_tables" => state_tables,
         "rivulet_checkpoints" => checkpoints,
         "rivulet_sources" => sources,
         "rivulet_sinks" => sinks,
@@ -222,11 +227,76 @@ fn jobs(overview: &[JobOverview]) -> Rows {
     t
 }
 
-/// The share of an operator's state reads answered from memory; `None` before its first read.
-fn hit_rate(reads: &rivulet_engine::state::table::StateReads) -> Option<f64> {
-    let hits = reads.hits.load(Ordering::Relaxed) as f64;
-    let misses = reads.misses.load(Ordering::Relaxed) as f64;
-    (hits + misses > 0.0).then(|| hits / (hits + misses))
+/// The share of `hits + misses` state reads answered from memory; `None` before the first.
+fn hit_rate((hits, misses): (u64, u64)) -> Option<f64> {
+    (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64)
+}
+
+/// One row per state table of each stateful operator, its figures summed over the operator's
+/// instances. An operator's state tables share its state table id (stored with the view) and
+/// are told apart by their tag (a join's `l` and `r` sides, say).
+fn state_tables(overview: &[JobOverview]) -> Rows {
+    let mut t = Rows::new(&[
+        ("job_name", TEXT),
+        ("state_table_id", I64),
+        ("tag", TEXT),
+        ("stage", I64),
+        ("operator_index", I64),
+        ("operator", TEXT),
+        ("instances", I64),
+        ("stored_bytes", I64),
+        ("memory_bytes", I64),
+        ("cache_hits", I64),
+        ("cache_misses", I64),
+        ("cache_hit_rate", F64),
+    ]);
+    for j in overview {
+        let Some((job, _)) = &j.job else { continue };
+        let m = job.metrics();
+        for (s, stage) in m.stages.iter().enumerate() {
+            for (o, name) in stage.operators.iter().enumerate() {
+                // Figures by table index: instances, stored, memory, hits, misses.
+                let mut tables = std::collections::BTreeMap::<u8, [u64; 5]>::new();
+                let mut id = None;
+                for task in &stage.instances {
+                    let Some(op) = task.operators.get(o) else {
+                        continue;
+                    };
+                    id = id.or(op.state_table);
+                    for (tag, f) in op.state.tables() {
+                        let sum = tables.entry(tag).or_default();
+                        let figures = [
+                            1,
+                            f.stored_bytes.load(Ordering::Relaxed),
+                            f.memory_bytes.load(Ordering::Relaxed),
+                            f.hits.load(Ordering::Relaxed),
+                            f.misses.load(Ordering::Relaxed),
+                        ];
+                        for (total, v) in sum.iter_mut().zip(figures) {
+                            *total += v;
+                        }
+                    }
+                }
+                for (tag, [instances, stored, memory, hits, misses]) in tables {
+                    t.rows.push(vec![
+                        text(&j.name),
+                        opt_int(id.map(i64::from)),
+                        text(StateFigures::tag_name(tag)),
+                        int(s as u64),
+                        int(o as u64),
+                        text(name),
+                        int(instances),
+                        int(stored),
+                        int(memory),
+                        int(hits),
+                        int(misses),
+                        ScalarValue::Float64(hit_rate((hits, misses))),
+                    ]);
+                }
+            }
+        }
+    }
+    t
 }
 
 /// One row per operator instance.
@@ -272,7 +342,7 @@ fn operators(overview: &[JobOverview]) -> Rows {
                         watermark(op.output_watermark()),
                         ScalarValue::Float64(input.map(watermark_lag)),
                         int(op.state_bytes.load(Ordering::Relaxed)),
-                        ScalarValue::Float64(hit_rate(&op.state_reads)),
+                        ScalarValue::Float64(hit_rate(op.state.reads())),
                         float(busy),
                         float(back),
                         float(idle),

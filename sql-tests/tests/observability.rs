@@ -127,6 +127,10 @@ const FAMILIES: &[&str] = &[
     "rivulet_operator_state_bytes",
     "rivulet_operator_state_cache_hits",
     "rivulet_operator_state_cache_misses",
+    "rivulet_state_table_bytes",
+    "rivulet_state_table_memory_bytes",
+    "rivulet_state_table_cache_hits",
+    "rivulet_state_table_cache_misses",
     "rivulet_task_busy_seconds",
     "rivulet_task_idle_seconds",
     "rivulet_task_backpressured_seconds",
@@ -163,14 +167,18 @@ async fn metrics_and_system_tables_follow_running_jobs() {
              CREATE TABLE t (k INT, v INT); \
              CREATE MATERIALIZED VIEW sums AS SELECT k, sum(v) AS s FROM t GROUP BY k; \
              CREATE SINK drain FROM t WITH (connector = 'blackhole'); \
-             CREATE MATERIALIZED VIEW \"q\"\"uote\\\" AS SELECT count(*) AS n FROM t;",
+             CREATE MATERIALIZED VIEW \"q\"\"uote\\\" AS SELECT count(*) AS n FROM t; \
+             CREATE TABLE names (k INT PRIMARY KEY, name TEXT); \
+             CREATE MATERIALIZED VIEW named AS \
+               SELECT t.k, names.name, t.v FROM t JOIN names ON t.k = names.k;",
         )
         .await
         .unwrap();
     client
         .batch_execute(
             "INSERT INTO t SELECT x % 7, x FROM generate_series(1, 1000) AS g(x); \
-             INSERT INTO t VALUES (1, 1), (2, 2), (3, 3); FLUSH;",
+             INSERT INTO t VALUES (1, 1), (2, 2), (3, 3); \
+             INSERT INTO names SELECT x, 'n' || x FROM generate_series(0, 6) AS g(x); FLUSH;",
         )
         .await
         .unwrap();
@@ -188,7 +196,18 @@ async fn metrics_and_system_tables_follow_running_jobs() {
         first.sum("rivulet_sink_records_total", &[("job", "drain")]),
         1003.0
     );
-    assert_eq!(first.sum("rivulet_job_up", &[]), 4.0);
+    assert_eq!(first.sum("rivulet_job_up", &[]), 5.0);
+    // The aggregate's one state table (id 1, table 0) read a group per row, all from memory.
+    let table = [("job", "sums"), ("state_table", "1.0")];
+    assert_eq!(
+        first.sum("rivulet_state_table_cache_hits_total", &table),
+        1003.0
+    );
+    assert_eq!(
+        first.sum("rivulet_state_table_cache_misses_total", &table),
+        0.0
+    );
+    assert!(first.sum("rivulet_state_table_bytes", &table) > 0.0);
     // A name with a quote and a backslash survives the exposition's escaping.
     assert_eq!(
         first.sum("rivulet_job_records_in_total", &[("job", "q\"uote\\")]),
@@ -226,14 +245,42 @@ async fn metrics_and_system_tables_follow_running_jobs() {
     )
     .await
     .unwrap();
-    assert_eq!(jobs.len(), 4, "{jobs:?}");
+    assert_eq!(jobs.len(), 5, "{jobs:?}");
     assert_eq!(jobs[0], "drain|sink|running|1003|0");
+    assert_eq!(jobs[1], "named|materialized view|running|1010|0");
     assert!(
-        jobs[1].starts_with("per_user|materialized view|running|"),
+        jobs[2].starts_with("per_user|materialized view|running|"),
         "{jobs:?}"
     );
-    assert_eq!(jobs[2], "q\"uote\\|materialized view|running|1003|0");
-    assert_eq!(jobs[3], "sums|materialized view|running|1003|0");
+    assert_eq!(jobs[3], "q\"uote\\|materialized view|running|1003|0");
+    assert_eq!(jobs[4], "sums|materialized view|running|1003|0");
+    // Per state table: the aggregate's one table, and the join's two sides, each of which
+    // stored its rows and was read for the other side's.
+    let tables = text_rows(
+        &client,
+        "SELECT job_name, state_table_id, tag, operator, stored_bytes > 0, \
+           memory_bytes > 0, cache_hits + cache_misses > 0, cache_hit_rate \
+         FROM rivulet_state_tables WHERE job_name IN ('sums', 'named') \
+         ORDER BY job_name, state_table_id, tag",
+    )
+    .await
+    .unwrap();
+    // The join view has no key: an aggregate after the join counts its rows.
+    let (joined, aggregated) = tables.split_at(2);
+    assert_eq!(
+        aggregated,
+        [
+            "named|2|0|HashAggregate|t|t|t|1",
+            "sums|1|0|HashAggregate|t|t|t|1"
+        ],
+        "{tables:?}"
+    );
+    for (side, tag) in joined.iter().zip(["l", "r"]) {
+        let prefix = format!("named|1|{tag}|HashJoin|t|t|t|");
+        assert!(side.starts_with(&prefix), "{tables:?}");
+        let rate: f64 = side.rsplit('|').next().unwrap().parse().unwrap();
+        assert!((0.0..=1.0).contains(&rate), "{tables:?}");
+    }
     let ops = text_rows(
         &client,
         "SELECT sum(records_in), count(*) FROM rivulet_operators \

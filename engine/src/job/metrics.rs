@@ -100,9 +100,12 @@ pub struct OperatorMetrics {
     output_watermark: AtomicI64,
     /// Bytes of state the operator held at the last barrier.
     pub state_bytes: AtomicU64,
-    /// Point reads of its state tables, from memory or from RocksDB (its cache hit rate), as of
-    /// the last barrier.
-    pub state_reads: std::sync::Arc<crate::state::table::StateReads>,
+    /// The id its state lives under, stored with the view (`None`: a stateless operator, or a
+    /// view created before ids were stored, whose state is addressed by plan position).
+    pub state_table: Option<u32>,
+    /// Its state tables' point reads (from memory or from RocksDB: the cache hit rate) and
+    /// sizes, as of the last barrier.
+    pub state: std::sync::Arc<crate::state::table::StateFigures>,
 }
 
 /// One source of the job.
@@ -162,20 +165,33 @@ fn watermark(slot: &AtomicI64) -> Option<i64> {
 }
 
 impl JobMetrics {
-    /// Figures for a job of `stages` (input, operator names, parallelism) and `sources` (the
-    /// tables they read), all zero.
-    pub fn new(stages: Vec<(StageInputInfo, Vec<String>, usize)>, sources: Vec<String>) -> Self {
+    /// Figures for a job of `stages` (input, operator names, parallelism) whose operators keep
+    /// their state under `state_ids` (by stage and position; 0 for a stateless one), reading
+    /// `sources` (the tables they read), all zero.
+    pub fn new(
+        stages: Vec<(StageInputInfo, Vec<String>, usize)>,
+        state_ids: Option<&[Vec<u32>]>,
+        sources: Vec<String>,
+    ) -> Self {
         let now = Instant::now();
         Self {
             stages: stages
                 .into_iter()
-                .map(|(input, operators, parallelism)| StageMetrics {
+                .enumerate()
+                .map(|(s, (input, operators, parallelism))| StageMetrics {
                     instances: (0..parallelism)
                         .map(|_| TaskMetrics {
                             busy_nanos: AtomicU64::new(0),
                             backpressured_nanos: AtomicU64::new(0),
                             alignment_nanos: AtomicU64::new(0),
-                            operators: operators.iter().map(|_| OperatorMetrics::new()).collect(),
+                            operators: (0..operators.len())
+                                .map(|o| {
+                                    let id = state_ids
+                                        .and_then(|ids| ids.get(s)?.get(o).copied())
+                                        .filter(|&id| id != 0);
+                                    OperatorMetrics::new(id)
+                                })
+                                .collect(),
                             started: now,
                         })
                         .collect(),
@@ -269,14 +285,15 @@ impl TaskMetrics {
 }
 
 impl OperatorMetrics {
-    fn new() -> Self {
+    fn new(state_table: Option<u32>) -> Self {
         Self {
+            state_table,
             rows_in: AtomicU64::new(0),
             rows_out: AtomicU64::new(0),
             input_watermark: AtomicI64::new(NO_WATERMARK),
             output_watermark: AtomicI64::new(NO_WATERMARK),
             state_bytes: AtomicU64::new(0),
-            state_reads: std::sync::Arc::default(),
+            state: std::sync::Arc::default(),
         }
     }
 

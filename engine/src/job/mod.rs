@@ -548,6 +548,7 @@ impl Job {
         let committed = Arc::new(AtomicU64::new(epoch));
         let metrics = Arc::new(JobMetrics::new(
             stage_infos(&graph),
+            graph.state_ids.as_deref(),
             sources.iter().map(|s| s.name().to_string()).collect(),
         ));
         for (s, p) in metrics.sources.iter().zip(&positions) {
@@ -671,11 +672,11 @@ impl Job {
                         key_groups: range_of(j, p),
                         committed: Arc::clone(&committed),
                         cache_bytes: config.state_cache_bytes,
-                        reads: shared
+                        figures: shared
                             .metrics
                             .task(s, j)
                             .and_then(|t| t.operators.get(o))
-                            .map(|m| Arc::clone(&m.state_reads))
+                            .map(|m| Arc::clone(&m.state))
                             .unwrap_or_default(),
                     })
                     .collect();

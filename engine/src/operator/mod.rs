@@ -180,8 +180,8 @@ pub struct StateScope {
     pub committed: Arc<AtomicU64>,
     /// Bytes of clean state this instance's state tables may cache, together.
     pub cache_bytes: usize,
-    /// Where its state tables count their point reads (the operator instance's metrics).
-    pub reads: Arc<crate::state::table::StateReads>,
+    /// Where its state tables publish their reads and sizes (the operator instance's metrics).
+    pub figures: Arc<crate::state::table::StateFigures>,
 }
 
 impl StateScope {
@@ -194,12 +194,12 @@ impl StateScope {
             key_groups,
             committed: Arc::new(AtomicU64::new(0)),
             cache_bytes: crate::state::table::DEFAULT_CACHE_BYTES,
-            reads: Arc::default(),
+            figures: Arc::default(),
         }
     }
 
     /// The operator's state table `tag` (its keys under the scope's prefix and `tag`), caching up
-    /// to `cache_bytes` and counting its reads into the scope's.
+    /// to `cache_bytes` and publishing its figures into the scope's.
     pub fn table(&self, tag: u8, cache_bytes: usize) -> crate::state::table::StateTable {
         let mut prefix = self.prefix.clone();
         prefix.push(tag);
@@ -210,7 +210,7 @@ impl StateScope {
             Arc::clone(&self.committed),
             cache_bytes,
         )
-        .with_reads(Arc::clone(&self.reads))
+        .with_figures(self.figures.table(tag))
     }
 
     /// The stored key of `key` in key group `kg`: `prefix ++ kg (big endian) ++ key`.

@@ -90,14 +90,80 @@ pub struct TableStats {
     pub pending_epochs: usize,
 }
 
-/// Point reads of an operator instance's state tables, shared with its metrics: each table
-/// adds what it counted at every checkpoint (not per read).
+/// What one state table of an operator instance counted, as of its last checkpoint; shared
+/// with the instance's metrics (see [`StateFigures`]).
 #[derive(Debug, Default)]
-pub struct StateReads {
-    /// Reads answered from memory (pending writes or the cache).
-    pub hits: std::sync::atomic::AtomicU64,
-    /// Reads that went to RocksDB.
-    pub misses: std::sync::atomic::AtomicU64,
+pub struct TableFigures {
+    /// Point reads answered from memory (pending writes or the cache).
+    pub hits: AtomicU64,
+    /// Point reads that went to RocksDB.
+    pub misses: AtomicU64,
+    /// Approximate bytes of the table's entries in the store (see [`StateTable::bytes`]).
+    pub stored_bytes: AtomicU64,
+    /// Memory the table holds: cached clean entries and writes not committed yet.
+    pub memory_bytes: AtomicU64,
+}
+
+impl TableFigures {
+    /// Adds `hits` and `misses` point reads.
+    pub fn count_reads(&self, hits: u64, misses: u64) {
+        self.hits.fetch_add(hits, Ordering::Relaxed);
+        self.misses.fetch_add(misses, Ordering::Relaxed);
+    }
+
+    /// Sets the table's stored and in-memory bytes.
+    pub fn set_bytes(&self, stored: u64, memory: u64) {
+        self.stored_bytes.store(stored, Ordering::Relaxed);
+        self.memory_bytes.store(memory, Ordering::Relaxed);
+    }
+}
+
+/// The state tables of one operator instance, by tag (see `StateScope::table`), shared with its
+/// metrics: each table publishes its figures at every checkpoint, not per read.
+#[derive(Debug, Default)]
+pub struct StateFigures {
+    tables: parking_lot::Mutex<Vec<(u8, Arc<TableFigures>)>>,
+}
+
+impl StateFigures {
+    /// The figures of table `tag`, created on first use; a table opened again (a restarted
+    /// job's) adds to the same figures.
+    pub fn table(&self, tag: u8) -> Arc<TableFigures> {
+        let mut tables = self.tables.lock();
+        match tables.binary_search_by_key(&tag, |(t, _)| *t) {
+            Ok(i) => Arc::clone(&tables[i].1),
+            Err(i) => {
+                let figures = Arc::new(TableFigures::default());
+                tables.insert(i, (tag, Arc::clone(&figures)));
+                figures
+            }
+        }
+    }
+
+    /// How a table's tag reads in metrics and system tables: the letter operators use for it
+    /// (a join's `l` and `r` sides), else its number.
+    pub fn tag_name(tag: u8) -> String {
+        if tag.is_ascii_alphanumeric() {
+            char::from(tag).to_string()
+        } else {
+            tag.to_string()
+        }
+    }
+
+    /// Every table's figures, by tag.
+    pub fn tables(&self) -> Vec<(u8, Arc<TableFigures>)> {
+        self.tables.lock().clone()
+    }
+
+    /// Point reads of all the tables: (answered from memory, from RocksDB).
+    pub fn reads(&self) -> (u64, u64) {
+        self.tables.lock().iter().fold((0, 0), |(h, m), (_, t)| {
+            (
+                h + t.hits.load(Ordering::Relaxed),
+                m + t.misses.load(Ordering::Relaxed),
+            )
+        })
+    }
 }
 
 /// A deleted range of table keys, `[start, end)`; `end` `None`: to the end of the table.
@@ -323,8 +389,9 @@ pub struct StateTable {
     /// Estimate of the stored bytes: see [`StateTable::bytes`].
     stored_bytes: i64,
     stats: TableStats,
-    /// Where [`StateTable::checkpoint`] publishes the read counters, and what it published.
-    reads: Option<Arc<StateReads>>,
+    /// Where [`StateTable::checkpoint`] publishes the table's figures, and the reads it
+    /// published.
+    figures: Option<Arc<TableFigures>>,
     published: (u64, u64),
 }
 
@@ -369,14 +436,15 @@ impl StateTable {
             value_buf: Vec::new(),
             stored_bytes: 0,
             stats: TableStats::default(),
-            reads: None,
+            figures: None,
             published: (0, 0),
         }
     }
 
-    /// Adds the table's point reads to `reads` at every checkpoint (its operator's metrics).
-    pub fn with_reads(mut self, reads: Arc<StateReads>) -> Self {
-        self.reads = Some(reads);
+    /// Publishes the table's point reads and sizes into `figures` at every checkpoint (its
+    /// operator's metrics).
+    pub fn with_figures(mut self, figures: Arc<TableFigures>) -> Self {
+        self.figures = Some(figures);
         self
     }
 
@@ -714,15 +782,15 @@ impl StateTable {
             self.evict();
             self.charge.update(self.cached_bytes, self.budget);
         }
-        if let Some(reads) = &self.reads {
+        if let Some(figures) = &self.figures {
             let (hits, misses) = (self.stats.hits, self.stats.misses);
-            reads
-                .hits
-                .fetch_add(hits - self.published.0, Ordering::Relaxed);
-            reads
-                .misses
-                .fetch_add(misses - self.published.1, Ordering::Relaxed);
+            figures.count_reads(hits - self.published.0, misses - self.published.1);
             self.published = (hits, misses);
+            let stats = self.stats();
+            figures.set_bytes(
+                self.bytes(),
+                (stats.cached_bytes + stats.pending_bytes) as u64,
+            );
         }
         debug_assert!(
             epoch > self.committed.load(Ordering::Acquire),

@@ -193,6 +193,18 @@ pub struct HashAggregate {
     swept: u32,
     /// Counts the rows of a view without a key (see [`HashAggregate::counting_rows`]).
     counts_rows: bool,
+    /// Group lookups since the last checkpoint: the state reads it publishes, all answered
+    /// from memory, where every group lives.
+    lookups: u64,
+}
+
+/// Publishes the figures of an aggregate that keeps all its state in memory, as its state
+/// table 0: `lookups` reads of groups since the last checkpoint (all answered from memory) and
+/// `stored` bytes, which it also holds in memory (decoded).
+fn publish(scope: &StateScope, lookups: u64, stored: usize) {
+    let figures = scope.figures.table(0);
+    figures.count_reads(lookups, 0);
+    figures.set_bytes(stored as u64, stored as u64);
 }
 
 /// A row converter with its parser; `null` is the encoding of a NULL value (value codecs only).
@@ -328,6 +340,7 @@ impl HashAggregate {
             keys,
             groups: Groups::default(),
             stored_bytes: 0,
+            lookups: 0,
             batches: 0,
             scratch: Scratch::default(),
             pending: pending::Pending::default(),
@@ -534,6 +547,7 @@ impl HashAggregate {
     fn apply(&mut self, input: &ChangeBatch, s: &mut Scratch) -> Result<Vec<ChangeBatch>> {
         let n = input.num_rows();
         self.batches += 1;
+        self.lookups += n as u64;
         s.clear();
         let key_rows = match &self.keys {
             Some(keys) => {
@@ -778,6 +792,7 @@ impl Operator for HashAggregate {
             slot.stored = len as u32;
             batch.put(stored, &value);
         }
+        publish(scope, std::mem::take(&mut self.lookups), self.stored_bytes);
         Ok(())
     }
 

@@ -157,6 +157,8 @@ pub struct SessionAggregate {
     watermark: Option<i64>,
     late: Vec<LateRow>,
     stored_bytes: usize,
+    /// Partition lookups since the last checkpoint (see `super::publish`).
+    lookups: u64,
 }
 
 fn corrupt() -> EngineError {
@@ -233,6 +235,7 @@ impl SessionAggregate {
             watermark: None,
             late: Vec::new(),
             stored_bytes: 0,
+            lookups: 0,
         })
     }
 
@@ -850,6 +853,7 @@ impl Operator for SessionAggregate {
         if n == 0 {
             return Ok(Vec::new());
         }
+        self.lookups += n as u64;
         self.apply(input)
     }
 
@@ -933,6 +937,7 @@ impl Operator for SessionAggregate {
             part.stored = len as u32;
             batch.put(stored, &value);
         }
+        super::publish(scope, std::mem::take(&mut self.lookups), self.stored_bytes);
         Ok(())
     }
 

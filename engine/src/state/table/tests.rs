@@ -710,12 +710,16 @@ fn deleted_ranges_merge_and_answer_lookups() {
 #[test]
 fn reads_are_published_to_the_shared_counters_at_each_checkpoint() {
     let mut job = Job::new();
-    let reads = Arc::new(StateReads::default());
-    let mut t = job.table(0..2, 1 << 20).with_reads(Arc::clone(&reads));
+    let figures = StateFigures::default();
+    let reads = figures.table(3);
+    let mut t = job.table(0..2, 1 << 20).with_figures(Arc::clone(&reads));
     t.put(0, b"a", b"1");
     job.checkpoint(&mut [&mut t]);
+    // The sizes: one entry stored, and pending until committed.
+    assert_eq!(reads.stored_bytes.load(Ordering::Relaxed), t.bytes());
+    assert!(t.bytes() > 0 && reads.memory_bytes.load(Ordering::Relaxed) > 0);
     job.commit_all();
-    let mut t = job.table(0..2, 1 << 20).with_reads(Arc::clone(&reads));
+    let mut t = job.table(0..2, 1 << 20).with_figures(figures.table(3));
     t.get(0, b"a").unwrap();
     t.get(0, b"a").unwrap();
     t.get(1, b"none").unwrap();
@@ -727,4 +731,6 @@ fn reads_are_published_to_the_shared_counters_at_each_checkpoint() {
     t.get(0, b"a").unwrap();
     job.checkpoint(&mut [&mut t]);
     assert_eq!((load(&reads.hits), load(&reads.misses)), (2, 2));
+    assert_eq!(figures.reads(), (2, 2));
+    assert_eq!(figures.tables().len(), 1);
 }
