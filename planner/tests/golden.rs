@@ -72,6 +72,8 @@ fn golden() {
         .unwrap();
     let mut failed = Vec::new();
     for case in &cases {
+        // Shown with a panic of the harness (a statement it cannot run), to name the case.
+        println!("golden case {}", case.display());
         let sql = std::fs::read_to_string(case).unwrap();
         let actual = runtime.block_on(run_case(&sql));
         let expected_path = case.with_extension("out");
