@@ -24,7 +24,8 @@ CREATE MATERIALIZED VIEW appended AS SELECT device, reading FROM events WHERE re
 CREATE MATERIALIZED VIEW on_keyed AS SELECT id FROM keyed WHERE doubled > 10;
 CREATE MATERIALIZED VIEW on_counted AS SELECT auction FROM counted;
 
--- A sink needs no count of identical rows.
+-- A sink needs no count of identical rows. (It prints nothing unless refused: the server has no
+-- EXPLAIN CREATE SINK.)
 CREATE SINK out AS SELECT auction, price FROM bids WITH (connector = 'blackhole');
 
 -- DISTINCT is an aggregate over all columns.
