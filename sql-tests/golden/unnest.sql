@@ -1,0 +1,8 @@
+-- UNNEST of a list column: a per-row expansion chained into the stage below.
+CREATE TABLE posts (id INT PRIMARY KEY, tags VARCHAR[], scores INT[]);
+
+CREATE MATERIALIZED VIEW tags AS SELECT id, unnest(tags) AS tag FROM posts;
+CREATE MATERIALIZED VIEW tag_counts AS
+  SELECT tag, count(*) AS n FROM (SELECT unnest(tags) AS tag FROM posts) t GROUP BY tag;
+
+CREATE MATERIALIZED VIEW bad_two AS SELECT id, unnest(tags) AS tag, unnest(scores) AS score FROM posts;
