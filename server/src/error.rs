@@ -46,6 +46,7 @@ pub mod sqlstate {
     pub const DUPLICATE_TABLE: &str = "42P07";
     pub const DUPLICATE_DATABASE: &str = "42P04";
     pub const INVALID_TABLE_DEFINITION: &str = "42P16";
+    pub const INVALID_OBJECT_DEFINITION: &str = "42P17";
     pub const DATATYPE_MISMATCH: &str = "42804";
     pub const UNDEFINED_DATABASE: &str = "3D000";
     pub const OUT_OF_MEMORY: &str = "53200";

@@ -31,6 +31,17 @@ pub async fn plan_continuous(
     ctx: &SessionContext,
     stmt: &ast::Statement,
 ) -> Result<LogicalPlan, SqlError> {
+    // Plain views become their queries first, as in Postgres' rewriter.
+    let catalogs = ctx.state().catalog_list().clone();
+    let any: &dyn std::any::Any = catalogs.as_ref();
+    let expanded = match any.downcast_ref::<crate::provider::SessionCatalogs>() {
+        Some(catalogs) => {
+            let (catalog, database) = catalogs.server();
+            Some(crate::views::expand(stmt, catalog, database)?)
+        }
+        None => None,
+    };
+    let stmt = expanded.as_ref().unwrap_or(stmt);
     rivulet_planner::recursive::check(stmt)?;
     // Each MATCH_RECOGNIZE becomes a table function registered for this statement only.
     let (stmt, functions) = rivulet_planner::recognize::prepare(ctx, stmt).await?;

@@ -105,9 +105,7 @@ impl Session {
         emit_on_window_close: bool,
     ) -> Result<Outcome, SqlError> {
         if !create.materialized {
-            return Err(SqlError::unsupported(
-                "CREATE VIEW (only CREATE MATERIALIZED VIEW)",
-            ));
+            return self.create_plain_view(create).await;
         }
         if create.or_replace || create.or_alter {
             return Err(SqlError::unsupported("CREATE OR REPLACE MATERIALIZED VIEW"));
@@ -176,6 +174,7 @@ impl Session {
             options: Default::default(),
             watermark: None,
             computed: Vec::new(),
+            plain_view: None,
             view: Some(ViewDef {
                 query,
                 counted: plan.counted,
@@ -248,11 +247,15 @@ impl Session {
                 ));
             };
             if entry.def.view.is_none() {
+                let hint = match entry.def.plain_view {
+                    Some(_) => "Use DROP VIEW to remove a view.",
+                    None => "Use DROP TABLE to remove a table.",
+                };
                 return Err(SqlError::new(
                     sqlstate::WRONG_OBJECT_TYPE,
                     format!("\"{view}\" is not a materialized view"),
                 )
-                .with_hint("Use DROP TABLE to remove a table."));
+                .with_hint(hint));
             }
             if entry.def.view.as_ref().is_some_and(|v| v.sink.is_some()) {
                 return Err(SqlError::new(
@@ -265,6 +268,7 @@ impl Session {
                 self.drop_readers(entry.def.id)?;
             }
             self.refuse_if_read(entry.def.id, &view)?;
+            self.refuse_if_named(&view, cascade)?;
             self.shared.jobs.stop(entry.def.id);
             self.catalog()
                 .drop_table(&self.database, &view, if_exists)?;
