@@ -532,6 +532,16 @@ fn pg_attribute_type(t: &SqlType) -> (i32, i32, i16) {
             }),
             -1,
         ),
+        SqlType::Char { len } => (
+            1042,
+            len.map_or(-1, |n| {
+                i32::try_from(n)
+                    .ok()
+                    .and_then(|n| n.checked_add(4))
+                    .unwrap_or(i32::MAX)
+            }),
+            -1,
+        ),
         SqlType::Text => (25, -1, -1),
         SqlType::Date => (1082, -1, 4),
         SqlType::Time => (1083, -1, 8),
@@ -558,6 +568,7 @@ fn array_oid(element: i32) -> i32 {
         701 => 1022,
         1700 => 1231,
         1043 => 1015,
+        1042 => 1014,
         25 => 1009,
         1082 => 1182,
         1083 => 1183,
