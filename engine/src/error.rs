@@ -27,6 +27,9 @@ pub enum EngineError {
         "null value in column \"{column}\" of relation \"{table}\" violates not-null constraint"
     )]
     NotNull { table: String, column: String },
+    /// A text value longer than its column's declared length.
+    #[error("value too long for type {type_name}")]
+    TooLong { type_name: String },
     /// A second row with the same primary key.
     #[error("duplicate key value violates unique constraint \"{table}_pkey\"")]
     DuplicateKey { table: String, key: String },

@@ -39,6 +39,10 @@ pub struct TableDef {
     /// Computed columns (`name AS expr`): stored like the others, computed on insert.
     #[serde(default)]
     pub computed: Vec<ComputedDef>,
+    /// Set for a plain (not materialized) view: its query, as SQL text. It stores no rows; a
+    /// query naming it reads the query in its place, as Postgres' rewriter does.
+    #[serde(default)]
+    pub plain_view: Option<String>,
 }
 
 /// A computed column: its position and its expression over the table's other columns.

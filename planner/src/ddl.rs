@@ -134,6 +134,7 @@ pub fn table_def(
         view: None,
         watermark,
         computed: computed_defs,
+        plain_view: None,
     })
 }
 

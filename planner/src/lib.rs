@@ -17,6 +17,8 @@ pub mod computed;
 pub mod ddl;
 /// Errors of parsing and planning, each with the position in the SQL text where known.
 pub mod error;
+/// The declared lengths of `CHAR(n)` and `VARCHAR(n)` columns, checked on insert and update.
+pub mod lengths;
 /// Integer arithmetic that fails on overflow, as Postgres' does.
 pub mod overflow;
 /// Splitting SQL text into statements and parsing them with Rivulet's extensions.

@@ -39,6 +39,12 @@ pub enum SqlType {
     Varchar {
         max_len: Option<u32>,
     },
+    /// `CHAR(n)`, `CHARACTER(n)`, `bpchar` (`len` None: any length). Stored without its
+    /// trailing blanks, which Postgres ignores in comparisons and drops when casting to text;
+    /// not padded back on output.
+    Char {
+        len: Option<u32>,
+    },
     Text,
     Date,
     Time,
@@ -69,6 +75,10 @@ impl SqlType {
             D::Numeric(info) | D::Decimal(info) => numeric(info)?,
             D::Varchar(len) | D::CharacterVarying(len) | D::CharVarying(len) => SqlType::Varchar {
                 max_len: char_len(len.as_ref())?,
+            },
+            // Postgres: CHAR without a length is CHAR(1).
+            D::Char(len) | D::Character(len) => SqlType::Char {
+                len: Some(char_len(len.as_ref())?.unwrap_or(1)),
             },
             D::Text | D::String(None) => SqlType::Text,
             D::Date => SqlType::Date,
@@ -103,6 +113,7 @@ impl SqlType {
                     "bool" => SqlType::Boolean,
                     "jsonb" | "json" => SqlType::Jsonb,
                     "varchar" => SqlType::Varchar { max_len: None },
+                    "bpchar" => SqlType::Char { len: None },
                     "string" => SqlType::Text,
                     _ => return Err(PlanError::UnknownType(name.to_string())),
                 }
@@ -153,7 +164,9 @@ impl SqlType {
             SqlType::Real => DataType::Float32,
             SqlType::Double => DataType::Float64,
             SqlType::Numeric { precision, scale } => DataType::Decimal128(*precision, *scale),
-            SqlType::Varchar { .. } | SqlType::Text | SqlType::Jsonb => DataType::Utf8,
+            SqlType::Varchar { .. } | SqlType::Char { .. } | SqlType::Text | SqlType::Jsonb => {
+                DataType::Utf8
+            }
             SqlType::Date => DataType::Date32,
             SqlType::Time => DataType::Time64(TimeUnit::Microsecond),
             SqlType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
@@ -188,6 +201,8 @@ impl SqlType {
             SqlType::Numeric { precision, scale } => format!("numeric({precision},{scale})"),
             SqlType::Varchar { max_len: Some(n) } => format!("character varying({n})"),
             SqlType::Varchar { max_len: None } => "character varying".into(),
+            SqlType::Char { len: Some(n) } => format!("character({n})"),
+            SqlType::Char { len: None } => "bpchar".into(),
             SqlType::Text => "text".into(),
             SqlType::Date => "date".into(),
             SqlType::Time => "time without time zone".into(),
@@ -273,6 +288,10 @@ mod tests {
             SqlType::TimestampTz
         );
         assert_eq!(ty("timestamptz").unwrap(), SqlType::TimestampTz);
+        assert_eq!(ty("CHAR(25)").unwrap(), SqlType::Char { len: Some(25) });
+        assert_eq!(ty("CHARACTER").unwrap(), SqlType::Char { len: Some(1) });
+        assert_eq!(ty("bpchar").unwrap(), SqlType::Char { len: None });
+        assert_eq!(ty("CHAR(3)").unwrap().pg_name(), "character(3)");
         assert_eq!(ty("TIMESTAMP(3)").unwrap(), SqlType::Timestamp);
         assert!(matches!(
             ty("NUMERIC(50,2)"),

@@ -16,6 +16,7 @@ pub mod sqlstate {
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const DATA_EXCEPTION: &str = "22000";
     pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+    pub const STRING_DATA_RIGHT_TRUNCATION: &str = "22001";
     pub const DATETIME_FIELD_OVERFLOW: &str = "22008";
     pub const INVALID_DATETIME_FORMAT: &str = "22007";
     pub const DIVISION_BY_ZERO: &str = "22012";
@@ -46,6 +47,7 @@ pub mod sqlstate {
     pub const DUPLICATE_TABLE: &str = "42P07";
     pub const DUPLICATE_DATABASE: &str = "42P04";
     pub const INVALID_TABLE_DEFINITION: &str = "42P16";
+    pub const INVALID_OBJECT_DEFINITION: &str = "42P17";
     pub const DATATYPE_MISMATCH: &str = "42804";
     pub const UNDEFINED_DATABASE: &str = "3D000";
     pub const OUT_OF_MEMORY: &str = "53200";
@@ -201,6 +203,7 @@ fn from_engine(e: &EngineError) -> SqlError {
     use sqlstate::*;
     match e {
         EngineError::NotNull { .. } => SqlError::new(NOT_NULL_VIOLATION, e.to_string()),
+        EngineError::TooLong { .. } => SqlError::new(STRING_DATA_RIGHT_TRUNCATION, e.to_string()),
         EngineError::DuplicateKey { key, .. } => {
             let err = SqlError::new(UNIQUE_VIOLATION, e.to_string());
             if key.is_empty() {

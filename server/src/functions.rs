@@ -57,11 +57,15 @@ pub fn register(ctx: &SessionContext, user: &str, database: &str) {
     }
 }
 
-/// Makes `table` compute its computed columns on insert, if it has any.
+/// Makes `table` compute its computed columns on insert, if it has any, and check its text
+/// columns' declared lengths.
 pub fn install_computed(
     table: &rivulet_engine::table::TableStore,
     def: &rivulet_planner::catalog::TableDef,
 ) -> Result<(), crate::error::SqlError> {
+    if let Some(check) = rivulet_planner::lengths::check(def) {
+        table.set_check(check);
+    }
     if def.computed.is_empty() {
         return Ok(());
     }

@@ -59,6 +59,8 @@ mod system_tables;
 mod text;
 /// Postgres text output where arrow-pg prints differently.
 mod text_out;
+/// Plain views, expanded into their queries before planning.
+mod views;
 /// The pgwire front end.
 mod wire;
 

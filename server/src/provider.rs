@@ -78,6 +78,11 @@ impl SessionCatalogs {
 }
 
 impl SessionCatalogs {
+    /// The server catalog and the database this list shows.
+    pub fn server(&self) -> (&Arc<Catalog>, &str) {
+        (&self.catalog, &self.database)
+    }
+
     /// Drops the database catalogs and with them the schemas registered on them, which hold this
     /// list (see the module documentation). Called when the session ends.
     pub fn close(&self) {
@@ -365,6 +370,10 @@ pub(crate) fn expand_counted(batch: &RecordBatch) -> Result<RecordBatch> {
 #[async_trait]
 impl TableProvider for StoredTable {
     fn schema(&self) -> SchemaRef {
+        // A view replaced with more columns keeps its (empty) store, of the first columns.
+        if self.entry.def.plain_view.is_some() {
+            return self.entry.def.schema();
+        }
         let schema = self.entry.store.schema();
         if self.counted() {
             let visible = (0..schema.fields().len().saturating_sub(1)).collect::<Vec<_>>();
@@ -379,11 +388,15 @@ impl TableProvider for StoredTable {
     fn table_type(&self) -> TableType {
         // information_schema shows materialized views as views (Postgres leaves them out of
         // `information_schema.tables` entirely; clients that list relations want to see them).
-        if self.entry.def.view.is_some() {
+        if self.entry.def.view.is_some() || self.entry.def.plain_view.is_some() {
             TableType::View
         } else {
             TableType::Base
         }
+    }
+
+    fn get_table_definition(&self) -> Option<&str> {
+        self.entry.def.plain_view.as_deref()
     }
 
     async fn scan(
@@ -393,6 +406,13 @@ impl TableProvider for StoredTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if self.entry.def.plain_view.is_some() {
+            // Statements read a view's query in its place (`crate::views`) before planning.
+            return Err(DataFusionError::Internal(format!(
+                "view \"{}\" was not expanded into its query",
+                self.entry.def.name
+            )));
+        }
         let snapshot = {
             let mut slot = self.reads.snapshot.lock();
             match slot.as_ref() {

@@ -103,3 +103,41 @@ async fn array_columns_survive_kill_9_in_tables_and_views() {
         ["{a,\"b c\"}"]
     );
 }
+
+#[tokio::test]
+async fn plain_views_and_view_column_lists_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path()).await.unwrap();
+    let c = server.connect("dev").await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE t (id INT PRIMARY KEY, k INT, v BIGINT);
+         INSERT INTO t VALUES (1, 1, 10), (2, 1, 20), (3, 2, 5);
+         CREATE VIEW big (id, key, value) AS SELECT id, k, v FROM t WHERE v > 6;
+         CREATE VIEW per_key AS SELECT key, sum(value) AS total FROM big GROUP BY key;
+         CREATE MATERIALIZED VIEW m (k, n) AS SELECT key, count(*) FROM big GROUP BY key;
+         FLUSH",
+    )
+    .await
+    .unwrap();
+    server.kill9().await.unwrap();
+
+    let server = TestServer::start_in(dir.path()).await.unwrap();
+    let c = server.connect("dev").await.unwrap();
+    c.batch_execute("INSERT INTO t VALUES (4, 2, 7); FLUSH")
+        .await
+        .unwrap();
+    assert_eq!(
+        text_rows(&c, "SELECT * FROM per_key ORDER BY key")
+            .await
+            .unwrap(),
+        ["1|30", "2|7"]
+    );
+    assert_eq!(
+        text_rows(&c, "SELECT k, n FROM m ORDER BY k")
+            .await
+            .unwrap(),
+        ["1|2", "2|1"]
+    );
+    let err = c.batch_execute("DROP VIEW big").await.unwrap_err();
+    assert_eq!(err.code().map(|c| c.code()), Some("2BP01"));
+}

@@ -191,6 +191,13 @@ pub trait Computed: Send + Sync {
     fn fill(&self, rows: &RecordBatch) -> Result<RecordBatch>;
 }
 
+/// Checks a table's rows against what its column types allow beyond their Arrow types (text
+/// lengths of `CHAR(n)` and `VARCHAR(n)`), on every insert and update; may rewrite values.
+pub trait RowCheck: Send + Sync {
+    /// `rows` (in the table's schema) as stored, or the error for the first value not allowed.
+    fn check(&self, rows: RecordBatch) -> Result<RecordBatch>;
+}
+
 /// One table's storage.
 pub struct TableStore {
     store: StateStore,
@@ -202,6 +209,7 @@ pub struct TableStore {
     key_codec: Option<RowCodec>,
     writer: Mutex<Counters>,
     committed: watch::Sender<u64>,
+    check: std::sync::OnceLock<Arc<dyn RowCheck>>,
     computed: std::sync::OnceLock<Arc<dyn Computed>>,
     /// Set for a materialized view's rows: whether the view counts identical rows (its last
     /// column; see [`TableStore::mark_view`]).
@@ -310,6 +318,7 @@ impl TableStore {
             writer: Mutex::new(counters),
             committed,
             computed: std::sync::OnceLock::new(),
+            check: std::sync::OnceLock::new(),
             view: std::sync::OnceLock::new(),
             trimmed: AtomicU64::new(trimmed),
             holds: Mutex::new(BTreeMap::new()),
@@ -716,15 +725,29 @@ impl TableStore {
         let _ = self.computed.set(computed);
     }
 
+    /// Checks every inserted or updated row from now on (set once, when the table is opened).
+    pub fn set_check(&self, check: Arc<dyn RowCheck>) {
+        let _ = self.check.set(check);
+    }
+
+    /// `rows` with computed columns filled in, relabelled with the table's schema and checked.
+    fn shaped(&self, rows: &RecordBatch) -> Result<RecordBatch> {
+        let rows = match self.computed.get() {
+            Some(c) => c.fill(rows)?,
+            None => self.conform(rows)?,
+        };
+        match self.check.get() {
+            Some(c) => c.check(rows),
+            None => Ok(rows),
+        }
+    }
+
     /// `rows` (the stored columns, computed ones optional) as the table's rows: computed
     /// columns filled in, NOT NULL checked. For rows that come from outside the table (a job
     /// reading files) but must look as if read from it.
     pub fn complete(&self, rows: &RecordBatch) -> Result<RecordBatch> {
         self.check_not_null(rows)?;
-        match self.computed.get() {
-            Some(c) => c.fill(rows),
-            None => self.conform(rows),
-        }
+        self.shaped(rows)
     }
 
     /// Sequence number of the last committed change-log entry (0 before the first).
@@ -751,10 +774,7 @@ impl TableStore {
             .filter(|b| b.num_rows() > 0)
             .map(|b| {
                 self.check_not_null(b)?;
-                match self.computed.get() {
-                    Some(c) => c.fill(b),
-                    None => self.conform(b),
-                }
+                self.shaped(b)
             })
             .collect::<Result<_>>()?;
         if batches.is_empty() {
@@ -815,10 +835,7 @@ impl TableStore {
                 "upsert flags of the wrong length".into(),
             ));
         }
-        let rows = match self.computed.get() {
-            Some(c) => c.fill(rows)?,
-            None => self.conform(rows)?,
-        };
+        let rows = self.shaped(rows)?;
         // Upserted rows must be whole; deleted ones only need their key.
         let upserted = BooleanArray::from(delete.iter().map(|d| !d).collect::<Vec<_>>());
         self.check_not_null(&filter_record_batch(&rows, &upserted)?)?;
@@ -1035,6 +1052,10 @@ impl TableStore {
         }
         self.check_not_null(&new)?;
         let new = self.conform(&new)?;
+        let new = match self.check.get() {
+            Some(c) => c.check(new)?,
+            None => new,
+        };
         let keys = match &self.key_codec {
             Some(_) => {
                 let keys = self.primary_keys(&new)?;

@@ -101,10 +101,7 @@ impl TableStore {
         let mut total = 0u64;
         for rows in batches.iter().filter(|b| b.num_rows() > 0) {
             self.check_not_null(rows)?;
-            let rows = match self.computed.get() {
-                Some(c) => c.fill(rows)?,
-                None => self.conform(rows)?,
-            };
+            let rows = self.shaped(rows)?;
             let keys: Vec<Vec<u8>> = if self.key_codec.is_some() {
                 let keys = self.primary_keys(&rows)?;
                 self.check_absent(writes, &keys, &HashSet::new())?;

@@ -64,19 +64,22 @@ impl Session {
                     let (schema, table) = object_name(name)?;
                     check_schema(schema.as_deref())?;
                     if let Some(entry) = self.catalog().table(&self.database, &table) {
-                        if entry.def.view.is_some() {
+                        if entry.def.view.is_some() || entry.def.plain_view.is_some() {
+                            let hint = match entry.def.plain_view {
+                                Some(_) => "Use DROP VIEW to remove a view.",
+                                None => "Use DROP MATERIALIZED VIEW to remove a materialized view.",
+                            };
                             return Err(SqlError::new(
                                 sqlstate::WRONG_OBJECT_TYPE,
                                 format!("\"{table}\" is not a table"),
                             )
-                            .with_hint(
-                                "Use DROP MATERIALIZED VIEW to remove a materialized view.",
-                            ));
+                            .with_hint(hint));
                         }
                         if cascade {
                             self.drop_readers(entry.def.id)?;
                         }
                         self.refuse_if_read(entry.def.id, &table)?;
+                        self.refuse_if_named(&table, cascade)?;
                     }
                     if let Some(entry) = self.catalog().table(&self.database, &table) {
                         self.shared.sources.stop(entry.def.id);

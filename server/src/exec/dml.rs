@@ -366,6 +366,9 @@ fn refuse_connector_table(table: &TableEntry, what: &str) -> Result<(), SqlError
 
 /// Views change only through their job (Postgres: "cannot change materialized view").
 pub(super) fn refuse_view(table: &TableEntry) -> Result<(), SqlError> {
+    if table.def.plain_view.is_some() {
+        return Err(crate::views::not_updatable(&table.def.name));
+    }
     if table.def.view.is_some() {
         return Err(SqlError::new(
             sqlstate::WRONG_OBJECT_TYPE,

@@ -10,6 +10,7 @@ mod backup;
 mod ddl;
 mod dml;
 mod job_savepoint;
+mod plain_view;
 mod query;
 mod savepoint;
 mod settings;
@@ -302,10 +303,12 @@ impl Session {
                         ast::ObjectType::MaterializedView => {
                             self.drop_views(*if_exists, *cascade, names)
                         }
+                        ast::ObjectType::View => self.drop_plain_views(*if_exists, *cascade, names),
                         _ => self.drop(object_type, *if_exists, *cascade, names),
                     }
                 }
                 ast::ObjectType::MaterializedView => self.drop_views(*if_exists, *cascade, names),
+                ast::ObjectType::View => self.drop_plain_views(*if_exists, *cascade, names),
                 _ => self.drop(object_type, *if_exists, *cascade, names),
             },
             S::Set(set) => self.set(set),

@@ -31,6 +31,17 @@ pub async fn plan_continuous(
     ctx: &SessionContext,
     stmt: &ast::Statement,
 ) -> Result<LogicalPlan, SqlError> {
+    // Plain views become their queries first, as in Postgres' rewriter.
+    let catalogs = ctx.state().catalog_list().clone();
+    let any: &dyn std::any::Any = catalogs.as_ref();
+    let expanded = match any.downcast_ref::<crate::provider::SessionCatalogs>() {
+        Some(catalogs) => {
+            let (catalog, database) = catalogs.server();
+            Some(crate::views::expand(stmt, catalog, database)?)
+        }
+        None => None,
+    };
+    let stmt = expanded.as_ref().unwrap_or(stmt);
     rivulet_planner::recursive::check(stmt)?;
     // Each MATCH_RECOGNIZE becomes a table function registered for this statement only.
     let (stmt, functions) = rivulet_planner::recognize::prepare(ctx, stmt).await?;
@@ -65,7 +76,7 @@ fn postgres_text_casts(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
                     (Some(text), t @ (DataType::List(_) | DataType::LargeList(_))) => Ok(
                         Transformed::yes(Expr::Literal(array_constant(text, t)?, None)),
                     ),
-                    _ => Ok(text_constant_cast(cast)),
+                    _ => text_constant_cast(cast),
                 },
                 other => Ok(Transformed::no(other)),
             })
@@ -75,8 +86,28 @@ fn postgres_text_casts(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
 }
 
 /// A text constant cast to a timestamp, an interval or a numeric, with Postgres' forms Arrow
-/// does not read rewritten; any other cast as it is.
-fn text_constant_cast(cast: Cast) -> Transformed<Expr> {
+/// does not read rewritten; any other cast as it is. A text constant that is no number or date
+/// fails here, at planning, as in Postgres (whose Describe of `'abc'::int` fails).
+fn text_constant_cast(cast: Cast) -> datafusion::error::Result<Transformed<Expr>> {
+    if let Some(text) = text_constant(&cast.expr)
+        && matches!(
+            cast.field.data_type(),
+            DataType::Int16
+                | DataType::Int32
+                | DataType::Int64
+                | DataType::Float32
+                | DataType::Float64
+                | DataType::Date32
+        )
+    {
+        // The kernel and options the cast runs with when executed.
+        let strict = datafusion::arrow::compute::CastOptions {
+            safe: false,
+            ..Default::default()
+        };
+        let text = datafusion::arrow::array::StringArray::from(vec![text]);
+        datafusion::arrow::compute::cast_with_options(&text, cast.field.data_type(), &strict)?;
+    }
     let rewritten = text_constant(&cast.expr).and_then(|text| match cast.field.data_type() {
         DataType::Interval(IntervalUnit::MonthDayNano) => crate::pg::datetime_input::interval(text),
         DataType::Timestamp(..) => crate::pg::datetime_input::timestamp(text),
@@ -84,13 +115,13 @@ fn text_constant_cast(cast: Cast) -> Transformed<Expr> {
         DataType::Decimal128(..) => crate::pg::typing::without_exponent(text.trim()),
         _ => None,
     });
-    match rewritten {
+    Ok(match rewritten {
         Some(text) => Transformed::yes(Expr::Cast(Cast {
             expr: Box::new(Expr::Literal(ScalarValue::Utf8(Some(text)), None)),
             field: cast.field,
         })),
         None => Transformed::no(Expr::Cast(cast)),
-    }
+    })
 }
 
 /// A Postgres array literal as a constant of the list type `t`.

@@ -137,7 +137,7 @@ impl Session {
             .catalog()
             .tables(&self.database)
             .iter()
-            .filter(|t| t.def.view.is_some() == views)
+            .filter(|t| t.def.view.is_some() == views && t.def.plain_view.is_none())
             .map(|t| t.def.name.clone())
             .collect();
         text_rows(&["Name"], vec![names.iter().map(String::as_str).collect()])

@@ -96,6 +96,7 @@ impl Session {
             options,
             watermark: None,
             computed: Vec::new(),
+            plain_view: None,
             view: Some(ViewDef {
                 query: query.to_string(),
                 counted: plan.counted,

@@ -12,8 +12,8 @@ use datafusion::arrow::array::StringArray;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::sql::sqlparser::ast::{self, CreateView, ObjectName};
-use rivulet_planner::catalog::{TableDef, ViewDef};
-use rivulet_planner::ddl::object_name;
+use rivulet_planner::catalog::{ColumnDef, TableDef, ViewDef};
+use rivulet_planner::ddl::{normalize_ident, object_name};
 
 use super::Outcome;
 use crate::error::{SqlError, sqlstate};
@@ -74,6 +74,30 @@ fn savepoint_options(
     }
 }
 
+/// Renames the first of `columns` as a view's column list says (Postgres: the rest keep their
+/// names); more names than columns is `too_many`, a syntax error as in Postgres.
+pub(super) fn rename_columns(
+    columns: &mut [ColumnDef],
+    names: &[ast::ViewColumnDef],
+    too_many: &str,
+) -> Result<(), SqlError> {
+    if names.len() > columns.len() {
+        return Err(SqlError::new(sqlstate::SYNTAX_ERROR, too_many));
+    }
+    for (column, name) in columns.iter_mut().zip(names) {
+        column.name = normalize_ident(&name.name);
+    }
+    for (i, column) in columns.iter().enumerate() {
+        if columns[..i].iter().any(|c| c.name == column.name) {
+            return Err(SqlError::new(
+                sqlstate::DUPLICATE_COLUMN,
+                format!("column \"{}\" specified more than once", column.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Session {
     pub(super) async fn create_view(
         &mut self,
@@ -81,17 +105,10 @@ impl Session {
         emit_on_window_close: bool,
     ) -> Result<Outcome, SqlError> {
         if !create.materialized {
-            return Err(SqlError::unsupported(
-                "CREATE VIEW (only CREATE MATERIALIZED VIEW)",
-            ));
+            return self.create_plain_view(create).await;
         }
         if create.or_replace || create.or_alter {
             return Err(SqlError::unsupported("CREATE OR REPLACE MATERIALIZED VIEW"));
-        }
-        if !create.columns.is_empty() {
-            return Err(SqlError::unsupported(
-                "a column list in CREATE MATERIALIZED VIEW (name the columns with AS in the query)",
-            ));
         }
         let (schema, name) = object_name(&create.name)?;
         super::ddl::check_schema(schema.as_deref())?;
@@ -118,6 +135,11 @@ impl Session {
             )
         });
         if let Some((from, allow)) = savepoint_options(&create.options)?.or(flink_savepoint) {
+            if !create.columns.is_empty() {
+                return Err(SqlError::unsupported(
+                    "a column list in a view restored from a savepoint",
+                ));
+            }
             return self
                 .restore_job(
                     &name,
@@ -134,7 +156,14 @@ impl Session {
         let settings = crate::jobs::job_settings(&self.settings);
         let defaults = self.shared.jobs.defaults();
         crate::jobs::RestartPolicy::from_settings(&settings, defaults.restart)?;
-        let plan = plan_stream(self, &query, &settings, emit_on_window_close, false).await?;
+        let mut plan = plan_stream(self, &query, &settings, emit_on_window_close, false).await?;
+        // The hidden count column of a view without a key is not the user's to name.
+        let visible = plan.columns.len() - usize::from(plan.counted);
+        rename_columns(
+            &mut plan.columns[..visible],
+            &create.columns,
+            "too many column names were specified",
+        )?;
         let def = TableDef {
             id: 0,
             database: String::new(),
@@ -145,6 +174,7 @@ impl Session {
             options: Default::default(),
             watermark: None,
             computed: Vec::new(),
+            plain_view: None,
             view: Some(ViewDef {
                 query,
                 counted: plan.counted,
@@ -217,11 +247,15 @@ impl Session {
                 ));
             };
             if entry.def.view.is_none() {
+                let hint = match entry.def.plain_view {
+                    Some(_) => "Use DROP VIEW to remove a view.",
+                    None => "Use DROP TABLE to remove a table.",
+                };
                 return Err(SqlError::new(
                     sqlstate::WRONG_OBJECT_TYPE,
                     format!("\"{view}\" is not a materialized view"),
                 )
-                .with_hint("Use DROP TABLE to remove a table."));
+                .with_hint(hint));
             }
             if entry.def.view.as_ref().is_some_and(|v| v.sink.is_some()) {
                 return Err(SqlError::new(
@@ -234,6 +268,7 @@ impl Session {
                 self.drop_readers(entry.def.id)?;
             }
             self.refuse_if_read(entry.def.id, &view)?;
+            self.refuse_if_named(&view, cascade)?;
             self.shared.jobs.stop(entry.def.id);
             self.catalog()
                 .drop_table(&self.database, &view, if_exists)?;

@@ -110,6 +110,16 @@ impl PgCatalog {
             .collect()
     }
 
+    /// The plain views' names (`pg_class` tells them from `information_schema`'s views).
+    fn plain_view_names(&self) -> HashSet<String> {
+        self.catalog
+            .tables(&self.database)
+            .iter()
+            .filter(|t| t.def.plain_view.is_some())
+            .map(|t| t.def.name.clone())
+            .collect()
+    }
+
     async fn inner_table(&self, name: &str) -> Result<Arc<dyn TableProvider>> {
         self.inner
             .table(name)
@@ -135,6 +145,7 @@ impl SchemaProvider for PgCatalog {
         let table = match name.to_ascii_lowercase().as_str() {
             "pg_class" => {
                 let views = self.view_names();
+                let plain = self.plain_view_names();
                 let inner = self.inner_table(name).await?;
                 let relations = Arc::clone(&self.relations);
                 let schema = with_acl_columns(&inner.schema());
@@ -144,7 +155,7 @@ impl SchemaProvider for PgCatalog {
                     schema,
                     patch: Arc::new(Box::new(move |batch| {
                         remember(&batch, &relations)?;
-                        let batch = pg_class(batch, &views, &[], None)?;
+                        let batch = pg_class(batch, &views, &plain, &[], None)?;
                         let n = batch.num_rows();
                         let mut columns = batch.columns().to_vec();
                         for field in out.fields().iter().skip(columns.len()) {
@@ -175,14 +186,21 @@ impl SchemaProvider for PgCatalog {
                     source: class,
                     schema: Arc::clone(&schema),
                     derive: Arc::new(move |class| {
-                        let class = pg_class(class, &views, &["r", "m"], Some(PG_CATALOG_OID))?;
+                        let class = pg_class(
+                            class,
+                            &views,
+                            &HashSet::new(),
+                            &["r", "m"],
+                            Some(PG_CATALOG_OID),
+                        )?;
                         stat_user_tables(&class, &schema, &live)
                     }),
                 })
             }
             "pg_tables" => {
                 let inner = self.inner_table(name).await?;
-                let views = self.view_names();
+                let mut views = self.view_names();
+                views.extend(self.plain_view_names());
                 self.patched(
                     inner,
                     Box::new(move |batch| {
@@ -514,6 +532,16 @@ fn pg_attribute_type(t: &SqlType) -> (i32, i32, i16) {
             }),
             -1,
         ),
+        SqlType::Char { len } => (
+            1042,
+            len.map_or(-1, |n| {
+                i32::try_from(n)
+                    .ok()
+                    .and_then(|n| n.checked_add(4))
+                    .unwrap_or(i32::MAX)
+            }),
+            -1,
+        ),
         SqlType::Text => (25, -1, -1),
         SqlType::Date => (1082, -1, 4),
         SqlType::Time => (1083, -1, 8),
@@ -540,6 +568,7 @@ fn array_oid(element: i32) -> i32 {
         701 => 1022,
         1700 => 1231,
         1043 => 1015,
+        1042 => 1014,
         25 => 1009,
         1082 => 1182,
         1083 => 1183,
@@ -679,6 +708,7 @@ fn remember(batch: &RecordBatch, relations: &RelationNames) -> Result<()> {
 fn pg_class(
     batch: RecordBatch,
     views: &HashSet<String>,
+    plain_views: &HashSet<String>,
     kinds: &[&str],
     skip_namespace: Option<i32>,
 ) -> Result<RecordBatch> {
@@ -695,13 +725,15 @@ fn pg_class(
             }
         })
         .collect();
-    // Rivulet has no plain views, so a view outside `pg_catalog` is one of `information_schema`'s,
+    // A view outside `pg_catalog` that is not one of ours is one of `information_schema`'s,
     // which Postgres does not show through `pg_class` lookups by name (they are off the search path).
     let keep: Vec<u32> = (0..batch.num_rows())
         .filter(|&i| {
             (kinds.is_empty() || kinds.contains(&relkind.value(i)))
                 && skip_namespace != Some(namespace.value(i))
-                && !(relkind.value(i) == "v" && namespace.value(i) != PG_CATALOG_OID)
+                && !(relkind.value(i) == "v"
+                    && namespace.value(i) != PG_CATALOG_OID
+                    && !plain_views.contains(names.value(i)))
         })
         .map(|i| i as u32)
         .collect();
@@ -1061,10 +1093,10 @@ mod tests {
         )
         .unwrap();
         let views = HashSet::from(["mv".to_string()]);
-        let out = pg_class(batch.clone(), &views, &[], None).unwrap();
+        let out = pg_class(batch.clone(), &views, &HashSet::new(), &[], None).unwrap();
         let kinds = column::<StringArray>(&out, "relkind").unwrap();
         assert_eq!(kinds.iter().flatten().collect::<Vec<_>>(), ["r", "m", "r"]);
-        let user = pg_class(batch, &views, &["r", "m"], Some(11)).unwrap();
+        let user = pg_class(batch, &views, &HashSet::new(), &["r", "m"], Some(11)).unwrap();
         assert_eq!(user.num_rows(), 2);
     }
 }

@@ -291,6 +291,7 @@ fn declared_types(batch: RecordBatch, declared: &Declared) -> Result<RecordBatch
         udt_names[i] = Some(udt.to_string());
         match *t {
             SqlType::Varchar { max_len } => lengths[i] = max_len.map(u64::from),
+            SqlType::Char { len } => lengths[i] = len.map(u64::from),
             SqlType::Numeric { precision, scale } => {
                 precisions[i] = Some(u64::from(precision));
                 scales[i] = u64::try_from(scale).ok();
@@ -328,6 +329,7 @@ fn information_schema_type(t: &SqlType) -> (&'static str, &'static str) {
         SqlType::Double => ("double precision", "float8"),
         SqlType::Numeric { .. } => ("numeric", "numeric"),
         SqlType::Varchar { .. } => ("character varying", "varchar"),
+        SqlType::Char { .. } => ("character", "bpchar"),
         SqlType::Text => ("text", "text"),
         SqlType::Date => ("date", "date"),
         SqlType::Time => ("time without time zone", "time"),
@@ -346,6 +348,7 @@ fn information_schema_type(t: &SqlType) -> (&'static str, &'static str) {
                 SqlType::Double => "_float8",
                 SqlType::Numeric { .. } => "_numeric",
                 SqlType::Varchar { .. } => "_varchar",
+                SqlType::Char { .. } => "_bpchar",
                 SqlType::Text => "_text",
                 SqlType::Date => "_date",
                 SqlType::Time => "_time",
