@@ -66,9 +66,9 @@ impl StateBatch {
         self.len += 1;
     }
 
-    /// Makes room for `writes` more writes of about `bytes` key and value bytes each.
-    pub fn reserve(&mut self, writes: usize, bytes: usize) {
-        self.buf.reserve(writes * (bytes + 9));
+    /// Makes room for `writes` more puts whose keys and values take `bytes` together.
+    pub fn reserve_exact(&mut self, bytes: usize, writes: usize) {
+        self.buf.reserve(bytes + writes * 9);
     }
 
     /// Sets `key` to `value`.

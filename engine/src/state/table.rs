@@ -856,6 +856,12 @@ impl StateTable {
         }
     }
 
+    /// Makes room in `batch` for `writes` more [`StateTable::write_behind`] puts whose keys and
+    /// values take `bytes` together.
+    pub fn reserve_behind(&self, batch: &mut StateBatch, writes: usize, bytes: usize) {
+        batch.reserve_exact(writes * (self.prefix.len() + 2) + bytes, writes);
+    }
+
     /// The job's last committed epoch: an entry written behind in an epoch up to it is in
     /// RocksDB.
     pub fn committed_epoch(&self) -> u64 {

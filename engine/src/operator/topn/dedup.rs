@@ -30,12 +30,20 @@ use super::super::sorted::{self, SortedRows, Table, row_of};
 use super::super::{Operator, StateScope};
 use super::{Output, RankKind, TopNSpec};
 use crate::changelog::{ChangeBatch, Op};
-use crate::state::StateBatch;
 use crate::state::memory::Charge;
+use crate::state::{StateBatch, keys};
 use crate::{EngineError, Result};
 
-/// Memory a slot costs besides its key's bytes (the slot, its index in the hash table).
-const SLOT_OVERHEAD: usize = 64;
+/// Memory a slot costs besides itself and a key too long to keep inline: its index entry.
+const INDEX_BYTES: usize = 16;
+
+/// Key bytes a slot keeps inline: a few numbers and a short string.
+const INLINE_KEY: usize = 64;
+
+/// A slot's key, inline up to [`INLINE_KEY`] bytes: finding a group and comparing its row then
+/// touch the slot alone, not a heap block as well (over a million groups, each is a cache
+/// miss, and those misses were most of a row's cost).
+type Key = smallvec::SmallVec<[u8; INLINE_KEY]>;
 
 /// A row's slot is not known yet.
 const UNKNOWN: u32 = u32::MAX;
@@ -46,7 +54,7 @@ struct Slot {
     hash: u64,
     kg: u16,
     /// The group's table key: the partition key (`group` bytes), order key, row, row length.
-    key: Vec<u8>,
+    key: Key,
     group: u32,
     /// Changed since the last checkpoint.
     dirty: bool,
@@ -68,7 +76,12 @@ impl Slot {
     }
 
     fn bytes(&self) -> usize {
-        self.key.capacity() + SLOT_OVERHEAD
+        let spilled = if self.key.spilled() {
+            self.key.capacity()
+        } else {
+            0
+        };
+        std::mem::size_of::<Self>() + spilled + INDEX_BYTES
     }
 }
 
@@ -92,7 +105,7 @@ pub struct Dedup {
     /// Slots changed since the last checkpoint.
     dirty: Vec<u32>,
     /// The dirty slots' sort keys at a checkpoint, kept to spare the allocation.
-    order: Vec<(u64, u32)>,
+    order: Vec<(u128, u32)>,
     /// Every group the table holds has a slot: a group without one is new.
     pub(super) complete: bool,
     pub(super) bytes: usize,
@@ -173,7 +186,7 @@ impl Dedup {
         let slot = Slot {
             hash,
             kg,
-            key: key.to_vec(),
+            key: Key::from_slice(key),
             group: group as u32,
             dirty: false,
             written: 0,
@@ -260,7 +273,7 @@ impl Dedup {
             self.slots[i] = Slot {
                 hash: 0,
                 kg: 0,
-                key: Vec::new(),
+                key: Key::new(),
                 group: 0,
                 dirty: false,
                 written: 0,
@@ -344,7 +357,9 @@ impl Operator for Dedup {
                 }
             }
             let s = &mut self.slots[i as usize];
-            if key >= s.key.as_slice() {
+            // The groups are equal: the rest of the keys decides.
+            let g = s.group as usize;
+            if key.get(g..).unwrap_or_default() >= s.value() {
                 continue;
             }
             if s.touched != this {
@@ -353,10 +368,10 @@ impl Operator for Dedup {
                 touched.push(i);
                 out.push(row_of(&s.key)?, 1, -1)?;
             }
-            self.bytes -= s.key.capacity();
+            self.bytes -= s.bytes();
             s.key.clear();
             s.key.extend_from_slice(key);
-            self.bytes += s.key.capacity();
+            self.bytes += s.bytes();
         }
         for &i in &touched {
             let s = &mut self.slots[i as usize];
@@ -381,20 +396,14 @@ impl Operator for Dedup {
         // In key order: RocksDB inserts sorted keys into its memtable far faster than random
         // ones (each insert starts where the last one ended), and the memtable inserts were
         // most of a deduplication's time.
-        // Sorted by a number made of the key group and the key's first six bytes (the key's
-        // order as far as they go), whole keys compared only where those tie.
+        // Sorted by a number made of the key group and the key's first bytes (see
+        // `keys::head`), whole keys compared only where those tie.
         let slots = &self.slots;
-        let prefix = |i: u32| {
-            let s = &slots[i as usize];
-            let mut head = [0u8; 8];
-            head[..2].copy_from_slice(&s.kg.to_be_bytes());
-            let group = s.group();
-            let n = group.len().min(6);
-            head[2..2 + n].copy_from_slice(&group[..n]);
-            (u64::from_be_bytes(head), i)
-        };
         self.order.clear();
-        self.order.extend(self.dirty.iter().map(|&i| prefix(i)));
+        (self.order).extend(self.dirty.iter().map(|&i| {
+            let s = &slots[i as usize];
+            (keys::head(s.kg, s.group()), i)
+        }));
         self.order.sort_unstable_by(|a, b| {
             a.0.cmp(&b.0).then_with(|| {
                 let (x, y) = (&slots[a.1 as usize], &slots[b.1 as usize]);
@@ -403,10 +412,13 @@ impl Operator for Dedup {
         });
         self.dirty.clear();
         self.dirty.extend(self.order.iter().map(|&(_, i)| i));
-        if let Some(&i) = self.dirty.first() {
-            // Table prefix and key group, then about this slot's key.
-            batch.reserve(self.dirty.len(), 16 + self.slots[i as usize].key.len());
-        }
+        // Exactly what the writes take, so the epoch's batch never grows by copying itself.
+        let keys: usize = self
+            .dirty
+            .iter()
+            .map(|&i| slots[i as usize].key.len())
+            .sum();
+        table.reserve_behind(batch, self.dirty.len(), keys);
         for &i in &self.dirty {
             let s = &mut self.slots[i as usize];
             let (group, value) = (s.group(), s.value());
