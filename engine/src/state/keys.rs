@@ -47,25 +47,6 @@ pub fn head(kg: u16, key: &[u8]) -> u128 {
     u128::from_be_bytes(head)
 }
 
-/// Sorts an epoch's writes (key group, key, what to write) into table-key order, by
-/// [`head`] first.
-pub fn sort_writes<T>(writes: &mut [(u16, std::sync::Arc<[u8]>, T)]) {
-    writes.sort_by_cached_key(|(kg, key, _)| head(*kg, key));
-    // Equal heads are adjacent now; only their runs need the whole keys.
-    let mut start = 0;
-    while start < writes.len() {
-        let h = head(writes[start].0, &writes[start].1);
-        let mut end = start + 1;
-        while end < writes.len() && head(writes[end].0, &writes[end].1) == h {
-            end += 1;
-        }
-        if end - start > 1 {
-            writes[start..end].sort_unstable_by(|a, b| a.1.cmp(&b.1));
-        }
-        start = end;
-    }
-}
-
 /// Appends `v`, ordered like the numbers.
 pub fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_be_bytes());

@@ -776,7 +776,7 @@ impl Operator for HashAggregate {
             let slot = &self.groups.slots[id as usize];
             writes.push((slot.kg, Arc::clone(&slot.key), Some(id)));
         }
-        crate::state::keys::sort_writes(&mut writes);
+        writes.sort_unstable_by(|a, b| (a.0, &*a.1).cmp(&(b.0, &*b.1)));
         let mut value = Vec::new();
         for (kg, key, id) in writes {
             let stored = scope.key(kg, &key);

@@ -921,7 +921,7 @@ impl Operator for SessionAggregate {
                 writes.push((part.kg, Arc::clone(&part.key), Some(p)));
             }
         }
-        crate::state::keys::sort_writes(&mut writes);
+        writes.sort_unstable_by(|a, b| (a.0, &*a.1).cmp(&(b.0, &*b.1)));
         let mut value = Vec::new();
         for (kg, key, p) in writes {
             let stored = scope.key(kg, &key);
