@@ -102,20 +102,23 @@ pub(super) fn lower_join(ctx: &StreamContext<'_>, b: &mut Builder, join: &Join) 
         JoinType::RightSemi => JoinKind::RightSemi,
         JoinType::RightAnti => JoinKind::RightAnti,
         JoinType::LeftMark | JoinType::RightMark => {
-            return Err(PlanError::Unsupported(
-                "a subquery in a materialized view that DataFusion plans as a mark join \
-                 (EXISTS or IN under OR); rewrite it as a JOIN or a UNION"
+            return Err(PlanError::UnsupportedHint {
+                what: "a subquery that DataFusion plans as a mark join (EXISTS or IN under OR) \
+                       in a materialized view"
                     .into(),
-            ));
+                hint: "Rewrite it as a JOIN or a UNION.".into(),
+            });
         }
     };
     if join.null_aware && (join.on.len() != 1 || join.filter.is_some()) {
-        return Err(PlanError::Unsupported(
-            "NOT IN over a correlated subquery, or over several columns, in a materialized view \
-             (its NULL semantics need each correlated group's whole result); write NOT EXISTS, \
-             or filter the subquery's columns IS NOT NULL"
+        return Err(PlanError::UnsupportedHint {
+            what: "NOT IN over a correlated subquery, or over several columns, in a materialized \
+                   view"
                 .into(),
-        ));
+            hint: "Its NULL semantics need each correlated group's whole result: write NOT \
+                   EXISTS, or filter the subquery's columns IS NOT NULL."
+                .into(),
+        });
     }
     let versioned = temporal::versioned(ctx.temporal, join)?;
     let left = lower(ctx, b, &join.left)?;

@@ -86,9 +86,10 @@ pub(super) fn lower_window(
     let op: Box<dyn Operator> = match event_time {
         Some(preceding) => {
             if let Some(f) = event_time::unretractable(&functions) {
-                return Err(PlanError::Unsupported(format!(
-                    "{f} OVER a frame that slides by event time: its aggregate cannot remove rows"
-                )));
+                return Err(PlanError::UnsupportedHint {
+                    what: format!("{f} OVER a frame that slides by event time"),
+                    hint: "Its aggregate cannot remove the rows that leave the frame.".into(),
+                });
             }
             // The operator feeds the aggregates itself: it evaluates their FILTERs too.
             let filters = (window.window_expr.iter())

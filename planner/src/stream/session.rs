@@ -75,6 +75,14 @@ pub(super) fn is_session_window(plan: &LogicalPlan) -> bool {
         if w.window_expr.iter().any(|e| session_call(&e.clone().unalias()).is_some()))
 }
 
+/// A SESSION window over a table whose rows can change.
+fn not_append_only() -> PlanError {
+    PlanError::UnsupportedHint {
+        what: "a SESSION window over a table whose rows can be updated or deleted".into(),
+        hint: "A deleted row could split a session: create the table APPEND ONLY.".into(),
+    }
+}
+
 fn unsupported(what: impl Into<String>) -> PlanError {
     PlanError::Unsupported(what.into())
 }
@@ -220,10 +228,7 @@ pub(super) fn lower_session_rows(
         )));
     };
     if !l.append_only {
-        return Err(unsupported(
-            "a SESSION window over a table whose rows can be updated or deleted (a deleted row \
-             could split a session): create the table APPEND ONLY",
-        ));
+        return Err(not_append_only());
     }
     let width = below.fields().len();
     let bounds = (found.map.get(width..).unwrap_or_default().iter())
@@ -300,19 +305,22 @@ pub(super) fn lower_session(
             Some(Origin::Column(i)) => match found.partition.iter().position(|&k| k == i) {
                 Some(j) => SessionColumn::Partition(j),
                 None => {
-                    return Err(unsupported(format!(
-                        "GROUP BY {e} over a SESSION window whose partition keys are ({}): \
-                         group by the window bounds and the partition keys (Flink: add it to \
-                         PARTITION BY)",
-                        keys_named()
-                    )));
+                    return Err(PlanError::UnsupportedHint {
+                        what: format!(
+                            "GROUP BY {e} over a SESSION window whose partition keys are ({})",
+                            keys_named()
+                        ),
+                        hint: "Group by the window bounds and the partition keys (Flink: add \
+                               it to PARTITION BY)."
+                            .into(),
+                    });
                 }
             },
             None => {
-                return Err(unsupported(format!(
-                    "GROUP BY {e} over a SESSION window (group by window_start, window_end \
-                     and the partition keys)"
-                )));
+                return Err(PlanError::UnsupportedHint {
+                    what: format!("GROUP BY {e} over a SESSION window"),
+                    hint: "Group by window_start, window_end and the partition keys.".into(),
+                });
             }
         });
     }
@@ -366,10 +374,7 @@ pub(super) fn lower_session(
         )));
     }
     if !l.append_only {
-        return Err(unsupported(
-            "a SESSION window over a table whose rows can be updated or deleted (a deleted row \
-             could split a session): create the table APPEND ONLY",
-        ));
+        return Err(not_append_only());
     }
     let physical_pre = pre
         .iter()

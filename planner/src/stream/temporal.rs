@@ -57,10 +57,17 @@ pub(super) fn temporal_join(
     schema: datafusion::arrow::datatypes::SchemaRef,
 ) -> Result<(TemporalJoin, EventTime)> {
     if !matches!(kind, JoinKind::Inner | JoinKind::Left) {
-        return Err(PlanError::Unsupported(format!(
-            "a {kind:?} temporal join (FOR SYSTEM_TIME AS OF); a temporal join is an INNER or \
-             LEFT join of the probe side with the versioned table"
-        )));
+        let kind = match kind {
+            JoinKind::Right => "RIGHT",
+            JoinKind::Full => "FULL",
+            _ => "semi or anti",
+        };
+        return Err(PlanError::UnsupportedHint {
+            what: format!("a {kind} temporal join (FOR SYSTEM_TIME AS OF)"),
+            hint: "A temporal join is an INNER or LEFT join of the probe side with the versioned \
+                   table."
+                .into(),
+        });
     }
     if join.on.is_empty() {
         return Err(PlanError::Unsupported(
@@ -68,11 +75,12 @@ pub(super) fn temporal_join(
         ));
     }
     if !left.append_only {
-        return Err(PlanError::Unsupported(
-            "a temporal join whose probe side (left) has updates or deletes; its rows are \
-             joined once, with the version of their time, so the probe side must be append-only"
+        return Err(PlanError::UnsupportedHint {
+            what: "a temporal join whose probe side (left) has updates or deletes".into(),
+            hint: "Its rows are joined once, with the version of their time, so the probe side \
+                   must be append-only."
                 .into(),
-        ));
+        });
     }
     let as_of = match &table.as_of {
         temporal::AsOf::ProcessingTime => AsOf::ProcessingTime,
@@ -80,29 +88,37 @@ pub(super) fn temporal_join(
             let column = Column::new(relation.clone(), name.clone());
             let at = join.left.schema().index_of_column(&column).ok();
             if at.is_none() || at != left.time.rowtime {
-                return Err(PlanError::Unsupported(format!(
-                    "FOR SYSTEM_TIME AS OF {column}: an event-time temporal join is as of the \
-                     probe side's event-time column (one with a WATERMARK), or PROCTIME() for \
-                     the current version"
-                )));
+                return Err(PlanError::UnsupportedHint {
+                    what: format!("FOR SYSTEM_TIME AS OF {column}"),
+                    hint: "An event-time temporal join is as of the probe side's event-time \
+                           column (one with a WATERMARK), or PROCTIME() for the current version."
+                        .into(),
+                });
             }
             let Some(rt) = right.time.rowtime else {
-                return Err(PlanError::Unsupported(format!(
-                    "an event-time temporal join with {}, which has no WATERMARK: a versioned \
-                     table needs a primary key and a watermark (or join AS OF PROCTIME())",
-                    table.qualifier
-                )));
+                return Err(PlanError::UnsupportedHint {
+                    what: format!(
+                        "an event-time temporal join with {}, which has no WATERMARK",
+                        table.qualifier
+                    ),
+                    hint: "A versioned table needs a primary key and a watermark; or join AS OF \
+                           PROCTIME()."
+                        .into(),
+                });
             };
             let keyed = right.key.as_ref().is_some_and(|key| {
                 !key.is_empty() && key.iter().all(|k| right_side.keys.contains(k))
             });
             if !keyed {
-                return Err(PlanError::Unsupported(format!(
-                    "an event-time temporal join with {} not on its primary key: a versioned \
-                     table needs a PRIMARY KEY, and the join condition must include equality on \
-                     all of it",
-                    table.qualifier
-                )));
+                return Err(PlanError::UnsupportedHint {
+                    what: format!(
+                        "an event-time temporal join with {} not on its primary key",
+                        table.qualifier
+                    ),
+                    hint: "A versioned table needs a PRIMARY KEY, and the join condition must \
+                           include equality on all of it."
+                        .into(),
+                });
             }
             AsOf::EventTime {
                 times: [at.unwrap_or_default(), rt],
