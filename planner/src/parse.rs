@@ -47,6 +47,8 @@ pub enum Statement {
         /// `WITH (...)` options, keys lowercased.
         options: std::collections::BTreeMap<String, String>,
         emit_on_window_close: bool,
+        /// `EXPLAIN CREATE SINK ...`: show the job's plan instead of creating the sink.
+        explain: bool,
     },
     /// `DROP SINK [IF EXISTS] name`.
     DropSink { name: String, if_exists: bool },
@@ -215,6 +217,17 @@ fn parse_one(
     }
     if words.len() > 1 && is_word(words[0].1, Keyword::CREATE) && is_bare(words[1].1, "sink") {
         return create_sink(sql, tokens, dialect);
+    }
+    if words.len() > 2
+        && is_word(words[0].1, Keyword::EXPLAIN)
+        && is_word(words[1].1, Keyword::CREATE)
+        && is_bare(words[2].1, "sink")
+    {
+        let mut sink = create_sink(sql, tokens[words[1].0..].to_vec(), dialect)?;
+        if let Statement::CreateSink { explain, .. } = &mut sink {
+            *explain = true;
+        }
+        return Ok(sink);
     }
     if words.len() > 1 && is_word(words[0].1, Keyword::DROP) && is_bare(words[1].1, "sink") {
         return drop_sink(sql, &tokens);
@@ -457,6 +470,7 @@ fn create_sink(
         query,
         options,
         emit_on_window_close,
+        explain: false,
     })
 }
 
@@ -1271,6 +1285,14 @@ mod tests {
     fn extensions() {
         let parsed = parse_sql("flush; CREATE TABLE t (a INT) APPEND ONLY").unwrap();
         assert_eq!(parsed[0].statement, Statement::Flush);
+        // EXPLAIN CREATE SINK is the sink's statement, marked to be explained.
+        let explained =
+            parse_sql("EXPLAIN CREATE SINK s AS SELECT a FROM t WITH (connector = 'x')");
+        assert!(matches!(
+            &explained.unwrap()[0].statement,
+            Statement::CreateSink { name, query, explain: true, .. }
+                if name == "s" && query == "SELECT a FROM t"
+        ));
         assert!(matches!(
             parsed[1].statement,
             Statement::Sql {

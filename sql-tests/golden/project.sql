@@ -24,9 +24,10 @@ CREATE MATERIALIZED VIEW appended AS SELECT device, reading FROM events WHERE re
 CREATE MATERIALIZED VIEW on_keyed AS SELECT id FROM keyed WHERE doubled > 10;
 CREATE MATERIALIZED VIEW on_counted AS SELECT auction FROM counted;
 
--- A sink needs no count of identical rows. (It prints nothing unless refused: the server has no
--- EXPLAIN CREATE SINK.)
+-- A sink needs no count of identical rows.
 CREATE SINK out AS SELECT auction, price FROM bids WITH (connector = 'blackhole');
+-- A sink's options are checked before its plan is shown.
+CREATE SINK bad AS SELECT auction FROM bids WITH (connector = 'nowhere');
 
 -- DISTINCT is an aggregate over all columns.
 CREATE MATERIALIZED VIEW distinct_channels AS SELECT DISTINCT channel FROM bids;

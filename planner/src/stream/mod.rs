@@ -117,6 +117,25 @@ impl StreamPlan {
         lines.push(format!("Materialize: key {:?}", self.key));
         lines
     }
+
+    /// [`StreamPlan::explain`] of the plan as a sink's job, whose changes leave the job
+    /// instead of being kept.
+    pub fn explain_sink(&self) -> Vec<String> {
+        let mut lines = self.explain();
+        lines.pop();
+        let changes = if self.append_only {
+            "inserts only"
+        } else {
+            "inserts, updates and deletes"
+        };
+        let key = if self.key.is_empty() {
+            String::new()
+        } else {
+            format!(", key {:?}", self.key)
+        };
+        lines.push(format!("Sink: {changes}{key}"));
+        lines
+    }
 }
 
 /// Rewrites Arrow's debug form of interval literals in plan text

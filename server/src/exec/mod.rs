@@ -145,7 +145,12 @@ impl Session {
                 query,
                 options,
                 emit_on_window_close,
+                explain,
             } => {
+                if *explain {
+                    crate::sinks::SinkOptions::parse(options)?;
+                    return self.explain_job(query, *emit_on_window_close, true).await;
+                }
                 return self
                     .create_sink(name, *if_not_exists, query, options, *emit_on_window_close)
                     .await;
@@ -458,7 +463,7 @@ fn statement_kind(text: &str) -> String {
 /// Whether `statement` creates a relation (a table, source, view or sink).
 fn creates_relation(statement: &Statement) -> bool {
     match statement {
-        Statement::CreateSink { .. } => true,
+        Statement::CreateSink { explain, .. } => !explain,
         Statement::Sql { stmt, .. } => matches!(
             stmt.as_ref(),
             ast::Statement::CreateTable(_) | ast::Statement::CreateView(_)

@@ -200,16 +200,24 @@ impl Session {
         create: &CreateView,
         emit_on_window_close: bool,
     ) -> Result<Outcome, SqlError> {
+        self.explain_job(&create.query.to_string(), emit_on_window_close, false)
+            .await
+    }
+
+    /// EXPLAIN of the job a view's (or, with `sink`, a sink's) `query` would run.
+    pub(super) async fn explain_job(
+        &mut self,
+        query: &str,
+        emit_on_window_close: bool,
+        sink: bool,
+    ) -> Result<Outcome, SqlError> {
         let settings = crate::jobs::job_settings(&self.settings);
-        let plan = plan_stream(
-            self,
-            &create.query.to_string(),
-            &settings,
-            emit_on_window_close,
-            false,
-        )
-        .await?;
-        let lines = plan.explain();
+        let plan = plan_stream(self, query, &settings, emit_on_window_close, sink).await?;
+        let lines = if sink {
+            plan.explain_sink()
+        } else {
+            plan.explain()
+        };
         let schema = Arc::new(Schema::new(vec![Field::new(
             "QUERY PLAN",
             DataType::Utf8,
