@@ -21,17 +21,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rivulet_sql_tests::kafka::Broker;
 use rivulet_sql_tests::{TestServer, text_rows};
 
-const CHANNELS: [&str; 8] = [
-    "Google",
-    "Facebook",
-    "Baidu",
-    "Apple",
-    "channel-1234",
-    "channel-42",
-    "channel-777",
-    "channel-9",
-];
-
 /// Bid `i` of the LCG stream (`genbids.py`'s fields), with event time `base + i / 100` ms.
 fn bid(x: &mut u64, i: u64, base: u64, extra: &str) -> String {
     *x = x
@@ -42,7 +31,7 @@ fn bid(x: &mut u64, i: u64, base: u64, extra: &str) -> String {
         (*x >> 34) % 1_000_000,
         1 + (*x >> 7) % 100_000,
     );
-    let c = CHANNELS[((*x >> 50) & 7) as usize];
+    let c = rivulet_sql_tests::bids::CHANNELS[((*x >> 50) & 7) as usize];
     format!(
         "{{\"auction\":{a},\"bidder\":{b},\"price\":{p},\"channel\":\"{c}\",\"url\":\"https://www.nexmark.com/item.htm?query=1&id={a}\",\"date_time\":{},\"extra\":\"{extra}\"}}",
         base + i / 100

@@ -59,19 +59,21 @@ pub fn file(rows: u64) -> PathBuf {
     path
 }
 
+/// The bids' channels, picked by the generator's state (`genbids.py`'s list).
+pub const CHANNELS: [&str; 8] = [
+    "Google",
+    "Facebook",
+    "Baidu",
+    "Apple",
+    "channel-1234",
+    "channel-42",
+    "channel-777",
+    "channel-9",
+];
+
 /// Writes `n` bids to `path` (through a temporary file, so a partial file is never taken for
 /// a whole one).
 fn write_bids(path: &Path, n: u64) {
-    let chans = [
-        "Google",
-        "Facebook",
-        "Baidu",
-        "Apple",
-        "channel-1234",
-        "channel-42",
-        "channel-777",
-        "channel-9",
-    ];
     let base: u64 = 1_700_000_000_000;
     let mut x: u64 = 12345;
     let tmp = path.with_extension("partial");
@@ -85,7 +87,7 @@ fn write_bids(path: &Path, n: u64) {
             (x >> 34) % 1_000_000,
             1 + (x >> 7) % 100_000,
         );
-        let c = chans[((x >> 50) & 7) as usize];
+        let c = CHANNELS[((x >> 50) & 7) as usize];
         writeln!(
             out,
             "{{\"auction\":{a},\"bidder\":{b},\"price\":{p},\"channel\":\"{c}\",\"url\":\"https://www.nexmark.com/item.htm?query=1&id={a}\",\"date_time\":{},\"extra\":\"\"}}",

@@ -24,6 +24,20 @@ use tokio::process::{Child, Command};
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
+/// `text` as the tail of an unquoted identifier: ASCII letters and digits lowercased, anything
+/// else `_` (a database named after a test file).
+pub fn identifier(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// The `rivulet` binary under test: `RIVULET_BIN`, or the one cargo built beside this test.
 pub fn rivulet_bin() -> PathBuf {
     if let Ok(p) = std::env::var("RIVULET_BIN") {

@@ -78,16 +78,7 @@ async fn golden() {
 
 /// Runs one case in database `g_<name>`: the text compared with its `.out` file.
 async fn run_case(server: &TestServer, admin: &Client, name: &str, sql: &str) -> String {
-    let db: String = format!("g_{name}")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let db = rivulet_sql_tests::identifier(&format!("g_{name}"));
     let setup = format!("DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}");
     admin
         .simple_query(&setup)

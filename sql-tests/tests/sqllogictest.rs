@@ -32,17 +32,7 @@ fn slt_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 fn database_name(root: &Path, file: &Path, protocol: Protocol) -> String {
     let rel = file.strip_prefix(root).unwrap_or(file).with_extension("");
-    let base: String = rel
-        .to_string_lossy()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let base = rivulet_sql_tests::identifier(&rel.to_string_lossy());
     format!(
         "slt_{base}_{}",
         if protocol == Protocol::Simple {

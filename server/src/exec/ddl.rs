@@ -1,13 +1,15 @@
 //! CREATE/DROP of tables and databases. Definitions come from the planner's DDL module; the catalog
 //! persists them in the same synced write as the storage they own.
 
+use std::sync::Arc;
+
 use datafusion::sql::sqlparser::ast::{CreateTable, ObjectName, ObjectType};
 use rivulet_planner::ddl::{object_name, table_def};
 use rivulet_planner::parse::{ComputedClause, WatermarkClause};
 use rivulet_planner::stream::watermark_expr;
 
 use super::Outcome;
-use crate::catalog::DEFAULT_SCHEMA;
+use crate::catalog::{DEFAULT_SCHEMA, TableEntry};
 use crate::error::{SqlError, sqlstate};
 use crate::session::Session;
 
@@ -63,18 +65,7 @@ impl Session {
                 for name in names {
                     let (schema, table) = object_name(name)?;
                     check_schema(schema.as_deref())?;
-                    if let Some(entry) = self.catalog().table(&self.database, &table) {
-                        if entry.def.view.is_some() || entry.def.plain_view.is_some() {
-                            let hint = match entry.def.plain_view {
-                                Some(_) => "Use DROP VIEW to remove a view.",
-                                None => "Use DROP MATERIALIZED VIEW to remove a materialized view.",
-                            };
-                            return Err(SqlError::new(
-                                sqlstate::WRONG_OBJECT_TYPE,
-                                format!("\"{table}\" is not a table"),
-                            )
-                            .with_hint(hint));
-                        }
+                    if let Some(entry) = self.drop_target(&table, RelationKind::Table)? {
                         if cascade {
                             self.drop_readers(entry.def.id)?;
                         }
@@ -118,5 +109,62 @@ pub(super) fn check_schema(schema: Option<&str>) -> Result<(), SqlError> {
             sqlstate::INVALID_SCHEMA_NAME,
             format!("schema \"{other}\" does not exist"),
         )),
+    }
+}
+
+/// What a relation is, as a DROP statement names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RelationKind {
+    /// A table or a source.
+    Table,
+    View,
+    MaterializedView,
+    Sink,
+}
+
+impl RelationKind {
+    fn of(def: &rivulet_planner::catalog::TableDef) -> Self {
+        match &def.view {
+            Some(v) if v.sink.is_some() => Self::Sink,
+            Some(_) => Self::MaterializedView,
+            None if def.plain_view.is_some() => Self::View,
+            None => Self::Table,
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Self::Table => "table",
+            Self::View => "view",
+            Self::MaterializedView => "materialized view",
+            Self::Sink => "sink",
+        }
+    }
+}
+
+impl Session {
+    /// The relation `name` that a `DROP <kind>` names, if it exists; 42809 with a hint naming
+    /// the right DROP when it is another kind of relation.
+    pub(super) fn drop_target(
+        &self,
+        name: &str,
+        kind: RelationKind,
+    ) -> Result<Option<Arc<TableEntry>>, SqlError> {
+        let Some(entry) = self.catalog().table(&self.database, name) else {
+            return Ok(None);
+        };
+        let actual = RelationKind::of(&entry.def);
+        if actual != kind {
+            let noun = actual.noun();
+            return Err(SqlError::new(
+                sqlstate::WRONG_OBJECT_TYPE,
+                format!("\"{name}\" is not a {}", kind.noun()),
+            )
+            .with_hint(format!(
+                "Use DROP {} to remove a {noun}.",
+                noun.to_uppercase()
+            )));
+        }
+        Ok(Some(entry))
     }
 }

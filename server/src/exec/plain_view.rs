@@ -12,6 +12,7 @@ use rivulet_planner::ddl::object_name;
 use rivulet_planner::types::SqlType;
 
 use super::Outcome;
+use super::ddl::RelationKind;
 use super::query::plan_query;
 use crate::error::{SqlError, sqlstate};
 use crate::session::Session;
@@ -114,7 +115,7 @@ impl Session {
         for name in names {
             let (schema, view) = object_name(name)?;
             super::ddl::check_schema(schema.as_deref())?;
-            let Some(entry) = self.catalog().table(&self.database, &view) else {
+            if self.drop_target(&view, RelationKind::View)?.is_none() {
                 if if_exists {
                     continue;
                 }
@@ -122,17 +123,6 @@ impl Session {
                     sqlstate::UNDEFINED_TABLE,
                     format!("view \"{view}\" does not exist"),
                 ));
-            };
-            if entry.def.plain_view.is_none() {
-                let hint = match entry.def.view {
-                    Some(_) => "Use DROP MATERIALIZED VIEW to remove a materialized view.",
-                    None => "Use DROP TABLE to remove a table.",
-                };
-                return Err(SqlError::new(
-                    sqlstate::WRONG_OBJECT_TYPE,
-                    format!("\"{view}\" is not a view"),
-                )
-                .with_hint(hint));
             }
             self.refuse_if_named(&view, cascade)?;
             self.catalog()

@@ -183,7 +183,7 @@ impl Session {
 
     /// DROP SINK.
     pub(super) fn drop_sink(&mut self, name: &str, if_exists: bool) -> Result<Outcome, SqlError> {
-        let Some(entry) = self.catalog().table(&self.database, name) else {
+        let Some(entry) = self.drop_target(name, super::ddl::RelationKind::Sink)? else {
             if if_exists {
                 return Ok(Outcome::Command("DROP SINK".into()));
             }
@@ -192,12 +192,6 @@ impl Session {
                 format!("sink \"{name}\" does not exist"),
             ));
         };
-        if entry.def.view.as_ref().is_none_or(|v| v.sink.is_none()) {
-            return Err(SqlError::new(
-                sqlstate::WRONG_OBJECT_TYPE,
-                format!("\"{name}\" is not a sink"),
-            ));
-        }
         self.shared.jobs.stop(entry.def.id);
         self.catalog().drop_table(&self.database, name, if_exists)?;
         Ok(Outcome::Command("DROP SINK".into()))

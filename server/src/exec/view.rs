@@ -16,6 +16,7 @@ use rivulet_planner::catalog::{ColumnDef, TableDef, ViewDef};
 use rivulet_planner::ddl::{normalize_ident, object_name};
 
 use super::Outcome;
+use super::ddl::RelationKind;
 use crate::error::{SqlError, sqlstate};
 use crate::jobs::plan_stream;
 use crate::session::Session;
@@ -245,7 +246,7 @@ impl Session {
         for name in names {
             let (schema, view) = object_name(name)?;
             super::ddl::check_schema(schema.as_deref())?;
-            let Some(entry) = self.catalog().table(&self.database, &view) else {
+            let Some(entry) = self.drop_target(&view, RelationKind::MaterializedView)? else {
                 if if_exists {
                     continue;
                 }
@@ -254,24 +255,6 @@ impl Session {
                     format!("materialized view \"{view}\" does not exist"),
                 ));
             };
-            if entry.def.view.is_none() {
-                let hint = match entry.def.plain_view {
-                    Some(_) => "Use DROP VIEW to remove a view.",
-                    None => "Use DROP TABLE to remove a table.",
-                };
-                return Err(SqlError::new(
-                    sqlstate::WRONG_OBJECT_TYPE,
-                    format!("\"{view}\" is not a materialized view"),
-                )
-                .with_hint(hint));
-            }
-            if entry.def.view.as_ref().is_some_and(|v| v.sink.is_some()) {
-                return Err(SqlError::new(
-                    sqlstate::WRONG_OBJECT_TYPE,
-                    format!("\"{view}\" is not a materialized view"),
-                )
-                .with_hint("Use DROP SINK to remove a sink."));
-            }
             if cascade {
                 self.drop_readers(entry.def.id)?;
             }
