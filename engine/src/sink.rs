@@ -47,6 +47,11 @@ pub struct SinkStats {
     pub bytes: u64,
     /// The epoch written but not committed yet, if any (a Kafka transaction, a temporary file).
     pub open: Option<u64>,
+    /// The transaction open now (a Kafka transactional id), and since when.
+    pub transaction: Option<String>,
+    pub open_since: Option<std::time::SystemTime>,
+    /// Calls to the outside retried (a broker that did not answer), since the job started.
+    pub retries: u64,
 }
 
 /// Where a job's changes go. Called by the job's committing task only, in the order the module

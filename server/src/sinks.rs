@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rivulet_connectors::filesystem::sink::{FileSink, FileSinkOptions};
-use rivulet_connectors::kafka::sink::{Guarantee, KafkaSink, KafkaSinkOptions, SinkFormat};
+use rivulet_connectors::kafka::sink::{KafkaSink, KafkaSinkOptions, SinkFormat};
 use rivulet_engine::sink::{Blackhole, Sink, ViewSink};
 use rivulet_engine::table::TableStore;
 use rivulet_planner::catalog::TableDef;
@@ -66,15 +66,6 @@ impl SinkOptions {
         match self {
             Self::Blackhole => Ok(()),
             Self::Kafka(k) => {
-                if k.guarantee == Guarantee::ExactlyOnce {
-                    return Err(SqlError::unsupported(
-                        "sink.delivery-guarantee 'exactly-once' (Kafka transactions)",
-                    )
-                    .with_hint(
-                        "Use 'at-least-once': records are flushed at every checkpoint, and a \
-                         crash may write the records of one epoch twice.",
-                    ));
-                }
                 k.key_columns(columns).map_err(option_error)?;
                 if k.format == SinkFormat::Plain && !append_only && !k.force_append_only {
                     return Err(SqlError::unsupported(format!(
@@ -117,7 +108,7 @@ pub fn open(def: &TableDef, table: &Arc<TableStore>) -> Result<Box<dyn Sink>, Sq
             FileSink::new(def.id, options, &names(def)).map_err(option_error)?,
         )),
         SinkOptions::Kafka(options) => Ok(Box::new(
-            KafkaSink::new(options, &names(def)).map_err(option_error)?,
+            KafkaSink::new(def.id, &def.name, options, &names(def)).map_err(option_error)?,
         )),
     }
 }

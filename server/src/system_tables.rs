@@ -435,6 +435,11 @@ fn sources(overview: &[JobOverview]) -> Rows {
     t
 }
 
+/// How long ago `since` was, in milliseconds.
+pub fn open_ms(since: std::time::SystemTime) -> i64 {
+    since.elapsed().map_or(0, |d| d.as_millis() as i64)
+}
+
 /// One row per sink: SHOW SINKS' figures.
 fn sinks(overview: &[JobOverview]) -> Rows {
     let mut t = Rows::new(&[
@@ -447,6 +452,9 @@ fn sinks(overview: &[JobOverview]) -> Rows {
         ("open_epoch", I64),
         ("records", I64),
         ("bytes", I64),
+        ("transaction", TEXT),
+        ("transaction_open_ms", I64),
+        ("retries", I64),
         ("error", TEXT),
     ]);
     for j in overview.iter().filter(|j| j.kind == "sink") {
@@ -462,6 +470,9 @@ fn sinks(overview: &[JobOverview]) -> Rows {
             opt_int(sink.open.map(|e| e as i64)),
             int(sink.records),
             int(sink.bytes),
+            opt_text(sink.transaction.clone()),
+            opt_int(sink.open_since.map(open_ms)),
+            int(sink.retries),
             opt_text(j.error.clone()),
         ]);
     }

@@ -13,11 +13,18 @@
 //!    its send time;
 //!    a client polls the view (emit on update, default 100 ms barriers) and, for each record
 //!    newly visible, takes now minus its send time. Prints p50 and p99.
+//! 4. Kafka sinks, on a nisshi broker (Tansu refuses transactions): the 10 s TUMBLE from the
+//!    topic into a Kafka sink (`INSERT INTO`, windows emitted on close), exactly-once and
+//!    at-least-once, in events per CPU-second; then the latency from produce to a
+//!    `read_committed` consumer of the sink's topic at 10,000 events/s through a projection
+//!    (each record its own latency; a window's output waits for its window to close), p50/p99.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
 use rivulet_sql_tests::kafka::Broker;
 use rivulet_sql_tests::{TestServer, text_rows};
 
@@ -131,6 +138,120 @@ async fn throughput(broker: &Broker, events: u64, into: Into_) -> (f64, f64) {
     }
     server.kill9().await.unwrap();
     (events as f64 / wall, events as f64 / cpu.max(1e-3))
+}
+
+/// `scripts/bench kafka`'s part 4: the TUMBLE into a Kafka sink with `guarantee`, timed until
+/// FLUSH returns: (events/s, events per CPU-s).
+async fn sink_throughput(broker: &Broker, events: u64, guarantee: &str) -> (f64, f64) {
+    let topic = format!("counts_{}", guarantee.replace('-', "_"));
+    broker.create_topic(&topic, 1).await.unwrap();
+    let server = server("100").await;
+    let c = server.connect("dev").await.unwrap();
+    c.batch_execute(&table_sql("bid", "bids", &broker.bootstrap()))
+        .await
+        .unwrap();
+    c.batch_execute(&format!(
+        "CREATE TABLE counts (auction BIGINT, window_start TIMESTAMPTZ, \
+         window_end TIMESTAMPTZ, n BIGINT) WITH ('connector' = 'kafka', 'topic' = '{topic}', \
+         'properties.bootstrap.servers' = '{}', 'format' = 'json', \
+         'sink.delivery-guarantee' = '{guarantee}')",
+        broker.bootstrap()
+    ))
+    .await
+    .unwrap();
+    let statement = format!("INSERT INTO counts {}; FLUSH", TUMBLE.replace("{t}", "bid"));
+    let cpu0 = server.cpu_time().unwrap();
+    let t0 = Instant::now();
+    c.batch_execute(&statement).await.unwrap();
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = (server.cpu_time().unwrap() - cpu0).as_secs_f64();
+    let sinks = text_rows(&c, "SHOW SINKS").await.unwrap();
+    assert!(sinks[0].contains("|running|"), "{sinks:?}");
+    server.kill9().await.unwrap();
+    (events as f64 / wall, events as f64 / cpu.max(1e-3))
+}
+
+/// `scripts/bench kafka`'s part 4: records at `rate` per second for 10 s through a projection
+/// into a Kafka sink with `guarantee`; a `read_committed` consumer of the sink's topic takes
+/// now minus each record's send time. (p50, p99, records) in ms.
+async fn sink_latency(broker: &Broker, rate: u64, guarantee: &str) -> (f64, f64, usize) {
+    let suffix = guarantee.replace('-', "_");
+    let (source, out) = (format!("live_in_{suffix}"), format!("live_out_{suffix}"));
+    broker.create_topic(&source, 3).await.unwrap();
+    broker.create_topic(&out, 1).await.unwrap();
+    let server = server("100").await;
+    let c = server.connect("dev").await.unwrap();
+    c.batch_execute(&table_sql("live", &source, &broker.bootstrap()))
+        .await
+        .unwrap();
+    c.batch_execute(&format!(
+        "CREATE TABLE live_out (seq BIGINT, auction BIGINT, price BIGINT) WITH ( \
+         'connector' = 'kafka', 'topic' = '{out}', 'properties.bootstrap.servers' = '{}', \
+         'format' = 'json', 'sink.delivery-guarantee' = '{guarantee}'); \
+         INSERT INTO live_out SELECT CAST(extra AS BIGINT), auction, price FROM live",
+        broker.bootstrap()
+    ))
+    .await
+    .unwrap();
+    const SECONDS: u64 = 10;
+    let total = rate * SECONDS;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", format!("latency-{suffix}"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .set("log_level", "3")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(&out, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let producer = broker.producer().unwrap();
+    let start = Instant::now();
+    let mut x = 7u64;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut sent = vec![0u64; total as usize];
+    let mut latencies = Vec::with_capacity(total as usize);
+    let mut seq = 0u64;
+    let deadline = Duration::from_secs(SECONDS + 30);
+    while (latencies.len() as u64) < total && start.elapsed() < deadline {
+        let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
+        if due > seq {
+            let mut per: [Vec<String>; 3] = Default::default();
+            let t = start.elapsed().as_micros() as u64;
+            for s in seq..due {
+                per[(s % 3) as usize].push(bid(&mut x, s, now_ms, &s.to_string()));
+                sent[s as usize] = t;
+            }
+            for (p, values) in per.iter().enumerate() {
+                producer.queue_values(&source, p as i32, values).unwrap();
+            }
+            seq = due;
+        }
+        // Consumer polls run on this thread between produce ticks.
+        while let Some(m) = consumer.poll(Duration::from_millis(1)) {
+            let m = m.unwrap();
+            let text = std::str::from_utf8(m.payload().unwrap_or_default()).unwrap();
+            let s: usize = text
+                .split_once("\"seq\":")
+                .and_then(|(_, r)| r.split([',', '}']).next())
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap();
+            let now = start.elapsed().as_micros() as u64;
+            latencies.push(now.saturating_sub(sent[s]) as f64 / 1000.0);
+        }
+    }
+    producer.flush().unwrap();
+    server.kill9().await.unwrap();
+    assert!(!latencies.is_empty(), "no record reached the sink's topic");
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+    (pct(0.5), pct(0.99), latencies.len())
 }
 
 /// CPU seconds of this thread.
@@ -308,6 +429,30 @@ async fn main() {
         let (p50, p99, n) = latency(&broker, rate).await;
         println!(
             "latency from produce to the view at {rate} events/s ({n} records): p50 {p50:.0} ms, p99 {p99:.0} ms"
+        );
+    }
+    drop(broker);
+
+    // Kafka sinks: source and sink topics on nisshi, which does transactions.
+    let broker = Broker::start_nisshi().await.unwrap();
+    broker.create_topic("bids", 3).await.unwrap();
+    let secs = produce(&broker, "bids", events);
+    println!();
+    println!(
+        "nisshi: produced {events} JSON bids to 3 partitions in {secs:.1} s ({:.0}/s)",
+        events as f64 / secs
+    );
+    println!("| 10 s TUMBLE count per auction into a Kafka sink | events/s | events per CPU-s |");
+    println!("|---|---|---|");
+    for guarantee in ["exactly-once", "at-least-once"] {
+        let (rate, cpu) = sink_throughput(&broker, events, guarantee).await;
+        println!("| {guarantee} | {rate:.0} | {cpu:.0} |");
+    }
+    for guarantee in ["exactly-once", "at-least-once"] {
+        let (p50, p99, n) = sink_latency(&broker, 10_000, guarantee).await;
+        println!(
+            "latency from produce to a read_committed reader of a Kafka sink ({guarantee}) at \
+             10000 events/s ({n} records): p50 {p50:.0} ms, p99 {p99:.0} ms"
         );
     }
 }

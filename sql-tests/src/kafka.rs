@@ -1,6 +1,13 @@
 //! A Kafka-protocol broker for the tests: Tansu (a Kafka-compatible broker from crates.io),
 //! installed by `scripts/deps` into `~/.cache/rivulet-tansu`, started on a free loopback port
 //! with a file-backed store in a temporary directory, and killed when dropped.
+//!
+//! Tansu refuses `EndTxn`, so the tests of transactions use its successor nisshi
+//! ([`Broker::start_nisshi`], in `~/.cache/rivulet-nisshi`), which commits, aborts and fences.
+//! Its one gap: a fetch carries no list of aborted transactions, so a `read_committed` consumer
+//! would still be handed aborted records. [`committed_records`] therefore reads the topic's
+//! stored batches and applies the COMMIT and ABORT markers itself: a transactional record
+//! counts only once a COMMIT marker of its producer follows it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -21,11 +28,22 @@ pub fn tansu_bin() -> PathBuf {
     PathBuf::from(home).join(".cache/rivulet-tansu/bin/tansu")
 }
 
+/// The `nisshi` binary: `RIVULET_NISSHI`, or where `scripts/deps` installs it.
+pub fn nisshi_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("RIVULET_NISSHI") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    PathBuf::from(home).join(".cache/rivulet-nisshi/bin/nisshi")
+}
+
 /// A running broker.
 pub struct Broker {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    bin: PathBuf,
+    db: &'static str,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -34,12 +52,23 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl Broker {
-    /// Starts a broker with an empty store.
+    /// Starts a Tansu broker with an empty store.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(tansu_bin(), "sqlite://tansu.db").await
+    }
+
+    /// Starts a nisshi broker (transactions) with an empty store.
+    pub async fn start_nisshi() -> anyhow::Result<Self> {
+        Self::start_with(nisshi_bin(), "sqlite://nisshi.db").await
+    }
+
+    async fn start_with(bin: PathBuf, db: &'static str) -> anyhow::Result<Self> {
         let mut b = Self {
             child: None,
             port: free_port()?,
             dir: tempfile::tempdir()?,
+            bin,
+            db,
         };
         b.launch().await?;
         Ok(b)
@@ -51,19 +80,19 @@ impl Broker {
     }
 
     async fn launch(&mut self) -> anyhow::Result<()> {
-        let bin = tansu_bin();
+        let bin = &self.bin;
         if !bin.exists() {
             bail!(
-                "{} not found: scripts/deps installs it (or set RIVULET_TANSU)",
+                "{} not found: scripts/deps installs it (or set RIVULET_TANSU, RIVULET_NISSHI)",
                 bin.display()
             );
         }
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(&bin)
+        let child = Command::new(bin)
             .arg("broker")
             .args(["--cluster-id", "rivulet"])
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://tansu.db"])
+            .args(["--storage-engine", self.db])
             .current_dir(self.dir.path())
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
@@ -81,7 +110,11 @@ impl Broker {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        bail!("tansu did not listen on port {} within 10 s", self.port)
+        bail!(
+            "{} did not listen on port {} within 10 s",
+            bin.display(),
+            self.port
+        )
     }
 
     /// Kills the broker (its store stays).
@@ -100,7 +133,7 @@ impl Broker {
 
     /// Creates `topic` with `partitions` partitions.
     pub async fn create_topic(&self, topic: &str, partitions: u32) -> anyhow::Result<()> {
-        let out = Command::new(tansu_bin())
+        let out = Command::new(&self.bin)
             .args(["topic", "create", topic])
             .args(["--partitions", &partitions.to_string()])
             .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)])
@@ -109,7 +142,8 @@ impl Broker {
             .await?;
         if !out.status.success() {
             bail!(
-                "tansu topic create {topic}: {}",
+                "{} topic create {topic}: {}",
+                self.bin.display(),
                 String::from_utf8_lossy(&out.stderr)
             );
         }
@@ -237,4 +271,86 @@ impl TestProducer {
             .collect();
         self.send(topic, &records)
     }
+}
+
+/// A record's key and value (a tombstone has no value).
+pub type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// A topic partition's records as a `read_committed` reader must see them, worked out from its
+/// stored batches (see the module documentation), and what it must not see.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// Values of committed records (a tombstone is `None`), in offset order, with their keys.
+    pub records: Vec<KeyValue>,
+    /// Records of aborted transactions.
+    pub aborted: usize,
+    /// Records of transactions neither committed nor aborted yet.
+    pub open: usize,
+}
+
+impl std::fmt::Display for Committed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} committed, {} aborted, {} open",
+            self.records.len(),
+            self.aborted,
+            self.open
+        )
+    }
+}
+
+/// Reads partition `partition` of `topic` from its start to its end as stored, and applies the
+/// transaction markers.
+pub fn committed_records(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+) -> anyhow::Result<Committed> {
+    use kafka_protocol::records::RecordBatchDecoder;
+    let cluster = rivulet_connectors::kafka::wire::Cluster::new(bootstrap);
+    let mut out = Committed::default();
+    // Transactional records waiting for their producer's marker, by producer id.
+    let mut pending: std::collections::HashMap<i64, Vec<KeyValue>> =
+        std::collections::HashMap::new();
+    let mut offset = 0i64;
+    loop {
+        let batches = cluster
+            .fetch(topic, partition, offset, 4 << 20)
+            .map_err(anyhow::Error::msg)?;
+        let before = offset;
+        for mut batch in batches {
+            let set = RecordBatchDecoder::decode(&mut batch)?;
+            for r in set.records {
+                if r.offset < offset {
+                    continue;
+                }
+                offset = r.offset + 1;
+                if r.control {
+                    // A control record's key: version (2 bytes), type (2 bytes: 0 abort, 1 commit).
+                    let key = r.key.unwrap_or_default();
+                    let commit = key.len() >= 4 && key[3] == 1;
+                    let txn = pending.remove(&r.producer_id).unwrap_or_default();
+                    if commit {
+                        out.records.extend(txn);
+                    } else {
+                        out.aborted += txn.len();
+                    }
+                    continue;
+                }
+                let record = (r.key.map(|k| k.to_vec()), r.value.map(|v| v.to_vec()));
+                if r.transactional {
+                    pending.entry(r.producer_id).or_default().push(record);
+                } else {
+                    out.records.push(record);
+                }
+            }
+        }
+        // The end (no batch), or nothing past `offset` in what came back.
+        if offset == before {
+            break;
+        }
+    }
+    out.open = pending.values().map(Vec::len).sum();
+    Ok(out)
 }

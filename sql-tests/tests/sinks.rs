@@ -222,3 +222,220 @@ async fn kafka_sink_loses_nothing_across_kill_9_and_a_broker_restart() {
     assert_eq!(lost, 0);
     assert_eq!(seen.len() as u64, total);
 }
+
+/// The `"<name>":N` number of a JSON object.
+fn json_number(text: &str, name: &str) -> i64 {
+    let rest = text
+        .split_once(&format!("\"{name}\":"))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .1;
+    rest.split([',', '}'])
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Exactly-once Kafka sinks (transactions, nisshi broker): a plain sink of the rows, an upsert
+/// sink and a Debezium sink of an aggregate, across four kill -9s and a broker restart. Every
+/// committed record is checked, not only the final state: the plain sink holds each id once;
+/// per key, the upsert sink's counts rise strictly (an epoch written twice would repeat one)
+/// and end at the table's count; each Debezium record's `before` is the previous `after` of its
+/// key (a lost or repeated record breaks the chain).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sinks_exactly_once_across_kill_9_and_a_broker_restart() {
+    use rivulet_sql_tests::kafka::committed_records;
+    let started = Instant::now();
+    let mut broker = Broker::start_nisshi().await.unwrap();
+    for topic in ["eo_rows", "eo_counts", "eo_changes"] {
+        broker.create_topic(topic, 1).await.unwrap();
+    }
+    let bootstrap = broker.bootstrap();
+    let data = tempfile::tempdir().unwrap();
+    let rows = format!(
+        "plain_rows FROM events WITH (connector = 'kafka', topic = 'eo_rows', \
+         properties.bootstrap.server = '{bootstrap}', \
+         'sink.delivery-guarantee' = 'exactly-once') FORMAT PLAIN ENCODE JSON"
+    );
+    let server = start_with_sink(data.path(), &rows).await;
+    {
+        let client = server.connect("dev").await.unwrap();
+        for (name, topic, format) in [
+            ("counts", "eo_counts", "UPSERT"),
+            ("changes", "eo_changes", "DEBEZIUM"),
+        ] {
+            client
+                .simple_query(&format!(
+                    "CREATE SINK {name} AS SELECT k, count(*) AS n FROM events GROUP BY k \
+                     WITH (connector = 'kafka', topic = '{topic}', primary_key = 'k', \
+                     properties.bootstrap.server = '{bootstrap}', \
+                     'sink.delivery-guarantee' = 'exactly-once') FORMAT {format} ENCODE JSON"
+                ))
+                .await
+                .unwrap();
+        }
+    }
+    let server = rounds(data.path(), server, 9).await;
+    let client = server.connect("dev").await.unwrap();
+    let sinks = text_rows(&client, "SHOW SINKS").await.unwrap();
+    assert!(
+        sinks.iter().all(|s| s.contains("|exactly-once|running|")),
+        "{sinks:?}"
+    );
+    // The broker goes away and comes back while rows come: nothing lost, nothing twice.
+    broker.stop().await.unwrap();
+    insert_round(&client, ROUNDS).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    broker.restart().await.unwrap();
+    client.simple_query("FLUSH").await.unwrap();
+    let total = ((ROUNDS + 1) * STATEMENTS * ROWS) as u64;
+
+    let plain = committed_records(&bootstrap, "eo_rows", 0).unwrap();
+    let values: Vec<String> = plain
+        .records
+        .iter()
+        .map(|(_, v)| String::from_utf8(v.clone().unwrap()).unwrap())
+        .collect();
+    let seen = counts(values.iter().map(|v| json_id(v)));
+    let (lost, duplicated) = lost_and_duplicated(&seen, total);
+    eprintln!(
+        "kafka sink (exactly-once, plain): {plain}, {lost} lost, {duplicated} duplicated, {} s",
+        started.elapsed().as_secs()
+    );
+    assert_eq!((lost, duplicated, plain.open), (0, 0, 0));
+
+    // The table's count per key, the aggregate's final state.
+    let mut expected: BTreeMap<i64, i64> = BTreeMap::new();
+    for id in 0..total {
+        *expected.entry((id % 17) as i64).or_default() += 1;
+    }
+
+    let upserts = committed_records(&bootstrap, "eo_counts", 0).unwrap();
+    let mut last: BTreeMap<i64, i64> = BTreeMap::new();
+    for (key, value) in &upserts.records {
+        let key = json_number(std::str::from_utf8(key.as_deref().unwrap()).unwrap(), "k");
+        let value =
+            String::from_utf8(value.clone().expect("no tombstones: counts only rise")).unwrap();
+        let n = json_number(&value, "n");
+        let previous = last.insert(key, n).unwrap_or(0);
+        assert!(n > previous, "key {key}: count {n} after {previous}");
+    }
+    eprintln!("kafka sink (exactly-once, upsert): {upserts}");
+    assert_eq!((last, upserts.open), (expected.clone(), 0));
+
+    let changes = committed_records(&bootstrap, "eo_changes", 0).unwrap();
+    let mut after: BTreeMap<i64, i64> = BTreeMap::new();
+    for (_, value) in &changes.records {
+        let value = String::from_utf8(value.clone().unwrap()).unwrap();
+        let (before, rest) = value.split_once(",\"after\":").unwrap();
+        let now = json_number(rest, "n");
+        let key = json_number(rest, "k");
+        let was = after.insert(key, now);
+        match was {
+            None => assert!(before.contains("null"), "first change of {key}: {value}"),
+            Some(was) => assert_eq!(json_number(before, "n"), was, "{value}"),
+        }
+    }
+    eprintln!("kafka sink (exactly-once, debezium): {changes}");
+    assert_eq!((after, changes.open), (expected, 0));
+}
+
+/// The exactly-once Kafka sink's crash windows, driven step by step against nisshi: a crash
+/// after an epoch's checkpoint but before its commit (the next start commits the transaction
+/// the checkpoint recorded, with the crashed producer's id), and a crash before a checkpoint
+/// (the next start aborts the open transaction, and committing the recorded one again is
+/// harmless once a later producer holds its id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sink_recovery_commits_the_checkpointed_transaction_and_aborts_the_rest() {
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use rivulet_connectors::kafka::sink::{KafkaSink, KafkaSinkOptions};
+    use rivulet_engine::changelog::ChangeBatch;
+    use rivulet_engine::sink::Sink;
+    use rivulet_engine::state::StateBatch;
+    use rivulet_sql_tests::kafka::committed_records;
+
+    let broker = Broker::start_nisshi().await.unwrap();
+    broker.create_topic("eo_steps", 1).await.unwrap();
+    let bootstrap = broker.bootstrap();
+    let options_bootstrap = bootstrap.clone();
+    let options: BTreeMap<String, String> = [
+        ("connector", "kafka"),
+        ("topic", "eo_steps"),
+        ("properties.bootstrap.server", options_bootstrap.as_str()),
+        ("format", "json"),
+        ("sink.delivery-guarantee", "exactly-once"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let columns = vec!["id".to_string()];
+    let schema = std::sync::Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+    let rows = move |epoch: i64| {
+        let ids: Vec<i64> = (0..10).map(|i| epoch * 100 + i).collect();
+        ChangeBatch::inserts(
+            RecordBatch::try_new(
+                std::sync::Arc::clone(&schema),
+                vec![std::sync::Arc::new(Int64Array::from(ids))],
+            )
+            .unwrap(),
+        )
+    };
+    let open = move || {
+        KafkaSink::new(
+            7,
+            "steps",
+            KafkaSinkOptions::parse(&options).unwrap(),
+            &columns,
+        )
+        .unwrap()
+    };
+    let committed_epochs = move || {
+        let c = committed_records(&bootstrap, "eo_steps", 0).unwrap();
+        let mut epochs: Vec<u64> = c
+            .records
+            .iter()
+            .map(|(_, v)| json_id(std::str::from_utf8(v.as_deref().unwrap()).unwrap()) / 100)
+            .collect();
+        epochs.dedup();
+        (epochs, c.records.len(), c.aborted, c.open)
+    };
+    tokio::task::spawn_blocking(move || {
+        // Run 1: epoch 1 committed; epoch 2 checkpointed (what pre-commit returned is what the
+        // checkpoint holds), then the process dies before the commit.
+        let mut a = open();
+        a.recover(0, None).unwrap();
+        a.write(1, &rows(1)).unwrap();
+        assert!(a.pre_commit(1, &mut StateBatch::new()).unwrap().is_some());
+        a.commit(1).unwrap();
+        a.write(2, &rows(2)).unwrap();
+        let recorded = a.pre_commit(2, &mut StateBatch::new()).unwrap().unwrap();
+        std::mem::forget(a);
+        assert_eq!(committed_epochs(), (vec![1], 10, 0, 10));
+
+        // Run 2 recovers epoch 2: its transaction is committed. Epoch 3 is written and
+        // pre-committed, and the process dies before its checkpoint.
+        let mut b = open();
+        b.recover(2, Some(&recorded)).unwrap();
+        assert_eq!(committed_epochs(), (vec![1, 2], 20, 0, 0));
+        b.write(3, &rows(3)).unwrap();
+        b.pre_commit(3, &mut StateBatch::new()).unwrap().unwrap();
+        std::mem::forget(b);
+
+        // Run 3 recovers epoch 2 again: committing it again changes nothing, epoch 3's
+        // transaction is aborted, and epoch 3 written again is committed once.
+        let mut c = open();
+        c.recover(2, Some(&recorded)).unwrap();
+        assert_eq!(committed_epochs(), (vec![1, 2], 20, 10, 0));
+        c.write(3, &rows(3)).unwrap();
+        c.pre_commit(3, &mut StateBatch::new()).unwrap();
+        c.commit(3).unwrap();
+        assert_eq!(committed_epochs(), (vec![1, 2, 3], 30, 10, 0));
+        let stats = c.stats();
+        assert_eq!((stats.committed_epoch, stats.transaction), (3, None));
+    })
+    .await
+    .unwrap();
+}

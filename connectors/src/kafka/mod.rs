@@ -26,6 +26,8 @@
 
 /// The Kafka sink: a job's changes as records of one topic.
 pub mod sink;
+/// Kafka requests spoken directly: ending a crashed producer's transaction, raw batches.
+pub mod wire;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;

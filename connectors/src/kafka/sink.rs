@@ -23,6 +23,22 @@
 //! of the failed epoch twice. While the broker is down the pre-commit keeps waiting (records are
 //! never dropped) and the sink reports the trouble. With `'sink.delivery-guarantee' = 'none'` the
 //! barrier does not wait.
+//!
+//! Exactly-once (`'sink.delivery-guarantee' = 'exactly-once'`) puts each epoch's records in one
+//! Kafka transaction of the sink's transactional id (`<sink.transactional-id-prefix>-<sink id>`,
+//! the prefix `rivulet-<sink name>` by default), two-phase with the checkpoint:
+//! - the transaction begins with the epoch's first batch; pre-commit waits for every record to be
+//!   acknowledged and records where one of them is (partition and offset), which the checkpoint
+//!   stores; the commit, once the checkpoint is synced, commits the transaction;
+//! - after a crash, [`KafkaSink::recover`] finishes the transaction of the last checkpointed
+//!   epoch: the record it located names the producer id and epoch, and `EndTxn` commits it
+//!   ([`super::wire`]; librdkafka cannot resume another producer's transaction). Committing one
+//!   already committed is harmless. Only then does the new producer initialise, which fences the
+//!   crashed one and aborts what it wrote after that checkpoint, while the sources replay it;
+//! - a reader with `isolation.level = read_committed` sees every record once. A transaction the
+//!   broker aborted by its timeout before a restarted server could commit it is lost: the
+//!   transaction timeout (`properties.transaction.timeout.ms`, 15 minutes by default, the most a
+//!   default broker allows) bounds how long a server may stay down.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +51,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
+use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rivulet_engine::changelog::{ChangeBatch, Op};
@@ -257,6 +274,26 @@ impl KafkaSinkOptions {
                 )));
             }
         };
+        let transactional_id_prefix = match options.get("sink.transactional-id-prefix") {
+            Some(p) if p.trim().is_empty() => {
+                return Err(bad(format!(
+                    "invalid sink.transactional-id-prefix \"{p}\": a non-empty name expected"
+                )));
+            }
+            p => p.map(|p| p.trim().to_string()),
+        };
+        if guarantee == Guarantee::ExactlyOnce {
+            if options.contains_key("properties.transactional.id") {
+                return Err(bad("the kafka sink sets transactional.id itself: use \
+                     'sink.transactional-id-prefix'"
+                    .into()));
+            }
+            if lower("properties.enable.idempotence").as_deref() == Some("false") {
+                return Err(bad("sink.delivery-guarantee 'exactly-once' needs \
+                     properties.enable.idempotence (Kafka transactions are idempotent)"
+                    .into()));
+            }
+        }
         let mut config = ClientConfig::new();
         for (k, v) in options {
             if let Some(p) = k.strip_prefix("properties.")
@@ -269,7 +306,18 @@ impl KafkaSinkOptions {
         config.set("log_level", "3");
         // A record waits in librdkafka for as long as the broker is down: the barrier waits
         // with it, and nothing is dropped.
-        if config.get("message.timeout.ms").is_none() {
+        if guarantee == Guarantee::ExactlyOnce {
+            if config.get("transaction.timeout.ms").is_none() {
+                config.set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS);
+            }
+            // librdkafka wants records to time out within their transaction's timeout.
+            if config.get("message.timeout.ms").is_none() {
+                let txn = config
+                    .get("transaction.timeout.ms")
+                    .unwrap_or(TRANSACTION_TIMEOUT_MS);
+                config.set("message.timeout.ms", txn.to_string());
+            }
+        } else if config.get("message.timeout.ms").is_none() {
             config.set("message.timeout.ms", "0");
         }
         if config.get("linger.ms").is_none() {
@@ -284,7 +332,7 @@ impl KafkaSinkOptions {
             key,
             force_append_only,
             guarantee,
-            transactional_id_prefix: options.get("sink.transactional-id-prefix").cloned(),
+            transactional_id_prefix,
             partitioner,
             auto_create,
             config,
@@ -364,11 +412,24 @@ impl KafkaSinkOptions {
     }
 }
 
-/// The producer's context: counts records the broker refused, keeps the last client error.
+/// An exactly-once sink's transaction timeout unless the options set one: 15 minutes, the
+/// most a broker allows by default (`transaction.max.timeout.ms`).
+const TRANSACTION_TIMEOUT_MS: &str = "900000";
+
+/// The producer's context: counts records the broker refused, keeps the last client error and
+/// where the first record acknowledged since [`Delivery::located`] was taken went.
 #[derive(Default)]
 pub struct Delivery {
     failed: AtomicU64,
     error: Mutex<Option<String>>,
+    first: Mutex<Option<(i32, i64)>>,
+}
+
+impl Delivery {
+    /// Where a record acknowledged since the last call went (partition, offset), if any.
+    fn located(&self) -> Option<(i32, i64)> {
+        self.first.lock().take()
+    }
 }
 
 impl ClientContext for Delivery {
@@ -381,9 +442,17 @@ impl ProducerContext for Delivery {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            *self.error.lock() = Some(e.to_string());
+        match result {
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                *self.error.lock() = Some(e.to_string());
+            }
+            Ok(m) => {
+                let mut first = self.first.lock();
+                if first.is_none() {
+                    *first = Some((m.partition(), m.offset()));
+                }
+            }
         }
     }
 }
@@ -478,7 +547,10 @@ const FLUSH_WAIT: Duration = Duration::from_secs(1);
 /// Writes a job's changes to a topic (see the module documentation).
 pub struct KafkaSink {
     options: KafkaSinkOptions,
-    producer: BaseProducer<Delivery>,
+    /// One producer; exactly-once: one per transactional id, epochs taking turns ([`SLOTS`]).
+    producers: Vec<BaseProducer<Delivery>>,
+    /// The producer of the transaction open or last committed.
+    slot: usize,
     key_columns: Vec<usize>,
     values: RowEncoder,
     keys: RowEncoder,
@@ -488,7 +560,61 @@ pub struct KafkaSink {
     stats: SinkStats,
     /// What the barrier waits for, while the broker does not acknowledge.
     trouble: Trouble,
+    /// Exactly-once: the producers' transactional ids (else empty), and whether the current
+    /// producer has a transaction open.
+    transactional_ids: Vec<String>,
+    in_transaction: bool,
 }
+
+/// An exactly-once sink's transactional ids, taking turns: each transaction begins on the
+/// producer the previous one did not use. A producer keeps its id and epoch from one
+/// transaction to the next, so `EndTxn` with them commits whichever transaction it has open.
+/// Taking turns, the producer of the last checkpointed transaction has no later one open: the
+/// only transaction that can have begun after it is on the other producer, and the one after
+/// that begins only once that one is committed, so checkpointed, so the last.
+const SLOTS: usize = 2;
+
+/// What an exactly-once sink's checkpoint records of the epoch's transaction: the producer
+/// (slot) that has it open, and where one of its records is, which names that producer's id and
+/// epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Located {
+    slot: u8,
+    partition: i32,
+    offset: i64,
+}
+
+impl Located {
+    const VERSION: u8 = 1;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(14);
+        out.push(Self::VERSION);
+        out.push(self.slot);
+        out.extend_from_slice(&self.partition.to_le_bytes());
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> EngineResult<Self> {
+        match bytes {
+            [Self::VERSION, slot, p @ ..] if p.len() == 12 && usize::from(*slot) < SLOTS => {
+                Ok(Self {
+                    slot: *slot,
+                    partition: i32::from_le_bytes([p[0], p[1], p[2], p[3]]),
+                    offset: i64::from_le_bytes([p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11]]),
+                })
+            }
+            _ => Err(EngineError::Internal(format!(
+                "a kafka sink's checkpoint records {} bytes it cannot read",
+                bytes.len()
+            ))),
+        }
+    }
+}
+
+/// How long one transactional call waits before the sink reports trouble and calls again.
+const TRANSACTION_WAIT: Duration = Duration::from_secs(10);
 
 fn external(e: impl std::fmt::Display) -> EngineError {
     EngineError::External {
@@ -498,25 +624,49 @@ fn external(e: impl std::fmt::Display) -> EngineError {
 }
 
 impl KafkaSink {
-    /// A sink of rows whose columns are `columns` (the names records carry).
-    pub fn new(options: KafkaSinkOptions, columns: &[String]) -> Result<Self, ConnectorError> {
-        if options.guarantee == Guarantee::ExactlyOnce {
-            return Err(ConnectorError::Option(
-                "sink.delivery-guarantee 'exactly-once' is not supported yet (#22): use \
-                 'at-least-once'"
-                    .into(),
-            ));
-        }
+    /// Sink `name` (catalog id `id`) of rows whose columns are `columns` (the names records
+    /// carry).
+    pub fn new(
+        id: u64,
+        name: &str,
+        options: KafkaSinkOptions,
+        columns: &[String],
+    ) -> Result<Self, ConnectorError> {
+        let transactional_ids: Vec<String> = match options.guarantee {
+            Guarantee::ExactlyOnce => {
+                let prefix = options
+                    .transactional_id_prefix
+                    .clone()
+                    .unwrap_or_else(|| format!("rivulet-{name}"));
+                (0..SLOTS)
+                    .map(|slot| format!("{prefix}-{id}-{slot}"))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         let key_columns = options.key_columns(columns)?;
         let key_names: Vec<String> = key_columns.iter().map(|&i| columns[i].clone()).collect();
         let values =
             RowEncoder::new(options.value_format.clone(), &options.options)?.with_names(columns);
         let keys =
             RowEncoder::new(options.key_format.clone(), &options.options)?.with_names(&key_names);
-        let producer: BaseProducer<Delivery> = options
-            .config
-            .create_with_context(Delivery::default())
-            .map_err(|e| ConnectorError::Option(format!("kafka sink: {e}")))?;
+        let create = |transactional_id: Option<&String>| {
+            let mut config = options.config.clone();
+            if let Some(t) = transactional_id {
+                config.set("transactional.id", t);
+            }
+            config
+                .create_with_context::<_, BaseProducer<Delivery>>(Delivery::default())
+                .map_err(|e| ConnectorError::Option(format!("kafka sink: {e}")))
+        };
+        let producers = if transactional_ids.is_empty() {
+            vec![create(None)?]
+        } else {
+            transactional_ids
+                .iter()
+                .map(|t| create(Some(t)))
+                .collect::<Result<_, _>>()?
+        };
         let stats = SinkStats {
             connector: "kafka".into(),
             target: options.topic.clone(),
@@ -525,7 +675,8 @@ impl KafkaSink {
         };
         Ok(Self {
             options,
-            producer,
+            producers,
+            slot: 0,
             key_columns,
             values,
             keys,
@@ -534,17 +685,104 @@ impl KafkaSink {
             envelope: Vec::with_capacity(512),
             stats,
             trouble: Trouble::default(),
+            transactional_ids,
+            in_transaction: false,
         })
+    }
+
+    /// Calls the transactional operation `what` until it succeeds, reporting the trouble while
+    /// the broker does not answer; fails on an error that retrying cannot fix.
+    fn transact(
+        &mut self,
+        slot: usize,
+        what: &str,
+        mut call: impl FnMut(&BaseProducer<Delivery>) -> Result<(), KafkaError>,
+    ) -> EngineResult<()> {
+        let started = Instant::now();
+        loop {
+            match call(&self.producers[slot]) {
+                Ok(()) => {
+                    *self.trouble.lock() = None;
+                    return Ok(());
+                }
+                Err(KafkaError::Transaction(e)) if e.is_retriable() => {
+                    self.stats.retries += 1;
+                    *self.trouble.lock() = Some(format!(
+                        "waiting {} s to {what} on the broker: {e}",
+                        started.elapsed().as_secs()
+                    ));
+                    tracing::warn!(topic = %self.options.topic, %e, what, "kafka sink retries");
+                }
+                Err(e) => return Err(external(format!("{what}: {e}"))),
+            }
+        }
+    }
+
+    /// Finishes the transaction the checkpoint of `epoch` recorded (`located`): commits it with
+    /// the producer that wrote it, unless that already happened.
+    fn finish_recorded(&mut self, epoch: u64, located: &Located, transactional_id: &str) {
+        let cluster = super::wire::Cluster::new(&self.options.bootstrap);
+        let started = Instant::now();
+        let topic = &self.options.topic;
+        loop {
+            let attempt = cluster
+                .producer_of(topic, located.partition, located.offset)
+                .and_then(|producer| {
+                    cluster
+                        .end_transaction(transactional_id, producer, true)
+                        .map(|r| (producer, r))
+                });
+            use kafka_protocol::error::ResponseError as E;
+            match attempt {
+                Ok((producer, Ok(()))) => {
+                    tracing::info!(
+                        topic = %topic, epoch, producer = ?producer,
+                        "kafka sink committed the transaction of its last checkpoint"
+                    );
+                    break;
+                }
+                // A later producer has the id: it initialised after this commit succeeded.
+                Ok((
+                    _,
+                    Err(E::ProducerFenced | E::InvalidProducerEpoch | E::InvalidProducerIdMapping),
+                )) => {
+                    break;
+                }
+                Ok((producer, Err(e))) => {
+                    tracing::error!(
+                        topic = %topic, epoch, producer = ?producer, %e,
+                        "kafka sink could not commit the transaction of its last checkpoint: \
+                         the broker aborted it (transaction timeout?), its records are lost"
+                    );
+                    break;
+                }
+                Err(e) => {
+                    self.stats.retries += 1;
+                    *self.trouble.lock() = Some(format!(
+                        "waiting {} s to commit the transaction of epoch {epoch}: {e}",
+                        started.elapsed().as_secs()
+                    ));
+                    tracing::warn!(topic = %topic, epoch, %e, "kafka sink retries its recovery");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+        *self.trouble.lock() = None;
+    }
+
+    fn producer(&self) -> &BaseProducer<Delivery> {
+        &self.producers[self.slot]
     }
 
     /// Waits until the broker has every queued record; fails if it refused any.
     fn flush(&mut self) -> EngineResult<()> {
         let started = Instant::now();
         loop {
-            match self.producer.flush(FLUSH_WAIT) {
+            match self.producer().flush(FLUSH_WAIT) {
                 Ok(()) => break,
                 Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {
-                    let error = self.producer.context().error.lock().clone();
+                    self.stats.retries += 1;
+                    let error = self.producer().context().error.lock().clone();
                     *self.trouble.lock() = Some(format!(
                         "waiting {} s for the broker to take the records of topic \"{}\": {}",
                         started.elapsed().as_secs(),
@@ -562,9 +800,9 @@ impl KafkaSink {
             }
         }
         *self.trouble.lock() = None;
-        let failed = self.producer.context().failed.swap(0, Ordering::Relaxed);
+        let failed = self.producer().context().failed.swap(0, Ordering::Relaxed);
         if failed > 0 {
-            let error = self.producer.context().error.lock().take();
+            let error = self.producer().context().error.lock().take();
             return Err(external(format!(
                 "the broker refused {failed} records of topic \"{}\": {}",
                 self.options.topic,
@@ -585,12 +823,36 @@ impl Sink for KafkaSink {
         )
     }
 
-    fn recover(&mut self, epoch: u64, _recorded: Option<&[u8]>) -> EngineResult<()> {
+    fn recover(&mut self, epoch: u64, recorded: Option<&[u8]>) -> EngineResult<()> {
+        if !self.transactional_ids.is_empty() {
+            // The next transaction begins on the other producer.
+            self.slot = SLOTS - 1;
+            if let Some(recorded) = recorded {
+                let located = Located::decode(recorded)?;
+                self.slot = usize::from(located.slot);
+                let id = self.transactional_ids[self.slot].clone();
+                self.finish_recorded(epoch, &located, &id);
+            }
+            // Fences the producers of an earlier run and aborts what they left open.
+            for slot in 0..self.producers.len() {
+                self.transact(slot, "initialise transactions", |p| {
+                    p.init_transactions(TRANSACTION_WAIT)
+                })?;
+            }
+        }
         self.stats.committed_epoch = epoch;
         Ok(())
     }
 
     fn write(&mut self, _epoch: u64, changes: &ChangeBatch) -> EngineResult<()> {
+        if !self.transactional_ids.is_empty() && !self.in_transaction {
+            self.slot = (self.slot + 1) % SLOTS;
+            self.producer().begin_transaction().map_err(external)?;
+            self.producer().context().located();
+            self.in_transaction = true;
+            self.stats.transaction = Some(self.transactional_ids[self.slot].clone());
+            self.stats.open_since = Some(std::time::SystemTime::now());
+        }
         let data = &changes.data;
         self.encoded_values
             .fill(&self.values, data)
@@ -605,7 +867,7 @@ impl Sink for KafkaSink {
         let (values, keys) = (&self.encoded_values, &self.encoded_keys);
         let key = |i: usize| keyed.then(|| keys.row(i));
         let mut out = Out {
-            producer: &self.producer,
+            producer: &self.producers[self.slot],
             topic: &self.options.topic,
             fixed: self.options.partitioner == Partitioner::Fixed,
             stats: &mut self.stats,
@@ -639,20 +901,43 @@ impl Sink for KafkaSink {
             }
             i += 1;
         }
-        self.producer.poll(Duration::ZERO);
+        self.producer().poll(Duration::ZERO);
         Ok(())
     }
 
     fn pre_commit(&mut self, epoch: u64, _batch: &mut StateBatch) -> EngineResult<Option<Vec<u8>>> {
         match self.options.guarantee {
-            Guarantee::None => self.producer.poll(Duration::ZERO),
+            Guarantee::None => self.producer().poll(Duration::ZERO),
             _ => self.flush()?,
         }
         self.stats.open = Some(epoch);
-        Ok(None)
+        if !self.in_transaction {
+            return Ok(None);
+        }
+        // An epoch that produced nothing has nothing for a recovery to commit.
+        Ok(self
+            .producer()
+            .context()
+            .located()
+            .map(|(partition, offset)| {
+                Located {
+                    slot: self.slot as u8,
+                    partition,
+                    offset,
+                }
+                .encode()
+            }))
     }
 
     fn commit(&mut self, epoch: u64) -> EngineResult<()> {
+        if self.in_transaction {
+            self.transact(self.slot, "commit the transaction", |p| {
+                p.commit_transaction(TRANSACTION_WAIT)
+            })?;
+            self.in_transaction = false;
+            self.stats.transaction = None;
+            self.stats.open_since = None;
+        }
         self.stats.committed_epoch = epoch;
         self.stats.open = None;
         Ok(())

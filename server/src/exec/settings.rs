@@ -205,7 +205,7 @@ impl Session {
     /// SHOW SINKS: each sink in this database, where it writes and what it has committed.
     pub(super) fn show_sinks(&mut self) -> Result<Outcome, SqlError> {
         let running = self.shared.jobs.list();
-        let mut rows: Vec<[String; 10]> = Vec::new();
+        let mut rows: Vec<[String; 13]> = Vec::new();
         for sink in self.catalog().tables(&self.database) {
             if sink.def.view.as_ref().is_none_or(|v| v.sink.is_none()) {
                 continue;
@@ -232,6 +232,11 @@ impl Session {
                 s.open.map(|e| e.to_string()).unwrap_or_default(),
                 s.records.to_string(),
                 s.bytes.to_string(),
+                s.transaction.unwrap_or_default(),
+                s.open_since
+                    .map(|t| crate::system_tables::open_ms(t).to_string())
+                    .unwrap_or_default(),
+                s.retries.to_string(),
                 failure.or(retrying).unwrap_or_default(),
             ]);
         }
@@ -247,9 +252,12 @@ impl Session {
                 "Open epoch",
                 "Records",
                 "Bytes",
+                "Transaction",
+                "Open ms",
+                "Retries",
                 "Error",
             ],
-            (0..10).map(column).collect(),
+            (0..13).map(column).collect(),
         ))
     }
 
