@@ -237,57 +237,91 @@ fn json_number(text: &str, name: &str) -> i64 {
         .unwrap()
 }
 
-/// Exactly-once Kafka sinks (transactions, nisshi broker): a plain sink of the rows, an upsert
-/// sink and a Debezium sink of an aggregate, across four kill -9s and a broker restart. Every
-/// committed record is checked, not only the final state: the plain sink holds each id once;
-/// per key, the upsert sink's counts rise strictly (an epoch written twice would repeat one)
-/// and end at the table's count; each Debezium record's `before` is the previous `after` of its
-/// key (a lost or repeated record breaks the chain).
+/// Produces round `round`'s events (ids `round * STATEMENTS * ROWS ..`, event time `id` ms) to
+/// the source topic, in `STATEMENTS` flushed chunks.
+fn produce_round(producer: &rivulet_sql_tests::kafka::TestProducer, round: usize) {
+    for s in 0..STATEMENTS {
+        let first = (round * STATEMENTS + s) * ROWS;
+        let values: Vec<String> = (first..first + ROWS)
+            .map(|i| format!("{{\"id\":{i},\"k\":{}}}", i % 17))
+            .collect();
+        producer.send_values("eo_in", 0, &values).unwrap();
+    }
+}
+
+/// Exactly-once Kafka sinks (transactions, nisshi broker) from a Kafka source topic: a plain
+/// sink of the rows, an upsert sink and a Debezium sink of an aggregate, and Flink's INSERT
+/// INTO of a 1 s TUMBLE count (windows emitted on close), across four kill -9s under load and
+/// a broker restart. Every committed record is checked, not only the final state: the plain
+/// sink holds each id once; per key, the upsert sink's counts rise strictly (an epoch written
+/// twice would repeat one) and end at the topic's count; each Debezium record's `before` is
+/// the previous `after` of its key (a lost or repeated record breaks the chain); each window
+/// is there once, with its count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_sinks_exactly_once_across_kill_9_and_a_broker_restart() {
     use rivulet_sql_tests::kafka::committed_records;
     let started = Instant::now();
     let mut broker = Broker::start_nisshi().await.unwrap();
-    for topic in ["eo_rows", "eo_counts", "eo_changes"] {
+    for topic in ["eo_in", "eo_rows", "eo_counts", "eo_changes", "eo_windows"] {
         broker.create_topic(topic, 1).await.unwrap();
     }
     let bootstrap = broker.bootstrap();
     let data = tempfile::tempdir().unwrap();
-    let rows = format!(
-        "plain_rows FROM events WITH (connector = 'kafka', topic = 'eo_rows', \
-         properties.bootstrap.server = '{bootstrap}', \
-         'sink.delivery-guarantee' = 'exactly-once') FORMAT PLAIN ENCODE JSON"
+    let exactly_once = format!(
+        "properties.bootstrap.server = '{bootstrap}', 'sink.delivery-guarantee' = 'exactly-once'"
     );
-    let server = start_with_sink(data.path(), &rows).await;
+    let mut server = TestServer::start_in(data.path()).await.unwrap();
     {
         let client = server.connect("dev").await.unwrap();
-        for (name, topic, format) in [
-            ("counts", "eo_counts", "UPSERT"),
-            ("changes", "eo_changes", "DEBEZIUM"),
-        ] {
-            client
-                .simple_query(&format!(
-                    "CREATE SINK {name} AS SELECT k, count(*) AS n FROM events GROUP BY k \
-                     WITH (connector = 'kafka', topic = '{topic}', primary_key = 'k', \
-                     properties.bootstrap.server = '{bootstrap}', \
-                     'sink.delivery-guarantee' = 'exactly-once') FORMAT {format} ENCODE JSON"
-                ))
-                .await
-                .unwrap();
-        }
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE events (id BIGINT, k BIGINT, ts AS TO_TIMESTAMP_LTZ(id, 3), \
+                   WATERMARK FOR ts AS ts) WITH ('connector' = 'kafka', 'topic' = 'eo_in', \
+                   'properties.bootstrap.servers' = '{bootstrap}', \
+                   'scan.startup.mode' = 'earliest-offset', 'format' = 'json'); \
+                 CREATE SINK plain_rows AS SELECT id, k FROM events WITH (connector = 'kafka', \
+                   topic = 'eo_rows', {exactly_once}) FORMAT PLAIN ENCODE JSON; \
+                 CREATE SINK counts AS SELECT k, count(*) AS n FROM events GROUP BY k \
+                   WITH (connector = 'kafka', topic = 'eo_counts', primary_key = 'k', \
+                   {exactly_once}) FORMAT UPSERT ENCODE JSON; \
+                 CREATE SINK changes AS SELECT k, count(*) AS n FROM events GROUP BY k \
+                   WITH (connector = 'kafka', topic = 'eo_changes', primary_key = 'k', \
+                   {exactly_once}) FORMAT DEBEZIUM ENCODE JSON; \
+                 CREATE TABLE windows (k BIGINT, window_start TIMESTAMPTZ, n BIGINT) \
+                   WITH ('connector' = 'kafka', 'topic' = 'eo_windows', 'format' = 'json', \
+                   'properties.bootstrap.servers' = '{bootstrap}', \
+                   'sink.delivery-guarantee' = 'exactly-once'); \
+                 INSERT INTO windows SELECT k, window_start, count(*) FROM \
+                   TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '1' SECOND)) \
+                   GROUP BY k, window_start, window_end"
+            ))
+            .await
+            .unwrap();
     }
-    let server = rounds(data.path(), server, 9).await;
+    let producer = broker.producer().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    for round in 0..ROUNDS {
+        produce_round(&producer, round);
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+        server.kill9().await.unwrap();
+        server = TestServer::start_in(data.path()).await.unwrap();
+    }
     let client = server.connect("dev").await.unwrap();
+    client.simple_query("FLUSH").await.unwrap();
     let sinks = text_rows(&client, "SHOW SINKS").await.unwrap();
     assert!(
-        sinks.iter().all(|s| s.contains("|exactly-once|running|")),
+        sinks.len() == 4 && sinks.iter().all(|s| s.contains("|exactly-once|running|")),
         "{sinks:?}"
     );
-    // The broker goes away and comes back while rows come: nothing lost, nothing twice.
+    // The broker goes away and comes back under the sinks: nothing lost, nothing twice. The
+    // last round ends with an event far ahead, whose watermark closes every window before it.
     broker.stop().await.unwrap();
-    insert_round(&client, ROUNDS).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     broker.restart().await.unwrap();
+    produce_round(&producer, ROUNDS);
+    producer
+        .send_values("eo_in", 0, &["{\"id\":1000000,\"k\":0}".to_string()])
+        .unwrap();
     client.simple_query("FLUSH").await.unwrap();
     let total = ((ROUNDS + 1) * STATEMENTS * ROWS) as u64;
 
@@ -297,7 +331,7 @@ async fn kafka_sinks_exactly_once_across_kill_9_and_a_broker_restart() {
         .iter()
         .map(|(_, v)| String::from_utf8(v.clone().unwrap()).unwrap())
         .collect();
-    let seen = counts(values.iter().map(|v| json_id(v)));
+    let seen = counts(values.iter().map(|v| json_id(v)).filter(|id| *id < total));
     let (lost, duplicated) = lost_and_duplicated(&seen, total);
     eprintln!(
         "kafka sink (exactly-once, plain): {plain}, {lost} lost, {duplicated} duplicated, {} s",
@@ -305,11 +339,13 @@ async fn kafka_sinks_exactly_once_across_kill_9_and_a_broker_restart() {
     );
     assert_eq!((lost, duplicated, plain.open), (0, 0, 0));
 
-    // The table's count per key, the aggregate's final state.
+    // The count per key of every event, the aggregate's final state.
     let mut expected: BTreeMap<i64, i64> = BTreeMap::new();
     for id in 0..total {
         *expected.entry((id % 17) as i64).or_default() += 1;
     }
+    // The last event's key.
+    *expected.entry(0).or_default() += 1;
 
     let upserts = committed_records(&bootstrap, "eo_counts", 0).unwrap();
     let mut last: BTreeMap<i64, i64> = BTreeMap::new();
@@ -339,6 +375,43 @@ async fn kafka_sinks_exactly_once_across_kill_9_and_a_broker_restart() {
     }
     eprintln!("kafka sink (exactly-once, debezium): {changes}");
     assert_eq!((after, changes.open), (expected, 0));
+
+    // Every 1 s window of the events before the last one, once, with its count.
+    let windows = committed_records(&bootstrap, "eo_windows", 0).unwrap();
+    let mut got: BTreeMap<(i64, String), Vec<i64>> = BTreeMap::new();
+    for (_, value) in &windows.records {
+        let value = String::from_utf8(value.clone().unwrap()).unwrap();
+        let start = value
+            .split_once("\"window_start\":\"")
+            .and_then(|(_, r)| r.split_once('"'))
+            .unwrap()
+            .0
+            .to_string();
+        got.entry((json_number(&value, "k"), start))
+            .or_default()
+            .push(json_number(&value, "n"));
+    }
+    let mut per_window: BTreeMap<(i64, u64), i64> = BTreeMap::new();
+    for id in 0..total {
+        *per_window.entry(((id % 17) as i64, id / 1000)).or_default() += 1;
+    }
+    eprintln!(
+        "kafka sink (exactly-once, windows): {windows}, {} windows",
+        got.len()
+    );
+    assert_eq!(windows.open, 0);
+    assert_eq!(got.len(), per_window.len(), "windows: {got:?}");
+    let mut expected_counts: Vec<i64> = per_window.values().copied().collect();
+    let mut got_counts: Vec<i64> = got
+        .values()
+        .map(|n| {
+            assert_eq!(n.len(), 1, "a window written {} times", n.len());
+            n[0]
+        })
+        .collect();
+    expected_counts.sort_unstable();
+    got_counts.sort_unstable();
+    assert_eq!(got_counts, expected_counts);
 }
 
 /// The exactly-once Kafka sink's crash windows, driven step by step against nisshi: a crash
