@@ -5,7 +5,12 @@
 //! DEBEZIUM ENCODE JSON [(force_append_only = 'true')]`) and Flink's (`'connector' = 'kafka' |
 //! 'upsert-kafka'`, `'format'` / `'value.format'` = `json` | `csv` | `debezium-json`,
 //! `'key.format'`, `'key.fields'`, `'sink.delivery-guarantee'`, `'sink.transactional-id-prefix'`,
-//! `'sink.partitioner'`, `'sink.auto-create'` with `'sink.auto-create.partitions'`); every other `properties.*` option goes to librdkafka as it is.
+//! `'sink.partitioner'` = `default` | `fixed` | `round-robin`, `'sink.auto-create'` with
+//! `'sink.auto-create.partitions'`); every other `properties.*` option goes to librdkafka as it
+//! is. A Flink sink table's metadata columns are written as record metadata, not in the value:
+//! `ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp'` is the record's timestamp (else the producer's
+//! clock), `h STRING METADATA FROM 'headers'` a JSON object of its headers (text values), the
+//! form a Kafka source table reads them in.
 //!
 //! What goes out, per change (key: the key columns as JSON or CSV, when there are any):
 //! - PLAIN: an insert is a record with the row; the query must be append-only, or the sink
@@ -44,6 +49,11 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, Int64Array, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use parking_lot::Mutex;
 use rdkafka::ClientContext;
@@ -51,7 +61,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message as _;
+use rdkafka::message::{Header, Message as _, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rivulet_engine::changelog::{ChangeBatch, Op};
@@ -106,6 +116,15 @@ pub enum Partitioner {
     Default,
     /// Every record to partition 0 (Flink: each sink instance to one partition; we run one).
     Fixed,
+    /// Records to the topic's partitions in turn.
+    RoundRobin,
+}
+
+/// Record metadata a sink table's column holds (Flink's writable Kafka metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkMetadata {
+    Timestamp,
+    Headers,
 }
 
 /// A Kafka sink's options, parsed.
@@ -122,6 +141,8 @@ pub struct KafkaSinkOptions {
     pub guarantee: Guarantee,
     pub transactional_id_prefix: Option<String>,
     pub partitioner: Partitioner,
+    /// Columns written as record metadata (Flink's `METADATA FROM`), by name.
+    pub metadata: Vec<(String, SinkMetadata)>,
     /// `sink.auto-create`: a missing topic is created at CREATE, with this many partitions
     /// (`sink.auto-create.partitions`, default 1).
     pub auto_create: Option<i32>,
@@ -246,12 +267,33 @@ impl KafkaSinkOptions {
         let partitioner = match lower("sink.partitioner").as_deref() {
             None | Some("default") => Partitioner::Default,
             Some("fixed") => Partitioner::Fixed,
+            Some("round-robin") => Partitioner::RoundRobin,
             Some(other) => {
                 return Err(bad(format!(
-                    "invalid sink.partitioner \"{other}\": default or fixed expected"
+                    "invalid sink.partitioner \"{other}\": default, fixed or round-robin expected"
                 )));
             }
         };
+        let mut metadata = Vec::new();
+        for (k, v) in options {
+            let Some(column) = k.strip_prefix("metadata.") else {
+                continue;
+            };
+            let m = match v.to_lowercase().as_str() {
+                "timestamp" => SinkMetadata::Timestamp,
+                "headers" => SinkMetadata::Headers,
+                other => {
+                    return Err(bad(format!(
+                        "metadata \"{other}\" of column \"{column}\" cannot be written by a kafka \
+                         sink (timestamp, headers)"
+                    )));
+                }
+            };
+            if metadata.iter().any(|(_, n)| *n == m) {
+                return Err(bad(format!("two columns hold metadata \"{v}\"")));
+            }
+            metadata.push((column.to_string(), m));
+        }
         let auto_create = match lower("sink.auto-create").as_deref() {
             None | Some("false") => None,
             Some("true") => {
@@ -334,6 +376,7 @@ impl KafkaSinkOptions {
             guarantee,
             transactional_id_prefix,
             partitioner,
+            metadata,
             auto_create,
             config,
             options: options.clone(),
@@ -485,13 +528,88 @@ impl Encoded {
 struct Out<'a> {
     producer: &'a BaseProducer<Delivery>,
     topic: &'a str,
-    fixed: bool,
+    partitioner: Partitioner,
+    /// Round-robin: the topic's partitions, and the next one.
+    partitions: i32,
+    next: &'a mut i32,
+    meta: &'a RowMetadata,
     stats: &'a mut SinkStats,
 }
 
+/// A batch's record metadata, per row: timestamps (ms) and headers, where columns hold them.
+#[derive(Default)]
+struct RowMetadata {
+    timestamps: Option<Int64Array>,
+    headers: Option<StringArray>,
+}
+
+impl RowMetadata {
+    /// Reads the metadata columns of `data` (`timestamp`, `headers`: their positions).
+    fn of(
+        data: &RecordBatch,
+        timestamp: Option<usize>,
+        headers: Option<usize>,
+    ) -> EngineResult<Self> {
+        let timestamps = match timestamp {
+            None => None,
+            Some(i) => {
+                let column = data.column(i);
+                let millis = match column.data_type() {
+                    DataType::Int64 => Arc::clone(column),
+                    _ => cast(
+                        &cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))?,
+                        &DataType::Int64,
+                    )?,
+                };
+                Some(millis.as_primitive::<Int64Type>().clone())
+            }
+        };
+        let headers = match headers {
+            None => None,
+            Some(i) => Some(
+                cast(data.column(i), &DataType::Utf8)?
+                    .as_string::<i32>()
+                    .clone(),
+            ),
+        };
+        Ok(Self {
+            timestamps,
+            headers,
+        })
+    }
+
+    fn timestamp(&self, row: usize) -> Option<i64> {
+        let t = self.timestamps.as_ref()?;
+        t.is_valid(row).then(|| t.value(row))
+    }
+
+    /// Row `row`'s headers: a JSON object of text (or null) values; anything else is an error.
+    fn headers(&self, row: usize) -> EngineResult<Option<OwnedHeaders>> {
+        let Some(h) = self.headers.as_ref().filter(|h| h.is_valid(row)) else {
+            return Ok(None);
+        };
+        let text = h.value(row);
+        let parsed: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+            .map_err(|e| external(format!("headers {text:?} are not a JSON object: {e}")))?;
+        let mut out = OwnedHeaders::new_with_capacity(parsed.len());
+        for (key, value) in &parsed {
+            let value = match value {
+                serde_json::Value::Null => None,
+                serde_json::Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            };
+            out = out.insert(Header {
+                key,
+                value: value.as_deref(),
+            });
+        }
+        Ok(Some(out))
+    }
+}
+
 impl Out<'_> {
-    /// Queues one record, serving librdkafka's callbacks while its queue is full.
-    fn send(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) -> EngineResult<()> {
+    /// Queues the record of row `row`, serving librdkafka's callbacks while its queue is full.
+    fn send(&mut self, row: usize, key: Option<&[u8]>, value: Option<&[u8]>) -> EngineResult<()> {
         let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(self.topic);
         if let Some(k) = key {
             record = record.key(k);
@@ -499,8 +617,19 @@ impl Out<'_> {
         if let Some(v) = value {
             record = record.payload(v);
         }
-        if self.fixed {
-            record = record.partition(0);
+        match self.partitioner {
+            Partitioner::Default => {}
+            Partitioner::Fixed => record = record.partition(0),
+            Partitioner::RoundRobin => {
+                record = record.partition(*self.next);
+                *self.next = (*self.next + 1) % self.partitions.max(1);
+            }
+        }
+        if let Some(t) = self.meta.timestamp(row) {
+            record = record.timestamp(t);
+        }
+        if let Some(h) = self.meta.headers(row)? {
+            record = record.headers(h);
         }
         self.stats.records += 1;
         self.stats.bytes += (key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len)) as u64;
@@ -551,6 +680,14 @@ pub struct KafkaSink {
     producers: Vec<BaseProducer<Delivery>>,
     /// The producer of the transaction open or last committed.
     slot: usize,
+    /// The columns records carry as their value (all but the metadata columns), and where the
+    /// metadata columns are.
+    value_columns: Option<Vec<usize>>,
+    timestamp_column: Option<usize>,
+    headers_column: Option<usize>,
+    /// Round-robin: the topic's partitions (0 until first asked), and the next one.
+    partitions: i32,
+    next_partition: i32,
     key_columns: Vec<usize>,
     values: RowEncoder,
     keys: RowEncoder,
@@ -646,8 +783,30 @@ impl KafkaSink {
         };
         let key_columns = options.key_columns(columns)?;
         let key_names: Vec<String> = key_columns.iter().map(|&i| columns[i].clone()).collect();
-        let values =
-            RowEncoder::new(options.value_format.clone(), &options.options)?.with_names(columns);
+        let position = |name: &str| {
+            columns.iter().position(|c| c == name).ok_or_else(|| {
+                ConnectorError::Option(format!("metadata column \"{name}\" is not a column"))
+            })
+        };
+        let mut timestamp_column = None;
+        let mut headers_column = None;
+        for (column, m) in &options.metadata {
+            match m {
+                SinkMetadata::Timestamp => timestamp_column = Some(position(column)?),
+                SinkMetadata::Headers => headers_column = Some(position(column)?),
+            }
+        }
+        let value_columns = (!options.metadata.is_empty()).then(|| {
+            (0..columns.len())
+                .filter(|i| Some(*i) != timestamp_column && Some(*i) != headers_column)
+                .collect::<Vec<_>>()
+        });
+        let value_names: Vec<String> = match &value_columns {
+            Some(v) => v.iter().map(|&i| columns[i].clone()).collect(),
+            None => columns.to_vec(),
+        };
+        let values = RowEncoder::new(options.value_format.clone(), &options.options)?
+            .with_names(&value_names);
         let keys =
             RowEncoder::new(options.key_format.clone(), &options.options)?.with_names(&key_names);
         let create = |transactional_id: Option<&String>| {
@@ -677,6 +836,11 @@ impl KafkaSink {
             options,
             producers,
             slot: 0,
+            value_columns,
+            timestamp_column,
+            headers_column,
+            partitions: 0,
+            next_partition: 0,
             key_columns,
             values,
             keys,
@@ -770,6 +934,27 @@ impl KafkaSink {
         *self.trouble.lock() = None;
     }
 
+    /// The topic's partitions, as the broker's metadata says.
+    fn partition_count(&self) -> EngineResult<i32> {
+        let metadata = self
+            .producer()
+            .client()
+            .fetch_metadata(Some(&self.options.topic), Duration::from_secs(10))
+            .map_err(external)?;
+        let n = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.options.topic)
+            .map_or(0, |t| t.partitions().len() as i32);
+        if n == 0 {
+            return Err(external(format!(
+                "topic \"{}\" has no partitions",
+                self.options.topic
+            )));
+        }
+        Ok(n)
+    }
+
     fn producer(&self) -> &BaseProducer<Delivery> {
         &self.producers[self.slot]
     }
@@ -854,9 +1039,15 @@ impl Sink for KafkaSink {
             self.stats.open_since = Some(std::time::SystemTime::now());
         }
         let data = &changes.data;
-        self.encoded_values
-            .fill(&self.values, data)
-            .map_err(external)?;
+        match &self.value_columns {
+            Some(v) => self.encoded_values.fill(&self.values, &data.project(v)?),
+            None => self.encoded_values.fill(&self.values, data),
+        }
+        .map_err(external)?;
+        let meta = RowMetadata::of(data, self.timestamp_column, self.headers_column)?;
+        if self.options.partitioner == Partitioner::RoundRobin && self.partitions == 0 {
+            self.partitions = self.partition_count()?;
+        }
         let keyed = !self.key_columns.is_empty();
         if keyed {
             let keys = data.project(&self.key_columns)?;
@@ -869,7 +1060,10 @@ impl Sink for KafkaSink {
         let mut out = Out {
             producer: &self.producers[self.slot],
             topic: &self.options.topic,
-            fixed: self.options.partitioner == Partitioner::Fixed,
+            partitioner: self.options.partitioner,
+            partitions: self.partitions,
+            next: &mut self.next_partition,
+            meta: &meta,
             stats: &mut self.stats,
         };
         let envelope = &mut self.envelope;
@@ -878,14 +1072,16 @@ impl Sink for KafkaSink {
         while i < ops.len() {
             let paired = ops[i] == Op::UpdateBefore && ops.get(i + 1) == Some(&Op::UpdateAfter);
             match (self.options.format, ops[i]) {
-                (SinkFormat::Plain, Op::Insert) => out.send(key(i), Some(values.row(i)))?,
+                (SinkFormat::Plain, Op::Insert) => out.send(i, key(i), Some(values.row(i)))?,
                 (SinkFormat::Plain, Op::UpdateAfter) if self.options.force_append_only => {
-                    out.send(key(i), Some(values.row(i)))?
+                    out.send(i, key(i), Some(values.row(i)))?
                 }
                 (SinkFormat::Plain, _) => {}
-                (SinkFormat::Upsert, op) if op.is_add() => out.send(key(i), Some(values.row(i)))?,
+                (SinkFormat::Upsert, op) if op.is_add() => {
+                    out.send(i, key(i), Some(values.row(i)))?
+                }
                 (SinkFormat::Upsert, Op::UpdateBefore) if paired && key(i) == key(i + 1) => {}
-                (SinkFormat::Upsert, _) => out.send(key(i), None)?,
+                (SinkFormat::Upsert, _) => out.send(i, key(i), None)?,
                 (SinkFormat::Debezium, op) => {
                     let (before, after, op) = match op {
                         Op::UpdateBefore if paired => (Some(i), Some(i + 1), "u"),
@@ -893,7 +1089,8 @@ impl Sink for KafkaSink {
                         _ => (Some(i), None, "d"),
                     };
                     debezium(envelope, values, before, after, op);
-                    out.send(key(after.unwrap_or(i)), Some(envelope))?;
+                    let row = after.unwrap_or(i);
+                    out.send(row, key(row), Some(envelope))?;
                     if op == "u" {
                         i += 1;
                     }
