@@ -61,8 +61,16 @@ impl SinkOptions {
 
     /// Fails unless the sink can take what its query emits (`columns`, `append_only`): a sink
     /// that only appends refuses a query that updates or deletes rows, and key columns must be
-    /// there. Checks that a Kafka sink's topic exists (may block: asks the broker).
-    pub fn check(&self, name: &str, columns: &[String], append_only: bool) -> Result<(), SqlError> {
+    /// there. Checks that a Kafka sink's topic exists, and when its options name no delivery
+    /// guarantee, adds the one it gets to `options`: exactly-once where the broker commits
+    /// transactions, else at-least-once (may block: asks the broker).
+    pub fn check(
+        &self,
+        name: &str,
+        columns: &[String],
+        append_only: bool,
+        options: &mut BTreeMap<String, String>,
+    ) -> Result<(), SqlError> {
         match self {
             Self::Blackhole => Ok(()),
             Self::Kafka(k) => {
@@ -74,12 +82,21 @@ impl SinkOptions {
                     .with_detail("The query updates or deletes rows, and FORMAT PLAIN (Flink: 'format' = 'json' | 'csv' on 'kafka') only appends records.")
                     .with_hint("Use FORMAT UPSERT (Flink: 'upsert-kafka') or FORMAT DEBEZIUM (Flink: 'debezium-json'), or add force_append_only = 'true' to drop deletes and write updates as inserts."));
                 }
-                tokio::task::block_in_place(|| k.check_topic())
-                    .map_err(|e| {
-                        option_error(e).with_hint(
-                            "Create the topic first; Rivulet does not create topics it writes.",
-                        )
-                    })
+                tokio::task::block_in_place(|| k.check_topic()).map_err(|e| {
+                    option_error(e).with_hint(
+                        "Create the topic first; Rivulet does not create topics it writes.",
+                    )
+                })?;
+                if !k.guarantee_given {
+                    let exactly_once = tokio::task::block_in_place(|| k.probe_transactions());
+                    let guarantee = if exactly_once {
+                        "exactly-once"
+                    } else {
+                        "at-least-once"
+                    };
+                    options.insert("sink.delivery-guarantee".into(), guarantee.into());
+                }
+                Ok(())
             }
             Self::File(_) if append_only => Ok(()),
             Self::File(_) => Err(SqlError::unsupported(format!(

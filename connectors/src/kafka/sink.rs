@@ -29,6 +29,9 @@
 //! never dropped) and the sink reports the trouble. With `'sink.delivery-guarantee' = 'none'` the
 //! barrier does not wait.
 //!
+//! Without `'sink.delivery-guarantee'`, CREATE asks the broker (`probe_transactions`):
+//! exactly-once where it commits transactions, else at-least-once.
+//!
 //! Exactly-once (`'sink.delivery-guarantee' = 'exactly-once'`) puts each epoch's records in one
 //! Kafka transaction of the sink's transactional id (`<sink.transactional-id-prefix>-<sink id>`,
 //! the prefix `rivulet-<sink name>` by default), two-phase with the checkpoint:
@@ -60,9 +63,11 @@ use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message as _, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use rivulet_engine::changelog::{ChangeBatch, Op};
 use rivulet_engine::sink::{Sink, SinkStats, Trouble};
@@ -139,6 +144,8 @@ pub struct KafkaSinkOptions {
     pub key: Vec<String>,
     pub force_append_only: bool,
     pub guarantee: Guarantee,
+    /// The options name the guarantee (else CREATE chooses it: [`Self::probe_transactions`]).
+    pub guarantee_given: bool,
     pub transactional_id_prefix: Option<String>,
     pub partitioner: Partitioner,
     /// Columns written as record metadata (Flink's `METADATA FROM`), by name.
@@ -374,6 +381,7 @@ impl KafkaSinkOptions {
             key,
             force_append_only,
             guarantee,
+            guarantee_given: options.contains_key("sink.delivery-guarantee"),
             transactional_id_prefix,
             partitioner,
             metadata,
@@ -427,6 +435,55 @@ impl KafkaSinkOptions {
                 "topic \"{}\" does not exist on {}",
                 self.topic, self.bootstrap
             ))),
+        }
+    }
+
+    /// Whether the broker commits Kafka transactions, tried with one that touches no topic: a
+    /// producer with transactional id `rivulet-probe-<topic>` commits the offset of partition 0
+    /// of the topic for consumer group `rivulet-probe` (an entry in the broker's offsets, which
+    /// it expires like any group's). A broker that refuses any step (Tansu refuses `EndTxn`)
+    /// does not. May block for up to about 30 s on a broker that does not answer.
+    pub fn probe_transactions(&self) -> bool {
+        let attempt = || -> Result<(), String> {
+            let mut config = self.config.clone();
+            config.set("transactional.id", format!("rivulet-probe-{}", self.topic));
+            config.set("transaction.timeout.ms", "60000");
+            config.set("message.timeout.ms", "60000");
+            let producer: BaseProducer = config.create().map_err(|e| e.to_string())?;
+            let wait = Duration::from_secs(10);
+            producer
+                .init_transactions(wait)
+                .map_err(|e| e.to_string())?;
+            producer.begin_transaction().map_err(|e| e.to_string())?;
+            let group: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &self.bootstrap)
+                .set("group.id", "rivulet-probe")
+                .set("log_level", "3")
+                .create()
+                .map_err(|e| e.to_string())?;
+            let metadata = group
+                .group_metadata()
+                .ok_or_else(|| "no consumer group metadata".to_string())?;
+            let mut offsets = TopicPartitionList::new();
+            offsets
+                .add_partition_offset(&self.topic, 0, Offset::Offset(0))
+                .map_err(|e| e.to_string())?;
+            let sent = producer.send_offsets_to_transaction(&offsets, &metadata, wait);
+            if let Err(e) = sent.and_then(|()| producer.commit_transaction(wait)) {
+                let _ = producer.abort_transaction(wait);
+                return Err(e.to_string());
+            }
+            Ok(())
+        };
+        match attempt() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::info!(
+                    broker = %self.bootstrap, error = %e,
+                    "the broker does not commit transactions: the kafka sink is at-least-once"
+                );
+                false
+            }
         }
     }
 

@@ -272,8 +272,8 @@ impl Cluster {
             };
             let request = FetchRequest::default()
                 .with_replica_id(BrokerId(-1))
-                // Some brokers (nisshi) answer nothing at all to a zero wait; with `min_bytes` 0 the
-                // answer comes as soon as the partition is read.
+                // Some brokers (nisshi) answer nothing at all to a zero wait; with `min_bytes`
+                // 0 the answer comes as soon as the partition is read.
                 .with_max_wait_ms(500)
                 .with_min_bytes(0)
                 .with_max_bytes(max_bytes)

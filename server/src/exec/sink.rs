@@ -67,7 +67,7 @@ impl Session {
         &mut self,
         name: &str,
         query: &str,
-        options: BTreeMap<String, String>,
+        mut options: BTreeMap<String, String>,
         parsed: &crate::sinks::SinkOptions,
         names: Option<Vec<String>>,
         emit_on_window_close: bool,
@@ -81,7 +81,7 @@ impl Session {
             c.name = n;
         }
         let column_names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
-        parsed.check(name, &column_names, plan.append_only)?;
+        parsed.check(name, &column_names, plan.append_only, &mut options)?;
         let connector = options
             .get("connector")
             .map(|c| c.to_lowercase())
