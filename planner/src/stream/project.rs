@@ -14,6 +14,13 @@ pub(super) fn lower_filter(
         return Ok(l);
     }
     let l = lower(ctx, b, &f.input)?;
+    // `WHERE true` (decorrelated subqueries leave it) passes every row: no operator.
+    if matches!(
+        &f.predicate,
+        Expr::Literal(datafusion::scalar::ScalarValue::Boolean(Some(true)), _)
+    ) {
+        return Ok(l);
+    }
     let input = f.input.schema();
     let predicate = physical(ctx, &f.predicate, input)?;
     b.push_op(
