@@ -37,6 +37,7 @@ pub mod sqlstate {
     pub const INVALID_SAVEPOINT_SPECIFICATION: &str = "3B001";
     pub const INVALID_PASSWORD: &str = "28P01";
     pub const SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION: &str = "42000";
+    pub const GROUPING_ERROR: &str = "42803";
     pub const SYNTAX_ERROR: &str = "42601";
     pub const UNDEFINED_COLUMN: &str = "42703";
     pub const UNDEFINED_FUNCTION: &str = "42883";
@@ -505,6 +506,23 @@ fn from_plan_message(m: &str) -> SqlError {
             "No function matches the given name and argument types. You might need to add \
              explicit type casts.",
         );
+    }
+    // DataFusion: "column in SELECT must be in GROUP BY or an aggregate function: While
+    // expanding wildcard, column "t.i" must appear in the GROUP BY clause or must be part of an
+    // aggregate function, ..." (also without a wildcard): Postgres' 42803 and its words.
+    if has(&["must appear in the group by clause"]) {
+        let column = m
+            .split_once("column \"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(c, _)| c);
+        let message = match column {
+            Some(c) => format!(
+                "column \"{c}\" must appear in the GROUP BY clause or be used in an aggregate \
+                 function"
+            ),
+            None => m,
+        };
+        return SqlError::new(GROUPING_ERROR, message);
     }
     // Postgres: "operator does not exist: integer + text".
     if has(&["cannot coerce arithmetic expression"]) {
