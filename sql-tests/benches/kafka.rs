@@ -125,11 +125,7 @@ async fn throughput(broker: &Broker, events: u64, into: Into_) -> (f64, f64) {
     } else {
         format!("CREATE MATERIALIZED VIEW counts AS {query}; FLUSH")
     };
-    let cpu0 = server.cpu_time().unwrap();
-    let t0 = Instant::now();
-    c.batch_execute(&statement).await.unwrap();
-    let wall = t0.elapsed().as_secs_f64();
-    let cpu = (server.cpu_time().unwrap() - cpu0).as_secs_f64();
+    let (wall, cpu) = timed(&server, &c, &statement).await;
     let jobs = text_rows(&c, "SHOW JOBS").await.unwrap();
     assert!(jobs.iter().all(|j| !j.contains("failed")), "{jobs:?}");
     if into == Into_::View {
@@ -138,6 +134,15 @@ async fn throughput(broker: &Broker, events: u64, into: Into_) -> (f64, f64) {
     }
     server.kill9().await.unwrap();
     (events as f64 / wall, events as f64 / cpu.max(1e-3))
+}
+
+/// Runs `statement` on `c`: (wall seconds, the server's CPU seconds).
+async fn timed(server: &TestServer, c: &tokio_postgres::Client, statement: &str) -> (f64, f64) {
+    let cpu0 = server.cpu_time().unwrap();
+    let t0 = Instant::now();
+    c.batch_execute(statement).await.unwrap();
+    let wall = t0.elapsed().as_secs_f64();
+    (wall, (server.cpu_time().unwrap() - cpu0).as_secs_f64())
 }
 
 /// `scripts/bench kafka`'s part 4: the TUMBLE into a Kafka sink with `guarantee`, timed until
@@ -160,11 +165,7 @@ async fn sink_throughput(broker: &Broker, events: u64, guarantee: &str) -> (f64,
     .await
     .unwrap();
     let statement = format!("INSERT INTO counts {}; FLUSH", TUMBLE.replace("{t}", "bid"));
-    let cpu0 = server.cpu_time().unwrap();
-    let t0 = Instant::now();
-    c.batch_execute(&statement).await.unwrap();
-    let wall = t0.elapsed().as_secs_f64();
-    let cpu = (server.cpu_time().unwrap() - cpu0).as_secs_f64();
+    let (wall, cpu) = timed(&server, &c, &statement).await;
     let sinks = text_rows(&c, "SHOW SINKS").await.unwrap();
     assert!(sinks[0].contains("|running|"), "{sinks:?}");
     server.kill9().await.unwrap();

@@ -59,13 +59,7 @@ fn counts(ids: impl Iterator<Item = u64>) -> BTreeMap<u64, u32> {
 
 /// The `"id"` of a JSON row `{"id":N,...}`.
 fn json_id(line: &str) -> u64 {
-    let rest = line.split_once("\"id\":").expect("an id").1;
-    rest.split([',', '}'])
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    json_number(line, "id") as u64
 }
 
 /// Starts a server on `dir` with table `events` and the sink `CREATE SINK <sink>` creates.
