@@ -892,6 +892,14 @@ impl StateTable {
         self.stored_bytes.max(0) as u64
     }
 
+    /// Adds `bytes` of entries (table keys and values, as [`StateTable::bytes`] counts them) to
+    /// the estimate, or takes them away: an operator that keeps its state decoded counts what
+    /// it reads from the store (all of it, if it loads everything at restore) and takes away
+    /// what it drops from memory, so the estimate covers at least what it holds.
+    pub fn count_stored(&mut self, bytes: i64) {
+        self.stored_bytes += bytes;
+    }
+
     /// Cache and memory counters.
     pub fn stats(&self) -> TableStats {
         TableStats {

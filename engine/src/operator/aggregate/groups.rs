@@ -5,6 +5,11 @@
 //! slot goes on a free list for the next new group. The table also remembers what the next
 //! checkpoint must write: the slots changed since the last one (`dirty`) and the stored keys of
 //! groups that vanished (`gone`).
+//!
+//! The table may hold only some of the stored groups (see [`super`]'s memory budget): a group
+//! that is [`Groups::evict`]ed leaves memory, not the store, and is read again when it comes
+//! back. Until the job commits a deletion, the store still has the deleted group's old value:
+//! [`Groups::deleted`] lists those keys, which must not be read from the store.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,8 +25,12 @@ pub(super) struct Slot {
     pub rows: i64,
     /// The key group of the group's key (see [`crate::keygroup`]).
     pub kg: u16,
-    /// Length of the group's stored key and value at the last checkpoint (0: not stored).
-    pub stored: u32,
+    /// Length of the group's stored value as of the last checkpoint (`None`: not stored).
+    pub stored: Option<u32>,
+    /// Memory the group is counted for (see [`Groups::resident`]); 0 until it is stored.
+    cost: u32,
+    /// The epoch whose checkpoint wrote the group last (0: none).
+    pub written: u64,
     /// Changed since the last checkpoint, and listed in [`Groups::dirty`].
     dirty: bool,
     live: bool,
@@ -41,8 +50,14 @@ pub(super) struct Groups {
     free: Vec<u32>,
     /// Slots marked dirty since the last checkpoint; may name a slot twice or a freed one.
     dirty: Vec<u32>,
-    /// Key group and key of each stored group that vanished since the last checkpoint.
-    pub gone: Vec<(u16, Arc<[u8]>)>,
+    /// Key group, key and stored value length of each stored group that vanished since the
+    /// last checkpoint.
+    pub gone: Vec<(u16, Arc<[u8]>, u32)>,
+    /// Keys of stored groups that vanished, with the epoch whose checkpoint deletes them
+    /// (`u64::MAX`: the next one), until the job commits it.
+    pub deleted: HashMap<Arc<[u8]>, u64, FastHash>,
+    /// Memory the live groups are counted for, together.
+    pub resident: usize,
     /// Seconds since the operator started, as its owner last set it: when groups are seen.
     pub clock: u32,
 }
@@ -68,7 +83,9 @@ impl Groups {
             key: Arc::clone(&key),
             rows: 0,
             kg,
-            stored: 0,
+            stored: None,
+            cost: 0,
+            written: 0,
             dirty: false,
             live: true,
             batch: 0,
@@ -106,18 +123,65 @@ impl Groups {
         }
     }
 
-    /// Frees slot `id`, remembering its stored key for deletion; returns the bytes it had stored.
-    /// The caller resets the slot's aggregate state.
-    pub fn remove(&mut self, id: u32) -> u32 {
+    /// Frees slot `id` of a group that vanished, remembering its stored key for deletion. The
+    /// caller resets the slot's aggregate state.
+    pub fn remove(&mut self, id: u32) {
+        self.free_slot(id);
+        let slot = &mut self.slots[id as usize];
+        if let Some(len) = slot.stored.take() {
+            self.gone.push((slot.kg, Arc::clone(&slot.key), len));
+            self.deleted.insert(Arc::clone(&slot.key), u64::MAX);
+        }
+    }
+
+    /// Frees slot `id` of a group that stays stored (it leaves memory only). The caller resets
+    /// the slot's aggregate state.
+    pub fn evict(&mut self, id: u32) {
+        self.free_slot(id);
+        self.slots[id as usize].stored = None;
+    }
+
+    fn free_slot(&mut self, id: u32) {
         let slot = &mut self.slots[id as usize];
         slot.live = false;
         slot.dirty = false;
+        self.resident -= std::mem::take(&mut slot.cost) as usize;
         self.index.remove(&slot.key);
         self.free.push(id);
-        if slot.stored > 0 {
-            self.gone.push((slot.kg, Arc::clone(&slot.key)));
-        }
-        std::mem::take(&mut slot.stored)
+    }
+
+    /// Counts slot `id` for `cost` bytes of memory from now on.
+    pub fn set_cost(&mut self, id: u32, cost: usize) {
+        let slot = &mut self.slots[id as usize];
+        let cost = u32::try_from(cost).unwrap_or(u32::MAX);
+        self.resident = self.resident + cost as usize - slot.cost as usize;
+        slot.cost = cost;
+    }
+
+    /// The live groups memory may drop, least recently touched first: stored, unchanged since,
+    /// not held for the epoch's end, and last written in an epoch up to `committed` (a read
+    /// from the store would find an older value otherwise).
+    pub fn evictable(&self, committed: u64) -> Vec<u32> {
+        let mut ids: Vec<(u64, u32)> = (self.index.values())
+            .filter_map(|&id| {
+                let s = &self.slots[id as usize];
+                let clean = s.stored.is_some() && !s.dirty && s.pending == 0;
+                (clean && s.written <= committed).then_some((s.batch, id))
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Notes that epoch `epoch`'s checkpoint wrote the pending deletions, and forgets the ones
+    /// the job has committed (epoch up to `committed`).
+    pub fn deletions_written(&mut self, epoch: u64, committed: u64) {
+        self.deleted.retain(|_, e| {
+            if *e == u64::MAX {
+                *e = epoch;
+            }
+            *e > committed
+        });
     }
 
     /// The live groups not touched for `ttl` seconds (and not held for the epoch's end).

@@ -264,8 +264,7 @@ impl HashAggregate {
             {
                 *s = NEVER;
             }
-            let stored = self.groups.remove(id);
-            self.stored_bytes = self.stored_bytes.saturating_sub(stored as usize);
+            self.groups.remove(id);
             self.aggs.iter_mut().for_each(|agg| agg.reset(id));
         }
         Ok(out)
@@ -562,7 +561,7 @@ mod tests {
                 }
                 if round % 9 == 4 {
                     let mut state = StateBatch::new();
-                    op.checkpoint(0, &scope, &mut state).unwrap();
+                    op.checkpoint(1, &scope, &mut state).unwrap();
                     store.write(state, true).unwrap();
                     op = operator();
                     op.restore(&scope).unwrap();

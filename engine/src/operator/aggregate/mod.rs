@@ -11,9 +11,9 @@
 //! old row, a changed one an `UpdateBefore`/`UpdateAfter` pair; a group whose result did not change
 //! emits nothing. There is no watermark and nothing is late: every row counts, whenever it comes.
 //!
-//! **State.** Every group lives in memory, in a slot of the group table ([`groups`]) found through a
-//! hash index on its Arrow row-format key (order preserving, so it also decodes back into the
-//! output's key columns). Each aggregate keeps its state column-wise, one vector indexed by slot
+//! **State.** Groups live in slots of the group table ([`groups`]), found through a hash index
+//! on their Arrow row-format key (order preserving, so it also decodes back into the output's key
+//! columns). Each aggregate keeps its state column-wise, one vector indexed by slot
 //! ([`accumulator`]). A batch finds every row's slot once, takes the touched groups' results
 //! before it, updates each aggregate with one loop over the batch and computes results again for
 //! the touched groups only; groups are updated in place, never moved. MIN, MAX and
@@ -23,11 +23,24 @@
 //! append-only input ([`HashAggregate::with_append_only_input`]) MIN and MAX keep only the current
 //! extreme in that multiset, since nothing can retract it. Integer and
 //! decimal sums are `i128` (wrapping, hence exact whenever the final sum fits); float sums keep
-//! NaN and infinities as counts, so retracting them restores a finite sum. At a checkpoint each
-//! group changed since the last one is written under its key group and key (or deleted if gone),
-//! in key order, which RocksDB inserts into its memtable much faster than random order;
-//! [`Operator::restore`] reads them all back. A failed [`Operator::process`] leaves the state
-//! undefined: the job must restart from its last checkpoint.
+//! NaN and infinities as counts, so retracting them restores a finite sum.
+//!
+//! **Storage.** Groups are stored in a [`StateTable`] under their key group and key. At a
+//! checkpoint each group changed since the last one is written (or deleted if gone) straight
+//! into the epoch's write batch ([`StateTable::write_behind`]), in key order, which RocksDB
+//! inserts into its memtable much faster than random order. A failed [`Operator::process`]
+//! leaves the state undefined: the job must restart from its last checkpoint.
+//!
+//! **Memory.** A `GROUP BY` without windows or a state TTL keeps in memory only the groups it
+//! has room for: the slots are the cache. Nothing is read at restore; a batch reads the groups
+//! of its rows that memory does not hold with one batched read (none at all while memory holds
+//! every stored group, as after a restore that found the table empty). Slots count against the
+//! scope's cache budget and the process's shared state-memory limit; over it, a checkpoint drops
+//! the least recently touched groups whose last write the job has committed (a read of a group
+//! written later would find its older value), down to half the limit. A vanished group's key
+//! is not read again until the job commits its deletion. Windows (whose groups close on the
+//! watermark and must all be known), a state TTL (which must see every group to expire it) and
+//! a global aggregate keep every group in memory and read them all at restore, as before.
 //!
 //! **Stored value** ([`codec`]), integers as LEB128 varints (signed ones zigzag-encoded):
 //!
@@ -78,6 +91,8 @@ use super::{LateRow, Operator};
 use crate::changelog::{ChangeBatch, Op};
 use crate::keygroup;
 use crate::state::StateBatch;
+use crate::state::memory::Charge;
+use crate::state::table::StateTable;
 use crate::{EngineError, Result};
 
 /// An aggregate function.
@@ -173,8 +188,23 @@ pub struct HashAggregate {
     /// Encodes the group key; `None` for a global aggregate, whose one key is empty.
     keys: Option<Codec>,
     groups: Groups,
-    /// Bytes of the stored state (keys and values) as of the last checkpoint.
-    stored_bytes: usize,
+    /// Where the groups are stored; opened at restore (or at the first checkpoint).
+    table: Option<StateTable>,
+    /// Groups are read from the table when a row first needs them, and memory keeps at most
+    /// `limit` bytes of them (see the module documentation). Otherwise every group is read at
+    /// restore and stays in memory: windows, whose groups close, and a state TTL or a global
+    /// aggregate, which have to know every group.
+    lazy: bool,
+    /// Memory holds every stored group (nothing was ever evicted since a restore that found the
+    /// table empty): a group not in memory is new, and costs no read.
+    complete: bool,
+    /// Memory the groups may take: the scope's cache budget ...
+    budget: usize,
+    /// ... or less while the process's state caches are over their shared limit.
+    limit: usize,
+    charge: Charge,
+    /// Groups read from the table since the last checkpoint, found or not.
+    loads: u64,
     /// Number of batches processed, to recognize a group's first touch in a batch.
     batches: u64,
     scratch: Scratch,
@@ -198,13 +228,41 @@ pub struct HashAggregate {
     lookups: u64,
 }
 
-/// Publishes the figures of an aggregate that keeps all its state in memory, as its state
-/// table 0: `lookups` reads of groups since the last checkpoint (all answered from memory) and
-/// `stored` bytes, which it also holds in memory (decoded).
-fn publish(scope: &StateScope, lookups: u64, stored: usize) {
+/// Publishes the figures of an aggregate's state table 0: `hits` reads of groups since the last
+/// checkpoint answered from memory, `misses` that read the store, `stored` bytes in the store
+/// and `memory` bytes held.
+fn publish(scope: &StateScope, hits: u64, misses: u64, stored: usize, memory: usize) {
     let figures = scope.figures.table(0);
-    figures.count_reads(lookups, 0);
-    figures.set_bytes(stored as u64, stored as u64);
+    figures.count_reads(hits, misses);
+    figures.set_bytes(stored as u64, memory as u64);
+}
+
+/// Memory a group in a slot is counted for: its key, its decoded state (about twice its stored
+/// value: multisets of MIN, MAX and DISTINCT are trees) and the slot with its index entry.
+fn group_cost(key: usize, value: usize) -> usize {
+    const SLOT_BYTES: usize = 96;
+    key + 2 * value + SLOT_BYTES
+}
+
+/// The table of a scope's aggregate: its keys straight under the scope's prefix (how aggregates
+/// stored their groups before state tables; stored views keep them), caching nothing (the
+/// groups in memory are the cache).
+fn open_table(scope: &StateScope) -> StateTable {
+    StateTable::new(
+        scope.store.clone(),
+        scope.prefix.clone(),
+        scope.key_groups.clone(),
+        Arc::clone(&scope.committed),
+        0,
+    )
+}
+
+/// What a checkpoint writes for a key.
+enum Write {
+    /// The group in this slot.
+    Group(u32),
+    /// A deletion of the stored value, of this length.
+    Delete(u32),
 }
 
 /// A row converter with its parser; `null` is the encoding of a NULL value (value codecs only).
@@ -339,7 +397,13 @@ impl HashAggregate {
             output,
             keys,
             groups: Groups::default(),
-            stored_bytes: 0,
+            table: None,
+            lazy: false,
+            complete: true,
+            budget: 0,
+            limit: 0,
+            charge: Charge::default(),
+            loads: 0,
             lookups: 0,
             batches: 0,
             scratch: Scratch::default(),
@@ -390,8 +454,7 @@ impl HashAggregate {
         self.swept = self.groups.clock;
         for id in self.groups.expired(ttl.as_secs().max(1) as u32) {
             self.forget_held(id);
-            let stored = self.groups.remove(id);
-            self.stored_bytes = self.stored_bytes.saturating_sub(stored as usize);
+            self.groups.remove(id);
             self.aggs.iter_mut().for_each(|agg| agg.reset(id));
         }
     }
@@ -430,8 +493,7 @@ impl HashAggregate {
         }
         for id in ids {
             self.forget_held(id);
-            let stored = self.groups.remove(id);
-            self.stored_bytes = self.stored_bytes.saturating_sub(stored as usize);
+            self.groups.remove(id);
             self.aggs.iter_mut().for_each(|agg| agg.reset(id));
         }
         Ok(out)
@@ -513,8 +575,46 @@ impl HashAggregate {
         Ok(ChangeBatch { data, ops })
     }
 
+    /// Reads the groups of `keys` (in key groups `kgs`) that memory does not hold from the
+    /// table, with one batched read, into slots: those it has become live groups, the others
+    /// are new.
+    fn load(&mut self, keys: &Rows, kgs: &[u16]) -> Result<()> {
+        let mut missing: Vec<(u16, &[u8])> = Vec::new();
+        for (i, &kg) in kgs.iter().enumerate().take(keys.num_rows()) {
+            let key = keys.row(i).data();
+            if self.groups.get(key).is_none() && !self.groups.deleted.contains_key(key) {
+                missing.push((kg, key));
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        self.loads += missing.len() as u64;
+        let table = (self.table.as_mut()).ok_or_else(|| internal("aggregate state not open"))?;
+        let mut loaded = 0;
+        for (&(kg, key), value) in missing.iter().zip(table.multi_get(&missing)?) {
+            let Some(value) = value else {
+                continue;
+            };
+            let id = self.groups.insert(key, kg);
+            for agg in &mut self.aggs {
+                agg.grow(id as usize + 1);
+            }
+            let rows = codec::decode(value, &mut self.aggs, id)?;
+            let slot = &mut self.groups.slots[id as usize];
+            slot.rows = rows;
+            slot.stored = Some(value.len() as u32);
+            self.groups.set_cost(id, group_cost(key.len(), value.len()));
+            loaded += 2 + key.len() + value.len();
+        }
+        table.count_stored(loaded as i64);
+        Ok(())
+    }
+
     /// Finds (or creates) every row's group, and notes each group's first touch.
-    fn resolve(&mut self, keys: Option<&Rows>, n: usize, s: &mut Scratch) {
+    fn resolve(&mut self, keys: Option<&Rows>, n: usize, s: &mut Scratch) -> Result<()> {
         let batch = self.batches;
         let Some(keys) = keys else {
             let found = self.groups.get(&[]);
@@ -523,8 +623,11 @@ impl HashAggregate {
             s.touched.push(id);
             s.existed.push(found.is_some());
             s.gids.resize(n, id);
-            return;
+            return Ok(());
         };
+        if !self.complete {
+            self.load(keys, &s.kgs)?;
+        }
         for i in 0..n {
             let key = keys.row(i).data();
             let (id, existed) = match self.groups.get(key) {
@@ -540,6 +643,7 @@ impl HashAggregate {
             }
             s.gids.push(id);
         }
+        Ok(())
     }
 
     /// Applies a batch that matches the input schema and has rows. Its changes are held for the
@@ -567,7 +671,7 @@ impl HashAggregate {
             }
             None => None,
         };
-        self.resolve(key_rows.as_ref(), n, s);
+        self.resolve(key_rows.as_ref(), n, s)?;
         let slots = self.groups.slots.len();
         self.aggs.iter_mut().for_each(|agg| agg.grow(slots));
 
@@ -609,8 +713,7 @@ impl HashAggregate {
                 self.groups.mark_dirty(id);
             } else {
                 self.forget_held(id);
-                let stored = self.groups.remove(id);
-                self.stored_bytes = self.stored_bytes.saturating_sub(stored as usize);
+                self.groups.remove(id);
                 self.aggs.iter_mut().for_each(|agg| agg.reset(id));
             }
         }
@@ -737,6 +840,19 @@ impl Operator for HashAggregate {
         let mut groups = Groups::default();
         let mut bytes = 0;
         self.aggs.iter_mut().for_each(Agg::clear);
+        let mut table = open_table(scope);
+        self.lazy = self.keys.is_some()
+            && self.window.is_none()
+            && self.hop.is_none()
+            && self.ttl.is_none();
+        if self.lazy {
+            self.complete = table.is_empty()?;
+            self.budget = scope.cache_bytes;
+            self.limit = scope.cache_bytes;
+            self.groups = groups;
+            self.table = Some(table);
+            return Ok(());
+        }
         scope.scan(|kg, key, value| {
             if key.is_empty() != self.keys.is_none() {
                 return Err(EngineError::Corrupt(
@@ -749,55 +865,76 @@ impl Operator for HashAggregate {
                 .for_each(|agg| agg.grow(id as usize + 1));
             let slot = &mut groups.slots[id as usize];
             slot.rows = codec::decode(value, &mut self.aggs, id)?;
-            slot.stored = (scope.key_len(key) + value.len()) as u32;
-            bytes += slot.stored as usize;
+            slot.stored = Some(value.len() as u32);
+            groups.set_cost(id, group_cost(key.len(), value.len()));
+            bytes += 2 + key.len() + value.len();
             Ok(())
         })?;
+        table.count_stored(bytes as i64);
+        self.table = Some(table);
+        self.complete = true;
         self.groups = groups;
-        self.stored_bytes = bytes;
         self.reopen_hop()?;
         self.reopen_windows()
     }
 
-    fn checkpoint(
-        &mut self,
-        _epoch: u64,
-        scope: &StateScope,
-        batch: &mut StateBatch,
-    ) -> Result<()> {
-        // Key group, key and slot (`None`: delete) of each write.
-        let mut writes: Vec<(u16, Arc<[u8]>, Option<u32>)> = std::mem::take(&mut self.groups.gone)
-            .into_iter()
-            // A vanished key that is live again is overwritten by its new group's put.
-            .filter(|(_, key)| !self.groups.contains(key))
-            .map(|(kg, key)| (kg, key, None))
-            .collect();
+    fn checkpoint(&mut self, epoch: u64, scope: &StateScope, batch: &mut StateBatch) -> Result<()> {
+        let table = self.table.get_or_insert_with(|| open_table(scope));
+        let mut writes: Vec<(u16, Arc<[u8]>, Write)> = Vec::new();
+        for (kg, key, len) in std::mem::take(&mut self.groups.gone) {
+            match self.groups.get(&key) {
+                // A vanished key that is live again is overwritten by its new group's put.
+                Some(id) => {
+                    let slot = &mut self.groups.slots[id as usize];
+                    slot.stored = slot.stored.or(Some(len));
+                }
+                None => writes.push((kg, key, Write::Delete(len))),
+            }
+        }
         for id in self.groups.take_dirty() {
             let slot = &self.groups.slots[id as usize];
-            writes.push((slot.kg, Arc::clone(&slot.key), Some(id)));
+            writes.push((slot.kg, Arc::clone(&slot.key), Write::Group(id)));
         }
+        // In key order, which RocksDB inserts into its memtable much faster than random order.
         writes.sort_unstable_by(|a, b| (a.0, &*a.1).cmp(&(b.0, &*b.1)));
         let mut value = Vec::new();
-        for (kg, key, id) in writes {
-            let stored = scope.key(kg, &key);
-            let Some(id) = id else {
-                batch.delete(stored);
-                continue;
+        for (kg, key, write) in writes {
+            let id = match write {
+                Write::Group(id) => id,
+                Write::Delete(len) => {
+                    table.write_behind(batch, kg, &key, None, Some(len as usize));
+                    continue;
+                }
             };
             let slot = &mut self.groups.slots[id as usize];
             value.clear();
             codec::encode(slot.rows, &self.aggs, id, &mut value);
-            let len = stored.len() + value.len();
-            self.stored_bytes = (self.stored_bytes + len).saturating_sub(slot.stored as usize);
-            slot.stored = len as u32;
-            batch.put(stored, &value);
+            let before = slot.stored.replace(value.len() as u32);
+            table.write_behind(batch, kg, &key, Some(&value), before.map(|l| l as usize));
+            slot.written = epoch;
+            self.groups.set_cost(id, group_cost(key.len(), value.len()));
         }
-        publish(scope, std::mem::take(&mut self.lookups), self.stored_bytes);
+        let committed = table.committed_epoch();
+        self.groups.deletions_written(epoch, committed);
+        table.checkpoint(epoch, batch);
+        let lookups = std::mem::take(&mut self.lookups);
+        let loads = std::mem::take(&mut self.loads);
+        let stored = table.bytes() as usize;
+        if self.lazy {
+            // The shared pool learns the groups' size once an epoch, and says what they may take.
+            self.limit = self.charge.update(self.groups.resident, self.budget);
+            if self.groups.resident > self.limit {
+                self.shrink(self.limit / 2, committed);
+                self.charge.update(self.groups.resident, self.budget);
+            }
+        }
+        let memory = self.groups.resident;
+        publish(scope, lookups.saturating_sub(loads), loads, stored, memory);
         Ok(())
     }
 
     fn state_bytes(&self) -> usize {
-        self.stored_bytes
+        self.table.as_ref().map_or(0, |t| t.bytes() as usize)
     }
 
     fn describe(&self) -> String {
@@ -843,6 +980,26 @@ impl Operator for HashAggregate {
 }
 
 impl HashAggregate {
+    /// Drops groups from memory, least recently touched first, until they take at most
+    /// `target` bytes; a group is dropped only once the job has committed its last write (up
+    /// to epoch `committed`). They stay stored and are read again when a row needs them.
+    fn shrink(&mut self, target: usize, committed: u64) {
+        let Some(table) = self.table.as_mut() else {
+            return;
+        };
+        for id in self.groups.evictable(committed) {
+            if self.groups.resident <= target {
+                break;
+            }
+            let slot = &self.groups.slots[id as usize];
+            let stored = slot.stored.map_or(0, |v| 2 + slot.key.len() + v as usize);
+            table.count_stored(-(stored as i64));
+            self.groups.evict(id);
+            self.aggs.iter_mut().for_each(|agg| agg.reset(id));
+            self.complete = false;
+        }
+    }
+
     /// Registers the close time of every restored group, from its key.
     fn reopen_windows(&mut self) -> Result<()> {
         let (Some(window), Some(keys)) = (self.window.as_mut(), &self.keys) else {

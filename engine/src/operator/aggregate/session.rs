@@ -937,7 +937,8 @@ impl Operator for SessionAggregate {
             part.stored = len as u32;
             batch.put(stored, &value);
         }
-        super::publish(scope, std::mem::take(&mut self.lookups), self.stored_bytes);
+        let stored = self.stored_bytes;
+        super::publish(scope, std::mem::take(&mut self.lookups), 0, stored, stored);
         Ok(())
     }
 
