@@ -247,7 +247,7 @@ fn group_cost(key: usize, value: usize) -> usize {
 /// The table of a scope's aggregate: its keys straight under the scope's prefix (how aggregates
 /// stored their groups before state tables; stored views keep them), caching nothing (the
 /// groups in memory are the cache).
-fn open_table(scope: &StateScope) -> StateTable {
+pub(super) fn open_table(scope: &StateScope) -> StateTable {
     StateTable::new(
         scope.store.clone(),
         scope.prefix.clone(),
@@ -258,7 +258,7 @@ fn open_table(scope: &StateScope) -> StateTable {
 }
 
 /// What a checkpoint writes for a key.
-enum Write {
+pub(super) enum Write {
     /// The group in this slot.
     Group(u32),
     /// A deletion of the stored value, of this length.

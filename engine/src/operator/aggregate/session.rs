@@ -28,6 +28,12 @@
 //! **Input** is append-only (the planner refuses sessions over a changelog: deleting a row could
 //! split a session).
 //!
+//! **State.** Each partition with open sessions (or a closed end that still matters) is one
+//! entry of the aggregate's [`StateTable`], written behind at the checkpoint of an epoch that
+//! changed it ([`StateTable::write_behind`]). Every entry is read at restore and kept in memory,
+//! decoded: the watermark closes sessions, so the operator must know them all, and they are
+//! bounded by the gap.
+//!
 //! **Stored value**, one per partition key (integers as in [`super::codec`]):
 //!
 //! ```text
@@ -52,6 +58,7 @@ use crate::changelog::{ChangeBatch, Op};
 use crate::keygroup;
 use crate::operator::{LateRow, Operator, StateScope, rows_text};
 use crate::state::StateBatch;
+use crate::state::table::StateTable;
 use crate::{EngineError, Result};
 
 /// Version byte of a stored partition key.
@@ -108,8 +115,8 @@ struct Part {
     sessions: Vec<Session>,
     /// End of the last closed session, while rows at or before it can still be late for it.
     closed_end: Option<i64>,
-    /// Length of the stored key and value at the last checkpoint (0: not stored).
-    stored: u32,
+    /// Length of the stored value as of the last checkpoint (`None`: not stored).
+    stored: Option<u32>,
     dirty: bool,
     live: bool,
 }
@@ -140,8 +147,9 @@ pub struct SessionAggregate {
     parts: Vec<Part>,
     free_parts: Vec<u32>,
     dirty: Vec<u32>,
-    /// Key group and key of each stored partition that vanished since the last checkpoint.
-    gone: Vec<(u16, Arc<[u8]>)>,
+    /// Key group, key and stored value length of each stored partition that vanished since the
+    /// last checkpoint.
+    gone: Vec<(u16, Arc<[u8]>, u32)>,
     /// Row count of each aggregate slot.
     rows: Vec<i64>,
     free_slots: Vec<u32>,
@@ -156,7 +164,8 @@ pub struct SessionAggregate {
     forgetting: BTreeMap<i64, Vec<u32>>,
     watermark: Option<i64>,
     late: Vec<LateRow>,
-    stored_bytes: usize,
+    /// Where the partitions are stored; opened at restore (or at the first checkpoint).
+    table: Option<StateTable>,
     /// Partition lookups since the last checkpoint (see `super::publish`).
     lookups: u64,
 }
@@ -234,7 +243,7 @@ impl SessionAggregate {
             forgetting: BTreeMap::new(),
             watermark: None,
             late: Vec::new(),
-            stored_bytes: 0,
+            table: None,
             lookups: 0,
         })
     }
@@ -285,7 +294,7 @@ impl SessionAggregate {
             kg,
             sessions: Vec::new(),
             closed_end: None,
-            stored: 0,
+            stored: None,
             dirty: false,
             live: true,
         };
@@ -316,10 +325,8 @@ impl SessionAggregate {
         part.live = false;
         part.dirty = false;
         self.index.remove(&part.key);
-        if part.stored > 0 {
-            self.gone.push((part.kg, Arc::clone(&part.key)));
-            self.stored_bytes = self.stored_bytes.saturating_sub(part.stored as usize);
-            part.stored = 0;
+        if let Some(len) = part.stored.take() {
+            self.gone.push((part.kg, Arc::clone(&part.key), len));
         }
         self.free_parts.push(p);
     }
@@ -886,6 +893,9 @@ impl Operator for SessionAggregate {
             Arc::clone(&self.output),
         )?;
         let global = self.keys.is_none();
+        // Every open session is read: the watermark closes them (their state is bounded by the
+        // gap).
+        let mut bytes = 0;
         scope.scan(|kg, key, value| {
             if key.is_empty() != global {
                 return Err(EngineError::Corrupt(
@@ -894,56 +904,66 @@ impl Operator for SessionAggregate {
             }
             let p = fresh.part(key, kg);
             fresh.decode_part(p, value)?;
-            let stored = (scope.key_len(key) + value.len()) as u32;
-            fresh.parts[p as usize].stored = stored;
-            fresh.stored_bytes += stored as usize;
+            fresh.parts[p as usize].stored = Some(value.len() as u32);
+            bytes += 2 + key.len() + value.len();
             Ok(())
         })?;
+        let mut table = super::open_table(scope);
+        table.count_stored(bytes as i64);
+        fresh.table = Some(table);
         *self = fresh;
         Ok(())
     }
 
-    fn checkpoint(
-        &mut self,
-        _epoch: u64,
-        scope: &StateScope,
-        batch: &mut StateBatch,
-    ) -> Result<()> {
-        // Key group, key and partition (`None`: delete) of each write.
-        let mut writes: Vec<(u16, Arc<[u8]>, Option<u32>)> = std::mem::take(&mut self.gone)
-            .into_iter()
-            .filter(|(_, key)| !self.index.contains_key(key))
-            .map(|(kg, key)| (kg, key, None))
-            .collect();
+    fn checkpoint(&mut self, epoch: u64, scope: &StateScope, batch: &mut StateBatch) -> Result<()> {
+        let mut table = match self.table.take() {
+            Some(table) => table,
+            None => super::open_table(scope),
+        };
+        let mut writes: Vec<(u16, Arc<[u8]>, super::Write)> = Vec::new();
+        for (kg, key, len) in std::mem::take(&mut self.gone) {
+            match self.index.get(&key) {
+                // A vanished key that is live again is overwritten by its new partition's put.
+                Some(&p) => {
+                    let part = &mut self.parts[p as usize];
+                    part.stored = part.stored.or(Some(len));
+                }
+                None => writes.push((kg, key, super::Write::Delete(len))),
+            }
+        }
         for p in std::mem::take(&mut self.dirty) {
             let part = &mut self.parts[p as usize];
             if std::mem::replace(&mut part.dirty, false) && part.live {
-                writes.push((part.kg, Arc::clone(&part.key), Some(p)));
+                writes.push((part.kg, Arc::clone(&part.key), super::Write::Group(p)));
             }
         }
+        // In key order, which RocksDB inserts into its memtable much faster than random order.
         writes.sort_unstable_by(|a, b| (a.0, &*a.1).cmp(&(b.0, &*b.1)));
         let mut value = Vec::new();
-        for (kg, key, p) in writes {
-            let stored = scope.key(kg, &key);
-            let Some(p) = p else {
-                batch.delete(stored);
-                continue;
+        for (kg, key, write) in writes {
+            let p = match write {
+                super::Write::Group(p) => p,
+                super::Write::Delete(len) => {
+                    table.write_behind(batch, kg, &key, None, Some(len as usize));
+                    continue;
+                }
             };
             value.clear();
             self.encode_part(&self.parts[p as usize], &mut value);
-            let len = stored.len() + value.len();
             let part = &mut self.parts[p as usize];
-            self.stored_bytes = (self.stored_bytes + len).saturating_sub(part.stored as usize);
-            part.stored = len as u32;
-            batch.put(stored, &value);
+            let before = part.stored.replace(value.len() as u32);
+            table.write_behind(batch, kg, &key, Some(&value), before.map(|l| l as usize));
         }
-        let stored = self.stored_bytes;
+        table.checkpoint(epoch, batch);
+        // Every partition is in memory, decoded: its stored bytes are what memory holds.
+        let stored = table.bytes() as usize;
         super::publish(scope, std::mem::take(&mut self.lookups), 0, stored, stored);
+        self.table = Some(table);
         Ok(())
     }
 
     fn state_bytes(&self) -> usize {
-        self.stored_bytes
+        self.table.as_ref().map_or(0, |t| t.bytes() as usize)
     }
 
     fn describe(&self) -> String {
@@ -1165,7 +1185,7 @@ mod tests {
             }
             if round % 7 == 3 {
                 let mut state = StateBatch::new();
-                op.checkpoint(0, &scope(&store), &mut state).unwrap();
+                op.checkpoint(1, &scope(&store), &mut state).unwrap();
                 store.write(state, true).unwrap();
                 op = operator(emit_on_close, lateness);
                 op.restore(&scope(&store)).unwrap();
@@ -1191,7 +1211,7 @@ mod tests {
         assert_eq!(view, expected, "seed {seed}");
         assert_eq!(op.session_count(), 0);
         let mut state = StateBatch::new();
-        op.checkpoint(0, &scope(&store), &mut state).unwrap();
+        op.checkpoint(1, &scope(&store), &mut state).unwrap();
         store.write(state, true).unwrap();
         let mut left = 0;
         scope(&store)
