@@ -6,6 +6,7 @@
 
 pub mod at_time_zone;
 pub mod catalog;
+pub mod date_trunc;
 pub mod datetime;
 pub mod datetime_input;
 pub mod extract;
