@@ -559,6 +559,7 @@ fn catalog_query(mut parsed: Parsed) -> Parsed {
         && statements.len() == 1
         && let Some(mut rewritten) = statements.pop()
     {
+        super::regclass::lookups(&mut rewritten);
         if to_reg_casts(&mut rewritten) {
             rewritten = REG_CASTS.rewrite(rewritten);
         }
@@ -861,7 +862,7 @@ pub fn reads_catalog(stmt: &ast::Statement) -> bool {
 
 struct CatalogFinder;
 
-fn is_system_name(name: &ast::ObjectName) -> bool {
+pub(super) fn is_system_name(name: &ast::ObjectName) -> bool {
     let parts: Vec<String> = name
         .0
         .iter()

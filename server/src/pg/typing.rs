@@ -255,6 +255,18 @@ fn retype(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
             // away from zero.
             Ok(Transformed::yes(half_even(f.args.remove(0))))
         }
+        Expr::ScalarFunction(mut f)
+            if f.name() == "pg_typeof"
+                && matches!(
+                    f.args.as_slice(),
+                    [Expr::Literal(ScalarValue::Utf8(Some(_)), _)]
+                ) =>
+        {
+            // A quoted literal is of type unknown until its context types it, and pg_typeof
+            // gives it none.
+            f.args = vec![Expr::Literal(ScalarValue::Null, None)];
+            Ok(Transformed::yes(Expr::ScalarFunction(f)))
+        }
         Expr::ScalarFunction(f) if rounding(f.name()) => {
             // Postgres' floor, ceil, round and trunc of a numeric have the decimals asked for (none,
             // or round(x, n)'s n); DataFusion's keep the argument's.
