@@ -34,6 +34,7 @@ pub fn register(ctx: &SessionContext, user: &str, database: &str) {
         ctx.register_udf(udf);
     }
     ctx.register_udf(crate::pg::extract::udf());
+    ctx.register_udf(crate::pg::date_trunc::udf());
     ctx.register_udf(crate::pg::at_time_zone::udf());
     for udf in crate::pg::make::udfs() {
         ctx.register_udf(udf);
@@ -41,14 +42,14 @@ pub fn register(ctx: &SessionContext, user: &str, database: &str) {
     for udf in crate::pg::json::functions() {
         ctx.register_udf(udf);
     }
-    // `interval * number`, `interval / number`, the JSON operators and quoted literals compared
-    // with booleans, as Postgres has them.
+    // `interval * number`, `interval / number`, the JSON operators and quoted literals typed by
+    // the other operand, as Postgres has them.
     // The context's state is shared by its clones.
     let mut shared = ctx.clone();
     let planners: [Arc<dyn datafusion::logical_expr::planner::ExprPlanner>; 3] = [
         Arc::new(crate::pg::interval::IntervalArithmetic::new()),
         Arc::new(crate::pg::json::JsonOperators::new()),
-        Arc::new(crate::pg::literals::BooleanLiterals),
+        Arc::new(crate::pg::literals::UnknownLiterals),
     ];
     for planner in planners {
         if let Err(e) = shared.register_expr_planner(planner) {

@@ -19,8 +19,12 @@ use crate::error::{SqlError, sqlstate};
 use crate::interrupt::Interrupt;
 use crate::provider::{Reads, SessionCatalogs};
 
-/// The Postgres version Rivulet reports (`server_version`, `version()`).
+/// The Postgres version Rivulet reports (`server_version`, `version()`). Its catalog answers
+/// what clients of a 16 server ask (`pg_collation.colliculocale`, psql's queries for 16).
 pub const SERVER_VERSION: &str = "16.6";
+
+/// [`SERVER_VERSION`] as `server_version_num` (major * 10000 + minor), which clients compare.
+pub const SERVER_VERSION_NUM: &str = "160006";
 
 /// What every session shares.
 #[derive(Debug)]
@@ -142,7 +146,7 @@ pub(crate) fn default_settings(user: &str, database: &str) -> BTreeMap<String, S
         ("search_path", "\"$user\", public"),
         ("server_encoding", "UTF8"),
         ("server_version", SERVER_VERSION),
-        ("server_version_num", "160006"),
+        ("server_version_num", SERVER_VERSION_NUM),
         ("standard_conforming_strings", "on"),
         ("statement_timeout", "0"),
         ("idle_in_transaction_session_timeout", "0"),
@@ -301,5 +305,17 @@ impl Session {
         for (name, value) in self.pg_settings.take_written() {
             self.settings.insert(name, value);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_number_matches_version() {
+        let (major, minor) = SERVER_VERSION.split_once('.').unwrap_or_default();
+        let number = major.parse::<u32>().unwrap_or(0) * 10_000 + minor.parse::<u32>().unwrap_or(0);
+        assert_eq!(SERVER_VERSION_NUM, number.to_string());
     }
 }

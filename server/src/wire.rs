@@ -237,7 +237,8 @@ fn session_mut<'a>(
 }
 
 /// Encodes a batch's rows with `arrow-pg`, value by value, except NULL intervals, which its
-/// encoder does not check for (it would send `00:00:00`).
+/// encoder does not check for (it would send `00:00:00`), and the columns whose declared type has
+/// a binary form of its own ([`crate::pg::wire_types`]).
 fn encode_rows(
     fields: &Arc<Vec<FieldInfo>>,
     batch: &RecordBatch,
@@ -249,10 +250,19 @@ fn encode_rows(
         let mut encoded = Ok(());
         for (col, array) in batch.columns().iter().enumerate() {
             let field = schema.field(col);
+            let info = &fields[col];
             encoded = if array.is_null(row) && matches!(field.data_type(), DataType::Interval(_)) {
                 encoder.encode_field(&None::<i64>)
+            } else if let Some(done) = crate::pg::wire_types::encode(
+                &mut encoder,
+                array,
+                row,
+                info.datatype(),
+                info.format(),
+            ) {
+                done
             } else {
-                arrow_pg::encoder::encode_value(&mut encoder, array, row, field, &fields[col])
+                arrow_pg::encoder::encode_value(&mut encoder, array, row, field, info)
             };
             if encoded.is_err() {
                 break;
@@ -342,7 +352,7 @@ fn fields_of(schema: &Schema, format: &Format) -> Result<Vec<FieldInfo>, SqlErro
             } else if *field.data_type() == DataType::Null {
                 Some(Type::TEXT)
             } else {
-                None
+                crate::pg::wire_types::declared(field)
             };
             let info = match retyped {
                 Some(t) => FieldInfo::new(
@@ -384,7 +394,8 @@ fn type_size(t: &Type) -> i16 {
     match *t {
         Type::BOOL | Type::CHAR => 1,
         Type::INT2 => 2,
-        Type::INT4 | Type::FLOAT4 | Type::DATE | Type::OID => 4,
+        Type::INT4 | Type::FLOAT4 | Type::DATE | Type::OID | Type::REGTYPE | Type::REGCLASS => 4,
+        Type::NAME => 64,
         Type::INT8 | Type::FLOAT8 | Type::TIME | Type::TIMESTAMP | Type::TIMESTAMPTZ => 8,
         Type::INTERVAL => 16,
         _ => -1,

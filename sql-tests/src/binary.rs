@@ -27,6 +27,32 @@ fn time_text(t: NaiveTime) -> String {
     s.trim_end_matches('.').to_string()
 }
 
+/// A `regtype` (a type's OID) as Postgres prints it: the type's SQL name (`integer`, `integer[]`).
+fn regtype_text(oid: u32) -> String {
+    let Some(t) = Type::from_oid(oid) else {
+        return oid.to_string();
+    };
+    let (name, array) = match t.kind() {
+        tokio_postgres::types::Kind::Array(elem) => (elem.name(), "[]"),
+        _ => (t.name(), ""),
+    };
+    let sql = match name {
+        "bool" => "boolean",
+        "int2" => "smallint",
+        "int4" => "integer",
+        "int8" => "bigint",
+        "float4" => "real",
+        "float8" => "double precision",
+        "varchar" => "character varying",
+        "time" => "time without time zone",
+        "timestamp" => "timestamp without time zone",
+        "timestamptz" => "timestamp with time zone",
+        "char" => "\"char\"",
+        other => other,
+    };
+    format!("{sql}{array}")
+}
+
 /// The text form of one binary value of type `ty`.
 pub fn to_text(ty: &Type, raw: &[u8]) -> Result<String, BoxError> {
     Ok(match *ty {
@@ -65,6 +91,7 @@ pub fn to_text(ty: &Type, raw: &[u8]) -> Result<String, BoxError> {
             s
         }
         Type::OID => u32::from_be_bytes(be(raw, 0)?).to_string(),
+        Type::REGTYPE => regtype_text(u32::from_be_bytes(be(raw, 0)?)),
         Type::BOOL => if raw.first() == Some(&1) { "t" } else { "f" }.to_string(),
         Type::INT2 => i16::from_be_bytes(be(raw, 0)?).to_string(),
         Type::INT4 => i32::from_be_bytes(be(raw, 0)?).to_string(),

@@ -517,6 +517,12 @@ fn pg_attribute_type(t: &SqlType) -> (i32, i32, i16) {
         SqlType::BigInt => (20, -1, 8),
         SqlType::Real => (700, -1, 4),
         SqlType::Double => (701, -1, 8),
+        // Declared without precision and scale (stored as numeric(38,10)): no typmod, as
+        // Postgres' unconstrained numeric.
+        SqlType::Numeric {
+            precision: rivulet_planner::types::MAX_NUMERIC_PRECISION,
+            scale: rivulet_planner::types::DEFAULT_NUMERIC_SCALE,
+        } => (1700, -1, -1),
         SqlType::Numeric { precision, scale } => (
             1700,
             ((i32::from(precision) << 16) | i32::from(scale)) + 4,

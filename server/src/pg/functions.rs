@@ -386,32 +386,6 @@ fn procedure_name(oid: i64, with_args: bool) -> String {
     }
 }
 
-/// A column type by Postgres' name for it (`format_type`'s, which `pg_typeof` prints).
-fn type_name(t: &DataType) -> String {
-    match t {
-        DataType::Boolean => "boolean".into(),
-        DataType::Int8 | DataType::Int16 | DataType::UInt8 => "smallint".into(),
-        DataType::Int32 | DataType::UInt16 => "integer".into(),
-        DataType::Int64 | DataType::UInt32 => "bigint".into(),
-        DataType::UInt64 | DataType::Decimal128(..) | DataType::Decimal256(..) => "numeric".into(),
-        DataType::Float16 | DataType::Float32 => "real".into(),
-        DataType::Float64 => "double precision".into(),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text".into(),
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "bytea".into(),
-        DataType::Date32 | DataType::Date64 => "date".into(),
-        DataType::Time32(_) | DataType::Time64(_) => "time without time zone".into(),
-        DataType::Timestamp(_, None) => "timestamp without time zone".into(),
-        DataType::Timestamp(_, Some(_)) => "timestamp with time zone".into(),
-        DataType::Interval(_) | DataType::Duration(_) => "interval".into(),
-        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
-            format!("{}[]", type_name(f.data_type()))
-        }
-        DataType::Null => "unknown".into(),
-        DataType::Dictionary(_, v) => type_name(v),
-        _ => "record".into(),
-    }
-}
-
 /// Registers the functions on a session's context.
 pub fn register(
     ctx: &SessionContext,
@@ -605,10 +579,8 @@ pub fn register(
             )))
         }));
     }
-    ctx.register_udf(function("pg_typeof", &[1], DataType::Utf8, |args, rows| {
-        let name = args.first().map(|a| type_name(a.data_type()));
-        Ok(Arc::new(StringArray::from(vec![name; rows])))
-    }));
+    ctx.register_udf(super::wire_types::pg_typeof());
+    ctx.register_udf(super::regclass::udf());
     // Rivulet keeps rows in one RocksDB; per-relation sizes are not tracked.
     for name in ["pg_table_size", "pg_indexes_size"] {
         ctx.register_udf(function(name, &[1], DataType::Int64, |_, rows| {

@@ -162,14 +162,18 @@ impl SchemaProvider for InformationSchema {
             return Ok(Some(table));
         }
         let schema = with_udt_columns(&table.schema());
-        let out = Arc::clone(&schema);
+        let out = postgres_columns(&schema);
         let declared = declared(&self.server, &self.database);
         Ok(Some(Arc::new(Patched::with_schema(
             table,
-            schema,
+            Arc::clone(&out),
             Box::new(move |batch| {
-                let batch = postgres_types(batch, &out)?;
-                declared_types(batch, &declared)
+                let batch = postgres_types(batch, &schema)?;
+                let batch = declared_types(batch, &declared)?;
+                let columns = (batch.columns().iter().zip(out.fields()))
+                    .map(|(c, f)| datafusion::arrow::compute::cast(c, f.data_type()))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)
             }),
         ))))
     }
@@ -198,6 +202,30 @@ fn with_udt_columns(schema: &SchemaRef) -> SchemaRef {
             .iter()
             .map(|c| Field::new(*c, DataType::Utf8, true)),
     );
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `columns`' schema with Postgres' types: its numbers are `cardinal_number`s (`integer` on the
+/// wire), its names `sql_identifier`s (`name`), its other texts `character_data` or `yes_or_no`
+/// (`character varying`).
+fn postgres_columns(schema: &SchemaRef) -> SchemaRef {
+    use super::wire_types::declare;
+    let fields: Vec<Field> = (schema.fields().iter())
+        .map(|f| {
+            let name = f.name().as_str();
+            let field = f.as_ref().clone();
+            if f.data_type().is_integer() {
+                field.with_data_type(DataType::Int32)
+            } else if name.ends_with("_catalog")
+                || name.ends_with("_schema")
+                || name.ends_with("_name")
+            {
+                declare(field, "name")
+            } else {
+                declare(field, "character varying")
+            }
+        })
+        .collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
@@ -278,6 +306,7 @@ fn declared_types(batch: RecordBatch, declared: &Declared) -> Result<RecordBatch
     let mut lengths = number("character_maximum_length")?;
     let mut precisions = number("numeric_precision")?;
     let mut scales = number("numeric_scale")?;
+    let mut radixes = number("numeric_precision_radix")?;
     for i in 0..batch.num_rows() {
         if schemas.value(i) != crate::catalog::DEFAULT_SCHEMA {
             continue;
@@ -289,15 +318,12 @@ fn declared_types(batch: RecordBatch, declared: &Declared) -> Result<RecordBatch
         let (data_type, udt) = information_schema_type(t);
         data_types[i] = Some(data_type.to_string());
         udt_names[i] = Some(udt.to_string());
-        match *t {
-            SqlType::Varchar { max_len } => lengths[i] = max_len.map(u64::from),
-            SqlType::Char { len } => lengths[i] = len.map(u64::from),
-            SqlType::Numeric { precision, scale } => {
-                precisions[i] = Some(u64::from(precision));
-                scales[i] = u64::try_from(scale).ok();
-            }
-            _ => {}
+        if let SqlType::Varchar { max_len } = *t {
+            lengths[i] = max_len.map(u64::from);
+        } else if let SqlType::Char { len } = *t {
+            lengths[i] = len.map(u64::from);
         }
+        (precisions[i], radixes[i], scales[i]) = numeric_size(t);
     }
     let mut columns = batch.columns().to_vec();
     let schema = batch.schema();
@@ -314,7 +340,35 @@ fn declared_types(batch: RecordBatch, declared: &Declared) -> Result<RecordBatch
     )?;
     set("numeric_precision", Arc::new(UInt64Array::from(precisions)))?;
     set("numeric_scale", Arc::new(UInt64Array::from(scales)))?;
+    set(
+        "numeric_precision_radix",
+        Arc::new(UInt64Array::from(radixes)),
+    )?;
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
+/// A column type's `numeric_precision`, `numeric_precision_radix` and `numeric_scale`, as Postgres
+/// has them: integers and floats in bits, `numeric(p,s)` in digits, an unconstrained `numeric`
+/// (stored as `numeric(38,10)`) without any.
+fn numeric_size(t: &SqlType) -> (Option<u64>, Option<u64>, Option<u64>) {
+    use rivulet_planner::types::{DEFAULT_NUMERIC_SCALE, MAX_NUMERIC_PRECISION};
+    match *t {
+        SqlType::SmallInt => (Some(16), Some(2), Some(0)),
+        SqlType::Int => (Some(32), Some(2), Some(0)),
+        SqlType::BigInt => (Some(64), Some(2), Some(0)),
+        SqlType::Real => (Some(24), Some(2), None),
+        SqlType::Double => (Some(53), Some(2), None),
+        SqlType::Numeric {
+            precision: MAX_NUMERIC_PRECISION,
+            scale: DEFAULT_NUMERIC_SCALE,
+        } => (None, Some(10), None),
+        SqlType::Numeric { precision, scale } => (
+            Some(u64::from(precision)),
+            Some(10),
+            u64::try_from(scale).ok(),
+        ),
+        _ => (None, None, None),
+    }
 }
 
 /// A column type's `information_schema.columns.data_type` and `udt_name`, as Postgres has them:

@@ -1,20 +1,28 @@
-//! Postgres reads a quoted literal compared with a boolean as a boolean (`indisprimary = 'f'`, in
-//! SQLAlchemy 1.4's index query): the literal is of unknown type until its context types it.
-//! DataFusion types it as text and refuses `Boolean = Utf8`. This [`ExprPlanner`] turns such a
-//! literal into the boolean Postgres reads from it (`t`, `true`, `yes`, `on`, `1` and their false
-//! counterparts, any case, surrounding spaces ignored, unique prefixes of the words as Postgres
-//! accepts them); anything else is `22P02`, as in Postgres.
+//! A quoted literal is of type `unknown` in Postgres until its context types it; DataFusion types
+//! it as text. This [`ExprPlanner`] gives the operand of an operator its other operand's type:
+//!
+//! - compared with a boolean (`indisprimary = 'f'`, in SQLAlchemy 1.4's index query), where
+//!   DataFusion refuses `Boolean = Utf8`, it is the boolean Postgres reads from it (`t`, `true`,
+//!   `yes`, `on`, `1` and their false counterparts, any case, surrounding spaces ignored, unique
+//!   prefixes of the words as Postgres accepts them); anything else is `22P02`, as in Postgres;
+//! - in arithmetic with a number, where DataFusion has no operator for text, it is cast to the
+//!   number's type (`'1' + 1` is the integer 2, `'a' + 1` fails as `'a'::int` does, `22P02`), or
+//!   against a `numeric` to the number it spells, with its own scale (as unquoted). Against a
+//!   date, a time or an interval it is left to DataFusion: Postgres picks among several
+//!   operators there (`ts + '1 day'` is an interval).
+//!
+//! DataFusion already casts a literal compared with a number or a date to its type.
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
-use datafusion::logical_expr::{Expr, ExprSchemable, lit};
+use datafusion::logical_expr::{Expr, ExprSchemable, cast, lit};
 use datafusion::sql::sqlparser::ast::BinaryOperator;
 
-/// Plans comparisons of a boolean with a quoted literal.
+/// Types quoted literals by the other operand of a comparison with a boolean or of arithmetic.
 #[derive(Debug, Default)]
-pub struct BooleanLiterals;
+pub struct UnknownLiterals;
 
 /// Postgres' `boolin`: the boolean a text stands for.
 pub fn parse_bool(text: &str) -> Option<bool> {
@@ -42,13 +50,21 @@ fn as_bool(e: &Expr) -> Option<Result<Expr>> {
     }))
 }
 
-impl ExprPlanner for BooleanLiterals {
+impl ExprPlanner for UnknownLiterals {
     fn plan_binary_op(
         &self,
         mut expr: RawBinaryExpr,
         schema: &DFSchema,
     ) -> Result<PlannerResult<RawBinaryExpr>> {
         use BinaryOperator::*;
+        if matches!(expr.op, Plus | Minus | Multiply | Divide | Modulo) {
+            if let Some(left) = as_number(&expr.left, &expr.right, schema) {
+                expr.left = left;
+            } else if let Some(right) = as_number(&expr.right, &expr.left, schema) {
+                expr.right = right;
+            }
+            return Ok(PlannerResult::Original(expr));
+        }
         if !matches!(expr.op, Eq | NotEq | Lt | LtEq | Gt | GtEq) {
             return Ok(PlannerResult::Original(expr));
         }
@@ -67,6 +83,45 @@ impl ExprPlanner for BooleanLiterals {
     }
 }
 
+/// `e`, a quoted literal, cast to the type Postgres resolves it to in arithmetic with `other`, a
+/// number; `None` for anything else.
+fn as_number(e: &Expr, other: &Expr, schema: &DFSchema) -> Option<Expr> {
+    let Expr::Literal(ScalarValue::Utf8(Some(text)), _) = e else {
+        return None;
+    };
+    // The other operand's type as Postgres has it (`1` is an `integer`, not DataFusion's
+    // `bigint`), which the plan's rewrite gives it later.
+    let other = super::typing::postgres_type(other, schema).ok()?;
+    let target = if other.is_decimal() {
+        numeric_type(text).unwrap_or(DataType::Decimal128(38, 10))
+    } else if other.is_integer() || other.is_floating() {
+        other
+    } else {
+        return None;
+    };
+    Some(cast(e.clone(), target))
+}
+
+/// The decimal type of the number `text` spells (`'2.555'` is `Decimal128(4, 3)`), as DataFusion
+/// types it unquoted; `None` for text that is no plain decimal number, which the cast to an
+/// unconstrained `numeric` then refuses as Postgres does.
+fn numeric_type(text: &str) -> Option<DataType> {
+    let text = text.trim();
+    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let plain = super::typing::without_exponent(unsigned).unwrap_or_else(|| unsigned.to_string());
+    let (int, frac) = plain.split_once('.').unwrap_or((&plain, ""));
+    if (int.is_empty() && frac.is_empty())
+        || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let scale = i8::try_from(frac.len()).ok().filter(|s| *s <= 38)?;
+    let digits = u8::try_from(int.len() + frac.len())
+        .ok()
+        .filter(|d| *d <= 38)?;
+    Some(DataType::Decimal128(digits.max(1), scale))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +136,17 @@ mod tests {
         }
         for bad in ["", "o", "maybe", "2", "truee"] {
             assert_eq!(parse_bool(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn numbers_get_their_own_scale() {
+        assert_eq!(numeric_type("2.555"), Some(DataType::Decimal128(4, 3)));
+        assert_eq!(numeric_type(" -12 "), Some(DataType::Decimal128(2, 0)));
+        assert_eq!(numeric_type("1.5e2"), Some(DataType::Decimal128(3, 0)));
+        assert_eq!(numeric_type(".5"), Some(DataType::Decimal128(1, 1)));
+        for bad in ["", ".", "x", "1.2.3", "NaN"] {
+            assert_eq!(numeric_type(bad), None, "{bad}");
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod at_time_zone;
 pub mod catalog;
+pub mod date_trunc;
 pub mod datetime;
 pub mod datetime_input;
 pub mod extract;
@@ -19,10 +20,12 @@ pub mod literals;
 pub mod make;
 pub mod names;
 pub mod oid_arrays;
+pub mod regclass;
 pub mod rewrite;
 pub mod to_char;
 pub mod to_number;
 pub mod typing;
+pub mod wire_types;
 
 use std::sync::{Arc, LazyLock};
 

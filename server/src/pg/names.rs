@@ -198,7 +198,7 @@ fn type_name(t: &ast::DataType) -> String {
 }
 
 /// The field metadata `datafusion-pg-catalog` and `arrow-pg` use for an OID column's Postgres type.
-const OID_ALIAS: &str = "pg.oid_alias";
+pub const OID_ALIAS: &str = "pg.oid_alias";
 
 /// `schema` as the client sees it: the hidden suffixes of duplicate names removed, and OID columns
 /// typed `oid`. `datafusion-pg-catalog` tags catalog columns as `regtype`, `regclass`, ...; in

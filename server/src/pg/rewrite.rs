@@ -170,10 +170,10 @@ fn generate_subscripts(stmt: &mut ast::Statement) {
 /// alias of such a call (`generate_series`, `generate_subscripts`, `range`, a one-array `unnest`)
 /// without column aliases gets its own name as the column alias.
 /// `generate_series` of `integer` bounds is a series of `integer`s, as in Postgres (DataFusion's is
-/// `bigint`, which node-postgres hands out as strings): over integer literals that fit, an aliased
-/// call (`generate_series(1, 3) g`, `AS g(x)`) becomes `(SELECT CAST(value AS INT) ... FROM
-/// generate_series(..)) AS g(column)`. Without an alias it stays DataFusion's `bigint` `value`,
-/// which queries written for DataFusion name.
+/// `bigint`, which node-postgres hands out as strings): over integer literals that fit, a call
+/// becomes `(SELECT CAST(value AS INT) ... FROM generate_series(..))` under the call's alias
+/// (`generate_series(1, 3) g`, `AS g(x)`), or without one as `generate_series` with DataFusion's
+/// column name `value`, which queries written for DataFusion name.
 fn int4_series(stmt: &mut ast::Statement) {
     struct Series;
     impl ast::VisitorMut for Series {
@@ -198,13 +198,7 @@ fn int4_series(stmt: &mut ast::Statement) {
                 ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => int4_literal(e),
                 _ => false,
             };
-            // Without an alias, DataFusion's column name `value` stays usable (and the type
-            // DataFusion's `bigint`).
-            if !is_series
-                || alias.is_none()
-                || !(2..=3).contains(&args.args.len())
-                || !args.args.iter().all(int4)
-            {
+            if !is_series || !(2..=3).contains(&args.args.len()) || !args.args.iter().all(int4) {
                 return ControlFlow::Continue(());
             }
             let list = args
@@ -223,15 +217,24 @@ fn int4_series(stmt: &mut ast::Statement) {
             let Some(ast::Statement::Query(subquery)) = parsed.pop() else {
                 return ControlFlow::Continue(());
             };
-            let Some(mut alias) = alias.take() else {
-                return ControlFlow::Continue(());
+            let alias = match alias.take() {
+                Some(mut alias) => {
+                    if alias.columns.is_empty() {
+                        alias.columns = vec![ast::TableAliasColumnDef {
+                            name: alias.name.clone(),
+                            data_type: None,
+                        }];
+                    }
+                    alias
+                }
+                // Without an alias, DataFusion's column name `value` stays usable.
+                None => ast::TableAlias {
+                    explicit: true,
+                    name: ast::Ident::new("generate_series"),
+                    columns: vec![],
+                    at: None,
+                },
             };
-            if alias.columns.is_empty() {
-                alias.columns = vec![ast::TableAliasColumnDef {
-                    name: alias.name.clone(),
-                    data_type: None,
-                }];
-            }
             *factor = ast::TableFactor::Derived {
                 lateral: false,
                 subquery,
@@ -556,6 +559,7 @@ fn catalog_query(mut parsed: Parsed) -> Parsed {
         && statements.len() == 1
         && let Some(mut rewritten) = statements.pop()
     {
+        super::regclass::lookups(&mut rewritten);
         if to_reg_casts(&mut rewritten) {
             rewritten = REG_CASTS.rewrite(rewritten);
         }
@@ -858,7 +862,7 @@ pub fn reads_catalog(stmt: &ast::Statement) -> bool {
 
 struct CatalogFinder;
 
-fn is_system_name(name: &ast::ObjectName) -> bool {
+pub(super) fn is_system_name(name: &ast::ObjectName) -> bool {
     let parts: Vec<String> = name
         .0
         .iter()

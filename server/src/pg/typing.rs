@@ -5,7 +5,10 @@
 //! - a literal with a decimal point or an exponent is `numeric`, not `double precision`
 //!   (DataFusion's `parse_float_as_decimal`, set in the session's configuration by [`configure`]),
 //!   so `0.908 * 13909` is `12629.372`;
-//! - `avg` of integers is `numeric`, with the sixteen decimals Postgres shows for it.
+//! - `avg` of integers is `numeric`, with the sixteen decimals Postgres shows for it;
+//! - `real` with an integer or a `numeric` is `double precision` ([`real_arithmetic`]).
+//!
+//! A quoted literal's type comes from its context, as Postgres' `unknown` ([`super::literals`]).
 //!
 //! [`postgres_types`] rewrites the logical plan as DataFusion's SQL planner leaves it, before type
 //! coercion, and keeps every column's name. `INSERT`, `UPDATE` and `DELETE` are left alone: their
@@ -21,7 +24,8 @@ use datafusion::config::ConfigOptions;
 use datafusion::logical_expr::expr::{AggregateFunction, Cast};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
-    Expr, ExprSchemable, LogicalPlan, Operator, Projection, RecursiveQuery, Union, Values,
+    BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator, Projection, RecursiveQuery, Union,
+    Values,
 };
 use datafusion::sql::sqlparser::ast;
 
@@ -251,6 +255,18 @@ fn retype(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
             // away from zero.
             Ok(Transformed::yes(half_even(f.args.remove(0))))
         }
+        Expr::ScalarFunction(mut f)
+            if f.name() == "pg_typeof"
+                && matches!(
+                    f.args.as_slice(),
+                    [Expr::Literal(ScalarValue::Utf8(Some(_)), _)]
+                ) =>
+        {
+            // A quoted literal is of type unknown until its context types it, and pg_typeof
+            // gives it none.
+            f.args = vec![Expr::Literal(ScalarValue::Null, None)];
+            Ok(Transformed::yes(Expr::ScalarFunction(f)))
+        }
         Expr::ScalarFunction(f) if rounding(f.name()) => {
             // Postgres' floor, ceil, round and trunc of a numeric have the decimals asked for (none,
             // or round(x, n)'s n); DataFusion's keep the argument's.
@@ -273,12 +289,46 @@ fn retype(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
                 None => Transformed::no(call),
             })
         }
+        Expr::BinaryExpr(b) if b.op.is_numerical_operators() => {
+            let e = real_arithmetic(b, input);
+            integer_constant(&e.data)?;
+            Ok(e)
+        }
         Expr::BinaryExpr(_) | Expr::Negative(_) => {
             integer_constant(&e)?;
             Ok(Transformed::no(e))
         }
         other => Ok(Transformed::no(other)),
     }
+}
+
+/// `real` with an integer or a `numeric` in arithmetic (`+ - * / %`) is `double precision`:
+/// Postgres has no such `real` operator and converts both sides to its preferred float type
+/// (DataFusion keeps `real`).
+fn real_arithmetic(b: BinaryExpr, input: &DFSchema) -> Transformed<Expr> {
+    let (Ok(left), Ok(right)) = (b.left.get_type(input), b.right.get_type(input)) else {
+        return Transformed::no(Expr::BinaryExpr(b));
+    };
+    let exact = |t: &DataType| t.is_integer() || t.is_decimal();
+    let widen = |side: Box<Expr>| Box::new(Expr::Cast(Cast::new(side, DataType::Float64)));
+    match (&left, &right) {
+        (DataType::Float32, other) if exact(other) => Transformed::yes(Expr::BinaryExpr(
+            BinaryExpr::new(widen(b.left), b.op, b.right),
+        )),
+        (other, DataType::Float32) if exact(other) => Transformed::yes(Expr::BinaryExpr(
+            BinaryExpr::new(b.left, b.op, widen(b.right)),
+        )),
+        _ => Transformed::no(Expr::BinaryExpr(b)),
+    }
+}
+
+/// The type `e` has once [`postgres_types`] has retyped it (`1 + 1` is `integer`), for rules that
+/// run while DataFusion's SQL planner builds the expression, before the plan is rewritten.
+pub fn postgres_type(e: &Expr, input: &DFSchema) -> Result<DataType> {
+    e.clone()
+        .transform_up(|e| retype(e, input))?
+        .data
+        .get_type(input)
 }
 
 /// `x` (a float) rounded to the nearest integer, ties to even, as a double.

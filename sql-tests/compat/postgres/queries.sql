@@ -23,6 +23,7 @@ SELECT 1.5 / 0
 SELECT s + 1, i + 1, b + 1, n + 1, u + 1, f + 1, r + 1 FROM t ORDER BY id
 SELECT s * i, i * b, n * 2, u * n, f * n FROM t ORDER BY id
 SELECT i / 3, b / 7, n / 3, f / 3 FROM t ORDER BY id
+SELECT '1' + 1, i * '2', n + '0.125', r - 1, r * n FROM t ORDER BY id
 SELECT -s, -i, -b, -n, abs(i), abs(n) FROM t ORDER BY id
 -- NUMERIC.
 SELECT 1.25::numeric, 1.250::numeric, 2.5::numeric(10,2), 12345.678::numeric(10,1)
@@ -70,6 +71,7 @@ SELECT date_part('year', ts), date_part('epoch', tz), date_part('day', iv), extr
 SELECT date_trunc('year', ts), date_trunc('quarter', ts), date_trunc('month', ts), date_trunc('week', ts) FROM t ORDER BY id
 SELECT date_trunc('day', ts), date_trunc('hour', ts), date_trunc('minute', ts), date_trunc('second', ts), date_trunc('millisecond', ts) FROM t ORDER BY id
 SELECT date_trunc('hour', tz), date_trunc('day', iv) FROM t ORDER BY id
+SELECT date_trunc('month', INTERVAL '1 year 5 mons 3 days'), date_trunc('quarter', INTERVAL '1 year 5 mons'), date_trunc('minute', INTERVAL '-90.5 seconds')
 SELECT make_date(2024, 2, 29), make_time(10, 11, 12.5), make_timestamp(2024, 1, 2, 3, 4, 5.5), make_interval(days => 3)
 SELECT age(TIMESTAMP '2026-03-31 10:00', TIMESTAMP '2025-01-31 12:30'), justify_days(INTERVAL '45 days'), justify_hours(INTERVAL '50 hours'), justify_interval(INTERVAL '1 month -1 hour')
 SELECT to_timestamp(0), to_timestamp(1700000000.5)

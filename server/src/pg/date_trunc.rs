@@ -1,0 +1,273 @@
+//! `date_trunc` with Postgres' interval form besides DataFusion's timestamp and time forms:
+//! `date_trunc('day', INTERVAL '1 day 02:03')` is `1 day`.
+//!
+//! Postgres' `interval_trunc` splits the interval into years (months / 12), months, days, hours,
+//! minutes, seconds and microseconds, each truncated towards zero as C's division does, and clears
+//! the fields below the unit; so `-3 hours` truncated to the day is `00:00:00`. `week` is refused
+//! (months have fractional weeks), as in Postgres. Every other argument goes to DataFusion's
+//! `date_trunc`, whose name and alias this function takes over.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, IntervalMonthDayNanoArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Field, FieldRef, IntervalMonthDayNano, IntervalMonthDayNanoType, IntervalUnit,
+};
+use datafusion::common::types::logical_string;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{
+    Coercion, ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, TypeSignature, TypeSignatureClass,
+};
+use datafusion::scalar::ScalarValue;
+
+use crate::error::{SqlError, sqlstate};
+
+const MICROS_PER_SECOND: i64 = 1_000_000;
+const MICROS_PER_MINUTE: i64 = 60 * MICROS_PER_SECOND;
+const MICROS_PER_HOUR: i64 = 60 * MICROS_PER_MINUTE;
+
+/// `date_trunc`, DataFusion's with the interval form added.
+pub fn udf() -> ScalarUDF {
+    let inner = datafusion::functions::datetime::date_trunc();
+    let interval = TypeSignature::Coercible(vec![
+        Coercion::new_exact(TypeSignatureClass::Native(logical_string())),
+        Coercion::new_exact(TypeSignatureClass::Interval),
+    ]);
+    let mut forms = match &inner.signature().type_signature {
+        TypeSignature::OneOf(forms) => forms.clone(),
+        other => vec![other.clone()],
+    };
+    forms.push(interval);
+    let signature = Signature::one_of(forms, inner.signature().volatility);
+    ScalarUDF::new_from_impl(DateTrunc { inner, signature })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct DateTrunc {
+    inner: Arc<ScalarUDF>,
+    signature: Signature,
+}
+
+fn is_interval(t: &DataType) -> bool {
+    matches!(t, DataType::Interval(_))
+}
+
+impl ScalarUDFImpl for DateTrunc {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Err(DataFusionError::Internal(
+            "date_trunc's type comes from return_field_from_args".into(),
+        ))
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        match args.arg_fields.get(1) {
+            Some(field) if is_interval(field.data_type()) => Ok(Arc::new(Field::new(
+                self.name(),
+                DataType::Interval(IntervalUnit::MonthDayNano),
+                field.is_nullable(),
+            ))),
+            _ => self.inner.return_field_from_args(args),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let Some(value) = args.args.get(1).filter(|v| is_interval(&v.data_type())) else {
+            return self.inner.invoke_with_args(args);
+        };
+        let unit = match args.args.first() {
+            Some(ColumnarValue::Scalar(
+                ScalarValue::Utf8(u) | ScalarValue::Utf8View(u) | ScalarValue::LargeUtf8(u),
+            )) => u.clone(),
+            _ => {
+                return Err(DataFusionError::NotImplemented(
+                    "date_trunc of an interval by a unit that is not a constant".into(),
+                ));
+            }
+        };
+        let Some(unit) = unit else {
+            return Ok(ColumnarValue::Scalar(ScalarValue::IntervalMonthDayNano(
+                None,
+            )));
+        };
+        let unit = Unit::parse(&unit)?;
+        let array = value.to_array(args.number_rows)?;
+        let array = cast(&array, &DataType::Interval(IntervalUnit::MonthDayNano))?;
+        let truncated: IntervalMonthDayNanoArray = array
+            .as_primitive::<IntervalMonthDayNanoType>()
+            .unary(|v| unit.truncate(v));
+        Ok(match value {
+            ColumnarValue::Scalar(_) => {
+                ColumnarValue::Scalar(ScalarValue::try_from_array(&truncated, 0)?)
+            }
+            ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(truncated) as Arc<dyn Array>),
+        })
+    }
+}
+
+/// The units Postgres truncates an interval to, largest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Unit {
+    Millennium,
+    Century,
+    Decade,
+    Year,
+    Quarter,
+    Month,
+    Day,
+    Hour,
+    Minute,
+    Second,
+    Millisecond,
+    Microsecond,
+}
+
+impl Unit {
+    /// The unit `text` names (Postgres' spellings, any case), or Postgres' error.
+    fn parse(text: &str) -> Result<Self> {
+        let unit = match text.trim().to_ascii_lowercase().as_str() {
+            "millennium" | "millennia" | "millenniums" | "mil" | "mils" => Unit::Millennium,
+            "century" | "centuries" | "cent" | "c" => Unit::Century,
+            "decade" | "decades" | "dec" | "decs" => Unit::Decade,
+            "year" | "years" | "yr" | "yrs" | "y" => Unit::Year,
+            "quarter" | "qtr" => Unit::Quarter,
+            "month" | "months" | "mon" | "mons" => Unit::Month,
+            "day" | "days" | "d" => Unit::Day,
+            "hour" | "hours" | "hr" | "hrs" | "h" => Unit::Hour,
+            "minute" | "minutes" | "min" | "mins" | "m" => Unit::Minute,
+            "second" | "seconds" | "sec" | "secs" | "s" => Unit::Second,
+            "millisecond" | "milliseconds" | "msec" | "msecs" | "ms" => Unit::Millisecond,
+            "microsecond" | "microseconds" | "usec" | "usecs" | "us" => Unit::Microsecond,
+            "week" | "weeks" | "w" => {
+                return Err(refuse(
+                    SqlError::new(
+                        sqlstate::FEATURE_NOT_SUPPORTED,
+                        format!("unit \"{text}\" not supported for type interval"),
+                    )
+                    .with_detail("Months usually have fractional weeks."),
+                ));
+            }
+            _ => {
+                return Err(refuse(SqlError::new(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    format!("unit \"{text}\" not recognized for type interval"),
+                )));
+            }
+        };
+        Ok(unit)
+    }
+
+    /// `v` with the fields below this unit cleared, as Postgres' `interval_trunc`.
+    fn truncate(self, v: IntervalMonthDayNano) -> IntervalMonthDayNano {
+        let keep = |unit: Unit| self >= unit;
+        let (mut years, mut months) = (v.months / 12, v.months % 12);
+        match self {
+            Unit::Millennium => years = years / 1000 * 1000,
+            Unit::Century => years = years / 100 * 100,
+            Unit::Decade => years = years / 10 * 10,
+            Unit::Quarter => months = months / 3 * 3,
+            _ => {}
+        }
+        if !keep(Unit::Quarter) {
+            months = 0;
+        }
+        let days = if keep(Unit::Day) { v.days } else { 0 };
+        // Postgres keeps microseconds; the nanoseconds below them go.
+        let micros = v.nanoseconds / 1000;
+        let field = |unit: Unit, size: i64, below: i64| {
+            if keep(unit) { micros % below / size } else { 0 }
+        };
+        let hours = if keep(Unit::Hour) {
+            micros / MICROS_PER_HOUR
+        } else {
+            0
+        };
+        let minutes = field(Unit::Minute, MICROS_PER_MINUTE, MICROS_PER_HOUR);
+        let seconds = field(Unit::Second, MICROS_PER_SECOND, MICROS_PER_MINUTE);
+        let fraction = match self {
+            Unit::Microsecond => micros % MICROS_PER_SECOND,
+            Unit::Millisecond => micros % MICROS_PER_SECOND / 1000 * 1000,
+            _ => 0,
+        };
+        let time = hours * MICROS_PER_HOUR
+            + minutes * MICROS_PER_MINUTE
+            + seconds * MICROS_PER_SECOND
+            + fraction;
+        IntervalMonthDayNano::new(years * 12 + months, days, time * 1000)
+    }
+}
+
+/// `e` as the DataFusion error that reaches the client as `e`.
+fn refuse(e: SqlError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iv(months: i32, days: i32, micros: i64) -> IntervalMonthDayNano {
+        IntervalMonthDayNano::new(months, days, micros * 1000)
+    }
+
+    #[test]
+    fn truncates_as_postgres() {
+        let v = iv(
+            14,
+            3,
+            2 * MICROS_PER_HOUR + 3 * MICROS_PER_MINUTE + 4_567_891,
+        );
+        assert_eq!(Unit::Day.truncate(v), iv(14, 3, 0));
+        assert_eq!(Unit::Year.truncate(v), iv(12, 0, 0));
+        assert_eq!(Unit::Quarter.truncate(v), iv(12, 0, 0));
+        assert_eq!(Unit::Quarter.truncate(iv(17, 3, 0)), iv(15, 0, 0));
+        assert_eq!(Unit::Month.truncate(v), iv(14, 0, 0));
+        assert_eq!(
+            Unit::Minute.truncate(v),
+            iv(14, 3, 2 * MICROS_PER_HOUR + 3 * MICROS_PER_MINUTE)
+        );
+        assert_eq!(
+            Unit::Millisecond.truncate(v),
+            iv(
+                14,
+                3,
+                2 * MICROS_PER_HOUR + 3 * MICROS_PER_MINUTE + 4_567_000
+            )
+        );
+        assert_eq!(Unit::Microsecond.truncate(v), v);
+        // Towards zero: -3 hours has no whole day, -90 minutes one hour.
+        assert_eq!(
+            Unit::Day.truncate(iv(0, 0, -3 * MICROS_PER_HOUR)),
+            iv(0, 0, 0)
+        );
+        assert_eq!(
+            Unit::Hour.truncate(iv(0, 0, -90 * MICROS_PER_MINUTE)),
+            iv(0, 0, -MICROS_PER_HOUR)
+        );
+        assert_eq!(
+            Unit::Decade.truncate(iv(12 * 27 + 5, 0, 0)),
+            iv(12 * 20, 0, 0)
+        );
+    }
+
+    #[test]
+    fn names_units_as_postgres() {
+        assert_eq!(Unit::parse("Day").ok(), Some(Unit::Day));
+        assert_eq!(Unit::parse("mons").ok(), Some(Unit::Month));
+        assert!(Unit::parse("week").is_err());
+        assert!(Unit::parse("fortnight").is_err());
+    }
+}

@@ -1,0 +1,242 @@
+//! Result columns whose Postgres type their Arrow type does not tell: Arrow has one string type
+//! where Postgres has `text`, `name`, `regtype` and `jsonb`, and one 32-bit integer for `integer`,
+//! `oid` and `regclass`. A function or a catalog table declares the type in its field's metadata
+//! ([`PG_TYPE`]); the wire layer sends it in RowDescription ([`declared`]) and encodes the values
+//! as Postgres does ([`encode`]); `pg_typeof` names it.
+//!
+//! | declared   | Arrow  | text format | binary format                       |
+//! |------------|--------|-------------|-------------------------------------|
+//! | `regtype`  | string | the name    | the type's OID                      |
+//! | `name`     | string | the text    | the text                            |
+//! | `character varying` | string | the text | the text                     |
+//! | `jsonb`    | string | the text    | version byte 1, then the text       |
+//! | `regclass` | int32  | (oid)       | (oid: sent as `oid`, see `names`)    |
+//!
+//! `"char"` columns use `arrow-pg`'s own marker (`pg.char`), which also encodes them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
+use datafusion::scalar::ScalarValue;
+use pgwire::api::Type;
+use pgwire::api::results::{DataRowEncoder, FieldFormat};
+use pgwire::error::PgWireResult;
+
+/// The field metadata key naming a column's Postgres type.
+pub const PG_TYPE: &str = "rivulet.pg_type";
+
+/// Postgres' names of the types Rivulet's values have (`format_type`'s, which `pg_typeof`
+/// prints), by OID.
+const NAMES: &[(Type, &str)] = &[
+    (Type::BOOL, "boolean"),
+    (Type::INT2, "smallint"),
+    (Type::INT4, "integer"),
+    (Type::INT8, "bigint"),
+    (Type::NUMERIC, "numeric"),
+    (Type::FLOAT4, "real"),
+    (Type::FLOAT8, "double precision"),
+    (Type::TEXT, "text"),
+    (Type::VARCHAR, "character varying"),
+    (Type::NAME, "name"),
+    (Type::CHAR, "\"char\""),
+    (Type::BYTEA, "bytea"),
+    (Type::DATE, "date"),
+    (Type::TIME, "time without time zone"),
+    (Type::TIMESTAMP, "timestamp without time zone"),
+    (Type::TIMESTAMPTZ, "timestamp with time zone"),
+    (Type::INTERVAL, "interval"),
+    (Type::JSON, "json"),
+    (Type::JSONB, "jsonb"),
+    (Type::OID, "oid"),
+    (Type::REGCLASS, "regclass"),
+    (Type::REGTYPE, "regtype"),
+    (Type::UNKNOWN, "unknown"),
+    (Type::RECORD, "record"),
+    (Type::BOOL_ARRAY, "boolean[]"),
+    (Type::INT2_ARRAY, "smallint[]"),
+    (Type::INT4_ARRAY, "integer[]"),
+    (Type::INT8_ARRAY, "bigint[]"),
+    (Type::NUMERIC_ARRAY, "numeric[]"),
+    (Type::FLOAT4_ARRAY, "real[]"),
+    (Type::FLOAT8_ARRAY, "double precision[]"),
+    (Type::TEXT_ARRAY, "text[]"),
+    (Type::BYTEA_ARRAY, "bytea[]"),
+    (Type::DATE_ARRAY, "date[]"),
+    (Type::TIME_ARRAY, "time without time zone[]"),
+    (Type::TIMESTAMP_ARRAY, "timestamp without time zone[]"),
+    (Type::TIMESTAMPTZ_ARRAY, "timestamp with time zone[]"),
+    (Type::INTERVAL_ARRAY, "interval[]"),
+    (Type::OID_ARRAY, "oid[]"),
+];
+
+static OIDS: LazyLock<HashMap<&'static str, u32>> =
+    LazyLock::new(|| NAMES.iter().map(|(t, name)| (*name, t.oid())).collect());
+
+/// Postgres' name of the type `field` holds: its declared type, else the one its Arrow type maps
+/// to (`record` for what has none).
+pub fn type_name(field: &Field) -> &'static str {
+    let declared = field.metadata().get(PG_TYPE).map(String::as_str);
+    let oid = match declared.and_then(|d| OIDS.get(d)) {
+        Some(oid) => *oid,
+        None => match field.data_type() {
+            // A list of lists is an array of more dimensions, of the same type in Postgres.
+            DataType::List(item) | DataType::LargeList(item)
+                if matches!(item.data_type(), DataType::List(_) | DataType::LargeList(_)) =>
+            {
+                return type_name(item);
+            }
+            DataType::Decimal256(..) => Type::NUMERIC.oid(),
+            t => arrow_pg::datatypes::into_pg_type(t)
+                .map(|t| t.oid())
+                .unwrap_or(Type::RECORD.oid()),
+        },
+    };
+    NAMES
+        .iter()
+        .find(|(t, _)| t.oid() == oid)
+        .map_or("record", |(_, name)| *name)
+}
+
+/// `pg_typeof(x)`: the name of `x`'s type, a `regtype`.
+pub fn pg_typeof() -> ScalarUDF {
+    ScalarUDF::new_from_impl(PgTypeof {
+        signature: Signature::any(1, Volatility::Immutable),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgTypeof {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for PgTypeof {
+    fn name(&self) -> &str {
+        "pg_typeof"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn return_field_from_args(&self, _: ReturnFieldArgs) -> Result<FieldRef> {
+        Ok(Arc::new(declare(
+            Field::new(self.name(), DataType::Utf8, false),
+            "regtype",
+        )))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let field = args
+            .arg_fields
+            .first()
+            .ok_or_else(|| DataFusionError::Plan("pg_typeof takes one argument".into()))?;
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+            type_name(field).to_string(),
+        ))))
+    }
+}
+
+/// `field` declared to hold Postgres' type `name` (one of [`NAMES`]).
+pub fn declare(field: Field, name: &str) -> Field {
+    let mut metadata = field.metadata().clone();
+    metadata.insert(PG_TYPE.to_string(), name.to_string());
+    field.with_metadata(metadata)
+}
+
+/// The type a string column declares that the wire layer sends in its place.
+pub fn declared(field: &Field) -> Option<Type> {
+    if !field.data_type().is_string() {
+        return None;
+    }
+    match field.metadata().get(PG_TYPE)?.as_str() {
+        "regtype" => Some(Type::REGTYPE),
+        "name" => Some(Type::NAME),
+        "character varying" => Some(Type::VARCHAR),
+        "jsonb" => Some(Type::JSONB),
+        _ => None,
+    }
+}
+
+/// Encodes the value at `row` of `array`, a column the client was told is of type `t`, where
+/// Postgres' binary form of `t` is not the text's bytes; `None` where it is, or for a column that
+/// is no string.
+pub fn encode(
+    encoder: &mut DataRowEncoder,
+    array: &dyn Array,
+    row: usize,
+    t: &Type,
+    format: FieldFormat,
+) -> Option<PgWireResult<()>> {
+    if format == FieldFormat::Text
+        || !matches!(*t, Type::REGTYPE | Type::JSONB)
+        || !array.data_type().is_string()
+    {
+        return None;
+    }
+    let text = text_at(array, row);
+    Some(if *t == Type::REGTYPE {
+        encoder.encode_field(&text.map(|name| OIDS.get(name).copied().unwrap_or(0)))
+    } else {
+        // jsonb's binary form: its version, 1, then the text.
+        let bytes = text.map(|s| {
+            let mut out = Vec::with_capacity(s.len() + 1);
+            out.push(1u8);
+            out.extend_from_slice(s.as_bytes());
+            out
+        });
+        encoder.encode_field(&bytes.as_deref())
+    })
+}
+
+fn text_at(array: &dyn Array, row: usize) -> Option<&str> {
+    if array.is_null(row) {
+        return None;
+    }
+    match array.data_type() {
+        DataType::Utf8 => Some(array.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => Some(array.as_string::<i64>().value(row)),
+        DataType::Utf8View => Some(array.as_string_view().value(row)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn names_types_as_format_type() {
+        let field = |t: DataType| Field::new("x", t, true);
+        assert_eq!(type_name(&field(DataType::Int32)), "integer");
+        assert_eq!(type_name(&field(DataType::Null)), "unknown");
+        assert_eq!(
+            type_name(&field(DataType::new_list(DataType::Float64, true))),
+            "double precision[]"
+        );
+        let nested = DataType::new_list(DataType::new_list(DataType::Int64, true), true);
+        assert_eq!(type_name(&field(nested)), "bigint[]");
+        assert_eq!(
+            type_name(&declare(field(DataType::Int32), "regclass")),
+            "regclass"
+        );
+        let item = Arc::new(Field::new("a", DataType::Int32, true));
+        assert_eq!(
+            type_name(&field(DataType::Struct(vec![item].into()))),
+            "record"
+        );
+        assert_eq!(OIDS.get("integer"), Some(&23));
+    }
+}
