@@ -54,8 +54,11 @@ pub(super) struct Groups {
     /// last checkpoint.
     pub gone: Vec<(u16, Arc<[u8]>, u32)>,
     /// Keys of stored groups that vanished, with the epoch whose checkpoint deletes them
-    /// (`u64::MAX`: the next one), until the job commits it.
+    /// (`u64::MAX`: the next one), until the job commits it; kept only while `reads` is set.
     pub deleted: HashMap<Arc<[u8]>, u64, FastHash>,
+    /// Groups are read back from the store (the owner evicts them), so [`Groups::deleted`]
+    /// matters; a table that holds every group (windows) skips it.
+    pub reads: bool,
     /// Memory the live groups are counted for, together.
     pub resident: usize,
     /// Seconds since the operator started, as its owner last set it: when groups are seen.
@@ -130,7 +133,9 @@ impl Groups {
         let slot = &mut self.slots[id as usize];
         if let Some(len) = slot.stored.take() {
             self.gone.push((slot.kg, Arc::clone(&slot.key), len));
-            self.deleted.insert(Arc::clone(&slot.key), u64::MAX);
+            if self.reads {
+                self.deleted.insert(Arc::clone(&slot.key), u64::MAX);
+            }
         }
     }
 

@@ -849,6 +849,7 @@ impl Operator for HashAggregate {
             self.complete = table.is_empty()?;
             self.budget = scope.cache_bytes;
             self.limit = scope.cache_bytes;
+            groups.reads = true;
             self.groups = groups;
             self.table = Some(table);
             return Ok(());
