@@ -2,7 +2,8 @@
 //!
 //! `arrow-pg` prints timestamps with a fixed six-digit fraction (`10:00:01.000000`) and a NULL
 //! interval as `00:00:00`; Postgres prints `10:00:01` and NULL, and clients compare such text.
-//! Times likewise. Before a batch is encoded in the text format, its timestamp and interval columns are turned
+//! Times likewise, and decimals, whose decimals follow their column's rule
+//! ([`crate::pg::numeric`]). Before a batch is encoded in the text format, such columns are turned
 //! into strings here, column by column; the field's Postgres type is unchanged. Arrays of them
 //! become lists of strings, which `arrow-pg` then prints with Postgres' array quoting.
 
@@ -25,6 +26,8 @@ use datafusion::arrow::datatypes::{
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 
+use crate::pg::numeric::{Scale, write_text as write_numeric};
+
 /// Whether a column of this type is rewritten by [`postgres_text`].
 fn rewritten(t: &DataType) -> bool {
     match t {
@@ -35,18 +38,10 @@ fn rewritten(t: &DataType) -> bool {
         | DataType::Time64(_)
         | DataType::Float32
         | DataType::Float64 => true,
+        DataType::Decimal128(_, scale) => *scale >= 0,
         DataType::List(item) | DataType::LargeList(item) => rewritten(item.data_type()),
-        t => unconstrained_numeric(t),
+        _ => false,
     }
-}
-
-/// A `numeric` declared without precision and scale, stored as `numeric(38, 10)`
-/// ([`rivulet_planner::types`]): Postgres keeps each value's own scale, so its text drops the
-/// padding zeros (`1.2500000000` is `1.25`). A value's trailing zeros of its own go too (`2.50`
-/// prints `2.5`), since the stored scale is the column's.
-fn unconstrained_numeric(t: &DataType) -> bool {
-    use rivulet_planner::types::{DEFAULT_NUMERIC_SCALE, MAX_NUMERIC_PRECISION};
-    *t == DataType::Decimal128(MAX_NUMERIC_PRECISION, DEFAULT_NUMERIC_SCALE)
 }
 
 /// `batch` with its timestamp and interval columns as Postgres' text forms, where `text(i)` says
@@ -62,7 +57,11 @@ pub fn postgres_text(
     let mut fields = Vec::with_capacity(schema.fields().len());
     let mut columns = Vec::with_capacity(schema.fields().len());
     for (i, (field, column)) in schema.fields().iter().zip(batch.columns()).enumerate() {
-        let text = if text(i) { text_column(column)? } else { None };
+        let text = if text(i) {
+            text_column(column, field)?
+        } else {
+            None
+        };
         match text {
             Some(text) => {
                 fields.push(Field::new(field.name(), text.data_type().clone(), true));
@@ -77,9 +76,10 @@ pub fn postgres_text(
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
 
-/// `column` as Postgres' text forms, if its type is [`rewritten`]. A list keeps its shape with its
-/// elements as text, so that `arrow-pg` quotes them as Postgres does (`{"2024-01-02 10:00:00"}`).
-fn text_column(column: &ArrayRef) -> Result<Option<ArrayRef>, ArrowError> {
+/// `column` (of `field`) as Postgres' text forms, if its type is [`rewritten`]. A list keeps its
+/// shape with its elements as text, so that `arrow-pg` quotes them as Postgres does
+/// (`{"2024-01-02 10:00:00"}`).
+fn text_column(column: &ArrayRef, field: &Field) -> Result<Option<ArrayRef>, ArrowError> {
     Ok(Some(match column.data_type() {
         DataType::Timestamp(_, tz) => timestamps(column, tz.as_deref())?,
         DataType::Interval(_) => intervals(column)?,
@@ -92,25 +92,25 @@ fn text_column(column: &ArrayRef) -> Result<Option<ArrayRef>, ArrowError> {
                 .iter()
                 .map(|v| v.map(|v| v.to_string().parse::<f64>().unwrap_or(f64::from(v)))),
         ),
-        DataType::List(_) => {
+        DataType::List(item) => {
             let list = column.as_list::<i32>();
-            let Some(values) = text_column(list.values())? else {
+            let Some(values) = text_column(list.values(), item)? else {
                 return Ok(None);
             };
             let (_, offsets, _, nulls) = list.clone().into_parts();
             let item = Arc::new(Field::new_list_field(values.data_type().clone(), true));
             Arc::new(ListArray::try_new(item, offsets, values, nulls)?)
         }
-        DataType::LargeList(_) => {
+        DataType::LargeList(item) => {
             let list = column.as_list::<i64>();
-            let Some(values) = text_column(list.values())? else {
+            let Some(values) = text_column(list.values(), item)? else {
                 return Ok(None);
             };
             let (_, offsets, _, nulls) = list.clone().into_parts();
             let item = Arc::new(Field::new_list_field(values.data_type().clone(), true));
             Arc::new(LargeListArray::try_new(item, offsets, values, nulls)?)
         }
-        t if unconstrained_numeric(t) => numerics(column),
+        DataType::Decimal128(..) => numerics(column, Scale::of(field)),
         _ => return Ok(None),
     }))
 }
@@ -188,13 +188,12 @@ fn write_offset(out: &mut String, seconds: i32) {
     }
 }
 
-/// Decimals without their trailing zeros after the point: `1.2500000000` as `1.25`, `10.0000000000`
-/// as `10`.
-fn numerics(column: &ArrayRef) -> ArrayRef {
-    let DataType::Decimal128(_, scale) = column.data_type() else {
+/// Decimals with the decimals their column's [`Scale`] rule shows (`1.2500000000` of an
+/// unconstrained `numeric` as `1.25`).
+fn numerics(column: &ArrayRef, rule: Scale) -> ArrayRef {
+    let DataType::Decimal128(_, scale) = *column.data_type() else {
         return Arc::clone(column);
     };
-    let scale = usize::try_from(*scale).unwrap_or(0);
     let mut out = StringBuilder::new();
     let mut line = String::with_capacity(48);
     for v in column.as_primitive::<Decimal128Type>().iter() {
@@ -203,18 +202,7 @@ fn numerics(column: &ArrayRef) -> ArrayRef {
             continue;
         };
         line.clear();
-        let digits = v.unsigned_abs().to_string();
-        if v < 0 {
-            line.push('-');
-        }
-        let digits = format!("{digits:0>width$}", width = scale + 1);
-        let (int, frac) = digits.split_at(digits.len() - scale);
-        line.push_str(int);
-        let frac = frac.trim_end_matches('0');
-        if !frac.is_empty() {
-            line.push('.');
-            line.push_str(frac);
-        }
+        write_numeric(&mut line, v, scale, rule.decimals(v, scale));
         out.append_value(&line);
     }
     Arc::new(out.finish())
@@ -388,7 +376,7 @@ mod tests {
             .with_precision_and_scale(38, 10)
             .unwrap(),
         );
-        let text = numerics(&column);
+        let text = numerics(&column, Scale::Own(0));
         let text = text.as_string::<i32>();
         let got: Vec<_> = text.iter().collect();
         assert_eq!(

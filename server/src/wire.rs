@@ -237,8 +237,9 @@ fn session_mut<'a>(
 }
 
 /// Encodes a batch's rows with `arrow-pg`, value by value, except NULL intervals, which its
-/// encoder does not check for (it would send `00:00:00`), and the columns whose declared type has
-/// a binary form of its own ([`crate::pg::wire_types`]).
+/// encoder does not check for (it would send `00:00:00`), decimals, whose display scale is their
+/// column's rule ([`crate::pg::numeric`]), and the columns whose declared type has a binary form
+/// of its own ([`crate::pg::wire_types`]).
 fn encode_rows(
     fields: &Arc<Vec<FieldInfo>>,
     batch: &RecordBatch,
@@ -253,6 +254,10 @@ fn encode_rows(
             let info = &fields[col];
             encoded = if array.is_null(row) && matches!(field.data_type(), DataType::Interval(_)) {
                 encoder.encode_field(&None::<i64>)
+            } else if let Some(done) =
+                crate::pg::numeric::encode(&mut encoder, array, row, field, info.format())
+            {
+                done
             } else if let Some(done) = crate::pg::wire_types::encode(
                 &mut encoder,
                 array,
@@ -370,6 +375,13 @@ fn fields_of(schema: &Schema, format: &Format) -> Result<Vec<FieldInfo>, SqlErro
             let size = type_size(info.datatype());
             let info = info.with_type_size(size);
             match field.data_type() {
+                // A numeric whose values have scales of their own is Postgres' unconstrained one.
+                DataType::Decimal128(..)
+                    if crate::pg::numeric::Scale::of(field)
+                        != crate::pg::numeric::Scale::Column =>
+                {
+                    info
+                }
                 DataType::Decimal128(p, s) if *s >= 0 => {
                     info.with_type_modifier(((i32::from(*p) << 16) | i32::from(*s)) + 4)
                 }

@@ -31,11 +31,14 @@ pub(super) fn lower_aggregate(
     let mut specs = Vec::with_capacity(a.aggr_expr.len());
     for e in &a.aggr_expr {
         let mut call = aggregate_of(ctx, e, input)?;
-        // `avg` of an integer reaches us as `avg(CAST(x AS DECIMAL))` (Postgres' numeric result,
-        // `server/src/pg/typing.rs`); the operator averages the integers into the decimal output
-        // type itself, to the same digits, so `x` is read in place.
-        if let (AggFunc::Avg, Some(Expr::Cast(c))) = (call.func(), call.exprs.first())
-            && matches!(c.field.data_type(), DataType::Decimal128(..))
+        // `avg` of an integer reaches us as `avg(CAST(x AS DECIMAL))`, and `sum` of a bigint as
+        // `sum(CAST(x AS DECIMAL(20,0)))` (Postgres' numeric results, `server/src/pg/typing.rs`);
+        // the operator sums and averages the integers exactly into the decimal output type
+        // itself, to the same digits, so `x` is read in place.
+        let func = call.func();
+        if let (AggFunc::Avg | AggFunc::Sum, Some(Expr::Cast(c))) = (func, call.exprs.first())
+            && matches!(c.field.data_type(),
+                DataType::Decimal128(_, s) if func == AggFunc::Avg || *s == 0)
             && c.expr.get_type(input).is_ok_and(|t| t.is_integer())
         {
             call.exprs[0] = (*c.expr).clone();

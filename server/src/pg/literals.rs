@@ -105,7 +105,7 @@ fn as_number(e: &Expr, other: &Expr, schema: &DFSchema) -> Option<Expr> {
 /// The decimal type of the number `text` spells (`'2.555'` is `Decimal128(4, 3)`), as DataFusion
 /// types it unquoted; `None` for text that is no plain decimal number, which the cast to an
 /// unconstrained `numeric` then refuses as Postgres does.
-fn numeric_type(text: &str) -> Option<DataType> {
+pub(super) fn numeric_type(text: &str) -> Option<DataType> {
     let text = text.trim();
     let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
     let plain = super::typing::without_exponent(unsigned).unwrap_or_else(|| unsigned.to_string());

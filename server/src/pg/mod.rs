@@ -19,6 +19,7 @@ pub mod literals;
 /// make_time, make_timestamp, make_timestamptz, make_interval.
 pub mod make;
 pub mod names;
+pub mod numeric;
 pub mod oid_arrays;
 pub mod regclass;
 pub mod rewrite;

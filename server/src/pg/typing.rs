@@ -5,8 +5,10 @@
 //! - a literal with a decimal point or an exponent is `numeric`, not `double precision`
 //!   (DataFusion's `parse_float_as_decimal`, set in the session's configuration by [`configure`]),
 //!   so `0.908 * 13909` is `12629.372`;
-//! - `avg` of integers is `numeric`, with the sixteen decimals Postgres shows for it;
-//! - `real` with an integer or a `numeric` is `double precision` ([`real_arithmetic`]).
+//! - `avg` of integers is `numeric`, with the sixteen decimals Postgres shows for it, and so is
+//!   `sum` of `bigint`;
+//! - `real` with an integer or a `numeric` is `double precision` ([`real_arithmetic`]);
+//! - a `numeric` result shows the decimals Postgres shows ([`super::numeric`]).
 //!
 //! A quoted literal's type comes from its context, as Postgres' `unknown` ([`super::literals`]).
 //!
@@ -91,18 +93,39 @@ pub fn configure(options: &mut ConfigOptions) {
     options.sql_parser.parse_float_as_decimal = true;
 }
 
-/// Decimal type `avg` of an integer reads its argument as: 10 integer digits hold every `int4`
+/// Decimal type `avg` reads its argument as. A numeric's: the decimals that give the average a
+/// quotient's ([`super::numeric`]). An integer's: 10 integer digits hold every `int4`
 /// (`bigint` gets 20), and DataFusion's decimal average has 4 more decimals than its argument, so
 /// 12 show Postgres' 16. The last decimal is truncated where Postgres rounds it (`avg` of 2, 2
 /// and 1 is 1.6666666666666666, Postgres' 1.6666666666666667), as a view's average is too.
 fn avg_input(t: &DataType) -> Option<DataType> {
+    use super::numeric::QUOTIENT_SCALE;
     let digits = match t {
+        // A numeric's average with a quotient's decimals (DataFusion's has 4 more than its
+        // argument), where 38 digits hold them; an unconstrained one's has no room.
+        DataType::Decimal128(p, s) => {
+            let scale = QUOTIENT_SCALE - 4;
+            let precision = i16::from(*p) - i16::from(*s) + i16::from(scale);
+            return (*s < scale && precision <= 38)
+                .then_some(DataType::Decimal128(precision as u8, scale));
+        }
         DataType::Int8 | DataType::Int16 | DataType::Int32 => 10,
         DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => 10,
         DataType::Int64 | DataType::UInt64 => 20,
         _ => return None,
     };
     Some(DataType::Decimal128(digits + 12, 12))
+}
+
+/// The type an aggregate's argument is cast to for Postgres' result type: `avg` of an integer
+/// ([`avg_input`]), and `sum` of a `bigint`, a `numeric` in Postgres (DataFusion's `bigint` sum
+/// wraps around where it overflows).
+fn aggregate_input(name: &str, t: &DataType) -> Option<DataType> {
+    match (name, t) {
+        ("avg", t) => avg_input(t),
+        ("sum", DataType::Int64 | DataType::UInt64) => Some(DataType::Decimal128(20, 0)),
+        _ => None,
+    }
 }
 
 /// `plan` with Postgres' types for literals and `avg` of integers; see the module documentation.
@@ -128,9 +151,14 @@ pub fn postgres_types(plan: LogicalPlan) -> Result<LogicalPlan> {
                 .map(|i| Arc::clone(i.schema()))
                 .unwrap_or_else(|| Arc::new(DFSchema::empty()));
             let names = NamePreserver::new(&node);
+            let projection = matches!(node, LogicalPlan::Projection(_));
             let changed = node.map_expressions(|e| {
                 let saved = names.save(&e);
-                let retyped = e.transform_up(|e| retype(e, &input_schema))?;
+                let mut retyped = e.transform_up(|e| retype(e, &input_schema))?;
+                if projection {
+                    retyped = retyped
+                        .transform_data(|e| Ok(super::numeric::average(e, &input_schema)))?;
+                }
                 Ok(if retyped.transformed {
                     retyped.update_data(|e| saved.restore(e))
                 } else {
@@ -161,12 +189,11 @@ fn retype(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
                 meta,
             ))),
         },
-        Expr::AggregateFunction(mut agg)
-            if agg.func.name().eq_ignore_ascii_case("avg") && agg.params.args.len() == 1 =>
-        {
+        Expr::AggregateFunction(mut agg) if agg.params.args.len() == 1 => {
             // A type that cannot be told here (a column of another input) leaves it alone.
             let arg_type = agg.params.args[0].get_type(input).ok();
-            match arg_type.as_ref().and_then(avg_input) {
+            let name = agg.func.name().to_ascii_lowercase();
+            match arg_type.and_then(|t| aggregate_input(&name, &t)) {
                 Some(decimal) => {
                     let arg = agg.params.args.remove(0);
                     agg.params
@@ -292,7 +319,14 @@ fn retype(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
         Expr::BinaryExpr(b) if b.op.is_numerical_operators() => {
             let e = real_arithmetic(b, input);
             integer_constant(&e.data)?;
-            Ok(e)
+            let shown = super::numeric::arithmetic(e.data, input)?;
+            Ok(Transformed::new_transformed(
+                shown.data,
+                e.transformed || shown.transformed,
+            ))
+        }
+        Expr::Cast(c) if c.field.data_type().is_decimal() => {
+            Ok(super::numeric::cast(Expr::Cast(c), input))
         }
         Expr::BinaryExpr(_) | Expr::Negative(_) => {
             integer_constant(&e)?;
