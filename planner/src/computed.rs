@@ -32,7 +32,7 @@ use crate::{PlanError, Result};
 fn schema_of(columns: &[ColumnDef]) -> Result<DFSchema> {
     let fields: Vec<_> = columns
         .iter()
-        .map(|c| datafusion::arrow::datatypes::Field::new(&c.name, c.sql_type.arrow_type(), true))
+        .map(|c| c.sql_type.field(&c.name, true))
         .collect();
     DFSchema::try_from(datafusion::arrow::datatypes::Schema::new(fields))
         .map_err(PlanError::DataFusion)

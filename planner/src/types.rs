@@ -23,6 +23,10 @@ pub const MAX_NUMERIC_PRECISION: u8 = 38;
 /// Scale of a `NUMERIC` declared without one.
 pub const DEFAULT_NUMERIC_SCALE: i8 = 10;
 
+/// The field metadata key naming a column's Postgres type where its Arrow type does not tell it
+/// (a `jsonb` column is Arrow text); the server sends that type to clients.
+pub const PG_TYPE: &str = "rivulet.pg_type";
+
 /// A column type as declared in SQL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SqlType {
@@ -120,6 +124,25 @@ impl SqlType {
             }
             other => return Err(PlanError::UnknownType(other.to_string())),
         })
+    }
+
+    /// A column of this type named `name`, as an Arrow field: its type, and its Postgres type in
+    /// the metadata ([`PG_TYPE`]) where the Arrow type does not tell it.
+    pub fn field(&self, name: &str, nullable: bool) -> Field {
+        let field = Field::new(name, self.arrow_type(), nullable);
+        match self {
+            SqlType::Jsonb => field.with_metadata([(PG_TYPE.into(), "jsonb".into())].into()),
+            _ => field,
+        }
+    }
+
+    /// The column type of a view's output column `field`: [`SqlType::from_arrow`] of its type, or
+    /// the Postgres type its metadata names.
+    pub fn of_field(field: &Field) -> Option<Self> {
+        match field.metadata().get(PG_TYPE).map(String::as_str) {
+            Some("jsonb" | "json") if field.data_type().is_string() => Some(SqlType::Jsonb),
+            _ => SqlType::from_arrow(field.data_type()),
+        }
     }
 
     /// The column type that stores values of Arrow type `t` (a view's output column), widening

@@ -83,6 +83,11 @@ pub fn to_text(ty: &Type, raw: &[u8]) -> Result<String, BoxError> {
             interval_text(months, days, micros)
         }
         Type::NUMERIC => numeric_text(raw)?,
+        // jsonb's binary form: its version (1), then the text.
+        Type::JSONB => match raw.split_first() {
+            Some((1, text)) => String::from_utf8(text.to_vec())?,
+            _ => return Err(format!("jsonb of an unknown version: {raw:?}").into()),
+        },
         Type::BYTEA => {
             let mut s = String::from("\\x");
             for b in raw {

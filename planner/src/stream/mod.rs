@@ -332,7 +332,7 @@ pub fn plan_view(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<StreamPla
     // Store columns in their SQL types; cast where DataFusion computed another Arrow type.
     let stored: Vec<Field> = columns
         .iter()
-        .map(|c| Field::new(&c.name, c.sql_type.arrow_type(), true))
+        .map(|c| c.sql_type.field(&c.name, true))
         .collect();
     if stored
         .iter()
@@ -433,7 +433,7 @@ fn view_columns(plan: &LogicalPlan, output: &DFSchema) -> Result<Vec<ColumnDef>>
         if columns.iter().any(|c| c.name == name) {
             return Err(PlanError::DuplicateColumn(name));
         }
-        let sql_type = SqlType::from_arrow(field.data_type()).ok_or_else(|| {
+        let sql_type = SqlType::of_field(field).ok_or_else(|| {
             PlanError::Unsupported(format!(
                 "column \"{name}\" of type {} in a materialized view",
                 field.data_type()

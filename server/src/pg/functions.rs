@@ -140,6 +140,60 @@ fn function_of(
 
 /// Postgres' `quote_literal`: the text in single quotes, quotes doubled; with a backslash, an
 /// `E'...'` string whose backslashes are doubled too.
+/// `format_type` as `datafusion-pg-catalog` has it, but with a `numeric` of scale 0 named as
+/// Postgres names it, `numeric(30,0)` (the library writes `numeric(30)`, which SQLAlchemy 1.4's
+/// column reflection cannot read).
+pub fn format_type() -> ScalarUDF {
+    ScalarUDF::new_from_impl(FormatType(
+        datafusion_pg_catalog::pg_catalog::format_type::create_format_type_udf(),
+    ))
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct FormatType(ScalarUDF);
+
+impl ScalarUDFImpl for FormatType {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn signature(&self) -> &Signature {
+        self.0.signature()
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        self.0.return_type(args)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let named = |name: &str| -> String {
+            let (base, array) = match name.strip_suffix("[]") {
+                Some(base) => (base, "[]"),
+                None => (name, ""),
+            };
+            match base
+                .strip_prefix("numeric(")
+                .and_then(|p| p.strip_suffix(')'))
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            {
+                Some(precision) => format!("numeric({precision},0){array}"),
+                None => name.to_string(),
+            }
+        };
+        Ok(match self.0.invoke_with_args(args)? {
+            ColumnarValue::Scalar(ScalarValue::Utf8(v)) => {
+                ColumnarValue::Scalar(ScalarValue::Utf8(v.map(|v| named(&v))))
+            }
+            ColumnarValue::Array(a) if *a.data_type() == DataType::Utf8 => {
+                let names: StringArray =
+                    a.as_string::<i32>().iter().map(|v| v.map(named)).collect();
+                ColumnarValue::Array(Arc::new(names))
+            }
+            other => other,
+        })
+    }
+}
+
 fn quote_literal(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 3);
     if text.contains('\\') {

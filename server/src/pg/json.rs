@@ -178,26 +178,39 @@ impl ExprPlanner for JsonOperators {
             _ => expr.right.clone(),
         };
         let planned = match expr.op {
-            BinaryOperator::Arrow => call(&self.get_json, vec![expr.left, right]),
+            BinaryOperator::Arrow => jsonb(call(&self.get_json, vec![expr.left, right])),
             BinaryOperator::LongArrow => call(&self.as_text, vec![expr.left, right]),
             BinaryOperator::HashArrow | BinaryOperator::HashLongArrow => {
                 let Some(path) = path_elements(&expr.right) else {
                     return Ok(PlannerResult::Original(expr));
                 };
-                let udf = if expr.op == BinaryOperator::HashArrow {
-                    &self.get_json
-                } else {
-                    &self.as_text
-                };
                 let mut args = vec![expr.left];
                 args.extend(path);
-                call(udf, args)
+                if expr.op == BinaryOperator::HashArrow {
+                    jsonb(call(&self.get_json, args))
+                } else {
+                    call(&self.as_text, args)
+                }
             }
             BinaryOperator::Question => call(&self.contains, vec![expr.left, right]),
             _ => return Ok(PlannerResult::Original(expr)),
         };
         Ok(PlannerResult::Planned(planned))
     }
+}
+
+/// A text field declared `json` or `jsonb` ([`super::wire_types`]), as a cast's target.
+fn declared(name: &str) -> Field {
+    super::wire_types::declare(Field::new(name, DataType::Utf8, true), name)
+}
+
+/// `e`, JSON text, declared `jsonb`: what `->` and `#>` give in Postgres (for `json` too, which
+/// Rivulet does not tell apart once a value is computed).
+fn jsonb(e: Expr) -> Expr {
+    Expr::Cast(Cast::new_from_field(
+        Box::new(e),
+        Arc::new(declared("jsonb")),
+    ))
 }
 
 /// `json` and `jsonb` are text; every other type goes to `inner` (the catalog library's planner
@@ -210,9 +223,9 @@ pub struct JsonTypes<T> {
 impl<T: TypePlanner> TypePlanner for JsonTypes<T> {
     fn plan_type_field(&self, sql_type: &SqlType) -> Result<Option<FieldRef>> {
         match sql_type {
-            SqlType::JSON | SqlType::JSONB => {
-                Ok(Some(Arc::new(Field::new("", DataType::Utf8, true))))
-            }
+            // Named, so that a cast takes the declared type rather than its operand's metadata.
+            SqlType::JSON => Ok(Some(Arc::new(declared("json")))),
+            SqlType::JSONB => Ok(Some(Arc::new(declared("jsonb")))),
             other => self.inner.plan_type_field(other),
         }
     }

@@ -76,7 +76,7 @@ pub fn setup_pg_catalog(
         lib::has_privilege_udf::create_has_privilege_udf("has_database_privilege"),
         lib::has_privilege_udf::create_has_privilege_udf("has_any_column_privilege"),
         lib::create_pg_table_is_visible(),
-        lib::format_type::create_format_type_udf(),
+        functions::format_type(),
         lib::create_session_user_udf(),
         lib::pg_get_expr_udf::create_pg_get_expr_udf(),
         lib::create_pg_get_partkeydef_udf(),

@@ -10,6 +10,7 @@
 //! | `name`     | string | the text    | the text                            |
 //! | `character varying` | string | the text | the text                     |
 //! | `jsonb`    | string | the text    | version byte 1, then the text       |
+//! | `json`     | string | the text    | the text                            |
 //! | `regclass` | int32  | (oid)       | (oid: sent as `oid`, see `names`)    |
 //!
 //! `"char"` columns use `arrow-pg`'s own marker (`pg.char`), which also encodes them.
@@ -29,8 +30,8 @@ use pgwire::api::Type;
 use pgwire::api::results::{DataRowEncoder, FieldFormat};
 use pgwire::error::PgWireResult;
 
-/// The field metadata key naming a column's Postgres type.
-pub const PG_TYPE: &str = "rivulet.pg_type";
+/// The field metadata key naming a column's Postgres type (the planner's: table columns carry it).
+pub use rivulet_planner::types::PG_TYPE;
 
 /// Postgres' names of the types Rivulet's values have (`format_type`'s, which `pg_typeof`
 /// prints), by OID.
@@ -164,6 +165,7 @@ pub fn declared(field: &Field) -> Option<Type> {
         "name" => Some(Type::NAME),
         "character varying" => Some(Type::VARCHAR),
         "jsonb" => Some(Type::JSONB),
+        "json" => Some(Type::JSON),
         _ => None,
     }
 }

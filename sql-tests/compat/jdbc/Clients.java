@@ -61,7 +61,7 @@ public class Clients {
         });
         check("pgjdbc: getColumns of the materialized view", c -> {
             ResultSet rs = c.getMetaData().getColumns(null, "public", "per_auction", "%");
-            expect(rows(rs, "COLUMN_NAME", "TYPE_NAME"), List.of("auction|int8", "n|int8", "total|int8"));
+            expect(rows(rs, "COLUMN_NAME", "TYPE_NAME"), List.of("auction|int8", "n|int8", "total|numeric"));
         });
         check("pgjdbc: getPrimaryKeys and getIndexInfo are empty", c -> {
             expect(rows(c.getMetaData().getPrimaryKeys(null, "public", "bids"), "COLUMN_NAME"), List.of());

@@ -263,7 +263,7 @@ async def _():
         stmt = await conn.prepare("SELECT n, total FROM per_auction WHERE auction = $1")
         expect(tuple(await stmt.fetchrow(1)), (2, 40))
         expect(tuple(await stmt.fetchrow(2)), (1, 20))
-        expect([(a.name, a.type.name) for a in stmt.get_attributes()], [("n", "int8"), ("total", "int8")])
+        expect([(a.name, a.type.name) for a in stmt.get_attributes()], [("n", "int8"), ("total", "numeric")])
     finally:
         await conn.close()
 
@@ -311,6 +311,24 @@ async def _():
             await conn.fetchval("SELECT ('{\"a\": {\"b\": 7}}'::jsonb)->'a'->>'b' WHERE $1 > 0", 1),
             "7",
         )
+    finally:
+        await conn.close()
+
+
+@check("asyncpg: a JSONB table column is jsonb on the wire, decoded by the registered codec")
+async def _():
+    import json
+
+    conn = await asyncpg.connect(URL)
+    try:
+        await conn.execute("CREATE TABLE docs (id INT, d JSONB)")
+        await conn.execute("""INSERT INTO docs VALUES (1, '{"a": {"b": [1, 2]}}')""")
+        await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        row = await conn.fetchrow("SELECT d, d -> 'a' AS a, d ->> 'a' AS t FROM docs WHERE id = $1", 1)
+        expect(dict(row), {"d": {"a": {"b": [1, 2]}}, "a": {"b": [1, 2]}, "t": '{"b": [1, 2]}'})
+        stmt = await conn.prepare("SELECT d FROM docs")
+        expect([a.type.name for a in stmt.get_attributes()], ["jsonb"])
+        await conn.execute("DROP TABLE docs")
     finally:
         await conn.close()
 
