@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use crate::types::SqlType;
@@ -14,6 +14,35 @@ pub struct ColumnDef {
     pub name: String,
     pub sql_type: SqlType,
     pub nullable: bool,
+    /// A view's column: its query column's field metadata that says how values are shown where
+    /// the type does not (a `numeric`'s display scale, `server/src/pg/numeric.rs`); empty for a
+    /// table's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shown: BTreeMap<String, String>,
+}
+
+impl ColumnDef {
+    /// A column of `sql_type` that shows its values as its type says.
+    pub fn new(name: impl Into<String>, sql_type: SqlType, nullable: bool) -> Self {
+        Self {
+            name: name.into(),
+            sql_type,
+            nullable,
+            shown: BTreeMap::new(),
+        }
+    }
+
+    /// The column as an Arrow field, with its Postgres type and [`ColumnDef::shown`] in the
+    /// metadata.
+    pub fn field(&self) -> Field {
+        let field = self.sql_type.field(&self.name, self.nullable);
+        if self.shown.is_empty() {
+            return field;
+        }
+        let mut metadata = field.metadata().clone();
+        metadata.extend(self.shown.iter().map(|(k, v)| (k.clone(), v.clone())));
+        field.with_metadata(metadata)
+    }
 }
 
 /// A table: a named relation with stored rows and a change log.
@@ -103,7 +132,7 @@ impl TableDef {
         Arc::new(Schema::new(
             self.columns
                 .iter()
-                .map(|c| c.sql_type.field(&c.name, c.nullable))
+                .map(ColumnDef::field)
                 .collect::<Vec<_>>(),
         ))
     }

@@ -59,11 +59,7 @@ pub fn typed(
                 ))
             })?;
             Ok((
-                ColumnDef {
-                    name: c.name.clone(),
-                    sql_type,
-                    nullable: true,
-                },
+                ColumnDef::new(c.name.clone(), sql_type, true),
                 c.expr.clone(),
             ))
         })

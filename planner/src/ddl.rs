@@ -51,11 +51,7 @@ pub fn table_def(
                 other => return Err(PlanError::Unsupported(format!("column option {other}"))),
             }
         }
-        columns.push(ColumnDef {
-            name: col_name,
-            sql_type,
-            nullable,
-        });
+        columns.push(ColumnDef::new(col_name, sql_type, nullable));
     }
     for constraint in &create.constraints {
         match constraint {

@@ -330,10 +330,7 @@ pub fn plan_view(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<StreamPla
         lowered = over_time::emit_on_window_close(&mut b, lowered, arrow_schema(output))?;
     }
     // Store columns in their SQL types; cast where DataFusion computed another Arrow type.
-    let stored: Vec<Field> = columns
-        .iter()
-        .map(|c| c.sql_type.field(&c.name, true))
-        .collect();
+    let stored: Vec<Field> = columns.iter().map(ColumnDef::field).collect();
     if stored
         .iter()
         .zip(output.fields())
@@ -384,11 +381,7 @@ pub fn plan_view(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<StreamPla
             .counting_rows();
             let stage = b.exchange(lowered.stage, Some((0..n).collect()), ctx.parallelism);
             b.push_op(stage, Box::new(counter))?;
-            columns.push(ColumnDef {
-                name: COUNT_COLUMN.into(),
-                sql_type: SqlType::BigInt,
-                nullable: false,
-            });
+            columns.push(ColumnDef::new(COUNT_COLUMN, SqlType::BigInt, false));
             ((0..n).collect(), true)
         }
     };
@@ -439,10 +432,17 @@ fn view_columns(plan: &LogicalPlan, output: &DFSchema) -> Result<Vec<ColumnDef>>
                 field.data_type()
             ))
         })?;
+        let shown = field
+            .metadata()
+            .iter()
+            .filter(|(k, _)| k.starts_with("rivulet.") && k.as_str() != crate::types::PG_TYPE)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         columns.push(ColumnDef {
             name,
             sql_type,
             nullable: true,
+            shown,
         });
     }
     Ok(columns)

@@ -57,11 +57,13 @@ impl Session {
             .schema()
             .fields()
             .iter()
-            .map(|f| ColumnDef {
-                name: f.name().clone(),
-                // Only catalogs read a view's types: one Rivulet cannot store is shown as text.
-                sql_type: SqlType::from_arrow(f.data_type()).unwrap_or(SqlType::Text),
-                nullable: f.is_nullable(),
+            .map(|f| {
+                ColumnDef::new(
+                    f.name().clone(),
+                    // Only catalogs read a view's types: one Rivulet cannot store is shown as text.
+                    SqlType::of_field(f).unwrap_or(SqlType::Text),
+                    f.is_nullable(),
+                )
             })
             .collect();
         super::view::rename_columns(

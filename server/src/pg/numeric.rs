@@ -17,7 +17,7 @@
 //! - [`Scale::Quotient`]: a division's, from the quotient's magnitude.
 //!
 //! [`arithmetic`], [`cast`] and [`average`] put the rules on expressions, in [`super::typing`]'s
-//! rewrite.
+//! rewrite; a materialized view stores its columns' rules with them (`ColumnDef::shown`).
 //! What cannot be exact: an unconstrained column's value has lost its trailing zeros (`2.50`
 //! stored shows `2.5`), and Postgres estimates a quotient's size from its operands' first digits,
 //! which this rule reads from the quotient (`-3.75 / 3` gets 16 decimals here, 20 in Postgres).
