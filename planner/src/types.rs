@@ -27,6 +27,9 @@ pub const DEFAULT_NUMERIC_SCALE: i8 = 10;
 /// (a `jsonb` column is Arrow text); the server sends that type to clients.
 pub const PG_TYPE: &str = "rivulet.pg_type";
 
+/// The field metadata key of a `character(n)` column's `n`: its values are shown padded to it.
+pub const CHAR_LENGTH: &str = "rivulet.char_length";
+
 /// A column type as declared in SQL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SqlType {
@@ -45,7 +48,7 @@ pub enum SqlType {
     },
     /// `CHAR(n)`, `CHARACTER(n)`, `bpchar` (`len` None: any length). Stored without its
     /// trailing blanks, which Postgres ignores in comparisons and drops when casting to text;
-    /// not padded back on output.
+    /// a column's values are padded back to `n` on output ([`CHAR_LENGTH`]).
     Char {
         len: Option<u32>,
     },
@@ -132,6 +135,17 @@ impl SqlType {
         let field = Field::new(name, self.arrow_type(), nullable);
         match self {
             SqlType::Jsonb => field.with_metadata([(PG_TYPE.into(), "jsonb".into())].into()),
+            SqlType::Varchar { .. } => {
+                field.with_metadata([(PG_TYPE.into(), "character varying".into())].into())
+            }
+            SqlType::Char { len } => {
+                let mut metadata = std::collections::HashMap::new();
+                metadata.insert(PG_TYPE.into(), "character".into());
+                if let Some(n) = len {
+                    metadata.insert(CHAR_LENGTH.into(), n.to_string());
+                }
+                field.with_metadata(metadata)
+            }
             _ => field,
         }
     }
@@ -141,6 +155,12 @@ impl SqlType {
     pub fn of_field(field: &Field) -> Option<Self> {
         match field.metadata().get(PG_TYPE).map(String::as_str) {
             Some("jsonb" | "json") if field.data_type().is_string() => Some(SqlType::Jsonb),
+            Some("character") if field.data_type().is_string() => Some(SqlType::Char {
+                len: field
+                    .metadata()
+                    .get(CHAR_LENGTH)
+                    .and_then(|n| n.parse().ok()),
+            }),
             _ => SqlType::from_arrow(field.data_type()),
         }
     }

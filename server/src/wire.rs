@@ -291,6 +291,7 @@ fn respond(outcome: Outcome, format: &Format) -> Result<Response, SqlError> {
             let rows: Vec<PgWireResult<pgwire::messages::data::DataRow>> = batches
                 .into_iter()
                 .flat_map(|b: RecordBatch| {
+                    let b = crate::pg::wire_types::padded(&b).unwrap_or(b);
                     let text = |i: usize| fields[i].format() == FieldFormat::Text;
                     match crate::text_out::postgres_text(b, text) {
                         Ok(b) => encode_rows(&fields, &b),

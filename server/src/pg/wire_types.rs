@@ -11,6 +11,7 @@
 //! | `character varying` | string | the text | the text                     |
 //! | `jsonb`    | string | the text    | version byte 1, then the text       |
 //! | `json`     | string | the text    | the text                            |
+//! | `character`| string | padded to n | padded to n ([`padded`])            |
 //! | `regclass` | int32  | (oid)       | (oid: sent as `oid`, see `names`)    |
 //!
 //! `"char"` columns use `arrow-pg`'s own marker (`pg.char`), which also encodes them.
@@ -18,8 +19,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
@@ -45,6 +47,7 @@ const NAMES: &[(Type, &str)] = &[
     (Type::FLOAT8, "double precision"),
     (Type::TEXT, "text"),
     (Type::VARCHAR, "character varying"),
+    (Type::BPCHAR, "character"),
     (Type::NAME, "name"),
     (Type::CHAR, "\"char\""),
     (Type::BYTEA, "bytea"),
@@ -166,8 +169,47 @@ pub fn declared(field: &Field) -> Option<Type> {
         "character varying" => Some(Type::VARCHAR),
         "jsonb" => Some(Type::JSONB),
         "json" => Some(Type::JSON),
+        "character" => Some(Type::BPCHAR),
         _ => None,
     }
+}
+
+/// `batch` with its `character(n)` columns padded with blanks to `n` characters, as Postgres
+/// shows them (they are stored without their trailing blanks); `None` if it has none.
+pub fn padded(batch: &RecordBatch) -> Option<RecordBatch> {
+    use rivulet_planner::types::CHAR_LENGTH;
+    let schema = batch.schema();
+    let lengths: Vec<Option<usize>> = schema
+        .fields()
+        .iter()
+        .map(|f| f.metadata().get(CHAR_LENGTH).and_then(|n| n.parse().ok()))
+        .collect();
+    if lengths.iter().all(Option::is_none) {
+        return None;
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(&lengths)
+        .map(|(column, n)| match n {
+            Some(n) if column.data_type().is_string() => {
+                let padded: StringArray = (0..column.len())
+                    .map(|row| text_at(column.as_ref(), row).map(|s| format!("{s:<n$}")))
+                    .collect();
+                Arc::new(padded) as ArrayRef
+            }
+            _ => Arc::clone(column),
+        })
+        .collect();
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .zip(&columns)
+        .map(|(f, c): (&FieldRef, &ArrayRef)| {
+            f.as_ref().clone().with_data_type(c.data_type().clone())
+        })
+        .collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).ok()
 }
 
 /// Encodes the value at `row` of `array`, a column the client was told is of type `t`, where

@@ -8,6 +8,8 @@ INSERT INTO t VALUES (2, -2, -20, 3000000000, -3.75, 10, -1.25, 2.25, 'Hello Wor
 INSERT INTO t VALUES (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
 CREATE TABLE tj (id int, j jsonb)
 INSERT INTO tj VALUES (1, '{"a": {"b": [1, 2]}, "s": "x"}')
+CREATE TABLE tc (c char(4), v varchar(4))
+INSERT INTO tc VALUES ('ab', 'ab')
 -- queries
 -- Literals and their types.
 SELECT 1
@@ -101,6 +103,7 @@ SELECT ARRAY[1, 2, 3], array_length(ARRAY[1, 2, 3], 1), (ARRAY['a', 'b'])[2], ca
 -- JSON.
 SELECT '{"a": {"b": [1, 2]}, "s": "x"}'::jsonb -> 'a', '{"s": "x"}'::jsonb ->> 's', '{"a": [1, 2]}'::jsonb #>> '{a,1}'
 SELECT j, j -> 'a', j ->> 's', j #> '{a,b}', j #>> '{a,b,0}' FROM tj
+SELECT c, v, c || '|', length(c), pg_typeof(c), c = 'ab  ' FROM tc
 SELECT jsonb_array_length('[1, 2, 3]'::jsonb), '{"a": 1}'::jsonb ? 'a', jsonb_extract_path_text('{"a": {"b": 3}}'::jsonb, 'a', 'b')
 -- Session and catalog.
 SELECT current_user = session_user, current_schema(), current_setting('DateStyle'), current_setting('TimeZone')
