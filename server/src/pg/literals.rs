@@ -11,6 +11,9 @@
 //!   date, a time or an interval it is left to DataFusion: Postgres picks among several
 //!   operators there (`ts + '1 day'` is an interval).
 //!
+//! - compared with a `character(n)` column, its trailing blanks do not count (`c = 'ab  '`), as
+//!   the column's own do not.
+//!
 //! DataFusion already casts a literal compared with a number or a date to its type.
 
 use datafusion::arrow::datatypes::DataType;
@@ -68,6 +71,25 @@ impl ExprPlanner for UnknownLiterals {
         if !matches!(expr.op, Eq | NotEq | Lt | LtEq | Gt | GtEq) {
             return Ok(PlannerResult::Original(expr));
         }
+        let character = |e: &Expr| {
+            e.to_field(schema).is_ok_and(|(_, f)| {
+                f.metadata()
+                    .get(super::wire_types::PG_TYPE)
+                    .map(String::as_str)
+                    == Some("character")
+            })
+        };
+        if character(&expr.left)
+            && let Some(right) = without_trailing_blanks(&expr.right)
+        {
+            expr.right = right;
+            return Ok(PlannerResult::Original(expr));
+        } else if character(&expr.right)
+            && let Some(left) = without_trailing_blanks(&expr.left)
+        {
+            expr.left = left;
+            return Ok(PlannerResult::Original(expr));
+        }
         let boolean = |e: &Expr| matches!(e.get_type(schema), Ok(DataType::Boolean));
         if boolean(&expr.left)
             && let Some(right) = as_bool(&expr.right)
@@ -81,6 +103,15 @@ impl ExprPlanner for UnknownLiterals {
         // Planned as usual, now that both sides are booleans.
         Ok(PlannerResult::Original(expr))
     }
+}
+
+/// `e`, a quoted literal, without its trailing blanks, as `character(n)` compares it (its
+/// column's values are stored without theirs); `None` for anything else.
+fn without_trailing_blanks(e: &Expr) -> Option<Expr> {
+    let Expr::Literal(ScalarValue::Utf8(Some(text)), _) = e else {
+        return None;
+    };
+    Some(lit(text.trim_end_matches(' ').to_string()))
 }
 
 /// `e`, a quoted literal, cast to the type Postgres resolves it to in arithmetic with `other`, a
