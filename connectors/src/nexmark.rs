@@ -10,6 +10,10 @@
 //!   `'nexmark.events.num'` / `nexmark.event.num` (total events; default unbounded);
 //! - `'nexmark.event-time.events-per-second'`: how fast event time runs, when it should differ
 //!   from the generation rate (a benchmark generates 10 minutes of event time as fast as it can);
+//! - `'nexmark.base-time-ms'` (milliseconds since 1970): the time of event 0. The server sets it
+//!   to the table's creation time when it is not given, so tables created one after the other
+//!   have timelines apart by the time between them; tables joined on time (a bid within its
+//!   auction's lifetime, persons and auctions in one window) share one by giving the same value;
 //! - `'nexmark.max-out-of-orderness'` (milliseconds, default 0): each event's time is moved back
 //!   by a seeded random amount up to this, so event time is out of order as in real streams;
 //! - columns are matched by name: bid `auction, bidder, price, channel, url, date_time, extra`;
