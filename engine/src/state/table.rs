@@ -550,6 +550,31 @@ impl StateTable {
         self.write(kg, key, None);
     }
 
+    /// [`StateTable::put`] of a key that has never been written or read: a new, unique key
+    /// (a join row's sequence). Nothing in memory is searched for an older value, so the write
+    /// costs one insertion.
+    pub fn insert_new(&mut self, kg: u16, key: &[u8], value: &[u8]) {
+        debug_assert!(self.key_groups.contains(&kg), "key group {kg} not owned");
+        set_key(&mut self.scratch, kg, key);
+        let key = self.scratch.as_slice();
+        debug_assert!(
+            lookup_pending(&self.dirty, &self.flushed, key).is_none()
+                && !self.cache.contains_key(key),
+            "a new key is known already"
+        );
+        self.stored_bytes += (key.len() + value.len()) as i64;
+        self.dirty.bytes += entry_bytes(key, Some(value));
+        self.dirty.points.insert(key.to_vec(), Some(value.to_vec()));
+    }
+
+    /// [`StateTable::insert_new`] of a value written at time `now` (see
+    /// [`StateTable::put_at`]).
+    pub fn insert_new_at(&mut self, kg: u16, key: &[u8], value: &[u8], now: u64) {
+        self.write_timed(value, now, |table, stored| {
+            table.insert_new(kg, key, stored)
+        });
+    }
+
     /// [`StateTable::put`] of a key whose current value the caller knows (`before`: its
     /// length, `None` if absent): the search of the flushed layers for the old value's size
     /// (for [`StateTable::bytes`]) is spared. An operator that keeps its state decoded in
@@ -800,6 +825,8 @@ impl StateTable {
             return;
         }
         let layer = std::mem::take(&mut self.dirty);
+        let writes = layer.points.len();
+        batch.reserve_exact(layer.bytes + writes * self.prefix.len(), writes);
         // Range deletes first: each of the layer's puts is newer than the ranges covering it.
         for (start, end) in layer.ranges.iter() {
             let end = match end {
@@ -916,11 +943,16 @@ impl StateTable {
     /// Sets `key` in key group `kg` to `value` written at time `now` (see
     /// [`StateTable::with_ttl`]).
     pub fn put_at(&mut self, kg: u16, key: &[u8], value: &[u8], now: u64) {
+        self.write_timed(value, now, |table, stored| table.put(kg, key, stored));
+    }
+
+    /// Calls `write` with `value` behind its write time `now`, in a buffer kept across calls.
+    fn write_timed(&mut self, value: &[u8], now: u64, write: impl FnOnce(&mut Self, &[u8])) {
         let mut stored = std::mem::take(&mut self.value_buf);
         stored.clear();
         stored.extend_from_slice(&now.to_be_bytes());
         stored.extend_from_slice(value);
-        self.put(kg, key, &stored);
+        write(self, &stored);
         self.value_buf = stored;
     }
 

@@ -262,7 +262,8 @@ pub(super) fn lower_join(ctx: &StreamContext<'_>, b: &mut Builder, join: &Join) 
             }
             None => {
                 let op =
-                    HashJoin::try_new(kind, left_side, right_side, null_equal, filter, schema)?;
+                    HashJoin::try_new(kind, left_side, right_side, null_equal, filter, schema)?
+                        .with_append_only([left.append_only, right.append_only]);
                 let op = match ctx.state_ttl {
                     Some(ttl) => op.with_state_ttl(ttl),
                     None => op,

@@ -28,6 +28,14 @@
 //! unbounded (as in Flink without a state TTL): every row stays until deleted, unless the join
 //! has a state TTL ([`HashJoin::with_state_ttl`]).
 //!
+//! **Append-only sides.** A side the planner knows only inserts into (a file, a generator, an
+//! append-only Kafka table; see [`HashJoin::with_append_only`]) never retracts a row, so its
+//! rows need no count: each is stored under its own key, the join key, then a *sequence* (the
+//! epoch it was written after and its number within it, unique across restarts and rescaling
+//! since every instance writes only its own key groups), then the row. Storing a row is then a
+//! blind write, with no read of its current count: RisingWave gives such rows a row id for the
+//! same reason. The value keeps the count (1) and degree as on other sides.
+//!
 //! **Emission.** Every change is emitted as it is processed (emit on update); there is no
 //! watermark logic, nothing is late, and the output watermark is the smaller of the inputs'.
 
@@ -174,6 +182,9 @@ impl Side {
 struct Match {
     /// Its key in the state table (after the key group).
     key: Vec<u8>,
+    /// Where the row's encoding starts in `key`: after the join key, and after the sequence on
+    /// an append-only side.
+    row_at: usize,
     count: i64,
     degree: i64,
     /// Its degree changed in this batch.
@@ -181,14 +192,18 @@ struct Match {
 }
 
 impl Match {
-    /// The row's encoding: the state key after the length-prefixed join key.
+    /// The row's encoding.
     fn row(&self) -> &[u8] {
-        self.key.get(key_len(&self.key)..).unwrap_or_default()
+        self.key.get(self.row_at..).unwrap_or_default()
     }
 }
 
 /// A row's join key as stored: its length (u32, big endian), then its [`RowCodec`] encoding.
 type JoinKey = Vec<u8>;
+
+/// Bytes of the sequence between the join key and the row on an append-only side: the epoch
+/// (u64) and the number within it (u32), big endian.
+const SEQUENCE_BYTES: usize = 12;
 
 /// A side's own columns of one row, in [`RowCodec`]'s encoding.
 type EncodedRow = Vec<u8>;
@@ -414,6 +429,12 @@ pub struct HashJoin {
     ttl: Option<Duration>,
     /// The time in seconds, when a test sets it; the system clock otherwise.
     clock: Option<u64>,
+    /// Per side: it only inserts, and its rows are stored with a sequence, not a count (see the
+    /// module documentation).
+    append_only: [bool; 2],
+    /// The sequence of the next row stored on an append-only side: the epoch this instance last
+    /// checkpointed (the job's committed one after a restore) and the rows stored since.
+    sequence: (u64, u32),
 }
 
 /// State entries a join with a state TTL visits per table at each checkpoint to delete the
@@ -518,7 +539,17 @@ impl HashJoin {
             pending: None,
             ttl: None,
             clock: None,
+            append_only: [false; 2],
+            sequence: (0, 0),
         })
+    }
+
+    /// Marks the sides that only insert (`[left, right]`), as the planner knows them: their rows
+    /// are stored without a count, so storing one reads nothing (see the module documentation).
+    /// A retraction arriving on such a side fails the job.
+    pub fn with_append_only(mut self, sides: [bool; 2]) -> Self {
+        self.append_only = sides;
+        self
     }
 
     /// Flink's state TTL (`table.exec.state.ttl`) for a regular join: a stored row that no
@@ -586,6 +617,12 @@ impl HashJoin {
             }
             let mut list = Vec::new();
             let mut expired = Vec::new();
+            let row_at = key.len()
+                + if self.append_only[o] {
+                    SEQUENCE_BYTES
+                } else {
+                    0
+                };
             let table = &tables[o];
             table.scan_prefix(kg, key, Direction::Forward, |k, v| {
                 let v = match now {
@@ -601,6 +638,7 @@ impl HashJoin {
                 let (count, degree) = parse_value(v)?;
                 list.push(Match {
                     key: k.to_vec(),
+                    row_at,
                     count,
                     degree,
                     dirty: false,
@@ -712,6 +750,8 @@ impl Operator for HashJoin {
             pending: None,
             ttl: self.ttl,
             clock: self.clock,
+            append_only: self.append_only,
+            sequence: (0, 0),
         }))
     }
 
@@ -724,7 +764,11 @@ impl Operator for HashJoin {
                 None => table,
             }
         };
-        self.tables = Some([table(b'l'), table(b'r')]);
+        let tables = [table(b'l'), table(b'r')];
+        // Entries of the committed state were all written after earlier checkpoints, so a
+        // sequence starting at the committed epoch is new.
+        self.sequence = (tables[0].committed_epoch(), 0);
+        self.tables = Some(tables);
         Ok(())
     }
 
@@ -828,8 +872,29 @@ impl Operator for HashJoin {
             // The row's own entry: its count, and its degree as of now.
             key.clear();
             key.extend_from_slice(keys[i].as_deref().unwrap_or_default());
-            key.extend_from_slice(&rows[i]);
             let kg = self.groups[i];
+            if self.append_only[s] {
+                if sign < 0 {
+                    return Err(EngineError::Internal(format!(
+                        "a retraction on the append-only {} input of a join",
+                        ["left", "right"][s]
+                    )));
+                }
+                let (epoch, n) = self.sequence;
+                key.extend_from_slice(&epoch.to_be_bytes());
+                key.extend_from_slice(&n.to_be_bytes());
+                self.sequence.1 = n.checked_add(1).ok_or_else(|| {
+                    EngineError::Internal("more than 2^32 join rows in one epoch".into())
+                })?;
+                key.extend_from_slice(&rows[i]);
+                let table = &mut tables[s];
+                match now {
+                    Some(now) => table.insert_new_at(kg, &key, &value(1, degree), now),
+                    None => table.insert_new(kg, &key, &value(1, degree)),
+                }
+                continue;
+            }
+            key.extend_from_slice(&rows[i]);
             let count = read_entry(&mut tables[s], kg, &key, now)?.map_or(0, |(c, _)| c) + sign;
             if count > 0 {
                 write_entry(&mut tables[s], kg, &key, count, degree, now);
@@ -872,6 +937,7 @@ impl Operator for HashJoin {
                 t.checkpoint(epoch, batch);
             }
         }
+        self.sequence = (epoch, 0);
         Ok(())
     }
 
@@ -891,6 +957,12 @@ impl Operator for HashJoin {
         );
         if self.null_equal {
             d.push_str(", NULLs equal");
+        }
+        match self.append_only {
+            [true, true] => d.push_str(", both sides append-only"),
+            [true, false] => d.push_str(", left append-only"),
+            [false, true] => d.push_str(", right append-only"),
+            [false, false] => {}
         }
         if let Some(f) = &self.filter {
             d.push_str(&format!(", filter {f}"));
