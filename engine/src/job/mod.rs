@@ -374,7 +374,7 @@ impl Shared {
     ) {
         let mut epochs = self.epochs.lock();
         let c = epochs.entry(epoch).or_default();
-        c.batch.append(batch);
+        c.batch.merge_disjoint(batch);
         c.late.extend(late);
         if let Some(p) = position {
             c.positions.push((p.index, p.seq));

@@ -95,15 +95,24 @@ impl StateBatch {
         self.push(DELETE_RANGE, &[start, end.unwrap_or(&[0xffu8; 64][..])]);
     }
 
-    /// Adds `other`'s writes, after this batch's; the caller knows that the two batches write
-    /// disjoint keys (each operator its own prefix), so the larger one is kept and the smaller
-    /// copied into it, whatever their order.
-    pub fn append(&mut self, mut other: StateBatch) {
+    /// Appends `other`'s writes after this batch's own.
+    pub fn append(&mut self, other: StateBatch) {
+        if self.buf.is_empty() {
+            *self = other;
+        } else {
+            self.buf.extend_from_slice(&other.buf);
+            self.len += other.len;
+        }
+    }
+
+    /// Adds the writes of `other`, a batch that writes none of this batch's keys (another
+    /// task's operators, each under its own prefix), in either order: the larger batch is kept
+    /// and the smaller copied into it.
+    pub fn merge_disjoint(&mut self, mut other: StateBatch) {
         if other.buf.len() > self.buf.len() {
             std::mem::swap(self, &mut other);
         }
-        self.buf.extend_from_slice(&other.buf);
-        self.len += other.len;
+        self.append(other);
     }
 
     /// Number of writes in the batch.
