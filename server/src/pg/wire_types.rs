@@ -12,9 +12,11 @@
 //! | `jsonb`    | string | the text    | version byte 1, then the text       |
 //! | `json`     | string | the text    | the text                            |
 //! | `character`| string | padded to n | padded to n ([`padded`])            |
+//! | `"char"`   | string | the text    | its first byte (0 if empty)         |
 //! | `regclass` | int32  | (oid)       | (oid: sent as `oid`, see `names`)    |
 //!
-//! `"char"` columns use `arrow-pg`'s own marker (`pg.char`), which also encodes them.
+//! `arrow-pg`'s own `"char"` marker (`pg.char`) is not used: its binary encoding fails on an empty
+//! code.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -151,6 +153,45 @@ impl ScalarUDFImpl for PgTypeof {
     }
 }
 
+/// `udf` with its result declared of Postgres' type `pg_type` (one of [`NAMES`]):
+/// `current_user` and `current_schema()` are `name`s.
+pub fn returning(udf: ScalarUDF, pg_type: &'static str) -> ScalarUDF {
+    ScalarUDF::new_from_impl(Returning { udf, pg_type })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Returning {
+    udf: ScalarUDF,
+    pg_type: &'static str,
+}
+
+impl ScalarUDFImpl for Returning {
+    fn name(&self) -> &str {
+        self.udf.name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.udf.aliases()
+    }
+
+    fn signature(&self) -> &Signature {
+        self.udf.signature()
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.udf.return_type(arg_types)
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let field = self.udf.return_field_from_args(args)?;
+        Ok(Arc::new(declare(field.as_ref().clone(), self.pg_type)))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        self.udf.invoke_with_args(args)
+    }
+}
+
 /// `field` declared to hold Postgres' type `name` (one of [`NAMES`]).
 pub fn declare(field: Field, name: &str) -> Field {
     let mut metadata = field.metadata().clone();
@@ -170,6 +211,7 @@ pub fn declared(field: &Field) -> Option<Type> {
         "jsonb" => Some(Type::JSONB),
         "json" => Some(Type::JSON),
         "character" => Some(Type::BPCHAR),
+        "\"char\"" => Some(Type::CHAR),
         _ => None,
     }
 }
@@ -223,7 +265,7 @@ pub fn encode(
     format: FieldFormat,
 ) -> Option<PgWireResult<()>> {
     if format == FieldFormat::Text
-        || !matches!(*t, Type::REGTYPE | Type::JSONB)
+        || !matches!(*t, Type::REGTYPE | Type::JSONB | Type::CHAR)
         || !array.data_type().is_string()
     {
         return None;
@@ -231,6 +273,9 @@ pub fn encode(
     let text = text_at(array, row);
     Some(if *t == Type::REGTYPE {
         encoder.encode_field(&text.map(|name| OIDS.get(name).copied().unwrap_or(0)))
+    } else if *t == Type::CHAR {
+        // One byte, 0 for an empty code (`attidentity` of a column that is no identity).
+        encoder.encode_field(&text.map(|c| c.bytes().next().unwrap_or(0) as i8))
     } else {
         // jsonb's binary form: its version, 1, then the text.
         let bytes = text.map(|s| {

@@ -10,6 +10,8 @@ CREATE TABLE tj (id int, j jsonb)
 INSERT INTO tj VALUES (1, '{"a": {"b": [1, 2]}, "s": "x"}')
 CREATE TABLE tc (c char(4), v varchar(4))
 INSERT INTO tc VALUES ('ab', 'ab')
+CREATE TABLE big (x numeric(38,0))
+INSERT INTO big VALUES (99999999999999999999999999999999999999), (99999999999999999999999999999999999999)
 -- queries
 -- Literals and their types.
 SELECT 1
@@ -33,6 +35,13 @@ SELECT -s, -i, -b, -n, abs(i), abs(n) FROM t ORDER BY id
 SELECT 1.25::numeric, 1.250::numeric, 2.5::numeric(10,2), 12345.678::numeric(10,1)
 SELECT 'NaN'::numeric
 SELECT '1e5'::numeric, '-0.000'::numeric
+SELECT 1000::numeric(3,0)
+SELECT 123.45::numeric(4,2)
+SELECT n::numeric(2,1) FROM t ORDER BY id
+SELECT 'Infinity'::float8::numeric
+SELECT sum(x) FROM big
+SELECT sum(x) FROM big GROUP BY x
+SELECT sum(x) FILTER (WHERE x < 0), sum(x - x), sum(x) FILTER (WHERE x > 0) FROM big
 SELECT u, n FROM t ORDER BY id
 SELECT sum(n), sum(u), avg(n), min(n), max(u) FROM t
 SELECT round(2.5), round(-2.5), round(1.2345, 2), trunc(1.999, 1), ceil(1.2), floor(-1.2)
@@ -113,6 +122,9 @@ SELECT typname, typlen FROM pg_type WHERE typname IN ('int4', 'int8', 'numeric',
 SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 't'::regclass AND attnum > 0 ORDER BY attnum
 SELECT column_name, data_type, numeric_precision, numeric_scale, is_nullable FROM information_schema.columns WHERE table_name = 't' ORDER BY ordinal_position
 SELECT relname, relkind FROM pg_class WHERE relname = 't'
+SELECT nspname, current_schema(), pg_typeof(current_user), pg_typeof(current_database()), pg_typeof(current_catalog) FROM pg_namespace WHERE nspname = 'public'
+SELECT attname, attidentity, attgenerated FROM pg_attribute WHERE attrelid = 't'::regclass AND attnum = 1
+SELECT typname, typtype, typcategory FROM pg_type WHERE typname = 'int4'
 SELECT pg_catalog.format_type(23, NULL), pg_catalog.format_type(1700, 655366)
 SELECT has_table_privilege('t', 'SELECT'), pg_table_is_visible('t'::regclass)
 SELECT count(*) > 0 FROM pg_catalog.pg_namespace WHERE nspname IN ('pg_catalog', 'public', 'information_schema')
