@@ -24,6 +24,7 @@ use std::sync::{Arc, LazyLock};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ParamValues;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
@@ -31,6 +32,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::scalar::ScalarValue;
 use pgwire::api::Type;
+use pgwire::api::portal::Portal;
 use pgwire::api::results::{DataRowEncoder, FieldFormat};
 use pgwire::error::PgWireResult;
 
@@ -286,6 +288,31 @@ pub fn encode(
         });
         encoder.encode_field(&bytes.as_deref())
     })
+}
+
+/// `values` with each binary `jsonb` parameter's text without the version byte (1) that
+/// Postgres' binary form puts before it. A parameter is `jsonb` as the client declared it at
+/// Parse, else as Describe told it (`described`).
+pub fn jsonb_parameters<S>(
+    values: &mut ParamValues,
+    portal: &Portal<S>,
+    described: &[Option<Type>],
+) {
+    let ParamValues::List(list) = values else {
+        return;
+    };
+    for (i, value) in list.iter_mut().enumerate() {
+        let declared = portal.statement.parameter_types.get(i).cloned().flatten();
+        let t = declared.or_else(|| described.get(i).cloned().flatten());
+        if t != Some(Type::JSONB) || !portal.parameter_format.is_binary(i) {
+            continue;
+        }
+        if let ScalarValue::Utf8(Some(text)) = value.value()
+            && let Some(json) = text.strip_prefix('\u{1}')
+        {
+            *value = ScalarValue::Utf8(Some(json.to_string())).into();
+        }
+    }
 }
 
 fn text_at(array: &dyn Array, row: usize) -> Option<&str> {
