@@ -675,6 +675,7 @@ fn pg_attribute_type(t: &SqlType) -> (i32, i32, i16) {
         SqlType::Interval => (1186, -1, 16),
         SqlType::Bytea => (17, -1, -1),
         SqlType::Jsonb => (3802, -1, -1),
+        SqlType::Json => (114, -1, -1),
         SqlType::Array(_) => {
             let (element, typmod, _) = pg_attribute_type(t.element());
             (array_oid(element), typmod, -1)
@@ -702,6 +703,7 @@ fn array_oid(element: i32) -> i32 {
         1186 => 1187,
         17 => 1001,
         3802 => 3807,
+        114 => 199,
         // Not reached: every element type above has its array type.
         _ => 0,
     }
