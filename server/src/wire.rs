@@ -750,6 +750,7 @@ async fn describe(session: &mut Session, parsed: Parsed) -> Result<Prepared, Sql
             let ctx = session.context()?.clone();
             let stmt = session.spell_out_columns(stmt)?;
             let plan = plan_query(&ctx, &stmt).await?;
+            crate::pg::regclass::resolve_constants(&ctx, &plan).await?;
             let types = plan.get_parameter_types()?;
             let count = types
                 .keys()

@@ -6,8 +6,8 @@ CREATE TABLE t (id int, s smallint, i int, b bigint, n numeric(10,2), u numeric,
 INSERT INTO t VALUES (1, 1, 10, 100, 2.50, 1.25, 0.5, 1.5, 'abc', 'x', '2024-03-05', '2024-03-05 10:11:12.345678', '2024-03-05 10:11:12+00', '1 day 2 hours 3 minutes 4 seconds', true)
 INSERT INTO t VALUES (2, -2, -20, 3000000000, -3.75, 10, -1.25, 2.25, 'Hello World', 'yy', '2023-12-31', '2023-12-31 23:59:59', '2023-12-31 23:59:59+00', '-3 hours', false)
 INSERT INTO t VALUES (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
-CREATE TABLE tj (id int, j jsonb)
-INSERT INTO tj VALUES (1, '{"a": {"b": [1, 2]}, "s": "x"}')
+CREATE TABLE tj (id int, j jsonb, js json)
+INSERT INTO tj VALUES (1, '{"a": {"b": [1, 2]}, "s": "x"}', '{"a": {"b":  [1, 2]},  "s": "x"}')
 CREATE TABLE tc (c char(4), v varchar(4))
 INSERT INTO tc VALUES ('ab', 'ab')
 CREATE TABLE big (x numeric(38,0))
@@ -112,6 +112,7 @@ SELECT ARRAY[1, 2, 3], array_length(ARRAY[1, 2, 3], 1), (ARRAY['a', 'b'])[2], ca
 -- JSON.
 SELECT '{"a": {"b": [1, 2]}, "s": "x"}'::jsonb -> 'a', '{"s": "x"}'::jsonb ->> 's', '{"a": [1, 2]}'::jsonb #>> '{a,1}'
 SELECT j, j -> 'a', j ->> 's', j #> '{a,b}', j #>> '{a,b,0}' FROM tj
+SELECT js, js -> 'a', js ->> 's', js #> '{a,b}', pg_typeof(js), pg_typeof(js -> 'a') FROM tj
 SELECT c, v, c || '|', length(c), pg_typeof(c), c = 'ab  ' FROM tc
 SELECT jsonb_array_length('[1, 2, 3]'::jsonb), '{"a": 1}'::jsonb ? 'a', jsonb_extract_path_text('{"a": {"b": 3}}'::jsonb, 'a', 'b')
 -- Session and catalog.
