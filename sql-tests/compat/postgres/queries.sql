@@ -22,6 +22,7 @@ SELECT pg_typeof(1), pg_typeof(1.5), pg_typeof('a'), pg_typeof(1::int8), pg_type
 -- Arithmetic and its result types.
 SELECT 1 + 1, 7 / 2, 7 % 3, -7 / 2, -7 % 3, 2 * 3
 SELECT 7 / 2.0, 1 / 3.0, 10::numeric / 4
+SELECT -3.75 / 3, 3.0 / 3, 0.001 / 7, 123456789.123 / 7, 1.50::numeric(10,2) / 3, (-3.75 / 3) * 2
 SELECT 2147483647 + 1
 SELECT 9223372036854775807 + 1
 SELECT 1 / 0
