@@ -237,7 +237,8 @@ fn session_mut<'a>(
 }
 
 /// Encodes a batch's rows with `arrow-pg`, value by value, except NULL intervals, which its
-/// encoder does not check for (it would send `00:00:00`), decimals, whose display scale is their
+/// encoder does not check for (it would send `00:00:00`), timestamp differences (durations), whose
+/// days go apart from their time as in their text, decimals, whose display scale is their
 /// column's rule ([`crate::pg::numeric`]), and the columns whose declared type has a binary form
 /// of its own ([`crate::pg::wire_types`]).
 fn encode_rows(
@@ -254,6 +255,11 @@ fn encode_rows(
             let info = &fields[col];
             encoded = if array.is_null(row) && matches!(field.data_type(), DataType::Interval(_)) {
                 encoder.encode_field(&None::<i64>)
+            } else if matches!(field.data_type(), DataType::Duration(_))
+                && info.format() == FieldFormat::Binary
+            {
+                let bytes = crate::text_out::duration_binary(array.as_ref(), row);
+                encoder.encode_field(&bytes.as_ref().map(|b| b.as_slice()))
             } else if let Some(done) =
                 crate::pg::numeric::encode(&mut encoder, array, row, field, info.format())
             {

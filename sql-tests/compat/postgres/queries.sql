@@ -77,6 +77,7 @@ SELECT TIMESTAMPTZ '2024-03-05 10:11:12+02', INTERVAL '1 day', INTERVAL '90 minu
 SELECT d + 1, d - 1, d + INTERVAL '1 month', ts + iv, tz - INTERVAL '1 hour', ts - TIMESTAMP '2020-01-01' FROM t ORDER BY id
 SELECT '1 day 02:03:04'::interval, '-1 year -2 mons +3 days -04:05:06.5'::interval, '10:00'::interval, 'P1DT2H'::interval
 SELECT DATE '2024-03-05' - DATE '2024-01-01', TIMESTAMP '2024-03-05' - TIMESTAMP '2024-03-04 12:00'
+SELECT TIMESTAMP '2020-01-01' - ts, tz - TIMESTAMPTZ '2024-03-05 00:00:00+00' FROM t ORDER BY id
 SELECT INTERVAL '1 day' * 2, INTERVAL '1 hour' / 4, INTERVAL '1 day' + INTERVAL '3 hours', -INTERVAL '2 days'
 SELECT extract(year from ts), extract(month from ts), extract(day from ts), extract(hour from ts), extract(minute from ts), extract(second from ts) FROM t ORDER BY id
 SELECT extract(dow from d), extract(isodow from d), extract(doy from d), extract(week from d), extract(quarter from d), extract(epoch from ts) FROM t ORDER BY id
