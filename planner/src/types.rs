@@ -59,6 +59,9 @@ pub enum SqlType {
     TimestampTz,
     Interval,
     Bytea,
+    /// `JSON`: its text as written.
+    Json,
+    /// `JSONB`: stored as its text too (not normalized as Postgres' binary form).
     Jsonb,
     /// An array of the element type.
     Array(Box<SqlType>),
@@ -96,7 +99,8 @@ impl SqlType {
             D::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => SqlType::TimestampTz,
             D::Interval { .. } => SqlType::Interval,
             D::Bytea => SqlType::Bytea,
-            D::JSON | D::JSONB => SqlType::Jsonb,
+            D::JSON => SqlType::Json,
+            D::JSONB => SqlType::Jsonb,
             D::Array(
                 ast::ArrayElemTypeDef::SquareBracket(elem, _)
                 | ast::ArrayElemTypeDef::AngleBracket(elem)
@@ -118,7 +122,8 @@ impl SqlType {
                     "float4" => SqlType::Real,
                     "float8" => SqlType::Double,
                     "bool" => SqlType::Boolean,
-                    "jsonb" | "json" => SqlType::Jsonb,
+                    "jsonb" => SqlType::Jsonb,
+                    "json" => SqlType::Json,
                     "varchar" => SqlType::Varchar { max_len: None },
                     "bpchar" => SqlType::Char { len: None },
                     "string" => SqlType::Text,
@@ -135,6 +140,7 @@ impl SqlType {
         let field = Field::new(name, self.arrow_type(), nullable);
         match self {
             SqlType::Jsonb => field.with_metadata([(PG_TYPE.into(), "jsonb".into())].into()),
+            SqlType::Json => field.with_metadata([(PG_TYPE.into(), "json".into())].into()),
             SqlType::Varchar { .. } => {
                 field.with_metadata([(PG_TYPE.into(), "character varying".into())].into())
             }
@@ -154,7 +160,8 @@ impl SqlType {
     /// the Postgres type its metadata names.
     pub fn of_field(field: &Field) -> Option<Self> {
         match field.metadata().get(PG_TYPE).map(String::as_str) {
-            Some("jsonb" | "json") if field.data_type().is_string() => Some(SqlType::Jsonb),
+            Some("jsonb") if field.data_type().is_string() => Some(SqlType::Jsonb),
+            Some("json") if field.data_type().is_string() => Some(SqlType::Json),
             Some("character") if field.data_type().is_string() => Some(SqlType::Char {
                 len: field
                     .metadata()
@@ -207,9 +214,11 @@ impl SqlType {
             SqlType::Real => DataType::Float32,
             SqlType::Double => DataType::Float64,
             SqlType::Numeric { precision, scale } => DataType::Decimal128(*precision, *scale),
-            SqlType::Varchar { .. } | SqlType::Char { .. } | SqlType::Text | SqlType::Jsonb => {
-                DataType::Utf8
-            }
+            SqlType::Varchar { .. }
+            | SqlType::Char { .. }
+            | SqlType::Text
+            | SqlType::Json
+            | SqlType::Jsonb => DataType::Utf8,
             SqlType::Date => DataType::Date32,
             SqlType::Time => DataType::Time64(TimeUnit::Microsecond),
             SqlType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
@@ -254,6 +263,7 @@ impl SqlType {
             SqlType::Interval => "interval".into(),
             SqlType::Bytea => "bytea".into(),
             SqlType::Jsonb => "jsonb".into(),
+            SqlType::Json => "json".into(),
             // Postgres names an array of any dimension by its element: `integer[]`.
             SqlType::Array(_) => format!("{}[]", self.element().pg_name()),
         }

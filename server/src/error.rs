@@ -234,6 +234,11 @@ fn from_engine(e: &EngineError) -> SqlError {
 
 fn from_arrow(e: &ArrowError) -> SqlError {
     use sqlstate::*;
+    if let ArrowError::CastError(m) | ArrowError::InvalidArgumentError(m) = e
+        && let Some(overflow) = numeric_overflow(m)
+    {
+        return overflow;
+    }
     match e {
         // A number that does not fit the target type: Postgres' "smallint out of range".
         ArrowError::CastError(m) if m.contains("Can't cast value") => {
@@ -340,19 +345,87 @@ fn numeric_input(m: &str) -> Option<SqlError> {
     }
     let special = ["nan", "infinity", "-infinity", "+infinity", "inf", "-inf"];
     Some(if special.contains(&text.trim().to_lowercase().as_str()) {
-        SqlError::new(
-            FEATURE_NOT_SUPPORTED,
-            format!("numeric value \"{text}\" is not supported"),
-        )
-        .with_hint(
-            "NUMERIC is a 128-bit decimal here, without NaN or Infinity; double precision has \
-             them.",
-        )
+        no_special_numeric(text)
+    } else if text.trim().parse::<f64>().is_ok_and(f64::is_finite) {
+        // A number, too large for the target: its type is in `tail`.
+        match decimal_type(tail) {
+            Some((p, s)) if (p, s) != (38, 10) => field_overflow(p, s),
+            _ => too_large(),
+        }
     } else {
         SqlError::new(
             INVALID_TEXT_REPRESENTATION,
             format!("invalid input syntax for type numeric: \"{text}\""),
         )
+    })
+}
+
+/// Postgres' NaN and infinities, which this NUMERIC (a 128-bit decimal) cannot hold.
+fn no_special_numeric(text: &str) -> SqlError {
+    SqlError::new(
+        sqlstate::FEATURE_NOT_SUPPORTED,
+        format!("numeric value \"{text}\" is not supported"),
+    )
+    .with_hint(
+        "NUMERIC is a 128-bit decimal here, without NaN or Infinity; double precision has them.",
+    )
+}
+
+/// A number beyond an unconstrained NUMERIC's 38 digits (Postgres: beyond its format's limits).
+fn too_large() -> SqlError {
+    SqlError::new(
+        sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+        "value overflows numeric format",
+    )
+    .with_hint("NUMERIC holds up to 38 digits here.")
+}
+
+/// A number too large for `numeric(precision, scale)`, in Postgres' words.
+fn field_overflow(precision: u32, scale: u32) -> SqlError {
+    let integer_digits = precision.saturating_sub(scale);
+    let bound = match integer_digits {
+        0 => "1".to_string(),
+        d => format!("10^{d}"),
+    };
+    SqlError::new(
+        sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+        "numeric field overflow",
+    )
+    .with_detail(format!(
+        "A field with precision {precision}, scale {scale} must round to an absolute value \
+             less than {bound}."
+    ))
+}
+
+/// Precision and scale of the first `Decimal128(p, s)` in `m`.
+fn decimal_type(m: &str) -> Option<(u32, u32)> {
+    let args = m.split_once("Decimal128(")?.1.split_once(')')?.0;
+    let (p, s) = args.split_once(',')?;
+    Some((p.trim().parse().ok()?, s.trim().parse().ok()?))
+}
+
+/// Arrow's and DataFusion's words for a value too large for its decimal type: "1000.5 is too
+/// large to store in a Decimal128 of precision 4. Max is 999.9" (a cast, an INSERT), "Cannot
+/// cast to Decimal128(38, 10). Overflowing on 1e38" (a float or a wider decimal); NaN and the
+/// infinities of a float arrive the same way.
+fn numeric_overflow(m: &str) -> Option<SqlError> {
+    if let Some((_, rest)) = m.split_once("is too large to store in a Decimal128 of precision ") {
+        let (precision, max) = rest.split_once(". Max is ")?;
+        let precision = precision.trim().parse().ok()?;
+        let max = max.split_whitespace().next()?;
+        let scale = max.split_once('.').map_or(0, |(_, f)| f.len());
+        return Some(field_overflow(precision, u32::try_from(scale).ok()?));
+    }
+    let (head, value) = m.split_once("Overflowing on ")?;
+    let (p, s) = decimal_type(head)?;
+    let value = value.split_whitespace().next().unwrap_or_default();
+    let special = ["nan", "inf", "-inf", "infinity", "-infinity"];
+    Some(if special.contains(&value.to_lowercase().as_str()) {
+        no_special_numeric(value)
+    } else if (p, s) == (38, 10) {
+        too_large()
+    } else {
+        field_overflow(p, s)
     })
 }
 
@@ -598,6 +671,9 @@ fn from_execution_message(m: &str) -> SqlError {
     if has("divide by zero") || has("division by zero") {
         return SqlError::new(DIVISION_BY_ZERO, "division by zero");
     }
+    if let Some(e) = numeric_overflow(&m) {
+        return e;
+    }
     if has("can't cast value") {
         return SqlError::new(NUMERIC_VALUE_OUT_OF_RANGE, m);
     }
@@ -651,6 +727,40 @@ mod tests {
         // DataFusion's internal errors are shapes it cannot run, not Rivulet's bugs.
         let e = SqlError::from(DataFusionError::Internal("x".into()));
         assert_eq!(e.code, sqlstate::FEATURE_NOT_SUPPORTED);
+        let e = SqlError::from(DataFusionError::ArrowError(
+            Box::new(ArrowError::InvalidArgumentError(
+                "1000.5 is too large to store in a Decimal128 of precision 4. Max is 999.9".into(),
+            )),
+            None,
+        ));
+        assert_eq!(
+            (e.code, e.message.as_str(), e.detail.as_deref()),
+            (
+                sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                "numeric field overflow",
+                Some(
+                    "A field with precision 4, scale 1 must round to an absolute value less \
+                     than 10^3."
+                )
+            )
+        );
+        let e = SqlError::from(DataFusionError::Execution(
+            "Cannot cast to Decimal128(38, 10). Overflowing on NaN".into(),
+        ));
+        assert_eq!(e.code, sqlstate::FEATURE_NOT_SUPPORTED);
+        let e = SqlError::from(DataFusionError::ArrowError(
+            Box::new(ArrowError::CastError(
+                "Cannot cast string '1e40' to value of Decimal128(38, 10) type".into(),
+            )),
+            None,
+        ));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                "value overflows numeric format"
+            )
+        );
         let e = SqlError::from(DataFusionError::ResourcesExhausted("no room".into()));
         assert_eq!(
             (e.code, e.message.as_str()),

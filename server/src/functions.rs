@@ -20,10 +20,12 @@ pub fn register(ctx: &SessionContext, user: &str, database: &str) {
         env!("CARGO_PKG_VERSION")
     );
     ctx.register_udf(constant("version", version));
-    ctx.register_udf(constant("current_user", user.to_string()));
+    let name =
+        |f, value: &str| crate::pg::wire_types::returning(constant(f, value.to_string()), "name");
+    ctx.register_udf(name("current_user", user));
     // No roles to switch to: the session's user is the current one.
-    ctx.register_udf(constant("session_user", user.to_string()));
-    ctx.register_udf(constant("current_catalog", database.to_string()));
+    ctx.register_udf(name("session_user", user));
+    ctx.register_udf(name("current_catalog", database));
     for udf in rivulet_planner::window::udfs() {
         ctx.register_udf(udf);
     }
@@ -33,6 +35,7 @@ pub fn register(ctx: &SessionContext, user: &str, database: &str) {
     for udf in rivulet_planner::computed::udfs() {
         ctx.register_udf(udf);
     }
+    ctx.register_udaf(crate::pg::sum::udaf());
     ctx.register_udf(crate::pg::extract::udf());
     ctx.register_udf(crate::pg::date_trunc::udf());
     ctx.register_udf(crate::pg::at_time_zone::udf());

@@ -19,12 +19,14 @@ use crate::error::{SqlError, sqlstate};
 use crate::interrupt::Interrupt;
 use crate::provider::{Reads, SessionCatalogs};
 
-/// The Postgres version Rivulet reports (`server_version`, `version()`). Its catalog answers
-/// what clients of a 16 server ask (`pg_collation.colliculocale`, psql's queries for 16).
-pub const SERVER_VERSION: &str = "16.6";
+/// The Postgres version Rivulet reports (`server_version`, `version()`), the one its types and
+/// results are compared with (`sql-tests/compat/postgres`). Clients choose their catalog queries
+/// by it: its catalog answers what they ask an 18 server (`pg_database.datlocale`, psql's
+/// not-null constraints), and still what they asked a 16 one (`colliculocale`).
+pub const SERVER_VERSION: &str = "18.6";
 
 /// [`SERVER_VERSION`] as `server_version_num` (major * 10000 + minor), which clients compare.
-pub const SERVER_VERSION_NUM: &str = "160006";
+pub const SERVER_VERSION_NUM: &str = "180006";
 
 /// What every session shares.
 #[derive(Debug)]

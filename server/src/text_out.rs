@@ -14,7 +14,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Datelike, Offset, TimeZone, Timelike};
 use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{
-    ArrayRef, AsArray, IntervalMonthDayNanoArray, LargeListArray, ListArray, StringBuilder,
+    Array, ArrayRef, AsArray, IntervalMonthDayNanoArray, LargeListArray, ListArray, StringBuilder,
     TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::cast;
@@ -290,6 +290,41 @@ fn durations(column: &ArrayRef) -> Result<ArrayRef, ArrowError> {
         }
     }
     Ok(Arc::new(out.finish()))
+}
+
+/// The value at `row` of a timestamp difference (Arrow's duration) in Postgres' binary
+/// interval form, its days split out as [`durations`] prints them: microseconds, days, months.
+/// `None` for a NULL or a column that is no duration.
+pub fn duration_binary(column: &dyn Array, row: usize) -> Option<[u8; 16]> {
+    use datafusion::arrow::datatypes::{
+        DurationMillisecondType, DurationNanosecondType, DurationSecondType,
+    };
+    const DAY: i64 = 86_400_000_000;
+    if column.is_null(row) {
+        return None;
+    }
+    let us = match column.data_type() {
+        DataType::Duration(TimeUnit::Second) => column
+            .as_primitive::<DurationSecondType>()
+            .value(row)
+            .checked_mul(1_000_000)?,
+        DataType::Duration(TimeUnit::Millisecond) => column
+            .as_primitive::<DurationMillisecondType>()
+            .value(row)
+            .checked_mul(1_000)?,
+        DataType::Duration(TimeUnit::Microsecond) => {
+            column.as_primitive::<DurationMicrosecondType>().value(row)
+        }
+        DataType::Duration(TimeUnit::Nanosecond) => {
+            column.as_primitive::<DurationNanosecondType>().value(row) / 1_000
+        }
+        _ => return None,
+    };
+    let days = i32::try_from(us / DAY).unwrap_or(i32::MAX);
+    let mut out = [0_u8; 16];
+    out[..8].copy_from_slice(&(us % DAY).to_be_bytes());
+    out[8..12].copy_from_slice(&days.to_be_bytes());
+    Some(out)
 }
 
 fn intervals(column: &ArrayRef) -> Result<ArrayRef, ArrowError> {

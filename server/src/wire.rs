@@ -237,7 +237,8 @@ fn session_mut<'a>(
 }
 
 /// Encodes a batch's rows with `arrow-pg`, value by value, except NULL intervals, which its
-/// encoder does not check for (it would send `00:00:00`), decimals, whose display scale is their
+/// encoder does not check for (it would send `00:00:00`), timestamp differences (durations), whose
+/// days go apart from their time as in their text, decimals, whose display scale is their
 /// column's rule ([`crate::pg::numeric`]), and the columns whose declared type has a binary form
 /// of its own ([`crate::pg::wire_types`]).
 fn encode_rows(
@@ -254,6 +255,11 @@ fn encode_rows(
             let info = &fields[col];
             encoded = if array.is_null(row) && matches!(field.data_type(), DataType::Interval(_)) {
                 encoder.encode_field(&None::<i64>)
+            } else if matches!(field.data_type(), DataType::Duration(_))
+                && info.format() == FieldFormat::Binary
+            {
+                let bytes = crate::text_out::duration_binary(array.as_ref(), row);
+                encoder.encode_field(&bytes.as_ref().map(|b| b.as_slice()))
             } else if let Some(done) =
                 crate::pg::numeric::encode(&mut encoder, array, row, field, info.format())
             {
@@ -750,6 +756,7 @@ async fn describe(session: &mut Session, parsed: Parsed) -> Result<Prepared, Sql
             let ctx = session.context()?.clone();
             let stmt = session.spell_out_columns(stmt)?;
             let plan = plan_query(&ctx, &stmt).await?;
+            crate::pg::regclass::resolve_constants(&ctx, &plan).await?;
             let types = plan.get_parameter_types()?;
             let count = types
                 .keys()
@@ -763,6 +770,7 @@ async fn describe(session: &mut Session, parsed: Parsed) -> Result<Prepared, Sql
                         // Only a type the wire can describe (not `int[][]`, `numeric(50,2)`).
                         casts
                             .get(&id)
+                            .map(|f| f.data_type())
                             .filter(|t| arrow_pg::datatypes::into_pg_type(t).is_ok())
                             .cloned()
                     })
@@ -776,6 +784,22 @@ async fn describe(session: &mut Session, parsed: Parsed) -> Result<Prepared, Sql
             prepared.param_count = Some(prepared.param_types.len());
             prepared.param_pg_types =
                 crate::pg::oid_arrays::parameter_types(&stmt, prepared.param_types.len());
+            // A parameter compared with or stored into a `jsonb` or `character(n)` column, or
+            // cast to `jsonb`, is of that type, as in Postgres (its Arrow type says text). Not
+            // `varchar`: Postgres compares it as `text`.
+            let fields = plan.get_parameter_fields()?;
+            for (i, slot) in prepared.param_pg_types.iter_mut().enumerate() {
+                let id = format!("${}", i + 1);
+                let field = fields.get(&id).cloned().flatten();
+                let declared = field
+                    .as_deref()
+                    .or_else(|| casts.get(&id).map(|f| f.as_ref()))
+                    .and_then(crate::pg::wire_types::declared)
+                    .filter(|t| matches!(*t, Type::JSONB | Type::JSON | Type::BPCHAR));
+                if slot.is_none() {
+                    *slot = declared;
+                }
+            }
             if matches!(stmt.as_ref(), S::Query(_) | S::Explain { .. }) {
                 let schema = Arc::new(plan.schema().as_arrow().clone());
                 prepared.result = Some(crate::pg::oid_arrays::mark_result(&stmt, schema));
@@ -818,7 +842,7 @@ fn highest_placeholder(sql: &str) -> usize {
 /// `array_has($1, x)`).
 fn cast_placeholders(
     plan: &datafusion::logical_expr::LogicalPlan,
-) -> std::collections::HashMap<String, DataType> {
+) -> std::collections::HashMap<String, datafusion::arrow::datatypes::FieldRef> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::logical_expr::{Cast, Expr, ExprSchemable, TryCast};
     let mut found = std::collections::HashMap::new();
@@ -831,7 +855,7 @@ fn cast_placeholders(
                         if let Expr::Placeholder(p) = expr.as_ref() {
                             found
                                 .entry(p.id.clone())
-                                .or_insert_with(|| field.data_type().clone());
+                                .or_insert_with(|| Arc::clone(field));
                         }
                     }
                     Expr::ScalarFunction(f) if f.name() == "array_has" => {
@@ -839,9 +863,13 @@ fn cast_placeholders(
                             && let Some(schema) = &input
                             && let Ok(t) = other.get_type(schema)
                         {
-                            found
-                                .entry(p.id.clone())
-                                .or_insert_with(|| DataType::new_list(t, true));
+                            found.entry(p.id.clone()).or_insert_with(|| {
+                                Arc::new(datafusion::arrow::datatypes::Field::new(
+                                    "item",
+                                    DataType::new_list(t, true),
+                                    true,
+                                ))
+                            });
                         }
                     }
                     _ => {}
@@ -1019,7 +1047,9 @@ impl ExtendedQueryHandler for Connection {
                     })
                 }
             };
-            Some(values.map_err(bad_parameter)?)
+            let mut values = values.map_err(bad_parameter)?;
+            crate::pg::wire_types::jsonb_parameters(&mut values, portal, &prepared.param_pg_types);
+            Some(values)
         };
         let mut guard = session_of(&self.frontend.shared, &self.session, client).await?;
         let session = session_mut(&mut guard)?;

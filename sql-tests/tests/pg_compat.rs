@@ -307,12 +307,8 @@ fn differences(sql: &str, postgres: &Observed, rivulet: &Observed) -> String {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn expressions_match_postgresql_or_are_listed() {
-    let Some(installed) = installed_postgres() else {
-        eprintln!("PostgreSQL's binaries missing; scripts/deps-compat installs them");
-        return;
-    };
+/// `queries.sql`'s statements (one a line, `--` lines skipped): its setup, then its queries.
+fn script() -> (Vec<String>, Vec<String>) {
     let script = std::fs::read_to_string(compat_dir().join("queries.sql")).unwrap();
     let (setup, queries) = script
         .split_once("-- queries\n")
@@ -324,22 +320,36 @@ async fn expressions_match_postgresql_or_are_listed() {
             .map(str::to_string)
             .collect()
     };
+    (statements(setup), statements(queries))
+}
 
-    let postgres = RealPostgres::start(&installed).await;
+/// Both servers, each with `setup` run on it, and a client of each.
+async fn both(installed: &Path, setup: &[String]) -> (RealPostgres, Client, TestServer, Client) {
+    let postgres = RealPostgres::start(installed).await;
     let pg = postgres.connect().await.unwrap();
     let server = TestServer::start().await.unwrap();
     let rv = server.connect("dev").await.unwrap();
     for client in [&pg, &rv] {
         client.batch_execute("SET TimeZone = 'UTC'").await.unwrap();
-        for statement in statements(setup) {
+        for statement in setup {
             client
-                .batch_execute(&statement)
+                .batch_execute(statement)
                 .await
                 .unwrap_or_else(|e| panic!("setup {statement}: {e}"));
         }
     }
+    (postgres, pg, server, rv)
+}
 
-    let queries = statements(queries);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expressions_match_postgresql_or_are_listed() {
+    let Some(installed) = installed_postgres() else {
+        eprintln!("PostgreSQL's binaries missing; scripts/deps-compat installs them");
+        return;
+    };
+    let (setup, queries) = script();
+    let (_postgres, pg, _server, rv) = both(&installed, &setup).await;
+
     let mut listed = String::new();
     let mut equal = 0;
     for sql in &queries {
@@ -370,4 +380,74 @@ async fn expressions_match_postgresql_or_are_listed() {
         "the differences from PostgreSQL changed; the new list (compare with {}):\n{out}",
         file.display()
     );
+}
+
+/// A `jsonb` parameter in the binary format: the version byte, then the text.
+#[derive(Debug)]
+struct BinaryJsonb(&'static str);
+
+impl tokio_postgres::types::ToSql for BinaryJsonb {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn Error + Sync + Send>> {
+        out.extend_from_slice(&[1]);
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(t: &Type) -> bool {
+        *t == Type::JSONB
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// The parameter types Describe reports, as Postgres infers them from the columns and casts a
+/// placeholder meets (`jsonb`, `bpchar`, but `text` against a `varchar`), and a `jsonb` parameter
+/// sent in the binary format (as asyncpg does) read as its text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_are_described_as_postgresql_does() {
+    let Some(installed) = installed_postgres() else {
+        eprintln!("PostgreSQL's binaries missing; scripts/deps-compat installs them");
+        return;
+    };
+    let (setup, _) = script();
+    let (_postgres, pg, _server, rv) = both(&installed, &setup).await;
+    let statements = [
+        "SELECT id FROM tj WHERE j = $1",
+        "SELECT id FROM tj WHERE j @> $1",
+        "SELECT $1::jsonb, $2::json",
+        "INSERT INTO tj VALUES ($1, $2)",
+        "UPDATE tj SET j = $1 WHERE id = $2",
+        "SELECT c FROM tc WHERE c = $1 AND v = $2",
+        "SELECT id FROM t WHERE i = $1 AND n > $2 AND tx = $3",
+    ];
+    for sql in statements {
+        let mut described = Vec::new();
+        for client in [&pg, &rv] {
+            let statement = client.prepare(sql).await.unwrap();
+            described.push(statement.params().iter().map(type_name).collect::<Vec<_>>());
+        }
+        assert_eq!(
+            described[0], described[1],
+            "parameters of {sql}: postgres, rivulet"
+        );
+    }
+    for client in [&pg, &rv] {
+        let row = client
+            .query_one("SELECT $1::jsonb ->> 'k'", &[&BinaryJsonb(r#"{"k": "v"}"#)])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "v");
+        let count = client
+            .execute(
+                "UPDATE tj SET j = $1 WHERE id = 1",
+                &[&BinaryJsonb(r#"{"a": {"b": [1, 2]}, "s": "x"}"#)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(count, 1);
+    }
 }

@@ -97,23 +97,66 @@ fn without_computed(
     Ok(Some(ast::Statement::Insert(insert)))
 }
 
+/// An INSERT without a column list whose VALUES rows are shorter than the table's (stored)
+/// columns, naming the columns they fill: the first ones, as in Postgres, the others being NULL
+/// (DataFusion refuses the short rows). `None` when the statement needs no change.
+fn leading_columns(stmt: &ast::Statement, table: &TableEntry) -> Option<ast::Statement> {
+    let ast::Statement::Insert(insert) = stmt else {
+        return None;
+    };
+    let ast::SetExpr::Values(values) = insert.source.as_ref()?.body.as_ref() else {
+        return None;
+    };
+    let width = values.rows.first()?.len();
+    let computed: Vec<usize> = table.def.computed.iter().map(|c| c.column).collect();
+    let stored: Vec<&str> = table
+        .def
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !computed.contains(i))
+        .map(|(_, c)| c.name.as_str())
+        .collect();
+    let short = insert.columns.is_empty()
+        && width < stored.len()
+        && values.rows.iter().all(|row| row.len() == width);
+    if !short {
+        return None;
+    }
+    let mut insert = insert.clone();
+    insert.columns = stored[..width]
+        .iter()
+        .map(|c| ast::ObjectName::from(vec![ast::Ident::with_quote('"', *c)]))
+        .collect();
+    Some(ast::Statement::Insert(insert))
+}
+
 impl Session {
-    /// `stmt` as DataFusion must plan it: an INSERT into a table with computed columns names the
-    /// columns it fills (see [`without_computed`]).
+    /// `stmt` as DataFusion must plan it: an INSERT names the columns it fills where its VALUES
+    /// rows are short ([`leading_columns`]) or the table has computed columns
+    /// ([`without_computed`]).
     pub fn spell_out_columns<'a>(
         &self,
         stmt: &'a ast::Statement,
     ) -> Result<std::borrow::Cow<'a, ast::Statement>, SqlError> {
-        if let ast::Statement::Insert(ast::Insert {
+        let ast::Statement::Insert(ast::Insert {
             table: ast::TableObject::TableName(name),
             ..
         }) = stmt
-            && let Ok(table) = self.resolve_table(name)
-            && let Some(rewritten) = without_computed(stmt, &table)?
-        {
-            return Ok(std::borrow::Cow::Owned(rewritten));
-        }
-        Ok(std::borrow::Cow::Borrowed(stmt))
+        else {
+            return Ok(std::borrow::Cow::Borrowed(stmt));
+        };
+        let Ok(table) = self.resolve_table(name) else {
+            return Ok(std::borrow::Cow::Borrowed(stmt));
+        };
+        let stmt = match leading_columns(stmt, &table) {
+            Some(rewritten) => std::borrow::Cow::Owned(rewritten),
+            None => std::borrow::Cow::Borrowed(stmt),
+        };
+        Ok(match without_computed(stmt.as_ref(), &table)? {
+            Some(rewritten) => std::borrow::Cow::Owned(rewritten),
+            None => stmt,
+        })
     }
 
     pub(super) async fn insert(

@@ -238,10 +238,13 @@ impl SchemaProvider for PgCatalog {
                 let inner = self.inner_table(name).await?;
                 let databases = self.catalog.databases();
                 let current = self.database.clone();
-                self.patched(
+                let patched = self.patched(
                     inner,
                     Box::new(move |batch| pg_database(batch, &databases, &current)),
-                )
+                );
+                // PostgreSQL 17 renamed `daticulocale` `datlocale` (psql 17's `\l` reads it); the
+                // library has the old name.
+                renamed(patched, "daticulocale", "datlocale")
             }
             "pg_stat_activity" => {
                 let app = self
@@ -267,33 +270,9 @@ impl SchemaProvider for PgCatalog {
                     types: Arc::new(types),
                 })
             }
-            "pg_collation" => {
-                // PostgreSQL 17 renamed `colliculocale` `colllocale`; the library follows 17, and
-                // clients of a 16 server (which Rivulet reports) ask for the old name.
-                let inner = self.inner_table(name).await?;
-                let mut fields: Vec<Field> = inner
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone())
-                    .collect();
-                fields.push(Field::new("colliculocale", DataType::Utf8, true));
-                let schema = Arc::new(Schema::new_with_metadata(
-                    fields,
-                    inner.schema().metadata().clone(),
-                ));
-                let out = Arc::clone(&schema);
-                Arc::new(Patched {
-                    inner,
-                    schema,
-                    patch: Arc::new(Box::new(move |batch| {
-                        let locale = batch.column(batch.schema().index_of("colllocale")?).clone();
-                        let mut columns = batch.columns().to_vec();
-                        columns.push(locale);
-                        Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)
-                    })),
-                })
-            }
+            // PostgreSQL 17 renamed `colliculocale` `colllocale`; the library follows 17, and
+            // clients of a 16 server ask for the old name.
+            "pg_collation" => renamed(self.inner_table(name).await?, "colllocale", "colliculocale"),
             "pg_index" => {
                 let schema = pg_index_schema(&self.inner_table(name).await?.schema());
                 Arc::new(MemTable::try_new(schema, vec![vec![]])?)
@@ -327,7 +306,7 @@ impl SchemaProvider for PgCatalog {
                 })
             }
         };
-        Ok(Some(table))
+        Ok(Some(with_postgres_types(name, table)))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -365,6 +344,146 @@ impl PgCatalog {
 }
 
 pub type Patch = Box<dyn Fn(RecordBatch) -> Result<RecordBatch> + Send + Sync>;
+
+/// `inner` with a column `alias`, a copy of its column `column`: a column Postgres renamed,
+/// under both names, for clients of either version.
+fn renamed(
+    inner: Arc<dyn TableProvider>,
+    column: &'static str,
+    alias: &str,
+) -> Arc<dyn TableProvider> {
+    let mut fields: Vec<Field> = inner
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let Some(copied) = fields.iter().find(|f| f.name() == column) else {
+        return inner;
+    };
+    fields.push(copied.clone().with_name(alias));
+    let schema = Arc::new(Schema::new_with_metadata(
+        fields,
+        inner.schema().metadata().clone(),
+    ));
+    let out = Arc::clone(&schema);
+    Arc::new(Patched {
+        inner,
+        schema,
+        patch: Arc::new(Box::new(move |batch| {
+            let copy = Arc::clone(batch.column(batch.schema().index_of(column)?));
+            let mut columns = batch.columns().to_vec();
+            columns.push(copy);
+            Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)
+        })),
+    })
+}
+
+/// Postgres' `name` columns of the relations clients read, which the library types as `text`.
+const NAME_COLUMNS: &[(&str, &[&str])] = &[
+    ("pg_am", &["amname"]),
+    ("pg_attribute", &["attname"]),
+    ("pg_class", &["relname"]),
+    ("pg_collation", &["collname"]),
+    ("pg_constraint", &["conname"]),
+    ("pg_database", &["datname"]),
+    ("pg_extension", &["extname"]),
+    (
+        "pg_indexes",
+        &["schemaname", "tablename", "indexname", "tablespace"],
+    ),
+    (
+        "pg_matviews",
+        &["schemaname", "matviewname", "matviewowner", "tablespace"],
+    ),
+    ("pg_namespace", &["nspname"]),
+    ("pg_proc", &["proname"]),
+    ("pg_roles", &["rolname"]),
+    ("pg_stat_user_tables", &["schemaname", "relname"]),
+    (
+        "pg_tables",
+        &["schemaname", "tablename", "tableowner", "tablespace"],
+    ),
+    ("pg_trigger", &["tgname"]),
+    ("pg_type", &["typname"]),
+    ("pg_user", &["usename"]),
+    ("pg_views", &["schemaname", "viewname", "viewowner"]),
+];
+
+/// Postgres' one-byte `"char"` columns (codes such as `relkind`), which the library types as
+/// `text`.
+const CHAR_COLUMNS: &[(&str, &[&str])] = &[
+    ("pg_am", &["amtype"]),
+    (
+        "pg_attribute",
+        &["attalign", "attstorage", "attidentity", "attgenerated"],
+    ),
+    ("pg_class", &["relkind", "relpersistence", "relreplident"]),
+    (
+        "pg_constraint",
+        &["contype", "confupdtype", "confdeltype", "confmatchtype"],
+    ),
+    ("pg_proc", &["prokind", "provolatile", "proparallel"]),
+    (
+        "pg_type",
+        &[
+            "typtype",
+            "typcategory",
+            "typalign",
+            "typstorage",
+            "typdelim",
+        ],
+    ),
+];
+
+/// `table` (the relation `name`) with its `name` and `"char"` columns declared so
+/// ([`super::wire_types::PG_TYPE`]): RowDescription then says what Postgres' does, and clients
+/// that decode by type (`"char"` is one byte in the binary format) read them as from Postgres.
+fn with_postgres_types(name: &str, table: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
+    let name = name.to_ascii_lowercase();
+    let columns = |list: &[(&str, &'static [&'static str])]| {
+        list.iter()
+            .find(|(relation, _)| *relation == name)
+            .map_or(&[][..], |(_, columns)| *columns)
+    };
+    let (names, chars) = (columns(NAME_COLUMNS), columns(CHAR_COLUMNS));
+    if names.is_empty() && chars.is_empty() {
+        return table;
+    }
+    let schema = table.schema();
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let column = f.name().as_str();
+            let declared = if names.contains(&column) {
+                Some("name")
+            } else if chars.contains(&column) {
+                Some("\"char\"")
+            } else {
+                None
+            };
+            match declared {
+                Some(t) if f.data_type() == &DataType::Utf8 => {
+                    super::wire_types::declare(f.as_ref().clone(), t)
+                }
+                _ => f.as_ref().clone(),
+            }
+        })
+        .collect();
+    let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    let out = Arc::clone(&schema);
+    Arc::new(Patched::with_schema(
+        table,
+        schema,
+        Box::new(move |batch| {
+            Ok(RecordBatch::try_new(
+                Arc::clone(&out),
+                batch.columns().to_vec(),
+            )?)
+        }),
+    ))
+}
 
 /// `pg_class`'s schema with the array columns clients read that the library leaves out:
 /// `relacl` (psql's `\dp`) and `reloptions` (SQLAlchemy's index reflection), NULL here as on a
@@ -556,6 +675,7 @@ fn pg_attribute_type(t: &SqlType) -> (i32, i32, i16) {
         SqlType::Interval => (1186, -1, 16),
         SqlType::Bytea => (17, -1, -1),
         SqlType::Jsonb => (3802, -1, -1),
+        SqlType::Json => (114, -1, -1),
         SqlType::Array(_) => {
             let (element, typmod, _) = pg_attribute_type(t.element());
             (array_oid(element), typmod, -1)
@@ -583,6 +703,7 @@ fn array_oid(element: i32) -> i32 {
         1186 => 1187,
         17 => 1001,
         3802 => 3807,
+        114 => 199,
         // Not reached: every element type above has its array type.
         _ => 0,
     }

@@ -392,6 +392,7 @@ fn information_schema_type(t: &SqlType) -> (&'static str, &'static str) {
         SqlType::Interval => ("interval", "interval"),
         SqlType::Bytea => ("bytea", "bytea"),
         SqlType::Jsonb => ("jsonb", "jsonb"),
+        SqlType::Json => ("json", "json"),
         SqlType::Array(_) => {
             let udt = match t.element() {
                 SqlType::Boolean => "_bool",
@@ -411,6 +412,7 @@ fn information_schema_type(t: &SqlType) -> (&'static str, &'static str) {
                 SqlType::Interval => "_interval",
                 SqlType::Bytea => "_bytea",
                 SqlType::Jsonb => "_jsonb",
+                SqlType::Json => "_json",
                 // `element` goes through every dimension.
                 SqlType::Array(_) => "_text",
             };

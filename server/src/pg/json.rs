@@ -169,6 +169,18 @@ impl ExprPlanner for JsonOperators {
         if !json_text {
             return Ok(PlannerResult::Original(expr));
         }
+        // `->` and `#>` give the left operand's type: `json` from a `json`, else `jsonb`.
+        let kind = match expr.left.to_field(schema) {
+            Ok((_, f))
+                if f.metadata()
+                    .get(super::wire_types::PG_TYPE)
+                    .map(String::as_str)
+                    == Some("json") =>
+            {
+                "json"
+            }
+            _ => "jsonb",
+        };
         // The functions take array indexes as `bigint`; an integer literal is `integer` by the
         // time the plan runs (see `typing`).
         let right = match expr.right.get_type(schema) {
@@ -178,7 +190,7 @@ impl ExprPlanner for JsonOperators {
             _ => expr.right.clone(),
         };
         let planned = match expr.op {
-            BinaryOperator::Arrow => jsonb(call(&self.get_json, vec![expr.left, right])),
+            BinaryOperator::Arrow => json(call(&self.get_json, vec![expr.left, right]), kind),
             BinaryOperator::LongArrow => call(&self.as_text, vec![expr.left, right]),
             BinaryOperator::HashArrow | BinaryOperator::HashLongArrow => {
                 let Some(path) = path_elements(&expr.right) else {
@@ -187,7 +199,7 @@ impl ExprPlanner for JsonOperators {
                 let mut args = vec![expr.left];
                 args.extend(path);
                 if expr.op == BinaryOperator::HashArrow {
-                    jsonb(call(&self.get_json, args))
+                    json(call(&self.get_json, args), kind)
                 } else {
                     call(&self.as_text, args)
                 }
@@ -204,13 +216,9 @@ fn declared(name: &str) -> Field {
     super::wire_types::declare(Field::new(name, DataType::Utf8, true), name)
 }
 
-/// `e`, JSON text, declared `jsonb`: what `->` and `#>` give in Postgres (for `json` too, which
-/// Rivulet does not tell apart once a value is computed).
-fn jsonb(e: Expr) -> Expr {
-    Expr::Cast(Cast::new_from_field(
-        Box::new(e),
-        Arc::new(declared("jsonb")),
-    ))
+/// `e`, JSON text, declared `kind` (`json` or `jsonb`): what `->` and `#>` give in Postgres.
+fn json(e: Expr, kind: &str) -> Expr {
+    Expr::Cast(Cast::new_from_field(Box::new(e), Arc::new(declared(kind))))
 }
 
 /// `json` and `jsonb` are text; every other type goes to `inner` (the catalog library's planner

@@ -23,6 +23,8 @@ pub mod numeric;
 pub mod oid_arrays;
 pub mod regclass;
 pub mod rewrite;
+/// `sum` of numerics, refused (22003) rather than wrapped beyond 38 digits.
+pub mod sum;
 pub mod to_char;
 pub mod to_number;
 pub mod typing;
@@ -67,8 +69,8 @@ pub fn setup_pg_catalog(
         .ok_or_else(|| SqlError::internal(format!("catalog of database {database} missing")))?
         .register_schema("pg_catalog", Arc::new(schema))?;
     let udfs = [
-        lib::create_current_database_udf(database),
-        lib::create_current_schema_udf(),
+        wire_types::returning(lib::create_current_database_udf(database), "name"),
+        wire_types::returning(lib::create_current_schema_udf(), "name"),
         lib::create_current_schemas_udf(),
         lib::create_pg_get_userbyid_udf(),
         lib::has_privilege_udf::create_has_privilege_udf("has_table_privilege"),

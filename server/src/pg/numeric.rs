@@ -20,7 +20,10 @@
 //! rewrite; a materialized view stores its columns' rules with them (`ColumnDef::shown`).
 //! What cannot be exact: an unconstrained column's value has lost its trailing zeros (`2.50`
 //! stored shows `2.5`), and Postgres estimates a quotient's size from its operands' first digits,
-//! which this rule reads from the quotient (`-3.75 / 3` gets 16 decimals here, 20 in Postgres).
+//! which this rule reads from the quotient where an operand is a column (`n / 3` with `n` at
+//! `-3.75` gets 16 decimals here, 20 in Postgres). A quotient of two constants gets Postgres'
+//! exact scale as its rule's minimum (`-3.75 / 3` has 20 decimals).
+//! Both need a display scale per value, which Arrow's one scale per column cannot carry.
 
 use std::sync::Arc;
 
@@ -280,7 +283,10 @@ pub fn arithmetic(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
     let quotient = matches!(l.0, Scale::Quotient(_)) || matches!(r.0, Scale::Quotient(_));
     let own = quotient || matches!(l.0, Scale::Own(_)) || matches!(r.0, Scale::Own(_));
     let rule = match b.op {
-        Operator::Divide => Scale::Quotient(min_l.max(min_r)),
+        Operator::Divide => {
+            let min = min_l.max(min_r);
+            Scale::Quotient(quotient_of_constants(&b.left, &b.right).map_or(min, |q| q.max(min)))
+        }
         Operator::Plus | Operator::Minus if quotient => Scale::Quotient(min_l.max(min_r)),
         Operator::Plus | Operator::Minus | Operator::Modulo if own => Scale::Own(min_l.max(min_r)),
         Operator::Multiply if own => Scale::Own(min_l.saturating_add(min_r)),
@@ -294,6 +300,70 @@ pub fn arithmetic(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
     let e = Expr::BinaryExpr(b);
     let t = e.get_type(input)?;
     Ok(Transformed::yes(with_rule(e, t, rule)))
+}
+
+/// A constant numeric operand: its value and its decimals as written (`3.75`, `3`, `3::numeric`).
+fn constant(e: &Expr) -> Option<(i128, i8)> {
+    match e {
+        Expr::Literal(ScalarValue::Decimal128(Some(v), _, s), _) => Some((*v, *s)),
+        Expr::Literal(v, _) if v.data_type().is_integer() => {
+            v.cast_to(&DataType::Int64).ok().and_then(|v| match v {
+                ScalarValue::Int64(Some(i)) => Some((i128::from(i), 0)),
+                _ => None,
+            })
+        }
+        // A cast that keeps the value and its decimals: to an integer type from an integer, or to
+        // a decimal of at least its scale (the value's own decimals stay the written ones).
+        Expr::Cast(Cast { expr, field }) => {
+            let (v, s) = constant(expr)?;
+            match field.data_type() {
+                t if unconstrained(t) => Some((v, s)),
+                DataType::Decimal128(_, to) if *to >= s => {
+                    let factor = 10_i128.checked_pow(u32::try_from(to - s).ok()?)?;
+                    Some((v.checked_mul(factor)?, *to))
+                }
+                t if t.is_integer() && s == 0 => Some((v, 0)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The base-10000 weight and first digit of `v` (with `scale` decimals), as Postgres' numeric
+/// stores it: `(0, 0)` for zero.
+fn first_digit(v: i128, scale: i8) -> Option<(i32, i128)> {
+    if v == 0 {
+        return Some((0, 0));
+    }
+    let magnitude = v.unsigned_abs();
+    let exponent = i32::try_from(magnitude.ilog10()).ok()? - i32::from(scale);
+    let weight = exponent.div_euclid(4);
+    let shift = i32::from(scale) + 4 * weight;
+    let digit = if shift >= 0 {
+        magnitude / 10_u128.checked_pow(u32::try_from(shift).ok()?)?
+    } else {
+        magnitude * 10_u128.checked_pow(u32::try_from(-shift).ok()?)?
+    };
+    Some((weight, i128::try_from(digit).ok()?))
+}
+
+/// The decimals Postgres gives the quotient of two constants (`select_div_scale`): 16
+/// significant digits from the quotient's weight as estimated from the operands' first base-10000
+/// digits (`-3.75 / 3` is `-1.25000000000000000000`: 3 is not above 3, so 20), at least each
+/// operand's decimals. `None` where an operand is no constant.
+fn quotient_of_constants(left: &Expr, right: &Expr) -> Option<u8> {
+    let ((v1, s1), (v2, s2)) = (constant(left)?, constant(right)?);
+    let ((w1, d1), (w2, d2)) = (first_digit(v1, s1)?, first_digit(v2, s2)?);
+    let mut weight = w1 - w2;
+    if d1 <= d2 {
+        weight -= 1;
+    }
+    let scale = (MIN_SIG_DIGITS - 4 * weight)
+        .max(i32::from(s1))
+        .max(i32::from(s2))
+        .max(0);
+    u8::try_from(scale).ok()
 }
 
 /// `a / b` with `a` cast to the decimals that give the quotient [`QUOTIENT_SCALE`] decimals
@@ -389,6 +459,7 @@ pub fn cast(e: Expr, input: &DFSchema) -> Transformed<Expr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::prelude::lit;
 
     fn shown(v: i128, scale: i8, rule: Scale) -> String {
         let mut s = String::new();
@@ -426,6 +497,30 @@ mod tests {
         assert_eq!(shown(0, 20, Scale::Quotient(0)), "0.00000000000000000000");
         // At most the column's decimals.
         assert_eq!(shown(3333, 4, Scale::Quotient(0)), "0.3333");
+    }
+
+    #[test]
+    fn constant_quotients_have_postgres_scale() {
+        let dec = |v: i128, p: u8, s: i8| lit(ScalarValue::Decimal128(Some(v), p, s));
+        // -3.75 / 3: first digits 3 and 3, so one weight lower than the quotient's: 20.
+        assert_eq!(
+            quotient_of_constants(&dec(-375, 3, 2), &lit(3_i64)),
+            Some(20)
+        );
+        // 7 / 2.0: 16; 1 / 3.0: 20; 100.0 / 3: 16 (weight 0, first digits 100 > 3).
+        assert_eq!(quotient_of_constants(&lit(7_i64), &dec(20, 2, 1)), Some(16));
+        assert_eq!(quotient_of_constants(&lit(1_i64), &dec(30, 2, 1)), Some(20));
+        assert_eq!(
+            quotient_of_constants(&dec(1000, 4, 1), &lit(3_i64)),
+            Some(16)
+        );
+        // 123456789.123 / 7: weights 2 (1 2345 6789) and 0, first digits 1 and 7: weight 1, 12.
+        assert_eq!(
+            quotient_of_constants(&dec(123_456_789_123, 12, 3), &lit(7_i64)),
+            Some(12)
+        );
+        assert_eq!(first_digit(123_456_789_123, 3), Some((2, 1)));
+        assert_eq!(first_digit(5, 4), Some((-1, 5)));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! is NULL. [`lookups`] wraps each such lookup of a catalog query in `rivulet_regclass(lookup,
 //! name)` ([`udf`]), which refuses the missing name and declares its result `regclass` (so
 //! `pg_typeof` says so; the value still goes out as an `oid`, see [`super::names::visible`]).
-//! `to_regclass(name)`, NULL for a missing name, is rewritten into a cast after this runs.
+//! `to_regclass(name)`, NULL for a missing name, is rewritten into a cast after this runs. A
+//! constant name is resolved at Describe already ([`resolve_constants`]), as Postgres does.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -12,10 +13,11 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int32Type};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
-    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    Volatility,
+    ColumnarValue, Expr, LogicalPlan, LogicalPlanBuilder, ReturnFieldArgs, ScalarFunctionArgs,
+    ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::sql::sqlparser::ast;
 
@@ -95,6 +97,40 @@ fn looked_up(query: &ast::Query) -> Option<ast::Expr> {
         ControlFlow::Continue(())
     });
     found
+}
+
+/// Resolves each `'name'::regclass` of `plan` whose name is a constant, as Postgres does when it
+/// parses the statement: a missing relation is `42P01` at Describe, before any Execute.
+pub async fn resolve_constants(
+    ctx: &datafusion::prelude::SessionContext,
+    plan: &LogicalPlan,
+) -> std::result::Result<(), SqlError> {
+    let mut constant = Vec::new();
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && f.name() == NAME
+                    && f.args.get(1).is_some_and(|name| {
+                        name.column_refs().is_empty()
+                            && !name
+                                .exists(|e| Ok(matches!(e, Expr::Placeholder(_))))
+                                .unwrap_or(true)
+                    })
+                {
+                    constant.push(e.clone());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    for lookup in constant {
+        let plan = LogicalPlanBuilder::empty(true)
+            .project(vec![lookup])?
+            .build()?;
+        ctx.execute_logical_plan(plan).await?.collect().await?;
+    }
+    Ok(())
 }
 
 /// `rivulet_regclass(oid, name)`: `oid`, or `42P01` naming `name` where `oid` is NULL.

@@ -12,9 +12,11 @@
 //! | `jsonb`    | string | the text    | version byte 1, then the text       |
 //! | `json`     | string | the text    | the text                            |
 //! | `character`| string | padded to n | padded to n ([`padded`])            |
+//! | `"char"`   | string | the text    | its first byte (0 if empty)         |
 //! | `regclass` | int32  | (oid)       | (oid: sent as `oid`, see `names`)    |
 //!
-//! `"char"` columns use `arrow-pg`'s own marker (`pg.char`), which also encodes them.
+//! `arrow-pg`'s own `"char"` marker (`pg.char`) is not used: its binary encoding fails on an empty
+//! code.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -22,6 +24,7 @@ use std::sync::{Arc, LazyLock};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ParamValues;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
@@ -29,6 +32,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::scalar::ScalarValue;
 use pgwire::api::Type;
+use pgwire::api::portal::Portal;
 use pgwire::api::results::{DataRowEncoder, FieldFormat};
 use pgwire::error::PgWireResult;
 
@@ -151,6 +155,45 @@ impl ScalarUDFImpl for PgTypeof {
     }
 }
 
+/// `udf` with its result declared of Postgres' type `pg_type` (one of [`NAMES`]):
+/// `current_user` and `current_schema()` are `name`s.
+pub fn returning(udf: ScalarUDF, pg_type: &'static str) -> ScalarUDF {
+    ScalarUDF::new_from_impl(Returning { udf, pg_type })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Returning {
+    udf: ScalarUDF,
+    pg_type: &'static str,
+}
+
+impl ScalarUDFImpl for Returning {
+    fn name(&self) -> &str {
+        self.udf.name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.udf.aliases()
+    }
+
+    fn signature(&self) -> &Signature {
+        self.udf.signature()
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.udf.return_type(arg_types)
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let field = self.udf.return_field_from_args(args)?;
+        Ok(Arc::new(declare(field.as_ref().clone(), self.pg_type)))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        self.udf.invoke_with_args(args)
+    }
+}
+
 /// `field` declared to hold Postgres' type `name` (one of [`NAMES`]).
 pub fn declare(field: Field, name: &str) -> Field {
     let mut metadata = field.metadata().clone();
@@ -170,6 +213,7 @@ pub fn declared(field: &Field) -> Option<Type> {
         "jsonb" => Some(Type::JSONB),
         "json" => Some(Type::JSON),
         "character" => Some(Type::BPCHAR),
+        "\"char\"" => Some(Type::CHAR),
         _ => None,
     }
 }
@@ -223,7 +267,7 @@ pub fn encode(
     format: FieldFormat,
 ) -> Option<PgWireResult<()>> {
     if format == FieldFormat::Text
-        || !matches!(*t, Type::REGTYPE | Type::JSONB)
+        || !matches!(*t, Type::REGTYPE | Type::JSONB | Type::CHAR)
         || !array.data_type().is_string()
     {
         return None;
@@ -231,6 +275,9 @@ pub fn encode(
     let text = text_at(array, row);
     Some(if *t == Type::REGTYPE {
         encoder.encode_field(&text.map(|name| OIDS.get(name).copied().unwrap_or(0)))
+    } else if *t == Type::CHAR {
+        // One byte, 0 for an empty code (`attidentity` of a column that is no identity).
+        encoder.encode_field(&text.map(|c| c.bytes().next().unwrap_or(0) as i8))
     } else {
         // jsonb's binary form: its version, 1, then the text.
         let bytes = text.map(|s| {
@@ -241,6 +288,31 @@ pub fn encode(
         });
         encoder.encode_field(&bytes.as_deref())
     })
+}
+
+/// `values` with each binary `jsonb` parameter's text without the version byte (1) that
+/// Postgres' binary form puts before it. A parameter is `jsonb` as the client declared it at
+/// Parse, else as Describe told it (`described`).
+pub fn jsonb_parameters<S>(
+    values: &mut ParamValues,
+    portal: &Portal<S>,
+    described: &[Option<Type>],
+) {
+    let ParamValues::List(list) = values else {
+        return;
+    };
+    for (i, value) in list.iter_mut().enumerate() {
+        let declared = portal.statement.parameter_types.get(i).cloned().flatten();
+        let t = declared.or_else(|| described.get(i).cloned().flatten());
+        if t != Some(Type::JSONB) || !portal.parameter_format.is_binary(i) {
+            continue;
+        }
+        if let ScalarValue::Utf8(Some(text)) = value.value()
+            && let Some(json) = text.strip_prefix('\u{1}')
+        {
+            *value = ScalarValue::Utf8(Some(json.to_string())).into();
+        }
+    }
 }
 
 fn text_at(array: &dyn Array, row: usize) -> Option<&str> {

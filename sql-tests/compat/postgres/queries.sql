@@ -6,10 +6,12 @@ CREATE TABLE t (id int, s smallint, i int, b bigint, n numeric(10,2), u numeric,
 INSERT INTO t VALUES (1, 1, 10, 100, 2.50, 1.25, 0.5, 1.5, 'abc', 'x', '2024-03-05', '2024-03-05 10:11:12.345678', '2024-03-05 10:11:12+00', '1 day 2 hours 3 minutes 4 seconds', true)
 INSERT INTO t VALUES (2, -2, -20, 3000000000, -3.75, 10, -1.25, 2.25, 'Hello World', 'yy', '2023-12-31', '2023-12-31 23:59:59', '2023-12-31 23:59:59+00', '-3 hours', false)
 INSERT INTO t VALUES (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
-CREATE TABLE tj (id int, j jsonb)
-INSERT INTO tj VALUES (1, '{"a": {"b": [1, 2]}, "s": "x"}')
+CREATE TABLE tj (id int, j jsonb, js json)
+INSERT INTO tj VALUES (1, '{"a": {"b": [1, 2]}, "s": "x"}', '{"a": {"b":  [1, 2]},  "s": "x"}')
 CREATE TABLE tc (c char(4), v varchar(4))
 INSERT INTO tc VALUES ('ab', 'ab')
+CREATE TABLE big (x numeric(38,0))
+INSERT INTO big VALUES (99999999999999999999999999999999999999), (99999999999999999999999999999999999999)
 -- queries
 -- Literals and their types.
 SELECT 1
@@ -20,6 +22,7 @@ SELECT pg_typeof(1), pg_typeof(1.5), pg_typeof('a'), pg_typeof(1::int8), pg_type
 -- Arithmetic and its result types.
 SELECT 1 + 1, 7 / 2, 7 % 3, -7 / 2, -7 % 3, 2 * 3
 SELECT 7 / 2.0, 1 / 3.0, 10::numeric / 4
+SELECT -3.75 / 3, 3.0 / 3, 0.001 / 7, 123456789.123 / 7, 1.50::numeric(10,2) / 3, (-3.75 / 3) * 2
 SELECT 2147483647 + 1
 SELECT 9223372036854775807 + 1
 SELECT 1 / 0
@@ -33,6 +36,13 @@ SELECT -s, -i, -b, -n, abs(i), abs(n) FROM t ORDER BY id
 SELECT 1.25::numeric, 1.250::numeric, 2.5::numeric(10,2), 12345.678::numeric(10,1)
 SELECT 'NaN'::numeric
 SELECT '1e5'::numeric, '-0.000'::numeric
+SELECT 1000::numeric(3,0)
+SELECT 123.45::numeric(4,2)
+SELECT n::numeric(2,1) FROM t ORDER BY id
+SELECT 'Infinity'::float8::numeric
+SELECT sum(x) FROM big
+SELECT sum(x) FROM big GROUP BY x
+SELECT sum(x) FILTER (WHERE x < 0), sum(x - x), sum(x) FILTER (WHERE x > 0) FROM big
 SELECT u, n FROM t ORDER BY id
 SELECT sum(n), sum(u), avg(n), min(n), max(u) FROM t
 SELECT round(2.5), round(-2.5), round(1.2345, 2), trunc(1.999, 1), ceil(1.2), floor(-1.2)
@@ -67,6 +77,7 @@ SELECT TIMESTAMPTZ '2024-03-05 10:11:12+02', INTERVAL '1 day', INTERVAL '90 minu
 SELECT d + 1, d - 1, d + INTERVAL '1 month', ts + iv, tz - INTERVAL '1 hour', ts - TIMESTAMP '2020-01-01' FROM t ORDER BY id
 SELECT '1 day 02:03:04'::interval, '-1 year -2 mons +3 days -04:05:06.5'::interval, '10:00'::interval, 'P1DT2H'::interval
 SELECT DATE '2024-03-05' - DATE '2024-01-01', TIMESTAMP '2024-03-05' - TIMESTAMP '2024-03-04 12:00'
+SELECT TIMESTAMP '2020-01-01' - ts, tz - TIMESTAMPTZ '2024-03-05 00:00:00+00' FROM t ORDER BY id
 SELECT INTERVAL '1 day' * 2, INTERVAL '1 hour' / 4, INTERVAL '1 day' + INTERVAL '3 hours', -INTERVAL '2 days'
 SELECT extract(year from ts), extract(month from ts), extract(day from ts), extract(hour from ts), extract(minute from ts), extract(second from ts) FROM t ORDER BY id
 SELECT extract(dow from d), extract(isodow from d), extract(doy from d), extract(week from d), extract(quarter from d), extract(epoch from ts) FROM t ORDER BY id
@@ -103,6 +114,7 @@ SELECT ARRAY[1, 2, 3], array_length(ARRAY[1, 2, 3], 1), (ARRAY['a', 'b'])[2], ca
 -- JSON.
 SELECT '{"a": {"b": [1, 2]}, "s": "x"}'::jsonb -> 'a', '{"s": "x"}'::jsonb ->> 's', '{"a": [1, 2]}'::jsonb #>> '{a,1}'
 SELECT j, j -> 'a', j ->> 's', j #> '{a,b}', j #>> '{a,b,0}' FROM tj
+SELECT js, js -> 'a', js ->> 's', js #> '{a,b}', pg_typeof(js), pg_typeof(js -> 'a') FROM tj
 SELECT c, v, c || '|', length(c), pg_typeof(c), c = 'ab  ' FROM tc
 SELECT jsonb_array_length('[1, 2, 3]'::jsonb), '{"a": 1}'::jsonb ? 'a', jsonb_extract_path_text('{"a": {"b": 3}}'::jsonb, 'a', 'b')
 -- Session and catalog.
@@ -113,6 +125,9 @@ SELECT typname, typlen FROM pg_type WHERE typname IN ('int4', 'int8', 'numeric',
 SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 't'::regclass AND attnum > 0 ORDER BY attnum
 SELECT column_name, data_type, numeric_precision, numeric_scale, is_nullable FROM information_schema.columns WHERE table_name = 't' ORDER BY ordinal_position
 SELECT relname, relkind FROM pg_class WHERE relname = 't'
+SELECT nspname, current_schema(), pg_typeof(current_user), pg_typeof(current_database()), pg_typeof(current_catalog) FROM pg_namespace WHERE nspname = 'public'
+SELECT attname, attidentity, attgenerated FROM pg_attribute WHERE attrelid = 't'::regclass AND attnum = 1
+SELECT typname, typtype, typcategory FROM pg_type WHERE typname = 'int4'
 SELECT pg_catalog.format_type(23, NULL), pg_catalog.format_type(1700, 655366)
 SELECT has_table_privilege('t', 'SELECT'), pg_table_is_visible('t'::regclass)
 SELECT count(*) > 0 FROM pg_catalog.pg_namespace WHERE nspname IN ('pg_catalog', 'public', 'information_schema')
