@@ -40,7 +40,7 @@ pub(super) struct Slot {
     /// [`super::pending`]).
     pub pending: u32,
     /// [`Groups::clock`] when the group was last touched (or created), for the state TTL.
-    seen: u32,
+    pub seen: u32,
 }
 
 #[derive(Default)]
@@ -57,11 +57,11 @@ pub(super) struct Groups {
     /// (`u64::MAX`: the next one), until the job commits it; kept only while `reads` is set.
     pub deleted: HashMap<Arc<[u8]>, u64, FastHash>,
     /// Groups are read back from the store (the owner evicts them), so [`Groups::deleted`]
-    /// matters; a table that holds every group (windows) skips it.
+    /// matters; a table that holds every group (a global aggregate) skips it.
     pub reads: bool,
     /// Memory the live groups are counted for, together.
     pub resident: usize,
-    /// Seconds since the operator started, as its owner last set it: when groups are seen.
+    /// Seconds since the Unix epoch, as the owner last set it: when groups are seen.
     pub clock: u32,
 }
 

@@ -10,20 +10,27 @@
 //!
 //! A row is late for each of its windows that had closed when it came: it is kept once per such
 //! window as a [`LateRow`] (as the unsliced plan would), and aggregated if any of its windows is
-//! still open. A NULL slice belongs to no window: it is late. After a restart the source sends its
-//! checkpointed watermark first; windows that closed by then were emitted before the checkpoint, so
-//! that first watermark closes nothing but frees what it must.
+//! still open. A NULL slice belongs to no window: it is late.
+//!
+//! **Timers.** Each window still open that a new slice falls in gets a timer at its close (see
+//! [`super::due`]), named by the key of the window's first slice (its keys and its start), so a
+//! window has one timer however many slices it has. A watermark fires the timers it reaches: each
+//! window reads its slices (from memory, or the store), is emitted, and frees its first slice, the
+//! last window that slice was in. Slices are read on demand, nothing at restore. After a restart
+//! the source sends its checkpointed watermark first; the timers it reaches fired before the
+//! checkpoint and are gone, so it closes nothing.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, TimestampMicrosecondArray};
 use datafusion::arrow::compute::{cast, cast_with_options};
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::row::Rows;
 
-use super::window::{NEVER, micros};
-use super::{HashAggregate, internal, strict};
+use super::window::micros;
+use super::{HashAggregate, due, internal, strict};
 use crate::Result;
 use crate::changelog::{ChangeBatch, Op};
 use crate::operator::{LateRow, rows_text};
@@ -41,7 +48,7 @@ pub enum HopColumn {
     Time,
 }
 
-/// The hopping-window configuration and open slices of a sliced aggregation.
+/// The hopping-window configuration and watermark of a sliced aggregation.
 #[derive(Debug, Clone)]
 pub(super) struct Hop {
     /// Position of the slice start in the group key: the keys before it route rows (hash
@@ -55,13 +62,7 @@ pub(super) struct Hop {
     /// Input column of each row's event time, for late rows.
     pub rowtime: Option<usize>,
     pub watermark: Option<i64>,
-    /// Window close time -> slots of slices in that window (may be stale: checked on close).
-    pub closes: BTreeMap<i64, Vec<u32>>,
-    /// Per slot: its slice's start ([`NEVER`]: free).
-    pub slice_of: Vec<i64>,
     pub late: Vec<LateRow>,
-    /// Restored from a checkpoint: the first watermark emits nothing (see the module docs).
-    pub restored: bool,
 }
 
 impl Hop {
@@ -81,10 +82,7 @@ impl Hop {
             output,
             rowtime,
             watermark: None,
-            closes: BTreeMap::new(),
-            slice_of: Vec::new(),
             late: Vec::new(),
-            restored: false,
         }
     }
 
@@ -107,23 +105,6 @@ impl Hop {
     /// Close times of the windows of slice `t`, from its own (the last) backwards.
     fn window_closes(&self, t: i64) -> impl Iterator<Item = i64> + '_ {
         (0..self.slices()).map(move |k| t.saturating_add(self.size) - k * self.slide)
-    }
-
-    /// Registers slot `id` as slice `t`, with the closes of its windows still open.
-    fn open(&mut self, id: u32, t: i64) {
-        let i = id as usize;
-        if self.slice_of.len() <= i {
-            self.slice_of.resize(i + 1, NEVER);
-        }
-        if self.slice_of[i] == t {
-            return;
-        }
-        self.slice_of[i] = t;
-        let w = self.watermark.unwrap_or(i64::MIN);
-        let closes: Vec<i64> = self.window_closes(t).filter(|&c| c > w).collect();
-        for c in closes {
-            self.closes.entry(c).or_default().push(id);
-        }
     }
 }
 
@@ -196,30 +177,89 @@ impl HashAggregate {
         if input.num_rows() == 0 {
             return Ok(Vec::new());
         }
-        let kept: Vec<i64> = keep
-            .iter()
-            .map(|&i| slices[i as usize].unwrap_or(NEVER))
-            .collect();
         let mut scratch = std::mem::take(&mut self.scratch);
         let out = self.apply(&input, &mut scratch);
-        if out.is_ok()
-            && let Some(hop) = self.hop.as_mut()
-        {
-            for (&id, &t) in scratch.gids.iter().zip(&kept) {
-                hop.open(id, t);
-            }
-            for (&id, &exists) in scratch.touched.iter().zip(&scratch.exists) {
-                if !exists && let Some(s) = hop.slice_of.get_mut(id as usize) {
-                    *s = NEVER;
-                }
-            }
-        }
+        let armed = match out {
+            Ok(_) => self.arm_windows(&scratch, &keep, &slices),
+            Err(e) => Err(e),
+        };
         self.scratch = scratch;
-        out.map(|_| Vec::new())
+        armed.map(|_| Vec::new())
     }
 
-    /// Advances the watermark to `w`: emits every window that closes, assembled from its slices,
-    /// and frees the slices whose last window closed.
+    /// Sets a timer for each window still open of each slice batch `s` created (touched, new
+    /// and live after it); `keep` are the input rows it applied, `slices` every input row's
+    /// slice start.
+    fn arm_windows(
+        &mut self,
+        s: &super::Scratch,
+        keep: &[u32],
+        slices: &[Option<i64>],
+    ) -> Result<()> {
+        let mut created: HashMap<u32, bool> = HashMap::new();
+        for ((&id, &existed), &exists) in s.touched.iter().zip(&s.existed).zip(&s.exists) {
+            if !existed && exists {
+                created.insert(id, false);
+            }
+        }
+        if created.is_empty() {
+            return Ok(());
+        }
+        let Some(hop) = self.hop.as_ref() else {
+            return Err(internal("hop apply without a hop window"));
+        };
+        let w = hop.watermark.unwrap_or(i64::MIN);
+        // (slot, start of a window still open that its slice is in)
+        let mut windows: Vec<(u32, i64)> = Vec::new();
+        for (&id, &row) in s.gids.iter().zip(keep) {
+            let Some(t) = slices.get(row as usize).copied().flatten() else {
+                continue;
+            };
+            if let Some(armed) = created.get_mut(&id)
+                && !std::mem::replace(armed, true)
+            {
+                let open = hop.window_closes(t).filter(|&c| c > w);
+                windows.extend(open.map(|c| (id, c - hop.size)));
+            }
+        }
+        if windows.is_empty() {
+            return Ok(());
+        }
+        let size = hop.size;
+        let slots = &self.groups.slots;
+        let keys: Vec<&[u8]> = windows
+            .iter()
+            .map(|&(id, _)| &*slots[id as usize].key)
+            .collect();
+        let starts: Vec<i64> = windows.iter().map(|&(_, start)| start).collect();
+        let firsts = self.reslice(&keys, &starts)?;
+        let timers = (self.timers.as_mut()).ok_or_else(|| internal("aggregate timers not open"))?;
+        for (r, &(id, start)) in windows.iter().enumerate() {
+            let kg = self.groups.slots[id as usize].kg;
+            timers.set(kg, start + size, due::HOP, firsts.row(r).data());
+        }
+        Ok(())
+    }
+
+    /// The group keys `keys` (of slices) with their slice starts set to `starts`.
+    fn reslice(&self, keys: &[&[u8]], starts: &[i64]) -> Result<Rows> {
+        let (Some(hop), Some(codec)) = (self.hop.as_ref(), self.keys.as_ref()) else {
+            return Err(internal("hop windows without a group key"));
+        };
+        let mut columns =
+            (codec.converter).convert_rows(keys.iter().map(|k| codec.parser.parse(k)))?;
+        let slice = columns
+            .get_mut(hop.slice_key)
+            .ok_or_else(|| internal("hop slice key out of range"))?;
+        let values: ArrayRef = Arc::new(TimestampMicrosecondArray::from_iter_values(
+            starts.iter().copied(),
+        ));
+        *slice = cast(&values, slice.data_type())?;
+        Ok(codec.converter.convert_columns(&columns)?)
+    }
+
+    /// Advances the watermark to `w`: emits every window whose timer it reaches, assembled from
+    /// its slices, and frees each such window's first slice (its last window closed).
     pub(super) fn close_hop(&mut self, w: i64) -> Result<Vec<ChangeBatch>> {
         let Some(hop) = self.hop.as_mut() else {
             return Ok(Vec::new());
@@ -228,89 +268,70 @@ impl HashAggregate {
             return Ok(Vec::new());
         }
         hop.watermark = Some(w);
-        let restored = std::mem::take(&mut hop.restored);
-        // (slot, window start) of every window that closes, and the slots to free.
-        let mut windows: Vec<(u32, i64)> = Vec::new();
-        let mut free: Vec<u32> = Vec::new();
-        while let Some(entry) = hop.closes.first_entry() {
-            if *entry.key() > w {
-                break;
+        let (size, slide, n) = (hop.size, hop.slide, hop.slices());
+        let timers = (self.timers.as_mut()).ok_or_else(|| internal("aggregate timers not open"))?;
+        let fired = timers.take(w)?;
+        if fired.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Each window's slices, by their keys: the first slice's key with the start moved on.
+        let firsts: Vec<&[u8]> = fired.iter().map(|(_, _, key)| &key[..]).collect();
+        let mut slices: Vec<Rows> = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let starts: Vec<i64> = (fired.iter())
+                .map(|(close, _, _)| close - size + i * slide)
+                .collect();
+            slices.push(self.reslice(&firsts, &starts)?);
+        }
+        if !self.complete {
+            let mut wanted: Vec<(u16, &[u8])> = Vec::with_capacity(fired.len() * n as usize);
+            for rows in &slices {
+                for (r, (_, kg, _)) in fired.iter().enumerate() {
+                    wanted.push((*kg, rows.row(r).data()));
+                }
             }
-            let (close, ids) = entry.remove_entry();
-            for id in ids {
-                let Some(&t) = hop.slice_of.get(id as usize) else {
-                    continue;
-                };
-                let start = close - hop.size;
-                if t == NEVER || start > t || start <= t - hop.size {
-                    continue;
-                }
-                if !restored {
-                    windows.push((id, start));
-                }
-                if start == t {
-                    free.push(id);
-                }
+            self.load_keys(wanted)?;
+        }
+        let mut windows: Vec<(usize, i64, Vec<u32>)> = Vec::new();
+        for (r, (close, _, _)) in fired.iter().enumerate() {
+            let members: Vec<u32> = (slices.iter())
+                .filter_map(|rows| self.groups.get(rows.row(r).data()))
+                .collect();
+            // A window whose slices all vanished (their rows were retracted) has no row.
+            if !members.is_empty() {
+                windows.push((r, close - size, members));
             }
         }
         let out = if windows.is_empty() {
             Vec::new()
         } else {
-            vec![self.assemble(&windows)?]
+            vec![self.assemble(&firsts, &windows)?]
         };
-        for id in free {
-            if let Some(hop) = self.hop.as_mut()
-                && let Some(s) = hop.slice_of.get_mut(id as usize)
-            {
-                *s = NEVER;
+        // Freed after every window is assembled: a slice is in several of them.
+        for first in &firsts {
+            if let Some(id) = self.groups.get(first) {
+                self.groups.remove(id);
+                self.aggs.iter_mut().for_each(|agg| agg.reset(id));
             }
-            self.groups.remove(id);
-            self.aggs.iter_mut().for_each(|agg| agg.reset(id));
         }
         Ok(out)
     }
 
-    /// The rows of the windows `(slot of one of its slices, window start)`, each once.
-    fn assemble(&mut self, windows: &[(u32, i64)]) -> Result<ChangeBatch> {
+    /// The rows of `windows`: (index of its first slice's key in `firsts`, start, slots of its
+    /// slices).
+    fn assemble(
+        &mut self,
+        firsts: &[&[u8]],
+        windows: &[(usize, i64, Vec<u32>)],
+    ) -> Result<ChangeBatch> {
         let (Some(hop), Some(keys)) = (self.hop.as_ref(), self.keys.as_ref()) else {
             return Err(internal("hop windows without a group key"));
         };
-        let micros_type = DataType::Timestamp(TimeUnit::Microsecond, None);
-        let slots = &self.groups.slots;
         let decoded = keys.converter.convert_rows(
             windows
                 .iter()
-                .map(|&(id, _)| keys.parser.parse(&slots[id as usize].key)),
+                .map(|(r, _, _)| keys.parser.parse(firsts[*r])),
         )?;
-        let slice_type = decoded
-            .get(hop.slice_key)
-            .map(|c| c.data_type().clone())
-            .ok_or_else(|| internal("hop slice key out of range"))?;
-        // The key of slice `i` of each window: its keys with the slice start replaced.
-        let key_rows = |offset: i64| -> Result<datafusion::arrow::row::Rows> {
-            let starts: ArrayRef = Arc::new(TimestampMicrosecondArray::from_iter_values(
-                windows.iter().map(|&(_, s)| s + offset),
-            ));
-            let mut columns = decoded.clone();
-            columns[hop.slice_key] = cast(&cast(&starts, &micros_type)?, &slice_type)?;
-            Ok(keys.converter.convert_columns(&columns)?)
-        };
-        // Each window once: the first of its rows.
-        let first = key_rows(0)?;
-        let mut seen = HashSet::with_capacity(windows.len());
-        let unique: Vec<usize> = (0..windows.len())
-            .filter(|&r| seen.insert(first.row(r).data().to_vec()))
-            .collect();
-        let n = hop.slices();
-        let mut members: Vec<Vec<u32>> = vec![Vec::new(); windows.len()];
-        for i in 0..n {
-            let rows = key_rows(i * hop.slide)?;
-            for &r in &unique {
-                if let Some(id) = self.groups.get(rows.row(r).data()) {
-                    members[r].push(id);
-                }
-            }
-        }
         // Merge each window's slices into a scratch slot past every live one.
         let scratch = self.groups.slots.len() as u32;
         self.aggs
@@ -318,9 +339,9 @@ impl HashAggregate {
             .for_each(|agg| agg.grow(scratch as usize + 1));
         let mut values: Vec<Vec<super::result::Value>> = vec![Vec::new(); self.aggs.len()];
         let mut arena = Vec::new();
-        for &r in &unique {
+        for (_, _, members) in windows {
             let mut rows = 0;
-            for &id in &members[r] {
+            for &id in members {
                 rows += self.groups.slots[id as usize].rows;
                 self.aggs
                     .iter_mut()
@@ -331,28 +352,20 @@ impl HashAggregate {
             }
             self.aggs.iter_mut().for_each(|agg| agg.reset(scratch));
         }
-        let Some(hop) = self.hop.as_ref() else {
-            return Err(internal("hop vanished"));
-        };
-        let m = unique.len();
-        let starts: Vec<i64> = unique.iter().map(|&r| windows[r].1).collect();
+        let m = windows.len();
+        let starts: Vec<i64> = windows.iter().map(|(_, start, _)| *start).collect();
         let times = |offset: i64| -> ArrayRef {
             Arc::new(TimestampMicrosecondArray::from_iter_values(
                 starts.iter().map(|s| s + offset),
             ))
         };
-        let take = datafusion::arrow::array::UInt32Array::from_iter_values(
-            unique.iter().map(|&r| r as u32),
-        );
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(hop.output.fields().len());
         for c in &hop.columns {
             columns.push(match c {
-                HopColumn::Key(i) => {
-                    let column = decoded
-                        .get(*i)
-                        .ok_or_else(|| internal("hop key column out of range"))?;
-                    datafusion::arrow::compute::take(column.as_ref(), &take, None)?
-                }
+                HopColumn::Key(i) => decoded
+                    .get(*i)
+                    .cloned()
+                    .ok_or_else(|| internal("hop key column out of range"))?,
                 HopColumn::Start => times(0),
                 HopColumn::End => times(hop.size),
                 HopColumn::Time => times(hop.size - WINDOW_TIME_OFFSET),
@@ -373,33 +386,6 @@ impl HashAggregate {
             ops: vec![Op::Insert; m],
         })
     }
-
-    /// Registers every restored slice (see the module documentation for the first watermark).
-    pub(super) fn reopen_hop(&mut self) -> Result<()> {
-        let (Some(hop), Some(keys)) = (self.hop.as_mut(), &self.keys) else {
-            return Ok(());
-        };
-        *hop = hop.fresh();
-        let ids: Vec<u32> = (0..self.groups.slots.len() as u32).collect();
-        if ids.is_empty() {
-            return Ok(());
-        }
-        hop.restored = true;
-        let slots = &self.groups.slots;
-        let columns = keys.converter.convert_rows(
-            ids.iter()
-                .map(|&id| keys.parser.parse(&slots[id as usize].key)),
-        )?;
-        let slice = columns
-            .get(hop.slice_key)
-            .ok_or_else(|| internal("hop slice key out of range"))?;
-        for (id, t) in ids.into_iter().zip(micros(slice)?) {
-            if let Some(t) = t {
-                hop.open(id, t);
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -407,7 +393,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use datafusion::arrow::array::{AsArray, Int64Array};
-    use datafusion::arrow::datatypes::{Field, Int64Type, Schema, TimestampMicrosecondType};
+    use datafusion::arrow::datatypes::{
+        DataType, Field, Int64Type, Schema, TimeUnit, TimestampMicrosecondType,
+    };
 
     use super::*;
     use crate::operator::aggregate::{AggFunc, AggSpec};
@@ -529,6 +517,7 @@ mod tests {
             let store = StateStore::open(dir.path()).unwrap();
             let scope = StateScope::new(store.clone(), b"hop/", 0..crate::keygroup::KEY_GROUPS);
             let mut op = operator();
+            op.restore(&scope).unwrap();
             let mut emitted = BTreeMap::new();
             let mut expected: BTreeMap<Window, (i64, i64, i64)> = BTreeMap::new();
             let (mut clock, mut watermark, mut late) = (0i64, None::<i64>, 0usize);
@@ -565,6 +554,8 @@ mod tests {
                     store.write(state, true).unwrap();
                     op = operator();
                     op.restore(&scope).unwrap();
+                    // Slices are read when a row or a window needs them, not at restore.
+                    assert_eq!(op.group_count(), 0);
                     if let Some(w) = watermark {
                         assert!(op.on_watermark(0, w).unwrap().is_empty());
                     }

@@ -31,16 +31,20 @@
 //! inserts into its memtable much faster than random order. A failed [`Operator::process`]
 //! leaves the state undefined: the job must restart from its last checkpoint.
 //!
-//! **Memory.** A `GROUP BY` without windows or a state TTL keeps in memory only the groups it
-//! has room for: the slots are the cache. Nothing is read at restore; a batch reads the groups
-//! of its rows that memory does not hold with one batched read (none at all while memory holds
-//! every stored group, as after a restore that found the table empty). Slots count against the
-//! scope's cache budget and the process's shared state-memory limit; over it, a checkpoint drops
-//! the least recently touched groups whose last write the job has committed (a read of a group
-//! written later would find its older value), down to half the limit. A vanished group's key
-//! is not read again until the job commits its deletion. Windows (whose groups close on the
-//! watermark and must all be known), a state TTL (which must see every group to expire it) and
-//! a global aggregate keep every group in memory and read them all at restore, as before.
+//! **Memory.** A `GROUP BY` keeps in memory only the groups it has room for: the slots are the
+//! cache. Nothing is read at restore; a batch reads the groups of its rows that memory does not
+//! hold with one batched read (none at all while memory holds every stored group, as after a
+//! restore that found the table empty). Slots count against the scope's cache budget and the
+//! process's shared state-memory limit; over it, a checkpoint drops the least recently touched
+//! groups whose last write the job has committed (a read of a group written later would find
+//! its older value), down to half the limit. A vanished group's key is not read again until the
+//! job commits its deletion. A global aggregate (one group) reads it at restore.
+//!
+//! **Timers.** Windows close on the watermark and the state TTL expires idle groups, so the
+//! operator must find groups it does not hold: a new group sets a timer in the state (see
+//! [`due`]) at its window's close ([`window`]), its hopping windows' closes ([`hop`]) or its
+//! expiry ([`HashAggregate::with_state_ttl`]); the watermark (or, for the TTL, the clock at a
+//! barrier) fires the timers it reaches, and each reads its group when memory does not hold it.
 //!
 //! **Stored value** ([`codec`]), integers as LEB128 varints (signed ones zigzag-encoded):
 //!
@@ -61,6 +65,7 @@
 
 mod accumulator;
 mod codec;
+mod due;
 mod groups;
 mod hop;
 mod pending;
@@ -71,8 +76,9 @@ mod window;
 pub use self::hop::HopColumn;
 pub use self::session::{SessionAggregate, SessionColumn, SessionSpec};
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use datafusion::arrow::array::{ArrayRef, new_null_array};
 use datafusion::arrow::compute::SortOptions;
@@ -83,6 +89,7 @@ use datafusion::arrow::row::{OwnedRow, RowConverter, RowParser, Rows, SortField}
 use datafusion::logical_expr::Accumulator;
 
 use self::accumulator::{Agg, canonical};
+use self::due::Timers;
 use self::groups::Groups;
 use self::result::Value;
 use self::window::Window;
@@ -190,11 +197,16 @@ pub struct HashAggregate {
     groups: Groups,
     /// Where the groups are stored; opened at restore (or at the first checkpoint).
     table: Option<StateTable>,
-    /// Groups are read from the table when a row first needs them, and memory keeps at most
-    /// `limit` bytes of them (see the module documentation). Otherwise every group is read at
-    /// restore and stays in memory: windows, whose groups close, and a state TTL or a global
-    /// aggregate, which have to know every group.
+    /// Groups are read from the table when a row (or a timer) first needs them, and memory
+    /// keeps at most `limit` bytes of them (see the module documentation). Otherwise (a global
+    /// aggregate, one group) the group is read at restore and stays in memory.
     lazy: bool,
+    /// What windows close and the state TTL expires (see [`due`]); opened at restore for an
+    /// aggregate with windows or a state TTL.
+    timers: Option<Timers>,
+    /// Groups expire under the state TTL through timers, and their stored values start with
+    /// the time they were last touched (see [`HashAggregate::with_state_ttl`]).
+    expiring: bool,
     /// Memory holds every stored group (nothing was ever evicted since a restore that found the
     /// table empty): a group not in memory is new, and costs no read.
     complete: bool,
@@ -217,14 +229,14 @@ pub struct HashAggregate {
     /// Flink's `table.exec.state.ttl`: a group untouched this long is forgotten (see
     /// [`HashAggregate::with_state_ttl`]).
     ttl: Option<Duration>,
-    /// When the operator started: the origin of [`Groups::clock`].
-    started: Instant,
+    /// The time in seconds since the Unix epoch, when a test sets it (else the wall clock).
+    clock: Option<u32>,
     /// The clock at the last TTL sweep: one a second at most.
     swept: u32,
     /// Counts the rows of a view without a key (see [`HashAggregate::counting_rows`]).
     counts_rows: bool,
-    /// Group lookups since the last checkpoint: the state reads it publishes, all answered
-    /// from memory, where every group lives.
+    /// Group lookups since the last checkpoint: the state reads it publishes (those not in
+    /// [`HashAggregate::loads`] were answered from memory).
     lookups: u64,
 }
 
@@ -332,6 +344,18 @@ impl Scratch {
     }
 }
 
+/// The time a group was last touched and its group value, of a stored value that starts with
+/// that time (`expiring`, see [`HashAggregate::with_state_ttl`]).
+fn split_seen(value: &[u8], expiring: bool) -> Result<(Option<u32>, &[u8])> {
+    if !expiring {
+        return Ok((None, value));
+    }
+    let (seen, group) = value
+        .split_first_chunk::<4>()
+        .ok_or_else(|| EngineError::Corrupt("aggregate state without its touch time".into()))?;
+    Ok((Some(u32::from_be_bytes(*seen)), group))
+}
+
 fn internal(msg: impl Into<String>) -> EngineError {
     EngineError::Internal(msg.into())
 }
@@ -399,6 +423,8 @@ impl HashAggregate {
             groups: Groups::default(),
             table: None,
             lazy: false,
+            timers: None,
+            expiring: false,
             complete: true,
             budget: 0,
             limit: 0,
@@ -411,7 +437,7 @@ impl HashAggregate {
             window: None,
             hop: None,
             ttl: None,
-            started: Instant::now(),
+            clock: None,
             swept: 0,
             counts_rows: false,
         })
@@ -435,28 +461,115 @@ impl HashAggregate {
     }
 
     /// Flink's state TTL (`table.exec.state.ttl`) for an aggregate without windows: a group no
-    /// row has touched for `ttl` (wall-clock time, counted from the job's start for groups
-    /// restored from a checkpoint) is forgotten at a barrier: its state is deleted, and the view
+    /// row has touched for `ttl` (wall-clock time, in whole seconds since the Unix epoch, so it
+    /// counts across restarts) is forgotten at a barrier: its state is deleted, and the view
     /// keeps the group's last result. A later row for it starts the group afresh, as in Flink.
+    ///
+    /// A new group sets a timer at its expiry (see [`due`]); a group stores the time it was last
+    /// touched in front of its value (4 bytes, big endian). When the timer fires, the group is
+    /// read: expired, it goes; touched since, it sets its timer again at its new expiry. So a
+    /// busy group costs no timer writes, and nothing is read at restore.
     pub fn with_state_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
         self
     }
 
+    /// Makes the TTL's clock read `seconds` (since the Unix epoch) instead of the wall clock.
+    #[cfg(test)]
+    fn set_clock(&mut self, seconds: u32) {
+        self.clock = Some(seconds);
+    }
+
+    /// Seconds since the Unix epoch (see [`HashAggregate::set_clock`]).
+    fn now(&self) -> u32 {
+        self.clock.unwrap_or_else(|| {
+            let secs = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            u32::try_from(secs).unwrap_or(u32::MAX)
+        })
+    }
+
+    /// The state TTL in whole seconds, for an aggregate without windows that has one.
+    fn ttl_seconds(&self) -> Option<u32> {
+        let ttl = self
+            .ttl
+            .filter(|_| self.window.is_none() && self.hop.is_none())?;
+        Some(u32::try_from(ttl.as_secs().max(1)).unwrap_or(u32::MAX))
+    }
+
     /// Forgets the groups the state TTL has passed (see [`HashAggregate::with_state_ttl`]).
-    fn expire(&mut self) {
-        let Some(ttl) = self.ttl else {
-            return;
+    fn expire(&mut self) -> Result<()> {
+        let Some(ttl) = self.ttl_seconds() else {
+            return Ok(());
         };
-        if self.window.is_some() || self.hop.is_some() || self.groups.clock <= self.swept {
-            return;
+        let now = self.groups.clock;
+        if now <= self.swept {
+            return Ok(());
         }
-        self.swept = self.groups.clock;
-        for id in self.groups.expired(ttl.as_secs().max(1) as u32) {
-            self.forget_held(id);
-            self.groups.remove(id);
-            self.aggs.iter_mut().for_each(|agg| agg.reset(id));
+        self.swept = now;
+        if !self.expiring {
+            // A global aggregate holds its one group in memory.
+            for id in self.groups.expired(ttl) {
+                self.forget_held(id);
+                self.groups.remove(id);
+                self.aggs.iter_mut().for_each(|agg| agg.reset(id));
+            }
+            return Ok(());
         }
+        let timers = (self.timers.as_mut()).ok_or_else(|| internal("aggregate timers not open"))?;
+        let fired = timers.take(i64::from(now))?;
+        if fired.is_empty() {
+            return Ok(());
+        }
+        self.load_fired(&fired)?;
+        let mut again = Vec::new();
+        for (_, kg, key) in &fired {
+            let Some(id) = self.groups.get(key) else {
+                continue;
+            };
+            let slot = &self.groups.slots[id as usize];
+            let expiry = slot.seen.saturating_add(ttl);
+            if expiry <= now && slot.pending == 0 {
+                self.forget_held(id);
+                self.groups.remove(id);
+                self.aggs.iter_mut().for_each(|agg| agg.reset(id));
+            } else {
+                again.push((*kg, expiry.max(now.saturating_add(1)), id));
+            }
+        }
+        let timers = (self.timers.as_mut()).ok_or_else(|| internal("aggregate timers not open"))?;
+        for (kg, at, id) in again {
+            let key = &self.groups.slots[id as usize].key;
+            timers.set(kg, i64::from(at), due::EXPIRE, key);
+        }
+        Ok(())
+    }
+
+    /// Reads the groups of fired timers that memory does not hold.
+    fn load_fired(&mut self, fired: &[due::Fired]) -> Result<()> {
+        if self.complete {
+            return Ok(());
+        }
+        let keys: Vec<(u16, &[u8])> = fired.iter().map(|(_, kg, k)| (*kg, &k[..])).collect();
+        self.load_keys(keys)
+    }
+
+    /// Sets the timers of the groups batch `s` created (its touched groups that did not exist
+    /// before it and do after it): their expiry under the state TTL.
+    fn arm_expiry(&mut self, s: &Scratch) -> Result<()> {
+        let Some(ttl) = self.ttl_seconds().filter(|_| self.expiring) else {
+            return Ok(());
+        };
+        let timers = (self.timers.as_mut()).ok_or_else(|| internal("aggregate timers not open"))?;
+        for ((&id, &existed), &exists) in s.touched.iter().zip(&s.existed).zip(&s.exists) {
+            if !existed && exists {
+                let slot = &self.groups.slots[id as usize];
+                let at = slot.seen.saturating_add(ttl);
+                timers.set(slot.kg, i64::from(at), due::EXPIRE, &slot.key);
+            }
+        }
+        Ok(())
     }
 
     /// Makes the aggregation close its windows on the watermark (see [`window`]): group key
@@ -522,20 +635,63 @@ impl HashAggregate {
         }
         let mut scratch = std::mem::take(&mut self.scratch);
         let out = self.apply(&input, &mut scratch);
-        if out.is_ok()
-            && let Some(window) = self.window.as_mut()
-        {
-            for (&id, &close) in scratch.gids.iter().zip(&closes) {
-                window.open(id, close);
-            }
-            for (&id, &exists) in scratch.touched.iter().zip(&scratch.exists) {
-                if !exists {
-                    window.forget(id);
-                }
+        let armed = match out {
+            Ok(_) => self.arm_closes(&scratch, &closes),
+            Err(e) => Err(e),
+        };
+        self.scratch = scratch;
+        armed.map(|_| Vec::new())
+    }
+
+    /// Sets the timers of the windows' groups batch `s` created (touched, new, and live after
+    /// it), at their close times; `closes` has each row's.
+    fn arm_closes(&mut self, s: &Scratch, closes: &[i64]) -> Result<()> {
+        let mut created: HashMap<u32, bool> = HashMap::new();
+        for ((&id, &existed), &exists) in s.touched.iter().zip(&s.existed).zip(&s.exists) {
+            if !existed && exists {
+                created.insert(id, false);
             }
         }
-        self.scratch = scratch;
-        out
+        if created.is_empty() {
+            return Ok(());
+        }
+        let timers = (self.timers.as_mut()).ok_or_else(|| internal("aggregate timers not open"))?;
+        for (&id, &close) in s.gids.iter().zip(closes) {
+            if close == window::NEVER {
+                continue;
+            }
+            if let Some(armed) = created.get_mut(&id)
+                && !std::mem::replace(armed, true)
+            {
+                let slot = &self.groups.slots[id as usize];
+                timers.set(slot.kg, close, due::CLOSE, &slot.key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Fires the window timers the watermark `w` reaches: the groups whose windows close.
+    fn close_windows(&mut self, w: i64) -> Result<Vec<ChangeBatch>> {
+        let timers = (self.timers.as_mut()).ok_or_else(|| internal("aggregate timers not open"))?;
+        let fired = timers.take(w)?;
+        if fired.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.load_fired(&fired)?;
+        let mut closing: Vec<u32> = fired
+            .iter()
+            .filter_map(|(_, _, key)| self.groups.get(key))
+            .collect();
+        // A group is named by one timer; a slot is listed once all the same.
+        let mut seen = std::collections::HashSet::new();
+        closing.retain(|id| seen.insert(*id));
+        if closing.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The closing groups' held changes go out before they are freed.
+        let mut out = self.release()?;
+        out.extend(self.close(closing)?);
+        Ok(out)
     }
 
     /// Number of groups held (1 for a started global aggregate).
@@ -579,13 +735,19 @@ impl HashAggregate {
     /// table, with one batched read, into slots: those it has become live groups, the others
     /// are new.
     fn load(&mut self, keys: &Rows, kgs: &[u16]) -> Result<()> {
-        let mut missing: Vec<(u16, &[u8])> = Vec::new();
-        for (i, &kg) in kgs.iter().enumerate().take(keys.num_rows()) {
-            let key = keys.row(i).data();
-            if self.groups.get(key).is_none() && !self.groups.deleted.contains_key(key) {
-                missing.push((kg, key));
-            }
-        }
+        let wanted = (kgs.iter().enumerate().take(keys.num_rows()))
+            .map(|(i, &kg)| (kg, keys.row(i).data()))
+            .collect();
+        self.load_keys(wanted)
+    }
+
+    /// Reads the groups `wanted` (key group, key) that memory does not hold from the table,
+    /// with one batched read, into slots.
+    fn load_keys(&mut self, wanted: Vec<(u16, &[u8])>) -> Result<()> {
+        let mut missing = wanted;
+        missing.retain(|(_, key)| {
+            self.groups.get(key).is_none() && !self.groups.deleted.contains_key(*key)
+        });
         if missing.is_empty() {
             return Ok(());
         }
@@ -602,9 +764,13 @@ impl HashAggregate {
             for agg in &mut self.aggs {
                 agg.grow(id as usize + 1);
             }
-            let rows = codec::decode(value, &mut self.aggs, id)?;
+            let (seen, group) = split_seen(value, self.expiring)?;
+            let rows = codec::decode(group, &mut self.aggs, id)?;
             let slot = &mut self.groups.slots[id as usize];
             slot.rows = rows;
+            if let Some(seen) = seen {
+                slot.seen = seen;
+            }
             slot.stored = Some(value.len() as u32);
             self.groups.set_cost(id, group_cost(key.len(), value.len()));
             loaded += 2 + key.len() + value.len();
@@ -756,7 +922,7 @@ impl Operator for HashAggregate {
     }
 
     fn process(&mut self, _input: usize, input: ChangeBatch) -> Result<Vec<ChangeBatch>> {
-        self.groups.clock = self.started.elapsed().as_secs() as u32;
+        self.groups.clock = self.now();
         let n = input.num_rows();
         let columns = input.data.columns();
         let types_match = columns.len() == self.input.fields().len()
@@ -780,32 +946,30 @@ impl Operator for HashAggregate {
         }
         let mut scratch = std::mem::take(&mut self.scratch);
         let out = self.apply(&input, &mut scratch);
+        let armed = match out {
+            Ok(out) => self.arm_expiry(&scratch).map(|_| out),
+            Err(e) => Err(e),
+        };
         self.scratch = scratch;
-        out
+        armed
     }
 
     fn on_watermark(&mut self, _input: usize, watermark: i64) -> Result<Vec<ChangeBatch>> {
         if self.hop.is_some() {
             return self.close_hop(watermark);
         }
-        let closing = match self.window.as_mut() {
-            Some(w) => w.advance(watermark),
+        match self.window.as_mut().map(|w| w.advance(watermark)) {
+            Some(true) => self.close_windows(watermark),
+            Some(false) => Ok(Vec::new()),
             // Held rows go out before the watermark passes their time (see [`pending`]).
-            None => return self.release(),
-        };
-        if closing.is_empty() {
-            return Ok(Vec::new());
+            None => self.release(),
         }
-        // The closing groups' held changes go out before they are freed.
-        let mut out = self.release()?;
-        out.extend(self.close(closing)?);
-        Ok(out)
     }
 
     fn on_barrier(&mut self) -> Result<Vec<ChangeBatch>> {
         let out = self.release()?;
-        self.groups.clock = self.started.elapsed().as_secs() as u32;
-        self.expire();
+        self.groups.clock = self.now();
+        self.expire()?;
         Ok(out)
     }
 
@@ -838,13 +1002,18 @@ impl Operator for HashAggregate {
 
     fn restore(&mut self, scope: &StateScope) -> Result<()> {
         let mut groups = Groups::default();
+        groups.clock = self.now();
         let mut bytes = 0;
         self.aggs.iter_mut().for_each(Agg::clear);
         let mut table = open_table(scope);
-        self.lazy = self.keys.is_some()
-            && self.window.is_none()
-            && self.hop.is_none()
-            && self.ttl.is_none();
+        if let Some(window) = self.window.as_mut() {
+            *window = window.fresh();
+        }
+        if let Some(hop) = self.hop.as_mut() {
+            *hop = hop.fresh();
+        }
+        self.lazy = self.keys.is_some();
+        self.expiring = self.lazy && self.ttl_seconds().is_some();
         if self.lazy {
             self.complete = table.is_empty()?;
             self.budget = scope.cache_bytes;
@@ -852,6 +1021,8 @@ impl Operator for HashAggregate {
             groups.reads = true;
             self.groups = groups;
             self.table = Some(table);
+            let timed = self.window.is_some() || self.hop.is_some() || self.expiring;
+            self.timers = timed.then(|| Timers::open(scope));
             return Ok(());
         }
         scope.scan(|kg, key, value| {
@@ -875,8 +1046,7 @@ impl Operator for HashAggregate {
         self.table = Some(table);
         self.complete = true;
         self.groups = groups;
-        self.reopen_hop()?;
-        self.reopen_windows()
+        Ok(())
     }
 
     fn checkpoint(&mut self, epoch: u64, scope: &StateScope, batch: &mut StateBatch) -> Result<()> {
@@ -909,6 +1079,9 @@ impl Operator for HashAggregate {
             };
             let slot = &mut self.groups.slots[id as usize];
             value.clear();
+            if self.expiring {
+                value.extend_from_slice(&slot.seen.to_be_bytes());
+            }
             codec::encode(slot.rows, &self.aggs, id, &mut value);
             let before = slot.stored.replace(value.len() as u32);
             table.write_behind(batch, kg, &key, Some(&value), before.map(|l| l as usize));
@@ -918,6 +1091,9 @@ impl Operator for HashAggregate {
         let committed = table.committed_epoch();
         self.groups.deletions_written(epoch, committed);
         table.checkpoint(epoch, batch);
+        if let Some(timers) = self.timers.as_mut() {
+            timers.checkpoint(epoch, batch);
+        }
         let lookups = std::mem::take(&mut self.lookups);
         let loads = std::mem::take(&mut self.loads);
         let stored = table.bytes() as usize;
@@ -963,11 +1139,16 @@ impl Operator for HashAggregate {
             },
         };
         // What bounds the state: windows close; otherwise the TTL, or nothing (it grows with
-        // the groups: EXPLAIN says so).
+        // the groups: EXPLAIN says so). Windows and the TTL keep timers in the state (their
+        // layout, which a view created before them does not have).
         let state = match (&self.window, &self.hop, self.ttl, self.group_by.is_empty()) {
             _ if self.counts_rows => ", state: a count per distinct row of the view".into(),
-            (Some(_), ..) | (_, Some(_), ..) | (_, _, _, true) => String::new(),
-            (None, None, Some(ttl), false) => format!(", state TTL {} s", ttl.as_secs().max(1)),
+            (_, _, _, true) => String::new(),
+            (Some(_), ..) | (_, Some(_), ..) => ", timers in state".into(),
+            (None, None, Some(ttl), false) => format!(
+                ", state TTL {} s (expired by timers in state)",
+                ttl.as_secs().max(1)
+            ),
             (None, None, None, false) => {
                 ", state unbounded (one entry per group; SET table.exec.state.ttl bounds it)".into()
             }
@@ -999,30 +1180,6 @@ impl HashAggregate {
             self.aggs.iter_mut().for_each(|agg| agg.reset(id));
             self.complete = false;
         }
-    }
-
-    /// Registers the close time of every restored group, from its key.
-    fn reopen_windows(&mut self) -> Result<()> {
-        let (Some(window), Some(keys)) = (self.window.as_mut(), &self.keys) else {
-            return Ok(());
-        };
-        *window = window.fresh();
-        let ids: Vec<u32> = (0..self.groups.slots.len() as u32).collect();
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let slots = &self.groups.slots;
-        let columns = keys.converter.convert_rows(
-            ids.iter()
-                .map(|&id| keys.parser.parse(&slots[id as usize].key)),
-        )?;
-        let bound = columns
-            .get(window.key)
-            .ok_or_else(|| internal("window key out of range"))?;
-        for (id, close) in ids.into_iter().zip(window.close_times(bound)?) {
-            window.open(id, close);
-        }
-        Ok(())
     }
 }
 

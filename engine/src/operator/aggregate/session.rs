@@ -30,9 +30,14 @@
 //!
 //! **State.** Each partition with open sessions (or a closed end that still matters) is one
 //! entry of the aggregate's [`StateTable`], written behind at the checkpoint of an epoch that
-//! changed it ([`StateTable::write_behind`]). Every entry is read at restore and kept in memory,
-//! decoded: the watermark closes sessions, so the operator must know them all, and they are
-//! bounded by the gap.
+//! changed it ([`StateTable::write_behind`]). Partitions are read on demand: those of a batch's
+//! rows that memory does not hold with one batched read, nothing at restore. What the watermark
+//! must do is kept as timers in the state ([`super::due`]): a timer at a session's close time
+//! (set again whenever its last row moves) and one at the time its partition's closed end stops
+//! mattering. A watermark fires the timers it reaches; each reads its partition and closes what
+//! is due there (a timer whose session moved or merged since finds nothing to do). A partition
+//! stays in memory until its sessions closed and its closed end is forgotten. Until the job
+//! commits a partition's deletion, its key is not read again (the store still has its old value).
 //!
 //! **Stored value**, one per partition key (integers as in [`super::codec`]):
 //!
@@ -41,7 +46,7 @@
 //! session := start:ivar last:ivar len:uvar group      (group: the aggregate's stored group)
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, TimestampMicrosecondArray};
@@ -51,6 +56,7 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 use super::accumulator::{Agg, canonical};
 use super::codec::{self, Reader, put_i, put_u};
+use super::due::{self, Timers};
 use super::result::Value;
 use super::window::micros;
 use super::{AggSpec, Codec, internal, strict};
@@ -158,14 +164,21 @@ pub struct SessionAggregate {
     /// Per slot: the last batch that touched it.
     touched_in: Vec<u64>,
     batches: u64,
-    /// (close time) -> (partition, slot); entries may be stale (checked on close).
-    closing: BTreeMap<i64, Vec<(u32, u32)>>,
-    /// (time its closed end stops mattering) -> partition.
-    forgetting: BTreeMap<i64, Vec<u32>>,
     watermark: Option<i64>,
     late: Vec<LateRow>,
     /// Where the partitions are stored; opened at restore (or at the first checkpoint).
     table: Option<StateTable>,
+    /// Session closes and forgotten closed ends (see the module documentation); opened at
+    /// restore.
+    timers: Option<Timers>,
+    /// Memory holds every stored partition (the table was empty at restore): a partition not
+    /// in memory is new, and costs no read.
+    complete: bool,
+    /// Keys of stored partitions that vanished, with the epoch whose checkpoint deletes them
+    /// (`u64::MAX`: the next one), until the job commits it: they are not read again.
+    deleted: HashMap<Arc<[u8]>, u64, FastHash>,
+    /// Partitions read from the table since the last checkpoint, found or not.
+    loads: u64,
     /// Partition lookups since the last checkpoint (see `super::publish`).
     lookups: u64,
 }
@@ -239,11 +252,13 @@ impl SessionAggregate {
             merged_into: Vec::new(),
             touched_in: Vec::new(),
             batches: 0,
-            closing: BTreeMap::new(),
-            forgetting: BTreeMap::new(),
             watermark: None,
             late: Vec::new(),
             table: None,
+            timers: None,
+            complete: true,
+            deleted: HashMap::default(),
+            loads: 0,
             lookups: 0,
         })
     }
@@ -327,8 +342,58 @@ impl SessionAggregate {
         self.index.remove(&part.key);
         if let Some(len) = part.stored.take() {
             self.gone.push((part.kg, Arc::clone(&part.key), len));
+            self.deleted.insert(Arc::clone(&part.key), u64::MAX);
         }
         self.free_parts.push(p);
+    }
+
+    /// Sets a timer of `kind` at `time` for partition `p`.
+    fn arm(&mut self, p: u32, time: i64, kind: u8) -> Result<()> {
+        let timers = (self.timers.as_mut()).ok_or_else(|| internal("session timers not open"))?;
+        let part = &self.parts[p as usize];
+        timers.set(part.kg, time, kind, &part.key);
+        Ok(())
+    }
+
+    /// Reads the partitions `wanted` (key group, key) that memory does not hold from the
+    /// table, with one batched read.
+    fn load(&mut self, mut wanted: Vec<(u16, &[u8])>) -> Result<()> {
+        if self.complete {
+            return Ok(());
+        }
+        wanted
+            .retain(|(_, key)| !self.index.contains_key(*key) && !self.deleted.contains_key(*key));
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        self.loads += wanted.len() as u64;
+        let mut table = (self.table.take()).ok_or_else(|| internal("session state not open"))?;
+        let loaded = self.load_from(&mut table, &wanted);
+        self.table = Some(table);
+        loaded
+    }
+
+    fn load_from(&mut self, table: &mut StateTable, wanted: &[(u16, &[u8])]) -> Result<()> {
+        let global = self.keys.is_none();
+        let mut bytes = 0;
+        for (&(kg, key), value) in wanted.iter().zip(table.multi_get(wanted)?) {
+            let Some(value) = value else {
+                continue;
+            };
+            if key.is_empty() != global {
+                return Err(EngineError::Corrupt(
+                    "session partition key of the wrong shape".into(),
+                ));
+            }
+            let p = self.part(key, kg);
+            self.decode_part(p, value)?;
+            self.parts[p as usize].stored = Some(value.len() as u32);
+            bytes += 2 + key.len() + value.len();
+        }
+        table.count_stored(bytes as i64);
+        Ok(())
     }
 
     /// Whether a row at `t` of partition `p` is late (see the module documentation).
@@ -451,6 +516,16 @@ impl SessionAggregate {
             }
             None => None,
         };
+        if !self.complete {
+            let wanted = (0..n)
+                .filter(|&i| times[i].is_some())
+                .map(|i| {
+                    let key = key_rows.as_ref().map_or(&[][..], |rows| rows.row(i).data());
+                    (kgs.get(i).copied().unwrap_or(0), key)
+                })
+                .collect();
+            self.load(wanted)?;
+        }
         let mut keep: Vec<u32> = Vec::with_capacity(n);
         let mut late: Vec<usize> = Vec::new();
         let mut gids: Vec<u32> = Vec::with_capacity(n);
@@ -565,10 +640,9 @@ impl SessionAggregate {
         }
 
         for &(p, s, last_before) in &after_sessions {
-            // A session whose last row stayed has its close time registered already.
+            // A session whose last row stayed has its timer already.
             if last_before != Some(s.last) {
-                let close = self.close_time(&s);
-                self.closing.entry(close).or_default().push((p, s.slot));
+                self.arm(p, self.close_time(&s), due::CLOSE)?;
             }
             self.mark_dirty(p);
         }
@@ -696,25 +770,34 @@ impl SessionAggregate {
         Ok(ChangeBatch { data, ops })
     }
 
-    /// Closes the sessions whose close time the watermark `w` reached.
+    /// Fires the timers the watermark `w` reached: closes the sessions of their partitions
+    /// whose close time it reached, and forgets the closed ends it passed by the gap and the
+    /// lateness.
     fn close(&mut self, w: i64) -> Result<Vec<ChangeBatch>> {
-        let mut closing: Vec<(u32, Session)> = Vec::new();
-        while let Some(entry) = self.closing.first_entry() {
-            if *entry.key() > w {
-                break;
-            }
-            let (close, ids) = entry.remove_entry();
-            for (p, slot) in ids {
-                if let Some(s) = self.session(p, slot)
-                    && self.close_time(&s) == close
-                {
-                    closing.push((p, s));
-                }
+        let timers = (self.timers.as_mut()).ok_or_else(|| internal("session timers not open"))?;
+        let fired = timers.take(w)?;
+        if fired.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.load(fired.iter().map(|(_, kg, key)| (*kg, &key[..])).collect())?;
+        // The fired partitions, each once, in the order of their first timer.
+        let mut parts: Vec<u32> = Vec::new();
+        for (_, _, key) in &fired {
+            if let Some(&p) = self.index.get(&key[..])
+                && !parts.contains(&p)
+            {
+                parts.push(p);
             }
         }
-        // A session registered twice under one close time closes once.
-        closing.sort_unstable_by_key(|(_, s)| s.slot);
-        closing.dedup_by_key(|(_, s)| s.slot);
+        let mut closing: Vec<(u32, Session)> = Vec::new();
+        for &p in &parts {
+            let mut due: Vec<Session> = (self.parts[p as usize].sessions.iter())
+                .filter(|s| self.close_time(s) <= w)
+                .copied()
+                .collect();
+            due.sort_unstable_by_key(|s| s.start);
+            closing.extend(due.into_iter().map(|s| (p, s)));
+        }
         let mut out = Vec::new();
         if self.spec.emit_on_close && !closing.is_empty() {
             let ids: Vec<u32> = closing.iter().map(|(_, s)| s.slot).collect();
@@ -734,39 +817,29 @@ impl SessionAggregate {
                 &arena,
             )?);
         }
-        let forget_after = self.spec.gap.saturating_add(self.spec.lateness);
         for (p, s) in closing {
             let end = self.end(&s);
             let part = &mut self.parts[p as usize];
             part.sessions.retain(|x| x.slot != s.slot);
             part.closed_end = Some(part.closed_end.map_or(end, |e| e.max(end)));
-            self.forgetting
-                .entry(end.saturating_add(forget_after))
-                .or_default()
-                .push(p);
             self.free_slot(s.slot);
             self.mark_dirty(p);
         }
-        while let Some(entry) = self.forgetting.first_entry() {
-            if *entry.key() > w {
-                break;
+        let forget_after = self.spec.gap.saturating_add(self.spec.lateness);
+        for p in parts {
+            let Some(end) = self.parts[p as usize].closed_end else {
+                continue;
+            };
+            let at = end.saturating_add(forget_after);
+            if at > w {
+                self.arm(p, at, due::FORGET)?;
+                continue;
             }
-            for p in entry.remove() {
-                let Some(part) = self.parts.get_mut(p as usize) else {
-                    continue;
-                };
-                let expired = part
-                    .closed_end
-                    .is_some_and(|e| e.saturating_add(forget_after) <= w);
-                if !part.live || !expired {
-                    continue;
-                }
-                part.closed_end = None;
-                if part.sessions.is_empty() {
-                    self.remove_part(p);
-                } else {
-                    self.mark_dirty(p);
-                }
+            self.parts[p as usize].closed_end = None;
+            if self.parts[p as usize].sessions.is_empty() {
+                self.remove_part(p);
+            } else {
+                self.mark_dirty(p);
             }
         }
         Ok(out)
@@ -817,16 +890,6 @@ impl SessionAggregate {
         }
         if !r.0.is_empty() {
             return Err(corrupt());
-        }
-        for s in &sessions {
-            let close = self.close_time(s);
-            self.closing.entry(close).or_default().push((p, s.slot));
-        }
-        if let Some(e) = closed_end {
-            let at = e
-                .saturating_add(self.spec.gap)
-                .saturating_add(self.spec.lateness);
-            self.forgetting.entry(at).or_default().push(p);
         }
         let part = &mut self.parts[p as usize];
         part.sessions = sessions;
@@ -892,25 +955,11 @@ impl Operator for SessionAggregate {
             self.specs.clone(),
             Arc::clone(&self.output),
         )?;
-        let global = self.keys.is_none();
-        // Every open session is read: the watermark closes them (their state is bounded by the
-        // gap).
-        let mut bytes = 0;
-        scope.scan(|kg, key, value| {
-            if key.is_empty() != global {
-                return Err(EngineError::Corrupt(
-                    "session partition key of the wrong shape".into(),
-                ));
-            }
-            let p = fresh.part(key, kg);
-            fresh.decode_part(p, value)?;
-            fresh.parts[p as usize].stored = Some(value.len() as u32);
-            bytes += 2 + key.len() + value.len();
-            Ok(())
-        })?;
-        let mut table = super::open_table(scope);
-        table.count_stored(bytes as i64);
+        // Nothing is read: partitions are read when a row or a timer needs them.
+        let table = super::open_table(scope);
+        fresh.complete = table.is_empty()?;
         fresh.table = Some(table);
+        fresh.timers = Some(Timers::open(scope));
         *self = fresh;
         Ok(())
     }
@@ -954,10 +1003,25 @@ impl Operator for SessionAggregate {
             let before = part.stored.replace(value.len() as u32);
             table.write_behind(batch, kg, &key, Some(&value), before.map(|l| l as usize));
         }
+        let committed = table.committed_epoch();
+        self.deleted.retain(|_, e| {
+            if *e == u64::MAX {
+                *e = epoch;
+            }
+            *e > committed
+        });
         table.checkpoint(epoch, batch);
-        // Every partition is in memory, decoded: its stored bytes are what memory holds.
+        if let Some(timers) = self.timers.as_mut() {
+            timers.checkpoint(epoch, batch);
+        }
+        // The partitions in memory are those read or written since the restore: the stored
+        // bytes counted are theirs.
         let stored = table.bytes() as usize;
-        super::publish(scope, std::mem::take(&mut self.lookups), 0, stored, stored);
+        let (lookups, loads) = (
+            std::mem::take(&mut self.lookups),
+            std::mem::take(&mut self.loads),
+        );
+        super::publish(scope, lookups.saturating_sub(loads), loads, stored, stored);
         self.table = Some(table);
         Ok(())
     }
@@ -975,7 +1039,7 @@ impl Operator for SessionAggregate {
             .map(|i| format!("#{i}"))
             .collect();
         format!(
-            "SessionAggregate partition_by=[{}] time=#{} gap={} us aggs=[{}]{}{}",
+            "SessionAggregate partition_by=[{}] time=#{} gap={} us aggs=[{}]{}{}, timers in state",
             keys.join(", "),
             self.spec.time,
             self.spec.gap,
@@ -1146,6 +1210,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
         let mut op = operator(emit_on_close, lateness);
+        op.restore(&scope(&store)).unwrap();
         let mut view = BTreeMap::new();
         let mut accepted: Vec<(i64, i64, i64)> = Vec::new();
         let (mut clock, mut watermark, mut late_rows) = (0i64, None::<i64>, 0usize);
@@ -1238,7 +1303,10 @@ mod tests {
 
     #[test]
     fn a_row_bridging_two_sessions_merges_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
         let mut op = operator(false, 0);
+        op.restore(&scope(&store)).unwrap();
         let mut view = BTreeMap::new();
         apply(
             &mut view,
@@ -1252,5 +1320,75 @@ mod tests {
         apply(&mut view, op.process(0, batch(&[(1, 109, 4)])).unwrap());
         assert_eq!(view, BTreeMap::from([((1, 100, 128), (3, 7, 4))]));
         assert_eq!(op.session_count(), 1);
+    }
+
+    /// Commits `op`'s checkpoint of epoch `epoch`; returns the partitions stored then.
+    fn commit(op: &mut SessionAggregate, scope: &StateScope, epoch: u64) -> usize {
+        let mut state = StateBatch::new();
+        op.checkpoint(epoch, scope, &mut state).unwrap();
+        scope.store.write(state, true).unwrap();
+        scope
+            .committed
+            .store(epoch, std::sync::atomic::Ordering::Release);
+        let mut stored = 0;
+        scope
+            .scan(|_, _, _| {
+                stored += 1;
+                Ok(())
+            })
+            .unwrap();
+        stored
+    }
+
+    /// Point reads of partitions that went to the store since the restore.
+    fn reads(op: &SessionAggregate) -> u64 {
+        op.table.as_ref().map_or(0, |t| t.stats().misses)
+    }
+
+    #[test]
+    fn a_restart_with_many_open_sessions_reads_none_until_needed() {
+        const KEYS: i64 = 1_000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let scope = scope(&store);
+        let mut op = operator(true, 0);
+        op.restore(&scope).unwrap();
+        // Each key one session from 100 to 105, closing at 115.
+        let rows: Vec<_> = (0..KEYS).flat_map(|k| [(k, 100, 1), (k, 105, k)]).collect();
+        assert!(op.process(0, batch(&rows)).unwrap().is_empty());
+        assert_eq!(commit(&mut op, &scope, 1), KEYS as usize);
+
+        // A restart reads nothing; a row of key 3 reads key 3 alone, and extends its session.
+        let mut op = operator(true, 0);
+        op.restore(&scope).unwrap();
+        assert_eq!((op.session_count(), reads(&op)), (0, 0));
+        assert!(op.process(0, batch(&[(3, 112, 10)])).unwrap().is_empty());
+        assert_eq!((op.session_count(), reads(&op)), (1, 1));
+        // The watermark closes every other session, each read as its timer fires.
+        let mut view = BTreeMap::new();
+        apply(&mut view, op.on_watermark(0, 115).unwrap());
+        let expected: BTreeMap<Key, Aggs> = (0..KEYS)
+            .filter(|&k| k != 3)
+            .map(|k| ((k, 100, 115), (2, 1 + k, k.max(1))))
+            .collect();
+        assert_eq!(view, expected);
+        assert_eq!((op.session_count(), reads(&op)), (1, KEYS as u64));
+        assert_eq!(commit(&mut op, &scope, 2), KEYS as usize);
+
+        // After a second restart key 3's session closes at 122, and the closed ends are
+        // forgotten once the watermark passes them by the gap: no state is left.
+        let mut op = operator(true, 0);
+        op.restore(&scope).unwrap();
+        assert!(op.on_watermark(0, 115).unwrap().is_empty());
+        assert_eq!(reads(&op), 0);
+        apply(&mut view, op.on_watermark(0, 122).unwrap());
+        assert_eq!(view.get(&(3, 100, 122)), Some(&(3, 14, 10)));
+        assert_eq!(reads(&op), 1);
+        // A row at or before a closed end of its key is late, though its partition was read
+        // only now.
+        assert!(op.process(0, batch(&[(5, 114, 1)])).unwrap().is_empty());
+        assert_eq!(op.take_late().len(), 1);
+        assert!(op.on_watermark(0, 200).unwrap().is_empty());
+        assert_eq!(commit(&mut op, &scope, 3), 0);
     }
 }

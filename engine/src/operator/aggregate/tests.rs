@@ -911,9 +911,10 @@ fn windows_close_on_the_watermark_free_their_state_and_survive_restore() {
     op.checkpoint(1, &scope(&store), &mut batch).unwrap();
     store.write(batch, true).unwrap();
 
-    // Restored: the open windows (20 and 30) close as the watermark passes them.
+    // Restored: the open windows (20 and 30), read only when their timers fire, close as the
+    // watermark passes them.
     let mut op = restored(&store, Ok(window_agg())).unwrap();
-    assert_eq!(op.group_count(), 2);
+    assert_eq!(op.group_count(), 0);
     assert!(op.on_watermark(0, 10).unwrap().is_empty());
     assert_eq!(
         sums(&op.on_watermark(0, 25).unwrap()),
@@ -929,4 +930,169 @@ fn windows_close_on_the_watermark_free_their_state_and_survive_restore() {
     store.write(batch, true).unwrap();
     assert_eq!(op.state_bytes(), 0);
     assert_eq!(restored(&store, Ok(window_agg())).unwrap().group_count(), 0);
+}
+
+/// Commits `op`'s checkpoint of epoch `epoch` into `scope`'s store.
+fn commit(op: &mut HashAggregate, scope: &StateScope, epoch: u64) {
+    let mut batch = StateBatch::new();
+    op.checkpoint(epoch, scope, &mut batch).unwrap();
+    scope.store.write(batch, true).unwrap();
+    scope.committed.store(epoch, Ordering::Release);
+}
+
+/// Point reads of an aggregate's group table that went to the store since its restore.
+fn group_reads(op: &HashAggregate) -> u64 {
+    op.table.as_ref().map_or(0, |t| t.stats().misses)
+}
+
+/// The rows of `out` as (op, window_end, sum).
+fn window_sums(out: &[ChangeBatch]) -> Vec<(Op, i64, i64)> {
+    use datafusion::arrow::array::{AsArray, TimestampMicrosecondArray};
+    let mut rows = Vec::new();
+    for b in out {
+        let ends = b
+            .data
+            .column(0)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>();
+        let sums = b
+            .data
+            .column(1)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        for (r, op) in b.ops.iter().enumerate() {
+            rows.push((*op, ends.unwrap().value(r), sums.value(r)));
+        }
+    }
+    rows
+}
+
+#[test]
+fn a_restart_with_many_open_windows_reads_no_group_until_it_is_needed() {
+    const WINDOWS: i64 = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let scope = scope(&store);
+    let mut op = window_agg();
+    op.restore(&scope).unwrap();
+    // Window `10 * w` gets the rows 1 and `w`.
+    let rows: Vec<(i64, i64)> = (1..=WINDOWS)
+        .flat_map(|w| [(10 * w, 1), (10 * w, w)])
+        .collect();
+    assert!(op.step(window_batch(&rows)).unwrap().is_empty());
+    commit(&mut op, &scope, 1);
+    assert_eq!(stored_groups(&store), WINDOWS as usize);
+
+    // A restart reads nothing: no group, no timer.
+    let mut op = window_agg();
+    op.restore(&scope).unwrap();
+    assert_eq!((op.group_count(), group_reads(&op)), (0, 0));
+    // A row of one window reads that window's group alone.
+    assert!(op.step(window_batch(&[(20, 100)])).unwrap().is_empty());
+    assert_eq!((op.group_count(), group_reads(&op)), (1, 1));
+    // The watermark closes the windows it passes, each read when its timer fires, in order.
+    let out = op.on_watermark(0, 10 * 100).unwrap();
+    let expected: Vec<(Op, i64, i64)> = (1..=100)
+        .map(|w| (Op::Insert, 10 * w, 1 + w + if w == 2 { 100 } else { 0 }))
+        .collect();
+    assert_eq!(window_sums(&out), expected);
+    assert_eq!((op.group_count(), group_reads(&op)), (0, 100));
+    commit(&mut op, &scope, 2);
+    assert_eq!(stored_groups(&store), WINDOWS as usize - 100);
+    // A late row of a closed window is set aside; the others keep their windows open.
+    assert!(op.step(window_batch(&[(500, 1)])).unwrap().is_empty());
+    assert_eq!(op.take_late().len(), 1);
+
+    // Again after a second restart: the rest close, and no state is left.
+    let mut op = window_agg();
+    op.restore(&scope).unwrap();
+    assert!(op.on_watermark(0, 10 * 100).unwrap().is_empty());
+    assert_eq!(group_reads(&op), 0);
+    let out = op.on_watermark(0, 10 * WINDOWS).unwrap();
+    assert_eq!(
+        out.iter().map(|b| b.num_rows()).sum::<usize>(),
+        WINDOWS as usize - 100
+    );
+    assert_eq!(
+        window_sums(&out).last(),
+        Some(&(Op::Insert, 10 * WINDOWS, 1 + WINDOWS))
+    );
+    commit(&mut op, &scope, 3);
+    assert_eq!((op.group_count(), stored_groups(&store)), (0, 0));
+}
+
+/// `k, count(*), sum(v) GROUP BY k` under a state TTL of `ttl` seconds.
+fn ttl_agg(ttl: u64, now: u32) -> HashAggregate {
+    let i = DataType::Int64;
+    let input = schema(&[("k", i.clone()), ("v", i.clone())]);
+    let output = schema(&[("k", i.clone()), ("n", i.clone()), ("s", i)]);
+    let aggs = vec![spec(AggFunc::CountStar, None), spec(AggFunc::Sum, Some(1))];
+    let mut op = HashAggregate::try_new(input, vec![0], aggs, output)
+        .unwrap()
+        .with_state_ttl(Duration::from_secs(ttl));
+    op.set_clock(now);
+    op
+}
+
+#[test]
+fn a_restart_under_a_state_ttl_reads_no_group_and_groups_still_expire() {
+    const GROUPS: i64 = 1_000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let scope = scope(&store);
+    let mut op = ttl_agg(10, 1_000);
+    op.restore(&scope).unwrap();
+    let rows: Vec<_> = (0..GROUPS)
+        .map(|k| (Op::Insert, Some(k), Some(k)))
+        .collect();
+    let mut view = View::new(1);
+    view.apply(op.step(int_batch(&rows)).unwrap());
+    commit(&mut op, &scope, 1);
+    assert_eq!(stored_groups(&store), GROUPS as usize);
+
+    // Restarted 5 s later: nothing read; group 7 is read when a row needs it, and touched.
+    let mut op = ttl_agg(10, 1_005);
+    op.restore(&scope).unwrap();
+    assert_eq!((op.group_count(), group_reads(&op)), (0, 0));
+    view.apply(
+        op.step(int_batch(&[(Op::Insert, Some(7), Some(1))]))
+            .unwrap(),
+    );
+    assert_eq!((op.group_count(), group_reads(&op)), (1, 1));
+    assert_eq!(
+        view.rows[&vec![S::Int64(Some(7))]][1..],
+        [S::Int64(Some(2)), S::Int64(Some(8))]
+    );
+    op.set_clock(1_009);
+    assert!(op.on_barrier().unwrap().is_empty());
+    commit(&mut op, &scope, 2);
+    assert_eq!(stored_groups(&store), GROUPS as usize);
+
+    // 10 s after their last touch the other groups expire (each read as its timer fires);
+    // group 7, touched at 1005, lives on. The view keeps their last rows.
+    op.set_clock(1_010);
+    assert!(op.on_barrier().unwrap().is_empty());
+    commit(&mut op, &scope, 3);
+    assert_eq!(stored_groups(&store), 1);
+    assert_eq!(view.rows.len(), GROUPS as usize);
+
+    // After another restart group 7 still expires, at 1015, from its stored touch time.
+    let mut op = ttl_agg(10, 1_014);
+    op.restore(&scope).unwrap();
+    assert!(op.on_barrier().unwrap().is_empty());
+    commit(&mut op, &scope, 4);
+    assert_eq!((stored_groups(&store), group_reads(&op)), (1, 0));
+    op.set_clock(1_015);
+    assert!(op.on_barrier().unwrap().is_empty());
+    commit(&mut op, &scope, 5);
+    assert_eq!(stored_groups(&store), 0);
+    // A new row starts the group afresh (its deletion is not committed: it is not read).
+    let out = op
+        .step(int_batch(&[(Op::Insert, Some(7), Some(3))]))
+        .unwrap();
+    assert_eq!(out[0].ops, [Op::Insert]);
+    let row: Row = (out[0].data.columns().iter())
+        .map(|c| S::try_from_array(c, 0).unwrap())
+        .collect();
+    assert_eq!(row, [7, 1, 3].map(|v| S::Int64(Some(v))));
+    assert_eq!(group_reads(&op), 1);
 }

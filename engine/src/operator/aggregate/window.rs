@@ -9,10 +9,12 @@
 //! watermark belongs to a closed window: it is not aggregated but set aside as a [`LateRow`]. A
 //! NULL bound never closes.
 //!
+//! A new group sets a timer at its close time (see [`super::due`]); the watermark fires the
+//! timers it reaches, and each reads its group (from memory, or the store) and closes it. So the
+//! open windows need not be in memory, nor read at restore.
+//!
 //! The watermark itself is not stored: after a restart the source sends its checkpointed
 //! watermark before replaying rows, so the aggregate sees the same sequence as before the crash.
-
-use std::collections::BTreeMap;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::compute::cast;
@@ -22,10 +24,10 @@ use datafusion::arrow::record_batch::RecordBatch;
 use crate::Result;
 use crate::operator::{LateRow, rows_text};
 
-/// No close time: the slot is free, closed, or its bound is NULL.
+/// No close time: the bound is NULL.
 pub(super) const NEVER: i64 = i64::MAX;
 
-/// The window configuration and open windows of a windowed aggregation.
+/// The window configuration and watermark of a windowed aggregation.
 #[derive(Debug, Clone)]
 pub(super) struct Window {
     /// Position of the bound column in the group key.
@@ -36,10 +38,6 @@ pub(super) struct Window {
     /// Input column with each row's event time, for late rows.
     pub rowtime: Option<usize>,
     pub watermark: Option<i64>,
-    /// Close time of each slot ([`NEVER`] when none).
-    pub closes: Vec<i64>,
-    /// Slots by close time; may hold slots that closed or were reused since (checked on close).
-    pub open: BTreeMap<i64, Vec<u32>>,
     pub late: Vec<LateRow>,
 }
 
@@ -60,8 +58,6 @@ impl Window {
             emit_on_close,
             rowtime,
             watermark: None,
-            closes: Vec::new(),
-            open: BTreeMap::new(),
             late: Vec::new(),
         }
     }
@@ -108,44 +104,12 @@ impl Window {
         ))
     }
 
-    /// Records the close time of a new group in slot `id`.
-    pub fn open(&mut self, id: u32, close: i64) {
-        let id_us = id as usize;
-        if self.closes.len() <= id_us {
-            self.closes.resize(id_us + 1, NEVER);
-        }
-        if self.closes[id_us] == NEVER && close != NEVER {
-            self.closes[id_us] = close;
-            self.open.entry(close).or_default().push(id);
-        }
-    }
-
-    /// Forgets slot `id` (its group vanished or closed).
-    pub fn forget(&mut self, id: u32) {
-        if let Some(c) = self.closes.get_mut(id as usize) {
-            *c = NEVER;
-        }
-    }
-
-    /// Advances the watermark to `w`; returns the slots whose windows close now, oldest first.
-    pub fn advance(&mut self, w: i64) -> Vec<u32> {
+    /// Advances the watermark to `w`; false if it was there already.
+    pub fn advance(&mut self, w: i64) -> bool {
         if self.watermark.is_some_and(|old| old >= w) {
-            return Vec::new();
+            return false;
         }
         self.watermark = Some(w);
-        let mut closing = Vec::new();
-        while let Some(entry) = self.open.first_entry() {
-            if *entry.key() > w {
-                break;
-            }
-            let (close, ids) = entry.remove_entry();
-            for id in ids {
-                if self.closes.get(id as usize) == Some(&close) {
-                    self.closes[id as usize] = NEVER;
-                    closing.push(id);
-                }
-            }
-        }
-        closing
+        true
     }
 }
