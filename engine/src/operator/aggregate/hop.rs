@@ -20,7 +20,6 @@
 //! the source sends its checkpointed watermark first; the timers it reaches fired before the
 //! checkpoint and are gone, so it closes nothing.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, TimestampMicrosecondArray};
@@ -196,12 +195,7 @@ impl HashAggregate {
         keep: &[u32],
         slices: &[Option<i64>],
     ) -> Result<()> {
-        let mut created: HashMap<u32, bool> = HashMap::new();
-        for ((&id, &existed), &exists) in s.touched.iter().zip(&s.existed).zip(&s.exists) {
-            if !existed && exists {
-                created.insert(id, false);
-            }
-        }
+        let mut created = s.created();
         if created.is_empty() {
             return Ok(());
         }

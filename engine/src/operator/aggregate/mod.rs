@@ -332,6 +332,16 @@ struct Scratch {
 }
 
 impl Scratch {
+    /// The groups the batch created (touched, absent before it and live after it), each
+    /// marked `false` (not handled yet).
+    fn created(&self) -> HashMap<u32, bool> {
+        let groups = self.touched.iter().zip(&self.existed).zip(&self.exists);
+        groups
+            .filter(|((_, existed), exists)| !**existed && **exists)
+            .map(|((&id, _), _)| (id, false))
+            .collect()
+    }
+
     fn clear(&mut self) {
         self.gids.clear();
         self.signs.clear();
@@ -646,12 +656,7 @@ impl HashAggregate {
     /// Sets the timers of the windows' groups batch `s` created (touched, new, and live after
     /// it), at their close times; `closes` has each row's.
     fn arm_closes(&mut self, s: &Scratch, closes: &[i64]) -> Result<()> {
-        let mut created: HashMap<u32, bool> = HashMap::new();
-        for ((&id, &existed), &exists) in s.touched.iter().zip(&s.existed).zip(&s.exists) {
-            if !existed && exists {
-                created.insert(id, false);
-            }
-        }
+        let mut created = s.created();
         if created.is_empty() {
             return Ok(());
         }
