@@ -21,6 +21,9 @@ pub mod memory;
 /// Keyed state tables: a bounded cache over RocksDB, written at checkpoints, loaded lazily.
 pub mod table;
 
+/// RocksDB's cache of table blocks.
+const BLOCK_CACHE_BYTES: usize = 64 << 20;
+
 /// A shared handle on the database.
 #[derive(Clone)]
 pub struct StateStore {
@@ -204,7 +207,19 @@ impl StateStore {
         let mut table = BlockBasedOptions::default();
         table.set_bloom_filter(10.0, false);
         table.set_whole_key_filtering(true);
+        // Scans of operator state seek into recent files: their blocks are read from a cache
+        // rather than with a system call each (RocksDB's default cache is 8 MiB).
+        table.set_block_cache(&rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES)?);
         opts.set_block_based_table_factory(&table);
+        // Operator state is mostly written once per epoch and rewritten or deleted soon: larger
+        // memtables and a larger first level mean fewer flushes and compactions rewriting it
+        // (Nexmark q4 writes 400 MB of join state; RocksDB's defaults of 64 MiB memtables, four
+        // level-0 files and a 256 MiB level 1 spent 12% more CPU on it).
+        opts.set_write_buffer_size(128 << 20);
+        opts.set_max_write_buffer_number(4);
+        opts.set_level_zero_file_num_compaction_trigger(8);
+        opts.set_max_bytes_for_level_base(1 << 30);
+        opts.set_target_file_size_base(128 << 20);
         opts.set_memtable_prefix_bloom_ratio(0.1);
         opts.set_memtable_whole_key_filtering(true);
         // The files of the first two levels are rewritten soon (state is overwritten each
@@ -321,6 +336,8 @@ impl StateStore {
 pub struct Cursor<'a> {
     iter: DBRawIterator<'a>,
     reverse: bool,
+    /// The upper bound the iterator was opened with.
+    upper: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Cursor<'_> {
@@ -354,24 +371,50 @@ impl Cursor<'_> {
     pub fn status(&self) -> Result<()> {
         Ok(self.iter.status()?)
     }
+
+    /// Moves to the first entry at or after `key` (ascending), or with `reverse`, to the last
+    /// entry before `end` (`None`: the last entry), within the cursor's bounds: a cursor is
+    /// positioned again for another range without opening a new RocksDB iterator.
+    pub fn seek(&mut self, key: &[u8], end: Option<&[u8]>, reverse: bool) {
+        self.reverse = reverse;
+        if !reverse {
+            self.iter.seek(key);
+            return;
+        }
+        match end {
+            // RocksDB wants a target below the upper bound.
+            Some(end) if Some(end) != self.upper.as_deref() => {
+                self.iter.seek_for_prev(end);
+                if self.iter.valid() && self.iter.key() == Some(end) {
+                    self.iter.prev();
+                }
+            }
+            _ => self.iter.seek_to_last(),
+        }
+    }
 }
 
 impl StateStore {
     /// A cursor over the keys in `[start, end)` (`end` `None`: to the last key), at the latest
     /// state, from `start` up or (with `reverse`) from just below `end` down.
     pub fn cursor(&self, start: &[u8], end: Option<&[u8]>, reverse: bool) -> Cursor<'_> {
+        let mut cursor = self.unpositioned_cursor(start, end);
+        cursor.seek(start, end, reverse);
+        cursor
+    }
+
+    /// A cursor over the keys in `[start, end)` that [`Cursor::seek`] positions.
+    pub fn unpositioned_cursor(&self, start: &[u8], end: Option<&[u8]>) -> Cursor<'_> {
         let mut opts = ReadOptions::default();
         opts.set_iterate_lower_bound(start);
         if let Some(end) = end {
             opts.set_iterate_upper_bound(end);
         }
-        let mut iter = self.db.raw_iterator_opt(opts);
-        if reverse {
-            iter.seek_to_last();
-        } else {
-            iter.seek(start);
+        Cursor {
+            iter: self.db.raw_iterator_opt(opts),
+            reverse: false,
+            upper: end.map(<[u8]>::to_vec),
         }
-        Cursor { iter, reverse }
     }
 }
 

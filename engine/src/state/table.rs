@@ -54,7 +54,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::memory::Charge;
-use super::{StateBatch, StateStore, prefix_end};
+use super::{Cursor, StateBatch, StateStore, prefix_end};
 use crate::{EngineError, Result};
 
 /// Memory an entry costs besides its key and value bytes (its share of a map node, the vector
@@ -567,6 +567,24 @@ impl StateTable {
         self.dirty.points.insert(key.to_vec(), Some(value.to_vec()));
     }
 
+    /// Appends `bytes` to the value of `key` in key group `kg`, which this epoch wrote and has
+    /// not checkpointed yet: an operator that keeps an epoch's rows of one key in one entry
+    /// grows it in place. Returns false, writing nothing, when the dirty layer holds no value
+    /// for the key.
+    pub fn append_dirty(&mut self, kg: u16, key: &[u8], bytes: &[u8]) -> bool {
+        debug_assert!(self.key_groups.contains(&kg), "key group {kg} not owned");
+        set_key(&mut self.scratch, kg, key);
+        match self.dirty.points.get_mut(self.scratch.as_slice()) {
+            Some(Some(value)) => {
+                value.extend_from_slice(bytes);
+                self.dirty.bytes += bytes.len();
+                self.stored_bytes += bytes.len() as i64;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// [`StateTable::insert_new`] of a value written at time `now` (see
     /// [`StateTable::put_at`]).
     pub fn insert_new_at(&mut self, kg: u16, key: &[u8], value: &[u8], now: u64) {
@@ -703,11 +721,17 @@ impl StateTable {
         direction: Direction,
         mut f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
     ) -> Result<()> {
-        debug_assert!(self.key_groups.contains(&kg), "key group {kg} not owned");
-        let (lo, hi) = group_range(kg, start, end);
-        self.scan_table_keys(&lo, hi.as_deref(), direction, |key, value| {
-            f(key.get(2..).unwrap_or_default(), value)
-        })
+        self.scans().scan(kg, start, end, direction, f)
+    }
+
+    /// Scans of this table that share one RocksDB iterator: an operator that reads the entries
+    /// of many keys for one batch seeks it for each, rather than opening an iterator per key
+    /// (which costs as much as the seek). Writes wait until the scans are dropped.
+    pub fn scans(&self) -> Scans<'_> {
+        Scans {
+            table: self,
+            rocks: None,
+        }
     }
 
     /// [`StateTable::scan`] over the table keys (key group and key) in `[lo, hi)`, which may
@@ -717,14 +741,64 @@ impl StateTable {
         lo: &[u8],
         hi: Option<&[u8]>,
         direction: Direction,
+        f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
+        self.scans().scan_table_keys(lo, hi, direction, f)
+    }
+}
+
+/// Scans of one [`StateTable`] over one RocksDB iterator; see [`StateTable::scans`].
+pub struct Scans<'t> {
+    table: &'t StateTable,
+    /// Bounded by the table's prefix; opened by the first scan.
+    rocks: Option<Cursor<'t>>,
+}
+
+impl<'t> Scans<'t> {
+    /// [`StateTable::scan_prefix`].
+    pub fn scan_prefix(
+        &mut self,
+        kg: u16,
+        prefix: &[u8],
+        direction: Direction,
+        f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
+        self.scan(kg, prefix, prefix_end(prefix).as_deref(), direction, f)
+    }
+
+    /// [`StateTable::scan`].
+    pub fn scan(
+        &mut self,
+        kg: u16,
+        start: &[u8],
+        end: Option<&[u8]>,
+        direction: Direction,
         mut f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
     ) -> Result<()> {
+        debug_assert!(
+            self.table.key_groups.contains(&kg),
+            "key group {kg} not owned"
+        );
+        let (lo, hi) = group_range(kg, start, end);
+        self.scan_table_keys(&lo, hi.as_deref(), direction, |key, value| {
+            f(key.get(2..).unwrap_or_default(), value)
+        })
+    }
+
+    fn scan_table_keys(
+        &mut self,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        direction: Direction,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
+    ) -> Result<()> {
+        let table = self.table;
         let reverse = direction == Direction::Reverse;
         if hi.is_some_and(|hi| hi <= lo) {
             return Ok(());
         }
-        let layers: Vec<&Layer> = std::iter::once(&self.dirty)
-            .chain(self.flushed.iter().rev().map(|(_, layer)| layer))
+        let layers: Vec<&Layer> = std::iter::once(&table.dirty)
+            .chain(table.flushed.iter().rev().map(|(_, layer)| layer))
             .collect();
         let mut iters: Vec<Points<'_>> = layers
             .iter()
@@ -743,17 +817,26 @@ impl StateTable {
             .collect();
         let mut heads: Vec<_> = iters.iter_mut().map(next_point).collect();
 
-        let store_lo = self.stored_key(lo);
-        let store_hi = match hi {
-            Some(hi) => Some(self.stored_key(hi)),
-            None => prefix_end(&self.prefix),
-        };
-        let mut rocks = self.store.cursor(&store_lo, store_hi.as_deref(), reverse);
-        let plen = self.prefix.len();
+        let store_lo = table.stored_key(lo);
+        let store_hi = hi.map(|hi| table.stored_key(hi));
+        let rocks = self.rocks.get_or_insert_with(|| {
+            let end = prefix_end(&table.prefix);
+            table.store.unpositioned_cursor(&table.prefix, end.as_deref())
+        });
+        rocks.seek(&store_lo, store_hi.as_deref(), reverse);
+        let plen = table.prefix.len();
         loop {
+            // The cursor spans the table: the scan's bounds are checked here.
             let below = rocks
                 .entry()
-                .map(|(k, v)| (k.get(plen..).unwrap_or_default(), v));
+                .map(|(k, v)| (k.get(plen..).unwrap_or_default(), v))
+                .filter(|(k, _)| {
+                    if reverse {
+                        *k >= lo
+                    } else {
+                        hi.is_none_or(|hi| *k < hi)
+                    }
+                });
             let mut best = below.map(|(k, _)| k);
             for &(key, _) in heads.iter().flatten() {
                 let first = match best {
@@ -796,7 +879,9 @@ impl StateTable {
         }
         rocks.status()
     }
+}
 
+impl StateTable {
     /// Adds the writes since the last checkpoint to `batch`, epoch `epoch`'s write batch, and
     /// keeps them readable until the job has committed `epoch`.
     pub fn checkpoint(&mut self, epoch: u64, batch: &mut StateBatch) {

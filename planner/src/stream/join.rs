@@ -21,6 +21,7 @@ use datafusion::logical_expr::{Expr, ExprSchemable, Join, LogicalPlan};
 use datafusion::optimizer::decorrelate_predicate_subquery::DecorrelatePredicateSubquery;
 use datafusion::optimizer::eliminate_cross_join::EliminateCrossJoin;
 use datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate;
+use datafusion::optimizer::optimize_projections::OptimizeProjections;
 use datafusion::optimizer::push_down_filter::PushDownFilter;
 use datafusion::optimizer::scalar_subquery_to_join::ScalarSubqueryToJoin;
 use datafusion::optimizer::{Optimizer, OptimizerContext, OptimizerRule};
@@ -70,11 +71,18 @@ pub(super) fn decorrelate(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<
         Arc::new(EliminateCrossJoin::new()),
         Arc::new(PushDownFilter::new()),
         Arc::new(ExtractEquijoinPredicate::new()),
+        // Each side carries only the columns above the join read: its state stores whole rows,
+        // so a column nobody reads (a bid's URL) costs memory, RocksDB writes and compaction.
+        Arc::new(OptimizeProjections::new()),
     ];
     if !ctx.temporal.is_empty() {
         // A condition on a versioned table applies to the version a row meets, after the
-        // join: pushed below it, it would choose among the versions instead.
-        rules.retain(|r| r.name() != PushDownFilter::new().name());
+        // join: pushed below it, it would choose among the versions instead. And the times a
+        // temporal join goes by (the probe side's AS OF column, the versioned table's event
+        // time) are not in the plan's expressions: pruned, they would be gone.
+        rules.retain(|r| {
+            r.name() != PushDownFilter::new().name() && r.name() != OptimizeProjections::new().name()
+        });
     }
     // Uncorrelated scalar subqueries become joins too (DataFusion's batch plans may evaluate
     // them once instead; a view must follow the subquery's changes). A rule that fails is an

@@ -130,6 +130,7 @@ pub(super) fn lower_window(
         Some(_) => (
             EventTime {
                 rowtime: l.time.rowtime,
+                processing: l.time.processing,
                 ..EventTime::default()
             },
             true,

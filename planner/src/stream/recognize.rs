@@ -68,6 +68,7 @@ pub(super) fn lower_match_recognize(
         stage,
         key: None,
         time: EventTime {
+            processing: rowtime.is_some() && lowered.time.processing,
             rowtime,
             ..EventTime::default()
         },

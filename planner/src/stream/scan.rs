@@ -78,6 +78,7 @@ pub(super) fn lower_scan(
         key,
         time: EventTime {
             rowtime,
+            processing: resolved.processing_time,
             ..EventTime::default()
         },
         append_only: resolved.append_only,

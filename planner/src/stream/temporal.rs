@@ -84,6 +84,18 @@ pub(super) fn temporal_join(
     }
     let as_of = match &table.as_of {
         temporal::AsOf::ProcessingTime => AsOf::ProcessingTime,
+        // Flink's lookup join: as of the probe side's `PROCTIME()` column.
+        temporal::AsOf::Column { relation, name }
+            if left.time.processing
+                && join
+                    .left
+                    .schema()
+                    .index_of_column(&Column::new(relation.clone(), name.clone()))
+                    .ok()
+                    .is_some_and(|at| Some(at) == left.time.rowtime) =>
+        {
+            AsOf::ProcessingTime
+        }
         temporal::AsOf::Column { relation, name } => {
             let column = Column::new(relation.clone(), name.clone());
             let at = join.left.schema().index_of_column(&column).ok();

@@ -18,6 +18,9 @@ use crate::window::{CUMULATE_ENDS, HOP_STARTS};
 pub struct EventTime {
     /// The source's event-time column, while it is passed through unchanged.
     pub rowtime: Option<usize>,
+    /// `rowtime` is a processing-time attribute (a `PROCTIME()` column): its watermark follows
+    /// the wall clock, and a temporal join as of it is a lookup join (as in Flink).
+    pub processing: bool,
     /// Window bound columns with their offsets (see the module documentation).
     pub bounds: Vec<(usize, i64)>,
     /// List columns of window bounds, before they are unnested, with the bounds' offset.
@@ -107,6 +110,7 @@ impl EventTime {
             let plain = e.clone().unalias();
             if self.is_rowtime(&plain, input) && matches!(plain, Expr::Column(_)) {
                 out.rowtime = Some(i);
+                out.processing = self.processing;
             }
             if let Some(offset) = self.bound(&plain, input) {
                 out.bounds.push((i, offset));
@@ -125,6 +129,7 @@ impl EventTime {
         for (j, &s) in sources.iter().enumerate() {
             if Some(s) == self.rowtime {
                 out.rowtime = Some(j);
+                out.processing = self.processing;
             }
             if s == list {
                 if let Some((_, o)) = self.lists.iter().find(|(c, _)| *c == list) {
