@@ -616,6 +616,8 @@ fn from_plan_message(m: &str) -> SqlError {
     if has(&[
         "inserting query must have the same schema",
         "column count mismatch",
+        // An INSERT ... SELECT of another width than its target columns.
+        "column count doesn't match insert query",
     ]) {
         return SqlError::new(SYNTAX_ERROR, m);
     }
