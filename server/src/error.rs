@@ -218,6 +218,8 @@ fn from_engine(e: &EngineError) -> SqlError {
         EngineError::Storage(_) => SqlError::new(IO_ERROR, e.to_string()),
         EngineError::Corrupt(_) => SqlError::new(DATA_CORRUPTED, e.to_string()),
         EngineError::Data { .. } => SqlError::new(DATA_EXCEPTION, e.to_string()),
+        EngineError::NumericOverflow => SqlError::new(NUMERIC_VALUE_OUT_OF_RANGE, e.to_string())
+            .with_hint("NUMERIC holds up to 38 digits here."),
         EngineError::External { .. } => SqlError::new(IO_ERROR, e.to_string()),
         EngineError::Trimmed { .. } => {
             SqlError::new(OBJECT_NOT_IN_PREREQUISITE_STATE, e.to_string())
