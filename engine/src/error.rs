@@ -27,6 +27,13 @@ pub enum EngineError {
         "null value in column \"{column}\" of relation \"{table}\" violates not-null constraint"
     )]
     NotNull { table: String, column: String },
+    /// A text that is no value of its column's type (`jsonb` that is not JSON), in Postgres'
+    /// words.
+    #[error("{message}")]
+    InvalidText {
+        message: String,
+        detail: Option<String>,
+    },
     /// A text value longer than its column's declared length.
     #[error("value too long for type {type_name}")]
     TooLong { type_name: String },
