@@ -27,6 +27,13 @@ pub enum EngineError {
         "null value in column \"{column}\" of relation \"{table}\" violates not-null constraint"
     )]
     NotNull { table: String, column: String },
+    /// A text that is no value of its column's type (`jsonb` that is not JSON), in Postgres'
+    /// words.
+    #[error("{message}")]
+    InvalidText {
+        message: String,
+        detail: Option<String>,
+    },
     /// A text value longer than its column's declared length.
     #[error("value too long for type {type_name}")]
     TooLong { type_name: String },
@@ -37,6 +44,10 @@ pub enum EngineError {
     /// user's data, not a bug; the job fails until the data or the view changes.
     #[error("{operator}: {message} (caused by the data, not by Rivulet)")]
     Data { operator: String, message: String },
+    /// A sum beyond the 38 digits of NUMERIC, Arrow's 128-bit decimal: the user's data, as in
+    /// Postgres' `value overflows numeric format`; the job fails (its operator is named there).
+    #[error("value overflows numeric format (caused by the data, not by Rivulet)")]
+    NumericOverflow,
     /// A system outside Rivulet failed (a file system, a Kafka broker): not the user's data and
     /// not a bug; the job fails and its restart strategy retries from the last checkpoint.
     #[error("{system}: {message}")]

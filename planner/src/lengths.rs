@@ -4,7 +4,11 @@
 //! here. A value longer than `n` characters fails with `value too long for type ...` (22001),
 //! unless all it has past `n` is blanks, which are cut off. `CHAR(n)` values are stored without
 //! trailing blanks (Postgres pads them but ignores the padding in comparisons, `length` and casts
-//! to text), so they compare and group as they do in Postgres.
+//! to text), so they compare and group as they do in Postgres. A `bpchar` without a length keeps
+//! its blanks, as Postgres keeps and prints them.
+//!
+//! A `jsonb` column's values are put in `jsonb`'s text form here ([`crate::jsonb`]): text that is
+//! no JSON is `22P02`, as in Postgres.
 
 use std::sync::Arc;
 
@@ -26,6 +30,7 @@ pub fn check(def: &TableDef) -> Option<Arc<dyn RowCheck>> {
         .filter_map(|(i, c)| match c.sql_type {
             SqlType::Char { len } => Some((i, Length::Char(len))),
             SqlType::Varchar { max_len: Some(n) } => Some((i, Length::Varchar(n))),
+            SqlType::Jsonb => Some((i, Length::Jsonb)),
             _ => None,
         })
         .collect();
@@ -36,6 +41,8 @@ pub fn check(def: &TableDef) -> Option<Arc<dyn RowCheck>> {
 enum Length {
     Char(Option<u32>),
     Varchar(u32),
+    /// Not a length: `jsonb`'s text form.
+    Jsonb,
 }
 
 impl Length {
@@ -43,13 +50,16 @@ impl Length {
         match self {
             Length::Char(len) => SqlType::Char { len }.pg_name(),
             Length::Varchar(n) => SqlType::Varchar { max_len: Some(n) }.pg_name(),
+            Length::Jsonb => SqlType::Jsonb.pg_name(),
         }
     }
 
     /// `value` as stored, or `None` when it is too long.
     fn apply(self, value: &str) -> Option<&str> {
         let (value, max) = match self {
-            Length::Char(len) => (value.trim_end_matches(' '), len),
+            Length::Char(Some(n)) => (value.trim_end_matches(' '), Some(n)),
+            // `bpchar` without a length keeps its blanks, as in Postgres.
+            Length::Char(None) | Length::Jsonb => (value, None),
             Length::Varchar(n) => (value, Some(n)),
         };
         let Some(max) = max else {
@@ -81,6 +91,10 @@ impl RowCheck for Lengths {
             }
             let strings = column.as_string::<i32>();
             let mut changed = false;
+            if let Length::Jsonb = length {
+                columns[i] = jsonb_forms(strings)?;
+                continue;
+            }
             let mut out = Vec::with_capacity(strings.len());
             for value in strings.iter() {
                 let stored = match value {
@@ -100,6 +114,19 @@ impl RowCheck for Lengths {
     }
 }
 
+/// `values` in `jsonb`'s text form.
+fn jsonb_forms(values: &StringArray) -> rivulet_engine::Result<ArrayRef> {
+    let forms = values
+        .iter()
+        .map(|v| v.map(crate::jsonb::normalize).transpose())
+        .collect::<Result<StringArray, _>>()
+        .map_err(|e| EngineError::InvalidText {
+            message: e.message(),
+            detail: e.detail(),
+        })?;
+    Ok(Arc::new(forms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,7 +143,7 @@ mod tests {
         assert_eq!(varchar3.apply("ab "), Some("ab "));
         assert_eq!(varchar3.apply("abc  "), Some("abc"));
         assert_eq!(varchar3.apply("abcd"), None);
-        assert_eq!(Length::Char(None).apply("x  "), Some("x"));
+        assert_eq!(Length::Char(None).apply("x  "), Some("x  "));
         assert_eq!(char3.type_name(), "character(3)");
         assert_eq!(varchar3.type_name(), "character varying(3)");
     }

@@ -17,7 +17,10 @@ pub mod computed;
 pub mod ddl;
 /// Errors of parsing and planning, each with the position in the SQL text where known.
 pub mod error;
-/// The declared lengths of `CHAR(n)` and `VARCHAR(n)` columns, checked on insert and update.
+/// `jsonb`'s text form: JSON parsed and printed as Postgres prints `jsonb`.
+pub mod jsonb;
+/// The declared lengths of `CHAR(n)` and `VARCHAR(n)` columns, checked on insert and update, and
+/// `jsonb` columns' values put in `jsonb`'s text form.
 pub mod lengths;
 /// Integer arithmetic that fails on overflow, as Postgres' does.
 pub mod overflow;

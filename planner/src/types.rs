@@ -46,9 +46,10 @@ pub enum SqlType {
     Varchar {
         max_len: Option<u32>,
     },
-    /// `CHAR(n)`, `CHARACTER(n)`, `bpchar` (`len` None: any length). Stored without its
-    /// trailing blanks, which Postgres ignores in comparisons and drops when casting to text;
-    /// a column's values are padded back to `n` on output ([`CHAR_LENGTH`]).
+    /// `CHAR(n)`, `CHARACTER(n)`, `bpchar` (`len` None: any length). `CHAR(n)` is stored
+    /// without its trailing blanks, which Postgres ignores in comparisons and drops when casting
+    /// to text; a column's values are padded back to `n` on output ([`CHAR_LENGTH`]). `bpchar`
+    /// keeps them, as Postgres does (comparisons and `||` drop them).
     Char {
         len: Option<u32>,
     },

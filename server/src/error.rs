@@ -24,6 +24,7 @@ pub mod sqlstate {
     pub const BAD_COPY_FILE_FORMAT: &str = "22P04";
     pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
     pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
+    pub const UNTRANSLATABLE_CHARACTER: &str = "22P05";
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
     pub const OBJECT_IN_USE: &str = "55006";
     pub const WRONG_OBJECT_TYPE: &str = "42809";
@@ -67,6 +68,7 @@ pub mod sqlstate {
     pub const DUPLICATE_OBJECT: &str = "42710";
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+    pub const STATEMENT_TOO_COMPLEX: &str = "54001";
     pub const SERIALIZATION_FAILURE: &str = "40001";
     pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
     pub const DATA_CORRUPTED: &str = "XX001";
@@ -205,6 +207,13 @@ fn from_engine(e: &EngineError) -> SqlError {
     match e {
         EngineError::NotNull { .. } => SqlError::new(NOT_NULL_VIOLATION, e.to_string()),
         EngineError::TooLong { .. } => SqlError::new(STRING_DATA_RIGHT_TRUNCATION, e.to_string()),
+        EngineError::InvalidText { message, detail } => {
+            let err = SqlError::new(INVALID_TEXT_REPRESENTATION, message.clone());
+            match detail {
+                Some(d) => err.with_detail(d.clone()),
+                None => err,
+            }
+        }
         EngineError::DuplicateKey { key, .. } => {
             let err = SqlError::new(UNIQUE_VIOLATION, e.to_string());
             if key.is_empty() {
@@ -218,6 +227,8 @@ fn from_engine(e: &EngineError) -> SqlError {
         EngineError::Storage(_) => SqlError::new(IO_ERROR, e.to_string()),
         EngineError::Corrupt(_) => SqlError::new(DATA_CORRUPTED, e.to_string()),
         EngineError::Data { .. } => SqlError::new(DATA_EXCEPTION, e.to_string()),
+        EngineError::NumericOverflow => SqlError::new(NUMERIC_VALUE_OUT_OF_RANGE, e.to_string())
+            .with_hint("NUMERIC holds up to 38 digits here."),
         EngineError::External { .. } => SqlError::new(IO_ERROR, e.to_string()),
         EngineError::Trimmed { .. } => {
             SqlError::new(OBJECT_NOT_IN_PREREQUISITE_STATE, e.to_string())
@@ -616,6 +627,8 @@ fn from_plan_message(m: &str) -> SqlError {
     if has(&[
         "inserting query must have the same schema",
         "column count mismatch",
+        // An INSERT ... SELECT of another width than its target columns.
+        "column count doesn't match insert query",
     ]) {
         return SqlError::new(SYNTAX_ERROR, m);
     }

@@ -760,7 +760,17 @@ async fn flush_one(job: &Job) -> Result<(), SqlError> {
             flushed.await
         }
     };
-    result.map_err(|e| SqlError::new(crate::error::sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE, e))
+    result.map_err(|e| {
+        use crate::error::sqlstate;
+        // A value past its type's range is the user's data: Postgres' 22003, as the same query
+        // ad hoc gets. Any other failure leaves the view not ready.
+        if job.overflowed() {
+            SqlError::new(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, e)
+                .with_hint("NUMERIC holds up to 38 digits here.")
+        } else {
+            SqlError::new(sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE, e)
+        }
+    })
 }
 
 impl Jobs {

@@ -279,12 +279,20 @@ struct Contribution {
     alignment: Duration,
 }
 
+/// Why a job failed.
+struct Failure {
+    /// The error, naming the operator that returned it.
+    message: String,
+    /// It was an [`EngineError::NumericOverflow`].
+    overflow: bool,
+}
+
 /// What the tasks of a job share.
 pub(crate) struct Shared {
     id: u64,
     name: String,
     epochs: Mutex<BTreeMap<u64, Contribution>>,
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Option<Failure>>,
     stopped: watch::Sender<bool>,
     flush: Notify,
     /// Set by [`Job::stop`]: the next barrier is a synced checkpoint, and the job ends once it
@@ -401,12 +409,14 @@ impl Shared {
 
     /// Fails the job: task `task` failed with `error`, in `operator` if one of its operators
     /// returned it (named in the log line and, unless the error names it already, the message).
-    fn fail(&self, task: &str, operator: Option<&str>, error: String) {
+    fn fail(&self, task: &str, operator: Option<&str>, error: &EngineError) {
         if self.dropping.load(Ordering::Acquire) {
             return;
         }
         let mut failure = self.failure.lock();
         if failure.is_none() {
+            let overflow = matches!(error, EngineError::NumericOverflow);
+            let error = error.to_string();
             let error = match operator {
                 Some(op) if !error.starts_with(op) => format!("{op}: {error}"),
                 _ => error,
@@ -417,7 +427,10 @@ impl Shared {
                 }
                 None => tracing::error!(view = %self.name, task, %error, "streaming job failed"),
             }
-            *failure = Some(error);
+            *failure = Some(Failure {
+                message: error,
+                overflow,
+            });
             // The epochs in flight are lost with the job: failed checkpoints.
             let open = self.epochs.lock().len().max(1) as u64;
             self.metrics
@@ -467,8 +480,8 @@ fn spawn_task(
     spawn_job_task(name.clone(), async move {
         match AssertUnwindSafe(fut).catch_unwind().await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => shared.fail(&name, None, e.to_string()),
-            Err(_) => shared.fail(&name, None, "internal error (panic)".into()),
+            Ok(Err(e)) => shared.fail(&name, None, &e),
+            Err(_) => shared.fail(&name, None, &EngineError::Internal("panic".into())),
         }
     })
 }
@@ -816,7 +829,21 @@ impl Job {
 
     /// The error the job stopped with, if it failed.
     pub fn failure(&self) -> Option<String> {
-        self.shared.failure.lock().clone()
+        self.shared
+            .failure
+            .lock()
+            .as_ref()
+            .map(|f| f.message.clone())
+    }
+
+    /// Whether the job failed because a value left its type's range
+    /// ([`EngineError::NumericOverflow`]), which a client hears of as Postgres' 22003.
+    pub fn overflowed(&self) -> bool {
+        self.shared
+            .failure
+            .lock()
+            .as_ref()
+            .is_some_and(|f| f.overflow)
     }
 
     /// Stops the job at a checkpoint: the next barrier goes out at once as a synced checkpoint,

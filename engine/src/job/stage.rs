@@ -94,7 +94,7 @@ impl Chain {
     /// failed, or they would take it for a normal end.
     pub fn report(&self, task: &str, result: Result<()>) -> Result<()> {
         if let Err(e) = &result {
-            self.shared.fail(task, self.failed, e.to_string());
+            self.shared.fail(task, self.failed, e);
         }
         result
     }

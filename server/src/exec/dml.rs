@@ -131,10 +131,47 @@ fn leading_columns(stmt: &ast::Statement, table: &TableEntry) -> Option<ast::Sta
     Some(ast::Statement::Insert(insert))
 }
 
+/// Refuses an INSERT whose VALUES rows do not match its target columns, in Postgres' words
+/// (42601): rows of different lengths, more values than target columns (the list, or the
+/// table's stored columns without one), or fewer values than a column list names. DataFusion
+/// would refuse all three with one message of its own.
+fn check_arity(stmt: &ast::Statement, table: &TableEntry) -> Result<(), SqlError> {
+    let ast::Statement::Insert(insert) = stmt else {
+        return Ok(());
+    };
+    let Some(ast::SetExpr::Values(values)) = insert.source.as_ref().map(|q| q.body.as_ref()) else {
+        return Ok(());
+    };
+    let Some(width) = values.rows.first().map(|row| row.len()) else {
+        return Ok(());
+    };
+    let syntax = |m: &str| Err(SqlError::new(sqlstate::SYNTAX_ERROR, m));
+    if values.rows.iter().any(|row| row.len() != width) {
+        return syntax("VALUES lists must all be the same length");
+    }
+    let targets = if insert.columns.is_empty() {
+        table
+            .def
+            .columns
+            .len()
+            .saturating_sub(table.def.computed.len())
+    } else {
+        insert.columns.len()
+    };
+    if width > targets {
+        return syntax("INSERT has more expressions than target columns");
+    }
+    if width < targets && !insert.columns.is_empty() {
+        return syntax("INSERT has more target columns than expressions");
+    }
+    Ok(())
+}
+
 impl Session {
     /// `stmt` as DataFusion must plan it: an INSERT names the columns it fills where its VALUES
     /// rows are short ([`leading_columns`]) or the table has computed columns
-    /// ([`without_computed`]).
+    /// ([`without_computed`]); VALUES rows that do not fit its columns are refused
+    /// ([`check_arity`]).
     pub fn spell_out_columns<'a>(
         &self,
         stmt: &'a ast::Statement,
@@ -149,6 +186,7 @@ impl Session {
         let Ok(table) = self.resolve_table(name) else {
             return Ok(std::borrow::Cow::Borrowed(stmt));
         };
+        check_arity(stmt, &table)?;
         let stmt = match leading_columns(stmt, &table) {
             Some(rewritten) => std::borrow::Cow::Owned(rewritten),
             None => std::borrow::Cow::Borrowed(stmt),

@@ -57,6 +57,7 @@ pub async fn plan_continuous(
 
 /// Makes text-to-bytea casts read Postgres' bytea text forms (`'\x4869'::bytea` is `Hi`), where
 /// Arrow's cast would take the text's own bytes. Covers literals, VALUES in INSERT, and columns.
+/// Casts to `jsonb` put their text in `jsonb`'s form ([`crate::pg::json::jsonb_cast`]).
 /// Text constants cast to timestamps and intervals get Postgres' forms Arrow does not read
 /// rewritten ([`crate::pg::datetime_input`]); those cast to arrays (`'{1,2}'` into an `INT[]`
 /// column) are parsed as Postgres array literals ([`crate::text`]).
@@ -71,6 +72,12 @@ fn postgres_text_casts(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
                         && is_text(&expr.get_type(input.as_deref().unwrap_or(&empty))?) =>
                 {
                     Ok(Transformed::yes(crate::functions::bytea_in(*expr)))
+                }
+                Expr::Cast(cast)
+                    if crate::pg::json::is_jsonb(&cast.field)
+                        && !input_is_jsonb(&cast.expr, input.as_deref().unwrap_or(&empty)) =>
+                {
+                    crate::pg::json::jsonb_cast(cast)
                 }
                 Expr::Cast(cast) => match (text_constant(&cast.expr), cast.field.data_type()) {
                     (Some(text), t @ (DataType::List(_) | DataType::LargeList(_))) => Ok(
@@ -147,6 +154,12 @@ fn text_constant(e: &Expr) -> Option<&str> {
         ) => Some(s),
         _ => None,
     }
+}
+
+/// Whether `e` is `jsonb` already (a `jsonb` column, `->` of one), so a cast to `jsonb` keeps it.
+fn input_is_jsonb(e: &Expr, schema: &DFSchema) -> bool {
+    e.to_field(schema)
+        .is_ok_and(|(_, f)| crate::pg::json::is_jsonb(&f))
 }
 
 fn is_text(t: &DataType) -> bool {

@@ -655,11 +655,15 @@ pub fn register(
         DataType::Utf8,
         format,
     ));
-    ctx.register_udf(function(
-        "json_build_object",
-        &[0, 2, 4, 6, 8, 10, 12, 14, 16],
-        DataType::Utf8,
-        json_build_object,
+    // Postgres' `json`, as clients decode it (not `text`).
+    ctx.register_udf(super::wire_types::returning(
+        function(
+            "json_build_object",
+            &[0, 2, 4, 6, 8, 10, 12, 14, 16],
+            DataType::Utf8,
+            json_build_object,
+        ),
+        "json",
     ));
     for name in [
         "pg_function_is_visible",

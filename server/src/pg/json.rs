@@ -9,23 +9,29 @@
 //! | `doc #> '{a,0}'`, `doc #>> '{a,0}'` | the same with the path's elements |
 //! | `doc ? 'k'` | `json_contains(doc, 'k')` |
 //! | `json[b]_extract_path[_text]`, `json[b]_array_length` | the same functions |
-//! | `x::json`, `x::jsonb` | `x::text` |
+//! | `x::json` | `x::text` |
+//! | `x::jsonb` | `jsonb_in(x)`: the text in `jsonb`'s form ([`rivulet_planner::jsonb`]) |
 //!
 //! A path or member that is not there (or text that is not JSON) gives NULL, as Postgres gives
 //! for a missing member.
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::{AsArray, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Result, ScalarValue};
+use datafusion::error::DataFusionError;
 use datafusion::logical_expr::expr::{Cast, ScalarFunction};
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr, TypePlanner};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ExprSchemable, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature, lit,
+    ScalarUDFImpl, Signature, Volatility, create_udf, lit,
 };
 use datafusion::sql::sqlparser::ast::{BinaryOperator, DataType as SqlType};
 use datafusion_functions_json::udfs;
+
+use crate::error::{SqlError, sqlstate};
 
 /// The JSON functions, under their own names and Postgres' where the meaning is the same.
 pub fn functions() -> Vec<ScalarUDF> {
@@ -211,7 +217,101 @@ impl ExprPlanner for JsonOperators {
     }
 }
 
-/// A text field declared `json` or `jsonb` ([`super::wire_types`]), as a cast's target.
+/// Whether `field` is declared `jsonb`.
+pub fn is_jsonb(field: &Field) -> bool {
+    field.data_type().is_string()
+        && field
+            .metadata()
+            .get(super::wire_types::PG_TYPE)
+            .is_some_and(|t| t == "jsonb")
+}
+
+/// A `jsonb` error as Postgres reports it.
+fn jsonb_error(e: rivulet_planner::jsonb::JsonbError) -> DataFusionError {
+    use rivulet_planner::jsonb::JsonbError;
+    let code = match e {
+        JsonbError::NullCharacter => sqlstate::UNTRANSLATABLE_CHARACTER,
+        JsonbError::TooDeep => sqlstate::STATEMENT_TOO_COMPLEX,
+        JsonbError::NumericOverflow => sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+        JsonbError::Syntax(_) => sqlstate::INVALID_TEXT_REPRESENTATION,
+    };
+    let mut err = SqlError::new(code, e.message());
+    if let Some(detail) = e.detail() {
+        err = err.with_detail(detail);
+    }
+    DataFusionError::External(Box::new(err))
+}
+
+/// `cast`, a cast of text to `jsonb`, giving `jsonb`'s text form
+/// ([`rivulet_planner::jsonb`]): a constant now (text that is no JSON fails at planning, as
+/// Postgres' Describe of `'x'::jsonb` does), anything else when it runs.
+pub fn jsonb_cast(cast: Cast) -> Result<Transformed<Expr>> {
+    if let Expr::Literal(ScalarValue::Utf8(Some(text)), _) = cast.expr.as_ref() {
+        let normalized = rivulet_planner::jsonb::normalize(text).map_err(jsonb_error)?;
+        return Ok(Transformed::yes(Expr::Cast(Cast::new_from_field(
+            Box::new(lit(normalized)),
+            cast.field,
+        ))));
+    }
+    let field = Arc::clone(&cast.field);
+    // The cast stays inside, so that a `$1::jsonb` placeholder is still described as `jsonb`.
+    let normalized = call(&Arc::new(jsonb_in()), vec![Expr::Cast(cast)]);
+    Ok(Transformed::yes(Expr::Cast(Cast::new_from_field(
+        Box::new(normalized),
+        field,
+    ))))
+}
+
+/// `jsonb_in(text)`: the text in `jsonb`'s form, or Postgres' error for text that is no JSON.
+fn jsonb_in() -> ScalarUDF {
+    create_udf(
+        "jsonb_in",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let [arg] = args else {
+                return Err(DataFusionError::Internal(
+                    "jsonb_in takes one argument".into(),
+                ));
+            };
+            let normalize = |v: Option<&str>| {
+                v.map(rivulet_planner::jsonb::normalize)
+                    .transpose()
+                    .map_err(jsonb_error)
+            };
+            match arg {
+                ColumnarValue::Scalar(s) => {
+                    let text = match s {
+                        ScalarValue::Utf8(v)
+                        | ScalarValue::LargeUtf8(v)
+                        | ScalarValue::Utf8View(v) => v.as_deref(),
+                        ScalarValue::Null => None,
+                        other => {
+                            return Err(DataFusionError::Internal(format!(
+                                "jsonb_in of {}",
+                                other.data_type()
+                            )));
+                        }
+                    };
+                    Ok(ColumnarValue::Scalar(ScalarValue::Utf8(normalize(text)?)))
+                }
+                ColumnarValue::Array(a) => {
+                    let text = datafusion::arrow::compute::cast(a, &DataType::Utf8)?;
+                    let out = text
+                        .as_string::<i32>()
+                        .iter()
+                        .map(normalize)
+                        .collect::<Result<StringArray>>()?;
+                    Ok(ColumnarValue::Array(Arc::new(out)))
+                }
+            }
+        }),
+    )
+}
+
+/// A text field declared `json`, `jsonb` or `character` ([`super::wire_types`]), as a cast's
+/// target.
 fn declared(name: &str) -> Field {
     super::wire_types::declare(Field::new(name, DataType::Utf8, true), name)
 }
@@ -221,8 +321,8 @@ fn json(e: Expr, kind: &str) -> Expr {
     Expr::Cast(Cast::new_from_field(Box::new(e), Arc::new(declared(kind))))
 }
 
-/// `json` and `jsonb` are text; every other type goes to `inner` (the catalog library's planner
-/// of `regclass` and friends).
+/// `json`, `jsonb` and `bpchar` are text, declared as such; every other type goes to `inner`
+/// (the catalog library's planner of `regclass` and friends).
 #[derive(Debug)]
 pub struct JsonTypes<T> {
     pub inner: T,
@@ -234,6 +334,17 @@ impl<T: TypePlanner> TypePlanner for JsonTypes<T> {
             // Named, so that a cast takes the declared type rather than its operand's metadata.
             SqlType::JSON => Ok(Some(Arc::new(declared("json")))),
             SqlType::JSONB => Ok(Some(Arc::new(declared("jsonb")))),
+            // `bpchar` without a length keeps its value's blanks (see `super::literals`).
+            SqlType::Custom(name, args)
+                if args.is_empty()
+                    && name
+                        .0
+                        .last()
+                        .and_then(|p| p.as_ident())
+                        .is_some_and(|i| i.value.eq_ignore_ascii_case("bpchar")) =>
+            {
+                Ok(Some(Arc::new(declared("character"))))
+            }
             other => self.inner.plan_type_field(other),
         }
     }

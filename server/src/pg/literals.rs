@@ -12,7 +12,8 @@
 //!   operators there (`ts + '1 day'` is an interval).
 //!
 //! - compared with a `character(n)` column, its trailing blanks do not count (`c = 'ab  '`), as
-//!   the column's own do not.
+//!   the column's own do not; a `bpchar` without a length keeps its blanks, which do not count in
+//!   comparisons either, and are dropped by `||` (its text), as in Postgres.
 //!
 //! DataFusion already casts a literal compared with a number or a date to its type.
 
@@ -68,26 +69,32 @@ impl ExprPlanner for UnknownLiterals {
             }
             return Ok(PlannerResult::Original(expr));
         }
+        if expr.op == StringConcat {
+            // `||` takes text: a `bpchar` becomes text without its trailing blanks.
+            for side in [&mut expr.left, &mut expr.right] {
+                if character(side, schema) == Some(false) {
+                    *side = without_blanks(side.clone());
+                }
+            }
+            return Ok(PlannerResult::Original(expr));
+        }
         if !matches!(expr.op, Eq | NotEq | Lt | LtEq | Gt | GtEq) {
             return Ok(PlannerResult::Original(expr));
         }
-        let character = |e: &Expr| {
-            e.to_field(schema).is_ok_and(|(_, f)| {
-                f.metadata()
-                    .get(super::wire_types::PG_TYPE)
-                    .map(String::as_str)
-                    == Some("character")
-            })
-        };
-        if character(&expr.left)
-            && let Some(right) = without_trailing_blanks(&expr.right)
-        {
-            expr.right = right;
-            return Ok(PlannerResult::Original(expr));
-        } else if character(&expr.right)
-            && let Some(left) = without_trailing_blanks(&expr.left)
-        {
-            expr.left = left;
+        let (left, right) = (
+            character(&expr.left, schema),
+            character(&expr.right, schema),
+        );
+        if left.is_some() || right.is_some() {
+            // Trailing blanks do not count: a literal's are cut off, and so are the values' of
+            // a `bpchar` without a length (those of `character(n)` are stored without them).
+            for (side, kind) in [(&mut expr.left, left), (&mut expr.right, right)] {
+                if let Some(cut) = without_trailing_blanks(side) {
+                    *side = cut;
+                } else if kind == Some(false) {
+                    *side = without_blanks(side.clone());
+                }
+            }
             return Ok(PlannerResult::Original(expr));
         }
         let boolean = |e: &Expr| matches!(e.get_type(schema), Ok(DataType::Boolean));
@@ -103,6 +110,22 @@ impl ExprPlanner for UnknownLiterals {
         // Planned as usual, now that both sides are booleans.
         Ok(PlannerResult::Original(expr))
     }
+}
+
+/// Whether `e` is of type `character`: `Some(true)` with a length (`character(n)`, stored
+/// without trailing blanks), `Some(false)` without one (`bpchar`, which keeps them).
+fn character(e: &Expr, schema: &DFSchema) -> Option<bool> {
+    let (_, f) = e.to_field(schema).ok()?;
+    let declared = f.metadata().get(super::wire_types::PG_TYPE)?;
+    (declared == "character").then(|| {
+        f.metadata()
+            .contains_key(rivulet_planner::types::CHAR_LENGTH)
+    })
+}
+
+/// `e`, a `bpchar`, as text without its trailing blanks.
+fn without_blanks(e: Expr) -> Expr {
+    datafusion::functions::string::expr_fn::rtrim(vec![e, lit(" ".to_string())])
 }
 
 /// `e`, a quoted literal, without its trailing blanks, as `character(n)` compares it (its

@@ -1,13 +1,20 @@
 //! Postgres' `to_number(text, template)`: the number a text shows, read the way the template
-//! lays it out (`9` and `0` digit positions, `D` or `.` the decimal point, `G` or `,` group
-//! separators, `S`, `MI`, `PL`, `SG` and `PR` the sign, `FM` nothing).
+//! lays it out, as Postgres' `NUM_processor` reads it (`formatting.c`), position by position:
 //!
-//! As in Postgres: the digits of the text fill the template's digit positions from the left (extra
-//! integer digits are dropped: `to_number('1234567', '999')` is `123`; extra fraction digits
-//! too), characters that are neither digits nor the decimal point are skipped (group separators,
-//! currency signs, spaces), and a minus sign anywhere, or angle brackets under `PR`, make the
-//! number negative. A text without a digit is `22P02`. The result is a NUMERIC with as many
-//! decimals as the template has fraction positions.
+//! - each `9` or `0` reads one character: a digit, or before the first digit a sign (`-`, `+`,
+//!   or `<` under `PR`, which makes the number negative; the closing `>` is never read); one
+//!   blank before it is skipped; a character that is neither is passed over;
+//! - `.` or `D` reads the decimal point if the text has it there (a digit there is read as one);
+//! - `,` or `G` skips a comma if the text has one there, `MI`, `PL`, `SG` read a sign there, `S`
+//!   reads one just before the first digit or just after the last, `L` and `TH` skip characters
+//!   that are not digits, signs, commas or points; `FM`, `PR`, `B`, `V` read nothing;
+//! - any other template character skips one character of the text, whatever it is.
+//!
+//! So `to_number('<12>', '99PR')` is -12 and `to_number('(12)', '99PR')` is 1: the `(` is read
+//! by the first `9` and passed over. A text without a digit is `22P02`; more integer digits than
+//! the template's positions cannot be read; `V` divides by ten per `9` after it. The result is a
+//! NUMERIC with as many decimals as the template has fraction positions (Postgres': as many as
+//! the text had). `RN` (Roman numerals) is not supported.
 
 use std::sync::Arc;
 
@@ -21,6 +28,8 @@ use datafusion::logical_expr::{
     Volatility,
 };
 
+use crate::error::{SqlError, sqlstate};
+
 /// The `to_number` function.
 pub fn udf() -> ScalarUDF {
     ScalarUDF::new_from_impl(ToNumber {
@@ -28,90 +37,457 @@ pub fn udf() -> ScalarUDF {
     })
 }
 
-/// What a template says about the numbers it reads.
+/// A template pattern (Postgres' `NUM_keywords`); `Char` is any other character.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    Comma,
+    Point,
+    Zero,
+    Nine,
+    Blank,
+    Currency,
+    Decimal,
+    Exponent,
+    Fill,
+    Group,
+    Local,
+    Minus,
+    Plus,
+    Brackets,
+    Roman,
+    SignAny,
+    Spell,
+    Sign,
+    Ordinal,
+    Shift,
+    Char,
+}
+
+/// The patterns in Postgres' order of trial: the first that the template continues with wins.
+const PATTERNS: &[(&str, Node)] = &[
+    (",", Node::Comma),
+    (".", Node::Point),
+    ("0", Node::Zero),
+    ("9", Node::Nine),
+    ("B", Node::Blank),
+    ("C", Node::Currency),
+    ("D", Node::Decimal),
+    ("EEEE", Node::Exponent),
+    ("FM", Node::Fill),
+    ("G", Node::Group),
+    ("L", Node::Local),
+    ("MI", Node::Minus),
+    ("PL", Node::Plus),
+    ("PR", Node::Brackets),
+    ("RN", Node::Roman),
+    ("SG", Node::SignAny),
+    ("SP", Node::Spell),
+    ("S", Node::Sign),
+    ("TH", Node::Ordinal),
+    ("V", Node::Shift),
+];
+
+/// What a template says about the numbers it reads (Postgres' `NUMDesc`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Layout {
-    /// Digit positions before the decimal point, and after it.
-    integer: usize,
-    fraction: usize,
-    /// Whether the template has a decimal point.
+    nodes: Vec<Node>,
+    /// Digit positions before the decimal point, after it, and after `V`.
+    pre: usize,
+    post: usize,
+    multi: usize,
     point: bool,
-    /// `PR`: angle brackets mean negative.
+    fill: bool,
+    /// `S`, and whether it stands before the decimal point.
+    sign: Option<bool>,
+    minus: bool,
+    plus: bool,
     brackets: bool,
+    shift: bool,
+}
+
+/// A template Postgres refuses (42601), in its words.
+fn template_error(message: &str) -> DataFusionError {
+    DataFusionError::External(Box::new(SqlError::new(sqlstate::SYNTAX_ERROR, message)))
+}
+
+/// The pattern `rest` starts with, and its length; upper or lower case, as Postgres spells them.
+fn pattern(rest: &str) -> Option<(Node, usize)> {
+    PATTERNS.iter().find_map(|(name, node)| {
+        let lower = name.to_ascii_lowercase();
+        (rest.starts_with(name) || rest.starts_with(lower.as_str())).then_some((*node, name.len()))
+    })
 }
 
 fn layout(template: &str) -> Result<Layout> {
-    let mut l = Layout {
-        integer: 0,
-        fraction: 0,
-        point: false,
-        brackets: false,
-    };
-    let upper = template.to_ascii_uppercase();
-    if upper.contains("EEEE") {
-        return Err(DataFusionError::Execution(
-            "\"EEEE\" not supported for input".into(),
-        ));
-    }
-    l.brackets = upper.contains("PR");
-    for c in upper.chars() {
-        match c {
-            '9' | '0' if l.point => l.fraction += 1,
-            '9' | '0' => l.integer += 1,
-            'D' | '.' if !l.point => l.point = true,
-            _ => {}
+    let mut l = Layout::default();
+    let mut rest = template;
+    while let Some(c) = rest.chars().next() {
+        if let Some((node, len)) = pattern(rest) {
+            l.prepare(node)?;
+            l.nodes.push(node);
+            rest = &rest[len..];
+        } else if let Some(quoted) = rest.strip_prefix('"') {
+            // A quoted string: each of its characters skips one (a backslash quotes the next).
+            let mut chars = quoted.char_indices();
+            rest = "";
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '"' => {
+                        rest = &quoted[i + 1..];
+                        break;
+                    }
+                    // One node with the character after it (the backslash itself, last).
+                    '\\' => {
+                        chars.next();
+                    }
+                    _ => {}
+                }
+                l.nodes.push(Node::Char);
+            }
+        } else {
+            // Outside quotes a backslash only quotes a double quote.
+            let skip = if rest.starts_with("\\\"") {
+                2
+            } else {
+                c.len_utf8()
+            };
+            l.nodes.push(Node::Char);
+            rest = &rest[skip..];
         }
     }
     Ok(l)
 }
 
-/// `text` read with `l`: the unscaled value at `l.fraction` decimals.
-fn read(text: &str, l: Layout) -> Result<i128> {
-    let mut integer: Vec<u8> = Vec::new();
-    let mut fraction: Vec<u8> = Vec::new();
-    let mut in_fraction = false;
-    let mut digits = 0;
-    for c in text.chars() {
-        match c {
-            '0'..='9' if in_fraction => {
-                digits += 1;
-                if fraction.len() < l.fraction {
-                    fraction.push(c as u8 - b'0');
+impl Layout {
+    /// Postgres' `NUMDesc_prepare`: counts positions, sets flags, refuses what it refuses.
+    fn prepare(&mut self, node: Node) -> Result<()> {
+        match node {
+            Node::Nine | Node::Zero => {
+                if self.brackets {
+                    let which = if node == Node::Nine { "9" } else { "0" };
+                    return Err(template_error(&format!(
+                        "\"{which}\" must be ahead of \"PR\""
+                    )));
+                }
+                if self.shift {
+                    self.multi += 1;
+                } else if self.point {
+                    self.post += 1;
+                } else {
+                    self.pre += 1;
                 }
             }
-            '0'..='9' => {
-                digits += 1;
-                if integer.len() < l.integer {
-                    integer.push(c as u8 - b'0');
+            Node::Decimal | Node::Point => {
+                if self.point {
+                    return Err(template_error("multiple decimal points"));
                 }
+                if self.shift {
+                    return Err(template_error(
+                        "cannot use \"V\" and decimal point together",
+                    ));
+                }
+                self.point = true;
             }
-            '.' if l.point && !in_fraction => in_fraction = true,
-            // Past the template's digits: the rest is not read.
-            '.' => break,
+            Node::Fill => self.fill = true,
+            Node::Sign => {
+                if self.sign.is_some() {
+                    return Err(template_error("cannot use \"S\" twice"));
+                }
+                if self.plus || self.minus || self.brackets {
+                    return Err(template_error(
+                        "cannot use \"S\" and \"PL\"/\"MI\"/\"SG\"/\"PR\" together",
+                    ));
+                }
+                self.sign = Some(!self.point);
+            }
+            Node::Minus | Node::Plus | Node::SignAny => {
+                if self.sign.is_some() {
+                    let which = match node {
+                        Node::Minus => "MI",
+                        Node::Plus => "PL",
+                        _ => "SG",
+                    };
+                    return Err(template_error(&format!(
+                        "cannot use \"S\" and \"{which}\" together"
+                    )));
+                }
+                self.minus |= node != Node::Plus;
+                self.plus |= node != Node::Minus;
+            }
+            Node::Brackets => {
+                if self.sign.is_some() || self.plus || self.minus {
+                    return Err(template_error(
+                        "cannot use \"PR\" and \"S\"/\"PL\"/\"MI\"/\"SG\" together",
+                    ));
+                }
+                self.brackets = true;
+            }
+            Node::Shift => {
+                if self.point {
+                    return Err(template_error(
+                        "cannot use \"V\" and decimal point together",
+                    ));
+                }
+                self.shift = true;
+            }
+            Node::Exponent => {
+                return Err(DataFusionError::Execution(
+                    "\"EEEE\" not supported for input".into(),
+                ));
+            }
+            Node::Roman => {
+                return Err(DataFusionError::External(Box::new(SqlError::unsupported(
+                    "to_number with \"RN\"",
+                ))));
+            }
             _ => {}
         }
+        Ok(())
     }
-    if digits == 0 {
+}
+
+/// A number as `to_number` read it: its sign, digits and decimal digits.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Read {
+    negative: bool,
+    digits: String,
+    /// How many of `digits` come after the decimal point.
+    post: usize,
+}
+
+/// Reading `text` with a layout: Postgres' `NUM_processor` for input.
+struct Reader<'a> {
+    l: &'a Layout,
+    text: &'a [u8],
+    at: usize,
+    /// `' '` until a sign is read, then `'-'` or `'+'`.
+    sign: u8,
+    digits: String,
+    pre: usize,
+    post: usize,
+    point: bool,
+}
+
+impl Reader<'_> {
+    fn done(&self) -> bool {
+        self.at >= self.text.len()
+    }
+
+    fn byte(&self) -> u8 {
+        self.text.get(self.at).copied().unwrap_or(0)
+    }
+
+    /// Skips one character of the text.
+    fn skip_char(&mut self) {
+        let len = match self.byte() {
+            b if b < 0x80 => 1,
+            b if b >= 0xF0 => 4,
+            b if b >= 0xE0 => 3,
+            _ => 2,
+        };
+        self.at = (self.at + len).min(self.text.len());
+    }
+
+    /// Skips up to `n` characters that are not digits, signs, commas or points.
+    fn skip_non_data(&mut self, n: usize) {
+        for _ in 0..n {
+            if self.done() || b"0123456789.,+-".contains(&self.byte()) {
+                break;
+            }
+            self.skip_char();
+        }
+    }
+
+    /// A digit position or the decimal point (Postgres' `NUM_numpart_from_char`).
+    fn number_part(&mut self, node: Node) {
+        if self.done() {
+            return;
+        }
+        if self.byte() == b' ' {
+            self.at += 1;
+        }
+        if self.done() {
+            return;
+        }
+        let digit_position = matches!(node, Node::Nine | Node::Zero);
+        if self.sign == b' ' && digit_position && self.pre + self.post == 0 {
+            let b = self.byte();
+            if b == b'-' || (b == b'<' && self.l.brackets) {
+                self.sign = b'-';
+                self.at += 1;
+            } else if b == b'+' {
+                self.sign = b'+';
+                self.at += 1;
+            }
+        }
+        if self.done() {
+            return;
+        }
+        let mut read = false;
+        if self.byte().is_ascii_digit() {
+            if self.point && self.post == self.l.post {
+                return;
+            }
+            self.digits.push(char::from(self.byte()));
+            if self.point {
+                self.post += 1;
+            } else {
+                self.pre += 1;
+            }
+            read = true;
+        } else if self.l.point && !self.point && self.byte() == b'.' {
+            self.point = true;
+            read = true;
+        }
+        if self.done() || self.sign != b' ' || self.pre + self.post == 0 {
+            return;
+        }
+        // A sign just after the last digit read.
+        if self.l.sign.is_some() {
+            let next = self.text.get(self.at + 1).copied();
+            if read && let Some(b @ (b'-' | b'+')) = next {
+                self.sign = b;
+                self.at += 1;
+            }
+        } else if !read && (self.l.plus || self.l.minus) && matches!(self.byte(), b'-' | b'+') {
+            self.sign = self.byte();
+        }
+    }
+
+    fn run(mut self) -> Read {
+        for &node in &self.l.nodes {
+            if self.done() {
+                break;
+            }
+            match node {
+                Node::Nine | Node::Zero | Node::Point | Node::Decimal => self.number_part(node),
+                Node::Comma | Node::Group => {
+                    if self.l.fill || self.byte() != b',' {
+                        continue;
+                    }
+                }
+                Node::Local => {
+                    self.skip_non_data(1);
+                    continue;
+                }
+                Node::Ordinal => {
+                    if !self.l.point {
+                        self.skip_non_data(2);
+                    }
+                    continue;
+                }
+                Node::Minus | Node::Plus | Node::SignAny => {
+                    let b = self.byte();
+                    let wanted = match node {
+                        Node::Minus => b == b'-',
+                        Node::Plus => b == b'+',
+                        _ => b == b'-' || b == b'+',
+                    };
+                    if wanted {
+                        self.sign = b;
+                    } else {
+                        self.skip_non_data(1);
+                        continue;
+                    }
+                }
+                Node::Char => {
+                    self.skip_char();
+                    continue;
+                }
+                _ => continue,
+            }
+            self.at += 1;
+        }
+        Read {
+            negative: self.sign == b'-',
+            digits: self.digits,
+            post: self.post,
+        }
+    }
+}
+
+/// `text` read with `l`: the unscaled value at `scale` decimals (the digits read past `scale`
+/// are cut off).
+fn read(text: &str, l: &Layout, scale: usize) -> Result<i128> {
+    let r = Reader {
+        l,
+        text: text.as_bytes(),
+        at: 0,
+        sign: b' ',
+        digits: String::new(),
+        pre: 0,
+        post: 0,
+        point: false,
+    }
+    .run();
+    if r.digits.is_empty() {
+        let shown = match r.negative {
+            true => "-",
+            false => " ",
+        };
         return Err(DataFusionError::Execution(format!(
-            "invalid input syntax for type numeric: \"{text}\""
+            "invalid input syntax for type numeric: \"{shown}\""
         )));
     }
-    let negative = text.contains('-') || (l.brackets && text.trim_start().starts_with('<'));
+    // Postgres reads the number into numeric(pre + multi + post, post): more integer digits
+    // than that are an overflow.
+    let integer = &r.digits[..r.digits.len() - r.post];
+    let significant = integer.trim_start_matches('0').len();
+    let whole = l.pre + l.multi;
+    if significant > whole {
+        let bound = match whole {
+            0 => "1".to_string(),
+            d => format!("10^{d}"),
+        };
+        let (p, s) = (whole + r.post, r.post);
+        return Err(DataFusionError::External(Box::new(
+            SqlError::new(
+                sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                "numeric field overflow",
+            )
+            .with_detail(format!(
+                "A field with precision {p}, scale {s} must round to an absolute value \
+                     less than {bound}."
+            )),
+        )));
+    }
+    let overflow = || {
+        DataFusionError::External(Box::new(
+            SqlError::new(
+                sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                "value overflows numeric format",
+            )
+            .with_hint("NUMERIC holds up to 38 digits here."),
+        ))
+    };
+    // The value is digits * 10^-(post + multi); at `scale` decimals:
+    let shift = scale as i64 - (r.post + l.multi) as i64;
+    let kept = match usize::try_from(-shift) {
+        Ok(cut) => &r.digits[..r.digits.len().saturating_sub(cut)],
+        Err(_) => &r.digits,
+    };
     let mut value: i128 = 0;
-    let padded = fraction.len()..l.fraction;
-    for d in integer.iter().chain(&fraction) {
-        value = value * 10 + i128::from(*d);
+    for d in kept.bytes() {
+        value = value
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(i128::from(d - b'0')))
+            .ok_or_else(overflow)?;
     }
-    for _ in padded {
-        value *= 10;
+    for _ in 0..shift.max(0) {
+        value = value.checked_mul(10).ok_or_else(overflow)?;
     }
-    Ok(if negative { -value } else { value })
+    if value.unsigned_abs() >= 10u128.pow(38) {
+        return Err(overflow());
+    }
+    Ok(if r.negative { -value } else { value })
 }
 
 /// Decimal places of the result for a literal template (0 when the template is not a literal).
 fn scale_of(template: Option<&ScalarValue>) -> i8 {
     match template {
-        Some(ScalarValue::Utf8(Some(t))) => layout(t).map_or(0, |l| l.fraction.min(38) as i8),
+        Some(ScalarValue::Utf8(Some(t))) => {
+            layout(t).map_or(0, |l| (l.post + l.multi).min(38) as i8)
+        }
         _ => 0,
     }
 }
@@ -167,12 +543,8 @@ impl ScalarUDFImpl for ToNumber {
                 out.append_null();
                 continue;
             }
-            let mut l = layout(template.value(i))?;
-            // A template that is not a literal reads at the result's scale.
-            l.fraction = l.fraction.min(scale.max(0) as usize);
-            let value = read(text.value(i), l)?;
-            let shift = (scale.max(0) as usize).saturating_sub(l.fraction);
-            out.append_value(value * 10i128.pow(shift as u32));
+            let l = layout(template.value(i))?;
+            out.append_value(read(text.value(i), &l, scale.max(0) as usize)?);
         }
         Ok(ColumnarValue::Array(Arc::new(
             out.finish().with_precision_and_scale(38, scale)?,
@@ -186,28 +558,27 @@ mod tests {
 
     fn number(text: &str, template: &str) -> String {
         let l = layout(template).unwrap();
-        let v = read(text, l).unwrap();
-        let scale = l.fraction as u32;
+        let scale = l.post + l.multi;
+        let v = read(text, &l, scale).unwrap();
         if scale == 0 {
             return v.to_string();
         }
-        let p = 10i128.pow(scale);
+        let p = 10i128.pow(scale as u32);
         let sign = if v < 0 { "-" } else { "" };
-        format!(
-            "{sign}{}.{:0width$}",
-            v.abs() / p,
-            v.abs() % p,
-            width = scale as usize
-        )
+        format!("{sign}{}.{:0scale$}", v.abs() / p, v.abs() % p)
     }
 
     #[test]
     fn reads_as_postgres_reads() {
-        // Values from PostgreSQL 15 (its numeric prints no padding zeros; these have none).
+        // Values from PostgreSQL 18, at the template's decimals.
         let cases = [
             ("12,454.8-", "99G999D9S", "-12454.8"),
             ("1.239", "9D99", "1.23"),
             ("<123>", "999PR", "-123"),
+            ("<12>", "99PR", "-12"),
+            ("(12)", "99PR", "1"),
+            ("12", "99PR", "12"),
+            (" <7>", "9PR", "-7"),
             ("  42", "9999", "42"),
             ("-7.5", "S9D9", "-7.5"),
             ("1234567", "999", "123"),
@@ -221,6 +592,8 @@ mod tests {
             ("123.4", "999", "123"),
             ("x12", "999", "12"),
             ("(42)", "999", "42"),
+            ("12", "9V9", "1.2"),
+            ("$1,234", "L9,999", "1234"),
         ];
         for (text, template, expected) in cases {
             assert_eq!(
@@ -229,8 +602,13 @@ mod tests {
                 "to_number('{text}', '{template}')"
             );
         }
-        assert!(read("", layout("999").unwrap()).is_err());
-        assert!(read("abc", layout("999").unwrap()).is_err());
-        assert!(layout("9EEEE").is_err());
+        let nines = layout("999").unwrap();
+        assert!(read("", &nines, 0).is_err());
+        assert!(read("abc", &nines, 0).is_err());
+        // Four integer digits where the template has one.
+        assert!(read("1234.5", &layout("9.99").unwrap(), 2).is_err());
+        for refused in ["9EEEE", "99PR9", "S9S", "9.9.9", "RN", "9V.9", "PRS9"] {
+            assert!(layout(refused).is_err(), "{refused}");
+        }
     }
 }

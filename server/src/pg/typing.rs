@@ -8,7 +8,9 @@
 //! - `avg` of integers is `numeric`, with the sixteen decimals Postgres shows for it, and so is
 //!   `sum` of `bigint`;
 //! - `real` with an integer or a `numeric` is `double precision` ([`real_arithmetic`]);
-//! - a `numeric` result shows the decimals Postgres shows ([`super::numeric`]).
+//! - a `numeric` result shows the decimals Postgres shows ([`super::numeric`]);
+//! - a `bpchar` without a length passed to a function of text loses its trailing blanks, as
+//!   Postgres' cast to `text` drops them.
 //!
 //! A quoted literal's type comes from its context, as Postgres' `unknown` ([`super::literals`]).
 //!
@@ -332,8 +334,58 @@ fn retype(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
             integer_constant(&e)?;
             Ok(Transformed::no(e))
         }
+        Expr::Cast(Cast { expr, field })
+            if field.data_type().is_string()
+                && field
+                    .metadata()
+                    .get(rivulet_planner::types::PG_TYPE)
+                    .map(String::as_str)
+                    != Some("character")
+                && blank_padded(&expr, input) =>
+        {
+            // `bpchar` to text (or `varchar`, `jsonb`) drops the trailing blanks.
+            Ok(Transformed::yes(Expr::Cast(Cast {
+                expr: Box::new(without_blanks(*expr)),
+                field,
+            })))
+        }
+        Expr::ScalarFunction(mut f)
+            if !matches!(f.name(), "pg_typeof" | "octet_length" | "rtrim")
+                && f.args.iter().any(|a| blank_padded(a, input)) =>
+        {
+            // A function of text gets a `bpchar` as text, without its trailing blanks (its own
+            // `length` ignores them too); `octet_length` counts them, as Postgres' does.
+            for arg in &mut f.args {
+                if blank_padded(arg, input) {
+                    let padded = std::mem::replace(arg, Expr::Literal(ScalarValue::Null, None));
+                    *arg = without_blanks(padded);
+                }
+            }
+            Ok(Transformed::yes(Expr::ScalarFunction(f)))
+        }
         other => Ok(Transformed::no(other)),
     }
+}
+
+/// `e`, a `bpchar`, as text: without its trailing blanks.
+fn without_blanks(e: Expr) -> Expr {
+    datafusion::functions::string::expr_fn::rtrim(vec![
+        e,
+        Expr::Literal(ScalarValue::Utf8(Some(" ".into())), None),
+    ])
+}
+
+/// Whether `e` is a `bpchar` without a length, whose values keep their trailing blanks.
+fn blank_padded(e: &Expr, input: &DFSchema) -> bool {
+    e.to_field(input).is_ok_and(|(_, f)| {
+        f.metadata()
+            .get(rivulet_planner::types::PG_TYPE)
+            .map(String::as_str)
+            == Some("character")
+            && !f
+                .metadata()
+                .contains_key(rivulet_planner::types::CHAR_LENGTH)
+    })
 }
 
 /// `real` with an integer or a `numeric` in arithmetic (`+ - * / %`) is `double precision`:

@@ -10,6 +10,8 @@ CREATE TABLE tj (id int, j jsonb, js json)
 INSERT INTO tj VALUES (1, '{"a": {"b": [1, 2]}, "s": "x"}', '{"a": {"b":  [1, 2]},  "s": "x"}')
 CREATE TABLE tc (c char(4), v varchar(4))
 INSERT INTO tc VALUES ('ab', 'ab')
+CREATE TABLE tb (id int, b bpchar, c char)
+INSERT INTO tb VALUES (1, 'ab  ', 'x'), (2, 'ab', 'y ')
 CREATE TABLE big (x numeric(38,0))
 INSERT INTO big VALUES (99999999999999999999999999999999999999), (99999999999999999999999999999999999999)
 -- queries
@@ -104,6 +106,9 @@ SELECT to_char(INTERVAL '30 hours 5 minutes', 'HH24:MI'), to_char(INTERVAL '1 ye
 SELECT to_char(1234.5, '9,999.99'), to_char(-1234.5, '9G999D99S'), to_char(0.5, '0.00'), to_char(42, '000099'), to_char(-7, '999PR')
 SELECT to_char(n, 'FM999.00'), to_char(i, '9999'), to_char(f, '9.999EEEE') FROM t ORDER BY id
 SELECT to_date('05 Mar 2024', 'DD Mon YYYY'), to_timestamp('2024-03-05 10:11', 'YYYY-MM-DD HH24:MI'), to_number('1,234.50', '9G999D99'), to_number('(12)', '99PR')
+SELECT to_number('<12>', '99PR'), to_number('12', '99PR'), to_number(' <7>', '9PR'), to_number('<1,234.5>', '9G999D9PR'), to_number('-12', '99PR')
+SELECT to_number('12,454.8-', '99G999D9S'), to_number('  $42', 'FM9999'), to_number('12 34', '99 99'), to_number('x12', '999'), to_number('$1,234', 'L9,999')
+SELECT to_number('1234.5', '9.99')
 -- Table functions.
 SELECT * FROM generate_series(1, 3)
 SELECT g FROM generate_series(1, 3) g
@@ -117,6 +122,15 @@ SELECT j, j -> 'a', j ->> 's', j #> '{a,b}', j #>> '{a,b,0}' FROM tj
 SELECT js, js -> 'a', js ->> 's', js #> '{a,b}', pg_typeof(js), pg_typeof(js -> 'a') FROM tj
 SELECT c, v, c || '|', length(c), pg_typeof(c), c = 'ab  ' FROM tc
 SELECT jsonb_array_length('[1, 2, 3]'::jsonb), '{"a": 1}'::jsonb ? 'a', jsonb_extract_path_text('{"a": {"b": 3}}'::jsonb, 'a', 'b')
+SELECT '[1,2]'::json, '[1,2]'::jsonb, '{"a": [1,2]}'::jsonb -> 'a', '{"a": [1,2]}'::json -> 'a', '[1, [2]]'::jsonb -> 1
+SELECT '{"b":1, "a":  [1,2]}'::jsonb, '{"b":1, "a":  [1,2]}'::json, '{"a": 1, "a": 2}'::jsonb, '{"aa": 1, "b": 2, "a": 3}'::jsonb
+SELECT '[1e2, -0, 1.50, 1.5E-3, "\u0041\n"]'::jsonb, '{"a": {"y": 1, "x": [{}]}}'::jsonb ->> 'a', '"x"'::jsonb, 'null'::jsonb
+SELECT json_build_object('a', 1, 'b', 'x'), json_build_object()
+SELECT 'abc'::jsonb
+SELECT '[1,]'::json
+-- bpchar: blanks kept without a length, padded to one.
+SELECT 'ab '::bpchar, CAST('ab ' AS bpchar), 'ab '::char(4), 'ab '::bpchar || '|', 'ab '::bpchar = 'ab', length('ab '::bpchar)
+SELECT b, c, b || '|', c || '|', b = 'ab', pg_typeof(b) FROM tb ORDER BY id
 -- Session and catalog.
 SELECT current_user = session_user, current_schema(), current_setting('DateStyle'), current_setting('TimeZone')
 SELECT 't'::regclass::oid > 0, pg_typeof('t'::regclass)
@@ -135,6 +149,8 @@ SHOW TimeZone
 SHOW server_version_num
 SHOW standard_conforming_strings
 -- Errors and their SQLSTATEs.
+INSERT INTO tc VALUES ('a', 'b', 'c')
+INSERT INTO tc (c) VALUES ('a', 'b')
 SELECT * FROM no_such_table
 SELECT no_such_column FROM t
 SELECT no_such_function(1)

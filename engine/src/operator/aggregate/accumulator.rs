@@ -22,11 +22,12 @@ use datafusion::arrow::row::SortField;
 
 use super::result::Out;
 use super::{AccumulatorFactory, AggFunc, AggSpec, Codec, internal};
-use crate::Result;
 use crate::operator::sorted::describe_key;
+use crate::{EngineError, Result};
 
-/// An integer or decimal sum (wrapping, hence exact whenever the final sum fits) and the number
-/// of values in it.
+/// An integer or decimal sum and the number of values in it. A sum that leaves `i128` fails the
+/// job ([`overflow`]); one that leaves the 38 digits of its decimal type fails it when it is a
+/// result ([`Agg::build`]), so a retraction may still bring it back in between.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(super) struct ExactSum {
     pub sum: i128,
@@ -150,28 +151,51 @@ fn each_valid(nulls: Option<&NullBuffer>, n: usize, mut f: impl FnMut(usize)) {
     }
 }
 
-/// Adds the rows' values to their groups' sums.
+/// The error of a sum beyond what NUMERIC holds.
+pub(super) fn overflow() -> EngineError {
+    EngineError::NumericOverflow
+}
+
+/// `a + b`, or [`overflow`] where it leaves `i128`.
+fn add_sums(a: ExactSum, b: ExactSum) -> Result<ExactSum> {
+    Ok(ExactSum {
+        sum: a.sum.checked_add(b.sum).ok_or_else(overflow)?,
+        n: a.n + b.n,
+    })
+}
+
+/// Adds the rows' values to their groups' sums; [`overflow`] where a sum leaves `i128`.
 fn add_exact<T>(
     sums: &mut [ExactSum],
     values: &PrimitiveArray<T>,
     nulls: Option<&NullBuffer>,
     gids: &[u32],
     signs: &[i64],
-) where
+) -> Result<()>
+where
     T: ArrowPrimitiveType,
     T::Native: Into<i128>,
 {
     let values = values.values();
+    let mut overflowed = false;
     each_valid(nulls, gids.len(), |i| {
         let acc = &mut sums[gids[i] as usize];
         let v: i128 = values[i].into();
-        if signs[i] > 0 {
-            acc.sum = acc.sum.wrapping_add(v);
+        let sum = if signs[i] > 0 {
+            acc.sum.checked_add(v)
         } else {
-            acc.sum = acc.sum.wrapping_sub(v);
+            acc.sum.checked_sub(v)
+        };
+        match sum {
+            Some(sum) => acc.sum = sum,
+            None => overflowed = true,
         }
         acc.n += signs[i];
     });
+    if overflowed {
+        return Err(overflow());
+    }
+    Ok(())
 }
 
 /// The multiset key of a fixed-width row encoding: the bytes after the null marker, big-endian.
@@ -440,7 +464,7 @@ impl Agg {
             State::Exact { scale, sums } => {
                 macro_rules! exact {
                     ($t:ty) => {
-                        add_exact(sums, column.as_primitive::<$t>(), nulls, gids, signs)
+                        add_exact(sums, column.as_primitive::<$t>(), nulls, gids, signs)?
                     };
                 }
                 match column.data_type() {
@@ -456,7 +480,7 @@ impl Agg {
                     _ => {
                         let column = cast(column, &DataType::Decimal128(38, *scale))?;
                         let values = column.as_primitive::<Decimal128Type>();
-                        add_exact(sums, values, nulls, gids, signs);
+                        add_exact(sums, values, nulls, gids, signs)?;
                     }
                 }
             }
@@ -558,10 +582,10 @@ impl Agg {
 
     /// Adds the state of slot `from` to slot `into` and empties `from` (two session windows that
     /// became one). Both slots must exist.
-    pub(super) fn merge(&mut self, into: u32, from: u32) {
+    pub(super) fn merge(&mut self, into: u32, from: u32) -> Result<()> {
         let (a, b) = (into as usize, from as usize);
         if a == b {
-            return;
+            return Ok(());
         }
         match &mut self.state {
             State::Rows => {}
@@ -571,8 +595,7 @@ impl Agg {
             }
             State::Exact { sums, .. } => {
                 let x = std::mem::take(&mut sums[b]);
-                sums[a].sum = sums[a].sum.wrapping_add(x.sum);
-                sums[a].n += x.n;
+                sums[a] = add_sums(sums[a], x)?;
             }
             State::Float(v) => {
                 let x = std::mem::take(&mut v[b]);
@@ -599,23 +622,20 @@ impl Agg {
                 v[a].falses += x.falses;
             }
         }
+        Ok(())
     }
 
     /// Adds the state of slot `from` to slot `into`, leaving `from` as it is (a hopping window
     /// assembled from its slices). Both slots must exist.
-    pub(super) fn merge_copy(&mut self, into: u32, from: u32) {
+    pub(super) fn merge_copy(&mut self, into: u32, from: u32) -> Result<()> {
         let (a, b) = (into as usize, from as usize);
         if a == b {
-            return;
+            return Ok(());
         }
         match &mut self.state {
             State::Rows => {}
             State::Count(v) => v[a] += v[b],
-            State::Exact { sums, .. } => {
-                let x = sums[b];
-                sums[a].sum = sums[a].sum.wrapping_add(x.sum);
-                sums[a].n += x.n;
-            }
+            State::Exact { sums, .. } => sums[a] = add_sums(sums[a], sums[b])?,
             State::Float(v) => {
                 let x = v[b];
                 let acc = &mut v[a];
@@ -644,6 +664,7 @@ impl Agg {
                 v[a].falses += x.falses;
             }
         }
+        Ok(())
     }
 
     /// True if slot `id` holds a negative multiset count.

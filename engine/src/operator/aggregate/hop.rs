@@ -337,9 +337,9 @@ impl HashAggregate {
             let mut rows = 0;
             for &id in members {
                 rows += self.groups.slots[id as usize].rows;
-                self.aggs
-                    .iter_mut()
-                    .for_each(|agg| agg.merge_copy(scratch, id));
+                for agg in &mut self.aggs {
+                    agg.merge_copy(scratch, id)?;
+                }
             }
             for (a, agg) in self.aggs.iter().enumerate() {
                 agg.results(&[scratch], &[rows], &[true], &mut values[a], &mut arena)?;

@@ -240,7 +240,10 @@ impl Agg {
                     .map(int)
                     .collect::<Decimal128Array>()
                     .with_precision_and_scale(38, *s)?;
-                array.validate_decimal_precision(38)?;
+                // A sum past 38 digits (within `i128`): Postgres' numeric holds it, ours cannot.
+                array
+                    .validate_decimal_precision(38)
+                    .map_err(|_| super::accumulator::overflow())?;
                 Arc::new(array)
             }
             Out::Float64 => Arc::new(

@@ -594,7 +594,9 @@ impl SessionAggregate {
             .collect();
 
         for &(from, into) in &merges {
-            self.aggs.iter_mut().for_each(|a| a.merge(into, from));
+            for agg in &mut self.aggs {
+                agg.merge(into, from)?;
+            }
             let moved = std::mem::take(&mut self.rows[from as usize]);
             self.rows[into as usize] += moved;
         }

@@ -1096,3 +1096,78 @@ fn a_restart_under_a_state_ttl_reads_no_group_and_groups_still_expire() {
     assert_eq!(row, [7, 1, 3].map(|v| S::Int64(Some(v))));
     assert_eq!(group_reads(&op), 1);
 }
+
+/// `sum` of a `numeric(38, 0)` column by key: the sum's output type is `numeric(38, 0)` too.
+fn decimal_sum(store: &StateStore) -> HashAggregate {
+    let dec = DataType::Decimal128(38, 0);
+    let input = schema(&[("k", DataType::Int64), ("x", dec.clone())]);
+    let output = schema(&[("k", DataType::Int64), ("s", dec)]);
+    let aggs = vec![spec(AggFunc::Sum, Some(1))];
+    restored(store, HashAggregate::try_new(input, vec![0], aggs, output)).unwrap()
+}
+
+fn decimal_batch(rows: &[(Op, i128)]) -> ChangeBatch {
+    let data = RecordBatch::try_new(
+        schema(&[("k", DataType::Int64), ("x", DataType::Decimal128(38, 0))]),
+        vec![
+            Arc::new(rows.iter().map(|_| Some(1)).collect::<Int64Array>()),
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.1))
+                    .collect::<Decimal128Array>()
+                    .with_precision_and_scale(38, 0)
+                    .unwrap(),
+            ),
+        ],
+    )
+    .unwrap();
+    ChangeBatch {
+        data,
+        ops: rows.iter().map(|r| r.0).collect(),
+    }
+}
+
+/// A decimal sum past NUMERIC's 38 digits fails with [`EngineError::NumericOverflow`], whether
+/// it leaves `i128` (two or three values of 38 nines; three used to wrap around into a sum that
+/// looked right) or not (38 nines plus one); a sum that passes 38 digits only between a row and
+/// its retraction does not.
+#[test]
+fn decimal_sums_past_38_digits_fail_instead_of_wrapping() {
+    let nines = 10_i128.pow(38) - 1;
+    let overflows = |e: EngineError| matches!(e, EngineError::NumericOverflow);
+    for n in [2, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut op = decimal_sum(&store);
+        let rows = vec![(Op::Insert, nines); n];
+        let e = op.step(decimal_batch(&rows)).unwrap_err();
+        assert!(overflows(e), "{n} sums of 38 nines");
+    }
+    // One row at a time: the second batch's result passes 38 digits.
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut op = decimal_sum(&store);
+    op.step(decimal_batch(&[(Op::Insert, nines)])).unwrap();
+    assert!(overflows(
+        op.step(decimal_batch(&[(Op::Insert, 1)])).unwrap_err()
+    ));
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let mut op = decimal_sum(&store);
+    let mut view = View::new(1);
+    view.apply(
+        op.step(decimal_batch(&[
+            (Op::Insert, nines),
+            (Op::Insert, 1000),
+            (Op::Delete, 1000),
+            (Op::Insert, -5),
+        ]))
+        .unwrap(),
+    );
+    let sum = S::Decimal128(Some(nines - 5), 38, 0);
+    assert_eq!(
+        view.rows.get(&vec![S::Int64(Some(1))]),
+        Some(&vec![S::Int64(Some(1)), sum])
+    );
+}
