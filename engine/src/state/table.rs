@@ -719,7 +719,7 @@ impl StateTable {
         start: &[u8],
         end: Option<&[u8]>,
         direction: Direction,
-        mut f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
+        f: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>>,
     ) -> Result<()> {
         self.scans().scan(kg, start, end, direction, f)
     }
@@ -821,7 +821,9 @@ impl<'t> Scans<'t> {
         let store_hi = hi.map(|hi| table.stored_key(hi));
         let rocks = self.rocks.get_or_insert_with(|| {
             let end = prefix_end(&table.prefix);
-            table.store.unpositioned_cursor(&table.prefix, end.as_deref())
+            table
+                .store
+                .unpositioned_cursor(&table.prefix, end.as_deref())
         });
         rocks.seek(&store_lo, store_hi.as_deref(), reverse);
         let plen = table.prefix.len();

@@ -81,7 +81,8 @@ pub(super) fn decorrelate(ctx: &StreamContext<'_>, plan: LogicalPlan) -> Result<
         // temporal join goes by (the probe side's AS OF column, the versioned table's event
         // time) are not in the plan's expressions: pruned, they would be gone.
         rules.retain(|r| {
-            r.name() != PushDownFilter::new().name() && r.name() != OptimizeProjections::new().name()
+            r.name() != PushDownFilter::new().name()
+                && r.name() != OptimizeProjections::new().name()
         });
     }
     // Uncorrelated scalar subqueries become joins too (DataFusion's batch plans may evaluate
