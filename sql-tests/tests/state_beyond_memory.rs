@@ -91,7 +91,7 @@ async fn a_join_and_aggregate_with_state_60_times_the_cache_are_right_and_restar
     small.kill9().await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let (server, c) = with_view(dir.path(), 200_000).await;
+    let (server, c) = with_view(dir.path(), 240_000).await;
     assert_eq!(differences(&c).await, 0, "after the backfill");
     // The join's sides and the aggregate's groups, in the store: far beyond the 1 MB cache.
     let state: i64 = c
