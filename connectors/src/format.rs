@@ -75,6 +75,9 @@ pub struct RecordDecoder {
     /// For JSON with nested fields: each column's path of field names (see [`RecordDecoder::new`]).
     paths: Option<Vec<Vec<String>>>,
     encoding: Encoding,
+    /// JSON: the columns decoded, when not all are (see [`RecordDecoder::reading`]), and
+    /// `text_schema` narrowed to them.
+    read: Option<(Vec<usize>, SchemaRef)>,
 }
 
 impl RecordDecoder {
@@ -140,6 +143,33 @@ impl RecordDecoder {
             timestamps,
             paths,
             encoding,
+            read: None,
+        })
+    }
+
+    /// This decoder decoding only `columns` (and the NOT NULL ones, which every record must
+    /// have) of JSON records: the other columns are NULL, and their values are skipped, neither
+    /// copied nor checked against their type. `None` when it would decode every column anyway,
+    /// or for CSV (positional) and nested JSON fields.
+    pub fn reading(&self, columns: &[usize]) -> Option<RecordDecoder> {
+        if self.encoding != Encoding::Json || self.paths.is_some() {
+            return None;
+        }
+        let fields = self.schema.fields();
+        let mut read: Vec<usize> = (0..fields.len())
+            .filter(|i| columns.contains(i) || !fields[*i].is_nullable())
+            .collect();
+        if read.len() == fields.len() {
+            return None;
+        }
+        if read.is_empty() {
+            // A batch's row count comes from its columns: one is decoded.
+            read.push(0);
+        }
+        let narrow = Arc::new(self.text_schema.project(&read).ok()?);
+        Some(RecordDecoder {
+            read: Some((read, narrow)),
+            ..self.clone()
         })
     }
 
@@ -158,14 +188,18 @@ impl RecordDecoder {
         let err = |e: datafusion::arrow::error::ArrowError| e.to_string();
         let batch = match self.encoding {
             Encoding::Json => {
-                let mut decoder =
-                    datafusion::arrow::json::ReaderBuilder::new(Arc::clone(&self.text_schema))
-                        .with_batch_size(rows + 1)
-                        .with_coerce_primitive(true)
-                        .build_decoder()
-                        .map_err(err)?;
+                let schema = self.read.as_ref().map_or(&self.text_schema, |(_, s)| s);
+                let mut decoder = datafusion::arrow::json::ReaderBuilder::new(Arc::clone(schema))
+                    .with_batch_size(rows + 1)
+                    .with_coerce_primitive(true)
+                    .build_decoder()
+                    .map_err(err)?;
                 decoder.decode(bytes).map_err(err)?;
-                decoder.flush().map_err(err)?
+                let batch = decoder.flush().map_err(err)?;
+                match (&self.read, batch) {
+                    (Some((read, _)), Some(batch)) => Some(self.widen(read, &batch)?),
+                    (_, batch) => batch,
+                }
             }
             Encoding::Csv { delimiter } => {
                 let mut decoder =
@@ -223,6 +257,26 @@ impl RecordDecoder {
         RecordBatch::try_new(Arc::clone(&self.schema), columns)
             .map(Some)
             .map_err(|e| e.to_string())
+    }
+
+    /// `batch` of the columns `read` as all of `text_schema`'s: the others NULL.
+    fn widen(&self, read: &[usize], batch: &RecordBatch) -> Result<RecordBatch, String> {
+        let n = batch.num_rows();
+        let mut decoded = batch.columns().iter();
+        let columns = self
+            .text_schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| match read.contains(&i) {
+                true => decoded
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| format!("column \"{}\" was not decoded", f.name())),
+                false => Ok(datafusion::arrow::array::new_null_array(f.data_type(), n)),
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        RecordBatch::try_new(Arc::clone(&self.text_schema), columns).map_err(|e| e.to_string())
     }
 
     /// A NOT NULL column must be present in every record.
@@ -490,6 +544,48 @@ fn timestamps_from_text(column: &ArrayRef, to: &DataType) -> Result<ArrayRef, St
 mod tests {
     use super::*;
     use datafusion::arrow::datatypes::Int64Type;
+
+    #[test]
+    fn json_reading_some_columns_skips_the_others() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("price", DataType::Int64, true),
+            Field::new("url", DataType::Utf8, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+        ]));
+        let all = RecordDecoder::new(schema, Encoding::Json).unwrap();
+        assert!(all.reading(&[0, 1, 2, 3]).is_none(), "nothing to skip");
+        assert!(
+            all.reading(&[1, 2, 3]).is_none(),
+            "NOT NULL id is always read"
+        );
+        let d = all.reading(&[3]).unwrap();
+        // `price` is not a number here: not read, so not an error.
+        let lines = b"{\"id\": 1, \"price\": \"n/a\", \"url\": \"x\", \"ts\": 1714564800123}\n\
+                      {\"id\": 2, \"url\": \"y\"}\n";
+        assert!(all.decode(lines, 2).is_err());
+        let batch = d.decode(lines, 2).unwrap().unwrap();
+        assert_eq!(batch.schema(), *all.schema());
+        let ids = batch.column(0).as_primitive::<Int64Type>();
+        assert_eq!(ids.values().to_vec(), vec![1, 2]);
+        assert_eq!(batch.column(1).null_count(), 2);
+        assert_eq!(batch.column(2).null_count(), 2);
+        let ts = batch.column(3).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(ts.value(0), 1_714_564_800_123_000);
+        assert!(ts.is_null(1));
+        // A NOT NULL column is still required; a record that is not JSON is still an error.
+        assert!(d.decode(b"{\"url\": \"z\"}\n", 1).is_err());
+        assert!(d.decode(b"{\"id\": 3,\n", 1).is_err());
+        // Reading no column still counts the rows.
+        let none = all.reading(&[]).unwrap_or_else(|| all.clone());
+        assert_eq!(
+            none.decode(b"{\"id\": 1}\n{\"id\": 2}\n", 2)
+                .unwrap()
+                .unwrap()
+                .num_rows(),
+            2
+        );
+    }
 
     #[test]
     fn json_timestamps_in_text_and_epoch_millis() {

@@ -20,6 +20,8 @@ use datafusion::logical_expr::{
     ColumnarValue, ExprSchemable, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
     TypeSignature, Volatility,
 };
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_plan::PhysicalExpr;
 use rivulet_engine::EngineError;
 use rivulet_engine::table::Computed;
@@ -181,6 +183,16 @@ struct Filler {
 }
 
 impl Computed for Filler {
+    fn inputs(&self) -> Vec<(usize, Vec<usize>)> {
+        self.exprs
+            .iter()
+            .map(|(column, expr, _)| {
+                let inputs = collect_columns(expr).iter().map(Column::index).collect();
+                (*column, inputs)
+            })
+            .collect()
+    }
+
     fn fill(&self, rows: &RecordBatch) -> rivulet_engine::Result<RecordBatch> {
         let n = rows.num_rows();
         let mut columns = rows.columns().to_vec();

@@ -172,6 +172,14 @@ fn position(file: usize, offset: u64) -> u64 {
 }
 
 impl ExternalSource for FileSource {
+    fn reading(&self, columns: &[usize]) -> Option<Arc<dyn ExternalSource>> {
+        let decoder = self.decoder.reading(columns)?;
+        Some(Arc::new(FileSource {
+            decoder,
+            ..self.clone()
+        }))
+    }
+
     fn open(&self, position: u64, _state: &[u8]) -> EngineResult<Box<dyn ExternalReader>> {
         let files = self.files()?;
         let file = (position >> OFFSET_BITS) as usize;

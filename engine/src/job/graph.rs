@@ -68,6 +68,13 @@ pub trait ExternalSource: Send + Sync {
     fn end(&self) -> Result<u64>;
     /// For EXPLAIN.
     fn describe(&self) -> String;
+    /// This source reading only the stored `columns` (indexes into [`ExternalBatch::rows`]'
+    /// columns) for a job that reads no others: those columns are NULL, where skipping them
+    /// decodes less (JSON: their values are neither copied nor checked). `None`: it reads every
+    /// column.
+    fn reading(&self, _columns: &[usize]) -> Option<Arc<dyn ExternalSource>> {
+        None
+    }
     /// Called after a job has committed an epoch holding `state` (a reader's
     /// [`ExternalReader::state`]): a source may tell its origin (Kafka: commit the offsets to the consumer
     /// group, so that lag tools see them). The checkpoint stays the truth; failures are logged.

@@ -189,6 +189,8 @@ pub trait Computed: Send + Sync {
     /// has the table's columns (computed ones hold anything, usually NULL), or only those before
     /// the computed ones, which come last (a connector's rows).
     fn fill(&self, rows: &RecordBatch) -> Result<RecordBatch>;
+    /// Each computed column and the columns its value is computed from.
+    fn inputs(&self) -> Vec<(usize, Vec<usize>)>;
 }
 
 /// Checks a table's rows against what its column types allow beyond their Arrow types (text
@@ -723,6 +725,22 @@ impl TableStore {
     /// table is opened).
     pub fn set_computed(&self, computed: Arc<dyn Computed>) {
         let _ = self.computed.set(computed);
+    }
+
+    /// The columns that `columns` of the table's rows are made of: those, and the columns the
+    /// computed ones among them are computed from.
+    pub fn inputs_of(&self, columns: &[usize]) -> Vec<usize> {
+        let mut all = columns.to_vec();
+        if let Some(computed) = self.computed.get() {
+            for (column, inputs) in computed.inputs() {
+                if columns.contains(&column) {
+                    all.extend(inputs);
+                }
+            }
+        }
+        all.sort_unstable();
+        all.dedup();
+        all
     }
 
     /// Checks every inserted or updated row from now on (set once, when the table is opened).

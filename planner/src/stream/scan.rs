@@ -3,6 +3,7 @@
 
 use super::*;
 use datafusion::logical_expr::TableScan;
+use datafusion::physical_expr::utils::collect_columns;
 
 /// A table scan as a source stage.
 pub(super) fn lower_scan(
@@ -45,6 +46,18 @@ pub(super) fn lower_scan(
             .map(|k| columns.iter().position(|c| c == k))
             .collect::<Option<Vec<_>>>()
     });
+    // A source outside Rivulet (files) decodes only the columns the stage reads: the scan's,
+    // its filters', the watermark's, and what the computed ones among them are made of.
+    let external = resolved.external.as_ref().map(|external| {
+        let mut read = columns.clone();
+        for expr in predicate.iter().chain(watermark.iter()) {
+            read.extend(collect_columns(expr).iter().map(Column::index));
+        }
+        read.extend(resolved.watermark.as_ref().map(|w| w.column));
+        external
+            .reading(&source.inputs_of(&read))
+            .unwrap_or_else(|| Arc::clone(external))
+    });
     if columns.len() != full.fields().len() || predicate.is_some() {
         let exprs = columns
             .iter()
@@ -66,7 +79,7 @@ pub(super) fn lower_scan(
             watermark,
             idle_timeout: resolved.idle_timeout,
             processing_time: resolved.processing_time,
-            external: resolved.external.clone(),
+            external,
             history: false,
             append_only: resolved.append_only,
         }),

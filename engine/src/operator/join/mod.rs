@@ -262,23 +262,30 @@ fn encode(
     keygroup::key_groups(&keys, n, groups)?;
     let key_encoder = key_codec.encoder_for_columns(&keys)?;
     let mut out_keys = Vec::with_capacity(n);
+    // Each encoding is allocated at the largest size so far, so most rows allocate once
+    // instead of growing column by column.
+    let mut size = 16;
     for i in 0..n {
         if !null_equal && keys.iter().any(|k| k.is_null(i)) {
             out_keys.push(None);
             continue;
         }
-        let mut k = vec![0u8; 4];
+        let mut k = Vec::with_capacity(size);
+        k.extend_from_slice(&[0; 4]);
         key_encoder.encode(i, &mut k);
         let len = (k.len() - 4) as u32;
         k[..4].copy_from_slice(&len.to_be_bytes());
+        size = size.max(k.len());
         out_keys.push(Some(k));
     }
     let own = &batch.columns()[..side.spec.width];
     let encoder = side.codec.encoder_for_columns(own)?;
+    let mut size = 32;
     let rows = (0..n)
         .map(|i| {
-            let mut r = Vec::new();
+            let mut r = Vec::with_capacity(size);
             encoder.encode(i, &mut r);
+            size = size.max(r.len());
             r
         })
         .collect();
@@ -468,9 +475,23 @@ pub struct HashJoin {
     sequence: (u64, u32),
     /// Per side that stores rows in chunks: this epoch's chunk of each (key group, join key),
     /// as its key in the side's table.
-    chunks: [HashMap<u16, HashMap<JoinKey, Vec<u8>>>; 2],
-    /// A chunk's framing of one row, kept to spare an allocation per row.
+    chunks: [hashbrown::HashMap<(u16, JoinKey), Vec<u8>, FastHash>; 2],
+    /// The rows of one key that a batch appends to its chunk, each framed, kept to spare an
+    /// allocation per batch.
     framed: Vec<u8>,
+}
+
+/// Maps keyed by join keys are looked up once per row or per distinct key of a batch.
+type FastHash = foldhash::fast::RandomState;
+
+/// A (key group, join key) of [`HashJoin::chunks`], borrowed: it hashes as the owned pair does.
+#[derive(Hash)]
+struct KeyRef<'a>(u16, &'a [u8]);
+
+impl hashbrown::Equivalent<(u16, JoinKey)> for KeyRef<'_> {
+    fn equivalent(&self, key: &(u16, JoinKey)) -> bool {
+        self.0 == key.0 && self.1 == key.1.as_slice()
+    }
 }
 
 /// State entries a join with a state TTL visits per table at each checkpoint to delete the
@@ -647,29 +668,37 @@ impl HashJoin {
             .tables
             .as_mut()
             .ok_or_else(|| EngineError::Internal("join used before restore".into()))?;
-        let mut index: HashMap<(u16, &[u8]), usize> = HashMap::new();
-        let mut lists: Vec<KeyMatches> = Vec::new();
+        // Each distinct (key group, key) of the batch, then its list: read in key order, so
+        // one iterator's seeks move forward through the table (and its cached blocks).
+        let mut index: HashMap<(u16, &[u8]), usize, FastHash> = HashMap::default();
+        let mut distinct: Vec<(u16, &[u8])> = Vec::new();
         let mut slots = Vec::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            slots.push(key.as_ref().map(|key| {
+                let next = distinct.len();
+                *index
+                    .entry((self.groups[i], key.as_slice()))
+                    .or_insert_with(|| {
+                        distinct.push((self.groups[i], key.as_slice()));
+                        next
+                    })
+            }));
+        }
+        let mut order: Vec<usize> = (0..distinct.len()).collect();
+        order.sort_unstable_by_key(|&d| distinct[d]);
+        let mut lists: Vec<KeyMatches> = distinct.iter().map(|&(kg, _)| (kg, Vec::new())).collect();
         let table = &tables[o];
         let mut scans = table.scans();
         let mut expired = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
-            let Some(key) = key else {
-                slots.push(None);
-                continue;
-            };
-            let kg = self.groups[i];
-            if let Some(&at) = index.get(&(kg, key.as_slice())) {
-                slots.push(Some(at));
-                continue;
-            }
-            let mut list = Vec::new();
-            let row_at = key.len()
-                + if self.append_only[o] {
-                    SEQUENCE_BYTES
-                } else {
-                    0
-                };
+        let sequence = if self.append_only[o] {
+            SEQUENCE_BYTES
+        } else {
+            0
+        };
+        for d in order {
+            let (kg, key) = distinct[d];
+            let list = &mut lists[d].1;
+            let row_at = key.len() + sequence;
             scans.scan_prefix(kg, key, Direction::Forward, |k, v| {
                 let v = match now {
                     Some(now) => match table.unexpired(v, now)? {
@@ -703,15 +732,58 @@ impl HashJoin {
                 });
                 Ok(ControlFlow::Continue(()))
             })?;
-            index.insert((kg, key.as_slice()), lists.len());
-            slots.push(Some(lists.len()));
-            lists.push((kg, list));
         }
         drop(scans);
         for (kg, k) in expired {
             tables[o].delete(kg, &k);
         }
         Ok((slots, lists))
+    }
+
+    /// Stores rows of side `s` in this epoch's chunks: `appends` holds (distinct key of the
+    /// batch, row), and each key's rows go to its chunk in one append, in batch order.
+    fn append_chunks(
+        &mut self,
+        s: usize,
+        keys: &[Option<JoinKey>],
+        rows: &[EncodedRow],
+        appends: &mut [(usize, usize)],
+    ) -> Result<()> {
+        let tables = self
+            .tables
+            .as_mut()
+            .ok_or_else(|| EngineError::Internal("join used before restore".into()))?;
+        // Stable: a key's rows keep their order.
+        appends.sort_by_key(|&(k, _)| k);
+        for run in appends.chunk_by(|a, b| a.0 == b.0) {
+            let first = run[0].1;
+            let (Some(join_key), kg) = (&keys[first], self.groups[first]) else {
+                continue;
+            };
+            self.framed.clear();
+            for &(_, i) in run {
+                self.framed
+                    .extend_from_slice(&(rows[i].len() as u32).to_le_bytes());
+                self.framed.extend_from_slice(&rows[i]);
+            }
+            let open = &mut self.chunks[s];
+            if let Some(chunk) = open.get(&KeyRef(kg, join_key))
+                && tables[s].append_dirty(kg, chunk, &self.framed)
+            {
+                continue;
+            }
+            let (epoch, n) = self.sequence;
+            self.sequence.1 = n.checked_add(1).ok_or_else(|| {
+                EngineError::Internal("more than 2^32 join rows in one epoch".into())
+            })?;
+            let mut key = Vec::with_capacity(join_key.len() + SEQUENCE_BYTES);
+            key.extend_from_slice(join_key);
+            key.extend_from_slice(&epoch.to_be_bytes());
+            key.extend_from_slice(&n.to_be_bytes());
+            tables[s].insert_new(kg, &key, &self.framed);
+            open.insert((kg, join_key.clone()), key);
+        }
+        Ok(())
     }
 
     /// Whether each (row, match) candidate passes the residual condition, in row order and
@@ -875,6 +947,8 @@ impl Operator for HashJoin {
             .as_mut()
             .ok_or_else(|| EngineError::Internal("join used before restore".into()))?;
         let mut out: Vec<(Op, Part, Part)> = Vec::new();
+        // On a side stored in chunks: (the key's list, row) of each row to store.
+        let mut appends: Vec<(usize, usize)> = Vec::new();
         let mut candidate = 0usize;
         let mut key: Vec<u8> = Vec::new();
         for (i, &op) in batch.ops.iter().enumerate() {
@@ -954,25 +1028,8 @@ impl Operator for HashJoin {
                     )));
                 }
                 if chunked {
-                    self.framed.clear();
-                    self.framed
-                        .extend_from_slice(&(rows[i].len() as u32).to_le_bytes());
-                    self.framed.extend_from_slice(&rows[i]);
-                    let open = self.chunks[s].entry(kg).or_default();
-                    if let Some(chunk) = open.get(key.as_slice())
-                        && tables[s].append_dirty(kg, chunk, &self.framed)
-                    {
-                        continue;
-                    }
-                    let (epoch, n) = self.sequence;
-                    self.sequence.1 = n.checked_add(1).ok_or_else(|| {
-                        EngineError::Internal("more than 2^32 join rows in one epoch".into())
-                    })?;
-                    let join_key = key.clone();
-                    key.extend_from_slice(&epoch.to_be_bytes());
-                    key.extend_from_slice(&n.to_be_bytes());
-                    tables[s].insert_new(kg, &key, &self.framed);
-                    open.insert(join_key, key.clone());
+                    // Stored after the loop, with the batch's other rows of its key.
+                    appends.push((k, i));
                     continue;
                 }
                 let (epoch, n) = self.sequence;
@@ -1003,6 +1060,7 @@ impl Operator for HashJoin {
                 write_entry(&mut tables[o], *kg, &m.key, m.count, m.degree, now);
             }
         }
+        self.append_chunks(s, &keys, &rows, &mut appends)?;
         self.output(s, &rows, &lists, &out)
     }
 
