@@ -207,8 +207,19 @@ fn from_engine(e: &EngineError) -> SqlError {
     match e {
         EngineError::NotNull { .. } => SqlError::new(NOT_NULL_VIOLATION, e.to_string()),
         EngineError::TooLong { .. } => SqlError::new(STRING_DATA_RIGHT_TRUNCATION, e.to_string()),
-        EngineError::InvalidText { message, detail } => {
-            let err = SqlError::new(INVALID_TEXT_REPRESENTATION, message.clone());
+        EngineError::InvalidText {
+            message,
+            detail,
+            kind,
+        } => {
+            use rivulet_engine::error::InvalidTextKind;
+            let code = match kind {
+                InvalidTextKind::Syntax => INVALID_TEXT_REPRESENTATION,
+                InvalidTextKind::Untranslatable => UNTRANSLATABLE_CHARACTER,
+                InvalidTextKind::OutOfRange => NUMERIC_VALUE_OUT_OF_RANGE,
+                InvalidTextKind::TooDeep => STATEMENT_TOO_COMPLEX,
+            };
+            let err = SqlError::new(code, message.clone());
             match detail {
                 Some(d) => err.with_detail(d.clone()),
                 None => err,

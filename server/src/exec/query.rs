@@ -57,7 +57,8 @@ pub async fn plan_continuous(
 
 /// Makes text-to-bytea casts read Postgres' bytea text forms (`'\x4869'::bytea` is `Hi`), where
 /// Arrow's cast would take the text's own bytes. Covers literals, VALUES in INSERT, and columns.
-/// Casts to `jsonb` put their text in `jsonb`'s form ([`crate::pg::json::jsonb_cast`]).
+/// Casts to `jsonb` put their text in `jsonb`'s form, casts to `json` check it
+/// ([`crate::pg::json::json_cast`]).
 /// Text constants cast to timestamps and intervals get Postgres' forms Arrow does not read
 /// rewritten ([`crate::pg::datetime_input`]); those cast to arrays (`'{1,2}'` into an `INT[]`
 /// column) are parsed as Postgres array literals ([`crate::text`]).
@@ -74,10 +75,10 @@ fn postgres_text_casts(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
                     Ok(Transformed::yes(crate::functions::bytea_in(*expr)))
                 }
                 Expr::Cast(cast)
-                    if crate::pg::json::is_jsonb(&cast.field)
-                        && !input_is_jsonb(&cast.expr, input.as_deref().unwrap_or(&empty)) =>
+                    if let Some(kind) = crate::pg::json::json_kind(&cast.field)
+                        && !input_is_json(&cast.expr, kind, input.as_deref().unwrap_or(&empty)) =>
                 {
-                    crate::pg::json::jsonb_cast(cast)
+                    crate::pg::json::json_cast(cast, kind)
                 }
                 Expr::Cast(cast) => match (text_constant(&cast.expr), cast.field.data_type()) {
                     (Some(text), t @ (DataType::List(_) | DataType::LargeList(_))) => Ok(
@@ -156,10 +157,15 @@ fn text_constant(e: &Expr) -> Option<&str> {
     }
 }
 
-/// Whether `e` is `jsonb` already (a `jsonb` column, `->` of one), so a cast to `jsonb` keeps it.
-fn input_is_jsonb(e: &Expr, schema: &DFSchema) -> bool {
-    e.to_field(schema)
-        .is_ok_and(|(_, f)| crate::pg::json::is_jsonb(&f))
+/// Whether `e` is `json` or `jsonb` already (a `jsonb` column, `->` of one), so a cast to either
+/// keeps it (a `json` cast to `jsonb` is already JSON, but not in `jsonb`'s form).
+fn input_is_json(e: &Expr, target: crate::pg::json::Json, schema: &DFSchema) -> bool {
+    e.to_field(schema).is_ok_and(|(_, f)| {
+        crate::pg::json::json_kind(&f).is_some_and(|k| {
+            k == target
+                || (k == crate::pg::json::Json::Jsonb && target == crate::pg::json::Json::Json)
+        })
+    })
 }
 
 fn is_text(t: &DataType) -> bool {
