@@ -85,11 +85,11 @@ impl SqlType {
             },
             D::Numeric(info) | D::Decimal(info) => numeric(info)?,
             D::Varchar(len) | D::CharacterVarying(len) | D::CharVarying(len) => SqlType::Varchar {
-                max_len: char_len(len.as_ref())?,
+                max_len: char_len(len.as_ref(), "varchar")?,
             },
             // Postgres: CHAR without a length is CHAR(1).
             D::Char(len) | D::Character(len) => SqlType::Char {
-                len: Some(char_len(len.as_ref())?.unwrap_or(1)),
+                len: Some(char_len(len.as_ref(), "char")?.unwrap_or(1)),
             },
             D::Text | D::String(None) => SqlType::Text,
             D::Date => SqlType::Date,
@@ -293,13 +293,14 @@ fn numeric(info: &ExactNumberInfo) -> Result<SqlType> {
     })
 }
 
-fn char_len(len: Option<&CharacterLength>) -> Result<Option<u32>> {
+/// A declared length of `varchar` or `char` (`kind`, as Postgres names it in its error).
+fn char_len(len: Option<&CharacterLength>, kind: &str) -> Result<Option<u32>> {
     match len {
         None | Some(CharacterLength::Max) => Ok(None),
         Some(CharacterLength::IntegerLength { length, .. }) => match u32::try_from(*length) {
             Ok(n) if n >= 1 => Ok(Some(n)),
             _ => Err(PlanError::InvalidParameter(format!(
-                "length for type varchar must be at least 1, got {length}"
+                "length for type {kind} must be at least 1"
             ))),
         },
     }

@@ -59,6 +59,7 @@ pub async fn plan_continuous(
 /// Arrow's cast would take the text's own bytes. Covers literals, VALUES in INSERT, and columns.
 /// Casts to `jsonb` put their text in `jsonb`'s form, casts to `json` check it
 /// ([`crate::pg::json::json_cast`]).
+/// Casts to `character(n)` cut the text to `n` ([`crate::pg::character`]).
 /// Text constants cast to timestamps and intervals get Postgres' forms Arrow does not read
 /// rewritten ([`crate::pg::datetime_input`]); those cast to arrays (`'{1,2}'` into an `INT[]`
 /// column) are parsed as Postgres array literals ([`crate::text`]).
@@ -73,6 +74,9 @@ fn postgres_text_casts(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
                         && is_text(&expr.get_type(input.as_deref().unwrap_or(&empty))?) =>
                 {
                     Ok(Transformed::yes(crate::functions::bytea_in(*expr)))
+                }
+                Expr::Cast(cast) if let Some(n) = crate::pg::character::length(&cast.field) => {
+                    crate::pg::character::cast(cast, n)
                 }
                 Expr::Cast(cast)
                     if let Some(kind) = crate::pg::json::json_kind(&cast.field)

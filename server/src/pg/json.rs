@@ -350,8 +350,9 @@ fn json(e: Expr, kind: &str) -> Expr {
     Expr::Cast(Cast::new_from_field(Box::new(e), Arc::new(declared(kind))))
 }
 
-/// `json`, `jsonb` and `bpchar` are text, declared as such; every other type goes to `inner`
-/// (the catalog library's planner of `regclass` and friends).
+/// `json`, `jsonb`, `bpchar` and `character(n)` are text, declared as such, and `text` declares
+/// nothing; every other type goes to `inner` (the catalog library's planner of `regclass` and
+/// friends).
 #[derive(Debug)]
 pub struct JsonTypes<T> {
     pub inner: T,
@@ -373,6 +374,18 @@ impl<T: TypePlanner> TypePlanner for JsonTypes<T> {
                         .is_some_and(|i| i.value.eq_ignore_ascii_case("bpchar")) =>
             {
                 Ok(Some(Arc::new(declared("character"))))
+            }
+            // Plain text, named so that a cast drops what its operand declares
+            // (`'a'::char(3)::text` is `a`, not padded; `pg_typeof(x)::text` is no `regtype`).
+            SqlType::Text | SqlType::Varchar(None) => {
+                Ok(Some(Arc::new(Field::new("text", DataType::Utf8, true))))
+            }
+            // `character(n)` (`char` is `character(1)`): its length in the field, as a
+            // column's (see `super::characters`).
+            SqlType::Char(_) | SqlType::Character(_) => {
+                let column = rivulet_planner::types::SqlType::from_ast(sql_type)
+                    .map_err(|e| DataFusionError::External(Box::new(SqlError::from(e))))?;
+                Ok(Some(Arc::new(column.field("character", true))))
             }
             other => self.inner.plan_type_field(other),
         }
