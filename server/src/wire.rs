@@ -628,6 +628,7 @@ impl Connection {
                     }
                     Err(e) => {
                         tracing::debug!(code = e.code, message = %e.message, "statement failed");
+                        let e = e.locate(query);
                         responses.push(Response::Error(Box::new(e.into_error_info())));
                         break;
                     }
@@ -700,7 +701,8 @@ impl QueryParser for StatementParser {
             session.refuse_in_failed_block(&parsed.statement)?;
             describe(session, parsed).await.map(Some)
         }
-        .await;
+        .await
+        .map_err(|e| e.locate(sql));
         session.end_statement();
         if prepared.is_err() && session.tx == crate::session::TxState::Open {
             session.tx = crate::session::TxState::Aborted;
