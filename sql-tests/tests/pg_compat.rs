@@ -1,7 +1,8 @@
 //! Rivulet against a real PostgreSQL, expression by expression: every statement of
 //! `compat/postgres/queries.sql` runs on both, and what each returns is compared: the result
-//! columns' types (RowDescription of a prepared statement), the text values (simple protocol), the
-//! binary values (extended protocol), or the SQLSTATE of the error.
+//! columns' types and type modifiers (RowDescription of a prepared statement), the text values
+//! (simple protocol), the binary values (extended protocol), or the SQLSTATE of the error and the
+//! position it points at.
 //!
 //! The PostgreSQL is the one `scripts/deps-compat` installs (PostgreSQL 18's binaries, under
 //! `$RIVULET_COMPAT_DIR/postgresql`), started here on a free port with its data in a temporary
@@ -376,8 +377,9 @@ async fn expressions_match_postgresql_or_are_listed() {
     }
     let out = format!(
         "# Where Rivulet differs from PostgreSQL 18 on queries.sql: {equal} of {} statements \
-         agree in types, text and binary values.\n# Written by tests/pg_compat.rs \
-         (RIVULET_COMPAT_COMPLETE=1); each entry is reviewed.\n\n{listed}",
+         agree in types (with type modifiers), text and binary values (errors: SQLSTATE and \
+         position).\n# Written by tests/pg_compat.rs (RIVULET_COMPAT_COMPLETE=1); each entry is \
+         reviewed.\n\n{listed}",
         queries.len()
     );
     let file = compat_dir().join("differences.txt");

@@ -235,7 +235,7 @@ pub fn encode(
 }
 
 /// `field` declared to follow `rule`.
-fn declare(field: Field, rule: Scale) -> Field {
+pub fn declare(field: Field, rule: Scale) -> Field {
     let mut metadata = field.metadata().clone();
     match rule.metadata() {
         Some(m) => metadata.insert(NUMERIC_SCALE.to_string(), m),
