@@ -68,33 +68,58 @@ fn postgres_text_casts(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
         let input = node.inputs().first().map(|i| Arc::clone(i.schema()));
         let empty = DFSchema::empty();
         node.map_expressions(|e| {
-            e.transform_up(|e| match e {
-                Expr::Cast(Cast { expr, field })
-                    if *field.data_type() == DataType::Binary
-                        && is_text(&expr.get_type(input.as_deref().unwrap_or(&empty))?) =>
-                {
-                    Ok(Transformed::yes(crate::functions::bytea_in(*expr)))
-                }
-                Expr::Cast(cast) if let Some(n) = crate::pg::character::length(&cast.field) => {
-                    crate::pg::character::cast(cast, n)
-                }
-                Expr::Cast(cast)
-                    if let Some(kind) = crate::pg::json::json_kind(&cast.field)
-                        && !input_is_json(&cast.expr, kind, input.as_deref().unwrap_or(&empty)) =>
-                {
-                    crate::pg::json::json_cast(cast, kind)
-                }
-                Expr::Cast(cast) => match (text_constant(&cast.expr), cast.field.data_type()) {
-                    (Some(text), t @ (DataType::List(_) | DataType::LargeList(_))) => Ok(
-                        Transformed::yes(Expr::Literal(array_constant(text, t)?, None)),
-                    ),
-                    _ => text_constant_cast(cast),
-                },
-                other => Ok(Transformed::no(other)),
+            e.transform_up(|e| {
+                let schema = input.as_deref().unwrap_or(&empty);
+                text_cast(e, schema)?.map_data(|e| Ok(operand_nullability(e, schema)))
             })
         })
     })?;
     Ok(rewritten.data)
+}
+
+/// `e`, a cast with a target field of its own (`x::jsonb`, `x::char(4)`, `x::text`), nullable as
+/// its operand is: DataFusion's logical schema takes the operand's nullability, its physical cast
+/// the field's, and a plan whose two differ fails.
+fn operand_nullability(e: Expr, schema: &DFSchema) -> Expr {
+    match e {
+        Expr::Cast(Cast { expr, field }) if !field.name().is_empty() => {
+            let nullable = expr.nullable(schema).unwrap_or(true);
+            let field = if field.is_nullable() == nullable {
+                field
+            } else {
+                Arc::new(field.as_ref().clone().with_nullable(nullable))
+            };
+            Expr::Cast(Cast { expr, field })
+        }
+        other => other,
+    }
+}
+
+/// One expression of [`postgres_text_casts`].
+fn text_cast(e: Expr, input: &DFSchema) -> datafusion::error::Result<Transformed<Expr>> {
+    match e {
+        Expr::Cast(Cast { expr, field })
+            if *field.data_type() == DataType::Binary && is_text(&expr.get_type(input)?) =>
+        {
+            Ok(Transformed::yes(crate::functions::bytea_in(*expr)))
+        }
+        Expr::Cast(cast) if let Some(n) = crate::pg::character::length(&cast.field) => {
+            crate::pg::character::cast(cast, n)
+        }
+        Expr::Cast(cast)
+            if let Some(kind) = crate::pg::json::json_kind(&cast.field)
+                && !input_is_json(&cast.expr, kind, input) =>
+        {
+            crate::pg::json::json_cast(cast, kind)
+        }
+        Expr::Cast(cast) => match (text_constant(&cast.expr), cast.field.data_type()) {
+            (Some(text), t @ (DataType::List(_) | DataType::LargeList(_))) => Ok(Transformed::yes(
+                Expr::Literal(array_constant(text, t)?, None),
+            )),
+            _ => text_constant_cast(cast),
+        },
+        other => Ok(Transformed::no(other)),
+    }
 }
 
 /// A text constant cast to a timestamp, an interval or a numeric, with Postgres' forms Arrow
