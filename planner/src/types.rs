@@ -27,7 +27,8 @@ pub const DEFAULT_NUMERIC_SCALE: i8 = 10;
 /// (a `jsonb` column is Arrow text); the server sends that type to clients.
 pub const PG_TYPE: &str = "rivulet.pg_type";
 
-/// The field metadata key of a `character(n)` column's `n`: its values are shown padded to it.
+/// The field metadata key of a `character(n)` or `character varying(n)` column's `n`: clients are
+/// told it (type modifier `n + 4`), and `character(n)`'s values are shown padded to it.
 pub const CHAR_LENGTH: &str = "rivulet.char_length";
 
 /// A column type as declared in SQL.
@@ -142,8 +143,13 @@ impl SqlType {
         match self {
             SqlType::Jsonb => field.with_metadata([(PG_TYPE.into(), "jsonb".into())].into()),
             SqlType::Json => field.with_metadata([(PG_TYPE.into(), "json".into())].into()),
-            SqlType::Varchar { .. } => {
-                field.with_metadata([(PG_TYPE.into(), "character varying".into())].into())
+            SqlType::Varchar { max_len } => {
+                let mut metadata = std::collections::HashMap::new();
+                metadata.insert(PG_TYPE.into(), "character varying".into());
+                if let Some(n) = max_len {
+                    metadata.insert(CHAR_LENGTH.into(), n.to_string());
+                }
+                field.with_metadata(metadata)
             }
             SqlType::Char { len } => {
                 let mut metadata = std::collections::HashMap::new();

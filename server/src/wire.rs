@@ -392,9 +392,11 @@ fn fields_of(schema: &Schema, format: &Format) -> Result<Vec<FieldInfo>, SqlErro
                 DataType::Decimal128(p, s) if *s >= 0 => {
                     info.with_type_modifier(((i32::from(*p) << 16) | i32::from(*s)) + 4)
                 }
-                // `character(n)`: n + 4, Postgres' varlena header included.
+                // `character(n)`, `character varying(n)`: n + 4, Postgres' varlena header
+                // included.
                 _ => {
-                    match crate::pg::character::length(field).and_then(|n| i32::try_from(n).ok()) {
+                    let n = crate::pg::character::declared_length(field);
+                    match n.and_then(|n| i32::try_from(n).ok()) {
                         Some(n) if field.data_type().is_string() => info.with_type_modifier(n + 4),
                         _ => info,
                     }

@@ -16,7 +16,16 @@ use datafusion::logical_expr::{Expr, lit};
 
 /// The `n` of a cast's target, when it is `character(n)`.
 pub fn length(target: &Field) -> Option<usize> {
-    target
+    let metadata = target.metadata();
+    if metadata.get(rivulet_planner::types::PG_TYPE)? != "character" {
+        return None;
+    }
+    declared_length(target)
+}
+
+/// The `n` of a `character(n)` or `character varying(n)` field.
+pub fn declared_length(field: &Field) -> Option<usize> {
+    field
         .metadata()
         .get(rivulet_planner::types::CHAR_LENGTH)?
         .parse()
