@@ -143,17 +143,13 @@ impl SqlType {
         match self {
             SqlType::Jsonb => field.with_metadata([(PG_TYPE.into(), "jsonb".into())].into()),
             SqlType::Json => field.with_metadata([(PG_TYPE.into(), "json".into())].into()),
-            SqlType::Varchar { max_len } => {
+            SqlType::Varchar { max_len: len } | SqlType::Char { len } => {
+                let name = match self {
+                    SqlType::Char { .. } => "character",
+                    _ => "character varying",
+                };
                 let mut metadata = std::collections::HashMap::new();
-                metadata.insert(PG_TYPE.into(), "character varying".into());
-                if let Some(n) = max_len {
-                    metadata.insert(CHAR_LENGTH.into(), n.to_string());
-                }
-                field.with_metadata(metadata)
-            }
-            SqlType::Char { len } => {
-                let mut metadata = std::collections::HashMap::new();
-                metadata.insert(PG_TYPE.into(), "character".into());
+                metadata.insert(PG_TYPE.into(), name.into());
                 if let Some(n) = len {
                     metadata.insert(CHAR_LENGTH.into(), n.to_string());
                 }
