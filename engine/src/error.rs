@@ -28,11 +28,12 @@ pub enum EngineError {
     )]
     NotNull { table: String, column: String },
     /// A text that is no value of its column's type (`jsonb` that is not JSON), in Postgres'
-    /// words.
+    /// words; `kind` says why (the SQLSTATE the server gives it).
     #[error("{message}")]
     InvalidText {
         message: String,
         detail: Option<String>,
+        kind: InvalidTextKind,
     },
     /// A text value longer than its column's declared length.
     #[error("value too long for type {type_name}")]
@@ -71,4 +72,17 @@ pub enum EngineError {
 
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Why a text is no value of its column's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidTextKind {
+    /// Not in the type's syntax (`[1,]` as `json`).
+    Syntax,
+    /// A character the value cannot hold (`\u0000` in `jsonb`).
+    Untranslatable,
+    /// A number beyond the range the type holds (`1e1000000` in `jsonb`).
+    OutOfRange,
+    /// Nested deeper than the server takes.
+    TooDeep,
 }

@@ -7,7 +7,9 @@
 //!
 //! The parser follows Postgres' JSON grammar (RFC 8259: no leading zeros, no `.5`, only `true`,
 //! `false` and `null`, no control characters in strings) and its `jsonb` rules: `\u0000` is
-//! refused, and surrogate escapes must pair.
+//! refused, surrogate escapes must pair, and numbers must fit `numeric`. [`validate`] checks a
+//! `json` value, which keeps its text: only the grammar applies there, as in Postgres' `json_in`.
+//! Errors carry Postgres' detail (`Expected JSON value, but found "]".`).
 
 use std::fmt::Write as _;
 
@@ -50,18 +52,31 @@ impl JsonbError {
 
 /// `text`, a JSON document, in `jsonb`'s text form.
 pub fn normalize(text: &str) -> Result<String, JsonbError> {
-    let mut p = Parser {
-        text: text.as_bytes(),
-        at: 0,
-    };
-    let value = p.value(0)?;
-    p.blanks();
-    if p.at < p.text.len() {
-        return Err(p.unexpected());
-    }
+    let value = parse(text, false)?;
     let mut out = String::with_capacity(text.len() + text.len() / 4);
     value.write(&mut out);
     Ok(out)
+}
+
+/// Whether `text` is a `json` value: JSON's grammar only (`\u0000`, a lone surrogate escape and
+/// a number beyond `numeric` are `json`, though no `jsonb`).
+pub fn validate(text: &str) -> Result<(), JsonbError> {
+    parse(text, true).map(|_| ())
+}
+
+/// `text` parsed as one JSON document; `json` for `json`'s rules rather than `jsonb`'s.
+fn parse(text: &str, json: bool) -> Result<Value, JsonbError> {
+    let mut p = Parser {
+        text: text.as_bytes(),
+        at: 0,
+        json,
+    };
+    let value = p.value(0, "JSON value")?;
+    p.blanks();
+    if p.at < p.text.len() {
+        return Err(p.expected("end of input"));
+    }
+    Ok(value)
 }
 
 /// A parsed value; strings are unescaped, numbers already in `numeric`'s form.
@@ -131,6 +146,8 @@ fn escape(s: &str, out: &mut String) {
 struct Parser<'a> {
     text: &'a [u8],
     at: usize,
+    /// `json`'s rules: the grammar only, values as they come (see [`validate`]).
+    json: bool,
 }
 
 impl Parser<'_> {
@@ -164,7 +181,44 @@ impl Parser<'_> {
         }
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value, JsonbError> {
+    /// The error where `what` was expected, as Postgres words it: a token JSON has elsewhere
+    /// (`]`, a string, a number) is "found" there; anything else is an invalid token.
+    fn expected(&self, what: &str) -> JsonbError {
+        let at = self.at;
+        let end = match self.peek() {
+            Some(b'{' | b'}' | b'[' | b']' | b',' | b':') => Some(at + 1),
+            Some(b'"') => {
+                let mut p = Parser { at, ..*self };
+                p.json = true;
+                p.string().ok().map(|_| p.at)
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                let mut p = Parser { at, ..*self };
+                p.json = true;
+                p.number().ok().map(|_| p.at)
+            }
+            Some(_) => ["true", "false", "null"].iter().find_map(|w| {
+                let end = at + w.len();
+                (self.text[at..].starts_with(w.as_bytes())
+                    && !self
+                        .text
+                        .get(end)
+                        .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_'))
+                .then_some(end)
+            }),
+            None => None,
+        };
+        match end {
+            Some(end) => JsonbError::Syntax(format!(
+                "Expected {what}, but found \"{}\".",
+                String::from_utf8_lossy(&self.text[at..end])
+            )),
+            None => self.unexpected(),
+        }
+    }
+
+    /// A value, where `what` (Postgres' words) was expected.
+    fn value(&mut self, depth: usize, what: &str) -> Result<Value, JsonbError> {
         if depth > MAX_DEPTH {
             return Err(JsonbError::TooDeep);
         }
@@ -181,7 +235,7 @@ impl Parser<'_> {
                 self.word(5, Value::Bool(false))
             }
             Some(b'n') if self.text[self.at..].starts_with(b"null") => self.word(4, Value::Null),
-            _ => Err(self.unexpected()),
+            _ => Err(self.expected(what)),
         }
     }
 
@@ -206,18 +260,20 @@ impl Parser<'_> {
             self.at += 1;
             return Ok(Value::Object(members));
         }
+        let mut key_expected = "string or \"}\"";
         loop {
             self.blanks();
             if self.peek() != Some(b'"') {
-                return Err(self.unexpected());
+                return Err(self.expected(key_expected));
             }
+            key_expected = "string";
             let key = self.string()?;
             self.blanks();
             if self.peek() != Some(b':') {
-                return Err(self.unexpected());
+                return Err(self.expected("\":\""));
             }
             self.at += 1;
-            let value = self.value(depth + 1)?;
+            let value = self.value(depth + 1, "JSON value")?;
             members.push((key, value));
             self.blanks();
             match self.peek() {
@@ -226,7 +282,7 @@ impl Parser<'_> {
                     self.at += 1;
                     break;
                 }
-                _ => return Err(self.unexpected()),
+                _ => return Err(self.expected("\",\" or \"}\"")),
             }
         }
         // Shorter keys first, then bytewise; of equal keys the last one written stays.
@@ -244,8 +300,10 @@ impl Parser<'_> {
             self.at += 1;
             return Ok(Value::Array(items));
         }
+        let mut what = "array element or \"]\"";
         loop {
-            items.push(self.value(depth + 1)?);
+            items.push(self.value(depth + 1, what)?);
+            what = "JSON value";
             self.blanks();
             match self.peek() {
                 Some(b',') => self.at += 1,
@@ -253,7 +311,7 @@ impl Parser<'_> {
                     self.at += 1;
                     return Ok(Value::Array(items));
                 }
-                _ => return Err(self.unexpected()),
+                _ => return Err(self.expected("\",\" or \"]\"")),
             }
         }
     }
@@ -309,6 +367,10 @@ impl Parser<'_> {
                         b't' => b'\t',
                         b'u' => {
                             let code = self.hex4()?;
+                            if self.json {
+                                // `json` keeps the escape as written, whatever it stands for.
+                                continue;
+                            }
                             let c = match (high.take(), code) {
                                 (None, 0xD800..=0xDBFF) => {
                                     high = Some(code);
@@ -425,6 +487,10 @@ impl Parser<'_> {
         {
             self.at = start;
             return Err(self.unexpected());
+        }
+        if self.json {
+            // `json` keeps the number as written: no `numeric` needs to hold it.
+            return Ok(Value::Number(String::new()));
         }
         let int = &self.text[int_start..int_start + int_len];
         let frac = &self.text[frac.0..frac.0 + frac.1];
@@ -564,5 +630,44 @@ mod tests {
         }
         let deep = "[".repeat(MAX_DEPTH + 2);
         assert_eq!(normalize(&deep), Err(JsonbError::TooDeep));
+    }
+
+    #[test]
+    fn json_takes_the_grammar_only() {
+        for good in [
+            "\"\\u0000\"",
+            "\"\\ud800x\"",
+            "1e1000000",
+            " [1] ",
+            "{\"a\":1,\"a\":2}",
+        ] {
+            assert_eq!(validate(good), Ok(()), "{good}");
+        }
+        // Details from PostgreSQL 18.
+        let cases = [
+            ("[1,]", "Expected JSON value, but found \"]\"."),
+            ("[,1]", "Expected array element or \"]\", but found \",\"."),
+            ("[1 2]", "Expected \",\" or \"]\", but found \"2\"."),
+            ("{\"a\":1,}", "Expected string, but found \"}\"."),
+            ("{1:2}", "Expected string or \"}\", but found \"1\"."),
+            ("{\"a\" 1}", "Expected \":\", but found \"1\"."),
+            (
+                "{\"a\":1 \"b\"}",
+                "Expected \",\" or \"}\", but found \"\"b\"\".",
+            ),
+            ("[1] 2", "Expected end of input, but found \"2\"."),
+            ("[1] x", "Token \"x\" is invalid."),
+            ("01", "Token \"01\" is invalid."),
+            ("", "The input string ended unexpectedly."),
+            ("\"\\q\"", "Escape sequence \"\\q\" is invalid."),
+        ];
+        for (text, detail) in cases {
+            assert_eq!(
+                validate(text),
+                Err(JsonbError::Syntax(detail.into())),
+                "{text}"
+            );
+            assert_eq!(normalize(text), Err(JsonbError::Syntax(detail.into())));
+        }
     }
 }

@@ -7,8 +7,9 @@
 //! to text), so they compare and group as they do in Postgres. A `bpchar` without a length keeps
 //! its blanks, as Postgres keeps and prints them.
 //!
-//! A `jsonb` column's values are put in `jsonb`'s text form here ([`crate::jsonb`]): text that is
-//! no JSON is `22P02`, as in Postgres.
+//! A `jsonb` column's values are put in `jsonb`'s text form here ([`crate::jsonb`]), and a `json`
+//! column's are checked to be JSON: text that is no JSON is `22P02`, `\u0000` in `jsonb` `22P05`
+//! and a number beyond `numeric` in `jsonb` `22003`, as in Postgres.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use rivulet_engine::EngineError;
+use rivulet_engine::error::InvalidTextKind;
 use rivulet_engine::table::RowCheck;
 
 use crate::catalog::TableDef;
@@ -31,6 +33,7 @@ pub fn check(def: &TableDef) -> Option<Arc<dyn RowCheck>> {
             SqlType::Char { len } => Some((i, Length::Char(len))),
             SqlType::Varchar { max_len: Some(n) } => Some((i, Length::Varchar(n))),
             SqlType::Jsonb => Some((i, Length::Jsonb)),
+            SqlType::Json => Some((i, Length::Json)),
             _ => None,
         })
         .collect();
@@ -43,6 +46,8 @@ enum Length {
     Varchar(u32),
     /// Not a length: `jsonb`'s text form.
     Jsonb,
+    /// Not a length: JSON's grammar.
+    Json,
 }
 
 impl Length {
@@ -51,6 +56,7 @@ impl Length {
             Length::Char(len) => SqlType::Char { len }.pg_name(),
             Length::Varchar(n) => SqlType::Varchar { max_len: Some(n) }.pg_name(),
             Length::Jsonb => SqlType::Jsonb.pg_name(),
+            Length::Json => SqlType::Json.pg_name(),
         }
     }
 
@@ -59,7 +65,7 @@ impl Length {
         let (value, max) = match self {
             Length::Char(Some(n)) => (value.trim_end_matches(' '), Some(n)),
             // `bpchar` without a length keeps its blanks, as in Postgres.
-            Length::Char(None) | Length::Jsonb => (value, None),
+            Length::Char(None) | Length::Jsonb | Length::Json => (value, None),
             Length::Varchar(n) => (value, Some(n)),
         };
         let Some(max) = max else {
@@ -91,9 +97,18 @@ impl RowCheck for Lengths {
             }
             let strings = column.as_string::<i32>();
             let mut changed = false;
-            if let Length::Jsonb = length {
-                columns[i] = jsonb_forms(strings)?;
-                continue;
+            match length {
+                Length::Jsonb => {
+                    columns[i] = jsonb_forms(strings)?;
+                    continue;
+                }
+                Length::Json => {
+                    for value in strings.iter().flatten() {
+                        crate::jsonb::validate(value).map_err(invalid_json)?;
+                    }
+                    continue;
+                }
+                _ => {}
             }
             let mut out = Vec::with_capacity(strings.len());
             for value in strings.iter() {
@@ -120,11 +135,24 @@ fn jsonb_forms(values: &StringArray) -> rivulet_engine::Result<ArrayRef> {
         .iter()
         .map(|v| v.map(crate::jsonb::normalize).transpose())
         .collect::<Result<StringArray, _>>()
-        .map_err(|e| EngineError::InvalidText {
-            message: e.message(),
-            detail: e.detail(),
-        })?;
+        .map_err(invalid_json)?;
     Ok(Arc::new(forms))
+}
+
+/// Why a text is no `json` or `jsonb`, as the engine reports it.
+fn invalid_json(e: crate::jsonb::JsonbError) -> EngineError {
+    use crate::jsonb::JsonbError;
+    let kind = match e {
+        JsonbError::Syntax(_) => InvalidTextKind::Syntax,
+        JsonbError::NullCharacter => InvalidTextKind::Untranslatable,
+        JsonbError::NumericOverflow => InvalidTextKind::OutOfRange,
+        JsonbError::TooDeep => InvalidTextKind::TooDeep,
+    };
+    EngineError::InvalidText {
+        message: e.message(),
+        detail: e.detail(),
+        kind,
+    }
 }
 
 #[cfg(test)]

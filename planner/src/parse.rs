@@ -1202,8 +1202,8 @@ fn byte_offset(sql: &str, loc: Location) -> Option<usize> {
     (line == loc.line && col == loc.column).then_some(sql.len())
 }
 
-/// 1-based character position of a location, as the Postgres ErrorResponse wants it.
-fn char_position(sql: &str, loc: Location) -> Option<usize> {
+/// 1-based character position of a location in `sql`, as the Postgres ErrorResponse wants it.
+pub fn char_position(sql: &str, loc: Location) -> Option<usize> {
     byte_offset(sql, loc).map(|b| sql[..b].chars().count() + 1)
 }
 

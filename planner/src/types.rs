@@ -27,7 +27,8 @@ pub const DEFAULT_NUMERIC_SCALE: i8 = 10;
 /// (a `jsonb` column is Arrow text); the server sends that type to clients.
 pub const PG_TYPE: &str = "rivulet.pg_type";
 
-/// The field metadata key of a `character(n)` column's `n`: its values are shown padded to it.
+/// The field metadata key of a `character(n)` or `character varying(n)` column's `n`: clients are
+/// told it (type modifier `n + 4`), and `character(n)`'s values are shown padded to it.
 pub const CHAR_LENGTH: &str = "rivulet.char_length";
 
 /// A column type as declared in SQL.
@@ -85,11 +86,11 @@ impl SqlType {
             },
             D::Numeric(info) | D::Decimal(info) => numeric(info)?,
             D::Varchar(len) | D::CharacterVarying(len) | D::CharVarying(len) => SqlType::Varchar {
-                max_len: char_len(len.as_ref())?,
+                max_len: char_len(len.as_ref(), "varchar")?,
             },
             // Postgres: CHAR without a length is CHAR(1).
             D::Char(len) | D::Character(len) => SqlType::Char {
-                len: Some(char_len(len.as_ref())?.unwrap_or(1)),
+                len: Some(char_len(len.as_ref(), "char")?.unwrap_or(1)),
             },
             D::Text | D::String(None) => SqlType::Text,
             D::Date => SqlType::Date,
@@ -142,12 +143,13 @@ impl SqlType {
         match self {
             SqlType::Jsonb => field.with_metadata([(PG_TYPE.into(), "jsonb".into())].into()),
             SqlType::Json => field.with_metadata([(PG_TYPE.into(), "json".into())].into()),
-            SqlType::Varchar { .. } => {
-                field.with_metadata([(PG_TYPE.into(), "character varying".into())].into())
-            }
-            SqlType::Char { len } => {
+            SqlType::Varchar { max_len: len } | SqlType::Char { len } => {
+                let name = match self {
+                    SqlType::Char { .. } => "character",
+                    _ => "character varying",
+                };
                 let mut metadata = std::collections::HashMap::new();
-                metadata.insert(PG_TYPE.into(), "character".into());
+                metadata.insert(PG_TYPE.into(), name.into());
                 if let Some(n) = len {
                     metadata.insert(CHAR_LENGTH.into(), n.to_string());
                 }
@@ -293,13 +295,14 @@ fn numeric(info: &ExactNumberInfo) -> Result<SqlType> {
     })
 }
 
-fn char_len(len: Option<&CharacterLength>) -> Result<Option<u32>> {
+/// A declared length of `varchar` or `char` (`kind`, as Postgres names it in its error).
+fn char_len(len: Option<&CharacterLength>, kind: &str) -> Result<Option<u32>> {
     match len {
         None | Some(CharacterLength::Max) => Ok(None),
         Some(CharacterLength::IntegerLength { length, .. }) => match u32::try_from(*length) {
             Ok(n) if n >= 1 => Ok(Some(n)),
             _ => Err(PlanError::InvalidParameter(format!(
-                "length for type varchar must be at least 1, got {length}"
+                "length for type {kind} must be at least 1"
             ))),
         },
     }

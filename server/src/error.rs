@@ -7,6 +7,7 @@
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::SchemaError;
 use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::tokenizer::Location;
 use pgwire::error::{ErrorInfo, PgWireError};
 use rivulet_engine::EngineError;
 use rivulet_planner::PlanError;
@@ -83,6 +84,9 @@ pub struct SqlError {
     pub hint: Option<String>,
     /// 1-based character position in the query string.
     pub position: Option<usize>,
+    /// Where in the query string the error is, as a parsed statement's span tells it (line and
+    /// column, kept small): the position once the string is known ([`SqlError::locate`]).
+    pub at: Option<(u32, u32)>,
 }
 
 impl std::fmt::Display for SqlError {
@@ -102,7 +106,28 @@ impl SqlError {
             detail: None,
             hint: None,
             position: None,
+            at: None,
         }
+    }
+
+    /// Points at `at` in the query string: a span's start from the parsed statement.
+    pub fn at(mut self, at: Location) -> Self {
+        self.at = u32::try_from(at.line)
+            .ok()
+            .zip(u32::try_from(at.column).ok());
+        self
+    }
+
+    /// The error with its position in `query`, the string its statement was parsed from, where
+    /// it points at a span ([`SqlError::at`]) and has no position yet.
+    pub fn locate(mut self, query: &str) -> Self {
+        if self.position.is_none()
+            && let Some((line, column)) = self.at
+        {
+            let at = Location::new(u64::from(line), u64::from(column));
+            self.position = rivulet_planner::parse::char_position(query, at);
+        }
+        self
     }
 
     /// Adds a detail sentence.
@@ -165,6 +190,7 @@ impl From<PlanError> for SqlError {
                 detail,
                 hint: None,
                 position,
+                at: None,
             },
             PlanError::Unsupported(_) | PlanError::NotImplemented(_) => {
                 SqlError::new(FEATURE_NOT_SUPPORTED, e.to_string())
@@ -207,8 +233,19 @@ fn from_engine(e: &EngineError) -> SqlError {
     match e {
         EngineError::NotNull { .. } => SqlError::new(NOT_NULL_VIOLATION, e.to_string()),
         EngineError::TooLong { .. } => SqlError::new(STRING_DATA_RIGHT_TRUNCATION, e.to_string()),
-        EngineError::InvalidText { message, detail } => {
-            let err = SqlError::new(INVALID_TEXT_REPRESENTATION, message.clone());
+        EngineError::InvalidText {
+            message,
+            detail,
+            kind,
+        } => {
+            use rivulet_engine::error::InvalidTextKind;
+            let code = match kind {
+                InvalidTextKind::Syntax => INVALID_TEXT_REPRESENTATION,
+                InvalidTextKind::Untranslatable => UNTRANSLATABLE_CHARACTER,
+                InvalidTextKind::OutOfRange => NUMERIC_VALUE_OUT_OF_RANGE,
+                InvalidTextKind::TooDeep => STATEMENT_TOO_COMPLEX,
+            };
+            let err = SqlError::new(code, message.clone());
             match detail {
                 Some(d) => err.with_detail(d.clone()),
                 None => err,

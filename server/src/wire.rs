@@ -392,7 +392,15 @@ fn fields_of(schema: &Schema, format: &Format) -> Result<Vec<FieldInfo>, SqlErro
                 DataType::Decimal128(p, s) if *s >= 0 => {
                     info.with_type_modifier(((i32::from(*p) << 16) | i32::from(*s)) + 4)
                 }
-                _ => info,
+                // `character(n)`, `character varying(n)`: n + 4, Postgres' varlena header
+                // included.
+                _ => {
+                    let n = crate::pg::character::declared_length(field);
+                    match n.and_then(|n| i32::try_from(n).ok()) {
+                        Some(n) if field.data_type().is_string() => info.with_type_modifier(n + 4),
+                        _ => info,
+                    }
+                }
             }
         })
         .collect())
@@ -622,6 +630,7 @@ impl Connection {
                     }
                     Err(e) => {
                         tracing::debug!(code = e.code, message = %e.message, "statement failed");
+                        let e = e.locate(query);
                         responses.push(Response::Error(Box::new(e.into_error_info())));
                         break;
                     }
@@ -694,7 +703,8 @@ impl QueryParser for StatementParser {
             session.refuse_in_failed_block(&parsed.statement)?;
             describe(session, parsed).await.map(Some)
         }
-        .await;
+        .await
+        .map_err(|e| e.locate(sql));
         session.end_statement();
         if prepared.is_err() && session.tx == crate::session::TxState::Open {
             session.tx = crate::session::TxState::Aborted;

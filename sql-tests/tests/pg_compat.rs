@@ -1,7 +1,8 @@
 //! Rivulet against a real PostgreSQL, expression by expression: every statement of
 //! `compat/postgres/queries.sql` runs on both, and what each returns is compared: the result
-//! columns' types (RowDescription of a prepared statement), the text values (simple protocol), the
-//! binary values (extended protocol), or the SQLSTATE of the error.
+//! columns' types and type modifiers (RowDescription of a prepared statement), the text values
+//! (simple protocol), the binary values (extended protocol), or the SQLSTATE of the error and the
+//! position it points at.
 //!
 //! The PostgreSQL is the one `scripts/deps-compat` installs (PostgreSQL 18's binaries, under
 //! `$RIVULET_COMPAT_DIR/postgresql`), started here on a free port with its data in a temporary
@@ -21,8 +22,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rivulet_sql_tests::{TestServer, drive};
+use tokio_postgres::error::ErrorPosition;
 use tokio_postgres::types::{FromSql, Type};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, Column, NoTls, SimpleQueryMessage};
 
 fn compat_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("compat/postgres")
@@ -191,21 +193,31 @@ struct Observed {
     binary: Result<Vec<Vec<Option<Vec<u8>>>>, String>,
 }
 
+/// An error's SQLSTATE, and the position in the statement it points at, if any.
 fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code()
-        .map(|c| format!("ERROR {}", c.code()))
-        .unwrap_or_else(|| format!("ERROR {e}"))
+    let Some(db) = e.as_db_error() else {
+        return format!("ERROR {e}");
+    };
+    match db.position() {
+        Some(ErrorPosition::Original(at)) => format!("ERROR {} at {at}", db.code().code()),
+        _ => format!("ERROR {}", db.code().code()),
+    }
 }
 
-fn type_name(t: &Type) -> String {
-    t.name().to_string()
+/// A result column's type, with its type modifier where it has one (`bpchar(8)` is
+/// `character(4)`, `numeric(655366)` is `numeric(10,2)`).
+fn type_name(c: &Column) -> String {
+    match c.type_modifier() {
+        -1 => c.type_().name().to_string(),
+        m => format!("{}({m})", c.type_().name()),
+    }
 }
 
 async fn observe(client: &Client, sql: &str) -> Observed {
     let types = client
         .prepare(sql)
         .await
-        .map(|s| s.columns().iter().map(|c| type_name(c.type_())).collect())
+        .map(|s| s.columns().iter().map(type_name).collect())
         .map_err(|e| sqlstate(&e));
     let text = client
         .simple_query(sql)
@@ -365,8 +377,9 @@ async fn expressions_match_postgresql_or_are_listed() {
     }
     let out = format!(
         "# Where Rivulet differs from PostgreSQL 18 on queries.sql: {equal} of {} statements \
-         agree in types, text and binary values.\n# Written by tests/pg_compat.rs \
-         (RIVULET_COMPAT_COMPLETE=1); each entry is reviewed.\n\n{listed}",
+         agree in types (with type modifiers), text and binary values (errors: SQLSTATE and \
+         position).\n# Written by tests/pg_compat.rs (RIVULET_COMPAT_COMPLETE=1); each entry is \
+         reviewed.\n\n{listed}",
         queries.len()
     );
     let file = compat_dir().join("differences.txt");
@@ -428,7 +441,13 @@ async fn parameters_are_described_as_postgresql_does() {
         let mut described = Vec::new();
         for client in [&pg, &rv] {
             let statement = client.prepare(sql).await.unwrap();
-            described.push(statement.params().iter().map(type_name).collect::<Vec<_>>());
+            described.push(
+                statement
+                    .params()
+                    .iter()
+                    .map(|t| t.name().to_string())
+                    .collect::<Vec<_>>(),
+            );
         }
         assert_eq!(
             described[0], described[1],

@@ -131,24 +131,43 @@ fn leading_columns(stmt: &ast::Statement, table: &TableEntry) -> Option<ast::Sta
     Some(ast::Statement::Insert(insert))
 }
 
-/// Refuses an INSERT whose VALUES rows do not match its target columns, in Postgres' words
-/// (42601): rows of different lengths, more values than target columns (the list, or the
-/// table's stored columns without one), or fewer values than a column list names. DataFusion
-/// would refuse all three with one message of its own.
+/// Refuses an INSERT whose VALUES rows or SELECT list do not match its target columns, in
+/// Postgres' words (42601) and at its position: rows of different lengths (at the first such
+/// row), more values than target columns (the list, or the table's stored columns without one;
+/// at the first value too many), or fewer values than a column list names (at the first column
+/// too many). DataFusion would refuse them with one message of its own. A SELECT whose list has
+/// a wildcard, or a set operation, is left to DataFusion.
 fn check_arity(stmt: &ast::Statement, table: &TableEntry) -> Result<(), SqlError> {
+    use ast::Spanned;
+    use datafusion::sql::sqlparser::tokenizer::Span;
     let ast::Statement::Insert(insert) = stmt else {
         return Ok(());
     };
-    let Some(ast::SetExpr::Values(values)) = insert.source.as_ref().map(|q| q.body.as_ref()) else {
-        return Ok(());
+    let syntax = |m: &str, at: Span| SqlError::new(sqlstate::SYNTAX_ERROR, m).at(at.start);
+    // The expressions of a row (the first, once all are known to be as long).
+    let row: Vec<Span> = match insert.source.as_ref().map(|q| q.body.as_ref()) {
+        Some(ast::SetExpr::Values(values)) => {
+            let Some(width) = values.rows.first().map(|row| row.len()) else {
+                return Ok(());
+            };
+            if let Some(other) = values.rows.iter().find(|row| row.len() != width) {
+                let at = other.first().map_or(Span::empty(), Spanned::span);
+                return Err(syntax("VALUES lists must all be the same length", at));
+            }
+            values.rows[0].iter().map(Spanned::span).collect()
+        }
+        Some(ast::SetExpr::Select(select))
+            if !select.projection.iter().any(|item| {
+                matches!(
+                    item,
+                    ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..)
+                )
+            }) =>
+        {
+            select.projection.iter().map(Spanned::span).collect()
+        }
+        _ => return Ok(()),
     };
-    let Some(width) = values.rows.first().map(|row| row.len()) else {
-        return Ok(());
-    };
-    let syntax = |m: &str| Err(SqlError::new(sqlstate::SYNTAX_ERROR, m));
-    if values.rows.iter().any(|row| row.len() != width) {
-        return syntax("VALUES lists must all be the same length");
-    }
     let targets = if insert.columns.is_empty() {
         table
             .def
@@ -158,11 +177,17 @@ fn check_arity(stmt: &ast::Statement, table: &TableEntry) -> Result<(), SqlError
     } else {
         insert.columns.len()
     };
-    if width > targets {
-        return syntax("INSERT has more expressions than target columns");
+    if let Some(extra) = row.get(targets) {
+        return Err(syntax(
+            "INSERT has more expressions than target columns",
+            *extra,
+        ));
     }
-    if width < targets && !insert.columns.is_empty() {
-        return syntax("INSERT has more target columns than expressions");
+    if let Some(extra) = insert.columns.get(row.len()) {
+        return Err(syntax(
+            "INSERT has more target columns than expressions",
+            extra.span(),
+        ));
     }
     Ok(())
 }

@@ -57,7 +57,9 @@ pub async fn plan_continuous(
 
 /// Makes text-to-bytea casts read Postgres' bytea text forms (`'\x4869'::bytea` is `Hi`), where
 /// Arrow's cast would take the text's own bytes. Covers literals, VALUES in INSERT, and columns.
-/// Casts to `jsonb` put their text in `jsonb`'s form ([`crate::pg::json::jsonb_cast`]).
+/// Casts to `jsonb` put their text in `jsonb`'s form, casts to `json` check it
+/// ([`crate::pg::json::json_cast`]).
+/// Casts to `character(n)` cut the text to `n` ([`crate::pg::character`]).
 /// Text constants cast to timestamps and intervals get Postgres' forms Arrow does not read
 /// rewritten ([`crate::pg::datetime_input`]); those cast to arrays (`'{1,2}'` into an `INT[]`
 /// column) are parsed as Postgres array literals ([`crate::text`]).
@@ -66,30 +68,58 @@ fn postgres_text_casts(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
         let input = node.inputs().first().map(|i| Arc::clone(i.schema()));
         let empty = DFSchema::empty();
         node.map_expressions(|e| {
-            e.transform_up(|e| match e {
-                Expr::Cast(Cast { expr, field })
-                    if *field.data_type() == DataType::Binary
-                        && is_text(&expr.get_type(input.as_deref().unwrap_or(&empty))?) =>
-                {
-                    Ok(Transformed::yes(crate::functions::bytea_in(*expr)))
-                }
-                Expr::Cast(cast)
-                    if crate::pg::json::is_jsonb(&cast.field)
-                        && !input_is_jsonb(&cast.expr, input.as_deref().unwrap_or(&empty)) =>
-                {
-                    crate::pg::json::jsonb_cast(cast)
-                }
-                Expr::Cast(cast) => match (text_constant(&cast.expr), cast.field.data_type()) {
-                    (Some(text), t @ (DataType::List(_) | DataType::LargeList(_))) => Ok(
-                        Transformed::yes(Expr::Literal(array_constant(text, t)?, None)),
-                    ),
-                    _ => text_constant_cast(cast),
-                },
-                other => Ok(Transformed::no(other)),
+            e.transform_up(|e| {
+                let schema = input.as_deref().unwrap_or(&empty);
+                text_cast(e, schema)?.map_data(|e| Ok(operand_nullability(e, schema)))
             })
         })
     })?;
     Ok(rewritten.data)
+}
+
+/// `e`, a cast with a target field of its own (`x::jsonb`, `x::char(4)`, `x::text`), nullable as
+/// its operand is: DataFusion's logical schema takes the operand's nullability, its physical cast
+/// the field's, and a plan whose two differ fails.
+fn operand_nullability(e: Expr, schema: &DFSchema) -> Expr {
+    match e {
+        Expr::Cast(Cast { expr, field }) if !field.name().is_empty() => {
+            let nullable = expr.nullable(schema).unwrap_or(true);
+            let field = if field.is_nullable() == nullable {
+                field
+            } else {
+                Arc::new(field.as_ref().clone().with_nullable(nullable))
+            };
+            Expr::Cast(Cast { expr, field })
+        }
+        other => other,
+    }
+}
+
+/// One expression of [`postgres_text_casts`].
+fn text_cast(e: Expr, input: &DFSchema) -> datafusion::error::Result<Transformed<Expr>> {
+    match e {
+        Expr::Cast(Cast { expr, field })
+            if *field.data_type() == DataType::Binary && is_text(&expr.get_type(input)?) =>
+        {
+            Ok(Transformed::yes(crate::functions::bytea_in(*expr)))
+        }
+        Expr::Cast(cast) if let Some(n) = crate::pg::character::length(&cast.field) => {
+            crate::pg::character::cast(cast, n)
+        }
+        Expr::Cast(cast)
+            if let Some(kind) = crate::pg::json::json_kind(&cast.field)
+                && !input_is_json(&cast.expr, kind, input) =>
+        {
+            crate::pg::json::json_cast(cast, kind)
+        }
+        Expr::Cast(cast) => match (text_constant(&cast.expr), cast.field.data_type()) {
+            (Some(text), t @ (DataType::List(_) | DataType::LargeList(_))) => Ok(Transformed::yes(
+                Expr::Literal(array_constant(text, t)?, None),
+            )),
+            _ => text_constant_cast(cast),
+        },
+        other => Ok(Transformed::no(other)),
+    }
 }
 
 /// A text constant cast to a timestamp, an interval or a numeric, with Postgres' forms Arrow
@@ -156,10 +186,15 @@ fn text_constant(e: &Expr) -> Option<&str> {
     }
 }
 
-/// Whether `e` is `jsonb` already (a `jsonb` column, `->` of one), so a cast to `jsonb` keeps it.
-fn input_is_jsonb(e: &Expr, schema: &DFSchema) -> bool {
-    e.to_field(schema)
-        .is_ok_and(|(_, f)| crate::pg::json::is_jsonb(&f))
+/// Whether `e` is `json` or `jsonb` already (a `jsonb` column, `->` of one), so a cast to either
+/// keeps it (a `json` cast to `jsonb` is already JSON, but not in `jsonb`'s form).
+fn input_is_json(e: &Expr, target: crate::pg::json::Json, schema: &DFSchema) -> bool {
+    e.to_field(schema).is_ok_and(|(_, f)| {
+        crate::pg::json::json_kind(&f).is_some_and(|k| {
+            k == target
+                || (k == crate::pg::json::Json::Jsonb && target == crate::pg::json::Json::Json)
+        })
+    })
 }
 
 fn is_text(t: &DataType) -> bool {

@@ -9,7 +9,7 @@
 //! | `doc #> '{a,0}'`, `doc #>> '{a,0}'` | the same with the path's elements |
 //! | `doc ? 'k'` | `json_contains(doc, 'k')` |
 //! | `json[b]_extract_path[_text]`, `json[b]_array_length` | the same functions |
-//! | `x::json` | `x::text` |
+//! | `x::json` | `json_in(x)`: the text, checked to be JSON ([`rivulet_planner::jsonb::validate`]) |
 //! | `x::jsonb` | `jsonb_in(x)`: the text in `jsonb`'s form ([`rivulet_planner::jsonb`]) |
 //!
 //! A path or member that is not there (or text that is not JSON) gives NULL, as Postgres gives
@@ -217,13 +217,43 @@ impl ExprPlanner for JsonOperators {
     }
 }
 
-/// Whether `field` is declared `jsonb`.
-pub fn is_jsonb(field: &Field) -> bool {
-    field.data_type().is_string()
-        && field
-            .metadata()
-            .get(super::wire_types::PG_TYPE)
-            .is_some_and(|t| t == "jsonb")
+/// Postgres' two JSON types, both text here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Json {
+    /// The text as written, checked to be JSON.
+    Json,
+    /// The text in `jsonb`'s form.
+    Jsonb,
+}
+
+impl Json {
+    /// The input function: the text as a value of this type, or Postgres' error.
+    fn input(self, text: &str) -> Result<String> {
+        match self {
+            Json::Json => rivulet_planner::jsonb::validate(text).map(|()| text.to_string()),
+            Json::Jsonb => rivulet_planner::jsonb::normalize(text),
+        }
+        .map_err(jsonb_error)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Json::Json => "json_in",
+            Json::Jsonb => "jsonb_in",
+        }
+    }
+}
+
+/// Which JSON type `field` is declared, if any.
+pub fn json_kind(field: &Field) -> Option<Json> {
+    if !field.data_type().is_string() {
+        return None;
+    }
+    match field.metadata().get(super::wire_types::PG_TYPE)?.as_str() {
+        "json" => Some(Json::Json),
+        "jsonb" => Some(Json::Jsonb),
+        _ => None,
+    }
 }
 
 /// A `jsonb` error as Postgres reports it.
@@ -242,44 +272,42 @@ fn jsonb_error(e: rivulet_planner::jsonb::JsonbError) -> DataFusionError {
     DataFusionError::External(Box::new(err))
 }
 
-/// `cast`, a cast of text to `jsonb`, giving `jsonb`'s text form
-/// ([`rivulet_planner::jsonb`]): a constant now (text that is no JSON fails at planning, as
-/// Postgres' Describe of `'x'::jsonb` does), anything else when it runs.
-pub fn jsonb_cast(cast: Cast) -> Result<Transformed<Expr>> {
+/// `cast`, a cast of text to `kind`, giving `jsonb`'s text form ([`rivulet_planner::jsonb`]) or
+/// `json`'s checked text: a constant now (text that is no JSON fails at planning, as Postgres'
+/// Describe of `'x'::jsonb` does), anything else when it runs.
+pub fn json_cast(cast: Cast, kind: Json) -> Result<Transformed<Expr>> {
     if let Expr::Literal(ScalarValue::Utf8(Some(text)), _) = cast.expr.as_ref() {
-        let normalized = rivulet_planner::jsonb::normalize(text).map_err(jsonb_error)?;
+        let value = kind.input(text)?;
         return Ok(Transformed::yes(Expr::Cast(Cast::new_from_field(
-            Box::new(lit(normalized)),
+            Box::new(lit(value)),
             cast.field,
         ))));
     }
     let field = Arc::clone(&cast.field);
     // The cast stays inside, so that a `$1::jsonb` placeholder is still described as `jsonb`.
-    let normalized = call(&Arc::new(jsonb_in()), vec![Expr::Cast(cast)]);
+    let normalized = call(&Arc::new(json_in(kind)), vec![Expr::Cast(cast)]);
     Ok(Transformed::yes(Expr::Cast(Cast::new_from_field(
         Box::new(normalized),
         field,
     ))))
 }
 
-/// `jsonb_in(text)`: the text in `jsonb`'s form, or Postgres' error for text that is no JSON.
-fn jsonb_in() -> ScalarUDF {
+/// `jsonb_in(text)` or `json_in(text)`: the text as a value of `kind`, or Postgres' error for
+/// text that is no JSON.
+fn json_in(kind: Json) -> ScalarUDF {
     create_udf(
-        "jsonb_in",
+        kind.name(),
         vec![DataType::Utf8],
         DataType::Utf8,
         Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
+        Arc::new(move |args: &[ColumnarValue]| {
             let [arg] = args else {
-                return Err(DataFusionError::Internal(
-                    "jsonb_in takes one argument".into(),
-                ));
+                return Err(DataFusionError::Internal(format!(
+                    "{} takes one argument",
+                    kind.name()
+                )));
             };
-            let normalize = |v: Option<&str>| {
-                v.map(rivulet_planner::jsonb::normalize)
-                    .transpose()
-                    .map_err(jsonb_error)
-            };
+            let normalize = |v: Option<&str>| v.map(|v| kind.input(v)).transpose();
             match arg {
                 ColumnarValue::Scalar(s) => {
                     let text = match s {
@@ -289,7 +317,8 @@ fn jsonb_in() -> ScalarUDF {
                         ScalarValue::Null => None,
                         other => {
                             return Err(DataFusionError::Internal(format!(
-                                "jsonb_in of {}",
+                                "{} of {}",
+                                kind.name(),
                                 other.data_type()
                             )));
                         }
@@ -321,8 +350,9 @@ fn json(e: Expr, kind: &str) -> Expr {
     Expr::Cast(Cast::new_from_field(Box::new(e), Arc::new(declared(kind))))
 }
 
-/// `json`, `jsonb` and `bpchar` are text, declared as such; every other type goes to `inner`
-/// (the catalog library's planner of `regclass` and friends).
+/// `json`, `jsonb`, `bpchar` and `character(n)` are text, declared as such, and `text` declares
+/// nothing; every other type goes to `inner` (the catalog library's planner of `regclass` and
+/// friends).
 #[derive(Debug)]
 pub struct JsonTypes<T> {
     pub inner: T,
@@ -344,6 +374,18 @@ impl<T: TypePlanner> TypePlanner for JsonTypes<T> {
                         .is_some_and(|i| i.value.eq_ignore_ascii_case("bpchar")) =>
             {
                 Ok(Some(Arc::new(declared("character"))))
+            }
+            // Plain text, named so that a cast drops what its operand declares
+            // (`'a'::char(3)::text` is `a`, not padded; `pg_typeof(x)::text` is no `regtype`).
+            SqlType::Text | SqlType::Varchar(None) => {
+                Ok(Some(Arc::new(Field::new("text", DataType::Utf8, true))))
+            }
+            // `character(n)` (`char` is `character(1)`): its length in the field, as a
+            // column's (see `super::characters`).
+            SqlType::Char(_) | SqlType::Character(_) => {
+                let column = rivulet_planner::types::SqlType::from_ast(sql_type)
+                    .map_err(|e| DataFusionError::External(Box::new(SqlError::from(e))))?;
+                Ok(Some(Arc::new(column.field("character", true))))
             }
             other => self.inner.plan_type_field(other),
         }

@@ -6,6 +6,8 @@
 
 pub mod at_time_zone;
 pub mod catalog;
+/// Casts to `character(n)`.
+pub mod character;
 pub mod date_trunc;
 pub mod datetime;
 pub mod datetime_input;

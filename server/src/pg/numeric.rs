@@ -235,7 +235,7 @@ pub fn encode(
 }
 
 /// `field` declared to follow `rule`.
-fn declare(field: Field, rule: Scale) -> Field {
+pub fn declare(field: Field, rule: Scale) -> Field {
     let mut metadata = field.metadata().clone();
     match rule.metadata() {
         Some(m) => metadata.insert(NUMERIC_SCALE.to_string(), m),
@@ -415,7 +415,9 @@ pub fn average(e: Expr, input: &DFSchema) -> Transformed<Expr> {
 }
 
 /// A cast to a decimal, as Postgres has it: a constant cast to an unconstrained `numeric` keeps
-/// its own scale (`1.250::numeric` is `1.250`, `'-0.000'::numeric` is `0.000`), and a cast to
+/// its own scale (`1.250::numeric` is `1.250`, `'-0.000'::numeric` is `0.000`), and so does a
+/// decimal whose values all show its column's scale (`n::numeric` of a `numeric(10,2)` shows
+/// `2.50`), both described as an unconstrained `numeric` (no type modifier); a cast to
 /// `numeric(p,s)` shows `s` decimals whatever rule its operand followed. Other expressions are
 /// returned unchanged.
 pub fn cast(e: Expr, input: &DFSchema) -> Transformed<Expr> {
@@ -435,10 +437,16 @@ pub fn cast(e: Expr, input: &DFSchema) -> Transformed<Expr> {
             Expr::Literal(v, _) if v.data_type().is_integer() && !v.is_null() => {
                 super::literals::numeric_type(&v.to_string())
             }
-            _ => None,
+            e => match e.to_field(input) {
+                Ok((_, f)) if Scale::of(&f) == Scale::Column && f.data_type().is_decimal() => {
+                    Some(f.data_type().clone())
+                }
+                _ => None,
+            },
         };
-        if let Some(own) = own {
-            return Transformed::yes(Expr::Cast(Cast::new(expr, own)));
+        if let Some(own @ DataType::Decimal128(_, s)) = own {
+            let rule = Scale::Own(u8::try_from(s).unwrap_or(0));
+            return Transformed::yes(with_rule(*expr, own, rule));
         }
     }
     let declared = expr

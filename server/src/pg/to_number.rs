@@ -14,7 +14,8 @@
 //! by the first `9` and passed over. A text without a digit is `22P02`; more integer digits than
 //! the template's positions cannot be read; `V` divides by ten per `9` after it. The result is a
 //! NUMERIC with as many decimals as the template has fraction positions (Postgres': as many as
-//! the text had). `RN` (Roman numerals) is not supported.
+//! the text had); with `V`, 16 more, as Postgres' division by a power of ten gives them
+//! (`to_number('12', '99V9')` is `1.20000000000000000`). `RN` (Roman numerals) is not supported.
 
 use std::sync::Arc;
 
@@ -159,6 +160,18 @@ fn layout(template: &str) -> Result<Layout> {
 }
 
 impl Layout {
+    /// The decimals of the numbers it reads: its fraction positions; with `V`, those of Postgres'
+    /// product of the number read and `power(10, -n)`, whose 16 + n decimals (`numeric`'s
+    /// minimum of significant digits) are the result's, as far as 38 digits hold them.
+    fn scale(&self) -> i8 {
+        let scale = if self.shift {
+            (16 + self.multi).min(38_usize.saturating_sub(self.pre))
+        } else {
+            self.post + self.multi
+        };
+        scale.min(38) as i8
+    }
+
     /// Postgres' `NUMDesc_prepare`: counts positions, sets flags, refuses what it refuses.
     fn prepare(&mut self, node: Node) -> Result<()> {
         match node {
@@ -485,9 +498,7 @@ fn read(text: &str, l: &Layout, scale: usize) -> Result<i128> {
 /// Decimal places of the result for a literal template (0 when the template is not a literal).
 fn scale_of(template: Option<&ScalarValue>) -> i8 {
     match template {
-        Some(ScalarValue::Utf8(Some(t))) => {
-            layout(t).map_or(0, |l| (l.post + l.multi).min(38) as i8)
-        }
+        Some(ScalarValue::Utf8(Some(t))) => layout(t).map_or(0, |l| l.scale()),
         _ => 0,
     }
 }
@@ -515,11 +526,15 @@ impl ScalarUDFImpl for ToNumber {
         args: ReturnFieldArgs,
     ) -> Result<datafusion::arrow::datatypes::FieldRef> {
         let scale = scale_of(args.scalar_arguments.get(1).copied().flatten());
-        Ok(Arc::new(datafusion::arrow::datatypes::Field::new(
+        let field = datafusion::arrow::datatypes::Field::new(
             self.name(),
             DataType::Decimal128(38, scale),
             true,
-        )))
+        );
+        // Every decimal shown, as the column's scale would show them, but an unconstrained
+        // `numeric` to clients (no type modifier), as Postgres' `to_number` returns.
+        let shown = super::numeric::Scale::Own(u8::try_from(scale).unwrap_or(0));
+        Ok(Arc::new(super::numeric::declare(field, shown)))
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
@@ -607,6 +622,11 @@ mod tests {
         assert!(read("abc", &nines, 0).is_err());
         // Four integer digits where the template has one.
         assert!(read("1234.5", &layout("9.99").unwrap(), 2).is_err());
+        // `V`'s results have Postgres' decimals: 16 and one per digit after it.
+        for (template, scale) in [("99V9", 17), ("9V", 16), ("99V99", 18), ("9.99", 2)] {
+            assert_eq!(layout(template).unwrap().scale(), scale, "{template}");
+        }
+        assert_eq!(layout(&format!("{}V9", "9".repeat(30))).unwrap().scale(), 8);
         for refused in ["9EEEE", "99PR9", "S9S", "9.9.9", "RN", "9V.9", "PRS9"] {
             assert!(layout(refused).is_err(), "{refused}");
         }

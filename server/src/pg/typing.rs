@@ -28,8 +28,9 @@ use datafusion::config::ConfigOptions;
 use datafusion::logical_expr::expr::{AggregateFunction, Cast};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
-    BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator, Projection, RecursiveQuery, Union,
-    Values,
+    BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, Projection,
+    RecursiveQuery, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Union, Values,
+    Volatility,
 };
 use datafusion::sql::sqlparser::ast;
 
@@ -320,7 +321,9 @@ fn retype(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
         }
         Expr::BinaryExpr(b) if b.op.is_numerical_operators() => {
             let e = real_arithmetic(b, input);
-            integer_constant(&e.data)?;
+            if let Some(failing) = overflow_when_run(&e.data, input)? {
+                return Ok(Transformed::yes(failing));
+            }
             let shown = super::numeric::arithmetic(e.data, input)?;
             Ok(Transformed::new_transformed(
                 shown.data,
@@ -330,10 +333,10 @@ fn retype(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
         Expr::Cast(c) if c.field.data_type().is_decimal() => {
             Ok(super::numeric::cast(Expr::Cast(c), input))
         }
-        Expr::BinaryExpr(_) | Expr::Negative(_) => {
-            integer_constant(&e)?;
-            Ok(Transformed::no(e))
-        }
+        Expr::BinaryExpr(_) | Expr::Negative(_) => match overflow_when_run(&e, input)? {
+            Some(failing) => Ok(Transformed::yes(failing)),
+            None => Ok(Transformed::no(e)),
+        },
         Expr::Cast(Cast { expr, field })
             if field.data_type().is_string()
                 && field
@@ -522,6 +525,60 @@ fn out_of_range(t: &DataType) -> datafusion::error::DataFusionError {
         )),
         None,
     )
+}
+
+/// `e`, integer arithmetic on constants that overflows its type (`2147483647 + 1`), as an
+/// expression of its type that fails with Postgres' error (`integer out of range`, 22003) when it
+/// runs; `None` for anything else. Postgres' Describe of it succeeds and its execution fails, so
+/// both protocols fail at execution, with DataFusion's constant folding (which would wrap it
+/// around) kept off it.
+fn overflow_when_run(e: &Expr, input: &DFSchema) -> Result<Option<Expr>> {
+    if integer_constant(e).is_ok() {
+        return Ok(None);
+    }
+    let t = e.get_type(input)?;
+    let udf = ScalarUDF::new_from_impl(OutOfRange {
+        signature: Signature::nullary(Volatility::Immutable),
+        t,
+    });
+    Ok(Some(Expr::ScalarFunction(
+        datafusion::logical_expr::expr::ScalarFunction::new_udf(Arc::new(udf), Vec::new()),
+    )))
+}
+
+/// What [`overflow_when_run`] leaves: a value of type `t` that fails when computed.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct OutOfRange {
+    signature: Signature,
+    t: DataType,
+}
+
+impl ScalarUDFImpl for OutOfRange {
+    fn name(&self) -> &str {
+        "out_of_range"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(self.t.clone())
+    }
+
+    /// Fails where the query is optimized for execution, as Postgres' planner folds constants:
+    /// even over no rows.
+    fn simplify(
+        &self,
+        _: Vec<Expr>,
+        _: &datafusion::logical_expr::simplify::SimplifyContext,
+    ) -> Result<datafusion::logical_expr::simplify::ExprSimplifyResult> {
+        Err(out_of_range(&self.t))
+    }
+
+    fn invoke_with_args(&self, _: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Err(out_of_range(&self.t))
+    }
 }
 
 /// Refuses integer arithmetic on constants that overflows, before DataFusion's constant folding

@@ -226,7 +226,13 @@ pub fn padded(batch: &RecordBatch) -> Option<RecordBatch> {
     let lengths: Vec<Option<usize>> = schema
         .fields()
         .iter()
-        .map(|f| f.metadata().get(CHAR_LENGTH).and_then(|n| n.parse().ok()))
+        .map(|f| {
+            let character = f.metadata().get(PG_TYPE).is_some_and(|t| t == "character");
+            f.metadata()
+                .get(CHAR_LENGTH)
+                .filter(|_| character)
+                .and_then(|n| n.parse().ok())
+        })
         .collect();
     if lengths.iter().all(Option::is_none) {
         return None;

@@ -109,6 +109,8 @@ SELECT to_date('05 Mar 2024', 'DD Mon YYYY'), to_timestamp('2024-03-05 10:11', '
 SELECT to_number('<12>', '99PR'), to_number('12', '99PR'), to_number(' <7>', '9PR'), to_number('<1,234.5>', '9G999D9PR'), to_number('-12', '99PR')
 SELECT to_number('12,454.8-', '99G999D9S'), to_number('  $42', 'FM9999'), to_number('12 34', '99 99'), to_number('x12', '999'), to_number('$1,234', 'L9,999')
 SELECT to_number('1234.5', '9.99')
+SELECT to_number('12', '99V9'), to_number('1234', '99V99'), to_number('-12', 'S99V9'), to_number('5', '9V'), to_number('1,234', '9,999V9')
+SELECT to_number('1.2', '9.9V9')
 -- Table functions.
 SELECT * FROM generate_series(1, 3)
 SELECT g FROM generate_series(1, 3) g
@@ -128,9 +130,17 @@ SELECT '[1e2, -0, 1.50, 1.5E-3, "\u0041\n"]'::jsonb, '{"a": {"y": 1, "x": [{}]}}
 SELECT json_build_object('a', 1, 'b', 'x'), json_build_object()
 SELECT 'abc'::jsonb
 SELECT '[1,]'::json
+SELECT '{"a":1,}'::json
+SELECT '"\u0000"'::json, '1e1000000'::json
+INSERT INTO tj VALUES (2, '"\u0000"', NULL)
+INSERT INTO tj VALUES (2, '1e1000000', NULL)
+INSERT INTO tj VALUES (2, NULL, '[1 2]')
 -- bpchar: blanks kept without a length, padded to one.
 SELECT 'ab '::bpchar, CAST('ab ' AS bpchar), 'ab '::char(4), 'ab '::bpchar || '|', 'ab '::bpchar = 'ab', length('ab '::bpchar)
 SELECT b, c, b || '|', c || '|', b = 'ab', pg_typeof(b) FROM tb ORDER BY id
+SELECT c, v, c || '|', 'abc'::char(2), 'a'::char(3), 'x'::character, CAST('xyz' AS character(2)) FROM tc
+SELECT 'a'::char(3)::text, pg_typeof('a'::char(3))::text, length('a  '::char(3)), 123::char(2)
+SELECT 'a'::char(0)
 -- Session and catalog.
 SELECT current_user = session_user, current_schema(), current_setting('DateStyle'), current_setting('TimeZone')
 SELECT 't'::regclass::oid > 0, pg_typeof('t'::regclass)
@@ -151,6 +161,10 @@ SHOW standard_conforming_strings
 -- Errors and their SQLSTATEs.
 INSERT INTO tc VALUES ('a', 'b', 'c')
 INSERT INTO tc (c) VALUES ('a', 'b')
+INSERT INTO tc (c, v) VALUES ('a')
+INSERT INTO tc VALUES ('a', 'b'), ('a', 'b', 'c')
+INSERT INTO tc (c) SELECT 'a', 'b'
+INSERT INTO tc (c, v) SELECT 'a'
 SELECT * FROM no_such_table
 SELECT no_such_column FROM t
 SELECT no_such_function(1)
