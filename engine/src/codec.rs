@@ -685,6 +685,43 @@ fn finish(b: &mut Builder) -> Result<ArrayRef> {
     })
 }
 
+/// Appends row `row` of `encoder` to `out` after its length (u32, little endian): a state
+/// value that holds many rows frames them so (read back with [`framed_rows`]).
+pub fn encode_framed(encoder: &BatchEncoder<'_>, row: usize, out: &mut Vec<u8>) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    encoder.encode(row, out);
+    let len = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// The rows of a value of framed rows (see [`encode_framed`]), in order.
+pub fn framed_rows(value: &[u8]) -> impl Iterator<Item = Result<&[u8]>> {
+    let mut rest = value;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let row = rest
+            .split_first_chunk::<4>()
+            .and_then(|(len, tail)| {
+                let len = u32::from_le_bytes(*len) as usize;
+                (tail.len() >= len).then(|| tail.split_at(len))
+            })
+            .ok_or_else(|| EngineError::Corrupt("state value of framed rows".into()));
+        match row {
+            Ok((row, tail)) => {
+                rest = tail;
+                Some(Ok(row))
+            }
+            Err(e) => {
+                rest = &[];
+                Some(Err(e))
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

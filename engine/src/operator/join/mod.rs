@@ -55,7 +55,7 @@ use datafusion::physical_plan::PhysicalExpr;
 
 use super::{Operator, StateScope};
 use crate::changelog::{ChangeBatch, Op};
-use crate::codec::RowCodec;
+use crate::codec::{RowCodec, framed_rows};
 use crate::keygroup;
 use crate::state::StateBatch;
 use crate::state::table::{Direction, StateTable};
@@ -290,33 +290,6 @@ fn encode(
         })
         .collect();
     Ok((out_keys, rows))
-}
-
-/// The rows of a chunk: each after its length (u32, little endian).
-fn chunk_rows(chunk: &[u8]) -> impl Iterator<Item = Result<&[u8]>> {
-    let mut rest = chunk;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let row = rest
-            .split_first_chunk::<4>()
-            .and_then(|(len, tail)| {
-                let len = u32::from_le_bytes(*len) as usize;
-                (tail.len() >= len).then(|| tail.split_at(len))
-            })
-            .ok_or_else(|| EngineError::Corrupt("join state chunk".into()));
-        match row {
-            Ok((row, tail)) => {
-                rest = tail;
-                Some(Ok(row))
-            }
-            Err(e) => {
-                rest = &[];
-                Some(Err(e))
-            }
-        }
-    })
 }
 
 /// The codec of a join's key columns (`sides`' key types, which must be pairwise equal).
@@ -708,7 +681,7 @@ impl HashJoin {
                     None => v,
                 };
                 if chunked {
-                    for row in chunk_rows(v) {
+                    for row in framed_rows(v) {
                         list.push(Match {
                             key: row?.to_vec(),
                             row_at: 0,

@@ -37,16 +37,19 @@
 //! expired otherwise), so a match's last row (`MATCH_ROWTIME()`), or any row of an ALL ROWS
 //! match, is never behind it. Downstream windows can then close over the matches.
 //!
-//! **State** (three [`StateTable`](crate::state::table::StateTable)s, all keyed by key group and
-//! partition key): `r` holds the partition's rows from its oldest unresolved attempt (and as many
-//! rows before it as `PREV` reaches) and every row still waiting for the watermark, keyed by
-//! event time and arrival number; `m` holds per partition the next arrival number, the match
-//! count, and the first row an attempt may start at; `i` holds wake-up times (a waiting row's
-//! release, an attempt's WITHIN deadline) keyed by time, so a watermark finds what it wakes
-//! with a range scan. Attempts themselves are not stored: a partition loaded after a restart
-//! replays its stored rows, which rebuilds them exactly (matching is deterministic), and emits
-//! nothing twice, since rows of emitted matches are gone. Partitions are loaded when first
-//! touched; nothing is read at restart.
+//! **State** (three [`StateTable`]s, all keyed by key group and partition key): `r` holds the
+//! partition's rows from its oldest unresolved attempt (and as many rows before it as `PREV`
+//! reaches) and every row still waiting for the watermark, in *chunks*: the rows a partition
+//! admits between two checkpoints are one entry (keyed by the arrival number of the first, the
+//! rows framed in the value), written at the checkpoint and deleted once none of its rows is
+//! needed, so a row costs no state write of its own; `m` holds per partition the next arrival
+//! number, the match count, and the first row an attempt may start at; `i` holds wake-up times
+//! (a waiting row's release, an attempt's WITHIN deadline) keyed by time, so a watermark finds
+//! what it wakes with a range scan. Attempts themselves are not stored: a partition loaded after
+//! a restart replays its stored rows, which rebuilds them exactly (matching is deterministic),
+//! and emits nothing twice: rows of a chunk that were no longer needed come before the first
+//! row an attempt may start at, so they start none (they only serve `PREV`). Partitions are
+//! loaded when first touched; nothing is read at restart.
 
 pub mod eval;
 pub mod oracle;
@@ -59,16 +62,16 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 
-use self::eval::{Arena, At, Compiled, Context, Locate, evaluate, truths};
+use self::eval::{Arena, At, Compiled, Context, Locate, Term, evaluate, truths};
 use self::program::{Pattern, Program, Step};
 use super::sorted::Table;
 use super::{LateRow, Operator, StateScope, rows_text};
 use crate::changelog::{ChangeBatch, Op};
-use crate::codec::RowCodec;
+use crate::codec::{RowCodec, encode_framed, framed_rows};
 use crate::keygroup;
 use crate::state::StateBatch;
 use crate::state::keys::{put_i64, put_u64};
-use crate::state::table::Direction;
+use crate::state::table::{Direction, StateTable};
 use crate::{EngineError, Result};
 
 /// `ONE ROW PER MATCH` or `ALL ROWS PER MATCH`.
@@ -115,7 +118,12 @@ pub struct RecognizeSpec {
 
 #[derive(Debug)]
 struct Shared {
+    /// The operator's spec over the input columns it keeps (see [`narrow`]).
     spec: RecognizeSpec,
+    /// Those columns of the input (`None`: all).
+    columns: Option<Vec<usize>>,
+    /// The partition and order columns of the input, for EXPLAIN.
+    shown: (Vec<usize>, usize),
     program: Program,
     rows: RowCodec,
     keys: RowCodec,
@@ -188,6 +196,22 @@ struct Part {
     dirty: bool,
     /// In `Recognize::queued`: written at the next checkpoint.
     queued: bool,
+    /// The partition's chunks of rows in table `r`, by arrival; the last one may be open.
+    chunks: VecDeque<Chunk>,
+    /// The rows of the open chunk, framed ([`encode_framed`]), written at the next checkpoint.
+    open: Vec<u8>,
+}
+
+/// The rows of a partition admitted between two checkpoints, stored as one entry of table `r`.
+#[derive(Debug, Clone, Copy)]
+struct Chunk {
+    /// Arrival number of its first row, whose successors number the rest: its key.
+    seq: u64,
+    /// The greatest row key (order key, arrival number) among its rows: once every kept row
+    /// is after it, no row of the chunk is needed.
+    last: (i64, u64),
+    /// Written to table `r` (else its rows are in [`Part::open`]).
+    stored: bool,
 }
 
 impl Locate for Part {
@@ -237,11 +261,10 @@ fn read_meta(bytes: &[u8]) -> Result<(u64, u64, (i64, u64))> {
     ))
 }
 
-/// Sets `out` to a row's key in table `r`: partition key, order key, arrival number.
-fn set_row_key(out: &mut Vec<u8>, part_key: &[u8], ord: i64, seq: u64) {
+/// Sets `out` to a chunk's key in table `r`: partition key, arrival number of its first row.
+fn set_chunk_key(out: &mut Vec<u8>, part_key: &[u8], seq: u64) {
     out.clear();
     out.extend_from_slice(part_key);
-    put_i64(out, ord);
     put_u64(out, seq);
 }
 
@@ -259,12 +282,16 @@ fn timer_key(at: i64, part_key: &[u8]) -> Vec<u8> {
     k
 }
 
-fn decode_i64(bytes: &[u8]) -> Result<i64> {
+fn decode_u64(bytes: &[u8]) -> Result<u64> {
     let b: [u8; 8] = bytes
         .get(..8)
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| EngineError::Corrupt("MATCH_RECOGNIZE key".into()))?;
-    Ok((u64::from_be_bytes(b) ^ (1 << 63)) as i64)
+    Ok(u64::from_be_bytes(b))
+}
+
+fn decode_i64(bytes: &[u8]) -> Result<i64> {
+    Ok((decode_u64(bytes)? ^ (1 << 63)) as i64)
 }
 
 /// A step the matcher evaluates: thread `thread` of attempt `attempt` of partition `part` reads
@@ -312,6 +339,9 @@ pub struct Recognize {
 
 impl Recognize {
     pub fn try_new(spec: RecognizeSpec) -> Result<Self> {
+        check_output(&spec)?;
+        let shown = (spec.partition.clone(), spec.time);
+        let (spec, columns) = narrow(spec)?;
         let program = Program::compile(&spec.pattern)?;
         let rows = RowCodec::try_new(Arc::clone(&spec.input))?;
         let key_fields: Vec<_> = spec
@@ -331,7 +361,7 @@ impl Recognize {
         };
         let max_prev = all_terms()
             .map(|t| match t {
-                eval::Term::Row { prev, .. } => u64::from(*prev),
+                Term::Row { prev, .. } => u64::from(*prev),
                 _ => 0,
             })
             .max()
@@ -340,18 +370,10 @@ impl Recognize {
             d.as_ref()
                 .is_none_or(|c| c.terms.iter().all(|t| t.row_local(v as u16)))
         });
-        let want = match spec.rows {
-            RowsPerMatch::One => spec.partition.len() + spec.measures.len(),
-            RowsPerMatch::All => spec.input.fields().len() + spec.measures.len(),
-        } + usize::from(spec.timeout_rows);
-        if spec.output.fields().len() != want || spec.defines.len() != spec.vars.len() {
-            return Err(EngineError::Internal(format!(
-                "MATCH_RECOGNIZE output of {} columns, expected {want}",
-                spec.output.fields().len()
-            )));
-        }
         Ok(Self::unstarted(Arc::new(Shared {
             spec,
+            columns,
+            shown,
             program,
             rows,
             keys,
@@ -407,45 +429,63 @@ impl Recognize {
         (part.next_seq, part.match_number, part.start_from) = read_meta(&meta)?;
         let shared = Arc::clone(&self.shared);
         let mut decoder = shared.rows.decoder(None, 16);
-        let mut keys: Vec<(i64, u64)> = Vec::new();
+        let mut seqs: Vec<(usize, u64)> = Vec::new();
         let n = key.len();
         self.rows
             .get()?
             .scan_prefix(kg, key, Direction::Forward, |k, v| {
-                let ord = decode_i64(k.get(n..).unwrap_or_default())?;
-                let seq = decode_i64(k.get(n + 8..).unwrap_or_default())? as u64 ^ (1 << 63);
-                keys.push((ord, seq));
-                decoder.push(v)?;
+                let first = decode_u64(k.get(n..).unwrap_or_default())?;
+                let chunk = part.chunks.len();
+                for (i, row) in framed_rows(v).enumerate() {
+                    seqs.push((chunk, first + i as u64));
+                    decoder.push(row?)?;
+                }
+                part.chunks.push_back(Chunk {
+                    seq: first,
+                    last: (i64::MIN, 0),
+                    stored: true,
+                });
                 Ok(ControlFlow::Continue(()))
             })?;
-        if keys.is_empty() {
+        if seqs.is_empty() {
             return Ok(part);
         }
         let batch = decoder.flush()?;
         let times = super::join::event_times(&batch, shared.spec.time)?;
-        let slot = self.arena()?.add(batch, keys.len());
-        part.pending = keys
-            .iter()
-            .zip(times)
-            .enumerate()
-            .map(|(i, (&(ord, seq), ts))| RowAt {
+        let slot = self.arena()?.add(batch, seqs.len());
+        part.pending = Vec::with_capacity(seqs.len());
+        for (i, (&(chunk, seq), ts)) in seqs.iter().zip(times).enumerate() {
+            let ts = ts.unwrap_or_default();
+            let ord = if shared.spec.event_time { ts } else { 0 };
+            if let Some(c) = part.chunks.get_mut(chunk) {
+                c.last = c.last.max((ord, seq));
+            }
+            part.pending.push(RowAt {
                 at: At {
                     slot,
                     row: i as u32,
                 },
                 ord,
-                ts: ts.unwrap_or(ord),
+                ts,
                 seq,
-            })
-            .collect();
+            });
+        }
         Ok(part)
     }
 
     /// Adds the rows of `batch` to their partitions' waiting rows (or sets them aside as late);
     /// returns the partitions touched.
-    fn admit(&mut self, batch: &RecordBatch) -> Result<Vec<Part>> {
+    fn admit(&mut self, input: &RecordBatch) -> Result<Vec<Part>> {
         let shared = Arc::clone(&self.shared);
         let spec = &shared.spec;
+        let narrowed;
+        let batch = match &shared.columns {
+            Some(columns) => {
+                narrowed = input.project(columns)?;
+                &narrowed
+            }
+            None => input,
+        };
         let n = batch.num_rows();
         let partition: Vec<ArrayRef> = spec
             .partition
@@ -482,7 +522,7 @@ impl Recognize {
         }
         self.groups = groups;
         if !late_rows.is_empty() {
-            let text = rows_text(batch, &late_rows)?;
+            let text = rows_text(input, &late_rows)?;
             for (&i, row) in late_rows.iter().zip(text) {
                 self.late.push(LateRow {
                     event_time: times[i].unwrap_or_default(),
@@ -497,8 +537,6 @@ impl Recognize {
         order.sort_by(|a, b| (a.0, &buf[a.1..a.2], a.3).cmp(&(b.0, &buf[b.1..b.2], b.3)));
         let slot = self.arena()?.add(batch.clone(), live);
         let mut parts: Vec<Part> = Vec::new();
-        let mut value = Vec::new();
-        let mut key_buf = Vec::new();
         for (kg, start, end, i) in order {
             let key = &buf[start..end];
             if parts.last().is_none_or(|p| p.kg != kg || p.key != key) {
@@ -512,10 +550,15 @@ impl Recognize {
             let ord = if spec.event_time { ts } else { 0 };
             let seq = part.next_seq;
             part.next_seq += 1;
-            value.clear();
-            row_encoder.encode(i, &mut value);
-            set_row_key(&mut key_buf, &part.key, ord, seq);
-            self.rows.get_mut()?.put(kg, &key_buf, &value);
+            match part.chunks.back_mut() {
+                Some(c) if !c.stored => c.last = c.last.max((ord, seq)),
+                _ => part.chunks.push_back(Chunk {
+                    seq,
+                    last: (ord, seq),
+                    stored: false,
+                }),
+            }
+            encode_framed(&row_encoder, i, &mut part.open);
             part.pending.push(RowAt {
                 at: At {
                     slot,
@@ -801,17 +844,19 @@ impl Recognize {
             .front()
             .map_or(part.end(), |a| a.start)
             .saturating_sub(shared.max_prev);
+        let mut dropped = false;
         while part.base < first_needed {
             let Some(row) = part.rows.pop_front() else {
                 break;
             };
             part.base += 1;
-            set_row_key(&mut self.scratch, &part.key, row.ord, row.seq);
-            self.rows.get_mut()?.delete(part.kg, &self.scratch);
             if let Some(arena) = self.arena.as_mut() {
                 arena.release(row.at.slot);
             }
-            part.dirty = true;
+            dropped = true;
+        }
+        if dropped {
+            self.drop_chunks(&mut part)?;
         }
         if spec.event_time {
             let release = part.pending.iter().map(|r| r.ts.saturating_add(1)).min();
@@ -840,7 +885,8 @@ impl Recognize {
         let idle = part.pending.is_empty() && part.attempts.is_empty();
         // Idle partitions beyond a bound leave memory; their state is in the tables.
         if idle && self.parts.len() >= MAX_IDLE_PARTITIONS {
-            persist(self.meta.get_mut()?, self.timers.get_mut()?, &mut part);
+            let tables = [&mut self.rows, &mut self.meta, &mut self.timers];
+            persist(tables.map(Table::get_mut), &mut part)?;
             for row in part.rows.drain(..) {
                 if let Some(arena) = self.arena.as_mut() {
                     arena.release(row.at.slot);
@@ -848,7 +894,7 @@ impl Recognize {
             }
             return Ok(());
         }
-        let changed = part.dirty || part.timer != part.stored_timer;
+        let changed = part.dirty || part.timer != part.stored_timer || !part.open.is_empty();
         if changed && !part.queued {
             set_map_key(&mut self.scratch, part.kg, &part.key);
             self.queued.push(self.scratch.clone());
@@ -856,6 +902,31 @@ impl Recognize {
         }
         set_map_key(&mut self.scratch, part.kg, &part.key);
         self.parts.insert(self.scratch.clone(), part);
+        Ok(())
+    }
+
+    /// Deletes the chunks of `part` none of whose rows it keeps (released rows after its first
+    /// needed one, and waiting rows, all come after the rows it dropped).
+    fn drop_chunks(&mut self, part: &mut Part) -> Result<()> {
+        let keep_from = match part.rows.front() {
+            Some(r) => Some(r.key()),
+            None => part.pending.iter().map(RowAt::key).min(),
+        };
+        while let Some(at) = part
+            .chunks
+            .iter()
+            .position(|c| keep_from.is_none_or(|k| c.last < k))
+        {
+            let Some(chunk) = part.chunks.remove(at) else {
+                break;
+            };
+            if chunk.stored {
+                set_chunk_key(&mut self.scratch, &part.key, chunk.seq);
+                self.rows.get_mut()?.delete(part.kg, &self.scratch);
+            } else {
+                part.open.clear();
+            }
+        }
         Ok(())
     }
 
@@ -886,9 +957,15 @@ impl Recognize {
             };
             let (kg, part_key) = key.split_at(2);
             let kg = u16::from_be_bytes([kg[0], kg[1]]);
-            self.timers.get_mut()?.delete(kg, &timer_key(t, part_key));
-            if let Some(part) = self.parts.get_mut(key.as_slice()) {
-                part.timer = None;
+            // A partition in memory whose stored wake-up time this is leaves the table's update
+            // to its next write (which often stores a new time in its place).
+            match self.parts.get_mut(key.as_slice()) {
+                Some(part) if part.stored_timer == Some(t) => part.timer = None,
+                Some(part) => {
+                    part.timer = None;
+                    self.timers.get_mut()?.delete(kg, &timer_key(t, part_key));
+                }
+                None => self.timers.get_mut()?.delete(kg, &timer_key(t, part_key)),
             }
             due.push((kg, part_key.to_vec()));
         }
@@ -898,12 +975,22 @@ impl Recognize {
     }
 }
 
-/// Writes a partition's counters and wake-up time, if they changed since last written.
-fn persist(
-    meta: &mut crate::state::table::StateTable,
-    timers: &mut crate::state::table::StateTable,
-    part: &mut Part,
-) {
+/// Writes a partition's open chunk of rows, and its counters and wake-up time if they changed
+/// since last written, into tables `r`, `m` and `i`.
+fn persist(tables: [Result<&mut StateTable>; 3], part: &mut Part) -> Result<()> {
+    let [rows, meta, timers] = tables;
+    let (rows, meta, timers) = (rows?, meta?, timers?);
+    if !part.open.is_empty() {
+        if let Some(c) = part.chunks.back_mut()
+            && !c.stored
+        {
+            let mut key = Vec::with_capacity(part.key.len() + 8);
+            set_chunk_key(&mut key, &part.key, c.seq);
+            rows.insert_new(part.kg, &key, &part.open);
+            c.stored = true;
+        }
+        part.open.clear();
+    }
     if part.dirty {
         meta.put(part.kg, &part.key, &part.meta());
         part.dirty = false;
@@ -918,6 +1005,67 @@ fn persist(
         part.stored_timer = part.timer;
     }
     part.queued = false;
+    Ok(())
+}
+
+/// Checks that `spec`'s output has the columns its rows per match call for.
+fn check_output(spec: &RecognizeSpec) -> Result<()> {
+    let want = match spec.rows {
+        RowsPerMatch::One => spec.partition.len() + spec.measures.len(),
+        RowsPerMatch::All => spec.input.fields().len() + spec.measures.len(),
+    } + usize::from(spec.timeout_rows);
+    if spec.output.fields().len() != want || spec.defines.len() != spec.vars.len() {
+        return Err(EngineError::Internal(format!(
+            "MATCH_RECOGNIZE output of {} columns, expected {want}",
+            spec.output.fields().len()
+        )));
+    }
+    Ok(())
+}
+
+/// `spec` over only the input columns it reads, and those columns (`None`: all of them), so
+/// that a partition's rows are stored and kept without the others. `ONE ROW PER MATCH` reads
+/// the partition and order columns and the terms' columns; `ALL ROWS PER MATCH` emits every
+/// column.
+fn narrow(mut spec: RecognizeSpec) -> Result<(RecognizeSpec, Option<Vec<usize>>)> {
+    if spec.rows == RowsPerMatch::All {
+        return Ok((spec, None));
+    }
+    let terms = spec.defines.iter().flatten().chain(&spec.measures);
+    let mut used: Vec<usize> = terms
+        .flat_map(|c| &c.terms)
+        .filter_map(|t| match t {
+            Term::Row { column, .. } => Some(*column),
+            Term::Agg { column, .. } => *column,
+            Term::Classifier | Term::MatchNumber => None,
+        })
+        .chain(spec.partition.iter().copied())
+        .chain([spec.time])
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    if used.len() == spec.input.fields().len() {
+        return Ok((spec, None));
+    }
+    // Every column is in `used`: the search finds it.
+    let at = |c: usize| used.binary_search(&c).unwrap_or_else(|i| i);
+    spec.input = Arc::new(spec.input.project(&used)?);
+    spec.time = at(spec.time);
+    for c in &mut spec.partition {
+        *c = at(*c);
+    }
+    let terms = spec.defines.iter_mut().flatten().chain(&mut spec.measures);
+    for term in terms.flat_map(|c| &mut c.terms) {
+        match term {
+            Term::Row { column, .. }
+            | Term::Agg {
+                column: Some(column),
+                ..
+            } => *column = at(*column),
+            _ => {}
+        }
+    }
+    Ok((spec, Some(used)))
 }
 
 /// Idle partitions kept in memory before further ones are dropped after use.
@@ -1026,10 +1174,13 @@ impl Operator for Recognize {
     }
 
     fn restore(&mut self, scope: &StateScope) -> Result<()> {
-        let share = scope.cache_bytes / 3;
-        self.rows.open(scope, b'r', share);
-        self.meta.open(scope, b'm', share);
-        self.timers.open(scope, b'i', share);
+        // No cache: rows and wake-up times are read only by scans (of a partition first touched,
+        // and of every wake-up time after a restore), counters only when a partition not in
+        // memory is first touched; a cache would mostly keep the counters of partitions done
+        // with (it gets every write once committed), at a search of it per write.
+        self.rows.open(scope, b'r', 0);
+        self.meta.open(scope, b'm', 0);
+        self.timers.open(scope, b'i', 0);
         self.key_groups = scope.key_groups.clone();
         self.parts.clear();
         self.timers_mem.clear();
@@ -1093,10 +1244,10 @@ impl Operator for Recognize {
         _scope: &StateScope,
         batch: &mut StateBatch,
     ) -> Result<()> {
-        let (meta, timers) = (self.meta.get_mut()?, self.timers.get_mut()?);
         for key in self.queued.drain(..) {
             if let Some(part) = self.parts.get_mut(&key) {
-                persist(meta, timers, part);
+                let tables = [&mut self.rows, &mut self.meta, &mut self.timers];
+                persist(tables.map(Table::get_mut), part)?;
             }
         }
         self.rows.checkpoint(epoch, batch)?;
@@ -1110,7 +1261,8 @@ impl Operator for Recognize {
 
     fn describe(&self) -> String {
         let spec = &self.shared.spec;
-        let partition: Vec<String> = spec.partition.iter().map(|c| format!("#{c}")).collect();
+        let (partition, time) = &self.shared.shown;
+        let partition: Vec<String> = partition.iter().map(|c| format!("#{c}")).collect();
         let within = spec
             .within
             .map(|w| format!(" WITHIN {} s", w as f64 / 1e6))
@@ -1127,7 +1279,7 @@ impl Operator for Recognize {
              match skip {skip}{}; state: each partition's rows from its oldest open match, and \
              rows waiting for the watermark",
             partition.join(", "),
-            spec.time,
+            time,
             if spec.event_time {
                 " (event time)"
             } else {
