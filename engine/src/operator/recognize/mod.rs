@@ -1277,7 +1277,7 @@ impl Operator for Recognize {
         format!(
             "MatchRecognize: partition by [{}] order by #{}{} pattern ({}){within}; {}, after \
              match skip {skip}{}; state: each partition's rows from its oldest open match, and \
-             rows waiting for the watermark",
+             rows waiting for the watermark, stored per partition and epoch",
             partition.join(", "),
             time,
             if spec.event_time {
