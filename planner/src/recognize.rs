@@ -20,7 +20,9 @@
 //! `B`; the current row while `B` is being defined), `price` (the current row), `PREV(B.price,
 //! n)`, `FIRST`/`LAST(A.price, n)`, `COUNT/SUM/AVG/MIN/MAX` over a variable's rows,
 //! `CLASSIFIER()`, `MATCH_NUMBER()` and Flink's `MATCH_ROWTIME()` (the event time of the match's
-//! last row) each become one term column, and DataFusion plans the rest.
+//! last row) each become one term column, and DataFusion plans the rest. In `MEASURES`, `RUNNING`
+//! (the default) and `FINAL` may precede a navigation or an aggregate (`FINAL LAST(B.price)`):
+//! `FINAL` reads the whole match, which differs with `ALL ROWS PER MATCH`.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -53,6 +55,8 @@ use crate::error::{PlanError, Result};
 
 /// The reserved variable holding `WITHIN`'s interval.
 pub const WITHIN: &str = "_within";
+/// `FINAL LAST(x)` is parsed as a call of `_final_last(x)`.
+const FINAL_PREFIX: &str = "_final_";
 /// The reserved variable saying `WITH TIMEOUT ROWS`.
 pub const TIMEOUT_ROWS: &str = "_timeout_rows";
 /// The column of timeout rows that says a row is one.
@@ -173,6 +177,7 @@ pub fn take(tokens: &mut Vec<TokenWithSpan>) -> Result<Vec<Taken>> {
 /// Rewrites the tokens of one `MATCH_RECOGNIZE ( ... )`: Flink's `WITHIN` and `WITH TIMEOUT
 /// ROWS` become reserved DEFINEs, and Postgres' `?` operator token the quantifier.
 fn prepare_clause(tokens: &mut Vec<TokenWithSpan>) {
+    mark_semantics(tokens);
     let Some(open) = tokens.iter().position(|t| t.token == Token::LParen) else {
         return;
     };
@@ -242,6 +247,35 @@ fn prepare_clause(tokens: &mut Vec<TokenWithSpan>) {
         }
         add.push(space());
         tokens.splice(close..close, add);
+    }
+}
+
+/// `RUNNING` and `FINAL` before a function call (`FINAL LAST(B.price)`): `RUNNING`, the default,
+/// is dropped; `FINAL` joins the function's name (`_final_last(B.price)`), which the measure's
+/// compiler reads back.
+fn mark_semantics(tokens: &mut Vec<TokenWithSpan>) {
+    let mut i = 0;
+    while i < tokens.len() {
+        let final_ = is_word(&tokens[i], "final");
+        if !(final_ || is_word(&tokens[i], "running")) {
+            i += 1;
+            continue;
+        }
+        let mut next = (i + 1..tokens.len()).filter(|&j| !is_trivia(&tokens[j]));
+        let (Some(f), Some(paren)) = (next.next(), next.next()) else {
+            break;
+        };
+        let call = matches!(&tokens[f].token, Token::Word(w) if w.quote_style.is_none())
+            && tokens[paren].token == Token::LParen;
+        if !call {
+            i += 1;
+            continue;
+        }
+        if final_ && let Token::Word(w) = &mut tokens[f].token {
+            w.value = format!("{FINAL_PREFIX}{}", w.value);
+            w.keyword = Keyword::NoKeyword;
+        }
+        tokens.drain(i..f);
     }
 }
 
@@ -590,6 +624,12 @@ async fn plan_clause(ctx: &SessionContext, factor: &TableFactor) -> Result<Match
             )));
         }
         let compiled = compile(&state, &schema, &vars, time, &s.definition)?;
+        if compiled.terms.iter().any(|t| matches!(t, Term::Final(_))) {
+            return Err(syntax(format!(
+                "FINAL is not allowed in DEFINE {name} (a condition sees the match up to its \
+                 row; FINAL belongs in MEASURES)"
+            )));
+        }
         let out_type = compiled_type(&compiled)?;
         if out_type != DataType::Boolean {
             return Err(PlanError::WrongType(format!(
@@ -862,6 +902,28 @@ impl Terms<'_> {
 
     fn function(&mut self, f: &ast::Function) -> Result<Option<ast::Expr>> {
         let name = f.name.to_string().to_lowercase();
+        let Some(base) = name.strip_prefix(FINAL_PREFIX) else {
+            return self.function_named(f, name.clone());
+        };
+        if !matches!(
+            base,
+            "first" | "last" | "count" | "sum" | "avg" | "min" | "max"
+        ) {
+            return Err(syntax(format!(
+                "FINAL applies to FIRST, LAST, COUNT, SUM, AVG, MIN and MAX, not {base}"
+            )));
+        }
+        let e = self.function_named(f, base.to_string())?;
+        if e.is_some()
+            && let Some(t) = self.terms.pop()
+        {
+            self.terms.push(Term::Final(Box::new(t)));
+        }
+        Ok(e)
+    }
+
+    /// A call of `name` over pattern variables as a term (`None`: an ordinary function).
+    fn function_named(&mut self, f: &ast::Function, name: String) -> Result<Option<ast::Expr>> {
         let args: Vec<&FunctionArgExpr> = match &f.args {
             FunctionArguments::List(l) => l
                 .args

@@ -86,11 +86,12 @@ fn views() -> Vec<View> {
             name: "steps",
             sql: format!(
                 "SELECT * FROM t MATCH_RECOGNIZE (PARTITION BY k ORDER BY ts \
-                 MEASURES CLASSIFIER() AS cls, COUNT(*) AS n, MATCH_NUMBER() AS m \
+                 MEASURES CLASSIFIER() AS cls, COUNT(*) AS n, MATCH_NUMBER() AS m, \
+                 FINAL COUNT(*) AS total, FINAL LAST(id) AS last_id \
                  ALL ROWS PER MATCH AFTER MATCH SKIP TO NEXT ROW \
                  PATTERN (A (B | C){{1,3}}? C) {DEFINE})"
             ),
-            select: "k, id, cls, n, m",
+            select: "k, id, cls, n, m, total, last_id",
             pattern: Pattern::Concat(vec![
                 var(0),
                 Pattern::Repeat {
@@ -155,10 +156,12 @@ fn expected(view: &View, partitions: &BTreeMap<i64, Vec<(i64, i64, i64)>>) -> Ve
             if view.all_rows {
                 for (j, p) in path.iter().enumerate() {
                     out.push(format!(
-                        "{k}|{}|{}|{}|{m}",
+                        "{k}|{}|{}|{}|{m}|{}|{}",
                         ids[j],
                         VARS[p.1 as usize],
-                        j + 1
+                        j + 1,
+                        ids.len(),
+                        ids[ids.len() - 1]
                     ));
                 }
                 continue;

@@ -56,9 +56,27 @@ pub enum Term {
     Classifier,
     /// The match's number within its partition, from 1.
     MatchNumber,
+    /// The term over the whole match rather than the match up to the current row (`FINAL` in
+    /// `MEASURES`; the same with `ONE ROW PER MATCH`, where the current row is the last).
+    Final(Box<Term>),
 }
 
 impl Term {
+    /// The term without `FINAL`.
+    pub fn base(&self) -> &Term {
+        match self {
+            Term::Final(t) => t.base(),
+            t => t,
+        }
+    }
+
+    pub fn base_mut(&mut self) -> &mut Term {
+        match self {
+            Term::Final(t) => t.base_mut(),
+            t => t,
+        }
+    }
+
     /// Whether the term reads only the current row and rows before it in the partition, never
     /// what the match mapped earlier rows to (`current` is the variable being defined).
     pub fn row_local(&self, current: u16) -> bool {
@@ -97,6 +115,7 @@ pub fn term_type(term: &Term, input: &Schema) -> Result<DataType> {
         Term::Agg { column: None, .. } => DataType::Int64,
         Term::Classifier => DataType::Utf8,
         Term::MatchNumber => DataType::Int64,
+        Term::Final(t) => term_type(t, input)?,
     })
 }
 
@@ -265,6 +284,8 @@ pub struct Context<'a> {
     pub path: &'a [(u64, u16)],
     /// A row appended to `path` (a candidate row being classified).
     pub extra: Option<(u64, u16)>,
+    /// The whole match, for `FINAL` terms (in a DEFINE, what `path` and `extra` are).
+    pub whole: &'a [(u64, u16)],
     pub match_number: u64,
     /// Which partition's rows the indices are: an index into the locators given to
     /// [`evaluate`].
@@ -319,105 +340,28 @@ pub fn evaluate(
 ) -> Result<ArrayRef> {
     let n = contexts.len();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(compiled.terms.len());
-    let null_row = At { slot: 0, row: 0 };
-    let locate = |c: &Context<'_>, index: u64| -> At {
-        partitions
-            .get(c.partition)
-            .and_then(|p| p.locate(index))
-            .unwrap_or(null_row)
-    };
     for (t, term) in compiled.terms.iter().enumerate() {
-        let want = compiled.schema.field(t).data_type().clone();
-        let column: ArrayRef = match term {
-            Term::Row {
-                anchor,
-                var,
-                offset,
-                prev,
-                column,
-            } => {
-                let rows: Vec<At> = contexts
+        let want = compiled.schema.field(t).data_type();
+        let column = match term {
+            Term::Final(inner) => {
+                let whole: Vec<Context<'_>> = contexts
                     .iter()
-                    .map(|c| match c.nth(*anchor, *var, *offset) {
-                        Some(i) if i >= u64::from(*prev) => locate(c, i - u64::from(*prev)),
-                        _ => null_row,
+                    .map(|c| Context {
+                        path: c.whole,
+                        extra: None,
+                        whole: c.whole,
+                        match_number: c.match_number,
+                        partition: c.partition,
                     })
                     .collect();
-                arena.gather(*column, &rows)?
+                term_column(inner, want, &whole, partitions, arena, vars)?
             }
-            Term::Classifier => Arc::new(
-                contexts
-                    .iter()
-                    .map(|c| {
-                        (c.len() > 0)
-                            .then(|| vars.get(c.get(c.len() - 1).1 as usize).map(String::as_str))
-                            .flatten()
-                    })
-                    .collect::<StringArray>(),
-            ),
-            Term::MatchNumber => Arc::new(
-                contexts
-                    .iter()
-                    .map(|c| Some(c.match_number as i64))
-                    .collect::<Int64Array>(),
-            ),
-            Term::Agg { func, var, column } => {
-                let float = want == DataType::Float64;
-                let mut ints: Vec<Option<i64>> = Vec::with_capacity(n);
-                let mut floats: Vec<Option<f64>> = Vec::with_capacity(n);
-                for c in contexts {
-                    let (mut count, mut isum, mut fsum) = (0i64, 0i64, 0f64);
-                    let (mut imin, mut imax) = (None::<i64>, None::<i64>);
-                    let (mut fmin, mut fmax) = (None::<f64>, None::<f64>);
-                    for i in 0..c.len() {
-                        let (index, v) = c.get(i);
-                        if var.is_some_and(|want| want != v) {
-                            continue;
-                        }
-                        let Some(col) = column else {
-                            count += 1;
-                            continue;
-                        };
-                        let at = locate(c, index);
-                        let values = arena.numeric(at.slot, *col, float)?;
-                        if values.is_null(at.row as usize) {
-                            continue;
-                        }
-                        count += 1;
-                        if float {
-                            let x = values.as_primitive::<Float64Type>().value(at.row as usize);
-                            fsum += x;
-                            fmin = Some(fmin.map_or(x, |m| m.min(x)));
-                            fmax = Some(fmax.map_or(x, |m| m.max(x)));
-                        } else {
-                            let x = values.as_primitive::<Int64Type>().value(at.row as usize);
-                            isum = isum.wrapping_add(x);
-                            imin = Some(imin.map_or(x, |m| m.min(x)));
-                            imax = Some(imax.map_or(x, |m| m.max(x)));
-                        }
-                    }
-                    match func {
-                        TermAgg::Count => ints.push(Some(count)),
-                        TermAgg::Sum if float => floats.push((count > 0).then_some(fsum)),
-                        TermAgg::Sum => ints.push((count > 0).then_some(isum)),
-                        TermAgg::Avg => floats.push((count > 0).then(|| fsum / count as f64)),
-                        TermAgg::Min if float => floats.push(fmin),
-                        TermAgg::Min => ints.push(imin),
-                        TermAgg::Max if float => floats.push(fmax),
-                        TermAgg::Max => ints.push(imax),
-                    }
-                }
-                if float {
-                    Arc::new(Float64Array::from(floats))
-                } else {
-                    Arc::new(Int64Array::from(ints))
-                }
-            }
+            term => term_column(term, want, contexts, partitions, arena, vars)?,
         };
-        let column = if column.data_type() == &want {
+        let column = if column.data_type() == want {
             column
         } else {
-            cast(&column, &want)?
+            cast(&column, want)?
         };
         columns.push(column);
     }
@@ -434,6 +378,112 @@ pub fn evaluate(
             operator: "MATCH_RECOGNIZE".into(),
             message: e.to_string(),
         })
+}
+
+/// The values of `term` (of type `want`, or one cast to it) in each context.
+fn term_column(
+    term: &Term,
+    want: &DataType,
+    contexts: &[Context<'_>],
+    partitions: &[&dyn Locate],
+    arena: &mut Arena,
+    vars: &[String],
+) -> Result<ArrayRef> {
+    let n = contexts.len();
+    let null_row = At { slot: 0, row: 0 };
+    let locate = |c: &Context<'_>, index: u64| -> At {
+        partitions
+            .get(c.partition)
+            .and_then(|p| p.locate(index))
+            .unwrap_or(null_row)
+    };
+    Ok(match term {
+        Term::Row {
+            anchor,
+            var,
+            offset,
+            prev,
+            column,
+        } => {
+            let rows: Vec<At> = contexts
+                .iter()
+                .map(|c| match c.nth(*anchor, *var, *offset) {
+                    Some(i) if i >= u64::from(*prev) => locate(c, i - u64::from(*prev)),
+                    _ => null_row,
+                })
+                .collect();
+            arena.gather(*column, &rows)?
+        }
+        Term::Classifier => Arc::new(
+            contexts
+                .iter()
+                .map(|c| {
+                    (c.len() > 0)
+                        .then(|| vars.get(c.get(c.len() - 1).1 as usize).map(String::as_str))
+                        .flatten()
+                })
+                .collect::<StringArray>(),
+        ),
+        Term::MatchNumber => Arc::new(
+            contexts
+                .iter()
+                .map(|c| Some(c.match_number as i64))
+                .collect::<Int64Array>(),
+        ),
+        Term::Agg { func, var, column } => {
+            let float = *want == DataType::Float64;
+            let mut ints: Vec<Option<i64>> = Vec::with_capacity(n);
+            let mut floats: Vec<Option<f64>> = Vec::with_capacity(n);
+            for c in contexts {
+                let (mut count, mut isum, mut fsum) = (0i64, 0i64, 0f64);
+                let (mut imin, mut imax) = (None::<i64>, None::<i64>);
+                let (mut fmin, mut fmax) = (None::<f64>, None::<f64>);
+                for i in 0..c.len() {
+                    let (index, v) = c.get(i);
+                    if var.is_some_and(|want| want != v) {
+                        continue;
+                    }
+                    let Some(col) = column else {
+                        count += 1;
+                        continue;
+                    };
+                    let at = locate(c, index);
+                    let values = arena.numeric(at.slot, *col, float)?;
+                    if values.is_null(at.row as usize) {
+                        continue;
+                    }
+                    count += 1;
+                    if float {
+                        let x = values.as_primitive::<Float64Type>().value(at.row as usize);
+                        fsum += x;
+                        fmin = Some(fmin.map_or(x, |m| m.min(x)));
+                        fmax = Some(fmax.map_or(x, |m| m.max(x)));
+                    } else {
+                        let x = values.as_primitive::<Int64Type>().value(at.row as usize);
+                        isum = isum.wrapping_add(x);
+                        imin = Some(imin.map_or(x, |m| m.min(x)));
+                        imax = Some(imax.map_or(x, |m| m.max(x)));
+                    }
+                }
+                match func {
+                    TermAgg::Count => ints.push(Some(count)),
+                    TermAgg::Sum if float => floats.push((count > 0).then_some(fsum)),
+                    TermAgg::Sum => ints.push((count > 0).then_some(isum)),
+                    TermAgg::Avg => floats.push((count > 0).then(|| fsum / count as f64)),
+                    TermAgg::Min if float => floats.push(fmin),
+                    TermAgg::Min => ints.push(imin),
+                    TermAgg::Max if float => floats.push(fmax),
+                    TermAgg::Max => ints.push(imax),
+                }
+            }
+            if float {
+                Arc::new(Float64Array::from(floats))
+            } else {
+                Arc::new(Int64Array::from(ints))
+            }
+        }
+        Term::Final(inner) => term_column(inner, want, contexts, partitions, arena, vars)?,
+    })
 }
 
 /// A condition's result as booleans (NULL is false).

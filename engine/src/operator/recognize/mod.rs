@@ -23,8 +23,9 @@
 //! the rows mapped to a variable so far, `CLASSIFIER()`, `MATCH_NUMBER()`. A variable without a
 //! condition accepts every row. `MEASURES` are evaluated the same way: over the whole match for
 //! `ONE ROW PER MATCH` (one row: partition columns, then the measures), and running, at each row,
-//! for `ALL ROWS PER MATCH` (each row of the match, then the measures). Patterns that can match
-//! no rows are refused by the planner.
+//! for `ALL ROWS PER MATCH` (each row of the match, then the measures), where a `FINAL` term
+//! (`FINAL LAST(B.price)`) reads the whole match at every row. Patterns that can match no rows
+//! are refused by the planner.
 //!
 //! **WITHIN and timeouts.** With `within`, an attempt whose rows would span `within` or more
 //! (`ts - first ts >= within`, Flink's rule) stops: a row that late does not extend it, and a
@@ -49,7 +50,10 @@
 //! a restart replays its stored rows, which rebuilds them exactly (matching is deterministic),
 //! and emits nothing twice: rows of a chunk that were no longer needed come before the first
 //! row an attempt may start at, so they start none (they only serve `PREV`). Partitions are
-//! loaded when first touched; nothing is read at restart.
+//! loaded when first touched; nothing is read at restart. A partition that keeps no row (no
+//! open attempt, no waiting row, none for `PREV`) is forgotten, its counters deleted, unless
+//! `MATCH_NUMBER()` is read (the count must go on): so state holds the partitions with work in
+//! progress, not every key ever seen.
 
 pub mod eval;
 pub mod oracle;
@@ -132,6 +136,8 @@ struct Shared {
     /// No condition reads what earlier rows were mapped to: threads at one position after one
     /// row behave alike, and only the preferred one is kept.
     dedup: bool,
+    /// `MATCH_NUMBER()` is read: a partition's match count lives as long as the partition.
+    numbered: bool,
 }
 
 /// A row of a partition.
@@ -194,6 +200,8 @@ struct Part {
     stored_timer: Option<i64>,
     /// The counters changed since they were last written (at a checkpoint).
     dirty: bool,
+    /// The counters are in table `m`.
+    stored_meta: bool,
     /// In `Recognize::queued`: written at the next checkpoint.
     queued: bool,
     /// The partition's chunks of rows in table `r`, by arrival; the last one may be open.
@@ -360,12 +368,13 @@ impl Recognize {
                 .flat_map(|c| &c.terms)
         };
         let max_prev = all_terms()
-            .map(|t| match t {
+            .map(|t| match t.base() {
                 Term::Row { prev, .. } => u64::from(*prev),
                 _ => 0,
             })
             .max()
             .unwrap_or(0);
+        let numbered = all_terms().any(|t| matches!(t.base(), Term::MatchNumber));
         let dedup = spec.defines.iter().enumerate().all(|(v, d)| {
             d.as_ref()
                 .is_none_or(|c| c.terms.iter().all(|t| t.row_local(v as u16)))
@@ -379,6 +388,7 @@ impl Recognize {
             keys,
             max_prev,
             dedup,
+            numbered,
         })))
     }
 
@@ -427,6 +437,7 @@ impl Recognize {
             return Ok(part);
         };
         (part.next_seq, part.match_number, part.start_from) = read_meta(&meta)?;
+        part.stored_meta = true;
         let shared = Arc::clone(&self.shared);
         let mut decoder = shared.rows.decoder(None, 16);
         let mut seqs: Vec<(usize, u64)> = Vec::new();
@@ -738,6 +749,7 @@ impl Recognize {
                     Context {
                         path: &part.attempts[c.attempt].threads[c.thread].path,
                         extra: Some((c.row, c.var)),
+                        whole: &part.attempts[c.attempt].threads[c.thread].path,
                         match_number: part.match_number + 1,
                         partition: c.part,
                     }
@@ -774,6 +786,7 @@ impl Recognize {
                     contexts.push(Context {
                         path: &e.path,
                         extra: None,
+                        whole: &e.path,
                         match_number: e.match_number,
                         partition: e.part,
                     });
@@ -789,6 +802,7 @@ impl Recognize {
                         contexts.push(Context {
                             path: &e.path[..=p],
                             extra: None,
+                            whole: &e.path,
                             match_number: e.match_number,
                             partition: e.part,
                         });
@@ -883,6 +897,9 @@ impl Recognize {
             }
         }
         let idle = part.pending.is_empty() && part.attempts.is_empty();
+        if idle && part.rows.is_empty() && part.chunks.is_empty() && !shared.numbered {
+            return self.free(part);
+        }
         // Idle partitions beyond a bound leave memory; their state is in the tables.
         if idle && self.parts.len() >= MAX_IDLE_PARTITIONS {
             let tables = [&mut self.rows, &mut self.meta, &mut self.timers];
@@ -902,6 +919,25 @@ impl Recognize {
         }
         set_map_key(&mut self.scratch, part.kg, &part.key);
         self.parts.insert(self.scratch.clone(), part);
+        Ok(())
+    }
+
+    /// Forgets a partition that keeps nothing: no rows, no open attempt, and no match number
+    /// to continue. Its counters and wake-up time leave the tables and it leaves memory; a row
+    /// that comes for it later starts it afresh, as if it were new.
+    fn free(&mut self, part: Part) -> Result<()> {
+        set_map_key(&mut self.scratch, part.kg, &part.key);
+        for t in [part.timer, part.stored_timer].into_iter().flatten() {
+            self.timers_mem.remove(&(t, self.scratch.clone()));
+        }
+        if let Some(t) = part.stored_timer {
+            self.timers
+                .get_mut()?
+                .delete(part.kg, &timer_key(t, &part.key));
+        }
+        if part.stored_meta {
+            self.meta.get_mut()?.delete(part.kg, &part.key);
+        }
         Ok(())
     }
 
@@ -994,6 +1030,7 @@ fn persist(tables: [Result<&mut StateTable>; 3], part: &mut Part) -> Result<()> 
     if part.dirty {
         meta.put(part.kg, &part.key, &part.meta());
         part.dirty = false;
+        part.stored_meta = true;
     }
     if part.stored_timer != part.timer {
         if let Some(old) = part.stored_timer {
@@ -1034,10 +1071,10 @@ fn narrow(mut spec: RecognizeSpec) -> Result<(RecognizeSpec, Option<Vec<usize>>)
     let terms = spec.defines.iter().flatten().chain(&spec.measures);
     let mut used: Vec<usize> = terms
         .flat_map(|c| &c.terms)
-        .filter_map(|t| match t {
+        .filter_map(|t| match t.base() {
             Term::Row { column, .. } => Some(*column),
             Term::Agg { column, .. } => *column,
-            Term::Classifier | Term::MatchNumber => None,
+            _ => None,
         })
         .chain(spec.partition.iter().copied())
         .chain([spec.time])
@@ -1056,7 +1093,7 @@ fn narrow(mut spec: RecognizeSpec) -> Result<(RecognizeSpec, Option<Vec<usize>>)
     }
     let terms = spec.defines.iter_mut().flatten().chain(&mut spec.measures);
     for term in terms.flat_map(|c| &mut c.terms) {
-        match term {
+        match term.base_mut() {
             Term::Row { column, .. }
             | Term::Agg {
                 column: Some(column),

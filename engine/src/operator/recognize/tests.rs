@@ -131,6 +131,7 @@ fn measures() -> Vec<Compiled> {
             var: Some(1),
             column: Some(X),
         }),
+        one(Term::Final(Box::new(row(Anchor::Last)))),
     ]
 }
 
@@ -156,6 +157,7 @@ fn operator(case: &Case) -> Recognize {
         ("m", DataType::Int64),
         ("cls", DataType::Utf8),
         ("sum_b", DataType::Int64),
+        ("final_last", DataType::Int64),
     ] {
         fields.push(Field::new(name, t, true));
     }
@@ -244,6 +246,7 @@ fn emit(
             Some(number.to_string()),
             Some(names[p[p.len() - 1].1 as usize].to_string()),
             (!sum_b.is_empty()).then(|| sum_b.iter().sum::<i64>().to_string()),
+            Some(rows[path[path.len() - 1].0].0.to_string()),
         ]
     };
     match case.rows {
@@ -438,4 +441,108 @@ fn random_patterns_match_the_backtracking_oracle() {
         rows_out > 2000 && timeouts > 50,
         "{rows_out} rows, {timeouts} timeouts"
     );
+}
+
+/// Keys under the operator's scope in the store.
+fn stored_entries(store: &StateStore) -> usize {
+    let mut n = 0;
+    store
+        .scan_prefix(None, b"mr/", None, |_, _| {
+            n += 1;
+            Ok(ControlFlow::Continue(()))
+        })
+        .expect("scan");
+    n
+}
+
+/// `PATTERN (A B)`, A: x < 2, B: x > A.x; one row per match with the first row's time, and
+/// `MATCH_NUMBER()` too if `numbered`.
+fn pair_operator(numbered: bool) -> Recognize {
+    let first = one(Term::Row {
+        anchor: Anchor::First,
+        var: None,
+        offset: 0,
+        prev: 0,
+        column: TS,
+    });
+    let mut measures = vec![first];
+    let mut fields = vec![
+        Field::new("k", DataType::Int64, true),
+        Field::new("first", DataType::Int64, true),
+    ];
+    if numbered {
+        measures.push(one(Term::MatchNumber));
+        fields.push(Field::new("m", DataType::Int64, true));
+    }
+    let last_a = Term::Row {
+        anchor: Anchor::Last,
+        var: Some(0),
+        offset: 0,
+        prev: 0,
+        column: X,
+    };
+    Recognize::try_new(RecognizeSpec {
+        input: input(),
+        partition: vec![K],
+        time: TS,
+        event_time: true,
+        vars: ["A", "B"].map(String::from).to_vec(),
+        pattern: Pattern::Concat(vec![Pattern::Var(0), Pattern::Var(1)]),
+        defines: vec![
+            Some(compiled(
+                vec![current(0, 0)],
+                bin(col(0), BinOp::Lt, lit(2)),
+            )),
+            Some(compiled(
+                vec![current(1, 0), last_a],
+                bin(col(0), BinOp::Gt, col(1)),
+            )),
+        ],
+        measures,
+        rows: RowsPerMatch::One,
+        skip: Skip::PastLastRow,
+        within: Some(10),
+        timeout_rows: false,
+        output: Arc::new(Schema::new(fields)),
+    })
+    .expect("operator")
+}
+
+#[test]
+fn partitions_done_with_leave_no_state_unless_match_numbers_go_on() {
+    for numbered in [false, true] {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = StateStore::open(dir.path()).expect("store");
+        let scope = StateScope::new(store.clone(), b"mr/", 0..crate::keygroup::KEY_GROUPS);
+        let proto = pair_operator(numbered);
+        let mut op = restored(&proto, &scope);
+        let mut matches = 0;
+        // 500 partitions, each a match (x 0 then 1) and an attempt that times out (x 0 alone),
+        // over two rounds: partitions come back after they were forgotten.
+        for round in 0..2i64 {
+            let t = round * 100;
+            let rows: Vec<(i64, i64, i64)> = (0..500)
+                .flat_map(|k| [(k, t, 0), (k, t + 1, 1), (k, t + 2, 0)])
+                .collect();
+            op.process(0, batch(&rows)).expect("process");
+            for b in op.on_watermark(0, t + 50).expect("watermark") {
+                matches += b.data.num_rows();
+                if numbered {
+                    let m = b.data.column(2).as_primitive::<Int64Type>();
+                    assert!(m.iter().all(|v| v == Some(round + 1)), "{m:?}");
+                }
+            }
+            crate::operator::testing::commit(op.as_mut(), &scope, round as u64 + 1);
+            let left = stored_entries(&store);
+            if numbered {
+                assert_eq!(left, 500, "round {round}: one counter entry per partition");
+            } else {
+                assert_eq!(left, 0, "round {round}: nothing kept");
+            }
+            // A restart reads nothing back that would emit again.
+            op = restored(&proto, &scope);
+            assert!(op.on_watermark(0, t + 60).expect("watermark").is_empty());
+        }
+        assert_eq!(matches, 1000);
+    }
 }
