@@ -78,6 +78,54 @@ pub struct RecordDecoder {
     /// JSON: the columns decoded, when not all are (see [`RecordDecoder::reading`]), and
     /// `text_schema` narrowed to them.
     read: Option<(Vec<usize>, SchemaRef)>,
+    /// JSON: the decoder of the last call, kept for its buffers.
+    json: SpareJson,
+}
+
+/// An Arrow JSON decoder kept between calls with its batch size: its buffers grow to a batch's
+/// size once, instead of from nothing (in freshly zeroed pages) for every batch.
+#[derive(Default)]
+struct SpareJson(std::sync::Mutex<Option<Box<(usize, datafusion::arrow::json::reader::Decoder)>>>);
+
+impl SpareJson {
+    /// A decoder of batches of at least `rows` rows over `schema`: the kept one, or a new one.
+    fn take(
+        &self,
+        schema: &SchemaRef,
+        rows: usize,
+    ) -> Result<(usize, datafusion::arrow::json::reader::Decoder), String> {
+        if let Ok(mut spare) = self.0.try_lock()
+            && let Some(kept) = spare.take_if(|kept| kept.0 >= rows)
+        {
+            return Ok(*kept);
+        }
+        let decoder = datafusion::arrow::json::ReaderBuilder::new(Arc::clone(schema))
+            .with_batch_size(rows)
+            .with_coerce_primitive(true)
+            .build_decoder()
+            .map_err(|e| e.to_string())?;
+        Ok((rows, decoder))
+    }
+
+    /// Keeps a decoder that has flushed all it decoded.
+    fn keep(&self, decoder: (usize, datafusion::arrow::json::reader::Decoder)) {
+        if let Ok(mut spare) = self.0.try_lock() {
+            *spare = Some(Box::new(decoder));
+        }
+    }
+}
+
+/// A clone keeps no decoder: decoders are per schema, and a clone may narrow it.
+impl Clone for SpareJson {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl std::fmt::Debug for SpareJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SpareJson")
+    }
 }
 
 impl RecordDecoder {
@@ -144,6 +192,7 @@ impl RecordDecoder {
             paths,
             encoding,
             read: None,
+            json: SpareJson::default(),
         })
     }
 
@@ -189,13 +238,11 @@ impl RecordDecoder {
         let batch = match self.encoding {
             Encoding::Json => {
                 let schema = self.read.as_ref().map_or(&self.text_schema, |(_, s)| s);
-                let mut decoder = datafusion::arrow::json::ReaderBuilder::new(Arc::clone(schema))
-                    .with_batch_size(rows + 1)
-                    .with_coerce_primitive(true)
-                    .build_decoder()
-                    .map_err(err)?;
-                decoder.decode(bytes).map_err(err)?;
-                let batch = decoder.flush().map_err(err)?;
+                let mut decoder = self.json.take(schema, rows + 1)?;
+                decoder.1.decode(bytes).map_err(err)?;
+                let batch = decoder.1.flush().map_err(err)?;
+                // After an error the decoder may hold part of a record: it is dropped.
+                self.json.keep(decoder);
                 match (&self.read, batch) {
                     (Some((read, _)), Some(batch)) => Some(self.widen(read, &batch)?),
                     (_, batch) => batch,
