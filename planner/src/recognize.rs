@@ -743,9 +743,13 @@ fn convert_pattern(p: &MatchRecognizePattern, vars: &mut Vec<String>) -> Result<
                 };
                 Ok(Pattern::Var(i as u16))
             }
-            other => Err(PlanError::Unsupported(format!(
-                "the anchor {other} in a streaming PATTERN"
-            ))),
+            MatchRecognizeSymbol::Start => Ok(Pattern::Start),
+            MatchRecognizeSymbol::End => Err(PlanError::UnsupportedHint {
+                what: "the anchor $ in a streaming PATTERN".into(),
+                hint: "A stream's partition has no last row to anchor to; ^ anchors a match \
+                       to the partition's first row."
+                    .into(),
+            }),
         }
     };
     Ok(match p {

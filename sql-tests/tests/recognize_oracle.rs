@@ -1,6 +1,7 @@
 //! MATCH_RECOGNIZE views through the server equal the reference matcher
 //! (`rivulet_engine::operator::recognize::oracle`, a backtracking implementation written apart
-//! from the operator) over the table's rows: out-of-order rows within the watermark's delay,
+//! from the operator) over the table's rows, for patterns with quantifiers, alternation,
+//! PERMUTE and the `^` anchor: out-of-order rows within the watermark's delay,
 //! parallelism 1 and 3, with and without a state cache, and the server killed with SIGKILL
 //! between rounds of inserts.
 #![allow(clippy::unwrap_used)]
@@ -76,6 +77,34 @@ fn views() -> Vec<View> {
                     greedy: true,
                 },
                 var(2),
+            ]),
+            skip: Skip::PastLastRow,
+            within: None,
+            timeout_rows: false,
+            all_rows: false,
+        },
+        View {
+            name: "openers",
+            sql: format!(
+                "SELECT * FROM t MATCH_RECOGNIZE (PARTITION BY k ORDER BY ts \
+                 MEASURES FIRST(id) AS first_id, LAST(id) AS last_id, COUNT(*) AS n, \
+                   MATCH_NUMBER() AS m, SUM(B.x) AS sb \
+                 ONE ROW PER MATCH AFTER MATCH SKIP PAST LAST ROW \
+                 PATTERN (^ A B+ | C B) {DEFINE})"
+            ),
+            select: "k, first_id, last_id, n, m, sb",
+            pattern: Pattern::Alt(vec![
+                Pattern::Concat(vec![
+                    Pattern::Start,
+                    var(0),
+                    Pattern::Repeat {
+                        body: Box::new(var(1)),
+                        min: 1,
+                        max: None,
+                        greedy: true,
+                    },
+                ]),
+                Pattern::Concat(vec![var(2), var(1)]),
             ]),
             skip: Skip::PastLastRow,
             within: None,

@@ -44,16 +44,23 @@
 //! admits between two checkpoints are one entry (keyed by the arrival number of the first, the
 //! rows framed in the value), written at the checkpoint and deleted once none of its rows is
 //! needed, so a row costs no state write of its own; `m` holds per partition the next arrival
-//! number, the match count, and the first row an attempt may start at; `i` holds wake-up times
-//! (a waiting row's release, an attempt's WITHIN deadline) keyed by time, so a watermark finds
-//! what it wakes with a range scan. Attempts themselves are not stored: a partition loaded after
-//! a restart replays its stored rows, which rebuilds them exactly (matching is deterministic),
-//! and emits nothing twice: rows of a chunk that were no longer needed come before the first
-//! row an attempt may start at, so they start none (they only serve `PREV`). Partitions are
+//! number, the match count, the first row an attempt may start at (and, with a `^`, the first
+//! row matched); `i` holds wake-up times (a waiting row's release, an attempt's WITHIN deadline)
+//! keyed by time, so a watermark finds what it wakes with a range scan. Attempts themselves are
+//! not stored: a partition loaded after a restart replays its stored rows, which rebuilds them
+//! exactly (matching is deterministic), and emits nothing twice: rows of a chunk that were no
+//! longer needed come before the first row an attempt may start at, so they start none (they
+//! only serve `PREV`). Partitions are
 //! loaded when first touched; nothing is read at restart. A partition that keeps no row (no
 //! open attempt, no waiting row, none for `PREV`) is forgotten, its counters deleted, unless
-//! `MATCH_NUMBER()` is read (the count must go on): so state holds the partitions with work in
-//! progress, not every key ever seen.
+//! `MATCH_NUMBER()` is read (the count must go on) or the pattern has a `^` (the partition's
+//! first row must stay known): so state holds the partitions with work in progress, not every
+//! key ever seen.
+//!
+//! **Anchors.** `^` passes only before a partition's first row (in matching order): `PATTERN
+//! (^ A B*)` matches at most once per partition, at its start; in `(^ A | B)` only the `B`
+//! branch can match later rows. `$` (the partition's end) is refused by the planner: a stream's
+//! partition has no last row.
 
 pub mod eval;
 pub mod oracle;
@@ -136,8 +143,10 @@ struct Shared {
     /// No condition reads what earlier rows were mapped to: threads at one position after one
     /// row behave alike, and only the preferred one is kept.
     dedup: bool,
-    /// `MATCH_NUMBER()` is read: a partition's match count lives as long as the partition.
-    numbered: bool,
+    /// `MATCH_NUMBER()` is read (a partition's match count lives as long as the partition) or
+    /// the pattern has a `^` (a partition's first row stays known): a partition that keeps no
+    /// row keeps its counters.
+    remembered: bool,
 }
 
 /// A row of a partition.
@@ -194,6 +203,9 @@ struct Part {
     start_from: (i64, u64),
     match_number: u64,
     next_seq: u64,
+    /// The order key of the partition's first matched row, kept when the pattern has a `^`
+    /// (only an attempt there may pass it, also when the row is matched again after a restart).
+    first: Option<(i64, u64)>,
     /// The wake-up time registered last (in `Recognize::timers_mem`).
     timer: Option<i64>,
     /// The wake-up time in the `i` table (written at checkpoints).
@@ -251,11 +263,19 @@ impl Part {
         v.extend_from_slice(&self.match_number.to_le_bytes());
         v.extend_from_slice(&self.start_from.0.to_le_bytes());
         v.extend_from_slice(&self.start_from.1.to_le_bytes());
+        if let Some((ord, seq)) = self.first {
+            v.extend_from_slice(&ord.to_le_bytes());
+            v.extend_from_slice(&seq.to_le_bytes());
+        }
         v
     }
 }
 
-fn read_meta(bytes: &[u8]) -> Result<(u64, u64, (i64, u64))> {
+/// A partition's counters: next arrival number, match count, first row an attempt may start
+/// at, and (with a `^`, once known) the first matched row.
+type Meta = (u64, u64, (i64, u64), Option<(i64, u64)>);
+
+fn read_meta(bytes: &[u8]) -> Result<Meta> {
     let word = |i: usize| -> Result<[u8; 8]> {
         bytes
             .get(i * 8..i * 8 + 8)
@@ -266,6 +286,10 @@ fn read_meta(bytes: &[u8]) -> Result<(u64, u64, (i64, u64))> {
         u64::from_le_bytes(word(0)?),
         u64::from_le_bytes(word(1)?),
         (i64::from_le_bytes(word(2)?), u64::from_le_bytes(word(3)?)),
+        match bytes.len() {
+            32 => None,
+            _ => Some((i64::from_le_bytes(word(4)?), u64::from_le_bytes(word(5)?))),
+        },
     ))
 }
 
@@ -375,6 +399,7 @@ impl Recognize {
             .max()
             .unwrap_or(0);
         let numbered = all_terms().any(|t| matches!(t.base(), Term::MatchNumber));
+        let remembered = numbered || program.anchored();
         let dedup = spec.defines.iter().enumerate().all(|(v, d)| {
             d.as_ref()
                 .is_none_or(|c| c.terms.iter().all(|t| t.row_local(v as u16)))
@@ -388,7 +413,7 @@ impl Recognize {
             keys,
             max_prev,
             dedup,
-            numbered,
+            remembered,
         })))
     }
 
@@ -436,7 +461,12 @@ impl Recognize {
         let Some(meta) = self.meta.get_mut()?.get(kg, key)?.map(<[u8]>::to_vec) else {
             return Ok(part);
         };
-        (part.next_seq, part.match_number, part.start_from) = read_meta(&meta)?;
+        (
+            part.next_seq,
+            part.match_number,
+            part.start_from,
+            part.first,
+        ) = read_meta(&meta)?;
         part.stored_meta = true;
         let shared = Arc::clone(&self.shared);
         let mut decoder = shared.rows.decoder(None, 16);
@@ -626,14 +656,22 @@ impl Recognize {
                         }
                     }
                 }
+                let first = shared.program.anchored() && {
+                    if part.first.is_none() {
+                        part.first = Some(row.key());
+                        part.dirty = true;
+                    }
+                    part.first == Some(row.key())
+                };
                 if row.key() >= part.start_from {
+                    let pc = shared.program.entry(first);
                     part.attempts.push_back(Attempt {
                         start: g,
                         start_key: row.key(),
                         start_ts: row.ts,
                         threads: vec![Thread {
-                            pc: 0,
-                            limit: shared.program.steps(0).len() as u32,
+                            pc,
+                            limit: shared.program.steps(pc).len() as u32,
                             path: Vec::new(),
                         }],
                         best: None,
@@ -897,7 +935,7 @@ impl Recognize {
             }
         }
         let idle = part.pending.is_empty() && part.attempts.is_empty();
-        if idle && part.rows.is_empty() && part.chunks.is_empty() && !shared.numbered {
+        if idle && part.rows.is_empty() && part.chunks.is_empty() && !shared.remembered {
             return self.free(part);
         }
         // Idle partitions beyond a bound leave memory; their state is in the tables.

@@ -48,6 +48,8 @@ impl Walk<'_> {
                 }
                 false
             }
+            // `^`: before the partition's first row only.
+            Pattern::Start => i == 0 && k(i, path, stop),
             Pattern::Concat(parts) => self.seq(parts, i, path, stop, k),
             Pattern::Alt(parts) => parts.iter().any(|q| self.go(q, i, path, stop, k)),
             Pattern::Permute(parts) => permutations(parts.len()).iter().any(|o| {

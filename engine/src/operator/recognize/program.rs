@@ -29,6 +29,8 @@ pub enum Pattern {
     },
     /// Every part once, in any order (SQL's `PERMUTE`).
     Permute(Vec<Pattern>),
+    /// `^`: no row, only before the partition's first row.
+    Start,
 }
 
 impl Pattern {
@@ -36,6 +38,7 @@ impl Pattern {
     pub fn nullable(&self) -> bool {
         match self {
             Pattern::Var(_) => false,
+            Pattern::Start => true,
             Pattern::Concat(parts) | Pattern::Permute(parts) => parts.iter().all(Pattern::nullable),
             Pattern::Alt(parts) => parts.iter().any(Pattern::nullable),
             Pattern::Repeat { body, min, .. } => *min == 0 || body.nullable(),
@@ -54,6 +57,7 @@ impl Pattern {
         };
         match self {
             Pattern::Var(v) => vars.get(*v as usize).cloned().unwrap_or_default(),
+            Pattern::Start => "^".to_string(),
             Pattern::Concat(parts) => parts
                 .iter()
                 .map(|p| p.sql(vars))
@@ -74,7 +78,7 @@ impl Pattern {
                 greedy,
             } => {
                 let inner = match body.as_ref() {
-                    Pattern::Var(_) | Pattern::Alt(_) => body.sql(vars),
+                    Pattern::Var(_) | Pattern::Alt(_) | Pattern::Start => body.sql(vars),
                     other => format!("({})", other.sql(vars)),
                 };
                 let reluctant = if *greedy { "" } else { "?" };
@@ -100,6 +104,8 @@ pub enum Inst {
     /// Go on at both; the first is preferred.
     Split(u32, u32),
     Jmp(u32),
+    /// Go on only before the partition's first row (`^`).
+    Start,
     /// The pattern has matched.
     Match,
 }
@@ -117,8 +123,11 @@ pub enum Step {
 #[derive(Debug, Clone)]
 pub struct Program {
     insts: Vec<Inst>,
-    /// [`Program::closure`] of each instruction, computed once.
+    /// [`Program::closure`] of each instruction, computed once, then (at [`Program::entry`]
+    /// `(true)`) that of the first instruction before the partition's first row.
     steps: Vec<Vec<Step>>,
+    /// The pattern has a `^`.
+    anchored: bool,
 }
 
 /// Most instructions a pattern may compile to (bounded quantifiers are unrolled).
@@ -132,14 +141,18 @@ impl Program {
         let mut p = Program {
             insts: Vec::new(),
             steps: Vec::new(),
+            anchored: false,
         };
         p.emit(pattern)?;
         p.insts.push(Inst::Match);
+        p.anchored = p.insts.contains(&Inst::Start);
         let mut seen = Vec::new();
         p.steps = (0..p.insts.len() as u32)
-            .map(|pc| {
+            .map(|pc| (pc, false))
+            .chain(std::iter::once((0, true)))
+            .map(|(pc, first)| {
                 let mut out = Vec::new();
-                p.closure(pc, &mut seen, &mut out);
+                p.closure(pc, first, &mut seen, &mut out);
                 out
             })
             .collect();
@@ -149,6 +162,21 @@ impl Program {
     /// What a thread at `pc` can do next without reading a row, in preference order.
     pub fn steps(&self, pc: u32) -> &[Step] {
         self.steps.get(pc as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// Where an attempt starts: the first instruction, or, for an attempt at the partition's
+    /// first row, a position of its own whose steps let `^` pass.
+    pub fn entry(&self, first_row: bool) -> u32 {
+        if first_row && self.anchored {
+            self.insts.len() as u32
+        } else {
+            0
+        }
+    }
+
+    /// The pattern has a `^`, so an attempt at the partition's first row differs from others.
+    pub fn anchored(&self) -> bool {
+        self.anchored
     }
 
     fn push(&mut self, inst: Inst) -> Result<u32> {
@@ -174,6 +202,9 @@ impl Program {
         match pattern {
             Pattern::Var(v) => {
                 self.push(Inst::Var(*v))?;
+            }
+            Pattern::Start => {
+                self.push(Inst::Start)?;
             }
             Pattern::Concat(parts) => {
                 for part in parts {
@@ -257,8 +288,9 @@ impl Program {
     }
 
     /// Appends to `out`, in preference order, what a thread at `pc` can do next without reading a
-    /// row. `seen` is scratch space (any contents; left cleared for the next call).
-    pub fn closure(&self, pc: u32, seen: &mut Vec<bool>, out: &mut Vec<Step>) {
+    /// row; `first`: no row of the partition came before (so `^` passes). `seen` is scratch
+    /// space (any contents; left cleared for the next call).
+    pub fn closure(&self, pc: u32, first: bool, seen: &mut Vec<bool>, out: &mut Vec<Step>) {
         seen.clear();
         seen.resize(self.insts.len(), false);
         let mut stack = vec![pc];
@@ -274,6 +306,8 @@ impl Program {
                 Inst::Var(var) => out.push(Step::Read { var, next: pc + 1 }),
                 Inst::Match => out.push(Step::Match),
                 Inst::Jmp(to) => stack.push(to),
+                Inst::Start if first => stack.push(pc + 1),
+                Inst::Start => {}
                 Inst::Split(a, b) => {
                     // `a` is preferred: explored first, so pushed last.
                     stack.push(b);
@@ -315,7 +349,7 @@ mod tests {
             let mut next = Vec::new();
             'threads: for &pc in &threads {
                 steps.clear();
-                program.closure(pc, &mut seen, &mut steps);
+                program.closure(pc, i == 0, &mut seen, &mut steps);
                 for s in &steps {
                     match *s {
                         Step::Match => {
@@ -384,6 +418,30 @@ mod tests {
         assert_eq!(run(&p, &[b, b]), None);
         assert!(!p.nullable());
         assert!(rep(var(0), 0, None, true).nullable());
+    }
+
+    #[test]
+    fn start_anchors_only_before_the_first_row() {
+        let a: &[u16] = &[0];
+        let anchored = Pattern::Concat(vec![Pattern::Start, rep(var(0), 1, None, true)]);
+        assert_eq!(run(&anchored, &[a, a]), Some(2));
+        assert!(Program::compile(&anchored).expect("compile").anchored());
+        // After a row, `^` never passes: only the other branch matches.
+        let late = Pattern::Alt(vec![
+            Pattern::Concat(vec![var(0), Pattern::Start, var(0)]),
+            var(0),
+        ]);
+        assert_eq!(run(&late, &[a, a]), Some(1));
+        // An attempt at a later row enters without the anchor's position.
+        let program = Program::compile(&anchored).expect("compile");
+        assert_eq!(program.entry(false), 0);
+        assert!(program.steps(program.entry(false)).is_empty());
+        assert_eq!(
+            program.steps(program.entry(true)),
+            &[Step::Read { var: 0, next: 2 }]
+        );
+        assert!(!Program::compile(&var(0)).expect("compile").anchored());
+        assert_eq!(anchored.sql(&["A".to_string()]), "^ A+");
     }
 
     #[test]

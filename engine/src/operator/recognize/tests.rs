@@ -403,14 +403,23 @@ fn check(case: &Case, seed: u64) -> (usize, usize) {
 #[test]
 fn random_patterns_match_the_backtracking_oracle() {
     let mut rng = Rng(0x5eed);
-    let (mut rows_out, mut timeouts, mut matched) = (0, 0, 0);
+    let (mut rows_out, mut timeouts, mut matched, mut anchored) = (0, 0, 0, 0);
     for round in 0..120u64 {
         let within = (round % 3 == 0).then_some(6);
-        let pattern = loop {
+        let mut pattern = || loop {
             let p = random_pattern(&mut rng, 2, within.is_some());
             if !p.nullable() {
                 break p;
             }
+        };
+        // Some patterns anchored at the partition's start (`^ p`, `(^ p | q)`).
+        let pattern = match round % 8 {
+            3 => Pattern::Concat(vec![Pattern::Start, pattern()]),
+            6 => Pattern::Alt(vec![
+                Pattern::Concat(vec![Pattern::Start, pattern()]),
+                pattern(),
+            ]),
+            _ => pattern(),
         };
         let skip = match rng.below(4) {
             0 => Skip::PastLastRow,
@@ -434,9 +443,14 @@ fn random_patterns_match_the_backtracking_oracle() {
         rows_out += n;
         timeouts += t;
         matched += usize::from(n > t);
+        anchored += usize::from(n > t && round % 8 == 3);
     }
     // Not vacuous: most cases emit matches, and timeouts happen.
     assert!(matched > 80, "{matched} of 120 cases emitted a match");
+    assert!(
+        anchored > 5,
+        "{anchored} of 15 patterns anchored with ^ emitted a match"
+    );
     assert!(
         rows_out > 2000 && timeouts > 50,
         "{rows_out} rows, {timeouts} timeouts"
