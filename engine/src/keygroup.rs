@@ -22,9 +22,9 @@ use datafusion::arrow::datatypes::{
     TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type,
     UInt32Type, UInt64Type,
 };
-use datafusion::arrow::row::{RowConverter, SortField};
 
 use crate::Result;
+use crate::state::sortrows::SortRowCodec;
 
 /// Number of key groups, and the most parallel instances a keyed operator can have.
 pub const KEY_GROUPS: u16 = 256;
@@ -158,12 +158,12 @@ fn hash_column(array: &ArrayRef, hashes: &mut [u64]) -> Result<()> {
         DataType::Binary => bytes_column(array.as_binary::<i32>().iter(), hashes),
         DataType::LargeBinary => bytes_column(array.as_binary::<i64>().iter(), hashes),
         DataType::BinaryView => bytes_column(array.as_binary_view().iter(), hashes),
-        // Nested and rare types: hash Arrow's row encoding (stable within one Arrow release).
+        // Nested and rare types: hash their sorted-row encoding (ours, so stable).
         other => {
-            let converter = RowConverter::new(vec![SortField::new(other.clone())])?;
-            let rows = converter.convert_columns(&[ArrayRef::clone(array)])?;
+            let codec = SortRowCodec::ascending(std::slice::from_ref(other))?;
+            let rows = codec.convert_columns(&[ArrayRef::clone(array)])?;
             for (i, h) in hashes.iter_mut().enumerate() {
-                *h = combine(*h, hash_bytes(rows.row(i).data()));
+                *h = combine(*h, hash_bytes(rows.row(i)));
             }
         }
     }

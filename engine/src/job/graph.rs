@@ -247,7 +247,8 @@ impl JobGraph {
                     .iter()
                     .map(|f| f.data_type().to_string())
                     .collect();
-                out.push((s, o, format!("{} -> ({})", op.describe(), types.join(", "))));
+                let shape = format!("{} -> ({})", op.describe(), types.join(", "));
+                out.push((s, o, shape + op.state_layout()));
             }
         }
         out

@@ -349,4 +349,11 @@ pub trait Operator: Send {
     fn describe(&self) -> String {
         self.name().to_string()
     }
+
+    /// The version of the layout of the operator's stored state, when it changed without a
+    /// change of what [`Operator::describe`] says: part of the shape a view stores (see
+    /// `JobGraph::shapes`), so state written in an older layout is refused, not misread.
+    fn state_layout(&self) -> &'static str {
+        ""
+    }
 }

@@ -18,6 +18,7 @@ use crate::Result;
 /// Order-preserving key encoding: integers, floats and strings that sort as their values do.
 pub mod keys;
 pub mod memory;
+pub mod sortrows;
 /// Keyed state tables: a bounded cache over RocksDB, written at checkpoints, loaded lazily.
 pub mod table;
 

@@ -18,7 +18,6 @@ use datafusion::arrow::datatypes::{
 };
 
 use datafusion::arrow::compute::SortOptions;
-use datafusion::arrow::row::SortField;
 
 use super::result::Out;
 use super::{AccumulatorFactory, AggFunc, AggSpec, Codec, internal};
@@ -118,7 +117,7 @@ pub(super) struct Agg {
     /// [`AggFunc::Recomputed`]'s accumulator and the codec of its results.
     pub(super) recompute: Option<(AccumulatorFactory, Codec)>,
     pub(super) out: Out,
-    /// For MIN, MAX and COUNT(DISTINCT): encodes values into (and decodes from) the row format.
+    /// For MIN, MAX and COUNT(DISTINCT): encodes values into (and decodes from) sorted rows.
     pub(super) values: Option<Codec>,
     pub(super) state: State,
     /// STRING_AGG's separator.
@@ -258,7 +257,7 @@ impl Agg {
             (AggFunc::Count, _) => (State::Count(Vec::new()), Out::Int64),
             (AggFunc::CountDistinct | AggFunc::Min | AggFunc::Max, Some(t)) => {
                 let codec = Codec::new(vec![t.clone()], true)?;
-                let null_len = codec.null.as_ref().map_or(0, |r| r.row().data().len());
+                let null_len = codec.null.as_ref().map_or(0, Vec::len);
                 let fixed = t.is_primitive() || *t == DataType::Boolean;
                 let state = if fixed && (2..=17).contains(&null_len) {
                     State::Fixed {
@@ -496,11 +495,11 @@ impl Agg {
                     .values
                     .as_ref()
                     .ok_or_else(|| internal("set aggregate without a codec"))?;
-                let rows = codec.converter.convert_columns(&[canonical(column)])?;
+                let rows = codec.rows.convert_columns(&[canonical(column)])?;
                 let mut misfit = false;
                 let (extreme_only, min) = (self.extreme_only, self.func == AggFunc::Min);
                 each_valid(nulls, n, |i| {
-                    let row = rows.row(i).data();
+                    let row = rows.row(i);
                     misfit |= row.len() != *width + 1;
                     let set = &mut sets[gids[i] as usize];
                     if extreme_only {
@@ -524,10 +523,10 @@ impl Agg {
                     .map(|&(c, _)| input_column(columns, c).map(canonical))
                     .chain([Ok(canonical(column))])
                     .collect::<Result<Vec<_>>>()?;
-                let rows = codec.converter.convert_columns(&keys)?;
+                let rows = codec.rows.convert_columns(&keys)?;
                 let (extreme_only, min) = (self.extreme_only, self.func == AggFunc::Min);
                 each_valid(nulls, n, |i| {
-                    let value = rows.row(i).data();
+                    let value = rows.row(i);
                     let set = &mut sets[gids[i] as usize];
                     if extreme_only {
                         // Compared by slice first: only a new extreme allocates.
@@ -696,10 +695,7 @@ fn ordered_values(spec: &AggSpec, input: &SchemaRef, t: &DataType) -> Result<Cod
                 .fields()
                 .get(c)
                 .ok_or_else(|| internal(format!("order column {c} does not exist")))?;
-            Ok(SortField::new_with_options(
-                field.data_type().clone(),
-                options,
-            ))
+            Ok((field.data_type().clone(), options))
         })
         .collect::<Result<Vec<_>>>()?;
     // Ascending with NULLs last, as Postgres orders by the value.
@@ -707,7 +703,7 @@ fn ordered_values(spec: &AggSpec, input: &SchemaRef, t: &DataType) -> Result<Cod
         descending: false,
         nulls_first: false,
     };
-    fields.push(SortField::new_with_options(t.clone(), ascending));
+    fields.push((t.clone(), ascending));
     Codec::sorted(fields, None)
 }
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 type FastHash = foldhash::fast::RandomState;
 
 pub(super) struct Slot {
-    /// The group's Arrow row-format key (empty for a global aggregate), shared with the index.
+    /// The group's key as a sorted row (empty for a global aggregate), shared with the index.
     pub key: Arc<[u8]>,
     /// All rows of the group, NULLs included.
     pub rows: i64,

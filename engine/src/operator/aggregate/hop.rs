@@ -26,13 +26,13 @@ use datafusion::arrow::array::{ArrayRef, TimestampMicrosecondArray};
 use datafusion::arrow::compute::{cast, cast_with_options};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use datafusion::arrow::row::Rows;
 
 use super::window::micros;
 use super::{HashAggregate, due, internal, strict};
 use crate::Result;
 use crate::changelog::{ChangeBatch, Op};
 use crate::operator::{LateRow, rows_text};
+use crate::state::sortrows::SortRows;
 
 /// Flink's `window_time`: one millisecond before the window's end.
 const WINDOW_TIME_OFFSET: i64 = 1_000;
@@ -230,18 +230,17 @@ impl HashAggregate {
         let timers = (self.timers.as_mut()).ok_or_else(|| internal("aggregate timers not open"))?;
         for (r, &(id, start)) in windows.iter().enumerate() {
             let kg = self.groups.slots[id as usize].kg;
-            timers.set(kg, start + size, due::HOP, firsts.row(r).data());
+            timers.set(kg, start + size, due::HOP, firsts.row(r));
         }
         Ok(())
     }
 
     /// The group keys `keys` (of slices) with their slice starts set to `starts`.
-    fn reslice(&self, keys: &[&[u8]], starts: &[i64]) -> Result<Rows> {
+    fn reslice(&self, keys: &[&[u8]], starts: &[i64]) -> Result<SortRows> {
         let (Some(hop), Some(codec)) = (self.hop.as_ref(), self.keys.as_ref()) else {
             return Err(internal("hop windows without a group key"));
         };
-        let mut columns =
-            (codec.converter).convert_rows(keys.iter().map(|k| codec.parser.parse(k)))?;
+        let mut columns = codec.rows.convert_rows(keys.iter().copied())?;
         let slice = columns
             .get_mut(hop.slice_key)
             .ok_or_else(|| internal("hop slice key out of range"))?;
@@ -249,7 +248,7 @@ impl HashAggregate {
             starts.iter().copied(),
         ));
         *slice = cast(&values, slice.data_type())?;
-        Ok(codec.converter.convert_columns(&columns)?)
+        codec.rows.convert_columns(&columns)
     }
 
     /// Advances the watermark to `w`: emits every window whose timer it reaches, assembled from
@@ -270,7 +269,7 @@ impl HashAggregate {
         }
         // Each window's slices, by their keys: the first slice's key with the start moved on.
         let firsts: Vec<&[u8]> = fired.iter().map(|(_, _, key)| &key[..]).collect();
-        let mut slices: Vec<Rows> = Vec::with_capacity(n as usize);
+        let mut slices: Vec<SortRows> = Vec::with_capacity(n as usize);
         for i in 0..n {
             let starts: Vec<i64> = (fired.iter())
                 .map(|(close, _, _)| close - size + i * slide)
@@ -281,7 +280,7 @@ impl HashAggregate {
             let mut wanted: Vec<(u16, &[u8])> = Vec::with_capacity(fired.len() * n as usize);
             for rows in &slices {
                 for (r, (_, kg, _)) in fired.iter().enumerate() {
-                    wanted.push((*kg, rows.row(r).data()));
+                    wanted.push((*kg, rows.row(r)));
                 }
             }
             self.load_keys(wanted)?;
@@ -289,7 +288,7 @@ impl HashAggregate {
         let mut windows: Vec<(usize, i64, Vec<u32>)> = Vec::new();
         for (r, (close, _, _)) in fired.iter().enumerate() {
             let members: Vec<u32> = (slices.iter())
-                .filter_map(|rows| self.groups.get(rows.row(r).data()))
+                .filter_map(|rows| self.groups.get(rows.row(r)))
                 .collect();
             // A window whose slices all vanished (their rows were retracted) has no row.
             if !members.is_empty() {
@@ -321,11 +320,7 @@ impl HashAggregate {
         let (Some(hop), Some(keys)) = (self.hop.as_ref(), self.keys.as_ref()) else {
             return Err(internal("hop windows without a group key"));
         };
-        let decoded = keys.converter.convert_rows(
-            windows
-                .iter()
-                .map(|(r, _, _)| keys.parser.parse(firsts[*r])),
-        )?;
+        let decoded = (keys.rows).convert_rows(windows.iter().map(|(r, _, _)| firsts[*r]))?;
         // Merge each window's slices into a scratch slot past every live one.
         let scratch = self.groups.slots.len() as u32;
         self.aggs

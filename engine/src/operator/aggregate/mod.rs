@@ -12,14 +12,15 @@
 //! emits nothing. There is no watermark and nothing is late: every row counts, whenever it comes.
 //!
 //! **State.** Groups live in slots of the group table ([`groups`]), found through a hash index
-//! on their Arrow row-format key (order preserving, so it also decodes back into the output's key
-//! columns). Each aggregate keeps its state column-wise, one vector indexed by slot
-//! ([`accumulator`]). A batch finds every row's slot once, takes the touched groups' results
-//! before it, updates each aggregate with one loop over the batch and computes results again for
-//! the touched groups only; groups are updated in place, never moved. MIN, MAX and
+//! on their key encoded as a sorted row ([`crate::state::sortrows`]: order preserving, so it
+//! also decodes back into the output's key columns). Each aggregate keeps its state
+//! column-wise, one vector indexed by slot ([`accumulator`]). A batch finds every row's slot
+//! once, takes the touched groups' results before it, updates each aggregate with one loop over
+//! the batch and computes results again for the touched groups only; groups are updated in
+//! place, never moved. MIN, MAX and
 //! COUNT(DISTINCT) keep a multiset of values per group, so a retracted minimum falls back to the
 //! next one: for fixed-width types (numbers, decimals, dates, times, booleans) each value is its
-//! row encoding read as one big-endian `u128`, for other types the encoding's bytes. Over an
+//! sorted-row encoding read as one big-endian `u128`, for other types the encoding's bytes. Over an
 //! append-only input ([`HashAggregate::with_append_only_input`]) MIN and MAX keep only the current
 //! extreme in that multiset, since nothing can retract it. Integer and
 //! decimal sums are `i128` (wrapping, hence exact whenever the final sum fits); float sums keep
@@ -55,9 +56,10 @@
 //!        | min/max/distinct: len:uvar (bytes_len:uvar bytes count:ivar)* | bool: trues:ivar falses:ivar
 //! ```
 //!
-//! where `bytes` is the value's row encoding, whichever multiset holds it in memory. The row format
-//! is Arrow's and not promised stable across Arrow releases: an Arrow upgrade that changes it needs
-//! this state rebuilt from the source. Stored bytes are trusted to be ours.
+//! where `bytes` is the value's sorted-row encoding, whichever multiset holds it in memory. Keys
+//! and values are Rivulet's own encoding, not Arrow's row format (which may change between Arrow
+//! releases); views whose state was written in Arrow's row format are refused by their stored
+//! shape ([`STATE_LAYOUT`]). Stored bytes are trusted to be ours.
 //!
 //! Floats are canonicalized before they are encoded (-0.0 becomes 0.0, every NaN one NaN), so they
 //! group and count as distinct the way Postgres compares them; NaN sorts above every number. Strings
@@ -85,7 +87,6 @@ use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::compute::{CastOptions, can_cast_types, cast_with_options};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use datafusion::arrow::row::{OwnedRow, RowConverter, RowParser, Rows, SortField};
 use datafusion::logical_expr::Accumulator;
 
 use self::accumulator::{Agg, canonical};
@@ -99,8 +100,14 @@ use crate::changelog::{ChangeBatch, Op};
 use crate::keygroup;
 use crate::state::StateBatch;
 use crate::state::memory::Charge;
+use crate::state::sortrows::{SortRowCodec, SortRows};
 use crate::state::table::StateTable;
 use crate::{EngineError, Result};
+
+/// The layout of the aggregates' stored keys and values, in every view's stored shape: "sorted
+/// rows 1" is [`crate::state::sortrows`]; state written before it (Arrow's row format) is
+/// refused at restart.
+pub(super) const STATE_LAYOUT: &str = ", state in sorted rows 1";
 
 /// An aggregate function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -277,35 +284,33 @@ pub(super) enum Write {
     Delete(u32),
 }
 
-/// A row converter with its parser; `null` is the encoding of a NULL value (value codecs only).
+/// A codec of sorted rows; `null` is the encoding of a NULL value (value codecs only).
 struct Codec {
-    converter: RowConverter,
-    parser: RowParser,
-    null: Option<OwnedRow>,
+    rows: SortRowCodec,
+    null: Option<Vec<u8>>,
 }
 
 impl Codec {
     fn new(types: Vec<DataType>, with_null: bool) -> Result<Self> {
-        let fields = types.iter().cloned().map(SortField::new).collect();
+        let fields = types
+            .iter()
+            .map(|t| (t.clone(), SortOptions::new(false, true)))
+            .collect();
         Self::sorted(fields, types.first().filter(|_| with_null))
     }
 
     /// A codec for rows of `fields`, with the row of one NULL of type `null` if given.
-    fn sorted(fields: Vec<SortField>, null: Option<&DataType>) -> Result<Self> {
-        let converter = RowConverter::new(fields)?;
+    fn sorted(fields: Vec<(DataType, SortOptions)>, null: Option<&DataType>) -> Result<Self> {
+        let rows = SortRowCodec::new(fields)?;
         let null = match null {
-            Some(t) => {
-                let rows = converter.convert_columns(&[new_null_array(t, 1)])?;
-                Some(rows.row(0).owned())
-            }
+            Some(t) => Some(
+                rows.convert_columns(&[new_null_array(t, 1)])?
+                    .row(0)
+                    .to_vec(),
+            ),
             None => None,
         };
-        let parser = converter.parser();
-        Ok(Self {
-            converter,
-            parser,
-            null,
-        })
+        Ok(Self { rows, null })
     }
 }
 
@@ -717,10 +722,8 @@ impl HashAggregate {
         if let Some(keys) = &self.keys {
             let slots = &self.groups.slots;
             columns.extend(
-                keys.converter.convert_rows(
-                    ids.iter()
-                        .map(|&id| keys.parser.parse(&slots[id as usize].key)),
-                )?,
+                keys.rows
+                    .convert_rows(ids.iter().map(|&id| &slots[id as usize].key[..]))?,
             );
         }
         for (a, agg) in self.aggs.iter().enumerate() {
@@ -739,9 +742,9 @@ impl HashAggregate {
     /// Reads the groups of `keys` (in key groups `kgs`) that memory does not hold from the
     /// table, with one batched read, into slots: those it has become live groups, the others
     /// are new.
-    fn load(&mut self, keys: &Rows, kgs: &[u16]) -> Result<()> {
+    fn load(&mut self, keys: &SortRows, kgs: &[u16]) -> Result<()> {
         let wanted = (kgs.iter().enumerate().take(keys.num_rows()))
-            .map(|(i, &kg)| (kg, keys.row(i).data()))
+            .map(|(i, &kg)| (kg, keys.row(i)))
             .collect();
         self.load_keys(wanted)
     }
@@ -785,7 +788,7 @@ impl HashAggregate {
     }
 
     /// Finds (or creates) every row's group, and notes each group's first touch.
-    fn resolve(&mut self, keys: Option<&Rows>, n: usize, s: &mut Scratch) -> Result<()> {
+    fn resolve(&mut self, keys: Option<&SortRows>, n: usize, s: &mut Scratch) -> Result<()> {
         let batch = self.batches;
         let Some(keys) = keys else {
             let found = self.groups.get(&[]);
@@ -800,7 +803,7 @@ impl HashAggregate {
             self.load(keys, &s.kgs)?;
         }
         for i in 0..n {
-            let key = keys.row(i).data();
+            let key = keys.row(i);
             let (id, existed) = match self.groups.get(key) {
                 Some(id) => (id, true),
                 None => {
@@ -838,7 +841,7 @@ impl HashAggregate {
                     None => &cols[..],
                 };
                 keygroup::key_groups(routed, n, &mut s.kgs)?;
-                Some(keys.converter.convert_columns(&cols)?)
+                Some(keys.rows.convert_columns(&cols)?)
             }
             None => None,
         };
@@ -893,6 +896,10 @@ impl HashAggregate {
 }
 
 impl Operator for HashAggregate {
+    fn state_layout(&self) -> &'static str {
+        STATE_LAYOUT
+    }
+
     fn name(&self) -> &'static str {
         "HashAggregate"
     }

@@ -144,9 +144,7 @@ impl Agg {
                         out.push(Value::Null);
                         continue;
                     }
-                    let decoded = codec
-                        .converter
-                        .convert_rows(set.keys().map(|k| codec.parser.parse(k)))?;
+                    let decoded = codec.rows.convert_rows(set.keys().map(|k| &k[..]))?;
                     // The keys are the order columns, then the value.
                     let value = decoded
                         .last()
@@ -324,9 +322,7 @@ impl Agg {
             let n = i32::try_from(keys.len()).map_err(|_| internal("array_agg too large"))?;
             offsets.push(n);
         }
-        let decoded = codec
-            .converter
-            .convert_rows(keys.iter().map(|k| codec.parser.parse(k)))?;
+        let decoded = codec.rows.convert_rows(keys.iter().copied())?;
         // The keys are the order columns, then the value.
         let items = decoded
             .last()
@@ -346,9 +342,7 @@ impl Agg {
         let (Some((factory, out)), Some(codec)) = (&self.recompute, &self.values) else {
             return Err(internal("a recomputed aggregate without its accumulator"));
         };
-        let decoded = codec
-            .converter
-            .convert_rows(set.keys().map(|k| codec.parser.parse(k)))?;
+        let decoded = codec.rows.convert_rows(set.keys().map(|k| &k[..]))?;
         let distinct = decoded
             .first()
             .ok_or_else(|| internal("a recomputed aggregate decoded no column"))?;
@@ -370,13 +364,13 @@ impl Agg {
         if result.is_null(0) {
             return Ok(Value::Null);
         }
-        let rows = out.converter.convert_columns(&[result])?;
+        let rows = out.rows.convert_columns(&[result])?;
         let start = arena.len();
-        arena.extend_from_slice(rows.row(0).data());
+        arena.extend_from_slice(rows.row(0));
         Ok(Value::Bytes(start, arena.len()))
     }
 
-    /// MIN or MAX results decoded from the row format into the input's type.
+    /// MIN or MAX results decoded from sorted rows into the input's type.
     fn decode(&self, values: impl Iterator<Item = Value>, arena: &[u8]) -> Result<ArrayRef> {
         let codec = self
             .values
@@ -401,9 +395,7 @@ fn decode_rows(
     let null = codec
         .null
         .as_ref()
-        .ok_or_else(|| internal("a decoded result without a null row"))?
-        .row()
-        .data();
+        .ok_or_else(|| internal("a decoded result without a null row"))?;
     let mut buf = Vec::new();
     let mut ends = Vec::new();
     for v in values {
@@ -421,10 +413,10 @@ fn decode_rows(
     let rows = ends.iter().scan(0, |start, &end| {
         let row = buf.get(*start..end).unwrap_or_default();
         *start = end;
-        Some(codec.parser.parse(row))
+        Some(row)
     });
     codec
-        .converter
+        .rows
         .convert_rows(rows)?
         .pop()
         .ok_or_else(|| internal("decoded no column"))

@@ -512,7 +512,7 @@ impl SessionAggregate {
                     .map(|&i| canonical(input.data.column(i)))
                     .collect();
                 keygroup::key_groups(&cols, n, &mut kgs)?;
-                Some(keys.converter.convert_columns(&cols)?)
+                Some(keys.rows.convert_columns(&cols)?)
             }
             None => None,
         };
@@ -520,7 +520,7 @@ impl SessionAggregate {
             let wanted = (0..n)
                 .filter(|&i| times[i].is_some())
                 .map(|i| {
-                    let key = key_rows.as_ref().map_or(&[][..], |rows| rows.row(i).data());
+                    let key = key_rows.as_ref().map_or(&[][..], |rows| rows.row(i));
                     (kgs.get(i).copied().unwrap_or(0), key)
                 })
                 .collect();
@@ -532,7 +532,7 @@ impl SessionAggregate {
         let mut touches: Vec<Touch> = Vec::new();
         let mut merges: Vec<(u32, u32)> = Vec::new();
         for (i, time) in times.iter().enumerate() {
-            let key = key_rows.as_ref().map_or(&[][..], |rows| rows.row(i).data());
+            let key = key_rows.as_ref().map_or(&[][..], |rows| rows.row(i));
             let existing = self.index.get(key).copied();
             let Some(t) = *time else {
                 late.push(i);
@@ -731,10 +731,10 @@ impl SessionAggregate {
     ) -> Result<ChangeBatch> {
         let n = bounds.len();
         let key_columns = match &self.keys {
-            Some(keys) => keys.converter.convert_rows(
+            Some(keys) => (keys.rows).convert_rows(
                 bounds
                     .iter()
-                    .map(|&(p, _, _)| keys.parser.parse(&self.parts[p as usize].key)),
+                    .map(|&(p, _, _)| &self.parts[p as usize].key[..]),
             )?,
             None => Vec::new(),
         };
@@ -901,6 +901,10 @@ impl SessionAggregate {
 }
 
 impl Operator for SessionAggregate {
+    fn state_layout(&self) -> &'static str {
+        super::STATE_LAYOUT
+    }
+
     fn name(&self) -> &'static str {
         "SessionAggregate"
     }
