@@ -57,6 +57,9 @@ use crate::error::{PlanError, Result};
 pub const WITHIN: &str = "_within";
 /// `FINAL LAST(x)` is parsed as a call of `_final_last(x)`.
 const FINAL_PREFIX: &str = "_final_";
+
+/// Most rows a `PREV` or `NEXT` may reach (each partition keeps that many rows around).
+const MAX_NAVIGATION: u32 = 100_000;
 /// The reserved variable saying `WITH TIMEOUT ROWS`.
 pub const TIMEOUT_ROWS: &str = "_timeout_rows";
 /// The column of timeout rows that says a row is one.
@@ -704,6 +707,21 @@ async fn plan_clause(ctx: &SessionContext, factor: &TableFactor) -> Result<Match
     if timeout_rows {
         fields.push(Field::new(TIMED_OUT, DataType::Boolean, true));
     }
+    let reads_ahead = defines
+        .iter()
+        .flatten()
+        .chain(&compiled_measures)
+        .flat_map(|c| &c.terms)
+        .any(|t| matches!(t.base(), Term::Row { next, .. } if *next > 0));
+    if reads_ahead && within.is_some() {
+        return Err(PlanError::UnsupportedHint {
+            what: "NEXT with WITHIN".into(),
+            hint: "A row that NEXT reads may come after the WITHIN interval has passed, so \
+                   a match could not be told apart from a timeout when the interval ends; \
+                   drop WITHIN, or write the condition with PREV on the following variable."
+                .into(),
+        });
+    }
     Ok(MatchRecognizeTable {
         input,
         rowtime: rowtime.filter(|_| within.is_some()),
@@ -869,6 +887,7 @@ impl Terms<'_> {
             var: None,
             offset: 0,
             prev: 0,
+            next: 0,
             column,
         })
     }
@@ -896,6 +915,7 @@ impl Terms<'_> {
                     var: Some(var),
                     offset: 0,
                     prev: 0,
+                    next: 0,
                     column,
                 })))
             }
@@ -969,26 +989,35 @@ impl Terms<'_> {
             "classifier" => Ok(Some(self.term(Term::Classifier))),
             "match_number" => Ok(Some(self.term(Term::MatchNumber))),
             "match_rowtime" => Ok(Some(self.current(self.time))),
-            "next" => Err(PlanError::Unsupported(
-                "NEXT in a streaming MATCH_RECOGNIZE (it reads rows that have not come yet)".into(),
-            )),
-            "prev" => {
+            "prev" | "next" => {
                 let Term::Row {
                     anchor,
                     var,
                     offset,
                     prev,
+                    next,
                     column,
                 } = row_arg(self)?
                 else {
                     return Ok(None);
                 };
                 let n = count(args.get(1))?;
+                if n > MAX_NAVIGATION {
+                    return Err(syntax(format!(
+                        "{name} reaches at most {MAX_NAVIGATION} rows, not {n}"
+                    )));
+                }
+                let (prev, next) = if name == "prev" {
+                    (prev + n, next)
+                } else {
+                    (prev, next + n)
+                };
                 Ok(Some(self.term(Term::Row {
                     anchor,
                     var,
                     offset,
-                    prev: prev + n,
+                    prev,
+                    next,
                     column,
                 })))
             }
@@ -1007,6 +1036,7 @@ impl Terms<'_> {
                     var,
                     offset: n,
                     prev: 0,
+                    next: 0,
                     column,
                 })))
             }

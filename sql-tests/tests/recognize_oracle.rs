@@ -24,17 +24,26 @@ const VARS: [&str; 3] = ["A", "B", "C"];
 const DEFINE: &str = "DEFINE A AS A.x < 2, B AS B.x >= PREV(B.x) AND B.x < 9, \
                       C AS C.x > COUNT(B.*) AND C.x < 9";
 
+/// [`DEFINE`], with C also reading the next row: NEXT(x) <> 4.
+const DEFINE_AHEAD: &str = "DEFINE A AS A.x < 2, B AS B.x >= PREV(B.x) AND B.x < 9, \
+                      C AS C.x > COUNT(B.*) AND C.x < 9 AND NEXT(C.x) <> 4";
+
 /// One row of a partition: (id, x).
 type Row = (i64, i64);
 
-fn accepts(rows: &[Row]) -> impl Fn(u16, usize, &[(usize, u16)]) -> bool + '_ {
+/// The views' conditions, written out (`ahead`: [`DEFINE_AHEAD`]; NEXT past the partition's
+/// last row is NULL).
+fn accepts(rows: &[Row], ahead: bool) -> impl Fn(u16, usize, &[(usize, u16)]) -> bool + '_ {
     move |var, i, path| {
         let x = rows[i].1;
         x < STOP
             && match var {
                 0 => x < 2,
                 1 => i > 0 && x >= rows[i - 1].1,
-                _ => x > path.iter().filter(|p| p.1 == 1).count() as i64,
+                _ => {
+                    x > path.iter().filter(|p| p.1 == 1).count() as i64
+                        && (!ahead || rows.get(i + 1).is_some_and(|r| r.1 != 4))
+                }
             }
     }
 }
@@ -50,6 +59,8 @@ struct View {
     within: Option<i64>,
     timeout_rows: bool,
     all_rows: bool,
+    /// Its DEFINE is [`DEFINE_AHEAD`].
+    ahead: bool,
 }
 
 fn var(v: u16) -> Pattern {
@@ -82,6 +93,7 @@ fn views() -> Vec<View> {
             within: None,
             timeout_rows: false,
             all_rows: false,
+            ahead: false,
         },
         View {
             name: "openers",
@@ -110,6 +122,7 @@ fn views() -> Vec<View> {
             within: None,
             timeout_rows: false,
             all_rows: false,
+            ahead: false,
         },
         View {
             name: "steps",
@@ -135,6 +148,33 @@ fn views() -> Vec<View> {
             within: None,
             timeout_rows: false,
             all_rows: true,
+            ahead: false,
+        },
+        View {
+            name: "ahead",
+            sql: format!(
+                "SELECT * FROM t MATCH_RECOGNIZE (PARTITION BY k ORDER BY ts \
+                 MEASURES CLASSIFIER() AS cls, COUNT(*) AS n, MATCH_NUMBER() AS m, \
+                 FINAL COUNT(*) AS total, FINAL LAST(id) AS last_id \
+                 ALL ROWS PER MATCH AFTER MATCH SKIP TO NEXT ROW \
+                 PATTERN (A (B | C){{1,3}}? C) {DEFINE_AHEAD})"
+            ),
+            select: "k, id, cls, n, m, total, last_id",
+            pattern: Pattern::Concat(vec![
+                var(0),
+                Pattern::Repeat {
+                    body: Box::new(Pattern::Alt(vec![var(1), var(2)])),
+                    min: 1,
+                    max: Some(3),
+                    greedy: false,
+                },
+                var(2),
+            ]),
+            skip: Skip::ToNextRow,
+            within: None,
+            timeout_rows: false,
+            all_rows: true,
+            ahead: true,
         },
         View {
             name: "absent",
@@ -160,6 +200,7 @@ fn views() -> Vec<View> {
             within: Some(5_000),
             timeout_rows: true,
             all_rows: false,
+            ahead: false,
         },
     ]
 }
@@ -173,7 +214,7 @@ fn expected(view: &View, partitions: &BTreeMap<i64, Vec<(i64, i64, i64)>>) -> Ve
         let found = matches(
             &view.pattern,
             &ts,
-            &accepts(&values),
+            &accepts(&values, view.ahead),
             view.skip,
             view.within,
             view.timeout_rows,
@@ -265,12 +306,15 @@ async fn run(seed: u64) {
             c = server.connect("dev").await.unwrap();
         }
     }
-    // Each partition ends with a row no variable accepts; a far later row in another partition
-    // moves the watermark past everything.
+    // Each partition ends with two rows no variable accepts (with NEXT, a row is matched once
+    // the row after it came); a far later row in another partition moves the watermark past
+    // everything.
     let mut ends = Vec::new();
     for k in 0..4 {
-        id += 1;
-        ends.push(format!("({id}, {k}, {}, {STOP})", ts(clock + 10_000)));
+        for _ in 0..2 {
+            id += 1;
+            ends.push(format!("({id}, {k}, {}, {STOP})", ts(clock + 10_000)));
+        }
     }
     id += 1;
     ends.push(format!("({id}, 99, {}, {STOP})", ts(clock + 3_600_000)));

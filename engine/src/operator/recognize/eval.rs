@@ -37,13 +37,15 @@ pub enum TermAgg {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Term {
     /// Column `column` of the `offset`-th row (0-based) from the `anchor` end of the rows mapped
-    /// to `var` (`None`: every row of the match so far), then `prev` rows earlier in the
-    /// partition. `A.price` is `Last` of `A`, offset 0; a bare `price` is the current row.
+    /// to `var` (`None`: every row of the match so far), then `prev` rows earlier and `next`
+    /// rows later in the partition. `A.price` is `Last` of `A`, offset 0; a bare `price` is the
+    /// current row; `NEXT(A.price)` is the row after it, whether or not the match reaches it.
     Row {
         anchor: Anchor,
         var: Option<u16>,
         offset: u32,
         prev: u32,
+        next: u32,
         column: usize,
     },
     /// An aggregate of column `column` (`None`: `COUNT(*)`) over the rows mapped to `var`.
@@ -403,12 +405,15 @@ fn term_column(
             var,
             offset,
             prev,
+            next,
             column,
         } => {
             let rows: Vec<At> = contexts
                 .iter()
                 .map(|c| match c.nth(*anchor, *var, *offset) {
-                    Some(i) if i >= u64::from(*prev) => locate(c, i - u64::from(*prev)),
+                    Some(i) if i >= u64::from(*prev) => {
+                        locate(c, i - u64::from(*prev) + u64::from(*next))
+                    }
                     _ => null_row,
                 })
                 .collect();

@@ -19,7 +19,9 @@
 //!
 //! A `DEFINE` condition sees the running match with the candidate row as its last row: `B.price`
 //! is the candidate's price, `A.price` the last row mapped to `A`, `PREV(B.price, n)` the row
-//! `n` rows before it in the partition, `FIRST`/`LAST(A.price, n)`, `COUNT/SUM/AVG/MIN/MAX` over
+//! `n` rows before it in the partition, `NEXT(B.price, n)` the row `n` rows after it (so with
+//! `NEXT` a row is matched only once `n` rows of its partition follow it: a stream's partition
+//! has no last row), `FIRST`/`LAST(A.price, n)`, `COUNT/SUM/AVG/MIN/MAX` over
 //! the rows mapped to a variable so far, `CLASSIFIER()`, `MATCH_NUMBER()`. A variable without a
 //! condition accepts every row. `MEASURES` are evaluated the same way: over the whole match for
 //! `ONE ROW PER MATCH` (one row: partition columns, then the measures), and running, at each row,
@@ -140,6 +142,8 @@ struct Shared {
     keys: RowCodec,
     /// Most rows any `PREV` reaches back.
     max_prev: u64,
+    /// Most rows any `NEXT` reaches ahead: a row is matched once that many rows follow it.
+    lookahead: u64,
     /// No condition reads what earlier rows were mapped to: threads at one position after one
     /// row behave alike, and only the preferred one is kept.
     dedup: bool,
@@ -195,6 +199,8 @@ struct Part {
     /// Rows released to the matcher and still kept; `rows[0]` is row number `base`.
     rows: VecDeque<RowAt>,
     base: u64,
+    /// Rows before this one have been matched; the others wait for the rows `NEXT` reads.
+    done: u64,
     /// Rows waiting for the watermark.
     pending: Vec<RowAt>,
     attempts: VecDeque<Attempt>,
@@ -398,6 +404,13 @@ impl Recognize {
             })
             .max()
             .unwrap_or(0);
+        let lookahead = all_terms()
+            .map(|t| match t.base() {
+                Term::Row { next, .. } => u64::from(*next),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
         let numbered = all_terms().any(|t| matches!(t.base(), Term::MatchNumber));
         let remembered = numbered || program.anchored();
         let dedup = spec.defines.iter().enumerate().all(|(v, d)| {
@@ -412,6 +425,7 @@ impl Recognize {
             rows,
             keys,
             max_prev,
+            lookahead,
             dedup,
             remembered,
         })))
@@ -623,7 +637,7 @@ impl Recognize {
         // Release.
         let mut todo: Vec<Range<u64>> = Vec::with_capacity(parts.len());
         for part in &mut parts {
-            let from = part.end();
+            let from = part.done;
             if !part.pending.is_empty() {
                 part.pending.sort_by_key(RowAt::key);
                 let ready = if spec.event_time {
@@ -636,7 +650,8 @@ impl Recognize {
                     part.dirty = true;
                 }
             }
-            todo.push(from..part.end());
+            part.done = part.end().saturating_sub(shared.lookahead).max(from);
+            todo.push(from..part.done);
         }
         let mut emissions: Vec<Emission> = Vec::new();
         let longest = todo.iter().map(|r| r.end - r.start).max().unwrap_or(0);
@@ -894,7 +909,7 @@ impl Recognize {
         let first_needed = part
             .attempts
             .front()
-            .map_or(part.end(), |a| a.start)
+            .map_or(part.done, |a| a.start)
             .saturating_sub(shared.max_prev);
         let mut dropped = false;
         while part.base < first_needed {

@@ -57,23 +57,41 @@ fn current(var: u16, prev: u32) -> Term {
         var: Some(var),
         offset: 0,
         prev,
+        next: 0,
         column: X,
     }
 }
 
-/// A: x < 2; B: x >= PREV(x); C: x > COUNT(B.*); all: x < STOP. D has no condition.
-fn defines() -> Vec<Option<Compiled>> {
+/// A: x < 2; B: x >= PREV(x); C: x > COUNT(B.*) (and, if `ahead`, NEXT(x) <> 4); all:
+/// x < STOP. D has no condition.
+fn defines(ahead: bool) -> Vec<Option<Compiled>> {
     let below_stop = |t: usize| bin(col(t), BinOp::Lt, lit(STOP));
-    vec![
-        Some(compiled(
-            vec![current(0, 0)],
-            bin(bin(col(0), BinOp::Lt, lit(2)), BinOp::And, below_stop(0)),
-        )),
-        Some(compiled(
-            vec![current(1, 0), current(1, 1)],
-            bin(bin(col(0), BinOp::GtEq, col(1)), BinOp::And, below_stop(0)),
-        )),
-        Some(compiled(
+    let c = if ahead {
+        compiled(
+            vec![
+                current(2, 0),
+                Term::Agg {
+                    func: TermAgg::Count,
+                    var: Some(1),
+                    column: None,
+                },
+                Term::Row {
+                    anchor: Anchor::Last,
+                    var: Some(2),
+                    offset: 0,
+                    prev: 0,
+                    next: 1,
+                    column: X,
+                },
+            ],
+            bin(
+                bin(bin(col(0), BinOp::Gt, col(1)), BinOp::And, below_stop(0)),
+                BinOp::And,
+                bin(col(2), BinOp::NotEq, lit(4)),
+            ),
+        )
+    } else {
+        compiled(
             vec![
                 current(2, 0),
                 Term::Agg {
@@ -83,13 +101,25 @@ fn defines() -> Vec<Option<Compiled>> {
                 },
             ],
             bin(bin(col(0), BinOp::Gt, col(1)), BinOp::And, below_stop(0)),
+        )
+    };
+    vec![
+        Some(compiled(
+            vec![current(0, 0)],
+            bin(bin(col(0), BinOp::Lt, lit(2)), BinOp::And, below_stop(0)),
         )),
+        Some(compiled(
+            vec![current(1, 0), current(1, 1)],
+            bin(bin(col(0), BinOp::GtEq, col(1)), BinOp::And, below_stop(0)),
+        )),
+        Some(c),
         None,
     ]
 }
 
-/// The oracle's conditions, written out.
-fn accepts(var: u16, rows: &[(i64, i64)], i: usize, path: &[(usize, u16)]) -> bool {
+/// The oracle's conditions, written out (`ahead`: C reads the next row too; past the
+/// partition's last row it is NULL, so C fails).
+fn accepts(var: u16, rows: &[(i64, i64)], i: usize, path: &[(usize, u16)], ahead: bool) -> bool {
     let x = rows[i].1;
     if var == 3 {
         return true;
@@ -100,7 +130,10 @@ fn accepts(var: u16, rows: &[(i64, i64)], i: usize, path: &[(usize, u16)]) -> bo
     match var {
         0 => x < 2,
         1 => i > 0 && x >= rows[i - 1].1,
-        _ => x > path.iter().filter(|p| p.1 == 1).count() as i64,
+        _ => {
+            x > path.iter().filter(|p| p.1 == 1).count() as i64
+                && (!ahead || rows.get(i + 1).is_some_and(|r| r.1 != 4))
+        }
     }
 }
 
@@ -114,6 +147,7 @@ fn measures() -> Vec<Compiled> {
         var: None,
         offset: 0,
         prev: 0,
+        next: 0,
         column: TS,
     };
     vec![
@@ -142,6 +176,8 @@ struct Case {
     rows: RowsPerMatch,
     within: Option<i64>,
     timeout_rows: bool,
+    /// C's condition reads `NEXT(x)`.
+    ahead: bool,
 }
 
 fn operator(case: &Case) -> Recognize {
@@ -171,7 +207,7 @@ fn operator(case: &Case) -> Recognize {
         event_time: true,
         vars: ["A", "B", "C", "D"].map(String::from).to_vec(),
         pattern: case.pattern.clone(),
-        defines: defines(),
+        defines: defines(case.ahead),
         measures: measures(),
         rows: case.rows,
         skip: case.skip,
@@ -212,7 +248,7 @@ fn outputs(case: &Case, batches: Vec<ChangeBatch>, out: &mut Vec<Out>) {
 /// The rows a correct `MATCH_RECOGNIZE` emits for one partition's rows `(ts, x)` in order.
 fn oracle_partition(case: &Case, key: i64, rows: &[(i64, i64)], out: &mut Vec<Out>) {
     let ts: Vec<i64> = rows.iter().map(|r| r.0).collect();
-    let accepts = |v: u16, i: usize, path: &[(usize, u16)]| accepts(v, rows, i, path);
+    let accepts = |v: u16, i: usize, path: &[(usize, u16)]| accepts(v, rows, i, path, case.ahead);
     let found = super::oracle::matches(
         &case.pattern,
         &ts,
@@ -368,7 +404,10 @@ fn check(case: &Case, seed: u64) -> (usize, usize) {
     }
     // The end: a row no condition accepts in each partition, then the watermark past all.
     let (admitted, out, _) = &mut model;
-    let stops: Vec<(i64, i64, i64)> = (0..3).map(|k| (k, clock + 1000, STOP)).collect();
+    // With NEXT a row is matched once the row after it came: two stops.
+    let stops: Vec<(i64, i64, i64)> = (0..3)
+        .flat_map(|k| vec![(k, clock + 1000, STOP); 1 + usize::from(case.ahead)])
+        .collect();
     admitted.extend(&stops);
     outputs(case, op.process(0, batch(&stops)).expect("process"), out);
     outputs(case, op.on_watermark(0, i64::MAX).expect("watermark"), out);
@@ -403,7 +442,7 @@ fn check(case: &Case, seed: u64) -> (usize, usize) {
 #[test]
 fn random_patterns_match_the_backtracking_oracle() {
     let mut rng = Rng(0x5eed);
-    let (mut rows_out, mut timeouts, mut matched, mut anchored) = (0, 0, 0, 0);
+    let (mut rows_out, mut timeouts, mut matched, mut anchored, mut ahead) = (0, 0, 0, 0, 0);
     for round in 0..120u64 {
         let within = (round % 3 == 0).then_some(6);
         let mut pattern = || loop {
@@ -438,18 +477,25 @@ fn random_patterns_match_the_backtracking_oracle() {
             rows,
             within,
             timeout_rows: within.is_some() && rows == RowsPerMatch::One && rng.below(2) == 0,
+            // NEXT is refused with WITHIN.
+            ahead: within.is_none() && round % 4 == 1,
         };
         let (n, t) = check(&case, round * 7919 + 1);
         rows_out += n;
         timeouts += t;
         matched += usize::from(n > t);
         anchored += usize::from(n > t && round % 8 == 3);
+        ahead += usize::from(n > t && case.ahead);
     }
     // Not vacuous: most cases emit matches, and timeouts happen.
     assert!(matched > 80, "{matched} of 120 cases emitted a match");
     assert!(
         anchored > 5,
         "{anchored} of 15 patterns anchored with ^ emitted a match"
+    );
+    assert!(
+        ahead > 10,
+        "{ahead} of 20 cases reading NEXT emitted a match"
     );
     assert!(
         rows_out > 2000 && timeouts > 50,
@@ -477,6 +523,7 @@ fn pair_operator(numbered: bool) -> Recognize {
         var: None,
         offset: 0,
         prev: 0,
+        next: 0,
         column: TS,
     });
     let mut measures = vec![first];
@@ -493,6 +540,7 @@ fn pair_operator(numbered: bool) -> Recognize {
         var: Some(0),
         offset: 0,
         prev: 0,
+        next: 0,
         column: X,
     };
     Recognize::try_new(RecognizeSpec {
