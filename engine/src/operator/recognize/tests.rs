@@ -66,43 +66,26 @@ fn current(var: u16, prev: u32) -> Term {
 /// x < STOP. D has no condition.
 fn defines(ahead: bool) -> Vec<Option<Compiled>> {
     let below_stop = |t: usize| bin(col(t), BinOp::Lt, lit(STOP));
-    let c = if ahead {
-        compiled(
-            vec![
-                current(2, 0),
-                Term::Agg {
-                    func: TermAgg::Count,
-                    var: Some(1),
-                    column: None,
-                },
-                Term::Row {
-                    anchor: Anchor::Last,
-                    var: Some(2),
-                    offset: 0,
-                    prev: 0,
-                    next: 1,
-                    column: X,
-                },
-            ],
-            bin(
-                bin(bin(col(0), BinOp::Gt, col(1)), BinOp::And, below_stop(0)),
-                BinOp::And,
-                bin(col(2), BinOp::NotEq, lit(4)),
-            ),
-        )
-    } else {
-        compiled(
-            vec![
-                current(2, 0),
-                Term::Agg {
-                    func: TermAgg::Count,
-                    var: Some(1),
-                    column: None,
-                },
-            ],
-            bin(bin(col(0), BinOp::Gt, col(1)), BinOp::And, below_stop(0)),
-        )
-    };
+    let mut terms = vec![
+        current(2, 0),
+        Term::Agg {
+            func: TermAgg::Count,
+            var: Some(1),
+            column: None,
+        },
+    ];
+    let mut c = bin(bin(col(0), BinOp::Gt, col(1)), BinOp::And, below_stop(0));
+    if ahead {
+        terms.push(Term::Row {
+            anchor: Anchor::Last,
+            var: Some(2),
+            offset: 0,
+            prev: 0,
+            next: 1,
+            column: X,
+        });
+        c = bin(c, BinOp::And, bin(col(2), BinOp::NotEq, lit(4)));
+    }
     vec![
         Some(compiled(
             vec![current(0, 0)],
@@ -112,7 +95,7 @@ fn defines(ahead: bool) -> Vec<Option<Compiled>> {
             vec![current(1, 0), current(1, 1)],
             bin(bin(col(0), BinOp::GtEq, col(1)), BinOp::And, below_stop(0)),
         )),
-        Some(c),
+        Some(compiled(terms, c)),
         None,
     ]
 }
