@@ -35,9 +35,12 @@
 //! must do is kept as timers in the state ([`super::due`]): a timer at a session's close time
 //! (set again whenever its last row moves) and one at the time its partition's closed end stops
 //! mattering. A watermark fires the timers it reaches; each reads its partition and closes what
-//! is due there (a timer whose session moved or merged since finds nothing to do). A partition
-//! stays in memory until its sessions closed and its closed end is forgotten. Until the job
-//! commits a partition's deletion, its key is not read again (the store still has its old value).
+//! is due there (a timer whose session moved or merged since finds nothing to do). Memory holds
+//! the partitions it has room for: over the scope's cache budget (or its share of the process's
+//! shared state memory), a checkpoint drops the partitions least recently added to whose last
+//! write the job has committed, down to half of it; they are read again when a row or a timer
+//! needs them. Until the job commits a partition's deletion, its key is not read again (the
+//! store still has its old value).
 //!
 //! **Stored value**, one per partition key (integers as in [`super::codec`]):
 //!
@@ -64,6 +67,7 @@ use crate::changelog::{ChangeBatch, Op};
 use crate::keygroup;
 use crate::operator::{LateRow, Operator, StateScope, rows_text};
 use crate::state::StateBatch;
+use crate::state::memory::Charge;
 use crate::state::table::StateTable;
 use crate::{EngineError, Result};
 
@@ -125,6 +129,12 @@ struct Part {
     stored: Option<u32>,
     dirty: bool,
     live: bool,
+    /// Bytes it is counted for in [`SessionAggregate::resident`] (known once read or written).
+    cost: usize,
+    /// The epoch whose checkpoint wrote it last (0: read, never written).
+    written: u64,
+    /// The batch that last added a row to it.
+    touched: u64,
 }
 
 /// A session touched by the batch being processed.
@@ -181,6 +191,12 @@ pub struct SessionAggregate {
     loads: u64,
     /// Partition lookups since the last checkpoint (see `super::publish`).
     lookups: u64,
+    /// Bytes of the partitions in memory, as [`Part::cost`] counts them.
+    resident: usize,
+    /// Memory the partitions may take: the scope's cache budget, less while the process's
+    /// shared state memory is over its limit.
+    budget: usize,
+    charge: Charge,
 }
 
 fn corrupt() -> EngineError {
@@ -260,6 +276,9 @@ impl SessionAggregate {
             deleted: HashMap::default(),
             loads: 0,
             lookups: 0,
+            resident: 0,
+            budget: usize::MAX,
+            charge: Charge::default(),
         })
     }
 
@@ -312,6 +331,9 @@ impl SessionAggregate {
             stored: None,
             dirty: false,
             live: true,
+            cost: 0,
+            written: 0,
+            touched: self.batches,
         };
         let p = match self.free_parts.pop() {
             Some(p) => {
@@ -335,10 +357,46 @@ impl SessionAggregate {
         }
     }
 
+    /// Drops partitions from memory, least recently added to first, until they take at most
+    /// `target` bytes. Only partitions whose last write the job has committed (up to epoch
+    /// `committed`) go: they stay stored and are read again when a row or a timer needs them.
+    fn shrink(&mut self, table: &mut StateTable, target: usize, committed: u64) {
+        let mut idle: Vec<(u64, u32)> = (self.parts.iter().enumerate())
+            .filter(|(_, p)| p.live && !p.dirty && p.stored.is_some() && p.written <= committed)
+            .map(|(i, p)| (p.touched, i as u32))
+            .collect();
+        idle.sort_unstable();
+        for (_, p) in idle {
+            if self.resident <= target {
+                break;
+            }
+            let part = &mut self.parts[p as usize];
+            part.live = false;
+            self.resident -= std::mem::take(&mut part.cost);
+            let stored = part
+                .stored
+                .take()
+                .map_or(0, |v| 2 + part.key.len() + v as usize);
+            table.count_stored(-(stored as i64));
+            self.index.remove(&part.key);
+            let slots: Vec<u32> = std::mem::take(&mut part.sessions)
+                .iter()
+                .map(|s| s.slot)
+                .collect();
+            part.closed_end = None;
+            for slot in slots {
+                self.free_slot(slot);
+            }
+            self.free_parts.push(p);
+            self.complete = false;
+        }
+    }
+
     fn remove_part(&mut self, p: u32) {
         let part = &mut self.parts[p as usize];
         part.live = false;
         part.dirty = false;
+        self.resident -= std::mem::take(&mut part.cost);
         self.index.remove(&part.key);
         if let Some(len) = part.stored.take() {
             self.gone.push((part.kg, Arc::clone(&part.key), len));
@@ -389,7 +447,10 @@ impl SessionAggregate {
             }
             let p = self.part(key, kg);
             self.decode_part(p, value)?;
-            self.parts[p as usize].stored = Some(value.len() as u32);
+            let cost = super::group_cost(key.len(), value.len());
+            let part = &mut self.parts[p as usize];
+            part.stored = Some(value.len() as u32);
+            self.resident = self.resident + cost - std::mem::replace(&mut part.cost, cost);
             bytes += 2 + key.len() + value.len();
         }
         table.count_stored(bytes as i64);
@@ -421,6 +482,7 @@ impl SessionAggregate {
     ) -> u32 {
         let gap = self.spec.gap;
         let batch = self.batches;
+        self.parts[p as usize].touched = batch;
         let sessions = &self.parts[p as usize].sessions;
         let touches_t =
             |s: &Session| s.start.saturating_sub(gap) <= t && t <= s.last.saturating_add(gap);
@@ -964,6 +1026,7 @@ impl Operator for SessionAggregate {
         // Nothing is read: partitions are read when a row or a timer needs them.
         let table = super::open_table(scope);
         fresh.complete = table.is_empty()?;
+        fresh.budget = scope.cache_bytes;
         fresh.table = Some(table);
         fresh.timers = Some(Timers::open(scope));
         *self = fresh;
@@ -1006,6 +1069,9 @@ impl Operator for SessionAggregate {
             value.clear();
             self.encode_part(&self.parts[p as usize], &mut value);
             let part = &mut self.parts[p as usize];
+            let cost = super::group_cost(key.len(), value.len());
+            self.resident = self.resident + cost - std::mem::replace(&mut part.cost, cost);
+            part.written = epoch;
             let before = part.stored.replace(value.len() as u32);
             table.write_behind(batch, kg, &key, Some(&value), before.map(|l| l as usize));
         }
@@ -1020,6 +1086,15 @@ impl Operator for SessionAggregate {
         if let Some(timers) = self.timers.as_mut() {
             timers.checkpoint(epoch, batch);
         }
+        // The shared pool learns the partitions' size once an epoch, and says what they may
+        // take; over it, memory keeps the half it may take.
+        if self.keys.is_some() {
+            let limit = self.charge.update(self.resident, self.budget);
+            if self.resident > limit {
+                self.shrink(&mut table, limit / 2, committed);
+                self.charge.update(self.resident, self.budget);
+            }
+        }
         // The partitions in memory are those read or written since the restore: the stored
         // bytes counted are theirs.
         let stored = table.bytes() as usize;
@@ -1027,7 +1102,13 @@ impl Operator for SessionAggregate {
             std::mem::take(&mut self.lookups),
             std::mem::take(&mut self.loads),
         );
-        super::publish(scope, lookups.saturating_sub(loads), loads, stored, stored);
+        super::publish(
+            scope,
+            lookups.saturating_sub(loads),
+            loads,
+            stored,
+            self.resident,
+        );
         self.table = Some(table);
         Ok(())
     }
@@ -1349,6 +1430,57 @@ mod tests {
     /// Point reads of partitions that went to the store since the restore.
     fn reads(op: &SessionAggregate) -> u64 {
         op.table.as_ref().map_or(0, |t| t.stats().misses)
+    }
+
+    #[test]
+    fn partitions_over_the_cache_budget_leave_memory_and_come_back() {
+        const KEYS: i64 = 1_000;
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let mut scope = scope(&store);
+        scope.cache_bytes = 16 * 1024;
+        let mut op = operator(false, 0);
+        op.restore(&scope).unwrap();
+        let (mut view, mut rows) = (BTreeMap::new(), Vec::new());
+        // Each round opens sessions for a fifth of the keys; later rounds extend every key's.
+        for round in 0..8 {
+            let batch_rows: Vec<_> = if round < 5 {
+                (round * KEYS / 5..(round + 1) * KEYS / 5)
+                    .map(|k| (k, 100 + round, k % 7))
+                    .collect()
+            } else {
+                (0..KEYS).map(|k| (k, 100 + round, round)).collect()
+            };
+            apply(&mut view, op.process(0, batch(&batch_rows)).unwrap());
+            rows.extend(batch_rows);
+            commit(&mut op, &scope, round as u64 + 1);
+            let live = op.parts.iter().filter(|p| p.live).count();
+            if (2..5).contains(&round) {
+                // The partitions of earlier rounds, committed, left memory.
+                assert!(
+                    live < (round as usize + 1) * KEYS as usize / 5,
+                    "{live} in memory"
+                );
+            }
+            // What memory holds is about what it may: the last epoch's partitions (not yet
+            // committed when it was checkpointed) and no more than half the budget besides.
+            let written_last: usize = (op.parts.iter())
+                .filter(|p| p.live && p.written == round as u64 + 1)
+                .map(|p| p.cost)
+                .sum();
+            assert!(
+                op.resident <= written_last + 8 * 1024,
+                "{} bytes held",
+                op.resident
+            );
+        }
+        assert!(reads(&op) > 0, "evicted partitions were read again");
+        assert_eq!(view, sessions(&rows));
+        // Closing reads the evicted partitions through their timers, and leaves nothing.
+        apply(&mut view, op.on_watermark(0, i64::MAX / 2).unwrap());
+        assert_eq!(view, sessions(&rows));
+        assert_eq!(op.session_count(), 0);
+        assert_eq!(commit(&mut op, &scope, 9), 0);
     }
 
     #[test]
