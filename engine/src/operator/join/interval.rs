@@ -42,8 +42,8 @@ use datafusion::arrow::record_batch::RecordBatchOptions;
 use datafusion::physical_plan::PhysicalExpr;
 
 use super::{
-    JoinKind, JoinSide, Side, encode, event_times, key_len, keys_text, pair_sides, parse_value,
-    residual, value,
+    Encoded, JoinKind, JoinSide, Side, encode, event_times, key_len, keys_text, pair_sides,
+    parse_value, residual, value,
 };
 use crate::changelog::{ChangeBatch, Op};
 use crate::codec::RowCodec;
@@ -197,22 +197,20 @@ impl IntervalJoin {
     fn load(
         &mut self,
         s: usize,
-        keys: &[Option<Vec<u8>>],
+        keys: &Encoded,
         times: &[Option<i64>],
         live: &[bool],
     ) -> Result<(Vec<Option<usize>>, Vec<Candidates>)> {
         let o = 1 - s;
         let mut spans: HashMap<(u16, &[u8]), (usize, i64, i64)> = HashMap::new();
         let mut slots = vec![None; keys.len()];
-        for (i, key) in keys.iter().enumerate() {
-            let (Some(key), Some(t), true) = (key, times[i], live[i]) else {
+        for i in 0..keys.len() {
+            let (Some(key), Some(t), true) = (keys.get(i), times[i], live[i]) else {
                 continue;
             };
             let (lo, hi) = self.interval.range(s, t);
             let next = spans.len();
-            let span = spans
-                .entry((self.groups[i], key.as_slice()))
-                .or_insert((next, lo, hi));
+            let span = spans.entry((self.groups[i], key)).or_insert((next, lo, hi));
             span.1 = span.1.min(lo);
             span.2 = span.2.max(hi);
             slots[i] = Some(span.0);
@@ -393,7 +391,7 @@ impl Operator for IntervalJoin {
         let watermark = self.watermarks[s];
         let late: Vec<usize> = (0..rows.len())
             .filter(|&i| {
-                keys[i].is_some() && times[i].is_some_and(|t| watermark.is_some_and(|w| t < w))
+                keys.get(i).is_some() && times[i].is_some_and(|t| watermark.is_some_and(|w| t < w))
             })
             .collect();
         let mut live = vec![true; rows.len()];
@@ -431,7 +429,7 @@ impl Operator for IntervalJoin {
             Some(filter) => {
                 let pairs: Vec<(&[u8], &[u8])> = candidates
                     .iter()
-                    .map(|&(i, k, m)| (rows[i].as_slice(), lists[k].1[m].row()))
+                    .map(|&(i, k, m)| (&rows[i], lists[k].1[m].row()))
                     .collect();
                 residual(filter, &self.sides, s, "IntervalJoin", &pairs)?
             }
@@ -459,7 +457,7 @@ impl Operator for IntervalJoin {
             if !live[i] {
                 continue;
             }
-            let (Some(key), Some(t)) = (&keys[i], times[i]) else {
+            let (Some(key), Some(t)) = (keys.get(i), times[i]) else {
                 if padded {
                     unmatched.push(i);
                 }
@@ -507,12 +505,12 @@ impl Operator for IntervalJoin {
         for &(i, k, m) in &matched {
             let c = &lists[k].1[m];
             for _ in 0..c.count {
-                let (own, other) = (Some(rows[i].as_slice()), Some(c.row()));
+                let (own, other) = (Some(&rows[i]), Some(c.row()));
                 out.push(if s == 0 { (own, other) } else { (other, own) });
             }
         }
         for &i in &unmatched {
-            let (own, other) = (Some(rows[i].as_slice()), None);
+            let (own, other) = (Some(&rows[i]), None);
             out.push(if s == 0 { (own, other) } else { (other, own) });
         }
         self.output(&out)

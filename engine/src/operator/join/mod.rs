@@ -205,12 +205,72 @@ impl Match {
 /// A row's join key as stored: its length (u32, big endian), then its [`RowCodec`] encoding.
 type JoinKey = Vec<u8>;
 
+/// One byte string per row of a batch, all in one buffer (no allocation per row): the rows'
+/// join keys or their own columns' encodings. A row may have none (a NULL join key, which
+/// matches nothing); indexing it gives the empty string.
+#[derive(Debug, Default)]
+pub(super) struct Encoded {
+    bytes: Vec<u8>,
+    /// The end of each row's bytes in `bytes`.
+    ends: Vec<usize>,
+    /// Rows without a value (empty while every row has one).
+    absent: Vec<bool>,
+}
+
+impl Encoded {
+    fn with_capacity(rows: usize, bytes: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(rows),
+            absent: Vec::new(),
+        }
+    }
+
+    /// Ends the current row (its bytes are those appended since the last row ended).
+    fn end_row(&mut self) {
+        self.ends.push(self.bytes.len());
+        if !self.absent.is_empty() {
+            self.absent.push(false);
+        }
+    }
+
+    /// Appends a row without a value.
+    fn push_absent(&mut self) {
+        if self.absent.is_empty() {
+            self.absent.resize(self.ends.len(), false);
+        }
+        self.ends.push(self.bytes.len());
+        self.absent.push(true);
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Row `i`'s bytes (`None`: it has no value, or is past the end).
+    pub(super) fn get(&self, i: usize) -> Option<&[u8]> {
+        if self.absent.get(i).copied().unwrap_or(false) {
+            return None;
+        }
+        let start = match i {
+            0 => 0,
+            _ => *self.ends.get(i - 1)?,
+        };
+        self.bytes.get(start..*self.ends.get(i)?)
+    }
+}
+
+impl std::ops::Index<usize> for Encoded {
+    type Output = [u8];
+
+    fn index(&self, i: usize) -> &[u8] {
+        self.get(i).unwrap_or_default()
+    }
+}
+
 /// Bytes of the sequence between the join key and the row on an append-only side: the epoch
 /// (u64) and the number within it (u32), big endian.
 const SEQUENCE_BYTES: usize = 12;
-
-/// A side's own columns of one row, in [`RowCodec`]'s encoding.
-type EncodedRow = Vec<u8>;
 
 /// The stored rows of the other side with one (key group, join key) of a batch.
 type KeyMatches = (u16, Vec<Match>);
@@ -243,15 +303,15 @@ fn parse_value(bytes: &[u8]) -> Result<(i64, i64)> {
     Ok((fixed(0..8)?, fixed(8..16)?))
 }
 
-/// Encodes each row's join key (`None`: it has a NULL and matches nothing) and own columns,
-/// and sets `groups` to each row's key group.
+/// Encodes each row's join key (none: it has a NULL and matches nothing), a length then the
+/// key, and its own columns, and sets `groups` to each row's key group.
 fn encode(
     side: &Side,
     key_codec: &RowCodec,
     null_equal: bool,
     batch: &RecordBatch,
     groups: &mut Vec<u16>,
-) -> Result<(Vec<Option<JoinKey>>, Vec<EncodedRow>)> {
+) -> Result<(Encoded, Encoded)> {
     let n = batch.num_rows();
     let keys: Vec<ArrayRef> = side
         .spec
@@ -261,34 +321,26 @@ fn encode(
         .collect();
     keygroup::key_groups(&keys, n, groups)?;
     let key_encoder = key_codec.encoder_for_columns(&keys)?;
-    let mut out_keys = Vec::with_capacity(n);
-    // Each encoding is allocated at the largest size so far, so most rows allocate once
-    // instead of growing column by column.
-    let mut size = 16;
+    let mut out_keys = Encoded::with_capacity(n, n * 16);
     for i in 0..n {
         if !null_equal && keys.iter().any(|k| k.is_null(i)) {
-            out_keys.push(None);
+            out_keys.push_absent();
             continue;
         }
-        let mut k = Vec::with_capacity(size);
-        k.extend_from_slice(&[0; 4]);
-        key_encoder.encode(i, &mut k);
-        let len = (k.len() - 4) as u32;
-        k[..4].copy_from_slice(&len.to_be_bytes());
-        size = size.max(k.len());
-        out_keys.push(Some(k));
+        let start = out_keys.bytes.len();
+        out_keys.bytes.extend_from_slice(&[0; 4]);
+        key_encoder.encode(i, &mut out_keys.bytes);
+        let len = (out_keys.bytes.len() - start - 4) as u32;
+        out_keys.bytes[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        out_keys.end_row();
     }
     let own = &batch.columns()[..side.spec.width];
     let encoder = side.codec.encoder_for_columns(own)?;
-    let mut size = 32;
-    let rows = (0..n)
-        .map(|i| {
-            let mut r = Vec::with_capacity(size);
-            encoder.encode(i, &mut r);
-            size = size.max(r.len());
-            r
-        })
-        .collect();
+    let mut rows = Encoded::with_capacity(n, n * 32);
+    for i in 0..n {
+        encoder.encode(i, &mut rows.bytes);
+        rows.end_row();
+    }
     Ok((out_keys, rows))
 }
 
@@ -614,11 +666,7 @@ impl HashJoin {
     }
 
     /// See [`encode`].
-    fn encode(
-        &mut self,
-        s: usize,
-        batch: &RecordBatch,
-    ) -> Result<(Vec<Option<JoinKey>>, Vec<EncodedRow>)> {
+    fn encode(&mut self, s: usize, batch: &RecordBatch) -> Result<(Encoded, Encoded)> {
         encode(
             &self.sides[s],
             &self.key_codec,
@@ -630,11 +678,7 @@ impl HashJoin {
 
     /// The stored rows of side `o` for each distinct (key group, key) of the batch, read once
     /// each, and each row's list among them (`None`: a NULL key).
-    fn load(
-        &mut self,
-        o: usize,
-        keys: &[Option<Vec<u8>>],
-    ) -> Result<(Vec<Option<usize>>, Vec<KeyMatches>)> {
+    fn load(&mut self, o: usize, keys: &Encoded) -> Result<(Vec<Option<usize>>, Vec<KeyMatches>)> {
         let now = self.now();
         let chunked = self.chunked(o);
         let tables = self
@@ -646,15 +690,13 @@ impl HashJoin {
         let mut index: HashMap<(u16, &[u8]), usize, FastHash> = HashMap::default();
         let mut distinct: Vec<(u16, &[u8])> = Vec::new();
         let mut slots = Vec::with_capacity(keys.len());
-        for (i, key) in keys.iter().enumerate() {
-            slots.push(key.as_ref().map(|key| {
+        for i in 0..keys.len() {
+            slots.push(keys.get(i).map(|key| {
                 let next = distinct.len();
-                *index
-                    .entry((self.groups[i], key.as_slice()))
-                    .or_insert_with(|| {
-                        distinct.push((self.groups[i], key.as_slice()));
-                        next
-                    })
+                *index.entry((self.groups[i], key)).or_insert_with(|| {
+                    distinct.push((self.groups[i], key));
+                    next
+                })
             }));
         }
         let mut lists: Vec<KeyMatches> = distinct.iter().map(|&(kg, _)| (kg, Vec::new())).collect();
@@ -715,8 +757,8 @@ impl HashJoin {
     fn append_chunks(
         &mut self,
         s: usize,
-        keys: &[Option<JoinKey>],
-        rows: &[EncodedRow],
+        keys: &Encoded,
+        rows: &Encoded,
         appends: &mut [(usize, usize)],
     ) -> Result<()> {
         let tables = self
@@ -727,7 +769,7 @@ impl HashJoin {
         appends.sort_by_key(|&(k, _)| k);
         for run in appends.chunk_by(|a, b| a.0 == b.0) {
             let first = run[0].1;
-            let (Some(join_key), kg) = (&keys[first], self.groups[first]) else {
+            let (Some(join_key), kg) = (keys.get(first), self.groups[first]) else {
                 continue;
             };
             self.framed.clear();
@@ -751,7 +793,7 @@ impl HashJoin {
             key.extend_from_slice(&epoch.to_be_bytes());
             key.extend_from_slice(&n.to_be_bytes());
             tables[s].insert_new(kg, &key, &self.framed);
-            open.insert((kg, join_key.clone()), key);
+            open.insert((kg, join_key.to_vec()), key);
         }
         Ok(())
     }
@@ -761,7 +803,7 @@ impl HashJoin {
     fn evaluate(
         &self,
         s: usize,
-        rows: &[Vec<u8>],
+        rows: &Encoded,
         slots: &[Option<usize>],
         lists: &[Vec<Match>],
     ) -> Result<Option<Vec<bool>>> {
@@ -771,7 +813,7 @@ impl HashJoin {
         let mut pairs: Vec<(&[u8], &[u8])> = Vec::new();
         for (i, slot) in slots.iter().enumerate() {
             let Some(k) = slot else { continue };
-            pairs.extend(lists[*k].iter().map(|m| (rows[i].as_slice(), m.row())));
+            pairs.extend(lists[*k].iter().map(|m| (&rows[i], m.row())));
         }
         residual(filter, &self.sides, s, "HashJoin", &pairs).map(Some)
     }
@@ -780,7 +822,7 @@ impl HashJoin {
     fn output(
         &self,
         s: usize,
-        rows: &[Vec<u8>],
+        rows: &Encoded,
         lists: &[Vec<Match>],
         out: &[(Op, Part, Part)],
     ) -> Result<Vec<ChangeBatch>> {
@@ -988,7 +1030,7 @@ impl Operator for HashJoin {
             }
             // The row's own entry: its count, and its degree as of now.
             key.clear();
-            key.extend_from_slice(keys[i].as_deref().unwrap_or_default());
+            key.extend_from_slice(&keys[i]);
             let kg = self.groups[i];
             if self.append_only[s] {
                 if sign < 0 {

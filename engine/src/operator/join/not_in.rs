@@ -26,8 +26,8 @@ use crate::state::StateBatch;
 use crate::state::table::{Direction, StateTable};
 use crate::{EngineError, Result};
 
-/// A batch's rows: whether each key is NULL, and the key and row encodings.
-type Encoded = (Vec<bool>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+/// A batch's rows: whether each key is NULL, and the key (NULL encoded too) and row encodings.
+type Encoded = (Vec<bool>, super::Encoded, super::Encoded);
 
 /// The one key group the single instance keeps everything in.
 const KG: u16 = 0;
@@ -130,7 +130,6 @@ impl NotInJoin {
             batch,
             &mut self.groups,
         )?;
-        let keys = keys.into_iter().map(Option::unwrap_or_default).collect();
         Ok((nulls, keys, rows))
     }
 
@@ -151,7 +150,7 @@ impl NotInJoin {
             if counts.passes(nulls[i], degree) {
                 out.push((if sign > 0 { Op::Insert } else { Op::Delete }, i));
             }
-            let mut stored = keys[i].clone();
+            let mut stored = keys[i].to_vec();
             stored.extend_from_slice(&rows[i]);
             let count = match tables[0].get(KG, &stored)? {
                 Some(v) => parse_value(v)?.0,
@@ -163,10 +162,7 @@ impl NotInJoin {
                 tables[0].delete(KG, &stored);
             }
         }
-        let out: Vec<(Op, &[u8])> = out
-            .iter()
-            .map(|(op, i)| (*op, rows[*i].as_slice()))
-            .collect();
+        let out: Vec<(Op, &[u8])> = out.iter().map(|(op, i)| (*op, &rows[*i])).collect();
         self.output(&out)
     }
 
@@ -182,7 +178,7 @@ impl NotInJoin {
             };
             self.counts = after;
             let tables = self.tables()?;
-            let mut stored = keys[i].clone();
+            let mut stored = keys[i].to_vec();
             stored.extend_from_slice(&rows[i]);
             let count = match tables[1].get(KG, &stored)? {
                 Some(v) => parse_value(v)?.0,
@@ -206,7 +202,7 @@ impl NotInJoin {
             tables[0].scan_prefix(KG, prefix, Direction::Forward, |k, v| {
                 let (count, degree) = parse_value(v)?;
                 let own = k.get(..key_len(k)).unwrap_or_default();
-                let moved = if !nulls[i] && own == keys[i].as_slice() {
+                let moved = if !nulls[i] && own == &keys[i] {
                     delta
                 } else {
                     0

@@ -33,7 +33,8 @@ use datafusion::arrow::record_batch::RecordBatchOptions;
 use datafusion::physical_plan::PhysicalExpr;
 
 use super::{
-    JoinKind, JoinSide, Side, encode, event_times, key_len, keys_text, pair_sides, residual,
+    Encoded, JoinKind, JoinSide, Side, encode, event_times, key_len, keys_text, pair_sides,
+    residual,
 };
 use crate::changelog::{ChangeBatch, Op};
 use crate::codec::RowCodec;
@@ -299,7 +300,7 @@ impl TemporalJoin {
                 let late: Vec<usize> = (0..rows.len())
                     .filter(|&i| {
                         batch.ops[i].is_add()
-                            && keys[i].is_some()
+                            && keys.get(i).is_some()
                             && times[i].is_some_and(|t| self.watermarks[1].is_some_and(|w| t < w))
                     })
                     .collect();
@@ -314,14 +315,14 @@ impl TemporalJoin {
     fn right_current(
         &mut self,
         ops: &[Op],
-        keys: &[Option<Vec<u8>>],
-        rows: &[EncodedRow],
+        keys: &Encoded,
+        rows: &Encoded,
         groups: &[u16],
     ) -> Result<()> {
         let tables = self.tables()?;
         let mut stored = Vec::new();
         for (i, op) in ops.iter().enumerate() {
-            let Some(key) = &keys[i] else { continue };
+            let Some(key) = keys.get(i) else { continue };
             stored.clear();
             stored.extend_from_slice(key);
             stored.extend_from_slice(&rows[i]);
@@ -341,8 +342,8 @@ impl TemporalJoin {
     fn right_versions(
         &mut self,
         ops: &[Op],
-        keys: &[Option<Vec<u8>>],
-        rows: &[EncodedRow],
+        keys: &Encoded,
+        rows: &Encoded,
         times: &[Option<i64>],
         late: &[usize],
         groups: &[u16],
@@ -360,7 +361,7 @@ impl TemporalJoin {
                 late.next();
                 continue;
             }
-            let (Some(key), Some(t)) = (&keys[i], times[i]) else {
+            let (Some(key), Some(t)) = (keys.get(i), times[i]) else {
                 continue;
             };
             let kg = groups[i];
@@ -374,12 +375,12 @@ impl TemporalJoin {
                 Op::UpdateBefore => continue,
                 Op::Delete => (watermark.map_or(t, |w| w.max(t)), vec![TOMBSTONE]),
             };
-            let mut stored = key.clone();
+            let mut stored = key.to_vec();
             put_i64(&mut stored, time);
             tables[0].put(kg, &stored, &value);
             if let Some(cutoff) = cutoff {
                 // Drop the versions before the key's latest one at or before the cutoff.
-                let mut end = key.clone();
+                let mut end = key.to_vec();
                 put_i64(&mut end, cutoff.saturating_add(1));
                 let mut latest: Option<Vec<u8>> = None;
                 tables[0].scan(kg, key, Some(&end), Direction::Reverse, |k, _| {
@@ -478,7 +479,7 @@ impl Operator for TemporalJoin {
                 late.next();
                 continue;
             }
-            let Some(key) = &keys[i] else {
+            let Some(key) = keys.get(i) else {
                 if self.kind == JoinKind::Left {
                     unmatched.push((&rows[i], None));
                 }
@@ -505,7 +506,7 @@ impl Operator for TemporalJoin {
             .ok_or_else(|| EngineError::Internal("temporal join used before restore".into()))?;
         let first = tables[1].key_groups().start;
         for i in wait {
-            let (Some(key), Some(t)) = (&keys[i], times[i]) else {
+            let (Some(key), Some(t)) = (keys.get(i), times[i]) else {
                 continue;
             };
             let mut stored = Vec::with_capacity(TIME_BYTES + key.len() + rows[i].len());
