@@ -1203,6 +1203,28 @@ fn byte_offset(sql: &str, loc: Location) -> Option<usize> {
 }
 
 /// 1-based character position of a location in `sql`, as the Postgres ErrorResponse wants it.
+/// The 1-based character position of the one string constant in `sql` whose text is `text`
+/// (`'abc'` for `abc`), or `None` when there is none or more than one: where an error about a
+/// value points when only the value is known (`invalid input syntax for type integer: "abc"`).
+pub fn string_constant_position(sql: &str, text: &str) -> Option<usize> {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize_with_location()
+        .ok()?;
+    let mut found = tokens.iter().filter(|t| match &t.token {
+        Token::SingleQuotedString(s)
+        | Token::EscapedStringLiteral(s)
+        | Token::NationalStringLiteral(s)
+        | Token::UnicodeStringLiteral(s) => s == text,
+        Token::DollarQuotedString(d) => d.value == text,
+        _ => false,
+    });
+    let first = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    char_position(sql, first.span.start)
+}
+
 pub fn char_position(sql: &str, loc: Location) -> Option<usize> {
     byte_offset(sql, loc).map(|b| sql[..b].chars().count() + 1)
 }

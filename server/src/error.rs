@@ -120,14 +120,28 @@ impl SqlError {
 
     /// The error with its position in `query`, the string its statement was parsed from, where
     /// it points at a span ([`SqlError::at`]) and has no position yet.
+    /// An error about a value that names only the value (`invalid input syntax for type
+    /// integer: "abc"`) points at the string constant with that text, if the query has exactly
+    /// one.
     pub fn locate(mut self, query: &str) -> Self {
-        if self.position.is_none()
-            && let Some((line, column)) = self.at
-        {
+        if self.position.is_some() {
+            return self;
+        }
+        if let Some((line, column)) = self.at {
             let at = Location::new(u64::from(line), u64::from(column));
             self.position = rivulet_planner::parse::char_position(query, at);
+        } else if self.code.starts_with("22")
+            && let Some(value) = self.quoted_value()
+        {
+            self.position = rivulet_planner::parse::string_constant_position(query, value);
         }
         self
+    }
+
+    /// The value a data error's message ends with, in double quotes.
+    fn quoted_value(&self) -> Option<&str> {
+        let (_, rest) = self.message.rsplit_once(": \"")?;
+        rest.strip_suffix('"')
     }
 
     /// Adds a detail sentence.
@@ -521,7 +535,17 @@ fn from_datafusion(e: &DataFusionError) -> SqlError {
     use sqlstate::*;
     match e {
         DataFusionError::Context(_, inner) => from_datafusion(inner),
-        DataFusionError::Diagnostic(_, inner) => from_datafusion(inner),
+        // DataFusion's SQL planner says where (a table's name, a column's, a function call):
+        // Postgres' error position, once the query string is known.
+        DataFusionError::Diagnostic(diagnostic, inner) => {
+            let e = from_datafusion(inner);
+            match diagnostic.span {
+                Some(span) if e.at.is_none() && span.start.line > 0 => {
+                    e.at(Location::new(span.start.line, span.start.column))
+                }
+                _ => e,
+            }
+        }
         DataFusionError::Shared(inner) => from_datafusion(inner),
         DataFusionError::SQL(p, _) => SqlError::new(SYNTAX_ERROR, clean(&p.to_string())),
         DataFusionError::NotImplemented(m) => {
@@ -569,10 +593,12 @@ fn from_schema_error(s: &SchemaError) -> SqlError {
             field,
             valid_fields,
         } => {
-            let err = SqlError::new(
-                UNDEFINED_COLUMN,
-                format!("column \"{}\" does not exist", field.name),
-            );
+            // Postgres quotes a bare name, not a qualified one: `column t.zz does not exist`.
+            let message = match &field.relation {
+                Some(relation) => format!("column {relation}.{} does not exist", field.name),
+                None => format!("column \"{}\" does not exist", field.name),
+            };
+            let err = SqlError::new(UNDEFINED_COLUMN, message);
             if valid_fields.is_empty() {
                 err
             } else {
@@ -603,7 +629,32 @@ fn from_plan_message(m: &str) -> SqlError {
     // `clean` lowercased the first letter: match case-insensitively.
     let lower = m.to_lowercase();
     let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
-    if lower.starts_with("invalid function") || has(&["function"]) && has(&["not found"]) {
+    // DataFusion: "Invalid function 'f'.\nDid you mean 'g'?", before the arguments are typed.
+    if let Some(rest) = m.strip_prefix("invalid function '")
+        && let Some((name, rest)) = rest.split_once('\'')
+    {
+        let err = SqlError::new(
+            UNDEFINED_FUNCTION,
+            format!("function {name} does not exist"),
+        );
+        return match rest
+            .split_once("Did you mean '")
+            .and_then(|(_, r)| r.split_once('\''))
+        {
+            // DataFusion names its nearest function however far; a hint only for a typo.
+            Some((suggested, _))
+                if datafusion::common::utils::datafusion_strsim::levenshtein(name, suggested)
+                    <= 2 =>
+            {
+                err.with_hint(format!("Perhaps you meant {suggested}()."))
+            }
+            _ => err.with_hint(
+                "No function matches the given name and argument types. You might need to add \
+                 explicit type casts.",
+            ),
+        };
+    }
+    if has(&["function"]) && has(&["not found"]) {
         return SqlError::new(UNDEFINED_FUNCTION, m);
     }
     // DataFusion's "No function matches the given name and argument types 'f(Utf8, Int64)'",
@@ -756,6 +807,59 @@ fn from_execution_message(m: &str) -> SqlError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_point_where_the_query_says_it() {
+        // A span DataFusion's planner attached, on the second line.
+        let inner = DataFusionError::SchemaError(
+            Box::new(SchemaError::FieldNotFound {
+                field: Box::new(datafusion::common::Column::new(Some("t"), "zz")),
+                valid_fields: vec![],
+            }),
+            Box::new(None),
+        );
+        let span = datafusion::common::Span::new(
+            datafusion::common::Location { line: 2, column: 3 },
+            datafusion::common::Location { line: 2, column: 7 },
+        );
+        let e = SqlError::from(
+            inner.with_diagnostic(datafusion::common::Diagnostic::new_error(
+                "column 'zz' not found",
+                Some(span),
+            )),
+        );
+        assert_eq!(e.message, "column t.zz does not exist");
+        let query = "SELECT 1,\n  t.zz FROM t";
+        assert_eq!(e.locate(query).position, Some(13));
+        // A value error points at the one constant with that text, and nowhere when there are
+        // two (or none).
+        let bad = || {
+            SqlError::new(
+                sqlstate::INVALID_TEXT_REPRESENTATION,
+                "invalid input syntax for type integer: \"abc\"",
+            )
+        };
+        assert_eq!(bad().locate("SELECT 'abc'::int").position, Some(8));
+        assert_eq!(
+            bad().locate("SELECT -- 'abc'\n E'abc'::int").position,
+            Some(18)
+        );
+        assert_eq!(bad().locate("SELECT 'abc'::int, 'abc'::int").position, None);
+        assert_eq!(bad().locate("SELECT $1::int").position, None);
+        // An unknown function: Postgres' words, a hint naming a near name only.
+        let unknown = |m: &str| SqlError::from(DataFusionError::Plan(m.into()));
+        let e = unknown("Invalid function 'conut'.\nDid you mean 'count'?");
+        assert_eq!(
+            (e.code, e.message.as_str(), e.hint.as_deref()),
+            (
+                sqlstate::UNDEFINED_FUNCTION,
+                "function conut does not exist",
+                Some("Perhaps you meant count().")
+            )
+        );
+        let e = unknown("Invalid function 'no_such_function'.\nDid you mean 'list_union'?");
+        assert!(e.hint.is_some_and(|h| !h.contains("list_union")));
+    }
 
     #[test]
     fn common_datafusion_errors_get_postgres_codes() {

@@ -646,6 +646,9 @@ impl Connection {
 #[derive(Debug, Clone)]
 pub struct Prepared {
     parsed: Parsed,
+    /// The string the client sent, which the statement's spans (and so error positions) are
+    /// relative to.
+    sql: String,
     /// Parameter types inferred by DataFusion, by position (`$1` first).
     param_types: Vec<Option<DataType>>,
     /// How many parameters the statement takes, when it was planned (`$n` up to the highest).
@@ -701,7 +704,7 @@ impl QueryParser for StatementParser {
             };
             // As Postgres: in a failed block only COMMIT and ROLLBACK may even be parsed.
             session.refuse_in_failed_block(&parsed.statement)?;
-            describe(session, parsed).await.map(Some)
+            describe(session, parsed, sql).await.map(Some)
         }
         .await
         .map_err(|e| e.locate(sql));
@@ -739,10 +742,11 @@ impl QueryParser for StatementParser {
 }
 
 /// Works out a statement's parameter and result types without running it (SHOW, a pure read, is run).
-async fn describe(session: &mut Session, parsed: Parsed) -> Result<Prepared, SqlError> {
+async fn describe(session: &mut Session, parsed: Parsed, sql: &str) -> Result<Prepared, SqlError> {
     use datafusion::sql::sqlparser::ast::Statement as S;
     let mut prepared = Prepared {
         parsed,
+        sql: sql.to_string(),
         param_types: Vec::new(),
         param_count: None,
         param_pg_types: Vec::new(),
@@ -766,6 +770,7 @@ async fn describe(session: &mut Session, parsed: Parsed) -> Result<Prepared, Sql
             let ctx = session.context()?.clone();
             let stmt = session.spell_out_columns(stmt)?;
             let plan = plan_query(&ctx, &stmt).await?;
+            session.check_planned_assignments(&plan, &stmt)?;
             crate::pg::regclass::resolve_constants(&ctx, &plan).await?;
             let types = plan.get_parameter_types()?;
             let count = types
@@ -1072,7 +1077,12 @@ impl ExtendedQueryHandler for Connection {
         let interrupt = Interrupt::new();
         session.interrupt = interrupt.clone();
         let notices = session.notices();
-        let run = session.run(&prepared.parsed, params.as_ref());
+        let run = async {
+            session
+                .run(&prepared.parsed, params.as_ref())
+                .await
+                .map_err(|e| e.locate(&prepared.sql))
+        };
         let outcome = supervised(client, &self.watch, &interrupt, notices, run).await?;
         if let Outcome::Rows { schema, .. } = &outcome
             && !same_result(prepared, schema)

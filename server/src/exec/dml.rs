@@ -16,7 +16,7 @@ use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, DFSchemaRef, ParamValues, TableReference};
-use datafusion::logical_expr::{Expr, LogicalPlan, Values, WriteOp};
+use datafusion::logical_expr::{DmlStatement, Expr, LogicalPlan, Values, WriteOp};
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::sql::sqlparser::ast;
 use rivulet_engine::table::{Modification, TableStore};
@@ -97,17 +97,15 @@ fn without_computed(
     Ok(Some(ast::Statement::Insert(insert)))
 }
 
-/// An INSERT without a column list whose VALUES rows are shorter than the table's (stored)
-/// columns, naming the columns they fill: the first ones, as in Postgres, the others being NULL
-/// (DataFusion refuses the short rows). `None` when the statement needs no change.
+/// An INSERT without a column list whose VALUES rows (or select list) are shorter than the
+/// table's (stored) columns, naming the columns they fill: the first ones, as in Postgres, the
+/// others being NULL (DataFusion refuses the short rows). `None` when the statement needs no
+/// change.
 fn leading_columns(stmt: &ast::Statement, table: &TableEntry) -> Option<ast::Statement> {
     let ast::Statement::Insert(insert) = stmt else {
         return None;
     };
-    let ast::SetExpr::Values(values) = insert.source.as_ref()?.body.as_ref() else {
-        return None;
-    };
-    let width = values.rows.first()?.len();
+    let width = source_width(insert.source.as_ref()?.body.as_ref())?;
     let computed: Vec<usize> = table.def.computed.iter().map(|c| c.column).collect();
     let stored: Vec<&str> = table
         .def
@@ -117,9 +115,7 @@ fn leading_columns(stmt: &ast::Statement, table: &TableEntry) -> Option<ast::Sta
         .filter(|(i, _)| !computed.contains(i))
         .map(|(_, c)| c.name.as_str())
         .collect();
-    let short = insert.columns.is_empty()
-        && width < stored.len()
-        && values.rows.iter().all(|row| row.len() == width);
+    let short = insert.columns.is_empty() && width < stored.len();
     if !short {
         return None;
     }
@@ -129,6 +125,35 @@ fn leading_columns(stmt: &ast::Statement, table: &TableEntry) -> Option<ast::Sta
         .map(|c| ast::ObjectName::from(vec![ast::Ident::with_quote('"', *c)]))
         .collect();
     Some(ast::Statement::Insert(insert))
+}
+
+/// Whether a select list has `*` or `t.*`, whose width the text does not tell.
+fn has_wildcard(select: &ast::Select) -> bool {
+    select.projection.iter().any(|item| {
+        matches!(
+            item,
+            ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..)
+        )
+    })
+}
+
+/// How many columns a query's rows have, where the text tells: VALUES rows all of one length, a
+/// select list without wildcards, a set operation's first input.
+fn source_width(body: &ast::SetExpr) -> Option<usize> {
+    match body {
+        ast::SetExpr::Values(values) => {
+            let width = values.rows.first()?.len();
+            values
+                .rows
+                .iter()
+                .all(|row| row.len() == width)
+                .then_some(width)
+        }
+        ast::SetExpr::Select(select) if !has_wildcard(select) => Some(select.projection.len()),
+        ast::SetExpr::SetOperation { left, .. } => source_width(left),
+        ast::SetExpr::Query(q) => source_width(&q.body),
+        _ => None,
+    }
 }
 
 /// Refuses an INSERT whose VALUES rows or SELECT list do not match its target columns, in
@@ -156,14 +181,7 @@ fn check_arity(stmt: &ast::Statement, table: &TableEntry) -> Result<(), SqlError
             }
             values.rows[0].iter().map(Spanned::span).collect()
         }
-        Some(ast::SetExpr::Select(select))
-            if !select.projection.iter().any(|item| {
-                matches!(
-                    item,
-                    ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..)
-                )
-            }) =>
-        {
+        Some(ast::SetExpr::Select(select)) if !has_wildcard(select) => {
             select.projection.iter().map(Spanned::span).collect()
         }
         _ => return Ok(()),
@@ -257,6 +275,7 @@ impl Session {
         };
         let table = self.table_of(&dml.table_name)?;
         refuse_connector_table(&table, "INSERT into")?;
+        check_assignments(&dml, &table, stmt)?;
         let input = accept_nulls(Arc::unwrap_or_clone(dml.input))?;
         let df = ctx.execute_logical_plan(input).await?;
         let batches = self
@@ -310,6 +329,7 @@ impl Session {
         };
         let table = self.table_of(&dml.table_name)?;
         refuse_view(&table)?;
+        check_assignments(&dml, &table, stmt)?;
         let verb = if dml.op == WriteOp::Update {
             "UPDATE"
         } else {
@@ -457,6 +477,98 @@ impl Session {
                 format!("relation \"{}\" does not exist", name.table()),
             )
         })
+    }
+}
+
+/// Refuses an INSERT or UPDATE that stores a value of another type into a JSON column
+/// ([`crate::pg::assign`]), pointing at the value.
+fn check_assignments(
+    dml: &DmlStatement,
+    table: &TableEntry,
+    stmt: &ast::Statement,
+) -> Result<(), SqlError> {
+    crate::pg::assign::check(&dml.input, table.store.schema()).map_err(|refused| match stmt {
+        ast::Statement::Update(_) => at_assignment(refused, stmt),
+        _ => at_source_item(refused, stmt),
+    })
+}
+
+impl Session {
+    /// [`check_assignments`] for a planned statement, at Describe: Postgres refuses such a
+    /// statement when it is parsed.
+    pub(crate) fn check_planned_assignments(
+        &self,
+        plan: &LogicalPlan,
+        stmt: &ast::Statement,
+    ) -> Result<(), SqlError> {
+        match plan {
+            LogicalPlan::Dml(dml) => match self.table_of(&dml.table_name) {
+                Ok(table) => check_assignments(dml, &table, stmt),
+                // An unknown table fails with its own error when the statement runs.
+                Err(_) => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A refused assignment's error, pointing at the select-list item (or the first VALUES row's
+/// value) it names, where the statement lists one expression per source column.
+fn at_source_item(refused: crate::pg::assign::Refused, stmt: &ast::Statement) -> SqlError {
+    use datafusion::sql::sqlparser::ast::Spanned;
+    let ast::Statement::Insert(ast::Insert {
+        source: Some(query),
+        ..
+    }) = stmt
+    else {
+        return refused.error;
+    };
+    // A set operation's rows are typed by its inputs together: point at the first input's.
+    fn first_input(body: &ast::SetExpr) -> &ast::SetExpr {
+        match body {
+            ast::SetExpr::SetOperation { left, .. } => first_input(left),
+            ast::SetExpr::Query(q) => first_input(&q.body),
+            other => other,
+        }
+    }
+    let span = refused.item.and_then(|i| match first_input(&query.body) {
+        ast::SetExpr::Select(select) if !has_wildcard(select) => {
+            select.projection.get(i).map(Spanned::span)
+        }
+        ast::SetExpr::Values(values) => values
+            .rows
+            .first()
+            .and_then(|row| row.get(i))
+            .map(Spanned::span),
+        _ => None,
+    });
+    match span {
+        Some(span) if span.start.line > 0 => refused.error.at(span.start),
+        _ => refused.error,
+    }
+}
+
+/// A refused assignment's error, pointing at the UPDATE's SET value for its column.
+fn at_assignment(refused: crate::pg::assign::Refused, stmt: &ast::Statement) -> SqlError {
+    use datafusion::sql::sqlparser::ast::Spanned;
+    let ast::Statement::Update(update) = stmt else {
+        return refused.error;
+    };
+    let value = update.assignments.iter().find_map(|a| match &a.target {
+        ast::AssignmentTarget::ColumnName(name)
+            if name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case(&refused.column)) =>
+        {
+            Some(a.value.span())
+        }
+        _ => None,
+    });
+    match value {
+        Some(span) if span.start.line > 0 => refused.error.at(span.start),
+        _ => refused.error,
     }
 }
 

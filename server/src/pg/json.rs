@@ -242,6 +242,14 @@ impl Json {
             Json::Jsonb => "jsonb_in",
         }
     }
+
+    /// The type's name: `json` or `jsonb`.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Json::Json => "json",
+            Json::Jsonb => "jsonb",
+        }
+    }
 }
 
 /// Which JSON type `field` is declared, if any.

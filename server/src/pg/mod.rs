@@ -4,6 +4,7 @@
 //! `rewrite` turns a catalog query into a form DataFusion plans (through `datafusion-pg-catalog`'s
 //! compatibility rewrites); user queries are planned as written.
 
+pub mod assign;
 pub mod at_time_zone;
 pub mod catalog;
 /// Casts to `character(n)`.

@@ -94,6 +94,8 @@ pub fn without_exponent(text: &str) -> Option<String> {
 /// Sets the session options behind these rules.
 pub fn configure(options: &mut ConfigOptions) {
     options.sql_parser.parse_float_as_decimal = true;
+    // Column references keep where they were written, so an unknown column's error says where.
+    options.sql_parser.collect_spans = true;
 }
 
 /// Decimal type `avg` reads its argument as. A numeric's: the decimals that give the average a
@@ -235,6 +237,18 @@ fn retype(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
             Ok(Transformed::yes(Expr::Cast(Cast::new(
                 Box::new(rounded),
                 field.data_type().clone(),
+            ))))
+        }
+        Expr::ScalarFunction(f) if let Some(declared) = conditional_type(&f, input) => {
+            // `coalesce(j, '{}')` of a `jsonb` j is `jsonb` in Postgres; DataFusion's result
+            // declares nothing (text).
+            let field = super::wire_types::declare(
+                datafusion::arrow::datatypes::Field::new(declared, DataType::Utf8, true),
+                declared,
+            );
+            Ok(Transformed::yes(Expr::Cast(Cast::new_from_field(
+                Box::new(Expr::ScalarFunction(f)),
+                Arc::new(field),
             ))))
         }
         Expr::ScalarFunction(f)
@@ -418,6 +432,51 @@ pub fn postgres_type(e: &Expr, input: &DFSchema) -> Result<DataType> {
         .transform_up(|e| retype(e, input))?
         .data
         .get_type(input)
+}
+
+/// The text type a conditional function's arguments declare, which Postgres gives its result:
+/// `coalesce`, `nullif`, `greatest` and `least` of `jsonb` values are `jsonb` (of `json`,
+/// `character`, `character varying` likewise). Untyped constants (`'{}'`, NULL) take the others'
+/// type, as Postgres' `unknown` does; arguments of different declared types, or plain text,
+/// declare nothing.
+pub fn conditional_type(
+    f: &datafusion::logical_expr::expr::ScalarFunction,
+    input: &DFSchema,
+) -> Option<&'static str> {
+    if !matches!(
+        f.name(),
+        "coalesce" | "nullif" | "greatest" | "least" | "nvl" | "ifnull"
+    ) {
+        return None;
+    }
+    let mut shared = None;
+    for arg in &f.args {
+        if untyped_constant(arg) {
+            continue;
+        }
+        let (_, field) = arg.to_field(input).ok()?;
+        if !field.data_type().is_string() {
+            return None;
+        }
+        let declared = match super::wire_types::type_name(&field) {
+            t @ ("json" | "jsonb" | "character" | "character varying") => t,
+            _ => return None,
+        };
+        match shared {
+            Some(s) if s != declared => return None,
+            _ => shared = Some(declared),
+        }
+    }
+    shared
+}
+
+/// A quoted constant or an untyped NULL: Postgres' `unknown`, typed by its context.
+pub fn untyped_constant(e: &Expr) -> bool {
+    match e {
+        Expr::Literal(ScalarValue::Utf8(_) | ScalarValue::Null, _) => true,
+        Expr::Alias(a) => untyped_constant(&a.expr),
+        _ => false,
+    }
 }
 
 /// `x` (a float) rounded to the nearest integer, ties to even, as a double.

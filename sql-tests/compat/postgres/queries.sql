@@ -171,3 +171,13 @@ SELECT no_such_function(1)
 SELECT 1 +
 SELECT 'a' + 1
 SELECT i FROM t GROUP BY id
+SELECT t.zz FROM t
+SELECT id FROM t WHERE tx > 'x' AND nope = 1
+SELECT conut(*) FROM t
+SELECT id FROM t WHERE d > '2024-02-30'
+SELECT tb.b FROM tb JOIN no_such_table x ON true
+INSERT INTO tj SELECT 2, '{"a":1}'::text, NULL
+SELECT b, count(*) FROM tb GROUP BY b
+SELECT DISTINCT b FROM tb
+SELECT count(*) FROM tb x JOIN tb y ON x.b = y.b
+SELECT min(b), max(b) FROM tb
