@@ -87,6 +87,9 @@ pub struct SqlError {
     /// Where in the query string the error is, as a parsed statement's span tells it (line and
     /// column, kept small): the position once the string is known ([`SqlError::locate`]).
     pub at: Option<(u32, u32)>,
+    /// Raised by a function while it ran (`to_date`'s reading of its text): Postgres gives such
+    /// an error no position, even where it quotes a constant of the query.
+    pub while_running: bool,
 }
 
 impl std::fmt::Display for SqlError {
@@ -107,7 +110,14 @@ impl SqlError {
             hint: None,
             position: None,
             at: None,
+            while_running: false,
         }
+    }
+
+    /// The error, raised by a function while it ran ([`SqlError::while_running`]).
+    pub fn while_running(mut self) -> Self {
+        self.while_running = true;
+        self
     }
 
     /// Points at `at` in the query string: a span's start from the parsed statement.
@@ -131,6 +141,7 @@ impl SqlError {
             let at = Location::new(u64::from(line), u64::from(column));
             self.position = rivulet_planner::parse::char_position(query, at);
         } else if self.code.starts_with("22")
+            && !self.while_running
             && let Some(value) = self.quoted_value()
         {
             self.position = rivulet_planner::parse::string_constant_position(query, value);
@@ -205,6 +216,7 @@ impl From<PlanError> for SqlError {
                 hint: None,
                 position,
                 at: None,
+                while_running: false,
             },
             PlanError::Unsupported(_) | PlanError::NotImplemented(_) => {
                 SqlError::new(FEATURE_NOT_SUPPORTED, e.to_string())

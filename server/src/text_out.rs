@@ -138,8 +138,16 @@ fn timestamps(column: &ArrayRef, tz: Option<&str>) -> Result<ArrayRef, ArrowErro
             Some(tz) => {
                 let offset = tz.offset_from_utc_datetime(&utc).fix();
                 let local = utc + offset;
+                // Postgres: `0001-01-01 00:00:00+00 BC`, the era after the offset.
                 write_timestamp(&mut line, &local, v);
+                let bc = line.ends_with(" BC");
+                if bc {
+                    line.truncate(line.len() - 3);
+                }
                 write_offset(&mut line, offset.local_minus_utc());
+                if bc {
+                    line.push_str(" BC");
+                }
             }
         }
         out.append_value(&line);

@@ -26,7 +26,7 @@ pub struct Refused {
 
 /// Checks the rule for a DML plan's input (`dml.input`: a projection that lists one expression
 /// per column of `target`, the table's schema, in its order).
-pub fn check(input: &LogicalPlan, target: &Schema) -> Result<(), Refused> {
+pub fn check(input: &LogicalPlan, target: &Schema) -> Result<(), Box<Refused>> {
     let LogicalPlan::Projection(p) = input else {
         return Ok(());
     };
@@ -47,7 +47,7 @@ pub fn check(input: &LogicalPlan, target: &Schema) -> Result<(), Refused> {
         if matches!(name, "json" | "jsonb") {
             continue;
         }
-        return Err(Refused {
+        return Err(Box::new(Refused {
             error: SqlError::new(
                 sqlstate::DATATYPE_MISMATCH,
                 format!(
@@ -59,7 +59,7 @@ pub fn check(input: &LogicalPlan, target: &Schema) -> Result<(), Refused> {
             .with_hint("You will need to rewrite or cast the expression."),
             item,
             column: column.name().clone(),
-        });
+        }));
     }
     Ok(())
 }

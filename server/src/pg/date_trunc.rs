@@ -84,9 +84,31 @@ impl ScalarUDFImpl for DateTrunc {
         }
     }
 
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let Some(value) = args.args.get(1).filter(|v| is_interval(&v.data_type())) else {
-            return self.inner.invoke_with_args(args);
+            // A timestamp: Postgres' spellings of the units DataFusion has, and the decade,
+            // century and millennium it has not.
+            let named = match args.args.first() {
+                Some(ColumnarValue::Scalar(
+                    ScalarValue::Utf8(Some(u))
+                    | ScalarValue::Utf8View(Some(u))
+                    | ScalarValue::LargeUtf8(Some(u)),
+                )) => timestamp_unit(u),
+                _ => None,
+            };
+            return match named {
+                Some(Years(of)) => {
+                    let value = args.args.get(1).cloned().ok_or_else(|| {
+                        DataFusionError::Internal("date_trunc without a value".into())
+                    })?;
+                    first_of_year(&value, args.number_rows, of)
+                }
+                Some(Named(unit)) => {
+                    args.args[0] = ColumnarValue::Scalar(ScalarValue::Utf8(Some(unit.into())));
+                    self.inner.invoke_with_args(args)
+                }
+                None => self.inner.invoke_with_args(args),
+            };
         };
         let unit = match args.args.first() {
             Some(ColumnarValue::Scalar(
@@ -116,6 +138,90 @@ impl ScalarUDFImpl for DateTrunc {
             ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(truncated) as Arc<dyn Array>),
         })
     }
+}
+
+/// A timestamp's truncation unit: one DataFusion's `date_trunc` takes, under its name, or a
+/// number of years Rivulet truncates to itself (Postgres' year of the decade, century or
+/// millennium the value is in).
+enum TimestampUnit {
+    Named(&'static str),
+    Years(fn(i32) -> i32),
+}
+use TimestampUnit::{Named, Years};
+
+/// The unit `text` names for a timestamp (Postgres' spellings, any case); `None` leaves the text
+/// to DataFusion (and its error).
+fn timestamp_unit(text: &str) -> Option<TimestampUnit> {
+    Some(match text.trim().to_ascii_lowercase().as_str() {
+        "microsecond" | "microseconds" | "usec" | "usecs" | "us" => Named("microsecond"),
+        "millisecond" | "milliseconds" | "msec" | "msecs" | "ms" => Named("millisecond"),
+        "second" | "seconds" | "sec" | "secs" | "s" => Named("second"),
+        "minute" | "minutes" | "min" | "mins" | "m" => Named("minute"),
+        "hour" | "hours" | "hr" | "hrs" | "h" => Named("hour"),
+        "day" | "days" | "d" => Named("day"),
+        "week" | "weeks" | "w" => Named("week"),
+        "month" | "months" | "mon" | "mons" => Named("month"),
+        "quarter" | "qtr" => Named("quarter"),
+        "year" | "years" | "yr" | "yrs" | "y" => Named("year"),
+        // Postgres' timestamp_trunc: the decade 2020 holds 2020..2029, the 21st century and the
+        // third millennium begin in 2001 (before year 1, mirrored).
+        "decade" | "decades" | "dec" | "decs" => Years(|y| {
+            if y > 0 {
+                y / 10 * 10
+            } else {
+                -((8 - (y - 1)) / 10) * 10
+            }
+        }),
+        "century" | "centuries" | "cent" | "c" => Years(|y| {
+            if y > 0 {
+                (y + 99) / 100 * 100 - 99
+            } else {
+                -((99 - (y - 1)) / 100) * 100 - 99
+            }
+        }),
+        "millennium" | "millennia" | "millenniums" | "mil" | "mils" => Years(|y| {
+            if y > 0 {
+                (y + 999) / 1000 * 1000 - 999
+            } else {
+                -((999 - (y - 1)) / 1000) * 1000 - 999
+            }
+        }),
+        _ => return None,
+    })
+}
+
+/// Each timestamp of `value` moved to January 1st, 00:00 of the year `of` gives for its year
+/// (in UTC, the session's time zone), in `value`'s own type.
+fn first_of_year(value: &ColumnarValue, rows: usize, of: fn(i32) -> i32) -> Result<ColumnarValue> {
+    use chrono::Datelike;
+    use datafusion::arrow::datatypes::{TimeUnit, TimestampMicrosecondType};
+    let array = value.to_array(rows)?;
+    let DataType::Timestamp(_, tz) = array.data_type() else {
+        return Err(DataFusionError::Plan(format!(
+            "date_trunc by decade, century or millennium takes a timestamp, not {}",
+            array.data_type()
+        )));
+    };
+    let micros = cast(
+        &array,
+        &DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+    )?;
+    let truncated: datafusion::arrow::array::PrimitiveArray<TimestampMicrosecondType> = micros
+        .as_primitive::<TimestampMicrosecondType>()
+        .iter()
+        .map(|us| {
+            let year = chrono::DateTime::from_timestamp_micros(us?)?.year();
+            let start = chrono::NaiveDate::from_ymd_opt(of(year), 1, 1)?.and_hms_opt(0, 0, 0)?;
+            Some(start.and_utc().timestamp_micros())
+        })
+        .collect();
+    let truncated = cast(&truncated.with_timezone_opt(tz.clone()), array.data_type())?;
+    Ok(match value {
+        ColumnarValue::Scalar(_) => {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&truncated, 0)?)
+        }
+        ColumnarValue::Array(_) => ColumnarValue::Array(truncated),
+    })
 }
 
 /// The units Postgres truncates an interval to, largest first.

@@ -103,8 +103,14 @@ enum Field_ {
     Epoch,
     /// DataFusion's `date_part` of this name, as a whole number.
     Whole(&'static str),
-    /// Computed from the year (DataFusion has no decade, century or millennium).
-    OfYear(fn(i32) -> i32),
+    /// Computed from the year (DataFusion has no decade, century or millennium); of an interval,
+    /// its whole years divided by this many.
+    OfYear(fn(i32) -> i32, i32),
+    /// The time zone's offset (`timezone` in seconds, `timezone_hour`, `timezone_minute`): 0, as
+    /// every `timestamptz` is shown in the session's time zone, UTC.
+    Zone,
+    /// The Julian day of a date.
+    Julian,
 }
 
 fn field(name: &str) -> Option<Field_> {
@@ -124,22 +130,30 @@ fn field(name: &str) -> Option<Field_> {
         "isodow" => Field_::Whole("isodow"),
         "doy" => Field_::Whole("doy"),
         "isoyear" => Field_::Whole("isoyear"),
-        "decade" | "decades" => Field_::OfYear(|y| y.div_euclid(10)),
+        "decade" | "decades" => Field_::OfYear(|y| y.div_euclid(10), 10),
         // Postgres: the 21st century began in 2001; year 0 does not exist (1 BC is year 0 here).
-        "century" | "centuries" => Field_::OfYear(|y| {
-            if y > 0 {
-                (y + 99) / 100
-            } else {
-                (y - 99) / 100
-            }
-        }),
-        "millennium" | "millennia" => Field_::OfYear(|y| {
-            if y > 0 {
-                (y + 999) / 1000
-            } else {
-                (y - 999) / 1000
-            }
-        }),
+        "century" | "centuries" => Field_::OfYear(
+            |y| {
+                if y > 0 {
+                    (y + 99) / 100
+                } else {
+                    (y - 99) / 100
+                }
+            },
+            100,
+        ),
+        "millennium" | "millennia" => Field_::OfYear(
+            |y| {
+                if y > 0 {
+                    (y + 999) / 1000
+                } else {
+                    (y - 999) / 1000
+                }
+            },
+            1000,
+        ),
+        "timezone" | "timezone_hour" | "timezone_minute" => Field_::Zone,
+        "julian" => Field_::Julian,
         _ => return None,
     })
 }
@@ -150,15 +164,44 @@ fn scale_of(f: Field_, t: &DataType) -> i8 {
         Field_::OfMinute { scale } => scale,
         Field_::Epoch if date(t) => 0,
         Field_::Epoch => 6,
-        Field_::Whole(_) | Field_::OfYear(_) => 0,
+        Field_::Whole(_) | Field_::OfYear(..) | Field_::Zone | Field_::Julian => 0,
     }
+}
+
+/// Postgres' 0A000 for a field its type has not (`unit "hour" not supported for type date`).
+fn supported(f: Field_, name: &str, t: &DataType) -> Result<()> {
+    let type_name = match t {
+        DataType::Date32 | DataType::Date64 => "date",
+        DataType::Timestamp(_, None) => "timestamp without time zone",
+        DataType::Timestamp(_, Some(_)) => "timestamp with time zone",
+        DataType::Interval(_) => "interval",
+        _ => return Ok(()),
+    };
+    let refused = match (f, type_name) {
+        (Field_::OfMinute { .. } | Field_::Zone, "date") => true,
+        (Field_::Whole("hour" | "minute"), "date") => true,
+        (Field_::Zone, "timestamp without time zone" | "interval") => true,
+        (Field_::Whole("dow" | "isodow" | "doy" | "isoyear"), "interval") => true,
+        // Postgres has it for timestamps too, with a fraction of the day; not here.
+        (Field_::Julian, other) => other != "date",
+        _ => false,
+    };
+    if refused {
+        return Err(DataFusionError::External(Box::new(
+            crate::error::SqlError::new(
+                crate::error::sqlstate::FEATURE_NOT_SUPPORTED,
+                format!("unit \"{name}\" not supported for type {type_name}"),
+            ),
+        )));
+    }
+    Ok(())
 }
 
 fn date(t: &DataType) -> bool {
     matches!(t, DataType::Date32 | DataType::Date64)
 }
 
-fn field_arg(value: Option<&ScalarValue>) -> Result<Field_> {
+fn field_arg(value: Option<&ScalarValue>) -> Result<(Field_, String)> {
     let name = match value {
         Some(ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s))) => s.to_lowercase(),
         _ => {
@@ -167,9 +210,12 @@ fn field_arg(value: Option<&ScalarValue>) -> Result<Field_> {
             ));
         }
     };
-    field(&name).ok_or_else(|| {
-        DataFusionError::Execution(format!("unit \"{name}\" not recognized by EXTRACT"))
-    })
+    match field(&name) {
+        Some(f) => Ok((f, name)),
+        None => Err(DataFusionError::Execution(format!(
+            "unit \"{name}\" not recognized by EXTRACT"
+        ))),
+    }
 }
 
 impl ScalarUDFImpl for Extract {
@@ -188,12 +234,13 @@ impl ScalarUDFImpl for Extract {
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        let f = field_arg(args.scalar_arguments.first().copied().flatten())?;
+        let (f, name) = field_arg(args.scalar_arguments.first().copied().flatten())?;
         let value_type = args
             .arg_fields
             .get(1)
             .map(|f| f.data_type().clone())
             .unwrap_or(DataType::Null);
+        supported(f, &name, &value_type)?;
         match args.arg_fields.get(1).map(|f| f.data_type()) {
             Some(
                 DataType::Timestamp(..)
@@ -220,7 +267,7 @@ impl ScalarUDFImpl for Extract {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let f = match args.args.first() {
+        let (f, _) = match args.args.first() {
             Some(ColumnarValue::Scalar(s)) => field_arg(Some(s))?,
             _ => field_arg(None)?,
         };
@@ -231,8 +278,35 @@ impl ScalarUDFImpl for Extract {
             .ok_or_else(|| DataFusionError::Internal("pg_extract without a value".into()))?
             .to_array(rows)?;
         let scale = scale_of(f, value.data_type());
+        let interval = matches!(value.data_type(), DataType::Interval(_));
         let out: ArrayRef = match f {
-            Field_::OfYear(of) => {
+            // An interval's fields count its own parts, truncated towards zero as C divides:
+            // its years (months / 12) by tens, hundreds, thousands; the quarter of its months
+            // (-5 months is quarter -2); seconds of its time part, negative when it is.
+            Field_::OfYear(_, per) if interval => {
+                of_interval(&value, |v| i128::from(v.months / 12 / per))?
+            }
+            Field_::Whole("quarter") if interval => of_interval(&value, |v| {
+                let months = v.months % 12;
+                i128::from(if months >= 0 {
+                    months / 3 + 1
+                } else {
+                    months / 3 - 1
+                })
+            })?,
+            Field_::OfMinute { .. } if interval => {
+                let time: Vec<Option<i64>> = interval_parts(&value)?
+                    .iter()
+                    .map(|v| v.map(|v| v.nanoseconds / 1_000))
+                    .collect();
+                decimals(&time, scale, |us| us.map(|us| i128::from(us % 60_000_000)))?
+            }
+            Field_::Zone => decimals(&micros(&value)?, 0, |us| us.map(|_| 0))?,
+            // Days since 1970-01-01 plus the Julian day of that date.
+            Field_::Julian => decimals(&micros(&value)?, 0, |us| {
+                us.map(|us| i128::from(us.div_euclid(86_400_000_000) + 2_440_588))
+            })?,
+            Field_::OfYear(of, _) => {
                 let years = date_part("year", &value, rows, &args)?;
                 let years = years.as_primitive::<datafusion::arrow::datatypes::Int32Type>();
                 let mut out = Decimal128Builder::with_capacity(rows);
@@ -256,6 +330,28 @@ impl ScalarUDFImpl for Extract {
         };
         Ok(ColumnarValue::Array(out))
     }
+}
+
+/// The intervals of `value`, as months, days and nanoseconds.
+fn interval_parts(
+    value: &ArrayRef,
+) -> Result<Vec<Option<datafusion::arrow::datatypes::IntervalMonthDayNano>>> {
+    let i = cast(value, &DataType::Interval(IntervalUnit::MonthDayNano))?;
+    Ok(i.as_primitive::<IntervalMonthDayNanoType>()
+        .iter()
+        .collect())
+}
+
+/// `part` of each interval of `value`, a whole number.
+fn of_interval(
+    value: &ArrayRef,
+    part: impl Fn(datafusion::arrow::datatypes::IntervalMonthDayNano) -> i128,
+) -> Result<ArrayRef> {
+    let mut out = Decimal128Builder::with_capacity(value.len());
+    for v in interval_parts(value)? {
+        out.append_option(v.map(&part));
+    }
+    Ok(Arc::new(out.finish().with_precision_and_scale(38, 0)?))
 }
 
 /// DataFusion's `date_part(name, value)`, an `Int32` array.

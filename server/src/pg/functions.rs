@@ -455,6 +455,9 @@ pub fn register(
         ctx.register_udf(udf);
     }
     ctx.register_udf(super::to_number::udf());
+    for udf in super::to_date::udfs() {
+        ctx.register_udf(udf);
+    }
     ctx.register_udf(
         datafusion::logical_expr::async_udf::AsyncScalarUDF::new(Arc::new(PgSleep {
             signature: Signature::uniform(1, vec![DataType::Float64], Volatility::Volatile),

@@ -29,6 +29,7 @@ pub mod rewrite;
 /// `sum` of numerics, refused (22003) rather than wrapped beyond 38 digits.
 pub mod sum;
 pub mod to_char;
+pub mod to_date;
 pub mod to_number;
 pub mod typing;
 pub mod wire_types;

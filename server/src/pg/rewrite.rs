@@ -29,7 +29,6 @@ pub fn statement(parsed: Parsed) -> Parsed {
         super::names::postgres_names(stmt);
         prepend_pg_catalog(stmt);
         like_escapes(stmt);
-        to_timestamp_formats(stmt);
         regex_substrings(stmt);
     }
     if let Statement::Sql { stmt, .. } = &mut parsed.statement {
@@ -44,6 +43,7 @@ pub fn statement(parsed: Parsed) -> Parsed {
         super::datetime_input::local_time(stmt);
         super::make::rewrite(stmt);
         super::extract::rewrite(stmt);
+        to_timestamp_templates(stmt);
         super::at_time_zone::rewrite(stmt);
         user_keyword(stmt);
         generate_subscripts(stmt);
@@ -449,79 +449,37 @@ fn regex_substrings(stmt: &mut ast::Statement) {
     });
 }
 
-/// Translates the Postgres template of `to_timestamp(text, 'YYYY-MM-DD HH24:MI:SS')` (Superset's
-/// time filters) and `to_date(text, 'DD Mon YYYY')` into the chrono format DataFusion's
-/// `to_timestamp` and `to_date` read.
-fn to_timestamp_formats(stmt: &mut ast::Statement) {
+/// `to_timestamp(text, template)` and `to_date(text, template)` as Postgres reads them
+/// ([`super::to_date`]); a template with a `%` (a chrono format, which DataFusion's functions of
+/// those names read) stays with DataFusion's.
+fn to_timestamp_templates(stmt: &mut ast::Statement) {
     let _ = ast::visit_expressions_mut(stmt, |expr| {
         if let ast::Expr::Function(f) = expr
-            && f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
-                i.value.eq_ignore_ascii_case("to_timestamp")
-                    || i.value.eq_ignore_ascii_case("to_date")
-            })
-            && let ast::FunctionArguments::List(list) = &mut f.args
+            && let Some(ident) = f.name.0.last().and_then(|p| p.as_ident())
+            && let Some(name) = if ident.value.eq_ignore_ascii_case("to_timestamp") {
+                Some(super::to_date::TO_TIMESTAMP)
+            } else if ident.value.eq_ignore_ascii_case("to_date") {
+                Some(super::to_date::TO_DATE)
+            } else {
+                None
+            }
+            && let ast::FunctionArguments::List(list) = &f.args
             && let [
                 _,
-                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(format)),
-            ] = list.args.as_mut_slice()
-            && let ast::Expr::Value(ast::ValueWithSpan {
-                value: ast::Value::SingleQuotedString(template),
-                ..
-            }) = format
-            && !template.contains('%')
+                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(template)),
+            ] = list.args.as_slice()
+            && !matches!(
+                template,
+                ast::Expr::Value(ast::ValueWithSpan {
+                    value: ast::Value::SingleQuotedString(t),
+                    ..
+                }) if t.contains('%')
+            )
         {
-            *template = chrono_format(template);
+            f.name = ast::ObjectName::from(vec![ast::Ident::new(name)]);
         }
         ControlFlow::<()>::Continue(())
     });
-}
-
-/// The chrono format for a Postgres datetime template (the fields clients use).
-fn chrono_format(template: &str) -> String {
-    const FIELDS: &[(&str, &str)] = &[
-        // Postgres' fill-mode prefix changes nothing when reading.
-        ("FM", ""),
-        ("YYYY", "%Y"),
-        ("YY", "%y"),
-        ("MONTH", "%B"),
-        ("Month", "%B"),
-        ("month", "%B"),
-        ("MON", "%b"),
-        ("Mon", "%b"),
-        ("mon", "%b"),
-        ("DAY", "%A"),
-        ("Day", "%A"),
-        ("day", "%A"),
-        ("DY", "%a"),
-        ("Dy", "%a"),
-        ("dy", "%a"),
-        ("DDD", "%j"),
-        ("HH24", "%H"),
-        ("HH12", "%I"),
-        ("MM", "%m"),
-        ("DD", "%d"),
-        ("HH", "%I"),
-        ("MI", "%M"),
-        ("SS", "%S"),
-        ("MS", "%3f"),
-        ("US", "%6f"),
-        ("AM", "%p"),
-        ("PM", "%p"),
-    ];
-    let mut out = String::new();
-    let mut rest = template;
-    'next: while let Some(c) = rest.chars().next() {
-        for (field, chrono) in FIELDS {
-            if let Some(tail) = rest.strip_prefix(field) {
-                out.push_str(chrono);
-                rest = tail;
-                continue 'next;
-            }
-        }
-        out.push(c);
-        rest = &rest[c.len_utf8()..];
-    }
-    out
 }
 
 /// Qualifies the relations Rivulet adds to `pg_catalog` (see [`super::catalog::EXTRA`]) when named
@@ -997,17 +955,6 @@ mod tests {
         );
         assert!(out.contains("WHERE d.adrelid = a.attrelid"), "{out}");
         assert!(out.contains("max(d.adbin)"), "{out}");
-    }
-
-    #[test]
-    fn postgres_datetime_templates_become_chrono_formats() {
-        assert_eq!(
-            chrono_format("YYYY-MM-DD HH24:MI:SS.US"),
-            "%Y-%m-%d %H:%M:%S.%6f"
-        );
-        assert_eq!(chrono_format("DD Mon YYYY"), "%d %b %Y");
-        assert_eq!(chrono_format("FMDay, DD Month YY"), "%A, %d %B %y");
-        assert_eq!(chrono_format("YYYY DDD"), "%Y %j");
     }
 
     #[test]

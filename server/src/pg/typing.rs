@@ -434,11 +434,11 @@ pub fn postgres_type(e: &Expr, input: &DFSchema) -> Result<DataType> {
         .get_type(input)
 }
 
-/// The text type a conditional function's arguments declare, which Postgres gives its result:
-/// `coalesce`, `nullif`, `greatest` and `least` of `jsonb` values are `jsonb` (of `json`,
-/// `character`, `character varying` likewise). Untyped constants (`'{}'`, NULL) take the others'
-/// type, as Postgres' `unknown` does; arguments of different declared types, or plain text,
-/// declare nothing.
+/// The JSON type a conditional function's arguments declare, which Postgres gives its result:
+/// `coalesce`, `nullif`, `greatest` and `least` of `jsonb` values are `jsonb` (of `json`
+/// likewise). Untyped constants (`'{}'`, NULL) take the others' type, as Postgres' `unknown`
+/// does; arguments of different types declare nothing. (`character varying` and `bpchar` results
+/// stay `text`, which keeps the plans of existing views as they were.)
 pub fn conditional_type(
     f: &datafusion::logical_expr::expr::ScalarFunction,
     input: &DFSchema,
@@ -459,7 +459,7 @@ pub fn conditional_type(
             return None;
         }
         let declared = match super::wire_types::type_name(&field) {
-            t @ ("json" | "jsonb" | "character" | "character varying") => t,
+            t @ ("json" | "jsonb") => t,
             _ => return None,
         };
         match shared {
