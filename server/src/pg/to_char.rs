@@ -5,9 +5,10 @@
 //! **Date and time templates**: `HH HH12 HH24 MI SS MS US FF1..FF6 SSSS SSSSS AM PM A.M. P.M.`
 //! (and lower case), `Y,YYY YYYY YYY YY Y IYYY IYY IY I BC AD B.C. A.D. MONTH Month month MON Mon
 //! mon MM DAY Day day DY Dy dy DDD IDDD DD D ID W WW IW CC J Q RM rm TZ tz TZH TZM OF`, the `FM`
-//! (no padding), `FX` and `TM` prefixes and the `TH`/`th` ordinal suffix, `"quoted text"` and
-//! backslash escapes; anything else is copied. A timestamp with a time zone is shown in UTC (the
-//! session time zone here); one without has an empty `TZ` and `OF` `+00`, as in Postgres.
+//! (no padding), `FX` and `TM` prefixes and the `TH`/`th` ordinal suffix, `"quoted text"` (a
+//! backslash in it takes the next character as is; outside quotes a backslash only escapes a
+//! quote); anything else is copied. A timestamp with a time zone is shown in UTC (the session
+//! time zone here); one without has an empty `TZ` and `OF` `+00`, as in Postgres.
 //!
 //! **Number templates**: `9 0 . D , G S MI PL SG PR EEEE FM TH th`, with Postgres' layout: one
 //! leading position for the sign unless the template places it, digits beyond the template's as
@@ -331,11 +332,7 @@ fn format_template(
             let mut end = tail.len();
             while let Some((i, c)) = chars.next() {
                 match c {
-                    '\\' => {
-                        if let Some((_, next)) = chars.next() {
-                            out.push(next);
-                        }
-                    }
+                    '\\' => out.push(chars.next().map_or('\\', |(_, next)| next)),
                     '"' => {
                         end = i + 1;
                         break;
@@ -346,11 +343,11 @@ fn format_template(
             rest = &tail[end.min(tail.len())..];
             continue;
         }
-        if let Some(tail) = rest.strip_prefix('\\')
-            && let Some(c) = tail.chars().next()
-        {
-            out.push(c);
-            rest = &tail[c.len_utf8()..];
+        // Outside quotes a backslash only escapes a quote; elsewhere it is copied.
+        if let Some(tail) = rest.strip_prefix("\\\"") {
+            out.push('"');
+            rest = tail;
+            fill = false;
             continue;
         }
         let Some(field) = FIELDS.iter().find(|f| {
@@ -856,6 +853,33 @@ mod tests {
             ),
             "2026-03-07 14:05:09.123456 Saturday  March     Saturday March Mar SAT sat 066 10 2026 1 1 10 2461107 21 III  pm P.M.  +00"
         );
+    }
+
+    /// Backslashes in a date/time template, as PostgreSQL 18 reads them: outside quotes one only
+    /// escapes a quote; inside, it takes the next character as is.
+    #[test]
+    fn datetime_backslashes_match_postgres() {
+        let at = ts("2024-03-07 14:05:09");
+        for (template, expected) in [
+            (r"\\YYYY", r"\\2024"),
+            (r"\YYYY", r"\2024"),
+            (r#"\"YYYY"#, r#""2024"#),
+            (r#""a\"b"YYYY"#, r#"a"b2024"#),
+            (r#""a\\b"YYYY"#, r"a\b2024"),
+            (r#""\YYYY""#, "YYYY"),
+            (r"YYYY\", r"2024\"),
+            (r#""YYYY\"#, r"YYYY\"),
+            (r"\MM", r"\03"),
+            (r#"\\"MM""#, r#"\"03"#),
+            (r#"\\\"MM"#, r#"\\"03"#),
+            (r"FM\YYYY", r"\2024"),
+        ] {
+            assert_eq!(
+                format_datetime(&at, false, template),
+                expected,
+                "{template}"
+            );
+        }
     }
 
     #[test]
