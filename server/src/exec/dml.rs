@@ -488,8 +488,8 @@ fn check_assignments(
     stmt: &ast::Statement,
 ) -> Result<(), SqlError> {
     crate::pg::assign::check(&dml.input, table.store.schema()).map_err(|refused| match stmt {
-        ast::Statement::Update(_) => at_assignment(refused, stmt),
-        _ => at_source_item(refused, stmt),
+        ast::Statement::Update(_) => at_assignment(*refused, stmt),
+        _ => at_source_item(*refused, stmt),
     })
 }
 
@@ -514,7 +514,7 @@ impl Session {
 
 /// A refused assignment's error, pointing at the select-list item (or the first VALUES row's
 /// value) it names, where the statement lists one expression per source column.
-fn at_source_item(refused: Box<crate::pg::assign::Refused>, stmt: &ast::Statement) -> SqlError {
+fn at_source_item(refused: crate::pg::assign::Refused, stmt: &ast::Statement) -> SqlError {
     use datafusion::sql::sqlparser::ast::Spanned;
     let ast::Statement::Insert(ast::Insert {
         source: Some(query),
@@ -549,7 +549,7 @@ fn at_source_item(refused: Box<crate::pg::assign::Refused>, stmt: &ast::Statemen
 }
 
 /// A refused assignment's error, pointing at the UPDATE's SET value for its column.
-fn at_assignment(refused: Box<crate::pg::assign::Refused>, stmt: &ast::Statement) -> SqlError {
+fn at_assignment(refused: crate::pg::assign::Refused, stmt: &ast::Statement) -> SqlError {
     use datafusion::sql::sqlparser::ast::Spanned;
     let ast::Statement::Update(update) = stmt else {
         return refused.error;

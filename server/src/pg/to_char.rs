@@ -93,7 +93,10 @@ impl ScalarUDFImpl for ToChar {
         let values = Values::of(value)?;
         let mut layouts = None;
         for i in 0..n {
-            if value.is_null(i) || template.is_null(i) {
+            // Postgres: an empty template formats a date, time or interval as NULL.
+            let empty_for_datetime =
+                template.value(i).is_empty() && !matches!(values, Values::Number(_));
+            if value.is_null(i) || template.is_null(i) || empty_for_datetime {
                 out.append_null();
                 continue;
             }
@@ -353,6 +356,15 @@ fn format_interval(months: i32, days: i32, nanos: i64, template: &str) -> Result
     };
     format_template(template, |field, _spelled, fill| {
         let num = |n: i64, width: usize| padded(n, width, fill);
+        // C's `%0*d`, whose width counts the sign: Postgres' `DD` of -1 day is `-1`.
+        let signed = |n: i64, width: usize| {
+            let text = if fill {
+                n.to_string()
+            } else {
+                format!("{n:0width$}")
+            };
+            (text, Some(n))
+        };
         let p = &parts;
         Ok(match field.to_ascii_uppercase().as_str() {
             "HH24" => num(p.hours, 2),
@@ -367,7 +379,9 @@ fn format_interval(months: i32, days: i32, nanos: i64, template: &str) -> Result
             "FF4" => num(p.micros / 100, 4),
             "FF5" => num(p.micros / 10, 5),
             "SSSS" | "SSSSS" => num(p.hours * 3600 + p.minutes * 60 + p.seconds, 0),
-            "DD" | "DDD" => num(p.days, 2),
+            "DD" => signed(p.days, 2),
+            // Postgres' day of the "year" of an interval: months of 30 days, then its days.
+            "DDD" => signed((p.years * 12 + p.months) * 30 + p.days, 3),
             "MM" => num(p.months, 2),
             "YYYY" => num(p.years, 4),
             "YYY" => num(p.years % 1000, 3),
@@ -384,9 +398,12 @@ fn format_interval(months: i32, days: i32, nanos: i64, template: &str) -> Result
                 (marker.to_string(), None)
             }
             _ => {
-                return Err(DataFusionError::Execution(format!(
-                    "invalid format specification for an interval value: \"{field}\" \
-                     (intervals are not tied to specific calendar dates)"
+                return Err(DataFusionError::External(Box::new(
+                    SqlError::new(
+                        sqlstate::INVALID_DATETIME_FORMAT,
+                        "invalid format specification for an interval value",
+                    )
+                    .with_hint("Intervals are not tied to specific calendar dates."),
                 )));
             }
         })
@@ -409,7 +426,13 @@ fn format_template(
             rest = tail;
             continue;
         }
-        if let Some(tail) = strip_ci(rest, "FX").or_else(|| strip_ci(rest, "TM")) {
+        // TM (translated names) writes names unpadded, as FM does; the C locale's are English.
+        if let Some(tail) = strip_ci(rest, "TM") {
+            fill = true;
+            rest = tail;
+            continue;
+        }
+        if let Some(tail) = strip_ci(rest, "FX") {
             rest = tail;
             continue;
         }

@@ -708,17 +708,17 @@ fn assemble(f: &Fields, text: &str) -> std::result::Result<Read, SqlError> {
         NaiveDate::from_ymd_opt(year, month, day).ok_or_else(bad)?
     };
     let mut hour = f.hour.unwrap_or(0);
+    // `HH`/`HH12` or a meridiem make it a 12-hour clock (12 AM is midnight, without a meridiem
+    // too), as in Postgres.
     if f.twelve_hour || f.pm.is_some() {
-        if let Some(pm) = f.pm {
-            if !(1..=12).contains(&hour) {
-                return Err(SqlError::new(
-                    sqlstate::INVALID_DATETIME_FORMAT,
-                    format!("hour \"{hour}\" is invalid for the 12-hour clock"),
-                )
-                .with_hint("Use the 24-hour clock, or give an hour between 1 and 12."));
-            }
-            hour = hour % 12 + if pm { 12 } else { 0 };
+        if !(1..=12).contains(&hour) {
+            return Err(SqlError::new(
+                sqlstate::INVALID_DATETIME_FORMAT,
+                format!("hour \"{hour}\" is invalid for the 12-hour clock"),
+            )
+            .with_hint("Use the 24-hour clock, or give an hour between 1 and 12."));
         }
+        hour = hour % 12 + if f.pm == Some(true) { 12 } else { 0 };
     }
     let (minute, second) = (f.minute.unwrap_or(0), f.second.unwrap_or(0));
     let time_micros = if let Some(s) = f.seconds_of_day {
@@ -854,6 +854,13 @@ mod tests {
                 "2024-03-05 13:30:00",
             ),
             ("36672", "SSSS", "0000-01-01 10:11:12"),
+            ("12:30", "HH12:MI", "0000-01-01 00:30:00"),
+            ("2024-01-01", "YYYY-MM-DD HH12", "2024-01-01 00:00:00"),
+            (
+                "2024-01-01 13",
+                "YYYY-MM-DD HH",
+                "22007 hour \"13\" is invalid for the 12-hour clock",
+            ),
             (
                 "2024-03-05 25:00",
                 "YYYY-MM-DD HH24:MI",
