@@ -31,6 +31,11 @@ pub const PG_TYPE: &str = "rivulet.pg_type";
 /// told it (type modifier `n + 4`), and `character(n)`'s values are shown padded to it.
 pub const CHAR_LENGTH: &str = "rivulet.char_length";
 
+/// The field metadata key marking a column declared `numeric(p,s)`: clients are told its
+/// precision and scale (the type modifier), as Postgres tells them for a column of a declared
+/// type and not for a computed value.
+pub const NUMERIC_TYPMOD: &str = "rivulet.numeric_typmod";
+
 /// A column type as declared in SQL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SqlType {
@@ -154,6 +159,12 @@ impl SqlType {
                     metadata.insert(CHAR_LENGTH.into(), n.to_string());
                 }
                 field.with_metadata(metadata)
+            }
+            // An unconstrained `numeric` (stored as numeric(38,10)) has no type modifier.
+            SqlType::Numeric { precision, scale }
+                if (*precision, *scale) != (MAX_NUMERIC_PRECISION, DEFAULT_NUMERIC_SCALE) =>
+            {
+                field.with_metadata([(NUMERIC_TYPMOD.into(), "declared".into())].into())
             }
             _ => field,
         }

@@ -82,14 +82,29 @@ pub struct SqlError {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
-    /// 1-based character position in the query string.
-    pub position: Option<usize>,
-    /// Where in the query string the error is, as a parsed statement's span tells it (line and
-    /// column, kept small): the position once the string is known ([`SqlError::locate`]).
-    pub at: Option<(u32, u32)>,
-    /// Raised by a function while it ran (`to_date`'s reading of its text): Postgres gives such
-    /// an error no position, even where it quotes a constant of the query.
-    pub while_running: bool,
+    /// 1-based character position in the query string (a `u32`, which keeps every `Result`
+    /// carrying the error small).
+    pub position: Option<u32>,
+    /// What the error points at in the query string, until [`SqlError::locate`] turns it into
+    /// [`SqlError::position`].
+    pub place: Place,
+}
+
+/// What an error points at, before the query string it came from is known.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Place {
+    /// Nothing given: an error about a value that quotes it (`invalid input syntax for type
+    /// integer: "abc"`) points at the query's one string constant with that text, if it has one.
+    #[default]
+    Unknown,
+    /// A parsed statement's span (line and column, kept small).
+    Span(u32, u32),
+    /// The query's string constant with this text (a `'[1,]'::json` that is no JSON), where the
+    /// message does not quote it.
+    Constant(Box<str>),
+    /// Nowhere: raised by a function while it ran (`to_date`'s reading of its text), which
+    /// Postgres gives no position even where it quotes a constant of the query.
+    Running,
 }
 
 impl std::fmt::Display for SqlError {
@@ -109,43 +124,48 @@ impl SqlError {
             detail: None,
             hint: None,
             position: None,
-            at: None,
-            while_running: false,
+            place: Place::Unknown,
         }
     }
 
-    /// The error, raised by a function while it ran ([`SqlError::while_running`]).
+    /// The error, about the query's string constant `text` ([`Place::Constant`]).
+    pub fn about_constant(mut self, text: &str) -> Self {
+        self.place = Place::Constant(text.into());
+        self
+    }
+
+    /// The error, raised by a function while it ran ([`Place::Running`]).
     pub fn while_running(mut self) -> Self {
-        self.while_running = true;
+        self.place = Place::Running;
         self
     }
 
     /// Points at `at` in the query string: a span's start from the parsed statement.
     pub fn at(mut self, at: Location) -> Self {
-        self.at = u32::try_from(at.line)
-            .ok()
-            .zip(u32::try_from(at.column).ok());
+        if let (Ok(line), Ok(column)) = (u32::try_from(at.line), u32::try_from(at.column)) {
+            self.place = Place::Span(line, column);
+        }
         self
     }
 
-    /// The error with its position in `query`, the string its statement was parsed from, where
-    /// it points at a span ([`SqlError::at`]) and has no position yet.
-    /// An error about a value that names only the value (`invalid input syntax for type
-    /// integer: "abc"`) points at the string constant with that text, if the query has exactly
-    /// one.
+    /// The error with its position in `query`, the string its statement was parsed from, from
+    /// what it points at ([`Place`]), unless it has one already.
     pub fn locate(mut self, query: &str) -> Self {
+        use rivulet_planner::parse::{char_position, string_constant_position};
         if self.position.is_some() {
             return self;
         }
-        if let Some((line, column)) = self.at {
-            let at = Location::new(u64::from(line), u64::from(column));
-            self.position = rivulet_planner::parse::char_position(query, at);
-        } else if self.code.starts_with("22")
-            && !self.while_running
-            && let Some(value) = self.quoted_value()
-        {
-            self.position = rivulet_planner::parse::string_constant_position(query, value);
-        }
+        let position = match &self.place {
+            Place::Span(line, column) => {
+                char_position(query, Location::new(u64::from(*line), u64::from(*column)))
+            }
+            Place::Constant(text) => string_constant_position(query, text),
+            Place::Unknown if self.code.starts_with("22") => self
+                .quoted_value()
+                .and_then(|value| string_constant_position(query, value)),
+            Place::Unknown | Place::Running => None,
+        };
+        self.position = position.and_then(|p| u32::try_from(p).ok());
         self
     }
 
@@ -214,9 +234,8 @@ impl From<PlanError> for SqlError {
                 message,
                 detail,
                 hint: None,
-                position,
-                at: None,
-                while_running: false,
+                position: position.and_then(|p| u32::try_from(p).ok()),
+                place: Place::Unknown,
             },
             PlanError::Unsupported(_) | PlanError::NotImplemented(_) => {
                 SqlError::new(FEATURE_NOT_SUPPORTED, e.to_string())
@@ -552,7 +571,7 @@ fn from_datafusion(e: &DataFusionError) -> SqlError {
         DataFusionError::Diagnostic(diagnostic, inner) => {
             let e = from_datafusion(inner);
             match diagnostic.span {
-                Some(span) if e.at.is_none() && span.start.line > 0 => {
+                Some(span) if e.place == Place::Unknown && span.start.line > 0 => {
                     e.at(Location::new(span.start.line, span.start.column))
                 }
                 _ => e,

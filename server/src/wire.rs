@@ -382,16 +382,17 @@ fn fields_of(schema: &Schema, format: &Format) -> Result<Vec<FieldInfo>, SqlErro
             let size = type_size(info.datatype());
             let info = info.with_type_size(size);
             match field.data_type() {
-                // A numeric whose values have scales of their own is Postgres' unconstrained one.
-                DataType::Decimal128(..)
-                    if crate::pg::numeric::Scale::of(field)
-                        != crate::pg::numeric::Scale::Column =>
+                // Only a column declared numeric(p,s) (or a value read from one as it is) has a
+                // type modifier: a computed numeric is plain `numeric` in Postgres.
+                DataType::Decimal128(p, s)
+                    if *s >= 0
+                        && field
+                            .metadata()
+                            .contains_key(rivulet_planner::types::NUMERIC_TYPMOD) =>
                 {
-                    info
-                }
-                DataType::Decimal128(p, s) if *s >= 0 => {
                     info.with_type_modifier(((i32::from(*p) << 16) | i32::from(*s)) + 4)
                 }
+                DataType::Decimal128(..) => info,
                 // `character(n)`, `character varying(n)`: n + 4, Postgres' varlena header
                 // included.
                 _ => {

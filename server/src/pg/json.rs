@@ -285,7 +285,14 @@ fn jsonb_error(e: rivulet_planner::jsonb::JsonbError) -> DataFusionError {
 /// Describe of `'x'::jsonb` does), anything else when it runs.
 pub fn json_cast(cast: Cast, kind: Json) -> Result<Transformed<Expr>> {
     if let Expr::Literal(ScalarValue::Utf8(Some(text)), _) = cast.expr.as_ref() {
-        let value = kind.input(text)?;
+        // The error points at the constant, as Postgres' does.
+        let value = kind.input(text).map_err(|e| match e {
+            DataFusionError::External(inner) => match inner.downcast::<SqlError>() {
+                Ok(sql) => DataFusionError::External(Box::new(sql.about_constant(text))),
+                Err(other) => DataFusionError::External(other),
+            },
+            other => other,
+        })?;
         return Ok(Transformed::yes(Expr::Cast(Cast::new_from_field(
             Box::new(lit(value)),
             cast.field,
@@ -394,6 +401,15 @@ impl<T: TypePlanner> TypePlanner for JsonTypes<T> {
                 let column = rivulet_planner::types::SqlType::from_ast(sql_type)
                     .map_err(|e| DataFusionError::External(Box::new(SqlError::from(e))))?;
                 Ok(Some(Arc::new(column.field("character", true))))
+            }
+            // `numeric(p,s)`: declared, so that clients are told its precision and scale, as
+            // Postgres tells them for a cast to it.
+            SqlType::Numeric(info) | SqlType::Decimal(info)
+                if !matches!(info, datafusion::sql::sqlparser::ast::ExactNumberInfo::None) =>
+            {
+                let column = rivulet_planner::types::SqlType::from_ast(sql_type)
+                    .map_err(|e| DataFusionError::External(Box::new(SqlError::from(e))))?;
+                Ok(Some(Arc::new(column.field("numeric", true))))
             }
             other => self.inner.plan_type_field(other),
         }

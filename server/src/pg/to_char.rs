@@ -451,6 +451,9 @@ fn format_template(
                 }
             }
             rest = &tail[end.min(tail.len())..];
+            // FM applies to the field right after it: quoted text in between takes it
+            // (`FM"x"DD` of the 7th is `x07`, as in Postgres).
+            fill = false;
             continue;
         }
         // Outside quotes a backslash only escapes a quote; elsewhere it is copied.
@@ -1534,6 +1537,11 @@ mod tests {
                 "YYYY-MM-DD HH24:MI:SS.US Day Month FMDay FMMonth Mon DY dy ddd IW IYYY Q W WW J CC RM am A.M. TZ OF"
             ),
             "2026-03-07 14:05:09.123456 Saturday  March     Saturday March Mar SAT sat 066 10 2026 1 1 10 2461107 21 III  pm P.M.  +00"
+        );
+        // FM reaches only the field right after it; TM names are unpadded.
+        assert_eq!(
+            format_datetime(&at, false, "FM\"x\"DD|TMMonth|TMDay|FMHH12"),
+            "x07|March|Saturday|2"
         );
     }
 

@@ -239,6 +239,32 @@ fn retype(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
                 field.data_type().clone(),
             ))))
         }
+        Expr::ScalarSubquery(mut sq)
+            if sq
+                .subquery
+                .schema()
+                .fields()
+                .first()
+                .is_some_and(|f| declares_column_type(f)) =>
+        {
+            // DataFusion's decorrelation of a scalar subquery loses its column's metadata (a
+            // `jsonb` or `varchar(n)` column's declared type), and the optimizer then refuses
+            // the changed schema ("schema field unallowed change"): the subquery gives the plain
+            // value, and a cast outside it declares the column's type again.
+            let plan = Arc::unwrap_or_clone(sq.subquery);
+            let declared = Arc::new(plan.schema().field(0).as_ref().clone());
+            let column = Expr::Column(Column::from(plan.schema().qualified_field(0)));
+            let name = declared.name().clone();
+            sq.subquery = Arc::new(
+                datafusion::logical_expr::LogicalPlanBuilder::from(plan)
+                    .project(vec![plain(column).alias(name)])?
+                    .build()?,
+            );
+            Ok(Transformed::yes(Expr::Cast(Cast::new_from_field(
+                Box::new(Expr::ScalarSubquery(sq)),
+                declared,
+            ))))
+        }
         Expr::ScalarFunction(f) if let Some(declared) = conditional_type(&f, input) => {
             // `coalesce(j, '{}')` of a `jsonb` j is `jsonb` in Postgres; DataFusion's result
             // declares nothing (text).
@@ -476,6 +502,56 @@ pub fn untyped_constant(e: &Expr) -> bool {
         Expr::Literal(ScalarValue::Utf8(_) | ScalarValue::Null, _) => true,
         Expr::Alias(a) => untyped_constant(&a.expr),
         _ => false,
+    }
+}
+
+/// Whether `field` declares a column type beyond its Arrow type (`jsonb`, `varchar(n)`,
+/// `numeric(p,s)`), which DataFusion's scalar subqueries lose.
+fn declares_column_type(field: &datafusion::arrow::datatypes::Field) -> bool {
+    use rivulet_planner::types::{CHAR_LENGTH, NUMERIC_TYPMOD, PG_TYPE};
+    [PG_TYPE, CHAR_LENGTH, NUMERIC_TYPMOD]
+        .iter()
+        .any(|key| field.metadata().contains_key(*key))
+}
+
+/// `x` as it is, without the metadata its field declares (see the scalar subqueries of
+/// [`retype`]).
+fn plain(x: Expr) -> Expr {
+    static UDF: std::sync::LazyLock<Arc<ScalarUDF>> = std::sync::LazyLock::new(|| {
+        Arc::new(ScalarUDF::new_from_impl(Plain {
+            signature: Signature::any(1, Volatility::Immutable),
+        }))
+    });
+    Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
+        Arc::clone(&UDF),
+        vec![x],
+    ))
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Plain {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Plain {
+    fn name(&self) -> &str {
+        "rivulet_plain"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        args.first().cloned().ok_or_else(|| {
+            datafusion::error::DataFusionError::Plan("rivulet_plain takes one argument".into())
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        args.args.into_iter().next().ok_or_else(|| {
+            datafusion::error::DataFusionError::Plan("rivulet_plain takes one argument".into())
+        })
     }
 }
 

@@ -181,3 +181,4 @@ SELECT b, count(*) FROM tb GROUP BY b
 SELECT DISTINCT b FROM tb
 SELECT count(*) FROM tb x JOIN tb y ON x.b = y.b
 SELECT min(b), max(b) FROM tb
+SELECT (SELECT j FROM tj LIMIT 1), (SELECT v FROM t WHERE id = 1), (SELECT n FROM t WHERE id = 1)
