@@ -47,13 +47,17 @@ pub fn exponent_literals(stmt: &mut ast::Statement) {
             let digits = plain.len() as u64;
             v.value = ast::Value::Number(plain, *long);
             if integral {
+                // A plain `numeric` where the integer fits a bigint (the cast keeps its own
+                // digits, and clients see no type modifier, as in Postgres); beyond, its width.
+                let info = if digits <= 18 {
+                    ast::ExactNumberInfo::None
+                } else {
+                    ast::ExactNumberInfo::PrecisionAndScale(digits.clamp(1, 38), 0)
+                };
                 *expr = ast::Expr::Cast {
                     kind: ast::CastKind::Cast,
                     expr: Box::new(expr.clone()),
-                    data_type: ast::DataType::Numeric(ast::ExactNumberInfo::PrecisionAndScale(
-                        digits.clamp(1, 38),
-                        0,
-                    )),
+                    data_type: ast::DataType::Numeric(info),
                     array: false,
                     format: None,
                 };
