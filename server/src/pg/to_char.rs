@@ -259,7 +259,7 @@ fn ordinal(n: i64, upper: bool) -> &'static str {
     }
 }
 
-const MONTHS: [&str; 12] = [
+pub(super) const MONTHS: [&str; 12] = [
     "January",
     "February",
     "March",
@@ -273,7 +273,7 @@ const MONTHS: [&str; 12] = [
     "November",
     "December",
 ];
-const DAYS: [&str; 7] = [
+pub(super) const DAYS: [&str; 7] = [
     "Sunday",
     "Monday",
     "Tuesday",
@@ -282,7 +282,7 @@ const DAYS: [&str; 7] = [
     "Friday",
     "Saturday",
 ];
-const ROMAN: [&str; 12] = [
+pub(super) const ROMAN: [&str; 12] = [
     "I", "II", "III", "IV", "V", "VI", "VII", "VIII", "IX", "X", "XI", "XII",
 ];
 
@@ -507,7 +507,7 @@ fn padded(n: i64, width: usize, fill: bool) -> (String, Option<i64>) {
 }
 
 /// `rest` after `prefix`, compared without regard to ASCII case.
-fn strip_ci<'a>(rest: &'a str, prefix: &str) -> Option<&'a str> {
+pub(super) fn strip_ci<'a>(rest: &'a str, prefix: &str) -> Option<&'a str> {
     (rest.len() >= prefix.len()
         && rest.is_char_boundary(prefix.len())
         && rest[..prefix.len()].eq_ignore_ascii_case(prefix))

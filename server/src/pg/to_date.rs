@@ -37,6 +37,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
+use super::to_char::{DAYS, MONTHS, ROMAN, strip_ci};
 use crate::error::{SqlError, sqlstate};
 
 /// The names `rewrite.rs` calls.
@@ -330,12 +331,6 @@ fn nodes(template: &str) -> Vec<Node> {
     out
 }
 
-fn strip_ci<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
-    let head = text.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &text[prefix.len()..])
-}
-
 /// What a text says, as Postgres' `to_timestamp` puts it together.
 struct Read {
     date: NaiveDate,
@@ -369,33 +364,10 @@ struct Fields {
     zone_minute: Option<i64>,
 }
 
-const MONTHS: [&str; 12] = [
-    "january",
-    "february",
-    "march",
-    "april",
-    "may",
-    "june",
-    "july",
-    "august",
-    "september",
-    "october",
-    "november",
-    "december",
-];
-const DAYS: [&str; 7] = [
-    "sunday",
-    "monday",
-    "tuesday",
-    "wednesday",
-    "thursday",
-    "friday",
-    "saturday",
-];
-const ROMAN: [&str; 12] = [
-    "xii", "xi", "x", "ix", "viii", "vii", "vi", "v", "iv", "iii", "ii", "i",
-];
-const ROMAN_MONTHS: [i64; 12] = [12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1];
+/// Roman month numerals longest first (`VIII` before `VII`), as the text is matched against them.
+fn roman_longest_first() -> impl Iterator<Item = (i64, &'static str)> {
+    (1..=12).rev().zip(ROMAN.iter().rev().copied())
+}
 
 /// Reads `text` by `nodes`.
 fn read(text: &str, nodes: &[Node]) -> std::result::Result<Read, SqlError> {
@@ -512,8 +484,9 @@ fn read_field(
             name(chars, at, &DAYS, width, written)?;
         }
         Field::Roman => {
-            let i = word_of(chars, at, &ROMAN, written)?;
-            f.month = ROMAN_MONTHS.get(i).copied();
+            let (months, numerals): (Vec<i64>, Vec<&str>) = roman_longest_first().unzip();
+            let i = word_of(chars, at, &numerals, written)?;
+            f.month = months.get(i).copied();
         }
         Field::Meridiem => {
             let i = word_of(chars, at, &["a.m.", "p.m.", "am", "pm"], written)?;
