@@ -16,6 +16,7 @@ use rivulet_planner::PlanError;
 pub mod sqlstate {
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const DATA_EXCEPTION: &str = "22000";
+    pub const CARDINALITY_VIOLATION: &str = "21000";
     pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
     pub const STRING_DATA_RIGHT_TRUNCATION: &str = "22001";
     pub const DATETIME_FIELD_OVERFLOW: &str = "22008";
@@ -579,6 +580,22 @@ fn from_datafusion(e: &DataFusionError) -> SqlError {
         }
         DataFusionError::Shared(inner) => from_datafusion(inner),
         DataFusionError::SQL(p, _) => SqlError::new(SYNTAX_ERROR, clean(&p.to_string())),
+        DataFusionError::NotImplemented(m)
+            if m.starts_with("Physical plan does not support logical expression")
+                && ["ScalarSubquery", "Exists", "InSubquery", "SetComparison"]
+                    .iter()
+                    .any(|kind| m.contains(kind)) =>
+        {
+            // A correlated subquery DataFusion could not turn into a join.
+            SqlError::new(
+                FEATURE_NOT_SUPPORTED,
+                "this correlated subquery is not supported",
+            )
+            .with_hint(
+                "Correlate it by equality with the outer query (inner.x = outer.y, ANDed), \
+                 without outer columns in its select list, or write it as a join.",
+            )
+        }
         DataFusionError::NotImplemented(m) => {
             // DataFusion's own messages often say so already, at the end or at the start.
             let m = clean(m);
@@ -660,6 +677,14 @@ fn from_plan_message(m: &str) -> SqlError {
     // `clean` lowercased the first letter: match case-insensitively.
     let lower = m.to_lowercase();
     let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
+    // In a materialized view (queries aggregate a plain scalar subquery, `pg::subquery`).
+    if has(&["correlated scalar subquery must be aggregated"]) {
+        return SqlError::new(
+            FEATURE_NOT_SUPPORTED,
+            "a correlated scalar subquery in a materialized view must be an aggregate",
+        )
+        .with_hint("Aggregate its select item (max(x) for a lookup of one row), or join instead.");
+    }
     // DataFusion: "Invalid function 'f'.\nDid you mean 'g'?", before the arguments are typed.
     if let Some(rest) = m.strip_prefix("invalid function '")
         && let Some((name, rest)) = rest.split_once('\'')
@@ -805,6 +830,10 @@ fn from_execution_message(m: &str) -> SqlError {
     }
     if let Some(e) = numeric_overflow(&m) {
         return e;
+    }
+    // An uncorrelated scalar subquery of several rows.
+    if has("scalar subquery returned more than one row") {
+        return crate::pg::subquery::more_than_one_row();
     }
     if has("can't cast value") {
         return SqlError::new(NUMERIC_VALUE_OUT_OF_RANGE, m);

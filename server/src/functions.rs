@@ -36,6 +36,7 @@ pub fn register(ctx: &SessionContext, user: &str, database: &str) {
         ctx.register_udf(udf);
     }
     ctx.register_udaf(crate::pg::sum::udaf());
+    ctx.register_udaf(crate::pg::subquery::udaf());
     ctx.register_udf(crate::pg::extract::udf());
     ctx.register_udf(crate::pg::date_trunc::udf());
     ctx.register_udf(crate::pg::at_time_zone::udf());

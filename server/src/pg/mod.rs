@@ -27,6 +27,7 @@ pub mod oid_arrays;
 pub mod regclass;
 pub mod rewrite;
 /// `sum` of numerics, refused (22003) rather than wrapped beyond 38 digits.
+pub mod subquery;
 pub mod sum;
 pub mod to_char;
 pub mod to_date;

@@ -30,6 +30,7 @@ pub fn statement(parsed: Parsed) -> Parsed {
         prepend_pg_catalog(stmt);
         like_escapes(stmt);
         regex_substrings(stmt);
+        super::subquery::rewrite(stmt);
     }
     if let Statement::Sql { stmt, .. } = &mut parsed.statement {
         if matches!(stmt.as_ref(), ast::Statement::Insert(_)) {
@@ -711,7 +712,8 @@ fn array_subqueries(stmt: &mut ast::Statement) {
 /// Catalog queries look up one row by key in correlated scalar subqueries (SQLAlchemy's column
 /// defaults, identity options and collations inside `CASE`); DataFusion plans a correlated scalar
 /// subquery only if it is aggregated. For a lookup that finds at most one row, `max` of it is the
-/// row's value. Subqueries that are already aggregated, grouped or limited are left alone.
+/// row's value. Subqueries that are already aggregated, grouped or limited are left alone. (User
+/// queries get [`super::subquery::rewrite`], which refuses a second row instead.)
 fn aggregate_scalar_subqueries(stmt: &mut ast::Statement) {
     let _ = ast::visit_expressions_mut(stmt, |expr| {
         if let ast::Expr::Subquery(query) = expr
@@ -727,41 +729,12 @@ fn aggregate_scalar_subqueries(stmt: &mut ast::Statement) {
                 | ast::SelectItem::ExprWithAlias { expr: e, .. } => e,
                 _ => return ControlFlow::<()>::Continue(()),
             };
-            if !has_aggregate(inner) {
+            if !super::subquery::aggregates(inner) {
                 *inner = call("max", vec![inner.clone()], vec![]);
             }
         }
         ControlFlow::<()>::Continue(())
     });
-}
-
-/// Whether `expr` calls an aggregate function clients use in catalog lookups.
-fn has_aggregate(expr: &ast::Expr) -> bool {
-    const AGGREGATES: &[&str] = &[
-        "max",
-        "min",
-        "count",
-        "sum",
-        "avg",
-        "array_agg",
-        "string_agg",
-        "bool_and",
-        "bool_or",
-        "json_agg",
-        "jsonb_agg",
-    ];
-    let mut found = false;
-    let _ = ast::visit_expressions(expr, |e| {
-        if let ast::Expr::Function(f) = e
-            && let Some(name) = f.name.0.last().and_then(|p| p.as_ident())
-            && AGGREGATES.contains(&name.value.to_ascii_lowercase().as_str())
-        {
-            found = true;
-            return ControlFlow::Break(());
-        }
-        ControlFlow::Continue(())
-    });
-    found
 }
 
 static REG_CASTS: LazyLock<RewriteRegCastToSubquery> = LazyLock::new(RewriteRegCastToSubquery::new);

@@ -182,3 +182,7 @@ SELECT DISTINCT b FROM tb
 SELECT count(*) FROM tb x JOIN tb y ON x.b = y.b
 SELECT min(b), max(b) FROM tb
 SELECT (SELECT j FROM tj LIMIT 1), (SELECT v FROM t WHERE id = 1), (SELECT n FROM t WHERE id = 1)
+SELECT id, (SELECT v FROM t t2 WHERE t2.id = t.id + 1) AS nxt, (SELECT j FROM tj WHERE tj.id = t.id) FROM t ORDER BY id
+SELECT id, (SELECT x.v FROM t x WHERE x.id = t.id ORDER BY x.ts DESC LIMIT 1) AS last FROM t ORDER BY id
+SELECT (SELECT id FROM t WHERE id > 1)
+SELECT id, (SELECT id FROM tb WHERE tb.id >= t.id) FROM t
