@@ -743,8 +743,25 @@ pub async fn source(
             }
             continue;
         }
+        if table.is_closed() && table.last_seq() > reader.at.seq {
+            // A dropped table's log is gone with it: nothing more can be read, and its readers
+            // wait for their jobs to stop, as readers that are caught up do. (Reading on found no
+            // entries and looped without yielding: two such jobs held both job threads, and every
+            // job of the server stalled.)
+            reader.at.seq = table.last_seq();
+            chain.shared.read_to(reader.at.index, reader.at.seq);
+            continue;
+        }
         if table.last_seq() > reader.at.seq {
             let entries = table.changes_after(None, reader.at.seq, READ_ENTRIES)?;
+            if entries.is_empty() && !table.is_closed() {
+                return Err(EngineError::Corrupt(format!(
+                    "the change log of \"{}\" ends before its last change {} (read up to {})",
+                    table.name(),
+                    table.last_seq(),
+                    reader.at.seq
+                )));
+            }
             let full = entries.len() >= READ_ENTRIES;
             for (seq, batch) in entries {
                 chain.shared.count_in(reader.at.index, batch.num_rows());

@@ -255,3 +255,36 @@ async fn a_stopped_job_ends_at_a_synced_checkpoint_and_resumes_without_loss_or_d
     job.flush().await.unwrap();
     assert_eq!(view_rows(&view, &store), expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_behind_a_dropped_table_waits_to_be_stopped_and_holds_no_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let a = Arc::new(TableStore::open(store.clone(), 1, "a", input_schema(), vec![]).unwrap());
+    let b = Arc::new(TableStore::open(store.clone(), 2, "b", input_schema(), vec![]).unwrap());
+    let view = Arc::new(TableStore::open(store.clone(), 3, "v", output_schema(), vec![0]).unwrap());
+    let job = start(&store, &a, &b, &view, 1);
+    a.insert(&[rows(&[(1, 10)])]).unwrap();
+    job.flush().await.unwrap();
+    job.stop().await.unwrap();
+    drop(job);
+    // A change the stopped job has not read, then the table dropped (closed, its keys deleted,
+    // as DROP TABLE does): the next job resumes behind a log that is gone. It used to read on
+    // forever without yielding, holding a worker thread of every job.
+    a.insert(&[rows(&[(2, 20)])]).unwrap();
+    a.close();
+    let mut batch = crate::state::StateBatch::new();
+    TableStore::drop_data(&mut batch, a.id());
+    store.write(batch, false).unwrap();
+    let job = start(&store, &a, &b, &view, 1);
+    b.insert(&[rows(&[(3, 30)])]).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), job.flush())
+        .await
+        .expect("the job still checkpoints")
+        .unwrap();
+    assert_eq!(view_rows(&view, &store).get(&3), Some(&(1, 30)));
+    tokio::time::timeout(Duration::from_secs(20), job.stop())
+        .await
+        .expect("the job stops")
+        .unwrap();
+}
