@@ -202,7 +202,9 @@ fn group_window(expr: &ast::Expr) -> Result<Option<ast::Expr>> {
             name.to_uppercase()
         )));
     };
-    let start = format!("date_bin({size}, {ts}, TIMESTAMP '1970-01-01 00:00:00')");
+    // DataFusion's `date_bin` takes its origin in nanoseconds (`TIMESTAMP` alone is microseconds,
+    // as in Postgres): an origin of another unit would cast the time column instead.
+    let start = format!("date_bin({size}, {ts}, CAST('1970-01-01 00:00:00' AS TIMESTAMP(9)))");
     let sql = match name.as_str() {
         "tumble" | "tumble_start" => start,
         "tumble_end" => format!("({start} + {size})"),
@@ -348,8 +350,8 @@ fn derived(factor: &TableFactor) -> Result<Option<TableFactor>> {
         _ => return Err(usage(&kind)),
     };
     let origin = |offset: Option<&String>| match offset {
-        Some(o) => format!("(TIMESTAMP '1970-01-01 00:00:00' + {o})"),
-        None => "TIMESTAMP '1970-01-01 00:00:00'".to_string(),
+        Some(o) => format!("(CAST('1970-01-01 00:00:00' AS TIMESTAMP(9)) + {o})"),
+        None => "CAST('1970-01-01 00:00:00' AS TIMESTAMP(9))".to_string(),
     };
     let window_time = |end: &str| {
         if flink {
@@ -562,7 +564,7 @@ mod tests {
         );
         assert!(
             sql.contains(
-                "date_bin(INTERVAL '1' MINUTE, ts, TIMESTAMP '1970-01-01 00:00:00') AS window_start"
+                "date_bin(INTERVAL '1' MINUTE, ts, CAST('1970-01-01 00:00:00' AS TIMESTAMP(9))) AS window_start"
             ),
             "{sql}"
         );

@@ -420,6 +420,9 @@ fn formatting_statements() -> Vec<String> {
         "1999-07-04 13:05:09.000001",
         "2000-10-15 00:30:00",
         "2021-01-03 07:08:09",
+        // Past nanoseconds' reach (2262), and before 1677: `timestamp` holds microseconds.
+        "9999-12-31 23:59:59.999999",
+        "1500-06-15 04:05:06",
     ];
     let datetime_templates = [
         "YYYY",

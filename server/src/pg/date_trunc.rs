@@ -13,6 +13,7 @@ use datafusion::arrow::array::{Array, AsArray, IntervalMonthDayNanoArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
     DataType, Field, FieldRef, IntervalMonthDayNano, IntervalMonthDayNanoType, IntervalUnit,
+    TimeUnit, TimestampMicrosecondType,
 };
 use datafusion::common::types::logical_string;
 use datafusion::error::{DataFusionError, Result};
@@ -96,16 +97,38 @@ impl ScalarUDFImpl for DateTrunc {
                 )) => timestamp_unit(u),
                 _ => None,
             };
+            let value =
+                args.args.get(1).cloned().ok_or_else(|| {
+                    DataFusionError::Internal("date_trunc without a value".into())
+                })?;
             return match named {
-                Some(Years(of)) => {
-                    let value = args.args.get(1).cloned().ok_or_else(|| {
-                        DataFusionError::Internal("date_trunc without a value".into())
-                    })?;
-                    first_of_year(&value, args.number_rows, of)
+                // Microseconds (the type of `timestamp`, as in Postgres) in UTC are truncated
+                // here, so years past 2262 (DataFusion's truncation goes through nanoseconds)
+                // and decades, centuries and millennia work.
+                Some(unit) if in_utc_micros(&value.data_type()) => {
+                    truncate_micros(&value, args.number_rows, unit)
                 }
                 Some(Named(unit)) => {
                     args.args[0] = ColumnarValue::Scalar(ScalarValue::Utf8(Some(unit.into())));
                     self.inner.invoke_with_args(args)
+                }
+                Some(Years(of)) => {
+                    let micros = cast(
+                        &value.to_array(args.number_rows)?,
+                        &DataType::Timestamp(TimeUnit::Microsecond, None),
+                    )?;
+                    let truncated = truncate_micros(
+                        &ColumnarValue::Array(micros),
+                        args.number_rows,
+                        Years(of),
+                    )?;
+                    let back = cast(&truncated.to_array(args.number_rows)?, &value.data_type())?;
+                    Ok(match value {
+                        ColumnarValue::Scalar(_) => {
+                            ColumnarValue::Scalar(ScalarValue::try_from_array(&back, 0)?)
+                        }
+                        ColumnarValue::Array(_) => ColumnarValue::Array(back),
+                    })
                 }
                 None => self.inner.invoke_with_args(args),
             };
@@ -190,32 +213,71 @@ fn timestamp_unit(text: &str) -> Option<TimestampUnit> {
     })
 }
 
-/// Each timestamp of `value` moved to January 1st, 00:00 of the year `of` gives for its year
-/// (in UTC, the session's time zone), in `value`'s own type.
-fn first_of_year(value: &ColumnarValue, rows: usize, of: fn(i32) -> i32) -> Result<ColumnarValue> {
+/// Whether `t` is a timestamp of microseconds, without a time zone or in UTC.
+fn in_utc_micros(t: &DataType) -> bool {
+    match t {
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => tz
+            .as_deref()
+            .is_none_or(|tz| matches!(tz, "+00:00" | "UTC" | "Z" | "+00" | "GMT")),
+        _ => false,
+    }
+}
+
+/// Each timestamp of `value` (microseconds, in UTC) truncated to `unit`, in `value`'s type.
+fn truncate_micros(
+    value: &ColumnarValue,
+    rows: usize,
+    unit: TimestampUnit,
+) -> Result<ColumnarValue> {
     use chrono::Datelike;
-    use datafusion::arrow::datatypes::{TimeUnit, TimestampMicrosecondType};
+    const MICROS_PER_DAY: i64 = 24 * MICROS_PER_HOUR;
     let array = value.to_array(rows)?;
     let DataType::Timestamp(_, tz) = array.data_type() else {
-        return Err(DataFusionError::Plan(format!(
-            "date_trunc by decade, century or millennium takes a timestamp, not {}",
+        return Err(DataFusionError::Internal(format!(
+            "date_trunc of {} as microseconds",
             array.data_type()
         )));
     };
-    let micros = cast(
-        &array,
-        &DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
-    )?;
-    let truncated: datafusion::arrow::array::PrimitiveArray<TimestampMicrosecondType> = micros
+    let to = |step: i64| move |us: i64| Some(us - us.rem_euclid(step));
+    // A date's first moment, from one of its days (chrono's calendar, proleptic Gregorian).
+    let date = |us: i64, f: &dyn Fn(chrono::NaiveDate) -> Option<chrono::NaiveDate>| {
+        let day = chrono::DateTime::from_timestamp_micros(us)?.date_naive();
+        Some(f(day)?.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros())
+    };
+    let truncate: Box<dyn Fn(i64) -> Option<i64>> = match unit {
+        Named("microsecond") => Box::new(Some),
+        Named("millisecond") => Box::new(to(1_000)),
+        Named("second") => Box::new(to(MICROS_PER_SECOND)),
+        Named("minute") => Box::new(to(MICROS_PER_MINUTE)),
+        Named("hour") => Box::new(to(MICROS_PER_HOUR)),
+        Named("day") => Box::new(to(MICROS_PER_DAY)),
+        Named("week") => Box::new(move |us: i64| {
+            // 1970-01-01 was a Thursday: weeks start on Mondays.
+            let days = us.div_euclid(MICROS_PER_DAY);
+            Some((days - (days + 3).rem_euclid(7)) * MICROS_PER_DAY)
+        }),
+        Named("month") => Box::new(move |us| date(us, &|d| d.with_day(1))),
+        Named("quarter") => Box::new(move |us| {
+            date(us, &|d| {
+                chrono::NaiveDate::from_ymd_opt(d.year(), (d.month0() / 3) * 3 + 1, 1)
+            })
+        }),
+        Named("year") => Box::new(move |us| date(us, &|d| d.with_ordinal(1))),
+        Years(of) => {
+            Box::new(move |us| date(us, &|d| chrono::NaiveDate::from_ymd_opt(of(d.year()), 1, 1)))
+        }
+        Named(other) => {
+            return Err(DataFusionError::Internal(format!(
+                "date_trunc unit {other} has no truncation"
+            )));
+        }
+    };
+    let truncated: datafusion::arrow::array::PrimitiveArray<TimestampMicrosecondType> = array
         .as_primitive::<TimestampMicrosecondType>()
         .iter()
-        .map(|us| {
-            let year = chrono::DateTime::from_timestamp_micros(us?)?.year();
-            let start = chrono::NaiveDate::from_ymd_opt(of(year), 1, 1)?.and_hms_opt(0, 0, 0)?;
-            Some(start.and_utc().timestamp_micros())
-        })
+        .map(|us| truncate(us?))
         .collect();
-    let truncated = cast(&truncated.with_timezone_opt(tz.clone()), array.data_type())?;
+    let truncated = Arc::new(truncated.with_timezone_opt(tz.clone())) as Arc<dyn Array>;
     Ok(match value {
         ColumnarValue::Scalar(_) => {
             ColumnarValue::Scalar(ScalarValue::try_from_array(&truncated, 0)?)

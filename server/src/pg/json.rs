@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, TimeUnit};
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::error::DataFusionError;
@@ -28,7 +28,7 @@ use datafusion::logical_expr::{
     ColumnarValue, Expr, ExprSchemable, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
     ScalarUDFImpl, Signature, Volatility, create_udf, lit,
 };
-use datafusion::sql::sqlparser::ast::{BinaryOperator, DataType as SqlType};
+use datafusion::sql::sqlparser::ast::{BinaryOperator, DataType as SqlType, TimezoneInfo};
 use datafusion_functions_json::udfs;
 
 use crate::error::{SqlError, sqlstate};
@@ -410,6 +410,25 @@ impl<T: TypePlanner> TypePlanner for JsonTypes<T> {
                 let column = rivulet_planner::types::SqlType::from_ast(sql_type)
                     .map_err(|e| DataFusionError::External(Box::new(SqlError::from(e))))?;
                 Ok(Some(Arc::new(column.field("numeric", true))))
+            }
+            // Postgres' `timestamp` holds microseconds from 4713 BC; DataFusion's default
+            // (nanoseconds) ends in 2262, so `'9999-12-31'::timestamp` overflowed. A table's
+            // `timestamp` column is microseconds too.
+            SqlType::Timestamp(
+                None | Some(6),
+                TimezoneInfo::None | TimezoneInfo::WithoutTimeZone,
+            ) => Ok(Some(Arc::new(Field::new(
+                "",
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                true,
+            )))),
+            // `timestamptz` likewise, in UTC (the session's zone), as a table's column.
+            SqlType::Timestamp(None | Some(6), TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => {
+                Ok(Some(Arc::new(Field::new(
+                    "",
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+                    true,
+                ))))
             }
             other => self.inner.plan_type_field(other),
         }

@@ -199,7 +199,16 @@ fn int4_series(stmt: &mut ast::Statement) {
                 ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => int4_literal(e),
                 _ => false,
             };
-            if !is_series || !(2..=3).contains(&args.args.len()) || !args.args.iter().all(int4) {
+            if !is_series || !(2..=3).contains(&args.args.len()) {
+                return ControlFlow::Continue(());
+            }
+            if !args.args.iter().all(int4) {
+                // DataFusion's series of timestamps takes nanoseconds.
+                for arg in args.args.iter_mut().take(2) {
+                    if let ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) = arg {
+                        nanosecond_timestamp(e);
+                    }
+                }
                 return ControlFlow::Continue(());
             }
             let list = args
@@ -246,6 +255,20 @@ fn int4_series(stmt: &mut ast::Statement) {
         }
     }
     let _ = ast::VisitMut::visit(stmt, &mut Series);
+}
+
+/// Makes `e`, if it is a `timestamp`/`timestamptz` constant or a cast to one (microseconds), one
+/// of nanoseconds.
+fn nanosecond_timestamp(e: &mut ast::Expr) {
+    let data_type = match e {
+        ast::Expr::TypedString(t) => &mut t.data_type,
+        ast::Expr::Cast { data_type, .. } => data_type,
+        ast::Expr::Nested(inner) => return nanosecond_timestamp(inner),
+        _ => return,
+    };
+    if let ast::DataType::Timestamp(precision @ (None | Some(6)), _) = data_type {
+        *precision = Some(9);
+    }
 }
 
 /// An integer literal that fits `integer` (with a sign).
