@@ -677,13 +677,16 @@ fn from_plan_message(m: &str) -> SqlError {
     // `clean` lowercased the first letter: match case-insensitively.
     let lower = m.to_lowercase();
     let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
-    // In a materialized view (queries aggregate a plain scalar subquery, `pg::subquery`).
+    // One `pg::subquery` does not make an aggregate of (a LIMIT other than 1, an OFFSET).
     if has(&["correlated scalar subquery must be aggregated"]) {
         return SqlError::new(
             FEATURE_NOT_SUPPORTED,
-            "a correlated scalar subquery in a materialized view must be an aggregate",
+            "this correlated scalar subquery is not supported",
         )
-        .with_hint("Aggregate its select item (max(x) for a lookup of one row), or join instead.");
+        .with_hint(
+            "Select one item of at most one row (a lookup by key, or ORDER BY .. LIMIT 1), \
+             aggregate it, or join instead.",
+        );
     }
     // DataFusion: "Invalid function 'f'.\nDid you mean 'g'?", before the arguments are typed.
     if let Some(rest) = m.strip_prefix("invalid function '")

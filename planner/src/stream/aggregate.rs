@@ -255,7 +255,14 @@ const RECOMPUTED: &[&str] = &[
     "approx_median",
     "approx_percentile_cont",
     "median",
+    SINGLE_VALUE,
 ];
+
+/// Name of the server's aggregate of a scalar subquery's one row (NULL for none, an error for a
+/// second): a correlated lookup `(SELECT name FROM u WHERE u.id = t.uid)` aggregates through it.
+/// In a view, a group whose second row comes fails the job, as Flink's SINGLE_VALUE does (NULL
+/// items are not counted, as the recomputed aggregates skip NULLs).
+pub const SINGLE_VALUE: &str = "rivulet_single_value";
 
 /// An aggregate call of DataFusion's plan (over `input`) as the streaming aggregate's.
 pub(super) fn aggregate_of(ctx: &StreamContext<'_>, e: &Expr, input: &DFSchema) -> Result<AggCall> {

@@ -48,6 +48,7 @@ use crate::types::SqlType;
 
 /// `Aggregate` and `DISTINCT`.
 mod aggregate;
+pub use aggregate::SINGLE_VALUE;
 /// Fixed-interval timestamp arithmetic, vectorized.
 mod fast;
 /// `GROUPING SETS`, `ROLLUP`, `CUBE`: a union of one aggregate per set.

@@ -30,7 +30,6 @@ pub fn statement(parsed: Parsed) -> Parsed {
         prepend_pg_catalog(stmt);
         like_escapes(stmt);
         regex_substrings(stmt);
-        super::subquery::rewrite(stmt);
     }
     if let Statement::Sql { stmt, .. } = &mut parsed.statement {
         if matches!(stmt.as_ref(), ast::Statement::Insert(_)) {
@@ -50,6 +49,7 @@ pub fn statement(parsed: Parsed) -> Parsed {
         generate_subscripts(stmt);
         int4_series(stmt);
         function_column_aliases(stmt);
+        super::subquery::rewrite(stmt);
     }
     parsed
 }

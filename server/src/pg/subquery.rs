@@ -5,8 +5,9 @@
 //! with `ORDER BY .. LIMIT 1` not at all. Postgres takes both: the subquery's one row, NULL for
 //! none, and error 21000 when it returns more than one. So before planning, the select item of such
 //! a subquery becomes an aggregate with exactly that meaning: [`udaf`] (`rivulet_single_value`)
-//! without a LIMIT, `first_value(item ORDER BY ..)` with `LIMIT 1`. Queries only: a materialized
-//! view's aggregates are the engine's own operators.
+//! without a LIMIT, `first_value(item ORDER BY ..)` with `LIMIT 1`. Every statement gets it: a
+//! materialized view recomputes `rivulet_single_value` per key (its job fails on a second row, as
+//! Flink's SINGLE_VALUE does); `first_value(.. ORDER BY ..)` is for queries only.
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
@@ -24,8 +25,8 @@ use datafusion::sql::sqlparser::ast::{self, VisitMut, VisitorMut};
 
 use crate::error::{SqlError, sqlstate};
 
-/// The aggregate a plain scalar subquery's item is wrapped in.
-pub const SINGLE_VALUE: &str = "rivulet_single_value";
+/// The aggregate a plain scalar subquery's item is wrapped in (views recompute it per group).
+pub use rivulet_planner::stream::SINGLE_VALUE;
 
 /// Postgres' error for a scalar subquery with more than one row.
 pub fn more_than_one_row() -> SqlError {
