@@ -243,6 +243,16 @@ fn retype(e: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
                 field.data_type().clone(),
             ))))
         }
+        Expr::Negative(inner)
+            if inner.to_field(input).is_ok_and(|(_, f)| {
+                f.metadata()
+                    .contains_key(rivulet_planner::types::NUMERIC_TYPMOD)
+            }) =>
+        {
+            // `-n` of a `numeric(p,s)` column is plain `numeric` in Postgres; DataFusion's
+            // negation keeps the column's declared type modifier.
+            Ok(Transformed::yes(Expr::Negative(Box::new(plain(*inner)))))
+        }
         Expr::ScalarSubquery(mut sq)
             if sq
                 .subquery
