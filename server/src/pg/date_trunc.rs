@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, IntervalMonthDayNanoArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, IntervalMonthDayNanoArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
     DataType, Field, FieldRef, IntervalMonthDayNano, IntervalMonthDayNanoType, IntervalUnit,
@@ -106,29 +106,23 @@ impl ScalarUDFImpl for DateTrunc {
                 // here, so years past 2262 (DataFusion's truncation goes through nanoseconds)
                 // and decades, centuries and millennia work.
                 Some(unit) if in_utc_micros(&value.data_type()) => {
-                    truncate_micros(&value, args.number_rows, unit)
+                    like(&value, truncate_micros(&one_or_all(&value)?, unit)?)
                 }
                 Some(Named(unit)) => {
                     args.args[0] = ColumnarValue::Scalar(ScalarValue::Utf8(Some(unit.into())));
                     self.inner.invoke_with_args(args)
                 }
                 Some(Years(of)) => {
+                    // Another unit of time goes through microseconds and back.
+                    let DataType::Timestamp(_, tz) = value.data_type() else {
+                        return self.inner.invoke_with_args(args);
+                    };
                     let micros = cast(
-                        &value.to_array(args.number_rows)?,
-                        &DataType::Timestamp(TimeUnit::Microsecond, None),
+                        &one_or_all(&value)?,
+                        &DataType::Timestamp(TimeUnit::Microsecond, tz),
                     )?;
-                    let truncated = truncate_micros(
-                        &ColumnarValue::Array(micros),
-                        args.number_rows,
-                        Years(of),
-                    )?;
-                    let back = cast(&truncated.to_array(args.number_rows)?, &value.data_type())?;
-                    Ok(match value {
-                        ColumnarValue::Scalar(_) => {
-                            ColumnarValue::Scalar(ScalarValue::try_from_array(&back, 0)?)
-                        }
-                        ColumnarValue::Array(_) => ColumnarValue::Array(back),
-                    })
+                    let truncated = truncate_micros(&micros, Years(of))?;
+                    like(&value, cast(&truncated, &value.data_type())?)
                 }
                 None => self.inner.invoke_with_args(args),
             };
@@ -223,66 +217,70 @@ fn in_utc_micros(t: &DataType) -> bool {
     }
 }
 
-/// Each timestamp of `value` (microseconds, in UTC) truncated to `unit`, in `value`'s type.
-fn truncate_micros(
-    value: &ColumnarValue,
-    rows: usize,
-    unit: TimestampUnit,
-) -> Result<ColumnarValue> {
+/// Each timestamp of `array` (microseconds, in UTC) truncated to `unit`, in `array`'s type.
+fn truncate_micros(array: &ArrayRef, unit: TimestampUnit) -> Result<ArrayRef> {
     use chrono::Datelike;
     const MICROS_PER_DAY: i64 = 24 * MICROS_PER_HOUR;
-    let array = value.to_array(rows)?;
     let DataType::Timestamp(_, tz) = array.data_type() else {
         return Err(DataFusionError::Internal(format!(
             "date_trunc of {} as microseconds",
             array.data_type()
         )));
     };
-    let to = |step: i64| move |us: i64| Some(us - us.rem_euclid(step));
-    // A date's first moment, from one of its days (chrono's calendar, proleptic Gregorian).
-    let date = |us: i64, f: &dyn Fn(chrono::NaiveDate) -> Option<chrono::NaiveDate>| {
-        let day = chrono::DateTime::from_timestamp_micros(us)?.date_naive();
-        Some(f(day)?.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros())
-    };
-    let truncate: Box<dyn Fn(i64) -> Option<i64>> = match unit {
-        Named("microsecond") => Box::new(Some),
-        Named("millisecond") => Box::new(to(1_000)),
-        Named("second") => Box::new(to(MICROS_PER_SECOND)),
-        Named("minute") => Box::new(to(MICROS_PER_MINUTE)),
-        Named("hour") => Box::new(to(MICROS_PER_HOUR)),
-        Named("day") => Box::new(to(MICROS_PER_DAY)),
-        Named("week") => Box::new(move |us: i64| {
-            // 1970-01-01 was a Thursday: weeks start on Mondays.
-            let days = us.div_euclid(MICROS_PER_DAY);
-            Some((days - (days + 3).rem_euclid(7)) * MICROS_PER_DAY)
-        }),
-        Named("month") => Box::new(move |us| date(us, &|d| d.with_day(1))),
-        Named("quarter") => Box::new(move |us| {
-            date(us, &|d| {
-                chrono::NaiveDate::from_ymd_opt(d.year(), (d.month0() / 3) * 3 + 1, 1)
+    let micros = array.as_primitive::<TimestampMicrosecondType>();
+    // Units of a fixed length are arithmetic on the whole column; calendar units go through
+    // chrono's calendar (proleptic Gregorian), value by value.
+    let step = |step: i64| micros.unary(|us: i64| us - us.rem_euclid(step));
+    let calendar = |f: &dyn Fn(chrono::NaiveDate) -> Option<chrono::NaiveDate>| {
+        micros
+            .iter()
+            .map(|us| {
+                let day = chrono::DateTime::from_timestamp_micros(us?)?.date_naive();
+                Some(f(day)?.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros())
             })
+            .collect::<datafusion::arrow::array::PrimitiveArray<TimestampMicrosecondType>>()
+    };
+    let truncated = match unit {
+        Named("microsecond") => micros.clone(),
+        Named("millisecond") => step(1_000),
+        Named("second") => step(MICROS_PER_SECOND),
+        Named("minute") => step(MICROS_PER_MINUTE),
+        Named("hour") => step(MICROS_PER_HOUR),
+        Named("day") => step(MICROS_PER_DAY),
+        // 1970-01-01 was a Thursday: weeks start on Mondays.
+        Named("week") => micros.unary(|us: i64| {
+            let days = us.div_euclid(MICROS_PER_DAY);
+            (days - (days + 3).rem_euclid(7)) * MICROS_PER_DAY
         }),
-        Named("year") => Box::new(move |us| date(us, &|d| d.with_ordinal(1))),
-        Years(of) => {
-            Box::new(move |us| date(us, &|d| chrono::NaiveDate::from_ymd_opt(of(d.year()), 1, 1)))
+        Named("month") => calendar(&|d| d.with_day(1)),
+        Named("quarter") => {
+            calendar(&|d| chrono::NaiveDate::from_ymd_opt(d.year(), (d.month0() / 3) * 3 + 1, 1))
         }
+        Named("year") => calendar(&|d| d.with_ordinal(1)),
+        Years(of) => calendar(&|d| chrono::NaiveDate::from_ymd_opt(of(d.year()), 1, 1)),
         Named(other) => {
             return Err(DataFusionError::Internal(format!(
                 "date_trunc unit {other} has no truncation"
             )));
         }
     };
-    let truncated: datafusion::arrow::array::PrimitiveArray<TimestampMicrosecondType> = array
-        .as_primitive::<TimestampMicrosecondType>()
-        .iter()
-        .map(|us| truncate(us?))
-        .collect();
-    let truncated = Arc::new(truncated.with_timezone_opt(tz.clone())) as Arc<dyn Array>;
+    Ok(Arc::new(truncated.with_timezone_opt(tz.clone())))
+}
+
+/// `value`'s values: a constant's one (truncated once, not once per row), or the column.
+fn one_or_all(value: &ColumnarValue) -> Result<ArrayRef> {
+    match value {
+        ColumnarValue::Scalar(v) => v.to_array(),
+        ColumnarValue::Array(a) => Ok(Arc::clone(a)),
+    }
+}
+
+/// `result`, the values of [`one_or_all`]`(value)` computed, shaped as `value` (a constant or a
+/// column).
+fn like(value: &ColumnarValue, result: ArrayRef) -> Result<ColumnarValue> {
     Ok(match value {
-        ColumnarValue::Scalar(_) => {
-            ColumnarValue::Scalar(ScalarValue::try_from_array(&truncated, 0)?)
-        }
-        ColumnarValue::Array(_) => ColumnarValue::Array(truncated),
+        ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?),
+        ColumnarValue::Array(_) => ColumnarValue::Array(result),
     })
 }
 
