@@ -592,8 +592,8 @@ fn from_datafusion(e: &DataFusionError) -> SqlError {
                 "this correlated subquery is not supported",
             )
             .with_hint(
-                "Correlate it by equality with the outer query (inner.x = outer.y, ANDed), \
-                 without outer columns in its select list, or write it as a join.",
+                "Use outer columns in the subquery's WHERE clause and select list only \
+                 (not in its FROM, GROUP BY or LIMIT), or write it as a join.",
             )
         }
         DataFusionError::NotImplemented(m) => {

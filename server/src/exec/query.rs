@@ -52,7 +52,8 @@ pub async fn plan_continuous(
     for name in functions {
         ctx.deregister_udtf(&name);
     }
-    postgres_text_casts(crate::pg::typing::postgres_types(plan?)?)
+    let typed = crate::pg::typing::postgres_types(plan?)?;
+    postgres_text_casts(crate::pg::decorrelate::scalar_subqueries(typed)?)
 }
 
 /// Makes text-to-bytea casts read Postgres' bytea text forms (`'\x4869'::bytea` is `Hi`), where

@@ -12,6 +12,8 @@ pub mod character;
 pub mod date_trunc;
 pub mod datetime;
 pub mod datetime_input;
+pub mod decorrelate;
+pub mod distinct_from;
 pub mod extract;
 pub mod fragments;
 pub mod functions;

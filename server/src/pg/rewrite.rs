@@ -23,6 +23,9 @@ static PARSER: LazyLock<PostgresCompatibilityParser> =
 /// ([`super::names`]), and a query over the system catalogs the compatibility rewrites too.
 pub fn statement(parsed: Parsed) -> Parsed {
     let mut parsed = catalog_query(parsed);
+    if let Statement::Sql { stmt, .. } = &mut parsed.statement {
+        super::distinct_from::rewrite(stmt);
+    }
     if let Statement::Sql { stmt, .. } = &mut parsed.statement
         && matches!(stmt.as_ref(), ast::Statement::Query(_))
     {
