@@ -4,6 +4,7 @@
 
 use super::*;
 use datafusion::arrow::compute::SortOptions;
+use datafusion::logical_expr::expr::NullTreatment;
 use datafusion::logical_expr::function::AccumulatorArgs;
 use datafusion::logical_expr::{Aggregate, lit};
 use datafusion::physical_expr::PhysicalSortExpr;
@@ -220,11 +221,14 @@ impl AggCall {
             .map_columns(|i| columns.get(i).copied().unwrap_or(i))
     }
 
-    /// `agg(x) FILTER (WHERE p)`. Every aggregate but ARRAY_AGG skips NULLs, so there it is
-    /// `agg(CASE WHEN p THEN x END)` (and `count(*)` counts the non-NULL 1s); ARRAY_AGG keeps
-    /// NULLs and reads the predicate as a column of its own.
+    /// `agg(x) FILTER (WHERE p)`. Every aggregate but ARRAY_AGG, FIRST_VALUE and LAST_VALUE
+    /// skips NULLs, so there it is `agg(CASE WHEN p THEN x END)` (and `count(*)` counts the
+    /// non-NULL 1s); those three keep NULLs and read the predicate as a column of their own.
     fn filtered(mut self, filter: Box<Expr>) -> Self {
-        if self.spec.func == AggFunc::ArrayAgg {
+        if matches!(
+            self.spec.func,
+            AggFunc::ArrayAgg | AggFunc::FirstValue | AggFunc::LastValue
+        ) {
             self.exprs.push(*filter);
             self.spec.filter = Some(self.exprs.len() - 1);
             return self;
@@ -285,7 +289,15 @@ pub(super) fn aggregate_of(ctx: &StreamContext<'_>, e: &Expr, input: &DFSchema) 
         )?;
         return Ok(call.filtered(filter));
     }
-    if name == "string_agg" || name == "array_agg" {
+    if matches!(
+        name.as_str(),
+        "string_agg" | "array_agg" | "first_value" | "last_value"
+    ) {
+        if p.null_treatment == Some(NullTreatment::IgnoreNulls) {
+            return Err(PlanError::Unsupported(format!(
+                "{name}(... IGNORE NULLS) in a materialized view"
+            )));
+        }
         return ordered(&name, &p.args, &p.order_by, p.distinct);
     }
     if RECOMPUTED.contains(&name.as_str()) {
@@ -336,8 +348,9 @@ pub(super) fn aggregate_of(ctx: &StreamContext<'_>, e: &Expr, input: &DFSchema) 
 }
 
 /// `string_agg(value, separator [ORDER BY ...])` and `array_agg(value [ORDER BY ...])`, with
-/// or without DISTINCT. Values that tie in the order (all of them, without ORDER BY) follow in
-/// their encoding's order: a view must not depend on arrival order.
+/// or without DISTINCT, and `first_value`/`last_value(value [ORDER BY ...])`. Values that tie in
+/// the order (all of them, without ORDER BY) follow in their encoding's order: a view must not
+/// depend on arrival order.
 fn ordered(
     name: &str,
     args: &[Expr],
@@ -346,6 +359,8 @@ fn ordered(
 ) -> Result<AggCall> {
     let (func, value, delimiter) = match (name, args) {
         ("array_agg", [value]) => (AggFunc::ArrayAgg, value, None),
+        ("first_value", [value]) if !distinct => (AggFunc::FirstValue, value, None),
+        ("last_value", [value]) if !distinct => (AggFunc::LastValue, value, None),
         ("string_agg", [value, separator]) => {
             (AggFunc::StringAgg, value, Some(separator_of(separator)?))
         }

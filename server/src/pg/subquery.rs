@@ -7,7 +7,8 @@
 //! a subquery becomes an aggregate with exactly that meaning: [`udaf`] (`rivulet_single_value`)
 //! without a LIMIT, `first_value(item ORDER BY ..)` with `LIMIT 1`. Every statement gets it: a
 //! materialized view recomputes `rivulet_single_value` per key (its job fails on a second row, as
-//! Flink's SINGLE_VALUE does); `first_value(.. ORDER BY ..)` is for queries only.
+//! Flink's SINGLE_VALUE does), and `first_value(.. ORDER BY ..)` keeps the group's first row in
+//! that order. Correlations DataFusion cannot decorrelate are [`super::decorrelate`]'s.
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, ArrowPrimitiveType, AsArray, PrimitiveArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, PrimitiveArray, new_null_array,
+};
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::{can_cast_types, cast};
 use datafusion::arrow::datatypes::{
@@ -278,7 +280,7 @@ impl Agg {
                 AggFunc::StringAgg,
                 Some(t @ (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)),
             ) => {
-                values = Some(ordered_values(spec, input, t)?);
+                values = Some(ordered_values(spec, input, t, false)?);
                 (State::Bytes(Vec::new()), Out::Text)
             }
             (AggFunc::Recomputed, Some(t)) => {
@@ -290,8 +292,12 @@ impl Agg {
                 recompute = Some((factory, Codec::new(vec![out_type.clone()], true)?));
                 (State::Bytes(Vec::new()), Out::Recomputed(out_type.clone()))
             }
+            (AggFunc::FirstValue | AggFunc::LastValue, Some(t)) => {
+                values = Some(ordered_values(spec, input, t, true)?);
+                (State::Bytes(Vec::new()), Out::Decoded(t.clone()))
+            }
             (AggFunc::ArrayAgg, Some(t)) => {
-                values = Some(ordered_values(spec, input, t)?);
+                values = Some(ordered_values(spec, input, t, false)?);
                 let item = match out_type {
                     DataType::List(item) => Arc::clone(item),
                     _ => Arc::new(Field::new_list_field(t.clone(), true)),
@@ -429,9 +435,10 @@ impl Agg {
             return Ok(false);
         };
         let column = input_column(columns, column)?;
-        // ARRAY_AGG keeps NULLs; every other aggregate skips them. A FILTER skips more.
+        // ARRAY_AGG, FIRST_VALUE and LAST_VALUE keep NULLs; every other aggregate skips them. A
+        // FILTER skips more.
         let nulls = match self.func {
-            AggFunc::ArrayAgg => None,
+            AggFunc::ArrayAgg | AggFunc::FirstValue | AggFunc::LastValue => None,
             _ => column.logical_nulls(),
         };
         let nulls = match self.filter {
@@ -497,7 +504,7 @@ impl Agg {
                     .ok_or_else(|| internal("set aggregate without a codec"))?;
                 let rows = codec.rows.convert_columns(&[canonical(column)])?;
                 let mut misfit = false;
-                let (extreme_only, min) = (self.extreme_only, self.func == AggFunc::Min);
+                let (extreme_only, min) = (self.extreme_only, self.func.keeps_first());
                 each_valid(nulls, n, |i| {
                     let row = rows.row(i);
                     misfit |= row.len() != *width + 1;
@@ -524,7 +531,7 @@ impl Agg {
                     .chain([Ok(canonical(column))])
                     .collect::<Result<Vec<_>>>()?;
                 let rows = codec.rows.convert_columns(&keys)?;
-                let (extreme_only, min) = (self.extreme_only, self.func == AggFunc::Min);
+                let (extreme_only, min) = (self.extreme_only, self.func.keeps_first());
                 each_valid(nulls, n, |i| {
                     let value = rows.row(i);
                     let set = &mut sets[gids[i] as usize];
@@ -684,9 +691,15 @@ fn input_column(columns: &[ArrayRef], i: usize) -> Result<&ArrayRef> {
         .ok_or_else(|| internal(format!("aggregate input column {i} does not exist")))
 }
 
-/// The multiset codec of STRING_AGG or ARRAY_AGG over values of type `t`: the order columns
-/// with their directions, then the value ascending, NULLs last.
-fn ordered_values(spec: &AggSpec, input: &SchemaRef, t: &DataType) -> Result<Codec> {
+/// The multiset codec of STRING_AGG, ARRAY_AGG, FIRST_VALUE or LAST_VALUE over values of type
+/// `t`: the order columns with their directions, then the value ascending, NULLs last; with
+/// `with_null`, the row of all NULLs (a group without rows, decoded).
+fn ordered_values(
+    spec: &AggSpec,
+    input: &SchemaRef,
+    t: &DataType,
+    with_null: bool,
+) -> Result<Codec> {
     let mut fields = spec
         .order
         .iter()
@@ -704,7 +717,12 @@ fn ordered_values(spec: &AggSpec, input: &SchemaRef, t: &DataType) -> Result<Cod
         nulls_first: false,
     };
     fields.push((t.clone(), ascending));
-    Codec::sorted(fields, None)
+    let nulls: Vec<ArrayRef> = fields.iter().map(|(t, _)| new_null_array(t, 1)).collect();
+    let mut codec = Codec::sorted(fields, None)?;
+    if with_null {
+        codec.null = Some(codec.rows.convert_columns(&nulls)?.row(0).to_vec());
+    }
+    Ok(codec)
 }
 
 /// Maps -0.0 to 0.0 and every NaN to one NaN, so that equal floats (in SQL) encode equally.

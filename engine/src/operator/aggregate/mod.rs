@@ -127,10 +127,23 @@ pub enum AggFunc {
     StringAgg,
     /// The group's values as an array, NULLs included, in [`AggSpec::order`] (then byte) order.
     ArrayAgg,
+    /// The value of the group's first row in [`AggSpec::order`] (then byte) order, NULL
+    /// included: `first_value(x ORDER BY y)`, what a scalar subquery's `ORDER BY y LIMIT 1` is.
+    FirstValue,
+    /// The value of the group's last row in that order (`last_value(x ORDER BY y)`).
+    LastValue,
     /// An aggregate without a retractable state of its own (`approx_distinct`, `median`, ...):
     /// the group keeps the multiset of its values and [`AggSpec::recompute`] computes the result
     /// from all of them whenever the group changes.
     Recomputed,
+}
+
+impl AggFunc {
+    /// Whether the aggregate's value is its multiset's first entry where it keeps only one (MIN,
+    /// FIRST_VALUE), not its last (MAX, LAST_VALUE).
+    pub(super) fn keeps_first(self) -> bool {
+        matches!(self, AggFunc::Min | AggFunc::FirstValue)
+    }
 }
 
 /// Makes a fresh DataFusion accumulator of one aggregate call, fed the group's values (one
@@ -463,7 +476,10 @@ impl HashAggregate {
     /// group instead of the multiset a retraction would need.
     pub fn with_append_only_input(mut self) -> Self {
         for agg in &mut self.aggs {
-            agg.extreme_only = matches!(agg.func, AggFunc::Min | AggFunc::Max);
+            agg.extreme_only = matches!(
+                agg.func,
+                AggFunc::Min | AggFunc::Max | AggFunc::FirstValue | AggFunc::LastValue
+            );
         }
         self
     }

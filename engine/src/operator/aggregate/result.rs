@@ -127,8 +127,8 @@ impl Agg {
             }),
             (func, State::Fixed { sets, .. }) => fill(ids, keep, out, |_, id| {
                 let pick = match func {
-                    AggFunc::Min => sets[id].keys().next(),
-                    AggFunc::Max => sets[id].keys().next_back(),
+                    AggFunc::Min | AggFunc::FirstValue => sets[id].keys().next(),
+                    AggFunc::Max | AggFunc::LastValue => sets[id].keys().next_back(),
                     _ => return Value::Int(sets[id].len() as i128),
                 };
                 pick.map_or(Value::Null, |&k| Value::Fixed(k))
@@ -190,8 +190,8 @@ impl Agg {
             }
             (func, State::Bytes(sets)) => fill(ids, keep, out, |_, id| {
                 let pick = match func {
-                    AggFunc::Min => sets[id].keys().next(),
-                    AggFunc::Max => sets[id].keys().next_back(),
+                    AggFunc::Min | AggFunc::FirstValue => sets[id].keys().next(),
+                    AggFunc::Max | AggFunc::LastValue => sets[id].keys().next_back(),
                     _ => return Value::Int(sets[id].len() as i128),
                 };
                 pick.map_or(Value::Null, |k| {

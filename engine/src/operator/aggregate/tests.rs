@@ -141,7 +141,8 @@ fn stored_groups(store: &StateStore) -> usize {
     groups
 }
 
-/// `k, count(*), count(v), sum(v), avg(v), min(v), max(v), count(distinct v) group by k`.
+/// `k, count(*), count(v), sum(v), avg(v), min(v), max(v), count(distinct v), first_value(v),
+/// last_value(v) group by k`.
 fn int_agg(store: &StateStore) -> HashAggregate {
     let mut op = unrestored_int_agg();
     op.restore(&scope(store)).unwrap();
@@ -161,6 +162,8 @@ fn unrestored_int_agg() -> HashAggregate {
         ("min", i.clone()),
         ("max", i.clone()),
         ("distinct", i.clone()),
+        ("first", i.clone()),
+        ("last", i.clone()),
     ]);
     let aggs = [
         (CountStar, None),
@@ -170,6 +173,7 @@ fn unrestored_int_agg() -> HashAggregate {
     ]
     .into_iter()
     .chain([(Min, Some(1)), (Max, Some(1)), (CountDistinct, Some(1))])
+    .chain([(FirstValue, Some(1)), (LastValue, Some(1))])
     .map(|(f, c)| spec(f, c))
     .collect();
     let input = schema(&[("k", i.clone()), ("v", i)]);
@@ -186,6 +190,12 @@ fn recompute(live: &[(Option<i64>, Option<i64>)]) -> HashMap<Row, Row> {
     for (k, vs) in groups {
         let mut vals: Vec<i64> = vs.iter().flatten().copied().collect();
         vals.sort();
+        // FIRST_VALUE and LAST_VALUE without an order: by value, NULLs (kept) last.
+        let first = vals.first().copied();
+        let last = match vs.iter().any(Option::is_none) {
+            true => None,
+            false => vals.last().copied(),
+        };
         let sum: i64 = vals.iter().sum();
         let some = !vals.is_empty();
         let avg = some.then(|| sum as f64 / vals.len() as f64);
@@ -200,6 +210,8 @@ fn recompute(live: &[(Option<i64>, Option<i64>)]) -> HashMap<Row, Row> {
             S::Int64(vals.first().copied()),
             S::Int64(vals.last().copied()),
             S::Int64(Some(vals.len() as i64)),
+            S::Int64(first),
+            S::Int64(last),
         ];
         out.insert(vec![S::Int64(k)], row);
     }
