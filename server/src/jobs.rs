@@ -636,11 +636,22 @@ impl Jobs {
         Ok(())
     }
 
-    /// Stops the job of view `id` (its state stays until the view is dropped).
+    /// Stops the job of view (or sink) `id` before it is dropped: once this returns, the job
+    /// writes nothing more ([`Job::halt`]), so the keys the drop deletes stay deleted.
     pub fn stop(&self, id: u64) {
-        self.running.lock().remove(&id);
+        let running = self.running.lock().remove(&id);
         self.refused.lock().remove(&id);
         self.suspended.lock().remove(&id);
+        if let Some(running) = running {
+            // A commit under way takes milliseconds (a Kafka sink's, up to its timeouts):
+            // waited for off this worker's other tasks.
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(|| running.job.halt());
+                }
+                _ => running.job.halt(),
+            }
+        }
     }
 
     /// The running (or failed) job of view `id`.

@@ -309,6 +309,9 @@ pub(crate) struct Shared {
     stats: Mutex<JobStats>,
     /// Set when the job is being dropped: errors of tasks torn down with it are not failures.
     dropping: std::sync::atomic::AtomicBool,
+    /// Set by [`Job::halt`] under the sink's lock: a commit that takes the lock after it writes
+    /// nothing.
+    halted: std::sync::atomic::AtomicBool,
     /// The last epoch whose writes are in the store (operators' state tables read it).
     committed: Arc<AtomicU64>,
     /// The figures of the job's operators, tasks, sources and epochs.
@@ -407,6 +410,18 @@ impl Shared {
         }
     }
 
+    /// An error if the job was halted ([`Job::halt`]): a commit must then write nothing. Call
+    /// with the sink's lock held.
+    fn check_not_halted(&self) -> Result<()> {
+        match self.halted.load(Ordering::Acquire) {
+            true => Err(EngineError::Internal(format!(
+                "job {} halted: its relation is being dropped",
+                self.name
+            ))),
+            false => Ok(()),
+        }
+    }
+
     /// Fails the job: task `task` failed with `error`, in `operator` if one of its operators
     /// returned it (named in the log line and, unless the error names it already, the message).
     fn fail(&self, task: &str, operator: Option<&str>, error: &EngineError) {
@@ -445,6 +460,8 @@ impl Shared {
 /// A running job. Dropping it stops the job.
 pub struct Job {
     name: String,
+    /// The committing task's sink: held by each commit while it writes ([`Job::halt`]).
+    sink: Arc<Mutex<Box<dyn Sink>>>,
     sink_trouble: Option<crate::sink::Trouble>,
     sources: Vec<Arc<TableStore>>,
     /// Per source: its external input, if it reads one (FLUSH waits for its end).
@@ -589,6 +606,7 @@ impl Job {
             rows_out: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
             dropping: std::sync::atomic::AtomicBool::new(false),
+            halted: std::sync::atomic::AtomicBool::new(false),
             committed: Arc::clone(&committed),
             metrics,
             stats: Mutex::new(JobStats {
@@ -747,11 +765,12 @@ impl Job {
         }
         let recorded = store.get(&sink_state_key(id))?;
         let sink_trouble = sink.trouble();
+        let sink = Arc::new(Mutex::new(sink));
         let committer = Committer {
             id,
             shared: Arc::clone(&shared),
             store: store.clone(),
-            sink: Arc::new(Mutex::new(sink)),
+            sink: Arc::clone(&sink),
             tasks,
             config,
             sources: barrier_txs,
@@ -775,6 +794,7 @@ impl Job {
         });
         Ok(Job {
             name,
+            sink,
             sink_trouble,
             sources,
             externals,
@@ -857,6 +877,16 @@ impl Job {
             Some(e) => Err(e),
             None => Ok(self.shared.committed.load(Ordering::Acquire)),
         }
+    }
+
+    /// Stops the job from writing anything more, at once, for a view or sink being dropped:
+    /// returns once a commit under way has ended; a later one writes nothing (so the dropped
+    /// relation's keys, deleted next, stay deleted). The job's tasks end as a dropped job's do.
+    /// Blocks the calling thread for at most one commit.
+    pub fn halt(&self) {
+        self.shared.dropping.store(true, Ordering::Release);
+        let _commits = self.sink.lock();
+        self.shared.halted.store(true, Ordering::Release);
     }
 
     /// Waits until the job has committed everything each source had committed when the call
@@ -965,9 +995,10 @@ impl Job {
 impl Committer {
     /// Lets the sink finish or undo what the last committed epoch left (see [`Sink::recover`]).
     async fn recover(&self, epoch: u64, recorded: Option<Vec<u8>>) -> Result<()> {
-        let sink = Arc::clone(&self.sink);
+        let (sink, shared) = (Arc::clone(&self.sink), Arc::clone(&self.shared));
         let stats = tokio::task::spawn_blocking(move || -> Result<SinkStats> {
             let mut sink = sink.lock();
+            shared.check_not_halted()?;
             sink.recover(epoch, recorded.as_deref())?;
             Ok(sink.stats())
         })
@@ -1099,6 +1130,7 @@ impl Committer {
         let mut bytes = 0u64;
         if changed {
             let (id, store, sink) = (self.id, self.store.clone(), Arc::clone(&self.sink));
+            let shared = Arc::clone(&self.shared);
             let keys = positions.clone();
             let watermarks = c.watermarks;
             let states = c.states;
@@ -1115,6 +1147,7 @@ impl Committer {
             bytes = batch.bytes() as u64;
             let stats = tokio::task::spawn_blocking(move || -> Result<SinkStats> {
                 let mut sink = sink.lock();
+                shared.check_not_halted()?;
                 for out in &outputs {
                     sink.write(b.epoch, out)?;
                 }

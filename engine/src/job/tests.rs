@@ -90,6 +90,26 @@ fn view_rows(view: &TableStore, store: &StateStore) -> BTreeMap<i64, (i64, i64)>
     out
 }
 
+/// A store in a fresh directory (kept while the directory lives) with tables `a` and `b` and
+/// view `v`, as [`start`] takes them.
+fn tables() -> (
+    tempfile::TempDir,
+    StateStore,
+    Arc<TableStore>,
+    Arc<TableStore>,
+    Arc<TableStore>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let open = |id, name, schema, key| {
+        Arc::new(TableStore::open(store.clone(), id, name, schema, key).unwrap())
+    };
+    let a = open(1, "a", input_schema(), vec![]);
+    let b = open(2, "b", input_schema(), vec![]);
+    let view = open(3, "v", output_schema(), vec![0]);
+    (dir, store, a, b, view)
+}
+
 fn start(
     store: &StateStore,
     a: &Arc<TableStore>,
@@ -154,11 +174,7 @@ async fn union_into_parallel_aggregate_survives_rescaling() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_task_fails_the_job_and_commits_nothing_of_its_epoch() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::open(dir.path()).unwrap();
-    let a = Arc::new(TableStore::open(store.clone(), 1, "a", input_schema(), vec![]).unwrap());
-    let b = Arc::new(TableStore::open(store.clone(), 2, "b", input_schema(), vec![]).unwrap());
-    let view = Arc::new(TableStore::open(store.clone(), 3, "v", output_schema(), vec![0]).unwrap());
+    let (_dir, store, a, b, view) = tables();
     let job = start(&store, &a, &b, &view, 2);
     a.insert(&[rows(&[(1, 10)])]).unwrap();
     job.flush().await.unwrap();
@@ -172,11 +188,7 @@ async fn a_failing_task_fails_the_job_and_commits_nothing_of_its_epoch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_rows_per_operator_instance_and_epochs() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::open(dir.path()).unwrap();
-    let a = Arc::new(TableStore::open(store.clone(), 1, "a", input_schema(), vec![]).unwrap());
-    let b = Arc::new(TableStore::open(store.clone(), 2, "b", input_schema(), vec![]).unwrap());
-    let view = Arc::new(TableStore::open(store.clone(), 3, "v", output_schema(), vec![0]).unwrap());
+    let (_dir, store, a, b, view) = tables();
     let job = start(&store, &a, &b, &view, 2);
     a.insert(&[rows(&[(1, 10), (2, 20), (3, 30)])]).unwrap();
     b.insert(&[rows(&[(5, 1), (4, 4)])]).unwrap();
@@ -207,11 +219,7 @@ async fn metrics_count_rows_per_operator_instance_and_epochs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_job_ends_at_a_synced_checkpoint_and_resumes_without_loss_or_duplicates() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::open(dir.path()).unwrap();
-    let a = Arc::new(TableStore::open(store.clone(), 1, "a", input_schema(), vec![]).unwrap());
-    let b = Arc::new(TableStore::open(store.clone(), 2, "b", input_schema(), vec![]).unwrap());
-    let view = Arc::new(TableStore::open(store.clone(), 3, "v", output_schema(), vec![0]).unwrap());
+    let (_dir, store, a, b, view) = tables();
     let mut expected: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
     for (round, p) in [1usize, 4, 2].into_iter().enumerate() {
         let job = start(&store, &a, &b, &view, p);
@@ -258,11 +266,7 @@ async fn a_stopped_job_ends_at_a_synced_checkpoint_and_resumes_without_loss_or_d
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_behind_a_dropped_table_waits_to_be_stopped_and_holds_no_thread() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::open(dir.path()).unwrap();
-    let a = Arc::new(TableStore::open(store.clone(), 1, "a", input_schema(), vec![]).unwrap());
-    let b = Arc::new(TableStore::open(store.clone(), 2, "b", input_schema(), vec![]).unwrap());
-    let view = Arc::new(TableStore::open(store.clone(), 3, "v", output_schema(), vec![0]).unwrap());
+    let (_dir, store, a, b, view) = tables();
     let job = start(&store, &a, &b, &view, 1);
     a.insert(&[rows(&[(1, 10)])]).unwrap();
     job.flush().await.unwrap();
@@ -287,4 +291,36 @@ async fn a_job_behind_a_dropped_table_waits_to_be_stopped_and_holds_no_thread() 
         .await
         .expect("the job stops")
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halted_job_writes_nothing_more() {
+    let (_dir, store, a, b, view) = tables();
+    let job = start(&store, &a, &b, &view, 1);
+    a.insert(&[rows(&[(1, 10)])]).unwrap();
+    job.flush().await.unwrap();
+    // As DROP MATERIALIZED VIEW does: halt the job, then delete its keys and its view's rows.
+    job.halt();
+    let mut batch = crate::state::StateBatch::new();
+    super::drop_state(&mut batch, 9);
+    TableStore::drop_data(&mut batch, view.id());
+    store.write(batch, false).unwrap();
+    // Changes keep coming while the job's tasks wind down: none of them is committed.
+    for i in 2..6 {
+        a.insert(&[rows(&[(i, 10 * i)])]).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        view_rows(&view, &store).is_empty(),
+        "a dropped view got rows"
+    );
+    let mut left = 0;
+    store
+        .scan_prefix(None, &super::job_prefix(9), None, |_, _| {
+            left += 1;
+            Ok(std::ops::ControlFlow::Continue(()))
+        })
+        .unwrap();
+    assert_eq!(left, 0, "a dropped job's keys came back");
+    assert_eq!(job.failure(), None, "a halt is no failure");
 }
