@@ -103,27 +103,29 @@ pub fn configure(options: &mut ConfigOptions) {
 }
 
 /// Decimal type `avg` reads its argument as. A numeric's: the decimals that give the average a
-/// quotient's ([`super::numeric`]). An integer's: 10 integer digits hold every `int4`
-/// (`bigint` gets 20), and DataFusion's decimal average has 4 more decimals than its argument, so
-/// 12 show Postgres' 16. The last decimal is truncated where Postgres rounds it (`avg` of 2, 2
-/// and 1 is 1.6666666666666666, Postgres' 1.6666666666666667), as a view's average is too.
+/// quotient's ([`super::numeric`]). An integer's: 10 integer digits hold every `int4`, with a
+/// quotient's decimals too (DataFusion's decimal average has 4 more than its argument), so the
+/// average shows Postgres' 16 significant digits, 20 decimals below 1, the last one rounded. A
+/// `bigint` needs 20 integer digits, and its sum in 38 digits room for more than a few rows of
+/// large values: 12 decimals, so 16 show (Postgres' 20 below 1), the last one truncated (`avg` of
+/// 2, 2 and 1 is 1.6666666666666666, Postgres' 1.6666666666666667), as a view's average is too.
 fn avg_input(t: &DataType) -> Option<DataType> {
     use super::numeric::QUOTIENT_SCALE;
-    let digits = match t {
-        // A numeric's average with a quotient's decimals (DataFusion's has 4 more than its
-        // argument), where 38 digits hold them; an unconstrained one's has no room.
+    let (digits, scale) = match t {
+        // A numeric's average with a quotient's decimals, where 38 digits hold them; an
+        // unconstrained one's has no room.
         DataType::Decimal128(p, s) => {
             let scale = QUOTIENT_SCALE - 4;
             let precision = i16::from(*p) - i16::from(*s) + i16::from(scale);
             return (*s < scale && precision <= 38)
                 .then_some(DataType::Decimal128(precision as u8, scale));
         }
-        DataType::Int8 | DataType::Int16 | DataType::Int32 => 10,
-        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => 10,
-        DataType::Int64 | DataType::UInt64 => 20,
+        DataType::Int8 | DataType::Int16 | DataType::Int32 => (10, QUOTIENT_SCALE - 4),
+        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => (10, QUOTIENT_SCALE - 4),
+        DataType::Int64 | DataType::UInt64 => (20, 12),
         _ => return None,
     };
-    Some(DataType::Decimal128(digits + 12, 12))
+    Some(DataType::Decimal128(digits + scale as u8, scale))
 }
 
 /// The type an aggregate's argument is cast to for Postgres' result type: `avg` of an integer
