@@ -18,7 +18,8 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rivulet_sql_tests::oracle::{self, Oracle};
 
-/// (name, query): every join kind, residual conditions, NULL-safe keys, subqueries of each form,
+/// (name, query): every join kind, residual conditions, NULL-safe keys, subqueries of each form
+/// (correlated by equality, by inequalities, with outer columns in their select list),
 /// chains, self-joins, aggregates over joins and joins over aggregates.
 const VIEWS: &[(&str, &str)] = &[
     (
@@ -68,6 +69,19 @@ const VIEWS: &[(&str, &str)] = &[
     (
         "correlated",
         "SELECT id, (SELECT count(*) FROM t2 WHERE t2.k = t1.k) AS n FROM t1",
+    ),
+    (
+        "correlated_range",
+        "SELECT id, (SELECT count(*) FROM t2 WHERE t2.k = t1.k AND t2.w < t1.v) AS n FROM t1",
+    ),
+    (
+        "as_of",
+        "SELECT id, (SELECT w FROM t2 WHERE t2.k = t1.k AND t2.w <= t1.v ORDER BY w DESC LIMIT 1) \
+         AS w FROM t1",
+    ),
+    (
+        "outer_item",
+        "SELECT id, (SELECT max(w) + t1.v FROM t2 WHERE t2.k > t1.k OR t2.k IS NULL) AS m FROM t1",
     ),
     (
         "chain",
