@@ -16,25 +16,281 @@
 //! The shape taken is a subquery that aggregates without GROUP BY, over a WHERE clause
 //! ([`super::subquery`] has made a plain lookup one), with outer columns in its WHERE, aggregate
 //! arguments or select list. Others are left to DataFusion, whose refusal becomes 0A000.
+//!
+//! DataFusion plans EXISTS and IN only as a filter's conjuncts (semi and anti joins). Used as a
+//! value (`SELECT id, EXISTS (..) AS has_orders`, under OR, in CASE) they become scalar subqueries
+//! first ([`as_value`]): `EXISTS (q)` is `(SELECT count(*) > 0 FROM q)`, and `x IN (SELECT y ..)`
+//! is true if a row has `y = x`, else NULL if `x` is NULL (of a set that is not empty) or a `y`
+//! is, else false, each part a count of its own.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{Column, NullEquality, Result, TableReference};
-use datafusion::logical_expr::expr::Cast;
+use datafusion::common::{
+    Column, DFSchema, NullEquality, Result, ScalarValue, Spans, TableReference, internal_err,
+};
+use datafusion::functions_aggregate::count::count_all;
+use datafusion::logical_expr::expr::{Cast, Exists, InSubquery, TryCast};
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{
-    BinaryExpr, Expr, ExprSchemable, Filter, JoinType, LogicalPlan, LogicalPlanBuilder, Operator,
-    Projection, Subquery, lit, when,
+    BinaryExpr, Distinct, EmptyRelation, Expr, ExprSchemable, Filter, JoinType, LogicalPlan,
+    LogicalPlanBuilder, Operator, Projection, Subquery, lit, when,
 };
 
 /// `plan` with every correlated scalar subquery DataFusion cannot decorrelate, of the shape this
 /// module takes, joined with its outer query instead.
 pub fn scalar_subqueries(plan: LogicalPlan) -> Result<LogicalPlan> {
     let mut joined = 0;
-    plan.transform_up_with_subqueries(|node| join_in(node, &mut joined))
-        .map(|t| t.data)
+    plan.transform_up_with_subqueries(|node| {
+        let node = node
+            .map_expressions(|e| e.transform_up(|e| Ok(declared_value(e))))?
+            .data;
+        let node = values_rows(node)?;
+        let valued = as_values(node)?;
+        let transformed = valued.transformed;
+        let joined_in = join_in(valued.data, &mut joined)?;
+        Ok(Transformed::new_transformed(
+            joined_in.data,
+            transformed || joined_in.transformed,
+        ))
+    })
+    .map(|t| t.data)
+}
+
+/// A VALUES list with a subquery in a row (`INSERT INTO t VALUES ((SELECT max(id) + 1 FROM
+/// t))`) as one projection of no table per row, in a UNION ALL: DataFusion computes a VALUES
+/// list's rows while it plans the query, before any subquery has run.
+fn values_rows(node: LogicalPlan) -> Result<LogicalPlan> {
+    let LogicalPlan::Values(values) = node else {
+        return Ok(node);
+    };
+    if !values.values.iter().flatten().any(has_subquery) {
+        return Ok(LogicalPlan::Values(values));
+    }
+    let one_row = LogicalPlan::EmptyRelation(EmptyRelation {
+        produce_one_row: true,
+        schema: Arc::new(DFSchema::empty()),
+    });
+    let mut rows = values.values.into_iter().map(|row| {
+        let exprs = row.into_iter().zip(values.schema.fields()).map(|(e, f)| {
+            let typed = match e.get_type(&DFSchema::empty()) {
+                Ok(t) if t == *f.data_type() => e,
+                _ => e.cast_to(f.data_type(), &DFSchema::empty())?,
+            };
+            Ok(typed.alias(f.name()))
+        });
+        LogicalPlanBuilder::from(one_row.clone())
+            .project(exprs.collect::<Result<Vec<_>>>()?)?
+            .build()
+    });
+    let Some(first) = rows.next() else {
+        return internal_err!("a VALUES list without rows");
+    };
+    let mut union = LogicalPlanBuilder::from(first?);
+    for row in rows {
+        union = union.union(row?)?;
+    }
+    union.build()
+}
+
+/// An uncorrelated scalar subquery whose value's field has metadata (a numeric's display rule,
+/// a type's name), cast to that field: DataFusion runs one on its own, before the query, and its
+/// physical form of the value drops the metadata, which then fails the plan's schema check
+/// (`SELECT (SELECT avg(x) FROM t)`). The cast keeps it, as [`super::numeric`]'s rules do.
+fn declared_value(e: Expr) -> Transformed<Expr> {
+    let Expr::ScalarSubquery(sq) = e else {
+        return Transformed::no(e);
+    };
+    let field = sq.subquery.schema().field(0);
+    if !sq.outer_ref_columns.is_empty() || field.metadata().is_empty() {
+        return Transformed::no(Expr::ScalarSubquery(sq));
+    }
+    let field = Arc::new(field.as_ref().clone().with_nullable(true));
+    Transformed::yes(Expr::Cast(Cast::new_from_field(
+        Box::new(Expr::ScalarSubquery(sq)),
+        field,
+    )))
+}
+
+/// `node` with the EXISTS and IN subqueries DataFusion cannot plan where they are (anywhere in a
+/// projection, below the top of a filter's conjuncts) as scalar subqueries ([`as_value`]).
+fn as_values(node: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
+    match node {
+        LogicalPlan::Projection(p) => {
+            let exprs = p
+                .expr
+                .iter()
+                .map(|e| as_value(e.clone(), &p.input))
+                .collect::<Result<Vec<_>>>()?;
+            if exprs == p.expr {
+                return Ok(Transformed::no(LogicalPlan::Projection(p)));
+            }
+            let exprs = keep_names(exprs, &p);
+            Ok(Transformed::yes(LogicalPlan::Projection(
+                Projection::try_new(exprs, p.input)?,
+            )))
+        }
+        LogicalPlan::Filter(f) => {
+            let conjuncts = split_conjunction(&f.predicate)
+                .into_iter()
+                .map(|c| match c {
+                    // A semi or anti join of DataFusion's.
+                    Expr::Exists(_) | Expr::InSubquery(_) => Ok(c.clone()),
+                    c => as_value(c.clone(), &f.input),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let Some(predicate) = conjunction(conjuncts) else {
+                return Ok(Transformed::no(LogicalPlan::Filter(f)));
+            };
+            if predicate == f.predicate {
+                return Ok(Transformed::no(LogicalPlan::Filter(f)));
+            }
+            Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(
+                predicate, f.input,
+            )?)))
+        }
+        node => Ok(Transformed::no(node)),
+    }
+}
+
+/// `e` with each EXISTS and IN subquery in it as scalar subqueries of the same value.
+fn as_value(e: Expr, input: &LogicalPlan) -> Result<Expr> {
+    e.transform_up(|e| match e {
+        Expr::Exists(Exists { subquery, negated }) => {
+            let body = without_select_list(&subquery.subquery);
+            let value = nonempty(body)?;
+            Ok(Transformed::yes(if negated {
+                Expr::Not(Box::new(value))
+            } else {
+                value
+            }))
+        }
+        Expr::InSubquery(InSubquery {
+            expr,
+            subquery,
+            negated,
+        }) => match in_value(&expr, &subquery, input)? {
+            Some(value) => Ok(Transformed::yes(if negated {
+                Expr::Not(Box::new(value))
+            } else {
+                value
+            })),
+            None => Ok(Transformed::no(Expr::InSubquery(InSubquery {
+                expr,
+                subquery,
+                negated,
+            }))),
+        },
+        e => Ok(Transformed::no(e)),
+    })
+    .map(|t| t.data)
+}
+
+/// What a subquery's rows are without its select list (all EXISTS asks), or `plan` itself.
+fn without_select_list(plan: &LogicalPlan) -> LogicalPlan {
+    match plan {
+        LogicalPlan::Projection(p) => without_select_list(&p.input),
+        LogicalPlan::Distinct(Distinct::All(input)) => without_select_list(input),
+        other => other.clone(),
+    }
+}
+
+/// `(SELECT count(*) > 0 FROM body)`: whether `body` has a row.
+fn nonempty(body: LogicalPlan) -> Result<Expr> {
+    let plan = LogicalPlanBuilder::from(body)
+        .aggregate(Vec::<Expr>::new(), vec![count_all().alias("n")])?
+        .project(vec![
+            Expr::Column(Column::new_unqualified("n")).gt(lit(0_i64)),
+        ])?
+        .build()?;
+    Ok(Expr::ScalarSubquery(Subquery {
+        outer_ref_columns: plan.all_out_ref_exprs(),
+        subquery: Arc::new(plan),
+        spans: Spans::new(),
+    }))
+}
+
+/// `x IN (subquery)` as counts (see the module's documentation); `None` for a subquery of more
+/// than one column or an `x` that holds a subquery.
+fn in_value(x: &Expr, sq: &Subquery, input: &LogicalPlan) -> Result<Option<Expr>> {
+    let LogicalPlan::Projection(p) = sq.subquery.as_ref() else {
+        return Ok(None);
+    };
+    let [y] = p.expr.as_slice() else {
+        return Ok(None);
+    };
+    if has_subquery(x) {
+        return Ok(None);
+    }
+    let y = y.clone().unalias();
+    // `x` read inside the subquery: its columns are the outer query's.
+    let outer_x = x
+        .clone()
+        .transform_up(|e| match e {
+            Expr::Column(c) => {
+                let (_, field) = input.schema().qualified_field_from_column(&c)?;
+                Ok(Transformed::yes(Expr::OuterReferenceColumn(
+                    Arc::clone(field),
+                    c,
+                )))
+            }
+            e => Ok(Transformed::no(e)),
+        })?
+        .data;
+    let body = p.input.as_ref();
+    // One filter: DataFusion pulls a subquery's correlation out of the filter under its aggregate.
+    let filtered = |predicate: Expr| -> Result<LogicalPlan> {
+        match body {
+            LogicalPlan::Filter(f) => LogicalPlanBuilder::from(Arc::clone(&f.input))
+                .filter(f.predicate.clone().and(predicate))?
+                .build(),
+            body => LogicalPlanBuilder::from(body.clone())
+                .filter(predicate)?
+                .build(),
+        }
+    };
+    let matched = nonempty(filtered(y.clone().eq(outer_x))?)?;
+    let rows = nonempty(body.clone())?;
+    let null_items = nonempty(filtered(y.is_null())?)?;
+    let unknown = x.clone().is_null().and(rows).or(null_items);
+    let value = when(matched, lit(true))
+        .when(unknown, lit(ScalarValue::Boolean(None)))
+        .otherwise(lit(false))?;
+    Ok(Some(value))
+}
+
+/// Whether `e` is a NULL constant (perhaps cast, as a numeric's display rule is put on it).
+fn null_constant(e: &Expr) -> bool {
+    match e {
+        Expr::Literal(v, _) => v.is_null(),
+        Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) => null_constant(expr),
+        Expr::Alias(a) => null_constant(&a.expr),
+        _ => false,
+    }
+}
+
+fn has_subquery(e: &Expr) -> bool {
+    e.exists(|e| {
+        Ok(matches!(
+            e,
+            Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+        ))
+    })
+    .unwrap_or(true)
+}
+
+/// `exprs`, the new expressions of projection `p`, each changed one named as `p`'s was.
+fn keep_names(exprs: Vec<Expr>, p: &Projection) -> Vec<Expr> {
+    exprs
+        .into_iter()
+        .zip(&p.expr)
+        .zip(p.schema.iter())
+        .map(|((e, was), (qualifier, field))| match e {
+            e if e == *was || matches!(e, Expr::Alias(_)) => e,
+            e => e.alias_qualified(qualifier.cloned(), field.name()),
+        })
+        .collect()
 }
 
 /// `node` (a projection or a filter) with its subqueries of this module's shape joined in;
@@ -57,15 +313,7 @@ fn join_in(node: LogicalPlan, joined: &mut usize) -> Result<Transformed<LogicalP
                 return Ok(Transformed::no(LogicalPlan::Projection(p)));
             }
             // A changed column keeps its name (a subquery's was its text).
-            let exprs = exprs
-                .into_iter()
-                .zip(&p.expr)
-                .zip(p.schema.iter())
-                .map(|((e, was), (qualifier, field))| match e {
-                    e if e == *was || matches!(e, Expr::Alias(_)) => e,
-                    e => e.alias_qualified(qualifier.cloned(), field.name()),
-                })
-                .collect();
+            let exprs = keep_names(exprs, &p);
             Ok(Transformed::yes(LogicalPlan::Projection(
                 Projection::try_new(exprs, input)?,
             )))
@@ -405,7 +653,7 @@ fn join_subquery(
         .project(outputs)?
         .alias(result_name.clone())?
         .build()?;
-    let value_type = result.schema().field(0).data_type().clone();
+    let value_field = Arc::new(result.schema().field(0).as_ref().clone());
 
     let keys: Vec<Column> = names
         .iter()
@@ -422,14 +670,16 @@ fn join_subquery(
         .build()?;
     let value = Expr::Column(Column::new(Some(result_name.clone()), "value"));
     let value = match at_empty {
-        Expr::Literal(v, _) if v.is_null() => value,
+        empty if null_constant(&empty) => value,
         empty => {
             let matched = Expr::Column(Column::new(Some(result_name), "matched"));
-            when(
+            let chosen = when(
                 matched.is_null(),
-                empty.cast_to(&value_type, with.schema())?,
+                empty.cast_to(value_field.data_type(), with.schema())?,
             )
-            .otherwise(value)?
+            .otherwise(value)?;
+            // As the value's field: a CASE would drop its metadata (a numeric's display rule).
+            Expr::Cast(Cast::new_from_field(Box::new(chosen), value_field))
         }
     };
     Ok(Some((Arc::new(with), value)))
