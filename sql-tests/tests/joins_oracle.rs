@@ -19,7 +19,8 @@ use rand::rngs::StdRng;
 use rivulet_sql_tests::oracle::{self, Oracle};
 
 /// (name, query): every join kind, residual conditions, NULL-safe keys, subqueries of each form
-/// (correlated by equality, by inequalities, with outer columns in their select list),
+/// (correlated by equality, by inequalities, with outer columns in their select list; EXISTS
+/// and IN under OR and as values),
 /// chains, self-joins, aggregates over joins and joins over aggregates.
 const VIEWS: &[(&str, &str)] = &[
     (
@@ -82,6 +83,15 @@ const VIEWS: &[(&str, &str)] = &[
     (
         "outer_item",
         "SELECT id, (SELECT max(w) + t1.v FROM t2 WHERE t2.k > t1.k OR t2.k IS NULL) AS m FROM t1",
+    ),
+    (
+        "or_exists",
+        "SELECT id, v FROM t1 WHERE v > 50 OR EXISTS (SELECT 1 FROM t2 WHERE t2.k = t1.k AND t2.w < 30)",
+    ),
+    (
+        "exists_in_values",
+        "SELECT id, EXISTS (SELECT 1 FROM t2 WHERE t2.k = t1.k) AS e, \
+         t1.k IN (SELECT k FROM t3 WHERE name <> 'c') AS i FROM t1",
     ),
     (
         "chain",

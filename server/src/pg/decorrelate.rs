@@ -198,11 +198,12 @@ fn without_select_list(plan: &LogicalPlan) -> LogicalPlan {
 
 /// `(SELECT count(*) > 0 FROM body)`: whether `body` has a row.
 fn nonempty(body: LogicalPlan) -> Result<Expr> {
-    let plan = LogicalPlanBuilder::from(body)
-        .aggregate(Vec::<Expr>::new(), vec![count_all().alias("n")])?
-        .project(vec![
-            Expr::Column(Column::new_unqualified("n")).gt(lit(0_i64)),
-        ])?
+    let counted = LogicalPlanBuilder::from(body)
+        .aggregate(Vec::<Expr>::new(), vec![count_all()])?
+        .build()?;
+    let count = Expr::Column(Column::from(counted.schema().qualified_field(0)));
+    let plan = LogicalPlanBuilder::from(counted)
+        .project(vec![count.gt(lit(0_i64))])?
         .build()?;
     Ok(Expr::ScalarSubquery(Subquery {
         outer_ref_columns: plan.all_out_ref_exprs(),
