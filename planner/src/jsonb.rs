@@ -58,6 +58,11 @@ pub fn normalize(text: &str) -> Result<String, JsonbError> {
     Ok(out)
 }
 
+/// `text` as a `jsonb` value, taken apart: what `jsonb`'s operators and functions work on.
+pub fn parse_jsonb(text: &str) -> Result<Value, JsonbError> {
+    parse(text, false)
+}
+
 /// Whether `text` is a `json` value: JSON's grammar only (`\u0000`, a lone surrogate escape and
 /// a number beyond `numeric` are `json`, though no `jsonb`).
 pub fn validate(text: &str) -> Result<(), JsonbError> {
@@ -79,8 +84,10 @@ fn parse(text: &str, json: bool) -> Result<Value, JsonbError> {
     Ok(value)
 }
 
-/// A parsed value; strings are unescaped, numbers already in `numeric`'s form.
-enum Value {
+/// A parsed value; strings are unescaped, numbers already in `numeric`'s form, an object's
+/// members in `jsonb`'s order ([`Value::object`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
     Null,
     Bool(bool),
     Number(String),
@@ -90,7 +97,24 @@ enum Value {
 }
 
 impl Value {
-    fn write(&self, out: &mut String) {
+    /// An object of `members` in `jsonb`'s order: shorter keys first, then bytewise; of equal
+    /// keys the last one stays.
+    pub fn object(mut members: Vec<(String, Value)>) -> Value {
+        members.reverse();
+        members.sort_by(|(a, _), (b, _)| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+        members.dedup_by(|later, earlier| later.0 == earlier.0);
+        Value::Object(members)
+    }
+
+    /// The value in `jsonb`'s text form.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        self.write(&mut out);
+        out
+    }
+
+    /// The value written into `out` in `jsonb`'s text form.
+    pub fn write(&self, out: &mut String) {
         match self {
             Value::Null => out.push_str("null"),
             Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -123,7 +147,7 @@ impl Value {
 }
 
 /// `s` as a JSON string, escaped as Postgres' `escape_json` does.
-fn escape(s: &str, out: &mut String) {
+pub fn escape(s: &str, out: &mut String) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -285,11 +309,7 @@ impl Parser<'_> {
                 _ => return Err(self.expected("\",\" or \"}\"")),
             }
         }
-        // Shorter keys first, then bytewise; of equal keys the last one written stays.
-        members.reverse();
-        members.sort_by(|(a, _), (b, _)| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
-        members.dedup_by(|later, earlier| later.0 == earlier.0);
-        Ok(Value::Object(members))
+        Ok(Value::object(members))
     }
 
     fn array(&mut self, depth: usize) -> Result<Value, JsonbError> {

@@ -46,6 +46,12 @@ pub fn register(ctx: &SessionContext, user: &str, database: &str) {
     for udf in crate::pg::json::functions() {
         ctx.register_udf(udf);
     }
+    for udf in crate::pg::jsonb::functions() {
+        ctx.register_udf(udf);
+    }
+    for udaf in crate::pg::jsonb::aggregates() {
+        ctx.register_udaf(udaf);
+    }
     // `interval * number`, `interval / number`, the JSON operators and quoted literals typed by
     // the other operand, as Postgres has them.
     // The context's state is shared by its clones.

@@ -162,12 +162,65 @@ fn bigint(i: i64) -> Expr {
     Expr::Cast(Cast::new(Box::new(lit(i)), DataType::Int64))
 }
 
+/// The JSON type `e` is declared, if any.
+fn declared_json(e: &Expr, schema: &DFSchema) -> Option<Json> {
+    e.to_field(schema).ok().and_then(|(_, f)| json_kind(&f))
+}
+
+/// `e` as an operand of a `jsonb` operator: a text constant (Postgres' unknown literal) cast to
+/// `jsonb`, a parameter of no type yet typed `jsonb` (what Describe tells the client), anything
+/// else as it is.
+fn jsonb_operand(e: Expr) -> Expr {
+    match e {
+        Expr::Literal(ScalarValue::Utf8(Some(_)), None) => json(e, "jsonb"),
+        Expr::Placeholder(p) if p.field.is_none() => {
+            Expr::Placeholder(datafusion::logical_expr::expr::Placeholder {
+                field: Some(Arc::new(declared("jsonb"))),
+                ..p
+            })
+        }
+        e => e,
+    }
+}
+
+/// Plans the `jsonb` operators of [`super::jsonb`] (`||`, `-`, `@>`, `<@`, `?|`, `?&`) where an
+/// operand is JSON; `None` where the operator is not one of them or no operand is.
+fn jsonb_operator(expr: &RawBinaryExpr, schema: &DFSchema) -> Option<Expr> {
+    use super::jsonb::{Op, udf};
+    let left = declared_json(&expr.left, schema);
+    let right = declared_json(&expr.right, schema);
+    let op = match expr.op {
+        // Postgres has `||` for `jsonb` only; text with text stays a text concatenation.
+        BinaryOperator::StringConcat if left == Some(Json::Jsonb) || right == Some(Json::Jsonb) => {
+            Op::Concat
+        }
+        BinaryOperator::Minus if left == Some(Json::Jsonb) => Op::Delete,
+        BinaryOperator::AtArrow if left.is_some() || right.is_some() => Op::Contains,
+        BinaryOperator::ArrowAt if left.is_some() || right.is_some() => Op::ContainedBy,
+        BinaryOperator::QuestionPipe if left.is_some() => Op::AnyKey,
+        BinaryOperator::QuestionAnd if left.is_some() => Op::AllKeys,
+        _ => return None,
+    };
+    let (l, r) = (expr.left.clone(), expr.right.clone());
+    let args = match op {
+        Op::Delete | Op::AnyKey | Op::AllKeys => vec![l, r],
+        _ => vec![jsonb_operand(l), jsonb_operand(r)],
+    };
+    Some(Expr::ScalarFunction(ScalarFunction::new_udf(
+        Arc::new(udf(op)),
+        args,
+    )))
+}
+
 impl ExprPlanner for JsonOperators {
     fn plan_binary_op(
         &self,
         expr: RawBinaryExpr,
         schema: &DFSchema,
     ) -> Result<PlannerResult<RawBinaryExpr>> {
+        if let Some(planned) = jsonb_operator(&expr, schema) {
+            return Ok(PlannerResult::Planned(planned));
+        }
         let json_text = matches!(
             expr.left.get_type(schema),
             Ok(DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
@@ -265,7 +318,7 @@ pub fn json_kind(field: &Field) -> Option<Json> {
 }
 
 /// A `jsonb` error as Postgres reports it.
-fn jsonb_error(e: rivulet_planner::jsonb::JsonbError) -> DataFusionError {
+pub(super) fn jsonb_error(e: rivulet_planner::jsonb::JsonbError) -> DataFusionError {
     use rivulet_planner::jsonb::JsonbError;
     let code = match e {
         JsonbError::NullCharacter => sqlstate::UNTRANSLATABLE_CHARACTER,

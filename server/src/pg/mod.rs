@@ -20,6 +20,7 @@ pub mod functions;
 pub mod information_schema;
 pub mod interval;
 pub mod json;
+pub mod jsonb;
 pub mod literals;
 /// make_time, make_timestamp, make_timestamptz, make_interval.
 pub mod make;

@@ -1,0 +1,960 @@
+//! Postgres' functions and operators that build and change `jsonb` (and `json`) values, over the
+//! text Rivulet keeps them as ([`super::json`]), taken apart with
+//! [`rivulet_planner::jsonb::parse_jsonb`] and written back in `jsonb`'s text form:
+//!
+//! - constructors: `jsonb_build_object`, `jsonb_build_array` (and `json_build_array`), `to_jsonb`
+//!   (and `to_json`), the aggregates `jsonb_agg`, `json_agg`, `jsonb_object_agg`,
+//!   `json_object_agg` (with ORDER BY);
+//! - `jsonb_typeof`, `jsonb_strip_nulls`, `jsonb_set`, `jsonb_pretty`;
+//! - operators, planned by [`super::json::JsonOperators`]: `||` (concatenation, where either
+//!   side is `jsonb`: Arrow's `||` would join the texts), `-` (a key, or an array index),
+//!   `@>` and `<@` (containment), `?|` and `?&` (any or all of the keys).
+//!
+//! A value of another type becomes JSON as Postgres' `to_jsonb` makes it: numbers as numbers
+//! (a `numeric` with the decimals it shows), booleans, NULL as `null`, arrays as arrays, `json`
+//! and `jsonb` as themselves, and anything else as its text.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, BooleanBuilder, ListArray, StringArray, StringBuilder,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, FieldRef};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::utils::SingleRowListArrayBuilder;
+use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::utils::AggregateOrderSensitivity;
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ReturnFieldArgs,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+};
+use rivulet_planner::jsonb::{Value, parse_jsonb};
+
+use super::json::jsonb_error;
+
+use super::wire_types::{PG_TYPE, declare};
+
+/// What a function computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `a || b`.
+    Concat,
+    /// `a - key`, `a - index`.
+    Delete,
+    /// `a @> b`.
+    Contains,
+    /// `a <@ b`.
+    ContainedBy,
+    /// `a ?| keys`.
+    AnyKey,
+    /// `a ?& keys`.
+    AllKeys,
+    BuildObject,
+    BuildArray {
+        json: bool,
+    },
+    To {
+        json: bool,
+    },
+    TypeOf,
+    StripNulls,
+    Set,
+    Pretty,
+}
+
+impl Op {
+    /// The function's name; the operators' are Rivulet's own.
+    fn name(self) -> &'static str {
+        match self {
+            Op::Concat => "rivulet_jsonb_concat",
+            Op::Delete => "rivulet_jsonb_delete",
+            Op::Contains => "rivulet_jsonb_contains",
+            Op::ContainedBy => "rivulet_jsonb_contained",
+            Op::AnyKey => "rivulet_jsonb_any_key",
+            Op::AllKeys => "rivulet_jsonb_all_keys",
+            Op::BuildObject => "jsonb_build_object",
+            Op::BuildArray { json: false } => "jsonb_build_array",
+            Op::BuildArray { json: true } => "json_build_array",
+            Op::To { json: false } => "to_jsonb",
+            Op::To { json: true } => "to_json",
+            Op::TypeOf => "jsonb_typeof",
+            Op::StripNulls => "jsonb_strip_nulls",
+            Op::Set => "jsonb_set",
+            Op::Pretty => "jsonb_pretty",
+        }
+    }
+
+    fn returns(self) -> Returns {
+        match self {
+            Op::Contains | Op::ContainedBy | Op::AnyKey | Op::AllKeys => Returns::Bool,
+            Op::TypeOf | Op::Pretty => Returns::Text,
+            Op::BuildArray { json: true } | Op::To { json: true } => Returns::Json("json"),
+            _ => Returns::Json("jsonb"),
+        }
+    }
+}
+
+enum Returns {
+    Bool,
+    Text,
+    Json(&'static str),
+}
+
+/// The functions, for the session's registry (the operators' too: the planner calls them).
+pub fn functions() -> Vec<ScalarUDF> {
+    let ops = [
+        Op::Concat,
+        Op::Delete,
+        Op::Contains,
+        Op::ContainedBy,
+        Op::AnyKey,
+        Op::AllKeys,
+        Op::BuildObject,
+        Op::BuildArray { json: false },
+        Op::BuildArray { json: true },
+        Op::To { json: false },
+        Op::To { json: true },
+        Op::TypeOf,
+        Op::StripNulls,
+        Op::Set,
+        Op::Pretty,
+    ];
+    ops.into_iter().map(udf).collect()
+}
+
+/// The function of `op`.
+pub fn udf(op: Op) -> ScalarUDF {
+    let aliases: &[&str] = match op {
+        Op::TypeOf => &["json_typeof"],
+        Op::StripNulls => &["json_strip_nulls"],
+        _ => &[],
+    };
+    ScalarUDF::new_from_impl(JsonbFunction {
+        op,
+        signature: Signature::one_of(
+            vec![TypeSignature::VariadicAny, TypeSignature::Nullary],
+            Volatility::Immutable,
+        ),
+        aliases: aliases.iter().map(|a| a.to_string()).collect(),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonbFunction {
+    op: Op,
+    signature: Signature,
+    aliases: Vec<String>,
+}
+
+impl ScalarUDFImpl for JsonbFunction {
+    fn name(&self) -> &str {
+        self.op.name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        &self.aliases
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(match self.op.returns() {
+            Returns::Bool => DataType::Boolean,
+            Returns::Text | Returns::Json(_) => DataType::Utf8,
+        })
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let arity = match self.op {
+            Op::BuildObject | Op::BuildArray { .. } => None,
+            Op::To { .. } | Op::TypeOf | Op::StripNulls | Op::Pretty => Some(1..=1),
+            Op::Set => Some(3..=4),
+            _ => Some(2..=2),
+        };
+        if let Some(arity) = arity
+            && !arity.contains(&args.arg_fields.len())
+        {
+            return exec_err!(
+                "function {} does not take {} arguments",
+                self.op.name(),
+                args.arg_fields.len()
+            );
+        }
+        if self.op == Op::BuildObject && args.arg_fields.len() % 2 == 1 {
+            return Err(invalid(
+                "argument list must have even number of elements".into(),
+            ));
+        }
+        Ok(Arc::new(match self.op.returns() {
+            Returns::Bool => Field::new(self.name(), DataType::Boolean, true),
+            Returns::Text => Field::new(self.name(), DataType::Utf8, true),
+            Returns::Json(kind) => declare(Field::new(self.name(), DataType::Utf8, true), kind),
+        }))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let fields = &args.arg_fields;
+        let at = |i: usize, row: usize| -> Result<Value> {
+            match (arrays.get(i), fields.get(i)) {
+                (Some(a), Some(f)) => value_of(a, f, row),
+                _ => exec_err!("{} lacks argument {}", self.op.name(), i + 1),
+            }
+        };
+        let null = |i: usize, row: usize| arrays.get(i).is_none_or(|a| is_null(a, row));
+        let json = |i: usize, row: usize| -> Result<Value> {
+            match arrays.get(i) {
+                Some(a) => jsonb_arg(a, row),
+                None => exec_err!("{} lacks argument {}", self.op.name(), i + 1),
+            }
+        };
+        match self.op.returns() {
+            Returns::Bool => {
+                let mut out = BooleanBuilder::with_capacity(rows);
+                for row in 0..rows {
+                    if null(0, row) || null(1, row) {
+                        out.append_null();
+                        continue;
+                    }
+                    let a = json(0, row)?;
+                    let b = match self.op {
+                        Op::Contains | Op::ContainedBy => json(1, row)?,
+                        _ => Value::Null,
+                    };
+                    out.append_value(match self.op {
+                        Op::Contains => contains(&a, &b, true),
+                        Op::ContainedBy => contains(&b, &a, true),
+                        Op::AnyKey => keys(&arrays[1], row)?.iter().any(|k| has_key(&a, k)),
+                        _ => keys(&arrays[1], row)?.iter().all(|k| has_key(&a, k)),
+                    });
+                }
+                Ok(ColumnarValue::Array(Arc::new(out.finish())))
+            }
+            Returns::Text | Returns::Json(_) => {
+                let mut out = StringBuilder::with_capacity(rows, rows * 16);
+                for row in 0..rows {
+                    let built = match self.op {
+                        Op::BuildObject => {
+                            let mut members = Vec::with_capacity(arrays.len() / 2);
+                            for pair in (0..arrays.len()).step_by(2) {
+                                let key = match at(pair, row)? {
+                                    Value::Null => {
+                                        return Err(invalid(format!(
+                                            "argument {}: key must not be null",
+                                            pair + 1
+                                        )));
+                                    }
+                                    Value::String(s) | Value::Number(s) => s,
+                                    other => other.text(),
+                                };
+                                members.push((key, at(pair + 1, row)?));
+                            }
+                            Some(Value::object(members).text())
+                        }
+                        Op::BuildArray { .. } => {
+                            let items = (0..arrays.len())
+                                .map(|i| at(i, row))
+                                .collect::<Result<Vec<_>>>()?;
+                            Some(Value::Array(items).text())
+                        }
+                        Op::To { .. } if null(0, row) => None,
+                        Op::To { .. } => Some(at(0, row)?.text()),
+                        _ if (0..arrays.len()).any(|i| null(i, row)) => None,
+                        Op::TypeOf => Some(type_name(&json(0, row)?).to_string()),
+                        Op::StripNulls => Some(strip_nulls(json(0, row)?).text()),
+                        Op::Pretty => {
+                            let mut text = String::new();
+                            pretty(&json(0, row)?, 0, &mut text);
+                            Some(text)
+                        }
+                        Op::Concat => Some(concat(json(0, row)?, json(1, row)?).text()),
+                        Op::Delete => Some(delete(json(0, row)?, &arrays[1], row)?.text()),
+                        Op::Set => {
+                            let create = arrays.len() < 4
+                                || arrays[3].as_boolean_opt().is_none_or(|b| b.value(row));
+                            let path = keys(&arrays[1], row)?;
+                            Some(set(json(0, row)?, &path, json(2, row)?, create)?.text())
+                        }
+                        _ => None,
+                    };
+                    out.append_option(built);
+                }
+                Ok(ColumnarValue::Array(Arc::new(out.finish())))
+            }
+        }
+    }
+}
+
+/// Postgres' error for an argument a function cannot take (22023).
+fn invalid(message: String) -> DataFusionError {
+    DataFusionError::External(Box::new(crate::error::SqlError::new(
+        crate::error::sqlstate::INVALID_PARAMETER_VALUE,
+        message,
+    )))
+}
+
+/// Row `row` of `array` (a column of `field`) as JSON, as `to_jsonb` makes it.
+pub fn value_of(array: &ArrayRef, field: &Field, row: usize) -> Result<Value> {
+    if is_null(array, row) {
+        return Ok(Value::Null);
+    }
+    let declared = field.metadata().get(PG_TYPE).map(String::as_str);
+    Ok(match array.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            let text = cast(&array.slice(row, 1), &DataType::Utf8)?;
+            let text = text.as_string::<i32>().value(0).to_string();
+            match declared {
+                Some("json" | "jsonb") => parse_jsonb(&text).map_err(jsonb_error)?,
+                _ => Value::String(text),
+            }
+        }
+        DataType::Boolean => Value::Bool(array.as_boolean().value(row)),
+        t if t.is_integer() => {
+            let text = cast(&array.slice(row, 1), &DataType::Utf8)?;
+            Value::Number(text.as_string::<i32>().value(0).to_string())
+        }
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+            let x = cast(&array.slice(row, 1), &DataType::Float64)?;
+            let x = x
+                .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                .value(0);
+            if x.is_finite() {
+                // A float's shortest text, as numeric reads it.
+                parse_jsonb(&format!("{x:?}")).unwrap_or_else(|_| Value::Number(format!("{x}")))
+            } else {
+                Value::String(pg_float(x))
+            }
+        }
+        DataType::Decimal128(_, scale) => {
+            let v = array.as_primitive::<Decimal128Type>().value(row);
+            let decimals = super::numeric::Scale::of(field).decimals(v, *scale);
+            let mut text = String::new();
+            super::numeric::write_text(&mut text, v, *scale, decimals);
+            Value::Number(text)
+        }
+        DataType::List(item) => {
+            let list = array.as_list::<i32>().value(row);
+            let items = (0..list.len())
+                .map(|i| value_of(&list, item, i))
+                .collect::<Result<Vec<_>>>()?;
+            Value::Array(items)
+        }
+        _ => {
+            let text = cast(&array.slice(row, 1), &DataType::Utf8)?;
+            Value::String(text.as_string::<i32>().value(0).to_string())
+        }
+    })
+}
+
+/// Whether row `row` of `array` is NULL (an untyped NULL's array has no null buffer).
+fn is_null(array: &ArrayRef, row: usize) -> bool {
+    *array.data_type() == DataType::Null || array.is_null(row)
+}
+
+/// Row `row` of `array` as a `jsonb` argument: text (a declared `jsonb`, or Postgres' unknown
+/// literal `'{"a": 1}'`) parsed as JSON.
+fn jsonb_arg(array: &ArrayRef, row: usize) -> Result<Value> {
+    if is_null(array, row) {
+        return Ok(Value::Null);
+    }
+    match array.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            let text = cast(&array.slice(row, 1), &DataType::Utf8)?;
+            parse_jsonb(text.as_string::<i32>().value(0)).map_err(jsonb_error)
+        }
+        _ => value_of(array, &Field::new("", array.data_type().clone(), true), row),
+    }
+}
+
+/// A float that is no JSON number, as Postgres spells it.
+fn pg_float(x: f64) -> String {
+    match x {
+        x if x.is_nan() => "NaN".into(),
+        x if x > 0.0 => "Infinity".into(),
+        _ => "-Infinity".into(),
+    }
+}
+
+/// Row `row` of `array` as a list of texts: a `text[]`, or one text (a key).
+fn keys(array: &ArrayRef, row: usize) -> Result<Vec<String>> {
+    Ok(match array.data_type() {
+        DataType::List(_) => {
+            let list: &ListArray = array.as_list::<i32>();
+            let items = cast(&list.value(row), &DataType::Utf8)?;
+            let items = items.as_string::<i32>();
+            (0..items.len())
+                .filter(|&i| items.is_valid(i))
+                .map(|i| items.value(i).to_string())
+                .collect()
+        }
+        _ => {
+            let text = cast(&array.slice(row, 1), &DataType::Utf8)?;
+            let text = text.as_string::<i32>().value(0);
+            // A text-array constant (`'{a,b}'`) its elements, anything else one key.
+            match text.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
+                Some(inner) if !inner.is_empty() => inner
+                    .split(',')
+                    .map(|k| k.trim().trim_matches('"').to_string())
+                    .collect(),
+                Some(_) => Vec::new(),
+                None => vec![text.to_string()],
+            }
+        }
+    })
+}
+
+/// `a || b`: objects merged (the right one's member wins), arrays joined, anything else made
+/// an array first.
+fn concat(a: Value, b: Value) -> Value {
+    match (a, b) {
+        (Value::Object(mut x), Value::Object(y)) => {
+            x.extend(y);
+            Value::object(x)
+        }
+        (Value::Array(mut x), Value::Array(y)) => {
+            x.extend(y);
+            Value::Array(x)
+        }
+        (Value::Array(mut x), b) => {
+            x.push(b);
+            Value::Array(x)
+        }
+        (a, Value::Array(mut y)) => {
+            y.insert(0, a);
+            Value::Array(y)
+        }
+        (a, b) => Value::Array(vec![a, b]),
+    }
+}
+
+/// `a - key` (an object's member, an array's strings equal to it) or `a - index`.
+fn delete(a: Value, by: &ArrayRef, row: usize) -> Result<Value> {
+    let index = by.data_type().is_integer();
+    match (a, index) {
+        (Value::Object(members), false) => {
+            let key = keys(by, row)?.concat();
+            Ok(Value::Object(
+                members.into_iter().filter(|(k, _)| *k != key).collect(),
+            ))
+        }
+        (Value::Array(items), false) => {
+            let key = keys(by, row)?.concat();
+            Ok(Value::Array(
+                items
+                    .into_iter()
+                    .filter(|v| !matches!(v, Value::String(s) if *s == key))
+                    .collect(),
+            ))
+        }
+        (Value::Array(mut items), true) => {
+            let i = cast(&by.slice(row, 1), &DataType::Int64)?;
+            let i = i
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .value(0);
+            let len = items.len() as i64;
+            let at = if i < 0 { len + i } else { i };
+            if (0..len).contains(&at) {
+                items.remove(at as usize);
+            }
+            Ok(Value::Array(items))
+        }
+        (Value::Object(_), true) => Err(invalid(
+            "cannot delete from object using integer index".into(),
+        )),
+        (_, _) => Err(invalid("cannot delete from scalar".into())),
+    }
+}
+
+/// Whether `a` contains `b`, as `@>` decides it: an object every member of `b` (its value
+/// contained), an array every element of `b` (contained in one of its own), a scalar an equal
+/// one; at the top, an array contains a scalar it holds.
+fn contains(a: &Value, b: &Value, top: bool) -> bool {
+    match (a, b) {
+        (Value::Object(am), Value::Object(bm)) => bm.iter().all(|(k, bv)| {
+            am.iter()
+                .find(|(ak, _)| ak == k)
+                .is_some_and(|(_, av)| same_kind(av, bv) && contains(av, bv, false))
+        }),
+        (Value::Array(ai), Value::Array(bi)) => bi.iter().all(|bv| {
+            ai.iter()
+                .any(|av| same_kind(av, bv) && contains(av, bv, false))
+        }),
+        (Value::Array(ai), b) if top && !matches!(b, Value::Object(_)) => {
+            ai.iter().any(|av| scalar_eq(av, b))
+        }
+        (a, b) => scalar_eq(a, b),
+    }
+}
+
+fn same_kind(a: &Value, b: &Value) -> bool {
+    std::mem::discriminant(a) == std::mem::discriminant(b)
+}
+
+/// Scalars equal as `jsonb` compares them (numbers by value: `1.50` is `1.5`).
+fn scalar_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => number_key(x) == number_key(y),
+        (Value::Object(_) | Value::Array(_), _) | (_, Value::Object(_) | Value::Array(_)) => false,
+        (a, b) => a == b,
+    }
+}
+
+/// A number's text without the zeros that do not change its value.
+fn number_key(n: &str) -> String {
+    let n = match n.split_once('.') {
+        Some((int, frac)) => {
+            let frac = frac.trim_end_matches('0');
+            if frac.is_empty() {
+                int.to_string()
+            } else {
+                format!("{int}.{frac}")
+            }
+        }
+        None => n.to_string(),
+    };
+    if n == "-0" { "0".into() } else { n }
+}
+
+/// `a ? key`: an object's key, an array's string element, or the string itself.
+fn has_key(a: &Value, key: &str) -> bool {
+    match a {
+        Value::Object(members) => members.iter().any(|(k, _)| k == key),
+        Value::Array(items) => items
+            .iter()
+            .any(|v| matches!(v, Value::String(s) if s == key)),
+        Value::String(s) => s == key,
+        _ => false,
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// `v` without object members whose value is null, at every depth (arrays keep their nulls).
+fn strip_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(members) => Value::Object(
+            members
+                .into_iter()
+                .filter(|(_, v)| *v != Value::Null)
+                .map(|(k, v)| (k, strip_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(strip_nulls).collect()),
+        v => v,
+    }
+}
+
+/// `jsonb_set(target, path, new, create_missing)`: `new` at `path` (object keys, array
+/// indexes, negative from the end); a missing last step is added if `create`; a missing step
+/// before it leaves `target` as it was.
+fn set(target: Value, path: &[String], new: Value, create: bool) -> Result<Value> {
+    let Some((step, rest)) = path.split_first() else {
+        return Ok(new);
+    };
+    match target {
+        Value::Object(mut members) => {
+            match members.iter_mut().find(|(k, _)| k == step) {
+                Some((_, v)) => {
+                    let old = std::mem::replace(v, Value::Null);
+                    *v = set(old, rest, new, create)?;
+                }
+                None if rest.is_empty() && create => members.push((step.clone(), new)),
+                None => {}
+            }
+            Ok(Value::object(members))
+        }
+        Value::Array(mut items) => {
+            let Ok(i) = step.parse::<i64>() else {
+                return Err(invalid(format!(
+                    "path element at position {} is not an integer: \"{step}\"",
+                    path.len() - rest.len()
+                )));
+            };
+            let len = items.len() as i64;
+            let at = if i < 0 { len + i } else { i };
+            if (0..len).contains(&at) {
+                let old = std::mem::replace(&mut items[at as usize], Value::Null);
+                items[at as usize] = set(old, rest, new, create)?;
+            } else if rest.is_empty() && create {
+                if at < 0 {
+                    items.insert(0, new);
+                } else {
+                    items.push(new);
+                }
+            }
+            Ok(Value::Array(items))
+        }
+        _ => Err(invalid("cannot set path in scalar".into())),
+    }
+}
+
+/// `v` as `jsonb_pretty` lays it out: a member or element per line, four spaces a level (an
+/// empty object or array too: its brackets on two lines).
+fn pretty(v: &Value, depth: usize, out: &mut String) {
+    let indent = |out: &mut String, depth: usize| out.push_str(&"    ".repeat(depth));
+    match v {
+        Value::Object(members) => {
+            out.push_str("{\n");
+            for (i, (k, v)) in members.iter().enumerate() {
+                indent(out, depth + 1);
+                rivulet_planner::jsonb::escape(k, out);
+                out.push_str(": ");
+                pretty(v, depth + 1, out);
+                out.push_str(if i + 1 < members.len() { ",\n" } else { "\n" });
+            }
+            indent(out, depth);
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push_str("[\n");
+            for (i, v) in items.iter().enumerate() {
+                indent(out, depth + 1);
+                pretty(v, depth + 1, out);
+                out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
+            }
+            indent(out, depth);
+            out.push(']');
+        }
+        v => v.write(out),
+    }
+}
+
+/// The aggregates: `jsonb_agg(x)`, `json_agg(x)` (an array of the values, in the call's ORDER
+/// BY), `jsonb_object_agg(k, v)`, `json_object_agg(k, v)`; NULL over no rows.
+pub fn aggregates() -> Vec<AggregateUDF> {
+    [
+        ("jsonb_agg", false, false),
+        ("json_agg", false, true),
+        ("jsonb_object_agg", true, false),
+        ("json_object_agg", true, true),
+    ]
+    .into_iter()
+    .map(|(name, object, json)| {
+        AggregateUDF::new_from_impl(JsonAgg {
+            name,
+            object,
+            json,
+            signature: Signature::new(
+                TypeSignature::Any(if object { 2 } else { 1 }),
+                Volatility::Immutable,
+            ),
+        })
+    })
+    .collect()
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonAgg {
+    name: &'static str,
+    object: bool,
+    json: bool,
+    signature: Signature,
+}
+
+impl AggregateUDFImpl for JsonAgg {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn return_field(&self, _args: &[FieldRef]) -> Result<FieldRef> {
+        let kind = if self.json { "json" } else { "jsonb" };
+        Ok(Arc::new(declare(
+            Field::new(self.name, DataType::Utf8, true),
+            kind,
+        )))
+    }
+
+    fn order_sensitivity(&self) -> AggregateOrderSensitivity {
+        AggregateOrderSensitivity::SoftRequirement
+    }
+
+    /// The accumulator sorts by the ORDER BY itself: an input already in that order changes
+    /// nothing.
+    fn with_beneficial_ordering(
+        self: Arc<Self>,
+        _beneficial_ordering: bool,
+    ) -> Result<Option<Arc<dyn AggregateUDFImpl>>> {
+        Ok(Some(self))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(vec![
+            Arc::new(Field::new_list(
+                format!("{}[items]", args.name),
+                Field::new_list_field(DataType::Utf8, true),
+                true,
+            )),
+            Arc::new(Field::new_list(
+                format!("{}[order]", args.name),
+                Field::new_list_field(DataType::Binary, true),
+                true,
+            )),
+        ])
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        let order = match args.order_bys {
+            [] => None,
+            keys => Some(RowConverter::new(
+                keys.iter()
+                    .map(|k| {
+                        Ok(SortField::new_with_options(
+                            k.expr.data_type(args.schema)?,
+                            k.options,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            )?),
+        };
+        Ok(Box::new(JsonItems {
+            fields: args.expr_fields.to_vec(),
+            object: self.object,
+            json: self.json,
+            order,
+            entries: Vec::new(),
+        }))
+    }
+}
+
+/// The values' texts (for an object, its key's and its value's), each with its row's ORDER BY
+/// key (empty without one), in arrival order; sorted (stably) when the result is made.
+#[derive(Debug)]
+struct JsonItems {
+    fields: Vec<FieldRef>,
+    object: bool,
+    json: bool,
+    order: Option<RowConverter>,
+    entries: Vec<(Vec<u8>, Vec<String>)>,
+}
+
+impl JsonItems {
+    fn arity(&self) -> usize {
+        if self.object { 2 } else { 1 }
+    }
+}
+
+impl Accumulator for JsonItems {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let arity = self.arity();
+        let (args, ordering) = values.split_at(arity.min(values.len()));
+        let Some(first) = args.first() else {
+            return Ok(());
+        };
+        let keys = match &self.order {
+            Some(converter) if !ordering.is_empty() => Some(converter.convert_columns(ordering)?),
+            _ => None,
+        };
+        for row in 0..first.len() {
+            let mut texts = Vec::with_capacity(arity);
+            if self.object {
+                let key = match value_of(first, &self.fields[0], row)? {
+                    Value::Null => {
+                        return Err(invalid("field name must not be null".into()));
+                    }
+                    Value::String(s) | Value::Number(s) => s,
+                    other => other.text(),
+                };
+                texts.push(key);
+                let (Some(values), Some(field)) = (args.get(1), self.fields.get(1)) else {
+                    return exec_err!("an object aggregate takes a key and a value");
+                };
+                texts.push(value_of(values, field, row)?.text());
+            } else {
+                texts.push(value_of(first, &self.fields[0], row)?.text());
+            }
+            let key = keys
+                .as_ref()
+                .map_or_else(Vec::new, |k| k.row(row).as_ref().to_vec());
+            self.entries.push((key, texts));
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        if self.entries.is_empty() {
+            return Ok(ScalarValue::Utf8(None));
+        }
+        self.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let texts = self.entries.iter().map(|(_, t)| t);
+        let text = if !self.object {
+            let items: Vec<&str> = texts.map(|t| t[0].as_str()).collect();
+            format!("[{}]", items.join(", "))
+        } else if self.json {
+            // `json_object_agg` keeps its members as they came, spaced as Postgres spaces them.
+            let members: Vec<String> = texts
+                .map(|kv| {
+                    let mut key = String::new();
+                    rivulet_planner::jsonb::escape(&kv[0], &mut key);
+                    format!("{key} : {}", kv.get(1).map_or("null", String::as_str))
+                })
+                .collect();
+            format!("{{ {} }}", members.join(", "))
+        } else {
+            let members = texts
+                .map(|kv| {
+                    let value = kv.get(1).map_or("null", String::as_str);
+                    Ok((kv[0].clone(), parse_jsonb(value).map_err(jsonb_error)?))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Value::object(members).text()
+        };
+        Ok(ScalarValue::Utf8(Some(text)))
+    }
+
+    fn size(&self) -> usize {
+        let entries: usize = self
+            .entries
+            .iter()
+            .map(|(k, t)| k.capacity() + t.iter().map(|s| s.capacity() + 24).sum::<usize>() + 48)
+            .sum();
+        std::mem::size_of_val(self) + entries
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        let texts: Vec<&str> = self
+            .entries
+            .iter()
+            .flat_map(|(_, t)| t.iter().map(String::as_str))
+            .collect();
+        let orders: Vec<&[u8]> = self.entries.iter().map(|(k, _)| k.as_slice()).collect();
+        let texts: ArrayRef = Arc::new(StringArray::from(texts));
+        let orders: ArrayRef = Arc::new(BinaryArray::from(orders));
+        Ok(vec![
+            ScalarValue::List(Arc::new(
+                SingleRowListArrayBuilder::new(texts).build_list_array(),
+            )),
+            ScalarValue::List(Arc::new(
+                SingleRowListArrayBuilder::new(orders).build_list_array(),
+            )),
+        ])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let (Some(texts), Some(orders)) = (states.first(), states.get(1)) else {
+            return Ok(());
+        };
+        let (texts, orders) = (texts.as_list::<i32>(), orders.as_list::<i32>());
+        let arity = self.arity();
+        for row in 0..texts.len() {
+            if texts.is_null(row) || orders.is_null(row) {
+                continue;
+            }
+            let (items, keys) = (texts.value(row), orders.value(row));
+            let (items, keys) = (items.as_string::<i32>(), keys.as_binary::<i32>());
+            for (i, key) in keys.iter().enumerate() {
+                let texts = (0..arity)
+                    .map(|j| items.value(i * arity + j).to_string())
+                    .collect();
+                self.entries.push((key.unwrap_or_default().to_vec(), texts));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(text: &str) -> Value {
+        parse_jsonb(text).expect("jsonb")
+    }
+
+    #[test]
+    fn concatenation_merges_objects_and_joins_arrays() {
+        let cases = [
+            (
+                r#"{"a": 1, "b": 2}"#,
+                r#"{"b": 3, "c": 4}"#,
+                r#"{"a": 1, "b": 3, "c": 4}"#,
+            ),
+            ("[1, 2]", "[3]", "[1, 2, 3]"),
+            ("[1]", "2", "[1, 2]"),
+            ("1", "[2]", "[1, 2]"),
+            (r#"{"a": 1}"#, "[2]", r#"[{"a": 1}, 2]"#),
+            ("1", "2", "[1, 2]"),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(concat(v(a), v(b)).text(), want, "{a} || {b}");
+        }
+    }
+
+    #[test]
+    fn containment_follows_postgres() {
+        let cases = [
+            (r#"{"a": 1, "b": [1, 2]}"#, r#"{"b": [2]}"#, true),
+            (r#"{"a": 1}"#, r#"{"a": 1.00}"#, true),
+            (r#"{"a": {"b": 1}}"#, r#"{"a": {}}"#, true),
+            (r#"{"a": [1]}"#, r#"{"a": 1}"#, false),
+            ("[1, [2, 3]]", "[[3]]", true),
+            ("[1, 2]", "1", true),
+            ("[[1]]", "1", false),
+            ("1", "[1]", false),
+            (r#""a""#, r#""a""#, true),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(contains(&v(a), &v(b), true), want, "{a} @> {b}");
+        }
+    }
+
+    #[test]
+    fn set_replaces_adds_and_leaves_missing_paths() {
+        let path = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let doc = || v(r#"{"a": [1, 2], "b": {"c": 1}}"#);
+        let cases = [
+            (path(&["b", "c"]), true, r#"{"a": [1, 2], "b": {"c": 9}}"#),
+            (
+                path(&["b", "d"]),
+                true,
+                r#"{"a": [1, 2], "b": {"c": 1, "d": 9}}"#,
+            ),
+            (path(&["b", "d"]), false, r#"{"a": [1, 2], "b": {"c": 1}}"#),
+            (path(&["a", "-1"]), true, r#"{"a": [1, 9], "b": {"c": 1}}"#),
+            (
+                path(&["a", "5"]),
+                true,
+                r#"{"a": [1, 2, 9], "b": {"c": 1}}"#,
+            ),
+            (path(&["x", "y"]), true, r#"{"a": [1, 2], "b": {"c": 1}}"#),
+        ];
+        for (p, create, want) in cases {
+            assert_eq!(
+                set(doc(), &p, v("9"), create).expect("set").text(),
+                want,
+                "{p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pretty_indents_four_spaces() {
+        let mut out = String::new();
+        pretty(&v(r#"{"a": [1, {}], "b": []}"#), 0, &mut out);
+        assert_eq!(
+            out,
+            "{\n    \"a\": [\n        1,\n        {\n        }\n    ],\n    \"b\": [\n    ]\n}"
+        );
+    }
+}
