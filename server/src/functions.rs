@@ -49,6 +49,9 @@ pub fn register(ctx: &SessionContext, user: &str, database: &str) {
     for udf in crate::pg::jsonb::functions() {
         ctx.register_udf(udf);
     }
+    for udf in crate::pg::set_returning::functions() {
+        ctx.register_udf(udf);
+    }
     for udaf in crate::pg::jsonb::aggregates() {
         ctx.register_udaf(udaf);
     }

@@ -358,7 +358,7 @@ fn is_null(array: &ArrayRef, row: usize) -> bool {
 
 /// Row `row` of `array` as a `jsonb` argument: text (a declared `jsonb`, or Postgres' unknown
 /// literal `'{"a": 1}'`) parsed as JSON.
-fn jsonb_arg(array: &ArrayRef, row: usize) -> Result<Value> {
+pub(super) fn jsonb_arg(array: &ArrayRef, row: usize) -> Result<Value> {
     if is_null(array, row) {
         return Ok(Value::Null);
     }
@@ -863,6 +863,13 @@ impl Accumulator for JsonItems {
             }
             let (items, keys) = (texts.value(row), orders.value(row));
             let (items, keys) = (items.as_string::<i32>(), keys.as_binary::<i32>());
+            if items.len() != keys.len() * arity {
+                return exec_err!(
+                    "{} items for {} entries in a JSON aggregate's state",
+                    items.len(),
+                    keys.len()
+                );
+            }
             for (i, key) in keys.iter().enumerate() {
                 let texts = (0..arity)
                     .map(|j| items.value(i * arity + j).to_string())

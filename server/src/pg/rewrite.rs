@@ -53,6 +53,7 @@ pub fn statement(parsed: Parsed) -> Parsed {
         int4_series(stmt);
         function_column_aliases(stmt);
         super::subquery::rewrite(stmt);
+        super::set_returning::rewrite(stmt);
     }
     parsed
 }

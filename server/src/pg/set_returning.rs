@@ -1,0 +1,284 @@
+//! Postgres' set-returning JSON functions (`jsonb_array_elements[_text]`,
+//! `json_array_elements[_text]`, `jsonb_object_keys`, `json_object_keys`) and `LATERAL unnest(..)`,
+//! run as DataFusion's UNNEST over an array of the set:
+//!
+//! - in a select list, `jsonb_array_elements(doc)` is `unnest(rivulet_jsonb_elements(doc))`;
+//! - in FROM (`FROM orders o, jsonb_array_elements(o.doc -> 'items') AS item`, LATERAL or not),
+//!   the function is `UNNEST(rivulet_jsonb_elements(..)) AS item(item)`: its one column is named
+//!   after the alias, so `item ->> 'sku'` reads the element as in Postgres (without an alias the
+//!   column is Postgres' `value`); `LATERAL unnest(xs)` is `UNNEST(xs)`.
+//!
+//! A FROM item that reads an earlier one's columns is a lateral join, which
+//! [`super::decorrelate`] runs.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, ListBuilder, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::common::{DataFusionError, Result, exec_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
+use datafusion::sql::sqlparser::ast::{self, VisitMut, VisitorMut};
+use rivulet_planner::jsonb::Value;
+
+use super::rewrite::call;
+
+/// (Postgres' function, the function giving its set as an array, the set's column).
+const FUNCTIONS: &[(&str, Set, &str)] = &[
+    (
+        "jsonb_array_elements",
+        Set::Elements { text: false },
+        "value",
+    ),
+    (
+        "json_array_elements",
+        Set::Elements { text: false },
+        "value",
+    ),
+    (
+        "jsonb_array_elements_text",
+        Set::Elements { text: true },
+        "value",
+    ),
+    (
+        "json_array_elements_text",
+        Set::Elements { text: true },
+        "value",
+    ),
+    ("jsonb_object_keys", Set::Keys, "jsonb_object_keys"),
+    ("json_object_keys", Set::Keys, "json_object_keys"),
+];
+
+/// What set a function gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Set {
+    /// An array's elements, as `jsonb` or (`text`) as text.
+    Elements { text: bool },
+    /// An object's keys.
+    Keys,
+}
+
+impl Set {
+    fn udf_name(self) -> &'static str {
+        match self {
+            Set::Elements { text: false } => "rivulet_jsonb_elements",
+            Set::Elements { text: true } => "rivulet_jsonb_elements_text",
+            Set::Keys => "rivulet_jsonb_object_keys",
+        }
+    }
+}
+
+fn function(name: &ast::ObjectName) -> Option<(Set, &'static str)> {
+    let [part] = name.0.as_slice() else {
+        return None;
+    };
+    let ident = part.as_ident()?;
+    FUNCTIONS
+        .iter()
+        .find(|(n, _, _)| ident.value.eq_ignore_ascii_case(n))
+        .map(|(_, set, column)| (*set, *column))
+}
+
+fn is_unnest(name: &ast::ObjectName) -> bool {
+    matches!(name.0.as_slice(), [part] if part.as_ident().is_some_and(|i| i.value.eq_ignore_ascii_case("unnest")))
+}
+
+/// `stmt` with the set-returning functions as UNNEST (see the module's documentation).
+pub fn rewrite(stmt: &mut ast::Statement) {
+    let _ = stmt.visit(&mut Sets);
+}
+
+struct Sets;
+
+impl VisitorMut for Sets {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut ast::TableFactor) -> ControlFlow<()> {
+        // `FROM f(x)` is a table with arguments, `FROM LATERAL f(x)` a function.
+        let (name, args, alias) = match factor {
+            ast::TableFactor::Function {
+                name, args, alias, ..
+            } => (name, &*args, alias),
+            ast::TableFactor::Table {
+                name,
+                args: Some(args),
+                alias,
+                ..
+            } => (name, &args.args, alias),
+            _ => return ControlFlow::Continue(()),
+        };
+        let exprs: Option<Vec<ast::Expr>> = args
+            .iter()
+            .map(|a| match a {
+                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        let Some(exprs) = exprs else {
+            return ControlFlow::Continue(());
+        };
+        let (array_exprs, alias) = if is_unnest(name) {
+            (exprs, alias.take())
+        } else if let Some((set, column)) = function(name) {
+            let alias = match alias.take() {
+                Some(mut a) if a.columns.is_empty() => {
+                    let own = a.name.value.clone();
+                    a.columns = vec![ast::TableAliasColumnDef::from_name(own)];
+                    a
+                }
+                Some(a) => a,
+                None => ast::TableAlias {
+                    explicit: true,
+                    name: ast::Ident::new(name.to_string()),
+                    columns: vec![ast::TableAliasColumnDef::from_name(column)],
+                    at: None,
+                },
+            };
+            (vec![call(set.udf_name(), exprs, vec![])], Some(alias))
+        } else {
+            return ControlFlow::Continue(());
+        };
+        *factor = ast::TableFactor::UNNEST {
+            alias,
+            array_exprs,
+            with_offset: false,
+            with_offset_alias: None,
+            with_ordinality: false,
+        };
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(&mut self, expr: &mut ast::Expr) -> ControlFlow<()> {
+        let ast::Expr::Function(f) = expr else {
+            return ControlFlow::Continue(());
+        };
+        let Some((set, _)) = function(&f.name) else {
+            return ControlFlow::Continue(());
+        };
+        let ast::FunctionArguments::List(list) = &f.args else {
+            return ControlFlow::Continue(());
+        };
+        let args: Option<Vec<ast::Expr>> = list
+            .args
+            .iter()
+            .map(|a| match a {
+                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        if let Some(args) = args {
+            *expr = call("unnest", vec![call(set.udf_name(), args, vec![])], vec![]);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// The functions giving each set as an array.
+pub fn functions() -> Vec<ScalarUDF> {
+    [
+        Set::Elements { text: false },
+        Set::Elements { text: true },
+        Set::Keys,
+    ]
+    .into_iter()
+    .map(|set| {
+        ScalarUDF::new_from_impl(SetArray {
+            set,
+            signature: Signature::any(1, Volatility::Immutable),
+        })
+    })
+    .collect()
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct SetArray {
+    set: Set,
+    signature: Signature,
+}
+
+impl SetArray {
+    fn item(&self) -> Field {
+        let item = Field::new_list_field(DataType::Utf8, true);
+        match self.set {
+            Set::Elements { text: false } => super::wire_types::declare(item, "jsonb"),
+            _ => item,
+        }
+    }
+}
+
+impl ScalarUDFImpl for SetArray {
+    fn name(&self) -> &str {
+        self.set.udf_name()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::List(Arc::new(self.item())))
+    }
+
+    fn return_field_from_args(&self, _args: ReturnFieldArgs) -> Result<FieldRef> {
+        Ok(Arc::new(Field::new(
+            self.name(),
+            DataType::List(Arc::new(self.item())),
+            true,
+        )))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let Some(docs) = arrays.first() else {
+            return exec_err!("{} takes one argument", self.name());
+        };
+        let mut out = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(self.item()));
+        for row in 0..rows {
+            let doc = super::jsonb::jsonb_arg(docs, row)?;
+            match (self.set, doc) {
+                (_, Value::Null) if docs.is_null(row) => out.append_null(),
+                (Set::Elements { text }, Value::Array(items)) => {
+                    for item in items {
+                        match (text, item) {
+                            (true, Value::Null) => out.values().append_null(),
+                            (true, Value::String(s)) => out.values().append_value(s),
+                            (_, item) => out.values().append_value(item.text()),
+                        }
+                    }
+                    out.append(true);
+                }
+                (Set::Keys, Value::Object(members)) => {
+                    for (key, _) in members {
+                        out.values().append_value(key);
+                    }
+                    out.append(true);
+                }
+                (Set::Elements { .. }, Value::Object(_)) => {
+                    return Err(invalid("cannot extract elements from an object"));
+                }
+                (Set::Elements { .. }, _) => {
+                    return Err(invalid("cannot extract elements from a scalar"));
+                }
+                (Set::Keys, Value::Array(_)) => {
+                    return Err(invalid("cannot call jsonb_object_keys on an array"));
+                }
+                (Set::Keys, _) => {
+                    return Err(invalid("cannot call jsonb_object_keys on a scalar"));
+                }
+            }
+        }
+        let array: ArrayRef = Arc::new(out.finish());
+        Ok(ColumnarValue::Array(array))
+    }
+}
+
+fn invalid(message: &str) -> DataFusionError {
+    DataFusionError::External(Box::new(crate::error::SqlError::new(
+        crate::error::sqlstate::INVALID_PARAMETER_VALUE,
+        message,
+    )))
+}
