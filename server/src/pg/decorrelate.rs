@@ -31,6 +31,7 @@ use datafusion::common::{
     Column, DFSchema, NullEquality, Result, ScalarValue, Spans, TableReference, internal_err,
 };
 use datafusion::functions_aggregate::count::count_all;
+use datafusion::functions_nested::expr_fn::cardinality;
 use datafusion::logical_expr::expr::{Cast, Exists, InSubquery, TryCast};
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{
@@ -63,17 +64,20 @@ pub fn scalar_subqueries(plan: LogicalPlan) -> Result<LogicalPlan> {
 /// and LATERAL): a right side that computes rows from one left row alone (projections, unnests
 /// and filters over no table, reading the left row's columns) is computed over the left side
 /// itself, each of its steps carrying the left row's columns along. DataFusion plans the right
-/// side as a subquery of the left row and cannot run it. Other joins are returned as they are.
+/// side as a subquery of the left row and cannot run it. `LEFT JOIN UNNEST(..) ON TRUE` keeps a
+/// row whose array is empty or NULL, with NULL for the element (the unnest reads such an array
+/// as NULL and keeps NULLs). Other joins are returned as they are.
 fn lateral(node: LogicalPlan, joined: &mut usize) -> Result<LogicalPlan> {
     let LogicalPlan::Join(join) = node else {
         return Ok(node);
     };
-    let cross = join.join_type == JoinType::Inner
-        && join.on.is_empty()
+    let on_true = join.on.is_empty()
         && join
             .filter
             .as_ref()
             .is_none_or(|f| matches!(f, Expr::Literal(ScalarValue::Boolean(Some(true)), _)));
+    let outer = join.join_type == JoinType::Left;
+    let cross = on_true && (join.join_type == JoinType::Inner || outer);
     let (alias, body) = match join.right.as_ref() {
         LogicalPlan::SubqueryAlias(a) => match a.input.as_ref() {
             LogicalPlan::Subquery(sq) => (Some(a.alias.clone()), sq.subquery.as_ref()),
@@ -87,12 +91,13 @@ fn lateral(node: LogicalPlan, joined: &mut usize) -> Result<LogicalPlan> {
             Expr::OuterReferenceColumn(_, c) => join.left.schema().has_column(c),
             _ => false,
         });
-    if !cross || !reads_left || !per_row(body) {
+    // A filter inside the right side would drop the row a LEFT JOIN keeps.
+    if !cross || !reads_left || !per_row(body) || (outer && filters(body)) {
         return Ok(LogicalPlan::Join(join));
     }
     *joined += 1;
     let carried: Vec<Column> = join.left.schema().columns();
-    let rebased = rebase(body, &join.left, &carried, *joined)?;
+    let rebased = rebase(body, &join.left, &carried, *joined, outer)?;
     // The join's columns: the left side's as they were, the right side's under its alias.
     let right_fields = join.right.schema().fields().len();
     let mut outputs: Vec<Expr> = carried.iter().cloned().map(Expr::Column).collect();
@@ -120,16 +125,24 @@ fn per_row(plan: &LogicalPlan) -> bool {
     }
 }
 
+/// Whether `plan` has a filter.
+fn filters(plan: &LogicalPlan) -> bool {
+    plan.exists(|p| Ok(matches!(p, LogicalPlan::Filter(_))))
+        .unwrap_or(true)
+}
+
 /// `plan` ([`per_row`]) computed over `left` instead of its one empty row: outer columns read
 /// from `left`, every step carrying `carried` along, and the top step's own columns renamed
-/// `__rivulet_lateral{n}_{i}` (a left column may have the same name).
+/// `__rivulet_lateral{n}_{i}` (a left column may have the same name). With `outer`, an empty or
+/// NULL array unnests to one NULL.
 fn rebase(
     plan: &LogicalPlan,
     left: &Arc<LogicalPlan>,
     carried: &[Column],
     n: usize,
+    outer: bool,
 ) -> Result<LogicalPlan> {
-    let rebased = rebase_step(plan, left, carried)?;
+    let rebased = rebase_step(plan, left, carried, outer)?;
     let own = rebased.schema().fields().len() - carried.len();
     let mut outputs = Vec::with_capacity(rebased.schema().fields().len());
     for i in 0..own {
@@ -148,6 +161,7 @@ fn rebase_step(
     plan: &LogicalPlan,
     left: &Arc<LogicalPlan>,
     carried: &[Column],
+    outer: bool,
 ) -> Result<LogicalPlan> {
     let from_left = |e: &Expr| -> Result<Expr> {
         e.clone()
@@ -160,24 +174,45 @@ fn rebase_step(
     match plan {
         LogicalPlan::EmptyRelation(_) => Ok(left.as_ref().clone()),
         LogicalPlan::Projection(p) => {
-            let input = rebase_step(&p.input, left, carried)?;
+            let input = rebase_step(&p.input, left, carried, outer)?;
             let mut exprs = p.expr.iter().map(from_left).collect::<Result<Vec<_>>>()?;
             exprs.extend(carried.iter().cloned().map(Expr::Column));
             LogicalPlanBuilder::from(input).project(exprs)?.build()
         }
         LogicalPlan::Unnest(u) => {
-            let input = rebase_step(&u.input, left, carried)?;
+            let mut input = rebase_step(&u.input, left, carried, outer)?;
+            let mut options = u.options.clone();
+            if outer {
+                // An empty array as NULL, and NULLs kept: one row of NULL.
+                let exprs = input
+                    .schema()
+                    .columns()
+                    .into_iter()
+                    .map(|c| {
+                        if !u.exec_columns.contains(&c) {
+                            return Ok(Expr::Column(c));
+                        }
+                        let array = Expr::Column(c.clone());
+                        let filled = cardinality(array.clone()).gt(lit(0_u64));
+                        Ok(when(filled, array)
+                            .end()?
+                            .alias_qualified(c.relation.clone(), c.name.clone()))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                input = LogicalPlanBuilder::from(input).project(exprs)?.build()?;
+                options = options.with_preserve_nulls(true);
+            }
             LogicalPlanBuilder::from(input)
-                .unnest_columns_with_options(u.exec_columns.clone(), u.options.clone())?
+                .unnest_columns_with_options(u.exec_columns.clone(), options)?
                 .build()
         }
         LogicalPlan::Filter(f) => {
-            let input = rebase_step(&f.input, left, carried)?;
+            let input = rebase_step(&f.input, left, carried, outer)?;
             LogicalPlanBuilder::from(input)
                 .filter(from_left(&f.predicate)?)?
                 .build()
         }
-        LogicalPlan::SubqueryAlias(a) => rebase_step(&a.input, left, carried),
+        LogicalPlan::SubqueryAlias(a) => rebase_step(&a.input, left, carried, outer),
         other => internal_err!(
             "a lateral step of kind {} was not expected",
             other.display()
