@@ -6,7 +6,8 @@
 //! - in FROM (`FROM orders o, jsonb_array_elements(o.doc -> 'items') AS item`, LATERAL or not),
 //!   the function is `UNNEST(rivulet_jsonb_elements(..)) AS item(item)`: its one column is named
 //!   after the alias, so `item ->> 'sku'` reads the element as in Postgres (without an alias the
-//!   column is Postgres' `value`); `LATERAL unnest(xs)` is `UNNEST(xs)`.
+//!   column is Postgres' `value`); `jsonb_each[_text](doc) AS kv` is the keys and the values
+//!   unnested side by side, `kv(key, value)`; `LATERAL unnest(xs)` is `UNNEST(xs)`.
 //!
 //! A FROM item that reads an earlier one's columns is a lateral join, which
 //! [`super::decorrelate`] runs.
@@ -52,6 +53,15 @@ const FUNCTIONS: &[(&str, Set, &str)] = &[
     ("json_object_keys", Set::Keys, "json_object_keys"),
 ];
 
+/// `jsonb_each[_text]` and `json_each[_text]`: an object's members as two columns, `key` and
+/// `value`, zipped from two sets (`text`: the values as text).
+const EACH: &[(&str, bool)] = &[
+    ("jsonb_each", false),
+    ("json_each", false),
+    ("jsonb_each_text", true),
+    ("json_each_text", true),
+];
+
 /// What set a function gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Set {
@@ -59,6 +69,10 @@ enum Set {
     Elements { text: bool },
     /// An object's keys.
     Keys,
+    /// An object's keys, for `jsonb_each`.
+    EachKeys,
+    /// An object's values, for `jsonb_each`, as `jsonb` or (`text`) as text.
+    EachValues { text: bool },
 }
 
 impl Set {
@@ -67,6 +81,9 @@ impl Set {
             Set::Elements { text: false } => "rivulet_jsonb_elements",
             Set::Elements { text: true } => "rivulet_jsonb_elements_text",
             Set::Keys => "rivulet_jsonb_object_keys",
+            Set::EachKeys => "rivulet_jsonb_each_keys",
+            Set::EachValues { text: false } => "rivulet_jsonb_each_values",
+            Set::EachValues { text: true } => "rivulet_jsonb_each_values_text",
         }
     }
 }
@@ -80,6 +97,16 @@ fn function(name: &ast::ObjectName) -> Option<(Set, &'static str)> {
         .iter()
         .find(|(n, _, _)| ident.value.eq_ignore_ascii_case(n))
         .map(|(_, set, column)| (*set, *column))
+}
+
+fn each(name: &ast::ObjectName) -> Option<bool> {
+    let [part] = name.0.as_slice() else {
+        return None;
+    };
+    let ident = part.as_ident()?;
+    EACH.iter()
+        .find(|(n, _)| ident.value.eq_ignore_ascii_case(n))
+        .map(|(_, text)| *text)
 }
 
 fn is_unnest(name: &ast::ObjectName) -> bool {
@@ -122,6 +149,32 @@ impl VisitorMut for Sets {
         };
         let (array_exprs, alias) = if is_unnest(name) {
             (exprs, alias.take())
+        } else if let Some(text) = each(name) {
+            let columns = || {
+                vec![
+                    ast::TableAliasColumnDef::from_name("key"),
+                    ast::TableAliasColumnDef::from_name("value"),
+                ]
+            };
+            let alias = match alias.take() {
+                Some(mut a) if a.columns.is_empty() => {
+                    a.columns = columns();
+                    a
+                }
+                Some(a) => a,
+                None => ast::TableAlias {
+                    explicit: true,
+                    name: ast::Ident::new(name.to_string()),
+                    columns: columns(),
+                    at: None,
+                },
+            };
+            let sets = [Set::EachKeys, Set::EachValues { text }];
+            let arrays = sets
+                .iter()
+                .map(|set| call(set.udf_name(), exprs.clone(), vec![]))
+                .collect();
+            (arrays, Some(alias))
         } else if let Some((set, column)) = function(name) {
             let alias = match alias.take() {
                 Some(mut a) if a.columns.is_empty() => {
@@ -182,6 +235,9 @@ pub fn functions() -> Vec<ScalarUDF> {
         Set::Elements { text: false },
         Set::Elements { text: true },
         Set::Keys,
+        Set::EachKeys,
+        Set::EachValues { text: false },
+        Set::EachValues { text: true },
     ]
     .into_iter()
     .map(|set| {
@@ -203,7 +259,9 @@ impl SetArray {
     fn item(&self) -> Field {
         let item = Field::new_list_field(DataType::Utf8, true);
         match self.set {
-            Set::Elements { text: false } => super::wire_types::declare(item, "jsonb"),
+            Set::Elements { text: false } | Set::EachValues { text: false } => {
+                super::wire_types::declare(item, "jsonb")
+            }
             _ => item,
         }
     }
@@ -251,11 +309,24 @@ impl ScalarUDFImpl for SetArray {
                     }
                     out.append(true);
                 }
-                (Set::Keys, Value::Object(members)) => {
+                (Set::Keys | Set::EachKeys, Value::Object(members)) => {
                     for (key, _) in members {
                         out.values().append_value(key);
                     }
                     out.append(true);
+                }
+                (Set::EachValues { text }, Value::Object(members)) => {
+                    for (_, value) in members {
+                        match (text, value) {
+                            (true, Value::Null) => out.values().append_null(),
+                            (true, Value::String(s)) => out.values().append_value(s),
+                            (_, value) => out.values().append_value(value.text()),
+                        }
+                    }
+                    out.append(true);
+                }
+                (Set::EachKeys | Set::EachValues { .. }, _) => {
+                    return Err(invalid("cannot call jsonb_each on a non-object"));
                 }
                 (Set::Elements { .. }, Value::Object(_)) => {
                     return Err(invalid("cannot extract elements from an object"));
