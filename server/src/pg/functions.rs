@@ -658,16 +658,6 @@ pub fn register(
         DataType::Utf8,
         format,
     ));
-    // Postgres' `json`, as clients decode it (not `text`).
-    ctx.register_udf(super::wire_types::returning(
-        function(
-            "json_build_object",
-            &[0, 2, 4, 6, 8, 10, 12, 14, 16],
-            DataType::Utf8,
-            json_build_object,
-        ),
-        "json",
-    ));
     for name in [
         "pg_function_is_visible",
         "pg_type_is_visible",
@@ -851,38 +841,6 @@ fn half_rounded(x: i64) -> i64 {
     (x + if x < 0 { -1 } else { 1 }) / 2
 }
 
-/// `json_build_object(k1, v1, ...)` as JSON text, keys in argument order and spaced as
-/// Postgres prints them (`{"a" : 1, "b" : "x"}`).
-fn json_build_object(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
-    let mut out = Vec::with_capacity(rows);
-    for row in 0..rows {
-        let mut members = Vec::with_capacity(args.len() / 2);
-        for pair in args.chunks(2) {
-            let [key, value] = pair else {
-                return Err(DataFusionError::Plan(
-                    "argument list must have even number of elements".into(),
-                ));
-            };
-            let key = ScalarValue::try_from_array(key, row)?;
-            if key.is_null() {
-                return Err(DataFusionError::Plan(
-                    "null value not allowed for object key".into(),
-                ));
-            }
-            let key = match key {
-                ScalarValue::Utf8(Some(s))
-                | ScalarValue::LargeUtf8(Some(s))
-                | ScalarValue::Utf8View(Some(s)) => s,
-                other => other.to_string(),
-            };
-            let value = json_value(&ScalarValue::try_from_array(value, row)?);
-            members.push(format!("{} : {value}", serde_json::Value::String(key)));
-        }
-        out.push(format!("{{{}}}", members.join(", ")));
-    }
-    Ok(Arc::new(StringArray::from(out)))
-}
-
 /// Postgres' `format(template, args...)`: `%s` as text (NULL as empty), `%I` as a quoted
 /// identifier, `%L` as a quoted literal (NULL unquoted), `%%` a percent sign.
 fn format(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
@@ -955,30 +913,6 @@ fn quote_ident(name: &str) -> String {
     }
 }
 
-fn json_value(v: &ScalarValue) -> serde_json::Value {
-    use serde_json::Value;
-    if v.is_null() {
-        return Value::Null;
-    }
-    match v {
-        ScalarValue::Boolean(Some(b)) => Value::Bool(*b),
-        ScalarValue::Int8(Some(n)) => Value::from(*n),
-        ScalarValue::Int16(Some(n)) => Value::from(*n),
-        ScalarValue::Int32(Some(n)) => Value::from(*n),
-        ScalarValue::Int64(Some(n)) => Value::from(*n),
-        ScalarValue::UInt8(Some(n)) => Value::from(*n),
-        ScalarValue::UInt16(Some(n)) => Value::from(*n),
-        ScalarValue::UInt32(Some(n)) => Value::from(*n),
-        ScalarValue::UInt64(Some(n)) => Value::from(*n),
-        ScalarValue::Float32(Some(n)) => Value::from(f64::from(*n)),
-        ScalarValue::Float64(Some(n)) => Value::from(*n),
-        ScalarValue::Utf8(Some(s))
-        | ScalarValue::LargeUtf8(Some(s))
-        | ScalarValue::Utf8View(Some(s)) => Value::String(s.clone()),
-        other => Value::String(other.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1006,13 +940,5 @@ mod tests {
             out.as_string::<i32>().value(0),
             r#"public."Big Table" = 'it''s', %"#
         );
-    }
-
-    #[test]
-    fn json_objects_keep_types() {
-        let keys: ArrayRef = Arc::new(StringArray::from(vec!["a"]));
-        let values: ArrayRef = Arc::new(datafusion::arrow::array::Int32Array::from(vec![1]));
-        let out = json_build_object(&[keys, values], 1).unwrap();
-        assert_eq!(out.as_string::<i32>().value(0), r#"{"a" : 1}"#);
     }
 }

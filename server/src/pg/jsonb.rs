@@ -51,7 +51,9 @@ pub enum Op {
     AnyKey,
     /// `a ?& keys`.
     AllKeys,
-    BuildObject,
+    BuildObject {
+        json: bool,
+    },
     BuildArray {
         json: bool,
     },
@@ -74,7 +76,8 @@ impl Op {
             Op::ContainedBy => "rivulet_jsonb_contained",
             Op::AnyKey => "rivulet_jsonb_any_key",
             Op::AllKeys => "rivulet_jsonb_all_keys",
-            Op::BuildObject => "jsonb_build_object",
+            Op::BuildObject { json: false } => "jsonb_build_object",
+            Op::BuildObject { json: true } => "json_build_object",
             Op::BuildArray { json: false } => "jsonb_build_array",
             Op::BuildArray { json: true } => "json_build_array",
             Op::To { json: false } => "to_jsonb",
@@ -90,7 +93,9 @@ impl Op {
         match self {
             Op::Contains | Op::ContainedBy | Op::AnyKey | Op::AllKeys => Returns::Bool,
             Op::TypeOf | Op::Pretty => Returns::Text,
-            Op::BuildArray { json: true } | Op::To { json: true } => Returns::Json("json"),
+            Op::BuildObject { json: true }
+            | Op::BuildArray { json: true }
+            | Op::To { json: true } => Returns::Json("json"),
             _ => Returns::Json("jsonb"),
         }
     }
@@ -111,7 +116,8 @@ pub fn functions() -> Vec<ScalarUDF> {
         Op::ContainedBy,
         Op::AnyKey,
         Op::AllKeys,
-        Op::BuildObject,
+        Op::BuildObject { json: false },
+        Op::BuildObject { json: true },
         Op::BuildArray { json: false },
         Op::BuildArray { json: true },
         Op::To { json: false },
@@ -170,7 +176,7 @@ impl ScalarUDFImpl for JsonbFunction {
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
         let arity = match self.op {
-            Op::BuildObject | Op::BuildArray { .. } => None,
+            Op::BuildObject { .. } | Op::BuildArray { .. } => None,
             Op::To { .. } | Op::TypeOf | Op::StripNulls | Op::Pretty => Some(1..=1),
             Op::Set => Some(3..=4),
             _ => Some(2..=2),
@@ -184,7 +190,7 @@ impl ScalarUDFImpl for JsonbFunction {
                 args.arg_fields.len()
             );
         }
-        if self.op == Op::BuildObject && args.arg_fields.len() % 2 == 1 {
+        if matches!(self.op, Op::BuildObject { .. }) && args.arg_fields.len() % 2 == 1 {
             return Err(invalid(
                 "argument list must have even number of elements".into(),
             ));
@@ -239,7 +245,7 @@ impl ScalarUDFImpl for JsonbFunction {
                 let mut out = StringBuilder::with_capacity(rows, rows * 16);
                 for row in 0..rows {
                     let built = match self.op {
-                        Op::BuildObject => {
+                        Op::BuildObject { json } => {
                             let mut members = Vec::with_capacity(arrays.len() / 2);
                             for pair in (0..arrays.len()).step_by(2) {
                                 let key = match at(pair, row)? {
@@ -254,7 +260,22 @@ impl ScalarUDFImpl for JsonbFunction {
                                 };
                                 members.push((key, at(pair + 1, row)?));
                             }
-                            Some(Value::object(members).text())
+                            Some(if json {
+                                // `json` keeps its members as given, spaced as Postgres'.
+                                let members: Vec<String> = members
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        let mut member = String::new();
+                                        rivulet_planner::jsonb::escape(k, &mut member);
+                                        member.push_str(" : ");
+                                        v.write(&mut member);
+                                        member
+                                    })
+                                    .collect();
+                                format!("{{{}}}", members.join(", "))
+                            } else {
+                                Value::object(members).text()
+                            })
                         }
                         Op::BuildArray { .. } => {
                             let items = (0..arrays.len())
