@@ -273,6 +273,42 @@ impl TestProducer {
     }
 }
 
+/// Every record value of partition `partition` of `topic`, from its start to its end now, read
+/// as a consumer reads it.
+pub fn read_partition(bootstrap: &str, topic: &str, partition: i32) -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "rivulet-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("log_level", "3")
+        .create()
+        .expect("a consumer");
+    let (_, high) = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .expect("the partition's end");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
+        .expect("a partition");
+    consumer.assign(&tpl).expect("assigned");
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut next = 0;
+    while next < high {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "read {next} of {high} records"
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.expect("a record");
+            next = m.offset() + 1;
+            out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+        }
+    }
+    out
+}
+
 /// A record's key and value (a tombstone has no value).
 pub type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
 

@@ -9,8 +9,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rivulet_sql_tests::kafka::Broker;
 use rivulet_sql_tests::{TestServer, text_rows};
 
@@ -139,36 +137,6 @@ async fn file_sink_commits_every_row_exactly_once_across_kill_9() {
     assert!(fields[5].parse::<u64>().unwrap() > 0, "{sinks:?}");
 }
 
-/// Every record of partition 0 of `topic`, from its start.
-fn read_topic(bootstrap: &str, topic: &str) -> Vec<String> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "sink-test")
-        .set("enable.auto.commit", "false")
-        .set("log_level", "3")
-        .create()
-        .unwrap();
-    let (_, high) = consumer
-        .fetch_watermarks(topic, 0, Duration::from_secs(10))
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut next = 0;
-    while next < high {
-        assert!(Instant::now() < deadline, "read {next} of {high} records");
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            let m = m.unwrap();
-            next = m.offset() + 1;
-            out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_sink_loses_nothing_across_kill_9_and_a_broker_restart() {
     let started = Instant::now();
@@ -204,7 +172,7 @@ async fn kafka_sink_loses_nothing_across_kill_9_and_a_broker_restart() {
     }
     broker.restart().await.unwrap();
     client.simple_query("FLUSH").await.unwrap();
-    let records = read_topic(&broker.bootstrap(), "sink_out");
+    let records = rivulet_sql_tests::kafka::read_partition(&broker.bootstrap(), "sink_out", 0);
     let seen = counts(records.iter().map(|r| json_id(r)));
     let total = ((ROUNDS + 1) * STATEMENTS * ROWS) as u64;
     let (lost, duplicated) = lost_and_duplicated(&seen, total);

@@ -206,18 +206,26 @@ impl ScalarUDFImpl for JsonbFunction {
         let rows = args.number_rows;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let fields = &args.arg_fields;
-        let at = |i: usize, row: usize| -> Result<Value> {
-            match (arrays.get(i), fields.get(i)) {
-                (Some(a), Some(f)) => value_of(a, f, row),
-                _ => exec_err!("{} lacks argument {}", self.op.name(), i + 1),
-            }
+        // Each argument read once per batch: as `to_jsonb` reads a value, and as `jsonb`.
+        let values = arrays
+            .iter()
+            .zip(fields.iter())
+            .map(|(a, f)| JsonColumn::new(a, f, false))
+            .collect::<Result<Vec<_>>>()?;
+        let jsons = arrays
+            .iter()
+            .zip(fields.iter())
+            .map(|(a, f)| JsonColumn::new(a, f, true))
+            .collect::<Result<Vec<_>>>()?;
+        let missing = |i: usize| -> DataFusionError {
+            DataFusionError::Execution(format!("{} lacks argument {}", self.op.name(), i + 1))
         };
-        let null = |i: usize, row: usize| arrays.get(i).is_none_or(|a| is_null(a, row));
+        let at = |i: usize, row: usize| -> Result<Value> {
+            values.get(i).ok_or_else(|| missing(i))?.value(row)
+        };
+        let null = |i: usize, row: usize| values.get(i).is_none_or(|c| c.is_null(row));
         let json = |i: usize, row: usize| -> Result<Value> {
-            match arrays.get(i) {
-                Some(a) => jsonb_arg(a, row),
-                None => exec_err!("{} lacks argument {}", self.op.name(), i + 1),
-            }
+            jsons.get(i).ok_or_else(|| missing(i))?.value(row)
         };
         match self.op.returns() {
             Returns::Bool => {
@@ -319,76 +327,124 @@ fn invalid(message: String) -> DataFusionError {
     )))
 }
 
-/// Row `row` of `array` (a column of `field`) as JSON, as `to_jsonb` makes it.
-pub fn value_of(array: &ArrayRef, field: &Field, row: usize) -> Result<Value> {
-    if is_null(array, row) {
-        return Ok(Value::Null);
-    }
-    let declared = field.metadata().get(PG_TYPE).map(String::as_str);
-    Ok(match array.data_type() {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-            let text = cast(&array.slice(row, 1), &DataType::Utf8)?;
-            let text = text.as_string::<i32>().value(0).to_string();
-            match declared {
-                Some("json" | "jsonb") => parse_jsonb(&text).map_err(jsonb_error)?,
-                _ => Value::String(text),
-            }
-        }
-        DataType::Boolean => Value::Bool(array.as_boolean().value(row)),
-        t if t.is_integer() => {
-            let text = cast(&array.slice(row, 1), &DataType::Utf8)?;
-            Value::Number(text.as_string::<i32>().value(0).to_string())
-        }
-        DataType::Float16 | DataType::Float32 | DataType::Float64 => {
-            let x = cast(&array.slice(row, 1), &DataType::Float64)?;
-            let x = x
-                .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
-                .value(0);
-            if x.is_finite() {
-                // A float's shortest text, as numeric reads it.
-                parse_jsonb(&format!("{x:?}")).unwrap_or_else(|_| Value::Number(format!("{x}")))
-            } else {
-                Value::String(pg_float(x))
-            }
-        }
-        DataType::Decimal128(_, scale) => {
-            let v = array.as_primitive::<Decimal128Type>().value(row);
-            let decimals = super::numeric::Scale::of(field).decimals(v, *scale);
-            let mut text = String::new();
-            super::numeric::write_text(&mut text, v, *scale, decimals);
-            Value::Number(text)
-        }
-        DataType::List(item) => {
-            let list = array.as_list::<i32>().value(row);
-            let items = (0..list.len())
-                .map(|i| value_of(&list, item, i))
-                .collect::<Result<Vec<_>>>()?;
-            Value::Array(items)
-        }
-        _ => {
-            let text = cast(&array.slice(row, 1), &DataType::Utf8)?;
-            Value::String(text.as_string::<i32>().value(0).to_string())
-        }
-    })
+/// An argument column read as JSON: converted once per batch, then read row by row.
+pub(super) struct JsonColumn {
+    kind: Kind,
+    nulls: Option<datafusion::arrow::buffer::NullBuffer>,
 }
 
-/// Whether row `row` of `array` is NULL (an untyped NULL's array has no null buffer).
-fn is_null(array: &ArrayRef, row: usize) -> bool {
-    *array.data_type() == DataType::Null || array.is_null(row)
+enum Kind {
+    Null,
+    /// Text, parsed as JSON where `parse` (a `json`/`jsonb` value), a string otherwise.
+    Text {
+        texts: StringArray,
+        parse: bool,
+    },
+    Bool(datafusion::arrow::array::BooleanArray),
+    /// Integers, as their text.
+    Integer(StringArray),
+    Float(datafusion::arrow::array::Float64Array),
+    Decimal {
+        values: datafusion::arrow::array::Decimal128Array,
+        scale: i8,
+        rule: super::numeric::Scale,
+    },
+    List {
+        array: ArrayRef,
+        item: FieldRef,
+    },
+    /// Anything else, as its text.
+    Other(StringArray),
 }
 
-/// Row `row` of `array` as a `jsonb` argument: text (a declared `jsonb`, or Postgres' unknown
-/// literal `'{"a": 1}'`) parsed as JSON.
-pub(super) fn jsonb_arg(array: &ArrayRef, row: usize) -> Result<Value> {
-    if is_null(array, row) {
-        return Ok(Value::Null);
+impl JsonColumn {
+    /// `array`, a column of `field`; `jsonb` for an argument Postgres types `jsonb`, whose text
+    /// (an unknown literal, a parameter) is JSON whatever its field says.
+    pub(super) fn new(array: &ArrayRef, field: &Field, jsonb: bool) -> Result<JsonColumn> {
+        let texts = |array: &ArrayRef| -> Result<StringArray> {
+            Ok(cast(array, &DataType::Utf8)?.as_string::<i32>().clone())
+        };
+        let declared = field.metadata().get(PG_TYPE).map(String::as_str);
+        let kind = match array.data_type() {
+            DataType::Null => Kind::Null,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Kind::Text {
+                texts: texts(array)?,
+                parse: jsonb || matches!(declared, Some("json" | "jsonb")),
+            },
+            DataType::Boolean => Kind::Bool(array.as_boolean().clone()),
+            t if t.is_integer() => Kind::Integer(texts(array)?),
+            DataType::Float16 | DataType::Float32 | DataType::Float64 => Kind::Float(
+                cast(array, &DataType::Float64)?
+                    .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                    .clone(),
+            ),
+            DataType::Decimal128(_, scale) => Kind::Decimal {
+                values: array.as_primitive::<Decimal128Type>().clone(),
+                scale: *scale,
+                rule: super::numeric::Scale::of(field),
+            },
+            DataType::List(item) => Kind::List {
+                array: Arc::clone(array),
+                item: Arc::clone(item),
+            },
+            _ => Kind::Other(texts(array)?),
+        };
+        Ok(JsonColumn {
+            kind,
+            nulls: array.logical_nulls(),
+        })
     }
-    match array.data_type() {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-            let text = cast(&array.slice(row, 1), &DataType::Utf8)?;
-            parse_jsonb(text.as_string::<i32>().value(0)).map_err(jsonb_error)
+
+    /// Whether row `row` is NULL.
+    pub(super) fn is_null(&self, row: usize) -> bool {
+        matches!(self.kind, Kind::Null) || self.nulls.as_ref().is_some_and(|n| n.is_null(row))
+    }
+
+    /// Row `row` as JSON.
+    pub(super) fn value(&self, row: usize) -> Result<Value> {
+        if self.is_null(row) {
+            return Ok(Value::Null);
         }
-        _ => value_of(array, &Field::new("", array.data_type().clone(), true), row),
+        Ok(match &self.kind {
+            Kind::Null => Value::Null,
+            Kind::Text { texts, parse: true } => {
+                parse_jsonb(texts.value(row)).map_err(jsonb_error)?
+            }
+            Kind::Text {
+                texts,
+                parse: false,
+            }
+            | Kind::Other(texts) => Value::String(texts.value(row).to_string()),
+            Kind::Bool(b) => Value::Bool(b.value(row)),
+            Kind::Integer(texts) => Value::Number(texts.value(row).to_string()),
+            Kind::Float(f) => {
+                let x = f.value(row);
+                if x.is_finite() {
+                    // A float's shortest text, as numeric reads it.
+                    parse_jsonb(&format!("{x:?}")).unwrap_or_else(|_| Value::Number(format!("{x}")))
+                } else {
+                    Value::String(pg_float(x))
+                }
+            }
+            Kind::Decimal {
+                values,
+                scale,
+                rule,
+            } => {
+                let v = values.value(row);
+                let mut text = String::new();
+                super::numeric::write_text(&mut text, v, *scale, rule.decimals(v, *scale));
+                Value::Number(text)
+            }
+            Kind::List { array, item } => {
+                let items = array.as_list::<i32>().value(row);
+                let column = JsonColumn::new(&items, item, false)?;
+                let items = (0..items.len())
+                    .map(|i| column.value(i))
+                    .collect::<Result<Vec<_>>>()?;
+                Value::Array(items)
+            }
+        })
     }
 }
 
@@ -787,10 +843,18 @@ impl Accumulator for JsonItems {
             Some(converter) if !ordering.is_empty() => Some(converter.convert_columns(ordering)?),
             _ => None,
         };
+        let columns = args
+            .iter()
+            .zip(&self.fields)
+            .map(|(a, f)| JsonColumn::new(a, f, false))
+            .collect::<Result<Vec<_>>>()?;
+        let Some(firsts) = columns.first() else {
+            return exec_err!("an aggregate without its argument");
+        };
         for row in 0..first.len() {
             let mut texts = Vec::with_capacity(arity);
             if self.object {
-                let key = match value_of(first, &self.fields[0], row)? {
+                let key = match firsts.value(row)? {
                     Value::Null => {
                         return Err(invalid("field name must not be null".into()));
                     }
@@ -798,12 +862,12 @@ impl Accumulator for JsonItems {
                     other => other.text(),
                 };
                 texts.push(key);
-                let (Some(values), Some(field)) = (args.get(1), self.fields.get(1)) else {
+                let Some(values) = columns.get(1) else {
                     return exec_err!("an object aggregate takes a key and a value");
                 };
-                texts.push(value_of(values, field, row)?.text());
+                texts.push(values.value(row)?.text());
             } else {
-                texts.push(value_of(first, &self.fields[0], row)?.text());
+                texts.push(firsts.value(row)?.text());
             }
             let key = keys
                 .as_ref()

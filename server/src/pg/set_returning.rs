@@ -294,9 +294,15 @@ impl ScalarUDFImpl for SetArray {
         let Some(docs) = arrays.first() else {
             return exec_err!("{} takes one argument", self.name());
         };
+        let field = args
+            .arg_fields
+            .first()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Field::new("doc", docs.data_type().clone(), true)));
+        let docs = super::jsonb::JsonColumn::new(docs, &field, true)?;
         let mut out = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(self.item()));
         for row in 0..rows {
-            let doc = super::jsonb::jsonb_arg(docs, row)?;
+            let doc = docs.value(row)?;
             match (self.set, doc) {
                 (_, Value::Null) if docs.is_null(row) => out.append_null(),
                 (Set::Elements { text }, Value::Array(items)) => {
