@@ -275,7 +275,7 @@ impl TestProducer {
 
 /// Every record value of partition `partition` of `topic`, from its start to its end now, read
 /// as a consumer reads it.
-pub fn read_partition(bootstrap: &str, topic: &str, partition: i32) -> Vec<String> {
+pub fn read_partition(bootstrap: &str, topic: &str, partition: i32) -> anyhow::Result<Vec<String>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message;
     let consumer: BaseConsumer = ClientConfig::new()
@@ -283,30 +283,25 @@ pub fn read_partition(bootstrap: &str, topic: &str, partition: i32) -> Vec<Strin
         .set("group.id", "rivulet-test-reader")
         .set("enable.auto.commit", "false")
         .set("log_level", "3")
-        .create()
-        .expect("a consumer");
-    let (_, high) = consumer
-        .fetch_watermarks(topic, partition, Duration::from_secs(10))
-        .expect("the partition's end");
+        .create()?;
+    let (_, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
     let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
-        .expect("a partition");
-    consumer.assign(&tpl).expect("assigned");
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Beginning)?;
+    consumer.assign(&tpl)?;
     let mut out = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut next = 0;
     while next < high {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "read {next} of {high} records"
-        );
+        if std::time::Instant::now() > deadline {
+            bail!("read {next} of {high} records of {topic}/{partition}");
+        }
         if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            let m = m.expect("a record");
+            let m = m?;
             next = m.offset() + 1;
             out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
         }
     }
-    out
+    Ok(out)
 }
 
 /// A record's key and value (a tombstone has no value).

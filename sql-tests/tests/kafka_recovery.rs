@@ -202,7 +202,7 @@ async fn views_over_kafka_are_exactly_once_across_kill_9_and_a_broker_restart() 
     // one partition's share of one chunk). Exactly once is against what the topic holds.
     let mut held: Vec<usize> = Vec::with_capacity(RECORDS);
     for p in 0..3 {
-        for text in read_partition(&bootstrap, "events", p) {
+        for text in read_partition(&bootstrap, "events", p).unwrap() {
             let id = text
                 .strip_prefix("{\"id\": ")
                 .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())

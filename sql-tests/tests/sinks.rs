@@ -172,7 +172,8 @@ async fn kafka_sink_loses_nothing_across_kill_9_and_a_broker_restart() {
     }
     broker.restart().await.unwrap();
     client.simple_query("FLUSH").await.unwrap();
-    let records = rivulet_sql_tests::kafka::read_partition(&broker.bootstrap(), "sink_out", 0);
+    let records =
+        rivulet_sql_tests::kafka::read_partition(&broker.bootstrap(), "sink_out", 0).unwrap();
     let seen = counts(records.iter().map(|r| json_id(r)));
     let total = ((ROUNDS + 1) * STATEMENTS * ROWS) as u64;
     let (lost, duplicated) = lost_and_duplicated(&seen, total);

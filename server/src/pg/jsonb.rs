@@ -206,19 +206,34 @@ impl ScalarUDFImpl for JsonbFunction {
         let rows = args.number_rows;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let fields = &args.arg_fields;
-        // Each argument read once per batch: as `to_jsonb` reads a value, and as `jsonb`.
-        let values = arrays
-            .iter()
-            .zip(fields.iter())
-            .map(|(a, f)| JsonColumn::new(a, f, false))
-            .collect::<Result<Vec<_>>>()?;
-        let jsons = arrays
-            .iter()
-            .zip(fields.iter())
-            .map(|(a, f)| JsonColumn::new(a, f, true))
-            .collect::<Result<Vec<_>>>()?;
         let missing = |i: usize| -> DataFusionError {
             DataFusionError::Execution(format!("{} lacks argument {}", self.op.name(), i + 1))
+        };
+        // Each argument read once per batch (a constant once): as `to_jsonb` reads a value, and
+        // as `jsonb`.
+        let values = args
+            .args
+            .iter()
+            .zip(fields.iter())
+            .map(|(a, f)| JsonColumn::of(a, f, false))
+            .collect::<Result<Vec<_>>>()?;
+        let jsons = args
+            .args
+            .iter()
+            .zip(fields.iter())
+            .map(|(a, f)| JsonColumn::of(a, f, true))
+            .collect::<Result<Vec<_>>>()?;
+        // A constant key list (`?| array['a', 'b']`, a path) is read once.
+        let constant_keys = match (args.args.get(1), arrays.get(1)) {
+            (Some(ColumnarValue::Scalar(_)), Some(a)) if rows > 0 => Some(keys(a, 0)?),
+            _ => None,
+        };
+        let keys_at = |row: usize| -> Result<Vec<String>> {
+            match (&constant_keys, arrays.get(1)) {
+                (Some(k), _) => Ok(k.clone()),
+                (None, Some(a)) => keys(a, row),
+                (None, None) => Err(missing(1)),
+            }
         };
         let at = |i: usize, row: usize| -> Result<Value> {
             values.get(i).ok_or_else(|| missing(i))?.value(row)
@@ -243,8 +258,8 @@ impl ScalarUDFImpl for JsonbFunction {
                     out.append_value(match self.op {
                         Op::Contains => contains(&a, &b, true),
                         Op::ContainedBy => contains(&b, &a, true),
-                        Op::AnyKey => keys(&arrays[1], row)?.iter().any(|k| has_key(&a, k)),
-                        _ => keys(&arrays[1], row)?.iter().all(|k| has_key(&a, k)),
+                        Op::AnyKey => keys_at(row)?.iter().any(|k| has_key(&a, k)),
+                        _ => keys_at(row)?.iter().all(|k| has_key(&a, k)),
                     });
                 }
                 Ok(ColumnarValue::Array(Arc::new(out.finish())))
@@ -306,7 +321,7 @@ impl ScalarUDFImpl for JsonbFunction {
                         Op::Set => {
                             let create = arrays.len() < 4
                                 || arrays[3].as_boolean_opt().is_none_or(|b| b.value(row));
-                            let path = keys(&arrays[1], row)?;
+                            let path = keys_at(row)?;
                             Some(set(json(0, row)?, &path, json(2, row)?, create)?.text())
                         }
                         _ => None,
@@ -331,10 +346,17 @@ fn invalid(message: String) -> DataFusionError {
 pub(super) struct JsonColumn {
     kind: Kind,
     nulls: Option<datafusion::arrow::buffer::NullBuffer>,
+    /// One row standing for every row (a constant argument).
+    constant: bool,
 }
 
 enum Kind {
     Null,
+    /// A constant argument, read once; `sql_null` for SQL's NULL (not JSON's `null`).
+    Constant {
+        value: Value,
+        sql_null: bool,
+    },
     /// Text, parsed as JSON where `parse` (a `json`/`jsonb` value), a string otherwise.
     Text {
         texts: StringArray,
@@ -392,21 +414,53 @@ impl JsonColumn {
         Ok(JsonColumn {
             kind,
             nulls: array.logical_nulls(),
+            constant: false,
         })
+    }
+
+    /// `value`, an argument of a call: a constant is read once.
+    pub(super) fn of(value: &ColumnarValue, field: &Field, jsonb: bool) -> Result<JsonColumn> {
+        match value {
+            ColumnarValue::Array(array) => JsonColumn::new(array, field, jsonb),
+            ColumnarValue::Scalar(scalar) => {
+                let mut one = JsonColumn::new(&scalar.to_array_of_size(1)?, field, jsonb)?;
+                let sql_null = one.is_null(0);
+                match one.value(0) {
+                    Ok(value) => Ok(JsonColumn {
+                        kind: Kind::Constant { value, sql_null },
+                        nulls: None,
+                        constant: true,
+                    }),
+                    // Not read this way, perhaps (`'x'` is text to `to_jsonb`): its error, if
+                    // any, comes where a row reads it.
+                    Err(_) => {
+                        one.constant = true;
+                        Ok(one)
+                    }
+                }
+            }
+        }
     }
 
     /// Whether row `row` is NULL.
     pub(super) fn is_null(&self, row: usize) -> bool {
-        matches!(self.kind, Kind::Null) || self.nulls.as_ref().is_some_and(|n| n.is_null(row))
+        let row = if self.constant { 0 } else { row };
+        match &self.kind {
+            Kind::Null => true,
+            Kind::Constant { sql_null, .. } => *sql_null,
+            _ => self.nulls.as_ref().is_some_and(|n| n.is_null(row)),
+        }
     }
 
     /// Row `row` as JSON.
     pub(super) fn value(&self, row: usize) -> Result<Value> {
+        let row = if self.constant { 0 } else { row };
         if self.is_null(row) {
             return Ok(Value::Null);
         }
         Ok(match &self.kind {
             Kind::Null => Value::Null,
+            Kind::Constant { value, .. } => value.clone(),
             Kind::Text { texts, parse: true } => {
                 parse_jsonb(texts.value(row)).map_err(jsonb_error)?
             }
