@@ -582,9 +582,15 @@ fn from_datafusion(e: &DataFusionError) -> SqlError {
         DataFusionError::SQL(p, _) => SqlError::new(SYNTAX_ERROR, clean(&p.to_string())),
         DataFusionError::NotImplemented(m)
             if m.starts_with("Physical plan does not support logical expression")
-                && ["ScalarSubquery", "Exists", "InSubquery", "SetComparison"]
-                    .iter()
-                    .any(|kind| m.contains(kind)) =>
+                && [
+                    "ScalarSubquery",
+                    "Exists",
+                    "InSubquery",
+                    "SetComparison",
+                    "OuterReferenceColumn",
+                ]
+                .iter()
+                .any(|kind| m.contains(kind)) =>
         {
             // A correlated subquery DataFusion could not turn into a join.
             SqlError::new(
@@ -593,7 +599,7 @@ fn from_datafusion(e: &DataFusionError) -> SqlError {
             )
             .with_hint(
                 "Use outer columns in the subquery's WHERE clause and select list only \
-                 (not in its FROM, GROUP BY or LIMIT), or write it as a join.",
+                 (not in its FROM, a UNION or a window), or write it as a join.",
             )
         }
         DataFusionError::NotImplemented(m) => {

@@ -85,6 +85,21 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT id, (SELECT max(w) + t1.v FROM t2 WHERE t2.k > t1.k OR t2.k IS NULL) AS m FROM t1",
     ),
     (
+        "lateral_top",
+        "SELECT t1.id, x.w FROM t1 CROSS JOIN LATERAL \
+         (SELECT w FROM t2 WHERE t2.k = t1.k ORDER BY w DESC LIMIT 2) x",
+    ),
+    (
+        "lateral_range",
+        "SELECT t1.id, x.n, x.top FROM t1 LEFT JOIN LATERAL \
+         (SELECT count(*) AS n, max(w) AS top FROM t2 WHERE t2.w < t1.v) x ON TRUE",
+    ),
+    (
+        "lateral_groups",
+        "SELECT t1.id, x.name, x.n FROM t1 CROSS JOIN LATERAL (SELECT name, count(*) AS n \
+         FROM t3 WHERE t3.k = t1.k GROUP BY name ORDER BY n DESC, name LIMIT 1) x",
+    ),
+    (
         "or_exists",
         "SELECT id, v FROM t1 WHERE v > 50 OR EXISTS (SELECT 1 FROM t2 WHERE t2.k = t1.k AND t2.w < 30)",
     ),

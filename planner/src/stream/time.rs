@@ -122,17 +122,20 @@ impl EventTime {
         out
     }
 
-    /// The event time after unnesting list column `list`; `sources[j]` is output column `j`'s
-    /// input column.
-    pub fn unnest(&self, list: usize, sources: &[usize]) -> EventTime {
+    /// The event time after unnesting list columns `lists`; `sources[j]` is output column `j`'s
+    /// input column. A window bound's list keeps bounding only unnested alone (beside another
+    /// list its elements may be NULL padding).
+    pub fn unnest(&self, lists: &[usize], sources: &[usize]) -> EventTime {
         let mut out = EventTime::default();
         for (j, &s) in sources.iter().enumerate() {
             if Some(s) == self.rowtime {
                 out.rowtime = Some(j);
                 out.processing = self.processing;
             }
-            if s == list {
-                if let Some((_, o)) = self.lists.iter().find(|(c, _)| *c == list) {
+            if lists.contains(&s) {
+                if let Some((_, o)) = self.lists.iter().find(|(c, _)| *c == s)
+                    && lists.len() == 1
+                {
                     out.bounds.push((j, *o));
                 }
             } else if let Some((_, o)) = self.bounds.iter().find(|(c, _)| *c == s) {

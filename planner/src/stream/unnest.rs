@@ -1,4 +1,5 @@
-//! `UNNEST` of one list column (HOP and CUMULATE windows' starts), chained into the stage below.
+//! `UNNEST` of list columns, side by side (HOP and CUMULATE windows' starts, arrays, `WITH
+//! ORDINALITY`'s positions), chained into the stage below.
 
 use super::*;
 use datafusion::logical_expr::Unnest;
@@ -11,19 +12,17 @@ pub(super) fn lower_unnest(
     u: &Unnest,
 ) -> Result<Lowered> {
     let l = lower(ctx, b, &u.input)?;
-    let ([(list, column)], []) = (
-        u.list_type_columns.as_slice(),
-        u.struct_type_columns.as_slice(),
-    ) else {
+    if !u.struct_type_columns.is_empty() || u.list_type_columns.is_empty() {
         return Err(PlanError::Unsupported(
-            "UNNEST of more than one list, or of a struct, in a materialized view".into(),
+            "UNNEST of a struct in a materialized view".into(),
         ));
-    };
-    if column.depth != 1 {
+    }
+    if u.list_type_columns.iter().any(|(_, c)| c.depth != 1) {
         return Err(PlanError::Unsupported(
             "UNNEST of nested lists in a materialized view".into(),
         ));
     }
+    let lists: Vec<usize> = u.list_type_columns.iter().map(|(l, _)| *l).collect();
     let input = arrow_schema(u.input.schema());
     let preserve = matches!(
         u.options.null_handling,
@@ -31,7 +30,7 @@ pub(super) fn lower_unnest(
     );
     let unnest = UnnestOp::try_new(
         &input,
-        *list,
+        lists.clone(),
         u.dependency_indices.clone(),
         preserve,
         arrow_schema(&u.schema),
@@ -41,7 +40,7 @@ pub(super) fn lower_unnest(
     Ok(Lowered {
         stage: l.stage,
         key: None,
-        time: l.time.unnest(*list, &u.dependency_indices),
+        time: l.time.unnest(&lists, &u.dependency_indices),
         append_only: l.append_only,
     })
 }

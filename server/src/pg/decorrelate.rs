@@ -31,7 +31,6 @@ use datafusion::common::{
     Column, DFSchema, NullEquality, Result, ScalarValue, Spans, TableReference, internal_err,
 };
 use datafusion::functions_aggregate::count::count_all;
-use datafusion::functions_nested::expr_fn::cardinality;
 use datafusion::logical_expr::expr::{Cast, Exists, InSubquery, TryCast};
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{
@@ -48,7 +47,7 @@ pub fn scalar_subqueries(plan: LogicalPlan) -> Result<LogicalPlan> {
             .map_expressions(|e| e.transform_up(|e| Ok(declared_value(e))))?
             .data;
         let node = values_rows(node)?;
-        let node = lateral(node, &mut joined)?;
+        let node = super::lateral::lateral(node, &mut joined)?;
         let valued = as_values(node)?;
         let transformed = valued.transformed;
         let joined_in = join_in(valued.data, &mut joined)?;
@@ -58,166 +57,6 @@ pub fn scalar_subqueries(plan: LogicalPlan) -> Result<LogicalPlan> {
         ))
     })
     .map(|t| t.data)
-}
-
-/// `t CROSS JOIN UNNEST(t.xs) AS u(x)` (Flink's way to flatten an array; also `t, UNNEST(..)`
-/// and LATERAL): a right side that computes rows from one left row alone (projections, unnests
-/// and filters over no table, reading the left row's columns) is computed over the left side
-/// itself, each of its steps carrying the left row's columns along. DataFusion plans the right
-/// side as a subquery of the left row and cannot run it. `LEFT JOIN UNNEST(..) ON TRUE` keeps a
-/// row whose array is empty or NULL, with NULL for the element (the unnest reads such an array
-/// as NULL and keeps NULLs). Other joins are returned as they are.
-fn lateral(node: LogicalPlan, joined: &mut usize) -> Result<LogicalPlan> {
-    let LogicalPlan::Join(join) = node else {
-        return Ok(node);
-    };
-    let on_true = join.on.is_empty()
-        && join
-            .filter
-            .as_ref()
-            .is_none_or(|f| matches!(f, Expr::Literal(ScalarValue::Boolean(Some(true)), _)));
-    let outer = join.join_type == JoinType::Left;
-    let cross = on_true && (join.join_type == JoinType::Inner || outer);
-    let (alias, body) = match join.right.as_ref() {
-        LogicalPlan::SubqueryAlias(a) => match a.input.as_ref() {
-            LogicalPlan::Subquery(sq) => (Some(a.alias.clone()), sq.subquery.as_ref()),
-            other => (Some(a.alias.clone()), other),
-        },
-        LogicalPlan::Subquery(sq) => (None, sq.subquery.as_ref()),
-        other => (None, other),
-    };
-    let reads_left = !body.all_out_ref_exprs().is_empty()
-        && body.all_out_ref_exprs().iter().all(|e| match e {
-            Expr::OuterReferenceColumn(_, c) => join.left.schema().has_column(c),
-            _ => false,
-        });
-    // A filter inside the right side would drop the row a LEFT JOIN keeps.
-    if !cross || !reads_left || !per_row(body) || (outer && filters(body)) {
-        return Ok(LogicalPlan::Join(join));
-    }
-    *joined += 1;
-    let carried: Vec<Column> = join.left.schema().columns();
-    let rebased = rebase(body, &join.left, &carried, *joined, outer)?;
-    // The join's columns: the left side's as they were, the right side's under its alias.
-    let right_fields = join.right.schema().fields().len();
-    let mut outputs: Vec<Expr> = carried.iter().cloned().map(Expr::Column).collect();
-    for i in 0..right_fields {
-        let (qualifier, field) = join.right.schema().qualified_field(i);
-        let inner = Expr::Column(Column::new_unqualified(format!(
-            "__rivulet_lateral{joined}_{i}"
-        )));
-        let qualifier = alias.clone().or_else(|| qualifier.cloned());
-        outputs.push(inner.alias_qualified(qualifier, field.name()));
-    }
-    LogicalPlanBuilder::from(rebased).project(outputs)?.build()
-}
-
-/// Whether `plan` computes its rows from one row of nothing: projections, unnests and filters
-/// down to a one-row empty relation.
-fn per_row(plan: &LogicalPlan) -> bool {
-    match plan {
-        LogicalPlan::EmptyRelation(e) => e.produce_one_row,
-        LogicalPlan::Projection(p) => per_row(&p.input),
-        LogicalPlan::Unnest(u) => per_row(&u.input),
-        LogicalPlan::Filter(f) => per_row(&f.input),
-        LogicalPlan::SubqueryAlias(a) => per_row(&a.input),
-        _ => false,
-    }
-}
-
-/// Whether `plan` has a filter.
-fn filters(plan: &LogicalPlan) -> bool {
-    plan.exists(|p| Ok(matches!(p, LogicalPlan::Filter(_))))
-        .unwrap_or(true)
-}
-
-/// `plan` ([`per_row`]) computed over `left` instead of its one empty row: outer columns read
-/// from `left`, every step carrying `carried` along, and the top step's own columns renamed
-/// `__rivulet_lateral{n}_{i}` (a left column may have the same name). With `outer`, an empty or
-/// NULL array unnests to one NULL.
-fn rebase(
-    plan: &LogicalPlan,
-    left: &Arc<LogicalPlan>,
-    carried: &[Column],
-    n: usize,
-    outer: bool,
-) -> Result<LogicalPlan> {
-    let rebased = rebase_step(plan, left, carried, outer)?;
-    let own = rebased.schema().fields().len() - carried.len();
-    let mut outputs = Vec::with_capacity(rebased.schema().fields().len());
-    for i in 0..own {
-        let (q, f) = rebased.schema().qualified_field(i);
-        outputs.push(
-            Expr::Column(Column::new(q.cloned(), f.name()))
-                .alias(format!("__rivulet_lateral{n}_{i}")),
-        );
-    }
-    outputs.extend(carried.iter().cloned().map(Expr::Column));
-    LogicalPlanBuilder::from(rebased).project(outputs)?.build()
-}
-
-/// One step of [`rebase`]: its own columns first, then `carried`.
-fn rebase_step(
-    plan: &LogicalPlan,
-    left: &Arc<LogicalPlan>,
-    carried: &[Column],
-    outer: bool,
-) -> Result<LogicalPlan> {
-    let from_left = |e: &Expr| -> Result<Expr> {
-        e.clone()
-            .transform_up(|e| match e {
-                Expr::OuterReferenceColumn(_, c) => Ok(Transformed::yes(Expr::Column(c))),
-                e => Ok(Transformed::no(e)),
-            })
-            .map(|t| t.data)
-    };
-    match plan {
-        LogicalPlan::EmptyRelation(_) => Ok(left.as_ref().clone()),
-        LogicalPlan::Projection(p) => {
-            let input = rebase_step(&p.input, left, carried, outer)?;
-            let mut exprs = p.expr.iter().map(from_left).collect::<Result<Vec<_>>>()?;
-            exprs.extend(carried.iter().cloned().map(Expr::Column));
-            LogicalPlanBuilder::from(input).project(exprs)?.build()
-        }
-        LogicalPlan::Unnest(u) => {
-            let mut input = rebase_step(&u.input, left, carried, outer)?;
-            let mut options = u.options.clone();
-            if outer {
-                // An empty array as NULL, and NULLs kept: one row of NULL.
-                let exprs = input
-                    .schema()
-                    .columns()
-                    .into_iter()
-                    .map(|c| {
-                        if !u.exec_columns.contains(&c) {
-                            return Ok(Expr::Column(c));
-                        }
-                        let array = Expr::Column(c.clone());
-                        let filled = cardinality(array.clone()).gt(lit(0_u64));
-                        Ok(when(filled, array)
-                            .end()?
-                            .alias_qualified(c.relation.clone(), c.name.clone()))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                input = LogicalPlanBuilder::from(input).project(exprs)?.build()?;
-                options = options.with_preserve_nulls(true);
-            }
-            LogicalPlanBuilder::from(input)
-                .unnest_columns_with_options(u.exec_columns.clone(), options)?
-                .build()
-        }
-        LogicalPlan::Filter(f) => {
-            let input = rebase_step(&f.input, left, carried, outer)?;
-            LogicalPlanBuilder::from(input)
-                .filter(from_left(&f.predicate)?)?
-                .build()
-        }
-        LogicalPlan::SubqueryAlias(a) => rebase_step(&a.input, left, carried, outer),
-        other => internal_err!(
-            "a lateral step of kind {} was not expected",
-            other.display()
-        ),
-    }
 }
 
 /// A VALUES list with a subquery in a row (`INSERT INTO t VALUES ((SELECT max(id) + 1 FROM
@@ -446,7 +285,7 @@ fn has_subquery(e: &Expr) -> bool {
 }
 
 /// `exprs`, the new expressions of projection `p`, each changed one named as `p`'s was.
-fn keep_names(exprs: Vec<Expr>, p: &Projection) -> Vec<Expr> {
+pub(super) fn keep_names(exprs: Vec<Expr>, p: &Projection) -> Vec<Expr> {
     exprs
         .into_iter()
         .zip(&p.expr)
@@ -671,7 +510,7 @@ fn reads_outer_in_subquery(e: &Expr, input: &LogicalPlan) -> bool {
 }
 
 /// Whether `plan` reads an outer column anywhere (its nested subqueries included).
-fn outer_inside(plan: &LogicalPlan) -> bool {
+pub(super) fn outer_inside(plan: &LogicalPlan) -> bool {
     let mut outer = false;
     let walked = plan.apply_with_subqueries(|node| {
         node.apply_expressions(|e| {

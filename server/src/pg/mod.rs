@@ -21,6 +21,7 @@ pub mod information_schema;
 pub mod interval;
 pub mod json;
 pub mod jsonb;
+pub mod lateral;
 pub mod literals;
 /// make_time, make_timestamp, make_timestamptz, make_interval.
 pub mod make;

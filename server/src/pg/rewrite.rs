@@ -190,9 +190,11 @@ fn int4_series(stmt: &mut ast::Statement) {
                 name,
                 args: Some(args),
                 alias,
+                with_ordinality: false,
                 ..
             } = factor
             else {
+                // WITH ORDINALITY: [`super::set_returning`]'s.
                 return ControlFlow::Continue(());
             };
             let is_series = matches!(
@@ -276,7 +278,7 @@ fn nanosecond_timestamp(e: &mut ast::Expr) {
 }
 
 /// An integer literal that fits `integer` (with a sign).
-fn int4_literal(e: &ast::Expr) -> bool {
+pub(super) fn int4_literal(e: &ast::Expr) -> bool {
     match e {
         ast::Expr::Value(v) => match &v.value {
             ast::Value::Number(n, _) => n.parse::<i32>().is_ok(),

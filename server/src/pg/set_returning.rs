@@ -25,7 +25,7 @@ use datafusion::logical_expr::{
 use datafusion::sql::sqlparser::ast::{self, VisitMut, VisitorMut};
 use rivulet_planner::jsonb::Value;
 
-use super::rewrite::call;
+use super::rewrite::{call, int4_literal};
 
 /// (Postgres' function, the function giving its set as an array, the set's column).
 const FUNCTIONS: &[(&str, Set, &str)] = &[
@@ -124,19 +124,45 @@ impl VisitorMut for Sets {
     type Break = ();
 
     fn pre_visit_table_factor(&mut self, factor: &mut ast::TableFactor) -> ControlFlow<()> {
+        if let ast::TableFactor::UNNEST {
+            alias,
+            array_exprs,
+            with_ordinality: true,
+            with_offset: false,
+            ..
+        } = factor
+        {
+            let arrays = std::mem::take(array_exprs);
+            let alias = alias.take();
+            let column = alias
+                .as_ref()
+                .map_or("unnest".to_string(), |a| a.name.value.clone());
+            *factor = numbered(arrays, alias, "unnest", &column);
+            return ControlFlow::Continue(());
+        }
         // `FROM f(x)` is a table with arguments, `FROM LATERAL f(x)` a function.
-        let (name, args, alias) = match factor {
+        let (name, args, alias, ordinality) = match factor {
             ast::TableFactor::Function {
-                name, args, alias, ..
-            } => (name, &*args, alias),
+                name,
+                args,
+                alias,
+                with_ordinality,
+                ..
+            } => (name, &*args, alias, *with_ordinality),
             ast::TableFactor::Table {
                 name,
                 args: Some(args),
                 alias,
+                with_ordinality,
                 ..
-            } => (name, &args.args, alias),
+            } => (name, &args.args, alias, *with_ordinality),
             _ => return ControlFlow::Continue(()),
         };
+        let called = name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map_or(String::new(), |i| i.value.to_ascii_lowercase());
         let exprs: Option<Vec<ast::Expr>> = args
             .iter()
             .map(|a| match a {
@@ -147,6 +173,55 @@ impl VisitorMut for Sets {
         let Some(exprs) = exprs else {
             return ControlFlow::Continue(());
         };
+        if ordinality {
+            // The set's column: a scalar's after the alias, a JSON function's its own.
+            let own = alias
+                .as_ref()
+                .map_or(called.clone(), |a| a.name.value.clone());
+            let (arrays, column) = if is_unnest(name) {
+                (exprs, own)
+            } else if called == "generate_series" {
+                let int4 = exprs.iter().all(int4_literal);
+                let mut series = call("generate_series", exprs, vec![]);
+                if int4 {
+                    series = ast::Expr::Cast {
+                        kind: ast::CastKind::Cast,
+                        expr: Box::new(series),
+                        data_type: ast::DataType::Array(ast::ArrayElemTypeDef::SquareBracket(
+                            Box::new(ast::DataType::Int(None)),
+                            None,
+                        )),
+                        array: false,
+                        format: None,
+                    };
+                }
+                (vec![series], own)
+            } else if let Some(text) = each(name) {
+                let sets = [Set::EachKeys, Set::EachValues { text }];
+                let arrays = sets
+                    .iter()
+                    .map(|set| call(set.udf_name(), exprs.clone(), vec![]))
+                    .collect();
+                let mut alias = alias.take().unwrap_or_else(|| named(&called, vec![]));
+                if alias.columns.is_empty() {
+                    alias.columns = ["key", "value"]
+                        .into_iter()
+                        .map(ast::TableAliasColumnDef::from_name)
+                        .collect();
+                }
+                *factor = numbered(arrays, Some(alias), &called, "");
+                return ControlFlow::Continue(());
+            } else if let Some((set, column)) = function(name) {
+                (
+                    vec![call(set.udf_name(), exprs, vec![])],
+                    column.to_string(),
+                )
+            } else {
+                return ControlFlow::Continue(());
+            };
+            *factor = numbered(arrays, alias.take(), &called, &column);
+            return ControlFlow::Continue(());
+        }
         let (array_exprs, alias) = if is_unnest(name) {
             (exprs, alias.take())
         } else if let Some(text) = each(name) {
@@ -227,6 +302,81 @@ impl VisitorMut for Sets {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// `FROM f(..) WITH ORDINALITY`: the sets `arrays` unnested side by side with their row numbers,
+/// `1 ..` up to the longest set's length, in a last column `ordinality`. Without an alias the
+/// table is named `function`; without column names, a single set's column is `column`.
+fn numbered(
+    mut arrays: Vec<ast::Expr>,
+    alias: Option<ast::TableAlias>,
+    function: &str,
+    column: &str,
+) -> ast::TableFactor {
+    let mut lengths: Vec<ast::Expr> = arrays
+        .iter()
+        .map(|a| call("cardinality", vec![a.clone()], vec![]))
+        .collect();
+    let longest = match lengths.len() {
+        1 => lengths.remove(0),
+        _ => call("greatest", lengths, vec![]),
+    };
+    let end = ast::Expr::BinaryOp {
+        left: Box::new(ast::Expr::Cast {
+            kind: ast::CastKind::Cast,
+            expr: Box::new(longest),
+            data_type: ast::DataType::BigInt(None),
+            array: false,
+            format: None,
+        }),
+        op: ast::BinaryOperator::Plus,
+        right: Box::new(number("1")),
+    };
+    let sets = arrays.len();
+    arrays.push(call("range", vec![number("1"), end], vec![]));
+    let mut alias = alias.unwrap_or_else(|| named(function, vec![]));
+    if alias.columns.is_empty() && sets == 1 {
+        alias.columns = vec![ast::TableAliasColumnDef::from_name(column)];
+    }
+    // Postgres names each set after the function; a plan's names must differ.
+    let mut i = alias.columns.len();
+    while alias.columns.len() < sets {
+        i += 1;
+        let name = if i == 1 {
+            function.to_string()
+        } else {
+            format!("{function}_{i}")
+        };
+        alias
+            .columns
+            .push(ast::TableAliasColumnDef::from_name(name));
+    }
+    if alias.columns.len() == sets {
+        alias
+            .columns
+            .push(ast::TableAliasColumnDef::from_name("ordinality"));
+    }
+    ast::TableFactor::UNNEST {
+        alias: Some(alias),
+        array_exprs: arrays,
+        with_offset: false,
+        with_offset_alias: None,
+        with_ordinality: false,
+    }
+}
+
+/// The table alias `name(columns)`.
+fn named(name: &str, columns: Vec<ast::TableAliasColumnDef>) -> ast::TableAlias {
+    ast::TableAlias {
+        explicit: true,
+        name: ast::Ident::new(name),
+        columns,
+        at: None,
+    }
+}
+
+fn number(n: &str) -> ast::Expr {
+    ast::Expr::Value(ast::Value::Number(n.to_string(), false).with_empty_span())
 }
 
 /// The functions giving each set as an array.
