@@ -598,8 +598,9 @@ fn from_datafusion(e: &DataFusionError) -> SqlError {
                 "this correlated subquery is not supported",
             )
             .with_hint(
-                "Use outer columns in the subquery's WHERE clause and select list only \
-                 (not in its FROM, a UNION or a window), or write it as a join.",
+                "Use outer columns in the subquery's WHERE clause, its select list or a \
+                 set-returning function in its FROM (not in a UNION, a join's ON or a window), \
+                 or write it as a join.",
             )
         }
         DataFusionError::NotImplemented(m) => {

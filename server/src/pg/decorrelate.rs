@@ -138,8 +138,14 @@ fn as_values(node: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
             let conjuncts = split_conjunction(&f.predicate)
                 .into_iter()
                 .map(|c| match c {
-                    // A semi or anti join of DataFusion's.
-                    Expr::Exists(_) | Expr::InSubquery(_) => Ok(c.clone()),
+                    // A semi or anti join of DataFusion's, unless it reads the outer row in
+                    // its FROM (`EXISTS (SELECT 1 FROM unnest(t.xs) x WHERE x = 5)`).
+                    Expr::Exists(Exists { subquery, .. })
+                    | Expr::InSubquery(InSubquery { subquery, .. })
+                        if !super::lateral::reads_outer_in_from(&subquery.subquery) =>
+                    {
+                        Ok(c.clone())
+                    }
                     c => as_value(c.clone(), &f.input),
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -304,7 +310,7 @@ fn join_in(node: LogicalPlan, joined: &mut usize) -> Result<Transformed<LogicalP
         LogicalPlan::Projection(p) => {
             let (mut exprs, mut input) = (p.expr.clone(), Arc::clone(&p.input));
             while let Some(sq) = first_taken(&exprs, &input) {
-                let Some((with, value)) = join_subquery(&input, &sq, joined)? else {
+                let Some((with, value)) = join_any(&input, &sq, joined)? else {
                     break;
                 };
                 exprs = exprs
@@ -332,7 +338,7 @@ fn join_in(node: LogicalPlan, joined: &mut usize) -> Result<Transformed<LogicalP
                 .collect();
             let mut changed = false;
             while let Some(sq) = first_taken(std::slice::from_ref(&predicate), &input) {
-                let Some((with, value)) = join_subquery(&input, &sq, joined)? else {
+                let Some((with, value)) = join_any(&input, &sq, joined)? else {
                     break;
                 };
                 predicate = replace(predicate, &sq, &value)?;
@@ -351,13 +357,28 @@ fn join_in(node: LogicalPlan, joined: &mut usize) -> Result<Transformed<LogicalP
     }
 }
 
+/// `input` left-joined with subquery `sq` (one [`first_taken`] found), and the expression of
+/// its value over that join: this module's shape, or one reading `input` in its FROM
+/// ([`super::lateral`]'s).
+fn join_any(
+    input: &Arc<LogicalPlan>,
+    sq: &Subquery,
+    joined: &mut usize,
+) -> Result<Option<(Arc<LogicalPlan>, Expr)>> {
+    if taken(sq, input) {
+        join_subquery(input, sq, joined)
+    } else {
+        super::lateral::scalar(input, sq, joined)
+    }
+}
+
 /// The first scalar subquery in `exprs` this module joins in over `input`.
 fn first_taken(exprs: &[Expr], input: &LogicalPlan) -> Option<Subquery> {
     let mut found = None;
     for e in exprs {
         let _ = e.apply(|e| {
             if let Expr::ScalarSubquery(sq) = e
-                && taken(sq, input)
+                && (taken(sq, input) || super::lateral::takes_scalar(sq, input))
             {
                 found = Some(sq.clone());
                 return Ok(TreeNodeRecursion::Stop);

@@ -20,8 +20,8 @@ use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
     Aggregate, Distinct, Expr, ExprFunctionExt, ExprSchemable, FetchType, GroupingSet, Join,
-    JoinType, LogicalPlan, LogicalPlanBuilder, Projection, SkipType, SortExpr, SubqueryAlias, lit,
-    when,
+    JoinType, LogicalPlan, LogicalPlanBuilder, Projection, SkipType, SortExpr, Subquery,
+    SubqueryAlias, lit, when,
 };
 
 use super::decorrelate::outer_inside;
@@ -243,10 +243,116 @@ fn per_domain(
     body: &LogicalPlan,
     joined: &mut usize,
 ) -> Result<Option<LogicalPlan>> {
+    // The join's own condition, its equalities included.
+    let mut condition: Vec<Expr> = join
+        .on
+        .iter()
+        .map(|(l, r)| l.clone().eq(r.clone()))
+        .collect();
+    condition.extend(join.filter.iter().cloned());
+    let right = Right {
+        body,
+        alias,
+        names: join.right.schema(),
+    };
+    let Some(plan) = domain_join(&join.left, &right, join.join_type, condition, joined)? else {
+        return Ok(None);
+    };
+    let kept: Vec<Expr> = join
+        .schema
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
+    Ok(Some(LogicalPlanBuilder::from(plan).project(kept)?.build()?))
+}
+
+/// A correlated scalar subquery `sq` of `input` that reads `input`'s columns in its FROM (`(SELECT
+/// sum(x) FROM unnest(t.xs) x)`, `jsonb_array_elements(t.doc)`), which DataFusion cannot
+/// decorrelate: whether this module takes it.
+pub(super) fn takes_scalar(sq: &Subquery, input: &LogicalPlan) -> bool {
+    let all_outer = !sq.outer_ref_columns.is_empty()
+        && sq.outer_ref_columns.iter().all(|e| match e {
+            Expr::OuterReferenceColumn(_, c) => input.schema().has_column(c),
+            _ => false,
+        });
+    all_outer && single_row(&sq.subquery) && outer_inside(from(&sq.subquery))
+}
+
+/// `input` left-joined with scalar subquery `sq` ([`takes_scalar`]) computed per domain value, and
+/// the subquery's value over that join; `None` where a part of it is not taken.
+pub(super) fn scalar(
+    input: &Arc<LogicalPlan>,
+    sq: &Subquery,
+    joined: &mut usize,
+) -> Result<Option<(Arc<LogicalPlan>, Expr)>> {
+    let alias = TableReference::bare(format!("__rivulet_scalar{}", *joined + 1));
+    let right = Right {
+        body: &sq.subquery,
+        alias: Some(alias.clone()),
+        names: sq.subquery.schema(),
+    };
+    let Some(plan) = domain_join(input, &right, JoinType::Left, vec![], joined)? else {
+        return Ok(None);
+    };
+    let value = Expr::Column(Column::new(
+        Some(alias),
+        sq.subquery.schema().field(0).name(),
+    ));
+    Ok(Some((Arc::new(plan), value)))
+}
+
+/// Whether query `plan` reads an outer row's columns in its FROM.
+pub(super) fn reads_outer_in_from(plan: &LogicalPlan) -> bool {
+    outer_inside(from(plan))
+}
+
+/// Whether `plan` gives one row: an aggregate without GROUP BY under projections.
+fn single_row(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Projection(p) => single_row(&p.input),
+        LogicalPlan::SubqueryAlias(a) => single_row(&a.input),
+        LogicalPlan::Aggregate(a) => a.group_expr.is_empty(),
+        _ => false,
+    }
+}
+
+/// The FROM of query `plan`: below its select list, aggregate, WHERE, ORDER BY and LIMIT.
+fn from(plan: &LogicalPlan) -> &LogicalPlan {
+    match plan {
+        LogicalPlan::Projection(p) => from(&p.input),
+        LogicalPlan::SubqueryAlias(a) => from(&a.input),
+        LogicalPlan::Aggregate(a) => from(&a.input),
+        LogicalPlan::Filter(f) => from(&f.input),
+        LogicalPlan::Sort(s) => from(&s.input),
+        LogicalPlan::Limit(l) => from(&l.input),
+        LogicalPlan::Distinct(Distinct::All(input)) => from(input),
+        other => other,
+    }
+}
+
+/// The right side of a lateral join: its plan, and the names its columns take.
+struct Right<'a> {
+    body: &'a LogicalPlan,
+    /// The qualifier of every column, if not their own.
+    alias: Option<TableReference>,
+    names: &'a datafusion::common::DFSchemaRef,
+}
+
+/// `left` joined (`join_type`, on `condition` and the domain) with `right` computed per value of
+/// its domain: `left`'s columns, then `right`'s under their names, then the domain's. `None` where
+/// [`step`] does not take a part of `right`.
+fn domain_join(
+    left: &Arc<LogicalPlan>,
+    right: &Right<'_>,
+    join_type: JoinType,
+    condition: Vec<Expr>,
+    joined: &mut usize,
+) -> Result<Option<LogicalPlan>> {
     *joined += 1;
     let name = TableReference::bare(format!("__rivulet_domain{joined}"));
     let mut outer: Vec<Column> = Vec::new();
-    for e in body.all_out_ref_exprs() {
+    for e in right.body.all_out_ref_exprs() {
         if let Expr::OuterReferenceColumn(_, c) = e
             && !outer.contains(&c)
         {
@@ -256,7 +362,7 @@ fn per_domain(
     let columns: Vec<Column> = (0..outer.len())
         .map(|i| Column::new(Some(name.clone()), format!("c{i}")))
         .collect();
-    let plan = LogicalPlanBuilder::from(Arc::clone(&join.left))
+    let plan = LogicalPlanBuilder::from(Arc::clone(left))
         .project(
             outer
                 .iter()
@@ -272,16 +378,15 @@ fn per_domain(
         columns,
         n: *joined,
     };
-    let Some(stepped) = step(body, &domain)? else {
+    let Some(stepped) = step(right.body, &domain)? else {
         return Ok(None);
     };
-    // The right side's columns under the join's names for them, then the domain's.
-    let right = join.right.schema();
+    // The right side's columns under their names, then the domain's.
     let mut outputs = Vec::with_capacity(stepped.schema().fields().len());
-    for i in 0..right.fields().len() {
+    for i in 0..right.names.fields().len() {
         let (q, f) = stepped.schema().qualified_field(i);
-        let (right_q, right_f) = right.qualified_field(i);
-        let qualifier = alias.clone().or_else(|| right_q.cloned());
+        let (right_q, right_f) = right.names.qualified_field(i);
+        let qualifier = right.alias.clone().or_else(|| right_q.cloned());
         outputs.push(
             Expr::Column(Column::new(q.cloned(), f.name()))
                 .alias_qualified(qualifier, right_f.name()),
@@ -291,33 +396,16 @@ fn per_domain(
     let right_side = LogicalPlanBuilder::from(stepped)
         .project(outputs)?
         .build()?;
-    // The join's own condition, its equalities included.
-    let mut condition: Vec<Expr> = join
-        .on
-        .iter()
-        .map(|(l, r)| l.clone().eq(r.clone()))
-        .collect();
-    condition.extend(join.filter.iter().cloned());
-    let joined_plan = LogicalPlanBuilder::from(Arc::clone(&join.left))
+    let plan = LogicalPlanBuilder::from(Arc::clone(left))
         .join_detailed(
             right_side,
-            join.join_type,
+            join_type,
             (domain.outer.clone(), domain.columns.clone()),
             conjunction(condition),
             NullEquality::NullEqualsNull,
         )?
         .build()?;
-    let kept: Vec<Expr> = join
-        .schema
-        .columns()
-        .into_iter()
-        .map(Expr::Column)
-        .collect();
-    Ok(Some(
-        LogicalPlanBuilder::from(joined_plan)
-            .project(kept)?
-            .build()?,
-    ))
+    Ok(Some(plan))
 }
 
 /// The distinct values of the left columns a lateral right side reads.
@@ -363,6 +451,13 @@ impl Domain {
 /// `plan` (part of a lateral right side) computed for every domain value: its columns, then the
 /// domain's. `None` for a part not taken: a join, a union or a window reading the left row.
 fn step(plan: &LogicalPlan, domain: &Domain) -> Result<Option<LogicalPlan>> {
+    if let LogicalPlan::EmptyRelation(e) = plan
+        && e.produce_one_row
+        && e.schema.fields().is_empty()
+    {
+        // One row of no columns per domain value: the domain (a view has no empty relation).
+        return Ok(Some(domain.plan.as_ref().clone()));
+    }
     if !outer_inside(plan) {
         // The same rows for every domain value.
         let crossed = LogicalPlanBuilder::from(plan.clone())
@@ -414,6 +509,14 @@ fn step(plan: &LogicalPlan, domain: &Domain) -> Result<Option<LogicalPlan>> {
             return limited(&l.input, skip, fetch, domain);
         }
         LogicalPlan::Aggregate(a) => return aggregated(a, plan, domain),
+        LogicalPlan::Subquery(sq) => return stepped(&sq.subquery),
+        // The domain's columns pass through as the other columns do.
+        LogicalPlan::Unnest(u) => match stepped(&u.input)? {
+            Some(input) => LogicalPlanBuilder::from(input)
+                .unnest_columns_with_options(u.exec_columns.clone(), u.options.clone())?
+                .build()?,
+            None => return Ok(None),
+        },
         _ => return Ok(None),
     }))
 }
@@ -433,19 +536,24 @@ fn projected(
     LogicalPlanBuilder::from(input).project(exprs)?.build()
 }
 
-/// `input`, a step's output, with its own columns under alias `a`'s name.
+/// `input`, a step's output, with its own columns under alias `a`'s name. A subquery alias, not a
+/// projection: a projection from `v` to `f.v` makes a plan DataFusion's optimizer refuses (a
+/// schema with both names); the domain's columns get their own qualifier back.
 fn realiased(a: &SubqueryAlias, input: LogicalPlan, domain: &Domain) -> Result<LogicalPlan> {
-    let mut exprs = Vec::with_capacity(input.schema().fields().len());
-    for i in 0..a.schema.fields().len() {
-        let (q, f) = input.schema().qualified_field(i);
-        let name = a.schema.field(i).name();
-        exprs.push(
-            Expr::Column(Column::new(q.cloned(), f.name()))
-                .alias_qualified(Some(a.alias.clone()), name),
-        );
+    let aliased = LogicalPlanBuilder::from(input)
+        .alias(a.alias.clone())?
+        .build()?;
+    let own = a.schema.fields().len();
+    let mut exprs: Vec<Expr> = Vec::with_capacity(aliased.schema().fields().len());
+    for i in 0..aliased.schema().fields().len() {
+        let (q, f) = aliased.schema().qualified_field(i);
+        let column = Expr::Column(Column::new(q.cloned(), f.name()));
+        exprs.push(match domain.columns.get(i.wrapping_sub(own)) {
+            Some(d) if i >= own => column.alias_qualified(d.relation.clone(), d.name.clone()),
+            _ => column,
+        });
     }
-    exprs.extend(domain.exprs());
-    LogicalPlanBuilder::from(input).project(exprs)?.build()
+    LogicalPlanBuilder::from(aliased).project(exprs)?.build()
 }
 
 /// `LIMIT fetch OFFSET skip` over `node` per domain value: in the order of the sort under the
