@@ -863,7 +863,7 @@ pub async fn plan_stream(
     let database = session.database.clone();
     let ctx = session.context()?.clone();
     let temporal = rivulet_planner::temporal::tables(stmt)?;
-    let plan = plan_continuous(&ctx, stmt).await?;
+    let plan = crate::pg::jsonb::in_views(plan_continuous(&ctx, stmt).await?)?;
     let state = ctx.state();
     let resolve = |name: &TableReference| -> Option<Resolved> {
         let t = catalog.table(&database, name.table())?;

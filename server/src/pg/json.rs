@@ -183,7 +183,7 @@ fn jsonb_operand(e: Expr) -> Expr {
     }
 }
 
-/// Plans the `jsonb` operators of [`super::jsonb`] (`||`, `-`, `@>`, `<@`, `?|`, `?&`) where an
+/// Plans the `jsonb` operators of [`super::jsonb`] (`||`, `-`, `#-`, `@>`, `<@`, `?|`, `?&`) where an
 /// operand is JSON; `None` where the operator is not one of them or no operand is.
 fn jsonb_operator(expr: &RawBinaryExpr, schema: &DFSchema) -> Option<Expr> {
     use super::jsonb::{Op, udf};
@@ -195,6 +195,7 @@ fn jsonb_operator(expr: &RawBinaryExpr, schema: &DFSchema) -> Option<Expr> {
             Op::Concat
         }
         BinaryOperator::Minus if left == Some(Json::Jsonb) => Op::Delete,
+        BinaryOperator::HashMinus if left == Some(Json::Jsonb) => Op::DeletePath,
         BinaryOperator::AtArrow if left.is_some() || right.is_some() => Op::Contains,
         BinaryOperator::ArrowAt if left.is_some() || right.is_some() => Op::ContainedBy,
         BinaryOperator::QuestionPipe if left.is_some() => Op::AnyKey,
@@ -203,7 +204,7 @@ fn jsonb_operator(expr: &RawBinaryExpr, schema: &DFSchema) -> Option<Expr> {
     };
     let (l, r) = (expr.left.clone(), expr.right.clone());
     let args = match op {
-        Op::Delete | Op::AnyKey | Op::AllKeys => vec![l, r],
+        Op::Delete | Op::DeletePath | Op::AnyKey | Op::AllKeys => vec![l, r],
         _ => vec![jsonb_operand(l), jsonb_operand(r)],
     };
     Some(Expr::ScalarFunction(ScalarFunction::new_udf(

@@ -5,9 +5,10 @@
 //! - constructors: `jsonb_build_object`, `jsonb_build_array` (and `json_build_array`), `to_jsonb`
 //!   (and `to_json`), the aggregates `jsonb_agg`, `json_agg`, `jsonb_object_agg`,
 //!   `json_object_agg` (with ORDER BY);
-//! - `jsonb_typeof`, `jsonb_strip_nulls`, `jsonb_set`, `jsonb_pretty`;
+//! - `jsonb_typeof`, `jsonb_strip_nulls`, `jsonb_set`, `jsonb_insert`, `jsonb_pretty`;
 //! - operators, planned by [`super::json::JsonOperators`]: `||` (concatenation, where either
-//!   side is `jsonb`: Arrow's `||` would join the texts), `-` (a key, or an array index),
+//!   side is `jsonb`: Arrow's `||` would join the texts), `-` (a key, or an array index), `#-`
+//!   (a path),
 //!   `@>` and `<@` (containment), `?|` and `?&` (any or all of the keys).
 //!
 //! A value of another type becomes JSON as Postgres' `to_jsonb` makes it: numbers as numbers
@@ -22,13 +23,17 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, FieldRef};
 use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::utils::SingleRowListArrayBuilder;
-use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err};
+use datafusion::common::{Column, DataFusionError, Result, ScalarValue, exec_err};
+use datafusion::functions_aggregate::array_agg::array_agg_udaf;
+use datafusion::logical_expr::expr::{AggregateFunction, Cast, ScalarFunction};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::AggregateOrderSensitivity;
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ReturnFieldArgs,
-    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+    Accumulator, Aggregate, AggregateUDF, AggregateUDFImpl, ColumnarValue, Expr, ExprSchemable,
+    LogicalPlan, LogicalPlanBuilder, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, TypeSignature, Volatility,
 };
 use rivulet_planner::jsonb::{Value, parse_jsonb};
 
@@ -63,6 +68,10 @@ pub enum Op {
     TypeOf,
     StripNulls,
     Set,
+    /// `jsonb_insert(target, path, new [, insert_after])`.
+    Insert,
+    /// `a #- path`.
+    DeletePath,
     Pretty,
 }
 
@@ -85,6 +94,8 @@ impl Op {
             Op::TypeOf => "jsonb_typeof",
             Op::StripNulls => "jsonb_strip_nulls",
             Op::Set => "jsonb_set",
+            Op::Insert => "jsonb_insert",
+            Op::DeletePath => "rivulet_jsonb_delete_path",
             Op::Pretty => "jsonb_pretty",
         }
     }
@@ -125,6 +136,8 @@ pub fn functions() -> Vec<ScalarUDF> {
         Op::TypeOf,
         Op::StripNulls,
         Op::Set,
+        Op::Insert,
+        Op::DeletePath,
         Op::Pretty,
     ];
     ops.into_iter().map(udf).collect()
@@ -178,7 +191,7 @@ impl ScalarUDFImpl for JsonbFunction {
         let arity = match self.op {
             Op::BuildObject { .. } | Op::BuildArray { .. } => None,
             Op::To { .. } | Op::TypeOf | Op::StripNulls | Op::Pretty => Some(1..=1),
-            Op::Set => Some(3..=4),
+            Op::Set | Op::Insert => Some(3..=4),
             _ => Some(2..=2),
         };
         if let Some(arity) = arity
@@ -318,11 +331,28 @@ impl ScalarUDFImpl for JsonbFunction {
                         }
                         Op::Concat => Some(concat(json(0, row)?, json(1, row)?).text()),
                         Op::Delete => Some(delete(json(0, row)?, &arrays[1], row)?.text()),
-                        Op::Set => {
-                            let create = arrays.len() < 4
-                                || arrays[3].as_boolean_opt().is_none_or(|b| b.value(row));
+                        Op::Set | Op::Insert => {
+                            // The fourth argument: create_missing, insert_after.
+                            let flag = arrays
+                                .get(3)
+                                .map(|a| a.as_boolean_opt().is_none_or(|b| b.value(row)));
+                            let new = json(2, row)?;
+                            let edit = match self.op {
+                                Op::Set => Edit::Set {
+                                    new,
+                                    create: flag.unwrap_or(true),
+                                },
+                                _ => Edit::Insert {
+                                    new,
+                                    after: flag.unwrap_or(false),
+                                },
+                            };
                             let path = keys_at(row)?;
-                            Some(set(json(0, row)?, &path, json(2, row)?, create)?.text())
+                            Some(edit_path(json(0, row)?, &path, &edit)?.text())
+                        }
+                        Op::DeletePath => {
+                            let path = keys_at(row)?;
+                            Some(edit_path(json(0, row)?, &path, &Edit::Delete)?.text())
                         }
                         _ => None,
                     };
@@ -689,47 +719,110 @@ fn strip_nulls(v: Value) -> Value {
     }
 }
 
-/// `jsonb_set(target, path, new, create_missing)`: `new` at `path` (object keys, array
-/// indexes, negative from the end); a missing last step is added if `create`; a missing step
-/// before it leaves `target` as it was.
-fn set(target: Value, path: &[String], new: Value, create: bool) -> Result<Value> {
+/// What [`edit_path`] does at the end of its path.
+enum Edit {
+    /// `jsonb_set`: the value there replaced; a missing last step added if `create`.
+    Set { new: Value, create: bool },
+    /// `jsonb_insert`: an array element inserted before (`after`: after) the one there; an
+    /// object member added where there is none (22023 where there is one).
+    Insert { new: Value, after: bool },
+    /// `#-`: the member or element there removed.
+    Delete,
+}
+
+/// `target` with `edit` at `path` (object keys, array indexes counted from the end when
+/// negative), as Postgres' `jsonb_set`, `jsonb_insert` and `#-`: a missing step before the last,
+/// or a scalar on the way, leaves `target` as it was; an index outside the array inserts at its
+/// start or end; `target` itself a scalar is 22023.
+fn edit_path(target: Value, path: &[String], edit: &Edit) -> Result<Value> {
+    if path.is_empty() {
+        return Ok(target);
+    }
+    if !matches!(target, Value::Object(_) | Value::Array(_)) {
+        let verb = match edit {
+            Edit::Delete => "delete",
+            _ => "set",
+        };
+        return Err(invalid(format!("cannot {verb} path in scalar")));
+    }
+    edit_at(target, path, 1, edit)
+}
+
+/// [`edit_path`] from path step number `position` (1-based) on.
+fn edit_at(target: Value, path: &[String], position: usize, edit: &Edit) -> Result<Value> {
     let Some((step, rest)) = path.split_first() else {
-        return Ok(new);
+        return Ok(target);
     };
+    let last = rest.is_empty();
     match target {
         Value::Object(mut members) => {
-            match members.iter_mut().find(|(k, _)| k == step) {
-                Some((_, v)) => {
-                    let old = std::mem::replace(v, Value::Null);
-                    *v = set(old, rest, new, create)?;
+            match (members.iter().position(|(k, _)| k == step), last) {
+                (Some(i), false) => {
+                    let old = std::mem::replace(&mut members[i].1, Value::Null);
+                    members[i].1 = edit_at(old, rest, position + 1, edit)?;
                 }
-                None if rest.is_empty() && create => members.push((step.clone(), new)),
-                None => {}
+                (Some(i), true) => match edit {
+                    Edit::Set { new, .. } => members[i].1 = new.clone(),
+                    Edit::Insert { .. } => {
+                        return Err(DataFusionError::External(Box::new(
+                            crate::error::SqlError::new(
+                                crate::error::sqlstate::INVALID_PARAMETER_VALUE,
+                                "cannot replace existing key",
+                            )
+                            .with_hint("Try using the function jsonb_set to replace key value."),
+                        )));
+                    }
+                    Edit::Delete => {
+                        members.remove(i);
+                    }
+                },
+                (None, true) => match edit {
+                    Edit::Set { new, create: true } | Edit::Insert { new, .. } => {
+                        members.push((step.clone(), new.clone()))
+                    }
+                    _ => {}
+                },
+                (None, false) => {}
             }
             Ok(Value::object(members))
         }
         Value::Array(mut items) => {
             let Ok(i) = step.parse::<i64>() else {
                 return Err(invalid(format!(
-                    "path element at position {} is not an integer: \"{step}\"",
-                    path.len() - rest.len()
+                    "path element at position {position} is not an integer: \"{step}\""
                 )));
             };
             let len = items.len() as i64;
             let at = if i < 0 { len + i } else { i };
-            if (0..len).contains(&at) {
-                let old = std::mem::replace(&mut items[at as usize], Value::Null);
-                items[at as usize] = set(old, rest, new, create)?;
-            } else if rest.is_empty() && create {
+            let inside = (0..len).contains(&at);
+            let end = |items: &mut Vec<Value>, new: &Value| {
                 if at < 0 {
-                    items.insert(0, new);
+                    items.insert(0, new.clone());
                 } else {
-                    items.push(new);
+                    items.push(new.clone());
                 }
+            };
+            match (edit, last) {
+                (_, false) if inside => {
+                    let old = std::mem::replace(&mut items[at as usize], Value::Null);
+                    items[at as usize] = edit_at(old, rest, position + 1, edit)?;
+                }
+                (_, false) => {}
+                (Edit::Set { new, .. }, true) if inside => items[at as usize] = new.clone(),
+                (Edit::Set { new, create: true }, true) => end(&mut items, new),
+                (Edit::Set { .. }, true) => {}
+                (Edit::Insert { new, after }, true) if inside => {
+                    items.insert(at as usize + usize::from(*after), new.clone())
+                }
+                (Edit::Insert { new, .. }, true) => end(&mut items, new),
+                (Edit::Delete, true) if inside => {
+                    items.remove(at as usize);
+                }
+                (Edit::Delete, true) => {}
             }
             Ok(Value::Array(items))
         }
-        _ => Err(invalid("cannot set path in scalar".into())),
+        scalar => Ok(scalar),
     }
 }
 
@@ -846,7 +939,15 @@ impl AggregateUDFImpl for JsonAgg {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        // DISTINCT without ORDER BY orders by the value, as Postgres' sort does.
+        let by_value = args.is_distinct && args.order_bys.is_empty();
         let order = match args.order_bys {
+            [] if by_value => match args.expr_fields.first() {
+                Some(f) => Some(RowConverter::new(vec![SortField::new(
+                    f.data_type().clone(),
+                )])?),
+                None => None,
+            },
             [] => None,
             keys => Some(RowConverter::new(
                 keys.iter()
@@ -864,6 +965,8 @@ impl AggregateUDFImpl for JsonAgg {
             object: self.object,
             json: self.json,
             order,
+            distinct: args.is_distinct,
+            by_value,
             entries: Vec::new(),
         }))
     }
@@ -877,6 +980,9 @@ struct JsonItems {
     object: bool,
     json: bool,
     order: Option<RowConverter>,
+    /// DISTINCT: equal values (adjacent once sorted) kept once; `by_value`: ordered by the value.
+    distinct: bool,
+    by_value: bool,
     entries: Vec<(Vec<u8>, Vec<String>)>,
 }
 
@@ -894,6 +1000,7 @@ impl Accumulator for JsonItems {
             return Ok(());
         };
         let keys = match &self.order {
+            Some(converter) if self.by_value => Some(converter.convert_columns(&args[..1])?),
             Some(converter) if !ordering.is_empty() => Some(converter.convert_columns(ordering)?),
             _ => None,
         };
@@ -936,6 +1043,9 @@ impl Accumulator for JsonItems {
             return Ok(ScalarValue::Utf8(None));
         }
         self.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        if self.distinct {
+            self.entries.dedup_by(|a, b| a.1 == b.1);
+        }
         let texts = self.entries.iter().map(|(_, t)| t);
         let text = if !self.object {
             let items: Vec<&str> = texts.map(|t| t[0].as_str()).collect();
@@ -1020,6 +1130,76 @@ impl Accumulator for JsonItems {
     }
 }
 
+/// A materialized view's `jsonb_agg(x [ORDER BY ..])` as `to_jsonb(array_agg(x [ORDER BY
+/// ..]))`, the same jsonb from an aggregate the engine keeps incrementally (the group's values as
+/// an ordered multiset). DISTINCT and FILTER carry over. `json_agg` keeps its values' own text,
+/// which an array does not: it stays, and a view refuses it.
+pub fn in_views(plan: LogicalPlan) -> Result<LogicalPlan> {
+    plan.transform_up(|node| {
+        let LogicalPlan::Aggregate(a) = node else {
+            return Ok(Transformed::no(node));
+        };
+        let jsonb_agg = |e: &Expr| match e.clone().unalias() {
+            Expr::AggregateFunction(f) if f.func.name() == "jsonb_agg" => Some(f),
+            _ => None,
+        };
+        if !a.aggr_expr.iter().any(|e| jsonb_agg(e).is_some()) {
+            return Ok(Transformed::no(LogicalPlan::Aggregate(a)));
+        }
+        let first_aggregate = a.schema.fields().len() - a.aggr_expr.len();
+        // Each replaced aggregate's position, and its list's type with the values' own field
+        // (a `jsonb` value is embedded, a `numeric` keeps its decimals).
+        let mut replaced: Vec<(usize, DataType)> = Vec::new();
+        let mut aggr_expr = Vec::with_capacity(a.aggr_expr.len());
+        for (i, e) in a.aggr_expr.iter().enumerate() {
+            let Some(f) = jsonb_agg(e) else {
+                aggr_expr.push(e.clone());
+                continue;
+            };
+            let [value] = f.params.args.as_slice() else {
+                return exec_err!("jsonb_agg takes one argument");
+            };
+            let (_, field) = value.to_field(a.input.schema())?;
+            let item = Field::new_list_field(field.data_type().clone(), true)
+                .with_metadata(field.metadata().clone());
+            replaced.push((first_aggregate + i, DataType::List(Arc::new(item))));
+            aggr_expr.push(
+                Expr::AggregateFunction(AggregateFunction {
+                    func: array_agg_udaf(),
+                    params: f.params,
+                })
+                .alias(format!("__rivulet_jsonb_agg{i}")),
+            );
+        }
+        let grouped = LogicalPlan::Aggregate(Aggregate::try_new(
+            Arc::clone(&a.input),
+            a.group_expr.clone(),
+            aggr_expr,
+        )?);
+        let to_jsonb = Arc::new(udf(Op::To { json: false }));
+        let outputs: Vec<Expr> = (0..a.schema.fields().len())
+            .map(|i| {
+                let (q, f) = grouped.schema().qualified_field(i);
+                let (was_q, was) = a.schema.qualified_field(i);
+                let column = Expr::Column(Column::new(q.cloned(), f.name()));
+                let value = match replaced.iter().find(|(at, _)| *at == i) {
+                    Some((_, list)) => Expr::ScalarFunction(ScalarFunction::new_udf(
+                        Arc::clone(&to_jsonb),
+                        vec![Expr::Cast(Cast::new(Box::new(column), list.clone()))],
+                    )),
+                    None => column,
+                };
+                value.alias_qualified(was_q.cloned(), was.name())
+            })
+            .collect();
+        let projected = LogicalPlanBuilder::from(grouped)
+            .project(outputs)?
+            .build()?;
+        Ok(Transformed::yes(projected))
+    })
+    .map(|t| t.data)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1047,6 +1227,10 @@ mod tests {
         }
     }
 
+    fn path(p: &[&str]) -> Vec<String> {
+        p.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
     fn containment_follows_postgres() {
         let cases = [
@@ -1067,7 +1251,6 @@ mod tests {
 
     #[test]
     fn set_replaces_adds_and_leaves_missing_paths() {
-        let path = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let doc = || v(r#"{"a": [1, 2], "b": {"c": 1}}"#);
         let cases = [
             (path(&["b", "c"]), true, r#"{"a": [1, 2], "b": {"c": 9}}"#),
@@ -1086,12 +1269,56 @@ mod tests {
             (path(&["x", "y"]), true, r#"{"a": [1, 2], "b": {"c": 1}}"#),
         ];
         for (p, create, want) in cases {
+            let edit = Edit::Set {
+                new: v("9"),
+                create,
+            };
             assert_eq!(
-                set(doc(), &p, v("9"), create).expect("set").text(),
+                edit_path(doc(), &p, &edit).expect("set").text(),
                 want,
                 "{p:?}"
             );
         }
+    }
+
+    /// Postgres 18's answers.
+    #[test]
+    fn insert_and_delete_paths() {
+        let doc = || v(r#"{"a": [0, 1, 2], "b": {"c": 1}, "s": 1}"#);
+        let insert = |after| Edit::Insert { new: v("9"), after };
+        let cases = [
+            (path(&["a", "1"]), insert(false), r#"[0, 9, 1, 2]"#),
+            (path(&["a", "1"]), insert(true), r#"[0, 1, 9, 2]"#),
+            (path(&["a", "-1"]), insert(true), r#"[0, 1, 2, 9]"#),
+            (path(&["a", "7"]), insert(false), r#"[0, 1, 2, 9]"#),
+            (path(&["a", "-7"]), insert(true), r#"[9, 0, 1, 2]"#),
+            (path(&["a", "-1"]), Edit::Delete, r#"[0, 1]"#),
+            (path(&["a", "7"]), Edit::Delete, r#"[0, 1, 2]"#),
+        ];
+        for (p, edit, want) in cases {
+            let Value::Object(members) = edit_path(doc(), &p, &edit).expect("edit") else {
+                panic!("not an object");
+            };
+            let a = members.iter().find(|(k, _)| k == "a").expect("a").1.text();
+            assert_eq!(a, want, "{p:?}");
+        }
+        let text = |p: &[&str], edit: Edit| edit_path(doc(), &path(p), &edit).map(|d| d.text());
+        assert_eq!(
+            text(&["b", "d"], insert(false)).expect("insert"),
+            r#"{"a": [0, 1, 2], "b": {"c": 1, "d": 9}, "s": 1}"#
+        );
+        assert!(text(&["b", "c"], insert(false)).is_err(), "an existing key");
+        assert_eq!(
+            text(&["b", "c"], Edit::Delete).expect("delete"),
+            r#"{"a": [0, 1, 2], "b": {}, "s": 1}"#
+        );
+        // A scalar on the way, or an empty path, leaves the document as it was.
+        for p in [&["s", "x"][..], &[]] {
+            assert_eq!(text(p, Edit::Delete).expect("delete"), doc().text());
+            assert_eq!(text(p, insert(false)).expect("insert"), doc().text());
+        }
+        assert!(edit_path(v("1"), &path(&["a"]), &Edit::Delete).is_err());
+        assert!(text(&["a", "x"], Edit::Delete).is_err(), "not an integer");
     }
 
     #[test]
