@@ -61,6 +61,11 @@ const VIEWS: &[(&str, &str)] = &[
         "arrays_filtered",
         "SELECT k, array_agg(id ORDER BY v, id) FILTER (WHERE v < 50) AS small FROM t1 GROUP BY k",
     ),
+    (
+        "jsonb_arrays",
+        "SELECT k, jsonb_agg(jsonb_build_object('id', id, 's', s) ORDER BY v, id) AS docs, \
+         jsonb_agg(DISTINCT s ORDER BY s) FILTER (WHERE v > 20) AS kinds FROM t1 GROUP BY k",
+    ),
     // Aggregates recomputed from each group's multiset of values.
     (
         "recomputed",
