@@ -40,6 +40,14 @@ pub fn register(ctx: &SessionContext, user: &str, database: &str) {
     ctx.register_udf(crate::pg::extract::udf());
     ctx.register_udf(crate::pg::date_trunc::udf());
     ctx.register_udf(crate::pg::at_time_zone::udf());
+    ctx.register_udf(crate::pg::similar::udf());
+    // Postgres' `variance` is the sample variance.
+    ctx.register_udaf(
+        datafusion::functions_aggregate::variance::var_samp_udaf()
+            .as_ref()
+            .clone()
+            .with_aliases(["variance"]),
+    );
     for udf in crate::pg::make::udfs() {
         ctx.register_udf(udf);
     }

@@ -66,6 +66,14 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT k, jsonb_agg(jsonb_build_object('id', id, 's', s) ORDER BY v, id) AS docs, \
          jsonb_agg(DISTINCT s ORDER BY s) FILTER (WHERE v > 20) AS kinds FROM t1 GROUP BY k",
     ),
+    (
+        "except_all",
+        "SELECT k, v % 7 AS r FROM t1 EXCEPT ALL SELECT k, v % 7 FROM t2",
+    ),
+    (
+        "intersect_all",
+        "SELECT k, v % 5 AS r FROM t1 INTERSECT ALL SELECT k, v % 5 FROM t2",
+    ),
     // Aggregates recomputed from each group's multiset of values.
     (
         "recomputed",

@@ -47,6 +47,7 @@ pub fn scalar_subqueries(plan: LogicalPlan) -> Result<LogicalPlan> {
             .map_expressions(|e| e.transform_up(|e| Ok(declared_value(e))))?
             .data;
         let node = values_rows(node)?;
+        let node = super::set_operations::multisets(node)?;
         let node = super::lateral::lateral(node, &mut joined)?;
         let valued = as_values(node)?;
         let transformed = valued.transformed;

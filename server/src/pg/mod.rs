@@ -30,7 +30,9 @@ pub mod numeric;
 pub mod oid_arrays;
 pub mod regclass;
 pub mod rewrite;
+pub mod set_operations;
 pub mod set_returning;
+pub mod similar;
 /// `sum` of numerics, refused (22003) rather than wrapped beyond 38 digits.
 pub mod subquery;
 pub mod sum;

@@ -48,7 +48,10 @@ pub fn statement(parsed: Parsed) -> Parsed {
         super::extract::rewrite(stmt);
         to_timestamp_templates(stmt);
         super::at_time_zone::rewrite(stmt);
+        super::similar::rewrite(stmt);
+        root_operators(stmt);
         user_keyword(stmt);
+        super::set_returning::series_rows(stmt);
         generate_subscripts(stmt);
         int4_series(stmt);
         function_column_aliases(stmt);
@@ -56,6 +59,23 @@ pub fn statement(parsed: Parsed) -> Parsed {
         super::set_returning::rewrite(stmt);
     }
     parsed
+}
+
+/// Postgres' prefix operators `|/ x` (square root), `||/ x` (cube root) and `@ x` (absolute
+/// value) as the functions, which DataFusion has.
+fn root_operators(stmt: &mut ast::Statement) {
+    let _ = ast::visit_expressions_mut(stmt, |expr| {
+        if let ast::Expr::UnaryOp { op, expr: operand } = expr {
+            let function = match op {
+                ast::UnaryOperator::PGSquareRoot => "sqrt",
+                ast::UnaryOperator::PGCubeRoot => "cbrt",
+                ast::UnaryOperator::PGAbs => "abs",
+                _ => return ControlFlow::<()>::Continue(()),
+            };
+            *expr = call(function, vec![operand.as_ref().clone()], vec![]);
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 /// `user`, unquoted, is a keyword in Postgres for `current_user` (a column named "user" must be

@@ -2,7 +2,8 @@
 //! `json_array_elements[_text]`, `jsonb_object_keys`, `json_object_keys`) and `LATERAL unnest(..)`,
 //! run as DataFusion's UNNEST over an array of the set:
 //!
-//! - in a select list, `jsonb_array_elements(doc)` is `unnest(rivulet_jsonb_elements(doc))`;
+//! - in a select list, `jsonb_array_elements(doc)` is `unnest(rivulet_jsonb_elements(doc))`, and
+//!   `generate_series(..)` is `unnest(generate_series(..))` (DataFusion's is a list);
 //! - in FROM (`FROM orders o, jsonb_array_elements(o.doc -> 'items') AS item`, LATERAL or not),
 //!   the function is `UNNEST(rivulet_jsonb_elements(..)) AS item(item)`: its one column is named
 //!   after the alias, so `item ->> 'sku'` reads the element as in Postgres (without an alias the
@@ -302,6 +303,42 @@ impl VisitorMut for Sets {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// `SELECT generate_series(1, 3)`: a row per value, as in Postgres (DataFusion's scalar
+/// `generate_series` is the list of them); of int4 literals, int4 values. Before the rewrites that
+/// make `generate_series` calls of their own (`generate_subscripts`, `WITH ORDINALITY`).
+pub fn series_rows(stmt: &mut ast::Statement) {
+    let _ = ast::visit_expressions_mut(stmt, |expr| {
+        if let ast::Expr::Function(f) = expr
+            && is_series(&f.name)
+            && let ast::FunctionArguments::List(list) = &f.args
+        {
+            let int4 = list.args.iter().all(|a| {
+                matches!(a, ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) if int4_literal(e))
+            });
+            let mut unnested = call("unnest", vec![expr.clone()], vec![]);
+            if int4 {
+                unnested = ast::Expr::Cast {
+                    kind: ast::CastKind::Cast,
+                    expr: Box::new(unnested),
+                    data_type: ast::DataType::Int(None),
+                    array: false,
+                    format: None,
+                };
+            }
+            *expr = unnested;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// Whether `name` is `generate_series`.
+fn is_series(name: &ast::ObjectName) -> bool {
+    matches!(
+        name.0.as_slice(),
+        [part] if part.as_ident().is_some_and(|i| i.value.eq_ignore_ascii_case("generate_series"))
+    )
 }
 
 /// `FROM f(..) WITH ORDINALITY`: the sets `arrays` unnested side by side with their row numbers,
