@@ -31,7 +31,9 @@ use datafusion::common::{
     Column, DFSchema, NullEquality, Result, ScalarValue, Spans, TableReference, internal_err,
 };
 use datafusion::functions_aggregate::count::count_all;
-use datafusion::logical_expr::expr::{Cast, Exists, InSubquery, TryCast};
+use datafusion::logical_expr::expr::{
+    Cast, Exists, InSubquery, SetComparison, SetQuantifier, TryCast,
+};
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{
     BinaryExpr, Distinct, EmptyRelation, Expr, ExprSchemable, Filter, JoinType, LogicalPlan,
@@ -176,6 +178,20 @@ fn as_value(e: Expr, input: &LogicalPlan) -> Result<Expr> {
                 value
             }))
         }
+        Expr::SetComparison(SetComparison {
+            expr,
+            subquery,
+            op,
+            quantifier,
+        }) => match compared(&expr, op, quantifier, &subquery, input)? {
+            Some(value) => Ok(Transformed::yes(value)),
+            None => Ok(Transformed::no(Expr::SetComparison(SetComparison {
+                expr,
+                subquery,
+                op,
+                quantifier,
+            }))),
+        },
         Expr::InSubquery(InSubquery {
             expr,
             subquery,
@@ -225,6 +241,22 @@ fn nonempty(body: LogicalPlan) -> Result<Expr> {
 /// `x IN (subquery)` as counts (see the module's documentation); `None` for a subquery of more
 /// than one column or an `x` that holds a subquery.
 fn in_value(x: &Expr, sq: &Subquery, input: &LogicalPlan) -> Result<Option<Expr>> {
+    compared(x, Operator::Eq, SetQuantifier::Any, sq, input)
+}
+
+/// `x op ANY (subquery)` and `x op ALL (subquery)` (`IN` is `= ANY`) as counts, as Postgres
+/// defines them: ANY is true if a row compares true, else NULL if one compares NULL, else false
+/// (no rows: false); ALL is false if a row compares false, else NULL if one compares NULL, else
+/// true (no rows: true). DataFusion's own plan read `x` as the subquery's column where both have
+/// the same name (`salary > ANY (SELECT salary FROM emp ..)` over `emp`), a wrong answer. `None`
+/// for a subquery of more than one column or an `x` that holds a subquery.
+fn compared(
+    x: &Expr,
+    op: Operator,
+    quantifier: SetQuantifier,
+    sq: &Subquery,
+    input: &LogicalPlan,
+) -> Result<Option<Expr>> {
     let LogicalPlan::Projection(p) = sq.subquery.as_ref() else {
         return Ok(None);
     };
@@ -249,10 +281,37 @@ fn in_value(x: &Expr, sq: &Subquery, input: &LogicalPlan) -> Result<Option<Expr>
             e => Ok(Transformed::no(e)),
         })?
         .data;
-    let body = p.input.as_ref();
+    // The subquery's rows under a name of their own, where it reads no outer column itself:
+    // DataFusion's decorrelation reads an outer column as the inner one of the same name
+    // (`id = ANY (SELECT boss FROM emp ..)` over `emp`).
+    let name = TableReference::bare("__rivulet_compared");
+    let mut names = std::collections::HashSet::new();
+    let renamed = !outer_inside(&p.input)
+        && p.input
+            .schema()
+            .fields()
+            .iter()
+            .all(|f| names.insert(f.name()));
+    let (body, y) = if renamed {
+        let body = LogicalPlanBuilder::from(Arc::clone(&p.input))
+            .alias(name.clone())?
+            .build()?;
+        let y = y
+            .transform_up(|e| match e {
+                Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new(
+                    Some(name.clone()),
+                    c.name,
+                )))),
+                e => Ok(Transformed::no(e)),
+            })?
+            .data;
+        (body, y)
+    } else {
+        (p.input.as_ref().clone(), y)
+    };
     // One filter: DataFusion pulls a subquery's correlation out of the filter under its aggregate.
     let filtered = |predicate: Expr| -> Result<LogicalPlan> {
-        match body {
+        match &body {
             LogicalPlan::Filter(f) => LogicalPlanBuilder::from(Arc::clone(&f.input))
                 .filter(f.predicate.clone().and(predicate))?
                 .build(),
@@ -261,13 +320,23 @@ fn in_value(x: &Expr, sq: &Subquery, input: &LogicalPlan) -> Result<Option<Expr>
                 .build(),
         }
     };
-    let matched = nonempty(filtered(y.clone().eq(outer_x))?)?;
-    let rows = nonempty(body.clone())?;
-    let null_items = nonempty(filtered(y.is_null())?)?;
-    let unknown = x.clone().is_null().and(rows).or(null_items);
-    let value = when(matched, lit(true))
-        .when(unknown, lit(ScalarValue::Boolean(None)))
-        .otherwise(lit(false))?;
+    let comparison = Expr::BinaryExpr(BinaryExpr::new(Box::new(outer_x), op, Box::new(y.clone())));
+    let unknown = if op == Operator::Eq {
+        // As IN has it: `x` NULL over rows, or a NULL among them.
+        let rows = nonempty(body.clone())?;
+        let null_items = nonempty(filtered(y.is_null())?)?;
+        x.clone().is_null().and(rows).or(null_items)
+    } else {
+        nonempty(filtered(comparison.clone().is_null())?)?
+    };
+    let value = match quantifier {
+        SetQuantifier::Any => when(nonempty(filtered(comparison)?)?, lit(true))
+            .when(unknown, lit(ScalarValue::Boolean(None)))
+            .otherwise(lit(false))?,
+        SetQuantifier::All => when(nonempty(filtered(comparison.is_false())?)?, lit(false))
+            .when(unknown, lit(ScalarValue::Boolean(None)))
+            .otherwise(lit(true))?,
+    };
     Ok(Some(value))
 }
 

@@ -50,6 +50,7 @@ pub fn statement(parsed: Parsed) -> Parsed {
         super::at_time_zone::rewrite(stmt);
         super::similar::rewrite(stmt);
         root_operators(stmt);
+        fetch_first(stmt);
         user_keyword(stmt);
         super::set_returning::series_rows(stmt);
         generate_subscripts(stmt);
@@ -59,6 +60,47 @@ pub fn statement(parsed: Parsed) -> Parsed {
         super::set_returning::rewrite(stmt);
     }
     parsed
+}
+
+/// `FETCH FIRST n ROWS ONLY` (the standard's LIMIT, which JDBC tools write) as `LIMIT n`; without
+/// a count, one row. `WITH TIES` and `PERCENT` are left to DataFusion, which refuses them.
+fn fetch_first(stmt: &mut ast::Statement) {
+    struct Fetches;
+    impl ast::VisitorMut for Fetches {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<()> {
+            let Some(fetch) = query.fetch.as_ref() else {
+                return ControlFlow::Continue(());
+            };
+            if fetch.with_ties || fetch.percent {
+                return ControlFlow::Continue(());
+            }
+            let count = fetch.quantity.clone().unwrap_or_else(|| {
+                ast::Expr::Value(ast::Value::Number("1".into(), false).with_empty_span())
+            });
+            let offset = match query.limit_clause.take() {
+                None => None,
+                Some(ast::LimitClause::LimitOffset {
+                    limit: None,
+                    offset,
+                    limit_by,
+                }) if limit_by.is_empty() => offset,
+                Some(other) => {
+                    // LIMIT and FETCH both: DataFusion's refusal stands.
+                    query.limit_clause = Some(other);
+                    return ControlFlow::Continue(());
+                }
+            };
+            query.fetch = None;
+            query.limit_clause = Some(ast::LimitClause::LimitOffset {
+                limit: Some(count),
+                offset,
+                limit_by: vec![],
+            });
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = ast::VisitMut::visit(stmt, &mut Fetches);
 }
 
 /// Postgres' prefix operators `|/ x` (square root), `||/ x` (cube root) and `@ x` (absolute
