@@ -41,6 +41,19 @@ pub fn register(ctx: &SessionContext, user: &str, database: &str) {
     ctx.register_udf(crate::pg::date_trunc::udf());
     ctx.register_udf(crate::pg::at_time_zone::udf());
     ctx.register_udf(crate::pg::similar::udf());
+    // Postgres' names for DataFusion's `ceil` and `bool_and`.
+    ctx.register_udf(
+        datafusion::functions::math::ceil()
+            .as_ref()
+            .clone()
+            .with_aliases(["ceiling"]),
+    );
+    ctx.register_udaf(
+        datafusion::functions_aggregate::bool_and_or::bool_and_udaf()
+            .as_ref()
+            .clone()
+            .with_aliases(["every"]),
+    );
     // Postgres' `variance` is the sample variance.
     ctx.register_udaf(
         datafusion::functions_aggregate::variance::var_samp_udaf()

@@ -7,6 +7,7 @@ use datafusion::arrow::datatypes::{DataType, IntervalUnit};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, ParamValues, ScalarValue};
 use datafusion::logical_expr::expr::Cast;
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
@@ -68,11 +69,25 @@ fn postgres_text_casts(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
     let rewritten = plan.transform_up(|node| {
         let input = node.inputs().first().map(|i| Arc::clone(i.schema()));
         let empty = DFSchema::empty();
+        // A rewritten expression that names a column (a select item, an aggregate: `count(doc ->
+        // 'k')` reads the cast that becomes `jsonb_in`) keeps its name, which the plan above reads.
+        let named = matches!(
+            node,
+            LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_) | LogicalPlan::Window(_)
+        );
+        let names = NamePreserver::new(&node);
         node.map_expressions(|e| {
-            e.transform_up(|e| {
+            let saved = named.then(|| names.save(&e));
+            let rewritten = e.transform_up(|e| {
                 let schema = input.as_deref().unwrap_or(&empty);
                 text_cast(e, schema)?.map_data(|e| Ok(operand_nullability(e, schema)))
-            })
+            })?;
+            match saved {
+                Some(saved) if rewritten.transformed => {
+                    rewritten.map_data(|e| Ok(saved.restore(e)))
+                }
+                _ => Ok(rewritten),
+            }
         })
     })?;
     Ok(rewritten.data)
@@ -103,6 +118,9 @@ fn text_cast(e: Expr, input: &DFSchema) -> datafusion::error::Result<Transformed
             if *field.data_type() == DataType::Binary && is_text(&expr.get_type(input)?) =>
         {
             Ok(Transformed::yes(crate::functions::bytea_in(*expr)))
+        }
+        Expr::Cast(cast) if let Some(n) = crate::pg::character::varying_length(&cast.field) => {
+            crate::pg::character::cast_varying(cast, n)
         }
         Expr::Cast(cast) if let Some(n) = crate::pg::character::length(&cast.field) => {
             crate::pg::character::cast(cast, n)

@@ -1,6 +1,6 @@
-//! Casts to `character(n)` (`'abc'::char(2)`, `CAST(x AS character(4))`, `'a'::char`): an
-//! explicit cast cuts the text to `n` characters, without the error a column's insert gives
-//! (`22001`), as in Postgres. The result is kept as a `character(n)` column's values are
+//! Casts to `character(n)` (`'abc'::char(2)`, `CAST(x AS character(4))`, `'a'::char`) and to
+//! `character varying(n)` (`status::varchar(2)`): an explicit cast cuts the text to `n`
+//! characters, without the error a column's insert gives (`22001`), as in Postgres. The result is kept as a `character(n)` column's values are
 //! (`rivulet_planner::lengths`): without trailing blanks, padded to `n` on output, and declared
 //! `character(n)` to clients (its length in the field, [`rivulet_planner::types::CHAR_LENGTH`]).
 
@@ -21,6 +21,33 @@ pub fn length(target: &Field) -> Option<usize> {
         return None;
     }
     declared_length(target)
+}
+
+/// The `n` of a cast's target, when it is `character varying(n)`.
+pub fn varying_length(target: &Field) -> Option<usize> {
+    let metadata = target.metadata();
+    if metadata.get(rivulet_planner::types::PG_TYPE)? != "character varying" {
+        return None;
+    }
+    declared_length(target)
+}
+
+/// `cast`, whose target is `character varying(n)`, with its operand cut to `n` characters
+/// (blanks kept).
+pub fn cast_varying(cast: Cast, n: usize) -> Result<Transformed<Expr>> {
+    if let Expr::Literal(ScalarValue::Utf8(Some(text)), _) = cast.expr.as_ref() {
+        let cut = text.char_indices().nth(n).map_or(text.len(), |(at, _)| at);
+        return Ok(Transformed::yes(Expr::Cast(Cast::new_from_field(
+            Box::new(lit(text[..cut].to_string())),
+            cast.field,
+        ))));
+    }
+    let field = Arc::clone(&cast.field);
+    let text = Expr::Cast(Cast::new(Box::new(Expr::Cast(cast)), DataType::Utf8));
+    Ok(Transformed::yes(Expr::Cast(Cast::new_from_field(
+        Box::new(left(text, lit(n as i64))),
+        field,
+    ))))
 }
 
 /// The `n` of a `character(n)` or `character varying(n)` field.

@@ -235,13 +235,14 @@ impl ScalarUDFImpl for Extract {
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
         let (f, name) = field_arg(args.scalar_arguments.first().copied().flatten())?;
-        let value_type = args
-            .arg_fields
-            .get(1)
-            .map(|f| f.data_type().clone())
-            .unwrap_or(DataType::Null);
+        // A difference of timestamps (a duration) is read as the interval Postgres has.
+        let value_type = match args.arg_fields.get(1).map(|f| f.data_type().clone()) {
+            Some(DataType::Duration(_)) => DataType::Interval(IntervalUnit::MonthDayNano),
+            Some(t) => t,
+            None => DataType::Null,
+        };
         supported(f, &name, &value_type)?;
-        match args.arg_fields.get(1).map(|f| f.data_type()) {
+        match Some(&value_type) {
             Some(
                 DataType::Timestamp(..)
                 | DataType::Date32
@@ -277,6 +278,10 @@ impl ScalarUDFImpl for Extract {
             .get(1)
             .ok_or_else(|| DataFusionError::Internal("pg_extract without a value".into()))?
             .to_array(rows)?;
+        let value = match value.data_type() {
+            DataType::Duration(_) => duration_interval(&value)?,
+            _ => value,
+        };
         let scale = scale_of(f, value.data_type());
         let interval = matches!(value.data_type(), DataType::Interval(_));
         let out: ArrayRef = match f {
@@ -437,4 +442,25 @@ fn decimals(
         out.append_option(f(us));
     }
     Ok(Arc::new(out.finish().with_precision_and_scale(38, scale)?))
+}
+
+/// A duration (a difference of timestamps) as the interval Postgres gives for one: whole days,
+/// and the rest as time (`3 days 14:00:00`, not `86:00:00`).
+fn duration_interval(value: &ArrayRef) -> Result<ArrayRef> {
+    const DAY: i64 = 86_400_000_000_000;
+    let nanos = cast(value, &DataType::Duration(TimeUnit::Nanosecond))?;
+    let nanos = nanos.as_primitive::<datafusion::arrow::datatypes::DurationNanosecondType>();
+    let intervals: datafusion::arrow::array::IntervalMonthDayNanoArray = nanos
+        .iter()
+        .map(|n| {
+            n.map(|n| {
+                datafusion::arrow::datatypes::IntervalMonthDayNano::new(
+                    0,
+                    (n / DAY) as i32,
+                    n % DAY,
+                )
+            })
+        })
+        .collect();
+    Ok(Arc::new(intervals))
 }

@@ -198,13 +198,14 @@ fn jsonb_operator(expr: &RawBinaryExpr, schema: &DFSchema) -> Option<Expr> {
         BinaryOperator::HashMinus if left == Some(Json::Jsonb) => Op::DeletePath,
         BinaryOperator::AtArrow if left.is_some() || right.is_some() => Op::Contains,
         BinaryOperator::ArrowAt if left.is_some() || right.is_some() => Op::ContainedBy,
+        BinaryOperator::Question if left.is_some() => Op::HasKey,
         BinaryOperator::QuestionPipe if left.is_some() => Op::AnyKey,
         BinaryOperator::QuestionAnd if left.is_some() => Op::AllKeys,
         _ => return None,
     };
     let (l, r) = (expr.left.clone(), expr.right.clone());
     let args = match op {
-        Op::Delete | Op::DeletePath | Op::AnyKey | Op::AllKeys => vec![l, r],
+        Op::Delete | Op::DeletePath | Op::HasKey | Op::AnyKey | Op::AllKeys => vec![l, r],
         _ => vec![jsonb_operand(l), jsonb_operand(r)],
     };
     Some(Expr::ScalarFunction(ScalarFunction::new_udf(
@@ -448,6 +449,13 @@ impl<T: TypePlanner> TypePlanner for JsonTypes<T> {
             // (`'a'::char(3)::text` is `a`, not padded; `pg_typeof(x)::text` is no `regtype`).
             SqlType::Text | SqlType::Varchar(None) => {
                 Ok(Some(Arc::new(Field::new("text", DataType::Utf8, true))))
+            }
+            // `varchar(n)`: its length in the field, which the cast cuts to (see
+            // `super::character`).
+            SqlType::Varchar(Some(_)) | SqlType::CharacterVarying(Some(_)) => {
+                let column = rivulet_planner::types::SqlType::from_ast(sql_type)
+                    .map_err(|e| DataFusionError::External(Box::new(SqlError::from(e))))?;
+                Ok(Some(Arc::new(column.field("varchar", true))))
             }
             // `character(n)` (`char` is `character(1)`): its length in the field, as a
             // column's (see `super::characters`).

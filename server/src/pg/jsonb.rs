@@ -9,7 +9,8 @@
 //! - operators, planned by [`super::json::JsonOperators`]: `||` (concatenation, where either
 //!   side is `jsonb`: Arrow's `||` would join the texts), `-` (a key, or an array index), `#-`
 //!   (a path),
-//!   `@>` and `<@` (containment), `?|` and `?&` (any or all of the keys).
+//!   `@>` and `<@` (containment), `?` (a key, or a string element of an array), `?|` and `?&`
+//!   (any or all of the keys).
 //!
 //! A value of another type becomes JSON as Postgres' `to_jsonb` makes it: numbers as numbers
 //! (a `numeric` with the decimals it shows), booleans, NULL as `null`, arrays as arrays, `json`
@@ -52,6 +53,8 @@ pub enum Op {
     Contains,
     /// `a <@ b`.
     ContainedBy,
+    /// `a ? key`.
+    HasKey,
     /// `a ?| keys`.
     AnyKey,
     /// `a ?& keys`.
@@ -83,6 +86,7 @@ impl Op {
             Op::Delete => "rivulet_jsonb_delete",
             Op::Contains => "rivulet_jsonb_contains",
             Op::ContainedBy => "rivulet_jsonb_contained",
+            Op::HasKey => "rivulet_jsonb_has_key",
             Op::AnyKey => "rivulet_jsonb_any_key",
             Op::AllKeys => "rivulet_jsonb_all_keys",
             Op::BuildObject { json: false } => "jsonb_build_object",
@@ -102,7 +106,7 @@ impl Op {
 
     fn returns(self) -> Returns {
         match self {
-            Op::Contains | Op::ContainedBy | Op::AnyKey | Op::AllKeys => Returns::Bool,
+            Op::Contains | Op::ContainedBy | Op::HasKey | Op::AnyKey | Op::AllKeys => Returns::Bool,
             Op::TypeOf | Op::Pretty => Returns::Text,
             Op::BuildObject { json: true }
             | Op::BuildArray { json: true }
@@ -125,6 +129,7 @@ pub fn functions() -> Vec<ScalarUDF> {
         Op::Delete,
         Op::Contains,
         Op::ContainedBy,
+        Op::HasKey,
         Op::AnyKey,
         Op::AllKeys,
         Op::BuildObject { json: false },
@@ -257,6 +262,11 @@ impl ScalarUDFImpl for JsonbFunction {
         };
         match self.op.returns() {
             Returns::Bool => {
+                // `?`'s key is one text, braces and all.
+                let key = match (self.op, arrays.get(1)) {
+                    (Op::HasKey, Some(k)) => Some(cast(k, &DataType::Utf8)?),
+                    _ => None,
+                };
                 let mut out = BooleanBuilder::with_capacity(rows);
                 for row in 0..rows {
                     if null(0, row) || null(1, row) {
@@ -271,6 +281,10 @@ impl ScalarUDFImpl for JsonbFunction {
                     out.append_value(match self.op {
                         Op::Contains => contains(&a, &b, true),
                         Op::ContainedBy => contains(&b, &a, true),
+                        Op::HasKey => match &key {
+                            Some(k) => has_key(&a, k.as_string::<i32>().value(row)),
+                            None => return Err(missing(1)),
+                        },
                         Op::AnyKey => keys_at(row)?.iter().any(|k| has_key(&a, k)),
                         _ => keys_at(row)?.iter().all(|k| has_key(&a, k)),
                     });
