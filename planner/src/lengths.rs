@@ -34,6 +34,7 @@ pub fn check(def: &TableDef) -> Option<Arc<dyn RowCheck>> {
             SqlType::Varchar { max_len: Some(n) } => Some((i, Length::Varchar(n))),
             SqlType::Jsonb => Some((i, Length::Jsonb)),
             SqlType::Json => Some((i, Length::Json)),
+            SqlType::Uuid => Some((i, Length::Uuid)),
             _ => None,
         })
         .collect();
@@ -48,6 +49,8 @@ enum Length {
     Jsonb,
     /// Not a length: JSON's grammar.
     Json,
+    /// Not a length: `uuid`'s text form.
+    Uuid,
 }
 
 impl Length {
@@ -57,6 +60,7 @@ impl Length {
             Length::Varchar(n) => SqlType::Varchar { max_len: Some(n) }.pg_name(),
             Length::Jsonb => SqlType::Jsonb.pg_name(),
             Length::Json => SqlType::Json.pg_name(),
+            Length::Uuid => SqlType::Uuid.pg_name(),
         }
     }
 
@@ -65,7 +69,7 @@ impl Length {
         let (value, max) = match self {
             Length::Char(Some(n)) => (value.trim_end_matches(' '), Some(n)),
             // `bpchar` without a length keeps its blanks, as in Postgres.
-            Length::Char(None) | Length::Jsonb | Length::Json => (value, None),
+            Length::Char(None) | Length::Jsonb | Length::Json | Length::Uuid => (value, None),
             Length::Varchar(n) => (value, Some(n)),
         };
         let Some(max) = max else {
@@ -108,6 +112,10 @@ impl RowCheck for Lengths {
                     }
                     continue;
                 }
+                Length::Uuid => {
+                    columns[i] = uuid_forms(strings)?;
+                    continue;
+                }
                 _ => {}
             }
             let mut out = Vec::with_capacity(strings.len());
@@ -136,6 +144,24 @@ fn jsonb_forms(values: &StringArray) -> rivulet_engine::Result<ArrayRef> {
         .map(|v| v.map(crate::jsonb::normalize).transpose())
         .collect::<Result<StringArray, _>>()
         .map_err(invalid_json)?;
+    Ok(Arc::new(forms))
+}
+
+/// `values` in `uuid`'s text form; 22P02 for a text that is no `uuid`.
+fn uuid_forms(values: &StringArray) -> rivulet_engine::Result<ArrayRef> {
+    let forms = values
+        .iter()
+        .map(|v| {
+            v.map(|text| {
+                crate::uuid::parse(text).ok_or_else(|| EngineError::InvalidText {
+                    message: format!("invalid input syntax for type uuid: \"{text}\""),
+                    detail: None,
+                    kind: InvalidTextKind::Syntax,
+                })
+            })
+            .transpose()
+        })
+        .collect::<Result<StringArray, _>>()?;
     Ok(Arc::new(forms))
 }
 

@@ -44,6 +44,8 @@ pub mod subscribe;
 pub mod temporal;
 /// SQL column types and their Arrow and Postgres counterparts.
 pub mod types;
+/// `uuid` values: Postgres' input and text form, and the binary wire form.
+pub mod uuid;
 /// Window table functions (TUMBLE, HOP, CUMULATE) rewritten into plain SQL.
 pub mod window;
 

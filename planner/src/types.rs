@@ -70,6 +70,9 @@ pub enum SqlType {
     Json,
     /// `JSONB`: stored as its text too (not normalized as Postgres' binary form).
     Jsonb,
+    /// `UUID`: stored as its text in Postgres' form (lowercase, hyphenated: [`crate::uuid`]),
+    /// whose order is the bytes' order.
+    Uuid,
     /// An array of the element type.
     Array(Box<SqlType>),
 }
@@ -108,6 +111,7 @@ impl SqlType {
             D::Bytea => SqlType::Bytea,
             D::JSON => SqlType::Json,
             D::JSONB => SqlType::Jsonb,
+            D::Uuid => SqlType::Uuid,
             D::Array(
                 ast::ArrayElemTypeDef::SquareBracket(elem, _)
                 | ast::ArrayElemTypeDef::AngleBracket(elem)
@@ -131,6 +135,7 @@ impl SqlType {
                     "bool" => SqlType::Boolean,
                     "jsonb" => SqlType::Jsonb,
                     "json" => SqlType::Json,
+                    "uuid" => SqlType::Uuid,
                     "varchar" => SqlType::Varchar { max_len: None },
                     "bpchar" => SqlType::Char { len: None },
                     "string" => SqlType::Text,
@@ -148,6 +153,7 @@ impl SqlType {
         match self {
             SqlType::Jsonb => field.with_metadata([(PG_TYPE.into(), "jsonb".into())].into()),
             SqlType::Json => field.with_metadata([(PG_TYPE.into(), "json".into())].into()),
+            SqlType::Uuid => field.with_metadata([(PG_TYPE.into(), "uuid".into())].into()),
             SqlType::Varchar { max_len: len } | SqlType::Char { len } => {
                 let name = match self {
                     SqlType::Char { .. } => "character",
@@ -176,6 +182,7 @@ impl SqlType {
         match field.metadata().get(PG_TYPE).map(String::as_str) {
             Some("jsonb") if field.data_type().is_string() => Some(SqlType::Jsonb),
             Some("json") if field.data_type().is_string() => Some(SqlType::Json),
+            Some("uuid") if field.data_type().is_string() => Some(SqlType::Uuid),
             Some("character") if field.data_type().is_string() => Some(SqlType::Char {
                 len: field
                     .metadata()
@@ -232,7 +239,8 @@ impl SqlType {
             | SqlType::Char { .. }
             | SqlType::Text
             | SqlType::Json
-            | SqlType::Jsonb => DataType::Utf8,
+            | SqlType::Jsonb
+            | SqlType::Uuid => DataType::Utf8,
             SqlType::Date => DataType::Date32,
             SqlType::Time => DataType::Time64(TimeUnit::Microsecond),
             SqlType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
@@ -278,6 +286,7 @@ impl SqlType {
             SqlType::Bytea => "bytea".into(),
             SqlType::Jsonb => "jsonb".into(),
             SqlType::Json => "json".into(),
+            SqlType::Uuid => "uuid".into(),
             // Postgres names an array of any dimension by its element: `integer[]`.
             SqlType::Array(_) => format!("{}[]", self.element().pg_name()),
         }

@@ -41,6 +41,8 @@ pub fn register(ctx: &SessionContext, user: &str, database: &str) {
     ctx.register_udf(crate::pg::date_trunc::udf());
     ctx.register_udf(crate::pg::at_time_zone::udf());
     ctx.register_udf(crate::pg::similar::udf());
+    ctx.register_udf(crate::pg::uuid::input());
+    ctx.register_udf(crate::pg::uuid::random());
     // Postgres' names for DataFusion's `ceil` and `bool_and`.
     ctx.register_udf(
         datafusion::functions::math::ceil()

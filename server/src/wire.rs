@@ -800,8 +800,8 @@ async fn describe(session: &mut Session, parsed: Parsed, sql: &str) -> Result<Pr
             prepared.param_count = Some(prepared.param_types.len());
             prepared.param_pg_types =
                 crate::pg::oid_arrays::parameter_types(&stmt, prepared.param_types.len());
-            // A parameter compared with or stored into a `jsonb` or `character(n)` column, or
-            // cast to `jsonb`, is of that type, as in Postgres (its Arrow type says text). Not
+            // A parameter compared with or stored into a `jsonb`, `uuid` or `character(n)`
+            // column, or cast to `jsonb`, is of that type, as in Postgres (its Arrow type says text). Not
             // `varchar`: Postgres compares it as `text`.
             let fields = plan.get_parameter_fields()?;
             for (i, slot) in prepared.param_pg_types.iter_mut().enumerate() {
@@ -811,7 +811,7 @@ async fn describe(session: &mut Session, parsed: Parsed, sql: &str) -> Result<Pr
                     .as_deref()
                     .or_else(|| casts.get(&id).map(|f| f.as_ref()))
                     .and_then(crate::pg::wire_types::declared)
-                    .filter(|t| matches!(*t, Type::JSONB | Type::JSON | Type::BPCHAR));
+                    .filter(|t| matches!(*t, Type::JSONB | Type::JSON | Type::BPCHAR | Type::UUID));
                 if slot.is_none() {
                     *slot = declared;
                 }

@@ -88,6 +88,18 @@ pub fn to_text(ty: &Type, raw: &[u8]) -> Result<String, BoxError> {
             Some((1, text)) => String::from_utf8(text.to_vec())?,
             _ => return Err(format!("jsonb of an unknown version: {raw:?}").into()),
         },
+        // uuid's binary form: its 16 bytes.
+        Type::UUID if raw.len() == 16 => {
+            let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+            format!(
+                "{}-{}-{}-{}-{}",
+                &hex[..8],
+                &hex[8..12],
+                &hex[12..16],
+                &hex[16..20],
+                &hex[20..]
+            )
+        }
         Type::BYTEA => {
             let mut s = String::from("\\x");
             for b in raw {

@@ -119,6 +119,16 @@ fn text_cast(e: Expr, input: &DFSchema) -> datafusion::error::Result<Transformed
         {
             Ok(Transformed::yes(crate::functions::bytea_in(*expr)))
         }
+        Expr::Cast(cast)
+            if crate::pg::uuid::is_uuid(&cast.field)
+                && is_text(&cast.expr.get_type(input)?)
+                && !cast
+                    .expr
+                    .to_field(input)
+                    .is_ok_and(|(_, f)| crate::pg::uuid::is_uuid(&f)) =>
+        {
+            Ok(Transformed::yes(crate::pg::uuid::cast_text(cast)))
+        }
         Expr::Cast(cast) if let Some(n) = crate::pg::character::varying_length(&cast.field) => {
             crate::pg::character::cast_varying(cast, n)
         }

@@ -676,6 +676,7 @@ fn pg_attribute_type(t: &SqlType) -> (i32, i32, i16) {
         SqlType::Bytea => (17, -1, -1),
         SqlType::Jsonb => (3802, -1, -1),
         SqlType::Json => (114, -1, -1),
+        SqlType::Uuid => (2950, -1, 16),
         SqlType::Array(_) => {
             let (element, typmod, _) = pg_attribute_type(t.element());
             (array_oid(element), typmod, -1)

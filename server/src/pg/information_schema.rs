@@ -393,6 +393,7 @@ fn information_schema_type(t: &SqlType) -> (&'static str, &'static str) {
         SqlType::Bytea => ("bytea", "bytea"),
         SqlType::Jsonb => ("jsonb", "jsonb"),
         SqlType::Json => ("json", "json"),
+        SqlType::Uuid => ("uuid", "uuid"),
         SqlType::Array(_) => {
             let udt = match t.element() {
                 SqlType::Boolean => "_bool",
@@ -413,6 +414,7 @@ fn information_schema_type(t: &SqlType) -> (&'static str, &'static str) {
                 SqlType::Bytea => "_bytea",
                 SqlType::Jsonb => "_jsonb",
                 SqlType::Json => "_json",
+                SqlType::Uuid => "_uuid",
                 // `element` goes through every dimension.
                 SqlType::Array(_) => "_text",
             };

@@ -223,6 +223,7 @@ impl ExprPlanner for JsonOperators {
         if let Some(planned) = jsonb_operator(&expr, schema) {
             return Ok(PlannerResult::Planned(planned));
         }
+        let expr = super::uuid::typed_literals(expr, schema);
         let json_text = matches!(
             expr.left.get_type(schema),
             Ok(DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
@@ -434,6 +435,7 @@ impl<T: TypePlanner> TypePlanner for JsonTypes<T> {
             // Named, so that a cast takes the declared type rather than its operand's metadata.
             SqlType::JSON => Ok(Some(Arc::new(declared("json")))),
             SqlType::JSONB => Ok(Some(Arc::new(declared("jsonb")))),
+            SqlType::Uuid => Ok(Some(Arc::new(super::uuid::field("uuid")))),
             // `bpchar` without a length keeps its value's blanks (see `super::literals`).
             SqlType::Custom(name, args)
                 if args.is_empty()

@@ -40,6 +40,7 @@ pub mod to_char;
 pub mod to_date;
 pub mod to_number;
 pub mod typing;
+pub mod uuid;
 pub mod wire_types;
 
 use std::sync::{Arc, LazyLock};

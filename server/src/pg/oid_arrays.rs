@@ -56,19 +56,47 @@ fn is_oid_array(t: &ast::DataType) -> bool {
 pub type Decoded = (Portal<()>, HashMap<usize, ScalarValue>);
 
 /// The `oid[]` parameters of `portal` (per [`parameter_types`]), decoded into lists of Int32 (the
-/// catalogs' OID type), and the portal without them, for `arrow-pg` to decode the others: `None`
-/// when it has none.
+/// catalogs' OID type), and its `uuid` ones (16 bytes in binary) into `uuid`'s text form, and the
+/// portal without them, for `arrow-pg` to decode the others: `None` when it has none.
 pub fn decode<S: Clone>(
     portal: &Portal<S>,
     types: &[Option<Type>],
 ) -> PgWireResult<Option<Decoded>> {
-    if !types.iter().any(|t| t.as_ref() == Some(&Type::OID_ARRAY)) {
+    if !types
+        .iter()
+        .any(|t| matches!(t.as_ref(), Some(&Type::OID_ARRAY | &Type::UUID)))
+    {
         return Ok(None);
     }
     let mut decoded = HashMap::new();
     let mut parameters = portal.parameters.clone();
     let mut hints = portal.statement.parameter_types.clone();
     for (i, t) in types.iter().enumerate() {
+        if t.as_ref() == Some(&Type::UUID) {
+            // A `uuid`: 16 bytes in binary, text in Postgres' input form; kept in its text form.
+            let Some(raw) = portal.parameters.get(i) else {
+                continue;
+            };
+            let value = match raw {
+                None => None,
+                Some(bytes) if portal.parameter_format.is_binary(i) => Some(
+                    rivulet_planner::uuid::from_bytes(bytes)
+                        .ok_or_else(|| invalid_uuid(&format!("{} bytes", bytes.len())))?,
+                ),
+                Some(bytes) => {
+                    let text = String::from_utf8_lossy(bytes);
+                    Some(rivulet_planner::uuid::parse(&text).ok_or_else(|| invalid_uuid(&text))?)
+                }
+            };
+            decoded.insert(i, ScalarValue::Utf8(value));
+            if let Some(p) = parameters.get_mut(i) {
+                *p = None;
+            }
+            if let Some(h) = hints.get_mut(i) {
+                *h = None;
+            }
+            continue;
+        }
         if t.as_ref() != Some(&Type::OID_ARRAY) {
             continue;
         }
@@ -101,6 +129,15 @@ pub fn decode<S: Clone>(
     rest.parameter_format = portal.parameter_format.clone();
     rest.parameters = parameters;
     Ok(Some((rest, decoded)))
+}
+
+/// Postgres' error for a `uuid` parameter that is none.
+fn invalid_uuid(text: &str) -> pgwire::error::PgWireError {
+    pgwire::error::PgWireError::UserError(Box::new(pgwire::error::ErrorInfo::new(
+        "ERROR".to_string(),
+        crate::error::sqlstate::INVALID_TEXT_REPRESENTATION.to_string(),
+        format!("invalid input syntax for type uuid: \"{text}\""),
+    )))
 }
 
 /// `schema` with its `int4[]` columns marked as `oid[]` when `stmt` reads the system catalogs.

@@ -10,6 +10,7 @@
 //! | `name`     | string | the text    | the text                            |
 //! | `character varying` | string | the text | the text                     |
 //! | `jsonb`    | string | the text    | version byte 1, then the text       |
+//! | `uuid`     | string | the text    | its 16 bytes                        |
 //! | `json`     | string | the text    | the text                            |
 //! | `character`| string | padded to n | padded to n ([`padded`])            |
 //! | `"char"`   | string | the text    | its first byte (0 if empty)         |
@@ -62,6 +63,7 @@ const NAMES: &[(Type, &str)] = &[
     (Type::INTERVAL, "interval"),
     (Type::JSON, "json"),
     (Type::JSONB, "jsonb"),
+    (Type::UUID, "uuid"),
     (Type::OID, "oid"),
     (Type::REGCLASS, "regclass"),
     (Type::REGTYPE, "regtype"),
@@ -212,6 +214,7 @@ pub fn declared(field: &Field) -> Option<Type> {
         "character varying" => Some(Type::VARCHAR),
         "jsonb" => Some(Type::JSONB),
         "json" => Some(Type::JSON),
+        "uuid" => Some(Type::UUID),
         "character" => Some(Type::BPCHAR),
         "\"char\"" => Some(Type::CHAR),
         _ => None,
@@ -273,7 +276,7 @@ pub fn encode(
     format: FieldFormat,
 ) -> Option<PgWireResult<()>> {
     if format == FieldFormat::Text
-        || !matches!(*t, Type::REGTYPE | Type::JSONB | Type::CHAR)
+        || !matches!(*t, Type::REGTYPE | Type::JSONB | Type::CHAR | Type::UUID)
         || !array.data_type().is_string()
     {
         return None;
@@ -281,6 +284,10 @@ pub fn encode(
     let text = text_at(array, row);
     Some(if *t == Type::REGTYPE {
         encoder.encode_field(&text.map(|name| OIDS.get(name).copied().unwrap_or(0)))
+    } else if *t == Type::UUID {
+        // Its 16 bytes.
+        let bytes = text.and_then(rivulet_planner::uuid::bytes);
+        encoder.encode_field(&bytes.as_ref().map(|b| b.as_slice()))
     } else if *t == Type::CHAR {
         // One byte, 0 for an empty code (`attidentity` of a column that is no identity).
         encoder.encode_field(&text.map(|c| c.bytes().next().unwrap_or(0) as i8))

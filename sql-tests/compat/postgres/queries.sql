@@ -14,6 +14,8 @@ CREATE TABLE tb (id int, b bpchar, c char)
 INSERT INTO tb VALUES (1, 'ab  ', 'x'), (2, 'ab', 'y ')
 CREATE TABLE big (x numeric(38,0))
 INSERT INTO big VALUES (99999999999999999999999999999999999999), (99999999999999999999999999999999999999)
+CREATE TABLE tu (id uuid, n int)
+INSERT INTO tu VALUES ('A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11', 1), ('{b0eebc999c0b4ef8bb6d6bb9bd380a12}', 2), (NULL, 3)
 -- queries
 -- Literals and their types.
 SELECT 1
@@ -186,3 +188,11 @@ SELECT id, (SELECT v FROM t t2 WHERE t2.id = t.id + 1) AS nxt, (SELECT j FROM tj
 SELECT id, (SELECT x.v FROM t x WHERE x.id = t.id ORDER BY x.ts DESC LIMIT 1) AS last FROM t ORDER BY id
 SELECT (SELECT id FROM t WHERE id > 1)
 SELECT id, (SELECT id FROM tb WHERE tb.id >= t.id) FROM t
+-- uuid: text and binary forms, input forms, comparisons with literals, errors.
+SELECT id, n FROM tu ORDER BY n
+SELECT n FROM tu WHERE id = 'B0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A12'
+SELECT 'a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11'::uuid, pg_typeof('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid)
+SELECT 'nope'::uuid
+INSERT INTO tu VALUES ('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1', 4)
+SELECT length(gen_random_uuid()::text), substr(gen_random_uuid()::text, 15, 1)
+SELECT column_name, data_type, udt_name FROM information_schema.columns WHERE table_name = 'tu' ORDER BY ordinal_position

@@ -333,6 +333,27 @@ async def _():
         await conn.close()
 
 
+@check("asyncpg and psycopg: a UUID column, binary on the wire both ways, as uuid.UUID")
+async def _():
+    import uuid
+
+    key = uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+    conn = await asyncpg.connect(URL)
+    try:
+        await conn.execute("CREATE TABLE accounts (id UUID PRIMARY KEY, n INT)")
+        await conn.execute("INSERT INTO accounts VALUES ($1, $2)", key, 1)
+        row = await conn.fetchrow("SELECT id, n FROM accounts WHERE id = $1", key)
+        expect((uuid.UUID(str(row["id"])), row["n"]), (key, 1))
+        fresh = await conn.fetchval("SELECT gen_random_uuid()")
+        expect(fresh.version, 4)
+    finally:
+        await conn.close()
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        expect(conn.execute("SELECT n FROM accounts WHERE id = %s", (key,)).fetchall(), [(1,)])
+        expect(conn.cursor(binary=True).execute("SELECT id FROM accounts").fetchall(), [(key,)])
+        conn.execute("DROP TABLE accounts")
+
+
 # --- SQLAlchemy 2.x ---------------------------------------------------------------------------------
 import sqlalchemy_checks  # noqa: E402
 
