@@ -51,6 +51,7 @@ pub fn statement(parsed: Parsed) -> Parsed {
         super::similar::rewrite(stmt);
         root_operators(stmt);
         fetch_first(stmt);
+        update_assignments(stmt);
         user_keyword(stmt);
         super::set_returning::series_rows(stmt);
         generate_subscripts(stmt);
@@ -60,6 +61,38 @@ pub fn statement(parsed: Parsed) -> Parsed {
         super::set_returning::rewrite(stmt);
     }
     parsed
+}
+
+/// UPDATE's `SET (a, b) = (x, y)` as `SET a = x, b = y`, and `SET a = DEFAULT` as NULL (a
+/// column's default: Rivulet's columns declare none).
+fn update_assignments(stmt: &mut ast::Statement) {
+    let ast::Statement::Update(update) = stmt else {
+        return;
+    };
+    let mut assignments = Vec::with_capacity(update.assignments.len());
+    for assignment in std::mem::take(&mut update.assignments) {
+        match (assignment.target, assignment.value) {
+            (ast::AssignmentTarget::Tuple(columns), ast::Expr::Tuple(values))
+                if columns.len() == values.len() =>
+            {
+                for (column, value) in columns.into_iter().zip(values) {
+                    assignments.push(ast::Assignment {
+                        target: ast::AssignmentTarget::ColumnName(column),
+                        value,
+                    });
+                }
+            }
+            (target, value) => assignments.push(ast::Assignment { target, value }),
+        }
+    }
+    for assignment in &mut assignments {
+        if matches!(&assignment.value, ast::Expr::Identifier(i)
+            if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
+        {
+            assignment.value = ast::Expr::Value(ast::Value::Null.with_empty_span());
+        }
+    }
+    update.assignments = assignments;
 }
 
 /// `FETCH FIRST n ROWS ONLY` (the standard's LIMIT, which JDBC tools write) as `LIMIT n`; without
