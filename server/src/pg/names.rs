@@ -132,9 +132,17 @@ fn figure(expr: &Expr) -> Option<String> {
                 .map(|i| i.value.trim_start_matches("rivulet_").to_string())
         }),
         Expr::Function(f) => f.name.0.last().and_then(|p| p.as_ident()).map(alias_name),
+        // Named after what is cast, else after the outermost type (`'..'::uuid::text` is `text`).
         Expr::Cast {
             expr, data_type, ..
-        } => figure(expr).or_else(|| Some(type_name(data_type))),
+        } => {
+            let mut inner = expr.as_ref();
+            while let Expr::Cast { expr, .. } | Expr::Nested(expr) = inner {
+                inner = expr.as_ref();
+            }
+            figure(inner).or_else(|| Some(type_name(data_type)))
+        }
+        Expr::AtTimeZone { .. } => Some("timezone".into()),
         Expr::Nested(inner) => figure(inner),
         Expr::Case { .. } => Some("case".into()),
         Expr::Exists { .. } => Some("exists".into()),
@@ -142,6 +150,9 @@ fn figure(expr: &Expr) -> Option<String> {
         Expr::Subquery(q) => subquery_name(q),
         Expr::Extract { .. } => Some("extract".into()),
         Expr::Position { .. } => Some("position".into()),
+        Expr::Substring {
+            shorthand: true, ..
+        } => Some("substr".into()),
         Expr::Substring { .. } => Some("substring".into()),
         Expr::Trim { .. } => Some("btrim".into()),
         Expr::Ceil { .. } => Some("ceil".into()),
@@ -263,6 +274,19 @@ mod tests {
             named("SELECT count(*), t.a, a::text, 1, 'x'::text, (SELECT max(b) FROM u) FROM t"),
             "SELECT count(*) AS \"count\", t.a, a::TEXT AS \"a#2\", 1 AS \"?column?\", \
              'x'::TEXT AS \"text\", (SELECT max(b) AS \"max\" FROM u) AS \"max\" FROM t"
+        );
+    }
+
+    /// Postgres 18's names.
+    #[test]
+    fn casts_substr_and_time_zones_as_postgres() {
+        assert_eq!(
+            named(
+                "SELECT substr(a, 2), b AT TIME ZONE 'UTC', 'x'::uuid::text, 1::int::text, \
+                 a::int::text FROM t"
+            ),
+            "SELECT SUBSTR(a, 2) AS \"substr\", b AT TIME ZONE 'UTC' AS \"timezone\", \
+             'x'::UUID::TEXT AS \"text\", 1::INT::TEXT AS \"text#3\", a::INT::TEXT AS \"a\" FROM t"
         );
     }
 
