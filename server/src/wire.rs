@@ -769,7 +769,25 @@ async fn describe(session: &mut Session, parsed: Parsed, sql: &str) -> Result<Pr
         }
         S::Query(_) | S::Explain { .. } | S::Insert(_) | S::Update(_) | S::Delete(_) => {
             let ctx = session.context()?.clone();
-            let stmt = session.spell_out_columns(stmt)?;
+            // An INSERT's RETURNING list: planned apart; its columns are the result's.
+            let (stmt, returning) = match stmt.as_ref() {
+                S::Insert(insert) if insert.returning.is_some() => {
+                    let mut without = insert.clone();
+                    let items = without.returning.take().unwrap_or_default();
+                    without.table_alias = None;
+                    let alias = insert.table_alias.as_ref().map(|a| a.alias.clone());
+                    (
+                        std::borrow::Cow::Owned(S::Insert(without)),
+                        Some((items, insert.table.clone(), alias)),
+                    )
+                }
+                stmt => (std::borrow::Cow::Borrowed(stmt), None),
+            };
+            if let Some((items, target, alias)) = &returning {
+                let plan = crate::exec::returning_plan(&ctx, items, target, alias.as_ref()).await?;
+                prepared.result = Some(Arc::new(plan.schema().as_arrow().clone()));
+            }
+            let stmt = session.spell_out_columns(stmt.as_ref())?;
             let plan = plan_query(&ctx, &stmt).await?;
             session.check_planned_assignments(&plan, &stmt)?;
             crate::pg::regclass::resolve_constants(&ctx, &plan).await?;

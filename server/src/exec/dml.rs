@@ -256,9 +256,26 @@ impl Session {
         {
             return self.insert_into_sink(&table, insert).await;
         }
-        let stmt = self.spell_out_columns(stmt)?;
+        // RETURNING: planned as a query over the rows written, after they are.
+        let (stmt, returning) = match stmt {
+            ast::Statement::Insert(insert) if insert.returning.is_some() => {
+                let mut without = insert.clone();
+                let items = without.returning.take();
+                // The table's alias names it in RETURNING only.
+                without.table_alias = None;
+                (
+                    std::borrow::Cow::Owned(ast::Statement::Insert(without)),
+                    items.map(|items| {
+                        let alias = insert.table_alias.as_ref().map(|a| a.alias.clone());
+                        (items, insert.table.clone(), alias)
+                    }),
+                )
+            }
+            stmt => (std::borrow::Cow::Borrowed(stmt), None),
+        };
+        let stmt = self.spell_out_columns(stmt.as_ref())?;
         let stmt = stmt.as_ref();
-        if let (None, ast::Statement::Insert(insert)) = (params, stmt)
+        if let (None, None, ast::Statement::Insert(insert)) = (params, &returning, stmt)
             && let Some(name) = super::values::values_target(insert)
             && let Ok(table) = self.resolve_table(name)
         {
@@ -282,8 +299,74 @@ impl Session {
             .interrupt
             .run(async { Ok(df.collect().await?) })
             .await?;
-        let n = self.insert_rows(&table.store, batches).await?;
-        Ok(Outcome::Command(format!("INSERT 0 {n}")))
+        let Some((items, target, alias)) = returning else {
+            let n = self.insert_rows(&table.store, batches).await?;
+            return Ok(Outcome::Command(format!("INSERT 0 {n}")));
+        };
+        // The rows as stored (a `uuid` or `jsonb` in its form, `char(n)` without its blanks).
+        let stored = match rivulet_planner::lengths::check(&table.def) {
+            Some(check) => batches
+                .iter()
+                .map(|b| check.check(b.clone()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(SqlError::from)?,
+            None => batches.clone(),
+        };
+        self.insert_rows(&table.store, batches).await?;
+        let (schema, rows) = self
+            .returning(&ctx, &items, &target, alias.as_ref(), &table, stored)
+            .await?;
+        Ok(Outcome::Rows {
+            schema,
+            batches: rows,
+            tag: "INSERT 0",
+        })
+    }
+
+    /// `RETURNING items` of an INSERT into `target` (as `alias`), over `written`, the rows it
+    /// wrote: the query `SELECT items FROM target [AS alias]` with the table's scan reading them.
+    async fn returning(
+        &mut self,
+        ctx: &datafusion::prelude::SessionContext,
+        items: &[ast::SelectItem],
+        target: &ast::TableObject,
+        alias: Option<&ast::Ident>,
+        table: &TableEntry,
+        written: Vec<RecordBatch>,
+    ) -> Result<(datafusion::arrow::datatypes::SchemaRef, Vec<RecordBatch>), SqlError> {
+        let plan = returning_plan(ctx, items, target, alias).await?;
+        let schema = Arc::clone(table.store.schema());
+        let written = written
+            .into_iter()
+            .map(|b| RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(SqlError::from_arrow)?;
+        let source = datafusion::datasource::provider_as_source(Arc::new(
+            datafusion::datasource::MemTable::try_new(schema, vec![written])?,
+        ));
+        let plan = plan
+            .transform_up(|node| match node {
+                LogicalPlan::TableScan(scan) => {
+                    let scan = datafusion::logical_expr::logical_plan::TableScanBuilder::new(
+                        scan.table_name,
+                        Arc::clone(&source),
+                    )
+                    .with_projection(scan.projection)
+                    .with_filters(scan.filters)
+                    .with_fetch(scan.fetch)
+                    .build()?;
+                    Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+                }
+                node => Ok(Transformed::no(node)),
+            })?
+            .data;
+        let df = ctx.execute_logical_plan(plan).await?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let rows = self
+            .interrupt
+            .run(async { Ok(df.collect().await?) })
+            .await?;
+        Ok((schema, rows))
     }
 
     /// Inserts `batches` into `store`: committed at once, or staged inside a transaction block.
@@ -604,4 +687,26 @@ fn has_subquery(e: &Expr) -> bool {
         ))
     })
     .unwrap_or(true)
+}
+
+/// The query `SELECT items FROM target [AS alias]`, planned as a query is (Postgres' names and
+/// types): an INSERT's RETURNING list over the table's rows. Describe tells its columns.
+pub async fn returning_plan(
+    ctx: &datafusion::prelude::SessionContext,
+    items: &[ast::SelectItem],
+    target: &ast::TableObject,
+    alias: Option<&ast::Ident>,
+) -> Result<LogicalPlan, SqlError> {
+    let items: Vec<String> = items.iter().map(ToString::to_string).collect();
+    let alias = alias.map(|a| format!(" AS {a}")).unwrap_or_default();
+    let sql = format!("SELECT {} FROM {target}{alias}", items.join(", "));
+    let parsed = rivulet_planner::parse::parse_sql(&sql)?;
+    let Some(parsed) = parsed.into_iter().next() else {
+        return Err(SqlError::internal("a RETURNING list did not parse"));
+    };
+    let parsed = crate::pg::rewrite::statement(parsed);
+    let rivulet_planner::parse::Statement::Sql { stmt, .. } = &parsed.statement else {
+        return Err(SqlError::internal("a RETURNING list is no query"));
+    };
+    plan_query(ctx, stmt).await
 }
