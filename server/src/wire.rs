@@ -770,21 +770,9 @@ async fn describe(session: &mut Session, parsed: Parsed, sql: &str) -> Result<Pr
         S::Query(_) | S::Explain { .. } | S::Insert(_) | S::Update(_) | S::Delete(_) => {
             let ctx = session.context()?.clone();
             // An INSERT's RETURNING list: planned apart; its columns are the result's.
-            let (stmt, returning) = match stmt.as_ref() {
-                S::Insert(insert) if insert.returning.is_some() => {
-                    let mut without = insert.clone();
-                    let items = without.returning.take().unwrap_or_default();
-                    without.table_alias = None;
-                    let alias = insert.table_alias.as_ref().map(|a| a.alias.clone());
-                    (
-                        std::borrow::Cow::Owned(S::Insert(without)),
-                        Some((items, insert.table.clone(), alias)),
-                    )
-                }
-                stmt => (std::borrow::Cow::Borrowed(stmt), None),
-            };
-            if let Some((items, target, alias)) = &returning {
-                let plan = crate::exec::returning_plan(&ctx, items, target, alias.as_ref()).await?;
+            let (stmt, returning) = crate::exec::Returning::split(stmt);
+            if let Some(returning) = &returning {
+                let plan = returning.plan(&ctx).await?;
                 prepared.result = Some(Arc::new(plan.schema().as_arrow().clone()));
             }
             let stmt = session.spell_out_columns(stmt.as_ref())?;

@@ -257,22 +257,7 @@ impl Session {
             return self.insert_into_sink(&table, insert).await;
         }
         // RETURNING: planned as a query over the rows written, after they are.
-        let (stmt, returning) = match stmt {
-            ast::Statement::Insert(insert) if insert.returning.is_some() => {
-                let mut without = insert.clone();
-                let items = without.returning.take();
-                // The table's alias names it in RETURNING only.
-                without.table_alias = None;
-                (
-                    std::borrow::Cow::Owned(ast::Statement::Insert(without)),
-                    items.map(|items| {
-                        let alias = insert.table_alias.as_ref().map(|a| a.alias.clone());
-                        (items, insert.table.clone(), alias)
-                    }),
-                )
-            }
-            stmt => (std::borrow::Cow::Borrowed(stmt), None),
-        };
+        let (stmt, returning) = Returning::split(stmt);
         let stmt = self.spell_out_columns(stmt.as_ref())?;
         let stmt = stmt.as_ref();
         if let (None, None, ast::Statement::Insert(insert)) = (params, &returning, stmt)
@@ -299,7 +284,7 @@ impl Session {
             .interrupt
             .run(async { Ok(df.collect().await?) })
             .await?;
-        let Some((items, target, alias)) = returning else {
+        let Some(returning) = returning else {
             let n = self.insert_rows(&table.store, batches).await?;
             return Ok(Outcome::Command(format!("INSERT 0 {n}")));
         };
@@ -313,9 +298,7 @@ impl Session {
             None => batches.clone(),
         };
         self.insert_rows(&table.store, batches).await?;
-        let (schema, rows) = self
-            .returning(&ctx, &items, &target, alias.as_ref(), &table, stored)
-            .await?;
+        let (schema, rows) = self.returning(&ctx, &returning, &table, stored).await?;
         Ok(Outcome::Rows {
             schema,
             batches: rows,
@@ -323,18 +306,16 @@ impl Session {
         })
     }
 
-    /// `RETURNING items` of an INSERT into `target` (as `alias`), over `written`, the rows it
-    /// wrote: the query `SELECT items FROM target [AS alias]` with the table's scan reading them.
+    /// An INSERT's `returning` list over `written`, the rows it wrote: [`Returning::plan`] with
+    /// the table's scan reading them.
     async fn returning(
         &mut self,
         ctx: &datafusion::prelude::SessionContext,
-        items: &[ast::SelectItem],
-        target: &ast::TableObject,
-        alias: Option<&ast::Ident>,
+        returning: &Returning,
         table: &TableEntry,
         written: Vec<RecordBatch>,
     ) -> Result<(datafusion::arrow::datatypes::SchemaRef, Vec<RecordBatch>), SqlError> {
-        let plan = returning_plan(ctx, items, target, alias).await?;
+        let plan = returning.plan(ctx).await?;
         let schema = Arc::clone(table.store.schema());
         let written = written
             .into_iter()
@@ -689,24 +670,58 @@ fn has_subquery(e: &Expr) -> bool {
     .unwrap_or(true)
 }
 
-/// The query `SELECT items FROM target [AS alias]`, planned as a query is (Postgres' names and
-/// types): an INSERT's RETURNING list over the table's rows. Describe tells its columns.
-pub async fn returning_plan(
-    ctx: &datafusion::prelude::SessionContext,
-    items: &[ast::SelectItem],
-    target: &ast::TableObject,
-    alias: Option<&ast::Ident>,
-) -> Result<LogicalPlan, SqlError> {
-    let items: Vec<String> = items.iter().map(ToString::to_string).collect();
-    let alias = alias.map(|a| format!(" AS {a}")).unwrap_or_default();
-    let sql = format!("SELECT {} FROM {target}{alias}", items.join(", "));
-    let parsed = rivulet_planner::parse::parse_sql(&sql)?;
-    let Some(parsed) = parsed.into_iter().next() else {
-        return Err(SqlError::internal("a RETURNING list did not parse"));
-    };
-    let parsed = crate::pg::rewrite::statement(parsed);
-    let rivulet_planner::parse::Statement::Sql { stmt, .. } = &parsed.statement else {
-        return Err(SqlError::internal("a RETURNING list is no query"));
-    };
-    plan_query(ctx, stmt).await
+/// An INSERT's RETURNING list, and the table it names.
+pub struct Returning {
+    items: Vec<ast::SelectItem>,
+    target: ast::TableObject,
+    alias: Option<ast::Ident>,
+}
+
+impl Returning {
+    /// `stmt` without its RETURNING list (and the table's alias, which names it there only), and
+    /// the list; `stmt` itself if it has none.
+    pub fn split(stmt: &ast::Statement) -> (std::borrow::Cow<'_, ast::Statement>, Option<Self>) {
+        let ast::Statement::Insert(insert) = stmt else {
+            return (std::borrow::Cow::Borrowed(stmt), None);
+        };
+        let Some(items) = insert.returning.clone() else {
+            return (std::borrow::Cow::Borrowed(stmt), None);
+        };
+        let mut without = insert.clone();
+        without.returning = None;
+        without.table_alias = None;
+        let returning = Returning {
+            items,
+            target: insert.table.clone(),
+            alias: insert.table_alias.as_ref().map(|a| a.alias.clone()),
+        };
+        (
+            std::borrow::Cow::Owned(ast::Statement::Insert(without)),
+            Some(returning),
+        )
+    }
+
+    /// The query `SELECT items FROM target [AS alias]`, planned as a query is (Postgres' names
+    /// and types): the list over the table's rows. Describe tells its columns.
+    pub async fn plan(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+    ) -> Result<LogicalPlan, SqlError> {
+        let items: Vec<String> = self.items.iter().map(ToString::to_string).collect();
+        let alias = self
+            .alias
+            .as_ref()
+            .map(|a| format!(" AS {a}"))
+            .unwrap_or_default();
+        let sql = format!("SELECT {} FROM {}{alias}", items.join(", "), self.target);
+        let parsed = rivulet_planner::parse::parse_sql(&sql)?;
+        let Some(parsed) = parsed.into_iter().next() else {
+            return Err(SqlError::internal("a RETURNING list did not parse"));
+        };
+        let parsed = crate::pg::rewrite::statement(parsed);
+        let rivulet_planner::parse::Statement::Sql { stmt, .. } = &parsed.statement else {
+            return Err(SqlError::internal("a RETURNING list is no query"));
+        };
+        plan_query(ctx, stmt).await
+    }
 }

@@ -33,7 +33,7 @@ use crate::copy::{CopyFormat, CopyIn};
 use crate::error::{SqlError, sqlstate};
 use crate::session::{Session, TxState};
 
-pub use dml::returning_plan;
+pub use dml::Returning;
 pub use query::{plan_continuous, plan_query};
 pub use settings::checked as checked_setting;
 pub use transaction::Staged;

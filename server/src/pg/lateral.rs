@@ -548,9 +548,10 @@ fn realiased(a: &SubqueryAlias, input: LogicalPlan, domain: &Domain) -> Result<L
     for i in 0..aliased.schema().fields().len() {
         let (q, f) = aliased.schema().qualified_field(i);
         let column = Expr::Column(Column::new(q.cloned(), f.name()));
-        exprs.push(match domain.columns.get(i.wrapping_sub(own)) {
-            Some(d) if i >= own => column.alias_qualified(d.relation.clone(), d.name.clone()),
-            _ => column,
+        let domain_column = i.checked_sub(own).and_then(|d| domain.columns.get(d));
+        exprs.push(match domain_column {
+            Some(d) => column.alias_qualified(d.relation.clone(), d.name.clone()),
+            None => column,
         });
     }
     LogicalPlanBuilder::from(aliased).project(exprs)?.build()
