@@ -10,11 +10,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use datafusion::sql::sqlparser::ast::{
-    self, ColumnOption, CreateTable, CreateTableOptions, Expr, SqlOption, TableConstraint, Value,
+    self, ColumnOption, CreateTable, CreateTableOptions, Expr, GeneratedAs, SqlOption,
+    TableConstraint, Value,
 };
 
-use crate::catalog::{ColumnDef, ComputedDef, TableDef, WatermarkDef};
+use crate::catalog::{ColumnDef, ComputedDef, Identity, TableDef, WatermarkDef};
 use crate::parse::WatermarkClause;
+use crate::sequence;
 use crate::types::SqlType;
 use crate::{PlanError, Result};
 
@@ -36,22 +38,82 @@ pub fn table_def(
         if columns.iter().any(|c| c.name == col_name) {
             return Err(PlanError::DuplicateColumn(col_name));
         }
-        let sql_type = SqlType::from_ast(&col.data_type)?;
-        let mut nullable = true;
+        let serial = serial_type(&col.data_type);
+        let sql_type = match &serial {
+            Some(t) => t.clone(),
+            None => SqlType::from_ast(&col.data_type)?,
+        };
+        let mut column = ColumnDef::new(col_name, sql_type, serial.is_none());
+        if serial.is_some() {
+            let sequence = sequence::owned_name(name, &column.name);
+            column.default = Some(format!("nextval('{sequence}')"));
+            column.sequence = Some(sequence::sequence_def(
+                &sequence,
+                column.sql_type.clone(),
+                &[],
+            )?);
+        }
         for opt in &col.options {
             match &opt.option {
-                ColumnOption::NotNull => nullable = false,
-                ColumnOption::Null => nullable = true,
+                ColumnOption::NotNull => column.nullable = false,
+                ColumnOption::Null => column.nullable = true,
                 ColumnOption::PrimaryKey(_) => {
                     if !primary_key.is_empty() {
                         return Err(PlanError::MultiplePrimaryKeys(name.to_string()));
                     }
                     primary_key.push(columns.len());
                 }
+                ColumnOption::Default(e) => {
+                    if column.default.is_some() {
+                        return Err(twice("multiple default values", &column.name, name));
+                    }
+                    if column.identity.is_some() {
+                        return Err(twice("both default and identity", &column.name, name));
+                    }
+                    column.default = Some(e.to_string());
+                }
+                ColumnOption::Generated {
+                    generated_as: how @ (GeneratedAs::Always | GeneratedAs::ByDefault),
+                    sequence_options,
+                    generation_expr: None,
+                    ..
+                } => {
+                    if column.identity.is_some() {
+                        return Err(twice(
+                            "multiple identity specifications",
+                            &column.name,
+                            name,
+                        ));
+                    }
+                    if column.default.is_some() {
+                        return Err(twice("both default and identity", &column.name, name));
+                    }
+                    if !matches!(
+                        column.sql_type,
+                        SqlType::SmallInt | SqlType::Int | SqlType::BigInt
+                    ) {
+                        return Err(PlanError::InvalidParameter(
+                            "identity column type must be smallint, integer, or bigint".into(),
+                        ));
+                    }
+                    let sequence = sequence::owned_name(name, &column.name);
+                    let options = sequence_options.as_deref().unwrap_or_default();
+                    column.sequence = Some(sequence::sequence_def(
+                        &sequence,
+                        column.sql_type.clone(),
+                        options,
+                    )?);
+                    column.identity = Some(match how {
+                        GeneratedAs::Always => Identity::Always,
+                        _ => Identity::ByDefault,
+                    });
+                    // Postgres' identity columns are NOT NULL.
+                    column.nullable = false;
+                }
                 other => return Err(PlanError::Unsupported(format!("column option {other}"))),
             }
         }
-        columns.push(ColumnDef::new(col_name, sql_type, nullable));
+        columns.push(column);
     }
     for constraint in &create.constraints {
         match constraint {
@@ -132,6 +194,32 @@ pub fn table_def(
         computed: computed_defs,
         plain_view: None,
     })
+}
+
+/// The integer type of Postgres' `smallserial`, `serial` and `bigserial` (and their `serial2`,
+/// `serial4`, `serial8` spellings): a NOT NULL column drawing its default from a sequence.
+fn serial_type(t: &ast::DataType) -> Option<SqlType> {
+    let ast::DataType::Custom(name, args) = t else {
+        return None;
+    };
+    if !args.is_empty() {
+        return None;
+    }
+    match name.to_string().to_ascii_lowercase().as_str() {
+        "smallserial" | "serial2" => Some(SqlType::SmallInt),
+        "serial" | "serial4" => Some(SqlType::Int),
+        "bigserial" | "serial8" => Some(SqlType::BigInt),
+        _ => None,
+    }
+}
+
+/// Postgres' 42601 for a column given two defaults, or a default and an identity.
+fn twice(what: &str, column: &str, table: &str) -> PlanError {
+    PlanError::Syntax {
+        message: format!("{what} specified for column \"{column}\" of table \"{table}\""),
+        detail: None,
+        position: None,
+    }
 }
 
 /// Parses a Flink duration: a number with an optional unit (ms, s, min, h, d and their long forms).
@@ -320,6 +408,23 @@ mod tests {
     }
 
     #[test]
+    fn serial_and_identity_columns_own_a_sequence() {
+        let t = def("CREATE TABLE t (id BIGSERIAL, n INT GENERATED ALWAYS AS IDENTITY (START 5), s TEXT DEFAULT 'x')")
+            .unwrap();
+        let (id, n, s) = (&t.columns[0], &t.columns[1], &t.columns[2]);
+        assert_eq!(id.sql_type, SqlType::BigInt);
+        assert!(!id.nullable && !n.nullable && s.nullable);
+        assert_eq!(id.default.as_deref(), Some("nextval('t_id_seq')"));
+        assert_eq!(id.sequence.as_ref().map(|q| q.max), Some(i64::MAX));
+        assert_eq!(n.identity, Some(Identity::Always));
+        assert_eq!(
+            n.sequence.as_ref().map(|q| (q.name.as_str(), q.start)),
+            Some(("t_n_seq", 5))
+        );
+        assert_eq!(s.default.as_deref(), Some("'x'"));
+    }
+
+    #[test]
     fn refusals_name_the_construct() {
         assert_eq!(
             def("CREATE TABLE t (a INT, a INT)")
@@ -334,10 +439,16 @@ mod tests {
             "multiple primary keys for table \"t\" are not allowed"
         );
         assert!(
-            def("CREATE TABLE t (a INT DEFAULT 1)")
+            def("CREATE TABLE t (a INT CHECK (a > 0))")
                 .unwrap_err()
                 .to_string()
-                .contains("DEFAULT 1")
+                .contains("CHECK (a > 0)")
+        );
+        assert_eq!(
+            def("CREATE TABLE t (a SERIAL DEFAULT 1)")
+                .unwrap_err()
+                .to_string(),
+            "multiple default values specified for column \"a\" of table \"t\""
         );
         assert_eq!(
             def("CREATE TABLE t (a INT, PRIMARY KEY (b))")

@@ -32,6 +32,7 @@ pub mod recognize;
 pub mod recursive;
 /// Savepoints of streaming jobs: `ALTER ... SAVEPOINT TO`, `CREATE ... FROM SAVEPOINT`, ...
 pub mod savepoint;
+pub mod sequence;
 /// Session windows: `SESSION(t, ts, gap)` as SQL window functions.
 pub mod session;
 /// RisingWave's `SESSION WITH GAP` window frame, as the session window functions.

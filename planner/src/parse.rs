@@ -286,6 +286,7 @@ fn parse_one(
         }
         quote_dotted_options(&mut tokens);
     }
+    crate::sequence::order_options(&mut tokens);
     let emit_on_window_close = take_emit_on_window_close(&mut tokens);
     flink_windows(&mut tokens);
     let system_time = crate::temporal::take(&mut tokens);
@@ -1003,7 +1004,8 @@ fn take_computed(sql: &str, tokens: &mut Vec<TokenWithSpan>) -> Result<Vec<Compu
             {
                 return None;
             }
-            // `AS` outside parentheses, not Postgres' `GENERATED ALWAYS AS (...)`.
+            // `AS` outside parentheses, not Postgres' `GENERATED ALWAYS AS (...)` nor
+            // `GENERATED { ALWAYS | BY DEFAULT } AS IDENTITY`.
             let mut depth = 0usize;
             let mut as_at = None;
             for (n, &j) in words.iter().enumerate() {
@@ -1011,7 +1013,10 @@ fn take_computed(sql: &str, tokens: &mut Vec<TokenWithSpan>) -> Result<Vec<Compu
                     Token::LParen => depth += 1,
                     Token::RParen => depth = depth.saturating_sub(1),
                     _ if depth == 0 && n > 0 && is_word(&tokens[j], Keyword::AS) => {
-                        let after_always = is_word(&tokens[words[n - 1]], Keyword::ALWAYS);
+                        let after_always = is_word(&tokens[words[n - 1]], Keyword::ALWAYS)
+                            || is_word(&tokens[words[n - 1]], Keyword::DEFAULT)
+                                && (words.get(n + 1))
+                                    .is_some_and(|&k| is_word(&tokens[k], Keyword::IDENTITY));
                         if !after_always {
                             as_at = Some(n);
                         }

@@ -4,8 +4,11 @@
 //! [`TableDef`] as JSON; `C i` the server's identity (random, made at the first start, copied
 //! by a backup: savepoints name the server whose change-log positions they hold); `C s <path>`
 //! one savepoint this server wrote (see `savepoints.rs`); `C u <db> 0x00 <name>` one
-//! [`SubscriptionDef`] as JSON (a subscription goes with its relation and its database). Every DDL statement is one synced write batch, so the catalog and the table
-//! data it points at change together. The in-memory copy is authoritative for readers and is only
+//! [`SubscriptionDef`] as JSON (a subscription goes with its relation and its database); `C q <db>
+//! 0x00 <name>` one [`StandaloneSequence`] as JSON; `C v ..` a sequence's position (see
+//! `sequence.rs`; a `serial` column's sequence is defined in its table's definition). Every DDL
+//! statement is one synced write batch, so the catalog and the table data it points at change
+//! together. The in-memory copy is authoritative for readers and is only
 //! changed after the write succeeded.
 
 use std::collections::BTreeMap;
@@ -14,10 +17,11 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use rivulet_engine::state::{StateBatch, StateStore};
 use rivulet_engine::table::TableStore;
-use rivulet_planner::catalog::TableDef;
+use rivulet_planner::catalog::{SequenceDef, TableDef};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{SqlError, sqlstate};
+use crate::sequence::{Sequence, position_key, position_prefix};
 
 /// The database every server has and clients connect to by default.
 pub const DEFAULT_DATABASE: &str = "dev";
@@ -49,6 +53,41 @@ pub struct TableEntry {
 struct Database {
     tables: BTreeMap<String, Arc<TableEntry>>,
     subscriptions: BTreeMap<String, SubscriptionDef>,
+    /// Every sequence, `CREATE SEQUENCE`'s and the columns', by name.
+    sequences: BTreeMap<String, Arc<Sequence>>,
+}
+
+impl Database {
+    /// Whether a relation (table, view, sequence) is named `name`: they share one name space.
+    fn has_relation(&self, name: &str) -> bool {
+        self.tables.contains_key(name) || self.sequences.contains_key(name)
+    }
+}
+
+/// A `CREATE SEQUENCE`, as the catalog stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StandaloneSequence {
+    pub id: u64,
+    pub database: String,
+    pub def: SequenceDef,
+}
+
+/// The sequences `def`'s columns own, opened at their stored positions.
+fn column_sequences(store: &StateStore, def: &TableDef) -> Result<Vec<Arc<Sequence>>, SqlError> {
+    let mut out = Vec::new();
+    for (i, column) in def.columns.iter().enumerate() {
+        if let Some(sequence) = &column.sequence {
+            let key = position_key(def.id, u32::try_from(i).ok());
+            let owner = Some((def.name.clone(), column.name.clone()));
+            out.push(Arc::new(Sequence::open(
+                sequence.clone(),
+                owner,
+                store.clone(),
+                key,
+            )?));
+        }
+    }
+    Ok(out)
 }
 
 /// RisingWave's `CREATE SUBSCRIPTION`: a relation whose committed changes stay readable by
@@ -87,6 +126,10 @@ fn db_key(db: &str) -> Vec<u8> {
 
 fn table_key(db: &str, table: &str) -> Vec<u8> {
     named_key(b"Ct", db, table)
+}
+
+fn sequence_key(db: &str, name: &str) -> Vec<u8> {
+    named_key(b"Cq", db, name)
 }
 
 fn subscription_key(db: &str, name: &str) -> Vec<u8> {
@@ -160,6 +203,7 @@ impl Catalog {
             .map_err(storage_error)?;
         let defs: Vec<TableDef> = load_json(&store, b"Ct")?;
         let subscriptions: Vec<SubscriptionDef> = load_json(&store, b"Cu")?;
+        let sequences: Vec<StandaloneSequence> = load_json(&store, b"Cq")?;
         let next_id = match store.get(NEXT_ID_KEY).map_err(storage_error)? {
             Some(v) => u64::from_le_bytes(
                 v.as_slice()
@@ -182,17 +226,28 @@ impl Catalog {
             }
             crate::functions::install_computed(&table, &def)
                 .map_err(|e| corrupt(format!("table \"{}\": {}", def.name, e.message)))?;
+            let database = databases.entry(def.database.clone()).or_default();
+            for sequence in column_sequences(&store, &def)? {
+                database
+                    .sequences
+                    .insert(sequence.def.name.clone(), sequence);
+            }
+            database.tables.insert(
+                def.name.clone(),
+                Arc::new(TableEntry {
+                    def,
+                    store: Arc::new(table),
+                }),
+            );
+        }
+        for s in sequences {
+            let key = position_key(s.id, None);
+            let sequence = Sequence::open(s.def, None, store.clone(), key)?;
             databases
-                .entry(def.database.clone())
+                .entry(s.database)
                 .or_default()
-                .tables
-                .insert(
-                    def.name.clone(),
-                    Arc::new(TableEntry {
-                        def,
-                        store: Arc::new(table),
-                    }),
-                );
+                .sequences
+                .insert(sequence.def.name.clone(), Arc::new(sequence));
         }
         for def in subscriptions {
             databases
@@ -270,9 +325,16 @@ impl Catalog {
             TableStore::drop_data(&mut batch, entry.def.id);
             rivulet_engine::job::drop_state(&mut batch, entry.def.id);
             rivulet_connectors::drop_state(&mut batch, entry.def.id);
+            batch.delete_prefix(&position_prefix(entry.def.id));
         }
         for name in database.subscriptions.keys() {
             batch.delete(subscription_key(db, name));
+        }
+        // A standalone sequence's position is under its own id.
+        let standalone: Vec<StandaloneSequence> = load_json(&self.store, &sequence_key(db, ""))?;
+        for s in standalone {
+            batch.delete(sequence_key(db, &s.def.name));
+            batch.delete_prefix(&position_prefix(s.id));
         }
         batch.delete(db_key(db));
         self.store.write(batch, true).map_err(storage_error)?;
@@ -344,13 +406,23 @@ impl Catalog {
                 format!("database \"{db}\" does not exist"),
             ));
         };
-        if database.tables.contains_key(&def.name) {
+        if database.has_relation(&def.name) {
             if if_not_exists {
                 return Ok(false);
             }
             return Err(SqlError::new(
                 sqlstate::DUPLICATE_TABLE,
                 format!("relation \"{}\" already exists", def.name),
+            ));
+        }
+        let owned = def.columns.iter().filter_map(|c| c.sequence.as_ref());
+        if let Some(taken) = owned
+            .map(|s| &s.name)
+            .find(|n| database.has_relation(n.as_str()) || **n == def.name)
+        {
+            return Err(SqlError::new(
+                sqlstate::DUPLICATE_TABLE,
+                format!("relation \"{taken}\" already exists"),
             ));
         }
         def.id = next_id;
@@ -361,6 +433,7 @@ impl Catalog {
         // A crashed earlier attempt may have left rows or job state under this id; start clean.
         TableStore::drop_data(&mut batch, def.id);
         rivulet_engine::job::drop_state(&mut batch, def.id);
+        batch.delete_prefix(&position_prefix(def.id));
         batch.put(table_key(db, &def.name), json);
         batch.put(NEXT_ID_KEY, (next_id + 1).to_le_bytes());
         if let Some(restore) = restore {
@@ -374,7 +447,13 @@ impl Catalog {
             Some(_) => self.open_table(&def)?,
         };
         let name = def.name.clone();
+        let sequences = column_sequences(&self.store, &def)?;
         if let Some(database) = inner.databases.get_mut(db) {
+            for sequence in sequences {
+                database
+                    .sequences
+                    .insert(sequence.def.name.clone(), sequence);
+            }
             database.tables.insert(
                 name,
                 Arc::new(TableEntry {
@@ -409,6 +488,7 @@ impl Catalog {
         TableStore::drop_data(&mut batch, entry.def.id);
         rivulet_engine::job::drop_state(&mut batch, entry.def.id);
         rivulet_connectors::drop_state(&mut batch, entry.def.id);
+        batch.delete_prefix(&position_prefix(entry.def.id));
         // Its subscriptions go with it, as an index goes with its table.
         let subscriptions: Vec<String> = inner
             .databases
@@ -426,6 +506,9 @@ impl Catalog {
         self.store.write(batch, true).map_err(storage_error)?;
         if let Some(database) = inner.databases.get_mut(db) {
             database.tables.remove(name);
+            database
+                .sequences
+                .retain(|_, s| s.owner.as_ref().is_none_or(|(t, _)| t != name));
             for s in &subscriptions {
                 database.subscriptions.remove(s);
             }
@@ -540,6 +623,103 @@ impl Catalog {
                 .insert(entry.def.name.clone(), Arc::clone(&entry));
         }
         Ok(entry)
+    }
+
+    /// The sequence `name` of `db`, if there is one.
+    pub fn sequence(&self, db: &str, name: &str) -> Option<Arc<Sequence>> {
+        self.inner
+            .read()
+            .databases
+            .get(db)
+            .and_then(|d| d.sequences.get(name).cloned())
+    }
+
+    /// `CREATE SEQUENCE`. Returns false if a relation of its name existed and `if_not_exists`
+    /// was given.
+    pub fn create_sequence(
+        &self,
+        db: &str,
+        def: SequenceDef,
+        if_not_exists: bool,
+    ) -> Result<bool, SqlError> {
+        let mut inner = self.inner.write();
+        let id = inner.next_id;
+        let Some(database) = inner.databases.get(db) else {
+            return Err(SqlError::new(
+                sqlstate::UNDEFINED_DATABASE,
+                format!("database \"{db}\" does not exist"),
+            ));
+        };
+        if database.has_relation(&def.name) {
+            if if_not_exists {
+                return Ok(false);
+            }
+            return Err(SqlError::new(
+                sqlstate::DUPLICATE_TABLE,
+                format!("relation \"{}\" already exists", def.name),
+            ));
+        }
+        let record = StandaloneSequence {
+            id,
+            database: db.to_string(),
+            def,
+        };
+        let json = serde_json::to_vec(&record).map_err(storage_error)?;
+        let key = position_key(id, None);
+        let mut batch = StateBatch::new();
+        batch.delete(&key);
+        batch.put(sequence_key(db, &record.def.name), json);
+        batch.put(NEXT_ID_KEY, (id + 1).to_le_bytes());
+        self.store.write(batch, true).map_err(storage_error)?;
+        inner.next_id = id + 1;
+        let sequence = Sequence::open(record.def, None, self.store.clone(), key)?;
+        if let Some(database) = inner.databases.get_mut(db) {
+            database
+                .sequences
+                .insert(sequence.def.name.clone(), Arc::new(sequence));
+        }
+        Ok(true)
+    }
+
+    /// `DROP SEQUENCE` of a standalone one (a column's goes with its table: 2BP01). Returns
+    /// false if it did not exist and `if_exists` was given.
+    pub fn drop_sequence(&self, db: &str, name: &str, if_exists: bool) -> Result<bool, SqlError> {
+        let mut inner = self.inner.write();
+        let Some(sequence) = inner
+            .databases
+            .get(db)
+            .and_then(|d| d.sequences.get(name))
+            .cloned()
+        else {
+            if if_exists {
+                return Ok(false);
+            }
+            return Err(SqlError::new(
+                sqlstate::UNDEFINED_TABLE,
+                format!("sequence \"{name}\" does not exist"),
+            ));
+        };
+        if let Some((table, column)) = &sequence.owner {
+            return Err(SqlError::new(
+                sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                format!("cannot drop sequence {name} because other objects depend on it"),
+            )
+            .with_detail(format!(
+                "default value for column {column} of table {table} depends on sequence {name}"
+            ))
+            .with_hint("The sequence goes with the table that owns it."));
+        }
+        let records: Vec<StandaloneSequence> = load_json(&self.store, &sequence_key(db, name))?;
+        let mut batch = StateBatch::new();
+        batch.delete(sequence_key(db, name));
+        for r in records.iter().filter(|r| r.def.name == name) {
+            batch.delete_prefix(&position_prefix(r.id));
+        }
+        self.store.write(batch, true).map_err(storage_error)?;
+        if let Some(database) = inner.databases.get_mut(db) {
+            database.sequences.remove(name);
+        }
+        Ok(true)
     }
 
     /// The server's identity (see the module documentation).

@@ -141,6 +141,8 @@ pub struct CopyIn {
     finished: bool,
     /// Field scratch space.
     fields: Vec<Option<Vec<u8>>>,
+    /// The columns the data does not have that have a default, with it (over no columns).
+    defaults: Vec<(usize, Arc<dyn datafusion::physical_plan::PhysicalExpr>)>,
 }
 
 impl CopyIn {
@@ -163,7 +165,18 @@ impl CopyIn {
             header_pending,
             finished: false,
             fields: Vec::new(),
+            defaults: Vec::new(),
         }
+    }
+
+    /// Fills the columns the data does not have with `defaults`, each an expression over no
+    /// columns (a constant, `now()`, `nextval('..')`), evaluated once per batch of rows.
+    pub fn with_defaults(
+        mut self,
+        defaults: Vec<(usize, Arc<dyn datafusion::physical_plan::PhysicalExpr>)>,
+    ) -> Self {
+        self.defaults = defaults;
+        self
     }
 
     /// Number of fields each record has.
@@ -311,6 +324,18 @@ impl CopyIn {
             .iter_mut()
             .map(|b| Arc::new(b.finish()) as ArrayRef)
             .collect();
+        let nothing = RecordBatch::try_new_with_options(
+            Arc::new(datafusion::arrow::datatypes::Schema::empty()),
+            Vec::new(),
+            &datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .map_err(SqlError::internal)?;
+        for (col, default) in &self.defaults {
+            let value = default.evaluate(&nothing)?.into_array(rows)?;
+            columns[*col] =
+                datafusion::arrow::compute::cast(&value, schema.field(*col).data_type())
+                    .map_err(SqlError::from_arrow)?;
+        }
         for (strings, &col) in finished.iter().zip(&self.columns) {
             let field = schema.field(col);
             let target = field.data_type();

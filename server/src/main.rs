@@ -41,6 +41,8 @@ mod provider;
 mod runtime;
 /// Savepoints of jobs: their manifests, the ones this server wrote, the checks of a restore.
 mod savepoints;
+/// Sequence values: `nextval`, `currval`, `setval`; `serial` and identity columns draw from them.
+mod sequence;
 /// Per-connection session state.
 mod session;
 /// The sinks jobs end in: a view's rows, or a sink's connector.

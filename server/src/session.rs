@@ -91,6 +91,8 @@ pub struct Session {
     notices: Notices,
     /// Open subscription cursors, by name (see [`crate::subscriptions`]).
     pub cursors: BTreeMap<String, crate::subscriptions::Cursor>,
+    /// The sequence values this session drew (`currval`, `lastval`).
+    drawn: Arc<parking_lot::Mutex<crate::sequence::Drawn>>,
 }
 
 /// A session's NOTICE messages: statements send, the wire layer forwards them to the client.
@@ -202,6 +204,7 @@ impl Session {
             running: false,
             notices: Notices::new(),
             cursors: BTreeMap::new(),
+            drawn: Arc::default(),
         })
     }
 
@@ -274,6 +277,7 @@ impl Session {
             &self.pg_settings,
         )?;
         crate::functions::register(&ctx, &self.user, &self.database);
+        crate::sequence::register(&ctx, &self.shared.catalog, &self.database, &self.drawn);
         Ok(ctx)
     }
 

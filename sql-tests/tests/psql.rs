@@ -124,6 +124,30 @@ async fn psql_commands_copy_and_backslash_copy() {
         .await
         .unwrap();
     assert_eq!(out.trim(), "6");
+
+    // The columns the data leaves out take their defaults: a serial key, a constant.
+    let (ok, _, err) = run(
+        vec![
+            "-c".into(),
+            "CREATE TABLE tagged (id BIGSERIAL, v TEXT, tag TEXT DEFAULT 'copied')".into(),
+            "-c".into(),
+            "INSERT INTO tagged (v) VALUES ('first')".into(),
+            "-c".into(),
+            "COPY tagged (v) FROM STDIN".into(),
+        ],
+        Some("a\nb\n".into()),
+    )
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(
+        vec!["-c".into(), "SELECT * FROM tagged ORDER BY id".into()],
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "1|first|copied\n2|a|copied\n3|b|copied");
 }
 
 #[tokio::test]

@@ -440,10 +440,8 @@ fn view_columns(plan: &LogicalPlan, output: &DFSchema) -> Result<Vec<ColumnDef>>
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         columns.push(ColumnDef {
-            name,
-            sql_type,
-            nullable: true,
             shown,
+            ..ColumnDef::new(name, sql_type, true)
         });
     }
     Ok(columns)

@@ -219,23 +219,47 @@ impl Session {
         &self,
         stmt: &'a ast::Statement,
     ) -> Result<std::borrow::Cow<'a, ast::Statement>, SqlError> {
+        use std::borrow::Cow;
+        let stmt = match without_alias(stmt) {
+            Some(unaliased) => Cow::Owned(unaliased),
+            None => Cow::Borrowed(stmt),
+        };
+        if let ast::Statement::Update(update) = stmt.as_ref()
+            && let ast::TableFactor::Table { name, .. } = &update.table.relation
+            && let Ok(table) = self.resolve_table(name)
+        {
+            return Ok(match super::defaults::update(update, &table.def)? {
+                Some(update) => Cow::Owned(ast::Statement::Update(update)),
+                None => stmt,
+            });
+        }
+        let Cow::Borrowed(stmt) = stmt else {
+            return Ok(stmt);
+        };
         let ast::Statement::Insert(ast::Insert {
             table: ast::TableObject::TableName(name),
             ..
         }) = stmt
         else {
-            return Ok(std::borrow::Cow::Borrowed(stmt));
+            return Ok(Cow::Borrowed(stmt));
         };
         let Ok(table) = self.resolve_table(name) else {
-            return Ok(std::borrow::Cow::Borrowed(stmt));
+            return Ok(Cow::Borrowed(stmt));
         };
         check_arity(stmt, &table)?;
         let stmt = match leading_columns(stmt, &table) {
-            Some(rewritten) => std::borrow::Cow::Owned(rewritten),
-            None => std::borrow::Cow::Borrowed(stmt),
+            Some(rewritten) => Cow::Owned(rewritten),
+            None => Cow::Borrowed(stmt),
         };
-        Ok(match without_computed(stmt.as_ref(), &table)? {
-            Some(rewritten) => std::borrow::Cow::Owned(rewritten),
+        let stmt = match without_computed(stmt.as_ref(), &table)? {
+            Some(rewritten) => Cow::Owned(rewritten),
+            None => stmt,
+        };
+        let ast::Statement::Insert(insert) = stmt.as_ref() else {
+            return Ok(stmt);
+        };
+        Ok(match super::defaults::insert(insert, &table.def)? {
+            Some(insert) => Cow::Owned(ast::Statement::Insert(insert)),
             None => stmt,
         })
     }
@@ -306,8 +330,8 @@ impl Session {
         })
     }
 
-    /// An INSERT's `returning` list over `written`, the rows it wrote: [`Returning::plan`] with
-    /// the table's scan reading them.
+    /// A statement's `returning` list over `written`, the rows it wrote (or deleted):
+    /// [`Returning::plan`] with the table's scan reading them.
     async fn returning(
         &mut self,
         ctx: &datafusion::prelude::SessionContext,
@@ -386,6 +410,10 @@ impl Session {
         stmt: &ast::Statement,
         params: Option<&ParamValues>,
     ) -> Result<Outcome, SqlError> {
+        // RETURNING: planned as a query over the rows changed, after they are.
+        let (stmt, returning) = Returning::split(stmt);
+        let stmt = self.spell_out_columns(stmt.as_ref())?;
+        let stmt = stmt.as_ref();
         let ctx = self.context()?.clone();
         let plan = bind(plan_query(&ctx, stmt).await?, params)?;
         let LogicalPlan::Dml(dml) = plan else {
@@ -453,6 +481,11 @@ impl Session {
                 .map(|f| f.as_ref().clone().with_nullable(true))
                 .collect::<Vec<_>>(),
         ));
+        // The rows RETURNING reads: a DELETE's as they were, an UPDATE's as stored.
+        let changed: Option<Arc<parking_lot::Mutex<Vec<RecordBatch>>>> =
+            returning.as_ref().map(|_| Arc::default());
+        let capture = changed.clone();
+        let stored_form = rivulet_planner::lengths::check(&table.def);
         let n = self
             .modify_rows(&table.store, move |rows: &RecordBatch| {
                 let selected = match &predicate {
@@ -502,13 +535,34 @@ impl Session {
                         )
                     }
                 };
+                if let Some(capture) = &capture {
+                    let rows = match &replacement {
+                        Some(new) => match &stored_form {
+                            Some(check) => check.check(new.clone()).map_err(SqlError::from)?,
+                            None => new.clone(),
+                        },
+                        None => {
+                            filter_record_batch(rows, &selected).map_err(SqlError::from_arrow)?
+                        }
+                    };
+                    capture.lock().push(rows);
+                }
                 Ok::<_, SqlError>(Modification {
                     selected,
                     replacement,
                 })
             })
             .await?;
-        Ok(Outcome::Command(format!("{verb} {n}")))
+        let (Some(returning), Some(changed)) = (returning, changed) else {
+            return Ok(Outcome::Command(format!("{verb} {n}")));
+        };
+        let changed = std::mem::take(&mut *changed.lock());
+        let (schema, rows) = self.returning(&ctx, &returning, &table, changed).await?;
+        Ok(Outcome::Rows {
+            schema,
+            batches: rows,
+            tag: verb,
+        })
     }
 
     pub(super) async fn truncate(&mut self, t: &ast::Truncate) -> Result<Outcome, SqlError> {
@@ -660,6 +714,51 @@ pub(super) fn refuse_view(table: &TableEntry) -> Result<(), SqlError> {
     Ok(())
 }
 
+/// An UPDATE or DELETE whose table has an alias (`UPDATE t AS r SET .. WHERE r.id = 1`), with
+/// the alias replaced by the table's name, which DataFusion's DML planning knows it by; `None`
+/// when there is no alias.
+fn without_alias(stmt: &ast::Statement) -> Option<ast::Statement> {
+    let mut stmt = stmt.clone();
+    let relation = match &mut stmt {
+        ast::Statement::Update(update) => &mut update.table.relation,
+        ast::Statement::Delete(delete) => {
+            let (ast::FromTable::WithFromKeyword(from) | ast::FromTable::WithoutKeyword(from)) =
+                &mut delete.from;
+            &mut from.first_mut()?.relation
+        }
+        _ => return None,
+    };
+    let ast::TableFactor::Table { name, alias, .. } = relation else {
+        return None;
+    };
+    let alias = alias.take()?.name;
+    let table = name.0.last()?.as_ident()?.clone();
+    let same = |i: &ast::Ident| match alias.quote_style {
+        Some(_) => i.value == alias.value,
+        None => i.value.eq_ignore_ascii_case(&alias.value),
+    };
+    let _ = ast::visit_expressions_mut(&mut stmt, |e| {
+        if let ast::Expr::CompoundIdentifier(parts) = e
+            && parts.len() == 2
+            && same(&parts[0])
+        {
+            parts[0] = table.clone();
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    if let ast::Statement::Update(update) = &mut stmt {
+        for assignment in &mut update.assignments {
+            if let ast::AssignmentTarget::ColumnName(name) = &mut assignment.target
+                && name.0.len() == 2
+                && name.0[0].as_ident().is_some_and(same)
+            {
+                name.0.remove(0);
+            }
+        }
+    }
+    Some(stmt)
+}
+
 fn has_subquery(e: &Expr) -> bool {
     e.exists(|e| {
         Ok(matches!(
@@ -670,35 +769,75 @@ fn has_subquery(e: &Expr) -> bool {
     .unwrap_or(true)
 }
 
-/// An INSERT's RETURNING list, and the table it names.
+/// An INSERT's, UPDATE's or DELETE's RETURNING list, and the table it names.
 pub struct Returning {
     items: Vec<ast::SelectItem>,
-    target: ast::TableObject,
+    /// The table's name, as written.
+    target: String,
     alias: Option<ast::Ident>,
 }
 
 impl Returning {
-    /// `stmt` without its RETURNING list (and the table's alias, which names it there only), and
-    /// the list; `stmt` itself if it has none.
+    /// `stmt` without its RETURNING list (and an INSERT's table alias, which names the table
+    /// there only), and the list; `stmt` itself if it has none.
     pub fn split(stmt: &ast::Statement) -> (std::borrow::Cow<'_, ast::Statement>, Option<Self>) {
-        let ast::Statement::Insert(insert) = stmt else {
-            return (std::borrow::Cow::Borrowed(stmt), None);
+        use std::borrow::Cow;
+        // The table an UPDATE or DELETE names, and its alias.
+        let named = |t: &ast::TableWithJoins| match &t.relation {
+            ast::TableFactor::Table { name, alias, .. } => {
+                Some((name.to_string(), alias.as_ref().map(|a| a.name.clone())))
+            }
+            _ => None,
         };
-        let Some(items) = insert.returning.clone() else {
-            return (std::borrow::Cow::Borrowed(stmt), None);
-        };
-        let mut without = insert.clone();
-        without.returning = None;
-        without.table_alias = None;
-        let returning = Returning {
-            items,
-            target: insert.table.clone(),
-            alias: insert.table_alias.as_ref().map(|a| a.alias.clone()),
-        };
-        (
-            std::borrow::Cow::Owned(ast::Statement::Insert(without)),
-            Some(returning),
-        )
+        match stmt {
+            ast::Statement::Insert(insert) => {
+                let Some(items) = insert.returning.clone() else {
+                    return (Cow::Borrowed(stmt), None);
+                };
+                let mut without = insert.clone();
+                without.returning = None;
+                without.table_alias = None;
+                let returning = Returning {
+                    items,
+                    target: insert.table.to_string(),
+                    alias: insert.table_alias.as_ref().map(|a| a.alias.clone()),
+                };
+                (Cow::Owned(ast::Statement::Insert(without)), Some(returning))
+            }
+            ast::Statement::Update(update) => {
+                let (Some(items), Some((target, alias))) =
+                    (update.returning.clone(), named(&update.table))
+                else {
+                    return (Cow::Borrowed(stmt), None);
+                };
+                let mut without = update.clone();
+                without.returning = None;
+                let returning = Returning {
+                    items,
+                    target,
+                    alias,
+                };
+                (Cow::Owned(ast::Statement::Update(without)), Some(returning))
+            }
+            ast::Statement::Delete(delete) => {
+                let (ast::FromTable::WithFromKeyword(from) | ast::FromTable::WithoutKeyword(from)) =
+                    &delete.from;
+                let (Some(items), Some((target, alias))) =
+                    (delete.returning.clone(), from.first().and_then(named))
+                else {
+                    return (Cow::Borrowed(stmt), None);
+                };
+                let mut without = delete.clone();
+                without.returning = None;
+                let returning = Returning {
+                    items,
+                    target,
+                    alias,
+                };
+                (Cow::Owned(ast::Statement::Delete(without)), Some(returning))
+            }
+            _ => (Cow::Borrowed(stmt), None),
+        }
     }
 
     /// The query `SELECT items FROM target [AS alias]`, planned as a query is (Postgres' names

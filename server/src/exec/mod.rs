@@ -8,6 +8,7 @@ mod alter_job;
 mod backfill;
 mod backup;
 mod ddl;
+mod defaults;
 mod dml;
 mod job_savepoint;
 mod plain_view;
@@ -266,6 +267,21 @@ impl Session {
             } => self.copy(source, *to, target, options, legacy_options),
             S::CreateTable(create) => self.create_table(create, append_only, watermark, computed),
             S::CreateView(create) => self.create_view(create, eowc).await,
+            S::CreateSequence {
+                temporary,
+                if_not_exists,
+                name,
+                data_type,
+                sequence_options,
+                owned_by,
+            } => {
+                if *temporary || owned_by.is_some() {
+                    return Err(SqlError::unsupported(
+                        "CREATE TEMPORARY SEQUENCE and OWNED BY".to_string(),
+                    ));
+                }
+                self.create_sequence(name, data_type.as_ref(), sequence_options, *if_not_exists)
+            }
             S::CreateDatabase { .. }
             | S::Drop {
                 object_type: ast::ObjectType::Database,
@@ -410,7 +426,20 @@ impl Session {
                 .collect::<Result<Vec<_>, _>>()?
         };
         let format = CopyFormat::from_options(options, legacy)?;
-        let copy = CopyIn::new(table, positions, format);
+        // The columns the data leaves out take their defaults, as in an INSERT.
+        let state = self.context()?.state();
+        let empty = datafusion::common::DFSchema::empty();
+        let mut filled = Vec::new();
+        for (i, column) in table.def.columns.iter().enumerate() {
+            if positions.contains(&i) || table.def.computed.iter().any(|c| c.column == i) {
+                continue;
+            }
+            if let Some(text) = defaults::default_text(column) {
+                let expr = state.create_logical_expr(&text, &empty)?;
+                filled.push((i, state.create_physical_expr(expr, &empty)?));
+            }
+        }
+        let copy = CopyIn::new(table, positions, format).with_defaults(filled);
         let outcome = Outcome::CopyIn {
             columns: copy.width(),
         };

@@ -270,6 +270,12 @@ impl SchemaProvider for PgCatalog {
                     types: Arc::new(types),
                 })
             }
+            "pg_attrdef" => Arc::new(PgAttrdef {
+                attrdef: self.inner_table(name).await?,
+                class: self.inner_table("pg_class").await?,
+                namespace: self.inner_table("pg_namespace").await?,
+                defaults: PgAttrdef::defaults(&self.catalog, &self.database),
+            }),
             // PostgreSQL 17 renamed `colliculocale` `colllocale`; the library follows 17, and
             // clients of a 16 server ask for the old name.
             "pg_collation" => renamed(self.inner_table(name).await?, "colllocale", "colliculocale"),
@@ -728,36 +734,9 @@ impl TableProvider for PgAttribute {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         use datafusion::arrow::array::Int16Array;
-        let collect = |t: &Arc<dyn TableProvider>| {
-            let t = Arc::clone(t);
-            async move {
-                let plan = t.scan(state, None, &[], None).await?;
-                datafusion::physical_plan::collect(plan, state.task_ctx()).await
-            }
-        };
-        let mut public = None;
-        for namespace in collect(&self.namespace).await? {
-            let oids = column::<Int32Array>(&namespace, "oid")?;
-            let names = column::<StringArray>(&namespace, "nspname")?;
-            for i in 0..namespace.num_rows() {
-                if names.value(i) == DEFAULT_SCHEMA {
-                    public = Some(oids.value(i));
-                }
-            }
-        }
-        let mut relations = std::collections::HashMap::new();
-        for class in collect(&self.class).await? {
-            let oids = column::<Int32Array>(&class, "oid")?;
-            let names = column::<StringArray>(&class, "relname")?;
-            let namespaces = column::<Int32Array>(&class, "relnamespace")?;
-            for i in 0..class.num_rows() {
-                if Some(namespaces.value(i)) == public {
-                    relations.insert(oids.value(i), names.value(i).to_string());
-                }
-            }
-        }
+        let relations = public_relations(state, &self.namespace, &self.class).await?;
         let mut batches = Vec::new();
-        for batch in collect(&self.attributes).await? {
+        for batch in scan_all(state, &self.attributes).await? {
             let relids = column::<Int32Array>(&batch, "attrelid")?;
             let names = column::<StringArray>(&batch, "attname")?;
             let (mut typids, mut typmods, mut lens) = (
@@ -765,15 +744,34 @@ impl TableProvider for PgAttribute {
                 column::<Int32Array>(&batch, "atttypmod")?.values().to_vec(),
                 column::<Int16Array>(&batch, "attlen")?.values().to_vec(),
             );
+            let mut has_default: Vec<bool> = (column::<BooleanArray>(&batch, "atthasdef")?.iter())
+                .map(|v| v.unwrap_or(false))
+                .collect();
+            let mut identity: Vec<String> = (column::<StringArray>(&batch, "attidentity")?.iter())
+                .map(|v| v.unwrap_or_default().to_string())
+                .collect();
             for i in 0..batch.num_rows() {
                 let declared = relations.get(&relids.value(i)).and_then(|relation| {
                     self.types
                         .get(&(relation.clone(), names.value(i).to_string()))
                 });
-                if let Some(t) = declared {
-                    (typids[i], typmods[i], lens[i]) = pg_attribute_type(t);
+                if let Some(c) = declared {
+                    (typids[i], typmods[i], lens[i]) = pg_attribute_type(&c.sql_type);
+                    has_default[i] = c.default.is_some();
+                    identity[i] = match c.identity {
+                        Some(rivulet_planner::catalog::Identity::Always) => "a",
+                        Some(rivulet_planner::catalog::Identity::ByDefault) => "d",
+                        None => "",
+                    }
+                    .to_string();
                 }
             }
+            let batch = replace(
+                &batch,
+                "atthasdef",
+                Arc::new(BooleanArray::from(has_default)),
+            )?;
+            let batch = replace(&batch, "attidentity", Arc::new(StringArray::from(identity)))?;
             let batch = replace(&batch, "atttypid", Arc::new(Int32Array::from(typids)))?;
             let batch = replace(&batch, "atttypmod", Arc::new(Int32Array::from(typmods)))?;
             batches.push(replace(&batch, "attlen", Arc::new(Int16Array::from(lens)))?);
@@ -781,6 +779,125 @@ impl TableProvider for PgAttribute {
         Ok(MemorySourceConfig::try_new_exec(
             &[batches],
             self.schema(),
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// Every row of `table`.
+async fn scan_all(state: &dyn Session, table: &Arc<dyn TableProvider>) -> Result<Vec<RecordBatch>> {
+    let plan = table.scan(state, None, &[], None).await?;
+    datafusion::physical_plan::collect(plan, state.task_ctx()).await
+}
+
+/// The relations of schema `public` in `pg_class`, by OID: the library's OIDs.
+async fn public_relations(
+    state: &dyn Session,
+    namespace: &Arc<dyn TableProvider>,
+    class: &Arc<dyn TableProvider>,
+) -> Result<std::collections::HashMap<i32, String>> {
+    let mut public = None;
+    for namespace in scan_all(state, namespace).await? {
+        let oids = column::<Int32Array>(&namespace, "oid")?;
+        let names = column::<StringArray>(&namespace, "nspname")?;
+        for i in 0..namespace.num_rows() {
+            if names.value(i) == DEFAULT_SCHEMA {
+                public = Some(oids.value(i));
+            }
+        }
+    }
+    let mut relations = std::collections::HashMap::new();
+    for class in scan_all(state, class).await? {
+        let oids = column::<Int32Array>(&class, "oid")?;
+        let names = column::<StringArray>(&class, "relname")?;
+        let namespaces = column::<Int32Array>(&class, "relnamespace")?;
+        for i in 0..class.num_rows() {
+            if Some(namespaces.value(i)) == public {
+                relations.insert(oids.value(i), names.value(i).to_string());
+            }
+        }
+    }
+    Ok(relations)
+}
+
+/// `pg_attrdef`: a row per column with a DEFAULT, its `adbin` the default's text as Postgres
+/// shows it (which `pg_get_expr` gives back: [`super::functions::get_expr`]).
+struct PgAttrdef {
+    attrdef: Arc<dyn TableProvider>,
+    class: Arc<dyn TableProvider>,
+    namespace: Arc<dyn TableProvider>,
+    /// (relation, `attnum`, the default's text) of each column with a default.
+    defaults: Vec<(String, i16, String)>,
+}
+
+impl PgAttrdef {
+    /// The defaults of `database`'s tables.
+    fn defaults(catalog: &crate::catalog::Catalog, database: &str) -> Vec<(String, i16, String)> {
+        let mut out = Vec::new();
+        for table in catalog.tables(database) {
+            for (i, column) in table.def.columns.iter().enumerate() {
+                if let (Some(text), Ok(number)) = (&column.default, i16::try_from(i + 1)) {
+                    let text = super::information_schema::column_default(text);
+                    out.push((table.def.name.clone(), number, text));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for PgAttrdef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgAttrdef").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl TableProvider for PgAttrdef {
+    fn schema(&self) -> SchemaRef {
+        self.attrdef.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        use datafusion::arrow::array::Int16Array;
+        let oids: std::collections::HashMap<String, i32> =
+            (public_relations(state, &self.namespace, &self.class).await?)
+                .into_iter()
+                .map(|(oid, name)| (name, oid))
+                .collect();
+        let rows: Vec<(i32, i16, &str)> = (self.defaults.iter())
+            .filter_map(|(t, n, text)| Some((*oids.get(t)?, *n, text.as_str())))
+            .collect();
+        // A default's own OID: none is kept, so one is made from its column's.
+        let own = |(relid, number, _): &(i32, i16, &str)| {
+            relid.wrapping_mul(1000).wrapping_add(i32::from(*number))
+        };
+        let schema = self.schema();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        for field in schema.fields() {
+            let array: ArrayRef = match field.name().as_str() {
+                "oid" => Arc::new(Int32Array::from_iter_values(rows.iter().map(own))),
+                "adrelid" => Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.0))),
+                "adnum" => Arc::new(Int16Array::from_iter_values(rows.iter().map(|r| r.1))),
+                "adbin" => Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+                _ => datafusion::arrow::array::new_null_array(field.data_type(), rows.len()),
+            };
+            columns.push(datafusion::arrow::compute::cast(&array, field.data_type())?);
+        }
+        let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            schema,
             projection.cloned(),
         )?)
     }

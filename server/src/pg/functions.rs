@@ -140,6 +140,42 @@ fn function_of(
 
 /// Postgres' `quote_literal`: the text in single quotes, quotes doubled; with a backslash, an
 /// `E'...'` string whose backslashes are doubled too.
+/// `pg_get_expr(expr, relation)` with `datafusion-pg-catalog`'s signature: the text of `expr`, which
+/// Rivulet's catalogs keep as Postgres shows it (`pg_attrdef.adbin`); the library's gives ''.
+pub fn get_expr() -> ScalarUDF {
+    ScalarUDF::new_from_impl(GetExpr(
+        datafusion_pg_catalog::pg_catalog::pg_get_expr_udf::create_pg_get_expr_udf(),
+    ))
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct GetExpr(ScalarUDF);
+
+impl ScalarUDFImpl for GetExpr {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn signature(&self) -> &Signature {
+        self.0.signature()
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let expr = (args.args.into_iter().next())
+            .ok_or_else(|| DataFusionError::Plan("pg_get_expr takes an expression".into()))?;
+        Ok(match expr {
+            ColumnarValue::Array(a) => {
+                ColumnarValue::Array(datafusion::arrow::compute::cast(&a, &DataType::Utf8)?)
+            }
+            ColumnarValue::Scalar(v) => ColumnarValue::Scalar(v.cast_to(&DataType::Utf8)?),
+        })
+    }
+}
+
 /// `format_type` as `datafusion-pg-catalog` has it, but with a `numeric` of scale 0 named as
 /// Postgres names it, `numeric(30,0)` (the library writes `numeric(30)`, which SQLAlchemy 1.4's
 /// column reflection cannot read).

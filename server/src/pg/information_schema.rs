@@ -20,6 +20,7 @@ use datafusion::catalog::{CatalogProviderList, SchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
 
+use rivulet_planner::catalog::{ColumnDef, Identity};
 use rivulet_planner::types::SqlType;
 
 use super::catalog::Patched;
@@ -47,8 +48,8 @@ impl InformationSchema {
     }
 }
 
-/// Each column's declared type, by (relation, column).
-pub type Declared = HashMap<(String, String), SqlType>;
+/// Each column's definition (its declared type, default, identity), by (relation, column).
+pub type Declared = HashMap<(String, String), ColumnDef>;
 
 /// The declared types of the columns of `database`'s tables and views, as of now.
 pub fn declared(server: &crate::catalog::Catalog, database: &str) -> Declared {
@@ -59,7 +60,7 @@ pub fn declared(server: &crate::catalog::Catalog, database: &str) -> Declared {
             t.def
                 .columns
                 .iter()
-                .map(|c| ((t.def.name.clone(), c.name.clone()), c.sql_type.clone()))
+                .map(|c| ((t.def.name.clone(), c.name.clone()), c.clone()))
         })
         .collect()
 }
@@ -193,6 +194,7 @@ const UDT_COLUMNS: &[&str] = &[
     "udt_name",
     "is_identity",
     "is_generated",
+    "identity_generation",
 ];
 
 fn with_udt_columns(schema: &SchemaRef) -> SchemaRef {
@@ -264,12 +266,13 @@ fn postgres_types(batch: RecordBatch, out: &SchemaRef) -> Result<RecordBatch> {
     columns.push(Arc::new(udt_names));
     columns.push(Arc::new(StringArray::from(vec!["NO"; n])));
     columns.push(Arc::new(StringArray::from(vec!["NEVER"; n])));
+    columns.push(Arc::new(StringArray::from(vec![None::<&str>; n])));
     Ok(RecordBatch::try_new(Arc::clone(out), columns)?)
 }
 
 /// `columns` with the declared type of each of Rivulet's columns (`varchar(20)` is stored as text,
 /// `jsonb` too): `data_type`, `udt_name`, and the length, precision and scale of `varchar(n)` and
-/// `numeric(p,s)`, as `pg_attribute` has them.
+/// `numeric(p,s)`, as `pg_attribute` has them; and its `column_default` and identity.
 fn declared_types(batch: RecordBatch, declared: &Declared) -> Result<RecordBatch> {
     let text = |name: &str| -> Result<StringArray> {
         Ok(batch
@@ -307,14 +310,26 @@ fn declared_types(batch: RecordBatch, declared: &Declared) -> Result<RecordBatch
     let mut precisions = number("numeric_precision")?;
     let mut scales = number("numeric_scale")?;
     let mut radixes = number("numeric_precision_radix")?;
+    let n = batch.num_rows();
+    let (mut defaults, mut identities, mut generations) =
+        (vec![None; n], vec![Some("NO"); n], vec![None; n]);
     for i in 0..batch.num_rows() {
         if schemas.value(i) != crate::catalog::DEFAULT_SCHEMA {
             continue;
         }
-        let Some(t) = declared.get(&(tables.value(i).to_string(), names.value(i).to_string()))
+        let Some(column) = declared.get(&(tables.value(i).to_string(), names.value(i).to_string()))
         else {
             continue;
         };
+        defaults[i] = column.default.as_deref().map(column_default);
+        if let Some(identity) = column.identity {
+            identities[i] = Some("YES");
+            generations[i] = Some(match identity {
+                Identity::Always => "ALWAYS",
+                Identity::ByDefault => "BY DEFAULT",
+            });
+        }
+        let t = &column.sql_type;
         let (data_type, udt) = information_schema_type(t);
         data_types[i] = Some(data_type.to_string());
         udt_names[i] = Some(udt.to_string());
@@ -333,6 +348,12 @@ fn declared_types(batch: RecordBatch, declared: &Declared) -> Result<RecordBatch
         Ok(())
     };
     set("data_type", Arc::new(StringArray::from(data_types)))?;
+    set("column_default", Arc::new(StringArray::from(defaults)))?;
+    set("is_identity", Arc::new(StringArray::from(identities)))?;
+    set(
+        "identity_generation",
+        Arc::new(StringArray::from(generations)),
+    )?;
     set("udt_name", Arc::new(StringArray::from(udt_names)))?;
     set(
         "character_maximum_length",
@@ -345,6 +366,18 @@ fn declared_types(batch: RecordBatch, declared: &Declared) -> Result<RecordBatch
         Arc::new(UInt64Array::from(radixes)),
     )?;
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
+/// A column's DEFAULT as Postgres shows it: a sequence named as a `regclass`
+/// (`nextval('t_id_seq'::regclass)`).
+pub fn column_default(text: &str) -> String {
+    match text
+        .strip_prefix("nextval('")
+        .and_then(|t| t.strip_suffix("')"))
+    {
+        Some(sequence) => format!("nextval('{sequence}'::regclass)"),
+        None => text.to_string(),
+    }
 }
 
 /// A column type's `numeric_precision`, `numeric_precision_radix` and `numeric_scale`, as Postgres

@@ -93,7 +93,7 @@ pub fn setup_pg_catalog(
         lib::create_pg_table_is_visible(),
         functions::format_type(),
         lib::create_session_user_udf(),
-        lib::pg_get_expr_udf::create_pg_get_expr_udf(),
+        functions::get_expr(),
         lib::create_pg_get_partkeydef_udf(),
         lib::create_pg_relation_is_publishable_udf(),
         lib::create_pg_get_statisticsobjdef_columns_udf(),

@@ -63,8 +63,8 @@ pub fn statement(parsed: Parsed) -> Parsed {
     parsed
 }
 
-/// UPDATE's `SET (a, b) = (x, y)` as `SET a = x, b = y`, and `SET a = DEFAULT` as NULL (a
-/// column's default: Rivulet's columns declare none).
+/// UPDATE's `SET (a, b) = (x, y)` as `SET a = x, b = y` (`SET a = DEFAULT` is the column's
+/// default: `exec/defaults.rs`).
 fn update_assignments(stmt: &mut ast::Statement) {
     let ast::Statement::Update(update) = stmt else {
         return;
@@ -83,13 +83,6 @@ fn update_assignments(stmt: &mut ast::Statement) {
                 }
             }
             (target, value) => assignments.push(ast::Assignment { target, value }),
-        }
-    }
-    for assignment in &mut assignments {
-        if matches!(&assignment.value, ast::Expr::Identifier(i)
-            if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
-        {
-            assignment.value = ast::Expr::Value(ast::Value::Null.with_empty_span());
         }
     }
     update.assignments = assignments;
@@ -642,6 +635,7 @@ fn catalog_query(mut parsed: Parsed) -> Parsed {
         && statements.len() == 1
         && let Some(mut rewritten) = statements.pop()
     {
+        correlated_projections(stmt, &mut rewritten);
         super::regclass::lookups(&mut rewritten);
         if to_reg_casts(&mut rewritten) {
             rewritten = REG_CASTS.rewrite(rewritten);
@@ -655,6 +649,46 @@ fn catalog_query(mut parsed: Parsed) -> Parsed {
         **stmt = rewritten;
     }
     parsed
+}
+
+/// Puts back the correlated scalar subqueries of `original`'s select list that the library's
+/// rewrite made NULL (SQLAlchemy 1.4 reads a column's default as `(SELECT pg_get_expr(d.adbin,
+/// d.adrelid) FROM pg_attrdef d WHERE d.adrelid = a.attrelid AND ..)`), each with the library's
+/// rewrites of its own; [`aggregate_scalar_subqueries`] then makes them plannable.
+fn correlated_projections(original: &ast::Statement, rewritten: &mut ast::Statement) {
+    let (ast::Statement::Query(original), ast::Statement::Query(rewritten)) = (original, rewritten)
+    else {
+        return;
+    };
+    let (ast::SetExpr::Select(original), ast::SetExpr::Select(rewritten)) =
+        (original.body.as_ref(), rewritten.body.as_mut())
+    else {
+        return;
+    };
+    if original.projection.len() != rewritten.projection.len() {
+        return;
+    }
+    let expr = |item: &ast::SelectItem| match item {
+        ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } => {
+            Some(e.clone())
+        }
+        _ => None,
+    };
+    for (before, after) in original.projection.iter().zip(&mut rewritten.projection) {
+        let (
+            Some(ast::Expr::Subquery(query)),
+            ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. },
+        ) = (expr(before), after)
+        else {
+            continue;
+        };
+        if !matches!(e, ast::Expr::Value(v) if v.value == ast::Value::Null) {
+            continue;
+        }
+        if let ast::Statement::Query(query) = PARSER.rewrite(ast::Statement::Query(query)) {
+            *e = ast::Expr::Subquery(query);
+        }
+    }
 }
 
 /// Rewrites `x::regproc` and `x::regprocedure` of an OID (not of a name in quotes) into a call

@@ -4,8 +4,8 @@ send), Core queries of a reflected materialized view, and Session rollback. Shar
 two versions send different catalog queries."""
 
 import sqlalchemy
-from sqlalchemy import MetaData, Table, inspect, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import Column, Identity, Integer, MetaData, String, Table, inspect, select, text
+from sqlalchemy.orm import Session, declarative_base
 
 from harness import PER_AUCTION, PORT, check, expect
 
@@ -92,5 +92,47 @@ def run(dialects, tx_database):
                 session.commit()
             with engine.connect() as conn:
                 expect(conn.execute(text("SELECT id FROM t")).fetchall(), [(2,)])
+        finally:
+            engine.dispose()
+
+    @check(f"sqlalchemy {VERSION}: ORM models with serial and identity keys and server defaults")
+    def _():
+        db = f"orm_sqlalchemy{VERSION.split('.')[0]}"
+        tx_database(db)
+        engine = sqlalchemy.create_engine(f"postgresql+{dialects[0]}://root@127.0.0.1:{PORT}/{db}")
+        Base = declarative_base()
+
+        class Account(Base):
+            __tablename__ = "accounts"
+            id = Column(Integer, primary_key=True)  # SERIAL, its key read back by RETURNING
+            email = Column(String(100), nullable=False)
+            status = Column(String(20), server_default="new")
+
+        class Event(Base):
+            __tablename__ = "events"
+            id = Column(Integer, Identity(always=True), primary_key=True)
+            kind = Column(String, nullable=False)
+
+        try:
+            Base.metadata.create_all(engine)
+            with Session(engine) as session:
+                a, b = Account(email="a@x"), Account(email="b@x", status="vip")
+                session.add_all([a, b])
+                session.add(Event(kind="signup"))
+                session.commit()
+                expect((a.id, b.id), (1, 2))
+                expect(session.get(Account, 1).status, "new")
+                expect(session.execute(select(Event.id, Event.kind)).fetchall(), [(1, "signup")])
+                session.add(Account(email="c@x"))
+                session.flush()
+                session.rollback()
+                # A sequence is outside transactions: the rolled-back insert's key stays used.
+                session.add(Account(email="d@x"))
+                session.commit()
+                rows = session.execute(select(Account.id, Account.email).order_by(Account.id))
+                expect(rows.fetchall(), [(1, "a@x"), (2, "b@x"), (4, "d@x")])
+            cols = {c["name"]: c for c in inspect(engine).get_columns("accounts")}
+            expect(cols["id"]["default"], "nextval('accounts_id_seq'::regclass)")
+            expect(cols["id"]["autoincrement"], True)
         finally:
             engine.dispose()
