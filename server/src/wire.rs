@@ -769,8 +769,10 @@ async fn describe(session: &mut Session, parsed: Parsed, sql: &str) -> Result<Pr
         }
         S::Query(_) | S::Explain { .. } | S::Insert(_) | S::Update(_) | S::Delete(_) => {
             let ctx = session.context()?.clone();
-            // An INSERT's RETURNING list: planned apart; its columns are the result's.
-            let (stmt, returning) = crate::exec::Returning::split(stmt);
+            // An INSERT's ON CONFLICT: its rows are planned as a plain INSERT's.
+            let (stmt, on_conflict) = crate::exec::OnConflict::split(stmt)?;
+            // A RETURNING list: planned apart; its columns are the result's.
+            let (stmt, returning) = crate::exec::Returning::split(stmt.as_ref());
             if let Some(returning) = &returning {
                 let plan = returning.plan(&ctx).await?;
                 prepared.result = Some(Arc::new(plan.schema().as_arrow().clone()));
@@ -779,7 +781,16 @@ async fn describe(session: &mut Session, parsed: Parsed, sql: &str) -> Result<Pr
             let plan = plan_query(&ctx, &stmt).await?;
             session.check_planned_assignments(&plan, &stmt)?;
             crate::pg::regclass::resolve_constants(&ctx, &plan).await?;
-            let types = plan.get_parameter_types()?;
+            let mut types = plan.get_parameter_types()?;
+            // Parameters in ON CONFLICT DO UPDATE, which the INSERT's plan does not have.
+            if let Some(conflict) = &on_conflict
+                && let Some(name) = &conflict.table
+                && let Ok(table) = session.resolve_table(name)
+            {
+                for (id, t) in conflict.parameter_types(&ctx, &table)? {
+                    types.entry(id).or_insert(Some(t));
+                }
+            }
             let count = types
                 .keys()
                 .filter_map(|k| k.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()))

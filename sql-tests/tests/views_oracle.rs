@@ -138,8 +138,14 @@ fn random_statement(rng: &mut StdRng, next_id: &mut i32) -> String {
             *next_id += 1;
             format!("INSERT INTO t1 VALUES ({next_id}, {k}, {v}, '{s}')")
         }
-        4 => format!(
+        4 if rng.random_bool(0.5) => format!(
             "UPDATE t1 SET v = {v}, s = '{s}' WHERE id = {}",
+            rng.random_range(0..=*next_id)
+        ),
+        // An upsert: an update where the id is taken, an insert where it is free (deleted).
+        4 => format!(
+            "INSERT INTO t1 VALUES ({}, {k}, {v}, '{s}') ON CONFLICT (id) DO UPDATE \
+             SET v = EXCLUDED.v, s = EXCLUDED.s WHERE t1.k <> EXCLUDED.k",
             rng.random_range(0..=*next_id)
         ),
         5 => format!(

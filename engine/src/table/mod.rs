@@ -70,6 +70,17 @@ pub struct Modification {
     pub replacement: Option<RecordBatch>,
 }
 
+/// What an `INSERT .. ON CONFLICT`'s rows find under their primary keys
+/// ([`TableStore::insert_resolving`]), row by row.
+pub struct Conflicts {
+    /// Whether a row is stored under the row's key (a conflict).
+    pub found: BooleanArray,
+    /// The stored row under each row's key (all NULL where none is), with the table's columns.
+    pub existing: RecordBatch,
+    /// Whether an earlier row of the statement has the row's key.
+    pub repeated: BooleanArray,
+}
+
 /// What an UPDATE's or DELETE's `decide` chose ([`TableStore::choose`]).
 struct Chosen {
     /// The chosen rows' keys, in order, and the bytes of their keys and values.
@@ -858,7 +869,18 @@ impl TableStore {
         let upserted = BooleanArray::from(delete.iter().map(|d| !d).collect::<Vec<_>>());
         self.check_not_null(&filter_record_batch(&rows, &upserted)?)?;
         let mut counters = self.writer.lock();
-        let keys = self.primary_keys(&rows)?;
+        self.upsert_locked(&mut counters, &rows, delete, extra)
+    }
+
+    /// [`TableStore::upsert`] of `rows` (shaped and checked), the writer locked.
+    fn upsert_locked(
+        &self,
+        counters: &mut Counters,
+        rows: &RecordBatch,
+        delete: &[bool],
+        extra: StateBatch,
+    ) -> Result<u64> {
+        let keys = self.primary_keys(rows)?;
         // The stored rows of the keys touched, decoded into one batch.
         let mut distinct: Vec<&Vec<u8>> = Vec::new();
         let mut seen = HashSet::new();
@@ -928,8 +950,82 @@ impl TableStore {
             .iter()
             .filter(|o| **o != Op::UpdateBefore)
             .count() as u64;
-        self.commit(&mut counters, batch, &[change], delta, true)?;
+        self.commit(counters, batch, &[change], delta, true)?;
         Ok(changed)
+    }
+
+    /// An INSERT whose rows may conflict with stored ones on the primary key (`ON CONFLICT`):
+    /// `resolve` gets the rows (shaped: computed columns filled, values in their stored form) and
+    /// their [`Conflicts`], and returns the rows to store, each under its key, new or replacing
+    /// the stored one. The lookup and the write happen under the table's writer lock, as one
+    /// atomic commit. Returns the rows stored.
+    pub fn insert_resolving<E: From<EngineError>>(
+        &self,
+        rows: &RecordBatch,
+        resolve: impl FnOnce(&RecordBatch, Conflicts) -> std::result::Result<RecordBatch, E>,
+    ) -> std::result::Result<u64, E> {
+        self.check_not_null(rows)?;
+        let rows = self.shaped(rows)?;
+        let mut counters = self.writer.lock();
+        let keys = self.primary_keys(&rows)?;
+        let stored = self.store.multi_get(&keys)?;
+        let conflicts = self.conflicts(&keys, |i| stored[i].as_deref())?;
+        let out = resolve(&rows, conflicts)?;
+        if out.num_rows() == 0 {
+            return Ok(0);
+        }
+        let out = self.shaped(&out)?;
+        self.check_not_null(&out)?;
+        let n = out.num_rows();
+        Ok(self.upsert_locked(&mut counters, &out, &vec![false; n], StateBatch::new())?)
+    }
+
+    /// The [`Conflicts`] of rows with `keys`, `stored(i)` being the row stored under key `i`.
+    fn conflicts<'a>(
+        &self,
+        keys: &[Vec<u8>],
+        stored: impl Fn(usize) -> Option<&'a [u8]>,
+    ) -> Result<Conflicts> {
+        let mut decoder = self.codec.decoder(None, keys.len().max(1));
+        let mut indices = Vec::with_capacity(keys.len());
+        let mut found = 0u32;
+        for i in 0..keys.len() {
+            match stored(i) {
+                Some(v) => {
+                    decoder.push(v)?;
+                    indices.push(Some(found));
+                    found += 1;
+                }
+                None => indices.push(None),
+            }
+        }
+        let decoded = self.conform(&decoder.flush()?)?;
+        let indices = UInt32Array::from(indices);
+        let columns = (decoded.columns().iter())
+            .map(|c| take(c.as_ref(), &indices, None))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let existing = RecordBatch::try_new_with_options(
+            Arc::clone(&self.nullable_schema()),
+            columns,
+            &datafusion::arrow::record_batch::RecordBatchOptions::new()
+                .with_row_count(Some(keys.len())),
+        )?;
+        let mut seen = HashSet::with_capacity(keys.len());
+        let repeated = keys.iter().map(|k| !seen.insert(k.as_slice())).collect();
+        Ok(Conflicts {
+            found: indices.iter().map(|i| i.is_some()).collect(),
+            existing,
+            repeated,
+        })
+    }
+
+    /// The table's schema with every column nullable.
+    fn nullable_schema(&self) -> SchemaRef {
+        Arc::new(datafusion::arrow::datatypes::Schema::new(
+            (self.schema.fields().iter())
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ))
     }
 
     /// Runs one UPDATE or DELETE: `decide` sees the current rows chunk by chunk and says which rows

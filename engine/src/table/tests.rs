@@ -200,6 +200,83 @@ fn upserts_and_deletes_in_order_with_their_change_log() {
     );
 }
 
+/// `ON CONFLICT`'s lookup: each proposed row sees the row stored under its key and whether an
+/// earlier proposed row has it; what the resolver returns is stored as inserts and updates, in
+/// the committed table and in a transaction's staged writes alike.
+#[test]
+fn inserts_resolving_conflicts_see_the_stored_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    let t = TableStore::open(store.clone(), 11, "users", schema(), vec![0]).unwrap();
+    t.insert(&[rows(&[1, 2], &[Some("a"), Some("b")])]).unwrap();
+    // Keep the free keys' rows and the stored rows of taken ones, renamed: an upsert.
+    let n = t
+        .insert_resolving::<EngineError>(
+            &rows(&[2, 3, 3], &[Some("x"), Some("c"), Some("d")]),
+            |proposed, c| {
+                assert_eq!(c.found, BooleanArray::from(vec![true, false, false]));
+                assert_eq!(c.repeated, BooleanArray::from(vec![false, false, true]));
+                let names = c
+                    .existing
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .unwrap();
+                assert_eq!(
+                    names.iter().collect::<Vec<_>>(),
+                    vec![Some("b"), None, None]
+                );
+                let keep = BooleanArray::from(vec![true, true, false]);
+                let kept = filter_record_batch(proposed, &keep)?;
+                Ok(RecordBatch::try_new(
+                    schema(),
+                    vec![
+                        Arc::clone(kept.column(0)),
+                        Arc::new(StringArray::from(vec![Some("b2"), Some("c")])),
+                    ],
+                )?)
+            },
+        )
+        .unwrap();
+    assert_eq!(n, 2);
+    let all = all_rows(&t, &store);
+    let names = all
+        .column(1)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    assert_eq!(
+        names.iter().collect::<Vec<_>>(),
+        vec![Some("a"), Some("b2"), Some("c")]
+    );
+    let changes = t.changes_after(None, 1, 10).unwrap();
+    let ops: Vec<Op> = changes.iter().flat_map(|(_, c)| c.ops.clone()).collect();
+    assert_eq!(ops, vec![Op::UpdateBefore, Op::UpdateAfter, Op::Insert]);
+
+    // Staged: the transaction's own insert of 4 and delete of 1 are what it sees.
+    let mut writes = txn::Writes::default();
+    t.stage_insert(&mut writes, &[rows(&[4], &[Some("e")])])
+        .unwrap();
+    t.stage_modify::<EngineError>(&mut writes, |b| {
+        let ids = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        Ok(Modification {
+            selected: ids.iter().map(|v| Some(v == Some(1))).collect(),
+            replacement: None,
+        })
+    })
+    .unwrap();
+    t.stage_insert_resolving::<EngineError>(
+        &mut writes,
+        &rows(&[1, 4], &[Some("f"), Some("g")]),
+        |proposed, c| {
+            assert_eq!(c.found, BooleanArray::from(vec![false, true]));
+            Ok(proposed.clone())
+        },
+    )
+    .unwrap();
+    txn::commit_transaction(vec![(Arc::new(t), writes)]).unwrap();
+}
+
 #[test]
 fn log_entries_never_split_an_update() {
     let n = SCAN_BATCH_ROWS * 2 + 1;

@@ -173,6 +173,52 @@ impl TableStore {
         Ok(old_keys.len() as u64)
     }
 
+    /// Stages an INSERT whose rows may conflict on the primary key with the rows the transaction
+    /// sees (committed rows with `writes` over them), as [`TableStore::insert_resolving`] does.
+    pub fn stage_insert_resolving<E: From<EngineError>>(
+        &self,
+        writes: &mut Writes,
+        rows: &RecordBatch,
+        resolve: impl FnOnce(&RecordBatch, super::Conflicts) -> std::result::Result<RecordBatch, E>,
+    ) -> std::result::Result<u64, E> {
+        self.check_not_null(rows)?;
+        let rows = self.shaped(rows)?;
+        let keys = self.primary_keys(&rows)?;
+        let committed = self.store.multi_get(&keys)?;
+        let seen: Vec<Option<&[u8]>> = (keys.iter().zip(&committed))
+            .map(|(k, c)| match writes.rows.get(k) {
+                Some(staged) => staged.row.as_deref(),
+                None => c.as_deref(),
+            })
+            .collect();
+        let conflicts = self.conflicts(&keys, |i| seen[i])?;
+        let present: HashSet<&[u8]> = (keys.iter().zip(&seen))
+            .filter(|(_, row)| row.is_some())
+            .map(|(k, _)| k.as_slice())
+            .collect();
+        let out = resolve(&rows, conflicts)?;
+        if out.num_rows() == 0 {
+            return Ok(0);
+        }
+        let out = self.shaped(&out)?;
+        self.check_not_null(&out)?;
+        let out_keys = self.primary_keys(&out)?;
+        let enc = self.codec.encoder(&out)?;
+        let mut staged = Vec::with_capacity(out_keys.len());
+        for (row, key) in out_keys.into_iter().enumerate() {
+            let mut buf = Vec::with_capacity(64);
+            enc.encode(row, &mut buf);
+            // A row where the transaction saw none is an insert.
+            let fresh = !present.contains(key.as_slice());
+            staged.push((key, buf, fresh));
+        }
+        for (key, buf, fresh) in staged {
+            writes.stage(key, Some(buf), fresh);
+        }
+        self.check_staged_size(writes)?;
+        Ok(out.num_rows() as u64)
+    }
+
     /// Reads the rows a transaction sees at `at` (committed rows with `writes` over them),
     /// `projection` applied, in batches of up to `batch_rows`, as [`TableStore::scan`] does.
     pub fn scan_merged(

@@ -15,7 +15,7 @@ use rivulet_planner::catalog::{ColumnDef, Identity, TableDef};
 use crate::error::{SqlError, sqlstate};
 
 /// Whether `e` is the keyword `DEFAULT` (which the parser reads as a column name).
-fn is_default(e: &ast::Expr) -> bool {
+pub(super) fn is_default(e: &ast::Expr) -> bool {
     matches!(e, ast::Expr::Identifier(i)
         if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
 }

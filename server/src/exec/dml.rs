@@ -280,11 +280,14 @@ impl Session {
         {
             return self.insert_into_sink(&table, insert).await;
         }
+        // ON CONFLICT: the rows planned as a plain INSERT's, then resolved against the stored.
+        let (stmt, on_conflict) = super::upsert::OnConflict::split(stmt)?;
         // RETURNING: planned as a query over the rows written, after they are.
-        let (stmt, returning) = Returning::split(stmt);
+        let (stmt, returning) = Returning::split(stmt.as_ref());
         let stmt = self.spell_out_columns(stmt.as_ref())?;
         let stmt = stmt.as_ref();
-        if let (None, None, ast::Statement::Insert(insert)) = (params, &returning, stmt)
+        if let (None, None, None, ast::Statement::Insert(insert)) =
+            (params, &returning, &on_conflict, stmt)
             && let Some(name) = super::values::values_target(insert)
             && let Ok(table) = self.resolve_table(name)
         {
@@ -308,6 +311,21 @@ impl Session {
             .interrupt
             .run(async { Ok(df.collect().await?) })
             .await?;
+        if let Some(on_conflict) = on_conflict {
+            let resolver = on_conflict.resolver(&ctx, &table, params)?;
+            if resolver.keyed() {
+                let (n, written) = self.insert_resolving(&table, batches, resolver).await?;
+                let Some(returning) = returning else {
+                    return Ok(Outcome::Command(format!("INSERT 0 {n}")));
+                };
+                let (schema, rows) = self.returning(&ctx, &returning, &table, written).await?;
+                return Ok(Outcome::Rows {
+                    schema,
+                    batches: rows,
+                    tag: "INSERT 0",
+                });
+            }
+        }
         let Some(returning) = returning else {
             let n = self.insert_rows(&table.store, batches).await?;
             return Ok(Outcome::Command(format!("INSERT 0 {n}")));
@@ -387,6 +405,50 @@ impl Session {
         }
         let store = Arc::clone(store);
         blocking(move || store.insert(&batches).map_err(SqlError::from)).await
+    }
+
+    /// Inserts `batches` into `table` resolving their conflicts on its primary key with
+    /// `resolver` (`ON CONFLICT`): committed at once, or staged inside a transaction block.
+    /// Returns the rows stored, and the rows themselves, as stored.
+    async fn insert_resolving(
+        &mut self,
+        table: &TableEntry,
+        batches: Vec<RecordBatch>,
+        resolver: super::upsert::Resolver,
+    ) -> Result<(u64, Vec<RecordBatch>), SqlError> {
+        let schema = match batches.first() {
+            Some(b) => b.schema(),
+            None => return Ok((0, Vec::new())),
+        };
+        let rows = datafusion::arrow::compute::concat_batches(&schema, &batches)
+            .map_err(SqlError::from_arrow)?;
+        let written: Arc<parking_lot::Mutex<Vec<RecordBatch>>> = Arc::default();
+        let capture = Arc::clone(&written);
+        let resolve = move |rows: &RecordBatch, conflicts| -> Result<RecordBatch, SqlError> {
+            let out = resolver.resolve(rows, conflicts)?;
+            capture.lock().push(out.clone());
+            Ok(out)
+        };
+        let n = if self.staging() {
+            self.stage(&table.store, move |t, w| {
+                t.stage_insert_resolving(w, &rows, resolve)
+            })
+            .await?
+        } else {
+            let store = Arc::clone(&table.store);
+            blocking(move || store.insert_resolving(&rows, resolve)).await?
+        };
+        // The rows as stored (a `uuid` in its form).
+        let written = std::mem::take(&mut *written.lock());
+        let written = match rivulet_planner::lengths::check(&table.def) {
+            Some(check) => written
+                .into_iter()
+                .map(|b| check.check(b))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(SqlError::from)?,
+            None => written,
+        };
+        Ok((n, written))
     }
 
     /// Runs one UPDATE, DELETE or TRUNCATE's `decide` over `store`'s rows: committed at once, or
@@ -489,24 +551,7 @@ impl Session {
         let n = self
             .modify_rows(&table.store, move |rows: &RecordBatch| {
                 let selected = match &predicate {
-                    Some(p) => {
-                        let value = p.evaluate(rows)?.into_array(rows.num_rows())?;
-                        let mask =
-                            value
-                                .as_any()
-                                .downcast_ref::<BooleanArray>()
-                                .ok_or_else(|| {
-                                    SqlError::new(
-                                        sqlstate::DATATYPE_MISMATCH,
-                                        "argument of WHERE must be type boolean",
-                                    )
-                                })?;
-                        if mask.null_count() > 0 {
-                            prep_null_mask_filter(mask)
-                        } else {
-                            mask.clone()
-                        }
-                    }
+                    Some(p) => where_mask(p, rows)?,
                     None => BooleanArray::from(vec![true; rows.num_rows()]),
                 };
                 let replacement = match &assignments {
@@ -757,6 +802,28 @@ fn without_alias(stmt: &ast::Statement) -> Option<ast::Statement> {
         }
     }
     Some(stmt)
+}
+
+/// Where `predicate` (a WHERE clause) holds over `rows`: NULL is not true; a predicate that is
+/// not boolean is 42804.
+pub(super) fn where_mask(
+    predicate: &Arc<dyn PhysicalExpr>,
+    rows: &RecordBatch,
+) -> Result<BooleanArray, SqlError> {
+    let value = predicate.evaluate(rows)?.into_array(rows.num_rows())?;
+    let mask = value
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .ok_or_else(|| {
+            SqlError::new(
+                sqlstate::DATATYPE_MISMATCH,
+                "argument of WHERE must be type boolean",
+            )
+        })?;
+    Ok(match mask.null_count() {
+        0 => mask.clone(),
+        _ => prep_null_mask_filter(mask),
+    })
 }
 
 fn has_subquery(e: &Expr) -> bool {

@@ -17,6 +17,7 @@ mod savepoint;
 mod settings;
 mod sink;
 mod transaction;
+mod upsert;
 mod values;
 mod view;
 
@@ -38,6 +39,7 @@ pub use dml::Returning;
 pub use query::{plan_continuous, plan_query};
 pub use settings::checked as checked_setting;
 pub use transaction::Staged;
+pub use upsert::OnConflict;
 
 /// What a statement produced.
 #[derive(Debug)]

@@ -354,6 +354,22 @@ async def _():
         conn.execute("DROP TABLE accounts")
 
 
+@check("asyncpg and psycopg: INSERT .. ON CONFLICT DO UPDATE with parameters in the SET list, RETURNING")
+async def _():
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute("CREATE TABLE counters (k TEXT PRIMARY KEY, n INT NOT NULL)")
+        upsert = "INSERT INTO counters VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET n = counters.n + %s RETURNING n"
+        expect([conn.execute(upsert, ("a", 1, 10)).fetchone()[0] for _ in range(3)], [1, 11, 21])
+    conn = await asyncpg.connect(URL)
+    try:
+        upsert = "INSERT INTO counters VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET n = EXCLUDED.n + $3 RETURNING k, n"
+        rows = [tuple(await conn.fetchrow(upsert, "b", 5, 100)) for _ in range(2)]
+        expect(rows, [("b", 5), ("b", 105)])
+        await conn.execute("DROP TABLE counters")
+    finally:
+        await conn.close()
+
+
 # --- SQLAlchemy 2.x ---------------------------------------------------------------------------------
 import sqlalchemy_checks  # noqa: E402
 
