@@ -778,7 +778,12 @@ async fn describe(session: &mut Session, parsed: Parsed, sql: &str) -> Result<Pr
                 prepared.result = Some(Arc::new(plan.schema().as_arrow().clone()));
             }
             let stmt = session.spell_out_columns(stmt.as_ref())?;
-            let plan = plan_query(&ctx, &stmt).await?;
+            // An UPDATE or DELETE that reads other relations runs as a query.
+            let plan = if crate::exec::joined::reads_others(&stmt) {
+                crate::exec::joined::plan(session, &stmt).await?
+            } else {
+                plan_query(&ctx, &stmt).await?
+            };
             session.check_planned_assignments(&plan, &stmt)?;
             crate::pg::regclass::resolve_constants(&ctx, &plan).await?;
             let mut types = plan.get_parameter_types()?;

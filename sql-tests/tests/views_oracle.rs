@@ -148,10 +148,16 @@ fn random_statement(rng: &mut StdRng, next_id: &mut i32) -> String {
              SET v = EXCLUDED.v, s = EXCLUDED.s WHERE t1.k <> EXCLUDED.k",
             rng.random_range(0..=*next_id)
         ),
-        5 => format!(
+        5 if rng.random_bool(0.5) => format!(
             "UPDATE t1 SET k = {k} WHERE id % 7 = {}",
             rng.random_range(0..7)
         ),
+        // Reading another table: a join, a subquery.
+        5 if rng.random_bool(0.5) => format!(
+            "UPDATE t1 SET v = t2.v FROM t2 WHERE t2.k = t1.k AND t1.id % 5 = {}",
+            rng.random_range(0..5)
+        ),
+        5 => format!("DELETE FROM t2 WHERE k IN (SELECT k FROM t1 WHERE v > {v})"),
         6 => format!(
             "DELETE FROM t1 WHERE id = {}",
             rng.random_range(0..=*next_id)

@@ -350,7 +350,7 @@ impl Session {
 
     /// A statement's `returning` list over `written`, the rows it wrote (or deleted):
     /// [`Returning::plan`] with the table's scan reading them.
-    async fn returning(
+    pub(super) async fn returning(
         &mut self,
         ctx: &datafusion::prelude::SessionContext,
         returning: &Returning,
@@ -453,7 +453,7 @@ impl Session {
 
     /// Runs one UPDATE, DELETE or TRUNCATE's `decide` over `store`'s rows: committed at once, or
     /// staged inside a transaction block.
-    async fn modify_rows(
+    pub(super) async fn modify_rows(
         &mut self,
         store: &Arc<TableStore>,
         decide: impl FnMut(&RecordBatch) -> Result<Modification, SqlError> + Send + 'static,
@@ -476,35 +476,22 @@ impl Session {
         let (stmt, returning) = Returning::split(stmt);
         let stmt = self.spell_out_columns(stmt.as_ref())?;
         let stmt = stmt.as_ref();
+        if super::joined::reads_others(stmt) {
+            return self.modify_by_query(stmt, params, returning).await;
+        }
         let ctx = self.context()?.clone();
         let plan = bind(plan_query(&ctx, stmt).await?, params)?;
         let LogicalPlan::Dml(dml) = plan else {
             return Err(SqlError::internal("UPDATE/DELETE did not plan as DML"));
         };
         let table = self.table_of(&dml.table_name)?;
-        refuse_view(&table)?;
         check_assignments(&dml, &table, stmt)?;
         let verb = if dml.op == WriteOp::Update {
             "UPDATE"
         } else {
             "DELETE"
         };
-        if table.def.append_only {
-            return Err(SqlError::new(
-                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
-                format!(
-                    "cannot {} append-only table \"{}\"",
-                    if verb == "UPDATE" {
-                        "update"
-                    } else {
-                        "delete from"
-                    },
-                    table.def.name
-                ),
-            )
-            .with_hint("Tables created with APPEND ONLY accept only INSERT."));
-        }
-        refuse_connector_table(&table, verb)?;
+        check_modifiable(&table, verb)?;
         let (assignments, below) = match (&dml.op, dml.input.as_ref()) {
             (WriteOp::Update, LogicalPlan::Projection(p)) => {
                 (Some(p.expr.clone()), p.input.as_ref())
@@ -543,11 +530,8 @@ impl Session {
                 .map(|f| f.as_ref().clone().with_nullable(true))
                 .collect::<Vec<_>>(),
         ));
-        // The rows RETURNING reads: a DELETE's as they were, an UPDATE's as stored.
-        let changed: Option<Arc<parking_lot::Mutex<Vec<RecordBatch>>>> =
-            returning.as_ref().map(|_| Arc::default());
+        let changed = returning.as_ref().map(|_| Changed::new(&table.def));
         let capture = changed.clone();
-        let stored_form = rivulet_planner::lengths::check(&table.def);
         let n = self
             .modify_rows(&table.store, move |rows: &RecordBatch| {
                 let selected = match &predicate {
@@ -580,17 +564,8 @@ impl Session {
                         )
                     }
                 };
-                if let Some(capture) = &capture {
-                    let rows = match &replacement {
-                        Some(new) => match &stored_form {
-                            Some(check) => check.check(new.clone()).map_err(SqlError::from)?,
-                            None => new.clone(),
-                        },
-                        None => {
-                            filter_record_batch(rows, &selected).map_err(SqlError::from_arrow)?
-                        }
-                    };
-                    capture.lock().push(rows);
+                if let Some(changed) = &capture {
+                    changed.keep(rows, &selected, replacement.as_ref())?;
                 }
                 Ok::<_, SqlError>(Modification {
                     selected,
@@ -598,11 +573,25 @@ impl Session {
                 })
             })
             .await?;
-        let (Some(returning), Some(changed)) = (returning, changed) else {
+        self.modified(verb, n, returning.zip(changed), &ctx, &table)
+            .await
+    }
+
+    /// An UPDATE's or DELETE's outcome: its tag with the `n` rows changed, or its RETURNING
+    /// list over the rows `changed` kept.
+    pub(super) async fn modified(
+        &mut self,
+        verb: &'static str,
+        n: u64,
+        returning: Option<(Returning, Changed)>,
+        ctx: &datafusion::prelude::SessionContext,
+        table: &TableEntry,
+    ) -> Result<Outcome, SqlError> {
+        let Some((returning, changed)) = returning else {
             return Ok(Outcome::Command(format!("{verb} {n}")));
         };
-        let changed = std::mem::take(&mut *changed.lock());
-        let (schema, rows) = self.returning(&ctx, &returning, &table, changed).await?;
+        let changed = std::mem::take(&mut *changed.rows.lock());
+        let (schema, rows) = self.returning(ctx, &returning, table, changed).await?;
         Ok(Outcome::Rows {
             schema,
             batches: rows,
@@ -802,6 +791,57 @@ fn without_alias(stmt: &ast::Statement) -> Option<ast::Statement> {
         }
     }
     Some(stmt)
+}
+
+/// The rows an UPDATE or DELETE changed, kept for its RETURNING list: a DELETE's as they were,
+/// an UPDATE's new rows as stored.
+#[derive(Clone)]
+pub(super) struct Changed {
+    rows: Arc<parking_lot::Mutex<Vec<RecordBatch>>>,
+    stored_form: Option<Arc<dyn rivulet_engine::table::RowCheck>>,
+}
+
+impl Changed {
+    pub(super) fn new(def: &rivulet_planner::catalog::TableDef) -> Self {
+        Self {
+            rows: Arc::default(),
+            stored_form: rivulet_planner::lengths::check(def),
+        }
+    }
+
+    /// Keeps the `selected` of `rows`, or their `replacement`.
+    pub(super) fn keep(
+        &self,
+        rows: &RecordBatch,
+        selected: &BooleanArray,
+        replacement: Option<&RecordBatch>,
+    ) -> Result<(), SqlError> {
+        let kept = match (replacement, &self.stored_form) {
+            (Some(new), Some(check)) => check.check(new.clone()).map_err(SqlError::from)?,
+            (Some(new), None) => new.clone(),
+            (None, _) => filter_record_batch(rows, selected).map_err(SqlError::from_arrow)?,
+        };
+        self.rows.lock().push(kept);
+        Ok(())
+    }
+}
+
+/// Refuses an UPDATE or DELETE (`verb`) of a view, an append-only table or a connector's table.
+pub(super) fn check_modifiable(table: &TableEntry, verb: &str) -> Result<(), SqlError> {
+    refuse_view(table)?;
+    if table.def.append_only {
+        let what = if verb == "UPDATE" {
+            "update"
+        } else {
+            "delete from"
+        };
+        return Err(SqlError::new(
+            sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("cannot {what} append-only table \"{}\"", table.def.name),
+        )
+        .with_hint("Tables created with APPEND ONLY accept only INSERT."));
+    }
+    refuse_connector_table(table, verb)
 }
 
 /// Where `predicate` (a WHERE clause) holds over `rows`: NULL is not true; a predicate that is

@@ -11,6 +11,7 @@ mod ddl;
 mod defaults;
 mod dml;
 mod job_savepoint;
+pub mod joined;
 mod plain_view;
 mod query;
 mod savepoint;
