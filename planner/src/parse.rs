@@ -287,6 +287,7 @@ fn parse_one(
         quote_dotted_options(&mut tokens);
     }
     crate::sequence::order_options(&mut tokens);
+    trim_blanks(&mut tokens);
     let emit_on_window_close = take_emit_on_window_close(&mut tokens);
     flink_windows(&mut tokens);
     let system_time = crate::temporal::take(&mut tokens);
@@ -321,6 +322,35 @@ fn parse_one(
         emit_on_window_close,
         computed,
     })
+}
+
+/// `trim(LEADING FROM x)` (and TRAILING, BOTH) trims blanks, as Postgres has it; sqlparser reads
+/// `trim(<where> [characters] FROM x)` only with the characters, so a `' '` is put there.
+fn trim_blanks(tokens: &mut Vec<TokenWithSpan>) {
+    let significant: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !is_trivia(&tokens[i].token))
+        .collect();
+    let mut insert_at = Vec::new();
+    for w in significant.windows(4) {
+        if is_word(&tokens[w[0]], Keyword::TRIM)
+            && tokens[w[1]].token == Token::LParen
+            && [Keyword::LEADING, Keyword::TRAILING, Keyword::BOTH]
+                .iter()
+                .any(|k| is_word(&tokens[w[2]], *k))
+            && is_word(&tokens[w[3]], Keyword::FROM)
+        {
+            insert_at.push(w[3]);
+        }
+    }
+    for at in insert_at.into_iter().rev() {
+        let blank = [
+            TokenWithSpan::wrap(Token::SingleQuotedString(" ".into())),
+            TokenWithSpan::wrap(Token::Whitespace(
+                datafusion::sql::sqlparser::tokenizer::Whitespace::Space,
+            )),
+        ];
+        tokens.splice(at..at, blank);
+    }
 }
 
 /// An identifier token's name as Postgres folds it.

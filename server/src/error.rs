@@ -24,6 +24,7 @@ pub mod sqlstate {
     pub const DIVISION_BY_ZERO: &str = "22012";
     pub const INVALID_PARAMETER_VALUE: &str = "22023";
     pub const INVALID_ESCAPE_SEQUENCE: &str = "22025";
+    pub const INVALID_REGULAR_EXPRESSION: &str = "2201B";
     pub const SEQUENCE_GENERATOR_LIMIT_EXCEEDED: &str = "2200H";
     pub const BAD_COPY_FILE_FORMAT: &str = "22P04";
     pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";

@@ -36,11 +36,15 @@ pub fn register(ctx: &SessionContext, user: &str, database: &str) {
         ctx.register_udf(udf);
     }
     ctx.register_udaf(crate::pg::sum::udaf());
+    for udaf in crate::pg::ordered_set::udafs() {
+        ctx.register_udaf(udaf);
+    }
     ctx.register_udaf(crate::pg::subquery::udaf());
     ctx.register_udf(crate::pg::extract::udf());
     ctx.register_udf(crate::pg::date_trunc::udf());
     ctx.register_udf(crate::pg::at_time_zone::udf());
     ctx.register_udf(crate::pg::similar::udf());
+    ctx.register_udf(crate::pg::regexp::udf());
     ctx.register_udf(crate::pg::uuid::input());
     ctx.register_udf(crate::pg::uuid::random());
     // Postgres' names for DataFusion's `ceil` and `bool_and`.

@@ -15,6 +15,9 @@
 //!   the column's own do not; a `bpchar` without a length keeps its blanks, which do not count in
 //!   comparisons either, and are dropped by `||` (its text), as in Postgres.
 //!
+//! - beside an array (`tags @> '{b}'`, `xs = '{1,2}'`), it is the array it spells;
+//!   and arrays overlap (`&&`) as Postgres' operator says, which DataFusion lacks.
+//!
 //! DataFusion already casts a literal compared with a number or a date to its type.
 
 use datafusion::arrow::datatypes::DataType;
@@ -42,6 +45,36 @@ pub fn parse_bool(text: &str) -> Option<bool> {
     } else {
         None
     }
+}
+
+/// `e` as the array it spells (`'{1,2}'`), if it is a text literal beside an array `other`
+/// (`xs @> '{2}'`, `xs = '{1,2}'`); an error if the text is no such array (22P02).
+fn as_array(e: &Expr, other: &Expr, schema: &DFSchema) -> Option<Result<Expr>> {
+    let Expr::Literal(ScalarValue::Utf8(Some(text)), _) = e else {
+        return None;
+    };
+    let t = other.get_type(schema).ok()?;
+    if !matches!(t, DataType::List(_) | DataType::LargeList(_)) {
+        return None;
+    }
+    let strings: datafusion::arrow::array::ArrayRef =
+        std::sync::Arc::new(datafusion::arrow::array::StringArray::from(vec![
+            text.as_str(),
+        ]));
+    let strict = datafusion::arrow::compute::CastOptions {
+        safe: false,
+        format_options: Default::default(),
+    };
+    Some(
+        crate::text::parse_column(&strings, &t, &strict)
+            .map_err(|_| {
+                DataFusionError::External(Box::new(crate::error::SqlError::new(
+                    crate::error::sqlstate::INVALID_TEXT_REPRESENTATION,
+                    format!("malformed array literal: \"{text}\""),
+                )))
+            })
+            .and_then(|parsed| Ok(lit(ScalarValue::try_from_array(&parsed, 0)?))),
+    )
 }
 
 /// `e` as a boolean literal, if it is a text literal; an error if the text is no boolean.
@@ -77,6 +110,40 @@ impl ExprPlanner for UnknownLiterals {
                 }
             }
             return Ok(PlannerResult::Original(expr));
+        }
+        if matches!(
+            expr.op,
+            AtArrow | ArrowAt | PGOverlap | Eq | NotEq | Lt | LtEq | Gt | GtEq
+        ) {
+            if let Some(left) = as_array(&expr.left, &expr.right, schema) {
+                expr.left = left?;
+            } else if let Some(right) = as_array(&expr.right, &expr.left, schema) {
+                expr.right = right?;
+            }
+            // Arrays overlap (`&&`) where they have an element in common; DataFusion has no
+            // operator for it.
+            let is_list = |e: &Expr| {
+                matches!(
+                    e.get_type(schema),
+                    Ok(DataType::List(_) | DataType::LargeList(_))
+                )
+            };
+            // DataFusion's own array planner ran before the literal was an array.
+            use datafusion::functions_nested::expr_fn::{array_has_all, array_has_any};
+            if is_list(&expr.left) && is_list(&expr.right) {
+                match expr.op {
+                    PGOverlap => {
+                        return Ok(PlannerResult::Planned(array_has_any(expr.left, expr.right)));
+                    }
+                    AtArrow => {
+                        return Ok(PlannerResult::Planned(array_has_all(expr.left, expr.right)));
+                    }
+                    ArrowAt => {
+                        return Ok(PlannerResult::Planned(array_has_all(expr.right, expr.left)));
+                    }
+                    _ => {}
+                }
+            }
         }
         if !matches!(expr.op, Eq | NotEq | Lt | LtEq | Gt | GtEq) {
             return Ok(PlannerResult::Original(expr));

@@ -89,15 +89,21 @@ impl Set {
     }
 }
 
-fn function(name: &ast::ObjectName) -> Option<(Set, &'static str)> {
+/// The function giving `name`'s set as an array, and the set's column, if `name` is a
+/// set-returning function run as an UNNEST (`regexp_split_to_table` is `regexp_split_to_array`'s
+/// elements).
+fn function(name: &ast::ObjectName) -> Option<(&'static str, &'static str)> {
     let [part] = name.0.as_slice() else {
         return None;
     };
     let ident = part.as_ident()?;
+    if ident.value.eq_ignore_ascii_case("regexp_split_to_table") {
+        return Some(("regexp_split_to_array", "regexp_split_to_table"));
+    }
     FUNCTIONS
         .iter()
         .find(|(n, _, _)| ident.value.eq_ignore_ascii_case(n))
-        .map(|(_, set, column)| (*set, *column))
+        .map(|(_, set, column)| (set.udf_name(), *column))
 }
 
 fn each(name: &ast::ObjectName) -> Option<bool> {
@@ -212,11 +218,8 @@ impl VisitorMut for Sets {
                 }
                 *factor = numbered(arrays, Some(alias), &called, "");
                 return ControlFlow::Continue(());
-            } else if let Some((set, column)) = function(name) {
-                (
-                    vec![call(set.udf_name(), exprs, vec![])],
-                    column.to_string(),
-                )
+            } else if let Some((udf, column)) = function(name) {
+                (vec![call(udf, exprs, vec![])], column.to_string())
             } else {
                 return ControlFlow::Continue(());
             };
@@ -251,7 +254,7 @@ impl VisitorMut for Sets {
                 .map(|set| call(set.udf_name(), exprs.clone(), vec![]))
                 .collect();
             (arrays, Some(alias))
-        } else if let Some((set, column)) = function(name) {
+        } else if let Some((udf, column)) = function(name) {
             let alias = match alias.take() {
                 Some(mut a) if a.columns.is_empty() => {
                     let own = a.name.value.clone();
@@ -266,7 +269,7 @@ impl VisitorMut for Sets {
                     at: None,
                 },
             };
-            (vec![call(set.udf_name(), exprs, vec![])], Some(alias))
+            (vec![call(udf, exprs, vec![])], Some(alias))
         } else {
             return ControlFlow::Continue(());
         };
@@ -284,7 +287,7 @@ impl VisitorMut for Sets {
         let ast::Expr::Function(f) = expr else {
             return ControlFlow::Continue(());
         };
-        let Some((set, _)) = function(&f.name) else {
+        let Some((udf, _)) = function(&f.name) else {
             return ControlFlow::Continue(());
         };
         let ast::FunctionArguments::List(list) = &f.args else {
@@ -299,7 +302,7 @@ impl VisitorMut for Sets {
             })
             .collect();
         if let Some(args) = args {
-            *expr = call("unnest", vec![call(set.udf_name(), args, vec![])], vec![]);
+            *expr = call("unnest", vec![call(udf, args, vec![])], vec![]);
         }
         ControlFlow::Continue(())
     }
