@@ -836,8 +836,8 @@ impl PgAttrdef {
         let mut out = Vec::new();
         for table in catalog.tables(database) {
             for (i, column) in table.def.columns.iter().enumerate() {
-                if let (Some(text), Ok(number)) = (&column.default, i16::try_from(i + 1)) {
-                    let text = super::information_schema::column_default(text);
+                let text = super::information_schema::column_default(column);
+                if let (Some(text), Ok(number)) = (text, i16::try_from(i + 1)) {
                     out.push((table.def.name.clone(), number, text));
                 }
             }

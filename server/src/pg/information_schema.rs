@@ -321,7 +321,7 @@ fn declared_types(batch: RecordBatch, declared: &Declared) -> Result<RecordBatch
         else {
             continue;
         };
-        defaults[i] = column.default.as_deref().map(column_default);
+        defaults[i] = column_default(column);
         if let Some(identity) = column.identity {
             identities[i] = Some("YES");
             generations[i] = Some(match identity {
@@ -369,15 +369,30 @@ fn declared_types(batch: RecordBatch, declared: &Declared) -> Result<RecordBatch
 }
 
 /// A column's DEFAULT as Postgres shows it: a sequence named as a `regclass`
-/// (`nextval('t_id_seq'::regclass)`).
-pub fn column_default(text: &str) -> String {
-    match text
-        .strip_prefix("nextval('")
-        .and_then(|t| t.strip_suffix("')"))
-    {
-        Some(sequence) => format!("nextval('{sequence}'::regclass)"),
-        None => text.to_string(),
+/// (`nextval('t_id_seq'::regclass)`), a quoted constant of a text-like column with its type
+/// (`'new'::text`).
+pub fn column_default(column: &ColumnDef) -> Option<String> {
+    let text = column.default.as_deref()?;
+    if let Some(sequence) = (text.strip_prefix("nextval('")).and_then(|t| t.strip_suffix("')")) {
+        return Some(format!("nextval('{sequence}'::regclass)"));
     }
+    let quoted = text.len() >= 2
+        && text.starts_with('\'')
+        && text.ends_with('\'')
+        && !text[1..text.len() - 1].replace("''", "").contains('\'');
+    let cast = match column.sql_type {
+        SqlType::Text => Some("text"),
+        SqlType::Varchar { .. } => Some("character varying"),
+        SqlType::Char { .. } => Some("bpchar"),
+        SqlType::Json => Some("json"),
+        SqlType::Jsonb => Some("jsonb"),
+        SqlType::Uuid => Some("uuid"),
+        _ => None,
+    };
+    Some(match cast {
+        Some(cast) if quoted => format!("{text}::{cast}"),
+        _ => text.to_string(),
+    })
 }
 
 /// A column type's `numeric_precision`, `numeric_precision_radix` and `numeric_scale`, as Postgres
