@@ -49,11 +49,17 @@ fn default_of(column: &ColumnDef) -> Result<ast::Expr, SqlError> {
         })
 }
 
-fn column_index(def: &TableDef, name: &str) -> Option<usize> {
-    let name = name.trim_matches('"');
-    (def.columns.iter())
-        .position(|c| c.name == name)
-        .or_else(|| (def.columns.iter()).position(|c| c.name.eq_ignore_ascii_case(name)))
+/// The column a column list or a SET names: its last part (`SET t.c = ..` names `c`), folded as
+/// Postgres folds names.
+pub(super) fn column_name(name: &ast::ObjectName) -> String {
+    (name.0.last())
+        .and_then(|p| p.as_ident())
+        .map_or_else(String::new, rivulet_planner::ddl::normalize_ident)
+}
+
+fn column_index(def: &TableDef, name: &ast::ObjectName) -> Option<usize> {
+    let name = column_name(name);
+    def.columns.iter().position(|c| c.name == name)
 }
 
 /// 428C9 for a value given to `GENERATED ALWAYS` identity column `column`.
@@ -92,7 +98,7 @@ pub fn insert(insert: &ast::Insert, def: &TableDef) -> Result<Option<ast::Insert
         let mut insert = insert.clone();
         insert.columns = stored
             .iter()
-            .map(|&i| column_name(&def.columns[i]))
+            .map(|&i| quoted_name(&def.columns[i]))
             .collect();
         let row = (stored.iter())
             .map(|&i| default_of(&def.columns[i]))
@@ -113,7 +119,7 @@ pub fn insert(insert: &ast::Insert, def: &TableDef) -> Result<Option<ast::Insert
         stored.clone()
     } else {
         (insert.columns.iter())
-            .map(|c| column_index(def, &c.to_string()))
+            .map(|c| column_index(def, c))
             .collect::<Option<_>>()
             .unwrap_or_default()
     };
@@ -154,12 +160,12 @@ pub fn insert(insert: &ast::Insert, def: &TableDef) -> Result<Option<ast::Insert
         if insert.columns.is_empty() {
             insert.columns = targets
                 .iter()
-                .map(|&i| column_name(&def.columns[i]))
+                .map(|&i| quoted_name(&def.columns[i]))
                 .collect();
         }
         insert
             .columns
-            .extend(omitted.iter().map(|&i| column_name(&def.columns[i])));
+            .extend(omitted.iter().map(|&i| quoted_name(&def.columns[i])));
         let defaults = (omitted.iter())
             .map(|&i| default_of(&def.columns[i]))
             .collect::<Result<Vec<_>, _>>()?;
@@ -214,10 +220,7 @@ pub fn update(update: &ast::Update, def: &TableDef) -> Result<Option<ast::Update
         let ast::AssignmentTarget::ColumnName(name) = &assignment.target else {
             continue;
         };
-        let Some(last) = name.0.last() else {
-            continue;
-        };
-        let Some(column) = column_index(def, &last.to_string()).map(|i| &def.columns[i]) else {
+        let Some(column) = column_index(def, name).map(|i| &def.columns[i]) else {
             continue;
         };
         if is_default(&assignment.value) {
@@ -230,6 +233,6 @@ pub fn update(update: &ast::Update, def: &TableDef) -> Result<Option<ast::Update
     Ok(changed.then_some(update))
 }
 
-fn column_name(column: &ColumnDef) -> ast::ObjectName {
+fn quoted_name(column: &ColumnDef) -> ast::ObjectName {
     ast::ObjectName::from(vec![ast::Ident::with_quote('"', &column.name)])
 }

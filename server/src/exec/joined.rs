@@ -138,13 +138,7 @@ fn query_of(
                 "a multiple-column assignment with a subquery".to_string(),
             ));
         };
-        let column = (name.0.last())
-            .and_then(|p| p.as_ident())
-            .map(|i| match i.quote_style {
-                Some(_) => i.value.clone(),
-                None => i.value.to_lowercase(),
-            })
-            .unwrap_or_default();
+        let column = super::defaults::column_name(name);
         let Some(index) = def.columns.iter().position(|c| c.name == column) else {
             return Err(SqlError::new(
                 sqlstate::UNDEFINED_COLUMN,

@@ -21,6 +21,9 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast;
 use rivulet_engine::table::Conflicts;
 
+use rivulet_planner::ddl::normalize_ident;
+
+use super::defaults::column_name;
 use crate::catalog::TableEntry;
 use crate::error::{SqlError, sqlstate};
 
@@ -143,7 +146,7 @@ impl OnConflict {
         };
         match &self.clause.conflict_target {
             Some(ast::ConflictTarget::Columns(columns)) => {
-                let mut named: Vec<String> = columns.iter().map(normalize).collect();
+                let mut named: Vec<String> = columns.iter().map(normalize_ident).collect();
                 named.sort();
                 named.dedup();
                 let mut wanted: Vec<String> = key.iter().map(|k| k.to_string()).collect();
@@ -205,8 +208,8 @@ impl OnConflict {
         let mut assignments = Vec::with_capacity(update.assignments.len());
         for assignment in &update.assignments {
             let names: Vec<String> = match &assignment.target {
-                ast::AssignmentTarget::ColumnName(name) => vec![name_of(name)],
-                ast::AssignmentTarget::Tuple(names) => names.iter().map(name_of).collect(),
+                ast::AssignmentTarget::ColumnName(name) => vec![column_name(name)],
+                ast::AssignmentTarget::Tuple(names) => names.iter().map(column_name).collect(),
             };
             let values: Vec<&ast::Expr> = match (&assignment.value, names.len()) {
                 (ast::Expr::Tuple(values), n) if n > 1 && values.len() == n => {
@@ -263,20 +266,6 @@ impl OnConflict {
             }),
         })
     }
-}
-
-fn normalize(i: &ast::Ident) -> String {
-    match i.quote_style {
-        Some(_) => i.value.clone(),
-        None => i.value.to_lowercase(),
-    }
-}
-
-/// A SET target's column: its last part (`SET t.c = ..` names `c`).
-fn name_of(name: &ast::ObjectName) -> String {
-    (name.0.last())
-        .and_then(|p| p.as_ident())
-        .map_or_else(String::new, normalize)
 }
 
 /// A planned `DO UPDATE`.
