@@ -634,6 +634,16 @@ impl Catalog {
             .and_then(|d| d.sequences.get(name).cloned())
     }
 
+    /// Every sequence of `db`, by name.
+    pub fn sequences(&self, db: &str) -> Vec<Arc<Sequence>> {
+        self.inner
+            .read()
+            .databases
+            .get(db)
+            .map(|d| d.sequences.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// `CREATE SEQUENCE`. Returns false if a relation of its name existed and `if_not_exists`
     /// was given.
     pub fn create_sequence(

@@ -195,6 +195,9 @@ impl SchemaProvider for PublicSchema {
         {
             return crate::system_tables::table(&shared, &self.database, name);
         }
+        if let Some(sequence) = self.catalog.sequence(&self.database, name) {
+            return sequence.relation().map(Some);
+        }
         Ok(self.catalog.table(&self.database, name).map(|entry| {
             Arc::new(StoredTable {
                 entry,
@@ -209,6 +212,7 @@ impl SchemaProvider for PublicSchema {
             || name == DEAD_LETTERS
             || crate::system_tables::NAMES.contains(&name)
             || self.catalog.table(&self.database, name).is_some()
+            || self.catalog.sequence(&self.database, name).is_some()
     }
 }
 

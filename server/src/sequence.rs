@@ -15,8 +15,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
-use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
@@ -111,6 +115,47 @@ impl Sequence {
             key,
             position: Mutex::new(position),
         })
+    }
+
+    /// Where it is, as `SELECT * FROM` a sequence shows it: the last value handed out (or the
+    /// next one, when none was), how many values are logged ahead of it, and whether one was
+    /// handed out.
+    pub fn state(&self) -> (i64, i64, bool) {
+        let p = *self.position.lock();
+        (p.last, i64::from(p.covered), p.called)
+    }
+
+    /// The sequence as a relation, as `SELECT * FROM` it reads it: one row of [`Self::state`].
+    pub fn relation(&self) -> datafusion::error::Result<Arc<dyn TableProvider>> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("last_value", DataType::Int64, false),
+            Field::new("log_cnt", DataType::Int64, false),
+            Field::new("is_called", DataType::Boolean, false),
+        ]));
+        let (last, logged, called) = self.state();
+        let row = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(vec![last])),
+                Arc::new(Int64Array::from(vec![logged])),
+                Arc::new(BooleanArray::from(vec![called])),
+            ],
+        )?;
+        Ok(Arc::new(MemTable::try_new(schema, vec![vec![row]])?))
+    }
+
+    /// A number no other sequence of the server has, stable across restarts: from the id its
+    /// position is kept under (its table's and column's, or its own).
+    pub fn number(&self) -> u64 {
+        let (mut owner, mut column) = ([0u8; 8], [0u8; 4]);
+        if let (Some(o), Some(c)) = (self.key.get(2..10), self.key.get(10..14)) {
+            owner.copy_from_slice(o);
+            column.copy_from_slice(c);
+        }
+        let column = u64::from(u32::from_be_bytes(column).min(63));
+        u64::from_be_bytes(owner)
+            .wrapping_mul(64)
+            .wrapping_add(column)
     }
 
     /// The value after `v`, wrapping round with CYCLE; 2200H past a bound without it.

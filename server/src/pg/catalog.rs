@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray,
 };
-use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -34,6 +34,7 @@ use datafusion_pg_catalog::pg_catalog::context::{PgCatalogContextProvider, Role}
 
 use crate::catalog::{Catalog, DEFAULT_SCHEMA};
 use crate::pg::functions::{RelationNames, SessionSettings};
+use crate::pg::keys;
 use rivulet_planner::types::SqlType;
 
 /// The OID of the server's one role, as the bootstrap superuser's in Postgres.
@@ -80,7 +81,7 @@ pub struct PgCatalog {
 }
 
 /// Relations this schema adds to the library's.
-pub const EXTRA: &[&str] = &["pg_user", "pg_stat_activity"];
+pub const EXTRA: &[&str] = &["pg_user", "pg_stat_activity", "pg_sequences", "pg_indexes"];
 
 impl PgCatalog {
     pub fn new(
@@ -120,6 +121,19 @@ impl PgCatalog {
             .collect()
     }
 
+    fn keys(&self) -> keys::Keys {
+        keys::Keys::of(&self.catalog, &self.database)
+    }
+
+    /// What the relations keys and sequences add rows to are made over.
+    async fn key_sources(&self) -> Result<keys::Sources> {
+        Ok(keys::Sources {
+            class: self.inner_table("pg_class").await?,
+            namespace: self.inner_table("pg_namespace").await?,
+            keys: self.keys(),
+        })
+    }
+
     async fn inner_table(&self, name: &str) -> Result<Arc<dyn TableProvider>> {
         self.inner
             .table(name)
@@ -150,6 +164,7 @@ impl SchemaProvider for PgCatalog {
                 let relations = Arc::clone(&self.relations);
                 let schema = with_acl_columns(&inner.schema());
                 let out = Arc::clone(&schema);
+                let sources = self.key_sources().await?;
                 let patched: Arc<dyn TableProvider> = Arc::new(Patched {
                     inner,
                     schema,
@@ -167,7 +182,7 @@ impl SchemaProvider for PgCatalog {
                         Ok(RecordBatch::try_new(Arc::clone(&out), columns)?)
                     })),
                 });
-                patched
+                sources.pg_class(patched)
             }
             "pg_stat_user_tables" => {
                 let class = self.inner_table("pg_class").await?;
@@ -204,10 +219,15 @@ impl SchemaProvider for PgCatalog {
                 self.patched(
                     inner,
                     Box::new(move |batch| {
-                        // Materialized views are in `pg_matviews`, not here.
+                        // Materialized views are in `pg_matviews`, not here; nor are
+                        // `information_schema`'s relations, views in Postgres.
                         let names = column::<StringArray>(&batch, "tablename")?;
+                        let schemas = column::<StringArray>(&batch, "schemaname")?;
                         let keep: Vec<u32> = (0..batch.num_rows())
-                            .filter(|&i| !views.contains(names.value(i)))
+                            .filter(|&i| {
+                                !views.contains(names.value(i))
+                                    && schemas.value(i) != "information_schema"
+                            })
                             .map(|i| i as u32)
                             .collect();
                         let batch = take_record_batch(
@@ -263,26 +283,39 @@ impl SchemaProvider for PgCatalog {
 
             "pg_attribute" => {
                 let types = super::information_schema::declared(&self.catalog, &self.database);
-                Arc::new(PgAttribute {
-                    attributes: self.inner_table(name).await?,
-                    class: self.inner_table("pg_class").await?,
-                    namespace: self.inner_table("pg_namespace").await?,
-                    types: Arc::new(types),
-                })
+                let primary = self.keys().primary;
+                keys::with_public_oids(
+                    self.inner_table(name).await?,
+                    self.inner_table("pg_class").await?,
+                    self.inner_table("pg_namespace").await?,
+                    move |public, schema, batches| {
+                        pg_attribute(&types, &primary, public, schema, batches)
+                    },
+                )
             }
-            "pg_attrdef" => Arc::new(PgAttrdef {
-                attrdef: self.inner_table(name).await?,
-                class: self.inner_table("pg_class").await?,
-                namespace: self.inner_table("pg_namespace").await?,
-                defaults: PgAttrdef::defaults(&self.catalog, &self.database),
-            }),
+            "pg_attrdef" => {
+                let defaults = column_defaults(&self.catalog, &self.database);
+                keys::with_public_oids(
+                    self.inner_table(name).await?,
+                    self.inner_table("pg_class").await?,
+                    self.inner_table("pg_namespace").await?,
+                    move |public, schema, _| pg_attrdef(&defaults, public, schema),
+                )
+            }
             // PostgreSQL 17 renamed `colliculocale` `colllocale`; the library follows 17, and
             // clients of a 16 server ask for the old name.
             "pg_collation" => renamed(self.inner_table(name).await?, "colllocale", "colliculocale"),
             "pg_index" => {
                 let schema = pg_index_schema(&self.inner_table(name).await?.schema());
-                Arc::new(MemTable::try_new(schema, vec![vec![]])?)
+                let empty = Arc::new(MemTable::try_new(schema, vec![vec![]])?);
+                self.key_sources().await?.pg_index(empty)
             }
+            "pg_sequence" => {
+                let inner = self.inner_table(name).await?;
+                self.key_sources().await?.pg_sequence(inner)
+            }
+            "pg_sequences" => mem_table(keys::pg_sequences(&self.keys(), &self.user)?)?,
+            "pg_indexes" => mem_table(keys::pg_indexes(&self.keys())?)?,
             _ => {
                 let Some(inner) = self.inner.table(name).await? else {
                     return Ok(None);
@@ -305,11 +338,16 @@ impl SchemaProvider for PgCatalog {
                 }
                 let schema = with_array_columns(&inner_schema, &arrays);
                 let out = Arc::clone(&schema);
-                Arc::new(Patched {
+                let table: Arc<dyn TableProvider> = Arc::new(Patched {
                     inner,
                     schema,
                     patch: Arc::new(Box::new(move |batch| parse_arrays(batch, &out))),
-                })
+                });
+                if name.eq_ignore_ascii_case("pg_constraint") {
+                    self.key_sources().await?.pg_constraint(table)
+                } else {
+                    table
+                }
             }
         };
         Ok(Some(with_postgres_types(name, table)))
@@ -612,26 +650,6 @@ impl TableProvider for Derived {
     }
 }
 
-/// `pg_attribute` with the declared types of Rivulet's columns: the library derives a column's
-/// type from its Arrow type, which loses `varchar(n)`, `numeric(p,s)`, `jsonb` and `interval`
-/// (stored as Utf8, Decimal128, Utf8 and an interval it does not map). Rows are matched to
-/// relations through `pg_class`, whose OIDs are the library's.
-struct PgAttribute {
-    attributes: Arc<dyn TableProvider>,
-    class: Arc<dyn TableProvider>,
-    /// `pg_namespace`, for the OID of `public` (information_schema's relations share names with
-    /// users' tables: `tables`, `columns`).
-    namespace: Arc<dyn TableProvider>,
-    /// Each column's declared type, by (relation, column).
-    types: Arc<super::information_schema::Declared>,
-}
-
-impl std::fmt::Debug for PgAttribute {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgAttribute").finish_non_exhaustive()
-    }
-}
-
 /// A column type's `pg_type` OID, `atttypmod` and `attlen`, as Postgres has them. An array has
 /// its element's `atttypmod` (`numeric(10,2)[]`), whatever its dimensions.
 fn pg_attribute_type(t: &SqlType) -> (i32, i32, i16) {
@@ -716,72 +734,115 @@ fn array_oid(element: i32) -> i32 {
     }
 }
 
-#[async_trait]
-impl TableProvider for PgAttribute {
-    fn schema(&self) -> SchemaRef {
-        self.attributes.schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        use datafusion::arrow::array::Int16Array;
-        let relations = public_relations(state, &self.namespace, &self.class).await?;
-        let mut batches = Vec::new();
-        for batch in scan_all(state, &self.attributes).await? {
-            let relids = column::<Int32Array>(&batch, "attrelid")?;
-            let names = column::<StringArray>(&batch, "attname")?;
-            let (mut typids, mut typmods, mut lens) = (
-                column::<Int32Array>(&batch, "atttypid")?.values().to_vec(),
-                column::<Int32Array>(&batch, "atttypmod")?.values().to_vec(),
-                column::<Int16Array>(&batch, "attlen")?.values().to_vec(),
-            );
-            let mut has_default: Vec<bool> = (column::<BooleanArray>(&batch, "atthasdef")?.iter())
-                .map(|v| v.unwrap_or(false))
-                .collect();
-            let mut identity: Vec<String> = (column::<StringArray>(&batch, "attidentity")?.iter())
-                .map(|v| v.unwrap_or_default().to_string())
-                .collect();
-            for i in 0..batch.num_rows() {
-                let declared = relations.get(&relids.value(i)).and_then(|relation| {
-                    self.types
-                        .get(&(relation.clone(), names.value(i).to_string()))
-                });
-                if let Some(c) = declared {
-                    (typids[i], typmods[i], lens[i]) = pg_attribute_type(&c.sql_type);
-                    has_default[i] = c.default.is_some();
-                    identity[i] = match c.identity {
-                        Some(rivulet_planner::catalog::Identity::Always) => "a",
-                        Some(rivulet_planner::catalog::Identity::ByDefault) => "d",
-                        None => "",
-                    }
-                    .to_string();
+/// `pg_attribute` with the declared types of Rivulet's columns: the library derives a column's
+/// type from its Arrow type, which loses `varchar(n)`, `numeric(p,s)`, `jsonb` and `interval`
+/// (stored as Utf8, Decimal128, Utf8 and an interval it does not map). Rows are matched to
+/// relations through `pg_class`, whose OIDs are the library's; the key indexes' attributes are
+/// added ([`index_attributes`]).
+fn pg_attribute(
+    types: &super::information_schema::Declared,
+    keys: &[keys::PrimaryKey],
+    public: &keys::Public,
+    schema: &SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<RecordBatch> {
+    use datafusion::arrow::array::Int16Array;
+    let relations: HashMap<i32, String> = (public.relations.iter())
+        .map(|(name, oid)| (*oid, name.clone()))
+        .collect();
+    let mut out = Vec::new();
+    for batch in batches {
+        let relids = column::<Int32Array>(&batch, "attrelid")?;
+        let names = column::<StringArray>(&batch, "attname")?;
+        let (mut typids, mut typmods, mut lens) = (
+            column::<Int32Array>(&batch, "atttypid")?.values().to_vec(),
+            column::<Int32Array>(&batch, "atttypmod")?.values().to_vec(),
+            column::<Int16Array>(&batch, "attlen")?.values().to_vec(),
+        );
+        let mut has_default: Vec<bool> = (column::<BooleanArray>(&batch, "atthasdef")?.iter())
+            .map(|v| v.unwrap_or(false))
+            .collect();
+        let mut identity: Vec<String> = (column::<StringArray>(&batch, "attidentity")?.iter())
+            .map(|v| v.unwrap_or_default().to_string())
+            .collect();
+        for i in 0..batch.num_rows() {
+            let declared = relations
+                .get(&relids.value(i))
+                .and_then(|relation| types.get(&(relation.clone(), names.value(i).to_string())));
+            if let Some(c) = declared {
+                (typids[i], typmods[i], lens[i]) = pg_attribute_type(&c.sql_type);
+                has_default[i] = c.default.is_some();
+                identity[i] = match c.identity {
+                    Some(rivulet_planner::catalog::Identity::Always) => "a",
+                    Some(rivulet_planner::catalog::Identity::ByDefault) => "d",
+                    None => "",
                 }
+                .to_string();
             }
-            let batch = replace(
-                &batch,
-                "atthasdef",
-                Arc::new(BooleanArray::from(has_default)),
-            )?;
-            let batch = replace(&batch, "attidentity", Arc::new(StringArray::from(identity)))?;
-            let batch = replace(&batch, "atttypid", Arc::new(Int32Array::from(typids)))?;
-            let batch = replace(&batch, "atttypmod", Arc::new(Int32Array::from(typmods)))?;
-            batches.push(replace(&batch, "attlen", Arc::new(Int16Array::from(lens)))?);
         }
-        Ok(MemorySourceConfig::try_new_exec(
-            &[batches],
-            self.schema(),
-            projection.cloned(),
-        )?)
+        let batch = replace(
+            &batch,
+            "atthasdef",
+            Arc::new(BooleanArray::from(has_default)),
+        )?;
+        let batch = replace(&batch, "attidentity", Arc::new(StringArray::from(identity)))?;
+        let batch = replace(&batch, "atttypid", Arc::new(Int32Array::from(typids)))?;
+        let batch = replace(&batch, "atttypmod", Arc::new(Int32Array::from(typmods)))?;
+        out.push(replace(&batch, "attlen", Arc::new(Int16Array::from(lens)))?);
     }
+    let batch = concat_batches(schema, &out)?;
+    let indexes = index_attributes(&batch, &relations, keys)?;
+    Ok(concat_batches(schema, [&batch, &indexes])?)
+}
+
+/// The attributes of the key indexes: a copy of each key column's row of its table (in
+/// `attributes`, of the relations `relations`), numbered in key order.
+fn index_attributes(
+    attributes: &RecordBatch,
+    relations: &HashMap<i32, String>,
+    keys: &[keys::PrimaryKey],
+) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{Int16Array, UInt32Array};
+    let relids = column::<Int32Array>(attributes, "attrelid")?;
+    let names = column::<StringArray>(attributes, "attname")?;
+    let by_column: HashMap<(&str, &str), (u32, i32)> = (0..attributes.num_rows())
+        .filter_map(|i| {
+            let relation = relations.get(&relids.value(i))?;
+            Some((
+                (relation.as_str(), names.value(i)),
+                (i as u32, relids.value(i)),
+            ))
+        })
+        .collect();
+    let (mut rows, mut index_oids, mut numbers) = (Vec::new(), Vec::new(), Vec::new());
+    for key in keys {
+        for (number, (_, column)) in key.columns.iter().enumerate() {
+            if let Some(&(row, table)) = by_column.get(&(key.table.as_str(), column.as_str())) {
+                rows.push(row);
+                index_oids.push(keys::INDEX_OIDS + table);
+                numbers.push(i16::try_from(number + 1).unwrap_or(i16::MAX));
+            }
+        }
+    }
+    let n = rows.len();
+    let batch = take_record_batch(attributes, &UInt32Array::from(rows))?;
+    let batch = replace(&batch, "attrelid", Arc::new(Int32Array::from(index_oids)))?;
+    let batch = replace(&batch, "attnum", Arc::new(Int16Array::from(numbers)))?;
+    let batch = replace(
+        &batch,
+        "atthasdef",
+        Arc::new(BooleanArray::from(vec![false; n])),
+    )?;
+    let batch = replace(
+        &batch,
+        "attnotnull",
+        Arc::new(BooleanArray::from(vec![false; n])),
+    )?;
+    replace(
+        &batch,
+        "attidentity",
+        Arc::new(StringArray::from(vec![""; n])),
+    )
 }
 
 /// Every row of `table`.
@@ -790,12 +851,13 @@ async fn scan_all(state: &dyn Session, table: &Arc<dyn TableProvider>) -> Result
     datafusion::physical_plan::collect(plan, state.task_ctx()).await
 }
 
-/// The relations of schema `public` in `pg_class`, by OID: the library's OIDs.
-async fn public_relations(
+/// Schema `public`'s OID and its relations' OIDs by name, from the library's `pg_namespace` and
+/// `pg_class` (`class`).
+pub async fn public(
     state: &dyn Session,
     namespace: &Arc<dyn TableProvider>,
     class: &Arc<dyn TableProvider>,
-) -> Result<std::collections::HashMap<i32, String>> {
+) -> Result<super::keys::Public> {
     let mut public = None;
     for namespace in scan_all(state, namespace).await? {
         let oids = column::<Int32Array>(&namespace, "oid")?;
@@ -813,94 +875,62 @@ async fn public_relations(
         let namespaces = column::<Int32Array>(&class, "relnamespace")?;
         for i in 0..class.num_rows() {
             if Some(namespaces.value(i)) == public {
-                relations.insert(oids.value(i), names.value(i).to_string());
+                relations.insert(names.value(i).to_string(), oids.value(i));
             }
         }
     }
-    Ok(relations)
+    Ok(super::keys::Public {
+        namespace: public.unwrap_or_default(),
+        relations,
+    })
 }
 
-/// `pg_attrdef`: a row per column with a DEFAULT, its `adbin` the default's text as Postgres
-/// shows it (which `pg_get_expr` gives back: [`super::functions::get_expr`]).
-struct PgAttrdef {
-    attrdef: Arc<dyn TableProvider>,
-    class: Arc<dyn TableProvider>,
-    namespace: Arc<dyn TableProvider>,
-    /// (relation, `attnum`, the default's text) of each column with a default.
-    defaults: Vec<(String, i16, String)>,
-}
-
-impl PgAttrdef {
-    /// The defaults of `database`'s tables.
-    fn defaults(catalog: &crate::catalog::Catalog, database: &str) -> Vec<(String, i16, String)> {
-        let mut out = Vec::new();
-        for table in catalog.tables(database) {
-            for (i, column) in table.def.columns.iter().enumerate() {
-                let text = super::information_schema::column_default(column);
-                if let (Some(text), Ok(number)) = (text, i16::try_from(i + 1)) {
-                    out.push((table.def.name.clone(), number, text));
-                }
+/// The defaults of `database`'s tables: (relation, `attnum`, the default's text) of each column
+/// with a DEFAULT, for `pg_attrdef`.
+fn column_defaults(
+    catalog: &crate::catalog::Catalog,
+    database: &str,
+) -> Vec<(String, i16, String)> {
+    let mut out = Vec::new();
+    for table in catalog.tables(database) {
+        for (i, column) in table.def.columns.iter().enumerate() {
+            let text = super::information_schema::column_default(column);
+            if let (Some(text), Ok(number)) = (text, i16::try_from(i + 1)) {
+                out.push((table.def.name.clone(), number, text));
             }
         }
-        out
     }
+    out
 }
 
-impl std::fmt::Debug for PgAttrdef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgAttrdef").finish_non_exhaustive()
-    }
-}
-
-#[async_trait]
-impl TableProvider for PgAttrdef {
-    fn schema(&self) -> SchemaRef {
-        self.attrdef.schema()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        use datafusion::arrow::array::Int16Array;
-        let oids: std::collections::HashMap<String, i32> =
-            (public_relations(state, &self.namespace, &self.class).await?)
-                .into_iter()
-                .map(|(oid, name)| (name, oid))
-                .collect();
-        let rows: Vec<(i32, i16, &str)> = (self.defaults.iter())
-            .filter_map(|(t, n, text)| Some((*oids.get(t)?, *n, text.as_str())))
-            .collect();
-        // A default's own OID: none is kept, so one is made from its column's.
-        let own = |(relid, number, _): &(i32, i16, &str)| {
-            relid.wrapping_mul(1000).wrapping_add(i32::from(*number))
+/// `pg_attrdef` (of `schema`): a row per column with a DEFAULT (`defaults`), its `adbin` the
+/// default's text as Postgres shows it (which `pg_get_expr` gives back:
+/// [`super::functions::get_expr`]).
+fn pg_attrdef(
+    defaults: &[(String, i16, String)],
+    public: &keys::Public,
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
+    use datafusion::arrow::array::Int16Array;
+    let rows: Vec<(i32, i16, &str)> = (defaults.iter())
+        .filter_map(|(t, n, text)| Some((*public.relations.get(t)?, *n, text.as_str())))
+        .collect();
+    // A default's own OID: none is kept, so one is made from its column's.
+    let own = |(relid, number, _): &(i32, i16, &str)| {
+        relid.wrapping_mul(1000).wrapping_add(i32::from(*number))
+    };
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let array: ArrayRef = match field.name().as_str() {
+            "oid" => Arc::new(Int32Array::from_iter_values(rows.iter().map(own))),
+            "adrelid" => Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.0))),
+            "adnum" => Arc::new(Int16Array::from_iter_values(rows.iter().map(|r| r.1))),
+            "adbin" => Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+            _ => datafusion::arrow::array::new_null_array(field.data_type(), rows.len()),
         };
-        let schema = self.schema();
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-        for field in schema.fields() {
-            let array: ArrayRef = match field.name().as_str() {
-                "oid" => Arc::new(Int32Array::from_iter_values(rows.iter().map(own))),
-                "adrelid" => Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.0))),
-                "adnum" => Arc::new(Int16Array::from_iter_values(rows.iter().map(|r| r.1))),
-                "adbin" => Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
-                _ => datafusion::arrow::array::new_null_array(field.data_type(), rows.len()),
-            };
-            columns.push(datafusion::arrow::compute::cast(&array, field.data_type())?);
-        }
-        let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            schema,
-            projection.cloned(),
-        )?)
+        columns.push(datafusion::arrow::compute::cast(&array, field.data_type())?);
     }
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
 fn mem_table(batch: RecordBatch) -> Result<Arc<dyn TableProvider>> {

@@ -29,19 +29,6 @@ const FRAGMENTS: &[(&str, &str)] = &[
         "pg_catalog.array_to_string(c.reloptions || array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x), ', ')",
         "''",
     ),
-    // SQLAlchemy 2.x reflection of primary keys, unique constraints and indexes: the key columns of
-    // each index. `int2vector` columns and `generate_subscripts` have no DataFusion equivalent;
-    // Rivulet has no indexes, so the join these feed is empty either way.
-    (
-        "unnest(pg_catalog.pg_index.indkey) AS attnum, generate_subscripts(pg_catalog.pg_index.indkey, $1) AS ord",
-        "CAST(NULL AS SMALLINT) AS attnum, CAST($1 AS INTEGER) AS ord",
-    ),
-    // SQLAlchemy 2.x index reflection: key columns and operator classes (as above).
-    (
-        "unnest(pg_catalog.pg_index.indkey) AS attnum, unnest(pg_catalog.pg_index.indclass) AS att_opclass, \
-         generate_subscripts(pg_catalog.pg_index.indkey, $1) AS ord",
-        "CAST(NULL AS SMALLINT) AS attnum, CAST(NULL AS INTEGER) AS att_opclass, CAST($1 AS INTEGER) AS ord",
-    ),
     // SQLAlchemy 2.x column reflection: identity column options. Rivulet has no identity columns
     // (`attidentity` is always ''), so the `CASE` around this is NULL either way; DataFusion cannot
     // decorrelate the outer column inside the subquery's `json_build_object`.
@@ -54,19 +41,24 @@ const FRAGMENTS: &[(&str, &str)] = &[
          CAST(CAST(pg_catalog.pg_attribute.attrelid AS REGCLASS) AS TEXT), pg_catalog.pg_attribute.attname) AS REGCLASS) AS OID))",
         "NULL",
     ),
-    // pgjdbc getPrimaryKeys/getIndexInfo: the key columns of each index, as the composite rows of
-    // `information_schema._pg_expandarray`. Rivulet has no indexes (the join is empty either way).
+    // pgjdbc getPrimaryKeys/getIndexInfo: the key columns of each index and their positions, as
+    // the composite rows `(x, n)` of `information_schema._pg_expandarray`, which DataFusion cannot
+    // type; `unnest` and `generate_subscripts` side by side give the same rows.
     (
         "(information_schema._pg_expandarray(i.indkey)).n",
-        "CAST(NULL AS INTEGER)",
+        "generate_subscripts(i.indkey, 1)",
     ),
     (
         "information_schema._pg_expandarray(i.indkey) AS KEYS",
-        "NULL AS KEYS",
+        "unnest(i.indkey) AS KEYS",
     ),
-    ("result.A_ATTNUM = (result.KEYS).x", "false"),
-    // pgjdbc getBestRowIdentifier: the primary key's columns (as above, no indexes).
-    ("a.attnum = (i.keys).x", "false"),
+    ("result.A_ATTNUM = (result.KEYS).x", "result.A_ATTNUM = result.KEYS"),
+    // pgjdbc getBestRowIdentifier: the primary key's columns (as above).
+    (
+        "information_schema._pg_expandarray(i.indkey) AS keys",
+        "unnest(i.indkey) AS keys",
+    ),
+    ("a.attnum = (i.keys).x", "a.attnum = i.keys"),
     // pgjdbc's TypeInfoCache, which every type lookup by name or OID goes through (getTypeInfo,
     // getVersionColumns, result columns of types it does not know): `typinput` is a `regproc` in
     // Postgres, the function's name as text in `datafusion-pg-catalog`.
@@ -300,18 +292,28 @@ mod tests {
 
     #[test]
     fn placeholders_carry_what_they_matched() {
-        let sql = "SELECT unnest(pg_catalog.pg_index.indkey) AS attnum, \
-                   generate_subscripts(pg_catalog.pg_index.indkey, $3::INTEGER) AS ord FROM x";
+        let sql = r#"SELECT 1 FROM x WHERE ("pc"."relkind" = $3) AND ("pa"."attnum" >= $4) AND ("pn"."nspname" IN ('public'))"#;
         let stmt = parse(replace(sql).unwrap()).unwrap();
         assert_eq!(
             stmt.to_string(),
-            "SELECT CAST(NULL AS SMALLINT) AS attnum, CAST($3::INTEGER AS INTEGER) AS ord FROM x"
+            r#"SELECT 1 FROM x WHERE ("pc"."relkind" = $3 AND false) AND ("pa"."attnum" >= $4) AND ("pn"."nspname" IN ('public'))"#
         );
-        let literal = sql.replace("$3::INTEGER", "1");
+        let literal = sql.replace("$3", "'m'");
         let stmt = parse(replace(&literal).unwrap()).unwrap();
+        assert!(
+            stmt.to_string()
+                .contains(r#"("pc"."relkind" = 'm' AND false)"#)
+        );
+    }
+
+    #[test]
+    fn pgjdbc_key_columns_unnest_the_index_keys() {
+        let sql = "SELECT (information_schema._pg_expandarray(i.indkey)).n AS KEY_SEQ, \
+                   information_schema._pg_expandarray(i.indkey) AS KEYS FROM i";
+        let stmt = parse(replace(sql).unwrap()).unwrap();
         assert_eq!(
             stmt.to_string(),
-            "SELECT CAST(NULL AS SMALLINT) AS attnum, CAST(1 AS INTEGER) AS ord FROM x"
+            "SELECT generate_subscripts(i.indkey, 1) AS KEY_SEQ, unnest(i.indkey) AS KEYS FROM i"
         );
     }
 }

@@ -483,6 +483,7 @@ pub fn register(
     relations: &RelationNames,
     views: ViewQueries,
     sizes: RelationSizes,
+    keys: PrimaryKeys,
 ) {
     ctx.register_udtf("pg_available_extensions", Arc::new(AvailableExtensions));
     // Postgres' templates (`YYYY-MM-DD`, `FM999.99`), not DataFusion's chrono formats.
@@ -647,6 +648,58 @@ pub fn register(
             Ok(Arc::new(out))
         },
     ));
+    // A key's index and constraint OIDs lead to its table's (see `keys.rs`).
+    let (names, key_of) = (Arc::clone(relations), Arc::clone(&keys));
+    let key = move |table: Option<i32>| {
+        let name = names.read().get(&table?).cloned()?;
+        key_of(&name)
+    };
+    let index_key = key.clone();
+    ctx.register_udf(function(
+        "pg_get_indexdef",
+        &[1, 3],
+        DataType::Utf8,
+        move |args, rows| {
+            let columns = match args.len() {
+                1 => vec![Some(0); rows],
+                _ => ints(args, 1)?,
+            };
+            let out: StringArray = (ints(args, 0)?.into_iter().zip(columns))
+                .map(|(oid, column)| {
+                    let key = index_key(super::keys::table_of_index(oid?))?;
+                    match usize::try_from(column?).ok()? {
+                        0 => Some(key.index_def()),
+                        // Past the key's columns: empty, as in Postgres.
+                        n => Some(
+                            key.columns
+                                .get(n - 1)
+                                .map_or_else(String::new, |(_, c)| quote_ident(c)),
+                        ),
+                    }
+                })
+                .collect();
+            Ok(Arc::new(out))
+        },
+    ));
+    ctx.register_udf(function(
+        "pg_get_constraintdef",
+        &[1, 2],
+        DataType::Utf8,
+        move |args, _| {
+            // Other constraints (the library's rows for `pg_catalog`) have an empty definition,
+            // as the library gives them.
+            let out: StringArray = ints(args, 0)?
+                .into_iter()
+                .map(|oid| {
+                    let table = super::keys::table_of_constraint(oid?);
+                    Some(table.map_or_else(String::new, |_| {
+                        key(table).map(|k| k.constraint_def()).unwrap_or_default()
+                    }))
+                })
+                .collect();
+            Ok(Arc::new(out))
+        },
+    ));
     ctx.register_udf(function(
         "pg_postmaster_start_time",
         &[0],
@@ -715,7 +768,6 @@ pub fn register(
         ("obj_description", &[1, 2]),
         ("col_description", &[2]),
         ("shobj_description", &[2]),
-        ("pg_get_indexdef", &[1, 3]),
         ("pg_get_serial_sequence", &[2]),
         ("pg_get_triggerdef", &[1, 2]),
     ] {
@@ -725,6 +777,10 @@ pub fn register(
 
 /// A view's query by name (the server catalog's), for `pg_get_viewdef`.
 pub type ViewQueries = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// A table's primary key, by name (the server catalog's), for `pg_get_indexdef` and
+/// `pg_get_constraintdef`.
+pub type PrimaryKeys = Arc<dyn Fn(&str) -> Option<super::keys::PrimaryKey> + Send + Sync>;
 
 /// What a relation stores, by name (the server catalog's), for `pg_total_relation_size` and
 /// its kin.
@@ -934,7 +990,7 @@ fn format(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
 }
 
 /// `name` as Postgres' `quote_ident` gives it: bare if it is a lowercase identifier.
-fn quote_ident(name: &str) -> String {
+pub fn quote_ident(name: &str) -> String {
     let bare = name
         .chars()
         .next()

@@ -1,7 +1,8 @@
 //! `information_schema` as Rivulet serves it: DataFusion's, with `columns.data_type` in Postgres'
 //! words (`bigint`, `timestamp without time zone`) instead of Arrow's (`Int64`, `Timestamp(µs)`),
 //! the `columns` Postgres has and DataFusion lacks (`udt_schema`, `udt_name`, `is_identity`, ...),
-//! the constraint views, empty as Rivulet has no constraints beyond NOT NULL, and
+//! the constraint views with the primary keys (Rivulet has no other constraints beyond NOT
+//! NULL), `sequences`, and
 //! `ordinal_position` counted from 1.
 //!
 //! BI tools' column pickers (Grafana's among them) show and branch on `data_type`; Metabase's field
@@ -65,7 +66,11 @@ pub fn declared(server: &crate::catalog::Catalog, database: &str) -> Declared {
         .collect()
 }
 
-/// The constraint views, with Postgres' columns (all text), always empty here.
+/// `information_schema.sequences` ([`super::keys::information_schema_sequences`]).
+const SEQUENCES: &str = "sequences";
+
+/// The constraint views, with Postgres' columns (all text but positions); only primary keys
+/// have rows.
 const CONSTRAINT_VIEWS: &[(&str, &[&str])] = &[
     (
         "table_constraints",
@@ -125,7 +130,13 @@ const CONSTRAINT_VIEWS: &[(&str, &[&str])] = &[
     ),
 ];
 
-fn constraint_view(columns: &[&str]) -> Result<Arc<dyn TableProvider>> {
+/// Constraint view `view` (of `columns`): the primary keys' rows ([`super::keys::constraint_rows`]).
+fn constraint_view(
+    view: &str,
+    columns: &[&str],
+    keys: &super::keys::Keys,
+    database: &str,
+) -> Result<Arc<dyn TableProvider>> {
     let fields: Vec<Field> = columns
         .iter()
         .map(|c| {
@@ -138,8 +149,9 @@ fn constraint_view(columns: &[&str]) -> Result<Arc<dyn TableProvider>> {
         })
         .collect();
     let schema = Arc::new(Schema::new(fields));
+    let rows = super::keys::constraint_rows(view, &schema, keys, database)?;
     // A view, as in Postgres (and so, like the rest of this schema, out of `pg_class` lookups).
-    let table = Arc::new(MemTable::try_new(schema, vec![vec![]])?);
+    let table = Arc::new(MemTable::try_new(schema, vec![vec![rows]])?);
     Ok(Arc::new(Patched::new(table, Box::new(Ok))))
 }
 
@@ -148,13 +160,21 @@ impl SchemaProvider for InformationSchema {
     fn table_names(&self) -> Vec<String> {
         let mut names = self.inner.table_names();
         names.extend(CONSTRAINT_VIEWS.iter().map(|(n, _)| n.to_string()));
+        names.push(SEQUENCES.to_string());
         names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         let lower = name.to_ascii_lowercase();
         if let Some((_, columns)) = CONSTRAINT_VIEWS.iter().find(|(n, _)| *n == lower) {
-            return constraint_view(columns).map(Some);
+            let keys = super::keys::Keys::of(&self.server, &self.database);
+            return constraint_view(&lower, columns, &keys, &self.database).map(Some);
+        }
+        if lower == SEQUENCES {
+            let keys = super::keys::Keys::of(&self.server, &self.database);
+            let rows = super::keys::information_schema_sequences(&keys, &self.database)?;
+            let table = Arc::new(MemTable::try_new(rows.schema(), vec![vec![rows]])?);
+            return Ok(Some(Arc::new(Patched::new(table, Box::new(Ok)))));
         }
         let Some(table) = self.inner.table(name).await? else {
             return Ok(None);
@@ -181,6 +201,7 @@ impl SchemaProvider for InformationSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         self.inner.table_exist(name)
+            || name.eq_ignore_ascii_case(SEQUENCES)
             || CONSTRAINT_VIEWS
                 .iter()
                 .any(|(n, _)| n.eq_ignore_ascii_case(name))

@@ -21,6 +21,7 @@ pub mod information_schema;
 pub mod interval;
 pub mod json;
 pub mod jsonb;
+pub mod keys;
 pub mod lateral;
 pub mod literals;
 /// make_time, make_timestamp, make_timestamptz, make_interval.
@@ -102,7 +103,6 @@ pub fn setup_pg_catalog(
         lib::create_pg_encoding_to_char_udf(),
         lib::create_pg_backend_pid_udf(),
         lib::create_pg_stat_get_numscans(),
-        lib::create_pg_get_constraintdef(),
         lib::create_pg_get_partition_ancestors_udf(),
         lib::quote_ident_udf::create_quote_ident_udf(),
         lib::quote_ident_udf::create_parse_ident_udf(),
@@ -161,6 +161,9 @@ pub fn install(
             database,
         )),
     )?;
+    let (catalog, db_name) = (Arc::clone(server), database.to_string());
+    let keys: functions::PrimaryKeys =
+        Arc::new(move |name| keys::primary_key(&catalog, &db_name, name));
     let sizes_of = Arc::clone(server);
     let (server, db_name) = (Arc::clone(server), database.to_string());
     let views: functions::ViewQueries = Arc::new(move |name| {
@@ -170,7 +173,7 @@ pub fn install(
     let (catalog, db_name) = (sizes_of, database.to_string());
     let sizes: functions::RelationSizes =
         Arc::new(move |name| Some(catalog.table(&db_name, name)?.store.size()));
-    functions::register(ctx, user, &relations, views, sizes);
+    functions::register(ctx, user, &relations, views, sizes, keys);
     functions::settings(ctx, settings);
     Ok(())
 }

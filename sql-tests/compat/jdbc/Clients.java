@@ -63,9 +63,23 @@ public class Clients {
             ResultSet rs = c.getMetaData().getColumns(null, "public", "per_auction", "%");
             expect(rows(rs, "COLUMN_NAME", "TYPE_NAME"), List.of("auction|int8", "n|int8", "total|numeric"));
         });
-        check("pgjdbc: getPrimaryKeys and getIndexInfo are empty", c -> {
+        check("pgjdbc: getPrimaryKeys and getIndexInfo of a table without a key are empty", c -> {
             expect(rows(c.getMetaData().getPrimaryKeys(null, "public", "bids"), "COLUMN_NAME"), List.of());
             expect(rows(c.getMetaData().getIndexInfo(null, "public", "bids", false, true), "INDEX_NAME"), List.of());
+        });
+        check("pgjdbc: a primary key, its index and best row identifier, as on Postgres", c -> {
+            c.createStatement().execute("CREATE TABLE lines (\"order\" INT, line INT, note TEXT, PRIMARY KEY (\"order\", line))");
+            try {
+                DatabaseMetaData m = c.getMetaData();
+                expect(rows(m.getPrimaryKeys(null, "public", "lines"), "COLUMN_NAME", "KEY_SEQ", "PK_NAME"),
+                    List.of("order|1|lines_pkey", "line|2|lines_pkey"));
+                expect(rows(m.getIndexInfo(null, "public", "lines", true, true), "INDEX_NAME", "NON_UNIQUE", "COLUMN_NAME"),
+                    List.of("lines_pkey|f|order", "lines_pkey|f|line"));
+                expect(rows(m.getBestRowIdentifier(null, "public", "lines", DatabaseMetaData.bestRowSession, true), "COLUMN_NAME"),
+                    List.of("order", "line"));
+            } finally {
+                c.createStatement().execute("DROP TABLE lines");
+            }
         });
         check("pgjdbc: keys between tables, best row identifier and version columns, as on Postgres", c -> {
             DatabaseMetaData m = c.getMetaData();

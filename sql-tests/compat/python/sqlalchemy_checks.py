@@ -134,5 +134,15 @@ def run(dialects, tx_database):
             cols = {c["name"]: c for c in inspect(engine).get_columns("accounts")}
             expect(cols["id"]["default"], "nextval('accounts_id_seq'::regclass)")
             expect(cols["id"]["autoincrement"], True)
+            # Reflection of the keys and sequences, as from Postgres; a second create_all finds
+            # the tables and the explicit sequence and creates nothing.
+            insp = inspect(engine)
+            expect(insp.get_pk_constraint("accounts")["constrained_columns"], ["id"])
+            expect(insp.get_pk_constraint("accounts")["name"], "accounts_pkey")
+            expect(insp.get_indexes("accounts"), [])
+            expect(insp.has_sequence("accounts_id_seq"), True)
+            expect(insp.has_sequence("no_such_seq"), False)
+            expect(sorted(insp.get_sequence_names()), ["accounts_id_seq", "events_id_seq"])
+            Base.metadata.create_all(engine)
         finally:
             engine.dispose()
