@@ -256,6 +256,10 @@ impl ScalarUDFImpl for JsonbFunction {
         let at = |i: usize, row: usize| -> Result<Value> {
             values.get(i).ok_or_else(|| missing(i))?.value(row)
         };
+        // An argument as `json`'s constructors write it: `json` text as given, arrays compact.
+        let text = |i: usize, row: usize| -> Result<String> {
+            values.get(i).ok_or_else(|| missing(i))?.json_text(row)
+        };
         let null = |i: usize, row: usize| values.get(i).is_none_or(|c| c.is_null(row));
         let json = |i: usize, row: usize| -> Result<Value> {
             jsons.get(i).ok_or_else(|| missing(i))?.value(row)
@@ -312,20 +316,24 @@ impl ScalarUDFImpl for JsonbFunction {
                             }
                             Some(if json {
                                 // `json` keeps its members as given, spaced as Postgres'.
-                                let members: Vec<String> = members
-                                    .iter()
-                                    .map(|(k, v)| {
-                                        let mut member = String::new();
-                                        rivulet_planner::jsonb::escape(k, &mut member);
-                                        member.push_str(" : ");
-                                        v.write(&mut member);
-                                        member
-                                    })
-                                    .collect();
-                                format!("{{{}}}", members.join(", "))
+                                let mut out = Vec::with_capacity(members.len());
+                                for (pair, (k, _)) in (0..arrays.len()).step_by(2).zip(&members) {
+                                    let mut member = String::new();
+                                    rivulet_planner::jsonb::escape(k, &mut member);
+                                    member.push_str(" : ");
+                                    member.push_str(&text(pair + 1, row)?);
+                                    out.push(member);
+                                }
+                                format!("{{{}}}", out.join(", "))
                             } else {
                                 Value::object(members).text()
                             })
+                        }
+                        Op::BuildArray { json: true } => {
+                            let items = (0..arrays.len())
+                                .map(|i| text(i, row))
+                                .collect::<Result<Vec<_>>>()?;
+                            Some(format!("[{}]", items.join(", ")))
                         }
                         Op::BuildArray { .. } => {
                             let items = (0..arrays.len())
@@ -334,6 +342,7 @@ impl ScalarUDFImpl for JsonbFunction {
                             Some(Value::Array(items).text())
                         }
                         Op::To { .. } if null(0, row) => None,
+                        Op::To { json: true } => Some(text(0, row)?),
                         Op::To { .. } => Some(at(0, row)?.text()),
                         _ if (0..arrays.len()).any(|i| null(i, row)) => None,
                         Op::TypeOf => Some(type_name(&json(0, row)?).to_string()),
@@ -396,10 +405,12 @@ pub(super) struct JsonColumn {
 
 enum Kind {
     Null,
-    /// A constant argument, read once; `sql_null` for SQL's NULL (not JSON's `null`).
+    /// A constant argument, read once; `sql_null` for SQL's NULL (not JSON's `null`); `raw` the
+    /// text `json`'s constructors write for a `json`, `jsonb` or array one ([`JsonColumn::json_text`]).
     Constant {
         value: Value,
         sql_null: bool,
+        raw: Option<String>,
     },
     /// Text, parsed as JSON where `parse` (a `json`/`jsonb` value), a string otherwise.
     Text {
@@ -469,9 +480,19 @@ impl JsonColumn {
             ColumnarValue::Scalar(scalar) => {
                 let mut one = JsonColumn::new(&scalar.to_array_of_size(1)?, field, jsonb)?;
                 let sql_null = one.is_null(0);
+                let raw = match &one.kind {
+                    Kind::Text { parse: true, .. } | Kind::List { .. } if !sql_null => {
+                        one.json_text(0).ok()
+                    }
+                    _ => None,
+                };
                 match one.value(0) {
                     Ok(value) => Ok(JsonColumn {
-                        kind: Kind::Constant { value, sql_null },
+                        kind: Kind::Constant {
+                            value,
+                            sql_null,
+                            raw,
+                        },
                         nulls: None,
                         constant: true,
                     }),
@@ -493,6 +514,33 @@ impl JsonColumn {
             Kind::Null => true,
             Kind::Constant { sql_null, .. } => *sql_null,
             _ => self.nulls.as_ref().is_some_and(|n| n.is_null(row)),
+        }
+    }
+
+    /// Row `row` as `json`'s constructors (`json_build_object`, `json_build_array`, `to_json`)
+    /// write it: a `json` or `jsonb` value as its text, unchanged; an array as `array_to_json`
+    /// writes it, without spaces (`[1,2]`); anything else as in `jsonb`.
+    pub(super) fn json_text(&self, row: usize) -> Result<String> {
+        let at = if self.constant { 0 } else { row };
+        if self.is_null(at) {
+            return Ok("null".to_string());
+        }
+        match &self.kind {
+            Kind::Constant { raw: Some(raw), .. } => Ok(raw.clone()),
+            Kind::Text { texts, parse: true } => {
+                // Checked as JSON, kept as written.
+                parse_jsonb(texts.value(at)).map_err(jsonb_error)?;
+                Ok(texts.value(at).to_string())
+            }
+            Kind::List { array, item } => {
+                let items = array.as_list::<i32>().value(at);
+                let column = JsonColumn::new(&items, item, false)?;
+                let items = (0..items.len())
+                    .map(|i| column.json_text(i))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(format!("[{}]", items.join(",")))
+            }
+            _ => Ok(self.value(row)?.text()),
         }
     }
 

@@ -51,6 +51,7 @@ pub fn statement(parsed: Parsed) -> Parsed {
         super::similar::rewrite(stmt);
         root_operators(stmt);
         fetch_first(stmt);
+        values_casts(stmt);
         update_assignments(stmt);
         user_keyword(stmt);
         super::set_returning::series_rows(stmt);
@@ -86,6 +87,60 @@ fn update_assignments(stmt: &mut ast::Statement) {
         }
     }
     update.assignments = assignments;
+}
+
+/// A VALUES column with an explicit cast in one row (`'{}'::json`, `'a'::varchar(3)`) and a bare
+/// literal or NULL in another: Postgres gives the column the cast's type, where DataFusion refuses
+/// the rows' different field metadata (the declared type a cast carries). The bare ones get the
+/// same cast.
+fn values_casts(stmt: &mut ast::Statement) {
+    fn cast_values(body: &mut ast::SetExpr) {
+        match body {
+            ast::SetExpr::Values(values) => {
+                let width = values.rows.first().map_or(0, |row| row.content.len());
+                for j in 0..width {
+                    let cast = values.rows.iter().find_map(|row| match row.get(j) {
+                        Some(ast::Expr::Cast {
+                            data_type,
+                            array: false,
+                            format: None,
+                            ..
+                        }) => Some(data_type.clone()),
+                        _ => None,
+                    });
+                    let Some(data_type) = cast else {
+                        continue;
+                    };
+                    for row in &mut values.rows {
+                        if let Some(value @ ast::Expr::Value(_)) = row.get_mut(j) {
+                            *value = ast::Expr::Cast {
+                                kind: ast::CastKind::Cast,
+                                expr: Box::new(value.clone()),
+                                data_type: data_type.clone(),
+                                array: false,
+                                format: None,
+                            };
+                        }
+                    }
+                }
+            }
+            ast::SetExpr::SetOperation { left, right, .. } => {
+                cast_values(left);
+                cast_values(right);
+            }
+            ast::SetExpr::Query(query) => cast_values(&mut query.body),
+            _ => {}
+        }
+    }
+    struct Values;
+    impl ast::VisitorMut for Values {
+        type Break = ();
+        fn post_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<()> {
+            cast_values(&mut query.body);
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = ast::VisitMut::visit(stmt, &mut Values);
 }
 
 /// `FETCH FIRST n ROWS ONLY` (the standard's LIMIT, which JDBC tools write) as `LIMIT n`; without
