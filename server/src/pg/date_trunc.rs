@@ -1,5 +1,6 @@
 //! `date_trunc` with Postgres' interval form besides DataFusion's timestamp and time forms:
-//! `date_trunc('day', INTERVAL '1 day 02:03')` is `1 day`.
+//! `date_trunc('day', INTERVAL '1 day 02:03')` is `1 day`; a date is truncated as the
+//! `timestamptz` of its midnight, as Postgres does.
 //!
 //! Postgres' `interval_trunc` splits the interval into years (months / 12), months, days, hours,
 //! minutes, seconds and microseconds, each truncated towards zero as C's division does, and clears
@@ -15,7 +16,7 @@ use datafusion::arrow::datatypes::{
     DataType, Field, FieldRef, IntervalMonthDayNano, IntervalMonthDayNanoType, IntervalUnit,
     TimeUnit, TimestampMicrosecondType,
 };
-use datafusion::common::types::logical_string;
+use datafusion::common::types::{logical_date, logical_string};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
     Coercion, ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
@@ -41,6 +42,14 @@ pub fn udf() -> ScalarUDF {
         other => vec![other.clone()],
     };
     forms.push(interval);
+    // A date first, before DataFusion's forms coerce it to a `timestamp`.
+    forms.insert(
+        0,
+        TypeSignature::Coercible(vec![
+            Coercion::new_exact(TypeSignatureClass::Native(logical_string())),
+            Coercion::new_exact(TypeSignatureClass::Native(logical_date())),
+        ]),
+    );
     let signature = Signature::one_of(forms, inner.signature().volatility);
     ScalarUDF::new_from_impl(DateTrunc { inner, signature })
 }
@@ -53,6 +62,16 @@ struct DateTrunc {
 
 fn is_interval(t: &DataType) -> bool {
     matches!(t, DataType::Interval(_))
+}
+
+fn is_date(t: &DataType) -> bool {
+    matches!(t, DataType::Date32 | DataType::Date64)
+}
+
+/// What a date is truncated as: Postgres casts it to `timestamptz` (its midnight in the session's
+/// zone; Rivulet's is UTC).
+fn date_as() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
 }
 
 impl ScalarUDFImpl for DateTrunc {
@@ -81,11 +100,19 @@ impl ScalarUDFImpl for DateTrunc {
                 DataType::Interval(IntervalUnit::MonthDayNano),
                 field.is_nullable(),
             ))),
+            Some(field) if is_date(field.data_type()) => Ok(Arc::new(Field::new(
+                self.name(),
+                date_as(),
+                field.is_nullable(),
+            ))),
             _ => self.inner.return_field_from_args(args),
         }
     }
 
     fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if let Some(date) = args.args.get(1).filter(|v| is_date(&v.data_type())) {
+            args.args[1] = date.cast_to(&date_as(), None)?;
+        }
         let Some(value) = args.args.get(1).filter(|v| is_interval(&v.data_type())) else {
             // A timestamp: Postgres' spellings of the units DataFusion has, and the decade,
             // century and millennium it has not.
