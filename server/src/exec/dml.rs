@@ -617,13 +617,14 @@ impl Session {
             })
             .await?;
         }
-        // RESTART IDENTITY: the tables' serial and identity sequences start again (at once,
-        // as a sequence is outside transactions).
+        // RESTART IDENTITY: the tables' serial and identity sequences start again, at once; in a
+        // block, a rollback puts them back (`transaction.rs`), as in Postgres.
         if matches!(t.identity, Some(ast::TruncateIdentityOption::Restart)) {
             for target in &t.table_names {
                 let table = self.resolve_table(&target.name)?;
                 for sequence in table.def.columns.iter().filter_map(|c| c.sequence.as_ref()) {
                     if let Some(owned) = self.catalog().sequence(&self.database, &sequence.name) {
+                        self.note_restart(&owned);
                         owned.set(owned.def.start, false)?;
                     }
                 }

@@ -352,7 +352,7 @@ impl Session {
             } => self.rollback_to_savepoint(name),
             S::StartTransaction { .. } => Ok(self.begin()),
             S::Commit { .. } => self.commit().await,
-            S::Rollback { .. } => Ok(self.rollback()),
+            S::Rollback { .. } => self.rollback(),
             S::Discard { .. } => Ok(Outcome::Command("DISCARD ALL".into())),
             S::Deallocate { .. } => Ok(Outcome::Command("DEALLOCATE".into())),
             _ => Err(SqlError::unsupported(statement_kind(&parsed.text))),

@@ -57,7 +57,7 @@ impl Session {
         self.savepoints.truncate(at + 1);
         if let Some((_, staged)) = self.savepoints.get(at) {
             let staged = staged.clone();
-            self.restore_staged(staged);
+            self.restore_staged(staged)?;
         }
         self.tx = TxState::Open;
         Ok(Outcome::Command("ROLLBACK".into()))

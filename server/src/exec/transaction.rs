@@ -26,6 +26,7 @@ use rivulet_engine::table::{TableStore, Writes, commit_transaction};
 
 use super::{Outcome, blocking};
 use crate::error::{SqlError, sqlstate};
+use crate::sequence::Sequence;
 use crate::session::{Session, TxState};
 
 /// What an open block has staged: per table id, the table and its writes.
@@ -34,6 +35,9 @@ pub struct Staged {
     tables: BTreeMap<u64, (Arc<TableStore>, Arc<Writes>)>,
     /// Relations (catalog ids) the block created, in order: a rollback drops them.
     created: Vec<u64>,
+    /// The sequences `TRUNCATE .. RESTART IDENTITY` restarted in the block, in order, with where
+    /// each was before: a rollback puts them back, as Postgres does.
+    restarted: Vec<(Arc<Sequence>, i64, bool)>,
 }
 
 impl std::fmt::Debug for Staged {
@@ -48,6 +52,11 @@ impl Staged {
     /// The relations the block created, in order.
     pub fn created(&self) -> &[u64] {
         &self.created
+    }
+
+    /// Puts the sequences the block restarted back where they were, the latest first.
+    pub fn undo_restarts(&self) -> Result<(), SqlError> {
+        undo_restarts(&self.restarted)
     }
 
     /// The staged writes to table `id`, if any.
@@ -113,8 +122,10 @@ impl Session {
         let staged = self.end_block();
         if failed {
             self.undo_created(&staged.created);
+            staged.undo_restarts()?;
             return Ok(Outcome::TxEnd("ROLLBACK"));
         }
+        let restarted = staged.restarted.clone();
         let created = staged.created;
         let tables: Vec<(Arc<TableStore>, Writes)> = staged
             .tables
@@ -126,8 +137,9 @@ impl Session {
             return Ok(Outcome::TxEnd("COMMIT"));
         }
         if let Err(e) = blocking(move || commit_transaction(tables).map_err(SqlError::from)).await {
-            // The block is rolled back, its creations with it.
+            // The block is rolled back, its creations and restarts with it.
             self.undo_created(&created);
+            undo_restarts(&restarted)?;
             return Err(e);
         }
         if self.implicit_flush() {
@@ -139,10 +151,19 @@ impl Session {
     }
 
     /// `ROLLBACK`: discards what the block staged and drops what it created.
-    pub(super) fn rollback(&mut self) -> Outcome {
+    pub(super) fn rollback(&mut self) -> Result<Outcome, SqlError> {
         let staged = self.end_block();
         self.undo_created(&staged.created);
-        Outcome::TxEnd("ROLLBACK")
+        staged.undo_restarts()?;
+        Ok(Outcome::TxEnd("ROLLBACK"))
+    }
+
+    /// Notes, in an open block, that `sequence` is about to restart: a rollback puts it back.
+    pub(super) fn note_restart(&mut self, sequence: &Arc<Sequence>) {
+        if self.staging() {
+            let (last, _, called) = sequence.state();
+            (self.reads.staged.lock().restarted).push((Arc::clone(sequence), last, called));
+        }
     }
 
     /// The ids of the relations of this session's database.
@@ -238,16 +259,29 @@ impl Session {
     }
 
     /// Goes back to what was staged at a savepoint, dropping what the block created since.
-    pub(super) fn restore_staged(&mut self, staged: Staged) {
-        let since: Vec<u64> = {
+    pub(super) fn restore_staged(&mut self, staged: Staged) -> Result<(), SqlError> {
+        let (since, restarted) = {
             let now = self.reads.staged.lock();
-            now.created
-                .iter()
+            let since: Vec<u64> = (now.created.iter())
                 .filter(|id| !staged.created.contains(id))
                 .copied()
-                .collect()
+                .collect();
+            let restarted = now
+                .restarted
+                .get(staged.restarted.len()..)
+                .unwrap_or_default();
+            (since, restarted.to_vec())
         };
         *self.reads.staged.lock() = staged;
         self.undo_created(&since);
+        undo_restarts(&restarted)
     }
+}
+
+/// Puts restarted sequences back where they were (`restarted`, in the order they restarted).
+fn undo_restarts(restarted: &[(Arc<Sequence>, i64, bool)]) -> Result<(), SqlError> {
+    for (sequence, last, called) in restarted.iter().rev() {
+        sequence.set(*last, *called)?;
+    }
+    Ok(())
 }
