@@ -43,6 +43,9 @@ pub async fn plan_continuous(
         None => None,
     };
     let stmt = expanded.as_ref().unwrap_or(stmt);
+    // `row_to_json(t)`, `json_agg(t)`: the row of `t` spelled out.
+    let whole_rows = crate::pg::whole_row::rewrite(ctx, stmt).await;
+    let stmt = whole_rows.as_ref().unwrap_or(stmt);
     rivulet_planner::recursive::check(stmt)?;
     // Each MATCH_RECOGNIZE becomes a table function registered for this statement only.
     let (stmt, functions) = rivulet_planner::recognize::prepare(ctx, stmt).await?;

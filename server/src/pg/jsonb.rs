@@ -153,6 +153,8 @@ pub fn udf(op: Op) -> ScalarUDF {
     let aliases: &[&str] = match op {
         Op::TypeOf => &["json_typeof"],
         Op::StripNulls => &["json_strip_nulls"],
+        // A row (`row_to_json(t)`: `whole_row.rs` makes `t` a struct) as `to_json` writes it.
+        Op::To { json: true } => &["row_to_json"],
         _ => &[],
     };
     ScalarUDF::new_from_impl(JsonbFunction {
@@ -430,6 +432,11 @@ enum Kind {
         array: ArrayRef,
         item: FieldRef,
     },
+    /// A row (a struct: `whole_row.rs`): its fields' names and columns.
+    Struct {
+        names: Vec<String>,
+        fields: Vec<JsonColumn>,
+    },
     /// Anything else, as its text.
     Other(StringArray),
 }
@@ -464,6 +471,23 @@ impl JsonColumn {
                 array: Arc::clone(array),
                 item: Arc::clone(item),
             },
+            DataType::Struct(fields) => {
+                let row = array.as_struct();
+                // A field named so holds JSON text (`whole_row.rs`).
+                let json = |f: &FieldRef| {
+                    f.name()
+                        .strip_suffix(super::whole_row::JSON_FIELD)
+                        .map(str::to_string)
+                };
+                Kind::Struct {
+                    names: (fields.iter())
+                        .map(|f| json(f).unwrap_or_else(|| f.name().clone()))
+                        .collect(),
+                    fields: (fields.iter().zip(row.columns()))
+                        .map(|(f, c)| JsonColumn::new(c, f, json(f).is_some()))
+                        .collect::<Result<Vec<_>>>()?,
+                }
+            }
             _ => Kind::Other(texts(array)?),
         };
         Ok(JsonColumn {
@@ -540,6 +564,20 @@ impl JsonColumn {
                     .collect::<Result<Vec<_>>>()?;
                 Ok(format!("[{}]", items.join(",")))
             }
+            // As `row_to_json` writes a row: members in column order, without spaces.
+            Kind::Struct { names, fields } => {
+                let mut out = String::from("{");
+                for (i, (name, field)) in names.iter().zip(fields).enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    rivulet_planner::jsonb::escape(name, &mut out);
+                    out.push(':');
+                    out.push_str(&field.json_text(at)?);
+                }
+                out.push('}');
+                Ok(out)
+            }
             _ => Ok(self.value(row)?.text()),
         }
     }
@@ -590,6 +628,11 @@ impl JsonColumn {
                     .collect::<Result<Vec<_>>>()?;
                 Value::Array(items)
             }
+            Kind::Struct { names, fields } => Value::object(
+                (names.iter().zip(fields))
+                    .map(|(name, field)| Ok((name.clone(), field.value(row)?)))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
         })
     }
 }
@@ -1022,10 +1065,18 @@ impl AggregateUDFImpl for JsonAgg {
                     .collect::<Result<Vec<_>>>()?,
             )?),
         };
+        // `json_agg` puts a newline before each array or row after the first, as Postgres does.
+        let lines = self.json
+            && !self.object
+            && args
+                .expr_fields
+                .first()
+                .is_some_and(|f| matches!(f.data_type(), DataType::List(_) | DataType::Struct(_)));
         Ok(Box::new(JsonItems {
             fields: args.expr_fields.to_vec(),
             object: self.object,
             json: self.json,
+            lines,
             order,
             distinct: args.is_distinct,
             by_value,
@@ -1041,6 +1092,8 @@ struct JsonItems {
     fields: Vec<FieldRef>,
     object: bool,
     json: bool,
+    /// Items on lines of their own (`json_agg` of arrays and rows).
+    lines: bool,
     order: Option<RowConverter>,
     /// DISTINCT: equal values (adjacent once sorted) kept once; `by_value`: ordered by the value.
     distinct: bool,
@@ -1089,6 +1142,8 @@ impl Accumulator for JsonItems {
                     return exec_err!("an object aggregate takes a key and a value");
                 };
                 texts.push(values.value(row)?.text());
+            } else if self.json {
+                texts.push(firsts.json_text(row)?);
             } else {
                 texts.push(firsts.value(row)?.text());
             }
@@ -1111,7 +1166,7 @@ impl Accumulator for JsonItems {
         let texts = self.entries.iter().map(|(_, t)| t);
         let text = if !self.object {
             let items: Vec<&str> = texts.map(|t| t[0].as_str()).collect();
-            format!("[{}]", items.join(", "))
+            format!("[{}]", items.join(if self.lines { ", \n " } else { ", " }))
         } else if self.json {
             // `json_object_agg` keeps its members as they came, spaced as Postgres spaces them.
             let members: Vec<String> = texts

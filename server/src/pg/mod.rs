@@ -44,6 +44,7 @@ pub mod to_date;
 pub mod to_number;
 pub mod typing;
 pub mod uuid;
+pub mod whole_row;
 pub mod wire_types;
 
 use std::sync::{Arc, LazyLock};
