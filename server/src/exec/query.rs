@@ -35,14 +35,18 @@ pub async fn plan_continuous(
     // Plain views become their queries first, as in Postgres' rewriter.
     let catalogs = ctx.state().catalog_list().clone();
     let any: &dyn std::any::Any = catalogs.as_ref();
-    let expanded = match any.downcast_ref::<crate::provider::SessionCatalogs>() {
-        Some(catalogs) => {
-            let (catalog, database) = catalogs.server();
-            Some(crate::views::expand(stmt, catalog, database)?)
-        }
+    let server = any
+        .downcast_ref::<crate::provider::SessionCatalogs>()
+        .map(|catalogs| catalogs.server());
+    let expanded = match server {
+        Some((catalog, database)) => Some(crate::views::expand(stmt, catalog, database)?),
         None => None,
     };
     let stmt = expanded.as_ref().unwrap_or(stmt);
+    // A subquery's `table.column` of an enclosing query's table, as Postgres resolves it.
+    let qualified = server
+        .and_then(|(catalog, database)| crate::pg::outer_names::qualify(stmt, catalog, database));
+    let stmt = qualified.as_ref().unwrap_or(stmt);
     // `row_to_json(t)`, `json_agg(t)`: the row of `t` spelled out.
     let whole_rows = crate::pg::whole_row::rewrite(ctx, stmt).await;
     let stmt = whole_rows.as_ref().unwrap_or(stmt);

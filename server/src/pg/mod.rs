@@ -30,6 +30,7 @@ pub mod names;
 pub mod numeric;
 pub mod oid_arrays;
 pub mod ordered_set;
+pub mod outer_names;
 pub mod regclass;
 pub mod regexp;
 pub mod rewrite;
