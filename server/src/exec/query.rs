@@ -136,6 +136,32 @@ fn text_cast(e: Expr, input: &DFSchema) -> datafusion::error::Result<Transformed
         {
             Ok(Transformed::yes(crate::pg::uuid::cast_text(cast)))
         }
+        // `id IN ('A0EE..', ..)`: each quoted literal read as a `uuid`, as `id = 'A0EE..'` is.
+        Expr::InList(mut list)
+            if list
+                .expr
+                .to_field(input)
+                .is_ok_and(|(_, f)| crate::pg::uuid::is_uuid(&f)) =>
+        {
+            let mut changed = false;
+            for item in &mut list.list {
+                if let Expr::Literal(
+                    ScalarValue::Utf8(Some(_)) | ScalarValue::Utf8View(Some(_)),
+                    _,
+                ) = item
+                {
+                    let field = Arc::new(crate::pg::uuid::field("uuid"));
+                    let cast = Cast::new_from_field(Box::new(item.clone()), field);
+                    *item = crate::pg::uuid::cast_text(cast);
+                    changed = true;
+                }
+            }
+            Ok(if changed {
+                Transformed::yes(Expr::InList(list))
+            } else {
+                Transformed::no(Expr::InList(list))
+            })
+        }
         Expr::Cast(cast) if let Some(n) = crate::pg::character::varying_length(&cast.field) => {
             crate::pg::character::cast_varying(cast, n)
         }
