@@ -329,6 +329,22 @@ impl TestServer {
     }
 }
 
+/// A dropped server is killed and reaped before the drop returns: a test that starts another
+/// server on the same data dir right after must not find RocksDB's lock still held by the
+/// process being killed (`kill_on_drop` alone only sends the signal).
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Ok(Some(_)) | Err(_) => return,
+            }
+        }
+    }
+}
+
 /// Which query protocol the driver uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
