@@ -819,7 +819,7 @@ fn index_attributes(
         for (number, (_, column)) in key.columns.iter().enumerate() {
             if let Some(&(row, table)) = by_column.get(&(key.table.as_str(), column.as_str())) {
                 rows.push(row);
-                index_oids.push(keys::INDEX_OIDS + table);
+                index_oids.push(keys::index_oid(table));
                 numbers.push(i16::try_from(number + 1).unwrap_or(i16::MAX));
             }
         }

@@ -138,10 +138,20 @@ fn primary_key_of(def: &rivulet_planner::catalog::TableDef) -> Option<PrimaryKey
     })
 }
 
+/// The OID of the primary-key index of the table of OID `table`.
+pub fn index_oid(table: i32) -> i32 {
+    INDEX_OIDS.wrapping_add(table)
+}
+
+/// The OID of the PRIMARY KEY constraint of the table of OID `table`.
+pub fn constraint_oid(table: i32) -> i32 {
+    CONSTRAINT_OIDS.wrapping_add(table)
+}
+
 /// The OID of a sequence.
 pub fn sequence_oid(sequence: &Sequence) -> i32 {
     let offset = i32::try_from(sequence.number() % SEQUENCE_OID_RANGE).unwrap_or(0);
-    SEQUENCE_OIDS + offset
+    SEQUENCE_OIDS.wrapping_add(offset)
 }
 
 /// The table whose primary-key index has OID `oid`.
@@ -296,7 +306,7 @@ impl Sources {
             for key in &keys.primary {
                 if let Some(&table) = public.relations.get(&key.table) {
                     let n = i16::try_from(key.columns.len()).unwrap_or(i16::MAX);
-                    rows.push((INDEX_OIDS + table, key.name(), "i", 403, n));
+                    rows.push((index_oid(table), key.name(), "i", 403, n));
                 }
             }
             for s in &keys.sequences {
@@ -335,7 +345,7 @@ impl Sources {
             let added = build(schema, n, |column| {
                 Some(match column {
                     "indexrelid" => Arc::new(Int32Array::from_iter_values(
-                        keyed.iter().map(|(oid, _)| INDEX_OIDS + oid),
+                        keyed.iter().map(|(oid, _)| index_oid(*oid)),
                     )) as ArrayRef,
                     "indrelid" => Arc::new(tables.clone()),
                     "indnatts" | "indnkeyatts" => Arc::new(widths.clone()),
@@ -379,7 +389,7 @@ impl Sources {
             let flag = |v: bool| Arc::new(BooleanArray::from(vec![v; n])) as ArrayRef;
             let added = build(schema, n, |column| {
                 Some(match column {
-                    "oid" => int(&|t| CONSTRAINT_OIDS + t),
+                    "oid" => int(&constraint_oid),
                     "conname" => Arc::new(StringArray::from_iter_values(
                         keyed.iter().map(|(_, k)| k.name()),
                     )),
@@ -388,7 +398,7 @@ impl Sources {
                     "confupdtype" | "confdeltype" | "confmatchtype" => text(" "),
                     "convalidated" | "conenforced" | "conislocal" | "connoinherit" => flag(true),
                     "conrelid" => int(&|t| t),
-                    "conindid" => int(&|t| INDEX_OIDS + t),
+                    "conindid" => int(&index_oid),
                     "conkey" => Arc::new(ListArray::from_iter_primitive::<Int16Type, _, _>(
                         keyed
                             .iter()
@@ -674,12 +684,12 @@ mod tests {
 
     #[test]
     fn key_oids_lead_back_to_their_table() {
-        assert_eq!(table_of_index(i64::from(INDEX_OIDS + 16390)), Some(16390));
+        assert_eq!(table_of_index(i64::from(index_oid(16390))), Some(16390));
         assert_eq!(
-            table_of_constraint(i64::from(CONSTRAINT_OIDS + 16390)),
+            table_of_constraint(i64::from(constraint_oid(16390))),
             Some(16390)
         );
         assert_eq!(table_of_index(16390), None);
-        assert_eq!(table_of_constraint(i64::from(INDEX_OIDS + 1)), None);
+        assert_eq!(table_of_constraint(i64::from(index_oid(1))), None);
     }
 }
