@@ -14,6 +14,8 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{self, VisitMut, VisitorMut};
 
+use rivulet_planner::ddl::normalize_ident;
+
 use crate::catalog::{Catalog, DEFAULT_SCHEMA};
 
 /// `stmt` with its references to enclosing queries' tables written out in full, if it has any.
@@ -48,49 +50,22 @@ struct Scopes<'a> {
     changed: bool,
 }
 
-/// The name an identifier refers to (unquoted names fold to lower case).
-fn folded(ident: &ast::Ident) -> String {
-    match ident.quote_style {
-        Some(_) => ident.value.clone(),
-        None => ident.value.to_lowercase(),
-    }
-}
-
-impl Scopes<'_> {
-    fn scope_of(&self, body: &ast::SetExpr, scope: &mut Scope) {
-        match body {
-            ast::SetExpr::Select(select) => {
-                for from in &select.from {
-                    self.add(&from.relation, scope);
-                    for join in &from.joins {
-                        self.add(&join.relation, scope);
-                    }
-                }
+/// The FROM items of `select`, joined ones and those inside parentheses included, each with the
+/// name the query refers to it by (its alias, else a table's own name, folded as Postgres folds
+/// identifiers); `whole_row.rs` reads them too.
+pub fn from_items(select: &ast::Select) -> Vec<(String, &ast::TableFactor)> {
+    fn add<'a>(factor: &'a ast::TableFactor, out: &mut Vec<(String, &'a ast::TableFactor)>) {
+        if let ast::TableFactor::NestedJoin {
+            table_with_joins, ..
+        } = factor
+        {
+            add(&table_with_joins.relation, out);
+            for join in &table_with_joins.joins {
+                add(&join.relation, out);
             }
-            ast::SetExpr::SetOperation { left, right, .. } => {
-                self.scope_of(left, scope);
-                self.scope_of(right, scope);
-            }
-            _ => {}
+            return;
         }
-    }
-
-    fn add(&self, factor: &ast::TableFactor, scope: &mut Scope) {
-        match factor {
-            ast::TableFactor::Table {
-                name, alias: None, ..
-            } => {
-                let Some(table) = name.0.last().and_then(|p| p.as_ident()).map(folded) else {
-                    return;
-                };
-                if name.0.len() == 1
-                    && !self.ctes.contains(&table)
-                    && self.catalog.table(self.database, &table).is_some()
-                {
-                    scope.tables.insert(table.clone());
-                }
-                scope.names.insert(table);
-            }
+        let name = match factor {
             ast::TableFactor::Table {
                 alias: Some(alias), ..
             }
@@ -105,16 +80,51 @@ impl Scopes<'_> {
             }
             | ast::TableFactor::TableFunction {
                 alias: Some(alias), ..
-            } => {
-                scope.names.insert(folded(&alias.name));
-            }
-            ast::TableFactor::NestedJoin {
-                table_with_joins, ..
-            } => {
-                self.add(&table_with_joins.relation, scope);
-                for join in &table_with_joins.joins {
-                    self.add(&join.relation, scope);
+            } => Some(normalize_ident(&alias.name)),
+            ast::TableFactor::Table { name, .. } => name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(normalize_ident),
+            _ => None,
+        };
+        if let Some(name) = name {
+            out.push((name, factor));
+        }
+    }
+    let mut out = Vec::new();
+    for from in &select.from {
+        add(&from.relation, &mut out);
+        for join in &from.joins {
+            add(&join.relation, &mut out);
+        }
+    }
+    out
+}
+
+impl Scopes<'_> {
+    fn scope_of(&self, body: &ast::SetExpr, scope: &mut Scope) {
+        match body {
+            ast::SetExpr::Select(select) => {
+                for (name, factor) in from_items(select) {
+                    // A table read by its own, unqualified name (not a CTE's).
+                    if let ast::TableFactor::Table {
+                        name: table,
+                        alias: None,
+                        ..
+                    } = factor
+                        && table.0.len() == 1
+                        && !self.ctes.contains(&name)
+                        && self.catalog.table(self.database, &name).is_some()
+                    {
+                        scope.tables.insert(name.clone());
+                    }
+                    scope.names.insert(name);
                 }
+            }
+            ast::SetExpr::SetOperation { left, right, .. } => {
+                self.scope_of(left, scope);
+                self.scope_of(right, scope);
             }
             _ => {}
         }
@@ -126,8 +136,11 @@ impl VisitorMut for Scopes<'_> {
 
     fn pre_visit_query(&mut self, query: &mut ast::Query) -> ControlFlow<()> {
         if let Some(with) = &query.with {
-            self.ctes
-                .extend(with.cte_tables.iter().map(|c| folded(&c.alias.name)));
+            self.ctes.extend(
+                with.cte_tables
+                    .iter()
+                    .map(|c| normalize_ident(&c.alias.name)),
+            );
         }
         let mut scope = Scope::default();
         self.scope_of(&query.body, &mut scope);
@@ -149,7 +162,7 @@ impl VisitorMut for Scopes<'_> {
         else {
             return ControlFlow::Continue(());
         };
-        let name = folded(relation);
+        let name = normalize_ident(relation);
         if innermost.names.contains(&name) {
             return ControlFlow::Continue(());
         }

@@ -15,6 +15,7 @@ use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{self, Visit, VisitMut, Visitor, VisitorMut};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
+use rivulet_planner::ddl::normalize_ident;
 
 /// The functions that take a whole row.
 const FUNCTIONS: &[&str] = &[
@@ -46,37 +47,9 @@ pub async fn rewrite(ctx: &SessionContext, stmt: &ast::Statement) -> Option<ast:
 /// The relations of `select`'s FROM clause by the name a query refers to them with, each with its
 /// text (what [`columns_of`] plans).
 fn relations(select: &ast::Select) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let mut add = |factor: &ast::TableFactor| {
-        let name = match factor {
-            ast::TableFactor::Table {
-                alias: Some(alias), ..
-            }
-            | ast::TableFactor::Derived {
-                alias: Some(alias), ..
-            }
-            | ast::TableFactor::Function {
-                alias: Some(alias), ..
-            }
-            | ast::TableFactor::UNNEST {
-                alias: Some(alias), ..
-            } => Some(folded(&alias.name)),
-            ast::TableFactor::Table { name, .. } => {
-                name.0.last().and_then(|part| part.as_ident()).map(folded)
-            }
-            _ => None,
-        };
-        if let Some(name) = name {
-            out.insert(name, factor.to_string());
-        }
-    };
-    for from in &select.from {
-        add(&from.relation);
-        for join in &from.joins {
-            add(&join.relation);
-        }
-    }
-    out
+    (super::outer_names::from_items(select).into_iter())
+        .map(|(name, factor)| (name, factor.to_string()))
+        .collect()
 }
 
 /// The whole-row argument of `call`, if it is one of [`FUNCTIONS`] called on a bare name.
@@ -97,14 +70,6 @@ fn whole_row_arg(call: &ast::Function) -> Option<&ast::Ident> {
     }
 }
 
-/// The name an identifier refers to (unquoted names fold to lower case).
-fn folded(ident: &ast::Ident) -> String {
-    match ident.quote_style {
-        Some(_) => ident.value.clone(),
-        None => ident.value.to_lowercase(),
-    }
-}
-
 /// The FROM relations of every select with a whole-row reference.
 #[derive(Default)]
 struct Found {
@@ -121,7 +86,7 @@ impl Visitor for Found {
             let _ = ast::visit_expressions(&select.projection, |expr| {
                 if let ast::Expr::Function(call) = expr
                     && let Some(ident) = whole_row_arg(call)
-                    && relations.contains_key(&folded(ident))
+                    && relations.contains_key(&normalize_ident(ident))
                 {
                     referenced = true;
                 }
@@ -162,7 +127,7 @@ impl VisitorMut for Spell<'_> {
             let Some(ident) = whole_row_arg(call) else {
                 return ControlFlow::Continue(());
             };
-            let name = folded(ident);
+            let name = normalize_ident(ident);
             let Some(names) = relations.get(&name).and_then(|f| columns.get(f)) else {
                 return ControlFlow::Continue(());
             };
