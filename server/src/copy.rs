@@ -143,6 +143,8 @@ pub struct CopyIn {
     fields: Vec<Option<Vec<u8>>>,
     /// The columns the data does not have that have a default, with it (over no columns).
     defaults: Vec<(usize, Arc<dyn datafusion::physical_plan::PhysicalExpr>)>,
+    /// The session's time zone, which a `timestamptz` without an offset is read in.
+    zone: Option<String>,
 }
 
 impl CopyIn {
@@ -166,7 +168,14 @@ impl CopyIn {
             finished: false,
             fields: Vec::new(),
             defaults: Vec::new(),
+            zone: None,
         }
+    }
+
+    /// Reads a `timestamptz` without an offset as a wall clock in `zone` (`None`: UTC).
+    pub fn in_zone(mut self, zone: Option<String>) -> Self {
+        self.zone = zone;
+        self
     }
 
     /// Fills the columns the data does not have with `defaults`, each an expression over no
@@ -339,8 +348,9 @@ impl CopyIn {
         for (strings, &col) in finished.iter().zip(&self.columns) {
             let field = schema.field(col);
             let target = field.data_type();
-            let cast = crate::text::parse_column(strings, target, &strict)
-                .map_err(|_| self.cast_error(strings, target, col))?;
+            let cast =
+                crate::pg::time_zone::parse_text(strings, target, &strict, self.zone.as_deref())
+                    .map_err(|_| self.cast_error(strings, target, col))?;
             columns[col] = cast;
         }
         let batch = RecordBatch::try_new(schema, columns).map_err(SqlError::internal)?;

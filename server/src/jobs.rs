@@ -25,6 +25,7 @@ use std::sync::Arc;
 pub use restart::RestartPolicy;
 
 use datafusion::common::TableReference;
+use datafusion::prelude::SessionContext;
 use parking_lot::Mutex;
 use rivulet_engine::job::{Job, JobConfig, JobSpec};
 use rivulet_engine::task::{TaskHandle, spawn_named};
@@ -57,11 +58,16 @@ pub fn job_settings(settings: &BTreeMap<String, String>) -> BTreeMap<String, Str
             k.as_str() == PARALLELISM
                 || k.as_str() == ALLOWED_LATENESS
                 || k.as_str() == STATE_TTL
+                || k.as_str() == TIME_ZONE
                 || k.starts_with("restart-strategy")
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
+
+/// The session's time zone: a view computes its `timestamptz` days, hours and text in the zone
+/// of the session that created it, whoever reads it.
+pub const TIME_ZONE: &str = "timezone";
 
 /// The setting for the instances of each keyed stage (RisingWave's name).
 pub const PARALLELISM: &str = "streaming_parallelism";
@@ -840,6 +846,21 @@ pub fn allowed_lateness(settings: &BTreeMap<String, String>) -> Result<i64, SqlE
     }
 }
 
+/// `ctx` planning in the time zone a view's `settings` store (UTC for views created before
+/// zones were stored), whatever the planning session's own.
+fn in_zone(
+    ctx: &SessionContext,
+    settings: &BTreeMap<String, String>,
+) -> Result<SessionContext, SqlError> {
+    let zone = match settings.get(TIME_ZONE) {
+        Some(setting) => crate::pg::time_zone::setting(setting)?.zone,
+        None => "UTC".to_string(),
+    };
+    let mut state = ctx.state();
+    crate::pg::time_zone::configure(state.config_mut().options_mut(), &zone);
+    Ok(SessionContext::new_with_state(state))
+}
+
 /// Plans a view's query text into a job graph as the view's stored settings say (parallelism
 /// of keyed stages, allowed lateness) and with its emit mode.
 pub async fn plan_stream(
@@ -861,7 +882,7 @@ pub async fn plan_stream(
     };
     let catalog: Arc<Catalog> = Arc::clone(session.catalog());
     let database = session.database.clone();
-    let ctx = session.context()?.clone();
+    let ctx = in_zone(session.context()?, settings)?;
     let temporal = rivulet_planner::temporal::tables(stmt)?;
     let plan = crate::pg::jsonb::in_views(plan_continuous(&ctx, stmt).await?)?;
     let state = ctx.state();

@@ -228,16 +228,32 @@ impl Session {
         &self.shared.catalog
     }
 
+    /// The session's `TimeZone` as Arrow reads it; `None` for UTC.
+    pub fn time_zone(&self) -> Option<String> {
+        let setting = self.settings.get("timezone")?;
+        let zone = crate::pg::time_zone::setting(setting).ok()?.zone;
+        (!crate::pg::time_zone::is_utc(&zone)).then_some(zone)
+    }
+
     /// The DataFusion context for this session's database, built on first use.
     pub fn context(&mut self) -> Result<&SessionContext, SqlError> {
         self.keep_set_config();
         if self.ctx.is_none() {
             self.ctx = Some(self.build_context()?);
         }
+        let zone = self.time_zone().unwrap_or_else(|| "UTC".into());
         let ctx = self
             .ctx
             .as_ref()
             .ok_or_else(|| SqlError::internal("session context missing"))?;
+        {
+            let state = ctx.state_ref();
+            let mut state = state.write();
+            let options = state.config_mut().options_mut();
+            if crate::pg::time_zone::of(options).unwrap_or("UTC") != zone {
+                crate::pg::time_zone::configure(options, &zone);
+            }
+        }
         *self.pg_settings.write() = self.settings.clone();
         Ok(ctx)
     }
@@ -312,7 +328,10 @@ impl Session {
     /// `set_config` calls, may be computed after the statement's end: taken again before the next).
     fn keep_set_config(&mut self) {
         for (name, value) in self.pg_settings.take_written() {
-            self.settings.insert(name, value);
+            // A value the setting does not take is not kept (Postgres refuses it).
+            if let Ok(value) = crate::exec::checked_setting(&name, value) {
+                self.settings.insert(name, value);
+            }
         }
     }
 }

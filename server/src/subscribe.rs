@@ -81,6 +81,7 @@ where
         })?,
         None => DEFAULT_MAX_LAG,
     };
+    let zone = session.time_zone();
     let table = Arc::clone(&entry.store);
     let counted = entry.def.view.as_ref().is_some_and(|v| v.counted);
     let columns = table.schema().fields().len() - usize::from(counted);
@@ -103,7 +104,7 @@ where
     let mut lines = 0u64;
     for batch in snapshot {
         let ops = vec![Op::Insert; batch.num_rows()];
-        lines += send_rows(client, seq, &batch, &ops).await?;
+        lines += send_rows(client, seq, &batch, &ops, zone.as_deref()).await?;
     }
     loop {
         let entries = table
@@ -120,7 +121,7 @@ where
         }
         for (at, changes) in entries {
             let data = visible_columns(&changes.data, columns)?;
-            lines += send_rows(client, at, &data, &changes.ops).await?;
+            lines += send_rows(client, at, &data, &changes.ops, zone.as_deref()).await?;
             seq = at;
         }
         hold.advance(seq);
@@ -232,6 +233,7 @@ async fn send_rows<C>(
     epoch: u64,
     batch: &RecordBatch,
     ops: &[Op],
+    zone: Option<&str>,
 ) -> Result<u64, SqlError>
 where
     C: Sink<PgWireBackendMessage> + Unpin + Send,
@@ -240,7 +242,7 @@ where
     if batch.num_rows() == 0 {
         return Ok(0);
     }
-    for data in lines(epoch, batch, ops)? {
+    for data in lines(epoch, batch, ops, zone)? {
         client
             .feed(PgWireBackendMessage::CopyData(CopyData::new(data)))
             .await
@@ -260,9 +262,15 @@ where
     Ok(batch.num_rows() as u64)
 }
 
-/// `batch`'s rows as COPY text lines: `epoch`, op, columns.
-fn lines(epoch: u64, batch: &RecordBatch, ops: &[Op]) -> Result<Vec<bytes::Bytes>, SqlError> {
-    let batch = crate::text_out::postgres_text(batch.clone(), |_| true).map_err(arrow_error)?;
+/// `batch`'s rows as COPY text lines: `epoch`, op, columns (a `timestamptz` in `zone`).
+fn lines(
+    epoch: u64,
+    batch: &RecordBatch,
+    ops: &[Op],
+    zone: Option<&str>,
+) -> Result<Vec<bytes::Bytes>, SqlError> {
+    let batch =
+        crate::text_out::postgres_text(batch.clone(), |_| true, zone).map_err(arrow_error)?;
     let options = FormatOptions::default();
     let formatters = batch
         .columns()

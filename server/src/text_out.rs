@@ -49,6 +49,7 @@ fn rewritten(t: &DataType) -> bool {
 pub fn postgres_text(
     batch: RecordBatch,
     text: impl Fn(usize) -> bool,
+    zone: Option<&str>,
 ) -> Result<RecordBatch, ArrowError> {
     let schema = batch.schema();
     if !schema.fields().iter().any(|f| rewritten(f.data_type())) {
@@ -58,7 +59,7 @@ pub fn postgres_text(
     let mut columns = Vec::with_capacity(schema.fields().len());
     for (i, (field, column)) in schema.fields().iter().zip(batch.columns()).enumerate() {
         let text = if text(i) {
-            text_column(column, field)?
+            text_column(column, field, zone)?
         } else {
             None
         };
@@ -79,9 +80,15 @@ pub fn postgres_text(
 /// `column` (of `field`) as Postgres' text forms, if its type is [`rewritten`]. A list keeps its
 /// shape with its elements as text, so that `arrow-pg` quotes them as Postgres does
 /// (`{"2024-01-02 10:00:00"}`).
-fn text_column(column: &ArrayRef, field: &Field) -> Result<Option<ArrayRef>, ArrowError> {
+fn text_column(
+    column: &ArrayRef,
+    field: &Field,
+    zone: Option<&str>,
+) -> Result<Option<ArrayRef>, ArrowError> {
     Ok(Some(match column.data_type() {
-        DataType::Timestamp(_, tz) => timestamps(column, tz.as_deref())?,
+        // A `timestamptz` in the session's zone.
+        DataType::Timestamp(_, Some(tz)) => timestamps(column, Some(zone.unwrap_or(tz)))?,
+        DataType::Timestamp(_, None) => timestamps(column, None)?,
         DataType::Interval(_) => intervals(column)?,
         DataType::Duration(_) => durations(column)?,
         DataType::Time32(_) | DataType::Time64(_) => times(column)?,
@@ -94,7 +101,7 @@ fn text_column(column: &ArrayRef, field: &Field) -> Result<Option<ArrayRef>, Arr
         ),
         DataType::List(item) => {
             let list = column.as_list::<i32>();
-            let Some(values) = text_column(list.values(), item)? else {
+            let Some(values) = text_column(list.values(), item, zone)? else {
                 return Ok(None);
             };
             let (_, offsets, _, nulls) = list.clone().into_parts();
@@ -103,7 +110,7 @@ fn text_column(column: &ArrayRef, field: &Field) -> Result<Option<ArrayRef>, Arr
         }
         DataType::LargeList(item) => {
             let list = column.as_list::<i64>();
-            let Some(values) = text_column(list.values(), item)? else {
+            let Some(values) = text_column(list.values(), item, zone)? else {
                 return Ok(None);
             };
             let (_, offsets, _, nulls) = list.clone().into_parts();
@@ -115,7 +122,8 @@ fn text_column(column: &ArrayRef, field: &Field) -> Result<Option<ArrayRef>, Arr
     }))
 }
 
-fn timestamps(column: &ArrayRef, tz: Option<&str>) -> Result<ArrayRef, ArrowError> {
+/// Timestamps as Postgres prints them; with `tz`, in that zone with its offset.
+pub fn timestamps(column: &ArrayRef, tz: Option<&str>) -> Result<ArrayRef, ArrowError> {
     let micros = cast(
         column,
         &DataType::Timestamp(TimeUnit::Microsecond, tz.map(Into::into)),

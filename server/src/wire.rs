@@ -223,6 +223,16 @@ async fn session_of<'a, C: ClientInfo>(
                 .settings
                 .insert("application_name".into(), name.clone());
         }
+        // pgjdbc sends the JVM's zone at startup; a zone Postgres would refuse is ignored here
+        // (the session stays in UTC) rather than ending the connection.
+        let zone = ["TimeZone", "timezone"]
+            .iter()
+            .find_map(|k| client.metadata().get(*k));
+        if let Some(zone) = zone
+            && let Ok(zone) = crate::exec::checked_setting("timezone", zone.clone())
+        {
+            session.settings.insert("timezone".into(), zone);
+        }
         *guard = Some(session);
     }
     Ok(guard)
@@ -286,7 +296,8 @@ fn encode_rows(
 }
 
 /// Turns an outcome into pgwire's response, encoding rows in `format`.
-fn respond(outcome: Outcome, format: &Format) -> Result<Response, SqlError> {
+/// `timestamptz` values are printed in `zone`, the session's.
+fn respond(outcome: Outcome, format: &Format, zone: Option<&str>) -> Result<Response, SqlError> {
     Ok(match outcome {
         Outcome::Rows {
             schema,
@@ -299,7 +310,7 @@ fn respond(outcome: Outcome, format: &Format) -> Result<Response, SqlError> {
                 .flat_map(|b: RecordBatch| {
                     let b = crate::pg::wire_types::padded(&b).unwrap_or(b);
                     let text = |i: usize| fields[i].format() == FieldFormat::Text;
-                    match crate::text_out::postgres_text(b, text) {
+                    match crate::text_out::postgres_text(b, text, zone) {
                         Ok(b) => encode_rows(&fields, &b),
                         Err(e) => vec![Err(PgWireError::from(SqlError::from_arrow(e)))],
                     }
@@ -622,7 +633,8 @@ impl Connection {
                 match session.run(parsed, None).await {
                     Ok(outcome) => {
                         let copy = matches!(outcome, Outcome::CopyIn { .. });
-                        responses.push(respond(outcome, &Format::UnifiedText)?);
+                        let zone = session.time_zone();
+                        responses.push(respond(outcome, &Format::UnifiedText, zone.as_deref())?);
                         if copy {
                             // The rest of the string runs only after the COPY data, which this
                             // front end does not queue; Postgres clients send COPY on its own.
@@ -1118,7 +1130,12 @@ impl ExtendedQueryHandler for Connection {
             )
             .into());
         }
-        Ok(respond(outcome, &portal.result_column_format)?)
+        let zone = session.time_zone();
+        Ok(respond(
+            outcome,
+            &portal.result_column_format,
+            zone.as_deref(),
+        )?)
     }
 }
 

@@ -292,7 +292,8 @@ impl Session {
             && let Ok(table) = self.resolve_table(name)
         {
             refuse_connector_table(&table, "INSERT into")?;
-            if let Some(rows) = super::values::literal_rows(insert, &table)? {
+            let zone = self.time_zone();
+            if let Some(rows) = super::values::literal_rows(insert, &table, zone.as_deref())? {
                 let n = self.insert_rows(&table.store, vec![rows]).await?;
                 return Ok(Outcome::Command(format!("INSERT 0 {n}")));
             }

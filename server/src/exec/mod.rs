@@ -442,7 +442,9 @@ impl Session {
                 filled.push((i, state.create_physical_expr(expr, &empty)?));
             }
         }
-        let copy = CopyIn::new(table, positions, format).with_defaults(filled);
+        let copy = CopyIn::new(table, positions, format)
+            .with_defaults(filled)
+            .in_zone(self.time_zone());
         let outcome = Outcome::CopyIn {
             columns: copy.width(),
         };

@@ -4,10 +4,9 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, IntervalUnit};
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
 use datafusion::common::{DFSchema, ParamValues, ScalarValue};
 use datafusion::logical_expr::expr::Cast;
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
@@ -61,7 +60,9 @@ pub async fn plan_continuous(
         ctx.deregister_udtf(&name);
     }
     let typed = crate::pg::typing::postgres_types(plan?)?;
-    postgres_text_casts(crate::pg::decorrelate::scalar_subqueries(typed)?)
+    let plan = postgres_text_casts(crate::pg::decorrelate::scalar_subqueries(typed)?)?;
+    let zone = crate::pg::time_zone::of(state.config_options());
+    Ok(crate::pg::time_zone::in_session_zone(plan, zone)?)
 }
 
 /// Makes text-to-bytea casts read Postgres' bytea text forms (`'\x4869'::bytea` is `Hi`), where
@@ -73,31 +74,13 @@ pub async fn plan_continuous(
 /// rewritten ([`crate::pg::datetime_input`]); those cast to arrays (`'{1,2}'` into an `INT[]`
 /// column) are parsed as Postgres array literals ([`crate::text`]).
 fn postgres_text_casts(plan: LogicalPlan) -> Result<LogicalPlan, SqlError> {
-    let rewritten = plan.transform_up(|node| {
-        let input = node.inputs().first().map(|i| Arc::clone(i.schema()));
-        let empty = DFSchema::empty();
-        // A rewritten expression that names a column (a select item, an aggregate: `count(doc ->
-        // 'k')` reads the cast that becomes `jsonb_in`) keeps its name, which the plan above reads.
-        let named = matches!(
-            node,
-            LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_) | LogicalPlan::Window(_)
-        );
-        let names = NamePreserver::new(&node);
-        node.map_expressions(|e| {
-            let saved = named.then(|| names.save(&e));
-            let rewritten = e.transform_up(|e| {
-                let schema = input.as_deref().unwrap_or(&empty);
-                text_cast(e, schema)?.map_data(|e| Ok(operand_nullability(e, schema)))
-            })?;
-            match saved {
-                Some(saved) if rewritten.transformed => {
-                    rewritten.map_data(|e| Ok(saved.restore(e)))
-                }
-                _ => Ok(rewritten),
-            }
-        })
-    })?;
-    Ok(rewritten.data)
+    // A rewritten expression that names a column (a select item, an aggregate: `count(doc ->
+    // 'k')` reads the cast that becomes `jsonb_in`) keeps its name.
+    Ok(crate::pg::map_plan_expressions(
+        plan,
+        false,
+        |e, schema| text_cast(e, schema)?.map_data(|e| Ok(operand_nullability(e, schema))),
+    )?)
 }
 
 /// `e`, a cast with a target field of its own (`x::jsonb`, `x::char(4)`, `x::text`), nullable as

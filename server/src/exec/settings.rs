@@ -36,9 +36,16 @@ impl Session {
                     self.settings.insert(name, value);
                 }
             }
-            Set::SetTimeZone { value, .. } => {
-                self.settings.insert("timezone".into(), value_text(value));
-            }
+            Set::SetTimeZone { value, .. } => match crate::pg::time_zone::set_time_zone(value)? {
+                Some(zone) => {
+                    self.settings.insert("timezone".into(), zone.shown);
+                }
+                None => {
+                    self.reset(&Reset::ConfigurationParameter(ObjectName::from(vec![
+                        Ident::new("timezone"),
+                    ])))?;
+                }
+            },
             Set::SetNames { charset_name, .. } => {
                 self.settings
                     .insert("client_encoding".into(), charset_name.value.clone());
@@ -323,6 +330,9 @@ const TIMEOUTS: [&str; 2] = ["statement_timeout", "idle_in_transaction_session_t
 /// `value` as the setting `name` keeps it (a timeout in its canonical form, `1s` for `1000`), or
 /// `22023` if `name` is a setting Rivulet acts on and `value` is not one of its values.
 pub fn checked(name: &str, value: String) -> Result<String, SqlError> {
+    if name == "timezone" {
+        return Ok(crate::pg::time_zone::setting(&value)?.shown);
+    }
     if name == super::backfill::BACKGROUND_DDL {
         return match value.to_lowercase().as_str() {
             "true" | "on" | "yes" | "1" => Ok("true".into()),

@@ -73,7 +73,11 @@ pub fn values_target(insert: &Insert) -> Option<&ast::ObjectName> {
 }
 
 /// The rows of `insert` as one batch of `table`'s schema, or `None` to let DataFusion plan it.
-pub fn literal_rows(insert: &Insert, table: &TableEntry) -> Result<Option<RecordBatch>, SqlError> {
+pub fn literal_rows(
+    insert: &Insert,
+    table: &TableEntry,
+    zone: Option<&str>,
+) -> Result<Option<RecordBatch>, SqlError> {
     let Some(query) = insert.source.as_ref() else {
         return Ok(None);
     };
@@ -133,7 +137,7 @@ pub fn literal_rows(insert: &Insert, table: &TableEntry) -> Result<Option<Record
         };
         // A value that does not parse: DataFusion plans the statement and reports the error as
         // the slow path always has.
-        let Ok(parsed) = crate::text::parse_column(&strings, data_type, &opts) else {
+        let Ok(parsed) = crate::pg::time_zone::parse_text(&strings, data_type, &opts, zone) else {
             return Ok(None);
         };
         columns[target] = Some(parsed);

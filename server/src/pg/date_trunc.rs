@@ -42,6 +42,8 @@ pub fn udf() -> ScalarUDF {
         other => vec![other.clone()],
     };
     forms.push(interval);
+    // Postgres' `date_trunc(unit, timestamptz, zone)`: truncated in that zone.
+    forms.push(TypeSignature::Any(3));
     // A date first, before DataFusion's forms coerce it to a `timestamp`.
     forms.insert(
         0,
@@ -69,7 +71,7 @@ fn is_date(t: &DataType) -> bool {
 }
 
 /// What a date is truncated as: Postgres casts it to `timestamptz` (its midnight in the session's
-/// zone; Rivulet's is UTC).
+/// zone: [`super::time_zone`] gives a date that midnight when the session is not in UTC).
 fn date_as() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
 }
@@ -94,6 +96,25 @@ impl ScalarUDFImpl for DateTrunc {
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        if args.arg_fields.len() == 3 {
+            return match args.arg_fields.get(1) {
+                Some(field) if matches!(field.data_type(), DataType::Timestamp(_, Some(_))) => {
+                    Ok(Arc::new(Field::new(
+                        self.name(),
+                        field.data_type().clone(),
+                        field.is_nullable(),
+                    )))
+                }
+                _ => Err(DataFusionError::Plan(format!(
+                    "function date_trunc({}) does not exist",
+                    args.arg_fields
+                        .iter()
+                        .map(|f| f.data_type().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))),
+            };
+        }
         match args.arg_fields.get(1) {
             Some(field) if is_interval(field.data_type()) => Ok(Arc::new(Field::new(
                 self.name(),
@@ -110,6 +131,9 @@ impl ScalarUDFImpl for DateTrunc {
     }
 
     fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if args.args.len() == 3 {
+            return self.in_zone(args);
+        }
         if let Some(date) = args.args.get(1).filter(|v| is_date(&v.data_type())) {
             args.args[1] = date.cast_to(&date_as(), None)?;
         }
@@ -181,6 +205,55 @@ impl ScalarUDFImpl for DateTrunc {
             }
             ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(truncated) as Arc<dyn Array>),
         })
+    }
+}
+
+impl DateTrunc {
+    /// `date_trunc(unit, x, zone)`: `x` (a `timestamptz`) truncated to its wall clock's `unit` in
+    /// `zone` (a constant, read as a `TimeZone` setting is).
+    fn in_zone(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let zone = match args.args.pop() {
+            Some(ColumnarValue::Scalar(
+                ScalarValue::Utf8(Some(z))
+                | ScalarValue::Utf8View(Some(z))
+                | ScalarValue::LargeUtf8(Some(z)),
+            )) => z,
+            Some(ColumnarValue::Scalar(_)) => {
+                return Ok(ColumnarValue::Scalar(ScalarValue::try_from(
+                    args.return_field.data_type(),
+                )?));
+            }
+            _ => {
+                return Err(DataFusionError::NotImplemented(
+                    "date_trunc with a time zone that is not a constant".into(),
+                ));
+            }
+        };
+        let zone = crate::pg::time_zone::setting(&zone)
+            .map_err(|_| {
+                refuse(SqlError::new(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    format!("time zone \"{zone}\" not recognized"),
+                ))
+            })?
+            .zone;
+        let original = args.return_field.data_type().clone();
+        let DataType::Timestamp(unit, Some(_)) = &original else {
+            return Err(DataFusionError::Internal(format!(
+                "date_trunc in a zone of {original}"
+            )));
+        };
+        let labelled = DataType::Timestamp(*unit, Some(zone.into()));
+        let value = args
+            .args
+            .get(1)
+            .ok_or_else(|| DataFusionError::Internal("date_trunc without a value".into()))?
+            .cast_to(&labelled, None)?;
+        args.args[1] = value;
+        args.arg_fields[1] = Arc::new(Field::new("x", labelled.clone(), true));
+        args.arg_fields.truncate(2);
+        args.return_field = Arc::new(Field::new(self.name(), labelled, true));
+        self.invoke_with_args(args)?.cast_to(&original, None)
     }
 }
 

@@ -4,7 +4,8 @@
 //! (years, months, days, time), negative fields borrowed from the next larger one, a borrowed
 //! month being as long as the month the earlier timestamp is in; so `age('2026-03-01',
 //! '2026-01-31')` is `1 mon 1 day`. `age(b)` is `age` from today's midnight. Dates count as their
-//! midnight; a timestamp with a time zone is taken in UTC (the session time zone).
+//! midnight; a timestamp with a time zone is taken in UTC, whatever the session's zone (Postgres
+//! takes it in the session's).
 //!
 //! The `justify_*` functions move whole days of the time part into days and whole 30-day months
 //! of days into months, keeping the parts' signs agreeing, as Postgres does.

@@ -192,8 +192,8 @@ pub fn literals(stmt: &mut ast::Statement) {
 }
 
 /// `LOCALTIMESTAMP` and `LOCALTIME` (SQL's, without parentheses), which DataFusion does not
-/// know, as the current time in the session's zone without one: sessions are in UTC, so
-/// `CAST(now() AS TIMESTAMP)` and `CAST(now() AS TIME)`.
+/// know, as the current time in the session's zone without one: `CAST(now() AS TIMESTAMP)` and
+/// `CAST(now() AS TIME)`, which [`super::time_zone`] takes in the session's zone.
 pub fn local_time(stmt: &mut ast::Statement) {
     let _ = ast::visit_expressions_mut(stmt, |expr| {
         if let ast::Expr::Function(f) = expr

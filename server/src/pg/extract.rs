@@ -6,7 +6,9 @@
 //! `second`, `milliseconds` and `microseconds` count from the start of the minute, with 6, 3 and 0
 //! decimals; `epoch` is seconds since 1970-01-01 00:00 UTC with 6 decimals (of an interval, its
 //! length with a month as 30 days and a year as 365.25); the other fields are DataFusion's
-//! `date_part`, as whole numbers. Time zones are the session's, UTC.
+//! `date_part`, as whole numbers. A `timestamptz`'s fields are its wall clock's in the zone its
+//! type is labelled with, the session's ([`super::time_zone`]), and `timezone` is that zone's
+//! offset.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -106,9 +108,9 @@ enum Field_ {
     /// Computed from the year (DataFusion has no decade, century or millennium); of an interval,
     /// its whole years divided by this many.
     OfYear(fn(i32) -> i32, i32),
-    /// The time zone's offset (`timezone` in seconds, `timezone_hour`, `timezone_minute`): 0, as
-    /// every `timestamptz` is shown in the session's time zone, UTC.
-    Zone,
+    /// The offset of the session's time zone at the instant, from its seconds east of
+    /// Greenwich (`timezone` in seconds, `timezone_hour`, `timezone_minute`).
+    Zone(fn(i32) -> i32),
     /// The Julian day of a date.
     Julian,
 }
@@ -152,7 +154,9 @@ fn field(name: &str) -> Option<Field_> {
             },
             1000,
         ),
-        "timezone" | "timezone_hour" | "timezone_minute" => Field_::Zone,
+        "timezone" => Field_::Zone(|s| s),
+        "timezone_hour" => Field_::Zone(|s| s / 3600),
+        "timezone_minute" => Field_::Zone(|s| s / 60 % 60),
         "julian" => Field_::Julian,
         _ => return None,
     })
@@ -164,7 +168,7 @@ fn scale_of(f: Field_, t: &DataType) -> i8 {
         Field_::OfMinute { scale } => scale,
         Field_::Epoch if date(t) => 0,
         Field_::Epoch => 6,
-        Field_::Whole(_) | Field_::OfYear(..) | Field_::Zone | Field_::Julian => 0,
+        Field_::Whole(_) | Field_::OfYear(..) | Field_::Zone(_) | Field_::Julian => 0,
     }
 }
 
@@ -178,9 +182,9 @@ fn supported(f: Field_, name: &str, t: &DataType) -> Result<()> {
         _ => return Ok(()),
     };
     let refused = match (f, type_name) {
-        (Field_::OfMinute { .. } | Field_::Zone, "date") => true,
+        (Field_::OfMinute { .. } | Field_::Zone(_), "date") => true,
         (Field_::Whole("hour" | "minute"), "date") => true,
-        (Field_::Zone, "timestamp without time zone" | "interval") => true,
+        (Field_::Zone(_), "timestamp without time zone" | "interval") => true,
         (Field_::Whole("dow" | "isodow" | "doy" | "isoyear"), "interval") => true,
         // Postgres has it for timestamps too, with a fraction of the day; not here.
         (Field_::Julian, other) => other != "date",
@@ -283,6 +287,13 @@ impl ScalarUDFImpl for Extract {
             _ => value,
         };
         let scale = scale_of(f, value.data_type());
+        // A `timestamptz`'s fields are those of its wall clock in the zone its type is labelled
+        // with (the session's); its epoch is the instant's.
+        let local = super::time_zone::local(&value)?;
+        let value = match (&local, f) {
+            (Some(l), f) if !matches!(f, Field_::Epoch | Field_::Zone(_)) => Arc::clone(&l.clocks),
+            _ => value,
+        };
         let interval = matches!(value.data_type(), DataType::Interval(_));
         let out: ArrayRef = match f {
             // An interval's fields count its own parts, truncated towards zero as C divides:
@@ -306,7 +317,19 @@ impl ScalarUDFImpl for Extract {
                     .collect();
                 decimals(&time, scale, |us| us.map(|us| i128::from(us % 60_000_000)))?
             }
-            Field_::Zone => decimals(&micros(&value)?, 0, |us| us.map(|_| 0))?,
+            Field_::Zone(part) => {
+                let zones = local
+                    .as_ref()
+                    .map(|l| l.zones.as_slice())
+                    .unwrap_or_default();
+                let offsets: Vec<Option<i64>> = (0..rows)
+                    .map(|i| match zones.get(i) {
+                        Some(z) => z.as_ref().map(|z| i64::from(z.offset)),
+                        None => value.is_valid(i).then_some(0),
+                    })
+                    .collect();
+                decimals(&offsets, 0, |s| s.map(|s| i128::from(part(s as i32))))?
+            }
             // Days since 1970-01-01 plus the Julian day of that date.
             Field_::Julian => decimals(&micros(&value)?, 0, |us| {
                 us.map(|us| i128::from(us.div_euclid(86_400_000_000) + 2_440_588))

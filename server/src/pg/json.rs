@@ -486,7 +486,7 @@ impl<T: TypePlanner> TypePlanner for JsonTypes<T> {
                 DataType::Timestamp(TimeUnit::Microsecond, None),
                 true,
             )))),
-            // `timestamptz` likewise, in UTC (the session's zone), as a table's column.
+            // `timestamptz` likewise, an instant as a table's column (shown in the session's zone).
             SqlType::Timestamp(None | Some(6), TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => {
                 Ok(Some(Arc::new(Field::new(
                     "",

@@ -441,6 +441,45 @@ enum Kind {
     Other(StringArray),
 }
 
+/// A `timestamptz` column's values as Postgres writes them in JSON.
+fn json_instants(array: &ArrayRef) -> Result<StringArray> {
+    let Some(local) = super::time_zone::local(array)? else {
+        return Ok(cast(array, &DataType::Utf8)?.as_string::<i32>().clone());
+    };
+    let clocks = local
+        .clocks
+        .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+    let mut out =
+        datafusion::arrow::array::StringBuilder::with_capacity(clocks.len(), 32 * clocks.len());
+    let mut text = String::with_capacity(40);
+    for (clock, zone) in clocks.iter().zip(&local.zones) {
+        let (Some(clock), Some(zone)) = (clock, zone) else {
+            out.append_null();
+            continue;
+        };
+        let at = chrono::DateTime::from_timestamp_micros(clock)
+            .ok_or_else(|| DataFusionError::Execution(format!("timestamp {clock} out of range")))?
+            .naive_utc();
+        text.clear();
+        use std::fmt::Write;
+        let _ = write!(text, "{}", at.format("%Y-%m-%dT%H:%M:%S"));
+        let micros = clock.rem_euclid(1_000_000);
+        if micros != 0 {
+            let digits = format!("{micros:06}");
+            text.push('.');
+            text.push_str(digits.trim_end_matches('0'));
+        }
+        let sign = if zone.offset < 0 { '-' } else { '+' };
+        let s = zone.offset.unsigned_abs();
+        let _ = write!(text, "{sign}{:02}:{:02}", s / 3600, s / 60 % 60);
+        if !s.is_multiple_of(60) {
+            let _ = write!(text, ":{:02}", s % 60);
+        }
+        out.append_value(&text);
+    }
+    Ok(out.finish())
+}
+
 impl JsonColumn {
     /// `array`, a column of `field`; `jsonb` for an argument Postgres types `jsonb`, whose text
     /// (an unknown literal, a parameter) is JSON whatever its field says.
@@ -471,6 +510,9 @@ impl JsonColumn {
                 array: Arc::clone(array),
                 item: Arc::clone(item),
             },
+            // ISO 8601 with the offset of the zone its type is labelled with, as Postgres
+            // writes a `timestamptz` in JSON (`2024-07-04T23:00:00-04:00`).
+            DataType::Timestamp(_, Some(_)) => Kind::Other(json_instants(array)?),
             DataType::Struct(fields) => {
                 let row = array.as_struct();
                 // A field named so holds JSON text (`whole_row.rs`).

@@ -1,5 +1,5 @@
 //! Postgres' `make_time(hour, min, sec)`, `make_timestamp(year, month, day, hour, min, sec)`,
-//! `make_timestamptz(...)` (in UTC, the sessions' zone) and `make_interval(years, months, weeks,
+//! `make_timestamptz(...)` (its fields in the session's zone: [`super::time_zone`]) and `make_interval(years, months, weeks,
 //! days, hours, mins, secs)`, whose arguments may be named (`make_interval(days => 3)`) and
 //! default to 0. Seconds are `double precision` with a fraction (`12.5`); DataFusion's
 //! `make_time` takes whole seconds, and it has neither of the others.

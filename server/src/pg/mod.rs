@@ -40,6 +40,7 @@ pub mod similar;
 /// `sum` of numerics, refused (22003) rather than wrapped beyond 38 digits.
 pub mod subquery;
 pub mod sum;
+pub mod time_zone;
 pub mod to_char;
 pub mod to_date;
 pub mod to_number;
@@ -178,4 +179,51 @@ pub fn install(
     functions::register(ctx, user, &relations, views, sizes, keys);
     functions::settings(ctx, settings);
     Ok(())
+}
+
+/// `plan` with `rewrite` applied to each expression of each node, bottom up, against the schema
+/// of the node's first input (empty for a leaf); a rewritten select item, aggregate or window
+/// expression keeps its name, which the plan above reads. With `subqueries`, the plans of
+/// subqueries in expressions too.
+pub fn map_plan_expressions(
+    plan: datafusion::logical_expr::LogicalPlan,
+    subqueries: bool,
+    rewrite: impl Fn(
+        datafusion::logical_expr::Expr,
+        &datafusion::common::DFSchema,
+    ) -> datafusion::common::Result<
+        datafusion::common::tree_node::Transformed<datafusion::logical_expr::Expr>,
+    >,
+) -> datafusion::common::Result<datafusion::logical_expr::LogicalPlan> {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::logical_expr::LogicalPlan;
+    let node_rewrite = |node: LogicalPlan| {
+        let input = node
+            .inputs()
+            .first()
+            .map(|i| std::sync::Arc::clone(i.schema()));
+        let empty = datafusion::common::DFSchema::empty();
+        let named = matches!(
+            node,
+            LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_) | LogicalPlan::Window(_)
+        );
+        let names = datafusion::logical_expr::expr_rewriter::NamePreserver::new(&node);
+        node.map_expressions(|e| {
+            let saved = named.then(|| names.save(&e));
+            let schema = input.as_deref().unwrap_or(&empty);
+            let rewritten = e.transform_up(|e| rewrite(e, schema))?;
+            match saved {
+                Some(saved) if rewritten.transformed => {
+                    rewritten.map_data(|e| Ok(saved.restore(e)))
+                }
+                _ => Ok(rewritten),
+            }
+        })
+    };
+    let rewritten = if subqueries {
+        plan.transform_up_with_subqueries(node_rewrite)?
+    } else {
+        plan.transform_up(node_rewrite)?
+    };
+    Ok(rewritten.data)
 }

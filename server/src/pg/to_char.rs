@@ -7,8 +7,9 @@
 //! mon MM DAY Day day DY Dy dy DDD IDDD DD D ID W WW IW CC J Q RM rm TZ tz TZH TZM OF`, the `FM`
 //! (no padding), `FX` and `TM` prefixes and the `TH`/`th` ordinal suffix, `"quoted text"` (a
 //! backslash in it takes the next character as is; outside quotes a backslash only escapes a
-//! quote); anything else is copied. A timestamp with a time zone is shown in UTC (the session
-//! time zone here); one without has an empty `TZ` and `OF` `+00`, as in Postgres.
+//! quote); anything else is copied. A timestamp with a time zone is shown in the zone its type is
+//! labelled with, the session's ([`super::time_zone`]), with the zone's abbreviation for `TZ`
+//! (`EST`, `CET`); one without has an empty `TZ` and `OF` `+00`, as in Postgres.
 //!
 //! **Number templates**: `9 0 . D , G S MI PL SG PR L B C SP V RN rn TH th EEEE FM`, written the
 //! way Postgres' `NUM_processor` (`formatting.c`) writes them, position by position, so odd
@@ -52,6 +53,7 @@ use datafusion::logical_expr::{
     Volatility,
 };
 
+use super::time_zone::ValueZone;
 use crate::error::{SqlError, sqlstate};
 
 /// The `to_char` function.
@@ -108,8 +110,8 @@ impl ScalarUDFImpl for ToChar {
 
 /// The first argument, as the formatter reads it.
 enum Values {
-    /// Microseconds since the epoch; `true` if the type has a time zone.
-    Timestamp(ArrayRef, bool),
+    /// Wall clocks in microseconds since the epoch, and a `timestamptz`'s zone of each.
+    Timestamp(ArrayRef, Option<Vec<Option<ValueZone>>>),
     Date(ArrayRef),
     Interval(ArrayRef),
     Number(Numbers),
@@ -151,10 +153,14 @@ impl Numbers {
 impl Values {
     fn of(value: &ArrayRef) -> Result<Values> {
         Ok(match value.data_type() {
-            DataType::Timestamp(_, tz) => Values::Timestamp(
-                cast(value, &DataType::Timestamp(TimeUnit::Microsecond, None))?,
-                tz.is_some(),
-            ),
+            DataType::Timestamp(..) => match super::time_zone::local(value)? {
+                // A `timestamptz` in the zone its type is labelled with (the session's).
+                Some(local) => Values::Timestamp(local.clocks, Some(local.zones)),
+                None => Values::Timestamp(
+                    cast(value, &DataType::Timestamp(TimeUnit::Microsecond, None))?,
+                    None,
+                ),
+            },
             DataType::Date32 | DataType::Date64 => Values::Date(cast(value, &DataType::Date32)?),
             DataType::Interval(_) | DataType::Duration(_) => Values::Interval(cast(
                 value,
@@ -201,12 +207,16 @@ impl Values {
         layouts: &mut Option<(String, NumLayout)>,
     ) -> Result<String> {
         let number = match self {
-            Values::Timestamp(a, tz) => {
+            Values::Timestamp(a, zones) => {
                 let micros = a.as_primitive::<TimestampMicrosecondType>().value(i);
                 let at = chrono::DateTime::from_timestamp_micros(micros)
                     .ok_or_else(|| DataFusionError::Execution("timestamp out of range".into()))?
                     .naive_utc();
-                return Ok(format_datetime(&at, *tz, template));
+                let zone = zones
+                    .as_ref()
+                    .and_then(|z| z.get(i))
+                    .and_then(Option::as_ref);
+                return Ok(format_datetime(&at, zone, template));
             }
             Values::Date(a) => {
                 let days = a.as_primitive::<Date32Type>().value(i);
@@ -214,7 +224,7 @@ impl Values {
                     .ok_or_else(|| DataFusionError::Execution("date out of range".into()))?;
                 return Ok(format_datetime(
                     &date.and_time(chrono::NaiveTime::MIN),
-                    false,
+                    None,
                     template,
                 ));
             }
@@ -320,10 +330,11 @@ const FIELDS: &[&str] = &[
     "D", "WW", "W", "CC", "J", "Q", "RM", "TZH", "TZM", "TZ", "OF", "Y", "I",
 ];
 
-/// `at` formatted by a Postgres date/time `template` (see the module documentation).
-pub fn format_datetime(at: &NaiveDateTime, zoned: bool, template: &str) -> String {
+/// `at` (a wall clock, in `zone` for a `timestamptz`) formatted by a Postgres date/time
+/// `template` (see the module documentation).
+pub fn format_datetime(at: &NaiveDateTime, zone: Option<&ValueZone>, template: &str) -> String {
     let formatted: Result<String> = format_template(template, |field, spelled, fill| {
-        Ok(field_value(at, zoned, field, spelled, fill))
+        Ok(field_value(at, zone, field, spelled, fill))
     });
     formatted.unwrap_or_default()
 }
@@ -517,7 +528,7 @@ pub(super) fn strip_ci<'a>(rest: &'a str, prefix: &str) -> Option<&'a str> {
 /// One field's text, and its number for an ordinal suffix.
 fn field_value(
     at: &NaiveDateTime,
-    zoned: bool,
+    zone: Option<&ValueZone>,
     field: &str,
     spelled: &str,
     fill: bool,
@@ -621,16 +632,32 @@ fn field_value(
             }
         }
         "TZ" => (
-            if zoned {
-                cased("UTC", case_of(spelled))
-            } else {
-                String::new()
+            match zone {
+                Some(z) => cased(&z.abbreviation, case_of(spelled)),
+                None => String::new(),
             },
             None,
         ),
-        "TZH" => ("+00".into(), None),
-        "TZM" => ("00".into(), None),
-        "OF" => ("+00".into(), None),
+        "TZH" => {
+            let offset = zone.map_or(0, |z| z.offset);
+            let sign = if offset < 0 { '-' } else { '+' };
+            (format!("{sign}{:02}", offset.unsigned_abs() / 3600), None)
+        }
+        "TZM" => {
+            let offset = zone.map_or(0, |z| z.offset);
+            (format!("{:02}", offset.unsigned_abs() / 60 % 60), None)
+        }
+        "OF" => {
+            let offset = zone.map_or(0, |z| z.offset);
+            let sign = if offset < 0 { '-' } else { '+' };
+            let s = offset.unsigned_abs();
+            let text = if s.is_multiple_of(3600) {
+                format!("{sign}{:02}", s / 3600)
+            } else {
+                format!("{sign}{:02}:{:02}", s / 3600, s / 60 % 60)
+            };
+            (text, None)
+        }
         _ => (spelled.to_string(), None),
     }
 }
@@ -1533,14 +1560,14 @@ mod tests {
         assert_eq!(
             format_datetime(
                 &at,
-                false,
+                None,
                 "YYYY-MM-DD HH24:MI:SS.US Day Month FMDay FMMonth Mon DY dy ddd IW IYYY Q W WW J CC RM am A.M. TZ OF"
             ),
             "2026-03-07 14:05:09.123456 Saturday  March     Saturday March Mar SAT sat 066 10 2026 1 1 10 2461107 21 III  pm P.M.  +00"
         );
         // FM reaches only the field right after it; TM names are unpadded.
         assert_eq!(
-            format_datetime(&at, false, "FM\"x\"DD|TMMonth|TMDay|FMHH12"),
+            format_datetime(&at, None, "FM\"x\"DD|TMMonth|TMDay|FMHH12"),
             "x07|March|Saturday|2"
         );
     }
@@ -1564,11 +1591,7 @@ mod tests {
             (r#"\\\"MM"#, r#"\\"03"#),
             (r"FM\YYYY", r"\2024"),
         ] {
-            assert_eq!(
-                format_datetime(&at, false, template),
-                expected,
-                "{template}"
-            );
+            assert_eq!(format_datetime(&at, None, template), expected, "{template}");
         }
     }
 
@@ -2085,7 +2108,11 @@ mod tests {
             ]
         };
         for t in templates {
-            format_datetime(&at, true, t);
+            let zone = ValueZone {
+                offset: -19_800,
+                abbreviation: "-05:30".into(),
+            };
+            format_datetime(&at, Some(&zone), t);
             for array in &arrays {
                 let values = Values::of(array).unwrap();
                 for i in 0..array.len() {

@@ -22,8 +22,8 @@
 //! - Errors, Postgres' codes and words: a field without its digits or name is 22007 `invalid
 //!   value "x" for "YYYY"`; a date or time that does not exist is 22008 `date/time field value out
 //!   of range: "2024-02-30"`; an hour past 12 with `AM`/`PM` is 22008 too.
-//! - `to_timestamp` gives a `timestamp with time zone`: the fields are in UTC (the session's time
-//!   zone) unless `TZH`/`TZM`/`OF` or a `TZ` of `UTC`, `GMT` or `Z` say otherwise.
+//! - `to_timestamp` gives a `timestamp with time zone`: the fields are in the session's time zone
+//!   ([`super::time_zone`]) unless `TZH`/`TZM`/`OF` or a `TZ` of `UTC`, `GMT` or `Z` say otherwise.
 
 use std::sync::Arc;
 
