@@ -11,9 +11,7 @@ use futures::Sink;
 use pgwire::api::ClientInfo;
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
-use pgwire::api::auth::{
-    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
-};
+use pgwire::api::auth::{AuthSource, LoginInfo, Password, StartupHandler};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
@@ -73,7 +71,7 @@ impl AuthSource for Credentials {
 /// The startup handler of one connection.
 pub enum Startup {
     Trust(TrustStartup),
-    Scram(Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>),
+    Scram(Box<SASLAuthStartupHandler<crate::wire::ServerParameters>>),
 }
 
 /// A fresh startup handler (SCRAM keeps per-connection exchange state).

@@ -175,9 +175,11 @@ struct PublicSchema {
 #[async_trait]
 impl SchemaProvider for PublicSchema {
     fn table_names(&self) -> Vec<String> {
+        let staged = self.reads.staged.lock();
         self.catalog
             .tables(&self.database)
             .iter()
+            .filter(|t| !staged.is_dropped(t.def.id))
             .map(|t| t.def.name.clone())
             .collect()
     }
@@ -198,7 +200,12 @@ impl SchemaProvider for PublicSchema {
         if let Some(sequence) = self.catalog.sequence(&self.database, name) {
             return sequence.relation().map(Some);
         }
-        Ok(self.catalog.table(&self.database, name).map(|entry| {
+        // A table the open block dropped is gone for it.
+        let entry = self
+            .catalog
+            .table(&self.database, name)
+            .filter(|e| !self.reads.staged.lock().is_dropped(e.def.id));
+        Ok(entry.map(|entry| {
             Arc::new(StoredTable {
                 entry,
                 state: self.catalog.store().clone(),
@@ -211,7 +218,10 @@ impl SchemaProvider for PublicSchema {
         name == LATE_ROWS
             || name == DEAD_LETTERS
             || crate::system_tables::NAMES.contains(&name)
-            || self.catalog.table(&self.database, name).is_some()
+            || self
+                .catalog
+                .table(&self.database, name)
+                .is_some_and(|e| !self.reads.staged.lock().is_dropped(e.def.id))
             || self.catalog.sequence(&self.database, name).is_some()
     }
 }

@@ -69,8 +69,12 @@ pub struct Session {
     /// `SET` values, keys lowercased. Unknown settings are kept as given.
     pub settings: BTreeMap<String, String>,
     pub tx: TxState,
-    /// Savepoints of the open block, oldest first (see `exec/savepoint.rs`).
-    pub savepoints: Vec<(String, crate::exec::Staged)>,
+    /// Savepoints of the open block, oldest first (see `exec/savepoint.rs`), with what was
+    /// staged and the settings as they were.
+    pub savepoints: Vec<(String, crate::exec::Staged, crate::exec::BlockSettings)>,
+    /// The open block's settings: what they were at `BEGIN`, and what `SET LOCAL` undoes at its
+    /// end (see `exec/settings.rs`).
+    pub block_settings: crate::exec::BlockSettings,
     /// The snapshot the running statement reads (cleared after each statement) and the open
     /// transaction block's staged writes.
     pub reads: Reads,
@@ -198,6 +202,7 @@ impl Session {
             settings: default_settings(user, database),
             tx: TxState::Idle,
             savepoints: Vec::new(),
+            block_settings: Default::default(),
             reads: Arc::default(),
             ctx: None,
             catalogs: None,
@@ -209,6 +214,12 @@ impl Session {
             cursors: BTreeMap::new(),
             drawn: Arc::default(),
         })
+    }
+
+    /// Sends a WARNING with `code` to the client, before the running statement's result.
+    pub fn warning(&self, code: &str, message: String) {
+        let warning = pgwire::error::ErrorInfo::new("WARNING".into(), code.into(), message);
+        let _ = self.notices.tx.send(warning);
     }
 
     /// Sends a NOTICE to the client (`00000`), before the running statement's result.
@@ -327,10 +338,14 @@ impl Session {
     /// Keeps what `set_config(.., false)` set, as `SET` would have (a query's rows, and so its
     /// `set_config` calls, may be computed after the statement's end: taken again before the next).
     fn keep_set_config(&mut self) {
-        for (name, value) in self.pg_settings.take_written() {
+        for (name, value, local) in self.pg_settings.take_written() {
+            // Outside a block, `set_config(.., true)` lasted for its statement.
+            if local && self.tx == TxState::Idle {
+                continue;
+            }
             // A value the setting does not take is not kept (Postgres refuses it).
             if let Ok(value) = crate::exec::checked_setting(&name, value) {
-                self.settings.insert(name, value);
+                self.assign(name, Some(value), local);
             }
         }
     }

@@ -16,8 +16,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ParamValues;
 use futures::{Sink, SinkExt, stream};
 use pgwire::api::auth::{
-    DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
-    save_startup_parameters_to_metadata,
+    DefaultServerParameterProvider, ServerParameterProvider, StartupHandler, finish_authentication,
+    protocol_negotiation, save_startup_parameters_to_metadata,
 };
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::copy::CopyHandler;
@@ -54,21 +54,106 @@ pub struct Frontend {
     pub shared: Arc<Shared>,
     pub connections: Arc<ConnectionManager>,
     pub pids: RandomPidSecretKeyGenerator,
-    pub parameters: Arc<DefaultServerParameterProvider>,
+    pub parameters: Arc<ServerParameters>,
     /// SCRAM-SHA-256 credentials; `None` means trust (loopback only).
     pub scram: Option<Arc<crate::auth::Credentials>>,
 }
 
 impl Frontend {
     /// The ParameterStatus values drivers read at startup.
-    pub fn parameters() -> DefaultServerParameterProvider {
+    pub fn parameters() -> ServerParameters {
         let mut p = DefaultServerParameterProvider::default();
         p.server_version = SERVER_VERSION.to_string();
         p.time_zone = "UTC".into();
         p.date_style = "ISO, MDY".into();
         p.client_encoding = Some("UTF8".into());
-        p
+        ServerParameters(p)
     }
+}
+
+/// The ParameterStatus values sent at startup: the server's, with the `TimeZone` the client
+/// asked for in its startup packet (pgjdbc's JVM zone), as the session takes it.
+pub struct ServerParameters(DefaultServerParameterProvider);
+
+impl ServerParameterProvider for ServerParameters {
+    fn server_parameters<C>(&self, client: &C) -> Option<std::collections::HashMap<String, String>>
+    where
+        C: ClientInfo,
+    {
+        let mut params = self.0.server_parameters(client)?;
+        if let Some(zone) = startup_zone(client) {
+            params.insert("TimeZone".into(), zone);
+        }
+        Some(params)
+    }
+}
+
+/// The `TimeZone` of a client's startup packet, as the session keeps it, if it is one.
+fn startup_zone<C: ClientInfo>(client: &C) -> Option<String> {
+    startup_settings(client)
+        .into_iter()
+        .rev()
+        .find(|(name, _)| name == "timezone")
+        .map(|(_, zone)| zone)
+}
+
+/// The settings a client's startup packet asks for, as the session keeps them: parameters named
+/// like a setting Rivulet acts on (`TimeZone`, sent by pgjdbc), and the `-c name=value` (or
+/// `--name=value`) pairs of its `options` (libpq's `PGOPTIONS`). A value the setting refuses is
+/// left out, so the session keeps its default rather than failing to start.
+fn startup_settings<C: ClientInfo>(client: &C) -> Vec<(String, String)> {
+    let metadata = client.metadata();
+    let mut pairs: Vec<(String, String)> = metadata
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("timezone"))
+        .map(|(_, v)| ("timezone".to_string(), v.clone()))
+        .collect();
+    if let Some(options) = metadata.get("options") {
+        pairs.extend(command_line_settings(options));
+    }
+    pairs
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let value = crate::exec::checked_setting(&name, value).ok()?;
+            Some((name, value))
+        })
+        .collect()
+}
+
+/// `-c name=value` and `--name=value` pairs of a startup `options` string, as Postgres reads it:
+/// words split at blanks, a backslash keeping the next character (a blank) in the word, names
+/// in lower case with `-` read as `_`.
+fn command_line_settings(options: &str) -> Vec<(String, String)> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => word.extend(chars.next()),
+            c if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let mut out = Vec::new();
+    let mut words = words.into_iter();
+    while let Some(w) = words.next() {
+        let pair = if w == "-c" {
+            words.next()
+        } else {
+            (w.strip_prefix("-c").or_else(|| w.strip_prefix("--"))).map(str::to_string)
+        };
+        if let Some((name, value)) = pair.as_deref().and_then(|p| p.split_once('=')) {
+            out.push((name.to_lowercase().replace('-', "_"), value.to_string()));
+        }
+    }
+    out
 }
 
 /// The session of a connection, created at its first statement from the startup user and database.
@@ -223,15 +308,9 @@ async fn session_of<'a, C: ClientInfo>(
                 .settings
                 .insert("application_name".into(), name.clone());
         }
-        // pgjdbc sends the JVM's zone at startup; a zone Postgres would refuse is ignored here
-        // (the session stays in UTC) rather than ending the connection.
-        let zone = ["TimeZone", "timezone"]
-            .iter()
-            .find_map(|k| client.metadata().get(*k));
-        if let Some(zone) = zone
-            && let Ok(zone) = crate::exec::checked_setting("timezone", zone.clone())
-        {
-            session.settings.insert("timezone".into(), zone);
+        // pgjdbc sends the JVM's zone at startup, libpq `PGOPTIONS`' `-c` settings.
+        for (name, value) in startup_settings(client) {
+            session.settings.insert(name, value);
         }
         *guard = Some(session);
     }
@@ -1355,4 +1434,24 @@ fn same_result(prepared: &Prepared, schema: &Schema) -> bool {
         })
     };
     wire(described) == wire(schema)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_line_settings;
+
+    #[test]
+    fn reads_startup_options_as_postgres() {
+        let pairs = |s: &str| command_line_settings(s);
+        assert_eq!(
+            pairs("-c TimeZone=Europe/Berlin -cstatement_timeout=5s --application-name=a\\ b"),
+            vec![
+                ("timezone".to_string(), "Europe/Berlin".to_string()),
+                ("statement_timeout".to_string(), "5s".to_string()),
+                ("application_name".to_string(), "a b".to_string()),
+            ]
+        );
+        assert!(pairs("-c").is_empty());
+        assert!(pairs("-x y").is_empty());
+    }
 }

@@ -38,7 +38,7 @@ use crate::session::{Session, TxState};
 
 pub use dml::Returning;
 pub use query::{plan_continuous, plan_query};
-pub use settings::checked as checked_setting;
+pub use settings::{BlockSettings, checked as checked_setting};
 pub use transaction::Staged;
 pub use upsert::OnConflict;
 
@@ -311,12 +311,13 @@ impl Session {
                 cascade,
                 ..
             } => match object_type {
+                ast::ObjectType::Table if self.tx != TxState::Idle => {
+                    self.drop_tables_in_block(*if_exists, *cascade, names)
+                }
                 _ if self.tx != TxState::Idle
                     && matches!(
                         object_type,
-                        ast::ObjectType::Table
-                            | ast::ObjectType::View
-                            | ast::ObjectType::MaterializedView
+                        ast::ObjectType::View | ast::ObjectType::MaterializedView
                     ) =>
                 {
                     let relations = names

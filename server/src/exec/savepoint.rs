@@ -27,7 +27,7 @@ impl Session {
     fn find_savepoint(&self, name: &str) -> Result<usize, SqlError> {
         self.savepoints
             .iter()
-            .rposition(|(s, _)| s == name)
+            .rposition(|(s, _, _)| s == name)
             .ok_or_else(|| {
                 SqlError::new(
                     sqlstate::INVALID_SAVEPOINT_SPECIFICATION,
@@ -39,7 +39,9 @@ impl Session {
     pub(super) fn savepoint(&mut self, name: &Ident) -> Result<Outcome, SqlError> {
         self.in_block("SAVEPOINT")?;
         let staged = self.staged_now();
-        self.savepoints.push((normalize_ident(name), staged));
+        let settings = self.settings_now();
+        self.savepoints
+            .push((normalize_ident(name), staged, settings));
         Ok(Outcome::Command("SAVEPOINT".into()))
     }
 
@@ -55,9 +57,10 @@ impl Session {
         let at = self.find_savepoint(&normalize_ident(name))?;
         // The savepoint itself stays, as in Postgres; later ones go.
         self.savepoints.truncate(at + 1);
-        if let Some((_, staged)) = self.savepoints.get(at) {
-            let staged = staged.clone();
+        if let Some((_, staged, settings)) = self.savepoints.get(at) {
+            let (staged, settings) = (staged.clone(), settings.clone());
             self.restore_staged(staged)?;
+            self.restore_settings(&settings);
         }
         self.tx = TxState::Open;
         Ok(Outcome::Command("ROLLBACK".into()))

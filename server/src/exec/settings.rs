@@ -1,54 +1,138 @@
 //! SET, RESET and SHOW of session settings, and SHOW TABLES / SHOW DATABASES.
 //!
+//! Settings are transactional, as in Postgres: a `SET` in a block is undone by `ROLLBACK` (and
+//! `ROLLBACK TO SAVEPOINT`) and kept by `COMMIT`; a `SET LOCAL` (or `set_config(.., true)`) lasts
+//! until the block ends, and outside a block only warns (`25P01`).
+//!
 //! Settings are kept per session as text. Unknown names are accepted and remembered, because
 //! clients and test suites set things Rivulet has no use for (`extra_float_digits`,
 //! `RW_IMPLICIT_FLUSH`, `streaming_parallelism`); `SHOW` of a name never set is `42704`, as in Postgres.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::sql::sqlparser::ast::{Expr, Ident, ObjectName, Reset, Set, Value};
+use datafusion::sql::sqlparser::ast::{
+    ContextModifier, Expr, Ident, ObjectName, Reset, Set, Value,
+};
 
 use super::Outcome;
 use crate::error::{SqlError, sqlstate};
-use crate::session::Session;
+use crate::session::{Session, TxState};
+
+/// The settings of an open block: as they were at `BEGIN` (what `ROLLBACK` goes back to), and
+/// for each setting a `SET LOCAL` changed, what it goes back to when the block ends.
+#[derive(Debug, Clone, Default)]
+pub struct BlockSettings {
+    before: BTreeMap<String, String>,
+    local: BTreeMap<String, Option<String>>,
+}
+
+impl BlockSettings {
+    /// The settings as they were at `BEGIN`.
+    pub fn before(&self) -> &BTreeMap<String, String> {
+        &self.before
+    }
+}
 
 impl Session {
+    /// Sets (or with `None`, removes) setting `name`; `local`: until the block ends.
+    pub fn assign(&mut self, name: String, value: Option<String>, local: bool) {
+        if local {
+            if self.tx == TxState::Idle {
+                self.warning(
+                    sqlstate::NO_ACTIVE_SQL_TRANSACTION,
+                    "SET LOCAL can only be used in transaction blocks".into(),
+                );
+                return;
+            }
+            let now = self.settings.get(&name).cloned();
+            self.block_settings.local.entry(name.clone()).or_insert(now);
+        } else {
+            self.block_settings.local.remove(&name);
+        }
+        match value {
+            Some(v) => self.settings.insert(name, v),
+            None => self.settings.remove(&name),
+        };
+    }
+
+    /// `BEGIN`: the settings `ROLLBACK` goes back to.
+    pub(super) fn begin_settings(&mut self) {
+        self.block_settings = BlockSettings {
+            before: self.settings.clone(),
+            local: BTreeMap::new(),
+        };
+    }
+
+    /// The end of a block: committed, its `SET LOCAL`s are undone; rolled back, all its `SET`s.
+    pub(super) fn end_settings(&mut self, committed: bool) {
+        let block = std::mem::take(&mut self.block_settings);
+        if !committed {
+            self.settings = block.before;
+            return;
+        }
+        for (name, value) in block.local {
+            match value {
+                Some(v) => self.settings.insert(name, v),
+                None => self.settings.remove(&name),
+            };
+        }
+    }
+
+    /// The settings as they are now, for a savepoint.
+    pub(super) fn settings_now(&self) -> BlockSettings {
+        BlockSettings {
+            before: self.settings.clone(),
+            local: self.block_settings.local.clone(),
+        }
+    }
+
+    /// `ROLLBACK TO SAVEPOINT`: the settings as they were at it.
+    pub(super) fn restore_settings(&mut self, at: &BlockSettings) {
+        self.settings = at.before.clone();
+        self.block_settings.local = at.local.clone();
+    }
+
     pub(super) fn set(&mut self, set: &Set) -> Result<Outcome, SqlError> {
         match set {
             Set::SingleAssignment {
-                variable, values, ..
+                scope,
+                variable,
+                values,
+                ..
             } => {
+                let local = matches!(scope, Some(ContextModifier::Local));
                 let name = setting_name(variable);
                 if values.len() == 1 && is_default(&values[0]) {
-                    return self.reset(&Reset::ConfigurationParameter(variable.clone()));
+                    self.reset_one(name, local);
+                    return Ok(Outcome::Command("SET".into()));
                 }
                 let value = values.iter().map(value_text).collect::<Vec<_>>().join(", ");
                 let value = checked(&name, value)?;
-                self.settings.insert(name, value);
+                self.assign(name, Some(value), local);
             }
             Set::MultipleAssignments { assignments } => {
                 for a in assignments {
                     let name = setting_name(&a.name);
                     let value = checked(&name, value_text(&a.value))?;
-                    self.settings.insert(name, value);
+                    self.assign(name, Some(value), false);
                 }
             }
-            Set::SetTimeZone { value, .. } => match crate::pg::time_zone::set_time_zone(value)? {
-                Some(zone) => {
-                    self.settings.insert("timezone".into(), zone.shown);
+            Set::SetTimeZone { value, local } => {
+                match crate::pg::time_zone::set_time_zone(value)? {
+                    Some(zone) => self.assign("timezone".into(), Some(zone.shown), *local),
+                    None => self.reset_one("timezone".into(), *local),
                 }
-                None => {
-                    self.reset(&Reset::ConfigurationParameter(ObjectName::from(vec![
-                        Ident::new("timezone"),
-                    ])))?;
-                }
-            },
+            }
             Set::SetNames { charset_name, .. } => {
-                self.settings
-                    .insert("client_encoding".into(), charset_name.value.clone());
+                self.assign(
+                    "client_encoding".into(),
+                    Some(charset_name.value.clone()),
+                    false,
+                );
             }
             // SET ROLE, SET SESSION AUTHORIZATION, SET TRANSACTION ...: accepted, no effect: there is
             // one role and one isolation level.
@@ -58,22 +142,29 @@ impl Session {
     }
 
     pub(super) fn reset(&mut self, reset: &Reset) -> Result<Outcome, SqlError> {
-        let defaults = crate::session::default_settings(&self.user, &self.database);
         match reset {
-            Reset::ALL => self.settings = defaults,
-            Reset::ConfigurationParameter(name) => {
-                let name = setting_name(name);
-                match defaults.get(&name) {
-                    Some(v) => {
-                        self.settings.insert(name, v.clone());
-                    }
-                    None => {
-                        self.settings.remove(&name);
-                    }
+            Reset::ALL => {
+                let defaults = crate::session::default_settings(&self.user, &self.database);
+                let names: Vec<String> = self
+                    .settings
+                    .keys()
+                    .chain(defaults.keys())
+                    .cloned()
+                    .collect();
+                for name in names {
+                    self.assign(name.clone(), defaults.get(&name).cloned(), false);
                 }
             }
+            Reset::ConfigurationParameter(name) => self.reset_one(setting_name(name), false),
         }
         Ok(Outcome::Command("RESET".into()))
+    }
+
+    /// Setting `name` back to the session's default (`local`: until the block ends).
+    fn reset_one(&mut self, name: String, local: bool) {
+        let defaults = crate::session::default_settings(&self.user, &self.database);
+        let value = defaults.get(&name).cloned();
+        self.assign(name, value, local);
     }
 
     pub(super) fn show(&mut self, variable: &[Ident]) -> Result<Outcome, SqlError> {

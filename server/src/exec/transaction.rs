@@ -15,14 +15,19 @@
 //! and the block remembers what it created; ROLLBACK (to a savepoint set before it, of the block,
 //! a failed COMMIT, or the connection ending in the block) drops it again, with whatever was built
 //! on it. Other sessions see a created relation before COMMIT (Postgres would hide it); that is
-//! the deviation. A `DROP` in a block drops only what the block created: dropping a relation that
-//! existed before the block cannot be undone, so it is refused with 25001, as Postgres refuses
-//! the statements it cannot run in a block (`CREATE DATABASE`, also refused here).
+//! the deviation. `DROP TABLE` of a table that existed before the block hides it from the block
+//! and drops it at COMMIT, after the block's writes (ROLLBACK keeps it; other sessions see it
+//! until COMMIT, as in Postgres). Other `DROP`s in a block drop only what the block created:
+//! dropping a view that existed before the block cannot be undone, so it is refused with 25001,
+//! as Postgres refuses the statements it cannot run in a block (`CREATE DATABASE`, also refused
+//! here).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use datafusion::sql::sqlparser::ast;
 use rivulet_engine::table::{TableStore, Writes, commit_transaction};
+use rivulet_planner::ddl::object_name;
 
 use super::{Outcome, blocking};
 use crate::error::{SqlError, sqlstate};
@@ -38,6 +43,9 @@ pub struct Staged {
     /// The sequences `TRUNCATE .. RESTART IDENTITY` restarted in the block, in order, with where
     /// each was before: a rollback puts them back, as Postgres does.
     restarted: Vec<(Arc<Sequence>, i64, bool)>,
+    /// Tables that existed before the block and that it dropped (catalog id, name): hidden from
+    /// the block, dropped at COMMIT.
+    dropped: Vec<(u64, String)>,
 }
 
 impl std::fmt::Debug for Staged {
@@ -57,6 +65,11 @@ impl Staged {
     /// Puts the sequences the block restarted back where they were, the latest first.
     pub fn undo_restarts(&self) -> Result<(), SqlError> {
         undo_restarts(&self.restarted)
+    }
+
+    /// Whether the block dropped relation `id` (to be dropped at COMMIT).
+    pub fn is_dropped(&self, id: u64) -> bool {
+        self.dropped.iter().any(|(d, _)| *d == id)
     }
 
     /// The staged writes to table `id`, if any.
@@ -112,6 +125,7 @@ impl Session {
             self.tx = TxState::Open;
             self.savepoints.clear();
             *self.reads.staged.lock() = Staged::default();
+            self.begin_settings();
         }
         Outcome::TxStart("BEGIN")
     }
@@ -120,6 +134,8 @@ impl Session {
     pub(super) async fn commit(&mut self) -> Result<Outcome, SqlError> {
         let failed = self.tx == TxState::Aborted;
         let staged = self.end_block();
+        let before_commit = self.block_settings.before().clone();
+        self.end_settings(!failed);
         if failed {
             self.undo_created(&staged.created);
             staged.undo_restarts()?;
@@ -127,21 +143,28 @@ impl Session {
         }
         let restarted = staged.restarted.clone();
         let created = staged.created;
+        let dropped = staged.dropped;
+        // Writes to a table the block dropped go with it.
         let tables: Vec<(Arc<TableStore>, Writes)> = staged
             .tables
-            .into_values()
-            .map(|(t, w)| (t, Arc::unwrap_or_clone(w)))
+            .into_iter()
+            .filter(|(id, _)| !dropped.iter().any(|(d, _)| d == id))
+            .map(|(_, (t, w))| (t, Arc::unwrap_or_clone(w)))
             .filter(|(_, w)| !w.is_empty())
             .collect();
         if tables.is_empty() {
+            self.drop_at_commit(&dropped)?;
             return Ok(Outcome::TxEnd("COMMIT"));
         }
         if let Err(e) = blocking(move || commit_transaction(tables).map_err(SqlError::from)).await {
-            // The block is rolled back, its creations and restarts with it.
+            // The block is rolled back, its creations, restarts and settings with it (its
+            // `SET LOCAL`s are already undone).
+            self.settings = before_commit;
             self.undo_created(&created);
             undo_restarts(&restarted)?;
             return Err(e);
         }
+        self.drop_at_commit(&dropped)?;
         if self.implicit_flush() {
             let views = self.own_views();
             let jobs = &self.shared.jobs;
@@ -153,6 +176,7 @@ impl Session {
     /// `ROLLBACK`: discards what the block staged and drops what it created.
     pub(super) fn rollback(&mut self) -> Result<Outcome, SqlError> {
         let staged = self.end_block();
+        self.end_settings(false);
         self.undo_created(&staged.created);
         staged.undo_restarts()?;
         Ok(Outcome::TxEnd("ROLLBACK"))
@@ -183,6 +207,90 @@ impl Session {
             .filter(|id| !before.contains(id))
             .collect();
         self.reads.staged.lock().created.append(&mut created);
+    }
+
+    /// `DROP TABLE` in a block: a table the block created is dropped at once (a rollback would
+    /// drop it anyway); one that existed before is checked as DROP checks it (dependent views:
+    /// 2BP01), then hidden from the block and dropped at COMMIT, so ROLLBACK keeps it. Dropping
+    /// one with its dependents (`CASCADE` over views that read it) is refused with 25001: their
+    /// jobs cannot be stopped and restarted with the block.
+    pub(super) fn drop_tables_in_block(
+        &mut self,
+        if_exists: bool,
+        cascade: bool,
+        names: &[ast::ObjectName],
+    ) -> Result<Outcome, SqlError> {
+        for name in names {
+            let (schema, table) = object_name(name)?;
+            super::ddl::check_schema(schema.as_deref())?;
+            let id = self
+                .catalog()
+                .table(&self.database, &table)
+                .map(|e| e.def.id);
+            let (created, hidden) = {
+                let staged = self.reads.staged.lock();
+                (
+                    id.filter(|id| staged.created.contains(id)),
+                    id.is_some_and(|id| staged.is_dropped(id)),
+                )
+            };
+            if let Some(id) = created {
+                self.drop(
+                    &ast::ObjectType::Table,
+                    if_exists,
+                    cascade,
+                    std::slice::from_ref(name),
+                )?;
+                // Dropped with the block's writes to it, which COMMIT must not write.
+                self.reads.staged.lock().tables.remove(&id);
+                continue;
+            }
+            let entry = match self.drop_target(&table, super::ddl::RelationKind::Table)? {
+                Some(entry) if !hidden => entry,
+                // Not there (or dropped already in this block): DROP's error or notice.
+                _ if if_exists => {
+                    self.notice(format!("table \"{table}\" does not exist, skipping"));
+                    continue;
+                }
+                _ => {
+                    return Err(SqlError::new(
+                        sqlstate::UNDEFINED_TABLE,
+                        format!("table \"{table}\" does not exist"),
+                    ));
+                }
+            };
+            let checked = self
+                .refuse_if_read(entry.def.id, &table)
+                .and_then(|()| self.refuse_if_named(&table, false));
+            match checked {
+                Err(_) if cascade => {
+                    return Err(SqlError::new(
+                        sqlstate::ACTIVE_SQL_TRANSACTION,
+                        format!(
+                            "DROP TABLE .. CASCADE of \"{table}\", which existed before the \
+                             transaction block and is read by views, cannot run inside a \
+                             transaction block"
+                        ),
+                    )
+                    .with_hint("Drop it outside the block."));
+                }
+                Err(e) => return Err(e),
+                Ok(()) => {}
+            }
+            let mut staged = self.reads.staged.lock();
+            staged.tables.remove(&entry.def.id);
+            staged.dropped.push((entry.def.id, table));
+        }
+        Ok(Outcome::Command("DROP TABLE".into()))
+    }
+
+    /// COMMIT's drops of the tables the block dropped.
+    fn drop_at_commit(&mut self, dropped: &[(u64, String)]) -> Result<(), SqlError> {
+        for (id, name) in dropped {
+            self.shared.sources.stop(*id);
+            self.catalog().drop_table(&self.database, name, true)?;
+        }
+        Ok(())
     }
 
     /// Refuses, in a block, to drop relations the block did not create (see the module docs).

@@ -793,7 +793,7 @@ pub type RelationSizes =
 #[derive(Debug, Default)]
 pub struct StatementSettings {
     values: RwLock<BTreeMap<String, String>>,
-    written: parking_lot::Mutex<Vec<(String, String)>>,
+    written: parking_lot::Mutex<Vec<(String, String, bool)>>,
 }
 
 impl StatementSettings {
@@ -805,8 +805,9 @@ impl StatementSettings {
         self.values.write()
     }
 
-    /// What `set_config(name, value, false)` set since the last call, in order.
-    pub fn take_written(&self) -> Vec<(String, String)> {
+    /// What `set_config(name, value, is_local)` set since the last call, in order, with
+    /// `is_local`.
+    pub fn take_written(&self) -> Vec<(String, String, bool)> {
         std::mem::take(&mut *self.written.lock())
     }
 }
@@ -848,8 +849,7 @@ pub fn settings(ctx: &SessionContext, settings: &SessionSettings) {
             Ok(Arc::new(StringArray::from(out)))
         },
     ));
-    // `set_config(name, value, is_local)`: as `SET` (or `SET LOCAL`, which lasts for the
-    // statement here: Rivulet's transactions hold no settings), returning the value.
+    // `set_config(name, value, is_local)`: as `SET` (or `SET LOCAL`), returning the value.
     let handle = Arc::clone(settings);
     let set_config = function_of(
         "set_config",
@@ -873,9 +873,7 @@ pub fn settings(ctx: &SessionContext, settings: &SessionSettings) {
                 };
                 let name = name.to_ascii_lowercase();
                 handle.write().insert(name.clone(), value.clone());
-                if !local {
-                    handle.written.lock().push((name, value.clone()));
-                }
+                handle.written.lock().push((name, value.clone(), local));
             }
             Ok(Arc::new(StringArray::from(values)))
         },

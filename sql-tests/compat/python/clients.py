@@ -24,6 +24,20 @@ def _():
         expect(conn.execute(BIDS_SQL).fetchall(), BIDS)
 
 
+@check("psycopg: the session's TimeZone from startup options, in ParameterStatus and values")
+def _():
+    options = "-c TimeZone=america/new_york -c statement_timeout=5s"
+    with psycopg.connect(DSN, options=options) as conn:
+        expect(conn.info.parameter_status("TimeZone"), "America/New_York")
+        expect(conn.execute("SHOW statement_timeout").fetchone(), ("5s",))
+        row = conn.execute(
+            "SELECT '2024-03-05 00:30'::timestamptz, "
+            "date_trunc('day', '2024-03-05 04:00+00'::timestamptz)::text"
+        ).fetchone()
+        ny = datetime.timezone(datetime.timedelta(hours=-5))
+        expect(row, (datetime.datetime(2024, 3, 5, 0, 30, tzinfo=ny), "2024-03-04 00:00:00-05"))
+
+
 @check("psycopg: materialized view rows")
 def _():
     with psycopg.connect(DSN) as conn:

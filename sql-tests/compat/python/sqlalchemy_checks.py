@@ -144,5 +144,15 @@ def run(dialects, tx_database):
             expect(insp.has_sequence("no_such_seq"), False)
             expect(sorted(insp.get_sequence_names()), ["accounts_id_seq", "events_id_seq"])
             Base.metadata.create_all(engine)
+            # drop_all in the driver's transaction (test fixtures, Alembic downgrades): the
+            # tables are gone after its COMMIT, and a rolled-back DROP keeps them.
+            with engine.connect() as conn:
+                tx = conn.begin()
+                conn.execute(sqlalchemy.text("DROP TABLE events"))
+                tx.rollback()
+            expect(inspect(engine).has_table("events"), True)
+            Base.metadata.drop_all(engine)
+            names = inspect(engine).get_table_names()
+            expect([n for n in names if n in ("accounts", "events")], [])
         finally:
             engine.dispose()
