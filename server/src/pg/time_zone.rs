@@ -21,7 +21,7 @@ use std::sync::Arc;
 use chrono::{Offset, TimeZone};
 use chrono_tz::OffsetName;
 use datafusion::arrow::array::timezone::Tz;
-use datafusion::arrow::array::{ArrayRef, AsArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, TimestampMicrosecondArray};
 use datafusion::arrow::datatypes::TimestampMicrosecondType;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::tree_node::Transformed;
@@ -334,12 +334,10 @@ fn in_zone(e: Expr, schema: &DFSchema, zone: Option<&Arc<str>>) -> Result<Transf
                                 DataType::Timestamp(_, None) | DataType::Date32 | DataType::Date64
                             )) =>
                 {
-                    let naive = if matches!(from, DataType::Date32 | DataType::Date64) {
-                        cast(*expr, DataType::Timestamp(*unit, None))
-                    } else {
-                        *expr
-                    };
-                    Ok(Transformed::yes(cast(labelled(naive, *unit, zone), to)))
+                    Ok(Transformed::yes(cast(
+                        local_instant(*expr, from, *unit, zone),
+                        to,
+                    )))
                 }
                 // A `timestamptz` to a `timestamp`, `date` or `time`: its wall clock.
                 (DataType::Timestamp(unit, Some(_)), to)
@@ -410,7 +408,7 @@ fn function(f: ScalarFunction, schema: &DFSchema, zone: &Arc<str>) -> Result<Tra
             let mut args = f.args;
             let x = std::mem::replace(&mut args[at], Expr::Literal(ScalarValue::Null, None));
             let x = if date {
-                cast(x, DataType::Timestamp(unit, None))
+                local_instant(x, &arg, unit, zone)
             } else {
                 x
             };
@@ -484,7 +482,8 @@ fn from_wall_clock(x: Expr, schema: &DFSchema, zone: &Arc<str>) -> Result<Expr> 
         return Ok(x);
     };
     let naive = cast(x, DataType::Timestamp(unit, None));
-    Ok(cast(labelled(naive, unit, zone), t))
+    let wall = DataType::Timestamp(unit, None);
+    Ok(cast(local_instant(naive, &wall, unit, zone), t))
 }
 
 /// Whether a `to_timestamp` template (a constant) reads a zone (`TZ`, `TZH`, `TZM`, `OF`); a
@@ -544,8 +543,17 @@ pub fn parse_text(
     match (target, zone) {
         (DataType::Timestamp(unit, Some(_)), Some(zone)) => {
             let local = DataType::Timestamp(*unit, Some(zone.into()));
-            let parsed = crate::text::parse_column(strings, &local, opts)?;
-            datafusion::arrow::compute::cast(&parsed, target)
+            match crate::text::parse_column(strings, &local, opts) {
+                Ok(parsed) => datafusion::arrow::compute::cast(&parsed, target),
+                // A wall clock in a daylight-saving change, read as Postgres reads it.
+                Err(e) => {
+                    let tz = Tz::from_str(zone)?;
+                    let text = datafusion::arrow::compute::cast(strings, &DataType::Utf8)?;
+                    let instants = texts_in_zone(text.as_string::<i32>(), &tz).map_err(|_| e)?;
+                    let instants: ArrayRef = Arc::new(instants.with_timezone("+00:00"));
+                    datafusion::arrow::compute::cast(&instants, target)
+                }
+            }
         }
         _ => crate::text::parse_column(strings, target, opts),
     }
@@ -614,6 +622,46 @@ pub fn local(array: &ArrayRef) -> Result<Option<Local>> {
     }))
 }
 
+/// The instant wall clock `naive` is in `tz`: one the zone skips (a daylight-saving gap) read
+/// with the offset before the change, one it repeats as the later instant, as Postgres reads them
+/// (Arrow refuses both).
+fn wall_clock_instant(tz: &Tz, naive: chrono::NaiveDateTime) -> i64 {
+    match tz.from_local_datetime(&naive) {
+        chrono::LocalResult::Single(t) => t.timestamp_micros(),
+        chrono::LocalResult::Ambiguous(a, b) => a.timestamp_micros().max(b.timestamp_micros()),
+        chrono::LocalResult::None => {
+            let before = naive - chrono::Duration::hours(12);
+            let offset = tz.offset_from_utc_datetime(&before).fix();
+            (naive - offset).and_utc().timestamp_micros()
+        }
+    }
+}
+
+/// Timestamps as text, those without an offset read as wall clocks in `tz`
+/// ([`wall_clock_instant`]), as microseconds since the epoch.
+fn texts_in_zone(
+    text: &datafusion::arrow::array::StringArray,
+    tz: &Tz,
+) -> std::result::Result<TimestampMicrosecondArray, datafusion::arrow::error::ArrowError> {
+    use datafusion::arrow::compute::kernels::cast_utils::string_to_datetime;
+    let mut out = Vec::with_capacity(text.len());
+    for s in text.iter() {
+        let Some(s) = s else {
+            out.push(None);
+            continue;
+        };
+        out.push(Some(match string_to_datetime(tz, s) {
+            Ok(t) => t.timestamp_micros(),
+            // Refused for its wall clock (read alone), or not a timestamp at all.
+            Err(e) => match string_to_datetime(&chrono::Utc, s) {
+                Ok(wall) => wall_clock_instant(tz, wall.naive_utc()),
+                Err(_) => return Err(e),
+            },
+        }));
+    }
+    Ok(TimestampMicrosecondArray::from(out))
+}
+
 /// `pg_timestamp_text(x)`: a timestamp's text as Postgres prints it, a `timestamptz` in the
 /// zone its type is labelled with.
 fn text_udf() -> ScalarUDF {
@@ -680,10 +728,7 @@ fn wall(t: &DataType) -> bool {
 /// `x`, a wall clock of type `from` (text, `timestamp` or `date`), as the instant of type `to`
 /// (a `timestamptz` of `unit`) it is in `zone`.
 fn as_instant(x: Expr, from: &DataType, to: &DataType, unit: TimeUnit, zone: &Arc<str>) -> Expr {
-    let naive = match x {
-        x if matches!(from, DataType::Date32 | DataType::Date64) => {
-            cast(x, DataType::Timestamp(unit, None))
-        }
+    let x = match x {
         // Postgres' forms Arrow does not read (`2024-03-05 10:00`, without seconds).
         Expr::Literal(ScalarValue::Utf8(Some(text)), meta) => {
             let text = super::datetime_input::timestamp(&text).unwrap_or(text);
@@ -691,7 +736,104 @@ fn as_instant(x: Expr, from: &DataType, to: &DataType, unit: TimeUnit, zone: &Ar
         }
         x => x,
     };
-    cast(labelled(naive, unit, zone), to.clone())
+    cast(local_instant(x, from, unit, zone), to.clone())
+}
+
+/// The instants that `x` (text, a `timestamp` or a `date`, of type `from`) names as wall clocks
+/// in `zone` (text with an offset: that offset), as a `timestamptz` of UTC.
+fn local_instant(x: Expr, from: &DataType, unit: TimeUnit, zone: &Arc<str>) -> Expr {
+    let x = if matches!(from, DataType::Date32 | DataType::Date64) {
+        cast(x, DataType::Timestamp(unit, None))
+    } else {
+        x
+    };
+    Expr::ScalarFunction(ScalarFunction::new_udf(
+        Arc::new(ScalarUDF::new_from_impl(LocalInstant {
+            signature: Signature::any(2, Volatility::Immutable),
+        })),
+        vec![
+            x,
+            Expr::Literal(ScalarValue::Utf8(Some(zone.to_string())), None),
+        ],
+    ))
+}
+
+/// `pg_local_instant(x, zone)`: see [`local_instant`]. A wall clock the zone skips (in a
+/// daylight-saving gap) is read with the offset before the change, one it repeats as the later
+/// instant, as Postgres reads them (Arrow refuses both).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct LocalInstant {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for LocalInstant {
+    fn name(&self) -> &str {
+        "pg_local_instant"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Timestamp(
+            TimeUnit::Microsecond,
+            Some("+00:00".into()),
+        ))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let zone = match args.args.get(1) {
+            Some(ColumnarValue::Scalar(ScalarValue::Utf8(Some(z)))) => z.clone(),
+            _ => {
+                return Err(DataFusionError::Internal(
+                    "pg_local_instant without its zone".into(),
+                ));
+            }
+        };
+        let tz = Tz::from_str(&zone)?;
+        let value = args
+            .args
+            .first()
+            .ok_or_else(|| DataFusionError::Internal("pg_local_instant without a value".into()))?
+            .to_array(rows)?;
+        let out: TimestampMicrosecondArray = match value.data_type() {
+            DataType::Timestamp(_, None) => {
+                let naive = datafusion::arrow::compute::cast(
+                    &value,
+                    &DataType::Timestamp(TimeUnit::Microsecond, None),
+                )?;
+                naive
+                    .as_primitive::<TimestampMicrosecondType>()
+                    .iter()
+                    .map(|v| {
+                        let naive = chrono::DateTime::from_timestamp_micros(v?)?.naive_utc();
+                        Some(wall_clock_instant(&tz, naive))
+                    })
+                    .collect()
+            }
+            t if is_text(t) => {
+                let text = datafusion::arrow::compute::cast(&value, &DataType::Utf8)?;
+                texts_in_zone(text.as_string::<i32>(), &tz)?
+            }
+            other => {
+                return Err(DataFusionError::Internal(format!(
+                    "pg_local_instant of {other}"
+                )));
+            }
+        };
+        let out: ArrayRef = Arc::new(out.with_timezone("+00:00"));
+        Ok(if scalar {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+        } else {
+            ColumnarValue::Array(out)
+        })
+    }
 }
 
 /// `x IN (..)` and `x BETWEEN a AND b` of a `timestamptz` `x`: the others read as wall clocks
