@@ -364,6 +364,27 @@ fn in_zone(e: Expr, schema: &DFSchema, zone: Option<&Arc<str>>) -> Result<Transf
             };
             function(f, schema, zone)
         }
+        // JSON of a `timestamptz` has the session's offset.
+        Expr::AggregateFunction(mut agg)
+            if zone.is_some()
+                && matches!(
+                    agg.func.name(),
+                    "json_agg" | "jsonb_agg" | "json_object_agg" | "jsonb_object_agg"
+                ) =>
+        {
+            let Some(zone) = zone else {
+                return Ok(Transformed::no(Expr::AggregateFunction(agg)));
+            };
+            let args = std::mem::take(&mut agg.params.args);
+            let (args, changed) = zoned_args(args, schema, zone)?;
+            agg.params.args = args;
+            let e = Expr::AggregateFunction(agg);
+            Ok(if changed {
+                Transformed::yes(e)
+            } else {
+                Transformed::no(e)
+            })
+        }
         e @ (Expr::InList(_) | Expr::Between(_)) => match zone {
             Some(zone) => listed(e, schema, zone),
             None => Ok(Transformed::no(e)),
@@ -439,17 +460,7 @@ fn function(f: ScalarFunction, schema: &DFSchema, zone: &Arc<str>) -> Result<Tra
         // JSON of a `timestamptz` has the session's offset.
         "to_json" | "to_jsonb" | "json_build_object" | "json_build_array"
         | "jsonb_build_object" | "jsonb_build_array" => {
-            let mut changed = false;
-            let mut args = Vec::with_capacity(f.args.len());
-            for a in f.args {
-                match zoned(&a.get_type(schema)?) {
-                    Some(unit) => {
-                        changed = true;
-                        args.push(labelled(a, unit, zone));
-                    }
-                    None => args.push(a),
-                }
-            }
+            let (args, changed) = zoned_args(f.args, schema, zone)?;
             let call = Expr::ScalarFunction(ScalarFunction::new_udf(f.func, args));
             Ok(if changed {
                 Transformed::yes(call)
@@ -473,6 +484,33 @@ fn function(f: ScalarFunction, schema: &DFSchema, zone: &Arc<str>) -> Result<Tra
         }
         _ => Ok(Transformed::no(Expr::ScalarFunction(f))),
     }
+}
+
+/// `args` of a function that writes JSON with each `timestamptz` labelled with `zone` (also the
+/// fields of a row, `named_struct(..)`, as `row_to_json(t)` passes one: `whole_row.rs`), and
+/// whether one was.
+fn zoned_args(args: Vec<Expr>, schema: &DFSchema, zone: &Arc<str>) -> Result<(Vec<Expr>, bool)> {
+    let mut changed = false;
+    let mut out = Vec::with_capacity(args.len());
+    for a in args {
+        match a {
+            Expr::ScalarFunction(f) if f.func.name() == "named_struct" => {
+                let (fields, zoned) = zoned_args(f.args, schema, zone)?;
+                changed |= zoned;
+                out.push(Expr::ScalarFunction(ScalarFunction::new_udf(
+                    f.func, fields,
+                )));
+            }
+            a => match zoned(&a.get_type(schema)?) {
+                Some(unit) => {
+                    changed = true;
+                    out.push(labelled(a, unit, zone));
+                }
+                None => out.push(a),
+            },
+        }
+    }
+    Ok((out, changed))
 }
 
 /// `x`, a `timestamptz` computed as if its fields were UTC's, with them read in `zone` instead.
