@@ -54,6 +54,7 @@ pub fn statement(parsed: Parsed) -> Parsed {
         values_casts(stmt);
         update_assignments(stmt);
         user_keyword(stmt);
+        series_interval_steps(stmt);
         super::set_returning::series_rows(stmt);
         generate_subscripts(stmt);
         int4_series(stmt);
@@ -322,6 +323,77 @@ fn generate_subscripts(stmt: &mut ast::Statement) {
 /// becomes `(SELECT CAST(value AS INT) ... FROM generate_series(..))` under the call's alias
 /// (`generate_series(1, 3) g`, `AS g(x)`), or without one as `generate_series` with DataFusion's
 /// column name `value`, which queries written for DataFusion name.
+/// `generate_series(a, b, '1 day')`: a quoted step is the number it spells, or else an
+/// `interval`, as Postgres types the unknown literal (DataFusion's series refuse text).
+fn series_interval_steps(stmt: &mut ast::Statement) {
+    fn step(args: &mut [ast::FunctionArg]) {
+        let [
+            _,
+            _,
+            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)),
+        ] = args
+        else {
+            return;
+        };
+        if let ast::Expr::Value(ast::ValueWithSpan {
+            value: value @ ast::Value::SingleQuotedString(_),
+            ..
+        }) = e
+            && let ast::Value::SingleQuotedString(text) = value
+            && text.trim().parse::<f64>().is_ok()
+        {
+            // A number's text: that number (`generate_series(1, 10, '2')`).
+            *value = ast::Value::Number(text.trim().to_string(), false);
+        } else if let ast::Expr::Value(ast::ValueWithSpan {
+            value: ast::Value::SingleQuotedString(_),
+            ..
+        }) = e
+        {
+            *e = ast::Expr::Cast {
+                kind: ast::CastKind::Cast,
+                expr: Box::new(e.clone()),
+                data_type: ast::DataType::Interval {
+                    fields: None,
+                    precision: None,
+                },
+                array: false,
+                format: None,
+            };
+        }
+    }
+    let is_series = |name: &ast::ObjectName| {
+        name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
+            i.quote_style.is_none() && i.value.eq_ignore_ascii_case("generate_series")
+        })
+    };
+    struct Steps<F: Fn(&ast::ObjectName) -> bool>(F);
+    impl<F: Fn(&ast::ObjectName) -> bool> ast::VisitorMut for Steps<F> {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &mut ast::TableFactor) -> ControlFlow<()> {
+            if let ast::TableFactor::Table {
+                name,
+                args: Some(args),
+                ..
+            } = factor
+                && (self.0)(name)
+            {
+                step(&mut args.args);
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, expr: &mut ast::Expr) -> ControlFlow<()> {
+            if let ast::Expr::Function(f) = expr
+                && (self.0)(&f.name)
+                && let ast::FunctionArguments::List(list) = &mut f.args
+            {
+                step(&mut list.args);
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = ast::VisitMut::visit(stmt, &mut Steps(is_series));
+}
+
 fn int4_series(stmt: &mut ast::Statement) {
     struct Series;
     impl ast::VisitorMut for Series {
