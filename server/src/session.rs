@@ -335,8 +335,9 @@ impl Session {
         self.keep_set_config();
     }
 
-    /// Keeps what `set_config(.., false)` set, as `SET` would have (a query's rows, and so its
-    /// `set_config` calls, may be computed after the statement's end: taken again before the next).
+    /// Keeps what `set_config` set, as `SET` (or `SET LOCAL`, for `is_local`) would have (a
+    /// query's rows, and so its `set_config` calls, may be computed after the statement's end:
+    /// taken again before the next).
     fn keep_set_config(&mut self) {
         for (name, value, local) in self.pg_settings.take_written() {
             // Outside a block, `set_config(.., true)` lasted for its statement.
