@@ -88,6 +88,50 @@ impl ServerParameterProvider for ServerParameters {
     }
 }
 
+/// The settings Postgres reports to the client (ParameterStatus) whenever they change, by the
+/// session's key and as Postgres names them.
+const REPORTED: [(&str, &str); 5] = [
+    ("application_name", "application_name"),
+    ("datestyle", "DateStyle"),
+    ("intervalstyle", "IntervalStyle"),
+    ("search_path", "search_path"),
+    ("timezone", "TimeZone"),
+];
+
+/// The session's values of the [`REPORTED`] settings.
+fn reported(session: &Session) -> Vec<Option<String>> {
+    REPORTED
+        .iter()
+        .map(|(key, _)| session.settings.get(*key).cloned())
+        .collect()
+}
+
+/// Sends a ParameterStatus for each [`REPORTED`] setting that changed since `before` (a SET, a
+/// RESET, a ROLLBACK that undid one), as Postgres does: psycopg reads `TimeZone` from it.
+async fn report_changes<C>(
+    client: &mut C,
+    before: &[Option<String>],
+    session: &Session,
+) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    for ((key, name), was) in REPORTED.iter().zip(before) {
+        let now = session.settings.get(*key);
+        if now != was.as_ref() {
+            let status = pgwire::messages::startup::ParameterStatus::new(
+                name.to_string(),
+                now.cloned().unwrap_or_default(),
+            );
+            client
+                .send(PgWireBackendMessage::ParameterStatus(status))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 /// The `TimeZone` of a client's startup packet, as the session keeps it, if it is one.
 fn startup_zone<C: ClientInfo>(client: &C) -> Option<String> {
     startup_settings(client)
@@ -569,7 +613,9 @@ impl SimpleQueryHandler for Connection {
             self.idle.arm(session.idle_timeout());
             return response;
         }
+        let before = reported(session);
         let responses = self.run_query(client, session, query).await;
+        report_changes(client, &before, session).await?;
         self.idle.arm(session.idle_timeout());
         responses
     }
@@ -1191,13 +1237,16 @@ impl ExtendedQueryHandler for Connection {
         let interrupt = Interrupt::new();
         session.interrupt = interrupt.clone();
         let notices = session.notices();
+        let before = reported(session);
         let run = async {
             session
                 .run(&prepared.parsed, params.as_ref())
                 .await
                 .map_err(|e| e.locate(&prepared.sql))
         };
-        let outcome = supervised(client, &self.watch, &interrupt, notices, run).await?;
+        let outcome = supervised(client, &self.watch, &interrupt, notices, run).await;
+        report_changes(client, &before, session).await?;
+        let outcome = outcome?;
         if let Outcome::Rows { schema, .. } = &outcome
             && !same_result(prepared, schema)
         {

@@ -36,6 +36,13 @@ def _():
         ).fetchone()
         ny = datetime.timezone(datetime.timedelta(hours=-5))
         expect(row, (datetime.datetime(2024, 3, 5, 0, 30, tzinfo=ny), "2024-03-04 00:00:00-05"))
+        # A SET reports the new zone (ParameterStatus), a ROLLBACK that undoes one the old.
+        conn.execute("SET TIME ZONE 'Asia/Tokyo'")
+        expect(conn.info.parameter_status("TimeZone"), "Asia/Tokyo")
+        conn.commit()
+        conn.execute("SET TIME ZONE 'UTC'")
+        conn.rollback()
+        expect(conn.info.parameter_status("TimeZone"), "Asia/Tokyo")
 
 
 @check("psycopg: materialized view rows")
