@@ -113,7 +113,7 @@ fn function(
 }
 
 /// [`function`] of another volatility: a `Volatile` one is never evaluated while planning.
-fn function_of(
+pub(crate) fn function_of(
     name: &'static str,
     arities: &[usize],
     returns: DataType,

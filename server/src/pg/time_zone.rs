@@ -30,8 +30,7 @@ use datafusion::config::{ConfigExtension, ConfigOptions};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::expr::{Cast, ScalarFunction};
 use datafusion::logical_expr::{
-    BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ScalarFunctionArgs,
-    ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator, ScalarUDF, Volatility,
 };
 use datafusion::sql::sqlparser::ast;
 
@@ -703,54 +702,24 @@ fn texts_in_zone(
 /// `pg_timestamp_text(x)`: a timestamp's text as Postgres prints it, a `timestamptz` in the
 /// zone its type is labelled with.
 fn text_udf() -> ScalarUDF {
-    ScalarUDF::new_from_impl(TimestampText {
-        signature: Signature::any(1, Volatility::Immutable),
-    })
-}
-
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct TimestampText {
-    signature: Signature,
-}
-
-impl ScalarUDFImpl for TimestampText {
-    fn name(&self) -> &str {
-        "pg_timestamp_text"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let rows = args.number_rows;
-        let scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let value = args
-            .args
-            .into_iter()
-            .next()
-            .ok_or_else(|| DataFusionError::Internal("pg_timestamp_text without a value".into()))?
-            .to_array(rows)?;
-        let DataType::Timestamp(_, tz) = value.data_type() else {
-            return Err(DataFusionError::Internal(format!(
-                "pg_timestamp_text of {}",
-                value.data_type()
-            )));
-        };
-        let text = crate::text_out::timestamps(&value, tz.as_deref())?;
-        Ok(if scalar {
-            ColumnarValue::Scalar(ScalarValue::try_from_array(&text, 0)?)
-        } else {
-            ColumnarValue::Array(text)
-        })
-    }
+    super::functions::function_of(
+        "pg_timestamp_text",
+        &[1],
+        DataType::Utf8,
+        Volatility::Immutable,
+        |args, _| {
+            let value = args.first().ok_or_else(|| {
+                DataFusionError::Internal("pg_timestamp_text without a value".into())
+            })?;
+            let DataType::Timestamp(_, tz) = value.data_type() else {
+                return Err(DataFusionError::Internal(format!(
+                    "pg_timestamp_text of {}",
+                    value.data_type()
+                )));
+            };
+            Ok(crate::text_out::timestamps(value, tz.as_deref())?)
+        },
+    )
 }
 
 /// Whether a value of type `t` beside a `timestamptz` is read as a wall clock (Postgres casts a
@@ -786,9 +755,7 @@ fn local_instant(x: Expr, from: &DataType, unit: TimeUnit, zone: &Arc<str>) -> E
         x
     };
     Expr::ScalarFunction(ScalarFunction::new_udf(
-        Arc::new(ScalarUDF::new_from_impl(LocalInstant {
-            signature: Signature::any(2, Volatility::Immutable),
-        })),
+        Arc::new(local_instant_udf()),
         vec![
             x,
             Expr::Literal(ScalarValue::Utf8(Some(zone.to_string())), None),
@@ -799,79 +766,55 @@ fn local_instant(x: Expr, from: &DataType, unit: TimeUnit, zone: &Arc<str>) -> E
 /// `pg_local_instant(x, zone)`: see [`local_instant`]. A wall clock the zone skips (in a
 /// daylight-saving gap) is read with the offset before the change, one it repeats as the later
 /// instant, as Postgres reads them (Arrow refuses both).
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct LocalInstant {
-    signature: Signature,
-}
-
-impl ScalarUDFImpl for LocalInstant {
-    fn name(&self) -> &str {
-        "pg_local_instant"
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Timestamp(
-            TimeUnit::Microsecond,
-            Some("+00:00".into()),
-        ))
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let rows = args.number_rows;
-        let scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let zone = match args.args.get(1) {
-            Some(ColumnarValue::Scalar(ScalarValue::Utf8(Some(z)))) => z.clone(),
-            _ => {
+fn local_instant_udf() -> ScalarUDF {
+    let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()));
+    super::functions::function_of(
+        "pg_local_instant",
+        &[2],
+        utc,
+        Volatility::Immutable,
+        |args, _| {
+            let [value, zone] = args else {
+                return Err(DataFusionError::Internal(
+                    "pg_local_instant takes a value and a zone".into(),
+                ));
+            };
+            let zone = datafusion::arrow::compute::cast(zone, &DataType::Utf8)?;
+            let zone = zone.as_string::<i32>();
+            if zone.is_empty() || zone.is_null(0) {
                 return Err(DataFusionError::Internal(
                     "pg_local_instant without its zone".into(),
                 ));
             }
-        };
-        let tz = Tz::from_str(&zone)?;
-        let value = args
-            .args
-            .first()
-            .ok_or_else(|| DataFusionError::Internal("pg_local_instant without a value".into()))?
-            .to_array(rows)?;
-        let out: TimestampMicrosecondArray = match value.data_type() {
-            DataType::Timestamp(_, None) => {
-                let naive = datafusion::arrow::compute::cast(
-                    &value,
-                    &DataType::Timestamp(TimeUnit::Microsecond, None),
-                )?;
-                naive
-                    .as_primitive::<TimestampMicrosecondType>()
-                    .iter()
-                    .map(|v| {
-                        let naive = chrono::DateTime::from_timestamp_micros(v?)?.naive_utc();
-                        Some(wall_clock_instant(&tz, naive))
-                    })
-                    .collect()
-            }
-            t if is_text(t) => {
-                let text = datafusion::arrow::compute::cast(&value, &DataType::Utf8)?;
-                texts_in_zone(text.as_string::<i32>(), &tz)?
-            }
-            other => {
-                return Err(DataFusionError::Internal(format!(
-                    "pg_local_instant of {other}"
-                )));
-            }
-        };
-        let out: ArrayRef = Arc::new(out.with_timezone("+00:00"));
-        Ok(if scalar {
-            ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
-        } else {
-            ColumnarValue::Array(out)
-        })
-    }
+            let tz = Tz::from_str(zone.value(0))?;
+            let out: TimestampMicrosecondArray = match value.data_type() {
+                DataType::Timestamp(_, None) => {
+                    let naive = datafusion::arrow::compute::cast(
+                        value,
+                        &DataType::Timestamp(TimeUnit::Microsecond, None),
+                    )?;
+                    naive
+                        .as_primitive::<TimestampMicrosecondType>()
+                        .iter()
+                        .map(|v| {
+                            let naive = chrono::DateTime::from_timestamp_micros(v?)?.naive_utc();
+                            Some(wall_clock_instant(&tz, naive))
+                        })
+                        .collect()
+                }
+                t if is_text(t) => {
+                    let text = datafusion::arrow::compute::cast(value, &DataType::Utf8)?;
+                    texts_in_zone(text.as_string::<i32>(), &tz)?
+                }
+                other => {
+                    return Err(DataFusionError::Internal(format!(
+                        "pg_local_instant of {other}"
+                    )));
+                }
+            };
+            Ok(Arc::new(out.with_timezone("+00:00")) as ArrayRef)
+        },
+    )
 }
 
 /// `x IN (..)` and `x BETWEEN a AND b` of a `timestamptz` `x`: the others read as wall clocks
