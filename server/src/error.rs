@@ -357,7 +357,8 @@ fn from_arrow(e: &ArrowError) -> SqlError {
         ArrowError::CastError(m) => numeric_input(m)
             .or_else(|| text_input(m))
             .unwrap_or_else(|| SqlError::new(INVALID_TEXT_REPRESENTATION, clean(m))),
-        ArrowError::ParseError(m) => SqlError::new(INVALID_TEXT_REPRESENTATION, clean(m)),
+        ArrowError::ParseError(m) => timestamp_input(m)
+            .unwrap_or_else(|| SqlError::new(INVALID_TEXT_REPRESENTATION, clean(m))),
         ArrowError::DivideByZero => SqlError::new(DIVISION_BY_ZERO, "division by zero"),
         ArrowError::ArithmeticOverflow(m) => SqlError::new(NUMERIC_VALUE_OUT_OF_RANGE, clean(m)),
         ArrowError::ComputeError(m) if m.to_lowercase().contains("overflow") => {
@@ -412,13 +413,20 @@ fn text_input(m: &str) -> Option<SqlError> {
         a if a.starts_with("Time64(") || a.starts_with("Time32(") => "time",
         _ => return None,
     };
-    // Digits in a date's shape with a field out of range, or no date at all.
+    Some(datetime_input(text, datetime))
+}
+
+/// Text that does not read as a value of the date/time type named `name` (`timestamp with time
+/// zone`), in Postgres' words: digits in a date's shape with a field out of range are 22008, text
+/// that is no date at all 22007.
+pub fn datetime_input(text: &str, name: &str) -> SqlError {
+    use sqlstate::*;
     let shaped = text
         .trim()
         .split(['-', ' ', ':', 'T', '.'])
         .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
         && text.contains(['-', ':']);
-    Some(if shaped {
+    if shaped {
         SqlError::new(
             DATETIME_FIELD_OVERFLOW,
             format!("date/time field value out of range: \"{text}\""),
@@ -426,9 +434,17 @@ fn text_input(m: &str) -> Option<SqlError> {
     } else {
         SqlError::new(
             INVALID_DATETIME_FORMAT,
-            format!("invalid input syntax for type {datetime}: \"{text}\""),
+            format!("invalid input syntax for type {name}: \"{text}\""),
         )
-    })
+    }
+}
+
+/// Arrow's failed reading of text as a timestamp ("Error parsing timestamp from 'x': ..."), which
+/// does not say whether it read for a `timestamp` or a `timestamptz`.
+fn timestamp_input(m: &str) -> Option<SqlError> {
+    let rest = m.split_once("rror parsing timestamp from '")?.1;
+    let (text, _) = rest.rsplit_once("': ")?;
+    Some(datetime_input(text, "timestamp"))
 }
 
 /// Arrow's failed text-to-decimal cast ("Cannot cast string 'x' to value of Decimal128(38, 10)

@@ -14,12 +14,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Datelike, Offset, TimeZone, Timelike};
 use datafusion::arrow::array::timezone::Tz;
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, IntervalMonthDayNanoArray, LargeListArray, ListArray, StringBuilder,
-    TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, IntervalMonthDayNanoArray, LargeListArray, ListArray, StringArray,
+    StringBuilder, StructArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Decimal128Type, DurationMicrosecondType, Field, Float32Type, Float64Type,
+    DataType, Decimal128Type, DurationMicrosecondType, Field, Fields, Float32Type, Float64Type,
     IntervalMonthDayNanoType, IntervalUnit, Schema, Time64MicrosecondType, TimeUnit,
     TimestampMicrosecondType,
 };
@@ -39,6 +39,7 @@ fn rewritten(t: &DataType) -> bool {
         | DataType::Float32
         | DataType::Float64 => true,
         DataType::Decimal128(_, scale) => *scale >= 0,
+        DataType::Struct(_) => true,
         DataType::List(item) | DataType::LargeList(item) => rewritten(item.data_type()),
         _ => false,
     }
@@ -118,6 +119,7 @@ fn text_column(
             Arc::new(LargeListArray::try_new(item, offsets, values, nulls)?)
         }
         DataType::Decimal128(..) => numerics(column, Scale::of(field)),
+        DataType::Struct(fields) => records(column.as_struct(), fields, zone)?,
         _ => return Ok(None),
     }))
 }
@@ -222,6 +224,63 @@ fn numerics(column: &ArrayRef, rule: Scale) -> ArrayRef {
         out.append_value(&line);
     }
     Arc::new(out.finish())
+}
+
+/// Rows as Postgres' `record_out` writes them: `(1,"a b",)`, each field its type's text, NULL
+/// nothing, and a field quoted (`"` and `\` doubled inside) when it is empty or holds a quote,
+/// backslash, parenthesis, comma or space.
+fn records(
+    rows: &StructArray,
+    fields: &Fields,
+    zone: Option<&str>,
+) -> Result<ArrayRef, ArrowError> {
+    let texts = fields
+        .iter()
+        .zip(rows.columns())
+        .map(|(field, column)| {
+            crate::wire::output_text(field, column, zone)
+                .map_err(|e| ArrowError::ComputeError(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let texts: Vec<&StringArray> = texts.iter().map(|t| t.as_string::<i32>()).collect();
+    let mut out = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
+    let mut line = String::with_capacity(64);
+    for row in 0..rows.len() {
+        if rows.is_null(row) {
+            out.append_null();
+            continue;
+        }
+        line.clear();
+        line.push('(');
+        for (i, text) in texts.iter().enumerate() {
+            if i > 0 {
+                line.push(',');
+            }
+            if text.is_null(row) {
+                continue;
+            }
+            let value = text.value(row);
+            let quoted = value.is_empty()
+                || value
+                    .chars()
+                    .any(|c| matches!(c, '"' | '\\' | '(' | ')' | ',') || c.is_ascii_whitespace());
+            if quoted {
+                line.push('"');
+                for c in value.chars() {
+                    if matches!(c, '"' | '\\') {
+                        line.push(c);
+                    }
+                    line.push(c);
+                }
+                line.push('"');
+            } else {
+                line.push_str(value);
+            }
+        }
+        line.push(')');
+        out.append_value(&line);
+    }
+    Ok(Arc::new(out.finish()))
 }
 
 /// Floats as Postgres prints them (shortest exact digits): `50`, `107.5`, `1e+20`, `1e-05`,

@@ -11,7 +11,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::array::{ArrayRef, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ParamValues;
 use futures::{Sink, SinkExt, stream};
@@ -416,6 +417,35 @@ fn encode_rows(
         rows.push(encoded.map(|()| row));
     }
     rows
+}
+
+/// `column` (of `field`) as the text a client reads in the text format: each value through
+/// the same encoding [`respond`] gives it, Postgres' output function for its type
+/// ([`crate::pg::output`] makes a cast to text of such values this).
+/// A `timestamptz` is written in `zone`, or else in the zone its type is labelled with.
+pub(crate) fn output_text(
+    field: &Field,
+    column: &ArrayRef,
+    zone: Option<&str>,
+) -> Result<ArrayRef, SqlError> {
+    let schema = Arc::new(Schema::new(vec![field.clone().with_nullable(true)]));
+    let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::clone(column)])
+        .map_err(SqlError::from_arrow)?;
+    let fields = Arc::new(fields_of(&schema, &Format::UnifiedText)?);
+    let batch = crate::pg::wire_types::padded(&batch).unwrap_or(batch);
+    let batch =
+        crate::text_out::postgres_text(batch, |_| true, zone).map_err(SqlError::from_arrow)?;
+    let mut out = StringBuilder::with_capacity(column.len(), column.len() * 8);
+    for row in encode_rows(&fields, &batch) {
+        let row = row.map_err(|e| SqlError::internal(format!("text output: {e}")))?;
+        // One field: its length (-1 for NULL), then its bytes.
+        let (length, value) = row.data.split_at(4.min(row.data.len()));
+        match <[u8; 4]>::try_from(length).map(i32::from_be_bytes) {
+            Ok(n) if n >= 0 => out.append_value(String::from_utf8_lossy(value)),
+            _ => out.append_null(),
+        }
+    }
+    Ok(Arc::new(out.finish()))
 }
 
 /// Turns an outcome into pgwire's response, encoding rows in `format`.

@@ -115,6 +115,7 @@ pub fn to_text(ty: &Type, raw: &[u8]) -> Result<String, BoxError> {
         Type::INT8 => i64::from_be_bytes(be(raw, 0)?).to_string(),
         Type::FLOAT4 => f32::from_be_bytes(be(raw, 0)?).to_string(),
         Type::FLOAT8 => f64::from_be_bytes(be(raw, 0)?).to_string(),
+        Type::RECORD => record_text(raw)?,
         _ => match ty.kind() {
             tokio_postgres::types::Kind::Array(elem) => array_text(elem, raw)?,
             _ => String::from_utf8(raw.to_vec())?,
@@ -155,6 +156,35 @@ fn array_text(elem: &Type, raw: &[u8]) -> Result<String, BoxError> {
         });
     }
     Ok(format!("{{{}}}", items.join(",")))
+}
+
+/// A row (its field count, then each field's type OID, length and bytes) as Postgres'
+/// `record_out` prints it: `(1,"a b",)`.
+fn record_text(raw: &[u8]) -> Result<String, BoxError> {
+    let fields = i32::from_be_bytes(be(raw, 0)?);
+    let mut at = 4;
+    let mut items = Vec::new();
+    for _ in 0..fields {
+        let oid = u32::from_be_bytes(be(raw, at)?);
+        let n = i32::from_be_bytes(be(raw, at + 4)?);
+        at += 8;
+        if n < 0 {
+            items.push(String::new());
+            continue;
+        }
+        let bytes = raw.get(at..at + n as usize).ok_or("short record field")?;
+        at += n as usize;
+        let ty = Type::from_oid(oid).ok_or_else(|| format!("record field of type {oid}"))?;
+        let text = to_text(&ty, bytes)?;
+        let plain = !text.is_empty()
+            && !text.contains(|c: char| c.is_ascii_whitespace() || "\"\\(),".contains(c));
+        items.push(if plain {
+            text
+        } else {
+            format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\"\""))
+        });
+    }
+    Ok(format!("({})", items.join(",")))
 }
 
 fn plural(n: i64, unit: &str) -> String {

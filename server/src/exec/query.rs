@@ -174,6 +174,17 @@ fn text_constant_cast(cast: Cast) -> datafusion::error::Result<Transformed<Expr>
     if let Some(text) = text_constant(&cast.expr)
         && matches!(
             cast.field.data_type(),
+            DataType::Timestamp(..) | DataType::Date32
+        )
+        && let Some(special) = crate::pg::datetime_input::special(text, cast.field.data_type())
+    {
+        return special
+            .map(Transformed::yes)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
+    }
+    if let Some(text) = text_constant(&cast.expr)
+        && matches!(
+            cast.field.data_type(),
             DataType::Int16
                 | DataType::Int32
                 | DataType::Int64
@@ -189,6 +200,28 @@ fn text_constant_cast(cast: Cast) -> datafusion::error::Result<Transformed<Expr>
         };
         let text = datafusion::arrow::array::StringArray::from(vec![text]);
         datafusion::arrow::compute::cast_with_options(&text, cast.field.data_type(), &strict)?;
+    }
+    // Text no timestamp form reads: Postgres' 22007 naming the type, not Arrow's parser message.
+    if let Some(text) = text_constant(&cast.expr)
+        && let DataType::Timestamp(_, zone) = cast.field.data_type()
+        && crate::pg::datetime_input::timestamp(text).is_none()
+    {
+        let strict = datafusion::arrow::compute::CastOptions {
+            safe: false,
+            ..Default::default()
+        };
+        let texts = datafusion::arrow::array::StringArray::from(vec![text]);
+        if datafusion::arrow::compute::cast_with_options(&texts, cast.field.data_type(), &strict)
+            .is_err()
+        {
+            let name = match zone {
+                Some(_) => "timestamp with time zone",
+                None => "timestamp",
+            };
+            return Err(datafusion::error::DataFusionError::External(Box::new(
+                crate::error::datetime_input(text, name),
+            )));
+        }
     }
     let rewritten = text_constant(&cast.expr).and_then(|text| match cast.field.data_type() {
         DataType::Interval(IntervalUnit::MonthDayNano) => crate::pg::datetime_input::interval(text),

@@ -72,6 +72,14 @@ impl Staged {
         self.dropped.iter().any(|(d, _)| *d == id)
     }
 
+    /// The name of relation `id` if the block dropped it.
+    fn dropped_name(&self, id: u64) -> Option<&str> {
+        self.dropped
+            .iter()
+            .find(|(d, _)| *d == id)
+            .map(|(_, name)| name.as_str())
+    }
+
     /// The staged writes to table `id`, if any.
     pub fn writes_to(&self, id: u64) -> Option<Arc<Writes>> {
         self.tables
@@ -96,6 +104,14 @@ impl Session {
         stage: impl FnOnce(&TableStore, &mut Writes) -> Result<T, SqlError> + Send + 'static,
     ) -> Result<T, SqlError> {
         let id = table.id();
+        // A write that found the table before the block dropped it (a prepared INSERT): the
+        // table is gone for the block, as in Postgres.
+        if let Some(name) = self.reads.staged.lock().dropped_name(id) {
+            return Err(SqlError::new(
+                sqlstate::UNDEFINED_TABLE,
+                format!("relation \"{name}\" does not exist"),
+            ));
+        }
         let writes = self
             .reads
             .staged

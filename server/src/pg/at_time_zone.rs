@@ -105,17 +105,12 @@ impl ScalarUDFImpl for AtTimeZone {
                 ));
             }
         };
-        // A bare offset is POSIX's, as in Postgres: positive west of Greenwich.
-        let posix = match zone.strip_prefix('+') {
-            Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => format!("-{rest}"),
-            _ => match zone.strip_prefix('-') {
-                Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => format!("+{rest}"),
-                _ => zone.clone(),
-            },
-        };
-        let tz: Tz = posix.parse().map_err(|_| {
-            DataFusionError::Execution(format!("time zone \"{zone}\" not recognized"))
-        })?;
+        // A name in any case, or an offset as POSIX counts it (positive west of Greenwich),
+        // as in Postgres.
+        let not_recognized =
+            || DataFusionError::Execution(format!("time zone \"{zone}\" not recognized"));
+        let posix = super::time_zone::zone_named(&zone).ok_or_else(not_recognized)?;
+        let tz: Tz = posix.parse().map_err(|_| not_recognized())?;
         let value = args
             .args
             .first()

@@ -9,7 +9,60 @@
 
 use std::ops::ControlFlow;
 
+use datafusion::arrow::datatypes::{DataType, IntervalDayTime};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::sql::sqlparser::ast;
+
+/// Postgres' special date/time inputs in a constant cast to `target` (a timestamp or a date):
+/// `now`, `today`, `tomorrow`, `yesterday` as the statement's clock reads them (a wall clock in
+/// the session's zone, as the zone pass computes it from `now()` and `current_date`), `epoch`
+/// as 1970-01-01. Postgres' `infinity` and `-infinity` have no Arrow value and are refused with
+/// 0A000. `None`: not one of these words.
+pub fn special(text: &str, target: &DataType) -> Option<Result<Expr, crate::error::SqlError>> {
+    use datafusion::functions::datetime::{current_date, now};
+    let word = text.trim().to_ascii_lowercase();
+    let days = |n: i32| {
+        let today = Expr::ScalarFunction(ScalarFunction::new_udf(current_date(), vec![]));
+        if n == 0 {
+            today
+        } else {
+            today
+                + Expr::Literal(
+                    ScalarValue::IntervalDayTime(Some(IntervalDayTime::new(n, 0))),
+                    None,
+                )
+        }
+    };
+    let value = match word.as_str() {
+        "now" => {
+            let mut utc = datafusion::config::ConfigOptions::default();
+            utc.execution.time_zone = Some("+00:00".into());
+            Expr::ScalarFunction(ScalarFunction::new_udf(now(&utc), vec![]))
+        }
+        "today" => days(0),
+        "tomorrow" => days(1),
+        "yesterday" => days(-1),
+        "epoch" => Expr::Literal(
+            ScalarValue::Utf8(Some("1970-01-01 00:00:00+00".into())),
+            None,
+        ),
+        "infinity" | "+infinity" | "-infinity" => {
+            return Some(Err(crate::error::SqlError::new(
+                crate::error::sqlstate::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "date/time value \"{word}\" is not supported: Rivulet's dates and timestamps are finite"
+                ),
+            )));
+        }
+        _ => return None,
+    };
+    Some(Ok(Expr::Cast(datafusion::logical_expr::expr::Cast::new(
+        Box::new(value),
+        target.clone(),
+    ))))
+}
 
 /// `text` with a missing `:00` of seconds added, if it is a date and a time of day in hours and
 /// minutes (followed by nothing, a fraction-less zone or `Z`).

@@ -1,6 +1,7 @@
 //! Postgres' `make_time(hour, min, sec)`, `make_timestamp(year, month, day, hour, min, sec)`,
-//! `make_timestamptz(...)` (its fields in the session's zone: [`super::time_zone`]) and `make_interval(years, months, weeks,
-//! days, hours, mins, secs)`, whose arguments may be named (`make_interval(days => 3)`) and
+//! `make_timestamptz(...)` (its fields in the session's zone: [`super::time_zone`], or in the
+//! zone a seventh argument names) and `make_interval(years, months, weeks, days, hours, mins,
+//! secs)`, whose arguments may be named (`make_interval(days => 3)`) and
 //! default to 0. Seconds are `double precision` with a fraction (`12.5`); DataFusion's
 //! `make_time` takes whole seconds, and it has neither of the others.
 
@@ -43,9 +44,33 @@ pub fn udfs() -> Vec<ScalarUDF> {
 /// `make_interval`'s parameters, in order.
 const INTERVAL_PARAMS: [&str; 7] = ["years", "months", "weeks", "days", "hours", "mins", "secs"];
 
-/// Writes `make_interval`'s named arguments (`days => 3`) as positional ones, the others 0.
+/// Writes `make_interval`'s named arguments (`days => 3`) as positional ones, the others 0, and
+/// `make_timestamptz(year, .., sec, zone)` as the wall clock `make_timestamp(..)` in that zone
+/// (`AT TIME ZONE zone`, which reads zones as Postgres' does).
 pub fn rewrite(stmt: &mut ast::Statement) {
     let _ = ast::visit_expressions_mut(stmt, |expr| {
+        if let ast::Expr::Function(f) = expr
+            && f.name.to_string().eq_ignore_ascii_case("make_timestamptz")
+            && let ast::FunctionArguments::List(list) = &f.args
+            && list.args.len() == 7
+            && let Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(zone))) =
+                list.args.last()
+        {
+            let fields = list.args[..6]
+                .iter()
+                .filter_map(|a| match a {
+                    ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => Some(e.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>();
+            if fields.len() == 6 {
+                *expr = ast::Expr::AtTimeZone {
+                    timestamp: Box::new(super::rewrite::call("make_timestamp", fields, vec![])),
+                    time_zone: Box::new(zone.clone()),
+                };
+                return ControlFlow::<()>::Continue(());
+            }
+        }
         if let ast::Expr::Function(f) = expr
             && f.name.to_string().eq_ignore_ascii_case("make_interval")
             && let ast::FunctionArguments::List(list) = &mut f.args

@@ -31,6 +31,7 @@ pub mod numeric;
 pub mod oid_arrays;
 pub mod ordered_set;
 pub mod outer_names;
+pub mod output;
 pub mod regclass;
 pub mod regexp;
 pub mod rewrite;

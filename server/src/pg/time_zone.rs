@@ -101,19 +101,15 @@ pub fn setting(text: &str) -> Result<Setting, SqlError> {
     {
         return Ok(from_east((hours * 3600.0).round() as i32));
     }
-    if let Some(tz) = chrono_tz::TZ_VARIANTS
-        .iter()
-        .find(|tz| tz.name().eq_ignore_ascii_case(trimmed))
-    {
-        return Ok(Setting {
-            shown: tz.name().to_string(),
-            zone: tz.name().to_string(),
-        });
-    }
-    match posix_offset(trimmed) {
-        Some(west) => Ok(Setting {
+    match zone_named(trimmed) {
+        // A name is shown as the zone database spells it, an offset as it was written.
+        Some(zone) if !zone.starts_with(['+', '-']) => Ok(Setting {
+            shown: zone.clone(),
+            zone,
+        }),
+        Some(zone) => Ok(Setting {
             shown: trimmed.to_string(),
-            zone: offset_text(-west),
+            zone,
         }),
         None => Err(invalid(text)),
     }
@@ -236,6 +232,20 @@ fn parse_offset(text: &str) -> Option<i32> {
     Some(sign * (h * 3600 + m * 60 + s))
 }
 
+/// A zone named in text as `AT TIME ZONE` and `make_timestamptz` read it, as the name Arrow
+/// reads: an IANA name in any case (`europe/berlin`), or a POSIX zone without daylight-saving
+/// rules, its offset counted west (`UTC+2`, `+05:30`, `<+0330>-03:30`).
+pub fn zone_named(text: &str) -> Option<String> {
+    let trimmed = text.trim();
+    if let Some(tz) = chrono_tz::TZ_VARIANTS
+        .iter()
+        .find(|tz| tz.name().eq_ignore_ascii_case(trimmed))
+    {
+        return Some(tz.name().to_string());
+    }
+    posix_offset(trimmed).map(|west| offset_text(-west))
+}
+
 /// The offset (seconds west of Greenwich) of a POSIX zone without daylight-saving rules: a
 /// name of three or more letters or one in angle brackets (either may be left out, as Postgres
 /// allows), then the offset.
@@ -300,19 +310,14 @@ fn in_zone(e: Expr, schema: &DFSchema, zone: Option<&Arc<str>>) -> Result<Transf
         Expr::Cast(Cast { expr, field }) => {
             let from = expr.get_type(schema)?;
             let to = field.data_type().clone();
-            // The text of a timestamp as Postgres prints it, a `timestamptz` in the session's
-            // zone (Arrow's cast writes `2024-03-05T03:00:00Z`).
-            if let DataType::Timestamp(unit, tz) = &from
-                && is_text(&to)
-            {
-                let value = match (tz, zone) {
-                    (Some(_), Some(z)) => labelled(*expr, *unit, z),
+            // A value's text as Postgres' output function writes it ([`super::output`]), a
+            // `timestamptz` in the session's zone (Arrow's cast writes `2024-03-05T03:00:00Z`).
+            if super::output::by_output_function(&from) && is_text(&to) {
+                let value = match (&from, zone) {
+                    (DataType::Timestamp(unit, Some(_)), Some(z)) => labelled(*expr, *unit, z),
                     _ => *expr,
                 };
-                let text = Expr::ScalarFunction(ScalarFunction::new_udf(
-                    Arc::new(text_udf()),
-                    vec![value],
-                ));
+                let text = super::output::text(value);
                 return Ok(Transformed::yes(if to == DataType::Utf8 {
                     text
                 } else {
@@ -697,29 +702,6 @@ fn texts_in_zone(
         }));
     }
     Ok(TimestampMicrosecondArray::from(out))
-}
-
-/// `pg_timestamp_text(x)`: a timestamp's text as Postgres prints it, a `timestamptz` in the
-/// zone its type is labelled with.
-fn text_udf() -> ScalarUDF {
-    super::functions::function_of(
-        "pg_timestamp_text",
-        &[1],
-        DataType::Utf8,
-        Volatility::Immutable,
-        |args, _| {
-            let value = args.first().ok_or_else(|| {
-                DataFusionError::Internal("pg_timestamp_text without a value".into())
-            })?;
-            let DataType::Timestamp(_, tz) = value.data_type() else {
-                return Err(DataFusionError::Internal(format!(
-                    "pg_timestamp_text of {}",
-                    value.data_type()
-                )));
-            };
-            Ok(crate::text_out::timestamps(value, tz.as_deref())?)
-        },
-    )
 }
 
 /// Whether a value of type `t` beside a `timestamptz` is read as a wall clock (Postgres casts a
