@@ -106,12 +106,25 @@ impl PhysicalOptimizerRule for CheckedArithmetic {
                     let all = a.all_expressions();
                     let args = all
                         .args
-                        .into_iter()
-                        .map(|e| checked(e, &schema))
+                        .iter()
+                        .map(|e| checked(Arc::clone(e), &schema))
                         .collect::<Result<Vec<_>>>()?;
+                    if args == all.args {
+                        exprs.push(Arc::clone(a));
+                        continue;
+                    }
+                    // `with_new_expressions` drops the flag of an aggregate DataFusion reversed
+                    // to read its input's order backwards (`array_agg(x ORDER BY x DESC)` over
+                    // input sorted ascending), whose result would then come out ascending: such
+                    // an aggregate is rebuilt from its unreversed form, which sorts by itself.
+                    let base = match a.reverse_expr() {
+                        Some(forward) if a.is_reversed() => forward,
+                        _ => a.as_ref().clone(),
+                    };
+                    let order_by_exprs = base.all_expressions().order_by_exprs;
                     // An aggregate that cannot take new arguments keeps its own.
                     let new: Arc<AggregateFunctionExpr> =
-                        match a.with_new_expressions(args, all.order_by_exprs) {
+                        match base.with_new_expressions(args, order_by_exprs) {
                             Some(new) => Arc::new(new),
                             None => Arc::clone(a),
                         };
