@@ -93,12 +93,13 @@ fn text_column(
         DataType::Interval(_) => intervals(column)?,
         DataType::Duration(_) => durations(column)?,
         DataType::Time32(_) | DataType::Time64(_) => times(column)?,
-        DataType::Float64 => floats(column.as_primitive::<Float64Type>().iter()),
+        DataType::Float64 => floats(column.as_primitive::<Float64Type>().iter(), 1e15),
         DataType::Float32 => floats(
             column
                 .as_primitive::<Float32Type>()
                 .iter()
                 .map(|v| v.map(|v| v.to_string().parse::<f64>().unwrap_or(f64::from(v)))),
+            1e6,
         ),
         DataType::List(item) => {
             let list = column.as_list::<i32>();
@@ -284,8 +285,9 @@ fn records(
 }
 
 /// Floats as Postgres prints them (shortest exact digits): `50`, `107.5`, `1e+20`, `1e-05`,
-/// `Infinity`, `NaN`.
-fn floats(values: impl Iterator<Item = Option<f64>>) -> ArrayRef {
+/// `Infinity`, `NaN`; written out in full from 0.0001 to below `fixed_below` (10^15 for a
+/// `float8`, 10^6 for a `float4`, whose `1234567` is `1.234567e+06`).
+fn floats(values: impl Iterator<Item = Option<f64>>, fixed_below: f64) -> ArrayRef {
     let mut out = StringBuilder::new();
     let mut line = String::with_capacity(24);
     for v in values {
@@ -294,18 +296,18 @@ fn floats(values: impl Iterator<Item = Option<f64>>) -> ArrayRef {
             continue;
         };
         line.clear();
-        write_float(&mut line, v);
+        write_float(&mut line, v, fixed_below);
         out.append_value(&line);
     }
     Arc::new(out.finish())
 }
 
-fn write_float(out: &mut String, v: f64) {
+fn write_float(out: &mut String, v: f64, fixed_below: f64) {
     if v.is_nan() {
         out.push_str("NaN");
     } else if v.is_infinite() {
         out.push_str(if v > 0.0 { "Infinity" } else { "-Infinity" });
-    } else if v == 0.0 || (1e-4..1e15).contains(&v.abs()) {
+    } else if v == 0.0 || (1e-4..fixed_below).contains(&v.abs()) {
         let _ = write!(out, "{v}");
     } else {
         // Rust writes `1e20` and `1.5e-5`; Postgres writes `1e+20` and `1.5e-05`.
@@ -499,7 +501,7 @@ mod tests {
     fn floats_print_as_postgres_does() {
         let f = |v: f64| {
             let mut s = String::new();
-            write_float(&mut s, v);
+            write_float(&mut s, v, 1e15);
             s
         };
         assert_eq!(f(50.0), "50");

@@ -296,6 +296,33 @@ fn zoned(t: &DataType) -> Option<TimeUnit> {
     }
 }
 
+/// `x` (of type `from`) as the text Postgres' output function writes ([`super::output`]), a
+/// `timestamptz` in the session's `zone`.
+fn output_text(x: Expr, from: &DataType, zone: Option<&Arc<str>>) -> Expr {
+    let value = match (from, zone) {
+        (DataType::Timestamp(unit, Some(_)), Some(z)) => labelled(x, *unit, z),
+        _ => x,
+    };
+    super::output::text(value)
+}
+
+/// `x` where Postgres makes it text without a cast, with [`output_text`] if Arrow would write
+/// its type otherwise (with `booleans`, a boolean too: `concat` and `format` write `t`, where
+/// `||` casts it to `true`). Returns whether it changed.
+fn implicit_text(
+    x: Expr,
+    schema: &DFSchema,
+    zone: Option<&Arc<str>>,
+    booleans: bool,
+) -> Result<(Expr, bool)> {
+    let t = x.get_type(schema)?;
+    if super::output::by_output_function(&t) || (booleans && t == DataType::Boolean) {
+        Ok((output_text(x, &t, zone), true))
+    } else {
+        Ok((x, false))
+    }
+}
+
 /// The wall clock in `zone` of the instants `x` (a `timestamptz` of `unit`).
 fn wall_clock(x: Expr, unit: TimeUnit, zone: &Arc<str>) -> Expr {
     Expr::ScalarFunction(ScalarFunction::new_udf(
@@ -313,11 +340,7 @@ fn in_zone(e: Expr, schema: &DFSchema, zone: Option<&Arc<str>>) -> Result<Transf
             // A value's text as Postgres' output function writes it ([`super::output`]), a
             // `timestamptz` in the session's zone (Arrow's cast writes `2024-03-05T03:00:00Z`).
             if super::output::by_output_function(&from) && is_text(&to) {
-                let value = match (&from, zone) {
-                    (DataType::Timestamp(unit, Some(_)), Some(z)) => labelled(*expr, *unit, z),
-                    _ => *expr,
-                };
-                let text = super::output::text(value);
+                let text = output_text(*expr, &from, zone);
                 return Ok(Transformed::yes(if to == DataType::Utf8 {
                     text
                 } else {
@@ -361,6 +384,59 @@ fn in_zone(e: Expr, schema: &DFSchema, zone: Option<&Arc<str>>) -> Result<Transf
                 }
                 _ => Ok(Transformed::no(Expr::Cast(Cast { expr, field }))),
             }
+        }
+        // Values made text without a cast: `'a' || x`, `concat`, `concat_ws` and `format`.
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::StringConcat,
+            right,
+        }) => {
+            let (left, l) = implicit_text(*left, schema, zone, false)?;
+            let (right, r) = implicit_text(*right, schema, zone, false)?;
+            let e = Expr::BinaryExpr(BinaryExpr::new(
+                Box::new(left),
+                Operator::StringConcat,
+                Box::new(right),
+            ));
+            Ok(if l || r {
+                Transformed::yes(e)
+            } else {
+                Transformed::no(e)
+            })
+        }
+        Expr::ScalarFunction(mut f)
+            if matches!(f.func.name(), "concat" | "concat_ws" | "format") =>
+        {
+            // `concat_ws`'s separator and `format`'s template are text already.
+            let skip = usize::from(f.func.name() != "concat");
+            let mut changed = false;
+            let args = std::mem::take(&mut f.args);
+            for (i, arg) in args.into_iter().enumerate() {
+                let (arg, done) = if i < skip {
+                    (arg, false)
+                } else {
+                    implicit_text(arg, schema, zone, true)?
+                };
+                changed |= done;
+                f.args.push(arg);
+            }
+            let e = Expr::ScalarFunction(f);
+            if let Some(zone) = zone {
+                // The call may still compute in the zone.
+                let Expr::ScalarFunction(f) = e else {
+                    return Ok(Transformed::no(e));
+                };
+                let done = function(f, schema, zone)?;
+                return Ok(Transformed::new_transformed(
+                    done.data,
+                    changed || done.transformed,
+                ));
+            }
+            Ok(if changed {
+                Transformed::yes(e)
+            } else {
+                Transformed::no(e)
+            })
         }
         Expr::ScalarFunction(f) if zone.is_some() => {
             let Some(zone) = zone else {
