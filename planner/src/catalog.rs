@@ -31,6 +31,9 @@ pub struct ColumnDef {
     /// The sequence a `serial` or identity column owns, dropped with the table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<SequenceDef>,
+    /// `COMMENT ON COLUMN`: what `col_description` and `pg_description` give.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// How an identity column takes values an INSERT gives it.
@@ -67,6 +70,7 @@ impl ColumnDef {
             default: None,
             identity: None,
             sequence: None,
+            comment: None,
         }
     }
 
@@ -110,6 +114,10 @@ pub struct TableDef {
     /// query naming it reads the query in its place, as Postgres' rewriter does.
     #[serde(default)]
     pub plain_view: Option<String>,
+    /// `COMMENT ON TABLE` (or `VIEW`, `MATERIALIZED VIEW`): what `obj_description` and
+    /// `pg_description` give.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// A computed column: its position and its expression over the table's other columns.

@@ -182,6 +182,7 @@ pub fn table_def(
         }
     }
     Ok(TableDef {
+        comment: None,
         id: 0,
         database: String::new(),
         name: name.to_string(),

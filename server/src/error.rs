@@ -58,6 +58,7 @@ pub mod sqlstate {
     pub const INVALID_OBJECT_DEFINITION: &str = "42P17";
     pub const DATATYPE_MISMATCH: &str = "42804";
     pub const UNDEFINED_DATABASE: &str = "3D000";
+    pub const INVALID_ARGUMENT_FOR_WIDTH_BUCKET: &str = "2201G";
     pub const OUT_OF_MEMORY: &str = "53200";
     pub const CONFIGURATION_LIMIT_EXCEEDED: &str = "53400";
     pub const QUERY_CANCELED: &str = "57014";
@@ -623,11 +624,31 @@ fn from_datafusion(e: &DataFusionError) -> SqlError {
                  or write it as a join.",
             )
         }
+        // `WITH d AS (DELETE .. RETURNING *) SELECT ..`: DataFusion names the statement.
+        DataFusionError::NotImplemented(m)
+            if m.ends_with("not implemented yet")
+                && m.get(.."query ".len())
+                    .is_some_and(|q| q.eq_ignore_ascii_case("query "))
+                && m.get("query ".len()..).is_some_and(|statement| {
+                    ["INSERT", "UPDATE", "DELETE"]
+                        .iter()
+                        .any(|dml| statement.starts_with(dml))
+                }) =>
+        {
+            SqlError::new(
+                FEATURE_NOT_SUPPORTED,
+                "a data-modifying statement in WITH is not supported",
+            )
+            .with_hint(
+                "Run the INSERT, UPDATE or DELETE as a statement of its own, with RETURNING.",
+            )
+        }
         DataFusionError::NotImplemented(m) => {
-            // DataFusion's own messages often say so already, at the end or at the start.
+            // DataFusion's own messages often say so already (`FETCH clause is not supported
+            // yet`, `unsupported ...`).
             let m = clean(m);
-            let m = if m.ends_with("not supported")
-                || m.ends_with("not implemented")
+            let m = if m.contains("not supported")
+                || m.contains("not implemented")
                 || m.starts_with("unsupported ")
             {
                 m

@@ -44,10 +44,27 @@ pub fn register(ctx: &SessionContext, user: &str, database: &str) {
     ctx.register_udf(crate::pg::date_trunc::udf());
     ctx.register_udf(crate::pg::at_time_zone::udf());
     ctx.register_udf(crate::pg::similar::udf());
-    ctx.register_udf(crate::pg::regexp::udf());
+    for udf in crate::pg::regexp::udfs() {
+        ctx.register_udf(udf);
+    }
     ctx.register_udf(crate::pg::uuid::input());
     ctx.register_udf(crate::pg::uuid::random());
-    // Postgres' names for DataFusion's `ceil` and `bool_and`.
+    // Postgres' `array_remove` removes every equal element: DataFusion's `array_remove_all`
+    // (its `array_remove` removes the first).
+    ctx.register_udf(
+        datafusion::functions_nested::remove::array_remove_all_udf()
+            .as_ref()
+            .clone()
+            .with_aliases(["array_remove"]),
+    );
+    ctx.register_udf(crate::pg::functions::array_dims());
+    // Postgres' names for DataFusion's `ceil`, `signum` and `bool_and`.
+    ctx.register_udf(
+        datafusion::functions::math::signum()
+            .as_ref()
+            .clone()
+            .with_aliases(["sign"]),
+    );
     ctx.register_udf(
         datafusion::functions::math::ceil()
             .as_ref()

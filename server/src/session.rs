@@ -131,8 +131,8 @@ impl Drop for Session {
         if self.tx != TxState::Idle {
             let staged = std::mem::take(&mut *self.reads.staged.lock());
             self.undo_created(staged.created());
-            if let Err(e) = staged.undo_restarts() {
-                tracing::warn!(error = %e, "a sequence restarted in the dropped block stays restarted");
+            if let Err(e) = staged.undo(self.catalog()) {
+                tracing::warn!(error = %e, "a change of the dropped block could not be undone");
             }
         }
         if let Some(catalogs) = self.catalogs.take() {

@@ -7,6 +7,7 @@
 mod alter_job;
 mod backfill;
 mod backup;
+mod comment;
 mod ddl;
 mod defaults;
 mod dml;
@@ -269,6 +270,12 @@ impl Session {
                 ..
             } => self.copy(source, *to, target, options, legacy_options),
             S::CreateTable(create) => self.create_table(create, append_only, watermark, computed),
+            S::Comment {
+                object_type,
+                object_name,
+                comment,
+                if_exists: false,
+            } => self.comment(object_type, object_name, comment.as_deref()),
             S::CreateView(create) => self.create_view(create, eowc).await,
             S::CreateSequence {
                 temporary,

@@ -72,6 +72,7 @@ impl Session {
             "CREATE VIEW specifies more column names than columns",
         )?;
         let mut def = TableDef {
+            comment: None,
             id: 0,
             database: self.database.clone(),
             name: name.clone(),

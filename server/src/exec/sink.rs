@@ -87,6 +87,7 @@ impl Session {
             .map(|c| c.to_lowercase())
             .unwrap_or_default();
         let def = TableDef {
+            comment: None,
             id: 0,
             database: String::new(),
             name: name.to_string(),

@@ -30,6 +30,9 @@ use rivulet_engine::table::{TableStore, Writes, commit_transaction};
 use rivulet_planner::ddl::object_name;
 
 use super::{Outcome, blocking};
+use rivulet_planner::catalog::TableDef;
+
+use crate::catalog::Catalog;
 use crate::error::{SqlError, sqlstate};
 use crate::sequence::Sequence;
 use crate::session::{Session, TxState};
@@ -40,12 +43,22 @@ pub struct Staged {
     tables: BTreeMap<u64, (Arc<TableStore>, Arc<Writes>)>,
     /// Relations (catalog ids) the block created, in order: a rollback drops them.
     created: Vec<u64>,
-    /// The sequences `TRUNCATE .. RESTART IDENTITY` restarted in the block, in order, with where
-    /// each was before: a rollback puts them back, as Postgres does.
-    restarted: Vec<(Arc<Sequence>, i64, bool)>,
+    /// What the block changed at once rather than staging it, in order, with how it was
+    /// before: a rollback puts it back, the latest first, as Postgres does.
+    undo: Vec<Undo>,
     /// Tables that existed before the block and that it dropped (catalog id, name): hidden from
     /// the block, dropped at COMMIT.
     dropped: Vec<(u64, String)>,
+}
+
+/// A change a block made at once, as it was before.
+#[derive(Clone)]
+enum Undo {
+    /// `TRUNCATE .. RESTART IDENTITY` restarted a sequence: its last value and whether it was
+    /// called.
+    Restart(Arc<Sequence>, i64, bool),
+    /// `COMMENT ON` changed a relation's definition: the definition before.
+    Definition(Box<TableDef>),
 }
 
 impl std::fmt::Debug for Staged {
@@ -62,9 +75,9 @@ impl Staged {
         &self.created
     }
 
-    /// Puts the sequences the block restarted back where they were, the latest first.
-    pub fn undo_restarts(&self) -> Result<(), SqlError> {
-        undo_restarts(&self.restarted)
+    /// Puts back what the block changed at once, the latest first.
+    pub fn undo(&self, catalog: &Catalog) -> Result<(), SqlError> {
+        undo(catalog, &self.undo)
     }
 
     /// Whether the block dropped relation `id` (to be dropped at COMMIT).
@@ -154,10 +167,10 @@ impl Session {
         self.end_settings(!failed);
         if failed {
             self.undo_created(&staged.created);
-            staged.undo_restarts()?;
+            staged.undo(self.catalog())?;
             return Ok(Outcome::TxEnd("ROLLBACK"));
         }
-        let restarted = staged.restarted.clone();
+        let undone = staged.undo.clone();
         let created = staged.created;
         let dropped = staged.dropped;
         // Writes to a table the block dropped go with it.
@@ -177,7 +190,7 @@ impl Session {
             // `SET LOCAL`s are already undone).
             self.settings = before_commit;
             self.undo_created(&created);
-            undo_restarts(&restarted)?;
+            undo(self.catalog(), &undone)?;
             return Err(e);
         }
         self.drop_at_commit(&dropped)?;
@@ -194,7 +207,7 @@ impl Session {
         let staged = self.end_block();
         self.end_settings(false);
         self.undo_created(&staged.created);
-        staged.undo_restarts()?;
+        staged.undo(self.catalog())?;
         Ok(Outcome::TxEnd("ROLLBACK"))
     }
 
@@ -202,7 +215,7 @@ impl Session {
     pub(super) fn note_restart(&mut self, sequence: &Arc<Sequence>) {
         if self.staging() {
             let (last, _, called) = sequence.state();
-            (self.reads.staged.lock().restarted).push((Arc::clone(sequence), last, called));
+            (self.reads.staged.lock().undo).push(Undo::Restart(Arc::clone(sequence), last, called));
         }
     }
 
@@ -384,28 +397,42 @@ impl Session {
 
     /// Goes back to what was staged at a savepoint, dropping what the block created since.
     pub(super) fn restore_staged(&mut self, staged: Staged) -> Result<(), SqlError> {
-        let (since, restarted) = {
+        let (since, undone) = {
             let now = self.reads.staged.lock();
             let since: Vec<u64> = (now.created.iter())
                 .filter(|id| !staged.created.contains(id))
                 .copied()
                 .collect();
-            let restarted = now
-                .restarted
-                .get(staged.restarted.len()..)
-                .unwrap_or_default();
-            (since, restarted.to_vec())
+            let undone = now.undo.get(staged.undo.len()..).unwrap_or_default();
+            (since, undone.to_vec())
         };
         *self.reads.staged.lock() = staged;
         self.undo_created(&since);
-        undo_restarts(&restarted)
+        undo(self.catalog(), &undone)
+    }
+
+    /// Notes, in an open block, that the definition of a relation is about to change (`def`
+    /// is the one before): a rollback puts it back.
+    pub(super) fn note_redefinition(&mut self, def: &TableDef) {
+        if self.staging() {
+            (self.reads.staged.lock().undo).push(Undo::Definition(Box::new(def.clone())));
+        }
     }
 }
 
-/// Puts restarted sequences back where they were (`restarted`, in the order they restarted).
-fn undo_restarts(restarted: &[(Arc<Sequence>, i64, bool)]) -> Result<(), SqlError> {
-    for (sequence, last, called) in restarted.iter().rev() {
-        sequence.set(*last, *called)?;
+/// Puts back what a block changed at once (`changes`, in the order it changed them); a relation
+/// dropped since keeps nothing to put back.
+fn undo(catalog: &Catalog, changes: &[Undo]) -> Result<(), SqlError> {
+    for change in changes.iter().rev() {
+        match change {
+            Undo::Restart(sequence, last, called) => sequence.set(*last, *called)?,
+            Undo::Definition(def) => {
+                let current = catalog.table(&def.database, &def.name);
+                if current.is_some_and(|t| t.def.id == def.id) {
+                    catalog.replace_definition(def.as_ref().clone())?;
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -166,6 +166,7 @@ impl Session {
             "too many column names were specified",
         )?;
         let def = TableDef {
+            comment: None,
             id: 0,
             database: String::new(),
             name: name.clone(),

@@ -302,6 +302,17 @@ impl SchemaProvider for PgCatalog {
                     move |public, schema, _| pg_attrdef(&defaults, public, schema),
                 )
             }
+            "pg_description" => {
+                let comments = descriptions(&self.catalog, &self.database);
+                keys::with_public_oids(
+                    self.inner_table(name).await?,
+                    self.inner_table("pg_class").await?,
+                    self.inner_table("pg_namespace").await?,
+                    move |public, schema, batches| {
+                        pg_description(&comments, public, schema, batches)
+                    },
+                )
+            }
             // PostgreSQL 17 renamed `colliculocale` `colllocale`; the library follows 17, and
             // clients of a 16 server ask for the old name.
             "pg_collation" => renamed(self.inner_table(name).await?, "colllocale", "colliculocale"),
@@ -869,6 +880,7 @@ pub async fn public(
         }
     }
     let mut relations = std::collections::HashMap::new();
+    let mut pg_class = None;
     for class in scan_all(state, class).await? {
         let oids = column::<Int32Array>(&class, "oid")?;
         let names = column::<StringArray>(&class, "relname")?;
@@ -876,12 +888,15 @@ pub async fn public(
         for i in 0..class.num_rows() {
             if Some(namespaces.value(i)) == public {
                 relations.insert(names.value(i).to_string(), oids.value(i));
+            } else if namespaces.value(i) == PG_CATALOG_OID && names.value(i) == "pg_class" {
+                pg_class = Some(oids.value(i));
             }
         }
     }
     Ok(super::keys::Public {
         namespace: public.unwrap_or_default(),
         relations,
+        pg_class,
     })
 }
 
@@ -901,6 +916,58 @@ fn column_defaults(
         }
     }
     out
+}
+
+/// The comments of `database`'s relations (`COMMENT ON`): relation name, 0 for the relation or
+/// the column's number, the text.
+pub fn descriptions(
+    catalog: &crate::catalog::Catalog,
+    database: &str,
+) -> Vec<(String, i32, String)> {
+    let mut out = Vec::new();
+    for table in catalog.tables(database) {
+        if let Some(text) = &table.def.comment {
+            out.push((table.def.name.clone(), 0, text.clone()));
+        }
+        for (i, column) in table.def.columns.iter().enumerate() {
+            if let (Some(text), Ok(number)) = (&column.comment, i32::try_from(i + 1)) {
+                out.push((table.def.name.clone(), number, text.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// `pg_description` (of `schema`): the library's rows (built-in functions') and a row per
+/// commented relation and column (`comments`).
+fn pg_description(
+    comments: &[(String, i32, String)],
+    public: &keys::Public,
+    schema: &SchemaRef,
+    inner: Vec<RecordBatch>,
+) -> Result<RecordBatch> {
+    let rows: Vec<(i32, i32, &str)> = (comments.iter())
+        .filter_map(|(t, n, text)| Some((*public.relations.get(t)?, *n, text.as_str())))
+        .collect();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let array: ArrayRef = match field.name().as_str() {
+            "objoid" => Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.0))),
+            // A relation's description is of catalog `pg_class` (its OID as the library gave it,
+            // which `'pg_class'::regclass` reads; Postgres' is 1259).
+            "classoid" => Arc::new(Int32Array::from_iter_values(
+                rows.iter().map(|_| public.pg_class.unwrap_or(1259)),
+            )),
+            "objsubid" => Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.1))),
+            "description" => Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+            _ => datafusion::arrow::array::new_null_array(field.data_type(), rows.len()),
+        };
+        columns.push(datafusion::arrow::compute::cast(&array, field.data_type())?);
+    }
+    let ours = RecordBatch::try_new(Arc::clone(schema), columns)?;
+    let mut all = inner;
+    all.push(ours);
+    Ok(concat_batches(schema, &all)?)
 }
 
 /// `pg_attrdef` (of `schema`): a row per column with a DEFAULT (`defaults`), its `adbin` the

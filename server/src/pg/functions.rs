@@ -727,14 +727,7 @@ pub fn register(
     }
     ctx.register_udf(super::wire_types::pg_typeof());
     ctx.register_udf(super::regclass::udf());
-    // Rivulet keeps rows in one RocksDB; per-relation sizes are not tracked.
-    for name in ["pg_table_size", "pg_indexes_size"] {
-        ctx.register_udf(function(name, &[1], DataType::Int64, |_, rows| {
-            Ok(Arc::new(datafusion::arrow::array::Int64Array::from(
-                vec![0i64; rows],
-            )))
-        }));
-    }
+    ctx.register_udf(width_bucket());
     ctx.register_udf(function(
         "pg_is_in_recovery",
         &[0],
@@ -765,8 +758,6 @@ pub fn register(
         ("pg_get_function_arguments", &[1]),
         ("pg_get_function_identity_arguments", &[1]),
         ("pg_get_function_sqlbody", &[1]),
-        ("obj_description", &[1, 2]),
-        ("col_description", &[2]),
         ("shobj_description", &[2]),
         ("pg_get_serial_sequence", &[2]),
         ("pg_get_triggerdef", &[1, 2]),
@@ -907,6 +898,211 @@ pub fn settings(ctx: &SessionContext, settings: &SessionSettings) {
             Ok(Arc::new(list.finish()))
         },
     ));
+}
+
+/// Postgres' `array_dims(array)`: its bounds as text, `[1:3]` (`[1:2][1:3]` for an array of
+/// arrays, read from the first element); NULL for an empty or NULL array.
+pub fn array_dims() -> ScalarUDF {
+    function_of(
+        "array_dims",
+        &[1],
+        DataType::Utf8,
+        Volatility::Immutable,
+        |args, _| {
+            let array = args
+                .first()
+                .ok_or_else(|| DataFusionError::Plan("array_dims takes an array".into()))?;
+            let mut out = datafusion::arrow::array::StringBuilder::new();
+            for row in 0..array.len() {
+                let mut dims = String::new();
+                let mut level = array.is_valid(row).then(|| array.slice(row, 1));
+                while let Some(list) = level.take() {
+                    let values = match list.data_type() {
+                        DataType::List(_) => list.as_list::<i32>().value(0),
+                        DataType::LargeList(_) => list.as_list::<i64>().value(0),
+                        _ => break,
+                    };
+                    if values.is_empty() {
+                        break;
+                    }
+                    dims.push_str(&format!("[1:{}]", values.len()));
+                    level = values.is_valid(0).then(|| values.slice(0, 1));
+                }
+                if dims.is_empty() {
+                    out.append_null();
+                } else {
+                    out.append_value(&dims);
+                }
+            }
+            Ok(Arc::new(out.finish()) as ArrayRef)
+        },
+    )
+}
+
+/// Postgres' `width_bucket(operand, low, high, count)`: which of `count` equal buckets from `low`
+/// to `high` (either way round) `operand` falls in, 0 below the range and `count + 1` above it.
+fn width_bucket() -> ScalarUDF {
+    function_of(
+        "width_bucket",
+        &[4],
+        DataType::Int32,
+        Volatility::Immutable,
+        |args, _| {
+            let floats = |i: usize| -> Result<Vec<Option<f64>>> {
+                let arg = args.get(i).ok_or_else(|| {
+                    DataFusionError::Plan("width_bucket takes four arguments".into())
+                })?;
+                let cast = datafusion::arrow::compute::cast(arg, &DataType::Float64)?;
+                Ok(cast
+                    .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                    .iter()
+                    .collect())
+            };
+            let (operand, low, high, count) = (floats(0)?, floats(1)?, floats(2)?, ints(args, 3)?);
+            let invalid = |m: &str| {
+                DataFusionError::External(Box::new(crate::error::SqlError::new(
+                    crate::error::sqlstate::INVALID_ARGUMENT_FOR_WIDTH_BUCKET,
+                    m.to_string(),
+                )))
+            };
+            let mut out = Vec::with_capacity(operand.len());
+            for i in 0..operand.len() {
+                let (Some(x), Some(low), Some(high), Some(count)) =
+                    (operand[i], low[i], high[i], count[i])
+                else {
+                    out.push(None);
+                    continue;
+                };
+                if count <= 0 {
+                    return Err(invalid("count must be greater than zero"));
+                }
+                if low == high {
+                    return Err(invalid("lower bound cannot equal upper bound"));
+                }
+                if !x.is_finite() || !low.is_finite() || !high.is_finite() {
+                    return Err(invalid(
+                        "operand, lower bound, and upper bound cannot be NaN or infinity",
+                    ));
+                }
+                let bucket = if low < high {
+                    if x < low {
+                        0
+                    } else if x >= high {
+                        count + 1
+                    } else {
+                        ((x - low) / (high - low) * count as f64).floor() as i64 + 1
+                    }
+                } else if x > low {
+                    0
+                } else if x <= high {
+                    count + 1
+                } else {
+                    ((low - x) / (low - high) * count as f64).floor() as i64 + 1
+                };
+                let bucket = i32::try_from(bucket).map_err(|_| {
+                    DataFusionError::External(Box::new(crate::error::SqlError::new(
+                        crate::error::sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                        "integer out of range",
+                    )))
+                })?;
+                out.push(Some(bucket));
+            }
+            Ok(Arc::new(datafusion::arrow::array::Int32Array::from(out)) as ArrayRef)
+        },
+    )
+}
+
+/// The comments of the database's relations (`COMMENT ON`): relation name, 0 for the relation
+/// or the column's number, the text.
+pub type Comments = Arc<dyn Fn() -> Vec<(String, i32, String)> + Send + Sync>;
+
+/// `obj_description(oid [, catalog])` and `col_description(oid, column)`: a relation's comment
+/// (of catalog `pg_class`; another catalog's objects have none) and a column's, by the OIDs
+/// `pg_class` listed (`relations`).
+pub fn descriptions(relations: &RelationNames, comments: Comments) -> [ScalarUDF; 2] {
+    let lookup = |relations: RelationNames, comments: Comments| {
+        move |oids: Vec<Option<i64>>, subids: Vec<Option<i64>>| -> ArrayRef {
+            let all = comments();
+            let names = relations.read();
+            let out: StringArray = oids
+                .into_iter()
+                .zip(subids)
+                .map(|(oid, subid)| {
+                    let name = names.get(&i32::try_from(oid?).ok()?)?;
+                    let subid = i32::try_from(subid?).ok()?;
+                    all.iter()
+                        .find(|(t, n, _)| t == name && *n == subid)
+                        .map(|(_, _, text)| text.clone())
+                })
+                .collect();
+            Arc::new(out)
+        }
+    };
+    let object = lookup(Arc::clone(relations), Arc::clone(&comments));
+    let column = lookup(Arc::clone(relations), comments);
+    [
+        function(
+            "obj_description",
+            &[1, 2],
+            DataType::Utf8,
+            move |args, rows| {
+                let oids = ints(args, 0)?;
+                let catalogs = match args.get(1) {
+                    Some(_) => texts(args, 1)?,
+                    None => vec![Some("pg_class".to_string()); rows.max(oids.len())],
+                };
+                let subids = catalogs
+                    .into_iter()
+                    .map(|c| c.filter(|c| c == "pg_class").map(|_| 0))
+                    .collect();
+                Ok(object(oids, subids))
+            },
+        ),
+        function("col_description", &[2], DataType::Utf8, move |args, _| {
+            Ok(column(ints(args, 0)?, ints(args, 1)?))
+        }),
+    ]
+}
+
+/// `pg_database_size(name or oid)`: what the database's relations store (`total`), their rows
+/// and change logs; Rivulet serves one database, named `database` (another name is 3D000).
+pub fn database_size(
+    database: String,
+    total: impl Fn() -> u64 + Send + Sync + 'static,
+) -> ScalarUDF {
+    function(
+        "pg_database_size",
+        &[1],
+        DataType::Int64,
+        move |args, rows| {
+            let arg = args
+                .first()
+                .ok_or_else(|| DataFusionError::Plan("pg_database_size takes a database".into()))?;
+            let size = i64::try_from(total()).unwrap_or(i64::MAX);
+            let out: datafusion::arrow::array::Int64Array = if matches!(
+                arg.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ) {
+                texts(args, 0)?
+                    .into_iter()
+                    .map(|name| match name {
+                        None => Ok(None),
+                        Some(n) if n == database => Ok(Some(size)),
+                        Some(n) => Err(DataFusionError::External(Box::new(
+                            crate::error::SqlError::new(
+                                crate::error::sqlstate::UNDEFINED_DATABASE,
+                                format!("database \"{n}\" does not exist"),
+                            ),
+                        ))),
+                    })
+                    .collect::<Result<_>>()?
+            } else {
+                // An OID from `pg_database`, which lists this one database.
+                (0..rows).map(|i| arg.is_valid(i).then_some(size)).collect()
+            };
+            Ok(Arc::new(out))
+        },
+    )
 }
 
 /// Postgres' `pg_size_pretty`: bytes below 10 kB, then the largest unit keeping the number below

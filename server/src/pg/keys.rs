@@ -184,6 +184,8 @@ fn sequence_type(sequence: &Sequence) -> (i32, &'static str) {
 pub struct Public {
     pub namespace: i32,
     pub relations: HashMap<String, i32>,
+    /// The OID of `pg_catalog.pg_class` (what `'pg_class'::regclass` gives).
+    pub pg_class: Option<i32>,
 }
 
 /// What makes a relation's rows from its rows as the library gave them ([`with_public_oids`]).

@@ -169,6 +169,7 @@ pub fn install(
     let keys: functions::PrimaryKeys =
         Arc::new(move |name| keys::primary_key(&catalog, &db_name, name));
     let sizes_of = Arc::clone(server);
+    let total_of = Arc::clone(server);
     let (server, db_name) = (Arc::clone(server), database.to_string());
     let views: functions::ViewQueries = Arc::new(move |name| {
         let view = server.table(&db_name, name)?.def.view.clone()?;
@@ -178,6 +179,22 @@ pub fn install(
     let sizes: functions::RelationSizes =
         Arc::new(move |name| Some(catalog.table(&db_name, name)?.store.size()));
     functions::register(ctx, user, &relations, views, sizes, keys);
+    let (catalog, db_name) = (Arc::clone(&total_of), database.to_string());
+    let comments: functions::Comments = Arc::new(move || catalog::descriptions(&catalog, &db_name));
+    for udf in functions::descriptions(&relations, comments) {
+        ctx.register_udf(udf);
+    }
+    let (catalog, db_name) = (total_of, database.to_string());
+    ctx.register_udf(functions::database_size(database.to_string(), move || {
+        catalog
+            .tables(&db_name)
+            .iter()
+            .map(|t| {
+                let size = t.store.size();
+                size.row_bytes + size.log_bytes
+            })
+            .sum()
+    }));
     functions::settings(ctx, settings);
     Ok(())
 }

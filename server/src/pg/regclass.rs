@@ -23,7 +23,7 @@ use datafusion::sql::sqlparser::ast;
 
 use crate::error::{SqlError, sqlstate};
 
-const NAME: &str = "rivulet_regclass";
+pub(crate) const NAME: &str = "rivulet_regclass";
 
 /// Wraps each `'name'::regclass` lookup (the library's subquery over `pg_catalog.pg_class`, found
 /// by the `parse_ident(name::TEXT)` it calls) in `rivulet_regclass(lookup, name)`.

@@ -1,5 +1,8 @@
 //! `regexp_split_to_array(text, pattern [, flags])`, Postgres' split of a text at a regular
-//! expression's matches (`regexp_split_to_table` is its elements: [`super::set_returning`]).
+//! expression's matches (`regexp_split_to_table` is its elements: [`super::set_returning`]), and
+//! `regexp_matches(text, pattern [, flags])`'s set as an array (`rivulet_regexp_matches`): each
+//! match's capture groups as a `text[]` (the whole match where the pattern has no group, NULL for
+//! a group that did not take part), the first match only unless the flags have `g`.
 //!
 //! As in Postgres, a zero-length match at the start or the end of the text, or right after the
 //! previous match, does not split (`regexp_split_to_array('abc', '')` is `{a,b,c}`). The flags
@@ -36,8 +39,8 @@ pub fn split<'a>(re: &regex::Regex, text: &'a str) -> Vec<&'a str> {
     pieces
 }
 
-/// `pattern` compiled with Postgres' `flags`.
-fn compile(pattern: &str, flags: &str) -> Result<regex::Regex, SqlError> {
+/// `pattern` compiled with Postgres' `flags`, where `g` (all matches) is only `kind`'s to take.
+fn compile(pattern: &str, flags: &str, kind: Kind) -> Result<regex::Regex, SqlError> {
     let mut builder = regex::RegexBuilder::new(pattern);
     for flag in flags.chars() {
         match flag {
@@ -46,6 +49,7 @@ fn compile(pattern: &str, flags: &str) -> Result<regex::Regex, SqlError> {
             'n' | 'm' => builder.multi_line(true),
             's' => builder.dot_matches_new_line(true),
             'x' => builder.ignore_whitespace(true),
+            'g' if kind == Kind::Matches => &mut builder,
             'g' => {
                 return Err(SqlError::new(
                     sqlstate::INVALID_PARAMETER_VALUE,
@@ -68,27 +72,50 @@ fn compile(pattern: &str, flags: &str) -> Result<regex::Regex, SqlError> {
     })
 }
 
+/// Which function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    /// `regexp_split_to_array`: the pieces between the matches.
+    SplitToArray,
+    /// `regexp_matches`' set: each match's groups.
+    Matches,
+}
+
+/// The name `set_returning.rs` calls for `regexp_matches`.
+pub const MATCHES: &str = "rivulet_regexp_matches";
+
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct SplitToArray {
+struct Regexp {
+    kind: Kind,
     signature: Signature,
 }
 
-/// The `regexp_split_to_array` function.
-pub fn udf() -> ScalarUDF {
-    ScalarUDF::new_from_impl(SplitToArray {
-        signature: Signature::one_of(
-            vec![
-                TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8]),
-                TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8, DataType::Utf8]),
-            ],
-            Volatility::Immutable,
-        ),
+/// The `regexp_split_to_array` and `rivulet_regexp_matches` functions.
+pub fn udfs() -> [ScalarUDF; 2] {
+    [Kind::SplitToArray, Kind::Matches].map(|kind| {
+        ScalarUDF::new_from_impl(Regexp {
+            kind,
+            signature: Signature::one_of(
+                vec![
+                    TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8]),
+                    TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8, DataType::Utf8]),
+                ],
+                Volatility::Immutable,
+            ),
+        })
     })
 }
 
-impl ScalarUDFImpl for SplitToArray {
+fn text_list() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+}
+
+impl ScalarUDFImpl for Regexp {
     fn name(&self) -> &str {
-        "regexp_split_to_array"
+        match self.kind {
+            Kind::SplitToArray => "regexp_split_to_array",
+            Kind::Matches => MATCHES,
+        }
     }
 
     fn signature(&self) -> &Signature {
@@ -96,11 +123,10 @@ impl ScalarUDFImpl for SplitToArray {
     }
 
     fn return_type(&self, _: &[DataType]) -> Result<DataType> {
-        Ok(DataType::List(Arc::new(Field::new(
-            "item",
-            DataType::Utf8,
-            true,
-        ))))
+        Ok(match self.kind {
+            Kind::SplitToArray => text_list(),
+            Kind::Matches => DataType::List(Arc::new(Field::new("item", text_list(), true))),
+        })
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
@@ -113,6 +139,9 @@ impl ScalarUDFImpl for SplitToArray {
             .collect::<Result<_>>()?;
         let (text, pattern) = (texts[0].as_string::<i32>(), texts[1].as_string::<i32>());
         let flags = texts.get(2).map(|f| f.as_string::<i32>());
+        if self.kind == Kind::Matches {
+            return matches(text, pattern, flags, rows);
+        }
         let mut out = ListBuilder::new(StringBuilder::new());
         // The last pattern compiled: a constant pattern compiles once.
         let mut compiled: Option<(String, String, regex::Regex)> = None;
@@ -125,7 +154,8 @@ impl ScalarUDFImpl for SplitToArray {
             let (p, f) = (pattern.value(i), flag.flatten().unwrap_or(""));
             let fresh = !matches!(&compiled, Some((cp, cf, _)) if cp == p && cf == f);
             if fresh {
-                let re = compile(p, f).map_err(|e| DataFusionError::External(Box::new(e)))?;
+                let re =
+                    compile(p, f, self.kind).map_err(|e| DataFusionError::External(Box::new(e)))?;
                 compiled = Some((p.to_string(), f.to_string(), re));
             }
             if let Some((_, _, re)) = &compiled {
@@ -139,12 +169,58 @@ impl ScalarUDFImpl for SplitToArray {
     }
 }
 
+/// `regexp_matches`' sets as arrays, row by row (NULL text, pattern or flags: no row).
+fn matches(
+    text: &datafusion::arrow::array::StringArray,
+    pattern: &datafusion::arrow::array::StringArray,
+    flags: Option<&datafusion::arrow::array::StringArray>,
+    rows: usize,
+) -> Result<ColumnarValue> {
+    let mut out = ListBuilder::new(ListBuilder::new(StringBuilder::new()));
+    let mut compiled: Option<(String, String, regex::Regex)> = None;
+    for i in 0..rows {
+        let flag = flags.map(|f| (!f.is_null(i)).then(|| f.value(i)));
+        if text.is_null(i) || pattern.is_null(i) || flag == Some(None) {
+            out.append_null();
+            continue;
+        }
+        let (p, f) = (pattern.value(i), flag.flatten().unwrap_or(""));
+        if !matches!(&compiled, Some((cp, cf, _)) if cp == p && cf == f) {
+            let re =
+                compile(p, f, Kind::Matches).map_err(|e| DataFusionError::External(Box::new(e)))?;
+            compiled = Some((p.to_string(), f.to_string(), re));
+        }
+        let Some((_, _, re)) = &compiled else {
+            continue;
+        };
+        let global = f.contains('g');
+        for captures in re.captures_iter(text.value(i)) {
+            let groups = out.values();
+            if captures.len() == 1 {
+                groups
+                    .values()
+                    .append_option(captures.get(0).map(|m| m.as_str()));
+            } else {
+                for group in captures.iter().skip(1) {
+                    groups.values().append_option(group.map(|m| m.as_str()));
+                }
+            }
+            groups.append(true);
+            if !global {
+                break;
+            }
+        }
+        out.append(true);
+    }
+    Ok(ColumnarValue::Array(Arc::new(out.finish())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parts(pattern: &str, text: &str) -> Vec<String> {
-        let re = compile(pattern, "").unwrap();
+        let re = compile(pattern, "", Kind::SplitToArray).unwrap();
         split(&re, text).into_iter().map(String::from).collect()
     }
 

@@ -202,23 +202,36 @@ fn root_operators(stmt: &mut ast::Statement) {
     });
 }
 
-/// `user`, unquoted, is a keyword in Postgres for `current_user` (a column named "user" must be
-/// quoted); DataFusion reads it as a column name.
+/// `user` and `current_schema`, unquoted, are keywords in Postgres for `current_user` and
+/// `current_schema()` (a column of either name must be quoted); DataFusion reads them as column
+/// names.
 fn user_keyword(stmt: &mut ast::Statement) {
     let _ = ast::visit_expressions_mut(stmt, |expr| {
-        let is_user =
-            |id: &ast::Ident| id.quote_style.is_none() && id.value.eq_ignore_ascii_case("user");
-        let keyword = match expr {
-            ast::Expr::Identifier(id) => is_user(id),
-            // The Postgres dialect parses it as a call without parentheses.
-            ast::Expr::Function(f) => {
-                matches!(f.args, ast::FunctionArguments::None)
-                    && matches!(f.name.0.as_slice(), [part] if part.as_ident().is_some_and(is_user))
+        // Each keyword, and the function it calls.
+        let function = |id: &ast::Ident| {
+            if id.quote_style.is_some() {
+                None
+            } else if id.value.eq_ignore_ascii_case("user") {
+                Some("current_user")
+            } else if id.value.eq_ignore_ascii_case("current_schema") {
+                Some("current_schema")
+            } else {
+                None
             }
-            _ => false,
         };
-        if keyword {
-            *expr = call("current_user", vec![], vec![]);
+        let keyword = match expr {
+            ast::Expr::Identifier(id) => function(id),
+            // The Postgres dialect parses it as a call without parentheses.
+            ast::Expr::Function(f) if matches!(f.args, ast::FunctionArguments::None) => {
+                match f.name.0.as_slice() {
+                    [part] => part.as_ident().and_then(function),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        if let Some(function) = keyword {
+            *expr = call(function, vec![], vec![]);
         }
         ControlFlow::<()>::Continue(())
     });
@@ -878,26 +891,55 @@ fn type_visibility(stmt: &mut ast::Statement) {
     });
 }
 
-/// Replaces `obj_description(..)`, `col_description(..)` and `shobj_description(..)` with a NULL
-/// text: Rivulet has no comments, and their arguments are often casts DataFusion cannot evaluate
-/// (Metabase's `format('%I.%I', schema, table)::regclass` of every column).
+/// Replaces `shobj_description(..)` (no shared object has a comment) with a NULL text, and
+/// `obj_description(..)` and `col_description(..)` too where their relation is not a column, a
+/// number or a constant name: their arguments are often casts DataFusion cannot evaluate
+/// (Metabase's `format('%I.%I', schema, table)::regclass` of every column). Otherwise the
+/// functions give the relation's and the column's comments (`functions::descriptions`).
 fn no_comments(stmt: &mut ast::Statement) {
+    fn evaluable(e: &ast::Expr) -> bool {
+        match e {
+            ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_) | ast::Expr::Value(_) => {
+                true
+            }
+            ast::Expr::Nested(e) => evaluable(e),
+            ast::Expr::Cast { expr, .. } => matches!(expr.as_ref(), ast::Expr::Value(_)),
+            // A constant name's lookup (`'t'::regclass`): `regclass::lookups`.
+            ast::Expr::Function(f) => {
+                f.name.to_string() == super::regclass::NAME
+                    && matches!(&f.args, ast::FunctionArguments::List(list)
+                        if matches!(list.args.last(), Some(ast::FunctionArg::Unnamed(
+                            ast::FunctionArgExpr::Expr(ast::Expr::Value(_))))))
+            }
+            _ => false,
+        }
+    }
     let _ = ast::visit_expressions_mut(stmt, |expr| {
         if let ast::Expr::Function(f) = expr
-            && f.name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
-                matches!(
-                    i.value.to_ascii_lowercase().as_str(),
-                    "obj_description" | "col_description" | "shobj_description"
-                )
-            })
+            && let Some(name) = f.name.0.last().and_then(|p| p.as_ident())
         {
-            *expr = ast::Expr::Cast {
-                kind: ast::CastKind::Cast,
-                expr: Box::new(ast::Expr::Value(ast::Value::Null.with_empty_span())),
-                data_type: ast::DataType::Text,
-                array: false,
-                format: None,
+            let name = name.value.to_ascii_lowercase();
+            let relation = match &f.args {
+                ast::FunctionArguments::List(list) => match list.args.first() {
+                    Some(ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e))) => Some(e),
+                    _ => None,
+                },
+                _ => None,
             };
+            let null = match name.as_str() {
+                "shobj_description" => true,
+                "obj_description" | "col_description" => !relation.is_some_and(evaluable),
+                _ => false,
+            };
+            if null {
+                *expr = ast::Expr::Cast {
+                    kind: ast::CastKind::Cast,
+                    expr: Box::new(ast::Expr::Value(ast::Value::Null.with_empty_span())),
+                    data_type: ast::DataType::Text,
+                    array: false,
+                    format: None,
+                };
+            }
         }
         ControlFlow::<()>::Continue(())
     });

@@ -100,6 +100,9 @@ fn function(name: &ast::ObjectName) -> Option<(&'static str, &'static str)> {
     if ident.value.eq_ignore_ascii_case("regexp_split_to_table") {
         return Some(("regexp_split_to_array", "regexp_split_to_table"));
     }
+    if ident.value.eq_ignore_ascii_case("regexp_matches") {
+        return Some((super::regexp::MATCHES, "regexp_matches"));
+    }
     FUNCTIONS
         .iter()
         .find(|(n, _, _)| ident.value.eq_ignore_ascii_case(n))

@@ -104,8 +104,9 @@ def run(dialects, tx_database):
 
         class Account(Base):
             __tablename__ = "accounts"
+            __table_args__ = {"comment": "Customer accounts"}  # COMMENT ON TABLE
             id = Column(Integer, primary_key=True)  # SERIAL, its key read back by RETURNING
-            email = Column(String(100), nullable=False)
+            email = Column(String(100), nullable=False, comment="Login address")
             status = Column(String(20), server_default="new")
 
         class Event(Base):
@@ -134,6 +135,10 @@ def run(dialects, tx_database):
             cols = {c["name"]: c for c in inspect(engine).get_columns("accounts")}
             expect(cols["id"]["default"], "nextval('accounts_id_seq'::regclass)")
             expect(cols["id"]["autoincrement"], True)
+            # Comments, as create_all wrote them with COMMENT ON.
+            expect(cols["email"]["comment"], "Login address")
+            expect(cols["status"]["comment"], None)
+            expect(inspect(engine).get_table_comment("accounts"), {"text": "Customer accounts"})
             # Reflection of the keys and sequences, as from Postgres; a second create_all finds
             # the tables and the explicit sequence and creates nothing.
             insp = inspect(engine)
