@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, ListBuilder, StringBuilder};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, ListBuilder, StringArray, StringBuilder};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::{DataFusionError, Result};
@@ -140,61 +140,64 @@ impl ScalarUDFImpl for Regexp {
         let (text, pattern) = (texts[0].as_string::<i32>(), texts[1].as_string::<i32>());
         let flags = texts.get(2).map(|f| f.as_string::<i32>());
         if self.kind == Kind::Matches {
-            return matches(text, pattern, flags, rows);
+            return matches(text, pattern, flags);
         }
         let mut out = ListBuilder::new(StringBuilder::new());
-        // The last pattern compiled: a constant pattern compiles once.
-        let mut compiled: Option<(String, String, regex::Regex)> = None;
-        for i in 0..rows {
-            let flag = flags.map(|f| (!f.is_null(i)).then(|| f.value(i)));
-            if text.is_null(i) || pattern.is_null(i) || flag == Some(None) {
-                out.append_null();
-                continue;
-            }
-            let (p, f) = (pattern.value(i), flag.flatten().unwrap_or(""));
-            let fresh = !matches!(&compiled, Some((cp, cf, _)) if cp == p && cf == f);
-            if fresh {
-                let re =
-                    compile(p, f, self.kind).map_err(|e| DataFusionError::External(Box::new(e)))?;
-                compiled = Some((p.to_string(), f.to_string(), re));
-            }
-            if let Some((_, _, re)) = &compiled {
-                for piece in split(re, text.value(i)) {
+        each_row(text, pattern, flags, self.kind, |row| match row {
+            None => out.append_null(),
+            Some((re, text, _)) => {
+                for piece in split(re, text) {
                     out.values().append_value(piece);
                 }
+                out.append(true);
             }
-            out.append(true);
-        }
+        })?;
         Ok(ColumnarValue::Array(Arc::new(out.finish())))
     }
 }
 
-/// `regexp_matches`' sets as arrays, row by row (NULL text, pattern or flags: no row).
-fn matches(
-    text: &datafusion::arrow::array::StringArray,
-    pattern: &datafusion::arrow::array::StringArray,
-    flags: Option<&datafusion::arrow::array::StringArray>,
-    rows: usize,
-) -> Result<ColumnarValue> {
-    let mut out = ListBuilder::new(ListBuilder::new(StringBuilder::new()));
+/// Calls `row` with each row's compiled pattern, text and flags, or with `None` where the text,
+/// the pattern or the flags are NULL. A pattern compiles once while it stays the same (a
+/// constant: once).
+fn each_row(
+    text: &StringArray,
+    pattern: &StringArray,
+    flags: Option<&StringArray>,
+    kind: Kind,
+    mut row: impl FnMut(Option<(&regex::Regex, &str, &str)>),
+) -> Result<()> {
     let mut compiled: Option<(String, String, regex::Regex)> = None;
-    for i in 0..rows {
+    for i in 0..text.len() {
         let flag = flags.map(|f| (!f.is_null(i)).then(|| f.value(i)));
         if text.is_null(i) || pattern.is_null(i) || flag == Some(None) {
-            out.append_null();
+            row(None);
             continue;
         }
         let (p, f) = (pattern.value(i), flag.flatten().unwrap_or(""));
         if !matches!(&compiled, Some((cp, cf, _)) if cp == p && cf == f) {
-            let re =
-                compile(p, f, Kind::Matches).map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let re = compile(p, f, kind).map_err(|e| DataFusionError::External(Box::new(e)))?;
             compiled = Some((p.to_string(), f.to_string(), re));
         }
-        let Some((_, _, re)) = &compiled else {
-            continue;
+        if let Some((_, _, re)) = &compiled {
+            row(Some((re, text.value(i), f)));
+        }
+    }
+    Ok(())
+}
+
+/// `regexp_matches`' sets as arrays, row by row (NULL text, pattern or flags: no row).
+fn matches(
+    text: &StringArray,
+    pattern: &StringArray,
+    flags: Option<&StringArray>,
+) -> Result<ColumnarValue> {
+    let mut out = ListBuilder::new(ListBuilder::new(StringBuilder::new()));
+    each_row(text, pattern, flags, Kind::Matches, |row| {
+        let Some((re, text, flags)) = row else {
+            out.append_null();
+            return;
         };
-        let global = f.contains('g');
-        for captures in re.captures_iter(text.value(i)) {
+        for captures in re.captures_iter(text) {
             let groups = out.values();
             if captures.len() == 1 {
                 groups
@@ -206,12 +209,12 @@ fn matches(
                 }
             }
             groups.append(true);
-            if !global {
+            if !flags.contains('g') {
                 break;
             }
         }
         out.append(true);
-    }
+    })?;
     Ok(ColumnarValue::Array(Arc::new(out.finish())))
 }
 
