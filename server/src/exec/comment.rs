@@ -88,8 +88,7 @@ impl Session {
                 c.comment = text;
             }
         }
-        self.note_redefinition(&entry.def);
-        self.catalog().replace_definition(def)?;
+        self.redefine(&entry.def, def)?;
         Ok(Outcome::Command("COMMENT".into()))
     }
 }

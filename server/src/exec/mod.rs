@@ -5,6 +5,7 @@
 //! with `0A000` naming the statement, never silently accepted.
 
 mod alter_job;
+mod alter_table;
 mod backfill;
 mod backup;
 mod comment;
@@ -270,6 +271,7 @@ impl Session {
                 ..
             } => self.copy(source, *to, target, options, legacy_options),
             S::CreateTable(create) => self.create_table(create, append_only, watermark, computed),
+            S::AlterTable(alter) => self.alter_table(alter),
             S::Comment {
                 object_type,
                 object_name,

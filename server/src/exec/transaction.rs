@@ -57,7 +57,7 @@ enum Undo {
     /// `TRUNCATE .. RESTART IDENTITY` restarted a sequence: its last value and whether it was
     /// called.
     Restart(Arc<Sequence>, i64, bool),
-    /// `COMMENT ON` changed a relation's definition: the definition before.
+    /// `COMMENT ON` or `ALTER TABLE` changed a relation's definition: the definition before.
     Definition(Box<TableDef>),
 }
 
@@ -411,12 +411,14 @@ impl Session {
         undo(self.catalog(), &undone)
     }
 
-    /// Notes, in an open block, that the definition of a relation is about to change (`def`
-    /// is the one before): a rollback puts it back.
-    pub(super) fn note_redefinition(&mut self, def: &TableDef) {
+    /// Stores `new` in place of the definition `old` of a relation (its storage stays); in an
+    /// open block a rollback puts `old` back.
+    pub(super) fn redefine(&mut self, old: &TableDef, new: TableDef) -> Result<(), SqlError> {
         if self.staging() {
-            (self.reads.staged.lock().undo).push(Undo::Definition(Box::new(def.clone())));
+            (self.reads.staged.lock().undo).push(Undo::Definition(Box::new(old.clone())));
         }
+        self.catalog().replace_definition(new)?;
+        Ok(())
     }
 }
 
