@@ -34,8 +34,14 @@ impl Session {
                         format!("column name \"{name}\" must be qualified"),
                     ));
                 }
-                let column = column.as_ident().map(rivulet_planner::ddl::normalize_ident);
-                (ast::ObjectName(relation.to_vec()), column)
+                let Some(column) = column.as_ident().map(rivulet_planner::ddl::normalize_ident)
+                else {
+                    return Err(SqlError::new(
+                        sqlstate::SYNTAX_ERROR,
+                        format!("column name expected in \"{name}\""),
+                    ));
+                };
+                (ast::ObjectName(relation.to_vec()), Some(column))
             }
             other => return Err(SqlError::unsupported(format!("COMMENT ON {other}"))),
         };
