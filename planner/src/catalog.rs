@@ -118,6 +118,11 @@ pub struct TableDef {
     /// `pg_description` give.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// The table keeps each value's display scale (the decimals Postgres shows, `1.50` against
+    /// `1.5`) of its unconstrained `numeric` columns, in hidden columns after the others
+    /// ([`TableDef::stored_schema`]). Set for tables created since it exists.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub display_scales: bool,
 }
 
 /// A computed column: its position and its expression over the table's other columns.
@@ -181,5 +186,29 @@ impl TableDef {
                 .map(ColumnDef::field)
                 .collect::<Vec<_>>(),
         ))
+    }
+
+    /// The columns whose values' display scales the table keeps: its unconstrained `numeric`
+    /// columns, if it keeps them ([`TableDef::display_scales`]).
+    pub fn scaled_columns(&self) -> Vec<usize> {
+        if !self.display_scales {
+            return Vec::new();
+        }
+        (self.columns.iter().enumerate())
+            .filter(|(_, c)| c.sql_type.is_unconstrained_numeric())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// The schema the table's rows are stored with: [`TableDef::schema`], then one hidden
+    /// display-scale column per [`TableDef::scaled_columns`] (see [`crate::types::scale_field`]).
+    pub fn stored_schema(&self) -> SchemaRef {
+        let scaled = self.scaled_columns();
+        if scaled.is_empty() {
+            return self.schema();
+        }
+        let mut fields: Vec<Field> = self.columns.iter().map(ColumnDef::field).collect();
+        fields.extend(scaled.iter().map(|&c| crate::types::scale_field(c)));
+        Arc::new(Schema::new(fields))
     }
 }

@@ -181,8 +181,10 @@ pub fn table_def(
             )));
         }
     }
+    let display_scales = !options.contains_key("connector");
     Ok(TableDef {
         comment: None,
+        display_scales,
         id: 0,
         database: String::new(),
         name: name.to_string(),

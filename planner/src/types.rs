@@ -23,6 +23,33 @@ pub const MAX_NUMERIC_PRECISION: u8 = 38;
 /// Scale of a `NUMERIC` declared without one.
 pub const DEFAULT_NUMERIC_SCALE: i8 = 10;
 
+/// How the names of display-scale columns begin: hidden columns next to unconstrained `numeric`
+/// values that hold how many decimals each value shows, as a Postgres numeric's own display scale
+/// (`1.50` keeps two). Stored with a table's rows ([`scale_field`]) and carried through queries
+/// to the wire (`server/src/pg/dscale.rs`). No client sees them.
+pub const SCALE_PREFIX: &str = "\u{1}scale";
+
+/// The type of a display-scale column.
+pub const SCALE_TYPE: DataType = DataType::Int32;
+
+/// The name of the display-scale column of column (or result column) `of`.
+pub fn scale_name(of: usize) -> String {
+    format!("{SCALE_PREFIX}:{of}")
+}
+
+/// The column whose display scales a column named `name` holds, if it is one.
+pub fn scale_target(name: &str) -> Option<usize> {
+    name.strip_prefix(SCALE_PREFIX)?
+        .strip_prefix(':')?
+        .parse()
+        .ok()
+}
+
+/// The stored display-scale column of a table's column `of`.
+pub fn scale_field(of: usize) -> Field {
+    Field::new(scale_name(of), SCALE_TYPE, true)
+}
+
 /// The field metadata key naming a column's Postgres type where its Arrow type does not tell it
 /// (a `jsonb` column is Arrow text); the server sends that type to clients.
 pub const PG_TYPE: &str = "rivulet.pg_type";
@@ -78,6 +105,15 @@ pub enum SqlType {
 }
 
 impl SqlType {
+    /// A `numeric` declared without precision and scale, whose values show their own scales.
+    pub fn is_unconstrained_numeric(&self) -> bool {
+        *self
+            == SqlType::Numeric {
+                precision: MAX_NUMERIC_PRECISION,
+                scale: DEFAULT_NUMERIC_SCALE,
+            }
+    }
+
     /// Resolves a parsed SQL type.
     pub fn from_ast(dt: &ast::DataType) -> Result<Self> {
         use ast::DataType as D;

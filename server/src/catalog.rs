@@ -217,13 +217,14 @@ impl Catalog {
                 store.clone(),
                 def.id,
                 &def.name,
-                def.schema(),
+                def.stored_schema(),
                 def.primary_key.clone(),
             )
             .map_err(|e| corrupt(format!("table \"{}\": {e}", def.name)))?;
             if let Some(view) = &def.view {
                 table.mark_view(view.counted);
             }
+            table.set_hidden(def.scaled_columns().len());
             crate::functions::install_computed(&table, &def)
                 .map_err(|e| corrupt(format!("table \"{}\": {}", def.name, e.message)))?;
             let database = databases.entry(def.database.clone()).or_default();
@@ -367,13 +368,14 @@ impl Catalog {
             self.store.clone(),
             def.id,
             &def.name,
-            def.schema(),
+            def.stored_schema(),
             def.primary_key.clone(),
         )
         .map_err(SqlError::from)?;
         if let Some(view) = &def.view {
             table.mark_view(view.counted);
         }
+        table.set_hidden(def.scaled_columns().len());
         crate::functions::install_computed(&table, def)?;
         Ok(table)
     }

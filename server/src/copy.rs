@@ -8,7 +8,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayBuilder, ArrayRef, StringBuilder, new_null_array};
+use datafusion::arrow::array::{
+    Array, ArrayBuilder, ArrayRef, AsArray, StringBuilder, new_null_array,
+};
 use datafusion::arrow::compute::CastOptions;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -345,7 +347,13 @@ impl CopyIn {
                 datafusion::arrow::compute::cast(&value, schema.field(*col).data_type())
                     .map_err(SqlError::from_arrow)?;
         }
+        let scaled = self.table.def.scaled_columns();
         for (strings, &col) in finished.iter().zip(&self.columns) {
+            // An unconstrained numeric's display scales: the decimals each value is written with.
+            if let Some(k) = scaled.iter().position(|&c| c == col) {
+                columns[self.table.def.columns.len() + k] =
+                    crate::pg::dscale::of_texts(strings.as_string::<i32>().iter());
+            }
             let field = schema.field(col);
             let target = field.data_type();
             let cast =

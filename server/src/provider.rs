@@ -210,6 +210,7 @@ impl SchemaProvider for PublicSchema {
                 entry,
                 state: self.catalog.store().clone(),
                 reads: Arc::clone(&self.reads),
+                scales: false,
             }) as Arc<dyn TableProvider>
         }))
     }
@@ -345,9 +346,24 @@ pub struct StoredTable {
     entry: Arc<TableEntry>,
     state: StateStore,
     reads: Reads,
+    /// Its columns include the hidden display scales of its unconstrained numerics, after the
+    /// others ([`StoredTable::with_scales`]); statements are planned without them.
+    scales: bool,
 }
 
 impl StoredTable {
+    /// The same table with its hidden display-scale columns, if it keeps any
+    /// ([`TableDef::display_scales`](rivulet_planner::catalog::TableDef::display_scales)).
+    pub fn with_scales(&self) -> Option<StoredTable> {
+        let scaled = self.entry.store.visible_columns() < self.entry.store.schema().fields().len();
+        (scaled && !self.scales).then(|| StoredTable {
+            entry: Arc::clone(&self.entry),
+            state: self.state.clone(),
+            reads: Arc::clone(&self.reads),
+            scales: true,
+        })
+    }
+
     /// Whether the rows carry a hidden multiplicity as their last column (a view without a key).
     fn counted(&self) -> bool {
         self.entry.def.view.as_ref().is_some_and(|v| v.counted)
@@ -389,6 +405,14 @@ impl TableProvider for StoredTable {
             return self.entry.def.schema();
         }
         let schema = self.entry.store.schema();
+        let visible = self.entry.store.visible_columns();
+        if !self.scales && visible < schema.fields().len() {
+            let shown = (0..visible).collect::<Vec<_>>();
+            return match schema.project(&shown) {
+                Ok(s) => Arc::new(s),
+                Err(_) => Arc::clone(schema),
+            };
+        }
         if self.counted() {
             let visible = (0..schema.fields().len().saturating_sub(1)).collect::<Vec<_>>();
             match schema.project(&visible) {
@@ -449,7 +473,9 @@ impl TableProvider for StoredTable {
                 p.push(count);
                 Some(p)
             }
-            (false, p) => p.cloned(),
+            (false, Some(p)) => Some(p.clone()),
+            // Every column DataFusion sees, without hidden ones it does not.
+            (false, None) => Some((0..visible.fields().len()).collect()),
         };
         let projected_visible: SchemaRef = match (counted, &projection) {
             (true, Some(p)) => Arc::new(visible.project(&p[..p.len() - 1])?),

@@ -84,7 +84,8 @@ where
     let zone = session.time_zone();
     let table = Arc::clone(&entry.store);
     let counted = entry.def.view.as_ref().is_some_and(|v| v.counted);
-    let columns = table.schema().fields().len() - usize::from(counted);
+    // Without a counted view's count and a table's hidden display scales.
+    let columns = table.visible_columns() - usize::from(counted);
     let mut changed = table.subscribe();
     let (mut seq, snapshot, hold) = start(session.catalog().store(), &entry, &request)?;
     if let Some(since) = request.since
@@ -103,6 +104,7 @@ where
     send(client, PgWireBackendMessage::CopyOutResponse(header)).await?;
     let mut lines = 0u64;
     for batch in snapshot {
+        let batch = visible_columns(&batch, columns)?;
         let ops = vec![Op::Insert; batch.num_rows()];
         lines += send_rows(client, seq, &batch, &ops, zone.as_deref()).await?;
     }
@@ -191,7 +193,7 @@ fn start(
     Ok((seq, batches, hold))
 }
 
-/// `data` without a counted view's hidden count column.
+/// `data` without a counted view's hidden count column or a table's display scales.
 fn visible_columns(data: &RecordBatch, columns: usize) -> Result<RecordBatch, SqlError> {
     if data.num_columns() == columns {
         return Ok(data.clone());

@@ -457,6 +457,8 @@ fn respond(outcome: Outcome, format: &Format, zone: Option<&str>) -> Result<Resp
             batches,
             tag,
         } => {
+            let (schema, batches) =
+                crate::pg::dscale::render(schema, batches, |i| format.is_binary(i))?;
             let fields = Arc::new(fields_of(&schema, format)?);
             let rows: Vec<PgWireResult<pgwire::messages::data::DataRow>> = batches
                 .into_iter()
@@ -1254,6 +1256,7 @@ impl ExtendedQueryHandler for Connection {
             };
             let mut values = values.map_err(bad_parameter)?;
             crate::pg::wire_types::jsonb_parameters(&mut values, portal, &prepared.param_pg_types);
+            crate::pg::dscale::mark_parameters(&mut values, portal);
             Some(values)
         };
         let mut guard = session_of(&self.frontend.shared, &self.session, client).await?;
@@ -1278,7 +1281,7 @@ impl ExtendedQueryHandler for Connection {
         report_changes(client, &before, session).await?;
         let outcome = outcome?;
         if let Outcome::Rows { schema, .. } = &outcome
-            && !same_result(prepared, schema)
+            && !same_result(prepared, &crate::pg::dscale::shown(schema))
         {
             // Postgres re-plans a statement whose tables changed, and refuses to send rows
             // that do not match the RowDescription the client was given at Describe.

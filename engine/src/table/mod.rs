@@ -27,10 +27,10 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array, new_null_array};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, interleave, take};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
@@ -227,6 +227,9 @@ pub struct TableStore {
     /// Set for a materialized view's rows: whether the view counts identical rows (its last
     /// column; see [`TableStore::mark_view`]).
     view: std::sync::OnceLock<bool>,
+    /// How many of the last columns are hidden ones a writer may leave out (NULL then): the
+    /// display scales of unconstrained numerics (see [`TableStore::set_hidden`]).
+    hidden: std::sync::OnceLock<usize>,
     /// The last trimmed sequence (0: nothing trimmed).
     trimmed: AtomicU64,
     /// Readers outside jobs and the entries they still need: hold id -> last sequence read.
@@ -333,6 +336,7 @@ impl TableStore {
             computed: std::sync::OnceLock::new(),
             check: std::sync::OnceLock::new(),
             view: std::sync::OnceLock::new(),
+            hidden: std::sync::OnceLock::new(),
             trimmed: AtomicU64::new(trimmed),
             holds: Mutex::new(BTreeMap::new()),
             next_hold: AtomicU64::new(0),
@@ -345,6 +349,18 @@ impl TableStore {
     /// rows see each row that many times. Set once, when the view is opened.
     pub fn mark_view(&self, counted: bool) {
         let _ = self.view.set(counted);
+    }
+
+    /// Marks the last `n` columns hidden: rows written without them get NULLs there. Set once,
+    /// when the table is opened.
+    pub fn set_hidden(&self, n: usize) {
+        let _ = self.hidden.set(n);
+    }
+
+    /// How many columns rows have that are not hidden ([`TableStore::set_hidden`]).
+    pub fn visible_columns(&self) -> usize {
+        let hidden = self.hidden.get().copied().unwrap_or(0);
+        self.schema.fields().len().saturating_sub(hidden)
     }
 
     /// A snapshot of the whole store (the table's rows and log with it).
@@ -761,10 +777,25 @@ impl TableStore {
 
     /// `rows` with computed columns filled in, relabelled with the table's schema and checked.
     fn shaped(&self, rows: &RecordBatch) -> Result<RecordBatch> {
-        let rows = match self.computed.get() {
-            Some(c) => c.fill(rows)?,
-            None => self.conform(rows)?,
+        // The hidden columns, if given, are set aside while computed columns are filled.
+        let visible = self.visible_columns();
+        let hidden: Vec<ArrayRef> = if rows.num_columns() > visible {
+            rows.columns()[visible..].to_vec()
+        } else {
+            (self.schema.fields().iter().skip(visible))
+                .map(|f| new_null_array(f.data_type(), rows.num_rows()))
+                .collect()
         };
+        let rows = match self.computed.get() {
+            Some(c) => {
+                let given = (0..visible.min(rows.num_columns())).collect::<Vec<_>>();
+                c.fill(&rows.project(&given)?)?
+            }
+            None => rows.clone(),
+        };
+        let mut columns = rows.columns()[..visible.min(rows.num_columns())].to_vec();
+        columns.extend(hidden);
+        let rows = self.conform_columns(&columns, rows.num_rows())?;
         match self.check.get() {
             Some(c) => c.check(rows),
             None => Ok(rows),
@@ -1388,9 +1419,15 @@ impl TableStore {
 
     /// `rows` relabelled with the table's schema (same types; nullability may differ).
     fn conform(&self, rows: &RecordBatch) -> Result<RecordBatch> {
-        Ok(RecordBatch::try_new(
+        self.conform_columns(rows.columns(), rows.num_rows())
+    }
+
+    /// [`TableStore::conform`] of `columns` (of `rows` rows).
+    fn conform_columns(&self, columns: &[ArrayRef], rows: usize) -> Result<RecordBatch> {
+        Ok(RecordBatch::try_new_with_options(
             Arc::clone(&self.schema),
-            rows.columns().to_vec(),
+            columns.to_vec(),
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
         )?)
     }
 

@@ -307,6 +307,8 @@ impl Session {
         refuse_connector_table(&table, "INSERT into")?;
         check_assignments(&dml, &table, stmt)?;
         let input = accept_nulls(Arc::unwrap_or_clone(dml.input))?;
+        // The written numbers' display scales, stored with them.
+        let input = crate::pg::dscale::for_insert(input, &table.def.scaled_columns());
         let df = ctx.execute_logical_plan(input).await?;
         let batches = self
             .interrupt
@@ -517,6 +519,24 @@ impl Session {
                 &state, e, &schema,
             )?)
         };
+        // The new values' display scales (for the table's unconstrained numerics), over the
+        // stored rows, which have the old ones.
+        let scaled = table.def.scaled_columns();
+        let scales = match &assignments {
+            Some(a) if !scaled.is_empty() => {
+                let (full, scales) = crate::pg::dscale::for_update(a, &schema, &scaled)?;
+                let full = Arc::new(full);
+                let physical = |e: Expr| {
+                    rivulet_planner::overflow::physical_expr(&state, e, &full)
+                        .map_err(SqlError::from)
+                };
+                scales
+                    .into_iter()
+                    .map(|s| s.map(physical).transpose())
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            _ => Vec::new(),
+        };
         let predicate = predicate.map(physical).transpose()?;
         let assignments = assignments
             .map(|a| a.into_iter().map(physical).collect::<Result<Vec<_>, _>>())
@@ -553,6 +573,21 @@ impl Session {
                                 cast(&value, field.data_type()).map_err(SqlError::from_arrow)?
                             };
                             columns.push(value);
+                        }
+                        for (scale, field) in scales
+                            .iter()
+                            .zip(table_schema.fields().iter().skip(columns.len()))
+                        {
+                            let value = match scale {
+                                Some(s) => s.evaluate(&chosen)?.into_array(chosen.num_rows())?,
+                                None => datafusion::arrow::array::new_null_array(
+                                    field.data_type(),
+                                    chosen.num_rows(),
+                                ),
+                            };
+                            columns.push(
+                                cast(&value, field.data_type()).map_err(SqlError::from_arrow)?,
+                            );
                         }
                         Some(
                             RecordBatch::try_new_with_options(

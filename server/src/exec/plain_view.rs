@@ -73,6 +73,7 @@ impl Session {
         )?;
         let mut def = TableDef {
             comment: None,
+            display_scales: false,
             id: 0,
             database: self.database.clone(),
             name: name.clone(),

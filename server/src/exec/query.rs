@@ -283,6 +283,8 @@ fn is_text(t: &DataType) -> bool {
 pub fn bind(plan: LogicalPlan, params: Option<&ParamValues>) -> Result<LogicalPlan, SqlError> {
     match params {
         Some(p) => {
+            // Unconstrained numerics keep the scale they were written with.
+            let plan = crate::pg::dscale::bind_marked(plan, p)?;
             let bound = plan.with_param_values(p.clone())?;
             crate::pg::typing::check_constant_overflow(&bound)?;
             Ok(bound)
@@ -331,6 +333,8 @@ impl Session {
     ) -> Result<Outcome, SqlError> {
         let ctx = self.context()?.clone();
         let plan = bind(plan_query(&ctx, stmt).await?, params)?;
+        // Unconstrained numerics' own display scales, where the tables read keep them.
+        let plan = crate::pg::dscale::attach(plan);
         if self.read_your_writes() {
             let views = self.views_read(&plan);
             let jobs = &self.shared.jobs;

@@ -88,6 +88,7 @@ impl Session {
             .unwrap_or_default();
         let def = TableDef {
             comment: None,
+            display_scales: false,
             id: 0,
             database: String::new(),
             name: name.to_string(),

@@ -86,7 +86,7 @@ pub fn literal_rows(
     };
     let schema = Arc::clone(table.store.schema());
     let targets: Vec<usize> = if insert.columns.is_empty() {
-        (0..schema.fields().len()).collect()
+        (0..table.def.columns.len()).collect()
     } else {
         let mut targets = Vec::with_capacity(insert.columns.len());
         for c in &insert.columns {
@@ -110,6 +110,7 @@ pub fn literal_rows(
         return Ok(None);
     }
     let mut columns: Vec<Option<ArrayRef>> = vec![None; schema.fields().len()];
+    let scaled = table.def.scaled_columns();
     for (position, &target) in targets.iter().enumerate() {
         let data_type = schema.field(target).data_type();
         let mut texts: Vec<Option<String>> = Vec::with_capacity(rows.len());
@@ -129,6 +130,12 @@ pub fn literal_rows(
                 _ => return Ok(None),
             };
             texts.push(text);
+        }
+        // An unconstrained numeric's display scales: the decimals each value is written with.
+        if let Some(k) = scaled.iter().position(|&c| c == target) {
+            columns[table.def.columns.len() + k] = Some(crate::pg::dscale::of_texts(
+                texts.iter().map(Option::as_deref),
+            ));
         }
         let strings: ArrayRef = Arc::new(StringArray::from(texts));
         let opts = CastOptions {

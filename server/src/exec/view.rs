@@ -167,6 +167,7 @@ impl Session {
         )?;
         let def = TableDef {
             comment: None,
+            display_scales: false,
             id: 0,
             database: String::new(),
             name: name.clone(),

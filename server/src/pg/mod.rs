@@ -14,6 +14,7 @@ pub mod datetime;
 pub mod datetime_input;
 pub mod decorrelate;
 pub mod distinct_from;
+pub mod dscale;
 pub mod extract;
 pub mod fragments;
 pub mod functions;

@@ -41,7 +41,7 @@ use rivulet_planner::types::{DEFAULT_NUMERIC_SCALE, MAX_NUMERIC_PRECISION};
 pub const NUMERIC_SCALE: &str = "rivulet.numeric_scale";
 
 /// Postgres' minimum of significant digits in a quotient (`NUMERIC_MIN_SIG_DIGITS`).
-const MIN_SIG_DIGITS: i32 = 16;
+pub(super) const MIN_SIG_DIGITS: i32 = 16;
 
 /// The decimals a quotient is computed with where its type leaves room: Postgres shows 20 for a
 /// quotient below 1 (rounded: one more, since Arrow's division truncates), 16 from 1 to 9999,
@@ -332,7 +332,7 @@ fn constant(e: &Expr) -> Option<(i128, i8)> {
 
 /// The base-10000 weight and first digit of `v` (with `scale` decimals), as Postgres' numeric
 /// stores it: `(0, 0)` for zero.
-fn first_digit(v: i128, scale: i8) -> Option<(i32, i128)> {
+pub(super) fn first_digit(v: i128, scale: i8) -> Option<(i32, i128)> {
     if v == 0 {
         return Some((0, 0));
     }

@@ -45,6 +45,24 @@ def _():
         expect(conn.info.parameter_status("TimeZone"), "Asia/Tokyo")
 
 
+@check("psycopg: numeric parameters keep the decimals they were written with")
+def _():
+    import decimal
+
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute("CREATE TABLE py_scales (id int, a numeric)")
+        try:
+            conn.execute("INSERT INTO py_scales VALUES (%s, %s)", (1, decimal.Decimal("1.50")))
+            conn.execute("INSERT INTO py_scales VALUES (%s, %s)", (2, "2.500"))
+            query = "SELECT a, a * 2, sum(a) OVER () FROM py_scales ORDER BY id"
+            rows = [tuple(str(v) for v in r) for r in conn.execute(query).fetchall()]
+            expect(rows, [("1.50", "3.00", "4.000"), ("2.500", "5.000", "4.000")])
+            binary = conn.execute("SELECT a FROM py_scales ORDER BY id", binary=True).fetchall()
+            expect([str(r[0]) for r in binary], ["1.50", "2.500"])
+        finally:
+            conn.execute("DROP TABLE py_scales")
+
+
 @check("psycopg: materialized view rows")
 def _():
     with psycopg.connect(DSN) as conn:
