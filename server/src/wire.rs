@@ -1221,8 +1221,9 @@ impl ExtendedQueryHandler for Connection {
         let params: Option<ParamValues> = if portal.parameter_len() == 0 {
             None
         } else {
-            let types: Vec<Option<&DataType>> =
+            let wanted: Vec<Option<&DataType>> =
                 prepared.param_types.iter().map(|t| t.as_ref()).collect();
+            let types = crate::pg::wire_types::decoded_types(portal, &wanted);
             let values = match crate::pg::oid_arrays::decode(portal, &prepared.param_pg_types)
                 .map_err(bad_parameter)?
             {
@@ -1255,6 +1256,7 @@ impl ExtendedQueryHandler for Connection {
                 }
             };
             let mut values = values.map_err(bad_parameter)?;
+            crate::pg::wire_types::numeric_parameters(&mut values, portal, &wanted)?;
             crate::pg::wire_types::jsonb_parameters(&mut values, portal, &prepared.param_pg_types);
             crate::pg::dscale::mark_parameters(&mut values, portal);
             Some(values)

@@ -364,7 +364,17 @@ impl Session {
         let schema = Arc::clone(table.store.schema());
         let written = written
             .into_iter()
-            .map(|b| RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec()))
+            .map(|b| {
+                // Rows written without the table's hidden display scales have NULL ones.
+                let mut columns = b.columns().to_vec();
+                for f in schema.fields().iter().skip(columns.len()) {
+                    columns.push(datafusion::arrow::array::new_null_array(
+                        f.data_type(),
+                        b.num_rows(),
+                    ));
+                }
+                RecordBatch::try_new(Arc::clone(&schema), columns)
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(SqlError::from_arrow)?;
         let source = datafusion::datasource::provider_as_source(Arc::new(
@@ -386,6 +396,8 @@ impl Session {
                 node => Ok(Transformed::no(node)),
             })?
             .data;
+        // The written numbers' display scales, which the rows carry.
+        let plan = crate::pg::dscale::attach(plan);
         let df = ctx.execute_logical_plan(plan).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
         let rows = self

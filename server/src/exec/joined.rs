@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{BooleanArray, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{Array, BooleanArray, RecordBatch, UInt32Array, new_null_array};
 use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch, take};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::ParamValues;
@@ -246,6 +246,10 @@ impl Session {
                 .collect::<Vec<_>>(),
         ));
         let updating = t.assignments.is_some();
+        // An assigned unconstrained numeric's stored display scale no longer holds: its new
+        // value shows its own digits.
+        let scaled = def.scaled_columns();
+        let visible = def.columns.len();
         let changed = returning.as_ref().map(|_| super::dml::Changed::new(def));
         let capture = changed.clone();
         let n_keys = keys.len();
@@ -272,6 +276,11 @@ impl Session {
                             .map_err(SqlError::from_arrow)?;
                         columns[column] = cast(&value, table_schema.field(column).data_type())
                             .map_err(SqlError::from_arrow)?;
+                        if let Some(k) = scaled.iter().position(|&c| c == column)
+                            && let Some(scale) = columns.get_mut(visible + k)
+                        {
+                            *scale = new_null_array(scale.data_type(), scale.len());
+                        }
                     }
                     Some(
                         RecordBatch::try_new(Arc::clone(&nullable), columns)

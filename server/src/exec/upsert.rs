@@ -184,10 +184,10 @@ impl OnConflict {
         }
         let schema = self.schema(table)?;
         let state = ctx.state();
-        let plan = |e: &ast::Expr| -> Result<Arc<dyn PhysicalExpr>, SqlError> {
+        let logical_of = |e: &ast::Expr| -> Result<Expr, SqlError> {
             // A bare column name is ambiguous between the two rows, as in Postgres.
             let logical = state.create_logical_expr(&e.to_string(), &schema)?;
-            let logical = match params {
+            Ok(match params {
                 Some(params) => {
                     logical
                         .transform(|e| match e {
@@ -200,11 +200,22 @@ impl OnConflict {
                         .data
                 }
                 None => logical,
-            };
+            })
+        };
+        let physical = |logical: Expr| -> Result<Arc<dyn PhysicalExpr>, SqlError> {
             Ok(rivulet_planner::overflow::physical_expr(
                 &state, logical, &schema,
             )?)
         };
+        let plan = |e: &ast::Expr| physical(logical_of(e)?);
+        // The stored and the proposed rows' display scales, for the new values'.
+        let scaled = def.scaled_columns();
+        let width = table.store.schema().fields().len();
+        let mut below = vec![None; 2 * width];
+        for (k, &c) in scaled.iter().enumerate() {
+            below[c] = Some(def.columns.len() + k);
+            below[width + c] = Some(width + def.columns.len() + k);
+        }
         let mut assignments = Vec::with_capacity(update.assignments.len());
         for assignment in &update.assignments {
             let names: Vec<String> = match &assignment.target {
@@ -244,15 +255,21 @@ impl OnConflict {
                         format!("column \"{name}\" can only be updated to DEFAULT"),
                     ));
                 }
-                let value = if super::defaults::is_default(value) {
+                let logical = if super::defaults::is_default(value) {
                     let default = super::defaults::default_text(&def.columns[column])
                         .unwrap_or_else(|| "NULL".to_string());
-                    let logical = state.create_logical_expr(&default, &schema)?;
-                    rivulet_planner::overflow::physical_expr(&state, logical, &schema)?
+                    state.create_logical_expr(&default, &schema)?
                 } else {
-                    plan(value)?
+                    logical_of(value)?
                 };
-                assignments.push((column, value));
+                if let Some(k) = scaled.iter().position(|&c| c == column) {
+                    let scale = crate::pg::dscale::scale_of(&logical, &schema, &below)
+                        .unwrap_or_else(|| {
+                            Expr::Literal(datafusion::scalar::ScalarValue::Int32(None), None)
+                        });
+                    assignments.push((def.columns.len() + k, physical(scale)?));
+                }
+                assignments.push((column, physical(logical)?));
             }
         }
         let condition = update.selection.as_ref().map(plan).transpose()?;

@@ -48,6 +48,7 @@ use datafusion::logical_expr::{
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
+use pgwire::api::Type;
 use pgwire::api::portal::Portal;
 use rivulet_planner::types::{SCALE_PREFIX, SCALE_TYPE, scale_name, scale_target};
 use std::collections::BTreeMap;
@@ -83,6 +84,11 @@ pub fn of_texts<'a>(texts: impl IntoIterator<Item = Option<&'a str>>) -> ArrayRe
     )
 }
 
+/// Whether `schema` has display-scale columns.
+fn has_scales(schema: &DFSchema) -> bool {
+    schema.fields().iter().any(|f| is_scale(f.name()))
+}
+
 /// Whether a column named `name` holds display scales.
 fn is_scale(name: &str) -> bool {
     name.starts_with(SCALE_PREFIX)
@@ -99,13 +105,9 @@ pub fn attach(plan: LogicalPlan) -> LogicalPlan {
         next: 0,
         values: false,
     };
-    match walk
-        .plan(plan.clone())
+    walk.plan(plan.clone())
         .and_then(|(p, scales)| top(p, &scales))
-    {
-        Ok(Some(attached)) => attached,
-        _ => plan,
-    }
+        .unwrap_or(plan)
 }
 
 fn is_query(plan: &LogicalPlan) -> bool {
@@ -134,7 +136,7 @@ fn reads_scales(plan: &LogicalPlan) -> bool {
     let mut found = false;
     let _ = plan.apply(|node| {
         if let LogicalPlan::TableScan(scan) = node
-            && scaled_source(scan).is_some()
+            && (scaled_source(scan).is_some() || has_scales(&scan.projected_schema))
         {
             found = true;
             return Ok(TreeNodeRecursion::Stop);
@@ -145,9 +147,12 @@ fn reads_scales(plan: &LogicalPlan) -> bool {
 }
 
 /// The plan's result: its own columns, then each one's display scales that has them, named
-/// after the column's position. `None` where no result column has any.
-fn top(plan: LogicalPlan, scales: &[Option<usize>]) -> Result<Option<LogicalPlan>> {
+/// after the column's position.
+fn top(plan: LogicalPlan, scales: &[Option<usize>]) -> Result<LogicalPlan> {
     let schema = Arc::clone(plan.schema());
+    if !schema.fields().iter().any(|f| is_scale(f.name())) {
+        return Ok(plan);
+    }
     let mut shown = Vec::new();
     let mut hidden = Vec::new();
     for (i, (qualifier, field)) in schema.iter().enumerate() {
@@ -160,14 +165,11 @@ fn top(plan: LogicalPlan, scales: &[Option<usize>]) -> Result<Option<LogicalPlan
         }
         shown.push(Expr::Column(Column::from((qualifier, field))));
     }
-    if hidden.is_empty() {
-        return Ok(None);
-    }
     shown.extend(hidden);
-    Ok(Some(LogicalPlan::Projection(Projection::try_new(
+    Ok(LogicalPlan::Projection(Projection::try_new(
         shown,
         Arc::new(plan),
-    )?)))
+    )?))
 }
 
 /// A plan with, for each of its output columns, the position of the column of its display
@@ -260,8 +262,17 @@ impl Walk {
     /// A scan of a table that keeps display scales reads them too.
     fn scan(&mut self, scan: TableScan) -> Result<Scaled> {
         let Some(scaled) = scaled_source(&scan) else {
-            let n = scan.projected_schema.fields().len();
-            return Ok((LogicalPlan::TableScan(scan), vec![None; n]));
+            // Rows that carry their scales already (a statement's written rows, RETURNING).
+            let schema = &scan.projected_schema;
+            let columns = |k: usize| {
+                scan.projection
+                    .as_ref()
+                    .map_or(Some(k), |p| p.get(k).copied())
+            };
+            let scales = (0..schema.fields().len())
+                .map(|k| schema.index_of_column_by_name(None, &scale_name(columns(k)?)))
+                .collect();
+            return Ok((LogicalPlan::TableScan(scan), scales));
         };
         let stored = datafusion::catalog::TableProvider::schema(&scaled);
         let visible = scan.source.schema().fields().len();
@@ -436,6 +447,12 @@ impl Walk {
         let schema = Arc::clone(input.schema());
         let mut exprs = p.expr;
         let mut scales = vec![None; exprs.len()];
+        // Numerics cast to text keep their scales in the text.
+        let names = NamePreserver::new_for_projection();
+        for e in exprs.iter_mut() {
+            let name = names.save(e);
+            *e = name.restore(scaled_texts(e.clone(), &schema, &below)?);
+        }
         for i in 0..exprs.len() {
             if is_decimal(&exprs[i], &schema)
                 && let Some(Some(scale)) = derive(&exprs[i], &schema, &below)
@@ -487,6 +504,21 @@ impl Walk {
         let plan = Aggregate::try_new(Arc::new(input), a.group_expr, aggregates)?;
         Ok((LogicalPlan::Aggregate(plan), scales))
     }
+}
+
+/// `e` with each numeric written as text (`x::text`, `'a' || x`) given its values' scales where
+/// they can be derived.
+fn scaled_texts(e: Expr, schema: &DFSchema, below: &[Option<usize>]) -> Result<Expr> {
+    Ok(e.transform_up(|e| {
+        let scaled = super::output::is_text_of(&e)
+            .filter(|x| is_decimal(x, schema))
+            .and_then(|x| Some((x.clone(), derive(x, schema, below)??)));
+        Ok(match scaled {
+            Some((x, scale)) => Transformed::yes(super::output::text_scaled(x, scale)),
+            None => Transformed::no(e),
+        })
+    })?
+    .data)
 }
 
 /// `plan` without its display-scale columns.
@@ -579,6 +611,12 @@ fn window_scale(e: &Expr, schema: &DFSchema, below: &[Option<usize>]) -> Option<
     largest.fun = WindowFunctionDefinition::AggregateUDF(max_udaf());
     largest.params.args = vec![scale];
     Some(Expr::WindowFunction(Box::new(largest)))
+}
+
+/// The expression of `e`'s display scales over `schema`, whose columns' are at `below`, if it
+/// can be derived (an `ON CONFLICT DO UPDATE`'s new values').
+pub fn scale_of(e: &Expr, schema: &DFSchema, below: &[Option<usize>]) -> Option<Expr> {
+    derive(e, schema, below).flatten()
 }
 
 /// The expression of `e`'s display scales over `schema` (whose columns' scales are at
@@ -789,12 +827,22 @@ pub fn mark_parameters<S>(values: &mut ParamValues, portal: &Portal<S>) {
         if !unconstrained(&DataType::Decimal128(p, s)) {
             continue;
         }
-        let scale = if portal.parameter_format.is_binary(i) {
-            bytes
+        let declared = portal.statement.parameter_types.get(i).cloned().flatten();
+        let scale = match (declared, portal.parameter_format.is_binary(i)) {
+            (_, false) => std::str::from_utf8(bytes).ok().and_then(of_text),
+            // The display scale field of Postgres' binary numeric.
+            (Some(Type::NUMERIC), true) => bytes
                 .get(6..8)
-                .map(|b| i32::from(u16::from_be_bytes([b[0], b[1]])))
-        } else {
-            std::str::from_utf8(bytes).ok().and_then(of_text)
+                .map(|b| i32::from(u16::from_be_bytes([b[0], b[1]]))),
+            (Some(Type::INT2 | Type::INT4 | Type::INT8), true) => Some(0),
+            // A float becomes the numeric of its shortest text, as in Postgres.
+            (Some(Type::FLOAT8), true) => <[u8; 8]>::try_from(bytes.as_ref())
+                .ok()
+                .and_then(|b| of_text(&f64::from_be_bytes(b).to_string())),
+            (Some(Type::FLOAT4), true) => <[u8; 4]>::try_from(bytes.as_ref())
+                .ok()
+                .and_then(|b| of_text(&f32::from_be_bytes(b).to_string())),
+            _ => None,
         };
         if let Some(scale) = scale {
             let marked = [(PARAMETER_SCALE.to_string(), scale.to_string())];
@@ -999,6 +1047,13 @@ pub fn shown(schema: &Schema) -> Schema {
     schema.project(&kept).unwrap_or_else(|_| schema.clone())
 }
 
+/// The values of decimal `column` (of `field`) as text with their `scales` (`pg_text`'s, where a
+/// query carries them: [`super::output::text_scaled`]); `None` for another column.
+pub fn texts(column: &ArrayRef, field: &Field, scales: &ArrayRef) -> Option<ArrayRef> {
+    let scales = cast(scales, &SCALE_TYPE).ok()?;
+    write(column, field, &scales, false)
+}
+
 /// The values of decimal `column` (of `field`) written with their `scales`.
 fn write(column: &ArrayRef, field: &Field, scales: &ArrayRef, binary: bool) -> Option<ArrayRef> {
     let DataType::Decimal128(_, scale) = *column.data_type() else {
@@ -1011,10 +1066,18 @@ fn write(column: &ArrayRef, field: &Field, scales: &ArrayRef, binary: bool) -> O
         let v = values.value(row);
         let own = rule.decimals(v, scale);
         match scales.is_valid(row).then(|| scales.value(row)) {
-            // At most the decimals stored (the value rounded to its scale, as a quotient is).
-            Some(s) => u32::try_from(s)
-                .unwrap_or(0)
-                .min(u32::try_from(scale).unwrap_or(0)),
+            // At most the decimals stored; a quotient is rounded to its scale, any other value
+            // shows at least the digits it has (a scale kept where a path changed the value
+            // without deriving its scale must not hide digits).
+            Some(s) => {
+                let shown = u32::try_from(s)
+                    .unwrap_or(0)
+                    .min(u32::try_from(scale).unwrap_or(0));
+                match rule {
+                    Scale::Quotient(_) => shown,
+                    _ => shown.max(Scale::Own(0).decimals(v, scale)),
+                }
+            }
             None => own,
         }
     };

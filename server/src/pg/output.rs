@@ -17,7 +17,8 @@ use datafusion::common::Result;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
 };
 
 /// Whether a cast of a value of type `t` to text is Postgres' output function rather than
@@ -45,6 +46,25 @@ pub fn by_output_function(t: &DataType) -> bool {
     )
 }
 
+/// Whether `e` is [`text`] of one value.
+pub fn is_text_of(e: &Expr) -> Option<&Expr> {
+    match e {
+        Expr::ScalarFunction(f) if f.func.name() == "pg_text" => match f.args.as_slice() {
+            [x] => Some(x),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// [`text`] of a numeric `x` with its values' display `scales`.
+pub fn text_scaled(x: Expr, scales: Expr) -> Expr {
+    Expr::ScalarFunction(ScalarFunction::new_udf(
+        Arc::new(ScalarUDF::new_from_impl(PgText::default())),
+        vec![x, scales],
+    ))
+}
+
 /// `x` as text, as Postgres' output function for its type writes it (a `timestamptz` in the zone
 /// its type is labelled with).
 pub fn text(x: Expr) -> Expr {
@@ -62,7 +82,11 @@ struct PgText {
 impl Default for PgText {
     fn default() -> Self {
         PgText {
-            signature: Signature::any(1, Volatility::Immutable),
+            // A numeric may come with its values' display scales ([`super::dscale`]).
+            signature: Signature::one_of(
+                vec![TypeSignature::Any(1), TypeSignature::Any(2)],
+                Volatility::Immutable,
+            ),
         }
     }
 }
@@ -84,9 +108,22 @@ impl ScalarUDFImpl for PgText {
         let (Some(value), Some(field)) = (args.args.first(), args.arg_fields.first()) else {
             return Err(DataFusionError::Internal("pg_text takes one value".into()));
         };
-        let scalar = matches!(value, ColumnarValue::Scalar(_));
-        let column = value.to_array(if scalar { 1 } else { args.number_rows })?;
-        let text = output(field, &column)?;
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let rows = if scalar { 1 } else { args.number_rows };
+        let column = value.to_array(rows)?;
+        let text = match args.args.get(1) {
+            Some(scales) => {
+                let scales = scales.to_array(rows)?;
+                match super::dscale::texts(&column, field, &scales) {
+                    Some(text) => text,
+                    None => output(field, &column)?,
+                }
+            }
+            None => output(field, &column)?,
+        };
         Ok(if scalar {
             ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&text, 0)?)
         } else {

@@ -37,6 +37,8 @@ use pgwire::api::portal::Portal;
 use pgwire::api::results::{DataRowEncoder, FieldFormat};
 use pgwire::error::PgWireResult;
 
+use crate::error::{SqlError, sqlstate};
+
 /// The field metadata key naming a column's Postgres type (the planner's: table columns carry it).
 pub use rivulet_planner::types::PG_TYPE;
 
@@ -326,6 +328,77 @@ pub fn jsonb_parameters<S>(
             *value = ScalarValue::Utf8(Some(json.to_string())).into();
         }
     }
+}
+
+/// The types to decode parameters as: `types` (what the statement needs), except where the
+/// client declared an integer or a float for a `numeric`, which `arrow-pg` does not convert:
+/// those are decoded as what the client sent ([`numeric_parameters`] converts them after).
+pub fn decoded_types<'a, S>(
+    portal: &Portal<S>,
+    types: &[Option<&'a DataType>],
+) -> Vec<Option<&'a DataType>> {
+    types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match (t, sent_number(portal, i)) {
+            (Some(DataType::Decimal128(..)), Some(sent)) => Some(sent),
+            _ => *t,
+        })
+        .collect()
+}
+
+/// The type of a number the client declared parameter `i` as, if an integer or a float.
+fn sent_number<S>(portal: &Portal<S>, i: usize) -> Option<&'static DataType> {
+    match portal.statement.parameter_types.get(i).cloned().flatten()? {
+        Type::INT2 | Type::INT4 | Type::INT8 => Some(&DataType::Int64),
+        Type::FLOAT4 | Type::FLOAT8 => Some(&DataType::Float64),
+        _ => None,
+    }
+}
+
+/// `values` (decoded with [`decoded_types`]) with each integer or float sent for a `numeric`
+/// converted to it, as Postgres' assignment casts do: a float by its shortest decimal text
+/// (`0.1` is `0.1`, as `float8out` writes it). 0A000 for a float that is no number (NaN,
+/// infinity), 22003 for one beyond the numeric's range.
+pub fn numeric_parameters<S>(
+    values: &mut ParamValues,
+    portal: &Portal<S>,
+    types: &[Option<&DataType>],
+) -> Result<(), SqlError> {
+    let ParamValues::List(list) = values else {
+        return Ok(());
+    };
+    for (i, slot) in list.iter_mut().enumerate() {
+        let Some(Some(target @ DataType::Decimal128(..))) = types.get(i) else {
+            continue;
+        };
+        if sent_number(portal, i).is_none() {
+            continue;
+        }
+        let text = match &slot.value {
+            ScalarValue::Int64(Some(n)) => n.to_string(),
+            ScalarValue::Float64(Some(f)) if f.is_finite() => f.to_string(),
+            // As `'NaN'::numeric` (a 128-bit decimal has no NaN or infinity).
+            ScalarValue::Float64(Some(f)) => {
+                return Err(SqlError::new(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    format!("numeric value \"{f}\" is not supported"),
+                ));
+            }
+            _ => {
+                slot.value = ScalarValue::try_from(&**target)?;
+                continue;
+            }
+        };
+        let text = ScalarValue::Utf8(Some(text.clone()));
+        slot.value = text.cast_to(target).map_err(|_| {
+            SqlError::new(
+                sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                format!("parameter ${} is out of range for type numeric", i + 1),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn text_at(array: &dyn Array, row: usize) -> Option<&str> {
