@@ -165,6 +165,11 @@ pub struct ViewDef {
     /// plan position).
     #[serde(default)]
     pub state_tables: Vec<StateTableDef>,
+    /// The columns whose values' display scales the view keeps, in hidden columns after its
+    /// others (before a counted view's count), as its query carries them; empty for views
+    /// created before (planned without them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scales: Vec<usize>,
 }
 
 /// One stateful operator of a view's job, as the view stores it.
@@ -189,8 +194,12 @@ impl TableDef {
     }
 
     /// The columns whose values' display scales the table keeps: its unconstrained `numeric`
-    /// columns, if it keeps them ([`TableDef::display_scales`]).
+    /// columns, if it keeps them ([`TableDef::display_scales`]); a view's, as it was planned
+    /// ([`ViewDef::scales`]).
     pub fn scaled_columns(&self) -> Vec<usize> {
+        if let Some(view) = &self.view {
+            return view.scales.clone();
+        }
         if !self.display_scales {
             return Vec::new();
         }
@@ -201,14 +210,23 @@ impl TableDef {
     }
 
     /// The schema the table's rows are stored with: [`TableDef::schema`], then one hidden
-    /// display-scale column per [`TableDef::scaled_columns`] (see [`crate::types::scale_field`]).
+    /// display-scale column per [`TableDef::scaled_columns`] (see [`crate::types::scale_field`]),
+    /// before a counted view's count.
     pub fn stored_schema(&self) -> SchemaRef {
         let scaled = self.scaled_columns();
         if scaled.is_empty() {
             return self.schema();
         }
         let mut fields: Vec<Field> = self.columns.iter().map(ColumnDef::field).collect();
+        let count = fields.split_off(self.visible_columns());
         fields.extend(scaled.iter().map(|&c| crate::types::scale_field(c)));
+        fields.extend(count);
         Arc::new(Schema::new(fields))
+    }
+
+    /// How many of its columns a query sees: all but a counted view's count.
+    pub fn visible_columns(&self) -> usize {
+        let counted = self.view.as_ref().is_some_and(|v| v.counted);
+        self.columns.len() - usize::from(counted)
     }
 }

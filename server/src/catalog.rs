@@ -224,7 +224,9 @@ impl Catalog {
             if let Some(view) = &def.view {
                 table.mark_view(view.counted);
             }
-            table.set_hidden(def.scaled_columns().len());
+            if !def.scaled_columns().is_empty() {
+                table.set_visible(def.visible_columns());
+            }
             crate::functions::install_computed(&table, &def)
                 .map_err(|e| corrupt(format!("table \"{}\": {}", def.name, e.message)))?;
             let database = databases.entry(def.database.clone()).or_default();
@@ -375,7 +377,9 @@ impl Catalog {
         if let Some(view) = &def.view {
             table.mark_view(view.counted);
         }
-        table.set_hidden(def.scaled_columns().len());
+        if !def.scaled_columns().is_empty() {
+            table.set_visible(def.visible_columns());
+        }
         crate::functions::install_computed(&table, def)?;
         Ok(table)
     }

@@ -194,6 +194,7 @@ async fn build(shared: &Arc<Shared>, entry: &TableEntry) -> Result<Job, SqlError
         &view.settings,
         view.emit_on_window_close,
         view.sink.is_some(),
+        !view.scales.is_empty(),
     )
     .await?;
     let mut plan = plan;
@@ -869,6 +870,7 @@ pub async fn plan_stream(
     settings: &BTreeMap<String, String>,
     emit_on_window_close: bool,
     sink: bool,
+    scales: bool,
 ) -> Result<StreamPlan, SqlError> {
     let parallelism = parallelism(settings, session.shared.jobs.defaults().parallelism)?;
     let allowed_lateness = allowed_lateness(settings)?;
@@ -885,6 +887,12 @@ pub async fn plan_stream(
     let ctx = in_zone(session.context()?, settings)?;
     let temporal = rivulet_planner::temporal::tables(stmt)?;
     let plan = crate::pg::jsonb::in_views(plan_continuous(&ctx, stmt).await?)?;
+    // A view stores its numerics' display scales where it was created with them.
+    let plan = if scales {
+        crate::pg::dscale::attach_view(plan)
+    } else {
+        plan
+    };
     let state = ctx.state();
     let resolve = |name: &TableReference| -> Option<Resolved> {
         let t = catalog.table(&database, name.table())?;

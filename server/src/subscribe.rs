@@ -83,9 +83,8 @@ where
     };
     let zone = session.time_zone();
     let table = Arc::clone(&entry.store);
-    let counted = entry.def.view.as_ref().is_some_and(|v| v.counted);
     // Without a counted view's count and a table's hidden display scales.
-    let columns = table.visible_columns() - usize::from(counted);
+    let columns = entry.def.visible_columns();
     let mut changed = table.subscribe();
     let (mut seq, snapshot, hold) = start(session.catalog().store(), &entry, &request)?;
     if let Some(since) = request.since

@@ -265,7 +265,7 @@ impl Session {
             })?;
         let table = Arc::clone(&entry.store);
         let counted = entry.def.view.as_ref().is_some_and(|v| v.counted);
-        let columns = table.visible_columns() - usize::from(counted);
+        let columns = entry.def.visible_columns();
         let mut fields: Vec<Field> = (table.schema().fields().iter().take(columns))
             .map(|f| f.as_ref().clone())
             .collect();

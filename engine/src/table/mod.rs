@@ -227,9 +227,10 @@ pub struct TableStore {
     /// Set for a materialized view's rows: whether the view counts identical rows (its last
     /// column; see [`TableStore::mark_view`]).
     view: std::sync::OnceLock<bool>,
-    /// How many of the last columns are hidden ones a writer may leave out (NULL then): the
-    /// display scales of unconstrained numerics (see [`TableStore::set_hidden`]).
-    hidden: std::sync::OnceLock<usize>,
+    /// How many of the first columns are the rows' own; the others are hidden ones (the display
+    /// scales of unconstrained numerics, a counted view's count after them), which a writer may
+    /// leave out (NULL then). See [`TableStore::set_visible`].
+    visible: std::sync::OnceLock<usize>,
     /// The last trimmed sequence (0: nothing trimmed).
     trimmed: AtomicU64,
     /// Readers outside jobs and the entries they still need: hold id -> last sequence read.
@@ -336,7 +337,7 @@ impl TableStore {
             computed: std::sync::OnceLock::new(),
             check: std::sync::OnceLock::new(),
             view: std::sync::OnceLock::new(),
-            hidden: std::sync::OnceLock::new(),
+            visible: std::sync::OnceLock::new(),
             trimmed: AtomicU64::new(trimmed),
             holds: Mutex::new(BTreeMap::new()),
             next_hold: AtomicU64::new(0),
@@ -351,16 +352,16 @@ impl TableStore {
         let _ = self.view.set(counted);
     }
 
-    /// Marks the last `n` columns hidden: rows written without them get NULLs there. Set once,
-    /// when the table is opened.
-    pub fn set_hidden(&self, n: usize) {
-        let _ = self.hidden.set(n);
+    /// Marks only the first `n` columns as the rows' own: rows written without the others get
+    /// NULLs there. Set once, when the table is opened.
+    pub fn set_visible(&self, n: usize) {
+        let _ = self.visible.set(n);
     }
 
-    /// How many columns rows have that are not hidden ([`TableStore::set_hidden`]).
+    /// How many columns rows have that are not hidden ([`TableStore::set_visible`]).
     pub fn visible_columns(&self) -> usize {
-        let hidden = self.hidden.get().copied().unwrap_or(0);
-        self.schema.fields().len().saturating_sub(hidden)
+        let all = self.schema.fields().len();
+        self.visible.get().map_or(all, |&n| n.min(all))
     }
 
     /// A snapshot of the whole store (the table's rows and log with it).

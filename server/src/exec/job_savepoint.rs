@@ -401,7 +401,8 @@ impl Session {
         settings.extend(crate::jobs::job_settings(&self.settings));
         let (query, eowc) =
             query.unwrap_or_else(|| (saved_view.query.clone(), saved_view.emit_on_window_close));
-        let plan = plan_stream(self, &query, &settings, eowc, sink).await?;
+        let scales = !sink && !saved_view.scales.is_empty();
+        let plan = plan_stream(self, &query, &settings, eowc, sink, scales).await?;
         let planned_tables = crate::jobs::state_tables(&plan.graph);
         let tables = match_state_tables(
             &manifest.state_tables,
@@ -428,8 +429,10 @@ impl Session {
         def.name = name.to_string();
         def.id = 0;
         if !sink {
+            let mut columns = plan.columns.clone();
+            crate::pg::dscale::split_view_columns(&mut columns);
             let planned = TableDef {
-                columns: plan.columns.clone(),
+                columns,
                 primary_key: plan.key.clone(),
                 view: Some(rivulet_planner::catalog::ViewDef {
                     counted: plan.counted,

@@ -75,7 +75,7 @@ impl Session {
         let settings = crate::jobs::job_settings(&self.settings);
         let defaults = self.shared.jobs.defaults();
         crate::jobs::RestartPolicy::from_settings(&settings, defaults.restart)?;
-        let plan = plan_stream(self, query, &settings, emit_on_window_close, true).await?;
+        let plan = plan_stream(self, query, &settings, emit_on_window_close, true, false).await?;
         let mut columns = plan.columns;
         for (c, n) in columns.iter_mut().zip(names.into_iter().flatten()) {
             c.name = n;
@@ -106,6 +106,7 @@ impl Session {
                 settings,
                 sink: Some(connector),
                 state_tables: crate::jobs::state_tables(&plan.graph),
+                scales: Vec::new(),
             }),
         };
         drop(plan.graph);
@@ -158,10 +159,10 @@ impl Session {
         // A Flink window aggregation emits each window once, when it closes: so does this job
         // when its query has one (and only then: other rows go out as they come, as in Flink).
         let settings = crate::jobs::job_settings(&self.settings);
-        let (plan, eowc) = match plan_stream(self, &query, &settings, true, true).await {
+        let (plan, eowc) = match plan_stream(self, &query, &settings, true, true, false).await {
             Ok(plan) if !plan.holds_rows => (plan, true),
             _ => (
-                plan_stream(self, &query, &settings, false, true).await?,
+                plan_stream(self, &query, &settings, false, true, false).await?,
                 false,
             ),
         };

@@ -157,7 +157,8 @@ impl Session {
         let settings = crate::jobs::job_settings(&self.settings);
         let defaults = self.shared.jobs.defaults();
         crate::jobs::RestartPolicy::from_settings(&settings, defaults.restart)?;
-        let mut plan = plan_stream(self, &query, &settings, emit_on_window_close, false).await?;
+        let mut plan = plan_view(self, &query, &settings, emit_on_window_close, false).await?;
+        let scales = crate::pg::dscale::split_view_columns(&mut plan.columns);
         // The hidden count column of a view without a key is not the user's to name.
         let visible = plan.columns.len() - usize::from(plan.counted);
         rename_columns(
@@ -185,6 +186,7 @@ impl Session {
                 settings,
                 sink: None,
                 state_tables: crate::jobs::state_tables(&plan.graph),
+                scales,
             }),
         };
         drop(plan.graph);
@@ -215,7 +217,7 @@ impl Session {
         sink: bool,
     ) -> Result<Outcome, SqlError> {
         let settings = crate::jobs::job_settings(&self.settings);
-        let plan = plan_stream(self, query, &settings, emit_on_window_close, sink).await?;
+        let plan = plan_view(self, query, &settings, emit_on_window_close, sink).await?;
         let lines = if sink {
             plan.explain_sink()
         } else {
@@ -323,4 +325,22 @@ impl Session {
     pub(crate) fn own_views(&self) -> Vec<u64> {
         crate::jobs::Jobs::views_of(self.catalog(), &self.database)
     }
+}
+
+/// A new view's (or sink's, `sink`) job plan: a view's with its numerics' display scales where
+/// the streaming planner takes them, else as views were planned before them.
+async fn plan_view(
+    session: &mut Session,
+    query: &str,
+    settings: &std::collections::BTreeMap<String, String>,
+    emit_on_window_close: bool,
+    sink: bool,
+) -> Result<rivulet_planner::stream::StreamPlan, SqlError> {
+    if !sink
+        && let Ok(plan) =
+            plan_stream(session, query, settings, emit_on_window_close, sink, true).await
+    {
+        return Ok(plan);
+    }
+    plan_stream(session, query, settings, emit_on_window_close, sink, false).await
 }

@@ -110,6 +110,31 @@ pub fn attach(plan: LogicalPlan) -> LogicalPlan {
         .unwrap_or(plan)
 }
 
+/// [`attach`] for a materialized view's query: the plan with its result's display scales where
+/// it has any (the view stores them, [`ViewDef::scales`](rivulet_planner::catalog::ViewDef)),
+/// else `plan` as it was.
+pub fn attach_view(plan: LogicalPlan) -> LogicalPlan {
+    let attached = attach(plan.clone());
+    if has_scales(attached.schema()) {
+        attached
+    } else {
+        plan
+    }
+}
+
+/// The columns a view's planned `columns` (its query's result) carry display scales of, with
+/// those scale columns taken out of `columns` (they are stored hidden, [`ViewDef::scales`]).
+///
+/// [`ViewDef::scales`]: rivulet_planner::catalog::ViewDef::scales
+pub fn split_view_columns(columns: &mut Vec<rivulet_planner::catalog::ColumnDef>) -> Vec<usize> {
+    let scales = columns
+        .iter()
+        .filter_map(|c| scale_target(&c.name))
+        .collect();
+    columns.retain(|c| !is_scale(&c.name));
+    scales
+}
+
 fn is_query(plan: &LogicalPlan) -> bool {
     !matches!(
         plan,
