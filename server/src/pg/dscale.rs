@@ -657,9 +657,14 @@ fn derive(e: &Expr, schema: &DFSchema, below: &[Option<usize>]) -> Option<Option
             Expr::Column(Column::from((q, f)))
         }
         Expr::Literal(..) => lit(written_scale(e)?),
-        // A quotient's rule ([`Scale::Quotient`]) is no scale of its values' own.
-        Expr::Cast(Cast { field, .. }) if matches!(Scale::of(field), Scale::Quotient(_)) => {
-            return None;
+        // A quotient's rule ([`Scale::Quotient`]) on arithmetic: the arithmetic's scales (a
+        // quotient's by `select_div_scale`); on anything else (an average) no scale of its
+        // values' own.
+        Expr::Cast(Cast { field, expr }) if matches!(Scale::of(field), Scale::Quotient(_)) => {
+            return match expr.as_ref() {
+                Expr::BinaryExpr(_) => derive(expr, schema, below),
+                _ => None,
+            };
         }
         Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) => {
             return match (derive(expr, schema, below), expr.as_ref()) {
@@ -736,6 +741,17 @@ fn operand(e: &Expr, schema: &DFSchema, below: &[Option<usize>]) -> Option<Optio
     }
     if is_unconstrained(e, schema) {
         return derive(e, schema, below);
+    }
+    // A cast the planner put in to widen a decimal (a dividend's, for the quotient's digits;
+    // a user's cast to `numeric(p,s)` has its type modifier in its field) keeps its operand's.
+    if let Expr::Cast(Cast { expr, field }) = e
+        && field.metadata().is_empty()
+        && field.data_type().is_decimal()
+        && expr
+            .get_type(schema)
+            .is_ok_and(|t| t.is_decimal() || t.is_integer())
+    {
+        return operand(expr, schema, below);
     }
     match e.get_type(schema).ok()? {
         DataType::Decimal128(_, s) => Some(Some(lit(i32::from(s.max(0))))),

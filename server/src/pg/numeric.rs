@@ -18,12 +18,12 @@
 //!
 //! [`arithmetic`], [`cast`] and [`average`] put the rules on expressions, in [`super::typing`]'s
 //! rewrite; a materialized view stores its columns' rules with them (`ColumnDef::shown`).
-//! What cannot be exact: an unconstrained column's value has lost its trailing zeros (`2.50`
-//! stored shows `2.5`), and Postgres estimates a quotient's size from its operands' first digits,
-//! which this rule reads from the quotient where an operand is a column (`n / 3` with `n` at
-//! `-3.75` gets 16 decimals here, 20 in Postgres). A quotient of two constants gets Postgres'
-//! exact scale as its rule's minimum (`-3.75 / 3` has 20 decimals).
-//! Both need a display scale per value, which Arrow's one scale per column cannot carry.
+//! These rules are what a column shows where its values carry no display scale of their own.
+//! Where a query reads tables (or views) that keep them, [`super::dscale`] carries a scale per
+//! value next to it (`2.50` stored shows `2.50`; `n / 3` with `n` at `-3.75` gets Postgres' 20
+//! decimals from its operands' first digits), and the wire layer prefers it to the rule. A
+//! quotient of two constants gets Postgres' exact scale as its rule's minimum (`-3.75 / 3`
+//! has 20 decimals).
 
 use std::sync::Arc;
 
