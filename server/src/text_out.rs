@@ -210,18 +210,26 @@ fn write_offset(out: &mut String, seconds: i32) {
 /// Decimals with the decimals their column's [`Scale`] rule shows (`1.2500000000` of an
 /// unconstrained `numeric` as `1.25`).
 fn numerics(column: &ArrayRef, rule: Scale) -> ArrayRef {
+    numerics_showing(column, |_, v, scale| rule.decimals(v, scale))
+}
+
+/// Decimals as text, each with the decimals `decimals(row, value, column scale)` says.
+pub(crate) fn numerics_showing(
+    column: &ArrayRef,
+    decimals: impl Fn(usize, i128, i8) -> u32,
+) -> ArrayRef {
     let DataType::Decimal128(_, scale) = *column.data_type() else {
         return Arc::clone(column);
     };
     let mut out = StringBuilder::new();
     let mut line = String::with_capacity(48);
-    for v in column.as_primitive::<Decimal128Type>().iter() {
+    for (row, v) in column.as_primitive::<Decimal128Type>().iter().enumerate() {
         let Some(v) = v else {
             out.append_null();
             continue;
         };
         line.clear();
-        write_numeric(&mut line, v, scale, rule.decimals(v, scale));
+        write_numeric(&mut line, v, scale, decimals(row, v, scale));
         out.append_value(&line);
     }
     Arc::new(out.finish())

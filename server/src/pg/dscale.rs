@@ -19,15 +19,14 @@
 //! A NULL scale (rows written before, or through a path that does not know it) shows the value's
 //! own digits; a scale never hides digits the value has.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BinaryBuilder, Decimal128Array, Int32Array, RecordBatch,
-    StringBuilder,
 };
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::Int32Type;
-use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, Int32Type, Schema, SchemaRef};
 use datafusion::common::metadata::FieldMetadata;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{
@@ -36,22 +35,18 @@ use datafusion::common::{
 use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::functions_aggregate::first_last::first_value_udaf;
 use datafusion::functions_aggregate::min_max::max_udaf;
-use datafusion::logical_expr::expr::ScalarFunction;
-use datafusion::logical_expr::expr::{AggregateFunction, Case, Cast, TryCast};
+use datafusion::logical_expr::expr::{AggregateFunction, Case, Cast, ScalarFunction, TryCast};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::logical_plan::TableScanBuilder;
 use datafusion::logical_expr::{
-    Aggregate, BinaryExpr, Distinct, Expr, ExprSchemable, JoinType, LogicalPlan,
-    LogicalPlanBuilder, Operator, Projection, SortExpr, TableScan, Union, Values, Window,
-    WindowFunctionDefinition, lit,
-};
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    Aggregate, BinaryExpr, ColumnarValue, Distinct, Expr, ExprSchemable, JoinType, LogicalPlan,
+    LogicalPlanBuilder, Operator, Projection, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, SortExpr, TableScan, Union, Values, Volatility, Window, WindowFunctionDefinition,
+    lit,
 };
 use pgwire::api::Type;
 use pgwire::api::portal::Portal;
 use rivulet_planner::types::{SCALE_PREFIX, SCALE_TYPE, scale_name, scale_target};
-use std::collections::BTreeMap;
 
 use super::numeric::{MIN_SIG_DIGITS, Scale, first_digit, unconstrained};
 use crate::provider::StoredTable;
@@ -1137,18 +1132,9 @@ fn write(column: &ArrayRef, field: &Field, scales: &ArrayRef, binary: bool) -> O
         }
         return Some(Arc::new(out.finish()));
     }
-    let mut out = StringBuilder::new();
-    let mut text = String::with_capacity(48);
-    for row in 0..values.len() {
-        if values.is_null(row) {
-            out.append_null();
-            continue;
-        }
-        text.clear();
-        super::numeric::write_text(&mut text, values.value(row), scale, decimals(row));
-        out.append_value(&text);
-    }
-    Some(Arc::new(out.finish()))
+    Some(crate::text_out::numerics_showing(column, |row, _, _| {
+        decimals(row)
+    }))
 }
 
 #[cfg(test)]
